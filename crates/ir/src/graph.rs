@@ -1,0 +1,393 @@
+//! Graphs of named nodes: validation, topological order, shapes, counts and (de)serialisation.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IrError;
+use crate::op::{Op, ParamSpec, ShapeProblem};
+
+/// One node: a name (unique; parameter names derive from it), the names of the nodes it
+/// reads, and its op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Unique name, e.g. `features.0` or `layer1.0.conv1` (torchvision's module path where
+    /// torchvision has the model).
+    pub name: String,
+    /// Names of the nodes this node reads, in order. In a hand-written file an empty or
+    /// missing list means "the node listed just before this one".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// What the node computes.
+    pub op: Op,
+}
+
+/// The serialised form of a graph: a name and a list of nodes in any order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSpec {
+    /// The model's name.
+    pub name: String,
+    /// The nodes.
+    pub nodes: Vec<Node>,
+}
+
+/// A validated network graph: unique names, known inputs, no cycle, exactly one input and one
+/// output node, valid attributes and consistent shapes. Nodes are stored in topological order
+/// and every node's output shape is known.
+///
+/// A `Graph` is immutable; transformations (such as pruning) build a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    name: String,
+    nodes: Vec<Node>,
+    shapes: Vec<Vec<usize>>,
+    index: HashMap<String, usize>,
+}
+
+/// One row of [`Graph::summary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// Op type name.
+    pub op: &'static str,
+    /// Output shape (without batch dimension).
+    pub shape: Vec<usize>,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: u64,
+}
+
+impl Graph {
+    /// Validates `nodes` and builds a graph. Nodes may come in any order; empty `inputs`
+    /// are *not* filled in here (see [`GraphSpec`] parsing for that convenience).
+    pub fn new(name: impl Into<String>, nodes: Vec<Node>) -> Result<Self, IrError> {
+        let name = name.into();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if position.insert(n.name.as_str(), i).is_some() {
+                return Err(IrError::DuplicateName {
+                    name: n.name.clone(),
+                });
+            }
+        }
+        for n in &nodes {
+            n.op.check_attributes()
+                .map_err(|detail| IrError::Attribute {
+                    node: n.name.clone(),
+                    detail,
+                })?;
+            for input in &n.inputs {
+                if !position.contains_key(input.as_str()) {
+                    return Err(IrError::UnknownInput {
+                        node: n.name.clone(),
+                        input: input.clone(),
+                    });
+                }
+            }
+        }
+        let inputs: Vec<String> = nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Input { .. }))
+            .map(|n| n.name.clone())
+            .collect();
+        if inputs.len() != 1 {
+            return Err(IrError::InputCount {
+                found: inputs.len(),
+                nodes: inputs,
+            });
+        }
+
+        // Kahn's algorithm, stable: ready nodes leave in their listed order.
+        let mut pending: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            for input in &n.inputs {
+                readers[position[input.as_str()]].push(i);
+            }
+        }
+        let mut ready: VecDeque<usize> = (0..nodes.len()).filter(|&i| pending[i] == 0).collect();
+        let mut order = Vec::with_capacity(nodes.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for &r in &readers[i] {
+                pending[r] -= 1;
+                if pending[r] == 0 {
+                    ready.push_back(r);
+                }
+            }
+        }
+        if order.len() != nodes.len() {
+            let placed: HashSet<usize> = order.iter().copied().collect();
+            return Err(IrError::Cycle {
+                nodes: (0..nodes.len())
+                    .filter(|i| !placed.contains(i))
+                    .map(|i| nodes[i].name.clone())
+                    .collect(),
+            });
+        }
+        let outputs: Vec<String> = (0..nodes.len())
+            .filter(|&i| readers[i].is_empty())
+            .map(|i| nodes[i].name.clone())
+            .collect();
+        if outputs.len() != 1 {
+            return Err(IrError::OutputCount { nodes: outputs });
+        }
+
+        let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+        let sorted: Vec<Node> = order
+            .iter()
+            .map(|&i| slots[i].take().expect("each node placed once"))
+            .collect();
+        let index: HashMap<String, usize> = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(sorted.len());
+        for n in &sorted {
+            let ins: Vec<(&str, &[usize])> = n
+                .inputs
+                .iter()
+                .map(|i| (i.as_str(), shapes[index[i]].as_slice()))
+                .collect();
+            let shape = n.op.infer(&ins).map_err(|p| match p {
+                ShapeProblem::Arity { expected, found } => IrError::Arity {
+                    node: n.name.clone(),
+                    op: n.op.type_name(),
+                    expected,
+                    found,
+                },
+                ShapeProblem::Detail(detail) => IrError::Shape {
+                    node: n.name.clone(),
+                    detail,
+                },
+            })?;
+            shapes.push(shape);
+        }
+        Ok(Graph {
+            name,
+            nodes: sorted,
+            shapes,
+            index,
+        })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Nodes in topological order (every node after the nodes it reads).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&Node, IrError> {
+        self.position(name).map(|i| &self.nodes[i])
+    }
+
+    /// Position of `name` in [`Graph::nodes`].
+    pub fn position(&self, name: &str) -> Result<usize, IrError> {
+        self.index
+            .get(name)
+            .copied()
+            .ok_or_else(|| IrError::NoSuchNode {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Output shape of the node at `position` (without batch dimension).
+    pub fn shape_at(&self, position: usize) -> &[usize] {
+        &self.shapes[position]
+    }
+
+    /// Output shape of the node called `name`.
+    pub fn shape(&self, name: &str) -> Result<&[usize], IrError> {
+        self.position(name).map(|i| self.shape_at(i))
+    }
+
+    /// The input node (exactly one exists).
+    pub fn input(&self) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::Input { .. }))
+            .expect("validated graphs have one input")
+    }
+
+    /// The output node: the one node that no other node reads (always last in topological
+    /// order).
+    pub fn output(&self) -> &Node {
+        self.nodes.last().expect("validated graphs are non-empty")
+    }
+
+    /// All parameter tensors, in node order, with PyTorch state-dict names.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.op.params(&n.name))
+            .collect()
+    }
+
+    /// Total trainable parameters.
+    pub fn param_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.op.param_count()).sum()
+    }
+
+    /// Total multiply-accumulates per sample (convolutions and linear layers).
+    pub fn macs(&self) -> u64 {
+        self.nodes
+            .iter()
+            .zip(&self.shapes)
+            .map(|(n, s)| n.op.macs(s))
+            .sum()
+    }
+
+    /// One row per node: name, op, output shape, parameters, MACs.
+    pub fn summary(&self) -> Vec<NodeSummary> {
+        self.nodes
+            .iter()
+            .zip(&self.shapes)
+            .map(|(n, s)| NodeSummary {
+                name: n.name.clone(),
+                op: n.op.type_name(),
+                shape: s.clone(),
+                params: n.op.param_count(),
+                macs: n.op.macs(s),
+            })
+            .collect()
+    }
+
+    /// The serialisable form (nodes in topological order, inputs explicit).
+    pub fn to_spec(&self) -> GraphSpec {
+        GraphSpec {
+            name: self.name.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// Parses a TOML graph (see the crate docs for the format).
+    pub fn from_toml_str(text: &str) -> Result<Self, IrError> {
+        let spec: GraphSpec = toml::from_str(text).map_err(|e| IrError::Parse {
+            path: None,
+            message: e.to_string(),
+        })?;
+        spec.into_graph()
+    }
+
+    /// Parses a JSON graph (same structure as TOML).
+    pub fn from_json_str(text: &str) -> Result<Self, IrError> {
+        let spec: GraphSpec = serde_json::from_str(text).map_err(|e| IrError::Parse {
+            path: None,
+            message: e.to_string(),
+        })?;
+        spec.into_graph()
+    }
+
+    /// Writes the graph as TOML.
+    pub fn to_toml_string(&self) -> Result<String, IrError> {
+        toml::to_string(&self.to_spec()).map_err(|e| IrError::Serialize(e.to_string()))
+    }
+
+    /// Writes the graph as pretty JSON.
+    pub fn to_json_string(&self) -> Result<String, IrError> {
+        serde_json::to_string_pretty(&self.to_spec()).map_err(|e| IrError::Serialize(e.to_string()))
+    }
+
+    /// Reads a graph from a `.toml` or `.json` file (by extension; anything else is read as
+    /// TOML). Errors name the file.
+    pub fn load(path: &Path) -> Result<Self, IrError> {
+        let text = std::fs::read_to_string(path).map_err(|source| IrError::Io {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        })?;
+        let parsed = if is_json(path) {
+            Self::from_json_str(&text)
+        } else {
+            Self::from_toml_str(&text)
+        };
+        parsed.map_err(|e| match e {
+            IrError::Parse { message, .. } => IrError::Parse {
+                path: Some(path.to_owned()),
+                message,
+            },
+            other => IrError::Parse {
+                path: Some(path.to_owned()),
+                message: other.to_string(),
+            },
+        })
+    }
+
+    /// Writes the graph to a `.toml` or `.json` file, atomically (temporary file + rename).
+    pub fn save(&self, path: &Path) -> Result<(), IrError> {
+        let text = if is_json(path) {
+            self.to_json_string()?
+        } else {
+            self.to_toml_string()?
+        };
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+impl GraphSpec {
+    /// Fills implicit inputs (a non-input node without `inputs` reads the node listed before
+    /// it) and validates.
+    pub fn into_graph(mut self) -> Result<Graph, IrError> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].inputs.is_empty() && !matches!(self.nodes[i].op, Op::Input { .. }) {
+                if i == 0 {
+                    return Err(IrError::Arity {
+                        node: self.nodes[i].name.clone(),
+                        op: self.nodes[i].op.type_name(),
+                        expected: "explicit inputs (it is listed first, so there is no previous node to read)",
+                        found: 0,
+                    });
+                }
+                let previous = self.nodes[i - 1].name.clone();
+                self.nodes[i].inputs.push(previous);
+            }
+        }
+        Graph::new(self.name, self.nodes)
+    }
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a half-written file and a failed write leaves the old file intact.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IrError> {
+    let io = |source| IrError::Io {
+        action: "cannot write",
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        ))
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}

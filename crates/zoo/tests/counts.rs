@@ -1,0 +1,141 @@
+//! Parameter and MAC counts against published figures: torchvision's documented parameter
+//! counts and the MAC figures of the pruning literature. (The PyTorch cross-check of names and
+//! shapes against torchvision itself lives in the runtime crate's tests.)
+
+use fair_zoo::build;
+
+fn params(name: &str, input: [usize; 3], classes: usize) -> usize {
+    build(name, &input, classes).unwrap().param_count()
+}
+
+fn macs(name: &str, input: [usize; 3], classes: usize) -> u64 {
+    build(name, &input, classes).unwrap().macs()
+}
+
+const IMAGENET: [usize; 3] = [3, 224, 224];
+const CIFAR: [usize; 3] = [3, 32, 32];
+
+#[test]
+fn torchvision_parameter_counts() {
+    // torchvision 0.26 model documentation ("num_params").
+    let expected = [
+        ("vgg11", 132_863_336),
+        ("vgg11_bn", 132_868_840),
+        ("vgg13", 133_047_848),
+        ("vgg13_bn", 133_053_736),
+        ("vgg16", 138_357_544),
+        ("vgg16_bn", 138_365_992),
+        ("vgg19", 143_667_240),
+        ("vgg19_bn", 143_678_248),
+        ("alexnet", 61_100_840),
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("densenet121", 7_978_856),
+    ];
+    for (name, count) in expected {
+        assert_eq!(params(name, IMAGENET, 1000), count, "{name}");
+    }
+}
+
+#[test]
+fn cifar_parameter_counts() {
+    assert_eq!(params("vgg16_bn_cifar", CIFAR, 10), 14_990_922);
+    // He et al. report 0.27 M / 0.85 M / 1.7 M for ResNet-20/56/110 (option A shortcuts);
+    // our option-B projections add 2 × (1×1 conv + BN) = 2,752 parameters.
+    let r20 = params("resnet20", CIFAR, 10) as f64;
+    let r56 = params("resnet56", CIFAR, 10) as f64;
+    let r110 = params("resnet110", CIFAR, 10) as f64;
+    assert!((r20 / 0.27e6 - 1.0).abs() < 0.03, "resnet20 {r20}");
+    assert!((r56 / 0.85e6 - 1.0).abs() < 0.01, "resnet56 {r56}");
+    assert!((r110 / 1.7e6 - 1.0).abs() < 0.03, "resnet110 {r110}");
+    // Huang et al.: DenseNet (L = 40, k = 12) has 1.0 M parameters.
+    let d40 = params("densenet40", CIFAR, 10) as f64;
+    assert!((d40 / 1.0e6 - 1.0).abs() < 0.03, "densenet40 {d40}");
+}
+
+#[test]
+fn published_mac_counts_within_one_percent() {
+    let cases = [
+        ("resnet50", IMAGENET, 1000, 4.1e9),
+        ("vgg16", IMAGENET, 1000, 15.5e9),
+        ("vgg16_bn_cifar", CIFAR, 10, 313.7e6),
+        ("resnet56", CIFAR, 10, 125.5e6),
+    ];
+    for (name, input, classes, published) in cases {
+        let m = macs(name, input, classes) as f64;
+        assert!(
+            (m / published - 1.0).abs() <= 0.01,
+            "{name}: {m} MACs vs published {published}"
+        );
+    }
+}
+
+#[test]
+fn hand_computed_cifar_vgg16_bn_macs() {
+    // Sum over the 13 convs of H·W·Cout·Cin·9 at 32, 32, 16, 16, 8 (×3), 4 (×3), 2 (×3), plus
+    // the 512·512 + 512·10 head.
+    let conv: u64 = [
+        (32, 3, 64),
+        (32, 64, 64),
+        (16, 64, 128),
+        (16, 128, 128),
+        (8, 128, 256),
+        (8, 256, 256),
+        (8, 256, 256),
+        (4, 256, 512),
+        (4, 512, 512),
+        (4, 512, 512),
+        (2, 512, 512),
+        (2, 512, 512),
+        (2, 512, 512),
+    ]
+    .iter()
+    .map(|&(s, i, o)| s * s * i * o * 9)
+    .sum();
+    assert_eq!(
+        macs("vgg16_bn_cifar", CIFAR, 10),
+        conv + 512 * 512 + 512 * 10
+    );
+}
+
+#[test]
+fn every_zoo_model_builds_at_its_default_size() {
+    for m in fair_zoo::MODELS {
+        let g = build(m.name, &m.default_input, m.default_classes)
+            .unwrap_or_else(|e| panic!("{}: {e}", m.name));
+        assert_eq!(
+            g.shape(&g.output().name).unwrap(),
+            &[m.default_classes],
+            "{}",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn input_channels_size_and_classes_are_parameters() {
+    let g = build("resnet20", &[1, 28, 28], 7).unwrap();
+    assert_eq!(
+        g.node("conv1").unwrap().op.params("conv1")[0].shape,
+        vec![16, 1, 3, 3]
+    );
+    assert_eq!(g.shape("fc").unwrap(), &[7]);
+    let v = build("vgg11_bn_cifar", &[3, 64, 64], 100).unwrap();
+    assert_eq!(v.shape("features.28").unwrap(), &[512, 2, 2]);
+    assert_eq!(v.shape("classifier.2").unwrap(), &[100]);
+}
+
+#[test]
+fn too_small_input_names_the_node() {
+    let err = build("vgg16_bn_cifar", &[1, 28, 28], 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("features.43"), "{err}");
+    assert!(err.contains("too small"), "{err}");
+    let err = build("resnet99", &CIFAR, 10).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown model 'resnet99'") && err.contains("resnet56"),
+        "{err}"
+    );
+}
