@@ -1,1 +1,304 @@
-fn main() {}
+//! `cargo xtask`: project automation for fair-pruner.
+//!
+//! - `cargo xtask setup`  — provision libtorch 2.11.0 (and the Python reference environment
+//!   used by cross-check tests) and wire this checkout so plain `cargo build` / `cargo test`
+//!   work and built binaries find libtorch at run time.
+//! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace [ARGS]`.
+//! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
+//!
+//! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
+//! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
+//! per-user cache outside the checkout — `$FAIR_PRUNER_CACHE`, else
+//! `$XDG_CACHE_HOME/fair-pruner`, else `~/.cache/fair-pruner` — and reused by every checkout
+//! and CI run. The same environment holds torchvision, SciPy and safetensors for the
+//! cross-check tests (`FAIR_PRUNER_PYTHON` overrides which Python they use). The wiring is
+//! written to `.cargo/libtorch.toml` (git-ignored), which `.cargo/config.toml` includes.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+/// The libtorch version tch 0.24 is built against.
+const TORCH_VERSION: &str = "2.11.0";
+
+/// What the reference Python environment holds. Changing this list re-runs pip once.
+const REQUIREMENTS: &[&str] = &[
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "numpy",
+    "scipy",
+    "safetensors",
+];
+
+const HELP: &str = "\
+cargo xtask — fair-pruner project automation
+
+USAGE:
+    cargo xtask setup          provision libtorch + the Python reference env, wire the build
+    cargo xtask test [ARGS]    setup, then `cargo test --workspace [ARGS]`
+    cargo xtask demo           setup, then run the built-in demo (the README's main job)
+
+ENVIRONMENT:
+    LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel
+    FAIR_PRUNER_CACHE   cache directory (default: $XDG_CACHE_HOME/fair-pruner or ~/.cache/fair-pruner)
+    FAIR_PRUNER_PYTHON  Python with torch, torchvision, scipy, safetensors for cross-checks
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup().map(|s| s.print()),
+        Some("test") => {
+            setup().and_then(|_| cargo(&[&["test", "--workspace"], &rest(&args)[..]].concat()))
+        }
+        Some("demo") => setup().and_then(|_| demo()),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown xtask command '{other}'\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rest(args: &[String]) -> Vec<&str> {
+    args.iter().skip(1).map(String::as_str).collect()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_owned()
+}
+
+/// Runs cargo in the workspace root, failing when it fails.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "fair-cli",
+        "--",
+        "info",
+        "--model",
+        "resnet56",
+    ])
+}
+
+/// Where libtorch and the reference Python are.
+struct Setup {
+    libtorch: PathBuf,
+    python: Option<PathBuf>,
+}
+
+impl Setup {
+    fn print(&self) {
+        println!("libtorch: {}", self.libtorch.display());
+        match &self.python {
+            Some(p) => println!("python (cross-checks): {}", p.display()),
+            None => println!("python (cross-checks): none"),
+        }
+        println!(
+            "wiring: {} (plain `cargo build` / `cargo test` now work here)",
+            workspace_root().join(".cargo/libtorch.toml").display()
+        );
+    }
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = env::var_os("FAIR_PRUNER_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("fair-pruner"));
+    }
+    let home = env::var_os("HOME").context(
+        "neither FAIR_PRUNER_CACHE, XDG_CACHE_HOME nor HOME is set: cannot choose a cache directory",
+    )?;
+    Ok(PathBuf::from(home).join(".cache/fair-pruner"))
+}
+
+fn setup() -> Result<Setup> {
+    let python = match env::var_os("FAIR_PRUNER_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(reference_env()?),
+    };
+    let libtorch = match env::var_os("LIBTORCH") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            check_libtorch(&dir).context("LIBTORCH is set but does not hold libtorch")?;
+            dir
+        }
+        None => {
+            let py = python.as_ref().expect("set above");
+            let out = Command::new(py)
+                .args([
+                    "-c",
+                    "import os, torch; print(os.path.dirname(torch.__file__))",
+                ])
+                .output()
+                .with_context(|| format!("cannot run {}", py.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{} cannot import torch: {}\nSet LIBTORCH, or unset FAIR_PRUNER_PYTHON to use the cached environment.",
+                    py.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let dir = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+            check_libtorch(&dir)?;
+            dir
+        }
+    };
+    write_wiring(&libtorch, python.as_deref())?;
+    Ok(Setup { libtorch, python })
+}
+
+fn check_libtorch(dir: &Path) -> Result<()> {
+    let lib = dir.join("lib");
+    let has_lib = ["libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll"]
+        .iter()
+        .any(|f| lib.join(f).exists());
+    if !has_lib || !dir.join("include").is_dir() {
+        bail!(
+            "{} has no lib/libtorch_cpu.* and include/: expected a libtorch {TORCH_VERSION} directory",
+            dir.display()
+        );
+    }
+    if let Ok(v) = fs::read_to_string(dir.join("build-version.txt"))
+        .or_else(|_| fs::read_to_string(dir.join("version.py")))
+        && !v.contains(TORCH_VERSION)
+    {
+        eprintln!(
+            "warning: {} does not look like libtorch {TORCH_VERSION} (tch 0.24 needs exactly that version)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates (once) the cached virtual environment with torch and the cross-check packages.
+fn reference_env() -> Result<PathBuf> {
+    let venv = cache_dir()?.join(format!("torch-{TORCH_VERSION}"));
+    let python = venv.join("bin/python");
+    let marker = venv.join(".fair-pruner-requirements");
+    let wanted = REQUIREMENTS.join("\n");
+    if python.exists() && fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    let python3 = find_python3()?;
+    if !python.exists() {
+        eprintln!(
+            "xtask: creating the reference environment {} (once per machine)",
+            venv.display()
+        );
+        fs::create_dir_all(venv.parent().expect("cache dir"))
+            .with_context(|| format!("cannot create {}", venv.display()))?;
+        let status = Command::new(&python3)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .with_context(|| format!("cannot run {}", python3.display()))?;
+        if !status.success() || !python.exists() {
+            bail!(
+                "`{} -m venv {}` failed: install Python's venv module (Debian: apt-get install python3-venv), \
+                 or set LIBTORCH to a libtorch {TORCH_VERSION} directory and FAIR_PRUNER_PYTHON to a Python with torch",
+                python3.display(),
+                venv.display()
+            );
+        }
+    }
+    eprintln!(
+        "xtask: installing {} into {} (torch's wheel carries libtorch; ~4.6 GB, a few minutes, once)",
+        REQUIREMENTS.join(" "),
+        venv.display()
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
+        .args(REQUIREMENTS)
+        .status()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    if !status.success() {
+        bail!(
+            "pip could not install {} into {}: see pip's output above (it needs the Python package index), \
+             or set LIBTORCH and FAIR_PRUNER_PYTHON to an existing installation",
+            REQUIREMENTS.join(" "),
+            venv.display()
+        );
+    }
+    fs::write(&marker, &wanted).with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(python)
+}
+
+fn find_python3() -> Result<PathBuf> {
+    for candidate in ["python3", "python"] {
+        if let Ok(out) = Command::new(candidate)
+            .args(["-c", "import sys, venv; print(sys.executable) if sys.version_info >= (3, 10) else sys.exit(1)"])
+            .output()
+            && out.status.success()
+        {
+            return Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()));
+        }
+    }
+    bail!(
+        "python3 (3.10 or newer, with the venv module and pip) was not found. fair-pruner provisions \
+         libtorch {TORCH_VERSION} from the torch wheel on the Python package index and needs it: install \
+         python3 (Debian: apt-get install python3 python3-venv python3-pip), or set LIBTORCH to a libtorch \
+         {TORCH_VERSION} directory"
+    )
+}
+
+/// Writes `.cargo/libtorch.toml`: LIBTORCH for torch-sys' build script, an rpath so binaries
+/// (doctests included) find libtorch at run time, and the Python for cross-checks. Rewritten only on change.
+fn write_wiring(libtorch: &Path, python: Option<&Path>) -> Result<()> {
+    let lib = libtorch.join("lib");
+    let toml_str = |p: &Path| format!("{:?}", p.display().to_string());
+    let mut text = format!(
+        "# Written by `cargo xtask setup` for this machine; not committed.\n\
+         [env]\n\
+         LIBTORCH = {}\n",
+        toml_str(libtorch)
+    );
+    if let Some(py) = python {
+        text += &format!("FAIR_PRUNER_PYTHON = {}\n", toml_str(py));
+    }
+    let rpath = format!("[\"-C\", \"link-arg=-Wl,-rpath,{}\"]", lib.display());
+    text += &format!("\n[build]\nrustflags = {rpath}\nrustdocflags = {rpath}\n");
+    let path = workspace_root().join(".cargo/libtorch.toml");
+    if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = path.with_extension("toml.tmp");
+        fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

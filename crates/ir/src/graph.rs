@@ -1,6 +1,7 @@
 //! Graphs of named nodes: validation, topological order, shapes, counts and (de)serialisation.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,8 @@ impl Graph {
             });
         }
 
-        // Kahn's algorithm, stable: ready nodes leave in their listed order.
+        // Kahn's algorithm taking the earliest-listed ready node first, so a list that is
+        // already in topological order keeps its order (and state-dict order follows it).
         let mut pending: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
         let mut readers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
@@ -110,14 +112,17 @@ impl Graph {
                 readers[position[input.as_str()]].push(i);
             }
         }
-        let mut ready: VecDeque<usize> = (0..nodes.len()).filter(|&i| pending[i] == 0).collect();
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+            .filter(|&i| pending[i] == 0)
+            .map(Reverse)
+            .collect();
         let mut order = Vec::with_capacity(nodes.len());
-        while let Some(i) = ready.pop_front() {
+        while let Some(Reverse(i)) = ready.pop() {
             order.push(i);
             for &r in &readers[i] {
                 pending[r] -= 1;
                 if pending[r] == 0 {
-                    ready.push_back(r);
+                    ready.push(Reverse(r));
                 }
             }
         }

@@ -1,1 +1,29 @@
+//! Executes fair-pruner IR graphs with libtorch (through `tch`).
+//!
+//! A [`Model`] pairs a validated [`fair_ir::Graph`] with its parameters on a device. It runs
+//! forward passes in eval or training mode (including a training mode that leaves BatchNorm's
+//! running statistics untouched, for scoring), records any set of named nodes ("taps") in one
+//! pass, and loads and saves weights as safetensors under PyTorch state-dict names — so
+//! weights move to and from torchvision models without a mapping table.
+//!
+//! ```no_run
+//! use fair_runtime::{Model, Mode};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10)?;
+//! let model = Model::new(graph, Device::Cpu, 0)?;
+//! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+//! let out = model.forward_with_taps(&x, Mode::Eval, &["layer1.0.conv1", "layer3.2.relu2"])?;
+//! assert_eq!(out.output.size(), [8, 10]);
+//! assert_eq!(out.taps["layer1.0.conv1"].size(), [8, 16, 32, 32]);
+//! model.save_weights(std::path::Path::new("resnet20.safetensors"))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod error;
+mod model;
+mod tensors;
+
+pub use error::RuntimeError;
+pub use model::{Forward, Mode, Model, parse_device};
+pub use tensors::{read_safetensors, write_safetensors};

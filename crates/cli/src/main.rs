@@ -1,0 +1,140 @@
+//! `fair-pruner`: prune convolutional and fully connected networks with FAIR-Pruner.
+//!
+//! Commands so far: `info` (per-node table of a zoo model or an IR file) and `models` (the
+//! zoo). Run `fair-pruner --help` or `fair-pruner <command> --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use fair_ir::Graph;
+
+mod table;
+
+/// FAIR-Pruner: layer-wise structured pruning with Wasserstein utilisation, Taylor
+/// reconstruction and Tolerance of Difference.
+#[derive(Debug, Parser)]
+#[command(name = "fair-pruner", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a model's nodes: output shape, parameters and MACs per node, and totals.
+    Info(InfoArgs),
+    /// List the built-in model zoo with default input sizes.
+    Models,
+}
+
+/// Which model to describe: a zoo name or an IR file.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
+    #[arg(long, conflicts_with = "graph", required_unless_present = "graph")]
+    model: Option<String>,
+    /// Per-sample input shape CxHxW for a zoo model, e.g. 3x224x224 [default: the model's usual size].
+    #[arg(long, value_name = "CxHxW", requires = "model")]
+    input: Option<String>,
+    /// Number of classes for a zoo model [default: the model's usual count].
+    #[arg(long, requires = "model")]
+    classes: Option<usize>,
+    /// An IR graph file (.toml or .json), e.g. one written by --write-graph or by `apply`.
+    #[arg(long, value_name = "FILE")]
+    graph: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print the table as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write the graph as an IR file (.toml or .json by extension), e.g. to edit by hand.
+    #[arg(long, value_name = "FILE")]
+    write_graph: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Graph> {
+        if let Some(path) = &self.graph {
+            return Graph::load(path)
+                .with_context(|| format!("cannot load the graph {}", path.display()));
+        }
+        let name = self
+            .model
+            .as_deref()
+            .expect("clap requires --model or --graph");
+        let Some(info) = fair_zoo::info(name) else {
+            bail!("{}", fair_zoo::ZooError::UnknownModel { name: name.into() });
+        };
+        let input = match &self.input {
+            Some(text) => fair_ir::parse_shape(text)
+                .map_err(anyhow::Error::msg)
+                .context("--input")?,
+            None => info.default_input.to_vec(),
+        };
+        let classes = self.classes.unwrap_or(info.default_classes);
+        Ok(fair_zoo::build(name, &input, classes)?)
+    }
+}
+
+fn info(args: &InfoArgs) -> Result<()> {
+    let graph = args.model.load()?;
+    if let Some(path) = &args.write_graph {
+        graph
+            .save(path)
+            .with_context(|| format!("cannot write the graph to {}", path.display()))?;
+    }
+    if args.json {
+        let report = serde_json::json!({
+            "name": graph.name(),
+            "nodes": graph.summary(),
+            "params": graph.param_count(),
+            "macs": graph.macs(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table::info_table(&graph));
+    }
+    Ok(())
+}
+
+fn models() {
+    let rows: Vec<Vec<String>> = fair_zoo::MODELS
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.to_owned(),
+                m.default_input.map(|d| d.to_string()).join("x"),
+                m.default_classes.to_string(),
+                m.description.to_owned(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(&["model", "input", "classes", "description"], &rows, &[])
+    );
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info(args) => info(args),
+        Command::Models => {
+            models();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! [`Model`]: an IR graph with its parameters on a device, and its forward pass.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use fair_ir::{Graph, Op, ParamKind};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal, Uniform};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::error::{RuntimeError, torch};
+use crate::tensors::{read_safetensors, write_safetensors};
+
+/// How a forward pass treats BatchNorm and Dropout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inference: BatchNorm uses running statistics, Dropout is the identity.
+    Eval,
+    /// Training, as PyTorch's `model.train()`: BatchNorm normalises with batch statistics and
+    /// updates its running statistics; Dropout drops.
+    Train,
+    /// Training behaviour without side effects: BatchNorm normalises with batch statistics
+    /// but leaves running statistics (and `num_batches_tracked`) untouched; Dropout drops.
+    /// Scoring uses this so it never changes the model.
+    TrainFrozenStats,
+}
+
+/// The result of [`Model::forward_with_taps`].
+#[derive(Debug)]
+pub struct Forward {
+    /// The graph output, `[batch, ...]`.
+    pub output: Tensor,
+    /// The output of every tapped node, by node name.
+    pub taps: HashMap<String, Tensor>,
+}
+
+/// An executable model: a validated [`Graph`] and its parameters, held in a tch
+/// [`nn::VarStore`] under their PyTorch state-dict names (trainable tensors are the
+/// store's trainable variables, so tch optimisers work on it directly).
+pub struct Model {
+    graph: Graph,
+    vs: nn::VarStore,
+    params: HashMap<String, Tensor>,
+    /// For each node position, the last position that reads it (`usize::MAX` for the output).
+    last_use: Vec<usize>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("graph", &self.graph.name())
+            .field("device", &self.vs.device())
+            .field("tensors", &self.params.len())
+            .finish()
+    }
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`, checking that CUDA is there when asked for.
+pub fn parse_device(text: &str) -> Result<Device, RuntimeError> {
+    let device = match text.trim() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => {
+                return Err(RuntimeError::Device(format!(
+                    "unknown device '{text}': expected cpu, cuda or cuda:N"
+                )));
+            }
+        },
+    };
+    if let Device::Cuda(n) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if n >= count {
+            return Err(RuntimeError::Device(format!(
+                "device '{text}' asked for, but libtorch sees {count} CUDA device(s)"
+            )));
+        }
+    }
+    Ok(device)
+}
+
+fn dims(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+/// Fan-in and fan-out of a weight tensor, as PyTorch's `_calculate_fan_in_and_fan_out`.
+fn fans(shape: &[usize]) -> (f64, f64) {
+    let receptive: usize = shape[2..].iter().product();
+    ((shape[1] * receptive) as f64, (shape[0] * receptive) as f64)
+}
+
+impl Model {
+    /// Creates the parameters of `graph` on `device`, initialised from `seed`
+    /// (torchvision's ResNet rule, applied to every family): conv weights Kaiming-normal
+    /// (fan-out, ReLU gain), conv biases zero; linear weights and biases uniform in
+    /// ±1/√fan-in (PyTorch's default); BatchNorm scale 1, shift 0, running mean 0, running
+    /// variance 1. The same seed gives the same parameters.
+    pub fn new(graph: Graph, device: Device, seed: u64) -> Result<Self, RuntimeError> {
+        // A private generator (not libtorch's global one): the same seed gives the same
+        // parameters on every device and whatever other threads draw meanwhile.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let vs = nn::VarStore::new(device);
+        let mut params = HashMap::new();
+        for node in graph.nodes() {
+            for spec in node.op.params(&node.name) {
+                let n = spec.numel();
+                let values: Vec<f32> = match (&node.op, spec.kind) {
+                    (Op::Conv2d { .. }, ParamKind::Weight) => {
+                        let std = (2.0 / fans(&spec.shape).1).sqrt();
+                        let normal = Normal::new(0.0, std).expect("positive std");
+                        (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+                    }
+                    (Op::Linear { in_features, .. }, ParamKind::Weight | ParamKind::Bias) => {
+                        let bound = 1.0 / (*in_features as f64).sqrt();
+                        let uniform = Uniform::new(-bound, bound);
+                        (0..n).map(|_| uniform.sample(&mut rng) as f32).collect()
+                    }
+                    (_, ParamKind::Weight | ParamKind::RunningVar) => vec![1.0; n],
+                    _ => vec![0.0; n],
+                };
+                let t = Tensor::from_slice(&values).reshape(dims(&spec.shape));
+                let t = if spec.kind == ParamKind::NumBatchesTracked {
+                    t.to_kind(Kind::Int64)
+                } else {
+                    t
+                };
+                let t = torch(t.f_to_device(device), || {
+                    format!("moving '{}' to {device:?}", spec.name)
+                })?;
+                let t = register(&vs, &spec.name, t, spec.kind.is_trainable());
+                params.insert(spec.name, t);
+            }
+        }
+        let last_use = last_uses(&graph);
+        Ok(Model {
+            graph,
+            vs,
+            params,
+            last_use,
+        })
+    }
+
+    /// Creates the model and loads weights from a safetensors file (see
+    /// [`Model::load_weights`]).
+    pub fn from_safetensors(
+        graph: Graph,
+        path: &Path,
+        device: Device,
+    ) -> Result<Self, RuntimeError> {
+        let mut m = Self::new(graph, device, 0)?;
+        m.load_weights(path)?;
+        Ok(m)
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The variable store (for optimisers).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The parameter or buffer called `name` (shares storage with the model).
+    pub fn tensor(&self, name: &str) -> Result<&Tensor, RuntimeError> {
+        self.params.get(name).ok_or_else(|| RuntimeError::NoSuch {
+            graph: self.graph.name().to_owned(),
+            what: "parameter",
+            name: name.to_owned(),
+        })
+    }
+
+    /// All parameters and buffers in state-dict order, with their names.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.graph
+            .params()
+            .into_iter()
+            .map(|p| {
+                let t = self.params[&p.name].shallow_clone();
+                (p.name, t)
+            })
+            .collect()
+    }
+
+    /// Loads every parameter and buffer from a safetensors file with state-dict names.
+    /// Strict: a missing, unexpected or wrong-shaped tensor is an error that lists every
+    /// such problem by name with expected and found shapes, and nothing is loaded. Float
+    /// tensors of any precision are converted to f32.
+    pub fn load_weights(&mut self, path: &Path) -> Result<(), RuntimeError> {
+        let loaded = read_safetensors(path, self.device())?;
+        let specs = self.graph.params();
+        let expected: HashMap<&str, &[usize]> = specs
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice()))
+            .collect();
+        let mut problems = Vec::new();
+        let found: HashSet<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
+        for p in &specs {
+            if !found.contains(p.name.as_str()) {
+                problems.push(format!(
+                    "missing tensor '{}' (expected shape {:?})",
+                    p.name, p.shape
+                ));
+            }
+        }
+        for (name, t) in &loaded {
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            match expected.get(name.as_str()) {
+                None => problems.push(format!("unexpected tensor '{name}' (shape {shape:?})")),
+                Some(want) if *want != shape.as_slice() => problems.push(format!(
+                    "tensor '{name}' has shape {shape:?}, expected {want:?}"
+                )),
+                Some(_) => {
+                    let is_float = t.is_floating_point();
+                    let want_float = self.params[name].is_floating_point();
+                    if is_float != want_float {
+                        problems.push(format!(
+                            "tensor '{name}' has dtype {:?}, expected {:?}",
+                            t.kind(),
+                            self.params[name].kind()
+                        ));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(RuntimeError::WeightsMismatch {
+                path: path.to_owned(),
+                graph: self.graph.name().to_owned(),
+                problems,
+            });
+        }
+        tch::no_grad(|| {
+            for (name, t) in &loaded {
+                let mut dst = self.params[name].shallow_clone();
+                let src = t.to_kind(dst.kind());
+                torch(dst.f_copy_(&src), || format!("loading '{name}'"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Saves every parameter and buffer to a safetensors file (atomically), with PyTorch
+    /// state-dict names, so `model.load_state_dict(safetensors.torch.load_file(path))` works.
+    pub fn save_weights(&self, path: &Path) -> Result<(), RuntimeError> {
+        write_safetensors(path, &self.named_tensors())
+    }
+
+    /// Runs the graph on a batch `x` of shape `[batch, ...input shape]`.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor, RuntimeError> {
+        Ok(self.forward_with_taps::<&str>(x, mode, &[])?.output)
+    }
+
+    /// Runs the graph once and also returns the outputs of the named nodes (`taps`). Tensors
+    /// no later node reads are freed as soon as possible, so memory stays bounded by the
+    /// widest cut of the graph plus the taps.
+    pub fn forward_with_taps<S: AsRef<str>>(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        taps: &[S],
+    ) -> Result<Forward, RuntimeError> {
+        let graph = &self.graph;
+        let mut tapped = vec![false; graph.nodes().len()];
+        for t in taps {
+            let i = graph
+                .position(t.as_ref())
+                .map_err(|_| RuntimeError::NoSuch {
+                    graph: graph.name().to_owned(),
+                    what: "node",
+                    name: t.as_ref().to_owned(),
+                })?;
+            tapped[i] = true;
+        }
+        let expected = graph.shape_at(0);
+        let size = x.size();
+        if size.len() != expected.len() + 1 || size[1..] != dims(expected)[..] {
+            return Err(RuntimeError::InputShape {
+                graph: graph.name().to_owned(),
+                expected: expected.to_vec(),
+                found: size,
+            });
+        }
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(graph.nodes().len());
+        let mut out = HashMap::new();
+        for (i, node) in graph.nodes().iter().enumerate() {
+            let inputs: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|name| {
+                    values[graph.position(name).expect("validated")]
+                        .as_ref()
+                        .expect("inputs are freed only after their last reader")
+                })
+                .collect();
+            let y = torch(self.run_node(node, &inputs, x, mode), || {
+                format!("node '{}' ({})", node.name, node.op.type_name())
+            })?;
+            if tapped[i] {
+                out.insert(node.name.clone(), y.shallow_clone());
+            }
+            values.push(Some(y));
+            for name in &node.inputs {
+                let j = graph.position(name).expect("validated");
+                if self.last_use[j] == i {
+                    values[j] = None;
+                }
+            }
+        }
+        let output = values
+            .pop()
+            .flatten()
+            .expect("the output node is last and never freed");
+        Ok(Forward { output, taps: out })
+    }
+
+    fn p(&self, node: &str, kind: ParamKind) -> &Tensor {
+        &self.params[&format!("{node}.{}", kind.suffix())]
+    }
+
+    fn opt_p(&self, node: &str, kind: ParamKind) -> Option<&Tensor> {
+        self.params.get(&format!("{node}.{}", kind.suffix()))
+    }
+
+    fn run_node(
+        &self,
+        node: &fair_ir::Node,
+        inputs: &[&Tensor],
+        x: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor, tch::TchError> {
+        let name = node.name.as_str();
+        let train = mode != Mode::Eval;
+        let pair = |p: fair_ir::Pair| [p.0 as i64, p.1 as i64];
+        match &node.op {
+            Op::Input { .. } => Ok(x.shallow_clone()),
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => inputs[0].f_conv2d(
+                self.p(name, ParamKind::Weight),
+                self.opt_p(name, ParamKind::Bias),
+                pair(*stride),
+                pair(*padding),
+                pair(*dilation),
+                *groups as i64,
+            ),
+            Op::BatchNorm2d { eps, momentum, .. } | Op::BatchNorm1d { eps, momentum, .. } => {
+                let (mean, var) = match mode {
+                    Mode::TrainFrozenStats => (None, None),
+                    _ => (
+                        Some(self.p(name, ParamKind::RunningMean)),
+                        Some(self.p(name, ParamKind::RunningVar)),
+                    ),
+                };
+                if mode == Mode::Train {
+                    tch::no_grad(|| {
+                        let mut n = self.p(name, ParamKind::NumBatchesTracked).shallow_clone();
+                        n.f_add_scalar_(1).map(|_| ())
+                    })?;
+                }
+                inputs[0].f_batch_norm(
+                    Some(self.p(name, ParamKind::Weight)),
+                    Some(self.p(name, ParamKind::Bias)),
+                    mean,
+                    var,
+                    train,
+                    *momentum,
+                    *eps,
+                    true,
+                )
+            }
+            Op::Relu => inputs[0].f_relu(),
+            Op::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+                ceil_mode,
+            } => inputs[0].f_max_pool2d(
+                pair(*kernel_size),
+                pair(stride.unwrap_or(*kernel_size)),
+                pair(*padding),
+                [1, 1],
+                *ceil_mode,
+            ),
+            Op::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            } => inputs[0].f_avg_pool2d(
+                pair(*kernel_size),
+                pair(stride.unwrap_or(*kernel_size)),
+                pair(*padding),
+                *ceil_mode,
+                *count_include_pad,
+                None,
+            ),
+            Op::AdaptiveAvgPool2d { output_size } => {
+                inputs[0].f_adaptive_avg_pool2d(pair(*output_size))
+            }
+            Op::Flatten => inputs[0].f_flatten(1, -1),
+            Op::Linear { .. } => inputs[0].f_linear(
+                self.p(name, ParamKind::Weight),
+                self.opt_p(name, ParamKind::Bias),
+            ),
+            Op::Dropout { p } => inputs[0].f_dropout(*p, train),
+            Op::Add => {
+                let mut sum = inputs[0].f_add(inputs[1])?;
+                for t in &inputs[2..] {
+                    sum = sum.f_add(t)?;
+                }
+                Ok(sum)
+            }
+            Op::Concat => Tensor::f_cat(inputs, 1),
+        }
+    }
+}
+
+/// Adds `t` to the var store under a dotted state-dict name (tch paths are dot-separated).
+fn register(vs: &nn::VarStore, name: &str, t: Tensor, trainable: bool) -> Tensor {
+    let mut path = vs.root();
+    let mut parts: Vec<&str> = name.split('.').collect();
+    let last = parts.pop().expect("names are non-empty");
+    for part in parts {
+        path = path.sub(part);
+    }
+    path.add(last, t, trainable)
+}
+
+fn last_uses(graph: &Graph) -> Vec<usize> {
+    let mut last = vec![usize::MAX; graph.nodes().len()];
+    let output = graph.nodes().len() - 1;
+    for (i, node) in graph.nodes().iter().enumerate() {
+        for name in &node.inputs {
+            let j = graph.position(name).expect("validated");
+            if j != output {
+                last[j] = i;
+            }
+        }
+    }
+    last
+}

@@ -1,0 +1,253 @@
+//! The runtime on its own: shapes, taps, modes, seeding and weight files.
+
+use std::path::Path;
+
+use fair_runtime::{Mode, Model, RuntimeError, parse_device, write_safetensors};
+use tch::{Device, Kind, Tensor};
+
+fn model(name: &str, input: [usize; 3], seed: u64) -> Model {
+    Model::new(
+        fair_zoo::build(name, &input, 10).unwrap(),
+        Device::Cpu,
+        seed,
+    )
+    .unwrap()
+}
+
+fn batch(n: i64, input: [usize; 3], seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    let [c, h, w] = input.map(|d| d as i64);
+    Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu))
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && a.equal(b)
+}
+
+#[test]
+fn libtorch_shapes_equal_ir_shape_inference_for_every_node() {
+    // Small inputs keep this fast; every family and block type is covered.
+    let cases: [(&str, [usize; 3]); 8] = [
+        ("vgg11_bn", [3, 32, 32]),
+        ("vgg16_cifar", [3, 32, 32]),
+        ("alexnet", [3, 64, 64]),
+        ("resnet50", [3, 32, 32]),
+        ("resnet20", [1, 28, 28]),
+        ("densenet121", [3, 32, 32]),
+        ("densenet40", [3, 32, 32]),
+        ("mlp", [1, 28, 28]),
+    ];
+    for (name, input) in cases {
+        let m = model(name, input, 0);
+        let taps: Vec<String> = m.graph().nodes().iter().map(|n| n.name.clone()).collect();
+        let out =
+            tch::no_grad(|| m.forward_with_taps(&batch(2, input, 1), Mode::Eval, &taps)).unwrap();
+        for (i, node) in m.graph().nodes().iter().enumerate() {
+            let mut want = vec![2i64];
+            want.extend(m.graph().shape_at(i).iter().map(|&d| d as i64));
+            assert_eq!(
+                out.taps[&node.name].size(),
+                want,
+                "{name}: node {}",
+                node.name
+            );
+        }
+        assert!(
+            same(&out.output, &out.taps[&m.graph().output().name]),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_parameters_different_seed_different() {
+    let a = model("resnet20", [3, 32, 32], 5);
+    let b = model("resnet20", [3, 32, 32], 5);
+    let c = model("resnet20", [3, 32, 32], 6);
+    let name = "layer2.0.conv1.weight";
+    assert!(same(a.tensor(name).unwrap(), b.tensor(name).unwrap()));
+    assert!(!same(a.tensor(name).unwrap(), c.tensor(name).unwrap()));
+    // Kaiming normal, fan-out: std = sqrt(2 / (32·3·3)) ≈ 0.0833.
+    let std = a.tensor(name).unwrap().std(true).double_value(&[]);
+    assert!(
+        (std / (2.0f64 / 288.0).sqrt() - 1.0).abs() < 0.05,
+        "std {std}"
+    );
+    // BatchNorm starts as the identity transform.
+    assert!(same(
+        a.tensor("bn1.weight").unwrap(),
+        &Tensor::ones([16], (Kind::Float, Device::Cpu))
+    ));
+}
+
+#[test]
+fn modes_treat_batchnorm_statistics_as_documented() {
+    let m = model("resnet20", [3, 32, 32], 0);
+    let x = batch(8, [3, 32, 32], 2);
+    let mean = || m.tensor("bn1.running_mean").unwrap().copy();
+    let steps = || {
+        m.tensor("bn1.num_batches_tracked")
+            .unwrap()
+            .int64_value(&[])
+    };
+    let before = mean();
+
+    let e1 = tch::no_grad(|| m.forward(&x, Mode::Eval)).unwrap();
+    let e2 = tch::no_grad(|| m.forward(&x, Mode::Eval)).unwrap();
+    assert!(same(&e1, &e2), "eval is deterministic");
+
+    let f = tch::no_grad(|| m.forward(&x, Mode::TrainFrozenStats)).unwrap();
+    assert!(
+        same(&before, &mean()) && steps() == 0,
+        "frozen-stats training leaves BN untouched"
+    );
+    assert!(
+        !same(&f, &e1),
+        "batch statistics differ from running statistics"
+    );
+
+    let t = tch::no_grad(|| m.forward(&x, Mode::Train)).unwrap();
+    assert!(
+        same(&f, &t),
+        "both training modes normalise with batch statistics"
+    );
+    assert!(
+        !same(&before, &mean()),
+        "training updates running statistics"
+    );
+    assert_eq!(steps(), 1, "and counts the batch, as PyTorch does");
+}
+
+#[test]
+fn gradients_reach_every_trainable_parameter() {
+    let m = model("densenet40", [3, 32, 32], 0);
+    let x = batch(4, [3, 32, 32], 3);
+    let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
+    let loss = m
+        .forward(&x, Mode::TrainFrozenStats)
+        .unwrap()
+        .cross_entropy_for_logits(&labels);
+    loss.backward();
+    for v in m.var_store().trainable_variables() {
+        assert!(v.grad().defined(), "every trainable tensor gets a gradient");
+    }
+    assert_eq!(
+        m.var_store()
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum::<usize>(),
+        m.graph().param_count()
+    );
+}
+
+#[test]
+fn weights_round_trip_through_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let a = model("vgg11_bn_cifar", [3, 32, 32], 1);
+    a.save_weights(&path).unwrap();
+    let b = Model::from_safetensors(a.graph().clone(), &path, Device::Cpu).unwrap();
+    let x = batch(3, [3, 32, 32], 4);
+    let ya = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    let yb = tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap();
+    assert!(same(&ya, &yb));
+}
+
+#[test]
+fn mismatched_weights_are_reported_by_name_and_nothing_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let mut m = model("resnet20", [3, 32, 32], 0);
+    let mut tensors = m.named_tensors();
+    tensors.retain(|(n, _)| n != "fc.bias");
+    tensors.push((
+        "extra.weight".into(),
+        Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+    ));
+    for (n, t) in tensors.iter_mut() {
+        if n == "conv1.weight" {
+            *t = Tensor::zeros([16, 3, 5, 5], (Kind::Float, Device::Cpu));
+        } else if n == "layer1.0.conv1.weight" {
+            *t = t.zeros_like();
+        }
+    }
+    write_safetensors(&path, &tensors).unwrap();
+    let before = m.tensor("layer1.0.conv1.weight").unwrap().copy();
+    let err = m.load_weights(&path).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, RuntimeError::WeightsMismatch { ref problems, .. } if problems.len() == 3),
+        "{text}"
+    );
+    assert!(
+        text.contains("missing tensor 'fc.bias' (expected shape [10])"),
+        "{text}"
+    );
+    assert!(text.contains("unexpected tensor 'extra.weight'"), "{text}");
+    assert!(
+        text.contains("'conv1.weight' has shape [16, 3, 5, 5], expected [16, 3, 3, 3]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bad.safetensors") && text.contains("nothing was loaded"),
+        "{text}"
+    );
+    assert!(
+        same(&before, m.tensor("layer1.0.conv1.weight").unwrap()),
+        "no tensor was half-loaded"
+    );
+}
+
+#[test]
+fn corrupt_files_and_bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.safetensors");
+    let m = model("mlp", [1, 28, 28], 0);
+    m.save_weights(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let mut m2 = model("mlp", [1, 28, 28], 1);
+    let e = m2.load_weights(&cut).unwrap_err().to_string();
+    assert!(
+        e.contains("cut.safetensors") && e.starts_with("cannot read safetensors file"),
+        "{e}"
+    );
+    let e = m2
+        .load_weights(Path::new("/nonexistent/w.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/w.safetensors"), "{e}");
+
+    let e = m
+        .forward(&batch(2, [3, 28, 28], 0), Mode::Eval)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "the input has shape [2, 3, 28, 28], but the graph 'mlp' expects [batch, 1, 28, 28]"
+    );
+    let e = m
+        .forward_with_taps(&batch(2, [1, 28, 28], 0), Mode::Eval, &["layers.9"])
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the graph 'mlp' has no node named 'layers.9'"
+    );
+}
+
+#[test]
+fn devices_parse_and_missing_cuda_is_an_error() {
+    assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+    assert!(
+        parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("expected cpu, cuda or cuda:N")
+    );
+    if !tch::Cuda::is_available() {
+        let e = parse_device("cuda").unwrap_err().to_string();
+        assert!(e.contains("0 CUDA device"), "{e}");
+    }
+}
