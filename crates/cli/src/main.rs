@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use fair_ir::Graph;
 
 mod table;
@@ -31,9 +31,10 @@ enum Command {
 
 /// Which model to describe: a zoo name or an IR file.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["model", "graph"])))]
 struct ModelArgs {
     /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
-    #[arg(long, conflicts_with = "graph", required_unless_present = "graph")]
+    #[arg(long)]
     model: Option<String>,
     /// Per-sample input shape CxHxW for a zoo model, e.g. 3x224x224 [default: the model's usual size].
     #[arg(long, value_name = "CxHxW", requires = "model")]

@@ -455,7 +455,7 @@ impl Op {
                 num_features, eps, ..
             } => {
                 nonzero("num_features", *num_features)?;
-                if !(*eps > 0.0) {
+                if eps.is_nan() || *eps <= 0.0 {
                     return Err(format!("eps must be positive, found {eps}"));
                 }
             }

@@ -94,7 +94,7 @@ pub fn densenet_cifar(
     classes: usize,
 ) -> Result<Graph, IrError> {
     assert!(
-        depth >= 7 && (depth - 4) % 3 == 0,
+        depth >= 7 && (depth - 4).is_multiple_of(3),
         "CIFAR DenseNet depth must be 3n + 4, got {depth}"
     );
     let layers = (depth - 4) / 3;

@@ -102,7 +102,7 @@ pub fn resnet(depth: usize, input: [usize; 3], classes: usize) -> Result<Graph, 
 /// torchvision's ResNet.
 pub fn resnet_cifar(depth: usize, input: [usize; 3], classes: usize) -> Result<Graph, IrError> {
     assert!(
-        depth >= 8 && (depth - 2) % 6 == 0,
+        depth >= 8 && (depth - 2).is_multiple_of(6),
         "CIFAR ResNet depth must be 6n + 2, got {depth}"
     );
     let n = (depth - 2) / 6;

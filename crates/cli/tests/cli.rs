@@ -1,0 +1,139 @@
+//! The `fair-pruner` binary, run as a user would.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn info_prints_nodes_and_torchvision_totals() {
+    let o = run(&[
+        "info",
+        "--model",
+        "resnet50",
+        "--input",
+        "3x224x224",
+        "--classes",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("25,557,032 parameters (25.56 M)"), "{text}");
+    assert!(text.contains("MACs (4.09 G)"), "{text}");
+    let conv1 = text.lines().find(|l| l.starts_with("conv1 ")).unwrap();
+    let cells: Vec<&str> = conv1.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        ["conv1", "conv2d", "64x112x112", "9,408", "118,013,952"]
+    );
+}
+
+#[test]
+fn info_defaults_to_the_models_usual_size() {
+    let o = run(&["info", "--model", "vgg16_bn_cifar"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("14,990,922 parameters"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn written_graph_reads_back_with_the_same_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("d40.toml");
+    let f = file.to_str().unwrap();
+    let a = run(&["info", "--model", "densenet40", "--write-graph", f]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run(&["info", "--graph", f]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(stdout(&a), stdout(&b));
+    let j = run(&["info", "--graph", f, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let sum: u64 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["params"].as_u64().unwrap())
+        .sum();
+    assert_eq!(v["params"].as_u64().unwrap(), sum);
+    assert_eq!(v["name"], "densenet40");
+}
+
+#[test]
+fn errors_are_clear() {
+    let o = run(&["info", "--model", "resnet99"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown model 'resnet99'; known models:"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["info", "--model", "resnet20", "--input", "3x0x32"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--input") && stderr(&o).contains("3x224x224"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["info", "--model", "vgg16_cifar", "--input", "1x28x28"]);
+    assert!(
+        stderr(&o).contains("features.30") && stderr(&o).contains("too small"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[[nodes]]\nname = \"input\"\nop = { type = \"input\", shape = [3, 4, 4] }\n[[nodes]]\nname = \"c\"\nop = { type = \"conv2d\", in_channels = 1, out_channels = 2, kernel_size = 3 }\n").unwrap();
+    let o = run(&["info", "--graph", bad.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad.toml") && e.contains("node 'c'") && e.contains("in_channels is 1"),
+        "{e}"
+    );
+
+    let o = run(&["info"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--model") && stderr(&o).contains("--graph"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn help_explains_every_command() {
+    let o = run(&["--help"]);
+    let text = stdout(&o);
+    assert!(text.contains("info") && text.contains("models"), "{text}");
+    let o = run(&["info", "--help"]);
+    let text = stdout(&o);
+    for flag in [
+        "--model",
+        "--input",
+        "--classes",
+        "--graph",
+        "--json",
+        "--write-graph",
+    ] {
+        assert!(text.contains(flag), "info --help lacks {flag}:\n{text}");
+    }
+    let o = run(&["models"]);
+    assert!(stdout(&o).contains("densenet121") && stdout(&o).contains("3x224x224"));
+}
