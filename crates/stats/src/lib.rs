@@ -1,16 +1,35 @@
-//! Distances and order statistics behind FAIR-Pruner's U-Score, usable on their own.
+//! Distances and order statistics behind FAIR-Pruner's U-Score and Tolerance of Difference,
+//! usable on their own (no libtorch):
 //!
-//! Status: this crate starts with the exact 1-D Wasserstein-1 distance; sliced Wasserstein,
-//! quantile functions, ranks and overlap curves follow with the scoring work.
+//! - [`wasserstein_1d`]: exact Wasserstein-1 between two samples of any sizes (equal to
+//!   `scipy.stats.wasserstein_distance`), and [`wasserstein_1d_sorted`] for pre-sorted data;
+//! - [`wasserstein_1d_quantile_grid`]: the authors' package variant for unequal sizes
+//!   (quantiles at max(n, m) evenly spaced levels), kept for parity runs;
+//! - [`sliced_wasserstein`]: the mean 1-D W1 over seeded random unit directions
+//!   ([`random_directions`]) between two point clouds in R^d;
+//! - [`quantile_sorted`] / [`quantile`]: empirical quantiles with linear interpolation (NumPy's
+//!   and `torch.quantile`'s default);
+//! - [`stable_argsort`] and [`overlap_curve`]: ranks and |bottom-k ∩ top-k| for k = 1..n.
 //!
 //! ```
-//! // Two empirical distributions of different sizes.
-//! let a = [0.0, 1.0, 3.0];
-//! let b = [5.0, 6.0];
-//! let d = fair_stats::wasserstein_1d(&a, &b)?;
+//! use ndarray::array;
+//! // Exact 1-D distance between samples of different sizes.
+//! let d = fair_stats::wasserstein_1d(&[0.0, 1.0, 3.0], &[5.0, 6.0])?;
 //! assert!((d - 25.0 / 6.0).abs() < 1e-12);
+//!
+//! // Sliced distance between two clouds in R², 64 seeded directions. A translation by t
+//! // moves every projection by ⟨t, θ⟩, so the distance is the mean |⟨t, θ⟩|.
+//! let x = array![[0.0f32, 0.0], [1.0, 0.0], [0.0, 1.0]];
+//! let y = &x + &array![[2.0f32, 0.0]];
+//! let dirs = fair_stats::random_directions(2, 64, 7);
+//! let s = fair_stats::sliced_wasserstein(x.view(), y.view(), dirs.view(), fair_stats::W1::Exact)?;
+//! assert!(s > 0.0 && s <= 2.0);
 //! # Ok::<(), fair_stats::StatsError>(())
 //! ```
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// Errors of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,9 +48,36 @@ pub enum StatsError {
         /// Position of the first bad value.
         index: usize,
     },
+    /// A quantile level outside [0, 1].
+    #[error("quantile level {0} is outside [0, 1]")]
+    Level(f64),
+    /// Point clouds and directions disagree on the dimension.
+    #[error(
+        "dimension mismatch: the clouds have {x} and {y} columns and the directions {directions} rows"
+    )]
+    Dimension {
+        /// Columns of x.
+        x: usize,
+        /// Columns of y.
+        y: usize,
+        /// Rows of the direction matrix.
+        directions: usize,
+    },
 }
 
-fn sorted(x: &[f64], which: &'static str) -> Result<Vec<f64>, StatsError> {
+/// Which 1-D Wasserstein-1 to use between samples of unequal sizes (with equal sizes both are
+/// exact and agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum W1 {
+    /// Exact: ∫ |F_a − F_b| (SciPy's `wasserstein_distance`).
+    #[default]
+    Exact,
+    /// The authors' package: mean |Q_a(q) − Q_b(q)| over q at max(n, m) evenly spaced levels
+    /// in [0, 1], with linearly interpolated quantiles Q.
+    QuantileGrid,
+}
+
+fn checked_sorted(x: &[f64], which: &'static str) -> Result<Vec<f64>, StatsError> {
     if x.is_empty() {
         return Err(StatsError::Empty { which });
     }
@@ -44,33 +90,222 @@ fn sorted(x: &[f64], which: &'static str) -> Result<Vec<f64>, StatsError> {
 }
 
 /// Exact Wasserstein-1 distance between the empirical distributions of two samples of any
-/// sizes: the integral of |F_a − F_b| over the real line (equivalently, of the difference of
-/// the quantile functions over (0, 1)), as `scipy.stats.wasserstein_distance`.
+/// sizes: ∫ |F_a − F_b| over the real line (equivalently ∫₀¹ |Q_a − Q_b|), as
+/// `scipy.stats.wasserstein_distance`. Samples need not be sorted; NaN and infinities are
+/// errors.
 pub fn wasserstein_1d(a: &[f64], b: &[f64]) -> Result<f64, StatsError> {
-    let a = sorted(a, "a")?;
-    let b = sorted(b, "b")?;
-    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let a = checked_sorted(a, "a")?;
+    let b = checked_sorted(b, "b")?;
+    Ok(wasserstein_1d_sorted(&a, &b))
+}
+
+/// [`wasserstein_1d`] for samples already sorted ascending (not checked), without allocating.
+/// Equal sizes take the O(n) shortcut mean |a_i − b_i|.
+pub fn wasserstein_1d_sorted<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    let (na, nb) = (a.len(), b.len());
+    assert!(
+        na > 0 && nb > 0,
+        "wasserstein_1d_sorted needs non-empty samples"
+    );
+    if na == nb {
+        let s: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (x.into() - y.into()).abs())
+            .sum();
+        return s / na as f64;
+    }
     // Sweep the merged values; between consecutive values both CDFs are constant.
+    let (fa, fb) = (na as f64, nb as f64);
     let (mut i, mut j) = (0, 0);
-    let mut prev = a[0].min(b[0]);
+    let mut prev = a[0].into().min(b[0].into());
     let mut total = 0.0;
-    while i < a.len() || j < b.len() {
+    while i < na || j < nb {
         let next = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => unreachable!(),
+            (Some(&x), Some(&y)) => x.into().min(y.into()),
+            (Some(&x), None) => x.into(),
+            (None, Some(&y)) => y.into(),
+            (None, None) => unreachable!("the loop condition"),
         };
-        total += (i as f64 / na - j as f64 / nb).abs() * (next - prev);
-        while i < a.len() && a[i] == next {
+        total += (i as f64 / fa - j as f64 / fb).abs() * (next - prev);
+        while i < na && a[i].into() == next {
             i += 1;
         }
-        while j < b.len() && b[j] == next {
+        while j < nb && b[j].into() == next {
             j += 1;
         }
         prev = next;
     }
-    Ok(total)
+    total
+}
+
+/// Quantile of a sorted sample at level `q` ∈ [0, 1] with linear interpolation between order
+/// statistics (position q·(n − 1)), as NumPy's default and `torch.quantile`.
+pub fn quantile_sorted<T: Copy + Into<f64>>(sorted: &[T], q: f64) -> f64 {
+    let h = q * (sorted.len() - 1) as f64;
+    let lo = h.floor() as usize;
+    let x = sorted[lo].into();
+    match sorted.get(lo + 1) {
+        Some(&next) => x + (h - lo as f64) * (next.into() - x),
+        None => x,
+    }
+}
+
+/// [`quantile_sorted`] of an unsorted sample (checked).
+pub fn quantile(sample: &[f64], q: f64) -> Result<f64, StatsError> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(StatsError::Level(q));
+    }
+    Ok(quantile_sorted(&checked_sorted(sample, "a")?, q))
+}
+
+/// The authors' package variant of W1 ([`W1::QuantileGrid`]) on sorted samples. With equal
+/// sizes it equals the exact distance.
+pub fn wasserstein_1d_quantile_grid<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    let n = a.len().max(b.len());
+    if a.len() == b.len() {
+        return wasserstein_1d_sorted(a, b);
+    }
+    let step = if n > 1 { 1.0 / (n - 1) as f64 } else { 0.0 };
+    let s: f64 = (0..n)
+        .map(|i| {
+            let q = (i as f64 * step).min(1.0);
+            (quantile_sorted(a, q) - quantile_sorted(b, q)).abs()
+        })
+        .sum();
+    s / n as f64
+}
+
+/// W1 of two sorted samples by `method`.
+pub fn wasserstein_1d_sorted_by<T: Copy + Into<f64>>(a: &[T], b: &[T], method: W1) -> f64 {
+    match method {
+        W1::Exact => wasserstein_1d_sorted(a, b),
+        W1::QuantileGrid => wasserstein_1d_quantile_grid(a, b),
+    }
+}
+
+/// `count` random unit directions in R^`dim` as the columns of a `[dim, count]` matrix:
+/// standard normal vectors normalised to length 1 (uniform on the sphere), from a seeded
+/// generator — the same seed gives the same directions.
+pub fn random_directions(dim: usize, count: usize, seed: u64) -> Array2<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut m = Array2::<f32>::zeros((dim, count));
+    for mut col in m.columns_mut() {
+        loop {
+            col.mapv_inplace(|_| {
+                let v: f64 = StandardNormal.sample(&mut rng);
+                v as f32
+            });
+            let norm = col
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 1e-12 {
+                col.mapv_inplace(|v| (f64::from(v) / norm) as f32);
+                break;
+            }
+        }
+    }
+    m
+}
+
+/// Projects the rows of `x` (`[n, d]`) onto each direction (columns of `[d, P]`) and sorts
+/// every projection: the result is `[P, n]`, row p the sorted projections on direction p.
+pub fn project_sorted(x: ArrayView2<f32>, directions: ArrayView2<f32>) -> Array2<f32> {
+    // [n, P] product, laid out as [P, n] rows so each projection is contiguous.
+    let mut p = x
+        .dot(&directions)
+        .reversed_axes()
+        .as_standard_layout()
+        .into_owned();
+    for mut row in p.rows_mut() {
+        row.as_slice_mut()
+            .expect("a fresh product is contiguous")
+            .sort_by(f32::total_cmp);
+    }
+    p
+}
+
+/// Mean over rows of the 1-D W1 between matching rows of two `[P, n]` and `[P, m]` matrices
+/// of sorted samples (as returned by [`project_sorted`]).
+pub fn sliced_from_sorted(a: ArrayView2<f32>, b: ArrayView2<f32>, method: W1) -> f64 {
+    let rows = a.len_of(Axis(0));
+    let total: f64 = a
+        .rows()
+        .into_iter()
+        .zip(b.rows())
+        .map(|(ra, rb)| {
+            let (sa, sb) = (ra.to_slice(), rb.to_slice());
+            match (sa, sb) {
+                (Some(sa), Some(sb)) => wasserstein_1d_sorted_by(sa, sb, method),
+                _ => wasserstein_1d_sorted_by(&ra.to_vec(), &rb.to_vec(), method),
+            }
+        })
+        .sum();
+    total / rows as f64
+}
+
+/// Sliced Wasserstein-1 distance between point clouds `x` (`[n, d]`) and `y` (`[m, d]`): the
+/// mean over the given unit directions (`[d, P]`) of the 1-D W1 of the projected samples.
+pub fn sliced_wasserstein(
+    x: ArrayView2<f32>,
+    y: ArrayView2<f32>,
+    directions: ArrayView2<f32>,
+    method: W1,
+) -> Result<f64, StatsError> {
+    let d = directions.nrows();
+    if x.ncols() != d || y.ncols() != d {
+        return Err(StatsError::Dimension {
+            x: x.ncols(),
+            y: y.ncols(),
+            directions: d,
+        });
+    }
+    for (which, m) in [("a", x.view()), ("b", y.view())] {
+        if m.nrows() == 0 {
+            return Err(StatsError::Empty { which });
+        }
+        if let Some(index) = m.iter().position(|v| !v.is_finite()) {
+            return Err(StatsError::NonFinite { which, index });
+        }
+    }
+    Ok(sliced_from_sorted(
+        project_sorted(x, directions).view(),
+        project_sorted(y, directions).view(),
+        method,
+    ))
+}
+
+/// Indices that sort `x` ascending; equal values keep their index order (stable). NaN sorts
+/// after every number.
+pub fn stable_argsort(x: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    idx
+}
+
+/// For k = 1..=n, the size of the intersection of the first k entries of two orderings of
+/// the same n units (entry k − 1), in O(n): both prefixes grow by one unit per step and a
+/// unit counts once it has entered both. Panics if the orderings are not permutations of
+/// `0..n` of equal length.
+pub fn overlap_curve(first: &[usize], second: &[usize]) -> Vec<usize> {
+    assert_eq!(first.len(), second.len(), "orderings of the same units");
+    let mut seen = vec![0u8; first.len()];
+    let mut both = 0;
+    first
+        .iter()
+        .zip(second)
+        .map(|(&a, &b)| {
+            for unit in [a, b] {
+                seen[unit] += 1;
+                if seen[unit] == 2 {
+                    both += 1;
+                }
+            }
+            both
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -79,9 +314,7 @@ mod tests {
 
     #[test]
     fn hand_computed_distances() {
-        // Point masses: |0 − 2| = 2.
         assert_eq!(wasserstein_1d(&[0.0], &[2.0]).unwrap(), 2.0);
-        // Shift by c: W1 = |c|.
         assert!((wasserstein_1d(&[1.0, 2.0, 7.0], &[4.0, 5.0, 10.0]).unwrap() - 3.0).abs() < 1e-12);
         // {0, 1, 3} vs {5, 6}: CDF gaps 1/3 on [0,1), 2/3 on [1,3), 1 on [3,5), 1/2 on [5,6).
         let d = wasserstein_1d(&[0.0, 1.0, 3.0], &[5.0, 6.0]).unwrap();
@@ -105,5 +338,36 @@ mod tests {
                 index: 1
             })
         );
+        assert_eq!(quantile(&[1.0], 1.5), Err(StatsError::Level(1.5)));
+    }
+
+    #[test]
+    fn quantiles_interpolate_linearly() {
+        let s = [1.0, 2.0, 4.0, 8.0];
+        assert_eq!(quantile_sorted(&s, 0.0), 1.0);
+        assert_eq!(quantile_sorted(&s, 1.0), 8.0);
+        // Position 0.5·3 = 1.5: halfway between 2 and 4.
+        assert_eq!(quantile_sorted(&s, 0.5), 3.0);
+        assert_eq!(quantile_sorted(&[5.0], 0.3), 5.0);
+    }
+
+    #[test]
+    fn directions_are_seeded_unit_vectors() {
+        let a = random_directions(5, 16, 1);
+        assert_eq!(a, random_directions(5, 16, 1));
+        assert_ne!(a, random_directions(5, 16, 2));
+        for col in a.columns() {
+            let n: f32 = col.iter().map(|v| v * v).sum();
+            assert!((n - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn overlap_counts_shared_prefix_units() {
+        assert_eq!(
+            overlap_curve(&[0, 1, 2, 3], &[3, 1, 0, 2]),
+            vec![0, 1, 2, 4]
+        );
+        assert_eq!(stable_argsort(&[2.0, 1.0, 2.0, 0.5]), vec![3, 1, 0, 2]);
     }
 }

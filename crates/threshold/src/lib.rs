@@ -1,99 +1,337 @@
-//! Tolerance of Difference (ToD): FAIR-Pruner's rule for how many units to remove from one
-//! layer, given each unit's U-Score (utilisation; low means "remove") and R-Score
-//! (reconstruction; high means "protect").
+//! Tolerance of Difference (ToD): FAIR-Pruner's rule for how many units to remove from each
+//! layer, from each unit's U-Score (utilisation; low means "remove") and R-Score
+//! (reconstruction; high means "protect"). Pure Rust.
 //!
 //! For a count m, `Rm(m)` is the m units with the lowest U and `Pm(m)` the m units with the
-//! highest R; `ToD(m) = |Rm(m) ∩ Pm(m)| / m`. At tolerance α the layer's count is the largest
-//! m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α (0 if none).
-//!
-//! Status: the ToD curve and the count at α; target-driven α search, uniform baselines and
-//! rounding options come with the scoring work.
+//! highest R; `ToD(m) = |Rm(m) ∩ Pm(m)| / m`. At tolerance α ∈ [0, 1] the layer's count is
+//! the largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α (0 if none). A [`TodCurve`] holds ToD(1..n) for
+//! one layer (O(n log n) to build); every α, target or baseline is then a cheap re-scan that
+//! never recomputes scores.
 //!
 //! ```
+//! use fair_threshold::{CountOptions, TodCurve, counts_at};
 //! // Unit 0 has the lowest U but the highest R: removing it conflicts with protecting it.
-//! let u = [0.1, 0.5, 0.2, 0.9];
-//! let r = [9.0, 1.0, 0.5, 2.0];
-//! let curve = fair_threshold::tod_curve(&u, &r)?;
-//! assert_eq!(curve, vec![1.0, 0.5, 1.0 / 3.0, 1.0]);
-//! assert_eq!(fair_threshold::count_at(&curve, 0.4)?, 3); // ⌊0.99·4⌋ = 3
+//! let curve = TodCurve::new("fc1", &[0.1, 0.5, 0.2, 0.9], &[9.0, 1.0, 0.5, 2.0])?;
+//! assert_eq!(curve.tod(), &[1.0, 0.5, 2.0 / 3.0, 1.0]);
+//! // m ≤ ⌊0.99·4⌋ = 3; ToD(3) = 2/3 > 0.5 but ToD(2) = 0.5 ≤ 0.5.
+//! assert_eq!(curve.count_at(0.5)?, 2);
+//! assert_eq!(curve.count_at(0.4)?, 0);
+//! let counts = counts_at(&[curve], 0.7, CountOptions::default())?;
+//! assert_eq!(counts, vec![3]);
 //! # Ok::<(), fair_threshold::ThresholdError>(())
 //! ```
+
+use fair_stats::{overlap_curve, stable_argsort};
+use serde::{Deserialize, Serialize};
 
 /// Errors of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ThresholdError {
     /// U and R have different lengths.
-    #[error("U-Scores have {u} units but R-Scores have {r}: both must score the same units")]
+    #[error("layer '{layer}': {u} U-Scores but {r} R-Scores; both must score the same units")]
     LengthMismatch {
+        /// The layer.
+        layer: String,
         /// Number of U-Scores.
         u: usize,
         /// Number of R-Scores.
         r: usize,
     },
+    /// A layer has no units.
+    #[error("layer '{0}' has no units")]
+    Empty(String),
     /// A score is NaN.
-    #[error("{which}-Score of unit {unit} is NaN")]
+    #[error("layer '{layer}': the {which}-Score of unit {unit} is NaN")]
     NaN {
-        /// "U" or "R".
-        which: &'static str,
+        /// The layer.
+        layer: String,
+        /// "U", "R" or the criterion's name.
+        which: String,
         /// The unit.
         unit: usize,
     },
     /// α is outside [0, 1].
     #[error("the tolerance α must be in [0, 1], found {0}")]
     Alpha(f64),
+    /// A target or ratio is outside [0, 1).
+    #[error("{what} must be in [0, 1), found {value}")]
+    Fraction {
+        /// What was given ("the target reduction", "the uniform ratio").
+        what: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// The target cannot be met even at α = 1 (or the largest uniform ratio).
+    #[error(
+        "a reduction of {:.2}% cannot be reached: the most this method removes is {:.2}%",
+        .target * 100.0, .best * 100.0
+    )]
+    Unreachable {
+        /// The target reduction.
+        target: f64,
+        /// The largest reduction reachable.
+        best: f64,
+    },
+    /// The caller's cost model failed.
+    #[error("cost model: {0}")]
+    Cost(String),
 }
 
-/// Unit indices ordered by `key` (ascending, ties by index: a stable order).
-fn order(key: &[f64], descending: bool) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..key.len()).collect();
-    idx.sort_by(|&a, &b| {
-        let o = key[a].total_cmp(&key[b]);
-        if descending { o.reverse() } else { o }
-    });
-    idx
-}
-
-/// `ToD(m)` for m = 1..=n (entry m − 1), in O(n log n): sort once, then grow both sets one
-/// unit at a time and count the units that have entered both.
-pub fn tod_curve(u: &[f64], r: &[f64]) -> Result<Vec<f64>, ThresholdError> {
-    if u.len() != r.len() {
-        return Err(ThresholdError::LengthMismatch {
-            u: u.len(),
-            r: r.len(),
-        });
+fn check_scores(layer: &str, which: &str, s: &[f64]) -> Result<(), ThresholdError> {
+    match s.iter().position(|v| v.is_nan()) {
+        Some(unit) => Err(ThresholdError::NaN {
+            layer: layer.to_owned(),
+            which: which.to_owned(),
+            unit,
+        }),
+        None => Ok(()),
     }
-    for (which, s) in [("U", u), ("R", r)] {
-        if let Some(unit) = s.iter().position(|v| v.is_nan()) {
-            return Err(ThresholdError::NaN { which, unit });
+}
+
+/// The ToD curve of one layer and its removal order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TodCurve {
+    layer: String,
+    tod: Vec<f64>,
+    removal_order: Vec<usize>,
+}
+
+impl TodCurve {
+    /// Builds the curve from one layer's U- and R-Scores in O(n log n): both orders are
+    /// sorted once (stably: ties keep unit order), then the two sets grow by one unit per
+    /// step. `Pm(m)` is the last m units of the ascending R order, as in the authors' package.
+    pub fn new(layer: &str, u: &[f64], r: &[f64]) -> Result<Self, ThresholdError> {
+        if u.len() != r.len() {
+            return Err(ThresholdError::LengthMismatch {
+                layer: layer.to_owned(),
+                u: u.len(),
+                r: r.len(),
+            });
+        }
+        if u.is_empty() {
+            return Err(ThresholdError::Empty(layer.to_owned()));
+        }
+        check_scores(layer, "U", u)?;
+        check_scores(layer, "R", r)?;
+        let low_u = stable_argsort(u);
+        let mut high_r = stable_argsort(r);
+        high_r.reverse();
+        let tod = overlap_curve(&low_u, &high_r)
+            .into_iter()
+            .enumerate()
+            .map(|(i, both)| both as f64 / (i + 1) as f64)
+            .collect();
+        Ok(TodCurve {
+            layer: layer.to_owned(),
+            tod,
+            removal_order: low_u,
+        })
+    }
+
+    /// The layer's name.
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    /// Number of units n.
+    pub fn units(&self) -> usize {
+        self.tod.len()
+    }
+
+    /// ToD(m) for m = 1..=n (entry m − 1).
+    pub fn tod(&self) -> &[f64] {
+        &self.tod
+    }
+
+    /// Units in removal order (lowest U first; ties by unit index).
+    pub fn removal_order(&self) -> &[usize] {
+        &self.removal_order
+    }
+
+    /// The largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α, or 0.
+    pub fn count_at(&self, alpha: f64) -> Result<usize, ThresholdError> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(ThresholdError::Alpha(alpha));
+        }
+        let cap = (0.99 * self.units() as f64).floor() as usize;
+        Ok((1..=cap)
+            .rev()
+            .find(|&m| self.tod[m - 1] <= alpha)
+            .unwrap_or(0))
+    }
+}
+
+/// Post-processing of a layer's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountOptions {
+    /// Every layer keeps at least this many units (default 1).
+    pub min_keep: usize,
+    /// Kept units are rounded up to a multiple of this (default 1: no rounding), never above
+    /// the layer's size.
+    pub round_to: usize,
+}
+
+impl Default for CountOptions {
+    fn default() -> Self {
+        CountOptions {
+            min_keep: 1,
+            round_to: 1,
         }
     }
-    let low_u = order(u, false);
-    let high_r = order(r, true);
-    let mut seen = vec![0u8; u.len()];
-    let mut both = 0usize;
-    let mut curve = Vec::with_capacity(u.len());
-    for m in 0..u.len() {
-        for unit in [low_u[m], high_r[m]] {
-            seen[unit] += 1;
-            if seen[unit] == 2 {
-                both += 1;
-            }
-        }
-        curve.push(both as f64 / (m + 1) as f64);
-    }
-    Ok(curve)
 }
 
-/// The count at tolerance `alpha`: the largest m ≤ ⌊0.99·n⌋ with `ToD(m) ≤ alpha`, else 0.
-pub fn count_at(curve: &[f64], alpha: f64) -> Result<usize, ThresholdError> {
-    if !(0.0..=1.0).contains(&alpha) {
-        return Err(ThresholdError::Alpha(alpha));
+impl CountOptions {
+    /// Applies the options to a raw count of units to remove from a layer of `units`.
+    pub fn apply(&self, units: usize, count: usize) -> usize {
+        let mut kept = units.saturating_sub(count).max(self.min_keep);
+        if self.round_to > 1 {
+            kept = kept.div_ceil(self.round_to) * self.round_to;
+        }
+        units - kept.min(units)
     }
-    let cap = (0.99 * curve.len() as f64).floor() as usize;
-    Ok((1..=cap)
-        .rev()
-        .find(|&m| curve[m - 1] <= alpha)
-        .unwrap_or(0))
+}
+
+/// Counts to remove per layer at tolerance `alpha`, options applied.
+pub fn counts_at(
+    curves: &[TodCurve],
+    alpha: f64,
+    options: CountOptions,
+) -> Result<Vec<usize>, ThresholdError> {
+    curves
+        .iter()
+        .map(|c| Ok(options.apply(c.units(), c.count_at(alpha)?)))
+        .collect()
+}
+
+/// The tolerances at which some layer's count changes (every distinct ToD value), with 0 and
+/// 1, ascending. Counts are constant between consecutive values.
+pub fn candidate_alphas(curves: &[TodCurve]) -> Vec<f64> {
+    let mut a: Vec<f64> = curves.iter().flat_map(|c| c.tod.iter().copied()).collect();
+    a.push(0.0);
+    a.push(1.0);
+    a.sort_by(f64::total_cmp);
+    a.dedup();
+    a
+}
+
+/// The outcome of a target search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetResult {
+    /// The tolerance found (for ToD) or the ratio (for uniform pruning).
+    pub setting: f64,
+    /// Counts to remove per layer.
+    pub counts: Vec<usize>,
+    /// The reduction the counts achieve, as returned by the cost model.
+    pub achieved: f64,
+}
+
+fn check_fraction(what: &'static str, value: f64) -> Result<(), ThresholdError> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(ThresholdError::Fraction { what, value })
+    }
+}
+
+/// Smallest index in `0..len` whose reduction meets `target`, by binary search (the
+/// reduction is non-decreasing in the index).
+fn search<F>(len: usize, target: f64, mut reduction_at: F) -> Result<(usize, f64), ThresholdError>
+where
+    F: FnMut(usize) -> Result<f64, ThresholdError>,
+{
+    let best = reduction_at(len - 1)?;
+    if best < target {
+        return Err(ThresholdError::Unreachable { target, best });
+    }
+    let (mut lo, mut hi, mut achieved) = (0, len - 1, best);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let r = reduction_at(mid)?;
+        if r >= target {
+            hi = mid;
+            achieved = r;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo != len - 1 && hi == lo && achieved < target {
+        achieved = reduction_at(lo)?;
+    }
+    Ok((lo, achieved))
+}
+
+/// Finds the smallest α whose counts reach `target` (a fraction in [0, 1) of parameters or
+/// MACs to remove). `reduction` maps counts (one per curve) to the fraction they remove —
+/// the caller's cost model. Counts grow with α, so the search is a binary search over
+/// [`candidate_alphas`]; no score is recomputed.
+pub fn alpha_for_target<F>(
+    curves: &[TodCurve],
+    options: CountOptions,
+    target: f64,
+    mut reduction: F,
+) -> Result<TargetResult, ThresholdError>
+where
+    F: FnMut(&[usize]) -> Result<f64, String>,
+{
+    check_fraction("the target reduction", target)?;
+    let alphas = candidate_alphas(curves);
+    let mut eval = |i: usize| -> Result<f64, ThresholdError> {
+        let counts = counts_at(curves, alphas[i], options)?;
+        reduction(&counts).map_err(ThresholdError::Cost)
+    };
+    let (i, achieved) = search(alphas.len(), target, &mut eval)?;
+    Ok(TargetResult {
+        setting: alphas[i],
+        counts: counts_at(curves, alphas[i], options)?,
+        achieved,
+    })
+}
+
+/// Uniform baseline: remove ⌊ratio·n⌋ units from every layer (options applied).
+pub fn uniform_counts(
+    units: &[usize],
+    ratio: f64,
+    options: CountOptions,
+) -> Result<Vec<usize>, ThresholdError> {
+    check_fraction("the uniform ratio", ratio)?;
+    Ok(units
+        .iter()
+        .map(|&n| options.apply(n, (ratio * n as f64).floor() as usize))
+        .collect())
+}
+
+/// Uniform baseline at a target: the smallest ratio (searched on a grid of 1/1000 steps up to
+/// 0.999) whose counts reach `target` under the caller's cost model.
+pub fn uniform_for_target<F>(
+    units: &[usize],
+    options: CountOptions,
+    target: f64,
+    mut reduction: F,
+) -> Result<TargetResult, ThresholdError>
+where
+    F: FnMut(&[usize]) -> Result<f64, String>,
+{
+    check_fraction("the target reduction", target)?;
+    let ratio = |i: usize| i as f64 / 1000.0;
+    let mut eval = |i: usize| -> Result<f64, ThresholdError> {
+        reduction(&uniform_counts(units, ratio(i), options)?).map_err(ThresholdError::Cost)
+    };
+    let (i, achieved) = search(1000, target, &mut eval)?;
+    Ok(TargetResult {
+        setting: ratio(i),
+        counts: uniform_counts(units, ratio(i), options)?,
+        achieved,
+    })
+}
+
+/// The units to remove from one layer: the `count` lowest-scoring units by `ranking` (any
+/// criterion's scores, higher = more important; ties by unit index), sorted by index. With
+/// the U-Scores as ranking this is FAIR-Pruner's removal set; with, say, L1 norms it is
+/// "ToD counts + L1 ranking".
+pub fn lowest(ranking: &[f64], count: usize) -> Vec<usize> {
+    let mut chosen: Vec<usize> = stable_argsort(ranking).into_iter().take(count).collect();
+    chosen.sort_unstable();
+    chosen
 }
 
 #[cfg(test)]
@@ -102,24 +340,27 @@ mod tests {
 
     /// The definition, computed directly in O(n²) as an independent check.
     fn tod_direct(u: &[f64], r: &[f64], m: usize) -> f64 {
-        let low: Vec<usize> = order(u, false)[..m].to_vec();
-        let high: Vec<usize> = order(r, true)[..m].to_vec();
-        low.iter().filter(|i| high.contains(i)).count() as f64 / m as f64
+        let mut low: Vec<usize> = (0..u.len()).collect();
+        low.sort_by(|&a, &b| u[a].total_cmp(&u[b]).then(a.cmp(&b)));
+        let mut asc: Vec<usize> = (0..r.len()).collect();
+        asc.sort_by(|&a, &b| r[a].total_cmp(&r[b]).then(a.cmp(&b)));
+        let high = &asc[r.len() - m..];
+        low[..m].iter().filter(|i| high.contains(i)).count() as f64 / m as f64
     }
 
     #[test]
     fn curve_equals_the_definition() {
-        let u = [0.3, 0.1, 0.7, 0.2, 0.9, 0.4, 0.05, 0.6];
-        let r = [1.0, 5.0, 0.2, 0.1, 3.0, 0.3, 4.0, 0.0];
-        let curve = tod_curve(&u, &r).unwrap();
+        let u = [0.3, 0.1, 0.7, 0.2, 0.9, 0.4, 0.05, 0.6, 0.2];
+        let r = [1.0, 5.0, 0.2, 0.1, 3.0, 0.3, 4.0, 0.0, 0.3];
+        let c = TodCurve::new("l", &u, &r).unwrap();
         for m in 1..=u.len() {
             assert!(
-                (curve[m - 1] - tod_direct(&u, &r, m)).abs() < 1e-15,
+                (c.tod()[m - 1] - tod_direct(&u, &r, m)).abs() < 1e-15,
                 "m = {m}"
             );
         }
         assert_eq!(
-            curve[u.len() - 1],
+            c.tod()[u.len() - 1],
             1.0,
             "all units are in both sets at m = n"
         );
@@ -127,15 +368,68 @@ mod tests {
 
     #[test]
     fn count_respects_the_cap_and_alpha() {
-        // n = 200: cap ⌊0.99·200⌋ = 198 even if ToD(200) = 1 would... it is never reached.
-        let curve = vec![0.0; 200];
-        assert_eq!(count_at(&curve, 0.0).unwrap(), 198);
-        let curve = [1.0, 1.0, 1.0];
-        assert_eq!(count_at(&curve, 0.5).unwrap(), 0);
-        assert_eq!(count_at(&curve, 1.5), Err(ThresholdError::Alpha(1.5)));
+        let n = 200;
+        let u: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let c = TodCurve::new("l", &u, &u).unwrap(); // low U = low R: no conflict until the end
         assert_eq!(
-            tod_curve(&[1.0], &[1.0, 2.0]),
-            Err(ThresholdError::LengthMismatch { u: 1, r: 2 })
+            c.count_at(0.0).unwrap(),
+            100,
+            "ToD(m) = 0 exactly while m ≤ n/2"
         );
+        assert_eq!(c.count_at(1.0).unwrap(), 198, "⌊0.99·200⌋");
+        let anti: Vec<f64> = u.iter().map(|v| -v).collect();
+        let c = TodCurve::new("l", &u, &anti).unwrap(); // lowest U = highest R: always conflict
+        assert_eq!(c.count_at(0.5).unwrap(), 0);
+        assert_eq!(c.count_at(1.5), Err(ThresholdError::Alpha(1.5)));
+        assert!(matches!(
+            TodCurve::new("x", &[1.0], &[1.0, 2.0]),
+            Err(ThresholdError::LengthMismatch { u: 1, r: 2, .. })
+        ));
+        let e = TodCurve::new("conv3", &[1.0, f64::NAN], &[1.0, 2.0]).unwrap_err();
+        assert_eq!(e.to_string(), "layer 'conv3': the U-Score of unit 1 is NaN");
+    }
+
+    #[test]
+    fn options_keep_units_and_round() {
+        let o = CountOptions {
+            min_keep: 1,
+            round_to: 8,
+        };
+        assert_eq!(o.apply(64, 60), 56, "4 kept → rounded up to 8");
+        assert_eq!(o.apply(64, 64), 56, "at least one kept, rounded to 8");
+        assert_eq!(o.apply(6, 2), 0, "kept 4 → 8 > 6 → capped at 6");
+        assert_eq!(CountOptions::default().apply(10, 10), 9);
+    }
+
+    #[test]
+    fn target_search_finds_the_smallest_alpha() {
+        let u: Vec<f64> = (0..50).map(|i| ((i * 37) % 50) as f64).collect();
+        let r: Vec<f64> = (0..50).map(|i| ((i * 11) % 50) as f64).collect();
+        let a = TodCurve::new("a", &u, &r).unwrap();
+        let b = TodCurve::new("b", &r, &u).unwrap();
+        let curves = [a, b];
+        // Toy cost model: fraction of units removed.
+        let frac = |c: &[usize]| Ok::<f64, String>(c.iter().sum::<usize>() as f64 / 100.0);
+        let t = alpha_for_target(&curves, CountOptions::default(), 0.3, frac).unwrap();
+        assert!(t.achieved >= 0.3);
+        // Any smaller candidate α falls short.
+        for &alpha in candidate_alphas(&curves).iter().filter(|&&x| x < t.setting) {
+            let c = counts_at(&curves, alpha, CountOptions::default()).unwrap();
+            assert!(
+                frac(&c).unwrap() < 0.3,
+                "α = {alpha} already reaches the target"
+            );
+        }
+        let e = alpha_for_target(&curves, CountOptions::default(), 0.995, frac).unwrap_err();
+        assert!(matches!(e, ThresholdError::Unreachable { .. }), "{e}");
+        let u = uniform_for_target(&[50, 50], CountOptions::default(), 0.3, frac).unwrap();
+        assert_eq!(u.counts, vec![15, 15]);
+        assert_eq!(u.setting, 0.3);
+    }
+
+    #[test]
+    fn lowest_picks_by_any_ranking() {
+        assert_eq!(lowest(&[5.0, 1.0, 3.0, 1.0], 2), vec![1, 3]);
+        assert_eq!(lowest(&[5.0, 1.0, 3.0, 1.0], 0), Vec::<usize>::new());
     }
 }
