@@ -3,14 +3,15 @@
 //! - `cargo xtask setup`  — provision libtorch 2.11.0 (and the Python reference environment
 //!   used by cross-check tests) and wire this checkout so plain `cargo build` / `cargo test`
 //!   work and built binaries find libtorch at run time.
-//! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace [ARGS]`.
+//! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS]`.
 //! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
 //!
 //! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
 //! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
 //! per-user cache outside the checkout — `$FAIR_PRUNER_CACHE`, else
 //! `$XDG_CACHE_HOME/fair-pruner`, else `~/.cache/fair-pruner` — and reused by every checkout
-//! and CI run. The same environment holds torchvision, SciPy and safetensors for the
+//! and CI run. The same environment holds torchvision, SciPy, safetensors and the authors'
+//! `network-pruner` package for the
 //! cross-check tests (`FAIR_PRUNER_PYTHON` overrides which Python they use). The wiring is
 //! written to `.cargo/libtorch.toml` (git-ignored), which `.cargo/config.toml` includes.
 
@@ -31,6 +32,7 @@ const REQUIREMENTS: &[&str] = &[
     "numpy",
     "scipy",
     "safetensors",
+    "network-pruner==2.16",
 ];
 
 const HELP: &str = "\
@@ -142,12 +144,27 @@ fn cache_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/fair-pruner"))
 }
 
+/// A variable the user set, ignoring the value our own wiring injects: cargo passes the
+/// `[env]` of `.cargo/libtorch.toml` to `cargo xtask` itself, and a stale wiring (say, after
+/// the cache was deleted) must not stop setup from repairing it.
+fn user_env(name: &str) -> Option<String> {
+    let value = env::var(name).ok()?;
+    let wiring =
+        fs::read_to_string(workspace_root().join(".cargo/libtorch.toml")).unwrap_or_default();
+    let injected = wiring.lines().any(|line| {
+        line.split_once('=').is_some_and(|(k, v)| {
+            k.trim() == name && v.trim().trim_matches('"').replace("\\\\", "\\") == value
+        })
+    });
+    (!injected).then_some(value)
+}
+
 fn setup() -> Result<Setup> {
-    let python = match env::var_os("FAIR_PRUNER_PYTHON") {
+    let python = match user_env("FAIR_PRUNER_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None => Some(reference_env()?),
     };
-    let libtorch = match env::var_os("LIBTORCH") {
+    let libtorch = match user_env("LIBTORCH") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             check_libtorch(&dir).context("LIBTORCH is set but does not hold libtorch")?;

@@ -268,6 +268,151 @@ impl Graph {
             .collect()
     }
 
+    /// Nodes that read the node called `name`, in topological order.
+    pub fn readers(&self, name: &str) -> Vec<&Node> {
+        self.nodes
+            .iter()
+            .filter(|n| n.inputs.iter().any(|i| i == name))
+            .collect()
+    }
+
+    /// Names of the layers whose units may be pruned: every Conv2d and Linear except the
+    /// network's output layer, in topological order.
+    pub fn prunable_layers(&self) -> Vec<&str> {
+        let output = self.output().name.as_str();
+        self.nodes
+            .iter()
+            .filter(|n| n.op.is_prunable() && n.name != output)
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+
+    /// The number of units (output channels or features) of a prunable node, or `None` for
+    /// other ops.
+    pub fn units(&self, name: &str) -> Option<usize> {
+        match self.node(name).ok()?.op {
+            Op::Conv2d { out_channels, .. } => Some(out_channels),
+            Op::Linear { out_features, .. } => Some(out_features),
+            _ => None,
+        }
+    }
+
+    /// The same network with some prunable layers narrowed to `kept` units; every reader's
+    /// channel or feature count follows (next convs, BatchNorms, linear layers after a
+    /// flatten, concatenations). Only shapes change — this is the cost model behind target
+    /// pruning and the IR half of model surgery. Residual adds must receive equal shapes, so
+    /// coupled layers must keep the same number of units; otherwise the error names the add.
+    pub fn with_units(&self, kept: &HashMap<String, usize>) -> Result<Graph, IrError> {
+        for (name, &k) in kept {
+            let units = self.units(name).ok_or_else(|| IrError::Attribute {
+                node: name.clone(),
+                detail: "only conv2d and linear layers can be narrowed".into(),
+            })?;
+            if k == 0 || k > units {
+                return Err(IrError::Attribute {
+                    node: name.clone(),
+                    detail: format!("cannot keep {k} of its {units} units (keep 1..={units})"),
+                });
+            }
+        }
+        let mut channels: HashMap<&str, usize> = HashMap::new();
+        let mut features: HashMap<&str, usize> = HashMap::new();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let input = node.inputs.first().map(String::as_str);
+            let in_c = input.map(|n| channels.get(n).copied());
+            let in_f = input.map(|n| features.get(n).copied());
+            let mut op = node.op.clone();
+            match &mut op {
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    groups,
+                    ..
+                } => {
+                    let new_in = in_c.flatten().expect("conv reads an image");
+                    if *groups > 1 && new_in != *in_channels {
+                        if *groups == *in_channels && *out_channels == *in_channels {
+                            *groups = new_in;
+                            *out_channels = new_in;
+                        } else {
+                            return Err(IrError::Attribute {
+                                node: node.name.clone(),
+                                detail: format!(
+                                    "grouped convolution (groups = {groups}) cannot follow a change of its input channels"
+                                ),
+                            });
+                        }
+                    }
+                    *in_channels = new_in;
+                    if let Some(&k) = kept.get(&node.name) {
+                        *out_channels = k;
+                    }
+                }
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                } => {
+                    *in_features = in_f.flatten().expect("linear reads features");
+                    if let Some(&k) = kept.get(&node.name) {
+                        *out_features = k;
+                    }
+                }
+                Op::BatchNorm2d { num_features, .. } => {
+                    *num_features = in_c.flatten().expect("batch_norm2d reads an image")
+                }
+                Op::BatchNorm1d { num_features, .. } => {
+                    *num_features = in_f.flatten().expect("batch_norm1d reads features")
+                }
+                _ => {}
+            }
+            nodes.push(Node {
+                name: node.name.clone(),
+                inputs: node.inputs.clone(),
+                op,
+            });
+            // Infer the new shape from the already rebuilt inputs.
+            let ins: Vec<(&str, Vec<usize>)> = node
+                .inputs
+                .iter()
+                .map(|n| {
+                    let old = &self.shapes[self.index[n]];
+                    let mut s = old.clone();
+                    if s.len() == 3 {
+                        s[0] = channels[n.as_str()];
+                    } else {
+                        s[0] = features[n.as_str()];
+                    }
+                    (n.as_str(), s)
+                })
+                .collect();
+            let refs: Vec<(&str, &[usize])> = ins.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+            let shape = nodes[i].op.infer(&refs).map_err(|p| match p {
+                ShapeProblem::Arity { expected, found } => IrError::Arity {
+                    node: node.name.clone(),
+                    op: node.op.type_name(),
+                    expected,
+                    found,
+                },
+                ShapeProblem::Detail(detail) => IrError::Shape {
+                    node: node.name.clone(),
+                    detail: if matches!(node.op, Op::Add) {
+                        format!("{detail} (the layers feeding a residual add are coupled: they must keep the same units)")
+                    } else {
+                        detail
+                    },
+                },
+            })?;
+            if shape.len() == 3 {
+                channels.insert(node.name.as_str(), shape[0]);
+            } else {
+                features.insert(node.name.as_str(), shape[0]);
+            }
+        }
+        Graph::new(self.name.clone(), nodes)
+    }
+
     /// The serialisable form (nodes in topological order, inputs explicit).
     pub fn to_spec(&self) -> GraphSpec {
         GraphSpec {

@@ -389,3 +389,58 @@ fn builder_reports_errors_at_the_node() {
     );
     assert!(e.to_string().contains("too small"), "{e}");
 }
+
+#[test]
+fn narrowing_layers_updates_every_reader() {
+    let mut b = GraphBuilder::new("net", "input", vec![3, 8, 8]);
+    let x = b.conv("c1", "input", 16, 3, 1, 1, true).unwrap();
+    let x = b.bn2d("bn1", &x).unwrap();
+    let x = b.relu("r1", &x).unwrap();
+    let x = b.conv("c2", &x, 32, 3, 2, 1, false).unwrap();
+    let x = b.flatten("flat", &x).unwrap();
+    let x = b.linear("fc1", &x, 20, true).unwrap();
+    b.linear("fc2", &x, 5, true).unwrap();
+    let g = b.finish().unwrap();
+    let kept = std::collections::HashMap::from([
+        ("c1".to_string(), 10),
+        ("c2".to_string(), 7),
+        ("fc1".to_string(), 4),
+    ]);
+    let small = g.with_units(&kept).unwrap();
+    assert_eq!(small.shape("bn1").unwrap(), &[10, 8, 8]);
+    assert_eq!(small.shape("c2").unwrap(), &[7, 4, 4]);
+    assert_eq!(small.shape("flat").unwrap(), &[7 * 16]);
+    // Parameters computed by hand for the narrowed network.
+    let expected = (3 * 9 * 10 + 10) + 2 * 10 + (10 * 9 * 7) + (7 * 16 * 4 + 4) + (4 * 5 + 5);
+    assert_eq!(small.param_count(), expected);
+    // Nothing kept → the same graph.
+    assert_eq!(g.with_units(&Default::default()).unwrap(), g);
+    let e = g
+        .with_units(&[("bn1".to_string(), 3)].into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'bn1'") && e.contains("only conv2d and linear"),
+        "{e}"
+    );
+    let e = g
+        .with_units(&[("c1".to_string(), 17)].into())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot keep 17 of its 16 units"), "{e}");
+}
+
+#[test]
+fn narrowing_one_side_of_a_residual_add_is_an_error_naming_the_add() {
+    let mut b = GraphBuilder::new("res", "input", vec![4, 8, 8]);
+    let x = b.conv("c1", "input", 4, 3, 1, 1, false).unwrap();
+    let s = b.add_all("add", &["input", &x]).unwrap();
+    let f = b.flatten("flat", &s).unwrap();
+    b.linear("fc", &f, 2, true).unwrap();
+    let g = b.finish().unwrap();
+    let e = g
+        .with_units(&[("c1".to_string(), 2)].into())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node 'add'") && e.contains("coupled"), "{e}");
+}

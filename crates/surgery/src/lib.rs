@@ -16,12 +16,10 @@ use fair_ir::Graph;
 /// Names of the layers whose units may be pruned: every Conv2d and Linear except the
 /// network's output layer, in topological order.
 pub fn prunable_layers(graph: &Graph) -> Vec<String> {
-    let output = &graph.output().name;
     graph
-        .nodes()
-        .iter()
-        .filter(|n| n.op.is_prunable() && &n.name != output)
-        .map(|n| n.name.clone())
+        .prunable_layers()
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 

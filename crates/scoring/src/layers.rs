@@ -1,0 +1,67 @@
+//! Which layers are scored and where their units are read.
+
+use fair_ir::{Graph, Op};
+use serde::{Deserialize, Serialize};
+
+/// Where a unit's output is read for the U-Score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnalysisPoint {
+    /// The layer's own output (the authors' package default).
+    #[default]
+    LayerOutput,
+    /// After the BatchNorm and/or ReLU that directly follow the layer, when they do (the
+    /// authors' VGG example).
+    AfterActivation,
+}
+
+/// A prunable layer as the scorers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunableLayer {
+    /// The Conv2d or Linear node.
+    pub name: String,
+    /// Its units (output channels or features).
+    pub units: usize,
+    /// Whether it is a convolution (units are channels of an image).
+    pub conv: bool,
+    /// The node whose output is read for the U-Score.
+    pub analysis: String,
+}
+
+/// The single reader of `name`, when there is exactly one.
+fn only_reader<'g>(graph: &'g Graph, name: &str) -> Option<&'g fair_ir::Node> {
+    match graph.readers(name).as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Every prunable layer of `graph` (all Conv2d and Linear but the output layer), with its
+/// analysis node for `point`.
+pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer> {
+    graph
+        .prunable_layers()
+        .into_iter()
+        .map(|name| {
+            let node = graph.node(name).expect("listed by the graph");
+            let mut analysis = name.to_owned();
+            if point == AnalysisPoint::AfterActivation {
+                if let Some(n) = only_reader(graph, &analysis)
+                    .filter(|n| matches!(n.op, Op::BatchNorm2d { .. } | Op::BatchNorm1d { .. }))
+                {
+                    analysis = n.name.clone();
+                }
+                if let Some(n) = only_reader(graph, &analysis).filter(|n| matches!(n.op, Op::Relu))
+                {
+                    analysis = n.name.clone();
+                }
+            }
+            PrunableLayer {
+                name: name.to_owned(),
+                units: graph.units(name).expect("prunable"),
+                conv: matches!(node.op, Op::Conv2d { .. }),
+                analysis,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,273 @@
+//! U-Score: how well each unit separates the classes (max over class pairs of the
+//! Wasserstein-1 distance between the unit's output distributions).
+
+use fair_runtime::{Mode, Model};
+use fair_stats::{W1, random_directions, sliced_from_sorted};
+use ndarray::{Array3, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::calibration::Calibration;
+use crate::error::{ScoringError, torch};
+use crate::layers::PrunableLayer;
+use crate::progress::Progress;
+
+/// How a conv channel's output distribution is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvDistance {
+    /// Each sample's channel map is a point in R^(H·W); sliced W1 over this many random unit
+    /// directions (seeded, shared by all channels and class pairs of a layer).
+    Sliced {
+        /// Number of directions P.
+        projections: usize,
+    },
+    /// Exact 1-D W1 of the spatially averaged channel (cheap).
+    Pooled,
+}
+
+/// Settings of the U-Score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UScoreSettings {
+    /// Conv channel distance (default sliced, P = 128).
+    pub conv: ConvDistance,
+    /// 1-D W1 between samples of unequal sizes (default exact).
+    pub w1: Wasserstein,
+    /// Compare at most this many classes, chosen with the seed (default 100).
+    pub max_classes: usize,
+    /// Samples per class (default 32; a class with fewer uses what it has, with a note).
+    pub samples_per_class: usize,
+    /// Forward batch size (default 256).
+    pub batch_size: usize,
+    /// Seed for class and sample choice and for the projection directions.
+    pub seed: u64,
+}
+
+/// Serialisable mirror of [`fair_stats::W1`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wasserstein {
+    /// Exact (SciPy's `wasserstein_distance`).
+    #[default]
+    Exact,
+    /// The authors' package quantile-grid approximation (for parity runs).
+    QuantileGrid,
+}
+
+impl From<Wasserstein> for W1 {
+    fn from(w: Wasserstein) -> W1 {
+        match w {
+            Wasserstein::Exact => W1::Exact,
+            Wasserstein::QuantileGrid => W1::QuantileGrid,
+        }
+    }
+}
+
+impl Default for UScoreSettings {
+    fn default() -> Self {
+        UScoreSettings {
+            conv: ConvDistance::Sliced { projections: 128 },
+            w1: Wasserstein::Exact,
+            max_classes: 100,
+            samples_per_class: 32,
+            batch_size: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl UScoreSettings {
+    fn check(&self) -> Result<(), ScoringError> {
+        let positive = |name: &'static str, v: usize| {
+            if v == 0 {
+                Err(ScoringError::Setting {
+                    name,
+                    detail: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("samples_per_class", self.samples_per_class)?;
+        positive("batch_size", self.batch_size)?;
+        if self.max_classes < 2 {
+            return Err(ScoringError::Setting {
+                name: "max_classes",
+                detail: format!(
+                    "needs at least 2 classes to compare, found {}",
+                    self.max_classes
+                ),
+            });
+        }
+        if let ConvDistance::Sliced { projections } = self.conv {
+            positive("projections", projections)?;
+        }
+        Ok(())
+    }
+}
+
+/// The directions seed for layer `i`: decorrelated from the sampling seed.
+fn layer_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
+/// Per-class summary of one layer: `[units, P, n]`, each row sorted.
+type Summary = Array3<f32>;
+
+fn summarise(
+    t: &Tensor,
+    layer: &PrunableLayer,
+    directions: Option<&Tensor>,
+) -> Result<Summary, ScoringError> {
+    let ctx = || format!("summarising layer '{}'", layer.name);
+    let n = t.size()[0];
+    let units = layer.units as i64;
+    // [n, units, P]
+    let projected = match (t.dim(), directions) {
+        (4, Some(d)) => torch(t.f_reshape([n, units, -1]).and_then(|x| x.f_matmul(d)), ctx)?,
+        (4, None) => torch(t.f_mean_dim(&[2i64, 3][..], false, Kind::Float), ctx)?.unsqueeze(2),
+        (2, _) => t.unsqueeze(2),
+        (d, _) => {
+            return Err(ScoringError::Setting {
+                name: "analysis point",
+                detail: format!(
+                    "layer '{}' is read at '{}', whose output has {d} dimensions (expected an image or a feature vector)",
+                    layer.name, layer.analysis
+                ),
+            });
+        }
+    };
+    let p = projected.size()[2];
+    let (sorted, _) = torch(
+        projected
+            .f_permute([1, 2, 0])
+            .and_then(|x| x.f_sort(-1, false)),
+        ctx,
+    )?;
+    let sorted = sorted.to_device(Device::Cpu).contiguous();
+    let data: Vec<f32> =
+        Vec::try_from(sorted.view([-1])).map_err(|source| ScoringError::Torch {
+            context: ctx(),
+            source,
+        })?;
+    Ok(
+        Array3::from_shape_vec((units as usize, p as usize, n as usize), data)
+            .expect("the tensor has this shape"),
+    )
+}
+
+/// U-Scores of every layer (one vector per layer, in order), from one eval-mode forward pass
+/// per class over its samples with every analysis point tapped. Returns notes about classes
+/// with fewer samples than asked for.
+pub fn u_scores(
+    model: &Model,
+    layers: &[PrunableLayer],
+    data: &Calibration,
+    settings: &UScoreSettings,
+    progress: Progress,
+) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
+    settings.check()?;
+    let (classes, notes) = data.class_samples(
+        settings.max_classes,
+        settings.samples_per_class,
+        settings.seed,
+    );
+    if classes.len() < 2 {
+        return Err(ScoringError::Data {
+            path: None,
+            detail: format!(
+                "the U-Score compares classes, but the calibration data has {} class(es)",
+                classes.len()
+            ),
+        });
+    }
+    for n in &notes {
+        tracing::warn!("{n}");
+    }
+    let device = model.device();
+    let graph = model.graph();
+    // Directions per conv layer (sliced), on the model's device.
+    let mut directions: Vec<Option<Tensor>> = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        let shape = graph
+            .shape(&layer.analysis)
+            .map_err(fair_runtime::RuntimeError::from)?;
+        directions.push(match (settings.conv, shape.len()) {
+            (ConvDistance::Sliced { projections }, 3) => {
+                let d = random_directions(
+                    shape[1] * shape[2],
+                    projections,
+                    layer_seed(settings.seed, i),
+                );
+                let flat: Vec<f32> = d.iter().copied().collect();
+                Some(
+                    Tensor::from_slice(&flat)
+                        .reshape([d.nrows() as i64, d.ncols() as i64])
+                        .to_device(device),
+                )
+            }
+            _ => None,
+        });
+    }
+    let taps: Vec<&str> = layers.iter().map(|l| l.analysis.as_str()).collect();
+    let mut summaries: Vec<Vec<Summary>> = layers
+        .iter()
+        .map(|_| Vec::with_capacity(classes.len()))
+        .collect();
+    let bar = progress.bar(classes.len(), "U-Score: forward per class");
+    for (class, idx) in &classes {
+        let x = data.select(idx);
+        let mut parts: Vec<Vec<Tensor>> = layers.iter().map(|_| Vec::new()).collect();
+        for chunk in x.split(settings.batch_size as i64, 0) {
+            let out = tch::no_grad(|| {
+                model.forward_with_taps(&chunk.to_device(device), Mode::Eval, &taps)
+            })?;
+            for (i, layer) in layers.iter().enumerate() {
+                parts[i].push(out.taps[&layer.analysis].shallow_clone());
+            }
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            let t = Tensor::cat(&parts[i], 0);
+            if t.isfinite().all().int64_value(&[]) == 0 {
+                return Err(ScoringError::NonFinite(format!(
+                    "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
+                    layer.analysis, layer.name
+                )));
+            }
+            summaries[i].push(summarise(&t, layer, directions[i].as_ref())?);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let method: W1 = settings.w1.into();
+    let k = classes.len();
+    let bar = progress.bar(layers.len(), "U-Score: distances");
+    let scores = layers
+        .iter()
+        .zip(&summaries)
+        .map(|(layer, per_class)| {
+            let u = (0..layer.units)
+                .into_par_iter()
+                .map(|unit| {
+                    let views: Vec<_> = per_class
+                        .iter()
+                        .map(|s| s.index_axis(Axis(0), unit))
+                        .collect();
+                    let mut best = 0.0f64;
+                    for a in 0..k {
+                        for b in a + 1..k {
+                            best = best.max(sliced_from_sorted(views[a], views[b], method));
+                        }
+                    }
+                    best
+                })
+                .collect();
+            bar.inc(1);
+            u
+        })
+        .collect();
+    bar.finish_and_clear();
+    Ok((scores, notes))
+}
