@@ -1,7 +1,9 @@
 //! `fair-pruner`: prune convolutional and fully connected networks with FAIR-Pruner.
 //!
-//! Commands so far: `info` (per-node table of a zoo model or an IR file) and `models` (the
-//! zoo). Run `fair-pruner --help` or `fair-pruner <command> --help`.
+//! Commands: `info` (per-node table of a zoo model or an IR file), `models` (the zoo),
+//! `score` (U/R and other criteria over calibration data, stored with provenance) and
+//! `ratios` (per-layer counts at an α or a target size, from stored scores). Run
+//! `fair-pruner --help` or `fair-pruner <command> --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use fair_ir::Graph;
 
+mod score;
 mod table;
 
 /// FAIR-Pruner: layer-wise structured pruning with Wasserstein utilisation, Taylor
@@ -27,12 +30,16 @@ enum Command {
     Info(InfoArgs),
     /// List the built-in model zoo with default input sizes.
     Models,
+    /// Score every prunable unit (U, R, L1, ...) over calibration data; writes a score file.
+    Score(score::ScoreArgs),
+    /// Per-layer pruning counts at a tolerance α or a target size, from a score file.
+    Ratios(score::RatiosArgs),
 }
 
 /// Which model to describe: a zoo name or an IR file.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["model", "graph"])))]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
     #[arg(long)]
     model: Option<String>,
@@ -60,7 +67,7 @@ struct InfoArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<Graph> {
+    pub(crate) fn load(&self) -> Result<Graph> {
         if let Some(path) = &self.graph {
             return Graph::load(path)
                 .with_context(|| format!("cannot load the graph {}", path.display()));
@@ -124,7 +131,16 @@ fn models() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FAIR_PRUNER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match &cli.command {
+        Command::Score(args) => score::score(args),
+        Command::Ratios(args) => score::ratios(args),
         Command::Info(args) => info(args),
         Command::Models => {
             models();

@@ -137,3 +137,176 @@ fn help_explains_every_command() {
     let o = run(&["models"]);
     assert!(stdout(&o).contains("densenet121") && stdout(&o).contains("3x224x224"));
 }
+
+/// A small model, its weights and calibration data on disk.
+fn scoring_fixture(dir: &std::path::Path) -> (String, String) {
+    use tch::{Device, Kind, Tensor};
+    let graph = fair_zoo::build("vgg11_bn_cifar", &[1, 32, 32], 3).unwrap();
+    let model = fair_runtime::Model::new(graph, Device::Cpu, 0).unwrap();
+    let weights = dir.join("w.safetensors");
+    model.save_weights(&weights).unwrap();
+    tch::manual_seed(0);
+    let labels =
+        Tensor::arange(3, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(4, 0, None);
+    let inputs = Tensor::randn([12, 1, 32, 32], (Kind::Float, Device::Cpu));
+    let data = dir.join("cal.safetensors");
+    fair_runtime::write_safetensors(
+        &data,
+        &[("inputs".into(), inputs), ("labels".into(), labels)],
+    )
+    .unwrap();
+    (
+        weights.to_str().unwrap().to_owned(),
+        data.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn score_then_ratios_from_stored_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, d) = scoring_fixture(dir.path());
+    let scores = dir.path().join("s.json");
+    let s = scores.to_str().unwrap();
+    let o = run(&[
+        "score",
+        "--model",
+        "vgg11_bn_cifar",
+        "--input",
+        "1x32x32",
+        "--classes",
+        "3",
+        "--weights",
+        &w,
+        "--data",
+        &d,
+        "--out",
+        s,
+        "--samples-per-class",
+        "4",
+        "--projections",
+        "8",
+        "--batch-size",
+        "6",
+        "--criteria",
+        "u,r,l1",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("scored 9 layers of 'vgg11_bn_cifar'"),
+        "{}",
+        stdout(&o)
+    );
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&scores).unwrap()).unwrap();
+    assert_eq!(file["layers"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        file["layers"][0]["scores"]["u"].as_array().unwrap().len(),
+        64
+    );
+    assert_eq!(file["provenance"]["samples"], 12);
+    assert_eq!(
+        file["provenance"]["model_digest"].as_str().unwrap().len(),
+        64
+    );
+
+    let o = run(&["ratios", "--scores", s, "--alpha", "0.2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 9);
+    for l in layers {
+        assert!(l["keep"].as_u64().unwrap() >= 1);
+        assert_eq!(
+            l["keep"].as_u64().unwrap() + l["remove"].as_u64().unwrap(),
+            l["units"].as_u64().unwrap()
+        );
+    }
+
+    let o = run(&["ratios", "--scores", s, "--target-macs", "0.4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let line = text.lines().find(|l| l.starts_with("parameters")).unwrap();
+    let macs_removed: f64 = line
+        .rsplit("MACs")
+        .next()
+        .unwrap()
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(macs_removed >= 40.0, "{line}");
+    assert!(text.contains("computed from stored scores in"), "{text}");
+
+    let o = run(&["ratios", "--scores", s, "--alpha", "1.5"]);
+    assert!(
+        stderr(&o).contains("α must be in [0, 1], found 1.5"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn score_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, d) = scoring_fixture(dir.path());
+    let out = dir.path().join("s.json");
+    let o = run(&[
+        "score",
+        "--model",
+        "vgg11_bn_cifar",
+        "--weights",
+        &w,
+        "--data",
+        &d,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("w.safetensors") && stderr(&o).contains("expected [64, 3, 3, 3]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "score",
+        "--model",
+        "vgg11_bn_cifar",
+        "--input",
+        "1x32x32",
+        "--classes",
+        "3",
+        "--weights",
+        &w,
+        "--criteria",
+        "u",
+    ]);
+    assert!(
+        stderr(&o).contains("the U-Score needs --data"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "score",
+        "--model",
+        "vgg11_bn_cifar",
+        "--input",
+        "1x32x32",
+        "--classes",
+        "3",
+        "--weights",
+        &w,
+        "--data",
+        &w,
+    ]);
+    assert!(
+        stderr(&o).contains("no tensor named 'inputs'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "nothing is written on failure");
+}

@@ -38,7 +38,9 @@ pub enum ScoringError {
     #[error("non-finite values: {0}")]
     NonFinite(String),
     /// BN-scale scoring on a layer without a BatchNorm right after it.
-    #[error("layer '{0}' is not followed by a BatchNorm, so it has no BN scale to score")]
+    #[error(
+        "layer '{0}' is not followed by a BatchNorm, so it has no BN scale to score (leave bn out of the criteria for this model)"
+    )]
     NoBatchNorm(String),
     /// A stored score file does not fit.
     #[error("score file '{}': {detail}", .path.display())]

@@ -1,0 +1,278 @@
+//! U- and R-Scores against independent computations on small zoo models.
+
+use fair_runtime::{Mode, Model};
+use fair_scoring::{
+    AnalysisPoint, Calibration, ConvDistance, Progress, RMode, RScoreSettings, UScoreSettings,
+    prunable_layers, r_scores, u_scores,
+};
+use tch::{Device, Kind, Tensor};
+
+fn data(n_per_class: i64, classes: i64, shape: &[i64], seed: i64) -> Calibration {
+    tch::manual_seed(seed);
+    let mut dims = vec![n_per_class * classes];
+    dims.extend_from_slice(shape);
+    let labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(
+        n_per_class,
+        0,
+        None,
+    );
+    // Class-dependent shift so units separate the classes.
+    let mut view = vec![-1i64];
+    view.extend(shape.iter().map(|_| 1));
+    let x = Tensor::randn(&dims, (Kind::Float, Device::Cpu))
+        + labels.to_kind(Kind::Float).view(view.as_slice()) * 0.5;
+    Calibration::new(x, &labels, "synthetic").unwrap()
+}
+
+fn mlp() -> Model {
+    let g = fair_zoo::mlp(vec![1, 6, 6], &[10, 7], 3).unwrap();
+    Model::new(g, Device::Cpu, 1).unwrap()
+}
+
+#[test]
+fn r_score_equals_the_finite_difference_of_the_loss() {
+    // R_j = |Σ_b d/dε L_b(θ_j·(1+ε))| at ε = 0; eval mode makes the loss deterministic.
+    let model = mlp();
+    let cal = data(8, 3, &[1, 6, 6], 0);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let settings = RScoreSettings {
+        mode: RMode::Eval,
+        batch_size: 10,
+        seed: 0,
+    };
+    let r = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
+    let loss_sum = |m: &Model| -> f64 {
+        cal.batches(10)
+            .map(|(x, y)| {
+                let logits = m.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
+                logits.cross_entropy_for_logits(&y).double_value(&[])
+            })
+            .sum()
+    };
+    // f32 forward passes: ε large enough that rounding stays far below the O(ε²) truncation.
+    let eps = 1e-2;
+    for (l, layer) in layers.iter().enumerate() {
+        for unit in [0i64, 3, 6] {
+            let scale = |f: f64| {
+                tch::no_grad(|| {
+                    for suffix in ["weight", "bias"] {
+                        let mut row = model
+                            .tensor(&format!("{}.{suffix}", layer.name))
+                            .unwrap()
+                            .get(unit);
+                        let _ = row.g_mul_scalar_(f);
+                    }
+                })
+            };
+            scale(1.0 + eps);
+            let up = loss_sum(&model);
+            scale(1.0 / (1.0 + eps) * (1.0 - eps));
+            let down = loss_sum(&model);
+            scale(1.0 / (1.0 - eps));
+            let fd = ((up - down) / (2.0 * eps)).abs();
+            let ours = r[l][unit as usize];
+            assert!(
+                (ours - fd).abs() <= 2e-3 * fd.max(1e-6),
+                "{} unit {unit}: R = {ours}, finite difference {fd}",
+                layer.name
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_u_score_equals_exact_w1_of_the_tapped_outputs() {
+    let model = mlp();
+    let cal = data(9, 3, &[1, 6, 6], 1);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        samples_per_class: 9,
+        ..Default::default()
+    };
+    let (u, notes) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    // Independent path: tap each class's outputs and use the SciPy-checked 1-D W1.
+    for (l, layer) in layers.iter().enumerate() {
+        let per_class: Vec<Tensor> = cal
+            .class_indices()
+            .values()
+            .map(|idx| {
+                let out = tch::no_grad(|| {
+                    model.forward_with_taps(&cal.select(idx), Mode::Eval, &[&layer.name])
+                })
+                .unwrap();
+                out.taps[&layer.name].to_kind(Kind::Double)
+            })
+            .collect();
+        for unit in 0..layer.units {
+            let col = |t: &Tensor| Vec::<f64>::try_from(t.select(1, unit as i64)).unwrap();
+            let mut best = 0.0f64;
+            for a in 0..3 {
+                for b in a + 1..3 {
+                    best = best.max(
+                        fair_stats::wasserstein_1d(&col(&per_class[a]), &col(&per_class[b]))
+                            .unwrap(),
+                    );
+                }
+            }
+            assert!(
+                (u[l][unit] - best).abs() <= 1e-5 * best.max(1e-6),
+                "{} unit {unit}",
+                layer.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dead_unit_scores_zero_on_both_signals() {
+    let model = mlp();
+    tch::no_grad(|| {
+        for suffix in ["weight", "bias"] {
+            let _ = model
+                .tensor(&format!("layers.0.{suffix}"))
+                .unwrap()
+                .get(4)
+                .zero_();
+        }
+    });
+    let cal = data(8, 3, &[1, 6, 6], 2);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let (u, _) = u_scores(
+        &model,
+        &layers,
+        &cal,
+        &UScoreSettings::default(),
+        Progress::QUIET,
+    )
+    .unwrap();
+    let r = r_scores(
+        &model,
+        &layers,
+        &cal,
+        &RScoreSettings::default(),
+        Progress::QUIET,
+    )
+    .unwrap();
+    assert_eq!(u[0][4], 0.0, "a constant output separates no classes");
+    assert_eq!(
+        r[0][4], 0.0,
+        "zero parameters contribute nothing to θ·∂L/∂θ"
+    );
+    assert!(u[0].iter().filter(|v| **v > 0.0).count() >= 9);
+}
+
+#[test]
+fn conv_u_scores_are_seeded_and_finite_in_both_variants() {
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 4).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    let cal = data(6, 4, &[3, 8, 8], 3);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::AfterActivation);
+    let s = UScoreSettings {
+        conv: projections_for_test(),
+        ..Default::default()
+    };
+    let (a, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    let (b, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    assert_eq!(a, b, "same seed, same scores");
+    let (c, _) = u_scores(
+        &model,
+        &layers,
+        &cal,
+        &UScoreSettings {
+            seed: 9,
+            ..s.clone()
+        },
+        Progress::QUIET,
+    )
+    .unwrap();
+    assert_ne!(a, c, "another seed draws other directions");
+    let pooled = UScoreSettings {
+        conv: ConvDistance::Pooled,
+        ..s
+    };
+    let (p, _) = u_scores(&model, &layers, &cal, &pooled, Progress::QUIET).unwrap();
+    assert_eq!(p.len(), layers.len());
+    assert!(
+        a.iter()
+            .flatten()
+            .chain(p.iter().flatten())
+            .all(|v| v.is_finite() && *v >= 0.0)
+    );
+}
+
+fn projections_for_test() -> ConvDistance {
+    ConvDistance::Sliced { projections: 16 }
+}
+
+#[test]
+fn bad_data_gets_clear_errors() {
+    let model = mlp();
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    // One class only.
+    let one = Calibration::new(
+        Tensor::randn([4, 1, 6, 6], (Kind::Float, Device::Cpu)),
+        &Tensor::zeros([4], (Kind::Int64, Device::Cpu)),
+        "x",
+    )
+    .unwrap();
+    let e = u_scores(
+        &model,
+        &layers,
+        &one,
+        &UScoreSettings::default(),
+        Progress::QUIET,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("1 class(es)"), "{e}");
+    // A class with fewer samples than asked for is used, with a note.
+    let labels = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 2, 2, 2]);
+    let few = Calibration::new(
+        Tensor::randn([8, 1, 6, 6], (Kind::Float, Device::Cpu)),
+        &labels,
+        "x",
+    )
+    .unwrap();
+    let s = UScoreSettings {
+        samples_per_class: 3,
+        ..Default::default()
+    };
+    let (_, notes) = u_scores(&model, &layers, &few, &s, Progress::QUIET).unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].contains("class 1 has 2 calibration sample(s)"),
+        "{notes:?}"
+    );
+    // NaN inputs, mismatched labels, negative labels.
+    let x = Tensor::randn([2, 1, 6, 6], (Kind::Float, Device::Cpu));
+    let _ = x.get(1).fill_(f64::NAN);
+    let e = Calibration::new(x, &Tensor::from_slice(&[0i64, 1]), "x").unwrap_err();
+    assert!(e.to_string().contains("NaN"), "{e}");
+    let e = Calibration::new(
+        Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)),
+        &Tensor::from_slice(&[0i64, 1]),
+        "x",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("one entry per input (3)"), "{e}");
+    let e = Calibration::new(
+        Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+        &Tensor::from_slice(&[0i64, -1]),
+        "x",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("label of sample 1 is -1"), "{e}");
+    // Settings.
+    let e = u_scores(
+        &model,
+        &layers,
+        &few,
+        &UScoreSettings {
+            max_classes: 1,
+            ..Default::default()
+        },
+        Progress::QUIET,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("max_classes"), "{e}");
+}
