@@ -5,13 +5,14 @@
 //!   work and built binaries find libtorch at run time.
 //! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS]`.
 //! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
+//! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
 //!
 //! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
 //! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
 //! per-user cache outside the checkout — `$FAIR_PRUNER_CACHE`, else
 //! `$XDG_CACHE_HOME/fair-pruner`, else `~/.cache/fair-pruner` — and reused by every checkout
-//! and CI run. The same environment holds torchvision, SciPy, safetensors and the authors'
-//! `network-pruner` package for the
+//! and CI run. The same environment holds torchvision, SciPy, safetensors, the authors'
+//! `network-pruner` package and Torch-Pruning for the
 //! cross-check tests (`FAIR_PRUNER_PYTHON` overrides which Python they use). The wiring is
 //! written to `.cargo/libtorch.toml` (git-ignored), which `.cargo/config.toml` includes.
 
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+
+mod bench;
 
 /// The libtorch version tch 0.24 is built against.
 const TORCH_VERSION: &str = "2.11.0";
@@ -33,6 +36,7 @@ const REQUIREMENTS: &[&str] = &[
     "scipy",
     "safetensors",
     "network-pruner==2.16",
+    "torch-pruning==1.6.1",
 ];
 
 const HELP: &str = "\
@@ -42,6 +46,9 @@ USAGE:
     cargo xtask setup          provision libtorch + the Python reference env, wire the build
     cargo xtask test [ARGS]    setup, then `cargo test --workspace [ARGS]`
     cargo xtask demo           setup, then run the built-in demo (the README's main job)
+    cargo xtask bench scoring  [--threads N --classes K --per-class N]
+                               time fair-pruner's U+R scoring against the authors' get_metrics
+                               on CIFAR VGG16-BN (same model, samples and machine), print the ratio
 
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
             setup().and_then(|_| cargo(&[&["test", "--workspace"], &rest(&args)[..]].concat()))
         }
         Some("demo") => setup().and_then(|_| demo()),
+        Some("bench") => setup().and_then(|s| bench::run(&s, &rest(&args))),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())
@@ -76,7 +84,7 @@ fn rest(args: &[String]) -> Vec<&str> {
     args.iter().skip(1).map(String::as_str).collect()
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
@@ -84,7 +92,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Runs cargo in the workspace root, failing when it fails.
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
@@ -112,9 +120,9 @@ fn demo() -> Result<()> {
 }
 
 /// Where libtorch and the reference Python are.
-struct Setup {
+pub(crate) struct Setup {
     libtorch: PathBuf,
-    python: Option<PathBuf>,
+    pub(crate) python: Option<PathBuf>,
 }
 
 impl Setup {

@@ -2,7 +2,8 @@
 //!
 //! Commands: `info` (per-node table of a zoo model or an IR file), `models` (the zoo),
 //! `score` (U/R and other criteria over calibration data, stored with provenance) and
-//! `ratios` (per-layer counts at an α or a target size, from stored scores). Run
+//! `ratios` (per-layer counts at an α or a target size, from stored scores) and `apply`
+//! (a prune plan applied and exported for plain PyTorch). Run
 //! `fair-pruner --help` or `fair-pruner <command> --help`.
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use fair_ir::Graph;
 
+mod apply;
 mod score;
 mod table;
 
@@ -34,6 +36,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Per-layer pruning counts at a tolerance α or a target size, from a score file.
     Ratios(score::RatiosArgs),
+    /// Apply a prune plan (unit indices per layer) and export the smaller model for PyTorch.
+    Apply(apply::ApplyArgs),
 }
 
 /// Which model to describe: a zoo name or an IR file.
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Score(args) => score::score(args),
         Command::Ratios(args) => score::ratios(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Info(args) => info(args),
         Command::Models => {
             models();

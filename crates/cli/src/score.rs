@@ -289,7 +289,17 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         timing.join(", "),
         args.out.display()
     );
+    if let Some(kib) = peak_rss_kib() {
+        println!("peak memory (resident): {:.1} MiB", kib as f64 / 1024.0);
+    }
     Ok(())
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), if known.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn ratios(args: &RatiosArgs) -> Result<()> {
@@ -317,12 +327,26 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         min_keep: args.min_keep,
         round_to: args.round_to.max(1),
     };
+    // Layers coupled by residual adds keep the same units: each keeps as many as the member
+    // of its group that keeps the most (the authors' package rule for counts).
+    let groups = fair_surgery::analyze(&graph, &[])?;
     let kept_map = |counts: &[usize]| -> HashMap<String, usize> {
-        curves
+        let mut kept: HashMap<String, usize> = curves
             .iter()
             .zip(counts)
             .map(|(c, &k)| (c.layer().to_owned(), c.units() - k))
-            .collect()
+            .collect();
+        for g in groups.groups().iter().filter(|g| g.layers.len() > 1) {
+            let most = g.layers.iter().filter_map(|l| kept.get(l)).copied().max();
+            if let Some(most) = most {
+                for l in &g.layers {
+                    if let Some(k) = kept.get_mut(l) {
+                        *k = most;
+                    }
+                }
+            }
+        }
+        kept
     };
     let (params0, macs0) = (graph.param_count() as f64, graph.macs() as f64);
     let (alpha, counts) = match (args.alpha, args.target_macs, args.target_params) {
@@ -343,13 +367,17 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         }
         (None, None, None) => unreachable!("clap requires one of them"),
     };
-    let pruned = graph.with_units(&kept_map(&counts));
+    let kept = kept_map(&counts);
+    let pruned = graph.with_units(&kept);
     let elapsed = start.elapsed();
     if args.json {
         let layers: Vec<_> = curves
             .iter()
             .zip(&counts)
-            .map(|(c, &k)| serde_json::json!({"layer": c.layer(), "units": c.units(), "remove": k, "keep": c.units() - k}))
+            .map(|(c, &k)| {
+                let keep = kept[c.layer()];
+                serde_json::json!({"layer": c.layer(), "units": c.units(), "tod_count": k, "remove": c.units() - keep, "keep": keep})
+            })
             .collect();
         let mut out = serde_json::json!({"alpha": alpha, "layers": layers, "milliseconds": elapsed.as_secs_f64() * 1e3});
         if let Ok(g) = &pruned {

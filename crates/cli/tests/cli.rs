@@ -310,3 +310,69 @@ fn score_errors_name_the_problem() {
     );
     assert!(!out.exists(), "nothing is written on failure");
 }
+
+#[test]
+fn apply_exports_a_smaller_model_that_info_reads() {
+    use tch::Device;
+    let dir = tempfile::tempdir().unwrap();
+    let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10).unwrap();
+    let model = fair_runtime::Model::new(graph, Device::Cpu, 0).unwrap();
+    let weights = dir.path().join("w.safetensors");
+    model.save_weights(&weights).unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"remove": {"layer1.0.conv1": [0, 1, 2], "layer3.2.conv1": [5]}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("pruned");
+    let o = run(&[
+        "apply",
+        "--model",
+        "resnet20",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("layer1.0.conv1") && text.contains("16 → 13"),
+        "{text}"
+    );
+    for f in ["model.safetensors", "model.toml", "model.py", "report.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let o = run(&["info", "--graph", out.join("model.toml").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("layer1.0.conv1 "))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("13x32x32"), "{line}");
+    // Weights in the export match the pruned graph exactly.
+    let g = fair_ir::Graph::load(&out.join("model.toml")).unwrap();
+    fair_runtime::Model::from_safetensors(g, &out.join("model.safetensors"), Device::Cpu).unwrap();
+
+    std::fs::write(&plan, r#"{"remove": {"fc": [0]}}"#).unwrap();
+    let o = run(&[
+        "apply",
+        "--model",
+        "resnet20",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("cannot prune 'fc': it is the output layer"),
+        "{}",
+        stderr(&o)
+    );
+}

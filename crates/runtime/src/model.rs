@@ -195,6 +195,31 @@ impl Model {
     /// tensors of any precision are converted to f32.
     pub fn load_weights(&mut self, path: &Path) -> Result<(), RuntimeError> {
         let loaded = read_safetensors(path, self.device())?;
+        self.load_tensors(&loaded, path)
+    }
+
+    /// A model of `graph` whose parameters and buffers are `tensors` (state-dict names;
+    /// strict as [`Model::load_weights`]).
+    pub fn from_tensors(
+        graph: Graph,
+        tensors: Vec<(String, Tensor)>,
+        device: Device,
+    ) -> Result<Self, RuntimeError> {
+        let mut m = Self::new(graph, device, 0)?;
+        let source = Path::new("<tensors in memory>");
+        let tensors: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| (n, t.to_device(device)))
+            .collect();
+        m.load_tensors(&tensors, source)?;
+        Ok(m)
+    }
+
+    fn load_tensors(
+        &mut self,
+        loaded: &[(String, Tensor)],
+        path: &Path,
+    ) -> Result<(), RuntimeError> {
         let specs = self.graph.params();
         let expected: HashMap<&str, &[usize]> = specs
             .iter()
@@ -210,7 +235,7 @@ impl Model {
                 ));
             }
         }
-        for (name, t) in &loaded {
+        for (name, t) in loaded {
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
             match expected.get(name.as_str()) {
                 None => problems.push(format!("unexpected tensor '{name}' (shape {shape:?})")),
@@ -238,7 +263,7 @@ impl Model {
             });
         }
         tch::no_grad(|| {
-            for (name, t) in &loaded {
+            for (name, t) in loaded {
                 let mut dst = self.params[name].shallow_clone();
                 let src = t.to_kind(dst.kind());
                 torch(dst.f_copy_(&src), || format!("loading '{name}'"))?;

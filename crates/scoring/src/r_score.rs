@@ -3,7 +3,7 @@
 
 use fair_runtime::{Mode, Model};
 use serde::{Deserialize, Serialize};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
@@ -44,9 +44,14 @@ impl Default for RScoreSettings {
 }
 
 /// R-Scores of every layer, from one forward and one backward pass per calibration batch
-/// (cross-entropy loss, mean over the batch). Gradients accumulate over the batches, so the
-/// sum over batches of θ·∂L_b/∂θ is θ·Σ_b ∂L_b/∂θ. The model's parameters, running statistics
-/// and gradients are left as they were (gradients are zeroed afterwards).
+/// (cross-entropy loss, mean over the batch).
+///
+/// A unit's output y_j is linear and homogeneous in its own weights and bias, so
+/// Σ_{θ ∈ unit j} θ·∂L/∂θ = Σ over samples and positions of y_j·∂L/∂y_j (Euler's theorem).
+/// The backward pass therefore only computes gradients with respect to the prunable layers'
+/// outputs (no weight gradients are formed or stored), and every layer's R-Score is read
+/// from the same pass. The model's parameters, running statistics and gradients are left
+/// as they were.
 pub fn r_scores(
     model: &Model,
     layers: &[PrunableLayer],
@@ -64,69 +69,63 @@ pub fn r_scores(
         RMode::Train => Mode::TrainFrozenStats,
         RMode::Eval => Mode::Eval,
     };
-    let zero_grads = || {
-        for mut v in model.var_store().trainable_variables() {
-            v.zero_grad();
-        }
-    };
-    zero_grads();
     tch::manual_seed(settings.seed as i64);
     let device = model.device();
+    let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+    let mut sums: Vec<Tensor> = layers
+        .iter()
+        .map(|l| Tensor::zeros([l.units as i64], (Kind::Double, device)))
+        .collect();
     let batches = data.len().div_ceil(settings.batch_size);
     let bar = progress.bar(batches, "R-Score: forward + backward");
     for (b, (x, y)) in data.batches(settings.batch_size).enumerate() {
-        let logits = model.forward(&x.to_device(device), mode)?;
+        let out = model.forward_with_taps(&x.to_device(device), mode, &names)?;
         let loss = torch(
-            logits.f_log_softmax(-1, Kind::Float).and_then(|l| {
-                l.f_nll_loss::<tch::Tensor>(&y.to_device(device), None, tch::Reduction::Mean, -100)
+            out.output.f_log_softmax(-1, Kind::Float).and_then(|l| {
+                l.f_nll_loss::<Tensor>(&y.to_device(device), None, tch::Reduction::Mean, -100)
             }),
             || format!("cross-entropy of batch {b}"),
         )?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            zero_grads();
             return Err(ScoringError::NonFinite(format!(
                 "the loss of calibration batch {b} is {value}"
             )));
         }
-        torch(loss.f_backward(), || format!("backward of batch {b}"))?;
+        let outputs: Vec<&Tensor> = layers.iter().map(|l| &out.taps[&l.name]).collect();
+        let grads = torch(
+            Tensor::f_run_backward(&[&loss], &outputs, false, false),
+            || format!("backward of batch {b}"),
+        )?;
+        tch::no_grad(|| -> Result<(), ScoringError> {
+            for ((layer, (yv, g)), sum) in layers
+                .iter()
+                .zip(outputs.iter().zip(&grads))
+                .zip(sums.iter_mut())
+            {
+                // Sum y·∂L/∂y over every axis but the unit axis (1).
+                let dims: Vec<i64> = (0..yv.dim() as i64).filter(|&d| d != 1).collect();
+                let c = torch(
+                    (yv.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
+                        .f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),
+                    || format!("R-Score of layer '{}'", layer.name),
+                )?;
+                *sum += c;
+            }
+            Ok(())
+        })?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mut out = Vec::with_capacity(layers.len());
-    for layer in layers {
-        let units = layer.units as i64;
-        let contribution = |suffix: &str| -> Result<Option<tch::Tensor>, ScoringError> {
-            let Ok(p) = model.tensor(&format!("{}.{suffix}", layer.name)) else {
-                return Ok(None);
-            };
-            let g = p.grad();
-            if !g.defined() {
-                return Ok(None);
-            }
-            let c = torch(
-                (p.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
-                    .f_reshape([units, -1])
-                    .and_then(|t| t.f_sum_dim_intlist(1, false, Kind::Double)),
-                || format!("R-Score of layer '{}'", layer.name),
-            )?;
-            Ok(Some(c))
-        };
-        let total = match (contribution("weight")?, contribution("bias")?) {
-            (Some(w), Some(b)) => w + b,
-            (Some(w), None) => w,
-            (None, Some(b)) => b,
-            (None, None) => tch::Tensor::zeros([units], (Kind::Double, device)),
-        };
-        let values: Vec<f64> =
-            Vec::try_from(total.abs().to_device(tch::Device::Cpu)).map_err(|source| {
+    sums.into_iter()
+        .zip(layers)
+        .map(|(s, layer)| {
+            Vec::<f64>::try_from(s.abs().to_device(tch::Device::Cpu)).map_err(|source| {
                 ScoringError::Torch {
                     context: format!("reading R-Scores of '{}'", layer.name),
                     source,
                 }
-            })?;
-        out.push(values);
-    }
-    zero_grads();
-    Ok(out)
+            })
+        })
+        .collect()
 }

@@ -1,15 +1,42 @@
 //! Model surgery: turns a prune plan into a smaller graph and smaller weights, keeping
-//! coupled channels (residual adds, concatenations) consistent.
+//! coupled channels consistent, and exports the result so plain PyTorch can run it.
 //!
-//! Status: skeleton. It lists the prunable layers of a graph; dependency groups and plan
-//! application come with the surgery work.
+//! - [`analyze`] derives channel dependency groups from the IR, generically: residual adds
+//!   couple the spaces that meet; concatenations place each producer's channels at an offset
+//!   in every reader; BatchNorm, ReLU, pooling and dropout pass channels through; flatten maps
+//!   channel c to its H·W features; depthwise convolutions follow their input.
+//! - [`apply`] removes the units of a [`Plan`] (coupled layers settle by a [`GroupRule`]) and
+//!   slices every tensor that reads them; the input model is never modified.
+//! - [`export`] writes a directory with the weights (safetensors), the IR (TOML) and a
+//!   standalone PyTorch module.
 //!
+//! ```no_run
+//! use fair_surgery::{ApplyOptions, Plan};
+//! let graph = fair_zoo::build("resnet56", &[3, 32, 32], 10)?;
+//! let model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0)?;
+//! // Remove channels 0 and 5 of the first stage (the stem and every block output of stage 1
+//! // are coupled by the residual adds, so the plan names them all).
+//! let stage1: Vec<String> = fair_surgery::analyze(model.graph(), &[])?.groups().iter()
+//!     .find(|g| g.layers.contains(&"conv1".to_string())).unwrap().layers.clone();
+//! let mut plan = Plan::new();
+//! for layer in &stage1 { plan = plan.remove(layer, [0, 5]); }
+//! let pruned = fair_surgery::apply(&model, &plan, &ApplyOptions::default())?;
+//! println!("{} → {} parameters", pruned.report.params.0, pruned.report.params.1);
+//! fair_surgery::export(&pruned.model, std::path::Path::new("resnet56-pruned"))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//! let g = fair_zoo::build("vgg11_cifar", &[3, 32, 32], 10)?;
-//! let layers = fair_surgery::prunable_layers(&g);
-//! assert_eq!(layers.len(), 9); // 8 convs + the hidden linear; the output layer is never pruned
-//! # Ok::<(), fair_zoo::ZooError>(())
-//! ```
+
+mod apply;
+mod error;
+mod export;
+mod groups;
+mod plan;
+
+pub use apply::{ApplyOptions, LayerReport, Pruned, Report, apply, kept_units};
+pub use error::SurgeryError;
+pub use export::{export, pytorch_module};
+pub use groups::{ChannelGroups, Group, analyze};
+pub use plan::{GroupRule, Plan};
 
 use fair_ir::Graph;
 
@@ -21,21 +48,4 @@ pub fn prunable_layers(graph: &Graph) -> Vec<String> {
         .into_iter()
         .map(str::to_owned)
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn output_layer_is_excluded() {
-        let g = fair_zoo::build("mlp", &[1, 28, 28], 10).unwrap();
-        assert_eq!(super::prunable_layers(&g), ["layers.0", "layers.2"]);
-        let r = fair_zoo::build("resnet20", &[3, 32, 32], 10).unwrap();
-        let layers = super::prunable_layers(&r);
-        assert_eq!(
-            layers.len(),
-            1 + 18 + 2,
-            "stem, 18 block convs, 2 projections"
-        );
-        assert!(!layers.contains(&"fc".to_owned()));
-    }
 }

@@ -1,0 +1,171 @@
+//! Pruned models against PyTorch: the exported standalone module in plain PyTorch, and
+//! Torch-Pruning (`torch-pruning` 1.6) applying the same unit indices.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
+use fair_surgery::{ApplyOptions, GroupRule, Plan, analyze, apply, export};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use tch::{Device, Kind, Tensor};
+
+fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FAIR_PRUNER_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    if std::env::var_os("FAIR_PRUNER_SKIP_PYTHON").is_some_and(|v| v == "1") {
+        eprintln!(
+            "SKIPPED: FAIR_PRUNER_SKIP_PYTHON=1, the PyTorch / Torch-Pruning cross-checks do not run"
+        );
+        return None;
+    }
+    panic!(
+        "FAIR_PRUNER_PYTHON is not set: run `cargo xtask setup` (or `cargo xtask test`), which provisions \
+         Python with torch 2.11 and torch-pruning 1.6; set FAIR_PRUNER_SKIP_PYTHON=1 to skip knowingly"
+    );
+}
+
+fn run(py: &Path, command: &str, dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pytorch_reference.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(command)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pytorch_reference.py {command} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(dir: &Path, file: &str) -> Tensor {
+    read_safetensors(&dir.join(file), Device::Cpu)
+        .unwrap()
+        .remove(0)
+        .1
+}
+
+fn setup(name: &str, shape: [usize; 3]) -> (Model, Tensor) {
+    let m = Model::new(fair_zoo::build(name, &shape, 10).unwrap(), Device::Cpu, 11).unwrap();
+    tch::manual_seed(4);
+    tch::no_grad(|| {
+        for (n, mut t) in m.named_tensors() {
+            if n.ends_with("running_mean") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            } else if n.ends_with("running_var") {
+                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
+            }
+        }
+    });
+    let [c, h, w] = shape.map(|d| d as i64);
+    (m, Tensor::randn([2, c, h, w], (Kind::Float, Device::Cpu)))
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Random removals in up to `n` prunable groups: (member layers, removed units) per group.
+fn random_groups(m: &Model, seed: u64, n: usize) -> Vec<(Vec<String>, Vec<usize>)> {
+    let groups = analyze(m.graph(), &[]).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut ids: Vec<usize> = (0..groups.groups().len())
+        .filter(|&g| groups.groups()[g].fixed.is_none() && !groups.groups()[g].layers.is_empty())
+        .collect();
+    ids.shuffle(&mut rng);
+    ids.truncate(n);
+    ids.into_iter()
+        .map(|g| {
+            let grp = &groups.groups()[g];
+            let mut units: Vec<usize> = (0..grp.units).collect();
+            units.shuffle(&mut rng);
+            let k = rng.gen_range(1..grp.units.max(2)).min(grp.units - 1);
+            let mut removed = units[..k].to_vec();
+            removed.sort_unstable();
+            (grp.layers.clone(), removed)
+        })
+        .collect()
+}
+
+#[test]
+fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
+    let Some(py) = python() else { return };
+    for (name, shape) in [
+        ("vgg16_bn_cifar", [3, 32, 32]),
+        ("alexnet", [3, 64, 64]),
+        ("resnet56", [3, 32, 32]),
+        ("resnet50", [3, 32, 32]),
+        ("densenet40", [3, 32, 32]),
+        ("densenet121", [3, 32, 32]),
+    ] {
+        let (m, x) = setup(name, shape);
+        let chosen = random_groups(&m, 1, 5);
+        let mut plan = Plan::new();
+        for (layers, units) in &chosen {
+            for l in layers {
+                plan = plan.remove(l, units.iter().copied());
+            }
+        }
+        let pruned = apply(
+            &m,
+            &plan,
+            &ApplyOptions {
+                rule: GroupRule::Strict,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ours = tch::no_grad(|| pruned.model.forward(&x, Mode::Eval)).unwrap();
+
+        // Torch-Pruning on the unpruned model, same indices.
+        let dir = tempfile::tempdir().unwrap();
+        export(&m, dir.path()).unwrap();
+        write_safetensors(
+            &dir.path().join("input.safetensors"),
+            &[("input".into(), x.shallow_clone())],
+        )
+        .unwrap();
+        let groups: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|(layers, units)| serde_json::json!([layers[0], units]))
+            .collect();
+        std::fs::write(
+            dir.path().join("plan.json"),
+            serde_json::json!({ "groups": groups }).to_string(),
+        )
+        .unwrap();
+        run(&py, "torch-pruning", dir.path());
+        // Random weights with random BatchNorm statistics give outputs up to ~1e3 on the
+        // deep models, so the tolerance is 1e-4 relative to the output scale (at least 1).
+        let scale = ours.abs().max().double_value(&[]).max(1.0);
+        let d = max_diff(&ours, &read(dir.path(), "tp_output.safetensors"));
+        eprintln!(
+            "{name}: fair-pruner vs Torch-Pruning, max |Δ| = {d:.2e} (outputs up to {scale:.2e})"
+        );
+        assert!(
+            d <= 1e-4 * scale,
+            "{name}: fair-pruner and Torch-Pruning differ by {d}"
+        );
+
+        // The exported pruned model in plain PyTorch.
+        let out = tempfile::tempdir().unwrap();
+        export(&pruned.model, out.path()).unwrap();
+        write_safetensors(
+            &out.path().join("input.safetensors"),
+            &[("input".into(), x.shallow_clone())],
+        )
+        .unwrap();
+        run(&py, "export", out.path());
+        let d = max_diff(&ours, &read(out.path(), "torch_output.safetensors"));
+        eprintln!("{name}: exported module in PyTorch, max |Δ| = {d:.2e}");
+        assert!(
+            d <= 1e-4 * scale,
+            "{name}: exported model differs in PyTorch by {d}"
+        );
+        let reread = fair_ir::Graph::load(&out.path().join("model.toml")).unwrap();
+        assert_eq!(&reread, pruned.model.graph());
+    }
+}
