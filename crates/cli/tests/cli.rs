@@ -376,3 +376,76 @@ fn apply_exports_a_smaller_model_that_info_reads() {
         stderr(&o)
     );
 }
+
+#[test]
+fn ratios_align_residual_groups_for_targets() {
+    use tch::{Device, Kind, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let graph = fair_zoo::build("resnet20", &[1, 16, 16], 3).unwrap();
+    let model = fair_runtime::Model::new(graph, Device::Cpu, 0).unwrap();
+    let weights = dir.path().join("w.safetensors");
+    model.save_weights(&weights).unwrap();
+    tch::manual_seed(1);
+    let labels =
+        Tensor::arange(3, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(4, 0, None);
+    let data = dir.path().join("cal.safetensors");
+    fair_runtime::write_safetensors(
+        &data,
+        &[
+            (
+                "inputs".into(),
+                Tensor::randn([12, 1, 16, 16], (Kind::Float, Device::Cpu)),
+            ),
+            ("labels".into(), labels),
+        ],
+    )
+    .unwrap();
+    let scores = dir.path().join("s.json");
+    let o = run(&[
+        "score",
+        "--model",
+        "resnet20",
+        "--input",
+        "1x16x16",
+        "--classes",
+        "3",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        scores.to_str().unwrap(),
+        "--projections",
+        "8",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-params",
+        "0.3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let keep = |layer: &str| {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["layer"] == layer)
+            .unwrap()["keep"]
+            .as_u64()
+            .unwrap()
+    };
+    // The stem and every stage-1 block output are coupled by the residual adds.
+    let stem = keep("conv1");
+    for i in 0..3 {
+        assert_eq!(keep(&format!("layer1.{i}.conv2")), stem);
+    }
+    let after = v["params"]["after"].as_f64().unwrap();
+    let before = v["params"]["before"].as_f64().unwrap();
+    assert!(1.0 - after / before >= 0.3, "{after} of {before}");
+}
