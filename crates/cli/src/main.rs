@@ -3,7 +3,8 @@
 //! Commands: `info` (per-node table of a zoo model or an IR file), `models` (the zoo),
 //! `score` (U/R and other criteria over calibration data, stored with provenance) and
 //! `ratios` (per-layer counts at an α or a target size, from stored scores) and `apply`
-//! (a prune plan applied and exported for plain PyTorch). Run
+//! (a prune plan applied and exported for plain PyTorch), `train`, `finetune`, `eval` and
+//! `calib` (datasets, training, calibration samples). Run
 //! `fair-pruner --help` or `fair-pruner <command> --help`.
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use fair_ir::Graph;
 mod apply;
 mod score;
 mod table;
+mod train;
 
 /// FAIR-Pruner: layer-wise structured pruning with Wasserstein utilisation, Taylor
 /// reconstruction and Tolerance of Difference.
@@ -38,6 +40,14 @@ enum Command {
     Ratios(score::RatiosArgs),
     /// Apply a prune plan (unit indices per layer) and export the smaller model for PyTorch.
     Apply(apply::ApplyArgs),
+    /// Train a model (flags or a config from configs/); writes safetensors weights.
+    Train(train::TrainArgs),
+    /// Fine-tune trained or pruned weights (as train, starting from --weights).
+    Finetune(train::TrainArgs),
+    /// Top-1 accuracy and loss of weights on a dataset split.
+    Eval(train::EvalArgs),
+    /// Draw n calibration samples per class from the training split (for `score`).
+    Calib(train::CalibArgs),
 }
 
 /// Which model to describe: a zoo name or an IR file.
@@ -146,6 +156,10 @@ fn main() -> ExitCode {
         Command::Score(args) => score::score(args),
         Command::Ratios(args) => score::ratios(args),
         Command::Apply(args) => apply::apply(args),
+        Command::Train(args) => train::train(args, false),
+        Command::Finetune(args) => train::train(args, true),
+        Command::Eval(args) => train::eval(args),
+        Command::Calib(args) => train::calib(args),
         Command::Info(args) => info(args),
         Command::Models => {
             models();

@@ -145,6 +145,11 @@ pub struct RatiosArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the FAIR plan for `fair-pruner apply`: in every layer, its ToD count of
+    /// lowest-U units (coupled layers then settle by apply's --rule; `package` is the
+    /// authors' rule).
+    #[arg(long, value_name = "FILE")]
+    write_plan: Option<PathBuf>,
 }
 
 pub fn score(args: &ScoreArgs) -> Result<()> {
@@ -370,6 +375,16 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let kept = kept_map(&counts);
     let pruned = graph.with_units(&kept);
     let elapsed = start.elapsed();
+    if let Some(path) = &args.write_plan {
+        let mut plan = fair_surgery::Plan::new();
+        for ((c, &k), u) in curves.iter().zip(&counts).zip(&u) {
+            if k > 0 {
+                plan = plan.remove(c.layer(), fair_threshold::lowest(u, k));
+            }
+        }
+        fair_ir::write_atomic(path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        eprintln!("plan written to {}", path.display());
+    }
     if args.json {
         let layers: Vec<_> = curves
             .iter()

@@ -449,3 +449,108 @@ fn ratios_align_residual_groups_for_targets() {
     let before = v["params"]["before"].as_f64().unwrap();
     assert!(1.0 - after / before >= 0.3, "{after} of {before}");
 }
+
+#[test]
+fn train_eval_and_calib_on_an_idx_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two classes of 8×8 images: bright left half vs bright right half.
+    let write = |name: &str, n: usize| {
+        let mut img = vec![0u8, 0, 8, 3];
+        for d in [n as u32, 8, 8] {
+            img.extend(d.to_be_bytes());
+        }
+        let mut lab = vec![0u8, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            let c = (i % 2) as u8;
+            for _y in 0..8 {
+                for x in 0..8 {
+                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
+                }
+            }
+            lab.push(c);
+        }
+        std::fs::write(dir.path().join(format!("{name}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.path().join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
+    };
+    write("train", 64);
+    write("t10k", 32);
+    let d = dir.path().to_str().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let common = [
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--data",
+        "idx",
+        "--data-path",
+        d,
+    ];
+    let o = run(&[
+        &["train"],
+        &common[..],
+        &[
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--out",
+            w.to_str().unwrap(),
+            "-q",
+        ],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test top-1"), "{}", stdout(&o));
+    let o = run(&[&["eval"], &common[..], &["--weights", w.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("t10k-images-idx3-ubyte: top-1 100.00%"),
+        "{}",
+        stdout(&o)
+    );
+    let cal = dir.path().join("cal.safetensors");
+    let o = run(&[
+        &["calib"],
+        &common[..],
+        &[
+            "--weights",
+            w.to_str().unwrap(),
+            "--per-class",
+            "5",
+            "--out",
+            cal.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = fair_runtime::read_safetensors(&cal, tch::Device::Cpu).unwrap();
+    let shapes: Vec<(String, Vec<i64>)> = t.iter().map(|(n, x)| (n.clone(), x.size())).collect();
+    assert_eq!(
+        shapes,
+        vec![
+            ("inputs".into(), vec![10, 1, 8, 8]),
+            ("labels".into(), vec![10])
+        ]
+    );
+    // Never overwrite the input weights.
+    let o = run(&[
+        &["finetune"],
+        &common[..],
+        &[
+            "--weights",
+            w.to_str().unwrap(),
+            "--out",
+            w.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -24,7 +24,7 @@ use fair_ir::{Graph, IrError};
 pub use densenet::{densenet_cifar, densenet121};
 pub use mlp::mlp;
 pub use resnet::{resnet, resnet_cifar};
-pub use vgg::{alexnet, vgg, vgg_cifar};
+pub use vgg::{alexnet, vgg, vgg_cifar, vgg_compact};
 
 /// Errors from [`build`].
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +211,12 @@ pub const MODELS: &[ModelInfo] = &[
         FASHION,
         10
     ),
+    entry!(
+        "vgg_compact",
+        "compact VGG-style net (16-16-M-32-32-M-64-M, BN, 128-unit head)",
+        FASHION,
+        10
+    ),
 ];
 
 /// Looks up a zoo entry by name.
@@ -250,6 +256,7 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         "densenet121" => densenet121(input3, classes),
         "densenet40" => densenet_cifar(40, 12, input3, classes),
         "mlp" => mlp(input3.to_vec(), &[512, 256], classes),
+        "vgg_compact" => vgg_compact(input3, classes),
         _ => {
             let (base, cifar) = match name.strip_suffix("_cifar") {
                 Some(b) => (b, true),

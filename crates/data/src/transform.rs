@@ -1,0 +1,162 @@
+//! Turning bytes into model inputs: channel conversion, padding or resizing to the model's
+//! input size, normalisation, and training-only augmentation.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::dataset::Dataset;
+use crate::error::DataError;
+
+/// Random crop (after zero padding) and horizontal flip, for training only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Pad by this many pixels, then crop back to size at a random offset (0: no crop).
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Flip horizontally with probability ½.
+    #[serde(default)]
+    pub flip: bool,
+}
+
+/// How images become inputs. Steps, in order: grey → RGB (when the model wants 3 channels and
+/// the data has 1), scale to [0, 1], pad (centred, with zeros) or resize (bilinear) to the
+/// model's H×W, normalise per channel, then (training only) augment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// Per-channel mean subtracted after scaling to [0, 1] (one value, or one per channel).
+    #[serde(default = "zero")]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by.
+    #[serde(default = "one")]
+    pub std: Vec<f32>,
+    /// Training-only augmentation.
+    #[serde(default)]
+    pub augment: Option<Augment>,
+}
+
+fn zero() -> Vec<f32> {
+    vec![0.0]
+}
+fn one() -> Vec<f32> {
+    vec![1.0]
+}
+
+impl Default for Transform {
+    fn default() -> Self {
+        Transform {
+            mean: zero(),
+            std: one(),
+            augment: None,
+        }
+    }
+}
+
+impl Transform {
+    /// Checks the settings against the model's input channels.
+    pub fn check(&self, channels: usize) -> Result<(), DataError> {
+        for (what, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != 1 && v.len() != channels {
+                return Err(DataError::Invalid(format!(
+                    "transform {what} has {} values; give one, or one per channel ({channels})",
+                    v.len()
+                )));
+            }
+        }
+        if let Some(i) = self.std.iter().position(|s| s.is_nan() || *s <= 0.0) {
+            return Err(DataError::Invalid(format!(
+                "transform std[{i}] = {} must be positive",
+                self.std[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// The batch `indices` of `data` as `(inputs [B, C, H, W] float, labels [B] int64)` for a
+    /// model whose input is `[channels, height, width]`. `rng` drives augmentation, which is
+    /// applied only when `train` is true.
+    pub fn batch(
+        &self,
+        data: &Dataset,
+        indices: &[usize],
+        input: [usize; 3],
+        train: bool,
+        rng: &mut impl Rng,
+    ) -> Result<(Tensor, Tensor), DataError> {
+        let [c, h, w] = input;
+        let [dc, dh, dw] = data.shape;
+        if dc != c && !(dc == 1 && c == 3) {
+            return Err(DataError::Invalid(format!(
+                "'{}' has {dc}-channel images but the model expects {c} channels",
+                data.name
+            )));
+        }
+        self.check(c)?;
+        let b = indices.len() as i64;
+        let mut bytes = Vec::with_capacity(indices.len() * dc * dh * dw);
+        for &i in indices {
+            bytes.extend_from_slice(data.image(i));
+        }
+        let mut x = Tensor::from_slice(&bytes)
+            .reshape([b, dc as i64, dh as i64, dw as i64])
+            .to_kind(Kind::Float)
+            / 255.0;
+        if dc == 1 && c == 3 {
+            x = x.expand([b, 3, dh as i64, dw as i64], false).contiguous();
+        }
+        if (dh, dw) != (h, w) {
+            x = if h >= dh && w >= dw {
+                let (top, left) = ((h - dh) / 2, (w - dw) / 2);
+                x.constant_pad_nd([
+                    left as i64,
+                    (w - dw - left) as i64,
+                    top as i64,
+                    (h - dh - top) as i64,
+                ])
+            } else {
+                x.upsample_bilinear2d([h as i64, w as i64], false, None, None)
+            };
+        }
+        let per_channel = |v: &[f32]| {
+            let v: Vec<f32> = if v.len() == 1 {
+                vec![v[0]; c]
+            } else {
+                v.to_vec()
+            };
+            Tensor::from_slice(&v).view([1, c as i64, 1, 1])
+        };
+        x = (x - per_channel(&self.mean)) / per_channel(&self.std);
+        if train && let Some(a) = self.augment {
+            x = augment(&x, a, rng);
+        }
+        let labels: Vec<i64> = indices.iter().map(|&i| data.labels[i]).collect();
+        Ok((x, Tensor::from_slice(&labels)))
+    }
+}
+
+fn augment(x: &Tensor, a: Augment, rng: &mut impl Rng) -> Tensor {
+    let size = x.size();
+    let (h, w) = (size[2], size[3]);
+    let p = a.crop_padding as i64;
+    let padded = if p > 0 {
+        x.constant_pad_nd([p, p, p, p])
+    } else {
+        x.shallow_clone()
+    };
+    let samples: Vec<Tensor> = (0..size[0])
+        .map(|i| {
+            let mut img = padded.get(i);
+            if p > 0 {
+                let (dy, dx) = (rng.gen_range(0..=2 * p), rng.gen_range(0..=2 * p));
+                img = img.narrow(1, dy, h).narrow(2, dx, w);
+            }
+            if a.flip && rng.gen_bool(0.5) {
+                img = img.flip([2]);
+            }
+            img
+        })
+        .collect();
+    Tensor::stack(&samples, 0)
+}
