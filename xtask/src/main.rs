@@ -237,8 +237,15 @@ fn demo() -> Result<()> {
     println!(
         "\n| model | size | one-shot top-1 | fine-tuned (1 epoch) top-1 |\n| --- | --- | --- | --- |"
     );
+    let pct = |v: f64| {
+        if v.is_nan() {
+            "—".to_owned()
+        } else {
+            format!("{v:.2}%")
+        }
+    };
     for (name, size, a, b) in rows {
-        println!("| {name} | {size} | {a:.2}% | {b:.2}% |");
+        println!("| {name} | {size} | {} | {} |", pct(a), pct(b));
     }
     println!("\nfiles in {}", dir.display());
     Ok(())
