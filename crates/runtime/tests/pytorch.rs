@@ -12,20 +12,7 @@ use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
 use tch::{Device, Kind, Tensor};
 
 fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FAIR_PRUNER_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var_os("FAIR_PRUNER_SKIP_PYTHON").is_some_and(|v| v == "1") {
-        eprintln!(
-            "SKIPPED: FAIR_PRUNER_SKIP_PYTHON=1, the PyTorch/torchvision cross-check does not run"
-        );
-        return None;
-    }
-    panic!(
-        "FAIR_PRUNER_PYTHON is not set: run `cargo xtask setup` (or `cargo xtask test`), which \
-         provisions Python with torch 2.11.0 and torchvision 0.26.0 for this cross-check; set \
-         FAIR_PRUNER_SKIP_PYTHON=1 to skip it knowingly"
-    );
+    fair_testkit::reference_python("the PyTorch/torchvision cross-check")
 }
 
 fn script() -> PathBuf {
@@ -86,25 +73,8 @@ fn state_dict_names_and_shapes_equal_torchvision() {
     }
 }
 
-/// Randomises BatchNorm affine parameters and running statistics so eval mode is not an
-/// identity-like map.
-fn randomise_batchnorm(model: &Model) {
-    tch::manual_seed(11);
-    tch::no_grad(|| {
-        for (name, t) in model.named_tensors() {
-            let mut t = t;
-            if name.ends_with("running_mean") {
-                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
-            } else if name.ends_with("running_var") {
-                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
-            }
-        }
-    });
-}
-
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    fair_testkit::max_abs_diff(a, b)
 }
 
 fn cross_check(name: &str, size: usize) {
@@ -114,7 +84,7 @@ fn cross_check(name: &str, size: usize) {
     let dir = tempfile::tempdir().unwrap();
     let graph = fair_zoo::build(name, &[3, size, size], classes).unwrap();
     let model = Model::new(graph.clone(), Device::Cpu, 3).unwrap();
-    randomise_batchnorm(&model);
+    fair_testkit::randomise_batchnorm(&model, 11);
     model
         .save_weights(&dir.path().join("weights.safetensors"))
         .unwrap();

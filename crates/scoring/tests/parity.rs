@@ -15,19 +15,7 @@ use fair_threshold::{CountOptions, TodCurve, counts_at};
 use serde_json::Value;
 
 fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FAIR_PRUNER_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var_os("FAIR_PRUNER_SKIP_PYTHON").is_some_and(|v| v == "1") {
-        eprintln!(
-            "SKIPPED: FAIR_PRUNER_SKIP_PYTHON=1, the network-pruner parity test does not run"
-        );
-        return None;
-    }
-    panic!(
-        "FAIR_PRUNER_PYTHON is not set: run `cargo xtask setup` (or `cargo xtask test`), which provisions \
-         Python with network-pruner 2.16; set FAIR_PRUNER_SKIP_PYTHON=1 to skip it knowingly"
-    );
+    fair_testkit::reference_python("the network-pruner parity test")
 }
 
 struct Reference {

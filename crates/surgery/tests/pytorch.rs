@@ -10,19 +10,7 @@ use rand::{Rng, SeedableRng, seq::SliceRandom};
 use tch::{Device, Kind, Tensor};
 
 fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FAIR_PRUNER_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var_os("FAIR_PRUNER_SKIP_PYTHON").is_some_and(|v| v == "1") {
-        eprintln!(
-            "SKIPPED: FAIR_PRUNER_SKIP_PYTHON=1, the PyTorch / Torch-Pruning cross-checks do not run"
-        );
-        return None;
-    }
-    panic!(
-        "FAIR_PRUNER_PYTHON is not set: run `cargo xtask setup` (or `cargo xtask test`), which provisions \
-         Python with torch 2.11 and torch-pruning 1.6; set FAIR_PRUNER_SKIP_PYTHON=1 to skip knowingly"
-    );
+    fair_testkit::reference_python("the PyTorch / Torch-Pruning cross-checks")
 }
 
 fn run(py: &Path, command: &str, dir: &Path) {
@@ -49,23 +37,13 @@ fn read(dir: &Path, file: &str) -> Tensor {
 
 fn setup(name: &str, shape: [usize; 3]) -> (Model, Tensor) {
     let m = Model::new(fair_zoo::build(name, &shape, 10).unwrap(), Device::Cpu, 11).unwrap();
-    tch::manual_seed(4);
-    tch::no_grad(|| {
-        for (n, mut t) in m.named_tensors() {
-            if n.ends_with("running_mean") {
-                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
-            } else if n.ends_with("running_var") {
-                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
-            }
-        }
-    });
+    fair_testkit::randomise_batchnorm(&m, 4);
     let [c, h, w] = shape.map(|d| d as i64);
     (m, Tensor::randn([2, c, h, w], (Kind::Float, Device::Cpu)))
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    fair_testkit::max_abs_diff(a, b)
 }
 
 /// Random removals in up to `n` prunable groups: (member layers, removed units) per group.

@@ -1,0 +1,55 @@
+//! Test helpers shared by fair-pruner's crates (a dev-dependency only).
+//!
+//! - [`reference_python`]: the Python with the independent references (PyTorch,
+//!   torchvision, SciPy, network-pruner, Torch-Pruning) that `cargo xtask setup` provisions.
+//! - [`randomise_batchnorm`]: non-trivial BatchNorm statistics, so eval-mode comparisons are
+//!   not near-identity maps.
+//! - [`max_abs_diff`]: the largest element-wise difference of two tensors of equal shape.
+//!
+//! ```no_run
+//! let Some(python) = fair_testkit::reference_python("the torchvision cross-check") else { return };
+//! ```
+
+use std::path::PathBuf;
+
+use fair_runtime::Model;
+use tch::{Device, Kind, Tensor};
+
+/// The reference Python from `FAIR_PRUNER_PYTHON` (set by `cargo xtask setup`). Without it
+/// the calling test fails with instructions — unless `FAIR_PRUNER_SKIP_PYTHON=1` is set
+/// explicitly, in which case it prints that `what` is skipped and returns `None`.
+pub fn reference_python(what: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FAIR_PRUNER_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    if std::env::var_os("FAIR_PRUNER_SKIP_PYTHON").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED: FAIR_PRUNER_SKIP_PYTHON=1, {what} does not run");
+        return None;
+    }
+    panic!(
+        "FAIR_PRUNER_PYTHON is not set, so {what} cannot run: run `cargo xtask setup` (or `cargo xtask test`), \
+         which provisions Python with torch 2.11, torchvision 0.26, SciPy, network-pruner 2.16 and \
+         torch-pruning 1.6.1; set FAIR_PRUNER_SKIP_PYTHON=1 to skip it knowingly"
+    );
+}
+
+/// Draws BatchNorm running means from N(0, 0.1²) and running variances from U(0.5, 1.5),
+/// seeded (libtorch's global generator), in place.
+pub fn randomise_batchnorm(model: &Model, seed: i64) {
+    tch::manual_seed(seed);
+    tch::no_grad(|| {
+        for (name, mut t) in model.named_tensors() {
+            if name.ends_with("running_mean") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            } else if name.ends_with("running_var") {
+                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
+            }
+        }
+    });
+}
+
+/// The largest |a − b| over all elements; panics if the shapes differ.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a - b).abs().max().double_value(&[])
+}
