@@ -14,7 +14,7 @@ use crate::table::{human, render, thousands};
 pub enum Rule {
     /// Remove only the units every coupled layer asks to remove.
     Intersection,
-    /// The authors' package rule: keep the most any coupled layer keeps (intersection of kept sets first).
+    /// The authors' package rule (default): keep the most any coupled layer keeps (intersection of kept sets first).
     Package,
     /// Coupled layers must ask for exactly the same units.
     Strict,
@@ -35,7 +35,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// How layers coupled by residual adds settle on one set of units.
-    #[arg(long, value_enum, default_value = "intersection")]
+    #[arg(long, value_enum, default_value = "package")]
     rule: Rule,
     /// Layers never to prune (comma-separated), besides the output layer.
     #[arg(long, value_delimiter = ',')]
