@@ -150,6 +150,10 @@ pub struct RatiosArgs {
     /// authors' rule).
     #[arg(long, value_name = "FILE")]
     write_plan: Option<PathBuf>,
+    /// Which stored criterion orders the units removed by --write-plan: `u` (FAIR-Pruner) or
+    /// any other in the score file (e.g. `l1` for "ToD counts + L1 ranking"; lowest first).
+    #[arg(long, default_value = "u", requires = "write_plan")]
+    rank_by: String,
 }
 
 pub fn score(args: &ScoreArgs) -> Result<()> {
@@ -376,10 +380,17 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let pruned = graph.with_units(&kept);
     let elapsed = start.elapsed();
     if let Some(path) = &args.write_plan {
+        let ranking = file.criterion(&args.rank_by).with_context(|| {
+            format!(
+                "{} has no '{}' scores to rank by",
+                args.scores.display(),
+                args.rank_by
+            )
+        })?;
         let mut plan = fair_surgery::Plan::new();
-        for ((c, &k), u) in curves.iter().zip(&counts).zip(&u) {
+        for ((c, &k), rank) in curves.iter().zip(&counts).zip(&ranking) {
             if k > 0 {
-                plan = plan.remove(c.layer(), fair_threshold::lowest(u, k));
+                plan = plan.remove(c.layer(), fair_threshold::lowest(rank, k));
             }
         }
         fair_ir::write_atomic(path, serde_json::to_string_pretty(&plan)?.as_bytes())?;

@@ -242,6 +242,46 @@ fn score_then_ratios_from_stored_scores() {
     assert!(macs_removed >= 40.0, "{line}");
     assert!(text.contains("computed from stored scores in"), "{text}");
 
+    // FAIR plan (U ranking) and "ToD counts + L1 ranking" remove the same number of units.
+    let (pu, pl) = (dir.path().join("pu.json"), dir.path().join("pl.json"));
+    for (plan, by) in [(&pu, "u"), (&pl, "l1")] {
+        let o = run(&[
+            "ratios",
+            "--scores",
+            s,
+            "--alpha",
+            "0.2",
+            "--write-plan",
+            plan.to_str().unwrap(),
+            "--rank-by",
+            by,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let read = |p: &std::path::Path| {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&pu), read(&pl));
+    for (layer, units) in a["remove"].as_object().unwrap() {
+        assert_eq!(
+            units.as_array().unwrap().len(),
+            b["remove"][layer].as_array().unwrap().len(),
+            "{layer}"
+        );
+    }
+    let o = run(&[
+        "ratios",
+        "--scores",
+        s,
+        "--alpha",
+        "0.2",
+        "--write-plan",
+        pu.to_str().unwrap(),
+        "--rank-by",
+        "bn",
+    ]);
+    assert!(stderr(&o).contains("no 'bn' scores"), "{}", stderr(&o));
+
     let o = run(&["ratios", "--scores", s, "--alpha", "1.5"]);
     assert!(
         stderr(&o).contains("α must be in [0, 1], found 1.5"),
