@@ -15,6 +15,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use fair_ir::Graph;
 
 mod apply;
+mod prune;
 mod score;
 mod table;
 mod train;
@@ -48,6 +49,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Draw n calibration samples per class from the training split (for `score`).
     Calib(train::CalibArgs),
+    /// Score once, prune at α / a target / an α sweep, optionally fine-tune, evaluate, export, report.
+    Prune(prune::PruneArgs),
 }
 
 /// Which model to describe: a zoo name or an IR file.
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => train::train(args, true),
         Command::Eval(args) => train::eval(args),
         Command::Calib(args) => train::calib(args),
+        Command::Prune(args) => prune::prune(args),
         Command::Info(args) => info(args),
         Command::Models => {
             models();

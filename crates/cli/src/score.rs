@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use fair_ir::Graph;
 use fair_runtime::Model;
 use fair_scoring::{
     AnalysisPoint, BnScale, Calibration, ConvDistance, L1Norm, L2Norm, LayerScores, Progress,
@@ -222,69 +223,19 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     let progress = Progress {
         enabled: !args.quiet,
     };
-    let ctx = fair_scoring::Context {
-        model: &model,
-        layers: &layers,
-        data: data.as_ref(),
+    let file = compute_scores(
+        &model,
+        data.as_ref(),
+        &args.criteria,
+        point,
+        u_settings,
+        r_settings,
+        args.seed,
         progress,
-    };
-    let mut per_layer: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); layers.len()];
-    let mut seconds = BTreeMap::new();
-    let mut notes = Vec::new();
-    for c in &args.criteria {
-        let start = Instant::now();
-        let (name, scores) = match c {
-            Criterion::U => {
-                let data = data.as_ref().context("the U-Score needs --data")?;
-                let (s, n) = fair_scoring::u_scores(&model, &layers, data, &u_settings, progress)?;
-                notes.extend(n);
-                ("u", s)
-            }
-            Criterion::R => ("r", fair_scoring::RScore(r_settings.clone()).score(&ctx)?),
-            Criterion::L1 => ("l1", L1Norm.score(&ctx)?),
-            Criterion::L2 => ("l2", L2Norm.score(&ctx)?),
-            Criterion::Bn => ("bn", BnScale.score(&ctx)?),
-            Criterion::Random => ("random", RandomScore { seed: args.seed }.score(&ctx)?),
-        };
-        seconds.insert(name.to_owned(), start.elapsed().as_secs_f64());
-        for (slot, s) in per_layer.iter_mut().zip(scores) {
-            slot.insert(name.to_owned(), s);
-        }
-    }
-    let file = ScoreFile {
-        provenance: Provenance {
-            fair_pruner_version: env!("CARGO_PKG_VERSION").to_owned(),
-            model: model.graph().name().to_owned(),
-            model_digest: fair_scoring::model_digest(&model)?,
-            data: data
-                .as_ref()
-                .map(|d| d.description().to_owned())
-                .unwrap_or_default(),
-            data_digest: match &data {
-                Some(d) => d.digest()?,
-                None => String::new(),
-            },
-            samples: data.as_ref().map_or(0, Calibration::len),
-            u_settings,
-            r_settings,
-            analysis_point: point,
-            notes: notes.clone(),
-            seconds: seconds.clone(),
-        },
-        graph: model.graph().to_spec(),
-        layers: layers
-            .iter()
-            .zip(per_layer)
-            .map(|(l, scores)| LayerScores {
-                layer: l.name.clone(),
-                analysis: l.analysis.clone(),
-                units: l.units,
-                scores,
-            })
-            .collect(),
-    };
+    )?;
+    let (notes, seconds) = (&file.provenance.notes, &file.provenance.seconds);
     file.save(&args.out)?;
-    for n in &notes {
+    for n in notes {
         eprintln!("note: {n}");
     }
     let timing: Vec<String> = seconds
@@ -311,88 +262,104 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Computes `criteria` for every prunable layer of `model` and wraps them with provenance.
+#[allow(clippy::too_many_arguments)]
+pub fn compute_scores(
+    model: &Model,
+    data: Option<&Calibration>,
+    criteria: &[Criterion],
+    point: AnalysisPoint,
+    u_settings: UScoreSettings,
+    r_settings: RScoreSettings,
+    seed: u64,
+    progress: Progress,
+) -> Result<ScoreFile> {
+    let layers = fair_scoring::prunable_layers(model.graph(), point);
+    let ctx = fair_scoring::Context {
+        model,
+        layers: &layers,
+        data,
+        progress,
+    };
+    let mut per_layer: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); layers.len()];
+    let mut seconds = BTreeMap::new();
+    let mut notes = Vec::new();
+    for c in criteria {
+        let start = Instant::now();
+        let (name, scores) = match c {
+            Criterion::U => {
+                let data = data.context("the U-Score needs --data")?;
+                let (s, n) = fair_scoring::u_scores(model, &layers, data, &u_settings, progress)?;
+                notes.extend(n);
+                ("u", s)
+            }
+            Criterion::R => ("r", fair_scoring::RScore(r_settings.clone()).score(&ctx)?),
+            Criterion::L1 => ("l1", L1Norm.score(&ctx)?),
+            Criterion::L2 => ("l2", L2Norm.score(&ctx)?),
+            Criterion::Bn => ("bn", BnScale.score(&ctx)?),
+            Criterion::Random => ("random", RandomScore { seed }.score(&ctx)?),
+        };
+        seconds.insert(name.to_owned(), start.elapsed().as_secs_f64());
+        for (slot, s) in per_layer.iter_mut().zip(scores) {
+            slot.insert(name.to_owned(), s);
+        }
+    }
+    let file = ScoreFile {
+        provenance: Provenance {
+            fair_pruner_version: env!("CARGO_PKG_VERSION").to_owned(),
+            model: model.graph().name().to_owned(),
+            model_digest: fair_scoring::model_digest(model)?,
+            data: data.map(|d| d.description().to_owned()).unwrap_or_default(),
+            data_digest: match data {
+                Some(d) => d.digest()?,
+                None => String::new(),
+            },
+            samples: data.map_or(0, Calibration::len),
+            u_settings,
+            r_settings,
+            analysis_point: point,
+            notes,
+            seconds,
+        },
+        graph: model.graph().to_spec(),
+        layers: layers
+            .iter()
+            .zip(per_layer)
+            .map(|(l, scores)| LayerScores {
+                layer: l.name.clone(),
+                analysis: l.analysis.clone(),
+                units: l.units,
+                scores,
+            })
+            .collect(),
+    };
+    Ok(file)
+}
+
 pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let start = Instant::now();
     let file = ScoreFile::load(&args.scores)?;
-    let graph = file.graph()?;
-    let (u, r) = match (file.criterion("u"), file.criterion("r")) {
-        (Some(u), Some(r)) => (u, r),
-        _ => bail!(
-            "{} has no U- and R-Scores (criteria: {}); run `fair-pruner score` with --criteria including u,r",
-            args.scores.display(),
-            file.layers
-                .first()
-                .map(|l| l.scores.keys().cloned().collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-        ),
-    };
-    let curves = file
-        .layers
-        .iter()
-        .zip(u.iter().zip(&r))
-        .map(|(l, (u, r))| TodCurve::new(&l.layer, u, r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let t = Thresholder::new(&file, &args.scores)?;
+    let (graph, curves) = (&t.graph, &t.curves);
     let options = CountOptions {
         min_keep: args.min_keep,
         round_to: args.round_to.max(1),
     };
-    // Layers coupled by residual adds keep the same units: each keeps as many as the member
-    // of its group that keeps the most (the authors' package rule for counts).
-    let groups = fair_surgery::analyze(&graph, &[])?;
-    let kept_map = |counts: &[usize]| -> HashMap<String, usize> {
-        let mut kept: HashMap<String, usize> = curves
-            .iter()
-            .zip(counts)
-            .map(|(c, &k)| (c.layer().to_owned(), c.units() - k))
-            .collect();
-        for g in groups.groups().iter().filter(|g| g.layers.len() > 1) {
-            let most = g.layers.iter().filter_map(|l| kept.get(l)).copied().max();
-            if let Some(most) = most {
-                for l in &g.layers {
-                    if let Some(k) = kept.get_mut(l) {
-                        *k = most;
-                    }
-                }
-            }
-        }
-        kept
-    };
     let (params0, macs0) = (graph.param_count() as f64, graph.macs() as f64);
-    let (alpha, counts) = match (args.alpha, args.target_macs, args.target_params) {
-        (Some(a), _, _) => (a, fair_threshold::counts_at(&curves, a, options)?),
-        (None, Some(t), _) | (None, None, Some(t)) => {
-            let macs = args.target_macs.is_some();
-            let res = fair_threshold::alpha_for_target(&curves, options, t, |counts| {
-                let g = graph
-                    .with_units(&kept_map(counts))
-                    .map_err(|e| e.to_string())?;
-                Ok(if macs {
-                    1.0 - g.macs() as f64 / macs0
-                } else {
-                    1.0 - g.param_count() as f64 / params0
-                })
-            })?;
-            (res.setting, res.counts)
-        }
+    let goal = match (args.alpha, args.target_macs, args.target_params) {
+        (Some(a), _, _) => Goal::Alpha(a),
+        (None, Some(f), _) => Goal::Macs(f),
+        (None, None, Some(f)) => Goal::Params(f),
         (None, None, None) => unreachable!("clap requires one of them"),
     };
-    let kept = kept_map(&counts);
+    let (alpha, counts) = t.solve(goal, options)?;
+    let kept = t.kept(&counts);
     let pruned = graph.with_units(&kept);
     let elapsed = start.elapsed();
     if let Some(path) = &args.write_plan {
-        let ranking = file.criterion(&args.rank_by).with_context(|| {
-            format!(
-                "{} has no '{}' scores to rank by",
-                args.scores.display(),
-                args.rank_by
-            )
-        })?;
-        let mut plan = fair_surgery::Plan::new();
-        for ((c, &k), rank) in curves.iter().zip(&counts).zip(&ranking) {
-            if k > 0 {
-                plan = plan.remove(c.layer(), fair_threshold::lowest(rank, k));
-            }
-        }
+        let plan = t
+            .plan(&file, &counts, &args.rank_by)
+            .with_context(|| args.scores.display().to_string())?;
         fair_ir::write_atomic(path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
         eprintln!("plan written to {}", path.display());
     }
@@ -455,4 +422,119 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         thousands(curves.iter().map(|c| c.units() as u64).sum())
     );
     Ok(())
+}
+
+/// What decides the per-layer counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    /// A tolerance α.
+    Alpha(f64),
+    /// Remove at least this fraction of MACs.
+    Macs(f64),
+    /// Remove at least this fraction of parameters.
+    Params(f64),
+}
+
+/// ToD curves of a score file with the graph's residual groups: counts at an α or a target,
+/// the aligned kept widths and plans — all from stored scores.
+pub struct Thresholder {
+    /// The scored graph.
+    pub graph: Graph,
+    /// One ToD curve per scored layer.
+    pub curves: Vec<TodCurve>,
+    groups: fair_surgery::ChannelGroups,
+}
+
+impl Thresholder {
+    /// Builds the curves from the U- and R-Scores of `file` (read from `path`).
+    pub fn new(file: &ScoreFile, path: &std::path::Path) -> Result<Self> {
+        let (u, r) = match (file.criterion("u"), file.criterion("r")) {
+            (Some(u), Some(r)) => (u, r),
+            _ => bail!(
+                "{} has no U- and R-Scores (criteria: {}); run `fair-pruner score` with --criteria including u,r",
+                path.display(),
+                file.layers
+                    .first()
+                    .map(|l| l.scores.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            ),
+        };
+        let curves = file
+            .layers
+            .iter()
+            .zip(u.iter().zip(&r))
+            .map(|(l, (u, r))| TodCurve::new(&l.layer, u, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let graph = file.graph()?;
+        let groups = fair_surgery::analyze(&graph, &[])?;
+        Ok(Thresholder {
+            graph,
+            curves,
+            groups,
+        })
+    }
+
+    /// Kept units per layer for `counts` (units to remove per curve). Layers coupled by
+    /// residual adds keep the same units: each keeps as many as the member of its group that
+    /// keeps the most (the authors' package rule, as `apply --rule package`).
+    pub fn kept(&self, counts: &[usize]) -> HashMap<String, usize> {
+        let mut kept: HashMap<String, usize> = self
+            .curves
+            .iter()
+            .zip(counts)
+            .map(|(c, &k)| (c.layer().to_owned(), c.units() - k))
+            .collect();
+        for g in self.groups.groups().iter().filter(|g| g.layers.len() > 1) {
+            if let Some(most) = g.layers.iter().filter_map(|l| kept.get(l)).copied().max() {
+                for l in &g.layers {
+                    if let Some(k) = kept.get_mut(l) {
+                        *k = most;
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// (α, counts) for a goal; targets search α over the stored curves.
+    pub fn solve(&self, goal: Goal, options: CountOptions) -> Result<(f64, Vec<usize>)> {
+        let (params0, macs0) = (self.graph.param_count() as f64, self.graph.macs() as f64);
+        let (target, macs) = match goal {
+            Goal::Alpha(a) => return Ok((a, fair_threshold::counts_at(&self.curves, a, options)?)),
+            Goal::Macs(f) => (f, true),
+            Goal::Params(f) => (f, false),
+        };
+        let res = fair_threshold::alpha_for_target(&self.curves, options, target, |counts| {
+            let g = self
+                .graph
+                .with_units(&self.kept(counts))
+                .map_err(|e| e.to_string())?;
+            Ok(if macs {
+                1.0 - g.macs() as f64 / macs0
+            } else {
+                1.0 - g.param_count() as f64 / params0
+            })
+        })?;
+        Ok((res.setting, res.counts))
+    }
+
+    /// The plan removing, in every layer, its count of lowest-scoring units by `rank_by`
+    /// (`u` for FAIR-Pruner, or any other criterion stored in `file`).
+    pub fn plan(
+        &self,
+        file: &ScoreFile,
+        counts: &[usize],
+        rank_by: &str,
+    ) -> Result<fair_surgery::Plan> {
+        let ranking = file
+            .criterion(rank_by)
+            .with_context(|| format!("no '{rank_by}' scores to rank by"))?;
+        let mut plan = fair_surgery::Plan::new();
+        for ((c, &k), rank) in self.curves.iter().zip(counts).zip(&ranking) {
+            if k > 0 {
+                plan = plan.remove(c.layer(), fair_threshold::lowest(rank, k));
+            }
+        }
+        Ok(plan)
+    }
 }

@@ -208,7 +208,7 @@ pub struct RunArgs {
     device: String,
     /// No progress output.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 impl RunArgs {
@@ -249,7 +249,7 @@ impl RunArgs {
         Ok(c)
     }
 
-    fn setup(&self) -> Result<(RunConfig, Model, Dataset, Dataset)> {
+    pub(crate) fn setup(&self) -> Result<(RunConfig, Model, Dataset, Dataset)> {
         if let Some(t) = self.threads {
             tch::set_num_threads(t);
         }

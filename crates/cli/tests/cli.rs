@@ -490,10 +490,8 @@ fn ratios_align_residual_groups_for_targets() {
     assert!(1.0 - after / before >= 0.3, "{after} of {before}");
 }
 
-#[test]
-fn train_eval_and_calib_on_an_idx_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    // Two classes of 8×8 images: bright left half vs bright right half.
+/// Two classes of 8×8 images (bright left half vs bright right half) as IDX files.
+fn write_idx_toy(dir: &std::path::Path) {
     let write = |name: &str, n: usize| {
         let mut img = vec![0u8, 0, 8, 3];
         for d in [n as u32, 8, 8] {
@@ -510,11 +508,17 @@ fn train_eval_and_calib_on_an_idx_dataset() {
             }
             lab.push(c);
         }
-        std::fs::write(dir.path().join(format!("{name}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.path().join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
     };
     write("train", 64);
     write("t10k", 32);
+}
+
+#[test]
+fn train_eval_and_calib_on_an_idx_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_toy(dir.path());
     let d = dir.path().to_str().unwrap();
     let w = dir.path().join("m.safetensors");
     let common = [
@@ -593,4 +597,85 @@ fn train_eval_and_calib_on_an_idx_dataset() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn prune_scores_once_sweeps_alpha_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_toy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let common = [
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--data",
+        "idx",
+        "--data-path",
+        d,
+    ];
+    let o = run(&[
+        &["train"],
+        &common[..],
+        &[
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            w.to_str().unwrap(),
+            "-q",
+        ],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("pruned");
+    let args = [
+        &["prune"],
+        &common[..],
+        &[
+            "--weights",
+            w.to_str().unwrap(),
+            "--alpha-sweep",
+            "0.1,0.6",
+            "--per-class",
+            "8",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    ]
+    .concat();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("unpruned") && stdout(&o).contains("α = 0.6000"),
+        "{}",
+        stdout(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let params = |r: &serde_json::Value| r["after"]["params"].as_u64().unwrap();
+    assert!(
+        params(&results[1]) <= params(&results[0]),
+        "a larger α removes at least as much"
+    );
+    assert!(params(&results[0]) <= report["before"]["params"].as_u64().unwrap());
+    for r in results {
+        let dir = std::path::PathBuf::from(r["export"].as_str().unwrap());
+        assert!(dir.join("model.py").exists() && dir.join("model.safetensors").exists());
+        assert!(r["threshold_ms"].as_f64().unwrap() >= 0.0);
+    }
+    // A second run with the same model, data and settings reuses the stored scores.
+    let args_loud: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
+    let o = run(&args_loud);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reusing"), "{}", stderr(&o));
 }

@@ -1,0 +1,307 @@
+//! `fair-pruner prune`: score once (or reuse stored scores), per-layer counts at α or a
+//! target (or several α), surgery, optional fine-tuning, evaluation before and after,
+//! export and `report.json`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use fair_data::{Dataset, Transform};
+use fair_runtime::{Mode, Model};
+use fair_scoring::{
+    AnalysisPoint, Calibration, Progress, RScoreSettings, ScoreFile, UScoreSettings,
+};
+use fair_surgery::{ApplyOptions, GroupRule};
+use fair_threshold::CountOptions;
+use fair_train::TrainSettings;
+use serde_json::json;
+
+use crate::apply::Rule;
+use crate::score::{Criterion, Goal, Thresholder, compute_scores};
+use crate::table::{human, render};
+use crate::train::RunArgs;
+
+/// Arguments of `fair-pruner prune`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params", "alpha_sweep"])))]
+pub struct PruneArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Tolerance of Difference α in [0, 1].
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Remove at least this fraction of MACs (the smallest α that does).
+    #[arg(long, value_name = "FRACTION")]
+    target_macs: Option<f64>,
+    /// Remove at least this fraction of parameters.
+    #[arg(long, value_name = "FRACTION")]
+    target_params: Option<f64>,
+    /// Several α, comma-separated: scores once, one pruned model per α.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
+    alpha_sweep: Vec<f64>,
+    /// Calibration samples per class (from the training split).
+    #[arg(long, default_value_t = 32)]
+    per_class: usize,
+    /// At most this many classes for the U-Score.
+    #[arg(long, default_value_t = 100)]
+    max_classes: usize,
+    /// Seed for calibration sampling, projections and fine-tuning.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fine-tuning epochs after pruning (0: one-shot only).
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: usize,
+    /// Fine-tuning learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    finetune_lr: f64,
+    /// How layers coupled by residual adds settle on one set of units.
+    #[arg(long, value_enum, default_value = "package")]
+    rule: Rule,
+    /// Output directory: scores.json, report.json, one exported model per α.
+    #[arg(long, value_name = "DIR", default_value = "pruned")]
+    out: PathBuf,
+}
+
+/// Median forward latency in milliseconds at batch `b` (eval mode, no gradients).
+fn latency_ms(model: &Model, b: i64) -> Result<f64> {
+    let mut shape = vec![b];
+    shape.extend(model.graph().shape_at(0).iter().map(|&d| d as i64));
+    let x = tch::Tensor::randn(&shape, (tch::Kind::Float, model.device()));
+    let mut times = Vec::new();
+    for i in 0..7 {
+        let t = Instant::now();
+        let _ = tch::no_grad(|| model.forward(&x, Mode::Eval))?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn figures(model: &Model, test: &Dataset, t: &Transform) -> Result<serde_json::Value> {
+    let e = fair_train::evaluate(model, test, t, 512)?;
+    Ok(json!({
+        "params": model.graph().param_count(),
+        "macs": model.graph().macs(),
+        "top1": e.top1,
+        "loss": e.loss,
+        "latency_ms": {"batch1": latency_ms(model, 1)?, "batch64": latency_ms(model, 64)?},
+    }))
+}
+
+/// Runs `prune`.
+pub fn prune(args: &PruneArgs) -> Result<()> {
+    let quiet = args.run.quiet;
+    let (config, model, train, test) = args.run.setup()?;
+    if config.model.weights.is_none() {
+        bail!("prune needs trained weights: --weights FILE (or [model] weights in the config)");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let eval_t = Transform {
+        augment: None,
+        ..config.transform.clone()
+    };
+    let before = figures(&model, &test, &eval_t)?;
+
+    // Calibration samples from the training split, transformed as for evaluation.
+    let draw = fair_data::calibration_sample(&train, args.per_class, args.max_classes, args.seed);
+    for n in &draw.short {
+        eprintln!("note: {n}");
+    }
+    let input = match model.graph().shape_at(0) {
+        &[c, h, w] => [c, h, w],
+        _ => unreachable!("checked by setup"),
+    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(args.seed);
+    let (x, y) = eval_t.batch(&train, &draw.indices, input, false, &mut rng)?;
+    let calibration = Calibration::new(
+        x,
+        &y,
+        format!(
+            "{} ({} per class, seed {})",
+            train.name, args.per_class, args.seed
+        ),
+    )?;
+
+    // Score once; reuse stored scores with the same provenance.
+    let u_settings = UScoreSettings {
+        max_classes: args.max_classes,
+        samples_per_class: args.per_class,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let r_settings = RScoreSettings {
+        seed: args.seed,
+        ..Default::default()
+    };
+    let scores_path = args.out.join("scores.json");
+    let digest = fair_scoring::model_digest(&model)?;
+    let data_digest = calibration.digest()?;
+    let stored = ScoreFile::load(&scores_path).ok().filter(|f| {
+        f.provenance.model_digest == digest
+            && f.provenance.data_digest == data_digest
+            && f.provenance.u_settings == u_settings
+            && f.provenance.r_settings == r_settings
+    });
+    let file = match stored {
+        Some(f) => {
+            if !quiet {
+                eprintln!(
+                    "reusing {} (same model, data and settings)",
+                    scores_path.display()
+                );
+            }
+            f
+        }
+        None => {
+            let f = compute_scores(
+                &model,
+                Some(&calibration),
+                &[Criterion::U, Criterion::R, Criterion::L1],
+                AnalysisPoint::LayerOutput,
+                u_settings,
+                r_settings,
+                args.seed,
+                Progress { enabled: !quiet },
+            )?;
+            f.save(&scores_path)?;
+            f
+        }
+    };
+    let t = Thresholder::new(&file, &scores_path)?;
+    let goals: Vec<Goal> = if !args.alpha_sweep.is_empty() {
+        args.alpha_sweep.iter().map(|&a| Goal::Alpha(a)).collect()
+    } else if let Some(a) = args.alpha {
+        vec![Goal::Alpha(a)]
+    } else if let Some(f) = args.target_macs {
+        vec![Goal::Macs(f)]
+    } else {
+        vec![Goal::Params(
+            args.target_params.expect("clap requires one goal"),
+        )]
+    };
+    let options = ApplyOptions {
+        rule: match args.rule {
+            Rule::Intersection => GroupRule::Intersection,
+            Rule::Package => GroupRule::Package,
+            Rule::Strict => GroupRule::Strict,
+        },
+        protected: Vec::new(),
+    };
+    let mut results = Vec::new();
+    let mut rows = vec![vec![
+        "unpruned".to_owned(),
+        human(before["params"].as_u64().unwrap_or(0)),
+        human(before["macs"].as_u64().unwrap_or(0)),
+        format!("{:.2}%", 100.0 * before["top1"].as_f64().unwrap_or(0.0)),
+        "".to_owned(),
+        format!(
+            "{:.2}",
+            before["latency_ms"]["batch1"].as_f64().unwrap_or(0.0)
+        ),
+        format!(
+            "{:.2}",
+            before["latency_ms"]["batch64"].as_f64().unwrap_or(0.0)
+        ),
+    ]];
+    for goal in goals {
+        let start = Instant::now();
+        let (alpha, counts) = t.solve(goal, CountOptions::default())?;
+        let plan = t.plan(&file, &counts, "u")?;
+        let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
+        let mut pruned = fair_surgery::apply(&model, &plan, &options)?;
+        let one_shot = fair_train::evaluate(&pruned.model, &test, &eval_t, 512)?;
+        if args.finetune_epochs > 0 {
+            let settings = TrainSettings {
+                epochs: args.finetune_epochs,
+                lr: args.finetune_lr,
+                seed: args.seed,
+                ..config.train.clone().unwrap_or_default()
+            };
+            fair_train::train(
+                &mut pruned.model,
+                &train,
+                None,
+                &config.transform,
+                &eval_t,
+                &settings,
+                !quiet,
+            )?;
+        }
+        let after = figures(&pruned.model, &test, &eval_t)?;
+        let dir = args.out.join(format!("alpha-{alpha:.4}"));
+        fair_surgery::export(&pruned.model, &dir)?;
+        fair_ir::write_atomic(
+            &dir.join("report.json"),
+            serde_json::to_string_pretty(&pruned.report)?.as_bytes(),
+        )?;
+        let kept = t.kept(&counts);
+        rows.push(vec![
+            format!("α = {alpha:.4}"),
+            human(after["params"].as_u64().unwrap_or(0)),
+            human(after["macs"].as_u64().unwrap_or(0)),
+            format!("{:.2}%", 100.0 * one_shot.top1),
+            if args.finetune_epochs > 0 {
+                format!("{:.2}%", 100.0 * after["top1"].as_f64().unwrap_or(0.0))
+            } else {
+                "—".to_owned()
+            },
+            format!(
+                "{:.2}",
+                after["latency_ms"]["batch1"].as_f64().unwrap_or(0.0)
+            ),
+            format!(
+                "{:.2}",
+                after["latency_ms"]["batch64"].as_f64().unwrap_or(0.0)
+            ),
+        ]);
+        results.push(json!({
+            "goal": format!("{goal:?}"),
+            "alpha": alpha,
+            "threshold_ms": threshold_ms,
+            "one_shot": {"top1": one_shot.top1, "loss": one_shot.loss},
+            "after": after,
+            "finetune_epochs": args.finetune_epochs,
+            "export": dir.display().to_string(),
+            "layers": t.curves.iter().map(|c| json!({"layer": c.layer(), "units": c.units(), "keep": kept[c.layer()]})).collect::<Vec<_>>(),
+        }));
+    }
+    let report = json!({
+        "fair_pruner_version": env!("CARGO_PKG_VERSION"),
+        "libtorch": "2.11.0",
+        "model": model.graph().name(),
+        "weights": config.model.weights,
+        "data": train.name.trim_end_matches("/train"),
+        "seed": args.seed,
+        "rule": format!("{:?}", options.rule),
+        "calibration": {"per_class": args.per_class, "samples": calibration.len(), "classes": draw.classes.len()},
+        "scoring_seconds": file.provenance.seconds,
+        "before": before,
+        "results": results,
+    });
+    fair_ir::write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    print!(
+        "{}",
+        render(
+            &[
+                "model",
+                "params",
+                "MACs",
+                "one-shot top-1",
+                "fine-tuned top-1",
+                "ms (batch 1)",
+                "ms (batch 64)"
+            ],
+            &rows,
+            &[1, 2, 3, 4, 5, 6]
+        )
+    );
+    println!("\nreport: {}", args.out.join("report.json").display());
+    Ok(())
+}
