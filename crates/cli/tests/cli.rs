@@ -515,13 +515,11 @@ fn write_idx_toy(dir: &std::path::Path) {
     write("t10k", 32);
 }
 
-#[test]
-fn train_eval_and_calib_on_an_idx_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    write_idx_toy(dir.path());
-    let d = dir.path().to_str().unwrap();
-    let w = dir.path().join("m.safetensors");
-    let common = [
+/// Writes the toy IDX dataset into `dir`, trains an MLP on it with `fair-pruner train` for
+/// `epochs`, and returns the shared model/data flags and the weights path.
+fn trained_idx_toy(dir: &std::path::Path, epochs: &str) -> (Vec<String>, std::path::PathBuf) {
+    write_idx_toy(dir);
+    let common: Vec<String> = [
         "--model",
         "mlp",
         "--input",
@@ -531,25 +529,40 @@ fn train_eval_and_calib_on_an_idx_dataset() {
         "--data",
         "idx",
         "--data-path",
-        d,
-    ];
-    let o = run(&[
-        &["train"],
-        &common[..],
-        &[
-            "--epochs",
-            "3",
-            "--batch-size",
-            "8",
-            "--out",
-            w.to_str().unwrap(),
-            "-q",
-        ],
     ]
-    .concat());
+    .iter()
+    .map(|s| s.to_string())
+    .chain(std::iter::once(dir.to_str().unwrap().to_owned()))
+    .collect();
+    let w = dir.join("m.safetensors");
+    let mut args: Vec<&str> = vec!["train"];
+    args.extend(common.iter().map(String::as_str));
+    args.extend([
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "8",
+        "--out",
+        w.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test top-1"), "{}", stdout(&o));
-    let o = run(&[&["eval"], &common[..], &["--weights", w.to_str().unwrap()]].concat());
+    (common, w)
+}
+
+#[test]
+fn train_eval_and_calib_on_an_idx_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (common, w) = trained_idx_toy(dir.path(), "3");
+    let with = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd];
+        args.extend(common.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = with("eval", &["--weights", w.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("t10k-images-idx3-ubyte: top-1 100.00%"),
@@ -557,9 +570,8 @@ fn train_eval_and_calib_on_an_idx_dataset() {
         stdout(&o)
     );
     let cal = dir.path().join("cal.safetensors");
-    let o = run(&[
-        &["calib"],
-        &common[..],
+    let o = with(
+        "calib",
         &[
             "--weights",
             w.to_str().unwrap(),
@@ -568,8 +580,7 @@ fn train_eval_and_calib_on_an_idx_dataset() {
             "--out",
             cal.to_str().unwrap(),
         ],
-    ]
-    .concat());
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let t = fair_runtime::read_safetensors(&cal, tch::Device::Cpu).unwrap();
     let shapes: Vec<(String, Vec<i64>)> = t.iter().map(|(n, x)| (n.clone(), x.size())).collect();
@@ -581,17 +592,15 @@ fn train_eval_and_calib_on_an_idx_dataset() {
         ]
     );
     // Never overwrite the input weights.
-    let o = run(&[
-        &["finetune"],
-        &common[..],
+    let o = with(
+        "finetune",
         &[
             "--weights",
             w.to_str().unwrap(),
             "--out",
             w.to_str().unwrap(),
         ],
-    ]
-    .concat());
+    );
     assert!(
         stderr(&o).contains("refusing to overwrite"),
         "{}",
@@ -602,56 +611,23 @@ fn train_eval_and_calib_on_an_idx_dataset() {
 #[test]
 fn prune_scores_once_sweeps_alpha_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    write_idx_toy(dir.path());
-    let d = dir.path().to_str().unwrap();
-    let w = dir.path().join("m.safetensors");
-    let common = [
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        d,
-    ];
-    let o = run(&[
-        &["train"],
-        &common[..],
-        &[
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--out",
-            w.to_str().unwrap(),
-            "-q",
-        ],
-    ]
-    .concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (common, w) = trained_idx_toy(dir.path(), "2");
     let out = dir.path().join("pruned");
-    let args = [
-        &["prune"],
-        &common[..],
-        &[
-            "--weights",
-            w.to_str().unwrap(),
-            "--alpha-sweep",
-            "0.1,0.6",
-            "--per-class",
-            "8",
-            "--finetune-epochs",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    ]
-    .concat();
-    let o = run(&args);
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(common.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--alpha-sweep",
+        "0.1,0.6",
+        "--per-class",
+        "8",
+        "--finetune-epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = run(&[&args[..], &["-q"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("unpruned") && stdout(&o).contains("α = 0.6000"),
@@ -674,8 +650,7 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
         assert!(r["threshold_ms"].as_f64().unwrap() >= 0.0);
     }
     // A second run with the same model, data and settings reuses the stored scores.
-    let args_loud: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
-    let o = run(&args_loud);
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("reusing"), "{}", stderr(&o));
 }

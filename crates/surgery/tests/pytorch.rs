@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
-use fair_surgery::{ApplyOptions, GroupRule, Plan, analyze, apply, export};
-use rand::{Rng, SeedableRng, seq::SliceRandom};
+use fair_surgery::{ApplyOptions, GroupRule, analyze, apply, export};
 use tch::{Device, Kind, Tensor};
 
 fn python() -> Option<PathBuf> {
@@ -46,28 +47,6 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     fair_testkit::max_abs_diff(a, b)
 }
 
-/// Random removals in up to `n` prunable groups: (member layers, removed units) per group.
-fn random_groups(m: &Model, seed: u64, n: usize) -> Vec<(Vec<String>, Vec<usize>)> {
-    let groups = analyze(m.graph(), &[]).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut ids: Vec<usize> = (0..groups.groups().len())
-        .filter(|&g| groups.groups()[g].fixed.is_none() && !groups.groups()[g].layers.is_empty())
-        .collect();
-    ids.shuffle(&mut rng);
-    ids.truncate(n);
-    ids.into_iter()
-        .map(|g| {
-            let grp = &groups.groups()[g];
-            let mut units: Vec<usize> = (0..grp.units).collect();
-            units.shuffle(&mut rng);
-            let k = rng.gen_range(1..grp.units.max(2)).min(grp.units - 1);
-            let mut removed = units[..k].to_vec();
-            removed.sort_unstable();
-            (grp.layers.clone(), removed)
-        })
-        .collect()
-}
-
 #[test]
 fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
     let Some(py) = python() else { return };
@@ -80,13 +59,8 @@ fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
         ("densenet121", [3, 32, 32]),
     ] {
         let (m, x) = setup(name, shape);
-        let chosen = random_groups(&m, 1, 5);
-        let mut plan = Plan::new();
-        for (layers, units) in &chosen {
-            for l in layers {
-                plan = plan.remove(l, units.iter().copied());
-            }
-        }
+        let (plan, chosen) = common::random_plan(&m, 1, 5);
+        let groups = analyze(m.graph(), &[]).unwrap();
         let pruned = apply(
             &m,
             &plan,
@@ -108,7 +82,7 @@ fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
         .unwrap();
         let groups: Vec<serde_json::Value> = chosen
             .iter()
-            .map(|(layers, units)| serde_json::json!([layers[0], units]))
+            .map(|(g, units)| serde_json::json!([groups.groups()[*g].layers[0], units]))
             .collect();
         std::fs::write(
             dir.path().join("plan.json"),

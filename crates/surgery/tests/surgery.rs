@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 
+mod common;
+
 use fair_runtime::{Mode, Model};
 use fair_surgery::{ApplyOptions, GroupRule, Plan, analyze, apply};
-use rand::{Rng, SeedableRng, seq::SliceRandom};
 use tch::{Device, Kind, Tensor};
 
 /// The models of the issue, at small input sizes (VGG-16-BN with the CIFAR head).
@@ -116,31 +117,6 @@ fn empty_plan_gives_bit_identical_outputs() {
     }
 }
 
-/// A random plan over random prunable groups (never a whole group), naming every member.
-fn random_plan(m: &Model, seed: u64) -> (Plan, Vec<(usize, BTreeSet<usize>)>) {
-    let groups = analyze(m.graph(), &[]).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut candidates: Vec<usize> = (0..groups.groups().len())
-        .filter(|&g| groups.groups()[g].fixed.is_none() && !groups.groups()[g].layers.is_empty())
-        .collect();
-    candidates.shuffle(&mut rng);
-    let take = rng.gen_range(1..=candidates.len().min(6));
-    let mut plan = Plan::new();
-    let mut chosen = Vec::new();
-    for &g in &candidates[..take] {
-        let units = groups.groups()[g].units;
-        let k = rng.gen_range(1..units.max(2));
-        let mut all: Vec<usize> = (0..units).collect();
-        all.shuffle(&mut rng);
-        let removed: BTreeSet<usize> = all[..k.min(units - 1)].iter().copied().collect();
-        for layer in &groups.groups()[g].layers {
-            plan = plan.remove(layer, removed.iter().copied());
-        }
-        chosen.push((g, removed));
-    }
-    (plan, chosen)
-}
-
 #[test]
 fn removing_provably_dead_units_keeps_the_outputs() {
     for (name, shape) in MODELS {
@@ -148,7 +124,7 @@ fn removing_provably_dead_units_keeps_the_outputs() {
         let x = input(shape);
         let groups = analyze(m.graph(), &[]).unwrap();
         for seed in 0..4 {
-            let (plan, chosen) = random_plan(&m, seed);
+            let (plan, chosen) = common::random_plan(&m, seed, 6);
             // Make the chosen units irrelevant: zero every weight column that reads them.
             let dead = Model::from_tensors(
                 m.graph().clone(),

@@ -1,0 +1,38 @@
+//! Helpers shared by this crate's integration tests.
+
+use std::collections::BTreeSet;
+
+use fair_runtime::Model;
+use fair_surgery::{Plan, analyze};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+
+/// Removals in between 1 and `max_groups` random prunable groups (seeded): for each, the
+/// group index and a random non-empty proper subset of its units; and the plan that names
+/// every member layer of those groups with the same units.
+pub fn random_plan(
+    m: &Model,
+    seed: u64,
+    max_groups: usize,
+) -> (Plan, Vec<(usize, BTreeSet<usize>)>) {
+    let groups = analyze(m.graph(), &[]).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut candidates: Vec<usize> = (0..groups.groups().len())
+        .filter(|&g| groups.groups()[g].fixed.is_none() && !groups.groups()[g].layers.is_empty())
+        .collect();
+    candidates.shuffle(&mut rng);
+    let take = rng.gen_range(1..=candidates.len().min(max_groups));
+    let mut plan = Plan::new();
+    let mut chosen = Vec::new();
+    for &g in &candidates[..take] {
+        let units = groups.groups()[g].units;
+        let k = rng.gen_range(1..units.max(2)).min(units - 1);
+        let mut all: Vec<usize> = (0..units).collect();
+        all.shuffle(&mut rng);
+        let removed: BTreeSet<usize> = all[..k].iter().copied().collect();
+        for layer in &groups.groups()[g].layers {
+            plan = plan.remove(layer, removed.iter().copied());
+        }
+        chosen.push((g, removed));
+    }
+    (plan, chosen)
+}
