@@ -58,6 +58,12 @@ pub struct PruneArgs {
     /// How layers coupled by residual adds settle on one set of units.
     #[arg(long, value_enum, default_value = "package")]
     rule: Rule,
+    /// Every layer keeps at least this many units.
+    #[arg(long, default_value_t = 1)]
+    min_keep: usize,
+    /// Round kept units up to a multiple of this (e.g. 8, for faster kernels).
+    #[arg(long, default_value_t = 1)]
+    round_to: usize,
     /// Output directory: scores.json, report.json, one exported model per α.
     #[arg(long, value_name = "DIR", default_value = "pruned")]
     out: PathBuf,
@@ -209,7 +215,11 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     ]];
     for goal in goals {
         let start = Instant::now();
-        let (alpha, counts) = t.solve(goal, CountOptions::default())?;
+        let counting = CountOptions {
+            min_keep: args.min_keep,
+            round_to: args.round_to.max(1),
+        };
+        let (alpha, counts) = t.solve(goal, counting)?;
         let plan = t.plan(&file, &counts, "u")?;
         let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
         let mut pruned = fair_surgery::apply(&model, &plan, &options)?;
@@ -277,6 +287,8 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         "data": train.name.trim_end_matches("/train"),
         "seed": args.seed,
         "rule": format!("{:?}", options.rule),
+        "min_keep": args.min_keep,
+        "round_to": args.round_to,
         "calibration": {"per_class": args.per_class, "samples": calibration.len(), "classes": draw.classes.len()},
         "scoring_seconds": file.provenance.seconds,
         "before": before,

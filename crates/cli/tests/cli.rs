@@ -649,8 +649,17 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
         assert!(dir.join("model.py").exists() && dir.join("model.safetensors").exists());
         assert!(r["threshold_ms"].as_f64().unwrap() >= 0.0);
     }
-    // A second run with the same model, data and settings reuses the stored scores.
-    let o = run(&args);
+    // A second run with the same model, data and settings reuses the stored scores; kept
+    // units can be rounded to a multiple.
+    let o = run(&[&args[..], &["--round-to", "4"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("reusing"), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        for l in r["layers"].as_array().unwrap() {
+            let (keep, units) = (l["keep"].as_u64().unwrap(), l["units"].as_u64().unwrap());
+            assert!(keep % 4 == 0 || keep == units, "{l}");
+        }
+    }
 }
