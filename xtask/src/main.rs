@@ -106,149 +106,44 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The built-in demo: Fashion-MNIST → train a compact VGG → score once → prune at several α
-/// (re-thresholding only) → one-shot and fine-tuned accuracy → summary table.
+/// The built-in demo: Fashion-MNIST → train a compact VGG → `fair-pruner prune` (score once,
+/// re-threshold at several α, one-shot and fine-tuned accuracy, latency, exports, report).
 fn demo() -> Result<()> {
     let root = workspace_root();
     cargo(&["build", "--release", "--quiet", "-p", "fair-cli"])?;
     let bin = root.join("target/release/fair-pruner");
     let dir = root.join("target/demo");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let config = root.join("configs/fashion-vgg.toml");
-    let p = |f: &str| dir.join(f).display().to_string();
-    let c = config.display().to_string();
-    let run = |args: &[&str]| -> Result<String> {
+    let config = root.join("configs/fashion-vgg.toml").display().to_string();
+    let weights = dir.join("model.safetensors").display().to_string();
+    let run = |args: &[&str]| -> Result<()> {
         eprintln!("$ fair-pruner {}", args.join(" "));
-        let out = Command::new(&bin)
+        let status = Command::new(&bin)
             .args(args)
             .current_dir(&root)
-            .stderr(std::process::Stdio::inherit())
-            .output()
+            .status()
             .with_context(|| format!("cannot run {}", bin.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        print!("{text}");
-        if !out.status.success() {
-            bail!("fair-pruner {} failed", args.join(" "));
+        if !status.success() {
+            bail!("fair-pruner {} failed ({status})", args.join(" "));
         }
-        Ok(text)
+        Ok(())
     };
-    let top1 = |text: &str| -> f64 {
-        text.split("top-1 ")
-            .nth(1)
-            .and_then(|t| t.split('%').next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    let weights = p("model.safetensors");
-    let trained = run(&["train", "--config", &c, "--epochs", "3", "--out", &weights])?;
     run(&[
-        "calib",
+        "train", "--config", &config, "--epochs", "3", "--out", &weights,
+    ])?;
+    run(&[
+        "prune",
         "--config",
-        &c,
+        &config,
         "--weights",
         &weights,
-        "--per-class",
-        "32",
+        "--alpha-sweep",
+        "0.05,0.2,0.4",
+        "--finetune-epochs",
+        "1",
         "--out",
-        &p("calibration.safetensors"),
-    ])?;
-    run(&[
-        "score",
-        "--model",
-        "vgg_compact",
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--weights",
-        &weights,
-        "--data",
-        &p("calibration.safetensors"),
-        "--out",
-        &p("scores.json"),
-        "--batch-size",
-        "64",
-    ])?;
-    let mut rows = vec![(
-        "unpruned".to_owned(),
-        String::new(),
-        top1(&trained),
-        f64::NAN,
-    )];
-    for alpha in ["0.05", "0.2", "0.4"] {
-        let plan = p(&format!("plan-{alpha}.json"));
-        let out = p(&format!("pruned-{alpha}"));
-        run(&[
-            "ratios",
-            "--scores",
-            &p("scores.json"),
-            "--alpha",
-            alpha,
-            "--write-plan",
-            &plan,
-        ])?;
-        run(&[
-            "apply",
-            "--model",
-            "vgg_compact",
-            "--weights",
-            &weights,
-            "--plan",
-            &plan,
-            "--out",
-            &out,
-        ])?;
-        let graph = format!("{out}/model.toml");
-        let pruned_w = format!("{out}/model.safetensors");
-        let one_shot = run(&[
-            "eval",
-            "--config",
-            &c,
-            "--graph",
-            &graph,
-            "--weights",
-            &pruned_w,
-        ])?;
-        let tuned_w = format!("{out}/finetuned.safetensors");
-        let tuned = run(&[
-            "finetune",
-            "--config",
-            &c,
-            "--graph",
-            &graph,
-            "--weights",
-            &pruned_w,
-            "--epochs",
-            "1",
-            "--lr",
-            "0.01",
-            "--out",
-            &tuned_w,
-        ])?;
-        let report: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(format!("{out}/report.json"))?)?;
-        let size = format!(
-            "{} params, {} MACs",
-            report["params"][1].as_u64().unwrap_or(0),
-            report["macs"][1].as_u64().unwrap_or(0)
-        );
-        rows.push((format!("α = {alpha}"), size, top1(&one_shot), top1(&tuned)));
-    }
-    println!(
-        "\n| model | size | one-shot top-1 | fine-tuned (1 epoch) top-1 |\n| --- | --- | --- | --- |"
-    );
-    let pct = |v: f64| {
-        if v.is_nan() {
-            "—".to_owned()
-        } else {
-            format!("{v:.2}%")
-        }
-    };
-    for (name, size, a, b) in rows {
-        println!("| {name} | {size} | {} | {} |", pct(a), pct(b));
-    }
-    println!("\nfiles in {}", dir.display());
-    Ok(())
+        &dir.join("pruned").display().to_string(),
+    ])
 }
 
 /// Where libtorch and the reference Python are.

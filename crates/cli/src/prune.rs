@@ -7,20 +7,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fair_data::{Dataset, Transform};
+use fair_data::Transform;
 use fair_runtime::{Mode, Model};
-use fair_scoring::{
-    AnalysisPoint, Calibration, Progress, RScoreSettings, ScoreFile, UScoreSettings,
-};
+use fair_scoring::{AnalysisPoint, Progress, RScoreSettings, ScoreFile, UScoreSettings};
 use fair_surgery::{ApplyOptions, GroupRule};
 use fair_threshold::CountOptions;
-use fair_train::TrainSettings;
+use fair_train::{Evaluation, TrainSettings};
 use serde_json::json;
 
 use crate::apply::Rule;
 use crate::score::{Criterion, Goal, Thresholder, compute_scores};
 use crate::table::{human, render};
-use crate::train::RunArgs;
+use crate::train::{CalibrationDraw, RunArgs};
 
 /// Arguments of `fair-pruner prune`.
 #[derive(Debug, Args)]
@@ -40,15 +38,8 @@ pub struct PruneArgs {
     /// Several α, comma-separated: scores once, one pruned model per α.
     #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
     alpha_sweep: Vec<f64>,
-    /// Calibration samples per class (from the training split).
-    #[arg(long, default_value_t = 32)]
-    per_class: usize,
-    /// At most this many classes for the U-Score.
-    #[arg(long, default_value_t = 100)]
-    max_classes: usize,
-    /// Seed for calibration sampling, projections and fine-tuning.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    calibration: CalibrationDraw,
     /// Fine-tuning epochs after pruning (0: one-shot only).
     #[arg(long, default_value_t = 0)]
     finetune_epochs: usize,
@@ -86,8 +77,8 @@ fn latency_ms(model: &Model, b: i64) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-fn figures(model: &Model, test: &Dataset, t: &Transform) -> Result<serde_json::Value> {
-    let e = fair_train::evaluate(model, test, t, 512)?;
+/// Size, accuracy (`e`, the model's evaluation on the test split) and latency.
+fn figures(model: &Model, e: Evaluation) -> Result<serde_json::Value> {
     Ok(json!({
         "params": model.graph().param_count(),
         "macs": model.graph().macs(),
@@ -110,37 +101,25 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         augment: None,
         ..config.transform.clone()
     };
-    let before = figures(&model, &test, &eval_t)?;
+    let before = figures(&model, fair_train::evaluate(&model, &test, &eval_t, 512)?)?;
 
     // Calibration samples from the training split, transformed as for evaluation.
-    let draw = fair_data::calibration_sample(&train, args.per_class, args.max_classes, args.seed);
-    for n in &draw.short {
-        eprintln!("note: {n}");
-    }
-    let input = match model.graph().shape_at(0) {
-        &[c, h, w] => [c, h, w],
-        _ => unreachable!("checked by setup"),
-    };
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(args.seed);
-    let (x, y) = eval_t.batch(&train, &draw.indices, input, false, &mut rng)?;
-    let calibration = Calibration::new(
-        x,
-        &y,
-        format!(
-            "{} ({} per class, seed {})",
-            train.name, args.per_class, args.seed
-        ),
-    )?;
+    let calibration = args.calibration.draw(&model, &train, &config.transform)?;
+    let (per_class, max_classes, seed) = (
+        args.calibration.per_class,
+        args.calibration.max_classes,
+        args.calibration.seed,
+    );
 
     // Score once; reuse stored scores with the same provenance.
     let u_settings = UScoreSettings {
-        max_classes: args.max_classes,
-        samples_per_class: args.per_class,
-        seed: args.seed,
+        max_classes,
+        samples_per_class: per_class,
+        seed,
         ..Default::default()
     };
     let r_settings = RScoreSettings {
-        seed: args.seed,
+        seed,
         ..Default::default()
     };
     let scores_path = args.out.join("scores.json");
@@ -170,7 +149,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
                 AnalysisPoint::LayerOutput,
                 u_settings,
                 r_settings,
-                args.seed,
+                seed,
                 Progress { enabled: !quiet },
             )?;
             f.save(&scores_path)?;
@@ -228,7 +207,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             let settings = TrainSettings {
                 epochs: args.finetune_epochs,
                 lr: args.finetune_lr,
-                seed: args.seed,
+                seed,
                 ..config.train.clone().unwrap_or_default()
             };
             fair_train::train(
@@ -241,7 +220,13 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
                 !quiet,
             )?;
         }
-        let after = figures(&pruned.model, &test, &eval_t)?;
+        // Without fine-tuning the model after is the one-shot model: evaluate once.
+        let evaluation = if args.finetune_epochs > 0 {
+            fair_train::evaluate(&pruned.model, &test, &eval_t, 512)?
+        } else {
+            one_shot
+        };
+        let after = figures(&pruned.model, evaluation)?;
         let dir = args.out.join(format!("alpha-{alpha:.4}"));
         fair_surgery::export(&pruned.model, &dir)?;
         fair_ir::write_atomic(
@@ -285,11 +270,11 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         "model": model.graph().name(),
         "weights": config.model.weights,
         "data": train.name.trim_end_matches("/train"),
-        "seed": args.seed,
+        "seed": seed,
         "rule": format!("{:?}", options.rule),
         "min_keep": args.min_keep,
         "round_to": args.round_to,
-        "calibration": {"per_class": args.per_class, "samples": calibration.len(), "classes": draw.classes.len()},
+        "calibration": {"per_class": per_class, "samples": calibration.len(), "description": calibration.description()},
         "scoring_seconds": file.provenance.seconds,
         "before": before,
         "results": results,

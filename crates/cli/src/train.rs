@@ -8,6 +8,7 @@ use clap::Args;
 use fair_data::{Builtin, Cifar, Dataset, Transform};
 use fair_ir::Graph;
 use fair_runtime::Model;
+use fair_scoring::Calibration;
 use fair_train::TrainSettings;
 use serde::Deserialize;
 
@@ -426,20 +427,62 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// How calibration samples are drawn (shared by `calib` and `prune`).
+#[derive(Debug, Args)]
+pub struct CalibrationDraw {
+    /// Calibration samples per class (from the training split).
+    #[arg(long, default_value_t = 32)]
+    pub per_class: usize,
+    /// At most this many classes (chosen with --seed).
+    #[arg(long, default_value_t = 100)]
+    pub max_classes: usize,
+    /// Seed of the draw (and, for prune, of projections and fine-tuning).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl CalibrationDraw {
+    /// Draws the samples from `train` and transforms them for `model` with the evaluation
+    /// transform (no augmentation); reports classes with fewer samples.
+    pub fn draw(
+        &self,
+        model: &Model,
+        train: &Dataset,
+        transform: &Transform,
+    ) -> Result<Calibration> {
+        let draw =
+            fair_data::calibration_sample(train, self.per_class, self.max_classes, self.seed);
+        for n in &draw.short {
+            eprintln!("note: {n}");
+        }
+        let input = match model.graph().shape_at(0) {
+            &[c, h, w] => [c, h, w],
+            s => bail!("the model input {s:?} is not an image [C, H, W]"),
+        };
+        let eval_t = Transform {
+            augment: None,
+            ..transform.clone()
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(self.seed);
+        let (x, y) = eval_t.batch(train, &draw.indices, input, false, &mut rng)?;
+        let description = format!(
+            "{} ({} classes × up to {} per class, seed {})",
+            train.name,
+            draw.classes.len(),
+            self.per_class,
+            self.seed
+        );
+        Ok(Calibration::new(x, &y, description)?)
+    }
+}
+
 /// Arguments of `calib`.
 #[derive(Debug, Args)]
 pub struct CalibArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Samples per class.
-    #[arg(long, default_value_t = 32)]
-    per_class: usize,
-    /// At most this many classes (chosen with --seed).
-    #[arg(long, default_value_t = 100)]
-    max_classes: usize,
-    /// Seed of the draw.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    draw: CalibrationDraw,
     /// Output: safetensors with `inputs` (transformed to the model's input) and `labels`.
     #[arg(long, value_name = "FILE", default_value = "calibration.safetensors")]
     out: PathBuf,
@@ -448,27 +491,13 @@ pub struct CalibArgs {
 /// Runs `calib`: draws calibration samples from the training split.
 pub fn calib(args: &CalibArgs) -> Result<()> {
     let (config, model, train, _test) = args.run.setup()?;
-    let draw = fair_data::calibration_sample(&train, args.per_class, args.max_classes, args.seed);
-    for n in &draw.short {
-        eprintln!("note: {n}");
-    }
-    let input = match model.graph().shape_at(0) {
-        &[c, h, w] => [c, h, w],
-        _ => unreachable!("checked in setup"),
-    };
-    let t = Transform {
-        augment: None,
-        ..config.transform
-    };
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(args.seed);
-    let (x, y) = t.batch(&train, &draw.indices, input, false, &mut rng)?;
+    let calibration = args.draw.draw(&model, &train, &config.transform)?;
+    let (x, y) = calibration.tensors();
     fair_runtime::write_safetensors(&args.out, &[("inputs".into(), x), ("labels".into(), y)])?;
     println!(
-        "{} calibration samples ({} classes × up to {}) from {} → {}",
-        draw.indices.len(),
-        draw.classes.len(),
-        args.per_class,
-        train.name,
+        "{} calibration samples: {} → {}",
+        calibration.len(),
+        calibration.description(),
         args.out.display()
     );
     Ok(())

@@ -101,6 +101,14 @@ impl Calibration {
         })
     }
 
+    /// The inputs and labels (`[N, ...]` float, `[N]` int64), sharing storage.
+    pub fn tensors(&self) -> (Tensor, Tensor) {
+        (
+            self.inputs.shallow_clone(),
+            Tensor::from_slice(&self.labels),
+        )
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()

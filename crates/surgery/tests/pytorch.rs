@@ -50,14 +50,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
     let Some(py) = python() else { return };
-    for (name, shape) in [
-        ("vgg16_bn_cifar", [3, 32, 32]),
-        ("alexnet", [3, 64, 64]),
-        ("resnet56", [3, 32, 32]),
-        ("resnet50", [3, 32, 32]),
-        ("densenet40", [3, 32, 32]),
-        ("densenet121", [3, 32, 32]),
-    ] {
+    for (name, shape) in common::MODELS {
         let (m, x) = setup(name, shape);
         let (plan, chosen) = common::random_plan(&m, 1, 5);
         let groups = analyze(m.graph(), &[]).unwrap();

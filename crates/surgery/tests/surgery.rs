@@ -8,16 +8,6 @@ use fair_runtime::{Mode, Model};
 use fair_surgery::{ApplyOptions, GroupRule, Plan, analyze, apply};
 use tch::{Device, Kind, Tensor};
 
-/// The models of the issue, at small input sizes (VGG-16-BN with the CIFAR head).
-pub const MODELS: [(&str, [usize; 3]); 6] = [
-    ("vgg16_bn_cifar", [3, 32, 32]),
-    ("alexnet", [3, 64, 64]),
-    ("resnet56", [3, 32, 32]),
-    ("resnet50", [3, 32, 32]),
-    ("densenet40", [3, 32, 32]),
-    ("densenet121", [3, 32, 32]),
-];
-
 fn model(name: &str, input: [usize; 3]) -> Model {
     let m = Model::new(fair_zoo::build(name, &input, 10).unwrap(), Device::Cpu, 7).unwrap();
     fair_testkit::randomise_batchnorm(&m, 3);
@@ -105,7 +95,7 @@ fn groups_follow_residual_adds_and_concatenations() {
 
 #[test]
 fn empty_plan_gives_bit_identical_outputs() {
-    for (name, shape) in MODELS {
+    for (name, shape) in common::MODELS {
         let m = model(name, shape);
         let x = input(shape);
         let pruned = apply(&m, &Plan::new(), &ApplyOptions::default()).unwrap();
@@ -119,7 +109,7 @@ fn empty_plan_gives_bit_identical_outputs() {
 
 #[test]
 fn removing_provably_dead_units_keeps_the_outputs() {
-    for (name, shape) in MODELS {
+    for (name, shape) in common::MODELS {
         let m = model(name, shape);
         let x = input(shape);
         let groups = analyze(m.graph(), &[]).unwrap();

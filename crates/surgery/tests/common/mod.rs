@@ -6,6 +6,17 @@ use fair_runtime::Model;
 use fair_surgery::{Plan, analyze};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 
+/// The models the surgery must handle, at small input sizes (VGG-16-BN with the CIFAR head).
+#[allow(dead_code)] // each test file uses a different subset of these helpers
+pub const MODELS: [(&str, [usize; 3]); 6] = [
+    ("vgg16_bn_cifar", [3, 32, 32]),
+    ("alexnet", [3, 64, 64]),
+    ("resnet56", [3, 32, 32]),
+    ("resnet50", [3, 32, 32]),
+    ("densenet40", [3, 32, 32]),
+    ("densenet121", [3, 32, 32]),
+];
+
 /// Removals in between 1 and `max_groups` random prunable groups (seeded): for each, the
 /// group index and a random non-empty proper subset of its units; and the plan that names
 /// every member layer of those groups with the same units.
