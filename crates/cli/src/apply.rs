@@ -10,7 +10,8 @@ use fair_surgery::{ApplyOptions, GroupRule, Plan};
 use crate::ModelArgs;
 use crate::table::{human, render, thousands};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rule {
     /// Remove only the units every coupled layer asks to remove.
     Intersection,

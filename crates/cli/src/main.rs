@@ -16,6 +16,7 @@ use fair_ir::Graph;
 
 mod apply;
 mod prune;
+mod report;
 mod score;
 mod table;
 mod train;

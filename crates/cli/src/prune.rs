@@ -16,17 +16,18 @@ use fair_train::{Evaluation, TrainSettings};
 use serde_json::json;
 
 use crate::apply::Rule;
+use crate::report::Outcome;
 use crate::score::{Criterion, Goal, Thresholder, compute_scores};
 use crate::table::{human, render};
 use crate::train::{CalibrationDraw, RunArgs};
 
-/// Arguments of `fair-pruner prune`.
+/// Arguments of `fair-pruner prune`. Flags override the config's `[prune]` section.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params", "alpha_sweep"])))]
+#[command(group(clap::ArgGroup::new("how").args(["alpha", "target_macs", "target_params", "alpha_sweep"])))]
 pub struct PruneArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Tolerance of Difference α in [0, 1].
+    /// Tolerance of Difference α in [0, 1] (larger removes more).
     #[arg(long)]
     alpha: Option<f64>,
     /// Remove at least this fraction of MACs (the smallest α that does).
@@ -40,24 +41,25 @@ pub struct PruneArgs {
     alpha_sweep: Vec<f64>,
     #[command(flatten)]
     calibration: CalibrationDraw,
-    /// Fine-tuning epochs after pruning (0: one-shot only).
-    #[arg(long, default_value_t = 0)]
-    finetune_epochs: usize,
-    /// Fine-tuning learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    finetune_lr: f64,
-    /// How layers coupled by residual adds settle on one set of units.
-    #[arg(long, value_enum, default_value = "package")]
-    rule: Rule,
-    /// Every layer keeps at least this many units.
-    #[arg(long, default_value_t = 1)]
-    min_keep: usize,
-    /// Round kept units up to a multiple of this (e.g. 8, for faster kernels).
-    #[arg(long, default_value_t = 1)]
-    round_to: usize,
-    /// Output directory: scores.json, report.json, one exported model per α.
-    #[arg(long, value_name = "DIR", default_value = "pruned")]
-    out: PathBuf,
+    /// Fine-tuning epochs after pruning (0: one-shot only) [default: 0].
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// Fine-tuning learning rate [default: 0.01].
+    #[arg(long)]
+    finetune_lr: Option<f64>,
+    /// How layers coupled by residual adds settle on one set of units [default: package].
+    #[arg(long, value_enum)]
+    rule: Option<Rule>,
+    /// Every layer keeps at least this many units [default: 1].
+    #[arg(long)]
+    min_keep: Option<usize>,
+    /// Round kept units up to a multiple of this, e.g. 8 for faster kernels [default: 1].
+    #[arg(long)]
+    round_to: Option<usize>,
+    /// Output directory: scores.json, report.json, report.md with SVG charts, one exported
+    /// model per α [default: pruned].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// Median forward latency in milliseconds at batch `b` (eval mode, no gradients).
@@ -95,8 +97,35 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     if config.model.weights.is_none() {
         bail!("prune needs trained weights: --weights FILE (or [model] weights in the config)");
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let section = &config.prune;
+    let goals: Vec<Goal> = if !args.alpha_sweep.is_empty() {
+        args.alpha_sweep.iter().map(|&a| Goal::Alpha(a)).collect()
+    } else if let Some(a) = args.alpha {
+        vec![Goal::Alpha(a)]
+    } else if let Some(f) = args.target_macs {
+        vec![Goal::Macs(f)]
+    } else if let Some(f) = args.target_params {
+        vec![Goal::Params(f)]
+    } else {
+        section.goals()?.context(
+            "no pruning goal: give --alpha, --alpha-sweep, --target-macs or --target-params \
+             (or alpha, alpha_sweep, target_macs or target_params under [prune] in the config)",
+        )?
+    };
+    let finetune_epochs = args
+        .finetune_epochs
+        .or(section.finetune_epochs)
+        .unwrap_or(0);
+    let finetune_lr = args.finetune_lr.or(section.finetune_lr).unwrap_or(0.01);
+    let rule = args.rule.or(section.rule).unwrap_or(Rule::Package);
+    let min_keep = args.min_keep.or(section.min_keep).unwrap_or(1);
+    let round_to = args.round_to.or(section.round_to).unwrap_or(1);
+    let out = args
+        .out
+        .clone()
+        .or(section.out.clone())
+        .unwrap_or_else(|| PathBuf::from("pruned"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let eval_t = Transform {
         augment: None,
         ..config.transform.clone()
@@ -104,12 +133,9 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     let before = figures(&model, fair_train::evaluate(&model, &test, &eval_t, 512)?)?;
 
     // Calibration samples from the training split, transformed as for evaluation.
-    let calibration = args.calibration.draw(&model, &train, &config.transform)?;
-    let (per_class, max_classes, seed) = (
-        args.calibration.per_class,
-        args.calibration.max_classes,
-        args.calibration.seed,
-    );
+    let draw = args.calibration.settings(section);
+    let calibration = draw.draw(&model, &train, &config.transform)?;
+    let (per_class, max_classes, seed) = (draw.per_class, draw.max_classes, draw.seed);
 
     // Score once; reuse stored scores with the same provenance.
     let u_settings = UScoreSettings {
@@ -122,7 +148,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         seed,
         ..Default::default()
     };
-    let scores_path = args.out.join("scores.json");
+    let scores_path = out.join("scores.json");
     let digest = fair_scoring::model_digest(&model)?;
     let data_digest = calibration.digest()?;
     let stored = ScoreFile::load(&scores_path).ok().filter(|f| {
@@ -131,6 +157,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             && f.provenance.u_settings == u_settings
             && f.provenance.r_settings == r_settings
     });
+    let reused = stored.is_some();
     let file = match stored {
         Some(f) => {
             if !quiet {
@@ -157,19 +184,8 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         }
     };
     let t = Thresholder::new(&file, &scores_path)?;
-    let goals: Vec<Goal> = if !args.alpha_sweep.is_empty() {
-        args.alpha_sweep.iter().map(|&a| Goal::Alpha(a)).collect()
-    } else if let Some(a) = args.alpha {
-        vec![Goal::Alpha(a)]
-    } else if let Some(f) = args.target_macs {
-        vec![Goal::Macs(f)]
-    } else {
-        vec![Goal::Params(
-            args.target_params.expect("clap requires one goal"),
-        )]
-    };
     let options = ApplyOptions {
-        rule: match args.rule {
+        rule: match rule {
             Rule::Intersection => GroupRule::Intersection,
             Rule::Package => GroupRule::Package,
             Rule::Strict => GroupRule::Strict,
@@ -177,6 +193,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         protected: Vec::new(),
     };
     let mut results = Vec::new();
+    let mut all_counts = Vec::new();
     let mut rows = vec![vec![
         "unpruned".to_owned(),
         human(before["params"].as_u64().unwrap_or(0)),
@@ -195,18 +212,18 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     for goal in goals {
         let start = Instant::now();
         let counting = CountOptions {
-            min_keep: args.min_keep,
-            round_to: args.round_to.max(1),
+            min_keep,
+            round_to: round_to.max(1),
         };
         let (alpha, counts) = t.solve(goal, counting)?;
         let plan = t.plan(&file, &counts, "u")?;
         let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
         let mut pruned = fair_surgery::apply(&model, &plan, &options)?;
         let one_shot = fair_train::evaluate(&pruned.model, &test, &eval_t, 512)?;
-        if args.finetune_epochs > 0 {
+        if finetune_epochs > 0 {
             let settings = TrainSettings {
-                epochs: args.finetune_epochs,
-                lr: args.finetune_lr,
+                epochs: finetune_epochs,
+                lr: finetune_lr,
                 seed,
                 ..config.train.clone().unwrap_or_default()
             };
@@ -221,13 +238,13 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             )?;
         }
         // Without fine-tuning the model after is the one-shot model: evaluate once.
-        let evaluation = if args.finetune_epochs > 0 {
+        let evaluation = if finetune_epochs > 0 {
             fair_train::evaluate(&pruned.model, &test, &eval_t, 512)?
         } else {
             one_shot
         };
         let after = figures(&pruned.model, evaluation)?;
-        let dir = args.out.join(format!("alpha-{alpha:.4}"));
+        let dir = out.join(format!("alpha-{alpha:.4}"));
         fair_surgery::export(&pruned.model, &dir)?;
         fair_ir::write_atomic(
             &dir.join("report.json"),
@@ -239,7 +256,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             human(after["params"].as_u64().unwrap_or(0)),
             human(after["macs"].as_u64().unwrap_or(0)),
             format!("{:.2}%", 100.0 * one_shot.top1),
-            if args.finetune_epochs > 0 {
+            if finetune_epochs > 0 {
                 format!("{:.2}%", 100.0 * after["top1"].as_f64().unwrap_or(0.0))
             } else {
                 "—".to_owned()
@@ -259,10 +276,11 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             "threshold_ms": threshold_ms,
             "one_shot": {"top1": one_shot.top1, "loss": one_shot.loss},
             "after": after,
-            "finetune_epochs": args.finetune_epochs,
+            "finetune_epochs": finetune_epochs,
             "export": dir.display().to_string(),
-            "layers": t.curves.iter().map(|c| json!({"layer": c.layer(), "units": c.units(), "keep": kept[c.layer()]})).collect::<Vec<_>>(),
+            "layers": t.curves.iter().zip(&counts).map(|(c, &k)| json!({"layer": c.layer(), "units": c.units(), "tod_count": k, "keep": kept[c.layer()]})).collect::<Vec<_>>(),
         }));
+        all_counts.push(counts);
     }
     let report = json!({
         "fair_pruner_version": env!("CARGO_PKG_VERSION"),
@@ -272,17 +290,26 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         "data": train.name.trim_end_matches("/train"),
         "seed": seed,
         "rule": format!("{:?}", options.rule),
-        "min_keep": args.min_keep,
-        "round_to": args.round_to,
+        "min_keep": min_keep,
+        "round_to": round_to,
         "calibration": {"per_class": per_class, "samples": calibration.len(), "description": calibration.description()},
         "scoring_seconds": file.provenance.seconds,
+        "scores_reused": reused,
         "before": before,
         "results": results,
     });
     fair_ir::write_atomic(
-        &args.out.join("report.json"),
+        &out.join("report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    let outcomes: Vec<Outcome> = report["results"]
+        .as_array()
+        .expect("written above")
+        .iter()
+        .zip(&all_counts)
+        .map(|(result, counts)| Outcome { result, counts })
+        .collect();
+    crate::report::write(&out, &report, &t.curves, &outcomes)?;
     print!(
         "{}",
         render(
@@ -299,6 +326,10 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             &[1, 2, 3, 4, 5, 6]
         )
     );
-    println!("\nreport: {}", args.out.join("report.json").display());
+    println!(
+        "\nreport: {} (charts: {})",
+        out.join("report.md").display(),
+        out.join("*.svg").display()
+    );
     Ok(())
 }

@@ -32,6 +32,77 @@ pub struct RunConfig {
     /// Outputs.
     #[serde(default)]
     pub output: OutputSection,
+    /// Pruning settings for `fair-pruner prune`.
+    #[serde(default)]
+    pub prune: PruneSection,
+}
+
+/// `[prune]`: what `fair-pruner prune` does when run with this config. Every key is
+/// optional and the command-line flag of the same name overrides it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSection {
+    /// Tolerance of Difference α in [0, 1].
+    pub alpha: Option<f64>,
+    /// Several α: scores once, one pruned model per α.
+    pub alpha_sweep: Option<Vec<f64>>,
+    /// Remove at least this fraction of MACs.
+    pub target_macs: Option<f64>,
+    /// Remove at least this fraction of parameters.
+    pub target_params: Option<f64>,
+    /// Calibration samples per class (from the training split).
+    pub per_class: Option<usize>,
+    /// At most this many classes are compared.
+    pub max_classes: Option<usize>,
+    /// Seed of the calibration draw, projections and fine-tuning.
+    pub seed: Option<u64>,
+    /// Fine-tuning epochs after pruning.
+    pub finetune_epochs: Option<usize>,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: Option<f64>,
+    /// Residual-group rule: `package`, `intersection` or `strict`.
+    pub rule: Option<crate::apply::Rule>,
+    /// Every layer keeps at least this many units.
+    pub min_keep: Option<usize>,
+    /// Round kept units up to a multiple of this.
+    pub round_to: Option<usize>,
+    /// Output directory.
+    pub out: Option<PathBuf>,
+}
+
+impl PruneSection {
+    /// The goals set here (at most one kind may be given).
+    pub fn goals(&self) -> Result<Option<Vec<crate::score::Goal>>> {
+        use crate::score::Goal;
+        let mut found = Vec::new();
+        if let Some(a) = self.alpha {
+            found.push(("alpha", vec![Goal::Alpha(a)]));
+        }
+        if let Some(s) = &self.alpha_sweep {
+            if s.is_empty() {
+                bail!("[prune] alpha_sweep is empty; give at least one α");
+            }
+            found.push(("alpha_sweep", s.iter().map(|&a| Goal::Alpha(a)).collect()));
+        }
+        if let Some(f) = self.target_macs {
+            found.push(("target_macs", vec![Goal::Macs(f)]));
+        }
+        if let Some(f) = self.target_params {
+            found.push(("target_params", vec![Goal::Params(f)]));
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop().map(|(_, g)| g)),
+            _ => bail!(
+                "[prune] sets {}; give only one of alpha, alpha_sweep, target_macs, target_params",
+                found
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        }
+    }
 }
 
 /// `[model]`: a zoo model (name, input, classes) or an IR file, optional initial weights.
@@ -430,18 +501,40 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 /// How calibration samples are drawn (shared by `calib` and `prune`).
 #[derive(Debug, Args)]
 pub struct CalibrationDraw {
-    /// Calibration samples per class (from the training split).
-    #[arg(long, default_value_t = 32)]
+    /// Calibration samples per class (from the training split) [default: 32].
+    #[arg(long)]
+    pub per_class: Option<usize>,
+    /// At most this many classes (chosen with --seed) [default: 100].
+    #[arg(long)]
+    pub max_classes: Option<usize>,
+    /// Seed of the draw (and, for prune, of projections and fine-tuning) [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// A [`CalibrationDraw`] with every setting decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrawSettings {
+    /// Samples per class.
     pub per_class: usize,
-    /// At most this many classes (chosen with --seed).
-    #[arg(long, default_value_t = 100)]
+    /// Classes at most.
     pub max_classes: usize,
-    /// Seed of the draw (and, for prune, of projections and fine-tuning).
-    #[arg(long, default_value_t = 0)]
+    /// Seed.
     pub seed: u64,
 }
 
 impl CalibrationDraw {
+    /// The flags, else the config's `[prune]` values, else the defaults (32, 100, 0).
+    pub fn settings(&self, config: &PruneSection) -> DrawSettings {
+        DrawSettings {
+            per_class: self.per_class.or(config.per_class).unwrap_or(32),
+            max_classes: self.max_classes.or(config.max_classes).unwrap_or(100),
+            seed: self.seed.or(config.seed).unwrap_or(0),
+        }
+    }
+}
+
+impl DrawSettings {
     /// Draws the samples from `train` and transforms them for `model` with the evaluation
     /// transform (no augmentation); reports classes with fewer samples.
     pub fn draw(
@@ -491,7 +584,10 @@ pub struct CalibArgs {
 /// Runs `calib`: draws calibration samples from the training split.
 pub fn calib(args: &CalibArgs) -> Result<()> {
     let (config, model, train, _test) = args.run.setup()?;
-    let calibration = args.draw.draw(&model, &train, &config.transform)?;
+    let calibration = args
+        .draw
+        .settings(&config.prune)
+        .draw(&model, &train, &config.transform)?;
     let (x, y) = calibration.tensors();
     fair_runtime::write_safetensors(&args.out, &[("inputs".into(), x), ("labels".into(), y)])?;
     println!(
@@ -510,7 +606,7 @@ mod tests {
     #[test]
     fn every_shipped_config_parses_and_fits_the_zoo() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        let mut seen = 0;
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|e| e != "toml") {
@@ -534,9 +630,106 @@ mod tests {
                 "{}",
                 path.display()
             );
-            seen += 1;
+            if let Some(goals) = c
+                .prune
+                .goals()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+            {
+                for g in goals {
+                    let ok = match g {
+                        crate::score::Goal::Alpha(a) => (0.0..=1.0).contains(&a),
+                        crate::score::Goal::Macs(f) | crate::score::Goal::Params(f) => {
+                            (0.0..1.0).contains(&f)
+                        }
+                    };
+                    assert!(ok, "{}: goal {g:?} out of range", path.display());
+                }
+            }
+            let expected_classes = match c.data.source.as_deref() {
+                Some("cifar10" | "fashion-mnist" | "mnist") => Some(10),
+                Some("cifar100") => Some(100),
+                _ => None,
+            };
+            if let Some(k) = expected_classes {
+                assert_eq!(
+                    g.shape_at(g.nodes().len() - 1),
+                    &[k],
+                    "{}: the model's outputs do not match the data's classes",
+                    path.display()
+                );
+            }
+            names.push((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                c,
+                g,
+            ));
         }
-        assert!(seen >= 2, "configs/ holds the Fashion-MNIST configs");
+        assert!(names.len() >= 6, "configs/ holds the shipped configs");
+        // The configs for users with their own data: the zoo model the file name promises,
+        // at its usual input, with its parameter count from torchvision or the original papers.
+        let expect = [
+            // VGG-16-BN with the 512→512 head; ResNet-56 and DenseNet-40 are checked
+            // against their papers in fair-zoo's tests.
+            (
+                "cifar10-vgg16-bn.toml",
+                "vgg16_bn_cifar",
+                "cifar10",
+                Some(14_990_922),
+            ),
+            ("cifar10-resnet56.toml", "resnet56", "cifar10", None),
+            ("cifar10-densenet40.toml", "densenet40", "cifar10", None),
+            (
+                "imagenet-resnet50.toml",
+                "resnet50",
+                "folder",
+                Some(25_557_032),
+            ),
+        ];
+        for (file, zoo, source, params) in expect {
+            let (_, c, g) = names
+                .iter()
+                .find(|(n, _, _)| n == file)
+                .unwrap_or_else(|| panic!("configs/{file} is missing"));
+            assert_eq!(c.model.zoo.as_deref(), Some(zoo), "{file}");
+            assert_eq!(c.data.source.as_deref(), Some(source), "{file}");
+            assert_eq!(
+                g.shape_at(0),
+                &fair_zoo::info(zoo).unwrap().default_input[..],
+                "{file}"
+            );
+            let path = c.data.path.as_ref().expect("a data path placeholder");
+            assert!(
+                path.starts_with("/path/to"),
+                "{file}: the data path is a documented placeholder"
+            );
+            assert!(
+                c.prune.goals().unwrap().is_some(),
+                "{file}: holds a pruning goal"
+            );
+            if let Some(p) = params {
+                assert_eq!(g.param_count() as u64, p, "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn prune_section_takes_one_goal_and_known_rules() {
+        let parse = |text: &str| toml::from_str::<RunConfig>(text).map_err(|e| e.to_string());
+        let c = parse("[prune]\nalpha_sweep = [0.1, 0.3]\nrule = \"intersection\"\n").unwrap();
+        assert_eq!(
+            c.prune.goals().unwrap(),
+            Some(vec![
+                crate::score::Goal::Alpha(0.1),
+                crate::score::Goal::Alpha(0.3)
+            ])
+        );
+        assert_eq!(c.prune.rule, Some(crate::apply::Rule::Intersection));
+        let two = parse("[prune]\nalpha = 0.1\ntarget_macs = 0.5\n").unwrap();
+        let e = format!("{:#}", two.prune.goals().unwrap_err());
+        assert!(e.contains("alpha and target_macs"), "{e}");
+        let e = parse("[prune]\nrule = \"loose\"\n").unwrap_err();
+        assert!(e.contains("loose") && e.contains("package"), "{e}");
+        assert_eq!(parse("").unwrap().prune.goals().unwrap(), None);
     }
 
     #[test]

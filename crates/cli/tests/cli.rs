@@ -649,6 +649,16 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
         assert!(dir.join("model.py").exists() && dir.join("model.safetensors").exists());
         assert!(r["threshold_ms"].as_f64().unwrap() >= 0.0);
     }
+    // report.md: the table of every model and the three charts.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["| unpruned |", "| α = 0.1000 |", "| α = 0.6000 |"] {
+        assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
+    }
+    for svg in ["kept-units.svg", "tod-curves.svg", "accuracy-vs-macs.svg"] {
+        assert!(md.contains(&format!("({svg})")), "{md}");
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(text.starts_with("<svg"), "{svg}");
+    }
     // A second run with the same model, data and settings reuses the stored scores; kept
     // units can be rounded to a multiple.
     let o = run(&[&args[..], &["--round-to", "4"]].concat());
@@ -662,4 +672,66 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
             assert!(keep % 4 == 0 || keep == units, "{l}");
         }
     }
+}
+
+#[test]
+fn prune_runs_from_a_config_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, w) = trained_idx_toy(dir.path(), "2");
+    let out = dir.path().join("from-config");
+    let config = dir.path().join("prune.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\n\n[data]\nsource = \"idx\"\npath = {:?}\n\n\
+             [prune]\nalpha = 0.3\nper_class = 8\nround_to = 4\nout = {:?}\n",
+            dir.path().display().to_string(),
+            out.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "prune",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["round_to"], 4);
+    assert_eq!(report["calibration"]["samples"], 16);
+    assert_eq!(report["results"][0]["alpha"], 0.3);
+    assert!(out.join("report.md").exists() && out.join("alpha-0.3000").is_dir());
+    // A flag replaces the config's goal; a config without any goal is an error saying how.
+    let o = run(&[
+        "prune",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--alpha",
+        "0.7",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("alpha-0.7000").is_dir());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("alpha = 0.3\n", "")).unwrap();
+    let o = run(&[
+        "prune",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no pruning goal") && stderr(&o).contains("--alpha"),
+        "{}",
+        stderr(&o)
+    );
 }
