@@ -43,7 +43,10 @@ fn parse(args: &[&str]) -> Result<Options> {
 pub(crate) fn run(setup: &Setup, args: &[&str]) -> Result<()> {
     match args.first() {
         Some(&"scoring") => scoring(setup, &parse(&args[1..])?),
-        _ => bail!("usage: cargo xtask bench scoring [--threads N --classes K --per-class N]"),
+        Some(&"compare") => crate::compare::run(setup, &crate::compare::parse(&args[1..])?),
+        _ => bail!(
+            "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]\n       cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs]"
+        ),
     }
 }
 

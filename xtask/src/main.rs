@@ -6,6 +6,8 @@
 //! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS]`.
 //! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
 //! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
+//! - `cargo xtask bench compare` — FAIR-Pruner against the authors' package, uniform L1
+//!   (ours and Torch-Pruning) and ToD + L1, same fine-tuning budget; tables in docs/results.md.
 //!
 //! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
 //! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
@@ -24,6 +26,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod compare;
 
 /// The libtorch version tch 0.24 is built against.
 const TORCH_VERSION: &str = "2.11.0";
@@ -50,6 +53,11 @@ USAGE:
     cargo xtask bench scoring  [--threads N --classes K --per-class N]
                                time fair-pruner's U+R scoring against the authors' get_metrics
                                on CIFAR VGG16-BN (same model, samples and machine), print the ratio
+    cargo xtask bench compare  [--alphas 0.05,0.2,0.4 --nets vgg,resnet --train-epochs 3
+                                --finetune-epochs 1 --per-class 32 --threads 2 --no-docs]
+                               FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and
+                               Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
+                               budget; writes the tables into docs/results.md (~1 h on 2 cores)
 
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel

@@ -155,6 +155,10 @@ pub struct RatiosArgs {
     /// any other in the score file (e.g. `l1` for "ToD counts + L1 ranking"; lowest first).
     #[arg(long, default_value = "u", requires = "write_plan")]
     rank_by: String,
+    /// Baseline instead of ToD counts: remove the same fraction of every layer, the smallest
+    /// that reaches --target-macs or --target-params (with --rank-by l1: uniform L1 pruning).
+    #[arg(long, conflicts_with = "alpha")]
+    uniform: bool,
 }
 
 pub fn score(args: &ScoreArgs) -> Result<()> {
@@ -352,7 +356,12 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         (None, None, Some(f)) => Goal::Params(f),
         (None, None, None) => unreachable!("clap requires one of them"),
     };
-    let (alpha, counts) = t.solve(goal, options)?;
+    let (setting, counts) = if args.uniform {
+        t.solve_uniform(goal, options)?
+    } else {
+        t.solve(goal, options)?
+    };
+    let what = if args.uniform { "ratio" } else { "alpha" };
     let kept = t.kept(&counts);
     let pruned = graph.with_units(&kept);
     let elapsed = start.elapsed();
@@ -372,7 +381,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                 serde_json::json!({"layer": c.layer(), "units": c.units(), "tod_count": k, "remove": c.units() - keep, "keep": keep})
             })
             .collect();
-        let mut out = serde_json::json!({"alpha": alpha, "layers": layers, "milliseconds": elapsed.as_secs_f64() * 1e3});
+        let mut out = serde_json::json!({what: setting, "layers": layers, "milliseconds": elapsed.as_secs_f64() * 1e3});
         if let Ok(g) = &pruned {
             out["params"] = serde_json::json!({"before": params0, "after": g.param_count()});
             out["macs"] = serde_json::json!({"before": macs0, "after": g.macs()});
@@ -394,7 +403,11 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
             ]
         })
         .collect();
-    println!("α = {alpha}\n");
+    if args.uniform {
+        println!("uniform ratio = {setting}\n");
+    } else {
+        println!("α = {setting}\n");
+    }
     print!(
         "{}",
         render(
@@ -498,24 +511,45 @@ impl Thresholder {
 
     /// (α, counts) for a goal; targets search α over the stored curves.
     pub fn solve(&self, goal: Goal, options: CountOptions) -> Result<(f64, Vec<usize>)> {
-        let (params0, macs0) = (self.graph.param_count() as f64, self.graph.macs() as f64);
         let (target, macs) = match goal {
             Goal::Alpha(a) => return Ok((a, fair_threshold::counts_at(&self.curves, a, options)?)),
             Goal::Macs(f) => (f, true),
             Goal::Params(f) => (f, false),
         };
         let res = fair_threshold::alpha_for_target(&self.curves, options, target, |counts| {
-            let g = self
-                .graph
-                .with_units(&self.kept(counts))
-                .map_err(|e| e.to_string())?;
-            Ok(if macs {
-                1.0 - g.macs() as f64 / macs0
-            } else {
-                1.0 - g.param_count() as f64 / params0
-            })
+            self.reduction(counts, macs)
         })?;
         Ok((res.setting, res.counts))
+    }
+
+    /// The uniform baseline for a target: (ratio, counts) removing the same fraction of
+    /// every layer, the smallest ratio that reaches the goal. An α is not a uniform goal.
+    pub fn solve_uniform(&self, goal: Goal, options: CountOptions) -> Result<(f64, Vec<usize>)> {
+        let (target, macs) = match goal {
+            Goal::Alpha(_) => {
+                bail!("uniform pruning has no α: give --target-macs or --target-params")
+            }
+            Goal::Macs(f) => (f, true),
+            Goal::Params(f) => (f, false),
+        };
+        let units: Vec<usize> = self.curves.iter().map(TodCurve::units).collect();
+        let res = fair_threshold::uniform_for_target(&units, options, target, |counts| {
+            self.reduction(counts, macs)
+        })?;
+        Ok((res.setting, res.counts))
+    }
+
+    /// The fraction of MACs (or parameters) that removing `counts` takes away.
+    fn reduction(&self, counts: &[usize], macs: bool) -> Result<f64, String> {
+        let g = self
+            .graph
+            .with_units(&self.kept(counts))
+            .map_err(|e| e.to_string())?;
+        Ok(if macs {
+            1.0 - g.macs() as f64 / self.graph.macs() as f64
+        } else {
+            1.0 - g.param_count() as f64 / self.graph.param_count() as f64
+        })
     }
 
     /// The plan removing, in every layer, its count of lowest-scoring units by `rank_by`

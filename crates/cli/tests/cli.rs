@@ -282,6 +282,31 @@ fn score_then_ratios_from_stored_scores() {
     ]);
     assert!(stderr(&o).contains("no 'bn' scores"), "{}", stderr(&o));
 
+    // The uniform baseline: the same ⌊r·n⌋ from every layer, the smallest r reaching 30 %.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        s,
+        "--uniform",
+        "--target-params",
+        "0.3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = v["ratio"].as_f64().unwrap();
+    for l in v["layers"].as_array().unwrap() {
+        let n = l["units"].as_f64().unwrap();
+        assert_eq!(l["tod_count"].as_f64().unwrap(), (r * n).floor(), "{l}");
+    }
+    let (before, after) = (
+        v["params"]["before"].as_f64().unwrap(),
+        v["params"]["after"].as_f64().unwrap(),
+    );
+    assert!(1.0 - after / before >= 0.3, "{after} of {before}");
+    let o = run(&["ratios", "--scores", s, "--uniform", "--alpha", "0.2"]);
+    assert!(!o.status.success());
+
     let o = run(&["ratios", "--scores", s, "--alpha", "1.5"]);
     assert!(
         stderr(&o).contains("α must be in [0, 1], found 1.5"),
