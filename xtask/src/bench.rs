@@ -45,7 +45,7 @@ pub(crate) fn run(setup: &Setup, args: &[&str]) -> Result<()> {
         Some(&"scoring") => scoring(setup, &parse(&args[1..])?),
         Some(&"compare") => crate::compare::run(setup, &crate::compare::parse(&args[1..])?),
         _ => bail!(
-            "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]\n       cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs]"
+            "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]\n       cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]"
         ),
     }
 }

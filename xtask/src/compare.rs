@@ -23,6 +23,9 @@ struct Net {
     title: &'static str,
     config: &'static str,
     zoo: &'static str,
+    /// Fraction of the training split each fine-tune sees (stratified, the same images for
+    /// every method): ResNet-20 trains ~8× slower than the compact VGG on this machine.
+    finetune_fraction: f64,
 }
 
 const NETS: [Net; 2] = [
@@ -31,12 +34,14 @@ const NETS: [Net; 2] = [
         title: "VGG-style (vgg_compact, BN)",
         config: "configs/fashion-vgg.toml",
         zoo: "vgg_compact",
+        finetune_fraction: 1.0,
     },
     Net {
         key: "resnet",
         title: "ResNet-style (CIFAR ResNet-20, option-B shortcuts)",
         config: "configs/fashion-resnet.toml",
         zoo: "resnet20",
+        finetune_fraction: 0.25,
     },
 ];
 
@@ -81,6 +86,7 @@ pub(crate) struct Options {
     pub threads: usize,
     pub nets: Vec<String>,
     pub write_docs: bool,
+    pub tables_only: bool,
 }
 
 impl Default for Options {
@@ -93,6 +99,7 @@ impl Default for Options {
             threads: 2,
             nets: vec!["vgg".into(), "resnet".into()],
             write_docs: true,
+            tables_only: false,
         }
     }
 }
@@ -103,6 +110,10 @@ pub(crate) fn parse(args: &[&str]) -> Result<Options> {
     while let Some(flag) = it.next() {
         if *flag == "--no-docs" {
             o.write_docs = false;
+            continue;
+        }
+        if *flag == "--tables-only" {
+            o.tables_only = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -132,7 +143,7 @@ pub(crate) fn parse(args: &[&str]) -> Result<Options> {
                 }
             }
             other => bail!(
-                "unknown option {other} (expected --alphas, --train-epochs, --finetune-epochs, --per-class, --threads, --nets, --no-docs)"
+                "unknown option {other} (expected --alphas, --train-epochs, --finetune-epochs, --per-class, --threads, --nets, --no-docs, --tables-only)"
             ),
         }
     }
@@ -247,6 +258,8 @@ fn evaluate_plan(
         "0.01",
         "--out",
         &path(&out.join("finetuned.safetensors")),
+        "--train-fraction",
+        &net.finetune_fraction.to_string(),
     ]));
     let tuned = top1(&fp(&tune)?)?;
     Ok(json!({"params": params, "macs": macs, "one_shot": one_shot, "finetuned": tuned}))
@@ -478,6 +491,7 @@ fn run_net(net: &Net, setup: &Setup, o: &Options) -> Result<Value> {
         "net": net.key, "title": net.title, "zoo": net.zoo,
         "unpruned": {"params": params0, "macs": macs0, "top1": base_top1},
         "train_epochs": o.train_epochs, "finetune_epochs": o.finetune_epochs,
+        "finetune_fraction": net.finetune_fraction,
         "per_class": o.per_class, "threads": o.threads,
         "macs_targets": targets, "results": results,
         "counts": {"ours": ours_counts, "package": package["alphas"], "package_layers": package["layers"]},
@@ -514,19 +528,60 @@ fn m(v: &Value) -> String {
         .map_or("—".into(), |x| format!("{:.2} M", x / 1e6))
 }
 
+/// How many of the references' own pruned models have exactly the parameter count of
+/// fair-pruner's surgery applying their plans: (equal, compared).
+fn params_checks(net: &Value) -> (usize, usize) {
+    let targets = net["macs_targets"].as_array().cloned().unwrap_or_default();
+    let alphas: Vec<f64> = net["results"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["alpha"].as_f64()).collect())
+        .unwrap_or_default();
+    let mut distinct: Vec<f64> = Vec::new();
+    for a in alphas {
+        if !distinct.contains(&a) {
+            distinct.push(a);
+        }
+    }
+    let (mut equal, mut total) = (0, 0);
+    for r in net["results"].as_array().into_iter().flatten() {
+        let alpha = r["alpha"].as_f64().unwrap_or(f64::NAN);
+        let theirs = match r["method_key"].as_str() {
+            Some("package") => &net["counts"]["package"][format!("{alpha:.4}")]["params"],
+            Some("torch-pruning") => {
+                let Some(t) = distinct
+                    .iter()
+                    .position(|&a| a == alpha)
+                    .and_then(|i| targets.get(i))
+                    .and_then(Value::as_f64)
+                else {
+                    continue;
+                };
+                &net["torch_pruning"]["targets"][format!("{t:.4}")]["params"]
+            }
+            _ => continue,
+        };
+        total += 1;
+        if theirs.as_f64().is_some() && theirs.as_f64() == r["params"].as_f64() {
+            equal += 1;
+        }
+    }
+    (equal, total)
+}
+
 /// The Markdown tables of one network.
 fn markdown(net: &Value) -> Result<String> {
     let mut s = String::new();
     let u = &net["unpruned"];
     writeln!(
         s,
-        "#### {}\n\nTrained {} epochs: {} params, {} MACs, test top-1 {}. Fine-tuning budget for every pruned model: {} epoch(s), SGD lr 0.01 cosine, same seed. Calibration: {} training samples per class. {} CPU threads; the whole run took {:.1} min.\n",
+        "#### {}\n\nTrained {} epochs: {} params, {} MACs, test top-1 {}. Fine-tuning budget for every pruned model: {} epoch(s) over {:.0}% of the training split (stratified, the same images for every method), SGD lr 0.01 cosine, same seed. Calibration: {} training samples per class. {} CPU threads; the whole run took {:.1} min.\n",
         net["title"].as_str().unwrap_or("?"),
         net["train_epochs"],
         k(&u["params"]),
         m(&u["macs"]),
         pct(&u["top1"]),
         net["finetune_epochs"],
+        100.0 * net["finetune_fraction"].as_f64().unwrap_or(1.0),
         net["per_class"],
         net["threads"],
         net["minutes"].as_f64().unwrap_or(f64::NAN),
@@ -552,6 +607,13 @@ fn markdown(net: &Value) -> Result<String> {
             } else {
                 "≈ 0".into()
             },
+        )?;
+    }
+    let (equal, total) = params_checks(net);
+    if total > 0 {
+        writeln!(
+            s,
+            "\nCross-check: the parameter counts of the references' own pruned models equal those of fair-pruner's surgery applying their plans in {equal} of {total} cases.",
         )?;
     }
     // Per-layer counts: ours and the package's, side by side.
@@ -600,7 +662,10 @@ pub(crate) fn run(setup: &Setup, o: &Options) -> Result<()> {
     cargo(&["build", "--release", "--quiet", "-p", "fair-cli"])?;
     let start = std::time::Instant::now();
     let dir = workspace_root().join("target/bench/compare");
-    for net in NETS.iter().filter(|n| o.nets.iter().any(|k| k == n.key)) {
+    let selected = NETS
+        .iter()
+        .filter(|n| !o.tables_only && o.nets.iter().any(|k| k == n.key));
+    for net in selected {
         eprintln!("bench compare: {}", net.title);
         let net_start = std::time::Instant::now();
         let mut result = run_net(net, setup, o)?;
@@ -660,6 +725,40 @@ mod tests {
         let v = top1("data/test: top-1 91.25%, loss 0.2 on 10000 images").unwrap();
         assert!((v - 0.9125).abs() < 1e-12);
         assert!(top1("no accuracy here").is_err());
+    }
+
+    #[test]
+    fn tables_show_every_row_and_counts_side_by_side() {
+        let net = json!({
+            "title": "toy", "train_epochs": 1, "finetune_epochs": 1, "finetune_fraction": 0.5, "per_class": 8, "threads": 2,
+            "minutes": 0.5,
+            "unpruned": {"params": 2000.0, "macs": 3.0e6, "top1": 0.9},
+            "results": [
+                {"alpha": 0.1, "method": "FAIR", "params": 1500.0, "macs": 2.0e6, "one_shot": 0.8, "finetuned": 0.88, "scoring_seconds": 0.25},
+                {"alpha": 0.1, "method": "uniform", "params": 1400.0, "macs": 2.0e6, "one_shot": 0.7, "finetuned": 0.86, "scoring_seconds": 0.0}
+            ],
+            "counts": {
+                "package_layers": ["conv1", "fc1"],
+                "ours": {"0.1000": [{"layer": "conv1", "units": 8, "count": 2}, {"layer": "fc1", "units": 16, "count": 5}]},
+                "package": {"0.1000": {"counts": [3, 5]}}
+            }
+        });
+        let md = markdown(&net).unwrap();
+        assert!(
+            md.contains("| 0.1 | FAIR | 1.5 K | 2.00 M | 80.00% | 88.00% | 0.25 s |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.1 | uniform | 1.4 K | 2.00 M | 70.00% | 86.00% | ≈ 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| conv1 | 8 | 2 / 3 |") && md.contains("| fc1 | 16 | 5 / 5 |"),
+            "{md}"
+        );
+        let mut swapped = net.clone();
+        swapped["counts"]["package_layers"] = json!(["fc1", "conv1"]);
+        assert!(markdown(&swapped).is_err(), "layer orders must agree");
     }
 
     #[test]

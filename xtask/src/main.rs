@@ -54,7 +54,8 @@ USAGE:
                                time fair-pruner's U+R scoring against the authors' get_metrics
                                on CIFAR VGG16-BN (same model, samples and machine), print the ratio
     cargo xtask bench compare  [--alphas 0.05,0.2,0.4 --nets vgg,resnet --train-epochs 3
-                                --finetune-epochs 1 --per-class 32 --threads 2 --no-docs]
+                                --finetune-epochs 1 --per-class 32 --threads 2 --no-docs
+                                --tables-only (rebuild the tables from stored results)]
                                FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and
                                Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
                                budget; writes the tables into docs/results.md (~1 h on 2 cores)

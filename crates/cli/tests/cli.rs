@@ -616,6 +616,40 @@ fn train_eval_and_calib_on_an_idx_dataset() {
             ("labels".into(), vec![10])
         ]
     );
+    // --train-fraction keeps a stratified part of the training split: 16 of each class's 32.
+    let o = with(
+        "calib",
+        &[
+            "--weights",
+            w.to_str().unwrap(),
+            "--per-class",
+            "100",
+            "--train-fraction",
+            "0.5",
+            "--out",
+            cal.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("32 calibration samples"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("has 16 training sample(s)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with(
+        "calib",
+        &["--weights", w.to_str().unwrap(), "--train-fraction", "1.5"],
+    );
+    assert!(
+        stderr(&o).contains("--train-fraction must be in (0, 1]"),
+        "{}",
+        stderr(&o)
+    );
     // Never overwrite the input weights.
     let o = with(
         "finetune",
