@@ -25,9 +25,11 @@ import copy
 import importlib.util
 import json
 import os
+import random
 import sys
 import time
 
+import numpy
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -65,7 +67,10 @@ class CalibrationSet(torch.utils.data.TensorDataset):
 def package(model_dir, calibration, out, alphas):
     from Network_Pruner import FAIR_Pruner as fp
 
+    # The package samples with torch, NumPy and Python's random: seed all three.
     torch.manual_seed(0)
+    random.seed(0)
+    numpy.random.seed(0)
     model = load_model(model_dir)
     # The package's R-Score passes run in training mode and would move the BatchNorm running
     # statistics; momentum 0 keeps them, so its pruned models and fair-pruner's applying of

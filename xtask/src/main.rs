@@ -53,7 +53,7 @@ USAGE:
     cargo xtask bench scoring  [--threads N --classes K --per-class N]
                                time fair-pruner's U+R scoring against the authors' get_metrics
                                on CIFAR VGG16-BN (same model, samples and machine), print the ratio
-    cargo xtask bench compare  [--alphas 0.05,0.2,0.4 --nets vgg,resnet --train-epochs 3
+    cargo xtask bench compare  [--alphas 0.05,0.2,0.4,0.6 --nets vgg,resnet --train-epochs 3
                                 --finetune-epochs 1 --per-class 32 --threads 2 --no-docs
                                 --tables-only (rebuild the tables from stored results)]
                                FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and
