@@ -226,7 +226,9 @@ fn evaluate_plan(
     if let Ok(v) = read_json(&stored)
         && v["key"] == key
     {
-        return Ok(v["figures"].clone());
+        let mut figures = v["figures"].clone();
+        figures["reused"] = json!(true);
+        return Ok(figures);
     }
     let threads = o.threads.to_string();
     fp(&strings(&[
@@ -615,7 +617,7 @@ fn markdown(net: &Value) -> Result<String> {
     let u = &net["unpruned"];
     writeln!(
         s,
-        "#### {}\n\nTrained {} epochs: {} params, {} MACs, test top-1 {}. Fine-tuning budget for every pruned model: {} epoch(s) over {:.0}% of the training split (stratified, the same images for every method), SGD lr 0.01 cosine, same seed. Calibration: {} training samples per class. {} CPU threads; the whole run took {:.1} min.\n",
+        "#### {}\n\nTrained {} epochs: {} params, {} MACs, test top-1 {}. Fine-tuning budget for every pruned model: {} epoch(s) over {:.0}% of the training split (stratified, the same images for every method), SGD lr 0.01 cosine, same seed. Calibration: {} training samples per class. {} CPU threads; the run that wrote this table took {:.1} min ({} of {} pruned models reused from an earlier run with the same trained model, plan and budget).\n",
         net["title"].as_str().unwrap_or("?"),
         net["train_epochs"],
         k(&u["params"]),
@@ -626,6 +628,11 @@ fn markdown(net: &Value) -> Result<String> {
         net["per_class"],
         net["threads"],
         net["minutes"].as_f64().unwrap_or(f64::NAN),
+        net["results"].as_array().map_or(0, |rs| rs
+            .iter()
+            .filter(|r| r["reused"] == json!(true))
+            .count()),
+        net["results"].as_array().map_or(0, Vec::len),
     )?;
     writeln!(
         s,

@@ -58,7 +58,8 @@ USAGE:
                                 --tables-only (rebuild the tables from stored results)]
                                FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and
                                Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
-                               budget; writes the tables into docs/results.md (~1 h on 2 cores)
+                               budget; writes the tables into docs/results.md (~30 min
+                               on 2 cores after training, which the first run adds)
 
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel

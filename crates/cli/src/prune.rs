@@ -62,18 +62,21 @@ pub struct PruneArgs {
     out: Option<PathBuf>,
 }
 
-/// Median forward latency in milliseconds at batch `b` (eval mode, no gradients).
+/// Median forward latency in milliseconds at batch `b` (eval mode, no gradients): 3 warm-up
+/// passes, then at least 5 and at most 50 timed passes, stopping after about a second.
 fn latency_ms(model: &Model, b: i64) -> Result<f64> {
     let mut shape = vec![b];
     shape.extend(model.graph().shape_at(0).iter().map(|&d| d as i64));
     let x = tch::Tensor::randn(&shape, (tch::Kind::Float, model.device()));
+    for _ in 0..3 {
+        let _ = tch::no_grad(|| model.forward(&x, Mode::Eval))?;
+    }
+    let budget = Instant::now();
     let mut times = Vec::new();
-    for i in 0..7 {
+    while times.len() < 5 || (times.len() < 50 && budget.elapsed().as_secs_f64() < 1.0) {
         let t = Instant::now();
         let _ = tch::no_grad(|| model.forward(&x, Mode::Eval))?;
-        if i >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])

@@ -402,7 +402,7 @@ pub fn write(dir: &Path, report: &Value, curves: &[TodCurve], outcomes: &[Outcom
     }
     writeln!(
         md,
-        "\nLatency: median of 5 timed forward passes after 2 warm-ups, eval mode, on this machine's CPU.\n"
+        "\nLatency: median of 5–50 timed forward passes (about a second's worth) after 3 warm-ups, eval mode, on this machine's CPU.\n"
     )?;
     let mut charts: Vec<(&str, String)> = Vec::new();
     if results.len() > 1 {
