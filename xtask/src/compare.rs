@@ -205,6 +205,27 @@ fn size(graph: &Path) -> Result<(u64, u64)> {
     ))
 }
 
+/// `fair-pruner apply` of `plan` to the net's `weights`, exported to `out`; returns the
+/// pruned model's parameters and MACs.
+fn apply(net: &Net, weights: &Path, plan: &Path, out: &Path) -> Result<(u64, u64)> {
+    fp(&strings(&[
+        "apply",
+        "--model",
+        net.zoo,
+        "--input",
+        "1x28x28",
+        "--classes",
+        "10",
+        "--weights",
+        &path(weights),
+        "--plan",
+        &path(plan),
+        "--out",
+        &path(out),
+    ]))?;
+    size(&out.join("model.toml"))
+}
+
 /// One plan evaluated: applied, one-shot accuracy, fine-tuned accuracy.
 fn evaluate_plan(
     net: &Net,
@@ -231,23 +252,8 @@ fn evaluate_plan(
         return Ok(figures);
     }
     let threads = o.threads.to_string();
-    fp(&strings(&[
-        "apply",
-        "--model",
-        net.zoo,
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--weights",
-        &path(weights),
-        "--plan",
-        &path(plan),
-        "--out",
-        &path(&out),
-    ]))?;
+    let (params, macs) = apply(net, weights, plan, &out)?;
     let graph = out.join("model.toml");
-    let (params, macs) = size(&graph)?;
     let common = |cmd: &str| {
         strings(&[
             cmd,
@@ -327,22 +333,7 @@ fn run_net(net: &Net, setup: &Setup, o: &Options) -> Result<Value> {
     let empty = dir.join("empty-plan.json");
     std::fs::write(&empty, "{\"remove\": {}}")?;
     let unpruned = dir.join("unpruned");
-    fp(&strings(&[
-        "apply",
-        "--model",
-        net.zoo,
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--weights",
-        &path(&weights),
-        "--plan",
-        &path(&empty),
-        "--out",
-        &path(&unpruned),
-    ]))?;
-    let (params0, macs0) = size(&unpruned.join("model.toml"))?;
+    let (params0, macs0) = apply(net, &weights, &empty, &unpruned)?;
     let calibration = dir.join("calibration.safetensors");
     fp(&strings(&[
         "calib",
