@@ -387,11 +387,9 @@ pub fn write(dir: &Path, report: &Value, curves: &[TodCurve], outcomes: &[Outcom
             size(&r["after"]["macs"]),
             pct(&r["one_shot"]["top1"]),
             if tuned {
-                format!(
-                    "{} ({} epochs)",
-                    pct(&r["after"]["top1"]),
-                    r["finetune_epochs"]
-                )
+                let epochs = r["finetune_epochs"].as_u64().unwrap_or(0);
+                let unit = if epochs == 1 { "epoch" } else { "epochs" };
+                format!("{} ({epochs} {unit})", pct(&r["after"]["top1"]))
             } else {
                 "—".to_owned()
             },
@@ -497,7 +495,7 @@ mod tests {
             "α = 0.9000",
             "| conv1 | 4 | 2 | 1 |",
             "| fc1 | 3 | 3 | 1 |",
-            "85.00% (1 epochs)",
+            "85.00% (1 epoch)",
             "(accuracy-vs-macs.svg)",
             "(kept-units.svg)",
             "(tod-curves.svg)",
