@@ -80,6 +80,13 @@ impl Method {
     }
 }
 
+impl Net {
+    /// The `--model/--input/--classes` flags naming this net (Fashion-MNIST's input).
+    fn model_flags(&self) -> Vec<String> {
+        strings(&["--model", self.zoo, "--input", "1x28x28", "--classes", "10"])
+    }
+}
+
 /// Settings of a comparison run.
 pub(crate) struct Options {
     pub alphas: Vec<f64>,
@@ -208,21 +215,19 @@ fn size(graph: &Path) -> Result<(u64, u64)> {
 /// `fair-pruner apply` of `plan` to the net's `weights`, exported to `out`; returns the
 /// pruned model's parameters and MACs.
 fn apply(net: &Net, weights: &Path, plan: &Path, out: &Path) -> Result<(u64, u64)> {
-    fp(&strings(&[
-        "apply",
-        "--model",
-        net.zoo,
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--weights",
-        &path(weights),
-        "--plan",
-        &path(plan),
-        "--out",
-        &path(out),
-    ]))?;
+    fp(&[
+        strings(&["apply"]),
+        net.model_flags(),
+        strings(&[
+            "--weights",
+            &path(weights),
+            "--plan",
+            &path(plan),
+            "--out",
+            &path(out),
+        ]),
+    ]
+    .concat())?;
     size(&out.join("model.toml"))
 }
 
@@ -349,28 +354,26 @@ fn run_net(net: &Net, setup: &Setup, o: &Options) -> Result<Value> {
     ]))?;
     eprintln!("  [{}] scoring (U, R, L1) …", net.key);
     let scores = dir.join("scores.json");
-    fp(&strings(&[
-        "score",
-        "--model",
-        net.zoo,
-        "--input",
-        "1x28x28",
-        "--classes",
-        "10",
-        "--weights",
-        &path(&weights),
-        "--data",
-        &path(&calibration),
-        "--criteria",
-        "u,r,l1",
-        "--samples-per-class",
-        &o.per_class.to_string(),
-        "--threads",
-        &threads,
-        "--out",
-        &path(&scores),
-        "-q",
-    ]))?;
+    fp(&[
+        strings(&["score"]),
+        net.model_flags(),
+        strings(&[
+            "--weights",
+            &path(&weights),
+            "--data",
+            &path(&calibration),
+            "--criteria",
+            "u,r,l1",
+            "--samples-per-class",
+            &o.per_class.to_string(),
+            "--threads",
+            &threads,
+            "--out",
+            &path(&scores),
+            "-q",
+        ]),
+    ]
+    .concat())?;
     let seconds = read_json(&scores)?["provenance"]["seconds"].clone();
     let sec = |k: &str| seconds[k].as_f64().unwrap_or(0.0);
 

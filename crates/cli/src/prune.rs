@@ -17,9 +17,9 @@ use serde_json::json;
 
 use crate::apply::Rule;
 use crate::report::Outcome;
-use crate::score::{Criterion, Goal, Thresholder, compute_scores};
-use crate::table::{human, render};
-use crate::train::{CalibrationDraw, RunArgs};
+use crate::score::{Criterion, Thresholder, compute_scores};
+use crate::table::render;
+use crate::train::{CalibrationDraw, PruneSection, RunArgs};
 
 /// Arguments of `fair-pruner prune`. Flags override the config's `[prune]` section.
 #[derive(Debug, Args)]
@@ -101,19 +101,20 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         bail!("prune needs trained weights: --weights FILE (or [model] weights in the config)");
     }
     let section = &config.prune;
-    let goals: Vec<Goal> = if !args.alpha_sweep.is_empty() {
-        args.alpha_sweep.iter().map(|&a| Goal::Alpha(a)).collect()
-    } else if let Some(a) = args.alpha {
-        vec![Goal::Alpha(a)]
-    } else if let Some(f) = args.target_macs {
-        vec![Goal::Macs(f)]
-    } else if let Some(f) = args.target_params {
-        vec![Goal::Params(f)]
-    } else {
-        section.goals()?.context(
+    // Goals from the flags (clap allows one kind), else from the config's [prune].
+    let flags = PruneSection {
+        alpha: args.alpha,
+        alpha_sweep: (!args.alpha_sweep.is_empty()).then(|| args.alpha_sweep.clone()),
+        target_macs: args.target_macs,
+        target_params: args.target_params,
+        ..PruneSection::default()
+    };
+    let goals = match flags.goals()? {
+        Some(g) => g,
+        None => section.goals()?.context(
             "no pruning goal: give --alpha, --alpha-sweep, --target-macs or --target-params \
              (or alpha, alpha_sweep, target_macs or target_params under [prune] in the config)",
-        )?
+        )?,
     };
     let finetune_epochs = args
         .finetune_epochs
@@ -197,21 +198,6 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     let mut all_counts = Vec::new();
-    let mut rows = vec![vec![
-        "unpruned".to_owned(),
-        human(before["params"].as_u64().unwrap_or(0)),
-        human(before["macs"].as_u64().unwrap_or(0)),
-        format!("{:.2}%", 100.0 * before["top1"].as_f64().unwrap_or(0.0)),
-        "".to_owned(),
-        format!(
-            "{:.2}",
-            before["latency_ms"]["batch1"].as_f64().unwrap_or(0.0)
-        ),
-        format!(
-            "{:.2}",
-            before["latency_ms"]["batch64"].as_f64().unwrap_or(0.0)
-        ),
-    ]];
     for goal in goals {
         let start = Instant::now();
         let counting = CountOptions {
@@ -254,25 +240,6 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             serde_json::to_string_pretty(&pruned.report)?.as_bytes(),
         )?;
         let kept = t.kept(&counts);
-        rows.push(vec![
-            format!("α = {alpha:.4}"),
-            human(after["params"].as_u64().unwrap_or(0)),
-            human(after["macs"].as_u64().unwrap_or(0)),
-            format!("{:.2}%", 100.0 * one_shot.top1),
-            if finetune_epochs > 0 {
-                format!("{:.2}%", 100.0 * after["top1"].as_f64().unwrap_or(0.0))
-            } else {
-                "—".to_owned()
-            },
-            format!(
-                "{:.2}",
-                after["latency_ms"]["batch1"].as_f64().unwrap_or(0.0)
-            ),
-            format!(
-                "{:.2}",
-                after["latency_ms"]["batch64"].as_f64().unwrap_or(0.0)
-            ),
-        ]);
         results.push(json!({
             "goal": format!("{goal:?}"),
             "alpha": alpha,
@@ -316,16 +283,8 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     print!(
         "{}",
         render(
-            &[
-                "model",
-                "params",
-                "MACs",
-                "one-shot top-1",
-                "fine-tuned top-1",
-                "ms (batch 1)",
-                "ms (batch 64)"
-            ],
-            &rows,
+            &crate::report::SUMMARY_HEADERS,
+            &crate::report::summary_rows(&report),
             &[1, 2, 3, 4, 5, 6]
         )
     );

@@ -156,7 +156,7 @@ pub fn tod_curves_svg(curves: &[TodCurve], outcomes: &[Outcome]) -> Result<Strin
             )
             .map_err(chart_error)?;
         let panels = body.split_evenly((rows, cols));
-        for (curve, panel) in curves.iter().zip(panels.iter()) {
+        for (layer_index, (curve, panel)) in curves.iter().zip(panels.iter()).enumerate() {
             let n = curve.units() as f64;
             let mut chart = ChartBuilder::on(panel)
                 .caption(
@@ -196,10 +196,6 @@ pub fn tod_curves_svg(curves: &[TodCurve], outcomes: &[Outcome]) -> Result<Strin
                         c.stroke_width(1),
                     ))
                     .map_err(chart_error)?;
-                let layer_index = curves
-                    .iter()
-                    .position(|x| x.layer() == curve.layer())
-                    .expect("the curve is in the list");
                 let m = o.counts.get(layer_index).copied().unwrap_or(0);
                 let y = if m == 0 { 0.0 } else { curve.tod()[m - 1] };
                 chart
@@ -319,11 +315,54 @@ fn size(v: &Value) -> String {
     v.as_u64().map_or("—".to_owned(), human)
 }
 
+/// Column headers of [`summary_rows`].
+pub const SUMMARY_HEADERS: [&str; 7] = [
+    "model",
+    "params",
+    "MACs",
+    "one-shot top-1",
+    "fine-tuned top-1",
+    "CPU ms (batch 1)",
+    "CPU ms (batch 64)",
+];
+
+/// One row per model of `report` (the content of `report.json`), the unpruned one first:
+/// the table `prune` prints and `report.md` shows.
+pub fn summary_rows(report: &Value) -> Vec<Vec<String>> {
+    let before = &report["before"];
+    let mut rows = vec![vec![
+        "unpruned".to_owned(),
+        size(&before["params"]),
+        size(&before["macs"]),
+        pct(&before["top1"]),
+        String::new(),
+        ms(&before["latency_ms"]["batch1"]),
+        ms(&before["latency_ms"]["batch64"]),
+    ]];
+    for r in report["results"].as_array().into_iter().flatten() {
+        let epochs = r["finetune_epochs"].as_u64().unwrap_or(0);
+        let unit = if epochs == 1 { "epoch" } else { "epochs" };
+        rows.push(vec![
+            label(r),
+            size(&r["after"]["params"]),
+            size(&r["after"]["macs"]),
+            pct(&r["one_shot"]["top1"]),
+            if epochs > 0 {
+                format!("{} ({epochs} {unit})", pct(&r["after"]["top1"]))
+            } else {
+                "—".to_owned()
+            },
+            ms(&r["after"]["latency_ms"]["batch1"]),
+            ms(&r["after"]["latency_ms"]["batch64"]),
+        ]);
+    }
+    rows
+}
+
 /// Writes `report.md` and its SVG charts into `dir` (each file atomically). `report` is the
 /// content of `report.json`; `outcomes` pairs its results with their ToD counts.
 pub fn write(dir: &Path, report: &Value, curves: &[TodCurve], outcomes: &[Outcome]) -> Result<()> {
     let mut md = String::new();
-    let before = &report["before"];
     let results = report["results"].as_array().context("no results")?;
     writeln!(md, "# fair-pruner prune report\n")?;
     writeln!(
@@ -360,43 +399,18 @@ pub fn write(dir: &Path, report: &Value, curves: &[TodCurve], outcomes: &[Outcom
             ""
         }
     )?;
-    writeln!(
-        md,
-        "| model | params | MACs | one-shot top-1 | fine-tuned top-1 | CPU ms (batch 1) | CPU ms (batch 64) | thresholding ms |"
-    )?;
+    writeln!(md, "| {} | thresholding ms |", SUMMARY_HEADERS.join(" | "))?;
     writeln!(
         md,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
-    writeln!(
-        md,
-        "| unpruned | {} | {} | {} | | {} | {} | |",
-        size(&before["params"]),
-        size(&before["macs"]),
-        pct(&before["top1"]),
-        ms(&before["latency_ms"]["batch1"]),
-        ms(&before["latency_ms"]["batch64"]),
-    )?;
-    for r in results {
-        let tuned = r["finetune_epochs"].as_u64().unwrap_or(0) > 0;
-        writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
-            label(r),
-            size(&r["after"]["params"]),
-            size(&r["after"]["macs"]),
-            pct(&r["one_shot"]["top1"]),
-            if tuned {
-                let epochs = r["finetune_epochs"].as_u64().unwrap_or(0);
-                let unit = if epochs == 1 { "epoch" } else { "epochs" };
-                format!("{} ({epochs} {unit})", pct(&r["after"]["top1"]))
-            } else {
-                "—".to_owned()
-            },
-            ms(&r["after"]["latency_ms"]["batch1"]),
-            ms(&r["after"]["latency_ms"]["batch64"]),
-            r["threshold_ms"].as_f64().unwrap_or(f64::NAN),
-        )?;
+    let threshold_ms = std::iter::once(String::new()).chain(
+        results
+            .iter()
+            .map(|r| format!("{:.2}", r["threshold_ms"].as_f64().unwrap_or(f64::NAN))),
+    );
+    for (row, t) in summary_rows(report).iter().zip(threshold_ms) {
+        writeln!(md, "| {} | {t} |", row.join(" | "))?;
     }
     writeln!(
         md,
