@@ -2,24 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use anyhow::{Result, bail};
+use clap::Args;
+use fair_analysis::{GroupRule, Plan, ResolveOptions, graph_digest};
+use fair_ir::StagedDir;
+use fair_pipeline::charts::{human, thousands};
 use fair_runtime::Model;
-use fair_surgery::{ApplyOptions, GroupRule, Plan};
 
-use crate::ModelArgs;
-use crate::table::{human, render, thousands};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    /// Remove only the units every coupled layer asks to remove.
-    Intersection,
-    /// The authors' package rule (default): keep the most any coupled layer keeps (intersection of kept sets first).
-    Package,
-    /// Coupled layers must ask for exactly the same units.
-    Strict,
-}
+use crate::args::ModelArgs;
+use crate::table::render;
 
 /// Arguments of `fair-pruner apply`.
 #[derive(Debug, Args)]
@@ -29,41 +20,83 @@ pub struct ApplyArgs {
     /// The model's weights (safetensors with PyTorch state-dict names).
     #[arg(long, value_name = "FILE")]
     weights: PathBuf,
-    /// The plan: JSON {"remove": {"layer": [unit, ...], ...}}.
+    /// The plan: JSON {"remove": {"layer": [unit, ...], ...}} (plans written by `ratios` and
+    /// `prune` also carry the digests of the model they were made for, which are checked).
     #[arg(long, value_name = "FILE")]
     plan: PathBuf,
-    /// Output directory: model.safetensors, model.toml, model.py (plain PyTorch), report.json.
+    /// Output directory: model.safetensors, model.toml, model.py (plain PyTorch),
+    /// report.json. Replaced as a whole (never half-written); it may not hold the inputs.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// How layers coupled by residual adds settle on one set of units.
-    #[arg(long, value_enum, default_value = "package")]
-    rule: Rule,
+    #[arg(long, value_enum, default_value_t = GroupRule::default())]
+    rule: GroupRule,
     /// Layers never to prune (comma-separated), besides the output layer.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "LAYER,...")]
     protect: Vec<String>,
+    /// Apply the plan even if it was made for another model (its digests differ).
+    #[arg(long)]
+    force: bool,
+    /// Print the size report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
+/// Runs `apply`.
 pub fn apply(args: &ApplyArgs) -> Result<()> {
-    let graph = args.model.load()?;
-    let model = Model::from_safetensors(graph, &args.weights, tch::Device::Cpu)
-        .with_context(|| format!("cannot load the weights {}", args.weights.display()))?;
+    let mut inputs = vec![("--weights", &args.weights), ("--plan", &args.plan)];
+    if let Some(g) = &args.model.graph {
+        inputs.push(("--graph", g));
+    }
+    let refs: Vec<(&str, &std::path::Path)> =
+        inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    fair_ir::check_outputs(&[("--out", &args.out)], &refs)?;
     let plan = Plan::load(&args.plan)?;
-    let options = ApplyOptions {
-        rule: match args.rule {
-            Rule::Intersection => GroupRule::Intersection,
-            Rule::Package => GroupRule::Package,
-            Rule::Strict => GroupRule::Strict,
-        },
+    let graph = args.model.load()?;
+    let model = Model::from_safetensors(graph, &args.weights, tch::Device::Cpu)?;
+    if !args.force {
+        if let Some(d) = &plan.graph_digest
+            && *d != graph_digest(model.graph())
+        {
+            bail!(
+                "the plan {} was made for another architecture (its graph digest differs from the model's); use --force to apply it anyway",
+                args.plan.display()
+            );
+        }
+        if let Some(d) = &plan.model_digest
+            && *d != fair_scoring::model_digest(&model)?
+        {
+            bail!(
+                "the plan {} was made for other weights (its model digest differs from {}'s); use --force to apply it anyway",
+                args.plan.display(),
+                args.weights.display()
+            );
+        }
+    }
+    let staged = StagedDir::new(&args.out)?;
+    let options = ResolveOptions {
+        rule: args.rule,
         protected: args.protect.clone(),
     };
     let pruned = fair_surgery::apply(&model, &plan, &options)?;
-    fair_surgery::export(&pruned.model, &args.out)
-        .with_context(|| format!("cannot export to {}", args.out.display()))?;
+    fair_surgery::export(&pruned.model, staged.path())?;
     let report = &pruned.report;
     fair_ir::write_atomic(
-        &args.out.join("report.json"),
+        &staged.path().join("report.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
+    let files = staged.commit()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "out": args.out,
+                "files": files,
+                "report": report,
+            }))?
+        );
+        return Ok(());
+    }
     let rows: Vec<Vec<String>> = report
         .layers
         .iter()
@@ -94,9 +127,6 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
         human(report.macs.1),
         100.0 * (1.0 - report.macs.1 as f64 / report.macs.0 as f64)
     );
-    println!(
-        "written to {} (model.safetensors, model.toml, model.py, report.json)",
-        args.out.display()
-    );
+    println!("written to {} ({})", args.out.display(), files.join(", "));
     Ok(())
 }

@@ -1,25 +1,25 @@
 //! `fair-pruner`: prune convolutional and fully connected networks with FAIR-Pruner.
 //!
-//! Commands: `info` (per-node table of a zoo model or an IR file), `models` (the zoo),
-//! `score` (U/R and other criteria over calibration data, stored with provenance) and
-//! `ratios` (per-layer counts at an α or a target size, from stored scores) and `apply`
-//! (a prune plan applied and exported for plain PyTorch), `train`, `finetune`, `eval` and
-//! `calib` (datasets, training, calibration samples). Run
-//! `fair-pruner --help` or `fair-pruner <command> --help`.
+//! A thin shell over the libraries: argument parsing, printing, and the output guards. The
+//! pipeline itself is `fair_pipeline::Pruner`; scoring is `fair_scoring`, thresholds and
+//! plans `fair_analysis`, surgery and export `fair_surgery`. Run `fair-pruner --help` or
+//! `fair-pruner <command> --help`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use clap::{ArgGroup, Args, Parser, Subcommand};
-use fair_ir::Graph;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
 
 mod apply;
+mod args;
+mod notes;
 mod prune;
-mod report;
 mod score;
 mod table;
 mod train;
+
+use args::ModelArgs;
 
 /// FAIR-Pruner: layer-wise structured pruning with Wasserstein utilisation, Taylor
 /// reconstruction and Tolerance of Difference.
@@ -36,6 +36,8 @@ enum Command {
     Info(InfoArgs),
     /// List the built-in model zoo with default input sizes.
     Models,
+    /// List the scoring criteria (names for --criteria, --remove-by, --protect-by, --rank-by).
+    Criteria,
     /// Score every prunable unit (U, R, L1, ...) over calibration data; writes a score file.
     Score(score::ScoreArgs),
     /// Per-layer pruning counts at a tolerance α or a target size, from a score file.
@@ -54,24 +56,6 @@ enum Command {
     Prune(prune::PruneArgs),
 }
 
-/// Which model to describe: a zoo name or an IR file.
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["model", "graph"])))]
-pub(crate) struct ModelArgs {
-    /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
-    #[arg(long)]
-    model: Option<String>,
-    /// Per-sample input shape CxHxW for a zoo model, e.g. 3x224x224 [default: the model's usual size].
-    #[arg(long, value_name = "CxHxW", requires = "model")]
-    input: Option<String>,
-    /// Number of classes for a zoo model [default: the model's usual count].
-    #[arg(long, requires = "model")]
-    classes: Option<usize>,
-    /// An IR graph file (.toml or .json), e.g. one written by --write-graph or by `apply`.
-    #[arg(long, value_name = "FILE")]
-    graph: Option<PathBuf>,
-}
-
 #[derive(Debug, Args)]
 struct InfoArgs {
     #[command(flatten)]
@@ -81,39 +65,16 @@ struct InfoArgs {
     json: bool,
     /// Also write the graph as an IR file (.toml or .json by extension), e.g. to edit by hand.
     #[arg(long, value_name = "FILE")]
-    write_graph: Option<PathBuf>,
-}
-
-impl ModelArgs {
-    pub(crate) fn load(&self) -> Result<Graph> {
-        if let Some(path) = &self.graph {
-            return Graph::load(path)
-                .with_context(|| format!("cannot load the graph {}", path.display()));
-        }
-        let name = self
-            .model
-            .as_deref()
-            .expect("clap requires --model or --graph");
-        let Some(info) = fair_zoo::info(name) else {
-            bail!("{}", fair_zoo::ZooError::UnknownModel { name: name.into() });
-        };
-        let input = match &self.input {
-            Some(text) => fair_ir::parse_shape(text)
-                .map_err(anyhow::Error::msg)
-                .context("--input")?,
-            None => info.default_input.to_vec(),
-        };
-        let classes = self.classes.unwrap_or(info.default_classes);
-        Ok(fair_zoo::build(name, &input, classes)?)
-    }
+    write_graph: Option<std::path::PathBuf>,
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
     let graph = args.model.load()?;
     if let Some(path) = &args.write_graph {
-        graph
-            .save(path)
-            .with_context(|| format!("cannot write the graph to {}", path.display()))?;
+        if let Some(input) = &args.model.graph {
+            fair_ir::check_outputs(&[("--write-graph", path)], &[("--graph", input)])?;
+        }
+        graph.save(path)?;
     }
     if args.json {
         let report = serde_json::json!({
@@ -147,13 +108,51 @@ fn models() {
     );
 }
 
+fn criteria() {
+    let registry = fair_scoring::Registry::default();
+    let rows: Vec<Vec<String>> = registry
+        .describe()
+        .into_iter()
+        .map(|(n, d)| vec![n.to_owned(), d.to_owned()])
+        .collect();
+    print!(
+        "{}",
+        table::render(&["criterion", "description"], &rows, &[])
+    );
+}
+
+/// The error and its causes, each cause printed once: a cause whose text the message
+/// before it already contains (a library error that also names its source) is skipped.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`fair-pruner models | head`), as Unix tools do, instead
+    // of panicking on the failed write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FAIR_PRUNER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let result = match &cli.command {
@@ -170,11 +169,15 @@ fn main() -> ExitCode {
             models();
             Ok(())
         }
+        Command::Criteria => {
+            criteria();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,70 +1,18 @@
 //! `fair-pruner score` and `fair-pruner ratios`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use fair_ir::Graph;
+use anyhow::{Context, Result};
+use clap::Args;
+use fair_analysis::{Goal, GroupRule, Method, ScoreFile, SelectOptions, Selector};
+use fair_pipeline::charts::{human, thousands};
+use fair_pipeline::{CountOptions, DrawSettings, PruneSection};
 use fair_runtime::Model;
-use fair_scoring::{
-    AnalysisPoint, BnScale, Calibration, ConvDistance, L1Norm, L2Norm, LayerScores, Progress,
-    Provenance, RMode, RScoreSettings, RandomScore, ScoreFile, Scorer, UScoreSettings, Wasserstein,
-};
-use fair_threshold::{CountOptions, TodCurve};
+use fair_scoring::{Calibration, Progress, Registry};
 
-use crate::ModelArgs;
-use crate::table::{human, render, thousands};
-
-/// Criteria `score` can compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Criterion {
-    /// U-Score: Wasserstein utilisation across classes (needs --data).
-    U,
-    /// R-Score: first-order Taylor reconstruction (needs --data).
-    R,
-    /// L1 norm of each unit's weights.
-    L1,
-    /// L2 norm of each unit's weights.
-    L2,
-    /// |γ| of the BatchNorm after the layer.
-    Bn,
-    /// Seeded random scores (a control).
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConvKind {
-    /// Sliced W1 over random directions of the H·W channel map.
-    Sliced,
-    /// Exact 1-D W1 of the spatially averaged channel.
-    Pooled,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum W1Kind {
-    /// Exact (SciPy's wasserstein_distance).
-    Exact,
-    /// The authors' package quantile-grid approximation.
-    QuantileGrid,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Analysis {
-    /// The layer's own output (the authors' package default).
-    LayerOutput,
-    /// After the BatchNorm/ReLU that directly follow the layer.
-    AfterActivation,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RModeArg {
-    /// Training-mode BatchNorm (batch statistics), running statistics untouched.
-    Train,
-    /// Eval mode.
-    Eval,
-}
+use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs};
+use crate::table::render;
 
 /// Arguments of `fair-pruner score`.
 #[derive(Debug, Args)]
@@ -74,48 +22,22 @@ pub struct ScoreArgs {
     /// Trained weights (safetensors with PyTorch state-dict names).
     #[arg(long, value_name = "FILE")]
     weights: PathBuf,
-    /// Calibration data: a safetensors file with `inputs` [N, C, H, W] (float) and `labels` [N] (integer).
+    /// Calibration data: a safetensors file with `inputs` [N, C, H, W] (float) and `labels`
+    /// [N] (integer), e.g. written by `fair-pruner calib`.
     #[arg(long, value_name = "FILE")]
-    data: Option<PathBuf>,
+    calibration: Option<PathBuf>,
     /// Where to write the scores (JSON with provenance).
     #[arg(long, value_name = "FILE", default_value = "scores.json")]
     out: PathBuf,
-    /// Criteria to compute, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "u,r,l1")]
-    criteria: Vec<Criterion>,
-    /// Samples per class for the U-Score.
-    #[arg(long, default_value_t = 32)]
-    samples_per_class: usize,
-    /// Compare at most this many classes (chosen with --seed).
-    #[arg(long, default_value_t = 100)]
-    max_classes: usize,
-    /// How conv channels are compared.
-    #[arg(long, value_enum, default_value = "sliced")]
-    conv_distance: ConvKind,
-    /// Random directions for the sliced distance.
-    #[arg(long, default_value_t = 128)]
-    projections: usize,
-    /// 1-D Wasserstein variant for unequal sample sizes.
-    #[arg(long, value_enum, default_value = "exact")]
-    w1: W1Kind,
-    /// Where units are read for the U-Score.
-    #[arg(long, value_enum, default_value = "layer-output")]
-    analysis: Analysis,
-    /// Forward mode of the R-Score passes.
-    #[arg(long, value_enum, default_value = "train")]
-    r_mode: RModeArg,
-    /// Batch size of the R-Score passes (calibration samples in file order).
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Seed for sampling, directions, dropout and the random criterion.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// libtorch CPU threads [default: libtorch's choice].
+    #[command(flatten)]
+    scoring: ScoringArgs,
+    #[command(flatten)]
+    draw: DrawArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
+    /// Print the score file's provenance and timings as JSON.
     #[arg(long)]
-    threads: Option<i32>,
+    json: bool,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -125,130 +47,179 @@ pub struct ScoreArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params"])))]
 pub struct RatiosArgs {
-    /// Scores written by `fair-pruner score`.
+    /// Scores written by `fair-pruner score` or `prune`.
     #[arg(long, value_name = "FILE", default_value = "scores.json")]
     scores: PathBuf,
     /// Tolerance of Difference α in [0, 1]: larger removes more.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     alpha: Option<f64>,
     /// Find the smallest α that removes at least this fraction of MACs (e.g. 0.5).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_macs: Option<f64>,
     /// Find the smallest α that removes at least this fraction of parameters.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_params: Option<f64>,
-    /// Every layer keeps at least this many units.
-    #[arg(long, default_value_t = 1)]
-    min_keep: usize,
-    /// Round kept units up to a multiple of this.
-    #[arg(long, default_value_t = 1)]
-    round_to: usize,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also write the FAIR plan for `fair-pruner apply`: in every layer, its ToD count of
-    /// lowest-U units (coupled layers then settle by apply's --rule; `package` is the
-    /// authors' rule).
+    /// Also write the resolved plan for `fair-pruner apply` (every coupled layer lists the
+    /// same units, so apply reproduces exactly these widths).
     #[arg(long, value_name = "FILE")]
     write_plan: Option<PathBuf>,
-    /// Which stored criterion orders the units removed by --write-plan: `u` (FAIR-Pruner) or
-    /// any other in the score file (e.g. `l1` for "ToD counts + L1 ranking"; lowest first).
-    #[arg(long, default_value = "u", requires = "write_plan")]
-    rank_by: String,
-    /// Baseline instead of ToD counts: remove the same fraction of every layer, the smallest
-    /// that reaches --target-macs or --target-params (with --rank-by l1: uniform L1 pruning).
-    #[arg(long, conflicts_with = "alpha")]
-    uniform: bool,
 }
 
-pub fn score(args: &ScoreArgs) -> Result<()> {
-    if let Some(t) = args.threads {
-        tch::set_num_threads(t);
+/// How counts and units are chosen (ratios and prune).
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// ToD's removal signal: units with low scores are proposed for removal [default: u].
+    #[arg(long, value_name = "CRITERION")]
+    pub remove_by: Option<String>,
+    /// ToD's protection signal: units with high scores are protected [default: r].
+    #[arg(long, value_name = "CRITERION")]
+    pub protect_by: Option<String>,
+    /// Which criterion orders the units each layer removes (lowest first), e.g. `l1` for
+    /// "ToD counts + L1 ranking" [default: the --remove-by criterion].
+    #[arg(long, value_name = "CRITERION")]
+    pub rank_by: Option<String>,
+    /// How layers coupled by residual adds settle on one set of units [default: package].
+    #[arg(long, value_enum)]
+    pub rule: Option<GroupRule>,
+    /// Every layer keeps at least this many units [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_keep: Option<u64>,
+    /// Round kept units up to a multiple of this, e.g. 8 for faster kernels [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub round_to: Option<u64>,
+    /// Baseline instead of ToD counts: remove the same fraction of every layer, the smallest
+    /// that reaches the target (with --rank-by l1: uniform L1 pruning).
+    #[arg(long, conflicts_with = "alpha")]
+    pub uniform: bool,
+    /// Layers never to prune (comma-separated), besides the output layer.
+    #[arg(long, value_delimiter = ',', value_name = "LAYER,...")]
+    pub protect: Vec<String>,
+}
+
+impl SelectArgs {
+    /// (remove-by, protect-by, rank-by) after the config and defaults.
+    pub fn criteria(&self, section: &PruneSection) -> (String, String, String) {
+        let remove = self
+            .remove_by
+            .clone()
+            .or(section.remove_by.clone())
+            .unwrap_or_else(|| "u".into());
+        let protect = self
+            .protect_by
+            .clone()
+            .or(section.protect_by.clone())
+            .unwrap_or_else(|| "r".into());
+        let rank = self
+            .rank_by
+            .clone()
+            .or(section.rank_by.clone())
+            .unwrap_or_else(|| remove.clone());
+        (remove, protect, rank)
     }
-    let device = fair_runtime::parse_device(&args.device)?;
+
+    /// The selection options after the config and defaults.
+    pub fn options(&self, section: &PruneSection) -> SelectOptions {
+        let d = CountOptions::default();
+        SelectOptions {
+            rule: self.rule.or(section.rule).unwrap_or_default(),
+            counting: CountOptions {
+                min_keep: self
+                    .min_keep
+                    .map(|v| v as usize)
+                    .or(section.min_keep)
+                    .unwrap_or(d.min_keep),
+                round_to: self
+                    .round_to
+                    .map(|v| v as usize)
+                    .or(section.round_to)
+                    .unwrap_or(d.round_to),
+            },
+            protected: self.protect.clone(),
+        }
+    }
+
+    /// ToD or uniform.
+    pub fn method(&self) -> Method {
+        if self.uniform {
+            Method::Uniform
+        } else {
+            Method::Tod
+        }
+    }
+}
+
+/// Runs `score`.
+pub fn score(args: &ScoreArgs) -> Result<()> {
+    // Cheap checks first: the output must not be an input.
+    let mut inputs = vec![("--weights", args.weights.clone())];
+    if let Some(c) = &args.calibration {
+        inputs.push(("--calibration", c.clone()));
+    }
+    if let Some(g) = &args.model.graph {
+        inputs.push(("--graph", g.clone()));
+    }
+    let refs: Vec<(&str, &std::path::Path)> =
+        inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    fair_ir::check_outputs(&[("--out", &args.out)], &refs)?;
+    let section = PruneSection::default();
+    let draw: DrawSettings = args.draw.settings(&section);
+    let settings = args.scoring.settings(&section, &draw);
+    let registry = Registry::default();
+    let criteria = registry.create_all(&args.scoring.criteria(None), &settings)?;
+
+    let device = args.compute.apply()?;
     let graph = args.model.load()?;
-    let model = Model::from_safetensors(graph, &args.weights, device)
-        .with_context(|| format!("cannot load the weights {}", args.weights.display()))?;
-    let data = match &args.data {
+    let model = Model::from_safetensors(graph, &args.weights, device)?;
+    let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,
     };
-    if let Some(d) = &data {
-        let want: Vec<i64> = model
-            .graph()
-            .shape_at(0)
-            .iter()
-            .map(|&v| v as i64)
-            .collect();
-        if d.sample_shape() != want {
-            bail!(
-                "the calibration inputs in {} have per-sample shape {:?}, but the model expects {:?}",
-                args.data.as_ref().expect("data given").display(),
-                d.sample_shape(),
-                want
-            );
-        }
-    }
-    let point = match args.analysis {
-        Analysis::LayerOutput => AnalysisPoint::LayerOutput,
-        Analysis::AfterActivation => AnalysisPoint::AfterActivation,
-    };
-    let layers = fair_scoring::prunable_layers(model.graph(), point);
-    if layers.is_empty() {
-        bail!(
-            "the model '{}' has no prunable layer (conv2d or linear other than the output)",
-            model.graph().name()
-        );
-    }
-    let u_settings = UScoreSettings {
-        conv: match args.conv_distance {
-            ConvKind::Sliced => ConvDistance::Sliced {
-                projections: args.projections,
-            },
-            ConvKind::Pooled => ConvDistance::Pooled,
-        },
-        w1: match args.w1 {
-            W1Kind::Exact => Wasserstein::Exact,
-            W1Kind::QuantileGrid => Wasserstein::QuantileGrid,
-        },
-        max_classes: args.max_classes,
-        samples_per_class: args.samples_per_class,
-        batch_size: 256,
-        seed: args.seed,
-    };
-    let r_settings = RScoreSettings {
-        mode: match args.r_mode {
-            RModeArg::Train => RMode::Train,
-            RModeArg::Eval => RMode::Eval,
-        },
-        batch_size: args.batch_size,
-        seed: args.seed,
-    };
-    let progress = Progress {
-        enabled: !args.quiet,
-    };
-    let file = compute_scores(
+    let file = fair_scoring::score(
         &model,
         data.as_ref(),
-        &args.criteria,
-        point,
-        u_settings,
-        r_settings,
-        args.seed,
-        progress,
-    )?;
-    let (notes, seconds) = (&file.provenance.notes, &file.provenance.seconds);
+        &criteria,
+        Progress {
+            enabled: !args.quiet,
+        },
+    )
+    .with_context(|| match &args.calibration {
+        Some(p) => format!("scoring with the calibration data {}", p.display()),
+        None => "scoring".to_owned(),
+    })?;
     file.save(&args.out)?;
-    for n in notes {
-        eprintln!("note: {n}");
+    let notes: Vec<&String> = file
+        .provenance
+        .criteria
+        .values()
+        .flat_map(|r| &r.notes)
+        .collect();
+    crate::notes::print(&notes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "out": args.out,
+                "layers": file.layers.len(),
+                "provenance": file.provenance,
+                "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
+            }))?
+        );
+        return Ok(());
     }
-    let timing: Vec<String> = seconds
+    let timing: Vec<String> = file
+        .provenance
+        .criteria
         .iter()
-        .map(|(k, v)| format!("{k} {v:.2} s"))
+        .map(|(k, v)| format!("{k} {:.2} s", v.seconds))
         .collect();
     println!(
         "scored {} layers of '{}' ({}) → {}",
-        layers.len(),
+        file.layers.len(),
         model.graph().name(),
         timing.join(", "),
         args.out.display()
@@ -266,309 +237,116 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Computes `criteria` for every prunable layer of `model` and wraps them with provenance.
-#[allow(clippy::too_many_arguments)]
-pub fn compute_scores(
-    model: &Model,
-    data: Option<&Calibration>,
-    criteria: &[Criterion],
-    point: AnalysisPoint,
-    u_settings: UScoreSettings,
-    r_settings: RScoreSettings,
-    seed: u64,
-    progress: Progress,
-) -> Result<ScoreFile> {
-    let layers = fair_scoring::prunable_layers(model.graph(), point);
-    let ctx = fair_scoring::Context {
-        model,
-        layers: &layers,
-        data,
-        progress,
-    };
-    let mut per_layer: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); layers.len()];
-    let mut seconds = BTreeMap::new();
-    let mut notes = Vec::new();
-    for c in criteria {
-        let start = Instant::now();
-        let (name, scores) = match c {
-            Criterion::U => {
-                let data = data.context("the U-Score needs --data")?;
-                let (s, n) = fair_scoring::u_scores(model, &layers, data, &u_settings, progress)?;
-                notes.extend(n);
-                ("u", s)
-            }
-            Criterion::R => ("r", fair_scoring::RScore(r_settings.clone()).score(&ctx)?),
-            Criterion::L1 => ("l1", L1Norm.score(&ctx)?),
-            Criterion::L2 => ("l2", L2Norm.score(&ctx)?),
-            Criterion::Bn => ("bn", BnScale.score(&ctx)?),
-            Criterion::Random => ("random", RandomScore { seed }.score(&ctx)?),
-        };
-        seconds.insert(name.to_owned(), start.elapsed().as_secs_f64());
-        for (slot, s) in per_layer.iter_mut().zip(scores) {
-            slot.insert(name.to_owned(), s);
-        }
-    }
-    let file = ScoreFile {
-        provenance: Provenance {
-            fair_pruner_version: env!("CARGO_PKG_VERSION").to_owned(),
-            model: model.graph().name().to_owned(),
-            model_digest: fair_scoring::model_digest(model)?,
-            data: data.map(|d| d.description().to_owned()).unwrap_or_default(),
-            data_digest: match data {
-                Some(d) => d.digest()?,
-                None => String::new(),
-            },
-            samples: data.map_or(0, Calibration::len),
-            u_settings,
-            r_settings,
-            analysis_point: point,
-            notes,
-            seconds,
-        },
-        graph: model.graph().to_spec(),
-        layers: layers
-            .iter()
-            .zip(per_layer)
-            .map(|(l, scores)| LayerScores {
-                layer: l.name.clone(),
-                analysis: l.analysis.clone(),
-                units: l.units,
-                scores,
-            })
-            .collect(),
-    };
-    Ok(file)
-}
-
+/// Runs `ratios`: counts and widths from stored scores, no libtorch work.
 pub fn ratios(args: &RatiosArgs) -> Result<()> {
-    let start = Instant::now();
-    let file = ScoreFile::load(&args.scores)?;
-    let t = Thresholder::new(&file, &args.scores)?;
-    let (graph, curves) = (&t.graph, &t.curves);
-    let options = CountOptions {
-        min_keep: args.min_keep,
-        round_to: args.round_to.max(1),
-    };
-    let (params0, macs0) = (graph.param_count() as f64, graph.macs() as f64);
     let goal = match (args.alpha, args.target_macs, args.target_params) {
         (Some(a), _, _) => Goal::Alpha(a),
         (None, Some(f), _) => Goal::Macs(f),
         (None, None, Some(f)) => Goal::Params(f),
         (None, None, None) => unreachable!("clap requires one of them"),
     };
-    let (setting, counts) = if args.uniform {
-        t.solve_uniform(goal, options)?
-    } else {
-        t.solve(goal, options)?
-    };
-    let what = if args.uniform { "ratio" } else { "alpha" };
-    let kept = t.kept(&counts);
-    let pruned = graph.with_units(&kept);
+    goal.check()?;
+    if let Some(p) = &args.write_plan {
+        fair_ir::check_outputs(&[("--write-plan", p)], &[("--scores", &args.scores)])?;
+    }
+    let start = Instant::now();
+    let file = ScoreFile::load(&args.scores)?;
+    let section = PruneSection::default();
+    let (remove, protect, rank) = args.select.criteria(&section);
+    let selector = Selector::from_scores(
+        &file,
+        &args.scores,
+        &remove,
+        &protect,
+        &rank,
+        args.select.options(&section),
+    )?;
+    let selection = selector.select(goal, args.select.method())?;
     let elapsed = start.elapsed();
     if let Some(path) = &args.write_plan {
-        let plan = t
-            .plan(&file, &counts, &args.rank_by)
-            .with_context(|| args.scores.display().to_string())?;
-        fair_ir::write_atomic(path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        selection.plan().save(path)?;
         eprintln!("plan written to {}", path.display());
     }
+    let graph = selector.graph();
+    let widths = selection.widths();
+    let report = selection.resolution.report();
+    let what = match args.select.method() {
+        Method::Tod => "alpha",
+        Method::Uniform => "ratio",
+    };
     if args.json {
-        let layers: Vec<_> = curves
+        let layers: Vec<_> = selector
+            .layers()
             .iter()
-            .zip(&counts)
-            .map(|(c, &k)| {
-                let keep = kept[c.layer()];
-                serde_json::json!({"layer": c.layer(), "units": c.units(), "tod_count": k, "remove": c.units() - keep, "keep": keep})
+            .zip(&selection.counts)
+            .map(|(l, &k)| {
+                let units = graph.units(l).unwrap_or(0);
+                let keep = widths[l];
+                serde_json::json!({"layer": l, "units": units, "requested": k, "remove": units - keep, "keep": keep})
             })
             .collect();
-        let mut out = serde_json::json!({what: setting, "layers": layers, "milliseconds": elapsed.as_secs_f64() * 1e3});
-        if let Ok(g) = &pruned {
-            out["params"] = serde_json::json!({"before": params0, "after": g.param_count()});
-            out["macs"] = serde_json::json!({"before": macs0, "after": g.macs()});
-        }
+        let out = serde_json::json!({
+            what: selection.setting,
+            "rule": selector.options().rule,
+            "layers": layers,
+            "params": {"before": report.params.0, "after": report.params.1},
+            "macs": {"before": report.macs.0, "after": report.macs.1},
+            "milliseconds": elapsed.as_secs_f64() * 1e3,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = curves
+    let rows: Vec<Vec<String>> = selector
+        .layers()
         .iter()
-        .zip(&counts)
-        .map(|(c, &k)| {
-            let kept = c.units() - k;
+        .zip(&selection.counts)
+        .map(|(l, &k)| {
+            let units = graph.units(l).unwrap_or(0);
+            let keep = widths[l];
             vec![
-                c.layer().to_owned(),
-                c.units().to_string(),
+                l.clone(),
+                units.to_string(),
                 k.to_string(),
-                kept.to_string(),
-                format!("{:.1}%", 100.0 * kept as f64 / c.units() as f64),
+                keep.to_string(),
+                format!("{:.1}%", 100.0 * keep as f64 / units as f64),
             ]
         })
         .collect();
-    if args.uniform {
-        println!("uniform ratio = {setting}\n");
-    } else {
-        println!("α = {setting}\n");
+    match args.select.method() {
+        Method::Tod => println!(
+            "α = {} ({} rule)\n",
+            selection.setting,
+            selector.options().rule.name()
+        ),
+        Method::Uniform => println!(
+            "uniform ratio = {} ({} rule)\n",
+            selection.setting,
+            selector.options().rule.name()
+        ),
     }
     print!(
         "{}",
         render(
-            &["layer", "units", "remove", "keep", "kept %"],
+            &["layer", "units", "asked to remove", "keep", "kept %"],
             &rows,
             &[1, 2, 3, 4]
         )
     );
-    match pruned {
-        Ok(g) => println!(
-            "\nparameters {} → {} ({:.1}% removed); MACs {} → {} ({:.1}% removed)",
-            human(params0 as u64),
-            human(g.param_count() as u64),
-            100.0 * (1.0 - g.param_count() as f64 / params0),
-            human(macs0 as u64),
-            human(g.macs()),
-            100.0 * (1.0 - g.macs() as f64 / macs0)
-        ),
-        Err(e) => println!("\n(totals not shown: {e})"),
-    }
+    let (p, m) = (report.params, report.macs);
+    println!(
+        "\nparameters {} → {} ({:.1}% removed); MACs {} → {} ({:.1}% removed)",
+        human(p.0 as u64),
+        human(p.1 as u64),
+        100.0 * (1.0 - p.1 as f64 / p.0 as f64),
+        human(m.0),
+        human(m.1),
+        100.0 * (1.0 - m.1 as f64 / m.0 as f64)
+    );
     println!(
         "computed from stored scores in {:.2} ms ({} layers, {} units)",
         elapsed.as_secs_f64() * 1e3,
-        curves.len(),
-        thousands(curves.iter().map(|c| c.units() as u64).sum())
+        selector.layers().len(),
+        thousands(selector.curves().iter().map(|c| c.units() as u64).sum())
     );
     Ok(())
-}
-
-/// What decides the per-layer counts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Goal {
-    /// A tolerance α.
-    Alpha(f64),
-    /// Remove at least this fraction of MACs.
-    Macs(f64),
-    /// Remove at least this fraction of parameters.
-    Params(f64),
-}
-
-/// ToD curves of a score file with the graph's residual groups: counts at an α or a target,
-/// the aligned kept widths and plans — all from stored scores.
-pub struct Thresholder {
-    /// The scored graph.
-    pub graph: Graph,
-    /// One ToD curve per scored layer.
-    pub curves: Vec<TodCurve>,
-    groups: fair_surgery::ChannelGroups,
-}
-
-impl Thresholder {
-    /// Builds the curves from the U- and R-Scores of `file` (read from `path`).
-    pub fn new(file: &ScoreFile, path: &std::path::Path) -> Result<Self> {
-        let (u, r) = match (file.criterion("u"), file.criterion("r")) {
-            (Some(u), Some(r)) => (u, r),
-            _ => bail!(
-                "{} has no U- and R-Scores (criteria: {}); run `fair-pruner score` with --criteria including u,r",
-                path.display(),
-                file.layers
-                    .first()
-                    .map(|l| l.scores.keys().cloned().collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default()
-            ),
-        };
-        let curves = file
-            .layers
-            .iter()
-            .zip(u.iter().zip(&r))
-            .map(|(l, (u, r))| TodCurve::new(&l.layer, u, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let graph = file.graph()?;
-        let groups = fair_surgery::analyze(&graph, &[])?;
-        Ok(Thresholder {
-            graph,
-            curves,
-            groups,
-        })
-    }
-
-    /// Kept units per layer for `counts` (units to remove per curve). Layers coupled by
-    /// residual adds keep the same units: each keeps as many as the member of its group that
-    /// keeps the most (the authors' package rule, as `apply --rule package`).
-    pub fn kept(&self, counts: &[usize]) -> HashMap<String, usize> {
-        let mut kept: HashMap<String, usize> = self
-            .curves
-            .iter()
-            .zip(counts)
-            .map(|(c, &k)| (c.layer().to_owned(), c.units() - k))
-            .collect();
-        for g in self.groups.groups().iter().filter(|g| g.layers.len() > 1) {
-            if let Some(most) = g.layers.iter().filter_map(|l| kept.get(l)).copied().max() {
-                for l in &g.layers {
-                    if let Some(k) = kept.get_mut(l) {
-                        *k = most;
-                    }
-                }
-            }
-        }
-        kept
-    }
-
-    /// (α, counts) for a goal; targets search α over the stored curves.
-    pub fn solve(&self, goal: Goal, options: CountOptions) -> Result<(f64, Vec<usize>)> {
-        let (target, macs) = match goal {
-            Goal::Alpha(a) => return Ok((a, fair_threshold::counts_at(&self.curves, a, options)?)),
-            Goal::Macs(f) => (f, true),
-            Goal::Params(f) => (f, false),
-        };
-        let res = fair_threshold::alpha_for_target(&self.curves, options, target, |counts| {
-            self.reduction(counts, macs)
-        })?;
-        Ok((res.setting, res.counts))
-    }
-
-    /// The uniform baseline for a target: (ratio, counts) removing the same fraction of
-    /// every layer, the smallest ratio that reaches the goal. An α is not a uniform goal.
-    pub fn solve_uniform(&self, goal: Goal, options: CountOptions) -> Result<(f64, Vec<usize>)> {
-        let (target, macs) = match goal {
-            Goal::Alpha(_) => {
-                bail!("uniform pruning has no α: give --target-macs or --target-params")
-            }
-            Goal::Macs(f) => (f, true),
-            Goal::Params(f) => (f, false),
-        };
-        let units: Vec<usize> = self.curves.iter().map(TodCurve::units).collect();
-        let res = fair_threshold::uniform_for_target(&units, options, target, |counts| {
-            self.reduction(counts, macs)
-        })?;
-        Ok((res.setting, res.counts))
-    }
-
-    /// The fraction of MACs (or parameters) that removing `counts` takes away.
-    fn reduction(&self, counts: &[usize], macs: bool) -> Result<f64, String> {
-        let g = self
-            .graph
-            .with_units(&self.kept(counts))
-            .map_err(|e| e.to_string())?;
-        Ok(if macs {
-            1.0 - g.macs() as f64 / self.graph.macs() as f64
-        } else {
-            1.0 - g.param_count() as f64 / self.graph.param_count() as f64
-        })
-    }
-
-    /// The plan removing, in every layer, its count of lowest-scoring units by `rank_by`
-    /// (`u` for FAIR-Pruner, or any other criterion stored in `file`).
-    pub fn plan(
-        &self,
-        file: &ScoreFile,
-        counts: &[usize],
-        rank_by: &str,
-    ) -> Result<fair_surgery::Plan> {
-        let ranking = file
-            .criterion(rank_by)
-            .with_context(|| format!("no '{rank_by}' scores to rank by"))?;
-        let mut plan = fair_surgery::Plan::new();
-        for ((c, &k), rank) in self.curves.iter().zip(counts).zip(&ranking) {
-            if k > 0 {
-                plan = plan.remove(c.layer(), fair_threshold::lowest(rank, k));
-            }
-        }
-        Ok(plan)
-    }
 }

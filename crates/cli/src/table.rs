@@ -1,6 +1,7 @@
 //! Plain-text tables for the terminal.
 
 use fair_ir::Graph;
+use fair_pipeline::charts::{human, thousands};
 
 /// Renders rows under a header; columns listed in `right` are right-aligned.
 pub fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
@@ -43,30 +44,6 @@ pub fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String 
     out
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `4089184256` → `4.09 G`.
-pub fn human(n: u64) -> String {
-    let x = n as f64;
-    match x {
-        x if x >= 1e9 => format!("{:.2} G", x / 1e9),
-        x if x >= 1e6 => format!("{:.2} M", x / 1e6),
-        x if x >= 1e3 => format!("{:.2} K", x / 1e3),
-        _ => n.to_string(),
-    }
-}
-
 /// The per-node table of `fair-pruner info`, with totals.
 pub fn info_table(graph: &Graph) -> String {
     let rows: Vec<Vec<String>> = graph
@@ -104,15 +81,6 @@ pub fn info_table(graph: &Graph) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_numbers() {
-        assert_eq!(thousands(25_557_032), "25,557,032");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(human(4_089_184_256), "4.09 G");
-        assert_eq!(human(853_018), "853.02 K");
-    }
 
     #[test]
     fn aligns_columns() {

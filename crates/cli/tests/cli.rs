@@ -177,7 +177,7 @@ fn score_then_ratios_from_stored_scores() {
         "3",
         "--weights",
         &w,
-        "--data",
+        "--calibration",
         &d,
         "--out",
         s,
@@ -297,7 +297,7 @@ fn score_then_ratios_from_stored_scores() {
     let r = v["ratio"].as_f64().unwrap();
     for l in v["layers"].as_array().unwrap() {
         let n = l["units"].as_f64().unwrap();
-        assert_eq!(l["tod_count"].as_f64().unwrap(), (r * n).floor(), "{l}");
+        assert_eq!(l["requested"].as_f64().unwrap(), (r * n).floor(), "{l}");
     }
     let (before, after) = (
         v["params"]["before"].as_f64().unwrap(),
@@ -326,7 +326,7 @@ fn score_errors_name_the_problem() {
         "vgg11_bn_cifar",
         "--weights",
         &w,
-        "--data",
+        "--calibration",
         &d,
         "--out",
         out.to_str().unwrap(),
@@ -351,7 +351,7 @@ fn score_errors_name_the_problem() {
         "u",
     ]);
     assert!(
-        stderr(&o).contains("the U-Score needs --data"),
+        stderr(&o).contains("the u criterion needs calibration data"),
         "{}",
         stderr(&o)
     );
@@ -365,7 +365,7 @@ fn score_errors_name_the_problem() {
         "3",
         "--weights",
         &w,
-        "--data",
+        "--calibration",
         &w,
     ]);
     assert!(
@@ -476,7 +476,7 @@ fn ratios_align_residual_groups_for_targets() {
         "3",
         "--weights",
         weights.to_str().unwrap(),
-        "--data",
+        "--calibration",
         data.to_str().unwrap(),
         "--out",
         scores.to_str().unwrap(),
@@ -661,7 +661,7 @@ fn train_eval_and_calib_on_an_idx_dataset() {
         ],
     );
     assert!(
-        stderr(&o).contains("refusing to overwrite"),
+        stderr(&o).contains("refusing to write") && stderr(&o).contains("--weights"),
         "{}",
         stderr(&o)
     );
@@ -689,7 +689,7 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
     let o = run(&[&args[..], &["-q"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("unpruned") && stdout(&o).contains("α = 0.6000"),
+        stdout(&o).contains("unpruned") && stdout(&o).contains("α = 0.6"),
         "{}",
         stdout(&o)
     );
@@ -704,13 +704,13 @@ fn prune_scores_once_sweeps_alpha_and_reports() {
     );
     assert!(params(&results[0]) <= report["before"]["params"].as_u64().unwrap());
     for r in results {
-        let dir = std::path::PathBuf::from(r["export"].as_str().unwrap());
+        let dir = out.join(r["export"].as_str().unwrap());
         assert!(dir.join("model.py").exists() && dir.join("model.safetensors").exists());
         assert!(r["threshold_ms"].as_f64().unwrap() >= 0.0);
     }
     // report.md: the table of every model and the three charts.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for needle in ["| unpruned |", "| α = 0.1000 |", "| α = 0.6000 |"] {
+    for needle in ["| unpruned |", "| α = 0.1 |", "| α = 0.6 |"] {
         assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
     }
     for svg in ["kept-units.svg", "tod-curves.svg", "accuracy-vs-macs.svg"] {
@@ -760,10 +760,10 @@ fn prune_runs_from_a_config_and_flags_override_it() {
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["round_to"], 4);
+    assert_eq!(report["selection"]["round_to"], 4);
     assert_eq!(report["calibration"]["samples"], 16);
-    assert_eq!(report["results"][0]["alpha"], 0.3);
-    assert!(out.join("report.md").exists() && out.join("alpha-0.3000").is_dir());
+    assert_eq!(report["results"][0]["setting"], 0.3);
+    assert!(out.join("report.md").exists() && out.join("alpha-0.3").is_dir());
     // A flag replaces the config's goal; a config without any goal is an error saying how.
     let o = run(&[
         "prune",
@@ -776,7 +776,11 @@ fn prune_runs_from_a_config_and_flags_override_it() {
         "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.join("alpha-0.7000").is_dir());
+    assert!(out.join("alpha-0.7").is_dir());
+    assert!(
+        !out.join("alpha-0.3").exists(),
+        "the directory is replaced as a whole: no stale result of the earlier run"
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("alpha = 0.3\n", "")).unwrap();
     let o = run(&[

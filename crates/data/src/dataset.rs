@@ -7,7 +7,13 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use sha2::{Digest, Sha256};
+
+use crate::atomic::write_atomic;
 use crate::error::{DataError, io};
+
+/// The metadata key of the content digest in a saved dataset.
+const DIGEST_KEY: &str = "sha256";
 
 /// Images as bytes (`[N, C, H, W]`, 0–255), one label per image, and the class names.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,9 +133,50 @@ impl Dataset {
         )
     }
 
+    /// The SHA-256 digest (hex) of the dataset's content: name, shape, class names, labels
+    /// and pixels, in the framed byte layout below. [`Dataset::save`] records it in the
+    /// file and [`Dataset::load`] checks it, so any change to what a file would load as —
+    /// one flipped pixel, a relabelled image, a renamed class — changes the digest.
+    ///
+    /// Layout hashed (integers little-endian `u64`, labels `i64`): the tag
+    /// `fair-data dataset v1\n`; the name's length and UTF-8 bytes; the three shape
+    /// numbers; the class count, then each class name's length and bytes; the label count
+    /// and the labels; the pixel count and the pixels.
+    pub fn sha256(&self) -> String {
+        let mut h = Sha256::new();
+        let len = |h: &mut Sha256, n: usize| h.update((n as u64).to_le_bytes());
+        h.update(b"fair-data dataset v1\n");
+        len(&mut h, self.name.len());
+        h.update(self.name.as_bytes());
+        for &d in &self.shape {
+            len(&mut h, d);
+        }
+        len(&mut h, self.classes.len());
+        for c in &self.classes {
+            len(&mut h, c.len());
+            h.update(c.as_bytes());
+        }
+        len(&mut h, self.labels.len());
+        for l in &self.labels {
+            h.update(l.to_le_bytes());
+        }
+        len(&mut h, self.pixels.len());
+        h.update(&self.pixels);
+        hex::encode(h.finalize())
+    }
+
     /// Writes the dataset as one safetensors file (`pixels` u8 `[N, C, H, W]`, `labels` i64,
-    /// class names in the metadata), atomically.
+    /// and in the metadata the name, the class names and the content digest
+    /// [`Dataset::sha256`] under the key `sha256`), atomically: written under a temporary
+    /// name unique to this process and call, then renamed into place, so concurrent
+    /// writers and readers of `path` only ever see a complete file; on failure the
+    /// temporary file is removed.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        self.save_with_digest(path, &self.sha256())
+    }
+
+    /// [`Dataset::save`] with the digest already computed.
+    pub(crate) fn save_with_digest(&self, path: &Path, sha256: &str) -> Result<(), DataError> {
         let n = self.len();
         let [c, h, w] = self.shape;
         let label_bytes: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
@@ -151,16 +198,48 @@ impl Dataset {
                 "classes".to_owned(),
                 serde_json::to_string(&self.classes).expect("strings serialise"),
             ),
+            (DIGEST_KEY.to_owned(), sha256.to_owned()),
         ]);
         let bytes = safetensors::tensor::serialize(views, &Some(meta))
             .map_err(|e| DataError::Invalid(format!("{e:?}")))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("write", path))
+        write_atomic(path, &bytes)
     }
 
-    /// Reads a file written by [`Dataset::save`].
+    /// Reads a file written by [`Dataset::save`], checking the content digest recorded in
+    /// it: a mismatch (tampered or corrupted file) is a [`DataError::Digest`]. Files without
+    /// a recorded digest (written before digests were recorded) load unchecked.
     pub fn load(path: &Path) -> Result<Self, DataError> {
+        let (dataset, recorded) = Self::read(path)?;
+        if let Some(recorded) = recorded {
+            let found = dataset.sha256();
+            if recorded != found {
+                return Err(DataError::Digest {
+                    path: path.to_owned(),
+                    recorded: Some(recorded),
+                    found,
+                });
+            }
+        }
+        Ok(dataset)
+    }
+
+    /// Like [`Dataset::load`], but a missing digest is an error too; returns the (checked)
+    /// digest with the dataset.
+    pub(crate) fn load_verified(path: &Path) -> Result<(Self, String), DataError> {
+        let (dataset, recorded) = Self::read(path)?;
+        let found = dataset.sha256();
+        if recorded.as_deref() != Some(found.as_str()) {
+            return Err(DataError::Digest {
+                path: path.to_owned(),
+                recorded,
+                found,
+            });
+        }
+        Ok((dataset, found))
+    }
+
+    /// Reads a dataset file; returns the dataset and the digest recorded in it, unchecked.
+    fn read(path: &Path) -> Result<(Self, Option<String>), DataError> {
         let bytes = std::fs::read(path).map_err(io("read", path))?;
         let bad = |detail: String| DataError::Malformed {
             path: path.to_owned(),
@@ -189,12 +268,13 @@ impl Dataset {
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
-        Dataset::new(
+        let dataset = Dataset::new(
             info.get("name").cloned().unwrap_or_default(),
             [s[1], s[2], s[3]],
             pixels.data().to_vec(),
             labels,
             classes,
-        )
+        )?;
+        Ok((dataset, info.get(DIGEST_KEY).cloned()))
     }
 }

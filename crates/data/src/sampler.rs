@@ -1,7 +1,5 @@
-//! Calibration sampling: n samples per class from the training split, seeded.
-
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+//! Calibration sampling: n samples per class from the training split, seeded (the rule is
+//! [`fair_stats::stratified_sample`], shared with the U-Score's class choice).
 
 use crate::dataset::Dataset;
 
@@ -26,33 +24,21 @@ pub fn calibration_sample(
     max_classes: usize,
     seed: u64,
 ) -> CalibrationDraw {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let by_class = train.class_indices();
-    let mut classes: Vec<i64> = by_class.keys().copied().collect();
-    if classes.len() > max_classes {
-        classes.shuffle(&mut rng);
-        classes.truncate(max_classes);
-        classes.sort_unstable();
-    }
-    let mut indices = Vec::new();
-    let mut short = Vec::new();
-    for &c in &classes {
-        let mut idx = by_class[&c].clone();
-        if idx.len() < per_class {
-            short.push(format!(
-                "class {c} ({}) has {} training sample(s), fewer than the {per_class} asked for",
-                train.classes[c as usize],
-                idx.len()
-            ));
-        }
-        idx.shuffle(&mut rng);
-        idx.truncate(per_class);
-        idx.sort_unstable();
-        indices.extend(idx);
-    }
+    let draw = fair_stats::stratified_sample(&train.labels, per_class, max_classes, seed);
+    let short = draw
+        .short
+        .iter()
+        .map(|&(c, n)| {
+            let name = train
+                .classes
+                .get(c as usize)
+                .map_or_else(|| c.to_string(), Clone::clone);
+            format!("class {c} ({name}) has {n} training sample(s), fewer than the {per_class} asked for")
+        })
+        .collect();
     CalibrationDraw {
-        indices,
-        classes,
+        classes: draw.classes.iter().map(|(c, _)| *c).collect(),
+        indices: draw.classes.into_iter().flat_map(|(_, idx)| idx).collect(),
         short,
     }
 }

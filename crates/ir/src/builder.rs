@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use crate::error::IrError;
 use crate::graph::{Graph, Node};
-use crate::op::{Op, Pair, ShapeProblem};
+use crate::op::{
+    AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Input,
+    Linear, MaxPool2d, Op, Pair, Relu,
+};
 
 /// Builds a [`Graph`] one node at a time. Each `add` checks the node's attributes and input
 /// shapes immediately, so an error names the node that caused it. Convenience methods infer
@@ -38,7 +41,7 @@ impl GraphBuilder {
             nodes: vec![Node {
                 name: input.to_owned(),
                 inputs: Vec::new(),
-                op: Op::Input { shape },
+                op: Input { shape }.into(),
             }],
             shapes,
         }
@@ -63,17 +66,15 @@ impl GraphBuilder {
             })?;
             ins.push((i, shape.as_slice()));
         }
-        let shape = op.infer(&ins).map_err(|p| match p {
-            ShapeProblem::Arity { expected, found } => IrError::Arity {
-                node: name.to_owned(),
-                op: op.type_name(),
-                expected,
-                found,
-            },
-            ShapeProblem::Detail(detail) => IrError::Shape {
-                node: name.to_owned(),
-                detail,
-            },
+        let shape = op.infer(&ins).map_err(|p| {
+            crate::graph::shape_error(
+                &Node {
+                    name: name.to_owned(),
+                    inputs: Vec::new(),
+                    op: op.clone(),
+                },
+                p,
+            )
         })?;
         self.shapes.insert(name.to_owned(), shape);
         self.nodes.push(Node {
@@ -110,32 +111,24 @@ impl GraphBuilder {
         padding: usize,
         bias: bool,
     ) -> Result<String, IrError> {
-        let op = Op::Conv2d {
-            in_channels: self.channels(input)?,
-            out_channels,
-            kernel_size: Pair::square(kernel),
+        let op = Conv2d {
             stride: Pair::square(stride),
             padding: Pair::square(padding),
-            dilation: Pair::square(1),
-            groups: 1,
             bias,
+            ..Conv2d::new(self.channels(input)?, out_channels, kernel)
         };
-        self.add(name, op, &[input])
+        self.add(name, op.into(), &[input])
     }
 
     /// BatchNorm2d over `input`'s channels (PyTorch defaults).
     pub fn bn2d(&mut self, name: &str, input: &str) -> Result<String, IrError> {
-        let op = Op::BatchNorm2d {
-            num_features: self.channels(input)?,
-            eps: 1e-5,
-            momentum: 0.1,
-        };
-        self.add(name, op, &[input])
+        let op = BatchNorm2d::new(self.channels(input)?);
+        self.add(name, op.into(), &[input])
     }
 
     /// ReLU.
     pub fn relu(&mut self, name: &str, input: &str) -> Result<String, IrError> {
-        self.add(name, Op::Relu, &[input])
+        self.add(name, Relu {}.into(), &[input])
     }
 
     /// Square max pooling.
@@ -147,13 +140,12 @@ impl GraphBuilder {
         stride: usize,
         padding: usize,
     ) -> Result<String, IrError> {
-        let op = Op::MaxPool2d {
-            kernel_size: Pair::square(kernel),
+        let op = MaxPool2d {
             stride: Some(Pair::square(stride)),
             padding: Pair::square(padding),
-            ceil_mode: false,
+            ..MaxPool2d::new(kernel)
         };
-        self.add(name, op, &[input])
+        self.add(name, op.into(), &[input])
     }
 
     /// Square average pooling (no padding).
@@ -164,14 +156,11 @@ impl GraphBuilder {
         kernel: usize,
         stride: usize,
     ) -> Result<String, IrError> {
-        let op = Op::AvgPool2d {
-            kernel_size: Pair::square(kernel),
+        let op = AvgPool2d {
             stride: Some(Pair::square(stride)),
-            padding: Pair::square(0),
-            ceil_mode: false,
-            count_include_pad: true,
+            ..AvgPool2d::new(kernel)
         };
-        self.add(name, op, &[input])
+        self.add(name, op.into(), &[input])
     }
 
     /// Adaptive average pooling to `h × w`.
@@ -182,15 +171,15 @@ impl GraphBuilder {
         h: usize,
         w: usize,
     ) -> Result<String, IrError> {
-        let op = Op::AdaptiveAvgPool2d {
+        let op = AdaptiveAvgPool2d {
             output_size: Pair(h, w),
         };
-        self.add(name, op, &[input])
+        self.add(name, op.into(), &[input])
     }
 
     /// Flatten to a feature vector.
     pub fn flatten(&mut self, name: &str, input: &str) -> Result<String, IrError> {
-        self.add(name, Op::Flatten, &[input])
+        self.add(name, Flatten {}.into(), &[input])
     }
 
     /// Linear layer reading `input`'s features.
@@ -212,27 +201,26 @@ impl GraphBuilder {
                 });
             }
         };
-        let op = Op::Linear {
-            in_features,
-            out_features,
+        let op = Linear {
             bias,
+            ..Linear::new(in_features, out_features)
         };
-        self.add(name, op, &[input])
+        self.add(name, op.into(), &[input])
     }
 
     /// Dropout with probability `p`.
     pub fn dropout(&mut self, name: &str, input: &str, p: f64) -> Result<String, IrError> {
-        self.add(name, Op::Dropout { p }, &[input])
+        self.add(name, Dropout { p }.into(), &[input])
     }
 
     /// Element-wise sum.
     pub fn add_all(&mut self, name: &str, inputs: &[&str]) -> Result<String, IrError> {
-        self.add(name, Op::Add, inputs)
+        self.add(name, Add {}.into(), inputs)
     }
 
     /// Channel concatenation.
     pub fn concat(&mut self, name: &str, inputs: &[&str]) -> Result<String, IrError> {
-        self.add(name, Op::Concat, inputs)
+        self.add(name, Concat {}.into(), inputs)
     }
 
     /// Validates the whole graph and returns it.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 /// Everything that can be wrong with an IR graph. Each variant names the node (or file) and
 /// says what was expected.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IrError {
     /// Two nodes share a name.
     #[error("duplicate node name '{name}': node names must be unique")]
@@ -34,7 +35,7 @@ pub enum IrError {
         /// Its op name.
         op: &'static str,
         /// What the op accepts, e.g. "1" or "at least 2".
-        expected: &'static str,
+        expected: String,
         /// How many inputs it has.
         found: usize,
     },
@@ -85,6 +86,15 @@ pub enum IrError {
     /// A graph could not be written as TOML or JSON.
     #[error("cannot serialise the graph: {0}")]
     Serialize(String),
+    /// An output path cannot be used (it is an input, or a directory fair-pruner did not
+    /// write).
+    #[error("refusing to write '{}': {detail}", .path.display())]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// A file could not be read or written.
     #[error("{action} '{}': {source}", .path.display())]
     Io {

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::IrError;
-use crate::op::{Op, ParamSpec, ShapeProblem};
+use crate::io::write_atomic;
+use crate::op::{Channels, Op, ParamSpec, Role, ShapeProblem};
 
 /// One node: a name (unique; parameter names derive from it), the names of the nodes it
 /// reads, and its op.
@@ -46,6 +47,8 @@ pub struct Graph {
     nodes: Vec<Node>,
     shapes: Vec<Vec<usize>>,
     index: HashMap<String, usize>,
+    params: usize,
+    macs: u64,
 }
 
 /// One row of [`Graph::summary`].
@@ -93,7 +96,7 @@ impl Graph {
         }
         let inputs: Vec<String> = nodes
             .iter()
-            .filter(|n| matches!(n.op, Op::Input { .. }))
+            .filter(|n| n.op.role() == Role::Input)
             .map(|n| n.name.clone())
             .collect();
         if inputs.len() != 1 {
@@ -154,24 +157,28 @@ impl Graph {
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(sorted.len());
+        let (mut params, mut macs) = (0usize, 0u64);
         for n in &sorted {
             let ins: Vec<(&str, &[usize])> = n
                 .inputs
                 .iter()
                 .map(|i| (i.as_str(), shapes[index[i]].as_slice()))
                 .collect();
-            let shape = n.op.infer(&ins).map_err(|p| match p {
-                ShapeProblem::Arity { expected, found } => IrError::Arity {
-                    node: n.name.clone(),
-                    op: n.op.type_name(),
-                    expected,
-                    found,
-                },
-                ShapeProblem::Detail(detail) => IrError::Shape {
-                    node: n.name.clone(),
-                    detail,
-                },
-            })?;
+            let shape = n.op.infer(&ins).map_err(|p| shape_error(n, p))?;
+            let too_large = |what: &str| IrError::Shape {
+                node: n.name.clone(),
+                detail: format!("the model's {what} overflow a 64-bit count (sizes too large)"),
+            };
+            params = params
+                .checked_add(n.op.param_count())
+                .filter(|&p| p < usize::MAX)
+                .ok_or_else(|| too_large("parameters"))?;
+            macs =
+                n.op.contract()
+                    .macs(&shape)
+                    .and_then(|m| macs.checked_add(m))
+                    .filter(|&m| m < u64::MAX)
+                    .ok_or_else(|| too_large("multiply-accumulates"))?;
             shapes.push(shape);
         }
         Ok(Graph {
@@ -179,6 +186,8 @@ impl Graph {
             nodes: sorted,
             shapes,
             index,
+            params,
+            macs,
         })
     }
 
@@ -221,7 +230,7 @@ impl Graph {
     pub fn input(&self) -> &Node {
         self.nodes
             .iter()
-            .find(|n| matches!(n.op, Op::Input { .. }))
+            .find(|n| n.op.role() == Role::Input)
             .expect("validated graphs have one input")
     }
 
@@ -239,18 +248,15 @@ impl Graph {
             .collect()
     }
 
-    /// Total trainable parameters.
+    /// Total trainable parameters (checked for overflow when the graph was built).
     pub fn param_count(&self) -> usize {
-        self.nodes.iter().map(|n| n.op.param_count()).sum()
+        self.params
     }
 
-    /// Total multiply-accumulates per sample (convolutions and linear layers).
+    /// Total multiply-accumulates per sample (convolutions and linear layers; checked for
+    /// overflow when the graph was built).
     pub fn macs(&self) -> u64 {
-        self.nodes
-            .iter()
-            .zip(&self.shapes)
-            .map(|(n, s)| n.op.macs(s))
-            .sum()
+        self.macs
     }
 
     /// One row per node: name, op, output shape, parameters, MACs.
@@ -287,27 +293,31 @@ impl Graph {
             .collect()
     }
 
-    /// The number of units (output channels or features) of a prunable node, or `None` for
-    /// other ops.
+    /// The number of units (output channels or features) of a node whose op creates units
+    /// (see [`Op::units`]), or `None` for other ops and unknown names.
     pub fn units(&self, name: &str) -> Option<usize> {
-        match self.node(name).ok()?.op {
-            Op::Conv2d { out_channels, .. } => Some(out_channels),
-            Op::Linear { out_features, .. } => Some(out_features),
-            _ => None,
-        }
+        self.node(name).ok()?.op.units()
     }
 
     /// The same network with some prunable layers narrowed to `kept` units; every reader's
     /// channel or feature count follows (next convs, BatchNorms, linear layers after a
-    /// flatten, concatenations). Only shapes change — this is the cost model behind target
-    /// pruning and the IR half of model surgery. Residual adds must receive equal shapes, so
-    /// coupled layers must keep the same number of units; otherwise the error names the add.
+    /// flatten, concatenations), each op by its [`Contract::narrowed`] rule. Only shapes
+    /// change — this is the cost model behind target pruning and the IR half of model
+    /// surgery. Residual adds must receive equal shapes, so coupled layers must keep the same
+    /// number of units; otherwise the error names the add.
+    ///
+    /// [`Contract::narrowed`]: crate::Contract::narrowed
     pub fn with_units(&self, kept: &HashMap<String, usize>) -> Result<Graph, IrError> {
         for (name, &k) in kept {
-            let units = self.units(name).ok_or_else(|| IrError::Attribute {
-                node: name.clone(),
-                detail: "only conv2d and linear layers can be narrowed".into(),
-            })?;
+            let prunable = self.node(name).is_ok_and(|n| n.op.is_prunable());
+            let units =
+                self.units(name)
+                    .filter(|_| prunable)
+                    .ok_or_else(|| IrError::Attribute {
+                        node: name.clone(),
+                        detail: "only conv2d and linear layers with prunable units can be narrowed"
+                            .into(),
+                    })?;
             if k == 0 || k > units {
                 return Err(IrError::Attribute {
                     node: name.clone(),
@@ -315,100 +325,45 @@ impl Graph {
                 });
             }
         }
-        let mut channels: HashMap<&str, usize> = HashMap::new();
-        let mut features: HashMap<&str, usize> = HashMap::new();
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         let mut nodes = Vec::with_capacity(self.nodes.len());
-        for (i, node) in self.nodes.iter().enumerate() {
-            let input = node.inputs.first().map(String::as_str);
-            let in_c = input.map(|n| channels.get(n).copied());
-            let in_f = input.map(|n| features.get(n).copied());
-            let mut op = node.op.clone();
-            match &mut op {
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    groups,
-                    ..
-                } => {
-                    let new_in = in_c.flatten().expect("conv reads an image");
-                    if *groups > 1 && new_in != *in_channels {
-                        if *groups == *in_channels && *out_channels == *in_channels {
-                            *groups = new_in;
-                            *out_channels = new_in;
-                        } else {
-                            return Err(IrError::Attribute {
-                                node: node.name.clone(),
-                                detail: format!(
-                                    "grouped convolution (groups = {groups}) cannot follow a change of its input channels"
-                                ),
-                            });
-                        }
-                    }
-                    *in_channels = new_in;
-                    if let Some(&k) = kept.get(&node.name) {
-                        *out_channels = k;
+        for node in &self.nodes {
+            let ins: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .map(|n| shapes[self.index[n]].as_slice())
+                .collect();
+            let op = node
+                .op
+                .contract()
+                .narrowed(&ins, kept.get(&node.name).copied())
+                .map_err(|detail| IrError::Attribute {
+                    node: node.name.clone(),
+                    detail,
+                })?;
+            let named: Vec<(&str, &[usize])> = node
+                .inputs
+                .iter()
+                .map(String::as_str)
+                .zip(ins.iter().copied())
+                .collect();
+            let shape = op.infer(&named).map_err(|p| match shape_error(node, p) {
+                IrError::Shape { node: n, detail } if node.op.channels() == Channels::Couple => {
+                    IrError::Shape {
+                        node: n,
+                        detail: format!(
+                            "{detail} (the layers feeding a residual add are coupled: they must keep the same units)"
+                        ),
                     }
                 }
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    ..
-                } => {
-                    *in_features = in_f.flatten().expect("linear reads features");
-                    if let Some(&k) = kept.get(&node.name) {
-                        *out_features = k;
-                    }
-                }
-                Op::BatchNorm2d { num_features, .. } => {
-                    *num_features = in_c.flatten().expect("batch_norm2d reads an image")
-                }
-                Op::BatchNorm1d { num_features, .. } => {
-                    *num_features = in_f.flatten().expect("batch_norm1d reads features")
-                }
-                _ => {}
-            }
+                other => other,
+            })?;
+            shapes.push(shape);
             nodes.push(Node {
                 name: node.name.clone(),
                 inputs: node.inputs.clone(),
                 op,
             });
-            // Infer the new shape from the already rebuilt inputs.
-            let ins: Vec<(&str, Vec<usize>)> = node
-                .inputs
-                .iter()
-                .map(|n| {
-                    let old = &self.shapes[self.index[n]];
-                    let mut s = old.clone();
-                    if s.len() == 3 {
-                        s[0] = channels[n.as_str()];
-                    } else {
-                        s[0] = features[n.as_str()];
-                    }
-                    (n.as_str(), s)
-                })
-                .collect();
-            let refs: Vec<(&str, &[usize])> = ins.iter().map(|(n, s)| (*n, s.as_slice())).collect();
-            let shape = nodes[i].op.infer(&refs).map_err(|p| match p {
-                ShapeProblem::Arity { expected, found } => IrError::Arity {
-                    node: node.name.clone(),
-                    op: node.op.type_name(),
-                    expected,
-                    found,
-                },
-                ShapeProblem::Detail(detail) => IrError::Shape {
-                    node: node.name.clone(),
-                    detail: if matches!(node.op, Op::Add) {
-                        format!("{detail} (the layers feeding a residual add are coupled: they must keep the same units)")
-                    } else {
-                        detail
-                    },
-                },
-            })?;
-            if shape.len() == 3 {
-                channels.insert(node.name.as_str(), shape[0]);
-            } else {
-                features.insert(node.name.as_str(), shape[0]);
-            }
         }
         Graph::new(self.name.clone(), nodes)
     }
@@ -490,12 +445,12 @@ impl GraphSpec {
     /// it) and validates.
     pub fn into_graph(mut self) -> Result<Graph, IrError> {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].inputs.is_empty() && !matches!(self.nodes[i].op, Op::Input { .. }) {
+            if self.nodes[i].inputs.is_empty() && self.nodes[i].op.role() != Role::Input {
                 if i == 0 {
                     return Err(IrError::Arity {
                         node: self.nodes[i].name.clone(),
                         op: self.nodes[i].op.type_name(),
-                        expected: "explicit inputs (it is listed first, so there is no previous node to read)",
+                        expected: "explicit inputs (it is listed first, so there is no previous node to read)".into(),
                         found: 0,
                     });
                 }
@@ -512,32 +467,18 @@ fn is_json(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file and a failed write leaves the old file intact.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IrError> {
-    let io = |source| IrError::Io {
-        action: "cannot write",
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path has no file name",
-        ))
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The error for a failed shape inference at `node`.
+pub(crate) fn shape_error(node: &Node, p: ShapeProblem) -> IrError {
+    match p {
+        ShapeProblem::Arity { expected, found } => IrError::Arity {
+            node: node.name.clone(),
+            op: node.op.type_name(),
+            expected,
+            found,
+        },
+        ShapeProblem::Detail(detail) => IrError::Shape {
+            node: node.name.clone(),
+            detail,
+        },
     }
-    result.map_err(io)
 }

@@ -46,12 +46,18 @@
 mod builder;
 mod error;
 mod graph;
+pub mod io;
 mod op;
 
 pub use builder::GraphBuilder;
 pub use error::IrError;
-pub use graph::{Graph, GraphSpec, Node, NodeSummary, write_atomic};
-pub use op::{Op, Pair, ParamKind, ParamSpec};
+pub use graph::{Graph, GraphSpec, Node, NodeSummary};
+pub use io::{StagedDir, check_outputs, write_atomic};
+pub use op::{
+    AdaptiveAvgPool2d, Add, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d, Channels, Concat, Contract,
+    Conv2d, Dropout, Flatten, Init, Input, Linear, MaxPool2d, Op, Pair, ParamKind, ParamSpec,
+    Reads, Relu, Role, ShapeInput, examples,
+};
 
 /// Parses a per-sample shape written `CxHxW` (e.g. `3x224x224`) or `F` (e.g. `784`).
 ///

@@ -15,14 +15,14 @@ fn input(shape: &[usize]) -> Node {
     node(
         "input",
         &[],
-        Op::Input {
+        Op::Input(fair_ir::Input {
             shape: shape.to_vec(),
-        },
+        }),
     )
 }
 
 fn conv(cin: usize, cout: usize) -> Op {
-    Op::Conv2d {
+    Op::Conv2d(fair_ir::Conv2d {
         in_channels: cin,
         out_channels: cout,
         kernel_size: Pair(3, 3),
@@ -31,7 +31,7 @@ fn conv(cin: usize, cout: usize) -> Op {
         dilation: Pair(1, 1),
         groups: 1,
         bias: true,
-    }
+    })
 }
 
 /// A graph that uses every op once.
@@ -43,7 +43,7 @@ fn every_op() -> Graph {
     let c = b
         .add(
             "c",
-            Op::Conv2d {
+            Op::Conv2d(fair_ir::Conv2d {
                 in_channels: 8,
                 out_channels: 8,
                 kernel_size: Pair(3, 1),
@@ -52,7 +52,7 @@ fn every_op() -> Graph {
                 dilation: Pair(2, 1),
                 groups: 4,
                 bias: false,
-            },
+            }),
             &[&a],
         )
         .unwrap();
@@ -61,25 +61,25 @@ fn every_op() -> Graph {
     let p = b
         .add(
             "pool",
-            Op::MaxPool2d {
+            Op::MaxPool2d(fair_ir::MaxPool2d {
                 kernel_size: Pair(3, 3),
                 stride: Some(Pair(2, 2)),
                 padding: Pair(1, 1),
                 ceil_mode: true,
-            },
+            }),
             &[&cat],
         )
         .unwrap();
     let p = b
         .add(
             "avg",
-            Op::AvgPool2d {
+            Op::AvgPool2d(fair_ir::AvgPool2d {
                 kernel_size: Pair(2, 2),
                 stride: None,
                 padding: Pair(0, 0),
                 ceil_mode: false,
                 count_include_pad: false,
-            },
+            }),
             &[&p],
         )
         .unwrap();
@@ -89,11 +89,11 @@ fn every_op() -> Graph {
     let f = b
         .add(
             "bn1d",
-            Op::BatchNorm1d {
+            Op::BatchNorm1d(fair_ir::BatchNorm1d {
                 num_features: 16,
                 eps: 1e-3,
                 momentum: 0.01,
-            },
+            }),
             &[&f],
         )
         .unwrap();
@@ -134,12 +134,12 @@ fn ceil_mode_drops_a_window_that_starts_in_the_padding() {
             node(
                 "pool",
                 &["input"],
-                Op::MaxPool2d {
+                Op::MaxPool2d(fair_ir::MaxPool2d {
                     kernel_size: Pair(2, 2),
                     stride: None,
                     padding: Pair(1, 1),
                     ceil_mode: true,
-                },
+                }),
             ),
         ],
     )
@@ -192,12 +192,12 @@ fn hand_written_toml_with_defaults_and_implicit_inputs() {
     assert_eq!(g.node("pool").unwrap().inputs, vec!["conv"]);
     assert_eq!(g.shape("pool").unwrap(), &[4, 4, 4]);
     match &g.node("conv").unwrap().op {
-        Op::Conv2d {
+        Op::Conv2d(fair_ir::Conv2d {
             stride,
             groups,
             bias,
             ..
-        } => {
+        }) => {
             assert_eq!((*stride, *groups, *bias), (Pair(1, 1), 1, true));
         }
         other => panic!("{other:?}"),
@@ -213,13 +213,13 @@ fn nodes_may_be_listed_in_any_order() {
             node(
                 "fc",
                 &["flat"],
-                Op::Linear {
+                Op::Linear(fair_ir::Linear {
                     in_features: 12,
                     out_features: 2,
                     bias: true,
-                },
+                }),
             ),
-            node("flat", &["input"], Op::Flatten),
+            node("flat", &["input"], Op::Flatten(fair_ir::Flatten {})),
             input(&[3, 2, 2]),
         ],
     )
@@ -247,22 +247,25 @@ fn errors_name_the_node_and_what_was_expected() {
     let e = err(vec![
         input(&[3, 8, 8]),
         node("c", &["input"], conv(3, 8)),
-        node("c", &["c"], Op::Relu),
+        node("c", &["c"], Op::Relu(fair_ir::Relu {})),
     ]);
     assert!(e.contains("duplicate node name 'c'"), "{e}");
 
     let e = err(vec![
         input(&[3, 8, 8]),
-        node("a", &["input", "b"], Op::Add),
-        node("b", &["a"], Op::Relu),
-        node("out", &["b"], Op::Relu),
+        node("a", &["input", "b"], Op::Add(fair_ir::Add {})),
+        node("b", &["a"], Op::Relu(fair_ir::Relu {})),
+        node("out", &["b"], Op::Relu(fair_ir::Relu {})),
     ]);
     assert!(
         e.contains("cycle") && e.contains('a') && e.contains('b'),
         "{e}"
     );
 
-    let e = err(vec![input(&[3, 8, 8]), node("s", &["input"], Op::Add)]);
+    let e = err(vec![
+        input(&[3, 8, 8]),
+        node("s", &["input"], Op::Add(fair_ir::Add {})),
+    ]);
     assert!(
         e.contains("node 's' (add) expects at least 2 input(s), found 1"),
         "{e}"
@@ -270,8 +273,8 @@ fn errors_name_the_node_and_what_was_expected() {
 
     let e = err(vec![
         input(&[3, 8, 8]),
-        node("r1", &["input"], Op::Relu),
-        node("r2", &["input"], Op::Relu),
+        node("r1", &["input"], Op::Relu(fair_ir::Relu {})),
+        node("r2", &["input"], Op::Relu(fair_ir::Relu {})),
     ]);
     assert!(
         e.contains("exactly one output") && e.contains("r1, r2"),
@@ -283,11 +286,11 @@ fn errors_name_the_node_and_what_was_expected() {
         node(
             "fc",
             &["input"],
-            Op::Linear {
+            Op::Linear(fair_ir::Linear {
                 in_features: 192,
                 out_features: 2,
                 bias: true,
-            },
+            }),
         ),
     ]);
     assert!(
@@ -296,7 +299,7 @@ fn errors_name_the_node_and_what_was_expected() {
     );
 
     let mut bad_groups = conv(3, 8);
-    if let Op::Conv2d { groups, .. } = &mut bad_groups {
+    if let Op::Conv2d(fair_ir::Conv2d { groups, .. }) = &mut bad_groups {
         *groups = 2;
     }
     let e = err(vec![input(&[3, 8, 8]), node("c", &["input"], bad_groups)]);
@@ -305,7 +308,7 @@ fn errors_name_the_node_and_what_was_expected() {
         "{e}"
     );
 
-    let e = err(vec![node("r", &[], Op::Relu)]);
+    let e = err(vec![node("r", &[], Op::Relu(fair_ir::Relu {}))]);
     assert!(e.contains("exactly one node of type 'input'"), "{e}");
 }
 

@@ -24,6 +24,6 @@ mod error;
 mod model;
 mod tensors;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, tch_context};
 pub use model::{Forward, Mode, Model, parse_device};
-pub use tensors::{read_safetensors, write_safetensors};
+pub use tensors::{check_finite, read_safetensors, write_safetensors};

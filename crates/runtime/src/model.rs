@@ -3,12 +3,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use fair_ir::{Graph, Op, ParamKind};
+use fair_ir::{Graph, Init, Op, ParamKind};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, Uniform};
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::error::{RuntimeError, torch};
+use crate::error::{RuntimeError, tch_context as torch};
 use crate::tensors::{read_safetensors, write_safetensors};
 
 /// How a forward pass treats BatchNorm and Dropout.
@@ -97,6 +97,7 @@ impl Model {
     /// ±1/√fan-in (PyTorch's default); BatchNorm scale 1, shift 0, running mean 0, running
     /// variance 1. The same seed gives the same parameters.
     pub fn new(graph: Graph, device: Device, seed: u64) -> Result<Self, RuntimeError> {
+        check_memory(&graph)?;
         // A private generator (not libtorch's global one): the same seed gives the same
         // parameters on every device and whatever other threads draw meanwhile.
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -105,19 +106,19 @@ impl Model {
         for node in graph.nodes() {
             for spec in node.op.params(&node.name) {
                 let n = spec.numel();
-                let values: Vec<f32> = match (&node.op, spec.kind) {
-                    (Op::Conv2d { .. }, ParamKind::Weight) => {
+                let values: Vec<f32> = match spec.init {
+                    Init::KaimingNormalFanOut => {
                         let std = (2.0 / fans(&spec.shape).1).sqrt();
                         let normal = Normal::new(0.0, std).expect("positive std");
                         (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
                     }
-                    (Op::Linear { in_features, .. }, ParamKind::Weight | ParamKind::Bias) => {
-                        let bound = 1.0 / (*in_features as f64).sqrt();
+                    Init::UniformFanIn { fan_in } => {
+                        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
                         let uniform = Uniform::new(-bound, bound);
                         (0..n).map(|_| uniform.sample(&mut rng) as f32).collect()
                     }
-                    (_, ParamKind::Weight | ParamKind::RunningVar) => vec![1.0; n],
-                    _ => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::Zeros => vec![0.0; n],
                 };
                 let t = Tensor::from_slice(&values).reshape(dims(&spec.shape));
                 let t = if spec.kind == ParamKind::NumBatchesTracked {
@@ -192,9 +193,11 @@ impl Model {
     /// Loads every parameter and buffer from a safetensors file with state-dict names.
     /// Strict: a missing, unexpected or wrong-shaped tensor is an error that lists every
     /// such problem by name with expected and found shapes, and nothing is loaded. Float
-    /// tensors of any precision are converted to f32.
+    /// tensors of any precision are converted to f32. Weights holding NaN or infinite values
+    /// are an error listing every such tensor.
     pub fn load_weights(&mut self, path: &Path) -> Result<(), RuntimeError> {
         let loaded = read_safetensors(path, self.device())?;
+        crate::tensors::check_finite(&loaded, path)?;
         self.load_tensors(&loaded, path)
     }
 
@@ -365,22 +368,17 @@ impl Model {
         let train = mode != Mode::Eval;
         let pair = |p: fair_ir::Pair| [p.0 as i64, p.1 as i64];
         match &node.op {
-            Op::Input { .. } => Ok(x.shallow_clone()),
-            Op::Conv2d {
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            } => inputs[0].f_conv2d(
+            Op::Input(_) => Ok(x.shallow_clone()),
+            Op::Conv2d(c) => inputs[0].f_conv2d(
                 self.p(name, ParamKind::Weight),
                 self.opt_p(name, ParamKind::Bias),
-                pair(*stride),
-                pair(*padding),
-                pair(*dilation),
-                *groups as i64,
+                pair(c.stride),
+                pair(c.padding),
+                pair(c.dilation),
+                c.groups as i64,
             ),
-            Op::BatchNorm2d { eps, momentum, .. } | Op::BatchNorm1d { eps, momentum, .. } => {
+            Op::BatchNorm2d(fair_ir::BatchNorm2d { eps, momentum, .. })
+            | Op::BatchNorm1d(fair_ir::BatchNorm1d { eps, momentum, .. }) => {
                 let (mean, var) = match mode {
                     Mode::TrainFrozenStats => (None, None),
                     _ => (
@@ -405,50 +403,43 @@ impl Model {
                     true,
                 )
             }
-            Op::Relu => inputs[0].f_relu(),
-            Op::MaxPool2d {
-                kernel_size,
-                stride,
-                padding,
-                ceil_mode,
-            } => inputs[0].f_max_pool2d(
-                pair(*kernel_size),
-                pair(stride.unwrap_or(*kernel_size)),
-                pair(*padding),
+            Op::Relu(_) => inputs[0].f_relu(),
+            Op::MaxPool2d(p) => inputs[0].f_max_pool2d(
+                pair(p.kernel_size),
+                pair(p.stride.unwrap_or(p.kernel_size)),
+                pair(p.padding),
                 [1, 1],
-                *ceil_mode,
+                p.ceil_mode,
             ),
-            Op::AvgPool2d {
-                kernel_size,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
-            } => inputs[0].f_avg_pool2d(
-                pair(*kernel_size),
-                pair(stride.unwrap_or(*kernel_size)),
-                pair(*padding),
-                *ceil_mode,
-                *count_include_pad,
+            Op::AvgPool2d(p) => inputs[0].f_avg_pool2d(
+                pair(p.kernel_size),
+                pair(p.stride.unwrap_or(p.kernel_size)),
+                pair(p.padding),
+                p.ceil_mode,
+                p.count_include_pad,
                 None,
             ),
-            Op::AdaptiveAvgPool2d { output_size } => {
-                inputs[0].f_adaptive_avg_pool2d(pair(*output_size))
-            }
-            Op::Flatten => inputs[0].f_flatten(1, -1),
-            Op::Linear { .. } => inputs[0].f_linear(
+            Op::AdaptiveAvgPool2d(p) => inputs[0].f_adaptive_avg_pool2d(pair(p.output_size)),
+            Op::Flatten(_) => inputs[0].f_flatten(1, -1),
+            Op::Linear(_) => inputs[0].f_linear(
                 self.p(name, ParamKind::Weight),
                 self.opt_p(name, ParamKind::Bias),
             ),
-            Op::Dropout { p } => inputs[0].f_dropout(*p, train),
-            Op::Add => {
+            Op::Dropout(d) => inputs[0].f_dropout(d.p, train),
+            Op::Add(_) => {
                 let mut sum = inputs[0].f_add(inputs[1])?;
                 for t in &inputs[2..] {
                     sum = sum.f_add(t)?;
                 }
                 Ok(sum)
             }
-            Op::Concat => Tensor::f_cat(inputs, 1),
+            Op::Concat(_) => Tensor::f_cat(inputs, 1),
+            // `Op` is non-exhaustive: an op added to the IR without a kernel here is an
+            // error naming it, never a silent fall-through (a test runs every op).
+            other => Err(tch::TchError::Kind(format!(
+                "the runtime has no kernel for op '{}'",
+                other.type_name()
+            ))),
         }
     }
 }
@@ -476,4 +467,28 @@ fn last_uses(graph: &Graph) -> Vec<usize> {
         }
     }
     last
+}
+
+/// Refuses graphs whose parameters cannot fit in memory before allocating them (libtorch
+/// aborts the process on a failed allocation): the total must stay below the machine's
+/// available memory (`MemAvailable` on Linux; 1 TiB where unknown).
+fn check_memory(graph: &Graph) -> Result<(), RuntimeError> {
+    let bytes: u128 = graph.params().iter().map(|p| p.numel() as u128 * 4).sum();
+    let available = available_memory().unwrap_or(1 << 40) as u128;
+    if bytes > available {
+        return Err(RuntimeError::TooLarge {
+            graph: graph.name().to_owned(),
+            bytes,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// The machine's available memory in bytes (Linux `MemAvailable`), if known.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

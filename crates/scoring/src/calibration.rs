@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
@@ -173,40 +171,51 @@ impl Calibration {
 
     /// Chooses the classes and samples the U-Score compares: every class with samples, or
     /// `max_classes` of them chosen with `seed`; per class up to `per_class` samples (chosen
-    /// with `seed` when there are more). Returns (class, sample indices) ascending by class,
-    /// and a note for every class with fewer than `per_class` samples.
+    /// with `seed` when there are more), by [`fair_stats::stratified_sample`]. Returns
+    /// (class, sample indices) ascending by class, and a note for every class with fewer
+    /// than `per_class` samples.
     pub fn class_samples(
         &self,
         max_classes: usize,
         per_class: usize,
         seed: u64,
     ) -> (Vec<(i64, Vec<usize>)>, Vec<String>) {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let all = self.class_indices();
-        let mut classes: Vec<i64> = all.keys().copied().collect();
-        if classes.len() > max_classes {
-            classes.shuffle(&mut rng);
-            classes.truncate(max_classes);
-            classes.sort_unstable();
-        }
-        let mut notes = Vec::new();
-        let chosen = classes
-            .into_iter()
-            .map(|c| {
-                let mut idx = all[&c].clone();
-                if idx.len() > per_class {
-                    idx.shuffle(&mut rng);
-                    idx.truncate(per_class);
-                    idx.sort_unstable();
-                } else if idx.len() < per_class {
-                    notes.push(format!(
-                        "class {c} has {} calibration sample(s), fewer than the {per_class} asked for; it is compared with what it has",
-                        idx.len()
-                    ));
-                }
-                (c, idx)
+        let draw = fair_stats::stratified_sample(&self.labels, per_class, max_classes, seed);
+        let notes = draw
+            .short
+            .iter()
+            .map(|(c, n)| {
+                format!(
+                    "class {c} has {n} calibration sample(s), fewer than the {per_class} asked for; it is compared with what it has"
+                )
             })
             .collect();
-        (chosen, notes)
+        (draw.classes, notes)
+    }
+
+    /// Checks the data fits a model with `classes` outputs and per-sample input `shape`:
+    /// every label must be a class id below `classes`.
+    pub fn check_fits(&self, shape: &[usize], classes: usize) -> Result<(), ScoringError> {
+        let want: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        if self.sample_shape() != want {
+            return Err(ScoringError::Data {
+                path: None,
+                detail: format!(
+                    "the inputs have per-sample shape {:?}, but the model expects {want:?}",
+                    self.sample_shape()
+                ),
+            });
+        }
+        if let Some(i) = self.labels.iter().position(|&l| l as u64 >= classes as u64) {
+            return Err(ScoringError::Data {
+                path: None,
+                detail: format!(
+                    "label of sample {i} is {}, but the model has {classes} outputs (class ids 0..{})",
+                    self.labels[i],
+                    classes.saturating_sub(1)
+                ),
+            });
+        }
+        Ok(())
     }
 }

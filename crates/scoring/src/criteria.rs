@@ -1,23 +1,29 @@
-//! The [`Scorer`] trait and its implementations.
+//! The [`Criterion`] trait, the built-in criteria, and the [`Registry`] that finds criteria
+//! by name.
 
-use fair_ir::Op;
+use std::collections::BTreeMap;
+
+use fair_ir::Role;
 use fair_runtime::Model;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
-use crate::layers::PrunableLayer;
+use crate::layers::{PrunableLayer, prunable_layers};
 use crate::progress::Progress;
 use crate::r_score::{RScoreSettings, r_scores};
 use crate::u_score::{UScoreSettings, u_scores};
 
-/// What a scorer may use.
+/// What a criterion may use.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
-    /// The model (left unchanged by every scorer).
+    /// The model (a criterion must leave it unchanged).
     pub model: &'a Model,
-    /// The layers to score.
+    /// The layers to score: the model's prunable layers, in graph order (their `analysis`
+    /// node is the layer itself; a criterion that reads elsewhere picks its own nodes, e.g.
+    /// with [`crate::prunable_layers`]).
     pub layers: &'a [PrunableLayer],
     /// Calibration data, for data-driven criteria.
     pub data: Option<&'a Calibration>,
@@ -25,29 +31,81 @@ pub struct Context<'a> {
     pub progress: Progress,
 }
 
-/// A criterion that gives one score per unit of each layer. For the classic criteria higher
-/// means more important; the U-Score is a removal signal (low = remove) and the R-Score a
-/// protection signal (high = protect).
-pub trait Scorer {
-    /// Short name used in score files and reports (`u`, `r`, `l1`, ...).
-    fn name(&self) -> &'static str;
-    /// One vector per layer of `ctx.layers`, one entry per unit.
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError>;
+/// What a criterion returns: one score per unit of every layer, and notes for the user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scored {
+    /// One vector per layer of [`Context::layers`], one entry per unit.
+    pub scores: Vec<Vec<f64>>,
+    /// Notes worth showing (e.g. classes with few samples); stored in the score file.
+    pub notes: Vec<String>,
+}
+
+impl From<Vec<Vec<f64>>> for Scored {
+    fn from(scores: Vec<Vec<f64>>) -> Self {
+        Scored {
+            scores,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// A per-unit importance criterion. Scores are any finite numbers; what they mean is up to
+/// the criterion: the classic criteria and the R-Score rank "higher = more important", the
+/// U-Score too (a unit that separates no classes scores 0 and goes first). Tolerance of
+/// Difference takes any pair of criteria (remove-by, protect-by).
+///
+/// A criterion is found by name in a [`Registry`]; its [`Criterion::settings`] are stored in
+/// the score file's provenance, so stored scores are reused only when they match.
+pub trait Criterion: Send + Sync {
+    /// Short name used in score files, reports and on the command line (`u`, `r`, `l1`, ...).
+    fn name(&self) -> &str;
+    /// The settings that determine the scores, as a JSON object (default: none).
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    /// Whether it needs calibration data.
+    fn needs_data(&self) -> bool;
+    /// Scores every layer of `ctx.layers`.
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError>;
+}
+
+/// The knobs the built-in criteria read; a registry hands them to every factory, so a
+/// plug-in criterion can read them too (e.g. the seed or the R-Score's batch size).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoringSettings {
+    /// U-Score settings (analysis point, distance, classes, samples, seed).
+    pub u: UScoreSettings,
+    /// R-Score settings (mode, batch size, seed).
+    pub r: RScoreSettings,
+    /// Seed of the random criterion (and of plug-ins that draw numbers).
+    pub seed: u64,
+}
+
+fn settings_json<T: Serialize>(s: &T) -> serde_json::Value {
+    serde_json::to_value(s).expect("settings serialise")
 }
 
 /// FAIR-Pruner's U-Score (see [`crate::u_scores`]).
 #[derive(Debug, Clone, Default)]
 pub struct UScore(pub UScoreSettings);
 
-impl Scorer for UScore {
-    fn name(&self) -> &'static str {
+impl Criterion for UScore {
+    fn name(&self) -> &str {
         "u"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
+    fn settings(&self) -> serde_json::Value {
+        settings_json(&self.0)
+    }
+    fn needs_data(&self) -> bool {
+        true
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
         let data = ctx
             .data
             .ok_or_else(|| ScoringError::NeedsData("U-Score".into()))?;
-        Ok(u_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)?.0)
+        let layers = prunable_layers(ctx.model.graph(), self.0.analysis_point);
+        let (scores, notes) = u_scores(ctx.model, &layers, data, &self.0, ctx.progress)?;
+        Ok(Scored { scores, notes })
     }
 }
 
@@ -55,15 +113,21 @@ impl Scorer for UScore {
 #[derive(Debug, Clone, Default)]
 pub struct RScore(pub RScoreSettings);
 
-impl Scorer for RScore {
-    fn name(&self) -> &'static str {
+impl Criterion for RScore {
+    fn name(&self) -> &str {
         "r"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
+    fn settings(&self) -> serde_json::Value {
+        settings_json(&self.0)
+    }
+    fn needs_data(&self) -> bool {
+        true
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
         let data = ctx
             .data
             .ok_or_else(|| ScoringError::NeedsData("R-Score".into()))?;
-        r_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)
+        Ok(r_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)?.into())
     }
 }
 
@@ -80,12 +144,10 @@ fn weight_norms(ctx: &Context, p: f64) -> Result<Vec<Vec<f64>>, ScoringError> {
                     .and_then(|t| t.f_norm_scalaropt_dim(p, [1i64].as_slice(), false)),
                 || format!("weight norms of '{}'", layer.name),
             )?;
-            Vec::<f64>::try_from(norms.to_device(tch::Device::Cpu)).map_err(|source| {
-                ScoringError::Torch {
-                    context: format!("reading norms of '{}'", layer.name),
-                    source,
-                }
-            })
+            Ok(torch(
+                Vec::<f64>::try_from(norms.to_device(tch::Device::Cpu)),
+                || format!("reading norms of '{}'", layer.name),
+            )?)
         })
         .collect()
 }
@@ -94,12 +156,15 @@ fn weight_norms(ctx: &Context, p: f64) -> Result<Vec<Vec<f64>>, ScoringError> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct L1Norm;
 
-impl Scorer for L1Norm {
-    fn name(&self) -> &'static str {
+impl Criterion for L1Norm {
+    fn name(&self) -> &str {
         "l1"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
-        weight_norms(ctx, 1.0)
+    fn needs_data(&self) -> bool {
+        false
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
+        Ok(weight_norms(ctx, 1.0)?.into())
     }
 }
 
@@ -107,12 +172,15 @@ impl Scorer for L1Norm {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct L2Norm;
 
-impl Scorer for L2Norm {
-    fn name(&self) -> &'static str {
+impl Criterion for L2Norm {
+    fn name(&self) -> &str {
         "l2"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
-        weight_norms(ctx, 2.0)
+    fn needs_data(&self) -> bool {
+        false
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
+        Ok(weight_norms(ctx, 2.0)?.into())
     }
 }
 
@@ -120,33 +188,37 @@ impl Scorer for L2Norm {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BnScale;
 
-impl Scorer for BnScale {
-    fn name(&self) -> &'static str {
+impl Criterion for BnScale {
+    fn name(&self) -> &str {
         "bn"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
+    fn needs_data(&self) -> bool {
+        false
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
         let graph = ctx.model.graph();
-        ctx.layers
+        let scores = ctx
+            .layers
             .iter()
             .map(|layer| {
                 let bn = graph
                     .readers(&layer.name)
                     .into_iter()
-                    .find(|n| matches!(n.op, Op::BatchNorm2d { .. } | Op::BatchNorm1d { .. }))
+                    .find(|n| n.op.role() == Role::Normalization)
                     .ok_or_else(|| ScoringError::NoBatchNorm(layer.name.clone()))?;
                 let g = ctx.model.tensor(&format!("{}.weight", bn.name))?;
-                Vec::<f64>::try_from(
-                    g.detach()
-                        .abs()
-                        .to_kind(Kind::Double)
-                        .to_device(tch::Device::Cpu),
-                )
-                .map_err(|source| ScoringError::Torch {
-                    context: format!("reading BN scale of '{}'", bn.name),
-                    source,
-                })
+                Ok(torch(
+                    Vec::<f64>::try_from(
+                        g.detach()
+                            .abs()
+                            .to_kind(Kind::Double)
+                            .to_device(tch::Device::Cpu),
+                    ),
+                    || format!("reading BN scale of '{}'", bn.name),
+                )?)
             })
-            .collect()
+            .collect::<Result<Vec<_>, ScoringError>>()?;
+        Ok(scores.into())
     }
 }
 
@@ -157,16 +229,164 @@ pub struct RandomScore {
     pub seed: u64,
 }
 
-impl Scorer for RandomScore {
-    fn name(&self) -> &'static str {
+impl Criterion for RandomScore {
+    fn name(&self) -> &str {
         "random"
     }
-    fn score(&self, ctx: &Context) -> Result<Vec<Vec<f64>>, ScoringError> {
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({ "seed": self.seed })
+    }
+    fn needs_data(&self) -> bool {
+        false
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         Ok(ctx
             .layers
             .iter()
             .map(|l| (0..l.units).map(|_| rng.r#gen::<f64>()).collect())
-            .collect())
+            .collect::<Vec<_>>()
+            .into())
+    }
+}
+
+/// Makes a criterion from the shared settings.
+pub type Factory = Box<dyn Fn(&ScoringSettings) -> Box<dyn Criterion> + Send + Sync>;
+
+struct Entry {
+    description: String,
+    factory: Factory,
+}
+
+/// Criteria by name. [`Registry::default`] holds the built-ins (`u`, `r`, `l1`, `l2`, `bn`,
+/// `random`); a researcher adds a criterion with [`Registry::register`] and it is then
+/// usable everywhere a name is: scoring, ToD's remove-by/protect-by, ranking, the pipeline.
+///
+/// ```
+/// use fair_scoring::{Context, Criterion, Registry, Scored, ScoringError};
+/// struct Ones;
+/// impl Criterion for Ones {
+///     fn name(&self) -> &str { "ones" }
+///     fn needs_data(&self) -> bool { false }
+///     fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
+///         Ok(ctx.layers.iter().map(|l| vec![1.0; l.units]).collect::<Vec<_>>().into())
+///     }
+/// }
+/// let mut registry = Registry::default();
+/// registry.register("ones", "every unit scores 1", |_| Box::new(Ones));
+/// assert!(registry.names().contains(&"ones"));
+/// assert!(registry.create("l1", &Default::default()).is_ok());
+/// assert!(registry.create("nope", &Default::default()).is_err());
+/// ```
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("criteria", &self.names())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A registry without criteria.
+    pub fn empty() -> Self {
+        Registry {
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) the criterion `name`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        description: &str,
+        factory: impl Fn(&ScoringSettings) -> Box<dyn Criterion> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.entries.insert(
+            name.to_owned(),
+            Entry {
+                description: description.to_owned(),
+                factory: Box::new(factory),
+            },
+        );
+        self
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    /// (name, description) of every criterion, sorted by name.
+    pub fn describe(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.description.as_str()))
+            .collect()
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The criterion `name`, made with `settings`.
+    pub fn create(
+        &self,
+        name: &str,
+        settings: &ScoringSettings,
+    ) -> Result<Box<dyn Criterion>, ScoringError> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ScoringError::UnknownCriterion {
+                name: name.to_owned(),
+                known: self.names().into_iter().map(str::to_owned).collect(),
+            })?;
+        Ok((entry.factory)(settings))
+    }
+
+    /// Every criterion in `names` (duplicates removed, order kept).
+    pub fn create_all<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        settings: &ScoringSettings,
+    ) -> Result<Vec<Box<dyn Criterion>>, ScoringError> {
+        let mut seen = std::collections::HashSet::new();
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|n| seen.insert(n.to_string()))
+            .map(|n| self.create(n, settings))
+            .collect()
+    }
+}
+
+impl Default for Registry {
+    /// The built-in criteria.
+    fn default() -> Self {
+        let mut r = Registry::empty();
+        r.register(
+            "u",
+            "U-Score: Wasserstein utilisation across classes (needs calibration data)",
+            |s| Box::new(UScore(s.u.clone())),
+        )
+        .register(
+            "r",
+            "R-Score: first-order Taylor reconstruction (needs calibration data)",
+            |s| Box::new(RScore(s.r.clone())),
+        )
+        .register("l1", "L1 norm of each unit's weights", |_| Box::new(L1Norm))
+        .register("l2", "L2 norm of each unit's weights", |_| Box::new(L2Norm))
+        .register("bn", "|γ| of the BatchNorm right after the layer", |_| {
+            Box::new(BnScale)
+        })
+        .register("random", "seeded random scores (a control)", |s| {
+            Box::new(RandomScore { seed: s.seed })
+        });
+        r
     }
 }

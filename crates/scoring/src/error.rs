@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything scoring can report; messages name the layer, class, file or setting.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScoringError {
     /// The named layer is not a prunable layer of the model.
     #[error(
@@ -42,26 +43,34 @@ pub enum ScoringError {
         "layer '{0}' is not followed by a BatchNorm, so it has no BN scale to score (leave bn out of the criteria for this model)"
     )]
     NoBatchNorm(String),
-    /// A stored score file does not fit.
-    #[error("score file '{}': {detail}", .path.display())]
-    ScoreFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
+    /// A criterion name that the registry does not know.
+    #[error("unknown criterion '{name}' (known: {})", .known.join(", "))]
+    UnknownCriterion {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
     },
+    /// A criterion produced a NaN or infinite score.
+    #[error("the {criterion} score of unit {unit} of layer '{layer}' is {value}{hint}")]
+    BadScore {
+        /// The criterion.
+        criterion: String,
+        /// The layer.
+        layer: String,
+        /// The unit.
+        unit: usize,
+        /// The value.
+        value: f64,
+        /// A hint about the likely cause.
+        hint: String,
+    },
+    /// The score file could not be assembled or written.
+    #[error(transparent)]
+    ScoreFile(#[from] fair_analysis::AnalysisError),
     /// The runtime failed.
     #[error(transparent)]
     Runtime(#[from] fair_runtime::RuntimeError),
-    /// libtorch failed.
-    #[error("{context}: {source}")]
-    Torch {
-        /// Where.
-        context: String,
-        /// libtorch's error.
-        #[source]
-        source: tch::TchError,
-    },
 }
 
 fn at(path: &Option<PathBuf>) -> String {
@@ -70,12 +79,5 @@ fn at(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn torch<T>(
-    r: Result<T, tch::TchError>,
-    context: impl FnOnce() -> String,
-) -> Result<T, ScoringError> {
-    r.map_err(|source| ScoringError::Torch {
-        context: context(),
-        source,
-    })
-}
+/// The workspace's one helper that attaches context to a libtorch error.
+pub(crate) use fair_runtime::tch_context as torch;

@@ -1,17 +1,20 @@
 //! Which layers are scored and where their units are read.
 
-use fair_ir::{Graph, Op};
+use fair_ir::{Graph, Role};
 use serde::{Deserialize, Serialize};
 
 /// Where a unit's output is read for the U-Score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum AnalysisPoint {
-    /// The layer's own output (the authors' package default).
+    /// The layer's own output (where the authors' package hooks; note that its in-place
+    /// ReLU then overwrites a conv or linear output that no BatchNorm follows, so for such
+    /// layers the package effectively reads after the activation).
     #[default]
     LayerOutput,
-    /// After the BatchNorm and/or ReLU that directly follow the layer, when they do (the
-    /// authors' VGG example).
+    /// After the BatchNorm and/or activation that directly follow the layer, when they do
+    /// (the authors' VGG example).
     AfterActivation,
 }
 
@@ -22,7 +25,7 @@ pub struct PrunableLayer {
     pub name: String,
     /// Its units (output channels or features).
     pub units: usize,
-    /// Whether it is a convolution (units are channels of an image).
+    /// Whether its units are channels of an image (a convolution) rather than features.
     pub conv: bool,
     /// The node whose output is read for the U-Score.
     pub analysis: String,
@@ -43,15 +46,16 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
         .prunable_layers()
         .into_iter()
         .map(|name| {
-            let node = graph.node(name).expect("listed by the graph");
+            let conv = graph.shape(name).expect("listed by the graph").len() == 3;
             let mut analysis = name.to_owned();
             if point == AnalysisPoint::AfterActivation {
-                if let Some(n) = only_reader(graph, &analysis)
-                    .filter(|n| matches!(n.op, Op::BatchNorm2d { .. } | Op::BatchNorm1d { .. }))
+                if let Some(n) =
+                    only_reader(graph, &analysis).filter(|n| n.op.role() == Role::Normalization)
                 {
                     analysis = n.name.clone();
                 }
-                if let Some(n) = only_reader(graph, &analysis).filter(|n| matches!(n.op, Op::Relu))
+                if let Some(n) =
+                    only_reader(graph, &analysis).filter(|n| n.op.role() == Role::Activation)
                 {
                     analysis = n.name.clone();
                 }
@@ -59,7 +63,7 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
             PrunableLayer {
                 name: name.to_owned(),
                 units: graph.units(name).expect("prunable"),
-                conv: matches!(node.op, Op::Conv2d { .. }),
+                conv,
                 analysis,
             }
         })

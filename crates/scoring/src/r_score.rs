@@ -13,6 +13,7 @@ use crate::progress::Progress;
 /// Which forward mode the R-Score's passes use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RMode {
     /// Training mode as in the authors' package (BatchNorm batch statistics, dropout active)
     /// but without touching BatchNorm's running statistics.
@@ -24,6 +25,7 @@ pub enum RMode {
 
 /// Settings of the R-Score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RScoreSettings {
     /// Forward mode (default training-mode BatchNorm).
     pub mode: RMode,
@@ -120,12 +122,10 @@ pub fn r_scores(
     sums.into_iter()
         .zip(layers)
         .map(|(s, layer)| {
-            Vec::<f64>::try_from(s.abs().to_device(tch::Device::Cpu)).map_err(|source| {
-                ScoringError::Torch {
-                    context: format!("reading R-Scores of '{}'", layer.name),
-                    source,
-                }
-            })
+            Ok(torch(
+                Vec::<f64>::try_from(s.abs().to_device(tch::Device::Cpu)),
+                || format!("reading R-Scores of '{}'", layer.name),
+            )?)
         })
         .collect()
 }

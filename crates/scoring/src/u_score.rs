@@ -10,28 +10,34 @@ use tch::{Device, Kind, Tensor};
 
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
+use crate::layers::AnalysisPoint;
 use crate::layers::PrunableLayer;
 use crate::progress::Progress;
 
 /// How a conv channel's output distribution is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ConvDistance {
-    /// Each sample's channel map is a point in R^(H·W); sliced W1 over this many random unit
-    /// directions (seeded, shared by all channels and class pairs of a layer).
-    Sliced {
-        /// Number of directions P.
-        projections: usize,
-    },
+    /// Each sample's channel map is a point in R^(H·W); sliced W1 over
+    /// [`UScoreSettings::projections`] random unit directions (seeded, shared by all
+    /// channels and class pairs of a layer).
+    #[default]
+    Sliced,
     /// Exact 1-D W1 of the spatially averaged channel (cheap).
     Pooled,
 }
 
 /// Settings of the U-Score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UScoreSettings {
-    /// Conv channel distance (default sliced, P = 128).
+    /// Where each unit's output is read (default: the layer's own output).
+    pub analysis_point: AnalysisPoint,
+    /// Conv channel distance (default sliced).
     pub conv: ConvDistance,
+    /// Random directions P of the sliced distance (default 128).
+    pub projections: usize,
     /// 1-D W1 between samples of unequal sizes (default exact).
     pub w1: Wasserstein,
     /// Compare at most this many classes, chosen with the seed (default 100).
@@ -44,9 +50,10 @@ pub struct UScoreSettings {
     pub seed: u64,
 }
 
-/// Serialisable mirror of [`fair_stats::W1`].
+/// The 1-D Wasserstein variant (serialisable mirror of [`fair_stats::W1`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Wasserstein {
     /// Exact (SciPy's `wasserstein_distance`).
     #[default]
@@ -67,7 +74,9 @@ impl From<Wasserstein> for W1 {
 impl Default for UScoreSettings {
     fn default() -> Self {
         UScoreSettings {
-            conv: ConvDistance::Sliced { projections: 128 },
+            analysis_point: AnalysisPoint::LayerOutput,
+            conv: ConvDistance::Sliced,
+            projections: 128,
             w1: Wasserstein::Exact,
             max_classes: 100,
             samples_per_class: 32,
@@ -100,8 +109,8 @@ impl UScoreSettings {
                 ),
             });
         }
-        if let ConvDistance::Sliced { projections } = self.conv {
-            positive("projections", projections)?;
+        if self.conv == ConvDistance::Sliced {
+            positive("projections", self.projections)?;
         }
         Ok(())
     }
@@ -147,11 +156,7 @@ fn summarise(
             .map(|x| x.to_device(Device::Cpu).contiguous()),
         ctx,
     )?;
-    let mut data: Vec<f32> =
-        Vec::try_from(arranged.view([-1])).map_err(|source| ScoringError::Torch {
-            context: ctx(),
-            source,
-        })?;
+    let mut data: Vec<f32> = torch(Vec::try_from(arranged.view([-1])), ctx)?;
     data.par_chunks_mut(n as usize).for_each(sort_row);
     Ok(
         Array3::from_shape_vec((units as usize, p as usize, n as usize), data)
@@ -221,10 +226,10 @@ pub fn u_scores(
             .shape(&layer.analysis)
             .map_err(fair_runtime::RuntimeError::from)?;
         directions.push(match (settings.conv, shape.len()) {
-            (ConvDistance::Sliced { projections }, 3) => {
+            (ConvDistance::Sliced, 3) => {
                 let d = random_directions(
                     shape[1] * shape[2],
-                    projections,
+                    settings.projections,
                     layer_seed(settings.seed, i),
                 );
                 let flat: Vec<f32> = d.iter().copied().collect();

@@ -157,7 +157,8 @@ fn scores_and_counts_match_the_authors_package() {
         &layers,
         &data,
         &UScoreSettings {
-            conv: ConvDistance::Sliced { projections: 128 },
+            conv: ConvDistance::Sliced,
+            projections: 128,
             ..Default::default()
         },
         Progress::QUIET,

@@ -169,7 +169,8 @@ fn conv_u_scores_are_seeded_and_finite_in_both_variants() {
     let cal = data(6, 4, &[3, 8, 8], 3);
     let layers = prunable_layers(model.graph(), AnalysisPoint::AfterActivation);
     let s = UScoreSettings {
-        conv: projections_for_test(),
+        conv: ConvDistance::Sliced,
+        projections: 16,
         ..Default::default()
     };
     let (a, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
@@ -199,10 +200,6 @@ fn conv_u_scores_are_seeded_and_finite_in_both_variants() {
             .chain(p.iter().flatten())
             .all(|v| v.is_finite() && *v >= 0.0)
     );
-}
-
-fn projections_for_test() -> ConvDistance {
-    ConvDistance::Sliced { projections: 16 }
 }
 
 #[test]

@@ -33,6 +33,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// Errors of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatsError {
     /// A sample is empty.
     #[error("sample '{which}' is empty: a distance needs at least one value on each side")]
@@ -370,4 +371,64 @@ mod tests {
         );
         assert_eq!(stable_argsort(&[2.0, 1.0, 2.0, 0.5]), vec![3, 1, 0, 2]);
     }
+}
+
+/// A stratified draw: per class, the chosen sample indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StratifiedDraw {
+    /// (class, chosen indices ascending), ascending by class.
+    pub classes: Vec<(i64, Vec<usize>)>,
+    /// Classes with fewer samples than asked for: (class, how many it has).
+    pub short: Vec<(i64, usize)>,
+}
+
+/// Draws up to `per_class` sample indices of each class, from at most `max_classes` classes,
+/// with `seed`: the one sampling rule behind calibration draws and the U-Score's class
+/// choice. `labels[i]` is sample i's class. When there are more classes than `max_classes`,
+/// the classes are chosen at random (seeded); within a class with more than `per_class`
+/// samples, the samples are; a class with fewer keeps all it has and is reported in
+/// [`StratifiedDraw::short`]. The same inputs give the same draw.
+///
+/// ```
+/// let labels = [0, 1, 0, 1, 0, 2];
+/// let d = fair_stats::stratified_sample(&labels, 2, 10, 7);
+/// assert_eq!(d.classes.len(), 3);
+/// assert_eq!(d.classes[0].1.len(), 2); // two of the three class-0 samples
+/// assert_eq!(d.short, vec![(2, 1)]); // class 2 has only one
+/// ```
+pub fn stratified_sample(
+    labels: &[i64],
+    per_class: usize,
+    max_classes: usize,
+    seed: u64,
+) -> StratifiedDraw {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut by_class: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let mut classes: Vec<i64> = by_class.keys().copied().collect();
+    if classes.len() > max_classes {
+        classes.shuffle(&mut rng);
+        classes.truncate(max_classes);
+        classes.sort_unstable();
+    }
+    let mut short = Vec::new();
+    let classes = classes
+        .into_iter()
+        .map(|c| {
+            let mut idx = by_class.remove(&c).unwrap_or_default();
+            if idx.len() > per_class {
+                idx.shuffle(&mut rng);
+                idx.truncate(per_class);
+                idx.sort_unstable();
+            } else if idx.len() < per_class {
+                short.push((c, idx.len()));
+            }
+            (c, idx)
+        })
+        .collect();
+    StratifiedDraw { classes, short }
 }

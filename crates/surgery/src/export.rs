@@ -3,18 +3,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use fair_ir::{Graph, Op, Pair};
+use fair_ir::Graph;
 use fair_runtime::Model;
 
 use crate::error::SurgeryError;
-
-fn pair(p: Pair) -> String {
-    format!("({}, {})", p.0, p.1)
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
-}
 
 /// Python source of a standalone `torch.nn.Module` for `graph`: modules are registered at
 /// their state-dict paths, so `load_state_dict` takes fair-pruner's safetensors directly, and
@@ -31,74 +23,8 @@ pub fn pytorch_module(graph: &Graph) -> String {
         version = env!("CARGO_PKG_VERSION")
     );
     for node in graph.nodes() {
-        let module = match &node.op {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-            } => format!(
-                "nn.Conv2d({in_channels}, {out_channels}, kernel_size={}, stride={}, padding={}, dilation={}, groups={groups}, bias={})",
-                pair(*kernel_size),
-                pair(*stride),
-                pair(*padding),
-                pair(*dilation),
-                py_bool(*bias)
-            ),
-            Op::BatchNorm2d {
-                num_features,
-                eps,
-                momentum,
-            } => format!("nn.BatchNorm2d({num_features}, eps={eps:?}, momentum={momentum:?})"),
-            Op::BatchNorm1d {
-                num_features,
-                eps,
-                momentum,
-            } => format!("nn.BatchNorm1d({num_features}, eps={eps:?}, momentum={momentum:?})"),
-            Op::Relu => "nn.ReLU()".to_owned(),
-            Op::MaxPool2d {
-                kernel_size,
-                stride,
-                padding,
-                ceil_mode,
-            } => format!(
-                "nn.MaxPool2d(kernel_size={}, stride={}, padding={}, ceil_mode={})",
-                pair(*kernel_size),
-                pair(stride.unwrap_or(*kernel_size)),
-                pair(*padding),
-                py_bool(*ceil_mode)
-            ),
-            Op::AvgPool2d {
-                kernel_size,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
-            } => format!(
-                "nn.AvgPool2d(kernel_size={}, stride={}, padding={}, ceil_mode={}, count_include_pad={})",
-                pair(*kernel_size),
-                pair(stride.unwrap_or(*kernel_size)),
-                pair(*padding),
-                py_bool(*ceil_mode),
-                py_bool(*count_include_pad)
-            ),
-            Op::AdaptiveAvgPool2d { output_size } => {
-                format!("nn.AdaptiveAvgPool2d({})", pair(*output_size))
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } => format!(
-                "nn.Linear({in_features}, {out_features}, bias={})",
-                py_bool(*bias)
-            ),
-            Op::Dropout { p } => format!("nn.Dropout(p={p:?})"),
-            Op::Input { .. } | Op::Flatten | Op::Add | Op::Concat => continue,
+        let Some(module) = node.op.contract().torch_module() else {
+            continue;
         };
         let _ = writeln!(s, "        self._register({:?}, {module})", node.name);
     }
@@ -110,13 +36,8 @@ pub fn pytorch_module(graph: &Graph) -> String {
     let var = |name: &str| format!("t{}", graph.position(name).expect("validated"));
     for (i, node) in graph.nodes().iter().enumerate() {
         let ins: Vec<String> = node.inputs.iter().map(|n| var(n)).collect();
-        let expr = match &node.op {
-            Op::Input { .. } => "x".to_owned(),
-            Op::Flatten => format!("torch.flatten({}, 1)", ins[0]),
-            Op::Add => ins.join(" + "),
-            Op::Concat => format!("torch.cat([{}], 1)", ins.join(", ")),
-            _ => format!("self.get_submodule({:?})({})", node.name, ins[0]),
-        };
+        let module = format!("self.get_submodule({:?})", node.name);
+        let expr = node.op.contract().torch_forward(&ins, &module);
         let _ = writeln!(s, "        t{i} = {expr}  # {}", node.name);
     }
     let _ = writeln!(s, "        return t{}\n", graph.nodes().len() - 1);

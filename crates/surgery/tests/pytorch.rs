@@ -6,8 +6,9 @@ use std::process::Command;
 
 mod common;
 
+use fair_analysis::{GroupRule, ResolveOptions, analyze};
 use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
-use fair_surgery::{ApplyOptions, GroupRule, analyze, apply, export};
+use fair_surgery::{apply, export};
 use tch::{Device, Kind, Tensor};
 
 fn python() -> Option<PathBuf> {
@@ -57,7 +58,7 @@ fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
         let pruned = apply(
             &m,
             &plan,
-            &ApplyOptions {
+            &ResolveOptions {
                 rule: GroupRule::Strict,
                 ..Default::default()
             },

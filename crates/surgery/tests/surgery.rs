@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 
 mod common;
 
+use fair_analysis::{GroupRule, Plan, ResolveOptions, analyze};
 use fair_runtime::{Mode, Model};
-use fair_surgery::{ApplyOptions, GroupRule, Plan, analyze, apply};
+use fair_surgery::apply;
 use tch::{Device, Kind, Tensor};
 
 fn model(name: &str, input: [usize; 3]) -> Model {
@@ -98,7 +99,7 @@ fn empty_plan_gives_bit_identical_outputs() {
     for (name, shape) in common::MODELS {
         let m = model(name, shape);
         let x = input(shape);
-        let pruned = apply(&m, &Plan::new(), &ApplyOptions::default()).unwrap();
+        let pruned = apply(&m, &Plan::new(), &ResolveOptions::default()).unwrap();
         assert_eq!(pruned.report.params.0, pruned.report.params.1, "{name}");
         assert!(
             eval(&m, &x).equal(&eval(&pruned.model, &x)),
@@ -139,7 +140,7 @@ fn removing_provably_dead_units_keeps_the_outputs() {
             let pruned = apply(
                 &dead,
                 &plan,
-                &ApplyOptions {
+                &ResolveOptions {
                     rule: GroupRule::Strict,
                     ..Default::default()
                 },
@@ -171,21 +172,25 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
         .map(|(_, t)| t.copy())
         .collect();
     let plan = Plan::new().remove("layer1.0.conv1", [0, 3]);
-    let pruned = apply(&m, &plan, &ApplyOptions::default()).unwrap();
+    let pruned = apply(&m, &plan, &ResolveOptions::default()).unwrap();
     assert_eq!(pruned.model.graph().units("layer1.0.conv1"), Some(14));
     for ((_, t), b) in m.named_tensors().iter().zip(&before) {
         assert!(t.equal(b));
     }
     assert_eq!(m.graph().units("layer1.0.conv1"), Some(16));
 
-    let e = apply(&m, &Plan::new().remove("fc", [0]), &ApplyOptions::default())
-        .err()
-        .unwrap();
+    let e = apply(
+        &m,
+        &Plan::new().remove("fc", [0]),
+        &ResolveOptions::default(),
+    )
+    .err()
+    .unwrap();
     assert_eq!(e.to_string(), "cannot prune 'fc': it is the output layer");
     let e = apply(
         &m,
         &Plan::new().remove("layer1.0.conv1", [16]),
-        &ApplyOptions::default(),
+        &ResolveOptions::default(),
     )
     .err()
     .unwrap();
@@ -196,7 +201,7 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
     let e = apply(
         &m,
         &Plan::new().remove("layer1.0.conv1", 0..16),
-        &ApplyOptions::default(),
+        &ResolveOptions::default(),
     )
     .err()
     .unwrap();
@@ -205,7 +210,7 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
             .contains("removes every unit of layer1.0.conv1"),
         "{e}"
     );
-    let opts = ApplyOptions {
+    let opts = ResolveOptions {
         protected: vec!["layer1.0.conv1".into()],
         ..Default::default()
     };
@@ -217,7 +222,7 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
     // Coupled layers: one member alone removes nothing under the default rule, everything
     // asked under the package rule only if every member agrees on the count.
     let one = Plan::new().remove("layer1.0.conv2", [1]);
-    let p = apply(&m, &one, &ApplyOptions::default()).unwrap();
+    let p = apply(&m, &one, &ResolveOptions::default()).unwrap();
     assert_eq!(
         p.report.params.0, p.report.params.1,
         "intersection with members that keep everything"
@@ -225,7 +230,7 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
     let e = apply(
         &m,
         &one,
-        &ApplyOptions {
+        &ResolveOptions {
             rule: GroupRule::Strict,
             ..Default::default()
         },

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// Errors of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ThresholdError {
     /// U and R have different lengths.
     #[error("layer '{layer}': {u} U-Scores but {r} R-Scores; both must score the same units")]

@@ -29,6 +29,7 @@ use tch::nn::OptimizerConfig;
 
 /// Errors of training and evaluation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TrainError {
     /// A setting is out of range.
     #[error("invalid training setting {name}: {detail}")]
@@ -113,7 +114,8 @@ impl Default for TrainSettings {
 }
 
 impl TrainSettings {
-    fn check(&self) -> Result<(), TrainError> {
+    /// Checks every setting (epochs, batch size, learning rate, momentum, decay, schedule).
+    pub fn check(&self) -> Result<(), TrainError> {
         let bad = |name, detail: String| Err(TrainError::Setting { name, detail });
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1".into());

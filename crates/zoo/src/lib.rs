@@ -28,6 +28,7 @@ pub use vgg::{alexnet, vgg, vgg_cifar, vgg_compact};
 
 /// Errors from [`build`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ZooError {
     /// The name is not in the zoo.
     #[error("unknown model '{name}'; known models: {}", known())]

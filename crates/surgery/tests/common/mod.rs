@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use fair_analysis::{Plan, analyze};
 use fair_runtime::Model;
-use fair_surgery::{Plan, analyze};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 
 /// The models the surgery must handle, at small input sizes (VGG-16-BN with the CIFAR head).

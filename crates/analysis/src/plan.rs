@@ -1,4 +1,4 @@
-//! Prune plans and how a group of coupled layers turns its members' requests into one
+//! Prune plans, and how a group of coupled layers turns its members' requests into one
 //! decision.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,12 +6,24 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SurgeryError;
+use crate::error::AnalysisError;
 
 /// What to remove: for each prunable layer, the indices of the units to remove. Layers not
 /// listed keep every unit.
+///
+/// As JSON: `{"remove": {"layer": [unit, ...]}}`, optionally with the digests of the model
+/// the plan was made for (`graph_digest`, `model_digest`), which `apply` checks. Unknown
+/// keys are errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// SHA-256 of the graph the plan was made for ([`crate::graph_digest`]), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_digest: Option<String>,
+    /// SHA-256 of the graph and weights the plan was made for (the score file's model
+    /// digest), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
     /// Unit indices to remove, per layer.
     pub remove: BTreeMap<String, Vec<usize>>,
 }
@@ -31,18 +43,35 @@ impl Plan {
         self
     }
 
-    /// Reads a plan from JSON (`{"remove": {"layer": [units...]}}`).
-    pub fn load(path: &Path) -> Result<Self, SurgeryError> {
-        let bad = |detail: String| SurgeryError::PlanFile {
+    /// Whether the plan removes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.remove.values().all(Vec::is_empty)
+    }
+
+    /// Parses a plan from JSON text; `source` names it in errors.
+    pub fn from_json_str(text: &str, source: &str) -> Result<Self, AnalysisError> {
+        serde_json::from_str(text).map_err(|e| AnalysisError::PlanFile {
+            path: source.to_owned(),
+            detail: format!(
+                "expected {{\"remove\": {{\"layer\": [unit, ...]}}}} (optionally with \"graph_digest\" and \"model_digest\"): {e}"
+            ),
+        })
+    }
+
+    /// Reads a plan from a JSON file.
+    pub fn load(path: &Path) -> Result<Self, AnalysisError> {
+        let text = crate::read_text(path).map_err(|detail| AnalysisError::PlanFile {
             path: path.display().to_string(),
             detail,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| {
-            bad(format!(
-                "expected {{\"remove\": {{\"layer\": [unit, ...]}}}}: {e}"
-            ))
-        })
+        })?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Writes the plan as pretty JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
+        let text = serde_json::to_string_pretty(self).expect("plans serialise");
+        fair_ir::write_atomic(path, text.as_bytes())?;
+        Ok(())
     }
 }
 
@@ -50,18 +79,32 @@ impl Plan {
 /// one set of units. Members the plan does not mention ask to remove nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum GroupRule {
     /// Remove only the units every member asks to remove (never removes a unit some member
     /// keeps).
     Intersection,
     /// The authors' package rule (the default): keep as many units as the member that keeps
     /// the most; keep the intersection of the members' kept sets (lowest indices first), or,
-    /// if that is too small, the lowest indices of their union. Measured better than
-    /// `Intersection` one-shot at equal size (docs/results.md).
+    /// if that is too small, the lowest indices of their union.
     #[default]
     Package,
-    /// Every member must ask for exactly the same units; anything else is an error.
+    /// Every member must ask for exactly the same units; anything else is an error. (When
+    /// fair-pruner builds the plan itself, it makes the members agree: see
+    /// [`crate::Selector`].)
     Strict,
+}
+
+impl GroupRule {
+    /// The rule's name as written on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupRule::Intersection => "intersection",
+            GroupRule::Package => "package",
+            GroupRule::Strict => "strict",
+        }
+    }
 }
 
 /// The units a group removes, given each member's request.
@@ -70,7 +113,7 @@ pub(crate) fn resolve(
     units: usize,
     layers: &[String],
     requests: &[BTreeSet<usize>],
-) -> Result<BTreeSet<usize>, SurgeryError> {
+) -> Result<BTreeSet<usize>, AnalysisError> {
     let all: BTreeSet<usize> = (0..units).collect();
     Ok(match rule {
         GroupRule::Intersection => requests.iter().skip(1).fold(requests[0].clone(), |acc, r| {
@@ -78,7 +121,7 @@ pub(crate) fn resolve(
         }),
         GroupRule::Strict => {
             if requests.iter().any(|r| r != &requests[0]) {
-                return Err(SurgeryError::Disagreement {
+                return Err(AnalysisError::Disagreement {
                     layers: layers.to_vec(),
                 });
             }
@@ -132,5 +175,20 @@ mod tests {
             resolve(GroupRule::Strict, 8, &layers, &same).unwrap(),
             set(&[3])
         );
+    }
+
+    #[test]
+    fn plans_reject_unknown_keys_and_keep_digests() {
+        let p = Plan::from_json_str(
+            r#"{"remove": {"c1": [0, 2]}, "model_digest": "ab"}"#,
+            "p.json",
+        )
+        .unwrap();
+        assert_eq!(p.remove["c1"], vec![0, 2]);
+        assert_eq!(p.model_digest.as_deref(), Some("ab"));
+        let e = Plan::from_json_str(r#"{"remove": {}, "remvoe": {}}"#, "p.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("remvoe") && e.contains("p.json"), "{e}");
     }
 }

@@ -1,0 +1,73 @@
+//! Errors of the analysis.
+
+use std::path::PathBuf;
+
+/// Everything dependency analysis, plan resolution, score files and selection can report;
+/// messages name the layer, node or file and say what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalysisError {
+    /// A plan or option names a layer that cannot be pruned.
+    #[error("cannot prune '{layer}': {detail}")]
+    NotPrunable {
+        /// The layer.
+        layer: String,
+        /// Why.
+        detail: String,
+    },
+    /// A plan's unit index is out of range.
+    #[error("plan for '{layer}': unit {unit} does not exist (the layer has {units} units)")]
+    UnitOutOfRange {
+        /// The layer.
+        layer: String,
+        /// The index given.
+        unit: usize,
+        /// Units of the layer.
+        units: usize,
+    },
+    /// Coupled layers ask for different units under the strict rule.
+    #[error("layers {} are coupled (they must keep the same units) but the plan removes different units from them (use --rule package or intersection, or list the same units for each)", .layers.join(", "))]
+    Disagreement {
+        /// The coupled layers.
+        layers: Vec<String>,
+    },
+    /// A plan would remove every unit of a group.
+    #[error("the plan removes every unit of {}; at least one must stay", .layers.join(", "))]
+    Empty {
+        /// The group's layers.
+        layers: Vec<String>,
+    },
+    /// A graph construct the analysis does not handle, or inconsistent inputs.
+    #[error("'{node}': {detail}")]
+    Unsupported {
+        /// The node (or model).
+        node: String,
+        /// What is unsupported.
+        detail: String,
+    },
+    /// A plan file is unreadable.
+    #[error("plan '{path}': {detail}")]
+    PlanFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A score file is unreadable or inconsistent.
+    #[error("score file '{}': {detail}", .path.display())]
+    ScoreFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A goal is out of range or does not fit the method.
+    #[error("{0}")]
+    Goal(String),
+    /// Thresholding failed (NaN scores, unreachable target, ...).
+    #[error(transparent)]
+    Threshold(#[from] fair_threshold::ThresholdError),
+    /// The IR rejected a graph.
+    #[error(transparent)]
+    Ir(#[from] fair_ir::IrError),
+}

@@ -1,0 +1,341 @@
+//! Channel dependency analysis: which units of which layers must be removed together, and
+//! where every node reads every unit.
+//!
+//! Every tensor in the graph has a *layout*: its channel (or feature) axis is a list of
+//! segments, each a run of channels from one *space*. The analysis reads each op's
+//! [`Channels`] rule from its contract and nothing else:
+//!
+//! - `Create` (conv, linear) makes a new space of units; `Source` (the input) a fixed one;
+//! - `Follow` (BatchNorm, activations, pooling, dropout, depthwise conv) passes the input's
+//!   layout through;
+//! - `Concat` joins its inputs' segments (DenseNet);
+//! - `Flatten` keeps the segments and records how many features each channel expands to;
+//! - `Couple` (residual add) couples the spaces that meet position by position (union–find),
+//!   so a ResNet stage's convs and projections share one group.
+//!
+//! A group can be pruned unless it contains a fixed space: the network input, the output
+//! layer, a layer the user protects, or the channels around a grouped (non-depthwise)
+//! convolution, which is held fixed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fair_ir::{Channels, Graph, Reads};
+
+use crate::error::AnalysisError;
+
+/// A run of `len` consecutive channels of one space, starting at `start` within that space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub space: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// The channel axis of one tensor: segments, and how many features each channel occupies
+/// (1 for images; H·W after a flatten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub segments: Vec<Segment>,
+    pub per_channel: usize,
+}
+
+impl Layout {
+    fn single(space: usize, len: usize) -> Self {
+        Layout {
+            segments: vec![Segment {
+                space,
+                start: 0,
+                len,
+            }],
+            per_channel: 1,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The feature positions of this layout whose channel is kept, given the kept units of
+    /// every space (`keep(space)`).
+    pub(crate) fn positions<'a>(&self, keep: &dyn Fn(usize) -> &'a BTreeSet<usize>) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for seg in &self.segments {
+            let kept = keep(seg.space);
+            for c in 0..seg.len {
+                if kept.contains(&(seg.start + c)) {
+                    let base = (offset + c) * self.per_channel;
+                    out.extend((base..base + self.per_channel).map(|f| f as i64));
+                }
+            }
+            offset += seg.len;
+        }
+        out
+    }
+}
+
+/// A set of units that must be kept or removed together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Number of units (every member has this many).
+    pub units: usize,
+    /// The prunable layers whose units form this group, in graph order.
+    pub layers: Vec<String>,
+    /// Why the group cannot be pruned, if it cannot.
+    pub fixed: Option<String>,
+}
+
+impl Group {
+    /// Whether units of this group can be removed.
+    pub fn is_prunable(&self) -> bool {
+        self.fixed.is_none() && !self.layers.is_empty()
+    }
+}
+
+/// The result of [`analyze`]: groups, and how every node's output is laid out.
+#[derive(Debug, Clone)]
+pub struct ChannelGroups {
+    groups: Vec<Group>,
+    /// Group of each space.
+    space_group: Vec<usize>,
+    /// Space created by each unit-creating layer.
+    layer_space: BTreeMap<String, usize>,
+    /// Layout of each node's output, by node position.
+    pub(crate) layouts: Vec<Layout>,
+}
+
+impl ChannelGroups {
+    /// All groups (prunable or not), in the order their first space appears.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// The group a unit-creating layer's units belong to (`None` for other nodes).
+    pub fn group_of(&self, layer: &str) -> Option<usize> {
+        self.layer_space.get(layer).map(|&s| self.space_group[s])
+    }
+
+    /// Group of a space.
+    pub(crate) fn group_of_space(&self, space: usize) -> usize {
+        self.space_group[space]
+    }
+
+    /// Where the units `units` of group `group` are read: for every node whose weights read
+    /// their input densely (dense convs, linear layers), the input columns (channels, or
+    /// features after a flatten) that carry them. Zeroing these columns makes the units
+    /// provably irrelevant to the output.
+    pub fn reading_columns(
+        &self,
+        graph: &Graph,
+        group: usize,
+        units: &BTreeSet<usize>,
+    ) -> Vec<(String, Vec<i64>)> {
+        let empty = BTreeSet::new();
+        let keep = |s: usize| {
+            if self.space_group[s] == group {
+                units
+            } else {
+                &empty
+            }
+        };
+        graph
+            .nodes()
+            .iter()
+            .filter(|n| n.op.params(&n.name).iter().any(|p| p.in_axis.is_some()))
+            .filter_map(|n| {
+                let layout = &self.layouts[graph.position(&n.inputs[0]).ok()?];
+                let cols = layout.positions(&keep);
+                (!cols.is_empty()).then(|| (n.name.clone(), cols))
+            })
+            .collect()
+    }
+}
+
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn find(&mut self, x: usize) -> usize {
+        let mut r = x;
+        while self.0[r] != r {
+            r = self.0[r];
+        }
+        let mut y = x;
+        while self.0[y] != r {
+            let next = self.0[y];
+            self.0[y] = r;
+            y = next;
+        }
+        r
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.0[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+/// The spaces found so far: size, why fixed, which layer created it.
+#[derive(Default)]
+struct Spaces {
+    sizes: Vec<usize>,
+    fixed: Vec<Option<String>>,
+    producer: Vec<Option<String>>,
+}
+
+impl Spaces {
+    fn add(&mut self, size: usize, why: Option<String>, layer: Option<String>) -> usize {
+        self.sizes.push(size);
+        self.fixed.push(why);
+        self.producer.push(layer);
+        self.sizes.len() - 1
+    }
+}
+
+/// Derives the channel groups of `graph` from each op's channel rule. Layers named in
+/// `protected` are never pruned (nor is anything coupled to them).
+pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, AnalysisError> {
+    let output = graph.output().name.clone();
+    for p in protected {
+        if graph.units(p).is_none() {
+            return Err(AnalysisError::NotPrunable {
+                layer: (*p).to_owned(),
+                detail: "only conv2d and linear layers can be protected".into(),
+            });
+        }
+    }
+    let mut spaces = Spaces::default();
+    let mut layer_space = BTreeMap::new();
+    let mut layouts: Vec<Layout> = Vec::with_capacity(graph.nodes().len());
+    let mut couplings: Vec<(usize, usize)> = Vec::new();
+    let mut extra_fixed: Vec<(usize, String)> = Vec::new();
+    for (i, node) in graph.nodes().iter().enumerate() {
+        let shape = graph.shape_at(i);
+        let input =
+            |k: usize| -> &Layout { &layouts[graph.position(&node.inputs[k]).expect("validated")] };
+        let layout = match node.op.channels() {
+            Channels::Source => Layout::single(
+                spaces.add(shape[0], Some("it is the network input".into()), None),
+                shape[0],
+            ),
+            Channels::Create { units, reads } => {
+                if reads == Reads::Grouped {
+                    for s in &input(0).segments {
+                        extra_fixed.push((
+                            s.space,
+                            format!("it feeds the grouped convolution '{}'", node.name),
+                        ));
+                    }
+                }
+                let why = if node.name == output {
+                    Some("it is the output layer".to_owned())
+                } else if protected.contains(&node.name.as_str()) {
+                    Some(format!("'{}' is protected", node.name))
+                } else if reads == Reads::Grouped {
+                    Some(format!("'{}' is a grouped convolution", node.name))
+                } else {
+                    None
+                };
+                let s = spaces.add(units, why, Some(node.name.clone()));
+                layer_space.insert(node.name.clone(), s);
+                Layout::single(s, units)
+            }
+            Channels::Follow => input(0).clone(),
+            Channels::Flatten => {
+                let l = input(0);
+                let spatial: usize = graph.shape(&node.inputs[0]).expect("validated")[1..]
+                    .iter()
+                    .product();
+                Layout {
+                    segments: l.segments.clone(),
+                    per_channel: l.per_channel * spatial.max(1),
+                }
+            }
+            Channels::Concat => Layout {
+                segments: (0..node.inputs.len())
+                    .flat_map(|k| input(k).segments.iter().copied())
+                    .collect(),
+                per_channel: 1,
+            },
+            Channels::Couple => {
+                let first = input(0).clone();
+                for k in 1..node.inputs.len() {
+                    let other = input(k);
+                    let same_cut = other.per_channel == first.per_channel
+                        && other.segments.len() == first.segments.len()
+                        && other
+                            .segments
+                            .iter()
+                            .zip(&first.segments)
+                            .all(|(a, b)| a.len == b.len && a.start == b.start);
+                    if !same_cut {
+                        return Err(AnalysisError::Unsupported {
+                            node: node.name.clone(),
+                            detail: format!(
+                                "the inputs of this {} are concatenated differently; coupling them is not supported",
+                                node.op.type_name()
+                            ),
+                        });
+                    }
+                    for (a, b) in other.segments.iter().zip(&first.segments) {
+                        couplings.push((a.space, b.space));
+                    }
+                }
+                first
+            }
+        };
+        if layout.channels() * layout.per_channel != shape[0] {
+            return Err(AnalysisError::Unsupported {
+                node: node.name.clone(),
+                detail: format!(
+                    "its {} channel rule gives {} channels but its output has {}",
+                    node.op.type_name(),
+                    layout.channels() * layout.per_channel,
+                    shape[0]
+                ),
+            });
+        }
+        layouts.push(layout);
+    }
+    let Spaces {
+        sizes,
+        mut fixed,
+        producer,
+    } = spaces;
+    for (s, why) in extra_fixed {
+        fixed[s].get_or_insert(why);
+    }
+    // Sub-ranges of a space are never coupled (couplings join whole segments of equal cut),
+    // so coupling is between whole spaces.
+    let mut uf = UnionFind((0..sizes.len()).collect());
+    for (a, b) in couplings {
+        uf.union(a, b);
+    }
+    let mut root_group: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut space_group = vec![0; sizes.len()];
+    for s in 0..sizes.len() {
+        let r = uf.find(s);
+        let g = *root_group.entry(r).or_insert_with(|| {
+            groups.push(Group {
+                units: sizes[s],
+                layers: Vec::new(),
+                fixed: None,
+            });
+            groups.len() - 1
+        });
+        space_group[s] = g;
+        if let Some(l) = &producer[s] {
+            groups[g].layers.push(l.clone());
+        }
+        if groups[g].fixed.is_none() {
+            groups[g].fixed = fixed[s].clone();
+        }
+    }
+    Ok(ChannelGroups {
+        groups,
+        space_group,
+        layer_space,
+        layouts,
+    })
+}

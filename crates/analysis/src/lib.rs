@@ -1,0 +1,69 @@
+//! The pure-Rust half of pruning: from a graph and stored scores to a resolved plan, with no
+//! libtorch.
+//!
+//! - [`analyze`] derives channel dependency groups from each op's channel rule (residual adds
+//!   couple, concatenations place channels at offsets, flatten expands channels to features).
+//! - [`Plan`] says which units to remove; [`Resolution`] settles coupled layers by a
+//!   [`GroupRule`] — the one alignment implementation behind targets, `ratios`, `apply` and
+//!   `prune` — and gives the narrowed graph and the indices every tensor is sliced with.
+//! - [`ScoreFile`] stores per-unit scores with provenance (versioned JSON).
+//! - [`Selector`] turns stored scores into a resolved plan at an α or a MACs/parameters
+//!   target (ToD or uniform counts), never recomputing a score.
+//!
+//! ```
+//! use fair_analysis::{Goal, Method, SelectOptions, Selector, GroupRule};
+//! let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10)?;
+//! let layers: Vec<String> = graph.prunable_layers().iter().map(|l| l.to_string()).collect();
+//! // Made-up scores: U rises with the unit index, R falls (no conflict until late).
+//! let u: Vec<Vec<f64>> = layers.iter().map(|l| {
+//!     (0..graph.units(l).unwrap()).map(|i| i as f64).collect()
+//! }).collect();
+//! let r: Vec<Vec<f64>> = u.iter().map(|v| v.iter().map(|x| -x).collect()).collect();
+//! fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> { v.iter().map(Vec::as_slice).collect() }
+//! let options = SelectOptions { rule: GroupRule::Intersection, ..Default::default() };
+//! let selector = Selector::new(graph.clone(), layers, &refs(&u), &refs(&r), &refs(&u), options)?;
+//! let selection = selector.select(Goal::Macs(0.5), Method::Tod)?;
+//! let (_, macs_removed) = selection.reduction();
+//! assert!(macs_removed >= 0.5);
+//! // The widths are exactly the pruned graph's.
+//! let pruned = selection.resolution.pruned_graph();
+//! for (layer, width) in selection.widths() {
+//!     assert_eq!(pruned.units(&layer), Some(width));
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod groups;
+mod plan;
+mod resolution;
+mod scores;
+mod select;
+
+pub use error::AnalysisError;
+pub use groups::{ChannelGroups, Group, analyze};
+pub use plan::{GroupRule, Plan};
+pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
+pub use scores::{
+    CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
+};
+pub use select::{Goal, Method, SelectOptions, Selection, Selector};
+
+/// The largest JSON file (plan or score file) read: 1 GiB.
+const MAX_TEXT_FILE: u64 = 1 << 30;
+
+/// Reads a text file, refusing anything that is not a regular file (a device such as
+/// `/dev/zero` would never end) or is larger than 1 GiB.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_TEXT_FILE {
+        return Err(format!(
+            "{} bytes is larger than the {MAX_TEXT_FILE}-byte limit for this kind of file",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+}

@@ -1,0 +1,261 @@
+//! Score files: per-unit scores of every prunable layer with their provenance, so a later run
+//! can reuse them (re-thresholding never recomputes scores) and can tell when they no longer
+//! fit. The format is plain JSON, versioned by [`SCORE_FILE_FORMAT`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fair_ir::{Graph, GraphSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AnalysisError;
+
+/// The score-file format this version writes and reads. Version 1 (fair-pruner before the
+/// open-core release) had fixed `u_settings`/`r_settings`; version 2 records settings per
+/// criterion.
+pub const SCORE_FILE_FORMAT: u32 = 2;
+
+/// What one criterion recorded while scoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionRecord {
+    /// The criterion's settings, as it reports them (a JSON object; compared for reuse).
+    pub settings: serde_json::Value,
+    /// Wall-clock seconds it took.
+    pub seconds: f64,
+    /// Notes it raised (e.g. classes with few samples).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Where scores came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// fair-pruner version that wrote the file.
+    pub fair_pruner_version: String,
+    /// The model's name.
+    pub model: String,
+    /// SHA-256 of the model's graph and weights.
+    pub model_digest: String,
+    /// SHA-256 of the model's graph alone ([`graph_digest`]).
+    pub graph_digest: String,
+    /// Where the calibration data came from (empty without data).
+    pub data: String,
+    /// SHA-256 of the calibration data (empty without data).
+    pub data_digest: String,
+    /// Number of calibration samples.
+    pub samples: usize,
+    /// Every criterion computed, by name.
+    pub criteria: BTreeMap<String, CriterionRecord>,
+}
+
+/// Scores of one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerScores {
+    /// The layer.
+    pub layer: String,
+    /// Its units.
+    pub units: usize,
+    /// Scores by criterion name (`u`, `r`, `l1`, ...), one per unit.
+    pub scores: BTreeMap<String, Vec<f64>>,
+}
+
+/// A score file: provenance, the graph (so thresholds and targets need nothing else) and the
+/// scores of every prunable layer, in graph order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreFile {
+    /// The format version ([`SCORE_FILE_FORMAT`]).
+    pub format: u32,
+    /// Where the scores came from.
+    pub provenance: Provenance,
+    /// The scored model's graph.
+    pub graph: GraphSpec,
+    /// Per-layer scores, one entry per prunable layer, in graph order.
+    pub layers: Vec<LayerScores>,
+}
+
+/// SHA-256 of a graph's canonical TOML form, hex-encoded: identifies the architecture
+/// (weights not included).
+pub fn graph_digest(graph: &Graph) -> String {
+    use sha2::{Digest, Sha256};
+    let toml = graph
+        .to_toml_string()
+        .expect("a validated graph serialises");
+    hex::encode(Sha256::digest(toml.as_bytes()))
+}
+
+impl ScoreFile {
+    /// Writes the file as JSON, atomically, after [`ScoreFile::validate`].
+    pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
+        self.validate().map_err(|detail| score_file(path, detail))?;
+        let text = serde_json::to_string(self)
+            .map_err(|e| score_file(path, format!("cannot serialise: {e}")))?;
+        fair_ir::write_atomic(path, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Parses and validates a score file from JSON text; `source` names it in errors.
+    pub fn from_json_str(text: &str, source: &Path) -> Result<Self, AnalysisError> {
+        let probe: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| score_file(source, format!("not JSON: {e}")))?;
+        match probe.get("format").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(SCORE_FILE_FORMAT) => {}
+            Some(v) => {
+                return Err(score_file(
+                    source,
+                    format!(
+                        "format {v} is not supported (this fair-pruner reads format {SCORE_FILE_FORMAT}); re-run `fair-pruner score`"
+                    ),
+                ));
+            }
+            None => {
+                return Err(score_file(
+                    source,
+                    format!(
+                        "no \"format\" field: it is not a score file, or one written by an older fair-pruner (format 1); re-run `fair-pruner score` to get format {SCORE_FILE_FORMAT}"
+                    ),
+                ));
+            }
+        }
+        let file: ScoreFile = serde_json::from_value(probe)
+            .map_err(|e| score_file(source, format!("not a score file: {e}")))?;
+        file.validate()
+            .map_err(|detail| score_file(source, detail))?;
+        Ok(file)
+    }
+
+    /// Reads and validates a score file.
+    pub fn load(path: &Path) -> Result<Self, AnalysisError> {
+        let text = crate::read_text(path).map_err(|detail| score_file(path, detail))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Checks the file is consistent: a valid graph whose digest matches the recorded one;
+    /// exactly one entry per prunable layer of the graph, in graph order (no duplicates, none
+    /// missing, not the output layer); every criterion recorded in the provenance present for
+    /// every layer with one finite score per unit.
+    pub fn validate(&self) -> Result<(), String> {
+        let graph = self.graph().map_err(|e| e.to_string())?;
+        let digest = graph_digest(&graph);
+        if digest != self.provenance.graph_digest {
+            return Err(format!(
+                "the stored graph does not match its recorded digest (recorded {}, computed {digest}): the file was edited or assembled from different runs",
+                self.provenance.graph_digest
+            ));
+        }
+        let expected = graph.prunable_layers();
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.layers {
+            if !seen.insert(l.layer.as_str()) {
+                return Err(format!("layer '{}' appears more than once", l.layer));
+            }
+            if !expected.contains(&l.layer.as_str()) {
+                return Err(if l.layer == graph.output().name {
+                    format!(
+                        "layer '{}' is the model's output layer, which is never pruned or scored",
+                        l.layer
+                    )
+                } else {
+                    format!(
+                        "layer '{}' is not a prunable layer of the stored graph",
+                        l.layer
+                    )
+                });
+            }
+        }
+        if let Some(missing) = expected.iter().find(|l| !seen.contains(*l)) {
+            return Err(format!("prunable layer '{missing}' has no scores"));
+        }
+        let order: Vec<&str> = self.layers.iter().map(|l| l.layer.as_str()).collect();
+        if order != expected {
+            return Err("layers are not in graph order".into());
+        }
+        if self.provenance.criteria.is_empty() {
+            return Err("no criteria recorded".into());
+        }
+        for l in &self.layers {
+            let units = graph.units(&l.layer).expect("prunable");
+            if l.units != units {
+                return Err(format!(
+                    "layer '{}' records {} units, but the stored graph gives it {units}",
+                    l.layer, l.units
+                ));
+            }
+            for name in self.provenance.criteria.keys() {
+                let v = l
+                    .scores
+                    .get(name)
+                    .ok_or_else(|| format!("layer '{}' has no '{name}' scores", l.layer))?;
+                if v.len() != units {
+                    return Err(format!(
+                        "layer '{}': {name} has {} scores, but the layer has {units} units",
+                        l.layer,
+                        v.len()
+                    ));
+                }
+                if let Some(u) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(format!(
+                        "layer '{}': the {name} score of unit {u} is {}",
+                        l.layer, v[u]
+                    ));
+                }
+            }
+            if let Some(extra) = l
+                .scores
+                .keys()
+                .find(|k| !self.provenance.criteria.contains_key(*k))
+            {
+                return Err(format!(
+                    "layer '{}' has '{extra}' scores that the provenance does not record",
+                    l.layer
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored graph, validated.
+    pub fn graph(&self) -> Result<Graph, AnalysisError> {
+        Ok(self.graph.clone().into_graph()?)
+    }
+
+    /// Names of the criteria in the file.
+    pub fn criteria(&self) -> Vec<&str> {
+        self.provenance
+            .criteria
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The scores of `criterion` for every layer, or `None` if it was not computed.
+    pub fn criterion(&self, criterion: &str) -> Option<Vec<&[f64]>> {
+        self.layers
+            .iter()
+            .map(|l| l.scores.get(criterion).map(Vec::as_slice))
+            .collect()
+    }
+
+    /// The scores of `criterion`, or an error listing the criteria the file has.
+    pub fn require(&self, criterion: &str, path: &Path) -> Result<Vec<&[f64]>, AnalysisError> {
+        self.criterion(criterion).ok_or_else(|| {
+            score_file(
+                path,
+                format!(
+                    "it has no '{criterion}' scores (it has: {}); score them with `fair-pruner score --criteria ...`",
+                    self.criteria().join(", ")
+                ),
+            )
+        })
+    }
+}
+
+fn score_file(path: &Path, detail: String) -> AnalysisError {
+    AnalysisError::ScoreFile {
+        path: PathBuf::from(path),
+        detail,
+    }
+}

@@ -1,0 +1,376 @@
+//! From stored scores to a resolved plan: ToD counts at an α or a target size, removal sets
+//! by a ranking, coupled layers settled by a [`GroupRule`], and the cost model (parameters
+//! and MACs of the narrowed graph) — all without recomputing a score.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use fair_ir::Graph;
+use fair_threshold::{CountOptions, TodCurve, counts_at, lowest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AnalysisError;
+use crate::groups::{ChannelGroups, analyze};
+use crate::plan::{GroupRule, Plan};
+use crate::resolution::Resolution;
+use crate::scores::{ScoreFile, graph_digest};
+
+/// What decides the per-layer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum Goal {
+    /// A tolerance α ∈ [0, 1] (larger removes more).
+    Alpha(f64),
+    /// Remove at least this fraction ∈ (0, 1) of the MACs.
+    Macs(f64),
+    /// Remove at least this fraction ∈ (0, 1) of the parameters.
+    Params(f64),
+}
+
+impl Goal {
+    /// Checks the value's range: α in [0, 1], targets in (0, 1).
+    pub fn check(&self) -> Result<(), AnalysisError> {
+        let bad = |detail: String| Err(AnalysisError::Goal(detail));
+        match *self {
+            Goal::Alpha(a) if !(0.0..=1.0).contains(&a) => {
+                bad(format!("the tolerance α must be in [0, 1], found {a}"))
+            }
+            Goal::Macs(f) | Goal::Params(f) if !(f > 0.0 && f < 1.0) => bad(format!(
+                "a target {} reduction must be a fraction in (0, 1) (e.g. 0.5 removes half), found {f}",
+                if matches!(self, Goal::Macs(_)) {
+                    "MACs"
+                } else {
+                    "parameters"
+                }
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A short label usable as a file name: `alpha-0.05`, `macs-0.5`, `params-0.3` (the
+    /// value's shortest exact decimal form, so distinct goals get distinct labels).
+    pub fn label(&self) -> String {
+        match self {
+            Goal::Alpha(a) => format!("alpha-{a}"),
+            Goal::Macs(f) => format!("macs-{f}"),
+            Goal::Params(f) => format!("params-{f}"),
+        }
+    }
+}
+
+impl fmt::Display for Goal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Goal::Alpha(a) => write!(f, "α = {a}"),
+            Goal::Macs(v) => write!(f, "remove {:.1}% of MACs", v * 100.0),
+            Goal::Params(v) => write!(f, "remove {:.1}% of parameters", v * 100.0),
+        }
+    }
+}
+
+/// How per-layer counts are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum Method {
+    /// Tolerance of Difference: each layer its own count (FAIR-Pruner).
+    #[default]
+    Tod,
+    /// The same fraction of every layer (the usual baseline); targets only.
+    Uniform,
+}
+
+/// Options of a [`Selector`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelectOptions {
+    /// How coupled layers settle on one set of units.
+    pub rule: GroupRule,
+    /// Post-processing of each layer's count (minimum kept, rounding).
+    pub counting: CountOptions,
+    /// Layers never to prune (besides the output layer), with everything coupled to them.
+    pub protected: Vec<String>,
+}
+
+/// The outcome of [`Selector::select`].
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The goal it was made for.
+    pub goal: Goal,
+    /// The method.
+    pub method: Method,
+    /// The α (ToD) or ratio (uniform) that produced it.
+    pub setting: f64,
+    /// What each scored layer asked to remove (its count, options applied), in layer order.
+    pub counts: Vec<usize>,
+    /// The plan resolved against the graph.
+    pub resolution: Resolution,
+    graph_digest: String,
+    model_digest: Option<String>,
+}
+
+impl Selection {
+    /// The resolved plan (every member of a coupled group lists the same units), carrying
+    /// the digests of the model it was made for.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            graph_digest: Some(self.graph_digest.clone()),
+            model_digest: self.model_digest.clone(),
+            ..self.resolution.plan()
+        }
+    }
+
+    /// Kept units per prunable layer after resolution: exactly the pruned model's widths.
+    pub fn widths(&self) -> BTreeMap<String, usize> {
+        self.resolution.widths()
+    }
+
+    /// The fractions of parameters and MACs removed.
+    pub fn reduction(&self) -> (f64, f64) {
+        let r = self.resolution.report();
+        (
+            1.0 - r.params.1 as f64 / r.params.0 as f64,
+            1.0 - r.macs.1 as f64 / r.macs.0 as f64,
+        )
+    }
+}
+
+/// ToD curves and rankings of a scored model, with its groups: turns goals into resolved
+/// plans. Scores are never recomputed; every goal is a re-scan.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    graph: Graph,
+    groups: ChannelGroups,
+    layers: Vec<String>,
+    curves: Vec<TodCurve>,
+    ranking: Vec<Vec<f64>>,
+    options: SelectOptions,
+    model_digest: Option<String>,
+}
+
+impl Selector {
+    /// A selector over `layers` of `graph` (the graph's prunable layers, in order): ToD
+    /// curves from `remove_by` (low = remove) and `protect_by` (high = protect), units removed
+    /// in order of `rank_by` (lowest first). One score vector per layer in each.
+    pub fn new(
+        graph: Graph,
+        layers: Vec<String>,
+        remove_by: &[&[f64]],
+        protect_by: &[&[f64]],
+        rank_by: &[&[f64]],
+        options: SelectOptions,
+    ) -> Result<Self, AnalysisError> {
+        let expected = graph.prunable_layers();
+        if layers
+            .iter()
+            .map(String::as_str)
+            .ne(expected.iter().copied())
+        {
+            return Err(AnalysisError::Unsupported {
+                node: graph.name().to_owned(),
+                detail: format!(
+                    "the scored layers must be the model's prunable layers in order ({}), found ({})",
+                    expected.join(", "),
+                    layers.join(", ")
+                ),
+            });
+        }
+        for (what, v) in [
+            ("remove-by", remove_by),
+            ("protect-by", protect_by),
+            ("rank-by", rank_by),
+        ] {
+            if v.len() != layers.len() {
+                return Err(AnalysisError::Unsupported {
+                    node: graph.name().to_owned(),
+                    detail: format!(
+                        "{} {what} score vectors for {} layers",
+                        v.len(),
+                        layers.len()
+                    ),
+                });
+            }
+        }
+        let curves = layers
+            .iter()
+            .zip(remove_by.iter().zip(protect_by))
+            .map(|(l, (u, r))| TodCurve::new(l, u, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        for ((l, c), rank) in layers.iter().zip(&curves).zip(rank_by) {
+            if rank.len() != c.units() {
+                return Err(AnalysisError::Unsupported {
+                    node: l.clone(),
+                    detail: format!("{} rank-by scores for {} units", rank.len(), c.units()),
+                });
+            }
+        }
+        let protected: Vec<&str> = options.protected.iter().map(String::as_str).collect();
+        let groups = analyze(&graph, &protected)?;
+        Ok(Selector {
+            graph,
+            groups,
+            layers,
+            curves,
+            ranking: rank_by.iter().map(|r| r.to_vec()).collect(),
+            options,
+            model_digest: None,
+        })
+    }
+
+    /// A selector over a score file's layers: ToD from its `remove_by` and `protect_by`
+    /// criteria (FAIR-Pruner: `u` and `r`), removal order by `rank_by` (usually the same as
+    /// `remove_by`; e.g. `l1` for "ToD counts + L1 ranking"). `path` names the file in errors.
+    pub fn from_scores(
+        file: &ScoreFile,
+        path: &Path,
+        remove_by: &str,
+        protect_by: &str,
+        rank_by: &str,
+        options: SelectOptions,
+    ) -> Result<Self, AnalysisError> {
+        let remove = file.require(remove_by, path)?;
+        let protect = file.require(protect_by, path)?;
+        let rank = file.require(rank_by, path)?;
+        let layers = file.layers.iter().map(|l| l.layer.clone()).collect();
+        let mut s = Self::new(file.graph()?, layers, &remove, &protect, &rank, options)?;
+        s.model_digest = Some(file.provenance.model_digest.clone());
+        Ok(s)
+    }
+
+    /// The scored graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The scored layers, in graph order.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// One ToD curve per scored layer.
+    pub fn curves(&self) -> &[TodCurve] {
+        &self.curves
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SelectOptions {
+        &self.options
+    }
+
+    /// The plan each layer's own count asks for, before coupled groups settle: every layer of
+    /// a prunable group proposes its `count` lowest-ranked units. Under the strict rule the
+    /// members are made to agree: the group removes the smallest of its members' counts, of
+    /// the units with the lowest summed ranking (each member's scores divided by their mean,
+    /// so layers of different scale weigh alike).
+    pub fn requests(&self, counts: &[usize]) -> Plan {
+        let index: HashMap<&str, usize> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
+            .collect();
+        let mut plan = Plan::new();
+        for g in self.groups.groups().iter().filter(|g| g.is_prunable()) {
+            let members: Vec<usize> = g
+                .layers
+                .iter()
+                .filter_map(|l| index.get(l.as_str()).copied())
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            if self.options.rule == GroupRule::Strict && members.len() > 1 {
+                let k = members.iter().map(|&i| counts[i]).min().unwrap_or(0);
+                if k == 0 {
+                    continue;
+                }
+                let mut summed = vec![0.0; g.units];
+                for &i in &members {
+                    let r = &self.ranking[i];
+                    let mean = r.iter().sum::<f64>() / r.len() as f64;
+                    let scale = if mean.abs() > 0.0 { mean.abs() } else { 1.0 };
+                    for (s, v) in summed.iter_mut().zip(r) {
+                        *s += v / scale;
+                    }
+                }
+                let removal = lowest(&summed, k);
+                for &i in &members {
+                    plan.remove.insert(self.layers[i].clone(), removal.clone());
+                }
+            } else {
+                for &i in &members {
+                    if counts[i] > 0 {
+                        plan.remove
+                            .insert(self.layers[i].clone(), lowest(&self.ranking[i], counts[i]));
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// Resolves per-layer counts into a [`Resolution`] (requests, then the group rule).
+    pub fn resolve(&self, counts: &[usize]) -> Result<Resolution, AnalysisError> {
+        Resolution::with_groups(
+            &self.graph,
+            self.groups.clone(),
+            &self.requests(counts),
+            self.options.rule,
+        )
+    }
+
+    /// The fraction of MACs (or parameters) removed by `counts`, after resolution.
+    fn reduction(&self, counts: &[usize], macs: bool) -> Result<f64, String> {
+        let r = self.resolve(counts).map_err(|e| e.to_string())?;
+        let after = r.pruned_graph();
+        Ok(if macs {
+            1.0 - after.macs() as f64 / self.graph.macs() as f64
+        } else {
+            1.0 - after.param_count() as f64 / self.graph.param_count() as f64
+        })
+    }
+
+    /// Counts, plan and resolution for `goal`. With [`Method::Tod`], an α gives each layer
+    /// its ToD count; a target searches the smallest α whose *resolved* model (after the
+    /// group rule) removes at least the target. With [`Method::Uniform`], a target searches
+    /// the smallest common ratio. The result's widths are exactly what surgery produces.
+    pub fn select(&self, goal: Goal, method: Method) -> Result<Selection, AnalysisError> {
+        goal.check()?;
+        let counting = self.options.counting;
+        let (setting, counts) = match (method, goal) {
+            (Method::Tod, Goal::Alpha(a)) => (a, counts_at(&self.curves, a, counting)?),
+            (Method::Tod, Goal::Macs(t) | Goal::Params(t)) => {
+                let macs = matches!(goal, Goal::Macs(_));
+                let r = fair_threshold::alpha_for_target(&self.curves, counting, t, |c| {
+                    self.reduction(c, macs)
+                })?;
+                (r.setting, r.counts)
+            }
+            (Method::Uniform, Goal::Alpha(_)) => {
+                return Err(AnalysisError::Goal(
+                    "uniform pruning has no α: give a MACs or parameters target".into(),
+                ));
+            }
+            (Method::Uniform, Goal::Macs(t) | Goal::Params(t)) => {
+                let macs = matches!(goal, Goal::Macs(_));
+                let units: Vec<usize> = self.curves.iter().map(TodCurve::units).collect();
+                let r = fair_threshold::uniform_for_target(&units, counting, t, |c| {
+                    self.reduction(c, macs)
+                })?;
+                (r.setting, r.counts)
+            }
+        };
+        let resolution = self.resolve(&counts)?;
+        Ok(Selection {
+            goal,
+            method,
+            setting,
+            counts,
+            resolution,
+            graph_digest: graph_digest(&self.graph),
+            model_digest: self.model_digest.clone(),
+        })
+    }
+}

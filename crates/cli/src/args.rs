@@ -1,0 +1,335 @@
+//! Argument groups shared by several commands, and how they resolve against a config and the
+//! libraries' defaults (defaults are never restated here: they come from the `Default`
+//! impls of the settings they fill).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgGroup, Args};
+use fair_ir::Graph;
+use fair_pipeline::{DrawSettings, PruneSection, RunConfig};
+use fair_scoring::{AnalysisPoint, ConvDistance, RMode, ScoringSettings, Wasserstein};
+
+/// Which model: a zoo name or an IR file.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["model", "graph"])))]
+pub struct ModelArgs {
+    /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Per-sample input shape CxHxW for a zoo model, e.g. 3x224x224 [default: the model's usual size].
+    #[arg(long, value_name = "CxHxW", requires = "model")]
+    pub input: Option<String>,
+    /// Number of classes for a zoo model [default: the model's usual count].
+    #[arg(long, requires = "model")]
+    pub classes: Option<usize>,
+    /// An IR graph file (.toml or .json), e.g. one written by --write-graph or by `apply`.
+    #[arg(long, value_name = "FILE")]
+    pub graph: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The graph named by the flags.
+    pub fn load(&self) -> Result<Graph> {
+        if let Some(path) = &self.graph {
+            return Ok(Graph::load(path)?);
+        }
+        let name = self
+            .model
+            .as_deref()
+            .expect("clap requires --model or --graph");
+        let Some(info) = fair_zoo::info(name) else {
+            bail!("{}", fair_zoo::ZooError::UnknownModel { name: name.into() });
+        };
+        let input = match &self.input {
+            Some(text) => fair_ir::parse_shape(text)
+                .map_err(anyhow::Error::msg)
+                .context("--input")?,
+            None => info.default_input.to_vec(),
+        };
+        let classes = self.classes.unwrap_or(info.default_classes);
+        Ok(fair_zoo::build(name, &input, classes)?)
+    }
+}
+
+/// Shared by the commands that run a model: libtorch threads and the device.
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
+    /// libtorch CPU threads [default: libtorch's choice].
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub threads: Option<i32>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ComputeArgs {
+    /// Applies the thread count and parses the device.
+    pub fn apply(&self) -> Result<tch::Device> {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+        Ok(fair_runtime::parse_device(&self.device)?)
+    }
+}
+
+fn default_help(what: &str, value: impl std::fmt::Display) -> String {
+    format!("{what} [default: {value}]")
+}
+
+/// The command-line spelling of an enum value.
+fn name<T: clap::ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Settings of the built-in criteria (score and prune). Unset flags fall back to the config
+/// (prune) and then to `fair_scoring::ScoringSettings::default()`.
+#[derive(Debug, Args)]
+pub struct ScoringArgs {
+    /// Criteria to compute, comma-separated (see `fair-pruner criteria`) [default: u,r,l1].
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub criteria: Vec<String>,
+    #[arg(long, value_enum, help = default_help("Where the U-Score reads each unit's output", name(ScoringSettings::default().u.analysis_point)))]
+    pub analysis_point: Option<AnalysisPoint>,
+    #[arg(long, value_enum, help = default_help("How conv channels are compared for the U-Score", name(ScoringSettings::default().u.conv)))]
+    pub conv_distance: Option<ConvDistance>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Random directions of the sliced U-Score", ScoringSettings::default().u.projections))]
+    pub projections: Option<u64>,
+    #[arg(long, value_enum, help = default_help("1-D Wasserstein variant for unequal sample sizes", name(ScoringSettings::default().u.w1)))]
+    pub w1: Option<Wasserstein>,
+    #[arg(long, value_enum, help = default_help("Forward mode of the R-Score passes", name(ScoringSettings::default().r.mode)))]
+    pub r_mode: Option<RMode>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Batch size of the R-Score passes (calibration samples in order)", ScoringSettings::default().r.batch_size))]
+    pub batch_size: Option<u64>,
+}
+
+impl ScoringArgs {
+    /// The criterion names asked for (flags, else `config`, else `u,r,l1`).
+    pub fn criteria(&self, config: Option<&Vec<String>>) -> Vec<String> {
+        if !self.criteria.is_empty() {
+            self.criteria.clone()
+        } else if let Some(c) = config {
+            c.clone()
+        } else {
+            vec!["u".into(), "r".into(), "l1".into()]
+        }
+    }
+
+    /// The scoring settings: flags over `section` over the defaults; `draw` gives samples per
+    /// class, classes and seed.
+    pub fn settings(&self, section: &PruneSection, draw: &DrawSettings) -> ScoringSettings {
+        let mut s = ScoringSettings::default();
+        if let Some(a) = self.analysis_point.or(section.analysis_point) {
+            s.u.analysis_point = a;
+        }
+        if let Some(c) = self.conv_distance {
+            s.u.conv = c;
+        }
+        if let Some(p) = self.projections.map(|p| p as usize).or(section.projections) {
+            s.u.projections = p;
+        }
+        if let Some(w) = self.w1 {
+            s.u.w1 = w;
+        }
+        if let Some(m) = self.r_mode.or(section.r_mode) {
+            s.r.mode = m;
+        }
+        if let Some(b) = self.batch_size {
+            s.r.batch_size = b as usize;
+        }
+        s.u.samples_per_class = draw.per_class;
+        s.u.max_classes = draw.max_classes;
+        s.u.seed = draw.seed;
+        s.r.seed = draw.seed;
+        s.seed = draw.seed;
+        s
+    }
+}
+
+/// How calibration samples are drawn (and, for the U-Score, compared).
+#[derive(Debug, Args)]
+pub struct DrawArgs {
+    #[arg(long, alias = "samples-per-class", value_parser = clap::value_parser!(u64).range(1..), help = default_help("Calibration samples per class", DrawSettings::default().per_class))]
+    pub per_class: Option<u64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..), help = default_help("At most this many classes, chosen with --seed", DrawSettings::default().max_classes))]
+    pub max_classes: Option<u64>,
+    #[arg(long, help = default_help("Seed of the draw, the projections and fine-tuning", DrawSettings::default().seed))]
+    pub seed: Option<u64>,
+}
+
+impl DrawArgs {
+    /// The flags, else the config's `[prune]` values, else the defaults.
+    pub fn settings(&self, section: &PruneSection) -> DrawSettings {
+        let d = DrawSettings::default();
+        DrawSettings {
+            per_class: self
+                .per_class
+                .map(|v| v as usize)
+                .or(section.per_class)
+                .unwrap_or(d.per_class),
+            max_classes: self
+                .max_classes
+                .map(|v| v as usize)
+                .or(section.max_classes)
+                .unwrap_or(d.max_classes),
+            seed: self.seed.or(section.seed).unwrap_or(d.seed),
+        }
+    }
+}
+
+/// Seed of `--train-fraction` subsets (fixed, so every run sees the same images).
+const SUBSET_SEED: u64 = 20260102;
+
+/// Flags shared by the data-driven commands; they override the config.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A run configuration (see configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Zoo model (overrides [model] zoo).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// IR graph file, e.g. a pruned model's model.toml (overrides [model]).
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub graph: Option<PathBuf>,
+    /// Input CxHxW of a zoo model.
+    #[arg(long, value_name = "CxHxW")]
+    pub input: Option<String>,
+    /// Classes of a zoo model.
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Data source: fashion-mnist, mnist, idx, cifar10, cifar100, folder.
+    #[arg(long, value_name = "SOURCE")]
+    pub data: Option<String>,
+    /// Directory of an idx, cifar or folder source.
+    #[arg(long, value_name = "DIR")]
+    pub data_path: Option<PathBuf>,
+    /// Weights to start from (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Use only this fraction of the training split (stratified by class, seeded), e.g.
+    /// 0.25 for a quick fine-tune. The test split is never reduced.
+    #[arg(long, value_name = "FRACTION")]
+    pub train_fraction: Option<f64>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// What [`RunArgs::setup`] loads.
+pub struct Setup {
+    /// The merged configuration.
+    pub config: RunConfig,
+    /// The model (with its weights, if given).
+    pub model: fair_runtime::Model,
+    /// Training split.
+    pub train: fair_data::Dataset,
+    /// Test split.
+    pub test: fair_data::Dataset,
+}
+
+impl RunArgs {
+    /// The config file merged with the flags (cheap: nothing is loaded but the config).
+    pub fn config(&self) -> Result<RunConfig> {
+        let mut c = match &self.config {
+            Some(p) => RunConfig::load(p)?,
+            None => RunConfig::default(),
+        };
+        if let Some(m) = &self.model {
+            c.model.zoo = Some(m.clone());
+            c.model.graph = None;
+        }
+        if let Some(g) = &self.graph {
+            c.model.graph = Some(g.clone());
+            c.model.zoo = None;
+        }
+        if let Some(i) = &self.input {
+            let s = fair_ir::parse_shape(i)
+                .map_err(anyhow::Error::msg)
+                .context("--input")?;
+            let [a, b, d] = s[..] else {
+                bail!("--input needs CxHxW, found {i}")
+            };
+            c.model.input = Some([a, b, d]);
+        }
+        if self.classes.is_some() {
+            c.model.classes = self.classes;
+        }
+        if self.data.is_some() {
+            c.data.source = self.data.clone();
+        }
+        if self.data_path.is_some() {
+            c.data.path = self.data_path.clone();
+        }
+        if self.weights.is_some() {
+            c.model.weights = self.weights.clone();
+        }
+        if let Some(f) = self.train_fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            bail!("--train-fraction must be in (0, 1], found {f}");
+        }
+        Ok(c)
+    }
+
+    /// The files and directories a command reads, for the output guard: the config, the
+    /// graph, the weights and the data directory.
+    pub fn inputs(
+        config: &RunConfig,
+        config_path: Option<&PathBuf>,
+    ) -> Vec<(&'static str, PathBuf)> {
+        let mut v = Vec::new();
+        if let Some(p) = config_path {
+            v.push(("--config", p.clone()));
+        }
+        if let Some(p) = &config.model.graph {
+            v.push(("--graph", p.clone()));
+        }
+        if let Some(p) = &config.model.weights {
+            v.push(("--weights", p.clone()));
+        }
+        if let Some(p) = &config.data.path {
+            v.push(("--data-path", p.clone()));
+        }
+        v
+    }
+
+    /// Loads the model and the data of `config` (from [`RunArgs::config`]).
+    pub fn setup(&self, config: RunConfig) -> Result<Setup> {
+        let device = self.compute.apply()?;
+        let graph = config.graph()?;
+        let input = fair_pipeline::image_input(&graph)?;
+        config.transform.check(input[0])?;
+        config.check_data()?;
+        let model = match &config.model.weights {
+            Some(w) => fair_runtime::Model::from_safetensors(graph, w, device)?,
+            None => fair_runtime::Model::new(graph, device, config.model.seed)?,
+        };
+        let (mut train, test, notes) = config.data(input)?;
+        crate::notes::print(&notes);
+        if let Some(f) = self.train_fraction {
+            let name = format!("{} ({:.0}%)", train.name, 100.0 * f);
+            let (part, _) =
+                train.split_stratified(SUBSET_SEED, |n| ((f * n as f64).round() as usize).max(1));
+            train = fair_data::Dataset { name, ..part };
+        }
+        let g = model.graph();
+        let classes = g.shape_at(g.nodes().len() - 1)[0];
+        if train.classes.len() > classes {
+            bail!(
+                "the data has {} classes but the model has {classes} outputs",
+                train.classes.len()
+            );
+        }
+        Ok(Setup {
+            config,
+            model,
+            train,
+            test,
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! `linear`: fully connected layer.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Reads, Role, ShapeInput,
+    checked_numel, is_true, nonzero, py_bool, yes,
+};
+
+/// Fully connected layer (`torch.nn.Linear`). Units are output features.
+///
+/// Channel behaviour: creates its output features as prunable units and reads every input
+/// feature (its weight's axis 1 follows the input; after a flatten each input channel is H·W
+/// consecutive features).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Linear {
+    /// Features read.
+    pub in_features: usize,
+    /// Features produced.
+    pub out_features: usize,
+    /// Whether there is a bias (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub bias: bool,
+}
+
+impl Linear {
+    /// A linear layer with a bias.
+    pub fn new(in_features: usize, out_features: usize) -> Self {
+        Linear {
+            in_features,
+            out_features,
+            bias: true,
+        }
+    }
+}
+
+impl Contract for Linear {
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+
+    fn role(&self) -> Role {
+        Role::Layer
+    }
+
+    fn check(&self) -> Result<(), String> {
+        nonzero("in_features", self.in_features)?;
+        nonzero("out_features", self.out_features)?;
+        checked_numel("the weight", &[self.out_features, self.in_features])?;
+        Ok(())
+    }
+
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        match inputs[0].1 {
+            [f] if *f == self.in_features => Ok(vec![self.out_features]),
+            s => Err(format!(
+                "in_features is {} but the input '{}' has shape {s:?}{}",
+                self.in_features,
+                inputs[0].0,
+                if s.len() > 1 {
+                    " (add a flatten node before a linear layer)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        let init = Init::UniformFanIn {
+            fan_in: self.in_features,
+        };
+        let mut v = vec![
+            ParamSpec::new(
+                node,
+                ParamKind::Weight,
+                vec![self.out_features, self.in_features],
+                init,
+            )
+            .out_axis(0)
+            .in_axis(1),
+        ];
+        if self.bias {
+            v.push(
+                ParamSpec::new(node, ParamKind::Bias, vec![self.out_features], init).out_axis(0),
+            );
+        }
+        v
+    }
+
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        (self.in_features as u64).checked_mul(self.out_features as u64)
+    }
+
+    fn channels(&self) -> Channels {
+        Channels::Create {
+            units: self.out_features,
+            reads: Reads::All,
+        }
+    }
+
+    fn narrowed(&self, inputs: &[&[usize]], units: Option<usize>) -> Result<Op, String> {
+        Ok(Linear {
+            in_features: inputs[0][0],
+            out_features: units.unwrap_or(self.out_features),
+            bias: self.bias,
+        }
+        .into())
+    }
+
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "nn.Linear({}, {}, bias={})",
+            self.in_features,
+            self.out_features,
+            py_bool(self.bias)
+        ))
+    }
+}

@@ -1,0 +1,711 @@
+//! Ops and their pruning contract.
+//!
+//! Every op is a small struct (in this module's files) that implements [`Contract`], which
+//! says, in one place, everything the toolkit needs to know about the op:
+//!
+//! - its attribute checks, shape inference, parameters and MAC count;
+//! - its channel behaviour ([`Channels`]): whether it creates prunable units, passes its
+//!   input's channels through, couples several inputs, concatenates or flattens them;
+//! - how each of its tensors is sliced when channels are removed ([`ParamSpec::out_axis`],
+//!   [`ParamSpec::in_axis`]) and initialised ([`Init`]);
+//! - how its attributes follow when its inputs or its own units shrink
+//!   ([`Contract::narrowed`]);
+//! - how it is written as PyTorch ([`Contract::torch_module`], [`Contract::torch_forward`]).
+//!
+//! [`Op`] is the closed, serialisable set of ops, generated from one list by the `ops!`
+//! macro; the runtime's kernel for each op is the only other place an op appears. See
+//! `docs/architecture.md` for the add-an-op checklist.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+mod conv;
+mod linear;
+mod norm;
+mod pool;
+mod simple;
+
+pub use conv::Conv2d;
+pub use linear::Linear;
+pub use norm::{BatchNorm1d, BatchNorm2d};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+pub use simple::{Add, Concat, Dropout, Flatten, Input, Relu};
+
+/// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
+/// `[k, k]`, as in PyTorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pair(pub usize, pub usize);
+
+impl Pair {
+    /// `[k, k]`.
+    pub const fn square(k: usize) -> Self {
+        Pair(k, k)
+    }
+    pub(crate) fn one() -> Self {
+        Pair(1, 1)
+    }
+    pub(crate) fn zero() -> Self {
+        Pair(0, 0)
+    }
+    pub(crate) fn is_one(&self) -> bool {
+        *self == Pair(1, 1)
+    }
+    pub(crate) fn is_zero(&self) -> bool {
+        *self == Pair(0, 0)
+    }
+    /// The smaller of the two values.
+    pub(crate) fn min(&self) -> usize {
+        self.0.min(self.1)
+    }
+}
+
+impl fmt::Display for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {}]", self.0, self.1)
+    }
+}
+
+impl Serialize for Pair {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.0, self.1].serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pair;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer k or a pair [h, w]")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Pair, E> {
+                usize::try_from(v)
+                    .map(Pair::square)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Pair, E> {
+                usize::try_from(v)
+                    .map(Pair::square)
+                    .map_err(|_| E::custom(format!("expected a non-negative integer, found {v}")))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
+                use serde::de::Error;
+                let h: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let w: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                if seq.next_element::<usize>()?.is_some() {
+                    return Err(A::Error::invalid_length(3, &self));
+                }
+                Ok(Pair(h, w))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The role of a parameter tensor; decides whether it is trained and how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    /// A weight (conv kernel, linear matrix, BatchNorm scale).
+    Weight,
+    /// A bias (BatchNorm shift included).
+    Bias,
+    /// BatchNorm running mean (a buffer).
+    RunningMean,
+    /// BatchNorm running variance (a buffer).
+    RunningVar,
+    /// BatchNorm's int64 step counter (a buffer), kept for PyTorch state-dict compatibility.
+    NumBatchesTracked,
+}
+
+impl ParamKind {
+    /// Trainable parameters count towards the parameter total; buffers do not.
+    pub fn is_trainable(self) -> bool {
+        matches!(self, ParamKind::Weight | ParamKind::Bias)
+    }
+    /// The suffix after the node name (`weight`, `bias`, `running_mean`, ...).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ParamKind::Weight => "weight",
+            ParamKind::Bias => "bias",
+            ParamKind::RunningMean => "running_mean",
+            ParamKind::RunningVar => "running_var",
+            ParamKind::NumBatchesTracked => "num_batches_tracked",
+        }
+    }
+}
+
+/// How a fresh parameter tensor is initialised (torchvision's rules).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Normal with std √(2 / fan-out), fan-out = shape[0] × receptive field (Kaiming, ReLU
+    /// gain; torchvision's rule for convolutions).
+    KaimingNormalFanOut,
+    /// Uniform in ±1/√fan_in (PyTorch's default for linear layers, weight and bias).
+    UniformFanIn {
+        /// The fan-in.
+        fan_in: usize,
+    },
+    /// All ones (BatchNorm scale, running variance).
+    Ones,
+    /// All zeros (biases, running mean, counters).
+    Zeros,
+}
+
+/// One tensor a node owns, named `<node>.<suffix>` as in a PyTorch state dict, with how it
+/// is initialised and sliced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// Full name, e.g. `features.0.weight`.
+    pub name: String,
+    /// Its role.
+    pub kind: ParamKind,
+    /// Its shape (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// How a fresh tensor is initialised.
+    pub init: Init,
+    /// The axis indexed by the node's *output* channels (or features), if any: sliced with
+    /// the output channels that are kept.
+    pub out_axis: Option<usize>,
+    /// The axis indexed by the channels (or features) of the node's *first input*, if any:
+    /// sliced with the input channels that are kept.
+    pub in_axis: Option<usize>,
+}
+
+impl ParamSpec {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// A spec for `<node>.<kind>`, with no slicing axes.
+    pub(crate) fn new(node: &str, kind: ParamKind, shape: Vec<usize>, init: Init) -> Self {
+        ParamSpec {
+            name: format!("{node}.{}", kind.suffix()),
+            kind,
+            shape,
+            init,
+            out_axis: None,
+            in_axis: None,
+        }
+    }
+
+    /// Sets the axis that follows the node's output channels.
+    pub(crate) fn out_axis(mut self, axis: usize) -> Self {
+        self.out_axis = Some(axis);
+        self
+    }
+
+    /// Sets the axis that follows the node's first input's channels.
+    pub(crate) fn in_axis(mut self, axis: usize) -> Self {
+        self.in_axis = Some(axis);
+        self
+    }
+}
+
+/// How an op's output channels relate to its inputs' channels: what dependency analysis and
+/// surgery need to know about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// The network input: a fixed set of channels that is never pruned.
+    Source,
+    /// Creates `units` new units (a convolution's output channels, a linear layer's output
+    /// features) that can be pruned. `reads` says how it reads its input's channels.
+    Create {
+        /// Number of units.
+        units: usize,
+        /// How the input's channels are read.
+        reads: Reads,
+    },
+    /// Output channel *c* is computed from input channel *c* only (BatchNorm, activations,
+    /// pooling, dropout, depthwise convolution): the output has the input's channels.
+    Follow,
+    /// Element-wise over several inputs of equal shape (residual add): the inputs' channels
+    /// are coupled position by position and must be kept or removed together; the output
+    /// has the first input's channels.
+    Couple,
+    /// The output is the inputs' channels one after another (DenseNet).
+    Concat,
+    /// `[C, H, W]` to `[C·H·W]`, channel-major: each input channel becomes H·W features.
+    Flatten,
+}
+
+/// How a unit-creating op reads its input's channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Every output unit reads every input channel (or feature): input channels can be
+    /// removed by slicing the input axis of the weights.
+    All,
+    /// A grouped convolution: each output group reads one input group. Its input channels
+    /// and its own units are held fixed (pruning whole groups is not supported).
+    Grouped,
+}
+
+/// What kind of computation an op is; lets scorers find "the BatchNorm after a layer" or
+/// "the activation after it" without naming ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The network input.
+    Input,
+    /// A layer with weights that creates units (convolution, linear).
+    Layer,
+    /// A per-channel normalisation with running statistics (BatchNorm).
+    Normalization,
+    /// An element-wise activation (ReLU).
+    Activation,
+    /// Spatial pooling.
+    Pooling,
+    /// A change of layout only (flatten).
+    Reshape,
+    /// Combines several inputs (add, concat).
+    Merge,
+    /// The identity at inference time (dropout).
+    Regularization,
+}
+
+/// How many inputs an op takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arity {
+    /// At least this many.
+    pub min: usize,
+    /// At most this many.
+    pub max: usize,
+}
+
+impl Arity {
+    /// Exactly `n` inputs.
+    pub const fn exactly(n: usize) -> Self {
+        Arity { min: n, max: n }
+    }
+    /// `n` or more inputs.
+    pub const fn at_least(n: usize) -> Self {
+        Arity {
+            min: n,
+            max: usize::MAX,
+        }
+    }
+    fn describe(&self) -> String {
+        if self.max == usize::MAX {
+            format!("at least {}", self.min)
+        } else if self.min == self.max {
+            self.min.to_string()
+        } else {
+            format!("{} to {}", self.min, self.max)
+        }
+    }
+}
+
+/// One input as shape inference sees it: the reading node's name and its output shape.
+pub type ShapeInput<'a> = (&'a str, &'a [usize]);
+
+/// Everything the toolkit needs to know about an op, in one place.
+///
+/// Implementations must not panic on any attribute values: [`Contract::check`] runs first and
+/// rejects out-of-range attributes, and [`Contract::infer`] uses checked arithmetic so huge
+/// sizes become errors, not wrapped numbers.
+pub trait Contract {
+    /// How many inputs the op takes.
+    fn arity(&self) -> Arity;
+
+    /// What kind of computation it is.
+    fn role(&self) -> Role;
+
+    /// Checks the attributes on their own (independent of the inputs): positive sizes,
+    /// groups dividing channels, probabilities in range, sizes that do not overflow.
+    fn check(&self) -> Result<(), String>;
+
+    /// The output shape (without the batch dimension) for `inputs`; attributes are checked.
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String>;
+
+    /// The tensors a node called `node` with this op owns, in PyTorch state-dict order.
+    fn params(&self, node: &str) -> Vec<ParamSpec>;
+
+    /// Multiply-accumulates per sample, given the op's output shape (`None` on overflow).
+    /// Only convolutions and linear layers count.
+    fn macs(&self, output: &[usize]) -> Option<u64>;
+
+    /// How the output channels relate to the inputs' channels.
+    fn channels(&self) -> Channels;
+
+    /// The same op after its inputs changed to `inputs` (new shapes) and, for an op that
+    /// creates units, after its units became `units`: channel attributes follow.
+    fn narrowed(&self, inputs: &[&[usize]], units: Option<usize>) -> Result<Op, String>;
+
+    /// The `torch.nn` module that computes the op (`None` for ops written as an expression
+    /// in `forward`).
+    fn torch_module(&self) -> Option<String>;
+
+    /// The Python expression that computes the op in `forward`, given the inputs' variable
+    /// names and `module`, the expression that fetches the node's module.
+    fn torch_forward(&self, inputs: &[String], module: &str) -> String {
+        format!("{module}({})", inputs[0])
+    }
+}
+
+/// Generates [`Op`] from one list of (variant, struct, type name).
+macro_rules! ops {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ident) = $name:literal, )*) => {
+        /// What a node computes: one of the op structs, tagged by its `type` in TOML/JSON
+        /// (e.g. `op = { type = "conv2d", in_channels = 3, out_channels = 64, kernel_size = 3 }`).
+        /// Shapes exclude the batch dimension: `[C, H, W]` for images, `[F]` for feature
+        /// vectors. Defaults follow PyTorch's constructors. Every op implements [`Contract`].
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        #[non_exhaustive]
+        pub enum Op {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant($ty), )*
+        }
+
+        impl Op {
+            /// Every op's name as written in TOML/JSON, in the order of the op list.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The op's contract.
+            pub fn contract(&self) -> &dyn Contract {
+                match self { $( Op::$variant(op) => op, )* }
+            }
+
+            /// The op's name as written in TOML/JSON (`conv2d`, `batch_norm2d`, ...).
+            pub fn type_name(&self) -> &'static str {
+                match self { $( Op::$variant(_) => $name, )* }
+            }
+        }
+
+        $( impl From<$ty> for Op {
+            fn from(op: $ty) -> Op {
+                Op::$variant(op)
+            }
+        } )*
+    };
+}
+
+ops! {
+    /// The network input.
+    Input(Input) = "input",
+    /// 2-D convolution (`torch.nn.Conv2d`).
+    Conv2d(Conv2d) = "conv2d",
+    /// Batch normalisation over image channels (`torch.nn.BatchNorm2d`).
+    BatchNorm2d(BatchNorm2d) = "batch_norm2d",
+    /// Batch normalisation over features (`torch.nn.BatchNorm1d`).
+    BatchNorm1d(BatchNorm1d) = "batch_norm1d",
+    /// Rectified linear unit.
+    Relu(Relu) = "relu",
+    /// Max pooling (`torch.nn.MaxPool2d`).
+    MaxPool2d(MaxPool2d) = "max_pool2d",
+    /// Average pooling (`torch.nn.AvgPool2d`).
+    AvgPool2d(AvgPool2d) = "avg_pool2d",
+    /// Adaptive average pooling to a fixed size (`torch.nn.AdaptiveAvgPool2d`).
+    AdaptiveAvgPool2d(AdaptiveAvgPool2d) = "adaptive_avg_pool2d",
+    /// Flattens `[C, H, W]` to `[C·H·W]`.
+    Flatten(Flatten) = "flatten",
+    /// Fully connected layer (`torch.nn.Linear`).
+    Linear(Linear) = "linear",
+    /// Dropout (the identity in eval mode).
+    Dropout(Dropout) = "dropout",
+    /// Element-wise sum of equal-shaped inputs (residual connections).
+    Add(Add) = "add",
+    /// Concatenation along the channel axis (DenseNet).
+    Concat(Concat) = "concat",
+}
+
+impl Op {
+    /// The parameter tensors a node called `node` with this op owns, in state-dict order.
+    pub fn params(&self, node: &str) -> Vec<ParamSpec> {
+        self.contract().params(node)
+    }
+
+    /// Number of trainable parameters (saturating; graphs reject sizes that overflow).
+    pub fn param_count(&self) -> usize {
+        self.params("")
+            .iter()
+            .filter(|p| p.kind.is_trainable())
+            .map(ParamSpec::numel)
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// Multiply-accumulates for one sample given the op's output shape (saturating; graphs
+    /// reject sizes that overflow). Only convolutions and linear layers count (bias
+    /// additions, normalisation, activations and pooling are not MACs); this is the
+    /// convention behind the usual published figures (ResNet-50 ≈ 4.1 G at 224²).
+    pub fn macs(&self, output: &[usize]) -> u64 {
+        self.contract().macs(output).unwrap_or(u64::MAX)
+    }
+
+    /// How the output channels relate to the inputs' (see [`Channels`]).
+    pub fn channels(&self) -> Channels {
+        self.contract().channels()
+    }
+
+    /// The number of units of an op that creates them (conv, linear), else `None`.
+    pub fn units(&self) -> Option<usize> {
+        match self.channels() {
+            Channels::Create { units, .. } => Some(units),
+            Channels::Source
+            | Channels::Follow
+            | Channels::Couple
+            | Channels::Concat
+            | Channels::Flatten => None,
+        }
+    }
+
+    /// Whether the op's units (output channels / features) can be pruned: it creates units
+    /// and reads its input densely (grouped convolutions are held fixed).
+    pub fn is_prunable(&self) -> bool {
+        matches!(
+            self.channels(),
+            Channels::Create {
+                reads: Reads::All,
+                ..
+            }
+        )
+    }
+
+    /// What kind of computation it is.
+    pub fn role(&self) -> Role {
+        self.contract().role()
+    }
+
+    /// Checks the attributes (see [`Contract::check`]).
+    pub(crate) fn check_attributes(&self) -> Result<(), String> {
+        self.contract().check()
+    }
+
+    /// Infers the output shape from the input shapes, checking the arity first.
+    pub(crate) fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, ShapeProblem> {
+        let arity = self.contract().arity();
+        if inputs.len() < arity.min || inputs.len() > arity.max {
+            return Err(ShapeProblem::Arity {
+                expected: arity.describe(),
+                found: inputs.len(),
+            });
+        }
+        self.contract().infer(inputs).map_err(ShapeProblem::Detail)
+    }
+}
+
+/// Why shape inference failed (turned into an [`crate::IrError`] naming the node).
+pub(crate) enum ShapeProblem {
+    Arity { expected: String, found: usize },
+    Detail(String),
+}
+
+// ---- helpers shared by the op files ----
+
+pub(crate) fn yes() -> bool {
+    true
+}
+pub(crate) fn is_true(b: &bool) -> bool {
+    *b
+}
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+pub(crate) fn one() -> usize {
+    1
+}
+pub(crate) fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+/// `Err("<what> must be at least 1")` when `v` is 0.
+pub(crate) fn nonzero(what: &str, v: usize) -> Result<(), String> {
+    if v == 0 {
+        Err(format!("{what} must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The largest size any single dimension or element count may have: 2^40. Far above any
+/// real network, low enough that products of a few such sizes cannot overflow silently.
+pub(crate) const MAX_SIZE: usize = 1 << 40;
+
+/// `Err` when `v` exceeds [`MAX_SIZE`].
+pub(crate) fn bounded(what: &str, v: usize) -> Result<(), String> {
+    if v > MAX_SIZE {
+        Err(format!(
+            "{what} = {v} is larger than the supported maximum {MAX_SIZE}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The product of `dims`, or an error naming `what` when it exceeds [`MAX_SIZE`].
+pub(crate) fn checked_numel(what: &str, dims: &[usize]) -> Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_SIZE)
+        .ok_or_else(|| {
+            format!("{what} of shape {dims:?} has more than {MAX_SIZE} elements (too large)")
+        })
+}
+
+/// The image `[C, H, W]` of input `i`, or an error naming the input.
+pub(crate) fn image(inputs: &[ShapeInput], i: usize) -> Result<(usize, usize, usize), String> {
+    let (from, s) = inputs[i];
+    match s {
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(format!(
+            "expected an image-shaped input [C, H, W], found {s:?} from '{from}'"
+        )),
+    }
+}
+
+/// Output length of a sliding window (convolution or pooling), with PyTorch's rules, or
+/// `Ok(None)` when the window does not fit. Errors on arithmetic overflow.
+pub(crate) fn out_len(
+    input: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    ceil: bool,
+) -> Result<Option<usize>, String> {
+    let overflow = || "the window arithmetic overflows (sizes too large)".to_owned();
+    let span = d
+        .checked_mul(k - 1)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(overflow)?;
+    let padded = p
+        .checked_mul(2)
+        .and_then(|v| v.checked_add(input))
+        .ok_or_else(overflow)?;
+    if padded < span {
+        return Ok(None);
+    }
+    let mut out = if ceil {
+        (padded - span).div_ceil(s) + 1
+    } else {
+        (padded - span) / s + 1
+    };
+    // PyTorch: with ceil_mode the last window must start inside the input or left padding.
+    if ceil && (out - 1) * s >= input + p {
+        out -= 1;
+    }
+    Ok(Some(out))
+}
+
+/// The error for a window that does not fit its input.
+pub(crate) fn too_small((from, s): ShapeInput, k: Pair) -> String {
+    format!(
+        "the input '{from}' of shape {s:?} is too small for kernel {k} (the output would be empty); use a larger input size"
+    )
+}
+
+/// Formats a pair as a Python tuple.
+pub(crate) fn py_pair(p: Pair) -> String {
+    format!("({}, {})", p.0, p.1)
+}
+
+/// Formats a bool as Python.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+/// Per-op examples: one instance of every op with a fitting input, for tests that must
+/// cover every op (shape inference, runtime kernels, export). Inputs are
+/// `(shape of each input)`; every example's inputs are images `[4, 6, 6]` or features `[8]`.
+pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
+    let img = || vec![4, 6, 6];
+    vec![
+        (Input { shape: img() }.into(), vec![]),
+        (Conv2d::new(4, 5, 3).with_padding(1).into(), vec![img()]),
+        (
+            Conv2d {
+                groups: 4,
+                ..Conv2d::new(4, 4, 3)
+            }
+            .into(),
+            vec![img()],
+        ),
+        (BatchNorm2d::new(4).into(), vec![img()]),
+        (BatchNorm1d::new(8).into(), vec![vec![8]]),
+        (Relu {}.into(), vec![img()]),
+        (MaxPool2d::new(2).into(), vec![img()]),
+        (AvgPool2d::new(2).into(), vec![img()]),
+        (
+            AdaptiveAvgPool2d {
+                output_size: Pair(1, 1),
+            }
+            .into(),
+            vec![img()],
+        ),
+        (Flatten {}.into(), vec![img()]),
+        (Linear::new(8, 3).into(), vec![vec![8]]),
+        (Dropout { p: 0.5 }.into(), vec![img()]),
+        (Add {}.into(), vec![img(), img()]),
+        (Concat {}.into(), vec![img(), img()]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_has_an_example_and_a_consistent_contract() {
+        let ex = examples();
+        let mut seen: Vec<&str> = ex.iter().map(|(op, _)| op.type_name()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut all = Op::TYPE_NAMES.to_vec();
+        all.sort_unstable();
+        assert_eq!(seen, all, "examples() must cover every op");
+        for (op, inputs) in ex {
+            op.check_attributes()
+                .unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
+            let named: Vec<ShapeInput> = inputs.iter().map(|s| ("x", s.as_slice())).collect();
+            let out = match op.infer(&named) {
+                Ok(s) => s,
+                Err(ShapeProblem::Detail(d)) => panic!("{}: {d}", op.type_name()),
+                Err(ShapeProblem::Arity { expected, found }) => {
+                    panic!("{}: arity {expected} vs {found}", op.type_name())
+                }
+            };
+            // Narrowing to the same inputs and units gives back the same op.
+            let refs: Vec<&[usize]> = inputs.iter().map(Vec::as_slice).collect();
+            assert_eq!(
+                op.contract().narrowed(&refs, op.units()).unwrap(),
+                op,
+                "{}",
+                op.type_name()
+            );
+            // Slicing axes lie inside each tensor, and only unit creators own an output axis
+            // that is not also their input's channel axis.
+            for p in op.params("n") {
+                for axis in [p.out_axis, p.in_axis].into_iter().flatten() {
+                    assert!(axis < p.shape.len(), "{}: {}", op.type_name(), p.name);
+                }
+                if let Some(a) = p.out_axis {
+                    assert_eq!(p.shape[a], out[0], "{}: {}", op.type_name(), p.name);
+                }
+                if let Some(a) = p.in_axis {
+                    assert_eq!(p.shape[a], inputs[0][0], "{}: {}", op.type_name(), p.name);
+                }
+            }
+            // Serialisation round trip through the tagged form.
+            let json = serde_json::to_string(&op).unwrap();
+            assert!(
+                json.contains(&format!("\"type\":\"{}\"", op.type_name())),
+                "{json}"
+            );
+            assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn window_arithmetic_never_wraps() {
+        assert_eq!(out_len(8, 3, 1, 1, 1, false), Ok(Some(8)));
+        assert_eq!(out_len(2, 5, 1, 0, 1, false), Ok(None));
+        assert!(out_len(8, 3, 1, usize::MAX / 2 + 1, 1, false).is_err());
+        assert!(out_len(8, usize::MAX, 1, 0, 2, false).is_err());
+        assert!(checked_numel("w", &[1 << 30, 1 << 30, 2]).is_err());
+    }
+}

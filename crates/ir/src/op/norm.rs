@@ -1,0 +1,178 @@
+//! `batch_norm2d` and `batch_norm1d`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, image, nonzero,
+};
+
+fn bn_eps() -> f64 {
+    1e-5
+}
+fn bn_momentum() -> f64 {
+    0.1
+}
+
+/// The parameters and buffers of a BatchNorm over `n` channels: every tensor but the step
+/// counter follows the channels (output = input channels).
+fn bn_params(node: &str, n: usize) -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(node, ParamKind::Weight, vec![n], Init::Ones).out_axis(0),
+        ParamSpec::new(node, ParamKind::Bias, vec![n], Init::Zeros).out_axis(0),
+        ParamSpec::new(node, ParamKind::RunningMean, vec![n], Init::Zeros).out_axis(0),
+        ParamSpec::new(node, ParamKind::RunningVar, vec![n], Init::Ones).out_axis(0),
+        ParamSpec::new(node, ParamKind::NumBatchesTracked, vec![], Init::Zeros),
+    ]
+}
+
+fn bn_check(num_features: usize, eps: f64, momentum: f64) -> Result<(), String> {
+    nonzero("num_features", num_features)?;
+    if eps.is_nan() || eps <= 0.0 || eps.is_infinite() {
+        return Err(format!("eps must be positive and finite, found {eps}"));
+    }
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(format!("momentum must be in [0, 1], found {momentum}"));
+    }
+    Ok(())
+}
+
+/// Batch normalisation over the channels of `[C, H, W]` (`torch.nn.BatchNorm2d`).
+///
+/// Channel behaviour: follows its input; every tensor is sliced with the kept channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNorm2d {
+    /// Channels.
+    pub num_features: usize,
+    /// Epsilon (default 1e-5).
+    #[serde(default = "bn_eps")]
+    pub eps: f64,
+    /// Running-statistics momentum (default 0.1).
+    #[serde(default = "bn_momentum")]
+    pub momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// PyTorch's defaults (eps 1e-5, momentum 0.1).
+    pub fn new(num_features: usize) -> Self {
+        BatchNorm2d {
+            num_features,
+            eps: bn_eps(),
+            momentum: bn_momentum(),
+        }
+    }
+}
+
+impl Contract for BatchNorm2d {
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Normalization
+    }
+    fn check(&self) -> Result<(), String> {
+        bn_check(self.num_features, self.eps, self.momentum)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (c, _, _) = image(inputs, 0)?;
+        if c != self.num_features {
+            return Err(format!(
+                "num_features is {} but the input '{}' has {c} channels",
+                self.num_features, inputs[0].0
+            ));
+        }
+        Ok(inputs[0].1.to_vec())
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        bn_params(node, self.num_features)
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Follow
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(BatchNorm2d {
+            num_features: inputs[0][0],
+            ..self.clone()
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "nn.BatchNorm2d({}, eps={:?}, momentum={:?})",
+            self.num_features, self.eps, self.momentum
+        ))
+    }
+}
+
+/// Batch normalisation over the features of `[F]` (`torch.nn.BatchNorm1d`).
+///
+/// Channel behaviour: follows its input; every tensor is sliced with the kept features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNorm1d {
+    /// Features.
+    pub num_features: usize,
+    /// Epsilon (default 1e-5).
+    #[serde(default = "bn_eps")]
+    pub eps: f64,
+    /// Running-statistics momentum (default 0.1).
+    #[serde(default = "bn_momentum")]
+    pub momentum: f64,
+}
+
+impl BatchNorm1d {
+    /// PyTorch's defaults (eps 1e-5, momentum 0.1).
+    pub fn new(num_features: usize) -> Self {
+        BatchNorm1d {
+            num_features,
+            eps: bn_eps(),
+            momentum: bn_momentum(),
+        }
+    }
+}
+
+impl Contract for BatchNorm1d {
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Normalization
+    }
+    fn check(&self) -> Result<(), String> {
+        bn_check(self.num_features, self.eps, self.momentum)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        match inputs[0].1 {
+            [f] if *f == self.num_features => Ok(vec![*f]),
+            s => Err(format!(
+                "expected a feature vector [{}], found {s:?} from '{}'",
+                self.num_features, inputs[0].0
+            )),
+        }
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        bn_params(node, self.num_features)
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Follow
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(BatchNorm1d {
+            num_features: inputs[0][0],
+            ..self.clone()
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "nn.BatchNorm1d({}, eps={:?}, momentum={:?})",
+            self.num_features, self.eps, self.momentum
+        ))
+    }
+}

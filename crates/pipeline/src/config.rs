@@ -1,0 +1,385 @@
+//! Run configurations (`configs/*.toml`): the model, the data, the input transform, training
+//! and pruning settings — what the CLI's flags override and what a Rust user can load the
+//! same way.
+
+use std::path::{Path, PathBuf};
+
+use fair_analysis::{Goal, GroupRule};
+use fair_data::{Builtin, Cifar, Dataset, Transform};
+use fair_ir::Graph;
+use fair_scoring::{AnalysisPoint, Calibration, RMode};
+use fair_train::TrainSettings;
+use serde::Deserialize;
+
+use crate::error::PipelineError;
+
+/// A run configuration. Relative paths are relative to the working directory; every key is
+/// optional; unknown keys are errors naming the key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// The data.
+    #[serde(default)]
+    pub data: DataSection,
+    /// Input transform (normalisation, augmentation).
+    #[serde(default)]
+    pub transform: Transform,
+    /// Training settings.
+    #[serde(default)]
+    pub train: Option<TrainSettings>,
+    /// Outputs.
+    #[serde(default)]
+    pub output: OutputSection,
+    /// Pruning settings for `fair-pruner prune`.
+    #[serde(default)]
+    pub prune: PruneSection,
+}
+
+/// `[prune]`: what `fair-pruner prune` does with this config. Every key is optional and the
+/// command-line flag of the same name (with `-` for `_`) overrides it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSection {
+    /// Tolerance of Difference α in [0, 1].
+    pub alpha: Option<f64>,
+    /// Several α: scores once, one pruned model per α.
+    pub alpha_sweep: Option<Vec<f64>>,
+    /// Remove at least this fraction of MACs.
+    pub target_macs: Option<f64>,
+    /// Remove at least this fraction of parameters.
+    pub target_params: Option<f64>,
+    /// Calibration samples per class (from the training split).
+    pub per_class: Option<usize>,
+    /// At most this many classes are compared.
+    pub max_classes: Option<usize>,
+    /// Seed of the calibration draw, projections and fine-tuning.
+    pub seed: Option<u64>,
+    /// Criteria to score (names in the criterion registry).
+    pub criteria: Option<Vec<String>>,
+    /// ToD's removal signal (low = remove).
+    pub remove_by: Option<String>,
+    /// ToD's protection signal (high = protect).
+    pub protect_by: Option<String>,
+    /// Which criterion orders the units each layer removes.
+    pub rank_by: Option<String>,
+    /// Where the U-Score reads units.
+    pub analysis_point: Option<AnalysisPoint>,
+    /// Forward mode of the R-Score passes.
+    pub r_mode: Option<RMode>,
+    /// Random directions of the sliced U-Score.
+    pub projections: Option<usize>,
+    /// Fine-tuning epochs after pruning.
+    pub finetune_epochs: Option<usize>,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: Option<f64>,
+    /// Residual-group rule: `package`, `intersection` or `strict`.
+    pub rule: Option<GroupRule>,
+    /// Every layer keeps at least this many units.
+    pub min_keep: Option<usize>,
+    /// Round kept units up to a multiple of this.
+    pub round_to: Option<usize>,
+    /// Output directory.
+    pub out: Option<PathBuf>,
+}
+
+impl PruneSection {
+    /// The goals set here (at most one kind may be given).
+    pub fn goals(&self) -> Result<Option<Vec<Goal>>, PipelineError> {
+        let mut found = Vec::new();
+        if let Some(a) = self.alpha {
+            found.push(("alpha", vec![Goal::Alpha(a)]));
+        }
+        if let Some(s) = &self.alpha_sweep {
+            if s.is_empty() {
+                return Err(PipelineError::invalid(
+                    "alpha-sweep",
+                    "the sweep is empty; give at least one α",
+                ));
+            }
+            found.push(("alpha_sweep", s.iter().map(|&a| Goal::Alpha(a)).collect()));
+        }
+        if let Some(f) = self.target_macs {
+            found.push(("target_macs", vec![Goal::Macs(f)]));
+        }
+        if let Some(f) = self.target_params {
+            found.push(("target_params", vec![Goal::Params(f)]));
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop().map(|(_, g)| g)),
+            _ => Err(PipelineError::invalid(
+                "prune",
+                format!(
+                    "[prune] sets {}; give only one of alpha, alpha_sweep, target_macs, target_params",
+                    found
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            )),
+        }
+    }
+}
+
+/// `[model]`: a zoo model (name, input, classes) or an IR file, optional initial weights.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Zoo name.
+    pub zoo: Option<String>,
+    /// IR graph file instead of a zoo model.
+    pub graph: Option<PathBuf>,
+    /// Input `[C, H, W]` of a zoo model.
+    pub input: Option<[usize; 3]>,
+    /// Classes of a zoo model.
+    pub classes: Option<usize>,
+    /// Initial weights (safetensors).
+    pub weights: Option<PathBuf>,
+    /// Seed of the initial parameters when no weights are given.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[data]`: where the images come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `fashion-mnist`, `mnist` (fetched by the project), `idx`, `cifar10`, `cifar100` or
+    /// `folder` (from `path`).
+    pub source: Option<String>,
+    /// Directory of an `idx`, `cifar10`, `cifar100` or `folder` source.
+    pub path: Option<PathBuf>,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Where trained weights are written.
+    pub weights: Option<PathBuf>,
+}
+
+/// The data sources [`RunConfig::data`] knows.
+pub const DATA_SOURCES: &str = "fashion-mnist, mnist, idx, cifar10, cifar100, folder";
+
+impl RunConfig {
+    /// Reads a config file; unknown keys are errors naming the key.
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let bad = |detail: String| PipelineError::Config {
+            path: Some(path.to_owned()),
+            detail,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        toml::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The model's graph.
+    pub fn graph(&self) -> Result<Graph, PipelineError> {
+        match (&self.model.zoo, &self.model.graph) {
+            (Some(_), Some(_)) => Err(PipelineError::invalid(
+                "model",
+                "[model] names both a zoo model and a graph file; choose one",
+            )),
+            (None, Some(g)) => Ok(Graph::load(g)?),
+            (Some(name), None) => {
+                let info = fair_zoo::info(name)
+                    .ok_or_else(|| fair_zoo::ZooError::UnknownModel { name: name.clone() })?;
+                let input = self.model.input.unwrap_or(info.default_input);
+                Ok(fair_zoo::build(
+                    name,
+                    &input,
+                    self.model.classes.unwrap_or(info.default_classes),
+                )?)
+            }
+            (None, None) => Err(PipelineError::invalid(
+                "model",
+                "no model: give --model NAME (or --graph FILE), or [model] zoo = \"...\" in a config",
+            )),
+        }
+    }
+
+    /// Checks the data section names a known source with the path it needs, without loading
+    /// anything (so a run fails before any expensive work).
+    pub fn check_data(&self) -> Result<(), PipelineError> {
+        let source = self.data.source.as_deref().ok_or_else(|| {
+            PipelineError::invalid(
+                "data",
+                format!("no data: give --data {DATA_SOURCES} (or [data] source in a config)"),
+            )
+        })?;
+        if Builtin::parse(source).is_some() {
+            return Ok(());
+        }
+        match source {
+            "idx" | "cifar10" | "cifar100" | "folder" => {
+                let path = self.data.path.as_ref().ok_or_else(|| {
+                    PipelineError::invalid(
+                        "data-path",
+                        format!(
+                            "data source '{source}' needs a directory (--data-path or [data] path)"
+                        ),
+                    )
+                })?;
+                if !path.is_dir() {
+                    return Err(PipelineError::invalid(
+                        "data-path",
+                        format!("'{}' is not a directory", path.display()),
+                    ));
+                }
+                Ok(())
+            }
+            other => Err(PipelineError::invalid(
+                "data",
+                format!("unknown data source '{other}' (expected {DATA_SOURCES})"),
+            )),
+        }
+    }
+
+    /// The train and test splits, and notes about the data (e.g. skipped records).
+    pub fn data(
+        &self,
+        input: [usize; 3],
+    ) -> Result<(Dataset, Dataset, Vec<String>), PipelineError> {
+        self.check_data()?;
+        let source = self.data.source.as_deref().expect("checked");
+        if let Some(b) = Builtin::parse(source) {
+            return Ok(fair_data::load_builtin(b, &fair_data::cache_dir())?);
+        }
+        let dir = self.data.path.clone().expect("checked");
+        let (train, test) = match source {
+            "idx" => {
+                let find = |stem: &str| {
+                    [dir.join(stem), dir.join(format!("{stem}.gz"))]
+                        .into_iter()
+                        .find(|p| p.exists())
+                        .ok_or_else(|| {
+                            PipelineError::invalid(
+                                "data-path",
+                                format!("no {stem}[.gz] in {}", dir.display()),
+                            )
+                        })
+                };
+                let classes = self.model.classes.unwrap_or(10);
+                (
+                    fair_data::load_idx(
+                        &find("train-images-idx3-ubyte")?,
+                        &find("train-labels-idx1-ubyte")?,
+                        classes,
+                    )?,
+                    fair_data::load_idx(
+                        &find("t10k-images-idx3-ubyte")?,
+                        &find("t10k-labels-idx1-ubyte")?,
+                        classes,
+                    )?,
+                )
+            }
+            "cifar10" | "cifar100" => {
+                let which = if source == "cifar10" {
+                    Cifar::Ten
+                } else {
+                    Cifar::Hundred
+                };
+                (
+                    fair_data::load_cifar(&dir, which, true)?,
+                    fair_data::load_cifar(&dir, which, false)?,
+                )
+            }
+            _ => {
+                let [c, h, w] = input;
+                (
+                    fair_data::load_image_folder(&dir.join("train"), c, h, w)?,
+                    fair_data::load_image_folder(&dir.join("test"), c, h, w)?,
+                )
+            }
+        };
+        Ok((train, test, Vec::new()))
+    }
+}
+
+/// The model input as an image `[C, H, W]`, or an error.
+pub fn image_input(graph: &Graph) -> Result<[usize; 3], PipelineError> {
+    match graph.shape_at(0) {
+        &[c, h, w] => Ok([c, h, w]),
+        s => Err(PipelineError::invalid(
+            "model",
+            format!("the model input {s:?} is not an image [C, H, W]; datasets feed images"),
+        )),
+    }
+}
+
+/// How calibration samples are drawn from the training split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrawSettings {
+    /// Samples per class (default 32).
+    pub per_class: usize,
+    /// Classes at most, chosen with the seed (default 100).
+    pub max_classes: usize,
+    /// Seed (default 0).
+    pub seed: u64,
+}
+
+impl Default for DrawSettings {
+    fn default() -> Self {
+        DrawSettings {
+            per_class: 32,
+            max_classes: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl DrawSettings {
+    /// Checks the counts are positive.
+    pub fn check(&self) -> Result<(), PipelineError> {
+        if self.per_class == 0 {
+            return Err(PipelineError::invalid("per-class", "must be at least 1"));
+        }
+        if self.max_classes < 2 {
+            return Err(PipelineError::invalid(
+                "max-classes",
+                format!(
+                    "the U-Score compares classes: needs at least 2, found {}",
+                    self.max_classes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Draws the samples from `train` (never the test split) and transforms them for
+    /// `graph`'s input with the evaluation transform (no augmentation). Returns the
+    /// calibration set and notes about classes with fewer samples.
+    pub fn draw(
+        &self,
+        graph: &Graph,
+        train: &Dataset,
+        transform: &Transform,
+    ) -> Result<(Calibration, Vec<String>), PipelineError> {
+        self.check()?;
+        let draw =
+            fair_data::calibration_sample(train, self.per_class, self.max_classes, self.seed);
+        let input = image_input(graph)?;
+        let eval_t = Transform {
+            augment: None,
+            ..transform.clone()
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(self.seed);
+        let (x, y) = eval_t.batch(train, &draw.indices, input, false, &mut rng)?;
+        let description = format!(
+            "{} ({} classes × up to {} per class, seed {})",
+            train.name,
+            draw.classes.len(),
+            self.per_class,
+            self.seed
+        );
+        Ok((Calibration::new(x, &y, description)?, draw.short))
+    }
+}

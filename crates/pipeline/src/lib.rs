@@ -1,0 +1,53 @@
+//! The fair-pruner pipeline as a library: what `fair-pruner prune` does, as one builder.
+//!
+//! Data flows one way: model + calibration data → scores (once; reused when they fit) →
+//! per-layer counts at every goal (an α, or a MACs/parameters target, never re-scoring) →
+//! a plan resolved over coupled layers → surgery → optional fine-tuning and evaluation →
+//! interleaved latency → export and a typed [`PruneReport`] (`report.json`, whose JSON
+//! Schema is `docs/report-schema.json`, versioned by [`REPORT_SCHEMA_VERSION`]) with
+//! `report.md` and SVG charts.
+//!
+//! ```no_run
+//! use fair_pipeline::{Goal, GroupRule, Pruner};
+//! use fair_runtime::Model;
+//! use fair_scoring::Calibration;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10)?;
+//! let model = Model::new(graph, Device::Cpu, 0)?;
+//! let x = Tensor::randn([320, 3, 32, 32], (Kind::Float, Device::Cpu));
+//! let y = Tensor::arange(320, (Kind::Int64, Device::Cpu)).remainder(10);
+//! let calibration = Calibration::new(x, &y, "random images")?;
+//! let outcome = Pruner::new(&model)
+//!     .calibration(&calibration)
+//!     .goal(Goal::Macs(0.5))
+//!     .rule(GroupRule::Intersection)
+//!     .out("resnet20-pruned")
+//!     .run()?;
+//! assert!(outcome.report.results[0].achieved.macs >= 0.5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`RunConfig`] reads the same TOML configs as the CLI (`configs/`), with the data sources
+//! and calibration draw.
+
+pub mod charts;
+mod config;
+mod error;
+mod latency;
+mod pruner;
+mod report;
+
+pub use config::{
+    DATA_SOURCES, DataSection, DrawSettings, ModelSection, OutputSection, PruneSection, RunConfig,
+    image_input,
+};
+pub use error::PipelineError;
+pub use fair_analysis::{Goal, GroupRule, Method};
+pub use fair_threshold::CountOptions;
+pub use latency::{Latency, LatencyOptions, Spread, measure};
+pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
+pub use report::{
+    Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
+    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, report_schema,
+};

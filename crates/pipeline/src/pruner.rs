@@ -1,0 +1,643 @@
+//! [`Pruner`]: the whole pipeline as one builder — score once (or reuse stored scores), turn
+//! every goal into a resolved plan, apply it, evaluate and fine-tune, measure latency,
+//! export, and report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fair_analysis::{Goal, GroupRule, Method, ScoreFile, SelectOptions, Selector};
+use fair_data::{Dataset, Transform};
+use fair_ir::StagedDir;
+use fair_runtime::Model;
+use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
+use fair_threshold::CountOptions;
+use fair_train::TrainSettings;
+
+use crate::error::PipelineError;
+use crate::latency::{LatencyOptions, measure};
+use crate::report::{
+    Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
+    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings,
+};
+
+/// The libtorch version fair-pruner is built against (tch 0.24).
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+
+/// Batch size of evaluations.
+const EVAL_BATCH: usize = 512;
+
+/// Where the test split comes from, for accuracy before and after.
+struct Evaluation<'a> {
+    test: &'a Dataset,
+    transform: Transform,
+}
+
+/// Fine-tuning after surgery.
+struct Finetune<'a> {
+    train: &'a Dataset,
+    transform: Transform,
+    settings: TrainSettings,
+}
+
+/// What a run returns: the report, the pruned models (one per goal, in order) and the scores.
+pub struct PruneOutcome {
+    /// The report (also written as `report.json` when there is an output directory).
+    pub report: PruneReport,
+    /// One pruned (and, if asked, fine-tuned) model per goal.
+    pub models: Vec<Model>,
+    /// The scores every goal was thresholded from.
+    pub scores: ScoreFile,
+}
+
+/// The prune pipeline as a builder. Only the model, calibration data (for data-driven
+/// criteria) and at least one goal are required; everything else has the CLI's defaults:
+/// criteria `u`, `r`, `l1`; ToD with remove-by `u`, protect-by `r`, units ranked by `u`; the
+/// authors' group rule; no evaluation, fine-tuning, latency or export unless asked for.
+///
+/// ```no_run
+/// use fair_pipeline::{Goal, GroupRule, Pruner};
+/// # fn run(model: &fair_runtime::Model, calibration: &fair_scoring::Calibration) -> Result<(), fair_pipeline::PipelineError> {
+/// let outcome = Pruner::new(model)
+///     .calibration(calibration)
+///     .goal(Goal::Macs(0.5))
+///     .rule(GroupRule::Intersection)
+///     .out("pruned")
+///     .run()?;
+/// println!("{:.1}% of MACs removed", 100.0 * outcome.report.results[0].achieved.macs);
+/// # Ok(()) }
+/// ```
+pub struct Pruner<'a> {
+    model: &'a Model,
+    calibration: Option<&'a Calibration>,
+    registry: Registry,
+    criteria: Vec<String>,
+    settings: ScoringSettings,
+    remove_by: String,
+    protect_by: String,
+    rank_by: Option<String>,
+    goals: Vec<Goal>,
+    method: Method,
+    select: SelectOptions,
+    evaluation: Option<Evaluation<'a>>,
+    finetune: Option<Finetune<'a>>,
+    latency: Option<LatencyOptions>,
+    out: Option<PathBuf>,
+    inputs: Vec<(String, PathBuf)>,
+    stored: Option<ScoreFile>,
+    progress: bool,
+    weights: Option<String>,
+    seed: u64,
+}
+
+impl<'a> Pruner<'a> {
+    /// A pipeline for `model` (left unchanged).
+    pub fn new(model: &'a Model) -> Self {
+        Pruner {
+            model,
+            calibration: None,
+            registry: Registry::default(),
+            criteria: vec!["u".into(), "r".into(), "l1".into()],
+            settings: ScoringSettings::default(),
+            remove_by: "u".into(),
+            protect_by: "r".into(),
+            rank_by: None,
+            goals: Vec::new(),
+            method: Method::Tod,
+            select: SelectOptions::default(),
+            evaluation: None,
+            finetune: None,
+            latency: None,
+            out: None,
+            inputs: Vec::new(),
+            stored: None,
+            progress: false,
+            weights: None,
+            seed: 0,
+        }
+    }
+
+    /// Calibration data for the data-driven criteria (from the training split).
+    pub fn calibration(mut self, data: &'a Calibration) -> Self {
+        self.calibration = Some(data);
+        self
+    }
+
+    /// The criterion registry (default: the built-ins). Register your own criteria in it to
+    /// use them by name in [`Pruner::criteria`], [`Pruner::remove_by`], ...
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Criteria to score (default `u`, `r`, `l1`); the remove-by, protect-by and rank-by
+    /// criteria are always added.
+    pub fn criteria<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.criteria = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Settings of the built-in criteria (analysis point, R mode, projections, ...).
+    pub fn scoring(mut self, settings: ScoringSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// ToD's removal signal (default `u`): low scores are proposed for removal.
+    pub fn remove_by(mut self, criterion: &str) -> Self {
+        self.remove_by = criterion.to_owned();
+        self
+    }
+
+    /// ToD's protection signal (default `r`): high scores are protected.
+    pub fn protect_by(mut self, criterion: &str) -> Self {
+        self.protect_by = criterion.to_owned();
+        self
+    }
+
+    /// The criterion that orders the units each layer removes (default: the remove-by one).
+    pub fn rank_by(mut self, criterion: &str) -> Self {
+        self.rank_by = Some(criterion.to_owned());
+        self
+    }
+
+    /// Adds a goal (an α or a target); each gives one pruned model.
+    pub fn goal(mut self, goal: Goal) -> Self {
+        self.goals.push(goal);
+        self
+    }
+
+    /// Adds several goals.
+    pub fn goals(mut self, goals: impl IntoIterator<Item = Goal>) -> Self {
+        self.goals.extend(goals);
+        self
+    }
+
+    /// ToD (default) or uniform counts.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// How coupled layers settle on one set of units (default: the authors' package rule).
+    pub fn rule(mut self, rule: GroupRule) -> Self {
+        self.select.rule = rule;
+        self
+    }
+
+    /// Minimum kept units and rounding of each layer's count.
+    pub fn counting(mut self, counting: CountOptions) -> Self {
+        self.select.counting = counting;
+        self
+    }
+
+    /// Layers never to prune (besides the output layer).
+    pub fn protect<S: Into<String>>(mut self, layers: impl IntoIterator<Item = S>) -> Self {
+        self.select.protected = layers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Evaluates top-1 on `test` (transformed by `transform`, augmentation off) before and
+    /// after pruning.
+    pub fn evaluate_on(mut self, test: &'a Dataset, transform: &Transform) -> Self {
+        self.evaluation = Some(Evaluation {
+            test,
+            transform: Transform {
+                augment: None,
+                ..transform.clone()
+            },
+        });
+        self
+    }
+
+    /// Fine-tunes every pruned model on `train` with `settings` (its `epochs`; 0 skips).
+    pub fn finetune(
+        mut self,
+        train: &'a Dataset,
+        transform: &Transform,
+        settings: TrainSettings,
+    ) -> Self {
+        self.finetune = Some(Finetune {
+            train,
+            transform: transform.clone(),
+            settings,
+        });
+        self
+    }
+
+    /// Measures forward latency of every model, interleaved.
+    pub fn latency(mut self, options: LatencyOptions) -> Self {
+        self.latency = Some(options);
+        self
+    }
+
+    /// Writes everything into the directory `dir`: `scores.json`, `report.json`,
+    /// `report.md` with SVG charts, and one export per goal (`<label>/model.safetensors`,
+    /// `model.toml`, `model.py`, `plan.json`). The directory is built under a temporary name
+    /// and swapped into place at the end: it is always completely old or completely new.
+    /// Stored scores in it are reused when they fit.
+    pub fn out(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out = Some(dir.into());
+        self
+    }
+
+    /// Records an input file of the run (weights, calibration, config): the output directory
+    /// may not be or contain it. `what` names it in errors (e.g. `--weights`).
+    pub fn input(mut self, what: &str, path: &Path) -> Self {
+        self.inputs.push((what.to_owned(), path.to_owned()));
+        if what == "--weights" {
+            self.weights = Some(path.display().to_string());
+        }
+        self
+    }
+
+    /// Offers stored scores for reuse (used only if they fit the model, data and settings).
+    pub fn reuse_scores(mut self, scores: ScoreFile) -> Self {
+        self.stored = Some(scores);
+        self
+    }
+
+    /// Shows progress bars and prints progress lines on stderr.
+    pub fn progress(mut self, show: bool) -> Self {
+        self.progress = show;
+        self
+    }
+
+    /// The seed recorded in the report (the caller seeds draws, scoring and fine-tuning).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    fn rank(&self) -> &str {
+        self.rank_by.as_deref().unwrap_or(&self.remove_by)
+    }
+
+    /// Every criterion to compute: the requested ones plus remove-by, protect-by, rank-by.
+    fn criterion_names(&self) -> Vec<String> {
+        let mut names = self.criteria.clone();
+        for n in [&self.remove_by, &self.protect_by, self.rank()] {
+            if !names.iter().any(|c| c == n) {
+                names.push(n.to_owned());
+            }
+        }
+        names
+    }
+
+    /// Checks everything that can be checked before any expensive work: goals in range and
+    /// distinct, criteria known (and data for those that need it), calibration fitting the
+    /// model, counting options, protected layers, fine-tuning settings, and the output
+    /// directory (not an input, not a directory fair-pruner did not write).
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        if self.goals.is_empty() {
+            return Err(PipelineError::invalid(
+                "goal",
+                "no pruning goal: give an α (--alpha, --alpha-sweep) or a target (--target-macs, --target-params)",
+            ));
+        }
+        let mut labels = std::collections::HashSet::new();
+        for g in &self.goals {
+            g.check()
+                .map_err(|e| PipelineError::invalid(goal_flag(g), e.to_string()))?;
+            if self.method == Method::Uniform && matches!(g, Goal::Alpha(_)) {
+                return Err(PipelineError::invalid(
+                    "uniform",
+                    "uniform pruning has no α: give --target-macs or --target-params",
+                ));
+            }
+            if !labels.insert(g.label()) {
+                return Err(PipelineError::invalid(
+                    goal_flag(g),
+                    format!("the goal {g} is given twice"),
+                ));
+            }
+        }
+        let criteria = self.criterion_names();
+        for name in &criteria {
+            if !self.registry.contains(name) {
+                return Err(PipelineError::invalid(
+                    "criteria",
+                    format!(
+                        "unknown criterion '{name}' (known: {})",
+                        self.registry.names().join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.select.counting.min_keep == 0 {
+            return Err(PipelineError::invalid(
+                "min-keep",
+                "every layer must keep at least 1 unit",
+            ));
+        }
+        if self.select.counting.round_to == 0 {
+            return Err(PipelineError::invalid(
+                "round-to",
+                "must be at least 1 (1: no rounding)",
+            ));
+        }
+        let graph = self.model.graph();
+        for p in &self.select.protected {
+            if !graph.prunable_layers().contains(&p.as_str()) {
+                return Err(PipelineError::invalid(
+                    "protect",
+                    format!("'{p}' is not a prunable layer of '{}'", graph.name()),
+                ));
+            }
+        }
+        let needs_data = criteria
+            .iter()
+            .map(|n| self.registry.create(n, &self.settings))
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|c| c.needs_data());
+        match self.calibration {
+            Some(c) => {
+                let classes = graph.shape_at(graph.nodes().len() - 1)[0];
+                c.check_fits(graph.shape_at(0), classes)?;
+            }
+            None if needs_data => {
+                return Err(PipelineError::invalid(
+                    "calibration",
+                    format!("the criteria {} need calibration data", criteria.join(", ")),
+                ));
+            }
+            None => {}
+        }
+        if let Some(f) = &self.finetune
+            && f.settings.epochs > 0
+        {
+            f.settings
+                .check()
+                .map_err(|e| PipelineError::invalid("finetune-lr", e.to_string()))?;
+        }
+        if let Some(out) = &self.out {
+            let inputs: Vec<(&str, &Path)> = self
+                .inputs
+                .iter()
+                .map(|(w, p)| (w.as_str(), p.as_path()))
+                .collect();
+            fair_ir::check_outputs(&[("--out", out)], &inputs)?;
+            StagedDir::check(out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the pipeline (see the type's documentation).
+    pub fn run(self) -> Result<PruneOutcome, PipelineError> {
+        self.validate()?;
+        // Claim the output directory before any work, so a foreign directory fails fast.
+        let staged = self.out.as_deref().map(StagedDir::new).transpose()?;
+        let model = self.model;
+        let graph = model.graph();
+        let say = |msg: String| {
+            if self.progress {
+                eprintln!("{msg}");
+            }
+        };
+
+        let before_accuracy = self.evaluate(model)?;
+        let criteria = self
+            .registry
+            .create_all(&self.criterion_names(), &self.settings)?;
+
+        // Score once; reuse stored scores with the same provenance.
+        let model_digest = fair_scoring::model_digest(model)?;
+        let data_digest = match self.calibration {
+            Some(c) => c.digest()?,
+            None => String::new(),
+        };
+        let stored = self.stored.clone().or_else(|| {
+            let path = self.out.as_ref()?.join("scores.json");
+            ScoreFile::load(&path).ok()
+        });
+        let reusable =
+            stored.filter(|f| fair_scoring::reusable(f, &model_digest, &data_digest, &criteria));
+        let reused = reusable.is_some();
+        let scores = match reusable {
+            Some(f) => {
+                say("reusing stored scores (same model, data and settings)".into());
+                f
+            }
+            None => fair_scoring::score(
+                model,
+                self.calibration,
+                &criteria,
+                Progress {
+                    enabled: self.progress,
+                },
+            )?,
+        };
+
+        let selector = Selector::from_scores(
+            &scores,
+            Path::new("scores"),
+            &self.remove_by,
+            &self.protect_by,
+            self.rank(),
+            self.select.clone(),
+        )?;
+        let mut results = Vec::new();
+        let mut models = Vec::new();
+        for &goal in &self.goals {
+            let start = Instant::now();
+            let selection = selector.select(goal, self.method)?;
+            let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
+            let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
+            let mut pruned_model = pruned.model;
+            let one_shot = self.evaluate(&pruned_model)?;
+            let mut epochs = 0;
+            if let Some(f) = &self.finetune
+                && f.settings.epochs > 0
+            {
+                epochs = f.settings.epochs;
+                say(format!(
+                    "fine-tuning {} for {epochs} epoch(s)",
+                    goal.label()
+                ));
+                let eval_t = Transform {
+                    augment: None,
+                    ..f.transform.clone()
+                };
+                fair_train::train(
+                    &mut pruned_model,
+                    f.train,
+                    None,
+                    &f.transform,
+                    &eval_t,
+                    &f.settings,
+                    self.progress,
+                )?;
+            }
+            let accuracy = if epochs > 0 {
+                self.evaluate(&pruned_model)?
+            } else {
+                one_shot
+            };
+            let widths = selection.widths();
+            let (params_removed, macs_removed) = selection.reduction();
+            let label = goal.label();
+            if let Some(dir) = &staged {
+                let sub = dir.path().join(&label);
+                std::fs::create_dir_all(&sub).map_err(|source| fair_ir::IrError::Io {
+                    action: "cannot create",
+                    path: sub.clone(),
+                    source,
+                })?;
+                fair_surgery::export(&pruned_model, &sub)?;
+                selection.plan().save(&sub.join("plan.json"))?;
+            }
+            results.push(PruneResult {
+                label: label.clone(),
+                goal,
+                setting: selection.setting,
+                achieved: Reduction {
+                    params: params_removed,
+                    macs: macs_removed,
+                },
+                threshold_ms,
+                one_shot,
+                finetune_epochs: epochs,
+                after: figures(&pruned_model, accuracy),
+                export: staged.as_ref().map(|_| label),
+                layers: selector
+                    .layers()
+                    .iter()
+                    .zip(&selection.counts)
+                    .map(|(l, &requested)| LayerResult {
+                        layer: l.clone(),
+                        units: graph.units(l).unwrap_or(0),
+                        requested,
+                        keep: widths[l],
+                    })
+                    .collect(),
+            });
+            models.push(pruned_model);
+        }
+
+        let mut before = figures(model, before_accuracy);
+        if let Some(options) = &self.latency {
+            say("measuring latency (all models interleaved)".into());
+            let all: Vec<&Model> = std::iter::once(model).chain(models.iter()).collect();
+            let mut timed = measure(&all, options)?.into_iter();
+            before.latency = timed.next().unwrap_or_default();
+            for (r, l) in results.iter_mut().zip(timed) {
+                r.after.latency = l;
+            }
+        }
+
+        let mut report = PruneReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            fair_pruner_version: env!("CARGO_PKG_VERSION").to_owned(),
+            libtorch: LIBTORCH_VERSION.to_owned(),
+            model: graph.name().to_owned(),
+            weights: self.weights.clone(),
+            data: self
+                .evaluation
+                .as_ref()
+                .map(|e| e.test.name.trim_end_matches("/test").to_owned())
+                .or_else(|| {
+                    self.finetune
+                        .as_ref()
+                        .map(|f| f.train.name.trim_end_matches("/train").to_owned())
+                }),
+            seed: self.seed,
+            selection: SelectionSettings {
+                method: self.method,
+                rule: self.select.rule,
+                remove_by: self.remove_by.clone(),
+                protect_by: self.protect_by.clone(),
+                rank_by: self.rank().to_owned(),
+                min_keep: self.select.counting.min_keep,
+                round_to: self.select.counting.round_to,
+                protected: self.select.protected.clone(),
+            },
+            calibration: self.calibration.map(|c| CalibrationInfo {
+                samples: c.len(),
+                description: c.description().to_owned(),
+                digest: data_digest.clone(),
+            }),
+            scoring: ScoringInfo {
+                criteria: scores
+                    .provenance
+                    .criteria
+                    .iter()
+                    .map(|(k, r)| {
+                        (
+                            k.clone(),
+                            CriterionInfo {
+                                seconds: r.seconds,
+                                settings: r.settings.clone(),
+                                notes: r.notes.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+                reused,
+            },
+            before,
+            results,
+            files: Vec::new(),
+        };
+        if let Some(dir) = staged {
+            scores.save(&dir.path().join("scores.json"))?;
+            crate::charts::write(dir.path(), &report, selector.curves())?;
+            let mut files = dir.files()?;
+            files.push("report.json".into());
+            files.sort();
+            report.files = files;
+            write_json(&dir.path().join("report.json"), &report)?;
+            dir.commit()?;
+        }
+        Ok(PruneOutcome {
+            report,
+            models,
+            scores,
+        })
+    }
+
+    /// Top-1 and loss on the test split, if one was given.
+    fn evaluate(&self, model: &Model) -> Result<Option<Accuracy>, PipelineError> {
+        let Some(e) = &self.evaluation else {
+            return Ok(None);
+        };
+        let r = fair_train::evaluate(model, e.test, &e.transform, EVAL_BATCH)?;
+        if !r.loss.is_finite() {
+            return Err(PipelineError::invalid(
+                "weights",
+                format!(
+                    "the model's test loss is {}: its outputs hold NaN or infinite values",
+                    r.loss
+                ),
+            ));
+        }
+        Ok(Some(Accuracy {
+            top1: r.top1,
+            loss: r.loss,
+        }))
+    }
+}
+
+/// The flag that sets a goal.
+fn goal_flag(g: &Goal) -> &'static str {
+    match g {
+        Goal::Alpha(_) => "alpha",
+        Goal::Macs(_) => "target-macs",
+        Goal::Params(_) => "target-params",
+    }
+}
+
+fn figures(model: &Model, accuracy: Option<Accuracy>) -> ModelFigures {
+    ModelFigures {
+        params: model.graph().param_count(),
+        macs: model.graph().macs(),
+        accuracy,
+        latency: Vec::new(),
+    }
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), PipelineError> {
+    let text = serde_json::to_string_pretty(value).expect("reports serialise");
+    fair_ir::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The typed result of a pipeline run, written as `report.json`. Its JSON Schema is
+//! generated from these types (`docs/report-schema.json`, checked by a test) and versioned
+//! by [`REPORT_SCHEMA_VERSION`].
+
+use std::collections::BTreeMap;
+
+use fair_analysis::{Goal, GroupRule, Method};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::latency::Latency;
+
+/// The version of the report's schema. Version 1 was the untyped `report.json` of
+/// fair-pruner before the pipeline became a library; version 2 is [`PruneReport`]. Any
+/// change that removes or renames a field, or changes its meaning, bumps it.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
+
+/// Everything a prune run did and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneReport {
+    /// [`REPORT_SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// fair-pruner version.
+    pub fair_pruner_version: String,
+    /// libtorch version the binary was built against.
+    pub libtorch: String,
+    /// The model's name.
+    pub model: String,
+    /// The weights file, if the model came from one.
+    pub weights: Option<String>,
+    /// The dataset, if one was used for evaluation or fine-tuning.
+    pub data: Option<String>,
+    /// The run's seed.
+    pub seed: u64,
+    /// How counts and units were chosen.
+    pub selection: SelectionSettings,
+    /// The calibration data, if any.
+    pub calibration: Option<CalibrationInfo>,
+    /// How the scores were obtained.
+    pub scoring: ScoringInfo,
+    /// The unpruned model.
+    pub before: ModelFigures,
+    /// One entry per goal, in the order given.
+    pub results: Vec<PruneResult>,
+    /// Every file of the output directory, relative to it (empty without an output
+    /// directory).
+    pub files: Vec<String>,
+}
+
+/// How counts and units were chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionSettings {
+    /// ToD or uniform counts.
+    pub method: Method,
+    /// How coupled layers settle on one set of units.
+    pub rule: GroupRule,
+    /// ToD's removal signal (low = remove).
+    pub remove_by: String,
+    /// ToD's protection signal (high = protect).
+    pub protect_by: String,
+    /// The criterion ordering the units each layer removes (lowest first).
+    pub rank_by: String,
+    /// Every layer keeps at least this many units.
+    pub min_keep: usize,
+    /// Kept units are rounded up to a multiple of this.
+    pub round_to: usize,
+    /// Layers never pruned (besides the output layer).
+    pub protected: Vec<String>,
+}
+
+/// The calibration data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationInfo {
+    /// Number of samples.
+    pub samples: usize,
+    /// Where they came from.
+    pub description: String,
+    /// SHA-256 of the samples and labels.
+    pub digest: String,
+}
+
+/// How the scores were obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringInfo {
+    /// Every criterion: its time, settings and notes.
+    pub criteria: BTreeMap<String, CriterionInfo>,
+    /// Whether stored scores (same model, data and settings) were reused instead of computed.
+    pub reused: bool,
+}
+
+/// One criterion's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionInfo {
+    /// Wall-clock seconds it took when it was computed.
+    pub seconds: f64,
+    /// Its settings.
+    pub settings: serde_json::Value,
+    /// Notes it raised.
+    pub notes: Vec<String>,
+}
+
+/// Top-1 accuracy and mean loss on the test split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Accuracy {
+    /// Fraction correct.
+    pub top1: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+}
+
+/// Size, accuracy and latency of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFigures {
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: u64,
+    /// Accuracy on the test split, if evaluated.
+    pub accuracy: Option<Accuracy>,
+    /// Forward latency per batch size, measured interleaved with the other models of the
+    /// run (empty when not measured).
+    pub latency: Vec<Latency>,
+}
+
+/// Fractions removed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reduction {
+    /// Fraction of parameters removed.
+    pub params: f64,
+    /// Fraction of MACs removed.
+    pub macs: f64,
+}
+
+/// One pruned model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneResult {
+    /// A short label, also the export directory's name (`alpha-0.05`, `macs-0.5`, ...).
+    pub label: String,
+    /// The goal.
+    pub goal: Goal,
+    /// The α (ToD) or common ratio (uniform) that met it.
+    pub setting: f64,
+    /// What the pruned model removes.
+    pub achieved: Reduction,
+    /// Milliseconds spent turning the stored scores into the plan.
+    pub threshold_ms: f64,
+    /// Accuracy right after surgery, before any fine-tuning.
+    pub one_shot: Option<Accuracy>,
+    /// Fine-tuning epochs run after surgery (0: none).
+    pub finetune_epochs: usize,
+    /// The final model (after fine-tuning, if any).
+    pub after: ModelFigures,
+    /// The export directory, relative to the output directory.
+    pub export: Option<String>,
+    /// Per prunable layer: units, the count its own ToD curve asked to remove, and the units
+    /// the exported model keeps (after coupled layers settled).
+    pub layers: Vec<LayerResult>,
+}
+
+/// One layer of a [`PruneResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayerResult {
+    /// The layer.
+    pub layer: String,
+    /// Units before pruning.
+    pub units: usize,
+    /// Units its own count asked to remove (ToD count or uniform share, options applied).
+    pub requested: usize,
+    /// Units the pruned model keeps: exactly its width in the export.
+    pub keep: usize,
+}
+
+/// The JSON Schema of [`PruneReport`], pretty-printed (what `docs/report-schema.json` holds).
+pub fn report_schema() -> String {
+    let schema = schemars::schema_for!(PruneReport);
+    serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
+}
