@@ -3,7 +3,9 @@
 //! - `cargo xtask setup`  — provision libtorch 2.11.0 (and the Python reference environment
 //!   used by cross-check tests) and wire this checkout so plain `cargo build` / `cargo test`
 //!   work and built binaries find libtorch at run time.
-//! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS]`.
+//! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS] --
+//!   --include-ignored` (tests needing the reference Python or npm are `#[ignore]`d so that a
+//!   bare `cargo test -p <pure crate>` passes) and the library examples.
 //! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
 //! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
 //! - `cargo xtask bench compare` — FAIR-Pruner against the authors' package, uniform L1
@@ -26,7 +28,6 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
-mod compare;
 
 /// The libtorch version tch 0.24 is built against.
 const TORCH_VERSION: &str = "2.11.0";
@@ -47,7 +48,9 @@ cargo xtask — fair-pruner project automation
 
 USAGE:
     cargo xtask setup          provision libtorch + the Python reference env, wire the build
-    cargo xtask test [ARGS]    setup, then `cargo test --workspace [ARGS]`
+    cargo xtask test [ARGS]    setup, then `cargo test --workspace [ARGS] -- --include-ignored`
+                               (tests that need the reference Python or npm included) and
+                               the library examples (prune_resnet, the APoZ criterion)
     cargo xtask demo           setup, then the built-in demo (the README's main job): Fashion-MNIST,
                                train, score, prune at several α, fine-tune, summary table
     cargo xtask bench scoring  [--threads N --classes K --per-class N]
@@ -60,6 +63,8 @@ USAGE:
                                Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
                                budget; writes the tables into docs/results.md (~30 min
                                on 2 cores after training, which the first run adds)
+                               Both run the fair-bench crate (crates/bench) through the
+                               libraries: cargo run --release -p fair-bench -- <bench> --help
 
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel
@@ -71,9 +76,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup().map(|s| s.print()),
-        Some("test") => {
-            setup().and_then(|_| cargo(&[&["test", "--workspace"], &rest(&args)[..]].concat()))
-        }
+        Some("test") => setup().and_then(|_| test(&rest(&args))),
         Some("demo") => setup().and_then(|_| demo()),
         Some("bench") => setup().and_then(|s| bench::run(&s, &rest(&args))),
         Some("-h" | "--help" | "help") | None => {
@@ -112,6 +115,39 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
         .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The whole test suite: every test of the workspace, including those marked `#[ignore]`
+/// because they need the reference Python or the npm registry (setup provides both), then
+/// the library examples, run as a user would.
+fn test(extra: &[&str]) -> Result<()> {
+    let (cargo_args, test_args) = match extra.iter().position(|a| *a == "--") {
+        Some(i) => (&extra[..i], &extra[i + 1..]),
+        None => (extra, &[][..]),
+    };
+    cargo(
+        &[
+            &["test", "--workspace", "--no-fail-fast"],
+            cargo_args,
+            &["--", "--include-ignored"],
+            test_args,
+        ]
+        .concat(),
+    )?;
+    let out = workspace_root().join("target/examples");
+    for (package, example, dir) in [
+        ("fair-pipeline", Some("prune_resnet"), "resnet20-pruned"),
+        ("fair-example-apoz", None, "vgg11-apoz"),
+    ] {
+        let dir = out.join(dir).display().to_string();
+        let mut args = vec!["run", "--quiet", "-p", package];
+        if let Some(e) = example {
+            args.extend(["--example", e]);
+        }
+        args.extend(["--", dir.as_str()]);
+        cargo(&args)?;
     }
     Ok(())
 }

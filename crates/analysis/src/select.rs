@@ -49,6 +49,16 @@ impl Goal {
         }
     }
 
+    /// The setting that gives this goal, as a command-line flag without dashes (`alpha`,
+    /// `target-macs`, `target-params`) and config key (with `_`).
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Goal::Alpha(_) => "alpha",
+            Goal::Macs(_) => "target-macs",
+            Goal::Params(_) => "target-params",
+        }
+    }
+
     /// A short label usable as a file name: `alpha-0.05`, `macs-0.5`, `params-0.3` (the
     /// value's shortest exact decimal form, so distinct goals get distinct labels).
     pub fn label(&self) -> String {

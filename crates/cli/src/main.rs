@@ -53,7 +53,7 @@ enum Command {
     /// Draw n calibration samples per class from the training split (for `score`).
     Calib(train::CalibArgs),
     /// Score once, prune at α / a target / an α sweep, optionally fine-tune, evaluate, export, report.
-    Prune(prune::PruneArgs),
+    Prune(Box<prune::PruneArgs>),
 }
 
 #[derive(Debug, Args)]

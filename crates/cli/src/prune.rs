@@ -88,7 +88,8 @@ impl PruneArgs {
             )?,
         };
         for g in &goals {
-            g.check()?;
+            g.check()
+                .map_err(|e| anyhow::anyhow!("--{}: {e}", g.flag()))?;
         }
         Ok(goals)
     }
@@ -120,6 +121,9 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         seed: draw.seed,
         ..config.train.clone().unwrap_or_default()
     };
+    if !(finetune_lr > 0.0 && finetune_lr.is_finite()) {
+        bail!("--finetune-lr: the learning rate must be a positive number, found {finetune_lr}");
+    }
     if finetune_epochs > 0 {
         train_settings
             .check()

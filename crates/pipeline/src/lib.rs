@@ -51,3 +51,8 @@ pub use report::{
     Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
     REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, report_schema,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -297,7 +297,7 @@ impl<'a> Pruner<'a> {
         let mut labels = std::collections::HashSet::new();
         for g in &self.goals {
             g.check()
-                .map_err(|e| PipelineError::invalid(goal_flag(g), e.to_string()))?;
+                .map_err(|e| PipelineError::invalid(g.flag(), e.to_string()))?;
             if self.method == Method::Uniform && matches!(g, Goal::Alpha(_)) {
                 return Err(PipelineError::invalid(
                     "uniform",
@@ -306,7 +306,7 @@ impl<'a> Pruner<'a> {
             }
             if !labels.insert(g.label()) {
                 return Err(PipelineError::invalid(
-                    goal_flag(g),
+                    g.flag(),
                     format!("the goal {g} is given twice"),
                 ));
             }
@@ -366,9 +366,7 @@ impl<'a> Pruner<'a> {
         if let Some(f) = &self.finetune
             && f.settings.epochs > 0
         {
-            f.settings
-                .check()
-                .map_err(|e| PipelineError::invalid("finetune-lr", e.to_string()))?;
+            f.settings.check()?;
         }
         if let Some(out) = &self.out {
             let inputs: Vec<(&str, &Path)> = self
@@ -614,15 +612,6 @@ impl<'a> Pruner<'a> {
             top1: r.top1,
             loss: r.loss,
         }))
-    }
-}
-
-/// The flag that sets a goal.
-fn goal_flag(g: &Goal) -> &'static str {
-    match g {
-        Goal::Alpha(_) => "alpha",
-        Goal::Macs(_) => "target-macs",
-        Goal::Params(_) => "target-params",
     }
 }
 

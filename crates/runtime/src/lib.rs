@@ -27,3 +27,8 @@ mod tensors;
 pub use error::{RuntimeError, tch_context};
 pub use model::{Forward, Mode, Model, parse_device};
 pub use tensors::{check_finite, read_safetensors, write_safetensors};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -700,3 +700,33 @@ fn check_finite_finds_values_written_to_and_read_back_from_a_file() {
         "{e}"
     );
 }
+
+mod random_files {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Random headers and data: `read_safetensors` returns an error or tensors, never
+        /// panics or aborts, and never allocates beyond the file.
+        #[test]
+        fn random_bytes_are_an_error_or_tensors(
+            header in prop_oneof![
+                ".{0,200}",
+                Just(r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#.to_owned()),
+                Just(r#"{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#.to_owned()),
+                Just(r#"{"w":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"__metadata__":{"a":"b"}}"#.to_owned()),
+            ],
+            declared in prop::option::of(any::<u64>()),
+            data in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.safetensors");
+            let len = declared.unwrap_or(header.len() as u64);
+            let mut bytes = len.to_le_bytes().to_vec();
+            bytes.extend(header.as_bytes());
+            bytes.extend(&data);
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = fair_runtime::read_safetensors(&path, tch::Device::Cpu);
+        }
+    }
+}

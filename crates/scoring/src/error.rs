@@ -27,8 +27,8 @@ pub enum ScoringError {
     /// A criterion needs calibration data and none was given.
     #[error("the {0} criterion needs calibration data")]
     NeedsData(String),
-    /// A setting is out of range.
-    #[error("invalid setting {name}: {detail}")]
+    /// A setting is out of range (named by its command-line flag, without dashes).
+    #[error("--{name}: {detail}")]
     Setting {
         /// The setting.
         name: &'static str,

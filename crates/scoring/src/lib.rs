@@ -46,3 +46,8 @@ pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{ConvDistance, UScoreSettings, Wasserstein, u_scores};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -63,7 +63,7 @@ pub fn r_scores(
 ) -> Result<Vec<Vec<f64>>, ScoringError> {
     if settings.batch_size == 0 {
         return Err(ScoringError::Setting {
-            name: "batch_size",
+            name: "batch-size",
             detail: "must be at least 1".into(),
         });
     }

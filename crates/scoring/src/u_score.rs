@@ -98,11 +98,11 @@ impl UScoreSettings {
                 Ok(())
             }
         };
-        positive("samples_per_class", self.samples_per_class)?;
-        positive("batch_size", self.batch_size)?;
+        positive("per-class", self.samples_per_class)?;
+        positive("batch-size", self.batch_size)?;
         if self.max_classes < 2 {
             return Err(ScoringError::Setting {
-                name: "max_classes",
+                name: "max-classes",
                 detail: format!(
                     "needs at least 2 classes to compare, found {}",
                     self.max_classes
@@ -139,7 +139,7 @@ fn summarise(
         (2, _) => t.unsqueeze(2),
         (d, _) => {
             return Err(ScoringError::Setting {
-                name: "analysis point",
+                name: "analysis-point",
                 detail: format!(
                     "layer '{}' is read at '{}', whose output has {d} dimensions (expected an image or a feature vector)",
                     layer.name, layer.analysis
@@ -213,9 +213,6 @@ pub fn u_scores(
                 classes.len()
             ),
         });
-    }
-    for n in &notes {
-        tracing::warn!("{n}");
     }
     let device = model.device();
     let graph = model.graph();

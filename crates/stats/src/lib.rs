@@ -432,3 +432,8 @@ pub fn stratified_sample(
         .collect();
     StratifiedDraw { classes, short }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

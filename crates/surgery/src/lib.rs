@@ -31,3 +31,8 @@ mod export;
 pub use apply::{Pruned, apply, apply_resolution};
 pub use error::SurgeryError;
 pub use export::{export, pytorch_module};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

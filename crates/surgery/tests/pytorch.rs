@@ -49,6 +49,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 #[test]
+#[ignore = "needs the reference Python with torch-pruning 1.6.1 (cargo xtask test runs it)"]
 fn pruned_models_match_torch_pruning_and_run_in_plain_pytorch() {
     let Some(py) = python() else { return };
     for (name, shape) in common::MODELS {

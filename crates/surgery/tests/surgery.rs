@@ -1,7 +1,5 @@
 //! Surgery on the paper's model families: dependency groups, empty plans, dead units.
 
-use std::collections::BTreeSet;
-
 mod common;
 
 use fair_analysis::{GroupRule, Plan, ResolveOptions, analyze};
@@ -31,67 +29,6 @@ fn input(shape: [usize; 3]) -> Tensor {
 
 fn eval(m: &Model, x: &Tensor) -> Tensor {
     tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap()
-}
-
-#[test]
-fn groups_follow_residual_adds_and_concatenations() {
-    let g = fair_zoo::build("resnet56", &[3, 32, 32], 10).unwrap();
-    let groups = analyze(&g, &[]).unwrap();
-    let stem = &groups.groups()[groups.group_of("conv1").unwrap()];
-    let want: Vec<String> = std::iter::once("conv1".to_owned())
-        .chain((0..9).map(|i| format!("layer1.{i}.conv2")))
-        .collect();
-    assert_eq!(
-        stem.layers, want,
-        "the stem and every stage-1 block output share one channel space"
-    );
-    let s2 = &groups.groups()[groups.group_of("layer2.0.downsample.0").unwrap()];
-    assert!(
-        s2.layers.contains(&"layer2.0.conv2".to_owned()) && s2.layers.len() == 10,
-        "{:?}",
-        s2.layers
-    );
-    assert_eq!(
-        groups.groups()[groups.group_of("layer2.3.conv1").unwrap()].layers,
-        ["layer2.3.conv1"]
-    );
-    assert_eq!(
-        groups.groups()[groups.group_of("fc").unwrap()]
-            .fixed
-            .as_deref(),
-        Some("it is the output layer")
-    );
-
-    let d = fair_zoo::build("densenet40", &[3, 32, 32], 10).unwrap();
-    let dg = analyze(&d, &[]).unwrap();
-    for layer in d.prunable_layers() {
-        assert_eq!(
-            dg.groups()[dg.group_of(layer).unwrap()].layers,
-            [layer],
-            "concatenation couples nothing"
-        );
-    }
-    // Layer 3 of block 1 reads the block input (16), layer 1 (12) and layer 2 (12): the new
-    // features of layer 2 sit at channels 28..40 of its input.
-    let l2 = dg
-        .group_of("features.denseblock1.denselayer2.conv1")
-        .unwrap();
-    let cols = dg.reading_columns(&d, l2, &BTreeSet::from([0, 11]));
-    let of = |n: &str| {
-        cols.iter()
-            .find(|(name, _)| name == n)
-            .map(|(_, c)| c.clone())
-    };
-    assert_eq!(
-        of("features.denseblock1.denselayer3.conv1"),
-        Some(vec![28, 39])
-    );
-    assert_eq!(
-        of("features.denseblock1.denselayer12.conv1"),
-        Some(vec![28, 39])
-    );
-    // After the transition, the block output is re-encoded: nothing downstream reads it.
-    assert_eq!(of("features.denseblock2.denselayer1.conv1"), None);
 }
 
 #[test]
@@ -238,4 +175,94 @@ fn the_input_model_is_never_modified_and_errors_name_the_layer() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("coupled"), "{e}");
+}
+
+#[test]
+fn selections_apply_to_exactly_the_reported_widths_under_every_rule() {
+    use fair_analysis::{Goal, Method, SelectOptions, Selector};
+    for (name, input) in [("resnet20", [3, 16, 16]), ("densenet40", [3, 16, 16])] {
+        let m = model(name, input);
+        let x = self::input(input);
+        let layers: Vec<String> = m
+            .graph()
+            .prunable_layers()
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        // Scores from the weights themselves: L1 norms (remove-by) against a shuffled copy.
+        let l1: Vec<Vec<f64>> = layers
+            .iter()
+            .map(|l| {
+                let w = m.tensor(&format!("{l}.weight")).unwrap();
+                let n = w.size()[0];
+                Vec::<f64>::try_from(w.abs().reshape([n, -1]).sum_dim_intlist(
+                    1,
+                    false,
+                    Kind::Double,
+                ))
+                .unwrap()
+            })
+            .collect();
+        let r: Vec<Vec<f64>> = l1
+            .iter()
+            .map(|v| v.iter().rev().copied().collect())
+            .collect();
+        for rule in [
+            GroupRule::Package,
+            GroupRule::Intersection,
+            GroupRule::Strict,
+        ] {
+            let sel = Selector::new(
+                m.graph().clone(),
+                layers.clone(),
+                &refs(&l1),
+                &refs(&r),
+                &refs(&l1),
+                SelectOptions {
+                    rule,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let s = sel.select(Goal::Macs(0.5), Method::Tod).unwrap();
+            let pruned = fair_surgery::apply_resolution(&m, &s.resolution).unwrap();
+            assert!(
+                1.0 - pruned.model.graph().macs() as f64 / m.graph().macs() as f64 >= 0.5,
+                "{name} {rule:?}"
+            );
+            for (layer, w) in s.widths() {
+                assert_eq!(
+                    pruned.model.graph().units(&layer),
+                    Some(w),
+                    "{name} {rule:?} {layer}"
+                );
+                assert_eq!(
+                    pruned
+                        .model
+                        .tensor(&format!("{layer}.weight"))
+                        .unwrap()
+                        .size()[0],
+                    w as i64
+                );
+            }
+            // The plan written for `apply` gives the same model under any rule.
+            let again = apply(
+                &m,
+                &s.plan(),
+                &ResolveOptions {
+                    rule: GroupRule::Strict,
+                    protected: vec![],
+                },
+            )
+            .unwrap();
+            assert_eq!(again.model.graph(), pruned.model.graph());
+            let (a, b) = (eval(&pruned.model, &x), eval(&again.model, &x));
+            assert_eq!(a.size(), [2, 10]);
+            assert!(a.equal(&b), "{name} {rule:?}: same plan, same outputs");
+        }
+    }
+}
+
+fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> {
+    v.iter().map(Vec::as_slice).collect()
 }

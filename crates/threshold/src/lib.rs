@@ -434,3 +434,8 @@ mod tests {
         assert_eq!(lowest(&[5.0, 1.0, 3.0, 1.0], 0), Vec::<usize>::new());
     }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -32,7 +32,7 @@ use tch::nn::OptimizerConfig;
 #[non_exhaustive]
 pub enum TrainError {
     /// A setting is out of range.
-    #[error("invalid training setting {name}: {detail}")]
+    #[error("invalid training setting {}: {detail}", spelled(.name))]
     Setting {
         /// The setting.
         name: &'static str,
@@ -60,6 +60,17 @@ pub enum TrainError {
     /// libtorch failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+/// A training setting as the user writes it: the config key, and the flag where one exists.
+fn spelled(name: &str) -> String {
+    match name {
+        "epochs" | "batch_size" | "lr" | "seed" => {
+            format!("--{} ([train] {name})", name.replace('_', "-"))
+        }
+        "data" => "data".to_owned(),
+        other => format!("[train] {other}"),
+    }
 }
 
 /// Learning-rate schedule over the whole run.
@@ -352,3 +363,8 @@ pub fn train(
     }
     Ok(reports)
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -284,3 +284,8 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         source,
     })
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

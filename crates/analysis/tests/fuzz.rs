@@ -1,0 +1,143 @@
+//! Property tests for plan and score files: random or mutated JSON is an error, never a
+//! panic, and every structural defect of a score file is caught by validation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use fair_analysis::{
+    CriterionRecord, LayerScores, Plan, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
+};
+use proptest::prelude::*;
+
+/// A valid score file for ResNet-20 with criteria u and r.
+fn valid() -> ScoreFile {
+    let graph = fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap();
+    let layers = graph
+        .prunable_layers()
+        .iter()
+        .map(|l| {
+            let n = graph.units(l).unwrap();
+            LayerScores {
+                layer: l.to_string(),
+                units: n,
+                scores: BTreeMap::from([
+                    ("u".to_owned(), (0..n).map(|i| i as f64).collect()),
+                    ("r".to_owned(), (0..n).map(|i| (n - i) as f64).collect()),
+                ]),
+            }
+        })
+        .collect();
+    let record = || CriterionRecord {
+        settings: serde_json::json!({}),
+        seconds: 0.0,
+        notes: vec![],
+    };
+    ScoreFile {
+        format: SCORE_FILE_FORMAT,
+        provenance: Provenance {
+            fair_pruner_version: "test".into(),
+            model: graph.name().into(),
+            model_digest: "0".repeat(64),
+            graph_digest: graph_digest(&graph),
+            data: String::new(),
+            data_digest: String::new(),
+            samples: 0,
+            criteria: BTreeMap::from([("u".into(), record()), ("r".into(), record())]),
+        },
+        graph: graph.to_spec(),
+        layers,
+    }
+}
+
+fn parse(text: &str) -> Result<ScoreFile, String> {
+    ScoreFile::from_json_str(text, Path::new("s.json")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_structural_defect_is_an_error_naming_it() {
+    let good = valid();
+    assert!(parse(&serde_json::to_string(&good).unwrap()).is_ok());
+    let mut cases: Vec<(&str, ScoreFile)> = Vec::new();
+    let mut f = good.clone();
+    f.layers.push(f.layers[0].clone());
+    cases.push(("more than once", f));
+    let mut f = good.clone();
+    f.layers.remove(3);
+    cases.push(("has no scores", f));
+    let mut f = good.clone();
+    let mut out = f.layers[0].clone();
+    out.layer = "fc".into();
+    out.units = 10;
+    f.layers.push(out);
+    cases.push(("output layer", f));
+    let mut f = good.clone();
+    f.layers.swap(0, 1);
+    cases.push(("graph order", f));
+    let mut f = good.clone();
+    f.layers[2].scores.get_mut("u").unwrap().pop();
+    cases.push(("units", f));
+    let mut f = good.clone();
+    f.layers[2].scores.remove("r");
+    cases.push(("no 'r' scores", f));
+    let mut f = good.clone();
+    f.provenance.graph_digest = "x".into();
+    cases.push(("digest", f));
+    let mut f = good.clone();
+    f.layers[1].scores.get_mut("u").unwrap()[0] = f64::INFINITY;
+    cases.push(("is inf", f));
+    for (needle, f) in cases {
+        // Validation catches it before (or instead of) serialisation.
+        let e = f.validate().unwrap_err();
+        assert!(e.contains(needle), "{needle}: {e}");
+        if let Ok(text) = serde_json::to_string(&f) {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains("s.json"), "{e}");
+        }
+    }
+    // An older file, and something that is not a score file at all.
+    let e = parse("{\"provenance\": {}, \"layers\": []}").unwrap_err();
+    assert!(e.contains("format"), "{e}");
+    let e = parse("{\"format\": 1}").unwrap_err();
+    assert!(e.contains("format 1 is not supported"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn random_text_is_never_a_panic(text in ".{0,300}") {
+        let _ = parse(&text);
+        let _ = Plan::from_json_str(&text, "p.json");
+    }
+
+    #[test]
+    fn random_plans_parse_or_fail_cleanly(
+        layers in prop::collection::btree_map("[a-z0-9.]{1,12}", prop::collection::vec(any::<u64>(), 0..5), 0..4),
+        extra in prop::option::of("[a-z_]{1,8}"),
+    ) {
+        let mut v = serde_json::json!({"remove": layers});
+        if let Some(k) = &extra {
+            v[k.as_str()] = serde_json::json!(1);
+        }
+        let r = Plan::from_json_str(&v.to_string(), "p.json");
+        match extra.as_deref() {
+            Some("remove") | None => prop_assert!(r.is_ok() || layers.values().flatten().any(|&u| u > usize::MAX as u64)),
+            Some(_) => prop_assert!(r.is_err(), "unknown key accepted"),
+        }
+        // Resolving any parsed plan against a real graph is an error or a resolution.
+        if let Ok(p) = r {
+            let g = fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap();
+            let _ = fair_analysis::Resolution::new(&g, &p, &Default::default());
+        }
+    }
+
+    #[test]
+    fn mutated_score_files_never_panic(at in 0usize..100_000, byte in any::<u8>()) {
+        let mut bytes = serde_json::to_vec(&valid()).unwrap();
+        let i = at % bytes.len();
+        bytes[i] = byte;
+        if let Ok(text) = String::from_utf8(bytes) {
+            let _ = parse(&text);
+        }
+    }
+}

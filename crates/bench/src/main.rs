@@ -1,0 +1,223 @@
+//! `fair-bench`: fair-pruner's benchmarks, run in-process through the libraries.
+//!
+//! - `fair-bench scoring` — fair-pruner's U+R scoring (`fair_scoring::score`) against the
+//!   authors' `network-pruner` 2.16 `get_metrics` on CIFAR VGG16-BN, same weights, samples,
+//!   threads and machine; prints the ratio and writes `target/bench/scoring/summary.json`.
+//! - `fair-bench compare` — FAIR-Pruner against the authors' package, uniform L1 pruning (ours
+//!   and Torch-Pruning's) and ToD counts with L1 ranking on Fashion-MNIST; every plan goes
+//!   through the same surgery, evaluation and fine-tuning. Writes
+//!   `target/bench/compare/summary.json` and the tables in `docs/results.md`.
+//!
+//! `cargo xtask bench scoring|compare` provisions libtorch and the reference Python, then runs
+//! this binary (`cargo run --release -p fair-bench`). The reference side runs the Python
+//! scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod compare;
+mod scoring;
+mod tables;
+
+/// fair-pruner's benchmarks (run by `cargo xtask bench`).
+#[derive(Debug, Parser)]
+#[command(name = "fair-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Time fair-pruner's U+R scoring against the authors' get_metrics on CIFAR VGG16-BN.
+    Scoring(scoring::Options),
+    /// FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and Torch-Pruning) and ToD + L1 on
+    /// Fashion-MNIST, same fine-tuning budget; tables into docs/results.md.
+    Compare(compare::Options),
+}
+
+/// The workspace root (this crate lives in `crates/bench`).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("fair-bench lives in crates/bench of the workspace")
+        .to_owned()
+}
+
+/// The reference Python: `--python`, else `FAIR_PRUNER_PYTHON`; `what` says who needs it.
+pub(crate) fn reference_python(flag: Option<&Path>, what: &str) -> Result<PathBuf> {
+    flag.map(Path::to_owned)
+        .or_else(|| std::env::var_os("FAIR_PRUNER_PYTHON").map(PathBuf::from))
+        .with_context(|| {
+            format!(
+                "{what} needs the reference Python: pass --python PATH or set FAIR_PRUNER_PYTHON \
+                 (`cargo xtask bench` does this after `cargo xtask setup`)"
+            )
+        })
+}
+
+/// A positive integer (command-line values).
+pub(crate) fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("expected a positive integer, found {text}")),
+    }
+}
+
+/// Reads a JSON file.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Writes pretty JSON atomically.
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    fair_ir::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
+    Ok(())
+}
+
+/// The error and its causes, each cause printed once.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Scoring(o) => scoring::run(o),
+        Command::Compare(o) => compare::run(o),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fair-bench error: {}", error_text(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fair-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn scoring_options_parse_with_defaults_and_reject_bad_values() {
+        let Command::Scoring(o) = parse(&["scoring"]).unwrap().command else {
+            panic!("scoring expected")
+        };
+        assert_eq!((o.threads, o.classes, o.per_class), (2, 10, 32));
+        assert!(o.python.is_none());
+        let Command::Scoring(o) = parse(&[
+            "scoring",
+            "--threads",
+            "4",
+            "--classes",
+            "5",
+            "--per-class",
+            "8",
+            "--python",
+            "/x/python",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("scoring expected")
+        };
+        assert_eq!((o.threads, o.classes, o.per_class), (4, 5, 8));
+        assert_eq!(o.python.as_deref(), Some(Path::new("/x/python")));
+        assert!(parse(&["scoring", "--threads", "0"]).is_err());
+        assert!(parse(&["scoring", "--classes", "1"]).is_err());
+        assert!(parse(&["scoring", "--per-class"]).is_err());
+        assert!(parse(&["scoring", "--speed", "1"]).is_err());
+        assert!(parse(&["bogus"]).is_err());
+    }
+
+    #[test]
+    fn compare_options_parse_and_reject_unknown_ones() {
+        let Command::Compare(o) = parse(&["compare"]).unwrap().command else {
+            panic!("compare expected")
+        };
+        assert_eq!(o.alphas, vec![0.05, 0.2, 0.4, 0.6]);
+        assert_eq!(o.nets, vec!["vgg".to_string(), "resnet".to_string()]);
+        assert_eq!((o.train_epochs, o.finetune_epochs), (3, 1));
+        assert_eq!((o.per_class, o.threads), (32, 2));
+        assert!(!o.no_docs && !o.tables_only);
+        let Command::Compare(o) = parse(&[
+            "compare",
+            "--alphas",
+            "0.1, 0.3",
+            "--nets",
+            "vgg",
+            "--no-docs",
+            "--tables-only",
+            "--train-epochs",
+            "2",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("compare expected")
+        };
+        assert_eq!(o.alphas, vec![0.1, 0.3]);
+        assert_eq!(o.nets, vec!["vgg".to_string()]);
+        assert_eq!(o.train_epochs, 2);
+        assert!(o.no_docs && o.tables_only);
+        assert!(parse(&["compare", "--nets", "lenet"]).is_err());
+        assert!(parse(&["compare", "--alphas", "0.1,x"]).is_err());
+        assert!(parse(&["compare", "--alphas", "1.5"]).is_err());
+        assert!(parse(&["compare", "--finetune-epochs", "0"]).is_err());
+        assert!(parse(&["compare", "--speed", "1"]).is_err());
+    }
+
+    #[test]
+    fn a_later_python_flag_wins() {
+        // xtask passes its Python first; one the user gives after it takes precedence.
+        let Command::Compare(o) = parse(&["compare", "--python", "/a", "--python", "/b"])
+            .unwrap()
+            .command
+        else {
+            panic!("compare expected")
+        };
+        assert_eq!(o.python.as_deref(), Some(Path::new("/b")));
+        assert_eq!(
+            reference_python(Some(Path::new("/c")), "x").unwrap(),
+            PathBuf::from("/c")
+        );
+    }
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let e = anyhow::anyhow!("inner").context("outer: inner");
+        assert_eq!(error_text(&e), "outer: inner");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+
+    #[test]
+    fn the_workspace_root_holds_the_reference_scripts() {
+        let root = workspace_root();
+        assert!(root.join("xtask/bench/compare_reference.py").is_file());
+        assert!(root.join("xtask/bench/scoring_reference.py").is_file());
+        assert!(root.join("configs/fashion-vgg.toml").is_file());
+    }
+}

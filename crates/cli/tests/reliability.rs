@@ -1,0 +1,787 @@
+//! Reliability, run as a user would: inputs are never overwritten, output directories are
+//! completely old or completely new whatever moment a run is killed, bad input fails fast
+//! with a clear message, and nothing panics. Each test is a row of docs/reliability.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fair-pruner"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Fails unless `o` failed cleanly: exit status 1 (not a panic's 101 or a signal) and an
+/// `error:` line containing every needle.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a clean failure, got {:?}:\n{e}",
+        o.status
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(
+        !e.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {e:?}"
+    );
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}:\n{e}");
+    }
+}
+
+/// Two classes of 8×8 images as IDX files, and a model trained on them by `train`.
+struct Toy {
+    dir: tempfile::TempDir,
+    common: Vec<String>,
+    weights: PathBuf,
+}
+
+fn toy(model: &str) -> Toy {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, n: usize| {
+        let mut img = vec![0u8, 0, 8, 3];
+        for d in [n as u32, 8, 8] {
+            img.extend(d.to_be_bytes());
+        }
+        let mut lab = vec![0u8, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            let c = (i % 2) as u8;
+            for _y in 0..8 {
+                for x in 0..8 {
+                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
+                }
+            }
+            lab.push(c);
+        }
+        std::fs::write(dir.path().join(format!("{name}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.path().join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
+    };
+    write("train", 64);
+    write("t10k", 32);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::rename(&f, data.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let common: Vec<String> = [
+        "--model",
+        model,
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--data",
+        "idx",
+        "--data-path",
+        s(&data),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let weights = dir.path().join("m.safetensors");
+    let mut args: Vec<&str> = vec!["train"];
+    args.extend(common.iter().map(String::as_str));
+    args.extend([
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        s(&weights),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    Toy {
+        dir,
+        common,
+        weights,
+    }
+}
+
+impl Toy {
+    fn run(&self, cmd: &str, extra: &[&str]) -> Output {
+        self.run_env(cmd, extra, &[])
+    }
+    fn run_env(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut args = vec![cmd];
+        args.extend(self.common.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        run_env(&args, env)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Every file under `dir` (relative path → bytes), marker included.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let r = rel.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &r, out);
+            } else {
+                out.insert(
+                    r.to_string_lossy().into_owned(),
+                    std::fs::read(root.join(&r)).unwrap(),
+                );
+            }
+        }
+    }
+    let mut m = BTreeMap::new();
+    walk(dir, Path::new(""), &mut m);
+    m
+}
+
+fn sha(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+#[test]
+fn no_command_writes_over_its_inputs_in_any_spelling() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let before = std::fs::read(&t.weights).unwrap();
+    let dotted = t.dir.path().join("data/../m.safetensors");
+    let link = t.path("link.safetensors");
+    std::os::unix::fs::symlink(&t.weights, &link).unwrap();
+    let hard = t.path("hard.safetensors");
+    std::fs::hard_link(&t.weights, &hard).unwrap();
+    let cwd_spelling = format!("./{}", t.weights.file_name().unwrap().to_str().unwrap());
+    for out in [
+        w.clone(),
+        s(&dotted).to_owned(),
+        s(&link).to_owned(),
+        s(&hard).to_owned(),
+    ] {
+        for cmd in ["finetune", "calib"] {
+            let o = t.run(cmd, &["--weights", &w, "--out", &out, "-q"]);
+            fails_with(&o, &["refusing to write", "--weights"]);
+        }
+        let o = run(&[
+            "score",
+            "--model",
+            "mlp",
+            "--input",
+            "1x8x8",
+            "--classes",
+            "2",
+            "--weights",
+            &w,
+            "--criteria",
+            "l1",
+            "--out",
+            &out,
+        ]);
+        fails_with(&o, &["refusing to write", "--weights"]);
+    }
+    // `./m.safetensors` from inside the directory.
+    let o = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .current_dir(t.dir.path())
+        .args([
+            "score",
+            "--model",
+            "mlp",
+            "--input",
+            "1x8x8",
+            "--classes",
+            "2",
+        ])
+        .args([
+            "--weights",
+            "m.safetensors",
+            "--criteria",
+            "l1",
+            "--out",
+            &cwd_spelling,
+        ])
+        .output()
+        .unwrap();
+    fails_with(&o, &["refusing to write"]);
+    // apply and prune into the directory that holds the model.
+    let plan = t.path("plan.json");
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
+    let o = run(&[
+        "apply",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--plan",
+        s(&plan),
+        "--out",
+        s(t.dir.path()),
+    ]);
+    fails_with(&o, &["refusing to write", "holds the input"]);
+    let o = t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--out",
+            s(t.dir.path()),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["refusing to write", "--weights"]);
+    assert_eq!(
+        std::fs::read(&t.weights).unwrap(),
+        before,
+        "the weights are untouched"
+    );
+}
+
+#[test]
+fn a_run_killed_at_any_write_leaves_the_old_or_the_new_directory() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let out = t.path("pruned");
+    let prune = |alpha: &str, env: &[(&str, &str)]| {
+        t.run_env(
+            "prune",
+            &[
+                "--weights",
+                &w,
+                "--alpha",
+                alpha,
+                "--per-class",
+                "8",
+                "--no-latency",
+                "--out",
+                s(&out),
+                "-q",
+            ],
+            env,
+        )
+    };
+    assert!(prune("0.2", &[]).status.success());
+    let old = snapshot(&out);
+    assert!(old.contains_key("alpha-0.2/model.safetensors"));
+    let mut new = None;
+    for n in 1..60 {
+        let o = prune("0.5", &[("FAIR_PRUNER_FAIL_AT_WRITE", &n.to_string())]);
+        let now = snapshot(&out);
+        if o.status.success() {
+            new = Some((n, now));
+            break;
+        }
+        assert_eq!(o.status.code(), Some(86), "run {n}: {}", stderr(&o));
+        assert_eq!(
+            now, old,
+            "killed at write {n}: the directory must still be the old one"
+        );
+    }
+    let (steps, new) = new.expect("the run succeeds once no write fails");
+    assert!(steps > 5, "the kills covered every write ({steps} steps)");
+    assert!(
+        new.contains_key("alpha-0.5/model.safetensors")
+            && !new.keys().any(|k| k.starts_with("alpha-0.2"))
+    );
+    // The report lists exactly what the directory holds.
+    let report: serde_json::Value = serde_json::from_slice(&new["report.json"]).unwrap();
+    let mut listed: Vec<String> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    listed.push(".fair-pruner-output".into());
+    listed.sort();
+    assert_eq!(listed, new.keys().cloned().collect::<Vec<_>>());
+    // The successful run removed what the killed runs left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pruned."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The same for apply.
+    let plan = t.path("plan.json");
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0, 1]}}"#).unwrap();
+    let dest = t.path("applied");
+    let apply = |env: &[(&str, &str)]| {
+        run_env(
+            &[
+                "apply",
+                "--model",
+                "mlp",
+                "--input",
+                "1x8x8",
+                "--classes",
+                "2",
+                "--weights",
+                &w,
+                "--plan",
+                s(&plan),
+                "--out",
+                s(&dest),
+            ],
+            env,
+        )
+    };
+    assert!(apply(&[]).status.success());
+    let old = snapshot(&dest);
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [3, 4, 5]}}"#).unwrap();
+    for n in 1..20 {
+        let o = apply(&[("FAIR_PRUNER_FAIL_AT_WRITE", &n.to_string())]);
+        let now = snapshot(&dest);
+        if o.status.success() {
+            assert_ne!(
+                sha(&now["model.safetensors"]),
+                sha(&old["model.safetensors"])
+            );
+            return;
+        }
+        assert_eq!(now, old, "apply killed at write {n}");
+    }
+    panic!("apply never succeeded");
+}
+
+#[test]
+fn wrong_numbers_never_leave_with_exit_0() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    // Weights holding NaN/Inf: every command that loads them refuses, naming the tensor.
+    let bad = t.path("nan.safetensors");
+    let mut tensors = fair_runtime::read_safetensors(&t.weights, tch::Device::Cpu).unwrap();
+    let (name, x) = tensors
+        .iter_mut()
+        .find(|(n, _)| n == "layers.0.weight")
+        .unwrap();
+    let _ = x.get(0).get(0).fill_(f64::NAN);
+    let name = name.clone();
+    fair_runtime::write_safetensors(&bad, &tensors).unwrap();
+    let o = t.run("eval", &["--weights", s(&bad)]);
+    fails_with(&o, &["non-finite", &name]);
+    let o = run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        s(&bad),
+        "--criteria",
+        "l1,l2",
+        "--out",
+        s(&t.path("s.json")),
+    ]);
+    fails_with(&o, &["non-finite", &name]);
+    assert!(!t.path("s.json").exists());
+
+    // A plan made for another model is refused (unless --force); unknown keys too.
+    let scores = t.path("scores.json");
+    let o = run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--criteria",
+        "l1,l2",
+        "--out",
+        s(&scores),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan = t.path("plan.json");
+    let o = run(&[
+        "ratios",
+        "--scores",
+        s(&scores),
+        "--remove-by",
+        "l1",
+        "--protect-by",
+        "l2",
+        "--alpha",
+        "0.5",
+        "--write-plan",
+        s(&plan),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = t.path("other.safetensors");
+    fair_runtime::Model::new(
+        fair_zoo::build("mlp", &[1, 8, 8], 2).unwrap(),
+        tch::Device::Cpu,
+        99,
+    )
+    .unwrap()
+    .save_weights(&other)
+    .unwrap();
+    let apply = |weights: &str, extra: &[&str]| {
+        let mut a = vec![
+            "apply",
+            "--model",
+            "mlp",
+            "--input",
+            "1x8x8",
+            "--classes",
+            "2",
+            "--weights",
+            weights,
+            "--plan",
+            s(&plan),
+        ];
+        let out = t.path(&format!("out-{}", extra.len()));
+        a.extend(["--out", s(&out)]);
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    fails_with(&apply(s(&other), &[]), &["other weights", "--force"]);
+    assert!(apply(s(&other), &["--force"]).status.success());
+    assert!(apply(&w, &[]).status.success());
+    let o = run(&[
+        "apply",
+        "--model",
+        "mlp",
+        "--input",
+        "1x12x12",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--plan",
+        s(&plan),
+        "--out",
+        s(&t.path("x")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}, "remvoe": {}}"#).unwrap();
+    fails_with(&apply(&w, &["--force"]), &["remvoe", "plan.json"]);
+
+    // Targets of 0 or 1 remove nothing or everything: refused.
+    for bad in ["0", "1", "-0.1", "1.5"] {
+        let o = run(&[
+            "ratios",
+            "--scores",
+            s(&scores),
+            "--remove-by",
+            "l1",
+            "--protect-by",
+            "l2",
+            "--target-macs",
+            bad,
+        ]);
+        fails_with(&o, &["fraction in (0, 1)"]);
+    }
+    // A score file edited by hand (a duplicated layer) is refused.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&scores).unwrap()).unwrap();
+    let first = v["layers"][0].clone();
+    v["layers"].as_array_mut().unwrap().push(first);
+    std::fs::write(&scores, v.to_string()).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        s(&scores),
+        "--remove-by",
+        "l1",
+        "--protect-by",
+        "l2",
+        "--alpha",
+        "0.3",
+    ]);
+    fails_with(&o, &["more than once", "scores.json"]);
+}
+
+#[test]
+fn bad_values_fail_fast_with_the_flag_named() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let out = t.path("p");
+    let quick = |extra: &[&str]| {
+        let start = std::time::Instant::now();
+        let mut a = vec!["--weights", w.as_str(), "--out", s(&out), "-q"];
+        a.extend_from_slice(extra);
+        (t.run("prune", &a), start.elapsed())
+    };
+    for (extra, needles) in [
+        (&["--alpha", "1.5"][..], &["--alpha", "[0, 1]"][..]),
+        (&["--alpha", "-0.1"], &["--alpha", "-0.1"]),
+        (
+            &["--alpha", "0.2", "--finetune-lr=-1"],
+            &["--finetune-lr", "-1"],
+        ),
+        (&["--alpha-sweep", "0.2,0.2"], &["twice"]),
+        (
+            &["--alpha", "0.2", "--criteria", "u,nope"],
+            &["unknown criterion 'nope'"],
+        ),
+    ] {
+        let (o, took) = quick(extra);
+        fails_with(&o, needles);
+        assert!(took.as_secs_f64() < 30.0, "{extra:?} took {took:?}");
+        assert!(!out.exists(), "{extra:?} wrote output");
+    }
+    // clap-level: zero threads, a negative epoch count.
+    let o = t.run("eval", &["--weights", &w, "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--threads"), "{}", stderr(&o));
+    // Training refuses a bad --out before it trains.
+    let start = std::time::Instant::now();
+    let o = t.run("train", &["--epochs", "50", "--out", s(t.dir.path())]);
+    fails_with(&o, &["--out"]);
+    assert!(start.elapsed().as_secs_f64() < 20.0);
+    // Labels beyond the model's outputs in a calibration file: refused before scoring.
+    let cal = t.path("cal.safetensors");
+    let x = tch::Tensor::zeros([4, 1, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
+    let y = tch::Tensor::from_slice(&[0i64, 1, 5, 1]);
+    fair_runtime::write_safetensors(&cal, &[("inputs".into(), x), ("labels".into(), y)]).unwrap();
+    let o = t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--calibration",
+            s(&cal),
+            "--out",
+            s(&out),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["sample 2", "2 outputs"]);
+    assert!(
+        !stderr(&o).contains("libtorch") && stderr(&o).lines().count() < 5,
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn no_input_makes_it_panic_hang_or_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    // Huge sizes in a graph: a clear error, not SIGABRT.
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, "name = \"x\"\n[[nodes]]\nname = \"input\"\nop = { type = \"input\", shape = [3, 8, 8] }\n[[nodes]]\nname = \"fc\"\nop = { type = \"flatten\" }\n[[nodes]]\nname = \"l\"\nop = { type = \"linear\", in_features = 192, out_features = 1000000000 }\n").unwrap();
+    let o = run(&["info", "--graph", s(&huge)]);
+    assert!(o.status.success(), "info only counts: {}", stderr(&o));
+    let w = dir.path().join("w.safetensors");
+    std::fs::write(&w, b"").unwrap();
+    let o = run(&[
+        "apply",
+        "--graph",
+        s(&huge),
+        "--weights",
+        s(&w),
+        "--plan",
+        s(&w),
+        "--out",
+        s(&dir.path().join("o")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = run(&[
+        "score",
+        "--graph",
+        s(&huge),
+        "--weights",
+        s(&w),
+        "--criteria",
+        "l1",
+        "--out",
+        s(&dir.path().join("s.json")),
+    ]);
+    fails_with(&o, &["memory"]);
+    // Devices and directories as input files: refused at once.
+    for input in ["/dev/zero", "/dev/null", s(dir.path())] {
+        let start = std::time::Instant::now();
+        let o = run(&[
+            "score",
+            "--model",
+            "mlp",
+            "--input",
+            "1x8x8",
+            "--classes",
+            "2",
+            "--weights",
+            input,
+            "--criteria",
+            "l1",
+            "--out",
+            s(&dir.path().join("s.json")),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{input}: {}", stderr(&o));
+        assert!(start.elapsed().as_secs_f64() < 20.0, "{input}");
+        let o = run(&["info", "--graph", input]);
+        assert_eq!(o.status.code(), Some(1), "{input}: {}", stderr(&o));
+        let o = run(&["ratios", "--scores", input, "--alpha", "0.1"]);
+        assert_eq!(o.status.code(), Some(1), "{input}: {}", stderr(&o));
+    }
+    // A closed pipe: no panic message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .args(["info", "--model", "densenet121"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+#[test]
+fn error_messages_say_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.safetensors");
+    let o = run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        s(&missing),
+        "--criteria",
+        "l1",
+        "--out",
+        s(&dir.path().join("s.json")),
+    ]);
+    fails_with(&o, &["missing.safetensors"]);
+    let e = stderr(&o);
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{e}"
+    );
+    // A truncated weights file: the safetensors problem in words.
+    let cut = dir.path().join("cut.safetensors");
+    let mut bytes = 100u64.to_le_bytes().to_vec();
+    bytes.extend(b"{\"a\":");
+    std::fs::write(&cut, bytes).unwrap();
+    let o = run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        s(&cut),
+        "--criteria",
+        "l1",
+        "--out",
+        s(&dir.path().join("s.json")),
+    ]);
+    fails_with(&o, &["cut.safetensors", "header length"]);
+}
+
+#[test]
+fn json_output_on_every_reporting_command() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let json = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(o));
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    };
+    let v = json(&t.run("eval", &["--weights", &w, "--json"]));
+    assert!(v["top1"].as_f64().unwrap() > 0.5);
+    let scores = t.path("s.json");
+    let v = json(&run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--criteria",
+        "l1,l2",
+        "--out",
+        s(&scores),
+        "--json",
+    ]));
+    assert_eq!(v["layers"], 2);
+    let plan = t.path("plan.json");
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
+    let v = json(&run(&[
+        "apply",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--plan",
+        s(&plan),
+        "--out",
+        s(&t.path("a")),
+        "--json",
+    ]));
+    assert!(
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "model.py")
+    );
+    let v = json(&t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--per-class",
+            "8",
+            "--out",
+            s(&t.path("p")),
+            "--json",
+        ],
+    ));
+    assert_eq!(v["schema_version"], fair_pipeline::REPORT_SCHEMA_VERSION);
+    let lat = &v["results"][0]["after"]["latency"][0];
+    assert!(lat["ms"]["q1"].as_f64().unwrap() <= lat["ms"]["median"].as_f64().unwrap());
+    assert!(lat["speedup"]["median"].as_f64().unwrap() > 0.0);
+}
