@@ -141,3 +141,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn oversized_and_special_plan_and_score_files_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse file just over the 1 GiB limit: costs no disk and is never read.
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let e = fair_analysis::Plan::load(&huge).unwrap_err().to_string();
+    assert!(e.contains("huge.json") && e.contains("limit"), "{e}");
+    let e = ScoreFile::load(&huge).unwrap_err().to_string();
+    assert!(e.contains("huge.json") && e.contains("limit"), "{e}");
+    for load in [
+        |p: &Path| fair_analysis::Plan::load(p).map(|_| ()),
+        |p: &Path| ScoreFile::load(p).map(|_| ()),
+    ] {
+        let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

@@ -173,6 +173,20 @@ fn goals_out_of_range_are_refused() {
 }
 
 #[test]
+fn distinct_goals_get_distinct_output_names() {
+    // Output directories are named by label: values that print alike must not collide.
+    let near = [0.3, 0.1 + 0.2, 0.30000000000000004, 0.3 + 1e-16];
+    let mut labels: Vec<String> = near.iter().map(|&a| Goal::Alpha(a).label()).collect();
+    let distinct: std::collections::BTreeSet<u64> = near.iter().map(|a| a.to_bits()).collect();
+    labels.sort();
+    labels.dedup();
+    assert!(distinct.len() >= 2);
+    assert_eq!(labels.len(), distinct.len(), "{labels:?}");
+    assert_ne!(Goal::Macs(0.5).label(), Goal::Params(0.5).label());
+    assert_ne!(Goal::Alpha(0.5).label(), Goal::Macs(0.5).label());
+}
+
+#[test]
 fn protected_layers_and_their_group_keep_every_unit() {
     let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10).unwrap();
     let (layers, [u, r]) = scores(&graph, 5);

@@ -228,6 +228,72 @@ fn no_command_writes_over_its_inputs_in_any_spelling() {
         .output()
         .unwrap();
     fails_with(&o, &["refusing to write"]);
+    for cmd in ["finetune", "calib"] {
+        let mut args = vec![cmd];
+        args.extend(t.common.iter().map(String::as_str));
+        args.extend(["--weights", "m.safetensors", "--out", &cwd_spelling, "-q"]);
+        let o = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+            .current_dir(t.dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        fails_with(&o, &["refusing to write", "--weights"]);
+    }
+    // Single-file outputs of the analysis commands.
+    let graph = t.path("g.toml");
+    let o = run(&[
+        "info",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--write-graph",
+        s(&graph),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let graph_before = std::fs::read(&graph).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .current_dir(t.dir.path())
+        .args(["info", "--graph", s(&graph), "--write-graph", "./g.toml"])
+        .output()
+        .unwrap();
+    fails_with(&o, &["refusing to write", "--graph"]);
+    assert_eq!(std::fs::read(&graph).unwrap(), graph_before);
+    let scores = t.path("scores.json");
+    let o = run(&[
+        "score",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--weights",
+        &w,
+        "--criteria",
+        "l1",
+        "--out",
+        s(&scores),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scores_before = std::fs::read(&scores).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        s(&scores),
+        "--remove-by",
+        "l1",
+        "--protect-by",
+        "l1",
+        "--alpha",
+        "0.3",
+        "--write-plan",
+        s(&t.dir.path().join("data/../scores.json")),
+    ]);
+    fails_with(&o, &["refusing to write", "--scores"]);
+    assert_eq!(std::fs::read(&scores).unwrap(), scores_before);
     // apply and prune into the directory that holds the model.
     let plan = t.path("plan.json");
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
@@ -369,6 +435,7 @@ fn a_run_killed_at_any_write_leaves_the_old_or_the_new_directory() {
             );
             return;
         }
+        assert_eq!(o.status.code(), Some(86), "run {n}: {}", stderr(&o));
         assert_eq!(now, old, "apply killed at write {n}");
     }
     panic!("apply never succeeded");
@@ -407,6 +474,25 @@ fn wrong_numbers_never_leave_with_exit_0() {
     ]);
     fails_with(&o, &["non-finite", &name]);
     assert!(!t.path("s.json").exists());
+    let inf = t.path("inf.safetensors");
+    let mut tensors = fair_runtime::read_safetensors(&t.weights, tch::Device::Cpu).unwrap();
+    let (inf_name, x) = tensors
+        .iter_mut()
+        .find(|(n, _)| n == "layers.2.bias")
+        .unwrap();
+    let _ = x.get(3).fill_(f64::NEG_INFINITY);
+    let inf_name = inf_name.clone();
+    fair_runtime::write_safetensors(&inf, &tensors).unwrap();
+    for cmd in ["eval", "calib", "finetune"] {
+        let out = t.path(&format!("inf-{cmd}.safetensors"));
+        let mut extra = vec!["--weights", s(&inf), "-q"];
+        if cmd != "eval" {
+            extra.extend(["--out", s(&out)]);
+        }
+        let o = t.run(cmd, &extra);
+        fails_with(&o, &["non-finite", &inf_name]);
+        assert!(!out.exists());
+    }
 
     // A plan made for another model is refused (unless --force); unknown keys too.
     let scores = t.path("scores.json");
@@ -472,22 +558,46 @@ fn wrong_numbers_never_leave_with_exit_0() {
     fails_with(&apply(s(&other), &[]), &["other weights", "--force"]);
     assert!(apply(s(&other), &["--force"]).status.success());
     assert!(apply(&w, &[]).status.success());
+    // Another architecture with the same parameter shapes (a ReLU turned into a dropout):
+    // the weights load, the plan's graph digest does not match.
+    let graph = t.path("g.toml");
     let o = run(&[
-        "apply",
+        "info",
         "--model",
         "mlp",
         "--input",
-        "1x12x12",
+        "1x8x8",
         "--classes",
         "2",
-        "--weights",
-        &w,
-        "--plan",
-        s(&plan),
-        "--out",
-        s(&t.path("x")),
+        "--write-graph",
+        s(&graph),
     ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&graph).unwrap();
+    assert!(text.contains("type = \"relu\""), "{text}");
+    std::fs::write(
+        &graph,
+        text.replacen("type = \"relu\"", "type = \"dropout\"", 1),
+    )
+    .unwrap();
+    let other_arch = |extra: &[&str]| {
+        let mut a = vec![
+            "apply",
+            "--graph",
+            s(&graph),
+            "--weights",
+            &w,
+            "--plan",
+            s(&plan),
+        ];
+        let out = t.path(&format!("arch-{}", extra.len()));
+        a.extend(["--out", s(&out)]);
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    fails_with(&other_arch(&[]), &["another architecture", "--force"]);
+    assert!(!t.path("arch-0").exists());
+    assert!(other_arch(&["--force"]).status.success());
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}, "remvoe": {}}"#).unwrap();
     fails_with(&apply(&w, &["--force"]), &["remvoe", "plan.json"]);
 

@@ -136,3 +136,23 @@ fn the_cases_that_used_to_wrap_or_abort_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn oversized_and_special_graph_files_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse 300 MiB file: over the 256 MiB limit, costs no disk.
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let e = Graph::load(&huge).unwrap_err().to_string();
+    assert!(
+        e.contains("huge.toml") && e.contains("more than a graph file"),
+        "{e}"
+    );
+    let e = Graph::load(std::path::Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}

@@ -113,36 +113,55 @@ pub fn measure(
             "rounds must satisfy 1 ≤ min_rounds ≤ max_rounds",
         ));
     }
-    let mut out: Vec<Vec<Latency>> = vec![Vec::new(); models.len()];
-    for &b in &options.batch_sizes {
-        let inputs: Vec<tch::Tensor> = models
+    let inputs_for = |b: usize| -> Vec<tch::Tensor> {
+        models
             .iter()
             .map(|m| {
                 let mut shape = vec![b as i64];
                 shape.extend(m.graph().shape_at(0).iter().map(|&d| d as i64));
                 tch::Tensor::randn(&shape, (tch::Kind::Float, m.device()))
             })
-            .collect();
-        let run = |i: usize| -> Result<f64, PipelineError> {
-            let t = Instant::now();
-            let _ = tch::no_grad(|| models[i].forward(&inputs[i], Mode::Eval))?;
-            Ok(t.elapsed().as_secs_f64() * 1e3)
-        };
-        for i in 0..models.len() {
+            .collect()
+    };
+    let mut inputs: Option<(usize, Vec<tch::Tensor>)> = None;
+    schedule(models.len(), options, |i, b| {
+        if inputs.as_ref().is_none_or(|(batch, _)| *batch != b) {
+            inputs = Some((b, inputs_for(b)));
+        }
+        let x = &inputs.as_ref().expect("inputs were just made").1[i];
+        let t = Instant::now();
+        let _ = tch::no_grad(|| models[i].forward(x, Mode::Eval))?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    })
+}
+
+/// The measuring schedule behind [`measure`], independent of what is timed: `run(i, batch)`
+/// times model `i` once at `batch` and returns milliseconds. Per batch size: warm-up passes
+/// for every model, then rounds in which every model runs once, the order rotating by one
+/// each round; the speed-up of model `i` is the median of the per-round ratios
+/// `time(0) / time(i)`.
+fn schedule(
+    n: usize,
+    options: &LatencyOptions,
+    mut run: impl FnMut(usize, usize) -> Result<f64, PipelineError>,
+) -> Result<Vec<Vec<Latency>>, PipelineError> {
+    let mut out: Vec<Vec<Latency>> = vec![Vec::new(); n];
+    for &b in &options.batch_sizes {
+        for i in 0..n {
             for _ in 0..options.warmup {
-                run(i)?;
+                run(i, b)?;
             }
         }
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
         let start = Instant::now();
         let mut round = 0;
         while round < options.max_rounds
             && (round < options.min_rounds
                 || start.elapsed().as_secs_f64() < options.budget_seconds)
         {
-            for k in 0..models.len() {
-                let i = (k + round) % models.len();
-                times[i].push(run(i)?);
+            for k in 0..n {
+                let i = (k + round) % n;
+                times[i].push(run(i, b)?);
             }
             round += 1;
         }
@@ -179,5 +198,61 @@ mod tests {
         let s = Spread::of(&[4.0, 3.0, 2.0, 1.0]);
         assert_eq!((s.q1, s.median, s.q3), (1.75, 2.5, 3.25));
         assert!((s.relative_iqr() - 0.6).abs() < 1e-12);
+    }
+
+    fn fixed_rounds(rounds: usize) -> LatencyOptions {
+        LatencyOptions {
+            batch_sizes: vec![1, 8],
+            warmup: 2,
+            min_rounds: rounds,
+            max_rounds: rounds,
+            budget_seconds: 0.0,
+            noisy_above: 0.25,
+        }
+    }
+
+    #[test]
+    fn rounds_interleave_models_in_a_rotating_order() {
+        let mut calls = Vec::new();
+        let out = schedule(3, &fixed_rounds(3), |i, b| {
+            calls.push((i, b));
+            Ok(1.0)
+        })
+        .unwrap();
+        // Per batch size: 2 warm-up passes per model, then rounds 0 1 2 | 1 2 0 | 2 0 1.
+        let timed: Vec<usize> = calls[6..15].iter().map(|c| c.0).collect();
+        assert_eq!(timed, [0, 1, 2, 1, 2, 0, 2, 0, 1]);
+        assert!(calls[..15].iter().all(|c| c.1 == 1));
+        assert!(calls[15..].iter().all(|c| c.1 == 8));
+        assert_eq!(calls.len(), 30);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|m| m.len() == 2 && m[0].rounds == 3));
+        assert!(out[0][0].speedup.is_none());
+    }
+
+    #[test]
+    fn load_that_hits_all_models_alike_leaves_the_speedup_steady_but_flags_the_time() {
+        // Every third round the machine is 10x slower for every model; the pruned model
+        // (1) is always 4x faster than the reference (0) within a round.
+        let mut call = 0usize;
+        let out = schedule(2, &fixed_rounds(12), |i, _| {
+            call += 1;
+            let round = call.saturating_sub(5) / 2; // calls 1-4 are the warm-up
+            let load = if round % 3 == 0 { 10.0 } else { 1.0 };
+            Ok(load * if i == 0 { 4.0 } else { 1.0 })
+        })
+        .unwrap();
+        let pruned = &out[1][0];
+        let speedup = pruned.speedup.expect("speed-up against model 0");
+        assert_eq!((speedup.q1, speedup.median, speedup.q3), (4.0, 4.0, 4.0));
+        assert!(pruned.ms.relative_iqr() > 0.25, "{:?}", pruned.ms);
+        assert!(pruned.noisy, "a time spread this wide must be flagged");
+        // Steady times are not flagged.
+        let steady = schedule(2, &fixed_rounds(5), |i, _| {
+            Ok(if i == 0 { 2.0 } else { 1.0 })
+        })
+        .unwrap();
+        assert!(!steady[1][0].noisy && !steady[0][0].noisy);
+        assert_eq!(steady[1][0].speedup.unwrap().median, 2.0);
     }
 }

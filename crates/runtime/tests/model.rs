@@ -251,3 +251,64 @@ fn devices_parse_and_missing_cuda_is_an_error() {
         assert!(e.contains("0 CUDA device"), "{e}");
     }
 }
+
+#[test]
+fn a_libtorch_failure_names_the_node() {
+    // Integer inputs of the right shape pass the shape check and fail inside libtorch's
+    // convolution: the error must say which node, not only libtorch's message.
+    let graph = fair_zoo::build("resnet20", &[3, 8, 8], 10).unwrap();
+    let model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0).unwrap();
+    let x = tch::Tensor::ones([2, 3, 8, 8], (tch::Kind::Int64, tch::Device::Cpu));
+    let e = model
+        .forward(&x, fair_runtime::Mode::Eval)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node 'conv1' (conv2d)"), "{e}");
+}
+
+#[test]
+fn every_op_has_a_kernel_that_matches_its_inferred_shape() {
+    // `Op` is non-exhaustive; the runtime's kernel match ends in an error arm. This walks
+    // every op of the IR (fair_ir::examples covers Op::TYPE_NAMES) so a new op without a
+    // kernel fails here instead of at a user's forward pass.
+    for (op, inputs) in fair_ir::examples() {
+        let name = op.type_name();
+        if inputs.is_empty() {
+            continue; // the input op itself
+        }
+        let node = |n: &str, ins: &[&str], op: fair_ir::Op| fair_ir::Node {
+            name: n.into(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            op,
+        };
+        let mut nodes = vec![node(
+            "input",
+            &[],
+            fair_ir::Op::Input(fair_ir::Input {
+                shape: inputs[0].clone(),
+            }),
+        )];
+        // Each operand is its own node, so multi-input ops read distinct tensors.
+        let operands: Vec<String> = (0..inputs.len()).map(|k| format!("x{k}")).collect();
+        for (k, o) in operands.iter().enumerate() {
+            assert_eq!(inputs[k], inputs[0], "{name}: examples use one input shape");
+            nodes.push(node(o, &["input"], fair_ir::Op::Relu(fair_ir::Relu {})));
+        }
+        let refs: Vec<&str> = operands.iter().map(String::as_str).collect();
+        nodes.push(node("op", &refs, op.clone()));
+        let graph = fair_ir::Graph::new(name, nodes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected: Vec<i64> = std::iter::once(2)
+            .chain(graph.shape("op").unwrap().iter().map(|&d| d as i64))
+            .collect();
+        let model = Model::new(graph, Device::Cpu, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut shape = vec![2i64];
+        shape.extend(inputs[0].iter().map(|&d| d as i64));
+        let x = Tensor::randn(&shape, (Kind::Float, Device::Cpu));
+        for mode in [Mode::Eval, Mode::Train] {
+            let y = model
+                .forward(&x, mode)
+                .unwrap_or_else(|e| panic!("{name} ({mode:?}): {e}"));
+            assert_eq!(y.size(), expected, "{name} ({mode:?})");
+        }
+    }
+}

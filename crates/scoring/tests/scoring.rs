@@ -271,5 +271,5 @@ fn bad_data_gets_clear_errors() {
         Progress::QUIET,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("max_classes"), "{e}");
+    assert!(e.to_string().contains("max-classes"), "{e}");
 }
