@@ -177,6 +177,13 @@ fn demo() -> Result<()> {
     run(&[
         "train", "--config", &config, "--epochs", "3", "--out", &weights,
     ])?;
+    // The demo owns target/demo/pruned. An output written before fair-pruner marked its
+    // directories (`.fair-pruner-output`) would be refused as foreign; it is the demo's own.
+    let pruned = dir.join("pruned");
+    if pruned.is_dir() && !pruned.join(".fair-pruner-output").exists() {
+        fs::remove_dir_all(&pruned)
+            .with_context(|| format!("cannot remove the old demo output {}", pruned.display()))?;
+    }
     run(&[
         "prune",
         "--config",
@@ -188,7 +195,7 @@ fn demo() -> Result<()> {
         "--finetune-epochs",
         "1",
         "--out",
-        &dir.join("pruned").display().to_string(),
+        &pruned.display().to_string(),
     ])
 }
 

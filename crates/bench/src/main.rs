@@ -81,22 +81,6 @@ pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// The error and its causes, each cause printed once.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if part.is_empty() || text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -106,7 +90,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fair-bench error: {}", error_text(&e));
+            eprintln!("fair-bench error: {}", fair_pipeline::error_text(&*e));
             ExitCode::FAILURE
         }
     }
@@ -208,9 +192,9 @@ mod tests {
     #[test]
     fn errors_print_each_cause_once() {
         let e = anyhow::anyhow!("inner").context("outer: inner");
-        assert_eq!(error_text(&e), "outer: inner");
+        assert_eq!(fair_pipeline::error_text(&*e), "outer: inner");
         let e = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_text(&e), "outer: inner");
+        assert_eq!(fair_pipeline::error_text(&*e), "outer: inner");
     }
 
     #[test]

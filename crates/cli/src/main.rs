@@ -121,23 +121,6 @@ fn criteria() {
     );
 }
 
-/// The error and its causes, each cause printed once: a cause whose text the message
-/// before it already contains (a library error that also names its source) is skipped.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if part.is_empty() || text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
-}
-
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`fair-pruner models | head`), as Unix tools do, instead
     // of panicking on the failed write.
@@ -177,7 +160,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            eprintln!("error: {}", fair_pipeline::error_text(&*e));
             ExitCode::FAILURE
         }
     }

@@ -66,3 +66,51 @@ impl PipelineError {
         }
     }
 }
+
+/// An error and its causes on one line, `outer: inner`, each cause once: a cause whose text
+/// the line already contains (a library error that also names its source) is skipped, so
+/// "cannot read x (os error 2)" never repeats. Works for `anyhow::Error` too (pass `&*e`).
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let chain = |outer, inner| E(outer, Some(Box::new(E(inner, None))));
+        assert_eq!(error_text(&chain("outer", "inner")), "outer: inner");
+        assert_eq!(
+            error_text(&chain("cannot read x: no such file", "no such file")),
+            "cannot read x: no such file"
+        );
+        assert_eq!(error_text(&chain("", "inner")), "inner");
+    }
+}

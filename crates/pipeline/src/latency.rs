@@ -238,7 +238,7 @@ mod tests {
         let out = schedule(2, &fixed_rounds(12), |i, _| {
             call += 1;
             let round = call.saturating_sub(5) / 2; // calls 1-4 are the warm-up
-            let load = if round % 3 == 0 { 10.0 } else { 1.0 };
+            let load = if round.is_multiple_of(3) { 10.0 } else { 1.0 };
             Ok(load * if i == 0 { 4.0 } else { 1.0 })
         })
         .unwrap();

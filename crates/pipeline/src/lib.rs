@@ -42,7 +42,7 @@ pub use config::{
     DATA_SOURCES, DataSection, DrawSettings, ModelSection, OutputSection, PruneSection, RunConfig,
     image_input,
 };
-pub use error::PipelineError;
+pub use error::{PipelineError, error_text};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_threshold::CountOptions;
 pub use latency::{Latency, LatencyOptions, Spread, measure};
