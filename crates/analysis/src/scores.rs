@@ -88,6 +88,25 @@ pub fn graph_digest(graph: &Graph) -> String {
 }
 
 impl ScoreFile {
+    /// Every criterion's notes, in criterion order.
+    pub fn notes(&self) -> Vec<&str> {
+        self.provenance
+            .criteria
+            .values()
+            .flat_map(|r| r.notes.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// How long each criterion took, e.g. `l1 0.00 s, u 1.25 s`.
+    pub fn timing(&self) -> String {
+        self.provenance
+            .criteria
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2} s", v.seconds))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Writes the file as JSON, atomically, after [`ScoreFile::validate`].
     pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
         self.validate().map_err(|detail| score_file(path, detail))?;

@@ -163,3 +163,14 @@ fn oversized_and_special_plan_and_score_files_are_refused_before_reading() {
         assert!(e.contains("not a regular file"), "{e}");
     }
 }
+
+#[test]
+fn notes_and_timings_read_every_criterion() {
+    let mut f = valid();
+    let u = f.provenance.criteria.get_mut("u").unwrap();
+    u.seconds = 1.254;
+    u.notes = vec!["class 3 has 2 samples".into()];
+    f.provenance.criteria.get_mut("r").unwrap().notes = vec!["r note".into()];
+    assert_eq!(f.timing(), "r 0.00 s, u 1.25 s");
+    assert_eq!(f.notes(), ["r note", "class 3 has 2 samples"]);
+}

@@ -95,17 +95,11 @@ fn ours(out: &Path, o: &Options) -> Result<(f64, f64, f64)> {
             .get(k)
             .map_or(f64::NAN, |r| r.seconds)
     };
-    let timing: Vec<String> = file
-        .provenance
-        .criteria
-        .iter()
-        .map(|(k, v)| format!("{k} {:.2} s", v.seconds))
-        .collect();
     println!(
         "scored {} layers of '{}' ({}) → {}",
         file.layers.len(),
         model.graph().name(),
-        timing.join(", "),
+        file.timing(),
         scores.display()
     );
     if let Some(kib) = peak_rss_kib() {

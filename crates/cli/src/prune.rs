@@ -181,13 +181,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     }
     let outcome = pruner.run()?;
     let report = &outcome.report;
-    let notes: Vec<&String> = report
-        .scoring
-        .criteria
-        .values()
-        .flat_map(|c| &c.notes)
-        .collect();
-    crate::notes::print(&notes);
+    crate::notes::print(&report.notes());
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());

@@ -192,13 +192,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         None => "scoring".to_owned(),
     })?;
     file.save(&args.out)?;
-    let notes: Vec<&String> = file
-        .provenance
-        .criteria
-        .values()
-        .flat_map(|r| &r.notes)
-        .collect();
-    crate::notes::print(&notes);
+    crate::notes::print(&file.notes());
     if args.json {
         println!(
             "{}",
@@ -211,17 +205,11 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let timing: Vec<String> = file
-        .provenance
-        .criteria
-        .iter()
-        .map(|(k, v)| format!("{k} {:.2} s", v.seconds))
-        .collect();
     println!(
         "scored {} layers of '{}' ({}) → {}",
         file.layers.len(),
         model.graph().name(),
-        timing.join(", "),
+        file.timing(),
         args.out.display()
     );
     if let Some(kib) = peak_rss_kib() {

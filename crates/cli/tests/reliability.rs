@@ -19,6 +19,13 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("the binary runs")
 }
 
+/// Runs `cmd` on the zoo MLP at 1x8x8 with 2 classes (the toy's model) with `extra` flags.
+fn mlp(cmd: &str, extra: &[&str]) -> Output {
+    let mut args = vec![cmd, "--model", "mlp", "--input", "1x8x8", "--classes", "2"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -188,21 +195,10 @@ fn no_command_writes_over_its_inputs_in_any_spelling() {
             let o = t.run(cmd, &["--weights", &w, "--out", &out, "-q"]);
             fails_with(&o, &["refusing to write", "--weights"]);
         }
-        let o = run(&[
+        let o = mlp(
             "score",
-            "--model",
-            "mlp",
-            "--input",
-            "1x8x8",
-            "--classes",
-            "2",
-            "--weights",
-            &w,
-            "--criteria",
-            "l1",
-            "--out",
-            &out,
-        ]);
+            &["--weights", &w, "--criteria", "l1", "--out", &out],
+        );
         fails_with(&o, &["refusing to write", "--weights"]);
     }
     // `./m.safetensors` from inside the directory.
@@ -241,17 +237,7 @@ fn no_command_writes_over_its_inputs_in_any_spelling() {
     }
     // Single-file outputs of the analysis commands.
     let graph = t.path("g.toml");
-    let o = run(&[
-        "info",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--write-graph",
-        s(&graph),
-    ]);
+    let o = mlp("info", &["--write-graph", s(&graph)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let graph_before = std::fs::read(&graph).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
@@ -262,21 +248,10 @@ fn no_command_writes_over_its_inputs_in_any_spelling() {
     fails_with(&o, &["refusing to write", "--graph"]);
     assert_eq!(std::fs::read(&graph).unwrap(), graph_before);
     let scores = t.path("scores.json");
-    let o = run(&[
+    let o = mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        &w,
-        "--criteria",
-        "l1",
-        "--out",
-        s(&scores),
-    ]);
+        &["--weights", &w, "--criteria", "l1", "--out", s(&scores)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let scores_before = std::fs::read(&scores).unwrap();
     let o = run(&[
@@ -297,21 +272,17 @@ fn no_command_writes_over_its_inputs_in_any_spelling() {
     // apply and prune into the directory that holds the model.
     let plan = t.path("plan.json");
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
-    let o = run(&[
+    let o = mlp(
         "apply",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        &w,
-        "--plan",
-        s(&plan),
-        "--out",
-        s(t.dir.path()),
-    ]);
+        &[
+            "--weights",
+            &w,
+            "--plan",
+            s(&plan),
+            "--out",
+            s(t.dir.path()),
+        ],
+    );
     fails_with(&o, &["refusing to write", "holds the input"]);
     let o = t.run(
         "prune",
@@ -457,21 +428,17 @@ fn wrong_numbers_never_leave_with_exit_0() {
     fair_runtime::write_safetensors(&bad, &tensors).unwrap();
     let o = t.run("eval", &["--weights", s(&bad)]);
     fails_with(&o, &["non-finite", &name]);
-    let o = run(&[
+    let o = mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        s(&bad),
-        "--criteria",
-        "l1,l2",
-        "--out",
-        s(&t.path("s.json")),
-    ]);
+        &[
+            "--weights",
+            s(&bad),
+            "--criteria",
+            "l1,l2",
+            "--out",
+            s(&t.path("s.json")),
+        ],
+    );
     fails_with(&o, &["non-finite", &name]);
     assert!(!t.path("s.json").exists());
     let inf = t.path("inf.safetensors");
@@ -496,21 +463,10 @@ fn wrong_numbers_never_leave_with_exit_0() {
 
     // A plan made for another model is refused (unless --force); unknown keys too.
     let scores = t.path("scores.json");
-    let o = run(&[
+    let o = mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        &w,
-        "--criteria",
-        "l1,l2",
-        "--out",
-        s(&scores),
-    ]);
+        &["--weights", &w, "--criteria", "l1,l2", "--out", s(&scores)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = t.path("plan.json");
     let o = run(&[
@@ -561,17 +517,7 @@ fn wrong_numbers_never_leave_with_exit_0() {
     // Another architecture with the same parameter shapes (a ReLU turned into a dropout):
     // the weights load, the plan's graph digest does not match.
     let graph = t.path("g.toml");
-    let o = run(&[
-        "info",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--write-graph",
-        s(&graph),
-    ]);
+    let o = mlp("info", &["--write-graph", s(&graph)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&graph).unwrap();
     assert!(text.contains("type = \"relu\""), "{text}");
@@ -738,21 +684,17 @@ fn no_input_makes_it_panic_hang_or_abort() {
     // Devices and directories as input files: refused at once.
     for input in ["/dev/zero", "/dev/null", s(dir.path())] {
         let start = std::time::Instant::now();
-        let o = run(&[
+        let o = mlp(
             "score",
-            "--model",
-            "mlp",
-            "--input",
-            "1x8x8",
-            "--classes",
-            "2",
-            "--weights",
-            input,
-            "--criteria",
-            "l1",
-            "--out",
-            s(&dir.path().join("s.json")),
-        ]);
+            &[
+                "--weights",
+                input,
+                "--criteria",
+                "l1",
+                "--out",
+                s(&dir.path().join("s.json")),
+            ],
+        );
         assert_eq!(o.status.code(), Some(1), "{input}: {}", stderr(&o));
         assert!(start.elapsed().as_secs_f64() < 20.0, "{input}");
         let o = run(&["info", "--graph", input]);
@@ -776,21 +718,17 @@ fn no_input_makes_it_panic_hang_or_abort() {
 fn error_messages_say_each_thing_once() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.safetensors");
-    let o = run(&[
+    let o = mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        s(&missing),
-        "--criteria",
-        "l1",
-        "--out",
-        s(&dir.path().join("s.json")),
-    ]);
+        &[
+            "--weights",
+            s(&missing),
+            "--criteria",
+            "l1",
+            "--out",
+            s(&dir.path().join("s.json")),
+        ],
+    );
     fails_with(&o, &["missing.safetensors"]);
     let e = stderr(&o);
     assert_eq!(e.matches("os error 2").count(), 1, "{e}");
@@ -804,21 +742,17 @@ fn error_messages_say_each_thing_once() {
     let mut bytes = 100u64.to_le_bytes().to_vec();
     bytes.extend(b"{\"a\":");
     std::fs::write(&cut, bytes).unwrap();
-    let o = run(&[
+    let o = mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        s(&cut),
-        "--criteria",
-        "l1",
-        "--out",
-        s(&dir.path().join("s.json")),
-    ]);
+        &[
+            "--weights",
+            s(&cut),
+            "--criteria",
+            "l1",
+            "--out",
+            s(&dir.path().join("s.json")),
+        ],
+    );
     fails_with(&o, &["cut.safetensors", "header length"]);
 }
 
@@ -834,41 +768,33 @@ fn json_output_on_every_reporting_command() {
     let v = json(&t.run("eval", &["--weights", &w, "--json"]));
     assert!(v["top1"].as_f64().unwrap() > 0.5);
     let scores = t.path("s.json");
-    let v = json(&run(&[
+    let v = json(&mlp(
         "score",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        &w,
-        "--criteria",
-        "l1,l2",
-        "--out",
-        s(&scores),
-        "--json",
-    ]));
+        &[
+            "--weights",
+            &w,
+            "--criteria",
+            "l1,l2",
+            "--out",
+            s(&scores),
+            "--json",
+        ],
+    ));
     assert_eq!(v["layers"], 2);
     let plan = t.path("plan.json");
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
-    let v = json(&run(&[
+    let v = json(&mlp(
         "apply",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--weights",
-        &w,
-        "--plan",
-        s(&plan),
-        "--out",
-        s(&t.path("a")),
-        "--json",
-    ]));
+        &[
+            "--weights",
+            &w,
+            "--plan",
+            s(&plan),
+            "--out",
+            s(&t.path("a")),
+            "--json",
+        ],
+    ));
     assert!(
         v["files"]
             .as_array()

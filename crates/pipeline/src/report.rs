@@ -180,6 +180,17 @@ pub struct LayerResult {
     pub keep: usize,
 }
 
+impl PruneReport {
+    /// Every criterion's notes (e.g. classes with few samples), in criterion order.
+    pub fn notes(&self) -> Vec<&str> {
+        self.scoring
+            .criteria
+            .values()
+            .flat_map(|c| c.notes.iter().map(String::as_str))
+            .collect()
+    }
+}
+
 /// The JSON Schema of [`PruneReport`], pretty-printed (what `docs/report-schema.json` holds).
 pub fn report_schema() -> String {
     let schema = schemars::schema_for!(PruneReport);
