@@ -65,6 +65,12 @@ USAGE:
                                on 2 cores after training, which the first run adds)
                                Both run the fair-bench crate (crates/bench) through the
                                libraries: cargo run --release -p fair-bench -- <bench> --help
+    cargo xtask gpu-check      [--models vgg16_bn_cifar,resnet50 --classes K --per-class N
+                                --batch N --no-cpu]
+                               score (U+R), surgery, a fine-tuning step and latency on CUDA and
+                               on the CPU, same run; prints CUDA / CPU times and the ratio
+                               (CUDA figures 'pending' without a GPU). On a machine without
+                               Rust, run a copied target/release/fair-bench gpu-check instead
 
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel
@@ -79,6 +85,19 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|_| test(&rest(&args))),
         Some("demo") => setup().and_then(|_| demo()),
         Some("bench") => setup().and_then(|s| bench::run(&s, &rest(&args))),
+        Some("gpu-check") => setup().and_then(|_| {
+            let mut a = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "fair-bench",
+                "--",
+                "gpu-check",
+            ];
+            a.extend(rest(&args));
+            cargo(&a)
+        }),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())

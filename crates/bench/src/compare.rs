@@ -18,7 +18,7 @@ use fair_analysis::{
     Goal, Method as Counts, Plan, ResolveOptions, ScoreFile, SelectOptions, Selection, Selector,
     graph_digest,
 };
-use fair_data::{Dataset, Transform};
+use fair_data::{ImageSource, Source, Transform};
 use fair_ir::StagedDir;
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
@@ -162,8 +162,8 @@ struct Bench<'a> {
     /// Its model digest (plans made for other weights are refused).
     model_digest: String,
     /// The fine-tuning subset of the training split.
-    finetune: Dataset,
-    test: Dataset,
+    finetune: Source,
+    test: Source,
     train_transform: Transform,
     eval_transform: Transform,
     finetune_settings: TrainSettings,
@@ -299,7 +299,7 @@ fn trained(
     net: &Net,
     dir: &Path,
     config: &RunConfig,
-    data: (&Dataset, &Dataset),
+    data: (&Source, &Source),
     eval_transform: &Transform,
     epochs: usize,
 ) -> Result<f64> {
@@ -359,10 +359,7 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
     let f = net.finetune_fraction;
     let (part, _) =
         train.split_stratified(SUBSET_SEED, |n| ((f * n as f64).round() as usize).max(1));
-    let finetune = Dataset {
-        name: format!("{} ({:.0}%)", train.name, 100.0 * f),
-        ..part
-    };
+    let finetune = part.with_name(format!("{} ({:.0}%)", train.name(), 100.0 * f));
     let bench = Bench {
         net,
         dir: dir.clone(),

@@ -7,6 +7,13 @@
 //!   and Torch-Pruning's) and ToD counts with L1 ranking on Fashion-MNIST; every plan goes
 //!   through the same surgery, evaluation and fine-tuning. Writes
 //!   `target/bench/compare/summary.json` and the tables in `docs/results.md`.
+//! - `fair-bench gpu-check` — scoring, surgery, a fine-tuning step and latency on CUDA and
+//!   on the CPU (CIFAR VGG16-BN, ResNet-50); writes `target/bench/gpu-check/summary.json`.
+//!
+//! - `fair-bench loader` — the streamed ImageFolder (`fair_data::ImageFolder` with prefetch)
+//!   against torchvision's `ImageFolder` + `DataLoader` on a synthetic folder of JPEGs
+//!   (generated once under `target/bench/loader/`): images/s and peak memory of each process
+//!   tree; writes `target/bench/loader/summary.json` and a block of `docs/results.md`.
 //!
 //! `cargo xtask bench scoring|compare` provisions libtorch and the reference Python, then runs
 //! this binary (`cargo run --release -p fair-bench`). The reference side runs the Python
@@ -19,6 +26,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod compare;
+mod gpu_check;
+mod loader;
 mod scoring;
 mod tables;
 
@@ -37,6 +46,12 @@ enum Command {
     /// FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and Torch-Pruning) and ToD + L1 on
     /// Fashion-MNIST, same fine-tuning budget; tables into docs/results.md.
     Compare(compare::Options),
+    /// Score (U+R), surgery, a fine-tuning step and latency on CUDA and on the CPU for CIFAR
+    /// VGG16-BN and ResNet-50, timed in the same run (CUDA figures pending without a GPU).
+    GpuCheck(gpu_check::Options),
+    /// The streamed ImageFolder (fair-data) against torchvision's ImageFolder + DataLoader on a
+    /// synthetic folder of JPEGs: images/s and peak memory; figures into docs/results.md.
+    Loader(loader::Options),
 }
 
 /// The workspace root (this crate lives in `crates/bench`).
@@ -86,6 +101,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Scoring(o) => scoring::run(o),
         Command::Compare(o) => compare::run(o),
+        Command::GpuCheck(o) => gpu_check::run(o),
+        Command::Loader(o) => loader::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +219,7 @@ mod tests {
         let root = workspace_root();
         assert!(root.join("xtask/bench/compare_reference.py").is_file());
         assert!(root.join("xtask/bench/scoring_reference.py").is_file());
+        assert!(root.join("xtask/bench/loader_reference.py").is_file());
         assert!(root.join("configs/fashion-vgg.toml").is_file());
     }
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args};
+use fair_data::ImageSource;
 use fair_ir::Graph;
 use fair_pipeline::{DrawSettings, PruneSection, RunConfig};
-use fair_scoring::{AnalysisPoint, ConvDistance, RMode, ScoringSettings, Wasserstein};
+use fair_scoring::{AnalysisPoint, ConvDistance, MaxMemory, RMode, ScoringSettings, Wasserstein};
 
 /// Which model: a zoo name or an IR file.
 #[derive(Debug, Args)]
@@ -103,6 +104,11 @@ pub struct ScoringArgs {
     pub r_mode: Option<RMode>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Batch size of the R-Score passes (calibration samples in order)", ScoringSettings::default().r.batch_size))]
     pub batch_size: Option<u64>,
+    /// Memory bound of the U-Score, e.g. 4GiB, 512MiB, 8G, or none (model and calibration
+    /// data included): layers that do not fit in one pass are scored in several, with
+    /// identical scores [default: 80% of the available memory]
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<MaxMemory>,
 }
 
 impl ScoringArgs {
@@ -139,6 +145,10 @@ impl ScoringArgs {
         if let Some(b) = self.batch_size {
             s.r.batch_size = b as usize;
         }
+        s.u.max_memory = match self.max_memory.or(section.max_memory) {
+            Some(m) => m.bytes(),
+            None => fair_scoring::default_max_memory(),
+        };
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         s.u.seed = draw.seed;
@@ -226,10 +236,10 @@ pub struct Setup {
     pub config: RunConfig,
     /// The model (with its weights, if given).
     pub model: fair_runtime::Model,
-    /// Training split.
-    pub train: fair_data::Dataset,
+    /// Training split (in memory, or streamed from an ImageFolder).
+    pub train: fair_data::Source,
     /// Test split.
-    pub test: fair_data::Dataset,
+    pub test: fair_data::Source,
 }
 
 impl RunArgs {
@@ -312,17 +322,17 @@ impl RunArgs {
         let (mut train, test, notes) = config.data(input)?;
         crate::notes::print(&notes);
         if let Some(f) = self.train_fraction {
-            let name = format!("{} ({:.0}%)", train.name, 100.0 * f);
+            let name = format!("{} ({:.0}%)", train.name(), 100.0 * f);
             let (part, _) =
                 train.split_stratified(SUBSET_SEED, |n| ((f * n as f64).round() as usize).max(1));
-            train = fair_data::Dataset { name, ..part };
+            train = part.with_name(name);
         }
         let g = model.graph();
         let classes = g.shape_at(g.nodes().len() - 1)[0];
-        if train.classes.len() > classes {
+        if train.classes().len() > classes {
             bail!(
                 "the data has {} classes but the model has {classes} outputs",
-                train.classes.len()
+                train.classes().len()
             );
         }
         Ok(Setup {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use fair_analysis::Goal;
-use fair_data::Transform;
+use fair_data::{Source, Transform};
 use fair_pipeline::charts::{summary_headers, summary_rows};
-use fair_pipeline::{LatencyOptions, PruneSection, Pruner};
+use fair_pipeline::{Distill, LatencyOptions, PruneSection, Pruner, Torchrun, TorchrunData};
 use fair_scoring::Calibration;
 use fair_train::TrainSettings;
 
@@ -54,6 +54,8 @@ pub struct PruneArgs {
     /// Fine-tuning learning rate [default: 0.01].
     #[arg(long, allow_negative_numbers = true)]
     finetune_lr: Option<f64>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Do not measure CPU latency.
     #[arg(long)]
     no_latency: bool,
@@ -65,6 +67,139 @@ pub struct PruneArgs {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// Where fine-tuning runs: in this process (tch) or on PyTorch DDP (torchrun).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+enum Engine {
+    /// In this process, with libtorch (CPU or one GPU).
+    #[default]
+    Tch,
+    /// The export's finetune.py under torchrun: several processes, GPUs or nodes.
+    Torchrun,
+}
+
+/// How fine-tuning runs (`--finetune-with` and the torchrun settings).
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Fine-tune in this process (tch) or with the export's finetune.py on PyTorch DDP
+    /// (torchrun: multi-GPU, multi-node; see the README).
+    #[arg(long, value_enum, default_value_t = Engine::Tch)]
+    finetune_with: Engine,
+    /// torchrun: processes per node (GPUs per node on CUDA).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    nproc: u64,
+    /// torchrun: the Python interpreter with torch and safetensors [default:
+    /// $FAIR_PRUNER_PYTHON, else python3].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// torchrun: extra torchrun arguments, one string, e.g. "--nnodes 2 --node_rank 0
+    /// --master_addr host0 --master_port 29500" (then --standalone is not added).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    torchrun_args: Option<String>,
+    /// torchrun: extra finetune.py arguments, one string, e.g. "--max-steps 100 --workers 8".
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    finetune_args: Option<String>,
+    /// torchrun: label smoothing of the cross-entropy [default: 0].
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f64>,
+    /// torchrun: distil from the unpruned model with this weight in [0, 1] (exported to
+    /// OUT/teacher/).
+    #[arg(long, value_name = "WEIGHT")]
+    distill_weight: Option<f64>,
+    /// torchrun: distillation temperature [default: 4].
+    #[arg(long, value_name = "T", requires = "distill_weight")]
+    distill_temperature: Option<f64>,
+}
+
+impl EngineArgs {
+    /// Refuses torchrun settings without `--finetune-with torchrun`.
+    fn check(&self) -> Result<()> {
+        if self.finetune_with == Engine::Tch {
+            let given = [
+                ("--nproc", self.nproc != 1),
+                ("--python", self.python.is_some()),
+                ("--torchrun-args", self.torchrun_args.is_some()),
+                ("--finetune-args", self.finetune_args.is_some()),
+                ("--label-smoothing", self.label_smoothing.is_some()),
+                ("--distill-weight", self.distill_weight.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                bail!("{flag} applies to --finetune-with torchrun");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the script reads the data: the user's directory for CIFAR, IDX and folders,
+    /// else (built-in data, a --train-fraction subset) the in-memory splits.
+    fn data<'a>(
+        &self,
+        config: &fair_pipeline::RunConfig,
+        fraction: bool,
+        train: &'a Source,
+        test: &'a Source,
+    ) -> Result<TorchrunData<'a>> {
+        let source = config.data.source.as_deref().unwrap_or_default();
+        Ok(match (&config.data.path, source, fraction, train, test) {
+            (Some(dir), "cifar10" | "cifar100", false, ..) => TorchrunData::Cifar {
+                dir: dir.clone(),
+                hundred: source == "cifar100",
+            },
+            (Some(dir), "idx", false, ..) => TorchrunData::Idx { dir: dir.clone() },
+            (_, _, _, Source::Memory(train), Source::Memory(test)) => {
+                TorchrunData::Datasets { train, test }
+            }
+            (Some(dir), "folder", false, ..) => {
+                let test = ["test", "val"]
+                    .map(|d| dir.join(d))
+                    .into_iter()
+                    .find(|d| d.is_dir())
+                    .unwrap_or_else(|| dir.join("test"));
+                TorchrunData::Folder {
+                    train: dir.join("train"),
+                    test,
+                }
+            }
+            _ => bail!(
+                "--finetune-with torchrun reads folder sources whole: instead of --train-fraction, \
+                 pass --finetune-args \"--limit-train N\""
+            ),
+        })
+    }
+
+    /// The torchrun settings.
+    fn torchrun<'a>(
+        &self,
+        data: TorchrunData<'a>,
+        transform: &Transform,
+        settings: TrainSettings,
+    ) -> Torchrun<'a> {
+        let split = |s: &Option<String>| -> Vec<String> {
+            s.as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut t = Torchrun::new(data, transform, settings)
+            .nproc(self.nproc as usize)
+            .torchrun_args(split(&self.torchrun_args))
+            .script_args(split(&self.finetune_args))
+            .label_smoothing(self.label_smoothing.unwrap_or(0.0));
+        if let Some(p) = &self.python {
+            t = t.python(p);
+        }
+        if let Some(weight) = self.distill_weight {
+            t = t.distill(Distill {
+                weight,
+                temperature: self
+                    .distill_temperature
+                    .unwrap_or(Distill::default().temperature),
+            });
+        }
+        t
+    }
 }
 
 /// The fine-tuning learning rate when neither a flag nor the config gives one.
@@ -103,6 +238,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         bail!("prune needs trained weights: --weights FILE (or [model] weights in the config)");
     }
     let section = config.prune.clone();
+    args.engine.check()?;
     let goals = args.goals(&section)?;
     let finetune_epochs = args
         .finetune_epochs
@@ -169,10 +305,24 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .counting(args.select.options(&section).counting)
         .protect(args.select.protect.clone())
         .evaluate_on(&setup.test, &eval_t)
-        .finetune(&setup.train, &setup.config.transform, train_settings)
         .out(&out)
         .progress(!args.run.quiet && !args.json)
         .seed(draw.seed);
+    pruner = match args.engine.finetune_with {
+        Engine::Tch => pruner.finetune(&setup.train, &setup.config.transform, train_settings),
+        Engine::Torchrun => {
+            let data = args.engine.data(
+                &setup.config,
+                args.run.train_fraction.is_some(),
+                &setup.train,
+                &setup.test,
+            )?;
+            pruner.torchrun(
+                args.engine
+                    .torchrun(data, &setup.config.transform, train_settings),
+            )
+        }
+    };
     for (what, path) in &inputs {
         pruner = pruner.input(what, path);
     }

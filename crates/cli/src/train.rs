@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use fair_data::Transform;
+use fair_data::{ImageSource, Transform};
 use fair_train::TrainSettings;
 
 use crate::args::{DrawArgs, RunArgs};
@@ -102,7 +102,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
             "{} '{}' on {} ({} train / {} test images), {} epochs",
             if finetune { "fine-tuning" } else { "training" },
             model.graph().name(),
-            train.name.trim_end_matches("/train"),
+            train.name().trim_end_matches("/train"),
             train.len(),
             test.len(),
             settings.epochs
@@ -181,7 +181,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if !e.loss.is_finite() {
         bail!(
             "the loss on {} is {}: the model's outputs hold NaN or infinite values (check the weights)",
-            data.name,
+            data.name(),
             e.loss
         );
     }
@@ -189,14 +189,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "split": data.name, "images": data.len(), "top1": e.top1, "loss": e.loss,
+                "split": data.name(), "images": data.len(), "top1": e.top1, "loss": e.loss,
             }))?
         );
         return Ok(());
     }
     println!(
         "{}: top-1 {:.2}%, loss {:.4} on {} images",
-        data.name,
+        data.name(),
         100.0 * e.top1,
         e.loss,
         data.len()

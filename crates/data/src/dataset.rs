@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use sha2::{Digest, Sha256};
@@ -116,16 +114,7 @@ impl Dataset {
         seed: u64,
         train: impl Fn(usize) -> usize,
     ) -> (Dataset, Dataset) {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let (mut tr, mut te) = (Vec::new(), Vec::new());
-        for (_, mut idx) in self.class_indices() {
-            idx.shuffle(&mut rng);
-            let k = train(idx.len()).min(idx.len());
-            tr.extend_from_slice(&idx[..k]);
-            te.extend_from_slice(&idx[k..]);
-        }
-        tr.sort_unstable();
-        te.sort_unstable();
+        let (tr, te) = crate::source::stratified_indices(&self.labels, seed, train);
         let base = self.name.clone();
         (
             self.subset(format!("{base}/train"), &tr),

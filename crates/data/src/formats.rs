@@ -183,9 +183,10 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
     Dataset::new(name, [3, 32, 32], pixels, labels, names)
 }
 
-/// Reads an ImageFolder tree: one sub-directory per class (sorted by name), PNG or JPEG
-/// images inside, each converted to `channels` (1 = grey, 3 = RGB) and resized to
-/// `height × width` (bilinear).
+/// Reads an ImageFolder tree into memory: one sub-directory per class (sorted by name), PNG
+/// or JPEG images inside, each converted to `channels` (1 = grey, 3 = RGB) and resized as a
+/// whole to `height × width` (bilinear). For small trees; runs stream large ones with
+/// [`crate::ImageFolder`] (torchvision's resize + centre crop, memory independent of size).
 pub fn load_image_folder(
     root: &Path,
     channels: usize,

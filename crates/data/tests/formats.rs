@@ -195,6 +195,7 @@ fn transforms_pad_normalise_convert_and_augment() {
         mean: vec![0.5],
         std: vec![0.5],
         augment: None,
+        ..Default::default()
     };
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let (x, y) = t.batch(&d, &[0, 3], [3, 4, 4], false, &mut rng).unwrap();

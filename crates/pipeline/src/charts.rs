@@ -396,7 +396,15 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
             human(r.after.macs),
             pct(r.one_shot),
             if r.finetune_epochs > 0 {
-                format!("{} ({} {unit})", pct(r.after.accuracy), r.finetune_epochs)
+                let engine = match &r.torchrun {
+                    Some(t) => format!(", torchrun ×{}", t.world_size),
+                    None => String::new(),
+                };
+                format!(
+                    "{} ({} {unit}{engine})",
+                    pct(r.after.accuracy),
+                    r.finetune_epochs
+                )
             } else {
                 "—".to_owned()
             },

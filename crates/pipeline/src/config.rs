@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fair_analysis::{Goal, GroupRule};
-use fair_data::{Builtin, Cifar, Dataset, Transform};
+use fair_data::{Builtin, Cifar, ImageFolder, ImageSource, Source, Transform};
 use fair_ir::Graph;
 use fair_scoring::{AnalysisPoint, Calibration, RMode};
 use fair_train::TrainSettings;
@@ -71,6 +71,8 @@ pub struct PruneSection {
     pub r_mode: Option<RMode>,
     /// Random directions of the sliced U-Score.
     pub projections: Option<usize>,
+    /// Memory bound of the U-Score (`"4GiB"`, `"512MiB"`, ..., or `"none"`).
+    pub max_memory: Option<fair_scoring::MaxMemory>,
     /// Fine-tuning epochs after pruning.
     pub finetune_epochs: Option<usize>,
     /// Fine-tuning learning rate.
@@ -243,15 +245,16 @@ impl RunConfig {
         }
     }
 
-    /// The train and test splits, and notes about the data (e.g. skipped records).
-    pub fn data(
-        &self,
-        input: [usize; 3],
-    ) -> Result<(Dataset, Dataset, Vec<String>), PipelineError> {
+    /// The train and test splits, and notes about the data (e.g. skipped records). The
+    /// built-in datasets, IDX and CIFAR are decoded into memory; a `folder` source is an
+    /// index of `path/train` and `path/test`, decoded batch by batch with torchvision's
+    /// transforms ([`ImageFolder`]), so memory does not grow with the dataset.
+    pub fn data(&self, input: [usize; 3]) -> Result<(Source, Source, Vec<String>), PipelineError> {
         self.check_data()?;
         let source = self.data.source.as_deref().expect("checked");
         if let Some(b) = Builtin::parse(source) {
-            return Ok(fair_data::load_builtin(b, &fair_data::cache_dir())?);
+            let (train, test, notes) = fair_data::load_builtin(b, &fair_data::cache_dir())?;
+            return Ok((train.into(), test.into(), notes));
         }
         let dir = self.data.path.clone().expect("checked");
         let (train, test) = match source {
@@ -293,14 +296,23 @@ impl RunConfig {
                 )
             }
             _ => {
-                let [c, h, w] = input;
-                (
-                    fair_data::load_image_folder(&dir.join("train"), c, h, w)?,
-                    fair_data::load_image_folder(&dir.join("test"), c, h, w)?,
-                )
+                if input[0] != 1 && input[0] != 3 {
+                    return Err(PipelineError::invalid(
+                        "model",
+                        format!(
+                            "ImageFolder images are grey or RGB; the model expects {} channels",
+                            input[0]
+                        ),
+                    ));
+                }
+                return Ok((
+                    ImageFolder::open(&dir.join("train"))?.into(),
+                    ImageFolder::open(&dir.join("test"))?.into(),
+                    Vec::new(),
+                ));
             }
         };
-        Ok((train, test, Vec::new()))
+        Ok((train.into(), test.into(), Vec::new()))
     }
 }
 
@@ -355,12 +367,12 @@ impl DrawSettings {
     }
 
     /// Draws the samples from `train` (never the test split) and transforms them for
-    /// `graph`'s input with the evaluation transform (no augmentation). Returns the
-    /// calibration set and notes about classes with fewer samples.
+    /// `graph`'s input with the evaluation transform (no augmentation): only the drawn images
+    /// are read. Returns the calibration set and notes about classes with fewer samples.
     pub fn draw(
         &self,
         graph: &Graph,
-        train: &Dataset,
+        train: &dyn ImageSource,
         transform: &Transform,
     ) -> Result<(Calibration, Vec<String>), PipelineError> {
         self.check()?;
@@ -372,10 +384,10 @@ impl DrawSettings {
             ..transform.clone()
         };
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(self.seed);
-        let (x, y) = eval_t.batch(train, &draw.indices, input, false, &mut rng)?;
+        let (x, y) = train.batch(&eval_t, &draw.indices, input, false, &mut rng)?;
         let description = format!(
             "{} ({} classes × up to {} per class, seed {})",
-            train.name,
+            train.name(),
             draw.classes.len(),
             self.per_class,
             self.seed

@@ -55,6 +55,14 @@ pub enum PipelineError {
     /// Training or evaluation failed.
     #[error(transparent)]
     Train(#[from] fair_train::TrainError),
+    /// Fine-tuning on PyTorch DDP (torchrun) failed or reported something unusable.
+    #[error("fine-tuning with torchrun failed: {detail}{}", if .tail.is_empty() { String::new() } else { format!("\n--- the last lines of its output ---\n{}", .tail) })]
+    Torchrun {
+        /// What went wrong (exit status, missing or inconsistent result, ...).
+        detail: String,
+        /// The last lines of the script's stdout and stderr (empty if it never ran).
+        tail: String,
+    },
 }
 
 impl PipelineError {

@@ -37,6 +37,7 @@ mod error;
 mod latency;
 mod pruner;
 mod report;
+mod torchrun;
 
 pub use config::{
     DATA_SOURCES, DataSection, DrawSettings, ModelSection, OutputSection, PruneSection, RunConfig,
@@ -49,8 +50,9 @@ pub use latency::{Latency, LatencyOptions, Spread, measure};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
     Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
-    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, report_schema,
+    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, TorchrunRun, report_schema,
 };
+pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

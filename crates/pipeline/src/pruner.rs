@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fair_analysis::{Goal, GroupRule, Method, ScoreFile, SelectOptions, Selector};
-use fair_data::{Dataset, Transform};
+use fair_data::{ImageSource, Transform};
 use fair_ir::StagedDir;
 use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
+use fair_surgery::FinetuneSpec;
 use fair_threshold::CountOptions;
 use fair_train::TrainSettings;
 
@@ -19,6 +20,7 @@ use crate::report::{
     Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
     REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings,
 };
+use crate::torchrun::Torchrun;
 
 /// The libtorch version fair-pruner is built against (tch 0.24).
 pub const LIBTORCH_VERSION: &str = "2.11.0";
@@ -28,13 +30,13 @@ const EVAL_BATCH: usize = 512;
 
 /// Where the test split comes from, for accuracy before and after.
 struct Evaluation<'a> {
-    test: &'a Dataset,
+    test: &'a dyn ImageSource,
     transform: Transform,
 }
 
 /// Fine-tuning after surgery.
 struct Finetune<'a> {
-    train: &'a Dataset,
+    train: &'a dyn ImageSource,
     transform: Transform,
     settings: TrainSettings,
 }
@@ -80,6 +82,7 @@ pub struct Pruner<'a> {
     select: SelectOptions,
     evaluation: Option<Evaluation<'a>>,
     finetune: Option<Finetune<'a>>,
+    torchrun: Option<Torchrun<'a>>,
     latency: Option<LatencyOptions>,
     out: Option<PathBuf>,
     inputs: Vec<(String, PathBuf)>,
@@ -106,6 +109,7 @@ impl<'a> Pruner<'a> {
             select: SelectOptions::default(),
             evaluation: None,
             finetune: None,
+            torchrun: None,
             latency: None,
             out: None,
             inputs: Vec::new(),
@@ -198,7 +202,7 @@ impl<'a> Pruner<'a> {
 
     /// Evaluates top-1 on `test` (transformed by `transform`, augmentation off) before and
     /// after pruning.
-    pub fn evaluate_on(mut self, test: &'a Dataset, transform: &Transform) -> Self {
+    pub fn evaluate_on(mut self, test: &'a dyn ImageSource, transform: &Transform) -> Self {
         self.evaluation = Some(Evaluation {
             test,
             transform: Transform {
@@ -212,7 +216,7 @@ impl<'a> Pruner<'a> {
     /// Fine-tunes every pruned model on `train` with `settings` (its `epochs`; 0 skips).
     pub fn finetune(
         mut self,
-        train: &'a Dataset,
+        train: &'a dyn ImageSource,
         transform: &Transform,
         settings: TrainSettings,
     ) -> Self {
@@ -221,6 +225,15 @@ impl<'a> Pruner<'a> {
             transform: transform.clone(),
             settings,
         });
+        self
+    }
+
+    /// Fine-tunes every pruned model on PyTorch DDP instead: its export's `finetune.py` runs
+    /// under torchrun in the export directory, and the weights it writes are loaded back,
+    /// evaluated and exported (see [`Torchrun`]). Instead of [`Pruner::finetune`]; needs
+    /// [`Pruner::out`].
+    pub fn torchrun(mut self, torchrun: Torchrun<'a>) -> Self {
+        self.torchrun = Some(torchrun);
         self
     }
 
@@ -368,6 +381,20 @@ impl<'a> Pruner<'a> {
         {
             f.settings.check()?;
         }
+        if let Some(t) = &self.torchrun {
+            t.check(self.out.is_some())?;
+            if t.epochs() > 0
+                && self
+                    .finetune
+                    .as_ref()
+                    .is_some_and(|f| f.settings.epochs > 0)
+            {
+                return Err(PipelineError::invalid(
+                    "finetune-with",
+                    "fine-tuning is set up both in-process (finetune) and on torchrun; choose one",
+                ));
+            }
+        }
         if let Some(out) = &self.out {
             let inputs: Vec<(&str, &Path)> = self
                 .inputs
@@ -385,6 +412,11 @@ impl<'a> Pruner<'a> {
         self.validate()?;
         // Claim the output directory before any work, so a foreign directory fails fast.
         let staged = self.out.as_deref().map(StagedDir::new).transpose()?;
+        // The interpreter torchrun needs is checked now, not after scoring.
+        let torch_version = match &self.torchrun {
+            Some(t) if t.epochs() > 0 => Some(t.probe()?),
+            _ => None,
+        };
         let model = self.model;
         let graph = model.graph();
         let say = |msg: String| {
@@ -466,6 +498,19 @@ impl<'a> Pruner<'a> {
                     self.progress,
                 )?;
             }
+            let mut torchrun = None;
+            if let (Some(t), Some(version), Some(dir)) = (&self.torchrun, &torch_version, &staged) {
+                epochs = t.epochs();
+                let label = goal.label();
+                torchrun = Some(t.run(
+                    &mut pruned_model,
+                    model,
+                    dir.path(),
+                    &label,
+                    version,
+                    self.progress,
+                )?);
+            }
             let accuracy = if epochs > 0 {
                 self.evaluate(&pruned_model)?
             } else {
@@ -481,7 +526,8 @@ impl<'a> Pruner<'a> {
                     path: sub.clone(),
                     source,
                 })?;
-                fair_surgery::export(&pruned_model, &sub)?;
+                let spec = self.finetune_spec(pruned_model.graph())?;
+                fair_surgery::export_with(&pruned_model, &sub, &spec)?;
                 selection.plan().save(&sub.join("plan.json"))?;
             }
             results.push(PruneResult {
@@ -495,6 +541,7 @@ impl<'a> Pruner<'a> {
                 threshold_ms,
                 one_shot,
                 finetune_epochs: epochs,
+                torchrun,
                 after: figures(&pruned_model, accuracy),
                 export: staged.as_ref().map(|_| label),
                 layers: selector
@@ -532,11 +579,11 @@ impl<'a> Pruner<'a> {
             data: self
                 .evaluation
                 .as_ref()
-                .map(|e| e.test.name.trim_end_matches("/test").to_owned())
+                .map(|e| e.test.name().trim_end_matches("/test").to_owned())
                 .or_else(|| {
                     self.finetune
                         .as_ref()
-                        .map(|f| f.train.name.trim_end_matches("/train").to_owned())
+                        .map(|f| f.train.name().trim_end_matches("/train").to_owned())
                 }),
             seed: self.seed,
             selection: SelectionSettings {
@@ -591,6 +638,21 @@ impl<'a> Pruner<'a> {
             models,
             scores,
         })
+    }
+
+    /// The `finetune.json` of every export: torchrun's settings and data when fine-tuning
+    /// runs there, else the fine-tuning (or evaluation) transform and settings, no data.
+    fn finetune_spec(&self, graph: &fair_ir::Graph) -> Result<FinetuneSpec, PipelineError> {
+        if let Some(t) = &self.torchrun {
+            return t.spec(graph);
+        }
+        let transform = self
+            .finetune
+            .as_ref()
+            .map(|f| &f.transform)
+            .or(self.evaluation.as_ref().map(|e| &e.transform));
+        let settings = self.finetune.as_ref().map(|f| &f.settings);
+        Ok(crate::torchrun::spec_for(graph, transform, settings))
     }
 
     /// Top-1 and loss on the test split, if one was given.

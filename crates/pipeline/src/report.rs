@@ -157,6 +157,11 @@ pub struct PruneResult {
     pub one_shot: Option<Accuracy>,
     /// Fine-tuning epochs run after surgery (0: none).
     pub finetune_epochs: usize,
+    /// The fine-tuning run on PyTorch DDP (`--finetune-with torchrun`), as its
+    /// `finetune/result.json` reported it; absent when fine-tuning ran in-process (tch) or
+    /// not at all. `after.accuracy` is fair-pruner's own evaluation of the weights it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchrun: Option<TorchrunRun>,
     /// The final model (after fine-tuning, if any).
     pub after: ModelFigures,
     /// The export directory, relative to the output directory.
@@ -164,6 +169,38 @@ pub struct PruneResult {
     /// Per prunable layer: units, the count its own ToD curve asked to remove, and the units
     /// the exported model keeps (after coupled layers settled).
     pub layers: Vec<LayerResult>,
+}
+
+/// A fine-tuning run on PyTorch DDP launched by torchrun.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TorchrunRun {
+    /// Processes per node (`--nproc`).
+    pub nproc: usize,
+    /// Processes in all (nodes × processes per node), as the script saw it.
+    pub world_size: usize,
+    /// The process-group backend (`gloo`, `nccl`; absent for a single process).
+    pub backend: Option<String>,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Whether the forward pass ran under autocast (CUDA only).
+    pub amp: bool,
+    /// The PyTorch version of the interpreter.
+    pub torch: String,
+    /// Epochs done.
+    pub epochs: usize,
+    /// Optimiser steps done.
+    pub steps: u64,
+    /// Mean training loss of every epoch.
+    pub train_loss: Vec<f64>,
+    /// Top-1 and loss on the test split, as the script measured them.
+    pub test: Accuracy,
+    /// Test samples the script evaluated.
+    pub test_samples: usize,
+    /// Wall-clock seconds of the torchrun process.
+    pub seconds: f64,
+    /// The command that ran, in the export directory.
+    pub command: Vec<String>,
 }
 
 /// One layer of a [`PruneResult`].

@@ -25,7 +25,7 @@ mod model;
 mod tensors;
 
 pub use error::{RuntimeError, tch_context};
-pub use model::{Forward, Mode, Model, parse_device};
+pub use model::{Forward, Mode, Model, available_memory, parse_device};
 pub use tensors::{check_finite, read_safetensors, write_safetensors};
 
 /// The README's examples, compiled as doctests.

@@ -295,6 +295,35 @@ impl Model {
         mode: Mode,
         taps: &[S],
     ) -> Result<Forward, RuntimeError> {
+        let (output, taps) = self.run(x, mode, taps, false)?;
+        Ok(Forward {
+            output: output.expect("a full pass ends at the output node"),
+            taps,
+        })
+    }
+
+    /// The outputs of the named nodes only: the pass stops after the last of them, so nodes
+    /// after it are never computed (the bounded-memory U-Score re-runs the graph once per
+    /// chunk of layers). The tapped values are exactly those of a full
+    /// [`Model::forward_with_taps`].
+    pub fn taps<S: AsRef<str>>(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        taps: &[S],
+    ) -> Result<HashMap<String, Tensor>, RuntimeError> {
+        Ok(self.run(x, mode, taps, true)?.1)
+    }
+
+    /// Runs the graph, keeping the tapped outputs; with `stop_early`, stops after the last
+    /// tapped node and returns no output.
+    fn run<S: AsRef<str>>(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        taps: &[S],
+        stop_early: bool,
+    ) -> Result<(Option<Tensor>, HashMap<String, Tensor>), RuntimeError> {
         let graph = &self.graph;
         let mut tapped = vec![false; graph.nodes().len()];
         for t in taps {
@@ -316,9 +345,13 @@ impl Model {
                 found: size,
             });
         }
-        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(graph.nodes().len());
+        let end = match tapped.iter().rposition(|&t| t) {
+            Some(last) if stop_early => last + 1,
+            _ => graph.nodes().len(),
+        };
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(end);
         let mut out = HashMap::new();
-        for (i, node) in graph.nodes().iter().enumerate() {
+        for (i, node) in graph.nodes().iter().enumerate().take(end) {
             let inputs: Vec<&Tensor> = node
                 .inputs
                 .iter()
@@ -342,11 +375,14 @@ impl Model {
                 }
             }
         }
+        if end < graph.nodes().len() {
+            return Ok((None, out));
+        }
         let output = values
             .pop()
             .flatten()
             .expect("the output node is last and never freed");
-        Ok(Forward { output, taps: out })
+        Ok((Some(output), out))
     }
 
     fn p(&self, node: &str, kind: ParamKind) -> &Tensor {
@@ -486,7 +522,7 @@ fn check_memory(graph: &Graph) -> Result<(), RuntimeError> {
 }
 
 /// The machine's available memory in bytes (Linux `MemAvailable`), if known.
-fn available_memory() -> Option<u64> {
+pub fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -127,6 +127,11 @@ impl Calibration {
         self.inputs.size()[1..].to_vec()
     }
 
+    /// Numbers per sample (the product of [`Calibration::sample_shape`]).
+    pub fn sample_numel(&self) -> usize {
+        self.inputs.size()[1..].iter().product::<i64>() as usize
+    }
+
     /// Sample indices per class id, ascending.
     pub fn class_indices(&self) -> BTreeMap<i64, Vec<usize>> {
         let mut m: BTreeMap<i64, Vec<usize>> = BTreeMap::new();

@@ -30,6 +30,7 @@ mod calibration;
 mod criteria;
 mod error;
 mod layers;
+pub mod memory;
 mod progress;
 mod r_score;
 mod score;
@@ -42,10 +43,11 @@ pub use criteria::{
 };
 pub use error::ScoringError;
 pub use layers::{AnalysisPoint, PrunableLayer, prunable_layers};
+pub use memory::{ByteSize, MaxMemory, default_max_memory};
 pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
-pub use u_score::{ConvDistance, UScoreSettings, Wasserstein, u_scores};
+pub use u_score::{ConvDistance, Engine, UScoreSettings, Wasserstein, u_scores};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

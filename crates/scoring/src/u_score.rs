@@ -12,6 +12,7 @@ use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
 use crate::layers::AnalysisPoint;
 use crate::layers::PrunableLayer;
+use crate::memory::{self, ByteSize, Slice};
 use crate::progress::Progress;
 
 /// How a conv channel's output distribution is compared.
@@ -48,6 +49,32 @@ pub struct UScoreSettings {
     pub batch_size: usize,
     /// Seed for class and sample choice and for the projection directions.
     pub seed: u64,
+    /// Bound on the memory of the U-Score, including the model's parameters and the
+    /// calibration inputs (default: none). When one pass over all layers would not fit, the
+    /// layers (and if need be a layer's units) are split into passes that each fit, every
+    /// pass re-running the forward passes up to its last layer; the scores are identical.
+    /// See [`crate::memory`] for the estimate. Not part of the scores' provenance.
+    #[serde(skip)]
+    pub max_memory: Option<ByteSize>,
+    /// Where the sorting and the class-pair distances run (default: on the model's device
+    /// when it is CUDA). Not part of the scores' provenance: both engines compute the same
+    /// exact W1, the device in f32 (agreeing to about 1e-6 relative).
+    #[serde(skip)]
+    pub engine: Engine,
+}
+
+/// Where the U-Score sorts projections and compares class pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// On the model's device when it is a CUDA device, the exact W1 is asked for and every
+    /// class has the same number of samples; on the host otherwise.
+    #[default]
+    Auto,
+    /// On the host: rows sorted and distances computed in parallel on the CPU, in f64.
+    Host,
+    /// On the model's device with libtorch (exact W1, equal class sizes), whatever the
+    /// device; the summaries never leave it.
+    Device,
 }
 
 /// The 1-D Wasserstein variant (serialisable mirror of [`fair_stats::W1`]).
@@ -82,6 +109,8 @@ impl Default for UScoreSettings {
             samples_per_class: 32,
             batch_size: 256,
             seed: 0,
+            max_memory: None,
+            engine: Engine::Auto,
         }
     }
 }
@@ -124,11 +153,12 @@ fn layer_seed(seed: u64, i: usize) -> u64 {
 /// Per-class summary of one layer: `[units, P, n]`, each row sorted.
 type Summary = Array3<f32>;
 
-fn summarise(
+/// The projections of one class's tap `t`: `[units, P, n]` on the tap's device.
+fn project(
     t: &Tensor,
     layer: &PrunableLayer,
     directions: Option<&Tensor>,
-) -> Result<Summary, ScoringError> {
+) -> Result<Tensor, ScoringError> {
     let ctx = || format!("summarising layer '{}'", layer.name);
     let n = t.size()[0];
     let units = layer.units as i64;
@@ -147,21 +177,19 @@ fn summarise(
             });
         }
     };
-    let p = projected.size()[2];
-    // [units, P, n], contiguous, then every row sorted on the CPU in parallel: libtorch's
-    // sort is slow for millions of short rows.
-    let arranged = torch(
-        projected
-            .f_permute([1, 2, 0])
-            .map(|x| x.to_device(Device::Cpu).contiguous()),
-        ctx,
-    )?;
+    Ok(torch(projected.f_permute([1, 2, 0]), ctx)?)
+}
+
+/// The host summary of `projected` (`[units, P, n]`): copied to the CPU, every row sorted
+/// in parallel (libtorch's CPU sort is slow for millions of short rows).
+fn sort_on_host(projected: &Tensor, layer: &PrunableLayer) -> Result<Summary, ScoringError> {
+    let ctx = || format!("summarising layer '{}'", layer.name);
+    let size = projected.size();
+    let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
+    let arranged = projected.to_device(Device::Cpu).contiguous();
     let mut data: Vec<f32> = torch(Vec::try_from(arranged.view([-1])), ctx)?;
-    data.par_chunks_mut(n as usize).for_each(sort_row);
-    Ok(
-        Array3::from_shape_vec((units as usize, p as usize, n as usize), data)
-            .expect("the tensor has this shape"),
-    )
+    data.par_chunks_mut(n).for_each(sort_row);
+    Ok(Array3::from_shape_vec((units, p, n), data).expect("the tensor has this shape"))
 }
 
 /// Sorts a short row of finite floats ascending through order-preserving integer keys
@@ -189,9 +217,36 @@ fn sort_row(row: &mut [f32]) {
     }
 }
 
-/// U-Scores of every layer (one vector per layer, in order), from one eval-mode forward pass
-/// per class over its samples with every analysis point tapped. Returns notes about classes
-/// with fewer samples than asked for.
+/// The random directions of layer `i` (sliced conv layers only), on `device`.
+fn directions(
+    settings: &UScoreSettings,
+    shape: &[usize],
+    i: usize,
+    device: Device,
+) -> Option<Tensor> {
+    match (settings.conv, shape.len()) {
+        (ConvDistance::Sliced, 3) => {
+            let d = random_directions(
+                shape[1] * shape[2],
+                settings.projections,
+                layer_seed(settings.seed, i),
+            );
+            let flat: Vec<f32> = d.iter().copied().collect();
+            Some(
+                Tensor::from_slice(&flat)
+                    .reshape([d.nrows() as i64, d.ncols() as i64])
+                    .to_device(device),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// U-Scores of every layer (one vector per layer, in order), from eval-mode forward passes
+/// per class over its samples with the analysis points tapped. With
+/// [`UScoreSettings::max_memory`], the layers are split into passes that fit
+/// ([`memory::plan`]); otherwise one pass taps every layer. Returns notes about classes
+/// with fewer samples than asked for, and about the passes when there is more than one.
 pub fn u_scores(
     model: &Model,
     layers: &[PrunableLayer],
@@ -200,7 +255,7 @@ pub fn u_scores(
     progress: Progress,
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     settings.check()?;
-    let (classes, notes) = data.class_samples(
+    let (classes, mut notes) = data.class_samples(
         settings.max_classes,
         settings.samples_per_class,
         settings.seed,
@@ -216,99 +271,217 @@ pub fn u_scores(
     }
     let device = model.device();
     let graph = model.graph();
-    // Directions per conv layer (sliced), on the model's device.
-    let mut directions: Vec<Option<Tensor>> = Vec::with_capacity(layers.len());
-    for (i, layer) in layers.iter().enumerate() {
-        let shape = graph
-            .shape(&layer.analysis)
-            .map_err(fair_runtime::RuntimeError::from)?;
-        directions.push(match (settings.conv, shape.len()) {
-            (ConvDistance::Sliced, 3) => {
-                let d = random_directions(
-                    shape[1] * shape[2],
-                    settings.projections,
-                    layer_seed(settings.seed, i),
-                );
-                let flat: Vec<f32> = d.iter().copied().collect();
-                Some(
-                    Tensor::from_slice(&flat)
-                        .reshape([d.nrows() as i64, d.ncols() as i64])
-                        .to_device(device),
-                )
-            }
-            _ => None,
-        });
+    let mut shapes = Vec::with_capacity(layers.len());
+    for layer in layers {
+        shapes.push(
+            graph
+                .shape(&layer.analysis)
+                .map_err(fair_runtime::RuntimeError::from)?,
+        );
     }
-    let taps: Vec<&str> = layers.iter().map(|l| l.analysis.as_str()).collect();
-    let mut summaries: Vec<Vec<Summary>> = layers
+    let projections: Vec<usize> = shapes
         .iter()
-        .map(|_| Vec::with_capacity(classes.len()))
-        .collect();
-    let started = std::time::Instant::now();
-    let bar = progress.bar(classes.len(), "U-Score: forward per class");
-    for (class, idx) in &classes {
-        let x = data.select(idx);
-        let mut parts: Vec<Vec<Tensor>> = layers.iter().map(|_| Vec::new()).collect();
-        for chunk in x.split(settings.batch_size as i64, 0) {
-            let out = tch::no_grad(|| {
-                model.forward_with_taps(&chunk.to_device(device), Mode::Eval, &taps)
-            })?;
-            for (i, layer) in layers.iter().enumerate() {
-                parts[i].push(out.taps[&layer.analysis].shallow_clone());
-            }
-        }
-        for (i, layer) in layers.iter().enumerate() {
-            let t = Tensor::cat(&parts[i], 0);
-            if t.isfinite().all().int64_value(&[]) == 0 {
-                return Err(ScoringError::NonFinite(format!(
-                    "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
-                    layer.analysis, layer.name
-                )));
-            }
-            summaries[i].push(summarise(&t, layer, directions[i].as_ref())?);
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        "U-Score: forward passes and per-class summaries"
-    );
-    let started = std::time::Instant::now();
-
-    let method: W1 = settings.w1.into();
-    let k = classes.len();
-    let bar = progress.bar(layers.len(), "U-Score: distances");
-    let scores = layers
-        .iter()
-        .zip(&summaries)
-        .map(|(layer, per_class)| {
-            let u = (0..layer.units)
-                .into_par_iter()
-                .map(|unit| {
-                    let views: Vec<_> = per_class
-                        .iter()
-                        .map(|s| s.index_axis(Axis(0), unit))
-                        .collect();
-                    let mut best = 0.0f64;
-                    for a in 0..k {
-                        for b in a + 1..k {
-                            best = best.max(sliced_from_sorted(views[a], views[b], method));
-                        }
-                    }
-                    best
-                })
-                .collect();
-            bar.inc(1);
-            u
+        .map(|s| match (settings.conv, s.len()) {
+            (ConvDistance::Sliced, 3) => settings.projections,
+            _ => 1,
         })
         .collect();
+    let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
+    let largest = samples.iter().copied().max().unwrap_or(0);
+    let memory = memory::layer_memory(graph, layers, &projections, &samples)?;
+    let fixed = 4 * (graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
+    let plan = memory::plan(
+        graph,
+        layers,
+        &memory,
+        settings.batch_size.min(largest),
+        fixed,
+        settings.max_memory.map(|b| b.0),
+    )?;
+    if plan.chunks.len() > 1 {
+        notes.push(format!(
+            "the U-Score ran in {} passes to stay within --max-memory {} (estimated peak {} \
+             plus {} for the model and calibration data; one pass would need about {})",
+            plan.chunks.len(),
+            settings
+                .max_memory
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+            ByteSize(plan.peak()),
+            ByteSize(plan.fixed),
+            ByteSize(plan.unbounded),
+        ));
+    }
+
+    let equal = samples.iter().all(|&n| n == samples[0]);
+    let on_device = match settings.engine {
+        Engine::Host => false,
+        Engine::Auto => device.is_cuda() && settings.w1 == Wasserstein::Exact && equal,
+        Engine::Device => {
+            if settings.w1 != Wasserstein::Exact || !equal {
+                notes.push(
+                    "the U-Score's device engine needs the exact W1 and classes of equal size; \
+                     the distances ran on the host"
+                        .into(),
+                );
+            }
+            settings.w1 == Wasserstein::Exact && equal
+        }
+    };
+
+    let method: W1 = settings.w1.into();
+    let mut scores: Vec<Vec<f64>> = layers.iter().map(|l| vec![0.0; l.units]).collect();
+    let started = std::time::Instant::now();
+    let mut distance_seconds = 0.0;
+    let bar = progress.bar(
+        classes.len() * plan.chunks.len(),
+        "U-Score: forward per class",
+    );
+    for chunk in &plan.chunks {
+        // The chunk's layers, each once, in graph order, and their slices.
+        let mut chunk_layers: Vec<usize> = chunk.slices.iter().map(|s| s.layer).collect();
+        chunk_layers.dedup();
+        let dirs: Vec<Option<Tensor>> = chunk_layers
+            .iter()
+            .map(|&i| directions(settings, shapes[i], i, device))
+            .collect();
+        let taps: Vec<&str> = chunk_layers
+            .iter()
+            .map(|&i| layers[i].analysis.as_str())
+            .collect();
+        let mut summaries: Vec<Vec<Summary>> = chunk.slices.iter().map(|_| Vec::new()).collect();
+        let mut on_dev: Vec<Vec<Tensor>> = chunk.slices.iter().map(|_| Vec::new()).collect();
+        for (class, idx) in &classes {
+            let x = data.select(idx);
+            let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
+            for batch in x.split(settings.batch_size as i64, 0) {
+                let out = tch::no_grad(|| model.taps(&batch.to_device(device), Mode::Eval, &taps))?;
+                for (part, tap) in parts.iter_mut().zip(&taps) {
+                    part.push(out[*tap].shallow_clone());
+                }
+            }
+            for ((&i, part), dir) in chunk_layers.iter().zip(parts).zip(&dirs) {
+                let layer = &layers[i];
+                let t = Tensor::cat(&part, 0);
+                drop(part);
+                if t.isfinite().all().int64_value(&[]) == 0 {
+                    return Err(ScoringError::NonFinite(format!(
+                        "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
+                        layer.analysis, layer.name
+                    )));
+                }
+                let projected = project(&t, layer, dir.as_ref())?;
+                drop(t);
+                if on_device {
+                    let (sorted, _) = torch(projected.f_sort(-1, false), || {
+                        format!("sorting the projections of layer '{}'", layer.name)
+                    })?;
+                    for (slice, held) in chunk.slices.iter().zip(&mut on_dev) {
+                        if slice.layer == i {
+                            held.push(sorted.narrow(
+                                0,
+                                slice.units.start as i64,
+                                slice.units.len() as i64,
+                            ));
+                        }
+                    }
+                } else {
+                    let full = sort_on_host(&projected, layer)?;
+                    keep_slices(&chunk.slices, i, full, &mut summaries);
+                }
+            }
+            bar.inc(1);
+        }
+        let d = std::time::Instant::now();
+        for ((slice, per_class), held) in chunk.slices.iter().zip(&summaries).zip(&on_dev) {
+            let u = if on_device {
+                device_scores(held)?
+            } else {
+                slice_scores(slice, per_class, method)
+            };
+            scores[slice.layer][slice.units.clone()].copy_from_slice(&u);
+        }
+        distance_seconds += d.elapsed().as_secs_f64();
+    }
     bar.finish_and_clear();
     tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        "U-Score: class-pair distances"
+        seconds = started.elapsed().as_secs_f64() - distance_seconds,
+        passes = plan.chunks.len(),
+        "U-Score: forward passes and per-class summaries"
     );
+    tracing::info!(seconds = distance_seconds, "U-Score: class-pair distances");
     Ok((scores, notes))
+}
+
+/// Stores the units of layer `i`'s summary `full` that each slice of that layer scores.
+fn keep_slices(slices: &[Slice], i: usize, full: Summary, summaries: &mut [Vec<Summary>]) {
+    let mine: Vec<usize> = (0..slices.len())
+        .filter(|&s| slices[s].layer == i)
+        .collect();
+    let units = full.shape()[0];
+    if let [only] = mine[..]
+        && slices[only].units == (0..units)
+    {
+        summaries[only].push(full);
+        return;
+    }
+    for s in mine {
+        let r = slices[s].units.clone();
+        summaries[s].push(full.slice(ndarray::s![r, .., ..]).to_owned());
+    }
+}
+
+/// The U-Score of every unit of `slice`: the largest distance over class pairs, from the
+/// slice's per-class summaries (units of the slice first).
+fn slice_scores(slice: &Slice, per_class: &[Summary], method: W1) -> Vec<f64> {
+    let k = per_class.len();
+    (0..slice.units.len())
+        .into_par_iter()
+        .map(|unit| {
+            let views: Vec<_> = per_class
+                .iter()
+                .map(|s| s.index_axis(Axis(0), unit))
+                .collect();
+            let mut best = 0.0f64;
+            for a in 0..k {
+                for b in a + 1..k {
+                    best = best.max(sliced_from_sorted(views[a], views[b], method));
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// The device engine: the U-Score of every unit from the per-class sorted projections
+/// (`[units, P, n]` each, one n for all classes) without leaving their device. The exact W1
+/// of two equal-size samples is the mean absolute difference of their sorted values; its
+/// mean over the P directions is the sliced distance, and the maximum over class pairs the
+/// score.
+fn device_scores(per_class: &[Tensor]) -> Result<Vec<f64>, ScoringError> {
+    let ctx = || "comparing class pairs on the device".to_string();
+    let k = per_class.len();
+    let mut best: Option<Tensor> = None;
+    for a in 0..k {
+        for b in a + 1..k {
+            let d = torch(
+                (&per_class[a] - &per_class[b])
+                    .f_abs()
+                    .and_then(|x| x.f_mean_dim(-1, false, Kind::Float))
+                    .and_then(|x| x.f_mean_dim(-1, false, Kind::Double)),
+                ctx,
+            )?;
+            best = Some(match best {
+                None => d,
+                Some(m) => torch(m.f_maximum(&d), ctx)?,
+            });
+        }
+    }
+    let best = best.expect("at least two classes are compared");
+    Ok(torch(
+        Vec::<f64>::try_from(best.to_device(Device::Cpu)),
+        ctx,
+    )?)
 }
 
 #[cfg(test)]

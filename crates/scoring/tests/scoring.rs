@@ -273,3 +273,204 @@ fn bad_data_gets_clear_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("max-classes"), "{e}");
 }
+
+/// A budget that holds a third of the U-Score's summaries next to everything else, for
+/// `per_class` samples of every class and `p` projections of conv layers.
+fn tight_budget(
+    model: &Model,
+    layers: &[fair_scoring::PrunableLayer],
+    cal: &Calibration,
+    p: usize,
+    per_class: usize,
+) -> u64 {
+    use fair_scoring::memory::{layer_memory, plan};
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
+    let classes = cal.class_indices().len();
+    let mem = layer_memory(graph, layers, &projections, &vec![per_class; classes]).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let one = plan(graph, layers, &mem, per_class, fixed, None).unwrap();
+    let held: u64 = layers
+        .iter()
+        .zip(&mem)
+        .map(|(l, m)| m.per_unit * l.units as u64)
+        .sum();
+    fixed + (one.unbounded - held) + held / 3
+}
+
+/// A U-Score under a memory budget runs in several passes (splitting layers by units where
+/// needed) and gives exactly the scores of one pass.
+#[test]
+fn bounded_memory_u_scores_equal_the_single_pass() {
+    use fair_scoring::ByteSize;
+    use fair_scoring::memory::{layer_memory, plan};
+    let mut any_split = false;
+    for (zoo, point, input) in [
+        ("resnet20", AnalysisPoint::AfterActivation, [3i64, 8, 8]),
+        ("vgg11_bn_cifar", AnalysisPoint::LayerOutput, [3, 32, 32]),
+    ] {
+        let shape: Vec<usize> = input.iter().map(|&d| d as usize).collect();
+        let g = fair_zoo::build(zoo, &shape, 5).unwrap();
+        let model = Model::new(g, Device::Cpu, 0).unwrap();
+        fair_testkit::randomise_batchnorm(&model, 1);
+        let cal = data(6, 5, &input, 3);
+        let layers = prunable_layers(model.graph(), point);
+        let s = UScoreSettings {
+            projections: 8,
+            batch_size: 4,
+            samples_per_class: 6,
+            ..Default::default()
+        };
+        let (one, notes) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+
+        // Room for a third of the summaries next to the fixed part and the passes' overhead.
+        let graph = model.graph();
+        let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 8 } else { 1 }).collect();
+        let mem = layer_memory(graph, &layers, &projections, &[6; 5]).unwrap();
+        let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+        let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
+        assert_eq!(all.chunks.len(), 1);
+        let held: u64 = layers
+            .iter()
+            .zip(&mem)
+            .map(|(l, m)| m.per_unit * l.units as u64)
+            .sum();
+        let budget = fixed + (all.unbounded - held) + held / 3;
+        let split = plan(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
+        assert!(
+            split.chunks.len() >= 2,
+            "{zoo}: {} passes",
+            split.chunks.len()
+        );
+        let split_layers = (0..layers.len())
+            .filter(|&l| {
+                split
+                    .chunks
+                    .iter()
+                    .filter(|c| c.slices.iter().any(|sl| sl.layer == l))
+                    .count()
+                    > 1
+            })
+            .count();
+        any_split |= split_layers > 0;
+        assert!(
+            split.peak() <= budget - fixed,
+            "{zoo}: a pass exceeds the budget"
+        );
+        // Every unit of every layer is scored exactly once.
+        let mut seen: Vec<Vec<u32>> = layers.iter().map(|l| vec![0; l.units]).collect();
+        for c in &split.chunks {
+            for sl in &c.slices {
+                for u in sl.units.clone() {
+                    seen[sl.layer][u] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().flatten().all(|&n| n == 1), "{zoo}: {seen:?}");
+
+        let bounded = UScoreSettings {
+            max_memory: Some(ByteSize(budget)),
+            ..s.clone()
+        };
+        let (chunked, notes) = u_scores(&model, &layers, &cal, &bounded, Progress::QUIET).unwrap();
+        assert_eq!(chunked, one, "{zoo}: the bounded scores differ");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("passes") && n.contains("--max-memory")),
+            "{zoo}: {notes:?}"
+        );
+
+        // A budget that cannot hold one unit of the first layer names it.
+        let tiny = UScoreSettings {
+            max_memory: Some(ByteSize(fixed + 1)),
+            ..s
+        };
+        let e = u_scores(&model, &layers, &cal, &tiny, Progress::QUIET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--max-memory") && e.contains(&layers[0].name),
+            "{e}"
+        );
+    }
+    assert!(any_split, "no layer was split by units");
+}
+
+/// The device engine (here run on the CPU) computes the host engine's scores, in f32:
+/// agreement to 1e-5 relative on a sliced ResNet and on pooled and linear layers; unequal
+/// class sizes fall back to the host with a note.
+#[test]
+fn device_engine_matches_the_host_engine() {
+    use fair_scoring::{ByteSize, Engine};
+    let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 4).unwrap();
+    let vgg = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&vgg, 2);
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 4).unwrap();
+    let resnet = Model::new(g, Device::Cpu, 0).unwrap();
+    for (model, input, conv) in [
+        (&resnet, [3i64, 8, 8], ConvDistance::Sliced),
+        (&vgg, [3, 32, 32], ConvDistance::Pooled),
+    ] {
+        let cal = data(6, 4, &input, 5);
+        let layers = prunable_layers(model.graph(), AnalysisPoint::AfterActivation);
+        let host = UScoreSettings {
+            conv,
+            projections: 16,
+            samples_per_class: 6,
+            engine: Engine::Host,
+            ..Default::default()
+        };
+        let device = UScoreSettings {
+            engine: Engine::Device,
+            ..host.clone()
+        };
+        let (h, _) = u_scores(model, &layers, &cal, &host, Progress::QUIET).unwrap();
+        let (d, notes) = u_scores(model, &layers, &cal, &device, Progress::QUIET).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        let worst = h
+            .iter()
+            .flatten()
+            .zip(d.iter().flatten())
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-12))
+            .fold(0.0f64, f64::max);
+        assert!(
+            worst < 1e-5,
+            "{}: relative difference {worst:e}",
+            model.graph().name()
+        );
+        assert!(h.iter().flatten().any(|&v| v > 0.0));
+
+        // Split into passes, the device engine gives its own one-pass scores.
+        let p = if conv == ConvDistance::Sliced { 16 } else { 1 };
+        let bounded = UScoreSettings {
+            max_memory: Some(ByteSize(tight_budget(model, &layers, &cal, p, 6))),
+            ..device.clone()
+        };
+        // Libtorch's f32 reductions may round differently on the narrower tensors of a
+        // pass (the host engine is bit-identical; see the test above).
+        let (b, notes) = u_scores(model, &layers, &cal, &bounded, Progress::QUIET).unwrap();
+        let worst = b
+            .iter()
+            .flatten()
+            .zip(d.iter().flatten())
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-12))
+            .fold(0.0f64, f64::max);
+        assert!(worst < 1e-6, "{}: {worst:e}", model.graph().name());
+        assert!(notes.iter().any(|n| n.contains("passes")), "{notes:?}");
+    }
+    // Unequal class sizes: the host computes them, and a note says so.
+    let mut cal = data(6, 4, &[3, 8, 8], 5);
+    let (x, y) = cal.tensors();
+    cal = Calibration::new(x.narrow(0, 0, 23), &y.narrow(0, 0, 23), "short").unwrap();
+    let layers = prunable_layers(resnet.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 4,
+        samples_per_class: 6,
+        engine: Engine::Device,
+        ..Default::default()
+    };
+    let (_, notes) = u_scores(&resnet, &layers, &cal, &s, Progress::QUIET).unwrap();
+    assert!(notes.iter().any(|n| n.contains("on the host")), "{notes:?}");
+}

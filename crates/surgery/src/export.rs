@@ -7,6 +7,7 @@ use fair_ir::Graph;
 use fair_runtime::Model;
 
 use crate::error::SurgeryError;
+use crate::finetune::{FinetuneSpec, write_finetune};
 
 /// Python source of a standalone `torch.nn.Module` for `graph`: modules are registered at
 /// their state-dict paths, so `load_state_dict` takes fair-pruner's safetensors directly, and
@@ -50,9 +51,17 @@ pub fn pytorch_module(graph: &Graph) -> String {
 }
 
 /// Writes `dir/model.safetensors` (weights, PyTorch state-dict names), `dir/model.toml`
-/// (the IR; `fair-pruner info --graph` reads it) and `dir/model.py` (a standalone PyTorch
-/// module). Each file is written atomically; the directory is created if needed.
+/// (the IR; `fair-pruner info --graph` reads it), `dir/model.py` (a standalone PyTorch
+/// module), and `dir/finetune.py` with `dir/finetune.json` (a torchrun-ready DDP fine-tuning
+/// script and its settings: [`FinetuneSpec::for_graph`], no data source recorded). Each file
+/// is written atomically; the directory is created if needed.
 pub fn export(model: &Model, dir: &Path) -> Result<(), SurgeryError> {
+    export_with(model, dir, &FinetuneSpec::for_graph(model.graph()))
+}
+
+/// [`export`] with the fine-tuning settings `finetune` (data source, transform, training
+/// defaults) recorded in `finetune.json`.
+pub fn export_with(model: &Model, dir: &Path, finetune: &FinetuneSpec) -> Result<(), SurgeryError> {
     std::fs::create_dir_all(dir).map_err(|source| fair_ir::IrError::Io {
         action: "cannot create",
         path: dir.to_owned(),
@@ -64,5 +73,6 @@ pub fn export(model: &Model, dir: &Path) -> Result<(), SurgeryError> {
         &dir.join("model.py"),
         pytorch_module(model.graph()).as_bytes(),
     )?;
+    write_finetune(dir, finetune)?;
     Ok(())
 }

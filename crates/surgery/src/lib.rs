@@ -6,7 +6,8 @@
 //! half: [`apply`] slices every parameter along the axes its op's contract names
 //! (`fair_ir::ParamSpec::out_axis` / `in_axis`), and [`export`] writes the weights
 //! (safetensors), the IR (TOML) and a standalone PyTorch module generated from each op's
-//! contract.
+//! contract, with `finetune.py` (torchrun-ready PyTorch DDP fine-tuning, see
+//! [`FinetuneSpec`]).
 //!
 //! ```no_run
 //! use fair_analysis::{Plan, ResolveOptions};
@@ -27,10 +28,15 @@
 mod apply;
 mod error;
 mod export;
+mod finetune;
 
 pub use apply::{Pruned, apply, apply_resolution};
 pub use error::SurgeryError;
-pub use export::{export, pytorch_module};
+pub use export::{export, export_with, pytorch_module};
+pub use finetune::{
+    FINETUNE_FORMAT, FINETUNE_PY, FinetuneSpec, ScriptAugment, ScriptData, ScriptTrain,
+    ScriptTransform, Teacher, write_finetune,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -11,7 +11,7 @@
 //! let (tr, te, _) = load_builtin(Builtin::FashionMnist, &cache_dir())?;
 //! let graph = fair_zoo::build("vgg_fashion", &[1, 28, 28], 10)?;
 //! let mut model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0)?;
-//! let t = Transform { mean: vec![0.286], std: vec![0.353], augment: None };
+//! let t = Transform { mean: vec![0.286], std: vec![0.353], augment: None, ..Default::default() };
 //! let report = train(&mut model, &tr, Some(&te), &t, &t, &TrainSettings::default(), true)?;
 //! println!("{:.2}%", 100.0 * evaluate(&model, &te, &t, 256)?.top1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use fair_data::{DataError, Dataset, Transform};
+use fair_data::{DataError, ImageSource, Loader, Transform};
 use fair_runtime::{Mode, Model, RuntimeError};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -219,31 +219,43 @@ fn bar(show: bool, len: usize, msg: String) -> ProgressBar {
     b
 }
 
-/// Evaluates `model` (eval mode) on all of `data`.
+/// Batches built ahead of the one in use (see [`Loader::prefetch`]).
+const PREFETCH: usize = 2;
+
+/// Evaluates `model` (eval mode) on all of `data` (an in-memory [`fair_data::Dataset`] or a
+/// streamed [`fair_data::ImageFolder`]; the next batches are built while one is evaluated).
 pub fn evaluate(
     model: &Model,
-    data: &Dataset,
+    data: &dyn ImageSource,
     transform: &Transform,
     batch_size: usize,
 ) -> Result<Evaluation, TrainError> {
-    let input = input_shape(model);
+    let loader = Loader {
+        source: data,
+        transform,
+        input: input_shape(model),
+        train: false,
+    };
     let device = model.device();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let idx: Vec<usize> = (0..data.len()).collect();
     let (mut correct, mut loss_sum) = (0i64, 0.0f64);
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let (x, y) = transform.batch(data, chunk, input, false, &mut rng)?;
-        let (x, y) = (x.to_device(device), y.to_device(device));
-        let logits = tch::no_grad(|| model.forward(&x, Mode::Eval))?;
-        loss_sum += logits
-            .f_cross_entropy_loss::<tch::Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?
-            .double_value(&[]);
-        correct += logits
-            .argmax(-1, false)
-            .eq_tensor(&y)
-            .sum(tch::Kind::Int64)
-            .int64_value(&[]);
-    }
+    std::thread::scope(|s| -> Result<(), TrainError> {
+        for batch in loader.prefetch(s, &idx, batch_size.max(1), PREFETCH, &mut rng) {
+            let (x, y) = batch?;
+            let (x, y) = (x.to_device(device), y.to_device(device));
+            let logits = tch::no_grad(|| model.forward(&x, Mode::Eval))?;
+            loss_sum += logits
+                .f_cross_entropy_loss::<tch::Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?
+                .double_value(&[]);
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(tch::Kind::Int64)
+                .int64_value(&[]);
+        }
+        Ok(())
+    })?;
     Ok(Evaluation {
         top1: correct as f64 / data.len() as f64,
         loss: loss_sum / data.len() as f64,
@@ -251,11 +263,13 @@ pub fn evaluate(
 }
 
 /// Trains `model` in place on `train` (shuffled each epoch with the seed, augmented by
-/// `train_transform`), evaluating on `test` after every epoch when given.
+/// `train_transform`), evaluating on `test` after every epoch when given. Batches are built
+/// on a background thread while the previous one trains, with the same seeded random stream
+/// as building them in turn, so the result does not depend on the prefetching.
 pub fn train(
     model: &mut Model,
-    train: &Dataset,
-    test: Option<&Dataset>,
+    train: &dyn ImageSource,
+    test: Option<&dyn ImageSource>,
     train_transform: &Transform,
     eval_transform: &Transform,
     settings: &TrainSettings,
@@ -265,7 +279,7 @@ pub fn train(
     if train.is_empty() {
         return Err(TrainError::Setting {
             name: "data",
-            detail: format!("the training split '{}' is empty", train.name),
+            detail: format!("the training split '{}' is empty", train.name()),
         });
     }
     let input = input_shape(model);
@@ -291,38 +305,51 @@ pub fn train(
         );
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        for (step, chunk) in order.chunks(settings.batch_size).enumerate() {
-            opt.set_lr(settings.lr_at(epoch, step, steps));
-            let (x, y) = train_transform.batch(train, chunk, input, true, &mut rng)?;
-            let (x, y) = (x.to_device(device), y.to_device(device));
-            let logits = model.forward(&x, Mode::Train)?;
-            let loss = logits.f_cross_entropy_loss::<tch::Tensor>(
-                &y,
-                None,
-                tch::Reduction::Mean,
-                -100,
-                0.0,
-            )?;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch: epoch + 1,
-                    batch: step,
-                    value,
+        let loader = Loader {
+            source: train,
+            transform: train_transform,
+            input,
+            train: true,
+        };
+        let rng = &mut rng;
+        let order = &order;
+        std::thread::scope(|s| -> Result<(), TrainError> {
+            let batches = loader.prefetch(s, order, settings.batch_size, PREFETCH, rng);
+            for (step, batch) in batches.enumerate() {
+                opt.set_lr(settings.lr_at(epoch, step, steps));
+                let (x, y) = batch?;
+                let n = y.size()[0] as usize;
+                let (x, y) = (x.to_device(device), y.to_device(device));
+                let logits = model.forward(&x, Mode::Train)?;
+                let loss = logits.f_cross_entropy_loss::<tch::Tensor>(
+                    &y,
+                    None,
+                    tch::Reduction::Mean,
+                    -100,
+                    0.0,
+                )?;
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    return Err(TrainError::Diverged {
+                        epoch: epoch + 1,
+                        batch: step,
+                        value,
+                    });
+                }
+                opt.backward_step(&loss);
+                loss_sum += value * n as f64;
+                correct += tch::no_grad(|| {
+                    logits
+                        .argmax(-1, false)
+                        .eq_tensor(&y)
+                        .sum(tch::Kind::Int64)
+                        .int64_value(&[])
                 });
+                seen += n;
+                b.inc(1);
             }
-            opt.backward_step(&loss);
-            loss_sum += value * chunk.len() as f64;
-            correct += tch::no_grad(|| {
-                logits
-                    .argmax(-1, false)
-                    .eq_tensor(&y)
-                    .sum(tch::Kind::Int64)
-                    .int64_value(&[])
-            });
-            seen += chunk.len();
-            b.inc(1);
-        }
+            Ok(())
+        })?;
         b.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
         let test_eval = match test {

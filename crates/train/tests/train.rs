@@ -54,6 +54,7 @@ fn training_learns_a_separable_problem() {
         mean: vec![0.5],
         std: vec![0.25],
         augment: None,
+        ..Default::default()
     };
     let mut m = model(0);
     let before = evaluate(&m, &te, &t, 64).unwrap();
@@ -85,6 +86,7 @@ fn same_seed_same_weights() {
             crop_padding: 1,
             flip: true,
         }),
+        ..Default::default()
     };
     let run = |seed: u64| {
         let mut m = model(0);
@@ -154,4 +156,74 @@ fn bad_settings_are_named() {
     };
     let e = train(&mut m, &tr, None, &t, &t, &diverge, false).unwrap_err();
     assert!(matches!(e, TrainError::Diverged { .. }), "{e}");
+}
+
+/// An ImageFolder of two classes, reddish vs bluish, `n` PNGs each of varying sizes.
+fn folder(dir: &std::path::Path, n: u32) -> fair_data::ImageFolder {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (class, tint) in [("blue", [40u8, 60, 200]), ("red", [200u8, 60, 40])] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..n {
+            let (w, h) = (rng.gen_range(12..30), rng.gen_range(12..30));
+            let img = image::RgbImage::from_fn(w, h, |_, _| {
+                image::Rgb(tint.map(|v| (v as i32 + rng.gen_range(-40..40)).clamp(0, 255) as u8))
+            });
+            img.save(dir.join(class).join(format!("{i:03}.png")))
+                .unwrap();
+        }
+    }
+    fair_data::ImageFolder::open(dir).unwrap()
+}
+
+#[test]
+fn training_and_evaluation_stream_an_image_folder() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let f = folder(dir.path(), 24);
+    let t = Transform {
+        mean: vec![0.5],
+        std: vec![0.25],
+        augment: Some(fair_data::Augment {
+            crop_padding: 0,
+            flip: true,
+        }),
+        ..Default::default()
+    };
+    let eval_t = Transform {
+        augment: None,
+        ..t.clone()
+    };
+    let run = |seed: u64| {
+        let g = fair_zoo::mlp(vec![3, 8, 8], &[16], 2).unwrap();
+        let mut m = Model::new(g, tch::Device::Cpu, 0).unwrap();
+        let reports = train(
+            &mut m,
+            &f,
+            Some(&f),
+            &t,
+            &eval_t,
+            &TrainSettings {
+                epochs: 3,
+                batch_size: 8,
+                seed,
+                ..settings()
+            },
+            false,
+        )
+        .unwrap();
+        (reports.last().unwrap().test.unwrap(), m)
+    };
+    let (after, m) = run(1);
+    assert!(after.top1 >= 0.9, "top-1 {}", after.top1);
+    let small = evaluate(&m, &f, &eval_t, 5).unwrap();
+    assert_eq!(small.top1, after.top1, "batch size does not matter");
+    assert!((small.loss - after.loss).abs() < 1e-5);
+    let (again, m2) = run(1);
+    assert_eq!(again, after, "same seed, same run");
+    assert!(
+        m.tensor("layers.0.weight")
+            .unwrap()
+            .equal(m2.tensor("layers.0.weight").unwrap())
+    );
 }

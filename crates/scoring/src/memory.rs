@@ -1,0 +1,415 @@
+//! The U-Score's memory: what it holds, how much, and how it is split into passes that fit
+//! a budget ([`UScoreSettings::max_memory`](crate::UScoreSettings::max_memory)).
+//!
+//! The U-Score keeps, for every unit, the sorted projections of its output for every
+//! compared class: `P × Σₖ nₖ` f32 values per unit (P projections for a sliced conv layer,
+//! 1 for a linear layer or a pooled conv), so all layers together take
+//! `4 · Σₗ uₗ · Pₗ · Σₖ nₖ` bytes. A budget splits the (layer, unit range) pieces into
+//! chunks; each chunk runs its own eval-mode forward pass per class, stopping after the
+//! chunk's last analysis point, and is reduced to scores before the next chunk starts. The
+//! arithmetic on every unit is the same as in one pass, so the scores are identical.
+
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+use fair_ir::Graph;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ScoringError;
+use crate::layers::PrunableLayer;
+
+const F32: u64 = 4;
+
+/// A size in bytes, written like `4GiB`, `512MiB`, `8G` or `1500000` (see [`FromStr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    /// Parses a number (decimals allowed) with an optional unit: `B`; `KiB`, `MiB`, `GiB`,
+    /// `TiB` and the short `K`, `M`, `G`, `T` (powers of 1024); `KB`, `MB`, `GB`, `TB`
+    /// (powers of 1000). Units are case-insensitive.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let bad = || {
+            format!(
+                "'{text}' is not a size: expected a number with an optional unit, e.g. 4GiB, 512MiB, 8G"
+            )
+        };
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        let bytes = value * scale as f64;
+        if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+            return Err(format!(
+                "'{text}' is out of range: expected at least 1 byte"
+            ));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl TryFrom<String> for ByteSize {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        b.to_string()
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// Binary units with up to two decimals (`4GiB`, `1.5MiB`, `812B`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u + 1 < units.len() {
+            v /= 1024.0;
+            u += 1;
+        }
+        let text = format!("{v:.2}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        write!(f, "{text}{}", units[u])
+    }
+}
+
+/// A memory bound as users write it: a size, or `none` (also `unbounded`) for no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MaxMemory {
+    /// No bound: one pass over all layers.
+    Unbounded,
+    /// At most this much.
+    Limit(ByteSize),
+}
+
+impl MaxMemory {
+    /// The bound in bytes (`None` when unbounded).
+    pub fn bytes(self) -> Option<ByteSize> {
+        match self {
+            MaxMemory::Unbounded => None,
+            MaxMemory::Limit(b) => Some(b),
+        }
+    }
+}
+
+impl FromStr for MaxMemory {
+    type Err = String;
+
+    /// `none` or `unbounded` (any case), else a [`ByteSize`].
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" | "unbounded" => Ok(MaxMemory::Unbounded),
+            _ => text
+                .parse()
+                .map(MaxMemory::Limit)
+                .map_err(|e| format!("{e}, or none")),
+        }
+    }
+}
+
+impl TryFrom<String> for MaxMemory {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<MaxMemory> for String {
+    fn from(m: MaxMemory) -> String {
+        match m {
+            MaxMemory::Unbounded => "none".into(),
+            MaxMemory::Limit(b) => b.to_string(),
+        }
+    }
+}
+
+/// The default U-Score budget: 80% of the machine's available memory (Linux
+/// `MemAvailable`), or `None` (unbounded) where that is unknown.
+pub fn default_max_memory() -> Option<ByteSize> {
+    fair_runtime::available_memory().map(|b| ByteSize(b / 5 * 4))
+}
+
+/// What one layer of the U-Score holds, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerMemory {
+    /// One unit's sorted projections over all compared classes: `4 · P · Σₖ nₖ`.
+    pub per_unit: u64,
+    /// The layer's tapped output for one class: `4 · n · numel(analysis output)`.
+    pub tap: u64,
+    /// Working memory while one class's tap is reduced: its concatenation, the projections,
+    /// their unit-major copy and the sorted rows (`tap + 3 · 4 · n · u · P`).
+    pub work: u64,
+    /// Position of the analysis node in the graph (a pass runs up to it).
+    pub position: usize,
+}
+
+/// Units `units` of layer `layer` (an index into the scored layers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// Index of the layer in the scored list.
+    pub layer: usize,
+    /// Its units scored in this chunk.
+    pub units: Range<usize>,
+}
+
+/// One pass of the U-Score: a forward pass per class up to the last analysis point of its
+/// slices, then the distances of those units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The units scored in this pass, in graph order.
+    pub slices: Vec<Slice>,
+    /// Estimated peak bytes of this pass (summaries, taps, forward activations, work).
+    pub peak: u64,
+}
+
+/// How the U-Score is run: its chunks and the memory estimates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The passes, in order; one when everything fits.
+    pub chunks: Vec<Chunk>,
+    /// Estimated peak of the U-Score's own data in one pass over all layers.
+    pub unbounded: u64,
+    /// Bytes outside the budget's control, already subtracted from it: the model's
+    /// parameters and the calibration inputs.
+    pub fixed: u64,
+}
+
+impl MemoryPlan {
+    /// The largest chunk's estimated peak.
+    pub fn peak(&self) -> u64 {
+        self.chunks.iter().map(|c| c.peak).max().unwrap_or(0)
+    }
+}
+
+/// Bytes per sample of the largest set of tensors alive at once in an eval-mode pass over
+/// nodes `0..end`, freeing each value after its last reader (as [`fair_runtime::Model`]
+/// does): for every prefix length, the running peak.
+fn forward_peaks(graph: &Graph) -> Vec<u64> {
+    let nodes = graph.nodes();
+    let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
+    let mut last = vec![usize::MAX; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for name in &node.inputs {
+            if let Ok(j) = graph.position(name) {
+                last[j] = i;
+            }
+        }
+    }
+    let mut live = 0u64;
+    let mut peak = 0u64;
+    let mut peaks = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        live += numel(i);
+        peak = peak.max(live);
+        peaks.push(peak);
+        for name in &node.inputs {
+            if let Ok(j) = graph.position(name)
+                && last[j] == i
+            {
+                live -= numel(j);
+            }
+        }
+    }
+    peaks
+}
+
+/// The memory of each scored layer, for `samples[k]` samples of each compared class and
+/// `projections[l]` projections of layer `l` (1 for pooled or linear layers).
+pub fn layer_memory(
+    graph: &Graph,
+    layers: &[PrunableLayer],
+    projections: &[usize],
+    samples: &[usize],
+) -> Result<Vec<LayerMemory>, ScoringError> {
+    let total: u64 = samples.iter().map(|&n| n as u64).sum();
+    let n = samples.iter().copied().max().unwrap_or(0) as u64;
+    layers
+        .iter()
+        .zip(projections)
+        .map(|(layer, &p)| {
+            let position = graph
+                .position(&layer.analysis)
+                .map_err(fair_runtime::RuntimeError::from)?;
+            let numel = graph.shape_at(position).iter().product::<usize>() as u64;
+            let p = p as u64;
+            let u = layer.units as u64;
+            let tap = F32 * n * numel;
+            Ok(LayerMemory {
+                per_unit: F32 * p * total,
+                tap,
+                work: tap + 3 * F32 * n * u * p,
+                position,
+            })
+        })
+        .collect()
+}
+
+/// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes
+/// (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
+/// the bytes already taken by the model and the calibration data (subtracted from the
+/// budget). A layer that does not fit is split by units; a budget too small for even one
+/// unit of a layer is an error naming the layer and the size it needs.
+pub fn plan(
+    graph: &Graph,
+    layers: &[PrunableLayer],
+    memory: &[LayerMemory],
+    batch: usize,
+    fixed: u64,
+    budget: Option<u64>,
+) -> Result<MemoryPlan, ScoringError> {
+    let peaks = forward_peaks(graph);
+    let forward = |end: usize| F32 * batch as u64 * peaks[end];
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by_key(|&l| (memory[l].position, l));
+
+    // The peak of a pass holding `held` summary bytes over the layers `ls`.
+    let peak_of = |held: u64, ls: &[usize]| {
+        let taps: u64 = ls.iter().map(|&l| memory[l].tap).sum();
+        let work = ls.iter().map(|&l| memory[l].work).max().unwrap_or(0);
+        let end = ls.iter().map(|&l| memory[l].position).max().unwrap_or(0);
+        held + taps + work + forward(end)
+    };
+    let unbounded = peak_of(
+        order
+            .iter()
+            .map(|&l| memory[l].per_unit * layers[l].units as u64)
+            .sum(),
+        &order,
+    );
+    let Some(budget) = budget else {
+        return Ok(MemoryPlan {
+            chunks: vec![Chunk {
+                slices: order
+                    .iter()
+                    .map(|&l| Slice {
+                        layer: l,
+                        units: 0..layers[l].units,
+                    })
+                    .collect(),
+                peak: unbounded,
+            }],
+            unbounded,
+            fixed,
+        });
+    };
+    let room = budget
+        .checked_sub(fixed)
+        .ok_or_else(|| ScoringError::Setting {
+            name: "max-memory",
+            detail: format!(
+                "{} does not even hold the model's parameters and the calibration inputs ({})",
+                ByteSize(budget),
+                ByteSize(fixed)
+            ),
+        })?;
+
+    let mut chunks = Vec::new();
+    let (mut slices, mut ls, mut held) = (Vec::<Slice>::new(), Vec::<usize>::new(), 0u64);
+    for &l in &order {
+        let mut start = 0;
+        let units = layers[l].units;
+        while start < units {
+            let mut with = ls.clone();
+            with.push(l);
+            // Units of `l` that fit next to what the chunk holds.
+            let base = peak_of(held, &with);
+            let fit = if base >= room {
+                0
+            } else {
+                (((room - base) / memory[l].per_unit.max(1)) as usize).min(units - start)
+            };
+            if fit == 0 {
+                if slices.is_empty() {
+                    return Err(ScoringError::Setting {
+                        name: "max-memory",
+                        detail: format!(
+                            "{} is too small for the U-Score of layer '{}': one unit needs about {} \
+                             next to the model and calibration data ({}); raise --max-memory, or \
+                             lower --per-class, --max-classes or --projections",
+                            ByteSize(budget),
+                            layers[l].name,
+                            ByteSize(base + memory[l].per_unit),
+                            ByteSize(fixed)
+                        ),
+                    });
+                }
+                chunks.push(Chunk {
+                    slices: std::mem::take(&mut slices),
+                    peak: peak_of(held, &ls),
+                });
+                ls.clear();
+                held = 0;
+                continue;
+            }
+            slices.push(Slice {
+                layer: l,
+                units: start..start + fit,
+            });
+            ls = with;
+            held += memory[l].per_unit * fit as u64;
+            start += fit;
+        }
+    }
+    if !slices.is_empty() {
+        chunks.push(Chunk {
+            slices,
+            peak: peak_of(held, &ls),
+        });
+    }
+    Ok(MemoryPlan {
+        chunks,
+        unbounded,
+        fixed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_and_decimal_units() {
+        let p = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(p("4GiB"), Ok(4 << 30));
+        assert_eq!(p("4g"), Ok(4 << 30));
+        assert_eq!(p("512 MiB"), Ok(512 << 20));
+        assert_eq!(p("1.5K"), Ok(1536));
+        assert_eq!(p("2GB"), Ok(2_000_000_000));
+        assert_eq!(p("1000"), Ok(1000));
+        for bad in ["", "GiB", "4 parsecs", "-1G", "0", "1e3"] {
+            assert!(p(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(ByteSize(4 << 30).to_string(), "4GiB");
+        assert_eq!(ByteSize(1536).to_string(), "1.5KiB");
+        assert_eq!(ByteSize(812).to_string(), "812B");
+        assert_eq!("None".parse::<MaxMemory>(), Ok(MaxMemory::Unbounded));
+        assert_eq!(
+            "2GiB".parse::<MaxMemory>(),
+            Ok(MaxMemory::Limit(ByteSize(2 << 30)))
+        );
+        assert!("lots".parse::<MaxMemory>().unwrap_err().contains("or none"));
+    }
+}

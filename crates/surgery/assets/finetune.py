@@ -1,0 +1,538 @@
+#!/usr/bin/env python3
+"""Fine-tune this exported fair-pruner model with PyTorch DDP (torchrun-ready).
+
+Written by fair-pruner next to model.py, model.safetensors and finetune.json. The settings
+(data source, input transform, input shape, classes, epochs, learning rate, batch size) come
+from finetune.json, so the common case needs no flags:
+
+    python -m torch.distributed.run --standalone --nproc_per_node 8 finetune.py
+    torchrun --nnodes 2 --node_rank 0 --master_addr host0 --master_port 29500 \\
+             --nproc_per_node 8 finetune.py --epochs 90        # multi-node: once per node
+    python finetune.py                                         # one process, no torchrun
+
+Backend: NCCL when CUDA is available, gloo on CPU. torchrun's environment (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) sets up the process group; without it the
+script runs as a single process. `--batch-size` is the global batch (split over the
+processes). On CUDA the forward pass runs under autocast (float16 with a gradient scaler;
+`--no-amp` turns it off). The learning rate follows the recorded schedule per step (cosine
+by default); the loss is cross-entropy with `--label-smoothing`, plus, with `--teacher DIR`
+(a directory holding model.py and model.safetensors, e.g. the unpruned model),
+`--distill-weight` × T² × KL(teacher ‖ student) at temperature T (`--distill-temperature`).
+
+Outputs, in `--out` (default `finetune/` next to this script), written by rank 0 and always
+atomically (temporary name, then rename):
+- checkpoint.pt after every epoch (model, optimiser, gradient scaler, epoch, step, history);
+  `--resume` continues from it: epochs and optimiser steps carry on, nothing restarts;
+- finetuned.safetensors: the weights with the same keys and dtypes as model.safetensors, so
+  fair-pruner loads them back (`--weights`);
+- result.json: epochs done, steps, train loss per epoch, test top-1 and loss, wall time.
+
+Data sources (finetune.json "data", or --data-source/--data-path/--train/--test):
+- fair: files in fair-pruner's dataset format (safetensors with `pixels` u8 [N, C, H, W],
+  `labels` i64 [N] and metadata), e.g. the splits `prune --finetune-with torchrun` writes;
+- cifar10 / cifar100: the extracted binary directory (data_batch_*.bin / test_batch.bin,
+  train.bin / test.bin with fine labels);
+- idx: a directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
+  t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz];
+- folder: ImageFolder trees (one sub-directory per class) read with torchvision: training
+  RandomResizedCrop to the input size + horizontal flip, evaluation resize of the shorter
+  side to round(size·256/224) then centre crop to the input size.
+The byte sources (fair, cifar, idx) go through fair-pruner's own transform, step for step:
+grey → RGB when the model wants 3 channels, scale to [0, 1], centred zero padding (or
+bilinear resize when the image is larger) to the input size, per-channel normalisation,
+then for training the recorded random crop (zero padding) and flip.
+"""
+import argparse
+import gzip
+import importlib.util
+import json
+import math
+import os
+import struct
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULT_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- utilities
+
+
+def log(msg):
+    if rank() == 0:
+        print(f"[finetune] {msg}", file=sys.stderr, flush=True)
+
+
+def rank():
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world():
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def atomic_write(path, write):
+    """Calls write(tmp_path), then renames the temporary file onto path."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_module(directory, name):
+    """Imports directory/model.py under a unique module name."""
+    path = os.path.join(directory, "model.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise SystemExit(f"no model.py in {directory}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolve(path, base):
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_maybe_gz(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
+def load_fair(path):
+    """A dataset file in fair-pruner's format: (pixels u8 [N, C, H, W], labels i64 [N])."""
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    pixels, labels = t["pixels"], t["labels"]
+    if pixels.dtype != torch.uint8 or pixels.dim() != 4 or labels.dtype != torch.int64:
+        raise SystemExit(f"{path}: expected pixels u8 [N, C, H, W] and labels i64 [N]")
+    return pixels, labels
+
+
+def load_cifar(directory, hundred, train):
+    if hundred:
+        files, label_bytes = (["train.bin"] if train else ["test.bin"]), 2
+    else:
+        files = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+        label_bytes = 1
+    record = label_bytes + 3072
+    pixels, labels = [], []
+    for name in files:
+        raw = read_maybe_gz(os.path.join(directory, name))
+        if len(raw) % record:
+            raise SystemExit(f"{name}: {len(raw)} bytes is not a whole number of {record}-byte records")
+        t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, record)
+        labels.append(t[:, label_bytes - 1].to(torch.int64))  # CIFAR-100: the fine label
+        pixels.append(t[:, label_bytes:].reshape(-1, 3, 32, 32))
+    return torch.cat(pixels), torch.cat(labels)
+
+
+def load_idx(directory, train):
+    def find(stem):
+        for p in (os.path.join(directory, stem), os.path.join(directory, stem + ".gz")):
+            if os.path.exists(p):
+                return p
+        raise SystemExit(f"no {stem}[.gz] in {directory}")
+
+    prefix = "train" if train else "t10k"
+    img = read_maybe_gz(find(f"{prefix}-images-idx3-ubyte"))
+    lab = read_maybe_gz(find(f"{prefix}-labels-idx1-ubyte"))
+    magic, n, h, w = struct.unpack(">IIII", img[:16])
+    if magic != 0x0803 or struct.unpack(">I", lab[:4])[0] != 0x0801:
+        raise SystemExit(f"{directory}: not IDX image/label files")
+    pixels = torch.frombuffer(bytearray(img[16 : 16 + n * h * w]), dtype=torch.uint8).view(n, 1, h, w)
+    labels = torch.frombuffer(bytearray(lab[8 : 8 + n]), dtype=torch.uint8).to(torch.int64)
+    return pixels, labels
+
+
+class Bytes(torch.utils.data.Dataset):
+    """Images as u8 [C, H, W]; the transform runs per batch (ByteTransform)."""
+
+    def __init__(self, pixels, labels):
+        self.pixels, self.labels = pixels, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.pixels[i], self.labels[i]
+
+
+class ByteTransform:
+    """fair-pruner's Transform (crates/data/src/transform.rs), batch-wise on the device."""
+
+    def __init__(self, spec, input_shape):
+        self.c, self.h, self.w = input_shape
+        self.mean = torch.tensor(per_channel(spec.get("mean", [0.0]), self.c)).view(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(spec.get("std", [1.0]), self.c)).view(1, -1, 1, 1)
+        augment = spec.get("augment") or {}
+        self.crop_padding = int(augment.get("crop_padding", 0))
+        self.flip = bool(augment.get("flip", False))
+
+    def __call__(self, x, train, generator=None):
+        x = x.float() / 255.0
+        b, dc, dh, dw = x.shape
+        if dc == 1 and self.c == 3:
+            x = x.expand(b, 3, dh, dw).contiguous()
+        elif dc != self.c:
+            raise SystemExit(f"the data has {dc}-channel images but the model expects {self.c}")
+        if (dh, dw) != (self.h, self.w):
+            if self.h >= dh and self.w >= dw:
+                top, left = (self.h - dh) // 2, (self.w - dw) // 2
+                x = F.pad(x, (left, self.w - dw - left, top, self.h - dh - top))
+            else:
+                x = F.interpolate(x, size=(self.h, self.w), mode="bilinear", align_corners=False)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if train and (self.crop_padding or self.flip):
+            x = self.augment(x, generator)
+        return x
+
+    def augment(self, x, g):
+        p = self.crop_padding
+        b, _, h, w = x.shape
+        padded = F.pad(x, (p, p, p, p)) if p else x
+        out = []
+        for i in range(b):
+            img = padded[i]
+            if p:
+                dy, dx = (int(v) for v in torch.randint(0, 2 * p + 1, (2,), generator=g))
+                img = img[:, dy : dy + h, dx : dx + w]
+            if self.flip and torch.rand((), generator=g) < 0.5:
+                img = img.flip(2)
+            out.append(img)
+        return torch.stack(out)
+
+
+def per_channel(values, c):
+    values = [float(v) for v in values]
+    return values * c if len(values) == 1 else values
+
+
+def folder_sets(train_dir, test_dir, spec, input_shape):
+    from torchvision import datasets, transforms
+
+    c, h, w = input_shape
+    mode = "RGB" if c == 3 else "L"
+    norm = transforms.Normalize(per_channel(spec.get("mean", [0.0]), c), per_channel(spec.get("std", [1.0]), c))
+    convert = transforms.Lambda(lambda im: im.convert(mode))
+    resize = spec.get("resize") or round(min(h, w) * 256 / 224)
+    train_t = transforms.Compose(
+        [convert, transforms.RandomResizedCrop((h, w)), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
+    )
+    eval_t = transforms.Compose([convert, transforms.Resize(resize), transforms.CenterCrop((h, w)), transforms.ToTensor(), norm])
+    return datasets.ImageFolder(train_dir, train_t), datasets.ImageFolder(test_dir, eval_t)
+
+
+def subset(ds, limit, seed):
+    """The first `limit` of a seeded permutation (in index order), or all of ds."""
+    if not limit or limit >= len(ds):
+        return ds
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:limit].sort().values.tolist()
+    return torch.utils.data.Subset(ds, idx)
+
+
+def build_data(args, cfg, input_shape):
+    """(train set, test set, batch transform or None) from the flags over finetune.json."""
+    if args.data_source:  # the flags replace the recorded source; relative to the working directory
+        data, base = {"source": args.data_source}, os.getcwd()
+    else:
+        data, base = dict(cfg.get("data") or {}), args.config_dir
+    for key, flag in (("path", args.data_path), ("train", args.train_data), ("test", args.test_data)):
+        if flag:
+            data[key] = os.path.abspath(flag)
+    source = data.get("source")
+    if not source:
+        raise SystemExit(
+            "no data source: finetune.json records none; give --data-source fair --train FILE --test FILE, "
+            "--data-source cifar10|cifar100|idx --data-path DIR, or --data-source folder --train DIR --test DIR"
+        )
+    spec = cfg.get("transform") or {}
+    if source == "folder":
+        train_dir = resolve(data.get("train") or os.path.join(data["path"], "train"), base)
+        test_dir = resolve(data.get("test") or os.path.join(data["path"], "test"), base)
+        tr, te = folder_sets(train_dir, test_dir, spec, input_shape)
+        return tr, te, None
+    if source == "fair":
+        tr = Bytes(*load_fair(resolve(data["train"], base)))
+        te = Bytes(*load_fair(resolve(data["test"], base)))
+    elif source in ("cifar10", "cifar100"):
+        d = resolve(data["path"], base)
+        tr = Bytes(*load_cifar(d, source == "cifar100", True))
+        te = Bytes(*load_cifar(d, source == "cifar100", False))
+    elif source == "idx":
+        d = resolve(data["path"], base)
+        tr, te = Bytes(*load_idx(d, True)), Bytes(*load_idx(d, False))
+    else:
+        raise SystemExit(f"unknown data source '{source}' (expected fair, cifar10, cifar100, idx, folder)")
+    return tr, te, ByteTransform(spec, input_shape)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
+    kind = schedule.get("kind", "cosine")
+    if kind == "constant":
+        return base
+    if kind == "step":
+        return base * schedule["gamma"] ** (epoch // schedule["every"])
+    total = max(1, epochs * steps_per_epoch)
+    return 0.5 * base * (1.0 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total))
+
+
+def evaluate(net, test_set, transform, device, batch, amp, workers):
+    """Top-1 and mean loss over test_set; each rank takes every world()-th sample."""
+    net.eval()
+    shard = torch.utils.data.Subset(test_set, list(range(rank(), len(test_set), world())))
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch, shuffle=False, num_workers=workers)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if transform is not None:
+                x = transform(x, train=False)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = net(x)
+            totals[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            totals[1] += (logits.argmax(-1) == y).sum()
+            totals[2] += len(y)
+    if world() > 1:
+        dist.all_reduce(totals)
+    n = max(1.0, totals[2].item())
+    return {"top1": totals[1].item() / n, "loss": totals[0].item() / n, "samples": int(totals[2].item())}
+
+
+def save_weights(net, reference, path):
+    """Writes net's state dict with the keys and dtypes of the reference safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    state = net.state_dict()
+    ref = load_file(reference)
+    out = {key: state[key].detach().to("cpu", t.dtype).contiguous() for key, t in ref.items()}
+    atomic_write(path, lambda tmp: save_file(out, tmp, metadata={"written_by": "fair-pruner finetune.py"}))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=os.path.join(HERE, "finetune.json"), help="settings file [%(default)s]")
+    p.add_argument("--weights", help="starting weights [model.safetensors next to this script]")
+    p.add_argument("--out", help="output directory [finetune/ next to this script]")
+    p.add_argument("--resume", nargs="?", const="", default=None, help="continue from a checkpoint [OUT/checkpoint.pt]")
+    p.add_argument("--data-source", help="fair, cifar10, cifar100, idx or folder (overrides finetune.json)")
+    p.add_argument("--data-path", help="directory of a cifar, idx or folder source")
+    p.add_argument("--train-data", help="training file (fair) or directory (folder)")
+    p.add_argument("--test-data", help="test file (fair) or directory (folder)")
+    p.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this)")
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--batch-size", type=int, help="global batch size, split over the processes")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps", type=int, default=0, help="at most this many steps per epoch (0: all)")
+    p.add_argument("--limit-train", type=int, default=0, help="use only this many training samples (0: all)")
+    p.add_argument("--limit-test", type=int, default=0, help="evaluate on only this many test samples (0: all)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers per process [0 for byte data; folders: min(8, CPUs)]")
+    p.add_argument("--teacher", help="distil from the model in this directory (model.py + model.safetensors)")
+    p.add_argument("--distill-temperature", type=float)
+    p.add_argument("--distill-weight", type=float)
+    p.add_argument("--no-amp", action="store_true", help="no autocast on CUDA")
+    p.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm statistics across processes")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="cpu or cuda [cuda when available]")
+    p.add_argument("--threads", type=int, help="CPU threads per process")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    with open(args.config) as f:
+        cfg = json.load(f)
+    args.config_dir = os.path.dirname(os.path.abspath(args.config))
+    train_cfg = dict(cfg.get("train") or {})
+    pick = lambda flag, key, default: flag if flag is not None else train_cfg.get(key, default)  # noqa: E731
+    epochs = pick(args.epochs, "epochs", 1)
+    base_lr = pick(args.lr, "lr", 0.01)
+    batch = pick(args.batch_size, "batch_size", 128)
+    momentum = pick(args.momentum, "momentum", 0.9)
+    weight_decay = pick(args.weight_decay, "weight_decay", 5e-4)
+    smoothing = pick(args.label_smoothing, "label_smoothing", 0.0)
+    seed = pick(args.seed, "seed", 0)
+    schedule = train_cfg.get("schedule") or {"kind": "cosine"}
+    input_shape = cfg["input"]
+
+    # Process group from torchrun's environment.
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)  # before NCCL's process group
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if distributed:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp = device.type == "cuda" and not args.no_amp
+    torch.manual_seed(seed + rank())
+
+    out = resolve(args.out, os.getcwd()) if args.out else os.path.join(args.config_dir, "finetune")
+    if rank() == 0:
+        os.makedirs(out, exist_ok=True)
+    weights = resolve(args.weights, os.getcwd()) if args.weights else os.path.join(args.config_dir, "model.safetensors")
+    student = load_module(args.config_dir, "fair_pruner_student")
+    net = student.load(weights, device="cpu").to(device)
+
+    teacher_cfg = dict(cfg.get("teacher") or {})
+    if args.teacher:
+        teacher_cfg["path"] = resolve(args.teacher, os.getcwd())
+    elif teacher_cfg.get("path"):
+        teacher_cfg["path"] = resolve(teacher_cfg["path"], args.config_dir)
+    teacher = None
+    temperature = args.distill_temperature if args.distill_temperature is not None else teacher_cfg.get("temperature", 4.0)
+    distill_weight = args.distill_weight if args.distill_weight is not None else teacher_cfg.get("weight", 0.5)
+    if teacher_cfg.get("path"):
+        tmod = load_module(teacher_cfg["path"], "fair_pruner_teacher")
+        teacher = tmod.load(os.path.join(teacher_cfg["path"], "model.safetensors"), device="cpu").to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    train_set, test_set, transform = build_data(args, cfg, input_shape)
+    train_set = subset(train_set, args.limit_train, seed)
+    test_set = subset(test_set, args.limit_test, seed)
+    workers = args.workers if args.workers is not None else (0 if transform is not None else min(8, os.cpu_count() or 1))
+    per_rank = max(1, batch // world())
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        train_set, num_replicas=world(), rank=rank(), shuffle=True, seed=seed, drop_last=False
+    )
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=per_rank, sampler=sampler, num_workers=workers, pin_memory=cuda, drop_last=False
+    )
+    steps_per_epoch = len(loader) if not args.max_steps else min(len(loader), args.max_steps)
+
+    if args.sync_bn and distributed:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history, start_epoch, step, resumed = [], 0, 0, None
+    if args.resume is not None:
+        ckpt_path = resolve(args.resume, os.getcwd()) if args.resume else os.path.join(out, "checkpoint.pt")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        resumed = {"checkpoint": ckpt_path, "epoch": start_epoch, "step": step}
+        log(f"resumed from {ckpt_path}: epoch {start_epoch}, step {step}")
+    model = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None) if distributed else net
+
+    log(
+        f"{world()} process(es), backend {dist.get_backend() if distributed else 'none'}, device {device.type}, "
+        f"amp {amp}; {len(train_set)} train / {len(test_set)} test samples; epochs {start_epoch + 1}..{epochs}, "
+        f"{steps_per_epoch} steps each, global batch {per_rank * world()}"
+    )
+    gen = torch.Generator().manual_seed(seed * 1000 + rank())
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        t0 = time.time()
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+        for i, (x, y) in enumerate(loader):
+            if i >= steps_per_epoch:
+                break
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(schedule, base_lr, epoch, i, steps_per_epoch, epochs)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if transform is not None:
+                x = transform(x, train=True, generator=gen)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(x).float()
+                    kd = F.kl_div(
+                        F.log_softmax(logits.float() / temperature, -1),
+                        F.log_softmax(t_logits / temperature, -1),
+                        reduction="batchmean",
+                        log_target=True,
+                    )
+                    loss = (1.0 - distill_weight) * loss + distill_weight * temperature**2 * kd
+            if not torch.isfinite(loss):
+                raise SystemExit(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i}: lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            loss_sum[0] += loss.detach().double() * len(y)
+            loss_sum[1] += len(y)
+        if distributed:
+            dist.all_reduce(loss_sum)
+        train_loss = loss_sum[0].item() / max(1.0, loss_sum[1].item())
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "samples": int(loss_sum[1].item()), "seconds": time.time() - t0})
+        log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}, {int(loss_sum[1].item())} samples, {time.time() - t0:.1f} s")
+        if rank() == 0:
+            ckpt = {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "history": history,
+            }
+            atomic_write(os.path.join(out, "checkpoint.pt"), lambda tmp: torch.save(ckpt, tmp))
+
+    test = evaluate(net, test_set, transform, device, max(1, per_rank * 2), amp, workers)
+    log(f"test top-1 {100 * test['top1']:.2f}% (loss {test['loss']:.4f}) on {test['samples']} samples")
+    if rank() == 0:
+        save_weights(net, weights, os.path.join(out, "finetuned.safetensors"))
+        result = {
+            "format": RESULT_FORMAT,
+            "epochs": len(history) and history[-1]["epoch"],
+            "steps": step,
+            "world_size": world(),
+            "backend": dist.get_backend() if distributed else None,
+            "device": device.type,
+            "amp": amp,
+            "train_loss": [h["train_loss"] for h in history],
+            "history": history,
+            "test": test,
+            "resumed_from": resumed,
+            "distill": {"teacher": teacher_cfg["path"], "temperature": temperature, "weight": distill_weight} if teacher else None,
+            "weights": "finetuned.safetensors",
+            "seconds": time.time() - started,
+        }
+        text = json.dumps(result, indent=2) + "\n"
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        atomic_write(os.path.join(out, "result.json"), write)
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
