@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+use crate::tables::{self, Markers};
 use crate::{positive, read_json, reference_python, workspace_root, write_json};
 
 /// The markers around the generated block of `docs/results.md`.
@@ -382,18 +383,21 @@ fn markdown(s: &Value) -> String {
     md
 }
 
-/// `text` with the block between the markers replaced by `md`, or the block appended.
+/// The markers of this bench's block in `docs/results.md`.
+const MARKERS: Markers<'static> = Markers {
+    begin: BEGIN,
+    end: END,
+    tool: "cargo xtask bench loader",
+};
+
+/// `text` with the block between the markers replaced by `md`, or, where neither marker is
+/// there, the block appended.
 fn splice(text: &str, md: &str) -> Result<String> {
-    let block = format!(
-        "{BEGIN}\n<!-- Written by `cargo xtask bench loader`; edit the text outside the markers. -->\n\n{md}{END}"
-    );
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if b < e => {
-            Ok(format!("{}{block}{}", &text[..b], &text[e + END.len()..]))
-        }
-        (None, None) => Ok(format!("{}\n\n{block}\n", text.trim_end())),
-        _ => bail!("docs/results.md has a broken {BEGIN} … {END} block"),
+    if !text.contains(BEGIN) && !text.contains(END) {
+        let text = format!("{}\n\n{BEGIN}\n{END}\n", text.trim_end());
+        return tables::splice(&text, md, MARKERS);
     }
+    tables::splice(text, md, MARKERS).context("docs/results.md has a broken block")
 }
 
 #[cfg(test)]
@@ -408,8 +412,13 @@ mod tests {
                 && t.ends_with("x\n<!-- bench loader: end -->\n"),
             "{t}"
         );
-        let again = splice(&t, "y\n").unwrap();
+        assert!(t.contains("Written by `cargo xtask bench loader`"), "{t}");
+        let again = splice(&format!("{t}after\n"), "y\n").unwrap();
         assert!(again.contains("y\n") && !again.contains("x\n"), "{again}");
+        assert!(
+            again.ends_with("y\n<!-- bench loader: end -->\nafter\n"),
+            "{again}"
+        );
         assert_eq!(again.matches(BEGIN).count(), 1);
         assert!(
             splice(
@@ -418,6 +427,7 @@ mod tests {
             )
             .is_err()
         );
+        assert!(splice("<!-- bench loader: begin -->", "z").is_err());
     }
 
     #[test]

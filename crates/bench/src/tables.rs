@@ -185,16 +185,37 @@ pub fn rebuild(dir: &Path, keys: &[&str]) -> Result<(PathBuf, String)> {
     Ok((out, md))
 }
 
-/// `text` with the block between the markers replaced by `md` (markers kept).
-pub fn splice(text: &str, md: &str) -> Result<String> {
-    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
-        bail!("no {BEGIN} … {END} markers");
+/// The markers around a generated block of a Markdown file, and the command that writes it
+/// (named in the block's first line).
+#[derive(Debug, Clone, Copy)]
+pub struct Markers<'a> {
+    /// The line that opens the block.
+    pub begin: &'a str,
+    /// The line that closes the block.
+    pub end: &'a str,
+    /// The command that writes the block, e.g. `cargo xtask bench compare`.
+    pub tool: &'a str,
+}
+
+/// The markers of `cargo xtask bench compare`'s block.
+pub const COMPARE: Markers<'static> = Markers {
+    begin: BEGIN,
+    end: END,
+    tool: "cargo xtask bench compare",
+};
+
+/// `text` with the block between `markers` replaced by `md` (markers kept); an error when
+/// either marker is missing or they are out of order.
+pub fn splice(text: &str, md: &str, markers: Markers) -> Result<String> {
+    let Markers { begin, end, tool } = markers;
+    let (Some(b), Some(e)) = (text.find(begin), text.find(end)) else {
+        bail!("no {begin} … {end} markers");
     };
     if e < b {
-        bail!("{END} comes before {BEGIN}");
+        bail!("{end} comes before {begin}");
     }
     Ok(format!(
-        "{}{BEGIN}\n<!-- Written by `cargo xtask bench compare`; edit the text outside the markers. -->\n\n{md}{}",
+        "{}{begin}\n<!-- Written by `{tool}`; edit the text outside the markers. -->\n\n{md}{}",
         &text[..b],
         &text[e..]
     ))
@@ -204,7 +225,7 @@ pub fn splice(text: &str, md: &str) -> Result<String> {
 pub fn write_docs(docs: &Path, md: &str) -> Result<()> {
     let text =
         std::fs::read_to_string(docs).with_context(|| format!("cannot read {}", docs.display()))?;
-    let new = splice(&text, md).with_context(|| docs.display().to_string())?;
+    let new = splice(&text, md, COMPARE).with_context(|| docs.display().to_string())?;
     fair_ir::write_atomic(docs, new.as_bytes())?;
     Ok(())
 }
@@ -334,16 +355,21 @@ mod tests {
     #[test]
     fn splice_replaces_only_the_block_between_the_markers() {
         let text = format!("intro\n{BEGIN}\nold table\n{END}\nafter\n");
-        let new = splice(&text, "new table\n").unwrap();
+        let new = splice(&text, "new table\n", COMPARE).unwrap();
         assert_eq!(
             new,
             format!(
                 "intro\n{BEGIN}\n<!-- Written by `cargo xtask bench compare`; edit the text outside the markers. -->\n\nnew table\n{END}\nafter\n"
             )
         );
-        assert_eq!(splice(&new, "new table\n").unwrap(), new, "idempotent");
-        assert!(splice("no markers", "x").is_err());
-        assert!(splice(&format!("{END}\n{BEGIN}\n"), "x").is_err());
+        assert_eq!(
+            splice(&new, "new table\n", COMPARE).unwrap(),
+            new,
+            "idempotent"
+        );
+        assert!(splice("no markers", "x", COMPARE).is_err());
+        assert!(splice(&format!("{END}\n{BEGIN}\n"), "x", COMPARE).is_err());
+        assert!(splice(&format!("{BEGIN}\n"), "x", COMPARE).is_err());
     }
 
     #[test]

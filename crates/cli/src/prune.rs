@@ -150,17 +150,10 @@ impl EngineArgs {
             (_, _, _, Source::Memory(train), Source::Memory(test)) => {
                 TorchrunData::Datasets { train, test }
             }
-            (Some(dir), "folder", false, ..) => {
-                let test = ["test", "val"]
-                    .map(|d| dir.join(d))
-                    .into_iter()
-                    .find(|d| d.is_dir())
-                    .unwrap_or_else(|| dir.join("test"));
-                TorchrunData::Folder {
-                    train: dir.join("train"),
-                    test,
-                }
-            }
+            (Some(dir), "folder", false, ..) => TorchrunData::Folder {
+                train: dir.join("train"),
+                test: dir.join("test"),
+            },
             _ => bail!(
                 "--finetune-with torchrun reads folder sources whole: instead of --train-fraction, \
                  pass --finetune-args \"--limit-train N\""

@@ -376,6 +376,68 @@ fn score_errors_name_the_problem() {
     assert!(!out.exists(), "nothing is written on failure");
 }
 
+/// `--max-memory`: a bound that needs several passes gives the scores of one pass
+/// (`none`), and one too small for a single unit is an error naming the flag and the layer.
+#[test]
+fn score_max_memory_splits_passes_with_identical_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, d) = scoring_fixture(dir.path());
+    let score = |max: &str, out: &str| {
+        let out = dir.path().join(out);
+        let o = run(&[
+            "score",
+            "--model",
+            "vgg11_bn_cifar",
+            "--input",
+            "1x32x32",
+            "--classes",
+            "3",
+            "--weights",
+            &w,
+            "--calibration",
+            &d,
+            "--samples-per-class",
+            "4",
+            "--projections",
+            "8",
+            "--criteria",
+            "u",
+            "--max-memory",
+            max,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let json = std::fs::read(&out)
+            .ok()
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap());
+        (o, json)
+    };
+    let (o, one) = score("none", "one.json");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The model (~37 MB of parameters for 9.2 M) plus a few MiB (a tenth of the bound is
+    // left to libtorch): several passes.
+    let (o, split) = score("44MiB", "split.json");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("passes"), "{}", stderr(&o));
+    let u = |v: &serde_json::Value| {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["scores"]["u"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(u(&one.unwrap()), u(&split.unwrap()));
+    let (o, none) = score("41MiB", "tiny.json");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--max-memory") && stderr(&o).contains("features.0"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(none.is_none(), "nothing is written on failure");
+}
+
 #[test]
 fn apply_exports_a_smaller_model_that_info_reads() {
     use tch::Device;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rayon::prelude::*;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{DataError, io};
 use crate::resample::{Rect, resize_window};
@@ -17,6 +17,10 @@ use crate::transform::Transform;
 /// Directory levels below a class directory that are searched for images.
 const MAX_DEPTH: usize = 32;
 
+/// Images decoded at once per decoding thread while a batch is built (the chunk that sits
+/// next to the batch tensor; several per thread so uneven images balance out).
+const IMAGES_PER_THREAD: usize = 4;
+
 /// An ImageFolder tree as an index: one sub-directory of `root` per class (sorted by name),
 /// the PNG and JPEG files under each (extensions `png`, `jpg`, `jpeg` in any case; searched
 /// recursively and ordered like torchvision's `ImageFolder`: directories by path, files by
@@ -24,7 +28,10 @@ const MAX_DEPTH: usize = 32;
 /// ([`ImageSource::batch`]), in parallel on rayon's pool (or the pool of
 /// [`ImageFolder::workers`]).
 ///
-/// Batches apply torchvision's standard transforms (PIL-exact bilinear resampling):
+/// Batches apply torchvision's standard transforms. The resampling (PIL's bilinear filter)
+/// and, for 1-channel models, the grey conversion (PIL's `convert("L")`) reproduce PIL's
+/// bytes exactly, so PNG batches equal torchvision's; JPEG decoding (zune-jpeg here,
+/// libjpeg-turbo in PIL) differs by up to 3 of 255 levels (about 0.02 on average):
 ///
 /// - evaluation and calibration: `Resize(resize)` (shorter side; default
 ///   `round(min(H, W)·256/224)`, 256 for a 224×224 model) + `CenterCrop(H×W)`;
@@ -66,8 +73,17 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<OsString>), DataError> {
     Ok((dirs, files))
 }
 
+/// The name of a class directory (lossy for names that are not UTF-8).
+fn class_name(dir: &Path) -> String {
+    dir.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
 impl ImageFolder {
-    /// Indexes the tree at `root` (no image is opened).
+    /// Indexes the tree at `root` (no image is opened): one class per sub-directory, sorted
+    /// by name.
     pub fn open(root: &Path) -> Result<ImageFolder, DataError> {
         let (class_dirs, _) = entries(root)?;
         if class_dirs.is_empty() {
@@ -76,12 +92,73 @@ impl ImageFolder {
                 root.display()
             )));
         }
-        let (mut files, mut labels, mut classes) = (Vec::new(), Vec::new(), Vec::new());
-        for (label, class_dir) in class_dirs.iter().enumerate() {
-            let class = class_dir.file_name().unwrap_or_default();
-            classes.push(class.to_string_lossy().into_owned());
+        let classes = class_dirs.iter().map(|d| class_name(d)).collect();
+        ImageFolder::index(root, classes, class_dirs.into_iter().map(Some).collect())
+    }
+
+    /// Indexes the tree at `root` against the class list `classes` (typically the training
+    /// split's [`ImageSource::classes`]), so that its labels mean the same classes: the
+    /// sub-directory named `classes[k]` gets label `k`. A class without a sub-directory has
+    /// no images; a sub-directory that is not in `classes` is an error naming it (its images
+    /// would have no label).
+    ///
+    /// ```no_run
+    /// use fair_data::{ImageFolder, ImageSource};
+    /// let train = ImageFolder::open(std::path::Path::new("/data/imagenet/train"))?;
+    /// let test = ImageFolder::open_with_classes(std::path::Path::new("/data/imagenet/test"), train.classes())?;
+    /// assert_eq!(test.classes(), train.classes());
+    /// # Ok::<(), fair_data::DataError>(())
+    /// ```
+    pub fn open_with_classes(root: &Path, classes: &[String]) -> Result<ImageFolder, DataError> {
+        let mut label: std::collections::HashMap<&str, usize> = Default::default();
+        for (k, c) in classes.iter().enumerate() {
+            if label.insert(c, k).is_some() {
+                return Err(DataError::Invalid(format!(
+                    "ImageFolder '{}': the class list names '{c}' twice",
+                    root.display()
+                )));
+            }
+        }
+        let (class_dirs, _) = entries(root)?;
+        let mut dirs = vec![None; classes.len()];
+        for dir in class_dirs {
+            let name = class_name(&dir);
+            let Some(&k) = label.get(name.as_str()) else {
+                let shown: Vec<&str> = classes.iter().take(5).map(String::as_str).collect();
+                return Err(DataError::Invalid(format!(
+                    "ImageFolder '{}': the class directory '{}' is not one of the {} classes \
+                     it is indexed against ({}{}; for a test split, the training split's), so \
+                     its images would have no label",
+                    root.display(),
+                    dir.display(),
+                    classes.len(),
+                    shown.join(", "),
+                    if classes.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )));
+            };
+            dirs[k] = Some(dir);
+        }
+        ImageFolder::index(root, classes.to_vec(), dirs)
+    }
+
+    /// The index of `root` with `classes`, class `k`'s images read from `dirs[k]` (none where
+    /// it is `None`).
+    fn index(
+        root: &Path,
+        classes: Vec<String>,
+        dirs: Vec<Option<PathBuf>>,
+    ) -> Result<ImageFolder, DataError> {
+        let (mut files, mut labels) = (Vec::new(), Vec::new());
+        for (label, class_dir) in dirs.into_iter().enumerate() {
+            let Some(class_dir) = class_dir else {
+                continue;
+            };
             // torchvision walks each class directory and sorts by the directory path.
-            let mut dirs = vec![(class_dir.clone(), 0usize)];
+            let mut dirs = vec![(class_dir, 0usize)];
             let mut found: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
             while let Some((dir, depth)) = dirs.pop() {
                 let (subdirs, names) = entries(&dir)?;
@@ -126,13 +203,39 @@ impl ImageFolder {
         Ok(self)
     }
 
-    /// The path of image `i`.
-    pub fn path(&self, i: usize) -> PathBuf {
-        self.root.join(&self.files[i])
+    /// An error unless `i` is an image of this index.
+    fn check_index(&self, i: usize) -> Result<(), DataError> {
+        if i < self.files.len() {
+            return Ok(());
+        }
+        Err(DataError::Invalid(format!(
+            "image {i} is outside ImageFolder '{}' ({} images)",
+            self.name,
+            self.files.len()
+        )))
     }
 
-    /// The images at `indices`, as a new index (nothing is read).
-    pub fn subset(&self, name: impl Into<String>, indices: &[usize]) -> ImageFolder {
+    /// The path of image `i`; an error naming `i` and the folder when there is no image `i`.
+    pub fn path(&self, i: usize) -> Result<PathBuf, DataError> {
+        self.check_index(i)?;
+        Ok(self.root.join(&self.files[i]))
+    }
+
+    /// The images at `indices`, as a new index (nothing is read); an error naming the first
+    /// index that is not an image of this folder.
+    pub fn subset(
+        &self,
+        name: impl Into<String>,
+        indices: &[usize],
+    ) -> Result<ImageFolder, DataError> {
+        for &i in indices {
+            self.check_index(i)?;
+        }
+        Ok(self.subset_of_checked(name, indices))
+    }
+
+    /// [`ImageFolder::subset`] of indices known to be in range.
+    fn subset_of_checked(&self, name: impl Into<String>, indices: &[usize]) -> ImageFolder {
         ImageFolder {
             name: name.into(),
             classes: self.classes.clone(),
@@ -160,15 +263,19 @@ impl ImageFolder {
     ) -> (ImageFolder, ImageFolder) {
         let (tr, te) = stratified_indices(&self.labels, seed, train);
         (
-            self.subset(format!("{}/train", self.name), &tr),
-            self.subset(format!("{}/test", self.name), &te),
+            self.subset_of_checked(format!("{}/train", self.name), &tr),
+            self.subset_of_checked(format!("{}/test", self.name), &te),
         )
     }
 
     /// Decodes image `i` as interleaved 8-bit pixels with `channels` (1 = grey, 3 = RGB):
-    /// `(pixels, width, height)`.
+    /// `(pixels, width, height)`; an error naming `i` and the folder when there is no image
+    /// `i`. Colour images become grey as PIL's `convert("L")` makes them (as torchvision's
+    /// `Grayscale` and `finetune.py` do for a 1-channel model):
+    /// `(19595·R + 38470·G + 7471·B + 2¹⁵) >> 16`, alpha ignored; 8-bit grey images stay as
+    /// they are.
     pub fn decode(&self, i: usize, channels: usize) -> Result<(Vec<u8>, usize, usize), DataError> {
-        let path = self.path(i);
+        let path = self.path(i)?;
         let bad = |detail: String| DataError::Malformed {
             path: path.clone(),
             record: None,
@@ -185,7 +292,7 @@ impl ImageFolder {
             return Err(bad("the image is empty (0 pixels)".into()));
         }
         let px = if channels == 1 {
-            img.into_luma8().into_raw()
+            pil_grey(img)
         } else {
             img.into_rgb8().into_raw()
         };
@@ -244,6 +351,30 @@ struct Plan {
 
 fn full(w: usize, h: usize) -> Rect {
     Rect { x: 0, y: 0, w, h }
+}
+
+/// Grey pixels as PIL's `convert("L")` gives them: grey images (with or without alpha) keep
+/// their grey level; colour images (RGB, RGBA, palette expanded by the decoder) go through
+/// ITU-R 601-2 luma in 16-bit fixed point, rounded:
+/// `L = (19595·R + 38470·G + 7471·B + 0x8000) >> 16`. 16-bit images are first reduced to 8
+/// bits by the decoder's scaling, which PIL does not share (it clips 16-bit grey).
+fn pil_grey(img: image::DynamicImage) -> Vec<u8> {
+    use image::DynamicImage as D;
+    match img {
+        D::ImageLuma8(g) => g.into_raw(),
+        g @ (D::ImageLumaA8(_) | D::ImageLuma16(_) | D::ImageLumaA16(_)) => {
+            g.into_luma8().into_raw()
+        }
+        colour => {
+            let rgb = colour.into_rgb8().into_raw();
+            rgb.chunks_exact(3)
+                .map(|p| {
+                    let [r, g, b] = [p[0], p[1], p[2]].map(u32::from);
+                    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+                })
+                .collect()
+        }
+    }
 }
 
 /// Python's `int(round(d / 2))` for a whole `d` (halves round to even), as
@@ -407,20 +538,40 @@ impl ImageSource for ImageFolder {
             .iter()
             .map(|_| augment.map(|_| rng.next_u64()))
             .collect();
+        // The batch tensor is allocated once and filled chunk by chunk: a chunk of images is
+        // decoded in parallel into one reused buffer, then copied image by image into place.
+        // So the peak is the batch plus one chunk (a few images per thread) and one image,
+        // not the batch twice.
         let per = c * h * w;
-        let mut values = vec![0f32; indices.len() * per];
-        let mut work = || {
-            values
-                .par_chunks_mut(per)
-                .zip(indices.par_iter().zip(seeds.par_iter()))
-                .try_for_each(|(dst, (&i, &seed))| self.load_into(i, dst, &plan, seed))
+        let n = indices.len();
+        let x = Tensor::empty(
+            [n as i64, c as i64, h as i64, w as i64],
+            (Kind::Float, Device::Cpu),
+        );
+        let threads = match &self.pool {
+            Some(pool) => pool.current_num_threads(),
+            None => rayon::current_num_threads(),
         };
-        match &self.pool {
-            Some(pool) => pool.install(work),
-            None => work(),
-        }?;
-        let x =
-            Tensor::from_slice(&values).view([indices.len() as i64, c as i64, h as i64, w as i64]);
+        let chunk = (IMAGES_PER_THREAD * threads).clamp(1, n.max(1));
+        let mut buffer = vec![0f32; chunk * per];
+        for (k, (idx, seeds)) in indices.chunks(chunk).zip(seeds.chunks(chunk)).enumerate() {
+            let values = &mut buffer[..idx.len() * per];
+            let mut work = || {
+                values
+                    .par_chunks_mut(per)
+                    .zip(idx.par_iter().zip(seeds.par_iter()))
+                    .try_for_each(|(dst, (&i, &seed))| self.load_into(i, dst, &plan, seed))
+            };
+            match &self.pool {
+                Some(pool) => pool.install(work),
+                None => work(),
+            }?;
+            for (j, image) in values.chunks_exact(per).enumerate() {
+                x.narrow(0, (k * chunk + j) as i64, 1)
+                    .copy_(&Tensor::from_slice(image).view([1, c as i64, h as i64, w as i64]));
+            }
+        }
+        drop(buffer);
         let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
         Ok((x, Tensor::from_slice(&labels)))
     }

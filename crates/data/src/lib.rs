@@ -10,8 +10,12 @@
 //! - [`load_idx`], [`load_cifar`]: the formats users bring, decoded into memory.
 //! - [`ImageFolder`]: an ImageFolder tree (`root/<class>/<image>.png|jpg|jpeg`) streamed: an
 //!   index of paths and labels, each batch decoded in parallel (rayon) with torchvision's
-//!   standard transforms, PIL-exact (evaluation and calibration: resize the shorter side to
-//!   256 and centre-crop 224 for a 224×224 model; training: `RandomResizedCrop` + flip).
+//!   standard transforms (evaluation and calibration: resize the shorter side to 256 and
+//!   centre-crop 224 for a 224×224 model; training: `RandomResizedCrop` + flip). Resampling
+//!   and grey conversion reproduce PIL's bytes, so PNG batches equal torchvision's; JPEG
+//!   decoding (zune-jpeg vs PIL's libjpeg-turbo) differs by up to 3 of 255 levels.
+//!   [`ImageFolder::open_with_classes`] indexes a test split against the training split's
+//!   classes, so labels agree.
 //!   [`load_image_folder`] still decodes a small tree into memory (whole images resized).
 //! - [`ImageSource`]: what training, evaluation and calibration read — a [`Dataset`] or an
 //!   [`ImageFolder`] ([`Source`] holds either); [`Loader::prefetch`] builds the next batches

@@ -212,10 +212,14 @@ impl<'a> Loader<'a> {
     }
 
     /// The batches of `order` (chunks of `batch_size`), built in order on a thread of
-    /// `scope` that stays at most `depth` batches ahead (memory: `depth + 2` batches
-    /// whatever the dataset's size). `rng` is used exactly as by calling [`Loader::batch`]
-    /// on each chunk in turn, so the batches are the same. Dropping the iterator stops the
-    /// thread after the batch it is building.
+    /// `scope` that stays at most `depth` batches ahead. Memory does not grow with the
+    /// dataset: at most `depth + 2` batches are alive (`depth` queued (at least 1), one being built or
+    /// waiting for room in the queue, one in use — if the caller drops each batch before
+    /// asking for the next), plus, for an [`ImageFolder`], the images being decoded into the
+    /// batch under construction (four per decoding thread, and one more while it is copied
+    /// into place). `rng` is used exactly as by calling [`Loader::batch`] on each chunk in
+    /// turn, so the batches are the same. Dropping the iterator stops the thread after the
+    /// batch it is building.
     ///
     /// ```no_run
     /// # fn f(source: &dyn fair_data::ImageSource, t: &fair_data::Transform) -> Result<(), fair_data::DataError> {

@@ -1,11 +1,13 @@
 """torchvision's ImageFolder with its standard evaluation transforms, for crates/data/tests/folder.rs.
 
-usage: folder_reference.py ROOT OUT MEAN STD RESIZE CROP_H CROP_W [RESIZE CROP_H CROP_W ...]
+usage: folder_reference.py [--mode L] ROOT OUT MEAN STD RESIZE CROP_H CROP_W [RESIZE CROP_H CROP_W ...]
 
 For every (RESIZE, CROP_H, CROP_W): Resize(RESIZE) + CenterCrop((CROP_H, CROP_W)) + ToTensor()
 + Normalize(MEAN, STD) (MEAN and STD comma-separated) over every image of
 torchvision.datasets.ImageFolder(ROOT), written as little-endian float32 [N, C, H, W] to
 OUT.<k>.bin; OUT.json holds the classes and the samples (path relative to ROOT, label).
+With --mode L, every image is first converted to grey with PIL's convert("L") (what
+finetune.py does for a 1-channel model), so C = 1.
 """
 
 import json
@@ -17,14 +19,19 @@ from torchvision import datasets, transforms
 
 
 def main():
-    root, out, mean, std = sys.argv[1:5]
+    args = sys.argv[1:]
+    mode = "RGB"
+    if args[:1] == ["--mode"]:
+        mode, args = args[1], args[2:]
+    root, out, mean, std = args[:4]
     mean = [float(v) for v in mean.split(",")]
     std = [float(v) for v in std.split(",")]
-    rest = [int(v) for v in sys.argv[5:]]
+    rest = [int(v) for v in args[4:]]
     configs = [rest[i : i + 3] for i in range(0, len(rest), 3)]
     for k, (resize, ch, cw) in enumerate(configs):
         t = transforms.Compose(
             [
+                transforms.Lambda(lambda im: im.convert(mode)),
                 transforms.Resize(resize),
                 transforms.CenterCrop((ch, cw)),
                 transforms.ToTensor(),

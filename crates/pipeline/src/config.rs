@@ -305,11 +305,12 @@ impl RunConfig {
                         ),
                     ));
                 }
-                return Ok((
-                    ImageFolder::open(&dir.join("train"))?.into(),
-                    ImageFolder::open(&dir.join("test"))?.into(),
-                    Vec::new(),
-                ));
+                // The test split is indexed against the training split's classes, so a
+                // label means the same class in both (a class missing from test/ simply has
+                // no test images; one that train/ lacks is an error).
+                let train = ImageFolder::open(&dir.join("train"))?;
+                let test = ImageFolder::open_with_classes(&dir.join("test"), train.classes())?;
+                return Ok((train.into(), test.into(), Vec::new()));
             }
         };
         Ok((train.into(), test.into(), Vec::new()))
@@ -383,8 +384,7 @@ impl DrawSettings {
             augment: None,
             ..transform.clone()
         };
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(self.seed);
-        let (x, y) = train.batch(&eval_t, &draw.indices, input, false, &mut rng)?;
+        let (x, y) = calibration_batch(train, &eval_t, &draw.indices, input, self.seed, CHUNK)?;
         let description = format!(
             "{} ({} classes × up to {} per class, seed {})",
             train.name(),
@@ -394,4 +394,40 @@ impl DrawSettings {
         );
         Ok((Calibration::new(x, &y, description)?, draw.short))
     }
+}
+
+/// Calibration images transformed at once: the calibration tensor is filled chunk by chunk,
+/// so building it takes the final tensor plus one chunk (256 ImageNet images ≈ 154 MB), not
+/// the tensor twice.
+const CHUNK: usize = 256;
+
+/// The images at `indices` as one batch `(inputs, labels)`, built `chunk` images at a time
+/// into a preallocated tensor (the same values as one `train.batch` call over all of them).
+fn calibration_batch(
+    train: &dyn ImageSource,
+    transform: &Transform,
+    indices: &[usize],
+    input: [usize; 3],
+    seed: u64,
+    chunk: usize,
+) -> Result<(tch::Tensor, tch::Tensor), PipelineError> {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    if indices.len() <= chunk {
+        return Ok(train.batch(transform, indices, input, false, &mut rng)?);
+    }
+    let mut x: Option<tch::Tensor> = None;
+    let mut ys = Vec::with_capacity(indices.len().div_ceil(chunk));
+    for (k, part) in indices.chunks(chunk).enumerate() {
+        let (xc, yc) = train.batch(transform, part, input, false, &mut rng)?;
+        let out = x.get_or_insert_with(|| {
+            let mut size = xc.size();
+            size[0] = indices.len() as i64;
+            tch::Tensor::empty(size.as_slice(), (xc.kind(), xc.device()))
+        });
+        out.narrow(0, (k * chunk) as i64, part.len() as i64)
+            .copy_(&xc);
+        ys.push(yc);
+    }
+    let x = x.expect("at least one chunk");
+    Ok((x, tch::Tensor::cat(&ys, 0)))
 }

@@ -72,7 +72,9 @@ pub enum TorchrunData<'a> {
         /// The directory.
         dir: PathBuf,
     },
-    /// ImageFolder trees, read with torchvision's standard transforms.
+    /// ImageFolder trees, read with torchvision as fair-data's `ImageFolder` reads them (the
+    /// recorded transform: resize + centre crop, RandomResizedCrop and flip only as its
+    /// augmentation says).
     Folder {
         /// The training tree.
         train: PathBuf,

@@ -1,7 +1,7 @@
 //! Fine-tuning on PyTorch DDP: two CPU processes (gloo) fine-tune a pruned Fashion-MNIST
 //! model with the export's own `finetune.py` under torchrun; the weights come back into the
-//! report and the export, `--resume` continues from the checkpoint, and a failing torchrun
-//! is an error with its output, never a finished run.
+//! report and the export, `--resume` continues from the checkpoint (read by rank 0 and
+//! broadcast), and a failing torchrun is an error with its output, never a finished run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,7 +153,9 @@ fn two_gloo_processes_finetune_an_export_and_resume_from_its_checkpoint() {
     assert_eq!(spec["data"]["source"], "fair");
     assert_eq!(spec["transform"]["mean"][0].as_f64().unwrap() as f32, 0.286);
 
-    // --resume continues at epoch 2 and step 13: the optimiser's steps carry on.
+    // --resume continues at epoch 2 and step 13: the optimiser's steps carry on. Rank 0
+    // reads the checkpoint and broadcasts it, with both processes' random state; extending
+    // the finished cosine run with --reset-schedule restarts it at the base rate.
     let first = read_json(&export.join("finetune/result.json"));
     let status = Command::new(&py)
         .args([
@@ -170,6 +172,7 @@ fn two_gloo_processes_finetune_an_export_and_resume_from_its_checkpoint() {
             "--max-steps",
             "12",
             "--resume",
+            "--reset-schedule",
         ])
         .current_dir(&export)
         .output()
@@ -179,7 +182,16 @@ fn two_gloo_processes_finetune_an_export_and_resume_from_its_checkpoint() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(!stderr.contains("is not restored"), "{stderr}");
     let second = read_json(&export.join("finetune/result.json"));
+    let lr: Vec<f64> = second["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lr, [settings().lr, settings().lr]);
     assert_eq!(second["resumed_from"]["epoch"], 1);
     assert_eq!(second["resumed_from"]["step"], 12);
     assert_eq!(

@@ -21,6 +21,11 @@ use crate::layers::PrunableLayer;
 
 const F32: u64 = 4;
 
+/// The share of a budget left for what the estimate does not count — libtorch's runtime and
+/// the allocator's slack: plans fill at most `1 − 1/RUNTIME_SHARE` of it (measured: the
+/// runtime takes ≈ 0.3 GiB next to a 4 GiB plan).
+pub const RUNTIME_SHARE: u64 = 10;
+
 /// A size in bytes, written like `4GiB`, `512MiB`, `8G` or `1500000` (see [`FromStr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -267,8 +272,8 @@ pub fn layer_memory(
         .collect()
 }
 
-/// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes
-/// (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
+/// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes less
+/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
 /// the bytes already taken by the model and the calibration data (subtracted from the
 /// budget). A layer that does not fit is split by units; a budget too small for even one
 /// unit of a layer is an error naming the layer and the size it needs.
@@ -315,12 +320,14 @@ pub fn plan(
             fixed,
         });
     };
-    let room = budget
+    let usable = budget - budget / RUNTIME_SHARE;
+    let room = usable
         .checked_sub(fixed)
         .ok_or_else(|| ScoringError::Setting {
             name: "max-memory",
             detail: format!(
-                "{} does not even hold the model's parameters and the calibration inputs ({})",
+                "{} does not even hold the model's parameters and the calibration inputs ({}) \
+                 next to libtorch's runtime (1/{RUNTIME_SHARE} of the bound)",
                 ByteSize(budget),
                 ByteSize(fixed)
             ),

@@ -283,7 +283,7 @@ fn tight_budget(
     p: usize,
     per_class: usize,
 ) -> u64 {
-    use fair_scoring::memory::{layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, layer_memory, plan};
     let graph = model.graph();
     let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
     let classes = cal.class_indices().len();
@@ -295,7 +295,9 @@ fn tight_budget(
         .zip(&mem)
         .map(|(l, m)| m.per_unit * l.units as u64)
         .sum();
-    fixed + (one.unbounded - held) + held / 3
+    let want = fixed + (one.unbounded - held) + held / 3;
+    // Plans leave a share of the bound to libtorch's runtime.
+    want * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
 }
 
 /// A U-Score under a memory budget runs in several passes (splitting layers by units where
@@ -303,7 +305,7 @@ fn tight_budget(
 #[test]
 fn bounded_memory_u_scores_equal_the_single_pass() {
     use fair_scoring::ByteSize;
-    use fair_scoring::memory::{layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, layer_memory, plan};
     let mut any_split = false;
     for (zoo, point, input) in [
         ("resnet20", AnalysisPoint::AfterActivation, [3i64, 8, 8]),
@@ -336,7 +338,8 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
             .zip(&mem)
             .map(|(l, m)| m.per_unit * l.units as u64)
             .sum();
-        let budget = fixed + (all.unbounded - held) + held / 3;
+        let budget =
+            (fixed + (all.unbounded - held) + held / 3) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
         let split = plan(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
         assert!(
             split.chunks.len() >= 2,
@@ -384,7 +387,9 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
 
         // A budget that cannot hold one unit of the first layer names it.
         let tiny = UScoreSettings {
-            max_memory: Some(ByteSize(fixed + 1)),
+            max_memory: Some(ByteSize(
+                (fixed + 1) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 2,
+            )),
             ..s
         };
         let e = u_scores(&model, &layers, &cal, &tiny, Progress::QUIET)

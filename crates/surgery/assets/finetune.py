@@ -21,22 +21,39 @@ by default); the loss is cross-entropy with `--label-smoothing`, plus, with `--t
 
 Outputs, in `--out` (default `finetune/` next to this script), written by rank 0 and always
 atomically (temporary name, then rename):
-- checkpoint.pt after every epoch (model, optimiser, gradient scaler, epoch, step, history);
-  `--resume` continues from it: epochs and optimiser steps carry on, nothing restarts;
+- checkpoint.pt after every epoch (model, optimiser, gradient scaler, epoch, step, history,
+  the learning-rate schedule's position, and every process's random state: the global torch
+  generator, the augmentation generator, CUDA's generator on CUDA, Python's `random`);
 - finetuned.safetensors: the weights with the same keys and dtypes as model.safetensors, so
   fair-pruner loads them back (`--weights`);
-- result.json: epochs done, steps, train loss per epoch, test top-1 and loss, wall time.
+- result.json: epochs done, steps, train loss and learning rate per epoch, test top-1 and
+  loss, wall time.
 
-Data sources (finetune.json "data", or --data-source/--data-path/--train/--test):
+Resuming (`--resume [CHECKPOINT]`, default OUT/checkpoint.pt): rank 0 reads the checkpoint
+and broadcasts it, so on several nodes only rank 0's node needs the file. Epochs, optimiser
+steps, momentum, the data order and the random state carry on: with the same `--epochs` and
+number of processes, an interrupted run resumed ends as the uninterrupted run would have
+(`--stop-after E` ends a run after epoch E on purpose, e.g. to fit a queue's time limit).
+`--epochs` defaults to the checkpoint's total. The learning rate never jumps on resume: a
+cosine schedule whose total changes (`--epochs 120` after a 90-epoch run) continues from the
+rate it had reached and decays to 0 over the new total (a finished cosine run has reached 0,
+so extending it this way trains at ~0); `--reset-schedule` instead starts the schedule afresh
+at `--lr` from the resumed epoch (a warm restart, what extending a finished run wants).
+
+Data sources (finetune.json "data", or --data-source with --data-path / --train-data /
+--test-data):
 - fair: files in fair-pruner's dataset format (safetensors with `pixels` u8 [N, C, H, W],
   `labels` i64 [N] and metadata), e.g. the splits `prune --finetune-with torchrun` writes;
 - cifar10 / cifar100: the extracted binary directory (data_batch_*.bin / test_batch.bin,
   train.bin / test.bin with fine labels);
 - idx: a directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
   t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz];
-- folder: ImageFolder trees (one sub-directory per class) read with torchvision: training
-  RandomResizedCrop to the input size + horizontal flip, evaluation resize of the shorter
-  side to round(size·256/224) then centre crop to the input size.
+- folder: ImageFolder trees (one sub-directory per class) read with torchvision as
+  fair-pruner's ImageFolder reads them: PIL's convert('L') or ('RGB') to the model's
+  channels; evaluation resize of the shorter side to the recorded `resize` (default
+  round(min(H, W)·256/224)) then centre crop to the input size; training the same unless the
+  transform records an augmentation, then RandomResizedCrop to the input size (scale
+  0.08–1, ratio 3/4–4/3), plus a horizontal flip only when the augmentation's `flip` is set.
 The byte sources (fair, cifar, idx) go through fair-pruner's own transform, step for step:
 grey → RGB when the model wants 3 channels, scale to [0, 1], centred zero padding (or
 bilinear resize when the image is larger) to the input size, per-channel normalisation,
@@ -48,6 +65,7 @@ import importlib.util
 import json
 import math
 import os
+import random
 import struct
 import sys
 import time
@@ -225,18 +243,34 @@ def per_channel(values, c):
     return values * c if len(values) == 1 else values
 
 
+class Convert:
+    """PIL's Image.convert(mode) (picklable, for data loader workers)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def __call__(self, im):
+        return im.convert(self.mode)
+
+
 def folder_sets(train_dir, test_dir, spec, input_shape):
+    """fair-pruner's ImageFolder (crates/data/src/folder.rs) in torchvision: evaluation resize +
+    centre crop; training the same, or with an augmentation RandomResizedCrop (+ flip)."""
     from torchvision import datasets, transforms
 
     c, h, w = input_shape
-    mode = "RGB" if c == 3 else "L"
+    convert = Convert("RGB" if c == 3 else "L")  # 'L': ITU-R 601-2 luma, as fair-pruner
     norm = transforms.Normalize(per_channel(spec.get("mean", [0.0]), c), per_channel(spec.get("std", [1.0]), c))
-    convert = transforms.Lambda(lambda im: im.convert(mode))
     resize = spec.get("resize") or round(min(h, w) * 256 / 224)
-    train_t = transforms.Compose(
-        [convert, transforms.RandomResizedCrop((h, w)), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
-    )
     eval_t = transforms.Compose([convert, transforms.Resize(resize), transforms.CenterCrop((h, w)), transforms.ToTensor(), norm])
+    augment = spec.get("augment")
+    if augment is None:
+        train_t = eval_t
+    else:
+        steps = [convert, transforms.RandomResizedCrop((h, w), scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0))]
+        if augment.get("flip", False):
+            steps.append(transforms.RandomHorizontalFlip())
+        train_t = transforms.Compose(steps + [transforms.ToTensor(), norm])
     return datasets.ImageFolder(train_dir, train_t), datasets.ImageFolder(test_dir, eval_t)
 
 
@@ -249,9 +283,15 @@ def subset(ds, limit, seed):
     return torch.utils.data.Subset(ds, idx)
 
 
-def build_data(args, cfg, input_shape):
-    """(train set, test set, batch transform or None) from the flags over finetune.json."""
-    if args.data_source:  # the flags replace the recorded source; relative to the working directory
+SOURCES = ("fair", "cifar10", "cifar100", "idx", "folder")
+FLAGS = {"path": "--data-path", "train": "--train-data", "test": "--test-data"}
+
+
+def data_config(args, cfg):
+    """(source, data, base directory) from the flags over finetune.json, every path a source
+    needs present; a missing one ends the run with the flag that gives it."""
+    from_flags = bool(args.data_source)
+    if from_flags:  # the flags replace the recorded source; relative to the working directory
         data, base = {"source": args.data_source}, os.getcwd()
     else:
         data, base = dict(cfg.get("data") or {}), args.config_dir
@@ -261,10 +301,32 @@ def build_data(args, cfg, input_shape):
     source = data.get("source")
     if not source:
         raise SystemExit(
-            "no data source: finetune.json records none; give --data-source fair --train FILE --test FILE, "
-            "--data-source cifar10|cifar100|idx --data-path DIR, or --data-source folder --train DIR --test DIR"
+            "no data source: finetune.json records none; give --data-source fair --train-data FILE --test-data FILE, "
+            "--data-source cifar10|cifar100|idx --data-path DIR, or --data-source folder --data-path DIR "
+            "(holding train/ and test/) or --train-data DIR --test-data DIR"
         )
-    spec = cfg.get("transform") or {}
+    if source not in SOURCES:
+        raise SystemExit(f"unknown data source '{source}' (expected {', '.join(SOURCES)})")
+
+    def missing(key, what, alternative=""):
+        where = f"--data-source {source}" if from_flags else f"the data source '{source}' of {args.config}"
+        raise SystemExit(f"{where} needs {FLAGS[key]} ({what}){alternative}")
+
+    if source == "folder":
+        for key, what in (("train", "the training tree"), ("test", "the test tree")):
+            if not data.get(key) and not data.get("path"):
+                missing(key, what, f", or --data-path DIR holding {key}/")
+    elif source == "fair":
+        for key, what in (("train", "the training file"), ("test", "the test file")):
+            if not data.get(key):
+                missing(key, what)
+    elif not data.get("path"):
+        missing("path", "the directory of the files")
+    return source, data, base
+
+
+def build_data(source, data, base, spec, input_shape):
+    """(train set, test set, batch transform or None) of a checked data_config."""
     if source == "folder":
         train_dir = resolve(data.get("train") or os.path.join(data["path"], "train"), base)
         test_dir = resolve(data.get("test") or os.path.join(data["path"], "test"), base)
@@ -277,25 +339,88 @@ def build_data(args, cfg, input_shape):
         d = resolve(data["path"], base)
         tr = Bytes(*load_cifar(d, source == "cifar100", True))
         te = Bytes(*load_cifar(d, source == "cifar100", False))
-    elif source == "idx":
+    else:  # idx
         d = resolve(data["path"], base)
         tr, te = Bytes(*load_idx(d, True)), Bytes(*load_idx(d, False))
-    else:
-        raise SystemExit(f"unknown data source '{source}' (expected fair, cifar10, cifar100, idx, folder)")
     return tr, te, ByteTransform(spec, input_shape)
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
+def lr_at(schedule, base, epoch, step, steps_per_epoch, segment):
+    """The learning rate of `step` in `epoch`. segment: {"epochs": the schedule's total,
+    "start": the epoch it (re)started at, "scale": its starting rate / base}; a fresh run's is
+    {"epochs": epochs, "start": 0, "scale": 1.0}."""
     kind = schedule.get("kind", "cosine")
     if kind == "constant":
         return base
+    start, lr0 = segment["start"], base * segment["scale"]
     if kind == "step":
-        return base * schedule["gamma"] ** (epoch // schedule["every"])
-    total = max(1, epochs * steps_per_epoch)
-    return 0.5 * base * (1.0 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total))
+        return lr0 * schedule["gamma"] ** ((epoch - start) // schedule["every"])
+    total = max(1, (segment["epochs"] - start) * steps_per_epoch)
+    done = min(total, (epoch - start) * steps_per_epoch + step)
+    return 0.5 * lr0 * (1.0 + math.cos(math.pi * done / total))
+
+
+def resumed_segment(schedule, base, ckpt, epochs, start_epoch, steps_per_epoch, reset):
+    """The schedule segment of a resumed run: the checkpoint's while its total stands; a new
+    cosine tail from the rate reached when the total changes; a fresh start with `reset`."""
+    if reset:
+        return {"epochs": epochs, "start": start_epoch, "scale": 1.0}
+    old = ckpt.get("schedule") or {"epochs": epochs, "start": 0, "scale": 1.0}
+    if schedule.get("kind", "cosine") != "cosine" or old["epochs"] == epochs:
+        return dict(old, epochs=epochs)
+    reached = lr_at(schedule, base, start_epoch, 0, steps_per_epoch, old)
+    if reached < 1e-3 * base:
+        log(
+            f"the cosine schedule had reached {reached:.3g} (its total was {old['epochs']} epochs): "
+            "the added epochs train at about that rate; --reset-schedule restarts it at --lr"
+        )
+    return {"epochs": epochs, "start": start_epoch, "scale": reached / base if base else 0.0}
+
+
+def rng_state(gen, cuda):
+    """This process's random state: torch's global generator, the augmentation generator,
+    CUDA's generator of this device, Python's random."""
+    state = {"torch": torch.get_rng_state(), "augment": gen.get_state(), "python": random.getstate()}
+    if cuda:
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state, gen, cuda):
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["augment"])
+    random.setstate(state["python"])
+    if cuda and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def all_rng_states(gen, cuda):
+    """Every process's rng_state, by global rank (a collective: every rank calls it)."""
+    mine = rng_state(gen, cuda)
+    if world() == 1:
+        return [mine]
+    states = [None] * world()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def load_checkpoint(path):
+    """The checkpoint, read by rank 0 and broadcast to the others (only rank 0 writes it, so
+    on several nodes only its node needs the file)."""
+    box = [None]
+    if rank() == 0:
+        try:
+            box[0] = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as e:
+            box[0] = {"error": f"cannot read the checkpoint {path}: {e}"}
+    if world() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if "error" in box[0]:
+        raise SystemExit(box[0]["error"])
+    return box[0]
 
 
 def evaluate(net, test_set, transform, device, batch, amp, workers):
@@ -336,11 +461,15 @@ def parse_args(argv):
     p.add_argument("--weights", help="starting weights [model.safetensors next to this script]")
     p.add_argument("--out", help="output directory [finetune/ next to this script]")
     p.add_argument("--resume", nargs="?", const="", default=None, help="continue from a checkpoint [OUT/checkpoint.pt]")
+    p.add_argument(
+        "--reset-schedule", action="store_true", help="with --resume: restart the learning-rate schedule at --lr from the resumed epoch"
+    )
+    p.add_argument("--stop-after", type=int, help="end after this epoch (the schedule still spans --epochs; --resume continues)")
     p.add_argument("--data-source", help="fair, cifar10, cifar100, idx or folder (overrides finetune.json)")
-    p.add_argument("--data-path", help="directory of a cifar, idx or folder source")
+    p.add_argument("--data-path", help="directory of a cifar or idx source, or of a folder source's train/ and test/")
     p.add_argument("--train-data", help="training file (fair) or directory (folder)")
     p.add_argument("--test-data", help="test file (fair) or directory (folder)")
-    p.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this)")
+    p.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this) [finetune.json; the checkpoint's]")
     p.add_argument("--lr", type=float, help="base learning rate")
     p.add_argument("--batch-size", type=int, help="global batch size, split over the processes")
     p.add_argument("--momentum", type=float)
@@ -378,6 +507,9 @@ def main(argv=None):
     seed = pick(args.seed, "seed", 0)
     schedule = train_cfg.get("schedule") or {"kind": "cosine"}
     input_shape = cfg["input"]
+    if args.reset_schedule and args.resume is None:
+        raise SystemExit("--reset-schedule restarts the schedule of a resumed run: give --resume too")
+    data_source, data, data_base = data_config(args, cfg)  # before any work
 
     # Process group from torchrun's environment.
     cuda = torch.cuda.is_available() and args.device != "cpu"
@@ -394,6 +526,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     amp = device.type == "cuda" and not args.no_amp
     torch.manual_seed(seed + rank())
+    random.seed(seed + rank())
 
     out = resolve(args.out, os.getcwd()) if args.out else os.path.join(args.config_dir, "finetune")
     if rank() == 0:
@@ -416,7 +549,7 @@ def main(argv=None):
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-    train_set, test_set, transform = build_data(args, cfg, input_shape)
+    train_set, test_set, transform = build_data(data_source, data, data_base, cfg.get("transform") or {}, input_shape)
     train_set = subset(train_set, args.limit_train, seed)
     test_set = subset(test_set, args.limit_test, seed)
     workers = args.workers if args.workers is not None else (0 if transform is not None else min(8, os.cpu_count() or 1))
@@ -433,34 +566,46 @@ def main(argv=None):
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    gen = torch.Generator().manual_seed(seed * 1000 + rank())
     history, start_epoch, step, resumed = [], 0, 0, None
+    segment = {"epochs": epochs, "start": 0, "scale": 1.0}
     if args.resume is not None:
         ckpt_path = resolve(args.resume, os.getcwd()) if args.resume else os.path.join(out, "checkpoint.pt")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        if args.epochs is None and ckpt.get("schedule"):
+            epochs = ckpt["schedule"]["epochs"]
+        segment = resumed_segment(schedule, base_lr, ckpt, epochs, start_epoch, steps_per_epoch, args.reset_schedule)
+        states = ckpt.get("rng") or []
+        if len(states) == world():
+            set_rng_state(states[rank()], gen, cuda)
+        else:
+            log(f"the checkpoint holds the random state of {len(states)} process(es), not {world()}: it is not restored")
         resumed = {"checkpoint": ckpt_path, "epoch": start_epoch, "step": step}
         log(f"resumed from {ckpt_path}: epoch {start_epoch}, step {step}")
+        del ckpt
     model = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None) if distributed else net
+    end_epoch = epochs if args.stop_after is None else max(start_epoch, min(epochs, args.stop_after))
 
     log(
         f"{world()} process(es), backend {dist.get_backend() if distributed else 'none'}, device {device.type}, "
-        f"amp {amp}; {len(train_set)} train / {len(test_set)} test samples; epochs {start_epoch + 1}..{epochs}, "
-        f"{steps_per_epoch} steps each, global batch {per_rank * world()}"
+        f"amp {amp}; {len(train_set)} train / {len(test_set)} test samples; epochs {start_epoch + 1}..{end_epoch} "
+        f"of {epochs}, {steps_per_epoch} steps each, global batch {per_rank * world()}"
     )
-    gen = torch.Generator().manual_seed(seed * 1000 + rank())
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, end_epoch):
         model.train()
         sampler.set_epoch(epoch)
         t0 = time.time()
+        first_lr = lr_at(schedule, base_lr, epoch, 0, steps_per_epoch, segment)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
         for i, (x, y) in enumerate(loader):
             if i >= steps_per_epoch:
                 break
             for g in optimizer.param_groups:
-                g["lr"] = lr_at(schedule, base_lr, epoch, i, steps_per_epoch, epochs)
+                g["lr"] = lr_at(schedule, base_lr, epoch, i, steps_per_epoch, segment)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if transform is not None:
                 x = transform(x, train=True, generator=gen)
@@ -489,8 +634,20 @@ def main(argv=None):
         if distributed:
             dist.all_reduce(loss_sum)
         train_loss = loss_sum[0].item() / max(1.0, loss_sum[1].item())
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "samples": int(loss_sum[1].item()), "seconds": time.time() - t0})
-        log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}, {int(loss_sum[1].item())} samples, {time.time() - t0:.1f} s")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": first_lr,
+                "samples": int(loss_sum[1].item()),
+                "seconds": time.time() - t0,
+            }
+        )
+        log(
+            f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}, lr {first_lr:.4g}, "
+            f"{int(loss_sum[1].item())} samples, {time.time() - t0:.1f} s"
+        )
+        rng = all_rng_states(gen, cuda)  # every rank: a collective
         if rank() == 0:
             ckpt = {
                 "model": net.state_dict(),
@@ -499,6 +656,8 @@ def main(argv=None):
                 "epoch": epoch + 1,
                 "step": step,
                 "history": history,
+                "schedule": segment,
+                "rng": rng,
             }
             atomic_write(os.path.join(out, "checkpoint.pt"), lambda tmp: torch.save(ckpt, tmp))
 
@@ -518,6 +677,7 @@ def main(argv=None):
             "history": history,
             "test": test,
             "resumed_from": resumed,
+            "schedule": segment,
             "distill": {"teacher": teacher_cfg["path"], "temperature": temperature, "weight": distill_weight} if teacher else None,
             "weights": "finetuned.safetensors",
             "seconds": time.time() - started,

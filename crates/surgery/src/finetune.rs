@@ -68,9 +68,10 @@ pub enum ScriptData {
         /// The directory.
         path: String,
     },
-    /// ImageFolder trees (one sub-directory per class), read with torchvision's standard
-    /// transforms (training: RandomResizedCrop + flip; evaluation: resize to
-    /// round(size·256/224) and centre crop).
+    /// ImageFolder trees (one sub-directory per class), read with torchvision as
+    /// `fair_data::ImageFolder` reads them: evaluation resize of the shorter side to
+    /// [`ScriptTransform::resize`] and centre crop; training the same, or with an
+    /// [`ScriptTransform::augment`] RandomResizedCrop plus a flip when [`ScriptAugment::flip`].
     Folder {
         /// The training tree.
         train: String,
@@ -87,8 +88,9 @@ pub struct ScriptTransform {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation.
     pub std: Vec<f32>,
-    /// Training-only augmentation of byte sources (folders use torchvision's
-    /// RandomResizedCrop + flip).
+    /// Training-only augmentation (`None`: training uses the evaluation transform). Byte
+    /// sources: zero padding + random crop, then flip; folder sources: RandomResizedCrop to
+    /// the input size, then flip (`crop_padding` does not apply).
     pub augment: Option<ScriptAugment>,
     /// Folder sources: the shorter side is resized to this before the centre crop to the
     /// input size (default round(min(H, W)·256/224), torchvision's `Resize(256)` at 224).
@@ -96,11 +98,12 @@ pub struct ScriptTransform {
     pub resize: Option<usize>,
 }
 
-/// Training-only augmentation: zero padding + random crop, horizontal flip.
+/// Training-only augmentation: zero padding + random crop (byte sources) or
+/// RandomResizedCrop (folder sources), horizontal flip.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptAugment {
-    /// Pad by this many pixels, then crop back at a random offset (0: no crop).
+    /// Byte sources: pad by this many pixels, then crop back at a random offset (0: no crop).
     pub crop_padding: usize,
     /// Flip horizontally with probability ½.
     pub flip: bool,
