@@ -577,30 +577,7 @@ fn ratios_align_residual_groups_for_targets() {
     assert!(1.0 - after / before >= 0.3, "{after} of {before}");
 }
 
-/// Two classes of 8×8 images (bright left half vs bright right half) as IDX files.
-fn write_idx_toy(dir: &std::path::Path) {
-    let write = |name: &str, n: usize| {
-        let mut img = vec![0u8, 0, 8, 3];
-        for d in [n as u32, 8, 8] {
-            img.extend(d.to_be_bytes());
-        }
-        let mut lab = vec![0u8, 0, 8, 1];
-        lab.extend((n as u32).to_be_bytes());
-        for i in 0..n {
-            let c = (i % 2) as u8;
-            for _y in 0..8 {
-                for x in 0..8 {
-                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
-                }
-            }
-            lab.push(c);
-        }
-        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
-    };
-    write("train", 64);
-    write("t10k", 32);
-}
+use fair_testkit::write_idx_toy;
 
 /// Writes the toy IDX dataset into `dir`, trains an MLP on it with `fair-pruner train` for
 /// `epochs`, and returns the shared model/data flags and the weights path.

@@ -63,27 +63,7 @@ struct Toy {
 
 fn toy(model: &str) -> Toy {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, n: usize| {
-        let mut img = vec![0u8, 0, 8, 3];
-        for d in [n as u32, 8, 8] {
-            img.extend(d.to_be_bytes());
-        }
-        let mut lab = vec![0u8, 0, 8, 1];
-        lab.extend((n as u32).to_be_bytes());
-        for i in 0..n {
-            let c = (i % 2) as u8;
-            for _y in 0..8 {
-                for x in 0..8 {
-                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
-                }
-            }
-            lab.push(c);
-        }
-        std::fs::write(dir.path().join(format!("{name}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.path().join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
-    };
-    write("train", 64);
-    write("t10k", 32);
+    fair_testkit::write_idx_toy(dir.path());
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     for f in std::fs::read_dir(dir.path()).unwrap() {

@@ -1,7 +1,6 @@
 //! `prune --finetune-with torchrun`: the flags reach the pipeline, the script reads the
 //! user's IDX directory itself, and misuse is refused before any work.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
@@ -15,30 +14,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A two-class 8×8 IDX dataset (left or right half bright) in `dir`.
-fn write_idx_toy(dir: &Path) {
-    let write = |name: &str, n: usize| {
-        let mut img = vec![0u8, 0, 8, 3];
-        for d in [n as u32, 8, 8] {
-            img.extend(d.to_be_bytes());
-        }
-        let mut lab = vec![0u8, 0, 8, 1];
-        lab.extend((n as u32).to_be_bytes());
-        for i in 0..n {
-            let c = (i % 2) as u8;
-            for _y in 0..8 {
-                for x in 0..8 {
-                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
-                }
-            }
-            lab.push(c);
-        }
-        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
-    };
-    write("train", 64);
-    write("t10k", 32);
-}
+use fair_testkit::write_idx_toy;
 
 fn prune_args<'a>(data: &'a str, weights: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![

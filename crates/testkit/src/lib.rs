@@ -58,3 +58,30 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Writes a two-class toy dataset as IDX files into `dir`: 8×8 grey images whose left
+/// (class 0) or right (class 1) half is bright, 64 training images
+/// (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`) and 32 test images (`t10k-…`).
+pub fn write_idx_toy(dir: &std::path::Path) {
+    let write = |name: &str, n: usize| {
+        let mut img = vec![0u8, 0, 8, 3];
+        for d in [n as u32, 8, 8] {
+            img.extend(d.to_be_bytes());
+        }
+        let mut lab = vec![0u8, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            let c = (i % 2) as u8;
+            for _y in 0..8 {
+                for x in 0..8 {
+                    img.push(if (x < 4) == (c == 0) { 200 } else { 20 } + (i % 7) as u8);
+                }
+            }
+            lab.push(c);
+        }
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), lab).unwrap();
+    };
+    write("train", 64);
+    write("t10k", 32);
+}
