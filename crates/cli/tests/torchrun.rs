@@ -16,6 +16,32 @@ fn stderr(o: &Output) -> String {
 
 use fair_testkit::write_idx_toy;
 
+/// Writes the IDX toy into `dir` and trains the MLP on it for one epoch into `weights`.
+fn train_toy(dir: &std::path::Path, weights: &std::path::Path) {
+    write_idx_toy(dir);
+    let o = run(&[
+        "train",
+        "--model",
+        "mlp",
+        "--input",
+        "1x8x8",
+        "--classes",
+        "2",
+        "--data",
+        "idx",
+        "--data-path",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        weights.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 fn prune_args<'a>(data: &'a str, weights: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "prune",
@@ -59,28 +85,7 @@ fn torchrun_flags_are_refused_without_torchrun_and_a_missing_python_fails_first(
         stderr(&o)
     );
 
-    write_idx_toy(dir.path());
-    let o = run(&[
-        "train",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        d,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        w.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_toy(dir.path(), &w);
     let missing = dir.path().join("no-python");
     let o = run(&[
         &base[..],
@@ -105,29 +110,8 @@ fn prune_finetunes_with_torchrun_on_an_idx_directory() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    write_idx_toy(dir.path());
     let w = dir.path().join("w.safetensors");
-    let o = run(&[
-        "train",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        d,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        w.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_toy(dir.path(), &w);
     let out = dir.path().join("out");
     let base = prune_args(d, w.to_str().unwrap(), out.to_str().unwrap());
     let o = run(&[
