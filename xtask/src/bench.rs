@@ -4,7 +4,7 @@
 //! The benchmarks live in the `fair-bench` crate (`crates/bench`), which calls fair-pruner's
 //! libraries directly; xtask itself must build before libtorch exists, so it only provisions
 //! libtorch and the reference Python (`setup`), then runs
-//! `cargo run --release -p fair-bench -- <scoring|compare|loader> --python PYTHON ARGS`.
+//! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader> --python PYTHON ARGS`.
 
 use anyhow::{Result, bail};
 
@@ -12,8 +12,9 @@ use crate::{Setup, cargo};
 
 const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]
        cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]
+       cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --no-docs --tables-only]
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
-       (cargo xtask bench <scoring|compare|loader> --help lists every option)";
+       (cargo xtask bench <scoring|compare|ablation|loader> --help lists every option)";
 
 /// The `cargo` arguments that run `fair-bench` for `args` (`args[0]` is the benchmark),
 /// passing the reference Python first so an explicit `--python` in `args` wins.
@@ -21,7 +22,7 @@ fn cargo_args<'a>(python: Option<&'a str>, args: &[&'a str]) -> Result<Vec<&'a s
     let Some((&bench, rest)) = args.split_first() else {
         bail!("{USAGE}");
     };
-    if !matches!(bench, "scoring" | "compare" | "loader") {
+    if !matches!(bench, "scoring" | "compare" | "ablation" | "loader") {
         bail!("unknown benchmark '{bench}'\n{USAGE}");
     }
     let mut v = vec![
@@ -73,6 +74,10 @@ mod tests {
         assert_eq!(
             cargo_args(None, &["loader", "--images", "500"]).unwrap()[6..],
             ["loader", "--images", "500"]
+        );
+        assert_eq!(
+            cargo_args(Some("/py"), &["ablation", "--seeds", "0"]).unwrap()[6..],
+            ["ablation", "--python", "/py", "--seeds", "0"]
         );
         assert!(cargo_args(None, &[]).is_err());
         assert!(cargo_args(None, &["speed"]).is_err());

@@ -10,6 +10,8 @@
 //! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
 //! - `cargo xtask bench compare` — FAIR-Pruner against the authors' package, uniform L1
 //!   (ours and Torch-Pruning) and ToD + L1, same fine-tuning budget; tables in docs/results.md.
+//! - `cargo xtask bench ablation` — FAIR-Pruner variants against uniform and Torch-Pruning
+//!   baselines at equal MACs over seeds; table in docs/results.md, charts in docs/.
 //!
 //! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
 //! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
@@ -63,7 +65,16 @@ USAGE:
                                Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
                                budget; writes the tables into docs/results.md (~30 min
                                on 2 cores after training, which the first run adds)
-                               Both run the fair-bench crate (crates/bench) through the
+    cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7
+                                --finetune-epochs 1,5 --methods fair-paper,... --val-per-class 500
+                                --train-epochs 3 --finetune-fraction F --per-class 32 --threads 2
+                                --no-docs --tables-only]
+                               FAIR-Pruner variants (fair-paper and one change each) vs uniform L1
+                               (ours, Torch-Pruning) and Torch-Pruning global Taylor / group norm
+                               at equal MACs, mean ± std over seeds: one-shot, + BN recalibration,
+                               fine-tuned (validation and test); table in docs/results.md and
+                               docs/ablation-<net>.svg (hours on 2 cores at the defaults)
+                               All run the fair-bench crate (crates/bench) through the
                                libraries: cargo run --release -p fair-bench -- <bench> --help
     cargo xtask gpu-check      [--models vgg16_bn_cifar,resnet50 --classes K --per-class N
                                 --batch N --no-cpu]

@@ -64,6 +64,14 @@ pub enum AnalysisError {
     /// A goal is out of range or does not fit the method.
     #[error("{0}")]
     Goal(String),
+    /// A selection option is out of range.
+    #[error("{option}: {detail}")]
+    InvalidOption {
+        /// The option (as a field name, e.g. `mac_weight`).
+        option: &'static str,
+        /// What is wrong and what is expected.
+        detail: String,
+    },
     /// Thresholding failed (NaN scores, unreachable target, ...).
     #[error(transparent)]
     Threshold(#[from] fair_threshold::ThresholdError),

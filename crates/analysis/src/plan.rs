@@ -94,6 +94,15 @@ pub enum GroupRule {
     /// fair-pruner builds the plan itself, it makes the members agree: see
     /// [`crate::Selector`].)
     Strict,
+    /// Rank each coupled group as one, as Torch-Pruning does (a fair-pruner extension): U, R
+    /// and the ranking summed over its members, each divided by its mean |score|, before ToD;
+    /// one curve, one count and one removal set per group.
+    ///
+    /// The sums are formed by [`crate::Selector`] (normalising by the mean |score| makes
+    /// layers of different scale weigh alike; a layer alone in its group is unchanged), so
+    /// its members ask for identical units; resolving a plan, members must agree, as under
+    /// `Strict`. Not in the paper or the authors' package.
+    Summed,
 }
 
 impl GroupRule {
@@ -103,6 +112,7 @@ impl GroupRule {
             GroupRule::Intersection => "intersection",
             GroupRule::Package => "package",
             GroupRule::Strict => "strict",
+            GroupRule::Summed => "summed",
         }
     }
 }
@@ -119,7 +129,9 @@ pub(crate) fn resolve(
         GroupRule::Intersection => requests.iter().skip(1).fold(requests[0].clone(), |acc, r| {
             acc.intersection(r).copied().collect()
         }),
-        GroupRule::Strict => {
+        // Under `Summed` the selector gives every member the same scores, hence the same
+        // request; a hand-written plan must agree as under `Strict`.
+        GroupRule::Strict | GroupRule::Summed => {
             if requests.iter().any(|r| r != &requests[0]) {
                 return Err(AnalysisError::Disagreement {
                     layers: layers.to_vec(),
@@ -175,6 +187,25 @@ mod tests {
             resolve(GroupRule::Strict, 8, &layers, &same).unwrap(),
             set(&[3])
         );
+        assert_eq!(
+            resolve(GroupRule::Summed, 8, &layers, &same).unwrap(),
+            set(&[3])
+        );
+        assert!(resolve(GroupRule::Summed, 8, &layers, &req).is_err());
+    }
+
+    #[test]
+    fn rule_names_match_serde_names() {
+        for rule in [
+            GroupRule::Intersection,
+            GroupRule::Package,
+            GroupRule::Strict,
+            GroupRule::Summed,
+        ] {
+            let json = serde_json::to_string(&rule).unwrap();
+            assert_eq!(json, format!("\"{}\"", rule.name()));
+            assert_eq!(serde_json::from_str::<GroupRule>(&json).unwrap(), rule);
+        }
     }
 
     #[test]

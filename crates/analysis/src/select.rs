@@ -102,6 +102,14 @@ pub struct SelectOptions {
     pub counting: CountOptions,
     /// Layers never to prune (besides the output layer), with everything coupled to them.
     pub protected: Vec<String>,
+    /// MAC-aware counts, γ ≥ 0 (default 0: off, the paper). With γ > 0 each layer's ToD
+    /// curve is [weighted](TodCurve::weighted) by w_l = (c_l / c̄)^γ, where c_l is the MACs
+    /// saved by removing one unit of the layer together with everything coupled to it
+    /// ([`Selector::unit_macs`]) and c̄ their geometric mean over the scored layers: the layer
+    /// removes the largest m with ToD(m) ≤ min(1, α·w_l), so layers whose units cost many MACs
+    /// tolerate more conflict and give up more units. A fair-pruner extension, not in the
+    /// paper or the authors' package.
+    pub mac_weight: f64,
 }
 
 /// The outcome of [`Selector::select`].
@@ -156,6 +164,8 @@ pub struct Selector {
     layers: Vec<String>,
     curves: Vec<TodCurve>,
     ranking: Vec<Vec<f64>>,
+    unit_macs: Vec<u64>,
+    weights: Vec<f64>,
     options: SelectOptions,
     model_digest: Option<String>,
 }
@@ -163,7 +173,10 @@ pub struct Selector {
 impl Selector {
     /// A selector over `layers` of `graph` (the graph's prunable layers, in order): ToD
     /// curves from `remove_by` (low = remove) and `protect_by` (high = protect), units removed
-    /// in order of `rank_by` (lowest first). One score vector per layer in each.
+    /// in order of `rank_by` (lowest first). One score vector per layer in each, one score per
+    /// unit. Under [`GroupRule::Summed`] the members of each coupled group get the group's
+    /// normalised sums of all three first; with `options.mac_weight` > 0 the curves are
+    /// weighted by [`Selector::weights`].
     pub fn new(
         graph: Graph,
         layers: Vec<String>,
@@ -172,6 +185,15 @@ impl Selector {
         rank_by: &[&[f64]],
         options: SelectOptions,
     ) -> Result<Self, AnalysisError> {
+        let gamma = options.mac_weight;
+        if !(gamma.is_finite() && gamma >= 0.0) {
+            return Err(AnalysisError::InvalidOption {
+                option: "mac_weight",
+                detail: format!(
+                    "the MAC weight γ must be a finite number ≥ 0 (0 = off, the paper), found {gamma}"
+                ),
+            });
+        }
         let expected = graph.prunable_layers();
         if layers
             .iter()
@@ -202,28 +224,76 @@ impl Selector {
                     ),
                 });
             }
-        }
-        let curves = layers
-            .iter()
-            .zip(remove_by.iter().zip(protect_by))
-            .map(|(l, (u, r))| TodCurve::new(l, u, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        for ((l, c), rank) in layers.iter().zip(&curves).zip(rank_by) {
-            if rank.len() != c.units() {
-                return Err(AnalysisError::Unsupported {
-                    node: l.clone(),
-                    detail: format!("{} rank-by scores for {} units", rank.len(), c.units()),
-                });
+            for (l, scores) in layers.iter().zip(v) {
+                let units = graph.units(l).unwrap_or(0);
+                if scores.len() != units {
+                    return Err(AnalysisError::Unsupported {
+                        node: l.clone(),
+                        detail: format!("{} {what} scores for {units} units", scores.len()),
+                    });
+                }
             }
         }
         let protected: Vec<&str> = options.protected.iter().map(String::as_str).collect();
         let groups = analyze(&graph, &protected)?;
+        let index: HashMap<&str, usize> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
+            .collect();
+        // Scored members of each group with more than one.
+        let coupled: Vec<Vec<usize>> = groups
+            .groups()
+            .iter()
+            .map(|g| {
+                g.layers
+                    .iter()
+                    .filter_map(|l| index.get(l.as_str()).copied())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|m| m.len() > 1)
+            .collect();
+        let mut owned: [Vec<Vec<f64>>; 3] =
+            [remove_by, protect_by, rank_by].map(|v| v.iter().map(|s| s.to_vec()).collect());
+        if options.rule == GroupRule::Summed {
+            for scores in &mut owned {
+                for members in &coupled {
+                    let sum = normalised_sum(members.iter().map(|&i| scores[i].as_slice()));
+                    for &i in members {
+                        scores[i].clone_from(&sum);
+                    }
+                }
+            }
+        }
+        let [remove, protect, ranking] = owned;
+        let mut curves = layers
+            .iter()
+            .zip(remove.iter().zip(&protect))
+            .map(|(l, (u, r))| TodCurve::new(l, u, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let unit_macs = unit_macs(&graph, &groups, &index)?;
+        let weights = mac_weights(&unit_macs, gamma);
+        if gamma > 0.0 {
+            for ((curve, &w), l) in curves.iter_mut().zip(&weights).zip(&layers) {
+                if !(w.is_finite() && w > 0.0) {
+                    return Err(AnalysisError::InvalidOption {
+                        option: "mac_weight",
+                        detail: format!(
+                            "γ = {gamma} is too large: layer '{l}' would get the MAC weight {w} (it must be finite and > 0)"
+                        ),
+                    });
+                }
+                *curve = curve.weighted(w)?;
+            }
+        }
         Ok(Selector {
             graph,
             groups,
             layers,
             curves,
-            ranking: rank_by.iter().map(|r| r.to_vec()).collect(),
+            ranking,
+            unit_macs,
+            weights,
             options,
             model_digest: None,
         })
@@ -259,9 +329,29 @@ impl Selector {
         &self.layers
     }
 
-    /// One ToD curve per scored layer.
+    /// One ToD curve per scored layer: the curves the counts come from. Under
+    /// [`GroupRule::Summed`] they are built from the group's summed scores (identical for
+    /// the members of a group); with `mac_weight` > 0 they are
+    /// [weighted](TodCurve::weighted) by [`Selector::weights`] (values ToD(m)/w_l).
     pub fn curves(&self) -> &[TodCurve] {
         &self.curves
+    }
+
+    /// The MACs per sample saved by removing one unit of each scored layer together with
+    /// everything coupled to it: c = MACs(graph) − MACs(graph with every member of the
+    /// layer's group narrowed by one unit). It counts the layer's own MACs per unit, its
+    /// readers' MACs per input channel (or per H·W features after a flatten), and the same
+    /// for every coupled member; members of one group share one value. 0 for a layer that
+    /// cannot lose a unit (a fixed group, or a single unit), whose weight is then 1.
+    pub fn unit_macs(&self) -> &[u64] {
+        &self.unit_macs
+    }
+
+    /// The MAC weight of each scored layer, w_l = (c_l / c̄)^γ with c_l its
+    /// [`Selector::unit_macs`], c̄ the geometric mean of the non-zero c_l and γ the options'
+    /// `mac_weight`: all 1 when γ = 0 (the paper), and 1 for layers with c_l = 0.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
     }
 
     /// The options.
@@ -270,7 +360,8 @@ impl Selector {
     }
 
     /// The plan each layer's own count asks for, before coupled groups settle: every layer of
-    /// a prunable group proposes its `count` lowest-ranked units. Under the strict rule the
+    /// a prunable group proposes its `count` lowest-ranked units (under the summed rule the
+    /// members share one ranking and one count, so they agree). Under the strict rule the
     /// members are made to agree: the group removes the smallest of its members' counts, of
     /// the units with the lowest summed ranking (each member's scores divided by their mean,
     /// so layers of different scale weigh alike).
@@ -383,4 +474,69 @@ impl Selector {
             model_digest: self.model_digest.clone(),
         })
     }
+}
+
+/// The sum over `members` of each member's scores divided by its mean |score| (1 if that is
+/// 0), unit by unit. All members have the same number of units.
+fn normalised_sum<'a>(members: impl Iterator<Item = &'a [f64]>) -> Vec<f64> {
+    let mut sum: Vec<f64> = Vec::new();
+    for scores in members {
+        if sum.is_empty() {
+            sum = vec![0.0; scores.len()];
+        }
+        let mean = scores.iter().map(|v| v.abs()).sum::<f64>() / scores.len().max(1) as f64;
+        let scale = if mean > 0.0 { mean } else { 1.0 };
+        for (s, v) in sum.iter_mut().zip(scores) {
+            *s += v / scale;
+        }
+    }
+    sum
+}
+
+/// MACs saved by removing one unit from every member of each scored layer's group (0 where
+/// the group is fixed or has a single unit), per scored layer.
+fn unit_macs(
+    graph: &Graph,
+    groups: &ChannelGroups,
+    index: &HashMap<&str, usize>,
+) -> Result<Vec<u64>, AnalysisError> {
+    let mut costs = vec![0; index.len()];
+    let total = graph.macs();
+    for g in groups.groups() {
+        if !g.is_prunable() || g.units < 2 {
+            continue;
+        }
+        let narrowed: HashMap<String, usize> =
+            g.layers.iter().map(|l| (l.clone(), g.units - 1)).collect();
+        let c = total.saturating_sub(graph.with_units(&narrowed)?.macs());
+        for l in &g.layers {
+            if let Some(&i) = index.get(l.as_str()) {
+                costs[i] = c;
+            }
+        }
+    }
+    Ok(costs)
+}
+
+/// w_l = (c_l / c̄)^γ, c̄ the geometric mean of the non-zero costs; 1 where c_l = 0 or γ = 0.
+fn mac_weights(costs: &[u64], gamma: f64) -> Vec<f64> {
+    let logs: Vec<f64> = costs
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| (c as f64).ln())
+        .collect();
+    if gamma == 0.0 || logs.is_empty() {
+        return vec![1.0; costs.len()];
+    }
+    let mean_log = logs.iter().sum::<f64>() / logs.len() as f64;
+    costs
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                (gamma * ((c as f64).ln() - mean_log)).exp()
+            }
+        })
+        .collect()
 }

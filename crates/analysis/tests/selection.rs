@@ -55,10 +55,11 @@ fn selector(graph: &Graph, rule: GroupRule, seed: u64) -> Selector {
     .unwrap()
 }
 
-const RULES: [GroupRule; 3] = [
+const RULES: [GroupRule; 4] = [
     GroupRule::Package,
     GroupRule::Intersection,
     GroupRule::Strict,
+    GroupRule::Summed,
 ];
 
 fn nets() -> Vec<Graph> {
@@ -219,7 +220,7 @@ proptest! {
     /// Any α under any rule: widths equal the pruned graph's, and larger α never removes
     /// fewer MACs under the package and strict rules' group decisions.
     #[test]
-    fn any_alpha_resolves_consistently(seed in 0u64..1000, a in 0.0f64..=1.0, rule in 0usize..3) {
+    fn any_alpha_resolves_consistently(seed in 0u64..1000, a in 0.0f64..=1.0, rule in 0usize..4) {
         let graph = fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap();
         let sel = selector(&graph, RULES[rule], seed);
         let s = sel.select(Goal::Alpha(a), Method::Tod).unwrap();

@@ -31,13 +31,13 @@ use crate::{positive, read_json, reference_python, tables, workspace_root, write
 
 /// Seed of the fine-tuning subsets: `fair-pruner`'s `--train-fraction` seed, so every run
 /// (and every method) sees the same images.
-const SUBSET_SEED: u64 = 20260102;
+pub(crate) const SUBSET_SEED: u64 = 20260102;
 
 /// Batch size of the evaluations (as `fair-pruner eval`).
-const EVAL_BATCH: usize = 512;
+pub(crate) const EVAL_BATCH: usize = 512;
 
 /// Learning rate of every fine-tune.
-const FINETUNE_LR: f64 = 0.01;
+pub(crate) const FINETUNE_LR: f64 = 0.01;
 
 /// One network of the comparison.
 pub struct Net {
@@ -149,7 +149,8 @@ fn alpha(text: &str) -> Result<f64, String> {
     Ok(a)
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
+/// Creates `dir` and its parents.
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
@@ -231,7 +232,12 @@ impl Bench<'_> {
 /// Refuses a plan made for another architecture or other weights than `model` (whose model
 /// digest is `model_digest`), as `fair-pruner apply` does; plans written by the references
 /// carry no digests.
-fn check_digests(plan: &Plan, path: &Path, model: &Model, model_digest: &str) -> Result<()> {
+pub(crate) fn check_digests(
+    plan: &Plan,
+    path: &Path,
+    model: &Model,
+    model_digest: &str,
+) -> Result<()> {
     if let Some(d) = &plan.graph_digest
         && *d != graph_digest(model.graph())
     {
@@ -280,7 +286,8 @@ fn counts(selector: &Selector, selection: &Selection) -> Value {
         .collect()
 }
 
-fn run_python(mut cmd: Command, what: &str) -> Result<()> {
+/// Runs a reference script; its output becomes the error when it fails.
+pub(crate) fn run_python(mut cmd: Command, what: &str) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run the {what} reference"))?;

@@ -7,6 +7,12 @@
 //!   and Torch-Pruning's) and ToD counts with L1 ranking on Fashion-MNIST; every plan goes
 //!   through the same surgery, evaluation and fine-tuning. Writes
 //!   `target/bench/compare/summary.json` and the tables in `docs/results.md`.
+//! - `fair-bench ablation` — FAIR-Pruner's settings one at a time (`fair-paper` and a variant
+//!   per suspect) against uniform L1 (ours, Torch-Pruning's) and Torch-Pruning's global
+//!   Taylor and group-norm pruning at equal MACs, over seeds: one-shot, after BatchNorm
+//!   recalibration, fine-tuned per budget (validation and test). Writes
+//!   `target/bench/ablation/summary.json`, a table in `docs/results.md` and
+//!   `docs/ablation-<net>.svg`.
 //! - `fair-bench gpu-check` — scoring, surgery, a fine-tuning step and latency on CUDA and
 //!   on the CPU (CIFAR VGG16-BN, ResNet-50); writes `target/bench/gpu-check/summary.json`.
 //!
@@ -15,9 +21,9 @@
 //!   (generated once under `target/bench/loader/`): images/s and peak memory of each process
 //!   tree; writes `target/bench/loader/summary.json` and a block of `docs/results.md`.
 //!
-//! `cargo xtask bench scoring|compare` provisions libtorch and the reference Python, then runs
-//! this binary (`cargo run --release -p fair-bench`). The reference side runs the Python
-//! scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
+//! `cargo xtask bench scoring|compare|ablation|loader` provisions libtorch and the reference
+//! Python, then runs this binary (`cargo run --release -p fair-bench`). The reference side
+//! runs the Python scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +31,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod ablation;
 mod compare;
 mod gpu_check;
 mod loader;
@@ -46,6 +53,10 @@ enum Command {
     /// FAIR-Pruner vs network-pruner 2.16, uniform L1 (ours and Torch-Pruning) and ToD + L1 on
     /// Fashion-MNIST, same fine-tuning budget; tables into docs/results.md.
     Compare(compare::Options),
+    /// FAIR-Pruner variants (one suspect changed each) against uniform L1 and Torch-Pruning's
+    /// uniform L1, global Taylor and global group norm at equal MACs, mean ± std over seeds:
+    /// one-shot, after BatchNorm recalibration and fine-tuned (validation and test).
+    Ablation(ablation::Options),
     /// Score (U+R), surgery, a fine-tuning step and latency on CUDA and on the CPU for CIFAR
     /// VGG16-BN and ResNet-50, timed in the same run (CUDA figures pending without a GPU).
     GpuCheck(gpu_check::Options),
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Scoring(o) => scoring::run(o),
         Command::Compare(o) => compare::run(o),
+        Command::Ablation(o) => ablation::run(o),
         Command::GpuCheck(o) => gpu_check::run(o),
         Command::Loader(o) => loader::run(o),
     };
@@ -218,6 +230,7 @@ mod tests {
     fn the_workspace_root_holds_the_reference_scripts() {
         let root = workspace_root();
         assert!(root.join("xtask/bench/compare_reference.py").is_file());
+        assert!(root.join("xtask/bench/ablation_reference.py").is_file());
         assert!(root.join("xtask/bench/scoring_reference.py").is_file());
         assert!(root.join("xtask/bench/loader_reference.py").is_file());
         assert!(root.join("configs/fashion-vgg.toml").is_file());

@@ -230,6 +230,15 @@ pub fn write_docs(docs: &Path, md: &str) -> Result<()> {
     Ok(())
 }
 
+/// Replaces the block between `markers` of the Markdown file `docs` by `md`, atomically.
+pub fn write_block(docs: &Path, md: &str, markers: Markers) -> Result<()> {
+    let text =
+        std::fs::read_to_string(docs).with_context(|| format!("cannot read {}", docs.display()))?;
+    let new = splice(&text, md, markers).with_context(|| docs.display().to_string())?;
+    fair_ir::write_atomic(docs, new.as_bytes())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

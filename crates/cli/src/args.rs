@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args};
 use fair_data::ImageSource;
 use fair_ir::Graph;
-use fair_pipeline::{DrawSettings, PruneSection, RunConfig};
+use fair_pipeline::{DrawSettings, Preset, PruneSection, RunConfig};
 use fair_scoring::{AnalysisPoint, ConvDistance, MaxMemory, RMode, ScoringSettings, Wasserstein};
 
 /// Which model: a zoo name or an IR file.
@@ -92,15 +92,34 @@ pub struct ScoringArgs {
     /// Criteria to compute, comma-separated (see `fair-pruner criteria`) [default: u,r,l1].
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub criteria: Vec<String>,
-    #[arg(long, value_enum, help = default_help("Where the U-Score reads each unit's output", name(ScoringSettings::default().u.analysis_point)))]
+    /// Starting configuration of the scoring, the counts and the steps after surgery:
+    /// `fair-pruner` (the default, the best configuration measured on a validation split) or
+    /// `paper` (the authors' package network-pruner 2.16 as exactly as fair-pruner reproduces
+    /// it). Every flag or config key below overrides its part; docs/algorithm.md, "Presets",
+    /// lists what each sets [default: fair-pruner]
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    #[arg(
+        long,
+        value_enum,
+        help = "Where the U-Score reads each unit's output [default: from --preset]"
+    )]
     pub analysis_point: Option<AnalysisPoint>,
     #[arg(long, value_enum, help = default_help("How conv channels are compared for the U-Score", name(ScoringSettings::default().u.conv)))]
     pub conv_distance: Option<ConvDistance>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Random directions of the sliced U-Score", ScoringSettings::default().u.projections))]
     pub projections: Option<u64>,
-    #[arg(long, value_enum, help = default_help("1-D Wasserstein variant for unequal sample sizes", name(ScoringSettings::default().u.w1)))]
+    #[arg(
+        long,
+        value_enum,
+        help = "1-D Wasserstein variant for unequal sample sizes [default: from --preset]"
+    )]
     pub w1: Option<Wasserstein>,
-    #[arg(long, value_enum, help = default_help("Forward mode of the R-Score passes", name(ScoringSettings::default().r.mode)))]
+    #[arg(
+        long,
+        value_enum,
+        help = "Forward mode of the R-Score passes [default: from --preset]"
+    )]
     pub r_mode: Option<RMode>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Batch size of the R-Score passes (calibration samples in order)", ScoringSettings::default().r.batch_size))]
     pub batch_size: Option<u64>,
@@ -123,10 +142,19 @@ impl ScoringArgs {
         }
     }
 
-    /// The scoring settings: flags over `section` over the defaults; `draw` gives samples per
+    /// The preset: the flag, else the config's `[prune] preset`, else the default.
+    pub fn preset(&self, section: &PruneSection) -> Preset {
+        self.preset.or(section.preset).unwrap_or_default()
+    }
+
+    /// The scoring settings: flags over `section` over the preset; `draw` gives samples per
     /// class, classes and seed.
     pub fn settings(&self, section: &PruneSection, draw: &DrawSettings) -> ScoringSettings {
-        let mut s = ScoringSettings::default();
+        let batch_size = self
+            .batch_size
+            .map(|b| b as usize)
+            .unwrap_or(ScoringSettings::default().r.batch_size);
+        let mut s = self.preset(section).settings(batch_size).scoring;
         if let Some(a) = self.analysis_point.or(section.analysis_point) {
             s.u.analysis_point = a;
         }

@@ -15,6 +15,7 @@ mod apply;
 mod args;
 mod notes;
 mod prune;
+mod ratios;
 mod score;
 mod table;
 mod train;
@@ -41,7 +42,7 @@ enum Command {
     /// Score every prunable unit (U, R, L1, ...) over calibration data; writes a score file.
     Score(score::ScoreArgs),
     /// Per-layer pruning counts at a tolerance α or a target size, from a score file.
-    Ratios(score::RatiosArgs),
+    Ratios(ratios::RatiosArgs),
     /// Apply a prune plan (unit indices per layer) and export the smaller model for PyTorch.
     Apply(apply::ApplyArgs),
     /// Train a model (flags or a config from configs/); writes safetensors weights.
@@ -140,7 +141,7 @@ fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Command::Score(args) => score::score(args),
-        Command::Ratios(args) => score::ratios(args),
+        Command::Ratios(args) => ratios::ratios(args),
         Command::Apply(args) => apply::apply(args),
         Command::Train(args) => train::train(args, false),
         Command::Finetune(args) => train::train(args, true),

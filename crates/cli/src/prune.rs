@@ -7,9 +7,9 @@ use clap::Args;
 use fair_analysis::Goal;
 use fair_data::{Source, Transform};
 use fair_pipeline::charts::{summary_headers, summary_rows};
-use fair_pipeline::{Distill, LatencyOptions, PruneSection, Pruner, Torchrun, TorchrunData};
-use fair_scoring::Calibration;
-use fair_train::TrainSettings;
+use fair_pipeline::{LatencyOptions, PruneSection, Pruner, Torchrun, TorchrunData};
+use fair_scoring::{Calibration, ScoringSettings};
+use fair_train::{BnRecalibration, Distillation, TrainSettings};
 
 use crate::args::{DrawArgs, RunArgs, ScoringArgs};
 use crate::score::SelectArgs;
@@ -54,6 +54,20 @@ pub struct PruneArgs {
     /// Fine-tuning learning rate [default: 0.01].
     #[arg(long, allow_negative_numbers = true)]
     finetune_lr: Option<f64>,
+    /// Recalibrate BatchNorm after surgery: re-estimate every BatchNorm's running mean and
+    /// variance as the average batch statistics of its input over N random batches (of the
+    /// fine-tuning batch size, no augmentation, seeded by --seed) of the training split,
+    /// before the one-shot evaluation and any fine-tuning; 0 turns it off [default: 0].
+    #[arg(long, value_name = "N")]
+    bn_recalibrate: Option<usize>,
+    /// Fine-tuning (either engine) distils from the unpruned model with this weight in
+    /// [0, 1]: loss = (1 − w)·CE + w·T²·KL(softmax(teacher/T) ‖ softmax(student/T)); with
+    /// torchrun the teacher is exported to OUT/teacher/ [default: no distillation].
+    #[arg(long, value_name = "WEIGHT", allow_negative_numbers = true)]
+    distill_weight: Option<f64>,
+    /// Distillation temperature T (needs --distill-weight) [default: 4].
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    distill_temperature: Option<f64>,
     #[command(flatten)]
     engine: EngineArgs,
     /// Do not measure CPU latency.
@@ -103,13 +117,6 @@ struct EngineArgs {
     /// torchrun: label smoothing of the cross-entropy [default: 0].
     #[arg(long, value_name = "EPS")]
     label_smoothing: Option<f64>,
-    /// torchrun: distil from the unpruned model with this weight in [0, 1] (exported to
-    /// OUT/teacher/).
-    #[arg(long, value_name = "WEIGHT")]
-    distill_weight: Option<f64>,
-    /// torchrun: distillation temperature [default: 4].
-    #[arg(long, value_name = "T", requires = "distill_weight")]
-    distill_temperature: Option<f64>,
 }
 
 impl EngineArgs {
@@ -122,7 +129,6 @@ impl EngineArgs {
                 ("--torchrun-args", self.torchrun_args.is_some()),
                 ("--finetune-args", self.finetune_args.is_some()),
                 ("--label-smoothing", self.label_smoothing.is_some()),
-                ("--distill-weight", self.distill_weight.is_some()),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
                 bail!("{flag} applies to --finetune-with torchrun");
@@ -183,14 +189,6 @@ impl EngineArgs {
         if let Some(p) = &self.python {
             t = t.python(p);
         }
-        if let Some(weight) = self.distill_weight {
-            t = t.distill(Distill {
-                weight,
-                temperature: self
-                    .distill_temperature
-                    .unwrap_or(Distill::default().temperature),
-            });
-        }
         t
     }
 }
@@ -199,6 +197,27 @@ impl EngineArgs {
 const FINETUNE_LR: f64 = 0.01;
 
 impl PruneArgs {
+    /// Distillation: flags over the config's `[prune]` keys; none without a weight.
+    fn distillation(&self, section: &PruneSection) -> Result<Option<Distillation>> {
+        let weight = self.distill_weight.or(section.distill_weight);
+        let temperature = self.distill_temperature.or(section.distill_temperature);
+        let Some(weight) = weight else {
+            if temperature.is_some() {
+                bail!(
+                    "--distill-temperature (or [prune] distill_temperature) needs --distill-weight \
+                     (or [prune] distill_weight)"
+                );
+            }
+            return Ok(None);
+        };
+        let d = Distillation {
+            weight,
+            temperature: temperature.unwrap_or(Distillation::default().temperature),
+        };
+        d.check()?;
+        Ok(Some(d))
+    }
+
     /// The goals: flags (clap allows one kind), else the config's `[prune]`.
     fn goals(&self, section: &PruneSection) -> Result<Vec<Goal>> {
         let flags = PruneSection {
@@ -243,6 +262,18 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .unwrap_or(FINETUNE_LR);
     let draw = args.draw.settings(&section);
     draw.check()?;
+    let distillation = args.distillation(&section)?;
+    let preset = args.scoring.preset(&section);
+    let options = args.select.options(&section, preset)?;
+    let bn_recalibrate = args
+        .bn_recalibrate
+        .or(section.bn_recalibrate)
+        .unwrap_or_else(|| {
+            preset
+                .settings(ScoringSettings::default().r.batch_size)
+                .recalibration
+                .map_or(0, |r| r.batches)
+        });
     let settings = args.scoring.settings(&section, &draw);
     let train_settings = TrainSettings {
         epochs: finetune_epochs,
@@ -286,6 +317,8 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         ..setup.config.transform.clone()
     };
     let mut pruner = Pruner::new(&setup.model)
+        .preset(preset)
+        .no_recalibration()
         .calibration(&calibration)
         .criteria(criteria)
         .scoring(settings)
@@ -294,13 +327,15 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .rank_by(&rank)
         .goals(goals)
         .method(args.select.method())
-        .rule(args.select.options(&section).rule)
-        .counting(args.select.options(&section).counting)
+        .rule(options.rule)
+        .mac_weight(options.mac_weight)
+        .counting(options.counting)
         .protect(args.select.protect.clone())
         .evaluate_on(&setup.test, &eval_t)
         .out(&out)
         .progress(!args.run.quiet && !args.json)
         .seed(draw.seed);
+    let finetune_batch = train_settings.batch_size;
     pruner = match args.engine.finetune_with {
         Engine::Tch => pruner.finetune(&setup.train, &setup.config.transform, train_settings),
         Engine::Torchrun => {
@@ -316,6 +351,20 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
             )
         }
     };
+    if bn_recalibrate > 0 {
+        pruner = pruner.recalibrate_on(
+            &setup.train,
+            &setup.config.transform,
+            BnRecalibration {
+                batches: bn_recalibrate,
+                batch_size: finetune_batch,
+                seed: draw.seed,
+            },
+        );
+    }
+    if let Some(d) = distillation {
+        pruner = pruner.distill(d);
+    }
     for (what, path) in &inputs {
         pruner = pruner.input(what, path);
     }

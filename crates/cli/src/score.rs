@@ -1,18 +1,15 @@
-//! `fair-pruner score` and `fair-pruner ratios`.
+//! `fair-pruner score`, and the selection options `ratios` and `prune` share.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fair_analysis::{Goal, GroupRule, Method, ScoreFile, SelectOptions, Selector};
-use fair_pipeline::charts::{human, thousands};
-use fair_pipeline::{CountOptions, DrawSettings, PruneSection};
+use fair_analysis::{GroupRule, Method, SelectOptions};
+use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
 use fair_runtime::Model;
-use fair_scoring::{Calibration, Progress, Registry};
+use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
 use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs};
-use crate::table::render;
 
 /// Arguments of `fair-pruner score`.
 #[derive(Debug, Args)]
@@ -43,33 +40,6 @@ pub struct ScoreArgs {
     quiet: bool,
 }
 
-/// Arguments of `fair-pruner ratios`.
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params"])))]
-pub struct RatiosArgs {
-    /// Scores written by `fair-pruner score` or `prune`.
-    #[arg(long, value_name = "FILE", default_value = "scores.json")]
-    scores: PathBuf,
-    /// Tolerance of Difference α in [0, 1]: larger removes more.
-    #[arg(long, allow_negative_numbers = true)]
-    alpha: Option<f64>,
-    /// Find the smallest α that removes at least this fraction of MACs (e.g. 0.5).
-    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
-    target_macs: Option<f64>,
-    /// Find the smallest α that removes at least this fraction of parameters.
-    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
-    target_params: Option<f64>,
-    #[command(flatten)]
-    select: SelectArgs,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Also write the resolved plan for `fair-pruner apply` (every coupled layer lists the
-    /// same units, so apply reproduces exactly these widths).
-    #[arg(long, value_name = "FILE")]
-    write_plan: Option<PathBuf>,
-}
-
 /// How counts and units are chosen (ratios and prune).
 #[derive(Debug, Args)]
 pub struct SelectArgs {
@@ -83,9 +53,23 @@ pub struct SelectArgs {
     /// "ToD counts + L1 ranking" [default: the --remove-by criterion].
     #[arg(long, value_name = "CRITERION")]
     pub rank_by: Option<String>,
-    /// How layers coupled by residual adds settle on one set of units [default: package].
+    /// How layers coupled by residual adds settle on one set of units: `summed` ranks a
+    /// group by its members' summed (mean-normalised) U, R and ranking before ToD, as
+    /// Torch-Pruning ranks groups [default: from the preset].
     #[arg(long, value_enum)]
     pub rule: Option<GroupRule>,
+    /// MAC-aware counts (a fair-pruner extension; 0 = off, the paper): each layer removes the
+    /// largest m with ToD(m) ≤ min(1, α·w), w = (c / c̄)^γ, where c is the MACs one of its
+    /// units costs with everything coupled to it and c̄ the geometric mean over the layers. So
+    /// layers whose units cost many MACs (convolutions) give up more units than cheap ones
+    /// (fully connected layers) [default: from the preset].
+    #[arg(
+        long,
+        value_name = "GAMMA",
+        allow_negative_numbers = true,
+        conflicts_with = "uniform"
+    )]
+    pub mac_weight: Option<f64>,
     /// Every layer keeps at least this many units [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_keep: Option<u64>,
@@ -122,11 +106,23 @@ impl SelectArgs {
         (remove, protect, rank)
     }
 
-    /// The selection options after the config and defaults.
-    pub fn options(&self, section: &PruneSection) -> SelectOptions {
+    /// The selection options after the config and `preset`. A MAC weight that is not a
+    /// finite number ≥ 0 is an error naming the flag.
+    pub fn options(&self, section: &PruneSection, preset: Preset) -> Result<SelectOptions> {
         let d = CountOptions::default();
-        SelectOptions {
-            rule: self.rule.or(section.rule).unwrap_or_default(),
+        let p = preset.settings(ScoringSettings::default().r.batch_size);
+        let mac_weight = self
+            .mac_weight
+            .or(section.mac_weight)
+            .unwrap_or(p.mac_weight);
+        if !(mac_weight.is_finite() && mac_weight >= 0.0) {
+            anyhow::bail!(
+                "--mac-weight: the MAC weight γ must be a finite number ≥ 0 (0 = off, the paper), found {mac_weight}"
+            );
+        }
+        Ok(SelectOptions {
+            rule: self.rule.or(section.rule).unwrap_or(p.rule),
+            mac_weight,
             counting: CountOptions {
                 min_keep: self
                     .min_keep
@@ -140,7 +136,7 @@ impl SelectArgs {
                     .unwrap_or(d.round_to),
             },
             protected: self.protect.clone(),
-        }
+        })
     }
 
     /// ToD or uniform.
@@ -223,119 +219,4 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `ratios`: counts and widths from stored scores, no libtorch work.
-pub fn ratios(args: &RatiosArgs) -> Result<()> {
-    let goal = match (args.alpha, args.target_macs, args.target_params) {
-        (Some(a), _, _) => Goal::Alpha(a),
-        (None, Some(f), _) => Goal::Macs(f),
-        (None, None, Some(f)) => Goal::Params(f),
-        (None, None, None) => unreachable!("clap requires one of them"),
-    };
-    goal.check()
-        .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
-    if let Some(p) = &args.write_plan {
-        fair_ir::check_outputs(&[("--write-plan", p)], &[("--scores", &args.scores)])?;
-    }
-    let start = Instant::now();
-    let file = ScoreFile::load(&args.scores)?;
-    let section = PruneSection::default();
-    let (remove, protect, rank) = args.select.criteria(&section);
-    let selector = Selector::from_scores(
-        &file,
-        &args.scores,
-        &remove,
-        &protect,
-        &rank,
-        args.select.options(&section),
-    )?;
-    let selection = selector.select(goal, args.select.method())?;
-    let elapsed = start.elapsed();
-    if let Some(path) = &args.write_plan {
-        selection.plan().save(path)?;
-        eprintln!("plan written to {}", path.display());
-    }
-    let graph = selector.graph();
-    let widths = selection.widths();
-    let report = selection.resolution.report();
-    let what = match args.select.method() {
-        Method::Tod => "alpha",
-        Method::Uniform => "ratio",
-    };
-    if args.json {
-        let layers: Vec<_> = selector
-            .layers()
-            .iter()
-            .zip(&selection.counts)
-            .map(|(l, &k)| {
-                let units = graph.units(l).unwrap_or(0);
-                let keep = widths[l];
-                serde_json::json!({"layer": l, "units": units, "requested": k, "remove": units - keep, "keep": keep})
-            })
-            .collect();
-        let out = serde_json::json!({
-            what: selection.setting,
-            "rule": selector.options().rule,
-            "layers": layers,
-            "params": {"before": report.params.0, "after": report.params.1},
-            "macs": {"before": report.macs.0, "after": report.macs.1},
-            "milliseconds": elapsed.as_secs_f64() * 1e3,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = selector
-        .layers()
-        .iter()
-        .zip(&selection.counts)
-        .map(|(l, &k)| {
-            let units = graph.units(l).unwrap_or(0);
-            let keep = widths[l];
-            vec![
-                l.clone(),
-                units.to_string(),
-                k.to_string(),
-                keep.to_string(),
-                format!("{:.1}%", 100.0 * keep as f64 / units as f64),
-            ]
-        })
-        .collect();
-    match args.select.method() {
-        Method::Tod => println!(
-            "α = {} ({} rule)\n",
-            selection.setting,
-            selector.options().rule.name()
-        ),
-        Method::Uniform => println!(
-            "uniform ratio = {} ({} rule)\n",
-            selection.setting,
-            selector.options().rule.name()
-        ),
-    }
-    print!(
-        "{}",
-        render(
-            &["layer", "units", "asked to remove", "keep", "kept %"],
-            &rows,
-            &[1, 2, 3, 4]
-        )
-    );
-    let (p, m) = (report.params, report.macs);
-    println!(
-        "\nparameters {} → {} ({:.1}% removed); MACs {} → {} ({:.1}% removed)",
-        human(p.0 as u64),
-        human(p.1 as u64),
-        100.0 * (1.0 - p.1 as f64 / p.0 as f64),
-        human(m.0),
-        human(m.1),
-        100.0 * (1.0 - m.1 as f64 / m.0 as f64)
-    );
-    println!(
-        "computed from stored scores in {:.2} ms ({} layers, {} units)",
-        elapsed.as_secs_f64() * 1e3,
-        selector.layers().len(),
-        thousands(selector.curves().iter().map(|c| c.units() as u64).sum())
-    );
-    Ok(())
 }

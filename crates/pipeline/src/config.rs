@@ -65,6 +65,10 @@ pub struct PruneSection {
     pub protect_by: Option<String>,
     /// Which criterion orders the units each layer removes.
     pub rank_by: Option<String>,
+    /// Starting configuration (`fair-pruner` or `paper`); the other keys override its parts.
+    pub preset: Option<crate::Preset>,
+    /// Exponent γ of the MAC-aware counts (0: blind to MACs, as the paper).
+    pub mac_weight: Option<f64>,
     /// Where the U-Score reads units.
     pub analysis_point: Option<AnalysisPoint>,
     /// Forward mode of the R-Score passes.
@@ -77,7 +81,16 @@ pub struct PruneSection {
     pub finetune_epochs: Option<usize>,
     /// Fine-tuning learning rate.
     pub finetune_lr: Option<f64>,
-    /// Residual-group rule: `package`, `intersection` or `strict`.
+    /// BatchNorm recalibration after surgery: batches (of the fine-tuning batch size) of the
+    /// training split whose statistics replace every BatchNorm's running mean and variance,
+    /// before the one-shot evaluation; 0 (the default) is off.
+    pub bn_recalibrate: Option<usize>,
+    /// Fine-tuning distils from the unpruned model with this weight in [0, 1]: loss =
+    /// (1 − w)·CE + w·T²·KL(teacher ‖ student). Unset: plain cross-entropy.
+    pub distill_weight: Option<f64>,
+    /// Distillation temperature T (default 4); needs `distill_weight`.
+    pub distill_temperature: Option<f64>,
+    /// Residual-group rule: `package`, `intersection`, `strict` or `summed`.
     pub rule: Option<GroupRule>,
     /// Every layer keeps at least this many units.
     pub min_keep: Option<usize>,

@@ -35,6 +35,7 @@ pub mod charts;
 mod config;
 mod error;
 mod latency;
+mod preset;
 mod pruner;
 mod report;
 mod torchrun;
@@ -46,11 +47,14 @@ pub use config::{
 pub use error::{PipelineError, error_text};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_threshold::CountOptions;
+pub use fair_train::{BnRecalibration, Distillation};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
+pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
-    Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
-    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, TorchrunRun, report_schema,
+    Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
+    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, Reduction, ScoringInfo,
+    SelectionSettings, TorchrunRun, report_schema,
 };
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 

@@ -12,15 +12,17 @@ use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 use fair_surgery::FinetuneSpec;
 use fair_threshold::CountOptions;
-use fair_train::TrainSettings;
+use fair_train::{BnRecalibration, Distillation, TrainSettings};
 
 use crate::error::PipelineError;
 use crate::latency::{LatencyOptions, measure};
+use crate::preset::Preset;
 use crate::report::{
-    Accuracy, CalibrationInfo, CriterionInfo, LayerResult, ModelFigures, PruneReport, PruneResult,
-    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings,
+    Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
+    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, Reduction, ScoringInfo,
+    SelectionSettings,
 };
-use crate::torchrun::Torchrun;
+use crate::torchrun::{Distill, Torchrun};
 
 /// The libtorch version fair-pruner is built against (tch 0.24).
 pub const LIBTORCH_VERSION: &str = "2.11.0";
@@ -39,6 +41,15 @@ struct Finetune<'a> {
     train: &'a dyn ImageSource,
     transform: Transform,
     settings: TrainSettings,
+}
+
+/// BatchNorm recalibration after surgery: on an explicit training source, or (`None`) on the
+/// fine-tuning's.
+struct Recalibrate<'a> {
+    source: Option<(&'a dyn ImageSource, Transform)>,
+    settings: BnRecalibration,
+    /// Set by a preset: skipped (not an error) when no training split is known.
+    optional: bool,
 }
 
 /// What a run returns: the report, the pruned models (one per goal, in order) and the scores.
@@ -83,6 +94,9 @@ pub struct Pruner<'a> {
     evaluation: Option<Evaluation<'a>>,
     finetune: Option<Finetune<'a>>,
     torchrun: Option<Torchrun<'a>>,
+    recalibration: Option<Recalibrate<'a>>,
+    distill: Option<Distillation>,
+    preset: Option<Preset>,
     latency: Option<LatencyOptions>,
     out: Option<PathBuf>,
     inputs: Vec<(String, PathBuf)>,
@@ -93,7 +107,8 @@ pub struct Pruner<'a> {
 }
 
 impl<'a> Pruner<'a> {
-    /// A pipeline for `model` (left unchanged).
+    /// A pipeline for `model` (left unchanged), starting from the default preset
+    /// ([`Preset::FairPruner`], see [`Pruner::preset`]).
     pub fn new(model: &'a Model) -> Self {
         Pruner {
             model,
@@ -110,6 +125,9 @@ impl<'a> Pruner<'a> {
             evaluation: None,
             finetune: None,
             torchrun: None,
+            recalibration: None,
+            distill: None,
+            preset: None,
             latency: None,
             out: None,
             inputs: Vec::new(),
@@ -118,6 +136,7 @@ impl<'a> Pruner<'a> {
             weights: None,
             seed: 0,
         }
+        .preset(Preset::default())
     }
 
     /// Calibration data for the data-driven criteria (from the training split).
@@ -188,6 +207,43 @@ impl<'a> Pruner<'a> {
         self
     }
 
+    /// MAC-aware counts: each layer's ToD curve is weighted by (its MACs per unit relative
+    /// to the geometric mean)^γ (0: counts blind to MACs, as the paper); see
+    /// [`fair_analysis::SelectOptions::mac_weight`].
+    pub fn mac_weight(mut self, gamma: f64) -> Self {
+        self.select.mac_weight = gamma;
+        self
+    }
+
+    /// Starts from `preset`: its scoring settings (keeping this pruner's calibration draw:
+    /// samples per class, classes, seeds and memory bound), group rule, MAC weight and
+    /// BatchNorm recalibration. The recalibration of a preset runs when a training split is
+    /// known ([`Pruner::finetune`]) and is skipped otherwise. Call it before the builder
+    /// methods that change one of these parts. [`Pruner::new`] starts from
+    /// [`Preset::default`].
+    pub fn preset(mut self, preset: Preset) -> Self {
+        let p = preset.settings(self.settings.r.batch_size);
+        let mut scoring = p.scoring;
+        let old = &self.settings;
+        scoring.u.samples_per_class = old.u.samples_per_class;
+        scoring.u.max_classes = old.u.max_classes;
+        scoring.u.seed = old.u.seed;
+        scoring.u.max_memory = old.u.max_memory;
+        scoring.u.engine = old.u.engine;
+        scoring.r.seed = old.r.seed;
+        scoring.seed = old.seed;
+        self.settings = scoring;
+        self.select.rule = p.rule;
+        self.select.mac_weight = p.mac_weight;
+        self.recalibration = p.recalibration.map(|settings| Recalibrate {
+            source: None,
+            settings,
+            optional: true,
+        });
+        self.preset = Some(preset);
+        self
+    }
+
     /// Minimum kept units and rounding of each layer's count.
     pub fn counting(mut self, counting: CountOptions) -> Self {
         self.select.counting = counting;
@@ -234,6 +290,59 @@ impl<'a> Pruner<'a> {
     /// [`Pruner::out`].
     pub fn torchrun(mut self, torchrun: Torchrun<'a>) -> Self {
         self.torchrun = Some(torchrun);
+        self
+    }
+
+    /// Recalibrates every pruned model's BatchNorm running statistics right after surgery —
+    /// before the one-shot evaluation (so `one_shot` in the report is measured after it) and
+    /// before any fine-tuning — on the training split given to [`Pruner::finetune`] (with its
+    /// transform, augmentation off); see [`fair_train::recalibrate_batch_norm`]. Surgery
+    /// removes channels feeding every BatchNorm downstream, so the statistics the unpruned
+    /// model recorded no longer describe their inputs. Without [`Pruner::finetune`] (e.g.
+    /// with [`Pruner::torchrun`]) use [`Pruner::recalibrate_on`]; [`Pruner::validate`] fails
+    /// when no training split is known.
+    pub fn recalibrate(mut self, settings: BnRecalibration) -> Self {
+        self.recalibration = Some(Recalibrate {
+            source: None,
+            settings,
+            optional: false,
+        });
+        self
+    }
+
+    /// [`Pruner::recalibrate`] on `train` (transformed by `transform`, augmentation off).
+    pub fn recalibrate_on(
+        mut self,
+        train: &'a dyn ImageSource,
+        transform: &Transform,
+        settings: BnRecalibration,
+    ) -> Self {
+        self.recalibration = Some(Recalibrate {
+            source: Some((
+                train,
+                Transform {
+                    augment: None,
+                    ..transform.clone()
+                },
+            )),
+            settings,
+            optional: false,
+        });
+        self
+    }
+
+    /// No BatchNorm recalibration (turns off a preset's).
+    pub fn no_recalibration(mut self) -> Self {
+        self.recalibration = None;
+        self
+    }
+
+    /// Fine-tuning (either engine) distils from the unpruned model: loss = (1 − w)·CE +
+    /// w·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), see [`fair_train::Distillation`].
+    /// In-process it runs [`fair_train::train_with_teacher`]; on torchrun it replaces the
+    /// [`Torchrun`]'s own distillation setting. Recorded in the report when fine-tuning runs.
+    pub fn distill(mut self, distillation: Distillation) -> Self {
+        self.distill = Some(distillation);
         self
     }
 
@@ -298,8 +407,9 @@ impl<'a> Pruner<'a> {
 
     /// Checks everything that can be checked before any expensive work: goals in range and
     /// distinct, criteria known (and data for those that need it), calibration fitting the
-    /// model, counting options, protected layers, fine-tuning settings, and the output
-    /// directory (not an input, not a directory fair-pruner did not write).
+    /// model, counting options, protected layers, fine-tuning, recalibration and distillation
+    /// settings (recalibration needs a training split), and the output directory (not an
+    /// input, not a directory fair-pruner did not write).
     pub fn validate(&self) -> Result<(), PipelineError> {
         if self.goals.is_empty() {
             return Err(PipelineError::invalid(
@@ -381,6 +491,20 @@ impl<'a> Pruner<'a> {
         {
             f.settings.check()?;
         }
+        if let Some(r) = &self.recalibration {
+            r.settings.check()?;
+            if r.source.is_none() && self.finetune.is_none() && !r.optional {
+                return Err(PipelineError::invalid(
+                    "bn-recalibrate",
+                    "BatchNorm recalibration needs training data: none is known (give it with \
+                     recalibrate_on, or set up the in-process fine-tuning, whose training split \
+                     it then uses)",
+                ));
+            }
+        }
+        if let Some(d) = &self.distill {
+            d.check()?;
+        }
         if let Some(t) = &self.torchrun {
             t.check(self.out.is_some())?;
             if t.epochs() > 0
@@ -408,7 +532,15 @@ impl<'a> Pruner<'a> {
     }
 
     /// Runs the pipeline (see the type's documentation).
-    pub fn run(self) -> Result<PruneOutcome, PipelineError> {
+    pub fn run(mut self) -> Result<PruneOutcome, PipelineError> {
+        if let Some(d) = self.distill {
+            self.torchrun = self.torchrun.take().map(|t| {
+                t.distill(Distill {
+                    temperature: d.temperature,
+                    weight: d.weight,
+                })
+            });
+        }
         self.validate()?;
         // Claim the output directory before any work, so a foreign directory fails fast.
         let staged = self.out.as_deref().map(StagedDir::new).transpose()?;
@@ -474,6 +606,31 @@ impl<'a> Pruner<'a> {
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
             let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
             let mut pruned_model = pruned.model;
+            let recalibration = match (&self.recalibration, self.recalibration_source()) {
+                (Some(r), Some((train, transform))) => {
+                    say(format!(
+                        "recalibrating BatchNorm of {} on {} batch(es) of {}",
+                        goal.label(),
+                        r.settings.batches,
+                        train.name()
+                    ));
+                    let done = fair_train::recalibrate_batch_norm(
+                        &pruned_model,
+                        train,
+                        &transform,
+                        &r.settings,
+                    )?;
+                    Some(RecalibrationInfo {
+                        layers: done.layers,
+                        batches: done.batches,
+                        batch_size: done.samples.checked_div(done.batches).unwrap_or(0),
+                        samples: done.samples,
+                        seed: r.settings.seed,
+                        data: train.name().to_owned(),
+                    })
+                }
+                _ => None,
+            };
             let one_shot = self.evaluate(&pruned_model)?;
             let mut epochs = 0;
             if let Some(f) = &self.finetune
@@ -488,8 +645,9 @@ impl<'a> Pruner<'a> {
                     augment: None,
                     ..f.transform.clone()
                 };
-                fair_train::train(
+                fair_train::train_with_teacher(
                     &mut pruned_model,
+                    self.distill.as_ref().map(|d| (model, d)),
                     f.train,
                     None,
                     &f.transform,
@@ -540,6 +698,7 @@ impl<'a> Pruner<'a> {
                 },
                 threshold_ms,
                 one_shot,
+                recalibration,
                 finetune_epochs: epochs,
                 torchrun,
                 after: figures(&pruned_model, accuracy),
@@ -592,6 +751,8 @@ impl<'a> Pruner<'a> {
                 remove_by: self.remove_by.clone(),
                 protect_by: self.protect_by.clone(),
                 rank_by: self.rank().to_owned(),
+                preset: self.preset,
+                mac_weight: self.select.mac_weight,
                 min_keep: self.select.counting.min_keep,
                 round_to: self.select.counting.round_to,
                 protected: self.select.protected.clone(),
@@ -619,6 +780,13 @@ impl<'a> Pruner<'a> {
                     .collect(),
                 reused,
             },
+            distillation: self
+                .distill
+                .filter(|_| self.finetunes())
+                .map(|d| DistillationInfo {
+                    temperature: d.temperature,
+                    weight: d.weight,
+                }),
             before,
             results,
             files: Vec::new(),
@@ -653,6 +821,32 @@ impl<'a> Pruner<'a> {
             .or(self.evaluation.as_ref().map(|e| &e.transform));
         let settings = self.finetune.as_ref().map(|f| &f.settings);
         Ok(crate::torchrun::spec_for(graph, transform, settings))
+    }
+
+    /// Where BatchNorm recalibration draws its batches: the explicit source, else the
+    /// fine-tuning's training split (transform without augmentation).
+    fn recalibration_source(&self) -> Option<(&'a dyn ImageSource, Transform)> {
+        let r = self.recalibration.as_ref()?;
+        match &r.source {
+            Some((train, t)) => Some((*train, t.clone())),
+            None => self.finetune.as_ref().map(|f| {
+                (
+                    f.train,
+                    Transform {
+                        augment: None,
+                        ..f.transform.clone()
+                    },
+                )
+            }),
+        }
+    }
+
+    /// Whether any fine-tuning runs (in-process or on torchrun).
+    fn finetunes(&self) -> bool {
+        self.finetune
+            .as_ref()
+            .is_some_and(|f| f.settings.epochs > 0)
+            || self.torchrun.as_ref().is_some_and(|t| t.epochs() > 0)
     }
 
     /// Top-1 and loss on the test split, if one was given.
@@ -691,4 +885,177 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     let text = serde_json::to_string_pretty(value).expect("reports serialise");
     fair_ir::write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fair_data::Dataset;
+    use tch::Device;
+
+    fn data(n: usize) -> Dataset {
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let pixels = (0..n * 64)
+            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
+            .collect();
+        Dataset::new(
+            "toy/train",
+            [1, 8, 8],
+            pixels,
+            labels,
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
+    }
+
+    fn model() -> Model {
+        let g = fair_zoo::build("vgg_compact", &[1, 8, 8], 2).unwrap();
+        Model::new(g, Device::Cpu, 1).unwrap()
+    }
+
+    /// A pipeline that needs no calibration data (norm criteria only).
+    fn pruner(m: &Model) -> Pruner<'_> {
+        Pruner::new(m)
+            .criteria(["l1"])
+            .remove_by("l1")
+            .protect_by("l2")
+            .goal(Goal::Alpha(0.5))
+    }
+
+    fn transform() -> Transform {
+        Transform {
+            mean: vec![0.5],
+            std: vec![0.25],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn recalibration_needs_a_training_split_and_valid_settings() {
+        let m = model();
+        let d = data(32);
+        let e = pruner(&m)
+            .recalibrate(BnRecalibration::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--bn-recalibrate") && e.contains("training data"),
+            "{e}"
+        );
+        let s = TrainSettings {
+            epochs: 0,
+            ..TrainSettings::default()
+        };
+        pruner(&m)
+            .finetune(&d, &transform(), s)
+            .recalibrate(BnRecalibration::default())
+            .validate()
+            .unwrap();
+        pruner(&m)
+            .recalibrate_on(&d, &transform(), BnRecalibration::default())
+            .validate()
+            .unwrap();
+        let zero = BnRecalibration {
+            batches: 0,
+            ..Default::default()
+        };
+        let e = pruner(&m)
+            .recalibrate_on(&d, &transform(), zero)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batches"), "{e}");
+        let e = pruner(&m)
+            .distill(Distillation {
+                weight: 2.0,
+                ..Default::default()
+            })
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--distill-weight"), "{e}");
+    }
+
+    #[test]
+    fn recalibration_runs_before_the_one_shot_evaluation_and_is_reported() {
+        tch::set_num_threads(1);
+        let m = model();
+        let d = data(48);
+        let settings = BnRecalibration {
+            batches: 3,
+            batch_size: 16,
+            seed: 4,
+        };
+        let plain = pruner(&m).evaluate_on(&d, &transform()).run().unwrap();
+        let recal = pruner(&m)
+            .evaluate_on(&d, &transform())
+            .recalibrate_on(&d, &transform(), settings.clone())
+            .run()
+            .unwrap();
+        assert!(plain.report.results[0].recalibration.is_none());
+        let r = recal.report.results[0].recalibration.clone().unwrap();
+        assert_eq!(
+            (r.layers, r.batches, r.batch_size, r.samples, r.seed),
+            (5, 3, 16, 48, 4),
+            "{r:?}"
+        );
+        assert_eq!(r.data, "toy/train");
+        // The returned model is the pruned model recalibrated, and it was evaluated so.
+        let again = &plain.models[0];
+        fair_train::recalibrate_batch_norm(again, &d, &transform(), &settings).unwrap();
+        for (name, t) in recal.models[0].named_tensors() {
+            assert!(t.equal(again.tensor(&name).unwrap()), "{name}");
+        }
+        let eval = fair_train::evaluate(again, &d, &transform(), 512).unwrap();
+        let one_shot = recal.report.results[0].one_shot.unwrap();
+        assert_eq!((one_shot.top1, one_shot.loss), (eval.top1, eval.loss));
+        assert_ne!(
+            plain.report.results[0].one_shot.unwrap().loss,
+            one_shot.loss,
+            "recalibration changes the one-shot figures"
+        );
+    }
+
+    #[test]
+    fn distillation_is_used_and_recorded_by_the_in_process_fine_tuning() {
+        tch::set_num_threads(1);
+        let m = model();
+        let d = data(32);
+        let s = TrainSettings {
+            epochs: 1,
+            batch_size: 16,
+            ..TrainSettings::default()
+        };
+        let run = |distill: Option<Distillation>| {
+            let mut p = pruner(&m).finetune(&d, &transform(), s.clone());
+            if let Some(x) = distill {
+                p = p.distill(x);
+            }
+            p.run().unwrap()
+        };
+        let plain = run(None);
+        let zero = run(Some(Distillation {
+            weight: 0.0,
+            ..Default::default()
+        }));
+        let half = run(Some(Distillation::default()));
+        assert!(plain.report.distillation.is_none());
+        assert_eq!(
+            half.report.distillation,
+            Some(DistillationInfo {
+                temperature: 4.0,
+                weight: 0.5
+            })
+        );
+        let get = |o: &PruneOutcome| o.models[0].tensor("classifier.0.weight").unwrap().copy();
+        assert!(get(&plain).equal(&get(&zero)), "weight 0 is plain training");
+        assert!(
+            !get(&plain).equal(&get(&half)),
+            "the teacher changes training"
+        );
+        // Without fine-tuning nothing is distilled, and nothing is recorded.
+        let none = pruner(&m).distill(Distillation::default()).run().unwrap();
+        assert!(none.report.distillation.is_none());
+    }
 }

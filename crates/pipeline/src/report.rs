@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::Latency;
+use crate::preset::Preset;
 
 /// The version of the report's schema. Version 1 was the untyped `report.json` of
 /// fair-pruner before the pipeline became a library; version 2 is [`PruneReport`]. Any
@@ -39,6 +40,10 @@ pub struct PruneReport {
     pub calibration: Option<CalibrationInfo>,
     /// How the scores were obtained.
     pub scoring: ScoringInfo,
+    /// Distillation from the unpruned model during fine-tuning (either engine); absent when
+    /// no fine-tuning ran or it used the plain cross-entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<DistillationInfo>,
     /// The unpruned model.
     pub before: ModelFigures,
     /// One entry per goal, in the order given.
@@ -62,6 +67,12 @@ pub struct SelectionSettings {
     pub protect_by: String,
     /// The criterion ordering the units each layer removes (lowest first).
     pub rank_by: String,
+    /// The preset the settings started from (individual settings may override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// Exponent γ of the MAC-aware counts (0: blind to MACs).
+    #[serde(default)]
+    pub mac_weight: f64,
     /// Every layer keeps at least this many units.
     pub min_keep: usize,
     /// Kept units are rounded up to a multiple of this.
@@ -153,8 +164,13 @@ pub struct PruneResult {
     pub achieved: Reduction,
     /// Milliseconds spent turning the stored scores into the plan.
     pub threshold_ms: f64,
-    /// Accuracy right after surgery, before any fine-tuning.
+    /// Accuracy right after surgery, before any fine-tuning — after BatchNorm recalibration
+    /// when `recalibration` is present.
     pub one_shot: Option<Accuracy>,
+    /// BatchNorm recalibration after surgery (before the one-shot evaluation and any
+    /// fine-tuning), when it was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration: Option<RecalibrationInfo>,
     /// Fine-tuning epochs run after surgery (0: none).
     pub finetune_epochs: usize,
     /// The fine-tuning run on PyTorch DDP (`--finetune-with torchrun`), as its
@@ -169,6 +185,38 @@ pub struct PruneResult {
     /// Per prunable layer: units, the count its own ToD curve asked to remove, and the units
     /// the exported model keeps (after coupled layers settled).
     pub layers: Vec<LayerResult>,
+}
+
+/// BatchNorm recalibration of a pruned model ([`fair_train::recalibrate_batch_norm`]): every
+/// BatchNorm's running mean and variance re-estimated as the average batch statistics of its
+/// input over training batches, nothing else changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecalibrationInfo {
+    /// BatchNorm layers recalibrated (0: the model has none and was left alone).
+    pub layers: usize,
+    /// Batches averaged over.
+    pub batches: usize,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Samples in all batches.
+    pub samples: usize,
+    /// Seed of the batch draw.
+    pub seed: u64,
+    /// The training split the batches came from (no augmentation).
+    pub data: String,
+}
+
+/// Distillation settings of the fine-tuning ([`fair_train::Distillation`]): loss =
+/// (1 − weight)·CE + weight·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), the teacher
+/// being the unpruned model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistillationInfo {
+    /// Softmax temperature T.
+    pub temperature: f64,
+    /// Weight of the distillation term.
+    pub weight: f64,
 }
 
 /// A fine-tuning run on PyTorch DDP launched by torchrun.

@@ -11,7 +11,7 @@ use tch::Kind;
 
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
-use crate::layers::{PrunableLayer, prunable_layers};
+use crate::layers::{AnalysisPoint, PrunableLayer, prunable_layers};
 use crate::progress::Progress;
 use crate::r_score::{RScoreSettings, r_scores};
 use crate::u_score::{UScoreSettings, u_scores};
@@ -79,6 +79,24 @@ pub struct ScoringSettings {
     pub r: RScoreSettings,
     /// Seed of the random criterion (and of plug-ins that draw numbers).
     pub seed: u64,
+}
+
+impl ScoringSettings {
+    /// The authors' package `network-pruner` 2.16 as exactly as fair-pruner reproduces it
+    /// (the `paper` preset's scoring): U read where its hook reads
+    /// ([`AnalysisPoint::Package`]: after a ReLU that directly follows the layer), after the
+    /// BatchNorm drift of its R-Score passes ([`crate::BnDrift`], batches of
+    /// `batch_size`), its quantile-grid W1 for classes of unequal size; R in training mode
+    /// over batches of `batch_size` (its calibration loader's).
+    pub fn paper(batch_size: usize) -> Self {
+        let mut s = ScoringSettings::default();
+        s.u.analysis_point = AnalysisPoint::Package;
+        s.u.w1 = crate::Wasserstein::QuantileGrid;
+        s.u.bn_drift = Some(crate::BnDrift { batch_size });
+        s.r.mode = crate::RMode::Train;
+        s.r.batch_size = batch_size;
+        s
+    }
 }
 
 fn settings_json<T: Serialize>(s: &T) -> serde_json::Value {

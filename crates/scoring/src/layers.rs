@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum AnalysisPoint {
-    /// The layer's own output (where the authors' package hooks; note that its in-place
-    /// ReLU then overwrites a conv or linear output that no BatchNorm follows, so for such
-    /// layers the package effectively reads after the activation).
+    /// The layer's own output, before any BatchNorm or activation.
     #[default]
     LayerOutput,
+    /// Where the authors' package reads: its forward hook keeps the layer's output tensor,
+    /// which a directly following in-place ReLU (`nn.ReLU(inplace=True)`, as in
+    /// torchvision's models and the authors' examples) then overwrites. So a layer whose
+    /// only reader is a ReLU is read after that ReLU; any other layer (e.g. a conv followed
+    /// by BatchNorm) at its own output. Part of the `paper` preset.
+    Package,
     /// After the BatchNorm and/or activation that directly follow the layer, when they do
     /// (the authors' VGG example).
     AfterActivation,
@@ -48,6 +52,12 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
         .map(|name| {
             let conv = graph.shape(name).expect("listed by the graph").len() == 3;
             let mut analysis = name.to_owned();
+            if point == AnalysisPoint::Package
+                && let Some(n) =
+                    only_reader(graph, name).filter(|n| matches!(n.op, fair_ir::Op::Relu(_)))
+            {
+                analysis = n.name.clone();
+            }
             if point == AnalysisPoint::AfterActivation {
                 if let Some(n) =
                     only_reader(graph, &analysis).filter(|n| n.op.role() == Role::Normalization)

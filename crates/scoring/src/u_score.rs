@@ -49,6 +49,13 @@ pub struct UScoreSettings {
     pub batch_size: usize,
     /// Seed for class and sample choice and for the projection directions.
     pub seed: u64,
+    /// Reproduce the authors' package's BatchNorm drift (default: off). Its R-Score passes
+    /// run in training mode over the calibration batches and move the BatchNorm running
+    /// statistics; it reads layer j's U-Score after j + 1 such passes. With this set, layer
+    /// j is read on a copy of the model whose statistics were moved the same way (the
+    /// model itself is unchanged). Part of the `paper` preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_drift: Option<BnDrift>,
     /// Bound on the memory of the U-Score, including the model's parameters and the
     /// calibration inputs (default: none). When one pass over all layers would not fit, the
     /// layers (and if need be a layer's units) are split into passes that each fit, every
@@ -109,10 +116,20 @@ impl Default for UScoreSettings {
             samples_per_class: 32,
             batch_size: 256,
             seed: 0,
+            bn_drift: None,
             max_memory: None,
             engine: Engine::Auto,
         }
     }
+}
+
+/// The training-mode passes of the authors' package that move BatchNorm running statistics
+/// before its U-Scores are read (see [`UScoreSettings::bn_drift`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BnDrift {
+    /// Batch size of the passes: the package's calibration loader's (the R-Score's).
+    pub batch_size: usize,
 }
 
 impl UScoreSettings {
@@ -140,6 +157,9 @@ impl UScoreSettings {
         }
         if self.conv == ConvDistance::Sliced {
             positive("projections", self.projections)?;
+        }
+        if let Some(d) = self.bn_drift {
+            positive("bn-drift batch-size", d.batch_size)?;
         }
         Ok(())
     }
@@ -247,6 +267,10 @@ fn directions(
 /// [`UScoreSettings::max_memory`], the layers are split into passes that fit
 /// ([`memory::plan`]); otherwise one pass taps every layer. Returns notes about classes
 /// with fewer samples than asked for, and about the passes when there is more than one.
+///
+/// With [`UScoreSettings::bn_drift`], each layer is read in its own pass on a copy of the
+/// model whose BatchNorm running statistics were first moved by as many training-mode
+/// passes over the calibration batches as the authors' package makes before reading it.
 pub fn u_scores(
     model: &Model,
     layers: &[PrunableLayer],
@@ -255,6 +279,66 @@ pub fn u_scores(
     progress: Progress,
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     settings.check()?;
+    let Some(drift) = settings.bn_drift else {
+        return scores_of(model, layers, 0, data, settings, progress);
+    };
+    let drifting = copy_model(model)?;
+    let (mut scores, mut notes) = (Vec::with_capacity(layers.len()), Vec::new());
+    for (i, layer) in layers.iter().enumerate() {
+        drift_pass(&drifting, data, drift.batch_size)?;
+        let (mut s, n) = scores_of(
+            &drifting,
+            std::slice::from_ref(layer),
+            i,
+            data,
+            settings,
+            progress,
+        )?;
+        scores.push(s.remove(0));
+        for note in n {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
+    Ok((scores, notes))
+}
+
+/// A copy of `model` (same graph, device and tensors) whose statistics can move freely.
+fn copy_model(model: &Model) -> Result<Model, ScoringError> {
+    let tensors = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    Ok(Model::from_tensors(
+        model.graph().clone(),
+        tensors,
+        model.device(),
+    )?)
+}
+
+/// One training-mode pass over the calibration batches in order, without gradients: as
+/// PyTorch's `model.train()`, every BatchNorm's running statistics move with its momentum.
+fn drift_pass(model: &Model, data: &Calibration, batch_size: usize) -> Result<(), ScoringError> {
+    let device = model.device();
+    for (x, _) in data.batches(batch_size) {
+        let _ = tch::no_grad(|| model.forward(&x.to_device(device), Mode::Train))?;
+    }
+    Ok(())
+}
+
+/// U-Scores of `layers`, the first of which is the model's prunable layer number `first`
+/// (it seeds the projection directions, so a layer scored alone gets the directions it gets
+/// among all).
+fn scores_of(
+    model: &Model,
+    layers: &[PrunableLayer],
+    first: usize,
+    data: &Calibration,
+    settings: &UScoreSettings,
+    progress: Progress,
+) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     let (classes, mut notes) = data.class_samples(
         settings.max_classes,
         settings.samples_per_class,
@@ -343,7 +427,7 @@ pub fn u_scores(
         chunk_layers.dedup();
         let dirs: Vec<Option<Tensor>> = chunk_layers
             .iter()
-            .map(|&i| directions(settings, shapes[i], i, device))
+            .map(|&i| directions(settings, shapes[i], first + i, device))
             .collect();
         let taps: Vec<&str> = chunk_layers
             .iter()

@@ -277,3 +277,111 @@ fn scoring_leaves_the_model_untouched() {
         );
     }
 }
+
+/// The `paper` preset against the authors' package on an MLP of Linear → ReLU(inplace=True)
+/// layers behind an input BatchNorm1d (see `parity/paper_preset_parity.py`): the package
+/// reads the U-Scores after the in-place ReLU, with BatchNorm statistics moved by its
+/// training-mode R-Score passes, and the preset does the same.
+#[test]
+#[ignore = "needs the reference Python with network-pruner 2.16 (cargo xtask test runs it)"]
+fn paper_preset_matches_the_authors_package() {
+    let Some(py) = python() else { return };
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/paper_preset_parity.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "paper_preset_parity.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap())
+            .unwrap();
+    let graph =
+        Graph::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp.toml")).unwrap();
+    let model = Model::from_safetensors(
+        graph,
+        &dir.path().join("weights.safetensors"),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let data = Calibration::from_safetensors(&dir.path().join("calibration.safetensors")).unwrap();
+    let before = fair_scoring::model_digest(&model).unwrap();
+    let batch_size = json["batch_size"].as_u64().unwrap() as usize;
+    let settings = fair_scoring::ScoringSettings::paper(batch_size);
+    let layers = prunable_layers(model.graph(), settings.u.analysis_point);
+    let analysis: Vec<&str> = layers.iter().map(|l| l.analysis.as_str()).collect();
+    assert_eq!(
+        analysis,
+        ["classifier.1", "classifier.3", "classifier.5"],
+        "each Linear is read after the ReLU that overwrites its output in place"
+    );
+
+    let (u, _) = u_scores(&model, &layers, &data, &settings.u, Progress::QUIET).unwrap();
+    let r = r_scores(&model, &layers, &data, &settings.r, Progress::QUIET).unwrap();
+    assert_eq!(
+        fair_scoring::model_digest(&model).unwrap(),
+        before,
+        "the drift runs on a copy: the model's statistics are unchanged"
+    );
+    let u_ref: Vec<Vec<f64>> = json["u"].as_array().unwrap().iter().map(floats).collect();
+    let r_ref: Vec<Vec<f64>> = json["r"].as_array().unwrap().iter().map(floats).collect();
+    for (i, l) in layers.iter().enumerate() {
+        let u_max = u_ref[i].iter().fold(0.0f64, |m, v| m.max(*v));
+        for (j, (x, y)) in u[i].iter().zip(&u_ref[i]).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1e-3 * u_max),
+                "U of {} unit {j}: ours {x} vs package {y}",
+                l.name
+            );
+        }
+        let r_max = r_ref[i].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (j, (x, y)) in r[i].iter().zip(&r_ref[i]).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs().max(1e-3 * r_max),
+                "R of {} unit {j}: ours {x} vs package {y}",
+                l.name
+            );
+        }
+    }
+
+    // Without the drift the U-Scores of this model differ: the test can tell.
+    let mut no_drift = settings.u.clone();
+    no_drift.bn_drift = None;
+    let (plain, _) = u_scores(&model, &layers, &data, &no_drift, Progress::QUIET).unwrap();
+    let moved = plain
+        .iter()
+        .flatten()
+        .zip(u_ref.iter().flatten())
+        .filter(|(x, y)| (*x - *y).abs() > 1e-3 * y.abs().max(1e-9))
+        .count();
+    assert!(moved > 10, "only {moved} U-Scores depend on the drift");
+
+    // Counts from our own scores equal get_ratios at every α.
+    let curves: Vec<TodCurve> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| TodCurve::new(&l.name, &u[i], &r[i]).unwrap())
+        .collect();
+    let ratios = json["ratios"].as_object().unwrap();
+    assert_eq!(ratios.len(), 7);
+    for (alpha, want) in ratios {
+        let a: f64 = alpha.parse().unwrap();
+        let want: Vec<usize> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            counts_at(&curves, a, CountOptions::default()).unwrap(),
+            want,
+            "α = {a}"
+        );
+    }
+}

@@ -76,6 +76,14 @@ pub enum ThresholdError {
     /// The caller's cost model failed.
     #[error("cost model: {0}")]
     Cost(String),
+    /// A curve's weight is not a finite number > 0 (see [`TodCurve::weighted`]).
+    #[error("layer '{layer}': a ToD curve's weight must be finite and > 0, found {weight}")]
+    Weight {
+        /// The layer.
+        layer: String,
+        /// The weight given.
+        weight: f64,
+    },
 }
 
 fn check_scores(layer: &str, which: &str, s: &[f64]) -> Result<(), ThresholdError> {
@@ -149,6 +157,44 @@ impl TodCurve {
         &self.removal_order
     }
 
+    /// The same curve with every ToD value divided by `weight` (finite, > 0): its
+    /// [`TodCurve::count_at`]`(α)` is the largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α·weight, so a
+    /// layer with weight > 1 tolerates more conflict (and gives up more units) at the same α,
+    /// one with weight < 1 less. The removal order is unchanged. [`counts_at`],
+    /// [`candidate_alphas`] and [`alpha_for_target`] work on weighted curves unchanged: per
+    /// layer, the count at α is the unweighted curve's count at min(1, α·weight) (up to
+    /// rounding exactly at a threshold). Weighted values may exceed 1; α never does. This is
+    /// fair-pruner's MAC-aware extension (`fair-analysis`'s `SelectOptions::mac_weight`), not
+    /// part of the paper.
+    ///
+    /// ```
+    /// use fair_threshold::TodCurve;
+    /// let curve = TodCurve::new("conv1", &[0.1, 0.5, 0.2, 0.9], &[9.0, 1.0, 0.5, 2.0])?;
+    /// assert_eq!(curve.tod(), &[1.0, 0.5, 2.0 / 3.0, 1.0]);
+    /// assert_eq!(curve.count_at(0.25)?, 0);
+    /// // Weight 2: ToD(m) ≤ 2·α, so at α = 0.25 the layer removes 2 units (ToD(2) = 0.5).
+    /// let heavy = curve.weighted(2.0)?;
+    /// assert_eq!(heavy.tod(), &[0.5, 0.25, 1.0 / 3.0, 0.5]);
+    /// assert_eq!(heavy.count_at(0.25)?, 2);
+    /// // Weight ½: even α = 1 only allows ToD(m) ≤ ½.
+    /// assert_eq!(curve.weighted(0.5)?.count_at(1.0)?, 2);
+    /// assert!(curve.weighted(0.0).is_err());
+    /// # Ok::<(), fair_threshold::ThresholdError>(())
+    /// ```
+    pub fn weighted(&self, weight: f64) -> Result<TodCurve, ThresholdError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(ThresholdError::Weight {
+                layer: self.layer.clone(),
+                weight,
+            });
+        }
+        Ok(TodCurve {
+            layer: self.layer.clone(),
+            tod: self.tod.iter().map(|t| t / weight).collect(),
+            removal_order: self.removal_order.clone(),
+        })
+    }
+
     /// The largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α, or 0.
     pub fn count_at(&self, alpha: f64) -> Result<usize, ThresholdError> {
         if !(0.0..=1.0).contains(&alpha) {
@@ -204,10 +250,15 @@ pub fn counts_at(
         .collect()
 }
 
-/// The tolerances at which some layer's count changes (every distinct ToD value), with 0 and
-/// 1, ascending. Counts are constant between consecutive values.
+/// The tolerances at which some layer's count changes (every distinct ToD value in [0, 1]),
+/// with 0 and 1, ascending. Counts are constant between consecutive values. Values above 1
+/// (only [weighted](TodCurve::weighted) curves have them) are left out: α never exceeds 1.
 pub fn candidate_alphas(curves: &[TodCurve]) -> Vec<f64> {
-    let mut a: Vec<f64> = curves.iter().flat_map(|c| c.tod.iter().copied()).collect();
+    let mut a: Vec<f64> = curves
+        .iter()
+        .flat_map(|c| c.tod.iter().copied())
+        .filter(|t| *t <= 1.0)
+        .collect();
     a.push(0.0);
     a.push(1.0);
     a.sort_by(f64::total_cmp);

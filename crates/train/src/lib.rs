@@ -3,7 +3,8 @@
 //! SGD with momentum and weight decay, a cosine or step learning-rate schedule, seeded
 //! shuffling and augmentation, top-1 accuracy and loss, progress bars (epoch, batch,
 //! throughput, ETA) and atomic safetensors checkpoints. The same seed and thread count give
-//! the same result.
+//! the same result. After pruning, [`recalibrate_batch_norm`] re-estimates BatchNorm running
+//! statistics and [`train_with_teacher`] fine-tunes with distillation from the unpruned model.
 //!
 //! ```no_run
 //! use fair_train::{TrainSettings, train, evaluate};
@@ -26,6 +27,12 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
+
+mod distill;
+mod recalibrate;
+
+pub use distill::{Distillation, distillation_loss};
+pub use recalibrate::{BnRecalibration, RecalibrationReport, recalibrate_batch_norm};
 
 /// Errors of training and evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,17 @@ pub enum TrainError {
         /// The loss.
         value: f64,
     },
+    /// A statistic or value came out NaN or infinite.
+    #[error("BatchNorm layer '{layer}': {detail}")]
+    NonFinite {
+        /// The layer.
+        layer: String,
+        /// What is not finite, and the likely cause.
+        detail: String,
+    },
+    /// The distillation teacher does not fit the model being trained.
+    #[error("distillation teacher: {0}")]
+    Teacher(String),
     /// Data problems.
     #[error(transparent)]
     Data(#[from] DataError),
@@ -69,6 +87,10 @@ fn spelled(name: &str) -> String {
             format!("--{} ([train] {name})", name.replace('_', "-"))
         }
         "data" => "data".to_owned(),
+        "distill_weight" | "distill_temperature" => {
+            format!("--{} ([prune] {name})", name.replace('_', "-"))
+        }
+        "batches" => "batches (--bn-recalibrate, [prune] bn_recalibrate)".to_owned(),
         other => format!("[train] {other}"),
     }
 }
@@ -196,7 +218,7 @@ pub struct Evaluation {
     pub loss: f64,
 }
 
-fn input_shape(model: &Model) -> [usize; 3] {
+pub(crate) fn input_shape(model: &Model) -> [usize; 3] {
     match model.graph().shape_at(0) {
         &[c, h, w] => [c, h, w],
         other => [other[0], 1, 1],
@@ -220,7 +242,7 @@ fn bar(show: bool, len: usize, msg: String) -> ProgressBar {
 }
 
 /// Batches built ahead of the one in use (see [`Loader::prefetch`]).
-const PREFETCH: usize = 2;
+pub(crate) const PREFETCH: usize = 2;
 
 /// Evaluates `model` (eval mode) on all of `data` (an in-memory [`fair_data::Dataset`] or a
 /// streamed [`fair_data::ImageFolder`]; the next batches are built while one is evaluated).
@@ -263,9 +285,10 @@ pub fn evaluate(
 }
 
 /// Trains `model` in place on `train` (shuffled each epoch with the seed, augmented by
-/// `train_transform`), evaluating on `test` after every epoch when given. Batches are built
-/// on a background thread while the previous one trains, with the same seeded random stream
-/// as building them in turn, so the result does not depend on the prefetching.
+/// `train_transform`) with the cross-entropy loss, evaluating on `test` after every epoch
+/// when given. Batches are built on a background thread while the previous one trains, with
+/// the same seeded random stream as building them in turn, so the result does not depend on
+/// the prefetching. The same as [`train_with_teacher`] without a teacher.
 pub fn train(
     model: &mut Model,
     train: &dyn ImageSource,
@@ -275,7 +298,40 @@ pub fn train(
     settings: &TrainSettings,
     progress: bool,
 ) -> Result<Vec<EpochReport>, TrainError> {
+    train_with_teacher(
+        model,
+        None,
+        train,
+        test,
+        train_transform,
+        eval_transform,
+        settings,
+        progress,
+    )
+}
+
+/// [`train`], optionally distilling from `teacher`: with `Some((teacher, d))` the loss of
+/// every batch is [`distillation_loss`] — (1 − w)·CE + w·T²·KL(softmax(teacher/T) ‖
+/// softmax(student/T)) — where the teacher sees the same (augmented) batch in eval mode,
+/// without gradients, and is never changed. The reported training loss is that combined
+/// loss. The teacher must take the same input shape and give as many classes as `model`;
+/// it may live on another device. Without a teacher this is exactly [`train`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_with_teacher(
+    model: &mut Model,
+    teacher: Option<(&Model, &Distillation)>,
+    train: &dyn ImageSource,
+    test: Option<&dyn ImageSource>,
+    train_transform: &Transform,
+    eval_transform: &Transform,
+    settings: &TrainSettings,
+    progress: bool,
+) -> Result<Vec<EpochReport>, TrainError> {
     settings.check()?;
+    if let Some((t, d)) = teacher {
+        d.check()?;
+        check_teacher(model, t)?;
+    }
     if train.is_empty() {
         return Err(TrainError::Setting {
             name: "data",
@@ -321,13 +377,21 @@ pub fn train(
                 let n = y.size()[0] as usize;
                 let (x, y) = (x.to_device(device), y.to_device(device));
                 let logits = model.forward(&x, Mode::Train)?;
-                let loss = logits.f_cross_entropy_loss::<tch::Tensor>(
-                    &y,
-                    None,
-                    tch::Reduction::Mean,
-                    -100,
-                    0.0,
-                )?;
+                let loss = match teacher {
+                    None => logits.f_cross_entropy_loss::<tch::Tensor>(
+                        &y,
+                        None,
+                        tch::Reduction::Mean,
+                        -100,
+                        0.0,
+                    )?,
+                    Some((t, d)) => {
+                        let t_logits =
+                            tch::no_grad(|| t.forward(&x.to_device(t.device()), Mode::Eval))?
+                                .to_device(device);
+                        distillation_loss(&logits, &t_logits, &y, d)?
+                    }
+                };
                 let value = loss.double_value(&[]);
                 if !value.is_finite() {
                     return Err(TrainError::Diverged {
@@ -389,6 +453,31 @@ pub fn train(
         reports.push(r);
     }
     Ok(reports)
+}
+
+/// Refuses a teacher whose input shape or class count differs from the student's.
+fn check_teacher(model: &Model, teacher: &Model) -> Result<(), TrainError> {
+    let (s, t) = (model.graph(), teacher.graph());
+    if s.shape_at(0) != t.shape_at(0) {
+        return Err(TrainError::Teacher(format!(
+            "'{}' takes inputs {:?} but the model '{}' takes {:?}",
+            t.name(),
+            t.shape_at(0),
+            s.name(),
+            s.shape_at(0)
+        )));
+    }
+    let out = |g: &fair_ir::Graph| g.shape_at(g.nodes().len() - 1).to_vec();
+    if out(s) != out(t) {
+        return Err(TrainError::Teacher(format!(
+            "'{}' outputs {:?} but the model '{}' outputs {:?}: the class counts must match",
+            t.name(),
+            out(t),
+            s.name(),
+            out(s)
+        )));
+    }
+    Ok(())
 }
 
 /// The README's examples, compiled as doctests.

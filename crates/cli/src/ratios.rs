@@ -1,0 +1,178 @@
+//! `fair-pruner ratios`: per-layer counts and widths from stored scores, no libtorch work.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use fair_analysis::{Goal, Method, ScoreFile, Selector};
+use fair_pipeline::charts::{human, thousands};
+use fair_pipeline::{Preset, PruneSection};
+
+use crate::score::SelectArgs;
+use crate::table::render;
+
+/// Arguments of `fair-pruner ratios`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params"])))]
+pub struct RatiosArgs {
+    /// Scores written by `fair-pruner score` or `prune`.
+    #[arg(long, value_name = "FILE", default_value = "scores.json")]
+    scores: PathBuf,
+    /// Tolerance of Difference α in [0, 1]: larger removes more.
+    #[arg(long, allow_negative_numbers = true)]
+    alpha: Option<f64>,
+    /// Find the smallest α that removes at least this fraction of MACs (e.g. 0.5).
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    target_macs: Option<f64>,
+    /// Find the smallest α that removes at least this fraction of parameters.
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    target_params: Option<f64>,
+    /// Starting configuration of the counts (its group rule and MAC weight): `fair-pruner`
+    /// or `paper`; --rule and --mac-weight override it [default: fair-pruner].
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the resolved plan for `fair-pruner apply` (every coupled layer lists the
+    /// same units, so apply reproduces exactly these widths).
+    #[arg(long, value_name = "FILE")]
+    write_plan: Option<PathBuf>,
+}
+
+/// Runs `ratios`: counts and widths from stored scores, no libtorch work.
+pub fn ratios(args: &RatiosArgs) -> Result<()> {
+    let goal = match (args.alpha, args.target_macs, args.target_params) {
+        (Some(a), _, _) => Goal::Alpha(a),
+        (None, Some(f), _) => Goal::Macs(f),
+        (None, None, Some(f)) => Goal::Params(f),
+        (None, None, None) => anyhow::bail!("give one of --alpha, --target-macs, --target-params"),
+    };
+    goal.check()
+        .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
+    if let Some(p) = &args.write_plan {
+        fair_ir::check_outputs(&[("--write-plan", p)], &[("--scores", &args.scores)])?;
+    }
+    let start = Instant::now();
+    let file = ScoreFile::load(&args.scores)?;
+    let section = PruneSection::default();
+    let (remove, protect, rank) = args.select.criteria(&section);
+    let options = args
+        .select
+        .options(&section, args.preset.unwrap_or_default())?;
+    let gamma = options.mac_weight;
+    let selector = Selector::from_scores(&file, &args.scores, &remove, &protect, &rank, options)?;
+    let selection = selector.select(goal, args.select.method())?;
+    let elapsed = start.elapsed();
+    if let Some(path) = &args.write_plan {
+        selection.plan().save(path)?;
+        eprintln!("plan written to {}", path.display());
+    }
+    let graph = selector.graph();
+    let widths = selection.widths();
+    let report = selection.resolution.report();
+    let weighted = gamma > 0.0;
+    let what = match args.select.method() {
+        Method::Tod => "alpha",
+        Method::Uniform => "ratio",
+    };
+    let per_layer = || {
+        selector
+            .layers()
+            .iter()
+            .zip(&selection.counts)
+            .zip(selector.unit_macs().iter().zip(selector.weights()))
+    };
+    if args.json {
+        let layers: Vec<_> = per_layer()
+            .map(|((l, &k), (&c, &w))| {
+                let units = graph.units(l).unwrap_or(0);
+                let keep = widths[l];
+                let mut row = serde_json::json!({"layer": l, "units": units, "requested": k, "remove": units - keep, "keep": keep});
+                if weighted {
+                    row["unit_macs"] = c.into();
+                    row["weight"] = w.into();
+                }
+                row
+            })
+            .collect();
+        let mut out = serde_json::json!({
+            what: selection.setting,
+            "rule": selector.options().rule,
+            "layers": layers,
+            "params": {"before": report.params.0, "after": report.params.1},
+            "macs": {"before": report.macs.0, "after": report.macs.1},
+            "milliseconds": elapsed.as_secs_f64() * 1e3,
+        });
+        if weighted {
+            out["mac_weight"] = gamma.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = per_layer()
+        .map(|((l, &k), (_, &w))| {
+            let units = graph.units(l).unwrap_or(0);
+            let keep = widths[l];
+            let mut row = vec![l.clone(), units.to_string()];
+            if weighted {
+                row.push(format!("{w:.3}"));
+            }
+            row.extend([
+                k.to_string(),
+                keep.to_string(),
+                format!("{:.1}%", 100.0 * keep as f64 / units as f64),
+            ]);
+            row
+        })
+        .collect();
+    let rule = selector.options().rule.name();
+    let gamma_note = if weighted {
+        format!(", MAC weight γ = {gamma}")
+    } else {
+        String::new()
+    };
+    match args.select.method() {
+        Method::Tod => println!("α = {} ({rule} rule{gamma_note})\n", selection.setting),
+        Method::Uniform => println!("uniform ratio = {} ({rule} rule)\n", selection.setting),
+    }
+    let (headers, right): (Vec<&str>, Vec<usize>) = if weighted {
+        (
+            vec![
+                "layer",
+                "units",
+                "weight",
+                "asked to remove",
+                "keep",
+                "kept %",
+            ],
+            vec![1, 2, 3, 4, 5],
+        )
+    } else {
+        (
+            vec!["layer", "units", "asked to remove", "keep", "kept %"],
+            vec![1, 2, 3, 4],
+        )
+    };
+    print!("{}", render(&headers, &rows, &right));
+    let (p, m) = (report.params, report.macs);
+    println!(
+        "\nparameters {} → {} ({:.1}% removed); MACs {} → {} ({:.1}% removed)",
+        human(p.0 as u64),
+        human(p.1 as u64),
+        100.0 * (1.0 - p.1 as f64 / p.0 as f64),
+        human(m.0),
+        human(m.1),
+        100.0 * (1.0 - m.1 as f64 / m.0 as f64)
+    );
+    println!(
+        "computed from stored scores in {:.2} ms ({} layers, {} units)",
+        elapsed.as_secs_f64() * 1e3,
+        selector.layers().len(),
+        thousands(selector.curves().iter().map(|c| c.units() as u64).sum())
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Named starting configurations (`--preset`): every setting that decides *which* units go,
+//! chosen as a whole. Individual flags and config keys still override any part of one.
+
+use fair_analysis::GroupRule;
+use fair_scoring::{AnalysisPoint, RMode, ScoringSettings};
+use fair_train::BnRecalibration;
+use serde::{Deserialize, Serialize};
+
+/// A named configuration of the scoring, the counts and the steps after surgery.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Preset {
+    /// The authors' package `network-pruner` 2.16 as exactly as fair-pruner reproduces it:
+    /// U read where its hook reads (after an in-place ReLU that directly follows the layer)
+    /// with the BatchNorm drift of its training-mode R passes, its quantile-grid W1, R in
+    /// training mode, the package's group rule, counts blind to MACs, no BatchNorm
+    /// recalibration. See docs/algorithm.md, "Presets".
+    Paper,
+    /// fair-pruner's default: the configuration that measured best on a validation split
+    /// carved from the training data (docs/results.md, "Ablation").
+    #[default]
+    FairPruner,
+}
+
+/// What a [`Preset`] sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetSettings {
+    /// Scoring settings (U and R); the calibration draw (samples per class, classes, seed)
+    /// and the memory bound are left at their defaults for the caller to set.
+    pub scoring: ScoringSettings,
+    /// How coupled layers settle on one set of units.
+    pub rule: GroupRule,
+    /// Exponent γ of the MAC-aware counts (0: counts blind to MACs, as the paper).
+    pub mac_weight: f64,
+    /// BatchNorm recalibration after surgery, if any.
+    pub recalibration: Option<BnRecalibration>,
+}
+
+impl Preset {
+    /// Every preset, in `--help` order.
+    pub const ALL: [Preset; 2] = [Preset::FairPruner, Preset::Paper];
+
+    /// The preset's name on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::FairPruner => "fair-pruner",
+        }
+    }
+
+    /// The settings of this preset. `batch_size` is the R-Score's batch size (the paper
+    /// preset also moves BatchNorm statistics in batches of this size, as the package's
+    /// calibration loader does).
+    pub fn settings(self, batch_size: usize) -> PresetSettings {
+        match self {
+            Preset::Paper => PresetSettings {
+                scoring: ScoringSettings::paper(batch_size),
+                rule: GroupRule::Package,
+                mac_weight: 0.0,
+                recalibration: None,
+            },
+            Preset::FairPruner => {
+                let mut scoring = ScoringSettings::default();
+                scoring.r.batch_size = batch_size;
+                scoring.u.analysis_point = AnalysisPoint::LayerOutput;
+                scoring.r.mode = RMode::Train;
+                PresetSettings {
+                    scoring,
+                    rule: GroupRule::Package,
+                    mac_weight: 0.0,
+                    recalibration: Some(BnRecalibration::default()),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_is_the_package() {
+        let p = Preset::Paper.settings(32);
+        assert_eq!(p.scoring.u.analysis_point, AnalysisPoint::Package);
+        assert_eq!(
+            p.scoring.u.bn_drift,
+            Some(fair_scoring::BnDrift { batch_size: 32 })
+        );
+        assert_eq!(p.scoring.r.batch_size, 32);
+        assert_eq!(p.scoring.r.mode, RMode::Train);
+        assert_eq!(p.rule, GroupRule::Package);
+        assert_eq!(p.mac_weight, 0.0);
+        assert!(p.recalibration.is_none());
+    }
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for p in Preset::ALL {
+            let text = serde_json::to_string(&p).unwrap();
+            assert_eq!(text, format!("\"{}\"", p.name()));
+            assert_eq!(serde_json::from_str::<Preset>(&text).unwrap(), p);
+        }
+    }
+}
