@@ -103,12 +103,13 @@ pub struct SelectOptions {
     /// Layers never to prune (besides the output layer), with everything coupled to them.
     pub protected: Vec<String>,
     /// MAC-aware counts, γ ≥ 0 (default 0: off, the paper). With γ > 0 each layer's ToD
-    /// curve is [weighted](TodCurve::weighted) by w_l = (c_l / c̄)^γ, where c_l is the MACs
-    /// saved by removing one unit of the layer together with everything coupled to it
-    /// ([`Selector::unit_macs`]) and c̄ their geometric mean over the scored layers: the layer
-    /// removes the largest m with ToD(m) ≤ min(1, α·w_l), so layers whose units cost many MACs
-    /// tolerate more conflict and give up more units. A fair-pruner extension, not in the
-    /// paper or the authors' package.
+    /// curve is [weighted](TodCurve::weighted) by w_l = (c_l / c_max)^γ ∈ (0, 1], where c_l is
+    /// the MACs saved by removing one unit of the layer together with everything coupled to it
+    /// ([`Selector::unit_macs`]) and c_max the largest over the scored layers: the layer
+    /// removes the largest m with ToD(m)^w_l ≤ α (ToD(m) ≤ α^(1/w_l)), so the layers whose
+    /// units cost the most MACs keep the tolerance α and cheaper ones tolerate less conflict
+    /// and give up fewer units. No layer's tolerance exceeds α, and α = 0 and α = 1 give the
+    /// unweighted counts. A fair-pruner extension, not in the paper or the authors' package.
     pub mac_weight: f64,
 }
 
@@ -347,9 +348,9 @@ impl Selector {
         &self.unit_macs
     }
 
-    /// The MAC weight of each scored layer, w_l = (c_l / c̄)^γ with c_l its
-    /// [`Selector::unit_macs`], c̄ the geometric mean of the non-zero c_l and γ the options'
-    /// `mac_weight`: all 1 when γ = 0 (the paper), and 1 for layers with c_l = 0.
+    /// The MAC weight of each scored layer, w_l = (c_l / c_max)^γ (at least 1e-9) with c_l its
+    /// [`Selector::unit_macs`], c_max the largest c_l and γ the options' `mac_weight`: all 1
+    /// when γ = 0 (the paper), and 1 for layers with c_l = 0.
     pub fn weights(&self) -> &[f64] {
         &self.weights
     }
@@ -518,24 +519,27 @@ fn unit_macs(
     Ok(costs)
 }
 
-/// w_l = (c_l / c̄)^γ, c̄ the geometric mean of the non-zero costs; 1 where c_l = 0 or γ = 0.
+/// The smallest MAC weight: a layer whose units are this much cheaper than the costliest
+/// ones only loses units whose ToD is 0.
+const MIN_WEIGHT: f64 = 1e-9;
+
+/// w_l = (c_l / c_max)^γ ∈ (0, 1], c_max the largest cost; 1 where c_l = 0 or γ = 0.
 fn mac_weights(costs: &[u64], gamma: f64) -> Vec<f64> {
-    let logs: Vec<f64> = costs
+    let max_log = costs
         .iter()
         .filter(|&&c| c > 0)
         .map(|&c| (c as f64).ln())
-        .collect();
-    if gamma == 0.0 || logs.is_empty() {
+        .fold(f64::NEG_INFINITY, f64::max);
+    if gamma == 0.0 || max_log == f64::NEG_INFINITY {
         return vec![1.0; costs.len()];
     }
-    let mean_log = logs.iter().sum::<f64>() / logs.len() as f64;
     costs
         .iter()
         .map(|&c| {
             if c == 0 {
                 1.0
             } else {
-                (gamma * ((c as f64).ln() - mean_log)).exp()
+                (gamma * ((c as f64).ln() - max_log)).exp().max(MIN_WEIGHT)
             }
         })
         .collect()

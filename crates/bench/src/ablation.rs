@@ -79,10 +79,17 @@ pub enum Suspect {
     MacWeight,
     /// Coupled layers ranked by their summed, normalised scores (`GroupRule::Summed`).
     Summed,
+    /// U without the package's BatchNorm drift, with the exact W1 (`bn_drift` off, as
+    /// [`fair_pipeline::Preset::FairPruner`]; with equal class sizes the W1 is the same either way).
+    NoDrift,
 }
 
 /// What `fair-combined` changes from `fair-paper`: edit this list to try another combination.
 pub const COMBINED: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::Summed];
+
+/// What [`fair_pipeline::Preset::FairPruner`] changes from `fair-paper`, measured as `fair-default` (a test
+/// checks that the two agree).
+pub const DEFAULT: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::NoDrift];
 
 /// The methods, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -102,9 +109,15 @@ pub enum Method {
     /// fair-paper with the summed group rule.
     #[value(name = "fair-summed")]
     FairSummed,
+    /// fair-paper without the BatchNorm drift (exact W1).
+    #[value(name = "fair-no-drift")]
+    FairNoDrift,
     /// fair-paper with every change listed in `COMBINED` (crates/bench/src/ablation.rs).
     #[value(name = "fair-combined")]
     FairCombined,
+    /// fair-pruner's default preset (`DEFAULT`, equal to [`fair_pipeline::Preset::FairPruner`]).
+    #[value(name = "fair-default")]
+    FairDefault,
     /// The same fraction of every layer, lowest L1 norm first (fair-pruner).
     #[value(name = "uniform-l1")]
     UniformL1,
@@ -122,13 +135,15 @@ pub enum Method {
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 12] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
         Method::FairMac,
         Method::FairSummed,
+        Method::FairNoDrift,
         Method::FairCombined,
+        Method::FairDefault,
         Method::UniformL1,
         Method::TpL1,
         Method::TpTaylor,
@@ -143,7 +158,9 @@ impl Method {
             Method::FairREval => "fair-r-eval",
             Method::FairMac => "fair-mac",
             Method::FairSummed => "fair-summed",
+            Method::FairNoDrift => "fair-no-drift",
             Method::FairCombined => "fair-combined",
+            Method::FairDefault => "fair-default",
             Method::UniformL1 => "uniform-l1",
             Method::TpL1 => "tp-l1",
             Method::TpTaylor => "tp-taylor",
@@ -163,7 +180,9 @@ impl Method {
             Method::FairREval => Some(&[Suspect::REval]),
             Method::FairMac => Some(&[Suspect::MacWeight]),
             Method::FairSummed => Some(&[Suspect::Summed]),
+            Method::FairNoDrift => Some(&[Suspect::NoDrift]),
             Method::FairCombined => Some(COMBINED),
+            Method::FairDefault => Some(DEFAULT),
             _ => None,
         }
     }
@@ -184,6 +203,8 @@ impl Method {
 struct Variant {
     point: AnalysisPoint,
     r_mode: RMode,
+    /// The package's BatchNorm drift and quantile-grid W1 (else no drift, exact W1).
+    drift: bool,
     mac_weight: f64,
     rule: GroupRule,
 }
@@ -196,6 +217,7 @@ impl Variant {
         let mut v = Variant {
             point: paper.u.analysis_point,
             r_mode: paper.r.mode,
+            drift: true,
             mac_weight: 0.0,
             rule: GroupRule::Package,
         };
@@ -205,14 +227,15 @@ impl Variant {
                 Suspect::REval => v.r_mode = RMode::Eval,
                 Suspect::MacWeight => v.mac_weight = 1.0,
                 Suspect::Summed => v.rule = GroupRule::Summed,
+                Suspect::NoDrift => v.drift = false,
             }
         }
         v
     }
 
     /// The scoring it needs (one score file per distinct one).
-    fn scoring(&self) -> (AnalysisPoint, RMode) {
-        (self.point, self.r_mode)
+    fn scoring(&self) -> (AnalysisPoint, RMode, bool) {
+        (self.point, self.r_mode, self.drift)
     }
 
     fn select_options(&self) -> SelectOptions {
@@ -225,12 +248,13 @@ impl Variant {
 }
 
 /// Label of a scoring setting, for file names: `package-train`, `after-activation-eval`.
-fn scoring_label((point, mode): (AnalysisPoint, RMode)) -> String {
+fn scoring_label((point, mode, drift): (AnalysisPoint, RMode, bool)) -> String {
     let name = |v: Value| v.as_str().unwrap_or("?").to_owned();
     format!(
-        "{}-{}",
+        "{}-{}{}",
         name(json!(point)),
-        name(serde_json::to_value(mode).unwrap_or_default())
+        name(serde_json::to_value(mode).unwrap_or_default()),
+        if drift { "" } else { "-nodrift" }
     )
 }
 
@@ -553,6 +577,10 @@ fn score_all(
         let mut s = ScoringSettings::paper(R_BATCH);
         s.u.analysis_point = scoring.0;
         s.r.mode = scoring.1;
+        if !scoring.2 {
+            s.u.bn_drift = None;
+            s.u.w1 = fair_scoring::Wasserstein::Exact;
+        }
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         (s.u.seed, s.r.seed, s.seed) = (draw.seed, draw.seed, draw.seed);
@@ -1355,11 +1383,13 @@ mod tests {
             Method::FairREval,
             Method::FairMac,
             Method::FairSummed,
+            Method::FairNoDrift,
         ] {
             let v = Variant::of(m.suspects().unwrap());
             let changed = [
                 v.point != paper.point,
                 v.r_mode != paper.r_mode,
+                v.drift != paper.drift,
                 v.mac_weight != paper.mac_weight,
                 v.rule != paper.rule,
             ];
@@ -1373,8 +1403,32 @@ mod tests {
         );
         assert_eq!(scoring_label(paper.scoring()), "package-train");
         assert_eq!(
+            scoring_label(Variant::of(&[Suspect::NoDrift]).scoring()),
+            "package-train-nodrift"
+        );
+        assert_eq!(
             scoring_label(Variant::of(&[Suspect::REval]).scoring()),
             "package-eval"
+        );
+    }
+
+    #[test]
+    fn fair_default_is_the_default_preset() {
+        let v = Variant::of(DEFAULT);
+        let p = fair_pipeline::Preset::FairPruner.settings(R_BATCH);
+        assert_eq!(v.point, p.scoring.u.analysis_point);
+        assert_eq!(v.r_mode, p.scoring.r.mode);
+        assert_eq!(v.drift, p.scoring.u.bn_drift.is_some());
+        let w1 = if v.drift {
+            fair_scoring::Wasserstein::QuantileGrid
+        } else {
+            fair_scoring::Wasserstein::Exact
+        };
+        assert_eq!(w1, p.scoring.u.w1);
+        assert_eq!((v.rule, v.mac_weight), (p.rule, p.mac_weight));
+        assert_eq!(
+            p.recalibration.map(|r| r.batches),
+            Some(RECALIBRATION.batches)
         );
     }
 

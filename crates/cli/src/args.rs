@@ -93,7 +93,7 @@ pub struct ScoringArgs {
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub criteria: Vec<String>,
     /// Starting configuration of the scoring, the counts and the steps after surgery:
-    /// `fair-pruner` (the default, the best configuration measured on a validation split) or
+    /// `fair-pruner` (the default, chosen on a validation split: docs/results.md) or
     /// `paper` (the authors' package network-pruner 2.16 as exactly as fair-pruner reproduces
     /// it). Every flag or config key below overrides its part; docs/algorithm.md, "Presets",
     /// lists what each sets [default: fair-pruner]

@@ -57,7 +57,8 @@ pub struct PruneArgs {
     /// Recalibrate BatchNorm after surgery: re-estimate every BatchNorm's running mean and
     /// variance as the average batch statistics of its input over N random batches (of the
     /// fine-tuning batch size, no augmentation, seeded by --seed) of the training split,
-    /// before the one-shot evaluation and any fine-tuning; 0 turns it off [default: 0].
+    /// before the one-shot evaluation and any fine-tuning; 0 turns it off [default: from
+    /// --preset: 32 for fair-pruner, 0 for paper].
     #[arg(long, value_name = "N")]
     bn_recalibrate: Option<usize>,
     /// Fine-tuning (either engine) distils from the unpruned model with this weight in

@@ -81,6 +81,17 @@ fn bn_recalibrate_changes_the_one_shot_accuracy_and_is_recorded() {
     let paper = report(&paper_out);
     assert!(paper["results"][0].get("recalibration").is_none());
     assert_eq!(paper["selection"]["preset"], "paper");
+    // The default preset recalibrates on 32 batches without being asked.
+    let default_out = dir.path().join("default");
+    let o = prune(&common, &w, &default_out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let default = report(&default_out);
+    assert_eq!(default["selection"]["preset"], "fair-pruner");
+    assert_eq!(
+        default["results"][0]["recalibration"]["batches"], 32,
+        "{}",
+        default["results"][0]
+    );
 
     let out = dir.path().join("recal");
     let o = prune(&common, &w, &out, &["--bn-recalibrate", "4"]);

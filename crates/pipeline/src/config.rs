@@ -83,7 +83,8 @@ pub struct PruneSection {
     pub finetune_lr: Option<f64>,
     /// BatchNorm recalibration after surgery: batches (of the fine-tuning batch size) of the
     /// training split whose statistics replace every BatchNorm's running mean and variance,
-    /// before the one-shot evaluation; 0 (the default) is off.
+    /// before the one-shot evaluation; 0 is off (default: from the preset, 32 for `fair-pruner`,
+    /// 0 for `paper`).
     pub bn_recalibrate: Option<usize>,
     /// Fine-tuning distils from the unpruned model with this weight in [0, 1]: loss =
     /// (1 − w)·CE + w·T²·KL(teacher ‖ student). Unset: plain cross-entropy.

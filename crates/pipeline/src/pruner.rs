@@ -48,7 +48,8 @@ struct Finetune<'a> {
 struct Recalibrate<'a> {
     source: Option<(&'a dyn ImageSource, Transform)>,
     settings: BnRecalibration,
-    /// Set by a preset: skipped (not an error) when no training split is known.
+    /// Set by a preset: skipped (not an error) when no training split is known, and drawn
+    /// in batches of the fine-tuning batch size with the run's seed.
     optional: bool,
 }
 
@@ -491,6 +492,13 @@ impl<'a> Pruner<'a> {
         {
             f.settings.check()?;
         }
+        let gamma = self.select.mac_weight;
+        if !(gamma.is_finite() && gamma >= 0.0) {
+            return Err(PipelineError::invalid(
+                "mac-weight",
+                format!("the MAC weight γ must be a finite number ≥ 0 (0 = off), found {gamma}"),
+            ));
+        }
         if let Some(r) = &self.recalibration {
             r.settings.check()?;
             if r.source.is_none() && self.finetune.is_none() && !r.optional {
@@ -608,25 +616,34 @@ impl<'a> Pruner<'a> {
             let mut pruned_model = pruned.model;
             let recalibration = match (&self.recalibration, self.recalibration_source()) {
                 (Some(r), Some((train, transform))) => {
+                    let mut settings = r.settings.clone();
+                    if r.optional {
+                        if let Some(f) = &self.finetune {
+                            settings.batch_size = f.settings.batch_size;
+                        }
+                        settings.seed = self.seed;
+                    }
                     say(format!(
                         "recalibrating BatchNorm of {} on {} batch(es) of {}",
                         goal.label(),
-                        r.settings.batches,
+                        settings.batches,
                         train.name()
                     ));
+                    let started = Instant::now();
                     let done = fair_train::recalibrate_batch_norm(
                         &pruned_model,
                         train,
                         &transform,
-                        &r.settings,
+                        &settings,
                     )?;
                     Some(RecalibrationInfo {
                         layers: done.layers,
                         batches: done.batches,
                         batch_size: done.samples.checked_div(done.batches).unwrap_or(0),
                         samples: done.samples,
-                        seed: r.settings.seed,
+                        seed: settings.seed,
                         data: train.name().to_owned(),
+                        seconds: started.elapsed().as_secs_f64(),
                     })
                 }
                 _ => None,
@@ -782,7 +799,7 @@ impl<'a> Pruner<'a> {
             },
             distillation: self
                 .distill
-                .filter(|_| self.finetunes())
+                .filter(|d| self.finetunes() && d.weight > 0.0)
                 .map(|d| DistillationInfo {
                     temperature: d.temperature,
                     weight: d.weight,

@@ -205,6 +205,9 @@ pub struct RecalibrationInfo {
     pub seed: u64,
     /// The training split the batches came from (no augmentation).
     pub data: String,
+    /// Wall time of the recalibration (decoding the batches included).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// Distillation settings of the fine-tuning ([`fair_train::Distillation`]): loss =

@@ -279,13 +279,21 @@ pub fn u_scores(
     progress: Progress,
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     settings.check()?;
-    let Some(drift) = settings.bn_drift else {
-        return scores_of(model, layers, 0, data, settings, progress);
+    // Without BatchNorm there is nothing to drift: one ordinary pass gives the same scores.
+    let has_batch_norm = model.graph().nodes().iter().any(|n| {
+        matches!(
+            n.op,
+            fair_ir::Op::BatchNorm2d(_) | fair_ir::Op::BatchNorm1d(_)
+        )
+    });
+    let Some(drift) = settings.bn_drift.filter(|_| has_batch_norm) else {
+        return scores_of(model, layers, 0, data, settings, progress, 1);
     };
     let drifting = copy_model(model)?;
     let (mut scores, mut notes) = (Vec::with_capacity(layers.len()), Vec::new());
     for (i, layer) in layers.iter().enumerate() {
         drift_pass(&drifting, data, drift.batch_size)?;
+        // Two copies of the parameters are held: the model's and the drifting one.
         let (mut s, n) = scores_of(
             &drifting,
             std::slice::from_ref(layer),
@@ -293,6 +301,7 @@ pub fn u_scores(
             data,
             settings,
             progress,
+            2,
         )?;
         scores.push(s.remove(0));
         for note in n {
@@ -330,7 +339,8 @@ fn drift_pass(model: &Model, data: &Calibration, batch_size: usize) -> Result<()
 
 /// U-Scores of `layers`, the first of which is the model's prunable layer number `first`
 /// (it seeds the projection directions, so a layer scored alone gets the directions it gets
-/// among all).
+/// among all). `copies` is how many copies of the parameters are held (for the memory
+/// bound).
 fn scores_of(
     model: &Model,
     layers: &[PrunableLayer],
@@ -338,6 +348,7 @@ fn scores_of(
     data: &Calibration,
     settings: &UScoreSettings,
     progress: Progress,
+    copies: u64,
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     let (classes, mut notes) = data.class_samples(
         settings.max_classes,
@@ -373,7 +384,8 @@ fn scores_of(
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
     let largest = samples.iter().copied().max().unwrap_or(0);
     let memory = memory::layer_memory(graph, layers, &projections, &samples)?;
-    let fixed = 4 * (graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
+    let fixed =
+        4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
     let plan = memory::plan(
         graph,
         layers,

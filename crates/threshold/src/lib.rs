@@ -157,27 +157,27 @@ impl TodCurve {
         &self.removal_order
     }
 
-    /// The same curve with every ToD value divided by `weight` (finite, > 0): its
-    /// [`TodCurve::count_at`]`(α)` is the largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α·weight, so a
-    /// layer with weight > 1 tolerates more conflict (and gives up more units) at the same α,
-    /// one with weight < 1 less. The removal order is unchanged. [`counts_at`],
+    /// The same curve with every ToD value raised to the power `weight` (finite, > 0): its
+    /// [`TodCurve::count_at`]`(α)` is the largest m ≤ ⌊0.99·n⌋ with ToD(m)^weight ≤ α, i.e.
+    /// ToD(m) ≤ α^(1/weight). A layer with weight < 1 tolerates less conflict (gives up fewer
+    /// units) at the same α, one with weight > 1 more; at α = 0 and α = 1 every weight gives
+    /// the unweighted count, so the values stay in [0, 1] and everything reachable without
+    /// weights stays reachable. The removal order is unchanged. [`counts_at`],
     /// [`candidate_alphas`] and [`alpha_for_target`] work on weighted curves unchanged: per
-    /// layer, the count at α is the unweighted curve's count at min(1, α·weight) (up to
-    /// rounding exactly at a threshold). Weighted values may exceed 1; α never does. This is
-    /// fair-pruner's MAC-aware extension (`fair-analysis`'s `SelectOptions::mac_weight`), not
-    /// part of the paper.
+    /// layer, the count at α is the unweighted curve's count at α^(1/weight) (up to rounding
+    /// exactly at a threshold). This is fair-pruner's MAC-aware extension (`fair-analysis`'s
+    /// `SelectOptions::mac_weight`), not part of the paper.
     ///
     /// ```
     /// use fair_threshold::TodCurve;
-    /// let curve = TodCurve::new("conv1", &[0.1, 0.5, 0.2, 0.9], &[9.0, 1.0, 0.5, 2.0])?;
+    /// let curve = TodCurve::new("fc1", &[0.1, 0.5, 0.2, 0.9], &[9.0, 1.0, 0.5, 2.0])?;
     /// assert_eq!(curve.tod(), &[1.0, 0.5, 2.0 / 3.0, 1.0]);
-    /// assert_eq!(curve.count_at(0.25)?, 0);
-    /// // Weight 2: ToD(m) ≤ 2·α, so at α = 0.25 the layer removes 2 units (ToD(2) = 0.5).
-    /// let heavy = curve.weighted(2.0)?;
-    /// assert_eq!(heavy.tod(), &[0.5, 0.25, 1.0 / 3.0, 0.5]);
-    /// assert_eq!(heavy.count_at(0.25)?, 2);
-    /// // Weight ½: even α = 1 only allows ToD(m) ≤ ½.
-    /// assert_eq!(curve.weighted(0.5)?.count_at(1.0)?, 2);
+    /// assert_eq!(curve.count_at(0.5)?, 2);
+    /// // Weight ½: ToD(m) ≤ α², so at α = 0.5 only ToD ≤ 0.25 passes: nothing is removed.
+    /// let cheap = curve.weighted(0.5)?;
+    /// assert_eq!(cheap.count_at(0.5)?, 0);
+    /// // At α = 1 the weight does not matter.
+    /// assert_eq!(cheap.count_at(1.0)?, curve.count_at(1.0)?);
     /// assert!(curve.weighted(0.0).is_err());
     /// # Ok::<(), fair_threshold::ThresholdError>(())
     /// ```
@@ -190,7 +190,7 @@ impl TodCurve {
         }
         Ok(TodCurve {
             layer: self.layer.clone(),
-            tod: self.tod.iter().map(|t| t / weight).collect(),
+            tod: self.tod.iter().map(|t| t.powf(weight)).collect(),
             removal_order: self.removal_order.clone(),
         })
     }

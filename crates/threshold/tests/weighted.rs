@@ -20,7 +20,7 @@ fn layer() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, f64)> {
 
 proptest! {
     /// Per layer, the weighted curve's count at α is the unweighted curve's count at
-    /// min(1, α·w), options applied alike.
+    /// α^(1/w), options applied alike.
     #[test]
     fn weighted_counts_are_counts_at_a_scaled_alpha(
         layers in proptest::collection::vec(layer(), 1..6),
@@ -40,9 +40,11 @@ proptest! {
             .collect();
         let got = counts_at(&weighted, alpha, options).unwrap();
         for ((c, (_, _, w)), k) in plain.iter().zip(&layers).zip(&got) {
-            let scaled = (alpha * w).min(1.0);
+            let scaled = alpha.powf(1.0 / w);
             let want = counts_at(std::slice::from_ref(c), scaled, options).unwrap()[0];
-            prop_assert_eq!(*k, want, "w = {}, α·w = {}", w, scaled);
+            // Exactly at a threshold, x^w ≤ α and x ≤ α^(1/w) can round differently.
+            let near = c.tod().iter().any(|t| (t - scaled).abs() <= 1e-9);
+            prop_assert!(*k == want || near, "w = {}, α^(1/w) = {}: {} vs {}", w, scaled, k, want);
         }
         // Candidate tolerances stay in [0, 1] and every one is a valid α.
         let alphas = candidate_alphas(&weighted);
@@ -57,12 +59,16 @@ proptest! {
 fn a_target_search_over_weighted_curves_finds_the_smallest_alpha() {
     let u: Vec<f64> = (0..60).map(|i| ((i * 37) % 60) as f64).collect();
     let r: Vec<f64> = (0..60).map(|i| ((i * 11) % 60) as f64).collect();
-    // Weights below 1 push ToD values above 1: the search must still stay within α ≤ 1.
+    // Weighted values stay in [0, 1]: the search stays within α ≤ 1.
     let curves = [
         TodCurve::new("a", &u, &r).unwrap().weighted(0.4).unwrap(),
         TodCurve::new("b", &r, &u).unwrap().weighted(3.0).unwrap(),
     ];
-    assert!(curves[0].tod().iter().any(|&t| t > 1.0));
+    assert!(
+        curves
+            .iter()
+            .all(|c| c.tod().iter().all(|t| (0.0..=1.0).contains(t)))
+    );
     let frac = |c: &[usize]| Ok::<f64, String>(c.iter().sum::<usize>() as f64 / 120.0);
     let t = alpha_for_target(&curves, CountOptions::default(), 0.4, frac).unwrap();
     assert!(t.achieved >= 0.4 && t.setting <= 1.0);
@@ -75,6 +81,26 @@ fn a_target_search_over_weighted_curves_finds_the_smallest_alpha() {
     }
     // The heavier layer gives up more units at the found α.
     assert!(t.counts[1] > t.counts[0], "{:?}", t.counts);
+}
+
+#[test]
+fn weights_never_make_a_reduction_unreachable() {
+    let u: Vec<f64> = (0..50).map(|i| ((i * 7) % 50) as f64).collect();
+    let r: Vec<f64> = (0..50).map(|i| ((i * 13) % 50) as f64).collect();
+    let plain = TodCurve::new("a", &u, &r).unwrap();
+    for w in [1e-9, 0.01, 0.5, 1.0, 4.0] {
+        let c = plain.weighted(w).unwrap();
+        assert_eq!(
+            c.count_at(1.0).unwrap(),
+            plain.count_at(1.0).unwrap(),
+            "w = {w}"
+        );
+        assert_eq!(
+            c.count_at(0.0).unwrap(),
+            plain.count_at(0.0).unwrap(),
+            "w = {w}"
+        );
+    }
 }
 
 #[test]

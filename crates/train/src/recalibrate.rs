@@ -45,9 +45,26 @@ impl BnRecalibration {
                 });
             }
         }
+        if self
+            .batches
+            .checked_mul(self.batch_size)
+            .is_none_or(|n| n > MAX_SAMPLES)
+        {
+            return Err(TrainError::Setting {
+                name: "batches",
+                detail: format!(
+                    "{} batches of {} samples is more than BatchNorm recalibration draws \
+                     ({MAX_SAMPLES} samples at most; a few thousand are plenty)",
+                    self.batches, self.batch_size
+                ),
+            });
+        }
         Ok(())
     }
 }
+
+/// The most samples (batches × batch size) one recalibration draws.
+pub const MAX_SAMPLES: usize = 10_000_000;
 
 /// What [`recalibrate_batch_norm`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
