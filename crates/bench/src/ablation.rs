@@ -434,6 +434,9 @@ impl Seeded<'_> {
             "finetune_fraction": self.finetune_fraction,
             "finetune": {"lr": self.finetune_settings.lr, "seed": self.finetune_settings.seed,
                          "batch_size": self.finetune_settings.batch_size},
+            "train_settings": serde_json::to_value(&self.finetune_settings)?,
+            "transforms": [serde_json::to_value(&self.train_transform)?,
+                           serde_json::to_value(&self.eval_transform)?],
             "recalibration": serde_json::to_value(&self.recalibration)?,
         });
         let stored = out.join("bench.json");
