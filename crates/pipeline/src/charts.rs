@@ -531,6 +531,13 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
         "## ToD curves\n\nFor each layer, ToD(m) = |Rm(m) ∩ Pm(m)| / m, where Rm(m) are the m units with the lowest `{}` score and Pm(m) the m with the highest `{}` score. At tolerance α the layer removes the largest m ≤ ⌊0.99·n⌋ with ToD(m) ≤ α.\n\n![ToD curves](tod-curves.svg)",
         s.remove_by, s.protect_by
     );
+    if s.mac_weight > 0.0 {
+        let _ = writeln!(
+            md,
+            "\nMAC-aware counts (γ = {}): each curve is drawn as ToD(m)^w, w = (MACs of one of the layer's units / the costliest layer's)^γ ≤ 1, so a layer removes the largest m with ToD(m)^w ≤ α (docs/algorithm.md, \"MAC-aware counts\").",
+            s.mac_weight
+        );
+    }
     charts.push(("tod-curves.svg", tod_curves_svg(report, curves)?));
     for (name, svg) in &charts {
         fair_ir::write_atomic(&dir.join(name), svg.as_bytes())?;
