@@ -15,7 +15,7 @@ pub enum AnalysisPoint {
     /// which a directly following in-place ReLU (`nn.ReLU(inplace=True)`, as in
     /// torchvision's models and the authors' examples) then overwrites. So a layer whose
     /// only reader is a ReLU is read after that ReLU; any other layer (e.g. a conv followed
-    /// by BatchNorm) at its own output. Part of the `paper` preset.
+    /// by BatchNorm) at its own output. Used by both presets.
     Package,
     /// After the BatchNorm and/or activation that directly follow the layer, when they do
     /// (the authors' VGG example).
