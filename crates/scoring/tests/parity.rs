@@ -23,24 +23,31 @@ struct Reference {
     json: Value,
 }
 
-fn reference(py: &Path) -> Reference {
+/// Runs the reference script `tests/parity/<script>` into a fresh directory and reads the
+/// `reference.json` it writes.
+fn run_reference(py: &Path, script: &str) -> Reference {
     let dir = tempfile::tempdir().unwrap();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/network_pruner_parity.py");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/parity")
+        .join(script);
     let out = Command::new(py)
-        .arg(&script)
+        .arg(&path)
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "network_pruner_parity.py failed:\n{}",
+        "{script} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let json =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap())
             .unwrap();
     Reference { dir, json }
+}
+
+fn reference(py: &Path) -> Reference {
+    run_reference(py, "network_pruner_parity.py")
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -287,21 +294,7 @@ fn scoring_leaves_the_model_untouched() {
 fn paper_preset_matches_the_authors_package() {
     let Some(py) = python() else { return };
     tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/paper_preset_parity.py");
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "paper_preset_parity.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap())
-            .unwrap();
+    let Reference { dir, json } = run_reference(&py, "paper_preset_parity.py");
     let graph =
         Graph::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp.toml")).unwrap();
     let model = Model::from_safetensors(
