@@ -4,7 +4,7 @@
 //! The benchmarks live in the `fair-bench` crate (`crates/bench`), which calls fair-pruner's
 //! libraries directly; xtask itself must build before libtorch exists, so it only provisions
 //! libtorch and the reference Python (`setup`), then runs
-//! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader> --python PYTHON ARGS`.
+//! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader|onnx-coverage> --python PYTHON ARGS`.
 
 use anyhow::{Result, bail};
 
@@ -14,7 +14,8 @@ const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K -
        cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]
        cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --no-docs --tables-only]
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
-       (cargo xtask bench <scoring|compare|ablation|loader> --help lists every option)";
+       cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --no-docs]
+       (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage> --help lists every option)";
 
 /// The `cargo` arguments that run `fair-bench` for `args` (`args[0]` is the benchmark),
 /// passing the reference Python first so an explicit `--python` in `args` wins.
@@ -22,7 +23,10 @@ fn cargo_args<'a>(python: Option<&'a str>, args: &[&'a str]) -> Result<Vec<&'a s
     let Some((&bench, rest)) = args.split_first() else {
         bail!("{USAGE}");
     };
-    if !matches!(bench, "scoring" | "compare" | "ablation" | "loader") {
+    if !matches!(
+        bench,
+        "scoring" | "compare" | "ablation" | "loader" | "onnx-coverage"
+    ) {
         bail!("unknown benchmark '{bench}'\n{USAGE}");
     }
     let mut v = vec![

@@ -10,6 +10,9 @@
 //! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
 //! - `cargo xtask bench compare` — FAIR-Pruner against the authors' package, uniform L1
 //!   (ours and Torch-Pruning) and ToD + L1, same fine-tuning budget; tables in docs/results.md.
+//! - `cargo xtask bench onnx-coverage` — every torchvision classification model through
+//!   ONNX: import, outputs against ONNX Runtime, prunable groups, a verified random plan;
+//!   table in docs/onnx.md.
 //! - `cargo xtask bench ablation` — FAIR-Pruner variants against uniform and Torch-Pruning
 //!   baselines at equal MACs over seeds; table in docs/results.md, charts in docs/.
 //!
@@ -18,7 +21,7 @@
 //! per-user cache outside the checkout — `$FAIR_PRUNER_CACHE`, else
 //! `$XDG_CACHE_HOME/fair-pruner`, else `~/.cache/fair-pruner` — and reused by every checkout
 //! and CI run. The same environment holds torchvision, SciPy, safetensors, the authors'
-//! `network-pruner` package and Torch-Pruning for the
+//! `network-pruner` package, Torch-Pruning, and onnx / onnxruntime / onnxscript for the
 //! cross-check tests (`FAIR_PRUNER_PYTHON` overrides which Python they use). The wiring is
 //! written to `.cargo/libtorch.toml` (git-ignored), which `.cargo/config.toml` includes.
 
@@ -43,6 +46,11 @@ const REQUIREMENTS: &[&str] = &[
     "safetensors",
     "network-pruner==2.16",
     "torch-pruning==1.6.1",
+    // ONNX cross-checks: the checker, ONNX Runtime as the reference executor, and onnxscript
+    // for torch.onnx.export(dynamo=True). Tests only: the product reads and writes ONNX in Rust.
+    "onnx==1.23.2",
+    "onnxruntime==1.32.0",
+    "onnxscript==0.7.2",
 ];
 
 const HELP: &str = "\
@@ -76,6 +84,11 @@ USAGE:
                                docs/ablation-<net>.svg (hours on 2 cores at the defaults)
                                All run the fair-bench crate (crates/bench) through the
                                libraries: cargo run --release -p fair-bench -- <bench> --help
+    cargo xtask bench onnx-coverage [--models resnet18,... --exporter ts|dynamo --size 224 --no-docs]
+                               every classification model of torchvision.models through ONNX:
+                               imported, outputs equal to ONNX Runtime (1e-4), prunable groups,
+                               a random plan verified (dead units, onnx.checker, ONNX Runtime
+                               on the pruned export); table in docs/onnx.md (exports cached)
     cargo xtask gpu-check      [--models vgg16_bn_cifar,resnet50 --classes K --per-class N
                                 --batch N --no-cpu]
                                score (U+R), surgery, a fine-tuning step and latency on CUDA and
@@ -86,7 +99,7 @@ USAGE:
 ENVIRONMENT:
     LIBTORCH            use this libtorch 2.11.0 directory instead of the cached wheel
     FAIR_PRUNER_CACHE   cache directory (default: $XDG_CACHE_HOME/fair-pruner or ~/.cache/fair-pruner)
-    FAIR_PRUNER_PYTHON  Python with torch, torchvision, scipy, safetensors for cross-checks
+    FAIR_PRUNER_PYTHON  Python with torch, torchvision, scipy, safetensors, onnx, onnxruntime for cross-checks
 ";
 
 fn main() -> ExitCode {

@@ -10,12 +10,26 @@
 //!   layout through;
 //! - `Concat` joins its inputs' segments (DenseNet);
 //! - `Flatten` keeps the segments and records how many features each channel expands to;
-//! - `Couple` (residual add) couples the spaces that meet position by position (union–find),
-//!   so a ResNet stage's convs and projections share one group.
+//! - `Couple` (residual add, gating mul) couples the spaces that meet position by position
+//!   (union–find), so a ResNet stage's convs and projections share one group, and a
+//!   squeeze-and-excitation gate's last conv shares the group of the channels it scales. A
+//!   broadcast gate (`[C, 1, 1]` times `[C, H, W]`) has the same channel layout as the path
+//!   it scales; only the spatial sizes differ, which the analysis never looks at.
+//!
+//! - `Slice` (one part of a channel split) takes the sub-range `start..end` of its input's
+//!   layout, cutting segments where the range begins and ends; the input's spaces are held
+//!   fixed (removing a channel would move the range);
+//! - `Fixed` (channel shuffle, layer norm over the channels) holds every space of its input
+//!   fixed and starts a new fixed space, like the network input: a shuffle's permutation and
+//!   a layer norm's statistics depend on every channel, so none can be removed.
 //!
 //! A group can be pruned unless it contains a fixed space: the network input, the output
-//! layer, a layer the user protects, or the channels around a grouped (non-depthwise)
-//! convolution, which is held fixed.
+//! layer, a layer the user protects, the channels around a grouped convolution that is
+//! not depthwise (ResNeXt, RegNet, a depthwise conv with a channel multiplier), which is held
+//! fixed: pruning whole groups is not supported; the channels that reach a slice, a channel
+//! shuffle or a layer norm; and the output of a shuffle or a layer norm. Where part of a
+//! space (a slice's output) meets another layer's channels in a `Couple`, both are held
+//! fixed instead of being coupled.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -151,6 +165,24 @@ impl ChannelGroups {
     }
 }
 
+/// The channels `start..end` of a layout's segments, cut where the range begins and ends.
+fn cut(segments: &[Segment], start: usize, end: usize) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for seg in segments {
+        let (lo, hi) = (start.max(offset), end.min(offset + seg.len));
+        if lo < hi {
+            out.push(Segment {
+                space: seg.space,
+                start: seg.start + (lo - offset),
+                len: hi - lo,
+            });
+        }
+        offset += seg.len;
+    }
+    out
+}
+
 struct UnionFind(Vec<usize>);
 
 impl UnionFind {
@@ -241,6 +273,35 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
                 Layout::single(s, units)
             }
             Channels::Follow => input(0).clone(),
+            Channels::Fixed => {
+                for s in &input(0).segments {
+                    extra_fixed.push((
+                        s.space,
+                        format!(
+                            "it feeds the {} '{}', whose channels cannot be removed",
+                            node.op.type_name(),
+                            node.name
+                        ),
+                    ));
+                }
+                let why = format!(
+                    "it is the output of the {} '{}'",
+                    node.op.type_name(),
+                    node.name
+                );
+                Layout::single(spaces.add(shape[0], Some(why), None), shape[0])
+            }
+            Channels::Slice { start, end } => {
+                let l = input(0);
+                for s in &l.segments {
+                    extra_fixed
+                        .push((s.space, format!("it is split by the slice '{}'", node.name)));
+                }
+                Layout {
+                    segments: cut(&l.segments, start, end),
+                    per_channel: l.per_channel,
+                }
+            }
             Channels::Flatten => {
                 let l = input(0);
                 let spatial: usize = graph.shape(&node.inputs[0]).expect("validated")[1..]
@@ -267,7 +328,7 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
                             .segments
                             .iter()
                             .zip(&first.segments)
-                            .all(|(a, b)| a.len == b.len && a.start == b.start);
+                            .all(|(a, b)| a.len == b.len);
                     if !same_cut {
                         return Err(AnalysisError::Unsupported {
                             node: node.name.clone(),
@@ -278,7 +339,23 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
                         });
                     }
                     for (a, b) in other.segments.iter().zip(&first.segments) {
-                        couplings.push((a.space, b.space));
+                        let whole = |g: &Segment| g.start == 0 && g.len == spaces.sizes[g.space];
+                        if whole(a) && whole(b) {
+                            couplings.push((a.space, b.space));
+                        } else {
+                            // Part of a space (after a slice, whose input is fixed): hold
+                            // both sides fixed rather than couple spaces of unequal sizes.
+                            for g in [a, b] {
+                                extra_fixed.push((
+                                    g.space,
+                                    format!(
+                                        "part of its channels meet another layer's in the {} '{}'",
+                                        node.op.type_name(),
+                                        node.name
+                                    ),
+                                ));
+                            }
+                        }
                     }
                 }
                 first
@@ -297,6 +374,13 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
         }
         layouts.push(layout);
     }
+    // Whatever reaches the network's output unchanged is the output: a layer read through
+    // activations, pooling or a flatten (SqueezeNet's classifier conv) is as fixed as a final
+    // linear layer.
+    let out_position = graph.position(&output).expect("validated");
+    for s in &layouts[out_position].segments {
+        extra_fixed.push((s.space, "its units are the network's outputs".to_owned()));
+    }
     let Spaces {
         sizes,
         mut fixed,
@@ -305,8 +389,8 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
     for (s, why) in extra_fixed {
         fixed[s].get_or_insert(why);
     }
-    // Sub-ranges of a space are never coupled (couplings join whole segments of equal cut),
-    // so coupling is between whole spaces.
+    // Couplings join whole spaces only (segments that cover part of a space are held fixed
+    // above), so every group's spaces have one size.
     let mut uf = UnionFind((0..sizes.len()).collect());
     for (a, b) in couplings {
         uf.union(a, b);

@@ -21,7 +21,12 @@
 //!   (generated once under `target/bench/loader/`): images/s and peak memory of each process
 //!   tree; writes `target/bench/loader/summary.json` and a block of `docs/results.md`.
 //!
-//! `cargo xtask bench scoring|compare|ablation|loader` provisions libtorch and the reference
+//! - `fair-bench onnx-coverage` — every classification model of `torchvision.models`
+//!   exported to ONNX: imported by `fair_onnx`, outputs equal to ONNX Runtime, prunable
+//!   groups, a random plan verified (dead units, `onnx.checker`, ONNX Runtime on the pruned
+//!   export); writes `target/bench/onnx-coverage/summary.json` and the table in `docs/onnx.md`.
+//!
+//! `cargo xtask bench scoring|compare|ablation|loader|onnx-coverage` provisions libtorch and the reference
 //! Python, then runs this binary (`cargo run --release -p fair-bench`). The reference side
 //! runs the Python scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
 
@@ -35,6 +40,7 @@ mod ablation;
 mod compare;
 mod gpu_check;
 mod loader;
+mod onnx_coverage;
 mod scoring;
 mod tables;
 
@@ -63,6 +69,10 @@ enum Command {
     /// The streamed ImageFolder (fair-data) against torchvision's ImageFolder + DataLoader on a
     /// synthetic folder of JPEGs: images/s and peak memory; figures into docs/results.md.
     Loader(loader::Options),
+    /// Every torchvision classification model through ONNX: imported? outputs equal to ONNX
+    /// Runtime? prunable groups? a random plan verified (dead units, onnx.checker, ONNX
+    /// Runtime on the pruned export)? Table into docs/onnx.md.
+    OnnxCoverage(onnx_coverage::Options),
 }
 
 /// The workspace root (this crate lives in `crates/bench`).
@@ -115,6 +125,7 @@ fn main() -> ExitCode {
         Command::Ablation(o) => ablation::run(o),
         Command::GpuCheck(o) => gpu_check::run(o),
         Command::Loader(o) => loader::run(o),
+        Command::OnnxCoverage(o) => onnx_coverage::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,6 @@ use clap::Args;
 use fair_analysis::{GroupRule, Plan, ResolveOptions, graph_digest};
 use fair_ir::StagedDir;
 use fair_pipeline::charts::{human, thousands};
-use fair_runtime::Model;
 
 use crate::args::ModelArgs;
 use crate::table::render;
@@ -17,9 +16,10 @@ use crate::table::render;
 pub struct ApplyArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The model's weights (safetensors with PyTorch state-dict names).
+    /// The model's weights (safetensors with PyTorch state-dict names); required unless
+    /// --graph is an ONNX model, which carries its own.
     #[arg(long, value_name = "FILE")]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// The plan: JSON {"remove": {"layer": [unit, ...], ...}} (plans written by `ratios` and
     /// `prune` also carry the digests of the model they were made for, which are checked).
     #[arg(long, value_name = "FILE")]
@@ -44,7 +44,10 @@ pub struct ApplyArgs {
 
 /// Runs `apply`.
 pub fn apply(args: &ApplyArgs) -> Result<()> {
-    let mut inputs = vec![("--weights", &args.weights), ("--plan", &args.plan)];
+    let mut inputs = vec![("--plan", &args.plan)];
+    if let Some(w) = &args.weights {
+        inputs.push(("--weights", w));
+    }
     if let Some(g) = &args.model.graph {
         inputs.push(("--graph", g));
     }
@@ -52,8 +55,9 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
         inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
     fair_ir::check_outputs(&[("--out", &args.out)], &refs)?;
     let plan = Plan::load(&args.plan)?;
-    let graph = args.model.load()?;
-    let model = Model::from_safetensors(graph, &args.weights, tch::Device::Cpu)?;
+    let model = args
+        .model
+        .load_model(args.weights.as_deref(), tch::Device::Cpu)?;
     if !args.force {
         if let Some(d) = &plan.graph_digest
             && *d != graph_digest(model.graph())
@@ -69,7 +73,11 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
             bail!(
                 "the plan {} was made for other weights (its model digest differs from {}'s); use --force to apply it anyway",
                 args.plan.display(),
-                args.weights.display()
+                args.weights
+                    .as_ref()
+                    .or(args.model.graph.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             );
         }
     }

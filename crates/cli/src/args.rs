@@ -24,7 +24,9 @@ pub struct ModelArgs {
     /// Number of classes for a zoo model [default: the model's usual count].
     #[arg(long, requires = "model")]
     pub classes: Option<usize>,
-    /// An IR graph file (.toml or .json), e.g. one written by --write-graph or by `apply`.
+    /// A model file: an IR graph (.toml or .json, e.g. one written by --write-graph or by
+    /// `apply`) or an ONNX model (.onnx, e.g. from torch.onnx.export), whose weights are used
+    /// unless --weights is given.
     #[arg(long, value_name = "FILE")]
     pub graph: Option<PathBuf>,
 }
@@ -33,7 +35,7 @@ impl ModelArgs {
     /// The graph named by the flags.
     pub fn load(&self) -> Result<Graph> {
         if let Some(path) = &self.graph {
-            return Ok(Graph::load(path)?);
+            return Ok(fair_pipeline::load_graph(path)?);
         }
         let name = self
             .model
@@ -50,6 +52,38 @@ impl ModelArgs {
         };
         let classes = self.classes.unwrap_or(info.default_classes);
         Ok(fair_zoo::build(name, &input, classes)?)
+    }
+}
+
+impl ModelArgs {
+    /// The model with its weights: `weights` (safetensors) when given, else the weights of an
+    /// ONNX `--graph`. A zoo model or an IR graph needs `weights`.
+    pub fn load_model(
+        &self,
+        weights: Option<&std::path::Path>,
+        device: tch::Device,
+    ) -> Result<fair_runtime::Model> {
+        if let Some(path) = &self.graph
+            && fair_pipeline::is_onnx(path)
+        {
+            let imported = fair_pipeline::import_onnx(path, &fair_onnx::ImportOptions::default())?;
+            crate::notes::print(&imported.notes);
+            return Ok(match weights {
+                Some(w) => fair_runtime::Model::from_safetensors(imported.graph, w, device)?,
+                None => fair_pipeline::onnx_model(imported, device)?,
+            });
+        }
+        let Some(weights) = weights else {
+            bail!(
+                "--weights FILE is required: the model's trained weights (safetensors). An ONNX \
+                 model (--graph model.onnx) carries its own"
+            );
+        };
+        Ok(fair_runtime::Model::from_safetensors(
+            self.load()?,
+            weights,
+            device,
+        )?)
     }
 }
 
@@ -229,7 +263,8 @@ pub struct RunArgs {
     /// Zoo model (overrides [model] zoo).
     #[arg(long)]
     pub model: Option<String>,
-    /// IR graph file, e.g. a pruned model's model.toml (overrides [model]).
+    /// Model file: an IR graph, e.g. a pruned model's model.toml, or an ONNX model whose
+    /// weights are used unless --weights is given (overrides [model]).
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub graph: Option<PathBuf>,
     /// Input CxHxW of a zoo model.
@@ -253,6 +288,14 @@ pub struct RunArgs {
     /// 0.25 for a quick fine-tune. The test split is never reduced.
     #[arg(long, value_name = "FRACTION")]
     pub train_fraction: Option<f64>,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1], e.g. 0.485,0.456,0.406
+    /// (overrides [transform] mean) [default: the model's recorded preprocessing, else 0]
+    #[arg(long, value_delimiter = ',', value_name = "M,...", requires = "std")]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by, e.g. 0.229,0.224,0.225 (overrides
+    /// [transform] std) [default: the model's recorded preprocessing, else 1]
+    #[arg(long, value_delimiter = ',', value_name = "S,...", requires = "mean")]
+    pub std: Vec<f32>,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -306,6 +349,10 @@ impl RunArgs {
         if self.weights.is_some() {
             c.model.weights = self.weights.clone();
         }
+        if !self.mean.is_empty() {
+            c.transform.mean = self.mean.clone();
+            c.transform.std = self.std.clone();
+        }
         if let Some(f) = self.train_fraction
             && !(f > 0.0 && f <= 1.0)
         {
@@ -337,16 +384,19 @@ impl RunArgs {
     }
 
     /// Loads the model and the data of `config` (from [`RunArgs::config`]).
-    pub fn setup(&self, config: RunConfig) -> Result<Setup> {
+    pub fn setup(&self, mut config: RunConfig) -> Result<Setup> {
         let device = self.compute.apply()?;
-        let graph = config.graph()?;
-        let input = fair_pipeline::image_input(&graph)?;
+        let (model, notes) = config.model(device)?;
+        crate::notes::print(&notes);
+        let graph = model.graph();
+        let input = fair_pipeline::image_input(graph)?;
+        let (transform, warning) = fair_pipeline::model_normalization(graph, config.transform);
+        config.transform = transform;
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
         config.transform.check(input[0])?;
         config.check_data()?;
-        let model = match &config.model.weights {
-            Some(w) => fair_runtime::Model::from_safetensors(graph, w, device)?,
-            None => fair_runtime::Model::new(graph, device, config.model.seed)?,
-        };
         let (mut train, test, notes) = config.data(input)?;
         crate::notes::print(&notes);
         if let Some(f) = self.train_fraction {

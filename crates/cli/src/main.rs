@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod apply;
 mod args;
+mod import;
 mod notes;
 mod prune;
 mod ratios;
@@ -35,6 +36,9 @@ struct Cli {
 enum Command {
     /// Show a model's nodes: output shape, parameters and MACs per node, and totals.
     Info(InfoArgs),
+    /// Read an ONNX model (e.g. from torch.onnx.export) into an IR file and safetensors
+    /// weights. Every --graph also accepts the .onnx file directly.
+    Import(import::ImportArgs),
     /// List the built-in model zoo with default input sizes.
     Models,
     /// List the scoring criteria (names for --criteria, --remove-by, --protect-by, --rank-by).
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Calib(args) => train::calib(args),
         Command::Prune(args) => prune::prune(args),
         Command::Info(args) => info(args),
+        Command::Import(args) => import::import(args),
         Command::Models => {
             models();
             Ok(())

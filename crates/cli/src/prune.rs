@@ -247,8 +247,17 @@ impl PruneArgs {
 pub fn prune(args: &PruneArgs) -> Result<()> {
     // Everything cheap first: config, goals, settings, paths.
     let config = args.run.config()?;
-    if config.model.weights.is_none() {
-        bail!("prune needs trained weights: --weights FILE (or [model] weights in the config)");
+    let onnx_graph = config.model.zoo.is_none()
+        && config
+            .model
+            .graph
+            .as_deref()
+            .is_some_and(fair_pipeline::is_onnx);
+    if config.model.weights.is_none() && !onnx_graph {
+        bail!(
+            "prune needs trained weights: --weights FILE (or [model] weights in the config), or an \
+             ONNX model that carries them (--graph model.onnx)"
+        );
     }
     let section = config.prune.clone();
     args.engine.check()?;

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fair_analysis::{GroupRule, Method, SelectOptions};
 use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
-use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
 use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs};
@@ -16,9 +15,10 @@ use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs};
 pub struct ScoreArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Trained weights (safetensors with PyTorch state-dict names).
+    /// Trained weights (safetensors with PyTorch state-dict names); required unless --graph
+    /// is an ONNX model, which carries its own.
     #[arg(long, value_name = "FILE")]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// Calibration data: a safetensors file with `inputs` [N, C, H, W] (float) and `labels`
     /// [N] (integer), e.g. written by `fair-pruner calib`.
     #[arg(long, value_name = "FILE")]
@@ -152,7 +152,11 @@ impl SelectArgs {
 /// Runs `score`.
 pub fn score(args: &ScoreArgs) -> Result<()> {
     // Cheap checks first: the output must not be an input.
-    let mut inputs = vec![("--weights", args.weights.clone())];
+    let mut inputs: Vec<(&str, PathBuf)> = args
+        .weights
+        .iter()
+        .map(|w| ("--weights", w.clone()))
+        .collect();
     if let Some(c) = &args.calibration {
         inputs.push(("--calibration", c.clone()));
     }
@@ -169,8 +173,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     let criteria = registry.create_all(&args.scoring.criteria(None), &settings)?;
 
     let device = args.compute.apply()?;
-    let graph = args.model.load()?;
-    let model = Model::from_safetensors(graph, &args.weights, device)?;
+    let model = args.model.load_model(args.weights.as_deref(), device)?;
     let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,

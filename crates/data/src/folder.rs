@@ -526,11 +526,12 @@ impl ImageSource for ImageFolder {
             }
         };
         let augment = transform.augment.filter(|_| train);
+        let (mean, std) = transform.normalization();
         let plan = Plan {
             input,
             resize: transform.resize.unwrap_or_else(|| default_resize(h, w)),
-            mean: per_channel(&transform.mean),
-            std: per_channel(&transform.std),
+            mean: per_channel(&mean),
+            std: per_channel(&std),
             flip: augment.is_some_and(|a| a.flip),
         };
         // One seed per image, drawn in order: the batch does not depend on the thread count.

@@ -33,10 +33,12 @@ pub struct Augment {
 #[serde(deny_unknown_fields)]
 pub struct Transform {
     /// Per-channel mean subtracted after scaling to [0, 1] (one value, or one per channel).
-    #[serde(default = "zero")]
+    /// Empty: not given — the model's own preprocessing applies where the caller knows it
+    /// ([`Transform::or_model`]), else 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided by.
-    #[serde(default = "one")]
+    /// Per-channel standard deviation divided by. Empty: not given — the model's own, else 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub std: Vec<f32>,
     /// Training-only augmentation. ImageFolder sources: `RandomResizedCrop(H×W, scale =
     /// (0.08, 1), ratio = (3/4, 4/3))`, then a horizontal flip when `flip`.
@@ -53,18 +55,13 @@ pub struct Transform {
     pub crop: Option<[usize; 2]>,
 }
 
-fn zero() -> Vec<f32> {
-    vec![0.0]
-}
-fn one() -> Vec<f32> {
-    vec![1.0]
-}
-
 impl Default for Transform {
+    /// No normalisation given (the model's own applies, else none), no augmentation, the
+    /// default resize and crop.
     fn default() -> Self {
         Transform {
-            mean: zero(),
-            std: one(),
+            mean: Vec::new(),
+            std: Vec::new(),
             augment: None,
             resize: None,
             crop: None,
@@ -73,9 +70,43 @@ impl Default for Transform {
 }
 
 impl Transform {
+    /// Whether this transform sets its own normalisation (`mean` or `std` given).
+    pub fn gives_normalization(&self) -> bool {
+        !self.mean.is_empty() || !self.std.is_empty()
+    }
+
+    /// The mean and std applied: the given values, or 0 and 1 where a list is empty.
+    pub fn normalization(&self) -> (Vec<f32>, Vec<f32>) {
+        let or = |v: &[f32], fill: f32| if v.is_empty() { vec![fill] } else { v.to_vec() };
+        (or(&self.mean, 0.0), or(&self.std, 1.0))
+    }
+
+    /// This transform with `mean` and `std` (a model's recorded preprocessing) filled in
+    /// where it gives no normalisation of its own; a transform that gives either keeps both
+    /// of its own lists.
+    ///
+    /// ```
+    /// use fair_data::Transform;
+    /// let t = Transform::default().or_model(&[0.5], &[0.25]);
+    /// assert_eq!(t.normalization(), (vec![0.5], vec![0.25]));
+    /// let mine = Transform { mean: vec![0.1], std: vec![0.2], ..Default::default() };
+    /// assert_eq!(mine.clone().or_model(&[0.5], &[0.25]), mine);
+    /// ```
+    pub fn or_model(self, mean: &[f64], std: &[f64]) -> Self {
+        if self.gives_normalization() {
+            return self;
+        }
+        Transform {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: std.iter().map(|&s| s as f32).collect(),
+            ..self
+        }
+    }
+
     /// Checks the settings against the model's input channels.
     pub fn check(&self, channels: usize) -> Result<(), DataError> {
-        for (what, v) in [("mean", &self.mean), ("std", &self.std)] {
+        let (mean, std) = self.normalization();
+        for (what, v) in [("mean", &mean), ("std", &std)] {
             if v.len() != 1 && v.len() != channels {
                 return Err(DataError::Invalid(format!(
                     "transform {what} has {} values; give one, or one per channel ({channels})",
@@ -83,10 +114,16 @@ impl Transform {
                 )));
             }
         }
-        if let Some(i) = self.std.iter().position(|s| s.is_nan() || *s <= 0.0) {
+        if let Some(i) = std.iter().position(|s| s.is_nan() || *s <= 0.0) {
             return Err(DataError::Invalid(format!(
                 "transform std[{i}] = {} must be positive",
-                self.std[i]
+                std[i]
+            )));
+        }
+        if let Some(i) = mean.iter().position(|m| !m.is_finite()) {
+            return Err(DataError::Invalid(format!(
+                "transform mean[{i}] = {} must be finite",
+                mean[i]
             )));
         }
         if self.resize == Some(0) {
@@ -164,7 +201,8 @@ impl Transform {
             };
             Tensor::from_slice(&v).view([1, c as i64, 1, 1])
         };
-        x = (x - per_channel(&self.mean)) / per_channel(&self.std);
+        let (mean, std) = self.normalization();
+        x = (x - per_channel(&mean)) / per_channel(&std);
         if train && let Some(a) = self.augment {
             x = augment(&x, a, rng);
         }

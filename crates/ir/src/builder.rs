@@ -41,7 +41,7 @@ impl GraphBuilder {
             nodes: vec![Node {
                 name: input.to_owned(),
                 inputs: Vec::new(),
-                op: Input { shape }.into(),
+                op: Input::new(shape).into(),
             }],
             shapes,
         }

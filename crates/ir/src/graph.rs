@@ -303,8 +303,9 @@ impl Graph {
     /// channel or feature count follows (next convs, BatchNorms, linear layers after a
     /// flatten, concatenations), each op by its [`Contract::narrowed`] rule. Only shapes
     /// change — this is the cost model behind target pruning and the IR half of model
-    /// surgery. Residual adds must receive equal shapes, so coupled layers must keep the same
-    /// number of units; otherwise the error names the add.
+    /// surgery. Coupling ops (a residual `add`, a gating `mul`) must receive equal channel
+    /// counts, so coupled layers must keep the same number of units; otherwise the error
+    /// names the add or mul.
     ///
     /// [`Contract::narrowed`]: crate::Contract::narrowed
     pub fn with_units(&self, kept: &HashMap<String, usize>) -> Result<Graph, IrError> {
@@ -352,7 +353,8 @@ impl Graph {
                     IrError::Shape {
                         node: n,
                         detail: format!(
-                            "{detail} (the layers feeding a residual add are coupled: they must keep the same units)"
+                            "{detail} (the layers feeding a {} are coupled: they must keep the same units)",
+                            node.op.type_name()
                         ),
                     }
                 }

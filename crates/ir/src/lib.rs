@@ -54,9 +54,10 @@ pub use error::IrError;
 pub use graph::{Graph, GraphSpec, Node, NodeSummary};
 pub use io::{StagedDir, check_outputs, write_atomic};
 pub use op::{
-    AdaptiveAvgPool2d, Add, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d, Channels, Concat, Contract,
-    Conv2d, Dropout, Flatten, Init, Input, Linear, MaxPool2d, Op, Pair, ParamKind, ParamSpec,
-    Reads, Relu, Role, ShapeInput, examples,
+    AdaptiveAvgPool2d, Add, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelShuffle, Channels,
+    Clip, Concat, Contract, Conv2d, Dropout, Flatten, Gelu, HardSigmoid, HardSwish, Init, Input,
+    LayerNorm2d, Linear, MaxPool2d, Mul, Op, Pair, ParamKind, ParamSpec, Reads, Relu, Role,
+    ShapeInput, Sigmoid, Silu, Slice, examples,
 };
 
 /// Parses a per-sample shape written `CxHxW` (e.g. `3x224x224`) or `F` (e.g. `784`).

@@ -36,6 +36,11 @@ fn op() -> impl Strategy<Value = String> {
         (size(), size()).prop_map(|(i, o)| format!("{{ type = \"linear\", in_features = {i}, out_features = {o} }}")),
         size().prop_map(|n| format!("{{ type = \"batch_norm1d\", num_features = {n} }}")),
         Just("{ type = \"dropout\", p = 0.5 }".to_owned()),
+        Just("{ type = \"clip\", min = 0.0, max = 6.0 }".to_owned()),
+        Just("{ type = \"clip\", min = 1.0, max = -1e308 }".to_owned()),
+        Just("{ type = \"hard_sigmoid\", alpha = 0.2 }".to_owned()),
+        Just("{ type = \"hard_swish\" }".to_owned()),
+        Just("{ type = \"gelu\", approximate = \"tanh\" }".to_owned()),
         Just("{ type = \"no_such_op\" }".to_owned()),
     ]
 }
@@ -129,10 +134,13 @@ fn the_cases_that_used_to_wrap_or_abort_are_errors() {
     let big = "name = \"x\"\n[[nodes]]\nname = \"input\"\nop = { type = \"input\", shape = [3, 8, 8] }\n[[nodes]]\nname = \"c\"\nop = { type = \"conv2d\", in_channels = 3, out_channels = 4000000000000, kernel_size = 3 }\n";
     let e = Graph::from_toml_str(big).unwrap_err().to_string();
     assert!(e.contains("node 'c'") && e.contains("too large"), "{e}");
-    let unknown = "name = \"x\"\n[[nodes]]\nname = \"input\"\nop = { type = \"input\", shape = [3] }\n[[nodes]]\nname = \"g\"\nop = { type = \"gelu\" }\n";
+    let unknown = "name = \"x\"\n[[nodes]]\nname = \"input\"\nop = { type = \"input\", shape = [3] }\n[[nodes]]\nname = \"g\"\nop = { type = \"channel_magic\" }\n";
     let e = Graph::from_toml_str(unknown).unwrap_err().to_string();
     assert!(
-        e.contains("gelu") && e.contains("conv2d") && e.contains("batch_norm2d"),
+        e.contains("channel_magic")
+            && e.contains("hard_swish")
+            && e.contains("conv2d")
+            && e.contains("batch_norm2d"),
         "{e}"
     );
 }

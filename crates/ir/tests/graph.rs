@@ -12,13 +12,7 @@ fn node(name: &str, inputs: &[&str], op: Op) -> Node {
 }
 
 fn input(shape: &[usize]) -> Node {
-    node(
-        "input",
-        &[],
-        Op::Input(fair_ir::Input {
-            shape: shape.to_vec(),
-        }),
-    )
+    node("input", &[], Op::Input(fair_ir::Input::new(shape.to_vec())))
 }
 
 fn conv(cin: usize, cout: usize) -> Op {

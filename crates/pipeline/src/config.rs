@@ -204,7 +204,7 @@ impl RunConfig {
                 "model",
                 "[model] names both a zoo model and a graph file; choose one",
             )),
-            (None, Some(g)) => Ok(Graph::load(g)?),
+            (None, Some(g)) => crate::onnx::load_graph(g),
             (Some(name), None) => {
                 let info = fair_zoo::info(name)
                     .ok_or_else(|| fair_zoo::ZooError::UnknownModel { name: name.clone() })?;
@@ -220,6 +220,33 @@ impl RunConfig {
                 "no model: give --model NAME (or --graph FILE), or [model] zoo = \"...\" in a config",
             )),
         }
+    }
+
+    /// The model with its weights on `device`: `[model] weights` when given (safetensors),
+    /// else the weights of an ONNX `[model] graph`, else fresh weights drawn with
+    /// `[model] seed`. Also returns the ONNX importer's notes (empty for other models).
+    pub fn model(
+        &self,
+        device: tch::Device,
+    ) -> Result<(fair_runtime::Model, Vec<String>), PipelineError> {
+        if self.model.zoo.is_none()
+            && let Some(g) = &self.model.graph
+            && crate::onnx::is_onnx(g)
+        {
+            let imported = crate::onnx::import_onnx(g, &fair_onnx::ImportOptions::default())?;
+            let notes = imported.notes.clone();
+            let model = match &self.model.weights {
+                Some(w) => fair_runtime::Model::from_safetensors(imported.graph, w, device)?,
+                None => crate::onnx::onnx_model(imported, device)?,
+            };
+            return Ok((model, notes));
+        }
+        let graph = self.graph()?;
+        let model = match &self.model.weights {
+            Some(w) => fair_runtime::Model::from_safetensors(graph, w, device)?,
+            None => fair_runtime::Model::new(graph, device, self.model.seed)?,
+        };
+        Ok((model, Vec::new()))
     }
 
     /// Checks the data section names a known source with the path it needs, without loading
@@ -329,6 +356,60 @@ impl RunConfig {
         };
         Ok((train.into(), test.into(), Vec::new()))
     }
+}
+
+/// The normalisation to feed `graph`: `transform`'s own mean and std when it gives them,
+/// else the preprocessing recorded in the graph's input ([`fair_ir::Input`]'s `mean` and
+/// `std`, e.g. from an ONNX import), else none (mean 0, std 1) — with a warning naming the
+/// flags and config keys that set it, returned as the second value.
+///
+/// ```
+/// use fair_data::Transform;
+/// let g = fair_ir::Graph::from_toml_str(r#"
+///     name = "g"
+///     [[nodes]]
+///     name = "input"
+///     op = { type = "input", shape = [1, 4, 4], mean = [0.5], std = [0.25] }
+///     [[nodes]]
+///     name = "flatten"
+///     op = { type = "flatten" }
+/// "#)?;
+/// let (t, warning) = fair_pipeline::model_normalization(&g, Transform::default());
+/// assert_eq!(t.normalization(), (vec![0.5], vec![0.25]));
+/// assert!(warning.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn model_normalization(graph: &Graph, transform: Transform) -> (Transform, Option<String>) {
+    if transform.gives_normalization() {
+        return (transform, None);
+    }
+    let input = graph.input();
+    if let fair_ir::Op::Input(fair_ir::Input {
+        mean: Some(mean),
+        std: Some(std),
+        ..
+    }) = &input.op
+    {
+        return (transform.or_model(mean, std), None);
+    }
+    let warning = format!(
+        "model '{}' records no input normalisation and none was given: feeding pixels scaled \
+         to [0, 1] (mean 0, std 1). If the model was trained on normalised inputs, give \
+         --mean and --std (or [transform] mean / std in a config), or record them in the \
+         graph's input (op = {{ type = \"input\", ..., mean = [...], std = [...] }})",
+        graph.name()
+    );
+    (transform, Some(warning))
+}
+
+/// `graph` with the input normalisation `mean` and `std` recorded in its input node (one
+/// value per channel, or one value for every channel), replacing any recorded before.
+pub fn with_normalization(
+    graph: &Graph,
+    mean: &[f64],
+    std: &[f64],
+) -> Result<Graph, PipelineError> {
+    Ok(fair_surgery::with_input_normalization(graph, mean, std)?)
 }
 
 /// The model input as an image `[C, H, W]`, or an error.

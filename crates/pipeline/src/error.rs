@@ -34,6 +34,14 @@ pub enum PipelineError {
     /// The model zoo refused.
     #[error(transparent)]
     Zoo(#[from] fair_zoo::ZooError),
+    /// An ONNX model could not be read or written.
+    #[error("ONNX model '{}': {source}", .path.display())]
+    Onnx {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What the ONNX reader or writer said.
+        source: Box<fair_onnx::OnnxError>,
+    },
     /// The IR refused, or a file could not be written.
     #[error(transparent)]
     Ir(#[from] fair_ir::IrError),

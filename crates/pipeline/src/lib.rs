@@ -35,6 +35,7 @@ pub mod charts;
 mod config;
 mod error;
 mod latency;
+mod onnx;
 mod preset;
 mod pruner;
 mod report;
@@ -42,13 +43,14 @@ mod torchrun;
 
 pub use config::{
     DATA_SOURCES, DataSection, DrawSettings, ModelSection, OutputSection, PruneSection, RunConfig,
-    image_input,
+    image_input, model_normalization, with_normalization,
 };
 pub use error::{PipelineError, error_text};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_threshold::CountOptions;
 pub use fair_train::{BnRecalibration, Distillation};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
+pub use onnx::{import_onnx, is_onnx, load_graph, onnx_model};
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{

@@ -447,9 +447,10 @@ pub(crate) fn spec_for(
 ) -> FinetuneSpec {
     let mut spec = FinetuneSpec::for_graph(graph);
     if let Some(t) = transform {
+        let (mean, std) = t.normalization();
         spec.transform = ScriptTransform {
-            mean: t.mean.clone(),
-            std: t.std.clone(),
+            mean,
+            std,
             augment: t.augment.map(|a| ScriptAugment {
                 crop_padding: a.crop_padding,
                 flip: a.flip,

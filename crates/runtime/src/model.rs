@@ -192,7 +192,9 @@ impl Model {
 
     /// Loads every parameter and buffer from a safetensors file with state-dict names.
     /// Strict: a missing, unexpected or wrong-shaped tensor is an error that lists every
-    /// such problem by name with expected and found shapes, and nothing is loaded. Float
+    /// such problem by name with expected and found shapes, and nothing is loaded. The one
+    /// exception is BatchNorm's `num_batches_tracked`, which may be missing (as PyTorch's
+    /// `load_state_dict` allows): it then keeps its current value, 0 for a new model. Float
     /// tensors of any precision are converted to f32. Weights holding NaN or infinite values
     /// are an error listing every such tensor.
     pub fn load_weights(&mut self, path: &Path) -> Result<(), RuntimeError> {
@@ -231,6 +233,13 @@ impl Model {
         let mut problems = Vec::new();
         let found: HashSet<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
         for p in &specs {
+            // BatchNorm's step counter is optional, as in PyTorch's `load_state_dict` (state
+            // dicts from before PyTorch 0.4.1, and many converters, lack it): a missing one
+            // keeps its current value, 0 for a new model. It only matters for BatchNorm
+            // with `momentum = None`, which the IR does not express.
+            if p.kind == ParamKind::NumBatchesTracked {
+                continue;
+            }
             if !found.contains(p.name.as_str()) {
                 problems.push(format!(
                     "missing tensor '{}' (expected shape {:?})",
@@ -470,6 +479,32 @@ impl Model {
                 Ok(sum)
             }
             Op::Concat(_) => Tensor::f_cat(inputs, 1),
+            Op::Clip(c) => inputs[0].f_clamp(c.min, c.max),
+            Op::Sigmoid(_) => inputs[0].f_sigmoid(),
+            // PyTorch's Hardsigmoid (relu6(x + 3) / 6) when the attributes are its own, so
+            // the exported `nn.Hardsigmoid()` computes the same floats; else the formula.
+            Op::HardSigmoid(h) if h.is_pytorch() => inputs[0].f_hardsigmoid(),
+            Op::HardSigmoid(h) => inputs[0]
+                .f_mul_scalar(h.alpha)?
+                .f_add_scalar(h.beta)?
+                .f_clamp(0.0, 1.0),
+            Op::HardSwish(_) => inputs[0].f_hardswish(),
+            Op::Silu(_) => inputs[0].f_silu(),
+            Op::Gelu(g) => inputs[0].f_gelu(&g.approximate),
+            Op::Mul(_) => inputs[0].f_mul(inputs[1]),
+            Op::ChannelShuffle(c) => inputs[0].f_channel_shuffle(c.groups as i64),
+            Op::Slice(s) => inputs[0].f_narrow(1, s.start as i64, (s.end - s.start) as i64),
+            // As torchvision's LayerNorm2d: channels last, layer norm over C, channels first.
+            Op::LayerNorm2d(l) => inputs[0]
+                .f_permute([0, 2, 3, 1])?
+                .f_layer_norm(
+                    [l.num_features as i64],
+                    self.opt_p(name, ParamKind::Weight),
+                    self.opt_p(name, ParamKind::Bias),
+                    l.eps,
+                    true,
+                )?
+                .f_permute([0, 3, 1, 2]),
             // `Op` is non-exhaustive: an op added to the IR without a kernel here is an
             // error naming it, never a silent fall-through (a test runs every op).
             other => Err(tch::TchError::Kind(format!(

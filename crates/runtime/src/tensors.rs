@@ -641,10 +641,18 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
             },
         ));
     }
-    let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let bytes =
+    let bytes = if owned.is_empty() {
+        // safetensors 0.3 writes `{},"__metadata__":…}` for an empty map (it closes the
+        // map before adding the metadata), which no reader accepts; write the header here.
+        let header = br#"{"__metadata__":{"format":"pt"}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes
+    } else {
+        let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
         safetensors::tensor::serialize(owned.iter().map(|(n, b)| (n.as_str(), b)), &Some(meta))
-            .map_err(|e| bad(format!("cannot serialise: {}", describe(&e))))?;
+            .map_err(|e| bad(format!("cannot serialise: {}", describe(&e))))?
+    };
     fair_ir::write_atomic(path, &bytes)?;
     Ok(())
 }

@@ -281,18 +281,31 @@ fn every_op_has_a_kernel_that_matches_its_inferred_shape() {
             inputs: ins.iter().map(|s| s.to_string()).collect(),
             op,
         };
+        // The network input is the largest operand; a smaller one (a broadcast gate
+        // [C, 1, 1]) is pooled down from it.
+        let base = inputs
+            .iter()
+            .max_by_key(|s| s.iter().product::<usize>())
+            .unwrap()
+            .clone();
         let mut nodes = vec![node(
             "input",
             &[],
-            fair_ir::Op::Input(fair_ir::Input {
-                shape: inputs[0].clone(),
-            }),
+            fair_ir::Op::Input(fair_ir::Input::new(base.clone())),
         )];
         // Each operand is its own node, so multi-input ops read distinct tensors.
         let operands: Vec<String> = (0..inputs.len()).map(|k| format!("x{k}")).collect();
         for (k, o) in operands.iter().enumerate() {
-            assert_eq!(inputs[k], inputs[0], "{name}: examples use one input shape");
-            nodes.push(node(o, &["input"], fair_ir::Op::Relu(fair_ir::Relu {})));
+            let op = match (inputs[k].as_slice(), base.as_slice()) {
+                (s, b) if s == b => fair_ir::Op::Relu(fair_ir::Relu {}),
+                ([c, h, w], [bc, ..]) if c == bc => {
+                    fair_ir::Op::AdaptiveAvgPool2d(fair_ir::AdaptiveAvgPool2d {
+                        output_size: fair_ir::Pair(*h, *w),
+                    })
+                }
+                (s, b) => panic!("{name}: operand {s:?} cannot be made from input {b:?}"),
+            };
+            nodes.push(node(o, &["input"], op));
         }
         let refs: Vec<&str> = operands.iter().map(String::as_str).collect();
         nodes.push(node("op", &refs, op.clone()));
@@ -302,7 +315,7 @@ fn every_op_has_a_kernel_that_matches_its_inferred_shape() {
             .collect();
         let model = Model::new(graph, Device::Cpu, 0).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut shape = vec![2i64];
-        shape.extend(inputs[0].iter().map(|&d| d as i64));
+        shape.extend(base.iter().map(|&d| d as i64));
         let x = Tensor::randn(&shape, (Kind::Float, Device::Cpu));
         for mode in [Mode::Eval, Mode::Train] {
             let y = model
@@ -311,4 +324,56 @@ fn every_op_has_a_kernel_that_matches_its_inferred_shape() {
             assert_eq!(y.size(), expected, "{name} ({mode:?})");
         }
     }
+}
+
+#[test]
+fn a_missing_num_batches_tracked_is_accepted_but_other_missing_buffers_are_not() {
+    // PyTorch's BatchNorm `load_state_dict` accepts a state dict without
+    // `num_batches_tracked` (older checkpoints, many converters) and keeps the module's
+    // counter, 0 for a new module; every other missing tensor stays an error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no_counters.safetensors");
+    let a = model("resnet20", [3, 32, 32], 1);
+    fair_testkit::randomise_batchnorm(&a, 5);
+    let mut tensors = a.named_tensors();
+    let before = tensors.len();
+    tensors.retain(|(n, _)| !n.ends_with(".num_batches_tracked"));
+    assert!(tensors.len() < before, "resnet20 has BatchNorm counters");
+    write_safetensors(&path, &tensors).unwrap();
+
+    let b = Model::from_safetensors(a.graph().clone(), &path, Device::Cpu).unwrap();
+    let x = batch(2, [3, 32, 32], 4);
+    let ya = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    let yb = tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap();
+    assert!(same(&ya, &yb), "every other tensor was loaded");
+    let counter = b.tensor("bn1.num_batches_tracked").unwrap();
+    assert_eq!(counter.kind(), Kind::Int64);
+    assert_eq!(counter.int64_value(&[]), 0);
+
+    // An existing model keeps its counter, as a PyTorch module does.
+    let mut c = model("resnet20", [3, 32, 32], 2);
+    tch::no_grad(|| {
+        let mut n = c.tensor("bn1.num_batches_tracked").unwrap().shallow_clone();
+        let _ = n.fill_(7);
+    });
+    c.load_weights(&path).unwrap();
+    assert_eq!(
+        c.tensor("bn1.num_batches_tracked")
+            .unwrap()
+            .int64_value(&[]),
+        7
+    );
+
+    // A missing running mean is still an error naming it.
+    tensors.retain(|(n, _)| n != "bn1.running_mean");
+    write_safetensors(&path, &tensors).unwrap();
+    let e = Model::from_safetensors(a.graph().clone(), &path, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing tensor 'bn1.running_mean' (expected shape [16])"),
+        "{e}"
+    );
+    assert!(!e.contains("num_batches_tracked"), "{e}");
 }

@@ -566,6 +566,20 @@ fn a_round_trip_keeps_names_kinds_shapes_and_values() {
 }
 
 #[test]
+fn a_model_without_tensors_writes_a_valid_empty_file() {
+    // safetensors 0.3 serialises an empty map as `{},"__metadata__":…}`, which PyTorch's
+    // reader refuses ("trailing characters"); the file must be one JSON object.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.safetensors");
+    write_safetensors(&path, &[]).unwrap();
+    let header = br#"{"__metadata__":{"format":"pt"}}"#;
+    let mut want = (header.len() as u64).to_le_bytes().to_vec();
+    want.extend_from_slice(header);
+    assert_eq!(std::fs::read(&path).unwrap(), want);
+    assert!(read_safetensors(&path, Device::Cpu).unwrap().is_empty());
+}
+
+#[test]
 fn writing_refuses_to_replace_a_directory_or_a_fifo_or_an_unsupported_kind() {
     let dir = tempfile::tempdir().unwrap();
     let tensors = [(

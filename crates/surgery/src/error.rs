@@ -14,4 +14,13 @@ pub enum SurgeryError {
     /// The runtime (libtorch) failed.
     #[error(transparent)]
     Runtime(#[from] fair_runtime::RuntimeError),
+    /// The model could not be written as ONNX.
+    #[error("writing the ONNX model: {0}")]
+    Onnx(Box<fair_onnx::OnnxError>),
+}
+
+impl From<fair_onnx::OnnxError> for SurgeryError {
+    fn from(e: fair_onnx::OnnxError) -> Self {
+        SurgeryError::Onnx(Box::new(e))
+    }
 }

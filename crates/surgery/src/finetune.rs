@@ -177,13 +177,18 @@ impl FinetuneSpec {
     /// defaults.
     pub fn for_graph(graph: &Graph) -> Self {
         let last = graph.nodes().len() - 1;
+        let mut transform = ScriptTransform::default();
+        if let (Some(mean), Some(std)) = crate::export::input_normalization(graph) {
+            transform.mean = mean.iter().map(|&m| m as f32).collect();
+            transform.std = std.iter().map(|&s| s as f32).collect();
+        }
         FinetuneSpec {
             format: FINETUNE_FORMAT,
             model: graph.name().to_owned(),
             input: graph.shape_at(0).to_vec(),
             classes: graph.shape_at(last).first().copied().unwrap_or(0),
             data: None,
-            transform: ScriptTransform::default(),
+            transform,
             train: ScriptTrain::default(),
             teacher: None,
         }

@@ -32,7 +32,10 @@ mod finetune;
 
 pub use apply::{Pruned, apply, apply_resolution};
 pub use error::SurgeryError;
-pub use export::{export, export_with, pytorch_module};
+pub use export::{
+    export, export_with, input_normalization, onnx_bytes, onnx_tensors, pytorch_module,
+    with_input_normalization,
+};
 pub use finetune::{
     FINETUNE_FORMAT, FINETUNE_PY, FinetuneSpec, ScriptAugment, ScriptData, ScriptTrain,
     ScriptTransform, Teacher, write_finetune,

@@ -8,7 +8,7 @@ use fair_surgery::apply;
 use tch::{Device, Kind, Tensor};
 
 fn model(name: &str, input: [usize; 3]) -> Model {
-    let m = Model::new(fair_zoo::build(name, &input, 10).unwrap(), Device::Cpu, 7).unwrap();
+    let m = Model::new(common::build(name, input), Device::Cpu, 7).unwrap();
     fair_testkit::randomise_batchnorm(&m, 3);
     // Non-zero biases too, so a removed unit's constant output would show.
     tch::no_grad(|| {

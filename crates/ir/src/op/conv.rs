@@ -12,9 +12,15 @@ use super::{
 ///
 /// Channel behaviour: a dense convolution (`groups = 1`) creates its output channels as
 /// prunable units and reads every input channel (its weight's axis 1 follows the input). A
-/// depthwise convolution (`groups = in_channels = out_channels`) maps channel *c* to channel
-/// *c*, so its channels follow its input and are pruned with the layer that feeds it. Any
-/// other grouped convolution is held fixed, input and output.
+/// depthwise convolution (`groups = in_channels = out_channels`, channel multiplier 1; the
+/// MobileNet/EfficientNet block) maps channel *c* to channel *c*, so its channels follow its
+/// input: it is not a prunable layer of its own, and removing channel *c* of its input
+/// removes its filter *c* (weight axis 0) and bias *c*, and narrows `in_channels`,
+/// `out_channels` and `groups` together. It still counts as a layer ([`Role::Layer`]) with
+/// MACs. Any other grouped convolution — ResNeXt and RegNet's grouped 3×3 convs, or a
+/// depthwise conv with a channel multiplier (`groups = in_channels`, `out_channels = k ·
+/// in_channels`, k > 1) — is held fixed, input and output ([`Reads::Grouped`]): pruning whole
+/// groups is not supported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conv2d {

@@ -5,7 +5,8 @@
 //!
 //! - its attribute checks, shape inference, parameters and MAC count;
 //! - its channel behaviour ([`Channels`]): whether it creates prunable units, passes its
-//!   input's channels through, couples several inputs, concatenates or flattens them;
+//!   input's channels through, couples several inputs, concatenates or flattens them, takes
+//!   a sub-range of them, or holds them fixed (channel shuffle, layer norm);
 //! - how each of its tensors is sliced when channels are removed ([`ParamSpec::out_axis`],
 //!   [`ParamSpec::in_axis`]) and initialised ([`Init`]);
 //! - how its attributes follow when its inputs or its own units shrink
@@ -20,17 +21,21 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod activation;
+mod channel;
 mod conv;
 mod linear;
 mod norm;
 mod pool;
 mod simple;
 
+pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Sigmoid, Silu};
+pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
-pub use norm::{BatchNorm1d, BatchNorm2d};
+pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm2d};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
-pub use simple::{Add, Concat, Dropout, Flatten, Input, Relu};
+pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul, Relu};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -226,14 +231,31 @@ pub enum Channels {
     /// Output channel *c* is computed from input channel *c* only (BatchNorm, activations,
     /// pooling, dropout, depthwise convolution): the output has the input's channels.
     Follow,
-    /// Element-wise over several inputs of equal shape (residual add): the inputs' channels
-    /// are coupled position by position and must be kept or removed together; the output
-    /// has the first input's channels.
+    /// Element-wise over several inputs with equal channels (residual add; a gating mul,
+    /// whose `[C, 1, 1]` gate broadcasts over `[C, H, W]`): the inputs' channels are coupled
+    /// position by position and must be kept or removed together; the output has the first
+    /// input's channels.
     Couple,
     /// The output is the inputs' channels one after another (DenseNet).
     Concat,
     /// `[C, H, W]` to `[C·H·W]`, channel-major: each input channel becomes H·W features.
     Flatten,
+    /// The output has the input's channel count, but no channel can be removed: every
+    /// channel of the input is held fixed (whatever produced it keeps all its units), and the
+    /// output is a new fixed set of channels, like the network input. For ops whose result
+    /// per channel depends on which other channels exist: a channel shuffle (its permutation
+    /// only exists for a channel count divisible by its groups, and removing channels
+    /// reorders the rest), a layer norm over the channels (its mean and variance mix them).
+    Fixed,
+    /// The contiguous sub-range `start..end` of the input's channels (or features), e.g. one
+    /// half of a ShuffleNet unit's `chunk(2, dim=1)`. The output holds those channels in
+    /// order; the input's channels are held fixed, so the range never moves.
+    Slice {
+        /// First channel taken.
+        start: usize,
+        /// One past the last channel taken.
+        end: usize,
+    },
 }
 
 /// How a unit-creating op reads its input's channels.
@@ -255,15 +277,21 @@ pub enum Role {
     Input,
     /// A layer with weights that creates units (convolution, linear).
     Layer,
-    /// A per-channel normalisation with running statistics (BatchNorm).
+    /// A per-channel normalisation with running statistics (BatchNorm): what scorers take as
+    /// "the BatchNorm after a layer".
     Normalization,
-    /// An element-wise activation (ReLU).
+    /// A normalisation over each position's channel vector without running statistics
+    /// (ConvNeXt's `LayerNorm2d`): its statistics mix channels, so it is never taken as "the
+    /// BatchNorm after a layer".
+    LayerNormalization,
+    /// An element-wise activation (ReLU, clip/ReLU6, sigmoid, hard sigmoid, hard swish,
+    /// SiLU, GELU).
     Activation,
     /// Spatial pooling.
     Pooling,
-    /// A change of layout only (flatten).
+    /// A change of layout only (flatten, channel shuffle, channel slice).
     Reshape,
-    /// Combines several inputs (add, concat).
+    /// Combines several inputs (add, mul, concat).
     Merge,
     /// The identity at inference time (dropout).
     Regularization,
@@ -346,6 +374,13 @@ pub trait Contract {
     fn torch_forward(&self, inputs: &[String], module: &str) -> String {
         format!("{module}({})", inputs[0])
     }
+
+    /// Python source the exported `model.py` needs at module level before the model class
+    /// (a helper `nn.Module` its [`Contract::torch_module`] names), or `None`. Ops that
+    /// return the same text share one copy.
+    fn torch_prelude(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Generates [`Op`] from one list of (variant, struct, type name).
@@ -412,6 +447,27 @@ ops! {
     Add(Add) = "add",
     /// Concatenation along the channel axis (DenseNet).
     Concat(Concat) = "concat",
+    /// Clamp to `[min, max]` (ReLU6 is `[0, 6]`).
+    Clip(Clip) = "clip",
+    /// Logistic sigmoid.
+    Sigmoid(Sigmoid) = "sigmoid",
+    /// `clamp(alpha·x + beta, 0, 1)` (PyTorch's `Hardsigmoid` by default).
+    HardSigmoid(HardSigmoid) = "hard_sigmoid",
+    /// `x · hardsigmoid(x)` (`torch.nn.Hardswish`).
+    HardSwish(HardSwish) = "hard_swish",
+    /// `x · sigmoid(x)` (`torch.nn.SiLU`).
+    Silu(Silu) = "silu",
+    /// Gaussian error linear unit (`torch.nn.GELU`).
+    Gelu(Gelu) = "gelu",
+    /// Element-wise product of two inputs, with a `[C, 1, 1]` gate broadcast over `[C, H, W]`
+    /// (squeeze-and-excitation).
+    Mul(Mul) = "mul",
+    /// Channel shuffle (`torch.nn.ChannelShuffle`; ShuffleNet).
+    ChannelShuffle(ChannelShuffle) = "channel_shuffle",
+    /// The channel sub-range `start..end` (`x[:, start:end]`; one part of a channel split).
+    Slice(Slice) = "slice",
+    /// Layer normalisation over the channels of each pixel (ConvNeXt's `LayerNorm2d`).
+    LayerNorm2d(LayerNorm2d) = "layer_norm2d",
 }
 
 impl Op {
@@ -450,7 +506,9 @@ impl Op {
             | Channels::Follow
             | Channels::Couple
             | Channels::Concat
-            | Channels::Flatten => None,
+            | Channels::Flatten
+            | Channels::Fixed
+            | Channels::Slice { .. } => None,
         }
     }
 
@@ -615,7 +673,13 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
 pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
     let img = || vec![4, 6, 6];
     vec![
-        (Input { shape: img() }.into(), vec![]),
+        (Input::new(img()).into(), vec![]),
+        (
+            Input::new(img())
+                .with_normalization(vec![0.5, 0.4, 0.3, 0.2], vec![0.25, 0.5, 1.0, 2.0])
+                .into(),
+            vec![],
+        ),
         (Conv2d::new(4, 5, 3).with_padding(1).into(), vec![img()]),
         (
             Conv2d {
@@ -642,6 +706,52 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (Dropout { p: 0.5 }.into(), vec![img()]),
         (Add {}.into(), vec![img(), img()]),
         (Concat {}.into(), vec![img(), img()]),
+        (Clip { min: 0.0, max: 6.0 }.into(), vec![img()]),
+        (
+            Clip {
+                min: -0.5,
+                max: 0.25,
+            }
+            .into(),
+            vec![img()],
+        ),
+        (Sigmoid {}.into(), vec![img()]),
+        (HardSigmoid::default().into(), vec![img()]),
+        (
+            HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            }
+            .into(),
+            vec![img()],
+        ),
+        (HardSwish {}.into(), vec![img()]),
+        (Silu {}.into(), vec![vec![8]]),
+        (Gelu::default().into(), vec![img()]),
+        (
+            Gelu {
+                approximate: "tanh".into(),
+            }
+            .into(),
+            vec![img()],
+        ),
+        (Mul {}.into(), vec![img(), img()]),
+        (Mul {}.into(), vec![img(), vec![4, 1, 1]]),
+        (Mul {}.into(), vec![vec![4, 1, 1], img()]),
+        (Mul {}.into(), vec![vec![8], vec![8]]),
+        (ChannelShuffle { groups: 2 }.into(), vec![img()]),
+        (Slice { start: 1, end: 3 }.into(), vec![img()]),
+        (Slice { start: 0, end: 8 }.into(), vec![vec![8]]),
+        (LayerNorm2d::new(4).into(), vec![img()]),
+        (
+            LayerNorm2d {
+                eps: 1e-5,
+                affine: false,
+                ..LayerNorm2d::new(4)
+            }
+            .into(),
+            vec![img()],
+        ),
     ]
 }
 

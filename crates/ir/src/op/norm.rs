@@ -1,9 +1,10 @@
-//! `batch_norm2d` and `batch_norm1d`.
+//! `batch_norm2d`, `batch_norm1d` and `layer_norm2d`.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, image, nonzero,
+    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, bounded, image,
+    is_true, nonzero, yes,
 };
 
 fn bn_eps() -> f64 {
@@ -174,5 +175,118 @@ impl Contract for BatchNorm1d {
             "nn.BatchNorm1d({}, eps={:?}, momentum={:?})",
             self.num_features, self.eps, self.momentum
         ))
+    }
+}
+
+fn ln_eps() -> f64 {
+    1e-6
+}
+
+/// The Python class the exported `model.py` defines for [`LayerNorm2d`]: torchvision's
+/// `LayerNorm2d` (permute to channels-last, layer norm over the channels, permute back).
+const LAYER_NORM2D_PY: &str = "class LayerNorm2d(nn.LayerNorm):
+    \"\"\"LayerNorm over the channels of each pixel of an NCHW tensor (ConvNeXt).\"\"\"
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+";
+
+/// Layer normalisation over the channels of each pixel of `[C, H, W]` (ConvNeXt's
+/// `LayerNorm2d`, `torchvision.models.convnext.LayerNorm2d`): for every position `(h, w)`,
+/// `y[c] = (x[c] − mean) / √(var + eps) · weight[c] + bias[c]`, the mean and (biased)
+/// variance taken over the `C` channels at that position. `weight` and `bias` (`[C]`) exist
+/// when `affine` is true. No running statistics: the same in training and evaluation.
+///
+/// Channel behaviour: [`Channels::Fixed`]. Its statistics mix the channels, so removing one
+/// changes every other output; the channels reaching it are never pruned, and its output is a
+/// new fixed set of channels. Role: [`Role::LayerNormalization`], so scorers never mistake it
+/// for the BatchNorm after a layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNorm2d {
+    /// Channels.
+    pub num_features: usize,
+    /// Epsilon (default 1e-6, ConvNeXt's).
+    #[serde(default = "ln_eps")]
+    pub eps: f64,
+    /// Whether it has a per-channel `weight` and `bias` (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub affine: bool,
+}
+
+impl LayerNorm2d {
+    /// ConvNeXt's defaults (eps 1e-6, affine).
+    pub fn new(num_features: usize) -> Self {
+        LayerNorm2d {
+            num_features,
+            eps: ln_eps(),
+            affine: true,
+        }
+    }
+}
+
+impl Contract for LayerNorm2d {
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::LayerNormalization
+    }
+    fn check(&self) -> Result<(), String> {
+        nonzero("num_features", self.num_features)?;
+        bounded("num_features", self.num_features)?;
+        if !self.eps.is_finite() || self.eps <= 0.0 {
+            return Err(format!(
+                "eps must be positive and finite, found {}",
+                self.eps
+            ));
+        }
+        Ok(())
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (c, _, _) = image(inputs, 0)?;
+        if c != self.num_features {
+            return Err(format!(
+                "num_features is {} but the input '{}' has {c} channels",
+                self.num_features, inputs[0].0
+            ));
+        }
+        Ok(inputs[0].1.to_vec())
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        if !self.affine {
+            return Vec::new();
+        }
+        let n = self.num_features;
+        vec![
+            ParamSpec::new(node, ParamKind::Weight, vec![n], Init::Ones).out_axis(0),
+            ParamSpec::new(node, ParamKind::Bias, vec![n], Init::Zeros).out_axis(0),
+        ]
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Fixed
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(LayerNorm2d {
+            num_features: inputs[0][0],
+            ..self.clone()
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "LayerNorm2d({}, eps={:?}, elementwise_affine={})",
+            self.num_features,
+            self.eps,
+            super::py_bool(self.affine)
+        ))
+    }
+    fn torch_prelude(&self) -> Option<&'static str> {
+        Some(LAYER_NORM2D_PY)
     }
 }

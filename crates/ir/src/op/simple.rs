@@ -1,15 +1,82 @@
-//! Ops without parameters: `input`, `relu`, `flatten`, `dropout`, `add`, `concat`.
+//! Ops without parameters: `input`, `relu`, `flatten`, `dropout`, `add`, `mul`, `concat`.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, checked_numel, image};
 
-/// The network input, e.g. `shape = [3, 32, 32]`. Channel behaviour: a fixed source.
+/// The network input, e.g. `shape = [3, 32, 32]`, with the preprocessing the model
+/// expects when it is known. Channel behaviour: a fixed source.
+///
+/// `mean` and `std` are the per-channel normalisation the model was trained with, as
+/// torchvision's `Normalize`: a pixel value `p` in 0..=255 of channel `c` is fed as
+/// `x = (p / 255 − mean[c]) / std[c]` (ImageNet models: mean `[0.485, 0.456, 0.406]`, std
+/// `[0.229, 0.224, 0.225]`). Both are given or neither, one value per channel (`shape[0]`).
+/// They describe the data the model wants; the graph itself does not apply them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Per-sample shape.
     pub shape: Vec<usize>,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1] (`None`: unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    /// Per-channel standard deviation divided by after subtracting `mean` (`None`:
+    /// unknown); every value positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+}
+
+impl Input {
+    /// An input of `shape` with no preprocessing recorded.
+    pub fn new(shape: Vec<usize>) -> Self {
+        Input {
+            shape,
+            mean: None,
+            std: None,
+        }
+    }
+
+    /// The same input with per-channel normalisation `mean` and `std` recorded (checked when
+    /// the graph is built).
+    pub fn with_normalization(self, mean: Vec<f64>, std: Vec<f64>) -> Self {
+        Input {
+            mean: Some(mean),
+            std: Some(std),
+            ..self
+        }
+    }
+
+    fn check_normalization(&self) -> Result<(), String> {
+        let (mean, std) = match (&self.mean, &self.std) {
+            (None, None) => return Ok(()),
+            (Some(m), Some(s)) => (m, s),
+            _ => {
+                return Err(
+                    "input mean and std must be given together (or neither), one value per channel"
+                        .into(),
+                );
+            }
+        };
+        let channels = self.shape[0];
+        for (what, v) in [("mean", mean), ("std", std)] {
+            if v.len() != channels {
+                return Err(format!(
+                    "input {what} has {} values but the input has {channels} channels (shape {:?}); give one per channel",
+                    v.len(),
+                    self.shape
+                ));
+            }
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(format!("input {what} must be finite, found {x}"));
+            }
+        }
+        if let Some(x) = std.iter().find(|&&x| x <= 0.0) {
+            return Err(format!(
+                "input std values must be positive, found {x} in {std:?}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Contract for Input {
@@ -26,7 +93,8 @@ impl Contract for Input {
                 self.shape
             ));
         }
-        checked_numel("the input", &self.shape).map(|_| ())
+        checked_numel("the input", &self.shape)?;
+        self.check_normalization()
     }
     fn infer(&self, _inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
         Ok(self.shape.clone())
@@ -215,6 +283,68 @@ impl Contract for Add {
     }
     fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
         inputs.join(" + ")
+    }
+}
+
+/// Element-wise product of two tensors (squeeze-and-excitation gates, SiLU written as
+/// `x · sigmoid(x)`). The shapes are equal, or have the same rank and the same channel count
+/// with the other sizes broadcast where one of them is 1: a gate `[C, 1, 1]` times an image
+/// `[C, H, W]` gives `[C, H, W]`. Channel broadcasting (`[1, H, W]`) is not supported.
+///
+/// Channel behaviour: couples its inputs' channels position by position (an SE block's last
+/// convolution is pruned with the main path it scales); the output has the first input's
+/// channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mul {}
+
+impl Contract for Mul {
+    fn arity(&self) -> Arity {
+        Arity::exactly(2)
+    }
+    fn role(&self) -> Role {
+        Role::Merge
+    }
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let ((a_name, a), (b_name, b)) = (inputs[0], inputs[1]);
+        let mismatch = || {
+            format!(
+                "mul needs equal shapes, or equal channels with sizes of 1 broadcast (a gate [C, 1, 1] times [C, H, W]), but '{a_name}' is {a:?} and '{b_name}' is {b:?}"
+            )
+        };
+        if a.len() != b.len() || a.first() != b.first() {
+            return Err(mismatch());
+        }
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| match (x, y) {
+                _ if x == y => Ok(x),
+                (1, y) => Ok(y),
+                (x, 1) => Ok(x),
+                _ => Err(mismatch()),
+            })
+            .collect()
+    }
+    fn params(&self, _node: &str) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Couple
+    }
+    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(self.clone().into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        None
+    }
+    fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
+        format!("{} * {}", inputs[0], inputs[1])
     }
 }
 

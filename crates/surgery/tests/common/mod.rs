@@ -3,12 +3,17 @@
 use std::collections::BTreeSet;
 
 use fair_analysis::{Plan, analyze};
+use fair_ir::Graph;
 use fair_runtime::Model;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 
-/// The models the surgery must handle, at small input sizes (VGG-16-BN with the CIFAR head).
+/// The models the surgery must handle, at small input sizes (VGG-16-BN with the CIFAR head);
+/// `mobile_se` is [`MOBILE_SE`], `shuffle_ln` is [`SHUFFLE_LN`], the others come from the zoo
+/// (see [`build`]).
 #[allow(dead_code)] // each test file uses a different subset of these helpers
-pub const MODELS: [(&str, [usize; 3]); 6] = [
+pub const MODELS: [(&str, [usize; 3]); 8] = [
+    ("mobile_se", [3, 16, 16]),
+    ("shuffle_ln", [3, 16, 16]),
     ("vgg16_bn_cifar", [3, 32, 32]),
     ("alexnet", [3, 64, 64]),
     ("resnet56", [3, 32, 32]),
@@ -16,6 +21,31 @@ pub const MODELS: [(&str, [usize; 3]); 6] = [
     ("densenet40", [3, 32, 32]),
     ("densenet121", [3, 32, 32]),
 ];
+
+/// A MobileNetV3/EfficientNet-like test network with every activation, depthwise
+/// convolutions and squeeze-and-excitation gates (broadcast `mul`), 10 classes.
+pub const MOBILE_SE: &str = include_str!("mobile_se.toml");
+
+/// A ShuffleNetV2 unit (channel split into two `slice`s, a depthwise branch, `concat`,
+/// `channel_shuffle`) followed by a ConvNeXt block (depthwise 7x7 conv, `layer_norm2d`, 1x1
+/// MLP with GELU, residual add), 10 classes.
+pub const SHUFFLE_LN: &str = include_str!("shuffle_ln.toml");
+
+/// The graph of a model in [`MODELS`] (10 classes).
+pub fn build(name: &str, shape: [usize; 3]) -> Graph {
+    let text = match name {
+        "mobile_se" => Some(MOBILE_SE),
+        "shuffle_ln" => Some(SHUFFLE_LN),
+        _ => None,
+    };
+    if let Some(text) = text {
+        let g = Graph::from_toml_str(text).unwrap();
+        assert_eq!(g.shape("input").unwrap(), shape.as_slice());
+        g
+    } else {
+        fair_zoo::build(name, &shape, 10).unwrap()
+    }
+}
 
 /// Removals in between 1 and `max_groups` random prunable groups (seeded): for each, the
 /// group index and a random non-empty proper subset of its units; and the plan that names

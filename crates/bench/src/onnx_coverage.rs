@@ -1,0 +1,580 @@
+//! `fair-bench onnx-coverage`: which torchvision classification models fair-pruner imports
+//! from ONNX, runs exactly and prunes end to end.
+//!
+//! For every model of `torchvision.models` (random weights, BatchNorm statistics randomised,
+//! exported in eval mode by `xtask/bench/onnx_coverage_reference.py`, ONNX Runtime's output
+//! on one seeded input kept as the reference):
+//!
+//! 1. **imported**: `fair_onnx::import_file` reads it into the IR;
+//! 2. **outputs equal ONNX Runtime**: fair-pruner's forward pass on the same input, largest
+//!    difference relative to the output's scale, at most [`TOLERANCE`];
+//! 3. **prunable groups**: `fair_analysis::analyze` (which protects the output layer);
+//! 4. **random plan verified**: a seeded random quarter of every prunable group's units is
+//!    removed. The units are first made provably dead (every weight column that reads them
+//!    zeroed), so the pruned model must give the dead model's outputs (to [`TOLERANCE`]);
+//!    then the pruned model is written to ONNX by `fair_onnx::export`, `onnx.checker` must
+//!    accept it and ONNX Runtime must give fair-pruner's outputs (to [`TOLERANCE`]).
+//!
+//! Writes `target/bench/onnx-coverage/summary.json` and the table in `docs/onnx.md`.
+//! Exports go to `$FAIR_PRUNER_CACHE/onnx-coverage` (default
+//! `~/.cache/fair-pruner/onnx-coverage`); each `.onnx` is deleted once checked unless
+//! `--keep-exports` (all of torchvision takes ~15 GB).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use fair_analysis::{GroupRule, Plan, ResolveOptions};
+use fair_runtime::{Mode, Model};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+use tch::{Device, Tensor};
+
+use crate::tables::{Markers, write_block};
+use crate::{read_json, reference_python, workspace_root, write_json};
+
+/// Largest accepted difference, relative to the output's largest magnitude.
+pub const TOLERANCE: f64 = 1e-4;
+
+/// Share of every prunable group's units the random plan removes.
+const REMOVE: f64 = 0.25;
+
+/// Markers of the block in `docs/onnx.md`.
+pub const MARKERS: Markers<'static> = Markers {
+    begin: "<!-- bench onnx-coverage: begin -->",
+    end: "<!-- bench onnx-coverage: end -->",
+    tool: "cargo xtask bench onnx-coverage",
+};
+
+/// Which `torch.onnx.export` exporter writes the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Exporter {
+    /// The TorchScript-based exporter (`dynamo=False`), opset 17.
+    Ts,
+    /// The `torch.export`-based exporter (`dynamo=True`), opset 18.
+    Dynamo,
+}
+
+impl Exporter {
+    fn name(self) -> &'static str {
+        match self {
+            Exporter::Ts => "ts",
+            Exporter::Dynamo => "dynamo",
+        }
+    }
+}
+
+/// Options of `fair-bench onnx-coverage`.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Models to check, comma-separated [default: every classification model of
+    /// torchvision.models; transformers are listed, not exported, unless named here].
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub models: Vec<String>,
+    /// The exporter.
+    #[arg(long, value_enum, default_value_t = Exporter::Ts)]
+    pub exporter: Exporter,
+    /// Input height and width of the exports.
+    #[arg(long, default_value_t = 224, value_parser = crate::positive)]
+    pub size: usize,
+    /// Seed of the random plans.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 2, value_parser = crate::positive)]
+    pub threads: usize,
+    /// The reference Python (torch, torchvision, onnx, onnxruntime) [default: $FAIR_PRUNER_PYTHON].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Where exports are cached [default: $FAIR_PRUNER_CACHE/onnx-coverage].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Keep every export in the cache (all of torchvision is ~15 GB); by default each
+    /// model's .onnx is deleted once checked and only its small results are kept.
+    #[arg(long)]
+    pub keep_exports: bool,
+    /// Do not write the table into docs/onnx.md.
+    #[arg(long)]
+    pub no_docs: bool,
+}
+
+/// Runs `fair-bench onnx-coverage`.
+pub fn run(o: &Options) -> Result<()> {
+    let python = reference_python(o.python.as_deref(), "the ONNX coverage benchmark")?;
+    let script = workspace_root().join("xtask/bench/onnx_coverage_reference.py");
+    tch::set_num_threads(o.threads as i32);
+    let cache = match &o.cache {
+        Some(c) => c.clone(),
+        None => cache_dir()?.join("onnx-coverage"),
+    };
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let listed = python_json(&python, &script, &["list"])?;
+    let all: Vec<(String, String, bool)> = listed
+        .as_array()
+        .context("the model list is not a JSON array")?
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["family"].as_str().unwrap_or_default().to_owned(),
+                m["cnn"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    for name in &o.models {
+        if !all.iter().any(|(n, _, _)| n == name) {
+            bail!("--models: torchvision has no classification model '{name}'");
+        }
+    }
+    let out_dir = workspace_root().join("target/bench/onnx-coverage");
+    std::fs::create_dir_all(&out_dir)?;
+    // A run of some models updates their rows of an earlier run with the same settings.
+    let summary_path = out_dir.join("summary.json");
+    let earlier: BTreeMap<String, Value> = match read_json(&summary_path) {
+        Ok(s)
+            if !o.models.is_empty()
+                && s["exporter"] == json!(o.exporter.name())
+                && s["size"] == json!(o.size) =>
+        {
+            s["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some((r["name"].as_str()?.to_owned(), r.clone())))
+                .collect()
+        }
+        _ => BTreeMap::new(),
+    };
+    let mut rows = Vec::new();
+    // Models run in the order given (e.g. small ones first), the table lists torchvision's.
+    let mut order: Vec<&(String, String, bool)> = all.iter().collect();
+    order.sort_by_key(|(n, _, _)| o.models.iter().position(|m| m == n).unwrap_or(usize::MAX));
+    for (name, family, cnn) in order {
+        let chosen = if o.models.is_empty() {
+            *cnn
+        } else {
+            o.models.contains(name)
+        };
+        if !chosen {
+            if let Some(r) = earlier.get(name) {
+                rows.push(r.clone());
+            } else if o.models.is_empty() || !cnn {
+                rows.push(json!({"name": name, "family": family, "cnn": cnn,
+                    "skipped": "transformer (attention, LayerNorm over tokens): not supported yet"}));
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let dir = cache.join(format!("{name}-{}-{}", o.exporter.name(), o.size));
+        let mut row = check_model(&python, &script, name, &dir, o)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        if !o.keep_exports {
+            let _ = std::fs::remove_file(dir.join("model.onnx"));
+        }
+        row["name"] = json!(name);
+        row["family"] = json!(family);
+        row["cnn"] = json!(cnn);
+        row["seconds"] = json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        eprintln!("{}", summary_line(&row));
+        rows.push(row);
+        // Written after every model: an interrupted run keeps what it measured.
+        let so_far = json!({"exporter": o.exporter.name(), "size": o.size,
+            "tolerance": TOLERANCE, "rows": rows});
+        write_json(&summary_path, &so_far)?;
+    }
+    rows.sort_by_key(|r| all.iter().position(|(n, _, _)| r["name"] == json!(n)));
+    let summary = json!({
+        "exporter": o.exporter.name(),
+        "size": o.size,
+        "tolerance": TOLERANCE,
+        "rows": rows,
+    });
+    write_json(&summary_path, &summary)?;
+    let md = markdown(&summary);
+    print!("{md}");
+    // The table in the docs covers every model: a partial run updates it only once the
+    // summary holds a row for each.
+    let complete = all
+        .iter()
+        .all(|(n, _, _)| rows.iter().any(|r| r["name"] == json!(n)));
+    if !o.no_docs && complete {
+        write_block(&workspace_root().join("docs/onnx.md"), &md, MARKERS)?;
+    }
+    Ok(())
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(c) = std::env::var_os("FAIR_PRUNER_CACHE") {
+        return Ok(PathBuf::from(c));
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(x).join("fair-pruner"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --cache DIR")?;
+    Ok(PathBuf::from(home).join(".cache/fair-pruner"))
+}
+
+fn python_json(python: &Path, script: &Path, args: &[&str]) -> Result<Value> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed: {}",
+            script.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last)
+        .with_context(|| format!("{} {}: no JSON in its output", script.display(), args[0]))
+}
+
+/// One model's row: export (cached), import, compare, analyse, prune and verify.
+fn check_model(python: &Path, script: &Path, name: &str, dir: &Path, o: &Options) -> Result<Value> {
+    let meta_path = dir.join("meta.json");
+    if !meta_path.exists() || !dir.join("model.onnx").exists() {
+        let size = o.size.to_string();
+        let dir_text = dir.display().to_string();
+        python_json(
+            python,
+            script,
+            &[
+                "export",
+                name,
+                &dir_text,
+                "--exporter",
+                o.exporter.name(),
+                "--size",
+                &size,
+            ],
+        )?;
+    }
+    let meta = read_json(&meta_path)?;
+    let mut row = json!({"torch_params": meta["params"], "torch_vs_ort": meta["torch_vs_ort"]});
+    if let Some(e) = meta["error"].as_str() {
+        row["export_error"] = json!(e);
+        return Ok(row);
+    }
+    let imported = match fair_onnx::import_file(&dir.join("model.onnx")) {
+        Ok(i) => i,
+        Err(e) => {
+            row["import_error"] = json!(e.to_string());
+            return Ok(row);
+        }
+    };
+    row["imported"] = json!(true);
+    row["nodes"] = json!(imported.graph.nodes().len());
+    row["params"] = json!(imported.graph.param_count());
+    row["macs"] = json!(imported.graph.macs());
+    let model = fair_pipeline::onnx_model(imported, Device::Cpu)?;
+    let io: BTreeMap<String, Tensor> =
+        fair_runtime::read_safetensors(&dir.join("io.safetensors"), Device::Cpu)?
+            .into_iter()
+            .collect();
+    let x = io.get("input").context("io.safetensors has no 'input'")?;
+    let reference = io.get("output").context("io.safetensors has no 'output'")?;
+    let ours = eval(&model, x)?;
+    let diff = relative_diff(&ours, reference)?;
+    row["max_rel_diff"] = json!(diff);
+    row["outputs_equal"] = json!(diff <= TOLERANCE);
+
+    // The output layer is protected by the analysis itself.
+    let groups = match fair_analysis::analyze(model.graph(), &[]) {
+        Ok(g) => g,
+        Err(e) => {
+            row["plan_error"] = json!(format!("dependency analysis: {e}"));
+            return Ok(row);
+        }
+    };
+    let prunable: Vec<usize> = (0..groups.groups().len())
+        .filter(|&g| groups.groups()[g].is_prunable())
+        .collect();
+    row["groups"] = json!(prunable.len());
+    if prunable.is_empty() {
+        row["plan_error"] = json!("no prunable group");
+        return Ok(row);
+    }
+    match verify_random_plan(python, script, &model, &groups, &prunable, dir, o.seed) {
+        Ok(v) => {
+            for (k, val) in v.as_object().into_iter().flatten() {
+                row[k] = val.clone();
+            }
+        }
+        Err(e) => row["plan_error"] = json!(format!("{e:#}")),
+    }
+    Ok(row)
+}
+
+fn eval(model: &Model, x: &Tensor) -> Result<Tensor> {
+    Ok(tch::no_grad(|| model.forward(x, Mode::Eval))?)
+}
+
+/// Largest |a − b| relative to b's largest magnitude (at least a tiny positive scale).
+fn relative_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.size() != b.size() {
+        bail!(
+            "output shape {:?} but the reference's is {:?}",
+            a.size(),
+            b.size()
+        );
+    }
+    let d = (a - b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]).max(1e-12);
+    Ok(d / scale)
+}
+
+/// Removes a seeded random quarter of every prunable group (the same units from each of its
+/// coupled layers), checks against the dead-unit model and ONNX Runtime.
+fn verify_random_plan(
+    python: &Path,
+    script: &Path,
+    model: &Model,
+    groups: &fair_analysis::ChannelGroups,
+    prunable: &[usize],
+    dir: &Path,
+    seed: u64,
+) -> Result<Value> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut plan = Plan::new();
+    let mut chosen: Vec<(usize, BTreeSet<usize>)> = Vec::new();
+    for &g in prunable {
+        let group = &groups.groups()[g];
+        let k = ((group.units as f64) * REMOVE).floor() as usize;
+        if k == 0 || k >= group.units {
+            continue;
+        }
+        let mut units: Vec<usize> = (0..group.units).collect();
+        units.shuffle(&mut rng);
+        let units: BTreeSet<usize> = units.into_iter().take(k).collect();
+        for layer in &group.layers {
+            plan = plan.remove(layer, units.iter().copied());
+        }
+        chosen.push((g, units));
+    }
+    // The dead-unit model: every weight column that reads a removed unit is zero.
+    let dead = Model::from_tensors(
+        model.graph().clone(),
+        model
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect(),
+        Device::Cpu,
+    )?;
+    tch::no_grad(|| -> Result<()> {
+        for (g, units) in &chosen {
+            for (node, cols) in groups.reading_columns(model.graph(), *g, units) {
+                let mut w = dead.tensor(&format!("{node}.weight"))?.shallow_clone();
+                let _ = w.f_index_fill_(1, &Tensor::from_slice(&cols), 0.0)?;
+            }
+        }
+        Ok(())
+    })?;
+    let pruned = fair_surgery::apply(
+        &dead,
+        &plan,
+        &ResolveOptions {
+            rule: GroupRule::Strict,
+            protected: Vec::new(),
+        },
+    )?;
+    let io: BTreeMap<String, Tensor> =
+        fair_runtime::read_safetensors(&dir.join("io.safetensors"), Device::Cpu)?
+            .into_iter()
+            .collect();
+    let x = &io["input"];
+    let dead_out = eval(&dead, x)?;
+    let pruned_out = eval(&pruned.model, x)?;
+    let dead_diff = relative_diff(&pruned_out, &dead_out)?;
+    let (p0, p1) = pruned.report.params;
+    let m0 = model.graph().macs();
+    let m1 = pruned.model.graph().macs();
+    let mut v = json!({
+        "plan_groups": chosen.len(),
+        "params_after": p1,
+        "params_removed": 1.0 - p1 as f64 / p0 as f64,
+        "macs_removed": 1.0 - m1 as f64 / m0 as f64,
+        "dead_rel_diff": dead_diff,
+    });
+    // The pruned model through fair-onnx's writer and ONNX Runtime.
+    let bytes = fair_surgery::onnx_bytes(&pruned.model, &fair_onnx::ExportOptions::default())?;
+    let work = workspace_root().join("target/bench/onnx-coverage/work");
+    std::fs::create_dir_all(&work)?;
+    let onnx_path = work.join("pruned.onnx");
+    let io_path = work.join("pruned-io.safetensors");
+    fair_ir::write_atomic(&onnx_path, &bytes)?;
+    fair_runtime::write_safetensors(
+        &io_path,
+        &[
+            ("input".into(), x.shallow_clone()),
+            ("output".into(), pruned_out),
+        ],
+    )?;
+    let checked = python_json(
+        python,
+        script,
+        &[
+            "check",
+            &onnx_path.display().to_string(),
+            &io_path.display().to_string(),
+        ],
+    )?;
+    v["onnx_checker"] = checked["checker"].clone();
+    v["ort_rel_diff"] = checked["max_rel_diff"].clone();
+    if let Some(e) = checked["error"].as_str() {
+        v["plan_error"] = json!(e);
+    }
+    let ort_ok = checked["max_rel_diff"]
+        .as_f64()
+        .is_some_and(|d| d <= TOLERANCE);
+    v["plan_verified"] = json!(
+        dead_diff <= TOLERANCE && ort_ok && checked["checker"].as_bool() == Some(true) && m1 < m0
+    );
+    Ok(v)
+}
+
+fn mark(v: &Value) -> &'static str {
+    match v.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "–",
+    }
+}
+
+fn summary_line(row: &Value) -> String {
+    format!(
+        "{:<22} imported {:<6} outputs {:<6} groups {:<5} plan {:<6} {}",
+        row["name"].as_str().unwrap_or(""),
+        mark(&row["imported"]),
+        mark(&row["outputs_equal"]),
+        row["groups"],
+        mark(&row["plan_verified"]),
+        first_error(row).unwrap_or_default()
+    )
+}
+
+fn first_error(row: &Value) -> Option<String> {
+    [
+        "skipped",
+        "export_error",
+        "import_error",
+        "error",
+        "plan_error",
+    ]
+    .iter()
+    .find_map(|k| row[*k].as_str())
+    .map(|e| e.chars().take(160).collect::<String>().replace('|', "\\|"))
+}
+
+/// The coverage table and its totals, as Markdown.
+pub fn markdown(summary: &Value) -> String {
+    let empty = Vec::new();
+    let rows = summary["rows"].as_array().unwrap_or(&empty);
+    let cnns: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["cnn"].as_bool() == Some(true))
+        .collect();
+    let full = |r: &&&Value| {
+        r["imported"].as_bool() == Some(true)
+            && r["outputs_equal"].as_bool() == Some(true)
+            && r["plan_verified"].as_bool() == Some(true)
+    };
+    let done = cnns.iter().filter(full).count();
+    let imported = cnns
+        .iter()
+        .filter(|r| {
+            r["imported"].as_bool() == Some(true) && r["outputs_equal"].as_bool() == Some(true)
+        })
+        .count();
+    let mut md = format!(
+        "Exporter: `{}`, input 3×{s}×{s}, tolerance {:e} of the output scale. \
+         **{done} of {} CNN classification models** import with outputs equal to ONNX Runtime \
+         and prune end to end ({imported} import with equal outputs); {} transformers are not \
+         supported yet.\n\n",
+        summary["exporter"].as_str().unwrap_or("?"),
+        summary["tolerance"].as_f64().unwrap_or(TOLERANCE),
+        cnns.len(),
+        rows.len() - cnns.len(),
+        s = summary["size"],
+    );
+    md.push_str(
+        "| model | imported | outputs = ORT (max rel. diff) | prunable groups | random plan verified (MACs removed) | note |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let diff = r["max_rel_diff"]
+            .as_f64()
+            .map(|d| format!("{} ({d:.1e})", mark(&r["outputs_equal"])))
+            .unwrap_or_else(|| "–".into());
+        let plan = match r["macs_removed"].as_f64() {
+            Some(m) => format!("{} ({:.0}%)", mark(&r["plan_verified"]), 100.0 * m),
+            None => mark(&r["plan_verified"]).to_owned(),
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r["name"].as_str().unwrap_or(""),
+            mark(&r["imported"]),
+            diff,
+            r["groups"]
+                .as_u64()
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "–".into()),
+            plan,
+            first_error(r).unwrap_or_default(),
+        ));
+    }
+    md.push('\n');
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_counts_only_cnns_that_pass_every_check() {
+        let summary = json!({
+            "exporter": "ts", "size": 224, "tolerance": 1e-4,
+            "rows": [
+                {"name": "a", "cnn": true, "imported": true, "outputs_equal": true, "max_rel_diff": 1e-6,
+                 "groups": 3, "plan_verified": true, "macs_removed": 0.4},
+                {"name": "b", "cnn": true, "imported": true, "outputs_equal": true, "max_rel_diff": 2e-6,
+                 "groups": 0, "plan_error": "no prunable group"},
+                {"name": "c", "cnn": true, "import_error": "node 'x' (Foo): unsupported | op"},
+                {"name": "vit", "cnn": false, "skipped": "transformer"},
+            ]
+        });
+        let md = markdown(&summary);
+        assert!(md.contains("**1 of 3 CNN classification models**"), "{md}");
+        assert!(
+            md.contains("(2 import with equal outputs); 1 transformers"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| a | yes | yes (1.0e-6) | 3 | yes (40%) |"),
+            "{md}"
+        );
+        assert!(md.contains("unsupported \\| op"), "pipes are escaped: {md}");
+    }
+
+    #[test]
+    fn relative_differences_are_scaled_by_the_reference() {
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+        let b = Tensor::from_slice(&[1.0f32, 2.0, 4.0]);
+        assert!((relative_diff(&a, &b).unwrap() - 0.25).abs() < 1e-12);
+        assert!(relative_diff(&a, &Tensor::from_slice(&[1.0f32])).is_err());
+    }
+}

@@ -1,0 +1,2003 @@
+//! ONNX → IR.
+//!
+//! Nodes are read in file order (ONNX requires topological order). Each value the graph
+//! computes is either a constant (initializers, `Constant` nodes and everything folded from
+//! them, see [`crate::fold`]) or the output of an IR node. A node whose inputs are all
+//! constants is evaluated; any other node is mapped to IR nodes, its weights taken from
+//! constant inputs. Channels-last regions, GELU's `Erf` formula and layer scales are read by
+//! the `channels_last` submodule. Afterwards `Mul(x, Sigmoid(x))` pairs become `silu`, nodes
+//! that do not lead to the output are dropped, and the graph is validated by
+//! [`fair_ir::Graph::new`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use fair_ir::{
+    AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Clip, Concat, Conv2d, Flatten,
+    Gelu, Graph, HardSigmoid, HardSwish, Input, Linear, MaxPool2d, Mul, Node, Op, Pair, ParamKind,
+    Relu, Sigmoid, Silu,
+};
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::type_proto::Value as TypeValue;
+use onnx_protobuf::{GraphProto, Message, ModelProto, TensorProto};
+
+use crate::fold::{self, Const, Data, Int};
+use crate::names::{clean, is_clean, is_numbered, scope_path};
+use crate::proto::{NodeRef, decode_tensor, dtype_name};
+use crate::{Imported, META_MEAN, META_NAME, META_STD, OnnxError, Tensor, TensorData};
+
+/// Channels-last regions (ConvNeXt), GELU's Erf formula and layer scales.
+#[path = "channels_last.rs"]
+mod channels_last;
+
+/// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
+/// `ConstantOfShape`, `Div`, `Expand`, `Gather`, `Sub` and `Unsqueeze` are evaluated on
+/// constants and shapes only; `Slice` and `Split` of computed tensors take channel ranges,
+/// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last
+/// and back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
+/// LayerNorm2d, `MatMul` a 1×1 conv), `Mul` by a constant is a layer scale folded into the
+/// layer before it, and `Gather` is read only as the identity `as_strided` after
+/// `Reshape` [-1]. `Erf` is read only inside GELU's formula (not listed: alone it is an
+/// unsupported op).
+pub const IMPORT_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "CastLike",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LayerNormalization",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// Ops evaluated when all their inputs are constants.
+const FOLDABLE: &[&str] = &[
+    "Add",
+    "Cast",
+    "CastLike",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Div",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Identity",
+    "Mul",
+    "Reshape",
+    "Shape",
+    "Slice",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// Options for [`import_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportOptions {
+    /// The per-sample input shape (`[C, H, W]` or `[F]`), overriding the file's. Needed when
+    /// the file leaves spatial sizes symbolic; the batch dimension is never given.
+    pub input_shape: Option<Vec<usize>>,
+    /// The graph's name, overriding the file's (`fair_pruner.name` metadata, else the ONNX
+    /// graph name).
+    pub name: Option<String>,
+    /// The directory that holds external tensor data (`model.onnx.data`); [`import_file`]
+    /// sets it to the model's directory.
+    pub base_dir: Option<PathBuf>,
+}
+
+/// Reads an ONNX model from bytes. See [`import_with`].
+pub fn import(bytes: &[u8]) -> Result<Imported, OnnxError> {
+    import_with(bytes, &ImportOptions::default())
+}
+
+/// Reads an ONNX model file; external data (`*.onnx.data`) is read from the same directory,
+/// and the graph is named after the file unless the file names it.
+pub fn import_file(path: &Path) -> Result<Imported, OnnxError> {
+    import_file_with(path, &ImportOptions::default())
+}
+
+/// [`import_file`] with options (an unset `base_dir` becomes the model's directory).
+pub fn import_file_with(path: &Path, options: &ImportOptions) -> Result<Imported, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut options = options.clone();
+    if options.base_dir.is_none() {
+        options.base_dir = Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned(),
+        );
+    }
+    let model = decode(&bytes)?;
+    if options.name.is_none() && meta(&model, META_NAME).is_none() {
+        options.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    }
+    Importer::run(&model, &options)
+}
+
+/// Reads an ONNX model from bytes with options.
+pub fn import_with(bytes: &[u8], options: &ImportOptions) -> Result<Imported, OnnxError> {
+    Importer::run(&decode(bytes)?, options)
+}
+
+fn decode(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
+    ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Decode {
+        detail: e.to_string(),
+    })
+}
+
+fn meta<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
+    model
+        .metadata_props
+        .iter()
+        .find(|p| p.key == key)
+        .map(|p| p.value.as_str())
+}
+
+fn model_err(detail: impl Into<String>) -> OnnxError {
+    OnnxError::Model {
+        detail: detail.into(),
+    }
+}
+
+/// A float32 attribute as the f64 with the same shortest decimal form (`0.1f32` → `0.1`), so
+/// values survive an export/import round trip unchanged.
+pub(crate) fn f32_to_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// A value the graph computes.
+#[derive(Debug, Clone)]
+enum Value {
+    /// The output of the IR node of that name.
+    Act(String),
+    /// A constant.
+    Const(Rc<Const>),
+    /// The IR node's output viewed as `[N, g, C/g, H, W]` (transposed: `[N, C/g, g, H, W]`):
+    /// a channel shuffle in progress.
+    Grouped {
+        x: String,
+        groups: usize,
+        transposed: bool,
+    },
+    /// The IR node's output in channels-last layout: inside a `Transpose` [0, 2, 3, 1] …
+    /// [0, 3, 1, 2] region, whose per-pixel ops [`channels_last`] rewrites channels-first.
+    ChannelsLast(String),
+    /// The IR node's output for the whole (fixed-size) batch flattened to one axis: the
+    /// first half of the dynamo exporter's `as_strided` (`Reshape` [-1] → `Gather`).
+    Flat(String),
+}
+
+struct Importer<'m> {
+    graph: &'m GraphProto,
+    base: Option<PathBuf>,
+    opset: i64,
+    inits: HashMap<&'m str, &'m TensorProto>,
+    values: HashMap<String, Value>,
+    /// How many node inputs (and graph outputs) read each ONNX value.
+    readers: HashMap<&'m str, usize>,
+    nodes: Vec<Node>,
+    shapes: HashMap<String, Vec<usize>>,
+    tensors: HashMap<String, Tensor>,
+    names: HashSet<String>,
+    batch: Option<usize>,
+    notes: Vec<String>,
+    /// Constants that are initializers forwarded by `Identity` (TorchScript shares equal
+    /// tensors this way): stored parameters, not computed values.
+    stored: HashSet<String>,
+    /// Nodes whose computed all-zero bias was dropped.
+    dropped_biases: Vec<String>,
+    /// ONNX values that held a layer's output before an `Add` folded a bias into that layer:
+    /// reading one afterwards would see the bias, so it is an error.
+    pre_bias: HashMap<String, String>,
+    /// The nodes of GELU's Erf formula, read as one `gelu`.
+    gelu: channels_last::GeluFormulas,
+}
+
+impl<'m> Importer<'m> {
+    fn run(model: &'m ModelProto, options: &ImportOptions) -> Result<Imported, OnnxError> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| model_err("the ONNX model has no graph"))?;
+        let opset = model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .ok_or_else(|| model_err("the ONNX model imports no opset of the default domain"))?;
+        if opset < 11 {
+            return Err(model_err(format!(
+                "opset {opset} is older than 11, which fair-pruner reads; re-export with opset_version=17 or newer"
+            )));
+        }
+        let mut readers: HashMap<&str, usize> = HashMap::new();
+        for n in &graph.node {
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                *readers.entry(i.as_str()).or_default() += 1;
+            }
+        }
+        for o in &graph.output {
+            *readers.entry(o.name.as_str()).or_default() += 1;
+        }
+        let mut im = Importer {
+            graph,
+            base: options.base_dir.clone(),
+            opset,
+            inits: graph
+                .initializer
+                .iter()
+                .map(|t| (t.name.as_str(), t))
+                .collect(),
+            values: HashMap::new(),
+            readers,
+            nodes: Vec::new(),
+            shapes: HashMap::new(),
+            tensors: HashMap::new(),
+            names: HashSet::new(),
+            batch: None,
+            notes: Vec::new(),
+            stored: HashSet::new(),
+            dropped_biases: Vec::new(),
+            pre_bias: HashMap::new(),
+            gelu: channels_last::gelu_formulas(graph),
+        };
+        im.input(model, options)?;
+        for (i, node) in graph.node.iter().enumerate() {
+            im.node(&NodeRef::new(node, i), i)?;
+        }
+        if !im.dropped_biases.is_empty() {
+            im.notes.push(format!(
+                "{} all-zero bias(es) that the graph computes rather than stores were dropped (nodes {})",
+                im.dropped_biases.len(),
+                im.dropped_biases.join(", ")
+            ));
+        }
+        let mut output = im.output()?;
+        im.fuse_silu(&mut output);
+        im.prune(&output);
+        let name = options
+            .name
+            .clone()
+            .or_else(|| meta(model, META_NAME).map(str::to_owned))
+            .or_else(|| Some(graph.name.clone()).filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| "onnx-model".to_owned());
+        let ir =
+            Graph::new(name, std::mem::take(&mut im.nodes)).map_err(|source| OnnxError::Ir {
+                context: "the imported graph is not a valid fair-pruner graph".to_owned(),
+                source,
+            })?;
+        im.check_output_shape(&ir)?;
+        let mut tensors = Vec::new();
+        for spec in ir.params() {
+            let t = im
+                .tensors
+                .remove(&spec.name)
+                .ok_or_else(|| OnnxError::MissingTensor {
+                    name: spec.name.clone(),
+                })?;
+            if t.shape != spec.shape {
+                return Err(OnnxError::TensorShape {
+                    name: spec.name,
+                    expected: spec.shape,
+                    found: t.shape,
+                });
+            }
+            t.check()?;
+            tensors.push(t);
+        }
+        Ok(Imported {
+            graph: ir,
+            tensors,
+            notes: im.notes,
+        })
+    }
+
+    /// The IR input node, from the one graph input that is not an initializer.
+    fn input(&mut self, model: &ModelProto, options: &ImportOptions) -> Result<(), OnnxError> {
+        let inputs: Vec<_> = self
+            .graph
+            .input
+            .iter()
+            .filter(|i| !self.inits.contains_key(i.name.as_str()))
+            .collect();
+        let [input] = inputs.as_slice() else {
+            return Err(model_err(format!(
+                "fair-pruner imports models with exactly one input, this one has {}: {}",
+                inputs.len(),
+                inputs
+                    .iter()
+                    .map(|i| format!("'{}'", i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let Some(TypeValue::TensorType(tt)) = input.type_.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            return Err(model_err(format!(
+                "the input '{}' is not a tensor",
+                input.name
+            )));
+        };
+        if tt.elem_type != DataType::FLOAT as i32 {
+            return Err(model_err(format!(
+                "the input '{}' has data type {}; fair-pruner imports float32 models",
+                input.name,
+                dtype_name(tt.elem_type)
+            )));
+        }
+        use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+        let dims: Vec<Option<&Dim>> = tt
+            .shape
+            .as_ref()
+            .map(|s| s.dim.iter().map(|d| d.value.as_ref()).collect())
+            .unwrap_or_default();
+        if let Some(Some(Dim::DimValue(b))) = dims.first() {
+            self.batch = usize::try_from(*b).ok().filter(|&b| b > 0);
+        }
+        let from_file: Result<Vec<usize>, String> = dims
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, d)| match d {
+                Some(Dim::DimValue(v)) if *v > 0 => Ok(*v as usize),
+                Some(Dim::DimParam(p)) => Err(format!("axis {i} is symbolic ('{p}')")),
+                _ => Err(format!("axis {i} has no size")),
+            })
+            .collect();
+        let shape = match (&options.input_shape, from_file) {
+            (Some(s), Ok(f)) if *s != f => {
+                self.notes.push(format!(
+                    "the input shape {s:?} was given; the file declares {f:?}"
+                ));
+                s.clone()
+            }
+            (Some(s), _) => s.clone(),
+            (None, Ok(f)) if !f.is_empty() => f,
+            (None, Ok(_)) => {
+                return Err(model_err(format!(
+                    "the input '{}' has no per-sample shape (expected [N, C, H, W] or [N, F]); give ImportOptions::input_shape",
+                    input.name
+                )));
+            }
+            (None, Err(e)) => {
+                return Err(model_err(format!(
+                    "the input '{}' has no fixed per-sample shape: {e}; give the shape explicitly (ImportOptions::input_shape, e.g. [3, 224, 224])",
+                    input.name
+                )));
+            }
+        };
+        if !dims.is_empty() && dims.len() != shape.len() + 1 {
+            return Err(model_err(format!(
+                "the input '{}' has rank {}, but the shape {shape:?} plus a batch dimension has rank {}",
+                input.name,
+                dims.len(),
+                shape.len() + 1
+            )));
+        }
+        let parse = |key: &str| -> Result<Option<Vec<f64>>, OnnxError> {
+            meta(model, key)
+                .map(|v| {
+                    serde_json::from_str::<Vec<f64>>(v).map_err(|e| {
+                        model_err(format!(
+                            "metadata '{key}' must be a JSON array of numbers, found '{v}': {e}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let mut op = Input::new(shape.clone());
+        op.mean = parse(META_MEAN)?;
+        op.std = parse(META_STD)?;
+        let name = "input".to_owned();
+        fair_ir::Contract::check(&op)
+            .map_err(|detail| model_err(format!("the input '{}': {detail}", input.name)))?;
+        self.names.insert(name.clone());
+        self.shapes.insert(name.clone(), shape);
+        self.nodes.push(Node {
+            name: name.clone(),
+            inputs: Vec::new(),
+            op: op.into(),
+        });
+        self.values.insert(input.name.clone(), Value::Act(name));
+        Ok(())
+    }
+
+    /// The IR node the graph's one output comes from.
+    fn output(&self) -> Result<String, OnnxError> {
+        let [out] = self.graph.output.as_slice() else {
+            return Err(model_err(format!(
+                "fair-pruner imports models with exactly one output, this one has {}: {}",
+                self.graph.output.len(),
+                self.graph
+                    .output
+                    .iter()
+                    .map(|o| format!("'{}'", o.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        match self.values.get(&out.name) {
+            Some(Value::Act(n)) => Ok(n.clone()),
+            Some(Value::Const(_)) => Err(model_err(format!(
+                "the output '{}' is a constant; it does not depend on the input",
+                out.name
+            ))),
+            Some(_) => Err(model_err(format!(
+                "the output '{}' is a transposed or regrouped tensor; fair-pruner imports [N, C, H, W] or [N, F] outputs",
+                out.name
+            ))),
+            None => Err(model_err(format!(
+                "the output '{}' is not computed by any node",
+                out.name
+            ))),
+        }
+    }
+
+    /// Errors when the file declares a fixed output shape that differs from the IR's.
+    fn check_output_shape(&self, ir: &Graph) -> Result<(), OnnxError> {
+        use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+        let Some(out) = self.graph.output.first() else {
+            return Ok(());
+        };
+        let Some(TypeValue::TensorType(tt)) = out.type_.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some(shape) = tt.shape.as_ref() else {
+            return Ok(());
+        };
+        let declared: Option<Vec<usize>> = shape
+            .dim
+            .iter()
+            .skip(1)
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) => usize::try_from(v).ok(),
+                _ => None,
+            })
+            .collect();
+        let ours = ir.shape_at(ir.nodes().len() - 1);
+        match declared {
+            Some(d) if !shape.dim.is_empty() && d != ours => Err(model_err(format!(
+                "the file declares the output '{}' as [N, {}] per batch, but the imported graph computes {ours:?} per sample",
+                out.name,
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The value named `name`: computed earlier, or an initializer (decoded on first use).
+    fn value(&mut self, n: &NodeRef, name: &str) -> Result<Value, OnnxError> {
+        if let Some(layer) = self.pre_bias.get(name) {
+            return Err(n.err(format!(
+                "reads '{name}', the output of '{layer}' before an Add that was read as its bias; \
+                 a layer whose output is also used without the added constant is not supported"
+            )));
+        }
+        if let Some(v) = self.values.get(name) {
+            return Ok(v.clone());
+        }
+        let Some(t) = self.inits.get(name) else {
+            return Err(OnnxError::MissingInput {
+                node: n.id.clone(),
+                op_type: n.op().to_owned(),
+                input: name.to_owned(),
+            });
+        };
+        let c =
+            decode_tensor(t, self.base.as_deref()).map_err(|detail| OnnxError::Initializer {
+                name: name.to_owned(),
+                detail,
+            })?;
+        let v = Value::Const(Rc::new(c));
+        self.values.insert(name.to_owned(), v.clone());
+        Ok(v)
+    }
+
+    fn node(&mut self, n: &NodeRef<'m>, index: usize) -> Result<(), OnnxError> {
+        let node = n.node;
+        if self.gelu.inner.contains(&index) {
+            return Ok(());
+        }
+        if let Some(x) = self.gelu.last.get(&index).cloned() {
+            let v = self.gelu_formula(n, &x)?;
+            self.values.insert(node.output[0].clone(), v);
+            return Ok(());
+        }
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") || !IMPORT_OPS.contains(&n.op()) {
+            return Err(OnnxError::UnsupportedOp {
+                node: n.id.clone(),
+                op_type: node.op_type.clone(),
+                domain: node.domain.clone(),
+                supported: IMPORT_OPS.to_vec(),
+            });
+        }
+        if node.output.is_empty() {
+            return Err(n.err("the node has no outputs"));
+        }
+        if n.op() == "Split" {
+            return self.split(n);
+        }
+        let mut inputs = Vec::with_capacity(node.input.len());
+        for name in &node.input {
+            inputs.push(if name.is_empty() {
+                None
+            } else {
+                Some(self.value(n, name)?)
+            });
+        }
+        // CastLike reads only the data type of its second input (float for computed tensors).
+        let all_const = inputs.iter().enumerate().all(|(k, v)| {
+            matches!(v, None | Some(Value::Const(_))) || (n.op() == "CastLike" && k == 1)
+        });
+        let out = if all_const && FOLDABLE.contains(&n.op()) {
+            let consts: Vec<Option<Rc<Const>>> = inputs
+                .iter()
+                .map(|v| match v {
+                    Some(Value::Const(c)) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
+            Value::Const(Rc::new(self.fold(n, &consts)?))
+        } else {
+            self.map(n, &inputs)?
+        };
+        for (k, extra) in node.output.iter().enumerate().skip(1) {
+            if !extra.is_empty() && self.readers.get(extra.as_str()).copied().unwrap_or(0) > 0 {
+                return Err(n.err(format!(
+                    "output {k} ('{extra}') is used, but fair-pruner imports only the first output of {}",
+                    n.op()
+                )));
+            }
+        }
+        if n.op() == "Identity"
+            && let Some(src) = node.input.first()
+            && (self.inits.contains_key(src.as_str()) || self.stored.contains(src))
+        {
+            self.stored.insert(node.output[0].clone());
+        }
+        self.values.insert(node.output[0].clone(), out);
+        Ok(())
+    }
+
+    // ---- constant folding ----
+
+    fn fold(&self, n: &NodeRef, inputs: &[Option<Rc<Const>>]) -> Result<Const, OnnxError> {
+        let get = |k: usize| -> Result<&Const, OnnxError> {
+            inputs
+                .get(k)
+                .and_then(|c| c.as_deref())
+                .ok_or_else(|| n.err(format!("input {k} is missing")))
+        };
+        let opt = |k: usize| inputs.get(k).and_then(|c| c.as_deref());
+        let ints_of = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
+            opt(k)
+                .map(|c| c.ints().map_err(|e| n.err(format!("input {k}: {e}"))))
+                .transpose()
+        };
+        let e = |d: String| n.err(d);
+        Ok(match n.op() {
+            "Constant" => self.constant(n)?,
+            "Identity" => get(0)?.clone(),
+            "Cast" => {
+                let to = n.int("to")?.ok_or_else(|| n.attr_err("to", "missing"))?;
+                fold::cast(get(0)?, to as i32).map_err(e)?
+            }
+            "CastLike" => {
+                let float = match inputs.get(1).and_then(|c| c.as_deref()) {
+                    Some(like) => matches!(like.data, Data::F32(_)),
+                    None => true,
+                };
+                let to = if float {
+                    DataType::FLOAT
+                } else {
+                    DataType::INT64
+                };
+                fold::cast(get(0)?, to as i32).map_err(e)?
+            }
+            "Expand" => fold::expand(get(0)?, &get(1)?.ints().map_err(e)?).map_err(e)?,
+            "Shape" => {
+                let c = get(0)?;
+                shape_slice(n, c.dims.iter().map(|&d| Int::N(d as i64)).collect())?
+            }
+            "ConstantOfShape" => {
+                let dims: Vec<usize> = get(0)?
+                    .ints()
+                    .map_err(e)?
+                    .into_iter()
+                    .map(|d| usize::try_from(d).map_err(|_| n.err(format!("negative size {d}"))))
+                    .collect::<Result<_, _>>()?;
+                let count = fold::numel(&dims).map_err(e)?;
+                let value = match n.tensor("value")? {
+                    Some(t) => decode_tensor(t, None).map_err(|d| n.attr_err("value", d))?,
+                    None => Const::f32(vec![1], vec![0.0]),
+                };
+                match &value.data {
+                    Data::F32(v) if v.len() == 1 => Const::f32(dims, vec![v[0]; count]),
+                    Data::Int(v) if v.len() == 1 => Const {
+                        dims,
+                        data: Data::Int(vec![v[0]; count]),
+                    },
+                    _ => return Err(n.attr_err("value", "expected a one-element tensor")),
+                }
+            }
+            "Gather" => fold::gather(get(0)?, get(1)?, n.int_or("axis", 0)?).map_err(e)?,
+            "Unsqueeze" => {
+                let axes = match ints_of(1)? {
+                    Some(a) => a,
+                    None => n
+                        .ints("axes")?
+                        .ok_or_else(|| n.attr_err("axes", "missing"))?,
+                };
+                fold::unsqueeze(get(0)?, &axes).map_err(e)?
+            }
+            "Squeeze" => {
+                let axes = match ints_of(1)? {
+                    Some(a) => Some(a),
+                    None => n.ints("axes")?,
+                };
+                fold::squeeze(get(0)?, axes.as_deref()).map_err(e)?
+            }
+            "Concat" => {
+                let all: Vec<&Const> = inputs.iter().flatten().map(|c| c.as_ref()).collect();
+                let ax = n
+                    .int("axis")?
+                    .ok_or_else(|| n.attr_err("axis", "missing"))?;
+                fold::concat(&all, ax).map_err(e)?
+            }
+            "Slice" => {
+                let (starts, ends, axes, steps) = if self.opset >= 10 && inputs.len() > 1 {
+                    (
+                        ints_of(1)?.ok_or_else(|| n.err("missing starts"))?,
+                        ints_of(2)?.ok_or_else(|| n.err("missing ends"))?,
+                        ints_of(3)?,
+                        ints_of(4)?,
+                    )
+                } else {
+                    (
+                        n.ints("starts")?.unwrap_or_default(),
+                        n.ints("ends")?.unwrap_or_default(),
+                        n.ints("axes")?,
+                        None,
+                    )
+                };
+                fold::slice(get(0)?, &starts, &ends, axes.as_deref(), steps.as_deref())
+                    .map_err(e)?
+            }
+            "Reshape" => {
+                let c = get(0)?;
+                let shape = get(1)?.ints().map_err(e)?;
+                let allowzero = n.int_or("allowzero", 0)? != 0;
+                let dims = fold::reshape_dims(&c.dims, &shape, allowzero).map_err(e)?;
+                Const {
+                    dims,
+                    data: c.data.clone(),
+                }
+            }
+            "Flatten" => {
+                let c = get(0)?;
+                let a = n.int_or("axis", 1)?;
+                let a = if a < 0 { a + c.dims.len() as i64 } else { a };
+                let a = usize::try_from(a)
+                    .ok()
+                    .filter(|&a| a <= c.dims.len())
+                    .ok_or_else(|| n.attr_err("axis", "out of range"))?;
+                Const {
+                    dims: vec![c.dims[..a].iter().product(), c.dims[a..].iter().product()],
+                    data: c.data.clone(),
+                }
+            }
+            "Transpose" => fold::transpose(get(0)?, n.ints("perm")?.as_deref()).map_err(e)?,
+            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+                fold::binary(op, get(0)?, get(1)?).map_err(e)?
+            }
+            other => return Err(n.err(format!("{other} cannot be evaluated on constants"))),
+        })
+    }
+
+    fn constant(&self, n: &NodeRef) -> Result<Const, OnnxError> {
+        if let Some(t) = n.tensor("value")? {
+            return decode_tensor(t, self.base.as_deref()).map_err(|d| n.attr_err("value", d));
+        }
+        if let Some(v) = n.float("value_float")? {
+            return Ok(Const::f32(vec![], vec![v]));
+        }
+        if let Some(v) = n.floats("value_floats")? {
+            return Ok(Const::f32(vec![v.len()], v));
+        }
+        if let Some(v) = n.int("value_int")? {
+            return Ok(Const::i64(vec![], [v]));
+        }
+        if let Some(v) = n.ints("value_ints")? {
+            return Ok(Const::i64(vec![v.len()], v));
+        }
+        Err(n.err(
+            "expected a 'value', 'value_float(s)' or 'value_int(s)' attribute (sparse and string constants are not supported)",
+        ))
+    }
+
+    // ---- mapping to IR ----
+
+    fn map(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        let channels_last = inputs
+            .iter()
+            .any(|v| matches!(v, Some(Value::ChannelsLast(_))));
+        if channels_last && !matches!(n.op(), "Transpose" | "LayerNormalization") {
+            return self.channels_last(n, inputs);
+        }
+        match n.op() {
+            "Identity" | "Dropout" => {
+                n.only(&["seed", "ratio", "is_test"])?;
+                let (x, _) = self.act(n, inputs, 0)?;
+                Ok(Value::Act(x))
+            }
+            "Shape" => {
+                let (_, s) = self.act(n, inputs, 0)?;
+                let mut v = vec![Int::Batch];
+                v.extend(s.iter().map(|&d| Int::N(d as i64)));
+                Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
+            }
+            "Conv" => self.conv(n, inputs),
+            "BatchNormalization" => self.batch_norm(n, inputs),
+            "Relu" => self.unary(n, inputs, Relu {}.into()),
+            "Sigmoid" => self.unary(n, inputs, Sigmoid {}.into()),
+            "HardSwish" => self.unary(n, inputs, HardSwish {}.into()),
+            "HardSigmoid" => {
+                n.only(&["alpha", "beta"])?;
+                let alpha = n.float("alpha")?.unwrap_or(0.2);
+                // PyTorch's 1/6, which float32 cannot hold, is read back exactly.
+                let sixth = 1.0 / 6.0;
+                let op = HardSigmoid {
+                    alpha: if alpha == sixth as f32 { sixth } else { f32_to_f64(alpha) },
+                    beta: f32_to_f64(n.float("beta")?.unwrap_or(0.5)),
+                };
+                self.unary(n, inputs, op.into())
+            }
+            "Gelu" => {
+                n.only(&["approximate"])?;
+                let approximate = n.string("approximate")?.unwrap_or_else(|| "none".into());
+                self.unary(n, inputs, Gelu { approximate }.into())
+            }
+            "Clip" => self.clip(n, inputs),
+            "MaxPool" | "AveragePool" => self.pool(n, inputs),
+            "GlobalAveragePool" => {
+                n.only(&[])?;
+                let (x, s) = self.act(n, inputs, 0)?;
+                image(n, &s)?;
+                let op = AdaptiveAvgPool2d {
+                    output_size: Pair(1, 1),
+                };
+                let hint = self.hint(n, None);
+                self.emit(n, hint, op.into(), vec![x], vec![])
+            }
+            "ReduceMean" => self.reduce_mean(n, inputs),
+            "Flatten" => {
+                n.only(&["axis"])?;
+                let (x, s) = self.act(n, inputs, 0)?;
+                let axis = fold::axis(n.int_or("axis", 1)?, s.len() + 1)
+                    .map_err(|d| n.attr_err("axis", d))?;
+                if axis != 1 {
+                    return Err(n.attr_err(
+                        "axis",
+                        format!("only axis 1 (keep the batch dimension) is supported, found {axis}"),
+                    ));
+                }
+                self.flatten(n, x, &s)
+            }
+            "Reshape" => self.reshape(n, inputs),
+            "Transpose" => self.transpose(n, inputs),
+            "LayerNormalization" => self.layer_norm(n, inputs),
+            "Slice" => self.slice(n, inputs),
+            "Squeeze" => {
+                let (x, s) = self.act(n, inputs, 0)?;
+                let axes = match inputs.get(1).cloned().flatten() {
+                    Some(_) => Some(self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?),
+                    None => n.ints("axes")?,
+                };
+                let full: Vec<usize> = std::iter::once(1).chain(s.iter().copied()).collect();
+                let mut axes: Vec<usize> = match axes {
+                    Some(a) => a
+                        .iter()
+                        .map(|&a| fold::axis(a, full.len()))
+                        .collect::<Result<_, _>>()
+                        .map_err(|d| n.err(d))?,
+                    None => (1..full.len()).filter(|&i| full[i] == 1).collect(),
+                };
+                axes.sort_unstable();
+                if s.len() == 3 && s[1] == 1 && s[2] == 1 && axes == [2, 3] {
+                    self.flatten(n, x, &s)
+                } else {
+                    Err(n.err(format!(
+                        "only squeezing [N, C, 1, 1] to [N, C] (a flatten) is supported; here the input is [N, {}] and the axes {axes:?}",
+                        dims_text(&s)
+                    )))
+                }
+            }
+            "Gemm" => self.gemm(n, inputs),
+            "MatMul" => {
+                n.only(&[])?;
+                let (x, s) = self.act(n, inputs, 0)?;
+                let b = self.konst(n, inputs, 1)?;
+                let [features] = s.as_slice() else {
+                    return Err(n.err(format!(
+                        "MatMul is imported as a linear layer on feature vectors [N, F]; its input is [N, {}]",
+                        dims_text(&s)
+                    )));
+                };
+                let w = fold::transpose(&b, None).map_err(|d| n.err(d))?;
+                self.linear(n, x, *features, w, None, 1)
+            }
+            "Add" => self.add(n, inputs),
+            "Sum" => {
+                let mut names = Vec::new();
+                for k in 0..inputs.len() {
+                    names.push(self.act(n, inputs, k)?.0);
+                }
+                if names.len() == 1 {
+                    return Ok(Value::Act(names.remove(0)));
+                }
+                let hint = self.hint(n, None);
+                self.emit(n, hint, Add {}.into(), names, vec![])
+            }
+            "Mul" => self.mul(n, inputs),
+            "Gather" => self.as_strided(n, inputs),
+            "Concat" => {
+                n.only(&["axis"])?;
+                let mut names = Vec::new();
+                let mut rank = 0;
+                for k in 0..inputs.len() {
+                    let (x, s) = self.act(n, inputs, k)?;
+                    rank = s.len() + 1;
+                    names.push(x);
+                }
+                let ax = n
+                    .int("axis")?
+                    .ok_or_else(|| n.attr_err("axis", "missing"))?;
+                if fold::axis(ax, rank).map_err(|d| n.attr_err("axis", d))? != 1 {
+                    return Err(n.attr_err(
+                        "axis",
+                        format!("only concatenation along the channel axis (1) is supported, found {ax}"),
+                    ));
+                }
+                if names.len() == 1 {
+                    return Ok(Value::Act(names.remove(0)));
+                }
+                let hint = self.hint(n, None);
+                self.emit(n, hint, Concat {}.into(), names, vec![])
+            }
+            other => Err(n.err(format!(
+                "{other} is supported only on constants and shape computations, but here it reads a tensor computed from the input{}",
+                match other {
+                    "Transpose" | "Gather" | "Slice" => " (channel shuffles and channel splits are not supported yet)",
+                    _ => "",
+                }
+            ))),
+        }
+    }
+
+    /// Input `k`, which must be computed from the network input: its IR node and shape.
+    fn act(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        k: usize,
+    ) -> Result<(String, Vec<usize>), OnnxError> {
+        match inputs.get(k) {
+            Some(Some(Value::Act(name))) => Ok((name.clone(), self.shapes[name].clone())),
+            Some(Some(Value::Const(_))) => Err(n.err(format!(
+                "input {k} ('{}') is a constant, but fair-pruner expects a tensor computed from the network input there",
+                n.node.input[k]
+            ))),
+            Some(Some(Value::Grouped { .. } | Value::ChannelsLast(_) | Value::Flat(_))) => Err(n.err(format!(
+                "input {k} ('{}') is a transposed or regrouped tensor, which only a channel shuffle or the per-pixel ops of a channels-last region may read",
+                n.node.input[k]
+            ))),
+            None | Some(None) => Err(n.err(format!("input {k} is missing"))),
+        }
+    }
+
+    /// Input `k`, which must be a constant (an initializer or folded from them).
+    fn konst(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        k: usize,
+    ) -> Result<Rc<Const>, OnnxError> {
+        match inputs.get(k) {
+            Some(Some(Value::Const(c))) => Ok(c.clone()),
+            Some(Some(_)) => Err(n.err(format!(
+                "input {k} ('{}') is computed from the network input, but fair-pruner needs a constant (initializer) there",
+                n.node.input[k]
+            ))),
+            None | Some(None) => Err(n.err(format!("input {k} is missing"))),
+        }
+    }
+
+    fn opt_konst(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        k: usize,
+    ) -> Result<Option<Rc<Const>>, OnnxError> {
+        match inputs.get(k) {
+            None | Some(None) => Ok(None),
+            Some(_) => self.konst(n, inputs, k).map(Some),
+        }
+    }
+
+    /// `None` for a bias that is all zeros and computed by the graph rather than stored (the
+    /// unoptimised dynamo exporter builds a zero bias for bias-free convolutions): a stored
+    /// bias is a parameter even when it is zero, a computed zero is not.
+    fn computed_zero_bias(&mut self, n: &NodeRef, b: Option<Rc<Const>>) -> Option<Rc<Const>> {
+        let name = n.node.input.get(2)?;
+        let zero = matches!(&b.as_deref()?.data, Data::F32(v) if v.iter().all(|&x| x == 0.0));
+        if zero && !self.stored.contains(name.as_str()) && !self.inits.contains_key(name.as_str()) {
+            self.dropped_biases.push(n.id.clone());
+            return None;
+        }
+        b
+    }
+
+    fn unary(&mut self, n: &NodeRef, inputs: &[Option<Value>], op: Op) -> Result<Value, OnnxError> {
+        if matches!(op, Op::Relu(_) | Op::Sigmoid(_) | Op::HardSwish(_)) {
+            n.only(&[])?;
+        }
+        let (x, _) = self.act(n, inputs, 0)?;
+        let hint = self.hint(n, None);
+        self.emit(n, hint, op, vec![x], vec![])
+    }
+
+    fn conv(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ])?;
+        let (x, s) = self.act(n, inputs, 0)?;
+        let w = self.konst(n, inputs, 1)?;
+        let b = self.computed_zero_bias(n, self.opt_konst(n, inputs, 2)?);
+        let (c, h, wd) = image(n, &s)?;
+        let [m, _, kh, kw] = w.dims[..] else {
+            return Err(n.err(format!(
+                "only 2-D convolutions are supported: the weight must be [M, C/group, kH, kW], found {:?}",
+                w.dims
+            )));
+        };
+        let kernel = Pair(kh, kw);
+        if let Some(ks) = n.ints("kernel_shape")?
+            && ks != [kh as i64, kw as i64]
+        {
+            return Err(n.attr_err(
+                "kernel_shape",
+                format!("{ks:?} disagrees with the weight's shape {:?}", w.dims),
+            ));
+        }
+        let stride = pair(n, "strides", 1, 1)?;
+        let dilation = pair(n, "dilations", 1, 1)?;
+        let padding = pads(n, (h, wd), kernel, stride, dilation)?;
+        let groups = usize::try_from(n.int_or("group", 1)?)
+            .ok()
+            .filter(|&g| g > 0)
+            .ok_or_else(|| n.attr_err("group", "must be positive"))?;
+        let op = Conv2d {
+            in_channels: c,
+            out_channels: m,
+            kernel_size: kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias: b.is_some(),
+        };
+        let mut params = vec![(ParamKind::Weight, w)];
+        params.extend(b.map(|b| (ParamKind::Bias, b)));
+        let hint = self.hint(n, Some(1));
+        self.emit(n, hint, op.into(), vec![x], params)
+    }
+
+    fn batch_norm(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["epsilon", "momentum", "training_mode", "spatial"])?;
+        let (x, s) = self.act(n, inputs, 0)?;
+        let scale = self.konst(n, inputs, 1)?;
+        let bias = self.konst(n, inputs, 2)?;
+        let mean = self.konst(n, inputs, 3)?;
+        let var = self.konst(n, inputs, 4)?;
+        let eps = f32_to_f64(n.float("epsilon")?.unwrap_or(1e-5));
+        let m = f32_to_f64(n.float("momentum")?.unwrap_or(0.9));
+        let momentum = f32_to_f64((1.0 - m) as f32);
+        if n.int_or("training_mode", 0)? != 0 {
+            self.notes.push(format!(
+                "BatchNormalization '{}' was exported in training mode; it is imported as inference-mode BatchNorm with its running statistics",
+                n.id
+            ));
+        }
+        let op: Op = match s.len() {
+            3 => BatchNorm2d {
+                num_features: s[0],
+                eps,
+                momentum,
+            }
+            .into(),
+            1 => BatchNorm1d {
+                num_features: s[0],
+                eps,
+                momentum,
+            }
+            .into(),
+            _ => {
+                return Err(n.err(format!(
+                    "BatchNorm is supported on images [N, C, H, W] and features [N, F]; the input is [N, {}]",
+                    dims_text(&s)
+                )));
+            }
+        };
+        let params = vec![
+            (ParamKind::Weight, scale),
+            (ParamKind::Bias, bias),
+            (ParamKind::RunningMean, mean),
+            (ParamKind::RunningVar, var),
+        ];
+        let hint = self.hint(n, Some(1));
+        self.emit(n, hint, op, vec![x], params)
+    }
+
+    fn clip(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        let bound = |c: Option<Rc<Const>>, what: &str| -> Result<Option<f64>, OnnxError> {
+            c.map(|c| {
+                c.scalar_f32()
+                    .map(f32_to_f64)
+                    .map_err(|d| n.err(format!("{what}: {d}")))
+            })
+            .transpose()
+        };
+        let (min, max) = if inputs.len() > 1 {
+            n.only(&[])?;
+            (
+                bound(self.opt_konst(n, inputs, 1)?, "min")?,
+                bound(self.opt_konst(n, inputs, 2)?, "max")?,
+            )
+        } else {
+            n.only(&["min", "max"])?;
+            (
+                n.float("min")?.map(f32_to_f64),
+                n.float("max")?.map(f32_to_f64),
+            )
+        };
+        let op: Op = match (min, max) {
+            (Some(0.0), None) => Relu {}.into(),
+            (Some(min), Some(max)) => Clip { min, max }.into(),
+            _ => {
+                return Err(n.err(format!(
+                    "only clips with both bounds (e.g. ReLU6: min 0, max 6) or with min 0 alone (ReLU) are supported; found min {min:?}, max {max:?}"
+                )));
+            }
+        };
+        let (x, _) = self.act(n, inputs, 0)?;
+        let hint = self.hint(n, None);
+        self.emit(n, hint, op, vec![x], vec![])
+    }
+
+    fn pool(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        let max = n.op() == "MaxPool";
+        n.only(&[
+            "auto_pad",
+            "ceil_mode",
+            "count_include_pad",
+            "dilations",
+            "kernel_shape",
+            "pads",
+            "storage_order",
+            "strides",
+        ])?;
+        let (x, s) = self.act(n, inputs, 0)?;
+        let (_, h, w) = image(n, &s)?;
+        let ks = n
+            .ints("kernel_shape")?
+            .ok_or_else(|| n.attr_err("kernel_shape", "missing"))?;
+        let kernel = match ks[..] {
+            [a, b] if a > 0 && b > 0 => Pair(a as usize, b as usize),
+            _ => {
+                return Err(n.attr_err(
+                    "kernel_shape",
+                    format!("expected two positive sizes, found {ks:?}"),
+                ));
+            }
+        };
+        let stride = pair(n, "strides", 1, 1)?;
+        if pair(n, "dilations", 1, 1)? != Pair(1, 1) {
+            return Err(n.attr_err("dilations", "dilated pooling is not supported"));
+        }
+        if n.int_or("storage_order", 0)? != 0 {
+            return Err(n.attr_err("storage_order", "only row-major (0) is supported"));
+        }
+        let padding = pads(n, (h, w), kernel, stride, Pair(1, 1))?;
+        let ceil_mode = n.int_or("ceil_mode", 0)? != 0;
+        let stride = (stride != kernel).then_some(stride);
+        let op: Op = if max {
+            if n.has("count_include_pad") {
+                return Err(n.attr_err("count_include_pad", "is not a MaxPool attribute"));
+            }
+            MaxPool2d {
+                kernel_size: kernel,
+                stride,
+                padding,
+                ceil_mode,
+            }
+            .into()
+        } else {
+            AvgPool2d {
+                kernel_size: kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad: n.int_or("count_include_pad", 0)? != 0,
+            }
+            .into()
+        };
+        let hint = self.hint(n, None);
+        self.emit(n, hint, op, vec![x], vec![])
+    }
+
+    fn reduce_mean(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
+        let (x, s) = self.act(n, inputs, 0)?;
+        let axes = match inputs.get(1).cloned().flatten() {
+            Some(_) => Some(self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?),
+            None => n.ints("axes")?,
+        };
+        let mut axes: Vec<usize> = match axes {
+            Some(a) => a
+                .iter()
+                .map(|&a| fold::axis(a, s.len() + 1))
+                .collect::<Result<_, _>>()
+                .map_err(|d| n.err(d))?,
+            None => (0..=s.len()).collect(),
+        };
+        axes.sort_unstable();
+        axes.dedup();
+        if s.len() != 3 || axes != [2, 3] {
+            return Err(n.err(format!(
+                "ReduceMean is supported over the spatial axes [2, 3] of an image (global average pooling); here over {axes:?} of [N, {}]",
+                dims_text(&s)
+            )));
+        }
+        let op = AdaptiveAvgPool2d {
+            output_size: Pair(1, 1),
+        };
+        let hint = self.hint(n, None);
+        let pooled = self.emit(n, hint.clone(), op.into(), vec![x], vec![])?;
+        if n.int_or("keepdims", 1)? != 0 {
+            return Ok(pooled);
+        }
+        let Value::Act(p) = pooled else {
+            return Ok(pooled);
+        };
+        self.emit(
+            n,
+            format!("{hint}_flatten"),
+            Flatten {}.into(),
+            vec![p],
+            vec![],
+        )
+    }
+
+    fn flatten(&mut self, n: &NodeRef, x: String, s: &[usize]) -> Result<Value, OnnxError> {
+        if s.len() == 1 {
+            return Ok(Value::Act(x));
+        }
+        if s.len() != 3 {
+            return Err(n.err(format!(
+                "flattening is supported for images [N, C, H, W]; the input is [N, {}]",
+                dims_text(s)
+            )));
+        }
+        let hint = self.hint(n, None);
+        self.emit(n, hint, Flatten {}.into(), vec![x], vec![])
+    }
+
+    fn reshape(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["allowzero"])?;
+        let target = self.konst(n, inputs, 1)?;
+        let Data::Int(t) = &target.data else {
+            return Err(n.err("the target shape must be int64"));
+        };
+        let allowzero = n.int_or("allowzero", 0)? != 0;
+        // The second half of a channel shuffle: [N, C/g, g, H, W] back to [N, C, H, W].
+        if let Some(Some(Value::Grouped {
+            x,
+            groups,
+            transposed: true,
+        })) = inputs.first()
+        {
+            let s = self.shapes[x].clone();
+            let grouped = [s[0] / groups, *groups, s[1], s[2]];
+            if self.resolve(t, &grouped, allowzero).as_deref() == Some(&s) {
+                let op = fair_ir::ChannelShuffle { groups: *groups };
+                let hint = self.hint(n, None);
+                return self.emit(n, hint, op.into(), vec![x.clone()], vec![]);
+            }
+            return Err(n.err(format!(
+                "a channel shuffle must reshape back to [N, {}], found [{}]",
+                dims_text(&s),
+                describe(t)
+            )));
+        }
+        let (x, s) = self.act(n, inputs, 0)?;
+        // The whole batch to one axis: only as the first half of an `as_strided` copy.
+        if matches!(t.as_slice(), [Int::N(-1)]) && self.batch.is_some() {
+            return Ok(Value::Flat(x));
+        }
+        let per_sample: usize = s.iter().product();
+        let out = self.resolve(t, &s, allowzero);
+        match out.as_deref() {
+            Some(o) if o == s => Ok(Value::Act(x)),
+            Some([f]) if *f == per_sample => self.flatten(n, x, &s),
+            // The first half of a channel shuffle: [N, C, H, W] to [N, g, C/g, H, W].
+            Some([g, cg, h, w]) if s.len() == 3 && g * cg == s[0] && [*h, *w] == s[1..] => {
+                Ok(Value::Grouped {
+                    x,
+                    groups: *g,
+                    transposed: false,
+                })
+            }
+            _ => Err(n.err(format!(
+                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, or group channels for a channel shuffle are supported; here [N, {}] is reshaped to [{}]",
+                dims_text(&s),
+                describe(t)
+            ))),
+        }
+    }
+
+    /// The per-sample shape `Reshape` gives a tensor of per-sample shape `s` for target `t`
+    /// (`None` when the target does not keep the batch dimension first or does not fit).
+    fn resolve(&self, t: &[Int], s: &[usize], allowzero: bool) -> Option<Vec<usize>> {
+        let per_sample: usize = s.iter().product();
+        // The batch position: the symbol, a copied dimension 0, -1 (inferred), or the
+        // file's fixed batch size.
+        let (first, rest) = t.split_first()?;
+        let batch_first = match first {
+            Int::Batch => true,
+            Int::N(0) => !allowzero,
+            Int::N(-1) => true,
+            Int::N(k) => self.batch.is_some_and(|b| *k as usize == b),
+        };
+        if !batch_first {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut infer = None;
+        for (i, v) in rest.iter().enumerate() {
+            match v {
+                Int::N(-1) if infer.is_none() && *first != Int::N(-1) => {
+                    infer = Some(i);
+                    out.push(1);
+                }
+                Int::N(0) if !allowzero => out.push(*s.get(i)?),
+                Int::N(k) if *k > 0 => out.push(usize::try_from(*k).ok()?),
+                _ => return None,
+            }
+        }
+        let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        if let Some(i) = infer {
+            if known == 0 || !per_sample.is_multiple_of(known) {
+                return None;
+            }
+            out[i] = per_sample / known;
+        } else if known != per_sample {
+            return None;
+        }
+        Some(out)
+    }
+
+    /// `Transpose` of computed tensors: to and from channels-last around a
+    /// LayerNormalization, and the middle step of a channel shuffle.
+    fn transpose(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["perm"])?;
+        let perm = n.ints("perm")?.unwrap_or_default();
+        match (inputs.first().cloned().flatten(), perm.as_slice()) {
+            (Some(Value::Act(x)), [0, 2, 3, 1]) if self.shapes[&x].len() == 3 => {
+                Ok(Value::ChannelsLast(x))
+            }
+            (Some(Value::ChannelsLast(x)), [0, 3, 1, 2]) => Ok(Value::Act(x)),
+            (
+                Some(Value::Grouped {
+                    x,
+                    groups,
+                    transposed,
+                }),
+                [0, 2, 1, 3, 4],
+            ) => Ok(Value::Grouped {
+                x,
+                groups,
+                transposed: !transposed,
+            }),
+            _ => Err(n.err(format!(
+                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, and for channel shuffles; found perm {perm:?}"
+            ))),
+        }
+    }
+
+    /// `LayerNormalization` over the channels of a channels-last image (ConvNeXt's
+    /// LayerNorm2d). A scale of ones without a bias is a LayerNorm without affine parameters.
+    fn layer_norm(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["axis", "epsilon", "stash_type"])?;
+        let Some(Some(Value::ChannelsLast(x))) = inputs.first() else {
+            return Err(n.err(
+                "LayerNormalization is supported over the channels of an image in channels-last layout (Transpose [0, 2, 3, 1] before, [0, 3, 1, 2] after)",
+            ));
+        };
+        let x = x.clone();
+        let axis = n.int_or("axis", -1)?;
+        if axis != -1 && axis != 3 {
+            return Err(n.attr_err(
+                "axis",
+                format!("only the last axis (-1) is supported, found {axis}"),
+            ));
+        }
+        let c = self.shapes[&x][0];
+        let scale = self.konst(n, inputs, 1)?;
+        let bias = self.opt_konst(n, inputs, 2)?;
+        let ones = matches!(&scale.data, Data::F32(v) if v.iter().all(|&s| s == 1.0));
+        let affine = !(ones && bias.is_none());
+        let op = fair_ir::LayerNorm2d {
+            num_features: c,
+            eps: f32_to_f64(n.float("epsilon")?.unwrap_or(1e-5)),
+            affine,
+        };
+        let mut params = Vec::new();
+        if affine {
+            params.push((ParamKind::Weight, scale));
+            let bias = bias.unwrap_or_else(|| Rc::new(Const::f32(vec![c], vec![0.0; c])));
+            params.push((ParamKind::Bias, bias));
+        }
+        let hint = self.hint(n, Some(1));
+        match self.emit(n, hint, op.into(), vec![x], params)? {
+            Value::Act(y) => Ok(Value::ChannelsLast(y)),
+            other => Ok(other),
+        }
+    }
+
+    /// `Slice` of computed tensors: a range of channels (or features), step 1.
+    fn slice(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&[])?;
+        let (x, s) = self.act(n, inputs, 0)?;
+        let ints = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
+            self.opt_konst(n, inputs, k)?
+                .map(|c| c.ints().map_err(|e| n.err(e)))
+                .transpose()
+        };
+        let starts = ints(1)?.ok_or_else(|| n.err("missing starts"))?;
+        let ends = ints(2)?.ok_or_else(|| n.err("missing ends"))?;
+        let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        let axis = match axes[..] {
+            [a] => fold::axis(a, s.len() + 1).map_err(|d| n.err(d))?,
+            _ => usize::MAX,
+        };
+        if axis != 1 || starts.len() != 1 || ends.len() != 1 || steps != [1] {
+            return Err(n.err(format!(
+                "slicing computed tensors is supported along the channel axis (1) with step 1; found axes {axes:?}, steps {steps:?}"
+            )));
+        }
+        let c = s[0] as i64;
+        let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
+        let (start, end) = (fix(starts[0]), fix(ends[0]));
+        let hint = self.hint(n, None);
+        self.emit(
+            n,
+            hint,
+            fair_ir::Slice { start, end }.into(),
+            vec![x],
+            vec![],
+        )
+    }
+
+    /// `Split` of computed tensors along the channels: one `slice` per output.
+    fn split(&mut self, n: &NodeRef<'m>) -> Result<(), OnnxError> {
+        n.only(&["axis", "split", "num_outputs"])?;
+        let node = n.node;
+        let mut inputs = Vec::new();
+        for name in &node.input {
+            inputs.push(if name.is_empty() {
+                None
+            } else {
+                Some(self.value(n, name)?)
+            });
+        }
+        let (x, s) = self.act(n, &inputs, 0)?;
+        if fold::axis(n.int_or("axis", 0)?, s.len() + 1).map_err(|d| n.attr_err("axis", d))? != 1 {
+            return Err(n.attr_err(
+                "axis",
+                "only splits along the channel axis (1) are supported",
+            ));
+        }
+        let parts = node.output.len();
+        let non_negative = |v: Vec<i64>| -> Result<Vec<usize>, OnnxError> {
+            v.iter()
+                .map(|&x| usize::try_from(x))
+                .collect::<Result<_, _>>()
+                .map_err(|_| n.err(format!("split sizes {v:?} must not be negative")))
+        };
+        let sizes: Vec<usize> = match (self.opt_konst(n, &inputs, 1)?, n.ints("split")?) {
+            (Some(c), _) => non_negative(c.ints().map_err(|e| n.err(e))?)?,
+            (None, Some(v)) => non_negative(v)?,
+            (None, None) => {
+                let chunk = s[0].div_ceil(parts.max(1));
+                (0..parts)
+                    .map(|i| chunk.min(s[0].saturating_sub(i * chunk)))
+                    .collect()
+            }
+        };
+        let total = sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b));
+        if sizes.len() != parts || total != Some(s[0]) {
+            return Err(n.err(format!(
+                "split sizes {sizes:?} do not divide {} channels into {parts} outputs",
+                s[0]
+            )));
+        }
+        let base = self.hint(n, None);
+        let mut start = 0;
+        for (k, size) in sizes.into_iter().enumerate() {
+            let op = fair_ir::Slice {
+                start,
+                end: start + size,
+            };
+            start += size;
+            let v = self.emit(n, format!("{base}_{k}"), op.into(), vec![x.clone()], vec![])?;
+            self.values.insert(node.output[k].clone(), v);
+        }
+        Ok(())
+    }
+
+    fn gemm(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&["alpha", "beta", "transA", "transB"])?;
+        if n.int_or("transA", 0)? != 0 {
+            return Err(n.attr_err("transA", "only transA = 0 is supported"));
+        }
+        if n.float("alpha")?.unwrap_or(1.0) != 1.0 {
+            return Err(n.attr_err("alpha", "only alpha = 1 is supported"));
+        }
+        let c = self.computed_zero_bias(n, self.opt_konst(n, inputs, 2)?);
+        if c.is_some() && n.float("beta")?.unwrap_or(1.0) != 1.0 {
+            return Err(n.attr_err("beta", "only beta = 1 is supported"));
+        }
+        let (x, s) = self.act(n, inputs, 0)?;
+        let [features] = s.as_slice() else {
+            return Err(n.err(format!(
+                "Gemm is imported as a linear layer on feature vectors [N, F]; its input is [N, {}]",
+                dims_text(&s)
+            )));
+        };
+        let b = self.konst(n, inputs, 1)?;
+        let w = if n.int_or("transB", 0)? != 0 {
+            b
+        } else {
+            Rc::new(fold::transpose(&b, None).map_err(|d| n.err(d))?)
+        };
+        self.linear(n, x, *features, w, c, 1)
+    }
+
+    /// A linear layer with weight `w` ([out, in]) and an optional bias broadcast to [out].
+    fn linear(
+        &mut self,
+        n: &NodeRef,
+        x: String,
+        features: usize,
+        w: impl Into<Rc<Const>>,
+        bias: Option<Rc<Const>>,
+        weight_input: usize,
+    ) -> Result<Value, OnnxError> {
+        let w: Rc<Const> = w.into();
+        let [out, inf] = w.dims[..] else {
+            return Err(n.err(format!(
+                "the weight must be a matrix, found shape {:?}",
+                w.dims
+            )));
+        };
+        if inf != features {
+            return Err(n.err(format!(
+                "the weight {:?} does not match the input's {features} features",
+                w.dims
+            )));
+        }
+        let bias = match bias {
+            None => None,
+            Some(b) => Some(Rc::new(bias_vector(n, &b, out)?)),
+        };
+        let op = Linear {
+            in_features: features,
+            out_features: out,
+            bias: bias.is_some(),
+        };
+        let mut params = vec![(ParamKind::Weight, w)];
+        params.extend(bias.map(|b| (ParamKind::Bias, b)));
+        let hint = self.hint(n, Some(weight_input));
+        self.emit(n, hint, op.into(), vec![x], params)
+    }
+
+    fn add(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        n.only(&[])?;
+        match (
+            inputs.first().cloned().flatten(),
+            inputs.get(1).cloned().flatten(),
+        ) {
+            (Some(Value::Act(a)), Some(Value::Act(b))) => {
+                let hint = self.hint(n, None);
+                self.emit(n, hint, Add {}.into(), vec![a, b], vec![])
+            }
+            (Some(Value::Act(a)), Some(Value::Const(c)))
+            | (Some(Value::Const(c)), Some(Value::Act(a))) => {
+                let k = usize::from(matches!(inputs[0], Some(Value::Const(_))));
+                self.fold_bias(n, &n.node.input[k], a, &c)
+            }
+            _ => Err(n.err("expected two inputs")),
+        }
+    }
+
+    /// `Add(layer(x), constant)` where the layer is a bias-free conv or linear layer read only
+    /// by this Add: the constant becomes the layer's bias.
+    fn fold_bias(
+        &mut self,
+        n: &NodeRef,
+        value: &str,
+        layer: String,
+        c: &Const,
+    ) -> Result<Value, OnnxError> {
+        // Read by this Add only: through this value, and by no IR node emitted so far.
+        let only_reader = self.readers.get(value).copied() == Some(1)
+            && !self.nodes.iter().any(|m| m.inputs.contains(&layer));
+        let pos = self.nodes.iter().position(|m| m.name == layer);
+        let units = pos.and_then(|p| match &self.nodes[p].op {
+            Op::Linear(l) if !l.bias => Some(l.out_features),
+            Op::Conv2d(c) if !c.bias => Some(c.out_channels),
+            _ => None,
+        });
+        let (Some(p), Some(units), true) = (pos, units, only_reader) else {
+            return Err(n.err(
+                "adding a constant is supported only as the bias of the bias-free Conv, Gemm or MatMul that produces the other input (and nothing else reads)",
+            ));
+        };
+        let is_conv = matches!(self.nodes[p].op, Op::Conv2d(_));
+        let ok_dims = if is_conv {
+            matches!(c.dims[..], [u, 1, 1] | [1, u, 1, 1] if u == units)
+        } else {
+            matches!(c.dims[..], [u] | [1, u] if u == units)
+        };
+        if !ok_dims {
+            return Err(n.err(format!(
+                "the constant of shape {:?} is not a bias for '{layer}' with {units} units",
+                c.dims
+            )));
+        }
+        let Data::F32(v) = &c.data else {
+            return Err(n.err("the bias must be float32"));
+        };
+        match &mut self.nodes[p].op {
+            Op::Linear(l) => l.bias = true,
+            Op::Conv2d(c) => c.bias = true,
+            _ => {}
+        }
+        // Later readers of the layer's pre-bias output (under any alias) would now see the
+        // bias: `value` refuses them.
+        for (k, v) in &self.values {
+            if matches!(v, Value::Act(l) if *l == layer) {
+                self.pre_bias.insert(k.clone(), layer.clone());
+            }
+        }
+        let name = format!("{layer}.bias");
+        self.tensors
+            .insert(name.clone(), Tensor::f32(&name, vec![units], v.clone()));
+        self.notes.push(format!(
+            "the constant added by '{}' became the bias of '{layer}'",
+            n.id
+        ));
+        Ok(Value::Act(layer))
+    }
+
+    fn mul(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        if inputs.iter().any(|v| matches!(v, Some(Value::Const(_)))) {
+            return self.scale_mul(n, inputs);
+        }
+        n.only(&[])?;
+        let (a, sa) = self.act(n, inputs, 0).map_err(|_| {
+            n.err("multiplying by a constant is not supported; only element-wise products of two computed tensors (squeeze-excitation gates, SiLU) are")
+        })?;
+        let (b, sb) = self.act(n, inputs, 1).map_err(|_| {
+            n.err("multiplying by a constant is not supported; only element-wise products of two computed tensors (squeeze-excitation gates, SiLU) are")
+        })?;
+        let big_first = sa.iter().product::<usize>() >= sb.iter().product::<usize>();
+        let ins = if big_first { vec![a, b] } else { vec![b, a] };
+        let hint = self.hint(n, None);
+        self.emit(n, hint, Mul {}.into(), ins, vec![])
+    }
+
+    /// Adds an IR node for ONNX node `n`: checks the op and infers its shape, checks each
+    /// weight against the op's parameter spec, and records the tensors under the IR's names.
+    fn emit(
+        &mut self,
+        n: &NodeRef,
+        hint: String,
+        op: Op,
+        inputs: Vec<String>,
+        params: Vec<(ParamKind, Rc<Const>)>,
+    ) -> Result<Value, OnnxError> {
+        let name = self.unique(hint);
+        let contract = op.contract();
+        let ir = |detail: String| {
+            n.err(format!(
+                "as IR node '{name}' ({}): {detail}",
+                op.type_name()
+            ))
+        };
+        contract.check().map_err(ir)?;
+        let arity = contract.arity();
+        if inputs.len() < arity.min || inputs.len() > arity.max {
+            return Err(ir(format!(
+                "takes {}..={} inputs, found {}",
+                arity.min,
+                arity.max,
+                inputs.len()
+            )));
+        }
+        let shapes: Vec<(&str, &[usize])> = inputs
+            .iter()
+            .map(|i| (i.as_str(), self.shapes[i].as_slice()))
+            .collect();
+        let shape = contract.infer(&shapes).map_err(ir)?;
+        for spec in op.params(&name) {
+            let t = match params.iter().find(|(k, _)| *k == spec.kind) {
+                Some((_, c)) => {
+                    let Data::F32(v) = &c.data else {
+                        return Err(n.err(format!(
+                            "the {} for '{}' must be float32, found integers",
+                            spec.kind.suffix(),
+                            spec.name
+                        )));
+                    };
+                    if c.dims != spec.shape {
+                        return Err(n.err(format!(
+                            "the {} has shape {:?}, but IR node '{name}' ({}) needs {:?}",
+                            spec.kind.suffix(),
+                            c.dims,
+                            op.type_name(),
+                            spec.shape
+                        )));
+                    }
+                    Tensor::f32(&spec.name, spec.shape.clone(), v.clone())
+                }
+                None if spec.kind == ParamKind::NumBatchesTracked => Tensor {
+                    name: spec.name.clone(),
+                    shape: spec.shape.clone(),
+                    data: TensorData::I64(vec![0]),
+                },
+                None => return Err(n.err(format!("no tensor for '{}'", spec.name))),
+            };
+            self.tensors.insert(spec.name.clone(), t);
+        }
+        self.shapes.insert(name.clone(), shape);
+        self.nodes.push(Node {
+            name: name.clone(),
+            inputs,
+            op,
+        });
+        Ok(Value::Act(name))
+    }
+
+    /// A unique IR name from `hint` (`hint`, `hint_1`, `hint_2`, ...).
+    fn unique(&mut self, hint: String) -> String {
+        let mut name = hint.clone();
+        let mut k = 1;
+        while self.names.contains(&name) {
+            name = format!("{hint}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// A PyTorch-like name for the IR node of `n`: the module path of its weight
+    /// (`layer1.0.conv1.weight` → `layer1.0.conv1`), else the module path in a TorchScript
+    /// scope name (`/layer1/layer1.0/conv1/Conv` → `layer1.0.conv1`), else the node's or its
+    /// output's name, cleaned.
+    fn hint(&self, n: &NodeRef, weight_input: Option<usize>) -> String {
+        let node = n.node;
+        if let Some(k) = weight_input
+            && let Some(w) = node.input.get(k)
+            && let Some(module) = w.strip_suffix(".weight")
+            && self.inits.contains_key(w.as_str())
+            && is_clean(module)
+        {
+            return module.to_owned();
+        }
+        if node.name.contains('/')
+            && let Some(path) = scope_path(&node.name, &node.op_type)
+        {
+            return path;
+        }
+        let generated = node.name.starts_with("node_") || is_numbered(&node.name, 'n');
+        if !node.name.is_empty() && !generated && is_clean(&node.name) {
+            return node.name.clone();
+        }
+        if is_clean(&node.output[0]) && !node.output[0].chars().all(|c| c.is_ascii_digit()) {
+            return node.output[0].clone();
+        }
+        let cleaned = clean(node.name.strip_prefix("node_").unwrap_or(&node.name));
+        if !cleaned.is_empty() {
+            return cleaned;
+        }
+        node.op_type.to_ascii_lowercase()
+    }
+
+    /// Replaces `Mul(x, Sigmoid(x))`, where nothing else reads the sigmoid, by `silu`.
+    fn fuse_silu(&mut self, output: &mut String) {
+        let mut readers: HashMap<String, usize> = HashMap::new();
+        for m in &self.nodes {
+            for i in &m.inputs {
+                *readers.entry(i.clone()).or_default() += 1;
+            }
+        }
+        let mut remove = HashSet::new();
+        let mut renamed: HashMap<String, String> = HashMap::new();
+        let mut fused = 0;
+        for i in 0..self.nodes.len() {
+            if !matches!(self.nodes[i].op, Op::Mul(_)) {
+                continue;
+            }
+            let ins = self.nodes[i].inputs.clone();
+            for (x, s) in [(0, 1), (1, 0)] {
+                let sig = self.nodes.iter().position(|m| m.name == ins[s]);
+                let is_gate = sig.map(|p| &self.nodes[p]).is_some_and(|m| {
+                    matches!(m.op, Op::Sigmoid(_))
+                        && m.inputs == [ins[x].clone()]
+                        && readers.get(&m.name) == Some(&1)
+                });
+                if let (true, Some(p)) = (is_gate, sig) {
+                    remove.insert(p);
+                    // TorchScript puts both in the SiLU module's scope: keep the module's name.
+                    if self.nodes[i].name.strip_suffix(".mul") == Some(ins[s].as_str()) {
+                        let old = std::mem::replace(&mut self.nodes[i].name, ins[s].clone());
+                        renamed.insert(old, ins[s].clone());
+                    }
+                    self.nodes[i].op = Silu {}.into();
+                    self.nodes[i].inputs = vec![ins[x].clone()];
+                    fused += 1;
+                    break;
+                }
+            }
+        }
+        let mut k = 0;
+        self.nodes.retain(|_| {
+            k += 1;
+            !remove.contains(&(k - 1))
+        });
+        for m in &mut self.nodes {
+            for i in &mut m.inputs {
+                if let Some(new) = renamed.get(i) {
+                    i.clone_from(new);
+                }
+            }
+        }
+        if let Some(new) = renamed.get(output.as_str()) {
+            output.clone_from(new);
+        }
+        if fused > 0 {
+            self.notes
+                .push(format!("{fused} Mul(x, Sigmoid(x)) pair(s) became silu"));
+        }
+    }
+
+    /// Drops the nodes that the output does not depend on (the input node stays).
+    fn prune(&mut self, output: &str) {
+        let by_name: HashMap<&str, &Node> =
+            self.nodes.iter().map(|m| (m.name.as_str(), m)).collect();
+        let mut keep: HashSet<String> = HashSet::new();
+        let mut stack = vec![output.to_owned()];
+        while let Some(name) = stack.pop() {
+            if keep.insert(name.clone())
+                && let Some(m) = by_name.get(name.as_str())
+            {
+                stack.extend(m.inputs.iter().cloned());
+            }
+        }
+        let before = self.nodes.len();
+        self.nodes
+            .retain(|m| keep.contains(&m.name) || matches!(m.op, Op::Input(_)));
+        let dropped = before - self.nodes.len();
+        if dropped > 0 {
+            self.notes.push(format!(
+                "{dropped} node(s) that the output does not depend on were dropped"
+            ));
+        }
+    }
+}
+
+/// `Shape`'s optional `start`/`end` attributes applied to the full shape `v`.
+fn shape_slice(n: &NodeRef, v: Vec<Int>) -> Result<Const, OnnxError> {
+    let r = v.len() as i64;
+    let fix = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+    let start = fix(n.int_or("start", 0)?);
+    let end = fix(n.int_or("end", r)?);
+    let v: Vec<Int> = if start < end {
+        v[start..end].to_vec()
+    } else {
+        Vec::new()
+    };
+    Ok(Const {
+        dims: vec![v.len()],
+        data: Data::Int(v),
+    })
+}
+
+/// A per-sample image shape `[C, H, W]`, or an error.
+fn image(n: &NodeRef, s: &[usize]) -> Result<(usize, usize, usize), OnnxError> {
+    match s {
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(n.err(format!(
+            "expected an image [N, C, H, W], found [N, {}]",
+            dims_text(s)
+        ))),
+    }
+}
+
+/// A reshape target as text (`batch` for the symbolic batch size).
+fn describe(t: &[Int]) -> String {
+    t.iter()
+        .map(|v| match v {
+            Int::N(k) => k.to_string(),
+            Int::Batch => "batch".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn dims_text(s: &[usize]) -> String {
+    s.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A two-value attribute (`strides`, `dilations`), each at least `min`.
+fn pair(n: &NodeRef, name: &str, default: usize, min: i64) -> Result<Pair, OnnxError> {
+    match n.ints(name)? {
+        None => Ok(Pair(default, default)),
+        Some(v) => match v[..] {
+            [a, b] if a >= min && b >= min => Ok(Pair(a as usize, b as usize)),
+            _ => Err(n.attr_err(
+                name,
+                format!("expected two values of at least {min}, found {v:?}"),
+            )),
+        },
+    }
+}
+
+/// Symmetric padding from `pads` or `auto_pad`; asymmetric padding is an error.
+fn pads(n: &NodeRef, (h, w): (usize, usize), k: Pair, s: Pair, d: Pair) -> Result<Pair, OnnxError> {
+    let auto = n.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    let (top, left, bottom, right) = match auto.as_str() {
+        "NOTSET" => match n.ints("pads")? {
+            None => (0, 0, 0, 0),
+            Some(p) => match p[..] {
+                [a, b, c, e] if a >= 0 && b >= 0 && c >= 0 && e >= 0 => {
+                    (a as usize, b as usize, c as usize, e as usize)
+                }
+                _ => {
+                    return Err(n.attr_err(
+                        "pads",
+                        format!("expected four non-negative values [top, left, bottom, right], found {p:?}"),
+                    ));
+                }
+            },
+        },
+        "VALID" => (0, 0, 0, 0),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let same = |len: usize, k: usize, s: usize, d: usize| -> usize {
+                let out = len.div_ceil(s);
+                let span = d.saturating_mul(k.saturating_sub(1)).saturating_add(1);
+                ((out.saturating_sub(1))
+                    .saturating_mul(s)
+                    .saturating_add(span))
+                .saturating_sub(len)
+            };
+            let (th, tw) = (same(h, k.0, s.0, d.0), same(w, k.1, s.1, d.1));
+            let upper = auto == "SAME_UPPER";
+            let split = |t: usize| {
+                if upper {
+                    (t / 2, t - t / 2)
+                } else {
+                    (t - t / 2, t / 2)
+                }
+            };
+            let ((a, c), (b, e)) = (split(th), split(tw));
+            (a, b, c, e)
+        }
+        other => {
+            return Err(n.attr_err(
+                "auto_pad",
+                format!("expected NOTSET, VALID, SAME_UPPER or SAME_LOWER, found '{other}'"),
+            ));
+        }
+    };
+    if top != bottom || left != right {
+        return Err(n.attr_err(
+            "pads",
+            format!(
+                "asymmetric padding (top {top}, left {left}, bottom {bottom}, right {right}) is not supported yet: the IR pads both sides equally"
+            ),
+        ));
+    }
+    Ok(Pair(top, left))
+}
+
+/// A bias constant of shape `[out]` or `[1, out]` (or one value broadcast) as `[out]`.
+fn bias_vector(n: &NodeRef, b: &Const, out: usize) -> Result<Const, OnnxError> {
+    let Data::F32(v) = &b.data else {
+        return Err(n.err("the bias must be float32"));
+    };
+    let ok = matches!(b.dims[..], [u] | [1, u] if u == out);
+    if ok {
+        Ok(Const::f32(vec![out], v.clone()))
+    } else if v.len() == 1 {
+        Ok(Const::f32(vec![out], vec![v[0]; out]))
+    } else {
+        Err(n.err(format!(
+            "the bias has shape {:?}; expected [{out}] or [1, {out}]",
+            b.dims
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_attributes_keep_their_decimal_form() {
+        assert_eq!(f32_to_f64(0.1), 0.1);
+        assert_eq!(f32_to_f64(1e-5), 1e-5);
+        assert_eq!(f32_to_f64((1.0 - f32_to_f64(0.9)) as f32), 0.1);
+    }
+}

@@ -1,0 +1,888 @@
+//! The importer's and exporter's documented errors, on models built here message by message.
+
+use fair_ir::{Graph, GraphBuilder, Input, Node, Op};
+use fair_onnx::{ExportOptions, ImportOptions, OnnxError, Tensor};
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
+};
+use protobuf::{EnumOrUnknown, MessageField};
+
+fn dim(d: &str) -> Dimension {
+    Dimension {
+        value: Some(match d.parse::<i64>() {
+            Ok(v) => dimension::Value::DimValue(v),
+            Err(_) => dimension::Value::DimParam(d.to_owned()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[&str]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.to_owned(),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::FLOAT as i32,
+                shape: MessageField::some(TensorShapeProto {
+                    dim: dims.iter().map(|d| dim(d)).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.to_owned(),
+        dims: dims.to_vec(),
+        data_type: DataType::FLOAT as i32,
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        type_: EnumOrUnknown::new(AttributeType::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: op.to_owned(),
+        name: name.to_owned(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_owned()],
+        ..Default::default()
+    }
+}
+
+/// x [N, 3, 8, 8] → Conv (4 filters, 3×3, pad 1) → Relu → y [N, 4, 8, 8].
+fn model() -> ModelProto {
+    let mut conv = node(
+        "Conv",
+        "/stem/Conv",
+        &["x", "stem.weight", "stem.bias"],
+        "c",
+    );
+    conv.attribute.push(ints_attr("pads", &[1, 1, 1, 1]));
+    conv.attribute.push(ints_attr("kernel_shape", &[3, 3]));
+    let graph = GraphProto {
+        name: "tiny".to_owned(),
+        node: vec![conv, node("Relu", "/act/Relu", &["c"], "y")],
+        initializer: vec![
+            floats("stem.weight", &[4, 3, 3, 3], &[0.1; 108]),
+            floats("stem.bias", &[4], &[0.5; 4]),
+        ],
+        input: vec![value("x", &["N", "3", "8", "8"])],
+        output: vec![value("y", &["N", "4", "8", "8"])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            version: 17,
+            ..Default::default()
+        }],
+        graph: MessageField::some(graph),
+        ..Default::default()
+    }
+}
+
+fn import(m: &ModelProto) -> Result<fair_onnx::Imported, OnnxError> {
+    fair_onnx::import(&m.write_to_bytes().unwrap())
+}
+
+fn graph(m: &mut ModelProto) -> &mut GraphProto {
+    m.graph.as_mut().unwrap()
+}
+
+#[test]
+fn the_base_model_imports() {
+    let m = import(&model()).unwrap();
+    assert_eq!(m.graph.name(), "tiny");
+    let names: Vec<&str> = m.graph.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["input", "stem", "act"]);
+    assert_eq!(m.graph.param_count(), 108 + 4);
+    assert_eq!(m.graph.shape("act").unwrap(), &[4, 8, 8]);
+}
+
+#[test]
+fn malformed_bytes_are_a_decode_error() {
+    let e = fair_onnx::import(b"\x0a\xff\xff\xff\xff\xff").unwrap_err();
+    assert!(matches!(e, OnnxError::Decode { .. }), "{e}");
+    assert!(
+        e.to_string().contains("cannot decode the ONNX model"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unsupported_op_names_the_op_the_node_and_the_supported_ops() {
+    let mut m = model();
+    graph(&mut m).node[1].op_type = "LeakyRelu".into();
+    let e = import(&m).unwrap_err();
+    match &e {
+        OnnxError::UnsupportedOp {
+            node,
+            op_type,
+            supported,
+            ..
+        } => {
+            assert_eq!(
+                (node.as_str(), op_type.as_str()),
+                ("/act/Relu", "LeakyRelu")
+            );
+            assert!(supported.contains(&"Conv") && supported.contains(&"Relu"));
+        }
+        other => panic!("{other}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("LeakyRelu")
+            && text.contains("/act/Relu")
+            && text.contains("BatchNormalization"),
+        "{text}"
+    );
+    // Ops of other domains are unsupported too, and say so.
+    let mut m = model();
+    graph(&mut m).node[1].domain = "com.microsoft".into();
+    let text = import(&m).unwrap_err().to_string();
+    assert!(text.contains("com.microsoft"), "{text}");
+}
+
+#[test]
+fn a_missing_initializer_names_the_node_and_the_value() {
+    let mut m = model();
+    graph(&mut m).initializer.remove(0);
+    match import(&m).unwrap_err() {
+        OnnxError::MissingInput {
+            node,
+            op_type,
+            input,
+        } => assert_eq!(
+            (node.as_str(), op_type.as_str(), input.as_str()),
+            ("/stem/Conv", "Conv", "stem.weight")
+        ),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn bad_tensor_data_names_the_initializer() {
+    // Too few values for the shape.
+    let mut m = model();
+    graph(&mut m).initializer[1].float_data.pop();
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Initializer { name, .. } if name == "stem.bias"),
+        "{e}"
+    );
+    // Raw data of the wrong length.
+    let mut m = model();
+    let t = &mut graph(&mut m).initializer[1];
+    t.float_data.clear();
+    t.raw_data = vec![0; 15];
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("16 bytes"), "{e}");
+    // Unsupported data type.
+    let mut m = model();
+    graph(&mut m).initializer[0].data_type = DataType::COMPLEX64 as i32;
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("COMPLEX64"), "{e}");
+    // Integer weights where floats are needed.
+    let mut m = model();
+    let t = &mut graph(&mut m).initializer[1];
+    t.float_data.clear();
+    t.data_type = DataType::INT64 as i32;
+    t.int64_data = vec![1; 4];
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/stem/Conv"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("float32"), "{e}");
+    // External data needs the model's directory.
+    let mut m = model();
+    let t = &mut graph(&mut m).initializer[1];
+    t.float_data.clear();
+    t.data_location = EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::EXTERNAL);
+    t.external_data.push(onnx_protobuf::StringStringEntryProto {
+        key: "location".into(),
+        value: "../../etc/passwd".into(),
+        ..Default::default()
+    });
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("import_file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    let e = fair_onnx::import_file(&path).unwrap_err();
+    assert!(e.to_string().contains("relative path inside"), "{e}");
+}
+
+#[test]
+fn external_data_is_read_next_to_the_model() {
+    let mut m = model();
+    let t = &mut graph(&mut m).initializer[1];
+    t.float_data.clear();
+    t.data_location = EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::EXTERNAL);
+    for (k, v) in [("location", "w.bin"), ("offset", "4"), ("length", "16")] {
+        t.external_data.push(onnx_protobuf::StringStringEntryProto {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![9u8; 4];
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        data.extend(v.to_le_bytes());
+    }
+    std::fs::write(dir.path().join("w.bin"), &data).unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    let imported = fair_onnx::import_file(&path).unwrap();
+    assert_eq!(
+        imported.tensors[1].data,
+        fair_onnx::TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])
+    );
+    // Too short a file is an error naming the initializer.
+    std::fs::write(dir.path().join("w.bin"), &data[..12]).unwrap();
+    let e = fair_onnx::import_file(&path).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Initializer { name, .. } if name == "stem.bias"),
+        "{e}"
+    );
+}
+
+#[test]
+fn attributes_the_ir_cannot_express_are_named() {
+    let mut m = model();
+    graph(&mut m).node[0].attribute[0] = ints_attr("pads", &[0, 0, 1, 1]);
+    let e = import(&m).unwrap_err();
+    match &e {
+        OnnxError::Attribute {
+            node, attribute, ..
+        } => assert_eq!((node.as_str(), attribute.as_str()), ("/stem/Conv", "pads")),
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("asymmetric"), "{e}");
+    // A kernel_shape that disagrees with the weight.
+    let mut m = model();
+    graph(&mut m).node[0].attribute[1] = ints_attr("kernel_shape", &[5, 5]);
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Attribute { attribute, .. } if attribute == "kernel_shape"),
+        "{e}"
+    );
+    // An attribute of the wrong type.
+    let mut m = model();
+    graph(&mut m).node[0].attribute.push(AttributeProto {
+        name: "group".into(),
+        type_: EnumOrUnknown::new(AttributeType::FLOAT),
+        f: 1.0,
+        ..Default::default()
+    });
+    let e = import(&m).unwrap_err();
+    assert!(
+        e.to_string().contains("group") && e.to_string().contains("INT"),
+        "{e}"
+    );
+    // An unknown attribute.
+    let mut m = model();
+    graph(&mut m).node[1]
+        .attribute
+        .push(ints_attr("mystery", &[1]));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Attribute { attribute, .. } if attribute == "mystery"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shapes_that_disagree_with_the_irs_inference_are_errors() {
+    // A weight for 5 input channels on a 3-channel input.
+    let mut m = model();
+    graph(&mut m).initializer[0] = floats("stem.weight", &[4, 5, 3, 3], &[0.1; 180]);
+    graph(&mut m).node[0].attribute.remove(1);
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/stem/Conv"),
+        "{e}"
+    );
+    // A bias of the wrong length.
+    let mut m = model();
+    graph(&mut m).initializer[1] = floats("stem.bias", &[3], &[0.5; 3]);
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("bias"), "{e}");
+    // An output declared with a different shape than the graph computes.
+    let mut m = model();
+    graph(&mut m).output[0] = value("y", &["N", "4", "7", "8"]);
+    let e = import(&m).unwrap_err();
+    assert!(matches!(e, OnnxError::Model { .. }), "{e}");
+    assert!(e.to_string().contains("[4, 8, 8]"), "{e}");
+}
+
+#[test]
+fn inputs_and_outputs_must_be_one_each_with_fixed_sizes() {
+    let mut m = model();
+    graph(&mut m).input.push(value("z", &["1", "3"]));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(e, OnnxError::Model { .. }) && e.to_string().contains("'z'"),
+        "{e}"
+    );
+    let mut m = model();
+    graph(&mut m).output.push(value("c", &["N", "4", "8", "8"]));
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("exactly one output"), "{e}");
+    // Symbolic spatial sizes need an explicit input shape.
+    let mut m = model();
+    graph(&mut m).input[0] = value("x", &["N", "3", "H", "W"]);
+    graph(&mut m).output.clear();
+    graph(&mut m).output.push(value("y", &["N", "4", "H", "W"]));
+    let e = import(&m).unwrap_err();
+    assert!(
+        e.to_string().contains("'H'") && e.to_string().contains("input_shape"),
+        "{e}"
+    );
+    let options = ImportOptions {
+        input_shape: Some(vec![3, 10, 10]),
+        ..Default::default()
+    };
+    let ok = fair_onnx::import_with(&m.write_to_bytes().unwrap(), &options).unwrap();
+    assert_eq!(ok.graph.shape("act").unwrap(), &[4, 10, 10]);
+    // A graph without the opset of the default domain.
+    let mut m = model();
+    m.opset_import.clear();
+    assert!(matches!(import(&m).unwrap_err(), OnnxError::Model { .. }));
+    // No graph at all.
+    let m = ModelProto::default();
+    assert!(import(&m).unwrap_err().to_string().contains("no graph"));
+}
+
+fn int64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: DataType::INT64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn channel_shuffles_import_and_other_reshapes_are_refused_with_the_shapes() {
+    // y [N, 4, 8, 8] → [N, 2, 2, 8, 8] → swap axes 1, 2 → [N, 4, 8, 8]: a shuffle of 2 groups.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer.push(int64s("grouped", &[0, 2, 2, 8, 8]));
+    g.initializer.push(int64s("back", &[0, -1, 8, 8]));
+    g.node
+        .push(node("Reshape", "group", &["y", "grouped"], "g"));
+    let mut t = node("Transpose", "swap", &["g"], "t");
+    t.attribute.push(ints_attr("perm", &[0, 2, 1, 3, 4]));
+    g.node.push(t);
+    g.node.push(node("Reshape", "shuffle", &["t", "back"], "z"));
+    g.output[0] = value("z", &["N", "4", "8", "8"]);
+    let imported = import(&m).unwrap();
+    assert!(matches!(
+        imported.graph.node("shuffle").unwrap().op,
+        Op::ChannelShuffle(fair_ir::ChannelShuffle { groups: 2 })
+    ));
+    // Stopping half way leaves a regrouped output.
+    let mut half = m.clone();
+    graph(&mut half).node.truncate(3);
+    graph(&mut half).output[0] = value("g", &["N", "2", "2", "8", "8"]);
+    let e = import(&half).unwrap_err();
+    assert!(e.to_string().contains("regrouped"), "{e}");
+    // A reshape that mixes channels and rows is refused, naming the node and the shapes.
+    let mut bad = model();
+    let g = graph(&mut bad);
+    g.initializer.push(int64s("shape", &[0, 8, 2, 16]));
+    g.node.push(node("Reshape", "mix", &["y", "shape"], "z"));
+    g.output[0] = value("z", &["N", "8", "2", "16"]);
+    let e = import(&bad).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "mix"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("[N, 4, 8, 8]") && e.to_string().contains("[0, 8, 2, 16]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn channel_splits_become_slices() {
+    let mut m = model();
+    let g = graph(&mut m);
+    let mut split = node("Split", "chunk", &["y"], "a");
+    split.output.push("b".into());
+    split.attribute.push(AttributeProto {
+        name: "axis".into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: 1,
+        ..Default::default()
+    });
+    g.node.push(split);
+    let mut cat = node("Concat", "cat", &["b", "a"], "z");
+    cat.attribute.push(AttributeProto {
+        name: "axis".into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: 1,
+        ..Default::default()
+    });
+    g.node.push(cat);
+    g.output[0] = value("z", &["N", "4", "8", "8"]);
+    let imported = import(&m).unwrap();
+    let slices: Vec<(usize, usize)> = imported
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Slice(s) => Some((s.start, s.end)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slices, [(0, 2), (2, 4)]);
+}
+
+#[test]
+fn shape_subgraphs_fold_into_a_flatten() {
+    // y → Shape → Gather(0) → Unsqueeze → Concat([-1]) → Reshape(y, ·): a flatten.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer.push(TensorProto {
+        name: "zero".into(),
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![0],
+        ..Default::default()
+    });
+    g.initializer.push(TensorProto {
+        name: "minus_one".into(),
+        dims: vec![1],
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![-1],
+        ..Default::default()
+    });
+    g.initializer.push(TensorProto {
+        name: "axes".into(),
+        dims: vec![1],
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![0],
+        ..Default::default()
+    });
+    g.node.push(node("Shape", "shape", &["y"], "s"));
+    let mut gather = node("Gather", "gather", &["s", "zero"], "b");
+    gather.attribute.push(AttributeProto {
+        name: "axis".into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: 0,
+        ..Default::default()
+    });
+    g.node.push(gather);
+    g.node
+        .push(node("Unsqueeze", "unsqueeze", &["b", "axes"], "b1"));
+    let mut concat = node("Concat", "concat", &["b1", "minus_one"], "target");
+    concat.attribute.push(AttributeProto {
+        name: "axis".into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: 0,
+        ..Default::default()
+    });
+    g.node.push(concat);
+    g.node.push(node("Reshape", "flat", &["y", "target"], "z"));
+    g.output[0] = value("z", &["N", "256"]);
+    let imported = import(&m).unwrap();
+    let ops: Vec<&str> = imported
+        .graph
+        .nodes()
+        .iter()
+        .map(|n| n.op.type_name())
+        .collect();
+    assert_eq!(ops, ["input", "conv2d", "relu", "flatten"]);
+    assert_eq!(imported.graph.shape("flat").unwrap(), &[256]);
+}
+
+fn tensors_for(g: &Graph) -> Vec<Tensor> {
+    g.params()
+        .iter()
+        .map(|p| match p.kind {
+            fair_ir::ParamKind::NumBatchesTracked => Tensor::i64(&p.name, p.shape.clone(), vec![3]),
+            _ => Tensor::f32(
+                &p.name,
+                p.shape.clone(),
+                (0..p.numel()).map(|i| (i as f32 * 0.37).sin()).collect(),
+            ),
+        })
+        .collect()
+}
+
+#[test]
+fn every_ir_op_exports_and_reads_back() {
+    for (op, inputs) in fair_ir::examples() {
+        if matches!(op, Op::Input(_)) {
+            continue;
+        }
+        let shape = inputs[0].clone();
+        let nodes = vec![
+            Node {
+                name: "input".into(),
+                inputs: vec![],
+                op: Input::new(shape).into(),
+            },
+            Node {
+                name: "layer".into(),
+                inputs: vec!["input".into(); inputs.len()],
+                op: op.clone(),
+            },
+        ];
+        let g = Graph::new("one-op", nodes).unwrap();
+        let t = tensors_for(&g);
+        let opset = if matches!(op, Op::Gelu(_)) { 20 } else { 17 };
+        let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset })
+            .unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
+        let back = fair_onnx::import(&bytes).unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
+        if matches!(op, Op::Dropout(_)) {
+            // Dropout is written as Identity, which import removes.
+            assert_eq!(back.graph.nodes().len(), 1);
+            continue;
+        }
+        assert_eq!(back.graph, g, "{}", op.type_name());
+        // num_batches_tracked is not stored in ONNX: it reads back as 0.
+        for (a, b) in t.iter().zip(&back.tensors) {
+            if a.name.ends_with("num_batches_tracked") {
+                assert_eq!(b.data, fair_onnx::TensorData::I64(vec![0]));
+            } else {
+                assert_eq!(a, b, "{}", op.type_name());
+            }
+        }
+    }
+}
+
+#[test]
+fn gelu_below_opset_20_is_written_as_its_formula() {
+    for approximate in ["none", "tanh"] {
+        let mut b = GraphBuilder::new("g", "input", vec![4]);
+        b.add(
+            "gelu",
+            fair_ir::Gelu {
+                approximate: approximate.into(),
+            }
+            .into(),
+            &["input"],
+        )
+        .unwrap();
+        let g = b.finish().unwrap();
+        let bytes = fair_onnx::export(&g, &[], &ExportOptions::default()).unwrap();
+        let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+        let ops: Vec<&str> = m.graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert!(
+            ops.contains(&if approximate == "tanh" { "Tanh" } else { "Erf" }),
+            "{ops:?}"
+        );
+        assert!(!ops.contains(&"Gelu"));
+        // The formula reads back as gelu.
+        if approximate == "none" {
+            assert_eq!(fair_onnx::import(&bytes).unwrap().graph, g);
+        }
+    }
+}
+
+#[test]
+fn metadata_carries_the_name_and_the_normalisation() {
+    let nodes = vec![
+        Node {
+            name: "input".into(),
+            inputs: vec![],
+            op: Input::new(vec![3, 4, 4])
+                .with_normalization(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+                .into(),
+        },
+        Node {
+            name: "relu".into(),
+            inputs: vec!["input".into()],
+            op: fair_ir::Relu {}.into(),
+        },
+    ];
+    let g = Graph::new("normalised", nodes).unwrap();
+    let bytes = fair_onnx::export(&g, &[], &ExportOptions::default()).unwrap();
+    let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    assert_eq!(m.ir_version, 8);
+    assert_eq!(m.opset_import[0].version, 17);
+    let meta = |k: &str| {
+        m.metadata_props
+            .iter()
+            .find(|p| p.key == k)
+            .map(|p| p.value.clone())
+    };
+    assert_eq!(meta("fair_pruner.name").as_deref(), Some("normalised"));
+    assert_eq!(
+        meta("fair_pruner.mean").as_deref(),
+        Some("[0.485,0.456,0.406]")
+    );
+    let gp = m.graph.as_ref().unwrap();
+    assert_eq!(
+        (gp.input[0].name.as_str(), gp.output[0].name.as_str()),
+        ("input", "output")
+    );
+    let back = fair_onnx::import(&bytes).unwrap();
+    assert_eq!(back.graph, g);
+    // Unparseable metadata is an error naming the key.
+    let mut m = m;
+    m.metadata_props
+        .iter_mut()
+        .find(|p| p.key == "fair_pruner.std")
+        .unwrap()
+        .value = "[0.2, oops]".into();
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("fair_pruner.std"), "{e}");
+}
+
+#[test]
+fn export_checks_the_tensors_against_the_graph() {
+    let mut b = GraphBuilder::new("t", "input", vec![3, 4, 4]);
+    b.conv("conv", "input", 2, 3, 1, 1, true).unwrap();
+    let g = b.finish().unwrap();
+    let mut t = tensors_for(&g);
+    t[0].shape = vec![2, 3, 3, 2];
+    let e = fair_onnx::export(&g, &t, &ExportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::TensorShape { name, .. } if name == "conv.weight"),
+        "{e}"
+    );
+    let t = tensors_for(&g);
+    let e = fair_onnx::export(&g, &t[..1], &ExportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::MissingTensor { name } if name == "conv.bias"),
+        "{e}"
+    );
+    let mut t = tensors_for(&g);
+    t[1].data = fair_onnx::TensorData::F32(vec![1.0]);
+    let e = fair_onnx::export(&g, &t, &ExportOptions::default()).unwrap_err();
+    assert!(matches!(&e, OnnxError::TensorData { .. }), "{e}");
+    let e = fair_onnx::export(&g, &tensors_for(&g), &ExportOptions { opset: 9 }).unwrap_err();
+    assert!(e.to_string().contains("opset 9"), "{e}");
+}
+
+#[test]
+fn empty_tensors_with_huge_sizes_and_folds_of_them_are_errors_not_panics() {
+    // [0, 2^40, 2^40] holds no element, but indexing over it overflows or allocates
+    // terabytes: refused when decoded (here for a Transpose that folds it).
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer
+        .push(floats("huge", &[0, 1 << 40, 1 << 40], &[]));
+    g.node.insert(0, node("Transpose", "/t", &["huge"], "t"));
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+    // A folded Slice of a large (non-empty) constant is refused before it builds its
+    // per-axis index lists.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer.push(int64s("starts", &[0]));
+    g.initializer.push(int64s("ends", &[1]));
+    g.initializer.push(TensorProto {
+        name: "big".into(),
+        dims: vec![1 << 27],
+        data_type: DataType::FLOAT as i32,
+        raw_data: vec![0; 4 << 27],
+        ..Default::default()
+    });
+    g.node
+        .insert(0, node("Slice", "/slice", &["big", "starts", "ends"], "s"));
+    let e = import(&m).unwrap_err();
+    assert!(e.to_string().contains("too large to fold"), "{e}");
+}
+
+#[test]
+fn export_refuses_duplicate_and_integer_parameters() {
+    let g = Graph::from_toml_str(
+        r#"
+        name = "fc"
+        [[nodes]]
+        name = "input"
+        op = { type = "input", shape = [3] }
+        [[nodes]]
+        name = "fc"
+        op = { type = "linear", in_features = 3, out_features = 2 }
+        "#,
+    )
+    .unwrap();
+    let good = tensors_for(&g);
+    assert!(fair_onnx::export(&g, &good, &ExportOptions::default()).is_ok());
+    let mut twice = good.clone();
+    twice.push(Tensor::f32("fc.weight", vec![1], vec![0.0]));
+    let e = fair_onnx::export(&g, &twice, &ExportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("given twice"), "{e}");
+    let mut ints = good.clone();
+    ints[0] = Tensor::i64("fc.weight", vec![2, 3], vec![0; 6]);
+    let e = fair_onnx::export(&g, &ints, &ExportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("float32"), "{e}");
+}
+
+#[test]
+fn a_bias_is_folded_only_when_nothing_else_reads_the_layer() {
+    // Conv without bias → Identity → Add(bias): the Add becomes the conv's bias.
+    let biased = |also_read_before_bias: bool| {
+        let mut m = model();
+        let g = graph(&mut m);
+        g.node[0].input.truncate(2);
+        g.initializer.retain(|t| t.name != "stem.bias");
+        g.initializer.push(floats("b", &[4, 1, 1], &[0.5; 4]));
+        g.node[1] = node("Identity", "/alias", &["c"], "c2");
+        g.node.push(node("Add", "/bias", &["c2", "b"], "cb"));
+        if also_read_before_bias {
+            // ...and the conv's output without the bias is used as well.
+            g.node.push(node("Relu", "/plain", &["c"], "r"));
+            g.node.push(node("Add", "/sum", &["cb", "r"], "y"));
+        } else {
+            g.node.push(node("Relu", "/act", &["cb"], "y"));
+        }
+        m
+    };
+    let ok = import(&biased(false)).unwrap();
+    assert!(ok.tensors.iter().any(|t| t.name == "stem.bias"));
+    let e = import(&biased(true)).unwrap_err();
+    assert!(e.to_string().contains("before an Add"), "{e}");
+}
+
+#[test]
+fn layer_scales_fold_into_the_layer_before_them_or_are_refused() {
+    // c = Conv(x) → s = γ · c → Relu: γ [4, 1, 1] folds into the conv's weight and bias.
+    let gamma = [0.5f32, 2.0, -1.0, 3.0];
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer.push(floats("gamma", &[4, 1, 1], &gamma));
+    g.node[1] = node("Relu", "/act/Relu", &["s"], "y");
+    g.node
+        .insert(1, node("Mul", "/scale/Mul", &["gamma", "c"], "s"));
+    let imported = import(&m).unwrap();
+    let ops: Vec<&str> = imported
+        .graph
+        .nodes()
+        .iter()
+        .map(|n| n.op.type_name())
+        .collect();
+    assert_eq!(ops, ["input", "conv2d", "relu"]);
+    let w = imported
+        .tensors
+        .iter()
+        .find(|t| t.name == "stem.weight")
+        .unwrap();
+    let b = imported
+        .tensors
+        .iter()
+        .find(|t| t.name == "stem.bias")
+        .unwrap();
+    let (fair_onnx::TensorData::F32(w), fair_onnx::TensorData::F32(b)) = (&w.data, &b.data) else {
+        panic!("float tensors")
+    };
+    for (c, &g) in gamma.iter().enumerate() {
+        assert!(
+            w[c * 27..(c + 1) * 27].iter().all(|&v| v == 0.1 * g),
+            "weight row {c}"
+        );
+        assert_eq!(b[c], 0.5 * g, "bias {c}");
+    }
+    // When the conv's output is also read elsewhere (here a residual Add), folding would change
+    // that reader: an error naming the Mul and the other reader.
+    let mut shared = m.clone();
+    let g = graph(&mut shared);
+    g.node[2] = node("Add", "/res/Add", &["s", "c"], "y");
+    let e = import(&shared).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/scale/Mul"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("/res/Add") && e.to_string().contains("layer scale"),
+        "{e}"
+    );
+    // A constant that is not per channel is refused with its shape.
+    let mut bad = m.clone();
+    graph(&mut bad).initializer[2] = floats("gamma", &[1, 8, 8], &[1.0; 64]);
+    let e = import(&bad).unwrap_err();
+    assert!(e.to_string().contains("[1, 8, 8]"), "{e}");
+}
+
+#[test]
+fn channels_last_regions_become_channels_first_ops() {
+    // y → Transpose [0, 2, 3, 1] → MatMul [4, 6] → Add [6] → Erf-formula GELU → Transpose back.
+    let mut m = model();
+    let g = graph(&mut m);
+    let w: Vec<f32> = (0..24).map(|i| i as f32 * 0.1).collect();
+    g.initializer.push(floats("mm", &[4, 6], &w));
+    g.initializer.push(floats("fc.bias", &[6], &[0.25; 6]));
+    g.initializer
+        .push(floats("sqrt2", &[], &[std::f32::consts::SQRT_2]));
+    g.initializer.push(floats("one", &[], &[1.0]));
+    g.initializer.push(floats("half", &[], &[0.5]));
+    let mut to_last = node("Transpose", "to_last", &["y"], "t");
+    to_last.attribute.push(ints_attr("perm", &[0, 2, 3, 1]));
+    g.node.push(to_last);
+    g.node.push(node("MatMul", "/fc/MatMul", &["t", "mm"], "p"));
+    g.node.push(node("Add", "/fc/Add", &["fc.bias", "p"], "q"));
+    g.node.push(node("Div", "/gelu/Div", &["q", "sqrt2"], "d"));
+    g.node.push(node("Erf", "/gelu/Erf", &["d"], "e"));
+    g.node.push(node("Add", "/gelu/Add", &["e", "one"], "a"));
+    g.node.push(node("Mul", "/gelu/Mul", &["half", "a"], "h"));
+    g.node.push(node("Mul", "/gelu/Mul_1", &["q", "h"], "r"));
+    let mut to_first = node("Transpose", "to_first", &["r"], "z");
+    to_first.attribute.push(ints_attr("perm", &[0, 3, 1, 2]));
+    g.node.push(to_first);
+    g.output[0] = value("z", &["N", "6", "8", "8"]);
+    let imported = import(&m).unwrap();
+    let ops: Vec<&str> = imported
+        .graph
+        .nodes()
+        .iter()
+        .map(|n| n.op.type_name())
+        .collect();
+    assert_eq!(ops, ["input", "conv2d", "relu", "conv2d", "gelu"]);
+    let fc = imported.graph.node("fc").unwrap();
+    assert!(matches!(&fc.op, Op::Conv2d(c) if c.kernel_size == fair_ir::Pair(1, 1) && c.bias));
+    // The 1×1 conv's weight [6, 4, 1, 1] is the matrix transposed.
+    let t = imported
+        .tensors
+        .iter()
+        .find(|t| t.name == "fc.weight")
+        .unwrap();
+    assert_eq!(t.shape, [6, 4, 1, 1]);
+    let fair_onnx::TensorData::F32(v) = &t.data else {
+        panic!()
+    };
+    assert_eq!(v[1], w[6], "row 0 of the conv is column 0 of the matrix");
+    assert_eq!(
+        imported.graph.shape("gelu").unwrap(),
+        &[6, 8, 8],
+        "named after the scope"
+    );
+    // Anything but a per-pixel op inside the region is an error naming it.
+    let mut bad = m.clone();
+    let g = graph(&mut bad);
+    let mut flat = node("Flatten", "flat", &["t"], "f");
+    flat.attribute.clear();
+    g.node.insert(3, flat);
+    g.node[4].input[0] = "f".into();
+    let e = import(&bad).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "flat")
+            && e.to_string().contains("channels-last"),
+        "{e}"
+    );
+}

@@ -1,0 +1,53 @@
+//! ONNX models as pipeline inputs: a `.onnx` file wherever a graph file is accepted, its
+//! weights loaded into a runtime [`Model`].
+
+use std::path::Path;
+
+use fair_ir::Graph;
+use fair_onnx::{ImportOptions, Imported, TensorData};
+use fair_runtime::Model;
+use tch::{Device, Tensor};
+
+use crate::error::PipelineError;
+
+/// Whether `path` names an ONNX model (extension `.onnx`, any case).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Reads an ONNX model file into a graph, its weights and the importer's notes (see
+/// [`fair_onnx::import_file_with`]).
+pub fn import_onnx(path: &Path, options: &ImportOptions) -> Result<Imported, PipelineError> {
+    fair_onnx::import_file_with(path, options).map_err(|e| PipelineError::Onnx {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// A runtime model of an imported ONNX model, on `device`.
+pub fn onnx_model(imported: Imported, device: Device) -> Result<Model, PipelineError> {
+    let tensors = imported
+        .tensors
+        .into_iter()
+        .map(|t| {
+            let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let tensor = match t.data {
+                TensorData::F32(v) => Tensor::from_slice(&v),
+                TensorData::I64(v) => Tensor::from_slice(&v),
+            };
+            (t.name, tensor.reshape(&dims))
+        })
+        .collect();
+    Ok(Model::from_tensors(imported.graph, tensors, device)?)
+}
+
+/// The graph of a model file: an IR file (`.toml`, `.json`) or an ONNX model (`.onnx`,
+/// whose weights are read and dropped; use [`import_onnx`] to keep them).
+pub fn load_graph(path: &Path) -> Result<Graph, PipelineError> {
+    if is_onnx(path) {
+        Ok(import_onnx(path, &ImportOptions::default())?.graph)
+    } else {
+        Ok(Graph::load(path)?)
+    }
+}
