@@ -151,9 +151,10 @@ pub fn run(o: &Options) -> Result<()> {
         _ => BTreeMap::new(),
     };
     let mut rows = Vec::new();
-    // Models run in the order given (e.g. small ones first), the table lists torchvision's.
+    // Models run in the order given (e.g. small ones first), the table lists torchvision's;
+    // the rows kept from an earlier run come first, so an interrupted run loses none.
     let mut order: Vec<&(String, String, bool)> = all.iter().collect();
-    order.sort_by_key(|(n, _, _)| o.models.iter().position(|m| m == n).unwrap_or(usize::MAX));
+    order.sort_by_key(|(n, _, _)| o.models.iter().position(|m| m == n).map_or(0, |p| p + 1));
     for (name, family, cnn) in order {
         let chosen = if o.models.is_empty() {
             *cnn
@@ -174,7 +175,7 @@ pub fn run(o: &Options) -> Result<()> {
         let mut row = check_model(&python, &script, name, &dir, o)
             .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         if !o.keep_exports {
-            let _ = std::fs::remove_file(dir.join("model.onnx"));
+            remove_export(&dir);
         }
         row["name"] = json!(name);
         row["family"] = json!(family);
@@ -206,6 +207,17 @@ pub fn run(o: &Options) -> Result<()> {
         write_block(&workspace_root().join("docs/onnx.md"), &md, MARKERS)?;
     }
     Ok(())
+}
+
+/// Deletes an export but its small results (`meta.json`, `io.safetensors`): `model.onnx` and
+/// any external data files the exporter wrote beside it (models over 2 GB).
+fn remove_export(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if name != "meta.json" && name != "io.safetensors" && entry.path().is_file() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn cache_dir() -> Result<PathBuf> {
@@ -246,6 +258,7 @@ fn python_json(python: &Path, script: &Path, args: &[&str]) -> Result<Value> {
 fn check_model(python: &Path, script: &Path, name: &str, dir: &Path, o: &Options) -> Result<Value> {
     let meta_path = dir.join("meta.json");
     if !meta_path.exists() || !dir.join("model.onnx").exists() {
+        remove_export(dir);
         let size = o.size.to_string();
         let dir_text = dir.display().to_string();
         python_json(
