@@ -1771,9 +1771,11 @@ impl<'m> Importer<'m> {
         node.op_type.to_ascii_lowercase()
     }
 
-    /// Replaces `Mul(x, Sigmoid(x))`, where nothing else reads the sigmoid, by `silu`.
+    /// Replaces `Mul(x, Sigmoid(x))`, where nothing else reads the sigmoid (the graph's
+    /// output counts as a reader), by `silu`.
     fn fuse_silu(&mut self, output: &mut String) {
         let mut readers: HashMap<String, usize> = HashMap::new();
+        *readers.entry(output.clone()).or_default() += 1;
         for m in &self.nodes {
             for i in &m.inputs {
                 *readers.entry(i.clone()).or_default() += 1;

@@ -886,3 +886,17 @@ fn channels_last_regions_become_channels_first_ops() {
         "{e}"
     );
 }
+
+#[test]
+fn a_sigmoid_that_is_the_output_is_not_fused_into_silu() {
+    // y = Sigmoid(c) is the graph's output; Mul(c, y) is computed but unused. Fusing the pair
+    // would delete the output.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.node[1] = node("Sigmoid", "/gate", &["c"], "y");
+    g.node.push(node("Mul", "/unused", &["c", "y"], "z"));
+    // The unused Mul is dropped and the output stays the sigmoid.
+    let imported = import(&m).unwrap();
+    let out = imported.graph.output();
+    assert!(matches!(out.op, Op::Sigmoid(_)), "the output is {out:?}");
+}
