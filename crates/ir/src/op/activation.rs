@@ -1,4 +1,4 @@
-//! Element-wise activations without parameters: `clip`, `sigmoid`, `hard_sigmoid`,
+//! Element-wise activations without parameters: `relu`, `clip`, `sigmoid`, `hard_sigmoid`,
 //! `hard_swish`, `silu`, `gelu`.
 //!
 //! They share one contract (one input, shape preserved, no parameters, no MACs, channels
@@ -62,7 +62,18 @@ macro_rules! elementwise {
     )*};
 }
 
-elementwise!(Clip, Sigmoid, HardSigmoid, HardSwish, Silu, Gelu);
+elementwise!(Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Silu, Gelu);
+
+/// Rectified linear unit. Channel behaviour: follows its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relu {}
+
+impl Elementwise for Relu {
+    fn module(&self) -> Option<String> {
+        Some("nn.ReLU()".to_owned())
+    }
+}
 
 /// `min(max(x, min), max)` (`torch.clamp`; ONNX `Clip`). ReLU6 is `min = 0, max = 6`.
 /// Channel behaviour: follows its input.

@@ -29,13 +29,13 @@ mod norm;
 mod pool;
 mod simple;
 
-pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Sigmoid, Silu};
+pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
 pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm2d};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
-pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul, Relu};
+pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.

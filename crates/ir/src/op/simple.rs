@@ -1,4 +1,4 @@
-//! Ops without parameters: `input`, `relu`, `flatten`, `dropout`, `add`, `mul`, `concat`.
+//! Ops without parameters: `input`, `flatten`, `dropout`, `add`, `mul`, `concat`.
 
 use serde::{Deserialize, Serialize};
 
@@ -116,41 +116,6 @@ impl Contract for Input {
     }
     fn torch_forward(&self, _inputs: &[String], _module: &str) -> String {
         "x".to_owned()
-    }
-}
-
-/// Rectified linear unit. Channel behaviour: follows its input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Relu {}
-
-impl Contract for Relu {
-    fn arity(&self) -> Arity {
-        Arity::exactly(1)
-    }
-    fn role(&self) -> Role {
-        Role::Activation
-    }
-    fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
-    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
-        Ok(inputs[0].1.to_vec())
-    }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
-    fn torch_module(&self) -> Option<String> {
-        Some("nn.ReLU()".to_owned())
     }
 }
 
