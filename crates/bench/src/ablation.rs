@@ -6,14 +6,19 @@
 //! training part, scores computed once per scoring setting, then every method chooses a plan
 //! at each MACs target. All plans go through the same surgery; every pruned model is measured
 //! one-shot, after BatchNorm recalibration, and after fine-tuning from the recalibrated model
-//! for each budget (validation and test top-1). The per-seed figures are averaged into
+//! for each budget (validation and test top-1), with `--distill W` also fine-tuned with the
+//! unpruned model as teacher. A seed's rows add up over runs with the same settings, so a run
+//! may measure a subset of methods or targets. The per-seed figures are averaged into
 //! `target/bench/ablation/summary.json`, a table in `docs/results.md` (between the
 //! `bench ablation` markers) and one chart per network (`docs/ablation-<net>.svg`).
 //!
 //! The methods: `fair-paper` (the authors' package settings) and one variant per suspect,
-//! each changing one thing ([`Suspect`]), plus `fair-combined` ([`COMBINED`]); the baselines
-//! `uniform-l1` (ours) and Torch-Pruning's uniform L1, global Taylor and global
-//! group-norm pruning (`xtask/bench/ablation_reference.py`).
+//! each changing one thing ([`Suspect`]), the default (`fair-default`, [`DEFAULT`]) and four
+//! changes of it (`fair-package-rule`: the package group rule, [`PACKAGE_RULE`];
+//! `fair-mac-half`: MAC weight γ = 0.5; `fair-uniform-u`: uniform counts, U ranking;
+//! `fair-tod-l1`: ToD counts, L1 ranking); the baselines `uniform-l1` (ours) and
+//! Torch-Pruning's uniform L1, global Taylor and global group-norm pruning
+//! (`xtask/bench/ablation_reference.py`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +35,7 @@ use fair_data::{ImageSource, Source, Transform};
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
 use fair_scoring::{AnalysisPoint, Progress, RMode, Registry, ScoringSettings};
-use fair_train::{BnRecalibration, TrainSettings};
+use fair_train::{BnRecalibration, Distillation, TrainSettings};
 use plotters::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -82,14 +87,29 @@ pub enum Suspect {
     /// U without the package's BatchNorm drift, with the exact W1 (`bn_drift` off, as
     /// [`fair_pipeline::Preset::FairPruner`]; with equal class sizes the W1 is the same either way).
     NoDrift,
+    /// MAC-aware ToD counts with a milder exponent (`SelectOptions::mac_weight` = 0.5).
+    HalfMacWeight,
+    /// The same fraction of every layer instead of ToD counts, units still chosen by lowest U
+    /// (isolates FAIR's ranking from its counts).
+    UniformCounts,
+    /// ToD counts as they are, but each layer removes its lowest-L1 units instead of its
+    /// lowest-U ones.
+    RankL1,
 }
 
-/// What `fair-combined` changes from `fair-paper`: edit this list to try another combination.
-pub const COMBINED: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::Summed];
+/// What `fair-package-rule` changes from `fair-paper`: the default ([`DEFAULT`]) with the
+/// package group rule instead of the summed one (the default before the ResNet-20 rows were
+/// measured).
+pub const PACKAGE_RULE: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::NoDrift];
 
 /// What [`fair_pipeline::Preset::FairPruner`] changes from `fair-paper`, measured as `fair-default` (a test
 /// checks that the two agree).
-pub const DEFAULT: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::NoDrift];
+pub const DEFAULT: &[Suspect] = &[
+    Suspect::REval,
+    Suspect::MacWeight,
+    Suspect::NoDrift,
+    Suspect::Summed,
+];
 
 /// The methods, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -112,12 +132,21 @@ pub enum Method {
     /// fair-paper without the BatchNorm drift (exact W1).
     #[value(name = "fair-no-drift")]
     FairNoDrift,
-    /// fair-paper with every change listed in `COMBINED` (crates/bench/src/ablation.rs).
-    #[value(name = "fair-combined")]
-    FairCombined,
+    /// fair-default with the package group rule (`PACKAGE_RULE`).
+    #[value(name = "fair-package-rule")]
+    FairPackageRule,
     /// fair-pruner's default preset (`DEFAULT`, equal to [`fair_pipeline::Preset::FairPruner`]).
     #[value(name = "fair-default")]
     FairDefault,
+    /// fair-default with the milder MAC weight γ = 0.5.
+    #[value(name = "fair-mac-half")]
+    FairMacHalf,
+    /// fair-default's U ranking with uniform counts (the same fraction of every layer).
+    #[value(name = "fair-uniform-u")]
+    FairUniformU,
+    /// fair-default's ToD counts with each layer's units ranked by L1 norm.
+    #[value(name = "fair-tod-l1")]
+    FairTodL1,
     /// The same fraction of every layer, lowest L1 norm first (fair-pruner).
     #[value(name = "uniform-l1")]
     UniformL1,
@@ -135,15 +164,18 @@ pub enum Method {
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 12] = [
+    pub const ALL: [Method; 15] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
         Method::FairMac,
         Method::FairSummed,
         Method::FairNoDrift,
-        Method::FairCombined,
+        Method::FairPackageRule,
         Method::FairDefault,
+        Method::FairMacHalf,
+        Method::FairUniformU,
+        Method::FairTodL1,
         Method::UniformL1,
         Method::TpL1,
         Method::TpTaylor,
@@ -159,8 +191,11 @@ impl Method {
             Method::FairMac => "fair-mac",
             Method::FairSummed => "fair-summed",
             Method::FairNoDrift => "fair-no-drift",
-            Method::FairCombined => "fair-combined",
+            Method::FairPackageRule => "fair-package-rule",
             Method::FairDefault => "fair-default",
+            Method::FairMacHalf => "fair-mac-half",
+            Method::FairUniformU => "fair-uniform-u",
+            Method::FairTodL1 => "fair-tod-l1",
             Method::UniformL1 => "uniform-l1",
             Method::TpL1 => "tp-l1",
             Method::TpTaylor => "tp-taylor",
@@ -181,8 +216,27 @@ impl Method {
             Method::FairMac => Some(&[Suspect::MacWeight]),
             Method::FairSummed => Some(&[Suspect::Summed]),
             Method::FairNoDrift => Some(&[Suspect::NoDrift]),
-            Method::FairCombined => Some(COMBINED),
+            Method::FairPackageRule => Some(PACKAGE_RULE),
             Method::FairDefault => Some(DEFAULT),
+            Method::FairMacHalf => Some(&[
+                Suspect::REval,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::HalfMacWeight,
+            ]),
+            Method::FairUniformU => Some(&[
+                Suspect::REval,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::UniformCounts,
+            ]),
+            Method::FairTodL1 => Some(&[
+                Suspect::REval,
+                Suspect::MacWeight,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::RankL1,
+            ]),
             _ => None,
         }
     }
@@ -207,6 +261,10 @@ struct Variant {
     drift: bool,
     mac_weight: f64,
     rule: GroupRule,
+    /// ToD counts, or the same fraction of every layer.
+    counts: Counts,
+    /// The criterion that picks each layer's units (`u` or `l1`).
+    rank: &'static str,
 }
 
 impl Variant {
@@ -220,6 +278,8 @@ impl Variant {
             drift: true,
             mac_weight: 0.0,
             rule: GroupRule::Package,
+            counts: Counts::Tod,
+            rank: "u",
         };
         for s in suspects {
             match s {
@@ -228,6 +288,9 @@ impl Variant {
                 Suspect::MacWeight => v.mac_weight = 1.0,
                 Suspect::Summed => v.rule = GroupRule::Summed,
                 Suspect::NoDrift => v.drift = false,
+                Suspect::HalfMacWeight => v.mac_weight = 0.5,
+                Suspect::UniformCounts => v.counts = Counts::Uniform,
+                Suspect::RankL1 => v.rank = "l1",
             }
         }
         v
@@ -276,8 +339,9 @@ pub struct Options {
     /// pruned model.
     #[arg(long, value_delimiter = ',', value_parser = positive, default_values_t = [1usize, 5])]
     pub finetune_epochs: Vec<usize>,
-    /// Methods to measure, comma-separated (a seed's table then holds only these; the figures
-    /// of the others stay stored and are reused when they are asked for again).
+    /// Methods to measure, comma-separated. A seed keeps the rows of other methods and targets
+    /// from earlier runs with the same settings and trained model, so runs over subsets add
+    /// up to one table; every measured figure is stored and reused when asked for again.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = Method::ALL)]
     pub methods: Vec<Method>,
     /// Validation images per class, carved from the training split (stratified, seeded) and
@@ -295,6 +359,11 @@ pub struct Options {
     /// Calibration samples per class.
     #[arg(long, default_value_t = 32, value_parser = positive)]
     pub per_class: usize,
+    /// Also fine-tune every budget with the unpruned model as teacher (suspect f):
+    /// distillation weight W in (0, 1], temperature 4 (`fair_train::Distillation`); the
+    /// tables then show `+ KD` columns next to the plain ones.
+    #[arg(long, value_name = "W", value_parser = fraction)]
+    pub distill: Option<f64>,
     /// libtorch CPU threads (ours and the references').
     #[arg(long, default_value_t = 2, value_parser = positive)]
     pub threads: usize,
@@ -418,6 +487,8 @@ struct Seeded<'a> {
     /// Fine-tuning settings (epochs set per budget).
     finetune_settings: TrainSettings,
     recalibration: BnRecalibration,
+    /// Distillation from the unpruned model, fine-tuned as an extra column per budget.
+    distill: Option<Distillation>,
 }
 
 impl Seeded<'_> {
@@ -467,9 +538,20 @@ impl Seeded<'_> {
             }
         };
         let mut graph = None;
+        let mut jobs: Vec<(usize, Option<&Distillation>)> = Vec::new();
         for &epochs in budgets {
+            jobs.push((epochs, None));
+            if let Some(d) = &self.distill {
+                jobs.push((epochs, Some(d)));
+            }
+        }
+        for (epochs, distill) in jobs {
             let b = epochs.to_string();
-            if !figures["finetuned"][&b].is_null() {
+            let done = match distill {
+                None => &figures["finetuned"][&b],
+                Some(d) => &figures["distilled"][d.weight.to_string()][&b],
+            };
+            if !done.is_null() {
                 reused += 1;
                 continue;
             }
@@ -488,8 +570,9 @@ impl Seeded<'_> {
                 ..self.finetune_settings.clone()
             };
             let t = Instant::now();
-            fair_train::train(
+            fair_train::train_with_teacher(
                 &mut model,
+                distill.map(|d| (&self.model, d)),
                 &self.finetune,
                 None,
                 &self.train_transform,
@@ -499,7 +582,10 @@ impl Seeded<'_> {
             )?;
             let mut r = top1(&model, self.val, self.test, &self.eval_transform)?;
             r["seconds"] = json!(t.elapsed().as_secs_f64());
-            figures["finetuned"][&b] = r;
+            match distill {
+                None => figures["finetuned"][&b] = r,
+                Some(d) => figures["distilled"][d.weight.to_string()][&b] = r,
+            }
             write_json(&stored, &json!({"key": key, "figures": figures}))?;
         }
         figures["reused_budgets"] = json!(reused);
@@ -587,12 +673,7 @@ fn score_all(
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         (s.u.seed, s.r.seed, s.seed) = (draw.seed, draw.seed, draw.seed);
-        let names: &[&str] = if scoring == paper {
-            &["u", "r", "l1"]
-        } else {
-            &["u", "r"]
-        };
-        let criteria = Registry::default().create_all(names, &s)?;
+        let criteria = Registry::default().create_all(&["u", "r", "l1"], &s)?;
         let label = scoring_label(scoring);
         let file = fair_scoring::score(model, Some(calibration), &criteria, Progress::QUIET)
             .with_context(|| format!("scoring ({label})"))?;
@@ -601,6 +682,14 @@ fn score_all(
         files.insert(label, (file, path));
     }
     Ok(files)
+}
+
+/// A digest of a text (to notice that a reference script changed; not for security).
+fn text_digest(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn target_key(t: f64) -> String {
@@ -674,6 +763,10 @@ fn run_seed(
             seed: SUBSET_SEED.wrapping_add(seed),
             ..RECALIBRATION
         },
+        distill: o.distill.map(|weight| Distillation {
+            weight,
+            ..Distillation::default()
+        }),
     };
 
     // 2. The unpruned export (for Torch-Pruning), calibration samples, scores.
@@ -717,8 +810,8 @@ fn run_seed(
             (Some(s), _) => {
                 let v = Variant::of(s);
                 let (file, path) = &scores[&scoring_label(v.scoring())];
-                Selector::from_scores(file, path, "u", "r", "u", v.select_options())
-                    .map(|s| (s, Counts::Tod))
+                Selector::from_scores(file, path, "u", "r", v.rank, v.select_options())
+                    .map(|s| (s, v.counts))
             }
             (None, Method::UniformL1) => {
                 let (file, path) = &scores[&paper_label];
@@ -745,17 +838,48 @@ fn run_seed(
             continue;
         };
         let python = python.context("Torch-Pruning methods need the reference Python")?;
-        eprintln!("  [{} seed {seed}] Torch-Pruning ({kind}) …", net.key);
-        let mut cmd = Command::new(python);
-        cmd.env("BENCH_THREADS", o.threads.to_string())
-            .arg(root.join("xtask/bench/ablation_reference.py"))
-            .arg(kind)
-            .arg(&unpruned)
-            .arg(&calibration_path)
-            .arg(&plans)
-            .args(o.macs.iter().map(|&t| target_key(t)));
-        let ran = run_python(cmd, &format!("Torch-Pruning {kind}"))
-            .and_then(|_| read_json(&plans.join(format!("tp-{kind}.json"))));
+        let script = root.join("xtask/bench/ablation_reference.py");
+        // The script's plans depend on the trained model, the calibration draw and the script
+        // itself: with all three unchanged and every target in its last summary, the stored
+        // plans are reused.
+        let stamp = json!({
+            "model": bench.model_digest, "draw": [draw.per_class, draw.max_classes, draw.seed],
+            "script": text_digest(&std::fs::read_to_string(&script).unwrap_or_default()),
+        });
+        let stamp_path = plans.join(format!("tp-{kind}.stamp.json"));
+        let summary_path = plans.join(format!("tp-{kind}.json"));
+        let stored = read_json(&stamp_path).is_ok_and(|s| s == stamp)
+            && read_json(&summary_path).is_ok_and(|summary| {
+                o.macs.iter().all(|&t| {
+                    let key = target_key(t);
+                    !summary["targets"][&key].is_null()
+                        && (summary["targets"][&key]["error"].is_string()
+                            || plans.join(format!("tp-{kind}-{key}.json")).exists())
+                })
+            });
+        let ran = if stored {
+            eprintln!(
+                "  [{} seed {seed}] Torch-Pruning ({kind}): stored plans",
+                net.key
+            );
+            read_json(&summary_path)
+        } else {
+            eprintln!("  [{} seed {seed}] Torch-Pruning ({kind}) …", net.key);
+            let mut cmd = Command::new(python);
+            cmd.env("BENCH_THREADS", o.threads.to_string())
+                .arg(&script)
+                .arg(kind)
+                .arg(&unpruned)
+                .arg(&calibration_path)
+                .arg(&plans)
+                .args(o.macs.iter().map(|&t| target_key(t)));
+            run_python(cmd, &format!("Torch-Pruning {kind}"))
+                .and_then(|_| read_json(&summary_path))
+                .and_then(|summary| {
+                    write_json(&stamp_path, &stamp)?;
+                    Ok(summary)
+                })
+        };
         match ran {
             Ok(summary) => {
                 for &t in &o.macs {
@@ -824,6 +948,37 @@ fn run_seed(
     }))
 }
 
+/// A seed's new result with the rows of its previous one that this run did not measure
+/// (other methods or targets), kept only when both were measured with the same settings and
+/// the same trained model; otherwise the new result alone. So runs over subsets of methods
+/// and targets add up to one table.
+pub fn merge_results(previous: &Value, mut new: Value) -> Value {
+    let same = previous["settings"] == new["settings"]
+        && previous["unpruned"] == new["unpruned"]
+        && previous["seed"] == new["seed"];
+    if !same {
+        return new;
+    }
+    let key = |r: &Value| (r["method"].to_string(), r["target"].to_string());
+    let measured: Vec<_> = new["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(key)
+        .collect();
+    let kept: Vec<Value> = previous["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| !measured.contains(&key(r)))
+        .cloned()
+        .collect();
+    if let Some(rows) = new["results"].as_array_mut() {
+        rows.extend(kept);
+    }
+    new
+}
+
 /// One metric of one row over the seeds.
 fn stat(values: &[f64]) -> Value {
     match mean_std(values) {
@@ -859,6 +1014,7 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
     let mut rows: BTreeMap<(String, usize), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     let mut errors: BTreeMap<(String, usize), Vec<String>> = BTreeMap::new();
     let mut budgets: Vec<usize> = Vec::new();
+    let mut distilled: Vec<String> = Vec::new();
     let mut checks = (0, 0);
     for r in results {
         for x in r["results"].as_array().into_iter().flatten() {
@@ -891,6 +1047,17 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
                     push(format!("test@{b}"), &f["test"]);
                 }
             }
+            // Fine-tuned with the unpruned model as teacher: "distilled": {weight: {budget: …}}.
+            for (w, per_budget) in x["distilled"].as_object().into_iter().flatten() {
+                for (b, f) in per_budget.as_object().into_iter().flatten() {
+                    let column = format!("{b}@{w}");
+                    if !distilled.contains(&column) {
+                        distilled.push(column.clone());
+                    }
+                    push(format!("kd-val@{column}"), &f["val"]);
+                    push(format!("kd-test@{column}"), &f["test"]);
+                }
+            }
             if let Some(p) = x["reference"]["params"].as_f64() {
                 checks.1 += 1;
                 if Some(p) == x["params"].as_f64() {
@@ -900,6 +1067,7 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
         }
     }
     budgets.sort_unstable();
+    distilled.sort();
     let method_key = |order: usize| Method::ALL.get(order).map_or("?", |m| m.key());
     let rows: Vec<Value> = rows
         .into_iter()
@@ -943,7 +1111,7 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
         "settings": first["settings"], "threads": first["threads"],
         "unpruned": {"params": first["unpruned"]["params"], "macs": first["unpruned"]["macs"],
                      "val": unpruned("val"), "test": unpruned("test")},
-        "budgets": budgets, "rows": rows, "best": best,
+        "budgets": budgets, "distilled": distilled, "rows": rows, "best": best,
         "cross_check": {"equal": checks.0, "compared": checks.1},
         "minutes": results.iter().filter_map(|r| r["minutes"].as_f64()).sum::<f64>(),
     }))
@@ -1006,14 +1174,26 @@ pub fn markdown(net: &Value) -> Result<String> {
         s,
         "| MACs target | method | MACs removed | one-shot | + BN recal |"
     )?;
+    // Distilled columns: "<budget>@<weight>".
+    let distilled: Vec<(String, String)> = net["distilled"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|c| c.split_once('@'))
+        .map(|(b, w)| (b.to_owned(), w.to_owned()))
+        .collect();
     for b in &budgets {
         write!(s, " FT {b} ep (val) | FT {b} ep (test) |")?;
+    }
+    for (b, w) in &distilled {
+        write!(s, " FT {b} ep + KD {w} (val) | FT {b} ep + KD {w} (test) |")?;
     }
     writeln!(s)?;
     writeln!(
         s,
         "| ---: | --- | ---: | ---: | ---: |{}",
-        " ---: | ---: |".repeat(budgets.len())
+        " ---: | ---: |".repeat(budgets.len() + distilled.len())
     )?;
     let rows = net["rows"].as_array().context("no rows")?;
     for r in rows {
@@ -1033,6 +1213,14 @@ pub fn markdown(net: &Value) -> Result<String> {
                 " {} | {} |",
                 cell(&m[format!("val@{b}")], n, 100.0),
                 cell(&m[format!("test@{b}")], n, 100.0)
+            )?;
+        }
+        for (b, w) in &distilled {
+            write!(
+                s,
+                " {} | {} |",
+                cell(&m[format!("kd-val@{b}@{w}")], n, 100.0),
+                cell(&m[format!("kd-test@{b}@{w}")], n, 100.0)
             )?;
         }
         writeln!(s)?;
@@ -1277,12 +1465,15 @@ pub fn run(o: &Options) -> Result<()> {
                 eprintln!("bench ablation: {}, seed {seed}", net.title);
                 let result = run_seed(net, seed, &root, python.as_deref(), o)
                     .with_context(|| format!("bench ablation: {} seed {seed}", net.title))?;
-                write_json(
-                    &dir.join(net.key)
-                        .join(format!("seed-{seed}"))
-                        .join("result.json"),
-                    &result,
-                )?;
+                let path = dir
+                    .join(net.key)
+                    .join(format!("seed-{seed}"))
+                    .join("result.json");
+                let result = match read_json(&path) {
+                    Ok(previous) => merge_results(&previous, result),
+                    Err(_) => result,
+                };
+                write_json(&path, &result)?;
             }
         }
     }
@@ -1372,7 +1563,7 @@ mod tests {
             assert_eq!(m.to_possible_value().unwrap().get_name(), m.key());
             assert_eq!(Method::from_key(m.key()), Some(m));
         }
-        assert_eq!(Method::FairCombined.suspects(), Some(COMBINED));
+        assert_eq!(Method::FairPackageRule.suspects(), Some(PACKAGE_RULE));
         assert!(Method::TpNorm.suspects().is_none());
     }
 
@@ -1398,11 +1589,12 @@ mod tests {
             ];
             assert_eq!(changed.iter().filter(|&&c| c).count(), 1, "{m:?}");
         }
-        let combined = Variant::of(COMBINED);
-        assert_eq!(combined.r_mode, RMode::Eval);
+        let package_rule = Variant::of(PACKAGE_RULE);
+        assert_eq!(package_rule.r_mode, RMode::Eval);
+        assert!(!package_rule.drift);
         assert_eq!(
-            (combined.rule, combined.mac_weight),
-            (GroupRule::Summed, 1.0)
+            (package_rule.rule, package_rule.mac_weight),
+            (GroupRule::Package, 1.0)
         );
         assert_eq!(scoring_label(paper.scoring()), "package-train");
         assert_eq!(
@@ -1552,5 +1744,68 @@ mod tests {
         let mut other = fake_result(1, 0.0);
         other["settings"]["train_epochs"] = json!(3);
         assert!(aggregate(&[fake_result(0, 0.0), other]).is_err());
+    }
+
+    #[test]
+    fn a_run_over_some_methods_keeps_the_other_rows_of_the_same_settings() {
+        let previous = fake_result(0, 0.0);
+        let mut new = fake_result(0, 0.0);
+        new["results"] = json!([{"target": 0.5, "method": "fair-paper", "marker": 1},
+                                {"target": 0.7, "method": "tp-l1", "marker": 2}]);
+        let merged = merge_results(&previous, new.clone());
+        let rows = merged["results"].as_array().unwrap();
+        // fair-paper at 50% is the new row; uniform-l1, tp-l1 and tp-taylor at 50% are kept.
+        assert_eq!(rows.len(), 5);
+        let methods: Vec<(&str, f64)> = rows
+            .iter()
+            .map(|r| (r["method"].as_str().unwrap(), r["target"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("fair-paper", 0.5),
+                ("tp-l1", 0.7),
+                ("uniform-l1", 0.5),
+                ("tp-l1", 0.5),
+                ("tp-taylor", 0.5)
+            ]
+        );
+        assert_eq!(rows[0]["marker"], 1);
+        // Other settings, another trained model or another seed: nothing is kept.
+        for (field, value) in [
+            ("settings", json!({"train_epochs": 9})),
+            ("unpruned", json!({"params": 1.0})),
+            ("seed", json!(7)),
+        ] {
+            let mut other = previous.clone();
+            other[field] = value;
+            assert_eq!(merge_results(&other, new.clone()), new, "{field}");
+        }
+    }
+
+    #[test]
+    fn distilled_fine_tunes_get_their_own_columns() {
+        let with_kd = |seed: u64, v: f64| {
+            let mut r = fake_result(seed, 0.0);
+            r["results"][0]["distilled"] = json!({"0.5": {"1": {"val": v, "test": v - 0.02}}});
+            r
+        };
+        let agg = aggregate(&[with_kd(0, 0.88), with_kd(1, 0.90)]).unwrap();
+        assert_eq!(agg["distilled"], json!(["1@0.5"]));
+        let md = markdown(&agg).unwrap();
+        assert!(
+            md.contains("| FT 1 ep (val) | FT 1 ep (test) | FT 1 ep + KD 0.5 (val) | FT 1 ep + KD 0.5 (test) |"),
+            "{md}"
+        );
+        // fair-paper: plain 85/85 → 85.00; distilled 88 and 90 → 89.00 ± 1.41 (test 87.00).
+        assert!(
+            md.contains("| 85.00 ± 0.00 | 84.00 ± 0.00 | 89.00 ± 1.41 | 87.00 ± 1.41 |"),
+            "{md}"
+        );
+        // A method without a distilled run shows a dash there.
+        assert!(
+            md.contains("| 50% | uniform-l1 |") && md.contains("| — | — |"),
+            "{md}"
+        );
     }
 }

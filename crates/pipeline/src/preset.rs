@@ -21,7 +21,8 @@ pub enum Preset {
     Paper,
     /// fair-pruner's default: the paper preset with the changes that raised accuracy on a
     /// validation split carved from the training data (docs/results.md, "Ablation"): R in
-    /// eval mode, MAC-aware counts (γ = 1), no BatchNorm drift, and BatchNorm recalibration
+    /// eval mode, MAC-aware counts (γ = 1), no BatchNorm drift, coupled (residual) layers
+    /// ranked by their summed scores ([`GroupRule::Summed`]), and BatchNorm recalibration
     /// after surgery (32 batches).
     #[default]
     FairPruner,
@@ -66,14 +67,14 @@ impl Preset {
             },
             Preset::FairPruner => {
                 // The paper's scoring without the drift (one pass, exact W1), R in eval mode,
-                // MAC-aware counts (γ = 1).
+                // MAC-aware counts (γ = 1), residual groups ranked by their summed scores.
                 let mut scoring = ScoringSettings::paper(batch_size);
                 scoring.u.bn_drift = None;
                 scoring.u.w1 = Wasserstein::Exact;
                 scoring.r.mode = RMode::Eval;
                 PresetSettings {
                     scoring,
-                    rule: GroupRule::Package,
+                    rule: GroupRule::Summed,
                     mac_weight: 1.0,
                     recalibration: Some(BnRecalibration::default()),
                 }
@@ -106,6 +107,20 @@ mod tests {
         assert_eq!(p.rule, GroupRule::Package);
         assert_eq!(p.mac_weight, 0.0);
         assert!(p.recalibration.is_none());
+    }
+
+    #[test]
+    fn fair_pruner_changes_what_the_ablation_measured() {
+        use fair_scoring::AnalysisPoint;
+        let p = Preset::FairPruner.settings(32);
+        assert_eq!(p.scoring.u.analysis_point, AnalysisPoint::Package);
+        assert_eq!(p.scoring.u.bn_drift, None);
+        assert_eq!(p.scoring.u.w1, Wasserstein::Exact);
+        assert_eq!(p.scoring.r.mode, RMode::Eval);
+        assert_eq!(p.rule, GroupRule::Summed);
+        assert_eq!(p.mac_weight, 1.0);
+        assert_eq!(p.recalibration.map(|r| r.batches), Some(32));
+        assert_eq!(Preset::default(), Preset::FairPruner);
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub struct PruneOutcome {
 /// The prune pipeline as a builder. Only the model, calibration data (for data-driven
 /// criteria) and at least one goal are required; everything else has the CLI's defaults:
 /// criteria `u`, `r`, `l1`; ToD with remove-by `u`, protect-by `r`, units ranked by `u`; the
-/// authors' group rule; no evaluation, fine-tuning, latency or export unless asked for.
+/// [`Preset::default`]'s settings (group rule, MAC weight, BatchNorm recalibration); no
+/// evaluation, fine-tuning, latency or export unless asked for.
 ///
 /// ```no_run
 /// use fair_pipeline::{Goal, GroupRule, Pruner};
@@ -202,14 +203,15 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// How coupled layers settle on one set of units (default: the authors' package rule).
+    /// How coupled layers settle on one set of units (default: the preset's; `summed` for the
+    /// `fair-pruner` preset, the authors' `package` rule for `paper`).
     pub fn rule(mut self, rule: GroupRule) -> Self {
         self.select.rule = rule;
         self
     }
 
     /// MAC-aware counts: each layer's ToD curve is weighted by (its MACs per unit relative
-    /// to the geometric mean)^γ (0: counts blind to MACs, as the paper); see
+    /// to the costliest layer's)^γ (0: counts blind to MACs, as the paper); see
     /// [`fair_analysis::SelectOptions::mac_weight`].
     pub fn mac_weight(mut self, gamma: f64) -> Self {
         self.select.mac_weight = gamma;
