@@ -85,9 +85,10 @@ pub enum GroupRule {
     /// Remove only the units every member asks to remove (never removes a unit some member
     /// keeps).
     Intersection,
-    /// The authors' package rule (the default): keep as many units as the member that keeps
-    /// the most; keep the intersection of the members' kept sets (lowest indices first), or,
-    /// if that is too small, the lowest indices of their union.
+    /// The authors' package rule (the default of this type, of `apply` and of the `paper`
+    /// preset): keep as many units as the member that keeps the most; keep the intersection
+    /// of the members' kept sets (lowest indices first), or, if that is too small, the lowest
+    /// indices of their union.
     #[default]
     Package,
     /// Every member must ask for exactly the same units; anything else is an error. (When

@@ -55,7 +55,8 @@ pub struct SelectArgs {
     pub rank_by: Option<String>,
     /// How layers coupled by residual adds settle on one set of units: `summed` ranks a
     /// group by its members' summed (mean-normalised) U, R and ranking before ToD, as
-    /// Torch-Pruning ranks groups [default: from the preset].
+    /// Torch-Pruning ranks groups [default: from the preset: `summed` for `fair-pruner`,
+    /// `package` for `paper`].
     #[arg(long, value_enum)]
     pub rule: Option<GroupRule>,
     /// MAC-aware counts (a fair-pruner extension; 0 = off, the paper): each layer removes the
