@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fair_ir::{Channels, Graph, Reads};
+use fair_ir::{Channels, Graph, ParamKind, Reads};
 
 use crate::error::AnalysisError;
 
@@ -162,6 +162,76 @@ impl ChannelGroups {
                 (!cols.is_empty()).then(|| (n.name.clone(), cols))
             })
             .collect()
+    }
+}
+
+/// Where one parameter tensor holds the units of a group: see [`ChannelGroups::unit_slices`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSlices {
+    /// The parameter's full name (`features.0.weight`).
+    pub param: String,
+    /// Its kind (weight, bias, running statistics).
+    pub kind: ParamKind,
+    /// The axis that indexes channels (or features): the node's output axis, or its
+    /// first input's.
+    pub axis: usize,
+    /// Whether `axis` follows the node's input (a reader's slice) rather than its output.
+    pub reads: bool,
+    /// For every unit of the group (`0..units`), the positions along `axis` that carry it:
+    /// one for a channel, H·W after a flatten, none where this tensor does not see the unit.
+    pub positions: Vec<Vec<i64>>,
+}
+
+impl ChannelGroups {
+    /// Every parameter slice that belongs to the units of `group`: the producing layers'
+    /// output slices (conv filters, linear rows, biases), the per-channel parameters of the
+    /// nodes they pass through (BatchNorm scale, shift and statistics, depthwise filters),
+    /// and the input slices of the dense layers that read them (a conv's input channels, a
+    /// linear layer's input features, H·W per channel after a flatten). These are the
+    /// slices surgery removes with a unit, so group-level criteria (Torch-Pruning's group
+    /// norms) can be computed from them.
+    pub fn unit_slices(&self, graph: &Graph, group: usize) -> Vec<UnitSlices> {
+        let units = self.groups.get(group).map_or(0, |g| g.units);
+        let mut out = Vec::new();
+        for (i, node) in graph.nodes().iter().enumerate() {
+            for spec in node.op.params(&node.name) {
+                let axes = [(spec.out_axis, Some(i), false), (spec.in_axis, None, true)];
+                for (axis, position, reads) in axes {
+                    let Some(axis) = axis else { continue };
+                    let position = match position {
+                        Some(p) => p,
+                        None => match node.inputs.first().map(|n| graph.position(n)) {
+                            Some(Ok(p)) => p,
+                            _ => continue,
+                        },
+                    };
+                    let layout = &self.layouts[position];
+                    let mut positions = vec![Vec::new(); units];
+                    let mut offset = 0;
+                    for seg in &layout.segments {
+                        if self.space_group[seg.space] == group {
+                            for c in 0..seg.len {
+                                let base = (offset + c) * layout.per_channel;
+                                if let Some(p) = positions.get_mut(seg.start + c) {
+                                    p.extend((base..base + layout.per_channel).map(|f| f as i64));
+                                }
+                            }
+                        }
+                        offset += seg.len;
+                    }
+                    if positions.iter().any(|p| !p.is_empty()) {
+                        out.push(UnitSlices {
+                            param: spec.name.clone(),
+                            kind: spec.kind,
+                            axis,
+                            reads,
+                            positions,
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -41,7 +41,7 @@ mod scores;
 mod select;
 
 pub use error::AnalysisError;
-pub use groups::{ChannelGroups, Group, analyze};
+pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
 pub use plan::{GroupRule, Plan};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
 pub use scores::{

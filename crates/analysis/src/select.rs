@@ -111,6 +111,12 @@ pub struct SelectOptions {
     /// and give up fewer units. No layer's tolerance exceeds α, and α = 0 and α = 1 give the
     /// unweighted counts. A fair-pruner extension, not in the paper or the authors' package.
     pub mac_weight: f64,
+    /// With a MACs or parameters target, land on it instead of taking the first α that
+    /// passes it: the counts blend between the ToD counts at that α and at the tolerance just
+    /// below ([`fair_threshold::alpha_for_target_exact`]). Off by default (every layer's
+    /// count is then a ToD count at one α, as in the paper); the `fair-pruner` preset turns
+    /// it on. A fair-pruner extension.
+    pub exact_target: bool,
 }
 
 /// The outcome of [`Selector::select`].
@@ -445,9 +451,12 @@ impl Selector {
             (Method::Tod, Goal::Alpha(a)) => (a, counts_at(&self.curves, a, counting)?),
             (Method::Tod, Goal::Macs(t) | Goal::Params(t)) => {
                 let macs = matches!(goal, Goal::Macs(_));
-                let r = fair_threshold::alpha_for_target(&self.curves, counting, t, |c| {
-                    self.reduction(c, macs)
-                })?;
+                let reduction = |c: &[usize]| self.reduction(c, macs);
+                let r = if self.options.exact_target {
+                    fair_threshold::alpha_for_target_exact(&self.curves, counting, t, reduction)?
+                } else {
+                    fair_threshold::alpha_for_target(&self.curves, counting, t, reduction)?
+                };
                 (r.setting, r.counts)
             }
             (Method::Uniform, Goal::Alpha(_)) => {

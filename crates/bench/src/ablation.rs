@@ -13,12 +13,14 @@
 //! `bench ablation` markers) and one chart per network (`docs/ablation-<net>.svg`).
 //!
 //! The methods: `fair-paper` (the authors' package settings) and one variant per suspect,
-//! each changing one thing ([`Suspect`]), the default (`fair-default`, [`DEFAULT`]) and four
-//! changes of it (`fair-package-rule`: the package group rule, [`PACKAGE_RULE`];
-//! `fair-mac-half`: MAC weight γ = 0.5; `fair-uniform-u`: uniform counts, U ranking;
-//! `fair-tod-l1`: ToD counts, L1 ranking); the baselines `uniform-l1` (ours) and
-//! Torch-Pruning's uniform L1, global Taylor and global group-norm pruning
-//! (`xtask/bench/ablation_reference.py`).
+//! each changing one thing ([`Suspect`]); the default (`fair-default`, [`DEFAULT`]); the
+//! default before its last two changes (`fair-previous`, [`PREVIOUS`]) and changes of it
+//! (`fair-package-rule`: the package group rule, [`PACKAGE_RULE`]; `fair-mac-half`: MAC
+//! weight γ = 0.5; `fair-uniform-u`: uniform counts, U ranking; `fair-tod-l1` and
+//! `fair-tod-group-l1`: ToD counts, L1 or group-L1 ranking; `fair-exact`: counts that land on
+//! the target; `fair-exact-after-bn`: that with U read after the BatchNorm); the baselines
+//! `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global Taylor and
+//! global group-norm pruning (`xtask/bench/ablation_reference.py`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -95,20 +97,41 @@ pub enum Suspect {
     /// ToD counts as they are, but each layer removes its lowest-L1 units instead of its
     /// lowest-U ones.
     RankL1,
+    /// ToD counts as they are, but each layer removes the units with the lowest group L1
+    /// (`group-l1`: Torch-Pruning's group magnitude over every weight slice removed with
+    /// the unit).
+    RankGroupL1,
+    /// Counts that land on the MACs target instead of the first α past it
+    /// (`SelectOptions::exact_target`).
+    ExactTarget,
+    /// U read after the BatchNorm that follows the layer, before its activation
+    /// (`AnalysisPoint::AfterNormalization`).
+    AfterNormalization,
 }
 
-/// What `fair-package-rule` changes from `fair-paper`: the default ([`DEFAULT`]) with the
-/// package group rule instead of the summed one (the default before the ResNet-20 rows were
-/// measured).
+/// What `fair-package-rule` changes from `fair-paper`: [`PREVIOUS`] with the package group
+/// rule instead of the summed one (the default before the ResNet-20 rows were measured).
 pub const PACKAGE_RULE: &[Suspect] = &[Suspect::REval, Suspect::MacWeight, Suspect::NoDrift];
 
-/// What [`fair_pipeline::Preset::FairPruner`] changes from `fair-paper`, measured as `fair-default` (a test
-/// checks that the two agree).
+/// The default before counts landed on the target and units were ranked by group L1
+/// (`fair-previous`): U ranking, the first α past the target.
+pub const PREVIOUS: &[Suspect] = &[
+    Suspect::REval,
+    Suspect::MacWeight,
+    Suspect::NoDrift,
+    Suspect::Summed,
+];
+
+/// What [`fair_pipeline::Preset::FairPruner`] changes from `fair-paper`, measured as
+/// `fair-default` (a test checks that the two agree): [`PREVIOUS`] with counts that land on
+/// the target and units ranked by group L1.
 pub const DEFAULT: &[Suspect] = &[
     Suspect::REval,
     Suspect::MacWeight,
     Suspect::NoDrift,
     Suspect::Summed,
+    Suspect::ExactTarget,
+    Suspect::RankGroupL1,
 ];
 
 /// The methods, in table order.
@@ -132,21 +155,39 @@ pub enum Method {
     /// fair-paper without the BatchNorm drift (exact W1).
     #[value(name = "fair-no-drift")]
     FairNoDrift,
-    /// fair-default with the package group rule (`PACKAGE_RULE`).
+    /// fair-previous with the package group rule (`PACKAGE_RULE`).
     #[value(name = "fair-package-rule")]
     FairPackageRule,
+    /// The default before this ablation's last changes (`PREVIOUS`).
+    #[value(name = "fair-previous")]
+    FairPrevious,
+    /// fair-previous with the milder MAC weight γ = 0.5.
+    #[value(name = "fair-mac-half")]
+    FairMacHalf,
+    /// fair-previous's U ranking with uniform counts (the same fraction of every layer).
+    #[value(name = "fair-uniform-u")]
+    FairUniformU,
+    /// fair-previous's ToD counts with each layer's units ranked by L1 norm.
+    #[value(name = "fair-tod-l1")]
+    FairTodL1,
+    /// fair-previous's ToD counts with each layer's units ranked by group L1 (`group-l1`):
+    /// the default with the first α past the target.
+    #[value(name = "fair-tod-group-l1")]
+    FairTodGroupL1,
+    /// fair-previous with counts that land on the target (`exact_target`): the default with
+    /// U ranking.
+    #[value(name = "fair-exact")]
+    FairExact,
+    /// fair-exact with U read after the BatchNorm (`AfterNormalization`).
+    #[value(name = "fair-exact-after-bn")]
+    FairExactAfterBn,
     /// fair-pruner's default preset (`DEFAULT`, equal to [`fair_pipeline::Preset::FairPruner`]).
     #[value(name = "fair-default")]
     FairDefault,
-    /// fair-default with the milder MAC weight γ = 0.5.
-    #[value(name = "fair-mac-half")]
-    FairMacHalf,
-    /// fair-default's U ranking with uniform counts (the same fraction of every layer).
-    #[value(name = "fair-uniform-u")]
-    FairUniformU,
-    /// fair-default's ToD counts with each layer's units ranked by L1 norm.
-    #[value(name = "fair-tod-l1")]
-    FairTodL1,
+    /// The same fraction of every layer, lowest group L1 first (fair-pruner's `group-l1`:
+    /// what Torch-Pruning's uniform L1 ranks by).
+    #[value(name = "uniform-group-l1")]
+    UniformGroupL1,
     /// The same fraction of every layer, lowest L1 norm first (fair-pruner).
     #[value(name = "uniform-l1")]
     UniformL1,
@@ -164,7 +205,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 15] = [
+    pub const ALL: [Method; 20] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
@@ -172,10 +213,15 @@ impl Method {
         Method::FairSummed,
         Method::FairNoDrift,
         Method::FairPackageRule,
-        Method::FairDefault,
+        Method::FairPrevious,
         Method::FairMacHalf,
         Method::FairUniformU,
         Method::FairTodL1,
+        Method::FairTodGroupL1,
+        Method::FairExact,
+        Method::FairExactAfterBn,
+        Method::FairDefault,
+        Method::UniformGroupL1,
         Method::UniformL1,
         Method::TpL1,
         Method::TpTaylor,
@@ -192,10 +238,15 @@ impl Method {
             Method::FairSummed => "fair-summed",
             Method::FairNoDrift => "fair-no-drift",
             Method::FairPackageRule => "fair-package-rule",
+            Method::FairPrevious => "fair-previous",
             Method::FairDefault => "fair-default",
             Method::FairMacHalf => "fair-mac-half",
             Method::FairUniformU => "fair-uniform-u",
             Method::FairTodL1 => "fair-tod-l1",
+            Method::FairTodGroupL1 => "fair-tod-group-l1",
+            Method::UniformGroupL1 => "uniform-group-l1",
+            Method::FairExact => "fair-exact",
+            Method::FairExactAfterBn => "fair-exact-after-bn",
             Method::UniformL1 => "uniform-l1",
             Method::TpL1 => "tp-l1",
             Method::TpTaylor => "tp-taylor",
@@ -217,6 +268,7 @@ impl Method {
             Method::FairSummed => Some(&[Suspect::Summed]),
             Method::FairNoDrift => Some(&[Suspect::NoDrift]),
             Method::FairPackageRule => Some(PACKAGE_RULE),
+            Method::FairPrevious => Some(PREVIOUS),
             Method::FairDefault => Some(DEFAULT),
             Method::FairMacHalf => Some(&[
                 Suspect::REval,
@@ -236,6 +288,35 @@ impl Method {
                 Suspect::NoDrift,
                 Suspect::Summed,
                 Suspect::RankL1,
+            ]),
+            Method::FairTodGroupL1 => Some(&[
+                Suspect::REval,
+                Suspect::MacWeight,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::RankGroupL1,
+            ]),
+            Method::UniformGroupL1 => Some(&[
+                Suspect::REval,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::UniformCounts,
+                Suspect::RankGroupL1,
+            ]),
+            Method::FairExact => Some(&[
+                Suspect::REval,
+                Suspect::MacWeight,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::ExactTarget,
+            ]),
+            Method::FairExactAfterBn => Some(&[
+                Suspect::REval,
+                Suspect::MacWeight,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::ExactTarget,
+                Suspect::AfterNormalization,
             ]),
             _ => None,
         }
@@ -263,8 +344,10 @@ struct Variant {
     rule: GroupRule,
     /// ToD counts, or the same fraction of every layer.
     counts: Counts,
-    /// The criterion that picks each layer's units (`u` or `l1`).
+    /// The criterion that picks each layer's units (`u`, `l1` or `group-l1`).
     rank: &'static str,
+    /// Counts that land on the target (`SelectOptions::exact_target`).
+    exact_target: bool,
 }
 
 impl Variant {
@@ -280,6 +363,7 @@ impl Variant {
             rule: GroupRule::Package,
             counts: Counts::Tod,
             rank: "u",
+            exact_target: false,
         };
         for s in suspects {
             match s {
@@ -291,6 +375,9 @@ impl Variant {
                 Suspect::HalfMacWeight => v.mac_weight = 0.5,
                 Suspect::UniformCounts => v.counts = Counts::Uniform,
                 Suspect::RankL1 => v.rank = "l1",
+                Suspect::RankGroupL1 => v.rank = "group-l1",
+                Suspect::ExactTarget => v.exact_target = true,
+                Suspect::AfterNormalization => v.point = AnalysisPoint::AfterNormalization,
             }
         }
         v
@@ -305,6 +392,7 @@ impl Variant {
         SelectOptions {
             rule: self.rule,
             mac_weight: self.mac_weight,
+            exact_target: self.exact_target,
             ..SelectOptions::default()
         }
     }
@@ -673,7 +761,7 @@ fn score_all(
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         (s.u.seed, s.r.seed, s.seed) = (draw.seed, draw.seed, draw.seed);
-        let criteria = Registry::default().create_all(&["u", "r", "l1"], &s)?;
+        let criteria = Registry::default().create_all(&["u", "r", "l1", "group-l1"], &s)?;
         let label = scoring_label(scoring);
         let file = fair_scoring::score(model, Some(calibration), &criteria, Progress::QUIET)
             .with_context(|| format!("scoring ({label})"))?;
@@ -1621,6 +1709,8 @@ mod tests {
         };
         assert_eq!(w1, p.scoring.u.w1);
         assert_eq!((v.rule, v.mac_weight), (p.rule, p.mac_weight));
+        assert_eq!(v.exact_target, p.exact_target);
+        assert_eq!(v.rank, p.rank_by.unwrap_or("u"));
         assert_eq!(
             p.recalibration.map(|r| r.batches),
             Some(RECALIBRATION.batches)

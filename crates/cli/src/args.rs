@@ -123,7 +123,8 @@ fn name<T: clap::ValueEnum>(v: T) -> String {
 /// (prune) and then to `fair_scoring::ScoringSettings::default()`.
 #[derive(Debug, Args)]
 pub struct ScoringArgs {
-    /// Criteria to compute, comma-separated (see `fair-pruner criteria`) [default: u,r,l1].
+    /// Criteria to compute, comma-separated (see `fair-pruner criteria`)
+    /// [default: u,r,l1,group-l1].
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub criteria: Vec<String>,
     /// Starting configuration of the scoring, the counts and the steps after surgery:
@@ -165,14 +166,14 @@ pub struct ScoringArgs {
 }
 
 impl ScoringArgs {
-    /// The criterion names asked for (flags, else `config`, else `u,r,l1`).
+    /// The criterion names asked for (flags, else `config`, else `u,r,l1,group-l1`).
     pub fn criteria(&self, config: Option<&Vec<String>>) -> Vec<String> {
         if !self.criteria.is_empty() {
             self.criteria.clone()
         } else if let Some(c) = config {
             c.clone()
         } else {
-            vec!["u".into(), "r".into(), "l1".into()]
+            vec!["u".into(), "r".into(), "l1".into(), "group-l1".into()]
         }
     }
 

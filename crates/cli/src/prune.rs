@@ -312,7 +312,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
     fair_ir::check_outputs(&[("--out", &out)], &refs)?;
     fair_ir::StagedDir::check(&out)?; // refuses a foreign directory now, not after the work
-    let (remove, protect, rank) = args.select.criteria(&section);
+    let (remove, protect, rank) = args.select.criteria(&section, preset);
     let criteria = args.scoring.criteria(section.criteria.as_ref());
 
     // Load the model and data; draw (or read) the calibration samples.
@@ -339,6 +339,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .method(args.select.method())
         .rule(options.rule)
         .mac_weight(options.mac_weight)
+        .exact_target(options.exact_target)
         .counting(options.counting)
         .protect(args.select.protect.clone())
         .evaluate_on(&setup.test, &eval_t)

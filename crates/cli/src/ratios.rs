@@ -22,14 +22,16 @@ pub struct RatiosArgs {
     /// Tolerance of Difference α in [0, 1]: larger removes more.
     #[arg(long, allow_negative_numbers = true)]
     alpha: Option<f64>,
-    /// Find the smallest α that removes at least this fraction of MACs (e.g. 0.5).
+    /// Remove at least this fraction of MACs (e.g. 0.5): the smallest α that reaches it, its
+    /// counts blended down to the target with --exact-target (the `fair-pruner` preset's).
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_macs: Option<f64>,
-    /// Find the smallest α that removes at least this fraction of parameters.
+    /// Remove at least this fraction of parameters (as --target-macs).
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_params: Option<f64>,
-    /// Starting configuration of the counts (its group rule and MAC weight): `fair-pruner`
-    /// or `paper`; --rule and --mac-weight override it [default: fair-pruner].
+    /// Starting configuration of the counts (its group rule, MAC weight, exact target and
+    /// ranking): `fair-pruner` or `paper`; --rule, --mac-weight, --exact-target and --rank-by
+    /// override it [default: fair-pruner].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     #[command(flatten)]
@@ -59,12 +61,26 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let start = Instant::now();
     let file = ScoreFile::load(&args.scores)?;
     let section = PruneSection::default();
-    let (remove, protect, rank) = args.select.criteria(&section);
-    let options = args
-        .select
-        .options(&section, args.preset.unwrap_or_default())?;
+    let preset = args.preset.unwrap_or_default();
+    let (remove, protect, rank) = args.select.criteria(&section, preset);
+    let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
-    let selector = Selector::from_scores(&file, &args.scores, &remove, &protect, &rank, options)?;
+    let selector = match Selector::from_scores(
+        &file,
+        &args.scores,
+        &remove,
+        &protect,
+        &rank,
+        options,
+    ) {
+        Err(e) if args.select.rank_by.is_none() && file.criterion(&rank).is_none() => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "the {preset} preset ranks each layer's units by `{rank}`, which this score file lacks: \
+                 pass --rank-by u for the paper's U ranking, or score again with `--criteria u,r,{rank}`"
+            )));
+        }
+        r => r?,
+    };
     let selection = selector.select(goal, args.select.method())?;
     let elapsed = start.elapsed();
     if let Some(path) = &args.write_plan {

@@ -49,8 +49,10 @@ pub struct SelectArgs {
     /// ToD's protection signal: units with high scores are protected [default: r].
     #[arg(long, value_name = "CRITERION")]
     pub protect_by: Option<String>,
-    /// Which criterion orders the units each layer removes (lowest first), e.g. `l1` for
-    /// "ToD counts + L1 ranking" [default: the --remove-by criterion].
+    /// Which criterion orders the units each layer removes (lowest first), e.g. `u` for the
+    /// paper's "ToD counts + U ranking" [default: the --remove-by criterion when one is given;
+    /// else from the preset: `group-l1` (Torch-Pruning's group L1, which ranked best after
+    /// fine-tuning) for `fair-pruner`, `u` for `paper`].
     #[arg(long, value_name = "CRITERION")]
     pub rank_by: Option<String>,
     /// How layers coupled by residual adds settle on one set of units: `summed` ranks a
@@ -71,6 +73,14 @@ pub struct SelectArgs {
         conflicts_with = "uniform"
     )]
     pub mac_weight: Option<f64>,
+    /// With --macs or --params: land on the target instead of taking the first α past it.
+    /// ToD counts change only at some tolerances, where many layers gain units at once (a
+    /// 30 % target can give 36 %); with this on, each layer's count is blended between its
+    /// ToD counts at that α and at the tolerance below, the least blend that reaches the
+    /// target (a fair-pruner extension). `--exact-target false` takes the first α past the
+    /// target [default: from the preset: true for `fair-pruner`, false for `paper`].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", conflicts_with = "uniform")]
+    pub exact_target: Option<bool>,
     /// Every layer keeps at least this many units [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_keep: Option<u64>,
@@ -87,8 +97,8 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    /// (remove-by, protect-by, rank-by) after the config and defaults.
-    pub fn criteria(&self, section: &PruneSection) -> (String, String, String) {
+    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults.
+    pub fn criteria(&self, section: &PruneSection, preset: Preset) -> (String, String, String) {
         let remove = self
             .remove_by
             .clone()
@@ -99,10 +109,18 @@ impl SelectArgs {
             .clone()
             .or(section.protect_by.clone())
             .unwrap_or_else(|| "r".into());
+        // An explicit removal signal is also the ranking unless one is given; otherwise the
+        // preset's ranking applies.
+        let remove_given = self.remove_by.is_some() || section.remove_by.is_some();
         let rank = self
             .rank_by
             .clone()
             .or(section.rank_by.clone())
+            .or_else(|| {
+                (!remove_given)
+                    .then(|| preset.settings(1).rank_by.map(str::to_owned))
+                    .flatten()
+            })
             .unwrap_or_else(|| remove.clone());
         (remove, protect, rank)
     }
@@ -124,6 +142,10 @@ impl SelectArgs {
         Ok(SelectOptions {
             rule: self.rule.or(section.rule).unwrap_or(p.rule),
             mac_weight,
+            exact_target: self
+                .exact_target
+                .or(section.exact_target)
+                .unwrap_or(p.exact_target),
             counting: CountOptions {
                 min_keep: self
                     .min_keep

@@ -187,8 +187,6 @@ fn score_then_ratios_from_stored_scores() {
         "8",
         "--batch-size",
         "6",
-        "--criteria",
-        "u,r,l1",
         "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -208,6 +206,43 @@ fn score_then_ratios_from_stored_scores() {
         file["provenance"]["model_digest"].as_str().unwrap().len(),
         64
     );
+    // The default criteria include the default preset's ranking (group-l1) ...
+    assert_eq!(
+        file["layers"][0]["scores"]["group-l1"]
+            .as_array()
+            .unwrap()
+            .len(),
+        64
+    );
+    // ... and a score file without it says how to go on.
+    let mut old = file.clone();
+    for l in old["layers"].as_array_mut().unwrap() {
+        l["scores"].as_object_mut().unwrap().remove("group-l1");
+    }
+    old["provenance"]["criteria"]
+        .as_object_mut()
+        .unwrap()
+        .remove("group-l1");
+    let old_path = dir.path().join("old.json");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+    let old_s = old_path.to_str().unwrap();
+    let o = run(&["ratios", "--scores", old_s, "--alpha", "0.2"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--rank-by u") && stderr(&o).contains("no 'group-l1' scores"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "ratios",
+        "--scores",
+        old_s,
+        "--alpha",
+        "0.2",
+        "--rank-by",
+        "u",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     let o = run(&["ratios", "--scores", s, "--alpha", "0.2", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

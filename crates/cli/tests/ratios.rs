@@ -18,7 +18,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Writes a score file for a zoo model with seeded pseudo-random U and R.
+/// Writes a score file for a zoo model with seeded pseudo-random U, R and group L1 (the
+/// default preset's ranking).
 fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
     let graph = fair_zoo::build(model, input, 10).unwrap();
     let mut state = seed;
@@ -34,7 +35,7 @@ fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
         .map(|l| {
             let units = graph.units(l).unwrap();
             let mut scores = BTreeMap::new();
-            for c in ["u", "r"] {
+            for c in ["u", "r", "group-l1"] {
                 scores.insert(c.to_owned(), (0..units).map(|_| next()).collect());
             }
             LayerScores {
@@ -59,7 +60,12 @@ fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
             data: String::new(),
             data_digest: String::new(),
             samples: 0,
-            criteria: [("u".to_owned(), record.clone()), ("r".to_owned(), record)].into(),
+            criteria: [
+                ("u".to_owned(), record.clone()),
+                ("r".to_owned(), record.clone()),
+                ("group-l1".to_owned(), record),
+            ]
+            .into(),
         },
         graph: graph.to_spec(),
         layers,

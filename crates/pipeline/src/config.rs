@@ -69,6 +69,8 @@ pub struct PruneSection {
     pub preset: Option<crate::Preset>,
     /// Exponent γ of the MAC-aware counts (0: blind to MACs, as the paper).
     pub mac_weight: Option<f64>,
+    /// Whether a MACs or parameters target blends two ToD solutions to land on the target.
+    pub exact_target: Option<bool>,
     /// Where the U-Score reads units.
     pub analysis_point: Option<AnalysisPoint>,
     /// Forward mode of the R-Score passes.

@@ -22,8 +22,10 @@ pub enum Preset {
     /// fair-pruner's default: the paper preset with the changes that raised accuracy on a
     /// validation split carved from the training data (docs/results.md, "Ablation"): R in
     /// eval mode, MAC-aware counts (γ = 1), no BatchNorm drift, coupled (residual) layers
-    /// ranked by their summed scores ([`GroupRule::Summed`]), and BatchNorm recalibration
-    /// after surgery (32 batches).
+    /// ranked by their summed scores ([`GroupRule::Summed`]), targets met exactly
+    /// (`exact_target`), each layer's ToD count of units chosen by lowest group L1
+    /// (`group-l1`, Torch-Pruning's group magnitude) rather than lowest U, and BatchNorm
+    /// recalibration after surgery (32 batches).
     #[default]
     FairPruner,
 }
@@ -38,6 +40,12 @@ pub struct PresetSettings {
     pub rule: GroupRule,
     /// Exponent γ of the MAC-aware counts (0: counts blind to MACs, as the paper).
     pub mac_weight: f64,
+    /// Whether a MACs or parameters target blends two ToD solutions to land on the target
+    /// ([`fair_analysis::SelectOptions::exact_target`]) rather than taking the first α past it.
+    pub exact_target: bool,
+    /// The criterion that orders the units each layer removes; `None`: the remove-by one
+    /// (U, as the paper).
+    pub rank_by: Option<&'static str>,
     /// BatchNorm recalibration after surgery, if any.
     pub recalibration: Option<BnRecalibration>,
 }
@@ -63,6 +71,8 @@ impl Preset {
                 scoring: ScoringSettings::paper(batch_size),
                 rule: GroupRule::Package,
                 mac_weight: 0.0,
+                exact_target: false,
+                rank_by: None,
                 recalibration: None,
             },
             Preset::FairPruner => {
@@ -76,6 +86,8 @@ impl Preset {
                     scoring,
                     rule: GroupRule::Summed,
                     mac_weight: 1.0,
+                    exact_target: true,
+                    rank_by: Some("group-l1"),
                     recalibration: Some(BnRecalibration::default()),
                 }
             }
@@ -106,6 +118,8 @@ mod tests {
         assert_eq!(p.scoring.r.mode, RMode::Train);
         assert_eq!(p.rule, GroupRule::Package);
         assert_eq!(p.mac_weight, 0.0);
+        assert!(!p.exact_target);
+        assert_eq!(p.rank_by, None);
         assert!(p.recalibration.is_none());
     }
 
@@ -119,6 +133,8 @@ mod tests {
         assert_eq!(p.scoring.r.mode, RMode::Eval);
         assert_eq!(p.rule, GroupRule::Summed);
         assert_eq!(p.mac_weight, 1.0);
+        assert!(p.exact_target);
+        assert_eq!(p.rank_by, Some("group-l1"));
         assert_eq!(p.recalibration.map(|r| r.batches), Some(32));
         assert_eq!(Preset::default(), Preset::FairPruner);
     }

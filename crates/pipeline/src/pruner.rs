@@ -65,9 +65,10 @@ pub struct PruneOutcome {
 
 /// The prune pipeline as a builder. Only the model, calibration data (for data-driven
 /// criteria) and at least one goal are required; everything else has the CLI's defaults:
-/// criteria `u`, `r`, `l1`; ToD with remove-by `u`, protect-by `r`, units ranked by `u`; the
-/// [`Preset::default`]'s settings (group rule, MAC weight, BatchNorm recalibration); no
-/// evaluation, fine-tuning, latency or export unless asked for.
+/// criteria `u`, `r`, `l1`, `group-l1`; ToD with remove-by `u`, protect-by `r`; the
+/// [`Preset::default`]'s settings (group rule, MAC weight, exact targets, units ranked by
+/// `group-l1`, BatchNorm recalibration); no evaluation, fine-tuning, latency or export unless
+/// asked for.
 ///
 /// ```no_run
 /// use fair_pipeline::{Goal, GroupRule, Pruner};
@@ -90,6 +91,9 @@ pub struct Pruner<'a> {
     remove_by: String,
     protect_by: String,
     rank_by: Option<String>,
+    /// The preset's ranking, used while neither `rank_by` nor `remove_by` was set.
+    preset_rank: Option<String>,
+    remove_by_set: bool,
     goals: Vec<Goal>,
     method: Method,
     select: SelectOptions,
@@ -116,11 +120,13 @@ impl<'a> Pruner<'a> {
             model,
             calibration: None,
             registry: Registry::default(),
-            criteria: vec!["u".into(), "r".into(), "l1".into()],
+            criteria: vec!["u".into(), "r".into(), "l1".into(), "group-l1".into()],
             settings: ScoringSettings::default(),
             remove_by: "u".into(),
             protect_by: "r".into(),
             rank_by: None,
+            preset_rank: None,
+            remove_by_set: false,
             goals: Vec::new(),
             method: Method::Tod,
             select: SelectOptions::default(),
@@ -154,8 +160,8 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// Criteria to score (default `u`, `r`, `l1`); the remove-by, protect-by and rank-by
-    /// criteria are always added.
+    /// Criteria to score (default `u`, `r`, `l1`, `group-l1`); the remove-by, protect-by and
+    /// rank-by criteria are always added.
     pub fn criteria<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.criteria = names.into_iter().map(Into::into).collect();
         self
@@ -167,9 +173,12 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// ToD's removal signal (default `u`): low scores are proposed for removal.
+    /// ToD's removal signal (default `u`): low scores are proposed for removal. Unless
+    /// [`Pruner::rank_by`] is set, units are then also ranked by it (not by the preset's
+    /// ranking).
     pub fn remove_by(mut self, criterion: &str) -> Self {
         self.remove_by = criterion.to_owned();
+        self.remove_by_set = true;
         self
     }
 
@@ -179,7 +188,9 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// The criterion that orders the units each layer removes (default: the remove-by one).
+    /// The criterion that orders the units each layer removes (default: the remove-by one
+    /// when [`Pruner::remove_by`] was called; else the preset's: `group-l1` for
+    /// [`Preset::FairPruner`], the remove-by one (`u`) for [`Preset::Paper`]).
     pub fn rank_by(mut self, criterion: &str) -> Self {
         self.rank_by = Some(criterion.to_owned());
         self
@@ -218,6 +229,15 @@ impl<'a> Pruner<'a> {
         self
     }
 
+    /// Whether a MACs or parameters target lands on the target by blending the ToD counts
+    /// at the first α past it with those at the tolerance below (default: the preset's; on
+    /// for `fair-pruner`, off for `paper`); see
+    /// [`fair_analysis::SelectOptions::exact_target`].
+    pub fn exact_target(mut self, on: bool) -> Self {
+        self.select.exact_target = on;
+        self
+    }
+
     /// Starts from `preset`: its scoring settings (keeping this pruner's calibration draw:
     /// samples per class, classes, seeds and memory bound), group rule, MAC weight and
     /// BatchNorm recalibration. The recalibration of a preset runs when a training split is
@@ -238,6 +258,8 @@ impl<'a> Pruner<'a> {
         self.settings = scoring;
         self.select.rule = p.rule;
         self.select.mac_weight = p.mac_weight;
+        self.select.exact_target = p.exact_target;
+        self.preset_rank = p.rank_by.map(str::to_owned);
         self.recalibration = p.recalibration.map(|settings| Recalibrate {
             source: None,
             settings,
@@ -394,7 +416,11 @@ impl<'a> Pruner<'a> {
     }
 
     fn rank(&self) -> &str {
-        self.rank_by.as_deref().unwrap_or(&self.remove_by)
+        match (&self.rank_by, &self.preset_rank) {
+            (Some(r), _) => r,
+            (None, Some(p)) if !self.remove_by_set => p,
+            _ => &self.remove_by,
+        }
     }
 
     /// Every criterion to compute: the requested ones plus remove-by, protect-by, rank-by.
@@ -772,6 +798,7 @@ impl<'a> Pruner<'a> {
                 rank_by: self.rank().to_owned(),
                 preset: self.preset,
                 mac_weight: self.select.mac_weight,
+                exact_target: self.select.exact_target,
                 min_keep: self.select.counting.min_keep,
                 round_to: self.select.counting.round_to,
                 protected: self.select.protected.clone(),

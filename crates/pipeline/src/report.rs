@@ -73,6 +73,9 @@ pub struct SelectionSettings {
     /// Exponent γ of the MAC-aware counts (0: blind to MACs).
     #[serde(default)]
     pub mac_weight: f64,
+    /// Whether a target was met by blending two ToD solutions (`exact_target`).
+    #[serde(default)]
+    pub exact_target: bool,
     /// Every layer keeps at least this many units.
     pub min_keep: usize,
     /// Kept units are rounded up to a multiple of this.

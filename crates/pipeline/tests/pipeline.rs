@@ -200,3 +200,31 @@ fn the_report_schema_is_the_documented_one() {
     assert_eq!(v["title"], "PruneReport");
     assert!(v["properties"]["schema_version"].is_object());
 }
+
+#[test]
+fn the_ranking_follows_the_preset_unless_a_removal_signal_is_chosen() {
+    let input = [3, 16, 16];
+    let (m, cal) = (model("resnet20", input), calibration(input));
+    let selection = |p: Pruner| {
+        p.calibration(&cal)
+            .scoring(quick())
+            .goal(Goal::Macs(0.3))
+            .run()
+            .unwrap()
+            .report
+            .selection
+    };
+    let default = selection(Pruner::new(&m));
+    assert_eq!(default.rank_by, "group-l1");
+    assert!(default.exact_target);
+    let paper = selection(Pruner::new(&m).preset(fair_pipeline::Preset::Paper));
+    assert_eq!(paper.rank_by, "u");
+    assert!(!paper.exact_target);
+    assert_eq!(selection(Pruner::new(&m).remove_by("l1")).rank_by, "l1");
+    let chosen = Pruner::new(&m)
+        .remove_by("l1")
+        .rank_by("u")
+        .exact_target(false);
+    let chosen = selection(chosen);
+    assert_eq!((chosen.rank_by.as_str(), chosen.exact_target), ("u", false));
+}

@@ -240,6 +240,99 @@ impl Criterion for BnScale {
     }
 }
 
+/// Torch-Pruning's group magnitude (`GroupMagnitudeImportance(p)` with mean group
+/// reduction): for each unit, Σ|w|ᵖ over every weight slice removed with it — the producing
+/// layers' filters or rows, the BatchNorm scales and depthwise filters it passes through,
+/// the readers' input slices (all H·W features after a flatten) — averaged over those
+/// slices. Biases and running statistics are not counted. Every layer of a coupled group
+/// (a residual stage) gets the group's scores. Unlike [`L1Norm`], it sees what BatchNorm
+/// does to a channel (its scale) and how much the next layer uses it, so the scale a
+/// BatchNorm cancels does not decide the ranking.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupMagnitude {
+    /// The exponent p (1: `group-l1`, 2: `group-l2`); Σ|w|ᵖ, no root, as Torch-Pruning.
+    pub p: f64,
+}
+
+impl Criterion for GroupMagnitude {
+    fn name(&self) -> &str {
+        match self.p {
+            1.0 => "group-l1",
+            2.0 => "group-l2",
+            _ => "group-magnitude",
+        }
+    }
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({ "p": self.p })
+    }
+    fn needs_data(&self) -> bool {
+        false
+    }
+    fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
+        let graph = ctx.model.graph();
+        let groups = fair_analysis::analyze(graph, &[])?;
+        let mut by_group: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        let mut scores = Vec::with_capacity(ctx.layers.len());
+        for layer in ctx.layers {
+            let group = groups
+                .group_of(&layer.name)
+                .ok_or_else(|| ScoringError::NotPrunable {
+                    layer: layer.name.clone(),
+                    model: graph.name().to_owned(),
+                })?;
+            if !by_group.contains_key(&group) {
+                let slices = groups.unit_slices(graph, group);
+                let s = group_magnitude(ctx.model, &slices, layer.units, self.p)?;
+                by_group.insert(group, s);
+            }
+            scores.push(by_group[&group].clone());
+        }
+        Ok(scores.into())
+    }
+}
+
+/// Mean over `slices` (weights only) of each unit's Σ|w|ᵖ.
+fn group_magnitude(
+    model: &Model,
+    slices: &[fair_analysis::UnitSlices],
+    units: usize,
+    p: f64,
+) -> Result<Vec<f64>, ScoringError> {
+    let (mut sum, mut count) = (vec![0.0; units], vec![0usize; units]);
+    for slice in slices
+        .iter()
+        .filter(|s| s.kind == fair_ir::ParamKind::Weight)
+    {
+        let w = model.tensor(&slice.param)?;
+        let along = torch(
+            w.detach()
+                .to_kind(Kind::Double)
+                .f_movedim([slice.axis as i64].as_slice(), [0i64].as_slice())
+                .and_then(|t| t.f_reshape([w.size().get(slice.axis).copied().unwrap_or(1), -1]))
+                .and_then(|t| t.f_abs())
+                .and_then(|t| t.f_pow_tensor_scalar(p))
+                .and_then(|t| t.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)),
+            || format!("|w|^p of '{}'", slice.param),
+        )?;
+        let along = torch(
+            Vec::<f64>::try_from(along.to_device(tch::Device::Cpu)),
+            || format!("reading '{}'", slice.param),
+        )?;
+        for (u, positions) in slice.positions.iter().enumerate().take(units) {
+            if positions.is_empty() {
+                continue;
+            }
+            sum[u] += positions.iter().map(|&i| along[i as usize]).sum::<f64>();
+            count[u] += 1;
+        }
+    }
+    Ok(sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &n)| if n == 0 { 0.0 } else { s / n as f64 })
+        .collect())
+}
+
 /// Uniform random scores (seeded): the control every criterion should beat.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RandomScore {
@@ -276,9 +369,10 @@ struct Entry {
     factory: Factory,
 }
 
-/// Criteria by name. [`Registry::default`] holds the built-ins (`u`, `r`, `l1`, `l2`, `bn`,
-/// `random`); a researcher adds a criterion with [`Registry::register`] and it is then
-/// usable everywhere a name is: scoring, ToD's remove-by/protect-by, ranking, the pipeline.
+/// Criteria by name. [`Registry::default`] holds the built-ins (`u`, `r`, `l1`, `l2`,
+/// `group-l1`, `group-l2`, `bn`, `random`); a researcher adds a criterion with
+/// [`Registry::register`] and it is then usable everywhere a name is: scoring, ToD's
+/// remove-by/protect-by, ranking, the pipeline.
 ///
 /// ```
 /// use fair_scoring::{Context, Criterion, Registry, Scored, ScoringError};
@@ -399,6 +493,16 @@ impl Default for Registry {
         )
         .register("l1", "L1 norm of each unit's weights", |_| Box::new(L1Norm))
         .register("l2", "L2 norm of each unit's weights", |_| Box::new(L2Norm))
+        .register(
+            "group-l1",
+            "Torch-Pruning's group L1: mean Σ|w| over every weight slice removed with the unit",
+            |_| Box::new(GroupMagnitude { p: 1.0 }),
+        )
+        .register(
+            "group-l2",
+            "Torch-Pruning's group norm: mean Σw² over every weight slice removed with the unit",
+            |_| Box::new(GroupMagnitude { p: 2.0 }),
+        )
         .register("bn", "|γ| of the BatchNorm right after the layer", |_| {
             Box::new(BnScale)
         })

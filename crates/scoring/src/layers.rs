@@ -20,6 +20,12 @@ pub enum AnalysisPoint {
     /// After the BatchNorm and/or activation that directly follow the layer, when they do
     /// (the authors' VGG example).
     AfterActivation,
+    /// After the BatchNorm that directly follows the layer, before its activation: the
+    /// channel as the rest of the network sees it up to the non-linearity, with BatchNorm's
+    /// scale γ/σ applied (a conv's own output scale is cancelled by its BatchNorm, so W1
+    /// there does not say how large the channel is). A layer without a BatchNorm is read
+    /// where [`AnalysisPoint::Package`] reads it. A fair-pruner extension.
+    AfterNormalization,
 }
 
 /// A prunable layer as the scorers see it.
@@ -52,9 +58,17 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
         .map(|name| {
             let conv = graph.shape(name).expect("listed by the graph").len() == 3;
             let mut analysis = name.to_owned();
-            if point == AnalysisPoint::Package
+            if matches!(
+                point,
+                AnalysisPoint::Package | AnalysisPoint::AfterNormalization
+            ) && let Some(n) =
+                only_reader(graph, name).filter(|n| matches!(n.op, fair_ir::Op::Relu(_)))
+            {
+                analysis = n.name.clone();
+            }
+            if point == AnalysisPoint::AfterNormalization
                 && let Some(n) =
-                    only_reader(graph, name).filter(|n| matches!(n.op, fair_ir::Op::Relu(_)))
+                    only_reader(graph, &analysis).filter(|n| n.op.role() == Role::Normalization)
             {
                 analysis = n.name.clone();
             }

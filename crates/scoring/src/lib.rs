@@ -38,8 +38,8 @@ mod u_score;
 
 pub use calibration::Calibration;
 pub use criteria::{
-    BnScale, Context, Criterion, Factory, L1Norm, L2Norm, RScore, RandomScore, Registry, Scored,
-    ScoringSettings, UScore,
+    BnScale, Context, Criterion, Factory, GroupMagnitude, L1Norm, L2Norm, RScore, RandomScore,
+    Registry, Scored, ScoringSettings, UScore,
 };
 pub use error::ScoringError;
 pub use layers::{AnalysisPoint, PrunableLayer, prunable_layers};

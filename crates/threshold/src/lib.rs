@@ -339,6 +339,57 @@ where
     })
 }
 
+/// Steps of the blend between two tolerances in [`alpha_for_target_exact`].
+const BLEND_STEPS: usize = 1000;
+
+/// [`alpha_for_target`], landing on the target instead of jumping past it. Counts change
+/// only at the candidate tolerances, and at each one every layer whose ToD curve has that
+/// value gains units at once, so the smallest α that reaches the target can remove far more
+/// (e.g. 36 % of the MACs for a 30 % target). Here the counts at that α (`hi`) and at the
+/// candidate just below (`lo`, short of the target) are blended: each layer removes
+/// lo + ⌊λ·(hi − lo)⌋ units (options applied), with λ the smallest multiple of 1/1000 that
+/// reaches the target. Every layer's count stays between its ToD counts at the two
+/// tolerances, so the layers that ToD lets grow still grow, in proportion to their step.
+/// Below the smallest candidate (α = 0) `lo` removes nothing. `setting` is the α found;
+/// where it reaches the target exactly, the result is [`alpha_for_target`]'s.
+pub fn alpha_for_target_exact<F>(
+    curves: &[TodCurve],
+    options: CountOptions,
+    target: f64,
+    mut reduction: F,
+) -> Result<TargetResult, ThresholdError>
+where
+    F: FnMut(&[usize]) -> Result<f64, String>,
+{
+    let found = alpha_for_target(curves, options, target, &mut reduction)?;
+    if found.achieved <= target {
+        return Ok(found);
+    }
+    let alphas = candidate_alphas(curves);
+    let lo = match alphas.iter().rposition(|&a| a < found.setting) {
+        Some(below) => counts_at(curves, alphas[below], options)?,
+        // Below the smallest tolerance nothing is removed.
+        None => curves.iter().map(|c| options.apply(c.units(), 0)).collect(),
+    };
+    let blend = |step: usize| -> Vec<usize> {
+        lo.iter()
+            .zip(&found.counts)
+            .zip(curves)
+            .map(|((&l, &h), c)| {
+                options.apply(c.units(), l + h.saturating_sub(l) * step / BLEND_STEPS)
+            })
+            .collect()
+    };
+    let (step, achieved) = search(BLEND_STEPS + 1, target, |step| {
+        reduction(&blend(step)).map_err(ThresholdError::Cost)
+    })?;
+    Ok(TargetResult {
+        setting: found.setting,
+        counts: blend(step),
+        achieved,
+    })
+}
+
 /// Uniform baseline: remove ⌊ratio·n⌋ units from every layer (options applied).
 pub fn uniform_counts(
     units: &[usize],
