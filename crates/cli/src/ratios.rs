@@ -65,6 +65,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let (remove, protect, rank) = args.select.criteria(&section, preset);
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
+    let exact = options.exact_target && !matches!(goal, Goal::Alpha(_));
     let selector = match Selector::from_scores(
         &file,
         &args.scores,
@@ -126,6 +127,9 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         if weighted {
             out["mac_weight"] = gamma.into();
         }
+        if exact {
+            out["exact_target"] = true.into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -146,11 +150,16 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         })
         .collect();
     let rule = selector.options().rule.name();
-    let gamma_note = if weighted {
+    let mut gamma_note = if weighted {
         format!(", MAC weight γ = {gamma}")
     } else {
         String::new()
     };
+    if exact && matches!(args.select.method(), Method::Tod) {
+        gamma_note.push_str(
+            ", exact target: counts between the ToD counts at α and at the tolerance below",
+        );
+    }
     match args.select.method() {
         Method::Tod => println!("α = {} ({rule} rule{gamma_note})\n", selection.setting),
         Method::Uniform => println!("uniform ratio = {} ({rule} rule)\n", selection.setting),

@@ -280,12 +280,14 @@ impl Criterion for GroupMagnitude {
                     layer: layer.name.clone(),
                     model: graph.name().to_owned(),
                 })?;
-            if !by_group.contains_key(&group) {
-                let slices = groups.unit_slices(graph, group);
-                let s = group_magnitude(ctx.model, &slices, layer.units, self.p)?;
-                by_group.insert(group, s);
-            }
-            scores.push(by_group[&group].clone());
+            let s = match by_group.entry(group) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let slices = groups.unit_slices(graph, group);
+                    e.insert(group_magnitude(ctx.model, &slices, layer.units, self.p)?)
+                }
+            };
+            scores.push(s.clone());
         }
         Ok(scores.into())
     }
