@@ -47,7 +47,7 @@ pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeRepor
 pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
 };
-pub use select::{Goal, Method, SelectOptions, Selection, Selector};
+pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
 
 /// The largest JSON file (plan or score file) read: 1 GiB.
 const MAX_TEXT_FILE: u64 = 1 << 30;

@@ -93,6 +93,41 @@ pub enum Method {
     Uniform,
 }
 
+/// The cost c_l behind a layer's MAC weight w_l = (c_l / c_max)^γ
+/// ([`SelectOptions::mac_weight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum MacCost {
+    /// The MACs saved by removing one unit of the layer together with everything coupled to
+    /// it ([`Selector::unit_macs`]): each member of a coupled group is charged the whole
+    /// group's saving.
+    #[default]
+    Unit,
+    /// The same saving divided among the scored members of the layer's coupled group
+    /// (`unit_macs / k` for a group of k scored layers; unchanged for a lone layer). Under
+    /// [`GroupRule::Summed`] one ToD curve stands for all k members, so a group's unit then
+    /// pays for the k layers that lose it, like k lone layers would.
+    Shared,
+    /// The shared saving times the layer's width n_l (`unit_macs · n_l / k`): the MACs saved
+    /// per fraction of the layer removed, which ToD counts are closest to. In a net whose
+    /// stages keep MACs level (width doubles as resolution halves) every layer then weighs
+    /// about the same.
+    Fraction,
+}
+
+impl MacCost {
+    /// The name used by the CLI, config files and reports (`unit`, `shared`, `fraction`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MacCost::Unit => "unit",
+            MacCost::Shared => "shared",
+            MacCost::Fraction => "fraction",
+        }
+    }
+}
+
 /// Options of a [`Selector`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SelectOptions {
@@ -111,6 +146,9 @@ pub struct SelectOptions {
     /// and give up fewer units. No layer's tolerance exceeds α, and α = 0 and α = 1 give the
     /// unweighted counts. A fair-pruner extension, not in the paper or the authors' package.
     pub mac_weight: f64,
+    /// What the MAC weight measures each layer's cost by (used only with `mac_weight` > 0):
+    /// see [`MacCost`]. Default [`MacCost::Unit`].
+    pub mac_cost: MacCost,
     /// With a MACs or parameters target, land on it instead of taking the first α that
     /// passes it: the counts blend between the ToD counts at that α and at the tolerance just
     /// below ([`fair_threshold::alpha_for_target_exact`]). Off by default (every layer's
@@ -279,7 +317,18 @@ impl Selector {
             .map(|(l, (u, r))| TodCurve::new(l, u, r))
             .collect::<Result<Vec<_>, _>>()?;
         let unit_macs = unit_macs(&graph, &groups, &index)?;
-        let weights = mac_weights(&unit_macs, gamma);
+        let members = group_members(&groups, &index);
+        let costs: Vec<f64> = unit_macs
+            .iter()
+            .zip(&members)
+            .zip(&layers)
+            .map(|((&c, &k), l)| match options.mac_cost {
+                MacCost::Unit => c as f64,
+                MacCost::Shared => c as f64 / k as f64,
+                MacCost::Fraction => c as f64 * graph.units(l).unwrap_or(1) as f64 / k as f64,
+            })
+            .collect();
+        let weights = mac_weights(&costs, gamma);
         if gamma > 0.0 {
             for ((curve, &w), l) in curves.iter_mut().zip(&weights).zip(&layers) {
                 if !(w.is_finite() && w > 0.0) {
@@ -532,12 +581,28 @@ fn unit_macs(
 /// ones only loses units whose ToD is 0.
 const MIN_WEIGHT: f64 = 1e-9;
 
+/// The number of scored members of each scored layer's channel group (1 for a lone layer).
+fn group_members(groups: &ChannelGroups, index: &HashMap<&str, usize>) -> Vec<usize> {
+    let mut members = vec![1; index.len()];
+    for g in groups.groups() {
+        let scored: Vec<usize> = g
+            .layers
+            .iter()
+            .filter_map(|l| index.get(l.as_str()).copied())
+            .collect();
+        for &i in &scored {
+            members[i] = scored.len().max(1);
+        }
+    }
+    members
+}
+
 /// w_l = (c_l / c_max)^γ ∈ (0, 1], c_max the largest cost; 1 where c_l = 0 or γ = 0.
-fn mac_weights(costs: &[u64], gamma: f64) -> Vec<f64> {
+fn mac_weights(costs: &[f64], gamma: f64) -> Vec<f64> {
     let max_log = costs
         .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| (c as f64).ln())
+        .filter(|&&c| c > 0.0)
+        .map(|&c| c.ln())
         .fold(f64::NEG_INFINITY, f64::max);
     if gamma == 0.0 || max_log == f64::NEG_INFINITY {
         return vec![1.0; costs.len()];
@@ -545,10 +610,10 @@ fn mac_weights(costs: &[u64], gamma: f64) -> Vec<f64> {
     costs
         .iter()
         .map(|&c| {
-            if c == 0 {
+            if c == 0.0 {
                 1.0
             } else {
-                (gamma * ((c as f64).ln() - max_log)).exp().max(MIN_WEIGHT)
+                (gamma * (c.ln() - max_log)).exp().max(MIN_WEIGHT)
             }
         })
         .collect()

@@ -1,7 +1,7 @@
 //! MAC-aware ToD counts (`SelectOptions::mac_weight`): the per-unit MAC costs against a hand
 //! computation, γ = 0 as the paper, and γ > 0 moving removals from cheap to costly layers.
 
-use fair_analysis::{AnalysisError, Goal, Method, SelectOptions, Selector};
+use fair_analysis::{AnalysisError, Goal, MacCost, Method, SelectOptions, Selector};
 use fair_ir::{Graph, GraphBuilder};
 use fair_threshold::{CountOptions, TodCurve, counts_at};
 
@@ -137,6 +137,52 @@ fn coupled_layers_share_the_cost_of_their_group() {
     let conv_c = conv_per_out(8, 3, 4, 4) + 4 * 4 * 10;
     assert_eq!(sel.unit_macs(), [group, conv_a, group, conv_c]);
     assert_eq!(sel.weights()[0], sel.weights()[2]);
+
+    // The other cost measures, by hand: `shared` splits the group's saving between its two
+    // scored members; `fraction` multiplies the shared saving by the layer's width.
+    let shared = [
+        group as f64 / 2.0,
+        conv_a as f64,
+        group as f64 / 2.0,
+        conv_c as f64,
+    ];
+    let widths = [8.0, 8.0, 8.0, 4.0];
+    let fraction: Vec<f64> = shared.iter().zip(widths).map(|(c, n)| c * n).collect();
+    for (cost, want) in [
+        (
+            MacCost::Unit,
+            [group, conv_a, group, conv_c].map(|c| c as f64).to_vec(),
+        ),
+        (MacCost::Shared, shared.to_vec()),
+        (MacCost::Fraction, fraction),
+    ] {
+        let (layers, u, r) = scores(&graph, 3);
+        let sel = Selector::new(
+            graph.clone(),
+            layers,
+            &refs(&u),
+            &refs(&r),
+            &refs(&u),
+            SelectOptions {
+                mac_weight: 1.0,
+                mac_cost: cost,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // The MACs per unit do not depend on the measure; the weights are the costs
+        // relative to the largest.
+        assert_eq!(sel.unit_macs(), [group, conv_a, group, conv_c]);
+        let max = want.iter().cloned().fold(0.0, f64::max);
+        for ((w, c), l) in sel.weights().iter().zip(&want).zip(sel.layers()) {
+            let expected = c / max;
+            assert!(
+                (w - expected).abs() < 1e-12 * expected,
+                "{} cost: layer {l} weight {w}, expected {expected}",
+                cost.name()
+            );
+        }
+    }
 }
 
 #[test]

@@ -18,7 +18,9 @@
 //! (`fair-package-rule`: the package group rule, [`PACKAGE_RULE`]; `fair-mac-half`: MAC
 //! weight γ = 0.5; `fair-uniform-u`: uniform counts, U ranking; `fair-tod-l1` and
 //! `fair-tod-group-l1`: ToD counts, L1 or group-L1 ranking; `fair-exact`: counts that land on
-//! the target; `fair-exact-after-bn`: that with U read after the BatchNorm); the baselines
+//! the target; `fair-exact-after-bn`: that with U read after the BatchNorm); the default
+//! before its MAC costs were measured per fraction of a layer (`fair-mac-unit`, [`UNIT_COST`])
+//! and its shared-cost change (`fair-mac-shared`); the baselines
 //! `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global Taylor and
 //! global group-norm pruning (`xtask/bench/ablation_reference.py`).
 
@@ -31,7 +33,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use fair_analysis::{
-    Goal, GroupRule, Method as Counts, Plan, ResolveOptions, ScoreFile, SelectOptions, Selector,
+    Goal, GroupRule, MacCost, Method as Counts, Plan, ResolveOptions, ScoreFile, SelectOptions,
+    Selector,
 };
 use fair_data::{ImageSource, Source, Transform};
 use fair_pipeline::{DrawSettings, RunConfig};
@@ -107,6 +110,10 @@ pub enum Suspect {
     /// U read after the BatchNorm that follows the layer, before its activation
     /// (`AnalysisPoint::AfterNormalization`).
     AfterNormalization,
+    /// A coupled group's MAC saving shared among its members (`MacCost::Shared`).
+    SharedMacs,
+    /// MAC cost per fraction of the layer, shared in a group (`MacCost::Fraction`).
+    FractionMacs,
 }
 
 /// What `fair-package-rule` changes from `fair-paper`: [`PREVIOUS`] with the package group
@@ -122,9 +129,21 @@ pub const PREVIOUS: &[Suspect] = &[
     Suspect::Summed,
 ];
 
+/// The default before MAC costs were measured per fraction of a layer (`fair-mac-unit`):
+/// [`PREVIOUS`] with counts that land on the target and units ranked by group L1, each member
+/// of a residual group charged the whole group's MACs (`MacCost::Unit`).
+pub const UNIT_COST: &[Suspect] = &[
+    Suspect::REval,
+    Suspect::MacWeight,
+    Suspect::NoDrift,
+    Suspect::Summed,
+    Suspect::ExactTarget,
+    Suspect::RankGroupL1,
+];
+
 /// What [`fair_pipeline::Preset::FairPruner`] changes from `fair-paper`, measured as
-/// `fair-default` (a test checks that the two agree): [`PREVIOUS`] with counts that land on
-/// the target and units ranked by group L1.
+/// `fair-default` (a test checks that the two agree): [`UNIT_COST`] with MAC costs per
+/// fraction of each layer (`MacCost::Fraction`).
 pub const DEFAULT: &[Suspect] = &[
     Suspect::REval,
     Suspect::MacWeight,
@@ -132,6 +151,7 @@ pub const DEFAULT: &[Suspect] = &[
     Suspect::Summed,
     Suspect::ExactTarget,
     Suspect::RankGroupL1,
+    Suspect::FractionMacs,
 ];
 
 /// The methods, in table order.
@@ -181,6 +201,14 @@ pub enum Method {
     /// fair-exact with U read after the BatchNorm (`AfterNormalization`).
     #[value(name = "fair-exact-after-bn")]
     FairExactAfterBn,
+    /// The default before this change (`UNIT_COST`): each member of a residual group charged
+    /// the whole group's MAC saving (`MacCost::Unit`).
+    #[value(name = "fair-mac-unit")]
+    FairMacUnit,
+    /// fair-mac-unit with a residual group's MAC saving shared among its members
+    /// (`MacCost::Shared`).
+    #[value(name = "fair-mac-shared")]
+    FairMacShared,
     /// fair-pruner's default preset (`DEFAULT`, equal to [`fair_pipeline::Preset::FairPruner`]).
     #[value(name = "fair-default")]
     FairDefault,
@@ -205,7 +233,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 20] = [
+    pub const ALL: [Method; 22] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
@@ -220,6 +248,8 @@ impl Method {
         Method::FairTodGroupL1,
         Method::FairExact,
         Method::FairExactAfterBn,
+        Method::FairMacUnit,
+        Method::FairMacShared,
         Method::FairDefault,
         Method::UniformGroupL1,
         Method::UniformL1,
@@ -247,6 +277,8 @@ impl Method {
             Method::UniformGroupL1 => "uniform-group-l1",
             Method::FairExact => "fair-exact",
             Method::FairExactAfterBn => "fair-exact-after-bn",
+            Method::FairMacUnit => "fair-mac-unit",
+            Method::FairMacShared => "fair-mac-shared",
             Method::UniformL1 => "uniform-l1",
             Method::TpL1 => "tp-l1",
             Method::TpTaylor => "tp-taylor",
@@ -318,6 +350,16 @@ impl Method {
                 Suspect::ExactTarget,
                 Suspect::AfterNormalization,
             ]),
+            Method::FairMacShared => Some(&[
+                Suspect::REval,
+                Suspect::MacWeight,
+                Suspect::NoDrift,
+                Suspect::Summed,
+                Suspect::ExactTarget,
+                Suspect::RankGroupL1,
+                Suspect::SharedMacs,
+            ]),
+            Method::FairMacUnit => Some(UNIT_COST),
             _ => None,
         }
     }
@@ -341,6 +383,7 @@ struct Variant {
     /// The package's BatchNorm drift and quantile-grid W1 (else no drift, exact W1).
     drift: bool,
     mac_weight: f64,
+    mac_cost: MacCost,
     rule: GroupRule,
     /// ToD counts, or the same fraction of every layer.
     counts: Counts,
@@ -360,6 +403,7 @@ impl Variant {
             r_mode: paper.r.mode,
             drift: true,
             mac_weight: 0.0,
+            mac_cost: MacCost::Unit,
             rule: GroupRule::Package,
             counts: Counts::Tod,
             rank: "u",
@@ -378,6 +422,8 @@ impl Variant {
                 Suspect::RankGroupL1 => v.rank = "group-l1",
                 Suspect::ExactTarget => v.exact_target = true,
                 Suspect::AfterNormalization => v.point = AnalysisPoint::AfterNormalization,
+                Suspect::SharedMacs => v.mac_cost = MacCost::Shared,
+                Suspect::FractionMacs => v.mac_cost = MacCost::Fraction,
             }
         }
         v
@@ -392,6 +438,7 @@ impl Variant {
         SelectOptions {
             rule: self.rule,
             mac_weight: self.mac_weight,
+            mac_cost: self.mac_cost,
             exact_target: self.exact_target,
             ..SelectOptions::default()
         }
@@ -1709,6 +1756,7 @@ mod tests {
         };
         assert_eq!(w1, p.scoring.u.w1);
         assert_eq!((v.rule, v.mac_weight), (p.rule, p.mac_weight));
+        assert_eq!(v.mac_cost, p.mac_cost);
         assert_eq!(v.exact_target, p.exact_target);
         assert_eq!(v.rank, p.rank_by.unwrap_or("u"));
         assert_eq!(

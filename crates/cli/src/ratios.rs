@@ -126,6 +126,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         });
         if weighted {
             out["mac_weight"] = gamma.into();
+            out["mac_cost"] = selector.options().mac_cost.name().into();
         }
         if exact {
             out["exact_target"] = true.into();

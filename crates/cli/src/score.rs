@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fair_analysis::{GroupRule, Method, SelectOptions};
+use fair_analysis::{GroupRule, MacCost, Method, SelectOptions};
 use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
@@ -73,6 +73,13 @@ pub struct SelectArgs {
         conflicts_with = "uniform"
     )]
     pub mac_weight: Option<f64>,
+    /// What --mac-weight measures a layer's cost c by: `unit` — the MACs one unit saves with
+    /// everything coupled to it (a residual group's member is charged the whole group's
+    /// saving); `shared` — that saving divided among the group's k scored layers, so a
+    /// group's unit pays for the k layers that lose it; `fraction` — the shared saving times
+    /// the layer's width, the MACs per fraction of the layer [default: from the preset].
+    #[arg(long, value_enum, value_name = "COST", conflicts_with = "uniform")]
+    pub mac_cost: Option<MacCost>,
     /// With --macs or --params: land on the target instead of taking the first α past it.
     /// ToD counts change only at some tolerances, where many layers gain units at once (a
     /// 30 % target can give 36 %); with this on, each layer's count is blended between its
@@ -142,6 +149,7 @@ impl SelectArgs {
         Ok(SelectOptions {
             rule: self.rule.or(section.rule).unwrap_or(p.rule),
             mac_weight,
+            mac_cost: self.mac_cost.or(section.mac_cost).unwrap_or(p.mac_cost),
             exact_target: self
                 .exact_target
                 .or(section.exact_target)

@@ -89,10 +89,23 @@ fn mac_weight_shows_weights_and_moves_units_from_the_classifier() {
     assert!(plain.get("mac_weight").is_none());
     assert!(plain["layers"][0].get("weight").is_none());
 
-    let aware = json(&run(&[&base[..], &["--mac-weight", "1"]].concat()));
+    let aware = json(&run(&[
+        &base[..],
+        &["--mac-weight", "1", "--mac-cost", "unit"],
+    ]
+    .concat()));
     assert_eq!(aware["mac_weight"], 1.0);
-    // The default preset counts with γ = 1; the paper preset with γ = 0.
-    assert_eq!(json(&run(&base))["layers"], aware["layers"]);
+    assert_eq!(aware["mac_cost"], "unit");
+    // The default preset counts with γ = 1 and costs per fraction of a layer; the paper
+    // preset with γ = 0.
+    let fraction = json(&run(&[
+        &base[..],
+        &["--mac-weight", "1", "--mac-cost", "fraction"],
+    ]
+    .concat()));
+    let default = json(&run(&base));
+    assert_eq!(default["layers"], fraction["layers"]);
+    assert_eq!(default["mac_cost"], "fraction");
     let paper = json(&run(&[&base[..], &["--preset", "paper"]].concat()));
     assert_eq!(paper["layers"], plain["layers"]);
     let layers = aware["layers"].as_array().unwrap();
@@ -100,11 +113,27 @@ fn mac_weight_shows_weights_and_moves_units_from_the_classifier() {
         .iter()
         .map(|l| l["unit_macs"].as_f64().unwrap())
         .collect();
-    // w = c / the largest c.
-    let mean = costs.iter().fold(0.0f64, |m, c| m.max(*c));
+    // Per unit: w = c / the largest c. Per fraction (no residual groups here): w = c·n / the
+    // largest c·n, n the layer's units.
+    let max = costs.iter().fold(0.0f64, |m, c| m.max(*c));
     for (l, c) in layers.iter().zip(&costs) {
         let w = l["weight"].as_f64().unwrap();
-        assert!((w - c / mean).abs() < 1e-9 * w, "{l}");
+        assert!((w - c / max).abs() < 1e-9 * w, "{l}");
+    }
+    let per_fraction: Vec<f64> = layers
+        .iter()
+        .zip(&costs)
+        .map(|(l, c)| c * l["units"].as_f64().unwrap())
+        .collect();
+    let max = per_fraction.iter().fold(0.0f64, |m, c| m.max(*c));
+    for (l, c) in fraction["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&per_fraction)
+    {
+        let w = l["weight"].as_f64().unwrap();
+        assert!((w - c / max).abs() < 1e-9 * w, "{l}");
     }
     let macs_removed = |v: &serde_json::Value| {
         1.0 - v["macs"]["after"].as_f64().unwrap() / v["macs"]["before"].as_f64().unwrap()

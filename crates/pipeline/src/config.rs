@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fair_analysis::{Goal, GroupRule};
+use fair_analysis::{Goal, GroupRule, MacCost};
 use fair_data::{Builtin, Cifar, ImageFolder, ImageSource, Source, Transform};
 use fair_ir::Graph;
 use fair_scoring::{AnalysisPoint, Calibration, RMode};
@@ -69,6 +69,8 @@ pub struct PruneSection {
     pub preset: Option<crate::Preset>,
     /// Exponent γ of the MAC-aware counts (0: blind to MACs, as the paper).
     pub mac_weight: Option<f64>,
+    /// What the MAC weight measures each layer's cost by (`unit`, `shared`, `fraction`).
+    pub mac_cost: Option<MacCost>,
     /// Whether a MACs or parameters target blends two ToD solutions to land on the target.
     pub exact_target: Option<bool>,
     /// Where the U-Score reads units.

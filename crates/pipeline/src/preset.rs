@@ -1,7 +1,7 @@
 //! Named starting configurations (`--preset`): every setting that decides *which* units go,
 //! chosen as a whole. Individual flags and config keys still override any part of one.
 
-use fair_analysis::GroupRule;
+use fair_analysis::{GroupRule, MacCost};
 use fair_scoring::{RMode, ScoringSettings, Wasserstein};
 use fair_train::BnRecalibration;
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,8 @@ pub enum Preset {
     Paper,
     /// fair-pruner's default: the paper preset with the changes that raised accuracy on a
     /// validation split carved from the training data (docs/results.md, "Ablation"): R in
-    /// eval mode, MAC-aware counts (γ = 1), no BatchNorm drift, coupled (residual) layers
+    /// eval mode, MAC-aware counts (γ = 1, each layer's cost measured per fraction of the
+    /// layer, [`MacCost::Fraction`]), no BatchNorm drift, coupled (residual) layers
     /// ranked by their summed scores ([`GroupRule::Summed`]), targets met exactly
     /// (`exact_target`), each layer's ToD count of units chosen by lowest group L1
     /// (`group-l1`, Torch-Pruning's group magnitude) rather than lowest U, and BatchNorm
@@ -40,6 +41,8 @@ pub struct PresetSettings {
     pub rule: GroupRule,
     /// Exponent γ of the MAC-aware counts (0: counts blind to MACs, as the paper).
     pub mac_weight: f64,
+    /// What the MAC weight measures each layer's cost by.
+    pub mac_cost: MacCost,
     /// Whether a MACs or parameters target blends two ToD solutions to land on the target
     /// ([`fair_analysis::SelectOptions::exact_target`]) rather than taking the first α past it.
     pub exact_target: bool,
@@ -71,13 +74,14 @@ impl Preset {
                 scoring: ScoringSettings::paper(batch_size),
                 rule: GroupRule::Package,
                 mac_weight: 0.0,
+                mac_cost: MacCost::Unit,
                 exact_target: false,
                 rank_by: None,
                 recalibration: None,
             },
             Preset::FairPruner => {
                 // The paper's scoring without the drift (one pass, exact W1), R in eval mode,
-                // MAC-aware counts (γ = 1), residual groups ranked by their summed scores.
+                // MAC-aware counts (γ = 1, costs per fraction of a layer), residual groups ranked by their summed scores.
                 let mut scoring = ScoringSettings::paper(batch_size);
                 scoring.u.bn_drift = None;
                 scoring.u.w1 = Wasserstein::Exact;
@@ -86,6 +90,7 @@ impl Preset {
                     scoring,
                     rule: GroupRule::Summed,
                     mac_weight: 1.0,
+                    mac_cost: MacCost::Fraction,
                     exact_target: true,
                     rank_by: Some("group-l1"),
                     recalibration: Some(BnRecalibration::default()),
@@ -118,6 +123,7 @@ mod tests {
         assert_eq!(p.scoring.r.mode, RMode::Train);
         assert_eq!(p.rule, GroupRule::Package);
         assert_eq!(p.mac_weight, 0.0);
+        assert_eq!(p.mac_cost, MacCost::Unit);
         assert!(!p.exact_target);
         assert_eq!(p.rank_by, None);
         assert!(p.recalibration.is_none());
@@ -133,6 +139,7 @@ mod tests {
         assert_eq!(p.scoring.r.mode, RMode::Eval);
         assert_eq!(p.rule, GroupRule::Summed);
         assert_eq!(p.mac_weight, 1.0);
+        assert_eq!(p.mac_cost, MacCost::Fraction);
         assert!(p.exact_target);
         assert_eq!(p.rank_by, Some("group-l1"));
         assert_eq!(p.recalibration.map(|r| r.batches), Some(32));

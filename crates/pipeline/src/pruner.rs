@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fair_analysis::{Goal, GroupRule, Method, ScoreFile, SelectOptions, Selector};
+use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions, Selector};
 use fair_data::{ImageSource, Transform};
 use fair_ir::StagedDir;
 use fair_runtime::Model;
@@ -229,6 +229,13 @@ impl<'a> Pruner<'a> {
         self
     }
 
+    /// What the MAC weight measures each layer's cost by (default: the preset's); see
+    /// [`fair_analysis::MacCost`].
+    pub fn mac_cost(mut self, cost: MacCost) -> Self {
+        self.select.mac_cost = cost;
+        self
+    }
+
     /// Whether a MACs or parameters target lands on the target by blending the ToD counts
     /// at the first α past it with those at the tolerance below (default: the preset's; on
     /// for `fair-pruner`, off for `paper`); see
@@ -258,6 +265,7 @@ impl<'a> Pruner<'a> {
         self.settings = scoring;
         self.select.rule = p.rule;
         self.select.mac_weight = p.mac_weight;
+        self.select.mac_cost = p.mac_cost;
         self.select.exact_target = p.exact_target;
         self.preset_rank = p.rank_by.map(str::to_owned);
         self.recalibration = p.recalibration.map(|settings| Recalibrate {
@@ -798,6 +806,7 @@ impl<'a> Pruner<'a> {
                 rank_by: self.rank().to_owned(),
                 preset: self.preset,
                 mac_weight: self.select.mac_weight,
+                mac_cost: self.select.mac_cost,
                 exact_target: self.select.exact_target,
                 min_keep: self.select.counting.min_keep,
                 round_to: self.select.counting.round_to,

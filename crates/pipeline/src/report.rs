@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fair_analysis::{Goal, GroupRule, Method};
+use fair_analysis::{Goal, GroupRule, MacCost, Method};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,9 @@ pub struct SelectionSettings {
     /// Exponent γ of the MAC-aware counts (0: blind to MACs).
     #[serde(default)]
     pub mac_weight: f64,
+    /// What the MAC weight measured each layer's cost by.
+    #[serde(default)]
+    pub mac_cost: MacCost,
     /// Whether a target was met by blending two ToD solutions (`exact_target`).
     #[serde(default)]
     pub exact_target: bool,
