@@ -69,22 +69,33 @@ impl Layout {
         self.segments.iter().map(|s| s.len).sum()
     }
 
+    /// Every channel of this layout with the feature positions that carry it: `(space,
+    /// unit of that space, positions)`, in layout order (one position per channel, H·W after
+    /// a flatten).
+    fn channel_positions(
+        &self,
+    ) -> impl Iterator<Item = (usize, usize, std::ops::Range<usize>)> + '_ {
+        let per = self.per_channel;
+        self.segments
+            .iter()
+            .scan(0, move |offset, seg| {
+                let first = *offset;
+                *offset += seg.len;
+                Some((0..seg.len).map(move |c| {
+                    let base = (first + c) * per;
+                    (seg.space, seg.start + c, base..base + per)
+                }))
+            })
+            .flatten()
+    }
+
     /// The feature positions of this layout whose channel is kept, given the kept units of
     /// every space (`keep(space)`).
     pub(crate) fn positions<'a>(&self, keep: &dyn Fn(usize) -> &'a BTreeSet<usize>) -> Vec<i64> {
-        let mut out = Vec::new();
-        let mut offset = 0;
-        for seg in &self.segments {
-            let kept = keep(seg.space);
-            for c in 0..seg.len {
-                if kept.contains(&(seg.start + c)) {
-                    let base = (offset + c) * self.per_channel;
-                    out.extend((base..base + self.per_channel).map(|f| f as i64));
-                }
-            }
-            offset += seg.len;
-        }
-        out
+        self.channel_positions()
+            .filter(|(space, unit, _)| keep(*space).contains(unit))
+            .flat_map(|(_, _, range)| range.map(|f| f as i64))
+            .collect()
     }
 }
 
@@ -207,17 +218,12 @@ impl ChannelGroups {
                     };
                     let layout = &self.layouts[position];
                     let mut positions = vec![Vec::new(); units];
-                    let mut offset = 0;
-                    for seg in &layout.segments {
-                        if self.space_group[seg.space] == group {
-                            for c in 0..seg.len {
-                                let base = (offset + c) * layout.per_channel;
-                                if let Some(p) = positions.get_mut(seg.start + c) {
-                                    p.extend((base..base + layout.per_channel).map(|f| f as i64));
-                                }
-                            }
+                    for (space, unit, range) in layout.channel_positions() {
+                        if self.space_group[space] == group
+                            && let Some(p) = positions.get_mut(unit)
+                        {
+                            p.extend(range.map(|f| f as i64));
                         }
-                        offset += seg.len;
                     }
                     if positions.iter().any(|p| !p.is_empty()) {
                         out.push(UnitSlices {

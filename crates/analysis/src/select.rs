@@ -100,20 +100,23 @@ pub enum Method {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum MacCost {
-    /// The MACs saved by removing one unit of the layer together with everything coupled to
-    /// it ([`Selector::unit_macs`]): each member of a coupled group is charged the whole
-    /// group's saving.
+    /// The MACs one unit saves together with everything coupled to it: each member of a
+    /// residual group is charged the whole group's saving.
+    ///
+    /// This is [`Selector::unit_macs`].
     #[default]
     Unit,
-    /// The same saving divided among the scored members of the layer's coupled group
-    /// (`unit_macs / k` for a group of k scored layers; unchanged for a lone layer). Under
-    /// [`GroupRule::Summed`] one ToD curve stands for all k members, so a group's unit then
-    /// pays for the k layers that lose it, like k lone layers would.
+    /// That saving divided among the k scored members of the layer's group (unchanged for a
+    /// lone layer).
+    ///
+    /// Under [`GroupRule::Summed`] one ToD curve stands for all k members, so a group's unit
+    /// then pays for the k layers that lose it, as k lone layers would.
     Shared,
-    /// The shared saving times the layer's width n_l (`unit_macs · n_l / k`): the MACs saved
-    /// per fraction of the layer removed, which ToD counts are closest to. In a net whose
-    /// stages keep MACs level (width doubles as resolution halves) every layer then weighs
-    /// about the same.
+    /// The shared saving times the layer's width n: the MACs saved per fraction of the layer.
+    ///
+    /// ToD counts behave like fractions of a layer, so this compares layers by what removing
+    /// the same fraction saves. In a net whose stages keep their MACs level (width doubles as
+    /// resolution halves) every layer then weighs about the same.
     Fraction,
 }
 

@@ -41,6 +41,22 @@ fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> {
 }
 
 fn selector(graph: &Graph, seed: u64, mac_weight: f64) -> Result<Selector, AnalysisError> {
+    selector_with(
+        graph,
+        seed,
+        SelectOptions {
+            mac_weight,
+            ..Default::default()
+        },
+    )
+}
+
+/// A selector over random (u, r) with U also as the ranking.
+fn selector_with(
+    graph: &Graph,
+    seed: u64,
+    options: SelectOptions,
+) -> Result<Selector, AnalysisError> {
     let (layers, u, r) = scores(graph, seed);
     Selector::new(
         graph.clone(),
@@ -48,10 +64,7 @@ fn selector(graph: &Graph, seed: u64, mac_weight: f64) -> Result<Selector, Analy
         &refs(&u),
         &refs(&r),
         &refs(&u),
-        SelectOptions {
-            mac_weight,
-            ..Default::default()
-        },
+        options,
     )
 }
 
@@ -156,20 +169,12 @@ fn coupled_layers_share_the_cost_of_their_group() {
         (MacCost::Shared, shared.to_vec()),
         (MacCost::Fraction, fraction),
     ] {
-        let (layers, u, r) = scores(&graph, 3);
-        let sel = Selector::new(
-            graph.clone(),
-            layers,
-            &refs(&u),
-            &refs(&r),
-            &refs(&u),
-            SelectOptions {
-                mac_weight: 1.0,
-                mac_cost: cost,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let options = SelectOptions {
+            mac_weight: 1.0,
+            mac_cost: cost,
+            ..Default::default()
+        };
+        let sel = selector_with(&graph, 3, options).unwrap();
         // The MACs per unit do not depend on the measure; the weights are the costs
         // relative to the largest.
         assert_eq!(sel.unit_macs(), [group, conv_a, group, conv_c]);

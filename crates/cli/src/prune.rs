@@ -339,6 +339,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .method(args.select.method())
         .rule(options.rule)
         .mac_weight(options.mac_weight)
+        .mac_cost(options.mac_cost)
         .exact_target(options.exact_target)
         .counting(options.counting)
         .protect(args.select.protect.clone())

@@ -152,7 +152,14 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         .collect();
     let rule = selector.options().rule.name();
     let mut gamma_note = if weighted {
-        format!(", MAC weight γ = {gamma}")
+        format!(
+            ", MAC weight γ = {gamma} (costs {})",
+            match selector.options().mac_cost {
+                fair_analysis::MacCost::Unit => "per unit",
+                fair_analysis::MacCost::Shared => "per unit, shared in groups",
+                fair_analysis::MacCost::Fraction => "per fraction of a layer",
+            }
+        )
     } else {
         String::new()
     };

@@ -73,11 +73,9 @@ pub struct SelectArgs {
         conflicts_with = "uniform"
     )]
     pub mac_weight: Option<f64>,
-    /// What --mac-weight measures a layer's cost c by: `unit` — the MACs one unit saves with
-    /// everything coupled to it (a residual group's member is charged the whole group's
-    /// saving); `shared` — that saving divided among the group's k scored layers, so a
-    /// group's unit pays for the k layers that lose it; `fraction` — the shared saving times
-    /// the layer's width, the MACs per fraction of the layer [default: from the preset].
+    /// What --mac-weight measures a layer's MAC cost c by (see docs/algorithm.md, "MAC-aware
+    /// counts") [default: from the preset: `fraction` for `fair-pruner`; unused by `paper`,
+    /// whose γ is 0].
     #[arg(long, value_enum, value_name = "COST", conflicts_with = "uniform")]
     pub mac_cost: Option<MacCost>,
     /// With --macs or --params: land on the target instead of taking the first α past it.

@@ -817,7 +817,7 @@ fn prune_runs_from_a_config_and_flags_override_it() {
         &config,
         format!(
             "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\n\n[data]\nsource = \"idx\"\npath = {:?}\n\n\
-             [prune]\nalpha = 0.3\nper_class = 8\nround_to = 4\nout = {:?}\n",
+             [prune]\nalpha = 0.3\nper_class = 8\nround_to = 4\nmac_cost = \"shared\"\nout = {:?}\n",
             dir.path().display().to_string(),
             out.display().to_string()
         ),
@@ -835,6 +835,7 @@ fn prune_runs_from_a_config_and_flags_override_it() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["selection"]["round_to"], 4);
+    assert_eq!(report["selection"]["mac_cost"], "shared");
     assert_eq!(report["calibration"]["samples"], 16);
     assert_eq!(report["results"][0]["setting"], 0.3);
     assert!(out.join("report.md").exists() && out.join("alpha-0.3").is_dir());
@@ -847,10 +848,15 @@ fn prune_runs_from_a_config_and_flags_override_it() {
         w.to_str().unwrap(),
         "--alpha",
         "0.7",
+        "--mac-cost",
+        "unit",
         "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("alpha-0.7").is_dir());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["selection"]["mac_cost"], "unit");
     assert!(
         !out.join("alpha-0.3").exists(),
         "the directory is replaced as a whole: no stale result of the earlier run"

@@ -226,6 +226,22 @@ fn bad_mac_weights_are_refused_with_the_flag_named() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--mac-weight"), "{}", stderr(&o));
+    // An unknown cost measure is refused with the flag and the known ones named.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--mac-cost",
+        "per-channel",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--mac-cost") && e.contains("unit") && e.contains("fraction"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -217,14 +217,18 @@ fn the_ranking_follows_the_preset_unless_a_removal_signal_is_chosen() {
     let default = selection(Pruner::new(&m));
     assert_eq!(default.rank_by, "group-l1");
     assert!(default.exact_target);
+    assert_eq!(default.mac_cost, fair_analysis::MacCost::Fraction);
     let paper = selection(Pruner::new(&m).preset(fair_pipeline::Preset::Paper));
     assert_eq!(paper.rank_by, "u");
     assert!(!paper.exact_target);
+    assert_eq!(paper.mac_cost, fair_analysis::MacCost::Unit);
     assert_eq!(selection(Pruner::new(&m).remove_by("l1")).rank_by, "l1");
     let chosen = Pruner::new(&m)
         .remove_by("l1")
         .rank_by("u")
-        .exact_target(false);
+        .exact_target(false)
+        .mac_cost(fair_analysis::MacCost::Shared);
     let chosen = selection(chosen);
     assert_eq!((chosen.rank_by.as_str(), chosen.exact_target), ("u", false));
+    assert_eq!(chosen.mac_cost, fair_analysis::MacCost::Shared);
 }
