@@ -142,8 +142,9 @@ pub struct SelectOptions {
     pub protected: Vec<String>,
     /// MAC-aware counts, γ ≥ 0 (default 0: off, the paper). With γ > 0 each layer's ToD
     /// curve is [weighted](TodCurve::weighted) by w_l = (c_l / c_max)^γ ∈ (0, 1], where c_l is
-    /// the MACs saved by removing one unit of the layer together with everything coupled to it
-    /// ([`Selector::unit_macs`]) and c_max the largest over the scored layers: the layer
+    /// the layer's MAC cost as `mac_cost` measures it (by default the MACs saved by removing
+    /// one unit of the layer together with everything coupled to it, [`Selector::unit_macs`])
+    /// and c_max the largest over the scored layers: the layer
     /// removes the largest m with ToD(m)^w_l ≤ α (ToD(m) ≤ α^(1/w_l)), so the layers whose
     /// units cost the most MACs keep the tolerance α and cheaper ones tolerate less conflict
     /// and give up fewer units. No layer's tolerance exceeds α, and α = 0 and α = 1 give the
@@ -407,8 +408,10 @@ impl Selector {
     }
 
     /// The MAC weight of each scored layer, w_l = (c_l / c_max)^γ (at least 1e-9) with c_l its
-    /// [`Selector::unit_macs`], c_max the largest c_l and γ the options' `mac_weight`: all 1
-    /// when γ = 0 (the paper), and 1 for layers with c_l = 0.
+    /// cost as the options' `mac_cost` measures it from [`Selector::unit_macs`] (per unit,
+    /// shared in a group, or per fraction of the layer: [`MacCost`]), c_max the largest c_l
+    /// and γ the options' `mac_weight`: all 1 when γ = 0 (the paper), and 1 for layers with
+    /// c_l = 0.
     pub fn weights(&self) -> &[f64] {
         &self.weights
     }

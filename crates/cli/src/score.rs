@@ -62,8 +62,9 @@ pub struct SelectArgs {
     #[arg(long, value_enum)]
     pub rule: Option<GroupRule>,
     /// MAC-aware counts (a fair-pruner extension; 0 = off, the paper): each layer removes the
-    /// largest m with ToD(m) ≤ α^(1/w), w = (c / c_max)^γ, where c is the MACs one of its
-    /// units costs with everything coupled to it and c_max the largest over the layers. So
+    /// largest m with ToD(m) ≤ α^(1/w), w = (c / c_max)^γ, where c is the layer's MAC cost
+    /// (see --mac-cost; per unit, the MACs one of its units costs with everything coupled to
+    /// it) and c_max the largest over the layers. So
     /// layers whose units cost many MACs (convolutions) keep α and cheap ones (fully connected
     /// layers) give up fewer units; no layer's tolerance exceeds α [default: from the preset].
     #[arg(
