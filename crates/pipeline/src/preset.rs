@@ -81,7 +81,8 @@ impl Preset {
             },
             Preset::FairPruner => {
                 // The paper's scoring without the drift (one pass, exact W1), R in eval mode,
-                // MAC-aware counts (γ = 1, costs per fraction of a layer), residual groups ranked by their summed scores.
+                // MAC-aware counts (γ = 1, costs per fraction of a layer), residual groups
+                // ranked by their summed scores.
                 let mut scoring = ScoringSettings::paper(batch_size);
                 scoring.u.bn_drift = None;
                 scoring.u.w1 = Wasserstein::Exact;

@@ -246,8 +246,8 @@ impl<'a> Pruner<'a> {
     }
 
     /// Starts from `preset`: its scoring settings (keeping this pruner's calibration draw:
-    /// samples per class, classes, seeds and memory bound), group rule, MAC weight and
-    /// BatchNorm recalibration. The recalibration of a preset runs when a training split is
+    /// samples per class, classes, seeds and memory bound), group rule, MAC weight and cost,
+    /// exact targets, ranking and BatchNorm recalibration. The recalibration of a preset runs when a training split is
     /// known ([`Pruner::finetune`]) and is skipped otherwise. Call it before the builder
     /// methods that change one of these parts. [`Pruner::new`] starts from
     /// [`Preset::default`].
