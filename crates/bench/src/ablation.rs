@@ -7,7 +7,9 @@
 //! at each MACs target. All plans go through the same surgery; every pruned model is measured
 //! one-shot, after BatchNorm recalibration, and after fine-tuning from the recalibrated model
 //! for each budget (validation and test top-1), with `--distill W` also fine-tuned with the
-//! unpruned model as teacher. A seed's rows add up over runs with the same settings, so a run
+//! unpruned model as teacher. With `--reconstruct` every pruned model's readers are refitted
+//! ([`fair_train::reconstruct_readers`], the `fair-pruner` preset's settings) before the
+//! recalibration, for every method alike; those rows are stored apart. A seed's rows add up over runs with the same settings, so a run
 //! may measure a subset of methods or targets. The per-seed figures are averaged into
 //! `target/bench/ablation/summary.json`, a table in `docs/results.md` (between the
 //! `bench ablation` markers) and one chart per network (`docs/ablation-<net>.svg`).
@@ -33,14 +35,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use fair_analysis::{
-    Goal, GroupRule, MacCost, Method as Counts, Plan, ResolveOptions, ScoreFile, SelectOptions,
-    Selector,
+    Goal, GroupRule, MacCost, Method as Counts, Plan, Resolution, ResolveOptions, ScoreFile,
+    SelectOptions, Selector,
 };
 use fair_data::{ImageSource, Source, Transform};
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
 use fair_scoring::{AnalysisPoint, Progress, RMode, Registry, ScoringSettings};
-use fair_train::{BnRecalibration, Distillation, TrainSettings};
+use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 use plotters::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -499,6 +501,12 @@ pub struct Options {
     /// tables then show `+ KD` columns next to the plain ones.
     #[arg(long, value_name = "W", value_parser = fraction)]
     pub distill: Option<f64>,
+    /// Refit the readers of removed units by least squares against the unpruned model
+    /// before the BatchNorm recalibration, for every method (`fair_train::reconstruct_readers`,
+    /// default settings: 8 batches of 128 from the fine-tuning set). The rows are stored
+    /// apart from those without it and the results carry the setting.
+    #[arg(long)]
+    pub reconstruct: bool,
     /// libtorch CPU threads (ours and the references').
     #[arg(long, default_value_t = 2, value_parser = positive)]
     pub threads: usize,
@@ -622,15 +630,22 @@ struct Seeded<'a> {
     /// Fine-tuning settings (epochs set per budget).
     finetune_settings: TrainSettings,
     recalibration: BnRecalibration,
+    /// Reader reconstruction before the recalibration (`--reconstruct`).
+    reconstruction: Option<Reconstruction>,
     /// Distillation from the unpruned model, fine-tuned as an extra column per budget.
     distill: Option<Distillation>,
 }
 
 impl Seeded<'_> {
-    /// One plan measured: one-shot, after BatchNorm recalibration, and fine-tuned from the
-    /// recalibrated model for every budget. Reuses the figures of an identical earlier run
-    /// (same trained model, plan, fine-tuning set and recalibration) budget by budget.
+    /// One plan measured: one-shot, after BatchNorm recalibration (preceded by reader
+    /// reconstruction with `--reconstruct`), and fine-tuned from the recalibrated model for
+    /// every budget. Reuses the figures of an identical earlier run (same trained model, plan,
+    /// fine-tuning set, reconstruction and recalibration) budget by budget.
     fn evaluate_plan(&self, plan_path: &Path, name: &str, budgets: &[usize]) -> Result<Value> {
+        let name = match self.reconstruction {
+            Some(_) => format!("{name}-reconstructed"),
+            None => name.to_owned(),
+        };
         let out = self.dir.join("runs").join(name);
         create_dir(&out)?;
         let plan = Plan::load(plan_path)?;
@@ -644,6 +659,7 @@ impl Seeded<'_> {
             "transforms": [serde_json::to_value(&self.train_transform)?,
                            serde_json::to_value(&self.eval_transform)?],
             "recalibration": serde_json::to_value(&self.recalibration)?,
+            "reconstruction": serde_json::to_value(&self.reconstruction)?,
         });
         let stored = out.join("bench.json");
         let start = out.join("start.safetensors");
@@ -652,10 +668,27 @@ impl Seeded<'_> {
             Ok(v) if v["key"] == key && start.exists() => v["figures"].clone(),
             _ => {
                 check_digests(&plan, plan_path, &self.model, &self.model_digest)?;
-                let pruned = fair_surgery::apply(&self.model, &plan, &ResolveOptions::default())?;
-                let model = pruned.model;
+                let resolution =
+                    Resolution::new(self.model.graph(), &plan, &ResolveOptions::default())?;
+                let model = fair_surgery::apply_resolution(&self.model, &resolution)?.model;
                 let (params, macs) = (model.graph().param_count(), model.graph().macs());
                 let one_shot = top1(&model, self.val, self.test, &self.eval_transform)?;
+                let reconstruction = match &self.reconstruction {
+                    Some(settings) => {
+                        let t = Instant::now();
+                        let report = fair_train::reconstruct_readers(
+                            &self.model,
+                            &model,
+                            &resolution,
+                            &self.finetune,
+                            &self.eval_transform,
+                            settings,
+                        )?;
+                        json!({"layers": report.layers, "samples": report.samples,
+                               "seconds": t.elapsed().as_secs_f64()})
+                    }
+                    None => Value::Null,
+                };
                 let report = recalibrate(
                     &model,
                     &self.finetune,
@@ -666,7 +699,8 @@ impl Seeded<'_> {
                 model.save_weights(&start)?;
                 let figures = json!({
                     "params": params, "macs": macs, "one_shot": one_shot,
-                    "recalibrated": recalibrated, "recalibration": report, "finetuned": {},
+                    "recalibrated": recalibrated, "recalibration": report,
+                    "reconstruction": reconstruction, "finetuned": {},
                 });
                 write_json(&stored, &json!({"key": key, "figures": figures}))?;
                 figures
@@ -898,6 +932,10 @@ fn run_seed(
             seed: SUBSET_SEED.wrapping_add(seed),
             ..RECALIBRATION
         },
+        reconstruction: o.reconstruct.then(|| Reconstruction {
+            seed: SUBSET_SEED.wrapping_add(seed),
+            ..Reconstruction::default()
+        }),
         distill: o.distill.map(|weight| Distillation {
             weight,
             ..Distillation::default()
@@ -1075,6 +1113,7 @@ fn run_seed(
             "train_epochs": o.train_epochs, "val_per_class": o.val_per_class,
             "finetune_fraction": f, "per_class": o.per_class,
             "recalibration": serde_json::to_value(&bench.recalibration)?,
+            "reconstruction": serde_json::to_value(&bench.reconstruction)?,
         },
         "threads": o.threads,
         "unpruned": {"params": params0, "macs": macs0, "top1": stamp["top1"]},
@@ -1128,10 +1167,15 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
     let Some(first) = results.first() else {
         bail!("no results to aggregate");
     };
-    // Settings must agree, except the seed-recalibration seed (which follows the seed).
+    // Settings must agree, except the recalibration and reconstruction seeds (which follow
+    // the seed).
     let settings = |r: &Value| {
         let mut s = r["settings"].clone();
-        s["recalibration"]["seed"] = json!(null);
+        for step in ["recalibration", "reconstruction"] {
+            if s[step].is_object() {
+                s[step]["seed"] = json!(null);
+            }
+        }
         s
     };
     for r in results {
@@ -1762,6 +1806,13 @@ mod tests {
         assert_eq!(
             p.recalibration.map(|r| r.batches),
             Some(RECALIBRATION.batches)
+        );
+        // `--reconstruct` measures the preset's reader reconstruction.
+        let d = Reconstruction::default();
+        assert_eq!(
+            p.reconstruction
+                .map(|r| (r.batches, r.batch_size, r.ridge, r.max_inputs)),
+            Some((d.batches, d.batch_size, d.ridge, d.max_inputs))
         );
     }
 

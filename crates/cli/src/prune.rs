@@ -9,7 +9,7 @@ use fair_data::{Source, Transform};
 use fair_pipeline::charts::{summary_headers, summary_rows};
 use fair_pipeline::{LatencyOptions, PruneSection, Pruner, Torchrun, TorchrunData};
 use fair_scoring::{Calibration, ScoringSettings};
-use fair_train::{BnRecalibration, Distillation, TrainSettings};
+use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
 use crate::args::{DrawArgs, RunArgs, ScoringArgs};
 use crate::score::SelectArgs;
@@ -61,6 +61,14 @@ pub struct PruneArgs {
     /// --preset: 32 for fair-pruner, 0 for paper].
     #[arg(long, value_name = "N")]
     bn_recalibrate: Option<usize>,
+    /// Reconstruct the readers after surgery: refit every convolution and linear layer that
+    /// lost input channels by least squares (ridge 1e-3 towards the sliced weights) so that
+    /// its output matches the unpruned model's on N random batches (of the fine-tuning batch
+    /// size, no augmentation, seeded by --seed) of the training split, before the BatchNorm
+    /// recalibration, the one-shot evaluation and any fine-tuning; 0 turns it off [default:
+    /// from --preset: 8 for fair-pruner, 0 for paper].
+    #[arg(long, value_name = "N")]
+    reconstruct: Option<usize>,
     /// Fine-tuning (either engine) distils from the unpruned model with this weight in
     /// [0, 1]: loss = (1 − w)·CE + w·T²·KL(softmax(teacher/T) ‖ softmax(student/T)); with
     /// torchrun the teacher is exported to OUT/teacher/ [default: no distillation].
@@ -284,6 +292,12 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
                 .recalibration
                 .map_or(0, |r| r.batches)
         });
+    let reconstruct = args.reconstruct.or(section.reconstruct).unwrap_or_else(|| {
+        preset
+            .settings(ScoringSettings::default().r.batch_size)
+            .reconstruction
+            .map_or(0, |r| r.batches)
+    });
     let settings = args.scoring.settings(&section, &draw);
     let train_settings = TrainSettings {
         epochs: finetune_epochs,
@@ -329,6 +343,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     let mut pruner = Pruner::new(&setup.model)
         .preset(preset)
         .no_recalibration()
+        .no_reconstruction()
         .calibration(&calibration)
         .criteria(criteria)
         .scoring(settings)
@@ -371,6 +386,18 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
                 batches: bn_recalibrate,
                 batch_size: finetune_batch,
                 seed: draw.seed,
+            },
+        );
+    }
+    if reconstruct > 0 {
+        pruner = pruner.reconstruct_on(
+            &setup.train,
+            &setup.config.transform,
+            Reconstruction {
+                batches: reconstruct,
+                batch_size: finetune_batch,
+                seed: draw.seed,
+                ..Reconstruction::default()
             },
         );
     }

@@ -1,5 +1,5 @@
-//! `prune --bn-recalibrate` and in-process distillation, run as a user would, on the toy IDX
-//! dataset with a BatchNorm network.
+//! `prune --bn-recalibrate`, `--reconstruct` and in-process distillation, run as a user
+//! would, on the toy IDX dataset with a BatchNorm network.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -70,7 +70,13 @@ fn bn_recalibrate_changes_the_one_shot_accuracy_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let (common, w) = trained(dir.path());
     let plain_out = dir.path().join("plain");
-    let o = prune(&common, &w, &plain_out, &["--bn-recalibrate", "0"]);
+    // Reader reconstruction off in both, so only the recalibration differs.
+    let o = prune(
+        &common,
+        &w,
+        &plain_out,
+        &["--bn-recalibrate", "0", "--reconstruct", "0"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let plain = report(&plain_out);
     assert!(plain["results"][0].get("recalibration").is_none());
@@ -94,7 +100,12 @@ fn bn_recalibrate_changes_the_one_shot_accuracy_and_is_recorded() {
     );
 
     let out = dir.path().join("recal");
-    let o = prune(&common, &w, &out, &["--bn-recalibrate", "4"]);
+    let o = prune(
+        &common,
+        &w,
+        &out,
+        &["--bn-recalibrate", "4", "--reconstruct", "0"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let recal = report(&out);
     let r = &recal["results"][0]["recalibration"];
@@ -150,6 +161,51 @@ fn bn_recalibrate_changes_the_one_shot_accuracy_and_is_recorded() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(report(&out)["results"][0].get("recalibration").is_none());
+}
+
+#[test]
+fn reconstruct_is_on_in_the_default_preset_recorded_and_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (common, w) = trained(dir.path());
+    let out = dir.path().join("default");
+    let o = prune(&common, &w, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&out)["results"][0]["reconstruction"].clone();
+    assert_eq!(r["batches"], 8, "{r}");
+    // The fine-tuning batch size (128 by default) is capped at the 64 training images.
+    assert_eq!(
+        (r["batch_size"].clone(), r["samples"].clone()),
+        (64.into(), 512.into()),
+        "{r}"
+    );
+    let layers = r["layers"].as_array().unwrap();
+    assert!(!layers.is_empty(), "{r}");
+    for l in layers {
+        let f = |k: &str| l[k].as_f64().unwrap();
+        assert!(f("error_after") <= f("error_before"), "{l}");
+    }
+    // The paper preset and `--reconstruct 0` leave it out.
+    for (name, extra) in [
+        ("paper", &["--preset", "paper"][..]),
+        ("off", &["--reconstruct", "0"][..]),
+    ] {
+        let o = prune(&common, &w, &dir.path().join(name), extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rep = report(&dir.path().join(name));
+        assert!(rep["results"][0].get("reconstruction").is_none(), "{name}");
+    }
+    // The config key sets the batches; the flag overrides it.
+    let config = dir.path().join("prune.toml");
+    std::fs::write(&config, "[prune]\nreconstruct = 2\n").unwrap();
+    let cfg = config.to_str().unwrap();
+    let o = prune(&common, &w, &out, &["--config", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(report(&out)["results"][0]["reconstruction"]["batches"], 2);
+    let o = prune(&common, &w, &out, &["--config", cfg, "--reconstruct", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(report(&out)["results"][0]["reconstruction"]["batches"], 3);
+    let o = run(&["prune", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--reconstruct <N>"));
 }
 
 #[test]

@@ -90,6 +90,11 @@ pub struct PruneSection {
     /// before the one-shot evaluation; 0 is off (default: from the preset, 32 for `fair-pruner`,
     /// 0 for `paper`).
     pub bn_recalibrate: Option<usize>,
+    /// Reader reconstruction after surgery: batches (of the fine-tuning batch size) of the
+    /// training split on which every convolution and linear layer that lost input channels is
+    /// refitted to the unpruned model's output, before the BatchNorm recalibration; 0 is off
+    /// (default: from the preset, 8 for `fair-pruner`, 0 for `paper`).
+    pub reconstruct: Option<usize>,
     /// Fine-tuning distils from the unpruned model with this weight in [0, 1]: loss =
     /// (1 − w)·CE + w·T²·KL(teacher ‖ student). Unset: plain cross-entropy.
     pub distill_weight: Option<f64>,

@@ -48,15 +48,15 @@ pub use config::{
 pub use error::{PipelineError, error_text};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_threshold::CountOptions;
-pub use fair_train::{BnRecalibration, Distillation};
+pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
 pub use onnx::{import_onnx, is_onnx, load_graph, onnx_model};
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
     Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
-    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, Reduction, ScoringInfo,
-    SelectionSettings, TorchrunRun, report_schema,
+    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructedLayer,
+    ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, TorchrunRun, report_schema,
 };
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 

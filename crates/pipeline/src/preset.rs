@@ -3,7 +3,7 @@
 
 use fair_analysis::{GroupRule, MacCost};
 use fair_scoring::{RMode, ScoringSettings, Wasserstein};
-use fair_train::BnRecalibration;
+use fair_train::{BnRecalibration, Reconstruction};
 use serde::{Deserialize, Serialize};
 
 /// A named configuration of the scoring, the counts and the steps after surgery.
@@ -51,6 +51,8 @@ pub struct PresetSettings {
     pub rank_by: Option<&'static str>,
     /// BatchNorm recalibration after surgery, if any.
     pub recalibration: Option<BnRecalibration>,
+    /// Reader reconstruction after surgery (before the recalibration), if any.
+    pub reconstruction: Option<Reconstruction>,
 }
 
 impl Preset {
@@ -78,6 +80,7 @@ impl Preset {
                 exact_target: false,
                 rank_by: None,
                 recalibration: None,
+                reconstruction: None,
             },
             Preset::FairPruner => {
                 // The paper's scoring without the drift (one pass, exact W1), R in eval mode,
@@ -95,6 +98,7 @@ impl Preset {
                     exact_target: true,
                     rank_by: Some("group-l1"),
                     recalibration: Some(BnRecalibration::default()),
+                    reconstruction: Some(Reconstruction::default()),
                 }
             }
         }
@@ -128,6 +132,7 @@ mod tests {
         assert!(!p.exact_target);
         assert_eq!(p.rank_by, None);
         assert!(p.recalibration.is_none());
+        assert!(p.reconstruction.is_none());
     }
 
     #[test]
@@ -144,6 +149,10 @@ mod tests {
         assert!(p.exact_target);
         assert_eq!(p.rank_by, Some("group-l1"));
         assert_eq!(p.recalibration.map(|r| r.batches), Some(32));
+        assert_eq!(
+            p.reconstruction,
+            Some(fair_train::Reconstruction::default())
+        );
         assert_eq!(Preset::default(), Preset::FairPruner);
     }
 

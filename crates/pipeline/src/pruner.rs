@@ -12,15 +12,15 @@ use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 use fair_surgery::FinetuneSpec;
 use fair_threshold::CountOptions;
-use fair_train::{BnRecalibration, Distillation, TrainSettings};
+use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
 use crate::error::PipelineError;
 use crate::latency::{LatencyOptions, measure};
 use crate::preset::Preset;
 use crate::report::{
     Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
-    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, Reduction, ScoringInfo,
-    SelectionSettings,
+    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructionInfo,
+    Reduction, ScoringInfo, SelectionSettings,
 };
 use crate::torchrun::{Distill, Torchrun};
 
@@ -43,11 +43,11 @@ struct Finetune<'a> {
     settings: TrainSettings,
 }
 
-/// BatchNorm recalibration after surgery: on an explicit training source, or (`None`) on the
-/// fine-tuning's.
-struct Recalibrate<'a> {
+/// A step after surgery that draws training batches (BatchNorm recalibration, reader
+/// reconstruction): on an explicit training source, or (`None`) on the fine-tuning's.
+struct AfterSurgery<'a, S> {
     source: Option<(&'a dyn ImageSource, Transform)>,
-    settings: BnRecalibration,
+    settings: S,
     /// Set by a preset: skipped (not an error) when no training split is known, and drawn
     /// in batches of the fine-tuning batch size with the run's seed.
     optional: bool,
@@ -100,7 +100,8 @@ pub struct Pruner<'a> {
     evaluation: Option<Evaluation<'a>>,
     finetune: Option<Finetune<'a>>,
     torchrun: Option<Torchrun<'a>>,
-    recalibration: Option<Recalibrate<'a>>,
+    recalibration: Option<AfterSurgery<'a, BnRecalibration>>,
+    reconstruction: Option<AfterSurgery<'a, Reconstruction>>,
     distill: Option<Distillation>,
     preset: Option<Preset>,
     latency: Option<LatencyOptions>,
@@ -134,6 +135,7 @@ impl<'a> Pruner<'a> {
             finetune: None,
             torchrun: None,
             recalibration: None,
+            reconstruction: None,
             distill: None,
             preset: None,
             latency: None,
@@ -247,8 +249,9 @@ impl<'a> Pruner<'a> {
 
     /// Starts from `preset`: its scoring settings (keeping this pruner's calibration draw:
     /// samples per class, classes, seeds and memory bound), group rule, MAC weight and cost,
-    /// exact targets, ranking and BatchNorm recalibration. The recalibration of a preset runs when a training split is
-    /// known ([`Pruner::finetune`]) and is skipped otherwise. Call it before the builder
+    /// exact targets, ranking, reader reconstruction and BatchNorm recalibration. A preset's
+    /// reconstruction and recalibration run when a training split is known
+    /// ([`Pruner::finetune`]) and are skipped otherwise. Call it before the builder
     /// methods that change one of these parts. [`Pruner::new`] starts from
     /// [`Preset::default`].
     pub fn preset(mut self, preset: Preset) -> Self {
@@ -268,7 +271,12 @@ impl<'a> Pruner<'a> {
         self.select.mac_cost = p.mac_cost;
         self.select.exact_target = p.exact_target;
         self.preset_rank = p.rank_by.map(str::to_owned);
-        self.recalibration = p.recalibration.map(|settings| Recalibrate {
+        self.recalibration = p.recalibration.map(|settings| AfterSurgery {
+            source: None,
+            settings,
+            optional: true,
+        });
+        self.reconstruction = p.reconstruction.map(|settings| AfterSurgery {
             source: None,
             settings,
             optional: true,
@@ -335,7 +343,7 @@ impl<'a> Pruner<'a> {
     /// with [`Pruner::torchrun`]) use [`Pruner::recalibrate_on`]; [`Pruner::validate`] fails
     /// when no training split is known.
     pub fn recalibrate(mut self, settings: BnRecalibration) -> Self {
-        self.recalibration = Some(Recalibrate {
+        self.recalibration = Some(AfterSurgery {
             source: None,
             settings,
             optional: false,
@@ -350,7 +358,7 @@ impl<'a> Pruner<'a> {
         transform: &Transform,
         settings: BnRecalibration,
     ) -> Self {
-        self.recalibration = Some(Recalibrate {
+        self.recalibration = Some(AfterSurgery {
             source: Some((
                 train,
                 Transform {
@@ -367,6 +375,48 @@ impl<'a> Pruner<'a> {
     /// No BatchNorm recalibration (turns off a preset's).
     pub fn no_recalibration(mut self) -> Self {
         self.recalibration = None;
+        self
+    }
+
+    /// Refits every convolution and linear layer that lost input channels right after
+    /// surgery — before the BatchNorm recalibration, the one-shot evaluation and any
+    /// fine-tuning — by least squares against the unpruned model's output, on the training
+    /// split given to [`Pruner::finetune`] (with its transform, augmentation off); see
+    /// [`fair_train::reconstruct_readers`]. Without [`Pruner::finetune`] use
+    /// [`Pruner::reconstruct_on`]; [`Pruner::validate`] fails when no training split is known.
+    pub fn reconstruct(mut self, settings: Reconstruction) -> Self {
+        self.reconstruction = Some(AfterSurgery {
+            source: None,
+            settings,
+            optional: false,
+        });
+        self
+    }
+
+    /// [`Pruner::reconstruct`] on `train` (transformed by `transform`, augmentation off).
+    pub fn reconstruct_on(
+        mut self,
+        train: &'a dyn ImageSource,
+        transform: &Transform,
+        settings: Reconstruction,
+    ) -> Self {
+        self.reconstruction = Some(AfterSurgery {
+            source: Some((
+                train,
+                Transform {
+                    augment: None,
+                    ..transform.clone()
+                },
+            )),
+            settings,
+            optional: false,
+        });
+        self
+    }
+
+    /// No reader reconstruction (turns off a preset's).
+    pub fn no_reconstruction(mut self) -> Self {
+        self.reconstruction = None;
         self
     }
 
@@ -546,6 +596,17 @@ impl<'a> Pruner<'a> {
                 ));
             }
         }
+        if let Some(r) = &self.reconstruction {
+            r.settings.check()?;
+            if r.source.is_none() && self.finetune.is_none() && !r.optional {
+                return Err(PipelineError::invalid(
+                    "reconstruct",
+                    "reader reconstruction needs training data: none is known (give it with \
+                     reconstruct_on, or set up the in-process fine-tuning, whose training split \
+                     it then uses)",
+                ));
+            }
+        }
         if let Some(d) = &self.distill {
             d.check()?;
         }
@@ -650,7 +711,45 @@ impl<'a> Pruner<'a> {
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
             let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
             let mut pruned_model = pruned.model;
-            let recalibration = match (&self.recalibration, self.recalibration_source()) {
+            let reconstruction = match (&self.reconstruction, self.source_of(&self.reconstruction))
+            {
+                (Some(r), Some((train, transform))) => {
+                    let mut settings = r.settings.clone();
+                    if r.optional {
+                        if let Some(f) = &self.finetune {
+                            settings.batch_size = f.settings.batch_size;
+                        }
+                        settings.seed = self.seed;
+                    }
+                    say(format!(
+                        "reconstructing the readers of {} on {} batch(es) of {}",
+                        goal.label(),
+                        settings.batches,
+                        train.name()
+                    ));
+                    let started = Instant::now();
+                    let done = fair_train::reconstruct_readers(
+                        model,
+                        &pruned_model,
+                        &selection.resolution,
+                        train,
+                        &transform,
+                        &settings,
+                    )?;
+                    Some(ReconstructionInfo {
+                        batches: settings.batches,
+                        batch_size: done.samples.checked_div(settings.batches).unwrap_or(0),
+                        samples: done.samples,
+                        layers: done.layers.into_iter().map(Into::into).collect(),
+                        ridge: settings.ridge,
+                        seed: settings.seed,
+                        data: train.name().to_owned(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    })
+                }
+                _ => None,
+            };
+            let recalibration = match (&self.recalibration, self.source_of(&self.recalibration)) {
                 (Some(r), Some((train, transform))) => {
                     let mut settings = r.settings.clone();
                     if r.optional {
@@ -751,6 +850,7 @@ impl<'a> Pruner<'a> {
                 },
                 threshold_ms,
                 one_shot,
+                reconstruction,
                 recalibration,
                 finetune_epochs: epochs,
                 torchrun,
@@ -878,10 +978,13 @@ impl<'a> Pruner<'a> {
         Ok(crate::torchrun::spec_for(graph, transform, settings))
     }
 
-    /// Where BatchNorm recalibration draws its batches: the explicit source, else the
+    /// Where a step after surgery draws its batches: the explicit source, else the
     /// fine-tuning's training split (transform without augmentation).
-    fn recalibration_source(&self) -> Option<(&'a dyn ImageSource, Transform)> {
-        let r = self.recalibration.as_ref()?;
+    fn source_of<S>(
+        &self,
+        step: &Option<AfterSurgery<'a, S>>,
+    ) -> Option<(&'a dyn ImageSource, Transform)> {
+        let r = step.as_ref()?;
         match &r.source {
             Some((train, t)) => Some((*train, t.clone())),
             None => self.finetune.as_ref().map(|f| {
@@ -1070,6 +1173,97 @@ mod tests {
             one_shot.loss,
             "recalibration changes the one-shot figures"
         );
+    }
+
+    #[test]
+    fn reconstruction_needs_a_training_split_and_valid_settings() {
+        let m = model();
+        let d = data(32);
+        let e = pruner(&m)
+            .reconstruct(Reconstruction::default())
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--reconstruct") && e.contains("training data"),
+            "{e}"
+        );
+        pruner(&m)
+            .reconstruct_on(&d, &transform(), Reconstruction::default())
+            .validate()
+            .unwrap();
+        let bad = Reconstruction {
+            ridge: -1.0,
+            ..Default::default()
+        };
+        let e = pruner(&m)
+            .reconstruct_on(&d, &transform(), bad)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ridge"), "{e}");
+    }
+
+    #[test]
+    fn reconstruction_runs_before_the_recalibration_and_is_reported() {
+        tch::set_num_threads(1);
+        let m = model();
+        let d = data(48);
+        let recal = BnRecalibration {
+            batches: 3,
+            batch_size: 16,
+            seed: 4,
+        };
+        let settings = Reconstruction {
+            batches: 2,
+            batch_size: 24,
+            seed: 5,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let plain = pruner(&m).out(dir.path().join("plain")).run().unwrap();
+        let both = pruner(&m)
+            .evaluate_on(&d, &transform())
+            .reconstruct_on(&d, &transform(), settings.clone())
+            .recalibrate_on(&d, &transform(), recal.clone())
+            .run()
+            .unwrap();
+        assert!(plain.report.results[0].reconstruction.is_none());
+        let r = both.report.results[0].reconstruction.clone().unwrap();
+        assert_eq!(
+            (r.batches, r.batch_size, r.samples, r.seed, r.ridge),
+            (2, 24, 48, 5, settings.ridge),
+            "{r:?}"
+        );
+        assert_eq!(r.data, "toy/train");
+        assert!(!r.layers.is_empty());
+        for l in &r.layers {
+            assert!(l.error_after.unwrap() <= l.error_before.unwrap(), "{l:?}");
+        }
+        // The returned model is the pruned model reconstructed, then recalibrated.
+        let label = plain.report.results[0].export.clone().unwrap();
+        let plan =
+            fair_analysis::Plan::load(&dir.path().join("plain").join(label).join("plan.json"))
+                .unwrap();
+        let options = fair_analysis::ResolveOptions {
+            rule: Preset::default().settings(32).rule,
+            ..Default::default()
+        };
+        let resolution = fair_analysis::Resolution::new(m.graph(), &plan, &options).unwrap();
+        let again = &plain.models[0];
+        let done =
+            fair_train::reconstruct_readers(&m, again, &resolution, &d, &transform(), &settings)
+                .unwrap();
+        let layers: Vec<_> = done
+            .layers
+            .into_iter()
+            .map(crate::ReconstructedLayer::from)
+            .collect();
+        assert_eq!(layers, r.layers);
+        fair_train::recalibrate_batch_norm(again, &d, &transform(), &recal).unwrap();
+        for (name, t) in both.models[0].named_tensors() {
+            assert!(t.equal(again.tensor(&name).unwrap()), "{name}");
+        }
     }
 
     #[test]

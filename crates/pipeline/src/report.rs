@@ -170,9 +170,13 @@ pub struct PruneResult {
     pub achieved: Reduction,
     /// Milliseconds spent turning the stored scores into the plan.
     pub threshold_ms: f64,
-    /// Accuracy right after surgery, before any fine-tuning — after BatchNorm recalibration
-    /// when `recalibration` is present.
+    /// Accuracy right after surgery, before any fine-tuning — after reader reconstruction
+    /// and BatchNorm recalibration when `reconstruction` and `recalibration` are present.
     pub one_shot: Option<Accuracy>,
+    /// Reader reconstruction after surgery (before the recalibration, the one-shot
+    /// evaluation and any fine-tuning), when it was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<ReconstructionInfo>,
     /// BatchNorm recalibration after surgery (before the one-shot evaluation and any
     /// fine-tuning), when it was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +218,63 @@ pub struct RecalibrationInfo {
     /// Wall time of the recalibration (decoding the batches included).
     #[serde(default)]
     pub seconds: f64,
+}
+
+/// Reader reconstruction of a pruned model ([`fair_train::reconstruct_readers`]): every
+/// convolution and linear layer that lost input channels refitted by least squares to the
+/// unpruned model's output on training batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconstructionInfo {
+    /// Every layer that lost input channels, in graph order.
+    pub layers: Vec<ReconstructedLayer>,
+    /// Batches each layer was fitted on.
+    pub batches: usize,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Samples in all batches.
+    pub samples: usize,
+    /// Ridge strength towards the surgery's weights (relative to the mean diagonal of the
+    /// layer's input Gram matrix).
+    pub ridge: f64,
+    /// Seed of the batch draw.
+    pub seed: u64,
+    /// The training split the batches came from (no augmentation).
+    pub data: String,
+    /// Wall time of the reconstruction (decoding the batches included).
+    pub seconds: f64,
+}
+
+/// One layer of a [`ReconstructionInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconstructedLayer {
+    /// The layer.
+    pub layer: String,
+    /// Unknowns per output channel (input channels × kernel area, + 1 for a bias).
+    pub inputs: usize,
+    /// Squared error of its output against the unpruned model's on the batches, relative to
+    /// the unpruned output's squared norm, with the surgery's weights (absent when skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_before: Option<f64>,
+    /// The same after the refit (absent when skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_after: Option<f64>,
+    /// Why it was left as the surgery sliced it, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl From<fair_train::LayerFit> for ReconstructedLayer {
+    fn from(f: fair_train::LayerFit) -> Self {
+        ReconstructedLayer {
+            layer: f.layer,
+            inputs: f.inputs,
+            error_before: f.error_before,
+            error_after: f.error_after,
+            skipped: f.skipped,
+        }
+    }
 }
 
 /// Distillation settings of the fine-tuning ([`fair_train::Distillation`]): loss =

@@ -3,8 +3,10 @@
 //! SGD with momentum and weight decay, a cosine or step learning-rate schedule, seeded
 //! shuffling and augmentation, top-1 accuracy and loss, progress bars (epoch, batch,
 //! throughput, ETA) and atomic safetensors checkpoints. The same seed and thread count give
-//! the same result. After pruning, [`recalibrate_batch_norm`] re-estimates BatchNorm running
-//! statistics and [`train_with_teacher`] fine-tunes with distillation from the unpruned model.
+//! the same result. After pruning, [`reconstruct_readers`] refits the layers that lost input
+//! channels to the unpruned model's outputs, [`recalibrate_batch_norm`] re-estimates
+//! BatchNorm running statistics and [`train_with_teacher`] fine-tunes with distillation from
+//! the unpruned model.
 //!
 //! ```no_run
 //! use fair_train::{TrainSettings, train, evaluate};
@@ -30,9 +32,11 @@ use tch::nn::OptimizerConfig;
 
 mod distill;
 mod recalibrate;
+mod reconstruct;
 
 pub use distill::{Distillation, distillation_loss};
 pub use recalibrate::{BnRecalibration, RecalibrationReport, recalibrate_batch_norm};
+pub use reconstruct::{LayerFit, Reconstruction, ReconstructionReport, reconstruct_readers};
 
 /// Errors of training and evaluation.
 #[derive(Debug, thiserror::Error)]

@@ -143,16 +143,8 @@ pub fn recalibrate_batch_norm(
         });
     }
     let batch_size = settings.batch_size.min(data.len());
-    // Random order: permutations of the data, one after the other, cut into batches.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
-    let needed = settings.batches * batch_size;
-    let mut order = Vec::with_capacity(needed + data.len());
-    while order.len() < needed {
-        let mut perm: Vec<usize> = (0..data.len()).collect();
-        perm.shuffle(&mut rng);
-        order.extend(perm);
-    }
-    order.truncate(needed);
+    let order = draw_order(data.len(), settings.batches, batch_size, settings.seed);
+    let needed = order.len();
 
     // Layers in groups whose inputs fit the memory budget together.
     let mut chunks: Vec<Vec<usize>> = Vec::new();
@@ -248,6 +240,22 @@ pub fn recalibrate_batch_norm(
         batches: settings.batches,
         samples: needed,
     })
+}
+
+/// The sample order of `batches` batches of `batch_size` drawn from `len` samples: random
+/// permutations of all of them, one after the other (each batch holds distinct samples when
+/// `batch_size ≤ len`), cut to `batches · batch_size`.
+pub(crate) fn draw_order(len: usize, batches: usize, batch_size: usize, seed: u64) -> Vec<usize> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let needed = batches * batch_size;
+    let mut order = Vec::with_capacity(needed + len);
+    while order.len() < needed {
+        let mut perm: Vec<usize> = (0..len).collect();
+        perm.shuffle(&mut rng);
+        order.extend(perm);
+    }
+    order.truncate(needed);
+    order
 }
 
 /// Per-channel mean and unbiased variance (f64) of a BatchNorm input `[N, C, ...]`, over
