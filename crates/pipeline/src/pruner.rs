@@ -53,6 +53,55 @@ struct AfterSurgery<'a, S> {
     optional: bool,
 }
 
+impl<'a, S> AfterSurgery<'a, S> {
+    /// An explicit step (not a preset's), on `source` (augmentation switched off) or, with
+    /// `None`, on the fine-tuning's training split.
+    fn asked(source: Option<(&'a dyn ImageSource, &Transform)>, settings: S) -> Self {
+        AfterSurgery {
+            source: source.map(|(train, t)| {
+                (
+                    train,
+                    Transform {
+                        augment: None,
+                        ..t.clone()
+                    },
+                )
+            }),
+            settings,
+            optional: false,
+        }
+    }
+
+    /// A preset's step: on the fine-tuning's training split when there is one.
+    fn preset(settings: S) -> Self {
+        AfterSurgery {
+            source: None,
+            settings,
+            optional: true,
+        }
+    }
+}
+
+/// The batch draw of a step after surgery, which a preset's step takes from the run: the
+/// fine-tuning batch size (when there is fine-tuning) and the run's seed.
+trait Drawn: Clone {
+    fn set_draw(&mut self, batch_size: Option<usize>, seed: u64);
+}
+
+impl Drawn for BnRecalibration {
+    fn set_draw(&mut self, batch_size: Option<usize>, seed: u64) {
+        self.batch_size = batch_size.unwrap_or(self.batch_size);
+        self.seed = seed;
+    }
+}
+
+impl Drawn for Reconstruction {
+    fn set_draw(&mut self, batch_size: Option<usize>, seed: u64) {
+        self.batch_size = batch_size.unwrap_or(self.batch_size);
+        self.seed = seed;
+    }
+}
+
 /// What a run returns: the report, the pruned models (one per goal, in order) and the scores.
 pub struct PruneOutcome {
     /// The report (also written as `report.json` when there is an output directory).
@@ -271,16 +320,8 @@ impl<'a> Pruner<'a> {
         self.select.mac_cost = p.mac_cost;
         self.select.exact_target = p.exact_target;
         self.preset_rank = p.rank_by.map(str::to_owned);
-        self.recalibration = p.recalibration.map(|settings| AfterSurgery {
-            source: None,
-            settings,
-            optional: true,
-        });
-        self.reconstruction = p.reconstruction.map(|settings| AfterSurgery {
-            source: None,
-            settings,
-            optional: true,
-        });
+        self.recalibration = p.recalibration.map(AfterSurgery::preset);
+        self.reconstruction = p.reconstruction.map(AfterSurgery::preset);
         self.preset = Some(preset);
         self
     }
@@ -343,11 +384,7 @@ impl<'a> Pruner<'a> {
     /// with [`Pruner::torchrun`]) use [`Pruner::recalibrate_on`]; [`Pruner::validate`] fails
     /// when no training split is known.
     pub fn recalibrate(mut self, settings: BnRecalibration) -> Self {
-        self.recalibration = Some(AfterSurgery {
-            source: None,
-            settings,
-            optional: false,
-        });
+        self.recalibration = Some(AfterSurgery::asked(None, settings));
         self
     }
 
@@ -358,17 +395,7 @@ impl<'a> Pruner<'a> {
         transform: &Transform,
         settings: BnRecalibration,
     ) -> Self {
-        self.recalibration = Some(AfterSurgery {
-            source: Some((
-                train,
-                Transform {
-                    augment: None,
-                    ..transform.clone()
-                },
-            )),
-            settings,
-            optional: false,
-        });
+        self.recalibration = Some(AfterSurgery::asked(Some((train, transform)), settings));
         self
     }
 
@@ -385,11 +412,7 @@ impl<'a> Pruner<'a> {
     /// [`fair_train::reconstruct_readers`]. Without [`Pruner::finetune`] use
     /// [`Pruner::reconstruct_on`]; [`Pruner::validate`] fails when no training split is known.
     pub fn reconstruct(mut self, settings: Reconstruction) -> Self {
-        self.reconstruction = Some(AfterSurgery {
-            source: None,
-            settings,
-            optional: false,
-        });
+        self.reconstruction = Some(AfterSurgery::asked(None, settings));
         self
     }
 
@@ -400,17 +423,7 @@ impl<'a> Pruner<'a> {
         transform: &Transform,
         settings: Reconstruction,
     ) -> Self {
-        self.reconstruction = Some(AfterSurgery {
-            source: Some((
-                train,
-                Transform {
-                    augment: None,
-                    ..transform.clone()
-                },
-            )),
-            settings,
-            optional: false,
-        });
+        self.reconstruction = Some(AfterSurgery::asked(Some((train, transform)), settings));
         self
     }
 
@@ -587,26 +600,22 @@ impl<'a> Pruner<'a> {
         }
         if let Some(r) = &self.recalibration {
             r.settings.check()?;
-            if r.source.is_none() && self.finetune.is_none() && !r.optional {
-                return Err(PipelineError::invalid(
-                    "bn-recalibrate",
-                    "BatchNorm recalibration needs training data: none is known (give it with \
-                     recalibrate_on, or set up the in-process fine-tuning, whose training split \
-                     it then uses)",
-                ));
-            }
         }
+        self.check_source(
+            &self.recalibration,
+            "bn-recalibrate",
+            "BatchNorm recalibration",
+            "recalibrate_on",
+        )?;
         if let Some(r) = &self.reconstruction {
             r.settings.check()?;
-            if r.source.is_none() && self.finetune.is_none() && !r.optional {
-                return Err(PipelineError::invalid(
-                    "reconstruct",
-                    "reader reconstruction needs training data: none is known (give it with \
-                     reconstruct_on, or set up the in-process fine-tuning, whose training split \
-                     it then uses)",
-                ));
-            }
         }
+        self.check_source(
+            &self.reconstruction,
+            "reconstruct",
+            "reader reconstruction",
+            "reconstruct_on",
+        )?;
         if let Some(d) = &self.distill {
             d.check()?;
         }
@@ -711,16 +720,8 @@ impl<'a> Pruner<'a> {
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
             let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
             let mut pruned_model = pruned.model;
-            let reconstruction = match (&self.reconstruction, self.source_of(&self.reconstruction))
-            {
-                (Some(r), Some((train, transform))) => {
-                    let mut settings = r.settings.clone();
-                    if r.optional {
-                        if let Some(f) = &self.finetune {
-                            settings.batch_size = f.settings.batch_size;
-                        }
-                        settings.seed = self.seed;
-                    }
+            let reconstruction = match self.prepared(&self.reconstruction) {
+                Some((settings, train, transform)) => {
                     say(format!(
                         "reconstructing the readers of {} on {} batch(es) of {}",
                         goal.label(),
@@ -749,15 +750,8 @@ impl<'a> Pruner<'a> {
                 }
                 _ => None,
             };
-            let recalibration = match (&self.recalibration, self.source_of(&self.recalibration)) {
-                (Some(r), Some((train, transform))) => {
-                    let mut settings = r.settings.clone();
-                    if r.optional {
-                        if let Some(f) = &self.finetune {
-                            settings.batch_size = f.settings.batch_size;
-                        }
-                        settings.seed = self.seed;
-                    }
+            let recalibration = match self.prepared(&self.recalibration) {
+                Some((settings, train, transform)) => {
                     say(format!(
                         "recalibrating BatchNorm of {} on {} batch(es) of {}",
                         goal.label(),
@@ -978,15 +972,18 @@ impl<'a> Pruner<'a> {
         Ok(crate::torchrun::spec_for(graph, transform, settings))
     }
 
-    /// Where a step after surgery draws its batches: the explicit source, else the
-    /// fine-tuning's training split (transform without augmentation).
-    fn source_of<S>(
+    /// A step after surgery as it runs: its settings (a preset's draws batches of the
+    /// fine-tuning batch size with the run's seed), and where it draws its batches — the
+    /// explicit source, else the fine-tuning's training split (transform without
+    /// augmentation). `None` when the step is off or has no data (a preset's step then
+    /// does not run).
+    fn prepared<S: Drawn>(
         &self,
         step: &Option<AfterSurgery<'a, S>>,
-    ) -> Option<(&'a dyn ImageSource, Transform)> {
+    ) -> Option<(S, &'a dyn ImageSource, Transform)> {
         let r = step.as_ref()?;
-        match &r.source {
-            Some((train, t)) => Some((*train, t.clone())),
+        let (train, transform) = match &r.source {
+            Some((train, t)) => (*train, t.clone()),
             None => self.finetune.as_ref().map(|f| {
                 (
                     f.train,
@@ -995,7 +992,35 @@ impl<'a> Pruner<'a> {
                         ..f.transform.clone()
                     },
                 )
-            }),
+            })?,
+        };
+        let mut settings = r.settings.clone();
+        if r.optional {
+            let batch_size = self.finetune.as_ref().map(|f| f.settings.batch_size);
+            settings.set_draw(batch_size, self.seed);
+        }
+        Some((settings, train, transform))
+    }
+
+    /// An explicit step after surgery needs training data: its own or the fine-tuning's.
+    fn check_source<S>(
+        &self,
+        step: &Option<AfterSurgery<'a, S>>,
+        flag: &str,
+        what: &str,
+        builder: &str,
+    ) -> Result<(), PipelineError> {
+        match step {
+            Some(r) if r.source.is_none() && self.finetune.is_none() && !r.optional => {
+                Err(PipelineError::invalid(
+                    flag,
+                    format!(
+                        "{what} needs training data: none is known (give it with {builder}, or \
+                         set up the in-process fine-tuning, whose training split it then uses)"
+                    ),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -133,17 +133,13 @@ pub fn recalibrate_batch_norm(
             samples: 0,
         });
     }
-    if data.is_empty() {
-        return Err(TrainError::Setting {
-            name: "data",
-            detail: format!(
-                "BatchNorm recalibration needs samples, but '{}' is empty",
-                data.name()
-            ),
-        });
-    }
-    let batch_size = settings.batch_size.min(data.len());
-    let order = draw_order(data.len(), settings.batches, batch_size, settings.seed);
+    let (order, batch_size) = draw_order(
+        data,
+        settings.batches,
+        settings.batch_size,
+        settings.seed,
+        "BatchNorm recalibration",
+    )?;
     let needed = order.len();
 
     // Layers in groups whose inputs fit the memory budget together.
@@ -242,10 +238,25 @@ pub fn recalibrate_batch_norm(
     })
 }
 
-/// The sample order of `batches` batches of `batch_size` drawn from `len` samples: random
-/// permutations of all of them, one after the other (each batch holds distinct samples when
-/// `batch_size ≤ len`), cut to `batches · batch_size`.
-pub(crate) fn draw_order(len: usize, batches: usize, batch_size: usize, seed: u64) -> Vec<usize> {
+/// The sample order of `batches` batches of `batch_size` (at most the data's size, which is
+/// returned with the order) drawn from `data`: random permutations of all samples, one after
+/// the other (each batch holds distinct samples), cut to `batches · batch_size`. Empty data
+/// is an error naming `what` needs it.
+pub(crate) fn draw_order(
+    data: &dyn ImageSource,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    what: &str,
+) -> Result<(Vec<usize>, usize), TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::Setting {
+            name: "data",
+            detail: format!("{what} needs samples, but '{}' is empty", data.name()),
+        });
+    }
+    let len = data.len();
+    let batch_size = batch_size.min(len);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let needed = batches * batch_size;
     let mut order = Vec::with_capacity(needed + len);
@@ -255,7 +266,7 @@ pub(crate) fn draw_order(len: usize, batches: usize, batch_size: usize, seed: u6
         order.extend(perm);
     }
     order.truncate(needed);
-    order
+    Ok((order, batch_size))
 }
 
 /// Per-channel mean and unbiased variance (f64) of a BatchNorm input `[N, C, ...]`, over

@@ -171,7 +171,7 @@ pub fn reconstruct_readers(
         // Put back every layer refitted before the failure.
         tch::no_grad(|| -> Result<(), TrainError> {
             for (name, old) in written.iter().rev() {
-                let _ = pruned.tensor(name)?.shallow_clone().f_copy_(old)?;
+                pruned.tensor(name)?.shallow_clone().f_copy_(old)?;
             }
             Ok(())
         })?;
@@ -241,17 +241,13 @@ fn fit_in_order(
             samples: 0,
         });
     }
-    if data.is_empty() {
-        return Err(TrainError::Setting {
-            name: "data",
-            detail: format!(
-                "reader reconstruction needs samples, but '{}' is empty",
-                data.name()
-            ),
-        });
-    }
-    let batch_size = settings.batch_size.min(data.len());
-    let order = draw_order(data.len(), settings.batches, batch_size, settings.seed);
+    let (order, batch_size) = draw_order(
+        data,
+        settings.batches,
+        settings.batch_size,
+        settings.seed,
+        "reader reconstruction",
+    )?;
     let eval_t = Transform {
         augment: None,
         ..transform.clone()
@@ -447,12 +443,12 @@ fn write_fit(
             .f_reshape(shape.as_slice())?
             .f_to_kind(kind)?;
         written.push((format!("{layer}.weight"), weight.f_detach_copy()?));
-        let _ = weight.shallow_clone().f_copy_(&new_w)?;
+        weight.shallow_clone().f_copy_(&new_w)?;
         if bias {
             let b = model.tensor(&format!("{layer}.bias"))?.shallow_clone();
             let new_b = w.f_narrow(0, rows, 1)?.f_reshape([-1])?.f_to_kind(kind)?;
             written.push((format!("{layer}.bias"), b.f_detach_copy()?));
-            let _ = b.shallow_clone().f_copy_(&new_b)?;
+            b.shallow_clone().f_copy_(&new_b)?;
         }
         Ok(())
     })
