@@ -123,8 +123,9 @@ pub struct ReconstructionReport {
     pub samples: usize,
 }
 
-/// Fits of more than this many rows (positions × samples) × unknowns are split into pieces
-/// (which also bounds the rows each f32 product sums over).
+/// Each batch is fitted in pieces of whole samples of at most this many rows (positions ×
+/// samples) × unknowns, which bounds the memory of the unfolded inputs and the rows each f32
+/// product sums over.
 const PIECE_ELEMENTS: i64 = 1 << 22;
 
 /// Refits, in graph order, every convolution (groups = 1) and linear layer of `pruned` that
@@ -301,16 +302,24 @@ fn fit_in_order(
                             let idx = Tensor::from_slice(k).to_device(device);
                             y = y.f_index_select(1, &idx)?;
                         }
-                        let (a, y) = rows(&a, &y, geometry.as_ref(), bias)?;
-                        let total = a.size()[0];
-                        let step = (PIECE_ELEMENTS / n.max(1)).max(1);
+                        // Rows per sample: the output positions of a convolution, 1 for a
+                        // linear layer. Pieces of whole samples keep every unfolded matrix
+                        // under PIECE_ELEMENTS (the unfolding of a whole batch of large
+                        // images would not fit in memory).
+                        let samples = a.size()[0];
+                        let per_sample: i64 = y.size()[2..].iter().product::<i64>().max(1);
+                        let step = (PIECE_ELEMENTS / (per_sample * n).max(1)).max(1);
                         let mut start = 0;
-                        while start < total {
-                            let len = step.min(total - start);
+                        while start < samples {
+                            let len = step.min(samples - start);
+                            let (a, y) = rows(
+                                &a.f_narrow(0, start, len)?,
+                                &y.f_narrow(0, start, len)?,
+                                geometry.as_ref(),
+                                bias,
+                            )?;
                             // Products of one piece in the tensors' precision, sums over
                             // pieces and batches in f64.
-                            let a = a.f_narrow(0, start, len)?;
-                            let y = y.f_narrow(0, start, len)?;
                             let at = a.f_transpose(0, 1)?;
                             gram = gram.f_add(&at.f_matmul(&a)?.f_to_kind(Kind::Double)?)?;
                             cross = cross.f_add(&at.f_matmul(&y)?.f_to_kind(Kind::Double)?)?;
