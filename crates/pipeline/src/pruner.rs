@@ -116,8 +116,8 @@ pub struct PruneOutcome {
 /// criteria) and at least one goal are required; everything else has the CLI's defaults:
 /// criteria `u`, `r`, `l1`, `group-l1`; ToD with remove-by `u`, protect-by `r`; the
 /// [`Preset::default`]'s settings (group rule, MAC weight, exact targets, units ranked by
-/// `group-l1`, BatchNorm recalibration); no evaluation, fine-tuning, latency or export unless
-/// asked for.
+/// `group-l1`, reader reconstruction and BatchNorm recalibration when a training split is
+/// known); no evaluation, fine-tuning, latency or export unless asked for.
 ///
 /// ```no_run
 /// use fair_pipeline::{Goal, GroupRule, Pruner};
