@@ -273,6 +273,20 @@ fn fit_in_order(
             )),
             _ => None,
         };
+        // Skipped before anything of the size of its fit (the Gram matrix) is allocated.
+        if let Some(reason) = skip {
+            fits.push((
+                LayerFit {
+                    layer: name,
+                    inputs: unknowns,
+                    error_before: None,
+                    error_after: None,
+                    skipped: Some(reason),
+                },
+                None,
+            ));
+            continue;
+        }
         let weight = pruned.tensor(&format!("{name}.weight"))?.shallow_clone();
         let out_channels = weight.size()[0];
         // W₀ as [unknowns, out]: the weight's rows flattened, the bias as the last row.
@@ -288,50 +302,47 @@ fn fit_in_order(
         let mut target_sq = 0.0f64;
         let mut batch_rng = rand::SeedableRng::seed_from_u64(settings.seed);
         let batch_rng: &mut rand::rngs::StdRng = &mut batch_rng;
-        if skip.is_none() {
-            std::thread::scope(|s| -> Result<(), TrainError> {
-                for batch in loader.prefetch(s, &order, batch_size, PREFETCH, batch_rng) {
-                    let (x, _) = batch?;
-                    let x = x.to_device(device);
-                    tch::no_grad(|| -> Result<(), TrainError> {
-                        let a =
-                            pruned.taps(&x, Mode::Eval, &[input.as_str()])?[&input].shallow_clone();
-                        let mut y =
-                            original.taps(&x, Mode::Eval, &[name.as_str()])?[&name].shallow_clone();
-                        if let Some(k) = &kept {
-                            let idx = Tensor::from_slice(k).to_device(device);
-                            y = y.f_index_select(1, &idx)?;
-                        }
-                        // Rows per sample: the output positions of a convolution, 1 for a
-                        // linear layer. Pieces of whole samples keep every unfolded matrix
-                        // under PIECE_ELEMENTS (the unfolding of a whole batch of large
-                        // images would not fit in memory).
-                        let samples = a.size()[0];
-                        let per_sample: i64 = y.size()[2..].iter().product::<i64>().max(1);
-                        let step = (PIECE_ELEMENTS / (per_sample * n).max(1)).max(1);
-                        let mut start = 0;
-                        while start < samples {
-                            let len = step.min(samples - start);
-                            let (a, y) = rows(
-                                &a.f_narrow(0, start, len)?,
-                                &y.f_narrow(0, start, len)?,
-                                geometry.as_ref(),
-                                bias,
-                            )?;
-                            // Products of one piece in the tensors' precision, sums over
-                            // pieces and batches in f64.
-                            let at = a.f_transpose(0, 1)?;
-                            gram = gram.f_add(&at.f_matmul(&a)?.f_to_kind(Kind::Double)?)?;
-                            cross = cross.f_add(&at.f_matmul(&y)?.f_to_kind(Kind::Double)?)?;
-                            target_sq += y.f_square()?.f_sum(Kind::Double)?.double_value(&[]);
-                            start += len;
-                        }
-                        Ok(())
-                    })?;
-                }
-                Ok(())
-            })?;
-        }
+        std::thread::scope(|s| -> Result<(), TrainError> {
+            for batch in loader.prefetch(s, &order, batch_size, PREFETCH, batch_rng) {
+                let (x, _) = batch?;
+                let x = x.to_device(device);
+                tch::no_grad(|| -> Result<(), TrainError> {
+                    let a = pruned.taps(&x, Mode::Eval, &[input.as_str()])?[&input].shallow_clone();
+                    let mut y =
+                        original.taps(&x, Mode::Eval, &[name.as_str()])?[&name].shallow_clone();
+                    if let Some(k) = &kept {
+                        let idx = Tensor::from_slice(k).to_device(device);
+                        y = y.f_index_select(1, &idx)?;
+                    }
+                    // Rows per sample: the output positions of a convolution, 1 for a
+                    // linear layer. Pieces of whole samples keep every unfolded matrix
+                    // under PIECE_ELEMENTS (the unfolding of a whole batch of large
+                    // images would not fit in memory).
+                    let samples = a.size()[0];
+                    let per_sample: i64 = y.size()[2..].iter().product::<i64>().max(1);
+                    let step = (PIECE_ELEMENTS / (per_sample * n).max(1)).max(1);
+                    let mut start = 0;
+                    while start < samples {
+                        let len = step.min(samples - start);
+                        let (a, y) = rows(
+                            &a.f_narrow(0, start, len)?,
+                            &y.f_narrow(0, start, len)?,
+                            geometry.as_ref(),
+                            bias,
+                        )?;
+                        // Products of one piece in the tensors' precision, sums over
+                        // pieces and batches in f64.
+                        let at = a.f_transpose(0, 1)?;
+                        gram = gram.f_add(&at.f_matmul(&a)?.f_to_kind(Kind::Double)?)?;
+                        cross = cross.f_add(&at.f_matmul(&y)?.f_to_kind(Kind::Double)?)?;
+                        target_sq += y.f_square()?.f_sum(Kind::Double)?.double_value(&[]);
+                        start += len;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
         // ‖Y − A·W‖² = ‖Y‖² − 2·tr(Wᵀ·AᵀY) + tr(Wᵀ·AᵀA·W)
         let error = |w: &Tensor| -> Result<f64, TrainError> {
             let fit = w.f_mul(&cross)?.f_sum(Kind::Double)?.double_value(&[]);
@@ -341,19 +352,6 @@ fn fit_in_order(
                 .double_value(&[]);
             Ok(((target_sq - 2.0 * fit + quad) / target_sq.max(f64::MIN_POSITIVE)).max(0.0))
         };
-        if let Some(reason) = skip {
-            fits.push((
-                LayerFit {
-                    layer: name,
-                    inputs: unknowns,
-                    error_before: None,
-                    error_after: None,
-                    skipped: Some(reason),
-                },
-                None,
-            ));
-            continue;
-        }
         let scale = gram
             .f_diagonal(0, 0, 1)?
             .f_mean(Kind::Double)?
