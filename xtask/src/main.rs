@@ -76,11 +76,12 @@ USAGE:
     cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7
                                 --finetune-epochs 1,5 --methods fair-paper,... --val-per-class 500
                                 --train-epochs 3 --finetune-fraction F --per-class 32 --threads 2
-                                --distill W --no-docs --tables-only]
+                                --distill W --reconstruct --no-docs --tables-only]
                                FAIR-Pruner variants (fair-paper and one change each) vs uniform L1
                                (ours, Torch-Pruning) and Torch-Pruning global Taylor / group norm
                                at equal MACs, mean ± std over seeds: one-shot, + BN recalibration,
                                fine-tuned with and without distillation (validation and test);
+                               --reconstruct refits every method's readers first (rows kept apart);
                                runs over subsets of methods add up; table in docs/results.md and
                                docs/ablation-<net>.svg (hours on 2 cores at the defaults)
                                All run the fair-bench crate (crates/bench) through the

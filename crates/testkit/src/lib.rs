@@ -5,6 +5,7 @@
 //! - [`randomise_batchnorm`]: non-trivial BatchNorm statistics, so eval-mode comparisons are
 //!   not near-identity maps.
 //! - [`max_abs_diff`]: the largest element-wise difference of two tensors of equal shape.
+//! - [`noise_dataset`]: a seeded in-memory dataset of uniform-noise images, two classes.
 //!
 //! ```no_run
 //! let Some(python) = fair_testkit::reference_python("the torchvision cross-check") else { return };
@@ -52,6 +53,20 @@ pub fn randomise_batchnorm(model: &Model, seed: i64) {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
     (a - b).abs().max().double_value(&[])
+}
+
+/// A dataset named `toy` of `n` images of shape `input` (channels, height, width) whose pixels
+/// are uniform random bytes drawn from `seed`, labelled `a`, `b`, `a`, … (classes 0 and 1
+/// alternate), for steps that only need inputs: recalibration, reconstruction.
+pub fn noise_dataset(input: [usize; 3], n: usize, seed: u64) -> fair_data::Dataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let pixels = (0..n * input.iter().product::<usize>())
+        .map(|_| rng.r#gen::<u8>())
+        .collect();
+    let labels = (0..n as i64).map(|i| i % 2).collect();
+    fair_data::Dataset::new("toy", input, pixels, labels, vec!["a".into(), "b".into()])
+        .expect("a consistent noise dataset")
 }
 
 /// The README's examples, compiled as doctests.

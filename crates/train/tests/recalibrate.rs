@@ -39,11 +39,7 @@ fn net(seed: u64) -> Model {
 }
 
 fn data(n: usize, seed: u64) -> Dataset {
-    use rand::Rng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let pixels = (0..n * 108).map(|_| rng.r#gen::<u8>()).collect();
-    let labels = (0..n as i64).map(|i| i % 2).collect();
-    Dataset::new("toy", INPUT, pixels, labels, vec!["a".into(), "b".into()]).unwrap()
+    fair_testkit::noise_dataset(INPUT, n, seed)
 }
 
 fn transform() -> Transform {

@@ -6,8 +6,9 @@ use fair_analysis::{Plan, Resolution, ResolveOptions};
 use fair_data::{Dataset, ImageSource, Transform};
 use fair_ir::GraphBuilder;
 use fair_runtime::{Mode, Model};
+use fair_testkit::max_abs_diff;
 use fair_train::{Reconstruction, TrainError, reconstruct_readers};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 const INPUT: [usize; 3] = [3, 6, 6];
@@ -27,10 +28,7 @@ fn net(seed: u64) -> Model {
 }
 
 fn data(n: usize, seed: u64) -> Dataset {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let pixels = (0..n * 108).map(|_| rng.r#gen::<u8>()).collect();
-    let labels = (0..n as i64).map(|i| i % 2).collect();
-    Dataset::new("toy", INPUT, pixels, labels, vec!["a".into(), "b".into()]).unwrap()
+    fair_testkit::noise_dataset(INPUT, n, seed)
 }
 
 fn transform() -> Transform {
@@ -56,10 +54,6 @@ fn copy_row(m: &Model, name: &str, from: i64, to: i64, factor: f64) {
         let src = t.get(from) * factor;
         t.get(to).copy_(&src);
     });
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
 }
 
 /// Removes conv1's unit 3 (a copy of unit 0) and fc's unit 4 (twice unit 1).
