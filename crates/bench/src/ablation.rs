@@ -9,8 +9,10 @@
 //! for each budget (validation and test top-1), with `--distill W` also fine-tuned with the
 //! unpruned model as teacher. With `--reconstruct` every pruned model's readers are refitted
 //! ([`fair_train::reconstruct_readers`], the `fair-pruner` preset's settings) before the
-//! recalibration, for every method alike; those rows are stored apart. A seed's rows add up over runs with the same settings, so a run
-//! may measure a subset of methods or targets. The per-seed figures are averaged into
+//! recalibration, for every method alike; those rows are labelled `<method> + recon` in the
+//! tables and charts, next to the rows without it. A seed's rows add up over runs with the
+//! same settings, so a run may measure a subset of methods or targets, with or without
+//! `--reconstruct`. The per-seed figures are averaged into
 //! `target/bench/ablation/summary.json`, a table in `docs/results.md` (between the
 //! `bench ablation` markers) and one chart per network (`docs/ablation-<net>.svg`).
 //!
@@ -503,8 +505,9 @@ pub struct Options {
     pub distill: Option<f64>,
     /// Refit the readers of removed units by least squares against the unpruned model
     /// before the BatchNorm recalibration, for every method (`fair_train::reconstruct_readers`,
-    /// default settings: 8 batches of 128 from the fine-tuning set). The rows are stored
-    /// apart from those without it and the results carry the setting.
+    /// default settings: 8 batches of 128 from the fine-tuning set). Its rows are labelled
+    /// `<method> + recon` and add up with those of runs without it; each row carries the
+    /// setting.
     #[arg(long)]
     pub reconstruct: bool,
     /// libtorch CPU threads (ours and the references').
@@ -1096,6 +1099,9 @@ fn run_seed(
                 if let Some(kind) = m.torch_pruning() {
                     r["reference"] = torch_pruning[kind]["targets"][target_key(t)].clone();
                 }
+                if let Some(settings) = &bench.reconstruction {
+                    r["reconstruction"]["settings"] = serde_json::to_value(settings)?;
+                }
                 r
             }
             Err(e) => {
@@ -1105,6 +1111,7 @@ fn run_seed(
         };
         r["target"] = json!(t);
         r["method"] = json!(m.key());
+        r["reconstructed"] = json!(bench.reconstruction.is_some());
         results.push(r);
     }
     Ok(json!({
@@ -1113,7 +1120,6 @@ fn run_seed(
             "train_epochs": o.train_epochs, "val_per_class": o.val_per_class,
             "finetune_fraction": f, "per_class": o.per_class,
             "recalibration": serde_json::to_value(&bench.recalibration)?,
-            "reconstruction": serde_json::to_value(&bench.reconstruction)?,
         },
         "threads": o.threads,
         "unpruned": {"params": params0, "macs": macs0, "top1": stamp["top1"]},
@@ -1122,18 +1128,42 @@ fn run_seed(
     }))
 }
 
+/// Whether a result row was measured with reader reconstruction (`--reconstruct`): its
+/// `reconstruction` holds the report. Such rows are labelled `<method> + recon`.
+fn reconstructed(row: &Value) -> bool {
+    row["reconstruction"].is_object()
+}
+
+/// A result's settings as rows of different runs must share them: without the reader
+/// reconstruction, which is a property of each row (results written before it was kept
+/// per row carried it among the settings).
+fn shared_settings(result: &Value) -> Value {
+    let mut s = result["settings"].clone();
+    if let Some(map) = s.as_object_mut() {
+        map.remove("reconstruction");
+    }
+    s
+}
+
 /// A seed's new result with the rows of its previous one that this run did not measure
-/// (other methods or targets), kept only when both were measured with the same settings and
-/// the same trained model; otherwise the new result alone. So runs over subsets of methods
-/// and targets add up to one table.
+/// (other methods, targets, or with/without reader reconstruction), kept only when both
+/// were measured with the same settings and the same trained model; otherwise the new
+/// result alone. So runs over subsets of methods and targets, with and without
+/// `--reconstruct`, add up to one table.
 pub fn merge_results(previous: &Value, mut new: Value) -> Value {
-    let same = previous["settings"] == new["settings"]
+    let same = shared_settings(previous) == shared_settings(&new)
         && previous["unpruned"] == new["unpruned"]
         && previous["seed"] == new["seed"];
     if !same {
         return new;
     }
-    let key = |r: &Value| (r["method"].to_string(), r["target"].to_string());
+    let key = |r: &Value| {
+        (
+            r["method"].to_string(),
+            r["target"].to_string(),
+            reconstructed(r),
+        )
+    };
     let measured: Vec<_> = new["results"]
         .as_array()
         .into_iter()
@@ -1153,6 +1183,17 @@ pub fn merge_results(previous: &Value, mut new: Value) -> Value {
     new
 }
 
+/// A row's method as the tables and charts name it: the method's key, `+ recon` when its
+/// readers were reconstructed (`--reconstruct`).
+fn row_label(method: Option<&Method>, reconstructed: bool) -> String {
+    let key = method.map_or("?", |m| m.key());
+    if reconstructed {
+        format!("{key} + recon")
+    } else {
+        key.to_owned()
+    }
+}
+
 /// One metric of one row over the seeds.
 fn stat(values: &[f64]) -> Value {
     match mean_std(values) {
@@ -1167,14 +1208,11 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
     let Some(first) = results.first() else {
         bail!("no results to aggregate");
     };
-    // Settings must agree, except the recalibration and reconstruction seeds (which follow
-    // the seed).
+    // Settings must agree, except the recalibration seed (which follows the seed).
     let settings = |r: &Value| {
-        let mut s = r["settings"].clone();
-        for step in ["recalibration", "reconstruction"] {
-            if s[step].is_object() {
-                s[step]["seed"] = json!(null);
-            }
+        let mut s = shared_settings(r);
+        if s["recalibration"].is_object() {
+            s["recalibration"]["seed"] = json!(null);
         }
         s
     };
@@ -1190,17 +1228,25 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
             );
         }
     }
-    let mut rows: BTreeMap<(String, usize), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    let mut errors: BTreeMap<(String, usize), Vec<String>> = BTreeMap::new();
+    // Rows: (target, method's table order, reconstructed).
+    type Row = (String, usize, bool);
+    let mut rows: BTreeMap<Row, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    let mut errors: BTreeMap<Row, Vec<String>> = BTreeMap::new();
     let mut budgets: Vec<usize> = Vec::new();
     let mut distilled: Vec<String> = Vec::new();
     let mut checks = (0, 0);
+    // The reconstruction settings of the first reconstructed row (its seed follows the seed).
+    let mut reconstruction = Value::Null;
     for r in results {
         for x in r["results"].as_array().into_iter().flatten() {
             let t = x["target"].as_f64().unwrap_or(f64::NAN);
             let m = x["method"].as_str().unwrap_or("?");
             let order = Method::from_key(m).map_or(usize::MAX, |m| m as usize);
-            let row = (target_key(t), order);
+            let row = (target_key(t), order, reconstructed(x));
+            if reconstruction.is_null() && x["reconstruction"]["settings"].is_object() {
+                reconstruction = x["reconstruction"]["settings"].clone();
+                reconstruction["seed"] = Value::Null;
+            }
             let metrics = rows.entry(row.clone()).or_default();
             if let Some(e) = x["error"].as_str() {
                 errors.entry(row).or_default().push(e.to_owned());
@@ -1247,15 +1293,18 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
     }
     budgets.sort_unstable();
     distilled.sort();
-    let method_key = |order: usize| Method::ALL.get(order).map_or("?", |m| m.key());
     let rows: Vec<Value> = rows
         .into_iter()
-        .map(|((t, order), metrics)| {
+        .map(|((t, order, recon), metrics)| {
             let stats: serde_json::Map<String, Value> =
                 metrics.iter().map(|(k, v)| (k.clone(), stat(v))).collect();
-            let errs = errors.get(&(t.clone(), order)).cloned().unwrap_or_default();
-            json!({"target": t.parse::<f64>().unwrap_or(f64::NAN), "method": method_key(order),
-                   "metrics": stats, "errors": errs})
+            let errs = errors
+                .get(&(t.clone(), order, recon))
+                .cloned()
+                .unwrap_or_default();
+            json!({"target": t.parse::<f64>().unwrap_or(f64::NAN),
+                   "method": row_label(Method::ALL.get(order), recon),
+                   "reconstructed": recon, "metrics": stats, "errors": errs})
         })
         .collect();
     // The best method on validation at each (target, budget).
@@ -1291,6 +1340,7 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
         "unpruned": {"params": first["unpruned"]["params"], "macs": first["unpruned"]["macs"],
                      "val": unpruned("val"), "test": unpruned("test")},
         "budgets": budgets, "distilled": distilled, "rows": rows, "best": best,
+        "reconstruction": reconstruction,
         "cross_check": {"equal": checks.0, "compared": checks.1},
         "minutes": results.iter().filter_map(|r| r["minutes"].as_f64()).sum::<f64>(),
     }))
@@ -1349,6 +1399,14 @@ pub fn markdown(net: &Value) -> Result<String> {
         net["threads"],
         net["minutes"].as_f64().unwrap_or(f64::NAN),
     )?;
+    let rec = &net["reconstruction"];
+    if rec.is_object() {
+        writeln!(
+            s,
+            "`+ recon` rows: the readers of removed units refitted by least squares against the unpruned model ({} batches of {} from the fine-tuning set, `fair_train::reconstruct_readers`) before the BatchNorm recalibration; their `+ BN recal` column is after both.\n",
+            rec["batches"], rec["batch_size"]
+        )?;
+    }
     write!(
         s,
         "| MACs target | method | MACs removed | one-shot | + BN recal |"
@@ -1481,10 +1539,11 @@ pub fn chart_svg(net: &Value) -> Result<String> {
     let metric = format!("test@{budget}");
     let rows = net["rows"].as_array().context("no rows")?;
     let mut series: Vec<(String, Vec<ChartPoint>)> = Vec::new();
-    for m in Method::ALL {
+    for (m, recon) in Method::ALL.iter().flat_map(|m| [(m, false), (m, true)]) {
+        let label = row_label(Some(m), recon);
         let mut points: Vec<ChartPoint> = rows
             .iter()
-            .filter(|r| r["method"] == json!(m.key()))
+            .filter(|r| r["method"] == json!(label))
             .filter_map(|r| {
                 let x = r["metrics"]["macs_removed"]["mean"].as_f64()?;
                 let y = &r["metrics"][&metric];
@@ -1497,7 +1556,7 @@ pub fn chart_svg(net: &Value) -> Result<String> {
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !points.is_empty() {
-            series.push((m.key().to_owned(), points));
+            series.push((label, points));
         }
     }
     let all = series.iter().flat_map(|s| &s.1);
@@ -1970,6 +2029,66 @@ mod tests {
             other[field] = value;
             assert_eq!(merge_results(&other, new.clone()), new, "{field}");
         }
+    }
+
+    #[test]
+    fn reconstructed_rows_add_up_with_plain_ones_and_are_labelled() {
+        // A seed measured without, then with `--reconstruct` (fair-paper at 50 % only).
+        let with_recon = |seed: u64, v: f64| {
+            let mut new = fake_result(seed, 0.0);
+            let mut row = new["results"][0].clone();
+            row["finetuned"] = json!({"1": {"val": v, "test": v - 0.01}});
+            row["reconstruction"] = json!({"layers": [], "samples": 1024, "seconds": 1.5,
+                "settings": {"batches": 8, "batch_size": 128, "ridge": 0.001, "seed": seed}});
+            new["results"] = json!([row]);
+            merge_results(&fake_result(seed, 0.0), new)
+        };
+        let merged = with_recon(0, 0.95);
+        let rows = merged["results"].as_array().unwrap();
+        // The reconstructed fair-paper row joins all four plain rows (fair-paper kept).
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.iter().filter(|r| reconstructed(r)).count(), 1);
+        assert_eq!(
+            rows.iter().filter(|r| r["method"] == "fair-paper").count(),
+            2
+        );
+        // Results written when the setting sat among the settings still merge.
+        let mut old = fake_result(0, 0.0);
+        old["settings"]["reconstruction"] = Value::Null;
+        let mut new = fake_result(0, 0.0);
+        new["results"] = json!([]);
+        assert_eq!(
+            merge_results(&old, new)["results"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+
+        let agg = aggregate(&[merged, with_recon(1, 0.97)]).unwrap();
+        let md = markdown(&agg).unwrap();
+        // Plain fair-paper (85 on both seeds) and, right after it, the reconstructed one
+        // (95 and 97 → 96.00 ± 1.41), which is the best on validation.
+        let plain = md.find("| 50% | fair-paper | ").expect("plain row");
+        let recon = md
+            .find("| 50% | fair-paper + recon | 50.00 ± 0.00 | 55.00 ± 0.00 | 75.00 ± 0.00 | 96.00 ± 1.41 | 95.00 ± 1.41 |")
+            .unwrap_or_else(|| panic!("{md}"));
+        assert!(
+            plain < recon && recon < md.find("| 50% | uniform-l1 |").unwrap(),
+            "{md}"
+        );
+        assert!(
+            md.contains("50% / 1 ep → fair-paper + recon (96.00)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("(8 batches of 128 from the fine-tuning set"),
+            "{md}"
+        );
+        assert!(chart_svg(&agg).unwrap().contains("fair-paper + recon"));
+        // Without reconstructed rows, no such sentence.
+        let plain_only = markdown(&aggregate(&[fake_result(0, 0.0)]).unwrap()).unwrap();
+        assert!(!plain_only.contains("+ recon"), "{plain_only}");
     }
 
     #[test]
