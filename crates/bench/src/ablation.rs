@@ -1538,7 +1538,10 @@ pub fn chart_svg(net: &Value) -> Result<String> {
         .context("no fine-tuning budget")?;
     let metric = format!("test@{budget}");
     let rows = net["rows"].as_array().context("no rows")?;
-    let mut series: Vec<(String, Vec<ChartPoint>)> = Vec::new();
+    // (label, colour index, dashed, points): a method's `+ recon` line is dashed, in its
+    // method's colour.
+    let mut series: Vec<(String, usize, bool, Vec<ChartPoint>)> = Vec::new();
+    let mut colours: Vec<&Method> = Vec::new();
     for (m, recon) in Method::ALL.iter().flat_map(|m| [(m, false), (m, true)]) {
         let label = row_label(Some(m), recon);
         let mut points: Vec<ChartPoint> = rows
@@ -1556,10 +1559,17 @@ pub fn chart_svg(net: &Value) -> Result<String> {
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !points.is_empty() {
-            series.push((label, points));
+            let colour = match colours.iter().position(|&c| c == m) {
+                Some(i) => i,
+                None => {
+                    colours.push(m);
+                    colours.len() - 1
+                }
+            };
+            series.push((label, colour, recon, points));
         }
     }
-    let all = series.iter().flat_map(|s| &s.1);
+    let all = series.iter().flat_map(|s| &s.3);
     let (x0, x1) = all
         .clone()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
@@ -1600,17 +1610,25 @@ pub fn chart_svg(net: &Value) -> Result<String> {
             .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
             .map_err(|e| err(&e))?;
-        for (i, (label, points)) in series.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.0, p.1)),
-                    c.stroke_width(2),
-                ))
+        for (label, colour, dashed, points) in &series {
+            let c = PALETTE[colour % PALETTE.len()];
+            let line = points.iter().map(|p| (p.0, p.1));
+            let drawn = if *dashed {
+                chart.draw_series(DashedLineSeries::new(line, 6, 4, c.stroke_width(2)))
+            } else {
+                chart.draw_series(LineSeries::new(line, c.stroke_width(2)))
+            };
+            let dashed = *dashed;
+            drawn
                 .map_err(|e| err(&e))?
                 .label(label.clone())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                    // Two segments, with a gap between them for a dashed line.
+                    let (end, start) = if dashed { (6, 10) } else { (8, 8) };
+                    let style = c.stroke_width(2);
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (end, 0)], style)
+                        + PathElement::new(vec![(start, 0), (16, 0)], style)
                 });
             chart
                 .draw_series(
