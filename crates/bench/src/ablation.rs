@@ -1580,10 +1580,13 @@ pub fn chart_svg(net: &Value) -> Result<String> {
         bail!("no figures after {budget} epochs to chart");
     }
     let pad_x = ((x1 - x0) * 0.08).max(2.0);
+    // Room right of the data for the legend (about a quarter of the plot's width), so it
+    // never hides a line.
+    let legend_x = (x1 - x0 + 2.0 * pad_x) * 0.4;
     let pad_y = ((y1 - y0) * 0.1).max(0.5);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (760, 480)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -1598,7 +1601,7 @@ pub fn chart_svg(net: &Value) -> Result<String> {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(
-                (x0 - pad_x)..(x1 + pad_x),
+                (x0 - pad_x)..(x1 + pad_x + legend_x),
                 (y0 - pad_y)..(y1 + pad_y * 2.0),
             )
             .map_err(|e| err(&e))?;
