@@ -1129,9 +1129,12 @@ fn run_seed(
 }
 
 /// Whether a result row was measured with reader reconstruction (`--reconstruct`): its
-/// `reconstruction` holds the report. Such rows are labelled `<method> + recon`.
+/// `reconstructed` flag (set on every row, failed ones included), or for rows written
+/// before the flag, a reconstruction report. Such rows are labelled `<method> + recon`.
 fn reconstructed(row: &Value) -> bool {
-    row["reconstruction"].is_object()
+    row["reconstructed"]
+        .as_bool()
+        .unwrap_or_else(|| row["reconstruction"].is_object())
 }
 
 /// A result's settings as rows of different runs must share them: without the reader
@@ -2072,6 +2075,18 @@ mod tests {
         assert_eq!(
             rows.iter().filter(|r| r["method"] == "fair-paper").count(),
             2
+        );
+        // A failed row of a run with reconstruction does not replace the plain one.
+        let mut failed = fake_result(0, 0.0);
+        failed["results"] = json!([{"target": 0.5, "method": "uniform-l1", "error": "boom", "reconstructed": true}]);
+        let rows = merge_results(&fake_result(0, 0.0), failed)["results"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(rows.len(), 5);
+        assert!(
+            rows.iter()
+                .any(|r| r["method"] == "uniform-l1" && !reconstructed(r))
         );
         // Results written when the setting sat among the settings still merge.
         let mut old = fake_result(0, 0.0);
