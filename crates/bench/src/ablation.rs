@@ -1152,7 +1152,7 @@ fn shared_settings(result: &Value) -> Value {
 /// (other methods, targets, or with/without reader reconstruction), kept only when both
 /// were measured with the same settings and the same trained model; otherwise the new
 /// result alone. So runs over subsets of methods and targets, with and without
-/// `--reconstruct`, add up to one table.
+/// `--reconstruct`, add up to one table; their `minutes` add up too.
 pub fn merge_results(previous: &Value, mut new: Value) -> Value {
     let same = shared_settings(previous) == shared_settings(&new)
         && previous["unpruned"] == new["unpruned"]
@@ -1183,6 +1183,8 @@ pub fn merge_results(previous: &Value, mut new: Value) -> Value {
     if let Some(rows) = new["results"].as_array_mut() {
         rows.extend(kept);
     }
+    let minutes = |r: &Value| r["minutes"].as_f64().unwrap_or(0.0);
+    new["minutes"] = json!(minutes(previous) + minutes(&new));
     new
 }
 
@@ -1386,7 +1388,7 @@ pub fn markdown(net: &Value) -> Result<String> {
         .collect();
     writeln!(
         s,
-        "#### {}\n\nn = {n} seeds ({}); every figure is the mean ± sample std over them (top-1 in %). Unpruned: {:.1} K params, {:.2} M MACs, validation top-1 {}, test top-1 {}. Trained {} epochs on the training split minus {} validation images per class; calibration {} samples per class from the training part; BatchNorm recalibration {} batches of {}; fine-tuning SGD lr 0.01 cosine over {:.0}% of the training part, each budget from the recalibrated model. {} CPU threads, {:.1} min in all.\n",
+        "#### {}\n\nn = {n} seeds ({}); every figure is the mean ± sample std over them (top-1 in %). Unpruned: {:.1} K params, {:.2} M MACs, validation top-1 {}, test top-1 {}. Trained {} epochs on the training split minus {} validation images per class; calibration {} samples per class from the training part; BatchNorm recalibration {} batches of {}; fine-tuning SGD lr 0.01 cosine over {:.0}% of the training part, each budget from the recalibrated model. {} CPU threads, {:.1} min in all (summed over the runs whose rows add up).\n",
         net["title"].as_str().unwrap_or("?"),
         seeds.join(", "),
         u["params"].as_f64().unwrap_or(f64::NAN) / 1e3,
@@ -2043,6 +2045,8 @@ mod tests {
             ]
         );
         assert_eq!(rows[0]["marker"], 1);
+        // The runs' times add up (1 min each).
+        assert_eq!(merged["minutes"], 2.0);
         // Other settings, another trained model or another seed: nothing is kept.
         for (field, value) in [
             ("settings", json!({"train_epochs": 9})),
