@@ -12,9 +12,9 @@
 //! recalibration, for every method alike; those rows are labelled `<method> + recon` in the
 //! tables and charts, next to the rows without it. A seed's rows add up over runs with the
 //! same settings, so a run may measure a subset of methods or targets, with or without
-//! `--reconstruct`. The per-seed figures are averaged into
-//! `target/bench/ablation/summary.json`, a table in `docs/results.md` (between the
-//! `bench ablation` markers) and one chart per network (`docs/ablation-<net>.svg`).
+//! `--reconstruct`. The per-seed figures are averaged into `target/bench/ablation/summary.json`,
+//! a table in `docs/results.md` (between the `bench ablation` markers) and one chart per
+//! network (`docs/ablation-<net>.svg`).
 //!
 //! The methods: `fair-paper` (the authors' package settings) and one variant per suspect,
 //! each changing one thing ([`Suspect`]); the default (`fair-default`, [`DEFAULT`]); the
@@ -1248,9 +1248,21 @@ pub fn aggregate(results: &[Value]) -> Result<Value> {
             let m = x["method"].as_str().unwrap_or("?");
             let order = Method::from_key(m).map_or(usize::MAX, |m| m as usize);
             let row = (target_key(t), order, reconstructed(x));
-            if reconstruction.is_null() && x["reconstruction"]["settings"].is_object() {
-                reconstruction = x["reconstruction"]["settings"].clone();
-                reconstruction["seed"] = Value::Null;
+            // Reconstructed rows must share their settings (the seed aside), as the
+            // settings above must: they are averaged and described together.
+            if x["reconstruction"]["settings"].is_object() {
+                let mut settings = x["reconstruction"]["settings"].clone();
+                settings["seed"] = Value::Null;
+                if reconstruction.is_null() {
+                    reconstruction = settings;
+                } else if settings != reconstruction {
+                    bail!(
+                        "{} seed {}: {m} at {t} was reconstructed with other settings ({settings}) \
+                         than an earlier row ({reconstruction}): rerun them alike with --reconstruct",
+                        r["net"],
+                        r["seed"]
+                    );
+                }
             }
             let metrics = rows.entry(row.clone()).or_default();
             if let Some(e) = x["error"].as_str() {
@@ -2126,6 +2138,18 @@ mod tests {
             "{md}"
         );
         assert!(chart_svg(&agg).unwrap().contains("fair-paper + recon"));
+        // Reconstructed rows with other settings (not just another seed) are refused.
+        let mut other = with_recon(1, 0.97);
+        for row in other["results"].as_array_mut().unwrap() {
+            if reconstructed(row) {
+                row["reconstruction"]["settings"]["batches"] = json!(16);
+            }
+        }
+        let err = aggregate(&[with_recon(0, 0.95), other]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("reconstructed with other settings"),
+            "{err:#}"
+        );
         // Without reconstructed rows, no such sentence.
         let plain_only = markdown(&aggregate(&[fake_result(0, 0.0)]).unwrap()).unwrap();
         assert!(!plain_only.contains("+ recon"), "{plain_only}");
