@@ -885,7 +885,7 @@ fn run_seed(
     let config = RunConfig::load(&root.join(net.config))?;
     let graph = config.graph()?;
     let input = fair_pipeline::image_input(&graph)?;
-    config.transform.check(input[0])?;
+    config.transform.check_input(input, 1)?;
     let (full_train, test, _) = config.data(input)?;
     let (val, train) = carve(&full_train, o.val_per_class, VAL_SEED.wrapping_add(seed))?;
     drop(full_train);
@@ -948,7 +948,7 @@ fn run_seed(
     // 2. The unpruned export (for Torch-Pruning), calibration samples, scores.
     let unpruned = dir.join("unpruned");
     {
-        let staged = fair_ir::StagedDir::new(&unpruned)?;
+        let staged = fair_fs::StagedDir::new(&unpruned)?;
         fair_surgery::export(&bench.model, staged.path())?;
         staged.commit()?;
     }
@@ -1702,7 +1702,7 @@ fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, String, Vec<PathBuf>)>
         match chart_svg(&agg) {
             Ok(svg) => {
                 let path = dir.join(format!("ablation-{}.svg", net.key));
-                fair_ir::write_atomic(&path, svg.as_bytes())?;
+                fair_fs::write_atomic(&path, svg.as_bytes())?;
                 writeln!(
                     md,
                     "\n![{}: test top-1 against MACs removed](ablation-{}.svg)",

@@ -19,7 +19,7 @@ use fair_analysis::{
     graph_digest,
 };
 use fair_data::{ImageSource, Source, Transform};
-use fair_ir::StagedDir;
+use fair_fs::StagedDir;
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
 use fair_scoring::{Progress, Registry};
@@ -178,7 +178,7 @@ impl Bench<'_> {
         let staged = StagedDir::new(out)?;
         let pruned = fair_surgery::apply(&self.model, plan, &ResolveOptions::default())?;
         fair_surgery::export(&pruned.model, staged.path())?;
-        fair_ir::write_atomic(
+        fair_fs::write_atomic(
             &staged.path().join("report.json"),
             serde_json::to_string_pretty(&pruned.report)?.as_bytes(),
         )?;
@@ -346,7 +346,7 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
     let config = RunConfig::load(&root.join(net.config))?;
     let graph = config.graph()?;
     let input = fair_pipeline::image_input(&graph)?;
-    config.transform.check(input[0])?;
+    config.transform.check_input(input, 1)?;
     let (train, test, _) = config.data(input)?;
     let eval_transform = Transform {
         augment: None,

@@ -133,7 +133,7 @@ pub fn run(o: &Options) -> Result<()> {
         let docs = root.join("docs/results.md");
         let text = std::fs::read_to_string(&docs)
             .with_context(|| format!("cannot read {}", docs.display()))?;
-        fair_ir::write_atomic(&docs, splice(&text, &md)?.as_bytes())?;
+        fair_fs::write_atomic(&docs, splice(&text, &md)?.as_bytes())?;
         eprintln!("figures written into {}", docs.display());
     }
     Ok(())

@@ -113,7 +113,7 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
 
 /// Writes pretty JSON atomically.
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    fair_ir::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
+    fair_fs::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
     Ok(())
 }
 

@@ -428,7 +428,7 @@ fn verify_random_plan(
     std::fs::create_dir_all(&work)?;
     let onnx_path = work.join("pruned.onnx");
     let io_path = work.join("pruned-io.safetensors");
-    fair_ir::write_atomic(&onnx_path, &bytes)?;
+    fair_fs::write_atomic(&onnx_path, &bytes)?;
     fair_runtime::write_safetensors(
         &io_path,
         &[

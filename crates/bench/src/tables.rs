@@ -226,7 +226,7 @@ pub fn write_docs(docs: &Path, md: &str) -> Result<()> {
     let text =
         std::fs::read_to_string(docs).with_context(|| format!("cannot read {}", docs.display()))?;
     let new = splice(&text, md, COMPARE).with_context(|| docs.display().to_string())?;
-    fair_ir::write_atomic(docs, new.as_bytes())?;
+    fair_fs::write_atomic(docs, new.as_bytes())?;
     Ok(())
 }
 
@@ -235,7 +235,7 @@ pub fn write_block(docs: &Path, md: &str, markers: Markers) -> Result<()> {
     let text =
         std::fs::read_to_string(docs).with_context(|| format!("cannot read {}", docs.display()))?;
     let new = splice(&text, md, markers).with_context(|| docs.display().to_string())?;
-    fair_ir::write_atomic(docs, new.as_bytes())?;
+    fair_fs::write_atomic(docs, new.as_bytes())?;
     Ok(())
 }
 

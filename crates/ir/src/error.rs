@@ -86,26 +86,16 @@ pub enum IrError {
     /// A graph could not be written as TOML or JSON.
     #[error("cannot serialise the graph: {0}")]
     Serialize(String),
-    /// An output path cannot be used (it is an input, or a directory fair-pruner did not
-    /// write).
-    #[error("refusing to write '{}': {detail}", .path.display())]
-    Output {
-        /// The output path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// A file could not be read or written.
-    #[error("{action} '{}': {source}", .path.display())]
-    Io {
-        /// What was being done ("cannot read", "cannot write").
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written, or an output path was refused (see `fair_fs`).
+    /// Boxed, so that every error that carries an `IrError` stays small.
+    #[error(transparent)]
+    Fs(Box<fair_fs::FsError>),
+}
+
+impl From<fair_fs::FsError> for IrError {
+    fn from(e: fair_fs::FsError) -> Self {
+        IrError::Fs(Box::new(e))
+    }
 }
 
 fn list(nodes: &[String]) -> String {

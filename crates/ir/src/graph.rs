@@ -7,7 +7,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::IrError;
-use crate::io::write_atomic;
 use crate::op::{Channels, Op, ParamSpec, Role, ShapeProblem};
 
 /// One node: a name (unique; parameter names derive from it), the names of the nodes it
@@ -409,26 +408,18 @@ impl Graph {
     /// Reads a graph from a `.toml` or `.json` file (by extension; anything else is read as
     /// TOML). Errors name the file.
     pub fn load(path: &Path) -> Result<Self, IrError> {
-        let io = |source| IrError::Io {
-            action: "cannot read",
-            path: path.to_owned(),
-            source,
+        let text = match fair_fs::read_string_bounded(path, MAX_GRAPH_FILE, "a graph file") {
+            Ok(t) => t,
+            Err(fair_fs::FsError::TooLarge { size, .. }) => {
+                return Err(IrError::Parse {
+                    path: Some(path.to_owned()),
+                    message: format!(
+                        "{size} bytes is more than a graph file may have ({MAX_GRAPH_FILE})"
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if !meta.is_file() || meta.len() > MAX_GRAPH_FILE {
-            return Err(IrError::Parse {
-                path: Some(path.to_owned()),
-                message: if meta.is_file() {
-                    format!(
-                        "{} bytes is more than a graph file may have ({MAX_GRAPH_FILE})",
-                        meta.len()
-                    )
-                } else {
-                    "not a regular file (expected a .toml or .json graph)".into()
-                },
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
         let parsed = if is_json(path) {
             Self::from_json_str(&text)
         } else {
@@ -453,7 +444,7 @@ impl Graph {
         } else {
             self.to_toml_string()?
         };
-        write_atomic(path, text.as_bytes())
+        Ok(fair_fs::write_atomic(path, text.as_bytes())?)
     }
 }
 

@@ -46,13 +46,11 @@
 mod builder;
 mod error;
 mod graph;
-pub mod io;
 mod op;
 
 pub use builder::GraphBuilder;
 pub use error::IrError;
 pub use graph::{Graph, GraphSpec, Node, NodeSummary};
-pub use io::{StagedDir, check_outputs, write_atomic};
 pub use op::{
     AdaptiveAvgPool2d, Add, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelShuffle, Channels,
     Clip, Concat, Contract, Conv2d, Dropout, Flatten, Gelu, HardSigmoid, HardSwish, Init, Input,

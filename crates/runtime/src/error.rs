@@ -99,6 +99,9 @@ pub enum RuntimeError {
     /// An IR error (e.g. while writing).
     #[error(transparent)]
     Ir(#[from] fair_ir::IrError),
+    /// A file could not be read or written, or an output path was refused.
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
 }
 
 fn human_bytes(b: u128) -> String {

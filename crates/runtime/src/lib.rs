@@ -26,7 +26,7 @@ mod tensors;
 
 pub use error::{RuntimeError, tch_context};
 pub use model::{Forward, Mode, Model, available_memory, parse_device};
-pub use tensors::{check_finite, read_safetensors, write_safetensors};
+pub use tensors::{check_finite, read_safetensors, safetensors_bytes, write_safetensors};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

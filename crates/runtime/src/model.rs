@@ -290,6 +290,12 @@ impl Model {
         write_safetensors(path, &self.named_tensors())
     }
 
+    /// The bytes of the safetensors file [`Model::save_weights`] writes (for a checked
+    /// output, `fair_fs::OutputFile::write`); `path` names the file in errors.
+    pub fn weights_bytes(&self, path: &Path) -> Result<Vec<u8>, RuntimeError> {
+        crate::tensors::safetensors_bytes(path, &self.named_tensors())
+    }
+
     /// Runs the graph on a batch `x` of shape `[batch, ...input shape]`.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor, RuntimeError> {
         Ok(self.forward_with_taps::<&str>(x, mode, &[])?.output)

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::{File, FileType};
+use std::fs::FileType;
 use std::io::Read;
 use std::path::Path;
 
@@ -116,30 +116,9 @@ pub fn read_safetensors(
 }
 
 /// "is a directory", "is a character device", ... for anything that is not a regular file.
-fn not_a_file(file_type: FileType) -> Option<&'static str> {
-    if file_type.is_file() {
-        return None;
-    }
-    if file_type.is_dir() {
-        return Some("is a directory");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_char_device() {
-            return Some("is a character device");
-        }
-        if file_type.is_block_device() {
-            return Some("is a block device");
-        }
-        if file_type.is_fifo() {
-            return Some("is a FIFO (named pipe)");
-        }
-        if file_type.is_socket() {
-            return Some("is a socket");
-        }
-    }
-    Some("is not a regular file")
+fn not_a_file(file_type: FileType) -> Option<String> {
+    let kind = fair_fs::FileKind::of(&file_type);
+    (kind != fair_fs::FileKind::File).then(|| format!("is {kind}"))
 }
 
 /// The whole file, after checking that it is a regular file, that its header length fits
@@ -156,18 +135,16 @@ fn read_checked(path: &Path) -> Result<Vec<u8>, RuntimeError> {
         message,
     };
     let refuse = |what: &str| bad(format!("{what}, expected a safetensors file"));
-    // Checked before opening: opening a FIFO for reading blocks until a writer appears.
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if let Some(what) = not_a_file(meta.file_type()) {
-        return Err(refuse(what));
-    }
-    let mut file = File::open(path).map_err(io)?;
-    // Checked again on the opened file, in case the path changed in between.
-    let meta = file.metadata().map_err(io)?;
-    if let Some(what) = not_a_file(meta.file_type()) {
-        return Err(refuse(what));
-    }
-    let size = meta.len();
+    // Checked before opening (opening a FIFO for reading would block until a writer
+    // appears), opened without blocking, and checked again on the opened file.
+    let (mut file, size) = match fair_fs::open_regular(path, "a safetensors file") {
+        Ok(opened) => opened,
+        Err(fair_fs::FsError::NotRegular { kind, .. }) => {
+            return Err(refuse(&format!("is {kind}")));
+        }
+        Err(fair_fs::FsError::Io { source, .. }) => return Err(io(source)),
+        Err(e) => return Err(e.into()),
+    };
     let shrank = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             bad(format!(
@@ -601,23 +578,36 @@ impl View for &Bytes {
 /// rename), so a reader never sees a half-written file. The header carries `format = "pt"`
 /// so PyTorch tools accept it.
 ///
-/// Refuses to replace anything but a regular file (or a symbolic link, which is replaced
-/// itself): a directory, a device such as `/dev/null`, a FIFO or a socket at `path` is a
-/// [`RuntimeError::BadTensorWrite`], as is a tensor kind safetensors cannot hold.
+/// Refuses to replace anything but a regular file: a directory, a device such as
+/// `/dev/null`, a FIFO or a socket at `path` is a [`RuntimeError::BadTensorWrite`], a
+/// symbolic link is refused by `fair_fs::write_atomic`, and a tensor kind safetensors cannot
+/// hold is a [`RuntimeError::BadTensorWrite`].
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), RuntimeError> {
-    let bad = |message: String| RuntimeError::BadTensorWrite {
-        path: path.to_owned(),
-        message,
-    };
     // The rename would replace a device node or FIFO by a regular file; refuse instead.
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && !meta.file_type().is_symlink()
         && let Some(what) = not_a_file(meta.file_type())
     {
-        return Err(bad(format!(
-            "{what}; refusing to replace it with a safetensors file"
-        )));
+        return Err(RuntimeError::BadTensorWrite {
+            path: path.to_owned(),
+            message: format!("{what}; refusing to replace it with a safetensors file"),
+        });
     }
+    let bytes = safetensors_bytes(path, tensors)?;
+    fair_fs::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// The bytes of the safetensors file [`write_safetensors`] writes (for a checked output,
+/// `fair_fs::OutputFile::write`); `path` names the file in errors.
+pub fn safetensors_bytes(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+) -> Result<Vec<u8>, RuntimeError> {
+    let bad = |message: String| RuntimeError::BadTensorWrite {
+        path: path.to_owned(),
+        message,
+    };
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let kind = t.kind();
@@ -653,8 +643,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         safetensors::tensor::serialize(owned.iter().map(|(n, b)| (n.as_str(), b)), &Some(meta))
             .map_err(|e| bad(format!("cannot serialise: {}", describe(&e))))?
     };
-    fair_ir::write_atomic(path, &bytes)?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// A small, strict JSON parser (RFC 8259) for safetensors headers, so that a malformed

@@ -11,6 +11,9 @@ pub enum SurgeryError {
     /// The IR rejected a graph or a file could not be written.
     #[error(transparent)]
     Ir(#[from] fair_ir::IrError),
+    /// A file could not be read or written, or an output path was refused.
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
     /// The runtime (libtorch) failed.
     #[error(transparent)]
     Runtime(#[from] fair_runtime::RuntimeError),

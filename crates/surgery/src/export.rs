@@ -79,7 +79,7 @@ pub fn export(model: &Model, dir: &Path) -> Result<(), SurgeryError> {
 /// the exported `model.toml` and `model.onnx` record the transform's mean and std, so the
 /// preprocessing travels with the model.
 pub fn export_with(model: &Model, dir: &Path, finetune: &FinetuneSpec) -> Result<(), SurgeryError> {
-    std::fs::create_dir_all(dir).map_err(|source| fair_ir::IrError::Io {
+    std::fs::create_dir_all(dir).map_err(|source| fair_fs::FsError::Io {
         action: "cannot create",
         path: dir.to_owned(),
         source,
@@ -102,10 +102,10 @@ pub fn export_with(model: &Model, dir: &Path, finetune: &FinetuneSpec) -> Result
     };
     model.save_weights(&dir.join("model.safetensors"))?;
     graph.save(&dir.join("model.toml"))?;
-    fair_ir::write_atomic(&dir.join("model.py"), pytorch_module(graph).as_bytes())?;
+    fair_fs::write_atomic(&dir.join("model.py"), pytorch_module(graph).as_bytes())?;
     let tensors = onnx_tensors(model)?;
     let onnx = fair_onnx::export(graph, &tensors, &fair_onnx::ExportOptions::default())?;
-    fair_ir::write_atomic(&dir.join("model.onnx"), &onnx)?;
+    fair_fs::write_atomic(&dir.join("model.onnx"), &onnx)?;
     write_finetune(dir, finetune)?;
     Ok(())
 }

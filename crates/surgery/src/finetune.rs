@@ -198,7 +198,7 @@ impl FinetuneSpec {
 /// Writes `dir/finetune.py` and `dir/finetune.json` (from `spec`), each atomically.
 pub fn write_finetune(dir: &Path, spec: &FinetuneSpec) -> Result<(), SurgeryError> {
     let json = serde_json::to_string_pretty(spec).expect("the spec serialises") + "\n";
-    fair_ir::write_atomic(&dir.join("finetune.json"), json.as_bytes())?;
-    fair_ir::write_atomic(&dir.join("finetune.py"), FINETUNE_PY.as_bytes())?;
+    fair_fs::write_atomic(&dir.join("finetune.json"), json.as_bytes())?;
+    fair_fs::write_atomic(&dir.join("finetune.py"), FINETUNE_PY.as_bytes())?;
     Ok(())
 }
