@@ -56,7 +56,9 @@ fn main() {
                     let written =
                         fair_onnx::export(g, &m.tensors, &fair_onnx::ExportOptions::default())
                             .map_err(|e| e.to_string())
-                            .and_then(|b| std::fs::write(&out, b).map_err(|e| e.to_string()));
+                            .and_then(|b| {
+                                fair_fs::write_atomic(&out, &b).map_err(|e| e.to_string())
+                            });
                     if let Err(e) = written {
                         failed = true;
                         println!("  export ERROR {e}");

@@ -91,6 +91,35 @@ pub enum OnnxError {
         /// What is wrong.
         detail: String,
     },
+    /// Two values of the ONNX graph have the same name (two initializers, two node outputs,
+    /// a node output named like an initializer or a graph input): ONNX graphs are in SSA
+    /// form, and reading either copy would silently ignore the other.
+    #[error(
+        "the ONNX graph defines '{name}' twice, as {first} and as {second}; ONNX names every value once, so one of them would be silently ignored"
+    )]
+    DuplicateName {
+        /// The duplicated name.
+        name: String,
+        /// What defines it first (`initializer #0`, `graph input #1`, `an output of node ...`).
+        first: String,
+        /// What defines it again.
+        second: String,
+    },
+    /// A weight holds NaN or infinite values (refused unless
+    /// `ImportOptions::allow_non_finite` is set).
+    #[error(
+        "tensor '{name}' holds {nan} NaN and {infinite} infinite value(s) (of {total}); a model with non-finite weights gives meaningless scores and outputs, so it is not imported: fix the model, or pass --allow-non-finite (ImportOptions::allow_non_finite in Rust) to import it anyway"
+    )]
+    NonFinite {
+        /// The tensor (IR parameter name, e.g. `conv1.weight`).
+        name: String,
+        /// How many values are NaN.
+        nan: usize,
+        /// How many values are +∞ or −∞.
+        infinite: usize,
+        /// How many values the tensor holds.
+        total: usize,
+    },
     /// The IR rejected the imported graph, or the graph to export is invalid.
     #[error("{context}: {source}")]
     Ir {
@@ -100,6 +129,10 @@ pub enum OnnxError {
         #[source]
         source: fair_ir::IrError,
     },
+    /// A file could not be read or written, or a path in the model leads outside its
+    /// directory.
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
     /// A tensor does not have the shape the IR's parameter spec says.
     #[error("tensor '{name}' has shape {found:?}, but the IR expects {expected:?}")]
     TensorShape {

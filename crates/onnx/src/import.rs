@@ -24,7 +24,7 @@ use onnx_protobuf::{GraphProto, Message, ModelProto, TensorProto};
 
 use crate::fold::{self, Const, Data, Int};
 use crate::names::{clean, is_clean, is_numbered, scope_path};
-use crate::proto::{NodeRef, decode_tensor, dtype_name};
+use crate::proto::{External, NodeRef, decode_tensor, dtype_name, external_location_of};
 use crate::{Imported, META_MEAN, META_NAME, META_STD, OnnxError, Tensor, TensorData};
 
 /// Channels-last regions (ConvNeXt), GELU's Erf formula and layer scales.
@@ -103,18 +103,36 @@ const FOLDABLE: &[&str] = &[
     "Unsqueeze",
 ];
 
-/// Options for [`import_with`].
+/// The largest ONNX model file read, in bytes: 2 GiB − 1, protobuf's limit for one message
+/// (larger models keep their weights in external data files, which are read tensor by
+/// tensor). A larger file is refused from its size before it is read.
+pub const MAX_MODEL_BYTES: u64 = i32::MAX as u64;
+
+/// The most elements that all constants folded during one import may hold together
+/// (2^28; each one is also bounded at 2^26). Shape computations need a few hundred; the
+/// budget leaves room for models whose weights are `Constant` nodes or are forwarded by
+/// `Identity`, while a file of many large `ConstantOfShape` or `Expand` nodes cannot make the
+/// importer allocate gigabytes.
+pub const MAX_FOLDED_ELEMENTS: usize = 1 << 28;
+
+/// Options for [`import_with`]. Build it with `..Default::default()` so that new options
+/// keep their defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportOptions {
     /// The per-sample input shape (`[C, H, W]` or `[F]`), overriding the file's. Needed when
-    /// the file leaves spatial sizes symbolic; the batch dimension is never given.
+    /// the file leaves spatial sizes symbolic; the batch dimension is never given. (The
+    /// CLI's `--input CxHxW`.)
     pub input_shape: Option<Vec<usize>>,
     /// The graph's name, overriding the file's (`fair_pruner.name` metadata, else the ONNX
     /// graph name).
     pub name: Option<String>,
     /// The directory that holds external tensor data (`model.onnx.data`); [`import_file`]
-    /// sets it to the model's directory.
+    /// sets it to the model's directory. Every external data file must lie inside it.
     pub base_dir: Option<PathBuf>,
+    /// Import weights that hold NaN or infinite values. By default such a tensor is an
+    /// error naming it ([`OnnxError::NonFinite`]): scores, pruning and fine-tuning of a
+    /// model with non-finite weights are meaningless.
+    pub allow_non_finite: bool,
 }
 
 /// Reads an ONNX model from bytes. See [`import_with`].
@@ -124,36 +142,103 @@ pub fn import(bytes: &[u8]) -> Result<Imported, OnnxError> {
 
 /// Reads an ONNX model file; external data (`*.onnx.data`) is read from the same directory,
 /// and the graph is named after the file unless the file names it.
+///
+/// The file must be a regular file of at most [`MAX_MODEL_BYTES`] (a FIFO, a device or a
+/// directory is refused by name without being read), and every external data file must
+/// resolve inside the model's directory (see [`external_data_files`]).
 pub fn import_file(path: &Path) -> Result<Imported, OnnxError> {
     import_file_with(path, &ImportOptions::default())
 }
 
 /// [`import_file`] with options (an unset `base_dir` becomes the model's directory).
 pub fn import_file_with(path: &Path, options: &ImportOptions) -> Result<Imported, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    })?;
+    let model = read_model(path)?;
     let mut options = options.clone();
     if options.base_dir.is_none() {
-        options.base_dir = Some(
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_owned(),
-        );
+        options.base_dir = Some(model_dir(path).to_owned());
     }
-    let model = decode(&bytes)?;
     if options.name.is_none() && meta(&model, META_NAME).is_none() {
         options.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
-    Importer::run(&model, &options)
+    Importer::run(&model, &options, Some(path))
 }
 
 /// Reads an ONNX model from bytes with options.
 pub fn import_with(bytes: &[u8], options: &ImportOptions) -> Result<Imported, OnnxError> {
-    Importer::run(&decode(bytes)?, options)
+    Importer::run(&decode(bytes)?, options, None)
+}
+
+/// The external data files that the ONNX model file `path` reads (`model.onnx.data`), each
+/// once, sorted: the `location` of every tensor stored as external data (initializers,
+/// sparse initializers, and tensor attributes such as `Constant` values, in subgraphs too),
+/// resolved inside the model's directory the way import resolves them. Empty for a model
+/// that keeps its weights inline.
+///
+/// For an output guard: a command that writes files must not overwrite any of these. A
+/// location that leads outside the model's directory, or names no regular file there, is an
+/// error (the same error import gives).
+pub fn external_data_files(path: &Path) -> Result<Vec<PathBuf>, OnnxError> {
+    let model = read_model(path)?;
+    let mut tensors = Vec::new();
+    if let Some(g) = model.graph.as_ref() {
+        graph_tensors(g, &mut tensors);
+    }
+    let dir = model_dir(path);
+    let mut files = Vec::new();
+    for t in tensors {
+        let Some(location) = external_location_of(t) else {
+            continue;
+        };
+        let location = location.map_err(|detail| OnnxError::Initializer {
+            name: t.name.clone(),
+            detail,
+        })?;
+        files.push(fair_fs::resolve_inside(dir, location, path)?);
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// Every tensor of `g`: initializers, sparse initializers' values and indices, and node
+/// attributes, in subgraphs too.
+fn graph_tensors<'g>(g: &'g GraphProto, out: &mut Vec<&'g TensorProto>) {
+    out.extend(&g.initializer);
+    for s in &g.sparse_initializer {
+        out.extend(s.values.as_ref());
+        out.extend(s.indices.as_ref());
+    }
+    for n in &g.node {
+        for a in &n.attribute {
+            out.extend(a.t.as_ref());
+            out.extend(&a.tensors);
+            out.extend(a.sparse_tensor.as_ref().and_then(|s| s.values.as_ref()));
+            out.extend(a.sparse_tensor.as_ref().and_then(|s| s.indices.as_ref()));
+            for s in &a.sparse_tensors {
+                out.extend(s.values.as_ref());
+                out.extend(s.indices.as_ref());
+            }
+            if let Some(sub) = a.g.as_ref() {
+                graph_tensors(sub, out);
+            }
+            for sub in &a.graphs {
+                graph_tensors(sub, out);
+            }
+        }
+    }
+}
+
+/// Reads and decodes the model file `path`: a regular file of at most [`MAX_MODEL_BYTES`].
+fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
+    let bytes = fair_fs::read_bounded(path, MAX_MODEL_BYTES, "an ONNX model file")?;
+    decode(&bytes)
+}
+
+/// The directory of the model file `path` (`.` for a bare file name).
+fn model_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn decode(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
@@ -169,6 +254,9 @@ fn meta<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
         .find(|p| p.key == key)
         .map(|p| p.value.as_str())
 }
+
+/// How to give the input shape, for both audiences: the CLI's flag and the Rust option.
+const INPUT_HINT: &str = "give the per-sample input shape with --input, e.g. --input 3x224x224 for [C, H, W] or --input 784 for [F] (ImportOptions::input_shape in Rust)";
 
 fn model_err(detail: impl Into<String>) -> OnnxError {
     OnnxError::Model {
@@ -206,7 +294,11 @@ enum Value {
 
 struct Importer<'m> {
     graph: &'m GraphProto,
-    base: Option<PathBuf>,
+    /// The directory of external data files and the model file named in errors (the
+    /// directory itself for a model given as bytes).
+    external: Option<(PathBuf, PathBuf)>,
+    /// Elements of all constants folded so far (bounded by [`MAX_FOLDED_ELEMENTS`]).
+    folded: usize,
     opset: i64,
     inits: HashMap<&'m str, &'m TensorProto>,
     values: HashMap<String, Value>,
@@ -231,7 +323,12 @@ struct Importer<'m> {
 }
 
 impl<'m> Importer<'m> {
-    fn run(model: &'m ModelProto, options: &ImportOptions) -> Result<Imported, OnnxError> {
+    /// Imports `model`; `source` is the file it was read from, if any.
+    fn run(
+        model: &'m ModelProto,
+        options: &ImportOptions,
+        source: Option<&Path>,
+    ) -> Result<Imported, OnnxError> {
         let graph = model
             .graph
             .as_ref()
@@ -247,6 +344,7 @@ impl<'m> Importer<'m> {
                 "opset {opset} is older than 11, which fair-pruner reads; re-export with opset_version=17 or newer"
             )));
         }
+        check_unique_names(graph)?;
         let mut readers: HashMap<&str, usize> = HashMap::new();
         for n in &graph.node {
             for i in n.input.iter().filter(|i| !i.is_empty()) {
@@ -258,7 +356,11 @@ impl<'m> Importer<'m> {
         }
         let mut im = Importer {
             graph,
-            base: options.base_dir.clone(),
+            external: options.base_dir.as_ref().map(|dir| {
+                let model = source.map_or_else(|| dir.clone(), Path::to_owned);
+                (dir.clone(), model)
+            }),
+            folded: 0,
             opset,
             inits: graph
                 .initializer
@@ -320,6 +422,9 @@ impl<'m> Importer<'m> {
                 });
             }
             t.check()?;
+            if !options.allow_non_finite {
+                check_finite(&t)?;
+            }
             tensors.push(t);
         }
         Ok(Imported {
@@ -392,20 +497,20 @@ impl<'m> Importer<'m> {
             (None, Ok(f)) if !f.is_empty() => f,
             (None, Ok(_)) => {
                 return Err(model_err(format!(
-                    "the input '{}' has no per-sample shape (expected [N, C, H, W] or [N, F]); give ImportOptions::input_shape",
+                    "the input '{}' has no per-sample shape (expected [N, C, H, W] or [N, F]); {INPUT_HINT}",
                     input.name
                 )));
             }
             (None, Err(e)) => {
                 return Err(model_err(format!(
-                    "the input '{}' has no fixed per-sample shape: {e}; give the shape explicitly (ImportOptions::input_shape, e.g. [3, 224, 224])",
+                    "the input '{}' has no fixed per-sample shape: {e}; {INPUT_HINT}",
                     input.name
                 )));
             }
         };
         if !dims.is_empty() && dims.len() != shape.len() + 1 {
             return Err(model_err(format!(
-                "the input '{}' has rank {}, but the shape {shape:?} plus a batch dimension has rank {}",
+                "the input '{}' has rank {}, but the shape {shape:?} plus a batch dimension has rank {}; {INPUT_HINT}",
                 input.name,
                 dims.len(),
                 shape.len() + 1
@@ -423,6 +528,12 @@ impl<'m> Importer<'m> {
                 .transpose()
         };
         let mut op = Input::new(shape.clone());
+        fair_ir::Contract::check(&op).map_err(|detail| {
+            model_err(format!(
+                "the input '{}': {detail}; {INPUT_HINT}",
+                input.name
+            ))
+        })?;
         op.mean = parse(META_MEAN)?;
         op.std = parse(META_STD)?;
         let name = "input".to_owned();
@@ -506,6 +617,13 @@ impl<'m> Importer<'m> {
         }
     }
 
+    /// Where external tensor data is read from.
+    fn external(&self) -> Option<External<'_>> {
+        self.external
+            .as_ref()
+            .map(|(dir, model)| External { dir, model })
+    }
+
     /// The value named `name`: computed earlier, or an initializer (decoded on first use).
     fn value(&mut self, n: &NodeRef, name: &str) -> Result<Value, OnnxError> {
         if let Some(layer) = self.pre_bias.get(name) {
@@ -524,11 +642,10 @@ impl<'m> Importer<'m> {
                 input: name.to_owned(),
             });
         };
-        let c =
-            decode_tensor(t, self.base.as_deref()).map_err(|detail| OnnxError::Initializer {
-                name: name.to_owned(),
-                detail,
-            })?;
+        let c = decode_tensor(t, self.external()).map_err(|detail| OnnxError::Initializer {
+            name: name.to_owned(),
+            detail,
+        })?;
         let v = Value::Const(Rc::new(c));
         self.values.insert(name.to_owned(), v.clone());
         Ok(v)
@@ -578,7 +695,15 @@ impl<'m> Importer<'m> {
                     _ => None,
                 })
                 .collect();
-            Value::Const(Rc::new(self.fold(n, &consts)?))
+            let c = self.fold(n, &consts)?;
+            self.folded = self.folded.saturating_add(c.len());
+            if self.folded > MAX_FOLDED_ELEMENTS {
+                return Err(n.err(format!(
+                    "the constants folded up to this node hold {} elements together, more than the budget of {MAX_FOLDED_ELEMENTS} for all folded constants (shape computations need a few hundred)",
+                    self.folded
+                )));
+            }
+            Value::Const(Rc::new(c))
         } else {
             self.map(n, &inputs)?
         };
@@ -737,7 +862,7 @@ impl<'m> Importer<'m> {
 
     fn constant(&self, n: &NodeRef) -> Result<Const, OnnxError> {
         if let Some(t) = n.tensor("value")? {
-            return decode_tensor(t, self.base.as_deref()).map_err(|d| n.attr_err("value", d));
+            return decode_tensor(t, self.external()).map_err(|d| n.attr_err("value", d));
         }
         if let Some(v) = n.float("value_float")? {
             return Ok(Const::f32(vec![], vec![v]));
@@ -1854,6 +1979,67 @@ impl<'m> Importer<'m> {
             ));
         }
     }
+}
+
+/// Errors when two values of `graph` have the same name: two initializers, two graph inputs,
+/// two node outputs, or a node output named like an initializer or a graph input (ONNX
+/// graphs are in SSA form; otherwise one of the values would silently win). A graph input
+/// that has an initializer of its name is allowed: the initializer is its default value.
+fn check_unique_names<'g>(graph: &'g GraphProto) -> Result<(), OnnxError> {
+    let mut holders: HashMap<&'g str, String> = HashMap::new();
+    let mut claim = |name: &'g str, holder: String| -> Result<(), OnnxError> {
+        if name.is_empty() {
+            return Ok(());
+        }
+        if let Some(first) = holders.get(name) {
+            return Err(OnnxError::DuplicateName {
+                name: name.to_owned(),
+                first: first.clone(),
+                second: holder,
+            });
+        }
+        holders.insert(name, holder);
+        Ok(())
+    };
+    for (k, t) in graph.initializer.iter().enumerate() {
+        claim(&t.name, format!("initializer #{k}"))?;
+    }
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut defaulted = HashSet::new();
+    for (k, i) in graph.input.iter().enumerate() {
+        let name = i.name.as_str();
+        if !(inits.contains(name) && defaulted.insert(name)) {
+            claim(name, format!("graph input #{k}"))?;
+        }
+    }
+    for (k, n) in graph.node.iter().enumerate() {
+        let node = NodeRef::new(n, k);
+        for o in &n.output {
+            claim(
+                o,
+                format!("an output of node '{}' ({})", node.id, n.op_type),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Errors when the float tensor `t` holds NaN or infinite values, counting them.
+fn check_finite(t: &Tensor) -> Result<(), OnnxError> {
+    let TensorData::F32(v) = &t.data else {
+        return Ok(());
+    };
+    let nan = v.iter().filter(|x| x.is_nan()).count();
+    let infinite = v.iter().filter(|x| x.is_infinite()).count();
+    if nan + infinite == 0 {
+        return Ok(());
+    }
+    Err(OnnxError::NonFinite {
+        name: t.name.clone(),
+        nan,
+        infinite,
+        total: v.len(),
+    })
 }
 
 /// `Shape`'s optional `start`/`end` attributes applied to the full shape `v`.

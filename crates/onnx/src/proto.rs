@@ -1,7 +1,7 @@
 //! Reading ONNX protobuf messages: tensors (inline or external data) and node attributes.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::Path;
 
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
@@ -13,9 +13,18 @@ use crate::fold::{Const, Data, Int};
 /// The largest tensor read (elements): 2^31.
 const MAX_TENSOR: usize = 1 << 31;
 
-/// Decodes a tensor into a constant. `base` is the directory holding external data files
+/// Where the external data of a model's tensors is read from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct External<'a> {
+    /// The directory every external data file must lie in (the model's own).
+    pub dir: &'a Path,
+    /// The model file, named in errors (the directory itself for a model given as bytes).
+    pub model: &'a Path,
+}
+
+/// Decodes a tensor into a constant. `external` says where external data files are
 /// (`None` when the model was given as bytes). Errors are details for the caller to name.
-pub(crate) fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<Const, String> {
+pub(crate) fn decode_tensor(t: &TensorProto, external: Option<External>) -> Result<Const, String> {
     let dims: Vec<usize> = t
         .dims
         .iter()
@@ -25,15 +34,29 @@ pub(crate) fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<Cons
     // otherwise pass and make later index arithmetic overflow.
     let n = crate::fold::bounded_numel(&dims, MAX_TENSOR)
         .ok_or_else(|| format!("shape {dims:?} is too large"))?;
-    let external;
-    let raw: &[u8] = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
-        external = read_external(t, base)?;
-        &external
+    let (ty, size) = match dtype(t.data_type) {
+        Some(ty @ (DataType::FLOAT | DataType::INT32)) => (ty, 4),
+        Some(ty @ (DataType::DOUBLE | DataType::INT64 | DataType::UINT64)) => (ty, 8),
+        Some(ty @ (DataType::INT16 | DataType::UINT16)) => (ty, 2),
+        Some(ty @ (DataType::INT8 | DataType::UINT8 | DataType::BOOL)) => (ty, 1),
+        _ => {
+            return Err(format!(
+                "data type {} ({}) is not supported; expected FLOAT (float32) weights or integer constants",
+                t.data_type,
+                dtype_name(t.data_type)
+            ));
+        }
+    };
+    let is_external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
+    let external_bytes;
+    let raw: &[u8] = if is_external {
+        // n ≤ 2^31 and size ≤ 8: no overflow in u64.
+        external_bytes = read_external(t, external, n as u64 * size as u64, &dims)?;
+        &external_bytes
     } else {
         &t.raw_data
     };
-    let use_raw = !raw.is_empty() || t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
-    let ty = dtype(t.data_type);
+    let use_raw = !raw.is_empty() || is_external;
     let check_len = |found: usize, what: &str| {
         if found == n {
             Ok(())
@@ -43,7 +66,7 @@ pub(crate) fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<Cons
             ))
         }
     };
-    let raw_chunks = |size: usize| -> Result<std::slice::ChunksExact<'_, u8>, String> {
+    let raw_chunks = || -> Result<std::slice::ChunksExact<'_, u8>, String> {
         if raw.len() == n * size {
             Ok(raw.chunks_exact(size))
         } else {
@@ -55,61 +78,51 @@ pub(crate) fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<Cons
         }
     };
     let data = match ty {
-        Some(DataType::FLOAT) => Data::F32(if use_raw {
-            raw_chunks(4)?
+        DataType::FLOAT => Data::F32(if use_raw {
+            raw_chunks()?
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect()
         } else {
             check_len(t.float_data.len(), "float_data")?;
             t.float_data.clone()
         }),
-        Some(DataType::DOUBLE) => Data::F32(if use_raw {
-            raw_chunks(8)?
+        DataType::DOUBLE => Data::F32(if use_raw {
+            raw_chunks()?
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect()
         } else {
             check_len(t.double_data.len(), "double_data")?;
             t.double_data.iter().map(|&v| v as f32).collect()
         }),
-        Some(DataType::INT64) => ints(if use_raw {
-            raw_chunks(8)?
+        DataType::INT64 => ints(if use_raw {
+            raw_chunks()?
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect()
         } else {
             check_len(t.int64_data.len(), "int64_data")?;
             t.int64_data.clone()
         }),
-        Some(DataType::UINT64) => ints(if use_raw {
-            raw_chunks(8)?
+        DataType::UINT64 => ints(if use_raw {
+            raw_chunks()?
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64)
                 .collect()
         } else {
             check_len(t.uint64_data.len(), "uint64_data")?;
             t.uint64_data.iter().map(|&v| v as i64).collect()
         }),
-        Some(DataType::INT32) => ints(if use_raw {
-            raw_chunks(4)?
+        DataType::INT32 => ints(if use_raw {
+            raw_chunks()?
                 .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
                 .collect()
         } else {
             check_len(t.int32_data.len(), "int32_data")?;
             t.int32_data.iter().map(|&v| i64::from(v)).collect()
         }),
-        Some(
-            ty @ (DataType::INT8
-            | DataType::UINT8
-            | DataType::BOOL
-            | DataType::INT16
-            | DataType::UINT16),
-        ) => {
+        _ => {
+            // INT8, UINT8, BOOL, INT16, UINT16 (the sizes above).
             let signed = matches!(ty, DataType::INT8 | DataType::INT16);
-            let size = if matches!(ty, DataType::INT16 | DataType::UINT16) {
-                2
-            } else {
-                1
-            };
             ints(if use_raw {
-                raw_chunks(size)?
+                raw_chunks()?
                     .map(|c| match (size, signed) {
                         (1, true) => i64::from(c[0] as i8),
                         (1, false) => i64::from(c[0]),
@@ -121,13 +134,6 @@ pub(crate) fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<Cons
                 check_len(t.int32_data.len(), "int32_data")?;
                 t.int32_data.iter().map(|&v| i64::from(v)).collect()
             })
-        }
-        _ => {
-            return Err(format!(
-                "data type {} ({}) is not supported; expected FLOAT (float32) weights or integer constants",
-                t.data_type,
-                dtype_name(t.data_type)
-            ));
         }
     };
     Ok(Const { dims, data })
@@ -147,61 +153,83 @@ fn dtype(v: i32) -> Option<DataType> {
     <DataType as protobuf::Enum>::from_i32(v)
 }
 
-/// Reads the bytes of a tensor stored in an external file next to the model.
-fn read_external(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, String> {
+/// Reads the bytes of a tensor stored in an external file next to the model: exactly the
+/// `expected` bytes the tensor's shape and type call for.
+///
+/// The location must resolve inside the model's directory ([`fair_fs::resolve_inside`]: no
+/// absolute path, no `..`, no symbolic link leading out, a regular file), the file is opened
+/// without blocking ([`fair_fs::open_regular`]), and `offset` + `length` are checked against
+/// its size and against `expected` before anything is read.
+///
+/// Remaining race: the location is resolved, then the resolved path is opened; whoever can
+/// swap a symbolic link into the model's directory between the two can redirect the read.
+/// The opened file is still checked to be a regular file, so the read stays bounded.
+fn read_external(
+    t: &TensorProto,
+    external: Option<External>,
+    expected: u64,
+    dims: &[usize],
+) -> Result<Vec<u8>, String> {
+    let location = external_location(t)?;
+    let Some(External { dir, model }) = external else {
+        return Err(format!(
+            "the data is stored in the external file '{location}'; import the model with import_file (or save it with external_data=False) so the file can be found"
+        ));
+    };
     let entry = |key: &str| {
         t.external_data
             .iter()
             .find(|e| e.key == key)
             .map(|e| e.value.as_str())
     };
-    let location = entry("location").ok_or("external data without a 'location'")?;
-    let Some(base) = base else {
-        return Err(format!(
-            "the data is stored in the external file '{location}'; import the model with import_file (or save it with external_data=False) so the file can be found"
-        ));
-    };
-    let rel = Path::new(location);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(format!(
-            "external data location '{location}' must be a relative path inside the model's directory"
-        ));
-    }
     let number = |key: &str| -> Result<Option<u64>, String> {
         entry(key)
             .map(|v| {
                 v.parse::<u64>()
-                    .map_err(|_| format!("external data {key} '{v}' is not a number"))
+                    .map_err(|_| format!("external data '{location}': {key} '{v}' is not a number"))
             })
             .transpose()
     };
     let offset = number("offset")?.unwrap_or(0);
-    let path = base.join(rel);
-    let io = |e: std::io::Error| format!("cannot read external data '{}': {e}", path.display());
-    let mut file = std::fs::File::open(&path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    let length = match number("length")? {
-        Some(l) => l,
-        None => size.saturating_sub(offset),
-    };
+    let declared = number("length")?;
+    let path = fair_fs::resolve_inside(dir, location, model).map_err(|e| e.to_string())?;
+    let (mut file, size) = fair_fs::open_regular(&path, "a file of external tensor data")
+        .map_err(|e| format!("external data '{location}': {e}"))?;
+    let length = declared.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(format!(
-            "external data '{}' holds {size} bytes, fewer than offset {offset} + length {length}",
-            path.display()
+            "external data '{location}' holds {size} bytes, fewer than offset {offset} + length {length}"
         ));
     }
-    let length = usize::try_from(length)
-        .ok()
-        .filter(|&l| l <= MAX_TENSOR * 8)
-        .ok_or("external data is too large")?;
+    if length != expected {
+        return Err(format!(
+            "external data '{location}' {} {length} bytes (from offset {offset}), but shape {dims:?} needs {expected}",
+            if declared.is_some() {
+                "declares"
+            } else {
+                "holds"
+            }
+        ));
+    }
+    let length = usize::try_from(length).map_err(|_| "external data is too large")?;
+    let io = |e: std::io::Error| format!("cannot read external data '{}': {e}", path.display());
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut buf = vec![0u8; length];
     file.read_exact(&mut buf).map_err(io)?;
     Ok(buf)
+}
+
+/// The `location` of a tensor stored as external data; `None` for a tensor stored inline.
+pub(crate) fn external_location_of(t: &TensorProto) -> Option<Result<&str, String>> {
+    (t.data_location.enum_value() == Ok(DataLocation::EXTERNAL)).then(|| external_location(t))
+}
+
+fn external_location(t: &TensorProto) -> Result<&str, String> {
+    t.external_data
+        .iter()
+        .find(|e| e.key == "location")
+        .map(|e| e.value.as_str())
+        .ok_or_else(|| "external data without a 'location'".to_owned())
 }
 
 /// A node under import, for reading attributes and naming it in errors.

@@ -900,3 +900,427 @@ fn a_sigmoid_that_is_the_output_is_not_fused_into_silu() {
     let out = imported.graph.output();
     assert!(matches!(out.op, Op::Sigmoid(_)), "the output is {out:?}");
 }
+
+// ---- hostile files (issue 29) ----
+
+/// Stores `t` as external data with these `external_data` entries (location, offset, length).
+fn make_external(t: &mut TensorProto, entries: &[(&str, &str)]) {
+    t.float_data.clear();
+    t.raw_data.clear();
+    t.data_location = EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::EXTERNAL);
+    t.external_data = entries
+        .iter()
+        .map(|(k, v)| onnx_protobuf::StringStringEntryProto {
+            key: (*k).into(),
+            value: (*v).into(),
+            ..Default::default()
+        })
+        .collect();
+}
+
+/// Little-endian float32 bytes.
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `m` as `dir/m.onnx` and returns the path.
+fn write_model(dir: &std::path::Path, m: &ModelProto) -> std::path::PathBuf {
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+/// Runs `f` on another thread and fails the test if it takes more than ten seconds (a read
+/// that blocks on a FIFO or never ends on a device).
+fn within_seconds<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} did not return within 10 s"))
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_must_stay_inside_the_models_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    // 16 bytes outside the model's directory: exactly what stem.bias [4] needs.
+    std::fs::write(root.path().join("secret"), le_bytes(&[7.0; 4])).unwrap();
+    let link = |name: &str, to: &std::path::Path| {
+        std::os::unix::fs::symlink(to, dir.join(name)).unwrap();
+    };
+    link("passwd", std::path::Path::new("/etc/passwd"));
+    link("secret_link", &root.path().join("secret"));
+    link("outside", root.path());
+    link("zero", std::path::Path::new("/dev/zero"));
+    mkfifo(&dir.join("pipe"));
+    std::fs::create_dir(dir.join("subdir")).unwrap();
+    for (location, says) in [
+        ("../secret", "relative path inside the model's directory"),
+        ("/etc/passwd", "relative path inside the model's directory"),
+        ("passwd", "leads outside the model's directory"),
+        ("secret_link", "leads outside the model's directory"),
+        ("outside/secret", "leads outside the model's directory"),
+        ("zero", "leads outside the model's directory"),
+        ("pipe", "FIFO"),
+        ("subdir", "directory"),
+        ("missing.bin", "cannot be read"),
+    ] {
+        let mut m = model();
+        make_external(&mut graph(&mut m).initializer[1], &[("location", location)]);
+        let path = write_model(&dir, &m);
+        let e =
+            within_seconds(location, move || fair_onnx::import_file(&path)).expect_err(location);
+        assert!(
+            matches!(&e, OnnxError::Initializer { name, .. } if name == "stem.bias"),
+            "{location}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(says) && text.contains(&format!("'{location}'")),
+            "{location}: {text}"
+        );
+        assert!(text.contains("m.onnx"), "the model file is named: {text}");
+    }
+    // The same bytes inside the directory, directly or through a link that stays inside,
+    // import.
+    std::fs::write(dir.join("w.bin"), le_bytes(&[7.0; 4])).unwrap();
+    link("inside_link", &dir.join("w.bin"));
+    for location in ["w.bin", "./w.bin", "inside_link"] {
+        let mut m = model();
+        make_external(&mut graph(&mut m).initializer[1], &[("location", location)]);
+        let imported = fair_onnx::import_file(&write_model(&dir, &m)).unwrap();
+        assert_eq!(
+            imported.tensors[1].data,
+            fair_onnx::TensorData::F32(vec![7.0; 4]),
+            "{location}"
+        );
+    }
+}
+
+#[test]
+fn external_data_offsets_and_lengths_are_checked_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 filler bytes, then the 16 bytes of stem.bias.
+    let mut data = vec![9u8; 4];
+    data.extend(le_bytes(&[1.0, 2.0, 3.0, 4.0]));
+    std::fs::write(dir.path().join("w.bin"), &data).unwrap();
+    let huge = u64::MAX.to_string();
+    for (entries, says) in [
+        (
+            vec![("offset", "8"), ("length", "16")],
+            "fewer than offset 8 + length 16",
+        ),
+        (vec![("offset", "30")], "fewer than offset 30"),
+        (
+            vec![("offset", huge.as_str()), ("length", "16")],
+            "fewer than offset",
+        ),
+        (
+            vec![("offset", "4"), ("length", huge.as_str())],
+            "fewer than offset 4",
+        ),
+        // The file has room, but the length is not what shape [4] of float32 needs.
+        (vec![("offset", "0"), ("length", "20")], "declares 20 bytes"),
+        (vec![("offset", "4"), ("length", "8")], "declares 8 bytes"),
+        // Without a length, the rest of the file must be the tensor.
+        (vec![], "holds 20 bytes"),
+        (vec![("offset", "-4")], "is not a number"),
+    ] {
+        let mut m = model();
+        let mut all = vec![("location", "w.bin")];
+        all.extend(entries.iter().copied());
+        make_external(&mut graph(&mut m).initializer[1], &all);
+        let e = fair_onnx::import_file(&write_model(dir.path(), &m)).unwrap_err();
+        assert!(
+            matches!(&e, OnnxError::Initializer { name, .. } if name == "stem.bias"),
+            "{entries:?}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(says) && text.contains("'w.bin'"),
+            "{entries:?}: {text}"
+        );
+    }
+    // The declared range is read, nothing around it.
+    let mut m = model();
+    make_external(
+        &mut graph(&mut m).initializer[1],
+        &[("location", "w.bin"), ("offset", "4"), ("length", "16")],
+    );
+    let imported = fair_onnx::import_file(&write_model(dir.path(), &m)).unwrap();
+    assert_eq!(
+        imported.tensors[1].data,
+        fair_onnx::TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_given_as_the_model_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.onnx");
+    mkfifo(&fifo);
+    let link = dir.path().join("zero.onnx");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    for (path, says) in [
+        (std::path::PathBuf::from("/dev/zero"), "a character device"),
+        (link, "a character device"),
+        (fifo, "a FIFO"),
+        (dir.path().to_owned(), "a directory"),
+    ] {
+        let shown = path.display().to_string();
+        let (p, q) = (path.clone(), path.clone());
+        let e = within_seconds(&shown, move || fair_onnx::import_file(&p)).unwrap_err();
+        assert!(matches!(e, OnnxError::Fs(_)), "{shown}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(says) && text.contains("an ONNX model file") && text.contains(&shown),
+            "{shown}: {text}"
+        );
+        let e = within_seconds(&shown, move || fair_onnx::external_data_files(&q)).unwrap_err();
+        assert!(e.to_string().contains(says), "{shown}: {e}");
+    }
+}
+
+#[test]
+fn duplicate_value_names_are_refused() {
+    let dup = |m: &ModelProto| match import(m).unwrap_err() {
+        OnnxError::DuplicateName {
+            name,
+            first,
+            second,
+        } => (name, first, second),
+        other => panic!("expected a duplicate name, got: {other}"),
+    };
+    // Two initializers of the same name (different values: one would silently win).
+    let mut m = model();
+    graph(&mut m)
+        .initializer
+        .push(floats("stem.bias", &[4], &[-1.0; 4]));
+    let (name, first, second) = dup(&m);
+    assert_eq!(
+        (name.as_str(), first.as_str(), second.as_str()),
+        ("stem.bias", "initializer #1", "initializer #2")
+    );
+    let text = import(&m).unwrap_err().to_string();
+    assert!(text.contains("'stem.bias' twice"), "{text}");
+    // Two nodes writing the same value (ONNX graphs are SSA).
+    let mut m = model();
+    graph(&mut m)
+        .node
+        .insert(1, node("Relu", "/shadow/Relu", &["x"], "c"));
+    let (name, first, second) = dup(&m);
+    assert_eq!(name, "c");
+    assert!(
+        first.contains("/stem/Conv") && second.contains("/shadow/Relu"),
+        "{first} / {second}"
+    );
+    // A node output named like an initializer, or like the graph input.
+    let mut m = model();
+    graph(&mut m).node[1].output[0] = "stem.weight".into();
+    graph(&mut m).output[0].name = "stem.weight".into();
+    let (name, first, second) = dup(&m);
+    assert_eq!(name, "stem.weight");
+    assert!(
+        first == "initializer #0" && second.contains("/act/Relu"),
+        "{first} / {second}"
+    );
+    let mut m = model();
+    graph(&mut m).node[1].output[0] = "x".into();
+    graph(&mut m).output[0].name = "x".into();
+    assert_eq!(dup(&m).0, "x");
+    // Two graph inputs of the same name.
+    let mut m = model();
+    let again = graph(&mut m).input[0].clone();
+    graph(&mut m).input.push(again);
+    assert_eq!(dup(&m).0, "x");
+    // An initializer listed as a graph input too is its default value, as ONNX allows (older
+    // exporters list every initializer as an input): still imported.
+    let mut m = model();
+    graph(&mut m).input.push(value("stem.bias", &["4"]));
+    assert_eq!(import(&m).unwrap().graph.param_count(), 108 + 4);
+}
+
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let mut m = model();
+    let mut w = vec![0.1f32; 108];
+    w[3] = f32::NAN;
+    w[50] = f32::NAN;
+    w[51] = -f32::NAN;
+    w[107] = f32::NEG_INFINITY;
+    graph(&mut m).initializer[0] = floats("stem.weight", &[4, 3, 3, 3], &w);
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            OnnxError::NonFinite { name, nan: 3, infinite: 1, total: 108 } if name == "stem.weight"
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("tensor 'stem.weight' holds 3 NaN and 1 infinite value(s) (of 108)")
+            && text.contains("allow_non_finite"),
+        "{text}"
+    );
+    // Allowed explicitly, the values are imported as they are.
+    let options = ImportOptions {
+        allow_non_finite: true,
+        ..Default::default()
+    };
+    let imported = fair_onnx::import_with(&m.write_to_bytes().unwrap(), &options).unwrap();
+    let fair_onnx::TensorData::F32(v) = &imported.tensors[0].data else {
+        panic!("float weights")
+    };
+    assert_eq!(v.iter().filter(|x| x.is_nan()).count(), 3);
+    assert_eq!(v[107], f32::NEG_INFINITY);
+    // A non-finite layer scale ends up in the weights it is folded into: refused too.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer
+        .push(floats("gamma", &[4, 1, 1], &[1.0, f32::INFINITY, 1.0, 1.0]));
+    g.node[1] = node("Relu", "/act/Relu", &["s"], "y");
+    g.node
+        .insert(1, node("Mul", "/scale/Mul", &["gamma", "c"], "s"));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::NonFinite { name, .. } if name == "stem.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn input_shape_errors_name_the_input_flag() {
+    // Symbolic spatial sizes.
+    let mut m = model();
+    graph(&mut m).input[0] = value("x", &["N", "3", "H", "W"]);
+    // No per-sample sizes at all.
+    let mut bare = model();
+    graph(&mut bare).input[0] = value("x", &["N"]);
+    for m in [&m, &bare] {
+        let text = import(m).unwrap_err().to_string();
+        assert!(
+            text.contains("--input") && text.contains("ImportOptions::input_shape"),
+            "{text}"
+        );
+    }
+    // A given shape of the wrong rank, or with a zero size.
+    for shape in [vec![3, 8], vec![3, 0, 8]] {
+        let options = ImportOptions {
+            input_shape: Some(shape.clone()),
+            ..Default::default()
+        };
+        let text = fair_onnx::import_with(&model().write_to_bytes().unwrap(), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("--input"), "{shape:?}: {text}");
+    }
+}
+
+#[test]
+fn folded_constants_share_one_budget() {
+    // Each ConstantOfShape makes 2^26 zeros (the bound for one folded constant); together
+    // they pass the budget of 2^28 elements at the fifth.
+    let build = |count: usize| {
+        let mut m = model();
+        let g = graph(&mut m);
+        g.initializer.push(int64s("size", &[1 << 26]));
+        for k in 0..count {
+            g.node.insert(
+                k,
+                node(
+                    "ConstantOfShape",
+                    &format!("/fill{k}"),
+                    &["size"],
+                    &format!("f{k}"),
+                ),
+            );
+        }
+        m
+    };
+    assert_eq!(fair_onnx::MAX_FOLDED_ELEMENTS, 1 << 28);
+    assert!(
+        import(&build(4)).is_ok(),
+        "2^28 elements are within the budget"
+    );
+    let e = import(&build(5)).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, op_type, .. } if node == "/fill4" && op_type == "ConstantOfShape"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("budget"), "{e}");
+}
+
+#[test]
+fn external_data_files_lists_the_files_a_model_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Inline weights: nothing.
+    let plain = write_model(dir.path(), &model());
+    assert_eq!(
+        fair_onnx::external_data_files(&plain).unwrap(),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // Both initializers in one file, and a Constant's value in another (in a subdirectory).
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let mut data = le_bytes(&[0.1; 108]);
+    data.extend(le_bytes(&[0.5; 4]));
+    std::fs::write(dir.path().join("w.bin"), &data).unwrap();
+    std::fs::write(dir.path().join("sub/c.bin"), le_bytes(&[1.0])).unwrap();
+    let mut m = model();
+    let g = graph(&mut m);
+    make_external(
+        &mut g.initializer[0],
+        &[("location", "w.bin"), ("offset", "0"), ("length", "432")],
+    );
+    make_external(
+        &mut g.initializer[1],
+        &[("location", "./w.bin"), ("offset", "432"), ("length", "16")],
+    );
+    let mut c = floats("one", &[], &[]);
+    make_external(&mut c, &[("location", "sub/c.bin")]);
+    let mut constant = node("Constant", "/one", &[], "one");
+    constant.attribute.push(AttributeProto {
+        name: "value".into(),
+        type_: EnumOrUnknown::new(AttributeType::TENSOR),
+        t: MessageField::some(c),
+        ..Default::default()
+    });
+    g.node.insert(0, constant);
+    let path = write_model(dir.path(), &m);
+    let real = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        fair_onnx::external_data_files(&path).unwrap(),
+        [real.join("sub/c.bin"), real.join("w.bin")]
+    );
+    // The model imports from those files.
+    let imported = fair_onnx::import_file(&path).unwrap();
+    assert_eq!(
+        imported.tensors[1].data,
+        fair_onnx::TensorData::F32(vec![0.5; 4])
+    );
+    // A location outside the directory is the same error import gives.
+    make_external(
+        &mut graph(&mut m).initializer[1],
+        &[("location", "../w.bin")],
+    );
+    let path = write_model(dir.path(), &m);
+    let e = fair_onnx::external_data_files(&path).unwrap_err();
+    assert!(
+        matches!(e, OnnxError::Fs(_)) && e.to_string().contains("'../w.bin'"),
+        "{e}"
+    );
+}
