@@ -7,11 +7,16 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use sha2::{Digest, Sha256};
 
-use crate::atomic::write_atomic;
-use crate::error::{DataError, io};
+use crate::error::{DataError, valid_range};
+use crate::formats::MAX_IN_MEMORY_BYTES;
 
 /// The metadata key of the content digest in a saved dataset.
 const DIGEST_KEY: &str = "sha256";
+
+/// The largest file [`Dataset::load`] reads: pixels (at most [`MAX_IN_MEMORY_BYTES`], what
+/// the loaders hold in memory), the labels (8 bytes per image) and the header. Twice the
+/// pixel limit covers images of 8 pixels or more (Fashion-MNIST's cache is 55 MB).
+const MAX_DATASET_FILE_BYTES: u64 = 2 * MAX_IN_MEMORY_BYTES;
 
 /// Images as bytes (`[N, C, H, W]`, 0–255), one label per image, and the class names.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,13 +43,20 @@ impl Dataset {
         classes: Vec<String>,
     ) -> Result<Self, DataError> {
         let name = name.into();
-        let per = shape.iter().product::<usize>();
-        if per == 0 || pixels.len() != per * labels.len() {
+        let per = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&p| p > 0);
+        let expected = per.and_then(|p| p.checked_mul(labels.len()));
+        if expected != Some(pixels.len()) {
             return Err(DataError::Invalid(format!(
                 "dataset '{name}': {} pixels for {} images of shape {shape:?} (expected {})",
                 pixels.len(),
                 labels.len(),
-                per * labels.len()
+                expected.map_or_else(
+                    || "a shape of at least 1×1×1 that fits in memory".into(),
+                    |e| e.to_string()
+                )
             )));
         }
         if let Some(i) = labels
@@ -52,9 +64,9 @@ impl Dataset {
             .position(|&l| l < 0 || l as usize >= classes.len())
         {
             return Err(DataError::Invalid(format!(
-                "dataset '{name}': label {} of image {i} is outside 0..{}",
+                "dataset '{name}': label {} of image {i} is outside {}",
                 labels[i],
-                classes.len()
+                valid_range(classes.len(), "classes")
             )));
         }
         Ok(Dataset {
@@ -92,8 +104,14 @@ impl Dataset {
     }
 
     /// The images at `indices`, as a new dataset.
+    ///
+    /// # Panics
+    ///
+    /// If an index is not an image of this dataset (indices come from the program, e.g. a
+    /// split; [`crate::ImageFolder::subset`] is the checked form for a folder).
     pub fn subset(&self, name: impl Into<String>, indices: &[usize]) -> Dataset {
-        let mut pixels = Vec::with_capacity(indices.len() * self.image(0).len());
+        let per = self.shape.iter().product::<usize>();
+        let mut pixels = Vec::with_capacity(indices.len() * per);
         for &i in indices {
             pixels.extend_from_slice(self.image(i));
         }
@@ -156,10 +174,11 @@ impl Dataset {
 
     /// Writes the dataset as one safetensors file (`pixels` u8 `[N, C, H, W]`, `labels` i64,
     /// and in the metadata the name, the class names and the content digest
-    /// [`Dataset::sha256`] under the key `sha256`), atomically: written under a temporary
-    /// name unique to this process and call, then renamed into place, so concurrent
-    /// writers and readers of `path` only ever see a complete file; on failure the
-    /// temporary file is removed.
+    /// [`Dataset::sha256`] under the key `sha256`), atomically ([`fair_fs::write_atomic`]):
+    /// written under a fresh temporary name (created exclusively) next to `path`, then
+    /// renamed into place, so concurrent writers and readers of `path` only ever see a
+    /// complete file; on failure the temporary file is removed. A symbolic link, a directory
+    /// or a special file at `path` is never replaced (an error names it).
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
         self.save_with_digest(path, &self.sha256())
     }
@@ -191,12 +210,13 @@ impl Dataset {
         ]);
         let bytes = safetensors::tensor::serialize(views, &Some(meta))
             .map_err(|e| DataError::Invalid(format!("{e:?}")))?;
-        write_atomic(path, &bytes)
+        Ok(fair_fs::write_atomic(path, &bytes)?)
     }
 
     /// Reads a file written by [`Dataset::save`], checking the content digest recorded in
     /// it: a mismatch (tampered or corrupted file) is a [`DataError::Digest`]. Files without
-    /// a recorded digest (written before digests were recorded) load unchecked.
+    /// a recorded digest (written before digests were recorded) load unchecked. The file must
+    /// be a regular file of at most 8 GiB (twice [`crate::MAX_IN_MEMORY_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, DataError> {
         let (dataset, recorded) = Self::read(path)?;
         if let Some(recorded) = recorded {
@@ -229,7 +249,7 @@ impl Dataset {
 
     /// Reads a dataset file; returns the dataset and the digest recorded in it, unchecked.
     fn read(path: &Path) -> Result<(Self, Option<String>), DataError> {
-        let bytes = std::fs::read(path).map_err(io("read", path))?;
+        let bytes = fair_fs::read_bounded(path, MAX_DATASET_FILE_BYTES, "a dataset file")?;
         let bad = |detail: String| DataError::Malformed {
             path: path.to_owned(),
             record: None,

@@ -59,6 +59,32 @@ pub enum DataError {
     /// A dataset name or setting is unknown or out of range.
     #[error("{0}")]
     Invalid(String),
+    /// A file is not a regular file, is larger than the limit for its kind, or cannot be
+    /// read or written (the file rules of [`fair_fs`]; the message names the file).
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
+}
+
+impl DataError {
+    /// Whether this is a "file not found" error (a cache file that does not exist yet).
+    pub(crate) fn is_not_found(&self) -> bool {
+        let source = match self {
+            DataError::Io { source, .. } | DataError::Fs(fair_fs::FsError::Io { source, .. }) => {
+                source
+            }
+            _ => return false,
+        };
+        source.kind() == std::io::ErrorKind::NotFound
+    }
+}
+
+/// The valid indices `0..n` as users read them: `0..=9 (10 classes)`; `unit` is the plural
+/// noun ("classes", "images"). With `n = 0`: `none (0 classes)`.
+pub(crate) fn valid_range(n: usize, unit: &str) -> String {
+    match n {
+        0 => format!("none (0 {unit})"),
+        n => format!("0..={} ({n} {unit})", n - 1),
+    }
 }
 
 fn digest_message(path: &std::path::Path, recorded: Option<&str>, found: &str) -> String {

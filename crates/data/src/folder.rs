@@ -1,15 +1,19 @@
 //! A lazy ImageFolder: an index of file paths and labels, decoded batch by batch in parallel
 //! with torchvision's standard transforms.
 
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
+use std::io::BufReader;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{DataError, io};
+use crate::error::{DataError, io, valid_range};
 use crate::resample::{Rect, resize_window};
 use crate::source::{ImageSource, stratified_indices};
 use crate::transform::Transform;
@@ -21,12 +25,77 @@ const MAX_DEPTH: usize = 32;
 /// next to the batch tensor; several per thread so uneven images balance out).
 const IMAGES_PER_THREAD: usize = 4;
 
+/// The default of [`FolderOptions::max_pixels`]: PIL's decompression-bomb limit. PIL refuses
+/// (`DecompressionBombError`) an image of more than twice `Image.MAX_IMAGE_PIXELS`
+/// (89,478,485), so torchvision never decodes one either; 178,956,970 pixels is a
+/// 13,377 × 13,377 image, 537 MB as 8-bit RGB.
+pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
+
+/// Bytes per pixel of the widest layout the PNG and JPEG decoders produce (RGBA with 16 bits
+/// per channel): the decoder's own allocation limit is raised to `max_pixels` times this.
+const MAX_BYTES_PER_PIXEL: u64 = 8;
+
+/// Room for an image file's metadata (ICC profile, EXIF, text chunks) beyond its pixels: an
+/// image file larger than `max_pixels` pixels of the widest layout (what an uncompressed PNG
+/// holds) plus this is refused from its size, before it is read (the JPEG decoder reads the
+/// whole file into memory).
+const IMAGE_METADATA_BYTES: u64 = 64 << 20;
+
+/// Skipped entries described one by one in [`ImageFolder::notes`]; beyond this many, one
+/// more note counts the rest (a hostile tree must not flood the output).
+const MAX_NOTES: usize = 20;
+
+/// How an ImageFolder tree is indexed and its images decoded. The defaults follow
+/// torchvision, with PIL's decompression-bomb limit.
+///
+/// ```
+/// use fair_data::FolderOptions;
+/// let strict = FolderOptions { follow_links: false, ..Default::default() };
+/// assert_eq!(strict.max_pixels, fair_data::DEFAULT_MAX_PIXELS);
+/// let parsed: FolderOptions = serde_json::from_str(r#"{"max_pixels": 1000000}"#)?;
+/// assert!(parsed.follow_links);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FolderOptions {
+    /// Follow symbolic links to directories (default true, as torchvision's `ImageFolder`,
+    /// which walks with `followlinks=True`). Even then a link is not followed into a
+    /// directory already searched (no loops, no image indexed twice), nor into the dataset
+    /// itself (the root, a directory above it, or any class directory, its own included):
+    /// its images would be labelled by a path outside their class directory. Links that
+    /// leave the dataset (a shared image pool) are followed. When false, no link to a
+    /// directory is followed, class directories included. Links to image files are always
+    /// followed, unless they lead into another class. Every skipped entry is reported in
+    /// [`ImageFolder::notes`].
+    pub follow_links: bool,
+    /// The most pixels (width × height) an image may have, read from its header before it is
+    /// decoded; a larger one is an error naming the file and its size. Default
+    /// [`DEFAULT_MAX_PIXELS`] (PIL's decompression-bomb limit).
+    pub max_pixels: u64,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions {
+            follow_links: true,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
 /// An ImageFolder tree as an index: one sub-directory of `root` per class (sorted by name),
 /// the PNG and JPEG files under each (extensions `png`, `jpg`, `jpeg` in any case; searched
 /// recursively and ordered like torchvision's `ImageFolder`: directories by path, files by
 /// name). Only the paths and labels are held; images are decoded when a batch asks for them
 /// ([`ImageSource::batch`]), in parallel on rayon's pool (or the pool of
 /// [`ImageFolder::workers`]).
+///
+/// Indexing never opens an image, but it refuses an image name that is not a regular file
+/// (a FIFO, a device or a socket called `x.png`), so nothing can block later; symbolic links
+/// are followed as [`FolderOptions`] describes, and what was skipped is in
+/// [`ImageFolder::notes`]. Decoding checks the image header against
+/// [`FolderOptions::max_pixels`] first.
 ///
 /// Batches apply torchvision's standard transforms. The resampling (PIL's bilinear filter)
 /// and, for 1-channel models, the grey conversion (PIL's `convert("L")`) reproduce PIL's
@@ -48,29 +117,14 @@ pub struct ImageFolder {
     labels: Vec<i64>,
     root: Arc<PathBuf>,
     pool: Option<Arc<rayon::ThreadPool>>,
+    max_pixels: u64,
+    notes: Arc<[String]>,
 }
 
 fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
-/// Sub-directories and image files of `dir` (following links).
-fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<OsString>), DataError> {
-    let (mut dirs, mut files) = (Vec::new(), Vec::new());
-    for e in std::fs::read_dir(dir).map_err(io("read", dir))? {
-        let e = e.map_err(io("read", dir))?;
-        let p = e.path();
-        if p.is_dir() {
-            dirs.push(p);
-        } else if is_image(&p) {
-            files.push(e.file_name());
-        }
-    }
-    dirs.sort();
-    files.sort();
-    Ok((dirs, files))
 }
 
 /// The name of a class directory (lossy for names that are not UTF-8).
@@ -81,26 +135,362 @@ fn class_name(dir: &Path) -> String {
         .into_owned()
 }
 
-impl ImageFolder {
-    /// Indexes the tree at `root` (no image is opened): one class per sub-directory, sorted
-    /// by name.
-    pub fn open(root: &Path) -> Result<ImageFolder, DataError> {
-        let (class_dirs, _) = entries(root)?;
-        if class_dirs.is_empty() {
+/// What identifies a directory however it is reached: device and inode.
+#[cfg(unix)]
+type DirId = (u64, u64);
+/// What identifies a directory however it is reached: its canonical path.
+#[cfg(not(unix))]
+type DirId = PathBuf;
+
+#[cfg(unix)]
+fn dir_id(dir: &Path) -> Result<DirId, DataError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(io("read", dir))?;
+    Ok((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(dir: &Path) -> Result<DirId, DataError> {
+    dir.canonicalize().map_err(io("read", dir))
+}
+
+fn real_path(path: &Path) -> Result<PathBuf, DataError> {
+    path.canonicalize().map_err(io("resolve", path))
+}
+
+/// Notes about skipped entries, the first [`MAX_NOTES`] in full, then a count.
+#[derive(Default)]
+struct Notes {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Notes {
+    fn push(&mut self, note: String) {
+        if self.list.len() < MAX_NOTES {
+            tracing::debug!("{note}");
+            self.list.push(note);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Arc<[String]> {
+        if self.more > 0 {
+            self.list.push(format!(
+                "… and {} more entries skipped the same ways",
+                self.more
+            ));
+        }
+        self.list.into()
+    }
+}
+
+/// Where the dataset really is: the real paths of the root and of every class directory,
+/// which no link may lead into (an image reached that way would get its label from a path
+/// outside its class directory).
+struct Layout {
+    /// Real path → class name (`None`: the root).
+    protected: BTreeMap<PathBuf, Option<String>>,
+}
+
+impl Layout {
+    /// How the real path `real` overlaps the dataset, if it does: in words, e.g. "inside
+    /// class 'dog'", "the dataset root", "a directory above the dataset root".
+    fn overlap(&self, real: &Path) -> Option<String> {
+        let describe = |p: &Path, holds: bool| match (&self.protected[p], holds) {
+            (None, false) if p == real => "the dataset root".to_owned(),
+            (None, false) => "inside the dataset root".to_owned(),
+            (None, true) => "a directory above the dataset root".to_owned(),
+            (Some(c), false) if p == real => format!("the directory of class '{c}'"),
+            (Some(c), false) => format!("inside class '{c}'"),
+            (Some(c), true) => format!("a directory holding class '{c}'"),
+        };
+        // Inside a protected directory (the innermost one)...
+        if let Some(p) = real.ancestors().find(|a| self.protected.contains_key(*a)) {
+            return Some(describe(p, false));
+        }
+        // ... or holding one: protected paths under `real` sort right after it.
+        self.protected
+            .range::<Path, _>((Bound::Included(real), Bound::Unbounded))
+            .next()
+            .filter(|(p, _)| p.starts_with(real))
+            .map(|(p, _)| describe(p, true))
+    }
+}
+
+/// The class directories of `root` (sorted), with their real paths. A link to a directory is
+/// a class directory when links are followed (else it is skipped, with a note); one that
+/// leads into the dataset, and two class directories that are one another or nest, are
+/// errors: their images would have two labels.
+fn class_dirs(
+    root: &Path,
+    options: &FolderOptions,
+    notes: &mut Notes,
+) -> Result<(Vec<(PathBuf, PathBuf)>, PathBuf), DataError> {
+    let root_real = real_path(root)?;
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(root).map_err(io("read", root))? {
+        let e = e.map_err(io("read", root))?;
+        let p = e.path();
+        let t = e.file_type().map_err(io("read", &p))?;
+        if t.is_dir() {
+            let real = root_real.join(e.file_name());
+            dirs.push((p, real));
+        } else if t.is_symlink() && p.is_dir() {
+            if !options.follow_links {
+                notes.push(format!(
+                    "'{}' is a link to a directory, not followed (follow_links = false): \
+                     not a class",
+                    p.display()
+                ));
+                continue;
+            }
+            let real = real_path(&p)?;
+            if real.starts_with(&root_real) || root_real.starts_with(&real) {
+                return Err(DataError::Invalid(format!(
+                    "ImageFolder '{}': the class directory '{}' is a link to '{}', {}; its \
+                     images would be labelled twice (remove the link)",
+                    root.display(),
+                    p.display(),
+                    real.display(),
+                    if real == root_real {
+                        "the dataset root"
+                    } else if real.starts_with(&root_real) {
+                        "inside the dataset"
+                    } else {
+                        "a directory above the dataset root"
+                    }
+                )));
+            }
+            dirs.push((p, real));
+        }
+    }
+    dirs.sort();
+    let mut by_real: Vec<&(PathBuf, PathBuf)> = dirs.iter().collect();
+    by_real.sort_by(|a, b| a.1.cmp(&b.1));
+    // Nesting shows between neighbours: everything under a path sorts right after it.
+    for pair in by_real.windows(2) {
+        let ((a, ra), (b, rb)) = (pair[0], pair[1]);
+        if rb.starts_with(ra) {
             return Err(DataError::Invalid(format!(
-                "ImageFolder '{}' has no class sub-directories (expected root/<class>/<image>.png)",
+                "ImageFolder '{}': the class directories '{}' and '{}' are {} ('{}'), so \
+                 images would be labelled twice (remove the link)",
+                root.display(),
+                a.display(),
+                b.display(),
+                if ra == rb {
+                    "the same directory"
+                } else {
+                    "nested"
+                },
+                rb.display()
+            )));
+        }
+    }
+    Ok((dirs, root_real))
+}
+
+/// The class directories `found` placed at their index in `classes`: the directory named
+/// `classes[k]` at `k`, `None` for a class without one. A directory not in `classes`, and a
+/// class named twice, are errors.
+fn by_class(
+    root: &Path,
+    classes: &[String],
+    found: Vec<(PathBuf, PathBuf)>,
+) -> Result<Vec<Option<(PathBuf, PathBuf)>>, DataError> {
+    let mut label: std::collections::HashMap<&str, usize> = Default::default();
+    for (k, c) in classes.iter().enumerate() {
+        if label.insert(c, k).is_some() {
+            return Err(DataError::Invalid(format!(
+                "ImageFolder '{}': the class list names '{c}' twice",
                 root.display()
             )));
         }
-        let classes = class_dirs.iter().map(|d| class_name(d)).collect();
-        ImageFolder::index(root, classes, class_dirs.into_iter().map(Some).collect())
+    }
+    let mut dirs = vec![None; classes.len()];
+    for (dir, real) in found {
+        let name = class_name(&dir);
+        let Some(&k) = label.get(name.as_str()) else {
+            let shown: Vec<&str> = classes.iter().take(5).map(String::as_str).collect();
+            return Err(DataError::Invalid(format!(
+                "ImageFolder '{}': the class directory '{}' is not one of the {} classes it is \
+                 indexed against ({}{}; for a test split, the training split's), so its images \
+                 would have no label",
+                root.display(),
+                dir.display(),
+                classes.len(),
+                shown.join(", "),
+                if classes.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )));
+        };
+        dirs[k] = Some((dir, real));
+    }
+    Ok(dirs)
+}
+
+/// Walks the class directories one by one, refusing special files named as images and
+/// skipping (with notes) links that lead into the dataset, directories already searched and
+/// levels below [`MAX_DEPTH`].
+struct Walker<'a> {
+    layout: &'a Layout,
+    /// Every class directory and the root: reaching one again is a loop.
+    seeds: &'a [DirId],
+    follow_links: bool,
+    notes: &'a mut Notes,
+}
+
+impl Walker<'_> {
+    /// The images of one class: `(directory, sorted file names)` per directory searched,
+    /// directories in path order.
+    fn class_images(
+        &mut self,
+        class: &str,
+        class_dir: &Path,
+    ) -> Result<Vec<(PathBuf, Vec<OsString>)>, DataError> {
+        let class_real = real_path(class_dir)?;
+        let mut visited: HashSet<DirId> = self.seeds.iter().cloned().collect();
+        visited.insert(dir_id(class_dir)?);
+        let mut stack = vec![(class_dir.to_owned(), 0usize)];
+        let mut found = Vec::new();
+        while let Some((dir, depth)) = stack.pop() {
+            let (subdirs, names) = self.entries(class, &class_real, &dir)?;
+            if depth >= MAX_DEPTH {
+                if !subdirs.is_empty() {
+                    self.notes.push(format!(
+                        "did not search the {} sub-directories of '{}': more than {MAX_DEPTH} \
+                         levels below its class directory",
+                        subdirs.len(),
+                        dir.display()
+                    ));
+                }
+            } else {
+                for d in subdirs {
+                    if visited.insert(dir_id(&d)?) {
+                        stack.push((d, depth + 1));
+                    } else {
+                        self.notes.push(format!(
+                            "skipped '{}': that directory was searched already (a loop, or a \
+                             second path to it)",
+                            d.display()
+                        ));
+                    }
+                }
+            }
+            found.push((dir, names));
+        }
+        // torchvision walks each class directory and sorts by the directory path.
+        found.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+        Ok(found)
+    }
+
+    /// Sub-directories to search and image file names in `dir`, sorted.
+    fn entries(
+        &mut self,
+        class: &str,
+        class_real: &Path,
+        dir: &Path,
+    ) -> Result<(Vec<PathBuf>, Vec<OsString>), DataError> {
+        let (mut dirs, mut files) = (Vec::new(), Vec::new());
+        for e in std::fs::read_dir(dir).map_err(io("read", dir))? {
+            let e = e.map_err(io("read", dir))?;
+            let p = e.path();
+            let t = e.file_type().map_err(io("read", &p))?;
+            if t.is_dir() {
+                dirs.push(p);
+            } else if t.is_file() {
+                if is_image(&p) {
+                    files.push(e.file_name());
+                }
+            } else if t.is_symlink() {
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_dir() => {
+                        let follow = self.follow_link(class, class_real, &p, true)?;
+                        dirs.extend(follow.then_some(p));
+                    }
+                    Ok(_) if is_image(&p) => {
+                        fair_fs::check_regular(&p, "an image file")?;
+                        if self.follow_link(class, class_real, &p, false)? {
+                            files.push(e.file_name());
+                        }
+                    }
+                    // A broken link named as an image fails now rather than in a batch.
+                    Err(err) if is_image(&p) => return Err(io("read", &p)(err)),
+                    _ => {}
+                }
+            } else if is_image(&p) {
+                // A FIFO, device or socket named as an image: refused by name, unopened.
+                fair_fs::check_regular(&p, "an image file")?;
+            }
+        }
+        dirs.sort();
+        files.sort();
+        Ok((dirs, files))
+    }
+
+    /// Whether to follow the link `link` (to a directory when `is_dir`, else to an image) met
+    /// in class `class`; a note says why not.
+    fn follow_link(
+        &mut self,
+        class: &str,
+        class_real: &Path,
+        link: &Path,
+        is_dir: bool,
+    ) -> Result<bool, DataError> {
+        if is_dir && !self.follow_links {
+            self.notes.push(format!(
+                "skipped the link '{}' to a directory: links are not followed \
+                 (follow_links = false)",
+                link.display()
+            ));
+            return Ok(false);
+        }
+        let real = real_path(link)?;
+        if real.starts_with(class_real) {
+            // An image linked within its own class keeps its label.
+            if !is_dir {
+                return Ok(true);
+            }
+            self.notes.push(format!(
+                "skipped the link '{}' → '{}': it leads back into its own class directory (a \
+                 loop, or a second path to the same images)",
+                link.display(),
+                real.display()
+            ));
+            return Ok(false);
+        }
+        match self.layout.overlap(&real) {
+            None => Ok(true),
+            Some(place) => {
+                self.notes.push(format!(
+                    "skipped the link '{}' → '{}': it leads to {place}, so its {} would be \
+                     labelled '{class}' by a path outside their class directory",
+                    link.display(),
+                    real.display(),
+                    if is_dir { "images" } else { "image" }
+                ));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl ImageFolder {
+    /// Indexes the tree at `root` (no image is opened): one class per sub-directory, sorted
+    /// by name; default [`FolderOptions`].
+    pub fn open(root: &Path) -> Result<ImageFolder, DataError> {
+        ImageFolder::open_with(root, None, &FolderOptions::default())
     }
 
     /// Indexes the tree at `root` against the class list `classes` (typically the training
     /// split's [`ImageSource::classes`]), so that its labels mean the same classes: the
     /// sub-directory named `classes[k]` gets label `k`. A class without a sub-directory has
     /// no images; a sub-directory that is not in `classes` is an error naming it (its images
-    /// would have no label).
+    /// would have no label). Default [`FolderOptions`].
     ///
     /// ```no_run
     /// use fair_data::{ImageFolder, ImageSource};
@@ -110,65 +500,65 @@ impl ImageFolder {
     /// # Ok::<(), fair_data::DataError>(())
     /// ```
     pub fn open_with_classes(root: &Path, classes: &[String]) -> Result<ImageFolder, DataError> {
-        let mut label: std::collections::HashMap<&str, usize> = Default::default();
-        for (k, c) in classes.iter().enumerate() {
-            if label.insert(c, k).is_some() {
-                return Err(DataError::Invalid(format!(
-                    "ImageFolder '{}': the class list names '{c}' twice",
-                    root.display()
-                )));
-            }
-        }
-        let (class_dirs, _) = entries(root)?;
-        let mut dirs = vec![None; classes.len()];
-        for dir in class_dirs {
-            let name = class_name(&dir);
-            let Some(&k) = label.get(name.as_str()) else {
-                let shown: Vec<&str> = classes.iter().take(5).map(String::as_str).collect();
-                return Err(DataError::Invalid(format!(
-                    "ImageFolder '{}': the class directory '{}' is not one of the {} classes \
-                     it is indexed against ({}{}; for a test split, the training split's), so \
-                     its images would have no label",
-                    root.display(),
-                    dir.display(),
-                    classes.len(),
-                    shown.join(", "),
-                    if classes.len() > shown.len() {
-                        ", …"
-                    } else {
-                        ""
-                    }
-                )));
-            };
-            dirs[k] = Some(dir);
-        }
-        ImageFolder::index(root, classes.to_vec(), dirs)
+        ImageFolder::open_with(root, Some(classes), &FolderOptions::default())
     }
 
-    /// The index of `root` with `classes`, class `k`'s images read from `dirs[k]` (none where
-    /// it is `None`).
-    fn index(
+    /// Indexes the tree at `root` with `options`: against `classes` as
+    /// [`ImageFolder::open_with_classes`] does when given, else with one class per
+    /// sub-directory as [`ImageFolder::open`] does. Entries skipped on the way are in
+    /// [`ImageFolder::notes`].
+    ///
+    /// ```no_run
+    /// use fair_data::{FolderOptions, ImageFolder};
+    /// let options = FolderOptions { follow_links: false, max_pixels: 50_000_000 };
+    /// let train = ImageFolder::open_with(std::path::Path::new("/data/train"), None, &options)?;
+    /// for note in train.notes() {
+    ///     eprintln!("note: {note}");
+    /// }
+    /// # Ok::<(), fair_data::DataError>(())
+    /// ```
+    pub fn open_with(
         root: &Path,
-        classes: Vec<String>,
-        dirs: Vec<Option<PathBuf>>,
+        classes: Option<&[String]>,
+        options: &FolderOptions,
     ) -> Result<ImageFolder, DataError> {
+        let mut notes = Notes::default();
+        let (found, root_real) = class_dirs(root, options, &mut notes)?;
+        let (classes, dirs) = match classes {
+            None => {
+                if found.is_empty() {
+                    return Err(DataError::Invalid(format!(
+                        "ImageFolder '{}' has no class sub-directories (expected \
+                         root/<class>/<image>.png)",
+                        root.display()
+                    )));
+                }
+                let classes = found.iter().map(|(d, _)| class_name(d)).collect();
+                (classes, found.into_iter().map(Some).collect())
+            }
+            Some(classes) => (classes.to_vec(), by_class(root, classes, found)?),
+        };
+        let mut protected = BTreeMap::from([(root_real, None)]);
+        let mut seeds = vec![dir_id(root)?];
+        for (k, d) in dirs.iter().enumerate() {
+            if let Some((dir, real)) = d {
+                protected.insert(real.clone(), Some(classes[k].clone()));
+                seeds.push(dir_id(dir)?);
+            }
+        }
+        let layout = Layout { protected };
+        let mut walker = Walker {
+            layout: &layout,
+            seeds: &seeds,
+            follow_links: options.follow_links,
+            notes: &mut notes,
+        };
         let (mut files, mut labels) = (Vec::new(), Vec::new());
-        for (label, class_dir) in dirs.into_iter().enumerate() {
-            let Some(class_dir) = class_dir else {
+        for (label, d) in dirs.iter().enumerate() {
+            let Some((class_dir, _)) = d else {
                 continue;
             };
-            // torchvision walks each class directory and sorts by the directory path.
-            let mut dirs = vec![(class_dir, 0usize)];
-            let mut found: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
-            while let Some((dir, depth)) = dirs.pop() {
-                let (subdirs, names) = entries(&dir)?;
-                if depth < MAX_DEPTH {
-                    dirs.extend(subdirs.into_iter().map(|d| (d, depth + 1)));
-                }
-                found.push((dir, names));
-            }
-            found.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-            for (dir, names) in found {
+            for (dir, names) in walker.class_images(&classes[label], class_dir)? {
                 let rel = dir.strip_prefix(root).unwrap_or(&dir).to_owned();
                 for n in names {
                     files.push(rel.join(n).into_boxed_path());
@@ -189,7 +579,25 @@ impl ImageFolder {
             labels,
             root: Arc::new(root.to_owned()),
             pool: None,
+            max_pixels: options.max_pixels,
+            notes: notes.finish(),
         })
+    }
+
+    /// Entries skipped while indexing, one sentence each (at most 20, then a count): links
+    /// not followed (into the dataset itself, or any with `follow_links = false`),
+    /// directories reached a second time, levels deeper than 32 below a class directory.
+    /// Empty for a plain tree. Callers should show them: they explain why the image count
+    /// is lower than the files on disk.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Refuses images whose header declares more than `n` pixels (see
+    /// [`FolderOptions::max_pixels`]); changes nothing in the index.
+    pub fn max_pixels(mut self, n: u64) -> ImageFolder {
+        self.max_pixels = n;
+        self
     }
 
     /// Decodes on a pool of `n` threads of its own instead of rayon's global pool.
@@ -209,9 +617,9 @@ impl ImageFolder {
             return Ok(());
         }
         Err(DataError::Invalid(format!(
-            "image {i} is outside ImageFolder '{}' ({} images)",
+            "image {i} is outside ImageFolder '{}': {}",
             self.name,
-            self.files.len()
+            valid_range(self.files.len(), "images")
         )))
     }
 
@@ -243,6 +651,8 @@ impl ImageFolder {
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             root: Arc::clone(&self.root),
             pool: self.pool.clone(),
+            max_pixels: self.max_pixels,
+            notes: Arc::clone(&self.notes),
         }
     }
 
@@ -275,22 +685,8 @@ impl ImageFolder {
     /// `(19595·R + 38470·G + 7471·B + 2¹⁵) >> 16`, alpha ignored; 8-bit grey images stay as
     /// they are.
     pub fn decode(&self, i: usize, channels: usize) -> Result<(Vec<u8>, usize, usize), DataError> {
-        let path = self.path(i)?;
-        let bad = |detail: String| DataError::Malformed {
-            path: path.clone(),
-            record: None,
-            detail,
-        };
-        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-        let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(format!("cannot decode the image: {e}")))?
-            .decode()
-            .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+        let img = decode_image(&self.path(i)?, self.max_pixels)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
-        if w == 0 || h == 0 {
-            return Err(bad("the image is empty (0 pixels)".into()));
-        }
         let px = if channels == 1 {
             pil_grey(img)
         } else {
@@ -340,6 +736,59 @@ impl ImageFolder {
     }
 }
 
+/// Decodes the image file at `path` (a regular file; a FIFO or device is refused by name,
+/// unopened; one larger than `max_pixels` pixels of the widest layout plus
+/// [`IMAGE_METADATA_BYTES`] is refused from its size). The header is read first: an image
+/// declaring more than `max_pixels` pixels is refused before any pixel is decoded, with an
+/// error naming the file and its size, and the decoder may allocate at most what
+/// `max_pixels` pixels of the widest layout need.
+pub(crate) fn decode_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage, DataError> {
+    let bad = |detail: String| DataError::Malformed {
+        path: path.to_owned(),
+        record: None,
+        detail,
+    };
+    let (file, size) = fair_fs::open_regular(path, "an image file")?;
+    let limit = max_pixels
+        .saturating_mul(MAX_BYTES_PER_PIXEL)
+        .saturating_add(IMAGE_METADATA_BYTES);
+    if size > limit {
+        return Err(fair_fs::FsError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+            what: format!("an image file of at most {max_pixels} pixels (max_pixels)"),
+        }
+        .into());
+    }
+    let mut reader = image::ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(io("read", path))?;
+    // The decoder's own allocation limit: raised to what `max_pixels` pixels of the widest
+    // layout need, never below the image crate's default.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = limits
+        .max_alloc
+        .map(|d| d.max(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL)));
+    reader.limits(limits);
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(bad(format!(
+            "the image header declares {w}×{h} = {pixels} pixels, more than the limit of \
+                 {max_pixels} (max_pixels; a decompression bomb?); it was not decoded"
+        )));
+    }
+    if pixels == 0 {
+        return Err(bad(format!("the image is empty ({w}×{h} pixels)")));
+    }
+    image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))
+}
+
 /// The settings of one batch, resolved.
 struct Plan {
     input: [usize; 3],
@@ -385,12 +834,16 @@ fn half_to_even(d: usize) -> usize {
 }
 
 /// The output size of torchvision's `Resize(short)` for a `w × h` image: the shorter side
-/// becomes `short`, the longer `⌊short · long / short_side⌋`.
+/// becomes `short`, the longer `⌊short · long / short_side⌋` (computed without overflow;
+/// at most `usize::MAX`). Only the crop window of it is ever computed.
 pub(crate) fn resized_size(w: usize, h: usize, short: usize) -> (usize, usize) {
+    let long = |l: usize, s: usize| {
+        usize::try_from(short as u128 * l as u128 / s.max(1) as u128).unwrap_or(usize::MAX)
+    };
     if w <= h {
-        (short, short * h / w)
+        (short, long(h, w))
     } else {
-        (short * w / h, short)
+        (long(w, h), short)
     }
 }
 
@@ -503,20 +956,16 @@ impl ImageSource for ImageFolder {
                 self.name
             )));
         }
-        transform.check(c)?;
-        if let Some([ch, cw]) = transform.crop
-            && [ch, cw] != [h, w]
-        {
-            return Err(DataError::Invalid(format!(
-                "transform crop [{ch}, {cw}] must equal the model's input height and width [{h}, {w}]"
-            )));
-        }
+        transform.check_input(input, indices.len())?;
         if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(DataError::Invalid(format!(
-                "image {i} is outside '{}' ({} images)",
-                self.name,
-                self.len()
-            )));
+            self.check_index(i)?;
+        }
+        if indices.is_empty() {
+            let shape = [0, c as i64, h as i64, w as i64];
+            return Ok((
+                Tensor::zeros(shape, (Kind::Float, Device::Cpu)),
+                Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+            ));
         }
         let per_channel = |v: &[f32]| {
             if v.len() == 1 {
@@ -599,6 +1048,19 @@ mod tests {
         assert_eq!(resized_size(300, 450, 256), (256, 384));
         assert_eq!(default_resize(224, 224), 256);
         assert_eq!(default_resize(32, 32), 37);
+    }
+
+    #[test]
+    fn a_thin_image_is_resized_without_computing_its_whole_resized_size() {
+        // A 1×10,000,000 image (within the default pixel limit) resized to a shorter side
+        // of 256 would be 256 × 2,560,000,000: weights for every output row would need tens
+        // of GB. Only the 4×4 crop window is computed.
+        let (w, h) = (1, 10_000_000);
+        assert_eq!(resized_size(w, h, 256), (256, 2_560_000_000));
+        assert_eq!(resized_size(1, usize::MAX, usize::MAX).1, usize::MAX);
+        let px = vec![200u8; w * h];
+        let out = centre(&px, w, h, 1, 256, [4, 4]);
+        assert_eq!(out, vec![200u8; 16]);
     }
 
     #[test]

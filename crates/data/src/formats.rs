@@ -1,92 +1,186 @@
 //! Standard on-disk formats a user brings: IDX (MNIST-style), CIFAR-10/100 binary batches and
 //! ImageFolder trees.
 
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
-use crate::error::{DataError, io};
+use crate::error::{DataError, io, valid_range};
+use crate::folder::{FolderOptions, ImageFolder, decode_image};
+use crate::source::ImageSource;
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(io("read", path))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io("decompress", path))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// The most bytes of pixels (and, for IDX, of labels) a loader decodes into memory: IDX
+/// files (after decompression), the CIFAR batches of one split together, and
+/// [`load_image_folder`]'s resized images. 4 GiB is seven times the largest IDX set in use
+/// (EMNIST ByClass: 697,932 images of 28×28, 0.55 GB) and 27 times CIFAR-100's training
+/// batch; larger data belongs in an [`ImageFolder`], which streams it. The size an IDX
+/// header declares is checked against this before anything is decompressed.
+pub const MAX_IN_MEMORY_BYTES: u64 = 4 << 30;
+
+/// The largest class-names file of a CIFAR directory (`batches.meta.txt`,
+/// `fine_label_names.txt`): the official ones are under 1 KB; 1 MiB leaves room for any list
+/// of names without reading an arbitrary file whole.
+const MAX_CLASS_NAMES_BYTES: u64 = 1 << 20;
+
+/// The two IDX files of a dataset.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdxKind {
+    /// Magic 0x00000803: unsigned bytes, 3 dimensions (N × H × W).
+    Images,
+    /// Magic 0x00000801: unsigned bytes, 1 dimension (N).
+    Labels,
+}
+
+impl IdxKind {
+    fn dims(self) -> usize {
+        match self {
+            IdxKind::Images => 3,
+            IdxKind::Labels => 1,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            IdxKind::Images => {
+                "not an IDX image file (expected magic 0x00000803: unsigned bytes, 3 dimensions)"
+            }
+            IdxKind::Labels => "not an IDX label file (expected magic 0x00000801)",
+        }
+    }
+
+    /// What the header declares, for messages: "3 images of 28×28", "3 labels".
+    fn declared(self, dims: &[usize]) -> String {
+        match (self, dims) {
+            (IdxKind::Images, [n, h, w]) => format!("{n} images of {h}×{w}"),
+            (_, dims) => format!("{} labels", dims[0]),
+        }
     }
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-/// Reads an IDX image file (magic 0x00000803, u8, N×H×W; `.gz` accepted) and its IDX label
-/// file (magic 0x00000801): MNIST and Fashion-MNIST as distributed.
-pub fn load_idx(images: &Path, labels: &Path, classes: usize) -> Result<Dataset, DataError> {
-    let bad = |path: &Path, record: Option<usize>, detail: String| DataError::Malformed {
+/// Reads an IDX file of `kind` (`.gz`: gzip, decompressed as it is read): its dimensions and
+/// exactly the bytes they declare. Only the header is read before the declared size is
+/// computed (checked arithmetic, at most [`MAX_IN_MEMORY_BYTES`]); the data is then read
+/// through [`fair_fs::read_at_most`], so a stream longer than the header promises (a gzip
+/// bomb) is an error after one byte more than declared, and a shorter one is "truncated".
+/// `check` sees the dimensions before any data is read (to compare counts between files).
+fn read_idx(
+    path: &Path,
+    kind: IdxKind,
+    check: impl FnOnce(&[usize]) -> Result<(), DataError>,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let bad = |record: Option<usize>, detail: String| DataError::Malformed {
         path: path.to_owned(),
         record,
         detail,
     };
-    let img = read_maybe_gz(images)?;
-    if img.len() < 16 || be_u32(&img, 0) != 0x0803 {
-        return Err(bad(
-            images,
-            None,
-            "not an IDX image file (expected magic 0x00000803: unsigned bytes, 3 dimensions)"
-                .into(),
-        ));
+    let what = match kind {
+        IdxKind::Images => "an IDX image file",
+        IdxKind::Labels => "an IDX label file",
+    };
+    let (file, _) = fair_fs::open_regular(path, what)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut reader: Box<dyn Read> = if gz {
+        // Every gzip member, as `zcat` and Python's `gzip` read them.
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    let action = if gz { "decompress" } else { "read" };
+    let header_len = 4 + 4 * kind.dims();
+    let mut header = Vec::with_capacity(header_len);
+    (&mut reader)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(io(action, path))?;
+    let magic = 0x0800 | kind.dims() as u32;
+    if header.len() < header_len || be_u32(&header, 0) != magic {
+        return Err(bad(None, kind.describe().into()));
     }
-    let (n, h, w) = (
-        be_u32(&img, 4) as usize,
-        be_u32(&img, 8) as usize,
-        be_u32(&img, 12) as usize,
-    );
-    let want = 16 + n * h * w;
-    if img.len() < want {
-        let complete = (img.len() - 16) / (h * w).max(1);
-        return Err(bad(
-            images,
-            Some(complete),
-            format!(
-                "truncated: the header says {n} images of {h}×{w}, the file ends inside image {complete}"
+    let dims: Vec<usize> = (0..kind.dims())
+        .map(|d| be_u32(&header, 4 + 4 * d) as usize)
+        .collect();
+    check(&dims)?;
+    let declared = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&bytes| bytes <= MAX_IN_MEMORY_BYTES)
+        .ok_or_else(|| {
+            bad(
+                None,
+                format!(
+                    "the header declares {}, more than the {MAX_IN_MEMORY_BYTES}-byte limit for \
+                     data loaded into memory (use an ImageFolder for larger data)",
+                    kind.declared(&dims)
+                ),
+            )
+        })?;
+    let data = fair_fs::read_at_most(reader, declared)
+        .map_err(io(action, path))?
+        .ok_or_else(|| {
+            let verb = if gz { "decompresses to" } else { "holds" };
+            bad(
+                None,
+                format!(
+                    "{verb} more than the {declared} bytes its header declares ({})",
+                    kind.declared(&dims)
+                ),
+            )
+        })?;
+    if (data.len() as u64) < declared {
+        // The record the file ends in: an image of h·w bytes, or a label byte.
+        let record = dims[1..].iter().product::<usize>().max(1);
+        let complete = data.len() / record;
+        let detail = match kind {
+            IdxKind::Images => format!(
+                "truncated: the header says {}, the file ends inside image {complete}",
+                kind.declared(&dims)
             ),
-        ));
+            IdxKind::Labels => format!("truncated: the header says {}", kind.declared(&dims)),
+        };
+        return Err(bad(Some(complete), detail));
     }
-    let lab = read_maybe_gz(labels)?;
-    if lab.len() < 8 || be_u32(&lab, 0) != 0x0801 {
-        return Err(bad(
-            labels,
-            None,
-            "not an IDX label file (expected magic 0x00000801)".into(),
-        ));
-    }
-    let m = be_u32(&lab, 4) as usize;
-    if m != n {
-        return Err(bad(
-            labels,
-            None,
-            format!("{m} labels for {n} images in '{}'", images.display()),
-        ));
-    }
-    if lab.len() < 8 + n {
-        return Err(bad(
-            labels,
-            Some(lab.len() - 8),
-            format!("truncated: the header says {n} labels"),
-        ));
-    }
-    let labels_v: Vec<i64> = lab[8..8 + n].iter().map(|&l| l as i64).collect();
+    Ok((dims, data))
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Reads an IDX image file (magic 0x00000803, u8, N×H×W; `.gz` accepted) and its IDX label
+/// file (magic 0x00000801): MNIST and Fashion-MNIST as distributed.
+///
+/// Both must be regular files (a FIFO or a device is refused by name, unopened). Each is read
+/// no further than its header declares, which may be at most [`MAX_IN_MEMORY_BYTES`]: a file
+/// (or a gzip stream) longer than its header promises is an error, as is a shorter one.
+pub fn load_idx(images: &Path, labels: &Path, classes: usize) -> Result<Dataset, DataError> {
+    let (dims, pixels) = read_idx(images, IdxKind::Images, |_| Ok(()))?;
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    // The counts are compared from the label header, before its data is read.
+    let (_, lab) = read_idx(labels, IdxKind::Labels, |ldims| {
+        if ldims[0] == n {
+            return Ok(());
+        }
+        Err(DataError::Malformed {
+            path: labels.to_owned(),
+            record: None,
+            detail: format!(
+                "{} labels for {n} images in '{}'",
+                ldims[0],
+                images.display()
+            ),
+        })
+    })?;
+    let labels_v: Vec<i64> = lab.iter().map(|&l| i64::from(l)).collect();
     if let Some(i) = labels_v.iter().position(|&l| l as usize >= classes) {
-        return Err(bad(
-            labels,
-            Some(i),
-            format!("label {} is outside 0..{classes}", labels_v[i]),
-        ));
+        return Err(DataError::Malformed {
+            path: labels.to_owned(),
+            record: Some(i),
+            detail: format!(
+                "label {} is outside {}",
+                labels_v[i],
+                valid_range(classes, "classes")
+            ),
+        });
     }
     let name = images
         .file_name()
@@ -95,7 +189,7 @@ pub fn load_idx(images: &Path, labels: &Path, classes: usize) -> Result<Dataset,
     Dataset::new(
         name,
         [1, h, w],
-        img[16..want].to_vec(),
+        pixels,
         labels_v,
         (0..classes).map(|c| c.to_string()).collect(),
     )
@@ -115,6 +209,10 @@ pub enum Cifar {
 /// `cifar-100-binary`): `train` selects `data_batch_1..5.bin` / `train.bin`, else
 /// `test_batch.bin` / `test.bin`. Class names come from `batches.meta.txt` /
 /// `fine_label_names.txt` when present.
+///
+/// Every file must be a regular file (a FIFO or a device is refused by name, unopened); the
+/// batches of a split hold at most [`MAX_IN_MEMORY_BYTES`] together, and a class-names file
+/// at most 1 MiB.
 pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, DataError> {
     let (files, label_bytes, classes, names_file): (Vec<PathBuf>, usize, usize, &str) = match which
     {
@@ -140,8 +238,10 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
     let record = label_bytes + 3072;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut left = MAX_IN_MEMORY_BYTES;
     for f in &files {
-        let bytes = std::fs::read(f).map_err(io("read", f))?;
+        let bytes = fair_fs::read_bounded(f, left, "a CIFAR batch")?;
+        left -= bytes.len() as u64;
         if bytes.len() % record != 0 {
             return Err(DataError::Malformed {
                 path: f.clone(),
@@ -158,22 +258,34 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
                 return Err(DataError::Malformed {
                     path: f.clone(),
                     record: Some(i),
-                    detail: format!("label {label} is outside 0..{classes}"),
+                    detail: format!(
+                        "label {label} is outside {}",
+                        valid_range(classes, "classes")
+                    ),
                 });
             }
             labels.push(label as i64);
             pixels.extend_from_slice(&r[label_bytes..]);
         }
     }
-    let names: Vec<String> = std::fs::read_to_string(dir.join(names_file))
-        .map(|t| {
-            t.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let names_path = dir.join(names_file);
+    // A missing names file means numbered classes; one that is there must be readable.
+    let names: Vec<String> = match fair_fs::read_string_bounded(
+        &names_path,
+        MAX_CLASS_NAMES_BYTES,
+        "a class-names file",
+    )
+    .map_err(DataError::from)
+    {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let names = if names.len() == classes {
         names
     } else {
@@ -184,82 +296,79 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
 }
 
 /// Reads an ImageFolder tree into memory: one sub-directory per class (sorted by name), PNG
-/// or JPEG images inside, each converted to `channels` (1 = grey, 3 = RGB) and resized as a
-/// whole to `height × width` (bilinear). For small trees; runs stream large ones with
-/// [`crate::ImageFolder`] (torchvision's resize + centre crop, memory independent of size).
+/// or JPEG images inside (found and checked as [`ImageFolder`] finds them: `options` says
+/// whether directory links are followed and how many pixels an image may have), each
+/// converted to `channels` (1 = grey, 3 = RGB) and resized as a whole to `height × width`
+/// (bilinear). For small trees; runs stream large ones with [`ImageFolder`] (torchvision's
+/// resize + centre crop, memory independent of size).
+///
+/// `height × width` may not exceed `options.max_pixels`, and all images together at most
+/// [`MAX_IN_MEMORY_BYTES`]; both are checked before any image is decoded. Entries the index
+/// skipped (links that lead out of their class) are in [`ImageFolder::notes`]; this
+/// function logs them as warnings.
 pub fn load_image_folder(
     root: &Path,
     channels: usize,
     height: usize,
     width: usize,
+    options: &FolderOptions,
 ) -> Result<Dataset, DataError> {
     if channels != 1 && channels != 3 {
         return Err(DataError::Invalid(format!(
             "ImageFolder: channels must be 1 or 3, found {channels}"
         )));
     }
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(io("read", root))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
+    let pixels_each = (height as u64).checked_mul(width as u64);
+    let sides_fit = u32::try_from(height).is_ok() && u32::try_from(width).is_ok();
+    if height == 0 || width == 0 || !sides_fit || pixels_each.is_none_or(|p| p > options.max_pixels)
+    {
         return Err(DataError::Invalid(format!(
-            "ImageFolder '{}' has no class sub-directories (expected root/<class>/<image>.png)",
-            root.display()
+            "ImageFolder: the image size {height}×{width} must be at least 1×1 and at most \
+             {} pixels (max_pixels)",
+            options.max_pixels
         )));
     }
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for (c, dir) in classes.iter().enumerate() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io("read", dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                })
-            })
-            .collect();
-        files.sort();
-        for f in files {
-            let img = image::open(&f).map_err(|e| DataError::Malformed {
-                path: f.clone(),
-                record: None,
-                detail: format!("cannot decode the image: {e}"),
-            })?;
-            let img = img.resize_exact(
-                width as u32,
-                height as u32,
-                image::imageops::FilterType::Triangle,
-            );
-            if channels == 1 {
-                pixels.extend_from_slice(img.to_luma8().as_raw());
-            } else {
-                // HWC → CHW.
-                let rgb = img.to_rgb8();
-                let raw = rgb.as_raw();
-                for ch in 0..3 {
-                    pixels.extend(raw.iter().skip(ch).step_by(3));
-                }
+    let folder = ImageFolder::open_with(root, None, options)?;
+    for note in folder.notes() {
+        tracing::warn!("{note}");
+    }
+    let total = pixels_each
+        .and_then(|p| p.checked_mul(channels as u64))
+        .and_then(|p| p.checked_mul(folder.len() as u64))
+        .filter(|&t| t <= MAX_IN_MEMORY_BYTES)
+        .ok_or_else(|| {
+            DataError::Invalid(format!(
+                "ImageFolder '{}': {} images of {channels}×{height}×{width} are more than the \
+                 {MAX_IN_MEMORY_BYTES}-byte limit for data loaded into memory; stream it with \
+                 ImageFolder instead",
+                root.display(),
+                folder.len()
+            ))
+        })?;
+    let mut pixels = Vec::with_capacity(total as usize);
+    for i in 0..folder.len() {
+        let img = decode_image(&folder.path(i)?, options.max_pixels)?;
+        let img = img.resize_exact(
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        if channels == 1 {
+            pixels.extend_from_slice(img.to_luma8().as_raw());
+        } else {
+            // HWC → CHW.
+            let rgb = img.to_rgb8();
+            let raw = rgb.as_raw();
+            for ch in 0..3 {
+                pixels.extend(raw.iter().skip(ch).step_by(3));
             }
-            labels.push(c as i64);
         }
     }
-    let names = classes
-        .iter()
-        .map(|d| {
-            d.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
     Dataset::new(
         root.display().to_string(),
         [channels, height, width],
         pixels,
-        labels,
-        names,
+        folder.labels().to_vec(),
+        folder.classes().to_vec(),
     )
 }

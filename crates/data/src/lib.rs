@@ -15,7 +15,9 @@
 //!   and grey conversion reproduce PIL's bytes, so PNG batches equal torchvision's; JPEG
 //!   decoding (zune-jpeg vs PIL's libjpeg-turbo) differs by up to 3 of 255 levels.
 //!   [`ImageFolder::open_with_classes`] indexes a test split against the training split's
-//!   classes, so labels agree.
+//!   classes, so labels agree; [`ImageFolder::open_with`] takes [`FolderOptions`] (follow
+//!   directory links or not, the pixel limit), and [`ImageFolder::notes`] lists what the
+//!   index skipped (callers should print it).
 //!   [`load_image_folder`] still decodes a small tree into memory (whole images resized).
 //! - [`ImageSource`]: what training, evaluation and calibration read — a [`Dataset`] or an
 //!   [`ImageFolder`] ([`Source`] holds either); [`Loader::prefetch`] builds the next batches
@@ -68,12 +70,39 @@
 //!   say so, e.g. "the cached fashion-mnist.safetensors did not match its recorded digest;
 //!   rebuilt from the checksummed tarball". [`Dataset::load`] reports a mismatch as
 //!   [`DataError::Digest`].
-//! - Every file the crate writes goes to a temporary name unique to the process and call
-//!   (`.<name>.<pid>-<counter>-<random>.tmp`, created exclusively), then is renamed into
-//!   place; failures remove the temporary file. `npm pack` writes into a private temporary
-//!   directory. So concurrent first loads into one cache cannot corrupt it.
+//! - Every file the crate writes goes through [`fair_fs::write_atomic`]: a temporary name
+//!   unique to the process and call, created exclusively, then renamed into place; failures
+//!   remove the temporary file, and a symbolic link, directory or special file is never
+//!   replaced. `npm pack` writes into a private temporary directory. So concurrent first
+//!   loads into one cache cannot corrupt it.
+//!
+//! # Hostile files
+//!
+//! Every file is read through [`fair_fs`]: only regular files are opened (a FIFO, a device
+//! or a socket is refused by name, so nothing blocks or reads `/dev/zero` forever), and every
+//! read is bounded.
+//!
+//! - **IDX** (`.gz` too): only the header is read (decompressed) first; the size it declares
+//!   (checked arithmetic, at most [`MAX_IN_MEMORY_BYTES`]) bounds the rest. A file or gzip
+//!   stream longer than its header declares is an error ("decompresses to more than the N
+//!   bytes its header declares"), read no further than one byte past it; a shorter one is
+//!   "truncated".
+//! - **CIFAR** batches of a split hold at most [`MAX_IN_MEMORY_BYTES`] together; the
+//!   class-names file at most 1 MiB. A saved dataset ([`Dataset::load`]) at most 8 GiB.
+//! - **Images** ([`ImageFolder`], [`load_image_folder`]): the header's width × height is
+//!   checked against [`FolderOptions::max_pixels`] (default [`DEFAULT_MAX_PIXELS`], PIL's
+//!   decompression-bomb limit) before decoding; the error names the file and its size.
+//! - **ImageFolder trees**: an image name that is a FIFO, device or socket is an error at
+//!   index time; links are followed as torchvision does ([`FolderOptions::follow_links`]),
+//!   but never into a directory already searched (device and inode), nor into the dataset
+//!   itself (the root, a directory above it, another class — or back into its own class),
+//!   since an image reached that way would be labelled by a path outside its class
+//!   directory. Skipped entries are listed by [`ImageFolder::notes`].
+//! - **Settings that size allocations** ([`Transform::check_input`]): crop padding at most
+//!   the input's smaller side, resize at most 16 times its larger side, the crop equal to
+//!   the input, and every batch tensor at most [`MAX_BATCH_BYTES`], checked before
+//!   anything is allocated. Ranges in messages read as `0..=9 (10 classes)`.
 
-mod atomic;
 mod dataset;
 mod error;
 mod folder;
@@ -86,12 +115,12 @@ mod transform;
 
 pub use dataset::Dataset;
 pub use error::DataError;
-pub use folder::{ImageFolder, default_resize};
-pub use formats::{Cifar, load_cifar, load_idx, load_image_folder};
+pub use folder::{DEFAULT_MAX_PIXELS, FolderOptions, ImageFolder, default_resize};
+pub use formats::{Cifar, MAX_IN_MEMORY_BYTES, load_cifar, load_idx, load_image_folder};
 pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};
 pub use source::{ImageSource, Loader, Prefetch, Source};
-pub use transform::{Augment, Transform};
+pub use transform::{Augment, MAX_BATCH_BYTES, Transform};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

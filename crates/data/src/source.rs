@@ -247,7 +247,10 @@ impl<'a> Loader<'a> {
     where
         'a: 'scope,
     {
-        let (tx, rx) = sync_channel(depth.max(1));
+        // The queue never needs more slots than there are batches (the channel allocates
+        // them all up front, so a huge `depth` must not size it).
+        let batches = order.len().div_ceil(batch_size.max(1)).max(1);
+        let (tx, rx) = sync_channel(depth.clamp(1, batches));
         scope.spawn(move || {
             for chunk in order.chunks(batch_size.max(1)) {
                 let b = self.batch(chunk, rng);

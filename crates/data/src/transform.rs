@@ -6,13 +6,30 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::dataset::Dataset;
-use crate::error::DataError;
+use crate::error::{DataError, valid_range};
+
+/// The largest tensor a transform builds for one batch (float32): the batch itself, and the
+/// padded copy random cropping makes. 16 GiB is a hundred times an ImageNet batch of 256
+/// (3×224×224: 154 MB); settings that would need more are refused before anything is
+/// allocated ([`Transform::check_input`]), instead of failing (or aborting) inside libtorch.
+pub const MAX_BATCH_BYTES: u64 = 16 << 30;
+
+/// `transform.resize` may be at most this many times the larger side of the model input: the
+/// centre crop then keeps 1/256 of the resized image (torchvision's default is 256/224 ≈ 1.14).
+const MAX_RESIZE_FACTOR: usize = 16;
+
+/// Bytes of a float32 tensor of shape `dims`, if it fits in a `u64`.
+fn float_bytes(dims: &[usize]) -> Option<u64> {
+    dims.iter()
+        .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64))
+}
 
 /// Random crop (after zero padding) and horizontal flip, for training only.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
-    /// Pad by this many pixels, then crop back to size at a random offset (0: no crop).
+    /// Pad by this many pixels, then crop back to size at a random offset (0: no crop). At
+    /// most the smaller side of the model input ([`Transform::check_input`]).
     #[serde(default)]
     pub crop_padding: usize,
     /// Flip horizontally with probability ½.
@@ -46,7 +63,8 @@ pub struct Transform {
     pub augment: Option<Augment>,
     /// ImageFolder sources: the shorter side is resized to this many pixels before the
     /// centre crop (evaluation and calibration). Default `round(min(H, W) · 256 / 224)`:
-    /// 256 for a 224×224 model, as torchvision's `Resize(256)`.
+    /// 256 for a 224×224 model, as torchvision's `Resize(256)`. At least 1, at most 16 times
+    /// the larger side of the model input ([`Transform::check_input`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<usize>,
     /// ImageFolder sources: the centre crop `[height, width]`; it must equal the model's
@@ -103,7 +121,8 @@ impl Transform {
         }
     }
 
-    /// Checks the settings against the model's input channels.
+    /// Checks the settings against the model's input channels (what can be checked before
+    /// the input size is known; [`Transform::check_input`] checks the rest).
     pub fn check(&self, channels: usize) -> Result<(), DataError> {
         let (mean, std) = self.normalization();
         for (what, v) in [("mean", &mean), ("std", &std)] {
@@ -128,14 +147,95 @@ impl Transform {
         }
         if self.resize == Some(0) {
             return Err(DataError::Invalid(
-                "transform resize must be at least 1".into(),
+                "transform.resize = 0 is out of range: it must be at least 1".into(),
             ));
         }
         if let Some(c) = self.crop
             && c.contains(&0)
         {
             return Err(DataError::Invalid(format!(
-                "transform crop {c:?} must be at least 1×1"
+                "transform.crop = {c:?} must be at least 1×1"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks every setting that sizes an allocation against the model input
+    /// `[C, H, W]` and the batch size, before anything is allocated (and [`Transform::check`]
+    /// first). Errors name the setting, its value and the allowed range:
+    ///
+    /// - the input's C, H and W are at least 1;
+    /// - `augment.crop_padding` is at most `min(H, W)` (the padded image is then at most 9
+    ///   times the input);
+    /// - `resize` is in `1..=16·max(H, W)`;
+    /// - `crop` equals `[H, W]`;
+    /// - the batch tensor (`batch × C × H × W` float32, `batch` at least 1) and its padded
+    ///   copy for random cropping are each at most [`MAX_BATCH_BYTES`].
+    ///
+    /// [`Transform::batch`] and the [`crate::ImageFolder`] batches call it; call it early to
+    /// fail before data is loaded.
+    ///
+    /// ```
+    /// use fair_data::{Augment, Transform};
+    /// let t = Transform {
+    ///     augment: Some(Augment { crop_padding: 100_000, flip: false }),
+    ///     ..Default::default()
+    /// };
+    /// let e = t.check_input([1, 28, 28], 64).unwrap_err().to_string();
+    /// assert!(e.contains("augment.crop_padding = 100000") && e.contains("0..=28"), "{e}");
+    /// ```
+    pub fn check_input(&self, input: [usize; 3], batch: usize) -> Result<(), DataError> {
+        let [c, h, w] = input;
+        if input.contains(&0) {
+            return Err(DataError::Invalid(format!(
+                "the model input {c}×{h}×{w} is empty: channels, height and width must be at \
+                 least 1"
+            )));
+        }
+        self.check(c)?;
+        let p = self.augment.map_or(0, |a| a.crop_padding);
+        if p > h.min(w) {
+            return Err(DataError::Invalid(format!(
+                "transform.augment.crop_padding = {p} is out of range for the {h}×{w} model \
+                 input: it must be in 0..={} (at most the input's smaller side)",
+                h.min(w)
+            )));
+        }
+        if let Some(r) = self.resize {
+            let most = h.max(w).saturating_mul(MAX_RESIZE_FACTOR);
+            if r > most {
+                return Err(DataError::Invalid(format!(
+                    "transform.resize = {r} is out of range for the {h}×{w} model input: it \
+                     must be in 1..={most} (at most {MAX_RESIZE_FACTOR} times the input's \
+                     larger side)"
+                )));
+            }
+        }
+        if let Some([ch, cw]) = self.crop
+            && [ch, cw] != [h, w]
+        {
+            return Err(DataError::Invalid(format!(
+                "transform.crop = [{ch}, {cw}] must equal the model's input height and width \
+                 [{h}, {w}]"
+            )));
+        }
+        // The padded copy is the larger tensor when there is padding; an empty batch still
+        // needs room for one input (a folder decodes into a buffer of at least one).
+        let pad = |side: usize| side.checked_add(p)?.checked_add(p);
+        let bytes = pad(h)
+            .zip(pad(w))
+            .and_then(|(ph, pw)| float_bytes(&[batch.max(1), c, ph, pw]))
+            .filter(|&b| b <= MAX_BATCH_BYTES);
+        if bytes.is_none() {
+            let (ph, pw) = (h as u128 + 2 * p as u128, w as u128 + 2 * p as u128);
+            return Err(DataError::Invalid(format!(
+                "a batch of {batch} inputs of {c}×{h}×{w}{} needs more than the \
+                 {MAX_BATCH_BYTES}-byte limit for one batch tensor: lower the batch size",
+                if p > 0 {
+                    format!(" (padded by transform.augment.crop_padding = {p} to {ph}×{pw})")
+                } else {
+                    String::new()
+                }
             )));
         }
         Ok(())
@@ -160,13 +260,36 @@ impl Transform {
                 data.name
             )));
         }
-        self.check(c)?;
         if self.resize.is_some() || self.crop.is_some() {
             return Err(DataError::Invalid(format!(
                 "transform resize and crop apply to ImageFolder sources (source = \"folder\"); \
                  '{}' is held in memory at {dh}×{dw}: remove them",
                 data.name
             )));
+        }
+        self.check_input(input, indices.len())?;
+        // The batch at the data's own size, before padding or resizing to the input.
+        if float_bytes(&[indices.len(), c, dh, dw]).is_none_or(|b| b > MAX_BATCH_BYTES) {
+            return Err(DataError::Invalid(format!(
+                "a batch of {} images of {c}×{dh}×{dw} from '{}' needs more than the \
+                 {MAX_BATCH_BYTES}-byte limit for one batch tensor: lower the batch size",
+                indices.len(),
+                data.name
+            )));
+        }
+        if let Some(&i) = indices.iter().find(|&&i| i >= data.len()) {
+            return Err(DataError::Invalid(format!(
+                "image {i} is outside '{}': {}",
+                data.name,
+                valid_range(data.len(), "images")
+            )));
+        }
+        if indices.is_empty() {
+            let empty = (Kind::Float, tch::Device::Cpu);
+            return Ok((
+                Tensor::zeros([0, c as i64, h as i64, w as i64], empty),
+                Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
+            ));
         }
         let b = indices.len() as i64;
         let mut bytes = Vec::with_capacity(indices.len() * dc * dh * dw);

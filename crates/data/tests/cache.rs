@@ -309,13 +309,17 @@ fn concurrent_saves_use_unique_temp_files_and_leave_none() {
 #[test]
 fn a_failed_save_removes_its_temp_file() {
     let dir = tempfile::tempdir().unwrap();
-    // The target is a non-empty directory: writing the temporary file works, the rename
-    // into place fails.
+    // The target is a non-empty directory: it is never replaced, the error says what is
+    // there, and no temporary file is left.
     let p = dir.path().join("blocked.safetensors");
     std::fs::create_dir(&p).unwrap();
     std::fs::write(p.join("keep"), b"x").unwrap();
     let e = toy(7).save(&p).unwrap_err();
-    assert!(matches!(e, DataError::Io { .. }), "{e}");
+    assert!(
+        matches!(e, DataError::Fs(_)) && e.to_string().contains("a directory"),
+        "{e}"
+    );
+    assert!(p.join("keep").is_file());
     assert!(
         temp_files(dir.path()).is_empty(),
         "{:?}",

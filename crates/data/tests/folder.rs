@@ -154,7 +154,7 @@ fn evaluation_batches_are_resized_centre_cropped_and_normalised() {
     let e = f
         .batch(&bad, &[0], [3, 224, 224], false, &mut rng)
         .unwrap_err();
-    assert!(e.to_string().contains("crop [200, 200]"), "{e}");
+    assert!(e.to_string().contains("transform.crop = [200, 200]"), "{e}");
     let e = f
         .batch(&imagenet(), &[99], [3, 224, 224], false, &mut rng)
         .unwrap_err();

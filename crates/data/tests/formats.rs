@@ -1,7 +1,7 @@
 //! Loaders on small files made here, in the formats' own byte layouts.
 
 use fair_data::{
-    Cifar, DataError, Dataset, Transform, calibration_sample, load_cifar, load_idx,
+    Cifar, DataError, Dataset, FolderOptions, Transform, calibration_sample, load_cifar, load_idx,
     load_image_folder,
 };
 
@@ -53,7 +53,7 @@ fn idx_files_load_and_bad_ones_are_named() {
     std::fs::write(&lb, idx_labels(&[0, 7, 1])).unwrap();
     let e = load_idx(&im, &lb, 3).unwrap_err().to_string();
     assert!(
-        e.contains("record 1") && e.contains("label 7 is outside 0..3"),
+        e.contains("record 1") && e.contains("label 7 is outside 0..=2 (3 classes)"),
         "{e}"
     );
     std::fs::write(&lb, idx_labels(&[0, 1])).unwrap();
@@ -118,7 +118,7 @@ fn image_folders_load_resized() {
                 .unwrap();
         }
     }
-    let d = load_image_folder(dir.path(), 3, 4, 4).unwrap();
+    let d = load_image_folder(dir.path(), 3, 4, 4, &FolderOptions::default()).unwrap();
     assert_eq!(
         (d.len(), d.shape, d.classes.clone()),
         (4, [3, 4, 4], vec!["cat".to_string(), "dog".to_string()])
@@ -127,14 +127,15 @@ fn image_folders_load_resized() {
     // Channel-major: the blue plane of a dog is 55 everywhere.
     assert!(d.image(2)[32..48].iter().all(|&p| p == 55));
     std::fs::write(dir.path().join("dog").join("broken.png"), b"not a png").unwrap();
-    let e = load_image_folder(dir.path(), 3, 4, 4)
+    let e = load_image_folder(dir.path(), 3, 4, 4, &FolderOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("broken.png") && e.contains("cannot decode"),
         "{e}"
     );
-    let e = load_image_folder(&dir.path().join("cat"), 1, 4, 4).unwrap_err();
+    let e =
+        load_image_folder(&dir.path().join("cat"), 1, 4, 4, &FolderOptions::default()).unwrap_err();
     assert!(matches!(e, DataError::Invalid(_)), "{e}");
 }
 
