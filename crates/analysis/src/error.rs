@@ -78,4 +78,7 @@ pub enum AnalysisError {
     /// The IR rejected a graph.
     #[error(transparent)]
     Ir(#[from] fair_ir::IrError),
+    /// A file could not be read or written, or an output path was refused.
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
 }

@@ -39,6 +39,7 @@ mod plan;
 mod resolution;
 mod scores;
 mod select;
+mod strict;
 
 pub use error::AnalysisError;
 pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
@@ -49,24 +50,9 @@ pub use scores::{
 };
 pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
 
-/// The largest JSON file (plan or score file) read: 1 GiB.
+/// The largest JSON file (plan or score file) read: 1 GiB (a larger one, or one that is not a
+/// regular file, is refused before reading).
 const MAX_TEXT_FILE: u64 = 1 << 30;
-
-/// Reads a text file, refusing anything that is not a regular file (a device such as
-/// `/dev/zero` would never end) or is larger than 1 GiB.
-pub(crate) fn read_text(path: &std::path::Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_TEXT_FILE {
-        return Err(format!(
-            "{} bytes is larger than the {MAX_TEXT_FILE}-byte limit for this kind of file",
-            meta.len()
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
-}
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

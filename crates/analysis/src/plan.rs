@@ -7,13 +7,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
+use crate::strict;
 
 /// What to remove: for each prunable layer, the indices of the units to remove. Layers not
 /// listed keep every unit.
 ///
 /// As JSON: `{"remove": {"layer": [unit, ...]}}`, optionally with the digests of the model
-/// the plan was made for (`graph_digest`, `model_digest`), which `apply` checks. Unknown
-/// keys are errors.
+/// the plan was made for (`graph_digest`, `model_digest`, each 64 lowercase hexadecimal
+/// digits), which `apply` checks. Unknown keys, a key given twice (a layer twice in
+/// `remove`) and a unit listed twice for one layer are errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -48,30 +50,66 @@ impl Plan {
         self.remove.values().all(Vec::is_empty)
     }
 
-    /// Parses a plan from JSON text; `source` names it in errors.
+    /// Parses a plan from JSON text; `source` names it in errors. Refused: unknown keys, a
+    /// key given twice in any object (a layer twice in `remove`), a unit listed twice for a
+    /// layer, and digests that are not 64 lowercase hexadecimal digits.
     pub fn from_json_str(text: &str, source: &str) -> Result<Self, AnalysisError> {
-        serde_json::from_str(text).map_err(|e| AnalysisError::PlanFile {
+        let error = |detail: String| AnalysisError::PlanFile {
             path: source.to_owned(),
-            detail: format!(
-                "expected {{\"remove\": {{\"layer\": [unit, ...]}}}} (optionally with \"graph_digest\" and \"model_digest\"): {e}"
-            ),
+            detail,
+        };
+        let value = strict::parse(text, &|path, key| {
+            if path == "remove" {
+                format!(
+                    "layer {} is given twice in \"remove\"; give each layer once, with all the units to remove in one list",
+                    strict::quoted(key)
+                )
+            } else {
+                strict::duplicate_key(path, key)
+            }
         })
+        .map_err(|e| error(e.to_string()))?;
+        let plan: Plan = serde_json::from_value(value).map_err(|e| {
+            error(format!(
+                "expected {{\"remove\": {{\"layer\": [unit, ...]}}}} (optionally with \"graph_digest\" and \"model_digest\"): {e}"
+            ))
+        })?;
+        for (field, digest) in [
+            ("graph_digest", &plan.graph_digest),
+            ("model_digest", &plan.model_digest),
+        ] {
+            if let Some(d) = digest {
+                strict::check_digest(field, d).map_err(error)?;
+            }
+        }
+        for (layer, units) in &plan.remove {
+            let mut seen = BTreeSet::new();
+            if let Some(unit) = units.iter().find(|&&u| !seen.insert(u)) {
+                return Err(error(format!(
+                    "layer {} lists unit {unit} twice; list each unit to remove once",
+                    strict::quoted(layer)
+                )));
+            }
+        }
+        Ok(plan)
     }
 
-    /// Reads a plan from a JSON file.
+    /// Reads a plan from a JSON file (a regular file of at most 1 GiB).
     pub fn load(path: &Path) -> Result<Self, AnalysisError> {
-        let text = crate::read_text(path).map_err(|detail| AnalysisError::PlanFile {
-            path: path.display().to_string(),
-            detail,
-        })?;
+        let text = fair_fs::read_string_bounded(path, crate::MAX_TEXT_FILE, "a plan file")?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
     /// Writes the plan as pretty JSON, atomically.
     pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
-        let text = serde_json::to_string_pretty(self).expect("plans serialise");
-        fair_ir::write_atomic(path, text.as_bytes())?;
+        fair_fs::write_atomic(path, self.to_json_string().as_bytes())?;
         Ok(())
+    }
+
+    /// The plan as the JSON text [`Plan::save`] writes (e.g. for a checked output,
+    /// `fair_fs::OutputFile::write`).
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plans serialise")
     }
 }
 
@@ -211,13 +249,14 @@ mod tests {
 
     #[test]
     fn plans_reject_unknown_keys_and_keep_digests() {
+        let digest = "ab".repeat(32);
         let p = Plan::from_json_str(
-            r#"{"remove": {"c1": [0, 2]}, "model_digest": "ab"}"#,
+            &format!(r#"{{"remove": {{"c1": [0, 2]}}, "model_digest": "{digest}"}}"#),
             "p.json",
         )
         .unwrap();
         assert_eq!(p.remove["c1"], vec![0, 2]);
-        assert_eq!(p.model_digest.as_deref(), Some("ab"));
+        assert_eq!(p.model_digest.as_deref(), Some(digest.as_str()));
         let e = Plan::from_json_str(r#"{"remove": {}, "remvoe": {}}"#, "p.json")
             .unwrap_err()
             .to_string();

@@ -9,6 +9,7 @@ use fair_ir::{Graph, GraphSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
+use crate::strict;
 
 /// The score-file format this version writes and reads. Version 1 (fair-pruner before the
 /// open-core release) had fixed `u_settings`/`r_settings`; version 2 records settings per
@@ -36,18 +37,25 @@ pub struct Provenance {
     pub fair_pruner_version: String,
     /// The model's name.
     pub model: String,
-    /// SHA-256 of the model's graph and weights.
+    /// SHA-256 of the model's graph and weights (64 lowercase hexadecimal digits).
     pub model_digest: String,
     /// SHA-256 of the model's graph alone ([`graph_digest`]).
     pub graph_digest: String,
     /// Where the calibration data came from (empty without data).
     pub data: String,
-    /// SHA-256 of the calibration data (empty without data).
+    /// SHA-256 of the calibration data (64 lowercase hexadecimal digits), or empty without
+    /// data (then `samples` is 0).
     pub data_digest: String,
     /// Number of calibration samples.
     pub samples: usize,
     /// Every criterion computed, by name.
     pub criteria: BTreeMap<String, CriterionRecord>,
+    /// The preset the scores were computed under (`paper`, `fair-pruner`), by its
+    /// command-line name, if the writer recorded one: `fair-pruner ratios` then counts with
+    /// it unless `--preset` says otherwise. Absent from files written before it existed;
+    /// when present, 1 to 64 characters of `a-z`, `0-9` and `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 /// Scores of one layer.
@@ -109,17 +117,33 @@ impl ScoreFile {
 
     /// Writes the file as JSON, atomically, after [`ScoreFile::validate`].
     pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
-        self.validate().map_err(|detail| score_file(path, detail))?;
-        let text = serde_json::to_string(self)
-            .map_err(|e| score_file(path, format!("cannot serialise: {e}")))?;
-        fair_ir::write_atomic(path, text.as_bytes())?;
+        fair_fs::write_atomic(path, self.to_json_string(path)?.as_bytes())?;
         Ok(())
     }
 
-    /// Parses and validates a score file from JSON text; `source` names it in errors.
+    /// The validated file as the JSON text [`ScoreFile::save`] writes; `path` names it in
+    /// errors.
+    pub fn to_json_string(&self, path: &Path) -> Result<String, AnalysisError> {
+        self.validate().map_err(|detail| score_file(path, detail))?;
+        serde_json::to_string(self).map_err(|e| score_file(path, format!("cannot serialise: {e}")))
+    }
+
+    /// Parses and validates a score file from JSON text; `source` names it in errors. Any
+    /// object holding a key twice (a criterion twice in a layer's `scores`, a field twice in
+    /// `provenance`, ...) is refused, as is everything [`ScoreFile::validate`] refuses.
     pub fn from_json_str(text: &str, source: &Path) -> Result<Self, AnalysisError> {
-        let probe: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| score_file(source, format!("not JSON: {e}")))?;
+        let probe = strict::parse(text, &|path, key| {
+            if path.ends_with(".scores") {
+                format!(
+                    "the criterion {} is given twice in {}; give each criterion's scores once",
+                    strict::quoted(key),
+                    strict::cut(path)
+                )
+            } else {
+                strict::duplicate_key(path, key)
+            }
+        })
+        .map_err(|e| score_file(source, e.to_string()))?;
         match probe.get("format").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(SCORE_FILE_FORMAT) => {}
             Some(v) => {
@@ -146,17 +170,42 @@ impl ScoreFile {
         Ok(file)
     }
 
-    /// Reads and validates a score file.
+    /// Reads and validates a score file (a regular file of at most 1 GiB).
     pub fn load(path: &Path) -> Result<Self, AnalysisError> {
-        let text = crate::read_text(path).map_err(|detail| score_file(path, detail))?;
+        let text = fair_fs::read_string_bounded(path, crate::MAX_TEXT_FILE, "a score file")?;
         Self::from_json_str(&text, path)
     }
 
-    /// Checks the file is consistent: a valid graph whose digest matches the recorded one;
-    /// exactly one entry per prunable layer of the graph, in graph order (no duplicates, none
-    /// missing, not the output layer); every criterion recorded in the provenance present for
-    /// every layer with one finite score per unit.
+    /// Checks the file is consistent: digests of 64 lowercase hexadecimal digits (the data
+    /// digest may be empty when no data was used, with 0 samples); a preset name, if any, of
+    /// `a-z`, `0-9` and `-`; a valid graph whose digest matches the recorded one; exactly one
+    /// entry per prunable layer of the graph, in graph order (no duplicates, none missing, not
+    /// the output layer); every criterion recorded in the provenance present for every layer
+    /// with one finite score per unit.
     pub fn validate(&self) -> Result<(), String> {
+        let p = &self.provenance;
+        strict::check_digest("model_digest", &p.model_digest)?;
+        strict::check_digest("graph_digest", &p.graph_digest)?;
+        if p.data_digest.is_empty() {
+            if p.samples != 0 {
+                return Err(format!(
+                    "\"data_digest\" is empty (no calibration data) but \"samples\" is {}: a file scored on data records the data's SHA-256 digest",
+                    p.samples
+                ));
+            }
+        } else {
+            strict::check_digest("data_digest", &p.data_digest)
+                .map_err(|e| format!("{e}; it is empty only when no calibration data was used"))?;
+        }
+        if let Some(preset) = &p.preset {
+            let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+            if preset.is_empty() || preset.len() > 64 || !preset.bytes().all(ok) {
+                return Err(format!(
+                    "\"preset\" must be a preset's name (1 to 64 characters of a-z, 0-9 and -, e.g. \"paper\"), found {}",
+                    strict::quoted(preset)
+                ));
+            }
+        }
         let graph = self.graph().map_err(|e| e.to_string())?;
         let digest = graph_digest(&graph);
         if digest != self.provenance.graph_digest {

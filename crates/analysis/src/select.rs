@@ -59,21 +59,50 @@ impl Goal {
         }
     }
 
-    /// A short label usable as a file name: `alpha-0.05`, `macs-0.5`, `params-0.3` (the
-    /// value's shortest exact decimal form, so distinct goals get distinct labels).
+    /// A short label usable as a file name (export directories are named by it): `alpha-0.05`,
+    /// `macs-0.5`, `params-0.3`, `alpha-1e-320`. The value is written in the shortest form
+    /// that reads back as exactly that number (a decimal when one has at most
+    /// [`Goal::VALUE_CHARS`] characters, else an exponent form), with -0 written as 0. So
+    /// goals that are equal get the same label, distinct goals get distinct labels, and a
+    /// label has at most [`Goal::LABEL_BYTES`] bytes of `a-z`, `A-Z`, `0-9`, `.` and `-`,
+    /// starting with a letter.
     pub fn label(&self) -> String {
-        match self {
-            Goal::Alpha(a) => format!("alpha-{a}"),
-            Goal::Macs(f) => format!("macs-{f}"),
-            Goal::Params(f) => format!("params-{f}"),
-        }
+        let (name, v) = match *self {
+            Goal::Alpha(a) => ("alpha", a),
+            Goal::Macs(f) => ("macs", f),
+            Goal::Params(f) => ("params", f),
+        };
+        format!("{name}-{}", short(v))
+    }
+
+    /// The longest value a [`Goal::label`] writes as a plain decimal; longer ones (such as
+    /// `0.000000000000000000000001`) are written in exponent form (`1e-24`).
+    pub const VALUE_CHARS: usize = 24;
+
+    /// The most bytes a [`Goal::label`] has: `params-` and a value of at most
+    /// [`Goal::VALUE_CHARS`] characters (the longest exponent form,
+    /// `-2.2250738585072014e-308`, has 24).
+    pub const LABEL_BYTES: usize = 7 + Self::VALUE_CHARS;
+}
+
+/// `v` in the shortest form that reads back as exactly `v`: the shortest round-trip decimal
+/// (`0.05`, `0.30000000000000004`) when it has at most [`Goal::VALUE_CHARS`] characters, else
+/// the shortest round-trip exponent form (`1e-320`); -0 is written as 0.
+fn short(v: f64) -> String {
+    // -0.0 + 0.0 is +0.0; every other value is unchanged.
+    let v = v + 0.0;
+    let plain = v.to_string();
+    if plain.len() <= Goal::VALUE_CHARS {
+        plain
+    } else {
+        format!("{v:e}")
     }
 }
 
 impl fmt::Display for Goal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Goal::Alpha(a) => write!(f, "α = {a}"),
+            Goal::Alpha(a) => write!(f, "α = {}", short(*a)),
             Goal::Macs(v) => write!(f, "remove {:.1}% of MACs", v * 100.0),
             Goal::Params(v) => write!(f, "remove {:.1}% of parameters", v * 100.0),
         }
@@ -211,7 +240,8 @@ pub struct Selector {
     graph: Graph,
     groups: ChannelGroups,
     layers: Vec<String>,
-    curves: Vec<TodCurve>,
+    /// `None` for a selector made for uniform counts only (no ToD scores read).
+    curves: Option<Vec<TodCurve>>,
     ranking: Vec<Vec<f64>>,
     unit_macs: Vec<u64>,
     weights: Vec<f64>,
@@ -231,6 +261,24 @@ impl Selector {
         layers: Vec<String>,
         remove_by: &[&[f64]],
         protect_by: &[&[f64]],
+        rank_by: &[&[f64]],
+        options: SelectOptions,
+    ) -> Result<Self, AnalysisError> {
+        Self::build(
+            graph,
+            layers,
+            Some([remove_by, protect_by]),
+            rank_by,
+            options,
+        )
+    }
+
+    /// [`Selector::new`] with the ToD scores (`tod`: remove-by, protect-by) optional: without
+    /// them the selector makes uniform counts only.
+    fn build(
+        graph: Graph,
+        layers: Vec<String>,
+        tod: Option<[&[&[f64]]; 2]>,
         rank_by: &[&[f64]],
         options: SelectOptions,
     ) -> Result<Self, AnalysisError> {
@@ -258,11 +306,11 @@ impl Selector {
                 ),
             });
         }
-        for (what, v) in [
-            ("remove-by", remove_by),
-            ("protect-by", protect_by),
-            ("rank-by", rank_by),
-        ] {
+        let mut given = vec![("rank-by", rank_by)];
+        if let Some([remove_by, protect_by]) = tod {
+            given.extend([("remove-by", remove_by), ("protect-by", protect_by)]);
+        }
+        for &(what, v) in &given {
             if v.len() != layers.len() {
                 return Err(AnalysisError::Unsupported {
                     node: graph.name().to_owned(),
@@ -302,10 +350,10 @@ impl Selector {
             })
             .filter(|m| m.len() > 1)
             .collect();
-        let mut owned: [Vec<Vec<f64>>; 3] =
-            [remove_by, protect_by, rank_by].map(|v| v.iter().map(|s| s.to_vec()).collect());
-        if options.rule == GroupRule::Summed {
-            for scores in &mut owned {
+        // Under the summed rule each coupled group's members get the group's normalised sums.
+        let prepare = |v: &[&[f64]]| -> Vec<Vec<f64>> {
+            let mut scores: Vec<Vec<f64>> = v.iter().map(|s| s.to_vec()).collect();
+            if options.rule == GroupRule::Summed {
                 for members in &coupled {
                     let sum = normalised_sum(members.iter().map(|&i| scores[i].as_slice()));
                     for &i in members {
@@ -313,13 +361,22 @@ impl Selector {
                     }
                 }
             }
-        }
-        let [remove, protect, ranking] = owned;
-        let mut curves = layers
-            .iter()
-            .zip(remove.iter().zip(&protect))
-            .map(|(l, (u, r))| TodCurve::new(l, u, r))
-            .collect::<Result<Vec<_>, _>>()?;
+            scores
+        };
+        let ranking = prepare(rank_by);
+        let mut curves = match tod {
+            Some([remove_by, protect_by]) => {
+                let (remove, protect) = (prepare(remove_by), prepare(protect_by));
+                Some(
+                    layers
+                        .iter()
+                        .zip(remove.iter().zip(&protect))
+                        .map(|(l, (u, r))| TodCurve::new(l, u, r))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+            None => None,
+        };
         let unit_macs = unit_macs(&graph, &groups, &index)?;
         let members = group_members(&groups, &index);
         let costs: Vec<f64> = unit_macs
@@ -333,7 +390,9 @@ impl Selector {
             })
             .collect();
         let weights = mac_weights(&costs, gamma);
-        if gamma > 0.0 {
+        if gamma > 0.0
+            && let Some(curves) = &mut curves
+        {
             for ((curve, &w), l) in curves.iter_mut().zip(&weights).zip(&layers) {
                 if !(w.is_finite() && w > 0.0) {
                     return Err(AnalysisError::InvalidOption {
@@ -362,6 +421,8 @@ impl Selector {
     /// A selector over a score file's layers: ToD from its `remove_by` and `protect_by`
     /// criteria (FAIR-Pruner: `u` and `r`), removal order by `rank_by` (usually the same as
     /// `remove_by`; e.g. `l1` for "ToD counts + L1 ranking"). `path` names the file in errors.
+    /// It selects with either [`Method`]; [`Selector::from_scores_for`] reads only what one
+    /// method needs.
     pub fn from_scores(
         file: &ScoreFile,
         path: &Path,
@@ -370,11 +431,42 @@ impl Selector {
         rank_by: &str,
         options: SelectOptions,
     ) -> Result<Self, AnalysisError> {
-        let remove = file.require(remove_by, path)?;
-        let protect = file.require(protect_by, path)?;
+        Self::from_scores_for(
+            file,
+            path,
+            Method::Tod,
+            remove_by,
+            protect_by,
+            rank_by,
+            options,
+        )
+    }
+
+    /// [`Selector::from_scores`] for one `method`: [`Method::Tod`] reads the `remove_by`,
+    /// `protect_by` and `rank_by` scores; [`Method::Uniform`] reads only `rank_by` (uniform
+    /// counts use no ToD curve, so the file need not hold the other two, which are ignored)
+    /// and the selector then selects uniform counts only ([`Selector::curves`] is empty and
+    /// [`Selector::select`] with [`Method::Tod`] is an error).
+    pub fn from_scores_for(
+        file: &ScoreFile,
+        path: &Path,
+        method: Method,
+        remove_by: &str,
+        protect_by: &str,
+        rank_by: &str,
+        options: SelectOptions,
+    ) -> Result<Self, AnalysisError> {
+        let tod = match method {
+            Method::Tod => Some([
+                file.require(remove_by, path)?,
+                file.require(protect_by, path)?,
+            ]),
+            Method::Uniform => None,
+        };
         let rank = file.require(rank_by, path)?;
         let layers = file.layers.iter().map(|l| l.layer.clone()).collect();
-        let mut s = Self::new(file.graph()?, layers, &remove, &protect, &rank, options)?;
+        let tod = tod.as_ref().map(|[u, r]| [u.as_slice(), r.as_slice()]);
+        let mut s = Self::build(file.graph()?, layers, tod, &rank, options)?;
         s.model_digest = Some(file.provenance.model_digest.clone());
         Ok(s)
     }
@@ -392,9 +484,10 @@ impl Selector {
     /// One ToD curve per scored layer: the curves the counts come from. Under
     /// [`GroupRule::Summed`] they are built from the group's summed scores (identical for
     /// the members of a group); with `mac_weight` > 0 they are
-    /// [weighted](TodCurve::weighted) by [`Selector::weights`] (values ToD(m)/w_l).
+    /// [weighted](TodCurve::weighted) by [`Selector::weights`] (values ToD(m)/w_l). Empty
+    /// for a selector made for uniform counts only ([`Selector::from_scores_for`]).
     pub fn curves(&self) -> &[TodCurve] {
-        &self.curves
+        self.curves.as_deref().unwrap_or_default()
     }
 
     /// The MACs per sample saved by removing one unit of each scored layer together with
@@ -502,15 +595,21 @@ impl Selector {
     pub fn select(&self, goal: Goal, method: Method) -> Result<Selection, AnalysisError> {
         goal.check()?;
         let counting = self.options.counting;
+        let curves = || {
+            self.curves.as_deref().ok_or_else(|| AnalysisError::InvalidOption {
+                option: "method",
+                detail: "this selector was made for uniform counts from the ranking scores alone; ToD counts need the remove-by and protect-by scores too (Selector::from_scores)".into(),
+            })
+        };
         let (setting, counts) = match (method, goal) {
-            (Method::Tod, Goal::Alpha(a)) => (a, counts_at(&self.curves, a, counting)?),
+            (Method::Tod, Goal::Alpha(a)) => (a, counts_at(curves()?, a, counting)?),
             (Method::Tod, Goal::Macs(t) | Goal::Params(t)) => {
                 let macs = matches!(goal, Goal::Macs(_));
                 let reduction = |c: &[usize]| self.reduction(c, macs);
                 let r = if self.options.exact_target {
-                    fair_threshold::alpha_for_target_exact(&self.curves, counting, t, reduction)?
+                    fair_threshold::alpha_for_target_exact(curves()?, counting, t, reduction)?
                 } else {
-                    fair_threshold::alpha_for_target(&self.curves, counting, t, reduction)?
+                    fair_threshold::alpha_for_target(curves()?, counting, t, reduction)?
                 };
                 (r.setting, r.counts)
             }
@@ -521,7 +620,11 @@ impl Selector {
             }
             (Method::Uniform, Goal::Macs(t) | Goal::Params(t)) => {
                 let macs = matches!(goal, Goal::Macs(_));
-                let units: Vec<usize> = self.curves.iter().map(TodCurve::units).collect();
+                let units: Vec<usize> = self
+                    .layers
+                    .iter()
+                    .map(|l| self.graph.units(l).unwrap_or(0))
+                    .collect();
                 let r = fair_threshold::uniform_for_target(&units, counting, t, |c| {
                     self.reduction(c, macs)
                 })?;

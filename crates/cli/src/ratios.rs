@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use fair_analysis::{Goal, Method, ScoreFile, Selector};
+use fair_fs::OutputGuard;
 use fair_pipeline::charts::{human, thousands};
 use fair_pipeline::{Preset, PruneSection};
 
@@ -31,7 +32,8 @@ pub struct RatiosArgs {
     target_params: Option<f64>,
     /// Starting configuration of the counts (its group rule, MAC weight, exact target and
     /// ranking): `fair-pruner` or `paper`; --rule, --mac-weight, --exact-target and --rank-by
-    /// override it [default: fair-pruner].
+    /// override it [default: the preset the score file records, else fair-pruner]. The
+    /// preset used is printed on stderr.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     #[command(flatten)]
@@ -55,44 +57,63 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     };
     goal.check()
         .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
-    if let Some(p) = &args.write_plan {
-        fair_ir::check_outputs(&[("--write-plan", p)], &[("--scores", &args.scores)])?;
-    }
+    let plan_out = match &args.write_plan {
+        Some(p) => Some(
+            OutputGuard::new()
+                .input("--scores", &args.scores)
+                .file("--write-plan", p)?,
+        ),
+        None => None,
+    };
     let start = Instant::now();
     let file = ScoreFile::load(&args.scores)?;
+    let (preset, source) = choose_preset(args, &file)?;
+    eprintln!("preset: {preset} ({source})");
     let section = PruneSection::default();
-    let preset = args.preset.unwrap_or_default();
+    let method = args.select.method();
     let (remove, protect, rank) = args.select.criteria(&section, preset);
+    check_criteria(&file, method, [&remove, &protect, &rank])?;
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
     let exact = options.exact_target && !matches!(goal, Goal::Alpha(_));
-    let selector = match Selector::from_scores(
+    let selector = match Selector::from_scores_for(
         &file,
         &args.scores,
+        method,
         &remove,
         &protect,
         &rank,
         options,
     ) {
         Err(e) if args.select.rank_by.is_none() && file.criterion(&rank).is_none() => {
+            // Ranking by U is the paper's ranking whatever the preset; the counts stay the
+            // preset's.
+            let by_u = if rank != "u" && file.criterion("u").is_some() {
+                format!(
+                    "pass --rank-by u to rank by U as the paper does (the counts stay the {preset} preset's; \
+                     --preset paper also counts as the paper does), or "
+                )
+            } else {
+                String::new()
+            };
             return Err(anyhow::Error::from(e).context(format!(
                 "the {preset} preset ranks each layer's units by `{rank}`, which this score file lacks: \
-                 pass --rank-by u for the paper's U ranking, or score again with `--criteria u,r,{rank}`"
+                 {by_u}score again with `--criteria u,r,{rank}`"
             )));
         }
         r => r?,
     };
-    let selection = selector.select(goal, args.select.method())?;
+    let selection = selector.select(goal, method)?;
     let elapsed = start.elapsed();
-    if let Some(path) = &args.write_plan {
-        selection.plan().save(path)?;
+    if let (Some(out), Some(path)) = (&plan_out, &args.write_plan) {
+        out.write(selection.plan().to_json_string().as_bytes())?;
         eprintln!("plan written to {}", path.display());
     }
     let graph = selector.graph();
     let widths = selection.widths();
     let report = selection.resolution.report();
     let weighted = gamma > 0.0;
-    let what = match args.select.method() {
+    let what = match method {
         Method::Tod => "alpha",
         Method::Uniform => "ratio",
     };
@@ -118,6 +139,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
             .collect();
         let mut out = serde_json::json!({
             what: selection.setting,
+            "preset": preset.name(),
             "rule": selector.options().rule,
             "layers": layers,
             "params": {"before": report.params.0, "after": report.params.1},
@@ -163,12 +185,12 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     } else {
         String::new()
     };
-    if exact && matches!(args.select.method(), Method::Tod) {
+    if exact && matches!(method, Method::Tod) {
         gamma_note.push_str(
             ", exact target: counts between the ToD counts at α and at the tolerance below",
         );
     }
-    match args.select.method() {
+    match method {
         Method::Tod => println!("α = {} ({rule} rule{gamma_note})\n", selection.setting),
         Method::Uniform => println!("uniform ratio = {} ({rule} rule)\n", selection.setting),
     }
@@ -205,7 +227,69 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         "computed from stored scores in {:.2} ms ({} layers, {} units)",
         elapsed.as_secs_f64() * 1e3,
         selector.layers().len(),
-        thousands(selector.curves().iter().map(|c| c.units() as u64).sum())
+        thousands(
+            selector
+                .layers()
+                .iter()
+                .map(|l| graph.units(l).unwrap_or(0) as u64)
+                .sum()
+        )
     );
+    Ok(())
+}
+
+/// The preset the counts start from, and where it came from: `--preset`, else the one the
+/// score file records, else the default.
+fn choose_preset(args: &RatiosArgs, file: &ScoreFile) -> Result<(Preset, String)> {
+    if let Some(p) = args.preset {
+        return Ok((p, "--preset".into()));
+    }
+    match file.provenance.preset.as_deref() {
+        Some(name) => {
+            let p = Preset::ALL
+                .into_iter()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "score file '{}' records the preset '{name}', which this fair-pruner does not know (known: {}); choose one with --preset",
+                        args.scores.display(),
+                        Preset::ALL.map(Preset::name).join(", ")
+                    )
+                })?;
+            Ok((
+                p,
+                format!("recorded in {}; --preset overrides", args.scores.display()),
+            ))
+        }
+        None => Ok((
+            Preset::default(),
+            "default; the score file records none".into(),
+        )),
+    }
+}
+
+/// Refuses a criterion name that is neither in the score file nor known to fair-pruner,
+/// naming its flag and listing the known criteria. `[remove, protect, rank]`; uniform counts
+/// read only the ranking. A known criterion the file lacks is left to the selector, whose
+/// error says to score it.
+fn check_criteria(file: &ScoreFile, method: Method, names: [&str; 3]) -> Result<()> {
+    let [remove, protect, rank] = names;
+    let used: &[(&str, &str)] = match method {
+        Method::Tod => &[
+            ("--remove-by", remove),
+            ("--protect-by", protect),
+            ("--rank-by", rank),
+        ],
+        Method::Uniform => &[("--rank-by", rank)],
+    };
+    let registry = fair_scoring::Registry::default();
+    for &(flag, name) in used {
+        if file.criterion(name).is_none() && !registry.contains(name) {
+            anyhow::bail!(
+                "{flag}: unknown criterion '{name}' (known: {})",
+                registry.names().join(", ")
+            );
+        }
+    }
     Ok(())
 }

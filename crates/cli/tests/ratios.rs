@@ -21,6 +21,26 @@ fn stderr(o: &Output) -> String {
 /// Writes a score file for a zoo model with seeded pseudo-random U, R and group L1 (the
 /// default preset's ranking).
 fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
+    write_scores(
+        &dir.join(format!("{model}.json")),
+        model,
+        input,
+        seed,
+        &["u", "r", "group-l1"],
+        None,
+    )
+}
+
+/// Writes a score file at `path` for a zoo model with seeded pseudo-random scores of
+/// `criteria`, recording `preset`.
+fn write_scores(
+    path: &Path,
+    model: &str,
+    input: &[usize],
+    seed: u64,
+    criteria: &[&str],
+    preset: Option<&str>,
+) -> String {
     let graph = fair_zoo::build(model, input, 10).unwrap();
     let mut state = seed;
     let mut next = || {
@@ -35,8 +55,8 @@ fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
         .map(|l| {
             let units = graph.units(l).unwrap();
             let mut scores = BTreeMap::new();
-            for c in ["u", "r", "group-l1"] {
-                scores.insert(c.to_owned(), (0..units).map(|_| next()).collect());
+            for c in criteria {
+                scores.insert(c.to_string(), (0..units).map(|_| next()).collect());
             }
             LayerScores {
                 layer: l.to_string(),
@@ -60,18 +80,16 @@ fn score_file(dir: &Path, model: &str, input: &[usize], seed: u64) -> String {
             data: String::new(),
             data_digest: String::new(),
             samples: 0,
-            criteria: [
-                ("u".to_owned(), record.clone()),
-                ("r".to_owned(), record.clone()),
-                ("group-l1".to_owned(), record),
-            ]
-            .into(),
+            criteria: criteria
+                .iter()
+                .map(|c| (c.to_string(), record.clone()))
+                .collect(),
+            preset: preset.map(str::to_owned),
         },
         graph: graph.to_spec(),
         layers,
     };
-    let path = dir.join(format!("{model}.json"));
-    file.save(&path).unwrap();
+    file.save(path).unwrap();
     path.to_str().unwrap().to_owned()
 }
 
@@ -287,4 +305,228 @@ fn the_summed_rule_gives_every_group_member_the_same_units() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("(summed rule"));
+}
+
+#[test]
+fn an_unknown_criterion_is_named_and_the_known_ones_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = score_file(dir.path(), "vgg11_bn_cifar", &[3, 32, 32], 2);
+    for flag in ["--remove-by", "--protect-by", "--rank-by"] {
+        let o = run(&["ratios", "--scores", &s, "--alpha", "0.3", flag, "zzz"]);
+        assert!(!o.status.success(), "{flag}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("unknown criterion 'zzz'") && e.contains(flag),
+            "{flag}: {e}"
+        );
+        // The known criteria are listed, and nobody is told to score `zzz`.
+        for known in ["u", "r", "l1", "group-l1"] {
+            assert!(
+                e.contains(&format!(" {known},")) || e.contains(&format!(" {known})")),
+                "{known}: {e}"
+            );
+        }
+        assert!(!e.contains("--criteria"), "{flag}: {e}");
+    }
+    // Uniform counts check only their ranking criterion.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--uniform",
+        "--rank-by",
+        "zzz",
+    ]);
+    assert!(
+        stderr(&o).contains("unknown criterion 'zzz'"),
+        "{}",
+        stderr(&o)
+    );
+    // A known criterion the file lacks keeps the hint to score it.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--alpha",
+        "0.3",
+        "--rank-by",
+        "l1",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no 'l1' scores") && e.contains("--criteria") && !e.contains("unknown"),
+        "{e}"
+    );
+}
+
+#[test]
+fn uniform_counts_need_only_their_ranking_criterion() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_scores(
+        &dir.path().join("l1-only.json"),
+        "vgg11_bn_cifar",
+        &[3, 32, 32],
+        4,
+        &["l1"],
+        None,
+    );
+    let base = [
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--uniform",
+    ];
+    let v = json(&run(&[&base[..], &["--rank-by", "l1", "--json"]].concat()));
+    let removed =
+        1.0 - v["macs"]["after"].as_f64().unwrap() / v["macs"]["before"].as_f64().unwrap();
+    assert!(removed >= 0.3, "{v}");
+    assert!(v.get("ratio").is_some(), "{v}");
+    // The table too.
+    let o = run(&[&base[..], &["--rank-by", "l1"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("uniform ratio"));
+    // ToD counts still need U and R, and say so.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--rank-by",
+        "l1",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no 'u' scores") && e.contains("--criteria"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ratios_follows_the_recorded_preset_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ("vgg11_bn_cifar", &[3, 32, 32][..]);
+    let criteria = ["u", "r", "group-l1"];
+    let write = |name: &str, preset| {
+        write_scores(
+            &dir.path().join(name),
+            model.0,
+            model.1,
+            6,
+            &criteria,
+            preset,
+        )
+    };
+    let (paper, plain) = (
+        write("paper.json", Some("paper")),
+        write("plain.json", None),
+    );
+    let counts = |args: &[&str]| {
+        let o = run(&[&["ratios", "--target-macs", "0.4", "--json"], args].concat());
+        // The preset line goes to stderr; stdout stays JSON.
+        (json(&o), stderr(&o))
+    };
+    let (recorded, e) = counts(&["--scores", &paper]);
+    assert!(
+        e.contains(&format!(
+            "preset: paper (recorded in {paper}; --preset overrides)"
+        )),
+        "{e}"
+    );
+    assert_eq!(recorded["preset"], "paper");
+    let (explicit, e) = counts(&["--scores", &plain, "--preset", "paper"]);
+    assert!(e.contains("preset: paper (--preset)"), "{e}");
+    assert_eq!(recorded["layers"], explicit["layers"]);
+    assert_eq!(recorded["rule"], "package");
+    // The two presets count differently on these scores, so following the record matters.
+    let (default, e) = counts(&["--scores", &plain]);
+    assert!(
+        e.contains("preset: fair-pruner (default; the score file records none)"),
+        "{e}"
+    );
+    assert_eq!(default["preset"], "fair-pruner");
+    assert_ne!(default["layers"], recorded["layers"]);
+    // --preset overrides the record.
+    let (overridden, e) = counts(&["--scores", &paper, "--preset", "fair-pruner"]);
+    assert!(e.contains("preset: fair-pruner (--preset)"), "{e}");
+    assert_eq!(overridden["layers"], default["layers"]);
+    // A preset this version does not know is refused, listing the known ones.
+    let unknown = write("custom.json", Some("custom"));
+    let o = run(&["ratios", "--scores", &unknown, "--alpha", "0.3"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("'custom'")
+            && e.contains("paper")
+            && e.contains("fair-pruner")
+            && e.contains("--preset"),
+        "{e}"
+    );
+    let o = run(&[
+        "ratios", "--scores", &unknown, "--alpha", "0.3", "--preset", "paper",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn the_rank_by_u_hint_is_true() {
+    // Scores without the fair-pruner preset's ranking (group L1).
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_scores(
+        &dir.path().join("ur.json"),
+        "vgg11_bn_cifar",
+        &[3, 32, 32],
+        8,
+        &["u", "r"],
+        None,
+    );
+    let o = run(&["ratios", "--scores", &s, "--target-macs", "0.4"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--rank-by u") && e.contains("--preset paper"),
+        "{e}"
+    );
+    // What it says: --rank-by u ranks by U with the fair-pruner preset's counts (not the
+    // paper's), and --preset paper gives the paper's counts and U ranking.
+    let get = |args: &[&str]| {
+        json(&run(&[
+            &["ratios", "--scores", &s, "--target-macs", "0.4", "--json"],
+            args,
+        ]
+        .concat()))
+    };
+    let by_u = get(&["--rank-by", "u"]);
+    assert_eq!(by_u["preset"], "fair-pruner");
+    assert_eq!(by_u["rule"], "summed");
+    let paper = get(&["--preset", "paper"]);
+    assert_eq!(paper["rule"], "package");
+    assert_eq!(
+        paper["layers"],
+        get(&["--preset", "paper", "--rank-by", "u"])["layers"]
+    );
+    // A file recording the paper preset needs no hint at all.
+    let recorded = write_scores(
+        &dir.path().join("ur-paper.json"),
+        "vgg11_bn_cifar",
+        &[3, 32, 32],
+        8,
+        &["u", "r"],
+        Some("paper"),
+    );
+    let v = json(&run(&[
+        "ratios",
+        "--scores",
+        &recorded,
+        "--target-macs",
+        "0.4",
+        "--json",
+    ]));
+    assert_eq!(v["layers"], paper["layers"]);
 }
