@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use fair_analysis::{GroupRule, Plan, ResolveOptions, graph_digest};
-use fair_ir::StagedDir;
+use fair_fs::OutputGuard;
 use fair_pipeline::charts::{human, thousands};
 
 use crate::args::ModelArgs;
@@ -44,16 +44,15 @@ pub struct ApplyArgs {
 
 /// Runs `apply`.
 pub fn apply(args: &ApplyArgs) -> Result<()> {
-    let mut inputs = vec![("--plan", &args.plan)];
+    let mut guard = OutputGuard::new();
+    guard.input("--plan", &args.plan);
     if let Some(w) = &args.weights {
-        inputs.push(("--weights", w));
+        guard.input("--weights", w);
     }
     if let Some(g) = &args.model.graph {
-        inputs.push(("--graph", g));
+        fair_pipeline::guard_model_file(&mut guard, "--graph", g);
     }
-    let refs: Vec<(&str, &std::path::Path)> =
-        inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
-    fair_ir::check_outputs(&[("--out", &args.out)], &refs)?;
+    let out = guard.dir("--out", &args.out)?;
     let plan = Plan::load(&args.plan)?;
     let model = args
         .model
@@ -81,7 +80,7 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
             );
         }
     }
-    let staged = StagedDir::new(&args.out)?;
+    let staged = out.stage()?;
     let options = ResolveOptions {
         rule: args.rule,
         protected: args.protect.clone(),
@@ -89,7 +88,7 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
     let pruned = fair_surgery::apply(&model, &plan, &options)?;
     fair_surgery::export(&pruned.model, staged.path())?;
     let report = &pruned.report;
-    fair_ir::write_atomic(
+    fair_fs::write_atomic(
         &staged.path().join("report.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;

@@ -18,8 +18,9 @@ pub struct ModelArgs {
     /// Zoo model name (see `fair-pruner models`), e.g. resnet50, vgg16_bn_cifar, densenet40.
     #[arg(long)]
     pub model: Option<String>,
-    /// Per-sample input shape CxHxW for a zoo model, e.g. 3x224x224 [default: the model's usual size].
-    #[arg(long, value_name = "CxHxW", requires = "model")]
+    /// Per-sample input shape CxHxW (or F) for a zoo model, e.g. 3x224x224 [default: the
+    /// model's usual size], or for an ONNX --graph whose file leaves it symbolic.
+    #[arg(long, value_name = "CxHxW")]
     pub input: Option<String>,
     /// Number of classes for a zoo model [default: the model's usual count].
     #[arg(long, requires = "model")]
@@ -29,12 +30,50 @@ pub struct ModelArgs {
     /// unless --weights is given.
     #[arg(long, value_name = "FILE")]
     pub graph: Option<PathBuf>,
+    /// Accept NaN or infinite weights in an ONNX --graph (refused by default, naming the
+    /// tensor).
+    #[arg(long, requires = "graph")]
+    pub allow_non_finite: bool,
 }
 
 impl ModelArgs {
+    /// `--input`, parsed.
+    fn input_shape(&self) -> Result<Option<Vec<usize>>> {
+        self.input
+            .as_deref()
+            .map(|text| {
+                fair_ir::parse_shape(text)
+                    .map_err(anyhow::Error::msg)
+                    .context("--input")
+            })
+            .transpose()
+    }
+
+    /// How an ONNX --graph is imported: `--input` and `--allow-non-finite`.
+    fn import_options(&self) -> Result<fair_onnx::ImportOptions> {
+        Ok(fair_onnx::ImportOptions {
+            input_shape: self.input_shape()?,
+            allow_non_finite: self.allow_non_finite,
+            ..Default::default()
+        })
+    }
+
     /// The graph named by the flags.
     pub fn load(&self) -> Result<Graph> {
         if let Some(path) = &self.graph {
+            if fair_pipeline::is_onnx(path) {
+                // Only the structure is kept: the weights' values do not matter here.
+                let options = fair_onnx::ImportOptions {
+                    allow_non_finite: true,
+                    ..self.import_options()?
+                };
+                return Ok(fair_pipeline::import_onnx(path, &options)?.graph);
+            }
+            if self.input.is_some() {
+                bail!(
+                    "--input applies to a zoo model (--model) or an ONNX --graph, not to an IR graph, which records its input"
+                );
+            }
             return Ok(fair_pipeline::load_graph(path)?);
         }
         let name = self
@@ -44,12 +83,9 @@ impl ModelArgs {
         let Some(info) = fair_zoo::info(name) else {
             bail!("{}", fair_zoo::ZooError::UnknownModel { name: name.into() });
         };
-        let input = match &self.input {
-            Some(text) => fair_ir::parse_shape(text)
-                .map_err(anyhow::Error::msg)
-                .context("--input")?,
-            None => info.default_input.to_vec(),
-        };
+        let input = self
+            .input_shape()?
+            .unwrap_or_else(|| info.default_input.to_vec());
         let classes = self.classes.unwrap_or(info.default_classes);
         Ok(fair_zoo::build(name, &input, classes)?)
     }
@@ -66,7 +102,7 @@ impl ModelArgs {
         if let Some(path) = &self.graph
             && fair_pipeline::is_onnx(path)
         {
-            let imported = fair_pipeline::import_onnx(path, &fair_onnx::ImportOptions::default())?;
+            let imported = fair_pipeline::import_onnx(path, &self.import_options()?)?;
             crate::notes::print(&imported.notes);
             return Ok(match weights {
                 Some(w) => fair_runtime::Model::from_safetensors(imported.graph, w, device)?,
@@ -99,9 +135,19 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    /// Applies the thread count and parses the device.
+    /// Applies the thread count (at most the machine's cores, with a note) and parses the
+    /// device.
     pub fn apply(&self) -> Result<tch::Device> {
         if let Some(t) = self.threads {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let t = if t as usize > cores {
+                crate::notes::print(&[format!(
+                    "--threads {t} is more than the {cores} core(s) of this machine; using {cores}"
+                )]);
+                cores as i32
+            } else {
+                t
+            };
             tch::set_num_threads(t);
         }
         Ok(fair_runtime::parse_device(&self.device)?)
@@ -268,7 +314,11 @@ pub struct RunArgs {
     /// weights are used unless --weights is given (overrides [model]).
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub graph: Option<PathBuf>,
-    /// Input CxHxW of a zoo model.
+    /// Accept NaN or infinite weights in an ONNX --graph (refused by default, naming the
+    /// tensor).
+    #[arg(long)]
+    pub allow_non_finite: bool,
+    /// Input CxHxW of a zoo model, or of an ONNX --graph whose file leaves it symbolic.
     #[arg(long, value_name = "CxHxW")]
     pub input: Option<String>,
     /// Classes of a zoo model.
@@ -277,9 +327,17 @@ pub struct RunArgs {
     /// Data source: fashion-mnist, mnist, idx, cifar10, cifar100, folder.
     #[arg(long, value_name = "SOURCE")]
     pub data: Option<String>,
-    /// Directory of an idx, cifar or folder source.
+    /// Directory of an idx, cifar or folder source. No file inside it is ever written.
     #[arg(long, value_name = "DIR")]
     pub data_path: Option<PathBuf>,
+    /// folder source: follow no link to a directory (overrides [data] follow_links). Links
+    /// that lead back into the dataset are never followed, and are reported.
+    #[arg(long)]
+    pub no_follow_links: bool,
+    /// folder source: the most pixels an image may declare before it is decoded (overrides
+    /// [data] max_pixels) [default: 178956970, PIL's decompression-bomb limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pixels: Option<u64>,
     /// Weights to start from (safetensors).
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
@@ -329,6 +387,9 @@ impl RunArgs {
             c.model.graph = Some(g.clone());
             c.model.zoo = None;
         }
+        if self.allow_non_finite {
+            c.model.allow_non_finite = true;
+        }
         if let Some(i) = &self.input {
             let s = fair_ir::parse_shape(i)
                 .map_err(anyhow::Error::msg)
@@ -347,6 +408,12 @@ impl RunArgs {
         if self.data_path.is_some() {
             c.data.path = self.data_path.clone();
         }
+        if self.no_follow_links {
+            c.data.follow_links = Some(false);
+        }
+        if self.max_pixels.is_some() {
+            c.data.max_pixels = self.max_pixels;
+        }
         if self.weights.is_some() {
             c.model.weights = self.weights.clone();
         }
@@ -362,33 +429,17 @@ impl RunArgs {
         Ok(c)
     }
 
-    /// The files and directories a command reads, for the output guard: the config, the
-    /// graph, the weights and the data directory.
-    pub fn inputs(
-        config: &RunConfig,
-        config_path: Option<&PathBuf>,
-    ) -> Vec<(&'static str, PathBuf)> {
-        let mut v = Vec::new();
-        if let Some(p) = config_path {
-            v.push(("--config", p.clone()));
-        }
-        if let Some(p) = &config.model.graph {
-            v.push(("--graph", p.clone()));
-        }
-        if let Some(p) = &config.model.weights {
-            v.push(("--weights", p.clone()));
-        }
-        if let Some(p) = &config.data.path {
-            v.push(("--data-path", p.clone()));
-        }
-        v
-    }
-
-    /// Loads the model and the data of `config` (from [`RunArgs::config`]).
-    pub fn setup(&self, mut config: RunConfig) -> Result<Setup> {
+    /// Loads the model and the data of `config` (from [`RunArgs::config`]). With a U-Score
+    /// `memory_bound`, a bound too small for the model fails before the data is loaded.
+    pub fn setup(
+        &self,
+        mut config: RunConfig,
+        memory_bound: Option<fair_scoring::ByteSize>,
+    ) -> Result<Setup> {
         let device = self.compute.apply()?;
         let (model, notes) = config.model(device)?;
         crate::notes::print(&notes);
+        fair_scoring::check_memory_bound(model.graph(), memory_bound)?;
         let graph = model.graph();
         let input = fair_pipeline::image_input(graph)?;
         let (transform, warning) = fair_pipeline::model_normalization(graph, config.transform);
@@ -396,7 +447,8 @@ impl RunArgs {
         if let Some(w) = warning {
             eprintln!("warning: {w}");
         }
-        config.transform.check(input[0])?;
+        // Every setting that sizes an allocation, against the model's input, before loading.
+        config.transform.check_input(input, 1)?;
         config.check_data()?;
         let (mut train, test, notes) = config.data(input)?;
         crate::notes::print(&notes);

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fair_ir::StagedDir;
 use fair_onnx::ImportOptions;
 
 use fair_pipeline::charts::thousands;
@@ -35,6 +34,9 @@ pub struct ImportArgs {
     /// Record the per-channel standard deviation, e.g. 0.229,0.224,0.225 (with --mean).
     #[arg(long, value_delimiter = ',', value_name = "S,...", requires = "mean")]
     std: Vec<f64>,
+    /// Accept NaN or infinite weights (refused by default, naming the tensor).
+    #[arg(long)]
+    allow_non_finite: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -48,7 +50,9 @@ pub fn import(args: &ImportArgs) -> Result<()> {
             args.model.display()
         );
     }
-    fair_ir::check_outputs(&[("--out", &args.out)], &[("MODEL.onnx", &args.model)])?;
+    let mut guard = fair_fs::OutputGuard::new();
+    fair_pipeline::guard_model_file(&mut guard, "MODEL.onnx", &args.model);
+    let out = guard.dir("--out", &args.out)?;
     let options = ImportOptions {
         input_shape: args
             .input
@@ -59,13 +63,14 @@ pub fn import(args: &ImportArgs) -> Result<()> {
             .context("--input")?,
         name: args.name.clone(),
         base_dir: None,
+        allow_non_finite: args.allow_non_finite,
     };
     let mut imported = fair_pipeline::import_onnx(&args.model, &options)?;
     if !args.mean.is_empty() {
         imported.graph = fair_pipeline::with_normalization(&imported.graph, &args.mean, &args.std)
             .context("--mean/--std")?;
     }
-    let staged = StagedDir::new(&args.out)?;
+    let staged = out.stage()?;
     imported.graph.save(&staged.path().join("model.toml"))?;
     fair_onnx::write_safetensors(&staged.path().join("model.safetensors"), &imported.tensors)?;
     let files = staged.commit()?;

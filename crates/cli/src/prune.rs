@@ -318,19 +318,17 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         .clone()
         .or(section.out.clone())
         .unwrap_or_else(|| PathBuf::from("pruned"));
-    let mut inputs = RunArgs::inputs(&config, args.run.config.as_ref());
+    let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {
-        inputs.push(("--calibration", c.clone()));
+        guard.input("--calibration", c);
     }
-    let refs: Vec<(&str, &std::path::Path)> =
-        inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
-    fair_ir::check_outputs(&[("--out", &out)], &refs)?;
-    fair_ir::StagedDir::check(&out)?; // refuses a foreign directory now, not after the work
+    // Refuses an input or a foreign directory now, not after the work.
+    guard.dir("--out", &out)?;
     let (remove, protect, rank) = args.select.criteria(&section, preset);
     let criteria = args.scoring.criteria(section.criteria.as_ref());
 
     // Load the model and data; draw (or read) the calibration samples.
-    let setup = args.run.setup(config)?;
+    let setup = args.run.setup(config, settings.u.max_memory)?;
     let (calibration, notes) = match &args.calibration {
         Some(p) => (Calibration::from_safetensors(p)?, Vec::new()),
         None => draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?,
@@ -404,9 +402,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     if let Some(d) = distillation {
         pruner = pruner.distill(d);
     }
-    for (what, path) in &inputs {
-        pruner = pruner.input(what, path);
-    }
+    pruner = pruner.inputs(guard);
     if !args.no_latency {
         pruner = pruner.latency(LatencyOptions::default());
     }

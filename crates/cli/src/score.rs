@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use fair_analysis::{GroupRule, MacCost, Method, SelectOptions};
+use fair_fs::OutputGuard;
 use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
@@ -182,20 +183,17 @@ impl SelectArgs {
 /// Runs `score`.
 pub fn score(args: &ScoreArgs) -> Result<()> {
     // Cheap checks first: the output must not be an input.
-    let mut inputs: Vec<(&str, PathBuf)> = args
-        .weights
-        .iter()
-        .map(|w| ("--weights", w.clone()))
-        .collect();
+    let mut guard = OutputGuard::new();
+    if let Some(w) = &args.weights {
+        guard.input("--weights", w);
+    }
     if let Some(c) = &args.calibration {
-        inputs.push(("--calibration", c.clone()));
+        guard.input("--calibration", c);
     }
     if let Some(g) = &args.model.graph {
-        inputs.push(("--graph", g.clone()));
+        fair_pipeline::guard_model_file(&mut guard, "--graph", g);
     }
-    let refs: Vec<(&str, &std::path::Path)> =
-        inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
-    fair_ir::check_outputs(&[("--out", &args.out)], &refs)?;
+    let out = guard.file("--out", &args.out)?;
     let section = PruneSection::default();
     let draw: DrawSettings = args.draw.settings(&section);
     let settings = args.scoring.settings(&section, &draw);
@@ -204,6 +202,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
 
     let device = args.compute.apply()?;
     let model = args.model.load_model(args.weights.as_deref(), device)?;
+    fair_scoring::check_memory_bound(model.graph(), settings.u.max_memory)?;
     let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,
@@ -216,11 +215,16 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
             enabled: !args.quiet,
         },
     )
+    .map(|mut file| {
+        // So that `ratios` counts with the preset the scores were computed under.
+        file.provenance.preset = Some(args.scoring.preset(&section).name().to_owned());
+        file
+    })
     .with_context(|| match &args.calibration {
         Some(p) => format!("scoring with the calibration data {}", p.display()),
         None => "scoring".to_owned(),
     })?;
-    file.save(&args.out)?;
+    out.write(file.to_json_string(&args.out)?.as_bytes())?;
     crate::notes::print(&file.notes());
     if args.json {
         println!(

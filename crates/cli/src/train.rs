@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 use fair_data::{ImageSource, Transform};
+use fair_fs::OutputFile;
+use fair_pipeline::RunConfig;
 use fair_train::TrainSettings;
 
 use crate::args::{DrawArgs, RunArgs};
@@ -35,32 +37,32 @@ pub struct TrainArgs {
     json: bool,
 }
 
-/// Checks an output file before any work: not an input, its directory creatable.
-fn check_out_file(out: &Path, inputs: &[(&'static str, PathBuf)]) -> Result<()> {
-    let refs: Vec<(&str, &Path)> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
-    fair_ir::check_outputs(&[("--out", out)], &refs)?;
-    if out.is_dir() {
-        bail!("--out {} is a directory; give a file path", out.display());
-    }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            anyhow::anyhow!(
-                "--out: cannot create the directory {}: {e}",
-                parent.display()
-            )
-        })?;
-    }
-    Ok(())
+/// Checks the output file `--out` before any work, against every input of the run (config,
+/// model files, data directory, dataset cache), and creates its directory.
+fn out_file(out: &Path, config: &RunConfig, config_path: Option<&Path>) -> Result<OutputFile> {
+    Ok(config.output_guard(config_path).file("--out", out)?)
+}
+
+/// Whether the run has trained weights: `--weights` (or `[model] weights`), or an ONNX graph,
+/// which carries its own.
+fn has_weights(config: &RunConfig) -> bool {
+    config.model.weights.is_some()
+        || config
+            .model
+            .graph
+            .as_deref()
+            .is_some_and(fair_pipeline::is_onnx)
 }
 
 /// Runs `train` (or `finetune`, which requires starting weights).
 pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
-    if finetune && args.run.weights.is_none() {
+    let config = args.run.config()?;
+    if finetune && !has_weights(&config) {
         bail!(
-            "finetune needs --weights (the pruned model's model.safetensors) and usually --graph (its model.toml)"
+            "finetune needs --weights (the pruned model's model.safetensors) and usually --graph \
+             (its model.toml), or an ONNX --graph, which carries its weights"
         );
     }
-    let config = args.run.config()?;
     let mut settings = config.train.clone().unwrap_or_else(|| {
         if finetune {
             TrainSettings {
@@ -90,8 +92,8 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
         .clone()
         .or(config.output.weights.clone())
         .unwrap_or_else(|| PathBuf::from("model.safetensors"));
-    check_out_file(&out, &RunArgs::inputs(&config, args.run.config.as_ref()))?;
-    let setup = args.run.setup(config)?;
+    let out_file = out_file(&out, &config, args.run.config.as_deref())?;
+    let setup = args.run.setup(config, None)?;
     let (config, mut model, train, test) = (setup.config, setup.model, setup.train, setup.test);
     let eval_transform = Transform {
         augment: None,
@@ -119,7 +121,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
         !args.run.quiet && !args.json,
     )?;
     let seconds = start.elapsed().as_secs_f64();
-    model.save_weights(&out)?;
+    out_file.write(&model.weights_bytes(&out)?)?;
     let last = reports.last().expect("at least one epoch");
     let samples: f64 = reports
         .iter()
@@ -163,11 +165,11 @@ pub struct EvalArgs {
 
 /// Runs `eval`.
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    if args.run.weights.is_none() {
-        bail!("eval needs --weights");
-    }
     let config = args.run.config()?;
-    let setup = args.run.setup(config)?;
+    if !has_weights(&config) {
+        bail!("eval needs --weights, or an ONNX --graph, which carries its weights");
+    }
+    let setup = args.run.setup(config, None)?;
     let data = if args.split == "train" {
         &setup.train
     } else {
@@ -219,18 +221,18 @@ pub struct CalibArgs {
 /// Runs `calib`: draws calibration samples from the training split.
 pub fn calib(args: &CalibArgs) -> Result<()> {
     let config = args.run.config()?;
-    check_out_file(
-        &args.out,
-        &RunArgs::inputs(&config, args.run.config.as_ref()),
-    )?;
+    let out_file = out_file(&args.out, &config, args.run.config.as_deref())?;
     let draw = args.draw.settings(&config.prune);
     draw.check()?;
-    let setup = args.run.setup(config)?;
+    let setup = args.run.setup(config, None)?;
     let (calibration, notes) =
         draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?;
     crate::notes::print(&notes);
     let (x, y) = calibration.tensors();
-    fair_runtime::write_safetensors(&args.out, &[("inputs".into(), x), ("labels".into(), y)])?;
+    out_file.write(&fair_runtime::safetensors_bytes(
+        &args.out,
+        &[("inputs".into(), x), ("labels".into(), y)],
+    )?)?;
     println!(
         "{} calibration samples: {} → {}",
         calibration.len(),

@@ -614,10 +614,13 @@ fn ratios_align_residual_groups_for_targets() {
 
 use fair_testkit::write_idx_toy;
 
-/// Writes the toy IDX dataset into `dir`, trains an MLP on it with `fair-pruner train` for
-/// `epochs`, and returns the shared model/data flags and the weights path.
+/// Writes the toy IDX dataset into `dir/data` (no file inside a data directory may be
+/// written), trains an MLP on it with `fair-pruner train` for `epochs` into `dir`, and returns
+/// the shared model/data flags and the weights path.
 fn trained_idx_toy(dir: &std::path::Path, epochs: &str) -> (Vec<String>, std::path::PathBuf) {
-    write_idx_toy(dir);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_toy(&data);
     let common: Vec<String> = [
         "--model",
         "mlp",
@@ -631,7 +634,7 @@ fn trained_idx_toy(dir: &std::path::Path, epochs: &str) -> (Vec<String>, std::pa
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain(std::iter::once(dir.to_str().unwrap().to_owned()))
+    .chain(std::iter::once(data.to_str().unwrap().to_owned()))
     .collect();
     let w = dir.join("m.safetensors");
     let mut args: Vec<&str> = vec!["train"];
@@ -818,7 +821,7 @@ fn prune_runs_from_a_config_and_flags_override_it() {
         format!(
             "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\n\n[data]\nsource = \"idx\"\npath = {:?}\n\n\
              [prune]\nalpha = 0.3\nper_class = 8\nround_to = 4\nmac_cost = \"shared\"\nout = {:?}\n",
-            dir.path().display().to_string(),
+            dir.path().join("data").display().to_string(),
             out.display().to_string()
         ),
     )

@@ -18,7 +18,10 @@ fn stderr(o: &Output) -> String {
 /// The toy IDX data in `dir` and a compact VGG (5 BatchNorm layers) trained on it; returns
 /// the model/data flags and the weights.
 fn trained(dir: &Path) -> (Vec<String>, String) {
-    fair_testkit::write_idx_toy(dir);
+    // The data in its own directory: no file inside a data directory may be written.
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    fair_testkit::write_idx_toy(&data);
     let common: Vec<String> = [
         "--model",
         "vgg_compact",
@@ -29,7 +32,7 @@ fn trained(dir: &Path) -> (Vec<String>, String) {
         "--data",
         "idx",
         "--data-path",
-        dir.to_str().unwrap(),
+        data.to_str().unwrap(),
     ]
     .map(str::to_owned)
     .to_vec();

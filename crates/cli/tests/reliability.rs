@@ -801,3 +801,370 @@ fn json_output_on_every_reporting_command() {
     assert!(lat["ms"]["q1"].as_f64().unwrap() <= lat["ms"]["median"].as_f64().unwrap());
     assert!(lat["speedup"]["median"].as_f64().unwrap() > 0.0);
 }
+
+/// Issue 29: output paths are judged where the kernel resolves them (a directory that does
+/// not exist yet, then `..`, then a symbolic link), dataset files and the dataset cache are
+/// inputs, and no command replaces a symbolic link or a directory it did not write.
+#[test]
+fn outputs_are_judged_where_the_kernel_resolves_them() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let d = t.dir.path();
+    let before = std::fs::read(&t.weights).unwrap();
+    // `link` leads back to the directory that holds the weights, the config and the data.
+    std::os::unix::fs::symlink(d, t.path("link")).unwrap();
+    let cfg = t.path("run.toml");
+    std::fs::write(&cfg, "[prune]\nalpha = 0.3\n").unwrap();
+    let cfg_before = std::fs::read(&cfg).unwrap();
+    let data = t.path("data");
+    let data_before = snapshot(&data);
+    let through = |rest: &str| s(&d.join("missing/../link").join(rest)).to_owned();
+    // Single files: the weights and the config, spelled through a missing directory.
+    for cmd in ["calib", "train", "finetune"] {
+        let o = t.run(
+            cmd,
+            &["--weights", &w, "--out", &through("m.safetensors"), "-q"],
+        );
+        fails_with(&o, &["refusing to write", "--weights"]);
+        let o = t.run(
+            cmd,
+            &[
+                "--weights",
+                &w,
+                "--config",
+                s(&cfg),
+                "--out",
+                &through("run.toml"),
+                "-q",
+            ],
+        );
+        fails_with(&o, &["refusing to write", "--config"]);
+        // Files inside --data-path are inputs too, however spelled.
+        for out in [
+            s(&data.join("train-images-idx3-ubyte")).to_owned(),
+            through("data/train-labels-idx1-ubyte"),
+            through("data/new.safetensors"),
+        ] {
+            let o = t.run(cmd, &["--weights", &w, "--out", &out, "-q"]);
+            fails_with(&o, &["refusing to write", "--data-path"]);
+        }
+    }
+    let o = mlp(
+        "score",
+        &[
+            "--weights",
+            &w,
+            "--criteria",
+            "l1",
+            "--out",
+            &through("m.safetensors"),
+        ],
+    );
+    fails_with(&o, &["refusing to write", "--weights"]);
+    // The dataset cache is an input of every command.
+    let cache = t.path("cache");
+    let cache_s = s(&cache).to_owned();
+    let o = t.run_env(
+        "calib",
+        &[
+            "--weights",
+            &w,
+            "--out",
+            &format!("{cache_s}/data/x.safetensors"),
+            "-q",
+        ],
+        &[("FAIR_PRUNER_CACHE", &cache_s)],
+    );
+    fails_with(&o, &["refusing to write", "dataset cache"]);
+    // Directories: never the one that holds the inputs, however spelled.
+    let plan = t.path("plan.json");
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
+    let o = mlp(
+        "apply",
+        &["--weights", &w, "--plan", s(&plan), "--out", &through("")],
+    );
+    fails_with(&o, &["refusing to write", "holds the input"]);
+    let o = t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--out",
+            &through("."),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["refusing to write", "--weights"]);
+    let o = t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--out",
+            &through("data"),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["refusing to write", "--data-path"]);
+    // A user's non-empty directory, reached through the same spelling.
+    let mine = t.path("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("thesis.tex"), b"!").unwrap();
+    let o = mlp(
+        "apply",
+        &[
+            "--weights",
+            &w,
+            "--plan",
+            s(&plan),
+            "--out",
+            &through("mine"),
+        ],
+    );
+    fails_with(&o, &["refusing to write", "did not write"]);
+    assert_eq!(std::fs::read(mine.join("thesis.tex")).unwrap(), b"!");
+    // Symbolic links the user made are never replaced, even when they lead nowhere harmful.
+    let target = t.path("elsewhere.json");
+    std::fs::write(&target, b"mine").unwrap();
+    let flink = t.path("flink.json");
+    std::os::unix::fs::symlink(&target, &flink).unwrap();
+    let o = mlp(
+        "score",
+        &["--weights", &w, "--criteria", "l1", "--out", s(&flink)],
+    );
+    fails_with(&o, &["refusing to write", "symbolic link"]);
+    assert_eq!(std::fs::read(&target).unwrap(), b"mine");
+    std::fs::create_dir(t.path("outdir")).unwrap();
+    let dlink = t.path("dlink");
+    std::os::unix::fs::symlink(t.path("outdir"), &dlink).unwrap();
+    let o = mlp(
+        "apply",
+        &["--weights", &w, "--plan", s(&plan), "--out", s(&dlink)],
+    );
+    fails_with(&o, &["refusing to write", "symbolic link"]);
+    assert!(std::fs::symlink_metadata(&dlink).unwrap().is_symlink());
+    // A file a user put into fair-pruner's own output keeps it from being replaced.
+    let out = t.path("pruned");
+    let o = mlp(
+        "apply",
+        &["--weights", &w, "--plan", s(&plan), "--out", s(&out)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let o = mlp(
+        "apply",
+        &["--weights", &w, "--plan", s(&plan), "--out", s(&out)],
+    );
+    fails_with(&o, &["refusing to write", "notes.txt", "did not write"]);
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+    // The same spelling leading to a new place works, and writes where the kernel puts it.
+    let o = mlp(
+        "score",
+        &[
+            "--weights",
+            &w,
+            "--criteria",
+            "l1",
+            "--out",
+            &through("runs/s.json"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(t.path("runs/s.json").is_file());
+    // Nothing read was changed, and no refused run created a directory.
+    assert_eq!(std::fs::read(&t.weights).unwrap(), before);
+    assert_eq!(std::fs::read(&cfg).unwrap(), cfg_before);
+    assert_eq!(snapshot(&data), data_before);
+    assert!(!t.path("missing").exists());
+    assert!(!cache.exists());
+}
+
+/// Issue 29: cheap limits fail before any data is loaded, runaway thread counts are capped
+/// with a note, and an ONNX `--graph` supplies its weights wherever `--help` says so.
+#[test]
+fn cheap_limits_come_first_and_onnx_graphs_carry_their_weights() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    // Corrupt data: a run that loaded it would fail on it, not on --max-memory.
+    let bad_data = t.path("bad-data");
+    std::fs::create_dir(&bad_data).unwrap();
+    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+        std::fs::write(bad_data.join(f), b"not idx").unwrap();
+    }
+    let o = mlp(
+        "prune",
+        &[
+            "--data",
+            "idx",
+            "--data-path",
+            s(&bad_data),
+            "--weights",
+            &w,
+            "--alpha",
+            "0.3",
+            "--max-memory",
+            "1B",
+            "--out",
+            s(&t.path("p")),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["max-memory", "before loading any data"]);
+    let o = mlp(
+        "score",
+        &[
+            "--weights",
+            &w,
+            "--criteria",
+            "u",
+            "--max-memory",
+            "1B",
+            "--calibration",
+            "/dev/zero",
+            "--out",
+            s(&t.path("s.json")),
+        ],
+    );
+    fails_with(&o, &["max-memory", "model's parameters"]);
+    // --threads beyond the machine's cores: capped, with a note.
+    let o = t.run("eval", &["--weights", &w, "--threads", "100000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--threads 100000 is more than the"),
+        "{}",
+        stderr(&o)
+    );
+    // An exported ONNX model evaluates and fine-tunes without --weights.
+    let plan = t.path("plan.json");
+    std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
+    let out = t.path("applied");
+    let o = mlp(
+        "apply",
+        &["--weights", &w, "--plan", s(&plan), "--out", s(&out)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let onnx = out.join("model.onnx");
+    let data = t.path("data");
+    let idx = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![
+            cmd,
+            "--graph",
+            s(&onnx),
+            "--classes",
+            "2",
+            "--data",
+            "idx",
+            "--data-path",
+            s(&data),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = idx("eval", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("top-1"));
+    let tuned = t.path("tuned.safetensors");
+    let o = idx(
+        "finetune",
+        &[
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            s(&tuned),
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(tuned.is_file());
+    // An IR graph still needs its weights, and says so.
+    let o = run(&[
+        "eval",
+        "--graph",
+        s(&out.join("model.toml")),
+        "--classes",
+        "2",
+        "--data",
+        "idx",
+        "--data-path",
+        s(&data),
+    ]);
+    fails_with(&o, &["--weights", "ONNX"]);
+}
+
+/// Issue 29: a hostile ImageFolder (a link loop, a link into another class, a FIFO named
+/// like an image) and an allocation-sizing setting far beyond the input end in a clear error
+/// or a reported skip, never a hang, a wrong label or an abort.
+#[test]
+fn hostile_folders_and_settings_fail_cleanly_or_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("folder");
+    for split in ["train", "test"] {
+        for (c, v) in [("a", 30u8), ("b", 220u8)] {
+            let d = root.join(split).join(c);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..4 {
+                image::GrayImage::from_pixel(8, 8, image::Luma([v + i]))
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    std::os::unix::fs::symlink("..", root.join("train/a/loop")).unwrap();
+    std::os::unix::fs::symlink("../b", root.join("train/a/bs")).unwrap();
+    let weights = dir.path().join("m.safetensors");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "mlp",
+            "--input",
+            "1x8x8",
+            "--classes",
+            "2",
+            "--data",
+            "folder",
+            "--data-path",
+            s(&root),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--out",
+            s(&weights),
+        ];
+        args.extend_from_slice(extra);
+        let start = std::time::Instant::now();
+        let o = run(&args);
+        assert!(start.elapsed().as_secs() < 60, "train took too long");
+        o
+    };
+    let o = train(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("note:") && e.contains("loop") && e.contains("bs"),
+        "{e}"
+    );
+    // The 8 real training images, not those reached again through the links.
+    assert!(e.contains("(8 train / 8 test images)"), "{e}");
+    // A FIFO named like an image: refused by name, without blocking.
+    let status = Command::new("mkfifo")
+        .arg(root.join("train/b/pipe.png"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = train(&[]);
+    fails_with(&o, &["pipe.png", "FIFO"]);
+    std::fs::remove_file(root.join("train/b/pipe.png")).unwrap();
+    // A crop padding that would make libtorch allocate terabytes: refused before loading.
+    let cfg = dir.path().join("pad.toml");
+    std::fs::write(&cfg, "[transform]\naugment = { crop_padding = 100000 }\n").unwrap();
+    let o = train(&["--config", s(&cfg)]);
+    fails_with(&o, &["crop_padding = 100000", "0..=8"]);
+}

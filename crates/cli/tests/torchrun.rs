@@ -16,9 +16,12 @@ fn stderr(o: &Output) -> String {
 
 use fair_testkit::write_idx_toy;
 
-/// Writes the IDX toy into `dir` and trains the MLP on it for one epoch into `weights`.
+/// Writes the IDX toy into `dir/data` (no file inside a data directory may be written) and
+/// trains the MLP on it for one epoch into `weights`.
 fn train_toy(dir: &std::path::Path, weights: &std::path::Path) {
-    write_idx_toy(dir);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx_toy(&data);
     let o = run(&[
         "train",
         "--model",
@@ -30,7 +33,7 @@ fn train_toy(dir: &std::path::Path, weights: &std::path::Path) {
         "--data",
         "idx",
         "--data-path",
-        dir.to_str().unwrap(),
+        data.to_str().unwrap(),
         "--epochs",
         "1",
         "--batch-size",
@@ -73,7 +76,8 @@ fn prune_args<'a>(data: &'a str, weights: &'a str, out: &'a str) -> Vec<&'a str>
 #[test]
 fn torchrun_flags_are_refused_without_torchrun_and_a_missing_python_fails_first() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
     let out = dir.path().join("out");
     let w = dir.path().join("w.safetensors"); // never read: both runs stop before
     let base = prune_args(d, w.to_str().unwrap(), out.to_str().unwrap());
@@ -109,7 +113,8 @@ fn prune_finetunes_with_torchrun_on_an_idx_directory() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
     let w = dir.path().join("w.safetensors");
     train_toy(dir.path(), &w);
     let out = dir.path().join("out");

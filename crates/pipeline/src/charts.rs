@@ -540,9 +540,9 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
     }
     charts.push(("tod-curves.svg", tod_curves_svg(report, curves)?));
     for (name, svg) in &charts {
-        fair_ir::write_atomic(&dir.join(name), svg.as_bytes())?;
+        fair_fs::write_atomic(&dir.join(name), svg.as_bytes())?;
     }
-    fair_ir::write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    fair_fs::write_atomic(&dir.join("report.md"), md.as_bytes())?;
     Ok(())
 }
 

@@ -158,7 +158,7 @@ pub struct ModelSection {
     pub zoo: Option<String>,
     /// IR graph file instead of a zoo model.
     pub graph: Option<PathBuf>,
-    /// Input `[C, H, W]` of a zoo model.
+    /// Input `[C, H, W]` of a zoo model, or of an ONNX `graph` whose file leaves it symbolic.
     pub input: Option<[usize; 3]>,
     /// Classes of a zoo model.
     pub classes: Option<usize>,
@@ -167,6 +167,10 @@ pub struct ModelSection {
     /// Seed of the initial parameters when no weights are given.
     #[serde(default)]
     pub seed: u64,
+    /// Accept NaN or infinite weights in an ONNX `graph` (refused by default, naming the
+    /// tensor).
+    #[serde(default)]
+    pub allow_non_finite: bool,
 }
 
 /// `[data]`: where the images come from.
@@ -178,6 +182,23 @@ pub struct DataSection {
     pub source: Option<String>,
     /// Directory of an `idx`, `cifar10`, `cifar100` or `folder` source.
     pub path: Option<PathBuf>,
+    /// `folder`: whether links to directories are followed (default true; a link that leads
+    /// back into the dataset is never followed, and is reported).
+    pub follow_links: Option<bool>,
+    /// `folder`: the most pixels an image may declare in its header before it is decoded
+    /// (default `fair_data::DEFAULT_MAX_PIXELS`, PIL's decompression-bomb limit).
+    pub max_pixels: Option<u64>,
+}
+
+impl DataSection {
+    /// How an ImageFolder tree is read: `follow_links` and `max_pixels`, else the defaults.
+    pub fn folder_options(&self) -> fair_data::FolderOptions {
+        let d = fair_data::FolderOptions::default();
+        fair_data::FolderOptions {
+            follow_links: self.follow_links.unwrap_or(d.follow_links),
+            max_pixels: self.max_pixels.unwrap_or(d.max_pixels),
+        }
+    }
 }
 
 /// `[output]`.
@@ -187,6 +208,9 @@ pub struct OutputSection {
     /// Where trained weights are written.
     pub weights: Option<PathBuf>,
 }
+
+/// The largest config file read: 16 MiB, far more than any configuration needs.
+const MAX_CONFIG_FILE: u64 = 16 << 20;
 
 /// The data sources [`RunConfig::data`] knows.
 pub const DATA_SOURCES: &str = "fashion-mnist, mnist, idx, cifar10, cifar100, folder";
@@ -198,11 +222,7 @@ impl RunConfig {
             path: Some(path.to_owned()),
             detail,
         };
-        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        if !meta.is_file() {
-            return Err(bad("not a regular file".into()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let text = fair_fs::read_string_bounded(path, MAX_CONFIG_FILE, "a TOML run configuration")?;
         toml::from_str(&text).map_err(|e| bad(e.to_string()))
     }
 
@@ -213,6 +233,15 @@ impl RunConfig {
                 "model",
                 "[model] names both a zoo model and a graph file; choose one",
             )),
+            (None, Some(g)) if crate::onnx::is_onnx(g) => {
+                // Only the structure is kept: the weights' values do not matter here.
+                let options = fair_onnx::ImportOptions {
+                    input_shape: self.model.input.map(|i| i.to_vec()),
+                    allow_non_finite: true,
+                    ..Default::default()
+                };
+                Ok(crate::onnx::import_onnx(g, &options)?.graph)
+            }
             (None, Some(g)) => crate::onnx::load_graph(g),
             (Some(name), None) => {
                 let info = fair_zoo::info(name)
@@ -242,7 +271,12 @@ impl RunConfig {
             && let Some(g) = &self.model.graph
             && crate::onnx::is_onnx(g)
         {
-            let imported = crate::onnx::import_onnx(g, &fair_onnx::ImportOptions::default())?;
+            let options = fair_onnx::ImportOptions {
+                input_shape: self.model.input.map(|i| i.to_vec()),
+                allow_non_finite: self.model.allow_non_finite,
+                ..Default::default()
+            };
+            let imported = crate::onnx::import_onnx(g, &options)?;
             let notes = imported.notes.clone();
             let model = match &self.model.weights {
                 Some(w) => fair_runtime::Model::from_safetensors(imported.graph, w, device)?,
@@ -358,9 +392,13 @@ impl RunConfig {
                 // The test split is indexed against the training split's classes, so a
                 // label means the same class in both (a class missing from test/ simply has
                 // no test images; one that train/ lacks is an error).
-                let train = ImageFolder::open(&dir.join("train"))?;
-                let test = ImageFolder::open_with_classes(&dir.join("test"), train.classes())?;
-                return Ok((train.into(), test.into(), Vec::new()));
+                let options = self.data.folder_options();
+                let train = ImageFolder::open_with(&dir.join("train"), None, &options)?;
+                let test =
+                    ImageFolder::open_with(&dir.join("test"), Some(train.classes()), &options)?;
+                // Links skipped while indexing (loops, links into another class).
+                let notes = train.notes().iter().chain(test.notes()).cloned().collect();
+                return Ok((train.into(), test.into(), notes));
             }
         };
         Ok((train.into(), test.into(), Vec::new()))

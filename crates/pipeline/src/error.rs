@@ -45,6 +45,9 @@ pub enum PipelineError {
     /// The IR refused, or a file could not be written.
     #[error(transparent)]
     Ir(#[from] fair_ir::IrError),
+    /// A file could not be read or written, or an output path was refused.
+    #[error(transparent)]
+    Fs(#[from] fair_fs::FsError),
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] fair_data::DataError),

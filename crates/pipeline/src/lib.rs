@@ -34,6 +34,7 @@
 pub mod charts;
 mod config;
 mod error;
+mod guard;
 mod latency;
 mod onnx;
 mod preset;
@@ -47,8 +48,10 @@ pub use config::{
 };
 pub use error::{PipelineError, error_text};
 pub use fair_analysis::{Goal, GroupRule, Method};
+pub use fair_fs::OutputGuard;
 pub use fair_threshold::CountOptions;
 pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
+pub use guard::guard_model_file;
 pub use latency::{Latency, LatencyOptions, Spread, measure};
 pub use onnx::{import_onnx, is_onnx, load_graph, onnx_model};
 pub use preset::{Preset, PresetSettings};

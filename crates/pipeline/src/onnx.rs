@@ -46,7 +46,12 @@ pub fn onnx_model(imported: Imported, device: Device) -> Result<Model, PipelineE
 /// whose weights are read and dropped; use [`import_onnx`] to keep them).
 pub fn load_graph(path: &Path) -> Result<Graph, PipelineError> {
     if is_onnx(path) {
-        Ok(import_onnx(path, &ImportOptions::default())?.graph)
+        // Only the structure is kept: the weights' values do not matter here.
+        let options = ImportOptions {
+            allow_non_finite: true,
+            ..Default::default()
+        };
+        Ok(import_onnx(path, &options)?.graph)
     } else {
         Ok(Graph::load(path)?)
     }

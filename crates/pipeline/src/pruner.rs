@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions, Selector};
 use fair_data::{ImageSource, Transform};
-use fair_ir::StagedDir;
+use fair_fs::OutputGuard;
 use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 use fair_surgery::FinetuneSpec;
@@ -155,7 +155,7 @@ pub struct Pruner<'a> {
     preset: Option<Preset>,
     latency: Option<LatencyOptions>,
     out: Option<PathBuf>,
-    inputs: Vec<(String, PathBuf)>,
+    guard: OutputGuard,
     stored: Option<ScoreFile>,
     progress: bool,
     weights: Option<String>,
@@ -189,7 +189,7 @@ impl<'a> Pruner<'a> {
             preset: None,
             latency: None,
             out: None,
-            inputs: Vec::new(),
+            guard: OutputGuard::new(),
             stored: None,
             progress: false,
             weights: None,
@@ -461,10 +461,21 @@ impl<'a> Pruner<'a> {
     /// Records an input file of the run (weights, calibration, config): the output directory
     /// may not be or contain it. `what` names it in errors (e.g. `--weights`).
     pub fn input(mut self, what: &str, path: &Path) -> Self {
-        self.inputs.push((what.to_owned(), path.to_owned()));
+        self.guard.input(what, path);
         if what == "--weights" {
             self.weights = Some(path.display().to_string());
         }
+        self
+    }
+
+    /// Adds every input of `guard` (e.g. [`crate::RunConfig::output_guard`]: the config, the
+    /// model files, the data directory and the dataset cache) to the paths the output
+    /// directory must keep off.
+    pub fn inputs(mut self, guard: OutputGuard) -> Self {
+        if let Some((_, w)) = guard.inputs().find(|(what, _)| *what == "--weights") {
+            self.weights = Some(w.display().to_string());
+        }
+        self.guard.merge(guard);
         self
     }
 
@@ -634,13 +645,7 @@ impl<'a> Pruner<'a> {
             }
         }
         if let Some(out) = &self.out {
-            let inputs: Vec<(&str, &Path)> = self
-                .inputs
-                .iter()
-                .map(|(w, p)| (w.as_str(), p.as_path()))
-                .collect();
-            fair_ir::check_outputs(&[("--out", out)], &inputs)?;
-            StagedDir::check(out)?;
+            self.guard.dir("--out", out)?;
         }
         Ok(())
     }
@@ -657,7 +662,10 @@ impl<'a> Pruner<'a> {
         }
         self.validate()?;
         // Claim the output directory before any work, so a foreign directory fails fast.
-        let staged = self.out.as_deref().map(StagedDir::new).transpose()?;
+        let staged = match &self.out {
+            Some(out) => Some(self.guard.dir("--out", out)?.stage()?),
+            None => None,
+        };
         // The interpreter torchrun needs is checked now, not after scoring.
         let torch_version = match &self.torchrun {
             Some(t) if t.epochs() > 0 => Some(t.probe()?),
@@ -689,7 +697,7 @@ impl<'a> Pruner<'a> {
         let reusable =
             stored.filter(|f| fair_scoring::reusable(f, &model_digest, &data_digest, &criteria));
         let reused = reusable.is_some();
-        let scores = match reusable {
+        let mut scores = match reusable {
             Some(f) => {
                 say("reusing stored scores (same model, data and settings)".into());
                 f
@@ -703,10 +711,14 @@ impl<'a> Pruner<'a> {
                 },
             )?,
         };
+        // So that `fair-pruner ratios` on the written scores counts with the same preset.
+        scores.provenance.preset = self.preset.map(|p| p.name().to_owned());
 
-        let selector = Selector::from_scores(
+        // Uniform counts read only the ranking criterion.
+        let selector = Selector::from_scores_for(
             &scores,
             Path::new("scores"),
+            self.method,
             &self.remove_by,
             &self.protect_by,
             self.rank(),
@@ -825,7 +837,7 @@ impl<'a> Pruner<'a> {
             let label = goal.label();
             if let Some(dir) = &staged {
                 let sub = dir.path().join(&label);
-                std::fs::create_dir_all(&sub).map_err(|source| fair_ir::IrError::Io {
+                std::fs::create_dir_all(&sub).map_err(|source| fair_fs::FsError::Io {
                     action: "cannot create",
                     path: sub.clone(),
                     source,
@@ -1066,7 +1078,7 @@ fn figures(model: &Model, accuracy: Option<Accuracy>) -> ModelFigures {
 /// Writes `value` as pretty JSON, atomically.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), PipelineError> {
     let text = serde_json::to_string_pretty(value).expect("reports serialise");
-    fair_ir::write_atomic(path, text.as_bytes())?;
+    fair_fs::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 

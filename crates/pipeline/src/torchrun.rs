@@ -269,7 +269,7 @@ impl<'a> Torchrun<'a> {
         let mut spec = spec_for(graph, Some(&self.transform), Some(&self.settings));
         spec.train.label_smoothing = self.label_smoothing;
         let abs = |p: &Path| -> Result<String, PipelineError> {
-            let p = std::fs::canonicalize(p).map_err(|source| fair_ir::IrError::Io {
+            let p = std::fs::canonicalize(p).map_err(|source| fair_fs::FsError::Io {
                 action: "cannot resolve",
                 path: p.to_owned(),
                 source,
@@ -361,7 +361,7 @@ impl<'a> Torchrun<'a> {
         let seconds = start.elapsed().as_secs_f64();
         let fail = |detail: String| PipelineError::Torchrun {
             detail,
-            tail: tail(&std::fs::read_to_string(&log_path).unwrap_or_default()),
+            tail: tail(&log_end(&log_path)),
         };
         if !status.success() {
             return Err(fail(format!(
@@ -370,7 +370,8 @@ impl<'a> Torchrun<'a> {
             )));
         }
         let result_path = out.join("result.json");
-        let text = std::fs::read_to_string(&result_path).map_err(|e| {
+        let text = fair_fs::read_string_bounded(&result_path, 16 << 20, "torchrun's result.json")
+            .map_err(|e| {
             fail(format!(
                 "it exited with success but wrote no readable {} ({e})",
                 result_path.display()
@@ -474,7 +475,7 @@ pub(crate) fn spec_for(
 }
 
 fn create_dir(dir: &Path) -> Result<(), PipelineError> {
-    std::fs::create_dir_all(dir).map_err(|source| fair_ir::IrError::Io {
+    std::fs::create_dir_all(dir).map_err(|source| fair_fs::FsError::Io {
         action: "cannot create",
         path: dir.to_owned(),
         source,
@@ -490,7 +491,7 @@ fn run_logged(
     log: &Path,
     echo: bool,
 ) -> Result<std::process::ExitStatus, PipelineError> {
-    let file = std::fs::File::create(log).map_err(|source| fair_ir::IrError::Io {
+    let file = std::fs::File::create(log).map_err(|source| fair_fs::FsError::Io {
         action: "cannot create",
         path: log.to_owned(),
         source,
@@ -536,6 +537,21 @@ fn run_logged(
 }
 
 /// The last [`TAIL_LINES`] lines of `text`.
+/// The last 64 KiB of the log at `path` (lossy UTF-8; empty when it cannot be read): enough
+/// for [`tail`], however long the run's output grew.
+fn log_end(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const END: u64 = 64 << 10;
+    let Ok((mut file, size)) = fair_fs::open_regular(path, "torchrun's log") else {
+        return String::new();
+    };
+    let mut bytes = Vec::new();
+    let _ = file
+        .seek(SeekFrom::Start(size.saturating_sub(END)))
+        .and_then(|_| file.take(END).read_to_end(&mut bytes));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")

@@ -134,3 +134,135 @@ fn unknown_config_keys_are_errors_naming_the_key() {
     let e = RunConfig::load(&p).unwrap_err().to_string();
     assert!(e.contains("learning_rate"), "{e}");
 }
+
+mod numeric_fields {
+    //! Issue 29: a property test over the config loader's numeric fields. Any value parses
+    //! to a config or to an error naming the key; the checks the commands run before loading
+    //! any data accept only values that bound what they size (crop padding and resize against
+    //! the model input, the batch tensor, the calibration draw, the goals), and nothing panics.
+
+    use fair_pipeline::{DrawSettings, Goal, RunConfig};
+    use proptest::prelude::*;
+
+    /// Integers as a hostile config may write them: small, zero, huge, at the type's edges.
+    fn int() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => (0u64..40).prop_map(|v| v.to_string()),
+            1 => Just("0".to_owned()),
+            1 => Just("-1".to_owned()),
+            1 => Just("100000".to_owned()),
+            1 => Just("4294967296".to_owned()),
+            1 => Just("9223372036854775807".to_owned()),
+            1 => Just("18446744073709551615".to_owned()),
+            1 => any::<u64>().prop_map(|v| v.to_string()),
+        ]
+    }
+
+    /// Floats, including the ones TOML can spell that no setting should take.
+    fn float() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-2.0f64..2.0).prop_map(|v| format!("{v:?}")),
+            Just("0.0".to_owned()),
+            Just("-0.0".to_owned()),
+            Just("nan".to_owned()),
+            Just("inf".to_owned()),
+            Just("-inf".to_owned()),
+            Just("1e308".to_owned()),
+            Just("5e-324".to_owned()),
+        ]
+    }
+
+    /// Cases whose transform was accepted: the bounds below must be exercised, not vacuous.
+    static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn accepted_transforms_occur() {
+        numeric_fields_parse_or_fail_cleanly_and_accepted_values_are_bounded();
+        let n = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n >= 25,
+            "only {n} of 512 cases were accepted: the property is vacuous"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn numeric_fields_parse_or_fail_cleanly_and_accepted_values_are_bounded(
+            input in proptest::array::uniform3(int()),
+            classes in int(),
+            padding in int(),
+            resize in int(),
+            epochs in int(),
+            batch in int(),
+            lr in float(),
+            momentum in float(),
+            per_class in int(),
+            max_classes in int(),
+            alpha in float(),
+            macs in float(),
+            max_pixels in int(),
+        ) {
+            let text = format!(
+                "[model]\nzoo = \"mlp\"\ninput = [{}, {}, {}]\nclasses = {classes}\n\
+                 [data]\nsource = \"folder\"\nmax_pixels = {max_pixels}\n\
+                 [transform]\nresize = {resize}\naugment = {{ crop_padding = {padding} }}\n\
+                 [train]\nepochs = {epochs}\nbatch_size = {batch}\nlr = {lr}\nmomentum = {momentum}\n\
+                 weight_decay = 5e-4\nschedule = {{ kind = \"cosine\" }}\nseed = 0\n\
+                 [prune]\nalpha_sweep = [{alpha}]\ntarget_macs = {macs}\nper_class = {per_class}\n\
+                 max_classes = {max_classes}\n",
+                input[0], input[1], input[2]
+            );
+            let config: RunConfig = match toml::from_str(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of the type's range: an error naming where, never a panic.
+                    prop_assert!(!e.message().is_empty());
+                    return Ok(());
+                }
+            };
+            let [c, h, w] = config.model.input.expect("given");
+            let batch = config.train.as_ref().map_or(1, |t| t.batch_size);
+            if config.transform.check_input([c, h, w], batch).is_ok() {
+                ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = config.transform.augment.map_or(0, |a| a.crop_padding);
+                prop_assert!(c >= 1 && h >= 1 && w >= 1);
+                prop_assert!(p <= h.min(w), "crop_padding {p} accepted for {h}×{w}");
+                if let Some(r) = config.transform.resize {
+                    prop_assert!(r >= 1 && r <= 16 * h.max(w), "resize {r} accepted");
+                }
+                let numel = (batch.max(1) as u128) * (c as u128) * (h as u128 + 2 * p as u128)
+                    * (w as u128 + 2 * p as u128);
+                prop_assert!(numel * 4 <= 16 << 30, "a batch of {numel} values accepted");
+            }
+            if let Some(t) = &config.train && t.check().is_ok() {
+                prop_assert!(t.epochs >= 1 && t.batch_size >= 1);
+                prop_assert!(t.lr > 0.0 && t.lr.is_finite());
+                prop_assert!((0.0..1.0).contains(&t.momentum));
+            }
+            // Two kinds of goal in one section: an error naming both, not a panic.
+            prop_assert!(config.prune.goals().is_err());
+            for g in [Goal::Alpha(config.prune.alpha_sweep.as_ref().unwrap()[0]),
+                      Goal::Macs(config.prune.target_macs.unwrap())] {
+                if g.check().is_ok() {
+                    match g {
+                        Goal::Alpha(a) => prop_assert!((0.0..=1.0).contains(&a)),
+                        Goal::Macs(f) | Goal::Params(f) => prop_assert!(f > 0.0 && f < 1.0),
+                    }
+                    prop_assert!(g.label().len() <= Goal::LABEL_BYTES);
+                }
+            }
+            let draw = DrawSettings {
+                per_class: config.prune.per_class.unwrap_or(1),
+                max_classes: config.prune.max_classes.unwrap_or(2),
+                seed: 0,
+            };
+            if draw.check().is_ok() {
+                prop_assert!(draw.per_class >= 1 && draw.max_classes >= 2);
+            }
+            let options = config.data.folder_options();
+            prop_assert_eq!(options.max_pixels, config.data.max_pixels.unwrap());
+        }
+    }
+}

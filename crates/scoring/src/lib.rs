@@ -43,7 +43,7 @@ pub use criteria::{
 };
 pub use error::ScoringError;
 pub use layers::{AnalysisPoint, PrunableLayer, prunable_layers};
-pub use memory::{ByteSize, MaxMemory, default_max_memory};
+pub use memory::{ByteSize, MaxMemory, check_memory_bound, default_max_memory};
 pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};

@@ -272,6 +272,37 @@ pub fn layer_memory(
         .collect()
 }
 
+/// Checks, before any data is loaded, that the U-Score's memory bound can hold at least the
+/// model's parameters next to libtorch's runtime share: the cheap half of the check
+/// [`plan`] makes once the calibration data is known. `None` (unbounded) always passes.
+///
+/// ```
+/// use fair_scoring::{ByteSize, check_memory_bound};
+/// let graph = fair_zoo::build("mlp", &[1, 28, 28], 10)?;
+/// assert!(check_memory_bound(&graph, Some(ByteSize(1))).is_err());
+/// assert!(check_memory_bound(&graph, Some(ByteSize(1 << 30))).is_ok());
+/// assert!(check_memory_bound(&graph, None).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_memory_bound(graph: &Graph, bound: Option<ByteSize>) -> Result<(), ScoringError> {
+    let Some(ByteSize(budget)) = bound else {
+        return Ok(());
+    };
+    let params = F32 * graph.param_count() as u64;
+    if budget - budget / RUNTIME_SHARE < params {
+        return Err(ScoringError::Setting {
+            name: "max-memory",
+            detail: format!(
+                "{} does not even hold the model's parameters ({}) next to libtorch's runtime \
+                 (1/{RUNTIME_SHARE} of the bound); checked before loading any data",
+                ByteSize(budget),
+                ByteSize(params)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes less
 /// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
 /// the bytes already taken by the model and the calibration data (subtracted from the

@@ -133,6 +133,7 @@ pub fn score(
             },
             samples: data.map_or(0, Calibration::len),
             criteria: records,
+            preset: None,
         },
         graph: graph.to_spec(),
         layers: layers
