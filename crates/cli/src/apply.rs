@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use fair_analysis::{GroupRule, Plan, ResolveOptions, graph_digest};
-use fair_fs::OutputGuard;
 use fair_pipeline::charts::{human, thousands};
 
 use crate::args::ModelArgs;
@@ -44,7 +43,7 @@ pub struct ApplyArgs {
 
 /// Runs `apply`.
 pub fn apply(args: &ApplyArgs) -> Result<()> {
-    let mut guard = OutputGuard::new();
+    let mut guard = fair_pipeline::output_guard();
     guard.input("--plan", &args.plan);
     if let Some(w) = &args.weights {
         guard.input("--weights", w);

@@ -61,20 +61,7 @@ impl ModelArgs {
     /// The graph named by the flags.
     pub fn load(&self) -> Result<Graph> {
         if let Some(path) = &self.graph {
-            if fair_pipeline::is_onnx(path) {
-                // Only the structure is kept: the weights' values do not matter here.
-                let options = fair_onnx::ImportOptions {
-                    allow_non_finite: true,
-                    ..self.import_options()?
-                };
-                return Ok(fair_pipeline::import_onnx(path, &options)?.graph);
-            }
-            if self.input.is_some() {
-                bail!(
-                    "--input applies to a zoo model (--model) or an ONNX --graph, not to an IR graph, which records its input"
-                );
-            }
-            return Ok(fair_pipeline::load_graph(path)?);
+            return Ok(fair_pipeline::load_graph_with(path, self.input_shape()?)?);
         }
         let name = self
             .model
@@ -221,6 +208,23 @@ impl ScoringArgs {
         } else {
             vec!["u".into(), "r".into(), "l1".into(), "group-l1".into()]
         }
+    }
+
+    /// The U-Score memory bound the user gave (`--max-memory`, else `[prune] max_memory`),
+    /// when `criteria` computes the U-Score: the bound to check against the model before any
+    /// data is loaded. The default bound (a share of the available memory) is not checked
+    /// early: it only splits the U-Score into passes.
+    pub fn given_max_memory(
+        &self,
+        section: &PruneSection,
+        criteria: &[String],
+    ) -> Option<fair_scoring::ByteSize> {
+        if !criteria.iter().any(|c| c == "u") {
+            return None;
+        }
+        self.max_memory
+            .or(section.max_memory)
+            .and_then(MaxMemory::bytes)
     }
 
     /// The preset: the flag, else the config's `[prune] preset`, else the default.

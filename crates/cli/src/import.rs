@@ -50,7 +50,7 @@ pub fn import(args: &ImportArgs) -> Result<()> {
             args.model.display()
         );
     }
-    let mut guard = fair_fs::OutputGuard::new();
+    let mut guard = fair_pipeline::output_guard();
     fair_pipeline::guard_model_file(&mut guard, "MODEL.onnx", &args.model);
     let out = guard.dir("--out", &args.out)?;
     let options = ImportOptions {

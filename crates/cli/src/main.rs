@@ -76,20 +76,12 @@ struct InfoArgs {
 fn info(args: &InfoArgs) -> Result<()> {
     let graph = args.model.load()?;
     if let Some(path) = &args.write_graph {
-        let mut guard = fair_fs::OutputGuard::new();
+        let mut guard = fair_pipeline::output_guard();
         if let Some(input) = &args.model.graph {
             fair_pipeline::guard_model_file(&mut guard, "--graph", input);
         }
         let out = guard.file("--write-graph", path)?;
-        let text = if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
-            graph.to_json_string()?
-        } else {
-            graph.to_toml_string()?
-        };
-        out.write(text.as_bytes())?;
+        out.write(graph.to_string_for(path)?.as_bytes())?;
     }
     if args.json {
         let report = serde_json::json!({

@@ -323,12 +323,14 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         guard.input("--calibration", c);
     }
     // Refuses an input or a foreign directory now, not after the work.
-    guard.dir("--out", &out)?;
+    guard.check_dir("--out", &out)?;
     let (remove, protect, rank) = args.select.criteria(&section, preset);
     let criteria = args.scoring.criteria(section.criteria.as_ref());
 
     // Load the model and data; draw (or read) the calibration samples.
-    let setup = args.run.setup(config, settings.u.max_memory)?;
+    let setup = args
+        .run
+        .setup(config, args.scoring.given_max_memory(&section, &criteria))?;
     let (calibration, notes) = match &args.calibration {
         Some(p) => (Calibration::from_safetensors(p)?, Vec::new()),
         None => draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?,

@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use fair_analysis::{Goal, Method, ScoreFile, Selector};
-use fair_fs::OutputGuard;
 use fair_pipeline::charts::{human, thousands};
 use fair_pipeline::{Preset, PruneSection};
 
@@ -59,7 +58,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
     let plan_out = match &args.write_plan {
         Some(p) => Some(
-            OutputGuard::new()
+            fair_pipeline::output_guard()
                 .input("--scores", &args.scores)
                 .file("--write-plan", p)?,
         ),

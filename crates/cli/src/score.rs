@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use fair_analysis::{GroupRule, MacCost, Method, SelectOptions};
-use fair_fs::OutputGuard;
 use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
@@ -183,7 +182,7 @@ impl SelectArgs {
 /// Runs `score`.
 pub fn score(args: &ScoreArgs) -> Result<()> {
     // Cheap checks first: the output must not be an input.
-    let mut guard = OutputGuard::new();
+    let mut guard = fair_pipeline::output_guard();
     if let Some(w) = &args.weights {
         guard.input("--weights", w);
     }
@@ -202,7 +201,11 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
 
     let device = args.compute.apply()?;
     let model = args.model.load_model(args.weights.as_deref(), device)?;
-    fair_scoring::check_memory_bound(model.graph(), settings.u.max_memory)?;
+    fair_scoring::check_memory_bound(
+        model.graph(),
+        args.scoring
+            .given_max_memory(&section, &args.scoring.criteria(None)),
+    )?;
     let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,

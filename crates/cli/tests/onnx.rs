@@ -156,3 +156,79 @@ fn an_onnx_graph_carries_its_weights_through_apply_and_comes_back_as_onnx() {
         assert!(xa.equal(xb), "{na} differs after the round trip");
     }
 }
+
+/// Issue 29: the external data files an ONNX model reads are inputs of every command given
+/// the model, so no output can overwrite them, and the directory holding them cannot be
+/// replaced.
+#[test]
+fn external_data_files_are_inputs_of_every_command() {
+    use protobuf::Message;
+    let (onnx, _) = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The fixture with its first raw initializer moved into `w.bin`, as torch.onnx.export
+    // writes large models.
+    let mut m =
+        onnx_protobuf::ModelProto::parse_from_bytes(&std::fs::read(&onnx).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| !t.raw_data.is_empty())
+        .expect("a raw initializer");
+    let data = std::mem::take(&mut t.raw_data);
+    std::fs::write(d.join("w.bin"), &data).unwrap();
+    t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
+    for (k, v) in [
+        ("location", "w.bin".to_owned()),
+        ("length", data.len().to_string()),
+    ] {
+        t.external_data.push(onnx_protobuf::StringStringEntryProto {
+            key: k.into(),
+            value: v,
+            ..Default::default()
+        });
+    }
+    let model = d.join("m.onnx");
+    std::fs::write(&model, m.write_to_bytes().unwrap()).unwrap();
+    let (model_s, w) = (model.to_str().unwrap(), d.join("w.bin"));
+    let o = run(&["info", "--graph", model_s]);
+    assert!(
+        o.status.success(),
+        "the model reads its external data: {}",
+        stderr(&o)
+    );
+    let refused = |o: Output, says: &str| {
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("refusing to write") && e.contains(says), "{e}");
+    };
+    let w_s = w.to_str().unwrap();
+    refused(
+        run(&[
+            "score",
+            "--graph",
+            model_s,
+            "--criteria",
+            "l1",
+            "--out",
+            w_s,
+        ]),
+        "--graph external data",
+    );
+    refused(
+        run(&["info", "--graph", model_s, "--write-graph", w_s]),
+        "--graph external data",
+    );
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    refused(
+        run(&["import", model_s, "--out", sub.join("..").to_str().unwrap()]),
+        "holds the input",
+    );
+    assert_eq!(
+        std::fs::read(&w).unwrap(),
+        data,
+        "the external data is unchanged"
+    );
+}

@@ -19,6 +19,30 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("the binary runs")
 }
 
+/// Runs the binary with `args`, killing it and failing the test if it runs longer than
+/// `seconds` (a hang must fail the test, not block it).
+fn run_within(seconds: u64, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("waits").is_none() {
+        if start.elapsed().as_secs() >= seconds {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} ran for more than {seconds} s (killed):\n{}",
+                stderr(&o)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Runs `cmd` on the zoo MLP at 1x8x8 with 2 classes (the toy's model) with `extra` flags.
 fn mlp(cmd: &str, extra: &[&str]) -> Output {
     let mut args = vec![cmd, "--model", "mlp", "--input", "1x8x8", "--classes", "2"];
@@ -861,21 +885,52 @@ fn outputs_are_judged_where_the_kernel_resolves_them() {
         ],
     );
     fails_with(&o, &["refusing to write", "--weights"]);
-    // The dataset cache is an input of every command.
+    // The dataset cache is an input of every command that writes.
     let cache = t.path("cache");
     let cache_s = s(&cache).to_owned();
-    let o = t.run_env(
-        "calib",
-        &[
-            "--weights",
-            &w,
-            "--out",
-            &format!("{cache_s}/data/x.safetensors"),
-            "-q",
-        ],
-        &[("FAIR_PRUNER_CACHE", &cache_s)],
-    );
+    let in_cache = format!("{cache_s}/data/x");
+    let env = [("FAIR_PRUNER_CACHE", cache_s.as_str())];
+    let o = t.run_env("calib", &["--weights", &w, "--out", &in_cache, "-q"], &env);
     fails_with(&o, &["refusing to write", "dataset cache"]);
+    let scores = t.path("l1.json");
+    let o = mlp(
+        "score",
+        &["--weights", &w, "--criteria", "l1", "--out", s(&scores)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan_file = t.path("p.json");
+    std::fs::write(&plan_file, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
+    let zoo = ["--model", "mlp", "--input", "1x8x8", "--classes", "2"];
+    for args in [
+        [
+            &["score"][..],
+            &zoo,
+            &["--weights", &w, "--criteria", "l1", "--out", &in_cache],
+        ]
+        .concat(),
+        [&["info"][..], &zoo, &["--write-graph", &in_cache]].concat(),
+        vec![
+            "ratios",
+            "--scores",
+            s(&scores),
+            "--uniform",
+            "--rank-by",
+            "l1",
+            "--target-macs",
+            "0.3",
+            "--write-plan",
+            &in_cache,
+        ],
+        [
+            &["apply"][..],
+            &zoo,
+            &["--weights", &w, "--plan", s(&plan_file), "--out", &in_cache],
+        ]
+        .concat(),
+    ] {
+        let o = run_env(&args, &env);
+        fails_with(&o, &["refusing to write", "dataset cache"]);
+    }
     // Directories: never the one that holds the inputs, however spelled.
     let plan = t.path("plan.json");
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
@@ -1139,10 +1194,7 @@ fn hostile_folders_and_settings_fail_cleanly_or_are_reported() {
             s(&weights),
         ];
         args.extend_from_slice(extra);
-        let start = std::time::Instant::now();
-        let o = run(&args);
-        assert!(start.elapsed().as_secs() < 60, "train took too long");
-        o
+        run_within(60, &args)
     };
     let o = train(&[]);
     assert!(o.status.success(), "{}", stderr(&o));

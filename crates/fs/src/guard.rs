@@ -12,6 +12,14 @@ use crate::{FsError, io_err};
 /// Symbolic links followed while resolving one path before giving up (Linux's limit).
 const MAX_LINKS: usize = 40;
 
+/// Directory levels of a tree ([`OutputGuard::tree`]) searched for symbolic links: as deep
+/// as the ImageFolder loader searches.
+pub const MAX_TREE_DEPTH: usize = 32;
+
+/// Entries of a tree ([`OutputGuard::tree`]) looked at for symbolic links: ImageNet's
+/// 1.3 million images several times over; past it, links are not looked for.
+pub const MAX_TREE_ENTRIES: usize = 10_000_000;
+
 /// Where a path leads once its missing directories are created (see [`physical`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Physical {
@@ -73,10 +81,7 @@ pub fn physical(path: &Path) -> Result<Physical, FsError> {
             .collect()
     };
     // `dir/` and `dir/.` name the directory a final link leads to.
-    let trailing = {
-        let text = path.as_os_str().to_string_lossy();
-        text.ends_with('/') || text.ends_with("/.") || text == "."
-    };
+    let trailing = ends_as_directory(path);
     // The steps still to take, last first.
     let mut pending: Vec<Step> = steps(&absolute);
     pending.reverse();
@@ -153,7 +158,22 @@ pub fn physical(path: &Path) -> Result<Physical, FsError> {
             Err(e) => return Err(io_err("cannot resolve", path)(e)),
         }
     };
+    // `x/` names a directory: the kernel refuses it for a file.
+    if trailing && kind.is_some_and(|k| k != FileKind::Dir) {
+        return Err(fail(format!(
+            "'{}' is {}, but the path ends in '/', which names a directory",
+            at.display(),
+            kind.expect("checked")
+        )));
+    }
     Ok(Physical { path: at, kind })
+}
+
+/// Whether `path` ends in `/` or `/.` (or is `.`): it names a directory, and a final link
+/// on it is followed.
+fn ends_as_directory(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    text.ends_with('/') || text.ends_with("/.") || text == "."
 }
 
 /// A path the command reads from.
@@ -225,9 +245,51 @@ impl OutputGuard {
     }
 
     /// A directory whose every file is an input (`--data-path`, the dataset cache): no output
-    /// may be it, hold it or lie inside it.
+    /// may be it, hold it or lie inside it. What its symbolic links lead to is read as part
+    /// of it, so their targets are protected too (directories as trees, files as inputs):
+    /// the tree is walked, without following links, at most [`MAX_TREE_DEPTH`] levels deep
+    /// and [`MAX_TREE_ENTRIES`] entries in all.
     pub fn tree(&mut self, what: &str, path: &Path) -> &mut Self {
-        self.protect(what, path, true)
+        self.protect(what, path, true);
+        let root = self.protected.last().expect("just added").real.clone();
+        let mut seen = std::collections::HashSet::from([root.clone()]);
+        let mut stack = vec![(root, 0usize)];
+        let mut entries = 0usize;
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(list) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in list.flatten() {
+                entries += 1;
+                if entries > MAX_TREE_ENTRIES {
+                    return self;
+                }
+                let Ok(t) = entry.file_type() else {
+                    continue;
+                };
+                let path = entry.path();
+                if t.is_dir() && depth < MAX_TREE_DEPTH {
+                    stack.push((path, depth + 1));
+                } else if t.is_symlink() {
+                    let Ok(real) = path.canonicalize() else {
+                        continue;
+                    };
+                    if self
+                        .protected
+                        .iter()
+                        .any(|p| p.tree && real.starts_with(&p.real))
+                    {
+                        continue;
+                    }
+                    let is_dir = real.is_dir();
+                    self.protect(what, &path, is_dir);
+                    if is_dir && depth < MAX_TREE_DEPTH && seen.insert(real.clone()) {
+                        stack.push((real, depth + 1));
+                    }
+                }
+            }
+        }
+        self
     }
 
     /// The inputs registered so far, as (what, path as given).
@@ -303,31 +365,76 @@ impl OutputGuard {
                 detail: format!("{what} names the root directory"),
             });
         };
-        let dir = Dir::open_physical(parent, true).map_err(|e| FsError::Output {
-            path: out.to_owned(),
-            detail: format!(
-                "cannot create or open the directory '{}' without following a symbolic link ({e}); \
-                 did a directory on the path change while fair-pruner was checking it?",
-                parent.display()
-            ),
+        let dir = Dir::open_physical(parent, true).map_err(|e| {
+            // ELOOP (a link where a directory was) or ENOTDIR (a file where one was).
+            #[cfg(unix)]
+            let looped = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+            #[cfg(not(unix))]
+            let looped = false;
+            let changed = looped || e.kind() == std::io::ErrorKind::NotADirectory;
+            FsError::Output {
+                path: out.to_owned(),
+                detail: format!(
+                    "cannot create or open the directory '{}' ({e}){}",
+                    parent.display(),
+                    if changed {
+                        "; a symbolic link or a file appeared on the path after it was checked"
+                    } else {
+                        ""
+                    }
+                ),
+            }
         })?;
         Ok((dir, name.to_owned()))
+    }
+
+    /// The checks of [`OutputGuard::file`] without creating or opening anything (to fail
+    /// fast before the work whose result is written later); returns the physical path.
+    pub fn check_file(&self, what: &str, out: &Path) -> Result<PathBuf, FsError> {
+        Ok(self.checked_file(what, out)?.path)
+    }
+
+    /// The checks of [`OutputGuard::dir`] without creating or opening anything; returns the
+    /// physical path.
+    pub fn check_dir(&self, what: &str, out: &Path) -> Result<PathBuf, FsError> {
+        Ok(self.checked_dir(what, out)?.path)
+    }
+
+    fn checked_file(&self, what: &str, out: &Path) -> Result<Physical, FsError> {
+        if ends_as_directory(out) {
+            return Err(FsError::Output {
+                path: out.to_owned(),
+                detail: format!("{what} ends in '/', which names a directory; give a file path"),
+            });
+        }
+        let p = physical(out)?;
+        self.check_inputs(what, out, &p)?;
+        match p.kind {
+            None | Some(FileKind::File) => Ok(p),
+            Some(kind) => Err(FsError::Output {
+                path: out.to_owned(),
+                detail: format!("{what} is {kind}; give a file path"),
+            }),
+        }
+    }
+
+    fn checked_dir(&self, what: &str, out: &Path) -> Result<Physical, FsError> {
+        let p = physical(out)?;
+        self.check_inputs(what, out, &p)?;
+        StagedDir::check(&p.path).map_err(|e| match e {
+            FsError::Output { detail, .. } => FsError::Output {
+                path: out.to_owned(),
+                detail: format!("{what}: {detail}"),
+            },
+            other => other,
+        })?;
+        Ok(p)
     }
 
     /// Checks `out` as an output *file* named `what` (`--out`) and prepares it: the missing
     /// directories are created and the one that will hold the file is opened.
     pub fn file(&self, what: &str, out: &Path) -> Result<OutputFile, FsError> {
-        let p = physical(out)?;
-        self.check_inputs(what, out, &p)?;
-        match p.kind {
-            None | Some(FileKind::File) => {}
-            Some(kind) => {
-                return Err(FsError::Output {
-                    path: out.to_owned(),
-                    detail: format!("{what} is {kind}; give a file path"),
-                });
-            }
-        }
+        let p = self.checked_file(what, out)?;
         let (dir, name) = Self::open_parent(what, out, &p)?;
         Ok(OutputFile {
             dir,
@@ -340,15 +447,7 @@ impl OutputGuard {
     /// ([`OutputDir::stage`]): the checks of [`OutputGuard::file`] for a directory, plus
     /// [`StagedDir::check`] (never a non-empty directory fair-pruner did not write).
     pub fn dir(&self, what: &str, out: &Path) -> Result<OutputDir, FsError> {
-        let p = physical(out)?;
-        self.check_inputs(what, out, &p)?;
-        StagedDir::check(&p.path).map_err(|e| match e {
-            FsError::Output { detail, .. } => FsError::Output {
-                path: out.to_owned(),
-                detail: format!("{what}: {detail}"),
-            },
-            other => other,
-        })?;
+        let p = self.checked_dir(what, out)?;
         let (dir, name) = Self::open_parent(what, out, &p)?;
         Ok(OutputDir {
             parent: dir,
@@ -449,6 +548,10 @@ mod tests {
             (r.join("a/b"), Some(FileKind::Dir))
         );
         assert_eq!(p("lb/.").unwrap().path, r.join("a/b"));
+        // A link to a file with a trailing slash is refused, as the kernel refuses it.
+        symlink(r.join("a/f"), r.join("lf")).unwrap();
+        assert!(physical(Path::new(&format!("{}/", r.join("lf").display()))).is_err());
+        assert!(physical(Path::new(&format!("{}/", r.join("a/f").display()))).is_err());
         assert_eq!(p("a/b/.").unwrap().kind, Some(FileKind::Dir));
         for bad in ["a/f/x", "a/f/..", "dangling/x", "loop1/x"] {
             assert!(p(bad).is_err(), "{bad}");
@@ -513,6 +616,12 @@ mod tests {
         );
         let e = g.file("--out", &r.join("data/x")).unwrap_err().to_string();
         assert!(e.contains("lies inside --data-path"), "{e}");
+        // A file output never ends in '/', even where it would be a new name.
+        let e = g.file(
+            "--out",
+            Path::new(&format!("{}/", r.join("new.json").display())),
+        );
+        assert!(e.unwrap_err().to_string().contains("names a directory"));
         // Inputs are unchanged.
         assert_eq!(std::fs::read(&w).unwrap(), b"weights");
         assert_eq!(std::fs::read(&cfg).unwrap(), b"config");
@@ -533,6 +642,41 @@ mod tests {
         std::fs::write(staged.path().join("model.toml"), b"g").unwrap();
         staged.commit().unwrap();
         assert!(r.join("pruned/model.toml").is_file());
+    }
+
+    #[test]
+    fn what_links_in_a_tree_lead_to_is_protected_too() {
+        let (_t, r) = root();
+        // A dataset whose files and class directories are links into stores elsewhere.
+        std::fs::create_dir_all(r.join("data/train")).unwrap();
+        std::fs::create_dir_all(r.join("store/b/deeper")).unwrap();
+        std::fs::create_dir_all(r.join("pool")).unwrap();
+        std::fs::write(r.join("store/labels.idx"), b"labels").unwrap();
+        std::fs::write(r.join("pool/img.png"), b"png").unwrap();
+        symlink(r.join("store/labels.idx"), r.join("data/train-labels")).unwrap();
+        symlink(r.join("store/b"), r.join("data/train/b")).unwrap();
+        // A link inside a linked directory, leading further out.
+        symlink(r.join("pool"), r.join("store/b/deeper/pool")).unwrap();
+        let mut g = OutputGuard::new();
+        g.tree("--data-path", &r.join("data"));
+        for s in [
+            "store/labels.idx",
+            "store/b/0.png",
+            "store/b",
+            "pool/img.png",
+            "pool/new.png",
+            "data/train/b/0.png",
+        ] {
+            let e = g.file("--out", &r.join(s));
+            assert!(e.is_err(), "{s} was allowed");
+            assert!(e.unwrap_err().to_string().contains("--data-path"), "{s}");
+        }
+        // Siblings of the stores are fine.
+        assert!(g.file("--out", &r.join("store/other.json")).is_ok());
+        assert_eq!(
+            std::fs::read(r.join("store/labels.idx")).unwrap(),
+            b"labels"
+        );
     }
 
     #[test]

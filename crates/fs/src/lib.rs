@@ -51,7 +51,9 @@ mod write;
 use std::path::PathBuf;
 
 pub use confine::resolve_inside;
-pub use guard::{OutputDir, OutputFile, OutputGuard, Physical, physical};
+pub use guard::{
+    MAX_TREE_DEPTH, MAX_TREE_ENTRIES, OutputDir, OutputFile, OutputGuard, Physical, physical,
+};
 pub use read::{
     FileKind, check_regular, open_regular, read_at_most, read_bounded, read_string_bounded,
 };

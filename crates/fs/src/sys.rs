@@ -36,6 +36,11 @@ mod imp {
         }
     }
 
+    /// A directory handle for `*at` calls. On Linux `O_PATH`, which needs only search (x)
+    /// permission on the directory, as plain path traversal does; elsewhere read-only.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const DIR_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     const DIR_FLAGS: OFlags = OFlags::DIRECTORY
         .union(OFlags::RDONLY)
         .union(OFlags::CLOEXEC);
@@ -165,6 +170,39 @@ mod imp {
         pub(crate) fn remove_file(&self, name: &OsStr) -> io::Result<()> {
             Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
         }
+
+        /// Opens `name` (a file or directory, not followed if it is a link) and takes an
+        /// exclusive lock on it without waiting: `Ok(Some(lock))` while held, `Ok(None)` when
+        /// another process holds it. Staging directories and temporary files are locked by
+        /// the process writing them, so a stale one (its writer gone, in whatever PID
+        /// namespace) is exactly one whose lock can be taken.
+        pub(crate) fn try_lock(&self, name: &OsStr) -> io::Result<Option<Lock>> {
+            let fd = rustix::fs::openat(
+                &self.fd,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                Mode::empty(),
+            )?;
+            match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => Ok(Some(Lock { _fd: fd })),
+                Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// An exclusive lock on a file or directory, held until dropped.
+    #[derive(Debug)]
+    pub(crate) struct Lock {
+        _fd: std::os::fd::OwnedFd,
+    }
+
+    /// Takes an exclusive lock on the open `file` (a temporary file being written).
+    pub(crate) fn lock_file(file: &File) -> io::Result<()> {
+        Ok(rustix::fs::flock(
+            file,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )?)
     }
 }
 
@@ -230,8 +268,29 @@ mod imp {
         pub(crate) fn remove_file(&self, name: &OsStr) -> io::Result<()> {
             std::fs::remove_file(self.path.join(name))
         }
+
+        /// Without file locks, a temporary entry counts as stale when no process with the
+        /// pid in its name runs here.
+        pub(crate) fn try_lock(&self, name: &OsStr) -> io::Result<Option<Lock>> {
+            let pid = name
+                .to_string_lossy()
+                .rsplit_once(|c| c == '.')
+                .and_then(|(_, tail)| tail.split('-').nth(1)?.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            Ok((!alive).then_some(Lock))
+        }
+    }
+
+    /// A stand-in for a lock where the platform has none.
+    #[derive(Debug)]
+    pub(crate) struct Lock;
+
+    pub(crate) fn lock_file(_file: &File) -> io::Result<()> {
+        Ok(())
     }
 }
+
+pub(crate) use imp::{Lock, lock_file};
 
 impl Dir {
     /// The path the directory was opened by (for messages and for writes inside it).

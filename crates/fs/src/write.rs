@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::read::FileKind;
-use crate::sys::Dir;
+use crate::sys::{Dir, Lock, lock_file};
 use crate::{FsError, io_err};
 
 /// The marker file that identifies a directory written by [`StagedDir`]; it lists the files
@@ -111,13 +111,14 @@ pub(crate) fn write_in(dir: &Dir, name: &OsStr, shown: &Path, bytes: &[u8]) -> R
             Err(e) => return Err(io_err("cannot write", shown)(e)),
         }
     };
+    // Locked while it is written and renamed, so another run's clean-up never takes it for
+    // a stale file (where locks are not supported, the write goes on without one).
+    let _ = lock_file(&file);
     let result = file
         .write_all(bytes)
         .and_then(|()| file.flush())
-        .and_then(|()| {
-            drop(file);
-            dir.rename(&tmp, name)
-        });
+        .and_then(|()| dir.rename(&tmp, name));
+    drop(file);
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
     }
@@ -137,6 +138,9 @@ pub struct StagedDir {
     target: PathBuf,
     staging: PathBuf,
     committed: bool,
+    /// Held while the directory is staged: another run's clean-up only removes staging
+    /// directories whose lock it can take, i.e. whose writer is gone.
+    _lock: Option<Lock>,
 }
 
 /// Why the directory `target` may not be replaced as a whole, if it may not: it is a symbolic
@@ -243,6 +247,7 @@ impl StagedDir {
             }
         };
         let staging = parent.path().join(&staging_name);
+        let lock = parent.try_lock(&staging_name).ok().flatten();
         Ok(StagedDir {
             parent,
             name,
@@ -250,6 +255,7 @@ impl StagedDir {
             target,
             staging,
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -354,30 +360,31 @@ fn list_files(root: &Path, rel: &Path, out: &mut Vec<String>) -> std::io::Result
     Ok(())
 }
 
-/// Removes `.<name>.staging-<pid>-…` / `.old-` / `.tmp-` siblings of `name` whose process is
-/// gone (left by a run that was killed).
+/// Removes `.<name>.staging-…` / `.old-` / `.tmp-` siblings of `name` that runs killed
+/// part-way left behind: those whose lock can be taken (a live writer, in this or any other
+/// PID namespace, holds its lock).
 fn remove_stale_staging(parent: &Dir, name: &OsStr) {
     let Ok(entries) = std::fs::read_dir(parent.path()) else {
         return;
     };
     let name = name.to_string_lossy();
+    let prefixes = ["staging", "old", "tmp"].map(|tag| format!(".{name}.{tag}-"));
     for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        for tag in ["staging", "old", "tmp"] {
-            let prefix = format!(".{name}.{tag}-");
-            if let Some(rest) = file.strip_prefix(&prefix)
-                && let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok())
-                && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists()
-                && Path::new("/proc/self").exists()
-            {
-                let path = entry.path();
-                let _ = match entry.file_type() {
-                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-                    _ => std::fs::remove_file(&path),
-                };
-            }
+        let file = entry.file_name();
+        if !prefixes
+            .iter()
+            .any(|p| file.to_string_lossy().starts_with(p.as_str()))
+        {
+            continue;
         }
+        let Ok(Some(_lock)) = parent.try_lock(&file) else {
+            continue;
+        };
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
     }
 }
 
@@ -468,6 +475,35 @@ mod tests {
         let e = s.commit().unwrap_err().to_string();
         assert!(e.contains("changed while") && e.contains("late.txt"), "{e}");
         assert!(target.join("late.txt").is_file() && target.join("c.txt").is_file());
+    }
+
+    #[test]
+    fn only_staging_left_by_finished_writers_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        // A run still writing (here, in this process; the lock works the same across
+        // processes and PID namespaces).
+        let live = StagedDir::new(&target).unwrap();
+        std::fs::write(live.path().join("a"), b"1").unwrap();
+        // Left by a killed run: nobody holds its lock, whatever pid its name carries.
+        let stale = dir
+            .path()
+            .join(format!(".out.staging-{}-0-0", std::process::id()));
+        std::fs::create_dir(&stale).unwrap();
+        let stale_tmp = dir.path().join(".out.tmp-4000000-0-0");
+        std::fs::write(&stale_tmp, b"").unwrap();
+        let other = StagedDir::new(&target).unwrap();
+        assert!(
+            live.path().join("a").is_file(),
+            "a live staging directory was removed"
+        );
+        assert!(
+            !stale.exists() && !stale_tmp.exists(),
+            "stale staging was kept"
+        );
+        drop(other);
+        live.commit().unwrap();
+        assert!(target.join("a").is_file());
     }
 
     #[cfg(unix)]

@@ -439,12 +439,19 @@ impl Graph {
 
     /// Writes the graph to a `.toml` or `.json` file, atomically (temporary file + rename).
     pub fn save(&self, path: &Path) -> Result<(), IrError> {
-        let text = if is_json(path) {
-            self.to_json_string()?
+        Ok(fair_fs::write_atomic(
+            path,
+            self.to_string_for(path)?.as_bytes(),
+        )?)
+    }
+
+    /// The text [`Graph::save`] writes to `path`: JSON for a `.json` file, else TOML.
+    pub fn to_string_for(&self, path: &Path) -> Result<String, IrError> {
+        if is_json(path) {
+            self.to_json_string()
         } else {
-            self.to_toml_string()?
-        };
-        Ok(fair_fs::write_atomic(path, text.as_bytes())?)
+            self.to_toml_string()
+        }
     }
 }
 

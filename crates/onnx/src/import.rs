@@ -155,7 +155,7 @@ pub fn import_file_with(path: &Path, options: &ImportOptions) -> Result<Imported
     let model = read_model(path)?;
     let mut options = options.clone();
     if options.base_dir.is_none() {
-        options.base_dir = Some(model_dir(path).to_owned());
+        options.base_dir = Some(model_dir(path));
     }
     if options.name.is_none() && meta(&model, META_NAME).is_none() {
         options.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -193,7 +193,7 @@ pub fn external_data_files(path: &Path) -> Result<Vec<PathBuf>, OnnxError> {
             name: t.name.clone(),
             detail,
         })?;
-        files.push(fair_fs::resolve_inside(dir, location, path)?);
+        files.push(fair_fs::resolve_inside(&dir, location, path)?);
     }
     files.sort();
     files.dedup();
@@ -235,10 +235,15 @@ fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
 }
 
 /// The directory of the model file `path` (`.` for a bare file name).
-fn model_dir(path: &Path) -> &Path {
-    path.parent()
+/// The directory external data is read from: the one that really holds the model file (a
+/// model reached through a symbolic link reads its data next to the link's target, never
+/// next to the link).
+fn model_dir(path: &Path) -> PathBuf {
+    let real = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    real.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+        .to_owned()
 }
 
 fn decode(bytes: &[u8]) -> Result<ModelProto, OnnxError> {

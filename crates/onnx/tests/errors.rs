@@ -1008,6 +1008,22 @@ fn external_data_must_stay_inside_the_models_directory() {
             "{location}"
         );
     }
+    // A model reached through a link reads its data next to the model itself, never next
+    // to the link: the same location resolves in the model's real directory.
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("w.bin"), le_bytes(&[5.0; 4])).unwrap();
+    std::os::unix::fs::symlink(dir.join("m.onnx"), elsewhere.join("m.onnx")).unwrap();
+    let imported = fair_onnx::import_file(&elsewhere.join("m.onnx")).unwrap();
+    assert_eq!(
+        imported.tensors[1].data,
+        fair_onnx::TensorData::F32(vec![7.0; 4]),
+        "read next to the link instead of the model"
+    );
+    assert_eq!(
+        fair_onnx::external_data_files(&elsewhere.join("m.onnx")).unwrap(),
+        vec![dir.canonicalize().unwrap().join("w.bin")]
+    );
 }
 
 #[test]

@@ -234,13 +234,7 @@ impl RunConfig {
                 "[model] names both a zoo model and a graph file; choose one",
             )),
             (None, Some(g)) if crate::onnx::is_onnx(g) => {
-                // Only the structure is kept: the weights' values do not matter here.
-                let options = fair_onnx::ImportOptions {
-                    input_shape: self.model.input.map(|i| i.to_vec()),
-                    allow_non_finite: true,
-                    ..Default::default()
-                };
-                Ok(crate::onnx::import_onnx(g, &options)?.graph)
+                crate::onnx::load_graph_with(g, self.model.input.map(|i| i.to_vec()))
             }
             (None, Some(g)) => crate::onnx::load_graph(g),
             (Some(name), None) => {

@@ -7,6 +7,14 @@ use fair_fs::OutputGuard;
 
 use crate::config::RunConfig;
 
+/// The output guard every command starts from: the dataset cache
+/// (`fair_data::cache_dir`) is a tree of inputs, whatever the command reads.
+pub fn output_guard() -> OutputGuard {
+    let mut guard = OutputGuard::new();
+    guard.tree("the dataset cache", &fair_data::cache_dir());
+    guard
+}
+
 /// Registers the model file `path` (named `what` in errors, e.g. `--graph`) as an input: the
 /// file itself and, for an ONNX model, the external data files it names.
 pub fn guard_model_file(guard: &mut OutputGuard, what: &str, path: &Path) {
@@ -38,7 +46,7 @@ impl RunConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn output_guard(&self, config_path: Option<&Path>) -> OutputGuard {
-        let mut guard = OutputGuard::new();
+        let mut guard = output_guard();
         if let Some(p) = config_path {
             guard.input("--config", p);
         }
@@ -51,7 +59,6 @@ impl RunConfig {
         if let Some(p) = &self.data.path {
             guard.tree("--data-path", p);
         }
-        guard.tree("the dataset cache", &fair_data::cache_dir());
         guard
     }
 }

@@ -45,13 +45,29 @@ pub fn onnx_model(imported: Imported, device: Device) -> Result<Model, PipelineE
 /// The graph of a model file: an IR file (`.toml`, `.json`) or an ONNX model (`.onnx`,
 /// whose weights are read and dropped; use [`import_onnx`] to keep them).
 pub fn load_graph(path: &Path) -> Result<Graph, PipelineError> {
+    load_graph_with(path, None)
+}
+
+/// [`load_graph`] with the per-sample input shape of an ONNX model whose file leaves it
+/// symbolic (`--input`); an IR file records its own, so giving one is an error.
+pub fn load_graph_with(path: &Path, input: Option<Vec<usize>>) -> Result<Graph, PipelineError> {
     if is_onnx(path) {
-        // Only the structure is kept: the weights' values do not matter here.
+        // Only the structure is kept: the weights' values (finite or not) do not matter.
         let options = ImportOptions {
+            input_shape: input,
             allow_non_finite: true,
             ..Default::default()
         };
         Ok(import_onnx(path, &options)?.graph)
+    } else if input.is_some() {
+        Err(PipelineError::invalid(
+            "input",
+            format!(
+                "'{}' is an IR graph, which records its input; the input shape applies to a \
+                 zoo model or an ONNX graph",
+                path.display()
+            ),
+        ))
     } else {
         Ok(Graph::load(path)?)
     }

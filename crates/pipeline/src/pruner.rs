@@ -645,7 +645,7 @@ impl<'a> Pruner<'a> {
             }
         }
         if let Some(out) = &self.out {
-            self.guard.dir("--out", out)?;
+            self.guard.check_dir("--out", out)?;
         }
         Ok(())
     }

@@ -536,7 +536,6 @@ fn run_logged(
     Ok(status)
 }
 
-/// The last [`TAIL_LINES`] lines of `text`.
 /// The last 64 KiB of the log at `path` (lossy UTF-8; empty when it cannot be read): enough
 /// for [`tail`], however long the run's output grew.
 fn log_end(path: &Path) -> String {
@@ -552,6 +551,7 @@ fn log_end(path: &Path) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The last [`TAIL_LINES`] lines of `text`.
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
