@@ -334,8 +334,9 @@ pub struct RunArgs {
     /// Directory of an idx, cifar or folder source. No file inside it is ever written.
     #[arg(long, value_name = "DIR")]
     pub data_path: Option<PathBuf>,
-    /// folder source: follow no link to a directory (overrides [data] follow_links). Links
-    /// that lead back into the dataset are never followed, and are reported.
+    /// folder source: follow no link to a directory (overrides [data] follow_links); a class
+    /// directory that is a link is then an error. Links that lead back into the dataset are
+    /// never followed, and are reported.
     #[arg(long)]
     pub no_follow_links: bool,
     /// folder source: the most pixels an image may declare before it is decoded (overrides

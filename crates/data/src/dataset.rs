@@ -13,10 +13,37 @@ use crate::formats::MAX_IN_MEMORY_BYTES;
 /// The metadata key of the content digest in a saved dataset.
 const DIGEST_KEY: &str = "sha256";
 
-/// The largest file [`Dataset::load`] reads: pixels (at most [`MAX_IN_MEMORY_BYTES`], what
-/// the loaders hold in memory), the labels (8 bytes per image) and the header. Twice the
-/// pixel limit covers images of 8 pixels or more (Fashion-MNIST's cache is 55 MB).
-const MAX_DATASET_FILE_BYTES: u64 = 2 * MAX_IN_MEMORY_BYTES;
+/// Room for the header of a saved dataset (tensor table, name, class names): safetensors'
+/// own limit for a header.
+const MAX_DATASET_HEADER_BYTES: u64 = 100_000_000;
+
+/// The largest file [`Dataset::load`] reads: its pixels and labels are stored as they are
+/// held in memory (u8 pixels, i64 labels), so at most [`MAX_IN_MEMORY_BYTES`], plus the
+/// header's length (8 bytes) and the header (Fashion-MNIST's cache is 55 MB).
+const MAX_DATASET_FILE_BYTES: u64 = MAX_IN_MEMORY_BYTES + 8 + MAX_DATASET_HEADER_BYTES;
+
+/// The bytes one label takes in a loaded [`Dataset`] (an `i64`).
+const LABEL_BYTES: u128 = std::mem::size_of::<i64>() as u128;
+
+/// The bytes `records` images of `pixels_each` bytes take in memory once loaded as a
+/// [`Dataset`]: their pixels and one `i64` label each. An error, to follow a description of
+/// the records ("the header declares 3 images of 28×28"), when that is more than
+/// [`MAX_IN_MEMORY_BYTES`]; checked before anything of that size is allocated.
+pub(crate) fn in_memory_bytes(records: u64, pixels_each: u64) -> Result<u64, String> {
+    let total = u128::from(records) * (u128::from(pixels_each) + LABEL_BYTES);
+    u64::try_from(total)
+        .ok()
+        .filter(|&t| t <= MAX_IN_MEMORY_BYTES)
+        .ok_or_else(|| {
+            format!(
+                "which take {total} bytes in memory once loaded ({pixels_each} bytes of pixels \
+                 and {LABEL_BYTES} of label per image), more than the \
+                 {MAX_IN_MEMORY_BYTES}-byte ({} GiB) budget for a dataset held in memory \
+                 (MAX_IN_MEMORY_BYTES)",
+                MAX_IN_MEMORY_BYTES >> 30
+            )
+        })
+}
 
 /// Images as bytes (`[N, C, H, W]`, 0–255), one label per image, and the class names.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +61,8 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Builds a dataset, checking sizes and label range.
+    /// Builds a dataset, checking sizes and label range, and that pixels and labels (8 bytes
+    /// each) hold at most [`MAX_IN_MEMORY_BYTES`] together.
     pub fn new(
         name: impl Into<String>,
         shape: [usize; 3],
@@ -57,6 +85,14 @@ impl Dataset {
                     || "a shape of at least 1×1×1 that fits in memory".into(),
                     |e| e.to_string()
                 )
+            )));
+        }
+        // `per` is known (the sizes matched); the budget before the labels are scanned.
+        let per = per.unwrap_or(usize::MAX) as u64;
+        if let Err(why) = in_memory_bytes(labels.len() as u64, per) {
+            return Err(DataError::Invalid(format!(
+                "dataset '{name}': {} images of shape {shape:?}, {why}",
+                labels.len()
             )));
         }
         if let Some(i) = labels
@@ -215,8 +251,12 @@ impl Dataset {
 
     /// Reads a file written by [`Dataset::save`], checking the content digest recorded in
     /// it: a mismatch (tampered or corrupted file) is a [`DataError::Digest`]. Files without
-    /// a recorded digest (written before digests were recorded) load unchecked. The file must
-    /// be a regular file of at most 8 GiB (twice [`crate::MAX_IN_MEMORY_BYTES`]).
+    /// a recorded digest (written before digests were recorded) load unchecked.
+    ///
+    /// The file must be a regular file of at most [`MAX_IN_MEMORY_BYTES`] plus 100 MB for its
+    /// header, and the dataset its header declares at most [`MAX_IN_MEMORY_BYTES`] in memory
+    /// (pixels and 8-byte labels), checked before the data is copied out of the file; while
+    /// loading, the file's bytes are held next to the dataset.
     pub fn load(path: &Path) -> Result<Self, DataError> {
         let (dataset, recorded) = Self::read(path)?;
         if let Some(recorded) = recorded {
@@ -272,6 +312,17 @@ impl Dataset {
                 "expected pixels u8 [N, C, H, W] and labels i64 [N]".into()
             ));
         }
+        // The declared size, before anything is copied out of the file.
+        let per = s[1..]
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        if let Some(Err(why)) = per.map(|per| in_memory_bytes(s[0] as u64, per)) {
+            return Err(bad(format!(
+                "the header declares {} images of shape {:?}, {why}",
+                s[0],
+                &s[1..]
+            )));
+        }
         let labels: Vec<i64> = labels
             .data()
             .chunks_exact(8)
@@ -285,5 +336,29 @@ impl Dataset {
             classes,
         )?;
         Ok((dataset, info.get(DIGEST_KEY).cloned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_memory_budget_counts_pixels_and_labels() {
+        // 1×1 images: 1 pixel byte + 8 label bytes each.
+        let fit = MAX_IN_MEMORY_BYTES / 9;
+        assert_eq!(in_memory_bytes(fit, 1), Ok(fit * 9));
+        let e = in_memory_bytes(fit + 1, 1).unwrap_err();
+        assert!(
+            e.contains(&format!("which take {} bytes", (fit + 1) * 9))
+                && e.contains("4294967296-byte (4 GiB) budget"),
+            "{e}"
+        );
+        // Labels alone: 2^29 records fill the budget exactly, one more does not fit.
+        assert_eq!(in_memory_bytes(1 << 29, 0), Ok(MAX_IN_MEMORY_BYTES));
+        assert!(in_memory_bytes((1 << 29) + 1, 0).is_err());
+        // The largest IDX header: no overflow, an error.
+        assert!(in_memory_bytes(u32::MAX.into(), u64::MAX).is_err());
+        assert_eq!(in_memory_bytes(0, u64::MAX - 8), Ok(0));
     }
 }

@@ -65,9 +65,11 @@ pub struct FolderOptions {
     /// itself (the root, a directory above it, or any class directory, its own included):
     /// its images would be labelled by a path outside their class directory. Links that
     /// leave the dataset (a shared image pool) are followed. When false, no link to a
-    /// directory is followed, class directories included. Links to image files are always
-    /// followed, unless they lead into another class. Every skipped entry is reported in
-    /// [`ImageFolder::notes`].
+    /// directory inside a class is followed (each is skipped, with a note), and a class
+    /// directory that is a link is an error naming it: skipping it would give every later
+    /// class the label of the one before (follow links, or replace the link by a directory).
+    /// Links to image files are always followed, unless they lead into another class. Every
+    /// skipped entry is reported in [`ImageFolder::notes`].
     pub follow_links: bool,
     /// The most pixels (width × height) an image may have, read from its header before it is
     /// decoded; a larger one is an error naming the file and its size. Default
@@ -220,13 +222,13 @@ impl Layout {
 }
 
 /// The class directories of `root` (sorted), with their real paths. A link to a directory is
-/// a class directory when links are followed (else it is skipped, with a note); one that
-/// leads into the dataset, and two class directories that are one another or nest, are
-/// errors: their images would have two labels.
+/// a class directory when links are followed; when they are not, it is an error (skipping a
+/// class would shift the labels of the classes after it). One that leads into the dataset,
+/// and two class directories that are one another or nest, are errors: their images would
+/// have two labels.
 fn class_dirs(
     root: &Path,
     options: &FolderOptions,
-    notes: &mut Notes,
 ) -> Result<(Vec<(PathBuf, PathBuf)>, PathBuf), DataError> {
     let root_real = real_path(root)?;
     let mut dirs = Vec::new();
@@ -239,12 +241,15 @@ fn class_dirs(
             dirs.push((p, real));
         } else if t.is_symlink() && p.is_dir() {
             if !options.follow_links {
-                notes.push(format!(
-                    "'{}' is a link to a directory, not followed (follow_links = false): \
-                     not a class",
+                return Err(DataError::Invalid(format!(
+                    "ImageFolder '{}': the class directory '{}' is a symbolic link, and links \
+                     are not followed (follow_links = false); it is not skipped, since that \
+                     would drop the class and shift the labels of the classes after it. \
+                     Follow links (follow_links = true, the default), or replace the link by \
+                     a directory",
+                    root.display(),
                     p.display()
-                ));
-                continue;
+                )));
             }
             let real = real_path(&p)?;
             if real.starts_with(&root_real) || root_real.starts_with(&real) {
@@ -523,7 +528,7 @@ impl ImageFolder {
         options: &FolderOptions,
     ) -> Result<ImageFolder, DataError> {
         let mut notes = Notes::default();
-        let (found, root_real) = class_dirs(root, options, &mut notes)?;
+        let (found, root_real) = class_dirs(root, options)?;
         let (classes, dirs) = match classes {
             None => {
                 if found.is_empty() {

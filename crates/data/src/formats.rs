@@ -4,17 +4,24 @@
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, in_memory_bytes};
 use crate::error::{DataError, io, valid_range};
 use crate::folder::{FolderOptions, ImageFolder, decode_image};
 use crate::source::ImageSource;
 
-/// The most bytes of pixels (and, for IDX, of labels) a loader decodes into memory: IDX
-/// files (after decompression), the CIFAR batches of one split together, and
-/// [`load_image_folder`]'s resized images. 4 GiB is seven times the largest IDX set in use
-/// (EMNIST ByClass: 697,932 images of 28×28, 0.55 GB) and 27 times CIFAR-100's training
-/// batch; larger data belongs in an [`ImageFolder`], which streams it. The size an IDX
-/// header declares is checked against this before anything is decompressed.
+/// The most bytes a [`Dataset`] may hold in memory: its pixels (one byte each) and its
+/// labels (an `i64`, 8 bytes, each). 4 GiB holds e.g. 5.4 million 28×28 images (792 bytes
+/// each), or 477 million 1×1 images (9 bytes each). Every way a dataset is built checks it
+/// from the declared record count before allocating: [`load_idx`] (from the IDX headers,
+/// before anything is decompressed), [`load_cifar`] (from the batch files' sizes),
+/// [`load_image_folder`] (from the index), [`Dataset::load`] (from the file's header) and
+/// [`Dataset::new`].
+///
+/// 4 GiB is seven times the largest IDX set in use (EMNIST ByClass: 697,932 images of
+/// 28×28, 0.55 GB loaded) and 27 times CIFAR-100's training split; larger data belongs in an
+/// [`ImageFolder`], which streams it. While a loader runs, it may hold a little more than
+/// the dataset: [`load_idx`] the label file's bytes (1 per image), [`load_cifar`] one batch
+/// file, [`Dataset::load`] the file it reads.
 pub const MAX_IN_MEMORY_BYTES: u64 = 4 << 30;
 
 /// The largest class-names file of a CIFAR directory (`batches.meta.txt`,
@@ -59,10 +66,12 @@ impl IdxKind {
 
 /// Reads an IDX file of `kind` (`.gz`: gzip, decompressed as it is read): its dimensions and
 /// exactly the bytes they declare. Only the header is read before the declared size is
-/// computed (checked arithmetic, at most [`MAX_IN_MEMORY_BYTES`]); the data is then read
+/// computed (checked arithmetic, at most [`MAX_IN_MEMORY_BYTES`]; `check` applies the
+/// dataset's in-memory budget, which counts the labels too); the data is then read
 /// through [`fair_fs::read_at_most`], so a stream longer than the header promises (a gzip
 /// bomb) is an error after one byte more than declared, and a shorter one is "truncated".
-/// `check` sees the dimensions before any data is read (to compare counts between files).
+/// `check` sees the dimensions before any data is read (to apply the in-memory budget and
+/// to compare counts between files).
 fn read_idx(
     path: &Path,
     kind: IdxKind,
@@ -149,11 +158,26 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 /// Reads an IDX image file (magic 0x00000803, u8, N×H×W; `.gz` accepted) and its IDX label
 /// file (magic 0x00000801): MNIST and Fashion-MNIST as distributed.
 ///
-/// Both must be regular files (a FIFO or a device is refused by name, unopened). Each is read
-/// no further than its header declares, which may be at most [`MAX_IN_MEMORY_BYTES`]: a file
-/// (or a gzip stream) longer than its header promises is an error, as is a shorter one.
+/// Both must be regular files (a FIFO or a device is refused by name, unopened). The
+/// dataset the image header declares — its pixels and an 8-byte label per image — may hold
+/// at most [`MAX_IN_MEMORY_BYTES`] in memory, checked from the header before anything else
+/// is read. Each file is read no further than its header declares: a file (or a gzip
+/// stream) longer than its header promises is an error, as is a shorter one.
 pub fn load_idx(images: &Path, labels: &Path, classes: usize) -> Result<Dataset, DataError> {
-    let (dims, pixels) = read_idx(images, IdxKind::Images, |_| Ok(()))?;
+    let (dims, pixels) = read_idx(images, IdxKind::Images, |dims| {
+        let (n, h, w) = (dims[0] as u64, dims[1] as u64, dims[2] as u64);
+        match in_memory_bytes(n, h * w) {
+            Ok(_) => Ok(()),
+            Err(why) => Err(DataError::Malformed {
+                path: images.to_owned(),
+                record: None,
+                detail: format!(
+                    "the header declares {}, {why}; use an ImageFolder for larger data",
+                    IdxKind::Images.declared(dims)
+                ),
+            }),
+        }
+    })?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     // The counts are compared from the label header, before its data is read.
     let (_, lab) = read_idx(labels, IdxKind::Labels, |ldims| {
@@ -210,9 +234,10 @@ pub enum Cifar {
 /// `test_batch.bin` / `test.bin`. Class names come from `batches.meta.txt` /
 /// `fine_label_names.txt` when present.
 ///
-/// Every file must be a regular file (a FIFO or a device is refused by name, unopened); the
-/// batches of a split hold at most [`MAX_IN_MEMORY_BYTES`] together, and a class-names file
-/// at most 1 MiB.
+/// Every file must be a regular file (a FIFO or a device is refused by name, unopened). The
+/// records of a split's batches, once loaded (3,072 pixel bytes and an 8-byte label each),
+/// hold at most [`MAX_IN_MEMORY_BYTES`] together, checked from the files' sizes before any
+/// is read; a class-names file holds at most 1 MiB.
 pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, DataError> {
     let (files, label_bytes, classes, names_file): (Vec<PathBuf>, usize, usize, &str) = match which
     {
@@ -235,22 +260,41 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
             "fine_label_names.txt",
         ),
     };
-    let record = label_bytes + 3072;
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    let mut left = MAX_IN_MEMORY_BYTES;
+    const PIXELS: usize = 3072;
+    let record = label_bytes + PIXELS;
+    let truncated = |f: &Path, len: u64| DataError::Malformed {
+        path: f.to_owned(),
+        record: Some((len / record as u64) as usize),
+        detail: format!("truncated: {len} bytes is not a whole number of {record}-byte records"),
+    };
+    // The records the files hold, from their sizes, within the budget before any is read.
+    let mut sizes = Vec::with_capacity(files.len());
+    let mut records = 0u64;
     for f in &files {
-        let bytes = fair_fs::read_bounded(f, left, "a CIFAR batch")?;
-        left -= bytes.len() as u64;
-        if bytes.len() % record != 0 {
+        let size = fair_fs::check_regular(f, "a CIFAR batch")?.len();
+        if size % record as u64 != 0 {
+            return Err(truncated(f, size));
+        }
+        records += size / record as u64;
+        if let Err(why) = in_memory_bytes(records, PIXELS as u64) {
             return Err(DataError::Malformed {
                 path: f.clone(),
-                record: Some(bytes.len() / record),
+                record: None,
                 detail: format!(
-                    "truncated: {} bytes is not a whole number of {record}-byte records",
-                    bytes.len()
+                    "with this batch the split holds {records} records of 3×32×32, {why}; use \
+                     an ImageFolder for larger data"
                 ),
             });
+        }
+        sizes.push(size);
+    }
+    let mut pixels = Vec::with_capacity(records as usize * PIXELS);
+    let mut labels = Vec::with_capacity(records as usize);
+    for (f, &size) in files.iter().zip(&sizes) {
+        // No more than the size the budget was checked for (the file may have changed).
+        let bytes = fair_fs::read_bounded(f, size, "a CIFAR batch")?;
+        if bytes.len() % record != 0 {
+            return Err(truncated(f, bytes.len() as u64));
         }
         for (i, r) in bytes.chunks_exact(record).enumerate() {
             let label = r[label_bytes - 1] as usize;
@@ -302,10 +346,10 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
 /// (bilinear). For small trees; runs stream large ones with [`ImageFolder`] (torchvision's
 /// resize + centre crop, memory independent of size).
 ///
-/// `height × width` may not exceed `options.max_pixels`, and all images together at most
-/// [`MAX_IN_MEMORY_BYTES`]; both are checked before any image is decoded. Entries the index
-/// skipped (links that lead out of their class) are in [`ImageFolder::notes`]; this
-/// function logs them as warnings.
+/// `height × width` may not exceed `options.max_pixels`, and the loaded dataset (all images'
+/// pixels and an 8-byte label each) at most [`MAX_IN_MEMORY_BYTES`]; both are checked before
+/// any image is decoded. Entries the index skipped (links that lead out of their class) are
+/// in [`ImageFolder::notes`]; this function logs them as warnings.
 pub fn load_image_folder(
     root: &Path,
     channels: usize,
@@ -332,20 +376,19 @@ pub fn load_image_folder(
     for note in folder.notes() {
         tracing::warn!("{note}");
     }
-    let total = pixels_each
-        .and_then(|p| p.checked_mul(channels as u64))
-        .and_then(|p| p.checked_mul(folder.len() as u64))
-        .filter(|&t| t <= MAX_IN_MEMORY_BYTES)
-        .ok_or_else(|| {
-            DataError::Invalid(format!(
-                "ImageFolder '{}': {} images of {channels}×{height}×{width} are more than the \
-                 {MAX_IN_MEMORY_BYTES}-byte limit for data loaded into memory; stream it with \
-                 ImageFolder instead",
-                root.display(),
-                folder.len()
-            ))
-        })?;
-    let mut pixels = Vec::with_capacity(total as usize);
+    // Saturated only far beyond the budget (`max_pixels` set near u64::MAX).
+    let image_bytes = pixels_each
+        .unwrap_or(u64::MAX)
+        .saturating_mul(channels as u64);
+    in_memory_bytes(folder.len() as u64, image_bytes).map_err(|why| {
+        DataError::Invalid(format!(
+            "ImageFolder '{}': {} images of {channels}×{height}×{width}, {why}; stream it with \
+             ImageFolder instead",
+            root.display(),
+            folder.len()
+        ))
+    })?;
+    let mut pixels = Vec::with_capacity(folder.len() * image_bytes as usize);
     for i in 0..folder.len() {
         let img = decode_image(&folder.path(i)?, options.max_pixels)?;
         let img = img.resize_exact(

@@ -82,13 +82,20 @@
 //! or a socket is refused by name, so nothing blocks or reads `/dev/zero` forever), and every
 //! read is bounded.
 //!
-//! - **IDX** (`.gz` too): only the header is read (decompressed) first; the size it declares
-//!   (checked arithmetic, at most [`MAX_IN_MEMORY_BYTES`]) bounds the rest. A file or gzip
-//!   stream longer than its header declares is an error ("decompresses to more than the N
-//!   bytes its header declares"), read no further than one byte past it; a shorter one is
-//!   "truncated".
-//! - **CIFAR** batches of a split hold at most [`MAX_IN_MEMORY_BYTES`] together; the
-//!   class-names file at most 1 MiB. A saved dataset ([`Dataset::load`]) at most 8 GiB.
+//! - **In-memory datasets**: a [`Dataset`] holds at most [`MAX_IN_MEMORY_BYTES`] (4 GiB) in
+//!   memory, counting its pixels (1 byte each) and its labels (8 bytes each), so a header
+//!   declaring millions of 1×1 images cannot make a small file take gigabytes. Every loader
+//!   checks this from the declared record count before allocating, and the error names the
+//!   file and the budget.
+//! - **IDX** (`.gz` too): only the header is read (decompressed) first; the dataset it
+//!   declares must fit the in-memory budget, and the size it declares (checked arithmetic)
+//!   bounds the rest. A file or gzip stream longer than its header declares is an error
+//!   ("decompresses to more than the N bytes its header declares"), read no further than one
+//!   byte past it; a shorter one is "truncated".
+//! - **CIFAR**: the records of a split's batches must fit the in-memory budget, checked from
+//!   the files' sizes before any is read; the class-names file holds at most 1 MiB. A saved
+//!   dataset ([`Dataset::load`]) is at most the budget plus 100 MB for its header, and the
+//!   dataset its header declares must fit the budget.
 //! - **Images** ([`ImageFolder`], [`load_image_folder`]): the header's width × height is
 //!   checked against [`FolderOptions::max_pixels`] (default [`DEFAULT_MAX_PIXELS`], PIL's
 //!   decompression-bomb limit) before decoding; the error names the file and its size.
@@ -97,7 +104,9 @@
 //!   but never into a directory already searched (device and inode), nor into the dataset
 //!   itself (the root, a directory above it, another class — or back into its own class),
 //!   since an image reached that way would be labelled by a path outside its class
-//!   directory. Skipped entries are listed by [`ImageFolder::notes`].
+//!   directory. Skipped entries are listed by [`ImageFolder::notes`]. With
+//!   `follow_links = false`, a class directory that is a link is an error (skipping it
+//!   would shift the labels of the classes after it).
 //! - **Settings that size allocations** ([`Transform::check_input`]): crop padding at most
 //!   the input's smaller side, resize at most 16 times its larger side, the crop equal to
 //!   the input, and every batch tensor at most [`MAX_BATCH_BYTES`], checked before

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 
 use fair_data::{DataError, Dataset, load_cached};
 
@@ -164,6 +164,69 @@ fn a_tampered_cache_is_detected_and_rebuilt_with_a_note() {
         "{:?}",
         temp_files(dir.path())
     );
+}
+
+/// A `tracing` layer that records the fields of every event at WARN level or above.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            let mut text = String::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    text.push_str(&format!("{}={value:?} ", field.name()));
+                },
+            );
+            self.0.lock().unwrap().push(text);
+        }
+    }
+}
+
+impl Warnings {
+    /// Runs `f` with this layer as the thread's subscriber.
+    fn during<T>(&self, f: impl FnOnce() -> T) -> T {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(self.clone());
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn the_reason_for_a_rebuild_is_returned_once_and_not_logged_as_well() {
+    let warnings = Warnings::default();
+    // The recorder sees warnings and errors, not information.
+    warnings.during(|| {
+        tracing::info!("fine");
+        tracing::warn!("probe");
+        tracing::error!("probe");
+    });
+    assert_eq!(warnings.take().len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("toy.safetensors");
+    let d = toy(4);
+    let calls = AtomicUsize::new(0);
+    load_cached(&p, None, "the source", builder(&d, &calls)).unwrap();
+    flip_pixels(&p);
+    let (got, notes) = warnings
+        .during(|| load_cached(&p, None, "the source", builder(&d, &calls)))
+        .unwrap();
+    assert_eq!((got, calls.load(Ordering::SeqCst)), (d, 2), "not rebuilt");
+    // The reason is in the notes exactly once (the caller prints them) ...
+    let reason = "did not match its recorded digest";
+    assert_eq!(
+        notes.iter().filter(|n| n.contains(reason)).count(),
+        1,
+        "{notes:?}"
+    );
+    // ... and nothing is logged besides, or the user would read it twice.
+    assert_eq!(warnings.take(), Vec::<String>::new());
 }
 
 #[test]

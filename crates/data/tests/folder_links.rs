@@ -1,7 +1,8 @@
 //! ImageFolder traversal with symbolic links: loops end, no directory is searched twice,
 //! links into the dataset (another class, the root, a directory above it, back into the
 //! class) are not followed and are reported, links out of the dataset (a shared image pool)
-//! are followed, and `follow_links = false` follows none.
+//! are followed, and `follow_links = false` follows none (a class directory that is a link
+//! is then an error, not a skipped class).
 
 #![cfg(unix)]
 
@@ -19,8 +20,8 @@ fn png(path: &Path) {
         .unwrap();
 }
 
-/// Opens the folder on another thread, failing if it does not finish within 20 s.
-fn open(root: &Path, options: FolderOptions) -> ImageFolder {
+/// Indexes the folder on another thread, failing if it does not finish within 20 s.
+fn index(root: &Path, options: FolderOptions) -> Result<ImageFolder, fair_data::DataError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let root = root.to_owned();
     std::thread::spawn(move || {
@@ -28,8 +29,26 @@ fn open(root: &Path, options: FolderOptions) -> ImageFolder {
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("indexing did not finish within 20 s")
-        .unwrap()
 }
+
+/// Indexes the folder ([`index`]), which must succeed.
+fn open(root: &Path, options: FolderOptions) -> ImageFolder {
+    index(root, options).unwrap()
+}
+
+/// Indexes the folder ([`index`]), which must fail; returns the error's message.
+fn open_err(root: &Path, options: FolderOptions) -> String {
+    match index(root, options) {
+        Err(e) => e.to_string(),
+        Ok(f) => panic!("indexed classes {:?}, expected an error", f.classes()),
+    }
+}
+
+/// Links to directories not followed.
+const NO_LINKS: FolderOptions = FolderOptions {
+    follow_links: false,
+    max_pixels: fair_data::DEFAULT_MAX_PIXELS,
+};
 
 /// Image count per class name.
 fn counts(f: &ImageFolder) -> BTreeMap<String, usize> {
@@ -142,15 +161,8 @@ fn links_into_the_dataset_are_skipped_with_notes_and_loops_end() {
 fn follow_links_false_follows_no_directory_link() {
     let base = tempfile::tempdir().unwrap();
     let root = tree(base.path());
-    // A class directory that is a link to outside the dataset is a class only when links
-    // are followed.
-    png(&base.path().join("birds/z.png"));
-    symlink(base.path().join("birds"), root.join("bird")).unwrap();
-    let off = FolderOptions {
-        follow_links: false,
-        ..Default::default()
-    };
-    let f = open(&root, off);
+    // Links to directories inside a class are skipped, with a note.
+    let f = open(&root, NO_LINKS);
     assert_eq!(f.classes(), ["cat", "dog"]);
     assert_eq!(
         paths(&f, &root, "cat"),
@@ -163,14 +175,53 @@ fn follow_links_false_follows_no_directory_link() {
         "{:#?}",
         f.notes()
     );
+    // A class directory that is a link (here to outside the dataset) is a class when links
+    // are followed, and an error naming it when they are not: never a skipped class.
+    png(&base.path().join("birds/z.png"));
+    symlink(base.path().join("birds"), root.join("bird")).unwrap();
+    let e = open_err(&root, NO_LINKS);
     assert!(
-        f.notes().iter().any(|n| n.contains("bird'")),
-        "{:#?}",
-        f.notes()
+        e.contains("data/bird'")
+            && e.contains("is a symbolic link")
+            && e.contains("follow_links = false")
+            && e.contains("replace the link by a directory"),
+        "{e}"
     );
     let on = open(&root, FolderOptions::default());
     assert_eq!(on.classes(), ["bird", "cat", "dog"]);
     assert_eq!(counts(&on)["bird"], 1);
+}
+
+#[test]
+fn a_linked_class_directory_is_never_skipped_so_no_label_shifts() {
+    // train/{a, b -> ../ext, c}: skipping b would label c's images 1 instead of 2.
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("train");
+    png(&root.join("a/1.png"));
+    png(&base.path().join("ext/2.png"));
+    png(&root.join("c/3.png"));
+    symlink("../ext", root.join("b")).unwrap();
+    let on = open(&root, FolderOptions::default());
+    assert_eq!(on.classes(), ["a", "b", "c"]);
+    let c = (0..on.len())
+        .find(|&i| on.path(i).unwrap().ends_with("c/3.png"))
+        .unwrap();
+    assert_eq!(on.labels()[c], 2);
+    let e = open_err(&root, NO_LINKS);
+    assert!(
+        e.contains("train/b'") && e.contains("shift the labels"),
+        "{e}"
+    );
+    // The in-memory loader and a test split indexed against the training classes too.
+    let e = load_image_folder(&root, 1, 2, 2, &NO_LINKS)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train/b'"), "{e}");
+    let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let e = ImageFolder::open_with(&root, Some(&classes), &NO_LINKS)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train/b'"), "{e}");
 }
 
 #[test]

@@ -139,7 +139,11 @@ fn special_files_as_cifar_batches_and_class_names_are_refused_by_name() {
     says(e, "data_batch_1.bin", "a FIFO");
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("test.bin")).unwrap();
     let d = dir.path().to_owned();
-    let e = within("load_cifar", move || load_cifar(&d, Cifar::Hundred, false)).unwrap_err();
+    // (`.err()`: an accepted dataset is not printed, 4 GB of pixels.)
+    let e = within("load_cifar", move || {
+        load_cifar(&d, Cifar::Hundred, false).err()
+    })
+    .expect("a split over the budget was accepted");
     says(e, "test.bin", "a character device");
 }
 
@@ -239,7 +243,7 @@ fn idx_files_must_hold_exactly_what_their_header_declares() {
     says(
         load_idx(&img_gz, &lb, 2).unwrap_err(),
         "img.gz",
-        "4294967295 images of 4294967295×4294967295, more than the 4294967296-byte limit",
+        "4294967295 images of 4294967295×4294967295, which take",
     );
     // The label count is compared from the header, before the labels are read.
     std::fs::write(&im, idx(3, &[2, 2, 2], &[9; 8])).unwrap();
@@ -248,6 +252,109 @@ fn idx_files_must_hold_exactly_what_their_header_declares() {
         load_idx(&im, &lb, 2).unwrap_err(),
         "lab",
         "3 labels for 2 images",
+    );
+}
+
+/// 4 GiB: [`fair_data::MAX_IN_MEMORY_BYTES`], written out so the test checks its value.
+const BUDGET: u64 = 4 << 30;
+
+#[test]
+fn idx_headers_over_the_in_memory_budget_are_refused_before_reading_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (im, lb) = (dir.path().join("img.gz"), dir.path().join("lab.gz"));
+    // Headers only (a few bytes of gzip); each load must end long before gigabytes could be
+    // read or allocated.
+    let load = |n: u32, h: u32, w: u32| {
+        std::fs::write(&im, gz(&idx(3, &[n, h, w], &[]))).unwrap();
+        std::fs::write(&lb, gz(&idx(1, &[n], &[]))).unwrap();
+        let (im, lb) = (im.clone(), lb.clone());
+        let start = std::time::Instant::now();
+        let e = within("load_idx", move || load_idx(&im, &lb, 10)).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        e.to_string()
+    };
+    // 1×1 images: 600 MB of pixels, 4.8 GB of labels as i64.
+    let e = load(600_000_000, 1, 1);
+    assert!(
+        e.contains("img.gz")
+            && e.contains("600000000 images of 1×1")
+            && e.contains("which take 5400000000 bytes in memory")
+            && e.contains(&format!("{BUDGET}-byte (4 GiB) budget")),
+        "{e}"
+    );
+    // The pixels of 28×28 images fit; with their labels they do not.
+    let n = 5_450_000;
+    assert!(u64::from(n) * 784 <= BUDGET && u64::from(n) * (784 + 8) > BUDGET);
+    let e = load(n, 28, 28);
+    assert!(
+        e.contains("img.gz") && e.contains(&format!("which take {} bytes", u64::from(n) * 792)),
+        "{e}"
+    );
+    // Exactly the budget (9 bytes per 1×1 image) passes the check: the file is then only
+    // truncated. One image more does not.
+    let fit = (BUDGET / 9) as u32;
+    let e = load(fit, 1, 1);
+    assert!(e.contains("truncated") && !e.contains("budget"), "{e}");
+    let e = load(fit + 1, 1, 1);
+    assert!(e.contains("img.gz") && e.contains("budget"), "{e}");
+}
+
+#[test]
+fn cifar_batches_over_the_in_memory_budget_are_refused_from_their_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1,396,000 CIFAR-100 records: 4.29 GB on disk (under 4 GiB), 4.30 GB once loaded
+    // (3,072 pixel bytes and an 8-byte label each). Sparse: no disk is used.
+    let records = 1_396_000u64;
+    assert!(records * 3074 <= BUDGET && records * 3080 > BUDGET);
+    let f = std::fs::File::create(dir.path().join("test.bin")).unwrap();
+    f.set_len(records * 3074).unwrap();
+    let d = dir.path().to_owned();
+    let start = std::time::Instant::now();
+    // (`.err()`: an accepted dataset is not printed, 4 GB of pixels.)
+    let e = within("load_cifar", move || {
+        load_cifar(&d, Cifar::Hundred, false).err()
+    })
+    .expect("a split over the budget was accepted");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    says(
+        e,
+        "test.bin",
+        &format!("which take {} bytes in memory", records * 3080),
+    );
+    // Over several batches: the batch that passes the budget is named.
+    for i in 1..=5u64 {
+        let f = std::fs::File::create(dir.path().join(format!("data_batch_{i}.bin"))).unwrap();
+        f.set_len(300_000 * 3073).unwrap();
+    }
+    let d = dir.path().to_owned();
+    let e = within("load_cifar", move || load_cifar(&d, Cifar::Ten, true).err())
+        .expect("a split over the budget was accepted");
+    says(e, "data_batch_5.bin", "the split holds 1500000 records");
+}
+
+#[test]
+fn a_dataset_built_in_memory_is_held_to_the_same_budget() {
+    // Labels alone over the budget: 477,218,589 one-pixel images fit exactly (9 bytes
+    // each), one more does not. `vec![0; n]` reserves zeroed pages without touching them.
+    let n = (BUDGET / 9) as usize + 1;
+    // (An accepted dataset is not printed: 477 million labels.)
+    let Err(e) = Dataset::new("big", [1, 1, 1], vec![0; n], vec![0; n], vec!["a".into()]) else {
+        panic!("a dataset over the budget was accepted");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("dataset 'big'")
+            && e.contains(&format!("which take {} bytes", n * 9))
+            && e.contains(&format!("{BUDGET}-byte")),
+        "{e}"
     );
 }
 
