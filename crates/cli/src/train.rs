@@ -43,21 +43,10 @@ fn out_file(out: &Path, config: &RunConfig, config_path: Option<&Path>) -> Resul
     Ok(config.output_guard(config_path).file("--out", out)?)
 }
 
-/// Whether the run has trained weights: `--weights` (or `[model] weights`), or an ONNX graph,
-/// which carries its own.
-fn has_weights(config: &RunConfig) -> bool {
-    config.model.weights.is_some()
-        || config
-            .model
-            .graph
-            .as_deref()
-            .is_some_and(fair_pipeline::is_onnx)
-}
-
 /// Runs `train` (or `finetune`, which requires starting weights).
 pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
     let config = args.run.config()?;
-    if finetune && !has_weights(&config) {
+    if finetune && !config.model.has_weights() {
         bail!(
             "finetune needs --weights (the pruned model's model.safetensors) and usually --graph \
              (its model.toml), or an ONNX --graph, which carries its weights"
@@ -166,7 +155,7 @@ pub struct EvalArgs {
 /// Runs `eval`.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let config = args.run.config()?;
-    if !has_weights(&config) {
+    if !config.model.has_weights() {
         bail!("eval needs --weights, or an ONNX --graph, which carries its weights");
     }
     let setup = args.run.setup(config, None)?;

@@ -173,6 +173,14 @@ pub struct ModelSection {
     pub allow_non_finite: bool,
 }
 
+impl ModelSection {
+    /// Whether the model comes with trained weights: `weights`, or an ONNX `graph`, which
+    /// carries its own (`eval` and `finetune` need them; `train` starts from fresh ones).
+    pub fn has_weights(&self) -> bool {
+        self.weights.is_some() || self.graph.as_deref().is_some_and(crate::onnx::is_onnx)
+    }
+}
+
 /// `[data]`: where the images come from.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
