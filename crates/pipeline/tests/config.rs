@@ -147,7 +147,7 @@ mod numeric_fields {
     /// Integers as a hostile config may write them: small, zero, huge, at the type's edges.
     fn int() -> impl Strategy<Value = String> {
         prop_oneof![
-            12 => (0u64..40).prop_map(|v| v.to_string()),
+            40 => (0u64..40).prop_map(|v| v.to_string()),
             1 => Just("0".to_owned()),
             1 => Just("-1".to_owned()),
             1 => Just("100000".to_owned()),
@@ -180,13 +180,19 @@ mod numeric_fields {
         numeric_fields_parse_or_fail_cleanly_and_accepted_values_are_bounded();
         let n = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
-            n >= 25,
+            n >= 50,
             "only {n} of 512 cases were accepted: the property is vacuous"
         );
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        // A fixed seed, so the share of accepted cases (checked above) does not depend on the
+        // draw.
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(29),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn numeric_fields_parse_or_fail_cleanly_and_accepted_values_are_bounded(
