@@ -450,7 +450,7 @@ impl RunArgs {
         let (transform, warning) = fair_pipeline::model_normalization(graph, config.transform);
         config.transform = transform;
         if let Some(w) = warning {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", fair_pipeline::printable(&w));
         }
         // Every setting that sizes an allocation, against the model's input, before loading.
         config.transform.check_input(input, 1)?;

@@ -9,7 +9,7 @@ static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 pub fn print<S: AsRef<str>>(notes: &[S]) {
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
     for n in fresh(seen.get_or_insert_with(HashSet::new), notes) {
-        eprintln!("note: {n}");
+        eprintln!("note: {}", fair_pipeline::printable(n));
     }
 }
 

@@ -323,7 +323,11 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         guard.input("--calibration", c);
     }
     // Refuses an input or a foreign directory now, not after the work.
-    guard.check_dir("--out", &out)?;
+    let what = match (&args.out, &section.out) {
+        (None, Some(_)) => "[prune] out",
+        _ => "--out",
+    };
+    guard.check_dir(what, &out)?;
     let (remove, protect, rank) = args.select.criteria(&section, preset);
     let criteria = args.scoring.criteria(section.criteria.as_ref());
 

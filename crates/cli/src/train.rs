@@ -37,10 +37,16 @@ pub struct TrainArgs {
     json: bool,
 }
 
-/// Checks the output file `--out` before any work, against every input of the run (config,
-/// model files, data directory, dataset cache), and creates its directory.
-fn out_file(out: &Path, config: &RunConfig, config_path: Option<&Path>) -> Result<OutputFile> {
-    Ok(config.output_guard(config_path).file("--out", out)?)
+/// Checks the output file before any work, against every input of the run (config, model
+/// files, data directory, dataset cache), and creates its directory. `what` names where the
+/// path came from (`--out`, or `[output] weights` of the config).
+fn out_file(
+    what: &str,
+    out: &Path,
+    config: &RunConfig,
+    config_path: Option<&Path>,
+) -> Result<OutputFile> {
+    Ok(config.output_guard(config_path).file(what, out)?)
 }
 
 /// Runs `train` (or `finetune`, which requires starting weights).
@@ -76,12 +82,12 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
         settings.seed = s;
     }
     settings.check()?;
-    let out = args
-        .out
-        .clone()
-        .or(config.output.weights.clone())
-        .unwrap_or_else(|| PathBuf::from("model.safetensors"));
-    let out_file = out_file(&out, &config, args.run.config.as_deref())?;
+    let (what, out) = match (&args.out, &config.output.weights) {
+        (Some(o), _) => ("--out", o.clone()),
+        (None, Some(w)) => ("[output] weights", w.clone()),
+        (None, None) => ("--out", PathBuf::from("model.safetensors")),
+    };
+    let out_file = out_file(what, &out, &config, args.run.config.as_deref())?;
     let setup = args.run.setup(config, None)?;
     let (config, mut model, train, test) = (setup.config, setup.model, setup.train, setup.test);
     let eval_transform = Transform {
@@ -210,7 +216,7 @@ pub struct CalibArgs {
 /// Runs `calib`: draws calibration samples from the training split.
 pub fn calib(args: &CalibArgs) -> Result<()> {
     let config = args.run.config()?;
-    let out_file = out_file(&args.out, &config, args.run.config.as_deref())?;
+    let out_file = out_file("--out", &args.out, &config, args.run.config.as_deref())?;
     let draw = args.draw.settings(&config.prune);
     draw.check()?;
     let setup = args.run.setup(config, None)?;

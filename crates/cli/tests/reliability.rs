@@ -604,7 +604,9 @@ fn bad_values_fail_fast_with_the_flag_named() {
             &["--alpha", "0.2", "--finetune-lr=-1"],
             &["--finetune-lr", "-1"],
         ),
-        (&["--alpha-sweep", "0.2,0.2"], &["twice"]),
+        (&["--alpha-sweep", "0.2,0.2"], &["--alpha-sweep", "twice"]),
+        // Issue 29: equal after parsing is the same goal.
+        (&["--alpha-sweep", "0,-0"], &["--alpha-sweep", "twice"]),
         (
             &["--alpha", "0.2", "--criteria", "u,nope"],
             &["unknown criterion 'nope'"],
@@ -1219,4 +1221,46 @@ fn hostile_folders_and_settings_fail_cleanly_or_are_reported() {
     std::fs::write(&cfg, "[transform]\naugment = { crop_padding = 100000 }\n").unwrap();
     let o = train(&["--config", s(&cfg)]);
     fails_with(&o, &["crop_padding = 100000", "0..=8"]);
+}
+
+/// Issue 29: a bind mount is one more spelling of a data directory (containers mount data
+/// twice): an output through it is judged by the directories' identity, not their path.
+/// Needs `unshare -m` and `mount` (root in a private mount namespace); skipped where the
+/// machine does not allow it.
+#[test]
+fn a_bind_mount_of_the_data_directory_is_still_the_data_directory() {
+    let t = toy("mlp");
+    let d = t.dir.path();
+    let bind = t.path("bind");
+    std::fs::create_dir(&bind).unwrap();
+    let data = t.path("data");
+    let before = snapshot(&data);
+    let probe = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("mount --bind {} {}", s(&data), s(&bind)))
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: this machine does not allow `unshare -m` + `mount --bind`");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_fair-pruner");
+    let common = t.common.join(" ");
+    let script = format!(
+        "mount --bind {data} {bind} && cd {dir} && \
+         {bin} calib {common} --weights {w} --out {bind}/train-images-idx3-ubyte -q; echo rc=$?; \
+         {bin} calib {common} --weights {w} --out {bind}/new.safetensors -q; echo rc=$?",
+        data = s(&data),
+        bind = s(&bind),
+        dir = s(d),
+        w = s(&t.weights),
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = stderr(&o);
+    assert_eq!(out.matches("rc=1").count(), 2, "{out}\n{err}");
+    assert_eq!(err.matches("lies inside --data-path").count(), 2, "{err}");
+    assert_eq!(snapshot(&data), before, "the data changed");
 }

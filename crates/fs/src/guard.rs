@@ -309,7 +309,14 @@ impl OutputGuard {
     fn check_inputs(&self, what: &str, out: &Path, p: &Physical) -> Result<(), FsError> {
         // Followed: a symbolic link to an input is reported as that input.
         let out_id = p.kind.and(file_id(&p.path));
+        // The directories the output would be written in, by identity: a bind mount of a
+        // tree reaches the same directories under another path.
+        let above: Vec<(u64, u64)> = p.path.ancestors().skip(1).filter_map(file_id).collect();
         for input in &self.protected {
+            let inside_by_identity = input.tree
+                && input
+                    .id
+                    .is_some_and(|id| above.contains(&id) || out_id == Some(id));
             let how = if p.path == input.real || (out_id.is_some() && out_id == input.id) {
                 Some(format!(
                     "{what} is the same file as the input {} '{}'",
@@ -322,7 +329,7 @@ impl OutputGuard {
                     input.what,
                     input.given.display()
                 ))
-            } else if input.tree && p.path.starts_with(&input.real) {
+            } else if input.tree && (p.path.starts_with(&input.real) || inside_by_identity) {
                 Some(format!(
                     "{what} lies inside {} '{}', whose files fair-pruner only reads",
                     input.what,

@@ -96,6 +96,25 @@ pub enum FsError {
         /// What kind of file it is ("a graph file").
         what: String,
     },
+    /// The file held more than its size said when it was opened, and more than the limit
+    /// (a file being written to, or a special file such as those in `/proc`, whose size
+    /// reads as 0).
+    #[error(
+        "'{}' grew while being read: it had {size} bytes when opened, and more than the \
+         {limit}-byte limit for {what} were read (a file being written to, or a special file \
+         such as those in /proc?)",
+        .path.display()
+    )]
+    Grew {
+        /// The path.
+        path: PathBuf,
+        /// Its size when it was opened.
+        size: u64,
+        /// The limit that was passed.
+        limit: u64,
+        /// What kind of file it is.
+        what: String,
+    },
     /// A path read from a file leads outside the directory it must stay in.
     #[error("'{location}' (from '{}') {detail}", .file.display())]
     Outside {

@@ -130,7 +130,12 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, FsEr
     }
     match read_at_most(file, limit).map_err(io_err("cannot read", path))? {
         Some(bytes) => Ok(bytes),
-        None => Err(too_large(limit.saturating_add(1))),
+        None => Err(FsError::Grew {
+            path: path.to_owned(),
+            size,
+            limit,
+            what: what.to_owned(),
+        }),
     }
 }
 
@@ -209,6 +214,17 @@ mod tests {
         assert!(read_at_most(&b"abcd"[..], 3).unwrap().is_none());
         // An endless stream is cut after limit + 1 bytes.
         assert!(read_at_most(std::io::repeat(0), 1 << 20).unwrap().is_none());
+        // A file whose size reads as 0 but which holds bytes (as in /proc) grows past it.
+        #[cfg(target_os = "linux")]
+        {
+            let e = read_bounded(Path::new("/proc/self/status"), 0, "a config")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("grew while being read") && e.contains("0 bytes"),
+                "{e}"
+            );
+        }
         std::fs::write(&p, [0xff, 0xfe]).unwrap();
         let e = read_string_bounded(&p, 5, "x").unwrap_err().to_string();
         assert!(e.contains("not UTF-8"), "{e}");

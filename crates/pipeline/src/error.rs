@@ -89,6 +89,8 @@ impl PipelineError {
 /// An error and its causes on one line, `outer: inner`, each cause once: a cause whose text
 /// the line already contains (a library error that also names its source) is skipped, so
 /// "cannot read x (os error 2)" never repeats. Works for `anyhow::Error` too (pass `&*e`).
+/// The text is [`printable`]: an error that quotes a hostile file cannot send escape
+/// sequences to the terminal.
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
     let mut cause = Some(e);
@@ -102,7 +104,45 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    text
+    printable(&text)
+}
+
+/// The longest line [`printable`] keeps, in characters.
+pub const MAX_LINE_CHARS: usize = 2000;
+
+/// `text` made safe to print on a terminal: control characters other than newline and tab
+/// (escape sequences, NUL, carriage returns) are written as `\u{..}` escapes, and a line
+/// longer than [`MAX_LINE_CHARS`] characters is cut, saying how much was left out. Messages
+/// quote file contents (a parse error shows the offending line), so this is applied to
+/// everything fair-pruner prints about its inputs.
+///
+/// ```
+/// let t = fair_pipeline::printable("zoo = \"mlp\u{1b}[2J\"\nok");
+/// assert_eq!(t, "zoo = \"mlp\\u{1b}[2J\"\nok");
+/// assert!(fair_pipeline::printable(&"x".repeat(5000)).len() < 2100);
+/// ```
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut chars = 0;
+        for c in line.chars() {
+            if chars == MAX_LINE_CHARS {
+                let left = line.chars().count() - chars;
+                out.push_str(&format!("… ({left} more characters)"));
+                break;
+            }
+            if c.is_control() && c != '\t' {
+                out.push_str(&c.escape_unicode().to_string());
+            } else {
+                out.push(c);
+            }
+            chars += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -131,5 +171,10 @@ mod tests {
             "cannot read x: no such file"
         );
         assert_eq!(error_text(&chain("", "inner")), "inner");
+        // A hostile file's bytes quoted in a message cannot reach the terminal raw.
+        let e = E("bad value \u{1b}[31mred\u{0}", None);
+        let t = error_text(&e);
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{0}'), "{t:?}");
+        assert!(t.contains("\\u{1b}[31mred\\u{0}"), "{t:?}");
     }
 }

@@ -46,7 +46,7 @@ pub use config::{
     DATA_SOURCES, DataSection, DrawSettings, ModelSection, OutputSection, PruneSection, RunConfig,
     image_input, model_normalization, with_normalization,
 };
-pub use error::{PipelineError, error_text};
+pub use error::{MAX_LINE_CHARS, PipelineError, error_text, printable};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_fs::OutputGuard;
 pub use fair_threshold::CountOptions;

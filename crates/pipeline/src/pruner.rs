@@ -539,8 +539,16 @@ impl<'a> Pruner<'a> {
                 ));
             }
             if !labels.insert(g.label()) {
+                // Several α come from a sweep: name the flag the user wrote.
+                let sweep = matches!(g, Goal::Alpha(_))
+                    && self
+                        .goals
+                        .iter()
+                        .filter(|o| matches!(o, Goal::Alpha(_)))
+                        .count()
+                        > 1;
                 return Err(PipelineError::invalid(
-                    g.flag(),
+                    if sweep { "alpha-sweep" } else { g.flag() },
                     format!("the goal {g} is given twice"),
                 ));
             }

@@ -47,7 +47,9 @@ pub use memory::{ByteSize, MaxMemory, check_memory_bound, default_max_memory};
 pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
-pub use u_score::{BnDrift, ConvDistance, Engine, UScoreSettings, Wasserstein, u_scores};
+pub use u_score::{
+    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, UScoreSettings, Wasserstein, u_scores,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

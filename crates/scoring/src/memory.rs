@@ -62,9 +62,14 @@ impl FromStr for ByteSize {
             _ => return Err(bad()),
         };
         let bytes = value * scale as f64;
-        if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        if !(bytes >= 1.0) {
             return Err(format!(
                 "'{text}' is out of range: expected at least 1 byte"
+            ));
+        }
+        if !(bytes < u64::MAX as f64) {
+            return Err(format!(
+                "'{text}' is out of range: expected at most 16EiB (2^64 bytes), or none for no bound"
             ));
         }
         Ok(ByteSize(bytes as u64))
@@ -249,7 +254,9 @@ pub fn layer_memory(
     projections: &[usize],
     samples: &[usize],
 ) -> Result<Vec<LayerMemory>, ScoringError> {
-    let total: u64 = samples.iter().map(|&n| n as u64).sum();
+    let total = samples
+        .iter()
+        .fold(0u64, |a, &n| a.saturating_add(n as u64));
     let n = samples.iter().copied().max().unwrap_or(0) as u64;
     layers
         .iter()
@@ -261,11 +268,13 @@ pub fn layer_memory(
             let numel = graph.shape_at(position).iter().product::<usize>() as u64;
             let p = p as u64;
             let u = layer.units as u64;
-            let tap = F32 * n * numel;
+            // Saturating: absurd settings give sizes no budget holds, never an overflow.
+            let times = |xs: &[u64]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x));
+            let tap = times(&[F32, n, numel]);
             Ok(LayerMemory {
-                per_unit: F32 * p * total,
+                per_unit: times(&[F32, p, total]),
                 tap,
-                work: tap + 3 * F32 * n * u * p,
+                work: tap.saturating_add(times(&[3, F32, n, u, p])),
                 position,
             })
         })
@@ -317,22 +326,26 @@ pub fn plan(
     budget: Option<u64>,
 ) -> Result<MemoryPlan, ScoringError> {
     let peaks = forward_peaks(graph);
-    let forward = |end: usize| F32 * batch as u64 * peaks[end];
+    let forward = |end: usize| (F32 * batch as u64).saturating_mul(peaks[end]);
     let mut order: Vec<usize> = (0..layers.len()).collect();
     order.sort_by_key(|&l| (memory[l].position, l));
 
     // The peak of a pass holding `held` summary bytes over the layers `ls`.
+    // (Saturating throughout: absurd settings give a peak no budget holds.)
     let peak_of = |held: u64, ls: &[usize]| {
-        let taps: u64 = ls.iter().map(|&l| memory[l].tap).sum();
+        let taps = ls
+            .iter()
+            .fold(0u64, |a, &l| a.saturating_add(memory[l].tap));
         let work = ls.iter().map(|&l| memory[l].work).max().unwrap_or(0);
         let end = ls.iter().map(|&l| memory[l].position).max().unwrap_or(0);
-        held + taps + work + forward(end)
+        held.saturating_add(taps)
+            .saturating_add(work)
+            .saturating_add(forward(end))
     };
     let unbounded = peak_of(
-        order
-            .iter()
-            .map(|&l| memory[l].per_unit * layers[l].units as u64)
-            .sum(),
+        order.iter().fold(0u64, |a, &l| {
+            a.saturating_add(memory[l].per_unit.saturating_mul(layers[l].units as u64))
+        }),
         &order,
     );
     let Some(budget) = budget else {
@@ -389,7 +402,7 @@ pub fn plan(
                              lower --per-class, --max-classes or --projections",
                             ByteSize(budget),
                             layers[l].name,
-                            ByteSize(base + memory[l].per_unit),
+                            ByteSize(base.saturating_add(memory[l].per_unit)),
                             ByteSize(fixed)
                         ),
                     });
@@ -407,7 +420,7 @@ pub fn plan(
                 units: start..start + fit,
             });
             ls = with;
-            held += memory[l].per_unit * fit as u64;
+            held = held.saturating_add(memory[l].per_unit.saturating_mul(fit as u64));
             start += fit;
         }
     }

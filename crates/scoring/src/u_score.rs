@@ -29,6 +29,10 @@ pub enum ConvDistance {
     Pooled,
 }
 
+/// The most random directions a sliced U-Score may use: each layer holds a
+/// `[H·W, projections]` matrix of them, and 128 already give stable scores.
+pub const MAX_PROJECTIONS: usize = 1 << 16;
+
 /// Settings of the U-Score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +161,15 @@ impl UScoreSettings {
         }
         if self.conv == ConvDistance::Sliced {
             positive("projections", self.projections)?;
+            if self.projections > MAX_PROJECTIONS {
+                return Err(ScoringError::Setting {
+                    name: "projections",
+                    detail: format!(
+                        "must be at most {MAX_PROJECTIONS} (the default is 128), found {}",
+                        self.projections
+                    ),
+                });
+            }
         }
         if let Some(d) = self.bn_drift {
             positive("bn-drift batch-size", d.batch_size)?;

@@ -2,8 +2,8 @@
 
 use fair_runtime::{Mode, Model};
 use fair_scoring::{
-    AnalysisPoint, Calibration, ConvDistance, Progress, RMode, RScoreSettings, UScoreSettings,
-    prunable_layers, r_scores, u_scores,
+    AnalysisPoint, Calibration, ConvDistance, MAX_PROJECTIONS, Progress, RMode, RScoreSettings,
+    UScoreSettings, prunable_layers, r_scores, u_scores,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -272,6 +272,30 @@ fn bad_data_gets_clear_errors() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("max-classes"), "{e}");
+    // Issue 29: projections that would overflow the memory estimate or allocate terabytes of
+    // directions are refused by name, never an overflow panic or an abort.
+    for projections in [MAX_PROJECTIONS + 1, usize::MAX] {
+        let e = u_scores(
+            &model,
+            &layers,
+            &few,
+            &UScoreSettings {
+                projections,
+                ..Default::default()
+            },
+            Progress::QUIET,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("projections"), "{e}");
+    }
+    // The memory estimate saturates instead of overflowing.
+    let huge = fair_scoring::memory::layer_memory(
+        model.graph(),
+        &layers,
+        &vec![usize::MAX; layers.len()],
+        &[usize::MAX, 3],
+    );
+    assert!(huge.is_ok_and(|m| m.iter().all(|l| l.per_unit == u64::MAX)));
 }
 
 /// A budget that holds a third of the U-Score's summaries next to everything else, for

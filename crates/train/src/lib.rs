@@ -95,9 +95,14 @@ fn spelled(name: &str) -> String {
             format!("--{} ([prune] {name})", name.replace('_', "-"))
         }
         "batches" => "batches (--bn-recalibrate, [prune] bn_recalibrate)".to_owned(),
+        "reconstruct_batches" => "batches (--reconstruct, [prune] reconstruct)".to_owned(),
         other => format!("[train] {other}"),
     }
 }
+
+/// The most epochs a run may ask for: far more than any schedule needs, and few enough that
+/// the per-epoch records stay small.
+pub const MAX_EPOCHS: usize = 100_000;
 
 /// Learning-rate schedule over the whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -154,14 +159,25 @@ impl TrainSettings {
     /// Checks every setting (epochs, batch size, learning rate, momentum, decay, schedule).
     pub fn check(&self) -> Result<(), TrainError> {
         let bad = |name, detail: String| Err(TrainError::Setting { name, detail });
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1".into());
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return bad(
+                "epochs",
+                format!("must be in 1..={MAX_EPOCHS}, found {}", self.epochs),
+            );
         }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("lr", format!("must be positive, found {}", self.lr));
+        // The optimiser holds its rates in float32 (libtorch): larger values cannot be used.
+        let f32_max = f64::from(f32::MAX);
+        if !(self.lr > 0.0 && self.lr <= f32_max) {
+            return bad(
+                "lr",
+                format!(
+                    "must be a positive number of at most {f32_max:e} (float32), found {}",
+                    self.lr
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(
@@ -169,10 +185,13 @@ impl TrainSettings {
                 format!("must be in [0, 1), found {}", self.momentum),
             );
         }
-        if self.weight_decay < 0.0 {
+        if !(self.weight_decay >= 0.0 && self.weight_decay <= f32_max) {
             return bad(
                 "weight_decay",
-                format!("must be ≥ 0, found {}", self.weight_decay),
+                format!(
+                    "must be a number ≥ 0 and at most {f32_max:e} (float32), found {}",
+                    self.weight_decay
+                ),
             );
         }
         if let Schedule::Step { every, gamma } = self.schedule
@@ -263,6 +282,13 @@ pub fn evaluate(
         train: false,
     };
     let device = model.device();
+    if data.len() == 0 {
+        // An accuracy over no images would be NaN, and look like broken weights.
+        return Err(TrainError::Data(DataError::Invalid(format!(
+            "'{}' holds no images to evaluate",
+            data.name()
+        ))));
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let idx: Vec<usize> = (0..data.len()).collect();
     let (mut correct, mut loss_sum) = (0i64, 0.0f64);
@@ -332,6 +358,14 @@ pub fn train_with_teacher(
     progress: bool,
 ) -> Result<Vec<EpochReport>, TrainError> {
     settings.check()?;
+    for split in std::iter::once(train).chain(test) {
+        if split.len() == 0 {
+            return Err(TrainError::Data(DataError::Invalid(format!(
+                "'{}' holds no images: nothing to train on or measure",
+                split.name()
+            ))));
+        }
+    }
     if let Some((t, d)) = teacher {
         d.check()?;
         check_teacher(model, t)?;

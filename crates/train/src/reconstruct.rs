@@ -52,7 +52,7 @@ impl Reconstruction {
     /// finite number ≥ 0.
     pub fn check(&self) -> Result<(), TrainError> {
         for (name, value) in [
-            ("batches", self.batches),
+            ("reconstruct_batches", self.batches),
             ("batch_size", self.batch_size),
             ("max_inputs", self.max_inputs),
         ] {
@@ -78,7 +78,7 @@ impl Reconstruction {
             .is_none_or(|n| n > crate::recalibrate::MAX_SAMPLES)
         {
             return Err(TrainError::Setting {
-                name: "batches",
+                name: "reconstruct_batches",
                 detail: format!(
                     "{} batches of {} samples is more than reader reconstruction draws \
                      ({} samples at most; a few thousand are plenty)",

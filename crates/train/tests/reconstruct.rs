@@ -212,7 +212,7 @@ fn bad_settings_and_mismatched_models_are_refused_by_name() {
                 batches: 0,
                 ..Default::default()
             },
-            "batches",
+            "reconstruct_batches",
         ),
         (
             Reconstruction {

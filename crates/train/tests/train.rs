@@ -133,6 +133,36 @@ fn bad_settings_are_named() {
             },
             "momentum",
         ),
+        // Issue 29: values that used to abort (per-epoch storage of 2^32 epochs) or panic
+        // inside libtorch (rates beyond float32).
+        (
+            TrainSettings {
+                epochs: 1 << 32,
+                ..settings()
+            },
+            "epochs",
+        ),
+        (
+            TrainSettings {
+                lr: 1e39,
+                ..settings()
+            },
+            "lr",
+        ),
+        (
+            TrainSettings {
+                lr: f64::INFINITY,
+                ..settings()
+            },
+            "lr",
+        ),
+        (
+            TrainSettings {
+                weight_decay: 1e39,
+                ..settings()
+            },
+            "weight_decay",
+        ),
         (
             TrainSettings {
                 schedule: Schedule::Step {
@@ -156,6 +186,25 @@ fn bad_settings_are_named() {
     };
     let e = train(&mut m, &tr, None, &t, &t, &diverge, false).unwrap_err();
     assert!(matches!(e, TrainError::Diverged { .. }), "{e}");
+    // An empty split is an error naming it, never a NaN accuracy.
+    let empty = Dataset::new(
+        "empty/test",
+        [1, 6, 6],
+        vec![],
+        vec![],
+        vec!["a".into(), "b".into()],
+    )
+    .unwrap();
+    let e = train(&mut m, &tr, Some(&empty), &t, &t, &settings(), false).unwrap_err();
+    assert!(
+        e.to_string().contains("'empty/test' holds no images"),
+        "{e}"
+    );
+    let e = evaluate(&m, &empty, &t, 8).unwrap_err();
+    assert!(
+        e.to_string().contains("'empty/test' holds no images"),
+        "{e}"
+    );
 }
 
 /// An ImageFolder of two classes, reddish vs bluish, `n` PNGs each of varying sizes.
