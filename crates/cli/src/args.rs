@@ -341,7 +341,7 @@ pub struct RunArgs {
     pub no_follow_links: bool,
     /// folder source: the most pixels an image may declare before it is decoded (overrides
     /// [data] max_pixels) [default: 178956970, PIL's decompression-bomb limit]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=fair_pipeline::MAX_PIXELS_SETTING))]
     pub max_pixels: Option<u64>,
     /// Weights to start from (safetensors).
     #[arg(long, value_name = "FILE")]

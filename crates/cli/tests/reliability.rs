@@ -1264,3 +1264,61 @@ fn a_bind_mount_of_the_data_directory_is_still_the_data_directory() {
     assert_eq!(err.matches("lies inside --data-path").count(), 2, "{err}");
     assert_eq!(snapshot(&data), before, "the data changed");
 }
+
+/// Issue 29, second probe: values that used to abort or panic are refused by name, and an
+/// error quoting a hostile file never sends escape sequences to the terminal.
+#[test]
+fn runaway_values_and_hostile_text_fail_cleanly() {
+    let t = toy("mlp");
+    let w = s(&t.weights).to_owned();
+    let out = s(&t.path("o.safetensors")).to_owned();
+    for (extra, needles) in [
+        (&["--epochs", "4294967296"][..], &["--epochs", "100000"][..]),
+        (&["--epochs", "1", "--lr", "1e39"], &["--lr", "float32"]),
+    ] {
+        let o = t.run("train", &[&["--out", &out, "-q"][..], extra].concat());
+        fails_with(&o, needles);
+    }
+    let o = t.run(
+        "prune",
+        &[
+            "--weights",
+            &w,
+            "--alpha",
+            "0.2",
+            "--finetune-epochs",
+            "1",
+            "--finetune-lr",
+            "1e39",
+            "--out",
+            s(&t.path("p")),
+            "-q",
+        ],
+    );
+    fails_with(&o, &["--finetune-lr", "float32"]);
+    let calib = t.path("c.safetensors");
+    let o = t.run("calib", &["--weights", &w, "--out", s(&calib), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mlp(
+        "score",
+        &[
+            "--weights",
+            &w,
+            "--calibration",
+            s(&calib),
+            "--criteria",
+            "u",
+            "--projections",
+            "18446744073709551615",
+            "--out",
+            s(&t.path("s.json")),
+        ],
+    );
+    fails_with(&o, &["projections", "at most"]);
+    // A config whose value holds terminal escapes: quoted escaped (fails_with also checks that
+    // stderr holds no ESC byte).
+    let cfg = t.path("esc.toml");
+    std::fs::write(&cfg, "[model]\nzoo = \"mlp\u{1b}[2J\u{1b}[31mPWNED\"\n").unwrap();
+    let o = run(&["train", "--config", s(&cfg), "--out", &out]);
+    fails_with(&o, &["esc.toml", "\\u{1b}"]);
+}

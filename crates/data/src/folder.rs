@@ -41,6 +41,14 @@ const MAX_BYTES_PER_PIXEL: u64 = 8;
 /// whole file into memory).
 const IMAGE_METADATA_BYTES: u64 = 64 << 20;
 
+/// The most memory the PNG decoder may allocate for an image's metadata, whatever
+/// `max_pixels` allows: the chunks read before the pixels (ICC profile, which is
+/// zlib-compressed, EXIF, text chunks), read before the decoder has looked at the
+/// dimensions. Real ICC profiles take kilobytes (a few MB at most); 16 MiB stops a small file
+/// whose profile inflates to gigabytes. The pixels have their own bound, from the header's
+/// dimensions checked against `max_pixels`.
+pub const MAX_IMAGE_METADATA_BYTES: u64 = 16 << 20;
+
 /// Skipped entries described one by one in [`ImageFolder::notes`]; beyond this many, one
 /// more note counts the rest (a hostile tree must not flood the output).
 const MAX_NOTES: usize = 20;
@@ -511,7 +519,8 @@ impl ImageFolder {
     /// Indexes the tree at `root` with `options`: against `classes` as
     /// [`ImageFolder::open_with_classes`] does when given, else with one class per
     /// sub-directory as [`ImageFolder::open`] does. Entries skipped on the way are in
-    /// [`ImageFolder::notes`].
+    /// [`ImageFolder::notes`]. A tree without a single image is an error naming it (a split
+    /// with no images would make every accuracy on it undefined).
     ///
     /// ```no_run
     /// use fair_data::{FolderOptions, ImageFolder};
@@ -741,19 +750,54 @@ impl ImageFolder {
     }
 }
 
+/// The width and height a PNG file declares, read from the start of the file (`head`, at
+/// least 24 bytes for an answer): the signature, then the `IHDR` chunk, which the format
+/// requires first (length, type, then width and height, big-endian). `None` for anything
+/// else (another format, or a PNG the decoder will refuse).
+fn png_size(head: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let be = |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    (head.len() >= 24 && head.starts_with(SIGNATURE) && &head[12..16] == b"IHDR")
+        .then(|| (be(16), be(20)))
+}
+
+/// An error unless a `w × h` image is within `max_pixels` (and not empty).
+fn check_pixels(path: &Path, w: u32, h: u32, max_pixels: u64) -> Result<(), DataError> {
+    let pixels = u64::from(w) * u64::from(h);
+    let detail = if pixels > max_pixels {
+        format!(
+            "the image header declares {w}×{h} = {pixels} pixels, more than the limit of \
+             {max_pixels} (the max_pixels setting, --max-pixels on the command line; a \
+             decompression bomb?); it was not decoded"
+        )
+    } else if pixels == 0 {
+        format!("the image is empty ({w}×{h} pixels)")
+    } else {
+        return Ok(());
+    };
+    Err(DataError::Malformed {
+        path: path.to_owned(),
+        record: None,
+        detail,
+    })
+}
+
 /// Decodes the image file at `path` (a regular file; a FIFO or device is refused by name,
-/// unopened; one larger than `max_pixels` pixels of the widest layout plus
-/// [`IMAGE_METADATA_BYTES`] is refused from its size). The header is read first: an image
-/// declaring more than `max_pixels` pixels is refused before any pixel is decoded, with an
-/// error naming the file and its size, and the decoder may allocate at most what
-/// `max_pixels` pixels of the widest layout need.
+/// unopened; one larger than `max_pixels` pixels of the widest layout plus 64 MiB is refused
+/// from its size). The header is read first: an image declaring more than `max_pixels`
+/// pixels is refused before any decoder is made, with an error naming the file, its size
+/// and the setting. The pixel buffer then follows the checked dimensions, while what the
+/// PNG decoder allocates besides (metadata such as an ICC profile, and one row of pixels)
+/// is bounded by [`MAX_IMAGE_METADATA_BYTES`] plus one row; more is an error naming the
+/// limit. (The JPEG decoder takes no allocation limit: its metadata is not compressed, so
+/// the file size bounds it.)
 pub(crate) fn decode_image(path: &Path, max_pixels: u64) -> Result<image::DynamicImage, DataError> {
     let bad = |detail: String| DataError::Malformed {
         path: path.to_owned(),
         record: None,
         detail,
     };
-    let (file, size) = fair_fs::open_regular(path, "an image file")?;
+    let (mut file, size) = fair_fs::open_regular(path, "an image file")?;
     let limit = max_pixels
         .saturating_mul(MAX_BYTES_PER_PIXEL)
         .saturating_add(IMAGE_METADATA_BYTES);
@@ -762,36 +806,47 @@ pub(crate) fn decode_image(path: &Path, max_pixels: u64) -> Result<image::Dynami
             path: path.to_owned(),
             size,
             limit,
-            what: format!("an image file of at most {max_pixels} pixels (max_pixels)"),
+            what: format!(
+                "an image file of at most {max_pixels} pixels (the max_pixels setting, \
+                 --max-pixels)"
+            ),
         }
         .into());
+    }
+    // A PNG's dimensions come first in the file: checked before any decoder is made (the
+    // PNG decoder reads all metadata, and sizes a row, before it can be asked).
+    let mut head = Vec::with_capacity(24);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 24), &mut head)
+        .map_err(io("read", path))?;
+    std::io::Seek::rewind(&mut file).map_err(io("read", path))?;
+    let png = png_size(&head);
+    if let Some((w, h)) = png {
+        check_pixels(path, w, h, max_pixels)?;
     }
     let mut reader = image::ImageReader::new(BufReader::new(file))
         .with_guessed_format()
         .map_err(io("read", path))?;
-    // The decoder's own allocation limit: raised to what `max_pixels` pixels of the widest
-    // layout need, never below the image crate's default.
+    // The PNG decoder's own allocation limit (only it uses one): metadata and one output
+    // row. The pixel buffer is not counted in it; `check_pixels` bounds that.
+    let budget =
+        MAX_IMAGE_METADATA_BYTES + png.map_or(0, |(w, _)| u64::from(w) * MAX_BYTES_PER_PIXEL);
     let mut limits = image::Limits::default();
-    limits.max_alloc = limits
-        .max_alloc
-        .map(|d| d.max(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL)));
+    limits.max_alloc = Some(budget);
     reader.limits(limits);
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+    let decode_error = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => bad(format!(
+            "decoding needs more memory than allowed: the image's metadata (ICC profile, \
+             EXIF, text chunks) may take at most {MAX_IMAGE_METADATA_BYTES} bytes \
+             (MAX_IMAGE_METADATA_BYTES), and its pixels must fit in memory (the limit of \
+             {max_pixels} pixels, the max_pixels setting, --max-pixels, admits them); real \
+             metadata takes kilobytes (a decompression bomb?)"
+        )),
+        e => bad(format!("cannot decode the image: {e}")),
+    };
+    let decoder = reader.into_decoder().map_err(decode_error)?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > max_pixels {
-        return Err(bad(format!(
-            "the image header declares {w}×{h} = {pixels} pixels, more than the limit of \
-                 {max_pixels} (max_pixels; a decompression bomb?); it was not decoded"
-        )));
-    }
-    if pixels == 0 {
-        return Err(bad(format!("the image is empty ({w}×{h} pixels)")));
-    }
-    image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| bad(format!("cannot decode the image: {e}")))
+    check_pixels(path, w, h, max_pixels)?;
+    image::DynamicImage::from_decoder(decoder).map_err(decode_error)
 }
 
 /// The settings of one batch, resolved.

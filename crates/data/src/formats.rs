@@ -162,10 +162,22 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 /// dataset the image header declares — its pixels and an 8-byte label per image — may hold
 /// at most [`MAX_IN_MEMORY_BYTES`] in memory, checked from the header before anything else
 /// is read. Each file is read no further than its header declares: a file (or a gzip
-/// stream) longer than its header promises is an error, as is a shorter one.
+/// stream) longer than its header promises is an error, as is a shorter one. A header
+/// declaring 0 images is an error naming the file (a split with no images would make every
+/// accuracy on it undefined).
 pub fn load_idx(images: &Path, labels: &Path, classes: usize) -> Result<Dataset, DataError> {
     let (dims, pixels) = read_idx(images, IdxKind::Images, |dims| {
         let (n, h, w) = (dims[0] as u64, dims[1] as u64, dims[2] as u64);
+        if n == 0 {
+            return Err(DataError::Malformed {
+                path: images.to_owned(),
+                record: None,
+                detail: format!(
+                    "holds no images (the header declares {}): a split must hold at least one",
+                    IdxKind::Images.declared(dims)
+                ),
+            });
+        }
         match in_memory_bytes(n, h * w) {
             Ok(_) => Ok(()),
             Err(why) => Err(DataError::Malformed {
@@ -237,7 +249,8 @@ pub enum Cifar {
 /// Every file must be a regular file (a FIFO or a device is refused by name, unopened). The
 /// records of a split's batches, once loaded (3,072 pixel bytes and an 8-byte label each),
 /// hold at most [`MAX_IN_MEMORY_BYTES`] together, checked from the files' sizes before any
-/// is read; a class-names file holds at most 1 MiB.
+/// is read; a class-names file holds at most 1 MiB. A split whose batches hold no records
+/// (an empty `test_batch.bin`) is an error naming the directory and the files.
 pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, DataError> {
     let (files, label_bytes, classes, names_file): (Vec<PathBuf>, usize, usize, &str) = match which
     {
@@ -287,6 +300,27 @@ pub fn load_cifar(dir: &Path, which: Cifar, train: bool) -> Result<Dataset, Data
             });
         }
         sizes.push(size);
+    }
+    if records == 0 {
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| {
+                f.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        return Err(DataError::Malformed {
+            path: dir.to_owned(),
+            record: None,
+            detail: format!(
+                "the {} split holds no images ({} {} empty): a split must hold at least one",
+                if train { "training" } else { "test" },
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            ),
+        });
     }
     let mut pixels = Vec::with_capacity(records as usize * PIXELS);
     let mut labels = Vec::with_capacity(records as usize);

@@ -98,7 +98,14 @@
 //!   dataset its header declares must fit the budget.
 //! - **Images** ([`ImageFolder`], [`load_image_folder`]): the header's width × height is
 //!   checked against [`FolderOptions::max_pixels`] (default [`DEFAULT_MAX_PIXELS`], PIL's
-//!   decompression-bomb limit) before decoding; the error names the file and its size.
+//!   decompression-bomb limit) before decoding (a PNG's before any decoder is made); the
+//!   error names the file, its size and the setting. What the PNG decoder allocates
+//!   besides the pixels — metadata read before them, such as a zlib-compressed ICC profile,
+//!   and one row — is bounded by [`MAX_IMAGE_METADATA_BYTES`] (16 MiB) plus that row,
+//!   whatever `max_pixels` allows, so a small file whose profile inflates to gigabytes
+//!   costs at most that (the profile is dropped; other metadata over the budget is an error).
+//! - **Empty splits**: loading IDX files, CIFAR batches or an ImageFolder tree that holds no
+//!   image is an error naming the files ([`Dataset::new`] still builds an empty dataset).
 //! - **ImageFolder trees**: an image name that is a FIFO, device or socket is an error at
 //!   index time; links are followed as torchvision does ([`FolderOptions::follow_links`]),
 //!   but never into a directory already searched (device and inode), nor into the dataset
@@ -124,7 +131,9 @@ mod transform;
 
 pub use dataset::Dataset;
 pub use error::DataError;
-pub use folder::{DEFAULT_MAX_PIXELS, FolderOptions, ImageFolder, default_resize};
+pub use folder::{
+    DEFAULT_MAX_PIXELS, FolderOptions, ImageFolder, MAX_IMAGE_METADATA_BYTES, default_resize,
+};
 pub use formats::{Cifar, MAX_IN_MEMORY_BYTES, load_cifar, load_idx, load_image_folder};
 pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};

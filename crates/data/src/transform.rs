@@ -49,12 +49,15 @@ pub struct Augment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transform {
-    /// Per-channel mean subtracted after scaling to [0, 1] (one value, or one per channel).
+    /// Per-channel mean subtracted after scaling to [0, 1] (one value, or one per channel;
+    /// finite).
     /// Empty: not given — the model's own preprocessing applies where the caller knows it
     /// ([`Transform::or_model`]), else 0.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided by. Empty: not given — the model's own, else 1.
+    /// Per-channel standard deviation divided by (finite and positive; with `mean`, pixels in
+    /// [0, 1] must stay finite once normalised: [`Transform::check`]). Empty: not given —
+    /// the model's own, else 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub std: Vec<f32>,
     /// Training-only augmentation. ImageFolder sources: `RandomResizedCrop(H×W, scale =
@@ -122,7 +125,10 @@ impl Transform {
     }
 
     /// Checks the settings against the model's input channels (what can be checked before
-    /// the input size is known; [`Transform::check_input`] checks the rest).
+    /// the input size is known; [`Transform::check_input`] checks the rest): one mean and
+    /// std value or one per channel, every mean finite, every std finite and positive, and
+    /// `(0 − mean) / std` and `(1 − mean) / std` finite (in f32) for every channel; errors
+    /// name the setting and its value.
     pub fn check(&self, channels: usize) -> Result<(), DataError> {
         let (mean, std) = self.normalization();
         for (what, v) in [("mean", &mean), ("std", &std)] {
@@ -133,9 +139,9 @@ impl Transform {
                 )));
             }
         }
-        if let Some(i) = std.iter().position(|s| s.is_nan() || *s <= 0.0) {
+        if let Some(i) = std.iter().position(|s| !s.is_finite() || *s <= 0.0) {
             return Err(DataError::Invalid(format!(
-                "transform std[{i}] = {} must be positive",
+                "transform std[{i}] = {} must be a finite positive number",
                 std[i]
             )));
         }
@@ -144,6 +150,17 @@ impl Transform {
                 "transform mean[{i}] = {} must be finite",
                 mean[i]
             )));
+        }
+        // Pixels scaled to [0, 1] must stay finite once normalised (a tiny std or a huge
+        // mean would make every input ±inf).
+        for k in 0..mean.len().max(std.len()) {
+            let (m, s) = (mean[k % mean.len()], std[k % std.len()]);
+            if !((0.0 - m) / s).is_finite() || !((1.0 - m) / s).is_finite() {
+                return Err(DataError::Invalid(format!(
+                    "transform mean = {m} and std = {s} (channel {k}) normalise pixels in \
+                     [0, 1] to infinity: std must be larger, or mean smaller"
+                )));
+            }
         }
         if self.resize == Some(0) {
             return Err(DataError::Invalid(

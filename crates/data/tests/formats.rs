@@ -235,3 +235,151 @@ fn transforms_pad_normalise_convert_and_augment() {
             .contains("std[0]")
     );
 }
+
+#[test]
+fn normalisation_must_be_finite_and_positive_and_keep_inputs_finite() {
+    let t = |mean: Vec<f32>, std: Vec<f32>| Transform {
+        mean,
+        std,
+        ..Default::default()
+    };
+    let refused = |t: Transform, says: &[&str]| {
+        let e = t.check_input([3, 4, 4], 2).unwrap_err().to_string();
+        assert!(says.iter().all(|s| e.contains(s)), "{e}");
+    };
+    // An infinite std made every input 0; a NaN, zero or negative one is no better.
+    refused(
+        t(vec![0.5], vec![f32::INFINITY]),
+        &["std[0] = inf", "finite positive"],
+    );
+    refused(t(vec![], vec![1.0, 1.0, f32::INFINITY]), &["std[2] = inf"]);
+    refused(t(vec![], vec![f32::NEG_INFINITY]), &["std[0] = -inf"]);
+    refused(t(vec![], vec![f32::NAN]), &["std[0] = NaN"]);
+    refused(t(vec![], vec![0.0]), &["std[0] = 0"]);
+    refused(t(vec![], vec![-0.5]), &["std[0] = -0.5"]);
+    refused(t(vec![f32::INFINITY], vec![]), &["mean[0] = inf", "finite"]);
+    refused(t(vec![0.1, f32::NAN, 0.2], vec![]), &["mean[1] = NaN"]);
+    // Finite settings whose normalised pixels overflow to ±inf: a subnormal std, a huge mean.
+    refused(
+        t(vec![0.5], vec![1e-40]),
+        &["mean = 0.5 and std = 0.0000", "channel 0", "to infinity"],
+    );
+    refused(
+        t(vec![0.0, 0.0, -3e38], vec![0.5]),
+        &[
+            "mean = -300000000000000000000000000000000000000",
+            "channel 2",
+        ],
+    );
+    // Ordinary settings, and extreme but finite ones, pass.
+    for ok in [
+        t(vec![], vec![]),
+        t(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
+        t(vec![-1e30], vec![1e-3]),
+        t(vec![0.5], vec![f32::MAX]),
+    ] {
+        ok.check_input([3, 4, 4], 2).unwrap();
+    }
+    // Batches refuse them too (the in-memory path; folders call the same check).
+    let d = Dataset::new("d", [1, 1, 1], vec![7], vec![0], vec!["a".into()]).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let e = t(vec![0.5], vec![f32::INFINITY])
+        .batch(&d, &[0], [1, 1, 1], false, &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("std[0] = inf"), "{e}");
+}
+
+#[test]
+fn an_empty_split_is_an_error_naming_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // IDX: headers declaring 0 images and 0 labels, plain and gzip.
+    let (im, lb) = (
+        dir.path().join("t10k-images"),
+        dir.path().join("t10k-labels"),
+    );
+    std::fs::write(&im, idx_images(0, 28, 28, |_| 0)).unwrap();
+    std::fs::write(&lb, idx_labels(&[])).unwrap();
+    let e = load_idx(&im, &lb, 10).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-images")
+            && e.contains("holds no images (the header declares 0 images of 28×28)"),
+        "{e}"
+    );
+    let gz = |bytes: Vec<u8>| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &bytes).unwrap();
+        enc.finish().unwrap()
+    };
+    let im_gz = dir.path().join("t10k-images.gz");
+    std::fs::write(&im_gz, gz(idx_images(0, 28, 28, |_| 0))).unwrap();
+    let e = load_idx(&im_gz, &lb, 10).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-images.gz") && e.contains("holds no images"),
+        "{e}"
+    );
+
+    // CIFAR-10: an empty test batch; an empty training split (five empty batches).
+    let cifar = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir(&cifar).unwrap();
+    std::fs::write(cifar.join("test_batch.bin"), []).unwrap();
+    let e = load_cifar(&cifar, Cifar::Ten, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cifar-10-batches-bin")
+            && e.contains("the test split holds no images (test_batch.bin is empty)"),
+        "{e}"
+    );
+    for i in 1..=5 {
+        std::fs::write(cifar.join(format!("data_batch_{i}.bin")), []).unwrap();
+    }
+    let e = load_cifar(&cifar, Cifar::Ten, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the training split holds no images (data_batch_1.bin")
+            && e.contains("data_batch_5.bin are empty)"),
+        "{e}"
+    );
+    // Some empty batches are fine while the split holds images.
+    let mut record = vec![3u8];
+    record.extend([9u8; 3072]);
+    std::fs::write(cifar.join("data_batch_4.bin"), &record).unwrap();
+    assert_eq!(load_cifar(&cifar, Cifar::Ten, true).unwrap().len(), 1);
+    // CIFAR-100.
+    let c100 = dir.path().join("cifar-100-binary");
+    std::fs::create_dir(&c100).unwrap();
+    std::fs::write(c100.join("test.bin"), []).unwrap();
+    let e = load_cifar(&c100, Cifar::Hundred, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cifar-100-binary") && e.contains("test.bin is empty"),
+        "{e}"
+    );
+
+    // ImageFolder: class directories without images, indexed alone or against the training
+    // split's classes, streamed or loaded into memory.
+    let test = dir.path().join("test");
+    std::fs::create_dir_all(test.join("cat")).unwrap();
+    std::fs::write(test.join("cat/notes.txt"), "not an image").unwrap();
+    let classes = vec!["cat".to_owned(), "dog".to_owned()];
+    for e in [
+        fair_data::ImageFolder::open(&test).unwrap_err(),
+        fair_data::ImageFolder::open_with_classes(&test, &classes).unwrap_err(),
+        load_image_folder(&test, 1, 4, 4, &FolderOptions::default()).unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains("test") && e.contains("holds no PNG or JPEG images"),
+            "{e}"
+        );
+    }
+    // A dataset built in memory may still be empty (callers test how they refuse one).
+    assert!(
+        Dataset::new("e", [1, 2, 2], vec![], vec![], vec!["a".into()])
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -508,3 +508,95 @@ fn an_image_header_declaring_too_many_pixels_is_refused_before_decoding() {
     let e = load_image_folder(dir.path(), 1, 10, 10, &tight).unwrap_err();
     assert!(e.to_string().contains("10×10"), "{e}");
 }
+
+#[test]
+fn every_dimension_refusal_names_the_limit_and_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("cat");
+    std::fs::create_dir_all(&cat).unwrap();
+    // The largest PNG header (2^31 − 1 on each side): the pixel limit, not a memory error
+    // from the decoder sizing a row.
+    let side = (1u32 << 31) - 1;
+    std::fs::write(cat.join("bomb.png"), png_header_only(side, side)).unwrap();
+    let f = ImageFolder::open(dir.path()).unwrap();
+    for limit in [fair_data::DEFAULT_MAX_PIXELS, 64] {
+        let e = f
+            .clone()
+            .max_pixels(limit)
+            .decode(0, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb.png")
+                && e.contains("declares 2147483647×2147483647 = 4611686014132420609 pixels")
+                && e.contains(&format!("more than the limit of {limit} "))
+                && e.contains("max_pixels")
+                && e.contains("--max-pixels")
+                && !e.contains("Memory limit"),
+            "{e}"
+        );
+    }
+    // With no practical limit, the pixels cannot be allocated: said so, naming the setting.
+    let e = f
+        .clone()
+        .max_pixels(u64::MAX)
+        .decode(0, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pixels must fit in memory")
+            && e.contains(&format!("the limit of {} pixels", u64::MAX))
+            && e.contains("--max-pixels"),
+        "{e}"
+    );
+    let e = load_image_folder(dir.path(), 3, 4, 4, &FolderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2147483647×2147483647") && e.contains("--max-pixels"),
+        "{e}"
+    );
+    // One a side wider than the limit, one pixel high: refused the same way.
+    std::fs::write(cat.join("bomb.png"), png_header_only(1000, 1)).unwrap();
+    let e = f
+        .clone()
+        .max_pixels(999)
+        .decode(0, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1000×1 = 1000 pixels, more than the limit of 999"),
+        "{e}"
+    );
+    assert!(e.contains("--max-pixels"), "{e}");
+    // A file too large for the limit names it too.
+    let big = std::fs::File::create(cat.join("bomb.png")).unwrap();
+    big.set_len(70 << 20).unwrap(); // sparse
+    let e = f
+        .clone()
+        .max_pixels(1)
+        .decode(0, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("at most 1 pixels") && e.contains("--max-pixels"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wide_png_decodes_though_its_row_is_larger_than_the_metadata_budget() {
+    // One row of 2,500,000 RGBA pixels of 16 bits: 20 MB, more than the 16 MiB the decoder
+    // may allocate for metadata; the row is allowed on top of it.
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("cat");
+    std::fs::create_dir_all(&cat).unwrap();
+    let w = 2_500_000;
+    image::ImageBuffer::<image::Rgba<u16>, _>::from_pixel(w, 1, image::Rgba([0x8080; 4]))
+        .save(cat.join("wide.png"))
+        .unwrap();
+    let f = ImageFolder::open(dir.path()).unwrap();
+    let (px, iw, ih) = f.decode(0, 1).unwrap();
+    assert_eq!((iw, ih), (w as usize, 1));
+    assert!(px.iter().all(|&p| p == 0x80), "grey level {}", px[0]);
+}

@@ -217,6 +217,9 @@ pub struct OutputSection {
     pub weights: Option<PathBuf>,
 }
 
+/// The largest `max_pixels` a run may set: 2^32 pixels, 16 GiB once decoded as RGBA.
+pub const MAX_PIXELS_SETTING: u64 = 1 << 32;
+
 /// The largest config file read: 16 MiB, far more than any configuration needs.
 const MAX_CONFIG_FILE: u64 = 16 << 20;
 
@@ -303,6 +306,17 @@ impl RunConfig {
                 format!("no data: give --data {DATA_SOURCES} (or [data] source in a config)"),
             )
         })?;
+        if let Some(n) = self.data.max_pixels
+            && !(1..=MAX_PIXELS_SETTING).contains(&n)
+        {
+            return Err(PipelineError::invalid(
+                "max-pixels",
+                format!(
+                    "must be in 1..={MAX_PIXELS_SETTING} (an image of that many pixels already \
+                     takes 16 GiB decoded), found {n}"
+                ),
+            ));
+        }
         if Builtin::parse(source).is_some() {
             return Ok(());
         }

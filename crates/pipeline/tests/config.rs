@@ -269,6 +269,12 @@ mod numeric_fields {
             }
             let options = config.data.folder_options();
             prop_assert_eq!(options.max_pixels, config.data.max_pixels.unwrap());
+            // `max_pixels` sizes every image's decode buffer: bounded before any data is read.
+            let refused = config
+                .check_data()
+                .is_err_and(|e| e.to_string().contains("max-pixels"));
+            let n = options.max_pixels;
+            prop_assert_eq!(refused, !(1..=fair_pipeline::MAX_PIXELS_SETTING).contains(&n));
         }
     }
 }
