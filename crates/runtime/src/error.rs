@@ -104,7 +104,8 @@ pub enum RuntimeError {
     Fs(#[from] fair_fs::FsError),
 }
 
-fn human_bytes(b: u128) -> String {
+/// "1.5 GiB", "12.0 MiB".
+pub(crate) fn human_bytes(b: u128) -> String {
     let gib = b as f64 / (1u64 << 30) as f64;
     if gib >= 1.0 {
         format!("{gib:.1} GiB")
@@ -115,13 +116,148 @@ fn human_bytes(b: u128) -> String {
 
 /// Adds context to a libtorch error: `tch_context(t.f_relu(), || format!("node '{name}'"))`.
 /// The one helper every crate uses to turn a `tch` result into a [`RuntimeError`] that names
-/// the node, tensor or file.
+/// the node, tensor or file. libtorch's C++ backtrace is dropped from the message (see
+/// [`without_backtrace`]).
 pub fn tch_context<T>(
     r: Result<T, tch::TchError>,
     context: impl FnOnce() -> String,
 ) -> Result<T, RuntimeError> {
     r.map_err(|source| RuntimeError::Torch {
         context: context(),
-        source,
+        source: without_backtrace(source),
     })
+}
+
+/// A libtorch error reduced to its message, for a one-line report.
+///
+/// libtorch appends to its message where the exception was raised (`Exception raised from
+/// … (most recent call first):`) and a C++ backtrace (`frame #0: …`, often 40 lines); some
+/// messages also add paragraphs of detail after a blank line (the backends an operator is
+/// registered for). Only the message's first paragraph is kept, its lines joined by a
+/// space; the rest is logged with `tracing::debug!` (target `fair_runtime::libtorch`), so
+/// running with debug logging shows it. Errors that did not come from libtorch's C++ code
+/// are returned unchanged.
+pub fn without_backtrace(e: tch::TchError) -> tch::TchError {
+    match e {
+        tch::TchError::Torch(text) => {
+            let (message, rest) = split_message(&text);
+            if !rest.is_empty() {
+                tracing::debug!(target: "fair_runtime::libtorch", "libtorch error \"{message}\", in full:\n{text}");
+            }
+            tch::TchError::Torch(message)
+        }
+        other => other,
+    }
+}
+
+/// libtorch's text split into its first paragraph (lines joined by a space) and whatever
+/// follows (the backtrace and further detail; empty if there is none).
+fn split_message(text: &str) -> (String, &str) {
+    let mut kept = Vec::new();
+    let mut end = text.len();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        let stop = trimmed.starts_with("Exception raised from")
+            || trimmed.starts_with("frame #")
+            || (trimmed.is_empty() && !kept.is_empty());
+        if stop {
+            end = offset;
+            break;
+        }
+        if !trimmed.is_empty() {
+            kept.push(trimmed);
+        }
+        offset += line.len();
+    }
+    let rest = text[end..].trim();
+    if kept.is_empty() {
+        // Nothing before the backtrace: say where libtorch raised it.
+        let first = rest.lines().next().unwrap_or("").trim();
+        return (first.to_owned(), rest);
+    }
+    (kept.join(" "), rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A libtorch error as tch 0.24 reports it (message, raise site, backtrace).
+    const CONV: &str = "expected scalar type Long but found Float\n\
+        Exception raised from check_type at /pytorch/aten/src/ATen/core/TensorMethods.cpp:12 \
+        (most recent call first):\n\
+        frame #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x9d (0x7f in libc10.so)\n\
+        frame #1: <unknown function> + 0x3946ebf (0x7f in libtorch_cpu.so)\n";
+
+    fn message(text: &str) -> String {
+        match without_backtrace(tch::TchError::Torch(text.to_owned())) {
+            tch::TchError::Torch(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_backtrace_and_raise_site_are_dropped() {
+        assert_eq!(message(CONV), "expected scalar type Long but found Float");
+        // A backtrace without the raise-site line (other libtorch builds).
+        assert_eq!(
+            message("out of memory\nframe #0: a + 0x1 (0x2 in b.so)\nframe #1: c\n"),
+            "out of memory"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_message_becomes_one_line_and_later_paragraphs_are_dropped() {
+        let cuda = "CUDA error: out of memory\nCUDA kernel errors might be asynchronously \
+                    reported at some other API call.\nFor debugging consider passing \
+                    CUDA_LAUNCH_BLOCKING=1\n\nException raised from c10_cuda_check at \
+                    CUDAException.cpp:43 (most recent call first):\nframe #0: x\n";
+        assert_eq!(
+            message(cuda),
+            "CUDA error: out of memory CUDA kernel errors might be asynchronously reported at \
+             some other API call. For debugging consider passing CUDA_LAUNCH_BLOCKING=1"
+        );
+        let dispatch = "Could not run 'aten::foo' with arguments from the 'CUDA' backend.\n\n\
+                        CPU: registered at RegisterCPU.cpp:1\nMeta: registered at x.cpp:2\n\n\
+                        Exception raised from reportError at Dispatch.cpp:1 (most recent call \
+                        first):\nframe #0: y\n";
+        assert_eq!(
+            message(dispatch),
+            "Could not run 'aten::foo' with arguments from the 'CUDA' backend."
+        );
+    }
+
+    #[test]
+    fn a_message_without_a_backtrace_is_kept_and_other_errors_are_untouched() {
+        assert_eq!(
+            message("shape '[2, 3]' is invalid"),
+            "shape '[2, 3]' is invalid"
+        );
+        // Only a raise site and a backtrace: the raise site is the message.
+        assert_eq!(
+            message("Exception raised from f at a.cpp:1 (most recent call first):\nframe #0: z"),
+            "Exception raised from f at a.cpp:1 (most recent call first):"
+        );
+        let kind = without_backtrace(tch::TchError::Kind(
+            "frame #0\nException raised from".into(),
+        ));
+        assert!(
+            matches!(kind, tch::TchError::Kind(ref k) if k == "frame #0\nException raised from")
+        );
+    }
+
+    #[test]
+    fn tch_context_names_the_context_and_keeps_only_the_message() {
+        let e = tch_context::<()>(Err(tch::TchError::Torch(CONV.to_owned())), || {
+            "node 'conv1' (conv2d)".to_owned()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "node 'conv1' (conv2d): Internal torch error: expected scalar type Long but found \
+             Float"
+        );
+    }
 }

@@ -24,7 +24,7 @@ mod error;
 mod model;
 mod tensors;
 
-pub use error::{RuntimeError, tch_context};
+pub use error::{RuntimeError, tch_context, without_backtrace};
 pub use model::{Forward, Mode, Model, available_memory, parse_device};
 pub use tensors::{check_finite, read_safetensors, safetensors_bytes, write_safetensors};
 

@@ -3,13 +3,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use fair_ir::{Graph, Init, Op, ParamKind};
+use fair_ir::{Graph, Init, Op, ParamKind, ParamSpec};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, Uniform};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::{RuntimeError, tch_context as torch};
-use crate::tensors::{read_safetensors, write_safetensors};
+use crate::tensors::{TensorFile, check_finite, write_safetensors};
 
 /// How a forward pass treats BatchNorm and Dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,31 +101,39 @@ impl Model {
         // A private generator (not libtorch's global one): the same seed gives the same
         // parameters on every device and whatever other threads draw meanwhile.
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        Self::build(graph, device, |spec| {
+            let n = spec.numel();
+            let values: Vec<f32> = match spec.init {
+                Init::KaimingNormalFanOut => {
+                    let std = (2.0 / fans(&spec.shape).1).sqrt();
+                    let normal = Normal::new(0.0, std).expect("positive std");
+                    (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+                }
+                Init::UniformFanIn { fan_in } => {
+                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                    let uniform = Uniform::new(-bound, bound);
+                    (0..n).map(|_| uniform.sample(&mut rng) as f32).collect()
+                }
+                Init::Ones => vec![1.0; n],
+                Init::Zeros => vec![0.0; n],
+            };
+            let t = Tensor::from_slice(&values).reshape(dims(&spec.shape));
+            Ok(t.to_kind(kind_of(spec.kind)))
+        })
+    }
+
+    /// A model of `graph` on `device` whose parameters are made by `init` (on any device;
+    /// moved to `device`), in the graph's order.
+    fn build(
+        graph: Graph,
+        device: Device,
+        mut init: impl FnMut(&ParamSpec) -> Result<Tensor, RuntimeError>,
+    ) -> Result<Self, RuntimeError> {
         let vs = nn::VarStore::new(device);
         let mut params = HashMap::new();
         for node in graph.nodes() {
             for spec in node.op.params(&node.name) {
-                let n = spec.numel();
-                let values: Vec<f32> = match spec.init {
-                    Init::KaimingNormalFanOut => {
-                        let std = (2.0 / fans(&spec.shape).1).sqrt();
-                        let normal = Normal::new(0.0, std).expect("positive std");
-                        (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
-                    }
-                    Init::UniformFanIn { fan_in } => {
-                        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                        let uniform = Uniform::new(-bound, bound);
-                        (0..n).map(|_| uniform.sample(&mut rng) as f32).collect()
-                    }
-                    Init::Ones => vec![1.0; n],
-                    Init::Zeros => vec![0.0; n],
-                };
-                let t = Tensor::from_slice(&values).reshape(dims(&spec.shape));
-                let t = if spec.kind == ParamKind::NumBatchesTracked {
-                    t.to_kind(Kind::Int64)
-                } else {
-                    t
-                };
+                let t = init(&spec)?;
                 let t = torch(t.f_to_device(device), || {
                     format!("moving '{}' to {device:?}", spec.name)
                 })?;
@@ -142,16 +150,33 @@ impl Model {
         })
     }
 
-    /// Creates the model and loads weights from a safetensors file (see
-    /// [`Model::load_weights`]).
+    /// A model of `graph` with its weights read from a safetensors file (strict as
+    /// [`Model::load_weights`]; a missing `num_batches_tracked` is 0).
+    ///
+    /// The file's header is read first and its tensors' names, dtypes and shapes compared
+    /// with the graph's, so a file that does not fit (an extra tensor of any declared size
+    /// included) is refused after reading only its header. The tensors are then read into
+    /// their final place: loading costs the model's memory plus a few MiB of buffer (and a
+    /// transient copy of a tensor stored in another float precision).
     pub fn from_safetensors(
         graph: Graph,
         path: &Path,
         device: Device,
     ) -> Result<Self, RuntimeError> {
-        let mut m = Self::new(graph, device, 0)?;
-        m.load_weights(path)?;
-        Ok(m)
+        check_memory(&graph)?;
+        let file = TensorFile::open(path)?;
+        check_fit(&graph, &file.declared(), path)?;
+        let loaded = file.read(device)?;
+        check_finite(&loaded, path)?;
+        let mut loaded: HashMap<String, Tensor> = loaded.into_iter().collect();
+        Self::build(graph, device, |spec| {
+            let kind = kind_of(spec.kind);
+            match loaded.remove(&spec.name) {
+                Some(t) => torch(t.f_to_kind(kind), || format!("loading '{}'", spec.name)),
+                // Only `num_batches_tracked` may be missing (see `check_fit`).
+                None => Ok(Tensor::zeros(dims(&spec.shape), (kind, Device::Cpu))),
+            }
+        })
     }
 
     /// The graph.
@@ -197,10 +222,17 @@ impl Model {
     /// `load_state_dict` allows): it then keeps its current value, 0 for a new model. Float
     /// tensors of any precision are converted to f32. Weights holding NaN or infinite values
     /// are an error listing every such tensor.
+    ///
+    /// The file's header is read and compared with the graph first, so a file that does not
+    /// fit is refused after reading only its header; the tensors are then read once into
+    /// staging tensors (one copy of the weights besides the model's own), checked, and
+    /// copied in.
     pub fn load_weights(&mut self, path: &Path) -> Result<(), RuntimeError> {
-        let loaded = read_safetensors(path, self.device())?;
-        crate::tensors::check_finite(&loaded, path)?;
-        self.load_tensors(&loaded, path)
+        let file = TensorFile::open(path)?;
+        check_fit(&self.graph, &file.declared(), path)?;
+        let loaded = file.read(self.device())?;
+        check_finite(&loaded, path)?;
+        self.copy_in(&loaded)
     }
 
     /// A model of `graph` whose parameters and buffers are `tensors` (state-dict names;
@@ -211,69 +243,24 @@ impl Model {
         device: Device,
     ) -> Result<Self, RuntimeError> {
         let mut m = Self::new(graph, device, 0)?;
-        let source = Path::new("<tensors in memory>");
+        let found: Vec<(&str, Kind, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, t)| {
+                let shape = t.size().iter().map(|&d| d as usize).collect();
+                (n.as_str(), t.kind(), shape)
+            })
+            .collect();
+        check_fit(&m.graph, &found, Path::new("<tensors in memory>"))?;
         let tensors: Vec<(String, Tensor)> = tensors
             .into_iter()
             .map(|(n, t)| (n, t.to_device(device)))
             .collect();
-        m.load_tensors(&tensors, source)?;
+        m.copy_in(&tensors)?;
         Ok(m)
     }
 
-    fn load_tensors(
-        &mut self,
-        loaded: &[(String, Tensor)],
-        path: &Path,
-    ) -> Result<(), RuntimeError> {
-        let specs = self.graph.params();
-        let expected: HashMap<&str, &[usize]> = specs
-            .iter()
-            .map(|p| (p.name.as_str(), p.shape.as_slice()))
-            .collect();
-        let mut problems = Vec::new();
-        let found: HashSet<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
-        for p in &specs {
-            // BatchNorm's step counter is optional, as in PyTorch's `load_state_dict` (state
-            // dicts from before PyTorch 0.4.1, and many converters, lack it): a missing one
-            // keeps its current value, 0 for a new model. It only matters for BatchNorm
-            // with `momentum = None`, which the IR does not express.
-            if p.kind == ParamKind::NumBatchesTracked {
-                continue;
-            }
-            if !found.contains(p.name.as_str()) {
-                problems.push(format!(
-                    "missing tensor '{}' (expected shape {:?})",
-                    p.name, p.shape
-                ));
-            }
-        }
-        for (name, t) in loaded {
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            match expected.get(name.as_str()) {
-                None => problems.push(format!("unexpected tensor '{name}' (shape {shape:?})")),
-                Some(want) if *want != shape.as_slice() => problems.push(format!(
-                    "tensor '{name}' has shape {shape:?}, expected {want:?}"
-                )),
-                Some(_) => {
-                    let is_float = t.is_floating_point();
-                    let want_float = self.params[name].is_floating_point();
-                    if is_float != want_float {
-                        problems.push(format!(
-                            "tensor '{name}' has dtype {:?}, expected {:?}",
-                            t.kind(),
-                            self.params[name].kind()
-                        ));
-                    }
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(RuntimeError::WeightsMismatch {
-                path: path.to_owned(),
-                graph: self.graph.name().to_owned(),
-                problems,
-            });
-        }
+    /// Copies `loaded` (checked by [`check_fit`]) into the parameters.
+    fn copy_in(&mut self, loaded: &[(String, Tensor)]) -> Result<(), RuntimeError> {
         tch::no_grad(|| {
             for (name, t) in loaded {
                 let mut dst = self.params[name].shallow_clone();
@@ -518,6 +505,80 @@ impl Model {
                 other.type_name()
             ))),
         }
+    }
+}
+
+/// The libtorch kind a parameter is held in: `num_batches_tracked` is an integer counter,
+/// everything else f32.
+fn kind_of(kind: ParamKind) -> Kind {
+    if kind == ParamKind::NumBatchesTracked {
+        Kind::Int64
+    } else {
+        Kind::Float
+    }
+}
+
+/// Whether a kind is a floating-point one.
+fn is_float(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double
+    )
+}
+
+/// Checks tensors `found` (name, kind, shape; from a file's header or in memory) against
+/// the parameters of `graph`: every missing (except `num_batches_tracked`, as PyTorch's
+/// `load_state_dict` allows), unexpected, wrong-shaped or wrong-dtype (float for integer or
+/// the reverse) tensor is listed in one [`RuntimeError::WeightsMismatch`] naming `path`.
+fn check_fit(
+    graph: &Graph,
+    found: &[(&str, Kind, Vec<usize>)],
+    path: &Path,
+) -> Result<(), RuntimeError> {
+    let specs = graph.params();
+    let expected: HashMap<&str, &ParamSpec> = specs.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut problems = Vec::new();
+    let names: HashSet<&str> = found.iter().map(|(n, _, _)| *n).collect();
+    for p in &specs {
+        // BatchNorm's step counter is optional, as in PyTorch's `load_state_dict` (state
+        // dicts from before PyTorch 0.4.1, and many converters, lack it): a missing one
+        // keeps its current value, 0 for a new model. It only matters for BatchNorm
+        // with `momentum = None`, which the IR does not express.
+        if p.kind == ParamKind::NumBatchesTracked {
+            continue;
+        }
+        if !names.contains(p.name.as_str()) {
+            problems.push(format!(
+                "missing tensor '{}' (expected shape {:?})",
+                p.name, p.shape
+            ));
+        }
+    }
+    for (name, kind, shape) in found {
+        match expected.get(name) {
+            None => problems.push(format!("unexpected tensor '{name}' (shape {shape:?})")),
+            Some(p) if p.shape != *shape => problems.push(format!(
+                "tensor '{name}' has shape {shape:?}, expected {:?}",
+                p.shape
+            )),
+            Some(p) => {
+                let want = kind_of(p.kind);
+                if is_float(*kind) != is_float(want) {
+                    problems.push(format!(
+                        "tensor '{name}' has dtype {kind:?}, expected {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::WeightsMismatch {
+            path: path.to_owned(),
+            graph: graph.name().to_owned(),
+            problems,
+        })
     }
 }
 

@@ -3,18 +3,21 @@
 //! Reading is defensive. Anything that is not a regular file (`/dev/zero`, a FIFO, a
 //! directory) is refused before it is opened. The 8-byte header length is read first and
 //! checked against the file size, and the header is parsed and checked against the size of
-//! the data section before any tensor data is read, so a corrupt or hostile file costs at
-//! most its own size in memory and every problem is reported in plain words naming the
-//! file and the tensor (never as a `safetensors` error code).
+//! the data section before any tensor data is read ([`crate::Model`] also compares the
+//! declared names, dtypes and shapes with its graph at that point, so a file that does not
+//! fit is refused after reading only its header). Tensors are then read one at a time,
+//! straight into the tensors returned, so a corrupt or hostile file costs at most its
+//! tensor data in memory (plus a few MiB), and every problem is reported in plain words
+//! naming the file and the tensor (never as a `safetensors` error code).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::FileType;
+use std::fs::{File, FileType};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensorError;
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, View};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{RuntimeError, tch_context as torch};
@@ -39,25 +42,23 @@ const DTYPES: [(&str, u64); 13] = [
     ("U64", 8),
 ];
 
-/// The dtypes fair-pruner can turn into libtorch tensors (see [`kind_of`]).
-const LOADABLE: [&str; 10] = [
-    "BOOL", "U8", "I8", "I16", "I32", "I64", "F16", "BF16", "F32", "F64",
+/// The dtypes fair-pruner can turn into libtorch tensors, with the kind each becomes.
+const LOADABLE: [(&str, Kind); 10] = [
+    ("BOOL", Kind::Bool),
+    ("U8", Kind::Uint8),
+    ("I8", Kind::Int8),
+    ("I16", Kind::Int16),
+    ("I32", Kind::Int),
+    ("I64", Kind::Int64),
+    ("F16", Kind::Half),
+    ("BF16", Kind::BFloat16),
+    ("F32", Kind::Float),
+    ("F64", Kind::Double),
 ];
 
-fn kind_of(dtype: Dtype) -> Option<Kind> {
-    Some(match dtype {
-        Dtype::BOOL => Kind::Bool,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::I8 => Kind::Int8,
-        Dtype::I16 => Kind::Int16,
-        Dtype::I32 => Kind::Int,
-        Dtype::I64 => Kind::Int64,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        _ => return None,
-    })
+/// The libtorch kind of a loadable safetensors dtype.
+fn kind_named(dtype: &str) -> Option<Kind> {
+    LOADABLE.iter().find(|(d, _)| *d == dtype).map(|(_, k)| *k)
 }
 
 fn dtype_of(kind: Kind) -> Option<Dtype> {
@@ -81,36 +82,17 @@ fn dtype_of(kind: Kind) -> Option<Dtype> {
 /// Refuses anything that is not a regular file (a directory, a device such as `/dev/zero`,
 /// a FIFO, a socket) without opening it, so nothing blocks or reads forever. The header
 /// length and the header are checked against the file size before the tensor data is read,
-/// and nothing larger than the file is allocated. A corrupt or truncated file, or an
-/// unsupported dtype, is a [`RuntimeError::BadTensorFile`] naming the file (and the tensor)
-/// and saying in plain words what is wrong; a file that cannot be opened or read is a
-/// [`RuntimeError::Io`].
+/// and the tensors are then read one at a time straight into libtorch tensors, so nothing
+/// larger than the file's tensor data (plus a few MiB of buffer) is allocated, and a file
+/// whose tensor data exceeds the memory available is refused before any of it is read. A
+/// corrupt or truncated file, or an unsupported dtype, is a [`RuntimeError::BadTensorFile`]
+/// naming the file (and the tensor) and saying in plain words what is wrong; a file that
+/// cannot be opened or read is a [`RuntimeError::Io`].
 pub fn read_safetensors(
     path: &Path,
     device: Device,
 ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
-    let bad = |message: String| RuntimeError::BadTensorFile {
-        path: path.to_owned(),
-        message,
-    };
-    let bytes = read_checked(path)?;
-    // `read_checked` has already validated everything safetensors checks; its own errors
-    // are translated all the same, should the two ever disagree.
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(describe(&e)))?;
-    let mut out = Vec::with_capacity(file.len());
-    for (name, view) in file.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| {
-            bad(format!(
-                "tensor '{name}' has dtype {:?}, which fair-pruner cannot load",
-                view.dtype()
-            ))
-        })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = torch(Tensor::f_from_data_size(view.data(), &shape, kind), || {
-            format!("tensor '{name}' in '{}'", path.display())
-        })?;
-        out.push((name, t.to_device(device)));
-    }
+    let mut out = TensorFile::open(path)?.read(device)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
@@ -121,69 +103,183 @@ fn not_a_file(file_type: FileType) -> Option<String> {
     (kind != fair_fs::FileKind::File).then(|| format!("is {kind}"))
 }
 
-/// The whole file, after checking that it is a regular file, that its header length fits
-/// in it and that its header describes exactly its data section. Allocates at most the
-/// file's size (as reported when it was opened).
-fn read_checked(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    let io = |source| RuntimeError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    };
-    let bad = |message: String| RuntimeError::BadTensorFile {
-        path: path.to_owned(),
-        message,
-    };
-    let refuse = |what: &str| bad(format!("{what}, expected a safetensors file"));
-    // Checked before opening (opening a FIFO for reading would block until a writer
-    // appears), opened without blocking, and checked again on the opened file.
-    let (mut file, size) = match fair_fs::open_regular(path, "a safetensors file") {
-        Ok(opened) => opened,
-        Err(fair_fs::FsError::NotRegular { kind, .. }) => {
-            return Err(refuse(&format!("is {kind}")));
+/// Bytes read from the file at a time while filling a tensor. Small: the process keeps about
+/// fifteen freed chunks' worth of memory cached (with 8 MiB chunks, loading 256 MiB of
+/// weights peaked 110 MiB higher than with 1 MiB ones).
+const CHUNK: usize = 1 << 20;
+
+/// A safetensors file whose header has been read and checked (against the file's size, the
+/// layout rules of safetensors and the dtypes fair-pruner loads); none of its tensor data
+/// has been read yet, so what it declares can be compared with what is wanted first.
+pub(crate) struct TensorFile {
+    path: PathBuf,
+    file: File,
+    /// The file's size when it was opened.
+    size: u64,
+    /// Every tensor, in the order of its data in the file.
+    entries: Vec<Entry>,
+}
+
+impl TensorFile {
+    /// Opens `path` and reads and checks its header; reads no tensor data. Allocates at
+    /// most the header's size, which is checked against the file's size first.
+    pub(crate) fn open(path: &Path) -> Result<Self, RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        };
+        let bad = |message: String| RuntimeError::BadTensorFile {
+            path: path.to_owned(),
+            message,
+        };
+        let refuse = |what: &str| bad(format!("{what}, expected a safetensors file"));
+        // Checked before opening (opening a FIFO for reading would block until a writer
+        // appears), opened without blocking, and checked again on the opened file.
+        let (mut file, size) = match fair_fs::open_regular(path, "a safetensors file") {
+            Ok(opened) => opened,
+            Err(fair_fs::FsError::NotRegular { kind, .. }) => {
+                return Err(refuse(&format!("is {kind}")));
+            }
+            Err(fair_fs::FsError::Io { source, .. }) => return Err(io(source)),
+            Err(e) => return Err(e.into()),
+        };
+        if size < 8 {
+            return Err(bad(format!(
+                "truncated: the file has only {size} byte(s), fewer than the 8-byte header \
+                 length"
+            )));
         }
-        Err(fair_fs::FsError::Io { source, .. }) => return Err(io(source)),
-        Err(e) => return Err(e.into()),
-    };
-    let shrank = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            bad(format!(
-                "truncated: the file shrank while being read (it had {size} bytes when opened)"
-            ))
-        } else {
-            io(e)
-        }
-    };
-    if size < 8 {
-        return Err(bad(format!(
-            "truncated: the file has only {size} byte(s), fewer than the 8-byte header length"
-        )));
+        let mut length = [0u8; 8];
+        file.read_exact(&mut length)
+            .map_err(|e| shrank(path, size, e))?;
+        let header_len = u64::from_le_bytes(length);
+        check_length(header_len, size).map_err(bad)?;
+        // At most `HEADER_LIMIT` bytes, and no more than the file holds.
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)
+            .map_err(|e| shrank(path, size, e))?;
+        let entries = check_header(&header, size - 8 - header_len).map_err(bad)?;
+        Ok(TensorFile {
+            path: path.to_owned(),
+            file,
+            size,
+            entries,
+        })
     }
-    let mut length = [0u8; 8];
-    file.read_exact(&mut length).map_err(shrank)?;
-    let header_len = u64::from_le_bytes(length);
-    check_length(header_len, size).map_err(bad)?;
-    let too_large = || {
-        bad(format!(
-            "the file ({size} bytes) is too large to read into memory"
-        ))
-    };
-    let total = usize::try_from(size).map_err(|_| too_large())?;
-    let header_end = 8 + header_len as usize;
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(header_end)
-        .map_err(|_| too_large())?;
-    bytes.extend_from_slice(&length);
-    bytes.resize(header_end, 0);
-    file.read_exact(&mut bytes[8..]).map_err(shrank)?;
-    check_header(&bytes[8..], size - 8 - header_len).map_err(bad)?;
-    bytes
-        .try_reserve_exact(total - header_end)
-        .map_err(|_| too_large())?;
-    bytes.resize(total, 0);
-    file.read_exact(&mut bytes[header_end..]).map_err(shrank)?;
-    Ok(bytes)
+
+    /// Every tensor the header declares, sorted by name: its name, libtorch kind and shape.
+    pub(crate) fn declared(&self) -> Vec<(&str, Kind, Vec<usize>)> {
+        let mut out: Vec<(&str, Kind, Vec<usize>)> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let kind = kind_named(e.dtype).expect("the header check refuses other dtypes");
+                // Each dimension is at most the data section's size (or a tensor of 0 bytes,
+                // whose other dimensions may be anything); saturate on a 32-bit machine.
+                let shape = e
+                    .shape
+                    .iter()
+                    .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                    .collect();
+                (e.name.as_str(), kind, shape)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// Reads every tensor onto `device`, in file order. Each tensor is allocated once and
+    /// filled from the file a chunk at a time, so the memory used is the tensor data plus
+    /// one chunk. Refuses (before reading any) a file whose tensor data exceeds the
+    /// machine's available memory.
+    pub(crate) fn read(mut self, device: Device) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let data_len: u64 = self.entries.iter().map(|e| e.nbytes).sum();
+        if let Some(available) = crate::model::available_memory()
+            && data_len > available
+        {
+            return Err(RuntimeError::BadTensorFile {
+                path: self.path.clone(),
+                message: format!(
+                    "its tensor data ({}) is more than the {} of memory available; nothing \
+                     was read",
+                    crate::error::human_bytes(data_len.into()),
+                    crate::error::human_bytes(available.into())
+                ),
+            });
+        }
+        let entries = std::mem::take(&mut self.entries);
+        let mut buffer = Vec::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let t = self.read_tensor(&e, &mut buffer)?;
+            let t = torch(t.f_to_device(device), || {
+                format!(
+                    "moving tensor '{}' of '{}' to {device:?}",
+                    e.name,
+                    self.path.display()
+                )
+            })?;
+            out.push((e.name, t));
+        }
+        Ok(out)
+    }
+
+    /// The next tensor of the file (`e`, whose data starts where the previous one's ends),
+    /// on the CPU. `buffer` is reused from tensor to tensor.
+    fn read_tensor(&mut self, e: &Entry, buffer: &mut Vec<u8>) -> Result<Tensor, RuntimeError> {
+        let context = || format!("tensor '{}' in '{}'", e.name, self.path.display());
+        let kind = kind_named(e.dtype).expect("the header check refuses other dtypes");
+        let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
+        let t = torch(
+            Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu)),
+            context,
+        )?;
+        if e.nbytes == 0 {
+            return Ok(t);
+        }
+        // The tensor's bytes, as a flat view of its storage (little-endian, as the file).
+        let bytes = torch(
+            t.f_view([-1i64].as_slice())
+                .and_then(|flat| flat.f_view_dtype(Kind::Uint8)),
+            context,
+        )?;
+        let mut done = 0u64;
+        while done < e.nbytes {
+            let n = (e.nbytes - done).min(CHUNK as u64) as usize;
+            buffer.resize(n, 0);
+            self.file
+                .read_exact(buffer)
+                .map_err(|err| shrank(&self.path, self.size, err))?;
+            torch(
+                bytes
+                    .f_narrow(0, done as i64, n as i64)
+                    .and_then(|mut dst| dst.f_copy_(&Tensor::f_from_slice(buffer.as_slice())?)),
+                context,
+            )?;
+            done += n as u64;
+        }
+        Ok(t)
+    }
+}
+
+/// A read that ended early: the file shrank after it was opened (its size was checked
+/// then); any other failure is an input/output error.
+fn shrank(path: &Path, size: u64, e: std::io::Error) -> RuntimeError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        RuntimeError::BadTensorFile {
+            path: path.to_owned(),
+            message: format!(
+                "truncated: the file shrank while being read (it had {size} bytes when opened)"
+            ),
+        }
+    } else {
+        RuntimeError::Io {
+            action: "read",
+            path: path.to_owned(),
+            source: e,
+        }
+    }
 }
 
 /// Checks the header length read from the first 8 bytes of a file of `size` (≥ 8) bytes.
@@ -222,9 +318,10 @@ fn shape_text(shape: &[u64]) -> String {
 
 /// Checks a header against a data section of `data_len` bytes the way safetensors 0.3 does
 /// (every tensor's offsets span exactly its shape × dtype size, tensors are packed from
-/// byte 0 without gaps or overlaps, and the last one ends where the file ends), and says
-/// which tensor is wrong and how.
-fn check_header(header: &[u8], data_len: u64) -> Result<(), String> {
+/// byte 0 without gaps or overlaps, and the last one ends where the file ends), and that
+/// every dtype is one fair-pruner loads; says which tensor is wrong and how. Returns the
+/// tensors in the order of their data.
+fn check_header(header: &[u8], data_len: u64) -> Result<Vec<Entry>, String> {
     let text = std::str::from_utf8(header).map_err(|e| {
         format!(
             "the header is not valid UTF-8 (bad byte at offset {} of the header)",
@@ -340,15 +437,16 @@ fn check_header(header: &[u8], data_len: u64) -> Result<(), String> {
             data_len - declared
         ));
     }
-    if let Some(e) = entries.iter().find(|e| !LOADABLE.contains(&e.dtype)) {
+    if let Some(e) = entries.iter().find(|e| kind_named(e.dtype).is_none()) {
+        let loadable: Vec<&str> = LOADABLE.iter().map(|(d, _)| *d).collect();
         return Err(format!(
             "tensor '{}' has dtype {}, which fair-pruner cannot load (it loads {})",
             e.name,
             e.dtype,
-            LOADABLE.join(", ")
+            loadable.join(", ")
         ));
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// `"__metadata__"` must be `null` or map names to strings.
@@ -527,6 +625,15 @@ pub fn check_finite(tensors: &[(String, Tensor)], source: &Path) -> Result<(), R
             continue;
         }
         let context = || format!("tensor '{name}' from '{}'", source.display());
+        // NaN propagates through `max`, and ±Inf is the max or the min, so a tensor whose
+        // max and min are finite has no value to count; this costs no allocation, unlike
+        // the masks below (which then only run for an offending tensor).
+        let extreme = |r: Result<Tensor, tch::TchError>| {
+            torch(r.and_then(|m| m.f_double_value(&[])), context)
+        };
+        if t.numel() == 0 || (extreme(t.f_max())?.is_finite() && extreme(t.f_min())?.is_finite()) {
+            continue;
+        }
         let count = |mask: Result<Tensor, tch::TchError>| {
             torch(
                 mask.and_then(|m| m.f_sum(Kind::Int64))
@@ -945,6 +1052,7 @@ mod json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::tensor::SafeTensors;
 
     /// Every variant of the safetensors 0.3 error, each described without its Rust name.
     #[test]
@@ -1009,7 +1117,7 @@ mod tests {
         }
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
         check_length(header_len, size)?;
-        check_header(&bytes[8..8 + header_len as usize], size - 8 - header_len)
+        check_header(&bytes[8..8 + header_len as usize], size - 8 - header_len).map(drop)
     }
 
     /// Whatever one-byte edit, deletion or insertion is made to a good file, the up-front

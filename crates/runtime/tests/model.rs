@@ -264,6 +264,44 @@ fn a_libtorch_failure_names_the_node() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("node 'conv1' (conv2d)"), "{e}");
+    // libtorch's message, without the C++ backtrace it appends: one line.
+    assert!(e.contains("expected scalar type"), "{e}");
+    assert!(
+        !e.contains("frame #") && !e.contains("Exception raised from") && !e.contains('\n'),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_failed_allocation_inside_libtorch_is_one_line_naming_the_node() {
+    // A 1×1 convolution of 64 channels padded by 60000 on each side: its padded input,
+    // its im2col buffer and its output are each 64 × 120002 × 120002 f32 (3.7 TB), which the
+    // kernel refuses to allocate at once unless it is told to grant any allocation
+    // (`vm.overcommit_memory = 1`, where the convolution would then fill memory: the test is
+    // skipped there).
+    let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory");
+    if overcommit.is_ok_and(|mode| mode.trim() == "1") {
+        eprintln!("skipped: vm.overcommit_memory = 1 grants any allocation");
+        return;
+    }
+    let mut b = fair_ir::GraphBuilder::new("padded", "input", vec![64, 2, 2]);
+    let conv = fair_ir::Conv2d {
+        padding: fair_ir::Pair(60_000, 60_000),
+        ..fair_ir::Conv2d::new(64, 64, 1)
+    };
+    b.add("c", conv.into(), &["input"]).unwrap();
+    let graph = b.finish().unwrap();
+    let model = Model::new(graph, Device::Cpu, 0).unwrap();
+    let x = Tensor::ones([1, 64, 2, 2], (Kind::Float, Device::Cpu));
+    let e = tch::no_grad(|| model.forward(&x, Mode::Eval))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("node 'c' (conv2d): "), "{e}");
+    assert!(e.contains("allocate"), "{e}");
+    assert!(
+        !e.contains("frame #") && !e.contains("Exception raised from") && !e.contains('\n'),
+        "{e}"
+    );
 }
 
 #[test]

@@ -255,6 +255,39 @@ fn a_header_length_beyond_the_safetensors_limit_is_refused_without_reading_the_f
 }
 
 #[test]
+fn tensor_data_beyond_the_available_memory_is_refused_before_reading_it() {
+    // Twice the memory Linux says is available, in one U8 tensor of a sparse file.
+    let Some(available) = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024)
+    else {
+        eprintln!("skipped: the available memory is unknown");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let n = 2 * available;
+    let h = header(&[("big", "U8", &[n], [0, n])]);
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &f, &layout(&h, &[])).unwrap();
+        f.set_len(8 + h.len() as u64 + n).unwrap(); // sparse: costs no disk
+    }
+    let start = std::time::Instant::now();
+    let text = refusal(&path);
+    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
+    assert!(
+        text.starts_with("its tensor data (")
+            && text.contains("of memory available; nothing was read"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_header_that_is_not_json_is_reported_with_where() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

@@ -79,9 +79,15 @@ pub enum TrainError {
     /// Runtime problems.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// libtorch failed.
+    /// libtorch failed (its message without the C++ backtrace).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
+}
+
+impl From<tch::TchError> for TrainError {
+    fn from(e: tch::TchError) -> Self {
+        TrainError::Torch(fair_runtime::without_backtrace(e))
+    }
 }
 
 /// A training setting as the user writes it: the config key, and the flag where one exists.
