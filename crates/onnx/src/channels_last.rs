@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use fair_ir::{Add, Conv2d, Gelu, Mul, Op, Pair, ParamKind};
-use onnx_protobuf::GraphProto;
+use onnx_protobuf::{GraphProto, TensorProto};
 
 use super::{Importer, Value, dims_text};
 use crate::OnnxError;
@@ -65,21 +65,23 @@ pub(super) fn gelu_formulas(graph: &GraphProto) -> GeluFormulas {
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
+    // A one-element float tensor's value (larger tensors are not decoded).
+    let one = |t: &TensorProto| -> Option<Const> {
+        let single = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d)) == Some(1);
+        single.then(|| decode_tensor(t, None, &mut fold::Budget::default()).ok())?
+    };
     let scalar = |name: &str| -> Option<f32> {
         let c = if let Some(t) = inits.get(name) {
-            decode_tensor(t, None).ok()?
+            one(t)?
         } else {
             let n = &graph.node[*producer.get(name)?];
             if n.op_type != "Constant" {
                 return None;
             }
             let a = n.attribute.iter().find(|a| a.name == "value")?;
-            match a.t.as_ref() {
-                Some(t) => decode_tensor(t, None).ok()?,
-                None => return None,
-            }
+            one(a.t.as_ref()?)?
         };
-        match &c.data {
+        match &*c.data {
             Data::F32(v) if v.len() == 1 => Some(v[0]),
             _ => None,
         }
@@ -296,15 +298,14 @@ impl Importer<'_> {
                         c.dims
                     )));
                 }
-                let Data::F32(v) = &c.data else {
+                let Data::F32(v) = &*c.data else {
                     return Err(n.err("the constant must be float32"));
                 };
                 let y = if n.op() == "Add" {
-                    let bias = Const::f32(vec![units, 1, 1], v.clone());
+                    let bias = c.view(vec![units, 1, 1]);
                     self.fold_bias(n, &n.node.input[1 - k], x, &bias)?
                 } else {
-                    let gamma = if v.len() == 1 { vec![v[0]; units] } else { v.clone() };
-                    self.fold_scale(n, &n.node.input[1 - k], &x, &gamma)?
+                    self.fold_scale(n, &n.node.input[1 - k], &x, v)?
                 };
                 Ok(last_layout(y))
             }
@@ -351,7 +352,7 @@ impl Importer<'_> {
             [u] => *u == units && s.len() == 1 && c.dims.len() <= 2,
             _ => false,
         };
-        let Data::F32(v) = &c.data else {
+        let Data::F32(v) = &*c.data else {
             return Err(n.err("multiplying by an integer constant is not supported"));
         };
         if !ok {
@@ -361,16 +362,12 @@ impl Importer<'_> {
                 c.dims
             )));
         }
-        let gamma = if v.len() == 1 {
-            vec![v[0]; units]
-        } else {
-            v.clone()
-        };
-        self.fold_scale(n, &value, &x, &gamma)
+        self.fold_scale(n, &value, &x, v)
     }
 
-    /// Folds the per-channel scale `gamma` into IR node `layer` (a conv2d or linear layer),
-    /// which ONNX value `value` holds and nothing but `n` reads.
+    /// Folds the per-channel scale `gamma` (one value per channel, or one for all) into IR
+    /// node `layer` (a conv2d or linear layer), which ONNX value `value` holds and nothing but
+    /// `n` reads.
     fn fold_scale(
         &mut self,
         n: &NodeRef,
@@ -391,7 +388,7 @@ impl Importer<'_> {
                 return Err(refuse(format!("'{layer}' is not a conv2d or linear layer")));
             }
         };
-        if gamma.len() != units {
+        if gamma.len() != units && gamma.len() != 1 {
             return Err(refuse(format!(
                 "{} scales for {units} channels",
                 gamma.len()
@@ -441,7 +438,7 @@ impl Importer<'_> {
             if let TensorData::F32(d) = &mut t.data {
                 let row = d.len() / units;
                 for (c, chunk) in d.chunks_mut(row.max(1)).enumerate() {
-                    let g = gamma[c.min(units - 1)];
+                    let g = gamma[c.min(gamma.len() - 1)];
                     chunk.iter_mut().for_each(|w| *w *= g);
                 }
             }

@@ -7,9 +7,27 @@
 //! batch size, which `Shape` of a computed tensor produces: `Shape(x)[0]` folds to
 //! [`Int::Batch`], and a reshape target `[batch, -1]` is recognised as a flatten without
 //! knowing the batch size.
+//!
+//! Every constant the folder builds is paid for from a [`Budget`] before it is allocated,
+//! in the bytes it holds in memory. Ops that only change the dimensions (`Identity`,
+//! `Reshape`, `Squeeze`, a `Cast` to the same kind) share the data of their input.
 
-/// The largest constant the folder builds (elements); far above any shape computation.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::MAX_FOLDED_BYTES;
+
+/// The most elements one folded constant may hold (2^26); far above any shape computation.
 const MAX_FOLDED: usize = 1 << 26;
+
+/// The largest tensor read from a file (elements): 2^31. Also bounds the non-zero sizes of
+/// a view, which holds no elements of its own.
+pub(crate) const MAX_TENSOR: usize = 1 << 31;
+
+/// The highest rank of a folded constant (NumPy 2's limit); also the longest shape, axes or
+/// perm a node may give.
+pub(crate) const MAX_RANK: usize = 64;
 
 /// One integer of a constant: a number, or the (symbolic) batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +38,11 @@ pub(crate) enum Int {
     Batch,
 }
 
+/// Bytes one float element takes in memory.
+pub(crate) const F32_BYTES: usize = size_of::<f32>();
+/// Bytes one integer element takes in memory (an [`Int`]: 16, whatever the ONNX type).
+pub(crate) const INT_BYTES: usize = size_of::<Int>();
+
 /// The elements of a constant.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Data {
@@ -29,11 +52,22 @@ pub(crate) enum Data {
     Int(Vec<Int>),
 }
 
-/// A constant tensor: dimensions and row-major data.
+impl Data {
+    /// Bytes one element takes in memory.
+    pub fn elem_bytes(&self) -> usize {
+        match self {
+            Data::F32(_) => F32_BYTES,
+            Data::Int(_) => INT_BYTES,
+        }
+    }
+}
+
+/// A constant tensor: dimensions and row-major data. The data is shared between constants
+/// that differ only in their dimensions (a `Reshape` of an initializer copies nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Const {
     pub dims: Vec<usize>,
-    pub data: Data,
+    pub data: Rc<Data>,
 }
 
 impl Const {
@@ -41,21 +75,34 @@ impl Const {
     pub fn f32(dims: Vec<usize>, v: Vec<f32>) -> Self {
         Const {
             dims,
-            data: Data::F32(v),
+            data: Rc::new(Data::F32(v)),
         }
     }
 
     /// An integer constant of known values.
     pub fn i64(dims: Vec<usize>, v: impl IntoIterator<Item = i64>) -> Self {
+        Const::ints_of(dims, v.into_iter().map(Int::N).collect())
+    }
+
+    /// An integer constant.
+    pub fn ints_of(dims: Vec<usize>, v: Vec<Int>) -> Self {
         Const {
             dims,
-            data: Data::Int(v.into_iter().map(Int::N).collect()),
+            data: Rc::new(Data::Int(v)),
+        }
+    }
+
+    /// The same data under other dimensions (as many elements).
+    pub fn view(&self, dims: Vec<usize>) -> Self {
+        Const {
+            dims,
+            data: Rc::clone(&self.data),
         }
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match &self.data {
+        match &*self.data {
             Data::F32(v) => v.len(),
             Data::Int(v) => v.len(),
         }
@@ -63,57 +110,175 @@ impl Const {
 
     /// The values as known integers (error for floats or a symbolic batch size).
     pub fn ints(&self) -> Result<Vec<i64>, String> {
-        match &self.data {
-            Data::Int(v) => v
-                .iter()
-                .map(|i| match i {
-                    Int::N(n) => Ok(*n),
-                    Int::Batch => Err(
-                        "the value depends on the batch size, which is not known when importing"
-                            .to_owned(),
-                    ),
-                })
-                .collect(),
+        match &*self.data {
+            Data::Int(v) => v.iter().map(|&i| known(i)).collect(),
             Data::F32(_) => Err("expected integers, found floating-point data".to_owned()),
         }
     }
 
-    /// The values as floats (integers of known value are converted).
-    pub fn floats(&self) -> Result<Vec<f32>, String> {
-        match &self.data {
-            Data::F32(v) => Ok(v.clone()),
-            Data::Int(_) => Ok(self.ints()?.into_iter().map(|v| v as f32).collect()),
+    /// The values of a shape, axes or starts/ends list: known integers, at most
+    /// [`MAX_RANK`] of them (checked before anything is converted).
+    pub fn short_ints(&self) -> Result<Vec<i64>, String> {
+        if self.len() > MAX_RANK {
+            return Err(format!(
+                "expected a list of at most {MAX_RANK} values (a shape, axes or positions), found {} values (shape {:?})",
+                self.len(),
+                self.dims
+            ));
         }
+        self.ints()
     }
 
     /// The single value of a one-element constant, as a float.
     pub fn scalar_f32(&self) -> Result<f32, String> {
-        match self.floats()?.as_slice() {
-            [v] => Ok(*v),
-            v => Err(format!(
-                "expected a single value, found {} values (shape {:?})",
-                v.len(),
-                self.dims
-            )),
-        }
+        let v = match &*self.data {
+            Data::F32(v) if v.len() == 1 => v[0],
+            Data::Int(v) if v.len() == 1 => known(v[0])? as f32,
+            _ => {
+                return Err(format!(
+                    "expected a single value, found {} values (shape {:?})",
+                    self.len(),
+                    self.dims
+                ));
+            }
+        };
+        Ok(v)
     }
 
-    /// The elements at flat positions `idx`, as a constant of shape `dims`.
-    fn pick(&self, dims: Vec<usize>, idx: &[usize]) -> Const {
-        let data = match &self.data {
-            Data::F32(v) => Data::F32(idx.iter().map(|&i| v[i]).collect()),
-            Data::Int(v) => Data::Int(idx.iter().map(|&i| v[i]).collect()),
+    /// The elements at the flat positions `idx`, as a constant of shape `dims` (as many
+    /// elements as `idx` yields; the output is allocated once).
+    fn pick(&self, dims: Vec<usize>, idx: impl Iterator<Item = usize>) -> Const {
+        let n = dims.iter().product();
+        let data = match &*self.data {
+            Data::F32(v) => {
+                let mut out = Vec::with_capacity(n);
+                out.extend(idx.map(|i| v[i]));
+                Data::F32(out)
+            }
+            Data::Int(v) => {
+                let mut out = Vec::with_capacity(n);
+                out.extend(idx.map(|i| v[i]));
+                Data::Int(out)
+            }
         };
-        Const { dims, data }
+        Const {
+            dims,
+            data: Rc::new(data),
+        }
     }
 }
 
-/// The number of elements of `dims`, bounded by [`MAX_FOLDED`]. The bound also holds for the
-/// product of the non-zero sizes, so an empty constant with huge sizes (`[0, 2^40, 2^40]`)
-/// is refused too and no stride or index computation over `dims` can overflow.
-pub(crate) fn numel(dims: &[usize]) -> Result<usize, String> {
-    bounded_numel(dims, MAX_FOLDED)
-        .ok_or_else(|| format!("a constant of shape {dims:?} is too large to fold"))
+/// A known integer, or the error for the symbolic batch size.
+fn known(i: Int) -> Result<i64, String> {
+    match i {
+        Int::N(n) => Ok(n),
+        Int::Batch => {
+            Err("the value depends on the batch size, which is not known when importing".to_owned())
+        }
+    }
+}
+
+/// What one import may allocate beyond the float tensors the file stores: see
+/// [`MAX_FOLDED_BYTES`]. Charges are made before the memory is allocated.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    /// Bytes of the constants folded so far, and of integer tensors read from the file.
+    folded: usize,
+    /// Bytes of the float tensors read from the file (the model's own size).
+    stored: usize,
+    /// Bytes of the layers' parameters.
+    weights: usize,
+    /// Bytes read so far from each external data file.
+    external: HashMap<PathBuf, u64>,
+}
+
+impl Budget {
+    /// Bytes charged so far: the folded constants, and the parameters beyond the float
+    /// tensors the file stores (a tensor shared by several layers is copied for each).
+    pub fn used(&self) -> usize {
+        self.folded
+            .saturating_add(self.weights.saturating_sub(self.stored))
+    }
+
+    /// Pays for a new constant of shape `dims` whose elements take `elem` bytes each: its
+    /// dimensions and elements. Errors, before anything is allocated, when the product of
+    /// its non-zero sizes passes 2^26 elements (which also keeps every stride and index
+    /// computation from overflowing), when its rank passes [`MAX_RANK`], or when it does not
+    /// fit in the budget. Returns its number of elements.
+    pub fn take(&mut self, dims: &[usize], elem: usize) -> Result<usize, String> {
+        let n = bounded_numel(dims, MAX_FOLDED).ok_or_else(|| {
+            format!(
+                "a constant of shape {dims:?} is too large to fold (more than {MAX_FOLDED} elements)"
+            )
+        })?;
+        self.charge(dims, n * elem)?;
+        Ok(n)
+    }
+
+    /// Pays for `bytes` of elements and for the dimensions `dims` (rank at most
+    /// [`MAX_RANK`]).
+    fn charge(&mut self, dims: &[usize], bytes: usize) -> Result<(), String> {
+        if dims.len() > MAX_RANK {
+            return Err(format!(
+                "a constant of rank {} is more than the {MAX_RANK} dimensions fair-pruner folds",
+                dims.len()
+            ));
+        }
+        let bytes = bytes.saturating_add(size_of_val(dims));
+        let left = MAX_FOLDED_BYTES.saturating_sub(self.used());
+        if bytes > left {
+            return Err(format!(
+                "a constant of shape {dims:?} takes {bytes} bytes in memory, more than the {left} bytes left of the budget of {MAX_FOLDED_BYTES} bytes (MAX_FOLDED_BYTES) for folded constants, integer tensors and copies of shared weights; shape computations need a few kilobytes"
+            ));
+        }
+        self.folded += bytes;
+        Ok(())
+    }
+
+    /// Pays for a view of shape `dims` that shares existing data (its dimensions only).
+    /// Errors when its rank passes [`MAX_RANK`], or when the product of its non-zero sizes
+    /// passes [`MAX_TENSOR`] (so that no stride computation over it can overflow).
+    pub fn take_view(&mut self, dims: &[usize]) -> Result<(), String> {
+        if bounded_numel(dims, MAX_TENSOR).is_none() {
+            return Err(format!("shape {dims:?} is too large"));
+        }
+        self.charge(dims, 0)
+    }
+
+    /// Records that a tensor reads `length` bytes of the external data file `path`, which
+    /// holds `size`: errors when the tensors read more than `size` from it together (tensors
+    /// that share bytes, which would decode one small file many times over).
+    pub fn read_external(&mut self, path: &Path, size: u64, length: u64) -> Result<(), String> {
+        let read = self.external.entry(path.to_owned()).or_default();
+        *read = read.saturating_add(length);
+        if *read > size {
+            return Err(format!(
+                "the tensors read {read} bytes of this {size}-byte file together, so some of them share bytes; fair-pruner reads each byte of external data once"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records `bytes` of float data read from the file: the model's own size, not charged.
+    pub fn store(&mut self, bytes: usize) {
+        self.stored = self.stored.saturating_add(bytes);
+    }
+
+    /// Records a layer parameter of `bytes`; errors when the parameters pass the float
+    /// tensors read from the file by more than the budget leaves.
+    pub fn weight(&mut self, bytes: usize) -> Result<(), String> {
+        self.weights = self.weights.saturating_add(bytes);
+        if self.used() > MAX_FOLDED_BYTES {
+            return Err(format!(
+                "the parameters take {} bytes, {} more than the {} bytes of float tensors the file stores (a tensor that several layers share is copied for each), and with {} bytes of folded constants this passes the budget of {MAX_FOLDED_BYTES} bytes (MAX_FOLDED_BYTES)",
+                self.weights,
+                self.weights.saturating_sub(self.stored),
+                self.stored,
+                self.folded
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The number of elements of `dims` when the product of its non-zero sizes is at most
@@ -134,21 +299,66 @@ fn strides(dims: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Every multi-index of `dims` in row-major order, mapped through `f`.
-fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
-    let n: usize = dims.iter().product();
-    let mut idx = vec![0usize; dims.len()];
-    for _ in 0..n {
-        f(&idx);
-        for a in (0..dims.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < dims[a] {
-                break;
-            }
-            idx[a] = 0;
+/// The strides that read a tensor of (padded) shape `from` broadcast to the same rank:
+/// 0 along the axes of size 1.
+fn broadcast_strides(from: &[usize]) -> Vec<isize> {
+    strides(from)
+        .iter()
+        .zip(from)
+        .map(|(&s, &n)| if n == 1 { 0 } else { s as isize })
+        .collect()
+}
+
+/// The flat positions of a strided view, in row-major order over `dims`: `base` plus the
+/// sum over the axes of index × stride. Yields exactly the product of `dims` positions,
+/// without storing them.
+struct Walk {
+    dims: Vec<usize>,
+    strides: Vec<isize>,
+    idx: Vec<usize>,
+    pos: isize,
+    left: usize,
+}
+
+impl Walk {
+    fn new(dims: &[usize], strides: Vec<isize>, base: isize) -> Self {
+        Walk {
+            dims: dims.to_vec(),
+            idx: vec![0; dims.len()],
+            strides,
+            pos: base,
+            left: dims.iter().product(),
         }
     }
 }
+
+impl Iterator for Walk {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let here = self.pos as usize;
+        for a in (0..self.dims.len()).rev() {
+            self.idx[a] += 1;
+            self.pos += self.strides[a];
+            if self.idx[a] < self.dims[a] {
+                break;
+            }
+            self.pos -= self.strides[a] * self.dims[a] as isize;
+            self.idx[a] = 0;
+        }
+        Some(here)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Walk {}
 
 /// Normalises a possibly negative axis for a tensor of rank `rank`.
 pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
@@ -161,15 +371,17 @@ pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
     }
 }
 
+/// Pads `d` with leading ones to rank `rank`.
+fn pad(d: &[usize], rank: usize) -> Vec<usize> {
+    let mut v = vec![1; rank - d.len()];
+    v.extend_from_slice(d);
+    v
+}
+
 /// Element-wise `Add`, `Sub`, `Mul` or `Div` with NumPy broadcasting.
-pub(crate) fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, String> {
+pub(crate) fn binary(op: &str, a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let rank = a.dims.len().max(b.dims.len());
-    let pad = |d: &[usize]| -> Vec<usize> {
-        let mut v = vec![1; rank - d.len()];
-        v.extend_from_slice(d);
-        v
-    };
-    let (da, db) = (pad(&a.dims), pad(&b.dims));
+    let (da, db) = (pad(&a.dims, rank), pad(&b.dims, rank));
     let mut out = Vec::with_capacity(rank);
     for (&x, &y) in da.iter().zip(&db) {
         out.push(match (x, y) {
@@ -184,43 +396,36 @@ pub(crate) fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, String> {
             }
         });
     }
-    numel(&out)?;
-    let (sa, sb) = (strides(&da), strides(&db));
-    let (mut ia, mut ib) = (Vec::new(), Vec::new());
-    for_each_index(&out, |idx| {
-        let pos = |d: &[usize], s: &[usize]| -> usize {
-            idx.iter()
-                .zip(d)
-                .zip(s)
-                .map(|((&i, &n), &st)| if n == 1 { 0 } else { i * st })
-                .sum()
-        };
-        ia.push(pos(&da, &sa));
-        ib.push(pos(&db, &sb));
-    });
-    let data = match (&a.data, &b.data) {
+    let ia = Walk::new(&out, broadcast_strides(&da), 0);
+    let ib = Walk::new(&out, broadcast_strides(&db), 0);
+    let data = match (&*a.data, &*b.data) {
         (Data::F32(x), Data::F32(y)) => {
+            budget.take(&out, F32_BYTES)?;
             let f = match op {
                 "Add" => |p: f32, q: f32| p + q,
                 "Sub" => |p: f32, q: f32| p - q,
                 "Mul" => |p: f32, q: f32| p * q,
                 _ => |p: f32, q: f32| p / q,
             };
-            Data::F32(ia.iter().zip(&ib).map(|(&i, &j)| f(x[i], y[j])).collect())
+            Data::F32(ia.zip(ib).map(|(i, j)| f(x[i], y[j])).collect())
         }
-        (Data::Int(x), Data::Int(y)) => Data::Int(
-            ia.iter()
-                .zip(&ib)
-                .map(|(&i, &j)| int_op(op, x[i], y[j]))
-                .collect::<Result<_, _>>()?,
-        ),
+        (Data::Int(x), Data::Int(y)) => {
+            let mut v = Vec::with_capacity(budget.take(&out, INT_BYTES)?);
+            for (i, j) in ia.zip(ib) {
+                v.push(int_op(op, x[i], y[j])?);
+            }
+            Data::Int(v)
+        }
         _ => {
             return Err(format!(
                 "{op} of a floating-point and an integer constant (insert a Cast)"
             ));
         }
     };
-    Ok(Const { dims: out, data })
+    Ok(Const {
+        dims: out,
+        data: Rc::new(data),
+    })
 }
 
 /// Integer arithmetic, keeping the batch symbol through the identities `B·1`, `B/1`, `B±0`.
@@ -248,19 +453,13 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
 }
 
 /// `Expand`: broadcasts `data` against `shape` (NumPy rules, either side may be 1).
-pub(crate) fn expand(data: &Const, shape: &[i64]) -> Result<Const, String> {
+pub(crate) fn expand(data: &Const, shape: &[i64], budget: &mut Budget) -> Result<Const, String> {
     let dims: Vec<usize> = shape
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative size {d} in {shape:?}")))
         .collect::<Result<_, _>>()?;
-    numel(&dims)?;
     let rank = data.dims.len().max(dims.len());
-    let pad = |d: &[usize]| -> Vec<usize> {
-        let mut v = vec![1; rank - d.len()];
-        v.extend_from_slice(d);
-        v
-    };
-    let (from, to) = (pad(&data.dims), pad(&dims));
+    let (from, to) = (pad(&data.dims, rank), pad(&dims, rank));
     let mut out = Vec::with_capacity(rank);
     for (&a, &b) in from.iter().zip(&to) {
         out.push(match (a, b) {
@@ -270,24 +469,23 @@ pub(crate) fn expand(data: &Const, shape: &[i64]) -> Result<Const, String> {
             _ => return Err(format!("cannot expand {:?} to {shape:?}", data.dims)),
         });
     }
-    numel(&out)?;
-    let st = strides(&from);
-    let mut pos = Vec::new();
-    for_each_index(&out, |idx| {
-        pos.push(
-            idx.iter()
-                .zip(&from)
-                .zip(&st)
-                .map(|((&i, &n), &s)| if n == 1 { 0 } else { i * s })
-                .sum(),
-        )
-    });
-    Ok(data.pick(out, &pos))
+    budget.take(&out, data.data.elem_bytes())?;
+    let walk = Walk::new(&out, broadcast_strides(&from), 0);
+    Ok(data.pick(out, walk))
 }
 
 /// `Gather` along `axis` with integer `indices`.
-pub(crate) fn gather(data: &Const, indices: &Const, ax: i64) -> Result<Const, String> {
+pub(crate) fn gather(
+    data: &Const,
+    indices: &Const,
+    ax: i64,
+    budget: &mut Budget,
+) -> Result<Const, String> {
     let a = axis(ax, data.dims.len())?;
+    let mut dims = data.dims[..a].to_vec();
+    dims.extend_from_slice(&indices.dims);
+    dims.extend_from_slice(&data.dims[a + 1..]);
+    budget.take(&dims, data.data.elem_bytes())?;
     let n = data.dims[a] as i64;
     let idx: Vec<usize> = indices
         .ints()?
@@ -303,22 +501,18 @@ pub(crate) fn gather(data: &Const, indices: &Const, ax: i64) -> Result<Const, St
         .collect::<Result<_, _>>()?;
     let outer: usize = data.dims[..a].iter().product();
     let inner: usize = data.dims[a + 1..].iter().product();
-    let mut dims = data.dims[..a].to_vec();
-    dims.extend_from_slice(&indices.dims);
-    dims.extend_from_slice(&data.dims[a + 1..]);
-    numel(&dims)?;
-    let mut pos = Vec::new();
-    for o in 0..outer {
-        for &i in &idx {
-            let base = (o * data.dims[a] + i) * inner;
-            pos.extend(base..base + inner);
-        }
-    }
-    Ok(data.pick(dims, &pos))
+    let rows = data.dims[a];
+    let pos = (0..outer).flat_map(|o| {
+        idx.iter().flat_map(move |&i| {
+            let base = (o * rows + i) * inner;
+            base..base + inner
+        })
+    });
+    Ok(data.pick(dims, pos))
 }
 
 /// `Concat` along `axis`.
-pub(crate) fn concat(inputs: &[&Const], ax: i64) -> Result<Const, String> {
+pub(crate) fn concat(inputs: &[&Const], ax: i64, budget: &mut Budget) -> Result<Const, String> {
     let first = inputs.first().ok_or("concat of no inputs")?;
     let rank = first.dims.len();
     let a = axis(ax, rank)?;
@@ -337,18 +531,23 @@ pub(crate) fn concat(inputs: &[&Const], ax: i64) -> Result<Const, String> {
                 first.dims, c.dims
             ));
         }
-        dims[a] += c.dims[a];
+        if c.data.elem_bytes() != first.data.elem_bytes() {
+            return Err("cannot concatenate floats with integers".to_owned());
+        }
+        dims[a] = dims[a]
+            .checked_add(c.dims[a])
+            .ok_or("the concatenation is too large")?;
     }
-    numel(&dims)?;
+    let n = budget.take(&dims, first.data.elem_bytes())?;
     let outer: usize = first.dims[..a].iter().product();
-    let mut data = match &first.data {
-        Data::F32(_) => Data::F32(Vec::new()),
-        Data::Int(_) => Data::Int(Vec::new()),
+    let mut data = match &*first.data {
+        Data::F32(_) => Data::F32(Vec::with_capacity(n)),
+        Data::Int(_) => Data::Int(Vec::with_capacity(n)),
     };
     for o in 0..outer {
         for c in inputs {
             let block: usize = c.dims[a..].iter().product();
-            match (&mut data, &c.data) {
+            match (&mut data, &*c.data) {
                 (Data::F32(out), Data::F32(v)) => {
                     out.extend_from_slice(&v[o * block..(o + 1) * block])
                 }
@@ -359,7 +558,10 @@ pub(crate) fn concat(inputs: &[&Const], ax: i64) -> Result<Const, String> {
             }
         }
     }
-    Ok(Const { dims, data })
+    Ok(Const {
+        dims,
+        data: Rc::new(data),
+    })
 }
 
 /// `Slice` with ONNX's clamping rules.
@@ -369,9 +571,8 @@ pub(crate) fn slice(
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
+    budget: &mut Budget,
 ) -> Result<Const, String> {
-    // Bounds the per-axis index lists below by the folding limit.
-    numel(&data.dims)?;
     let rank = data.dims.len();
     if starts.len() != ends.len() {
         return Err(format!("{} starts but {} ends", starts.len(), ends.len()));
@@ -383,48 +584,59 @@ pub(crate) fn slice(
     if axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps must have the same length".to_owned());
     }
-    let mut picks: Vec<Vec<usize>> = data.dims.iter().map(|&d| (0..d).collect()).collect();
+    // Each sliced axis is an arithmetic progression: first index, step and count.
+    let st = strides(&data.dims);
+    let mut dims = data.dims.clone();
+    let mut walk: Vec<isize> = st.iter().map(|&s| s as isize).collect();
+    let mut base = 0isize;
+    let mut seen = vec![false; rank];
     for k in 0..starts.len() {
         let a = axis(axes[k], rank)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(format!("axis {a} is sliced twice"));
+        }
         let n = data.dims[a] as i64;
         let step = steps[k];
         if step == 0 {
             return Err("a slice step of 0".to_owned());
         }
-        let clamp = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
         let fix = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
-        let (s, e) = if step > 0 {
-            (clamp(fix(starts[k]), 0, n), clamp(fix(ends[k]), 0, n))
-        } else {
+        let (s, count) = if step > 0 {
+            let (s, e) = (fix(starts[k]).clamp(0, n), fix(ends[k]).clamp(0, n));
             (
-                clamp(fix(starts[k]), -1, n - 1),
-                clamp(fix(ends[k]), -1, n - 1),
+                s,
+                if e > s {
+                    ((e - s) as u64).div_ceil(step as u64)
+                } else {
+                    0
+                },
             )
+        } else {
+            let (s, e) = (
+                fix(starts[k]).clamp(-1, n - 1),
+                fix(ends[k]).clamp(-1, n - 1),
+            );
+            let count = if s > e {
+                ((s - e) as u64).div_ceil(step.unsigned_abs())
+            } else {
+                0
+            };
+            (s, count)
         };
-        let mut sel = Vec::new();
-        let mut i = s;
-        while (step > 0 && i < e) || (step < 0 && i > e) {
-            sel.push(i as usize);
-            match i.checked_add(step) {
-                Some(next) => i = next,
-                None => break,
-            }
+        // count ≤ n, and |step| < n whenever count > 1: no overflow below.
+        dims[a] = count as usize;
+        if count > 0 {
+            base += s as isize * st[a] as isize;
         }
-        picks[a] = sel;
+        walk[a] = if count > 1 {
+            step as isize * st[a] as isize
+        } else {
+            0
+        };
     }
-    let dims: Vec<usize> = picks.iter().map(Vec::len).collect();
-    numel(&dims)?;
-    let st = strides(&data.dims);
-    let mut pos = Vec::new();
-    for_each_index(&dims, |idx| {
-        pos.push(
-            idx.iter()
-                .enumerate()
-                .map(|(a, &i)| picks[a][i] * st[a])
-                .sum(),
-        )
-    });
-    Ok(data.pick(dims, &pos))
+    budget.take(&dims, data.data.elem_bytes())?;
+    let pos = Walk::new(&dims, walk, base);
+    Ok(data.pick(dims, pos))
 }
 
 /// The dimensions of `Reshape(data, shape)` (0 copies a dimension unless `allowzero`, -1 is
@@ -467,8 +679,8 @@ pub(crate) fn reshape_dims(
     Ok(dims)
 }
 
-/// `Unsqueeze` at `axes` (of the output).
-pub(crate) fn unsqueeze(data: &Const, axes: &[i64]) -> Result<Const, String> {
+/// `Unsqueeze` at `axes` (of the output): a view.
+pub(crate) fn unsqueeze(data: &Const, axes: &[i64], budget: &mut Budget) -> Result<Const, String> {
     let rank = data.dims.len() + axes.len();
     let mut ax: Vec<usize> = axes
         .iter()
@@ -479,14 +691,16 @@ pub(crate) fn unsqueeze(data: &Const, axes: &[i64]) -> Result<Const, String> {
     for a in ax {
         dims.insert(a.min(dims.len()), 1);
     }
-    Ok(Const {
-        dims,
-        data: data.data.clone(),
-    })
+    budget.take_view(&dims)?;
+    Ok(data.view(dims))
 }
 
-/// `Squeeze` at `axes` (all size-1 axes when `None`).
-pub(crate) fn squeeze(data: &Const, axes: Option<&[i64]>) -> Result<Const, String> {
+/// `Squeeze` at `axes` (all size-1 axes when `None`): a view.
+pub(crate) fn squeeze(
+    data: &Const,
+    axes: Option<&[i64]>,
+    budget: &mut Budget,
+) -> Result<Const, String> {
     let rank = data.dims.len();
     let drop: Vec<usize> = match axes {
         Some(a) => a.iter().map(|&x| axis(x, rank)).collect::<Result<_, _>>()?,
@@ -498,17 +712,16 @@ pub(crate) fn squeeze(data: &Const, axes: Option<&[i64]>) -> Result<Const, Strin
             data.dims
         ));
     }
-    let dims = (0..rank)
+    let dims: Vec<usize> = (0..rank)
         .filter(|i| !drop.contains(i))
         .map(|i| data.dims[i])
         .collect();
-    Ok(Const {
-        dims,
-        data: data.data.clone(),
-    })
+    budget.take_view(&dims)?;
+    Ok(data.view(dims))
 }
 
-/// `Transpose` by `perm` (reversed axes when `None`).
+/// `Transpose` by `perm` (reversed axes when `None`). Not charged to a budget: the caller
+/// pays for a folded transpose, and a transposed weight replaces the weight it comes from.
 pub(crate) fn transpose(data: &Const, perm: Option<&[i64]>) -> Result<Const, String> {
     let rank = data.dims.len();
     let perm: Vec<usize> = match perm {
@@ -522,15 +735,13 @@ pub(crate) fn transpose(data: &Const, perm: Option<&[i64]>) -> Result<Const, Str
     }
     let dims: Vec<usize> = perm.iter().map(|&p| data.dims[p]).collect();
     let st = strides(&data.dims);
-    let mut pos = Vec::with_capacity(data.len());
-    for_each_index(&dims, |idx| {
-        pos.push(idx.iter().zip(&perm).map(|(&i, &p)| i * st[p]).sum())
-    });
-    Ok(data.pick(dims, &pos))
+    let walk = Walk::new(&dims, perm.iter().map(|&p| st[p] as isize).collect(), 0);
+    Ok(data.pick(dims, walk))
 }
 
-/// `Cast` to an ONNX data type.
-pub(crate) fn cast(data: &Const, to: i32) -> Result<Const, String> {
+/// `Cast` to an ONNX data type. A cast that keeps the kind of data (float to float, integer
+/// to integer) shares the data.
+pub(crate) fn cast(data: &Const, to: i32, budget: &mut Budget) -> Result<Const, String> {
     use onnx_protobuf::tensor_proto::DataType as T;
     let float = [T::FLOAT as i32, T::DOUBLE as i32, T::FLOAT16 as i32];
     let int = [
@@ -543,24 +754,47 @@ pub(crate) fn cast(data: &Const, to: i32) -> Result<Const, String> {
         T::UINT32 as i32,
         T::UINT64 as i32,
     ];
-    let out = if float.contains(&to) {
-        Data::F32(data.floats()?)
-    } else if int.contains(&to) {
-        match &data.data {
-            Data::Int(v) => Data::Int(v.clone()),
-            Data::F32(v) => Data::Int(v.iter().map(|&x| Int::N(x.trunc() as i64)).collect()),
+    let dims = data.dims.clone();
+    let out = match &*data.data {
+        Data::F32(_) if float.contains(&to) => {
+            budget.take_view(&dims)?;
+            return Ok(data.view(dims));
         }
-    } else if to == T::BOOL as i32 {
-        let vals = data.floats()?;
-        Data::Int(vals.iter().map(|&x| Int::N(i64::from(x != 0.0))).collect())
-    } else {
-        return Err(format!(
-            "casting constants to data type {to} is not supported"
-        ));
+        Data::Int(_) if int.contains(&to) => {
+            budget.take_view(&dims)?;
+            return Ok(data.view(dims));
+        }
+        Data::Int(v) if float.contains(&to) => {
+            let mut out = Vec::with_capacity(budget.take(&dims, F32_BYTES)?);
+            for &i in v {
+                out.push(known(i)? as f32);
+            }
+            Data::F32(out)
+        }
+        Data::F32(v) if int.contains(&to) => {
+            budget.take(&dims, INT_BYTES)?;
+            Data::Int(v.iter().map(|&x| Int::N(x.trunc() as i64)).collect())
+        }
+        Data::F32(v) if to == T::BOOL as i32 => {
+            budget.take(&dims, INT_BYTES)?;
+            Data::Int(v.iter().map(|&x| Int::N(i64::from(x != 0.0))).collect())
+        }
+        Data::Int(v) if to == T::BOOL as i32 => {
+            let mut out = Vec::with_capacity(budget.take(&dims, INT_BYTES)?);
+            for &i in v {
+                out.push(Int::N(i64::from(known(i)? != 0)));
+            }
+            Data::Int(out)
+        }
+        _ => {
+            return Err(format!(
+                "casting constants to data type {to} is not supported"
+            ));
+        }
     };
     Ok(Const {
-        dims: data.dims.clone(),
-        data: out,
+        dims,
+        data: Rc::new(out),
     })
 }
 
@@ -571,54 +805,52 @@ mod tests {
     #[test]
     fn gather_concat_and_reshape_fold_a_flatten_target() {
         // Shape(x) of a [B, 8, 2, 2] tensor, then [Shape(x)[0], -1].
-        let shape = Const {
-            dims: vec![4],
-            data: Data::Int(vec![Int::Batch, Int::N(8), Int::N(2), Int::N(2)]),
-        };
-        let b = gather(&shape, &Const::i64(vec![], [0]), 0).unwrap();
-        assert_eq!(b.dims, Vec::<usize>::new());
-        let b = unsqueeze(&b, &[0]).unwrap();
-        let target = concat(&[&b, &Const::i64(vec![1], [-1])], 0).unwrap();
-        assert_eq!(target.data, Data::Int(vec![Int::Batch, Int::N(-1)]));
+        let b = &mut Budget::default();
+        let shape = Const::ints_of(vec![4], vec![Int::Batch, Int::N(8), Int::N(2), Int::N(2)]);
+        let g = gather(&shape, &Const::i64(vec![], [0]), 0, b).unwrap();
+        assert_eq!(g.dims, Vec::<usize>::new());
+        let g = unsqueeze(&g, &[0], b).unwrap();
+        let target = concat(&[&g, &Const::i64(vec![1], [-1])], 0, b).unwrap();
+        assert_eq!(*target.data, Data::Int(vec![Int::Batch, Int::N(-1)]));
         assert!(target.ints().is_err());
     }
 
     #[test]
     fn arithmetic_broadcasts_and_keeps_the_batch_symbol_only_through_identities() {
+        let bu = &mut Budget::default();
         let a = Const::i64(vec![2], [6, 9]);
-        let c = binary("Div", &a, &Const::i64(vec![], [3])).unwrap();
+        let c = binary("Div", &a, &Const::i64(vec![], [3]), bu).unwrap();
         assert_eq!(c.ints().unwrap(), vec![2, 3]);
-        let batch = Const {
-            dims: vec![1],
-            data: Data::Int(vec![Int::Batch]),
-        };
+        let batch = Const::ints_of(vec![1], vec![Int::Batch]);
         assert_eq!(
-            binary("Mul", &batch, &Const::i64(vec![1], [1]))
+            *binary("Mul", &batch, &Const::i64(vec![1], [1]), bu)
                 .unwrap()
                 .data,
             Data::Int(vec![Int::Batch])
         );
-        assert!(binary("Mul", &batch, &Const::i64(vec![1], [2])).is_err());
-        assert!(binary("Div", &a, &Const::i64(vec![], [0])).is_err());
+        assert!(binary("Mul", &batch, &Const::i64(vec![1], [2]), bu).is_err());
+        assert!(binary("Div", &a, &Const::i64(vec![], [0]), bu).is_err());
         let f = binary(
             "Add",
             &Const::f32(vec![2, 1], vec![1.0, 2.0]),
             &Const::f32(vec![3], vec![10.0, 20.0, 30.0]),
+            bu,
         )
         .unwrap();
         assert_eq!(f.dims, vec![2, 3]);
-        assert_eq!(f.floats().unwrap(), vec![11., 21., 31., 12., 22., 32.]);
+        assert_eq!(*f.data, Data::F32(vec![11., 21., 31., 12., 22., 32.]));
     }
 
     #[test]
     fn slice_transpose_and_reshape_follow_onnx() {
+        let b = &mut Budget::default();
         let x = Const::i64(vec![2, 3], [0, 1, 2, 3, 4, 5]);
-        let s = slice(&x, &[1], &[i64::MAX], Some(&[1]), None).unwrap();
+        let s = slice(&x, &[1], &[i64::MAX], Some(&[1]), None, b).unwrap();
         assert_eq!(
             (s.dims.clone(), s.ints().unwrap()),
             (vec![2, 2], vec![1, 2, 4, 5])
         );
-        let r = slice(&x, &[-1], &[i64::MIN], Some(&[1]), Some(&[-1])).unwrap();
+        let r = slice(&x, &[-1], &[i64::MIN], Some(&[1]), Some(&[-1]), b).unwrap();
         assert_eq!(r.ints().unwrap(), vec![2, 1, 0, 5, 4, 3]);
         let t = transpose(&x, None).unwrap();
         assert_eq!(
@@ -628,12 +860,136 @@ mod tests {
         assert_eq!(reshape_dims(&[2, 3, 4], &[0, -1], false), Ok(vec![2, 12]));
         assert!(reshape_dims(&[2, 3, 4], &[5, -1], false).is_err());
         assert!(reshape_dims(&[2, 3], &[-1, -1], false).is_err());
-        assert!(squeeze(&x, Some(&[0])).is_err());
-        let e = expand(&Const::i64(vec![2, 1], [1, 2]), &[3]).unwrap();
+        assert!(squeeze(&x, Some(&[0]), b).is_err());
+        let e = expand(&Const::i64(vec![2, 1], [1, 2]), &[3], b).unwrap();
         assert_eq!(
             (e.dims.clone(), e.ints().unwrap()),
             (vec![2, 3], vec![1, 1, 1, 2, 2, 2])
         );
-        assert!(expand(&x, &[3, 3]).is_err());
+        assert!(expand(&x, &[3, 3], b).is_err());
+    }
+
+    /// 0, 1, 2, ... as an int constant of shape `dims`.
+    fn arange(dims: &[usize]) -> Const {
+        Const::i64(dims.to_vec(), 0..dims.iter().product::<usize>() as i64)
+    }
+
+    #[test]
+    fn strided_folds_match_explicit_loops() {
+        let b = &mut Budget::default();
+        let x = arange(&[2, 3, 4]);
+        let at = |i: usize, j: usize, k: usize| (i * 12 + j * 4 + k) as i64;
+        // Transpose [2, 3, 4] by [2, 0, 1] → [4, 2, 3].
+        let t = transpose(&x, Some(&[2, 0, 1])).unwrap();
+        let mut want = Vec::new();
+        for k in 0..4 {
+            for i in 0..2 {
+                for j in 0..3 {
+                    want.push(at(i, j, k));
+                }
+            }
+        }
+        assert_eq!((t.dims.clone(), t.ints().unwrap()), (vec![4, 2, 3], want));
+        // Slice axis 2 from 3 down to 0 exclusive by -2, axis 1 from 0 by 2.
+        let s = slice(&x, &[3, 0], &[0, 3], Some(&[2, 1]), Some(&[-2, 2]), b).unwrap();
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in [0, 2] {
+                for k in [3, 1] {
+                    want.push(at(i, j, k));
+                }
+            }
+        }
+        assert_eq!((s.dims.clone(), s.ints().unwrap()), (vec![2, 2, 2], want));
+        // An empty slice, and an axis sliced twice.
+        let e = slice(&x, &[2], &[1], Some(&[1]), None, b).unwrap();
+        assert_eq!((e.dims.clone(), e.len()), (vec![2, 0, 4], 0));
+        assert!(slice(&x, &[0, 0], &[1, 1], Some(&[1, -2]), None, b).is_err());
+        // Expand [3, 1] to [2, 3, 4]: x3[j] repeated.
+        let e = expand(&Const::i64(vec![3, 1], [7, 8, 9]), &[2, 1, 4], b).unwrap();
+        let mut want = Vec::new();
+        for _ in 0..2 {
+            for v in [7, 8, 9] {
+                want.extend([v; 4]);
+            }
+        }
+        assert_eq!((e.dims.clone(), e.ints().unwrap()), (vec![2, 3, 4], want));
+        // [2, 1, 3] + [4, 1] → [2, 4, 3].
+        let p = arange(&[2, 1, 3]);
+        let q = Const::i64(vec![4, 1], [0, 10, 20, 30]);
+        let sum = binary("Add", &p, &q, b).unwrap();
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in 0..4 {
+                for k in 0..3 {
+                    want.push((i * 3 + k) as i64 + 10 * j as i64);
+                }
+            }
+        }
+        assert_eq!(
+            (sum.dims.clone(), sum.ints().unwrap()),
+            (vec![2, 4, 3], want)
+        );
+        // Gather on axis 1 with [2, 2] indices → [2, 2, 2, 4].
+        let g = gather(&x, &Const::i64(vec![2, 2], [2, 0, -1, 1]), 1, b).unwrap();
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in [2, 0, 2, 1] {
+                for k in 0..4 {
+                    want.push(at(i, j, k));
+                }
+            }
+        }
+        assert_eq!(
+            (g.dims.clone(), g.ints().unwrap()),
+            (vec![2, 2, 2, 4], want)
+        );
+    }
+
+    #[test]
+    fn the_budget_counts_bytes_in_memory_and_views_share_data() {
+        let mut b = Budget::default();
+        // Integers take 16 bytes an element, floats 4, and every dimension 8.
+        assert_eq!(INT_BYTES, 16);
+        assert_eq!(b.take(&[2, 3], INT_BYTES), Ok(6));
+        assert_eq!(b.used(), 6 * 16 + 2 * 8);
+        assert_eq!(b.take(&[5], F32_BYTES), Ok(5));
+        assert_eq!(b.used(), 6 * 16 + 2 * 8 + 5 * 4 + 8);
+        // Stored float tensors are the model's own: parameters up to their size are free,
+        // beyond it they are charged.
+        b.store(100);
+        b.weight(100).unwrap();
+        assert_eq!(b.used(), 6 * 16 + 2 * 8 + 5 * 4 + 8);
+        b.weight(40).unwrap();
+        assert_eq!(b.used(), 6 * 16 + 2 * 8 + 5 * 4 + 8 + 40);
+        assert!(b.weight(MAX_FOLDED_BYTES).is_err());
+        // Refused before anything is built: too many elements, too high a rank, too many
+        // bytes together.
+        let mut b = Budget::default();
+        assert!(b.take(&[MAX_FOLDED + 1], 0).is_err());
+        assert!(b.take(&[1; MAX_RANK + 1], 0).is_err());
+        assert!(b.take_view(&[0, 1 << 40, 1 << 40]).is_err());
+        assert!(b.take(&[MAX_FOLDED], INT_BYTES).is_err());
+        assert_eq!(b.used(), 0);
+        // Views (Squeeze, Unsqueeze, a Cast to the same kind) share their input's data.
+        let x = Const::f32(vec![1, 3], vec![1.0, 2.0, 3.0]);
+        let s = squeeze(&x, None, &mut b).unwrap();
+        let u = unsqueeze(&s, &[1], &mut b).unwrap();
+        let c = cast(
+            &u,
+            onnx_protobuf::tensor_proto::DataType::DOUBLE as i32,
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!((s.dims.clone(), u.dims.clone()), (vec![3], vec![3, 1]));
+        assert!(Rc::ptr_eq(&x.data, &c.data));
+        let i = cast(
+            &x,
+            onnx_protobuf::tensor_proto::DataType::INT64 as i32,
+            &mut b,
+        )
+        .unwrap();
+        assert!(!Rc::ptr_eq(&x.data, &i.data));
+        assert_eq!(i.ints().unwrap(), vec![1, 2, 3]);
     }
 }

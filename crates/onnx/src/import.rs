@@ -108,12 +108,18 @@ const FOLDABLE: &[&str] = &[
 /// tensor). A larger file is refused from its size before it is read.
 pub const MAX_MODEL_BYTES: u64 = i32::MAX as u64;
 
-/// The most elements that all constants folded during one import may hold together
-/// (2^28; each one is also bounded at 2^26). Shape computations need a few hundred; the
-/// budget leaves room for models whose weights are `Constant` nodes or are forwarded by
-/// `Identity`, while a file of many large `ConstantOfShape` or `Expand` nodes cannot make the
-/// importer allocate gigabytes.
-pub const MAX_FOLDED_ELEMENTS: usize = 1 << 28;
+/// The most bytes one import may allocate beyond the decoded message and the float tensors
+/// the file and its external data store (1 GiB): all constants folded from the graph's shape
+/// computations, integer tensors (which take 16 bytes an element in memory, whatever their
+/// ONNX type), and the layers' parameters beyond the float tensors read from the files (a
+/// tensor shared by several layers is copied for each, as are biases broadcast from one
+/// value). See the crate documentation for the whole bound. Each folded constant is also
+/// bounded at 2^26 elements and rank 64, and each charge is made before the memory is
+/// allocated. Shape computations need a few kilobytes; the budget leaves room for models
+/// that share tensors between layers, while a small file of many large `ConstantOfShape` or
+/// `Expand` nodes, or of one tensor read by thousands of layers, cannot make the importer
+/// allocate gigabytes. The error names the node that would pass the budget.
+pub const MAX_FOLDED_BYTES: usize = 1 << 30;
 
 /// Options for [`import_with`]. Build it with `..Default::default()` so that new options
 /// keep their defaults.
@@ -246,7 +252,10 @@ fn model_dir(path: &Path) -> PathBuf {
         .to_owned()
 }
 
+/// Decodes a model, after checking that its protobuf structure does not decode to far more
+/// memory than its size ([`crate::wire::check`]).
 fn decode(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
+    crate::wire::check(bytes).map_err(model_err)?;
     ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Decode {
         detail: e.to_string(),
     })
@@ -302,8 +311,9 @@ struct Importer<'m> {
     /// The directory of external data files and the model file named in errors (the
     /// directory itself for a model given as bytes).
     external: Option<(PathBuf, PathBuf)>,
-    /// Elements of all constants folded so far (bounded by [`MAX_FOLDED_ELEMENTS`]).
-    folded: usize,
+    /// What this import has allocated beyond the file's float tensors (bounded by
+    /// [`MAX_FOLDED_BYTES`]).
+    budget: fold::Budget,
     opset: i64,
     inits: HashMap<&'m str, &'m TensorProto>,
     values: HashMap<String, Value>,
@@ -338,6 +348,7 @@ impl<'m> Importer<'m> {
             .graph
             .as_ref()
             .ok_or_else(|| model_err("the ONNX model has no graph"))?;
+        check_unique_keys(model, graph)?;
         let opset = model
             .opset_import
             .iter()
@@ -365,7 +376,7 @@ impl<'m> Importer<'m> {
                 let model = source.map_or_else(|| dir.clone(), Path::to_owned);
                 (dir.clone(), model)
             }),
-            folded: 0,
+            budget: fold::Budget::default(),
             opset,
             inits: graph
                 .initializer
@@ -622,13 +633,6 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// Where external tensor data is read from.
-    fn external(&self) -> Option<External<'_>> {
-        self.external
-            .as_ref()
-            .map(|(dir, model)| External { dir, model })
-    }
-
     /// The value named `name`: computed earlier, or an initializer (decoded on first use).
     fn value(&mut self, n: &NodeRef, name: &str) -> Result<Value, OnnxError> {
         if let Some(layer) = self.pre_bias.get(name) {
@@ -647,10 +651,13 @@ impl<'m> Importer<'m> {
                 input: name.to_owned(),
             });
         };
-        let c = decode_tensor(t, self.external()).map_err(|detail| OnnxError::Initializer {
-            name: name.to_owned(),
-            detail,
-        })?;
+        let c =
+            decode_tensor(t, external_at(&self.external), &mut self.budget).map_err(|detail| {
+                OnnxError::Initializer {
+                    name: name.to_owned(),
+                    detail,
+                }
+            })?;
         let v = Value::Const(Rc::new(c));
         self.values.insert(name.to_owned(), v.clone());
         Ok(v)
@@ -692,7 +699,13 @@ impl<'m> Importer<'m> {
         let all_const = inputs.iter().enumerate().all(|(k, v)| {
             matches!(v, None | Some(Value::Const(_))) || (n.op() == "CastLike" && k == 1)
         });
-        let out = if all_const && FOLDABLE.contains(&n.op()) {
+        let out = if all_const && n.op() == "Identity" {
+            // The same constant under another name: shared, not copied.
+            match inputs.first() {
+                Some(Some(v)) => v.clone(),
+                _ => return Err(n.err("input 0 is missing")),
+            }
+        } else if all_const && FOLDABLE.contains(&n.op()) {
             let consts: Vec<Option<Rc<Const>>> = inputs
                 .iter()
                 .map(|v| match v {
@@ -700,15 +713,7 @@ impl<'m> Importer<'m> {
                     _ => None,
                 })
                 .collect();
-            let c = self.fold(n, &consts)?;
-            self.folded = self.folded.saturating_add(c.len());
-            if self.folded > MAX_FOLDED_ELEMENTS {
-                return Err(n.err(format!(
-                    "the constants folded up to this node hold {} elements together, more than the budget of {MAX_FOLDED_ELEMENTS} for all folded constants (shape computations need a few hundred)",
-                    self.folded
-                )));
-            }
-            Value::Const(Rc::new(c))
+            Value::Const(Rc::new(self.fold(n, &consts)?))
         } else {
             self.map(n, &inputs)?
         };
@@ -732,7 +737,9 @@ impl<'m> Importer<'m> {
 
     // ---- constant folding ----
 
-    fn fold(&self, n: &NodeRef, inputs: &[Option<Rc<Const>>]) -> Result<Const, OnnxError> {
+    /// Evaluates `n` on constant inputs. Every new constant is paid for from the budget
+    /// before it is built; ops that only change the dimensions share their input's data.
+    fn fold(&mut self, n: &NodeRef, inputs: &[Option<Rc<Const>>]) -> Result<Const, OnnxError> {
         let get = |k: usize| -> Result<&Const, OnnxError> {
             inputs
                 .get(k)
@@ -740,22 +747,23 @@ impl<'m> Importer<'m> {
                 .ok_or_else(|| n.err(format!("input {k} is missing")))
         };
         let opt = |k: usize| inputs.get(k).and_then(|c| c.as_deref());
-        let ints_of = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
+        // Shapes, axes, starts and ends: short lists of known integers.
+        let list = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
             opt(k)
-                .map(|c| c.ints().map_err(|e| n.err(format!("input {k}: {e}"))))
+                .map(|c| c.short_ints().map_err(|e| n.err(format!("input {k}: {e}"))))
                 .transpose()
         };
         let e = |d: String| n.err(d);
+        let budget = &mut self.budget;
         Ok(match n.op() {
             "Constant" => self.constant(n)?,
-            "Identity" => get(0)?.clone(),
             "Cast" => {
                 let to = n.int("to")?.ok_or_else(|| n.attr_err("to", "missing"))?;
-                fold::cast(get(0)?, to as i32).map_err(e)?
+                fold::cast(get(0)?, to as i32, budget).map_err(e)?
             }
             "CastLike" => {
                 let float = match inputs.get(1).and_then(|c| c.as_deref()) {
-                    Some(like) => matches!(like.data, Data::F32(_)),
+                    Some(like) => matches!(*like.data, Data::F32(_)),
                     None => true,
                 };
                 let to = if float {
@@ -763,65 +771,71 @@ impl<'m> Importer<'m> {
                 } else {
                     DataType::INT64
                 };
-                fold::cast(get(0)?, to as i32).map_err(e)?
+                fold::cast(get(0)?, to as i32, budget).map_err(e)?
             }
-            "Expand" => fold::expand(get(0)?, &get(1)?.ints().map_err(e)?).map_err(e)?,
+            "Expand" => {
+                let shape = list(1)?.ok_or_else(|| n.err("input 1 is missing"))?;
+                fold::expand(get(0)?, &shape, budget).map_err(e)?
+            }
             "Shape" => {
                 let c = get(0)?;
+                budget.take(&[c.dims.len()], fold::INT_BYTES).map_err(e)?;
                 shape_slice(n, c.dims.iter().map(|&d| Int::N(d as i64)).collect())?
             }
             "ConstantOfShape" => {
-                let dims: Vec<usize> = get(0)?
-                    .ints()
-                    .map_err(e)?
+                let dims: Vec<usize> = list(0)?
+                    .ok_or_else(|| n.err("input 0 is missing"))?
                     .into_iter()
                     .map(|d| usize::try_from(d).map_err(|_| n.err(format!("negative size {d}"))))
                     .collect::<Result<_, _>>()?;
-                let count = fold::numel(&dims).map_err(e)?;
                 let value = match n.tensor("value")? {
-                    Some(t) => decode_tensor(t, None).map_err(|d| n.attr_err("value", d))?,
+                    Some(t)
+                        if t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d)) == Some(1) =>
+                    {
+                        decode_tensor(t, None, &mut fold::Budget::default())
+                            .map_err(|d| n.attr_err("value", d))?
+                    }
+                    Some(_) => return Err(n.attr_err("value", "expected a one-element tensor")),
                     None => Const::f32(vec![1], vec![0.0]),
                 };
-                match &value.data {
+                let count = budget.take(&dims, value.data.elem_bytes()).map_err(e)?;
+                match &*value.data {
                     Data::F32(v) if v.len() == 1 => Const::f32(dims, vec![v[0]; count]),
-                    Data::Int(v) if v.len() == 1 => Const {
-                        dims,
-                        data: Data::Int(vec![v[0]; count]),
-                    },
+                    Data::Int(v) if v.len() == 1 => Const::ints_of(dims, vec![v[0]; count]),
                     _ => return Err(n.attr_err("value", "expected a one-element tensor")),
                 }
             }
-            "Gather" => fold::gather(get(0)?, get(1)?, n.int_or("axis", 0)?).map_err(e)?,
+            "Gather" => fold::gather(get(0)?, get(1)?, n.int_or("axis", 0)?, budget).map_err(e)?,
             "Unsqueeze" => {
-                let axes = match ints_of(1)? {
+                let axes = match list(1)? {
                     Some(a) => a,
                     None => n
                         .ints("axes")?
                         .ok_or_else(|| n.attr_err("axes", "missing"))?,
                 };
-                fold::unsqueeze(get(0)?, &axes).map_err(e)?
+                fold::unsqueeze(get(0)?, &axes, budget).map_err(e)?
             }
             "Squeeze" => {
-                let axes = match ints_of(1)? {
+                let axes = match list(1)? {
                     Some(a) => Some(a),
                     None => n.ints("axes")?,
                 };
-                fold::squeeze(get(0)?, axes.as_deref()).map_err(e)?
+                fold::squeeze(get(0)?, axes.as_deref(), budget).map_err(e)?
             }
             "Concat" => {
                 let all: Vec<&Const> = inputs.iter().flatten().map(|c| c.as_ref()).collect();
                 let ax = n
                     .int("axis")?
                     .ok_or_else(|| n.attr_err("axis", "missing"))?;
-                fold::concat(&all, ax).map_err(e)?
+                fold::concat(&all, ax, budget).map_err(e)?
             }
             "Slice" => {
                 let (starts, ends, axes, steps) = if self.opset >= 10 && inputs.len() > 1 {
                     (
-                        ints_of(1)?.ok_or_else(|| n.err("missing starts"))?,
-                        ints_of(2)?.ok_or_else(|| n.err("missing ends"))?,
-                        ints_of(3)?,
-                        ints_of(4)?,
+                        list(1)?.ok_or_else(|| n.err("missing starts"))?,
+                        list(2)?.ok_or_else(|| n.err("missing ends"))?,
+                        list(3)?,
+                        list(4)?,
                     )
                 } else {
                     (
@@ -831,18 +845,16 @@ impl<'m> Importer<'m> {
                         None,
                     )
                 };
-                fold::slice(get(0)?, &starts, &ends, axes.as_deref(), steps.as_deref())
-                    .map_err(e)?
+                let (axes, steps) = (axes.as_deref(), steps.as_deref());
+                fold::slice(get(0)?, &starts, &ends, axes, steps, budget).map_err(e)?
             }
             "Reshape" => {
                 let c = get(0)?;
-                let shape = get(1)?.ints().map_err(e)?;
+                let shape = list(1)?.ok_or_else(|| n.err("input 1 is missing"))?;
                 let allowzero = n.int_or("allowzero", 0)? != 0;
                 let dims = fold::reshape_dims(&c.dims, &shape, allowzero).map_err(e)?;
-                Const {
-                    dims,
-                    data: c.data.clone(),
-                }
+                budget.take_view(&dims).map_err(e)?;
+                c.view(dims)
             }
             "Flatten" => {
                 let c = get(0)?;
@@ -852,33 +864,44 @@ impl<'m> Importer<'m> {
                     .ok()
                     .filter(|&a| a <= c.dims.len())
                     .ok_or_else(|| n.attr_err("axis", "out of range"))?;
-                Const {
-                    dims: vec![c.dims[..a].iter().product(), c.dims[a..].iter().product()],
-                    data: c.data.clone(),
-                }
+                let dims = vec![c.dims[..a].iter().product(), c.dims[a..].iter().product()];
+                budget.take_view(&dims).map_err(e)?;
+                c.view(dims)
             }
-            "Transpose" => fold::transpose(get(0)?, n.ints("perm")?.as_deref()).map_err(e)?,
+            "Transpose" => {
+                let c = get(0)?;
+                budget.take(&c.dims, c.data.elem_bytes()).map_err(e)?;
+                fold::transpose(c, n.ints("perm")?.as_deref()).map_err(e)?
+            }
             op @ ("Add" | "Sub" | "Mul" | "Div") => {
-                fold::binary(op, get(0)?, get(1)?).map_err(e)?
+                fold::binary(op, get(0)?, get(1)?, budget).map_err(e)?
             }
             other => return Err(n.err(format!("{other} cannot be evaluated on constants"))),
         })
     }
 
-    fn constant(&self, n: &NodeRef) -> Result<Const, OnnxError> {
+    /// The value of a `Constant` node: float data is the model's own (like an initializer),
+    /// integer data is paid for from the budget.
+    fn constant(&mut self, n: &NodeRef) -> Result<Const, OnnxError> {
         if let Some(t) = n.tensor("value")? {
-            return decode_tensor(t, self.external()).map_err(|d| n.attr_err("value", d));
+            return decode_tensor(t, external_at(&self.external), &mut self.budget)
+                .map_err(|d| n.attr_err("value", d));
         }
+        let e = |d: String| n.err(d);
         if let Some(v) = n.float("value_float")? {
+            self.budget.store(fold::F32_BYTES);
             return Ok(Const::f32(vec![], vec![v]));
         }
         if let Some(v) = n.floats("value_floats")? {
+            self.budget.store(v.len() * fold::F32_BYTES);
             return Ok(Const::f32(vec![v.len()], v));
         }
         if let Some(v) = n.int("value_int")? {
+            self.budget.take(&[], fold::INT_BYTES).map_err(e)?;
             return Ok(Const::i64(vec![], [v]));
         }
         if let Some(v) = n.ints("value_ints")? {
+            self.budget.take(&[v.len()], fold::INT_BYTES).map_err(e)?;
             return Ok(Const::i64(vec![v.len()], v));
         }
         Err(n.err(
@@ -1100,7 +1123,7 @@ impl<'m> Importer<'m> {
     /// bias is a parameter even when it is zero, a computed zero is not.
     fn computed_zero_bias(&mut self, n: &NodeRef, b: Option<Rc<Const>>) -> Option<Rc<Const>> {
         let name = n.node.input.get(2)?;
-        let zero = matches!(&b.as_deref()?.data, Data::F32(v) if v.iter().all(|&x| x == 0.0));
+        let zero = matches!(&*b.as_deref()?.data, Data::F32(v) if v.iter().all(|&x| x == 0.0));
         if zero && !self.stored.contains(name.as_str()) && !self.inits.contains_key(name.as_str()) {
             self.dropped_biases.push(n.id.clone());
             return None;
@@ -1371,7 +1394,7 @@ impl<'m> Importer<'m> {
     fn reshape(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&["allowzero"])?;
         let target = self.konst(n, inputs, 1)?;
-        let Data::Int(t) = &target.data else {
+        let Data::Int(t) = &*target.data else {
             return Err(n.err("the target shape must be int64"));
         };
         let allowzero = n.int_or("allowzero", 0)? != 0;
@@ -1510,7 +1533,7 @@ impl<'m> Importer<'m> {
         let c = self.shapes[&x][0];
         let scale = self.konst(n, inputs, 1)?;
         let bias = self.opt_konst(n, inputs, 2)?;
-        let ones = matches!(&scale.data, Data::F32(v) if v.iter().all(|&s| s == 1.0));
+        let ones = matches!(&*scale.data, Data::F32(v) if v.iter().all(|&s| s == 1.0));
         let affine = !(ones && bias.is_none());
         let op = fair_ir::LayerNorm2d {
             num_features: c,
@@ -1519,8 +1542,11 @@ impl<'m> Importer<'m> {
         };
         let mut params = Vec::new();
         if affine {
+            // Zeros as many as the stored scale holds (the parameter check names a scale
+            // that does not fit).
+            let zeros = || Rc::new(Const::f32(scale.dims.clone(), vec![0.0; scale.len()]));
+            let bias = bias.unwrap_or_else(zeros);
             params.push((ParamKind::Weight, scale));
-            let bias = bias.unwrap_or_else(|| Rc::new(Const::f32(vec![c], vec![0.0; c])));
             params.push((ParamKind::Bias, bias));
         }
         let hint = self.hint(n, Some(1));
@@ -1742,7 +1768,7 @@ impl<'m> Importer<'m> {
                 c.dims
             )));
         }
-        let Data::F32(v) = &c.data else {
+        let Data::F32(v) = &*c.data else {
             return Err(n.err("the bias must be float32"));
         };
         match &mut self.nodes[p].op {
@@ -1758,8 +1784,9 @@ impl<'m> Importer<'m> {
             }
         }
         let name = format!("{layer}.bias");
-        self.tensors
-            .insert(name.clone(), Tensor::f32(&name, vec![units], v.clone()));
+        self.weight(n, &name, v.len() * fold::F32_BYTES)?;
+        let bias = Tensor::f32(&name, vec![units], v.clone());
+        self.tensors.insert(name, bias);
         self.notes.push(format!(
             "the constant added by '{}' became the bias of '{layer}'",
             n.id
@@ -1817,16 +1844,11 @@ impl<'m> Importer<'m> {
             .map(|i| (i.as_str(), self.shapes[i].as_slice()))
             .collect();
         let shape = contract.infer(&shapes).map_err(ir)?;
+        let mut params = params;
         for spec in op.params(&name) {
-            let t = match params.iter().find(|(k, _)| *k == spec.kind) {
-                Some((_, c)) => {
-                    let Data::F32(v) = &c.data else {
-                        return Err(n.err(format!(
-                            "the {} for '{}' must be float32, found integers",
-                            spec.kind.suffix(),
-                            spec.name
-                        )));
-                    };
+            let t = match params.iter().position(|(k, _)| *k == spec.kind) {
+                Some(i) => {
+                    let (_, c) = params.swap_remove(i);
                     if c.dims != spec.shape {
                         return Err(n.err(format!(
                             "the {} has shape {:?}, but IR node '{name}' ({}) needs {:?}",
@@ -1836,13 +1858,25 @@ impl<'m> Importer<'m> {
                             spec.shape
                         )));
                     }
-                    Tensor::f32(&spec.name, spec.shape.clone(), v.clone())
+                    // Paid for before a shared tensor is copied.
+                    self.weight(n, &spec.name, c.len() * fold::F32_BYTES)?;
+                    let Some(v) = owned_floats(c) else {
+                        return Err(n.err(format!(
+                            "the {} for '{}' must be float32, found integers",
+                            spec.kind.suffix(),
+                            spec.name
+                        )));
+                    };
+                    Tensor::f32(&spec.name, spec.shape.clone(), v)
                 }
-                None if spec.kind == ParamKind::NumBatchesTracked => Tensor {
-                    name: spec.name.clone(),
-                    shape: spec.shape.clone(),
-                    data: TensorData::I64(vec![0]),
-                },
+                None if spec.kind == ParamKind::NumBatchesTracked => {
+                    self.weight(n, &spec.name, size_of::<i64>())?;
+                    Tensor {
+                        name: spec.name.clone(),
+                        shape: spec.shape.clone(),
+                        data: TensorData::I64(vec![0]),
+                    }
+                }
                 None => return Err(n.err(format!("no tensor for '{}'", spec.name))),
             };
             self.tensors.insert(spec.name.clone(), t);
@@ -1854,6 +1888,15 @@ impl<'m> Importer<'m> {
             op,
         });
         Ok(Value::Act(name))
+    }
+
+    /// Records a parameter of `bytes` in the budget, before it is built: the parameters may
+    /// pass the float tensors the file stores only by what the budget leaves (a tensor
+    /// shared by several layers is copied for each).
+    fn weight(&mut self, n: &NodeRef, name: &str, bytes: usize) -> Result<(), OnnxError> {
+        self.budget
+            .weight(bytes)
+            .map_err(|d| n.err(format!("parameter '{name}': {d}")))
     }
 
     /// A unique IR name from `hint` (`hint`, `hint_1`, `hint_2`, ...).
@@ -2029,6 +2072,92 @@ fn check_unique_names<'g>(graph: &'g GraphProto) -> Result<(), OnnxError> {
     Ok(())
 }
 
+/// Where external tensor data is read from: the importer's `external` directory and model.
+fn external_at(external: &Option<(PathBuf, PathBuf)>) -> Option<External<'_>> {
+    external
+        .as_ref()
+        .map(|(dir, model)| External { dir, model })
+}
+
+/// The float data of `c` (`None` for integers), moved out when nothing else holds it (a
+/// transposed weight), else copied (an initializer, which later nodes may still read).
+fn owned_floats(c: Rc<Const>) -> Option<Vec<f32>> {
+    let data = Rc::try_unwrap(c).map_or_else(|c| Rc::clone(&c.data), |c| c.data);
+    match Rc::unwrap_or_clone(data) {
+        Data::F32(v) => Some(v),
+        Data::Int(_) => None,
+    }
+}
+
+/// Errors when a key that ONNX allows once appears twice: a domain of `opset_import` with
+/// two versions, a key of the model's or a node's `metadata_props`, a node's attribute, a
+/// key of a tensor's `external_data`. Readers resolve such a file differently (the ONNX
+/// checker refuses duplicate attributes and metadata keys, `onnx.load` takes the last
+/// `external_data` entry, a first-match reader the first), so reading either copy would
+/// silently ignore the other.
+fn check_unique_keys(model: &ModelProto, graph: &GraphProto) -> Result<(), OnnxError> {
+    let twice = |what: &str, key: &str| {
+        format!(
+            "{what} give the key '{key}' twice; ONNX allows each key once, and reading either copy would silently ignore the other"
+        )
+    };
+    let mut versions: HashMap<&str, i64> = HashMap::new();
+    for o in &model.opset_import {
+        let domain = if o.domain == "ai.onnx" {
+            ""
+        } else {
+            o.domain.as_str()
+        };
+        match versions.insert(domain, o.version) {
+            Some(v) if v != o.version => {
+                return Err(model_err(format!(
+                    "opset_import gives the domain '{}' twice, as version {v} and as version {}; ONNX imports each domain once",
+                    if domain.is_empty() { "ai.onnx" } else { domain },
+                    o.version
+                )));
+            }
+            _ => {}
+        }
+    }
+    if let Some(key) = repeated(model.metadata_props.iter().map(|p| p.key.as_str())) {
+        return Err(model_err(twice("the model's metadata_props", key)));
+    }
+    let external = |t: &TensorProto| match external_location_of(t) {
+        Some(Err(detail)) => Err(detail),
+        _ => Ok(()),
+    };
+    for t in &graph.initializer {
+        external(t).map_err(|detail| OnnxError::Initializer {
+            name: t.name.clone(),
+            detail,
+        })?;
+    }
+    for (k, node) in graph.node.iter().enumerate() {
+        let n = NodeRef::new(node, k);
+        if let Some(name) = repeated(node.attribute.iter().map(|a| a.name.as_str())) {
+            return Err(n.attr_err(
+                name,
+                "given twice; ONNX allows each attribute once (the ONNX checker refuses the model), and reading either copy would silently ignore the other",
+            ));
+        }
+        if let Some(key) = repeated(node.metadata_props.iter().map(|p| p.key.as_str())) {
+            return Err(n.err(twice("its metadata_props", key)));
+        }
+        for a in &node.attribute {
+            for t in a.t.iter().chain(&a.tensors) {
+                external(t).map_err(|d| n.attr_err(&a.name, d))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first item of `items` that appeared before.
+fn repeated<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = HashSet::new();
+    items.into_iter().find(|&k| !seen.insert(k))
+}
+
 /// Errors when the float tensor `t` holds NaN or infinite values, counting them.
 fn check_finite(t: &Tensor) -> Result<(), OnnxError> {
     let TensorData::F32(v) = &t.data else {
@@ -2058,10 +2187,7 @@ fn shape_slice(n: &NodeRef, v: Vec<Int>) -> Result<Const, OnnxError> {
     } else {
         Vec::new()
     };
-    Ok(Const {
-        dims: vec![v.len()],
-        data: Data::Int(v),
-    })
+    Ok(Const::ints_of(vec![v.len()], v))
 }
 
 /// A per-sample image shape `[C, H, W]`, or an error.
@@ -2167,12 +2293,12 @@ fn pads(n: &NodeRef, (h, w): (usize, usize), k: Pair, s: Pair, d: Pair) -> Resul
 
 /// A bias constant of shape `[out]` or `[1, out]` (or one value broadcast) as `[out]`.
 fn bias_vector(n: &NodeRef, b: &Const, out: usize) -> Result<Const, OnnxError> {
-    let Data::F32(v) = &b.data else {
+    let Data::F32(v) = &*b.data else {
         return Err(n.err("the bias must be float32"));
     };
     let ok = matches!(b.dims[..], [u] | [1, u] if u == out);
     if ok {
-        Ok(Const::f32(vec![out], v.clone()))
+        Ok(b.view(vec![out]))
     } else if v.len() == 1 {
         Ok(Const::f32(vec![out], vec![v[0]; out]))
     } else {

@@ -1,17 +1,16 @@
 //! Reading ONNX protobuf messages: tensors (inline or external data) and node attributes.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::rc::Rc;
 
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 
 use crate::OnnxError;
-use crate::fold::{Const, Data, Int};
-
-/// The largest tensor read (elements): 2^31.
-const MAX_TENSOR: usize = 1 << 31;
+use crate::fold::{Budget, Const, Data, F32_BYTES, INT_BYTES, Int, MAX_TENSOR};
 
 /// Where the external data of a model's tensors is read from.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +22,15 @@ pub(crate) struct External<'a> {
 }
 
 /// Decodes a tensor into a constant. `external` says where external data files are
-/// (`None` when the model was given as bytes). Errors are details for the caller to name.
-pub(crate) fn decode_tensor(t: &TensorProto, external: Option<External>) -> Result<Const, String> {
+/// (`None` when the model was given as bytes). The decoded data is recorded in `budget`
+/// before it is allocated: float data is the model's own size ([`Budget::store`]), integer
+/// data (16 bytes an element in memory) is paid for ([`Budget::take`]). Errors are details
+/// for the caller to name.
+pub(crate) fn decode_tensor(
+    t: &TensorProto,
+    external: Option<External>,
+    budget: &mut Budget,
+) -> Result<Const, String> {
     let dims: Vec<usize> = t
         .dims
         .iter()
@@ -47,16 +53,85 @@ pub(crate) fn decode_tensor(t: &TensorProto, external: Option<External>) -> Resu
             ));
         }
     };
-    let is_external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
-    let external_bytes;
-    let raw: &[u8] = if is_external {
-        // n ≤ 2^31 and size ≤ 8: no overflow in u64.
-        external_bytes = read_external(t, external, n as u64 * size as u64, &dims)?;
-        &external_bytes
+    let float = matches!(ty, DataType::FLOAT | DataType::DOUBLE);
+    if float {
+        budget.store(n * F32_BYTES);
     } else {
-        &t.raw_data
+        budget.take(&dims, INT_BYTES)?;
+    }
+    let data = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
+        // n ≤ 2^31 and size ≤ 8: no overflow in u64.
+        let (path, file) = open_external(t, external, n as u64 * size as u64, &dims, budget)?;
+        read_elements(file, ty, n, size)
+            .map_err(|e| format!("cannot read external data '{}': {e}", path.display()))?
+    } else if !t.raw_data.is_empty() {
+        if t.raw_data.len() != n * size {
+            return Err(format!(
+                "shape {dims:?} needs {} bytes of data but the tensor holds {}",
+                n * size,
+                t.raw_data.len()
+            ));
+        }
+        read_elements(&t.raw_data[..], ty, n, size).map_err(|e| e.to_string())?
+    } else {
+        typed_fields(t, ty, n, &dims)?
     };
-    let use_raw = !raw.is_empty() || is_external;
+    Ok(Const {
+        dims,
+        data: Rc::new(data),
+    })
+}
+
+/// The `n` little-endian elements of type `ty` (`size` bytes each) that `r` holds, read
+/// in blocks: nothing but the decoded data and one block is held.
+fn read_elements(mut r: impl Read, ty: DataType, n: usize, size: usize) -> std::io::Result<Data> {
+    const BLOCK: usize = 1 << 14;
+    let mut buf = vec![0u8; BLOCK.min(n) * size];
+    let mut left = n;
+    let mut data = match ty {
+        DataType::FLOAT | DataType::DOUBLE => Data::F32(Vec::with_capacity(n)),
+        _ => Data::Int(Vec::with_capacity(n)),
+    };
+    let signed = matches!(
+        ty,
+        DataType::INT8 | DataType::INT16 | DataType::INT32 | DataType::INT64
+    );
+    while left > 0 {
+        let k = left.min(BLOCK);
+        let block = &mut buf[..k * size];
+        r.read_exact(block)?;
+        let elements = block.chunks_exact(size);
+        match &mut data {
+            Data::F32(v) if size == 4 => {
+                v.extend(elements.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            }
+            Data::F32(v) => v.extend(elements.map(|c| f64::from_le_bytes(eight(c)) as f32)),
+            Data::Int(v) => v.extend(elements.map(|c| {
+                Int::N(match (size, signed) {
+                    (1, true) => i64::from(c[0] as i8),
+                    (1, false) => i64::from(c[0]),
+                    (2, true) => i64::from(i16::from_le_bytes([c[0], c[1]])),
+                    (2, false) => i64::from(u16::from_le_bytes([c[0], c[1]])),
+                    (4, _) => i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    // INT64, and UINT64 read as its two's-complement bits.
+                    _ => i64::from_le_bytes(eight(c)),
+                })
+            })),
+        }
+        left -= k;
+    }
+    Ok(data)
+}
+
+/// The first eight bytes of `c` (which has eight).
+fn eight(c: &[u8]) -> [u8; 8] {
+    let mut b = [0; 8];
+    b.copy_from_slice(&c[..8]);
+    b
+}
+
+/// The data of a tensor stored in its typed fields (`float_data`, `int64_data`, ...).
+fn typed_fields(t: &TensorProto, ty: DataType, n: usize, dims: &[usize]) -> Result<Data, String> {
     let check_len = |found: usize, what: &str| {
         if found == n {
             Ok(())
@@ -66,81 +141,30 @@ pub(crate) fn decode_tensor(t: &TensorProto, external: Option<External>) -> Resu
             ))
         }
     };
-    let raw_chunks = || -> Result<std::slice::ChunksExact<'_, u8>, String> {
-        if raw.len() == n * size {
-            Ok(raw.chunks_exact(size))
-        } else {
-            Err(format!(
-                "shape {dims:?} needs {} bytes of data but the tensor holds {}",
-                n * size,
-                raw.len()
-            ))
-        }
-    };
-    let data = match ty {
-        DataType::FLOAT => Data::F32(if use_raw {
-            raw_chunks()?
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        } else {
+    let ints = |v: &mut dyn Iterator<Item = i64>| Data::Int(v.map(Int::N).collect());
+    Ok(match ty {
+        DataType::FLOAT => {
             check_len(t.float_data.len(), "float_data")?;
-            t.float_data.clone()
-        }),
-        DataType::DOUBLE => Data::F32(if use_raw {
-            raw_chunks()?
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect()
-        } else {
-            check_len(t.double_data.len(), "double_data")?;
-            t.double_data.iter().map(|&v| v as f32).collect()
-        }),
-        DataType::INT64 => ints(if use_raw {
-            raw_chunks()?
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect()
-        } else {
-            check_len(t.int64_data.len(), "int64_data")?;
-            t.int64_data.clone()
-        }),
-        DataType::UINT64 => ints(if use_raw {
-            raw_chunks()?
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64)
-                .collect()
-        } else {
-            check_len(t.uint64_data.len(), "uint64_data")?;
-            t.uint64_data.iter().map(|&v| v as i64).collect()
-        }),
-        DataType::INT32 => ints(if use_raw {
-            raw_chunks()?
-                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect()
-        } else {
-            check_len(t.int32_data.len(), "int32_data")?;
-            t.int32_data.iter().map(|&v| i64::from(v)).collect()
-        }),
-        _ => {
-            // INT8, UINT8, BOOL, INT16, UINT16 (the sizes above).
-            let signed = matches!(ty, DataType::INT8 | DataType::INT16);
-            ints(if use_raw {
-                raw_chunks()?
-                    .map(|c| match (size, signed) {
-                        (1, true) => i64::from(c[0] as i8),
-                        (1, false) => i64::from(c[0]),
-                        (_, true) => i64::from(i16::from_le_bytes([c[0], c[1]])),
-                        _ => i64::from(u16::from_le_bytes([c[0], c[1]])),
-                    })
-                    .collect()
-            } else {
-                check_len(t.int32_data.len(), "int32_data")?;
-                t.int32_data.iter().map(|&v| i64::from(v)).collect()
-            })
+            Data::F32(t.float_data.clone())
         }
-    };
-    Ok(Const { dims, data })
-}
-
-fn ints(v: Vec<i64>) -> Data {
-    Data::Int(v.into_iter().map(Int::N).collect())
+        DataType::DOUBLE => {
+            check_len(t.double_data.len(), "double_data")?;
+            Data::F32(t.double_data.iter().map(|&v| v as f32).collect())
+        }
+        DataType::INT64 => {
+            check_len(t.int64_data.len(), "int64_data")?;
+            ints(&mut t.int64_data.iter().copied())
+        }
+        DataType::UINT64 => {
+            check_len(t.uint64_data.len(), "uint64_data")?;
+            ints(&mut t.uint64_data.iter().map(|&v| v as i64))
+        }
+        _ => {
+            // INT32, INT16, UINT16, INT8, UINT8 and BOOL are stored in int32_data.
+            check_len(t.int32_data.len(), "int32_data")?;
+            ints(&mut t.int32_data.iter().map(|&v| i64::from(v)))
+        }
+    })
 }
 
 /// A readable name for an ONNX data type number.
@@ -153,37 +177,37 @@ fn dtype(v: i32) -> Option<DataType> {
     <DataType as protobuf::Enum>::from_i32(v)
 }
 
-/// Reads the bytes of a tensor stored in an external file next to the model: exactly the
-/// `expected` bytes the tensor's shape and type call for.
+/// Opens the external file of a tensor stored next to the model, positioned at the tensor's
+/// bytes and limited to the `expected` bytes its shape and type call for: the resolved path
+/// and the reader.
 ///
 /// The location must resolve inside the model's directory ([`fair_fs::resolve_inside`]: no
 /// absolute path, no `..`, no symbolic link leading out, a regular file), the file is opened
 /// without blocking ([`fair_fs::open_regular`]), and `offset` + `length` are checked against
-/// its size and against `expected` before anything is read.
+/// its size and against `expected` before anything is read. The tensors of one import may
+/// read at most each file's size from it together ([`Budget::read_external`]): tensors that
+/// share bytes would otherwise decode one file many times over.
 ///
 /// Remaining race: the location is resolved, then the resolved path is opened; whoever can
 /// swap a symbolic link into the model's directory between the two can redirect the read.
 /// The opened file is still checked to be a regular file, so the read stays bounded.
-fn read_external(
+fn open_external(
     t: &TensorProto,
     external: Option<External>,
     expected: u64,
     dims: &[usize],
-) -> Result<Vec<u8>, String> {
+    budget: &mut Budget,
+) -> Result<(std::path::PathBuf, std::io::Take<std::fs::File>), String> {
+    let entries = external_entries(t)?;
     let location = external_location(t)?;
     let Some(External { dir, model }) = external else {
         return Err(format!(
             "the data is stored in the external file '{location}'; import the model with import_file (or save it with external_data=False) so the file can be found"
         ));
     };
-    let entry = |key: &str| {
-        t.external_data
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.value.as_str())
-    };
     let number = |key: &str| -> Result<Option<u64>, String> {
-        entry(key)
+        entries
+            .get(key)
             .map(|v| {
                 v.parse::<u64>()
                     .map_err(|_| format!("external data '{location}': {key} '{v}' is not a number"))
@@ -211,12 +235,12 @@ fn read_external(
             }
         ));
     }
-    let length = usize::try_from(length).map_err(|_| "external data is too large")?;
-    let io = |e: std::io::Error| format!("cannot read external data '{}': {e}", path.display());
-    file.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut buf = vec![0u8; length];
-    file.read_exact(&mut buf).map_err(io)?;
-    Ok(buf)
+    budget
+        .read_external(&path, size, length)
+        .map_err(|e| format!("external data '{location}': {e}"))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("cannot read external data '{}': {e}", path.display()))?;
+    Ok((path, file.take(length)))
 }
 
 /// The `location` of a tensor stored as external data; `None` for a tensor stored inline.
@@ -225,11 +249,26 @@ pub(crate) fn external_location_of(t: &TensorProto) -> Option<Result<&str, Strin
 }
 
 fn external_location(t: &TensorProto) -> Result<&str, String> {
-    t.external_data
-        .iter()
-        .find(|e| e.key == "location")
-        .map(|e| e.value.as_str())
+    external_entries(t)?
+        .get("location")
+        .copied()
         .ok_or_else(|| "external data without a 'location'".to_owned())
+}
+
+/// The `external_data` entries of a tensor by key. A key given twice is an error: readers
+/// disagree on which copy counts (`onnx.load` takes the last, a first-match reader the
+/// first), so the bytes read would depend on the reader.
+fn external_entries(t: &TensorProto) -> Result<HashMap<&str, &str>, String> {
+    let mut entries = HashMap::new();
+    for e in &t.external_data {
+        if entries.insert(e.key.as_str(), e.value.as_str()).is_some() {
+            return Err(format!(
+                "external data gives the key '{}' twice; each key of external_data must appear once",
+                e.key
+            ));
+        }
+    }
+    Ok(entries)
 }
 
 /// A node under import, for reading attributes and naming it in errors.

@@ -690,23 +690,32 @@ fn empty_tensors_with_huge_sizes_and_folds_of_them_are_errors_not_panics() {
     g.node.insert(0, node("Transpose", "/t", &["huge"], "t"));
     let e = import(&m).unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");
-    // A folded Slice of a large (non-empty) constant is refused before it builds its
-    // per-axis index lists.
+    // A folded Slice of a constant larger than any folded constant may be (2^26 elements)
+    // builds only its output (here one element), and a folded copy of all of it is refused
+    // before it is built.
     let mut m = model();
     let g = graph(&mut m);
     g.initializer.push(int64s("starts", &[0]));
     g.initializer.push(int64s("ends", &[1]));
     g.initializer.push(TensorProto {
         name: "big".into(),
-        dims: vec![1 << 27],
+        dims: vec![(1 << 26) + 1],
         data_type: DataType::FLOAT as i32,
-        raw_data: vec![0; 4 << 27],
+        raw_data: vec![0; 4 << 26 | 4],
         ..Default::default()
     });
     g.node
         .insert(0, node("Slice", "/slice", &["big", "starts", "ends"], "s"));
+    assert!(import(&m).is_ok());
+    graph(&mut m).node[0] = node("Slice", "/slice", &["big", "starts", "big_end"], "s");
+    let n = (1i64 << 26) + 1;
+    graph(&mut m).initializer.push(int64s("big_end", &[n]));
     let e = import(&m).unwrap_err();
-    assert!(e.to_string().contains("too large to fold"), "{e}");
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/slice")
+            && e.to_string().contains("too large to fold"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1247,38 +1256,65 @@ fn input_shape_errors_name_the_input_flag() {
     }
 }
 
-#[test]
-fn folded_constants_share_one_budget() {
-    // Each ConstantOfShape makes 2^26 zeros (the bound for one folded constant); together
-    // they pass the budget of 2^28 elements at the fifth.
-    let build = |count: usize| {
-        let mut m = model();
-        let g = graph(&mut m);
-        g.initializer.push(int64s("size", &[1 << 26]));
-        for k in 0..count {
-            g.node.insert(
-                k,
-                node(
-                    "ConstantOfShape",
-                    &format!("/fill{k}"),
-                    &["size"],
-                    &format!("f{k}"),
-                ),
-            );
+/// The base model with one `ConstantOfShape` per `(size, int64)` in `fills`, named `/fill<k>`,
+/// filling `size` zeros: int64 when `int64` is set (16 bytes an element in memory), else
+/// float32 (4 bytes).
+fn with_fills(fills: &[(i64, bool)]) -> ModelProto {
+    let mut m = model();
+    let g = graph(&mut m);
+    for (k, &(size, int64)) in fills.iter().enumerate() {
+        g.initializer.push(int64s(&format!("size{k}"), &[size]));
+        let mut fill = node(
+            "ConstantOfShape",
+            &format!("/fill{k}"),
+            &[&format!("size{k}")],
+            &format!("f{k}"),
+        );
+        if int64 {
+            fill.attribute.push(AttributeProto {
+                name: "value".into(),
+                type_: EnumOrUnknown::new(AttributeType::TENSOR),
+                t: MessageField::some(int64s("", &[0])),
+                ..Default::default()
+            });
         }
-        m
-    };
-    assert_eq!(fair_onnx::MAX_FOLDED_ELEMENTS, 1 << 28);
+        g.node.insert(k, fill);
+    }
+    m
+}
+
+/// Asserts that `e` is the budget error at node `node` (`op_type`).
+fn assert_budget_error(e: &OnnxError, node: &str, op_type: &str) {
     assert!(
-        import(&build(4)).is_ok(),
-        "2^28 elements are within the budget"
-    );
-    let e = import(&build(5)).unwrap_err();
-    assert!(
-        matches!(&e, OnnxError::Node { node, op_type, .. } if node == "/fill4" && op_type == "ConstantOfShape"),
+        matches!(e, OnnxError::Node { node: at, op_type: op, .. } if at == node && op == op_type),
         "{e}"
     );
-    assert!(e.to_string().contains("budget"), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("budget") && text.contains("MAX_FOLDED_BYTES"),
+        "{text}"
+    );
+}
+
+#[test]
+fn folded_constants_share_one_budget_counted_in_bytes() {
+    assert_eq!(fair_onnx::MAX_FOLDED_BYTES, 1 << 30);
+    // 2^26 float zeros (256 MiB) fit; as many int64 zeros take 16 bytes each in memory
+    // (1 GiB), more than the budget, and are refused before they are built.
+    assert!(import(&with_fills(&[(1 << 26, false)])).is_ok());
+    let e = import(&with_fills(&[(1 << 26, true)])).unwrap_err();
+    assert_budget_error(&e, "/fill0", "ConstantOfShape");
+    // Together: 256 MiB of floats, then 3·2^24 int64 (768 MiB) pass the budget at the
+    // second, though they are only 1.75 · 2^26 elements.
+    let e = import(&with_fills(&[(1 << 26, false), (3 << 24, true)])).unwrap_err();
+    assert_budget_error(&e, "/fill1", "ConstantOfShape");
+    // One constant is still bounded at 2^26 elements, whatever its bytes.
+    let e = import(&with_fills(&[((1 << 26) + 1, false)])).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/fill0")
+            && e.to_string().contains("too large to fold"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1339,4 +1375,266 @@ fn external_data_files_lists_the_files_a_model_reads() {
         matches!(e, OnnxError::Fs(_)) && e.to_string().contains("'../w.bin'"),
         "{e}"
     );
+}
+
+/// A `Cast` node to `to`.
+fn cast_to(name: &str, input: &str, output: &str, to: DataType) -> NodeProto {
+    let mut n = node("Cast", name, &[input], output);
+    n.attribute.push(AttributeProto {
+        name: "to".into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: to as i64,
+        ..Default::default()
+    });
+    n
+}
+
+#[test]
+fn passed_through_constants_share_their_data_and_copies_are_bounded() {
+    // An initializer of 2^26 + 1 floats, more than any folded constant may hold, in a sparse
+    // external data file.
+    let dir = tempfile::tempdir().unwrap();
+    let n = (1i64 << 26) + 1;
+    let file = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+    file.set_len(4 * n as u64).unwrap();
+    let mut base = model();
+    let g = graph(&mut base);
+    let mut big = floats("big", &[n], &[]);
+    make_external(&mut big, &[("location", "big.bin")]);
+    g.initializer.push(big);
+    g.initializer.push(int64s("flat", &[n]));
+    g.initializer.push(int64s("axes", &[0]));
+    let with = |nodes: Vec<NodeProto>| {
+        let mut m = base.clone();
+        for (k, nd) in nodes.into_iter().enumerate() {
+            graph(&mut m).node.insert(k, nd);
+        }
+        fair_onnx::import_file(&write_model(dir.path(), &m))
+    };
+    // Identity (three times), Reshape, Unsqueeze, Squeeze, Flatten and a Cast to float only
+    // rename or reshape it: they share its data, copy nothing and are not bounded like
+    // copies (each Identity used to copy it, and the copies passed the folded budget).
+    with(vec![
+        node("Identity", "/id0", &["big"], "i0"),
+        node("Identity", "/id1", &["i0"], "i1"),
+        node("Identity", "/id2", &["i1"], "i2"),
+        node("Reshape", "/reshape", &["i2", "flat"], "r"),
+        node("Unsqueeze", "/unsqueeze", &["r", "axes"], "u"),
+        node("Squeeze", "/squeeze", &["u", "axes"], "q"),
+        node("Flatten", "/flatten", &["q"], "fl"),
+        cast_to("/cast", "fl", "cf", DataType::FLOAT),
+    ])
+    .unwrap();
+    // A fold that builds new data is bounded at 2^26 elements and refused, naming the node,
+    // before it is built: a Cast to integers, a Transpose.
+    for copy in [
+        cast_to("/copy", "big", "cp", DataType::INT64),
+        node("Transpose", "/copy", &["big"], "cp"),
+    ] {
+        let op = copy.op_type.clone();
+        let e = with(vec![node("Identity", "/id", &["big"], "i"), copy]).unwrap_err();
+        assert!(
+            matches!(&e, OnnxError::Node { node, op_type, .. } if node == "/copy" && *op_type == op)
+                && e.to_string().contains("too large to fold"),
+            "{op}: {e}"
+        );
+    }
+}
+
+#[test]
+fn integer_initializers_are_paid_for_from_the_budget() {
+    // 2^25 + 2^24 int64 values take 768 MiB in memory (16 bytes each), then a float fill of
+    // 2^26 (256 MiB) passes the budget: refused before it is built, naming the node. The
+    // integer tensor is an external file (sparse), so the test holds no copy of it.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3i64 << 24;
+    std::fs::File::create(dir.path().join("ints.bin"))
+        .unwrap()
+        .set_len(8 * n as u64)
+        .unwrap();
+    let mut m = with_fills(&[(1 << 26, false)]);
+    let g = graph(&mut m);
+    let mut ints = int64s("ints", &[]);
+    ints.dims = vec![n];
+    ints.int64_data.clear();
+    make_external(&mut ints, &[("location", "ints.bin")]);
+    g.initializer.push(ints);
+    g.node.insert(0, node("Identity", "/ints", &["ints"], "i"));
+    let e = fair_onnx::import_file(&write_model(dir.path(), &m)).unwrap_err();
+    assert_budget_error(&e, "/fill0", "ConstantOfShape");
+    // An integer initializer of more than 2^26 elements is refused when it is read.
+    let mut m = model();
+    let g = graph(&mut m);
+    g.initializer.push(TensorProto {
+        name: "many".into(),
+        dims: vec![(1 << 26) + 1],
+        data_type: DataType::UINT8 as i32,
+        raw_data: vec![0; (1 << 26) + 1],
+        ..Default::default()
+    });
+    g.node.insert(0, node("Identity", "/many", &["many"], "i"));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Initializer { name, detail } if name == "many" && detail.contains("too large to fold")),
+        "{e}"
+    );
+}
+
+/// A `key = value` entry.
+fn entry(key: &str, value: &str) -> onnx_protobuf::StringStringEntryProto {
+    onnx_protobuf::StringStringEntryProto {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_key_given_twice_is_refused_naming_it() {
+    // A node attribute twice (the ONNX checker: "Attribute 'pads' appeared multiple
+    // times"); the first copy used to win silently.
+    let mut m = model();
+    graph(&mut m).node[0]
+        .attribute
+        .push(ints_attr("pads", &[0, 0, 0, 0]));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Attribute { node, attribute, .. } if node == "/stem/Conv" && attribute == "pads")
+            && e.to_string().contains("twice"),
+        "{e}"
+    );
+    // A metadata key twice (the ONNX checker: "duplicate keys in metadata_props").
+    let mut m = model();
+    m.metadata_props
+        .push(entry("fair_pruner.mean", "[0.5, 0.5, 0.5]"));
+    m.metadata_props
+        .push(entry("fair_pruner.mean", "[0.1, 0.1, 0.1]"));
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Model { .. }) && e.to_string().contains("'fair_pruner.mean' twice"),
+        "{e}"
+    );
+    // A node's metadata key twice (the dynamo exporter's `namespace` names layers).
+    let mut m = model();
+    for v in ["a/stem: Conv2d/conv", "b/other: Conv2d/conv"] {
+        graph(&mut m).node[0]
+            .metadata_props
+            .push(entry("namespace", v));
+    }
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Node { node, .. } if node == "/stem/Conv")
+            && e.to_string().contains("'namespace' twice"),
+        "{e}"
+    );
+    // The default domain imported twice with different versions ('' and 'ai.onnx' are the
+    // same domain); twice with the same version is harmless.
+    let mut m = model();
+    m.opset_import.push(OperatorSetIdProto {
+        domain: "ai.onnx".into(),
+        version: 11,
+        ..Default::default()
+    });
+    let e = import(&m).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Model { .. })
+            && e.to_string().contains("version 17 and as version 11"),
+        "{e}"
+    );
+    m.opset_import[1].version = 17;
+    assert!(import(&m).is_ok());
+}
+
+#[test]
+fn an_external_data_key_given_twice_is_refused_naming_the_tensor() {
+    // onnx.load takes the last `location` or `offset`, a first-match reader the first: the
+    // bytes read would depend on the reader.
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = le_bytes(&[0.5; 4]);
+    data.extend(le_bytes(&[7.0; 4]));
+    std::fs::write(dir.path().join("a.bin"), &data).unwrap();
+    std::fs::write(dir.path().join("b.bin"), &data).unwrap();
+    for (key, entries) in [
+        (
+            "location",
+            vec![
+                ("location", "a.bin"),
+                ("location", "b.bin"),
+                ("length", "16"),
+            ],
+        ),
+        (
+            "offset",
+            vec![
+                ("location", "a.bin"),
+                ("offset", "0"),
+                ("offset", "16"),
+                ("length", "16"),
+            ],
+        ),
+    ] {
+        let mut m = model();
+        make_external(&mut graph(&mut m).initializer[1], &entries);
+        let path = write_model(dir.path(), &m);
+        let e = fair_onnx::import_file(&path).unwrap_err();
+        assert!(
+            matches!(&e, OnnxError::Initializer { name, detail } if name == "stem.bias" && detail.contains(&format!("'{key}' twice"))),
+            "{e}"
+        );
+        // The output guard's list of data files refuses it too.
+        let e = fair_onnx::external_data_files(&path).unwrap_err();
+        assert!(e.to_string().contains(&format!("'{key}' twice")), "{e}");
+    }
+    // In a Constant's value: the node and the attribute are named.
+    let mut c = floats("one", &[], &[]);
+    make_external(
+        &mut c,
+        &[("location", "a.bin"), ("length", "4"), ("length", "8")],
+    );
+    let mut constant = node("Constant", "/one", &[], "one");
+    constant.attribute.push(AttributeProto {
+        name: "value".into(),
+        type_: EnumOrUnknown::new(AttributeType::TENSOR),
+        t: MessageField::some(c),
+        ..Default::default()
+    });
+    let mut m = model();
+    graph(&mut m).node.insert(0, constant);
+    let e = fair_onnx::import_file(&write_model(dir.path(), &m)).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Attribute { node, attribute, .. } if node == "/one" && attribute == "value")
+            && e.to_string().contains("'length' twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn external_tensors_that_share_bytes_are_refused() {
+    // The weight takes bytes 0..432 of w.bin and the bias claims 416..432 again: together
+    // they read 448 bytes of a 432-byte file. Tensors sharing bytes would let one small file
+    // be decoded many times over.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.bin"), le_bytes(&[0.1; 108])).unwrap();
+    let mut m = model();
+    let g = graph(&mut m);
+    make_external(
+        &mut g.initializer[0],
+        &[("location", "w.bin"), ("length", "432")],
+    );
+    make_external(
+        &mut g.initializer[1],
+        &[("location", "w.bin"), ("offset", "416"), ("length", "16")],
+    );
+    let e = fair_onnx::import_file(&write_model(dir.path(), &m)).unwrap_err();
+    assert!(
+        matches!(&e, OnnxError::Initializer { name, detail } if name == "stem.bias" && detail.contains("448 bytes of this 432-byte file")),
+        "{e}"
+    );
+    // Apart, they import.
+    std::fs::write(dir.path().join("w.bin"), le_bytes(&[0.1; 112])).unwrap();
+    make_external(
+        &mut graph(&mut m).initializer[1],
+        &[("location", "w.bin"), ("offset", "432"), ("length", "16")],
+    );
+    assert!(fair_onnx::import_file(&write_model(dir.path(), &m)).is_ok());
 }
