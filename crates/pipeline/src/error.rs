@@ -127,8 +127,7 @@ pub fn printable(text: &str) -> String {
         if i > 0 {
             out.push('\n');
         }
-        let mut chars = 0;
-        for c in line.chars() {
+        for (chars, c) in line.chars().enumerate() {
             if chars == MAX_LINE_CHARS {
                 let left = line.chars().count() - chars;
                 out.push_str(&format!("… ({left} more characters)"));
@@ -139,7 +138,6 @@ pub fn printable(text: &str) -> String {
             } else {
                 out.push(c);
             }
-            chars += 1;
         }
     }
     out

@@ -62,12 +62,12 @@ impl FromStr for ByteSize {
             _ => return Err(bad()),
         };
         let bytes = value * scale as f64;
-        if !(bytes >= 1.0) {
+        if bytes.is_nan() || bytes < 1.0 {
             return Err(format!(
                 "'{text}' is out of range: expected at least 1 byte"
             ));
         }
-        if !(bytes < u64::MAX as f64) {
+        if bytes >= u64::MAX as f64 {
             return Err(format!(
                 "'{text}' is out of range: expected at most 16EiB (2^64 bytes), or none for no bound"
             ));

@@ -288,7 +288,7 @@ pub fn evaluate(
         train: false,
     };
     let device = model.device();
-    if data.len() == 0 {
+    if data.is_empty() {
         // An accuracy over no images would be NaN, and look like broken weights.
         return Err(TrainError::Data(DataError::Invalid(format!(
             "'{}' holds no images to evaluate",
@@ -365,7 +365,7 @@ pub fn train_with_teacher(
 ) -> Result<Vec<EpochReport>, TrainError> {
     settings.check()?;
     for split in std::iter::once(train).chain(test) {
-        if split.len() == 0 {
+        if split.is_empty() {
             return Err(TrainError::Data(DataError::Invalid(format!(
                 "'{}' holds no images: nothing to train on or measure",
                 split.name()
