@@ -14,8 +14,9 @@
 //! - how it is written as PyTorch ([`Contract::torch_module`], [`Contract::torch_forward`]).
 //!
 //! [`Op`] is the closed, serialisable set of ops, generated from one list by the `ops!`
-//! macro; the runtime's kernel for each op is the only other place an op appears. See
-//! `docs/architecture.md` for the add-an-op checklist.
+//! macro. The runtime's kernel, the ONNX importer and exporter, and the after-surgery steps
+//! (reconstruction, BatchNorm recalibration) still name ops outside their contract:
+//! `docs/architecture.md` lists each place in its add-an-op checklist.
 
 use std::fmt;
 
