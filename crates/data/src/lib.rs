@@ -7,7 +7,9 @@
 //!   60,000 / 10,000; MNIST's 10,000 digits: 80% / 20% per class). The converted cache
 //!   carries a SHA-256 digest of its content, checked on every load; a cache that fails the
 //!   check is rebuilt from the checksummed tarball, with a note ([`load_cached`]).
-//! - [`load_idx`], [`load_cifar`]: the formats users bring, decoded into memory.
+//! - [`load_idx`], [`load_cifar`], [`load_svhn`]: the formats users bring, decoded into
+//!   memory (SVHN: the cropped-digits MATLAB v5 files `train_32x32.mat`, `test_32x32.mat`,
+//!   `extra_32x32.mat`, compressed or not; the label 10 becomes the digit 0).
 //! - [`ImageFolder`]: an ImageFolder tree (`root/<class>/<image>.png|jpg|jpeg`) streamed: an
 //!   index of paths and labels, each batch decoded in parallel (rayon) with torchvision's
 //!   standard transforms (evaluation and calibration: resize the shorter side to 256 and
@@ -96,6 +98,12 @@
 //!   the files' sizes before any is read; the class-names file holds at most 1 MiB. A saved
 //!   dataset ([`Dataset::load`]) is at most the budget plus 100 MB for its header, and the
 //!   dataset its header declares must fit the budget.
+//! - **SVHN** ([`load_svhn`]): a MAT-file is read in one pass; variables other than `X`
+//!   and `y` are skipped without being inflated; the dataset `X` declares must fit the
+//!   in-memory budget, checked from its dimensions before its data is inflated or
+//!   allocated, and a compressed element is inflated no further than the matrix it
+//!   declares ("inflates to more than the N bytes of the matrix it declares", one byte
+//!   past it). MATLAB v7.3 (HDF5) files are refused with how to convert them.
 //! - **Images** ([`ImageFolder`], [`load_image_folder`]): the header's width × height is
 //!   checked against [`FolderOptions::max_pixels`] (default [`DEFAULT_MAX_PIXELS`], PIL's
 //!   decompression-bomb limit) before decoding (a PNG's before any decoder is made); the
@@ -127,6 +135,7 @@ mod npm;
 mod resample;
 mod sampler;
 mod source;
+mod svhn;
 mod transform;
 
 pub use dataset::Dataset;
@@ -138,6 +147,7 @@ pub use formats::{Cifar, MAX_IN_MEMORY_BYTES, load_cifar, load_idx, load_image_f
 pub use npm::{Builtin, cache_dir, convert, fetch, load_builtin, load_cached};
 pub use sampler::{CalibrationDraw, calibration_sample};
 pub use source::{ImageSource, Loader, Prefetch, Source};
+pub use svhn::load_svhn;
 pub use transform::{Augment, MAX_BATCH_BYTES, Transform};
 
 /// The README's examples, compiled as doctests.
