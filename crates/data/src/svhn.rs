@@ -7,9 +7,10 @@
 //! The MAT v5 layout needed here is small: a 128-byte header, then top-level data elements,
 //! each either a matrix (`miMATRIX`) or a zlib stream holding one (`miCOMPRESSED`); a
 //! matrix is its flags, dimensions, name and data, each a tagged element. The `matfile`
-//! crate reads it, but it parses a file held whole in memory and inflates every compressed
-//! element to its end, with no way to bound either by what the array header declares; a
-//! small compressed file could inflate to gigabytes before any check. So this module
+//! crate reads it, but its one entry point (`MatFile::parse(reader)`) materialises every
+//! numeric array of the file, inflating every compressed element to its end, with no hook
+//! to bound that by what the array header declares or by a budget; a small compressed
+//! file could inflate to gigabytes before any check. So this module
 //! reads the layout itself with `flate2` (already used for IDX), in one bounded pass:
 //!
 //! - The file is opened with [`fair_fs::open_regular`] (regular files only) and read
