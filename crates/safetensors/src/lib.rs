@@ -13,7 +13,7 @@
 //!   header, and then read tensors one at a time, in chunks if it likes
 //!   ([`SafetensorsFile::read_chunk`]). Every refusal names the file and, where one is at
 //!   fault, the tensor, in plain words ([`SafetensorsError`]).
-//! - **Writing has one policy** ([`write`], [`to_bytes`]): safetensors' own layout, the
+//! - **Writing has one policy** ([`write()`], [`to_bytes`]): safetensors' own layout, the
 //!   metadata `format = "pt"` (so PyTorch's `safetensors.torch` accepts the file) plus
 //!   whatever entries the caller adds (a digest, provenance), in key order so the same
 //!   content always gives the same bytes; written atomically through
@@ -105,6 +105,19 @@ pub enum SafetensorsError {
     /// or writing failed.
     #[error(transparent)]
     Fs(#[from] fair_fs::FsError),
+}
+
+impl SafetensorsError {
+    /// The file the error is about (`None` for a refusal of the file rules, whose message
+    /// names it).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            SafetensorsError::Malformed { path, .. }
+            | SafetensorsError::Unwritable { path, .. }
+            | SafetensorsError::Io { path, .. } => Some(path),
+            SafetensorsError::Fs(_) => None,
+        }
+    }
 }
 
 /// The README's examples, compiled as doctests.
