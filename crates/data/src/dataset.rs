@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
+use fair_safetensors::{Dtype, SafetensorsError, SafetensorsFile, TensorRef};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, valid_range};
@@ -13,14 +12,29 @@ use crate::formats::MAX_IN_MEMORY_BYTES;
 /// The metadata key of the content digest in a saved dataset.
 const DIGEST_KEY: &str = "sha256";
 
-/// Room for the header of a saved dataset (tensor table, name, class names): safetensors'
-/// own limit for a header.
-const MAX_DATASET_HEADER_BYTES: u64 = 100_000_000;
-
-/// The largest file [`Dataset::load`] reads: its pixels and labels are stored as they are
-/// held in memory (u8 pixels, i64 labels), so at most [`MAX_IN_MEMORY_BYTES`], plus the
-/// header's length (8 bytes) and the header (Fashion-MNIST's cache is 55 MB).
-const MAX_DATASET_FILE_BYTES: u64 = MAX_IN_MEMORY_BYTES + 8 + MAX_DATASET_HEADER_BYTES;
+/// A safetensors error as a dataset error: a malformed file is a [`DataError::Malformed`]
+/// ("not a dataset file: ..."), one that cannot be written a [`DataError::Invalid`], and
+/// an input/output error stays one (so a missing file reads as not found).
+fn dataset_error(e: SafetensorsError) -> DataError {
+    match e {
+        SafetensorsError::Malformed { path, message } => DataError::Malformed {
+            path,
+            record: None,
+            detail: format!("not a dataset file: {message}"),
+        },
+        SafetensorsError::Io {
+            action,
+            path,
+            source,
+        } => DataError::Io {
+            action,
+            path,
+            source,
+        },
+        SafetensorsError::Fs(e) => DataError::Fs(e),
+        other => DataError::Invalid(other.to_string()),
+    }
+}
 
 /// The bytes one label takes in a loaded [`Dataset`] (an `i64`).
 const LABEL_BYTES: u128 = std::mem::size_of::<i64>() as u128;
@@ -210,7 +224,8 @@ impl Dataset {
 
     /// Writes the dataset as one safetensors file (`pixels` u8 `[N, C, H, W]`, `labels` i64,
     /// and in the metadata the name, the class names and the content digest
-    /// [`Dataset::sha256`] under the key `sha256`), atomically ([`fair_fs::write_atomic`]):
+    /// [`Dataset::sha256`] under the key `sha256`, besides the `format = "pt"` every file
+    /// gets from [`fair_safetensors::to_bytes`]), atomically ([`fair_fs::write_atomic`]):
     /// written under a fresh temporary name (created exclusively) next to `path`, then
     /// renamed into place, so concurrent writers and readers of `path` only ever see a
     /// complete file; on failure the temporary file is removed. A symbolic link, a directory
@@ -221,22 +236,24 @@ impl Dataset {
 
     /// [`Dataset::save`] with the digest already computed.
     pub(crate) fn save_with_digest(&self, path: &Path, sha256: &str) -> Result<(), DataError> {
-        let n = self.len();
-        let [c, h, w] = self.shape;
+        let n = self.len() as u64;
+        let [c, h, w] = self.shape.map(|d| d as u64);
         let label_bytes: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
-        let views = [
-            (
-                "pixels",
-                TensorView::new(Dtype::U8, vec![n, c, h, w], &self.pixels)
-                    .map_err(|e| DataError::Invalid(format!("{e:?}")))?,
-            ),
-            (
-                "labels",
-                TensorView::new(Dtype::I64, vec![n], &label_bytes)
-                    .map_err(|e| DataError::Invalid(format!("{e:?}")))?,
-            ),
+        let tensors = [
+            TensorRef {
+                name: "pixels",
+                dtype: Dtype::U8,
+                shape: &[n, c, h, w],
+                data: &self.pixels,
+            },
+            TensorRef {
+                name: "labels",
+                dtype: Dtype::I64,
+                shape: &[n],
+                data: &label_bytes,
+            },
         ];
-        let meta = std::collections::HashMap::from([
+        let meta = BTreeMap::from([
             ("name".to_owned(), self.name.clone()),
             (
                 "classes".to_owned(),
@@ -244,8 +261,8 @@ impl Dataset {
             ),
             (DIGEST_KEY.to_owned(), sha256.to_owned()),
         ]);
-        let bytes = safetensors::tensor::serialize(views, &Some(meta))
-            .map_err(|e| DataError::Invalid(format!("{e:?}")))?;
+        let bytes = fair_safetensors::to_bytes(path, &tensors, &meta).map_err(dataset_error)?;
+        // `fair_fs::write_atomic` itself refuses a directory or special file at `path`.
         Ok(fair_fs::write_atomic(path, &bytes)?)
     }
 
@@ -253,10 +270,11 @@ impl Dataset {
     /// it: a mismatch (tampered or corrupted file) is a [`DataError::Digest`]. Files without
     /// a recorded digest (written before digests were recorded) load unchecked.
     ///
-    /// The file must be a regular file of at most [`MAX_IN_MEMORY_BYTES`] plus 100 MB for its
-    /// header, and the dataset its header declares at most [`MAX_IN_MEMORY_BYTES`] in memory
-    /// (pixels and 8-byte labels), checked before the data is copied out of the file; while
-    /// loading, the file's bytes are held next to the dataset.
+    /// The file must be a regular file, its header well formed (checked by
+    /// [`fair_safetensors::SafetensorsFile::open`] before any data is read), and the dataset
+    /// its header declares at most [`MAX_IN_MEMORY_BYTES`] in memory (pixels and 8-byte
+    /// labels, one label per image), checked before any data is read; the pixels and labels
+    /// are then read straight into the dataset.
     pub fn load(path: &Path) -> Result<Self, DataError> {
         let (dataset, recorded) = Self::read(path)?;
         if let Some(recorded) = recorded {
@@ -289,49 +307,63 @@ impl Dataset {
 
     /// Reads a dataset file; returns the dataset and the digest recorded in it, unchecked.
     fn read(path: &Path) -> Result<(Self, Option<String>), DataError> {
-        let bytes = fair_fs::read_bounded(path, MAX_DATASET_FILE_BYTES, "a dataset file")?;
         let bad = |detail: String| DataError::Malformed {
             path: path.to_owned(),
             record: None,
             detail,
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a dataset file: {e:?}")))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("not a dataset file: {e:?}")))?;
-        let info = meta.metadata().clone().unwrap_or_default();
+        // The header alone first: everything below is checked before any data is read.
+        let mut file = SafetensorsFile::open(path).map_err(dataset_error)?;
+        let info = file.header().metadata().clone();
         let classes: Vec<String> = info
             .get("classes")
             .and_then(|c| serde_json::from_str(c).ok())
             .ok_or_else(|| bad("no class names in the metadata".into()))?;
-        let pixels = file.tensor("pixels").map_err(|e| bad(format!("{e:?}")))?;
-        let labels = file.tensor("labels").map_err(|e| bad(format!("{e:?}")))?;
-        let s = pixels.shape();
-        if pixels.dtype() != Dtype::U8 || s.len() != 4 || labels.dtype() != Dtype::I64 {
+        let declared = |name: &str| {
+            file.header()
+                .tensor(name)
+                .cloned()
+                .ok_or_else(|| bad(format!("not a dataset file: it has no tensor '{name}'")))
+        };
+        let (pixels, labels) = (declared("pixels")?, declared("labels")?);
+        let s = &pixels.shape;
+        if pixels.dtype != Dtype::U8 || s.len() != 4 || labels.dtype != Dtype::I64 {
             return Err(bad(
                 "expected pixels u8 [N, C, H, W] and labels i64 [N]".into()
             ));
         }
-        // The declared size, before anything is copied out of the file.
-        let per = s[1..]
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-        if let Some(Err(why)) = per.map(|per| in_memory_bytes(s[0] as u64, per)) {
+        // The declared size, before anything is read from the file.
+        let per = s[1..].iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        if let Some(Err(why)) = per.map(|per| in_memory_bytes(s[0], per)) {
             return Err(bad(format!(
                 "the header declares {} images of shape {:?}, {why}",
                 s[0],
                 &s[1..]
             )));
         }
-        let labels: Vec<i64> = labels
-            .data()
+        if labels.numel() != s[0] {
+            return Err(bad(format!(
+                "the header declares {} labels for {} images",
+                labels.numel(),
+                s[0]
+            )));
+        }
+        let dims = [s[1], s[2], s[3]].map(|d| usize::try_from(d).unwrap_or(usize::MAX));
+        let read = |file: &mut SafetensorsFile, name: &str| {
+            file.read_tensor(name)
+                .map_err(dataset_error)?
+                .ok_or_else(|| bad(format!("not a dataset file: it has no tensor '{name}'")))
+        };
+        let label_bytes = read(&mut file, "labels")?;
+        let labels: Vec<i64> = label_bytes
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
+        drop(label_bytes);
         let dataset = Dataset::new(
             info.get("name").cloned().unwrap_or_default(),
-            [s[1], s[2], s[3]],
-            pixels.data().to_vec(),
+            dims,
+            read(&mut file, "pixels")?,
             labels,
             classes,
         )?;
@@ -360,5 +392,61 @@ mod tests {
         // The largest IDX header: no overflow, an error.
         assert!(in_memory_bytes(u32::MAX.into(), u64::MAX).is_err());
         assert_eq!(in_memory_bytes(0, u64::MAX - 8), Ok(0));
+    }
+
+    /// A dataset file whose header does not describe a dataset is refused from the header,
+    /// in words: the numbers come from the tensors written here.
+    #[test]
+    fn a_file_that_is_not_a_dataset_is_refused_from_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.safetensors");
+        let classes = BTreeMap::from([("classes".to_owned(), r#"["a"]"#.to_owned())]);
+        let pixels = [0u8; 3 * 4];
+        let labels = [0u8; 2 * 8];
+        let write = |tensors: &[TensorRef<'_>]| {
+            std::fs::write(
+                &p,
+                fair_safetensors::to_bytes(&p, tensors, &classes).unwrap(),
+            )
+            .unwrap();
+        };
+        let px = TensorRef {
+            name: "pixels",
+            dtype: Dtype::U8,
+            shape: &[3, 1, 2, 2],
+            data: &pixels,
+        };
+        let lb = TensorRef {
+            name: "labels",
+            dtype: Dtype::I64,
+            shape: &[2],
+            data: &labels,
+        };
+        write(&[px, lb]);
+        let e = Dataset::load(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("the header declares 2 labels for 3 images"),
+            "{e}"
+        );
+        write(&[px]);
+        let e = Dataset::load(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("not a dataset file: it has no tensor 'labels'"),
+            "{e}"
+        );
+        std::fs::write(&p, b"\x02\0\0\0\0\0\0\0{}").unwrap();
+        let e = Dataset::load(&p).unwrap_err();
+        assert!(matches!(e, DataError::Malformed { .. }), "{e}");
+        assert!(
+            e.to_string().ends_with("no class names in the metadata"),
+            "{e}"
+        );
+        std::fs::write(&p, b"\x02\0\0\0\0\0\0\0{]").unwrap();
+        let e = Dataset::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("not a dataset file: the header is not valid JSON")
+                && e.contains("at byte 1 of the header"),
+            "{e}"
+        );
     }
 }

@@ -133,6 +133,10 @@ pub enum OnnxError {
     /// directory.
     #[error(transparent)]
     Fs(#[from] fair_fs::FsError),
+    /// A safetensors file could not be written (a directory or special file in the way, or
+    /// tensors it cannot hold); the message names the file.
+    #[error(transparent)]
+    Safetensors(#[from] fair_safetensors::SafetensorsError),
     /// A tensor does not have the shape the IR's parameter spec says.
     #[error("tensor '{name}' has shape {found:?}, but the IR expects {expected:?}")]
     TensorShape {

@@ -247,39 +247,37 @@ pub fn check_tensors(graph: &fair_ir::Graph, tensors: &[Tensor]) -> Result<(), O
 }
 
 /// Writes `tensors` to `path` as safetensors (float32 and int64), atomically: a temporary
-/// file in the same directory is renamed over `path`.
+/// file in the same directory is renamed over `path`. The header's metadata is
+/// `format = "pt"`, as for every safetensors file fair-pruner writes
+/// ([`fair_safetensors::write()`]); a directory or special file at `path` is not replaced.
 pub fn write_safetensors(path: &Path, tensors: &[Tensor]) -> Result<(), OnnxError> {
-    let mut bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut owned: Vec<(&str, fair_safetensors::Dtype, Vec<u64>, Vec<u8>)> = Vec::new();
     for t in tensors {
         t.check()?;
         let (dtype, raw) = match &t.data {
             TensorData::F32(v) => (
-                safetensors::Dtype::F32,
+                fair_safetensors::Dtype::F32,
                 v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ),
             TensorData::I64(v) => (
-                safetensors::Dtype::I64,
+                fair_safetensors::Dtype::I64,
                 v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ),
         };
-        bytes.push((t.name.clone(), dtype, t.shape.clone(), raw));
+        let shape = t.shape.iter().map(|&d| d as u64).collect();
+        owned.push((t.name.as_str(), dtype, shape, raw));
     }
-    let views = bytes
+    let refs: Vec<fair_safetensors::TensorRef<'_>> = owned
         .iter()
-        .map(|(name, dtype, shape, raw)| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), raw)
-                .map(|v| (name.as_str(), v))
-                .map_err(|e| OnnxError::TensorData {
-                    name: name.clone(),
-                    detail: format!("cannot write as safetensors: {e:?}"),
-                })
+        .map(|(name, dtype, shape, data)| fair_safetensors::TensorRef {
+            name,
+            dtype: *dtype,
+            shape,
+            data,
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = safetensors::tensor::serialize(views, &None).map_err(|e| OnnxError::TensorData {
-        name: path.display().to_string(),
-        detail: format!("cannot serialise safetensors: {e:?}"),
-    })?;
-    Ok(fair_fs::write_atomic(path, &out)?)
+        .collect();
+    fair_safetensors::write(path, &refs, &Default::default())?;
+    Ok(())
 }
 
 /// The README's examples, compiled as doctests.

@@ -349,6 +349,10 @@ fn safetensors_holds_the_imported_tensors() {
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.len(), m.tensors.len());
+    // The metadata PyTorch's loader looks for, as in every file fair-pruner writes.
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let format = header.metadata().as_ref().and_then(|m| m.get("format"));
+    assert_eq!(format.map(String::as_str), Some("pt"));
     for t in &m.tensors {
         let v = st.tensor(&t.name).unwrap();
         assert_eq!(v.shape(), t.shape.as_slice(), "{}", t.name);

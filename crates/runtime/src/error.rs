@@ -104,6 +104,31 @@ pub enum RuntimeError {
     Fs(#[from] fair_fs::FsError),
 }
 
+impl From<fair_safetensors::SafetensorsError> for RuntimeError {
+    fn from(e: fair_safetensors::SafetensorsError) -> Self {
+        use fair_safetensors::SafetensorsError as E;
+        match e {
+            E::Malformed { path, message } => RuntimeError::BadTensorFile { path, message },
+            E::Unwritable { path, message } => RuntimeError::BadTensorWrite { path, message },
+            E::Io {
+                action,
+                path,
+                source,
+            } => RuntimeError::Io {
+                action,
+                path,
+                source,
+            },
+            E::Fs(e) => RuntimeError::Fs(e),
+            // `SafetensorsError` is non-exhaustive: a future variant still names its file.
+            other => RuntimeError::BadTensorFile {
+                path: other.path().map(PathBuf::from).unwrap_or_default(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 /// "1.5 GiB", "12.0 MiB".
 pub(crate) fn human_bytes(b: u128) -> String {
     let gib = b as f64 / (1u64 << 30) as f64;

@@ -492,7 +492,7 @@ fn a_hand_built_file_with_padding_metadata_and_escapes_reads_back() {
 
 /// Whatever one-byte edit is made to a good header, `read_safetensors` accepts the file
 /// exactly when safetensors itself does: the up-front checks refuse nothing that
-/// safetensors reads. (A unit test in `tensors.rs` checks the other direction, that they
+/// safetensors reads. (A unit test in fair-safetensors checks the other direction, that they
 /// catch everything safetensors refuses.)
 #[test]
 fn the_up_front_checks_agree_with_safetensors_on_every_one_byte_edit() {
