@@ -51,7 +51,8 @@ pub use plan::{GroupRule, Plan};
 pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
 pub use scores::{
-    CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
+    CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,
+    graph_digest,
 };
 pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
 
