@@ -9,6 +9,9 @@
 //! - [`ScoreFile`] stores per-unit scores with provenance (versioned JSON).
 //! - [`Selector`] turns stored scores into a resolved plan at an α or a MACs/parameters
 //!   target (ToD or uniform counts), never recomputing a score.
+//! - [`RatiosReport`] is a selection's per-layer counts and widths as `fair-pruner ratios
+//!   --json` prints them (typed, read back with serde; its JSON Schema, [`ratios_schema`], is
+//!   `docs/ratios-schema.json`, versioned by [`RATIOS_SCHEMA_VERSION`]).
 //!
 //! ```
 //! use fair_analysis::{Goal, Method, SelectOptions, Selector, GroupRule};
@@ -36,6 +39,7 @@
 mod error;
 mod groups;
 mod plan;
+mod ratios;
 mod resolution;
 mod scores;
 mod select;
@@ -44,9 +48,11 @@ mod strict;
 pub use error::AnalysisError;
 pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
 pub use plan::{GroupRule, Plan};
+pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
 pub use scores::{
-    CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
+    CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,
+    graph_digest,
 };
 pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
 

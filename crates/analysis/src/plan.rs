@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
@@ -115,10 +116,9 @@ impl Plan {
 
 /// How the members of a coupled group (layers whose outputs meet at a residual add) settle on
 /// one set of units. Members the plan does not mention ask to remove nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum GroupRule {
     /// Remove only the units every member asks to remove (never removes a unit some member
     /// keeps).

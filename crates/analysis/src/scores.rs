@@ -85,6 +85,34 @@ pub struct ScoreFile {
     pub layers: Vec<LayerScores>,
 }
 
+/// A score file written, as `fair-pruner score --json` prints it: where it went, how many
+/// layers it scores, its provenance, and the process's peak memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreReport {
+    /// Where the score file was written.
+    pub out: PathBuf,
+    /// How many layers it scores.
+    pub layers: usize,
+    /// Where the scores came from ([`ScoreFile::provenance`]).
+    pub provenance: Provenance,
+    /// The scoring process's peak resident memory in MiB, where known (else `null`).
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl ScoreReport {
+    /// The report of `file`, written to `out` by a process whose peak resident memory was
+    /// `peak_rss_mib` MiB (`None` where unknown).
+    pub fn new(file: &ScoreFile, out: &Path, peak_rss_mib: Option<f64>) -> Self {
+        ScoreReport {
+            out: out.to_owned(),
+            layers: file.layers.len(),
+            provenance: file.provenance.clone(),
+            peak_rss_mib,
+        }
+    }
+}
+
 /// SHA-256 of a graph's canonical TOML form, hex-encoded: identifies the architecture
 /// (weights not included).
 pub fn graph_digest(graph: &Graph) -> String {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use fair_ir::Graph;
 use fair_threshold::{CountOptions, TodCurve, counts_at, lowest};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
@@ -17,9 +18,8 @@ use crate::resolution::Resolution;
 use crate::scores::{ScoreFile, graph_digest};
 
 /// What decides the per-layer counts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Goal {
     /// A tolerance α ∈ [0, 1] (larger removes more).
     Alpha(f64),
@@ -110,10 +110,9 @@ impl fmt::Display for Goal {
 }
 
 /// How per-layer counts are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Method {
     /// Tolerance of Difference: each layer its own count (FAIR-Pruner).
     #[default]
@@ -124,10 +123,9 @@ pub enum Method {
 
 /// The cost c_l behind a layer's MAC weight w_l = (c_l / c_max)^γ
 /// ([`SelectOptions::mac_weight`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum MacCost {
     /// The MACs one unit saves together with everything coupled to it: each member of a
     /// residual group is charged the whole group's saving.

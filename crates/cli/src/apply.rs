@@ -93,15 +93,7 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
     )?;
     let files = staged.commit()?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "out": args.out,
-                "files": files,
-                "report": report,
-            }))?
-        );
-        return Ok(());
+        return crate::print_json(&fair_surgery::ApplyReport::new(&pruned, &args.out, files));
     }
     let rows: Vec<Vec<String>> = report
         .layers

@@ -74,27 +74,11 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     imported.graph.save(&staged.path().join("model.toml"))?;
     fair_onnx::write_safetensors(&staged.path().join("model.safetensors"), &imported.tensors)?;
     let files = staged.commit()?;
-    let g = &imported.graph;
-    let normalised = matches!(
-        &g.input().op,
-        fair_ir::Op::Input(fair_ir::Input { mean: Some(_), .. })
-    );
+    let report = fair_pipeline::ImportReport::new(&imported, &args.out, files);
     if args.json {
-        let report = serde_json::json!({
-            "name": g.name(),
-            "nodes": g.nodes().len(),
-            "params": g.param_count(),
-            "macs": g.macs(),
-            "prunable_layers": g.prunable_layers().len(),
-            "input": g.shape_at(0),
-            "normalization_recorded": normalised,
-            "notes": imported.notes,
-            "out": args.out,
-            "files": files,
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return crate::print_json(&report);
     }
+    let g = &imported.graph;
     crate::notes::print(&imported.notes);
     println!(
         "imported '{}': {} nodes, {} parameters, {} MACs, {} prunable layers, input {:?}",
@@ -105,12 +89,12 @@ pub fn import(args: &ImportArgs) -> Result<()> {
         g.prunable_layers().len(),
         g.shape_at(0)
     );
-    if !normalised {
+    if !report.normalization_recorded {
         eprintln!(
             "warning: no input normalisation recorded: give --mean and --std here, or to each \
              command that feeds data (or [transform] mean / std in a config)"
         );
     }
-    println!("wrote {} ({})", args.out.display(), files.join(", "));
+    println!("wrote {} ({})", args.out.display(), report.files.join(", "));
     Ok(())
 }

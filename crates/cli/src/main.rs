@@ -84,16 +84,18 @@ fn info(args: &InfoArgs) -> Result<()> {
         out.write(graph.to_string_for(path)?.as_bytes())?;
     }
     if args.json {
-        let report = serde_json::json!({
-            "name": graph.name(),
-            "nodes": graph.summary(),
-            "params": graph.param_count(),
-            "macs": graph.macs(),
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&fair_ir::InfoReport::new(&graph))?;
     } else {
         print!("{}", table::info_table(&graph));
     }
+    Ok(())
+}
+
+/// Prints `value` as pretty JSON with its keys in alphabetical order at every level (as the
+/// untyped output of earlier versions had them).
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let value = serde_json::to_value(value)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use fair_analysis::{Goal, Method, ScoreFile, Selector};
+use fair_analysis::{Goal, Method, RatiosReport, ScoreFile, Selector};
 use fair_pipeline::charts::{human, thousands};
 use fair_pipeline::{Preset, PruneSection};
 
@@ -108,14 +108,14 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         out.write(selection.plan().to_json_string().as_bytes())?;
         eprintln!("plan written to {}", path.display());
     }
+    if args.json {
+        let report = RatiosReport::new(&selector, &selection, preset.name(), elapsed);
+        return crate::print_json(&report);
+    }
     let graph = selector.graph();
     let widths = selection.widths();
     let report = selection.resolution.report();
     let weighted = gamma > 0.0;
-    let what = match method {
-        Method::Tod => "alpha",
-        Method::Uniform => "ratio",
-    };
     let per_layer = || {
         selector
             .layers()
@@ -123,38 +123,6 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
             .zip(&selection.counts)
             .zip(selector.unit_macs().iter().zip(selector.weights()))
     };
-    if args.json {
-        let layers: Vec<_> = per_layer()
-            .map(|((l, &k), (&c, &w))| {
-                let units = graph.units(l).unwrap_or(0);
-                let keep = widths[l];
-                let mut row = serde_json::json!({"layer": l, "units": units, "requested": k, "remove": units - keep, "keep": keep});
-                if weighted {
-                    row["unit_macs"] = c.into();
-                    row["weight"] = w.into();
-                }
-                row
-            })
-            .collect();
-        let mut out = serde_json::json!({
-            what: selection.setting,
-            "preset": preset.name(),
-            "rule": selector.options().rule,
-            "layers": layers,
-            "params": {"before": report.params.0, "after": report.params.1},
-            "macs": {"before": report.macs.0, "after": report.macs.1},
-            "milliseconds": elapsed.as_secs_f64() * 1e3,
-        });
-        if weighted {
-            out["mac_weight"] = gamma.into();
-            out["mac_cost"] = selector.options().mac_cost.name().into();
-        }
-        if exact {
-            out["exact_target"] = true.into();
-        }
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
     let rows: Vec<Vec<String>> = per_layer()
         .map(|((l, &k), (_, &w))| {
             let units = graph.units(l).unwrap_or(0);

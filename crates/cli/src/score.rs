@@ -230,16 +230,8 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     out.write(file.to_json_string(&args.out)?.as_bytes())?;
     crate::notes::print(&file.notes());
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "out": args.out,
-                "layers": file.layers.len(),
-                "provenance": file.provenance,
-                "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
-            }))?
-        );
-        return Ok(());
+        let peak_mib = peak_rss_kib().map(|k| k as f64 / 1024.0);
+        return crate::print_json(&fair_analysis::ScoreReport::new(&file, &args.out, peak_mib));
     }
     println!(
         "scored {} layers of '{}' ({}) → {}",

@@ -117,29 +117,18 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
     )?;
     let seconds = start.elapsed().as_secs_f64();
     out_file.write(&model.weights_bytes(&out)?)?;
-    let last = reports.last().expect("at least one epoch");
-    let samples: f64 = reports
-        .iter()
-        .map(|r| r.samples_per_second * r.seconds)
-        .sum();
-    let train_seconds: f64 = reports.iter().map(|r| r.seconds).sum();
+    let report = fair_train::TrainReport::new(&out, seconds, reports);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "out": out, "seconds": seconds, "epochs": reports,
-                "samples_per_second": samples / train_seconds,
-            }))?
-        );
-        return Ok(());
+        return crate::print_json(&report);
     }
+    let last = report.epochs.last().expect("at least one epoch");
     println!(
         "test top-1 {:.2}% (loss {:.4}) after {} epochs in {:.1} s ({:.0} training samples/s) → {}",
         100.0 * last.test.map_or(0.0, |t| t.top1),
         last.test.map_or(f64::NAN, |t| t.loss),
-        reports.len(),
+        report.epochs.len(),
         seconds,
-        samples / train_seconds,
+        report.samples_per_second,
         out.display()
     );
     Ok(())
@@ -183,13 +172,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         );
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "split": data.name(), "images": data.len(), "top1": e.top1, "loss": e.loss,
-            }))?
-        );
-        return Ok(());
+        return crate::print_json(&fair_train::EvalReport::new(data, &e));
     }
     println!(
         "{}: top-1 {:.2}%, loss {:.4} on {} images",

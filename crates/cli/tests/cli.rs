@@ -73,6 +73,23 @@ fn written_graph_reads_back_with_the_same_table_and_json() {
     assert_eq!(v["name"], "densenet40");
 }
 
+/// `info --json` reads back as a `fair_ir::InfoReport` (unknown keys are refused), the one
+/// the library makes from the same graph, and writing that back gives the printed JSON.
+#[test]
+fn info_json_is_the_typed_report() {
+    let o = run(&[
+        "info", "--model", "resnet20", "--input", "3x16x16", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report: fair_ir::InfoReport = serde_json::from_value(printed.clone()).unwrap();
+    let graph = fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap();
+    assert_eq!(report, fair_ir::InfoReport::new(&graph));
+    assert_eq!(report.schema_version, fair_ir::INFO_SCHEMA_VERSION);
+    assert_eq!(report.params, 272_474);
+    assert_eq!(serde_json::to_value(&report).unwrap(), printed);
+}
+
 #[test]
 fn errors_are_clear() {
     let o = run(&["info", "--model", "resnet99"]);

@@ -46,6 +46,11 @@ fn import_writes_the_ir_and_the_weights_and_records_the_normalisation() {
     // PyTorch's own count (BatchNorm kept in the file, so nothing was folded away).
     assert_eq!(report["params"], facts["torch_param_count"]);
     assert_eq!(report["normalization_recorded"], true);
+    // It reads back as the library's `ImportReport` (unknown keys refused), which writes the
+    // same JSON.
+    let typed: fair_pipeline::ImportReport = serde_json::from_value(report.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), report);
+    assert_eq!((typed.input, typed.out), (vec![3, 16, 16], out.clone()));
     let graph = fair_ir::Graph::load(&out.join("model.toml")).unwrap();
     let fair_ir::Op::Input(input) = &graph.input().op else {
         panic!("the first node is the input")

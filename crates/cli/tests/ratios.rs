@@ -530,3 +530,38 @@ fn the_rank_by_u_hint_is_true() {
     ]));
     assert_eq!(v["layers"], paper["layers"]);
 }
+
+/// `ratios --json` reads back as a `fair_analysis::RatiosReport` (unknown keys are refused),
+/// and writing that back gives the printed JSON: every field is typed, none is lost.
+#[test]
+fn ratios_json_reads_back_as_the_typed_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = score_file(dir.path(), "resnet20", &[3, 16, 16], 5);
+    let base = ["ratios", "--scores", s.as_str()];
+    for extra in [
+        &["--alpha", "0.2", "--preset", "paper"][..],
+        &["--target-macs", "0.4"],
+        &[
+            "--target-params",
+            "0.3",
+            "--mac-weight",
+            "0.5",
+            "--mac-cost",
+            "shared",
+        ],
+        &["--target-macs", "0.5", "--uniform"],
+    ] {
+        let printed = json(&run(&[&base[..], extra, &["--json"]].concat()));
+        let report: fair_analysis::RatiosReport = serde_json::from_value(printed.clone())
+            .unwrap_or_else(|e| panic!("{extra:?}: {e}\n{printed}"));
+        assert_eq!(report.schema_version, fair_analysis::RATIOS_SCHEMA_VERSION);
+        // The stem, 18 block convolutions and 2 projection shortcuts.
+        assert_eq!(report.layers.len(), 21, "{extra:?}");
+        assert_eq!(
+            (report.alpha.is_some(), report.ratio.is_some()),
+            (!extra.contains(&"--uniform"), extra.contains(&"--uniform")),
+            "{extra:?}"
+        );
+        assert_eq!(serde_json::to_value(&report).unwrap(), printed, "{extra:?}");
+    }
+}

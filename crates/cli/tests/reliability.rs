@@ -771,8 +771,21 @@ fn json_output_on_every_reporting_command() {
         serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
     };
+    // Each reads back as its library type (unknown keys are refused), which writes the same
+    // JSON again.
+    fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(v: &serde_json::Value) -> T {
+        let t: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+        assert_eq!(&serde_json::to_value(&t).unwrap(), v);
+        t
+    }
     let v = json(&t.run("eval", &["--weights", &w, "--json"]));
     assert!(v["top1"].as_f64().unwrap() > 0.5);
+    let e: fair_train::EvalReport = typed(&v);
+    assert_eq!(e.split, v["split"]);
+    let trained = t.path("t.safetensors");
+    let v = json(&t.run("train", &["--epochs", "1", "--out", s(&trained), "--json"]));
+    let r: fair_train::TrainReport = typed(&v);
+    assert_eq!((r.epochs.len(), r.out), (1, trained));
     let scores = t.path("s.json");
     let v = json(&mlp(
         "score",
@@ -787,6 +800,8 @@ fn json_output_on_every_reporting_command() {
         ],
     ));
     assert_eq!(v["layers"], 2);
+    let r: fair_analysis::ScoreReport = typed(&v);
+    assert_eq!(r.provenance.criteria.len(), 2);
     let plan = t.path("plan.json");
     std::fs::write(&plan, r#"{"remove": {"layers.0": [0]}}"#).unwrap();
     let v = json(&mlp(
@@ -808,6 +823,9 @@ fn json_output_on_every_reporting_command() {
             .iter()
             .any(|f| f == "model.py")
     );
+    let r: fair_surgery::ApplyReport = typed(&v);
+    assert_eq!(r.report.layers[0].layer, "layers.0");
+    assert_eq!(r.report.layers[0].units, (512, 511));
     let v = json(&t.run(
         "prune",
         &[

@@ -39,6 +39,10 @@
 //! # Ok::<(), fair_ir::IrError>(())
 //! ```
 //!
+//! [`InfoReport`] is a graph's per-node summary with its totals, as `fair-pruner info --json`
+//! prints it (typed, read back with serde; its JSON Schema, [`info_schema`], is
+//! `docs/info-schema.json`, versioned by [`INFO_SCHEMA_VERSION`]).
+//!
 //! Counting conventions: parameters are trainable tensors only (BatchNorm running statistics
 //! are buffers), as `sum(p.numel() for p in model.parameters())` in PyTorch; MACs count
 //! convolutions and linear layers only, per sample.
@@ -46,11 +50,13 @@
 mod builder;
 mod error;
 mod graph;
+mod info;
 mod op;
 
 pub use builder::GraphBuilder;
 pub use error::IrError;
 pub use graph::{Graph, GraphSpec, Node, NodeSummary};
+pub use info::{INFO_SCHEMA_VERSION, InfoNode, InfoReport, info_schema};
 pub use op::{
     AdaptiveAvgPool2d, Add, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelShuffle, Channels,
     Clip, Concat, Contract, Conv2d, Dropout, Flatten, Gelu, HardSigmoid, HardSwish, Init, Input,

@@ -53,7 +53,7 @@ pub use fair_threshold::CountOptions;
 pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use guard::{guard_model_file, output_guard};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
-pub use onnx::{import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
+pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{

@@ -1,11 +1,12 @@
 //! ONNX models as pipeline inputs: a `.onnx` file wherever a graph file is accepted, its
 //! weights loaded into a runtime [`Model`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fair_ir::Graph;
 use fair_onnx::{ImportOptions, Imported, TensorData};
 use fair_runtime::Model;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::error::PipelineError;
@@ -23,6 +24,56 @@ pub fn import_onnx(path: &Path, options: &ImportOptions) -> Result<Imported, Pip
         path: path.to_owned(),
         source: Box::new(e),
     })
+}
+
+/// An imported ONNX model written out, as `fair-pruner import --json` prints it: the graph's
+/// figures, the importer's notes, and where the files went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportReport {
+    /// The graph's name.
+    pub name: String,
+    /// How many nodes the graph has.
+    pub nodes: usize,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: u64,
+    /// How many layers may be pruned ([`Graph::prunable_layers`]).
+    pub prunable_layers: usize,
+    /// The per-sample input shape.
+    pub input: Vec<usize>,
+    /// Whether the input node records a normalisation (mean and standard deviation).
+    pub normalization_recorded: bool,
+    /// What the importer simplified or assumed, one sentence each ([`Imported::notes`]).
+    pub notes: Vec<String>,
+    /// The output directory.
+    pub out: PathBuf,
+    /// The files written there, relative to it.
+    pub files: Vec<String>,
+}
+
+impl ImportReport {
+    /// The report of `imported` (its graph as written, e.g. after
+    /// [`with_normalization`](crate::with_normalization)), written to `out` as `files`.
+    pub fn new(imported: &Imported, out: &Path, files: Vec<String>) -> Self {
+        let g = &imported.graph;
+        ImportReport {
+            name: g.name().to_owned(),
+            nodes: g.nodes().len(),
+            params: g.param_count(),
+            macs: g.macs(),
+            prunable_layers: g.prunable_layers().len(),
+            input: g.shape_at(0).to_vec(),
+            normalization_recorded: matches!(
+                &g.input().op,
+                fair_ir::Op::Input(fair_ir::Input { mean: Some(_), .. })
+            ),
+            notes: imported.notes.clone(),
+            out: out.to_owned(),
+            files,
+        }
+    }
 }
 
 /// A runtime model of an imported ONNX model, on `device`.

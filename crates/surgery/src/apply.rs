@@ -1,7 +1,10 @@
 //! Applying a plan: a new graph and new weights, every tensor sliced by its op's contract.
 
+use std::path::{Path, PathBuf};
+
 use fair_analysis::{Plan, Resolution, ResolveOptions, SizeReport};
 use fair_runtime::{Model, tch_context};
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::error::SurgeryError;
@@ -12,6 +15,31 @@ pub struct Pruned {
     pub model: Model,
     /// Per-layer and total figures.
     pub report: SizeReport,
+}
+
+/// A pruned model's export, as `fair-pruner apply --json` prints it: the output directory,
+/// the files written there, and the sizes before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyReport {
+    /// The output directory.
+    pub out: PathBuf,
+    /// The files written there, relative to it.
+    pub files: Vec<String>,
+    /// Per-layer and total figures ([`Pruned::report`]).
+    pub report: SizeReport,
+}
+
+impl ApplyReport {
+    /// The report of `pruned`, exported to `out` as `files` (e.g. what
+    /// `fair_fs::OutputDir`'s commit returns).
+    pub fn new(pruned: &Pruned, out: &Path, files: Vec<String>) -> Self {
+        ApplyReport {
+            out: out.to_owned(),
+            files,
+            report: pruned.report.clone(),
+        }
+    }
 }
 
 /// Applies `plan` to `model`: resolves it (coupled layers settle by `options.rule`), then

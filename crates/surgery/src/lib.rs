@@ -30,7 +30,7 @@ mod error;
 mod export;
 mod finetune;
 
-pub use apply::{Pruned, apply, apply_resolution};
+pub use apply::{ApplyReport, Pruned, apply, apply_resolution};
 pub use error::SurgeryError;
 pub use export::{
     export, export_with, input_normalization, onnx_bytes, onnx_tensors, pytorch_module,

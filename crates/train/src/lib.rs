@@ -222,7 +222,7 @@ impl TrainSettings {
 }
 
 /// Figures of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
     /// Epoch (1-based).
     pub epoch: usize,
@@ -239,12 +239,70 @@ pub struct EpochReport {
 }
 
 /// Top-1 accuracy and mean loss over a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Fraction correct.
     pub top1: f64,
     /// Mean cross-entropy.
     pub loss: f64,
+}
+
+/// A training run, as `fair-pruner train --json` (and `finetune --json`) prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainReport {
+    /// Where the weights were written.
+    pub out: std::path::PathBuf,
+    /// Wall-clock seconds of the whole run (training and evaluation).
+    pub seconds: f64,
+    /// One entry per epoch, as [`train`] returns them.
+    pub epochs: Vec<EpochReport>,
+    /// Training samples per second over all epochs (training passes only).
+    pub samples_per_second: f64,
+}
+
+impl TrainReport {
+    /// The report of a run that wrote `out` after `seconds`, with the `epochs` [`train`]
+    /// returned. The throughput is the samples of every training pass over their seconds.
+    pub fn new(out: &std::path::Path, seconds: f64, epochs: Vec<EpochReport>) -> Self {
+        let samples: f64 = epochs
+            .iter()
+            .map(|r| r.samples_per_second * r.seconds)
+            .sum();
+        let train_seconds: f64 = epochs.iter().map(|r| r.seconds).sum();
+        TrainReport {
+            out: out.to_owned(),
+            seconds,
+            samples_per_second: samples / train_seconds,
+            epochs,
+        }
+    }
+}
+
+/// An evaluation on a named split, as `fair-pruner eval --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalReport {
+    /// The split's name (e.g. `cifar10/test`).
+    pub split: String,
+    /// How many images it holds.
+    pub images: usize,
+    /// Fraction correct.
+    pub top1: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+}
+
+impl EvalReport {
+    /// The report of `evaluation` on `data`.
+    pub fn new(data: &dyn ImageSource, evaluation: &Evaluation) -> Self {
+        EvalReport {
+            split: data.name().to_owned(),
+            images: data.len(),
+            top1: evaluation.top1,
+            loss: evaluation.loss,
+        }
+    }
 }
 
 pub(crate) fn input_shape(model: &Model) -> [usize; 3] {

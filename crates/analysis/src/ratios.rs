@@ -1,0 +1,181 @@
+//! The typed per-layer counts and widths that `fair-pruner ratios --json` prints. Its JSON
+//! Schema is generated from these types (`docs/ratios-schema.json`, checked by a test) and
+//! versioned by [`RATIOS_SCHEMA_VERSION`].
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::GroupRule;
+use crate::select::{Goal, MacCost, Method, Selection, Selector};
+
+/// The version of [`RatiosReport`]'s schema. Version 1 has the fields `ratios --json`
+/// printed before it was typed, and `schema_version`. Any change that removes or renames a
+/// field, or changes its meaning, bumps it.
+pub const RATIOS_SCHEMA_VERSION: u32 = 1;
+
+/// A [`Selection`] as `fair-pruner ratios --json` prints it: the setting that produced it,
+/// what each scored layer asked to remove and keeps after coupled groups settled, and the
+/// parameters and MACs before and after.
+///
+/// Exactly one of `alpha` (ToD counts) and `ratio` (uniform counts) is present. `mac_weight`,
+/// `mac_cost` and each layer's `unit_macs` and `weight` are present only when the MAC weight
+/// γ is above 0; `exact_target` only when a size target was blended to exactly (then `true`).
+/// Made by [`RatiosReport::new`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatiosReport {
+    /// [`RATIOS_SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// The tolerance α that produced the counts (ToD counts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// The fraction of every layer asked to be removed (uniform counts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The name of the preset the counts started from (`fair-pruner`, `paper`).
+    pub preset: String,
+    /// How coupled layers settled on one set of units.
+    pub rule: GroupRule,
+    /// One entry per scored layer, in graph order.
+    pub layers: Vec<RatiosLayer>,
+    /// Parameters of the whole model before and after.
+    pub params: BeforeAfter,
+    /// MACs per sample of the whole model before and after.
+    pub macs: BeforeAfter,
+    /// Milliseconds the selection took (from loading the scores to the resolved plan, as the
+    /// caller measured it).
+    pub milliseconds: f64,
+    /// The MAC weight γ (only when above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_weight: Option<f64>,
+    /// What the MAC weight's cost measures (only when γ is above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_cost: Option<MacCost>,
+    /// `true` when the counts were blended down to a size target exactly; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_target: Option<bool>,
+}
+
+/// One scored layer of a [`RatiosReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatiosLayer {
+    /// The layer's name.
+    pub layer: String,
+    /// Its units (output channels or features) before pruning.
+    pub units: usize,
+    /// How many units its own count asked to remove, before coupled groups settled.
+    pub requested: usize,
+    /// How many units it loses after coupled groups settled.
+    pub remove: usize,
+    /// How many units it keeps: the pruned model's width.
+    pub keep: usize,
+    /// The MACs per sample one unit saves with everything coupled to it
+    /// ([`Selector::unit_macs`]; only when γ is above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_macs: Option<u64>,
+    /// The layer's MAC weight ([`Selector::weights`]; only when γ is above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// A count before and after pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BeforeAfter {
+    /// Before pruning.
+    pub before: u64,
+    /// After pruning.
+    pub after: u64,
+}
+
+impl RatiosReport {
+    /// The report of `selection`, made by `selector`, with counts that started from the
+    /// preset called `preset` and took `elapsed` to compute.
+    ///
+    /// ```
+    /// use fair_analysis::{Goal, GroupRule, Method, RatiosReport, SelectOptions, Selector};
+    /// use std::time::Duration;
+    ///
+    /// let graph = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 10)?;
+    /// let layers: Vec<String> = graph.prunable_layers().iter().map(|l| l.to_string()).collect();
+    /// let u: Vec<Vec<f64>> = layers
+    ///     .iter()
+    ///     .map(|l| (0..graph.units(l).unwrap()).map(|i| i as f64).collect())
+    ///     .collect();
+    /// let u: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
+    /// let options = SelectOptions { rule: GroupRule::Intersection, ..Default::default() };
+    /// let selector = Selector::new(graph, layers, &u, &u, &u, options)?;
+    /// let selection = selector.select(Goal::Macs(0.5), Method::Uniform)?;
+    /// let report = RatiosReport::new(&selector, &selection, "fair-pruner", Duration::ZERO);
+    /// assert_eq!(report.ratio, Some(selection.setting));
+    /// assert!(report.alpha.is_none());
+    /// assert!(report.macs.after <= report.macs.before / 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(
+        selector: &Selector,
+        selection: &Selection,
+        preset: &str,
+        elapsed: Duration,
+    ) -> Self {
+        let options = selector.options();
+        let weighted = options.mac_weight > 0.0;
+        let exact = options.exact_target && !matches!(selection.goal, Goal::Alpha(_));
+        let graph = selector.graph();
+        let widths = selection.widths();
+        let layers = selector
+            .layers()
+            .iter()
+            .zip(&selection.counts)
+            .zip(selector.unit_macs().iter().zip(selector.weights()))
+            .map(|((l, &requested), (&c, &w))| {
+                let units = graph.units(l).unwrap_or(0);
+                let keep = widths[l];
+                RatiosLayer {
+                    layer: l.clone(),
+                    units,
+                    requested,
+                    remove: units - keep,
+                    keep,
+                    unit_macs: weighted.then_some(c),
+                    weight: weighted.then_some(w),
+                }
+            })
+            .collect();
+        let size = selection.resolution.report();
+        let (alpha, ratio) = match selection.method {
+            Method::Tod => (Some(selection.setting), None),
+            Method::Uniform => (None, Some(selection.setting)),
+        };
+        RatiosReport {
+            schema_version: RATIOS_SCHEMA_VERSION,
+            alpha,
+            ratio,
+            preset: preset.to_owned(),
+            rule: options.rule,
+            layers,
+            params: BeforeAfter {
+                before: size.params.0 as u64,
+                after: size.params.1 as u64,
+            },
+            macs: BeforeAfter {
+                before: size.macs.0,
+                after: size.macs.1,
+            },
+            milliseconds: elapsed.as_secs_f64() * 1e3,
+            mac_weight: weighted.then_some(options.mac_weight),
+            mac_cost: weighted.then_some(options.mac_cost),
+            exact_target: exact.then_some(true),
+        }
+    }
+}
+
+/// The JSON Schema of [`RatiosReport`], pretty-printed (what `docs/ratios-schema.json`
+/// holds).
+pub fn ratios_schema() -> String {
+    let schema = schemars::schema_for!(RatiosReport);
+    serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
+}
