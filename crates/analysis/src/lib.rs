@@ -44,7 +44,7 @@ mod strict;
 pub use error::AnalysisError;
 pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
 pub use plan::{GroupRule, Plan};
-pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
+pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
 pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, graph_digest,
 };
