@@ -252,8 +252,6 @@ fn run(args: &PruneArgs) -> Result<()> {
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);
     }
-    // (Pruner::from_config guards the config's inputs again; the calibration file is the
-    // one input it does not know.)
     // Refuses an input or a foreign directory now, not after the work.
     let what = match (&args.out, &config.prune.out) {
         (None, Some(_)) => "[prune] out",
@@ -296,6 +294,8 @@ fn run(args: &PruneArgs) -> Result<()> {
             Pruner::from_config_with_torchrun(&run, torchrun)
         }
     };
+    // Pruner::from_config guards the config's inputs; the calibration file is the one input
+    // it does not know.
     if let Some(c) = &args.calibration {
         pruner = pruner.input("--calibration", c);
     }

@@ -229,7 +229,8 @@ impl<'a> Pruner<'a> {
     /// (each on the training split of [`Pruner::finetune`] or [`Pruner::train_split`]),
     /// distillation, output directory and seed. Everything except the data and the
     /// fine-tuning's training split, which [`Pruner::finetune`] (or [`Pruner::torchrun`])
-    /// gives with `settings.finetune`. [`Pruner::from_config`] does all of it.
+    /// gives with `settings.finetune`. [`Pruner::from_config`] does all of it. These parts
+    /// replace what earlier builder calls set; later calls change them again.
     pub fn settings(mut self, settings: &PruneSettings) -> Self {
         let s = settings;
         self.preset = s.preset;
