@@ -483,3 +483,28 @@ impl RunArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_are_printed_with_flags() {
+        let e = cli_error(PipelineError::invalid("finetune-lr", "must be positive").into());
+        assert_eq!(e.to_string(), "--finetune-lr: must be positive");
+        let e = cli_error(
+            PipelineError::invalid("distill-temperature", "needs `distill-weight`").into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "--distill-temperature: needs --distill-weight"
+        );
+        let e = cli_error(PipelineError::invalid("goal", "no pruning goal: give `alpha`").into());
+        assert_eq!(e.to_string(), "no pruning goal: give --alpha");
+        // Backticks around something that is not a setting name stay as they are.
+        assert_eq!(flags_in("a `b c` and `` end`"), "a `b c` and `` end`");
+        // Other errors pass through.
+        let e = cli_error(anyhow::anyhow!("plain"));
+        assert_eq!(e.to_string(), "plain");
+    }
+}
