@@ -49,7 +49,7 @@ pub use error::AnalysisError;
 pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
 pub use plan::{GroupRule, Plan};
 pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
-pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport};
+pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
 pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,
     graph_digest,

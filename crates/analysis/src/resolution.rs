@@ -2,7 +2,7 @@
 //! indices every tensor is sliced with. This is the one place where coupled layers settle on
 //! their units; target search, `ratios`, `apply` and `prune` all go through it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use fair_ir::Graph;
 use serde::{Deserialize, Serialize};
@@ -147,13 +147,16 @@ impl Resolution {
         self.groups.group_of(layer).map(|g| &self.kept[g])
     }
 
-    /// Kept width of every prunable layer, in graph order.
-    pub fn widths(&self) -> BTreeMap<String, usize> {
-        self.before
-            .prunable_layers()
-            .into_iter()
-            .filter_map(|l| Some((l.to_owned(), self.kept_units(l)?.len())))
-            .collect()
+    /// Kept width of every prunable layer, in graph order (as reports list layers), indexable
+    /// by layer name.
+    pub fn widths(&self) -> Widths {
+        Widths(
+            self.before
+                .prunable_layers()
+                .into_iter()
+                .filter_map(|l| Some((l.to_owned(), self.kept_units(l)?.len())))
+                .collect(),
+        )
     }
 
     /// The resolved plan: every member of a group lists exactly the group's removed units,
@@ -275,4 +278,75 @@ fn check_plan(graph: &Graph, groups: &ChannelGroups, plan: &Plan) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Kept widths of prunable layers, in graph order (`features.3` before `features.10`):
+/// iterate for `(layer, width)` pairs, or index by layer name (`widths["conv1"]`, which
+/// panics for a layer not listed; [`Widths::get`] does not).
+///
+/// ```
+/// use fair_analysis::{GroupRule, Plan, Resolution, ResolveOptions};
+/// let graph = fair_zoo::build("vgg16_bn_cifar", &[3, 32, 32], 10)?;
+/// let plan = Plan::new().remove("features.0", [0, 1]);
+/// let r = Resolution::new(&graph, &plan, &ResolveOptions::default())?;
+/// let widths = r.widths();
+/// assert_eq!(widths["features.0"], 62);
+/// let layers: Vec<&str> = widths.iter().map(|(l, _)| l.as_str()).collect();
+/// assert_eq!(layers, graph.prunable_layers()); // graph order, not by name
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Widths(Vec<(String, usize)>);
+
+impl Widths {
+    /// The width of `layer`, if it is listed.
+    pub fn get(&self, layer: &str) -> Option<usize> {
+        self.0.iter().find(|(l, _)| l == layer).map(|&(_, w)| w)
+    }
+
+    /// `(layer, width)` pairs in graph order.
+    pub fn iter(&self) -> std::slice::Iter<'_, (String, usize)> {
+        self.0.iter()
+    }
+
+    /// The number of layers listed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no layer is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: AsRef<str> + ?Sized> std::ops::Index<&K> for Widths {
+    type Output = usize;
+
+    fn index(&self, layer: &K) -> &usize {
+        let layer = layer.as_ref();
+        self.0
+            .iter()
+            .find(|(l, _)| l == layer)
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("no width for the layer '{layer}'"))
+    }
+}
+
+impl IntoIterator for Widths {
+    type Item = (String, usize);
+    type IntoIter = std::vec::IntoIter<(String, usize)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Widths {
+    type Item = &'a (String, usize);
+    type IntoIter = std::slice::Iter<'a, (String, usize)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }

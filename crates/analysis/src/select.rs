@@ -2,7 +2,7 @@
 //! by a ranking, coupled layers settled by a [`GroupRule`], and the cost model (parameters
 //! and MACs of the narrowed graph) — all without recomputing a score.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -216,8 +216,9 @@ impl Selection {
         }
     }
 
-    /// Kept units per prunable layer after resolution: exactly the pruned model's widths.
-    pub fn widths(&self) -> BTreeMap<String, usize> {
+    /// Kept units per prunable layer after resolution, in graph order (as reports list
+    /// layers): exactly the pruned model's widths.
+    pub fn widths(&self) -> crate::Widths {
         self.resolution.widths()
     }
 

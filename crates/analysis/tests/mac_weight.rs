@@ -270,7 +270,7 @@ fn gamma_one_moves_removals_from_the_fc_layer_to_the_convs() {
             );
             // The convs (whose units cost ~40–50× more MACs than fc1's) give up more units
             // together; which of the two gives them up depends on where the target falls.
-            let convs = |w: &std::collections::BTreeMap<String, usize>| w["conv1"] + w["conv2"];
+            let convs = |w: &fair_analysis::Widths| w["conv1"] + w["conv2"];
             assert!(
                 convs(&a) < convs(&p),
                 "{what}: the convs keep {} vs {} units",

@@ -1,8 +1,6 @@
 //! Selection on residual and dense networks: every goal is met under every group rule, and
 //! the reported widths are exactly the pruned graph's.
 
-use std::collections::BTreeMap;
-
 use fair_analysis::{
     Goal, GroupRule, Method, Plan, Resolution, ResolveOptions, SelectOptions, Selector,
 };
@@ -237,7 +235,7 @@ fn hand_written_plans_resolve_by_rule() {
     let plan = Plan::new()
         .remove("conv1", [0, 1, 2])
         .remove("layer1.0.conv2", [1, 2, 5]);
-    let widths = |rule| -> BTreeMap<String, usize> {
+    let widths = |rule| -> fair_analysis::Widths {
         Resolution::new(
             &graph,
             &plan,

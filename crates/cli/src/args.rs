@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args};
 use fair_data::ImageSource;
 use fair_ir::Graph;
-use fair_pipeline::{DrawSettings, Preset, PruneSection, RunConfig};
+use fair_pipeline::{DrawSettings, PipelineError, Preset, PruneSection, RawSettings, RunConfig};
 use fair_scoring::{AnalysisPoint, ConvDistance, MaxMemory, RMode, ScoringSettings, Wasserstein};
 
 /// Which model: a zoo name or an IR file.
@@ -199,75 +199,20 @@ pub struct ScoringArgs {
 }
 
 impl ScoringArgs {
-    /// The criterion names asked for (flags, else `config`, else `u,r,l1,group-l1`).
-    pub fn criteria(&self, config: Option<&Vec<String>>) -> Vec<String> {
+    /// Puts the flags given into `raw` (the settings the library resolves).
+    pub fn fill(&self, raw: &mut RawSettings) {
+        let p = &mut raw.prune;
         if !self.criteria.is_empty() {
-            self.criteria.clone()
-        } else if let Some(c) = config {
-            c.clone()
-        } else {
-            vec!["u".into(), "r".into(), "l1".into(), "group-l1".into()]
+            p.criteria = Some(self.criteria.clone());
         }
-    }
-
-    /// The U-Score memory bound the user gave (`--max-memory`, else `[prune] max_memory`),
-    /// when `criteria` computes the U-Score: the bound to check against the model before any
-    /// data is loaded. The default bound (a share of the available memory) is not checked
-    /// early: it only splits the U-Score into passes.
-    pub fn given_max_memory(
-        &self,
-        section: &PruneSection,
-        criteria: &[String],
-    ) -> Option<fair_scoring::ByteSize> {
-        if !criteria.iter().any(|c| c == "u") {
-            return None;
-        }
-        self.max_memory
-            .or(section.max_memory)
-            .and_then(MaxMemory::bytes)
-    }
-
-    /// The preset: the flag, else the config's `[prune] preset`, else the default.
-    pub fn preset(&self, section: &PruneSection) -> Preset {
-        self.preset.or(section.preset).unwrap_or_default()
-    }
-
-    /// The scoring settings: flags over `section` over the preset; `draw` gives samples per
-    /// class, classes and seed.
-    pub fn settings(&self, section: &PruneSection, draw: &DrawSettings) -> ScoringSettings {
-        let batch_size = self
-            .batch_size
-            .map(|b| b as usize)
-            .unwrap_or(ScoringSettings::default().r.batch_size);
-        let mut s = self.preset(section).settings(batch_size).scoring;
-        if let Some(a) = self.analysis_point.or(section.analysis_point) {
-            s.u.analysis_point = a;
-        }
-        if let Some(c) = self.conv_distance {
-            s.u.conv = c;
-        }
-        if let Some(p) = self.projections.map(|p| p as usize).or(section.projections) {
-            s.u.projections = p;
-        }
-        if let Some(w) = self.w1 {
-            s.u.w1 = w;
-        }
-        if let Some(m) = self.r_mode.or(section.r_mode) {
-            s.r.mode = m;
-        }
-        if let Some(b) = self.batch_size {
-            s.r.batch_size = b as usize;
-        }
-        s.u.max_memory = match self.max_memory.or(section.max_memory) {
-            Some(m) => m.bytes(),
-            None => fair_scoring::default_max_memory(),
-        };
-        s.u.samples_per_class = draw.per_class;
-        s.u.max_classes = draw.max_classes;
-        s.u.seed = draw.seed;
-        s.r.seed = draw.seed;
-        s.seed = draw.seed;
-        s
+        p.preset = self.preset;
+        p.analysis_point = self.analysis_point;
+        p.projections = self.projections.map(|n| n as usize);
+        p.r_mode = self.r_mode;
+        p.max_memory = self.max_memory;
+        raw.conv_distance = self.conv_distance;
+        raw.w1 = self.w1;
+        raw.batch_size = self.batch_size.map(|b| b as usize);
     }
 }
 
@@ -283,23 +228,70 @@ pub struct DrawArgs {
 }
 
 impl DrawArgs {
+    /// Puts the flags given into `raw` (the settings the library resolves).
+    pub fn fill(&self, raw: &mut RawSettings) {
+        raw.prune.per_class = self.per_class.map(|v| v as usize);
+        raw.prune.max_classes = self.max_classes.map(|v| v as usize);
+        raw.prune.seed = self.seed;
+    }
+
     /// The flags, else the config's `[prune]` values, else the defaults.
     pub fn settings(&self, section: &PruneSection) -> DrawSettings {
-        let d = DrawSettings::default();
-        DrawSettings {
-            per_class: self
-                .per_class
-                .map(|v| v as usize)
-                .or(section.per_class)
-                .unwrap_or(d.per_class),
-            max_classes: self
-                .max_classes
-                .map(|v| v as usize)
-                .or(section.max_classes)
-                .unwrap_or(d.max_classes),
-            seed: self.seed.or(section.seed).unwrap_or(d.seed),
+        let mut flags = RawSettings::default();
+        self.fill(&mut flags);
+        let config = RawSettings {
+            prune: section.clone(),
+            ..Default::default()
+        };
+        config.overridden_by(&flags).draw_settings()
+    }
+}
+
+/// A library error as the CLI prints it: the setting it names (`finetune-lr`) becomes the
+/// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks.
+/// Other errors pass through unchanged.
+pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<PipelineError>() {
+        Ok(PipelineError::Invalid { setting, detail }) => {
+            let detail = flags_in(&detail);
+            match setting.as_str() {
+                // The goal is several flags; the text names them.
+                "goal" => anyhow::anyhow!("{detail}"),
+                "train" => anyhow::anyhow!("[train]: {detail}"),
+                s => anyhow::anyhow!("--{s}: {detail}"),
+            }
+        }
+        Ok(other) => other.into(),
+        Err(e) => e,
+    }
+}
+
+/// `text` with every setting written in backticks (`` `distill-weight` ``) as its flag.
+fn flags_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('`') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find('`') {
+            Some(j)
+                if j > 0
+                    && after[..j]
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+            {
+                out.push_str("--");
+                out.push_str(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('`');
+                rest = after;
+            }
         }
     }
+    out.push_str(rest);
+    out
 }
 
 /// Seed of `--train-fraction` subsets (fixed, so every run sees the same images).
@@ -380,6 +372,10 @@ pub struct Setup {
 impl RunArgs {
     /// The config file merged with the flags (cheap: nothing is loaded but the config).
     pub fn config(&self) -> Result<RunConfig> {
+        self.merged_config().map_err(cli_error)
+    }
+
+    fn merged_config(&self) -> Result<RunConfig> {
         let mut c = match &self.config {
             Some(p) => RunConfig::load(p)?,
             None => RunConfig::default(),
@@ -438,6 +434,14 @@ impl RunArgs {
     /// `memory_bound`, a bound too small for the model fails before the data is loaded.
     pub fn setup(
         &self,
+        config: RunConfig,
+        memory_bound: Option<fair_scoring::ByteSize>,
+    ) -> Result<Setup> {
+        self.load(config, memory_bound).map_err(cli_error)
+    }
+
+    fn load(
+        &self,
         mut config: RunConfig,
         memory_bound: Option<fair_scoring::ByteSize>,
     ) -> Result<Setup> {
@@ -477,5 +481,30 @@ impl RunArgs {
             train,
             test,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_are_printed_with_flags() {
+        let e = cli_error(PipelineError::invalid("finetune-lr", "must be positive").into());
+        assert_eq!(e.to_string(), "--finetune-lr: must be positive");
+        let e = cli_error(
+            PipelineError::invalid("distill-temperature", "needs `distill-weight`").into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "--distill-temperature: needs --distill-weight"
+        );
+        let e = cli_error(PipelineError::invalid("goal", "no pruning goal: give `alpha`").into());
+        assert_eq!(e.to_string(), "no pruning goal: give --alpha");
+        // Backticks around something that is not a setting name stay as they are.
+        assert_eq!(flags_in("a `b c` and `` end`"), "a `b c` and `` end`");
+        // Other errors pass through.
+        let e = cli_error(anyhow::anyhow!("plain"));
+        assert_eq!(e.to_string(), "plain");
     }
 }

@@ -2,16 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
-use fair_analysis::Goal;
 use fair_data::{Source, Transform};
 use fair_pipeline::charts::{summary_headers, summary_rows};
-use fair_pipeline::{LatencyOptions, PruneSection, Pruner, Torchrun, TorchrunData};
-use fair_scoring::{Calibration, ScoringSettings};
-use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
+use fair_pipeline::{ConfigRun, PruneSection, Pruner, RawSettings, Torchrun, TorchrunData};
+use fair_scoring::Calibration;
+use fair_train::TrainSettings;
 
-use crate::args::{DrawArgs, RunArgs, ScoringArgs};
+use crate::args::{DrawArgs, RunArgs, ScoringArgs, cli_error};
 use crate::score::SelectArgs;
 use crate::table::render;
 
@@ -202,215 +201,107 @@ impl EngineArgs {
     }
 }
 
-/// The fine-tuning learning rate when neither a flag nor the config gives one.
-const FINETUNE_LR: f64 = 0.01;
-
 impl PruneArgs {
-    /// Distillation: flags over the config's `[prune]` keys; none without a weight.
-    fn distillation(&self, section: &PruneSection) -> Result<Option<Distillation>> {
-        let weight = self.distill_weight.or(section.distill_weight);
-        let temperature = self.distill_temperature.or(section.distill_temperature);
-        let Some(weight) = weight else {
-            if temperature.is_some() {
-                bail!(
-                    "--distill-temperature (or [prune] distill_temperature) needs --distill-weight \
-                     (or [prune] distill_weight)"
-                );
-            }
-            return Ok(None);
+    /// The settings the flags give (every one optional), for the library to resolve over
+    /// the config's.
+    fn flags(&self) -> RawSettings {
+        let mut raw = RawSettings {
+            prune: PruneSection {
+                alpha: self.alpha,
+                alpha_sweep: (!self.alpha_sweep.is_empty()).then(|| self.alpha_sweep.clone()),
+                target_macs: self.target_macs,
+                target_params: self.target_params,
+                finetune_epochs: self.finetune_epochs,
+                finetune_lr: self.finetune_lr,
+                bn_recalibrate: self.bn_recalibrate,
+                reconstruct: self.reconstruct,
+                distill_weight: self.distill_weight,
+                distill_temperature: self.distill_temperature,
+                out: self.out.clone(),
+                ..PruneSection::default()
+            },
+            ..RawSettings::default()
         };
-        let d = Distillation {
-            weight,
-            temperature: temperature.unwrap_or(Distillation::default().temperature),
-        };
-        d.check()?;
-        Ok(Some(d))
-    }
-
-    /// The goals: flags (clap allows one kind), else the config's `[prune]`.
-    fn goals(&self, section: &PruneSection) -> Result<Vec<Goal>> {
-        let flags = PruneSection {
-            alpha: self.alpha,
-            alpha_sweep: (!self.alpha_sweep.is_empty()).then(|| self.alpha_sweep.clone()),
-            target_macs: self.target_macs,
-            target_params: self.target_params,
-            ..PruneSection::default()
-        };
-        let goals = match flags.goals()? {
-            Some(g) => g,
-            None => section.goals()?.context(
-                "no pruning goal: give --alpha, --alpha-sweep, --target-macs or --target-params \
-                 (or alpha, alpha_sweep, target_macs or target_params under [prune] in the config)",
-            )?,
-        };
-        for g in &goals {
-            g.check()
-                .map_err(|e| anyhow::anyhow!("--{}: {e}", g.flag()))?;
-        }
-        Ok(goals)
+        self.draw.fill(&mut raw);
+        self.scoring.fill(&mut raw);
+        self.select.fill(&mut raw);
+        raw
     }
 }
 
 /// Runs `prune`.
 pub fn prune(args: &PruneArgs) -> Result<()> {
-    // Everything cheap first: config, goals, settings, paths.
+    run(args).map_err(cli_error)
+}
+
+fn run(args: &PruneArgs) -> Result<()> {
+    // Everything cheap first: config, settings, paths. The library resolves the settings
+    // (flags over the config over the preset); this command only fills them in.
     let config = args.run.config()?;
-    let onnx_graph = config.model.zoo.is_none()
-        && config
-            .model
-            .graph
-            .as_deref()
-            .is_some_and(fair_pipeline::is_onnx);
-    if config.model.weights.is_none() && !onnx_graph {
-        bail!(
+    fair_pipeline::check_weights(&config).map_err(|_| {
+        anyhow::anyhow!(
             "prune needs trained weights: --weights FILE (or [model] weights in the config), or an \
              ONNX model that carries them (--graph model.onnx)"
-        );
-    }
-    let section = config.prune.clone();
+        )
+    })?;
     args.engine.check()?;
-    let goals = args.goals(&section)?;
-    let finetune_epochs = args
-        .finetune_epochs
-        .or(section.finetune_epochs)
-        .unwrap_or(0);
-    let finetune_lr = args
-        .finetune_lr
-        .or(section.finetune_lr)
-        .unwrap_or(FINETUNE_LR);
-    let draw = args.draw.settings(&section);
-    draw.check()?;
-    let distillation = args.distillation(&section)?;
-    let preset = args.scoring.preset(&section);
-    let options = args.select.options(&section, preset)?;
-    let bn_recalibrate = args
-        .bn_recalibrate
-        .or(section.bn_recalibrate)
-        .unwrap_or_else(|| {
-            preset
-                .settings(ScoringSettings::default().r.batch_size)
-                .recalibration
-                .map_or(0, |r| r.batches)
-        });
-    let reconstruct = args.reconstruct.or(section.reconstruct).unwrap_or_else(|| {
-        preset
-            .settings(ScoringSettings::default().r.batch_size)
-            .reconstruction
-            .map_or(0, |r| r.batches)
-    });
-    let settings = args.scoring.settings(&section, &draw);
-    let train_settings = TrainSettings {
-        epochs: finetune_epochs,
-        lr: finetune_lr,
-        seed: draw.seed,
-        ..config.train.clone().unwrap_or_default()
-    };
-    if !(finetune_lr > 0.0 && finetune_lr.is_finite()) {
-        bail!("--finetune-lr: the learning rate must be a positive number, found {finetune_lr}");
-    }
-    if finetune_epochs > 0 {
-        train_settings
-            .check()
-            .map_err(|e| anyhow::anyhow!("--finetune-epochs/--finetune-lr: {e}"))?;
-    }
-    let out = args
-        .out
-        .clone()
-        .or(section.out.clone())
-        .unwrap_or_else(|| PathBuf::from("pruned"));
+    let settings = RawSettings::from_config(&config)
+        .overridden_by(&args.flags())
+        .resolve()?;
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);
     }
     // Refuses an input or a foreign directory now, not after the work.
-    let what = match (&args.out, &section.out) {
+    let what = match (&args.out, &config.prune.out) {
         (None, Some(_)) => "[prune] out",
         _ => "--out",
     };
-    guard.check_dir(what, &out)?;
-    let (remove, protect, rank) = args.select.criteria(&section, preset);
-    let criteria = args.scoring.criteria(section.criteria.as_ref());
+    guard.check_dir(what, &settings.out)?;
 
     // Load the model and data; draw (or read) the calibration samples.
-    let setup = args
-        .run
-        .setup(config, args.scoring.given_max_memory(&section, &criteria))?;
+    let setup = args.run.setup(config, settings.given_max_memory)?;
     let (calibration, notes) = match &args.calibration {
         Some(p) => (Calibration::from_safetensors(p)?, Vec::new()),
-        None => draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?,
+        None => settings
+            .draw
+            .draw(setup.model.graph(), &setup.train, &setup.config.transform)?,
     };
     crate::notes::print(&notes);
-    let eval_t = Transform {
-        augment: None,
-        ..setup.config.transform.clone()
+    let out = settings.out.clone();
+    let run = ConfigRun {
+        config: setup.config,
+        config_path: args.run.config.clone(),
+        settings,
+        model: setup.model,
+        train: setup.train,
+        test: setup.test,
+        calibration,
+        notes: Vec::new(),
     };
-    let mut pruner = Pruner::new(&setup.model)
-        .preset(preset)
-        .no_recalibration()
-        .no_reconstruction()
-        .calibration(&calibration)
-        .criteria(criteria)
-        .scoring(settings)
-        .remove_by(&remove)
-        .protect_by(&protect)
-        .rank_by(&rank)
-        .goals(goals)
-        .method(args.select.method())
-        .rule(options.rule)
-        .mac_weight(options.mac_weight)
-        .mac_cost(options.mac_cost)
-        .exact_target(options.exact_target)
-        .counting(options.counting)
-        .protect(args.select.protect.clone())
-        .evaluate_on(&setup.test, &eval_t)
-        .out(&out)
-        .progress(!args.run.quiet && !args.json)
-        .seed(draw.seed);
-    let finetune_batch = train_settings.batch_size;
-    pruner = match args.engine.finetune_with {
-        Engine::Tch => pruner.finetune(&setup.train, &setup.config.transform, train_settings),
+    let mut pruner = match args.engine.finetune_with {
+        Engine::Tch => Pruner::from_config(&run),
         Engine::Torchrun => {
             let data = args.engine.data(
-                &setup.config,
+                &run.config,
                 args.run.train_fraction.is_some(),
-                &setup.train,
-                &setup.test,
+                &run.train,
+                &run.test,
             )?;
-            pruner.torchrun(
+            let torchrun =
                 args.engine
-                    .torchrun(data, &setup.config.transform, train_settings),
-            )
+                    .torchrun(data, &run.config.transform, run.settings.finetune.clone());
+            Pruner::from_config_with_torchrun(&run, torchrun)
         }
     };
-    if bn_recalibrate > 0 {
-        pruner = pruner.recalibrate_on(
-            &setup.train,
-            &setup.config.transform,
-            BnRecalibration {
-                batches: bn_recalibrate,
-                batch_size: finetune_batch,
-                seed: draw.seed,
-            },
-        );
+    // Pruner::from_config guards the config's inputs; the calibration file is the one input
+    // it does not know.
+    if let Some(c) = &args.calibration {
+        pruner = pruner.input("--calibration", c);
     }
-    if reconstruct > 0 {
-        pruner = pruner.reconstruct_on(
-            &setup.train,
-            &setup.config.transform,
-            Reconstruction {
-                batches: reconstruct,
-                batch_size: finetune_batch,
-                seed: draw.seed,
-                ..Reconstruction::default()
-            },
-        );
-    }
-    if let Some(d) = distillation {
-        pruner = pruner.distill(d);
-    }
-    pruner = pruner.inputs(guard);
-    if !args.no_latency {
-        pruner = pruner.latency(LatencyOptions::default());
+    pruner = pruner.progress(!args.run.quiet && !args.json);
+    if args.no_latency {
+        pruner = pruner.no_latency();
     }
     let outcome = pruner.run()?;
     let report = &outcome.report;

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use fair_analysis::{GroupRule, MacCost, Method, SelectOptions};
-use fair_pipeline::{CountOptions, DrawSettings, Preset, PruneSection};
-use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
+use fair_pipeline::{Preset, PruneSection, RawSettings};
+use fair_scoring::{Calibration, Progress, Registry};
 
-use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs};
+use crate::args::{ComputeArgs, DrawArgs, ModelArgs, ScoringArgs, cli_error};
 
 /// Arguments of `fair-pruner score`.
 #[derive(Debug, Args)]
@@ -103,70 +103,47 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults.
-    pub fn criteria(&self, section: &PruneSection, preset: Preset) -> (String, String, String) {
-        let remove = self
-            .remove_by
-            .clone()
-            .or(section.remove_by.clone())
-            .unwrap_or_else(|| "u".into());
-        let protect = self
-            .protect_by
-            .clone()
-            .or(section.protect_by.clone())
-            .unwrap_or_else(|| "r".into());
-        // An explicit removal signal is also the ranking unless one is given; otherwise the
-        // preset's ranking applies.
-        let remove_given = self.remove_by.is_some() || section.remove_by.is_some();
-        let rank = self
-            .rank_by
-            .clone()
-            .or(section.rank_by.clone())
-            .or_else(|| {
-                (!remove_given)
-                    .then(|| preset.settings(1).rank_by.map(str::to_owned))
-                    .flatten()
-            })
-            .unwrap_or_else(|| remove.clone());
-        (remove, protect, rank)
+    /// Puts the flags given into `raw` (the settings the library resolves).
+    pub fn fill(&self, raw: &mut RawSettings) {
+        let p = &mut raw.prune;
+        p.remove_by = self.remove_by.clone();
+        p.protect_by = self.protect_by.clone();
+        p.rank_by = self.rank_by.clone();
+        p.rule = self.rule;
+        p.mac_weight = self.mac_weight;
+        p.mac_cost = self.mac_cost;
+        p.exact_target = self.exact_target;
+        p.min_keep = self.min_keep.map(|v| v as usize);
+        p.round_to = self.round_to.map(|v| v as usize);
+        raw.protect = self.protect.clone();
+        raw.uniform = self.uniform;
     }
 
-    /// The selection options after the config and `preset`. A MAC weight that is not a
-    /// finite number ≥ 0 is an error naming the flag.
-    pub fn options(&self, section: &PruneSection, preset: Preset) -> Result<SelectOptions> {
-        let d = CountOptions::default();
-        let p = preset.settings(ScoringSettings::default().r.batch_size);
-        let mac_weight = self
-            .mac_weight
-            .or(section.mac_weight)
-            .unwrap_or(p.mac_weight);
-        if !(mac_weight.is_finite() && mac_weight >= 0.0) {
-            anyhow::bail!(
-                "--mac-weight: the MAC weight γ must be a finite number ≥ 0 (0 = off, the paper), found {mac_weight}"
-            );
+    /// The flags over `section`, with `preset`.
+    fn raw(&self, section: &PruneSection, preset: Preset) -> RawSettings {
+        let mut flags = RawSettings::default();
+        self.fill(&mut flags);
+        flags.prune.preset = Some(preset);
+        RawSettings {
+            prune: section.clone(),
+            ..Default::default()
         }
-        Ok(SelectOptions {
-            rule: self.rule.or(section.rule).unwrap_or(p.rule),
-            mac_weight,
-            mac_cost: self.mac_cost.or(section.mac_cost).unwrap_or(p.mac_cost),
-            exact_target: self
-                .exact_target
-                .or(section.exact_target)
-                .unwrap_or(p.exact_target),
-            counting: CountOptions {
-                min_keep: self
-                    .min_keep
-                    .map(|v| v as usize)
-                    .or(section.min_keep)
-                    .unwrap_or(d.min_keep),
-                round_to: self
-                    .round_to
-                    .map(|v| v as usize)
-                    .or(section.round_to)
-                    .unwrap_or(d.round_to),
-            },
-            protected: self.protect.clone(),
-        })
+        .overridden_by(&flags)
+    }
+
+    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults
+    /// ([`RawSettings::signals`]).
+    pub fn criteria(&self, section: &PruneSection, preset: Preset) -> (String, String, String) {
+        self.raw(section, preset).signals()
+    }
+
+    /// The selection options after the config and `preset`
+    /// ([`RawSettings::select_options`]). A MAC weight that is not a finite number ≥ 0 is an
+    /// error naming the flag.
+    pub fn options(&self, section: &PruneSection, preset: Preset) -> Result<SelectOptions> {
+        self.raw(section, preset)
+            .select_options()
+            .map_err(|e| cli_error(e.into()))
     }
 
     /// ToD or uniform.
@@ -193,19 +170,16 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         fair_pipeline::guard_model_file(&mut guard, "--graph", g);
     }
     let out = guard.file("--out", &args.out)?;
-    let section = PruneSection::default();
-    let draw: DrawSettings = args.draw.settings(&section);
-    let settings = args.scoring.settings(&section, &draw);
+    let mut raw = RawSettings::default();
+    args.draw.fill(&mut raw);
+    args.scoring.fill(&mut raw);
+    let settings = raw.scoring();
     let registry = Registry::default();
-    let criteria = registry.create_all(&args.scoring.criteria(None), &settings)?;
+    let criteria = registry.create_all(&raw.criteria(), &settings)?;
 
     let device = args.compute.apply()?;
     let model = args.model.load_model(args.weights.as_deref(), device)?;
-    fair_scoring::check_memory_bound(
-        model.graph(),
-        args.scoring
-            .given_max_memory(&section, &args.scoring.criteria(None)),
-    )?;
+    fair_scoring::check_memory_bound(model.graph(), raw.given_max_memory())?;
     let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,
@@ -220,7 +194,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     )
     .map(|mut file| {
         // So that `ratios` counts with the preset the scores were computed under.
-        file.provenance.preset = Some(args.scoring.preset(&section).name().to_owned());
+        file.provenance.preset = Some(raw.preset().name().to_owned());
         file
     })
     .with_context(|| match &args.calibration {

@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-/// Everything a pipeline run can report. Settings are named as on the command line
-/// (`--finetune-lr`), which is also the name of the builder method or config key.
+/// Everything a pipeline run can report. Settings are named by their name in
+/// [`crate::RawSettings`] with `-` for `_` (`finetune-lr`): the `[prune]` config key with
+/// `_`, the builder method with `_`; the CLI prints them as its flags (`--finetune-lr`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// A setting is out of range or settings contradict each other.
-    #[error("--{setting}: {detail}")]
+    #[error("{setting}: {detail}")]
     Invalid {
-        /// The setting, as its command-line flag without dashes (e.g. `finetune-lr`).
+        /// The setting's name, with `-` for `_` (e.g. `finetune-lr`, `data-path` for
+        /// `[data] path`).
         setting: String,
         /// What is wrong and what is expected.
         detail: String,

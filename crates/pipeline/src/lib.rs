@@ -19,6 +19,9 @@
 //! let y = Tensor::arange(320, (Kind::Int64, Device::Cpu)).remainder(10);
 //! let calibration = Calibration::new(x, &y, "random images")?;
 //! let outcome = Pruner::new(&model)
+//!     // No training split: the preset's steps after surgery are turned off, explicitly.
+//!     .no_reconstruction()
+//!     .no_recalibration()
 //!     .calibration(&calibration)
 //!     .goal(Goal::Macs(0.5))
 //!     .rule(GroupRule::Intersection)
@@ -29,7 +32,10 @@
 //! ```
 //!
 //! [`RunConfig`] reads the same TOML configs as the CLI (`configs/`), with the data sources
-//! and calibration draw.
+//! and calibration draw. [`RawSettings`] (a config's `[prune]` and explicit overrides) and
+//! the preset resolve to one [`PruneSettings`]; [`ConfigRun::load`] loads a config's model,
+//! data and calibration samples, and [`Pruner::from_config`] makes of it the run
+//! `fair-pruner prune --config` makes.
 
 pub mod charts;
 mod config;
@@ -40,6 +46,7 @@ mod onnx;
 mod preset;
 mod pruner;
 mod report;
+mod settings;
 mod torchrun;
 
 pub use config::{
@@ -57,9 +64,14 @@ pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, 
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
-    Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
-    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructedLayer,
-    ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, TorchrunRun, report_schema,
+    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult,
+    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo,
+    ReconstructedLayer, ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, StepStatus,
+    TorchrunRun, report_schema,
+};
+pub use settings::{
+    ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,
+    DEFAULT_REMOVE_BY, PruneSettings, RawSettings, check_weights,
 };
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 

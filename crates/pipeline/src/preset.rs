@@ -1,7 +1,7 @@
 //! Named starting configurations (`--preset`): every setting that decides *which* units go,
 //! chosen as a whole. Individual flags and config keys still override any part of one.
 
-use fair_analysis::{GroupRule, MacCost};
+use fair_analysis::{GroupRule, MacCost, SelectOptions};
 use fair_scoring::{RMode, ScoringSettings, Wasserstein};
 use fair_train::{BnRecalibration, Reconstruction};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,47 @@ impl Preset {
                 }
             }
         }
+    }
+}
+
+impl Preset {
+    /// The selection options of this preset: its group rule, MAC weight and cost and exact
+    /// targets, with the default counting and no protected layers. What the CLI, the
+    /// [`crate::Pruner`] and a hand-built [`fair_analysis::Selector`] start from.
+    ///
+    /// ```
+    /// use fair_pipeline::{GroupRule, Preset};
+    /// let o = Preset::Paper.select_options();
+    /// assert_eq!((o.rule, o.mac_weight, o.exact_target), (GroupRule::Package, 0.0, false));
+    /// ```
+    pub fn select_options(self) -> SelectOptions {
+        let p = self.settings(fair_scoring::ScoringSettings::default().r.batch_size);
+        SelectOptions {
+            rule: p.rule,
+            mac_weight: p.mac_weight,
+            mac_cost: p.mac_cost,
+            exact_target: p.exact_target,
+            ..SelectOptions::default()
+        }
+    }
+
+    /// The criterion that orders the units each layer removes: `rank_by` when given; else
+    /// the removal signal when one is given (`remove_by`); else this preset's ranking
+    /// (`group-l1` for `fair-pruner`); else the default removal signal (`u`).
+    ///
+    /// ```
+    /// use fair_pipeline::Preset;
+    /// assert_eq!(Preset::FairPruner.rank_by(None, None), "group-l1");
+    /// assert_eq!(Preset::FairPruner.rank_by(None, Some("l1")), "l1");
+    /// assert_eq!(Preset::Paper.rank_by(None, None), "u");
+    /// assert_eq!(Preset::Paper.rank_by(Some("l2"), Some("l1")), "l2");
+    /// ```
+    pub fn rank_by(self, rank_by: Option<&str>, remove_by: Option<&str>) -> String {
+        rank_by
+            .or(remove_by)
+            .or(self.settings(1).rank_by)
+            .unwrap_or(crate::settings::DEFAULT_REMOVE_BY)
+            .to_owned()
     }
 }
 

@@ -18,10 +18,11 @@ use crate::error::PipelineError;
 use crate::latency::{LatencyOptions, measure};
 use crate::preset::Preset;
 use crate::report::{
-    Accuracy, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult, ModelFigures,
-    PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructionInfo,
-    Reduction, ScoringInfo, SelectionSettings,
+    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult,
+    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo,
+    ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, StepStatus,
 };
+use crate::settings::{ConfigRun, PruneSettings};
 use crate::torchrun::{Distill, Torchrun};
 
 /// The libtorch version fair-pruner is built against (tch 0.24).
@@ -82,6 +83,16 @@ impl<'a, S> AfterSurgery<'a, S> {
     }
 }
 
+/// Whether a step after surgery runs: as the preset says, as asked, or not at all.
+enum Step<'a, S> {
+    /// The preset's step, if the preset has one.
+    Preset,
+    /// Asked for explicitly (or by resolved settings).
+    Asked(AfterSurgery<'a, S>),
+    /// Turned off (an opt-out when the preset has the step).
+    Off,
+}
+
 /// The batch draw of a step after surgery, which a preset's step takes from the run: the
 /// fine-tuning batch size (when there is fine-tuning) and the run's seed.
 trait Drawn: Clone {
@@ -113,16 +124,21 @@ pub struct PruneOutcome {
 }
 
 /// The prune pipeline as a builder. Only the model, calibration data (for data-driven
-/// criteria) and at least one goal are required; everything else has the CLI's defaults:
+/// criteria), at least one goal and a training split for the preset's steps after surgery
+/// (or an explicit opt-out of them) are required; everything else has the CLI's defaults:
 /// criteria `u`, `r`, `l1`, `group-l1`; ToD with remove-by `u`, protect-by `r`; the
 /// [`Preset::default`]'s settings (group rule, MAC weight, exact targets, units ranked by
-/// `group-l1`, reader reconstruction and BatchNorm recalibration when a training split is
-/// known); no evaluation, fine-tuning, latency or export unless asked for.
+/// `group-l1`, reader reconstruction and BatchNorm recalibration on the training split of
+/// [`Pruner::finetune`] or [`Pruner::train_split`]); no evaluation, fine-tuning, latency
+/// or export unless asked for. Builder calls work in any order. [`Pruner::from_config`]
+/// makes the CLI's run of a configuration.
 ///
 /// ```no_run
 /// use fair_pipeline::{Goal, GroupRule, Pruner};
 /// # fn run(model: &fair_runtime::Model, calibration: &fair_scoring::Calibration) -> Result<(), fair_pipeline::PipelineError> {
 /// let outcome = Pruner::new(model)
+///     .no_reconstruction() // no training split: the preset's steps are turned off
+///     .no_recalibration()
 ///     .calibration(calibration)
 ///     .goal(Goal::Macs(0.5))
 ///     .rule(GroupRule::Intersection)
@@ -135,24 +151,31 @@ pub struct Pruner<'a> {
     model: &'a Model,
     calibration: Option<&'a Calibration>,
     registry: Registry,
-    criteria: Vec<String>,
-    settings: ScoringSettings,
-    remove_by: String,
-    protect_by: String,
+    /// Every setting below left `None` comes from the preset (or the defaults) when the
+    /// pipeline runs, so builder calls work in any order.
+    criteria: Option<Vec<String>>,
+    settings: Option<ScoringSettings>,
+    remove_by: Option<String>,
+    protect_by: Option<String>,
     rank_by: Option<String>,
-    /// The preset's ranking, used while neither `rank_by` nor `remove_by` was set.
-    preset_rank: Option<String>,
-    remove_by_set: bool,
     goals: Vec<Goal>,
     method: Method,
-    select: SelectOptions,
+    rule: Option<GroupRule>,
+    mac_weight: Option<f64>,
+    mac_cost: Option<MacCost>,
+    exact_target: Option<bool>,
+    counting: CountOptions,
+    protected: Vec<String>,
     evaluation: Option<Evaluation<'a>>,
     finetune: Option<Finetune<'a>>,
+    /// The training split of the steps after surgery when neither their own nor the
+    /// fine-tuning's is given.
+    train_split: Option<(&'a dyn ImageSource, Transform)>,
     torchrun: Option<Torchrun<'a>>,
-    recalibration: Option<AfterSurgery<'a, BnRecalibration>>,
-    reconstruction: Option<AfterSurgery<'a, Reconstruction>>,
+    recalibration: Step<'a, BnRecalibration>,
+    reconstruction: Step<'a, Reconstruction>,
     distill: Option<Distillation>,
-    preset: Option<Preset>,
+    preset: Preset,
     latency: Option<LatencyOptions>,
     out: Option<PathBuf>,
     guard: OutputGuard,
@@ -170,23 +193,27 @@ impl<'a> Pruner<'a> {
             model,
             calibration: None,
             registry: Registry::default(),
-            criteria: vec!["u".into(), "r".into(), "l1".into(), "group-l1".into()],
-            settings: ScoringSettings::default(),
-            remove_by: "u".into(),
-            protect_by: "r".into(),
+            criteria: None,
+            settings: None,
+            remove_by: None,
+            protect_by: None,
             rank_by: None,
-            preset_rank: None,
-            remove_by_set: false,
             goals: Vec::new(),
             method: Method::Tod,
-            select: SelectOptions::default(),
+            rule: None,
+            mac_weight: None,
+            mac_cost: None,
+            exact_target: None,
+            counting: CountOptions::default(),
+            protected: Vec::new(),
             evaluation: None,
             finetune: None,
+            train_split: None,
             torchrun: None,
-            recalibration: None,
-            reconstruction: None,
+            recalibration: Step::Preset,
+            reconstruction: Step::Preset,
             distill: None,
-            preset: None,
+            preset: Preset::default(),
             latency: None,
             out: None,
             guard: OutputGuard::new(),
@@ -195,7 +222,88 @@ impl<'a> Pruner<'a> {
             weights: None,
             seed: 0,
         }
-        .preset(Preset::default())
+    }
+
+    /// Applies resolved settings ([`crate::RawSettings::resolve`]): the preset, goals,
+    /// method, criteria and signals, scoring and selection settings, the steps after surgery
+    /// (each on the training split of [`Pruner::finetune`] or [`Pruner::train_split`]),
+    /// distillation, output directory and seed. Everything except the data and the
+    /// fine-tuning's training split, which [`Pruner::finetune`] (or [`Pruner::torchrun`])
+    /// gives with `settings.finetune`. [`Pruner::from_config`] does all of it. These parts
+    /// replace what earlier builder calls set; later calls change them again.
+    pub fn settings(mut self, settings: &PruneSettings) -> Self {
+        let s = settings;
+        self.preset = s.preset;
+        self.goals = s.goals.clone();
+        self.method = s.method;
+        self.criteria = Some(s.criteria.clone());
+        self.settings = Some(s.scoring.clone());
+        self.remove_by = Some(s.remove_by.clone());
+        self.protect_by = Some(s.protect_by.clone());
+        self.rank_by = Some(s.rank_by.clone());
+        self.rule = Some(s.select.rule);
+        self.mac_weight = Some(s.select.mac_weight);
+        self.mac_cost = Some(s.select.mac_cost);
+        self.exact_target = Some(s.select.exact_target);
+        self.counting = s.select.counting;
+        self.protected = s.select.protected.clone();
+        self.reconstruction = match &s.reconstruction {
+            Some(r) => Step::Asked(AfterSurgery::asked(None, r.clone())),
+            None => Step::Off,
+        };
+        self.recalibration = match &s.recalibration {
+            Some(r) => Step::Asked(AfterSurgery::asked(None, r.clone())),
+            None => Step::Off,
+        };
+        self.distill = s.distillation;
+        self.out = Some(s.out.clone());
+        self.seed = s.draw.seed;
+        self
+    }
+
+    /// The pipeline `fair-pruner prune --config FILE` runs on `run` (see [`ConfigRun`]): its
+    /// resolved settings ([`Pruner::settings`]), calibration samples, evaluation on the test
+    /// split, the in-process fine-tuning on the training split (whose split also serves the
+    /// steps after surgery, even with 0 epochs), latency, the output directory and its
+    /// guard, and the weights file in the report. Builder calls after it change any part.
+    ///
+    /// ```no_run
+    /// use fair_pipeline::{ConfigRun, Pruner, RunConfig};
+    /// let path = std::path::Path::new("configs/fashion-vgg.toml");
+    /// let config = RunConfig::load(path)?;
+    /// let run = ConfigRun::load(&config, Some(path), tch::Device::Cpu)?;
+    /// let outcome = Pruner::from_config(&run).run()?;
+    /// # Ok::<(), fair_pipeline::PipelineError>(())
+    /// ```
+    pub fn from_config(run: &'a ConfigRun) -> Self {
+        Self::configured(run).finetune(
+            &run.train,
+            &run.config.transform,
+            run.settings.finetune.clone(),
+        )
+    }
+
+    /// [`Pruner::from_config`] with the fine-tuning on PyTorch DDP (`torchrun`, built with
+    /// `run.settings.finetune`) instead of in-process; the training split still serves the
+    /// steps after surgery ([`Pruner::train_split`]).
+    pub fn from_config_with_torchrun(run: &'a ConfigRun, torchrun: Torchrun<'a>) -> Self {
+        Self::configured(run)
+            .train_split(&run.train, &run.config.transform)
+            .torchrun(torchrun)
+    }
+
+    /// Everything of [`Pruner::from_config`] but the fine-tuning.
+    fn configured(run: &'a ConfigRun) -> Self {
+        let mut p = Pruner::new(&run.model)
+            .settings(&run.settings)
+            .calibration(&run.calibration)
+            .evaluate_on(&run.test, &run.config.transform)
+            .latency(LatencyOptions::default())
+            .inputs(run.config.output_guard(run.config_path.as_deref()));
+        if let Some(w) = &run.config.model.weights {
+            p = p.weights_file(w);
+        }
+        p
     }
 
     /// Calibration data for the data-driven criteria (from the training split).
@@ -211,16 +319,18 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// Criteria to score (default `u`, `r`, `l1`, `group-l1`); the remove-by, protect-by and
-    /// rank-by criteria are always added.
+    /// Criteria to score (default [`crate::DEFAULT_CRITERIA`]: `u`, `r`, `l1`,
+    /// `group-l1`); the remove-by, protect-by and rank-by criteria are always added.
     pub fn criteria<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.criteria = names.into_iter().map(Into::into).collect();
+        self.criteria = Some(names.into_iter().map(Into::into).collect());
         self
     }
 
-    /// Settings of the built-in criteria (analysis point, R mode, projections, ...).
+    /// Settings of the built-in criteria (analysis point, R mode, projections, ...), in
+    /// place of the preset's (default: the preset's, with
+    /// [`ScoringSettings::default`]'s calibration draw, seeds and memory bound).
     pub fn scoring(mut self, settings: ScoringSettings) -> Self {
-        self.settings = settings;
+        self.settings = Some(settings);
         self
     }
 
@@ -228,20 +338,20 @@ impl<'a> Pruner<'a> {
     /// [`Pruner::rank_by`] is set, units are then also ranked by it (not by the preset's
     /// ranking).
     pub fn remove_by(mut self, criterion: &str) -> Self {
-        self.remove_by = criterion.to_owned();
-        self.remove_by_set = true;
+        self.remove_by = Some(criterion.to_owned());
         self
     }
 
     /// ToD's protection signal (default `r`): high scores are protected.
     pub fn protect_by(mut self, criterion: &str) -> Self {
-        self.protect_by = criterion.to_owned();
+        self.protect_by = Some(criterion.to_owned());
         self
     }
 
-    /// The criterion that orders the units each layer removes (default: the remove-by one
-    /// when [`Pruner::remove_by`] was called; else the preset's: `group-l1` for
-    /// [`Preset::FairPruner`], the remove-by one (`u`) for [`Preset::Paper`]).
+    /// The criterion that orders the units each layer removes (default:
+    /// [`Preset::rank_by`]: the remove-by one when [`Pruner::remove_by`] was called; else
+    /// the preset's: `group-l1` for [`Preset::FairPruner`], the remove-by one (`u`) for
+    /// [`Preset::Paper`]).
     pub fn rank_by(mut self, criterion: &str) -> Self {
         self.rank_by = Some(criterion.to_owned());
         self
@@ -268,7 +378,7 @@ impl<'a> Pruner<'a> {
     /// How coupled layers settle on one set of units (default: the preset's; `summed` for the
     /// `fair-pruner` preset, the authors' `package` rule for `paper`).
     pub fn rule(mut self, rule: GroupRule) -> Self {
-        self.select.rule = rule;
+        self.rule = Some(rule);
         self
     }
 
@@ -276,14 +386,14 @@ impl<'a> Pruner<'a> {
     /// to the costliest layer's)^γ (0: counts blind to MACs, as the paper); see
     /// [`fair_analysis::SelectOptions::mac_weight`].
     pub fn mac_weight(mut self, gamma: f64) -> Self {
-        self.select.mac_weight = gamma;
+        self.mac_weight = Some(gamma);
         self
     }
 
     /// What the MAC weight measures each layer's cost by (default: the preset's); see
     /// [`fair_analysis::MacCost`].
     pub fn mac_cost(mut self, cost: MacCost) -> Self {
-        self.select.mac_cost = cost;
+        self.mac_cost = Some(cost);
         self
     }
 
@@ -292,49 +402,32 @@ impl<'a> Pruner<'a> {
     /// for `fair-pruner`, off for `paper`); see
     /// [`fair_analysis::SelectOptions::exact_target`].
     pub fn exact_target(mut self, on: bool) -> Self {
-        self.select.exact_target = on;
+        self.exact_target = Some(on);
         self
     }
 
-    /// Starts from `preset`: its scoring settings (keeping this pruner's calibration draw:
-    /// samples per class, classes, seeds and memory bound), group rule, MAC weight and cost,
-    /// exact targets, ranking, reader reconstruction and BatchNorm recalibration. A preset's
-    /// reconstruction and recalibration run when a training split is known
-    /// ([`Pruner::finetune`]) and are skipped otherwise. Call it before the builder
-    /// methods that change one of these parts. [`Pruner::new`] starts from
-    /// [`Preset::default`].
+    /// Starts from `preset` (default [`Preset::default`]): every part of it that no other
+    /// builder call sets — scoring settings, group rule, MAC weight and cost, exact targets,
+    /// ranking, reader reconstruction and BatchNorm recalibration — comes from it when the
+    /// pipeline runs, so builder calls work in any order. A preset's reconstruction and
+    /// recalibration need a training split ([`Pruner::finetune`] or
+    /// [`Pruner::train_split`]): without one, [`Pruner::validate`] fails unless they are
+    /// turned off ([`Pruner::no_reconstruction`], [`Pruner::no_recalibration`]), an opt-out
+    /// the report records ([`crate::PruneReport::after_surgery`]).
     pub fn preset(mut self, preset: Preset) -> Self {
-        let p = preset.settings(self.settings.r.batch_size);
-        let mut scoring = p.scoring;
-        let old = &self.settings;
-        scoring.u.samples_per_class = old.u.samples_per_class;
-        scoring.u.max_classes = old.u.max_classes;
-        scoring.u.seed = old.u.seed;
-        scoring.u.max_memory = old.u.max_memory;
-        scoring.u.engine = old.u.engine;
-        scoring.r.seed = old.r.seed;
-        scoring.seed = old.seed;
-        self.settings = scoring;
-        self.select.rule = p.rule;
-        self.select.mac_weight = p.mac_weight;
-        self.select.mac_cost = p.mac_cost;
-        self.select.exact_target = p.exact_target;
-        self.preset_rank = p.rank_by.map(str::to_owned);
-        self.recalibration = p.recalibration.map(AfterSurgery::preset);
-        self.reconstruction = p.reconstruction.map(AfterSurgery::preset);
-        self.preset = Some(preset);
+        self.preset = preset;
         self
     }
 
     /// Minimum kept units and rounding of each layer's count.
     pub fn counting(mut self, counting: CountOptions) -> Self {
-        self.select.counting = counting;
+        self.counting = counting;
         self
     }
 
     /// Layers never to prune (besides the output layer).
     pub fn protect<S: Into<String>>(mut self, layers: impl IntoIterator<Item = S>) -> Self {
-        self.select.protected = layers.into_iter().map(Into::into).collect();
+        self.protected = layers.into_iter().map(Into::into).collect();
         self
     }
 
@@ -351,7 +444,11 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// Fine-tunes every pruned model on `train` with `settings` (its `epochs`; 0 skips).
+    /// Fine-tunes every pruned model on `train` with `settings` for `settings.epochs`
+    /// epochs. With 0 epochs nothing is fine-tuned and the settings are not checked
+    /// ([`TrainSettings::check`] refuses 0 epochs), but `train` is still the training split of
+    /// the steps after surgery, and a preset's steps draw batches of `settings.batch_size`
+    /// (see [`Pruner::train_split`]).
     pub fn finetune(
         mut self,
         train: &'a dyn ImageSource,
@@ -363,6 +460,22 @@ impl<'a> Pruner<'a> {
             transform: transform.clone(),
             settings,
         });
+        self
+    }
+
+    /// The training split (transformed by `transform`, augmentation off) of the steps after
+    /// surgery — reader reconstruction and BatchNorm recalibration — when
+    /// [`Pruner::finetune`] gives none, e.g. with [`Pruner::torchrun`]. A preset's steps draw
+    /// batches of the fine-tuning batch size when [`Pruner::finetune`] is set, else of
+    /// their own default size, seeded with [`Pruner::seed`].
+    pub fn train_split(mut self, train: &'a dyn ImageSource, transform: &Transform) -> Self {
+        self.train_split = Some((
+            train,
+            Transform {
+                augment: None,
+                ..transform.clone()
+            },
+        ));
         self
     }
 
@@ -384,7 +497,7 @@ impl<'a> Pruner<'a> {
     /// with [`Pruner::torchrun`]) use [`Pruner::recalibrate_on`]; [`Pruner::validate`] fails
     /// when no training split is known.
     pub fn recalibrate(mut self, settings: BnRecalibration) -> Self {
-        self.recalibration = Some(AfterSurgery::asked(None, settings));
+        self.recalibration = Step::Asked(AfterSurgery::asked(None, settings));
         self
     }
 
@@ -395,13 +508,13 @@ impl<'a> Pruner<'a> {
         transform: &Transform,
         settings: BnRecalibration,
     ) -> Self {
-        self.recalibration = Some(AfterSurgery::asked(Some((train, transform)), settings));
+        self.recalibration = Step::Asked(AfterSurgery::asked(Some((train, transform)), settings));
         self
     }
 
-    /// No BatchNorm recalibration (turns off a preset's).
+    /// No BatchNorm recalibration (turns off a preset's: an opt-out the report records).
     pub fn no_recalibration(mut self) -> Self {
-        self.recalibration = None;
+        self.recalibration = Step::Off;
         self
     }
 
@@ -412,7 +525,7 @@ impl<'a> Pruner<'a> {
     /// [`fair_train::reconstruct_readers`]. Without [`Pruner::finetune`] use
     /// [`Pruner::reconstruct_on`]; [`Pruner::validate`] fails when no training split is known.
     pub fn reconstruct(mut self, settings: Reconstruction) -> Self {
-        self.reconstruction = Some(AfterSurgery::asked(None, settings));
+        self.reconstruction = Step::Asked(AfterSurgery::asked(None, settings));
         self
     }
 
@@ -423,13 +536,13 @@ impl<'a> Pruner<'a> {
         transform: &Transform,
         settings: Reconstruction,
     ) -> Self {
-        self.reconstruction = Some(AfterSurgery::asked(Some((train, transform)), settings));
+        self.reconstruction = Step::Asked(AfterSurgery::asked(Some((train, transform)), settings));
         self
     }
 
-    /// No reader reconstruction (turns off a preset's).
+    /// No reader reconstruction (turns off a preset's: an opt-out the report records).
     pub fn no_reconstruction(mut self) -> Self {
-        self.reconstruction = None;
+        self.reconstruction = Step::Off;
         self
     }
 
@@ -448,6 +561,12 @@ impl<'a> Pruner<'a> {
         self
     }
 
+    /// No latency measurement (turns off [`Pruner::from_config`]'s).
+    pub fn no_latency(mut self) -> Self {
+        self.latency = None;
+        self
+    }
+
     /// Writes everything into the directory `dir`: `scores.json`, `report.json`,
     /// `report.md` with SVG charts, and one export per goal (`<label>/model.safetensors`,
     /// `model.toml`, `model.py`, `plan.json`). The directory is built under a temporary name
@@ -458,13 +577,18 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// Records an input file of the run (weights, calibration, config): the output directory
-    /// may not be or contain it. `what` names it in errors (e.g. `--weights`).
+    /// Records an input file of the run (calibration, config, ...): the output directory
+    /// may not be or contain it. `what` names it in errors (e.g. `--calibration`). The
+    /// model's weights file is [`Pruner::weights_file`].
     pub fn input(mut self, what: &str, path: &Path) -> Self {
         self.guard.input(what, path);
-        if what == "--weights" {
-            self.weights = Some(path.display().to_string());
-        }
+        self
+    }
+
+    /// The file the model's weights came from, recorded in the report (`weights`). Like
+    /// every input file, guard it with [`Pruner::input`] (or [`Pruner::inputs`]).
+    pub fn weights_file(mut self, path: &Path) -> Self {
+        self.weights = Some(path.display().to_string());
         self
     }
 
@@ -472,9 +596,6 @@ impl<'a> Pruner<'a> {
     /// model files, the data directory and the dataset cache) to the paths the output
     /// directory must keep off.
     pub fn inputs(mut self, guard: OutputGuard) -> Self {
-        if let Some((_, w)) = guard.inputs().find(|(what, _)| *what == "--weights") {
-            self.weights = Some(w.display().to_string());
-        }
         self.guard.merge(guard);
         self
     }
@@ -491,24 +612,114 @@ impl<'a> Pruner<'a> {
         self
     }
 
-    /// The seed recorded in the report (the caller seeds draws, scoring and fine-tuning).
+    /// The run's seed: recorded in the report, and the seed of a preset's steps after
+    /// surgery (their random batches). The calibration draw, the scoring and the
+    /// fine-tuning take theirs from their own settings ([`crate::DrawSettings`],
+    /// [`ScoringSettings`], [`TrainSettings`]); [`Pruner::settings`] sets them all to one.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 
-    fn rank(&self) -> &str {
-        match (&self.rank_by, &self.preset_rank) {
-            (Some(r), _) => r,
-            (None, Some(p)) if !self.remove_by_set => p,
-            _ => &self.remove_by,
+    fn remove_signal(&self) -> &str {
+        self.remove_by
+            .as_deref()
+            .unwrap_or(crate::settings::DEFAULT_REMOVE_BY)
+    }
+
+    fn protect_signal(&self) -> &str {
+        self.protect_by
+            .as_deref()
+            .unwrap_or(crate::settings::DEFAULT_PROTECT_BY)
+    }
+
+    fn rank(&self) -> String {
+        self.preset
+            .rank_by(self.rank_by.as_deref(), self.remove_by.as_deref())
+    }
+
+    /// The scoring settings: the explicit ones, else the preset's with the default draw.
+    fn scoring_settings(&self) -> ScoringSettings {
+        if let Some(s) = &self.settings {
+            return s.clone();
+        }
+        let d = ScoringSettings::default();
+        let mut s = self.preset.settings(d.r.batch_size).scoring;
+        s.u.samples_per_class = d.u.samples_per_class;
+        s.u.max_classes = d.u.max_classes;
+        s.u.seed = d.u.seed;
+        s.u.max_memory = d.u.max_memory;
+        s.u.engine = d.u.engine;
+        s.r.seed = d.r.seed;
+        s.seed = d.seed;
+        s
+    }
+
+    /// The selection options: the explicit ones over the preset's.
+    fn select_options(&self) -> SelectOptions {
+        let p = self.preset.select_options();
+        SelectOptions {
+            rule: self.rule.unwrap_or(p.rule),
+            mac_weight: self.mac_weight.unwrap_or(p.mac_weight),
+            mac_cost: self.mac_cost.unwrap_or(p.mac_cost),
+            exact_target: self.exact_target.unwrap_or(p.exact_target),
+            counting: self.counting,
+            protected: self.protected.clone(),
+        }
+    }
+
+    /// A step after surgery as configured: the preset's, the asked one, or none.
+    fn step<S: Clone>(&self, step: &Step<'a, S>, preset: Option<S>) -> Option<AfterSurgery<'a, S>> {
+        match step {
+            Step::Preset => preset.map(AfterSurgery::preset),
+            Step::Asked(a) => Some(AfterSurgery {
+                source: a.source.clone(),
+                settings: a.settings.clone(),
+                optional: a.optional,
+            }),
+            Step::Off => None,
+        }
+    }
+
+    fn reconstruction_step(&self) -> Option<AfterSurgery<'a, Reconstruction>> {
+        let preset = self.preset.settings(1).reconstruction;
+        self.step(&self.reconstruction, preset)
+    }
+
+    fn recalibration_step(&self) -> Option<AfterSurgery<'a, BnRecalibration>> {
+        let preset = self.preset.settings(1).recalibration;
+        self.step(&self.recalibration, preset)
+    }
+
+    /// What becomes of a step after surgery: it runs, it is off (neither the preset nor the
+    /// settings ask for it), or the preset's step was turned off.
+    fn status<S>(step: &Step<'a, S>, preset_has: bool) -> StepStatus {
+        match step {
+            Step::Asked(_) => StepStatus::Ran,
+            Step::Preset if preset_has => StepStatus::Ran,
+            Step::Off if preset_has => StepStatus::OptedOut,
+            _ => StepStatus::Off,
+        }
+    }
+
+    fn after_surgery(&self) -> AfterSurgerySteps {
+        let p = self.preset.settings(1);
+        AfterSurgerySteps {
+            reconstruction: Self::status(&self.reconstruction, p.reconstruction.is_some()),
+            recalibration: Self::status(&self.recalibration, p.recalibration.is_some()),
         }
     }
 
     /// Every criterion to compute: the requested ones plus remove-by, protect-by, rank-by.
     fn criterion_names(&self) -> Vec<String> {
-        let mut names = self.criteria.clone();
-        for n in [&self.remove_by, &self.protect_by, self.rank()] {
+        let mut names = match &self.criteria {
+            Some(c) => c.clone(),
+            None => crate::settings::DEFAULT_CRITERIA
+                .map(str::to_owned)
+                .to_vec(),
+        };
+        let rank = self.rank();
+        for n in [self.remove_signal(), self.protect_signal(), rank.as_str()] {
             if !names.iter().any(|c| c == n) {
                 names.push(n.to_owned());
             }
@@ -525,7 +736,7 @@ impl<'a> Pruner<'a> {
         if self.goals.is_empty() {
             return Err(PipelineError::invalid(
                 "goal",
-                "no pruning goal: give an α (--alpha, --alpha-sweep) or a target (--target-macs, --target-params)",
+                "no pruning goal: give an α (`alpha`, `alpha-sweep`) or a target (`target-macs`, `target-params`)",
             ));
         }
         let mut labels = std::collections::HashSet::new();
@@ -535,7 +746,7 @@ impl<'a> Pruner<'a> {
             if self.method == Method::Uniform && matches!(g, Goal::Alpha(_)) {
                 return Err(PipelineError::invalid(
                     "uniform",
-                    "uniform pruning has no α: give --target-macs or --target-params",
+                    "uniform pruning has no α: give `target-macs` or `target-params`",
                 ));
             }
             if !labels.insert(g.label()) {
@@ -565,20 +776,20 @@ impl<'a> Pruner<'a> {
                 ));
             }
         }
-        if self.select.counting.min_keep == 0 {
+        if self.counting.min_keep == 0 {
             return Err(PipelineError::invalid(
                 "min-keep",
                 "every layer must keep at least 1 unit",
             ));
         }
-        if self.select.counting.round_to == 0 {
+        if self.counting.round_to == 0 {
             return Err(PipelineError::invalid(
                 "round-to",
                 "must be at least 1 (1: no rounding)",
             ));
         }
         let graph = self.model.graph();
-        for p in &self.select.protected {
+        for p in &self.protected {
             if !graph.prunable_layers().contains(&p.as_str()) {
                 return Err(PipelineError::invalid(
                     "protect",
@@ -588,7 +799,7 @@ impl<'a> Pruner<'a> {
         }
         let needs_data = criteria
             .iter()
-            .map(|n| self.registry.create(n, &self.settings))
+            .map(|n| self.registry.create(n, &self.scoring_settings()))
             .collect::<Result<Vec<_>, _>>()?
             .iter()
             .any(|c| c.needs_data());
@@ -610,30 +821,28 @@ impl<'a> Pruner<'a> {
         {
             f.settings.check()?;
         }
-        let gamma = self.select.mac_weight;
-        if !(gamma.is_finite() && gamma >= 0.0) {
-            return Err(PipelineError::invalid(
-                "mac-weight",
-                format!("the MAC weight γ must be a finite number ≥ 0 (0 = off), found {gamma}"),
-            ));
-        }
-        if let Some(r) = &self.recalibration {
+        crate::settings::check_mac_weight(self.select_options().mac_weight)?;
+        let recalibration = self.recalibration_step();
+        if let Some(r) = &recalibration {
             r.settings.check()?;
         }
         self.check_source(
-            &self.recalibration,
+            &recalibration,
             "bn-recalibrate",
             "BatchNorm recalibration",
             "recalibrate_on",
+            "no_recalibration",
         )?;
-        if let Some(r) = &self.reconstruction {
+        let reconstruction = self.reconstruction_step();
+        if let Some(r) = &reconstruction {
             r.settings.check()?;
         }
         self.check_source(
-            &self.reconstruction,
+            &reconstruction,
             "reconstruct",
             "reader reconstruction",
             "reconstruct_on",
+            "no_reconstruction",
         )?;
         if let Some(d) = &self.distill {
             d.check()?;
@@ -690,7 +899,7 @@ impl<'a> Pruner<'a> {
         let before_accuracy = self.evaluate(model)?;
         let criteria = self
             .registry
-            .create_all(&self.criterion_names(), &self.settings)?;
+            .create_all(&self.criterion_names(), &self.scoring_settings())?;
 
         // Score once; reuse stored scores with the same provenance.
         let model_digest = fair_scoring::model_digest(model)?;
@@ -720,18 +929,22 @@ impl<'a> Pruner<'a> {
             )?,
         };
         // So that `fair-pruner ratios` on the written scores counts with the same preset.
-        scores.provenance.preset = self.preset.map(|p| p.name().to_owned());
+        scores.provenance.preset = Some(self.preset.name().to_owned());
 
         // Uniform counts read only the ranking criterion.
+        let select = self.select_options();
+        let rank = self.rank();
         let selector = Selector::from_scores_for(
             &scores,
             Path::new("scores"),
             self.method,
-            &self.remove_by,
-            &self.protect_by,
-            self.rank(),
-            self.select.clone(),
+            self.remove_signal(),
+            self.protect_signal(),
+            &rank,
+            select.clone(),
         )?;
+        let reconstruction_step = self.reconstruction_step();
+        let recalibration_step = self.recalibration_step();
         let mut results = Vec::new();
         let mut models = Vec::new();
         for &goal in &self.goals {
@@ -740,7 +953,7 @@ impl<'a> Pruner<'a> {
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
             let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
             let mut pruned_model = pruned.model;
-            let reconstruction = match self.prepared(&self.reconstruction) {
+            let reconstruction = match self.prepared(&reconstruction_step) {
                 Some((settings, train, transform)) => {
                     say(format!(
                         "reconstructing the readers of {} on {} batch(es) of {}",
@@ -770,7 +983,7 @@ impl<'a> Pruner<'a> {
                 }
                 _ => None,
             };
-            let recalibration = match self.prepared(&self.recalibration) {
+            let recalibration = match self.prepared(&recalibration_step) {
                 Some((settings, train, transform)) => {
                     say(format!(
                         "recalibrating BatchNorm of {} on {} batch(es) of {}",
@@ -914,18 +1127,19 @@ impl<'a> Pruner<'a> {
             seed: self.seed,
             selection: SelectionSettings {
                 method: self.method,
-                rule: self.select.rule,
-                remove_by: self.remove_by.clone(),
-                protect_by: self.protect_by.clone(),
-                rank_by: self.rank().to_owned(),
-                preset: self.preset,
-                mac_weight: self.select.mac_weight,
-                mac_cost: self.select.mac_cost,
-                exact_target: self.select.exact_target,
-                min_keep: self.select.counting.min_keep,
-                round_to: self.select.counting.round_to,
-                protected: self.select.protected.clone(),
+                rule: select.rule,
+                remove_by: self.remove_signal().to_owned(),
+                protect_by: self.protect_signal().to_owned(),
+                rank_by: rank.clone(),
+                preset: Some(self.preset),
+                mac_weight: select.mac_weight,
+                mac_cost: select.mac_cost,
+                exact_target: select.exact_target,
+                min_keep: select.counting.min_keep,
+                round_to: select.counting.round_to,
+                protected: select.protected.clone(),
             },
+            after_surgery: Some(self.after_surgery()),
             calibration: self.calibration.map(|c| CalibrationInfo {
                 samples: c.len(),
                 description: c.description().to_owned(),
@@ -1004,15 +1218,7 @@ impl<'a> Pruner<'a> {
         let r = step.as_ref()?;
         let (train, transform) = match &r.source {
             Some((train, t)) => (*train, t.clone()),
-            None => self.finetune.as_ref().map(|f| {
-                (
-                    f.train,
-                    Transform {
-                        augment: None,
-                        ..f.transform.clone()
-                    },
-                )
-            })?,
+            None => self.training_split()?,
         };
         let mut settings = r.settings.clone();
         if r.optional {
@@ -1022,21 +1228,45 @@ impl<'a> Pruner<'a> {
         Some((settings, train, transform))
     }
 
-    /// An explicit step after surgery needs training data: its own or the fine-tuning's.
+    /// The training split of the steps after surgery without their own: the fine-tuning's,
+    /// else [`Pruner::train_split`]'s (augmentation off).
+    fn training_split(&self) -> Option<(&'a dyn ImageSource, Transform)> {
+        match &self.finetune {
+            Some(f) => Some((
+                f.train,
+                Transform {
+                    augment: None,
+                    ..f.transform.clone()
+                },
+            )),
+            None => self.train_split.clone(),
+        }
+    }
+
+    /// A step after surgery (asked for, or the preset's) needs training data: its own, the
+    /// fine-tuning's or [`Pruner::train_split`]'s. Never skipped silently: without data it
+    /// is an error saying how to give data or opt out.
     fn check_source<S>(
         &self,
         step: &Option<AfterSurgery<'a, S>>,
-        flag: &str,
+        setting: &str,
         what: &str,
         builder: &str,
+        opt_out: &str,
     ) -> Result<(), PipelineError> {
         match step {
-            Some(r) if r.source.is_none() && self.finetune.is_none() && !r.optional => {
+            Some(r) if r.source.is_none() && self.training_split().is_none() => {
+                let whose = if r.optional {
+                    format!("the preset {} asks for {what}, which", self.preset)
+                } else {
+                    what.to_owned()
+                };
                 Err(PipelineError::invalid(
-                    flag,
+                    setting,
                     format!(
-                        "{what} needs training data: none is known (give it with {builder}, or \
-                         set up the in-process fine-tuning, whose training split it then uses)"
+                        "{whose} needs training data: none is known (give it with {builder}, \
+                         train_split or the in-process fine-tuning, whose training split it then \
+                         uses; or turn it off with {opt_out}, or `{setting}` = 0)"
                     ),
                 ))
             }
@@ -1116,9 +1346,12 @@ mod tests {
         Model::new(g, Device::Cpu, 1).unwrap()
     }
 
-    /// A pipeline that needs no calibration data (norm criteria only).
+    /// A pipeline that needs no calibration data (norm criteria only) and turns the
+    /// preset's steps after surgery off (the tests ask for the ones they check).
     fn pruner(m: &Model) -> Pruner<'_> {
         Pruner::new(m)
+            .no_reconstruction()
+            .no_recalibration()
             .criteria(["l1"])
             .remove_by("l1")
             .protect_by("l2")
@@ -1143,7 +1376,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--bn-recalibrate") && e.contains("training data"),
+            e.starts_with("bn-recalibrate:") && e.contains("training data"),
             "{e}"
         );
         let s = TrainSettings {
@@ -1177,7 +1410,91 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--distill-weight"), "{e}");
+        assert!(e.contains("distill-weight"), "{e}");
+    }
+
+    #[test]
+    fn a_presets_steps_after_surgery_need_a_training_split_or_an_explicit_opt_out() {
+        tch::set_num_threads(1);
+        let m = model();
+        let d = data(48);
+        let bare = || {
+            Pruner::new(&m)
+                .criteria(["l1"])
+                .remove_by("l1")
+                .protect_by("l2")
+                .goal(Goal::Alpha(0.5))
+        };
+        // Never skipped silently: without a training split the preset's steps are an error.
+        let e = bare().validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("bn-recalibrate:") && e.contains("preset fair-pruner"),
+            "{e}"
+        );
+        let e = bare()
+            .no_recalibration()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("reconstruct:"), "{e}");
+        // The opt-out is recorded; so are the steps that ran.
+        let off = bare().no_reconstruction().no_recalibration().run().unwrap();
+        assert_eq!(
+            off.report.after_surgery,
+            Some(AfterSurgerySteps {
+                reconstruction: StepStatus::OptedOut,
+                recalibration: StepStatus::OptedOut,
+            })
+        );
+        let s = TrainSettings {
+            epochs: 0,
+            batch_size: 16,
+            ..TrainSettings::default()
+        };
+        let ran = bare().finetune(&d, &transform(), s).run().unwrap();
+        assert_eq!(
+            ran.report.after_surgery,
+            Some(AfterSurgerySteps {
+                reconstruction: StepStatus::Ran,
+                recalibration: StepStatus::Ran,
+            })
+        );
+        let r = &ran.report.results[0];
+        assert_eq!(r.recalibration.as_ref().unwrap().batch_size, 16);
+        assert_eq!(r.reconstruction.as_ref().unwrap().batch_size, 16);
+        // The paper preset has no steps after surgery: off, not opted out.
+        let paper = bare().preset(Preset::Paper).run().unwrap();
+        assert_eq!(
+            paper.report.after_surgery,
+            Some(AfterSurgerySteps {
+                reconstruction: StepStatus::Off,
+                recalibration: StepStatus::Off,
+            })
+        );
+    }
+
+    #[test]
+    fn builder_calls_work_in_any_order() {
+        let m = model();
+        let selection = |p: Pruner| p.run().unwrap().report.selection;
+        let before = selection(
+            pruner(&m)
+                .rule(GroupRule::Strict)
+                .mac_weight(0.5)
+                .preset(Preset::Paper),
+        );
+        let after = selection(
+            pruner(&m)
+                .preset(Preset::Paper)
+                .mac_weight(0.5)
+                .rule(GroupRule::Strict),
+        );
+        assert_eq!(before, after);
+        assert_eq!(before.rule, GroupRule::Strict);
+        assert_eq!(before.mac_weight, 0.5);
+        assert_eq!(before.preset, Some(Preset::Paper));
+        // The paper preset's other parts still apply.
+        assert!(!before.exact_target);
     }
 
     #[test]
@@ -1230,7 +1547,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--reconstruct") && e.contains("training data"),
+            e.starts_with("reconstruct:") && e.contains("training data"),
             "{e}"
         );
         pruner(&m)

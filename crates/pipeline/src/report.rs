@@ -44,6 +44,11 @@ pub struct PruneReport {
     /// no fine-tuning ran or it used the plain cross-entropy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distillation: Option<DistillationInfo>,
+    /// What became of the steps after surgery (reader reconstruction, BatchNorm
+    /// recalibration): run, off, or turned off where the preset asks for them. Absent in
+    /// reports written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_surgery: Option<AfterSurgerySteps>,
     /// The unpruned model.
     pub before: ModelFigures,
     /// One entry per goal, in the order given.
@@ -51,6 +56,30 @@ pub struct PruneReport {
     /// Every file of the output directory, relative to it (empty without an output
     /// directory).
     pub files: Vec<String>,
+}
+
+/// What became of each step after surgery. Each goal's result has the step's figures
+/// ([`PruneResult::reconstruction`], [`PruneResult::recalibration`]) when it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AfterSurgerySteps {
+    /// Reader reconstruction.
+    pub reconstruction: StepStatus,
+    /// BatchNorm recalibration.
+    pub recalibration: StepStatus,
+}
+
+/// What became of a step after surgery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// It ran after every surgery.
+    Ran,
+    /// Neither the preset nor the settings ask for it.
+    Off,
+    /// The preset asks for it and the settings turned it off (e.g. `reconstruct = 0`,
+    /// [`crate::Pruner::no_reconstruction`]).
+    OptedOut,
 }
 
 /// How counts and units were chosen.

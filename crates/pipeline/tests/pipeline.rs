@@ -60,7 +60,10 @@ fn targets_are_met_and_the_report_matches_every_export() {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("out");
+            // No training split: the preset's steps after surgery are turned off, explicitly.
             let outcome = Pruner::new(&m)
+                .no_reconstruction()
+                .no_recalibration()
                 .calibration(&cal)
                 .scoring(quick())
                 .goals([Goal::Macs(0.5), Goal::Params(0.4), Goal::Alpha(0.3)])
@@ -107,6 +110,8 @@ fn stored_scores_are_reused_only_when_they_fit() {
     let out = dir.path().join("out");
     let run = |settings: ScoringSettings, goal: Goal| {
         Pruner::new(&m)
+            .no_reconstruction()
+            .no_recalibration()
             .calibration(&cal)
             .scoring(settings)
             .goal(goal)
@@ -135,9 +140,16 @@ fn bad_settings_fail_before_any_work() {
     let input = [3, 16, 16];
     let (m, cal) = (model("resnet20", input), calibration(input));
     let dir = tempfile::tempdir().unwrap();
-    let err = |p: Pruner| p.run().err().expect("refused").to_string();
+    let err = |p: Pruner| {
+        p.no_reconstruction()
+            .no_recalibration()
+            .run()
+            .err()
+            .expect("refused")
+            .to_string()
+    };
     let e = err(Pruner::new(&m).calibration(&cal).goal(Goal::Alpha(1.5)));
-    assert!(e.contains("--alpha") && e.contains("[0, 1]"), "{e}");
+    assert!(e.starts_with("alpha:") && e.contains("[0, 1]"), "{e}");
     let e = err(Pruner::new(&m).calibration(&cal));
     assert!(e.contains("no pruning goal"), "{e}");
     let e = err(Pruner::new(&m).goal(Goal::Alpha(0.3)));
@@ -206,7 +218,9 @@ fn the_ranking_follows_the_preset_unless_a_removal_signal_is_chosen() {
     let input = [3, 16, 16];
     let (m, cal) = (model("resnet20", input), calibration(input));
     let selection = |p: Pruner| {
-        p.calibration(&cal)
+        p.no_reconstruction()
+            .no_recalibration()
+            .calibration(&cal)
             .scoring(quick())
             .goal(Goal::Macs(0.3))
             .run()

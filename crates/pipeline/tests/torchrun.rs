@@ -75,6 +75,8 @@ fn two_gloo_processes_finetune_an_export_and_resume_from_its_checkpoint() {
 
     let start = Instant::now();
     let outcome = Pruner::new(&model)
+        .no_reconstruction()
+        .no_recalibration()
         .calibration(&calibration)
         .scoring(quick())
         .criteria(["u", "r"])
@@ -217,6 +219,8 @@ fn a_failing_torchrun_is_an_error_with_its_output_and_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let e = Pruner::new(&model)
+        .no_reconstruction()
+        .no_recalibration()
         .criteria(["l1"])
         .remove_by("l1")
         .protect_by("l1")
@@ -244,6 +248,8 @@ fn a_failing_torchrun_is_an_error_with_its_output_and_leaves_no_output() {
 
     // A missing interpreter is reported before any work.
     let e = Pruner::new(&model)
+        .no_reconstruction()
+        .no_recalibration()
         .criteria(["l1"])
         .remove_by("l1")
         .protect_by("l1")
@@ -289,6 +295,8 @@ fn torchrun_needs_an_output_directory() {
     let graph = fair_zoo::build("mlp", &[1, 2, 2], 2).unwrap();
     let model = Model::new(graph, Device::Cpu, 0).unwrap();
     let pruner = Pruner::new(&model)
+        .no_reconstruction()
+        .no_recalibration()
         .criteria(["l1"])
         .remove_by("l1")
         .protect_by("l1")

@@ -1,0 +1,717 @@
+//! Settings resolution, in one place: raw settings (a config's `[prune]` section and explicit
+//! overrides such as command-line flags, every one optional) and the preset they name →
+//! one resolved [`PruneSettings`] value that says everything a prune run does. The CLI
+//! fills [`RawSettings`] from its flags and the config and calls [`RawSettings::resolve`];
+//! it decides nothing itself. [`crate::Pruner::from_config`] resolves the same way, so a
+//! Rust program that loads a config gets the run `fair-pruner prune --config` makes.
+//!
+//! Errors name settings by their config key with `-` for `_` (`finetune-lr`, `alpha`): the
+//! key under `[prune]` with `_`, the command-line flag with `--`. Settings named inside an
+//! error's text are written in backticks (`` `distill-weight` ``), so a caller can respell
+//! them too.
+//!
+//! ```
+//! use fair_pipeline::{Goal, Preset, PruneSection, RawSettings};
+//! let config = RawSettings {
+//!     prune: PruneSection { alpha: Some(0.3), preset: Some(Preset::Paper), ..Default::default() },
+//!     ..Default::default()
+//! };
+//! let flags = RawSettings {
+//!     prune: PruneSection { target_macs: Some(0.5), ..Default::default() },
+//!     ..Default::default()
+//! };
+//! let s = config.overridden_by(&flags).resolve()?;
+//! assert_eq!(s.goals, [Goal::Macs(0.5)]); // the flags' goal replaces the config's
+//! assert_eq!(s.preset, Preset::Paper);
+//! assert_eq!(s.rank_by, "u"); // the paper preset ranks by the removal signal
+//! assert!(s.reconstruction.is_none() && s.recalibration.is_none());
+//! # Ok::<(), fair_pipeline::PipelineError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use fair_analysis::{Goal, Method, SelectOptions};
+use fair_scoring::{ConvDistance, MaxMemory, ScoringSettings, Wasserstein};
+use fair_threshold::CountOptions;
+use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
+
+use crate::config::{DrawSettings, PruneSection, RunConfig};
+use crate::error::PipelineError;
+use crate::preset::Preset;
+
+/// The criteria scored when none are named.
+pub const DEFAULT_CRITERIA: [&str; 4] = ["u", "r", "l1", "group-l1"];
+
+/// ToD's removal signal when none is named.
+pub const DEFAULT_REMOVE_BY: &str = "u";
+
+/// ToD's protection signal when none is named.
+pub const DEFAULT_PROTECT_BY: &str = "r";
+
+/// The fine-tuning learning rate when none is given.
+pub const DEFAULT_FINETUNE_LR: f64 = 0.01;
+
+/// The output directory when none is given.
+pub const DEFAULT_OUT: &str = "pruned";
+
+/// Low-level settings: what a config's `[prune]` and `[train]` sections and explicit
+/// overrides (command-line flags) give, every one optional. [`RawSettings::resolve`] turns
+/// them, with the preset they name, into [`PruneSettings`].
+#[derive(Debug, Clone, Default)]
+pub struct RawSettings {
+    /// The `[prune]` keys.
+    pub prune: PruneSection,
+    /// The `[train]` section: the fine-tuning's batch size, momentum, schedule, ... (its
+    /// epochs, learning rate and seed come from `prune`).
+    pub train: Option<TrainSettings>,
+    /// How conv channels are compared for the U-Score.
+    pub conv_distance: Option<ConvDistance>,
+    /// The 1-D Wasserstein variant of the U-Score.
+    pub w1: Option<Wasserstein>,
+    /// Batch size of the R-Score passes.
+    pub batch_size: Option<usize>,
+    /// Layers never to prune, besides the output layer (empty: none).
+    pub protect: Vec<String>,
+    /// Uniform counts instead of ToD.
+    pub uniform: bool,
+}
+
+/// Everything a prune run does, resolved from [`RawSettings`] and the preset: no setting is
+/// left to a default decided elsewhere. [`crate::Pruner::settings`] applies it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneSettings {
+    /// The preset the settings started from.
+    pub preset: Preset,
+    /// The goals, one pruned model each.
+    pub goals: Vec<Goal>,
+    /// ToD or uniform counts.
+    pub method: Method,
+    /// How calibration samples are drawn from the training split.
+    pub draw: DrawSettings,
+    /// The criteria to score.
+    pub criteria: Vec<String>,
+    /// Settings of the built-in criteria.
+    pub scoring: ScoringSettings,
+    /// The U-Score memory bound that was given (not the default share of the available
+    /// memory), when the criteria compute the U-Score: a bound to check against the model
+    /// before any data is loaded.
+    pub given_max_memory: Option<fair_scoring::ByteSize>,
+    /// ToD's removal signal.
+    pub remove_by: String,
+    /// ToD's protection signal.
+    pub protect_by: String,
+    /// The criterion that orders the units each layer removes.
+    pub rank_by: String,
+    /// Selection options (group rule, MAC weight and cost, exact targets, counting,
+    /// protected layers).
+    pub select: SelectOptions,
+    /// Fine-tuning after surgery (0 epochs: none); its seed is the draw's.
+    pub finetune: TrainSettings,
+    /// Reader reconstruction after surgery, if any: batches of the fine-tuning batch size,
+    /// seeded with the draw's seed.
+    pub reconstruction: Option<Reconstruction>,
+    /// BatchNorm recalibration after surgery, if any: batches of the fine-tuning batch
+    /// size, seeded with the draw's seed.
+    pub recalibration: Option<BnRecalibration>,
+    /// Distillation from the unpruned model during fine-tuning, if any.
+    pub distillation: Option<Distillation>,
+    /// The output directory.
+    pub out: PathBuf,
+}
+
+impl PruneSection {
+    /// These keys over `lower`'s: each key set here wins, others come from `lower`. The goal
+    /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`) count as one: when any
+    /// is set here, none of `lower`'s is kept.
+    pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
+        let goal_here = self.alpha.is_some()
+            || self.alpha_sweep.is_some()
+            || self.target_macs.is_some()
+            || self.target_params.is_some();
+        let goals = if goal_here { self } else { lower };
+        macro_rules! or {
+            ($($f:ident),*) => {
+                PruneSection {
+                    alpha: goals.alpha,
+                    alpha_sweep: goals.alpha_sweep.clone(),
+                    target_macs: goals.target_macs,
+                    target_params: goals.target_params,
+                    $($f: self.$f.clone().or_else(|| lower.$f.clone()),)*
+                }
+            };
+        }
+        or!(
+            per_class,
+            max_classes,
+            seed,
+            criteria,
+            remove_by,
+            protect_by,
+            rank_by,
+            preset,
+            mac_weight,
+            mac_cost,
+            exact_target,
+            analysis_point,
+            r_mode,
+            projections,
+            max_memory,
+            finetune_epochs,
+            finetune_lr,
+            bn_recalibrate,
+            reconstruct,
+            distill_weight,
+            distill_temperature,
+            rule,
+            min_keep,
+            round_to,
+            out
+        )
+    }
+}
+
+impl RawSettings {
+    /// The settings of a run configuration: its `[prune]` and `[train]` sections.
+    pub fn from_config(config: &RunConfig) -> Self {
+        RawSettings {
+            prune: config.prune.clone(),
+            train: config.train.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// These settings overridden by `overrides` (e.g. a config's, overridden by flags):
+    /// every setting `overrides` gives wins (see [`PruneSection::overriding`]); protected
+    /// layers given there replace these; `uniform` is on when either turns it on.
+    pub fn overridden_by(&self, overrides: &RawSettings) -> RawSettings {
+        RawSettings {
+            prune: overrides.prune.overriding(&self.prune),
+            train: overrides.train.clone().or_else(|| self.train.clone()),
+            conv_distance: overrides.conv_distance.or(self.conv_distance),
+            w1: overrides.w1.or(self.w1),
+            batch_size: overrides.batch_size.or(self.batch_size),
+            protect: if overrides.protect.is_empty() {
+                self.protect.clone()
+            } else {
+                overrides.protect.clone()
+            },
+            uniform: overrides.uniform || self.uniform,
+        }
+    }
+
+    /// The preset: `[prune] preset`, else [`Preset::default`].
+    pub fn preset(&self) -> Preset {
+        self.prune.preset.unwrap_or_default()
+    }
+
+    /// The goals; an error when none or several kinds are given, or one is out of range.
+    pub fn goals(&self) -> Result<Vec<Goal>, PipelineError> {
+        let goals = self.prune.goals()?.ok_or_else(|| {
+            PipelineError::invalid(
+                "goal",
+                "no pruning goal: give `alpha`, `alpha-sweep`, `target-macs` or `target-params`",
+            )
+        })?;
+        for g in &goals {
+            g.check()
+                .map_err(|e| PipelineError::invalid(g.flag(), e.to_string()))?;
+        }
+        Ok(goals)
+    }
+
+    /// ToD, or uniform counts.
+    pub fn method(&self) -> Method {
+        if self.uniform {
+            Method::Uniform
+        } else {
+            Method::Tod
+        }
+    }
+
+    /// How calibration samples are drawn (defaults: [`DrawSettings::default`]), checked.
+    pub fn draw(&self) -> Result<DrawSettings, PipelineError> {
+        let draw = self.draw_settings();
+        draw.check()?;
+        Ok(draw)
+    }
+
+    /// How calibration samples are drawn, unchecked ([`RawSettings::draw`] checks).
+    pub fn draw_settings(&self) -> DrawSettings {
+        let d = DrawSettings::default();
+        DrawSettings {
+            per_class: self.prune.per_class.unwrap_or(d.per_class),
+            max_classes: self.prune.max_classes.unwrap_or(d.max_classes),
+            seed: self.prune.seed.unwrap_or(d.seed),
+        }
+    }
+
+    /// The criteria to score: `criteria`, else [`DEFAULT_CRITERIA`].
+    pub fn criteria(&self) -> Vec<String> {
+        match &self.prune.criteria {
+            Some(c) if !c.is_empty() => c.clone(),
+            _ => DEFAULT_CRITERIA.map(str::to_owned).to_vec(),
+        }
+    }
+
+    /// The scoring settings: the preset's (its R batch size is `batch_size` when given),
+    /// with the settings given here over them and the draw's samples per class, classes and
+    /// seed.
+    pub fn scoring(&self) -> ScoringSettings {
+        let draw = self.draw_settings();
+        let p = &self.prune;
+        let batch_size = self
+            .batch_size
+            .unwrap_or(ScoringSettings::default().r.batch_size);
+        let mut s = self.preset().settings(batch_size).scoring;
+        if let Some(a) = p.analysis_point {
+            s.u.analysis_point = a;
+        }
+        if let Some(c) = self.conv_distance {
+            s.u.conv = c;
+        }
+        if let Some(n) = p.projections {
+            s.u.projections = n;
+        }
+        if let Some(w) = self.w1 {
+            s.u.w1 = w;
+        }
+        if let Some(m) = p.r_mode {
+            s.r.mode = m;
+        }
+        s.r.batch_size = batch_size;
+        s.u.max_memory = match p.max_memory {
+            Some(m) => m.bytes(),
+            None => fair_scoring::default_max_memory(),
+        };
+        s.u.samples_per_class = draw.per_class;
+        s.u.max_classes = draw.max_classes;
+        s.u.seed = draw.seed;
+        s.r.seed = draw.seed;
+        s.seed = draw.seed;
+        s
+    }
+
+    /// The U-Score memory bound given (`max_memory`), when the criteria compute the
+    /// U-Score: the bound to check against the model before any data is loaded. The default
+    /// bound (a share of the available memory) is not checked early: it only splits the
+    /// U-Score into passes.
+    pub fn given_max_memory(&self) -> Option<fair_scoring::ByteSize> {
+        if !self.criteria().iter().any(|c| c == "u") {
+            return None;
+        }
+        self.prune.max_memory.and_then(MaxMemory::bytes)
+    }
+
+    /// ToD's (remove-by, protect-by) signals and the ranking criterion: see
+    /// [`Preset::rank_by`].
+    pub fn signals(&self) -> (String, String, String) {
+        let p = &self.prune;
+        let remove = p
+            .remove_by
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REMOVE_BY.into());
+        let protect = p
+            .protect_by
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROTECT_BY.into());
+        let rank = self
+            .preset()
+            .rank_by(p.rank_by.as_deref(), p.remove_by.as_deref());
+        (remove, protect, rank)
+    }
+
+    /// The selection options: the preset's ([`Preset::select_options`]) with the settings
+    /// given here over them. A MAC weight that is not a finite number ≥ 0 is an error.
+    pub fn select_options(&self) -> Result<SelectOptions, PipelineError> {
+        let p = &self.prune;
+        let preset = self.preset().select_options();
+        let d = CountOptions::default();
+        let mac_weight = p.mac_weight.unwrap_or(preset.mac_weight);
+        check_mac_weight(mac_weight)?;
+        Ok(SelectOptions {
+            rule: p.rule.unwrap_or(preset.rule),
+            mac_weight,
+            mac_cost: p.mac_cost.unwrap_or(preset.mac_cost),
+            exact_target: p.exact_target.unwrap_or(preset.exact_target),
+            counting: CountOptions {
+                min_keep: p.min_keep.unwrap_or(d.min_keep),
+                round_to: p.round_to.unwrap_or(d.round_to),
+            },
+            protected: self.protect.clone(),
+        })
+    }
+
+    /// Distillation: none without a weight (a temperature alone is an error).
+    pub fn distillation(&self) -> Result<Option<Distillation>, PipelineError> {
+        let p = &self.prune;
+        let Some(weight) = p.distill_weight else {
+            if p.distill_temperature.is_some() {
+                return Err(PipelineError::invalid(
+                    "distill-temperature",
+                    "needs `distill-weight`",
+                ));
+            }
+            return Ok(None);
+        };
+        let d = Distillation {
+            weight,
+            temperature: p
+                .distill_temperature
+                .unwrap_or(Distillation::default().temperature),
+        };
+        d.check()?;
+        Ok(Some(d))
+    }
+
+    /// The fine-tuning settings: `[train]` (else [`TrainSettings::default`]) with
+    /// `finetune_epochs` (default 0), `finetune_lr` (default [`DEFAULT_FINETUNE_LR`]) and the
+    /// draw's seed; checked when there are epochs to run.
+    pub fn finetune(&self) -> Result<TrainSettings, PipelineError> {
+        let p = &self.prune;
+        let lr = p.finetune_lr.unwrap_or(DEFAULT_FINETUNE_LR);
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(PipelineError::invalid(
+                "finetune-lr",
+                format!("the learning rate must be a positive number, found {lr}"),
+            ));
+        }
+        let s = TrainSettings {
+            epochs: p.finetune_epochs.unwrap_or(0),
+            lr,
+            seed: self.draw_settings().seed,
+            ..self.train.clone().unwrap_or_default()
+        };
+        if s.epochs > 0 {
+            s.check().map_err(|e| {
+                let setting = match &e {
+                    fair_train::TrainError::Setting { name: "epochs", .. } => "finetune-epochs",
+                    fair_train::TrainError::Setting { name: "lr", .. } => "finetune-lr",
+                    _ => "train",
+                };
+                PipelineError::invalid(setting, e.to_string())
+            })?;
+        }
+        Ok(s)
+    }
+
+    /// The steps after surgery: `reconstruct` and `bn_recalibrate` batches (else the
+    /// preset's; 0 is off), drawn in batches of the fine-tuning batch size (`[train]
+    /// batch_size`) with the draw's seed.
+    pub fn after_surgery(&self) -> (Option<Reconstruction>, Option<BnRecalibration>) {
+        let p = &self.prune;
+        let preset = self
+            .preset()
+            .settings(ScoringSettings::default().r.batch_size);
+        let batch_size = self.train.clone().unwrap_or_default().batch_size;
+        let seed = self.draw_settings().seed;
+        let reconstruct = p
+            .reconstruct
+            .unwrap_or_else(|| preset.reconstruction.as_ref().map_or(0, |r| r.batches));
+        let recalibrate = p
+            .bn_recalibrate
+            .unwrap_or_else(|| preset.recalibration.as_ref().map_or(0, |r| r.batches));
+        let reconstruction = (reconstruct > 0).then(|| Reconstruction {
+            batches: reconstruct,
+            batch_size,
+            seed,
+            ..preset.reconstruction.clone().unwrap_or_default()
+        });
+        let recalibration = (recalibrate > 0).then_some(BnRecalibration {
+            batches: recalibrate,
+            batch_size,
+            seed,
+        });
+        (reconstruction, recalibration)
+    }
+
+    /// Every setting resolved: see [`PruneSettings`]. Errors name the setting.
+    pub fn resolve(&self) -> Result<PruneSettings, PipelineError> {
+        let goals = self.goals()?;
+        let draw = self.draw()?;
+        let finetune = self.finetune()?;
+        let distillation = self.distillation()?;
+        let select = self.select_options()?;
+        let (remove_by, protect_by, rank_by) = self.signals();
+        let (reconstruction, recalibration) = self.after_surgery();
+        Ok(PruneSettings {
+            preset: self.preset(),
+            goals,
+            method: self.method(),
+            draw,
+            criteria: self.criteria(),
+            scoring: self.scoring(),
+            given_max_memory: self.given_max_memory(),
+            remove_by,
+            protect_by,
+            rank_by,
+            select,
+            finetune,
+            reconstruction,
+            recalibration,
+            distillation,
+            out: self
+                .prune
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT)),
+        })
+    }
+}
+
+/// A prune run of a configuration, loaded: the resolved settings, the model with its
+/// weights, the data and the calibration samples — what `fair-pruner prune --config FILE`
+/// loads before it runs. [`crate::Pruner::from_config`] makes the CLI's pipeline of it.
+///
+/// ```no_run
+/// use fair_pipeline::{ConfigRun, Pruner, RunConfig};
+/// let config = RunConfig::load("configs/fashion-vgg.toml".as_ref())?;
+/// let run = ConfigRun::load(&config, Some("configs/fashion-vgg.toml".as_ref()), tch::Device::Cpu)?;
+/// let outcome = Pruner::from_config(&run).progress(true).run()?;
+/// println!("{:?}", outcome.report.results[0].one_shot);
+/// # Ok::<(), fair_pipeline::PipelineError>(())
+/// ```
+pub struct ConfigRun {
+    /// The configuration, its transform completed with the model's recorded normalisation
+    /// ([`crate::model_normalization`]).
+    pub config: RunConfig,
+    /// The config file, if the configuration came from one (an input the output directory
+    /// may not overwrite).
+    pub config_path: Option<PathBuf>,
+    /// The resolved settings ([`RawSettings::from_config`], resolved).
+    pub settings: PruneSettings,
+    /// The model with its trained weights.
+    pub model: fair_runtime::Model,
+    /// The training split (calibration draw, steps after surgery, fine-tuning).
+    pub train: fair_data::Source,
+    /// The test split (evaluation before and after).
+    pub test: fair_data::Source,
+    /// The calibration samples, drawn from the training split with `settings.draw`.
+    pub calibration: fair_scoring::Calibration,
+    /// Notes about the model, the data and the draw (ONNX import notes, skipped records,
+    /// classes with fewer samples, a missing input normalisation).
+    pub notes: Vec<String>,
+}
+
+impl ConfigRun {
+    /// Resolves the settings of `config` (read from `config_path`, if any) and loads what the
+    /// run needs on `device`, in the CLI's order: every check that needs no data first (the
+    /// settings, weights, a given U-Score memory bound against the model, the transform and
+    /// the data section), then the data and the calibration draw.
+    pub fn load(
+        config: &RunConfig,
+        config_path: Option<&Path>,
+        device: tch::Device,
+    ) -> Result<Self, PipelineError> {
+        let settings = RawSettings::from_config(config).resolve()?;
+        check_weights(config)?;
+        let (config, model, mut notes) = load_model(config, &settings, device)?;
+        let (train, test, data_notes) = config.data(crate::image_input(model.graph())?)?;
+        notes.extend(data_notes);
+        check_classes(&model, &train)?;
+        let (calibration, short) = settings
+            .draw
+            .draw(model.graph(), &train, &config.transform)?;
+        notes.extend(short);
+        Ok(ConfigRun {
+            config,
+            config_path: config_path.map(Path::to_owned),
+            settings,
+            model,
+            train,
+            test,
+            calibration,
+            notes,
+        })
+    }
+}
+
+/// A prune run needs trained weights: `[model] weights`, or an ONNX graph that carries them.
+pub fn check_weights(config: &RunConfig) -> Result<(), PipelineError> {
+    let onnx_graph = config.model.zoo.is_none()
+        && config
+            .model
+            .graph
+            .as_deref()
+            .is_some_and(crate::onnx::is_onnx);
+    if config.model.weights.is_none() && !onnx_graph {
+        return Err(PipelineError::invalid(
+            "weights",
+            "pruning needs trained weights: [model] weights, or an ONNX model that carries them \
+             ([model] graph = \"model.onnx\")",
+        ));
+    }
+    Ok(())
+}
+
+/// The model of `config` on `device`, checked against the memory bound `settings` give, and
+/// the configuration with its transform completed by the model's normalisation and checked
+/// against the input, with the data section checked (nothing loaded). Returns notes (ONNX
+/// import notes, a missing normalisation).
+fn load_model(
+    config: &RunConfig,
+    settings: &PruneSettings,
+    device: tch::Device,
+) -> Result<(RunConfig, fair_runtime::Model, Vec<String>), PipelineError> {
+    let mut config = config.clone();
+    let (model, mut notes) = config.model(device)?;
+    fair_scoring::check_memory_bound(model.graph(), settings.given_max_memory)?;
+    let graph = model.graph();
+    let input = crate::image_input(graph)?;
+    let (transform, warning) = crate::model_normalization(graph, config.transform);
+    config.transform = transform;
+    notes.extend(warning);
+    config.transform.check_input(input, 1)?;
+    config.check_data()?;
+    Ok((config, model, notes))
+}
+
+/// The data may not have more classes than the model has outputs.
+fn check_classes(
+    model: &fair_runtime::Model,
+    train: &dyn fair_data::ImageSource,
+) -> Result<(), PipelineError> {
+    let g = model.graph();
+    let classes = g.shape_at(g.nodes().len() - 1)[0];
+    if train.classes().len() > classes {
+        return Err(PipelineError::invalid(
+            "data",
+            format!(
+                "the data has {} classes but the model has {classes} outputs",
+                train.classes().len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A MAC weight γ must be a finite number ≥ 0.
+pub(crate) fn check_mac_weight(gamma: f64) -> Result<(), PipelineError> {
+    if gamma.is_finite() && gamma >= 0.0 {
+        Ok(())
+    } else {
+        Err(PipelineError::invalid(
+            "mac-weight",
+            format!(
+                "the MAC weight γ must be a finite number ≥ 0 (0 = off, the paper), found {gamma}"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fair_analysis::{GroupRule, MacCost};
+
+    fn raw(prune: PruneSection) -> RawSettings {
+        RawSettings {
+            prune,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_default_preset_fills_every_setting() {
+        let s = raw(PruneSection {
+            alpha: Some(0.2),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap();
+        assert_eq!(s.preset, Preset::FairPruner);
+        assert_eq!(s.criteria, ["u", "r", "l1", "group-l1"]);
+        assert_eq!(
+            (
+                s.remove_by.as_str(),
+                s.protect_by.as_str(),
+                s.rank_by.as_str()
+            ),
+            ("u", "r", "group-l1")
+        );
+        assert_eq!(s.select.rule, GroupRule::Summed);
+        assert_eq!(s.select.mac_weight, 1.0);
+        assert_eq!(s.select.mac_cost, MacCost::Fraction);
+        assert!(s.select.exact_target);
+        assert_eq!(s.finetune.epochs, 0);
+        assert_eq!(s.finetune.lr, 0.01);
+        assert_eq!(s.finetune.batch_size, 128);
+        let r = s.reconstruction.unwrap();
+        assert_eq!((r.batches, r.batch_size, r.seed), (8, 128, 0));
+        let b = s.recalibration.unwrap();
+        assert_eq!((b.batches, b.batch_size, b.seed), (32, 128, 0));
+        assert_eq!(s.out, PathBuf::from("pruned"));
+    }
+
+    #[test]
+    fn overrides_win_and_goals_are_replaced_as_a_whole() {
+        let config = RawSettings {
+            prune: PruneSection {
+                alpha_sweep: Some(vec![0.1, 0.2]),
+                seed: Some(3),
+                reconstruct: Some(0),
+                rule: Some(GroupRule::Strict),
+                ..Default::default()
+            },
+            train: Some(TrainSettings {
+                batch_size: 16,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let flags = raw(PruneSection {
+            target_params: Some(0.4),
+            seed: Some(5),
+            remove_by: Some("l1".into()),
+            ..Default::default()
+        });
+        let s = config.overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.goals, [Goal::Params(0.4)]);
+        assert_eq!(s.draw.seed, 5);
+        assert_eq!(s.finetune.seed, 5);
+        assert_eq!(s.select.rule, GroupRule::Strict);
+        // An explicit removal signal is also the ranking.
+        assert_eq!(s.rank_by, "l1");
+        assert!(s.reconstruction.is_none());
+        let b = s.recalibration.unwrap();
+        assert_eq!((b.batches, b.batch_size, b.seed), (32, 16, 5));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = |p: PruneSection| raw(p).resolve().unwrap_err().to_string();
+        let e = err(PruneSection::default());
+        assert!(
+            e.starts_with("goal:") && e.contains("no pruning goal"),
+            "{e}"
+        );
+        let e = err(PruneSection {
+            alpha: Some(0.1),
+            mac_weight: Some(-1.0),
+            ..Default::default()
+        });
+        assert!(e.starts_with("mac-weight:"), "{e}");
+        let e = err(PruneSection {
+            alpha: Some(0.1),
+            finetune_lr: Some(0.0),
+            ..Default::default()
+        });
+        assert!(e.starts_with("finetune-lr:"), "{e}");
+        let e = err(PruneSection {
+            alpha: Some(0.1),
+            distill_temperature: Some(2.0),
+            ..Default::default()
+        });
+        assert!(e.starts_with("distill-temperature:"), "{e}");
+        let e = err(PruneSection {
+            target_macs: Some(1.5),
+            ..Default::default()
+        });
+        assert!(e.starts_with("target-macs:"), "{e}");
+        let e = err(PruneSection {
+            alpha: Some(0.1),
+            per_class: Some(0),
+            ..Default::default()
+        });
+        assert!(e.starts_with("per-class:"), "{e}");
+    }
+}
