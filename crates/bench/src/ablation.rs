@@ -889,10 +889,7 @@ fn run_seed(
     let (full_train, test, _) = config.data(input)?;
     let (val, train) = carve(&full_train, o.val_per_class, VAL_SEED.wrapping_add(seed))?;
     drop(full_train);
-    let eval_transform = Transform {
-        augment: None,
-        ..config.transform.clone()
-    };
+    let eval_transform = config.transform.for_evaluation();
 
     // 1. The trained model of this seed.
     let stamp = trained(

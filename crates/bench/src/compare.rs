@@ -348,10 +348,7 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
     let input = fair_pipeline::image_input(&graph)?;
     config.transform.check_input(input, 1)?;
     let (train, test, _) = config.data(input)?;
-    let eval_transform = Transform {
-        augment: None,
-        ..config.transform.clone()
-    };
+    let eval_transform = config.transform.for_evaluation();
 
     // 1. One trained model (reused when trained with the same epochs).
     let base_top1 = trained(

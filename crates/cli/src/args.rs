@@ -320,10 +320,13 @@ pub struct RunArgs {
     /// Classes of a zoo model.
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Data source: fashion-mnist, mnist, idx, cifar10, cifar100, folder.
+    /// Data source: fashion-mnist, mnist (fetched and cached), or idx, cifar10, cifar100,
+    /// svhn (train_32x32.mat, test_32x32.mat), folder (train/<class>/*, test/<class>/*) read
+    /// from --data-path.
     #[arg(long, value_name = "SOURCE")]
-    pub data: Option<String>,
-    /// Directory of an idx, cifar or folder source. No file inside it is ever written.
+    pub data: Option<fair_pipeline::DataSource>,
+    /// Directory of an idx, cifar10, cifar100, svhn or folder source. No file inside it is ever
+    /// written.
     #[arg(long, value_name = "DIR")]
     pub data_path: Option<PathBuf>,
     /// folder source: follow no link to a directory (overrides [data] follow_links); a class
@@ -404,7 +407,7 @@ impl RunArgs {
             c.model.classes = self.classes;
         }
         if self.data.is_some() {
-            c.data.source = self.data.clone();
+            c.data.source = self.data;
         }
         if self.data_path.is_some() {
             c.data.path = self.data_path.clone();

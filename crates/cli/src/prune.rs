@@ -154,25 +154,31 @@ impl EngineArgs {
         train: &'a Source,
         test: &'a Source,
     ) -> Result<TorchrunData<'a>> {
-        let source = config.data.source.as_deref().unwrap_or_default();
-        Ok(match (&config.data.path, source, fraction, train, test) {
-            (Some(dir), "cifar10" | "cifar100", false, ..) => TorchrunData::Cifar {
-                dir: dir.clone(),
-                hundred: source == "cifar100",
-            },
-            (Some(dir), "idx", false, ..) => TorchrunData::Idx { dir: dir.clone() },
-            (_, _, _, Source::Memory(train), Source::Memory(test)) => {
-                TorchrunData::Datasets { train, test }
-            }
-            (Some(dir), "folder", false, ..) => TorchrunData::Folder {
-                train: dir.join("train"),
-                test: dir.join("test"),
-            },
-            _ => bail!(
-                "--finetune-with torchrun reads folder sources whole: instead of --train-fraction, \
+        use fair_pipeline::DataSource;
+        Ok(
+            match (&config.data.path, config.data.source, fraction, train, test) {
+                (Some(dir), Some(s @ (DataSource::Cifar10 | DataSource::Cifar100)), false, ..) => {
+                    TorchrunData::Cifar {
+                        dir: dir.clone(),
+                        hundred: s == DataSource::Cifar100,
+                    }
+                }
+                (Some(dir), Some(DataSource::Idx), false, ..) => {
+                    TorchrunData::Idx { dir: dir.clone() }
+                }
+                (_, _, _, Source::Memory(train), Source::Memory(test)) => {
+                    TorchrunData::Datasets { train, test }
+                }
+                (Some(dir), Some(DataSource::Folder), false, ..) => TorchrunData::Folder {
+                    train: dir.join("train"),
+                    test: dir.join("test"),
+                },
+                _ => bail!(
+                    "--finetune-with torchrun reads folder sources whole: instead of --train-fraction, \
                  pass --finetune-args \"--limit-train N\""
-            ),
-        })
+                ),
+            },
+        )
     }
 
     /// The torchrun settings.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use fair_data::{ImageSource, Transform};
+use fair_data::ImageSource;
 use fair_fs::OutputFile;
 use fair_pipeline::RunConfig;
 use fair_train::TrainSettings;
@@ -90,10 +90,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
     let out_file = out_file(what, &out, &config, args.run.config.as_deref())?;
     let setup = args.run.setup(config, None)?;
     let (config, mut model, train, test) = (setup.config, setup.model, setup.train, setup.test);
-    let eval_transform = Transform {
-        augment: None,
-        ..config.transform.clone()
-    };
+    let eval_transform = config.transform.for_evaluation();
     if !args.run.quiet && !args.json {
         eprintln!(
             "{} '{}' on {} ({} train / {} test images), {} epochs",
@@ -159,10 +156,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     } else {
         &setup.test
     };
-    let t = Transform {
-        augment: None,
-        ..setup.config.transform.clone()
-    };
+    let t = setup.config.transform.for_evaluation();
     let e = fair_train::evaluate(&setup.model, data, &t, 512)?;
     if !e.loss.is_finite() {
         bail!(

@@ -91,6 +91,23 @@ impl Default for Transform {
 }
 
 impl Transform {
+    /// The same transform without the training-only augmentation: what evaluation,
+    /// calibration and the after-surgery steps apply.
+    ///
+    /// ```
+    /// use fair_data::{Augment, Transform};
+    /// let train = Transform { mean: vec![0.5], augment: Some(Augment { crop_padding: 4, flip: true }), ..Default::default() };
+    /// let eval = train.for_evaluation();
+    /// assert_eq!(eval.augment, None);
+    /// assert_eq!(eval.mean, vec![0.5]);
+    /// ```
+    pub fn for_evaluation(&self) -> Transform {
+        Transform {
+            augment: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether this transform sets its own normalisation (`mean` or `std` given).
     pub fn gives_normalization(&self) -> bool {
         !self.mean.is_empty() || !self.std.is_empty()

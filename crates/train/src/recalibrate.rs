@@ -159,10 +159,7 @@ pub fn recalibrate_batch_norm(
         }
     }
 
-    let eval_t = Transform {
-        augment: None,
-        ..transform.clone()
-    };
+    let eval_t = transform.for_evaluation();
     let loader = Loader {
         source: data,
         transform: &eval_t,

@@ -249,10 +249,7 @@ fn fit_in_order(
         settings.seed,
         "reader reconstruction",
     )?;
-    let eval_t = Transform {
-        augment: None,
-        ..transform.clone()
-    };
+    let eval_t = transform.for_evaluation();
     let loader = Loader {
         source: data,
         transform: &eval_t,

@@ -25,6 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let outcome = Pruner::new(&model)
         .registry(registry)
+        // Random calibration images and no training split: the preset's steps after surgery
+        // (reconstruction, BatchNorm recalibration) are turned off, explicitly.
+        .no_reconstruction()
+        .no_recalibration()
         .calibration(&calibration)
         .criteria(["apoz", "r"])
         .remove_by("apoz")

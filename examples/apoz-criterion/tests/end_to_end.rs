@@ -60,6 +60,10 @@ fn apoz_drives_tod_through_the_pipeline() {
     let dir = tempfile_dir();
     let outcome = Pruner::new(&model)
         .registry(registry)
+        // Random calibration images and no training split: the preset's steps after surgery
+        // (reconstruction, BatchNorm recalibration) are turned off, explicitly.
+        .no_reconstruction()
+        .no_recalibration()
         .calibration(&cal)
         .criteria(["apoz", "r"])
         .remove_by("apoz")
