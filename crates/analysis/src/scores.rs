@@ -198,6 +198,150 @@ impl ScoreFile {
         Ok(file)
     }
 
+    /// Removes a criterion's record and scores (before stale scores are replaced by
+    /// [`ScoreFile::merge`]); whether it was there.
+    pub fn remove_criterion(&mut self, criterion: &str) -> bool {
+        let had = self.provenance.criteria.remove(criterion).is_some();
+        for layer in &mut self.layers {
+            layer.scores.remove(criterion);
+        }
+        had
+    }
+
+    /// Adds `other`'s criteria to this file, so one more criterion extends stored scores
+    /// without re-scoring the rest. Both files are validated first, and they must describe
+    /// the same scoring run:
+    ///
+    /// - the same model (model and graph digests) and the same prunable layers and widths;
+    /// - the same calibration data (digest and sample count) — except that a file scored
+    ///   without data (empty digest, only data-free criteria) merges with any, and the
+    ///   merged file records the data of the one that had it;
+    /// - a criterion present in both must have the same settings and the same scores (it is
+    ///   then kept once); anything else is an error naming the criterion.
+    ///
+    /// The preset and the writer's version stay this file's. On error, `self` is unchanged.
+    ///
+    /// ```
+    /// use fair_analysis::ScoreFile;
+    /// # let graph = fair_ir::Graph::from_toml_str(r#"
+    /// # name = "g"
+    /// # [[nodes]]
+    /// # name = "input"
+    /// # op = { type = "input", shape = [3] }
+    /// # [[nodes]]
+    /// # name = "fc1"
+    /// # op = { type = "linear", in_features = 3, out_features = 2 }
+    /// # [[nodes]]
+    /// # name = "fc2"
+    /// # op = { type = "linear", in_features = 2, out_features = 2 }
+    /// # "#)?;
+    /// # let file = |criterion: &str, score: f64| -> ScoreFile {
+    /// #     let mut criteria = std::collections::BTreeMap::new();
+    /// #     criteria.insert(criterion.to_owned(), fair_analysis::CriterionRecord {
+    /// #         settings: serde_json::json!({}), seconds: 0.0, notes: vec![] });
+    /// #     ScoreFile {
+    /// #         format: fair_analysis::SCORE_FILE_FORMAT,
+    /// #         provenance: fair_analysis::Provenance {
+    /// #             fair_pruner_version: "0".into(), model: "g".into(),
+    /// #             model_digest: "a".repeat(64), graph_digest: fair_analysis::graph_digest(&graph),
+    /// #             data: String::new(), data_digest: String::new(), samples: 0, criteria, preset: None },
+    /// #         graph: graph.to_spec(),
+    /// #         layers: vec![fair_analysis::LayerScores { layer: "fc1".into(), units: 2,
+    /// #             scores: [(criterion.to_owned(), vec![score, 1.0])].into() }],
+    /// #     }
+    /// # };
+    /// // Two files of one model, one with `l1` and one with `l2`.
+    /// let mut scores: ScoreFile = file("l1", 0.5);
+    /// scores.merge(file("l2", 0.25))?;
+    /// assert_eq!(scores.criteria(), ["l1", "l2"]);
+    /// // The same criterion with other scores is a conflict.
+    /// assert!(scores.merge(file("l1", 0.75)).unwrap_err().to_string().contains("'l1'"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn merge(&mut self, other: ScoreFile) -> Result<(), AnalysisError> {
+        let fail = |detail: String| AnalysisError::ScoreFile {
+            path: PathBuf::from("(merge)"),
+            detail,
+        };
+        self.validate()
+            .map_err(|d| fail(format!("the file merged into: {d}")))?;
+        other
+            .validate()
+            .map_err(|d| fail(format!("the file merged: {d}")))?;
+        let (a, b) = (&self.provenance, &other.provenance);
+        if a.model_digest != b.model_digest || a.graph_digest != b.graph_digest {
+            return Err(fail(format!(
+                "the files score different models (model digests {}… and {}…)",
+                &a.model_digest[..12],
+                &b.model_digest[..12]
+            )));
+        }
+        let widths = |f: &ScoreFile| -> Vec<(String, usize)> {
+            f.layers
+                .iter()
+                .map(|l| (l.layer.clone(), l.units))
+                .collect()
+        };
+        if widths(self) != widths(&other) {
+            return Err(fail(
+                "the files list different prunable layers or widths".to_owned(),
+            ));
+        }
+        let data_free = |p: &Provenance| p.data_digest.is_empty();
+        if !data_free(a)
+            && !data_free(b)
+            && (a.data_digest != b.data_digest || a.samples != b.samples)
+        {
+            return Err(fail(format!(
+                "the files were scored on different calibration data ({} samples of '{}' and \
+                 {} samples of '{}'); score every criterion on the same draw",
+                a.samples, a.data, b.samples, b.data
+            )));
+        }
+        for (name, record) in &b.criteria {
+            if let Some(mine) = a.criteria.get(name) {
+                let same_scores = self.layers.iter().zip(&other.layers).all(|(x, y)| {
+                    x.scores
+                        .get(name)
+                        .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                        == y.scores
+                            .get(name)
+                            .map(|v| v.iter().map(|f| f.to_bits()).collect())
+                });
+                if mine.settings != record.settings || !same_scores {
+                    return Err(fail(format!(
+                        "the criterion '{name}' is in both files with different {}; keep one \
+                         (re-score it, or merge a file without it)",
+                        if mine.settings != record.settings {
+                            "settings"
+                        } else {
+                            "scores"
+                        }
+                    )));
+                }
+            }
+        }
+        let ScoreFile {
+            provenance: b,
+            layers,
+            ..
+        } = other;
+        if data_free(&self.provenance) && !data_free(&b) {
+            self.provenance.data = b.data;
+            self.provenance.data_digest = b.data_digest;
+            self.provenance.samples = b.samples;
+        }
+        for (name, record) in b.criteria {
+            self.provenance.criteria.entry(name).or_insert(record);
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(layers) {
+            for (name, values) in theirs.scores {
+                mine.scores.entry(name).or_insert(values);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and validates a score file (a regular file of at most 1 GiB).
     pub fn load(path: &Path) -> Result<Self, AnalysisError> {
         let text = fair_fs::read_string_bounded(path, crate::MAX_TEXT_FILE, "a score file")?;

@@ -464,9 +464,14 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
                 c.samples, c.description
             )),
         if report.scoring.reused {
-            ", reused from an earlier run with the same model, data and settings"
+            ", reused from an earlier run with the same model, data and settings".to_owned()
+        } else if !report.scoring.partly_reused.is_empty() {
+            format!(
+                "; {} reused from an earlier run with the same model, data and settings",
+                report.scoring.partly_reused.join(", ")
+            )
         } else {
-            ""
+            String::new()
         }
     );
     let headers = summary_headers(report);

@@ -894,22 +894,67 @@ impl<'a> Pruner<'a> {
             let path = self.out.as_ref()?.join("scores.json");
             ScoreFile::load(&path).ok()
         });
-        let reusable =
-            stored.filter(|f| fair_scoring::reusable(f, &model_digest, &data_digest, &criteria));
-        let reused = reusable.is_some();
-        let mut scores = match reusable {
-            Some(f) => {
+        let progress = Progress {
+            enabled: self.progress,
+        };
+        // Which requested criteria the stored file already holds for this model, data and
+        // settings: only the others are scored, and merged into it (`ScoreFile::merge`).
+        let fit: Vec<bool> = stored.as_ref().map_or_else(Vec::new, |f| {
+            (0..criteria.len())
+                .map(|i| fair_scoring::reusable(f, &model_digest, &data_digest, &criteria[i..=i]))
+                .collect()
+        });
+        let (mut kept, mut missing) = (Vec::new(), Vec::new());
+        for (i, c) in criteria.iter().enumerate() {
+            let list = if fit.get(i).copied().unwrap_or(false) {
+                &mut kept
+            } else {
+                &mut missing
+            };
+            list.push(c.name().to_owned());
+        }
+        let (mut scores, reused, partly_reused) = match stored {
+            Some(f) if missing.is_empty() => {
                 say("reusing stored scores (same model, data and settings)".into());
-                f
+                (f, true, Vec::new())
             }
-            None => fair_scoring::score(
-                model,
-                self.calibration,
-                &criteria,
-                Progress {
-                    enabled: self.progress,
-                },
-            )?,
+            Some(f) if !kept.is_empty() => {
+                let to_score = self
+                    .registry
+                    .create_all(&missing, &self.scoring_settings())?;
+                let added = fair_scoring::score(model, self.calibration, &to_score, progress)?;
+                // Stored scores of a criterion whose settings changed are replaced.
+                let mut merged = f.clone();
+                for name in &missing {
+                    merged.remove_criterion(name);
+                }
+                match merged.merge(added) {
+                    Ok(()) => {
+                        say(format!(
+                            "reusing stored scores of {} (same model, data and settings); \
+                             scored {}",
+                            kept.join(", "),
+                            missing.join(", ")
+                        ));
+                        (merged, false, kept)
+                    }
+                    // The stored file cannot take the new scores (e.g. data-free criteria
+                    // stored from another draw): score everything on this draw.
+                    Err(e) => {
+                        say(format!("re-scoring every criterion: {e}"));
+                        (
+                            fair_scoring::score(model, self.calibration, &criteria, progress)?,
+                            false,
+                            Vec::new(),
+                        )
+                    }
+                }
+            }
+            _ => (
+                fair_scoring::score(model, self.calibration, &criteria, progress)?,
+                false,
+                Vec::new(),
+            ),
         };
         // So that `fair-pruner ratios` on the written scores counts with the same preset.
         scores.provenance.preset = Some(self.preset.name().to_owned());
@@ -1142,6 +1187,7 @@ impl<'a> Pruner<'a> {
                     })
                     .collect(),
                 reused,
+                partly_reused,
             },
             distillation: self
                 .distill

@@ -136,6 +136,10 @@ pub struct ScoringInfo {
     pub criteria: BTreeMap<String, CriterionInfo>,
     /// Whether stored scores (same model, data and settings) were reused instead of computed.
     pub reused: bool,
+    /// When only some criteria were stored: the ones reused, while the others were computed
+    /// and merged in (`ScoreFile::merge`). Empty when all or none were reused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partly_reused: Vec<String>,
 }
 
 /// One criterion's record.

@@ -127,12 +127,31 @@ fn stored_scores_are_reused_only_when_they_fit() {
     assert_eq!(second.scoring.criteria, first.scoring.criteria);
     // The earlier export is gone: the directory was replaced as a whole.
     assert!(!out.join("alpha-0.2").exists() && out.join("alpha-0.4").is_dir());
+    // Other U settings: the U-Score is computed again, the rest is reused and merged.
     let mut other = quick();
     other.u.projections = 9;
-    assert!(
-        !run(other, Goal::Alpha(0.4)).scoring.reused,
-        "other settings"
-    );
+    let third = run(other, Goal::Alpha(0.4));
+    assert!(!third.scoring.reused, "other settings");
+    let mut kept: Vec<&String> = first
+        .scoring
+        .criteria
+        .keys()
+        .filter(|k| *k != "u")
+        .collect();
+    kept.sort();
+    assert!(!kept.is_empty());
+    let mut partly: Vec<&String> = third.scoring.partly_reused.iter().collect();
+    partly.sort();
+    assert_eq!(partly, kept);
+    assert_eq!(third.scoring.criteria["u"].settings["projections"], 9);
+    for k in kept {
+        assert_eq!(
+            third.scoring.criteria[k], first.scoring.criteria[k],
+            "'{k}' was reused as stored"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("reused from an earlier run"), "{md}");
 }
 
 #[test]
