@@ -505,11 +505,19 @@ impl ImageFolder {
     /// no images; a sub-directory that is not in `classes` is an error naming it (its images
     /// would have no label). Default [`FolderOptions`].
     ///
-    /// ```no_run
+    /// ```
     /// use fair_data::{ImageFolder, ImageSource};
-    /// let train = ImageFolder::open(std::path::Path::new("/data/imagenet/train"))?;
-    /// let test = ImageFolder::open_with_classes(std::path::Path::new("/data/imagenet/test"), train.classes())?;
+    /// // A training split with classes `cat` and `dog`, a test split with only `dog`.
+    /// let dir = tempfile::tempdir().unwrap();
+    /// for f in ["train/cat/a.png", "train/dog/b.png", "test/dog/c.png"] {
+    ///     let path = dir.path().join(f);
+    ///     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    ///     image::GrayImage::new(4, 4).save(path).unwrap();
+    /// }
+    /// let train = ImageFolder::open(&dir.path().join("train"))?;
+    /// let test = ImageFolder::open_with_classes(&dir.path().join("test"), train.classes())?;
     /// assert_eq!(test.classes(), train.classes());
+    /// assert_eq!(test.labels(), [1]); // "dog" is class 1 in both splits
     /// # Ok::<(), fair_data::DataError>(())
     /// ```
     pub fn open_with_classes(root: &Path, classes: &[String]) -> Result<ImageFolder, DataError> {
@@ -522,10 +530,17 @@ impl ImageFolder {
     /// [`ImageFolder::notes`]. A tree without a single image is an error naming it (a split
     /// with no images would make every accuracy on it undefined).
     ///
-    /// ```no_run
-    /// use fair_data::{FolderOptions, ImageFolder};
+    /// ```
+    /// use fair_data::{FolderOptions, ImageFolder, ImageSource};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// for f in ["cat/a.png", "cat/b.png", "dog/c.png"] {
+    ///     let path = dir.path().join(f);
+    ///     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    ///     image::GrayImage::new(4, 4).save(path).unwrap();
+    /// }
     /// let options = FolderOptions { follow_links: false, max_pixels: 50_000_000 };
-    /// let train = ImageFolder::open_with(std::path::Path::new("/data/train"), None, &options)?;
+    /// let train = ImageFolder::open_with(dir.path(), None, &options)?;
+    /// assert_eq!((train.len(), train.classes()), (3, &["cat".to_string(), "dog".to_string()][..]));
     /// for note in train.notes() {
     ///     eprintln!("note: {note}");
     /// }

