@@ -6,17 +6,24 @@
 //! pass, and loads and saves weights as safetensors under PyTorch state-dict names — so
 //! weights move to and from torchvision models without a mapping table.
 //!
-//! ```no_run
+//! ```
 //! use fair_runtime::{Model, Mode};
 //! use tch::{Device, Kind, Tensor};
 //!
 //! let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10)?;
-//! let model = Model::new(graph, Device::Cpu, 0)?;
+//! let model = Model::new(graph.clone(), Device::Cpu, 0)?;
 //! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
-//! let out = model.forward_with_taps(&x, Mode::Eval, &["layer1.0.conv1", "layer3.2.relu2"])?;
+//! let out = tch::no_grad(|| model.forward_with_taps(&x, Mode::Eval, &["layer1.0.conv1", "layer3.2.relu2"]))?;
 //! assert_eq!(out.output.size(), [8, 10]);
 //! assert_eq!(out.taps["layer1.0.conv1"].size(), [8, 16, 32, 32]);
-//! model.save_weights(std::path::Path::new("resnet20.safetensors"))?;
+//!
+//! // Weights round-trip through safetensors under PyTorch state-dict names.
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("resnet20.safetensors");
+//! model.save_weights(&path)?;
+//! let again = Model::from_safetensors(graph, &path, Device::Cpu)?;
+//! let y = tch::no_grad(|| again.forward(&x, Mode::Eval))?;
+//! assert!(y.allclose(&out.output, 1e-5, 1e-6, false));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

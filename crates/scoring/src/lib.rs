@@ -12,17 +12,28 @@
 //! [`score`] runs a list of criteria and returns a [`fair_analysis::ScoreFile`] with
 //! provenance; thresholds and plans are then computed from it without libtorch.
 //!
-//! ```no_run
+//! ```
 //! use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 //! use fair_runtime::Model;
-//! use std::path::Path;
+//! use tch::{Device, Kind, Tensor};
 //!
-//! let graph = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 10)?;
-//! let model = Model::from_safetensors(graph, Path::new("vgg.safetensors"), tch::Device::Cpu)?;
-//! let data = Calibration::from_safetensors(Path::new("calibration.safetensors"))?;
+//! // Stand-ins for a trained model and a calibration file (`inputs`, `labels`).
+//! let dir = tempfile::tempdir()?;
+//! let (weights, calibration) = (dir.path().join("vgg.safetensors"), dir.path().join("calibration.safetensors"));
+//! let graph = fair_zoo::build("vgg_compact", &[1, 16, 16], 2)?;
+//! Model::new(graph.clone(), Device::Cpu, 0)?.save_weights(&weights)?;
+//! let x = Tensor::randn([16, 1, 16, 16], (Kind::Float, Device::Cpu));
+//! let y = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(2);
+//! fair_runtime::write_safetensors(&calibration, &[("inputs".into(), x), ("labels".into(), y)])?;
+//!
+//! let model = Model::from_safetensors(graph, &weights, Device::Cpu)?;
+//! let data = Calibration::from_safetensors(&calibration)?;
 //! let criteria = Registry::default().create_all(&["u", "r", "l1"], &ScoringSettings::default())?;
-//! let scores = fair_scoring::score(&model, Some(&data), &criteria, Progress::default())?;
-//! scores.save(Path::new("scores.json"))?;
+//! let scores = fair_scoring::score(&model, Some(&data), &criteria, Progress::QUIET)?;
+//! assert_eq!(scores.criteria(), ["l1", "r", "u"]);
+//! assert_eq!((scores.layers[0].layer.as_str(), scores.layers[0].units), ("features.0", 16));
+//! assert_eq!(scores.layers[0].scores["u"].len(), 16);
+//! scores.save(&dir.path().join("scores.json"))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

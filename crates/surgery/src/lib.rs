@@ -9,9 +9,9 @@
 //! contract, with `finetune.py` (torchrun-ready PyTorch DDP fine-tuning, see
 //! [`FinetuneSpec`]).
 //!
-//! ```no_run
+//! ```
 //! use fair_analysis::{Plan, ResolveOptions};
-//! let graph = fair_zoo::build("resnet56", &[3, 32, 32], 10)?;
+//! let graph = fair_zoo::build("resnet20", &[3, 32, 32], 10)?;
 //! let model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0)?;
 //! // Remove channels 0 and 5 of the first stage (the stem and every block output of stage 1
 //! // are coupled by the residual adds, so the plan names them all).
@@ -20,8 +20,15 @@
 //! let mut plan = Plan::new();
 //! for layer in &stage1 { plan = plan.remove(layer, [0, 5]); }
 //! let pruned = fair_surgery::apply(&model, &plan, &ResolveOptions::default())?;
-//! println!("{} → {} parameters", pruned.report.params.0, pruned.report.params.1);
-//! fair_surgery::export(&pruned.model, std::path::Path::new("resnet56-pruned"))?;
+//! assert_eq!(pruned.model.graph().units("conv1"), Some(14));
+//! let (before, after) = pruned.report.params;
+//! assert!(after < before);
+//!
+//! let dir = tempfile::tempdir()?;
+//! fair_surgery::export(&pruned.model, dir.path())?;
+//! for file in ["model.safetensors", "model.toml", "model.py", "model.onnx", "finetune.py"] {
+//!     assert!(dir.path().join(file).is_file(), "{file} is missing");
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -7,8 +7,13 @@
 //! - [`max_abs_diff`]: the largest element-wise difference of two tensors of equal shape.
 //! - [`noise_dataset`]: a seeded in-memory dataset of uniform-noise images, two classes.
 //!
-//! ```no_run
+//! ```
+//! use tch::Tensor;
+//! let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+//! assert_eq!(fair_testkit::max_abs_diff(&a, &(&a + 0.25)), 0.25);
+//! // A cross-check test starts with the reference Python (or skips knowingly).
 //! let Some(python) = fair_testkit::reference_python("the torchvision cross-check") else { return };
+//! assert!(python.is_file(), "no Python at {}", python.display());
 //! ```
 
 use std::path::PathBuf;
