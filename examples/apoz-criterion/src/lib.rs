@@ -4,11 +4,33 @@
 //! the score is the fraction of *non-zero* outputs, `1 − APoZ` (low = remove), which fits
 //! Tolerance of Difference's remove-by side.
 //!
-//! ```no_run
-//! let mut registry = fair_scoring::Registry::default();
+//! ```
+//! use fair_runtime::{Mode, Model};
+//! use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let mut registry = Registry::default();
 //! fair_example_apoz::register(&mut registry);
 //! // Now "apoz" works everywhere a criterion name does, e.g.
 //! // Pruner::new(&model).registry(registry).remove_by("apoz").protect_by("r")...
+//! let model = Model::new(fair_zoo::build("vgg_compact", &[1, 8, 8], 2)?, Device::Cpu, 0)?;
+//! let x = Tensor::randn([8, 1, 8, 8], (Kind::Float, Device::Cpu));
+//! let y = Tensor::arange(8, (Kind::Int64, Device::Cpu)).remainder(2);
+//! let data = Calibration::new(x.shallow_clone(), &y, "random images")?;
+//! let criteria = registry.create_all(&["apoz"], &ScoringSettings::default())?;
+//! let scores = fair_scoring::score(&model, Some(&data), &criteria, Progress::QUIET)?;
+//!
+//! // features.0 (16 channels) is followed by BatchNorm features.1 and ReLU features.2: its
+//! // score is the fraction of positive ReLU outputs per channel.
+//! let first = &scores.layers[0];
+//! assert_eq!((first.layer.as_str(), first.scores["apoz"].len()), ("features.0", 16));
+//! let relu = tch::no_grad(|| model.forward_with_taps(&x, Mode::Eval, &["features.2"]))?.taps["features.2"]
+//!     .shallow_clone();
+//! let expected = Vec::<f64>::try_from(relu.gt(0.0).to_kind(Kind::Double).mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double))?;
+//! for (got, want) in first.scores["apoz"].iter().zip(&expected) {
+//!     assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use fair_runtime::Mode;
