@@ -47,6 +47,7 @@ mod preset;
 mod pruner;
 mod report;
 mod settings;
+pub mod stages;
 mod torchrun;
 
 pub use config::{
