@@ -378,3 +378,118 @@ pub fn export(
     plan.save(&dir.join("plan.json"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pruner;
+    use fair_data::Dataset;
+
+    fn data(n: usize) -> Dataset {
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let pixels = (0..n * 64)
+            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
+            .collect();
+        Dataset::new(
+            "toy/train",
+            [1, 8, 8],
+            pixels,
+            labels,
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
+    }
+
+    fn transform() -> Transform {
+        Transform {
+            mean: vec![0.5],
+            std: vec![0.25],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stages_one_by_one_make_what_the_pruner_makes() {
+        tch::set_num_threads(1);
+        let graph = fair_zoo::build("vgg_compact", &[1, 8, 8], 2).unwrap();
+        let model = Model::new(graph, tch::Device::Cpu, 1).unwrap();
+        let d = data(48);
+        let reconstruction = Reconstruction {
+            batches: 2,
+            batch_size: 24,
+            seed: 5,
+            ..Default::default()
+        };
+        let recalibration = BnRecalibration {
+            batches: 3,
+            batch_size: 16,
+            seed: 4,
+        };
+        let goal = Goal::Alpha(0.5);
+        let outcome = Pruner::new(&model)
+            .criteria(["l1"])
+            .remove_by("l1")
+            .protect_by("l2")
+            .rank_by("l1")
+            .goal(goal)
+            .evaluate_on(&d, &transform())
+            .reconstruct_on(&d, &transform(), reconstruction.clone())
+            .recalibrate_on(&d, &transform(), recalibration.clone())
+            .run()
+            .unwrap();
+
+        let names = ["l1".to_owned(), "l2".to_owned()];
+        let settings = crate::Preset::default().settings(32).scoring;
+        let scored = score(
+            &model,
+            None,
+            &Registry::default(),
+            &names,
+            &settings,
+            None,
+            Progress::QUIET,
+        )
+        .unwrap();
+        assert!(!scored.reused && scored.partly_reused.is_empty());
+        let options = crate::Preset::default().select_options();
+        let selector = selector(&scored.scores, Method::Tod, "l1", "l2", "l1", options).unwrap();
+        let selection = select(&selector, goal, Method::Tod).unwrap();
+        let pruned = apply(&model, &selection.resolution).unwrap();
+        let steps = AfterSurgery {
+            reconstruction: Some(OnData {
+                settings: reconstruction,
+                train: &d,
+                transform: transform(),
+            }),
+            recalibration: Some(OnData {
+                settings: recalibration,
+                train: &d,
+                transform: transform(),
+            }),
+        };
+        let done = after_surgery(&model, &pruned, &selection.resolution, &steps, None).unwrap();
+        let one_shot = evaluate(&pruned, &d, &transform()).unwrap();
+
+        let r = &outcome.report.results[0];
+        let (mut ours, mut theirs) = (
+            done.reconstruction.unwrap(),
+            r.reconstruction.clone().unwrap(),
+        );
+        // Wall times differ from run to run.
+        ours.seconds = 0.0;
+        theirs.seconds = 0.0;
+        assert_eq!(ours, theirs);
+        let (mut ours, mut theirs) = (
+            done.recalibration.unwrap(),
+            r.recalibration.clone().unwrap(),
+        );
+        ours.seconds = 0.0;
+        theirs.seconds = 0.0;
+        assert_eq!(ours, theirs);
+        assert_eq!((ours.layers, ours.samples), (5, 48));
+        assert_eq!(Some(one_shot), r.one_shot);
+        for (name, t) in outcome.models[0].named_tensors() {
+            assert!(t.equal(pruned.tensor(&name).unwrap()), "{name}");
+        }
+    }
+}
