@@ -1114,7 +1114,7 @@ impl<'a> Pruner<'a> {
             .map(|f| &f.transform)
             .or(self.evaluation.as_ref().map(|e| &e.transform));
         let settings = self.finetune.as_ref().map(|f| &f.settings);
-        Ok(crate::torchrun::spec_for(graph, transform, settings))
+        Ok(stages::finetune_spec(graph, transform, settings))
     }
 
     /// A step after surgery as it runs: its settings (a preset's draws batches of the

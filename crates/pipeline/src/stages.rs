@@ -10,7 +10,8 @@
 //!    [`AfterSurgeryDone`] (what ran, as the report records it);
 //! 6. [`evaluate`]: top-1 and loss on a test split (one-shot, and again after fine-tuning);
 //! 7. [`finetune`]: in-process fine-tuning, optionally distilled from the unpruned model;
-//! 8. [`export`]: weights, IR, PyTorch module, `finetune.json` and `plan.json`.
+//! 8. [`export`]: weights, IR, PyTorch and ONNX models, `finetune.py` with `finetune.json`
+//!    ([`finetune_spec`]) and `plan.json`.
 //!
 //! ```
 //! use fair_pipeline::stages::{self, AfterSurgery};
@@ -360,9 +361,20 @@ pub fn finetune(
     Ok(())
 }
 
+/// The `finetune.json` of an export made outside torchrun, as [`crate::Pruner::run`] writes
+/// it: the model's input and classes, the fine-tuning (or evaluation) `transform` and the
+/// fine-tuning `settings` when known, no data source.
+pub fn finetune_spec(
+    graph: &fair_ir::Graph,
+    transform: Option<&Transform>,
+    settings: Option<&TrainSettings>,
+) -> FinetuneSpec {
+    crate::torchrun::spec_for(graph, transform, settings)
+}
+
 /// Exports `model` into the directory `dir` (created if missing): `model.safetensors`,
-/// `model.toml`, `model.py` and `finetune.json` (from `spec`, see
-/// [`fair_surgery::export_with`]), and `plan` as `plan.json`.
+/// `model.toml`, `model.py`, `model.onnx`, `finetune.py` and `finetune.json` (from `spec`,
+/// e.g. [`finetune_spec`]; see [`fair_surgery::export_with`]), and `plan` as `plan.json`.
 pub fn export(
     model: &Model,
     plan: &Plan,
