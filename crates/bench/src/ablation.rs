@@ -41,6 +41,7 @@ use fair_analysis::{
     SelectOptions, Selector,
 };
 use fair_data::{ImageSource, Source, Transform};
+use fair_pipeline::stages::{self, AfterSurgery, OnData};
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
 use fair_scoring::{AnalysisPoint, Progress, RMode, Registry, ScoringSettings};
@@ -607,16 +608,6 @@ fn top1(model: &Model, val: &Source, test: &Source, t: &Transform) -> Result<Val
     Ok(json!({"val": v, "test": te}))
 }
 
-/// Re-estimates the BatchNorm statistics of a pruned model on the fine-tuning set.
-fn recalibrate(model: &Model, data: &Source, transform: &Transform, seed: u64) -> Result<Value> {
-    let settings = BnRecalibration {
-        seed,
-        ..RECALIBRATION
-    };
-    let report = fair_train::recalibrate_batch_norm(model, data, transform, &settings)?;
-    Ok(serde_json::to_value(report)?)
-}
-
 /// What every plan of one network and seed is measured with.
 struct Seeded<'a> {
     dir: PathBuf,
@@ -673,31 +664,39 @@ impl Seeded<'_> {
                 check_digests(&plan, plan_path, &self.model, &self.model_digest)?;
                 let resolution =
                     Resolution::new(self.model.graph(), &plan, &ResolveOptions::default())?;
-                let model = fair_surgery::apply_resolution(&self.model, &resolution)?.model;
+                let model = stages::apply(&self.model, &resolution)?;
                 let (params, macs) = (model.graph().param_count(), model.graph().macs());
                 let one_shot = top1(&model, self.val, self.test, &self.eval_transform)?;
-                let reconstruction = match &self.reconstruction {
-                    Some(settings) => {
-                        let t = Instant::now();
-                        let report = fair_train::reconstruct_readers(
-                            &self.model,
-                            &model,
-                            &resolution,
-                            &self.finetune,
-                            &self.eval_transform,
-                            settings,
-                        )?;
-                        json!({"layers": report.layers, "samples": report.samples,
-                               "seconds": t.elapsed().as_secs_f64()})
-                    }
+                // The pipeline's steps after surgery, in its order: reconstruction (with
+                // `--reconstruct`), then the BatchNorm recalibration.
+                let steps = AfterSurgery {
+                    reconstruction: self.reconstruction.clone().map(|settings| OnData {
+                        settings,
+                        train: &self.finetune,
+                        transform: self.eval_transform.clone(),
+                    }),
+                    recalibration: Some(OnData {
+                        settings: self.recalibration.clone(),
+                        train: &self.finetune,
+                        transform: self.eval_transform.clone(),
+                    }),
+                };
+                let done = stages::after_surgery(&self.model, &model, &resolution, &steps, None)?;
+                // Stored as before: the reconstruction's layers, samples and time, and the
+                // recalibration's `fair_train::RecalibrationReport`.
+                let reconstruction = match done.reconstruction {
+                    Some(r) => json!({"layers": r.layers, "samples": r.samples,
+                                      "seconds": r.seconds}),
                     None => Value::Null,
                 };
-                let report = recalibrate(
-                    &model,
-                    &self.finetune,
-                    &self.eval_transform,
-                    self.recalibration.seed,
-                )?;
+                let report = match done.recalibration {
+                    Some(r) => serde_json::to_value(fair_train::RecalibrationReport {
+                        layers: r.layers,
+                        batches: r.batches,
+                        samples: r.samples,
+                    })?,
+                    None => Value::Null,
+                };
                 let recalibrated = top1(&model, self.val, self.test, &self.eval_transform)?;
                 model.save_weights(&start)?;
                 let figures = json!({

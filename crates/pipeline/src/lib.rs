@@ -1,11 +1,15 @@
 //! The fair-pruner pipeline as a library: what `fair-pruner prune` does, as one builder.
 //!
-//! Data flows one way: model + calibration data → scores (once; reused when they fit) →
-//! per-layer counts at every goal (an α, or a MACs/parameters target, never re-scoring) →
-//! a plan resolved over coupled layers → surgery → optional fine-tuning and evaluation →
-//! interleaved latency → export and a typed [`PruneReport`] (`report.json`, whose JSON
-//! Schema is `docs/report-schema.json`, versioned by [`REPORT_SCHEMA_VERSION`]) with
-//! `report.md` and SVG charts.
+//! Data flows one way, through the stage functions of [`stages`], which [`Pruner::run`]
+//! composes and which also run one by one: model + calibration data → scores
+//! ([`stages::score`]: once; reused, whole or in part, when they fit) → per-layer counts at
+//! every goal (an α, or a MACs/parameters target, never re-scoring) and a plan resolved over
+//! coupled layers ([`stages::selector`], [`stages::select`]) → surgery ([`stages::apply`])
+//! → reader reconstruction, then BatchNorm recalibration ([`stages::after_surgery`]) →
+//! evaluation and optional fine-tuning ([`stages::evaluate`], [`stages::finetune`]) →
+//! interleaved latency ([`measure`]) → export ([`stages::export`]) and a typed
+//! [`PruneReport`] (`report.json`, whose JSON Schema is `docs/report-schema.json`,
+//! versioned by [`REPORT_SCHEMA_VERSION`]) with `report.md` and SVG charts.
 //!
 //! ```no_run
 //! use fair_pipeline::{Goal, GroupRule, Pruner};
@@ -47,6 +51,7 @@ mod preset;
 mod pruner;
 mod report;
 mod settings;
+pub mod stages;
 mod torchrun;
 
 pub use config::{

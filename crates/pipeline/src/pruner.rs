@@ -1,11 +1,11 @@
 //! [`Pruner`]: the whole pipeline as one builder — score once (or reuse stored scores), turn
 //! every goal into a resolved plan, apply it, evaluate and fine-tune, measure latency,
-//! export, and report.
+//! export, and report. [`Pruner::run`] composes the stage functions of [`crate::stages`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions, Selector};
+use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions};
 use fair_data::{ImageSource, Transform};
 use fair_fs::OutputGuard;
 use fair_runtime::Model;
@@ -19,17 +19,15 @@ use crate::latency::{LatencyOptions, measure};
 use crate::preset::Preset;
 use crate::report::{
     Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult,
-    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo,
-    ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, StepStatus,
+    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, Reduction, ScoringInfo,
+    SelectionSettings, StepStatus,
 };
 use crate::settings::{ConfigRun, PruneSettings};
+use crate::stages::{self, OnData, Scored};
 use crate::torchrun::{Distill, Torchrun};
 
 /// The libtorch version fair-pruner is built against (tch 0.24).
 pub const LIBTORCH_VERSION: &str = "2.11.0";
-
-/// Batch size of evaluations.
-const EVAL_BATCH: usize = 512;
 
 /// Where the test split comes from, for accuracy before and after.
 struct Evaluation<'a> {
@@ -880,190 +878,80 @@ impl<'a> Pruner<'a> {
         };
 
         let before_accuracy = self.evaluate(model)?;
-        let criteria = self
-            .registry
-            .create_all(&self.criterion_names(), &self.scoring_settings())?;
 
-        // Score once; reuse stored scores with the same provenance.
-        let model_digest = fair_scoring::model_digest(model)?;
-        let data_digest = match self.calibration {
-            Some(c) => c.digest()?,
-            None => String::new(),
-        };
+        // Score once; reuse stored scores (or some of them) with the same provenance.
         let stored = self.stored.clone().or_else(|| {
             let path = self.out.as_ref()?.join("scores.json");
             ScoreFile::load(&path).ok()
         });
-        let progress = Progress {
-            enabled: self.progress,
-        };
-        // Which requested criteria the stored file already holds for this model, data and
-        // settings: only the others are scored, and merged into it (`ScoreFile::merge`).
-        let fit: Vec<bool> = stored.as_ref().map_or_else(Vec::new, |f| {
-            (0..criteria.len())
-                .map(|i| fair_scoring::reusable(f, &model_digest, &data_digest, &criteria[i..=i]))
-                .collect()
-        });
-        let (mut kept, mut missing) = (Vec::new(), Vec::new());
-        for (i, c) in criteria.iter().enumerate() {
-            let list = if fit.get(i).copied().unwrap_or(false) {
-                &mut kept
-            } else {
-                &mut missing
-            };
-            list.push(c.name().to_owned());
-        }
-        let (mut scores, reused, partly_reused) = match stored {
-            Some(f) if missing.is_empty() => {
-                say("reusing stored scores (same model, data and settings)".into());
-                (f, true, Vec::new())
-            }
-            Some(f) if !kept.is_empty() => {
-                let to_score = self
-                    .registry
-                    .create_all(&missing, &self.scoring_settings())?;
-                let added = fair_scoring::score(model, self.calibration, &to_score, progress)?;
-                // Stored scores of a criterion whose settings changed are replaced.
-                let mut merged = f.clone();
-                for name in &missing {
-                    merged.remove_criterion(name);
-                }
-                match merged.merge(added) {
-                    Ok(()) => {
-                        say(format!(
-                            "reusing stored scores of {} (same model, data and settings); \
-                             scored {}",
-                            kept.join(", "),
-                            missing.join(", ")
-                        ));
-                        (merged, false, kept)
-                    }
-                    // The stored file cannot take the new scores (e.g. data-free criteria
-                    // stored from another draw): score everything on this draw.
-                    Err(e) => {
-                        say(format!("re-scoring every criterion: {e}"));
-                        (
-                            fair_scoring::score(model, self.calibration, &criteria, progress)?,
-                            false,
-                            Vec::new(),
-                        )
-                    }
-                }
-            }
-            _ => (
-                fair_scoring::score(model, self.calibration, &criteria, progress)?,
-                false,
-                Vec::new(),
-            ),
-        };
+        let Scored {
+            mut scores,
+            reused,
+            partly_reused,
+            data_digest,
+        } = stages::score(
+            model,
+            self.calibration,
+            &self.registry,
+            &self.criterion_names(),
+            &self.scoring_settings(),
+            stored,
+            Progress {
+                enabled: self.progress,
+            },
+        )?;
         // So that `fair-pruner ratios` on the written scores counts with the same preset.
         scores.provenance.preset = Some(self.preset.name().to_owned());
 
         // Uniform counts read only the ranking criterion.
         let select = self.select_options();
         let rank = self.rank();
-        let selector = Selector::from_scores_for(
+        let selector = stages::selector(
             &scores,
-            Path::new("scores"),
             self.method,
             self.remove_signal(),
             self.protect_signal(),
             &rank,
             select.clone(),
         )?;
-        let reconstruction_step = self.reconstruction_step();
-        let recalibration_step = self.recalibration_step();
+        let steps = stages::AfterSurgery {
+            reconstruction: self.prepared(&self.reconstruction_step()),
+            recalibration: self.prepared(&self.recalibration_step()),
+        };
         let mut results = Vec::new();
         let mut models = Vec::new();
         for &goal in &self.goals {
+            let label = goal.label();
+            let announce = self.progress.then_some(label.as_str());
             let start = Instant::now();
-            let selection = selector.select(goal, self.method)?;
+            let selection = stages::select(&selector, goal, self.method)?;
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
-            let pruned = fair_surgery::apply_resolution(model, &selection.resolution)?;
-            let mut pruned_model = pruned.model;
-            let reconstruction = match self.prepared(&reconstruction_step) {
-                Some((settings, train, transform)) => {
-                    say(format!(
-                        "reconstructing the readers of {} on {} batch(es) of {}",
-                        goal.label(),
-                        settings.batches,
-                        train.name()
-                    ));
-                    let started = Instant::now();
-                    let done = fair_train::reconstruct_readers(
-                        model,
-                        &pruned_model,
-                        &selection.resolution,
-                        train,
-                        &transform,
-                        &settings,
-                    )?;
-                    Some(ReconstructionInfo {
-                        batches: settings.batches,
-                        batch_size: done.samples.checked_div(settings.batches).unwrap_or(0),
-                        samples: done.samples,
-                        layers: done.layers.into_iter().map(Into::into).collect(),
-                        ridge: settings.ridge,
-                        seed: settings.seed,
-                        data: train.name().to_owned(),
-                        seconds: started.elapsed().as_secs_f64(),
-                    })
-                }
-                _ => None,
-            };
-            let recalibration = match self.prepared(&recalibration_step) {
-                Some((settings, train, transform)) => {
-                    say(format!(
-                        "recalibrating BatchNorm of {} on {} batch(es) of {}",
-                        goal.label(),
-                        settings.batches,
-                        train.name()
-                    ));
-                    let started = Instant::now();
-                    let done = fair_train::recalibrate_batch_norm(
-                        &pruned_model,
-                        train,
-                        &transform,
-                        &settings,
-                    )?;
-                    Some(RecalibrationInfo {
-                        layers: done.layers,
-                        batches: done.batches,
-                        batch_size: done.samples.checked_div(done.batches).unwrap_or(0),
-                        samples: done.samples,
-                        seed: settings.seed,
-                        data: train.name().to_owned(),
-                        seconds: started.elapsed().as_secs_f64(),
-                    })
-                }
-                _ => None,
-            };
+            let mut pruned_model = stages::apply(model, &selection.resolution)?;
+            let done = stages::after_surgery(
+                model,
+                &pruned_model,
+                &selection.resolution,
+                &steps,
+                announce,
+            )?;
             let one_shot = self.evaluate(&pruned_model)?;
             let mut epochs = 0;
             if let Some(f) = &self.finetune
                 && f.settings.epochs > 0
             {
                 epochs = f.settings.epochs;
-                say(format!(
-                    "fine-tuning {} for {epochs} epoch(s)",
-                    goal.label()
-                ));
-                let eval_t = f.transform.for_evaluation();
-                fair_train::train_with_teacher(
+                stages::finetune(
                     &mut pruned_model,
                     self.distill.as_ref().map(|d| (model, d)),
                     f.train,
-                    None,
                     &f.transform,
-                    &eval_t,
                     &f.settings,
-                    self.progress,
+                    announce,
                 )?;
             }
             let mut torchrun = None;
             if let (Some(t), Some(version), Some(dir)) = (&self.torchrun, &torch_version, &staged) {
                 epochs = t.epochs();
-                let label = goal.label();
                 torchrun = Some(t.run(
                     &mut pruned_model,
                     model,
@@ -1080,17 +968,14 @@ impl<'a> Pruner<'a> {
             };
             let widths = selection.widths();
             let (params_removed, macs_removed) = selection.reduction();
-            let label = goal.label();
             if let Some(dir) = &staged {
-                let sub = dir.path().join(&label);
-                std::fs::create_dir_all(&sub).map_err(|source| fair_fs::FsError::Io {
-                    action: "cannot create",
-                    path: sub.clone(),
-                    source,
-                })?;
                 let spec = self.finetune_spec(pruned_model.graph())?;
-                fair_surgery::export_with(&pruned_model, &sub, &spec)?;
-                selection.plan().save(&sub.join("plan.json"))?;
+                stages::export(
+                    &pruned_model,
+                    &selection.plan(),
+                    &dir.path().join(&label),
+                    &spec,
+                )?;
             }
             results.push(PruneResult {
                 label: label.clone(),
@@ -1102,8 +987,8 @@ impl<'a> Pruner<'a> {
                 },
                 threshold_ms,
                 one_shot,
-                reconstruction,
-                recalibration,
+                reconstruction: done.reconstruction,
+                recalibration: done.recalibration,
                 finetune_epochs: epochs,
                 torchrun,
                 after: figures(&pruned_model, accuracy),
@@ -1229,7 +1114,7 @@ impl<'a> Pruner<'a> {
             .map(|f| &f.transform)
             .or(self.evaluation.as_ref().map(|e| &e.transform));
         let settings = self.finetune.as_ref().map(|f| &f.settings);
-        Ok(crate::torchrun::spec_for(graph, transform, settings))
+        Ok(stages::finetune_spec(graph, transform, settings))
     }
 
     /// A step after surgery as it runs: its settings (a preset's draws batches of the
@@ -1237,10 +1122,7 @@ impl<'a> Pruner<'a> {
     /// explicit source, else the fine-tuning's training split (transform without
     /// augmentation). `None` when the step is off or has no data (a preset's step then
     /// does not run).
-    fn prepared<S: Drawn>(
-        &self,
-        step: &Option<AfterSurgery<'a, S>>,
-    ) -> Option<(S, &'a dyn ImageSource, Transform)> {
+    fn prepared<S: Drawn>(&self, step: &Option<AfterSurgery<'a, S>>) -> Option<OnData<'a, S>> {
         let r = step.as_ref()?;
         let (train, transform) = match &r.source {
             Some((train, t)) => (*train, t.clone()),
@@ -1251,7 +1133,11 @@ impl<'a> Pruner<'a> {
             let batch_size = self.finetune.as_ref().map(|f| f.settings.batch_size);
             settings.set_draw(batch_size, self.seed);
         }
-        Some((settings, train, transform))
+        Some(OnData {
+            settings,
+            train,
+            transform,
+        })
     }
 
     /// The training split of the steps after surgery without their own: the fine-tuning's,
@@ -1304,23 +1190,10 @@ impl<'a> Pruner<'a> {
 
     /// Top-1 and loss on the test split, if one was given.
     fn evaluate(&self, model: &Model) -> Result<Option<Accuracy>, PipelineError> {
-        let Some(e) = &self.evaluation else {
-            return Ok(None);
-        };
-        let r = fair_train::evaluate(model, e.test, &e.transform, EVAL_BATCH)?;
-        if !r.loss.is_finite() {
-            return Err(PipelineError::invalid(
-                "weights",
-                format!(
-                    "the model's test loss is {}: its outputs hold NaN or infinite values",
-                    r.loss
-                ),
-            ));
-        }
-        Ok(Some(Accuracy {
-            top1: r.top1,
-            loss: r.loss,
-        }))
+        self.evaluation
+            .as_ref()
+            .map(|e| stages::evaluate(model, e.test, &e.transform))
+            .transpose()
     }
 }
 
