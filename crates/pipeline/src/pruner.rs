@@ -1172,7 +1172,7 @@ impl<'a> Pruner<'a> {
                     format!(
                         "{whose} needs training data: none is known (give it with {builder}, \
                          train_split or the in-process fine-tuning, whose training split it then \
-                         uses; or turn it off with {opt_out}, or `{setting}` = 0)"
+                         uses; or turn it off with {opt_out}, or `{setting}` set to 0)"
                     ),
                 ))
             }
