@@ -85,3 +85,25 @@ pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, Torchru
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Data shared by the unit tests of the pipeline's modules.
+#[cfg(test)]
+mod test_data {
+    use fair_data::Dataset;
+
+    /// `n` 8×8 grey images of two classes (alternating labels), deterministic pixels.
+    pub(crate) fn toy(n: usize) -> Dataset {
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let pixels = (0..n * 64)
+            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
+            .collect();
+        Dataset::new(
+            "toy/train",
+            [1, 8, 8],
+            pixels,
+            labels,
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
+    }
+}

@@ -1216,23 +1216,9 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fair_data::Dataset;
     use tch::Device;
 
-    fn data(n: usize) -> Dataset {
-        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
-        let pixels = (0..n * 64)
-            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
-            .collect();
-        Dataset::new(
-            "toy/train",
-            [1, 8, 8],
-            pixels,
-            labels,
-            vec!["a".into(), "b".into()],
-        )
-        .unwrap()
-    }
+    use crate::test_data::toy as data;
 
     fn model() -> Model {
         let g = fair_zoo::build("vgg_compact", &[1, 8, 8], 2).unwrap();

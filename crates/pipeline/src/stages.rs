@@ -395,22 +395,8 @@ pub fn export(
 mod tests {
     use super::*;
     use crate::Pruner;
-    use fair_data::Dataset;
 
-    fn data(n: usize) -> Dataset {
-        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
-        let pixels = (0..n * 64)
-            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
-            .collect();
-        Dataset::new(
-            "toy/train",
-            [1, 8, 8],
-            pixels,
-            labels,
-            vec!["a".into(), "b".into()],
-        )
-        .unwrap()
-    }
+    use crate::test_data::toy as data;
 
     fn transform() -> Transform {
         Transform {
