@@ -26,13 +26,7 @@ fn idx_header(magic: u8, dims: &[u32]) -> Vec<u8> {
     v
 }
 
-/// The process's peak resident memory in bytes (Linux), if known.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use fair_testkit::peak_rss;
 
 #[test]
 fn a_gz_idx_longer_than_its_header_is_refused_without_decompressing_it() {

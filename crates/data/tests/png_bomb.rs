@@ -62,13 +62,7 @@ fn png_with_icc(icc: usize) -> Vec<u8> {
     png_with(b"iCCP", &iccp)
 }
 
-/// The process's peak resident memory in bytes (Linux), if known.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use fair_testkit::peak_rss;
 
 fn write_tree(root: &Path, bomb: &[u8]) {
     std::fs::create_dir_all(root.join("cat")).unwrap();

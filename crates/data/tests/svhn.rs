@@ -206,13 +206,7 @@ fn compressed(head: &[u8], zeros: usize) -> Vec<u8> {
     out
 }
 
-/// The process's peak resident memory in bytes (Linux), if known.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use fair_testkit::peak_rss;
 
 #[test]
 fn hand_built_files_load() {

@@ -375,6 +375,10 @@ pub fn finetune_spec(
 /// Exports `model` into the directory `dir` (created if missing): `model.safetensors`,
 /// `model.toml`, `model.py`, `model.onnx`, `finetune.py` and `finetune.json` (from `spec`,
 /// e.g. [`finetune_spec`]; see [`fair_surgery::export_with`]), and `plan` as `plan.json`.
+/// Each file is written atomically, but `dir` is taken as given: [`crate::Pruner::run`]
+/// exports into a staged directory checked by its [`crate::OutputGuard`] (never onto an
+/// input); a caller of this function alone should check `dir` the same way
+/// ([`crate::OutputGuard::dir`]).
 pub fn export(
     model: &Model,
     plan: &Plan,

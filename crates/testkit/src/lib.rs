@@ -105,3 +105,12 @@ pub fn write_idx_toy(dir: &std::path::Path) {
     write("train", 64);
     write("t10k", 32);
 }
+
+/// The process's peak resident memory in bytes (Linux `VmHWM`), if known. Memory tests that
+/// read it run alone in their test binary, so the peak is theirs.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
