@@ -5,7 +5,8 @@
 //!   work and built binaries find libtorch at run time.
 //! - `cargo xtask test [ARGS]` — setup, then `cargo test --workspace --no-fail-fast [ARGS] --
 //!   --include-ignored` (tests needing the reference Python or npm are `#[ignore]`d so that a
-//!   bare `cargo test -p <pure crate>` passes) and the library examples.
+//!   bare `cargo test -p <pure crate>` passes), the library examples, and the pipeline
+//!   README's config example against `fair-pruner prune` (one training epoch).
 //! - `cargo xtask demo` — setup, then the built-in demo (the README's main job).
 //! - `cargo xtask bench scoring` — our scoring against the authors' package, same run.
 //! - `cargo xtask bench compare` — FAIR-Pruner against the authors' package, uniform L1
@@ -194,7 +195,117 @@ fn test(extra: &[&str]) -> Result<()> {
         args.extend(["--", dir.as_str()]);
         cargo(&args)?;
     }
+    readme_config_example(&out.join("from-config"))
+}
+
+/// The pipeline README's "From a config" example (`crates/pipeline/examples/from_config.rs`,
+/// kept equal to the README by `xtask/tests/docs.rs`) makes the run `fair-pruner prune` makes:
+/// `configs/fashion-vgg.toml` trained for one epoch, then the CLI and the example on the same
+/// config, weights and α sweep. Their reports must agree on everything but timings and paths,
+/// and the exported plans and weights must be the same bytes.
+fn readme_config_example(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = "configs/fashion-vgg.toml";
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (weights, cli, library) = (path("model.safetensors"), path("cli"), path("library"));
+    let cli_run = |args: &[&str]| {
+        cargo(
+            &[
+                &[
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "fair-cli",
+                    "--bin",
+                    "fair-pruner",
+                    "--",
+                ],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    cli_run(&[
+        "train", "--config", config, "--epochs", "1", "--out", &weights, "-q",
+    ])?;
+    cli_run(&[
+        "prune",
+        "--config",
+        config,
+        "--weights",
+        &weights,
+        "--alpha-sweep",
+        "0.05,0.2,0.4",
+        "--out",
+        &cli,
+        "-q",
+    ])?;
+    cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "fair-pipeline",
+        "--example",
+        "from_config",
+        "--",
+        config,
+        &weights,
+        &library,
+    ])?;
+    let report = |dir: &str| -> Result<serde_json::Value> {
+        let file = Path::new(dir).join("report.json");
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let mut value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        strip_run_specific(&mut value);
+        Ok(value)
+    };
+    let (a, b) = (report(&cli)?, report(&library)?);
+    if a != b {
+        bail!(
+            "the README's config example and `fair-pruner prune` disagree:\n  CLI:     {a}\n  library: {b}"
+        );
+    }
+    let labels: Vec<String> = a["results"]
+        .as_array()
+        .context("report.json has no results")?
+        .iter()
+        .map(|r| r["label"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    if labels != ["alpha-0.05", "alpha-0.2", "alpha-0.4"] {
+        bail!("expected the three goals of the README's sweep, got {labels:?}");
+    }
+    for label in &labels {
+        for file in ["plan.json", "model.safetensors"] {
+            let read = |root: &str| {
+                let f = Path::new(root).join(label).join(file);
+                fs::read(&f).with_context(|| format!("cannot read {}", f.display()))
+            };
+            if read(&cli)? != read(&library)? {
+                bail!("{label}/{file} differs between the CLI's and the README example's output");
+            }
+        }
+    }
+    eprintln!("the pipeline README's config example gives the CLI's report and files");
     Ok(())
+}
+
+/// Drops what differs between two runs of the same job: timings, latency measurements and
+/// the output paths.
+fn strip_run_specific(value: &mut serde_json::Value) {
+    const RUN_SPECIFIC: [&str; 5] = ["seconds", "threshold_ms", "latency", "export", "files"];
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !RUN_SPECIFIC.contains(&k.as_str()));
+            map.values_mut().for_each(strip_run_specific);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_run_specific),
+        _ => {}
+    }
 }
 
 /// The built-in demo: Fashion-MNIST → train a compact VGG → `fair-pruner prune` (score once,

@@ -146,3 +146,31 @@ fn the_pure_crates_in_the_docs_are_the_ones_ci_checks() {
         "the crates marked `no` (libtorch) in docs/architecture.md's table and .ci/run's list differ"
     );
 }
+
+/// The pipeline README's "From a config" example is `crates/pipeline/examples/from_config.rs`
+/// as written (without the file's `//!` header), so running the example, as `cargo xtask test`
+/// does next to the CLI, runs what the README shows.
+#[test]
+fn the_pipeline_readme_config_example_is_the_example_file() {
+    let readme = read("crates/pipeline/README.md");
+    let example = read("crates/pipeline/examples/from_config.rs");
+    let code: String = example
+        .lines()
+        .filter(|l| !l.starts_with("//!"))
+        .skip_while(|l| l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let blocks: Vec<&str> = readme
+        .split("```rust")
+        .skip(1)
+        .map(|b| {
+            let b = &b[b.find('\n').expect("a code block has a first line") + 1..];
+            &b[..b.find("```").expect("a code block is closed")]
+        })
+        .collect();
+    assert!(
+        blocks.iter().any(|b| *b == code),
+        "no code block of crates/pipeline/README.md equals examples/from_config.rs; \
+         copy the example's code (after its //! header) into the README"
+    );
+}
