@@ -106,13 +106,19 @@ pub(crate) fn positive(text: &str) -> Result<usize, String> {
 
 /// Reads a JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    read_as(path)
+}
+
+/// Reads a JSON file into `T`.
+pub(crate) fn read_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON of the expected form", path.display()))
 }
 
 /// Writes pretty JSON atomically.
-pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     fair_fs::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
     Ok(())
 }
