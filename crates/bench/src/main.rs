@@ -26,6 +26,17 @@
 //!   groups, a random plan verified (dead units, `onnx.checker`, ONNX Runtime on the pruned
 //!   export); writes `target/bench/onnx-coverage/summary.json` and the table in `docs/onnx.md`.
 //!
+//! Layout: one module per benchmark (`scoring`, `compare` with its tables in `tables`,
+//! `loader`, `onnx_coverage`, `gpu_check`); the ablation is a module directory with one job
+//! per file: `ablation/experiment.rs` (suspects, methods, variants, options),
+//! `ablation/runner.rs` (one network and seed measured), `ablation/results.rs` (the typed
+//! `result.json` of a seed and `summary.json`, and how a seed's runs add up),
+//! `ablation/stats.rs` (mean ± std over seeds, the per-network aggregate) and
+//! `ablation/tables.rs` (Markdown table, SVG chart). The pruning steps the benchmarks measure
+//! run through `fair_pipeline::stages` (score, selector, select, apply, after_surgery,
+//! evaluate, finetune), so no bench restates the pipeline's order; plans made by the
+//! references (the authors' package, Torch-Pruning) join at `stages::apply`.
+//!
 //! `cargo xtask bench scoring|compare|ablation|loader|onnx-coverage` provisions libtorch and the reference
 //! Python, then runs this binary (`cargo run --release -p fair-bench`). The reference side
 //! runs the Python scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
