@@ -16,18 +16,18 @@
 //! a table in `docs/results.md` (between the `bench ablation` markers) and one chart per
 //! network (`docs/ablation-<net>.svg`).
 //!
-//! The methods: `fair-paper` (the authors' package settings) and one variant per suspect,
-//! each changing one thing ([`Suspect`](experiment::Suspect)); the default (`fair-default`, [`DEFAULT`](experiment::DEFAULT)); the
-//! default before its last two changes (`fair-previous`, [`PREVIOUS`](experiment::PREVIOUS)) and changes of it
-//! (`fair-package-rule`: the package group rule, [`PACKAGE_RULE`](experiment::PACKAGE_RULE); `fair-mac-half`: MAC
-//! weight γ = 0.5; `fair-uniform-u`: uniform counts, U ranking; `fair-tod-l1` and
-//! `fair-tod-group-l1`: ToD counts, L1 or group-L1 ranking; `fair-exact`: counts that land on
-//! the target; `fair-exact-after-bn`: that with U read after the BatchNorm); the default
-//! before its MAC costs were measured per fraction of a layer (`fair-mac-unit`, [`UNIT_COST`](experiment::UNIT_COST))
-//! and its shared-cost change (`fair-mac-shared`); the baselines
-//! `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global Taylor and
-//! global group-norm pruning (`xtask/bench/ablation_reference.py`).
-
+//! The methods: `fair-paper` (the authors' package settings) and one variant per suspect, each
+//! changing one thing ([`Suspect`](experiment::Suspect)); the default (`fair-default`,
+//! [`DEFAULT`](experiment::DEFAULT)); the default before its last two changes (`fair-previous`,
+//! [`PREVIOUS`](experiment::PREVIOUS)) and changes of it (`fair-package-rule`: the package
+//! group rule, [`PACKAGE_RULE`](experiment::PACKAGE_RULE); `fair-mac-half`: MAC weight γ = 0.5;
+//! `fair-uniform-u`: uniform counts, U ranking; `fair-tod-l1` and `fair-tod-group-l1`: ToD
+//! counts, L1 or group-L1 ranking; `fair-exact`: counts that land on the target;
+//! `fair-exact-after-bn`: that with U read after the BatchNorm); the default before its MAC
+//! costs were measured per fraction of a layer (`fair-mac-unit`,
+//! [`UNIT_COST`](experiment::UNIT_COST)) and its shared-cost change (`fair-mac-shared`); the
+//! baselines `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global
+//! Taylor and global group-norm pruning (`xtask/bench/ablation_reference.py`).
 //!
 //! The module, one job per file:
 //!

@@ -143,7 +143,7 @@ pub enum Outcome {
 pub struct Row {
     /// The MACs target (fraction removed).
     pub target: f64,
-    /// The method's key ([`super::Method::key`]).
+    /// The method's key ([`super::experiment::Method::key`]).
     pub method: String,
     /// Whether the readers were reconstructed (`--reconstruct`); absent in rows written
     /// before the flag (see [`reconstructed`]).
