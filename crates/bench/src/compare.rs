@@ -650,6 +650,107 @@ mod tests {
         assert!(e.to_string().contains("another architecture"), "{e}");
     }
 
+    #[test]
+    fn the_stages_measure_a_plan_as_the_direct_calls_did() {
+        // A toy model and split; a plan from L1 scores at half the MACs.
+        tch::set_num_threads(1);
+        let graph = fair_zoo::build("vgg_compact", &[1, 8, 8], 2).unwrap();
+        let model = Model::new(graph, tch::Device::Cpu, 3).unwrap();
+        let n = 48;
+        let pixels = (0..n * 64)
+            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
+            .collect();
+        let labels = (0..n as i64).map(|i| i % 2).collect();
+        let classes = vec!["a".into(), "b".into()];
+        let data = fair_data::Dataset::new("toy", [1, 8, 8], pixels, labels, classes).unwrap();
+        let data = Source::Memory(data);
+        let train_transform = Transform {
+            mean: vec![0.5],
+            std: vec![0.25],
+            ..Default::default()
+        };
+        let eval_transform = train_transform.for_evaluation();
+        let settings = TrainSettings {
+            epochs: 1,
+            batch_size: 16,
+            lr: FINETUNE_LR,
+            ..Default::default()
+        };
+        let names = ["l1".to_owned(), "l2".to_owned()];
+        let scores = stages::score(
+            &model,
+            None,
+            &Registry::default(),
+            &names,
+            &fair_scoring::ScoringSettings::default(),
+            None,
+            Progress::QUIET,
+        )
+        .unwrap()
+        .scores;
+        let selector = stages::selector(
+            &scores,
+            Counts::Tod,
+            "l1",
+            "l2",
+            "l1",
+            SelectOptions::default(),
+        )
+        .unwrap();
+        let plan = stages::select(&selector, Goal::Macs(0.5), Counts::Tod)
+            .unwrap()
+            .plan();
+
+        // What `evaluate_plan` called before: surgery, evaluation and training directly.
+        let mut before = fair_surgery::apply(&model, &plan, &ResolveOptions::default())
+            .unwrap()
+            .model;
+        let one_shot_before = fair_train::evaluate(&before, &data, &eval_transform, EVAL_BATCH)
+            .unwrap()
+            .top1;
+        fair_train::train(
+            &mut before,
+            &data,
+            None,
+            &train_transform,
+            &eval_transform,
+            &settings,
+            false,
+        )
+        .unwrap();
+        let tuned_before = fair_train::evaluate(&before, &data, &eval_transform, EVAL_BATCH)
+            .unwrap()
+            .top1;
+
+        // The stages, as `Bench::apply` and `evaluate_plan` call them now.
+        let resolution = Resolution::new(model.graph(), &plan, &ResolveOptions::default()).unwrap();
+        let mut after = stages::apply(&model, &resolution).unwrap();
+        let one_shot = stages::evaluate(&after, &data, &eval_transform)
+            .unwrap()
+            .top1;
+        stages::finetune(&mut after, None, &data, &train_transform, &settings, None).unwrap();
+        let tuned = stages::evaluate(&after, &data, &eval_transform)
+            .unwrap()
+            .top1;
+
+        assert!(after.graph().macs() < model.graph().macs());
+        assert_eq!((one_shot, tuned), (one_shot_before, tuned_before));
+        for (name, t) in before.named_tensors() {
+            assert!(t.equal(after.tensor(&name).unwrap()), "{name}");
+        }
+        let untrained = stages::apply(&model, &resolution).unwrap();
+        assert!(
+            untrained
+                .named_tensors()
+                .into_iter()
+                .any(|(name, t)| !t.equal(after.tensor(&name).unwrap())),
+            "the fine-tuning ran"
+        );
+        // The size report written next to the model is the resolution's.
+        let direct = fair_surgery::apply(&model, &plan, &ResolveOptions::default()).unwrap();
+        assert_eq!(resolution.report(), direct.report);
+    }
+
     /// A selector over `vgg_compact` with made-up scores: U and R rise with the unit index
     /// (the low-U units are not the high-R ones until past half the layer), L1 falls.
     fn selector() -> Selector {
