@@ -15,11 +15,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use fair_analysis::{
-    Goal, Method as Counts, Plan, ResolveOptions, ScoreFile, SelectOptions, Selection, Selector,
-    graph_digest,
+    Goal, Method as Counts, Plan, Resolution, ResolveOptions, ScoreFile, SelectOptions, Selection,
+    Selector, graph_digest,
 };
 use fair_data::{ImageSource, Source, Transform};
 use fair_fs::StagedDir;
+use fair_pipeline::stages;
 use fair_pipeline::{DrawSettings, RunConfig};
 use fair_runtime::Model;
 use fair_scoring::{Progress, Registry};
@@ -172,18 +173,22 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Applies `plan` to the trained model and exports it to `out` (weights, IR, PyTorch
-    /// module and the size report as `report.json`), replacing the directory as a whole.
+    /// Applies `plan` to the trained model (`stages::apply`) and exports it to `out`
+    /// (weights, IR, PyTorch module and the size report as `report.json`), replacing the
+    /// directory as a whole.
     fn apply(&self, plan: &Plan, out: &Path) -> Result<Model> {
         let staged = StagedDir::new(out)?;
-        let pruned = fair_surgery::apply(&self.model, plan, &ResolveOptions::default())?;
-        fair_surgery::export(&pruned.model, staged.path())?;
+        let resolution = Resolution::new(self.model.graph(), plan, &ResolveOptions::default())?;
+        let pruned = stages::apply(&self.model, &resolution)?;
+        // Not `stages::export`, which adds `finetune.py`/`finetune.json` and `plan.json` in a
+        // directory taken as given: the comparison keeps its model files, staged.
+        fair_surgery::export(&pruned, staged.path())?;
         fair_fs::write_atomic(
             &staged.path().join("report.json"),
-            serde_json::to_string_pretty(&pruned.report)?.as_bytes(),
+            serde_json::to_string_pretty(&resolution.report())?.as_bytes(),
         )?;
         staged.commit()?;
-        Ok(pruned.model)
+        Ok(pruned)
     }
 
     /// One plan evaluated: applied, one-shot accuracy, fine-tuned accuracy. Reuses the
@@ -206,22 +211,22 @@ impl Bench<'_> {
             return Ok(figures);
         }
         check_digests(&plan, plan_path, &self.model, &self.model_digest)?;
+        // The pipeline's stages, without the steps after surgery (none in this
+        // comparison): apply, evaluate, fine-tune (its evaluation transform is the training
+        // transform's, `eval_transform`), evaluate.
         let mut model = self.apply(&plan, &out)?;
         let (params, macs) = (model.graph().param_count(), model.graph().macs());
-        let one_shot =
-            fair_train::evaluate(&model, &self.test, &self.eval_transform, EVAL_BATCH)?.top1;
-        fair_train::train(
+        let one_shot = stages::evaluate(&model, &self.test, &self.eval_transform)?.top1;
+        stages::finetune(
             &mut model,
-            &self.finetune,
             None,
+            &self.finetune,
             &self.train_transform,
-            &self.eval_transform,
             &self.finetune_settings,
-            false,
+            None,
         )?;
         model.save_weights(&out.join("finetuned.safetensors"))?;
-        let tuned =
-            fair_train::evaluate(&model, &self.test, &self.eval_transform, EVAL_BATCH)?.top1;
+        let tuned = stages::evaluate(&model, &self.test, &self.eval_transform)?.top1;
         let figures =
             json!({"params": params, "macs": macs, "one_shot": one_shot, "finetuned": tuned});
         write_json(&stored, &json!({"key": key, "figures": figures}))?;
@@ -270,7 +275,7 @@ fn uniform_target(reduction: f64) -> Option<f64> {
 /// The uniform-L1 plan reaching `target` (MACs or parameters), or the empty plan.
 fn uniform_plan(selector: &Selector, target: Option<Goal>) -> Result<Plan> {
     Ok(match target {
-        Some(goal) => selector.select(goal, Counts::Uniform)?.plan(),
+        Some(goal) => stages::select(selector, goal, Counts::Uniform)?.plan(),
         None => Plan::new(),
     })
 }
@@ -316,6 +321,7 @@ fn trained(
     let previous = read_json(&stamp).ok();
     if !weights.exists() || previous.as_ref().map(|t| &t["settings"]) != Some(&want) {
         eprintln!("  [{}] training {epochs} epochs …", net.key);
+        // Training the unpruned network is no pipeline stage.
         let mut model = Model::new(config.graph()?, tch::Device::Cpu, config.model.seed)?;
         let settings = TrainSettings {
             epochs,
@@ -331,7 +337,7 @@ fn trained(
             false,
         )?;
         model.save_weights(&weights)?;
-        let top1 = fair_train::evaluate(&model, data.1, eval_transform, EVAL_BATCH)?.top1;
+        let top1 = stages::evaluate(&model, data.1, eval_transform)?.top1;
         write_json(&stamp, &json!({"settings": want, "top1": top1}))?;
     }
     Ok(read_json(&stamp)?["top1"].as_f64().unwrap_or(f64::NAN))
@@ -404,26 +410,44 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
         &[("inputs".into(), x), ("labels".into(), y)],
     )?;
     eprintln!("  [{}] scoring (U, R, L1) …", net.key);
-    let criteria =
-        Registry::default().create_all(&["u", "r", "l1"], &scoring_settings(o.per_class))?;
     let scores = dir.join("scores.json");
-    let file: ScoreFile =
-        fair_scoring::score(&bench.model, Some(&calibration), &criteria, Progress::QUIET)?;
+    let file: ScoreFile = stages::score(
+        &bench.model,
+        Some(&calibration),
+        &Registry::default(),
+        &["u", "r", "l1"].map(String::from),
+        &scoring_settings(o.per_class),
+        None,
+        Progress::QUIET,
+    )?
+    .scores;
     file.save(&scores)?;
     let sec = |k: &str| file.provenance.criteria.get(k).map_or(0.0, |c| c.seconds);
 
     // 3. Plans: FAIR, ToD + L1 and uniform L1 (ours) from the stored scores.
     let plans = dir.join("plans");
     create_dir(&plans)?;
-    let by_u = Selector::from_scores(&file, &scores, "u", "r", "u", SelectOptions::default())?;
-    let by_l1 = Selector::from_scores(&file, &scores, "u", "r", "l1", SelectOptions::default())?;
+    // ToD selectors (U removes, R protects), ranking by U or by L1; the uniform baselines
+    // select uniform counts from the L1 one.
+    let tod = |rank_by| -> Result<Selector> {
+        let options = SelectOptions::default();
+        Ok(stages::selector(
+            &file,
+            Counts::Tod,
+            "u",
+            "r",
+            rank_by,
+            options,
+        )?)
+    };
+    let (by_u, by_l1) = (tod("u")?, tod("l1")?);
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     let mut ours_counts = serde_json::Map::new();
     for &alpha in &o.alphas {
         let key = format!("{alpha:.4}");
         let goal = Goal::Alpha(key.parse()?);
-        let fair = by_u.select(goal, Counts::Tod)?;
+        let fair = stages::select(&by_u, goal, Counts::Tod)?;
         let fair_path = plans.join(format!("fair-{key}.json"));
         fair.plan().save(&fair_path)?;
         let size = fair.resolution.report();
@@ -431,7 +455,9 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
         let params_target = 1.0 - size.params.1 as f64 / params0 as f64;
         ours_counts.insert(key.clone(), counts(&by_u, &fair));
         let tod_l1 = plans.join(format!("tod-l1-{key}.json"));
-        by_l1.select(goal, Counts::Tod)?.plan().save(&tod_l1)?;
+        stages::select(&by_l1, goal, Counts::Tod)?
+            .plan()
+            .save(&tod_l1)?;
         let uniform = plans.join(format!("uniform-l1-{key}.json"));
         uniform_plan(&by_l1, uniform_target(target).map(Goal::Macs))?.save(&uniform)?;
         // The same baseline at FAIR's parameter count instead of its MACs.
@@ -450,7 +476,9 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
         targets.push(target);
     }
 
-    // 4. The authors' package at the same α, Torch-Pruning at the same MACs.
+    // 4. The authors' package at the same α, Torch-Pruning at the same MACs: their plans come
+    // from the reference scripts (no scoring or selection stage of ours); they go through the
+    // same `stages::apply`, `stages::evaluate` and `stages::finetune` below.
     eprintln!(
         "  [{}] network-pruner 2.16 get_metrics (minutes) …",
         net.key
@@ -620,6 +648,107 @@ mod tests {
         plan.graph_digest = Some("0".repeat(64));
         let e = check_digests(&plan, path, &model, &digest).unwrap_err();
         assert!(e.to_string().contains("another architecture"), "{e}");
+    }
+
+    #[test]
+    fn the_stages_measure_a_plan_as_the_direct_calls_did() {
+        // A toy model and split; a plan from L1 scores at half the MACs.
+        tch::set_num_threads(1);
+        let graph = fair_zoo::build("vgg_compact", &[1, 8, 8], 2).unwrap();
+        let model = Model::new(graph, tch::Device::Cpu, 3).unwrap();
+        let n = 48;
+        let pixels = (0..n * 64)
+            .map(|i| ((i * 37 + (i / 64) * 11) % 251) as u8)
+            .collect();
+        let labels = (0..n as i64).map(|i| i % 2).collect();
+        let classes = vec!["a".into(), "b".into()];
+        let data = fair_data::Dataset::new("toy", [1, 8, 8], pixels, labels, classes).unwrap();
+        let data = Source::Memory(data);
+        let train_transform = Transform {
+            mean: vec![0.5],
+            std: vec![0.25],
+            ..Default::default()
+        };
+        let eval_transform = train_transform.for_evaluation();
+        let settings = TrainSettings {
+            epochs: 1,
+            batch_size: 16,
+            lr: FINETUNE_LR,
+            ..Default::default()
+        };
+        let names = ["l1".to_owned(), "l2".to_owned()];
+        let scores = stages::score(
+            &model,
+            None,
+            &Registry::default(),
+            &names,
+            &fair_scoring::ScoringSettings::default(),
+            None,
+            Progress::QUIET,
+        )
+        .unwrap()
+        .scores;
+        let selector = stages::selector(
+            &scores,
+            Counts::Tod,
+            "l1",
+            "l2",
+            "l1",
+            SelectOptions::default(),
+        )
+        .unwrap();
+        let plan = stages::select(&selector, Goal::Macs(0.5), Counts::Tod)
+            .unwrap()
+            .plan();
+
+        // What `evaluate_plan` called before: surgery, evaluation and training directly.
+        let mut before = fair_surgery::apply(&model, &plan, &ResolveOptions::default())
+            .unwrap()
+            .model;
+        let one_shot_before = fair_train::evaluate(&before, &data, &eval_transform, EVAL_BATCH)
+            .unwrap()
+            .top1;
+        fair_train::train(
+            &mut before,
+            &data,
+            None,
+            &train_transform,
+            &eval_transform,
+            &settings,
+            false,
+        )
+        .unwrap();
+        let tuned_before = fair_train::evaluate(&before, &data, &eval_transform, EVAL_BATCH)
+            .unwrap()
+            .top1;
+
+        // The stages, as `Bench::apply` and `evaluate_plan` call them now.
+        let resolution = Resolution::new(model.graph(), &plan, &ResolveOptions::default()).unwrap();
+        let mut after = stages::apply(&model, &resolution).unwrap();
+        let one_shot = stages::evaluate(&after, &data, &eval_transform)
+            .unwrap()
+            .top1;
+        stages::finetune(&mut after, None, &data, &train_transform, &settings, None).unwrap();
+        let tuned = stages::evaluate(&after, &data, &eval_transform)
+            .unwrap()
+            .top1;
+
+        assert!(after.graph().macs() < model.graph().macs());
+        assert_eq!((one_shot, tuned), (one_shot_before, tuned_before));
+        for (name, t) in before.named_tensors() {
+            assert!(t.equal(after.tensor(&name).unwrap()), "{name}");
+        }
+        let untrained = stages::apply(&model, &resolution).unwrap();
+        assert!(
+            untrained
+                .named_tensors()
+                .into_iter()
+                .any(|(name, t)| !t.equal(after.tensor(&name).unwrap())),
+            "the fine-tuning ran"
+        );
+        // The size report written next to the model is the resolution's.
+        let direct = fair_surgery::apply(&model, &plan, &ResolveOptions::default()).unwrap();
+        assert_eq!(resolution.report(), direct.report);
     }
 
     /// A selector over `vgg_compact` with made-up scores: U and R rise with the unit index

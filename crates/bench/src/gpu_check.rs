@@ -7,13 +7,12 @@
 //! `LD_LIBRARY_PATH=$(python -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 //! ./fair-bench gpu-check`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fair_analysis::{Goal, Method, SelectOptions, Selector};
-use fair_pipeline::{LatencyOptions, measure};
+use fair_analysis::{Goal, Method, SelectOptions};
+use fair_pipeline::{LatencyOptions, measure, stages};
 use fair_runtime::{Mode, Model};
 use fair_scoring::{Calibration, Progress, Registry};
 use tch::nn::OptimizerConfig;
@@ -85,8 +84,17 @@ fn steps(name: &str, device: Device, o: &Options) -> Result<Steps> {
     let calibration = Calibration::new(images, &labels, "random images")?;
 
     let settings = scoring_settings(o.per_class);
-    let criteria = Registry::default().create_all(&["u", "r", "l1"], &settings)?;
-    let file = fair_scoring::score(&model, Some(&calibration), &criteria, Progress::QUIET)?;
+    let names = ["u", "r", "l1"].map(String::from);
+    let file = stages::score(
+        &model,
+        Some(&calibration),
+        &Registry::default(),
+        &names,
+        &settings,
+        None,
+        Progress::QUIET,
+    )?
+    .scores;
     let seconds = |k: &str| {
         file.provenance
             .criteria
@@ -95,32 +103,26 @@ fn steps(name: &str, device: Device, o: &Options) -> Result<Steps> {
     };
 
     let start = Instant::now();
-    let selector = Selector::from_scores(
-        &file,
-        Path::new("(in memory)"),
-        "u",
-        "r",
-        "u",
-        SelectOptions::default(),
-    )?;
-    let selection = selector.select(Goal::Macs(0.5), Method::Tod)?;
-    let pruned = fair_surgery::apply_resolution(&model, &selection.resolution)?;
+    let selector = stages::selector(&file, Method::Tod, "u", "r", "u", SelectOptions::default())?;
+    let selection = stages::select(&selector, Goal::Macs(0.5), Method::Tod)?;
+    let pruned = stages::apply(&model, &selection.resolution)?;
     sync(device);
     let surgery = start.elapsed().as_secs_f64();
 
     // One SGD step of the pruned model (forward in train mode, loss, backward, update),
-    // after an untimed warm-up step.
+    // after an untimed warm-up step: a step timed alone, which `stages::finetune` (whole
+    // epochs over a dataset) does not give.
     let mut opt = tch::nn::Sgd {
         momentum: 0.9,
         ..Default::default()
     }
-    .build(pruned.model.var_store(), 0.01)?;
+    .build(pruned.var_store(), 0.01)?;
     let b = o.batch as i64;
     let x = Tensor::randn([b, c, h, w], (Kind::Float, device));
     let y = Tensor::arange(b, (Kind::Int64, device)).remainder(o.classes as i64);
     let mut step = || -> Result<f64> {
         let start = Instant::now();
-        let logits = pruned.model.forward(&x, Mode::Train)?;
+        let logits = pruned.forward(&x, Mode::Train)?;
         let loss = logits.cross_entropy_for_logits(&y);
         opt.backward_step(&loss);
         sync(device);
@@ -130,7 +132,7 @@ fn steps(name: &str, device: Device, o: &Options) -> Result<Steps> {
     let train_step = step()?;
 
     let latency = measure(
-        &[&pruned.model],
+        &[&pruned],
         &LatencyOptions {
             batch_sizes: vec![o.batch],
             min_rounds: 5,

@@ -26,6 +26,17 @@
 //!   groups, a random plan verified (dead units, `onnx.checker`, ONNX Runtime on the pruned
 //!   export); writes `target/bench/onnx-coverage/summary.json` and the table in `docs/onnx.md`.
 //!
+//! Layout: one module per benchmark (`scoring`, `compare` with its tables in `tables`,
+//! `loader`, `onnx_coverage`, `gpu_check`); the ablation is a module directory with one job
+//! per file: `ablation/experiment.rs` (suspects, methods, variants, options),
+//! `ablation/runner.rs` (one network and seed measured), `ablation/results.rs` (the typed
+//! `result.json` of a seed and `summary.json`, and how a seed's runs add up),
+//! `ablation/stats.rs` (mean ± std over seeds, the per-network aggregate) and
+//! `ablation/tables.rs` (Markdown table, SVG chart). The pruning steps the benchmarks measure
+//! run through `fair_pipeline::stages` (score, selector, select, apply, after_surgery,
+//! evaluate, finetune), so no bench restates the pipeline's order; plans made by the
+//! references (the authors' package, Torch-Pruning) join at `stages::apply`.
+//!
 //! `cargo xtask bench scoring|compare|ablation|loader|onnx-coverage` provisions libtorch and the reference
 //! Python, then runs this binary (`cargo run --release -p fair-bench`). The reference side
 //! runs the Python scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
@@ -106,13 +117,19 @@ pub(crate) fn positive(text: &str) -> Result<usize, String> {
 
 /// Reads a JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    read_as(path)
+}
+
+/// Reads a JSON file into `T`.
+pub(crate) fn read_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON of the expected form", path.display()))
 }
 
 /// Writes pretty JSON atomically.
-pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     fair_fs::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())?;
     Ok(())
 }

@@ -59,7 +59,9 @@ pub(crate) fn scoring_settings(per_class: usize) -> ScoringSettings {
     s
 }
 
-/// The process's peak resident set size (Linux `VmHWM`), if known.
+/// The process's peak resident set size (Linux `VmHWM`), if known. Not
+/// `fair_testkit::peak_rss`: fair-testkit is a dev-dependency only (its docs and
+/// docs/architecture.md say so), and this binary would link its test helpers.
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -1,0 +1,541 @@
+//! `fair-bench ablation`: which of FAIR-Pruner's settings make the default, measured against
+//! baselines at equal MACs over several seeds.
+//!
+//! Per network and seed: one model trained on the training split minus a stratified validation
+//! split (never used for training, calibration or fine-tuning), one calibration draw from the
+//! training part, scores computed once per scoring setting, then every method chooses a plan
+//! at each MACs target. All plans go through the same surgery; every pruned model is measured
+//! one-shot, after BatchNorm recalibration, and after fine-tuning from the recalibrated model
+//! for each budget (validation and test top-1), with `--distill W` also fine-tuned with the
+//! unpruned model as teacher. With `--reconstruct` every pruned model's readers are refitted
+//! ([`fair_train::reconstruct_readers`], the `fair-pruner` preset's settings) before the
+//! recalibration, for every method alike; those rows are labelled `<method> + recon` in the
+//! tables and charts, next to the rows without it. A seed's rows add up over runs with the
+//! same settings, so a run may measure a subset of methods or targets, with or without
+//! `--reconstruct`. The per-seed figures are averaged into `target/bench/ablation/summary.json`,
+//! a table in `docs/results.md` (between the `bench ablation` markers) and one chart per
+//! network (`docs/ablation-<net>.svg`).
+//!
+//! The methods: `fair-paper` (the authors' package settings) and one variant per suspect, each
+//! changing one thing ([`Suspect`](experiment::Suspect)); the default (`fair-default`,
+//! [`DEFAULT`](experiment::DEFAULT)); the default before its last two changes (`fair-previous`,
+//! [`PREVIOUS`](experiment::PREVIOUS)) and changes of it (`fair-package-rule`: the package
+//! group rule, [`PACKAGE_RULE`](experiment::PACKAGE_RULE); `fair-mac-half`: MAC weight γ = 0.5;
+//! `fair-uniform-u`: uniform counts, U ranking; `fair-tod-l1` and `fair-tod-group-l1`: ToD
+//! counts, L1 or group-L1 ranking; `fair-exact`: counts that land on the target;
+//! `fair-exact-after-bn`: that with U read after the BatchNorm); the default before its MAC
+//! costs were measured per fraction of a layer (`fair-mac-unit`,
+//! [`UNIT_COST`](experiment::UNIT_COST)) and its shared-cost change (`fair-mac-shared`); the
+//! baselines `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global
+//! Taylor and global group-norm pruning (`xtask/bench/ablation_reference.py`).
+//!
+//! The module, one job per file:
+//!
+//! - `experiment`: the definitions: the suspects, the methods, the FAIR variant each makes,
+//!   a run's [`Options`];
+//! - `runner`: one network and seed trained, carved, calibrated, scored, planned and
+//!   measured (`run_seed`), plans through `fair_pipeline::stages`;
+//! - `results`: the typed `result.json` of a seed (`SeedResult`, its rows) and
+//!   `summary.json` (`Summary`), and `merge_results`, which adds a seed's runs up;
+//! - `stats`: mean ± sample std (`mean_std`) and `aggregate` (a network's seeds into its
+//!   `Summary`);
+//! - `tables`: the Markdown table and the SVG chart of a `Summary`.
+//!
+//! This file runs them ([`run`]) and rebuilds the table and charts from stored results.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::compare::{NETS, create_dir};
+use crate::tables::Markers;
+use crate::{read_as, reference_python, workspace_root, write_json};
+
+mod experiment;
+mod results;
+mod runner;
+mod stats;
+mod tables;
+
+pub use experiment::Options;
+
+use results::{SeedResult, Summaries, merge_results};
+use stats::aggregate;
+use tables::{chart_svg, markdown};
+
+/// The markers around the generated block of `docs/results.md`.
+pub const BEGIN: &str = "<!-- bench ablation: begin -->";
+/// See [`BEGIN`].
+pub const END: &str = "<!-- bench ablation: end -->";
+/// The markers of `cargo xtask bench ablation`'s block.
+pub const ABLATION: Markers<'static> = Markers {
+    begin: BEGIN,
+    end: END,
+    tool: "cargo xtask bench ablation",
+};
+
+/// The stored result of `net` and `seed` under `dir`, `None` when there is none. A file
+/// that is there but does not read as a result is an error (naming it), never skipped or
+/// overwritten.
+fn stored_result(dir: &Path, net: &str, seed: u64) -> Result<Option<SeedResult>> {
+    let path = dir
+        .join(net)
+        .join(format!("seed-{seed}"))
+        .join("result.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_as(&path).map(Some).with_context(|| {
+        format!(
+            "bench ablation: {} holds no readable result (move it aside to measure afresh)",
+            path.display()
+        )
+    })
+}
+
+/// Reads the stored per-seed results of every network for `seeds`, aggregates them, writes
+/// `dir/summary.json` and the charts (`dir/ablation-<net>.svg`), and returns the Markdown of
+/// all networks with the chart files written.
+fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, String, Vec<PathBuf>)> {
+    let mut nets = Vec::new();
+    let mut md = String::new();
+    let mut charts = Vec::new();
+    for net in &NETS {
+        let mut results = Vec::new();
+        for &seed in seeds {
+            results.extend(stored_result(dir, net.key, seed)?);
+        }
+        if results.is_empty() {
+            continue;
+        }
+        let agg = aggregate(&results).with_context(|| format!("bench ablation: {}", net.key))?;
+        md += &markdown(&agg)?;
+        match chart_svg(&agg) {
+            Ok(svg) => {
+                let path = dir.join(format!("ablation-{}.svg", net.key));
+                fair_fs::write_atomic(&path, svg.as_bytes())?;
+                writeln!(
+                    md,
+                    "\n![{}: test top-1 against MACs removed](ablation-{}.svg)",
+                    net.key, net.key
+                )?;
+                charts.push(path);
+            }
+            Err(e) => eprintln!("  no chart for {}: {e:#}", net.key),
+        }
+        md += "\n";
+        nets.push(agg);
+    }
+    create_dir(dir)?;
+    let out = dir.join("summary.json");
+    write_json(&out, &Summaries { nets })?;
+    Ok((out, md, charts))
+}
+
+/// Runs the ablation (or, with `--tables-only`, only rebuilds its table and charts).
+pub fn run(o: &Options) -> Result<()> {
+    let start = Instant::now();
+    let root = workspace_root();
+    let dir = root.join("target/bench/ablation");
+    if !o.tables_only {
+        let python = if o.methods.iter().any(|m| m.torch_pruning().is_some()) {
+            Some(reference_python(
+                o.python.as_deref(),
+                "the ablation's Torch-Pruning baselines",
+            )?)
+        } else {
+            None
+        };
+        tch::set_num_threads(i32::try_from(o.threads).context("--threads is too large")?);
+        for net in NETS.iter().filter(|n| o.nets.iter().any(|k| k == n.key)) {
+            for &seed in &o.seeds {
+                eprintln!("bench ablation: {}, seed {seed}", net.title);
+                // Read before measuring: a stored result that does not read stops the run
+                // before hours are spent, rather than after.
+                let previous = stored_result(&dir, net.key, seed)?;
+                let result = runner::run_seed(net, seed, &root, python.as_deref(), o)
+                    .with_context(|| format!("bench ablation: {} seed {seed}", net.title))?;
+                let path = dir
+                    .join(net.key)
+                    .join(format!("seed-{seed}"))
+                    .join("result.json");
+                let result = match previous {
+                    Some(previous) => merge_results(&previous, result),
+                    None => result,
+                };
+                write_json(&path, &result)?;
+            }
+        }
+    }
+    let (summary, md, charts) = rebuild(&dir, &o.seeds)?;
+    println!("{md}");
+    println!(
+        "summary: {} (this run: {:.1} min)",
+        summary.display(),
+        start.elapsed().as_secs_f64() / 60.0
+    );
+    if !o.no_docs {
+        let docs = root.join("docs/results.md");
+        crate::tables::write_block(&docs, &md, ABLATION)?;
+        for chart in &charts {
+            let name = chart.file_name().context("a chart has a file name")?;
+            std::fs::copy(chart, root.join("docs").join(name))
+                .with_context(|| format!("cannot copy {} into docs/", chart.display()))?;
+        }
+        println!("table and charts written to {}", docs.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use results::{Outcome, Row, reconstructed};
+    use serde_json::{Value, json};
+
+    /// A seed's result as stored (JSON), read into the typed result.
+    fn typed(v: Value) -> SeedResult {
+        serde_json::from_value(v).expect("a stored result")
+    }
+
+    /// Typed results of stored ones.
+    fn all(vs: &[Value]) -> Vec<SeedResult> {
+        vs.iter().cloned().map(typed).collect()
+    }
+
+    fn fake_result(seed: u64, shift: f64) -> Value {
+        let row = |method: &str, v: f64| {
+            json!({"target": 0.5, "method": method, "params": 1000, "macs": 2000000, "macs_removed": 0.5 + shift / 10.0,
+                   "one_shot": {"val": v - 0.3, "test": v - 0.3}, "recalibrated": {"val": v - 0.1, "test": v - 0.1},
+                   "finetuned": {"1": {"val": v, "test": v - 0.01}}})
+        };
+        let mut tp = row("tp-l1", 0.80 + shift);
+        tp["reference"] = json!({"params": 1000});
+        json!({
+            "net": "vgg", "title": "toy VGG", "seed": seed, "threads": 2, "minutes": 1.0,
+            "settings": {"train_epochs": 1, "val_per_class": 50, "finetune_fraction": 0.05, "per_class": 8,
+                         "recalibration": {"batches": 32, "batch_size": 128, "seed": seed}},
+            "unpruned": {"params": 110000, "macs": 5600000, "top1": {"val": 0.9, "test": 0.89}},
+            "results": [row("fair-paper", 0.85 + shift), row("uniform-l1", 0.86 - shift), tp,
+                        {"target": 0.5, "method": "tp-taylor", "error": "boom"}],
+        })
+    }
+
+    #[test]
+    fn tables_show_mean_and_std_over_seeds_and_the_best_on_validation() {
+        let agg = aggregate(&all(&[fake_result(0, 0.0), fake_result(1, 0.02)])).unwrap();
+        let md = markdown(&agg).unwrap();
+        assert!(md.starts_with("#### toy VGG\n\nn = 2 seeds (0, 1)"), "{md}");
+        assert!(
+            md.contains("| MACs target | method | MACs removed | one-shot | + BN recal | FT 1 ep (val) | FT 1 ep (test) |"),
+            "{md}"
+        );
+        // fair-paper: val 85 and 87 → 86.00 ± 1.41; MACs removed 50 and 50.2.
+        assert!(
+            md.contains("| 50% | fair-paper | 50.10 ± 0.14 | 56.00 ± 1.41 | 76.00 ± 1.41 | 86.00 ± 1.41 | 85.00 ± 1.41 |"),
+            "{md}"
+        );
+        // uniform-l1: 86 and 84 → 85; the best on validation is fair-paper (86).
+        assert!(md.contains("| 50% | uniform-l1 |"), "{md}");
+        assert!(md.contains("50% / 1 ep → fair-paper (86.00)"), "{md}");
+        assert!(
+            md.contains("Failed (no figure): tp-taylor at 50% (boom)"),
+            "{md}"
+        );
+        assert!(md.contains("in 2 of 2 cases"), "{md}");
+        let (fp, ul) = (
+            md.find("| fair-paper |").unwrap(),
+            md.find("| uniform-l1 |").unwrap(),
+        );
+        assert!(fp < ul, "table order");
+        // One seed: no std, and a chart.
+        let one = aggregate(&all(&[fake_result(3, 0.0)])).unwrap();
+        let md = markdown(&one).unwrap();
+        assert!(
+            md.contains("| 50% | fair-paper | 50.00 | 55.00 | 75.00 | 85.00 | 84.00 |"),
+            "{md}"
+        );
+        let svg = chart_svg(&one).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("fair-paper"),
+            "chart"
+        );
+        // The block goes between the ablation markers, which docs/results.md holds.
+        let docs = std::fs::read_to_string(workspace_root().join("docs/results.md")).unwrap();
+        let new = crate::tables::splice(&docs, &md, ABLATION).unwrap();
+        assert!(new.contains(&format!(
+            "{BEGIN}\n<!-- Written by `cargo xtask bench ablation`"
+        )));
+        assert!(new.contains(&format!("{md}{END}")) && new.contains(crate::tables::BEGIN));
+        // Settings that differ between seeds are refused.
+        let mut other = fake_result(1, 0.0);
+        other["settings"]["train_epochs"] = json!(3);
+        assert!(aggregate(&all(&[fake_result(0, 0.0), other])).is_err());
+    }
+
+    #[test]
+    fn a_run_over_some_methods_keeps_the_other_rows_of_the_same_settings() {
+        let previous = fake_result(0, 0.0);
+        let mut new = fake_result(0, 0.0);
+        new["results"] = json!([{"target": 0.5, "method": "fair-paper", "error": "marker 1"},
+                                {"target": 0.7, "method": "tp-l1", "error": "marker 2"}]);
+        let new = typed(new);
+        let merged = merge_results(&typed(previous.clone()), new.clone());
+        let rows = &merged.results;
+        // fair-paper at 50% is the new row; uniform-l1, tp-l1 and tp-taylor at 50% are kept.
+        assert_eq!(rows.len(), 5);
+        let methods: Vec<(&str, f64)> =
+            rows.iter().map(|r| (r.method.as_str(), r.target)).collect();
+        assert_eq!(
+            methods,
+            [
+                ("fair-paper", 0.5),
+                ("tp-l1", 0.7),
+                ("uniform-l1", 0.5),
+                ("tp-l1", 0.5),
+                ("tp-taylor", 0.5)
+            ]
+        );
+        assert_eq!(
+            rows[0].outcome,
+            Outcome::Failed {
+                error: "marker 1".into()
+            }
+        );
+        // The runs' times add up (1 min each).
+        assert_eq!(merged.minutes, 2.0);
+        // Other settings, another trained model or another seed: nothing is kept.
+        for (field, value) in [
+            ("settings", json!({"train_epochs": 9})),
+            ("unpruned", json!({"params": 1})),
+            ("seed", json!(7)),
+        ] {
+            let mut other = previous.clone();
+            match field {
+                "seed" => other[field] = value,
+                _ => {
+                    other[field][value.as_object().unwrap().keys().next().unwrap()] =
+                        value.as_object().unwrap().values().next().unwrap().clone()
+                }
+            }
+            assert_eq!(merge_results(&typed(other), new.clone()), new, "{field}");
+        }
+    }
+
+    #[test]
+    fn reconstructed_rows_add_up_with_plain_ones_and_are_labelled() {
+        // A seed measured without, then with `--reconstruct` (fair-paper at 50 % only).
+        let with_recon = |seed: u64, v: f64| {
+            let mut new = fake_result(seed, 0.0);
+            let mut row = new["results"][0].clone();
+            row["finetuned"] = json!({"1": {"val": v, "test": v - 0.01}});
+            row["reconstruction"] = json!({"layers": [], "samples": 1024, "seconds": 1.5,
+                "settings": {"batches": 8, "batch_size": 128, "ridge": 0.001, "seed": seed}});
+            new["results"] = json!([row]);
+            merge_results(&typed(fake_result(seed, 0.0)), typed(new))
+        };
+        let merged = with_recon(0, 0.95);
+        let rows = &merged.results;
+        // The reconstructed fair-paper row joins all four plain rows (fair-paper kept).
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.iter().filter(|r| reconstructed(r)).count(), 1);
+        assert_eq!(rows.iter().filter(|r| r.method == "fair-paper").count(), 2);
+        // A failed row of a run with reconstruction does not replace the plain one.
+        let mut failed = fake_result(0, 0.0);
+        failed["results"] = json!([{"target": 0.5, "method": "uniform-l1", "error": "boom", "reconstructed": true}]);
+        let rows = merge_results(&typed(fake_result(0, 0.0)), typed(failed)).results;
+        assert_eq!(rows.len(), 5);
+        assert!(
+            rows.iter()
+                .any(|r| r.method == "uniform-l1" && !reconstructed(r))
+        );
+        // Results written when the setting sat among the settings still merge.
+        let mut old = fake_result(0, 0.0);
+        old["settings"]["reconstruction"] = Value::Null;
+        let mut new = fake_result(0, 0.0);
+        new["results"] = json!([]);
+        assert_eq!(merge_results(&typed(old), typed(new)).results.len(), 4);
+
+        let agg = aggregate(&[merged, with_recon(1, 0.97)]).unwrap();
+        let md = markdown(&agg).unwrap();
+        // Plain fair-paper (85 on both seeds) and, right after it, the reconstructed one
+        // (95 and 97 → 96.00 ± 1.41), which is the best on validation.
+        let plain = md.find("| 50% | fair-paper | ").expect("plain row");
+        let recon = md
+            .find("| 50% | fair-paper + recon | 50.00 ± 0.00 | 55.00 ± 0.00 | 75.00 ± 0.00 | 96.00 ± 1.41 | 95.00 ± 1.41 |")
+            .unwrap_or_else(|| panic!("{md}"));
+        assert!(
+            plain < recon && recon < md.find("| 50% | uniform-l1 |").unwrap(),
+            "{md}"
+        );
+        assert!(
+            md.contains("50% / 1 ep → fair-paper + recon (96.00)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("(8 batches of 128 from the fine-tuning set"),
+            "{md}"
+        );
+        assert!(chart_svg(&agg).unwrap().contains("fair-paper + recon"));
+        // Reconstructed rows with other settings (not just another seed) are refused.
+        let mut other = with_recon(1, 0.97);
+        for row in other.results.iter_mut() {
+            if reconstructed(row) {
+                set_reconstruction_batches(row, 16);
+            }
+        }
+        let err = aggregate(&[with_recon(0, 0.95), other]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("reconstructed with other settings"),
+            "{err:#}"
+        );
+        // Without reconstructed rows, no such sentence.
+        let plain_only = markdown(&aggregate(&all(&[fake_result(0, 0.0)])).unwrap()).unwrap();
+        assert!(!plain_only.contains("+ recon"), "{plain_only}");
+    }
+
+    #[test]
+    fn distilled_fine_tunes_get_their_own_columns() {
+        let with_kd = |seed: u64, v: f64| {
+            let mut r = fake_result(seed, 0.0);
+            r["results"][0]["distilled"] = json!({"0.5": {"1": {"val": v, "test": v - 0.02}}});
+            r
+        };
+        let agg = aggregate(&all(&[with_kd(0, 0.88), with_kd(1, 0.90)])).unwrap();
+        assert_eq!(agg.distilled, ["1@0.5"]);
+        let md = markdown(&agg).unwrap();
+        assert!(
+            md.contains("| FT 1 ep (val) | FT 1 ep (test) | FT 1 ep + KD 0.5 (val) | FT 1 ep + KD 0.5 (test) |"),
+            "{md}"
+        );
+        // fair-paper: plain 85/85 → 85.00; distilled 88 and 90 → 89.00 ± 1.41 (test 87.00).
+        assert!(
+            md.contains("| 85.00 ± 0.00 | 84.00 ± 0.00 | 89.00 ± 1.41 | 87.00 ± 1.41 |"),
+            "{md}"
+        );
+        // A method without a distilled run shows a dash there.
+        assert!(
+            md.contains("| 50% | uniform-l1 |") && md.contains("| — | — |"),
+            "{md}"
+        );
+    }
+
+    /// Results stored in every format the writer has had (`crates/bench/tests/fixtures/
+    /// ablation/<net>/seed-<seed>/result.json`: rows with and without the `reconstructed`
+    /// flag, the reconstruction among the settings, distilled budgets, failed rows,
+    /// Torch-Pruning's records) and what the `serde_json::Value` code before the typed
+    /// results made of them (`expected.md`, `expected-summary.json`,
+    /// `expected-ablation-<net>.svg`).
+    fn fixtures() -> PathBuf {
+        workspace_root().join("crates/bench/tests/fixtures/ablation")
+    }
+
+    #[test]
+    fn every_stored_result_loads_and_writes_the_same_fields_back() {
+        let mut files = 0;
+        for net in ["vgg", "resnet"] {
+            for seed in 0..3 {
+                let path = fixtures()
+                    .join(net)
+                    .join(format!("seed-{seed}"))
+                    .join("result.json");
+                if !path.exists() {
+                    continue;
+                }
+                files += 1;
+                let stored: Value = crate::read_json(&path).unwrap();
+                let result: SeedResult = read_as(&path).unwrap();
+                assert_eq!((result.net.as_str(), result.seed), (net, seed));
+                // Written back: the same fields, but for `null`s left out (which read the
+                // same) and the older files' `reconstruction: null` among the settings.
+                let mut back = serde_json::to_value(&result).unwrap();
+                let mut stored = stored;
+                for v in [&mut back, &mut stored] {
+                    drop_nulls(v);
+                }
+                assert_eq!(back, stored, "{}", path.display());
+                assert_eq!(typed(back), result);
+            }
+        }
+        assert_eq!(files, 4, "the fixtures");
+    }
+
+    /// `v` without the object fields that are `null`.
+    fn drop_nulls(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, x| !x.is_null());
+                map.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn stored_results_rebuild_the_table_charts_and_summary_the_value_code_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        for net in ["vgg", "resnet"] {
+            for seed in 0..3 {
+                let rel = Path::new(net)
+                    .join(format!("seed-{seed}"))
+                    .join("result.json");
+                if fixtures().join(&rel).exists() {
+                    create_dir(tmp.path().join(&rel).parent().unwrap()).unwrap();
+                    std::fs::copy(fixtures().join(&rel), tmp.path().join(&rel)).unwrap();
+                }
+            }
+        }
+        let (summary, md, charts) = rebuild(tmp.path(), &[0, 1, 2]).unwrap();
+        let expected = |name: &str| std::fs::read_to_string(fixtures().join(name)).unwrap();
+        assert_eq!(md, expected("expected.md"));
+        assert_eq!(charts.len(), 2);
+        for chart in charts {
+            let name = chart.file_name().unwrap().to_str().unwrap().to_owned();
+            let svg = std::fs::read_to_string(&chart).unwrap();
+            assert!(
+                svg == expected(&format!("expected-{name}")),
+                "{name} differs"
+            );
+        }
+        // The summary holds the same JSON (the typed one reads back into `Summaries`).
+        let ours: Value = crate::read_json(&summary).unwrap();
+        let theirs: Value = serde_json::from_str(&expected("expected-summary.json")).unwrap();
+        assert_eq!(ours, theirs);
+        let _: Summaries = read_as(&fixtures().join("expected-summary.json")).unwrap();
+        // A seed missing from the store is skipped; a file that does not read is an error.
+        let (_, md, _) = rebuild(tmp.path(), &[0, 7]).unwrap();
+        assert!(md.contains("n = 1 seeds (0)"), "{md}");
+        std::fs::write(tmp.path().join("vgg/seed-1/result.json"), "{}").unwrap();
+        let err = rebuild(tmp.path(), &[0, 1]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("seed-1/result.json holds no readable result"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_committed_ablation_table_is_generated_text() {
+        // No per-seed results behind docs/results.md's ablation table are committed (they
+        // live under target/bench/ablation on the machine that measured them), so the
+        // table cannot be regenerated here; its block holds the generated form.
+        let docs = std::fs::read_to_string(workspace_root().join("docs/results.md")).unwrap();
+        let block = docs
+            .split(BEGIN)
+            .nth(1)
+            .and_then(|b| b.split(END).next())
+            .unwrap();
+        assert!(block.contains("| MACs target | method | MACs removed | one-shot | + BN recal |"));
+        assert!(block.contains("Best mean **validation** top-1"));
+    }
+
+    fn set_reconstruction_batches(row: &mut Row, batches: usize) {
+        let Outcome::Measured(m) = &mut row.outcome else {
+            panic!("a measured row")
+        };
+        let r = m.figures.reconstruction.as_mut().expect("reconstructed");
+        r.settings.as_mut().expect("its settings").batches = batches;
+    }
+}
