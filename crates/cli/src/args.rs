@@ -445,23 +445,19 @@ impl RunArgs {
 
     fn load(
         &self,
-        mut config: RunConfig,
+        config: RunConfig,
         memory_bound: Option<fair_scoring::ByteSize>,
     ) -> Result<Setup> {
         let device = self.compute.apply()?;
-        let (model, notes) = config.model(device)?;
-        crate::notes::print(&notes);
-        fair_scoring::check_memory_bound(model.graph(), memory_bound)?;
-        let graph = model.graph();
-        let input = fair_pipeline::image_input(graph)?;
-        let (transform, warning) = fair_pipeline::model_normalization(graph, config.transform);
-        config.transform = transform;
-        if let Some(w) = warning {
+        // The model, and every check that needs it but no data (the memory bound, the
+        // transform against its input, the data section), in the library.
+        let loaded = fair_pipeline::load_model(&config, memory_bound, device)?;
+        crate::notes::print(&loaded.notes);
+        if let Some(w) = loaded.warning {
             eprintln!("warning: {}", fair_pipeline::printable(&w));
         }
-        // Every setting that sizes an allocation, against the model's input, before loading.
-        config.transform.check_input(input, 1)?;
-        config.check_data()?;
+        let (config, model) = (loaded.config, loaded.model);
+        let input = fair_pipeline::image_input(model.graph())?;
         let (mut train, test, notes) = config.data(input)?;
         crate::notes::print(&notes);
         if let Some(f) = self.train_fraction {
@@ -470,14 +466,7 @@ impl RunArgs {
                 train.split_stratified(SUBSET_SEED, |n| ((f * n as f64).round() as usize).max(1));
             train = part.with_name(name);
         }
-        let g = model.graph();
-        let classes = g.shape_at(g.nodes().len() - 1)[0];
-        if train.classes().len() > classes {
-            bail!(
-                "the data has {} classes but the model has {classes} outputs",
-                train.classes().len()
-            );
-        }
+        fair_pipeline::check_classes(&model, &train)?;
         Ok(Setup {
             config,
             model,

@@ -70,8 +70,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     eprintln!("preset: {preset} ({source})");
     let section = PruneSection::default();
     let method = args.select.method();
-    let (remove, protect, rank) = args.select.criteria(&section, preset);
-    check_criteria(&file, method, [&remove, &protect, &rank])?;
+    let (remove, protect, rank) = args.select.criteria(&section, preset, &file)?;
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
     let exact = options.exact_target && !matches!(goal, Goal::Alpha(_));
@@ -233,30 +232,4 @@ fn choose_preset(args: &RatiosArgs, file: &ScoreFile) -> Result<(Preset, String)
             "default; the score file records none".into(),
         )),
     }
-}
-
-/// Refuses a criterion name that is neither in the score file nor known to fair-pruner,
-/// naming its flag and listing the known criteria. `[remove, protect, rank]`; uniform counts
-/// read only the ranking. A known criterion the file lacks is left to the selector, whose
-/// error says to score it.
-fn check_criteria(file: &ScoreFile, method: Method, names: [&str; 3]) -> Result<()> {
-    let [remove, protect, rank] = names;
-    let used: &[(&str, &str)] = match method {
-        Method::Tod => &[
-            ("--remove-by", remove),
-            ("--protect-by", protect),
-            ("--rank-by", rank),
-        ],
-        Method::Uniform => &[("--rank-by", rank)],
-    };
-    let registry = fair_scoring::Registry::default();
-    for &(flag, name) in used {
-        if file.criterion(name).is_none() && !registry.contains(name) {
-            anyhow::bail!(
-                "{flag}: unknown criterion '{name}' (known: {})",
-                registry.names().join(", ")
-            );
-        }
-    }
-    Ok(())
 }

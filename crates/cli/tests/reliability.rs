@@ -609,7 +609,12 @@ fn bad_values_fail_fast_with_the_flag_named() {
         (&["--alpha-sweep", "0,-0"], &["--alpha-sweep", "twice"]),
         (
             &["--alpha", "0.2", "--criteria", "u,nope"],
-            &["unknown criterion 'nope'"],
+            &["--criteria: unknown criterion 'nope'"],
+        ),
+        // Issue 25: the library names the signal, the CLI its flag.
+        (
+            &["--alpha", "0.2", "--remove-by", "nope"],
+            &["--remove-by: unknown criterion 'nope' (known: "],
         ),
     ] {
         let (o, took) = quick(extra);

@@ -747,15 +747,7 @@ impl<'a> Pruner<'a> {
         }
         let criteria = self.criterion_names();
         for name in &criteria {
-            if !self.registry.contains(name) {
-                return Err(PipelineError::invalid(
-                    "criteria",
-                    format!(
-                        "unknown criterion '{name}' (known: {})",
-                        self.registry.names().join(", ")
-                    ),
-                ));
-            }
+            crate::settings::check_known("criteria", name, &self.registry)?;
         }
         if self.counting.min_keep == 0 {
             return Err(PipelineError::invalid(
