@@ -248,22 +248,46 @@ impl DrawArgs {
 }
 
 /// A library error as the CLI prints it: the setting it names (`finetune-lr`) becomes the
-/// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks.
-/// Other errors pass through unchanged.
+/// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks:
+/// in a setting's error, a refused output path (whose inputs the library names by setting,
+/// `` `weights` ``), a training setting's error and torchrun's. Other errors pass through
+/// unchanged.
 pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<PipelineError>() {
+    let e = match e.downcast::<PipelineError>() {
         Ok(PipelineError::Invalid { setting, detail }) => {
             let detail = flags_in(&detail);
-            match setting.as_str() {
+            return match setting.as_str() {
                 // The goal is several flags; the text names them.
                 "goal" => anyhow::anyhow!("{detail}"),
                 "train" => anyhow::anyhow!("[train]: {detail}"),
                 s => anyhow::anyhow!("--{s}: {detail}"),
-            }
+            };
         }
-        Ok(other) => other.into(),
+        Ok(PipelineError::Torchrun { detail, tail }) => {
+            return PipelineError::Torchrun {
+                detail: flags_in(&detail),
+                tail,
+            }
+            .into();
+        }
+        // Transparent wrappers: their text is the inner error's.
+        Ok(PipelineError::Fs(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Train(e)) => e.into(),
+        Ok(other) => return other.into(),
         Err(e) => e,
+    };
+    // Respelled only when the error is the whole message (no context around it).
+    let names_settings = matches!(
+        e.downcast_ref::<fair_fs::FsError>(),
+        Some(fair_fs::FsError::Output { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_train::TrainError>(),
+        Some(fair_train::TrainError::Setting { .. })
+    );
+    if names_settings && e.chain().count() == 1 {
+        return anyhow::anyhow!("{}", flags_in(&e.to_string()));
     }
+    e
 }
 
 /// `text` with every setting written in backticks (`` `distill-weight` ``) as its flag.
@@ -495,6 +519,30 @@ mod tests {
         assert_eq!(e.to_string(), "no pruning goal: give --alpha");
         // Backticks around something that is not a setting name stay as they are.
         assert_eq!(flags_in("a `b c` and `` end`"), "a `b c` and `` end`");
+        // Inputs of a refused output and training settings are named by setting; the CLI
+        // prints their flags.
+        let e = cli_error(
+            PipelineError::Fs(fair_fs::FsError::Output {
+                path: "w".into(),
+                detail: "`out` is the same file as the input `weights` 'w'".into(),
+            })
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "refusing to write 'w': --out is the same file as the input --weights 'w'"
+        );
+        let e = cli_error(
+            fair_train::TrainError::Setting {
+                name: "distill_weight",
+                detail: "must be in [0, 1], found 2".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid training setting --distill-weight ([prune] distill_weight): must be in [0, 1], found 2"
+        );
         // Other errors pass through.
         let e = cli_error(anyhow::anyhow!("plain"));
         assert_eq!(e.to_string(), "plain");

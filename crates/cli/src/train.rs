@@ -10,7 +10,7 @@ use fair_fs::OutputFile;
 use fair_pipeline::RunConfig;
 use fair_train::TrainSettings;
 
-use crate::args::{DrawArgs, RunArgs};
+use crate::args::{DrawArgs, RunArgs, cli_error};
 
 /// Arguments of `train` and `finetune`.
 #[derive(Debug, Args)]
@@ -46,7 +46,10 @@ fn out_file(
     config: &RunConfig,
     config_path: Option<&Path>,
 ) -> Result<OutputFile> {
-    Ok(config.output_guard(config_path).file(what, out)?)
+    config
+        .output_guard(config_path)
+        .file(what, out)
+        .map_err(|e| cli_error(e.into()))
 }
 
 /// Runs `train` (or `finetune`, which requires starting weights).
@@ -81,7 +84,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
     if let Some(s) = args.seed {
         settings.seed = s;
     }
-    settings.check()?;
+    settings.check().map_err(|e| cli_error(e.into()))?;
     let (what, out) = match (&args.out, &config.output.weights) {
         (Some(o), _) => ("--out", o.clone()),
         (None, Some(w)) => ("[output] weights", w.clone()),
@@ -195,7 +198,7 @@ pub fn calib(args: &CalibArgs) -> Result<()> {
     let config = args.run.config()?;
     let out_file = out_file("--out", &args.out, &config, args.run.config.as_deref())?;
     let draw = args.draw.settings(&config.prune);
-    draw.check()?;
+    draw.check().map_err(|e| cli_error(e.into()))?;
     let setup = args.run.setup(config, None)?;
     let (calibration, notes) =
         draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?;

@@ -369,7 +369,7 @@ impl RunConfig {
             }
             (None, None) => Err(PipelineError::invalid(
                 "model",
-                "no model: give --model NAME (or --graph FILE), or [model] zoo = \"...\" in a config",
+                "no model: give `model` NAME (or `graph` FILE), or [model] zoo = \"...\" in a config",
             )),
         }
     }
@@ -412,7 +412,7 @@ impl RunConfig {
         let source = self.data.source.ok_or_else(|| {
             PipelineError::invalid(
                 "data",
-                format!("no data: give --data {DATA_SOURCES} (or [data] source in a config)"),
+                format!("no data: give `data` {DATA_SOURCES} (or [data] source in a config)"),
             )
         })?;
         if let Some(n) = self.data.max_pixels
@@ -432,7 +432,7 @@ impl RunConfig {
         let path = self.data.path.as_ref().ok_or_else(|| {
             PipelineError::invalid(
                 "data-path",
-                format!("data source '{source}' needs a directory (--data-path or [data] path)"),
+                format!("data source '{source}' needs a directory (`data-path`, or [data] path in a config)"),
             )
         })?;
         if !path.is_dir() {

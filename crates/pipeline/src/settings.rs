@@ -684,7 +684,11 @@ pub fn check_classes(
 }
 
 /// `name`, given as `setting`, must be known to `registry`.
-pub(crate) fn check_known(setting: &str, name: &str, registry: &Registry) -> Result<(), PipelineError> {
+pub(crate) fn check_known(
+    setting: &str,
+    name: &str,
+    registry: &Registry,
+) -> Result<(), PipelineError> {
     if registry.contains(name) {
         return Ok(());
     }

@@ -209,9 +209,12 @@ fn bad_settings_fail_before_any_work() {
     let e = err(Pruner::new(&m)
         .calibration(&cal)
         .goal(Goal::Alpha(0.3))
-        .input("--weights", &w)
+        .input("`weights`", &w)
         .out(dir.path()));
-    assert!(e.contains("--weights"), "{e}");
+    assert!(
+        e.contains("`out` is a directory that holds the input `weights`"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -103,18 +103,20 @@ impl From<tch::TchError> for TrainError {
     }
 }
 
-/// A training setting as the user writes it: the config key, and the flag where one exists.
+/// A training setting as the user writes it: the setting's name in backticks with `-` for
+/// `_` (`` `distill-weight` ``, which a caller such as the CLI can respell as its flag) and
+/// its config key.
 fn spelled(name: &str) -> String {
     match name {
         "epochs" | "batch_size" | "lr" | "seed" => {
-            format!("--{} ([train] {name})", name.replace('_', "-"))
+            format!("`{}` ([train] {name})", name.replace('_', "-"))
         }
         "data" => "data".to_owned(),
         "distill_weight" | "distill_temperature" => {
-            format!("--{} ([prune] {name})", name.replace('_', "-"))
+            format!("`{}` ([prune] {name})", name.replace('_', "-"))
         }
-        "batches" => "batches (--bn-recalibrate, [prune] bn_recalibrate)".to_owned(),
-        "reconstruct_batches" => "batches (--reconstruct, [prune] reconstruct)".to_owned(),
+        "batches" => "batches (`bn-recalibrate`, [prune] bn_recalibrate)".to_owned(),
+        "reconstruct_batches" => "batches (`reconstruct`, [prune] reconstruct)".to_owned(),
         other => format!("[train] {other}"),
     }
 }
