@@ -235,6 +235,58 @@ fn the_report_schema_is_the_documented_one() {
     assert!(v["properties"]["schema_version"].is_object());
 }
 
+/// The other commands' `--json` outputs have their JSON Schemas in `docs/<command>-schema.json`
+/// too, generated from their types; a change to a type that changes its schema fails here.
+#[test]
+fn the_json_output_schemas_are_the_documented_ones() {
+    fn pretty<T: schemars::JsonSchema>() -> String {
+        serde_json::to_string_pretty(&schemars::schema_for!(T)).unwrap() + "\n"
+    }
+    let schemas = [
+        (
+            "import",
+            "ImportReport",
+            pretty::<fair_pipeline::ImportReport>(),
+        ),
+        (
+            "score",
+            "ScoreReport",
+            pretty::<fair_analysis::ScoreReport>(),
+        ),
+        (
+            "apply",
+            "ApplyReport",
+            pretty::<fair_surgery::ApplyReport>(),
+        ),
+        ("train", "TrainReport", pretty::<fair_train::TrainReport>()),
+        ("eval", "EvalReport", pretty::<fair_train::EvalReport>()),
+    ];
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let bless = std::env::var_os("FAIR_PRUNER_BLESS").is_some();
+    let mut stale = Vec::new();
+    for (command, title, now) in &schemas {
+        let path = docs.join(format!("{command}-schema.json"));
+        if bless {
+            std::fs::write(&path, now).unwrap();
+        }
+        if std::fs::read_to_string(&path).unwrap_or_default() != *now {
+            stale.push(format!("docs/{command}-schema.json ({title})"));
+        }
+        let v: serde_json::Value = serde_json::from_str(now).unwrap();
+        assert_eq!(v["title"], *title);
+        assert_eq!(
+            v["additionalProperties"], false,
+            "{title} refuses unknown keys"
+        );
+    }
+    assert!(
+        stale.is_empty(),
+        "{} are not the schemas of their types: if the change is intended, run this test with \
+         FAIR_PRUNER_BLESS=1",
+        stale.join(", ")
+    );
+}
+
 #[test]
 fn the_ranking_follows_the_preset_unless_a_removal_signal_is_chosen() {
     let input = [3, 16, 16];

@@ -237,7 +237,7 @@ impl TrainSettings {
 }
 
 /// Figures of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EpochReport {
     /// Epoch (1-based).
     pub epoch: usize,
@@ -254,7 +254,7 @@ pub struct EpochReport {
 }
 
 /// Top-1 accuracy and mean loss over a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evaluation {
     /// Fraction correct.
     pub top1: f64,
@@ -262,8 +262,9 @@ pub struct Evaluation {
     pub loss: f64,
 }
 
-/// A training run, as `fair-pruner train --json` (and `finetune --json`) prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A training run, as `fair-pruner train --json` (and `finetune --json`) prints it. Its JSON
+/// Schema is `docs/train-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainReport {
     /// Where the weights were written.
@@ -294,8 +295,9 @@ impl TrainReport {
     }
 }
 
-/// An evaluation on a named split, as `fair-pruner eval --json` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An evaluation on a named split, as `fair-pruner eval --json` prints it. Its JSON Schema
+/// is `docs/eval-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalReport {
     /// The split's name (e.g. `cifar10/test`).
