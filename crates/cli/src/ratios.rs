@@ -7,8 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use fair_analysis::{Goal, Method, RatiosReport, ScoreFile, Selector};
 use fair_pipeline::charts::{human, thousands};
-use fair_pipeline::{Preset, PruneSection};
+use fair_pipeline::{PipelineError, Preset, PruneSection};
 
+use crate::args::cli_error;
 use crate::score::SelectArgs;
 use crate::table::render;
 
@@ -55,7 +56,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         (None, None, None) => anyhow::bail!("give one of --alpha, --target-macs, --target-params"),
     };
     goal.check()
-        .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
+        .map_err(|e| cli_error(PipelineError::invalid(goal.flag(), e.to_string()).into()))?;
     let plan_out = match &args.write_plan {
         Some(p) => Some(
             fair_pipeline::output_guard()

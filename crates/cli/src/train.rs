@@ -8,7 +8,6 @@ use clap::Args;
 use fair_data::ImageSource;
 use fair_fs::OutputFile;
 use fair_pipeline::RunConfig;
-use fair_train::TrainSettings;
 
 use crate::args::{DrawArgs, RunArgs, cli_error};
 
@@ -61,17 +60,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
              (its model.toml), or an ONNX --graph, which carries its weights"
         );
     }
-    let mut settings = config.train.clone().unwrap_or_else(|| {
-        if finetune {
-            TrainSettings {
-                epochs: 3,
-                lr: 0.01,
-                ..Default::default()
-            }
-        } else {
-            TrainSettings::default()
-        }
-    });
+    let mut settings = config.train_settings(finetune);
     if let Some(e) = args.epochs {
         settings.epochs = e as usize;
     }

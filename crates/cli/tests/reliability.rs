@@ -622,6 +622,16 @@ fn bad_values_fail_fast_with_the_flag_named() {
         assert!(took.as_secs_f64() < 30.0, "{extra:?} took {took:?}");
         assert!(!out.exists(), "{extra:?} wrote output");
     }
+    // No weights: the library names the setting, the CLI its flags.
+    let o = t.run("prune", &["--alpha", "0.2", "--out", s(&out), "-q"]);
+    fails_with(
+        &o,
+        &[
+            "--weights: pruning needs trained weights: --weights FILE",
+            "(--graph model.onnx",
+        ],
+    );
+    assert!(!out.exists());
     // clap-level: zero threads, a negative epoch count.
     let o = t.run("eval", &["--weights", &w, "--threads", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -335,7 +335,32 @@ impl<'de> Deserialize<'de> for DataSource {
     }
 }
 
+/// The epochs of `fair-pruner finetune` when neither `[train]` nor a flag gives them.
+pub const FINETUNE_EPOCHS: usize = 3;
+
 impl RunConfig {
+    /// The training settings of a `train` run, or with `finetune` of a `finetune` run:
+    /// `[train]` when given, else [`TrainSettings::default`] for training and, for fine-tuning
+    /// trained weights, [`FINETUNE_EPOCHS`] epochs at [`crate::DEFAULT_FINETUNE_LR`].
+    ///
+    /// ```
+    /// let config = fair_pipeline::RunConfig::default();
+    /// let s = config.train_settings(true);
+    /// assert_eq!((s.epochs, s.lr), (fair_pipeline::FINETUNE_EPOCHS, 0.01));
+    /// assert_eq!(config.train_settings(false), fair_train::TrainSettings::default());
+    /// ```
+    pub fn train_settings(&self, finetune: bool) -> TrainSettings {
+        match (&self.train, finetune) {
+            (Some(t), _) => t.clone(),
+            (None, true) => TrainSettings {
+                epochs: FINETUNE_EPOCHS,
+                lr: crate::DEFAULT_FINETUNE_LR,
+                ..Default::default()
+            },
+            (None, false) => TrainSettings::default(),
+        }
+    }
+
     /// Reads a config file; unknown keys are errors naming the key.
     pub fn load(path: &Path) -> Result<Self, PipelineError> {
         let bad = |detail: String| PipelineError::Config {

@@ -55,9 +55,9 @@ pub mod stages;
 mod torchrun;
 
 pub use config::{
-    DATA_SOURCES, DataSection, DataSource, DrawSettings, MAX_PIXELS_SETTING, ModelSection,
-    OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input, model_normalization,
-    with_normalization,
+    DATA_SOURCES, DataSection, DataSource, DrawSettings, FINETUNE_EPOCHS, MAX_PIXELS_SETTING,
+    ModelSection, OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input,
+    model_normalization, with_normalization,
 };
 pub use error::{MAX_LINE_CHARS, PipelineError, error_text, printable};
 pub use fair_analysis::{Goal, GroupRule, Method};

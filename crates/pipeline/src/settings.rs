@@ -601,8 +601,8 @@ pub fn check_weights(config: &RunConfig) -> Result<(), PipelineError> {
     if config.model.weights.is_none() && !onnx_graph {
         return Err(PipelineError::invalid(
             "weights",
-            "pruning needs trained weights: [model] weights, or an ONNX model that carries them \
-             ([model] graph = \"model.onnx\")",
+            "pruning needs trained weights: `weights` FILE ([model] weights in a config), or an \
+             ONNX model that carries them (`graph` model.onnx, [model] graph in a config)",
         ));
     }
     Ok(())
@@ -1002,5 +1002,23 @@ mod tests {
         };
         assert_eq!(given(&["u", "r"]), Some(fair_scoring::ByteSize(1)));
         assert_eq!(given(&["r", "l1"]), None);
+    }
+
+    #[test]
+    fn a_prune_run_needs_weights_named_by_setting() {
+        let mut config = RunConfig::default();
+        config.model.zoo = Some("mlp".into());
+        let e = check_weights(&config).unwrap_err();
+        let PipelineError::Invalid { setting, detail } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(setting, "weights");
+        assert!(
+            detail.contains("`weights` FILE") && detail.contains("`graph` model.onnx"),
+            "{e}"
+        );
+        assert!(!detail.contains("--"), "{e}");
+        config.model.weights = Some("w.safetensors".into());
+        assert!(check_weights(&config).is_ok());
     }
 }
