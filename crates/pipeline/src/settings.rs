@@ -1,8 +1,10 @@
 //! Settings resolution, in one place: raw settings (a config's `[prune]` section and explicit
 //! overrides such as command-line flags, every one optional) and the preset they name →
 //! one resolved [`PruneSettings`] value that says everything a prune run does. The CLI
-//! fills [`RawSettings`] from its flags and the config and calls [`RawSettings::resolve`];
-//! it decides nothing itself. [`crate::Pruner::from_config`] resolves the same way, so a
+//! fills [`RawSettings`] from its flags and the config and calls [`RawSettings::resolve`]
+//! (which also refuses unknown criteria), then [`load_model`] (the checks that need the
+//! model but no data, such as a given memory bound) and [`check_classes`]; it decides
+//! nothing itself. [`crate::Pruner::from_config`] resolves the same way, so a
 //! Rust program that loads a config gets the run `fair-pruner prune --config` makes.
 //!
 //! Errors name settings by their config key with `-` for `_` (`finetune-lr`, `alpha`): the
