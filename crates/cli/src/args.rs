@@ -250,8 +250,8 @@ impl DrawArgs {
 /// A library error as the CLI prints it: the setting it names (`finetune-lr`) becomes the
 /// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks:
 /// in a setting's error, a refused output path (whose inputs the library names by setting,
-/// `` `weights` ``), a training setting's error and torchrun's. Other errors pass through
-/// unchanged.
+/// `` `weights` ``), a scoring or training setting's error and torchrun's. Other errors pass
+/// through unchanged.
 pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
     let e = match e.downcast::<PipelineError>() {
         Ok(PipelineError::Invalid { setting, detail }) => {
@@ -263,6 +263,7 @@ pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
                 s => anyhow::anyhow!("--{s}: {detail}"),
             };
         }
+        Ok(PipelineError::Scoring(e)) => anyhow::Error::from(e),
         Ok(PipelineError::Torchrun { detail, tail }) => {
             return PipelineError::Torchrun {
                 detail: flags_in(&detail),
@@ -277,6 +278,12 @@ pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
         Err(e) => e,
     };
     // Respelled only when the error is the whole message (no context around it).
+    if e.chain().count() == 1
+        && let Some(fair_scoring::ScoringError::Setting { name, detail }) =
+            e.downcast_ref::<fair_scoring::ScoringError>()
+    {
+        return anyhow::anyhow!("--{name}: {}", flags_in(detail));
+    }
     let names_settings = matches!(
         e.downcast_ref::<fair_fs::FsError>(),
         Some(fair_fs::FsError::Output { .. })
@@ -542,6 +549,17 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid training setting --distill-weight ([prune] distill_weight): must be in [0, 1], found 2"
+        );
+        let e = cli_error(
+            PipelineError::Scoring(fair_scoring::ScoringError::Setting {
+                name: "max-memory",
+                detail: "too small; raise `max-memory`, or lower `per-class`".into(),
+            })
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "--max-memory: too small; raise --max-memory, or lower --per-class"
         );
         // Other errors pass through.
         let e = cli_error(anyhow::anyhow!("plain"));

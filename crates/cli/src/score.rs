@@ -209,6 +209,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         file.provenance.preset = Some(raw.preset().name().to_owned());
         file
     })
+    .map_err(|e| cli_error(e.into()))
     .with_context(|| match &args.calibration {
         Some(p) => format!("scoring with the calibration data {}", p.display()),
         None => "scoring".to_owned(),
