@@ -485,7 +485,7 @@ impl RunArgs {
         let loaded = fair_pipeline::load_model(&config, memory_bound, device)?;
         crate::notes::print(&loaded.notes);
         if let Some(w) = loaded.warning {
-            eprintln!("warning: {}", fair_pipeline::printable(&w));
+            eprintln!("warning: {}", fair_pipeline::printable(&flags_in(&w)));
         }
         let (config, model) = (loaded.config, loaded.model);
         let input = fair_pipeline::image_input(model.graph())?;

@@ -586,7 +586,7 @@ pub fn model_normalization(graph: &Graph, transform: Transform) -> (Transform, O
     let warning = format!(
         "model '{}' records no input normalisation and none was given: feeding pixels scaled \
          to [0, 1] (mean 0, std 1). If the model was trained on normalised inputs, give \
-         --mean and --std (or [transform] mean / std in a config), or record them in the \
+         `mean` and `std` ([transform] mean / std in a config), or record them in the \
          graph's input (op = {{ type = \"input\", ..., mean = [...], std = [...] }})",
         graph.name()
     );

@@ -246,7 +246,7 @@ impl<'a> Torchrun<'a> {
             .map_err(|e| PipelineError::Torchrun {
                 detail: format!(
                     "cannot run the Python interpreter '{}' ({e}): give one with torch 2.x and safetensors \
-                     (--python PATH or {PYTHON_ENV})",
+                     (`python` PATH or {PYTHON_ENV})",
                     self.python.display()
                 ),
                 tail: String::new(),
