@@ -250,8 +250,8 @@ impl DrawArgs {
 /// A library error as the CLI prints it: the setting it names (`finetune-lr`) becomes the
 /// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks:
 /// in a setting's error, a refused output path (whose inputs the library names by setting,
-/// `` `weights` ``), a scoring or training setting's error and torchrun's. Other errors pass
-/// through unchanged.
+/// `` `weights` ``), a scoring or training setting's error, torchrun's, and coupled layers
+/// that disagree (`` `rule` ``). Other errors pass through unchanged.
 pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
     let e = match e.downcast::<PipelineError>() {
         Ok(PipelineError::Invalid { setting, detail }) => {
@@ -264,6 +264,8 @@ pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
             };
         }
         Ok(PipelineError::Scoring(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Analysis(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Surgery(fair_surgery::SurgeryError::Analysis(e))) => e.into(),
         Ok(PipelineError::Torchrun { detail, tail }) => {
             return PipelineError::Torchrun {
                 detail: flags_in(&detail),
@@ -284,7 +286,14 @@ pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
     {
         return anyhow::anyhow!("--{name}: {}", flags_in(detail));
     }
+    use fair_analysis::AnalysisError::Disagreement;
     let names_settings = matches!(
+        e.downcast_ref::<fair_analysis::AnalysisError>(),
+        Some(Disagreement { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_surgery::SurgeryError>(),
+        Some(fair_surgery::SurgeryError::Analysis(Disagreement { .. }))
+    ) || matches!(
         e.downcast_ref::<fair_fs::FsError>(),
         Some(fair_fs::FsError::Output { .. })
     ) || matches!(
@@ -560,6 +569,17 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "--max-memory: too small; raise --max-memory, or lower --per-class"
+        );
+        let e = cli_error(
+            fair_surgery::SurgeryError::Analysis(fair_analysis::AnalysisError::Disagreement {
+                layers: vec!["a".into(), "b".into()],
+            })
+            .into(),
+        );
+        assert!(
+            e.to_string()
+                .contains("choose the package or intersection --rule, or"),
+            "{e}"
         );
         // Other errors pass through.
         let e = cli_error(anyhow::anyhow!("plain"));

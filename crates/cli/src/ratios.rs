@@ -100,9 +100,11 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                  {by_u}score again with `--criteria u,r,{rank}`"
             )));
         }
-        r => r?,
+        r => r.map_err(|e| cli_error(e.into()))?,
     };
-    let selection = selector.select(goal, method)?;
+    let selection = selector
+        .select(goal, method)
+        .map_err(|e| cli_error(e.into()))?;
     let elapsed = start.elapsed();
     if let (Some(out), Some(path)) = (&plan_out, &args.write_plan) {
         out.write(selection.plan().to_json_string().as_bytes())?;
