@@ -26,7 +26,7 @@ pub enum AnalysisError {
         units: usize,
     },
     /// Coupled layers ask for different units under the strict rule.
-    #[error("layers {} are coupled (they must keep the same units) but the plan removes different units from them (use --rule package or intersection, or list the same units for each)", .layers.join(", "))]
+    #[error("layers {} are coupled (they must keep the same units) but the plan removes different units from them (choose the package or intersection `rule`, or list the same units for each)", .layers.join(", "))]
     Disagreement {
         /// The coupled layers.
         layers: Vec<String>,

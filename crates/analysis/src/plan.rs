@@ -220,7 +220,14 @@ mod tests {
             resolve(GroupRule::Package, 8, &layers, &req).unwrap(),
             set(&[1, 2, 7])
         );
-        assert!(resolve(GroupRule::Strict, 8, &layers, &req).is_err());
+        let e = resolve(GroupRule::Strict, 8, &layers, &req).unwrap_err();
+        // The hint names the setting (the CLI prints its flag), not a flag.
+        let text = e.to_string();
+        assert!(text.contains("layers a, b are coupled"), "{text}");
+        assert!(
+            text.contains("package or intersection `rule`") && !text.contains("--"),
+            "{text}"
+        );
         let same = [set(&[3]), set(&[3])];
         assert_eq!(
             resolve(GroupRule::Strict, 8, &layers, &same).unwrap(),

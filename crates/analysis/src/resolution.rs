@@ -41,7 +41,7 @@ pub struct Resolution {
 }
 
 /// One row of a [`SizeReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LayerSize {
     /// The node.
     pub layer: String,
@@ -54,7 +54,7 @@ pub struct LayerSize {
 }
 
 /// Sizes before and after a resolution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SizeReport {
     /// Every node with parameters or MACs.
     pub layers: Vec<LayerSize>,

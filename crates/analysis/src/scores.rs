@@ -17,7 +17,7 @@ use crate::strict;
 pub const SCORE_FILE_FORMAT: u32 = 2;
 
 /// What one criterion recorded while scoring.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CriterionRecord {
     /// The criterion's settings, as it reports them (a JSON object; compared for reuse).
@@ -30,7 +30,7 @@ pub struct CriterionRecord {
 }
 
 /// Where scores came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     /// fair-pruner version that wrote the file.
@@ -86,8 +86,9 @@ pub struct ScoreFile {
 }
 
 /// A score file written, as `fair-pruner score --json` prints it: where it went, how many
-/// layers it scores, its provenance, and the process's peak memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// layers it scores, its provenance, and the process's peak memory. Its JSON Schema is
+/// `docs/score-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreReport {
     /// Where the score file was written.

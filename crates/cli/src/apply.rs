@@ -7,7 +7,7 @@ use clap::Args;
 use fair_analysis::{GroupRule, Plan, ResolveOptions, graph_digest};
 use fair_pipeline::charts::{human, thousands};
 
-use crate::args::ModelArgs;
+use crate::args::{ModelArgs, cli_error};
 use crate::table::render;
 
 /// Arguments of `fair-pruner apply`.
@@ -84,7 +84,7 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
         rule: args.rule,
         protected: args.protect.clone(),
     };
-    let pruned = fair_surgery::apply(&model, &plan, &options)?;
+    let pruned = fair_surgery::apply(&model, &plan, &options).map_err(|e| cli_error(e.into()))?;
     fair_surgery::export(&pruned.model, staged.path())?;
     let report = &pruned.report;
     fair_fs::write_atomic(

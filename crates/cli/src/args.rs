@@ -248,22 +248,62 @@ impl DrawArgs {
 }
 
 /// A library error as the CLI prints it: the setting it names (`finetune-lr`) becomes the
-/// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks.
-/// Other errors pass through unchanged.
+/// flag that sets it (`--finetune-lr`), and so do the settings its text names in backticks:
+/// in a setting's error, a refused output path (whose inputs the library names by setting,
+/// `` `weights` ``), a scoring or training setting's error, torchrun's, and coupled layers
+/// that disagree (`` `rule` ``). Other errors pass through unchanged.
 pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<PipelineError>() {
+    let e = match e.downcast::<PipelineError>() {
         Ok(PipelineError::Invalid { setting, detail }) => {
             let detail = flags_in(&detail);
-            match setting.as_str() {
+            return match setting.as_str() {
                 // The goal is several flags; the text names them.
                 "goal" => anyhow::anyhow!("{detail}"),
                 "train" => anyhow::anyhow!("[train]: {detail}"),
                 s => anyhow::anyhow!("--{s}: {detail}"),
-            }
+            };
         }
-        Ok(other) => other.into(),
+        Ok(PipelineError::Scoring(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Analysis(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Surgery(fair_surgery::SurgeryError::Analysis(e))) => e.into(),
+        Ok(PipelineError::Torchrun { detail, tail }) => {
+            return PipelineError::Torchrun {
+                detail: flags_in(&detail),
+                tail,
+            }
+            .into();
+        }
+        // Transparent wrappers: their text is the inner error's.
+        Ok(PipelineError::Fs(e)) => anyhow::Error::from(e),
+        Ok(PipelineError::Train(e)) => e.into(),
+        Ok(other) => return other.into(),
         Err(e) => e,
+    };
+    // Respelled only when the error is the whole message (no context around it).
+    if e.chain().count() == 1
+        && let Some(fair_scoring::ScoringError::Setting { name, detail }) =
+            e.downcast_ref::<fair_scoring::ScoringError>()
+    {
+        return anyhow::anyhow!("--{name}: {}", flags_in(detail));
     }
+    use fair_analysis::AnalysisError::Disagreement;
+    let names_settings = matches!(
+        e.downcast_ref::<fair_analysis::AnalysisError>(),
+        Some(Disagreement { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_surgery::SurgeryError>(),
+        Some(fair_surgery::SurgeryError::Analysis(Disagreement { .. }))
+    ) || matches!(
+        e.downcast_ref::<fair_fs::FsError>(),
+        Some(fair_fs::FsError::Output { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_train::TrainError>(),
+        Some(fair_train::TrainError::Setting { .. })
+    );
+    if names_settings && e.chain().count() == 1 {
+        return anyhow::anyhow!("{}", flags_in(&e.to_string()));
+    }
+    e
 }
 
 /// `text` with every setting written in backticks (`` `distill-weight` ``) as its flag.
@@ -445,23 +485,19 @@ impl RunArgs {
 
     fn load(
         &self,
-        mut config: RunConfig,
+        config: RunConfig,
         memory_bound: Option<fair_scoring::ByteSize>,
     ) -> Result<Setup> {
         let device = self.compute.apply()?;
-        let (model, notes) = config.model(device)?;
-        crate::notes::print(&notes);
-        fair_scoring::check_memory_bound(model.graph(), memory_bound)?;
-        let graph = model.graph();
-        let input = fair_pipeline::image_input(graph)?;
-        let (transform, warning) = fair_pipeline::model_normalization(graph, config.transform);
-        config.transform = transform;
-        if let Some(w) = warning {
-            eprintln!("warning: {}", fair_pipeline::printable(&w));
+        // The model, and every check that needs it but no data (the memory bound, the
+        // transform against its input, the data section), in the library.
+        let loaded = fair_pipeline::load_model(&config, memory_bound, device)?;
+        crate::notes::print(&loaded.notes);
+        if let Some(w) = loaded.warning {
+            eprintln!("warning: {}", fair_pipeline::printable(&flags_in(&w)));
         }
-        // Every setting that sizes an allocation, against the model's input, before loading.
-        config.transform.check_input(input, 1)?;
-        config.check_data()?;
+        let (config, model) = (loaded.config, loaded.model);
+        let input = fair_pipeline::image_input(model.graph())?;
         let (mut train, test, notes) = config.data(input)?;
         crate::notes::print(&notes);
         if let Some(f) = self.train_fraction {
@@ -470,14 +506,7 @@ impl RunArgs {
                 train.split_stratified(SUBSET_SEED, |n| ((f * n as f64).round() as usize).max(1));
             train = part.with_name(name);
         }
-        let g = model.graph();
-        let classes = g.shape_at(g.nodes().len() - 1)[0];
-        if train.classes().len() > classes {
-            bail!(
-                "the data has {} classes but the model has {classes} outputs",
-                train.classes().len()
-            );
-        }
+        fair_pipeline::check_classes(&model, &train)?;
         Ok(Setup {
             config,
             model,
@@ -506,6 +535,52 @@ mod tests {
         assert_eq!(e.to_string(), "no pruning goal: give --alpha");
         // Backticks around something that is not a setting name stay as they are.
         assert_eq!(flags_in("a `b c` and `` end`"), "a `b c` and `` end`");
+        // Inputs of a refused output and training settings are named by setting; the CLI
+        // prints their flags.
+        let e = cli_error(
+            PipelineError::Fs(fair_fs::FsError::Output {
+                path: "w".into(),
+                detail: "`out` is the same file as the input `weights` 'w'".into(),
+            })
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "refusing to write 'w': --out is the same file as the input --weights 'w'"
+        );
+        let e = cli_error(
+            fair_train::TrainError::Setting {
+                name: "distill_weight",
+                detail: "must be in [0, 1], found 2".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid training setting --distill-weight ([prune] distill_weight): must be in [0, 1], found 2"
+        );
+        let e = cli_error(
+            PipelineError::Scoring(fair_scoring::ScoringError::Setting {
+                name: "max-memory",
+                detail: "too small; raise `max-memory`, or lower `per-class`".into(),
+            })
+            .into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "--max-memory: too small; raise --max-memory, or lower --per-class"
+        );
+        let e = cli_error(
+            fair_surgery::SurgeryError::Analysis(fair_analysis::AnalysisError::Disagreement {
+                layers: vec!["a".into(), "b".into()],
+            })
+            .into(),
+        );
+        assert!(
+            e.to_string()
+                .contains("choose the package or intersection --rule, or"),
+            "{e}"
+        );
         // Other errors pass through.
         let e = cli_error(anyhow::anyhow!("plain"));
         assert_eq!(e.to_string(), "plain");

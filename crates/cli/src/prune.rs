@@ -244,12 +244,7 @@ fn run(args: &PruneArgs) -> Result<()> {
     // Everything cheap first: config, settings, paths. The library resolves the settings
     // (flags over the config over the preset); this command only fills them in.
     let config = args.run.config()?;
-    fair_pipeline::check_weights(&config).map_err(|_| {
-        anyhow::anyhow!(
-            "prune needs trained weights: --weights FILE (or [model] weights in the config), or an \
-             ONNX model that carries them (--graph model.onnx)"
-        )
-    })?;
+    fair_pipeline::check_weights(&config)?;
     args.engine.check()?;
     let settings = RawSettings::from_config(&config)
         .overridden_by(&args.flags())

@@ -7,8 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use fair_analysis::{Goal, Method, RatiosReport, ScoreFile, Selector};
 use fair_pipeline::charts::{human, thousands};
-use fair_pipeline::{Preset, PruneSection};
+use fair_pipeline::{PipelineError, Preset, PruneSection};
 
+use crate::args::cli_error;
 use crate::score::SelectArgs;
 use crate::table::render;
 
@@ -55,7 +56,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         (None, None, None) => anyhow::bail!("give one of --alpha, --target-macs, --target-params"),
     };
     goal.check()
-        .map_err(|e| anyhow::anyhow!("--{}: {e}", goal.flag()))?;
+        .map_err(|e| cli_error(PipelineError::invalid(goal.flag(), e.to_string()).into()))?;
     let plan_out = match &args.write_plan {
         Some(p) => Some(
             fair_pipeline::output_guard()
@@ -70,8 +71,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     eprintln!("preset: {preset} ({source})");
     let section = PruneSection::default();
     let method = args.select.method();
-    let (remove, protect, rank) = args.select.criteria(&section, preset);
-    check_criteria(&file, method, [&remove, &protect, &rank])?;
+    let (remove, protect, rank) = args.select.criteria(&section, preset, &file)?;
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
     let exact = options.exact_target && !matches!(goal, Goal::Alpha(_));
@@ -100,9 +100,11 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                  {by_u}score again with `--criteria u,r,{rank}`"
             )));
         }
-        r => r?,
+        r => r.map_err(|e| cli_error(e.into()))?,
     };
-    let selection = selector.select(goal, method)?;
+    let selection = selector
+        .select(goal, method)
+        .map_err(|e| cli_error(e.into()))?;
     let elapsed = start.elapsed();
     if let (Some(out), Some(path)) = (&plan_out, &args.write_plan) {
         out.write(selection.plan().to_json_string().as_bytes())?;
@@ -233,30 +235,4 @@ fn choose_preset(args: &RatiosArgs, file: &ScoreFile) -> Result<(Preset, String)
             "default; the score file records none".into(),
         )),
     }
-}
-
-/// Refuses a criterion name that is neither in the score file nor known to fair-pruner,
-/// naming its flag and listing the known criteria. `[remove, protect, rank]`; uniform counts
-/// read only the ranking. A known criterion the file lacks is left to the selector, whose
-/// error says to score it.
-fn check_criteria(file: &ScoreFile, method: Method, names: [&str; 3]) -> Result<()> {
-    let [remove, protect, rank] = names;
-    let used: &[(&str, &str)] = match method {
-        Method::Tod => &[
-            ("--remove-by", remove),
-            ("--protect-by", protect),
-            ("--rank-by", rank),
-        ],
-        Method::Uniform => &[("--rank-by", rank)],
-    };
-    let registry = fair_scoring::Registry::default();
-    for &(flag, name) in used {
-        if file.criterion(name).is_none() && !registry.contains(name) {
-            anyhow::bail!(
-                "{flag}: unknown criterion '{name}' (known: {})",
-                registry.names().join(", ")
-            );
-        }
-    }
-    Ok(())
 }

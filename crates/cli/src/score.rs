@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fair_analysis::{GroupRule, MacCost, Method, SelectOptions};
+use fair_analysis::{GroupRule, MacCost, Method, ScoreFile, SelectOptions};
 use fair_pipeline::{Preset, PruneSection, RawSettings};
 use fair_scoring::{Calibration, Progress, Registry};
 
@@ -131,10 +131,18 @@ impl SelectArgs {
         .overridden_by(&flags)
     }
 
-    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults
-    /// ([`RawSettings::signals`]).
-    pub fn criteria(&self, section: &PruneSection, preset: Preset) -> (String, String, String) {
-        self.raw(section, preset).signals()
+    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults, for
+    /// counting from the scores of `file`: each in the file or a known criterion
+    /// ([`RawSettings::signals_for`]); an unknown one is an error naming its flag.
+    pub fn criteria(
+        &self,
+        section: &PruneSection,
+        preset: Preset,
+        file: &ScoreFile,
+    ) -> Result<(String, String, String)> {
+        self.raw(section, preset)
+            .signals_for(file, &Registry::default())
+            .map_err(|e| cli_error(e.into()))
     }
 
     /// The selection options after the config and `preset`
@@ -175,11 +183,15 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
     args.scoring.fill(&mut raw);
     let settings = raw.scoring();
     let registry = Registry::default();
-    let criteria = registry.create_all(&raw.criteria(), &settings)?;
+    let names = raw
+        .checked_criteria(&registry)
+        .map_err(|e| cli_error(e.into()))?;
+    let criteria = registry.create_all(&names, &settings)?;
 
     let device = args.compute.apply()?;
     let model = args.model.load_model(args.weights.as_deref(), device)?;
-    fair_scoring::check_memory_bound(model.graph(), raw.given_max_memory())?;
+    fair_pipeline::check_memory_bound(model.graph(), raw.given_max_memory())
+        .map_err(|e| cli_error(e.into()))?;
     let data = match &args.calibration {
         Some(p) => Some(Calibration::from_safetensors(p)?),
         None => None,
@@ -197,6 +209,7 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
         file.provenance.preset = Some(raw.preset().name().to_owned());
         file
     })
+    .map_err(|e| cli_error(e.into()))
     .with_context(|| match &args.calibration {
         Some(p) => format!("scoring with the calibration data {}", p.display()),
         None => "scoring".to_owned(),

@@ -8,9 +8,8 @@ use clap::Args;
 use fair_data::ImageSource;
 use fair_fs::OutputFile;
 use fair_pipeline::RunConfig;
-use fair_train::TrainSettings;
 
-use crate::args::{DrawArgs, RunArgs};
+use crate::args::{DrawArgs, RunArgs, cli_error};
 
 /// Arguments of `train` and `finetune`.
 #[derive(Debug, Args)]
@@ -46,7 +45,10 @@ fn out_file(
     config: &RunConfig,
     config_path: Option<&Path>,
 ) -> Result<OutputFile> {
-    Ok(config.output_guard(config_path).file(what, out)?)
+    config
+        .output_guard(config_path)
+        .file(what, out)
+        .map_err(|e| cli_error(e.into()))
 }
 
 /// Runs `train` (or `finetune`, which requires starting weights).
@@ -58,17 +60,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
              (its model.toml), or an ONNX --graph, which carries its weights"
         );
     }
-    let mut settings = config.train.clone().unwrap_or_else(|| {
-        if finetune {
-            TrainSettings {
-                epochs: 3,
-                lr: 0.01,
-                ..Default::default()
-            }
-        } else {
-            TrainSettings::default()
-        }
-    });
+    let mut settings = config.train_settings(finetune);
     if let Some(e) = args.epochs {
         settings.epochs = e as usize;
     }
@@ -81,7 +73,7 @@ pub fn train(args: &TrainArgs, finetune: bool) -> Result<()> {
     if let Some(s) = args.seed {
         settings.seed = s;
     }
-    settings.check()?;
+    settings.check().map_err(|e| cli_error(e.into()))?;
     let (what, out) = match (&args.out, &config.output.weights) {
         (Some(o), _) => ("--out", o.clone()),
         (None, Some(w)) => ("[output] weights", w.clone()),
@@ -195,7 +187,7 @@ pub fn calib(args: &CalibArgs) -> Result<()> {
     let config = args.run.config()?;
     let out_file = out_file("--out", &args.out, &config, args.run.config.as_deref())?;
     let draw = args.draw.settings(&config.prune);
-    draw.check()?;
+    draw.check().map_err(|e| cli_error(e.into()))?;
     let setup = args.run.setup(config, None)?;
     let (calibration, notes) =
         draw.draw(setup.model.graph(), &setup.train, &setup.config.transform)?;

@@ -1,21 +1,7 @@
 //! The `fair-pruner` binary, run as a user would.
 
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run, stderr, stdout};
 
 #[test]
 fn info_prints_nodes_and_torchvision_totals() {
@@ -629,44 +615,12 @@ fn ratios_align_residual_groups_for_targets() {
     assert!(1.0 - after / before >= 0.3, "{after} of {before}");
 }
 
-use fair_testkit::write_idx_toy;
-
 /// Writes the toy IDX dataset into `dir/data` (no file inside a data directory may be
 /// written), trains an MLP on it with `fair-pruner train` for `epochs` into `dir`, and returns
 /// the shared model/data flags and the weights path.
 fn trained_idx_toy(dir: &std::path::Path, epochs: &str) -> (Vec<String>, std::path::PathBuf) {
-    let data = dir.join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_toy(&data);
-    let common: Vec<String> = [
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(std::iter::once(data.to_str().unwrap().to_owned()))
-    .collect();
     let w = dir.join("m.safetensors");
-    let mut args: Vec<&str> = vec!["train"];
-    args.extend(common.iter().map(String::as_str));
-    args.extend([
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "8",
-        "--out",
-        w.to_str().unwrap(),
-        "-q",
-    ]);
-    let o = run(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (common, o) = common::train_idx_toy(dir, "mlp", epochs, &w);
     assert!(stdout(&o).contains("test top-1"), "{}", stdout(&o));
     (common, w)
 }

@@ -2,20 +2,11 @@
 //! `fair-pruner prune --config` makes: same counts, MACs, accuracies and steps after surgery.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use fair_pipeline::{ConfigRun, PruneReport, Pruner, RunConfig, StepStatus};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run, stderr};
 
 fn report(out: &Path) -> PruneReport {
     serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()

@@ -4,18 +4,10 @@
 //! count is recorded beside it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run, stderr};
 
 fn fixture() -> (PathBuf, serde_json::Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

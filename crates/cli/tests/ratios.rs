@@ -3,20 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fair_analysis::{CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run, stderr};
 
 /// Writes a score file for a zoo model with seeded pseudo-random U, R and group L1 (the
 /// default preset's ranking).

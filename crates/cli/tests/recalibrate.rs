@@ -2,47 +2,17 @@
 //! would, on the toy IDX dataset with a BatchNorm network.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run, stderr};
 
 /// The toy IDX data in `dir` and a compact VGG (5 BatchNorm layers) trained on it; returns
 /// the model/data flags and the weights.
 fn trained(dir: &Path) -> (Vec<String>, String) {
-    // The data in its own directory: no file inside a data directory may be written.
-    let data = dir.join("data");
-    std::fs::create_dir(&data).unwrap();
-    fair_testkit::write_idx_toy(&data);
-    let common: Vec<String> = [
-        "--model",
-        "vgg_compact",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        data.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let w = dir.join("m.safetensors").to_str().unwrap().to_owned();
-    let mut args = vec!["train"];
-    args.extend(common.iter().map(String::as_str));
-    args.extend(["--epochs", "2", "--batch-size", "8", "--out", &w, "-q"]);
-    let o = run(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    (common, w)
+    let w = dir.join("m.safetensors");
+    let (common, _) = common::train_idx_toy(dir, "vgg_compact", "2", &w);
+    (common, w.to_str().unwrap().to_owned())
 }
 
 fn prune(common: &[String], w: &str, out: &Path, extra: &[&str]) -> Output {

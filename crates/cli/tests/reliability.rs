@@ -6,18 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    run_env(args, &[])
-}
-
-fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fair-pruner"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("the binary runs")
-}
+mod common;
+use common::{run, run_env, stderr};
 
 /// Runs the binary with `args`, killing it and failing the test if it runs longer than
 /// `seconds` (a hang must fail the test, not block it).
@@ -48,10 +38,6 @@ fn mlp(cmd: &str, extra: &[&str]) -> Output {
     let mut args = vec![cmd, "--model", "mlp", "--input", "1x8x8", "--classes", "2"];
     args.extend_from_slice(extra);
     run(&args)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn s(p: &Path) -> &str {
@@ -87,44 +73,8 @@ struct Toy {
 
 fn toy(model: &str) -> Toy {
     let dir = tempfile::tempdir().unwrap();
-    fair_testkit::write_idx_toy(dir.path());
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        let f = f.unwrap().path();
-        if f.is_file() {
-            std::fs::rename(&f, data.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-    let common: Vec<String> = [
-        "--model",
-        model,
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        s(&data),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
     let weights = dir.path().join("m.safetensors");
-    let mut args: Vec<&str> = vec!["train"];
-    args.extend(common.iter().map(String::as_str));
-    args.extend([
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        s(&weights),
-        "-q",
-    ]);
-    let o = run(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (common, _) = common::train_idx_toy(dir.path(), model, "1", &weights);
     Toy {
         dir,
         common,
@@ -609,7 +559,12 @@ fn bad_values_fail_fast_with_the_flag_named() {
         (&["--alpha-sweep", "0,-0"], &["--alpha-sweep", "twice"]),
         (
             &["--alpha", "0.2", "--criteria", "u,nope"],
-            &["unknown criterion 'nope'"],
+            &["--criteria: unknown criterion 'nope'"],
+        ),
+        // Issue 25: the library names the signal, the CLI its flag.
+        (
+            &["--alpha", "0.2", "--remove-by", "nope"],
+            &["--remove-by: unknown criterion 'nope' (known: "],
         ),
     ] {
         let (o, took) = quick(extra);
@@ -617,6 +572,16 @@ fn bad_values_fail_fast_with_the_flag_named() {
         assert!(took.as_secs_f64() < 30.0, "{extra:?} took {took:?}");
         assert!(!out.exists(), "{extra:?} wrote output");
     }
+    // No weights: the library names the setting, the CLI its flags.
+    let o = t.run("prune", &["--alpha", "0.2", "--out", s(&out), "-q"]);
+    fails_with(
+        &o,
+        &[
+            "--weights: pruning needs trained weights: --weights FILE",
+            "(--graph model.onnx",
+        ],
+    );
+    assert!(!out.exists());
     // clap-level: zero threads, a negative epoch count.
     let o = t.run("eval", &["--weights", &w, "--threads", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

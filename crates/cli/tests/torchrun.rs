@@ -1,48 +1,13 @@
 //! `prune --finetune-with torchrun`: the flags reach the pipeline, the script reads the
 //! user's IDX directory itself, and misuse is refused before any work.
 
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-use fair_testkit::write_idx_toy;
+mod common;
+use common::{run, stderr};
 
 /// Writes the IDX toy into `dir/data` (no file inside a data directory may be written) and
 /// trains the MLP on it for one epoch into `weights`.
 fn train_toy(dir: &std::path::Path, weights: &std::path::Path) {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_idx_toy(&data);
-    let o = run(&[
-        "train",
-        "--model",
-        "mlp",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        weights.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::train_idx_toy(dir, "mlp", "1", weights);
 }
 
 fn prune_args<'a>(data: &'a str, weights: &'a str, out: &'a str) -> Vec<&'a str> {

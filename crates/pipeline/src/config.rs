@@ -335,7 +335,32 @@ impl<'de> Deserialize<'de> for DataSource {
     }
 }
 
+/// The epochs of `fair-pruner finetune` when neither `[train]` nor a flag gives them.
+pub const FINETUNE_EPOCHS: usize = 3;
+
 impl RunConfig {
+    /// The training settings of a `train` run, or with `finetune` of a `finetune` run:
+    /// `[train]` when given, else [`TrainSettings::default`] for training and, for fine-tuning
+    /// trained weights, [`FINETUNE_EPOCHS`] epochs at [`crate::DEFAULT_FINETUNE_LR`].
+    ///
+    /// ```
+    /// let config = fair_pipeline::RunConfig::default();
+    /// let s = config.train_settings(true);
+    /// assert_eq!((s.epochs, s.lr), (fair_pipeline::FINETUNE_EPOCHS, 0.01));
+    /// assert_eq!(config.train_settings(false), fair_train::TrainSettings::default());
+    /// ```
+    pub fn train_settings(&self, finetune: bool) -> TrainSettings {
+        match (&self.train, finetune) {
+            (Some(t), _) => t.clone(),
+            (None, true) => TrainSettings {
+                epochs: FINETUNE_EPOCHS,
+                lr: crate::DEFAULT_FINETUNE_LR,
+                ..Default::default()
+            },
+            (None, false) => TrainSettings::default(),
+        }
+    }
+
     /// Reads a config file; unknown keys are errors naming the key.
     pub fn load(path: &Path) -> Result<Self, PipelineError> {
         let bad = |detail: String| PipelineError::Config {
@@ -369,7 +394,7 @@ impl RunConfig {
             }
             (None, None) => Err(PipelineError::invalid(
                 "model",
-                "no model: give --model NAME (or --graph FILE), or [model] zoo = \"...\" in a config",
+                "no model: give `model` NAME (or `graph` FILE), or [model] zoo = \"...\" in a config",
             )),
         }
     }
@@ -412,7 +437,7 @@ impl RunConfig {
         let source = self.data.source.ok_or_else(|| {
             PipelineError::invalid(
                 "data",
-                format!("no data: give --data {DATA_SOURCES} (or [data] source in a config)"),
+                format!("no data: give `data` {DATA_SOURCES} (or [data] source in a config)"),
             )
         })?;
         if let Some(n) = self.data.max_pixels
@@ -432,7 +457,7 @@ impl RunConfig {
         let path = self.data.path.as_ref().ok_or_else(|| {
             PipelineError::invalid(
                 "data-path",
-                format!("data source '{source}' needs a directory (--data-path or [data] path)"),
+                format!("data source '{source}' needs a directory (`data-path`, or [data] path in a config)"),
             )
         })?;
         if !path.is_dir() {
@@ -561,7 +586,7 @@ pub fn model_normalization(graph: &Graph, transform: Transform) -> (Transform, O
     let warning = format!(
         "model '{}' records no input normalisation and none was given: feeding pixels scaled \
          to [0, 1] (mean 0, std 1). If the model was trained on normalised inputs, give \
-         --mean and --std (or [transform] mean / std in a config), or record them in the \
+         `mean` and `std` ([transform] mean / std in a config), or record them in the \
          graph's input (op = {{ type = \"input\", ..., mean = [...], std = [...] }})",
         graph.name()
     );

@@ -15,8 +15,8 @@ pub fn output_guard() -> OutputGuard {
     guard
 }
 
-/// Registers the model file `path` (named `what` in errors, e.g. `--graph`) as an input: the
-/// file itself and, for an ONNX model, the external data files it names.
+/// Registers the model file `path` (named `what` in errors, e.g. `` `graph` ``) as an input:
+/// the file itself and, for an ONNX model, the external data files it names.
 pub fn guard_model_file(guard: &mut OutputGuard, what: &str, path: &Path) {
     guard.input(what, path);
     if crate::onnx::is_onnx(path) {
@@ -31,8 +31,11 @@ pub fn guard_model_file(guard: &mut OutputGuard, what: &str, path: &Path) {
 impl RunConfig {
     /// The output guard of a run of this configuration (read from `config_path`, if any):
     /// the config file, the model's graph (with an ONNX model's external data) and weights
-    /// are inputs; the data directory (`--data-path`) and the dataset cache
-    /// (`fair_data::cache_dir`) are trees, no file of which may be written.
+    /// are inputs; the data directory (`[data] path`) and the dataset cache
+    /// (`fair_data::cache_dir`) are trees, no file of which may be written. Errors name each
+    /// input by its setting in backticks (`` `config` ``, `` `graph` ``, `` `weights` ``,
+    /// `` `data-path` ``), as [`crate::PipelineError`]s do, so a caller can respell them
+    /// (the CLI prints its flags).
     ///
     /// ```
     /// use fair_pipeline::RunConfig;
@@ -41,23 +44,24 @@ impl RunConfig {
     /// let mut config = RunConfig::default();
     /// config.data.path = Some(dir.path().join("mnist"));
     /// let guard = config.output_guard(None);
-    /// assert!(guard.file("--out", &dir.path().join("mnist/train-images-idx3-ubyte")).is_err());
-    /// assert!(guard.file("--out", &dir.path().join("model.safetensors")).is_ok());
+    /// let e = guard.file("`out`", &dir.path().join("mnist/train-images-idx3-ubyte"));
+    /// assert!(e.unwrap_err().to_string().contains("lies inside `data-path`"));
+    /// assert!(guard.file("`out`", &dir.path().join("model.safetensors")).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn output_guard(&self, config_path: Option<&Path>) -> OutputGuard {
         let mut guard = output_guard();
         if let Some(p) = config_path {
-            guard.input("--config", p);
+            guard.input("`config`", p);
         }
         if let Some(p) = &self.model.graph {
-            guard_model_file(&mut guard, "--graph", p);
+            guard_model_file(&mut guard, "`graph`", p);
         }
         if let Some(p) = &self.model.weights {
-            guard.input("--weights", p);
+            guard.input("`weights`", p);
         }
         if let Some(p) = &self.data.path {
-            guard.tree("--data-path", p);
+            guard.tree("`data-path`", p);
         }
         guard
     }

@@ -55,9 +55,9 @@ pub mod stages;
 mod torchrun;
 
 pub use config::{
-    DATA_SOURCES, DataSection, DataSource, DrawSettings, MAX_PIXELS_SETTING, ModelSection,
-    OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input, model_normalization,
-    with_normalization,
+    DATA_SOURCES, DataSection, DataSource, DrawSettings, FINETUNE_EPOCHS, MAX_PIXELS_SETTING,
+    ModelSection, OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input,
+    model_normalization, with_normalization,
 };
 pub use error::{MAX_LINE_CHARS, PipelineError, error_text, printable};
 pub use fair_analysis::{Goal, GroupRule, Method};
@@ -77,7 +77,8 @@ pub use report::{
 };
 pub use settings::{
     ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,
-    DEFAULT_REMOVE_BY, PruneSettings, RawSettings, check_weights,
+    DEFAULT_REMOVE_BY, LoadedModel, PruneSettings, RawSettings, check_classes, check_memory_bound,
+    check_weights, load_model,
 };
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 

@@ -27,8 +27,9 @@ pub fn import_onnx(path: &Path, options: &ImportOptions) -> Result<Imported, Pip
 }
 
 /// An imported ONNX model written out, as `fair-pruner import --json` prints it: the graph's
-/// figures, the importer's notes, and where the files went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// figures, the importer's notes, and where the files went. Its JSON Schema is
+/// `docs/import-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportReport {
     /// The graph's name.

@@ -747,15 +747,7 @@ impl<'a> Pruner<'a> {
         }
         let criteria = self.criterion_names();
         for name in &criteria {
-            if !self.registry.contains(name) {
-                return Err(PipelineError::invalid(
-                    "criteria",
-                    format!(
-                        "unknown criterion '{name}' (known: {})",
-                        self.registry.names().join(", ")
-                    ),
-                ));
-            }
+            crate::settings::check_known("criteria", name, &self.registry)?;
         }
         if self.counting.min_keep == 0 {
             return Err(PipelineError::invalid(
@@ -843,7 +835,7 @@ impl<'a> Pruner<'a> {
             }
         }
         if let Some(out) = &self.out {
-            self.guard.check_dir("--out", out)?;
+            self.guard.check_dir("`out`", out)?;
         }
         Ok(())
     }
@@ -861,7 +853,7 @@ impl<'a> Pruner<'a> {
         self.validate()?;
         // Claim the output directory before any work, so a foreign directory fails fast.
         let staged = match &self.out {
-            Some(out) => Some(self.guard.dir("--out", out)?.stage()?),
+            Some(out) => Some(self.guard.dir("`out`", out)?.stage()?),
             None => None,
         };
         // The interpreter torchrun needs is checked now, not after scoring.

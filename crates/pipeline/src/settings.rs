@@ -1,8 +1,10 @@
 //! Settings resolution, in one place: raw settings (a config's `[prune]` section and explicit
 //! overrides such as command-line flags, every one optional) and the preset they name →
 //! one resolved [`PruneSettings`] value that says everything a prune run does. The CLI
-//! fills [`RawSettings`] from its flags and the config and calls [`RawSettings::resolve`];
-//! it decides nothing itself. [`crate::Pruner::from_config`] resolves the same way, so a
+//! fills [`RawSettings`] from its flags and the config and calls [`RawSettings::resolve`]
+//! (which also refuses unknown criteria), then [`load_model`] (the checks that need the
+//! model but no data, such as a given memory bound) and [`check_classes`]; it decides
+//! nothing itself. [`crate::Pruner::from_config`] resolves the same way, so a
 //! Rust program that loads a config gets the run `fair-pruner prune --config` makes.
 //!
 //! Errors name settings by their config key with `-` for `_` (`finetune-lr`, `alpha`): the
@@ -30,8 +32,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fair_analysis::{Goal, Method, SelectOptions};
-use fair_scoring::{ConvDistance, MaxMemory, ScoringSettings, Wasserstein};
+use fair_analysis::{Goal, Method, ScoreFile, SelectOptions};
+use fair_scoring::{ConvDistance, MaxMemory, Registry, ScoringSettings, Wasserstein};
 use fair_threshold::CountOptions;
 use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
@@ -253,6 +255,60 @@ impl RawSettings {
         }
     }
 
+    /// The criteria to score ([`RawSettings::criteria`]), each known to `registry`; an
+    /// unknown one is an error naming `criteria` and listing the known ones.
+    pub fn checked_criteria(&self, registry: &Registry) -> Result<Vec<String>, PipelineError> {
+        let criteria = self.criteria();
+        for name in &criteria {
+            check_known("criteria", name, registry)?;
+        }
+        Ok(criteria)
+    }
+
+    /// The criteria to score and ToD's signals, each known to `registry`: an unknown one is
+    /// an error naming its setting (`criteria`, `remove-by`, `protect-by`, `rank-by`) and
+    /// listing the known criteria. (The signals are scored too, so they must be known even
+    /// with uniform counts.)
+    pub fn check_criteria(&self, registry: &Registry) -> Result<(), PipelineError> {
+        self.checked_criteria(registry)?;
+        let (remove, protect, rank) = self.signals();
+        for (setting, name) in [
+            ("remove-by", &remove),
+            ("protect-by", &protect),
+            ("rank-by", &rank),
+        ] {
+            check_known(setting, name, registry)?;
+        }
+        Ok(())
+    }
+
+    /// ToD's signals and the ranking ([`RawSettings::signals`]) for counting from the scores
+    /// of `file`: each must be in the file or known to `registry` (a known criterion the
+    /// file lacks is left to the selector, whose error says to score it). An unknown one is
+    /// an error naming its setting (`remove-by`, `protect-by`, `rank-by`) and listing the
+    /// known criteria; uniform counts read only the ranking.
+    pub fn signals_for(
+        &self,
+        file: &ScoreFile,
+        registry: &Registry,
+    ) -> Result<(String, String, String), PipelineError> {
+        let (remove, protect, rank) = self.signals();
+        let used: &[(&str, &str)] = match self.method() {
+            Method::Tod => &[
+                ("remove-by", &remove),
+                ("protect-by", &protect),
+                ("rank-by", &rank),
+            ],
+            Method::Uniform => &[("rank-by", &rank)],
+        };
+        for &(setting, name) in used {
+            if file.criterion(name).is_none() {
+                check_known(setting, name, registry)?;
+            }
+        }
+        Ok((remove, protect, rank))
+    }
+
     /// The scoring settings: the preset's (its R batch size is `batch_size` when given),
     /// with the settings given here over them and the draw's samples per class, classes and
     /// seed.
@@ -424,9 +480,18 @@ impl RawSettings {
         (reconstruction, recalibration)
     }
 
-    /// Every setting resolved: see [`PruneSettings`]. Errors name the setting.
+    /// Every setting resolved: see [`PruneSettings`]. Errors name the setting. The criteria
+    /// and signals must be built-in ones ([`Registry::default`]); see
+    /// [`RawSettings::resolve_with`] for criteria of your own.
     pub fn resolve(&self) -> Result<PruneSettings, PipelineError> {
+        self.resolve_with(&Registry::default())
+    }
+
+    /// As [`RawSettings::resolve`], with the criteria and signals known to `registry` (the
+    /// one the run's [`crate::Pruner::registry`] is given).
+    pub fn resolve_with(&self, registry: &Registry) -> Result<PruneSettings, PipelineError> {
         let goals = self.goals()?;
+        self.check_criteria(registry)?;
         let draw = self.draw()?;
         let finetune = self.finetune()?;
         let distillation = self.distillation()?;
@@ -504,7 +569,9 @@ impl ConfigRun {
     ) -> Result<Self, PipelineError> {
         let settings = RawSettings::from_config(config).resolve()?;
         check_weights(config)?;
-        let (config, model, mut notes) = load_model(config, &settings, device)?;
+        let loaded = load_model(config, settings.given_max_memory, device)?;
+        let (config, model, mut notes) = (loaded.config, loaded.model, loaded.notes);
+        notes.extend(loaded.warning);
         let (train, test, data_notes) = config.data(crate::image_input(model.graph())?)?;
         notes.extend(data_notes);
         check_classes(&model, &train)?;
@@ -536,37 +603,71 @@ pub fn check_weights(config: &RunConfig) -> Result<(), PipelineError> {
     if config.model.weights.is_none() && !onnx_graph {
         return Err(PipelineError::invalid(
             "weights",
-            "pruning needs trained weights: [model] weights, or an ONNX model that carries them \
-             ([model] graph = \"model.onnx\")",
+            "pruning needs trained weights: `weights` FILE ([model] weights in a config), or an \
+             ONNX model that carries them (`graph` model.onnx, [model] graph in a config)",
         ));
     }
     Ok(())
 }
 
-/// The model of `config` on `device`, checked against the memory bound `settings` give, and
-/// the configuration with its transform completed by the model's normalisation and checked
-/// against the input, with the data section checked (nothing loaded). Returns notes (ONNX
-/// import notes, a missing normalisation).
-fn load_model(
+/// A run configuration's model, loaded and checked before any data is (see [`load_model`]).
+pub struct LoadedModel {
+    /// The configuration, its transform completed with the model's recorded normalisation
+    /// and checked against the model's input, its data section checked.
+    pub config: RunConfig,
+    /// The model with its weights.
+    pub model: fair_runtime::Model,
+    /// Notes about the model (ONNX import notes).
+    pub notes: Vec<String>,
+    /// A warning when neither the configuration nor the model gives the input
+    /// normalisation ([`crate::model_normalization`]).
+    pub warning: Option<String>,
+}
+
+/// The model of `config` on `device`, and every check that needs the model but no data: a
+/// given U-Score memory `bound` (e.g. [`PruneSettings::given_max_memory`]) against the model
+/// ([`check_memory_bound`]), the transform completed by the model's normalisation and
+/// checked against its input, and the data section. Loads no data.
+pub fn load_model(
     config: &RunConfig,
-    settings: &PruneSettings,
+    bound: Option<fair_scoring::ByteSize>,
     device: tch::Device,
-) -> Result<(RunConfig, fair_runtime::Model, Vec<String>), PipelineError> {
+) -> Result<LoadedModel, PipelineError> {
     let mut config = config.clone();
-    let (model, mut notes) = config.model(device)?;
-    fair_scoring::check_memory_bound(model.graph(), settings.given_max_memory)?;
+    let (model, notes) = config.model(device)?;
+    check_memory_bound(model.graph(), bound)?;
     let graph = model.graph();
     let input = crate::image_input(graph)?;
     let (transform, warning) = crate::model_normalization(graph, config.transform);
     config.transform = transform;
-    notes.extend(warning);
+    // Every setting that sizes an allocation, against the model's input, before loading.
     config.transform.check_input(input, 1)?;
     config.check_data()?;
-    Ok((config, model, notes))
+    Ok(LoadedModel {
+        config,
+        model,
+        notes,
+        warning,
+    })
 }
 
-/// The data may not have more classes than the model has outputs.
-fn check_classes(
+/// A given U-Score memory bound (`max-memory`) must at least hold the model's parameters:
+/// [`fair_scoring::check_memory_bound`], its error naming the setting. `None` (the default
+/// bound, a share of the available memory) is not checked.
+pub fn check_memory_bound(
+    graph: &fair_ir::Graph,
+    bound: Option<fair_scoring::ByteSize>,
+) -> Result<(), PipelineError> {
+    fair_scoring::check_memory_bound(graph, bound).map_err(|e| match e {
+        fair_scoring::ScoringError::Setting { name, detail } => {
+            PipelineError::invalid(name, detail)
+        }
+        e => e.into(),
+    })
+}
+
+/// The data may not have more classes than the model has outputs: an error naming `data`.
+pub fn check_classes(
     model: &fair_runtime::Model,
     train: &dyn fair_data::ImageSource,
 ) -> Result<(), PipelineError> {
@@ -582,6 +683,24 @@ fn check_classes(
         ));
     }
     Ok(())
+}
+
+/// `name`, given as `setting`, must be known to `registry`.
+pub(crate) fn check_known(
+    setting: &str,
+    name: &str,
+    registry: &Registry,
+) -> Result<(), PipelineError> {
+    if registry.contains(name) {
+        return Ok(());
+    }
+    Err(PipelineError::invalid(
+        setting,
+        format!(
+            "unknown criterion '{name}' (known: {})",
+            registry.names().join(", ")
+        ),
+    ))
 }
 
 /// A MAC weight γ must be a finite number ≥ 0.
@@ -713,5 +832,195 @@ mod tests {
             ..Default::default()
         });
         assert!(e.starts_with("per-class:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_criteria_are_refused_naming_their_setting() {
+        let alpha = || PruneSection {
+            alpha: Some(0.2),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                PruneSection {
+                    criteria: Some(vec!["u".into(), "nope".into()]),
+                    ..alpha()
+                },
+                "criteria",
+            ),
+            (
+                PruneSection {
+                    remove_by: Some("nope".into()),
+                    ..alpha()
+                },
+                "remove-by",
+            ),
+            (
+                PruneSection {
+                    protect_by: Some("nope".into()),
+                    ..alpha()
+                },
+                "protect-by",
+            ),
+            (
+                PruneSection {
+                    rank_by: Some("nope".into()),
+                    ..alpha()
+                },
+                "rank-by",
+            ),
+        ];
+        for (prune, setting) in cases {
+            let e = raw(prune).resolve().unwrap_err();
+            let PipelineError::Invalid { setting: s, detail } = &e else {
+                panic!("{e}");
+            };
+            assert_eq!(s, setting, "{e}");
+            assert!(
+                detail.starts_with("unknown criterion 'nope' (known: "),
+                "{e}"
+            );
+            // The known criteria are listed.
+            for known in ["u", "r", "l1", "group-l1"] {
+                assert!(
+                    detail.contains(&format!(" {known},"))
+                        || detail.contains(&format!(" {known})")),
+                    "{known}: {e}"
+                );
+            }
+        }
+        // A registry that knows the name accepts it.
+        let mut registry = Registry::default();
+        registry.register("nope", "a test criterion", |_| {
+            Box::new(fair_scoring::L1Norm)
+        });
+        let s = raw(PruneSection {
+            remove_by: Some("nope".into()),
+            ..alpha()
+        })
+        .resolve_with(&registry)
+        .unwrap();
+        assert_eq!(s.remove_by, "nope");
+        // The score command's check: the criteria alone.
+        let e = raw(PruneSection {
+            criteria: Some(vec!["zzz".into()]),
+            ..Default::default()
+        })
+        .checked_criteria(&Registry::default())
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("criteria: unknown criterion 'zzz'"),
+            "{e}"
+        );
+    }
+
+    /// A score file of the `mlp` zoo model with L1 scores only.
+    fn l1_scores() -> ScoreFile {
+        let graph = fair_zoo::build("mlp", &[1, 8, 8], 2).unwrap();
+        let model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0).unwrap();
+        let criteria = Registry::default()
+            .create_all(&["l1"], &ScoringSettings::default())
+            .unwrap();
+        fair_scoring::score(
+            &model,
+            None,
+            &criteria,
+            fair_scoring::Progress { enabled: false },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signals_for_stored_scores_must_be_in_the_file_or_known() {
+        let file = l1_scores();
+        let registry = Registry::default();
+        let with = |f: fn(&mut RawSettings)| {
+            let mut r = RawSettings::default();
+            f(&mut r);
+            r.signals_for(&file, &registry)
+        };
+        // Known criteria the file lacks (u, r) are left to the selector.
+        let (remove, protect, rank) = with(|_| {}).unwrap();
+        assert_eq!((remove.as_str(), protect.as_str()), ("u", "r"));
+        assert_eq!(rank, "group-l1");
+        for (f, setting) in [
+            (
+                (|r: &mut RawSettings| r.prune.remove_by = Some("zzz".into()))
+                    as fn(&mut RawSettings),
+                "remove-by",
+            ),
+            (|r| r.prune.protect_by = Some("zzz".into()), "protect-by"),
+            (|r| r.prune.rank_by = Some("zzz".into()), "rank-by"),
+        ] {
+            let e = with(f).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{setting}: unknown criterion 'zzz' (known: ")),
+                "{e}"
+            );
+        }
+        // Uniform counts read only the ranking.
+        let r = with(|r| {
+            r.uniform = true;
+            r.prune.protect_by = Some("zzz".into());
+            r.prune.rank_by = Some("l1".into());
+        })
+        .unwrap();
+        assert_eq!(r.1, "zzz");
+        let e = with(|r| {
+            r.uniform = true;
+            r.prune.rank_by = Some("zzz".into());
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("rank-by: unknown criterion"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_memory_bound_too_small_for_the_model_names_the_setting() {
+        let graph = fair_zoo::build("mlp", &[1, 28, 28], 10).unwrap();
+        let e = check_memory_bound(&graph, Some(fair_scoring::ByteSize(1))).unwrap_err();
+        let PipelineError::Invalid { setting, detail } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(setting, "max-memory");
+        assert!(detail.contains("model's parameters"), "{e}");
+        assert!(!e.to_string().contains("--"), "{e}");
+        assert!(check_memory_bound(&graph, Some(fair_scoring::ByteSize(1 << 30))).is_ok());
+        assert!(check_memory_bound(&graph, None).is_ok());
+        // Only a given bound, and only when the U-Score is computed, is checked early.
+        let given = |criteria: &[&str]| {
+            raw(PruneSection {
+                alpha: Some(0.2),
+                criteria: Some(criteria.iter().map(|c| c.to_string()).collect()),
+                max_memory: Some(MaxMemory::Limit(fair_scoring::ByteSize(1))),
+                ..Default::default()
+            })
+            .resolve()
+            .unwrap()
+            .given_max_memory
+        };
+        assert_eq!(given(&["u", "r"]), Some(fair_scoring::ByteSize(1)));
+        assert_eq!(given(&["r", "l1"]), None);
+    }
+
+    #[test]
+    fn a_prune_run_needs_weights_named_by_setting() {
+        let mut config = RunConfig::default();
+        config.model.zoo = Some("mlp".into());
+        let e = check_weights(&config).unwrap_err();
+        let PipelineError::Invalid { setting, detail } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(setting, "weights");
+        assert!(
+            detail.contains("`weights` FILE") && detail.contains("`graph` model.onnx"),
+            "{e}"
+        );
+        assert!(!detail.contains("--"), "{e}");
+        config.model.weights = Some("w.safetensors".into());
+        assert!(check_weights(&config).is_ok());
     }
 }

@@ -188,7 +188,7 @@ impl<'a> Torchrun<'a> {
         if !has_out {
             return Err(PipelineError::invalid(
                 "finetune-with",
-                "torchrun runs finetune.py inside the export: give an output directory (--out)",
+                "torchrun runs finetune.py inside the export: give an output directory (`out`)",
             ));
         }
         if self.nproc == 0 {
@@ -246,7 +246,7 @@ impl<'a> Torchrun<'a> {
             .map_err(|e| PipelineError::Torchrun {
                 detail: format!(
                     "cannot run the Python interpreter '{}' ({e}): give one with torch 2.x and safetensors \
-                     (--python PATH or {PYTHON_ENV})",
+                     (`python` PATH or {PYTHON_ENV})",
                     self.python.display()
                 ),
                 tail: String::new(),
@@ -254,7 +254,7 @@ impl<'a> Torchrun<'a> {
         if !out.status.success() {
             return Err(PipelineError::Torchrun {
                 detail: format!(
-                    "'{}' cannot import torch and safetensors: give an interpreter that can (--python PATH or {PYTHON_ENV})",
+                    "'{}' cannot import torch and safetensors: give an interpreter that can (`python` PATH or {PYTHON_ENV})",
                     self.python.display()
                 ),
                 tail: tail(&String::from_utf8_lossy(&out.stderr)),

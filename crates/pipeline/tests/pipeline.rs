@@ -209,9 +209,12 @@ fn bad_settings_fail_before_any_work() {
     let e = err(Pruner::new(&m)
         .calibration(&cal)
         .goal(Goal::Alpha(0.3))
-        .input("--weights", &w)
+        .input("`weights`", &w)
         .out(dir.path()));
-    assert!(e.contains("--weights"), "{e}");
+    assert!(
+        e.contains("`out` is a directory that holds the input `weights`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -230,6 +233,58 @@ fn the_report_schema_is_the_documented_one() {
     let v: serde_json::Value = serde_json::from_str(&now).unwrap();
     assert_eq!(v["title"], "PruneReport");
     assert!(v["properties"]["schema_version"].is_object());
+}
+
+/// The other commands' `--json` outputs have their JSON Schemas in `docs/<command>-schema.json`
+/// too, generated from their types; a change to a type that changes its schema fails here.
+#[test]
+fn the_json_output_schemas_are_the_documented_ones() {
+    fn pretty<T: schemars::JsonSchema>() -> String {
+        serde_json::to_string_pretty(&schemars::schema_for!(T)).unwrap() + "\n"
+    }
+    let schemas = [
+        (
+            "import",
+            "ImportReport",
+            pretty::<fair_pipeline::ImportReport>(),
+        ),
+        (
+            "score",
+            "ScoreReport",
+            pretty::<fair_analysis::ScoreReport>(),
+        ),
+        (
+            "apply",
+            "ApplyReport",
+            pretty::<fair_surgery::ApplyReport>(),
+        ),
+        ("train", "TrainReport", pretty::<fair_train::TrainReport>()),
+        ("eval", "EvalReport", pretty::<fair_train::EvalReport>()),
+    ];
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let bless = std::env::var_os("FAIR_PRUNER_BLESS").is_some();
+    let mut stale = Vec::new();
+    for (command, title, now) in &schemas {
+        let path = docs.join(format!("{command}-schema.json"));
+        if bless {
+            std::fs::write(&path, now).unwrap();
+        }
+        if std::fs::read_to_string(&path).unwrap_or_default() != *now {
+            stale.push(format!("docs/{command}-schema.json ({title})"));
+        }
+        let v: serde_json::Value = serde_json::from_str(now).unwrap();
+        assert_eq!(v["title"], *title);
+        assert_eq!(
+            v["additionalProperties"], false,
+            "{title} refuses unknown keys"
+        );
+    }
+    assert!(
+        stale.is_empty(),
+        "{} are not the schemas of their types: if the change is intended, run this test with \
+         FAIR_PRUNER_BLESS=1",
+        stale.join(", ")
+    );
 }
 
 #[test]

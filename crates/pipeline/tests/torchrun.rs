@@ -310,5 +310,5 @@ fn torchrun_needs_an_output_directory() {
             settings(),
         ));
     let e = pruner.validate().unwrap_err().to_string();
-    assert!(e.contains("--out"), "{e}");
+    assert!(e.contains("(`out`)") && !e.contains("--"), "{e}");
 }

@@ -27,8 +27,11 @@ pub enum ScoringError {
     /// A criterion needs calibration data and none was given.
     #[error("the {0} criterion needs calibration data")]
     NeedsData(String),
-    /// A setting is out of range (named by its command-line flag, without dashes).
-    #[error("--{name}: {detail}")]
+    /// A setting is out of range, named by its setting with `-` for `_` (`max-memory`: the
+    /// config key under `[prune]` with `_`, the command-line flag with `--`). Settings named
+    /// in the detail are written in backticks (`` `per-class` ``), so a caller can respell
+    /// them.
+    #[error("{name}: {detail}")]
     Setting {
         /// The setting.
         name: &'static str,

@@ -398,8 +398,8 @@ pub fn plan(
                         name: "max-memory",
                         detail: format!(
                             "{} is too small for the U-Score of layer '{}': one unit needs about {} \
-                             next to the model and calibration data ({}); raise --max-memory, or \
-                             lower --per-class, --max-classes or --projections",
+                             next to the model and calibration data ({}); raise `max-memory`, or \
+                             lower `per-class`, `max-classes` or `projections`",
                             ByteSize(budget),
                             layers[l].name,
                             ByteSize(base.saturating_add(memory[l].per_unit)),

@@ -420,7 +420,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--max-memory") && e.contains(&layers[0].name),
+            e.starts_with("max-memory: ") && e.contains(&layers[0].name) && !e.contains("--"),
             "{e}"
         );
     }

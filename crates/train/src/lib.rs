@@ -103,18 +103,20 @@ impl From<tch::TchError> for TrainError {
     }
 }
 
-/// A training setting as the user writes it: the config key, and the flag where one exists.
+/// A training setting as the user writes it: the setting's name in backticks with `-` for
+/// `_` (`` `distill-weight` ``, which a caller such as the CLI can respell as its flag) and
+/// its config key.
 fn spelled(name: &str) -> String {
     match name {
         "epochs" | "batch_size" | "lr" | "seed" => {
-            format!("--{} ([train] {name})", name.replace('_', "-"))
+            format!("`{}` ([train] {name})", name.replace('_', "-"))
         }
         "data" => "data".to_owned(),
         "distill_weight" | "distill_temperature" => {
-            format!("--{} ([prune] {name})", name.replace('_', "-"))
+            format!("`{}` ([prune] {name})", name.replace('_', "-"))
         }
-        "batches" => "batches (--bn-recalibrate, [prune] bn_recalibrate)".to_owned(),
-        "reconstruct_batches" => "batches (--reconstruct, [prune] reconstruct)".to_owned(),
+        "batches" => "batches (`bn-recalibrate`, [prune] bn_recalibrate)".to_owned(),
+        "reconstruct_batches" => "batches (`reconstruct`, [prune] reconstruct)".to_owned(),
         other => format!("[train] {other}"),
     }
 }
@@ -235,7 +237,7 @@ impl TrainSettings {
 }
 
 /// Figures of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EpochReport {
     /// Epoch (1-based).
     pub epoch: usize,
@@ -252,7 +254,7 @@ pub struct EpochReport {
 }
 
 /// Top-1 accuracy and mean loss over a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evaluation {
     /// Fraction correct.
     pub top1: f64,
@@ -260,8 +262,9 @@ pub struct Evaluation {
     pub loss: f64,
 }
 
-/// A training run, as `fair-pruner train --json` (and `finetune --json`) prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A training run, as `fair-pruner train --json` (and `finetune --json`) prints it. Its JSON
+/// Schema is `docs/train-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainReport {
     /// Where the weights were written.
@@ -292,8 +295,9 @@ impl TrainReport {
     }
 }
 
-/// An evaluation on a named split, as `fair-pruner eval --json` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An evaluation on a named split, as `fair-pruner eval --json` prints it. Its JSON Schema
+/// is `docs/eval-schema.json` (checked by a test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalReport {
     /// The split's name (e.g. `cifar10/test`).
