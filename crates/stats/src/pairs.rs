@@ -1,0 +1,555 @@
+//! The largest sliced distance over all pairs of classes (the U-Score of one unit), either by
+//! evaluating every pair or by a bounded search that returns the same `f64`, bit for bit,
+//! while evaluating few pairs in full.
+//!
+//! # The bounded search
+//!
+//! Every class is a `[P, n]` matrix; the distance of a pair is [`crate::sliced_from_sorted`],
+//! with equal sizes `v(a, b) = (1/P) Σ_r (1/n) Σ_i |a_ri − b_ri|`. Per class and row the
+//! search keeps a sketch: a centre `c_r` (the row's middle element, which minimises the
+//! deviation below), the mean absolute deviation `d_r = (1/n) Σ_i |a_ri − c_r|` and the row
+//! mean. From the triangle inequality on each coordinate,
+//! `|a_i − b_i| ≤ |a_i − c_a| + |c_a − c_b| + |c_b − b_i|`, so per row
+//!
+//! ```text
+//! w_r(a, b) ≤ u_r(a, b) = |c_ar − c_br| + d_ar + d_br,      v(a, b) ≤ (1/P) Σ_r u_r(a, b)
+//! ```
+//!
+//! for any data (sorted or not), and through a reference centre `z_r` (the median of the
+//! classes' centres), `Σ_r u_r(a, b) ≤ R_a + R_b` with `R_a = Σ_r |c_ar − z_r| + d_ar`.
+//! The search
+//!
+//! 1. evaluates a few promising pairs in full to get a first best (the class with the
+//!    largest `R`, its partner with the largest mean difference `Σ_r |mean_ar − mean_br|` — a
+//!    lower bound of the distance — and that partner's own farthest class by the same
+//!    measure);
+//! 2. visits pairs in decreasing `R_a + R_b` (the class data copied in that order, so that
+//!    the pairs stream through memory) and stops a row of pairs as soon as that O(1) bound
+//!    falls below the best; for the others it computes `Σ_r u_r` (P operations instead of
+//!    P·n) and skips the pair if that bound falls below the best;
+//! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri| in eight independent accumulators
+//!    (vectorisable, unlike the kernel's single ordered sum), which every eight rows stops if
+//!    its partial sum plus `Σ_{r ≥ t} u_r` falls below the best, and at the end drops the
+//!    pair if its total does. A pair the screen does not drop is evaluated by the very same
+//!    code as [`crate::sliced_from_sorted`] (shared kernel, same summation order) and
+//!    compared as in the all-pairs loop.
+//!
+//! # Why the result is bit-identical
+//!
+//! The all-pairs result is the largest computed distance `v̂` over all pairs (starting from
+//! 0). The bounded search computes the distances it evaluates with the same kernel, so they
+//! are the same `f64`s, and it skips a pair only when `v̂` of that pair is provably strictly
+//! below a distance it has computed: the pair with the largest `v̂` is therefore never
+//! skipped, and both searches return its `v̂`.
+//!
+//! The bounds and the screen are computed in floating point, so a pair is skipped only when
+//! `fl(B · (1 + δ)) < fl(best · P)`, where `B` is a computed bound or screening sum (in
+//! sum-over-rows units, P times a distance), `δ = 8 (n + P + ⌈P n / 8⌉ + 16) ε` and
+//! `ε = 2⁻⁵²` ([`f64::EPSILON`]). Why this suffices, with `u = 2⁻⁵³` the unit roundoff:
+//! every quantity is a sum of non-negative terms computed from finite `f32` inputs, whose
+//! differences and sums stay in `f64`'s normal range (nonzero differences are at least
+//! 2⁻¹⁴⁹, magnitudes at most 2¹²⁹·P·n), so every operation has relative error at most `u`.
+//! A sum of non-negative terms computed along chains of at most `m` roundings lies within
+//! `(1 ± u)^m` of the exact sum. The kernel's chains have `m ≤ n + P + 2`, so its value obeys
+//! `v̂ ≤ v (1 + u)^(n + P + 2)`; the sketch bounds have `m ≤ n + P + 8` and the screen
+//! `m ≤ ⌈P n / 8⌉ + 8` (each lane adds ⌈P n / 8⌉ terms, then 3 combining additions, the
+//! division by n and the addition of the remaining rows' bound, itself of depth
+//! `≤ n + P + 4`), so a computed `B` whose exact value `B*` is at least `P v` obeys
+//! `B ≥ P v (1 − u)^(n + P + ⌈P n / 8⌉ + 12)`. Hence `v̂ P ≤ B (1 + u)^(2n + 2P + ⌈P n / 8⌉ + 16)`
+//! roughly, and the two roundings of the comparison add `(1 + u)²`. Since `P n u` is tiny (the
+//! search falls back to all pairs if `P n ≥ 2⁴⁰`), `(1 + u)^m ≤ 1 + 1.01 m u`, and
+//! `1 + δ = 1 + 16 (n + P + ⌈P n / 8⌉ + 16) u` exceeds what is needed more than fourfold:
+//! `fl(B (1 + δ)) < fl(best P)` implies `v̂ < best`.
+//!
+//! # Fallbacks
+//!
+//! The bounds are stated for equal sizes, where the exact W1 and the package's quantile-grid
+//! W1 ([`W1::QuantileGrid`]) are the same function (the quantile grid of equal-size samples
+//! *is* the mean absolute difference; the kernel calls the same code), so both methods are
+//! searched exactly. When the classes' matrices differ in shape (unequal class sizes, or a
+//! different P), when a matrix is empty, or when it holds a non-finite value, the bounded
+//! search evaluates all pairs and says so in [`PairMax::fallback`].
+
+use ndarray::{ArrayView2, Axis};
+
+use crate::{W1, wasserstein_1d_sorted_by};
+
+/// How the maximum over class pairs is searched. The names are `all` and `bounded`
+/// ([`std::str::FromStr`] and [`std::fmt::Display`] use them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PairSearch {
+    /// Every pair in full (the reference path, `all`).
+    All,
+    /// The bounded search (`bounded`, the default): the same `f64` as [`PairSearch::All`], bit
+    /// for bit, skipping pairs whose distance provably stays below the best one found.
+    #[default]
+    Bounded,
+}
+
+impl PairSearch {
+    /// Every variant, in the order of [`PairSearch::NAMES`].
+    pub const ALL: [PairSearch; 2] = [PairSearch::All, PairSearch::Bounded];
+    /// The names, as parsed and displayed: `all`, `bounded`.
+    pub const NAMES: [&'static str; 2] = ["all", "bounded"];
+
+    /// The name of this search (`all` or `bounded`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PairSearch::All => "all",
+            PairSearch::Bounded => "bounded",
+        }
+    }
+}
+
+impl std::fmt::Display for PairSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A pair-search name that is neither `all` nor `bounded`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pair search '{0}': expected 'all' or 'bounded'")]
+pub struct ParsePairSearchError(pub String);
+
+impl std::str::FromStr for PairSearch {
+    type Err = ParsePairSearchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PairSearch::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| ParsePairSearchError(s.to_string()))
+    }
+}
+
+/// Why a [`PairSearch::Bounded`] search evaluated all pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PairFallback {
+    /// The classes' matrices differ in shape (unequal class sizes or numbers of rows), or
+    /// are empty: the bounds are stated for equal sizes only.
+    UnequalShapes,
+    /// A class holds NaN or an infinity: the bounds need finite values.
+    NonFinite,
+}
+
+impl std::fmt::Display for PairFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PairFallback::UnequalShapes => "the classes differ in size",
+            PairFallback::NonFinite => "a class holds non-finite values",
+        })
+    }
+}
+
+/// The result of [`max_pair_distance`] and what it cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairMax {
+    /// The largest distance over all pairs (0 with fewer than two classes).
+    pub value: f64,
+    /// Pairs of classes: K (K − 1) / 2.
+    pub pairs_total: u64,
+    /// Pairs whose distance was computed in full.
+    pub pairs_evaluated: u64,
+    /// Pairs that went through the screening pass (a vectorisable sum of the same
+    /// differences, stopped early once its partial sum plus the bound of the remaining rows
+    /// falls below the best); only those it cannot rule out are evaluated in full.
+    pub pairs_screened: u64,
+    /// Pairs whose per-row bound (P operations) was computed; the others were skipped by
+    /// the O(1) bound or never reached.
+    pub pairs_bounded: u64,
+    /// Set when a bounded search evaluated all pairs, and why.
+    pub fallback: Option<PairFallback>,
+}
+
+impl PairMax {
+    /// The fraction of pairs computed in full (1 for [`PairSearch::All`]).
+    pub fn fraction_evaluated(&self) -> f64 {
+        if self.pairs_total == 0 {
+            0.0
+        } else {
+            self.pairs_evaluated as f64 / self.pairs_total as f64
+        }
+    }
+}
+
+/// The shared kernel of [`crate::sliced_from_sorted`] and the bounded search: the mean over
+/// rows of the 1-D W1 of matching rows, summed in row order. Before row `t` it asks
+/// `go_on(t, partial sum of the rows before t)`, and stops with `None` on `false`.
+pub(crate) fn sliced_rows(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    method: W1,
+    mut go_on: impl FnMut(usize, f64) -> bool,
+) -> Option<f64> {
+    let rows = a.len_of(Axis(0));
+    let mut total = 0.0f64;
+    for (t, (ra, rb)) in a.rows().into_iter().zip(b.rows()).enumerate() {
+        if !go_on(t, total) {
+            return None;
+        }
+        total += match (ra.to_slice(), rb.to_slice()) {
+            (Some(sa), Some(sb)) => wasserstein_1d_sorted_by(sa, sb, method),
+            _ => wasserstein_1d_sorted_by(&ra.to_vec(), &rb.to_vec(), method),
+        };
+    }
+    Some(total / rows as f64)
+}
+
+/// The distance of pair `(a, b)`, `a < b`, exactly as the all-pairs loop computes it.
+fn full(classes: &[ArrayView2<f32>], a: usize, b: usize, method: W1) -> f64 {
+    let (lo, hi) = (a.min(b), a.max(b));
+    sliced_rows(classes[lo], classes[hi], method, |_, _| true).expect("never stopped")
+}
+
+/// The largest sliced distance ([`crate::sliced_from_sorted`]) over all pairs of `classes`
+/// (each a `[P, n]` matrix of sorted rows, as from [`crate::project_sorted`]), by `search`.
+///
+/// [`PairSearch::All`] evaluates pairs (a, b), a < b, in order and keeps the largest, from
+/// 0. [`PairSearch::Bounded`] returns the same `f64`, bit for bit, evaluating only pairs that
+/// may beat the best found so far; see the [module documentation](self) for the bounds, the
+/// floating-point margin, and the cases (unequal shapes, non-finite values) in which it
+/// falls back to all pairs.
+///
+/// ```
+/// use fair_stats::{PairSearch, W1, max_pair_distance};
+/// use ndarray::array;
+/// let classes = [
+///     array![[0.0f32, 1.0], [0.0, 2.0]],
+///     array![[0.5f32, 1.0], [0.0, 2.5]],
+///     array![[4.0f32, 5.0], [3.0, 3.0]],
+/// ];
+/// let views: Vec<_> = classes.iter().map(|c| c.view()).collect();
+/// let all = max_pair_distance(&views, W1::Exact, PairSearch::All);
+/// let bounded = max_pair_distance(&views, W1::Exact, PairSearch::Bounded);
+/// // Pair (0, 2): rows |0−4|,|1−5| → 4 and |0−3|,|2−3| → 2, mean 3.
+/// assert_eq!(all.value, 3.0);
+/// assert_eq!(bounded.value.to_bits(), all.value.to_bits());
+/// assert_eq!(all.pairs_evaluated, 3);
+/// ```
+pub fn max_pair_distance(classes: &[ArrayView2<f32>], method: W1, search: PairSearch) -> PairMax {
+    let k = classes.len();
+    let pairs_total = (k as u64) * (k.saturating_sub(1) as u64) / 2;
+    let all = |fallback| {
+        let mut best = 0.0f64;
+        for a in 0..k {
+            for b in a + 1..k {
+                best = best.max(full(classes, a, b, method));
+            }
+        }
+        PairMax {
+            value: best,
+            pairs_total,
+            pairs_evaluated: pairs_total,
+            pairs_screened: 0,
+            pairs_bounded: 0,
+            fallback,
+        }
+    };
+    if search == PairSearch::All || k < 2 {
+        return all(None);
+    }
+    let (p, n) = classes[0].dim();
+    if p == 0
+        || n == 0
+        || n > MAX_SAMPLES
+        || p.saturating_mul(n) >= 1 << 40
+        || classes.iter().any(|c| c.dim() != (p, n))
+    {
+        return all(Some(PairFallback::UnequalShapes));
+    }
+    match Sketch::new(classes) {
+        Some(sketch) => bounded(classes, &sketch, method, pairs_total),
+        None => all(Some(PairFallback::NonFinite)),
+    }
+}
+
+/// Per class and row: centre, mean absolute deviation from it, mean; per class: the sum
+/// of deviations and the radius about the reference centres.
+struct Sketch {
+    p: usize,
+    /// `[K, P]`: each row's middle element.
+    centre: Vec<f32>,
+    /// `[K, P]`: (1/n) Σ_i |x_i − centre|.
+    dev: Vec<f64>,
+    /// `[K, P]`: each row's mean.
+    mean: Vec<f64>,
+    /// `[K]`: Σ_r |centre_r − z_r| + dev_r, z_r the median of the classes' centres.
+    radius: Vec<f64>,
+    /// 1 + δ, the floating-point margin.
+    scale: f64,
+}
+
+impl Sketch {
+    /// `None` if a value is not finite.
+    fn new(classes: &[ArrayView2<f32>]) -> Option<Sketch> {
+        let (p, n) = classes[0].dim();
+        let k = classes.len();
+        let (mut centre, mut dev, mut mean) = (
+            Vec::with_capacity(k * p),
+            Vec::with_capacity(k * p),
+            Vec::with_capacity(k * p),
+        );
+        for c in classes {
+            for row in c.rows() {
+                if row.iter().any(|v| !v.is_finite()) {
+                    return None;
+                }
+                let mid = row[n / 2];
+                let (mut d, mut s) = (0.0f64, 0.0f64);
+                for &v in row {
+                    d += (f64::from(v) - f64::from(mid)).abs();
+                    s += f64::from(v);
+                }
+                centre.push(mid);
+                dev.push(d / n as f64);
+                mean.push(s / n as f64);
+            }
+        }
+        let dev_sum: Vec<f64> = dev.chunks_exact(p).map(|d| d.iter().sum()).collect();
+        let mut column = vec![0.0f32; k];
+        let z: Vec<f32> = (0..p)
+            .map(|r| {
+                for (slot, c) in column.iter_mut().zip(centre.chunks_exact(p)) {
+                    *slot = c[r];
+                }
+                *column.select_nth_unstable_by(k / 2, f32::total_cmp).1
+            })
+            .collect();
+        let radius = centre
+            .chunks_exact(p)
+            .zip(&dev_sum)
+            .map(|(c, d)| l1(c, &z) + d)
+            .collect();
+        // f64 chains of depth ≤ 2n + 2P + 24 and f32 chains of depth ≤ ⌈8n / 16⌉ + 1 (see the
+        // module documentation), each covered four times over.
+        let scale = 1.0
+            + 8.0 * (n + p + 16) as f64 * f64::EPSILON
+            + 8.0 * ((ROWS_PER_CHECK * n).div_ceil(LANES) + 4) as f64 * f64::from(f32::EPSILON);
+        Some(Sketch {
+            p,
+            centre,
+            dev,
+            mean,
+            radius,
+            scale,
+        })
+    }
+
+    fn centre(&self, a: usize) -> &[f32] {
+        &self.centre[a * self.p..(a + 1) * self.p]
+    }
+
+    /// Into `suffix[g]`, Σ_{r ≥ g·ROWS_PER_CHECK} u_r(a, b) for every group g of rows (and 0
+    /// past the last): bounds of P times the rest of the pair's distance.
+    fn suffix_bounds(&self, a: usize, b: usize, suffix: &mut [f64]) {
+        let p = self.p;
+        let (ca, cb) = (self.centre(a), self.centre(b));
+        let (da, db) = (&self.dev[a * p..(a + 1) * p], &self.dev[b * p..(b + 1) * p]);
+        let groups = suffix.len() - 1;
+        suffix[groups] = 0.0;
+        for g in (0..groups).rev() {
+            let rows = g * ROWS_PER_CHECK..((g + 1) * ROWS_PER_CHECK).min(p);
+            let mut acc = [0.0f64; ROWS_PER_CHECK];
+            for (slot, r) in acc.iter_mut().zip(rows) {
+                *slot = (f64::from(ca[r]) - f64::from(cb[r])).abs() + (da[r] + db[r]);
+            }
+            suffix[g] = suffix[g + 1] + acc.iter().sum::<f64>();
+        }
+    }
+
+    /// Σ_r |mean_ar − mean_br|: P times a lower bound of the distance.
+    fn mean_gap(&self, a: usize, b: usize) -> f64 {
+        let (ma, mb) = (
+            &self.mean[a * self.p..(a + 1) * self.p],
+            &self.mean[b * self.p..(b + 1) * self.p],
+        );
+        ma.iter().zip(mb).map(|(x, y)| (x - y).abs()).sum()
+    }
+}
+
+/// Σ |x_i − y_i| in f64, four lanes (the order does not matter for a bound).
+fn l1(x: &[f32], y: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..4 {
+            acc[l] += (f64::from(a[l]) - f64::from(b[l])).abs();
+        }
+    }
+    let tail: f64 = xr
+        .iter()
+        .zip(yr)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Lanes of the screening pass.
+const LANES: usize = 16;
+/// The most samples per class the bounded search takes (the margin of its `f32` screen
+/// assumes short chains); beyond, it evaluates all pairs.
+pub const MAX_SAMPLES: usize = 1 << 16;
+/// Classes per tile of the pair loop.
+const TILE: usize = 16;
+/// Rows between two early-exit checks of the screening pass.
+const ROWS_PER_CHECK: usize = 8;
+
+/// The screening pass of pair (a, b) on contiguous `[P, n]` data: per group of
+/// `ROWS_PER_CHECK` rows, the sum of |a − b| in `LANES` independent `f32` accumulators
+/// (vectorisable, unlike the kernel's single ordered `f64` sum), added into an `f64` total;
+/// before each group after the first it asks `go_on(t, total / n)`. Returns the sum over
+/// rows of the per-row W1 (P times the distance, from below within the margin), or `None`
+/// when stopped.
+fn screen(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    mut go_on: impl FnMut(usize, f64) -> bool,
+) -> Option<f64> {
+    let block = ROWS_PER_CHECK * n;
+    let inv = n as f64;
+    let mut total = 0.0f64;
+    for (t, (xa, xb)) in a.chunks(block).zip(b.chunks(block)).enumerate() {
+        if t > 0 && !go_on(t * ROWS_PER_CHECK, total / inv) {
+            return None;
+        }
+        let mut acc = [0.0f32; LANES];
+        let (ca, cb) = (xa.chunks_exact(LANES), xb.chunks_exact(LANES));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            let x: &[f32; LANES] = x.try_into().expect("exact chunks");
+            let y: &[f32; LANES] = y.try_into().expect("exact chunks");
+            for ((s, xv), yv) in acc.iter_mut().zip(x).zip(y) {
+                *s += (xv - yv).abs();
+            }
+        }
+        for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+            acc[l] += (x - y).abs();
+        }
+        total += acc.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    Some(total / inv)
+}
+
+/// The search state: the best distance so far and its threshold in sum-over-rows units.
+struct Best {
+    value: f64,
+    /// fl(value · P): a bound B skips a pair iff fl(B · scale) < limit.
+    limit: f64,
+    p: f64,
+    scale: f64,
+}
+
+impl Best {
+    fn skips(&self, bound: f64) -> bool {
+        bound * self.scale < self.limit
+    }
+
+    fn offer(&mut self, v: f64) {
+        if v > self.value {
+            self.value = v;
+            self.limit = v * self.p;
+        }
+    }
+}
+
+fn bounded(classes: &[ArrayView2<f32>], sketch: &Sketch, method: W1, pairs_total: u64) -> PairMax {
+    let k = classes.len();
+    let (p, n) = classes[0].dim();
+    let mut best = Best {
+        value: 0.0,
+        limit: 0.0,
+        p: p as f64,
+        scale: sketch.scale,
+    };
+    let (mut evaluated, mut screened, mut bounded_pairs) = (0u64, 0u64, 0u64);
+
+    // 1. A first best: the class with the largest radius, its farthest class by the mean
+    // gap, and that one's farthest.
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| sketch.radius[b].total_cmp(&sketch.radius[a]));
+    let mut seeded: Vec<(usize, usize)> = Vec::with_capacity(2);
+    let mut from = order[0];
+    for _ in 0..2 {
+        let to = (0..k)
+            .filter(|&b| b != from)
+            .max_by(|&x, &y| {
+                sketch
+                    .mean_gap(from, x)
+                    .total_cmp(&sketch.mean_gap(from, y))
+            })
+            .expect("at least two classes");
+        let pair = (from.min(to), from.max(to));
+        if seeded.contains(&pair) {
+            break;
+        }
+        best.offer(full(classes, pair.0, pair.1, method));
+        evaluated += 1;
+        seeded.push(pair);
+        from = to;
+    }
+
+    // 2. Pairs in decreasing radius sum, while that O(1) bound reaches the best; the class
+    // data copied in that order, so that the inner loop streams through memory.
+    let mut data = Vec::with_capacity(k * p * n);
+    for &a in &order {
+        data.extend(classes[a].iter().copied());
+    }
+    let of = |i: usize| &data[i * p * n..(i + 1) * p * n];
+    let groups = p.div_ceil(ROWS_PER_CHECK);
+    let mut suffix = vec![0.0f64; groups + 1];
+    // Tiles of TILE classes meet every later class in turn, so that the tile stays in cache
+    // while the later classes stream by. A tile's rows of pairs end where the radius bound
+    // skips (with the best at the tile's start: later pairs are only looked at more).
+    let mut ends = [0usize; TILE];
+    for i0 in (0..k).step_by(TILE) {
+        let tile = i0..(i0 + TILE).min(k);
+        for (i, end) in tile.clone().zip(&mut ends) {
+            let ra = sketch.radius[order[i]];
+            *end = (i + 1..k)
+                .find(|&j| best.skips(ra + sketch.radius[order[j]]))
+                .unwrap_or(k);
+        }
+        let last = ends[..tile.len()].iter().copied().max().unwrap_or(0);
+        for j in i0 + 1..last {
+            let b = order[j];
+            for (i, &end) in tile.clone().zip(&ends) {
+                if i >= j || j >= end {
+                    continue;
+                }
+                let a = order[i];
+                let pair = (a.min(b), a.max(b));
+                if seeded.contains(&pair) {
+                    continue;
+                }
+                // 3. The per-row bound, summed from the last group of rows: suffix[g]
+                // bounds the rows from g · ROWS_PER_CHECK on, and suffix[0] the whole pair.
+                bounded_pairs += 1;
+                sketch.suffix_bounds(a, b, &mut suffix);
+                if best.skips(suffix[0]) {
+                    continue;
+                }
+                // 4. The screening pass, then the kernel if the screen cannot rule it out.
+                screened += 1;
+                let passes = screen(of(i), of(j), n, |t, partial| {
+                    !best.skips(partial + suffix[t / ROWS_PER_CHECK])
+                })
+                .is_some_and(|sum| !best.skips(sum));
+                if passes {
+                    evaluated += 1;
+                    best.offer(full(classes, pair.0, pair.1, method));
+                }
+            }
+        }
+    }
+    PairMax {
+        value: best.value,
+        pairs_total,
+        pairs_evaluated: evaluated,
+        pairs_screened: screened,
+        pairs_bounded: bounded_pairs,
+        fallback: None,
+    }
+}
