@@ -59,7 +59,8 @@ pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
-    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, UScoreSettings, Wasserstein, u_scores,
+    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, PairSearch, UScoreSettings, Wasserstein,
+    u_scores,
 };
 
 /// The README's examples, compiled as doctests.

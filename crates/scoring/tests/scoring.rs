@@ -503,3 +503,48 @@ fn device_engine_matches_the_host_engine() {
     let (_, notes) = u_scores(&resnet, &layers, &cal, &s, Progress::QUIET).unwrap();
     assert!(notes.iter().any(|n| n.contains("on the host")), "{notes:?}");
 }
+
+/// The bounded pair search gives the all-pairs scores bit for bit: on a sliced ResNet, on
+/// pooled conv channels and on linear units, with more classes than pairs are cheap for,
+/// and with unequal class sizes (where it evaluates all pairs).
+#[test]
+fn bounded_pair_search_gives_the_all_pairs_scores() {
+    use fair_scoring::{Engine, PairSearch};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 4).unwrap();
+    let resnet = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&resnet, 3);
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    let full = data(5, 14, &[3, 8, 8], 9);
+    let (x, y) = full.tensors();
+    let short = Calibration::new(x.narrow(0, 0, 67), &y.narrow(0, 0, 67), "short").unwrap();
+    for (cal, conv) in [
+        (&full, ConvDistance::Sliced),
+        (&full, ConvDistance::Pooled),
+        (&short, ConvDistance::Sliced),
+    ] {
+        let all = UScoreSettings {
+            conv,
+            projections: 12,
+            samples_per_class: 5,
+            max_classes: 14,
+            engine: Engine::Host,
+            pair_search: PairSearch::All,
+            ..Default::default()
+        };
+        let bounded = UScoreSettings {
+            pair_search: PairSearch::Bounded,
+            ..all.clone()
+        };
+        for point in [AnalysisPoint::LayerOutput, AnalysisPoint::AfterActivation] {
+            let layers = prunable_layers(resnet.graph(), point);
+            let (a, notes_a) = u_scores(&resnet, &layers, cal, &all, Progress::QUIET).unwrap();
+            let (b, notes_b) = u_scores(&resnet, &layers, cal, &bounded, Progress::QUIET).unwrap();
+            assert_eq!(bits(&a), bits(&b), "{conv:?} {point:?}");
+            assert_eq!(notes_a, notes_b);
+            assert!(a.iter().flatten().any(|&v| v > 0.0));
+        }
+    }
+    assert_eq!(PairSearch::default(), PairSearch::Bounded);
+    assert_eq!("all".parse::<PairSearch>(), Ok(PairSearch::All));
+    assert_eq!(PairSearch::Bounded.to_string(), "bounded");
+}
