@@ -27,12 +27,13 @@
 //!    the pairs stream through memory) and stops a row of pairs as soon as that O(1) bound
 //!    falls below the best; for the others it computes `Σ_r u_r` (P operations instead of
 //!    P·n) and skips the pair if that bound falls below the best;
-//! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri| in eight independent accumulators
-//!    (vectorisable, unlike the kernel's single ordered sum), which every eight rows stops if
-//!    its partial sum plus `Σ_{r ≥ t} u_r` falls below the best, and at the end drops the
-//!    pair if its total does. A pair the screen does not drop is evaluated by the very same
-//!    code as [`crate::sliced_from_sorted`] (shared kernel, same summation order) and
-//!    compared as in the all-pairs loop.
+//! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri|,
+//!    per group of eight rows in sixteen independent `f32` accumulators (vectorisable, unlike
+//!    the kernel's single ordered `f64` sum) added into an `f64` total, which before each
+//!    group stops if its partial sum plus `Σ_{r ≥ t} u_r` falls below the best, and at the
+//!    end drops the pair if its total does. A pair the screen does not drop is evaluated by
+//!    the very same code as [`crate::sliced_from_sorted`] (shared kernel, same summation
+//!    order) and compared as in the all-pairs loop.
 //!
 //! # Why the result is bit-identical
 //!
@@ -43,23 +44,31 @@
 //! skipped, and both searches return its `v̂`.
 //!
 //! The bounds and the screen are computed in floating point, so a pair is skipped only when
-//! `fl(B · (1 + δ)) < fl(best · P)`, where `B` is a computed bound or screening sum (in
-//! sum-over-rows units, P times a distance), `δ = 8 (n + P + ⌈P n / 8⌉ + 16) ε` and
-//! `ε = 2⁻⁵²` ([`f64::EPSILON`]). Why this suffices, with `u = 2⁻⁵³` the unit roundoff:
-//! every quantity is a sum of non-negative terms computed from finite `f32` inputs, whose
-//! differences and sums stay in `f64`'s normal range (nonzero differences are at least
-//! 2⁻¹⁴⁹, magnitudes at most 2¹²⁹·P·n), so every operation has relative error at most `u`.
-//! A sum of non-negative terms computed along chains of at most `m` roundings lies within
-//! `(1 ± u)^m` of the exact sum. The kernel's chains have `m ≤ n + P + 2`, so its value obeys
-//! `v̂ ≤ v (1 + u)^(n + P + 2)`; the sketch bounds have `m ≤ n + P + 8` and the screen
-//! `m ≤ ⌈P n / 8⌉ + 8` (each lane adds ⌈P n / 8⌉ terms, then 3 combining additions, the
-//! division by n and the addition of the remaining rows' bound, itself of depth
-//! `≤ n + P + 4`), so a computed `B` whose exact value `B*` is at least `P v` obeys
-//! `B ≥ P v (1 − u)^(n + P + ⌈P n / 8⌉ + 12)`. Hence `v̂ P ≤ B (1 + u)^(2n + 2P + ⌈P n / 8⌉ + 16)`
-//! roughly, and the two roundings of the comparison add `(1 + u)²`. Since `P n u` is tiny (the
-//! search falls back to all pairs if `P n ≥ 2⁴⁰`), `(1 + u)^m ≤ 1 + 1.01 m u`, and
-//! `1 + δ = 1 + 16 (n + P + ⌈P n / 8⌉ + 16) u` exceeds what is needed more than fourfold:
-//! `fl(B (1 + δ)) < fl(best P)` implies `v̂ < best`.
+//! `fl(B · (1 + δ)) < fl(best · P)`, where `B` is a computed bound or screen value (in
+//! sum-over-rows units: P times a distance) and
+//!
+//! ```text
+//! δ = 8 (n + P + 16) ε₆₄ + 8 (⌈n / 2⌉ + 4) ε₃₂,   ε₆₄ = 2⁻⁵², ε₃₂ = 2⁻²³ (the EPSILONs).
+//! ```
+//!
+//! Why this suffices, with `u = 2⁻⁵³` and `w = 2⁻²⁴` the unit roundoffs: every quantity is
+//! a sum of non-negative terms computed from finite `f32` inputs. In `f64` nothing
+//! underflows or overflows (nonzero differences are at least 2⁻¹⁴⁹, magnitudes at most
+//! 2¹²⁹·P·n); in `f32` a difference or sum that lands in the subnormal range is exact, and
+//! one that overflows gives +∞, which never skips. So every operation has relative error at
+//! most `u` (`w` in `f32`), and a sum of non-negative terms computed along chains of at most
+//! `m` roundings lies within `(1 ± u)^m` of the exact sum. The kernel's chains have
+//! `m ≤ n + P + 2`, so `v̂ ≤ v (1 + u)^(n + P + 2)` for the exact distance `v`. Every bound
+//! `B` has an exact value of at least `P v` and is computed with at most `n + 1.125 P + 18`
+//! `f64` roundings (deviations `n + 1`, row terms `+ 2`, groups of eight `+ 8`, the suffix
+//! over groups `+ P / 8`, the screen's total and division `+ P / 8 + 2`, the radius sums
+//! `≤ n + P + 8`) and, for the screen, `⌈n / 2⌉ + 5` `f32` roundings (a lane adds `⌈8n / 16⌉`
+//! rounded differences, then four halving levels). Hence
+//! `P v̂ ≤ B (1 + u)^(2n + 2.125 P + 22) (1 + w)^(⌈n/2⌉ + 5)` up to second-order terms, and
+//! the two roundings of the comparison add `(1 + u)²`. As long as `(n + P) u` and `n w` are
+//! small (the search falls back to all pairs when `n > 2¹⁶` or `P n ≥ 2⁴⁰`),
+//! `(1 + x)^m ≤ 1 + 1.01 m x`, and `1 + δ = 1 + 16 (n + P + 16) u + 16 (⌈n/2⌉ + 4) w` exceeds
+//! the needed factor several times over: `fl(B (1 + δ)) < fl(best P)` implies `v̂ < best`.
 //!
 //! # Fallbacks
 //!
@@ -321,8 +330,7 @@ impl Sketch {
             .zip(&dev_sum)
             .map(|(c, d)| l1(c, &z) + d)
             .collect();
-        // f64 chains of depth ≤ 2n + 2P + 24 and f32 chains of depth ≤ ⌈8n / 16⌉ + 1 (see the
-        // module documentation), each covered four times over.
+        // The margin δ of the module documentation.
         let scale = 1.0
             + 8.0 * (n + p + 16) as f64 * f64::EPSILON
             + 8.0 * ((ROWS_PER_CHECK * n).div_ceil(LANES) + 4) as f64 * f64::from(f32::EPSILON);
@@ -416,19 +424,25 @@ fn screen(
             return None;
         }
         let mut acc = [0.0f32; LANES];
-        let (ca, cb) = (xa.chunks_exact(LANES), xb.chunks_exact(LANES));
-        let (ra, rb) = (ca.remainder(), cb.remainder());
-        for (x, y) in ca.zip(cb) {
-            let x: &[f32; LANES] = x.try_into().expect("exact chunks");
-            let y: &[f32; LANES] = y.try_into().expect("exact chunks");
-            for ((s, xv), yv) in acc.iter_mut().zip(x).zip(y) {
-                *s += (xv - yv).abs();
+        let whole = xa.len() / LANES * LANES;
+        for c in (0..whole).step_by(LANES) {
+            let (x, y) = (&xa[c..c + LANES], &xb[c..c + LANES]);
+            for l in 0..LANES {
+                acc[l] += (x[l] - y[l]).abs();
             }
         }
-        for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        for (l, (x, y)) in xa[whole..].iter().zip(&xb[whole..]).enumerate() {
             acc[l] += (x - y).abs();
         }
-        total += acc.iter().map(|&v| f64::from(v)).sum::<f64>();
+        // A tree of halves (vectorisable): four more f32 roundings per chain.
+        let mut width = LANES;
+        while width > 1 {
+            width /= 2;
+            for l in 0..width {
+                acc[l] += acc[l + width];
+            }
+        }
+        total += f64::from(acc[0]);
     }
     Some(total / inv)
 }
