@@ -5,28 +5,32 @@
 //! # The bounded search
 //!
 //! Every class is a `[P, n]` matrix; the distance of a pair is [`crate::sliced_from_sorted`],
-//! with equal sizes `v(a, b) = (1/P) Σ_r (1/n) Σ_i |a_ri − b_ri|`. Per class and row the
-//! search keeps a sketch: a centre `c_r` (the row's middle element, which minimises the
-//! deviation below), the mean absolute deviation `d_r = (1/n) Σ_i |a_ri − c_r|` and the row
-//! mean. From the triangle inequality on each coordinate,
-//! `|a_i − b_i| ≤ |a_i − c_a| + |c_a − c_b| + |c_b − b_i|`, so per row
+//! with equal sizes `v(a, b) = (1/P) Σ_r w_r(a, b)`, `w_r = (1/n) Σ_i |a_ri − b_ri|`. From
+//! the triangle inequality on each coordinate, for any centres `c_a`, `c_b`,
+//! `|a_i − b_i| ≤ |a_i − c_a| + |c_a − c_b| + |c_b − b_i|`, for any data (sorted or not).
+//! The search keeps two sketches of every class:
 //!
-//! ```text
-//! w_r(a, b) ≤ u_r(a, b) = |c_ar − c_br| + d_ar + d_br,      v(a, b) ≤ (1/P) Σ_r u_r(a, b)
-//! ```
+//! - per row, its middle element `c_r`, `d_r = (1/n) Σ_i |a_ri − c_r|` and its mean; summed
+//!   over the row, the inequality gives `w_r(a, b) ≤ |c_ar − c_br| + d_ar + d_br`, and
+//!   through a reference centre `z_r` (the median of the classes' `c_r`) the O(1) bound
+//!   `P v(a, b) ≤ R_a + R_b` with the radius `R_a = Σ_r |c_ar − z_r| + d_ar`;
+//! - per block of `s` consecutive values of a row (s = 4 when n ≥ 16 and 4 divides n, else
+//!   s = 2 when n is even and at least 4, else s = 1), its middle element `c_rj` and
+//!   `e_rj = Σ_{i in block j} |a_ri − c_rj|`; summed over the block,
+//!   `n w_r(a, b) ≤ Σ_j s |c_arj − c_brj| + e_arj + e_brj =: n u_r(a, b)` (P·n/s operations,
+//!   and tight when the quantile functions are smooth on the scale of a block).
 //!
-//! for any data (sorted or not), and through a reference centre `z_r` (the median of the
-//! classes' centres), `Σ_r u_r(a, b) ≤ R_a + R_b` with `R_a = Σ_r |c_ar − z_r| + d_ar`.
 //! The search
 //!
 //! 1. evaluates a few promising pairs in full to get a first best (the class with the
 //!    largest `R`, its partner with the largest mean difference `Σ_r |mean_ar − mean_br|` — a
 //!    lower bound of the distance — and that partner's own farthest class by the same
 //!    measure);
-//! 2. visits pairs in decreasing `R_a + R_b` (the class data copied in that order, so that
-//!    the pairs stream through memory) and stops a row of pairs as soon as that O(1) bound
-//!    falls below the best; for the others it computes `Σ_r u_r` (P operations instead of
-//!    P·n) and skips the pair if that bound falls below the best;
+//! 2. visits pairs in decreasing `R_a + R_b` (the class data copied in that order, and pairs
+//!    taken by tiles of 16 classes, so that the data stream through the caches) and stops a
+//!    row of pairs as soon as that O(1) bound falls below the best; for the others it
+//!    computes `Σ_r u_r` and its suffix sums over groups of eight rows, and skips the pair if
+//!    that bound falls below the best;
 //! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri|,
 //!    per group of eight rows in sixteen independent `f32` accumulators (vectorisable, unlike
 //!    the kernel's single ordered `f64` sum) added into an `f64` total, which before each
@@ -48,7 +52,7 @@
 //! sum-over-rows units: P times a distance) and
 //!
 //! ```text
-//! δ = 8 (n + P + 16) ε₆₄ + 8 (⌈n / 2⌉ + 4) ε₃₂,   ε₆₄ = 2⁻⁵², ε₃₂ = 2⁻²³ (the EPSILONs).
+//! δ = 8 (n + P + 16) ε₆₄ + 8 (⌈n / 2⌉ + 8) ε₃₂,   ε₆₄ = 2⁻⁵², ε₃₂ = 2⁻²³ (the EPSILONs).
 //! ```
 //!
 //! Why this suffices, with `u = 2⁻⁵³` and `w = 2⁻²⁴` the unit roundoffs: every quantity is
@@ -62,12 +66,14 @@
 //! `B` has an exact value of at least `P v` and is computed with at most `n + 1.125 P + 18`
 //! `f64` roundings (deviations `n + 1`, row terms `+ 2`, groups of eight `+ 8`, the suffix
 //! over groups `+ P / 8`, the screen's total and division `+ P / 8 + 2`, the radius sums
-//! `≤ n + P + 8`) and, for the screen, `⌈n / 2⌉ + 5` `f32` roundings (a lane adds `⌈8n / 16⌉`
-//! rounded differences, then four halving levels). Hence
-//! `P v̂ ≤ B (1 + u)^(2n + 2.125 P + 22) (1 + w)^(⌈n/2⌉ + 5)` up to second-order terms, and
+//! `≤ n + P + 8`) and, for the screen and the block bounds, at most `⌈n / 2⌉ + 8` `f32`
+//! roundings (per group of rows a lane adds at most `⌈n / 2⌉` terms of at most three
+//! roundings each, then four halving levels; the blocks' deviations are rounded up from
+//! `f64`; `s` is a power of two, so `s |c_a − c_b|` is exact). Hence
+//! `P v̂ ≤ B (1 + u)^(2n + 2.125 P + 22) (1 + w)^(⌈n/2⌉ + 8)` up to second-order terms, and
 //! the two roundings of the comparison add `(1 + u)²`. As long as `(n + P) u` and `n w` are
 //! small (the search falls back to all pairs when `n > 2¹⁶` or `P n ≥ 2⁴⁰`),
-//! `(1 + x)^m ≤ 1 + 1.01 m x`, and `1 + δ = 1 + 16 (n + P + 16) u + 16 (⌈n/2⌉ + 4) w` exceeds
+//! `(1 + x)^m ≤ 1 + 1.01 m x`, and `1 + δ = 1 + 16 (n + P + 16) u + 16 (⌈n/2⌉ + 8) w` exceeds
 //! the needed factor several times over: `fl(B (1 + δ)) < fl(best P)` implies `v̂ < best`.
 //!
 //! # Fallbacks
@@ -273,14 +279,18 @@ pub fn max_pair_distance(classes: &[ArrayView2<f32>], method: W1, search: PairSe
     }
 }
 
-/// Per class and row: centre, mean absolute deviation from it, mean; per class: the sum
-/// of deviations and the radius about the reference centres.
+/// The two sketches of every class (see the module documentation): per block of a row, its
+/// centre and deviation; per row, its mean; per class, its radius.
 struct Sketch {
     p: usize,
-    /// `[K, P]`: each row's middle element.
+    n: usize,
+    /// Values per block of a row: 4 when that divides n and n ≥ 16, else 2 when n is even
+    /// and at least 4, else 1.
+    block: usize,
+    /// `[K, P, n / block]`: each block's middle element.
     centre: Vec<f32>,
-    /// `[K, P]`: (1/n) Σ_i |x_i − centre|.
-    dev: Vec<f64>,
+    /// `[K, P, n / block]`: Σ |x_i − centre| over the block, rounded up to `f32`.
+    dev: Vec<f32>,
     /// `[K, P]`: each row's mean.
     mean: Vec<f64>,
     /// `[K]`: Σ_r |centre_r − z_r| + dev_r, z_r the median of the classes' centres.
@@ -294,12 +304,20 @@ impl Sketch {
     fn new(classes: &[ArrayView2<f32>]) -> Option<Sketch> {
         let (p, n) = classes[0].dim();
         let k = classes.len();
+        // Measured on class-structured data (examples/pair_search.rs): blocks of 4 at
+        // n = 32, of 2 at n = 8. A power of two, so that s·|c_a − c_b| is exact in f32.
+        let block = [4, 2]
+            .into_iter()
+            .find(|&b| n % b == 0 && n >= 4 * b)
+            .unwrap_or(if n % 2 == 0 && n >= 4 { 2 } else { 1 });
         let (mut centre, mut dev, mut mean) = (
-            Vec::with_capacity(k * p),
-            Vec::with_capacity(k * p),
+            Vec::with_capacity(k * p * (n / block)),
+            Vec::with_capacity(k * p * (n / block)),
             Vec::with_capacity(k * p),
         );
-        for c in classes {
+        // Per row, for the radius: the middle element and Σ_r (1/n) Σ_i |x_i − middle|.
+        let (mut row_centre, mut row_dev) = (Vec::with_capacity(k * p), vec![0.0f64; k]);
+        for (c, rd) in classes.iter().zip(&mut row_dev) {
             for row in c.rows() {
                 if row.iter().any(|v| !v.is_finite()) {
                     return None;
@@ -310,32 +328,48 @@ impl Sketch {
                     d += (f64::from(v) - f64::from(mid)).abs();
                     s += f64::from(v);
                 }
-                centre.push(mid);
-                dev.push(d / n as f64);
+                row_centre.push(mid);
+                *rd += d / n as f64;
                 mean.push(s / n as f64);
+                let values: Vec<f32> = row.to_vec();
+                for chunk in values.chunks_exact(block) {
+                    let mid = chunk[block / 2];
+                    let d: f64 = chunk
+                        .iter()
+                        .map(|&v| (f64::from(v) - f64::from(mid)).abs())
+                        .sum();
+                    // Rounded up, so that the f32 is at least the f64 sum.
+                    let mut up = d as f32;
+                    if f64::from(up) < d {
+                        up = up.next_up();
+                    }
+                    centre.push(mid);
+                    dev.push(up);
+                }
             }
         }
-        let dev_sum: Vec<f64> = dev.chunks_exact(p).map(|d| d.iter().sum()).collect();
         let mut column = vec![0.0f32; k];
         let z: Vec<f32> = (0..p)
             .map(|r| {
-                for (slot, c) in column.iter_mut().zip(centre.chunks_exact(p)) {
+                for (slot, c) in column.iter_mut().zip(row_centre.chunks_exact(p)) {
                     *slot = c[r];
                 }
                 *column.select_nth_unstable_by(k / 2, f32::total_cmp).1
             })
             .collect();
-        let radius = centre
+        let radius = row_centre
             .chunks_exact(p)
-            .zip(&dev_sum)
+            .zip(&row_dev)
             .map(|(c, d)| l1(c, &z) + d)
             .collect();
         // The margin δ of the module documentation.
         let scale = 1.0
             + 8.0 * (n + p + 16) as f64 * f64::EPSILON
-            + 8.0 * ((ROWS_PER_CHECK * n).div_ceil(LANES) + 4) as f64 * f64::from(f32::EPSILON);
+            + 8.0 * (n.div_ceil(2) + 8) as f64 * f64::from(f32::EPSILON);
         Some(Sketch {
             p,
+            n,
+            block,
             centre,
             dev,
             mean,
@@ -344,25 +378,44 @@ impl Sketch {
         })
     }
 
-    fn centre(&self, a: usize) -> &[f32] {
-        &self.centre[a * self.p..(a + 1) * self.p]
-    }
-
-    /// Into `suffix[g]`, Σ_{r ≥ g·ROWS_PER_CHECK} u_r(a, b) for every group g of rows (and 0
-    /// past the last): bounds of P times the rest of the pair's distance.
+    /// Into `suffix[g]`, a bound of Σ_{r ≥ g·ROWS_PER_CHECK} w_r(a, b) for every group g of
+    /// rows (and 0 past the last): per block of a row, `|a_i − b_i| ≤ |a_i − c_a| + |c_a −
+    /// c_b| + |c_b − b_i|` summed over the block, divided by n. suffix[0] bounds P times
+    /// the pair's distance.
     fn suffix_bounds(&self, a: usize, b: usize, suffix: &mut [f64]) {
-        let p = self.p;
-        let (ca, cb) = (self.centre(a), self.centre(b));
-        let (da, db) = (&self.dev[a * p..(a + 1) * p], &self.dev[b * p..(b + 1) * p]);
+        let per_class = self.p * self.n / self.block;
+        let (ca, cb) = (
+            &self.centre[a * per_class..(a + 1) * per_class],
+            &self.centre[b * per_class..(b + 1) * per_class],
+        );
+        let (da, db) = (
+            &self.dev[a * per_class..(a + 1) * per_class],
+            &self.dev[b * per_class..(b + 1) * per_class],
+        );
+        let size = self.block as f32;
+        let inv = self.n as f64;
+        let group = ROWS_PER_CHECK * self.n / self.block;
         let groups = suffix.len() - 1;
         suffix[groups] = 0.0;
         for g in (0..groups).rev() {
-            let rows = g * ROWS_PER_CHECK..((g + 1) * ROWS_PER_CHECK).min(p);
-            let mut acc = [0.0f64; ROWS_PER_CHECK];
-            for (slot, r) in acc.iter_mut().zip(rows) {
-                *slot = (f64::from(ca[r]) - f64::from(cb[r])).abs() + (da[r] + db[r]);
+            let (lo, hi) = (g * group, ((g + 1) * group).min(per_class));
+            let mut acc = [0.0f32; LANES];
+            let whole = lo + (hi - lo) / LANES * LANES;
+            for c in (lo..whole).step_by(LANES) {
+                let (xa, xb, ya, yb) = (
+                    &ca[c..c + LANES],
+                    &cb[c..c + LANES],
+                    &da[c..c + LANES],
+                    &db[c..c + LANES],
+                );
+                for l in 0..LANES {
+                    acc[l] += (xa[l] - xb[l]).abs() * size + (ya[l] + yb[l]);
+                }
             }
-            suffix[g] = suffix[g + 1] + acc.iter().sum::<f64>();
+            for (l, c) in (whole..hi).enumerate() {
+                acc[l] += (ca[c] - cb[c]).abs() * size + (da[c] + db[c]);
+            }
+            suffix[g] = suffix[g + 1] + f64::from(halve(&mut acc)) / inv;
         }
     }
 
@@ -434,17 +487,22 @@ fn screen(
         for (l, (x, y)) in xa[whole..].iter().zip(&xb[whole..]).enumerate() {
             acc[l] += (x - y).abs();
         }
-        // A tree of halves (vectorisable): four more f32 roundings per chain.
-        let mut width = LANES;
-        while width > 1 {
-            width /= 2;
-            for l in 0..width {
-                acc[l] += acc[l + width];
-            }
-        }
-        total += f64::from(acc[0]);
+        total += f64::from(halve(&mut acc));
     }
     Some(total / inv)
+}
+
+/// The sum of the lanes by a tree of halves (vectorisable): four more f32 roundings per
+/// chain.
+fn halve(acc: &mut [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
 }
 
 /// The search state: the best distance so far and its threshold in sum-over-rows units.
@@ -565,5 +623,90 @@ fn bounded(classes: &[ArrayView2<f32>], sketch: &Sketch, method: W1, pairs_total
         pairs_screened: screened,
         pairs_bounded: bounded_pairs,
         fallback: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use proptest::prelude::*;
+
+    /// Classes of sorted rows, scaled about their row means by 0, 0.5, 1 or 1.5 (flat
+    /// classes), some with few distinct values: pairs for which the block bounds are tight.
+    fn classes() -> impl Strategy<Value = Vec<Array2<f32>>> {
+        (2usize..12, 1usize..20, 1usize..34, any::<bool>()).prop_flat_map(|(k, p, n, q)| {
+            (
+                proptest::collection::vec(-50.0f32..50.0, k * p * n).prop_map(move |v| {
+                    // Few distinct values: ties within blocks make the bounds tight.
+                    v.into_iter()
+                        .map(|x| if q { (x.abs() as u32 % 3) as f32 } else { x })
+                        .collect::<Vec<f32>>()
+                }),
+                proptest::collection::vec(0u8..4, k),
+            )
+                .prop_map(move |(pool, scales)| {
+                    (0..k)
+                        .map(|c| {
+                            let mut m = Array2::from_shape_fn((p, n), |(r, i)| {
+                                let row = &pool[(c * p + r) * n..(c * p + r + 1) * n];
+                                let mean = row.iter().sum::<f32>() / n as f32;
+                                mean * 0.1 + (row[i] - mean) * f32::from(scales[c]) * 0.5
+                            });
+                            for mut row in m.rows_mut() {
+                                row.as_slice_mut().unwrap().sort_by(f32::total_cmp);
+                            }
+                            m
+                        })
+                        .collect()
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// No bound, partial bound or screen value would skip a pair against a best equal
+        /// to the pair's own computed distance: every skip the search makes is sound.
+        #[test]
+        fn no_bound_skips_a_pair_against_its_own_distance(classes in classes()) {
+            let views: Vec<_> = classes.iter().map(|c| c.view()).collect();
+            let (p, n) = views[0].dim();
+            let sketch = Sketch::new(&views).unwrap();
+            let groups = p.div_ceil(ROWS_PER_CHECK);
+            let mut suffix = vec![0.0; groups + 1];
+            for a in 0..views.len() {
+                for b in a + 1..views.len() {
+                    let v = full(&views, a, b, W1::Exact);
+                    let mut best = Best { value: 0.0, limit: 0.0, p: p as f64, scale: sketch.scale };
+                    best.offer(v);
+                    if v == 0.0 {
+                        continue;
+                    }
+                    prop_assert!(!best.skips(sketch.radius[a] + sketch.radius[b]), "radius ({a}, {b})");
+                    sketch.suffix_bounds(a, b, &mut suffix);
+                    // Kernel partial sums plus the bound of the remaining rows.
+                    let mut partial = vec![0.0; p];
+                    sliced_rows(views[a], views[b], W1::Exact, |t, s| {
+                        partial[t] = s;
+                        true
+                    });
+                    for (g, rest) in suffix[..groups].iter().enumerate() {
+                        let t = g * ROWS_PER_CHECK;
+                        prop_assert!(
+                            !best.skips(partial[t] + rest),
+                            "rows from {t} of ({a}, {b}): {} + {rest} vs {v}",
+                            partial[t]
+                        );
+                    }
+                    let flat: Vec<Vec<f32>> =
+                        [a, b].iter().map(|&c| views[c].iter().copied().collect()).collect();
+                    let screened = screen(&flat[0], &flat[1], n, |t, s| {
+                        !best.skips(s + suffix[t / ROWS_PER_CHECK])
+                    });
+                    prop_assert!(screened.is_some_and(|s| !best.skips(s)), "screen ({a}, {b})");
+                }
+            }
+        }
     }
 }

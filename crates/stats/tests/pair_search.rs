@@ -67,6 +67,9 @@ enum Twist {
     Tiny,
     /// Every class the same but one value of one class moved by one ulp.
     OneUlp,
+    /// Rows centred on 0 and scaled by 0, 0.5, 1 or 1.5 per class: no mean differences to
+    /// find the farthest pair by, and flat classes against which the block bounds are tight.
+    Centred,
 }
 
 fn twist() -> impl Strategy<Value = Twist> {
@@ -79,12 +82,13 @@ fn twist() -> impl Strategy<Value = Twist> {
         Just(Twist::Huge),
         Just(Twist::Tiny),
         Just(Twist::OneUlp),
+        Just(Twist::Centred),
     ]
 }
 
 /// K classes of `[P, n]`, sorted rows, from a flat pool of uniform values.
 fn unit() -> impl Strategy<Value = (Vec<Array2<f32>>, Twist)> {
-    (2usize..24, 1usize..11, 1usize..10, twist()).prop_flat_map(|(k, p, n, tw)| {
+    (2usize..24, 1usize..11, 1usize..18, twist()).prop_flat_map(|(k, p, n, tw)| {
         (
             proptest::collection::vec(-100.0f32..100.0, k * p * n),
             Just((k, p, n, tw)),
@@ -106,6 +110,11 @@ fn unit() -> impl Strategy<Value = (Vec<Array2<f32>>, Twist)> {
                                 }
                                 Twist::Huge => x * 3e36,
                                 Twist::Tiny => x * 1e-41,
+                                Twist::Centred => {
+                                    let row = &pool[(c * p + r) * n..(c * p + r + 1) * n];
+                                    let mean = row.iter().sum::<f32>() / n as f32;
+                                    (x - mean) * (c % 4) as f32 * 0.5
+                                }
                             }
                         });
                         let mut m = sorted(m);
