@@ -29,8 +29,9 @@
 //! 2. visits pairs in decreasing `R_a + R_b` (the class data copied in that order, and pairs
 //!    taken by tiles of 16 classes, so that the data stream through the caches) and stops a
 //!    row of pairs as soon as that O(1) bound falls below the best; for the others it
-//!    computes `Σ_r u_r` and its suffix sums over groups of eight rows, and skips the pair if
-//!    that bound falls below the best;
+//!    computes the row-level bound `Σ_r |c_ar − c_br| + d_ar + d_br` (P operations), then
+//!    the block bound `Σ_r u_r` and its suffix sums over groups of eight rows, and skips the
+//!    pair as soon as a bound falls below the best;
 //! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri|,
 //!    per group of eight rows in sixteen independent `f32` accumulators (vectorisable, unlike
 //!    the kernel's single ordered `f64` sum) added into an `f64` total, which before each
@@ -291,6 +292,10 @@ struct Sketch {
     centre: Vec<f32>,
     /// `[K, P, n / block]`: Σ |x_i − centre| over the block, rounded up to `f32`.
     dev: Vec<f32>,
+    /// `[K, P]`: each row's middle element.
+    row_centre: Vec<f32>,
+    /// `[K]`: Σ_r (1/n) Σ_i |x_ri − row_centre_r|.
+    row_dev: Vec<f64>,
     /// `[K, P]`: each row's mean.
     mean: Vec<f64>,
     /// `[K]`: Σ_r |centre_r − z_r| + dev_r, z_r the median of the classes' centres.
@@ -370,6 +375,8 @@ impl Sketch {
             p,
             n,
             block,
+            row_centre,
+            row_dev,
             centre,
             dev,
             mean,
@@ -417,6 +424,16 @@ impl Sketch {
             }
             suffix[g] = suffix[g + 1] + f64::from(halve(&mut acc)) / inv;
         }
+    }
+
+    /// Σ_r |c_ar − c_br| + d_ar + d_br: the row-level bound of P times the pair's
+    /// distance (P operations).
+    fn row_bound(&self, a: usize, b: usize) -> f64 {
+        let p = self.p;
+        l1(
+            &self.row_centre[a * p..(a + 1) * p],
+            &self.row_centre[b * p..(b + 1) * p],
+        ) + (self.row_dev[a] + self.row_dev[b])
     }
 
     /// Σ_r |mean_ar − mean_br|: P times a lower bound of the distance.
@@ -596,9 +613,13 @@ fn bounded(classes: &[ArrayView2<f32>], sketch: &Sketch, method: W1, pairs_total
                 if seeded.contains(&pair) {
                     continue;
                 }
-                // 3. The per-row bound, summed from the last group of rows: suffix[g]
-                // bounds the rows from g · ROWS_PER_CHECK on, and suffix[0] the whole pair.
+                // 3. The row-level bound (P operations); then the block bound, summed from
+                // the last group of rows: suffix[g] bounds the rows from g · ROWS_PER_CHECK
+                // on, and suffix[0] the whole pair.
                 bounded_pairs += 1;
+                if best.skips(sketch.row_bound(a, b)) {
+                    continue;
+                }
                 sketch.suffix_bounds(a, b, &mut suffix);
                 if best.skips(suffix[0]) {
                     continue;
@@ -684,6 +705,7 @@ mod tests {
                         continue;
                     }
                     prop_assert!(!best.skips(sketch.radius[a] + sketch.radius[b]), "radius ({a}, {b})");
+                    prop_assert!(!best.skips(sketch.row_bound(a, b)), "row bound ({a}, {b})");
                     sketch.suffix_bounds(a, b, &mut suffix);
                     // Kernel partial sums plus the bound of the remaining rows.
                     let mut partial = vec![0.0; p];
