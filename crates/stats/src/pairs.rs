@@ -26,8 +26,8 @@
 //!    largest `R`, its partner with the largest mean difference `Σ_r |mean_ar − mean_br|` — a
 //!    lower bound of the distance — and that partner's own farthest class by the same
 //!    measure);
-//! 2. visits pairs in decreasing `R_a + R_b` (the class data copied in that order, and pairs
-//!    taken by tiles of 16 classes, so that the data stream through the caches) and stops a
+//! 2. visits pairs in decreasing `R_a + R_b` (by tiles of 16 classes, so that a tile stays
+//!    in cache while the other classes stream through) and stops a
 //!    row of pairs as soon as that O(1) bound falls below the best; for the others it
 //!    computes the row-level bound `Σ_r |c_ar − c_br| + d_ar + d_br` (P operations), then
 //!    the block bound `Σ_r u_r` and its suffix sums over groups of eight rows, and skips the
@@ -580,13 +580,11 @@ fn bounded(classes: &[ArrayView2<f32>], sketch: &Sketch, method: W1, pairs_total
         from = to;
     }
 
-    // 2. Pairs in decreasing radius sum, while that O(1) bound reaches the best; the class
-    // data copied in that order, so that the inner loop streams through memory.
-    let mut data = Vec::with_capacity(k * p * n);
-    for &a in &order {
-        data.extend(classes[a].iter().copied());
-    }
-    let of = |i: usize| &data[i * p * n..(i + 1) * p * n];
+    // 2. Pairs in decreasing radius sum, while that O(1) bound reaches the best.
+    // Each class's values as one slice (a copy only where a view is not in standard
+    // layout).
+    let data: Vec<_> = classes.iter().map(|c| c.as_standard_layout()).collect();
+    let of = |i: usize| data[order[i]].as_slice().expect("standard layout");
     let groups = p.div_ceil(ROWS_PER_CHECK);
     let mut suffix = vec![0.0f64; groups + 1];
     // Tiles of TILE classes meet every later class in turn, so that the tile stays in cache
