@@ -10,7 +10,9 @@
 //! ```text
 //! cargo run --release -p fair-stats --example pair_search -- [K,n[,sep[,units]]] ...
 //! ```
-//! Default: 100,8 100,32 1000,8 1000,32 with sep 0.5, one unit each for K = 1000.
+//! Default: 100,8 100,32 1000,8 1000,32 with sep 0.5, four units each for K = 100 and one
+//! for K = 1000. Times are wall seconds and, in parentheses, this thread's CPU seconds
+//! (robust to other processes on the cores).
 
 use std::time::Instant;
 
@@ -35,6 +37,21 @@ fn unit(k: usize, n: usize, sep: f64, seed: u64) -> Vec<Array2<f32>> {
         .collect()
 }
 
+/// CPU seconds of this thread (Linux, from /proc; 0 elsewhere): robust to other processes
+/// sharing the cores, unlike wall time. Assumes 100 clock ticks per second.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the name.
+    (f[11] + f[12]) / 100.0
+}
+
 fn main() {
     let mut runs: Vec<(usize, usize, f64, usize)> = std::env::args()
         .skip(1)
@@ -57,21 +74,24 @@ fn main() {
         ];
     }
     println!(
-        "| K | n | sep | units | pairs/unit | evaluated | screened | bounded (P ops) | all s | bounded s | speed-up |"
+        "| K | n | sep | units | pairs/unit | evaluated | screened | row-bounded | all s (cpu) | bounded s (cpu) | speed-up (cpu) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (k, n, sep, units) in runs {
         let (mut t_all, mut t_bounded) = (0.0, 0.0);
+        let (mut c_all, mut c_bounded) = (0.0, 0.0);
         let (mut total, mut evaluated, mut stopped, mut bounded) = (0u64, 0u64, 0u64, 0u64);
         for u in 0..units {
             let classes = unit(k, n, sep, 1000 * k as u64 + 10 * n as u64 + u as u64);
             let views: Vec<_> = classes.iter().map(|c| c.view()).collect();
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_seconds());
             let all = max_pair_distance(&views, W1::Exact, PairSearch::All);
             t_all += t.elapsed().as_secs_f64();
-            let t = Instant::now();
+            c_all += cpu_seconds() - c;
+            let (t, c) = (Instant::now(), cpu_seconds());
             let b = max_pair_distance(&views, W1::Exact, PairSearch::Bounded);
             t_bounded += t.elapsed().as_secs_f64();
+            c_bounded += cpu_seconds() - c;
             assert_eq!(
                 all.value.to_bits(),
                 b.value.to_bits(),
@@ -84,12 +104,13 @@ fn main() {
         }
         let f = |x: u64| format!("{:.4}%", 100.0 * x as f64 / total as f64);
         println!(
-            "| {k} | {n} | {sep} | {units} | {} | {} | {} | {} | {t_all:.3} | {t_bounded:.3} | {:.1}× |",
+            "| {k} | {n} | {sep} | {units} | {} | {} | {} | {} | {t_all:.2} ({c_all:.2}) | {t_bounded:.2} ({c_bounded:.2}) | {:.1}× ({:.1}×) |",
             total / units as u64,
             f(evaluated),
             f(stopped),
             f(bounded),
-            t_all / t_bounded
+            t_all / t_bounded,
+            c_all / c_bounded.max(0.01)
         );
     }
 }
