@@ -30,10 +30,10 @@
 //!    in cache while the other classes stream through) and stops a
 //!    row of pairs as soon as that O(1) bound falls below the best; for the others it
 //!    computes the row-level bound `Σ_r |c_ar − c_br| + d_ar + d_br` (P operations), then
-//!    the block bound `Σ_r u_r` and its suffix sums over groups of eight rows, and skips the
+//!    the block bound `Σ_r u_r` and its suffix sums over groups of sixteen rows, and skips the
 //!    pair as soon as a bound falls below the best;
 //! 3. sends the other pairs through a screening pass: the sum of the same |a_ri − b_ri|,
-//!    per group of eight rows in sixteen independent `f32` accumulators (vectorisable, unlike
+//!    per group of sixteen rows in sixteen independent `f32` accumulators (vectorisable, unlike
 //!    the kernel's single ordered `f64` sum) added into an `f64` total, which before each
 //!    group stops if its partial sum plus `Σ_{r ≥ t} u_r` falls below the best, and at the
 //!    end drops the pair if its total does. A pair the screen does not drop is evaluated by
@@ -53,7 +53,7 @@
 //! sum-over-rows units: P times a distance) and
 //!
 //! ```text
-//! δ = 8 (n + P + 16) ε₆₄ + 8 (⌈n / 2⌉ + 8) ε₃₂,   ε₆₄ = 2⁻⁵², ε₃₂ = 2⁻²³ (the EPSILONs).
+//! δ = 8 (n + P + 16) ε₆₄ + 8 (n + 8) ε₃₂,   ε₆₄ = 2⁻⁵², ε₃₂ = 2⁻²³ (the EPSILONs).
 //! ```
 //!
 //! Why this suffices, with `u = 2⁻⁵³` and `w = 2⁻²⁴` the unit roundoffs: every quantity is
@@ -64,17 +64,17 @@
 //! most `u` (`w` in `f32`), and a sum of non-negative terms computed along chains of at most
 //! `m` roundings lies within `(1 ± u)^m` of the exact sum. The kernel's chains have
 //! `m ≤ n + P + 2`, so `v̂ ≤ v (1 + u)^(n + P + 2)` for the exact distance `v`. Every bound
-//! `B` has an exact value of at least `P v` and is computed with at most `n + 1.125 P + 18`
-//! `f64` roundings (deviations `n + 1`, row terms `+ 2`, groups of eight `+ 8`, the suffix
-//! over groups `+ P / 8`, the screen's total and division `+ P / 8 + 2`, the radius sums
-//! `≤ n + P + 8`) and, for the screen and the block bounds, at most `⌈n / 2⌉ + 8` `f32`
-//! roundings (per group of rows a lane adds at most `⌈n / 2⌉` terms of at most three
-//! roundings each, then four halving levels; the blocks' deviations are rounded up from
-//! `f64`; `s` is a power of two, so `s |c_a − c_b|` is exact). Hence
-//! `P v̂ ≤ B (1 + u)^(2n + 2.125 P + 22) (1 + w)^(⌈n/2⌉ + 8)` up to second-order terms, and
+//! `B` has an exact value of at least `P v` and is computed with at most `n + 2P + 8` `f64`
+//! roundings (the row-level bound and the radius: deviations `n + 1`, their sum over rows
+//! `+ P`, the centres' distances `≤ P / 4 + 4`; the block bound and the screen: converting
+//! their `f32` group sums, the division by n and the sum over groups `≤ P / 16 + 3`) and at
+//! most `n + 7` `f32` roundings (per group of sixteen rows a lane adds at most n terms of at
+//! most three roundings each, then four halving levels; the blocks' deviations are rounded
+//! up from `f64`, and `s` is a power of two, so `s |c_a − c_b|` is exact). Hence
+//! `P v̂ ≤ B (1 + u)^(2n + 3P + 10) (1 + w)^(n + 7)` up to second-order terms, and
 //! the two roundings of the comparison add `(1 + u)²`. As long as `(n + P) u` and `n w` are
 //! small (the search falls back to all pairs when `n > 2¹⁶` or `P n ≥ 2⁴⁰`),
-//! `(1 + x)^m ≤ 1 + 1.01 m x`, and `1 + δ = 1 + 16 (n + P + 16) u + 16 (⌈n/2⌉ + 8) w` exceeds
+//! `(1 + x)^m ≤ 1 + 1.01 m x`, and `1 + δ = 1 + 16 (n + P + 16) u + 16 (n + 8) w` exceeds
 //! the needed factor several times over: `fl(B (1 + δ)) < fl(best P)` implies `v̂ < best`.
 //!
 //! # Fallbacks
@@ -104,7 +104,7 @@ pub enum PairSearch {
 
 impl PairSearch {
     /// Every variant, in the order of [`PairSearch::NAMES`].
-    pub const ALL: [PairSearch; 2] = [PairSearch::All, PairSearch::Bounded];
+    pub const VARIANTS: [PairSearch; 2] = [PairSearch::All, PairSearch::Bounded];
     /// The names, as parsed and displayed: `all`, `bounded`.
     pub const NAMES: [&'static str; 2] = ["all", "bounded"];
 
@@ -132,7 +132,7 @@ impl std::str::FromStr for PairSearch {
     type Err = ParsePairSearchError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PairSearch::ALL
+        PairSearch::VARIANTS
             .into_iter()
             .find(|p| p.name() == s)
             .ok_or_else(|| ParsePairSearchError(s.to_string()))
@@ -370,7 +370,7 @@ impl Sketch {
         // The margin δ of the module documentation.
         let scale = 1.0
             + 8.0 * (n + p + 16) as f64 * f64::EPSILON
-            + 8.0 * (n.div_ceil(2) + 8) as f64 * f64::from(f32::EPSILON);
+            + 8.0 * (n + 8) as f64 * f64::from(f32::EPSILON);
         Some(Sketch {
             p,
             n,
@@ -472,7 +472,7 @@ pub const MAX_SAMPLES: usize = 1 << 16;
 /// Classes per tile of the pair loop.
 const TILE: usize = 16;
 /// Rows between two early-exit checks of the screening pass.
-const ROWS_PER_CHECK: usize = 8;
+const ROWS_PER_CHECK: usize = 16;
 
 /// The screening pass of pair (a, b) on contiguous `[P, n]` data: per group of
 /// `ROWS_PER_CHECK` rows, the sum of |a − b| in `LANES` independent `f32` accumulators

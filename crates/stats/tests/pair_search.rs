@@ -231,7 +231,7 @@ fn strided_views_give_the_same_maximum() {
     let strided: Vec<ArrayView2<f32>> = transposed.iter().map(|t| t.t()).collect();
     assert!(strided[0].as_slice().is_none());
     let want = max_pair_distance(&views(&classes), W1::Exact, PairSearch::All);
-    for search in PairSearch::ALL {
+    for search in PairSearch::VARIANTS {
         let got = max_pair_distance(&strided, W1::Exact, search);
         assert_eq!(got.value.to_bits(), want.value.to_bits(), "{search}");
     }
@@ -240,7 +240,7 @@ fn strided_views_give_the_same_maximum() {
 #[test]
 fn fewer_than_two_classes_give_zero() {
     let one = [Array2::from_elem((2, 2), 1.0f32)];
-    for search in PairSearch::ALL {
+    for search in PairSearch::VARIANTS {
         let r = max_pair_distance(&views(&one), W1::Exact, search);
         assert_eq!((r.value, r.pairs_total, r.pairs_evaluated), (0.0, 0, 0));
         let r = max_pair_distance(&[], W1::Exact, search);
@@ -250,7 +250,7 @@ fn fewer_than_two_classes_give_zero() {
 
 #[test]
 fn names_parse_and_display() {
-    for (search, name) in PairSearch::ALL.into_iter().zip(PairSearch::NAMES) {
+    for (search, name) in PairSearch::VARIANTS.into_iter().zip(PairSearch::NAMES) {
         assert_eq!(search.to_string(), name);
         assert_eq!(name.parse::<PairSearch>(), Ok(search));
     }
