@@ -83,8 +83,9 @@
 //! W1 ([`W1::QuantileGrid`]) are the same function (the quantile grid of equal-size samples
 //! *is* the mean absolute difference; the kernel calls the same code), so both methods are
 //! searched exactly. When the classes' matrices differ in shape (unequal class sizes, or a
-//! different P), when a matrix is empty, or when it holds a non-finite value, the bounded
-//! search evaluates all pairs and says so in [`PairMax::fallback`].
+//! different P), when a matrix is empty or has more than [`MAX_SAMPLES`] columns, or when it
+//! holds a non-finite value, the bounded search evaluates all pairs and says so in
+//! [`PairMax::fallback`].
 
 use ndarray::{ArrayView2, Axis};
 
@@ -142,8 +143,9 @@ impl std::str::FromStr for PairSearch {
 /// Why a [`PairSearch::Bounded`] search evaluated all pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PairFallback {
-    /// The classes' matrices differ in shape (unequal class sizes or numbers of rows), or
-    /// are empty: the bounds are stated for equal sizes only.
+    /// The classes' matrices differ in shape (unequal class sizes or numbers of rows), are
+    /// empty, or have more than [`MAX_SAMPLES`] columns: the bounds are stated for equal
+    /// sizes only, and the margin for rows of at most [`MAX_SAMPLES`] values.
     UnequalShapes,
     /// A class holds NaN or an infinity: the bounds need finite values.
     NonFinite,
@@ -151,10 +153,13 @@ pub enum PairFallback {
 
 impl std::fmt::Display for PairFallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PairFallback::UnequalShapes => "the classes differ in size",
-            PairFallback::NonFinite => "a class holds non-finite values",
-        })
+        match self {
+            PairFallback::UnequalShapes => write!(
+                f,
+                "the classes differ in size (or are empty, or hold more than {MAX_SAMPLES} samples)"
+            ),
+            PairFallback::NonFinite => f.write_str("a class holds non-finite values"),
+        }
     }
 }
 
