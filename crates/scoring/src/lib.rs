@@ -5,8 +5,9 @@
 //!
 //! Efficient by construction: the U-Score runs one eval-mode forward pass per class over its
 //! samples with every analysis point tapped at once, reduces each tap to sorted projections
-//! on the model's device, and compares all class pairs vectorised over units (in parallel);
-//! the R-Score runs one forward and one backward pass per calibration batch and reads every
+//! on the model's device, and compares all class pairs vectorised over units (in parallel;
+//! on the host, a bounded search finds the same largest pair distance, bit for bit, while
+//! computing few pairs in full: [`PairSearch`]); the R-Score runs one forward and one backward pass per calibration batch and reads every
 //! layer's θ·∂L/∂θ from the same gradients. No per-layer or per-pair forward passes.
 //!
 //! [`score`] runs a list of criteria and returns a [`fair_analysis::ScoreFile`] with
@@ -59,7 +60,8 @@ pub use progress::Progress;
 pub use r_score::{RMode, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
-    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, UScoreSettings, Wasserstein, u_scores,
+    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, PairSearch, UScoreSettings, Wasserstein,
+    u_scores,
 };
 
 /// The README's examples, compiled as doctests.

@@ -2,7 +2,7 @@
 //! Wasserstein-1 distance between the unit's output distributions).
 
 use fair_runtime::{Mode, Model};
-use fair_stats::{W1, random_directions, sliced_from_sorted};
+use fair_stats::{PairMax, W1, max_pair_distance, random_directions};
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,52 @@ pub struct UScoreSettings {
     /// exact W1, the device with f32 reductions (agreeing to 1e-5 relative, tested).
     #[serde(skip)]
     pub engine: Engine,
+    /// How the host engine finds each unit's largest class-pair distance (default:
+    /// [`PairSearch::Bounded`]). Not part of the scores' provenance: both searches give the
+    /// same scores, bit for bit. The device engine always compares every pair.
+    #[serde(skip)]
+    pub pair_search: PairSearch,
+}
+
+/// How the host engine searches the class pairs of a unit for the largest distance
+/// (serialisable mirror of [`fair_stats::PairSearch`]; names `all` and `bounded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum PairSearch {
+    /// Every pair in full (`all`): the reference, for checking.
+    All,
+    /// Only pairs whose distance may beat the best found so far (`bounded`, the default):
+    /// the same maximum as `all`, bit for bit, with far fewer pairs computed in full. With
+    /// classes of unequal sizes it evaluates all pairs (see [`fair_stats::pairs`]).
+    #[default]
+    Bounded,
+}
+
+impl From<PairSearch> for fair_stats::PairSearch {
+    fn from(p: PairSearch) -> fair_stats::PairSearch {
+        match p {
+            PairSearch::All => fair_stats::PairSearch::All,
+            PairSearch::Bounded => fair_stats::PairSearch::Bounded,
+        }
+    }
+}
+
+impl std::fmt::Display for PairSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fair_stats::PairSearch::from(*self).fmt(f)
+    }
+}
+
+impl std::str::FromStr for PairSearch {
+    type Err = fair_stats::ParsePairSearchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse::<fair_stats::PairSearch>()? {
+            fair_stats::PairSearch::All => PairSearch::All,
+            fair_stats::PairSearch::Bounded => PairSearch::Bounded,
+        })
+    }
 }
 
 /// Where the U-Score sorts projections and compares class pairs.
@@ -123,6 +169,7 @@ impl Default for UScoreSettings {
             bn_drift: None,
             max_memory: None,
             engine: Engine::Auto,
+            pair_search: PairSearch::Bounded,
         }
     }
 }
@@ -442,6 +489,8 @@ fn scores_of(
     let mut scores: Vec<Vec<f64>> = layers.iter().map(|l| vec![0.0; l.units]).collect();
     let started = std::time::Instant::now();
     let mut distance_seconds = 0.0;
+    let search = settings.pair_search.into();
+    let mut pairs = PairTally::default();
     let bar = progress.bar(
         classes.len() * plan.chunks.len(),
         "U-Score: forward per class",
@@ -511,7 +560,7 @@ fn scores_of(
             let u = if on_device {
                 device_scores(held)?
             } else {
-                slice_scores(slice, per_class, method)
+                slice_scores(slice, per_class, method, search, &mut pairs)
             };
             scores[slice.layer][slice.units.clone()].copy_from_slice(&u);
         }
@@ -524,27 +573,68 @@ fn scores_of(
         "U-Score: forward passes and per-class summaries"
     );
     tracing::info!(seconds = distance_seconds, "U-Score: class-pair distances");
+    if pairs.total > 0 {
+        tracing::info!(
+            search = %settings.pair_search,
+            pairs = pairs.total,
+            evaluated = pairs.evaluated,
+            screened = pairs.screened,
+            bounded = pairs.bounded,
+            fraction_evaluated = pairs.evaluated as f64 / pairs.total as f64,
+            "U-Score: class pairs computed in full (over all units)"
+        );
+    }
+    if let Some(why) = pairs.fallback {
+        tracing::info!("U-Score: the bounded pair search evaluated all pairs of some units: {why}");
+    }
     Ok((scores, notes))
 }
 
+/// Class pairs of the host engine's units, summed (see [`PairMax`]).
+#[derive(Debug, Default)]
+struct PairTally {
+    total: u64,
+    evaluated: u64,
+    screened: u64,
+    bounded: u64,
+    fallback: Option<fair_stats::PairFallback>,
+}
+
+impl PairTally {
+    fn add(&mut self, m: &PairMax) {
+        self.total += m.pairs_total;
+        self.evaluated += m.pairs_evaluated;
+        self.screened += m.pairs_screened;
+        self.bounded += m.pairs_bounded;
+        self.fallback = self.fallback.or(m.fallback);
+    }
+}
+
 /// The U-Score of every unit of `slice`: the largest distance over class pairs, from the
-/// slice's per-class summaries (units of the slice first).
-fn slice_scores(slice: &Slice, per_class: &[Summary], method: W1) -> Vec<f64> {
-    let k = per_class.len();
-    (0..slice.units.len())
+/// slice's per-class summaries (units of the slice first), by `search`; the pairs it took
+/// are added to `tally`.
+fn slice_scores(
+    slice: &Slice,
+    per_class: &[Summary],
+    method: W1,
+    search: fair_stats::PairSearch,
+    tally: &mut PairTally,
+) -> Vec<f64> {
+    let found: Vec<PairMax> = (0..slice.units.len())
         .into_par_iter()
         .map(|unit| {
             let views: Vec<_> = per_class
                 .iter()
                 .map(|s| s.index_axis(Axis(0), unit))
                 .collect();
-            let mut best = 0.0f64;
-            for a in 0..k {
-                for b in a + 1..k {
-                    best = best.max(sliced_from_sorted(views[a], views[b], method));
-                }
-            }
-            best
+            max_pair_distance(&views, method, search)
+        })
+        .collect();
+    found
+        .iter()
+        .map(|m| {
+            tally.add(m);
+            m.value
         })
         .collect()
 }
@@ -584,6 +674,46 @@ fn device_scores(per_class: &[Tensor]) -> Result<Vec<f64>, ScoringError> {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn slice_scores_search_as_asked_and_count_the_pairs() {
+        // 30 classes of 3 units, P = 4, n = 5; class c sits around c², so a few far classes
+        // decide every unit.
+        let per_class: Vec<Summary> = (0..30)
+            .map(|c| {
+                Array3::from_shape_fn((3, 4, 5), |(u, r, i)| {
+                    ((c * c) as f32) * (u + 1) as f32 + r as f32 + i as f32 * 0.5
+                })
+            })
+            .collect();
+        let slice = Slice {
+            layer: 0,
+            units: 0..3,
+        };
+        let mut all = PairTally::default();
+        let mut bounded = PairTally::default();
+        let a = slice_scores(
+            &slice,
+            &per_class,
+            W1::Exact,
+            fair_stats::PairSearch::All,
+            &mut all,
+        );
+        let b = slice_scores(
+            &slice,
+            &per_class,
+            W1::Exact,
+            fair_stats::PairSearch::Bounded,
+            &mut bounded,
+        );
+        // Pair (0, 29) differs by 841·(u + 1) everywhere.
+        assert_eq!(a, vec![841.0, 1682.0, 2523.0]);
+        assert_eq!(b, a);
+        assert_eq!((all.total, all.evaluated), (3 * 435, 3 * 435));
+        assert_eq!(bounded.total, 3 * 435);
+        assert!(bounded.evaluated < 100, "{bounded:?}");
+        assert_eq!(bounded.fallback, None);
+    }
 
     #[test]
     fn key_sort_equals_a_comparison_sort() {

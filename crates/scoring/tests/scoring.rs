@@ -503,3 +503,120 @@ fn device_engine_matches_the_host_engine() {
     let (_, notes) = u_scores(&resnet, &layers, &cal, &s, Progress::QUIET).unwrap();
     assert!(notes.iter().any(|n| n.contains("on the host")), "{notes:?}");
 }
+
+/// The bounded pair search gives the all-pairs scores bit for bit: on a sliced ResNet, on
+/// pooled conv channels and on linear units, with more classes than pairs are cheap for,
+/// and with unequal class sizes (where it evaluates all pairs).
+#[test]
+fn bounded_pair_search_gives_the_all_pairs_scores() {
+    use fair_scoring::{Engine, PairSearch};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 4).unwrap();
+    let resnet = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&resnet, 3);
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    let full = data(5, 14, &[3, 8, 8], 9);
+    let (x, y) = full.tensors();
+    let short = Calibration::new(x.narrow(0, 0, 67), &y.narrow(0, 0, 67), "short").unwrap();
+    for (cal, conv) in [
+        (&full, ConvDistance::Sliced),
+        (&full, ConvDistance::Pooled),
+        (&short, ConvDistance::Sliced),
+    ] {
+        let all = UScoreSettings {
+            conv,
+            projections: 12,
+            samples_per_class: 5,
+            max_classes: 14,
+            engine: Engine::Host,
+            pair_search: PairSearch::All,
+            ..Default::default()
+        };
+        let bounded = UScoreSettings {
+            pair_search: PairSearch::Bounded,
+            ..all.clone()
+        };
+        for point in [AnalysisPoint::LayerOutput, AnalysisPoint::AfterActivation] {
+            let layers = prunable_layers(resnet.graph(), point);
+            let (a, notes_a) = u_scores(&resnet, &layers, cal, &all, Progress::QUIET).unwrap();
+            let (b, notes_b) = u_scores(&resnet, &layers, cal, &bounded, Progress::QUIET).unwrap();
+            assert_eq!(bits(&a), bits(&b), "{conv:?} {point:?}");
+            assert_eq!(notes_a, notes_b);
+            assert!(a.iter().flatten().any(|&v| v > 0.0));
+        }
+    }
+    assert_eq!(PairSearch::default(), PairSearch::Bounded);
+    assert_eq!("all".parse::<PairSearch>(), Ok(PairSearch::All));
+    assert_eq!(PairSearch::Bounded.to_string(), "bounded");
+}
+
+/// Timing of the host engine's U-Score with all pairs and with the bounded search, on
+/// resnet20 (8×8 inputs, random weights) and class-structured synthetic data: each class
+/// is a random pattern (N(0, 0.5²) per input value) plus N(0, 1) noise per sample. Prints
+/// one line per configuration; the scores must be identical. Run with
+/// `cargo test --release -p fair-scoring --test scoring -- --ignored --nocapture pair_search_timing`.
+#[test]
+#[ignore = "a timing run (seconds to minutes), not a check"]
+fn pair_search_timing() {
+    use fair_scoring::{Engine, PairSearch};
+    // One libtorch thread: its idle threads spin, which inflates the CPU time.
+    tch::set_num_threads(1);
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 100).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::AfterActivation);
+    for (classes, n) in [(100i64, 8i64), (100, 32)] {
+        tch::manual_seed(classes * 1000 + n);
+        let patterns = Tensor::randn([classes, 3, 8, 8], (Kind::Float, Device::Cpu)) * 0.5;
+        let labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu))
+            .repeat_interleave_self_int(n, 0, None);
+        let x = patterns.index_select(0, &labels)
+            + Tensor::randn([classes * n, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let cal = Calibration::new(x, &labels, "patterns").unwrap();
+        // CPU seconds of the process (Linux; robust to other processes on the cores).
+        let cpu = || -> f64 {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+            let f: Vec<f64> = after
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            f.get(11)
+                .zip(f.get(12))
+                .map_or(0.0, |(u, s)| (u + s) / 100.0)
+        };
+        let mut times = Vec::new();
+        let mut cpus = Vec::new();
+        let mut scores = Vec::new();
+        for search in [PairSearch::All, PairSearch::Bounded] {
+            let s = UScoreSettings {
+                samples_per_class: n as usize,
+                max_classes: classes as usize,
+                engine: Engine::Host,
+                pair_search: search,
+                ..Default::default()
+            };
+            let (t, c) = (std::time::Instant::now(), cpu());
+            let (u, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+            times.push(t.elapsed().as_secs_f64());
+            cpus.push(cpu() - c);
+            scores.push(
+                u.into_iter()
+                    .flatten()
+                    .map(f64::to_bits)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(scores[0], scores[1], "{classes} × {n}");
+        println!(
+            "resnet20 8×8, {classes} classes × {n}, {} units, P = 128: all {:.2} s ({:.2} s CPU), \
+             bounded {:.2} s ({:.2} s CPU): {:.1}× ({:.1}× CPU)",
+            layers.iter().map(|l| l.units).sum::<usize>(),
+            times[0],
+            cpus[0],
+            times[1],
+            cpus[1],
+            times[0] / times[1],
+            cpus[0] / cpus[1].max(0.01)
+        );
+    }
+}

@@ -9,7 +9,10 @@
 //!   ([`random_directions`]) between two point clouds in R^d;
 //! - [`quantile_sorted`] / [`quantile`]: empirical quantiles with linear interpolation (NumPy's
 //!   and `torch.quantile`'s default);
-//! - [`stable_argsort`] and [`overlap_curve`]: ranks and |bottom-k ∩ top-k| for k = 1..n.
+//! - [`stable_argsort`] and [`overlap_curve`]: ranks and |bottom-k ∩ top-k| for k = 1..n;
+//! - [`max_pair_distance`]: the largest sliced distance over all pairs of classes (a unit's
+//!   U-Score), by every pair or by a bounded search that returns the same `f64` bit for bit
+//!   ([`PairSearch`]).
 //!
 //! ```
 //! use ndarray::array;
@@ -27,7 +30,10 @@
 //! # Ok::<(), fair_stats::StatsError>(())
 //! ```
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
+
+pub mod pairs;
+pub use pairs::{PairFallback, PairMax, PairSearch, ParsePairSearchError, max_pair_distance};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -231,20 +237,7 @@ pub fn project_sorted(x: ArrayView2<f32>, directions: ArrayView2<f32>) -> Array2
 /// Mean over rows of the 1-D W1 between matching rows of two `[P, n]` and `[P, m]` matrices
 /// of sorted samples (as returned by [`project_sorted`]).
 pub fn sliced_from_sorted(a: ArrayView2<f32>, b: ArrayView2<f32>, method: W1) -> f64 {
-    let rows = a.len_of(Axis(0));
-    let total: f64 = a
-        .rows()
-        .into_iter()
-        .zip(b.rows())
-        .map(|(ra, rb)| {
-            let (sa, sb) = (ra.to_slice(), rb.to_slice());
-            match (sa, sb) {
-                (Some(sa), Some(sb)) => wasserstein_1d_sorted_by(sa, sb, method),
-                _ => wasserstein_1d_sorted_by(&ra.to_vec(), &rb.to_vec(), method),
-            }
-        })
-        .sum();
-    total / rows as f64
+    pairs::sliced_rows(a, b, method, |_, _| true).expect("never stopped")
 }
 
 /// Sliced Wasserstein-1 distance between point clouds `x` (`[n, d]`) and `y` (`[m, d]`): the
