@@ -9,7 +9,9 @@ use clap::{ArgGroup, Args};
 use fair_data::ImageSource;
 use fair_ir::Graph;
 use fair_pipeline::{DrawSettings, PipelineError, Preset, PruneSection, RawSettings, RunConfig};
-use fair_scoring::{AnalysisPoint, ConvDistance, MaxMemory, RMode, ScoringSettings, Wasserstein};
+use fair_scoring::{
+    AnalysisPoint, ConvDistance, MaxMemory, PairSearch, RMode, ScoringSettings, Wasserstein,
+};
 
 /// Which model: a zoo name or an IR file.
 #[derive(Debug, Args)]
@@ -196,6 +198,12 @@ pub struct ScoringArgs {
     /// identical scores [default: 80% of the available memory]
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<MaxMemory>,
+    /// How the U-Score finds each unit's largest class-pair distance: `bounded` computes in
+    /// full only the pairs that bounds cannot rule out (the same scores as `all`, bit for
+    /// bit; classes of unequal sizes fall back to all pairs), `all` computes every pair, for
+    /// checking [default: bounded]
+    #[arg(long, value_enum)]
+    pub pair_search: Option<PairSearch>,
 }
 
 impl ScoringArgs {
@@ -210,6 +218,7 @@ impl ScoringArgs {
         p.projections = self.projections.map(|n| n as usize);
         p.r_mode = self.r_mode;
         p.max_memory = self.max_memory;
+        p.pair_search = self.pair_search;
         raw.conv_distance = self.conv_distance;
         raw.w1 = self.w1;
         raw.batch_size = self.batch_size.map(|b| b as usize);

@@ -476,6 +476,73 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     assert!(none.is_none(), "nothing is written on failure");
 }
 
+/// `--pair-search`: the bounded class-pair search (the default) writes the U-Scores that
+/// every pair gives, bit for bit; an unknown search is a usage error listing both.
+#[test]
+fn score_pair_search_bounded_equals_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, d) = scoring_fixture(dir.path());
+    let score = |search: Option<&str>, out: &str| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "score",
+            "--model",
+            "vgg11_bn_cifar",
+            "--input",
+            "1x32x32",
+            "--classes",
+            "3",
+            "--weights",
+            &w,
+            "--calibration",
+            &d,
+            "--samples-per-class",
+            "4",
+            "--projections",
+            "8",
+            "--criteria",
+            "u",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(s) = search {
+            args.extend(["--pair-search", s]);
+        }
+        let o = run(&args);
+        let json = std::fs::read(&out)
+            .ok()
+            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap());
+        (o, json)
+    };
+    let u = |v: &serde_json::Value| {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["scores"]["u"].clone())
+            .collect::<Vec<_>>()
+    };
+    let (o, all) = score(Some("all"), "all.json");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, default) = score(None, "default.json");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (all, default) = (u(&all.unwrap()), u(&default.unwrap()));
+    assert!(
+        all.iter()
+            .flat_map(|l| l.as_array().unwrap())
+            .any(|v| v.as_f64().unwrap() > 0.0)
+    );
+    assert_eq!(all, default);
+    let (o, none) = score(Some("some"), "bad.json");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bounded") && stderr(&o).contains("all"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(none.is_none());
+}
+
 #[test]
 fn apply_exports_a_smaller_model_that_info_reads() {
     use tch::Device;

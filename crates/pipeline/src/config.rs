@@ -83,6 +83,10 @@ pub struct PruneSection {
     pub projections: Option<usize>,
     /// Memory bound of the U-Score (`"4GiB"`, `"512MiB"`, ..., or `"none"`).
     pub max_memory: Option<fair_scoring::MaxMemory>,
+    /// How the U-Score searches each unit's class pairs for the largest distance: `bounded`
+    /// (the default: the same maximum as `all`, bit for bit, computing far fewer pairs in
+    /// full) or `all` (every pair, for checking).
+    pub pair_search: Option<fair_scoring::PairSearch>,
     /// Fine-tuning epochs after pruning.
     pub finetune_epochs: Option<usize>,
     /// Fine-tuning learning rate.

@@ -158,6 +158,7 @@ impl PruneSection {
             r_mode,
             projections,
             max_memory,
+            pair_search,
             finetune_epochs,
             finetune_lr,
             bn_recalibrate,
@@ -333,6 +334,9 @@ impl RawSettings {
         }
         if let Some(m) = p.r_mode {
             s.r.mode = m;
+        }
+        if let Some(search) = p.pair_search {
+            s.u.pair_search = search;
         }
         s.r.batch_size = batch_size;
         s.u.max_memory = match p.max_memory {
@@ -759,6 +763,22 @@ mod tests {
         let b = s.recalibration.unwrap();
         assert_eq!((b.batches, b.batch_size, b.seed), (32, 128, 0));
         assert_eq!(s.out, PathBuf::from("pruned"));
+        assert_eq!(s.scoring.u.pair_search, fair_scoring::PairSearch::Bounded);
+    }
+
+    #[test]
+    fn the_pair_search_comes_from_the_config_and_the_flags() {
+        let config: PruneSection = toml::from_str("alpha = 0.2\npair_search = \"all\"").unwrap();
+        let s = raw(config.clone()).resolve().unwrap();
+        assert_eq!(s.scoring.u.pair_search, fair_scoring::PairSearch::All);
+        let flags = raw(PruneSection {
+            pair_search: Some(fair_scoring::PairSearch::Bounded),
+            ..Default::default()
+        });
+        let s = raw(config).overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.scoring.u.pair_search, fair_scoring::PairSearch::Bounded);
+        let e = toml::from_str::<PruneSection>("pair_search = \"some\"").unwrap_err();
+        assert!(e.to_string().contains("bounded"), "{e}");
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub struct UScoreSettings {
 }
 
 /// How the host engine searches the class pairs of a unit for the largest distance
-/// (serialisable mirror of [`fair_stats::PairSearch`]; names `all` and `bounded`).
+/// (serialisable mirror of [`fair_stats::PairSearch`]; names `all` and `bounded`; the bounds
+/// and their floating-point margin are explained in [`fair_stats::pairs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -89,7 +90,7 @@ pub enum PairSearch {
     All,
     /// Only pairs whose distance may beat the best found so far (`bounded`, the default):
     /// the same maximum as `all`, bit for bit, with far fewer pairs computed in full. With
-    /// classes of unequal sizes it evaluates all pairs (see [`fair_stats::pairs`]).
+    /// classes of unequal sizes it computes every pair.
     #[default]
     Bounded,
 }
@@ -456,7 +457,8 @@ fn scores_of(
     )?;
     if plan.chunks.len() > 1 {
         notes.push(format!(
-            "the U-Score ran in {} passes to stay within --max-memory {} (estimated peak {} \
+            "the U-Score ran in {} passes to stay within the memory bound (`max-memory`) {} \
+             (estimated peak {} \
              plus {} for the model and calibration data; one pass would need about {})",
             plan.chunks.len(),
             settings
@@ -585,7 +587,10 @@ fn scores_of(
         );
     }
     if let Some(why) = pairs.fallback {
-        tracing::info!("U-Score: the bounded pair search evaluated all pairs of some units: {why}");
+        notes.push(format!(
+            "the bounded class-pair search computed every class pair of some units: {why}; \
+             the scores are those of `pair-search all`"
+        ));
     }
     Ok((scores, notes))
 }
