@@ -497,7 +497,8 @@ fn scores_of(
         classes.len() * plan.chunks.len(),
         "U-Score: forward per class",
     );
-    for chunk in &plan.chunks {
+    let mut time = TimeProfile::default();
+    for (pass, chunk) in plan.chunks.iter().enumerate() {
         // The chunk's layers, each once, in graph order, and their slices.
         let mut chunk_layers: Vec<usize> = chunk.slices.iter().map(|s| s.layer).collect();
         chunk_layers.dedup();
@@ -514,11 +515,18 @@ fn scores_of(
         for (class, idx) in &classes {
             let x = data.select(idx);
             let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
+            let clock = std::time::Instant::now();
             for batch in x.split(settings.batch_size as i64, 0) {
                 let out = tch::no_grad(|| model.taps(&batch.to_device(device), Mode::Eval, &taps))?;
                 for (part, tap) in parts.iter_mut().zip(&taps) {
                     part.push(out[*tap].shallow_clone());
                 }
+            }
+            let forward = clock.elapsed().as_secs_f64();
+            if pass == 0 {
+                time.forward += forward;
+            } else {
+                time.forward_again += forward;
             }
             for ((&i, part), dir) in chunk_layers.iter().zip(parts).zip(&dirs) {
                 let layer = &layers[i];
@@ -532,8 +540,10 @@ fn scores_of(
                 }
                 // The whole layer is projected (so every value is computed as in one pass),
                 // then only this pass's units are sorted and kept.
+                let clock = std::time::Instant::now();
                 let projected = project(&t, layer, dir.as_ref())?;
                 drop(t);
+                time.projections += clock.elapsed().as_secs_f64();
                 for (slice, (host, dev)) in chunk
                     .slices
                     .iter()
@@ -545,6 +555,7 @@ fn scores_of(
                     } else {
                         projected.narrow(0, slice.units.start as i64, slice.units.len() as i64)
                     };
+                    let clock = std::time::Instant::now();
                     if on_device {
                         let (sorted, _) = torch(units.f_sort(-1, false), || {
                             format!("sorting the projections of layer '{}'", layer.name)
@@ -553,6 +564,7 @@ fn scores_of(
                     } else {
                         host.push(sort_on_host(&units, layer)?);
                     }
+                    time.sorting += clock.elapsed().as_secs_f64();
                 }
             }
             bar.inc(1);
@@ -569,6 +581,21 @@ fn scores_of(
         distance_seconds += d.elapsed().as_secs_f64();
     }
     bar.finish_and_clear();
+    time.pairs = distance_seconds;
+    time.total = started.elapsed().as_secs_f64();
+    tracing::info!(
+        total = time.total,
+        forward = time.forward,
+        forward_repeated = time.forward_again,
+        projections = time.projections,
+        sorting = time.sorting,
+        pairs = time.pairs,
+        other = time.other(),
+        passes = plan.chunks.len(),
+        "U-Score: time profile in seconds (forward passes of the first pass, forward passes \
+         repeated by later passes, projections, sorting, class-pair distances, the rest; on \
+         CUDA the device work is asynchronous, so its time lands where it is next waited for)"
+    );
     tracing::info!(
         seconds = started.elapsed().as_secs_f64() - distance_seconds,
         passes = plan.chunks.len(),
@@ -593,6 +620,35 @@ fn scores_of(
         ));
     }
     Ok((scores, notes))
+}
+
+/// Where a U-Score run spends its wall time, in seconds.
+#[derive(Debug, Default)]
+struct TimeProfile {
+    /// Forward passes of the first memory pass (every class once).
+    forward: f64,
+    /// Forward passes that later memory passes repeat.
+    forward_again: f64,
+    /// Projections onto the random directions (or pooling).
+    projections: f64,
+    /// Sorting the projections (and, on the host engine, copying them to the CPU).
+    sorting: f64,
+    /// Class-pair distances.
+    pairs: f64,
+    /// The whole run.
+    total: f64,
+}
+
+impl TimeProfile {
+    /// The time not in the parts above (data selection, copies, finiteness checks).
+    fn other(&self) -> f64 {
+        self.total
+            - self.forward
+            - self.forward_again
+            - self.projections
+            - self.sorting
+            - self.pairs
+    }
 }
 
 /// Class pairs of the host engine's units, summed (see [`PairMax`]).
