@@ -92,3 +92,52 @@ def check_pruned(original: nn.Module, pruned: nn.Module, x: torch.Tensor, y: tor
     out["loss"] = loss.item()
     out["moved"] = sum(not torch.equal(b, p) for b, p in zip(before, pruned.parameters()))
     return out
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 1) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters (distinct per channel)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+
+
+#: SmallNet's units: (module whose output the unit's readers see, a per-unit tensor that
+#: tells which units the pruned model kept).
+SMALLNET_UNITS = [
+    ("stem.2", "stem.1.running_mean"),
+    ("dw.2", "dw.1.running_mean"),
+    ("se.fc1", "se.fc1.bias"),
+    ("pw.2", "pw.1.running_mean"),
+    ("head.2", "head.2.bias"),
+]
+
+
+def dead_unit_diff(original: nn.Module, pruned: nn.Module, x: torch.Tensor, units) -> float:
+    """Largest difference between the pruned model's output and the original's with the
+    removed units zeroed where their readers see them (eval mode). Which units were kept is
+    read off the pruned model's per-unit tensors, whose values are the original's."""
+    sd_o, sd_p = original.state_dict(), pruned.state_dict()
+    hooks = []
+    for module, key in units:
+        o, p = sd_o[key], sd_p[key]
+        kept = {int((o == v).nonzero()[0]) for v in p}
+        removed = [i for i in range(o.numel()) if i not in kept]
+
+        def zero(m, inp, out, removed=removed):
+            out = out.clone()
+            out[:, removed] = 0
+            return out
+
+        hooks.append(original.get_submodule(module).register_forward_hook(zero))
+    try:
+        with torch.no_grad():
+            return (original.eval()(x) - pruned.eval()(x)).abs().max().item()
+    finally:
+        for h in hooks:
+            h.remove()

@@ -19,12 +19,15 @@ def test_custom_module_with_depthwise_conv_and_se_gate(venv):
     m = venv.run(
         """
         import json, torch, fair_pruner as fp
-        from models import SmallNet, data, check_pruned
+        from models import SmallNet, data, check_pruned, dead_unit_diff, randomise_batchnorm, SMALLNET_UNITS
         torch.manual_seed(0)
         net, (x, y) = SmallNet(), data()
+        randomise_batchnorm(net)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         r = fp.prune(net, x[:1], calibration=(x, y), target_macs=0.4)
+        dead = dead_unit_diff(net, r.model, x[:8], SMALLNET_UNITS)
         out = check_pruned(net, r.model, x, y)
+        out["dead_unit_diff"] = dead
         out["unchanged"] = all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
         out["train_mode"] = r.model.training == net.training
         out["achieved"] = r.report["results"][0]["achieved"]["macs"]
@@ -35,6 +38,8 @@ def test_custom_module_with_depthwise_conv_and_se_gate(venv):
     assert_pruned(m, 0.4)
     assert m["unchanged"], "the user's model must be left unchanged"
     assert m["achieved"] >= 0.4
+    # The pruned module computes what the original computes with the removed units dead.
+    assert m["dead_unit_diff"] <= 1e-5, m
 
 
 def test_torchvision_resnet18(venv):
@@ -68,3 +73,31 @@ def test_a_data_loader_gives_what_the_tensors_give(venv):
         """
     )
     assert m["same"]
+
+
+def test_save_and_load_in_another_process(venv, tmp_path):
+    path = tmp_path / "pruned.pt"
+    a = venv.run(
+        f"""
+        import json, torch, fair_pruner as fp
+        from models import SmallNet, data
+        torch.manual_seed(0)
+        net, (x, y) = SmallNet(), data(n=60)
+        r = fp.prune(net, x[:1], calibration=(x, y), alpha=0.2)
+        fp.save(r.model, {str(path)!r})
+        with torch.no_grad():
+            print(json.dumps({{"out": r.model.eval()(x[:4]).tolist()}}))
+        """
+    )
+    b = venv.run(
+        f"""
+        import json, torch, fair_pruner as fp
+        from models import data
+        x, _ = data(n=60)
+        net = fp.load({str(path)!r}).eval()
+        with torch.no_grad():
+            print(json.dumps({{"out": net(x[:4]).tolist(), "modules": len(list(net.modules()))}}))
+        """
+    )
+    diff = max(abs(p - q) for ra, rb in zip(a["out"], b["out"]) for p, q in zip(ra, rb))
+    assert diff == 0.0 and b["modules"] > 5

@@ -10,6 +10,8 @@
     scores["u"]["features.0"]  # numpy array, one score per output channel
     counts = fp.ratios(scores, alpha=0.1)  # units to remove per layer
 
+    fp.save(result.model, "pruned.pt")  # source + weights; fp.load("pruned.pt") anywhere
+
 The model reaches the Rust pipeline (the one behind the ``fair-pruner`` command) through
 ``torch.onnx.export`` in memory; no file is written. The pruned network comes back as an
 instance of a generated ``nn.Module`` class (the ``model.py`` that ``fair-pruner prune``
@@ -27,11 +29,12 @@ import io
 import itertools
 import json
 import linecache
+import os
 import sys
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence, Tuple, Union
+from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
 
 # First: loads the libtorch shared libraries of the installed torch wheel, which the native
 # extension links against (nothing else is downloaded or bundled).
@@ -47,6 +50,8 @@ __all__ = [
     "prune",
     "score",
     "ratios",
+    "save",
+    "load",
     "__version__",
 ]
 
@@ -191,9 +196,9 @@ def _progress(progress: bool | None) -> bool:
         return False
 
 
-def _module_from_source(source: str, tensors: Sequence[tuple[str, list[int], str, bytes]]) -> torch.nn.Module:
-    """An instance of the generated ``Model`` class with the given state dict. The source
-    is compiled in memory as module ``fair_pruner.generated.model_<n>`` (registered in
+def _module_from_source(source: str, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """An instance of the generated ``Model`` class with ``state_dict``. The source is
+    compiled in memory as module ``fair_pruner.generated.model_<n>`` (registered in
     ``sys.modules`` and ``linecache``, so ``inspect`` and ``torch.jit.script`` can read it)."""
     name = f"fair_pruner.generated.model_{next(_GENERATED)}"
     filename = f"<{name}>"
@@ -203,14 +208,38 @@ def _module_from_source(source: str, tensors: Sequence[tuple[str, list[int], str
     exec(compile(source, filename, "exec"), module.__dict__)
     sys.modules[name] = module
     net = module.Model()
-    dtypes = {"float32": torch.float32, "int64": torch.int64}
-    state = {
-        n: torch.frombuffer(bytearray(b), dtype=dtypes[d]).reshape(shape) if len(b) else torch.zeros(shape, dtype=dtypes[d])
-        for n, shape, d, b in tensors
-    }
-    net.load_state_dict(state)
+    net.load_state_dict(state_dict)
     net.fair_pruner_source = source
     return net
+
+
+def _state_dict(tensors: Sequence[tuple[str, list[int], str, bytes]]) -> dict[str, torch.Tensor]:
+    dtypes = {"float32": torch.float32, "int64": torch.int64}
+    return {
+        n: torch.frombuffer(bytearray(b), dtype=dtypes[d]).reshape(shape)
+        if len(b)
+        else torch.zeros(shape, dtype=dtypes[d])
+        for n, shape, d, b in tensors
+    }
+
+
+def save(module: torch.nn.Module, path: Union[str, "os.PathLike[str]"]) -> None:
+    """Saves a module :func:`prune` returned (its generated source and its ``state_dict``)
+    to one file that :func:`load` reads, in any process (e.g. every rank of a DDP job).
+
+    Raises:
+        FairPrunerError: ``module`` is not a module :func:`prune` made.
+    """
+    source = getattr(module, "fair_pruner_source", None)
+    if source is None:
+        raise FairPrunerError("fair_pruner.save takes a module that fair_pruner.prune returned")
+    torch.save({"fair_pruner_source": source, "state_dict": module.state_dict()}, path)
+
+
+def load(path: Union[str, "os.PathLike[str]"], map_location: Any = "cpu") -> torch.nn.Module:
+    """The module :func:`save` wrote, with its weights (in train mode, as a new module is)."""
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    return _module_from_source(saved["fair_pruner_source"], saved["state_dict"])
 
 
 def prune(
@@ -275,7 +304,7 @@ def prune(
         _progress(progress),
         seed,
     )
-    net = _module_from_source(source, tensors)
+    net = _module_from_source(source, _state_dict(tensors))
     try:
         device = next(model.parameters()).device
     except StopIteration:
