@@ -199,7 +199,7 @@ def _progress(progress: bool | None) -> bool:
 def _module_from_source(source: str, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """An instance of the generated ``Model`` class with ``state_dict``. The source is
     compiled in memory as module ``fair_pruner.generated.model_<n>`` (registered in
-    ``sys.modules`` and ``linecache``, so ``inspect`` and ``torch.jit.script`` can read it)."""
+    ``sys.modules`` and ``linecache``, so ``inspect.getsource`` reads it)."""
     name = f"fair_pruner.generated.model_{next(_GENERATED)}"
     filename = f"<{name}>"
     module = types.ModuleType(name)
