@@ -25,11 +25,12 @@ def test_custom_module_with_depthwise_conv_and_se_gate(venv):
         randomise_batchnorm(net)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         r = fp.prune(net, x[:1], calibration=(x, y), target_macs=0.4)
+        train_mode = r.model.training and net.training
         dead = dead_unit_diff(net, r.model, x[:8], SMALLNET_UNITS)
         out = check_pruned(net, r.model, x, y)
         out["dead_unit_diff"] = dead
         out["unchanged"] = all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
-        out["train_mode"] = r.model.training == net.training
+        out["train_mode"] = train_mode
         out["achieved"] = r.report["results"][0]["achieved"]["macs"]
         out["steps_off"] = r.report["after_surgery"]
         print(json.dumps(out))
@@ -37,6 +38,7 @@ def test_custom_module_with_depthwise_conv_and_se_gate(venv):
     )
     assert_pruned(m, 0.4)
     assert m["unchanged"], "the user's model must be left unchanged"
+    assert m["train_mode"], "the original stays in train mode and the pruned module comes back in it"
     assert m["achieved"] >= 0.4
     # The pruned module computes what the original computes with the removed units dead.
     assert m["dead_unit_diff"] <= 1e-5, m
