@@ -15,6 +15,7 @@ def test_scores_equal_the_cli_score_file_and_ratios_count_within_layers(venv, ru
         s = fp.score(net, x[:1], calibration=(x, y), criteria=["u", "r"])
         open({str(tmp_path / "m.onnx")!r}, "wb").write(fp._export_onnx(net, x[:1]))
         save_file({{"inputs": x, "labels": y}}, {str(tmp_path / "calib.safetensors")!r})
+        open({str(tmp_path / "py-scores.json")!r}, "w").write(s.score_file)
         print(json.dumps({{
             "scores": {{c: {{l: a.tolist() for l, a in d.items()}} for c, d in s.items()}},
             "ratios": [fp.ratios(s, alpha=a) for a in (0.05, 0.3)],
@@ -43,3 +44,15 @@ def test_scores_equal_the_cli_score_file_and_ratios_count_within_layers(venv, ru
     assert list(low) == list(units)
     assert all(0 <= low[l] <= high[l] <= units[l] for l in units), m["ratios"]
     assert sum(high.values()) > sum(low.values()), m["ratios"]
+    # The counts `fair-pruner ratios` requests per layer from the same scores.
+    cli = subprocess.run(
+        [
+            str(rust_binary), "ratios", "--scores", str(tmp_path / "py-scores.json"),
+            "--alpha", "0.3", "--rank-by", "u", "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    requested = {l["layer"]: l["requested"] for l in json.loads(cli.stdout)["layers"]}
+    assert requested == high, (requested, high)

@@ -171,7 +171,7 @@ def _calibration(calibration: Any, max_samples: int | None) -> tuple[torch.Tenso
     y = torch.as_tensor(y)
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
-    if x.is_floating_point() is False:
+    if not x.is_floating_point():
         raise FairPrunerError(f"calibration inputs must be floating point, found {x.dtype}")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise FairPrunerError(f"calibration labels must be integer class ids, found {y.dtype}")
