@@ -61,7 +61,9 @@ USAGE:
     cargo xtask setup          provision libtorch + the Python reference env, wire the build
     cargo xtask test [ARGS]    setup, then `cargo test --workspace [ARGS] -- --include-ignored`
                                (tests that need the reference Python or npm included) and
-                               the library examples (prune_resnet, the APoZ criterion)
+                               the library examples (prune_resnet, the APoZ criterion), then
+                               the Python wheel's pytest suite (crates/python/tests; maturin
+                               and pytest are installed into the reference env on first use)
     cargo xtask demo           setup, then the built-in demo (the README's main job): Fashion-MNIST,
                                train, score, prune at several α, fine-tune, summary table
     cargo xtask bench scoring  [--threads N --classes K --per-class N]
@@ -109,7 +111,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup().map(|s| s.print()),
-        Some("test") => setup().and_then(|_| test(&rest(&args))),
+        Some("test") => setup().and_then(|s| test(&s, &rest(&args))),
         Some("demo") => setup().and_then(|_| demo()),
         Some("bench") => setup().and_then(|s| bench::run(&s, &rest(&args))),
         Some("gpu-check") => setup().and_then(|_| {
@@ -167,8 +169,8 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
 
 /// The whole test suite: every test of the workspace, including those marked `#[ignore]`
 /// because they need the reference Python or the npm registry (setup provides both), then
-/// the library examples, run as a user would.
-fn test(extra: &[&str]) -> Result<()> {
+/// the library examples, run as a user would, and the Python wheel's pytest suite.
+fn test(setup: &Setup, extra: &[&str]) -> Result<()> {
     let (cargo_args, test_args) = match extra.iter().position(|a| *a == "--") {
         Some(i) => (&extra[..i], &extra[i + 1..]),
         None => (extra, &[][..]),
@@ -195,7 +197,59 @@ fn test(extra: &[&str]) -> Result<()> {
         args.extend(["--", dir.as_str()]);
         cargo(&args)?;
     }
-    readme_config_example(&out.join("from-config"))
+    readme_config_example(&out.join("from-config"))?;
+    python_wheel_tests(setup)
+}
+
+/// The Python package's pytest suite (`crates/python/tests`): builds the wheel with maturin,
+/// installs it into a throwaway venv on the cached torch and prunes through `fair_pruner`.
+/// maturin and pytest are installed into the reference environment on first use; when they
+/// cannot be installed (no package index), the suite is skipped with a message saying so.
+fn python_wheel_tests(setup: &Setup) -> Result<()> {
+    let Some(python) = &setup.python else {
+        eprintln!("xtask: skipping the Python wheel tests: no reference Python");
+        return Ok(());
+    };
+    let has = |what: &str| {
+        Command::new(python)
+            .args(["-c", &format!("import {what}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("maturin, pytest") {
+        eprintln!(
+            "xtask: installing maturin and pytest into {}",
+            python.display()
+        );
+        let installed = Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(["maturin>=1.9,<2", "pytest"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !has("maturin, pytest") {
+            eprintln!(
+                "xtask: skipping the Python wheel tests (crates/python/tests): maturin and pytest \
+                 could not be installed into {} (pip needs the Python package index)",
+                python.display()
+            );
+            return Ok(());
+        }
+    }
+    let status = Command::new(python)
+        .args(["-m", "pytest", "-q", "crates/python/tests"])
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {} -m pytest", python.display()))?;
+    if !status.success() {
+        bail!("the Python wheel tests (crates/python/tests) failed ({status})");
+    }
+    Ok(())
 }
 
 /// The pipeline README's "From a config" example (`crates/pipeline/examples/from_config.rs`,

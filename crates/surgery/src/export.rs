@@ -45,7 +45,12 @@ pub fn pytorch_module(graph: &Graph) -> String {
     s.push_str(
         "\n    def _register(self, path, module):\n        parent = self\n        *parents, last = path.split(\".\")\n        \
          for name in parents:\n            if not hasattr(parent, name):\n                parent.add_module(name, nn.Module())\n            \
-         parent = getattr(parent, name)\n        parent.add_module(last, module)\n\n    def forward(self, x):\n",
+         parent = getattr(parent, name)\n        \
+         # A container made earlier for deeper paths (`se.fc1` before `se`, an op of the block\n        \
+         # `se` itself): its children move to the module, so no registered module is lost.\n        \
+         old = parent._modules.get(last)\n        if old is not None:\n            \
+         for name, child in old.named_children():\n                module.add_module(name, child)\n        \
+         parent.add_module(last, module)\n\n    def forward(self, x):\n",
     );
     let var = |name: &str| format!("t{}", graph.position(name).expect("validated"));
     for (i, node) in graph.nodes().iter().enumerate() {

@@ -447,3 +447,25 @@ fn shuffle_and_layer_norm_ops_match_pytorch_torchvision_and_torch_pruning() {
     eprintln!("shuffle_ln pruned: fair-pruner vs Torch-Pruning, max |Δ| = {d:.2e}");
     assert!(d <= 1e-5, "Torch-Pruning: max |Δ| = {d}");
 }
+
+/// An op named like a block whose layers were registered before it (ONNX import names a
+/// functional `relu` inside module `block` just `block`, after `block.fc1`): the exported
+/// module keeps every layer, loads the weights and computes the same output.
+#[test]
+#[ignore = "needs the reference Python (cargo xtask test runs it)"]
+fn an_op_named_like_the_block_of_earlier_layers_keeps_them_in_pytorch() {
+    let Some(py) = python() else { return };
+    let mut b = fair_ir::GraphBuilder::new("nested", "input", vec![3, 8, 8]);
+    let x = b.conv("block.fc1", "input", 4, 3, 1, 1, true).unwrap();
+    let x = b.relu("block", &x).unwrap();
+    let x = b.conv("block.fc2", &x, 5, 3, 1, 1, true).unwrap();
+    let x = b.adaptive_avg_pool("pool", &x, 1, 1).unwrap();
+    let x = b.flatten("flatten", &x).unwrap();
+    b.linear("fc", &x, 2, true).unwrap();
+    let m = Model::new(b.finish().unwrap(), Device::Cpu, 3).unwrap();
+    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let dir = tempfile::tempdir().unwrap();
+    let torch = in_pytorch(&py, &m, &x, dir.path());
+    let ours = eval(&m, &x);
+    assert!(max_diff(&torch, &ours) < 1e-5, "{torch} vs {ours}");
+}
