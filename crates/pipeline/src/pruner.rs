@@ -256,6 +256,8 @@ impl<'a> Pruner<'a> {
     /// split, the in-process fine-tuning on the training split (whose split also serves the
     /// steps after surgery, even with 0 epochs), latency, the output directory and its
     /// guard, and the weights file in the report. Builder calls after it change any part.
+    /// (Not run here: it needs trained weights; `examples/from_config.rs`, the README's
+    /// version of it, runs in `cargo xtask test` against `fair-pruner prune`.)
     ///
     /// ```no_run
     /// use fair_pipeline::{ConfigRun, Pruner, RunConfig};

@@ -530,6 +530,8 @@ impl RawSettings {
 /// A prune run of a configuration, loaded: the resolved settings, the model with its
 /// weights, the data and the calibration samples — what `fair-pruner prune --config FILE`
 /// loads before it runs. [`crate::Pruner::from_config`] makes the CLI's pipeline of it.
+/// (Not run here: it needs trained weights; `examples/from_config.rs` runs it in
+/// `cargo xtask test` and compares with `fair-pruner prune`.)
 ///
 /// ```no_run
 /// use fair_pipeline::{ConfigRun, Pruner, RunConfig};
