@@ -193,9 +193,10 @@ pub struct ScoringArgs {
     pub r_mode: Option<RMode>,
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help = default_help("Batch size of the R-Score passes (calibration samples in order)", ScoringSettings::default().r.batch_size))]
     pub batch_size: Option<u64>,
-    /// Memory bound of the U-Score, e.g. 4GiB, 512MiB, 8G, or none (model and calibration
-    /// data included): layers that do not fit in one pass are scored in several, with
-    /// identical scores [default: 80% of the available memory]
+    /// Memory bound of the U- and R-Scores, e.g. 4GiB, 512MiB, 8G, or none (model and
+    /// calibration data included): U-Score layers that do not fit in one pass are scored in
+    /// several, with identical scores; R-Score batches that do not fit run in pieces
+    /// [default: 80% of the available memory]
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<MaxMemory>,
     /// How the U-Score finds each unit's largest class-pair distance: `bounded` computes in

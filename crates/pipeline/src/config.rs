@@ -81,7 +81,7 @@ pub struct PruneSection {
     pub r_mode: Option<RMode>,
     /// Random directions of the sliced U-Score.
     pub projections: Option<usize>,
-    /// Memory bound of the U-Score (`"4GiB"`, `"512MiB"`, ..., or `"none"`).
+    /// Memory bound of the U- and R-Scores (`"4GiB"`, `"512MiB"`, ..., or `"none"`).
     pub max_memory: Option<fair_scoring::MaxMemory>,
     /// How the U-Score searches each unit's class pairs for the largest distance: `bounded`
     /// (the default: the same maximum as `all`, bit for bit, computing far fewer pairs in

@@ -343,6 +343,7 @@ impl RawSettings {
             Some(m) => m.bytes(),
             None => fair_scoring::default_max_memory(),
         };
+        s.r.max_memory = s.u.max_memory;
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         s.u.seed = draw.seed;

@@ -145,7 +145,8 @@ impl Criterion for RScore {
         let data = ctx
             .data
             .ok_or_else(|| ScoringError::NeedsData("R-Score".into()))?;
-        Ok(r_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)?.into())
+        let (scores, notes) = r_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)?;
+        Ok(Scored { scores, notes })
     }
 }
 

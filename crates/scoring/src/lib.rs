@@ -57,7 +57,7 @@ pub use error::ScoringError;
 pub use layers::{AnalysisPoint, PrunableLayer, prunable_layers};
 pub use memory::{ByteSize, MaxMemory, check_memory_bound, default_max_memory};
 pub use progress::Progress;
-pub use r_score::{RMode, RScoreSettings, r_scores};
+pub use r_score::{RMode, RScoreMemory, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
     BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, PairSearch, UScoreSettings, Wasserstein,

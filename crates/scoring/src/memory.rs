@@ -217,7 +217,7 @@ impl MemoryPlan {
 /// Bytes per sample of the largest set of tensors alive at once in an eval-mode pass over
 /// nodes `0..end`, freeing each value after its last reader (as [`fair_runtime::Model`]
 /// does): for every prefix length, the running peak.
-fn forward_peaks(graph: &Graph) -> Vec<u64> {
+pub(crate) fn forward_peaks(graph: &Graph) -> Vec<u64> {
     let nodes = graph.nodes();
     let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
     let mut last = vec![usize::MAX; nodes.len()];

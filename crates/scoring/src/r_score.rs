@@ -1,6 +1,7 @@
 //! R-Score: first-order Taylor estimate of the loss change when a unit is removed,
 //! |Σ over batches Σ over the unit's parameters θ·∂L/∂θ|.
 
+use fair_ir::{Graph, Op};
 use fair_runtime::{Mode, Model};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -8,6 +9,7 @@ use tch::{Kind, Tensor};
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
 use crate::layers::PrunableLayer;
+use crate::memory::{ByteSize, RUNTIME_SHARE, forward_peaks};
 use crate::progress::Progress;
 
 /// Which forward mode the R-Score's passes use.
@@ -33,6 +35,16 @@ pub struct RScoreSettings {
     pub batch_size: usize,
     /// Seed for dropout during the passes.
     pub seed: u64,
+    /// Bound on the memory of the R-Score, including the model's parameters and the
+    /// calibration inputs (default: none). When a forward + backward pass over
+    /// [`RScoreSettings::batch_size`] samples would not fit ([`RScoreMemory`]), each batch
+    /// is run in pieces of the largest size that fits, its loss still the mean over the
+    /// whole batch, with a note. In eval mode, and in training mode on a model without
+    /// BatchNorm or dropout, the scores are those of whole batches up to float rounding;
+    /// in training mode BatchNorm's batch statistics (and dropout's draws) are those of the
+    /// pieces. Not part of the scores' provenance.
+    #[serde(skip)]
+    pub max_memory: Option<ByteSize>,
 }
 
 impl Default for RScoreSettings {
@@ -41,7 +53,96 @@ impl Default for RScoreSettings {
             mode: RMode::Train,
             batch_size: 64,
             seed: 0,
+            max_memory: None,
         }
+    }
+}
+
+/// What the R-Score holds, in bytes, for a pass over `b` samples: `fixed + b · per_sample`
+/// (an upper bound; [`RScoreMemory::of`] lists what is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RScoreMemory {
+    /// Independent of the batch: the parameters `4 · params`, as much again for parameter
+    /// gradients a backward kernel may form transiently (none is kept), and the calibration
+    /// set `4 · N · C·H·W + 8 · N` (inputs and labels).
+    pub fixed: u64,
+    /// Per sample of a pass: the activations a forward + backward keeps (see
+    /// [`RScoreMemory::of`]).
+    pub per_sample: u64,
+}
+
+impl RScoreMemory {
+    /// The estimate for `model`'s graph, the scored `layers` and `samples` calibration
+    /// samples of `sample_numel` numbers each. Per sample of a pass, counted in bytes:
+    /// - `A = 4 · Σ_i a_i`: every node's output, input included (a_i numbers per sample),
+    ///   as autograd may save each for the backward; plus `8 · a_i` for a max-pool's int64
+    ///   indices, `4 · a_i` for a dropout mask or a layer norm's or hard-sigmoid's own
+    ///   temporary, and `4 · a_out` for the log-softmax of the loss;
+    /// - `G = 4 · Σ_l a_l`: the gradients with respect to the scored layers' outputs, all
+    ///   held until the scores are read;
+    /// - `B = 2 · 4 · max_i live_i`: the gradients in flight during the backward, bounded by
+    ///   twice the forward's widest cut (the `F` term of the U-Score's estimate, see
+    ///   [`crate::memory`]);
+    /// - `D = 3 · 8 · max_l a_l`: one layer's output and gradient in f64 and their product.
+    ///
+    /// `per_sample = A + G + B + D`.
+    pub fn of(
+        graph: &Graph,
+        layers: &[PrunableLayer],
+        samples: usize,
+        sample_numel: usize,
+    ) -> Result<RScoreMemory, ScoringError> {
+        const F32: u64 = 4;
+        let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
+        let mut saved = 0u64;
+        for (i, node) in graph.nodes().iter().enumerate() {
+            let extra = match &node.op {
+                Op::MaxPool2d(_) => 2,
+                Op::Dropout(_) | Op::LayerNorm2d(_) | Op::HardSigmoid(_) => 1,
+                _ => 0,
+            };
+            saved = saved.saturating_add((F32 * (1 + extra)).saturating_mul(numel(i)));
+        }
+        let out = numel(graph.nodes().len() - 1);
+        saved = saved.saturating_add(F32 * out);
+        let mut taps = 0u64;
+        let mut widest_tap = 0u64;
+        for layer in layers {
+            let at = graph
+                .position(&layer.name)
+                .map_err(fair_runtime::RuntimeError::from)?;
+            taps = taps.saturating_add(numel(at));
+            widest_tap = widest_tap.max(numel(at));
+        }
+        let live = forward_peaks(graph).last().copied().unwrap_or(0);
+        let per_sample = saved
+            .saturating_add(F32.saturating_mul(taps))
+            .saturating_add((2 * F32).saturating_mul(live))
+            .saturating_add((3 * 8u64).saturating_mul(widest_tap));
+        let n = samples as u64;
+        let fixed = (2 * F32)
+            .saturating_mul(graph.param_count() as u64)
+            .saturating_add(F32.saturating_mul(n).saturating_mul(sample_numel as u64))
+            .saturating_add(8u64.saturating_mul(n));
+        Ok(RScoreMemory { fixed, per_sample })
+    }
+
+    /// The estimated peak of a pass over `batch` samples: `fixed + batch · per_sample`.
+    pub fn peak(&self, batch: usize) -> u64 {
+        self.fixed
+            .saturating_add(self.per_sample.saturating_mul(batch as u64))
+    }
+
+    /// The largest batch at most `requested` whose [`RScoreMemory::peak`] fits `budget`
+    /// bytes less a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: `requested`), or
+    /// `None` when not even one sample fits.
+    pub fn batch(&self, requested: usize, budget: Option<u64>) -> Option<usize> {
+        let Some(budget) = budget else {
+            return Some(requested);
+        };
+        let room = (budget - budget / RUNTIME_SHARE).checked_sub(self.fixed)?;
+        let fit = room / self.per_sample.max(1);
+        (fit > 0).then(|| requested.min(usize::try_from(fit).unwrap_or(usize::MAX)))
     }
 }
 
@@ -54,13 +155,19 @@ impl Default for RScoreSettings {
 /// outputs (no weight gradients are formed or stored), and every layer's R-Score is read
 /// from the same pass. The model's parameters, running statistics and gradients are left
 /// as they were.
+///
+/// With [`RScoreSettings::max_memory`], a batch whose pass would not fit
+/// ([`RScoreMemory`]) runs in pieces of the largest size that fits, each piece's loss
+/// summed and divided by the whole batch's size, so the batch still contributes the
+/// gradient of its mean loss; the notes returned say so. A bound that does not hold one
+/// sample is an error naming `max-memory` and the model.
 pub fn r_scores(
     model: &Model,
     layers: &[PrunableLayer],
     data: &Calibration,
     settings: &RScoreSettings,
     progress: Progress,
-) -> Result<Vec<Vec<f64>>, ScoringError> {
+) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     if settings.batch_size == 0 {
         return Err(ScoringError::Setting {
             name: "batch-size",
@@ -71,6 +178,51 @@ pub fn r_scores(
         RMode::Train => Mode::TrainFrozenStats,
         RMode::Eval => Mode::Eval,
     };
+    let graph = model.graph();
+    let memory = RScoreMemory::of(graph, layers, data.len(), data.sample_numel())?;
+    let requested = settings.batch_size.min(data.len()).max(1);
+    let budget = settings.max_memory.map(|b| b.0);
+    let piece = memory
+        .batch(requested, budget)
+        .ok_or_else(|| ScoringError::Setting {
+            name: "max-memory",
+            detail: format!(
+                "{} is too small for the R-Score of the model '{}': a forward and backward \
+                 pass over one sample needs about {} next to the model and calibration data \
+                 ({}) and libtorch's runtime (1/{RUNTIME_SHARE} of the bound); raise \
+                 `max-memory`",
+                ByteSize(budget.unwrap_or(0)),
+                graph.name(),
+                ByteSize(memory.per_sample),
+                ByteSize(memory.fixed),
+            ),
+        })?;
+    let mut notes = Vec::new();
+    if piece < requested {
+        let batch_dependent = mode == Mode::TrainFrozenStats
+            && graph.nodes().iter().any(|n| {
+                matches!(
+                    n.op,
+                    Op::BatchNorm2d(_) | Op::BatchNorm1d(_) | Op::Dropout(_)
+                )
+            });
+        notes.push(format!(
+            "the R-Score ran each batch of {requested} in pieces of {piece} to stay within the \
+             memory bound (`max-memory`) {} (estimated peak {}; a whole batch would need about \
+             {}); each piece's loss is divided by the batch's size, so {}",
+            ByteSize(budget.unwrap_or(0)),
+            ByteSize(memory.peak(piece)),
+            ByteSize(memory.peak(requested)),
+            if batch_dependent {
+                "the gradients are those of the batch's mean loss, but in training mode \
+                 BatchNorm's batch statistics and dropout's draws are those of the pieces: \
+                 the scores differ from whole batches'"
+            } else {
+                "the scores are those of whole batches up to float rounding"
+            }
+        ));
+    }
+
     tch::manual_seed(settings.seed as i64);
     let device = model.device();
     let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
@@ -81,45 +233,35 @@ pub fn r_scores(
     let batches = data.len().div_ceil(settings.batch_size);
     let bar = progress.bar(batches, "R-Score: forward + backward");
     for (b, (x, y)) in data.batches(settings.batch_size).enumerate() {
-        let out = model.forward_with_taps(&x.to_device(device), mode, &names)?;
-        let loss = torch(
-            out.output.f_log_softmax(-1, Kind::Float).and_then(|l| {
-                l.f_nll_loss::<Tensor>(&y.to_device(device), None, tch::Reduction::Mean, -100)
-            }),
-            || format!("cross-entropy of batch {b}"),
-        )?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(ScoringError::NonFinite(format!(
-                "the loss of calibration batch {b} is {value}"
-            )));
-        }
-        let outputs: Vec<&Tensor> = layers.iter().map(|l| &out.taps[&l.name]).collect();
-        let grads = torch(
-            Tensor::f_run_backward(&[&loss], &outputs, false, false),
-            || format!("backward of batch {b}"),
-        )?;
-        tch::no_grad(|| -> Result<(), ScoringError> {
-            for ((layer, (yv, g)), sum) in layers
-                .iter()
-                .zip(outputs.iter().zip(&grads))
-                .zip(sums.iter_mut())
-            {
-                // Sum y·∂L/∂y over every axis but the unit axis (1).
-                let dims: Vec<i64> = (0..yv.dim() as i64).filter(|&d| d != 1).collect();
-                let c = torch(
-                    (yv.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
-                        .f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),
-                    || format!("R-Score of layer '{}'", layer.name),
-                )?;
+        let len = x.size()[0];
+        if len as usize <= piece {
+            let c = contributions(model, layers, &names, mode, &x, &y, None, b)?;
+            for (sum, c) in sums.iter_mut().zip(c) {
                 *sum += c;
             }
-            Ok(())
-        })?;
+        } else {
+            // The batch's contributions, summed over its pieces before joining the total.
+            let mut batch: Option<Vec<Tensor>> = None;
+            for (xs, ys) in x
+                .split(piece as i64, 0)
+                .into_iter()
+                .zip(y.split(piece as i64, 0))
+            {
+                let c = contributions(model, layers, &names, mode, &xs, &ys, Some(len), b)?;
+                batch = Some(match batch {
+                    None => c,
+                    Some(acc) => acc.into_iter().zip(c).map(|(a, c)| a + c).collect(),
+                });
+            }
+            for (sum, c) in sums.iter_mut().zip(batch.into_iter().flatten()) {
+                *sum += c;
+            }
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    sums.into_iter()
+    let scores = sums
+        .into_iter()
         .zip(layers)
         .map(|(s, layer)| {
             Ok(torch(
@@ -127,5 +269,62 @@ pub fn r_scores(
                 || format!("reading R-Scores of '{}'", layer.name),
             )?)
         })
-        .collect()
+        .collect::<Result<Vec<_>, ScoringError>>()?;
+    Ok((scores, notes))
+}
+
+/// One forward and backward pass over `x` (labels `y`) of calibration batch `b`: every
+/// layer's Σ y·∂L/∂y per unit, in f64. `L` is the mean cross-entropy over `x`, or with
+/// `of = Some(n)` the sum over `x` divided by `n` (a piece of a batch of `n` samples).
+#[allow(clippy::too_many_arguments)]
+fn contributions(
+    model: &Model,
+    layers: &[PrunableLayer],
+    names: &[&str],
+    mode: Mode,
+    x: &Tensor,
+    y: &Tensor,
+    of: Option<i64>,
+    b: usize,
+) -> Result<Vec<Tensor>, ScoringError> {
+    let device = model.device();
+    let out = model.forward_with_taps(&x.to_device(device), mode, names)?;
+    let loss = torch(
+        out.output.f_log_softmax(-1, Kind::Float).and_then(|l| {
+            let y = y.to_device(device);
+            match of {
+                None => l.f_nll_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100),
+                Some(n) => l
+                    .f_nll_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100)
+                    .and_then(|s| s.f_div_scalar(n)),
+            }
+        }),
+        || format!("cross-entropy of batch {b}"),
+    )?;
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(ScoringError::NonFinite(format!(
+            "the loss of calibration batch {b} is {value}"
+        )));
+    }
+    let outputs: Vec<&Tensor> = layers.iter().map(|l| &out.taps[&l.name]).collect();
+    let grads = torch(
+        Tensor::f_run_backward(&[&loss], &outputs, false, false),
+        || format!("backward of batch {b}"),
+    )?;
+    tch::no_grad(|| {
+        layers
+            .iter()
+            .zip(outputs.iter().zip(&grads))
+            .map(|(layer, (yv, g))| {
+                // Sum y·∂L/∂y over every axis but the unit axis (1).
+                let dims: Vec<i64> = (0..yv.dim() as i64).filter(|&d| d != 1).collect();
+                Ok(torch(
+                    (yv.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
+                        .f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),
+                    || format!("R-Score of layer '{}'", layer.name),
+                )?)
+            })
+            .collect()
+    })
 }

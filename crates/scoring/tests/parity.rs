@@ -122,7 +122,7 @@ fn scores_and_counts_match_the_authors_package() {
         batch_size,
         ..Default::default()
     };
-    let ours = r_scores(&model, &layers, &data, &settings, Progress::QUIET).unwrap();
+    let (ours, _) = r_scores(&model, &layers, &data, &settings, Progress::QUIET).unwrap();
     let theirs: Vec<Vec<f64>> = r.json["r"].as_array().unwrap().iter().map(floats).collect();
     let scale = theirs.iter().flatten().fold(0.0f64, |m, v| m.max(*v));
     for (l, (a, b)) in layers.iter().zip(ours.iter().zip(&theirs)) {
@@ -316,7 +316,7 @@ fn paper_preset_matches_the_authors_package() {
     );
 
     let (u, _) = u_scores(&model, &layers, &data, &settings.u, Progress::QUIET).unwrap();
-    let r = r_scores(&model, &layers, &data, &settings.r, Progress::QUIET).unwrap();
+    let (r, _) = r_scores(&model, &layers, &data, &settings.r, Progress::QUIET).unwrap();
     assert_eq!(
         fair_scoring::model_digest(&model).unwrap(),
         before,
