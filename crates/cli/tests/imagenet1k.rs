@@ -70,6 +70,21 @@ fn a_1000_class_folder_prunes_with_the_shipped_defaults() {
         criteria.contains_key("u") && criteria.contains_key("r"),
         "{criteria:?}"
     );
+    // A thousand short classes are one note, not a thousand.
+    let u_notes = criteria["u"]["notes"].as_array().unwrap();
+    assert_eq!(u_notes.len(), 1, "{u_notes:?}");
+    assert!(
+        u_notes[0]
+            .as_str()
+            .unwrap()
+            .starts_with("1000 of 1000 classes have fewer calibration samples than the 32"),
+        "{u_notes:?}"
+    );
+    let short_lines = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("fewer") && l.contains("samples"))
+        .count();
+    assert!(short_lines <= 2, "{}", stderr(&o));
     // The goal of the file, at least 40% of the MACs removed, is met.
     let report = read("report.json");
     assert_eq!(report["calibration"]["samples"], 3000);

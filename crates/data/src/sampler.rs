@@ -11,7 +11,8 @@ pub struct CalibrationDraw {
     pub indices: Vec<usize>,
     /// Classes included.
     pub classes: Vec<i64>,
-    /// One note per class that had fewer than the requested samples.
+    /// Notes about the classes that had fewer than the requested samples (one per class, or
+    /// one for all of them when there are many: [`fair_stats::StratifiedDraw::short_notes`]).
     pub short: Vec<String>,
 }
 
@@ -25,17 +26,14 @@ pub fn calibration_sample<S: ImageSource + ?Sized>(
     seed: u64,
 ) -> CalibrationDraw {
     let draw = fair_stats::stratified_sample(train.labels(), per_class, max_classes, seed);
-    let short = draw
-        .short
-        .iter()
-        .map(|&(c, n)| {
-            let name = train
-                .classes()
-                .get(c as usize)
-                .map_or_else(|| c.to_string(), Clone::clone);
-            format!("class {c} ({name}) has {n} training sample(s), fewer than the {per_class} asked for")
-        })
-        .collect();
+    let short = draw.short_notes(
+        per_class,
+        |c| {
+            let name = train.classes().get(c as usize);
+            name.map_or_else(|| c.to_string(), |name| format!("{c} ({name})"))
+        },
+        "training",
+    );
     CalibrationDraw {
         classes: draw.classes.iter().map(|(c, _)| *c).collect(),
         indices: draw.classes.into_iter().flat_map(|(_, idx)| idx).collect(),

@@ -178,7 +178,8 @@ impl Calibration {
     /// `max_classes` of them chosen with `seed`; per class up to `per_class` samples (chosen
     /// with `seed` when there are more), by [`fair_stats::stratified_sample`]. Returns
     /// (class, sample indices) ascending by class, and a note for every class with fewer
-    /// than `per_class` samples.
+    /// than `per_class` samples (one note for all of them when there are many:
+    /// [`fair_stats::StratifiedDraw::short_notes`]).
     pub fn class_samples(
         &self,
         max_classes: usize,
@@ -187,13 +188,9 @@ impl Calibration {
     ) -> (Vec<(i64, Vec<usize>)>, Vec<String>) {
         let draw = fair_stats::stratified_sample(&self.labels, per_class, max_classes, seed);
         let notes = draw
-            .short
-            .iter()
-            .map(|(c, n)| {
-                format!(
-                    "class {c} has {n} calibration sample(s), fewer than the {per_class} asked for; it is compared with what it has"
-                )
-            })
+            .short_notes(per_class, |c| c.to_string(), "calibration")
+            .into_iter()
+            .map(|n| format!("{n}; compared with what it has"))
             .collect();
         (draw.classes, notes)
     }

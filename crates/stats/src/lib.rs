@@ -375,6 +375,59 @@ pub struct StratifiedDraw {
     pub short: Vec<(i64, usize)>,
 }
 
+/// Up to this many short classes get a note each in [`StratifiedDraw::short_notes`]; more
+/// share one note.
+pub const SHORT_CLASS_NOTES: usize = 5;
+
+impl StratifiedDraw {
+    /// Notes about the classes with fewer samples than `per_class`: one per class
+    /// (`class 3 (cat) has 2 calibration sample(s), fewer than the 32 asked for`), or, with
+    /// more than [`SHORT_CLASS_NOTES`] such classes, one note for all of them naming the
+    /// first few, so that a draw over a thousand classes does not print a thousand lines.
+    /// `name` describes a class (`"3 (cat)"`), `what` the samples (`"calibration"`).
+    ///
+    /// ```
+    /// let labels: Vec<i64> = (0..10).flat_map(|c| std::iter::repeat(c).take(2)).collect();
+    /// let draw = fair_stats::stratified_sample(&labels, 3, 10, 0);
+    /// let notes = draw.short_notes(3, |c| c.to_string(), "training");
+    /// assert_eq!(notes.len(), 1);
+    /// assert!(notes[0].starts_with("10 of 10 classes have fewer training samples than the 3"));
+    /// ```
+    pub fn short_notes(
+        &self,
+        per_class: usize,
+        name: impl Fn(i64) -> String,
+        what: &str,
+    ) -> Vec<String> {
+        if self.short.len() <= SHORT_CLASS_NOTES {
+            return self
+                .short
+                .iter()
+                .map(|&(c, n)| {
+                    format!(
+                        "class {} has {n} {what} sample(s), fewer than the {per_class} asked for",
+                        name(c)
+                    )
+                })
+                .collect();
+        }
+        let named: Vec<String> = self
+            .short
+            .iter()
+            .take(SHORT_CLASS_NOTES)
+            .map(|&(c, n)| format!("class {}: {n}", name(c)))
+            .collect();
+        let fewest = self.short.iter().map(|&(_, n)| n).min().unwrap_or(0);
+        vec![format!(
+            "{} of {} classes have fewer {what} samples than the {per_class} asked for (as few \
+             as {fewest}; {}, ...)",
+            self.short.len(),
+            self.classes.len(),
+            named.join(", ")
+        )]
+    }
+}
+
 /// Draws up to `per_class` sample indices of each class, from at most `max_classes` classes,
 /// with `seed`: the one sampling rule behind calibration draws and the U-Score's class
 /// choice. `labels[i]` is sample i's class. When there are more classes than `max_classes`,
