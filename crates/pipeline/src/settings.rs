@@ -343,7 +343,15 @@ impl RawSettings {
             Some(m) => m.bytes(),
             None => fair_scoring::default_max_memory(),
         };
-        s.r.max_memory = s.u.max_memory;
+        // The R-Score takes a bound that was given; the default one (from the free memory)
+        // only in eval mode, where running a batch in pieces leaves the scores as they are
+        // up to f64 summation order. In training mode pieces change BatchNorm's statistics,
+        // so the scores would depend on how much memory happened to be free.
+        s.r.max_memory = match (p.max_memory, s.r.mode) {
+            (Some(m), _) => m.bytes(),
+            (None, fair_scoring::RMode::Eval) => s.u.max_memory,
+            (None, _) => None,
+        };
         s.u.samples_per_class = draw.per_class;
         s.u.max_classes = draw.max_classes;
         s.u.seed = draw.seed;

@@ -269,7 +269,7 @@ fn a_failing_torchrun_is_an_error_with_its_output_and_leaves_no_output() {
         .run()
         .err()
         .unwrap();
-    assert!(fair_pipeline::error_text(&e).contains("--python"), "{e}");
+    assert!(fair_pipeline::error_text(&e).contains("`python`"), "{e}");
 }
 
 #[test]

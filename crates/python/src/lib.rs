@@ -8,7 +8,8 @@
 //! and the pruned model goes back as the source of a standalone PyTorch module
 //! ([`fair_surgery::pytorch_module`]) plus its state dict as raw little-endian bytes, which
 //! the Python side turns into an `nn.Module`. Every error is a `fair_pruner.FairPrunerError`
-//! whose text is the CLI's error chain ([`fair_pipeline::error_text`]).
+//! whose text is the CLI's error chain ([`fair_pipeline::error_text`]). `fair_pruner._native`
+//! is private: its functions take raw data pointers, which only the wrapper passes safely.
 //!
 //! The functions with the work ([`prune_onnx`], [`score_onnx`], [`ratios_of`]) are plain
 //! Rust, so they can be called and tested without Python:
@@ -229,6 +230,23 @@ unsafe fn borrowed(ptr: usize, shape: &[i64], kind: Kind) -> Tensor {
     unsafe { Tensor::from_blob(ptr as *const u8, shape, &strides, kind, Device::Cpu) }
 }
 
+/// Refuses pointers and shapes that cannot be the wrapper's tensors (a null pointer,
+/// negative sizes, labels that are not one per input): `_native` is private, and these
+/// checks stop a direct call from crashing the interpreter on the obvious mistakes.
+fn check_lent(x: usize, x_shape: &[i64], y: usize, y_shape: &[i64]) -> PyResult<()> {
+    let bad = |what: &str| Err(pyo3::exceptions::PyValueError::new_err(what.to_owned()));
+    if x == 0 || y == 0 {
+        return bad("calibration data pointers must not be null");
+    }
+    if x_shape.is_empty() || x_shape.iter().chain(y_shape).any(|&d| d < 0) {
+        return bad("calibration shapes must be non-empty with non-negative sizes");
+    }
+    if y_shape.len() != 1 || y_shape[0] != x_shape[0] {
+        return bad("calibration labels must be one per input");
+    }
+    Ok(())
+}
+
 /// The calibration tensors over the Python caller's memory.
 ///
 /// # Safety
@@ -267,6 +285,7 @@ fn prune<'py>(
     String,
     Vec<String>,
 )> {
+    check_lent(x, &x_shape, y, &y_shape)?;
     let out = py
         .detach(|| {
             // SAFETY: the Python wrapper passes its own contiguous CPU tensors and holds
@@ -297,6 +316,7 @@ fn score(
     criteria: Option<Vec<String>>,
     progress: bool,
 ) -> PyResult<String> {
+    check_lent(x, &x_shape, y, &y_shape)?;
     py.detach(|| {
         // SAFETY: as in `prune`.
         let data = unsafe { lent(x, &x_shape, y, &y_shape) };

@@ -56,3 +56,20 @@ def test_scores_equal_the_cli_score_file_and_ratios_count_within_layers(venv, ru
     assert cli.returncode == 0, cli.stderr
     requested = {l["layer"]: l["requested"] for l in json.loads(cli.stdout)["layers"]}
     assert requested == high, (requested, high)
+
+
+def test_scoring_leaves_the_callers_random_stream_alone(venv):
+    m = venv.run(
+        """
+        import json, torch, fair_pruner as fp
+        from models import SmallNet, data
+        torch.manual_seed(0)
+        net, (x, y) = SmallNet(), data(n=40)
+        torch.manual_seed(123)
+        expected = torch.rand(4).tolist()
+        torch.manual_seed(123)
+        fp.score(net, x[:1], calibration=(x, y), criteria=["r"])
+        print(json.dumps({"expected": expected, "got": torch.rand(4).tolist()}))
+        """
+    )
+    assert m["got"] == m["expected"], m

@@ -190,7 +190,7 @@ impl Calibration {
         let notes = draw
             .short_notes(per_class, |c| c.to_string(), "calibration")
             .into_iter()
-            .map(|n| format!("{n}; compared with what it has"))
+            .map(|n| format!("{n}; each class is compared with the samples it has"))
             .collect();
         (draw.classes, notes)
     }

@@ -214,7 +214,8 @@ impl MemoryPlan {
     }
 }
 
-/// Bytes per sample of the largest set of tensors alive at once in an eval-mode pass over
+/// Numbers (f32 elements, not bytes) per sample of the largest set of tensors alive at once
+/// in an eval-mode pass over
 /// nodes `0..end`, freeing each value after its last reader (as [`fair_runtime::Model`]
 /// does): for every prefix length, the running peak.
 pub(crate) fn forward_peaks(graph: &Graph) -> Vec<u64> {

@@ -240,12 +240,16 @@ pub fn r_scores(
                 *sum += c;
             }
         } else {
-            // The batch's contributions, summed over its pieces before joining the total.
+            // The batch's contributions, summed over its pieces before joining the total. The
+            // pieces have near-equal sizes (at most `piece`), so none is a lone sample whose
+            // BatchNorm statistics in training mode would be degenerate.
+            let count = (len as usize).div_ceil(piece);
+            let sizes = near_equal_sizes(len as usize, count);
             let mut batch: Option<Vec<Tensor>> = None;
             for (xs, ys) in x
-                .split(piece as i64, 0)
+                .split_with_sizes(&sizes, 0)
                 .into_iter()
-                .zip(y.split(piece as i64, 0))
+                .zip(y.split_with_sizes(&sizes, 0))
             {
                 let c = contributions(model, layers, &names, mode, &xs, &ys, Some(len), b)?;
                 batch = Some(match batch {
@@ -327,4 +331,37 @@ fn contributions(
             })
             .collect()
     })
+}
+
+/// `count` sizes that sum to `len` and differ by at most one (larger first).
+fn near_equal_sizes(len: usize, count: usize) -> Vec<i64> {
+    let (base, extra) = (len / count, len % count);
+    (0..count)
+        .map(|i| (base + usize::from(i < extra)) as i64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::near_equal_sizes;
+
+    #[test]
+    fn pieces_have_near_equal_sizes_and_no_lone_sample() {
+        // 64 samples in pieces of at most 9: 8 pieces of 8, not 7 × 9 + 1.
+        assert_eq!(near_equal_sizes(64, 64usize.div_ceil(9)), vec![8; 8]);
+        assert_eq!(near_equal_sizes(10, 3), vec![4, 3, 3]);
+        assert_eq!(near_equal_sizes(5, 5), vec![1; 5]);
+        for len in 1..50usize {
+            for piece in 1..=len {
+                let sizes = near_equal_sizes(len, len.div_ceil(piece));
+                assert_eq!(sizes.iter().sum::<i64>(), len as i64);
+                assert!(
+                    sizes.iter().all(|&s| s >= 1 && s <= piece as i64),
+                    "{len} {piece}"
+                );
+                let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(hi - lo <= 1);
+            }
+        }
+    }
 }

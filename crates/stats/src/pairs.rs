@@ -156,7 +156,8 @@ impl std::fmt::Display for PairFallback {
         match self {
             PairFallback::UnequalShapes => write!(
                 f,
-                "the classes differ in size (or are empty, or hold more than {MAX_SAMPLES} samples)"
+                "the classes differ in size (or are empty, hold more than {MAX_SAMPLES} samples, \
+                 or have 2^40 or more values per class)"
             ),
             PairFallback::NonFinite => f.write_str("a class holds non-finite values"),
         }
@@ -274,7 +275,7 @@ pub fn max_pair_distance(classes: &[ArrayView2<f32>], method: W1, search: PairSe
     if p == 0
         || n == 0
         || n > MAX_SAMPLES
-        || p.saturating_mul(n) >= 1 << 40
+        || p.saturating_mul(n) as u64 >= 1u64 << 40
         || classes.iter().any(|c| c.dim() != (p, n))
     {
         return all(Some(PairFallback::UnequalShapes));

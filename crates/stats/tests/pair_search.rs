@@ -86,9 +86,12 @@ fn twist() -> impl Strategy<Value = Twist> {
     ]
 }
 
-/// K classes of `[P, n]`, sorted rows, from a flat pool of uniform values.
+/// K classes of `[P, n]`, sorted rows, from a flat pool of uniform values. P reaches past
+/// 16 rows (so the early exit's row groups and suffix bounds are used) and n includes 16, 20
+/// and 32 (blocks of 4 values).
 fn unit() -> impl Strategy<Value = (Vec<Array2<f32>>, Twist)> {
-    (2usize..24, 1usize..11, 1usize..18, twist()).prop_flat_map(|(k, p, n, tw)| {
+    let n = prop_oneof![1usize..18, Just(16usize), Just(20), Just(32)];
+    (2usize..24, 1usize..40, n, twist()).prop_flat_map(|(k, p, n, tw)| {
         (
             proptest::collection::vec(-100.0f32..100.0, k * p * n),
             Just((k, p, n, tw)),

@@ -147,6 +147,14 @@ def _export_onnx(model: torch.nn.Module, example_inputs: Any) -> bytes:
     return buf.getvalue()
 
 
+def _rng_kept():
+    """A context in which torch's global random state is saved and restored: the native
+    code shares libtorch with the caller's torch and seeds it (the R-Score's draws), which
+    must not reset the caller's random stream."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def _calibration(calibration: Any, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibration data as CPU-contiguous float32 inputs and int64 labels (the caller's
     tensors themselves when they already are)."""
@@ -264,7 +272,9 @@ def prune(
         example_inputs: one input batch (or a 1-tuple), e.g. ``torch.randn(1, 3, 224, 224)``.
         calibration: labelled samples the data-driven scores (U, R) are computed on: a pair
             ``(x, y)`` of tensors (float inputs, integer class ids), or an iterable of such
-            batches (a ``DataLoader``). They need at least two classes.
+            batches (a ``DataLoader``). They need at least two classes. CPU-contiguous
+            float32 inputs and int64 labels are read in place, without a copy, while the
+            call runs: do not modify them from another thread meanwhile.
         target_macs: remove at least this fraction of the MACs (e.g. 0.5).
         alpha: or the tolerance α in [0, 1] (larger removes more).
         target_params: or remove at least this fraction of the parameters.
@@ -292,18 +302,19 @@ def prune(
     goal, value = _goal(alpha, target_macs, target_params)
     onnx = _export_onnx(model, example_inputs)
     x, y = _calibration(calibration, max_samples)
-    source, tensors, report, notes = _native.prune(
-        onnx,
-        x.data_ptr(),
-        list(x.shape),
-        y.data_ptr(),
-        list(y.shape),
-        goal,
-        value,
-        list(criteria) if criteria is not None else None,
-        _progress(progress),
-        seed,
-    )
+    with _rng_kept():
+        source, tensors, report, notes = _native.prune(
+            onnx,
+            x.data_ptr(),
+            list(x.shape),
+            y.data_ptr(),
+            list(y.shape),
+            goal,
+            value,
+            list(criteria) if criteria is not None else None,
+            _progress(progress),
+            seed,
+        )
     net = _module_from_source(source, _state_dict(tensors))
     try:
         device = next(model.parameters()).device
@@ -336,15 +347,16 @@ def score(
     """
     onnx = _export_onnx(model, example_inputs)
     x, y = _calibration(calibration, max_samples)
-    file = _native.score(
-        onnx,
-        x.data_ptr(),
-        list(x.shape),
-        y.data_ptr(),
-        list(y.shape),
-        list(criteria) if criteria is not None else None,
-        _progress(progress),
-    )
+    with _rng_kept():
+        file = _native.score(
+            onnx,
+            x.data_ptr(),
+            list(x.shape),
+            y.data_ptr(),
+            list(y.shape),
+            list(criteria) if criteria is not None else None,
+            _progress(progress),
+        )
     return Scores(file)
 
 
