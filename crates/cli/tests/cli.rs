@@ -414,42 +414,62 @@ fn score_errors_name_the_problem() {
     assert!(!out.exists(), "nothing is written on failure");
 }
 
+/// `fair-pruner score --criteria u` on the [`scoring_fixture`] in `dir` (4 samples per class,
+/// 8 projections) with the `extra` flags, writing `dir/out`: the run and the score file, if
+/// one was written.
+fn score_u(
+    dir: &std::path::Path,
+    fixture: &(String, String),
+    extra: &[&str],
+    out: &str,
+) -> (std::process::Output, Option<serde_json::Value>) {
+    let out = dir.join(out);
+    let mut args = vec![
+        "score",
+        "--model",
+        "vgg11_bn_cifar",
+        "--input",
+        "1x32x32",
+        "--classes",
+        "3",
+        "--weights",
+        &fixture.0,
+        "--calibration",
+        &fixture.1,
+        "--samples-per-class",
+        "4",
+        "--projections",
+        "8",
+        "--criteria",
+        "u",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let o = run(&args);
+    let json = std::fs::read(&out)
+        .ok()
+        .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap());
+    (o, json)
+}
+
+/// The U-Scores of a score file, layer by layer.
+fn u_scores(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["scores"]["u"].clone())
+        .collect()
+}
+
 /// `--max-memory`: a bound that needs several passes gives the scores of one pass
 /// (`none`), and one too small for a single unit is an error naming the flag and the layer.
 #[test]
 fn score_max_memory_splits_passes_with_identical_scores() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, d) = scoring_fixture(dir.path());
-    let score = |max: &str, out: &str| {
-        let out = dir.path().join(out);
-        let o = run(&[
-            "score",
-            "--model",
-            "vgg11_bn_cifar",
-            "--input",
-            "1x32x32",
-            "--classes",
-            "3",
-            "--weights",
-            &w,
-            "--calibration",
-            &d,
-            "--samples-per-class",
-            "4",
-            "--projections",
-            "8",
-            "--criteria",
-            "u",
-            "--max-memory",
-            max,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        let json = std::fs::read(&out)
-            .ok()
-            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap());
-        (o, json)
-    };
+    let fixture = scoring_fixture(dir.path());
+    let score = |max: &str, out: &str| score_u(dir.path(), &fixture, &["--max-memory", max], out);
     let (o, one) = score("none", "one.json");
     assert!(o.status.success(), "{}", stderr(&o));
     // The model (~37 MB of parameters for 9.2 M) plus a few MiB (a tenth of the bound is
@@ -457,15 +477,7 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     let (o, split) = score("44MiB", "split.json");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("passes"), "{}", stderr(&o));
-    let u = |v: &serde_json::Value| {
-        v["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["scores"]["u"].clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(u(&one.unwrap()), u(&split.unwrap()));
+    assert_eq!(u_scores(&one.unwrap()), u_scores(&split.unwrap()));
     let (o, none) = score("41MiB", "tiny.json");
     assert!(!o.status.success());
     assert!(
@@ -481,59 +493,19 @@ fn score_max_memory_splits_passes_with_identical_scores() {
 #[test]
 fn score_pair_search_bounded_equals_all() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, d) = scoring_fixture(dir.path());
-    let score = |search: Option<&str>, out: &str| {
-        let out = dir.path().join(out);
-        let mut args = vec![
-            "score",
-            "--model",
-            "vgg11_bn_cifar",
-            "--input",
-            "1x32x32",
-            "--classes",
-            "3",
-            "--weights",
-            &w,
-            "--calibration",
-            &d,
-            "--samples-per-class",
-            "4",
-            "--projections",
-            "8",
-            "--criteria",
-            "u",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if let Some(s) = search {
-            args.extend(["--pair-search", s]);
-        }
-        let o = run(&args);
-        let json = std::fs::read(&out)
-            .ok()
-            .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap());
-        (o, json)
-    };
-    let u = |v: &serde_json::Value| {
-        v["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["scores"]["u"].clone())
-            .collect::<Vec<_>>()
-    };
-    let (o, all) = score(Some("all"), "all.json");
+    let fixture = scoring_fixture(dir.path());
+    let (o, all) = score_u(dir.path(), &fixture, &["--pair-search", "all"], "all.json");
     assert!(o.status.success(), "{}", stderr(&o));
-    let (o, default) = score(None, "default.json");
+    let (o, default) = score_u(dir.path(), &fixture, &[], "default.json");
     assert!(o.status.success(), "{}", stderr(&o));
-    let (all, default) = (u(&all.unwrap()), u(&default.unwrap()));
+    let (all, default) = (u_scores(&all.unwrap()), u_scores(&default.unwrap()));
     assert!(
         all.iter()
             .flat_map(|l| l.as_array().unwrap())
             .any(|v| v.as_f64().unwrap() > 0.0)
     );
     assert_eq!(all, default);
-    let (o, none) = score(Some("some"), "bad.json");
+    let (o, none) = score_u(dir.path(), &fixture, &["--pair-search", "some"], "bad.json");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("bounded") && stderr(&o).contains("all"),
