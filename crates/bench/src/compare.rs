@@ -401,14 +401,8 @@ fn run_net(net: &Net, root: &Path, python: &Path, o: &Options) -> Result<Value> 
         max_classes: config.prune.max_classes.unwrap_or(d.max_classes),
         seed: config.prune.seed.unwrap_or(d.seed),
     };
-    let (calibration, _) = draw.draw(bench.model.graph(), &train, &config.transform)?;
-    drop(train);
-    let calibration_path = dir.join("calibration.safetensors");
-    let (x, y) = calibration.tensors();
-    fair_runtime::write_safetensors(
-        &calibration_path,
-        &[("inputs".into(), x), ("labels".into(), y)],
-    )?;
+    let (calibration, calibration_path) =
+        crate::compare::draw_calibration(&bench.model, train, &config.transform, &draw, &dir)?;
     eprintln!("  [{}] scoring (U, R, L1) …", net.key);
     let scores = dir.join("scores.json");
     let file: ScoreFile = stages::score(
@@ -586,6 +580,24 @@ pub fn run(o: &Options) -> Result<()> {
         println!("tables written to {}", docs.display());
     }
     Ok(())
+}
+
+/// Draws the calibration samples of a bench run (`draw` from the training split, which is
+/// then dropped) and writes them to `dir/calibration.safetensors` for the reference scripts
+/// (the authors' package, Torch-Pruning), which score the same samples.
+pub(crate) fn draw_calibration(
+    model: &Model,
+    train: Source,
+    transform: &Transform,
+    draw: &DrawSettings,
+    dir: &Path,
+) -> Result<(fair_scoring::Calibration, PathBuf)> {
+    let (calibration, _) = draw.draw(model.graph(), &train, transform)?;
+    drop(train);
+    let path = dir.join("calibration.safetensors");
+    let (x, y) = calibration.tensors();
+    fair_runtime::write_safetensors(&path, &[("inputs".into(), x), ("labels".into(), y)])?;
+    Ok((calibration, path))
 }
 
 #[cfg(test)]

@@ -19,20 +19,9 @@ fn the_library_and_the_cli_make_the_same_run_of_a_config() {
     std::fs::create_dir(&data).unwrap();
     fair_testkit::write_idx_toy(&data);
     let weights = dir.path().join("m.safetensors");
-    let model = [
-        "--model",
-        "vgg_compact",
-        "--input",
-        "1x8x8",
-        "--classes",
-        "2",
-        "--data",
-        "idx",
-        "--data-path",
-        data.to_str().unwrap(),
-    ];
+    let model = common::toy_flags("vgg_compact", &data);
     let mut args = vec!["train"];
-    args.extend(model);
+    args.extend(model.iter().map(String::as_str));
     args.extend([
         "--epochs",
         "2",

@@ -567,14 +567,8 @@ pub fn run_seed(
         max_classes: config.prune.max_classes.unwrap_or(d.max_classes),
         seed: config.prune.seed.unwrap_or(d.seed).wrapping_add(seed),
     };
-    let (calibration, _) = draw.draw(bench.model.graph(), &train, &config.transform)?;
-    drop(train);
-    let calibration_path = dir.join("calibration.safetensors");
-    let (x, y) = calibration.tensors();
-    fair_runtime::write_safetensors(
-        &calibration_path,
-        &[("inputs".into(), x), ("labels".into(), y)],
-    )?;
+    let (calibration, calibration_path) =
+        crate::compare::draw_calibration(&bench.model, train, &config.transform, &draw, &dir)?;
     eprintln!("  [{} seed {seed}] scoring …", net.key);
     let scores = score_all(&bench.model, &calibration, &o.methods, &draw, &dir)?;
     let paper_label = scoring_label(Variant::of(&[]).scoring());
