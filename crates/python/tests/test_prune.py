@@ -103,3 +103,5 @@ def test_save_and_load_in_another_process(venv, tmp_path):
     )
     diff = max(abs(p - q) for ra, rb in zip(a["out"], b["out"]) for p, q in zip(ra, rb))
     assert diff == 0.0 and b["modules"] > 5
+    # Saved through a temporary file renamed into place: nothing else is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]

@@ -31,6 +31,7 @@ import json
 import linecache
 import os
 import sys
+import tempfile
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -241,7 +242,17 @@ def save(module: torch.nn.Module, path: Union[str, "os.PathLike[str]"]) -> None:
     source = getattr(module, "fair_pruner_source", None)
     if source is None:
         raise FairPrunerError("fair_pruner.save takes a module that fair_pruner.prune returned")
-    torch.save({"fair_pruner_source": source, "state_dict": module.state_dict()}, path)
+    # Written to a temporary file next to `path`, then renamed over it: a reader never sees
+    # a half-written file, and a failed save leaves an existing file as it was.
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".fair-pruner-", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"fair_pruner_source": source, "state_dict": module.state_dict()}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def load(path: Union[str, "os.PathLike[str]"], map_location: Any = "cpu") -> torch.nn.Module:
