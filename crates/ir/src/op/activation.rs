@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{NameBase, OnnxAttr, OnnxContext, OnnxRef, OnnxSpec};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput};
 
 /// What distinguishes one element-wise activation from another.
@@ -18,6 +19,8 @@ trait Elementwise: Clone + Into<Op> {
     }
     /// The `torch.nn` module, or `None` when `forward` writes an expression.
     fn module(&self) -> Option<String>;
+    /// How it is written in ONNX (no default: every activation says it).
+    fn onnx_spec(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String>;
     /// The expression in `forward` (default: call the module on the input).
     fn forward(&self, inputs: &[String], module: &str) -> String {
         format!("{module}({})", inputs[0])
@@ -52,6 +55,9 @@ macro_rules! elementwise {
             fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
                 Ok(self.clone().into())
             }
+            fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+                self.onnx_spec(ctx)
+            }
             fn torch_module(&self) -> Option<String> {
                 self.module()
             }
@@ -70,6 +76,9 @@ elementwise!(Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Silu, Gelu);
 pub struct Relu {}
 
 impl Elementwise for Relu {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Relu", vec![]))
+    }
     fn module(&self) -> Option<String> {
         Some("nn.ReLU()".to_owned())
     }
@@ -94,6 +103,13 @@ impl Clip {
 }
 
 impl Elementwise for Clip {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        let mut s = OnnxSpec::default();
+        let lo = s.scalar(".min", self.min as f32);
+        let hi = s.scalar(".max", self.max as f32);
+        s.node("", "Clip", vec![OnnxRef::Input(0), lo, hi], None, vec![]);
+        Ok(s)
+    }
     fn check_attributes(&self) -> Result<(), String> {
         if !self.min.is_finite() || !self.max.is_finite() || self.min >= self.max {
             return Err(format!(
@@ -119,6 +135,9 @@ impl Elementwise for Clip {
 pub struct Sigmoid {}
 
 impl Elementwise for Sigmoid {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Sigmoid", vec![]))
+    }
     fn module(&self) -> Option<String> {
         Some("nn.Sigmoid()".to_owned())
     }
@@ -165,6 +184,15 @@ impl HardSigmoid {
 }
 
 impl Elementwise for HardSigmoid {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single(
+            "HardSigmoid",
+            vec![
+                ("alpha", OnnxAttr::Float(self.alpha as f32)),
+                ("beta", OnnxAttr::Float(self.beta as f32)),
+            ],
+        ))
+    }
     fn check_attributes(&self) -> Result<(), String> {
         if !self.alpha.is_finite() || !self.beta.is_finite() || self.alpha == 0.0 {
             return Err(format!(
@@ -196,6 +224,9 @@ impl Elementwise for HardSigmoid {
 pub struct HardSwish {}
 
 impl Elementwise for HardSwish {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("HardSwish", vec![]))
+    }
     fn module(&self) -> Option<String> {
         Some("nn.Hardswish()".to_owned())
     }
@@ -208,6 +239,26 @@ impl Elementwise for HardSwish {
 pub struct Silu {}
 
 impl Elementwise for Silu {
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // Sigmoid then Mul.
+        let mut s = OnnxSpec::default();
+        let gate = s.temp(NameBase::Value, ".sigmoid");
+        s.node(
+            ".sigmoid",
+            "Sigmoid",
+            vec![OnnxRef::Inputs],
+            Some(gate),
+            vec![],
+        );
+        s.node(
+            "",
+            "Mul",
+            vec![OnnxRef::Input(0), OnnxRef::Decl(gate)],
+            None,
+            vec![],
+        );
+        Ok(s)
+    }
     fn module(&self) -> Option<String> {
         Some("nn.SiLU()".to_owned())
     }
@@ -236,6 +287,57 @@ impl Default for Gelu {
 }
 
 impl Elementwise for Gelu {
+    fn onnx_spec(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // ONNX's `Gelu` from opset 20, else its formula with `Erf` (exact) or `Tanh`.
+        if ctx.opset >= 20 {
+            return Ok(OnnxSpec::single(
+                "Gelu",
+                vec![("approximate", OnnxAttr::Str(self.approximate.clone()))],
+            ));
+        }
+        let mut s = OnnxSpec::default();
+        let mut step = 0;
+        let mut tmp = |s: &mut OnnxSpec| {
+            step += 1;
+            s.temp(NameBase::Value, &format!(".{step}"))
+        };
+        let x = OnnxRef::Input(0);
+        let d = OnnxRef::Decl;
+        let inner = if self.approximate == "tanh" {
+            // tanh(√(2/π) · (x + 0.044715 · x³))
+            let (sq, cube, scaled, sum, arg, th) = (
+                tmp(&mut s),
+                tmp(&mut s),
+                tmp(&mut s),
+                tmp(&mut s),
+                tmp(&mut s),
+                tmp(&mut s),
+            );
+            let c = s.scalar(".coef", 0.044715);
+            let k = s.scalar(".scale", (2.0f64 / std::f64::consts::PI).sqrt() as f32);
+            s.node(".square", "Mul", vec![x, x], Some(sq), vec![]);
+            s.node(".cube", "Mul", vec![d(sq), x], Some(cube), vec![]);
+            s.node(".scale_cube", "Mul", vec![d(cube), c], Some(scaled), vec![]);
+            s.node(".inner", "Add", vec![x, d(scaled)], Some(sum), vec![]);
+            s.node(".arg", "Mul", vec![d(sum), k], Some(arg), vec![]);
+            s.node(".tanh", "Tanh", vec![d(arg)], Some(th), vec![]);
+            th
+        } else {
+            // erf(x / √2)
+            let (arg, e) = (tmp(&mut s), tmp(&mut s));
+            let r = s.scalar(".sqrt2", std::f32::consts::SQRT_2);
+            s.node(".div", "Div", vec![x, r], Some(arg), vec![]);
+            s.node(".erf", "Erf", vec![d(arg)], Some(e), vec![]);
+            e
+        };
+        let (plus, prod) = (tmp(&mut s), tmp(&mut s));
+        let one = s.scalar(".one", 1.0);
+        let half = s.scalar(".half", 0.5);
+        s.node(".plus_one", "Add", vec![d(inner), one], Some(plus), vec![]);
+        s.node(".times_x", "Mul", vec![x, d(plus)], Some(prod), vec![]);
+        s.node("", "Mul", vec![d(prod), half], None, vec![]);
+        Ok(s)
+    }
     fn check_attributes(&self) -> Result<(), String> {
         match self.approximate.as_str() {
             "none" | "tanh" => Ok(()),

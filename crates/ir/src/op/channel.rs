@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, bounded, image, nonzero};
 
 /// Channel shuffle (`torch.nn.ChannelShuffle(groups)`; ShuffleNet): `[C, H, W]` to
@@ -20,6 +21,36 @@ pub struct ChannelShuffle {
 }
 
 impl Contract for ChannelShuffle {
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // [N, C, H, W] → [N, g, C/g, H, W] → swap axes 1, 2 → [N, C, H, W].
+        let s = ctx.inputs.first().copied().unwrap_or(&[]);
+        let [c, h, w] = s[..] else {
+            return Err(format!("expected an image input, found {s:?}"));
+        };
+        let g = self.groups.max(1);
+        let (c, h, w, g) = (c as i64, h as i64, w as i64, g as i64);
+        let mut spec = OnnxSpec::default();
+        let grouped = spec.constant(".grouped", OnnxConst::I64(vec![0, g, c / g, h, w]));
+        let flat = spec.constant(".shape", OnnxConst::I64(vec![0, c, h, w]));
+        let a = spec.temp(NameBase::Value, ".grouped");
+        let b = spec.temp(NameBase::Value, ".transposed");
+        spec.node(
+            ".group",
+            "Reshape",
+            vec![OnnxRef::Input(0), grouped],
+            Some(a),
+            vec![],
+        );
+        spec.node(
+            ".transpose",
+            "Transpose",
+            vec![OnnxRef::Decl(a)],
+            Some(b),
+            vec![("perm", OnnxAttr::Ints(vec![0, 2, 1, 3, 4]))],
+        );
+        spec.node("", "Reshape", vec![OnnxRef::Decl(b), flat], None, vec![]);
+        Ok(spec)
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -77,6 +108,20 @@ pub struct Slice {
 }
 
 impl Contract for Slice {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        let mut s = OnnxSpec::default();
+        let starts = s.constant(".starts", OnnxConst::I64(vec![self.start as i64]));
+        let ends = s.constant(".ends", OnnxConst::I64(vec![self.end as i64]));
+        let axes = s.constant(".axes", OnnxConst::I64(vec![1]));
+        s.node(
+            "",
+            "Slice",
+            vec![OnnxRef::Input(0), starts, ends, axes],
+            None,
+            vec![],
+        );
+        Ok(s)
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }

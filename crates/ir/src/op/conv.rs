@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec, ints_pair, pads};
 use super::{
     Arity, Channels, Contract, Init, Op, Pair, ParamKind, ParamSpec, Reads, Role, ShapeInput,
     bounded, checked_numel, image, is_one, is_true, nonzero, one, out_len, py_bool, py_pair,
@@ -87,6 +88,18 @@ impl Conv2d {
 }
 
 impl Contract for Conv2d {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::with_params(
+            "Conv",
+            vec![
+                ("kernel_shape", ints_pair(self.kernel_size)),
+                ("strides", ints_pair(self.stride)),
+                ("pads", pads(self.padding)),
+                ("dilations", ints_pair(self.dilation)),
+                ("group", OnnxAttr::Int(self.groups as i64)),
+            ],
+        ))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Reads, Role, ShapeInput,
     checked_numel, is_true, nonzero, py_bool, yes,
@@ -36,6 +37,12 @@ impl Linear {
 }
 
 impl Contract for Linear {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::with_params(
+            "Gemm",
+            vec![("transB", OnnxAttr::Int(1))],
+        ))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }

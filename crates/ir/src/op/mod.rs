@@ -11,12 +11,12 @@
 //!   [`ParamSpec::in_axis`]) and initialised ([`Init`]);
 //! - how its attributes follow when its inputs or its own units shrink
 //!   ([`Contract::narrowed`]);
-//! - how it is written as PyTorch ([`Contract::torch_module`], [`Contract::torch_forward`]).
+//! - how it is written as PyTorch ([`Contract::torch_module`], [`Contract::torch_forward`])
+//!   and as ONNX ([`Contract::onnx`], op-neutral data that `fair-onnx` encodes).
 //!
 //! [`Op`] is the closed, serialisable set of ops, generated from one list by the `ops!`
-//! macro. The runtime's kernel, the ONNX importer and exporter, and the after-surgery steps
-//! (reconstruction, BatchNorm recalibration) still name ops outside their contract:
-//! `docs/architecture.md` lists each place in its add-an-op checklist.
+//! macro. `docs/architecture.md`'s add-an-op checklist lists what else names ops (the
+//! runtime's kernel, the ONNX importer's table).
 
 use std::fmt;
 
@@ -27,6 +27,7 @@ mod channel;
 mod conv;
 mod linear;
 mod norm;
+mod onnx;
 mod pool;
 mod simple;
 
@@ -35,6 +36,7 @@ pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm2d};
+pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
 
@@ -366,6 +368,11 @@ pub trait Contract {
     /// creates units, after its units became `units`: channel attributes follow.
     fn narrowed(&self, inputs: &[&[usize]], units: Option<usize>) -> Result<Op, String>;
 
+    /// How the op is written in ONNX: the ONNX nodes, their attributes and what they read
+    /// (see [`OnnxSpec`]). No default: an op without an ONNX spelling says so with an
+    /// `Err` explaining why, which the exporter reports naming the node and the op.
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String>;
+
     /// The `torch.nn` module that computes the op (`None` for ops written as an expression
     /// in `forward`).
     fn torch_module(&self) -> Option<String>;
@@ -472,6 +479,15 @@ ops! {
 }
 
 impl Op {
+    /// The network input's attributes (its shape and recorded normalisation) when this is
+    /// the input op.
+    pub fn as_input(&self) -> Option<&Input> {
+        match self {
+            Op::Input(i) => Some(i),
+            _ => None,
+        }
+    }
+
     /// The parameter tensors a node called `node` with this op owns, in state-dict order.
     pub fn params(&self, node: &str) -> Vec<ParamSpec> {
         self.contract().params(node)
@@ -808,6 +824,61 @@ mod tests {
                 "{json}"
             );
             assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
+        }
+    }
+
+    /// Every op has an ONNX spelling at every opset written, and it is well formed: its
+    /// references point at declarations or inputs that exist, each temp is written by exactly
+    /// one node before it is read, and exactly one node writes the op's value.
+    #[test]
+    fn every_op_has_a_well_formed_onnx_spec() {
+        for (op, inputs) in examples() {
+            let shapes: Vec<&[usize]> = inputs.iter().map(Vec::as_slice).collect();
+            for opset in [14, 17, 20, 23] {
+                let what = format!("{} at opset {opset}", op.type_name());
+                let spec = op
+                    .contract()
+                    .onnx(&OnnxContext {
+                        opset,
+                        inputs: &shapes,
+                    })
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                if op.role() == Role::Input {
+                    assert!(spec.nodes.is_empty() && spec.decls.is_empty(), "{what}");
+                    continue;
+                }
+                let mut written = vec![false; spec.decls.len()];
+                let mut finals = 0;
+                for n in &spec.nodes {
+                    assert!(!n.op_type.is_empty(), "{what}");
+                    for r in &n.inputs {
+                        match *r {
+                            OnnxRef::Input(i) => assert!(i < inputs.len(), "{what}"),
+                            OnnxRef::Inputs => {}
+                            OnnxRef::Decl(j) => {
+                                let is_temp = matches!(spec.decls[j], OnnxDecl::Temp { .. });
+                                assert!(!is_temp || written[j], "{what}: reads temp {j} early");
+                            }
+                        }
+                    }
+                    match n.output {
+                        None => finals += 1,
+                        Some(j) => {
+                            assert!(matches!(spec.decls[j], OnnxDecl::Temp { .. }), "{what}");
+                            assert!(!written[j], "{what}: temp {j} written twice");
+                            written[j] = true;
+                        }
+                    }
+                }
+                assert_eq!(finals, 1, "{what}: nodes writing the op's value");
+                let params = spec
+                    .decls
+                    .iter()
+                    .filter(|d| matches!(d, OnnxDecl::Params))
+                    .count();
+                let trainable = op.params("n").iter().any(|p| p.kind.is_trainable());
+                assert_eq!(params, usize::from(trainable), "{what}: parameters read");
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, bounded, image,
     is_true, nonzero, yes,
@@ -65,6 +66,9 @@ impl BatchNorm2d {
 }
 
 impl Contract for BatchNorm2d {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(batch_norm_onnx(self.eps, self.momentum))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -136,6 +140,9 @@ impl BatchNorm1d {
 }
 
 impl Contract for BatchNorm1d {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(batch_norm_onnx(self.eps, self.momentum))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -228,6 +235,50 @@ impl LayerNorm2d {
 }
 
 impl Contract for LayerNorm2d {
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // Channels-last, LayerNormalization over the channels, channels-first again.
+        let _ = ctx;
+        let mut s = OnnxSpec::default();
+        let nhwc = s.temp(NameBase::Value, ".nhwc");
+        let normed = s.temp(NameBase::Value, ".normed");
+        let scale = if self.affine {
+            s.params()
+        } else {
+            s.constant(
+                ".ones",
+                OnnxConst::F32 {
+                    dims: vec![self.num_features],
+                    values: vec![1.0; self.num_features],
+                },
+            )
+        };
+        s.node(
+            ".to_nhwc",
+            "Transpose",
+            vec![OnnxRef::Inputs],
+            Some(nhwc),
+            vec![("perm", OnnxAttr::Ints(vec![0, 2, 3, 1]))],
+        );
+        s.node(
+            "",
+            "LayerNormalization",
+            vec![OnnxRef::Decl(nhwc), scale],
+            Some(normed),
+            vec![
+                ("axis", OnnxAttr::Int(-1)),
+                ("epsilon", OnnxAttr::Float(self.eps as f32)),
+            ],
+        );
+        s.node(
+            ".to_nchw",
+            "Transpose",
+            vec![OnnxRef::Decl(normed)],
+            None,
+            vec![("perm", OnnxAttr::Ints(vec![0, 3, 1, 2]))],
+        );
+        s.min_opset = Some((17, "LayerNormalization"));
+        Ok(s)
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -289,4 +340,16 @@ impl Contract for LayerNorm2d {
     fn torch_prelude(&self) -> Option<&'static str> {
         Some(LAYER_NORM2D_PY)
     }
+}
+
+/// BatchNorm in ONNX: `BatchNormalization` reading the input, then weight, bias, running
+/// mean and running variance; ONNX's momentum weighs the old statistic (PyTorch's the new).
+fn batch_norm_onnx(eps: f64, momentum: f64) -> OnnxSpec {
+    OnnxSpec::with_params(
+        "BatchNormalization",
+        vec![
+            ("epsilon", OnnxAttr::Float(eps as f32)),
+            ("momentum", OnnxAttr::Float((1.0 - momentum) as f32)),
+        ],
+    )
 }

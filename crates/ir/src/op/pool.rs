@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec, ints_pair, pads};
 use super::{
     Arity, Channels, Contract, Op, Pair, ParamSpec, Role, ShapeInput, bounded, image, is_false,
     is_true, nonzero, out_len, py_bool, py_pair, too_small, yes,
@@ -71,6 +72,20 @@ impl MaxPool2d {
 }
 
 impl Contract for MaxPool2d {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single(
+            "MaxPool",
+            vec![
+                ("kernel_shape", ints_pair(self.kernel_size)),
+                (
+                    "strides",
+                    ints_pair(self.stride.unwrap_or(self.kernel_size)),
+                ),
+                ("pads", pads(self.padding)),
+                ("ceil_mode", OnnxAttr::Int(i64::from(self.ceil_mode))),
+            ],
+        ))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -146,6 +161,24 @@ impl AvgPool2d {
 }
 
 impl Contract for AvgPool2d {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single(
+            "AveragePool",
+            vec![
+                ("kernel_shape", ints_pair(self.kernel_size)),
+                (
+                    "strides",
+                    ints_pair(self.stride.unwrap_or(self.kernel_size)),
+                ),
+                ("pads", pads(self.padding)),
+                ("ceil_mode", OnnxAttr::Int(i64::from(self.ceil_mode))),
+                (
+                    "count_include_pad",
+                    OnnxAttr::Int(i64::from(self.count_include_pad)),
+                ),
+            ],
+        ))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -198,6 +231,49 @@ pub struct AdaptiveAvgPool2d {
 }
 
 impl Contract for AdaptiveAvgPool2d {
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        if self.output_size == Pair(1, 1) {
+            return Ok(OnnxSpec::single("GlobalAveragePool", vec![]));
+        }
+        let s = ctx.inputs.first().copied().unwrap_or(&[]);
+        let (h, w) = match s {
+            [_, h, w] => (*h, *w),
+            _ => (0, 0),
+        };
+        let (oh, ow) = (self.output_size.0, self.output_size.1);
+        if h == 0 || w == 0 {
+            return Err(format!(
+                "adaptive average pooling needs an image input [C, H, W], found {s:?}"
+            ));
+        }
+        if h.is_multiple_of(oh) && w.is_multiple_of(ow) {
+            let k = vec![(h / oh) as i64, (w / ow) as i64];
+            return Ok(OnnxSpec::single(
+                "AveragePool",
+                vec![
+                    ("kernel_shape", OnnxAttr::Ints(k.clone())),
+                    ("strides", OnnxAttr::Ints(k)),
+                ],
+            ));
+        }
+        // Any other sizes (e.g. AlexNet's 1×1 → 6×6 on small inputs): adaptive average
+        // pooling is linear and separable, Y = P_h · X · P_wᵀ with P[i, j] = 1 / |bin i| for
+        // input j in PyTorch's bin i = [⌊i·n/m⌋, ⌈(i+1)·n/m⌉). Two MatMuls with constant
+        // matrices.
+        let mut spec = OnnxSpec::default();
+        let p_w = spec.constant(".pool_w", pooling_matrix(w, ow, true));
+        let p_h = spec.constant(".pool_h", pooling_matrix(h, oh, false));
+        let rows = spec.temp(NameBase::Node, ".rows");
+        spec.node(
+            "/w",
+            "MatMul",
+            vec![OnnxRef::Input(0), p_w],
+            Some(rows),
+            vec![],
+        );
+        spec.node("", "MatMul", vec![p_h, OnnxRef::Decl(rows)], None, vec![]);
+        Ok(spec)
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -231,5 +307,22 @@ impl Contract for AdaptiveAvgPool2d {
             "nn.AdaptiveAvgPool2d({})",
             py_pair(self.output_size)
         ))
+    }
+}
+
+/// The `m × n` matrix of adaptive average pooling from `n` to `m` positions (its transpose,
+/// `n × m`, when `transposed`).
+fn pooling_matrix(n: usize, m: usize, transposed: bool) -> OnnxConst {
+    let mut p = vec![0.0f32; m * n];
+    for i in 0..m {
+        let (start, end) = (i * n / m, ((i + 1) * n).div_ceil(m));
+        for j in start..end {
+            let at = if transposed { j * m + i } else { i * n + j };
+            p[at] = 1.0 / (end - start) as f32;
+        }
+    }
+    OnnxConst::F32 {
+        dims: if transposed { vec![n, m] } else { vec![m, n] },
+        values: p,
     }
 }

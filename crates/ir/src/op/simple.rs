@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, checked_numel, image};
 
 /// The network input, e.g. `shape = [3, 32, 32]`, with the preprocessing the model
@@ -80,6 +81,9 @@ impl Input {
 }
 
 impl Contract for Input {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::nothing())
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(0)
     }
@@ -126,6 +130,12 @@ impl Contract for Input {
 pub struct Flatten {}
 
 impl Contract for Flatten {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single(
+            "Flatten",
+            vec![("axis", OnnxAttr::Int(1))],
+        ))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -172,6 +182,9 @@ pub struct Dropout {
 }
 
 impl Contract for Dropout {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Identity", vec![]))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
     }
@@ -211,6 +224,10 @@ impl Contract for Dropout {
 pub struct Add {}
 
 impl Contract for Add {
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        let op = if ctx.inputs.len() == 2 { "Add" } else { "Sum" };
+        Ok(OnnxSpec::single(op, vec![]))
+    }
     fn arity(&self) -> Arity {
         Arity::at_least(2)
     }
@@ -264,6 +281,9 @@ impl Contract for Add {
 pub struct Mul {}
 
 impl Contract for Mul {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Mul", vec![]))
+    }
     fn arity(&self) -> Arity {
         Arity::exactly(2)
     }
@@ -320,6 +340,9 @@ impl Contract for Mul {
 pub struct Concat {}
 
 impl Contract for Concat {
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Concat", vec![("axis", OnnxAttr::Int(1))]))
+    }
     fn arity(&self) -> Arity {
         Arity::at_least(1)
     }
