@@ -62,7 +62,7 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
                 point,
                 AnalysisPoint::Package | AnalysisPoint::AfterNormalization
             ) && let Some(n) =
-                only_reader(graph, name).filter(|n| matches!(n.op, fair_ir::Op::Relu(_)))
+                only_reader(graph, name).filter(|n| n.op.scoring().analysis_activation)
             {
                 analysis = n.name.clone();
             }

@@ -1,7 +1,7 @@
 //! R-Score: first-order Taylor estimate of the loss change when a unit is removed,
 //! |Σ over batches Σ over the unit's parameters θ·∂L/∂θ|.
 
-use fair_ir::{Graph, Op};
+use fair_ir::Graph;
 use fair_runtime::{Mode, Model};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -96,11 +96,7 @@ impl RScoreMemory {
         let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
         let mut saved = 0u64;
         for (i, node) in graph.nodes().iter().enumerate() {
-            let extra = match &node.op {
-                Op::MaxPool2d(_) => 2,
-                Op::Dropout(_) | Op::LayerNorm2d(_) | Op::HardSigmoid(_) => 1,
-                _ => 0,
-            };
+            let extra = node.op.scoring().saved_for_backward;
             saved = saved.saturating_add((F32 * (1 + extra)).saturating_mul(numel(i)));
         }
         let out = numel(graph.nodes().len() - 1);
@@ -200,12 +196,7 @@ pub fn r_scores(
     let mut notes = Vec::new();
     if piece < requested {
         let batch_dependent = mode == Mode::TrainFrozenStats
-            && graph.nodes().iter().any(|n| {
-                matches!(
-                    n.op,
-                    Op::BatchNorm2d(_) | Op::BatchNorm1d(_) | Op::Dropout(_)
-                )
-            });
+            && graph.nodes().iter().any(|n| n.op.scoring().batch_dependent);
         notes.push(format!(
             "the R-Score ran each batch of {requested} in pieces of {piece} to stay within the \
              memory bound (`max-memory`) {} (estimated peak {}; a whole batch would need about \

@@ -341,12 +341,11 @@ pub fn u_scores(
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
     settings.check()?;
     // Without BatchNorm there is nothing to drift: one ordinary pass gives the same scores.
-    let has_batch_norm = model.graph().nodes().iter().any(|n| {
-        matches!(
-            n.op,
-            fair_ir::Op::BatchNorm2d(_) | fair_ir::Op::BatchNorm1d(_)
-        )
-    });
+    let has_batch_norm = model
+        .graph()
+        .nodes()
+        .iter()
+        .any(|n| n.op.role() == fair_ir::Role::Normalization);
     let Some(drift) = settings.bn_drift.filter(|_| has_batch_norm) else {
         return scores_of(model, layers, 0, data, settings, progress, 1);
     };

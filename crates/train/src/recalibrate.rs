@@ -2,7 +2,7 @@
 //! data, e.g. after surgery removed channels upstream of it.
 
 use fair_data::{ImageSource, Loader, Transform};
-use fair_ir::Op;
+use fair_ir::AfterSurgery;
 use fair_runtime::{Mode, Model};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -116,7 +116,7 @@ pub fn recalibrate_batch_norm(
     let layers: Vec<(String, String, usize)> = graph
         .nodes()
         .iter()
-        .filter(|n| matches!(n.op, Op::BatchNorm1d(_) | Op::BatchNorm2d(_)))
+        .filter(|n| n.op.after_surgery() == AfterSurgery::Recalibrate)
         .map(|n| {
             let input = n.inputs[0].clone();
             let per_sample = graph

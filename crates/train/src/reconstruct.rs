@@ -6,7 +6,7 @@
 
 use fair_analysis::Resolution;
 use fair_data::{ImageSource, Loader, Transform};
-use fair_ir::{Conv2d, Op};
+use fair_ir::{AfterSurgery, Window};
 use fair_runtime::{Mode, Model};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -203,18 +203,17 @@ fn fit_in_order(
         });
     }
     let before = original.graph();
-    // (node, its input, conv geometry or None for linear, bias, kept outputs, unknowns)
+    // (node, its input, its refit (window, groups, bias), kept outputs, unknowns)
     let mut layers = Vec::new();
     for (position, node) in before.nodes().iter().enumerate() {
         let slice = resolution.node_slice(position);
         if slice.input.is_none() {
             continue;
         }
-        let (geometry, bias) = match &node.op {
-            Op::Conv2d(c) => (Some(c.clone()), c.bias),
-            Op::Linear(l) => (None, l.bias),
-            _ => continue,
+        let AfterSurgery::Refit(refit) = node.op.after_surgery() else {
+            continue;
         };
+        let bias = refit.bias;
         let after = pruned
             .graph()
             .node(&node.name)
@@ -222,15 +221,14 @@ fn fit_in_order(
                 name: "pruned",
                 detail: format!("the pruned model has no layer '{}'", node.name),
             })?;
-        let unknowns = match &after.op {
-            Op::Conv2d(c) => c.in_channels / c.groups * c.kernel_size.0 * c.kernel_size.1,
-            Op::Linear(l) => l.in_features,
-            _ => 0,
+        let unknowns = match after.op.after_surgery() {
+            AfterSurgery::Refit(r) => r.weight_inputs,
+            AfterSurgery::Nothing | AfterSurgery::Recalibrate => 0,
         } + usize::from(bias);
         layers.push((
             node.name.clone(),
             node.inputs[0].clone(),
-            geometry,
+            (refit.window, refit.groups),
             bias,
             slice.output,
             unknowns,
@@ -258,11 +256,10 @@ fn fit_in_order(
     };
     let device = pruned.device();
     let mut fits = Vec::with_capacity(layers.len());
-    for (name, input, geometry, bias, kept, unknowns) in layers {
-        let skip = match &geometry {
-            Some(c) if c.groups != 1 => Some(format!(
-                "a grouped convolution (groups = {}) is not refitted",
-                c.groups
+    for (name, input, (window, groups), bias, kept, unknowns) in layers {
+        let skip = match groups {
+            g if g != 1 => Some(format!(
+                "a grouped convolution (groups = {g}) is not refitted"
             )),
             _ if unknowns > settings.max_inputs => Some(format!(
                 "{unknowns} unknowns per output channel exceed max_inputs = {}",
@@ -324,7 +321,7 @@ fn fit_in_order(
                         let (a, y) = rows(
                             &a.f_narrow(0, start, len)?,
                             &y.f_narrow(0, start, len)?,
-                            geometry.as_ref(),
+                            window.as_ref(),
                             bias,
                         )?;
                         // Products of one piece in the tensors' precision, sums over
@@ -391,17 +388,17 @@ fn fit_in_order(
 }
 
 /// The regression rows of one batch: the layer's input `a` as `[rows, unknowns]` (unfolded
-/// patches for a convolution, a ones column for a bias) and the target `y` as `[rows, out]`.
+/// patches for a sliding window (convolution), a ones column for a bias) and the target `y` as `[rows, out]`.
 fn rows(
     a: &Tensor,
     y: &Tensor,
-    conv: Option<&Conv2d>,
+    window: Option<&Window>,
     bias: bool,
 ) -> Result<(Tensor, Tensor), TrainError> {
     let batch = a.size()[0];
-    let (a, y) = match conv {
+    let (a, y) = match window {
         Some(c) => {
-            let k = [c.kernel_size.0 as i64, c.kernel_size.1 as i64];
+            let k = [c.kernel.0 as i64, c.kernel.1 as i64];
             let d = [c.dilation.0 as i64, c.dilation.1 as i64];
             let p = [c.padding.0 as i64, c.padding.1 as i64];
             let s = [c.stride.0 as i64, c.stride.1 as i64];

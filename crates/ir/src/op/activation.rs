@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{NameBase, OnnxAttr, OnnxContext, OnnxRef, OnnxSpec};
+use super::roles::{AfterSurgery, Scoring};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput};
 
 /// What distinguishes one element-wise activation from another.
@@ -19,6 +20,8 @@ trait Elementwise: Clone + Into<Op> {
     }
     /// The `torch.nn` module, or `None` when `forward` writes an expression.
     fn module(&self) -> Option<String>;
+    /// What scorers need to know (no default: every activation says it).
+    fn scoring_role(&self) -> Scoring;
     /// How it is written in ONNX (no default: every activation says it).
     fn onnx_spec(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String>;
     /// The expression in `forward` (default: call the module on the input).
@@ -58,6 +61,12 @@ macro_rules! elementwise {
             fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
                 self.onnx_spec(ctx)
             }
+            fn after_surgery(&self) -> AfterSurgery {
+                AfterSurgery::Nothing
+            }
+            fn scoring(&self) -> Scoring {
+                self.scoring_role()
+            }
             fn torch_module(&self) -> Option<String> {
                 self.module()
             }
@@ -76,6 +85,12 @@ elementwise!(Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Silu, Gelu);
 pub struct Relu {}
 
 impl Elementwise for Relu {
+    fn scoring_role(&self) -> Scoring {
+        Scoring {
+            analysis_activation: true,
+            ..Scoring::default()
+        }
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Relu", vec![]))
     }
@@ -103,6 +118,9 @@ impl Clip {
 }
 
 impl Elementwise for Clip {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         let mut s = OnnxSpec::default();
         let lo = s.scalar(".min", self.min as f32);
@@ -135,6 +153,9 @@ impl Elementwise for Clip {
 pub struct Sigmoid {}
 
 impl Elementwise for Sigmoid {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Sigmoid", vec![]))
     }
@@ -184,6 +205,12 @@ impl HardSigmoid {
 }
 
 impl Elementwise for HardSigmoid {
+    fn scoring_role(&self) -> Scoring {
+        Scoring {
+            saved_for_backward: 1,
+            ..Scoring::default()
+        }
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "HardSigmoid",
@@ -224,6 +251,9 @@ impl Elementwise for HardSigmoid {
 pub struct HardSwish {}
 
 impl Elementwise for HardSwish {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("HardSwish", vec![]))
     }
@@ -239,6 +269,9 @@ impl Elementwise for HardSwish {
 pub struct Silu {}
 
 impl Elementwise for Silu {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         // Sigmoid then Mul.
         let mut s = OnnxSpec::default();
@@ -287,6 +320,9 @@ impl Default for Gelu {
 }
 
 impl Elementwise for Gelu {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx_spec(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         // ONNX's `Gelu` from opset 20, else its formula with `Erf` (exact) or `Tanh`.
         if ctx.opset >= 20 {

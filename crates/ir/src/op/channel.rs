@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
+use super::roles::{AfterSurgery, Scoring};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, bounded, image, nonzero};
 
 /// Channel shuffle (`torch.nn.ChannelShuffle(groups)`; ShuffleNet): `[C, H, W]` to
@@ -21,6 +22,12 @@ pub struct ChannelShuffle {
 }
 
 impl Contract for ChannelShuffle {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         // [N, C, H, W] → [N, g, C/g, H, W] → swap axes 1, 2 → [N, C, H, W].
         let s = ctx.inputs.first().copied().unwrap_or(&[]);
@@ -108,6 +115,12 @@ pub struct Slice {
 }
 
 impl Contract for Slice {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         let mut s = OnnxSpec::default();
         let starts = s.constant(".starts", OnnxConst::I64(vec![self.start as i64]));

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec, ints_pair, pads};
+use super::roles::{AfterSurgery, Refit, Scoring, Window};
 use super::{
     Arity, Channels, Contract, Init, Op, Pair, ParamKind, ParamSpec, Reads, Role, ShapeInput,
     bounded, checked_numel, image, is_one, is_true, nonzero, one, out_len, py_bool, py_pair,
@@ -88,6 +89,24 @@ impl Conv2d {
 }
 
 impl Contract for Conv2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Refit(Refit {
+            weight_inputs: self.in_channels / self.groups.max(1)
+                * self.kernel_size.0
+                * self.kernel_size.1,
+            bias: self.bias,
+            window: Some(Window {
+                kernel: self.kernel_size,
+                stride: self.stride,
+                padding: self.padding,
+                dilation: self.dilation,
+            }),
+            groups: self.groups,
+        })
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::with_params(
             "Conv",

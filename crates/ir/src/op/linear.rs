@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec};
+use super::roles::{AfterSurgery, Refit, Scoring};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Reads, Role, ShapeInput,
     checked_numel, is_true, nonzero, py_bool, yes,
@@ -37,6 +38,17 @@ impl Linear {
 }
 
 impl Contract for Linear {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Refit(Refit {
+            weight_inputs: self.in_features,
+            bias: self.bias,
+            window: None,
+            groups: 1,
+        })
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::with_params(
             "Gemm",

@@ -29,6 +29,7 @@ mod linear;
 mod norm;
 mod onnx;
 mod pool;
+mod roles;
 mod simple;
 
 pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
@@ -38,6 +39,7 @@ pub use linear::Linear;
 pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm2d};
 pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
@@ -373,6 +375,15 @@ pub trait Contract {
     /// `Err` explaining why, which the exporter reports naming the node and the op.
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String>;
 
+    /// What the op needs after surgery: a refit of its weights (reader reconstruction), a
+    /// re-estimate of its running statistics (BatchNorm recalibration), or nothing. No
+    /// default: every op says it.
+    fn after_surgery(&self) -> AfterSurgery;
+
+    /// What scorers need to know about the op (see [`Scoring`]). No default: every op says
+    /// it.
+    fn scoring(&self) -> Scoring;
+
     /// The `torch.nn` module that computes the op (`None` for ops written as an expression
     /// in `forward`).
     fn torch_module(&self) -> Option<String>;
@@ -544,6 +555,16 @@ impl Op {
     /// What kind of computation it is.
     pub fn role(&self) -> Role {
         self.contract().role()
+    }
+
+    /// What it needs after surgery (see [`Contract::after_surgery`]).
+    pub fn after_surgery(&self) -> AfterSurgery {
+        self.contract().after_surgery()
+    }
+
+    /// What scorers need to know about it (see [`Contract::scoring`]).
+    pub fn scoring(&self) -> Scoring {
+        self.contract().scoring()
     }
 
     /// Checks the attributes (see [`Contract::check`]).
@@ -878,6 +899,47 @@ mod tests {
                     .count();
                 let trainable = op.params("n").iter().any(|p| p.kind.is_trainable());
                 assert_eq!(params, usize::from(trainable), "{what}: parameters read");
+            }
+        }
+    }
+
+    /// Every op's after-surgery and scoring answers agree with the rest of its contract:
+    /// exactly the unit-creating layers are refitted, with as many unknowns per unit as their
+    /// weight has; exactly the normalisations with running statistics are recalibrated, and
+    /// those depend on the batch in training mode.
+    #[test]
+    fn every_op_has_consistent_after_surgery_and_scoring_roles() {
+        for (op, _) in examples() {
+            let what = op.type_name();
+            match op.after_surgery() {
+                AfterSurgery::Refit(r) => {
+                    assert_eq!(op.role(), Role::Layer, "{what}");
+                    let weight = op
+                        .params("n")
+                        .into_iter()
+                        .find(|p| p.kind == ParamKind::Weight)
+                        .unwrap_or_else(|| panic!("{what}: refitted without a weight"));
+                    assert_eq!(r.weight_inputs * weight.shape[0], weight.numel(), "{what}");
+                    let has_bias = op.params("n").iter().any(|p| p.kind == ParamKind::Bias);
+                    assert_eq!(r.bias, has_bias, "{what}");
+                    assert!(r.groups == 1 || !op.is_prunable(), "{what}");
+                    // A window exactly for weights over a window ([out, in, kh, kw]).
+                    assert_eq!(r.window.is_some(), weight.shape.len() == 4, "{what}");
+                }
+                AfterSurgery::Recalibrate => {
+                    assert_eq!(op.role(), Role::Normalization, "{what}");
+                    assert!(op.scoring().batch_dependent, "{what}");
+                }
+                AfterSurgery::Nothing => {
+                    assert!(
+                        op.units().is_none(),
+                        "{what}: creates units but is not refitted"
+                    );
+                    assert_ne!(op.role(), Role::Normalization, "{what}: not recalibrated");
+                }
+            }
+            if op.scoring().analysis_activation {
+                assert_eq!(op.role(), Role::Activation, "{what}");
             }
         }
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
+use super::roles::{AfterSurgery, Scoring};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, bounded, image,
     is_true, nonzero, yes,
@@ -66,6 +67,15 @@ impl BatchNorm2d {
 }
 
 impl Contract for BatchNorm2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Recalibrate
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            batch_dependent: true,
+            ..Scoring::default()
+        }
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(batch_norm_onnx(self.eps, self.momentum))
     }
@@ -140,6 +150,15 @@ impl BatchNorm1d {
 }
 
 impl Contract for BatchNorm1d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Recalibrate
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            batch_dependent: true,
+            ..Scoring::default()
+        }
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(batch_norm_onnx(self.eps, self.momentum))
     }
@@ -235,6 +254,15 @@ impl LayerNorm2d {
 }
 
 impl Contract for LayerNorm2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            saved_for_backward: 1,
+            ..Scoring::default()
+        }
+    }
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         // Channels-last, LayerNormalization over the channels, channels-first again.
         let _ = ctx;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec, ints_pair, pads};
+use super::roles::{AfterSurgery, Scoring};
 use super::{
     Arity, Channels, Contract, Op, Pair, ParamSpec, Role, ShapeInput, bounded, image, is_false,
     is_true, nonzero, out_len, py_bool, py_pair, too_small, yes,
@@ -72,6 +73,15 @@ impl MaxPool2d {
 }
 
 impl Contract for MaxPool2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            saved_for_backward: 2,
+            ..Scoring::default()
+        }
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "MaxPool",
@@ -161,6 +171,12 @@ impl AvgPool2d {
 }
 
 impl Contract for AvgPool2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "AveragePool",
@@ -231,6 +247,12 @@ pub struct AdaptiveAvgPool2d {
 }
 
 impl Contract for AdaptiveAvgPool2d {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         if self.output_size == Pair(1, 1) {
             return Ok(OnnxSpec::single("GlobalAveragePool", vec![]));

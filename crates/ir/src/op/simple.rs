@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec};
+use super::roles::{AfterSurgery, Scoring};
 use super::{Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, checked_numel, image};
 
 /// The network input, e.g. `shape = [3, 32, 32]`, with the preprocessing the model
@@ -81,6 +82,12 @@ impl Input {
 }
 
 impl Contract for Input {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::nothing())
     }
@@ -130,6 +137,12 @@ impl Contract for Input {
 pub struct Flatten {}
 
 impl Contract for Flatten {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "Flatten",
@@ -182,6 +195,16 @@ pub struct Dropout {
 }
 
 impl Contract for Dropout {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            saved_for_backward: 1,
+            batch_dependent: true,
+            ..Scoring::default()
+        }
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Identity", vec![]))
     }
@@ -224,6 +247,12 @@ impl Contract for Dropout {
 pub struct Add {}
 
 impl Contract for Add {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         let op = if ctx.inputs.len() == 2 { "Add" } else { "Sum" };
         Ok(OnnxSpec::single(op, vec![]))
@@ -281,6 +310,12 @@ impl Contract for Add {
 pub struct Mul {}
 
 impl Contract for Mul {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Mul", vec![]))
     }
@@ -340,6 +375,12 @@ impl Contract for Mul {
 pub struct Concat {}
 
 impl Contract for Concat {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Concat", vec![("axis", OnnxAttr::Int(1))]))
     }
