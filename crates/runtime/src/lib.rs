@@ -28,6 +28,7 @@
 //! ```
 
 mod error;
+mod kernel;
 mod model;
 mod tensors;
 

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use fair_ir::{Graph, Init, Op, ParamKind, ParamSpec};
+use fair_ir::{Graph, Init, ParamKind, ParamSpec};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, Uniform};
 use tch::{Device, Kind, Tensor, nn};
@@ -387,14 +387,7 @@ impl Model {
         Ok((Some(output), out))
     }
 
-    fn p(&self, node: &str, kind: ParamKind) -> &Tensor {
-        &self.params[&format!("{node}.{}", kind.suffix())]
-    }
-
-    fn opt_p(&self, node: &str, kind: ParamKind) -> Option<&Tensor> {
-        self.params.get(&format!("{node}.{}", kind.suffix()))
-    }
-
+    /// Computes one node with its op's kernel ([`crate::kernel`]).
     fn run_node(
         &self,
         node: &fair_ir::Node,
@@ -402,109 +395,19 @@ impl Model {
         x: &Tensor,
         mode: Mode,
     ) -> Result<Tensor, tch::TchError> {
-        let name = node.name.as_str();
-        let train = mode != Mode::Eval;
-        let pair = |p: fair_ir::Pair| [p.0 as i64, p.1 as i64];
-        match &node.op {
-            Op::Input(_) => Ok(x.shallow_clone()),
-            Op::Conv2d(c) => inputs[0].f_conv2d(
-                self.p(name, ParamKind::Weight),
-                self.opt_p(name, ParamKind::Bias),
-                pair(c.stride),
-                pair(c.padding),
-                pair(c.dilation),
-                c.groups as i64,
-            ),
-            Op::BatchNorm2d(fair_ir::BatchNorm2d { eps, momentum, .. })
-            | Op::BatchNorm1d(fair_ir::BatchNorm1d { eps, momentum, .. }) => {
-                let (mean, var) = match mode {
-                    Mode::TrainFrozenStats => (None, None),
-                    _ => (
-                        Some(self.p(name, ParamKind::RunningMean)),
-                        Some(self.p(name, ParamKind::RunningVar)),
-                    ),
-                };
-                if mode == Mode::Train {
-                    tch::no_grad(|| {
-                        let mut n = self.p(name, ParamKind::NumBatchesTracked).shallow_clone();
-                        n.f_add_scalar_(1).map(|_| ())
-                    })?;
-                }
-                inputs[0].f_batch_norm(
-                    Some(self.p(name, ParamKind::Weight)),
-                    Some(self.p(name, ParamKind::Bias)),
-                    mean,
-                    var,
-                    train,
-                    *momentum,
-                    *eps,
-                    true,
-                )
-            }
-            Op::Relu(_) => inputs[0].f_relu(),
-            Op::MaxPool2d(p) => inputs[0].f_max_pool2d(
-                pair(p.kernel_size),
-                pair(p.stride.unwrap_or(p.kernel_size)),
-                pair(p.padding),
-                [1, 1],
-                p.ceil_mode,
-            ),
-            Op::AvgPool2d(p) => inputs[0].f_avg_pool2d(
-                pair(p.kernel_size),
-                pair(p.stride.unwrap_or(p.kernel_size)),
-                pair(p.padding),
-                p.ceil_mode,
-                p.count_include_pad,
-                None,
-            ),
-            Op::AdaptiveAvgPool2d(p) => inputs[0].f_adaptive_avg_pool2d(pair(p.output_size)),
-            Op::Flatten(_) => inputs[0].f_flatten(1, -1),
-            Op::Linear(_) => inputs[0].f_linear(
-                self.p(name, ParamKind::Weight),
-                self.opt_p(name, ParamKind::Bias),
-            ),
-            Op::Dropout(d) => inputs[0].f_dropout(d.p, train),
-            Op::Add(_) => {
-                let mut sum = inputs[0].f_add(inputs[1])?;
-                for t in &inputs[2..] {
-                    sum = sum.f_add(t)?;
-                }
-                Ok(sum)
-            }
-            Op::Concat(_) => Tensor::f_cat(inputs, 1),
-            Op::Clip(c) => inputs[0].f_clamp(c.min, c.max),
-            Op::Sigmoid(_) => inputs[0].f_sigmoid(),
-            // PyTorch's Hardsigmoid (relu6(x + 3) / 6) when the attributes are its own, so
-            // the exported `nn.Hardsigmoid()` computes the same floats; else the formula.
-            Op::HardSigmoid(h) if h.is_pytorch() => inputs[0].f_hardsigmoid(),
-            Op::HardSigmoid(h) => inputs[0]
-                .f_mul_scalar(h.alpha)?
-                .f_add_scalar(h.beta)?
-                .f_clamp(0.0, 1.0),
-            Op::HardSwish(_) => inputs[0].f_hardswish(),
-            Op::Silu(_) => inputs[0].f_silu(),
-            Op::Gelu(g) => inputs[0].f_gelu(&g.approximate),
-            Op::Mul(_) => inputs[0].f_mul(inputs[1]),
-            Op::ChannelShuffle(c) => inputs[0].f_channel_shuffle(c.groups as i64),
-            Op::Slice(s) => inputs[0].f_narrow(1, s.start as i64, (s.end - s.start) as i64),
-            // As torchvision's LayerNorm2d: channels last, layer norm over C, channels first.
-            Op::LayerNorm2d(l) => inputs[0]
-                .f_permute([0, 2, 3, 1])?
-                .f_layer_norm(
-                    [l.num_features as i64],
-                    self.opt_p(name, ParamKind::Weight),
-                    self.opt_p(name, ParamKind::Bias),
-                    l.eps,
-                    true,
-                )?
-                .f_permute([0, 3, 1, 2]),
-            // `Op` is non-exhaustive: an op added to the IR without a kernel here is an
-            // error naming it, never a silent fall-through (a test runs every op).
-            other => Err(tch::TchError::Kind(format!(
+        let Some(kernel) = crate::kernel::kernel(&node.op) else {
+            return Err(tch::TchError::Kind(format!(
                 "the runtime has no kernel for op '{}'",
-                other.type_name()
-            ))),
-        }
+                node.op.type_name()
+            )));
+        };
+        kernel.forward(&crate::kernel::Step {
+            name: &node.name,
+            inputs,
+            x,
+            mode,
+            params: &self.params,
+        })
     }
 }
 

@@ -402,9 +402,29 @@ pub trait Contract {
     }
 }
 
-/// Generates [`Op`] from one list of (variant, struct, type name).
+/// Generates [`Op`] from one list of (variant, struct, type name), and [`with_ops!`], which
+/// hands the same list to another crate's macro (the runtime's kernel dispatch).
+/// `$d` is a literal `$`, for the nested macro's own metavariables.
 macro_rules! ops {
-    ($( $(#[$doc:meta])* $variant:ident($ty:ident) = $name:literal, )*) => {
+    ($d:tt; $( $(#[$doc:meta])* $variant:ident($ty:ident) = $name:literal, )*) => {
+        /// Calls `$callback! { Variant(Struct), ... }` with every op of [`Op`], in the op
+        /// list's order, so that other crates generate per-op code (e.g. the runtime's kernel
+        /// dispatch) from the one list instead of writing a `match` by hand: an op added to
+        /// the list without its part there fails to compile.
+        ///
+        /// ```
+        /// macro_rules! count {
+        ///     ($($variant:ident($ty:ident),)*) => { [$(stringify!($variant)),*].len() };
+        /// }
+        /// assert_eq!(fair_ir::with_ops!(count), fair_ir::Op::TYPE_NAMES.len());
+        /// ```
+        #[macro_export]
+        macro_rules! with_ops {
+            ($d callback:ident) => {
+                $d callback! { $( $variant($ty), )* }
+            };
+        }
+
         /// What a node computes: one of the op structs, tagged by its `type` in TOML/JSON
         /// (e.g. `op = { type = "conv2d", in_channels = 3, out_channels = 64, kernel_size = 3 }`).
         /// Shapes exclude the batch dimension: `[C, H, W]` for images, `[F]` for feature
@@ -440,6 +460,7 @@ macro_rules! ops {
 }
 
 ops! {
+    $;
     /// The network input.
     Input(Input) = "input",
     /// 2-D convolution (`torch.nn.Conv2d`).

@@ -1,0 +1,297 @@
+//! The runtime half of each op's contract: a [`Kernel`] per op struct, and the dispatch from
+//! [`Op`] to it, generated from the IR's op list ([`fair_ir::with_ops!`]). An op added to
+//! the list without a kernel here fails to compile.
+
+use std::collections::HashMap;
+
+use fair_ir::{Op, Pair, ParamKind};
+use tch::{TchError, Tensor};
+
+use crate::Mode;
+
+/// What a kernel sees of the node it computes.
+pub(crate) struct Step<'a> {
+    /// The node's name (its parameters are `<name>.<suffix>`).
+    pub(crate) name: &'a str,
+    /// Its inputs' values, in order.
+    pub(crate) inputs: &'a [&'a Tensor],
+    /// The network input (for the input op).
+    pub(crate) x: &'a Tensor,
+    /// Evaluation or training behaviour.
+    pub(crate) mode: Mode,
+    /// Every parameter of the model, by state-dict name.
+    pub(crate) params: &'a HashMap<String, Tensor>,
+}
+
+impl Step<'_> {
+    /// The node's parameter of `kind` (the graph's validation guarantees it exists).
+    fn p(&self, kind: ParamKind) -> &Tensor {
+        &self.params[&format!("{}.{}", self.name, kind.suffix())]
+    }
+
+    /// The node's parameter of `kind`, if it has one (an optional bias).
+    fn opt_p(&self, kind: ParamKind) -> Option<&Tensor> {
+        self.params.get(&format!("{}.{}", self.name, kind.suffix()))
+    }
+
+    /// Whether training behaviour applies (batch statistics, dropout).
+    fn train(&self) -> bool {
+        self.mode != Mode::Eval
+    }
+
+    /// The first input.
+    fn x0(&self) -> &Tensor {
+        self.inputs[0]
+    }
+}
+
+/// How an op is computed with libtorch.
+pub(crate) trait Kernel {
+    /// The node's output for one batch.
+    fn forward(&self, step: &Step) -> Result<Tensor, TchError>;
+}
+
+macro_rules! dispatch {
+    ($($variant:ident($ty:ident),)*) => {
+        /// The kernel of `op` (`None` only for an op this crate was not compiled with, which
+        /// cannot happen: the match is generated from the op list).
+        pub(crate) fn kernel(op: &Op) -> Option<&dyn Kernel> {
+            match op {
+                $( Op::$variant(o) => Some(o), )*
+                #[allow(unreachable_patterns)]
+                _ => None,
+            }
+        }
+    };
+}
+
+fair_ir::with_ops!(dispatch);
+
+fn pair(p: Pair) -> [i64; 2] {
+    [p.0 as i64, p.1 as i64]
+}
+
+impl Kernel for fair_ir::Input {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        Ok(s.x.shallow_clone())
+    }
+}
+
+impl Kernel for fair_ir::Conv2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_conv2d(
+            s.p(ParamKind::Weight),
+            s.opt_p(ParamKind::Bias),
+            pair(self.stride),
+            pair(self.padding),
+            pair(self.dilation),
+            self.groups as i64,
+        )
+    }
+}
+
+/// BatchNorm (1-D or 2-D: libtorch's kernel takes either): running statistics in eval mode
+/// and in [`Mode::Train`] (which updates them and counts the batch), batch statistics
+/// without updates in [`Mode::TrainFrozenStats`].
+fn batch_norm(s: &Step, eps: f64, momentum: f64) -> Result<Tensor, TchError> {
+    let (mean, var) = match s.mode {
+        Mode::TrainFrozenStats => (None, None),
+        _ => (
+            Some(s.p(ParamKind::RunningMean)),
+            Some(s.p(ParamKind::RunningVar)),
+        ),
+    };
+    if s.mode == Mode::Train {
+        tch::no_grad(|| {
+            let mut n = s.p(ParamKind::NumBatchesTracked).shallow_clone();
+            n.f_add_scalar_(1).map(|_| ())
+        })?;
+    }
+    s.x0().f_batch_norm(
+        Some(s.p(ParamKind::Weight)),
+        Some(s.p(ParamKind::Bias)),
+        mean,
+        var,
+        s.train(),
+        momentum,
+        eps,
+        true,
+    )
+}
+
+impl Kernel for fair_ir::BatchNorm2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        batch_norm(s, self.eps, self.momentum)
+    }
+}
+
+impl Kernel for fair_ir::BatchNorm1d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        batch_norm(s, self.eps, self.momentum)
+    }
+}
+
+impl Kernel for fair_ir::Relu {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_relu()
+    }
+}
+
+impl Kernel for fair_ir::MaxPool2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_max_pool2d(
+            pair(self.kernel_size),
+            pair(self.stride.unwrap_or(self.kernel_size)),
+            pair(self.padding),
+            [1, 1],
+            self.ceil_mode,
+        )
+    }
+}
+
+impl Kernel for fair_ir::AvgPool2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_avg_pool2d(
+            pair(self.kernel_size),
+            pair(self.stride.unwrap_or(self.kernel_size)),
+            pair(self.padding),
+            self.ceil_mode,
+            self.count_include_pad,
+            None,
+        )
+    }
+}
+
+impl Kernel for fair_ir::AdaptiveAvgPool2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_adaptive_avg_pool2d(pair(self.output_size))
+    }
+}
+
+impl Kernel for fair_ir::Flatten {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_flatten(1, -1)
+    }
+}
+
+impl Kernel for fair_ir::Linear {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0()
+            .f_linear(s.p(ParamKind::Weight), s.opt_p(ParamKind::Bias))
+    }
+}
+
+impl Kernel for fair_ir::Dropout {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_dropout(self.p, s.train())
+    }
+}
+
+impl Kernel for fair_ir::Add {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        let mut sum = s.inputs[0].f_add(s.inputs[1])?;
+        for t in &s.inputs[2..] {
+            sum = sum.f_add(t)?;
+        }
+        Ok(sum)
+    }
+}
+
+impl Kernel for fair_ir::Concat {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        Tensor::f_cat(s.inputs, 1)
+    }
+}
+
+impl Kernel for fair_ir::Clip {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_clamp(self.min, self.max)
+    }
+}
+
+impl Kernel for fair_ir::Sigmoid {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_sigmoid()
+    }
+}
+
+impl Kernel for fair_ir::HardSigmoid {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // PyTorch's Hardsigmoid (relu6(x + 3) / 6) when the attributes are its own, so the
+        // exported `nn.Hardsigmoid()` computes the same floats; else the formula.
+        if self.is_pytorch() {
+            s.x0().f_hardsigmoid()
+        } else {
+            s.x0()
+                .f_mul_scalar(self.alpha)?
+                .f_add_scalar(self.beta)?
+                .f_clamp(0.0, 1.0)
+        }
+    }
+}
+
+impl Kernel for fair_ir::HardSwish {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_hardswish()
+    }
+}
+
+impl Kernel for fair_ir::Silu {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_silu()
+    }
+}
+
+impl Kernel for fair_ir::Gelu {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_gelu(&self.approximate)
+    }
+}
+
+impl Kernel for fair_ir::Mul {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.inputs[0].f_mul(s.inputs[1])
+    }
+}
+
+impl Kernel for fair_ir::ChannelShuffle {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_channel_shuffle(self.groups as i64)
+    }
+}
+
+impl Kernel for fair_ir::Slice {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0()
+            .f_narrow(1, self.start as i64, (self.end - self.start) as i64)
+    }
+}
+
+impl Kernel for fair_ir::LayerNorm2d {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // As torchvision's LayerNorm2d: channels last, layer norm over C, channels first.
+        s.x0()
+            .f_permute([0, 2, 3, 1])?
+            .f_layer_norm(
+                [self.num_features as i64],
+                s.opt_p(ParamKind::Weight),
+                s.opt_p(ParamKind::Bias),
+                self.eps,
+                true,
+            )?
+            .f_permute([0, 3, 1, 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every op of the list has a kernel (the dispatch never answers `None`).
+    #[test]
+    fn every_op_has_a_kernel() {
+        for (op, _) in fair_ir::examples() {
+            assert!(kernel(&op).is_some(), "{}", op.type_name());
+        }
+    }
+}
