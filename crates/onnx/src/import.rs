@@ -16,7 +16,7 @@ use std::rc::Rc;
 use fair_ir::{
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Clip, Concat, Conv2d, Flatten,
     Gelu, Graph, HardSigmoid, HardSwish, Input, Linear, MaxPool2d, Mul, Node, Op, Pair, ParamKind,
-    Relu, Sigmoid, Silu,
+    Relu, Role, Sigmoid, Silu,
 };
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::type_proto::Value as TypeValue;
@@ -2019,7 +2019,7 @@ impl<'m> Importer<'m> {
         }
         let before = self.nodes.len();
         self.nodes
-            .retain(|m| keep.contains(&m.name) || matches!(m.op, Op::Input(_)));
+            .retain(|m| keep.contains(&m.name) || m.op.role() == Role::Input);
         let dropped = before - self.nodes.len();
         if dropped > 0 {
             self.notes.push(format!(

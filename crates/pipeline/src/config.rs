@@ -579,11 +579,11 @@ pub fn model_normalization(graph: &Graph, transform: Transform) -> (Transform, O
         return (transform, None);
     }
     let input = graph.input();
-    if let fair_ir::Op::Input(fair_ir::Input {
+    if let Some(fair_ir::Input {
         mean: Some(mean),
         std: Some(std),
         ..
-    }) = &input.op
+    }) = input.op.as_input()
     {
         return (transform.or_model(mean, std), None);
     }

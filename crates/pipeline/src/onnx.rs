@@ -66,10 +66,7 @@ impl ImportReport {
             macs: g.macs(),
             prunable_layers: g.prunable_layers().len(),
             input: g.shape_at(0).to_vec(),
-            normalization_recorded: matches!(
-                &g.input().op,
-                fair_ir::Op::Input(fair_ir::Input { mean: Some(_), .. })
-            ),
+            normalization_recorded: g.input().op.as_input().is_some_and(|i| i.mean.is_some()),
             notes: imported.notes.clone(),
             out: out.to_owned(),
             files,

@@ -117,10 +117,11 @@ pub fn export_with(model: &Model, dir: &Path, finetune: &FinetuneSpec) -> Result
 
 /// The input normalisation `graph` records (its input node's `mean` and `std`).
 pub fn input_normalization(graph: &Graph) -> (Option<&[f64]>, Option<&[f64]>) {
-    match &graph.input().op {
-        fair_ir::Op::Input(i) => (i.mean.as_deref(), i.std.as_deref()),
-        _ => (None, None),
-    }
+    graph
+        .input()
+        .op
+        .as_input()
+        .map_or((None, None), |i| (i.mean.as_deref(), i.std.as_deref()))
 }
 
 /// `graph` with the input normalisation `mean` and `std` recorded in its input node (one
@@ -142,7 +143,7 @@ pub fn with_input_normalization(
     let mut spec = graph.to_spec();
     for node in &mut spec.nodes {
         if node.name == input
-            && let fair_ir::Op::Input(i) = &node.op
+            && let Some(i) = node.op.as_input()
         {
             node.op = i
                 .clone()
