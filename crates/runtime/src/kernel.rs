@@ -58,7 +58,6 @@ macro_rules! dispatch {
         pub(crate) fn kernel(op: &Op) -> Option<&dyn Kernel> {
             match op {
                 $( Op::$variant(o) => Some(o), )*
-                #[allow(unreachable_patterns)]
                 _ => None,
             }
         }
