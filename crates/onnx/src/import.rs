@@ -932,9 +932,18 @@ impl<'m> Importer<'m> {
             }
             "Conv" => self.conv(n, inputs),
             "BatchNormalization" => self.batch_norm(n, inputs),
-            "Relu" => self.unary(n, inputs, Relu {}.into()),
-            "Sigmoid" => self.unary(n, inputs, Sigmoid {}.into()),
-            "HardSwish" => self.unary(n, inputs, HardSwish {}.into()),
+            "Relu" => {
+                n.only(&[])?;
+                self.unary(n, inputs, Relu {}.into())
+            }
+            "Sigmoid" => {
+                n.only(&[])?;
+                self.unary(n, inputs, Sigmoid {}.into())
+            }
+            "HardSwish" => {
+                n.only(&[])?;
+                self.unary(n, inputs, HardSwish {}.into())
+            }
             "HardSigmoid" => {
                 n.only(&["alpha", "beta"])?;
                 let alpha = n.float("alpha")?.unwrap_or(0.2);
@@ -1131,10 +1140,8 @@ impl<'m> Importer<'m> {
         b
     }
 
+    /// An element-wise op of one input (its attributes already checked by the caller).
     fn unary(&mut self, n: &NodeRef, inputs: &[Option<Value>], op: Op) -> Result<Value, OnnxError> {
-        if matches!(op, Op::Relu(_) | Op::Sigmoid(_) | Op::HardSwish(_)) {
-            n.only(&[])?;
-        }
         let (x, _) = self.act(n, inputs, 0)?;
         let hint = self.hint(n, None);
         self.emit(n, hint, op, vec![x], vec![])
