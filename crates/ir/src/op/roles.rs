@@ -50,7 +50,7 @@ pub struct Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scoring {
     /// Taken as "the activation after a layer" by the `package` and `after_normalization`
-    /// analysis points (ReLU only, as in the paper's code).
+    /// analysis points (today only ReLU: other activations are not taken).
     pub analysis_activation: bool,
     /// Tensors of its output's size that autograd keeps for the backward pass besides the
     /// output itself (the R-Score's memory estimate): e.g. max pooling's indices, dropout's
