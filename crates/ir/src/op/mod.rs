@@ -154,7 +154,7 @@ impl ParamKind {
 /// How a fresh parameter tensor is initialised (torchvision's rules).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
-    /// Normal with std √(2 / fan-out), fan-out = shape[0] × receptive field (Kaiming, ReLU
+    /// Normal with std √(2 / fan-out), fan-out = `shape[0]` × receptive field (Kaiming, ReLU
     /// gain; torchvision's rule for convolutions).
     KaimingNormalFanOut,
     /// Uniform in ±1/√fan_in (PyTorch's default for linear layers, weight and bias).
