@@ -402,6 +402,7 @@ fn verify_random_plan(
         &ResolveOptions {
             rule: GroupRule::Strict,
             protected: Vec::new(),
+            ..Default::default()
         },
     )?;
     let io: BTreeMap<String, Tensor> =
