@@ -14,7 +14,7 @@ const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K -
        cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]
        cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --distill W --reconstruct --no-docs --tables-only]
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
-       cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --no-docs]
+       cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --grouped-convs fixed|within-groups --no-docs]
        (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage> --help lists every option)";
 
 /// The `cargo` arguments that run `fair-bench` for `args` (`args[0]` is the benchmark),

@@ -25,17 +25,44 @@
 //!
 //! A group can be pruned unless it contains a fixed space: the network input, the output
 //! layer, a layer the user protects, the channels around a grouped convolution that is
-//! not depthwise (ResNeXt, RegNet, a depthwise conv with a channel multiplier), which is held
-//! fixed: pruning whole groups is not supported; the channels that reach a slice, a channel
+//! not depthwise (ResNeXt, RegNet, a depthwise conv with a channel multiplier) under
+//! [`GroupedConvs::Fixed`] (the default); the channels that reach a slice, a channel
 //! shuffle or a layer norm; and the output of a shuffle or a layer norm. Where part of a
 //! space (a slice's output) meets another layer's channels in a `Couple`, both are held
 //! fixed instead of being coupled.
+//!
+//! Units and channels: a group's units map to the channels of each of its spaces by one
+//! [`UnitMap`]. It is the identity unless a grouped convolution reads or creates the space
+//! and the analysis prunes within groups ([`GroupedConvs::WithinGroups`]): then the space's
+//! channels are `G` blocks (the convolution's groups) and unit *j* is channel *j* of every
+//! block, so every group of the convolution loses the same within-group channels and
+//! `groups` is kept. A group whose spaces meet grouped convolutions of several group counts
+//! takes their least common multiple as its block count (a block map of `k·G` blocks also
+//! removes the same within-group channels from each of `G` groups); if its channels are
+//! not divisible by it, or a grouped convolution reads anything but one whole space, those
+//! channels are held fixed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use fair_ir::{Channels, Graph, ParamKind, Reads};
 
 use crate::error::AnalysisError;
+use crate::unit_map::UnitMap;
+
+/// How the analysis treats grouped convolutions that are not depthwise (ResNeXt, RegNet-X).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupedConvs {
+    /// Their input channels and their outputs are held fixed (the default; what `score`,
+    /// `ratios`, `apply` and `prune` do today).
+    #[default]
+    Fixed,
+    /// Prune within groups, keeping the group count: the channels they read and create are
+    /// mapped to units by [`UnitMap::Blocks`] (unit *j* is channel *j* of every group).
+    /// Torch-Pruning's `in_channel_groups` / `out_channel_groups` do the same (see
+    /// `docs/algorithm.md`). Not yet wired to scoring and selection, which still see one unit
+    /// per output channel: use it through [`crate::Resolution`] with explicit plans.
+    WithinGroups,
+}
 
 /// A run of `len` consecutive channels of one space, starting at `start` within that space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +97,7 @@ impl Layout {
     }
 
     /// Every channel of this layout with the feature positions that carry it: `(space,
-    /// unit of that space, positions)`, in layout order (one position per channel, H·W after
+    /// channel of that space, positions)`, in layout order (one position per channel, H·W after
     /// a flatten).
     fn channel_positions(
         &self,
@@ -89,11 +116,11 @@ impl Layout {
             .flatten()
     }
 
-    /// The feature positions of this layout whose channel is kept, given the kept units of
-    /// every space (`keep(space)`).
-    pub(crate) fn positions<'a>(&self, keep: &dyn Fn(usize) -> &'a BTreeSet<usize>) -> Vec<i64> {
+    /// The feature positions of this layout whose channel is kept, given whether channel
+    /// `c` of space `s` is kept (`keep(s, c)`).
+    pub(crate) fn positions(&self, keep: &dyn Fn(usize, usize) -> bool) -> Vec<i64> {
         self.channel_positions()
-            .filter(|(space, unit, _)| keep(*space).contains(unit))
+            .filter(|(space, channel, _)| keep(*space, *channel))
             .flat_map(|(_, _, range)| range.map(|f| f as i64))
             .collect()
     }
@@ -102,8 +129,12 @@ impl Layout {
 /// A set of units that must be kept or removed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
-    /// Number of units (every member has this many).
+    /// Number of units (every member has this many): the channels of each of its spaces
+    /// divided by [`UnitMap::channels_per_unit`].
     pub units: usize,
+    /// How each unit maps to the channels of each member's space (the identity, unless a
+    /// grouped convolution is pruned within its groups).
+    pub map: UnitMap,
     /// The prunable layers whose units form this group, in graph order.
     pub layers: Vec<String>,
     /// Why the group cannot be pruned, if it cannot.
@@ -111,6 +142,11 @@ pub struct Group {
 }
 
 impl Group {
+    /// The number of channels of each of its spaces (a member's output channels).
+    pub fn channels(&self) -> usize {
+        self.units * self.map.channels_per_unit()
+    }
+
     /// Whether units of this group can be removed.
     pub fn is_prunable(&self) -> bool {
         self.fixed.is_none() && !self.layers.is_empty()
@@ -127,6 +163,8 @@ pub struct ChannelGroups {
     layer_space: BTreeMap<String, usize>,
     /// Layout of each node's output, by node position.
     pub(crate) layouts: Vec<Layout>,
+    /// Whether grouped convolutions are pruned within their groups.
+    within_groups: bool,
 }
 
 impl ChannelGroups {
@@ -140,36 +178,61 @@ impl ChannelGroups {
         self.layer_space.get(layer).map(|&s| self.space_group[s])
     }
 
-    /// Group of a space.
-    pub(crate) fn group_of_space(&self, space: usize) -> usize {
-        self.space_group[space]
+    /// The group and the unit that channel `channel` of space `space` belongs to.
+    pub(crate) fn unit_of(&self, space: usize, channel: usize) -> (usize, usize) {
+        let g = self.space_group[space];
+        let group = &self.groups[g];
+        (g, group.map.unit(channel, group.channels()))
+    }
+
+    /// The input positions a grouped reader's within-group axis keeps: the kept positions of
+    /// its input that fall in the first group (`within` = input channels per group). The
+    /// block map makes every group keep the same within-group channels.
+    pub(crate) fn within_group(positions: &[i64], within: usize) -> Vec<i64> {
+        let mut v: Vec<i64> = positions
+            .iter()
+            .map(|&p| p % within as i64)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Where the units `units` of group `group` are read: for every node whose weights read
     /// their input densely (dense convs, linear layers), the input columns (channels, or
-    /// features after a flatten) that carry them. Zeroing these columns makes the units
-    /// provably irrelevant to the output.
+    /// features after a flatten) that carry them, and, when grouped convolutions are pruned
+    /// within groups, for every grouped convolution the within-group columns of its weight's
+    /// axis 1 (the same in every group). Zeroing these columns (axis 1 of the weight) makes
+    /// the units provably irrelevant to the output.
     pub fn reading_columns(
         &self,
         graph: &Graph,
         group: usize,
         units: &BTreeSet<usize>,
     ) -> Vec<(String, Vec<i64>)> {
-        let empty = BTreeSet::new();
-        let keep = |s: usize| {
-            if self.space_group[s] == group {
-                units
-            } else {
-                &empty
-            }
+        let chosen = |s: usize, c: usize| {
+            let (g, u) = self.unit_of(s, c);
+            g == group && units.contains(&u)
         };
         graph
             .nodes()
             .iter()
-            .filter(|n| n.op.params(&n.name).iter().any(|p| p.in_axis.is_some()))
             .filter_map(|n| {
+                let params = n.op.params(&n.name);
+                let dense = params.iter().any(|p| p.in_axis.is_some());
+                let within = params
+                    .iter()
+                    .find_map(|p| Some(p.shape[p.group_in_axis?]))
+                    .filter(|_| self.within_groups);
+                if !dense && within.is_none() {
+                    return None;
+                }
                 let layout = &self.layouts[graph.position(&n.inputs[0]).ok()?];
-                let cols = layout.positions(&keep);
+                let mut cols = layout.positions(&chosen);
+                if let Some(w) = within {
+                    cols = Self::within_group(&cols, w);
+                }
                 (!cols.is_empty()).then(|| (n.name.clone(), cols))
             })
             .collect()
@@ -206,7 +269,15 @@ impl ChannelGroups {
         let mut out = Vec::new();
         for (i, node) in graph.nodes().iter().enumerate() {
             for spec in node.op.params(&node.name) {
-                let axes = [(spec.out_axis, Some(i), false), (spec.in_axis, None, true)];
+                let within = spec
+                    .group_in_axis
+                    .filter(|_| self.within_groups)
+                    .map(|a| spec.shape[a]);
+                let axes = [
+                    (spec.out_axis, Some(i), false),
+                    (spec.in_axis, None, true),
+                    (spec.group_in_axis.filter(|_| within.is_some()), None, true),
+                ];
                 for (axis, position, reads) in axes {
                     let Some(axis) = axis else { continue };
                     let position = match position {
@@ -218,11 +289,19 @@ impl ChannelGroups {
                     };
                     let layout = &self.layouts[position];
                     let mut positions = vec![Vec::new(); units];
-                    for (space, unit, range) in layout.channel_positions() {
-                        if self.space_group[space] == group
+                    for (space, channel, range) in layout.channel_positions() {
+                        let (g, unit) = self.unit_of(space, channel);
+                        if g == group
                             && let Some(p) = positions.get_mut(unit)
                         {
                             p.extend(range.map(|f| f as i64));
+                        }
+                    }
+                    if let (Some(w), Some(a)) = (within, spec.group_in_axis)
+                        && a == axis
+                    {
+                        for p in &mut positions {
+                            *p = Self::within_group(p, w);
                         }
                     }
                     if positions.iter().any(|p| !p.is_empty()) {
@@ -301,8 +380,19 @@ impl Spaces {
 }
 
 /// Derives the channel groups of `graph` from each op's channel rule. Layers named in
-/// `protected` are never pruned (nor is anything coupled to them).
+/// `protected` are never pruned (nor is anything coupled to them). Grouped convolutions are
+/// held fixed ([`GroupedConvs::Fixed`]; see [`analyze_with`]).
 pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, AnalysisError> {
+    analyze_with(graph, protected, GroupedConvs::Fixed)
+}
+
+/// As [`analyze`], with grouped convolutions treated as `grouped` says.
+pub fn analyze_with(
+    graph: &Graph,
+    protected: &[&str],
+    grouped: GroupedConvs,
+) -> Result<ChannelGroups, AnalysisError> {
+    let within_groups = grouped == GroupedConvs::WithinGroups;
     let output = graph.output().name.clone();
     for p in protected {
         if graph.units(p).is_none() {
@@ -317,6 +407,8 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
     let mut layouts: Vec<Layout> = Vec::with_capacity(graph.nodes().len());
     let mut couplings: Vec<(usize, usize)> = Vec::new();
     let mut extra_fixed: Vec<(usize, String)> = Vec::new();
+    // (space, block count) for the spaces a grouped convolution reads or creates.
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         let shape = graph.shape_at(i);
         let input =
@@ -327,24 +419,47 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
                 shape[0],
             ),
             Channels::Create { units, reads } => {
-                if reads == Reads::Grouped {
-                    for s in &input(0).segments {
-                        extra_fixed.push((
-                            s.space,
-                            format!("it feeds the grouped convolution '{}'", node.name),
-                        ));
+                let mut grouped_fixed = false;
+                if let Reads::Grouped { groups } = reads {
+                    let l = input(0);
+                    let whole = match l.segments.as_slice() {
+                        [seg]
+                            if l.per_channel == 1
+                                && seg.start == 0
+                                && seg.len == spaces.sizes[seg.space] =>
+                        {
+                            Some(seg.space)
+                        }
+                        _ => None,
+                    };
+                    match whole.filter(|_| within_groups) {
+                        Some(space) => blocks.push((space, groups)),
+                        None => {
+                            grouped_fixed = true;
+                            for s in &l.segments {
+                                extra_fixed.push((
+                                    s.space,
+                                    format!("it feeds the grouped convolution '{}'", node.name),
+                                ));
+                            }
+                        }
                     }
                 }
                 let why = if node.name == output {
                     Some("it is the output layer".to_owned())
                 } else if protected.contains(&node.name.as_str()) {
                     Some(format!("'{}' is protected", node.name))
-                } else if reads == Reads::Grouped {
+                } else if grouped_fixed {
                     Some(format!("'{}' is a grouped convolution", node.name))
                 } else {
                     None
                 };
                 let s = spaces.add(units, why, Some(node.name.clone()));
+                if let Reads::Grouped { groups } = reads
+                    && !grouped_fixed
+                {
+                    blocks.push((s, groups));
+                }
                 layer_space.insert(node.name.clone(), s);
                 Layout::single(s, units)
             }
@@ -471,16 +586,39 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
     for (a, b) in couplings {
         uf.union(a, b);
     }
+    // The block count of each union-find root: the least common multiple of the group
+    // counts of the grouped convolutions its spaces meet.
+    let mut root_blocks: BTreeMap<usize, usize> = BTreeMap::new();
+    for (s, b) in blocks {
+        let r = uf.find(s);
+        let e = root_blocks.entry(r).or_insert(1);
+        *e = lcm(*e, b);
+    }
     let mut root_group: BTreeMap<usize, usize> = BTreeMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut space_group = vec![0; sizes.len()];
     for s in 0..sizes.len() {
         let r = uf.find(s);
         let g = *root_group.entry(r).or_insert_with(|| {
+            let b = root_blocks.get(&r).copied().unwrap_or(1);
+            let (map, fixed) = if b == 1 {
+                (UnitMap::Identity, None)
+            } else if sizes[s].is_multiple_of(b) {
+                (UnitMap::Blocks { blocks: b }, None)
+            } else {
+                (
+                    UnitMap::Identity,
+                    Some(format!(
+                        "its {} channels meet grouped convolutions whose group counts have the least common multiple {b}, which does not divide them",
+                        sizes[s]
+                    )),
+                )
+            };
             groups.push(Group {
-                units: sizes[s],
+                units: map.units(sizes[s]),
+                map,
                 layers: Vec::new(),
-                fixed: None,
+                fixed,
             });
             groups.len() - 1
         });
@@ -497,5 +635,14 @@ pub fn analyze(graph: &Graph, protected: &[&str]) -> Result<ChannelGroups, Analy
         space_group,
         layer_space,
         layouts,
+        within_groups,
     })
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
 }

@@ -2,7 +2,9 @@
 //! libtorch.
 //!
 //! - [`analyze`] derives channel dependency groups from each op's channel rule (residual adds
-//!   couple, concatenations place channels at offsets, flatten expands channels to features).
+//!   couple, concatenations place channels at offsets, flatten expands channels to features,
+//!   and a [`UnitMap`] says which channels of a space each unit stands for: one channel, or
+//!   channel *j* of every group of a grouped convolution).
 //! - [`Plan`] says which units to remove; [`Resolution`] settles coupled layers by a
 //!   [`GroupRule`] — the one alignment implementation behind targets, `ratios`, `apply` and
 //!   `prune` — and gives the narrowed graph and the indices every tensor is sliced with.
@@ -44,9 +46,10 @@ mod resolution;
 mod scores;
 mod select;
 mod strict;
+mod unit_map;
 
 pub use error::AnalysisError;
-pub use groups::{ChannelGroups, Group, UnitSlices, analyze};
+pub use groups::{ChannelGroups, Group, GroupedConvs, UnitSlices, analyze, analyze_with};
 pub use plan::{GroupRule, Plan};
 pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
@@ -55,6 +58,7 @@ pub use scores::{
     graph_digest,
 };
 pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
+pub use unit_map::UnitMap;
 
 /// The largest JSON file (plan or score file) read: 1 GiB (a larger one, or one that is not a
 /// regular file, is refused before reading).

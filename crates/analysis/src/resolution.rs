@@ -8,7 +8,7 @@ use fair_ir::Graph;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
-use crate::groups::{ChannelGroups, analyze};
+use crate::groups::{ChannelGroups, GroupedConvs, analyze_with};
 use crate::plan::{GroupRule, Plan, resolve};
 
 /// How a plan is resolved.
@@ -18,6 +18,10 @@ pub struct ResolveOptions {
     pub rule: GroupRule,
     /// Layers never to prune (besides the output layer), with everything coupled to them.
     pub protected: Vec<String>,
+    /// How grouped convolutions are treated (held fixed by default). Under
+    /// [`GroupedConvs::WithinGroups`] a plan names the units of a grouped convolution's
+    /// spaces by within-group index (see [`crate::UnitMap::Blocks`]).
+    pub grouped: GroupedConvs,
 }
 
 /// The indices one node's tensors are sliced with (see `fair_ir::ParamSpec::out_axis` and
@@ -28,6 +32,9 @@ pub struct NodeSlice {
     pub output: Option<Vec<i64>>,
     /// Kept positions of the node's first input's channels (or features).
     pub input: Option<Vec<i64>>,
+    /// Kept input channels within one group, for a grouped convolution's
+    /// `fair_ir::ParamSpec::group_in_axis` (the same in every group).
+    pub group_input: Option<Vec<i64>>,
 }
 
 /// A plan resolved against a graph.
@@ -76,7 +83,7 @@ impl Resolution {
         options: &ResolveOptions,
     ) -> Result<Self, AnalysisError> {
         let protected: Vec<&str> = options.protected.iter().map(String::as_str).collect();
-        let groups = analyze(graph, &protected)?;
+        let groups = analyze_with(graph, &protected, options.grouped)?;
         Self::with_groups(graph, groups, plan, options.rule)
     }
 
@@ -115,12 +122,14 @@ impl Resolution {
                 Ok(all.difference(&removed).copied().collect())
             })
             .collect::<Result<Vec<_>, AnalysisError>>()?;
+        // Every unit-creating layer of a group that lost units narrows to the kept units'
+        // channels.
         let mut widths = HashMap::new();
-        for layer in graph.prunable_layers() {
-            if let Some(g) = groups.group_of(layer)
-                && kept[g].len() != groups.groups()[g].units
-            {
-                widths.insert(layer.to_owned(), kept[g].len());
+        for (group, kept) in groups.groups().iter().zip(&kept) {
+            if kept.len() != group.units {
+                for layer in &group.layers {
+                    widths.insert(layer.clone(), kept.len() * group.map.channels_per_unit());
+                }
             }
         }
         let after = graph.with_units(&widths)?;
@@ -142,19 +151,25 @@ impl Resolution {
         &self.after
     }
 
-    /// Kept units of a unit-creating layer (ascending), or `None` for other nodes.
+    /// Kept units of a unit-creating layer (ascending), or `None` for other nodes. A unit
+    /// is a channel unless the layer's group maps units to several channels
+    /// ([`crate::Group::map`]).
     pub fn kept_units(&self, layer: &str) -> Option<&BTreeSet<usize>> {
         self.groups.group_of(layer).map(|g| &self.kept[g])
     }
 
-    /// Kept width of every prunable layer, in graph order (as reports list layers), indexable
-    /// by layer name.
+    /// Kept width (output channels or features) of every prunable layer, in graph order (as
+    /// reports list layers), indexable by layer name.
     pub fn widths(&self) -> Widths {
         Widths(
             self.before
                 .prunable_layers()
                 .into_iter()
-                .filter_map(|l| Some((l.to_owned(), self.kept_units(l)?.len())))
+                .filter_map(|l| {
+                    let g = self.groups.group_of(l)?;
+                    let per = self.groups.groups()[g].map.channels_per_unit();
+                    Some((l.to_owned(), self.kept[g].len() * per))
+                })
                 .collect(),
         )
     }
@@ -179,7 +194,10 @@ impl Resolution {
     pub fn node_slice(&self, position: usize) -> NodeSlice {
         let graph = &self.before;
         let node = &graph.nodes()[position];
-        let keep = |s: usize| &self.kept[self.groups.group_of_space(s)];
+        let keep = |s: usize, c: usize| {
+            let (g, u) = self.groups.unit_of(s, c);
+            self.kept[g].contains(&u)
+        };
         let unchanged = |v: &Vec<i64>, n: usize| v.len() == n;
         let output = self.groups.layouts[position].positions(&keep);
         let output = (!unchanged(&output, graph.shape_at(position)[0])).then_some(output);
@@ -188,7 +206,20 @@ impl Resolution {
             let v = self.groups.layouts[p].positions(&keep);
             (!unchanged(&v, graph.shape_at(p)[0])).then_some(v)
         });
-        NodeSlice { output, input }
+        let within = node
+            .op
+            .params(&node.name)
+            .iter()
+            .find_map(|p| Some(p.shape[p.group_in_axis?]));
+        let group_input = match (&input, within) {
+            (Some(v), Some(w)) => Some(ChannelGroups::within_group(v, w)),
+            _ => None,
+        };
+        NodeSlice {
+            output,
+            input,
+            group_input,
+        }
     }
 
     /// Parameters, MACs and units before and after, per layer and in total.
@@ -235,7 +266,7 @@ impl Resolution {
 /// Checks every layer and unit the plan names.
 fn check_plan(graph: &Graph, groups: &ChannelGroups, plan: &Plan) -> Result<(), AnalysisError> {
     for (layer, units) in &plan.remove {
-        let Some(n) = graph.units(layer) else {
+        let Some(channels) = graph.units(layer) else {
             return Err(AnalysisError::NotPrunable {
                 layer: layer.clone(),
                 detail: match graph.node(layer) {
@@ -247,6 +278,10 @@ fn check_plan(graph: &Graph, groups: &ChannelGroups, plan: &Plan) -> Result<(), 
                 },
             });
         };
+        // A layer's units are its channels, or fewer where its group maps a unit to several.
+        let n = groups
+            .group_of(layer)
+            .map_or(channels, |g| groups.groups()[g].units);
         if let Some(&u) = units.iter().find(|&&u| u >= n) {
             return Err(AnalysisError::UnitOutOfRange {
                 layer: layer.clone(),

@@ -89,7 +89,7 @@ fn check_consistent(graph: &Graph, s: &fair_analysis::Selection, what: &str) {
             &plan,
             &ResolveOptions {
                 rule,
-                protected: Vec::new(),
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{what}: the resolved plan under {rule:?}: {e}"));
@@ -241,7 +241,7 @@ fn hand_written_plans_resolve_by_rule() {
             &plan,
             &ResolveOptions {
                 rule,
-                protected: vec![],
+                ..Default::default()
             },
         )
         .map(|r| r.widths())

@@ -9,6 +9,8 @@
 //! 2. **outputs equal ONNX Runtime**: fair-pruner's forward pass on the same input, largest
 //!    difference relative to the output's scale, at most [`TOLERANCE`];
 //! 3. **prunable groups**: `fair_analysis::analyze` (which protects the output layer);
+//!    grouped convolutions are held fixed, or with `--grouped-convs within-groups` pruned
+//!    within their groups (`fair_analysis::GroupedConvs`; the docs table is not written);
 //! 4. **random plan verified**: a seeded random quarter of every prunable group's units is
 //!    removed. The units are first made provably dead (every weight column that reads them
 //!    zeroed), so the pruned model must give the dead model's outputs (to [`TOLERANCE`]);
@@ -27,7 +29,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use fair_analysis::{GroupRule, Plan, ResolveOptions};
+use fair_analysis::{GroupRule, GroupedConvs, Plan, ResolveOptions};
 use fair_runtime::{Mode, Model};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -68,6 +70,31 @@ impl Exporter {
     }
 }
 
+/// How grouped convolutions (not depthwise) are analysed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Grouped {
+    /// Held fixed (what `score`, `ratios`, `apply` and `prune` do).
+    Fixed,
+    /// Pruned within their groups, the group count kept (`GroupedConvs::WithinGroups`).
+    WithinGroups,
+}
+
+impl Grouped {
+    fn name(self) -> &'static str {
+        match self {
+            Grouped::Fixed => "fixed",
+            Grouped::WithinGroups => "within-groups",
+        }
+    }
+
+    fn analysis(self) -> GroupedConvs {
+        match self {
+            Grouped::Fixed => GroupedConvs::Fixed,
+            Grouped::WithinGroups => GroupedConvs::WithinGroups,
+        }
+    }
+}
+
 /// Options of `fair-bench onnx-coverage`.
 #[derive(Debug, Args)]
 pub struct Options {
@@ -100,6 +127,10 @@ pub struct Options {
     /// Do not write the table into docs/onnx.md.
     #[arg(long)]
     pub no_docs: bool,
+    /// How grouped convolutions are analysed for the prunable groups and the random plan;
+    /// the table in docs/onnx.md is written for `fixed` only.
+    #[arg(long, value_enum, default_value_t = Grouped::Fixed)]
+    pub grouped_convs: Grouped,
 }
 
 /// Runs `fair-bench onnx-coverage`.
@@ -139,7 +170,11 @@ pub fn run(o: &Options) -> Result<()> {
         Ok(s)
             if !o.models.is_empty()
                 && s["exporter"] == json!(o.exporter.name())
-                && s["size"] == json!(o.size) =>
+                && s["size"] == json!(o.size)
+                && s.get("grouped_convs")
+                    .map_or(o.grouped_convs == Grouped::Fixed, |g| {
+                        g == &json!(o.grouped_convs.name())
+                    }) =>
         {
             s["rows"]
                 .as_array()
@@ -185,13 +220,14 @@ pub fn run(o: &Options) -> Result<()> {
         rows.push(row);
         // Written after every model: an interrupted run keeps what it measured.
         let so_far = json!({"exporter": o.exporter.name(), "size": o.size,
-            "tolerance": TOLERANCE, "rows": rows});
+            "grouped_convs": o.grouped_convs.name(), "tolerance": TOLERANCE, "rows": rows});
         write_json(&summary_path, &so_far)?;
     }
     rows.sort_by_key(|r| all.iter().position(|(n, _, _)| r["name"] == json!(n)));
     let summary = json!({
         "exporter": o.exporter.name(),
         "size": o.size,
+        "grouped_convs": o.grouped_convs.name(),
         "tolerance": TOLERANCE,
         "rows": rows,
     });
@@ -203,7 +239,7 @@ pub fn run(o: &Options) -> Result<()> {
     let complete = all
         .iter()
         .all(|(n, _, _)| rows.iter().any(|r| r["name"] == json!(n)));
-    if !o.no_docs && complete {
+    if !o.no_docs && complete && o.grouped_convs == Grouped::Fixed {
         write_block(&workspace_root().join("docs/onnx.md"), &md, MARKERS)?;
     }
     Ok(())
@@ -305,7 +341,7 @@ fn check_model(python: &Path, script: &Path, name: &str, dir: &Path, o: &Options
     row["outputs_equal"] = json!(diff <= TOLERANCE);
 
     // The output layer is protected by the analysis itself.
-    let groups = match fair_analysis::analyze(model.graph(), &[]) {
+    let groups = match fair_analysis::analyze_with(model.graph(), &[], o.grouped_convs.analysis()) {
         Ok(g) => g,
         Err(e) => {
             row["plan_error"] = json!(format!("dependency analysis: {e}"));
@@ -320,7 +356,7 @@ fn check_model(python: &Path, script: &Path, name: &str, dir: &Path, o: &Options
         row["plan_error"] = json!("no prunable group");
         return Ok(row);
     }
-    match verify_random_plan(python, script, &model, &groups, &prunable, dir, o.seed) {
+    match verify_random_plan(python, script, &model, &groups, &prunable, dir, o) {
         Ok(v) => {
             for (k, val) in v.as_object().into_iter().flatten() {
                 row[k] = val.clone();
@@ -358,9 +394,9 @@ fn verify_random_plan(
     groups: &fair_analysis::ChannelGroups,
     prunable: &[usize],
     dir: &Path,
-    seed: u64,
+    o: &Options,
 ) -> Result<Value> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
     let mut plan = Plan::new();
     let mut chosen: Vec<(usize, BTreeSet<usize>)> = Vec::new();
     for &g in prunable {
@@ -402,6 +438,7 @@ fn verify_random_plan(
         &ResolveOptions {
             rule: GroupRule::Strict,
             protected: Vec::new(),
+            grouped: o.grouped_convs.analysis(),
         },
     )?;
     let io: BTreeMap<String, Tensor> =

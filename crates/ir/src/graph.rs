@@ -309,15 +309,10 @@ impl Graph {
     /// [`Contract::narrowed`]: crate::Contract::narrowed
     pub fn with_units(&self, kept: &HashMap<String, usize>) -> Result<Graph, IrError> {
         for (name, &k) in kept {
-            let prunable = self.node(name).is_ok_and(|n| n.op.is_prunable());
-            let units =
-                self.units(name)
-                    .filter(|_| prunable)
-                    .ok_or_else(|| IrError::Attribute {
-                        node: name.clone(),
-                        detail: "only conv2d and linear layers with prunable units can be narrowed"
-                            .into(),
-                    })?;
+            let units = self.units(name).ok_or_else(|| IrError::Attribute {
+                node: name.clone(),
+                detail: "only conv2d and linear layers with prunable units can be narrowed".into(),
+            })?;
             if k == 0 || k > units {
                 return Err(IrError::Attribute {
                     node: name.clone(),

@@ -318,7 +318,7 @@ fn depthwise_conv_follows_its_input_and_narrows_with_it() {
 }
 
 #[test]
-fn depthwise_with_a_channel_multiplier_and_grouped_convs_are_held_fixed() {
+fn depthwise_with_a_channel_multiplier_and_grouped_convs_read_by_groups() {
     for (out, groups) in [(32, 16), (16, 4)] {
         let text = replace_op(
             "dw",
@@ -341,19 +341,32 @@ fn depthwise_with_a_channel_multiplier_and_grouped_convs_are_held_fixed() {
             dw.channels(),
             fair_ir::Channels::Create {
                 units: out,
-                reads: fair_ir::Reads::Grouped
+                reads: fair_ir::Reads::Grouped { groups }
             },
             "groups {groups}, out {out}"
         );
         assert!(!dw.is_prunable());
         assert!(!g.prunable_layers().contains(&"dw"));
-        let e = g
-            .with_units(&[("expand".to_string(), 8)].into())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("'dw'") && e.contains("grouped convolution"),
-            "{e}"
-        );
+        // The weight's axis 1 is the input channel within a group.
+        let w = &dw.params("dw")[0];
+        assert_eq!((w.in_axis, w.group_in_axis), (None, Some(1)));
+        // Narrowing its input keeps the group count: 8 channels in 4 groups is fine, in 16
+        // groups it is not.
+        let narrowed = g.with_units(&[("expand".to_string(), 8)].into());
+        if groups == 4 {
+            let small = narrowed.unwrap();
+            match &small.node("dw").unwrap().op {
+                fair_ir::Op::Conv2d(c) => assert_eq!((c.in_channels, c.groups), (8, 4)),
+                other => panic!("{other:?}"),
+            }
+        } else {
+            let e = narrowed.unwrap_err().to_string();
+            assert!(
+                e.contains("'dw'")
+                    && e.contains("grouped convolution")
+                    && e.contains("multiple of 16"),
+                "{e}"
+            );
+        }
     }
 }

@@ -47,7 +47,8 @@ impl ApplyReport {
 /// slices every parameter along the axes its op's contract names — the axis that follows the
 /// node's output channels and the axis that follows its input's channels (next convs' and
 /// linears' inputs, BatchNorm statistics and affine parameters, concatenation offsets,
-/// flattened features). The input model is never modified; an empty plan gives an identical
+/// flattened features), and a grouped convolution's within-group input axis (the same kept
+/// within-group channels in every group). The input model is never modified; an empty plan gives an identical
 /// model.
 pub fn apply(model: &Model, plan: &Plan, options: &ResolveOptions) -> Result<Pruned, SurgeryError> {
     let resolution = Resolution::new(model.graph(), plan, options)?;
@@ -68,9 +69,15 @@ pub fn apply_resolution(model: &Model, resolution: &Resolution) -> Result<Pruned
         let slice = resolution.node_slice(position);
         let out_idx = slice.output.as_deref().map(index);
         let in_idx = slice.input.as_deref().map(index);
+        let group_idx = slice.group_input.as_deref().map(index);
         for spec in specs {
             let mut t = model.tensor(&spec.name)?.detach().copy();
-            for (axis, idx) in [(spec.out_axis, &out_idx), (spec.in_axis, &in_idx)] {
+            let axes = [
+                (spec.out_axis, &out_idx),
+                (spec.in_axis, &in_idx),
+                (spec.group_in_axis, &group_idx),
+            ];
+            for (axis, idx) in axes {
                 if let (Some(axis), Some(idx)) = (axis, idx) {
                     t = tch_context(t.f_index_select(axis as i64, idx), || {
                         format!("slicing '{}' along axis {axis}", spec.name)

@@ -6,7 +6,7 @@ use std::process::Command;
 
 mod common;
 
-use fair_analysis::{GroupRule, ResolveOptions, analyze};
+use fair_analysis::{GroupRule, GroupedConvs, ResolveOptions, analyze, analyze_with};
 use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
 use fair_surgery::{apply, export};
 use tch::{Device, Kind, Tensor};
@@ -468,4 +468,73 @@ fn an_op_named_like_the_block_of_earlier_layers_keeps_them_in_pytorch() {
     let torch = in_pytorch(&py, &m, &x, dir.path());
     let ours = eval(&m, &x);
     assert!(max_diff(&torch, &ours) < 1e-5, "{torch} vs {ours}");
+}
+
+/// Grouped convolutions pruned within their groups: Torch-Pruning removing the same channels
+/// (unit j of a group-mapped space is channel j of every group) gives the same model, and the
+/// exported module runs in plain PyTorch with the narrowed `groups` convs.
+#[test]
+#[ignore = "needs the reference Python with torch-pruning 1.6.1 (cargo xtask test runs it)"]
+fn grouped_convs_pruned_within_groups_match_torch_pruning_and_run_in_pytorch() {
+    let Some(py) = python() else { return };
+    let shape = [3, 8, 8];
+    let (m, x) = setup("resnext_block", shape);
+    let groups = analyze_with(m.graph(), &[], GroupedConvs::WithinGroups).unwrap();
+    for seed in 0..3 {
+        let (plan, chosen) = common::random_plan_in(&groups, seed, 4);
+        let options = ResolveOptions {
+            rule: GroupRule::Strict,
+            grouped: GroupedConvs::WithinGroups,
+            ..Default::default()
+        };
+        let pruned = apply(&m, &plan, &options).unwrap();
+        let ours = tch::no_grad(|| pruned.model.forward(&x, Mode::Eval)).unwrap();
+        let scale = ours.abs().max().double_value(&[]).max(1.0);
+
+        // Torch-Pruning on the unpruned model, given every channel of the removed units.
+        let dir = tempfile::tempdir().unwrap();
+        export(&m, dir.path()).unwrap();
+        write_safetensors(
+            &dir.path().join("input.safetensors"),
+            &[("input".into(), x.shallow_clone())],
+        )
+        .unwrap();
+        let tp_groups: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|(g, units)| {
+                let group = &groups.groups()[*g];
+                let mut channels: Vec<usize> = units
+                    .iter()
+                    .flat_map(|&u| group.map.channels(u, group.channels()))
+                    .collect();
+                channels.sort_unstable();
+                serde_json::json!([group.layers[0], channels])
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join("plan.json"),
+            serde_json::json!({ "groups": tp_groups }).to_string(),
+        )
+        .unwrap();
+        run(&py, "torch-pruning", dir.path());
+        assert_eq!(
+            pruned.report.params.1,
+            tp_params(dir.path()),
+            "seed {seed}: parameter counts"
+        );
+        let d = max_diff(&ours, &read(dir.path(), "tp_output.safetensors"));
+        assert!(
+            d <= 1e-4 * scale,
+            "seed {seed}: Torch-Pruning differs by {d}"
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        let torch = in_pytorch(&py, &pruned.model, &x, out.path());
+        assert_eq!(torch.size(), [2, 10]);
+        let d = max_diff(&ours, &torch);
+        assert!(
+            d <= 1e-4 * scale,
+            "seed {seed}: exported model differs by {d}"
+        );
+    }
 }

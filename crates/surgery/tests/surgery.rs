@@ -2,7 +2,7 @@
 
 mod common;
 
-use fair_analysis::{GroupRule, Plan, ResolveOptions, analyze};
+use fair_analysis::{GroupRule, GroupedConvs, Plan, ResolveOptions, analyze, analyze_with};
 use fair_runtime::{Mode, Model};
 use fair_surgery::apply;
 use tch::{Device, Kind, Tensor};
@@ -251,7 +251,7 @@ fn selections_apply_to_exactly_the_reported_widths_under_every_rule() {
                 &s.plan(),
                 &ResolveOptions {
                     rule: GroupRule::Strict,
-                    protected: vec![],
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -265,4 +265,77 @@ fn selections_apply_to_exactly_the_reported_widths_under_every_rule() {
 
 fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> {
     v.iter().map(Vec::as_slice).collect()
+}
+
+/// Grouped convolutions pruned within their groups (unit j = channel j of every group, the
+/// group count kept): the pruned model computes what the model with those units made
+/// irrelevant computes, and its graph's MACs are the report's.
+#[test]
+fn grouped_convs_pruned_within_groups_keep_the_dead_unit_outputs() {
+    let shape = [3, 8, 8];
+    let m = model("resnext_block", shape);
+    let x = input(shape);
+    let groups = analyze_with(m.graph(), &[], GroupedConvs::WithinGroups).unwrap();
+    for seed in 0..8 {
+        let (plan, chosen) = common::random_plan_in(&groups, seed, 4);
+        let dead = Model::from_tensors(
+            m.graph().clone(),
+            m.named_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.copy()))
+                .collect(),
+            Device::Cpu,
+        )
+        .unwrap();
+        tch::no_grad(|| {
+            for (g, units) in &chosen {
+                // Dense readers: input columns; grouped convs: within-group columns of axis 1
+                // (the same in every group).
+                for (node, cols) in groups.reading_columns(m.graph(), *g, units) {
+                    let mut w = dead
+                        .tensor(&format!("{node}.weight"))
+                        .unwrap()
+                        .shallow_clone();
+                    let _ = w.index_fill_(1, &Tensor::from_slice(&cols), 0.0);
+                }
+            }
+        });
+        let options = ResolveOptions {
+            rule: GroupRule::Strict,
+            grouped: GroupedConvs::WithinGroups,
+            ..Default::default()
+        };
+        let pruned = apply(&dead, &plan, &options).unwrap();
+        let (before, after) = pruned.report.macs;
+        assert!(after < before, "seed {seed}: no MACs removed");
+        assert_eq!(pruned.model.graph().macs(), after, "seed {seed}");
+        assert_eq!(pruned.model.graph().param_count(), pruned.report.params.1);
+        let (a, b) = (eval(&dead, &x), eval(&pruned.model, &x));
+        let d = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]).max(1.0);
+        assert!(
+            d <= 1e-5 * scale,
+            "seed {seed}: max |Δ| = {d} (scale {scale})"
+        );
+        // Every grouped conv kept its group count.
+        for name in ["b1.conv2", "proj"] {
+            match (
+                &m.graph().node(name).unwrap().op,
+                &pruned.model.graph().node(name).unwrap().op,
+            ) {
+                (fair_ir::Op::Conv2d(a), fair_ir::Op::Conv2d(b)) => assert_eq!(a.groups, b.groups),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // Without the option nothing around a grouped conv can be removed.
+    let e = apply(
+        &m,
+        &Plan::new().remove("b1.conv1", [0]),
+        &ResolveOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("grouped convolution"), "{e}");
 }

@@ -21,8 +21,10 @@ use super::{
 /// `out_channels` and `groups` together. It still counts as a layer ([`Role::Layer`]) with
 /// MACs. Any other grouped convolution — ResNeXt and RegNet's grouped 3×3 convs, or a
 /// depthwise conv with a channel multiplier (`groups = in_channels`, `out_channels = k ·
-/// in_channels`, k > 1) — is held fixed, input and output ([`Reads::Grouped`]): pruning whole
-/// groups is not supported.
+/// in_channels`, k > 1) — reads its input by groups ([`Reads::Grouped`]): its weight's axis
+/// 1 indexes the input channels within a group ([`ParamSpec::group_in_axis`]), and narrowing
+/// keeps `groups` (the input and output channels must stay divisible by it). The analysis
+/// decides whether such a conv is held fixed or pruned within its groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conv2d {
@@ -185,6 +187,8 @@ impl Contract for Conv2d {
         .out_axis(0);
         if self.groups == 1 {
             weight = weight.in_axis(1);
+        } else if !self.is_depthwise() {
+            weight = weight.group_in_axis(1);
         }
         let mut v = vec![weight];
         if self.bias {
@@ -213,7 +217,9 @@ impl Contract for Conv2d {
                 reads: if self.groups == 1 {
                     Reads::All
                 } else {
-                    Reads::Grouped
+                    Reads::Grouped {
+                        groups: self.groups,
+                    }
                 },
             }
         }
@@ -227,15 +233,17 @@ impl Contract for Conv2d {
             op.out_channels = new_in;
             op.groups = new_in;
         } else {
-            if self.groups > 1 && new_in != self.in_channels {
-                return Err(format!(
-                    "grouped convolution (groups = {}) cannot follow a change of its input channels",
-                    self.groups
-                ));
-            }
             op.in_channels = new_in;
             if let Some(u) = units {
                 op.out_channels = u;
+            }
+            if !op.in_channels.is_multiple_of(self.groups)
+                || !op.out_channels.is_multiple_of(self.groups)
+            {
+                return Err(format!(
+                    "a grouped convolution (groups = {}) must keep a multiple of {} input and output channels, not {} and {} (every group keeps as many)",
+                    self.groups, self.groups, op.in_channels, op.out_channels
+                ));
             }
         }
         Ok(op.into())

@@ -186,6 +186,12 @@ pub struct ParamSpec {
     /// The axis indexed by the channels (or features) of the node's *first input*, if any:
     /// sliced with the input channels that are kept.
     pub in_axis: Option<usize>,
+    /// The axis indexed by the input channels *within one group* of a grouped convolution
+    /// (its weight's axis 1, of size `in_channels / groups`), if any: sliced with the kept
+    /// input channels of the first group. Only valid when every group keeps the same
+    /// within-group channels, which the analysis guarantees (a grouped convolution's input
+    /// units map to channel *j* of every group).
+    pub group_in_axis: Option<usize>,
 }
 
 impl ParamSpec {
@@ -203,6 +209,7 @@ impl ParamSpec {
             init,
             out_axis: None,
             in_axis: None,
+            group_in_axis: None,
         }
     }
 
@@ -215,6 +222,12 @@ impl ParamSpec {
     /// Sets the axis that follows the node's first input's channels.
     pub(crate) fn in_axis(mut self, axis: usize) -> Self {
         self.in_axis = Some(axis);
+        self
+    }
+
+    /// Sets the axis that follows the input channels within one group.
+    pub(crate) fn group_in_axis(mut self, axis: usize) -> Self {
+        self.group_in_axis = Some(axis);
         self
     }
 }
@@ -269,9 +282,15 @@ pub enum Reads {
     /// Every output unit reads every input channel (or feature): input channels can be
     /// removed by slicing the input axis of the weights.
     All,
-    /// A grouped convolution: each output group reads one input group. Its input channels
-    /// and its own units are held fixed (pruning whole groups is not supported).
-    Grouped,
+    /// A grouped convolution: output group *g* reads input group *g* only, through the
+    /// weight axis [`ParamSpec::group_in_axis`]. Its input channels and its units are `groups`
+    /// blocks; the analysis either holds them fixed (its default) or maps each unit to
+    /// channel *j* of every block, so that every group loses the same within-group channels
+    /// and the group count is kept.
+    Grouped {
+        /// The number of groups.
+        groups: usize,
+    },
 }
 
 /// What kind of computation an op is; lets scorers find "the BatchNorm after a layer" or
@@ -857,6 +876,17 @@ mod tests {
                 }
                 if let Some(a) = p.in_axis {
                     assert_eq!(p.shape[a], inputs[0][0], "{}: {}", op.type_name(), p.name);
+                }
+                if let Some(a) = p.group_in_axis {
+                    assert!(p.in_axis.is_none(), "{}: {}", op.type_name(), p.name);
+                    let groups = match op.channels() {
+                        Channels::Create {
+                            reads: Reads::Grouped { groups },
+                            ..
+                        } => groups,
+                        other => panic!("{}: group axis with {other:?}", op.type_name()),
+                    };
+                    assert_eq!(p.shape[a] * groups, inputs[0][0], "{}", op.type_name());
                 }
             }
             // Serialisation round trip through the tagged form.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use fair_analysis::{Plan, analyze};
+use fair_analysis::{ChannelGroups, Plan, analyze};
 use fair_ir::Graph;
 use fair_runtime::Model;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
@@ -31,11 +31,18 @@ pub const MOBILE_SE: &str = include_str!("mobile_se.toml");
 /// MLP with GELU, residual add), 10 classes.
 pub const SHUFFLE_LN: &str = include_str!("shuffle_ln.toml");
 
-/// The graph of a model in [`MODELS`] (10 classes).
+/// A ResNeXt-like bottleneck (1×1 conv, 3×3 conv with 4 groups, 1×1 conv, residual add) and
+/// a 3×3 projection with 2 groups that reads the residual stream, 10 classes, input
+/// `[3, 8, 8]`. Not in [`MODELS`]: its grouped convs hold everything fixed by default.
+#[allow(dead_code)]
+pub const RESNEXT_BLOCK: &str = include_str!("resnext_block.toml");
+
+/// The graph of a model in [`MODELS`] or `resnext_block` (10 classes).
 pub fn build(name: &str, shape: [usize; 3]) -> Graph {
     let text = match name {
         "mobile_se" => Some(MOBILE_SE),
         "shuffle_ln" => Some(SHUFFLE_LN),
+        "resnext_block" => Some(RESNEXT_BLOCK),
         _ => None,
     };
     if let Some(text) = text {
@@ -55,7 +62,16 @@ pub fn random_plan(
     seed: u64,
     max_groups: usize,
 ) -> (Plan, Vec<(usize, BTreeSet<usize>)>) {
-    let groups = analyze(m.graph(), &[]).unwrap();
+    random_plan_in(&analyze(m.graph(), &[]).unwrap(), seed, max_groups)
+}
+
+/// As [`random_plan`], over groups already analysed (e.g. with grouped convs pruned within
+/// their groups).
+pub fn random_plan_in(
+    groups: &ChannelGroups,
+    seed: u64,
+    max_groups: usize,
+) -> (Plan, Vec<(usize, BTreeSet<usize>)>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut candidates: Vec<usize> = (0..groups.groups().len())
         .filter(|&g| groups.groups()[g].fixed.is_none() && !groups.groups()[g].layers.is_empty())
