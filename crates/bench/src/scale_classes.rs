@@ -546,6 +546,8 @@ mod tests {
         for r in &rows {
             assert_eq!((r.units_checked, r.units_total), (units, units), "{r:?}");
             assert_eq!(r.mismatches, 0, "{r:?}");
+            // 1 GiB holds a ResNet-20 at 16² in one pass.
+            assert_eq!(r.passes, 1, "{r:?}");
         }
         assert_eq!(rows[0].pairs_total, units as u64 * 45);
         assert_eq!(rows[2].pairs_total, units as u64 * 66);
