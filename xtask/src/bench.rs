@@ -4,7 +4,7 @@
 //! The benchmarks live in the `fair-bench` crate (`crates/bench`), which calls fair-pruner's
 //! libraries directly; xtask itself must build before libtorch exists, so it only provisions
 //! libtorch and the reference Python (`setup`), then runs
-//! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader|onnx-coverage> --python PYTHON ARGS`.
+//! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader|onnx-coverage|scale-classes> --python PYTHON ARGS`.
 
 use anyhow::{Result, bail};
 
@@ -15,7 +15,8 @@ const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K -
        cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --distill W --reconstruct --no-docs --tables-only]
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
        cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --grouped-convs fixed|within-groups --no-docs]
-       (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage> --help lists every option)";
+       cargo xtask bench scale-classes [--rows 100x32,1000x8,1000x32 --size N --noise F --all-pairs-units N|all --max-memory B --model M --seed S --threads N --out DIR]
+       (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage|scale-classes> --help lists every option)";
 
 /// The `cargo` arguments that run `fair-bench` for `args` (`args[0]` is the benchmark),
 /// passing the reference Python first so an explicit `--python` in `args` wins.
@@ -25,7 +26,7 @@ fn cargo_args<'a>(python: Option<&'a str>, args: &[&'a str]) -> Result<Vec<&'a s
     };
     if !matches!(
         bench,
-        "scoring" | "compare" | "ablation" | "loader" | "onnx-coverage"
+        "scoring" | "compare" | "ablation" | "loader" | "onnx-coverage" | "scale-classes"
     ) {
         bail!("unknown benchmark '{bench}'\n{USAGE}");
     }
@@ -38,7 +39,8 @@ fn cargo_args<'a>(python: Option<&'a str>, args: &[&'a str]) -> Result<Vec<&'a s
         "--",
         bench,
     ];
-    if let Some(p) = python {
+    // scale-classes runs no reference.
+    if let Some(p) = python.filter(|_| bench != "scale-classes") {
         v.extend(["--python", p]);
     }
     v.extend(rest);
@@ -82,6 +84,10 @@ mod tests {
         assert_eq!(
             cargo_args(Some("/py"), &["ablation", "--seeds", "0"]).unwrap()[6..],
             ["ablation", "--python", "/py", "--seeds", "0"]
+        );
+        assert_eq!(
+            cargo_args(Some("/py"), &["scale-classes", "--rows", "100x8"]).unwrap()[6..],
+            ["scale-classes", "--rows", "100x8"]
         );
         assert!(cargo_args(None, &[]).is_err());
         assert!(cargo_args(None, &["speed"]).is_err());

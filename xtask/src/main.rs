@@ -94,10 +94,18 @@ USAGE:
                                imported, outputs equal to ONNX Runtime (1e-4), prunable groups,
                                a random plan verified (dead units, onnx.checker, ONNX Runtime
                                on the pruned export); table in docs/onnx.md (exports cached)
+    cargo xtask bench scale-classes [--rows 100x32,1000x8,1000x32 --size 224 --noise 1
+                                --all-pairs-units 8|all --max-memory 8GiB --threads 2]
+                               ResNet-50's U-Score (random weights) on synthetic data with
+                               class structure (pattern per class + noise, in memory): bounded
+                               class-pair search against all pairs (estimated from N units per
+                               layer, checked bit for bit), time profile, one forward pass,
+                               peak RSS, issue 26's goals; target/bench/scale-classes/
     cargo xtask gpu-check      [--models vgg16_bn_cifar,resnet50 --classes K --per-class N
-                                --batch N --no-cpu]
+                                --batch N --no-cpu --pairs-row 100x8 --pairs-size 64]
                                score (U+R), surgery, a fine-tuning step and latency on CUDA and
-                               on the CPU, same run; prints CUDA / CPU times and the ratio
+                               on the CPU, same run; prints CUDA / CPU times and the ratio, and
+                               a class-pair row (device engine vs host bounded search, CUDA only)
                                (CUDA figures 'pending' without a GPU). On a machine without
                                Rust, run a copied target/release/fair-bench gpu-check instead
 

@@ -1,6 +1,8 @@
 //! `fair-bench gpu-check`: every step of a pruning run — scoring (U+R), surgery, a
 //! fine-tuning step and latency — on CUDA and on the CPU, for CIFAR VGG16-BN and ResNet-50,
-//! timed in the same run. Without CUDA it runs the CPU side and says so.
+//! timed in the same run, and a class-pair row (ResNet-50's U-Score on the synthetic data
+//! of `scale-classes` with the device engine and with the host's bounded search, scores
+//! compared). Without CUDA it runs the CPU side and says so, and skips the class-pair row.
 //!
 //! The device machines have no Rust toolchain: build here
 //! (`cargo build --release -p fair-bench`), copy `target/release/fair-bench` there and run
@@ -43,6 +45,13 @@ pub struct Options {
     /// libtorch CPU threads.
     #[arg(long, default_value_t = 2, value_parser = positive)]
     pub threads: usize,
+    /// Classes × samples of the class-pair row (ResNet-50 on the synthetic data of
+    /// `scale-classes`, CUDA only).
+    #[arg(long, default_value = "100x8", value_parser = crate::scale_classes::size)]
+    pub pairs_row: crate::scale_classes::Size,
+    /// Image side of the class-pair row.
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    pub pairs_size: usize,
 }
 
 /// Seconds of each step on one device.
@@ -177,6 +186,43 @@ fn row(name: &str, cuda: Option<Steps>, cpu: Option<Steps>) -> String {
     )
 }
 
+/// The class-pair row: ResNet-50's U-Score on CUDA with the host engine's bounded search
+/// and with the device engine (which compares every pair on the device), on the synthetic
+/// data of `scale-classes`; `None` without CUDA.
+fn pairs_row(o: &Options) -> Result<Option<(String, serde_json::Value)>> {
+    if !tch::Cuda::is_available() {
+        eprintln!("gpu-check: class-pair row skipped (no CUDA device)");
+        return Ok(None);
+    }
+    let s = o.pairs_row;
+    eprintln!(
+        "gpu-check: class pairs, resnet50 at 3×{}², {} × {} …",
+        o.pairs_size, s.classes, s.per_class
+    );
+    let (_, data) = crate::scale_classes::synthetic(s, o.pairs_size, 1.0, 0)?;
+    let graph = fair_zoo::build("resnet50", &[3, o.pairs_size, o.pairs_size], s.classes)?;
+    let model = Model::new(graph, Device::Cuda(0), 0)?;
+    let (host, device, worst) = crate::scale_classes::host_and_device(&model, &data, s)?;
+    let line = format!(
+        "\nclass pairs (resnet50, 3×{}², {} classes × {}): U-Score {:.2} s with the device \
+         engine (every pair on CUDA; pairs {:.2} s) / {:.2} s with the host engine's bounded \
+         search (pairs {:.2} s); largest relative difference of the scores {worst:.1e}\n",
+        o.pairs_size, s.classes, s.per_class, device.total, device.pairs, host.total, host.pairs,
+    );
+    let json = serde_json::json!({"model": "resnet50", "size": o.pairs_size,
+        "classes": s.classes, "per_class": s.per_class,
+        "device_u_seconds": device.total, "device_pairs_seconds": device.pairs,
+        "host_bounded_u_seconds": host.total, "host_bounded_pairs_seconds": host.pairs,
+        "largest_relative_difference": worst});
+    if worst > 1e-5 {
+        anyhow::bail!(
+            "the device engine's U-Scores differ from the host's by {worst:.1e} (relative), \
+             more than the 1e-5 the device's f32 reductions allow"
+        );
+    }
+    Ok(Some((line, json)))
+}
+
 /// Runs the check.
 pub fn run(o: &Options) -> Result<()> {
     tch::set_num_threads(i32::try_from(o.threads).context("--threads is too large")?);
@@ -213,15 +259,20 @@ pub fn run(o: &Options) -> Result<()> {
         summary.push(serde_json::json!({"model": name, "input": input_for(name),
             "cuda": json(g), "cpu": json(c)}));
     }
+    let pairs = pairs_row(o).context("the class-pair row on CUDA")?;
     println!("cells: CUDA / CPU (CPU ÷ CUDA); batch {}\n", o.batch);
     print!("{table}");
+    if let Some((line, _)) = &pairs {
+        print!("{line}");
+    }
     let out = workspace_root().join("target/bench/gpu-check");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let path = out.join("summary.json");
     write_json(
         &path,
         &serde_json::json!({"cuda": cuda, "classes": o.classes, "per_class": o.per_class,
-            "batch": o.batch, "threads": o.threads, "models": summary}),
+            "batch": o.batch, "threads": o.threads, "models": summary,
+            "class_pairs": pairs.map(|(_, j)| j)}),
     )?;
     println!("\nwritten to {}", path.display());
     Ok(())

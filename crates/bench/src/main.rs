@@ -26,8 +26,13 @@
 //!   groups, a random plan verified (dead units, `onnx.checker`, ONNX Runtime on the pruned
 //!   export); writes `target/bench/onnx-coverage/summary.json` and the table in `docs/onnx.md`.
 //!
+//! - `fair-bench scale-classes` — the U-Score of ResNet-50 (random weights) at 100 to 1000
+//!   classes on synthetic data with class structure, bounded class-pair search against all
+//!   pairs (estimated from sampled units, checked bit for bit), against issue 26's goals;
+//!   writes `target/bench/scale-classes/results.json` and `table.md`.
+//!
 //! Layout: one module per benchmark (`scoring`, `compare` with its tables in `tables`,
-//! `loader`, `onnx_coverage`, `gpu_check`); the ablation is a module directory with one job
+//! `loader`, `onnx_coverage`, `scale_classes`, `gpu_check`); the ablation is a module directory with one job
 //! per file: `ablation/experiment.rs` (suspects, methods, variants, options),
 //! `ablation/runner.rs` (one network and seed measured), `ablation/results.rs` (the typed
 //! `result.json` of a seed and `summary.json`, and how a seed's runs add up),
@@ -37,7 +42,7 @@
 //! evaluate, finetune), so no bench restates the pipeline's order; plans made by the
 //! references (the authors' package, Torch-Pruning) join at `stages::apply`.
 //!
-//! `cargo xtask bench scoring|compare|ablation|loader|onnx-coverage` provisions libtorch and the reference
+//! `cargo xtask bench scoring|compare|ablation|loader|onnx-coverage|scale-classes` provisions libtorch and the reference
 //! Python, then runs this binary (`cargo run --release -p fair-bench`). The reference side
 //! runs the Python scripts in `xtask/bench/` with the Python given by `--python` or `FAIR_PRUNER_PYTHON`.
 
@@ -52,6 +57,7 @@ mod compare;
 mod gpu_check;
 mod loader;
 mod onnx_coverage;
+mod scale_classes;
 mod scoring;
 mod tables;
 
@@ -84,6 +90,10 @@ enum Command {
     /// Runtime? prunable groups? a random plan verified (dead units, onnx.checker, ONNX
     /// Runtime on the pruned export)? Table into docs/onnx.md.
     OnnxCoverage(onnx_coverage::Options),
+    /// The U-Score of ResNet-50 (random weights) at 100 to 1000 classes on synthetic data
+    /// with class structure: bounded class-pair search against all pairs (estimated from
+    /// sampled units), time profile, one forward pass, peak memory, goals of issue 26.
+    ScaleClasses(scale_classes::Options),
 }
 
 /// The workspace root (this crate lives in `crates/bench`).
@@ -105,6 +115,21 @@ pub(crate) fn reference_python(flag: Option<&Path>, what: &str) -> Result<PathBu
                  (`cargo xtask bench` does this after `cargo xtask setup`)"
             )
         })
+}
+
+/// The process's peak resident set size in KiB (Linux `VmHWM`), if known. Not
+/// `fair_testkit::peak_rss`: fair-testkit is a dev-dependency only (its docs and
+/// docs/architecture.md say so), and this binary would link its test helpers.
+pub(crate) fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the process's peak resident set size to its current one (Linux: writing 5 to
+/// `/proc/self/clear_refs`), so [`peak_rss_kib`] measures from here; false where it cannot.
+pub(crate) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// A positive integer (command-line values).
@@ -143,6 +168,7 @@ fn main() -> ExitCode {
         Command::GpuCheck(o) => gpu_check::run(o),
         Command::Loader(o) => loader::run(o),
         Command::OnnxCoverage(o) => onnx_coverage::run(o),
+        Command::ScaleClasses(o) => scale_classes::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -228,6 +254,48 @@ mod tests {
         assert!(parse(&["compare", "--alphas", "1.5"]).is_err());
         assert!(parse(&["compare", "--finetune-epochs", "0"]).is_err());
         assert!(parse(&["compare", "--speed", "1"]).is_err());
+    }
+
+    #[test]
+    fn scale_classes_and_gpu_check_options_parse() {
+        let Command::ScaleClasses(o) = parse(&["scale-classes"]).unwrap().command else {
+            panic!("scale-classes expected")
+        };
+        let rows: Vec<(usize, usize)> = o.rows.iter().map(|r| (r.classes, r.per_class)).collect();
+        assert_eq!(rows, [(100, 32), (1000, 8), (1000, 32)]);
+        assert_eq!((o.size, o.model.as_str(), o.noise), (224, "resnet50", 1.0));
+        assert_eq!(o.all_pairs_units, scale_classes::AllPairs::Units(8));
+        assert!(o.max_memory.is_none());
+        let Command::ScaleClasses(o) = parse(&[
+            "scale-classes",
+            "--rows",
+            "100x8,10x4",
+            "--size",
+            "64",
+            "--all-pairs-units",
+            "all",
+            "--max-memory",
+            "6GiB",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("scale-classes expected")
+        };
+        assert_eq!((o.rows.len(), o.rows[1].classes, o.size), (2, 10, 64));
+        assert_eq!(o.all_pairs_units, scale_classes::AllPairs::Full);
+        assert_eq!(o.max_memory.map(|b| b.0), Some(6 << 30));
+        assert!(parse(&["scale-classes", "--rows", "100"]).is_err());
+        assert!(parse(&["scale-classes", "--all-pairs-units", "0"]).is_err());
+        assert!(parse(&["scale-classes", "--python", "/p"]).is_err());
+        let Command::GpuCheck(o) = parse(&["gpu-check"]).unwrap().command else {
+            panic!("gpu-check expected")
+        };
+        assert_eq!(
+            (o.pairs_row.classes, o.pairs_row.per_class, o.pairs_size),
+            (100, 8, 64)
+        );
+        assert!(parse(&["gpu-check", "--pairs-row", "1x8"]).is_err());
     }
 
     #[test]

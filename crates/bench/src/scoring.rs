@@ -11,7 +11,7 @@ use fair_pipeline::DrawSettings;
 use fair_runtime::Model;
 use fair_scoring::{Calibration, Progress, Registry, ScoringSettings};
 
-use crate::{positive, read_json, reference_python, workspace_root, write_json};
+use crate::{peak_rss_kib, positive, read_json, reference_python, workspace_root, write_json};
 
 /// The zoo model both sides score.
 const MODEL: &str = "vgg16_bn_cifar";
@@ -57,15 +57,6 @@ pub(crate) fn scoring_settings(per_class: usize) -> ScoringSettings {
     s.r.seed = draw.seed;
     s.seed = draw.seed;
     s
-}
-
-/// The process's peak resident set size (Linux `VmHWM`), if known. Not
-/// `fair_testkit::peak_rss`: fair-testkit is a dev-dependency only (its docs and
-/// docs/architecture.md say so), and this binary would link its test helpers.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Our side: loads the reference's weights and samples from `out`, scores U and R, writes

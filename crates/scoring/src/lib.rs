@@ -60,8 +60,8 @@ pub use progress::Progress;
 pub use r_score::{RMode, RScoreMemory, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
-    BnDrift, ConvDistance, Engine, MAX_PROJECTIONS, PairSearch, UScoreSettings, Wasserstein,
-    u_scores,
+    BnDrift, ConvDistance, Engine, LayerPairCheck, MAX_PROJECTIONS, PairCheck, PairCounts,
+    PairSearch, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_scores, u_scores_measured,
 };
 
 /// The README's examples, compiled as doctests.

@@ -339,7 +339,168 @@ pub fn u_scores(
     settings: &UScoreSettings,
     progress: Progress,
 ) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
+    let run = u_scores_measured(model, layers, data, settings, progress, None)?;
+    Ok((run.scores, run.notes))
+}
+
+/// A check of the host engine's pair search against every pair, made on the same per-class
+/// summaries in the same run (see [`u_scores_measured`]): on `units_per_layer` units of
+/// each layer, drawn with `seed` (every unit of a layer with fewer), the maximum over all
+/// pairs is computed too, timed, and compared bit for bit with the score the search gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairCheck {
+    /// Units checked per layer (at least 1).
+    pub units_per_layer: usize,
+    /// Seed of the units' draw.
+    pub seed: u64,
+}
+
+/// What a [`PairCheck`] found on one layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LayerPairCheck {
+    /// Units of the layer.
+    pub units: usize,
+    /// Units whose maximum over all pairs was computed (0 on the device engine, which
+    /// always compares every pair).
+    pub checked: usize,
+    /// Checked units whose score differs from the all-pairs maximum in any bit.
+    pub mismatches: usize,
+    /// Wall seconds of the all-pairs maxima of the checked units (in parallel over units,
+    /// as the search itself runs).
+    pub all_pairs_seconds: f64,
+}
+
+impl LayerPairCheck {
+    /// The all-pairs seconds scaled from the checked units to all units of the layer (0
+    /// when none was checked).
+    pub fn all_pairs_seconds_estimate(&self) -> f64 {
+        if self.checked == 0 {
+            0.0
+        } else {
+            self.all_pairs_seconds * self.units as f64 / self.checked as f64
+        }
+    }
+}
+
+/// Where a U-Score run spent its wall time, in seconds (logged at info level by every run,
+/// returned by [`u_scores_measured`]). A [`PairCheck`]'s time is in none of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeProfile {
+    /// Forward passes of the first memory pass (every class once).
+    pub forward: f64,
+    /// Forward passes that later memory passes repeat.
+    pub forward_again: f64,
+    /// Projections onto the random directions (or pooling).
+    pub projections: f64,
+    /// Sorting the projections (and, on the host engine, copying them to the CPU).
+    pub sorting: f64,
+    /// Class-pair distances.
+    pub pairs: f64,
+    /// The whole run.
+    pub total: f64,
+}
+
+impl TimeProfile {
+    /// The time not in the parts above (data selection, copies, finiteness checks).
+    pub fn other(&self) -> f64 {
+        self.total
+            - self.forward
+            - self.forward_again
+            - self.projections
+            - self.sorting
+            - self.pairs
+    }
+
+    /// The time of the run without its forward passes (first and repeated).
+    pub fn without_forward(&self) -> f64 {
+        self.total - self.forward - self.forward_again
+    }
+
+    fn add(&mut self, o: &TimeProfile) {
+        self.forward += o.forward;
+        self.forward_again += o.forward_again;
+        self.projections += o.projections;
+        self.sorting += o.sorting;
+        self.pairs += o.pairs;
+        self.total += o.total;
+    }
+}
+
+/// Class pairs of the host engine's units, summed over units (see [`PairMax`]; all zero
+/// on the device engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairCounts {
+    /// Class pairs of all units.
+    pub total: u64,
+    /// Pairs computed in full by the exact kernel.
+    pub evaluated: u64,
+    /// Pairs that reached the f32 screening pass.
+    pub screened: u64,
+    /// Pairs whose row-level bound was computed.
+    pub bounded: u64,
+    /// Why some unit's bounded search compared every pair, if one did.
+    pub fallback: Option<fair_stats::PairFallback>,
+}
+
+impl PairCounts {
+    fn add(&mut self, m: &PairMax) {
+        self.total += m.pairs_total;
+        self.evaluated += m.pairs_evaluated;
+        self.screened += m.pairs_screened;
+        self.bounded += m.pairs_bounded;
+        self.fallback = self.fallback.or(m.fallback);
+    }
+
+    fn merge(&mut self, o: &PairCounts) {
+        self.total += o.total;
+        self.evaluated += o.evaluated;
+        self.screened += o.screened;
+        self.bounded += o.bounded;
+        self.fallback = self.fallback.or(o.fallback);
+    }
+
+    /// The share of pairs computed in full (`NaN` without pairs).
+    pub fn fraction_evaluated(&self) -> f64 {
+        self.evaluated as f64 / self.total as f64
+    }
+}
+
+/// A U-Score run with what it measured (see [`u_scores_measured`]).
+#[derive(Debug, Clone, Default)]
+pub struct UScoreRun {
+    /// One score vector per layer, in order (as [`u_scores`] returns).
+    pub scores: Vec<Vec<f64>>,
+    /// Notes (as [`u_scores`] returns).
+    pub notes: Vec<String>,
+    /// Where the wall time went.
+    pub profile: TimeProfile,
+    /// The class pairs of the host engine's search.
+    pub pairs: PairCounts,
+    /// One entry per layer when a [`PairCheck`] was asked for, else empty.
+    pub check: Vec<LayerPairCheck>,
+    /// Memory passes (forward passes over the calibration set; summed over layers with
+    /// [`UScoreSettings::bn_drift`]).
+    pub passes: usize,
+}
+
+/// [`u_scores`] with its time profile, its class-pair counts and, with `check`, the
+/// search checked against every pair on sampled units (for benchmarks: the scores are those
+/// of [`u_scores`]).
+pub fn u_scores_measured(
+    model: &Model,
+    layers: &[PrunableLayer],
+    data: &Calibration,
+    settings: &UScoreSettings,
+    progress: Progress,
+    check: Option<PairCheck>,
+) -> Result<UScoreRun, ScoringError> {
     settings.check()?;
+    if check.is_some_and(|c| c.units_per_layer == 0) {
+        return Err(ScoringError::Setting {
+            name: "pair-check units",
+            detail: "must be at least 1".into(),
+        });
+    }
     // Without BatchNorm there is nothing to drift: one ordinary pass gives the same scores.
     let has_batch_norm = model
         .graph()
@@ -347,14 +508,14 @@ pub fn u_scores(
         .iter()
         .any(|n| n.op.role() == fair_ir::Role::Normalization);
     let Some(drift) = settings.bn_drift.filter(|_| has_batch_norm) else {
-        return scores_of(model, layers, 0, data, settings, progress, 1);
+        return scores_of(model, layers, 0, data, settings, progress, 1, check);
     };
     let drifting = copy_model(model)?;
-    let (mut scores, mut notes) = (Vec::with_capacity(layers.len()), Vec::new());
+    let mut run = UScoreRun::default();
     for (i, layer) in layers.iter().enumerate() {
         drift_pass(&drifting, data, drift.batch_size)?;
         // Two copies of the parameters are held: the model's and the drifting one.
-        let (mut s, n) = scores_of(
+        let mut one = scores_of(
             &drifting,
             std::slice::from_ref(layer),
             i,
@@ -362,15 +523,38 @@ pub fn u_scores(
             settings,
             progress,
             2,
+            check,
         )?;
-        scores.push(s.remove(0));
-        for note in n {
-            if !notes.contains(&note) {
-                notes.push(note);
+        run.scores.push(one.scores.remove(0));
+        for note in one.notes {
+            if !run.notes.contains(&note) {
+                run.notes.push(note);
             }
         }
+        run.profile.add(&one.profile);
+        run.pairs.merge(&one.pairs);
+        run.check.append(&mut one.check);
+        run.passes += one.passes;
     }
-    Ok((scores, notes))
+    Ok(run)
+}
+
+/// The units of each layer a [`PairCheck`] checks (ascending), drawn with its seed and the
+/// layer's index among all prunable layers (`first + i`).
+fn check_units(check: &PairCheck, layers: &[PrunableLayer], first: usize) -> Vec<Vec<usize>> {
+    use rand::SeedableRng;
+    use rand::seq::index::sample;
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(layer_seed(check.seed, first + i));
+            let mut units =
+                sample(&mut rng, l.units, check.units_per_layer.min(l.units)).into_vec();
+            units.sort_unstable();
+            units
+        })
+        .collect()
 }
 
 /// A copy of `model` (same graph, device and tensors) whose statistics can move freely.
@@ -400,7 +584,8 @@ fn drift_pass(model: &Model, data: &Calibration, batch_size: usize) -> Result<()
 /// U-Scores of `layers`, the first of which is the model's prunable layer number `first`
 /// (it seeds the projection directions, so a layer scored alone gets the directions it gets
 /// among all). `copies` is how many copies of the parameters are held (for the memory
-/// bound).
+/// bound). With `check`, the search is checked against every pair on sampled units.
+#[allow(clippy::too_many_arguments)]
 fn scores_of(
     model: &Model,
     layers: &[PrunableLayer],
@@ -409,7 +594,8 @@ fn scores_of(
     settings: &UScoreSettings,
     progress: Progress,
     copies: u64,
-) -> Result<(Vec<Vec<f64>>, Vec<String>), ScoringError> {
+    check: Option<PairCheck>,
+) -> Result<UScoreRun, ScoringError> {
     let (classes, mut notes) = data.class_samples(
         settings.max_classes,
         settings.samples_per_class,
@@ -491,7 +677,16 @@ fn scores_of(
     let started = std::time::Instant::now();
     let mut distance_seconds = 0.0;
     let search = settings.pair_search.into();
-    let mut pairs = PairTally::default();
+    let mut pairs = PairCounts::default();
+    let checked_units = check.map(|c| check_units(&c, layers, first));
+    let mut checks: Vec<LayerPairCheck> = layers
+        .iter()
+        .map(|l| LayerPairCheck {
+            units: l.units,
+            ..LayerPairCheck::default()
+        })
+        .collect();
+    let mut check_seconds = 0.0;
     let bar = progress.bar(
         classes.len() * plan.chunks.len(),
         "U-Score: forward per class",
@@ -575,13 +770,24 @@ fn scores_of(
             } else {
                 slice_scores(slice, per_class, method, search, &mut pairs)
             };
+            if let (Some(chosen), false) = (&checked_units, on_device) {
+                let clock = std::time::Instant::now();
+                let c = &mut checks[slice.layer];
+                let (n, bad) = check_slice(slice, per_class, method, &chosen[slice.layer], &u);
+                let seconds = clock.elapsed().as_secs_f64();
+                c.checked += n;
+                c.mismatches += bad;
+                c.all_pairs_seconds += seconds;
+                check_seconds += seconds;
+            }
             scores[slice.layer][slice.units.clone()].copy_from_slice(&u);
         }
         distance_seconds += d.elapsed().as_secs_f64();
     }
     bar.finish_and_clear();
+    distance_seconds -= check_seconds;
     time.pairs = distance_seconds;
-    time.total = started.elapsed().as_secs_f64();
+    time.total = started.elapsed().as_secs_f64() - check_seconds;
     tracing::info!(
         total = time.total,
         forward = time.forward,
@@ -596,7 +802,7 @@ fn scores_of(
          CUDA the device work is asynchronous, so its time lands where it is next waited for)"
     );
     tracing::info!(
-        seconds = started.elapsed().as_secs_f64() - distance_seconds,
+        seconds = time.total - distance_seconds,
         passes = plan.chunks.len(),
         "U-Score: forward passes and per-class summaries"
     );
@@ -618,56 +824,43 @@ fn scores_of(
              the scores are those of `pair-search all`"
         ));
     }
-    Ok((scores, notes))
+    Ok(UScoreRun {
+        scores,
+        notes,
+        profile: time,
+        pairs,
+        check: if check.is_some() { checks } else { Vec::new() },
+        passes: plan.chunks.len(),
+    })
 }
 
-/// Where a U-Score run spends its wall time, in seconds.
-#[derive(Debug, Default)]
-struct TimeProfile {
-    /// Forward passes of the first memory pass (every class once).
-    forward: f64,
-    /// Forward passes that later memory passes repeat.
-    forward_again: f64,
-    /// Projections onto the random directions (or pooling).
-    projections: f64,
-    /// Sorting the projections (and, on the host engine, copying them to the CPU).
-    sorting: f64,
-    /// Class-pair distances.
-    pairs: f64,
-    /// The whole run.
-    total: f64,
-}
-
-impl TimeProfile {
-    /// The time not in the parts above (data selection, copies, finiteness checks).
-    fn other(&self) -> f64 {
-        self.total
-            - self.forward
-            - self.forward_again
-            - self.projections
-            - self.sorting
-            - self.pairs
-    }
-}
-
-/// Class pairs of the host engine's units, summed (see [`PairMax`]).
-#[derive(Debug, Default)]
-struct PairTally {
-    total: u64,
-    evaluated: u64,
-    screened: u64,
-    bounded: u64,
-    fallback: Option<fair_stats::PairFallback>,
-}
-
-impl PairTally {
-    fn add(&mut self, m: &PairMax) {
-        self.total += m.pairs_total;
-        self.evaluated += m.pairs_evaluated;
-        self.screened += m.pairs_screened;
-        self.bounded += m.pairs_bounded;
-        self.fallback = self.fallback.or(m.fallback);
-    }
+/// The maximum over all pairs of the units of `chosen` (a layer's checked units) that lie
+/// in `slice`, in parallel over units, compared bit for bit with `found` (the slice's
+/// scores). Returns (units checked, mismatches).
+fn check_slice(
+    slice: &Slice,
+    per_class: &[Summary],
+    method: W1,
+    chosen: &[usize],
+    found: &[f64],
+) -> (usize, usize) {
+    let units: Vec<usize> = chosen
+        .iter()
+        .filter(|u| slice.units.contains(u))
+        .map(|u| u - slice.units.start)
+        .collect();
+    let mismatches = units
+        .par_iter()
+        .filter(|&&unit| {
+            let views: Vec<_> = per_class
+                .iter()
+                .map(|s| s.index_axis(Axis(0), unit))
+                .collect();
+            let all = max_pair_distance(&views, method, fair_stats::PairSearch::All);
+            all.value.to_bits() != found[unit].to_bits()
+        })
+        .count();
+    (units.len(), mismatches)
 }
 
 /// The U-Score of every unit of `slice`: the largest distance over class pairs, from the
@@ -678,7 +871,7 @@ fn slice_scores(
     per_class: &[Summary],
     method: W1,
     search: fair_stats::PairSearch,
-    tally: &mut PairTally,
+    tally: &mut PairCounts,
 ) -> Vec<f64> {
     let found: Vec<PairMax> = (0..slice.units.len())
         .into_par_iter()
@@ -750,8 +943,8 @@ mod tests {
             layer: 0,
             units: 0..3,
         };
-        let mut all = PairTally::default();
-        let mut bounded = PairTally::default();
+        let mut all = PairCounts::default();
+        let mut bounded = PairCounts::default();
         let a = slice_scores(
             &slice,
             &per_class,
@@ -773,6 +966,48 @@ mod tests {
         assert_eq!(bounded.total, 3 * 435);
         assert!(bounded.evaluated < 100, "{bounded:?}");
         assert_eq!(bounded.fallback, None);
+
+        // The check compares the chosen units of the slice (here units 1 and 2 of a layer
+        // whose units 0..3 sit at 10..13) bit for bit with the scores given.
+        let later = Slice {
+            layer: 0,
+            units: 10..13,
+        };
+        assert_eq!(
+            check_slice(&later, &per_class, W1::Exact, &[0, 11, 12, 20], &b),
+            (2, 0)
+        );
+        let mut off = b.clone();
+        off[2] = f64::from_bits(off[2].to_bits() + 1);
+        assert_eq!(
+            check_slice(&later, &per_class, W1::Exact, &[11, 12], &off),
+            (2, 1)
+        );
+        assert_eq!(
+            check_slice(&slice, &per_class, W1::Exact, &[5], &off),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn checked_units_are_distinct_sorted_and_seeded() {
+        let layer = |units| PrunableLayer {
+            name: "conv".into(),
+            units,
+            conv: true,
+            analysis: "conv".into(),
+        };
+        let layers = [layer(100), layer(3)];
+        let c = PairCheck {
+            units_per_layer: 8,
+            seed: 5,
+        };
+        let u = check_units(&c, &layers, 0);
+        assert_eq!(u[0].len(), 8);
+        assert!(u[0].windows(2).all(|w| w[0] < w[1]) && u[0][7] < 100);
+        assert_eq!(u[1], [0, 1, 2]);
+        assert_eq!(check_units(&c, &layers, 0), u);
+        assert_ne!(check_units(&c, &layers, 1)[0], u[0]);
     }
 
     #[test]

@@ -1,0 +1,649 @@
+//! `fair-bench scale-classes`: the U-Score of ResNet-50 (random weights, fixed seed) at
+//! hundreds to a thousand classes (issue 26), with the bounded class-pair search and with
+//! every pair; wall time, the U-Score's own time profile, one forward pass over the
+//! calibration set for comparison, peak resident memory and the share of pairs computed in
+//! full, against the issue's goals.
+//!
+//! The calibration data is synthetic and has class structure, generated in memory: class k
+//! has its own pattern image `P_k` (every value N(0, 1), seeded), and each of its samples is
+//! `P_k + σ·ε` with ε N(0, 1) per value, σ = `--noise` (relative to the pattern's standard
+//! deviation of 1). With σ = 1 (the default) a sample lies about `σ·√D` from its pattern
+//! and patterns lie about `√(2D)` apart (D values per image), so every sample is nearest to
+//! its own pattern, while a unit of the network sees classes that overlap.
+//!
+//! All pairs are estimated unless `--all-pairs-units all`: in the bounded run, on N units of
+//! each layer drawn with the seed, the maximum over every pair is computed on the same
+//! summaries, timed, and compared bit for bit with the bounded score
+//! ([`fair_scoring::PairCheck`]); the all-pairs row scales each layer's time by its units
+//! over N and takes the rest of the profile from the bounded run. A mismatch is an error.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use fair_runtime::{Mode, Model};
+use fair_scoring::{
+    ByteSize, Calibration, Engine, PairCheck, PairSearch, Progress, TimeProfile, UScoreRun,
+    UScoreSettings, prunable_layers, u_scores_measured,
+};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::scoring::scoring_settings;
+use crate::{peak_rss_kib, positive, reset_peak_rss, workspace_root};
+
+/// A row of the benchmark: classes × samples per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Size {
+    /// Classes (of the model and of the data).
+    pub classes: usize,
+    /// Calibration samples per class.
+    pub per_class: usize,
+}
+
+pub(crate) fn size(text: &str) -> Result<Size, String> {
+    let (k, n) = text
+        .trim()
+        .split_once(['x', '×'])
+        .ok_or_else(|| format!("expected CLASSESxSAMPLES (e.g. 100x32), found {text}"))?;
+    let (classes, per_class) = (positive(k)?, positive(n)?);
+    if classes < 2 {
+        return Err(format!(
+            "the U-Score compares classes: needs at least 2, found {text}"
+        ));
+    }
+    Ok(Size { classes, per_class })
+}
+
+/// How the all-pairs row is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllPairs {
+    /// Estimated from this many units per layer, checked in the bounded run.
+    Units(usize),
+    /// A second U-Score run with every pair (every unit compared).
+    Full,
+}
+
+fn all_pairs(text: &str) -> Result<AllPairs, String> {
+    if text.trim() == "all" {
+        Ok(AllPairs::Full)
+    } else {
+        positive(text).map(AllPairs::Units)
+    }
+}
+
+/// Settings of the scale-classes benchmark.
+#[derive(Debug, Args)]
+#[command(
+    args_override_self = true,
+    after_help = "Synthetic data with class structure, generated in memory (no files): class k \
+    has its own pattern image P_k, every value N(0, 1) (seeded); each sample is \
+    P_k + NOISE · N(0, 1) per value. With NOISE = 1 a sample lies about √D from its pattern \
+    and patterns about √(2D) apart (D values per image). The calibration set is held in \
+    memory: 4 · classes · samples · 3 · SIZE² bytes (1000 × 32 at 224²: 19 GB)."
+)]
+pub struct Options {
+    /// Rows, comma-separated CLASSESxSAMPLES.
+    #[arg(long, value_delimiter = ',', value_parser = size, default_value = "100x32,1000x8,1000x32")]
+    pub rows: Vec<Size>,
+    /// Image side (inputs 3 × SIZE × SIZE).
+    #[arg(long, default_value_t = 224, value_parser = positive)]
+    pub size: usize,
+    /// Zoo model.
+    #[arg(long, default_value = "resnet50")]
+    pub model: String,
+    /// Within-class noise σ relative to the patterns' standard deviation (1).
+    #[arg(long, default_value_t = 1.0, value_parser = noise)]
+    pub noise: f64,
+    /// All pairs from N units per layer (timed, scaled by the unit count, compared bit for
+    /// bit with the bounded scores), or `all` for a full second run.
+    #[arg(long, default_value = "8", value_parser = all_pairs)]
+    pub all_pairs_units: AllPairs,
+    /// Memory bound of the U-Score (e.g. 8GiB) [default: as `fair-pruner score`, 80% of the
+    /// available memory].
+    #[arg(long)]
+    pub max_memory: Option<ByteSize>,
+    /// Seed of the weights, the patterns, the noise and the checked units.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// libtorch CPU threads.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    pub threads: usize,
+    /// Where results.json and table.md go [default: target/bench/scale-classes].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+fn noise(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number ≥ 0, found {text}")),
+    }
+}
+
+/// The synthetic calibration set of `s` at 3 × `side`²: `(patterns [K, 3, side, side],
+/// calibration)`, sample i of class i / n.
+pub(crate) fn synthetic(
+    s: Size,
+    side: usize,
+    noise: f64,
+    seed: u64,
+) -> Result<(Tensor, Calibration)> {
+    tch::manual_seed(seed as i64);
+    let side = side as i64;
+    let (k, n) = (s.classes as i64, s.per_class as i64);
+    let patterns = Tensor::randn([k, 3, side, side], (Kind::Float, Device::Cpu));
+    let mut images = patterns.repeat_interleave_self_int(n, 0, None);
+    let _ = images.g_add_(&(Tensor::randn_like(&images) * noise));
+    let labels =
+        Tensor::arange(k, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(n, 0, None);
+    let description = format!(
+        "synthetic: {k} class patterns N(0, 1) + {noise} · N(0, 1), {n} per class, 3×{side}², seed {seed}"
+    );
+    Ok((patterns, Calibration::new(images, &labels, description)?))
+}
+
+/// One measured (or estimated) row.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Measured {
+    size: Size,
+    /// `bounded` or `all`.
+    search: String,
+    /// Derived from sampled units (all pairs), not run.
+    estimated: bool,
+    /// The whole U-Score, seconds.
+    u_seconds: f64,
+    /// Its forward passes (first and repeated by later memory passes).
+    forward_seconds: f64,
+    /// The part of `forward_seconds` repeated by later memory passes.
+    forward_repeated_seconds: f64,
+    /// Memory passes of the U-Score.
+    passes: usize,
+    projections_seconds: f64,
+    sorting_seconds: f64,
+    pairs_seconds: f64,
+    other_seconds: f64,
+    /// One plain forward pass over the calibration set (eval mode, same batch size).
+    one_forward_seconds: f64,
+    peak_rss_mib: Option<f64>,
+    pairs_total: u64,
+    pairs_evaluated: u64,
+    /// Units whose bounded score was compared with all pairs, and how many differed.
+    units_checked: usize,
+    units_total: usize,
+    mismatches: usize,
+}
+
+impl Measured {
+    fn without_forward(&self) -> f64 {
+        self.u_seconds - self.forward_seconds
+    }
+
+    fn fraction(&self) -> f64 {
+        self.pairs_evaluated as f64 / self.pairs_total as f64
+    }
+
+    /// The issue's goals that apply to this row (at 224², 2 cores): `(goal, met)`.
+    fn goals(&self) -> Vec<(String, bool)> {
+        let mut g = Vec::new();
+        let minutes = |m: f64| (format!("≤ {m} min"), self.u_seconds <= m * 60.0);
+        match (self.size.classes, self.size.per_class) {
+            (100, 32) => g.push(minutes(10.0)),
+            (1000, 8) => g.push(minutes(30.0)),
+            _ => {}
+        }
+        g.push((
+            "U without forward ≤ 1 forward".into(),
+            self.without_forward() <= self.one_forward_seconds,
+        ));
+        g
+    }
+}
+
+fn from_run(
+    size: Size,
+    search: PairSearch,
+    run: &UScoreRun,
+    one_forward: f64,
+    peak: Option<f64>,
+) -> Measured {
+    let p = &run.profile;
+    Measured {
+        size,
+        search: search.to_string(),
+        estimated: false,
+        u_seconds: p.total,
+        forward_seconds: p.forward + p.forward_again,
+        forward_repeated_seconds: p.forward_again,
+        passes: run.passes,
+        projections_seconds: p.projections,
+        sorting_seconds: p.sorting,
+        pairs_seconds: p.pairs,
+        other_seconds: p.other(),
+        one_forward_seconds: one_forward,
+        peak_rss_mib: peak,
+        pairs_total: run.pairs.total,
+        pairs_evaluated: run.pairs.evaluated,
+        units_checked: run.check.iter().map(|c| c.checked).sum(),
+        units_total: run.scores.iter().map(Vec::len).sum(),
+        mismatches: run.check.iter().map(|c| c.mismatches).sum(),
+    }
+}
+
+/// The all-pairs row estimated from the bounded run's check: its pair time scaled per
+/// layer, the rest of its profile as measured.
+fn estimated_all(bounded: &Measured, run: &UScoreRun) -> Measured {
+    let pairs: f64 = run
+        .check
+        .iter()
+        .map(|c| c.all_pairs_seconds_estimate())
+        .sum();
+    Measured {
+        search: PairSearch::All.to_string(),
+        estimated: true,
+        u_seconds: bounded.u_seconds - bounded.pairs_seconds + pairs,
+        pairs_seconds: pairs,
+        peak_rss_mib: None,
+        pairs_evaluated: bounded.pairs_total,
+        ..bounded.clone()
+    }
+}
+
+/// The U-Score settings of a row: `fair-pruner score --criteria u --samples-per-class n`
+/// with every class compared, the given search, memory bound and engine.
+pub(crate) fn settings(
+    s: Size,
+    search: PairSearch,
+    max_memory: Option<ByteSize>,
+    engine: Engine,
+) -> UScoreSettings {
+    let mut u = scoring_settings(s.per_class).u;
+    u.max_classes = s.classes;
+    u.pair_search = search;
+    u.max_memory = max_memory.or_else(fair_scoring::default_max_memory);
+    u.engine = engine;
+    u
+}
+
+/// Seconds of one eval-mode forward pass over `data` in batches of `batch`.
+pub(crate) fn one_forward(model: &Model, data: &Calibration, batch: usize) -> Result<f64> {
+    let device = model.device();
+    let clock = Instant::now();
+    for (x, _) in data.batches(batch) {
+        let y = tch::no_grad(|| model.forward(&x.to_device(device), Mode::Eval))?;
+        if let Device::Cuda(i) = device {
+            drop(y);
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+    Ok(clock.elapsed().as_secs_f64())
+}
+
+/// The U-Score of `model` on `data` with `u`, peak resident memory measured from here
+/// (MiB; `None` where the peak cannot be reset or read).
+pub(crate) fn measure(
+    model: &Model,
+    data: &Calibration,
+    u: &UScoreSettings,
+    check: Option<PairCheck>,
+) -> Result<(UScoreRun, Option<f64>)> {
+    let reset = reset_peak_rss();
+    let layers = prunable_layers(model.graph(), u.analysis_point);
+    let run = u_scores_measured(model, &layers, data, u, Progress::QUIET, check)?;
+    let peak = peak_rss_kib().filter(|_| reset).map(|k| k as f64 / 1024.0);
+    Ok((run, peak))
+}
+
+/// Runs the rows of `o`: (measured rows, total bits compared, mismatches).
+pub(crate) fn rows(o: &Options) -> Result<Vec<Measured>> {
+    let mut out = Vec::new();
+    for &s in &o.rows {
+        eprintln!(
+            "scale-classes: {} at 3×{}², {} classes × {} samples …",
+            o.model, o.size, s.classes, s.per_class
+        );
+        let (_, data) = synthetic(s, o.size, o.noise, o.seed)?;
+        let graph = fair_zoo::build(&o.model, &[3, o.size, o.size], s.classes)?;
+        let model = Model::new(graph, Device::Cpu, o.seed)?;
+        let bounded = settings(s, PairSearch::Bounded, o.max_memory, Engine::Host);
+        let forward = one_forward(&model, &data, bounded.batch_size)?;
+        let check = match o.all_pairs_units {
+            AllPairs::Units(n) => Some(PairCheck {
+                units_per_layer: n,
+                seed: o.seed,
+            }),
+            AllPairs::Full => None,
+        };
+        let (run, peak) = measure(&model, &data, &bounded, check)?;
+        let b = from_run(s, PairSearch::Bounded, &run, forward, peak);
+        eprintln!("  bounded: {:.1} s", b.u_seconds);
+        let a = match o.all_pairs_units {
+            AllPairs::Units(_) => estimated_all(&b, &run),
+            AllPairs::Full => {
+                let all = settings(s, PairSearch::All, o.max_memory, Engine::Host);
+                let (full, peak) = measure(&model, &data, &all, None)?;
+                let mut a = from_run(s, PairSearch::All, &full, forward, peak);
+                let (checked, bad) = compare(&run.scores, &full.scores);
+                a.units_checked = checked;
+                a.mismatches = bad;
+                a
+            }
+        };
+        eprintln!(
+            "  all: {:.1} s{}",
+            a.u_seconds,
+            if a.estimated { " (estimated)" } else { "" }
+        );
+        out.push(b);
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// Units compared and those whose scores differ in any bit.
+fn compare(a: &[Vec<f64>], b: &[Vec<f64>]) -> (usize, usize) {
+    let mut n = 0;
+    let mut bad = 0;
+    for (x, y) in a.iter().zip(b) {
+        for (p, q) in x.iter().zip(y) {
+            n += 1;
+            bad += usize::from(p.to_bits() != q.to_bits());
+        }
+    }
+    (n, bad)
+}
+
+fn mib(m: Option<f64>) -> String {
+    m.map_or("as bounded (same summaries)".into(), |m| {
+        format!("{:.2} GiB", m / 1024.0)
+    })
+}
+
+/// The Markdown table of `rows` measured at 3 × `side`².
+pub(crate) fn table(rows: &[Measured], side: usize) -> String {
+    let mut t = format!(
+        "Image size 3×{side}²; seconds of wall time; \"U w/o forward\" is the U-Score without \
+         its forward passes; \"1 forward\" is one plain forward pass over the calibration set. \
+         Goals of issue 26 (2 CPU cores, 224²).\n\n\
+         | classes × samples | pair search | U-Score | forward (of it repeated; passes) | \
+         projections | sorting | pairs | other | U w/o forward | 1 forward | peak RSS | \
+         pairs evaluated | units checked (mismatches) | goals |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    );
+    for r in rows {
+        let est = if r.estimated { " (estimated)" } else { "" };
+        let goals: Vec<String> = r
+            .goals()
+            .into_iter()
+            .map(|(g, met)| format!("{g}: {}", if met { "met" } else { "missed" }))
+            .collect();
+        let checked = if r.units_checked == 0 {
+            "–".to_string()
+        } else {
+            format!(
+                "{} of {} ({})",
+                r.units_checked, r.units_total, r.mismatches
+            )
+        };
+        let _ = writeln!(
+            t,
+            "| {} × {} | `{}`{est} | {:.1}{est} | {:.1} ({:.1}; {}) | {:.1} | {:.1} | \
+             {:.1}{est} | {:.1} | {:.1}{est} | {:.1} | {} | {:.4}% of {} | {checked} | {} |",
+            r.size.classes,
+            r.size.per_class,
+            r.search,
+            r.u_seconds,
+            r.forward_seconds,
+            r.forward_repeated_seconds,
+            r.passes,
+            r.projections_seconds,
+            r.sorting_seconds,
+            r.pairs_seconds,
+            r.other_seconds,
+            r.without_forward(),
+            r.one_forward_seconds,
+            mib(r.peak_rss_mib),
+            100.0 * r.fraction(),
+            r.pairs_total,
+            goals.join("; "),
+        );
+    }
+    t
+}
+
+/// Runs the benchmark.
+pub fn run(o: &Options) -> Result<()> {
+    tch::set_num_threads(i32::try_from(o.threads).context("--threads is too large")?);
+    let measured = rows(o)?;
+    let table = table(&measured, o.size);
+    println!("{table}");
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/bench/scale-classes"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    crate::write_json(
+        &out.join("results.json"),
+        &serde_json::json!({
+            "model": o.model, "size": o.size, "noise": o.noise, "seed": o.seed,
+            "threads": o.threads, "command": command, "rows": measured,
+        }),
+    )?;
+    fair_fs::write_atomic(&out.join("table.md"), table.as_bytes())?;
+    println!("written to {}", out.display());
+    let bad: usize = measured.iter().map(|m| m.mismatches).sum();
+    if bad > 0 {
+        bail!("{bad} unit(s) scored differently by the bounded search and by all pairs");
+    }
+    Ok(())
+}
+
+/// Reused by `gpu-check`: the bounded U-Score of `model` on `data` on the host and with the
+/// device engine, `(host, device, largest relative difference)`.
+pub(crate) fn host_and_device(
+    model: &Model,
+    data: &Calibration,
+    s: Size,
+) -> Result<(TimeProfile, TimeProfile, f64)> {
+    let host = settings(s, PairSearch::Bounded, None, Engine::Host);
+    let device = settings(s, PairSearch::Bounded, None, Engine::Device);
+    let (h, _) = measure(model, data, &host, None)?;
+    let (d, _) = measure(model, data, &device, None)?;
+    let mut worst = 0.0f64;
+    for (x, y) in h.scores.iter().flatten().zip(d.scores.iter().flatten()) {
+        worst = worst.max((x - y).abs() / x.abs().max(f64::MIN_POSITIVE));
+    }
+    Ok((h.profile, d.profile, worst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_all_pairs_parse() {
+        assert_eq!(
+            size("100x32").unwrap(),
+            Size {
+                classes: 100,
+                per_class: 32
+            }
+        );
+        assert_eq!(size(" 1000×8").unwrap().classes, 1000);
+        assert!(size("1x8").is_err());
+        assert!(size("100").is_err());
+        assert!(size("100x0").is_err());
+        assert_eq!(all_pairs("all").unwrap(), AllPairs::Full);
+        assert_eq!(all_pairs("16").unwrap(), AllPairs::Units(16));
+        assert!(all_pairs("0").is_err());
+        assert!(noise("-1").is_err());
+    }
+
+    #[test]
+    fn the_synthetic_data_has_class_structure() {
+        let s = Size {
+            classes: 10,
+            per_class: 4,
+        };
+        let (patterns, data) = synthetic(s, 16, 1.0, 3).unwrap();
+        let (x, y) = data.tensors();
+        assert_eq!(x.size(), [40, 3, 16, 16]);
+        let x = x.view([40, -1]);
+        let p = patterns.view([10, -1]);
+        let d = 768.0f64;
+        // Smallest distance between two patterns, largest distance of a sample from its own.
+        let between = Tensor::cdist(&p, &p, 2.0, None::<i64>)
+            + Tensor::eye(10, (Kind::Float, Device::Cpu)) * 1e9;
+        let between = between.min().double_value(&[]);
+        let own = (&x - p.index_select(0, &y)).norm().double_value(&[]);
+        let own_largest = (&x - p.index_select(0, &y))
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .sqrt()
+            .max()
+            .double_value(&[]);
+        assert!(between > own_largest, "{between} vs {own_largest}");
+        // Near √(2D) between patterns, √D within a class (σ = 1).
+        assert!((between / (2.0 * d).sqrt() - 1.0).abs() < 0.2, "{between}");
+        assert!((own / (40.0 * d).sqrt() - 1.0).abs() < 0.05, "{own}");
+        // Every sample is nearest to its own class's pattern.
+        let nearest = Tensor::cdist(&x, &p, 2.0, None::<i64>).argmin(1, false);
+        assert_eq!(
+            Vec::<i64>::try_from(nearest).unwrap(),
+            Vec::<i64>::try_from(&y).unwrap()
+        );
+        // Labels in blocks of n.
+        let labels = Vec::<i64>::try_from(&y).unwrap();
+        assert_eq!(&labels[..5], &[0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_tiny_run_checks_every_unit_and_tables_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Options {
+            rows: vec![size("10x4").unwrap(), size("12x3").unwrap()],
+            size: 16,
+            model: "resnet20".into(),
+            noise: 1.0,
+            // More than any layer's units: every unit is checked.
+            all_pairs_units: AllPairs::Units(1 << 20),
+            max_memory: Some(ByteSize(1 << 30)),
+            seed: 1,
+            threads: 1,
+            out: Some(dir.path().to_owned()),
+        };
+        let rows = rows(&o).unwrap();
+        assert_eq!(rows.len(), 4);
+        let units = fair_scoring::prunable_layers(
+            &fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap(),
+            fair_scoring::AnalysisPoint::LayerOutput,
+        )
+        .iter()
+        .map(|l| l.units)
+        .sum::<usize>();
+        for r in &rows {
+            assert_eq!((r.units_checked, r.units_total), (units, units), "{r:?}");
+            assert_eq!(r.mismatches, 0, "{r:?}");
+            // 1 GiB holds a ResNet-20 at 16² in one pass.
+            assert_eq!(r.passes, 1, "{r:?}");
+        }
+        assert_eq!(rows[0].pairs_total, units as u64 * 45);
+        assert_eq!(rows[2].pairs_total, units as u64 * 66);
+        assert!(rows[0].pairs_evaluated <= rows[0].pairs_total);
+        assert_eq!(rows[1].pairs_evaluated, rows[1].pairs_total);
+        assert!(rows[1].estimated && !rows[0].estimated);
+        let t = table(&rows, 16);
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("| 1")).collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("| 10 × 4 | `bounded` |"), "{t}");
+        assert!(
+            lines[1].starts_with("| 10 × 4 | `all` (estimated) |"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("| 12 × 3 | `all` (estimated) |"),
+            "{t}"
+        );
+        assert!(lines[1].contains("as bounded (same summaries)"), "{t}");
+        assert!(lines[0].contains("U without forward ≤ 1 forward: "), "{t}");
+
+        // The full all-pairs run compares every unit's score with the bounded one.
+        let full = Options {
+            rows: vec![size("10x4").unwrap()],
+            all_pairs_units: AllPairs::Full,
+            ..o
+        };
+        run(&full).unwrap();
+        let json = crate::read_json(&dir.path().join("results.json")).unwrap();
+        let all = &json["rows"][1];
+        assert_eq!(all["search"], "all");
+        assert_eq!(all["estimated"], false);
+        assert_eq!(all["units_checked"], units);
+        assert_eq!(all["mismatches"], 0);
+        assert_eq!(all["pairs_evaluated"], all["pairs_total"]);
+        let md = std::fs::read_to_string(dir.path().join("table.md")).unwrap();
+        assert!(md.contains("| 10 × 4 | `all` |"), "{md}");
+    }
+
+    #[test]
+    fn goals_apply_to_their_rows() {
+        let r = Measured {
+            size: Size {
+                classes: 100,
+                per_class: 32,
+            },
+            search: "bounded".into(),
+            estimated: false,
+            u_seconds: 500.0,
+            forward_seconds: 300.0,
+            forward_repeated_seconds: 100.0,
+            passes: 2,
+            projections_seconds: 0.0,
+            sorting_seconds: 0.0,
+            pairs_seconds: 0.0,
+            other_seconds: 0.0,
+            one_forward_seconds: 150.0,
+            peak_rss_mib: Some(2048.0),
+            pairs_total: 10,
+            pairs_evaluated: 1,
+            units_checked: 0,
+            units_total: 5,
+            mismatches: 0,
+        };
+        assert_eq!(
+            r.goals(),
+            vec![
+                ("≤ 10 min".to_string(), true),
+                ("U without forward ≤ 1 forward".to_string(), false)
+            ]
+        );
+        let slow = Measured {
+            size: Size {
+                classes: 1000,
+                per_class: 8,
+            },
+            u_seconds: 1900.0,
+            ..r.clone()
+        };
+        assert_eq!(slow.goals()[0], ("≤ 30 min".to_string(), false));
+        let other = Measured {
+            size: Size {
+                classes: 1000,
+                per_class: 32,
+            },
+            ..r
+        };
+        assert_eq!(other.goals().len(), 1);
+        let t = table(&[other], 64);
+        assert!(
+            t.contains("| 1000 × 32 | `bounded` | 500.0 | 300.0 (100.0; 2) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 2.00 GiB | 10.0000% of 10 | – | U without forward ≤ 1 forward: missed |"),
+            "{t}"
+        );
+    }
+}
