@@ -5,9 +5,9 @@ DistributedDataParallel: the Python user's replacement for the `finetune.py` tha
     python crates/python/examples/finetune_ddp.py [--world-size 2] [--epochs 4]
 
 Runs on the CPU with the gloo backend: `torch.multiprocessing.spawn` starts one process per
-rank on this machine. On GPUs, start the same `train` function under
-`torchrun --nproc-per-node N` with the "nccl" backend and move the module and batches to
-`cuda:LOCAL_RANK` (see the README). The data are small synthetic class-structured images, so
+rank on this machine. On GPUs the loop is the same under `torchrun --nproc-per-node N`: take
+the rank from the environment (`LOCAL_RANK`), use the "nccl" backend and move the module and
+batches to `cuda:LOCAL_RANK` (the README shows that version). The data are small synthetic class-structured images, so
 the example runs in seconds; put your own `Dataset` in their place.
 
 It checks what it claims: the training loss of the pruned module goes down, and at the end
