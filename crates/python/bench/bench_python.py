@@ -196,8 +196,11 @@ def score_bench(venv: Path, work: Path, o: argparse.Namespace) -> dict | None:
     run([sys.executable, str(ROOT / "xtask" / "bench" / "scoring_reference.py"), str(data),
          str(o.threads), str(o.classes), str(o.per_class)])
     reference = json.loads((data / "reference.json").read_text())
+    load_after_reference = os.getloadavg()[0]
     ours = json.loads(run([str(py), "-c", SCORE, str(data), str(o.classes), str(o.threads)]).stdout.strip().splitlines()[-1])
-    return {"reference_seconds": reference["seconds"], "reference_layers": reference["layers"], **{f"ours_{k}": v for k, v in ours.items()}}
+    return {"reference_seconds": reference["seconds"], "reference_layers": reference["layers"],
+            "load_after_reference": load_after_reference, "load_after_ours": os.getloadavg()[0],
+            **{f"ours_{k}": v for k, v in ours.items()}}
 
 
 def markdown(p: dict, s: dict | None, o: argparse.Namespace) -> str:
@@ -242,6 +245,12 @@ def markdown(p: dict, s: dict | None, o: argparse.Namespace) -> str:
             f"| **{s['reference_seconds'] / s['ours_seconds']:.1f}×** (goal ≥ 50×) |",
             f"| of which the U and R scores (score file provenance) | {s['ours_u'] + s['ours_r']:.2f} s "
             f"(U {s['ours_u']:.2f} s, R {s['ours_r']:.2f} s) | {s['reference_seconds'] / (s['ours_u'] + s['ours_r']):.1f}× |",
+            "",
+            f"The two sides run one after the other (the reference takes minutes), not interleaved: "
+            f"on a shared machine the load can differ between them (1-minute load average after the "
+            f"reference {s['load_after_reference']:.1f}, after `fp.score` {s['load_after_ours']:.1f}), "
+            f"so compare the reference's time with an unloaded run of `cargo xtask bench scoring` "
+            f"(docs/results.md) before trusting the ratio.",
             "",
         ]
     return "\n".join(lines)
