@@ -5,10 +5,17 @@
 //! libraries directly; xtask itself must build before libtorch exists, so it only provisions
 //! libtorch and the reference Python (`setup`), then runs
 //! `cargo run --release -p fair-bench -- <scoring|compare|ablation|loader|onnx-coverage|scale-classes> --python PYTHON ARGS`.
+//! `cargo xtask bench python` measures the Python package instead: the reference Python runs
+//! `crates/python/bench/bench_python.py ARGS` (it builds the release wheel itself).
 
-use anyhow::{Result, bail};
+use std::process::Command;
 
-use crate::{Setup, cargo};
+use anyhow::{Context, Result, bail};
+
+use crate::{Setup, cargo, workspace_root};
+
+/// The Python package's benchmark script, relative to the workspace root.
+const PYTHON_BENCH: &str = "crates/python/bench/bench_python.py";
 
 const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]
        cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]
@@ -16,7 +23,8 @@ const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K -
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
        cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --grouped-convs fixed|within-groups --no-docs]
        cargo xtask bench scale-classes [--rows 100x32,1000x8,1000x32 --size N --noise F --all-pairs-units N|all --max-memory B --model M --seed S --threads N --out DIR]
-       (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage|scale-classes> --help lists every option)";
+       cargo xtask bench python [--repeats N --threads N --classes K --per-class N --no-reference]
+       (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage|scale-classes|python> --help lists every option)";
 
 /// The `cargo` arguments that run `fair-bench` for `args` (`args[0]` is the benchmark),
 /// passing the reference Python first so an explicit `--python` in `args` wins.
@@ -48,8 +56,31 @@ fn cargo_args<'a>(python: Option<&'a str>, args: &[&'a str]) -> Result<Vec<&'a s
 }
 
 pub(crate) fn run(setup: &Setup, args: &[&str]) -> Result<()> {
+    if let Some((&"python", rest)) = args.split_first() {
+        return python_bench(setup, rest);
+    }
     let python = setup.python.as_ref().map(|p| p.display().to_string());
     cargo(&cargo_args(python.as_deref(), args)?)
+}
+
+/// `cargo xtask bench python`: the reference Python runs [`PYTHON_BENCH`] with `args`.
+fn python_bench(setup: &Setup, args: &[&str]) -> Result<()> {
+    let Some(python) = &setup.python else {
+        bail!(
+            "the Python benchmark needs the reference Python (torch, maturin, network-pruner): \
+             run `cargo xtask setup`, or set FAIR_PRUNER_PYTHON"
+        );
+    };
+    let status = Command::new(python)
+        .arg(PYTHON_BENCH)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {} {PYTHON_BENCH}", python.display()))?;
+    if !status.success() {
+        bail!("the Python benchmark ({PYTHON_BENCH}) failed ({status})");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -91,5 +122,11 @@ mod tests {
         );
         assert!(cargo_args(None, &[]).is_err());
         assert!(cargo_args(None, &["speed"]).is_err());
+    }
+
+    #[test]
+    fn the_python_bench_script_exists_and_is_listed() {
+        assert!(workspace_root().join(PYTHON_BENCH).is_file());
+        assert!(USAGE.contains("cargo xtask bench python"));
     }
 }

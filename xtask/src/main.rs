@@ -16,6 +16,8 @@
 //!   table in docs/onnx.md.
 //! - `cargo xtask bench ablation` — FAIR-Pruner variants against uniform and Torch-Pruning
 //!   baselines at equal MACs over seeds; table in docs/results.md, charts in docs/.
+//! - `cargo xtask bench python` — the Python package: one prune job through the CLI and
+//!   through `fp.prune` (ratio), `fp.score` against the authors' package; target/bench/python/.
 //!
 //! Provisioning: `LIBTORCH` is used when set. Otherwise a Python virtual environment with
 //! `torch==2.11.0` from the Python package index (its wheel carries libtorch) is created in a
@@ -101,6 +103,12 @@ USAGE:
                                class-pair search against all pairs (estimated from N units per
                                layer, checked bit for bit), time profile, one forward pass,
                                peak RSS, issue 26's goals; target/bench/scale-classes/
+    cargo xtask bench python   [--repeats 5 --threads 2 --classes 10 --per-class 32 --no-reference]
+                               the Python package (release wheel in a new venv): the same prune
+                               job (resnet18, 32×32) through the CLI and through fp.prune,
+                               interleaved, median ratio Python/CLI; fp.score against the
+                               authors' get_metrics (as bench scoring); Markdown on stdout and
+                               in target/bench/python/
     cargo xtask gpu-check      [--models vgg16_bn_cifar,resnet50 --classes K --per-class N
                                 --batch N --no-cpu --pairs-row 100x8 --pairs-size 64]
                                score (U+R), surgery, a fine-tuning step and latency on CUDA and

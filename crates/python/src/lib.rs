@@ -15,19 +15,21 @@
 //! Rust, so they can be called and tested without Python:
 //!
 //! ```no_run
-//! use fair_pruner::{Calib, prune_onnx};
+//! use fair_pruner::{Calib, PruneOptions, prune_onnx};
 //! # fn run(onnx: &[u8], x: tch::Tensor, y: tch::Tensor) -> Result<(), String> {
-//! let out = prune_onnx(onnx, Calib { inputs: x, labels: y }, "macs", 0.5, None, false, 0)?;
+//! let out = prune_onnx(onnx, Calib { inputs: x, labels: y }, "macs", 0.5, PruneOptions::default())?;
 //! assert!(out.module_source.contains("class Model(nn.Module)"));
 //! # Ok(()) }
 //! ```
 
 use std::error::Error as StdError;
+use std::sync::Mutex;
 
 use fair_analysis::{Goal, Method, ScoreFile, Selector};
+use fair_data::{DataError, ImageSource, Transform};
 use fair_onnx::{ImportOptions, TensorData};
-use fair_pipeline::{Preset, Pruner, RawSettings, error_text, stages};
-use fair_scoring::{Calibration, Progress, Registry};
+use fair_pipeline::{PipelineError, Preset, PruneSection, Pruner, RawSettings, error_text, stages};
+use fair_scoring::{Calibration, MaxMemory, Progress, Registry};
 use pyo3::create_exception;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -67,6 +69,152 @@ pub struct PrunedModel {
     pub notes: Vec<String>,
 }
 
+/// Fine-tuning after surgery with the library's own training loop
+/// ([`fair_pipeline::stages::finetune`], as `fair-pruner prune --finetune-epochs`).
+pub struct Finetune {
+    /// The training data: inputs `[N, ...]` as the model takes them (no transform or
+    /// augmentation is applied) and their class ids.
+    pub train: Calib,
+    /// Epochs (`--finetune-epochs`).
+    pub epochs: usize,
+    /// Learning rate (`--finetune-lr`; default the CLI's).
+    pub lr: Option<f64>,
+}
+
+/// The optional parts of a [`prune_onnx`] run; the default is the CLI's.
+#[derive(Default)]
+pub struct PruneOptions {
+    /// The criteria to score (default: the CLI's `u`, `r`, `l1`, `group-l1`).
+    pub criteria: Option<Vec<String>>,
+    /// Progress bars and lines on stderr.
+    pub progress: bool,
+    /// The run's seed (`--seed`): calibration draw, scoring, fine-tuning.
+    pub seed: u64,
+    /// The scores' memory bound as `--max-memory` takes it (`4GiB`, `none`, ...); default
+    /// the CLI's (a share of the available memory).
+    pub max_memory: Option<String>,
+    /// Fine-tuning after surgery, if any.
+    pub finetune: Option<Finetune>,
+}
+
+/// A setting's error as the CLI prints it: `--setting: detail` (the goal's text alone).
+fn setting_text(e: PipelineError) -> String {
+    match e {
+        PipelineError::Invalid { setting, detail } if setting == "goal" => detail,
+        PipelineError::Invalid { setting, detail } => format!("--{setting}: {detail}"),
+        e => text(&e),
+    }
+}
+
+/// The raw settings of a run from Python, as the CLI's flags give them: goal, criteria,
+/// seed, memory bound and fine-tuning. `max_memory` is parsed as `--max-memory` is.
+fn raw_settings(
+    goal: Option<Goal>,
+    criteria: Option<Vec<String>>,
+    seed: u64,
+    max_memory: Option<&str>,
+    finetune: Option<(usize, Option<f64>)>,
+) -> Result<RawSettings, String> {
+    let max_memory = max_memory
+        .map(|m| {
+            m.parse::<MaxMemory>()
+                .map_err(|e| format!("--max-memory: invalid value '{m}': {e}"))
+        })
+        .transpose()?;
+    let mut prune = PruneSection {
+        seed: Some(seed),
+        criteria,
+        max_memory,
+        finetune_epochs: finetune.map(|f| f.0),
+        finetune_lr: finetune.and_then(|f| f.1),
+        ..Default::default()
+    };
+    match goal {
+        Some(Goal::Alpha(a)) => prune.alpha = Some(a),
+        Some(Goal::Macs(m)) => prune.target_macs = Some(m),
+        Some(Goal::Params(p)) => prune.target_params = Some(p),
+        _ => {}
+    }
+    Ok(RawSettings {
+        prune,
+        ..Default::default()
+    })
+}
+
+/// Training tensors from Python as an [`ImageSource`]: batches are rows of the inputs as
+/// given (the transform is not applied: the caller passes what the model takes).
+struct TensorSource {
+    /// `[N, C, H, W]` float32 (a [`Mutex`]: a tensor is not `Sync`).
+    inputs: Mutex<Tensor>,
+    labels: Vec<i64>,
+    classes: Vec<String>,
+}
+
+impl TensorSource {
+    /// Checks `data` (floats, one integer label per input, finite, fitting `model`'s input
+    /// and outputs) with the calibration's messages, prefixed by `train`.
+    fn new(data: Calib, model: &fair_runtime::Model) -> Result<Self, String> {
+        let bad = |e: fair_scoring::ScoringError| format!("train: {}", text(&e));
+        let checked = Calibration::new(data.inputs, &data.labels, "training tensors from Python")
+            .map_err(bad)?;
+        let graph = model.graph();
+        let outputs = graph.shape_at(graph.nodes().len() - 1)[0];
+        let input = graph.shape_at(0);
+        if input.len() != 3 {
+            return Err(format!(
+                "train: fine-tuning needs an image model (input [C, H, W]), found input {input:?}"
+            ));
+        }
+        checked.check_fits(input, outputs).map_err(bad)?;
+        let (inputs, labels) = checked.tensors();
+        let labels = Vec::<i64>::try_from(labels).map_err(|e| format!("train: {e}"))?;
+        let classes = (0..=labels.iter().copied().max().unwrap_or(0))
+            .map(|c| c.to_string())
+            .collect();
+        Ok(TensorSource {
+            inputs: Mutex::new(inputs),
+            labels,
+            classes,
+        })
+    }
+}
+
+impl ImageSource for TensorSource {
+    fn name(&self) -> &str {
+        "training tensors from Python"
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn batch(
+        &self,
+        _transform: &Transform,
+        indices: &[usize],
+        _input: [usize; 3],
+        _train: bool,
+        _rng: &mut dyn rand::RngCore,
+    ) -> Result<(Tensor, Tensor), DataError> {
+        let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
+        let inputs = self
+            .inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .index_select(0, &Tensor::from_slice(&rows));
+        Ok((inputs, Tensor::from_slice(&labels)))
+    }
+}
+
 /// The goal named `kind` (`alpha`, `macs` or `params`, as `--alpha`, `--target-macs`,
 /// `--target-params`) with `value`, range-checked with the CLI's message.
 pub fn goal_of(kind: &str, value: f64) -> Result<Goal, String> {
@@ -100,31 +248,63 @@ fn calibration(data: Calib) -> Result<Calibration, String> {
 }
 
 /// Prunes the ONNX model `onnx` to `goal_kind`/`goal_value` ([`goal_of`]) with the
-/// default preset, scoring on `data` with `criteria` (default: the CLI's `u`, `r`, `l1`,
-/// `group-l1`). No training split comes from Python, so the preset's steps after surgery
-/// (reader reconstruction, BatchNorm recalibration) are turned off; the report records it.
+/// default preset and the CLI's settings (criteria, seed, memory bound: see
+/// [`PruneOptions`]), scoring on `data`. Without [`PruneOptions::finetune`] no training split
+/// comes from Python, so the preset's steps after surgery (reader reconstruction, BatchNorm
+/// recalibration) are turned off (the report records it) and the model is returned right
+/// after surgery. With it, those steps run on its training data and the pruned model is
+/// fine-tuned in-process, as `fair-pruner prune --finetune-epochs N` does.
 pub fn prune_onnx(
     onnx: &[u8],
     data: Calib,
     goal_kind: &str,
     goal_value: f64,
-    criteria: Option<Vec<String>>,
-    progress: bool,
-    seed: u64,
+    options: PruneOptions,
 ) -> Result<PrunedModel, String> {
     let goal = goal_of(goal_kind, goal_value)?;
-    let (model, notes) = import(onnx)?;
-    let calibration = calibration(data)?;
-    let mut pruner = Pruner::new(&model)
-        .no_reconstruction()
-        .no_recalibration()
-        .calibration(&calibration)
-        .goal(goal)
-        .progress(progress)
-        .seed(seed);
-    if let Some(c) = criteria {
-        pruner = pruner.criteria(c);
+    let finetune = options.finetune.as_ref().map(|f| (f.epochs, f.lr));
+    if finetune.is_some_and(|f| f.0 == 0) {
+        return Err("--finetune-epochs: must be at least 1 to fine-tune".into());
     }
+    let settings = raw_settings(
+        Some(goal),
+        options.criteria,
+        options.seed,
+        options.max_memory.as_deref(),
+        finetune,
+    )?
+    .resolve()
+    .map_err(setting_text)?;
+    let (model, notes) = import(onnx)?;
+    fair_pipeline::check_memory_bound(model.graph(), settings.given_max_memory)
+        .map_err(setting_text)?;
+    let calibration = calibration(data)?;
+    let train = match options.finetune {
+        Some(f) => Some(TensorSource::new(f.train, &model)?),
+        None => None,
+    };
+    let transform = Transform::default();
+    let mut pruner = Pruner::new(&model)
+        .calibration(&calibration)
+        .goals(settings.goals.clone())
+        .criteria(settings.criteria.clone())
+        .scoring(settings.scoring.clone())
+        .progress(options.progress)
+        .seed(settings.draw.seed);
+    pruner = match &train {
+        Some(source) => {
+            pruner = pruner.finetune(source, &transform, settings.finetune.clone());
+            pruner = match &settings.reconstruction {
+                Some(r) => pruner.reconstruct(r.clone()),
+                None => pruner.no_reconstruction(),
+            };
+            match &settings.recalibration {
+                Some(r) => pruner.recalibrate(r.clone()),
+                None => pruner.no_recalibration(),
+            }
+        }
+        None => pruner.no_reconstruction().no_recalibration(),
+    };
     let outcome = pruner.run().map_err(|e| text(&e))?;
     let pruned = outcome
         .models
@@ -153,16 +333,21 @@ pub fn prune_onnx(
 }
 
 /// Scores the ONNX model `onnx` on `data` with `criteria` (default: the CLI's), with the
-/// CLI's default scoring settings: the score file (`fair-pruner score`'s format) as JSON.
+/// CLI's default scoring settings and its rule for the memory bound `max_memory` (as
+/// `--max-memory`; default a share of the available memory): the score file
+/// (`fair-pruner score`'s format) as JSON.
 pub fn score_onnx(
     onnx: &[u8],
     data: Calib,
     criteria: Option<Vec<String>>,
+    max_memory: Option<&str>,
     progress: bool,
 ) -> Result<String, String> {
+    let raw = raw_settings(None, criteria.clone(), 0, max_memory, None)?;
     let (model, _) = import(onnx)?;
+    fair_pipeline::check_memory_bound(model.graph(), raw.given_max_memory())
+        .map_err(setting_text)?;
     let calibration = calibration(data)?;
-    let raw = RawSettings::default();
     let names = criteria.unwrap_or_else(|| raw.criteria());
     let scored = stages::score(
         &model,
@@ -261,10 +446,15 @@ unsafe fn lent(x: usize, x_shape: &[i64], y: usize, y_shape: &[i64]) -> Calib {
     }
 }
 
-/// `prune_onnx` for Python: the calibration tensors come as data pointers and shapes of
-/// CPU-contiguous float32 inputs and int64 labels, which the caller keeps alive.
+/// Training data as the wrapper lends it: the inputs' data pointer and shape (contiguous
+/// CPU float32) and the labels' (int64).
+type Lent = (usize, Vec<i64>, usize, Vec<i64>);
+
+/// `prune_onnx` for Python: the calibration tensors (and the training tensors of `train`)
+/// come as data pointers and shapes of CPU-contiguous float32 inputs and int64 labels,
+/// which the caller keeps alive. `finetune` (epochs) needs `train`.
 #[pyfunction]
-#[pyo3(signature = (onnx, x, x_shape, y, y_shape, goal, value, criteria=None, progress=false, seed=0))]
+#[pyo3(signature = (onnx, x, x_shape, y, y_shape, goal, value, criteria=None, progress=false, seed=0, max_memory=None, finetune=None, finetune_lr=None, train=None))]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::type_complexity)]
 fn prune<'py>(
@@ -279,6 +469,10 @@ fn prune<'py>(
     criteria: Option<Vec<String>>,
     progress: bool,
     seed: u64,
+    max_memory: Option<String>,
+    finetune: Option<usize>,
+    finetune_lr: Option<f64>,
+    train: Option<Lent>,
 ) -> PyResult<(
     String,
     Vec<(String, Vec<usize>, &'static str, Bound<'py, PyBytes>)>,
@@ -286,12 +480,36 @@ fn prune<'py>(
     Vec<String>,
 )> {
     check_lent(x, &x_shape, y, &y_shape)?;
+    if let Some((tx, tx_shape, ty, ty_shape)) = &train {
+        check_lent(*tx, tx_shape, *ty, ty_shape)?;
+    }
+    if finetune.is_some() != train.is_some() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "finetune (epochs) and train (data) go together",
+        ));
+    }
     let out = py
         .detach(|| {
             // SAFETY: the Python wrapper passes its own contiguous CPU tensors and holds
             // them until this call returns.
             let data = unsafe { lent(x, &x_shape, y, &y_shape) };
-            prune_onnx(onnx, data, goal, value, criteria, progress, seed)
+            let finetune = match (finetune, &train) {
+                (Some(epochs), Some((tx, tx_shape, ty, ty_shape))) => Some(Finetune {
+                    // SAFETY: as for the calibration tensors.
+                    train: unsafe { lent(*tx, tx_shape, *ty, ty_shape) },
+                    epochs,
+                    lr: finetune_lr,
+                }),
+                _ => None,
+            };
+            let options = PruneOptions {
+                criteria,
+                progress,
+                seed,
+                max_memory,
+                finetune,
+            };
+            prune_onnx(onnx, data, goal, value, options)
         })
         .map_err(FairPrunerError::new_err)?;
     let tensors = out
@@ -304,7 +522,7 @@ fn prune<'py>(
 
 /// `score_onnx` for Python, with calibration tensors as in `prune`.
 #[pyfunction]
-#[pyo3(signature = (onnx, x, x_shape, y, y_shape, criteria=None, progress=false))]
+#[pyo3(signature = (onnx, x, x_shape, y, y_shape, criteria=None, progress=false, max_memory=None))]
 #[allow(clippy::too_many_arguments)]
 fn score(
     py: Python<'_>,
@@ -315,12 +533,13 @@ fn score(
     y_shape: Vec<i64>,
     criteria: Option<Vec<String>>,
     progress: bool,
+    max_memory: Option<String>,
 ) -> PyResult<String> {
     check_lent(x, &x_shape, y, &y_shape)?;
     py.detach(|| {
         // SAFETY: as in `prune`.
         let data = unsafe { lent(x, &x_shape, y, &y_shape) };
-        score_onnx(onnx, data, criteria, progress)
+        score_onnx(onnx, data, criteria, max_memory.as_deref(), progress)
     })
     .map_err(FairPrunerError::new_err)
 }

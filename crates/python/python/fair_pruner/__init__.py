@@ -18,9 +18,11 @@ instance of a generated ``nn.Module`` class (the ``model.py`` that ``fair-pruner
 exports) carrying the pruned weights. Errors are :class:`FairPrunerError` with the CLI's
 error texts.
 
-Only the pruning runs here: no training data is passed, so the steps after surgery that
-need a training split (reader reconstruction, BatchNorm recalibration) are turned off and
-fine-tuning is left to the caller's own loop (``finetune=None``).
+By default (``finetune=None``) only the pruning runs: no training data is passed, so the
+steps after surgery that need a training split (reader reconstruction, BatchNorm
+recalibration) are turned off and fine-tuning is left to the caller's own loop (see
+``examples/finetune_ddp.py``). ``finetune=EPOCHS`` with ``train=`` data fine-tunes with the
+library's own loop instead, as ``fair-pruner prune --finetune-epochs EPOCHS`` does.
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ __version__: str = _native.__version__
 FairPrunerError = _native.FairPrunerError
 
 #: Calibration data: a pair ``(inputs, labels)`` of tensors, or an iterable of such
-#: batches (e.g. a ``torch.utils.data.DataLoader``).
+#: batches (e.g. a ``torch.utils.data.DataLoader``). Training data (``train=``) takes the
+#: same forms.
 Calibration = Union[Tuple[torch.Tensor, torch.Tensor], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
+
+#: A memory bound as ``--max-memory`` takes it: bytes, a size such as ``"4GiB"`` or
+#: ``"512MiB"``, or ``"none"`` (no bound).
+MaxMemory = Union[int, str]
 
 _GENERATED = itertools.count()
 
@@ -156,9 +163,11 @@ def _rng_kept():
     return torch.random.fork_rng(devices=devices)
 
 
-def _calibration(calibration: Any, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The calibration data as CPU-contiguous float32 inputs and int64 labels (the caller's
-    tensors themselves when they already are)."""
+def _calibration(
+    calibration: Any, max_samples: int | None, what: str = "calibration"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled data (``what``: ``calibration`` or ``train``) as CPU-contiguous float32
+    inputs and int64 labels (the caller's tensors themselves when they already are)."""
     if (
         isinstance(calibration, (tuple, list))
         and len(calibration) == 2
@@ -175,15 +184,15 @@ def _calibration(calibration: Any, max_samples: int | None) -> tuple[torch.Tenso
             if max_samples is not None and n >= max_samples:
                 break
         if not xs:
-            raise FairPrunerError("the calibration data loader gave no batches")
+            raise FairPrunerError(f"the {what} data loader gave no batches")
         x, y = torch.cat(xs), torch.cat(ys)
     y = torch.as_tensor(y)
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
     if not x.is_floating_point():
-        raise FairPrunerError(f"calibration inputs must be floating point, found {x.dtype}")
+        raise FairPrunerError(f"{what} inputs must be floating point, found {x.dtype}")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise FairPrunerError(f"calibration labels must be integer class ids, found {y.dtype}")
+        raise FairPrunerError(f"{what} labels must be integer class ids, found {y.dtype}")
     x = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
     y = y.detach().to(device="cpu", dtype=torch.int64).contiguous()
     return x, y
@@ -194,6 +203,31 @@ def _goal(alpha: float | None, target_macs: float | None, target_params: float |
     if len(given) != 1:
         raise ValueError("give exactly one of alpha=, target_macs=, target_params=")
     return given[0][0], float(given[0][1])
+
+
+def _max_memory(max_memory: MaxMemory | None) -> str | None:
+    """``max_memory`` as the ``--max-memory`` text the native side parses (``None``: the
+    CLI's default bound, a share of the available memory)."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, str)):
+        raise TypeError(
+            f"max_memory= takes bytes (int) or a size such as '4GiB' or 'none', found {type(max_memory).__name__}"
+        )
+    return str(max_memory)
+
+
+def _finetune(finetune: int | None, train: Any) -> int | None:
+    """The fine-tuning epochs, checked against ``train`` (they go together)."""
+    if finetune is None:
+        if train is not None:
+            raise ValueError("train= is the fine-tuning data: give finetune= (epochs) with it")
+        return None
+    if isinstance(finetune, bool) or not isinstance(finetune, int) or finetune < 1:
+        raise ValueError(f"finetune= takes None or a number of epochs (an int >= 1), found {finetune!r}")
+    if train is None:
+        raise ValueError("finetune= needs train= data: an (x, y) tensor pair or a DataLoader")
+    return finetune
 
 
 def _progress(progress: bool | None) -> bool:
@@ -271,7 +305,10 @@ def prune(
     target_params: float | None = None,
     criteria: Sequence[str] | None = None,
     max_samples: int | None = None,
-    finetune: None = None,
+    max_memory: MaxMemory | None = None,
+    finetune: int | None = None,
+    train: Calibration | None = None,
+    finetune_lr: float | None = None,
     progress: bool | None = None,
     seed: int = 0,
 ) -> PruneResult:
@@ -291,9 +328,20 @@ def prune(
         target_params: or remove at least this fraction of the parameters.
         criteria: the criteria to score (default ``u``, ``r``, ``l1``, ``group-l1``).
         max_samples: use at most this many calibration samples.
-        finetune: must be ``None``: fine-tune ``result.model`` with your own loop.
+        max_memory: the scores' memory bound, as ``--max-memory``: bytes, a size such as
+            ``"4GiB"``, or ``"none"``. Default (``None``): the CLI's, 80% of the available
+            memory. A given bound must hold the model's parameters.
+        finetune: ``None`` (default): return right after surgery, the removed units simply
+            gone (fine-tune ``result.model`` with your own loop). Or a number of epochs to
+            fine-tune with the library's own loop on ``train`` (SGD, cosine schedule, batch
+            size 128, as ``fair-pruner prune --finetune-epochs``); then the preset's steps
+            after surgery (reader reconstruction, BatchNorm recalibration) run on ``train``
+            first, as in the CLI. Fine-tuning runs on the CPU.
+        train: the fine-tuning data, in the forms ``calibration`` takes, as the model takes
+            it (no normalisation or augmentation is applied). Only with ``finetune``.
+        finetune_lr: the fine-tuning's learning rate (default the CLI's, 0.01).
         progress: progress bars on stderr (default: when stderr is a terminal).
-        seed: seed of the pipeline's random draws.
+        seed: the run's seed (as ``--seed``): calibration draw, scoring and fine-tuning.
 
     Returns:
         A :class:`PruneResult`: the pruned ``nn.Module`` (on ``model``'s device, in its
@@ -304,15 +352,19 @@ def prune(
     Raises:
         FairPrunerError: the export, import, scoring, selection or surgery failed (the text
             is the CLI's).
-        ValueError: not exactly one goal given.
+        ValueError: not exactly one goal given; ``finetune`` not a positive int, or given
+            without ``train`` (or ``train`` without it).
+        TypeError: ``max_memory`` neither an int nor a string.
     """
-    if finetune is not None:
-        raise NotImplementedError(
-            "finetune= is not supported yet: fine-tune result.model with your own PyTorch loop"
-        )
     goal, value = _goal(alpha, target_macs, target_params)
+    epochs = _finetune(finetune, train)
+    bound = _max_memory(max_memory)
     onnx = _export_onnx(model, example_inputs)
     x, y = _calibration(calibration, max_samples)
+    lent_train = None
+    if epochs is not None:
+        tx, ty = _calibration(train, None, "train")
+        lent_train = (tx.data_ptr(), list(tx.shape), ty.data_ptr(), list(ty.shape))
     with _rng_kept():
         source, tensors, report, notes = _native.prune(
             onnx,
@@ -325,6 +377,10 @@ def prune(
             list(criteria) if criteria is not None else None,
             _progress(progress),
             seed,
+            bound,
+            epochs,
+            finetune_lr,
+            lent_train,
         )
     net = _module_from_source(source, _state_dict(tensors))
     try:
@@ -342,12 +398,14 @@ def score(
     *,
     criteria: Sequence[str] | None = None,
     max_samples: int | None = None,
+    max_memory: MaxMemory | None = None,
     progress: bool | None = None,
 ) -> Scores:
     """Scores every prunable layer of ``model`` (as ``fair-pruner score``).
 
     Args:
-        model, example_inputs, calibration, max_samples, progress: as for :func:`prune`.
+        model, example_inputs, calibration, max_samples, max_memory, progress: as for
+            :func:`prune` (the memory bound as ``fair-pruner score --max-memory``).
         criteria: the criteria (default ``u``, ``r``, ``l1``, ``group-l1``).
 
     Returns:
@@ -355,7 +413,9 @@ def score(
 
     Raises:
         FairPrunerError: as for :func:`prune`.
+        TypeError: ``max_memory`` neither an int nor a string.
     """
+    bound = _max_memory(max_memory)
     onnx = _export_onnx(model, example_inputs)
     x, y = _calibration(calibration, max_samples)
     with _rng_kept():
@@ -367,6 +427,7 @@ def score(
             list(y.shape),
             list(criteria) if criteria is not None else None,
             _progress(progress),
+            bound,
         )
     return Scores(file)
 
