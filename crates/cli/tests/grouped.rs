@@ -144,7 +144,13 @@ fn score_ratios_apply_give_the_dead_unit_model_with_within_group_units() {
         plan.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("b1.conv2"), "{}", stdout(&o));
+    // Units in the maps' terms: stem and b1.conv3 8 (2 blocks), b1.conv1 and b1.conv2 4
+    // (4 blocks), proj 12 (2 blocks).
+    assert!(
+        stdout(&o).contains("b1.conv2") && stdout(&o).contains("(5 layers, 36 units)"),
+        "{}",
+        stdout(&o)
+    );
     let p = Plan::load(&plan).unwrap();
     // Within-group unit indices: the 4-group conv's 16 channels are 4 units, the stream
     // read by the 2-group projection (and by nothing with 4 groups) 8 units.
