@@ -52,16 +52,38 @@ use crate::unit_map::UnitMap;
 /// How the analysis treats grouped convolutions that are not depthwise (ResNeXt, RegNet-X).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupedConvs {
-    /// Their input channels and their outputs are held fixed (the default; what `score`,
-    /// `ratios`, `apply` and `prune` do today).
+    /// Their input channels and their outputs are held fixed (the library default, and
+    /// what [`analyze`] does; `score`, `ratios`, `apply` and `prune` use
+    /// [`GroupedConvs::WithinGroups`]).
     #[default]
     Fixed,
     /// Prune within groups, keeping the group count: the channels they read and create are
     /// mapped to units by [`UnitMap::Blocks`] (unit *j* is channel *j* of every group).
     /// Torch-Pruning's `in_channel_groups` / `out_channel_groups` do the same (see
-    /// `docs/algorithm.md`). Not yet wired to scoring and selection, which still see one unit
-    /// per output channel: use it through [`crate::Resolution`] with explicit plans.
+    /// `docs/algorithm.md`). Plans name within-group unit indices; a [`crate::Selector`]
+    /// (`SelectOptions::grouped`) turns per-channel scores into unit scores by the mean over
+    /// the groups.
     WithinGroups,
+}
+
+/// The layers that get scores under `grouped`, in graph order: the graph's prunable layers
+/// ([`Graph::prunable_layers`]) and, under [`GroupedConvs::WithinGroups`], also the grouped
+/// convolutions that are not depthwise (every unit-creating layer but the output layer).
+/// Scores are given per output channel; a [`crate::Selector`] turns them into unit scores
+/// through the layer's group map ([`UnitMap::unit_scores`]).
+pub fn scored_layers(graph: &Graph, grouped: GroupedConvs) -> Vec<&str> {
+    match grouped {
+        GroupedConvs::Fixed => graph.prunable_layers(),
+        GroupedConvs::WithinGroups => {
+            let output = graph.output().name.as_str();
+            graph
+                .nodes()
+                .iter()
+                .filter(|n| n.op.units().is_some() && n.name != output)
+                .map(|n| n.name.as_str())
+                .collect()
+        }
+    }
 }
 
 /// A run of `len` consecutive channels of one space, starting at `start` within that space.
@@ -168,6 +190,15 @@ pub struct ChannelGroups {
 }
 
 impl ChannelGroups {
+    /// How grouped convolutions were treated.
+    pub fn grouped(&self) -> GroupedConvs {
+        if self.within_groups {
+            GroupedConvs::WithinGroups
+        } else {
+            GroupedConvs::Fixed
+        }
+    }
+
     /// All groups (prunable or not), in the order their first space appears.
     pub fn groups(&self) -> &[Group] {
         &self.groups

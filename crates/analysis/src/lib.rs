@@ -49,7 +49,9 @@ mod strict;
 mod unit_map;
 
 pub use error::AnalysisError;
-pub use groups::{ChannelGroups, Group, GroupedConvs, UnitSlices, analyze, analyze_with};
+pub use groups::{
+    ChannelGroups, Group, GroupedConvs, UnitSlices, analyze, analyze_with, scored_layers,
+};
 pub use plan::{GroupRule, Plan};
 pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};

@@ -158,12 +158,13 @@ impl Resolution {
         self.groups.group_of(layer).map(|g| &self.kept[g])
     }
 
-    /// Kept width (output channels or features) of every prunable layer, in graph order (as
-    /// reports list layers), indexable by layer name.
+    /// Kept width (output channels or features) of every scored layer
+    /// ([`crate::scored_layers`]: the prunable layers, and the grouped convolutions when they
+    /// are pruned within groups), in graph order (as reports list layers), indexable by layer
+    /// name.
     pub fn widths(&self) -> Widths {
         Widths(
-            self.before
-                .prunable_layers()
+            crate::groups::scored_layers(&self.before, self.groups.grouped())
                 .into_iter()
                 .filter_map(|l| {
                     let g = self.groups.group_of(l)?;

@@ -387,7 +387,19 @@ impl ScoreFile {
                 self.provenance.graph_digest
             ));
         }
-        let expected = graph.prunable_layers();
+        // Files list the prunable layers and the grouped convolutions (pruned within their
+        // groups); files written before grouped convolutions were scored list the prunable
+        // layers only.
+        let prunable = graph.prunable_layers();
+        let expected = if self
+            .layers
+            .iter()
+            .all(|l| prunable.contains(&l.layer.as_str()))
+        {
+            prunable
+        } else {
+            crate::groups::scored_layers(&graph, crate::GroupedConvs::WithinGroups)
+        };
         let mut seen = std::collections::HashSet::new();
         for l in &self.layers {
             if !seen.insert(l.layer.as_str()) {

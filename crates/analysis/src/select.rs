@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
-use crate::groups::{ChannelGroups, analyze};
+use crate::groups::{ChannelGroups, GroupedConvs, analyze_with, scored_layers};
 use crate::plan::{GroupRule, Plan};
 use crate::resolution::Resolution;
 use crate::scores::{ScoreFile, graph_digest};
@@ -186,6 +186,13 @@ pub struct SelectOptions {
     /// count is then a ToD count at one α, as in the paper); the `fair-pruner` preset turns
     /// it on. A fair-pruner extension.
     pub exact_target: bool,
+    /// How grouped convolutions are treated (held fixed by default). Under
+    /// [`GroupedConvs::WithinGroups`] the scored layers include the grouped convolutions
+    /// ([`scored_layers`]), scores are still given per output channel, and every layer's
+    /// scores become unit scores through its group's map ([`crate::UnitMap::unit_scores`]:
+    /// a block-mapped unit scores the mean of its channels over the groups); counts, unit
+    /// MACs and uniform widths are in units.
+    pub grouped: GroupedConvs,
 }
 
 /// The outcome of [`Selector::select`].
@@ -241,7 +248,10 @@ pub struct Selector {
     layers: Vec<String>,
     /// `None` for a selector made for uniform counts only (no ToD scores read).
     curves: Option<Vec<TodCurve>>,
+    /// Unit scores by which units are removed (lowest first), per scored layer.
     ranking: Vec<Vec<f64>>,
+    /// Units of each scored layer (its output channels through its group's map).
+    units: Vec<usize>,
     unit_macs: Vec<u64>,
     weights: Vec<f64>,
     options: SelectOptions,
@@ -249,11 +259,13 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// A selector over `layers` of `graph` (the graph's prunable layers, in order): ToD
+    /// A selector over `layers` of `graph` (the scored layers, [`scored_layers`], in order:
+    /// the graph's prunable layers unless grouped convolutions are pruned within groups): ToD
     /// curves from `remove_by` (low = remove) and `protect_by` (high = protect), units removed
     /// in order of `rank_by` (lowest first). One score vector per layer in each, one score per
-    /// unit. Under [`GroupRule::Summed`] the members of each coupled group get the group's
-    /// normalised sums of all three first; with `options.mac_weight` > 0 the curves are
+    /// output channel (a unit, unless the layer's group maps units to several channels; the
+    /// selector then takes each unit's mean). Under [`GroupRule::Summed`] the members of
+    /// each coupled group get the group's normalised sums of all three first; with `options.mac_weight` > 0 the curves are
     /// weighted by [`Selector::weights`].
     pub fn new(
         graph: Graph,
@@ -290,7 +302,7 @@ impl Selector {
                 ),
             });
         }
-        let expected = graph.prunable_layers();
+        let expected = scored_layers(&graph, options.grouped);
         if layers
             .iter()
             .map(String::as_str)
@@ -299,7 +311,12 @@ impl Selector {
             return Err(AnalysisError::Unsupported {
                 node: graph.name().to_owned(),
                 detail: format!(
-                    "the scored layers must be the model's prunable layers in order ({}), found ({})",
+                    "the scored layers must be the model's {} in order ({}), found ({})",
+                    match options.grouped {
+                        GroupedConvs::Fixed => "prunable layers",
+                        GroupedConvs::WithinGroups =>
+                            "prunable layers and grouped convolutions (grouped convolutions pruned within groups)",
+                    },
                     expected.join(", "),
                     layers.join(", ")
                 ),
@@ -325,13 +342,30 @@ impl Selector {
                 if scores.len() != units {
                     return Err(AnalysisError::Unsupported {
                         node: l.clone(),
-                        detail: format!("{} {what} scores for {units} units", scores.len()),
+                        detail: format!(
+                            "{} {what} scores for {units} output channels",
+                            scores.len()
+                        ),
                     });
                 }
             }
         }
         let protected: Vec<&str> = options.protected.iter().map(String::as_str).collect();
-        let groups = analyze(&graph, &protected)?;
+        let groups = analyze_with(&graph, &protected, options.grouped)?;
+        // Each layer's group map: per-channel scores become unit scores through it.
+        let maps: Vec<crate::UnitMap> = layers
+            .iter()
+            .map(|l| {
+                groups
+                    .group_of(l)
+                    .map_or(crate::UnitMap::Identity, |g| groups.groups()[g].map)
+            })
+            .collect();
+        let units: Vec<usize> = layers
+            .iter()
+            .zip(&maps)
+            .map(|(l, m)| m.units(graph.units(l).unwrap_or(0)))
+            .collect();
         let index: HashMap<&str, usize> = layers
             .iter()
             .enumerate()
@@ -351,7 +385,8 @@ impl Selector {
             .collect();
         // Under the summed rule each coupled group's members get the group's normalised sums.
         let prepare = |v: &[&[f64]]| -> Vec<Vec<f64>> {
-            let mut scores: Vec<Vec<f64>> = v.iter().map(|s| s.to_vec()).collect();
+            let mut scores: Vec<Vec<f64>> =
+                v.iter().zip(&maps).map(|(s, m)| m.unit_scores(s)).collect();
             if options.rule == GroupRule::Summed {
                 for members in &coupled {
                     let sum = normalised_sum(members.iter().map(|&i| scores[i].as_slice()));
@@ -381,11 +416,11 @@ impl Selector {
         let costs: Vec<f64> = unit_macs
             .iter()
             .zip(&members)
-            .zip(&layers)
-            .map(|((&c, &k), l)| match options.mac_cost {
+            .zip(&units)
+            .map(|((&c, &k), &n)| match options.mac_cost {
                 MacCost::Unit => c as f64,
                 MacCost::Shared => c as f64 / k as f64,
-                MacCost::Fraction => c as f64 * graph.units(l).unwrap_or(1) as f64 / k as f64,
+                MacCost::Fraction => c as f64 * n.max(1) as f64 / k as f64,
             })
             .collect();
         let weights = mac_weights(&costs, gamma);
@@ -410,6 +445,7 @@ impl Selector {
             layers,
             curves,
             ranking,
+            units,
             unit_macs,
             weights,
             options,
@@ -446,8 +482,8 @@ impl Selector {
     /// counts use no ToD curve, so the file need not hold the other two, which are ignored)
     /// and the selector then selects uniform counts only ([`Selector::curves`] is empty and
     /// [`Selector::select`] with [`Method::Tod`] is an error).
-    pub fn from_scores_for(
-        file: &ScoreFile,
+    pub fn from_scores_for<'a>(
+        file: &'a ScoreFile,
         path: &Path,
         method: Method,
         remove_by: &str,
@@ -463,9 +499,22 @@ impl Selector {
             Method::Uniform => None,
         };
         let rank = file.require(rank_by, path)?;
-        let layers = file.layers.iter().map(|l| l.layer.clone()).collect();
+        let graph = file.graph()?;
+        // With grouped convolutions held fixed, the scores of grouped convolutions (which
+        // files list since they are pruned within groups by default) are not used.
+        let expected = scored_layers(&graph, options.grouped);
+        let used: Vec<usize> = (0..file.layers.len())
+            .filter(|&i| {
+                options.grouped == GroupedConvs::WithinGroups
+                    || expected.contains(&file.layers[i].layer.as_str())
+            })
+            .collect();
+        let pick = |v: Vec<&'a [f64]>| -> Vec<&'a [f64]> { used.iter().map(|&i| v[i]).collect() };
+        let layers = used.iter().map(|&i| file.layers[i].layer.clone()).collect();
+        let tod = tod.map(|[u, r]| [pick(u), pick(r)]);
+        let rank = pick(rank);
         let tod = tod.as_ref().map(|[u, r]| [u.as_slice(), r.as_slice()]);
-        let mut s = Self::build(file.graph()?, layers, tod, &rank, options)?;
+        let mut s = Self::build(graph, layers, tod, &rank, options)?;
         s.model_digest = Some(file.provenance.model_digest.clone());
         Ok(s)
     }
@@ -487,6 +536,13 @@ impl Selector {
     /// for a selector made for uniform counts only ([`Selector::from_scores_for`]).
     pub fn curves(&self) -> &[TodCurve] {
         self.curves.as_deref().unwrap_or_default()
+    }
+
+    /// The units of each scored layer: its output channels divided by the channels per unit
+    /// of its group's map (fewer than its channels only for a group around a grouped
+    /// convolution pruned within its groups). Counts are in these units.
+    pub fn units(&self) -> &[usize] {
+        &self.units
     }
 
     /// The MACs per sample saved by removing one unit of each scored layer together with
@@ -619,12 +675,7 @@ impl Selector {
             }
             (Method::Uniform, Goal::Macs(t) | Goal::Params(t)) => {
                 let macs = matches!(goal, Goal::Macs(_));
-                let units: Vec<usize> = self
-                    .layers
-                    .iter()
-                    .map(|l| self.graph.units(l).unwrap_or(0))
-                    .collect();
-                let r = fair_threshold::uniform_for_target(&units, counting, t, |c| {
+                let r = fair_threshold::uniform_for_target(&self.units, counting, t, |c| {
                     self.reduction(c, macs)
                 })?;
                 (r.setting, r.counts)
@@ -673,8 +724,11 @@ fn unit_macs(
         if !g.is_prunable() || g.units < 2 {
             continue;
         }
-        let narrowed: HashMap<String, usize> =
-            g.layers.iter().map(|l| (l.clone(), g.units - 1)).collect();
+        let narrowed: HashMap<String, usize> = g
+            .layers
+            .iter()
+            .map(|l| (l.clone(), (g.units - 1) * g.map.channels_per_unit()))
+            .collect();
         let c = total.saturating_sub(graph.with_units(&narrowed)?.macs());
         for l in &g.layers {
             if let Some(&i) = index.get(l.as_str()) {

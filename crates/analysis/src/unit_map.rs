@@ -56,6 +56,24 @@ impl UnitMap {
             }
         }
     }
+
+    /// Unit scores from per-channel scores of one space (`channel_scores[c]` for channel
+    /// *c*): the mean over each unit's channels, so a block-mapped unit *j* scores
+    /// the mean of channel *j*'s scores over the blocks (Torch-Pruning's
+    /// `imp.view(G, -1).mean(0)`); the identity map returns the scores unchanged.
+    pub fn unit_scores(&self, channel_scores: &[f64]) -> Vec<f64> {
+        let channels = channel_scores.len();
+        let per = self.channels_per_unit() as f64;
+        (0..self.units(channels))
+            .map(|u| {
+                self.channels(u, channels)
+                    .into_iter()
+                    .map(|c| channel_scores[c])
+                    .sum::<f64>()
+                    / per
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +94,14 @@ mod tests {
             (id.units(12), id.unit(5, 12), id.channels(5, 12)),
             (12, 5, vec![5])
         );
+    }
+
+    #[test]
+    fn block_unit_scores_are_the_mean_over_the_blocks() {
+        // 3 blocks of 2 channels: unit 0 = channels {0, 2, 4}, unit 1 = {1, 3, 5}.
+        let scores = [1.0, 10.0, 2.0, 20.0, 6.0, 60.0];
+        let m = UnitMap::Blocks { blocks: 3 };
+        assert_eq!(m.unit_scores(&scores), vec![3.0, 30.0]);
+        assert_eq!(UnitMap::Identity.unit_scores(&scores), scores.to_vec());
     }
 }

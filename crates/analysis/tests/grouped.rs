@@ -252,3 +252,64 @@ fn a_space_read_by_several_group_counts_takes_their_common_multiple() {
     assert_eq!(at("proj"), [0, 2, 3, 4, 6, 7]);
     assert_eq!(conv(r.pruned_graph(), "proj"), (12, 24, 2));
 }
+
+/// The selector reads the map: a block-mapped unit scores the mean of its channels over the
+/// groups (Torch-Pruning's `imp.view(G, -1).mean(0)`), so it removes the unit with the
+/// lowest mean, not the one holding the lowest channel.
+#[test]
+fn the_selector_ranks_block_units_by_their_mean_over_the_groups() {
+    use fair_analysis::{Goal, Method, SelectOptions, Selector, scored_layers};
+    let g = graph();
+    let layers: Vec<String> = scored_layers(&g, GroupedConvs::WithinGroups)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(layers, ["stem", "b1.conv1", "b1.conv2", "b1.conv3", "proj"]);
+    assert_eq!(
+        scored_layers(&g, GroupedConvs::Fixed),
+        ["stem", "b1.conv1", "b1.conv3"]
+    );
+    // b1.conv1: 16 channels in 4 groups, unit j = channels {j, j+4, j+8, j+12}. By unit:
+    // 0: 0, 10, 10, 10 (mean 7.5, but the lowest channel); 1: 5 ×4 (5); 2: 3 ×4 (3);
+    // 3: 1, 9, 9, 9 (7).
+    let by_unit = [
+        [0.0, 10.0, 10.0, 10.0],
+        [5.0; 4],
+        [3.0; 4],
+        [1.0, 9.0, 9.0, 9.0],
+    ];
+    let conv1: Vec<f64> = (0..16).map(|c| by_unit[c % 4][c / 4]).collect();
+    let scores: Vec<Vec<f64>> = layers
+        .iter()
+        .map(|l| {
+            if l == "b1.conv1" {
+                conv1.clone()
+            } else {
+                (0..g.units(l).unwrap()).map(|c| c as f64).collect()
+            }
+        })
+        .collect();
+    let refs: Vec<&[f64]> = scores.iter().map(Vec::as_slice).collect();
+    let options = SelectOptions {
+        rule: GroupRule::Strict,
+        grouped: GroupedConvs::WithinGroups,
+        ..Default::default()
+    };
+    let s = Selector::new(g.clone(), layers, &refs, &refs, &refs, options).unwrap();
+    // Unit counts: b1.conv1 and b1.conv2 4 (4 groups), stem and b1.conv3 8 (read by the
+    // 2-group projection), proj 12 (2 groups of 12).
+    let units: Vec<usize> = s.curves().iter().map(|c| c.units()).collect();
+    assert_eq!(units, [8, 4, 4, 8, 12]);
+    assert_eq!(s.units(), units);
+    let plan = s.requests(&[0, 1, 0, 0, 0]);
+    assert_eq!(plan.remove.get("b1.conv1"), Some(&vec![2]));
+    // Uniform widths are in units: every grouped conv keeps its groups and whole units.
+    let sel = s.select(Goal::Macs(0.3), Method::Uniform).unwrap();
+    let widths = sel.widths();
+    for (layer, blocks) in [("b1.conv1", 4), ("b1.conv2", 4), ("stem", 2), ("proj", 2)] {
+        assert_eq!(widths[layer] % blocks, 0, "{layer}: {}", widths[layer]);
+    }
+    let pruned = sel.resolution.pruned_graph();
+    assert_eq!((conv(pruned, "b1.conv2").2, conv(pruned, "proj").2), (4, 2));
+    assert!(sel.reduction().1 >= 0.3);
+}

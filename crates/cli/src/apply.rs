@@ -83,7 +83,7 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
     let options = ResolveOptions {
         rule: args.rule,
         protected: args.protect.clone(),
-        ..Default::default()
+        grouped: fair_pipeline::GROUPED_CONVS,
     };
     let pruned = fair_surgery::apply(&model, &plan, &options).map_err(|e| cli_error(e.into()))?;
     fair_surgery::export(&pruned.model, staged.path())?;

@@ -196,13 +196,8 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         "computed from stored scores in {:.2} ms ({} layers, {} units)",
         elapsed.as_secs_f64() * 1e3,
         selector.layers().len(),
-        thousands(
-            selector
-                .layers()
-                .iter()
-                .map(|l| graph.units(l).unwrap_or(0) as u64)
-                .sum()
-        )
+        // Units of the groups' maps (a grouped conv's within-group units), as counted.
+        thousands(selector.units().iter().map(|&u| u as u64).sum())
     );
     Ok(())
 }

@@ -107,7 +107,8 @@ impl Preset {
 
 impl Preset {
     /// The selection options of this preset: its group rule, MAC weight and cost and exact
-    /// targets, with the default counting and no protected layers. What the CLI, the
+    /// targets, with the default counting, no protected layers and grouped convolutions
+    /// pruned within their groups ([`crate::GROUPED_CONVS`]). What the CLI, the
     /// [`crate::Pruner`] and a hand-built [`fair_analysis::Selector`] start from.
     ///
     /// ```
@@ -122,6 +123,7 @@ impl Preset {
             mac_weight: p.mac_weight,
             mac_cost: p.mac_cost,
             exact_target: p.exact_target,
+            grouped: crate::settings::GROUPED_CONVS,
             ..SelectOptions::default()
         }
     }

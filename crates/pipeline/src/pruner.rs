@@ -648,6 +648,7 @@ impl<'a> Pruner<'a> {
             exact_target: self.exact_target.unwrap_or(p.exact_target),
             counting: self.counting,
             protected: self.protected.clone(),
+            grouped: p.grouped,
         }
     }
 

@@ -32,7 +32,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fair_analysis::{Goal, Method, ScoreFile, SelectOptions};
+use fair_analysis::{Goal, GroupedConvs, Method, ScoreFile, SelectOptions};
 use fair_scoring::{ConvDistance, MaxMemory, Registry, ScoringSettings, Wasserstein};
 use fair_threshold::CountOptions;
 use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
@@ -49,6 +49,13 @@ pub const DEFAULT_REMOVE_BY: &str = "u";
 
 /// ToD's protection signal when none is named.
 pub const DEFAULT_PROTECT_BY: &str = "r";
+
+/// How `score`, `ratios`, `apply` and `prune` treat grouped convolutions that are not
+/// depthwise (ResNeXt, RegNet-X): pruned within their groups with the group count kept
+/// (unit *j* is channel *j* of every group; see `docs/algorithm.md`, "Grouped
+/// convolutions"). Score files list grouped convolutions with one score per output channel
+/// in any case; the selection takes each unit's mean over the groups.
+pub const GROUPED_CONVS: GroupedConvs = GroupedConvs::WithinGroups;
 
 /// The fine-tuning learning rate when none is given.
 pub const DEFAULT_FINETUNE_LR: f64 = 0.01;
@@ -407,6 +414,7 @@ impl RawSettings {
                 round_to: p.round_to.unwrap_or(d.round_to),
             },
             protected: self.protect.clone(),
+            grouped: preset.grouped,
         })
     }
 

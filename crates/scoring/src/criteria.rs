@@ -271,7 +271,10 @@ impl Criterion for GroupMagnitude {
     }
     fn score(&self, ctx: &Context) -> Result<Scored, ScoringError> {
         let graph = ctx.model.graph();
-        let groups = fair_analysis::analyze(graph, &[])?;
+        // The scored layers include grouped convolutions pruned within their groups; their
+        // groups' units are channel j of every group.
+        let groups =
+            fair_analysis::analyze_with(graph, &[], fair_analysis::GroupedConvs::WithinGroups)?;
         let mut by_group: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
         let mut scores = Vec::with_capacity(ctx.layers.len());
         for layer in ctx.layers {
@@ -285,7 +288,15 @@ impl Criterion for GroupMagnitude {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let slices = groups.unit_slices(graph, group);
-                    e.insert(group_magnitude(ctx.model, &slices, layer.units, self.p)?)
+                    let g = &groups.groups()[group];
+                    let units = group_magnitude(ctx.model, &slices, g.units, self.p)?;
+                    // Scores are stored per output channel: each channel gets its unit's.
+                    let channels = g.channels();
+                    e.insert(
+                        (0..channels)
+                            .map(|c| units[g.map.unit(c, channels)])
+                            .collect(),
+                    )
                 }
             };
             scores.push(s.clone());

@@ -49,11 +49,14 @@ fn only_reader<'g>(graph: &'g Graph, name: &str) -> Option<&'g fair_ir::Node> {
     }
 }
 
-/// Every prunable layer of `graph` (all Conv2d and Linear but the output layer), with its
-/// analysis node for `point`.
+/// Every layer that gets scores (all Conv2d and Linear but the output layer and depthwise
+/// convolutions: the graph's prunable layers and the grouped convolutions, which are pruned
+/// within their groups, [`fair_analysis::scored_layers`] under
+/// [`fair_analysis::GroupedConvs::WithinGroups`]), with its analysis node for `point`. Its
+/// units are its output channels: a grouped convolution's scores are per channel, and the
+/// selector takes each within-group unit's mean over the groups.
 pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer> {
-    graph
-        .prunable_layers()
+    fair_analysis::scored_layers(graph, fair_analysis::GroupedConvs::WithinGroups)
         .into_iter()
         .map(|name| {
             let conv = graph.shape(name).expect("listed by the graph").len() == 3;
