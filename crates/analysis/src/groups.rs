@@ -220,14 +220,12 @@ impl ChannelGroups {
     /// its input that fall in the first group (`within` = input channels per group). The
     /// block map makes every group keep the same within-group channels.
     pub(crate) fn within_group(positions: &[i64], within: usize) -> Vec<i64> {
-        let mut v: Vec<i64> = positions
+        positions
             .iter()
             .map(|&p| p % within as i64)
             .collect::<BTreeSet<_>>()
             .into_iter()
-            .collect();
-        v.sort_unstable();
-        v
+            .collect()
     }
 
     /// Where the units `units` of group `group` are read: for every node whose weights read

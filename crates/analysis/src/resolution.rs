@@ -69,7 +69,9 @@ pub struct SizeReport {
     pub params: (usize, usize),
     /// Total MACs before and after.
     pub macs: (u64, u64),
-    /// Units removed per group that lost any: the group's layers and the count.
+    /// Units removed per group that lost any: the group's layers and the count, in units of
+    /// the group's map (a within-group unit of a grouped convolution's space stands for one
+    /// channel in every group; `layers` gives the widths in channels).
     pub groups: Vec<(Vec<String>, usize)>,
 }
 

@@ -73,9 +73,10 @@ impl Exporter {
 /// How grouped convolutions (not depthwise) are analysed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Grouped {
-    /// Held fixed (what `score`, `ratios`, `apply` and `prune` do).
+    /// Held fixed (`GroupedConvs::Fixed`; the table in docs/onnx.md is for this mode).
     Fixed,
-    /// Pruned within their groups, the group count kept (`GroupedConvs::WithinGroups`).
+    /// Pruned within their groups, the group count kept (`GroupedConvs::WithinGroups`, what
+    /// `score`, `ratios`, `apply` and `prune` do by default).
     WithinGroups,
 }
 

@@ -281,8 +281,10 @@ impl Graph {
             .collect()
     }
 
-    /// Names of the layers whose units may be pruned: every Conv2d and Linear except the
-    /// network's output layer, in topological order.
+    /// Names of the layers that create units and read their input densely ([`Op::is_prunable`]):
+    /// every dense Conv2d and Linear except the network's output layer, in topological order.
+    /// Grouped convolutions are not listed here; `fair_analysis::scored_layers` adds them when
+    /// they are pruned within their groups.
     pub fn prunable_layers(&self) -> Vec<&str> {
         let output = self.output().name.as_str();
         self.nodes
@@ -298,7 +300,8 @@ impl Graph {
         self.node(name).ok()?.op.units()
     }
 
-    /// The same network with some prunable layers narrowed to `kept` units; every reader's
+    /// The same network with some unit-creating layers (dense, or grouped convolutions whose
+    /// group count still divides the kept width) narrowed to `kept` units; every reader's
     /// channel or feature count follows (next convs, BatchNorms, linear layers after a
     /// flatten, concatenations), each op by its [`Contract::narrowed`] rule. Only shapes
     /// change — this is the cost model behind target pruning and the IR half of model
@@ -311,7 +314,8 @@ impl Graph {
         for (name, &k) in kept {
             let units = self.units(name).ok_or_else(|| IrError::Attribute {
                 node: name.clone(),
-                detail: "only conv2d and linear layers with prunable units can be narrowed".into(),
+                detail: "only conv2d and linear layers (layers that create units) can be narrowed"
+                    .into(),
             })?;
             if k == 0 || k > units {
                 return Err(IrError::Attribute {

@@ -581,7 +581,8 @@ impl Op {
     }
 
     /// Whether the op's units (output channels / features) can be pruned: it creates units
-    /// and reads its input densely (grouped convolutions are held fixed).
+    /// and reads its input densely. Grouped convolutions answer `false` here: their units are
+    /// pruned within their groups through `fair_analysis`'s index maps (`UnitMap::Blocks`).
     pub fn is_prunable(&self) -> bool {
         matches!(
             self.channels(),
