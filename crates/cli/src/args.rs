@@ -263,85 +263,23 @@ impl DrawArgs {
 /// `` `weights` ``), a scoring or training setting's error, torchrun's, and coupled layers
 /// that disagree (`` `rule` ``). Other errors pass through unchanged.
 pub fn cli_error(e: anyhow::Error) -> anyhow::Error {
+    // The texts are the library's (`fair_pipeline::flag_text`), which bindings print too.
     let e = match e.downcast::<PipelineError>() {
-        Ok(PipelineError::Invalid { setting, detail }) => {
-            let detail = flags_in(&detail);
-            return match setting.as_str() {
-                // The goal is several flags; the text names them.
-                "goal" => anyhow::anyhow!("{detail}"),
-                "train" => anyhow::anyhow!("[train]: {detail}"),
-                s => anyhow::anyhow!("--{s}: {detail}"),
+        Ok(p) => {
+            return match fair_pipeline::flag_text(&p) {
+                Some(text) => anyhow::anyhow!("{text}"),
+                None => p.into(),
             };
         }
-        Ok(PipelineError::Scoring(e)) => anyhow::Error::from(e),
-        Ok(PipelineError::Analysis(e)) => anyhow::Error::from(e),
-        Ok(PipelineError::Surgery(fair_surgery::SurgeryError::Analysis(e))) => e.into(),
-        Ok(PipelineError::Torchrun { detail, tail }) => {
-            return PipelineError::Torchrun {
-                detail: flags_in(&detail),
-                tail,
-            }
-            .into();
-        }
-        // Transparent wrappers: their text is the inner error's.
-        Ok(PipelineError::Fs(e)) => anyhow::Error::from(e),
-        Ok(PipelineError::Train(e)) => e.into(),
-        Ok(other) => return other.into(),
         Err(e) => e,
     };
     // Respelled only when the error is the whole message (no context around it).
     if e.chain().count() == 1
-        && let Some(fair_scoring::ScoringError::Setting { name, detail }) =
-            e.downcast_ref::<fair_scoring::ScoringError>()
+        && let Some(text) = fair_pipeline::flag_text(e.as_ref())
     {
-        return anyhow::anyhow!("--{name}: {}", flags_in(detail));
-    }
-    use fair_analysis::AnalysisError::Disagreement;
-    let names_settings = matches!(
-        e.downcast_ref::<fair_analysis::AnalysisError>(),
-        Some(Disagreement { .. })
-    ) || matches!(
-        e.downcast_ref::<fair_surgery::SurgeryError>(),
-        Some(fair_surgery::SurgeryError::Analysis(Disagreement { .. }))
-    ) || matches!(
-        e.downcast_ref::<fair_fs::FsError>(),
-        Some(fair_fs::FsError::Output { .. })
-    ) || matches!(
-        e.downcast_ref::<fair_train::TrainError>(),
-        Some(fair_train::TrainError::Setting { .. })
-    );
-    if names_settings && e.chain().count() == 1 {
-        return anyhow::anyhow!("{}", flags_in(&e.to_string()));
+        return anyhow::anyhow!("{text}");
     }
     e
-}
-
-/// `text` with every setting written in backticks (`` `distill-weight` ``) as its flag.
-fn flags_in(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find('`') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        match after.find('`') {
-            Some(j)
-                if j > 0
-                    && after[..j]
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
-            {
-                out.push_str("--");
-                out.push_str(&after[..j]);
-                rest = &after[j + 1..];
-            }
-            _ => {
-                out.push('`');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Seed of `--train-fraction` subsets (fixed, so every run sees the same images).
@@ -504,7 +442,10 @@ impl RunArgs {
         let loaded = fair_pipeline::load_model(&config, memory_bound, device)?;
         crate::notes::print(&loaded.notes);
         if let Some(w) = loaded.warning {
-            eprintln!("warning: {}", fair_pipeline::printable(&flags_in(&w)));
+            eprintln!(
+                "warning: {}",
+                fair_pipeline::printable(&fair_pipeline::flags_in(&w))
+            );
         }
         let (config, model) = (loaded.config, loaded.model);
         let input = fair_pipeline::image_input(model.graph())?;
@@ -544,7 +485,10 @@ mod tests {
         let e = cli_error(PipelineError::invalid("goal", "no pruning goal: give `alpha`").into());
         assert_eq!(e.to_string(), "no pruning goal: give --alpha");
         // Backticks around something that is not a setting name stay as they are.
-        assert_eq!(flags_in("a `b c` and `` end`"), "a `b c` and `` end`");
+        assert_eq!(
+            fair_pipeline::flags_in("a `b c` and `` end`"),
+            "a `b c` and `` end`"
+        );
         // Inputs of a refused output and training settings are named by setting; the CLI
         // prints their flags.
         let e = cli_error(

@@ -88,6 +88,120 @@ impl PipelineError {
     }
 }
 
+/// `text` with every setting written in backticks (`` `distill-weight` ``) as the
+/// `fair-pruner` command's flag for it (`--distill-weight`); backticks around anything else
+/// (not lowercase letters, digits and `-`) stay as they are.
+///
+/// ```
+/// assert_eq!(fair_pipeline::flags_in("needs `distill-weight`"), "needs --distill-weight");
+/// assert_eq!(fair_pipeline::flags_in("a `b c`"), "a `b c`");
+/// ```
+pub fn flags_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('`') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find('`') {
+            Some(j)
+                if j > 0
+                    && after[..j]
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+            {
+                out.push_str("--");
+                out.push_str(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('`');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The text the `fair-pruner` command prints for the library error `e` (with no context
+/// around it) when that error names settings, which the command spells as its flags; `None`
+/// for an error printed as its [`error_text`]. A [`PipelineError::Invalid`] becomes
+/// `--setting: detail` (the goal's detail alone, since the goal is several flags;
+/// `[train]: detail` for the training section), with the settings its detail names in
+/// backticks as flags ([`flags_in`]); so do a refused output path's text (whose inputs are
+/// named by setting, `` `weights` ``), a scoring setting's error (`--max-memory: ...`), a
+/// training setting's, torchrun's, and coupled layers that disagree (`` `rule` ``). The
+/// pipeline's transparent wrappers are looked through.
+///
+/// ```
+/// use fair_pipeline::{PipelineError, flag_text};
+/// let e = PipelineError::invalid("distill-temperature", "needs `distill-weight`");
+/// assert_eq!(flag_text(&e).unwrap(), "--distill-temperature: needs --distill-weight");
+/// ```
+pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use fair_analysis::AnalysisError::Disagreement;
+    if let Some(p) = e.downcast_ref::<PipelineError>() {
+        return match p {
+            PipelineError::Invalid { setting, detail } => {
+                let detail = flags_in(detail);
+                Some(match setting.as_str() {
+                    "goal" => detail,
+                    "train" => format!("[train]: {detail}"),
+                    s => format!("--{s}: {detail}"),
+                })
+            }
+            PipelineError::Torchrun { detail, tail } => Some(
+                PipelineError::Torchrun {
+                    detail: flags_in(detail),
+                    tail: tail.clone(),
+                }
+                .to_string(),
+            ),
+            PipelineError::Scoring(e) => flag_text(e),
+            PipelineError::Analysis(e) => flag_text(e),
+            PipelineError::Surgery(e) => flag_text(e),
+            PipelineError::Fs(e) => flag_text(e),
+            PipelineError::Train(e) => flag_text(e),
+            _ => None,
+        };
+    }
+    if let Some(fair_scoring::ScoringError::Setting { name, detail }) =
+        e.downcast_ref::<fair_scoring::ScoringError>()
+    {
+        return Some(format!("--{name}: {}", flags_in(detail)));
+    }
+    let names_settings = matches!(
+        e.downcast_ref::<fair_analysis::AnalysisError>(),
+        Some(Disagreement { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_surgery::SurgeryError>(),
+        Some(fair_surgery::SurgeryError::Analysis(Disagreement { .. }))
+    ) || matches!(
+        e.downcast_ref::<fair_fs::FsError>(),
+        Some(fair_fs::FsError::Output { .. })
+    ) || matches!(
+        e.downcast_ref::<fair_train::TrainError>(),
+        Some(fair_train::TrainError::Setting { .. })
+    );
+    names_settings.then(|| flags_in(&e.to_string()))
+}
+
+/// The whole text the `fair-pruner` command prints after `error: ` for the library error
+/// `e`: its [`flag_text`] where it names settings, else its [`error_text`]; [`printable`]
+/// either way. Bindings use it so that their messages are the command's.
+///
+/// ```
+/// use fair_pipeline::{PipelineError, cli_text};
+/// let e = PipelineError::invalid("finetune-lr", "must be positive");
+/// assert_eq!(cli_text(&e), "--finetune-lr: must be positive");
+/// ```
+pub fn cli_text(e: &(dyn std::error::Error + 'static)) -> String {
+    match flag_text(e) {
+        Some(t) => printable(&t),
+        None => error_text(e),
+    }
+}
+
 /// An error and its causes on one line, `outer: inner`, each cause once: a cause whose text
 /// the line already contains (a library error that also names its source) is skipped, so
 /// "cannot read x (os error 2)" never repeats. Works for `anyhow::Error` too (pass `&*e`).
@@ -160,6 +274,47 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|e| e as _)
         }
+    }
+
+    #[test]
+    fn settings_are_named_as_the_commands_flags() {
+        let invalid = |s, d| cli_text(&PipelineError::invalid(s, d));
+        assert_eq!(
+            invalid("finetune-lr", "must be positive"),
+            "--finetune-lr: must be positive"
+        );
+        assert_eq!(
+            invalid("goal", "no goal: give `alpha`"),
+            "no goal: give --alpha"
+        );
+        assert_eq!(
+            invalid("train", "needs `finetune-epochs`"),
+            "[train]: needs --finetune-epochs"
+        );
+        // Through the pipeline's transparent wrappers.
+        let e = PipelineError::Scoring(fair_scoring::ScoringError::Setting {
+            name: "max-memory",
+            detail: "too small; raise `max-memory`".into(),
+        });
+        assert_eq!(cli_text(&e), "--max-memory: too small; raise --max-memory");
+        let e = PipelineError::Torchrun {
+            detail: "give `nproc`".into(),
+            tail: String::new(),
+        };
+        assert_eq!(
+            cli_text(&e),
+            "fine-tuning with torchrun failed: give --nproc"
+        );
+        // Other errors are their error text, with no flag text.
+        let e = E("plain `word`", Some(Box::new(E("cause", None))));
+        assert_eq!(flag_text(&e), None);
+        assert_eq!(cli_text(&e), "plain `word`: cause");
+        let e = PipelineError::Config {
+            path: None,
+            detail: "`seed` is bad".into(),
+        };
+        assert_eq!(flag_text(&e), None);
+        assert_eq!(cli_text(&e), "config: `seed` is bad");
     }
 
     #[test]

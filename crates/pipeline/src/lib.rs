@@ -59,7 +59,9 @@ pub use config::{
     ModelSection, OutputSection, PruneSection, RunConfig, UnknownDataSource, image_input,
     model_normalization, with_normalization,
 };
-pub use error::{MAX_LINE_CHARS, PipelineError, error_text, printable};
+pub use error::{
+    MAX_LINE_CHARS, PipelineError, cli_text, error_text, flag_text, flags_in, printable,
+};
 pub use fair_analysis::{Goal, GroupRule, Method};
 pub use fair_fs::OutputGuard;
 pub use fair_threshold::CountOptions;
@@ -78,7 +80,7 @@ pub use report::{
 pub use settings::{
     ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,
     DEFAULT_REMOVE_BY, GROUPED_CONVS, LoadedModel, PruneSettings, RawSettings, check_classes,
-    check_memory_bound, check_weights, load_model,
+    check_memory_bound, check_weights, load_model, output_classes,
 };
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 

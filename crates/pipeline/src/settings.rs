@@ -689,13 +689,19 @@ pub fn check_memory_bound(
     })
 }
 
+/// The number of classes `model` predicts: its output's size (the last node's first
+/// dimension), which [`check_classes`] compares the data with.
+pub fn output_classes(model: &fair_runtime::Model) -> usize {
+    let g = model.graph();
+    g.shape_at(g.nodes().len() - 1)[0]
+}
+
 /// The data may not have more classes than the model has outputs: an error naming `data`.
 pub fn check_classes(
     model: &fair_runtime::Model,
     train: &dyn fair_data::ImageSource,
 ) -> Result<(), PipelineError> {
-    let g = model.graph();
-    let classes = g.shape_at(g.nodes().len() - 1)[0];
+    let classes = output_classes(model);
     if train.classes().len() > classes {
         return Err(PipelineError::invalid(
             "data",

@@ -8,8 +8,9 @@
 //! and the pruned model goes back as the source of a standalone PyTorch module
 //! ([`fair_surgery::pytorch_module`]) plus its state dict as raw little-endian bytes, which
 //! the Python side turns into an `nn.Module`. Every error is a `fair_pruner.FairPrunerError`
-//! whose text is the CLI's error chain ([`fair_pipeline::error_text`]). `fair_pruner._native`
-//! is private: its functions take raw data pointers, which only the wrapper passes safely.
+//! whose text is the CLI's ([`fair_pipeline::cli_text`]: settings named as its flags).
+//! `fair_pruner._native` is private: its functions take raw data pointers, which only the
+//! wrapper passes safely.
 //!
 //! The functions with the work ([`prune_onnx`], [`score_onnx`], [`ratios_of`]) are plain
 //! Rust, so they can be called and tested without Python:
@@ -28,7 +29,7 @@ use std::sync::Mutex;
 use fair_analysis::{Goal, Method, ScoreFile, Selector};
 use fair_data::{DataError, ImageSource, Transform};
 use fair_onnx::{ImportOptions, TensorData};
-use fair_pipeline::{PipelineError, Preset, PruneSection, Pruner, RawSettings, error_text, stages};
+use fair_pipeline::{PipelineError, Preset, PruneSection, Pruner, RawSettings, cli_text, stages};
 use fair_scoring::{Calibration, MaxMemory, Progress, Registry};
 use pyo3::create_exception;
 use pyo3::exceptions::PyRuntimeError;
@@ -43,9 +44,10 @@ create_exception!(
     "An error of fair-pruner's pipeline; its text is the `fair-pruner` command's error chain."
 );
 
-/// The error text of `e` and its causes, as the CLI prints it after `error: `.
+/// The error text of `e` and its causes as the CLI prints it after `error: `, settings
+/// named as its flags ([`fair_pipeline::cli_text`]).
 fn text(e: &(dyn StdError + 'static)) -> String {
-    error_text(e)
+    cli_text(e)
 }
 
 /// Calibration data: inputs `[N, ...]` (float) and labels `[N]` (integer class ids).
@@ -97,17 +99,9 @@ pub struct PruneOptions {
     pub finetune: Option<Finetune>,
 }
 
-/// A setting's error as the CLI prints it: `--setting: detail` (the goal's text alone).
-fn setting_text(e: PipelineError) -> String {
-    match e {
-        PipelineError::Invalid { setting, detail } if setting == "goal" => detail,
-        PipelineError::Invalid { setting, detail } => format!("--{setting}: {detail}"),
-        e => text(&e),
-    }
-}
-
 /// The raw settings of a run from Python, as the CLI's flags give them: goal, criteria,
-/// seed, memory bound and fine-tuning. `max_memory` is parsed as `--max-memory` is.
+/// seed, memory bound and fine-tuning. `max_memory` is parsed as `--max-memory` is (by
+/// [`MaxMemory`]'s `FromStr`, the CLI's value parser).
 fn raw_settings(
     goal: Option<Goal>,
     criteria: Option<Vec<String>>,
@@ -117,8 +111,12 @@ fn raw_settings(
 ) -> Result<RawSettings, String> {
     let max_memory = max_memory
         .map(|m| {
-            m.parse::<MaxMemory>()
-                .map_err(|e| format!("--max-memory: invalid value '{m}': {e}"))
+            m.parse::<MaxMemory>().map_err(|e| {
+                text(&PipelineError::invalid(
+                    "max-memory",
+                    format!("invalid value '{m}': {e}"),
+                ))
+            })
         })
         .transpose()?;
     let mut prune = PruneSection {
@@ -157,9 +155,8 @@ impl TensorSource {
         let bad = |e: fair_scoring::ScoringError| format!("train: {}", text(&e));
         let checked = Calibration::new(data.inputs, &data.labels, "training tensors from Python")
             .map_err(bad)?;
-        let graph = model.graph();
-        let outputs = graph.shape_at(graph.nodes().len() - 1)[0];
-        let input = graph.shape_at(0);
+        let outputs = fair_pipeline::output_classes(model);
+        let input = model.graph().shape_at(0);
         if input.len() != 3 {
             return Err(format!(
                 "train: fine-tuning needs an image model (input [C, H, W]), found input {input:?}"
@@ -229,7 +226,7 @@ pub fn goal_of(kind: &str, value: f64) -> Result<Goal, String> {
         }
     };
     goal.check()
-        .map_err(|e| format!("--{}: {}", goal.flag(), text(&e)))?;
+        .map_err(|e| text(&PipelineError::invalid(goal.flag(), e.to_string())))?;
     Ok(goal)
 }
 
@@ -264,7 +261,8 @@ pub fn prune_onnx(
     let goal = goal_of(goal_kind, goal_value)?;
     let finetune = options.finetune.as_ref().map(|f| (f.epochs, f.lr));
     if finetune.is_some_and(|f| f.0 == 0) {
-        return Err("--finetune-epochs: must be at least 1 to fine-tune".into());
+        let e = PipelineError::invalid("finetune-epochs", "must be at least 1 to fine-tune");
+        return Err(text(&e));
     }
     let settings = raw_settings(
         Some(goal),
@@ -274,10 +272,10 @@ pub fn prune_onnx(
         finetune,
     )?
     .resolve()
-    .map_err(setting_text)?;
+    .map_err(|e| text(&e))?;
     let (model, notes) = import(onnx)?;
     fair_pipeline::check_memory_bound(model.graph(), settings.given_max_memory)
-        .map_err(setting_text)?;
+        .map_err(|e| text(&e))?;
     let calibration = calibration(data)?;
     let train = match options.finetune {
         Some(f) => Some(TensorSource::new(f.train, &model)?),
@@ -346,7 +344,7 @@ pub fn score_onnx(
     let raw = raw_settings(None, criteria.clone(), 0, max_memory, None)?;
     let (model, _) = import(onnx)?;
     fair_pipeline::check_memory_bound(model.graph(), raw.given_max_memory())
-        .map_err(setting_text)?;
+        .map_err(|e| text(&e))?;
     let calibration = calibration(data)?;
     let names = criteria.unwrap_or_else(|| raw.criteria());
     let scored = stages::score(
@@ -418,16 +416,21 @@ unsafe fn borrowed(ptr: usize, shape: &[i64], kind: Kind) -> Tensor {
 /// Refuses pointers and shapes that cannot be the wrapper's tensors (a null pointer,
 /// negative sizes, labels that are not one per input): `_native` is private, and these
 /// checks stop a direct call from crashing the interpreter on the obvious mistakes.
-fn check_lent(x: usize, x_shape: &[i64], y: usize, y_shape: &[i64]) -> PyResult<()> {
-    let bad = |what: &str| Err(pyo3::exceptions::PyValueError::new_err(what.to_owned()));
+/// `what` names the data in the messages (`calibration`, `train`).
+fn check_lent(what: &str, x: usize, x_shape: &[i64], y: usize, y_shape: &[i64]) -> PyResult<()> {
+    let bad = |problem: &str| {
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{what} {problem}"
+        )))
+    };
     if x == 0 || y == 0 {
-        return bad("calibration data pointers must not be null");
+        return bad("data pointers must not be null");
     }
     if x_shape.is_empty() || x_shape.iter().chain(y_shape).any(|&d| d < 0) {
-        return bad("calibration shapes must be non-empty with non-negative sizes");
+        return bad("shapes must be non-empty with non-negative sizes");
     }
     if y_shape.len() != 1 || y_shape[0] != x_shape[0] {
-        return bad("calibration labels must be one per input");
+        return bad("labels must be one per input");
     }
     Ok(())
 }
@@ -479,13 +482,19 @@ fn prune<'py>(
     String,
     Vec<String>,
 )> {
-    check_lent(x, &x_shape, y, &y_shape)?;
+    check_lent("calibration", x, &x_shape, y, &y_shape)?;
     if let Some((tx, tx_shape, ty, ty_shape)) = &train {
-        check_lent(*tx, tx_shape, *ty, ty_shape)?;
+        check_lent("train", *tx, tx_shape, *ty, ty_shape)?;
     }
     if finetune.is_some() != train.is_some() {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "finetune (epochs) and train (data) go together",
+        ));
+    }
+    if finetune_lr.is_some() && finetune.is_none() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "finetune_lr (learning rate) is given without finetune (epochs): it only applies \
+             to fine-tuning",
         ));
     }
     let out = py
@@ -535,7 +544,7 @@ fn score(
     progress: bool,
     max_memory: Option<String>,
 ) -> PyResult<String> {
-    check_lent(x, &x_shape, y, &y_shape)?;
+    check_lent("calibration", x, &x_shape, y, &y_shape)?;
     py.detach(|| {
         // SAFETY: as in `prune`.
         let data = unsafe { lent(x, &x_shape, y, &y_shape) };

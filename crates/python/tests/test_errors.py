@@ -101,3 +101,43 @@ def test_an_unsupported_op_is_named_with_the_cli_text(venv, rust_binary, tmp_pat
     )
     assert cli.returncode != 0
     assert e["text"] in cli.stderr, (e["text"], cli.stderr)
+
+
+def test_texts_equal_the_console_commands(venv, tmp_path):
+    """The same bad inputs through Python and the installed `fair-pruner` command."""
+    onnx, calib = tmp_path / "m.onnx", tmp_path / "one_class.safetensors"
+    e = venv.run(
+        f"""
+        import json, torch, fair_pruner as fp
+        from safetensors.torch import save_file
+        from models import SmallNet, data
+        net, (x, y) = SmallNet(), data(n=60)
+        open({str(onnx)!r}, "wb").write(fp._export_onnx(net, x[:1]))
+        save_file({{"inputs": x, "labels": torch.zeros_like(y)}}, {str(calib)!r})
+        def err(f):
+            try:
+                f()
+            except fp.FairPrunerError as e:
+                return str(e)
+        print(json.dumps({{
+            "one_class": err(lambda: fp.prune(net, x[:1], calibration=(x, torch.zeros_like(y)), target_macs=0.3)),
+            "bad_bound": err(lambda: fp.score(net, x[:1], calibration=(x, y), max_memory="lots")),
+        }}))
+        """
+    )
+
+    def command(*args: str) -> str:
+        out = subprocess.run([str(venv.command), *args], capture_output=True, text=True)
+        assert out.returncode != 0, out
+        return out.stderr
+
+    # A calibration set with one class: the CLI's text, after its context line.
+    cli = command("score", "--graph", str(onnx), "--calibration", str(calib), "--out", str(tmp_path / "s.json"))
+    assert cli.strip() == f"error: scoring with the calibration data {calib}: {e['one_class']}", (cli, e)
+    assert "1 class" in e["one_class"], e
+    # A bound that is not a size: the same parser's words as the CLI's `--max-memory`.
+    cli = command("score", "--graph", str(onnx), "--calibration", str(calib), "--out", str(tmp_path / "s.json"),
+                  "--max-memory", "lots")
+    prefix = "--max-memory: invalid value 'lots': "
+    assert e["bad_bound"].startswith(prefix), e
+    assert f"for '--max-memory <SIZE>': {e['bad_bound'].removeprefix(prefix)}\n" in cli, (cli, e)

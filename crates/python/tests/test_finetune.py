@@ -55,6 +55,19 @@ def test_finetune_arguments_are_checked(venv):
     assert e["raised"] == "ValueError" and "finetune=" in e["text"], e
     e = error_of(venv, "fp.prune(SmallNet(), x[:1], calibration=(x, y), target_macs=0.3, finetune=0, train=(x, y))")
     assert e["raised"] == "ValueError" and "epochs" in e["text"], e
+    # A learning rate alone would be ignored: refused, naming both arguments.
+    e = error_of(venv, "fp.prune(SmallNet(), x[:1], calibration=(x, y), target_macs=0.3, finetune_lr=0.05)")
+    assert e["raised"] == "ValueError" and "finetune_lr=" in e["text"] and "finetune=" in e["text"], e
+    # The native side refuses it too (a direct call, past the wrapper's check).
+    e = error_of(
+        venv,
+        """
+onnx = fp._export_onnx(SmallNet(), x[:1])
+fp._native.prune(onnx, x.data_ptr(), list(x.shape), y.data_ptr(), list(y.shape), "macs", 0.3,
+                 finetune_lr=0.05)
+""",
+    )
+    assert e["raised"] == "ValueError" and "finetune_lr" in e["text"] and "finetune" in e["text"], e
     # Training data that does not fit the model: the calibration's message, for `train`.
     e = error_of(
         venv,

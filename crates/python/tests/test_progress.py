@@ -20,15 +20,22 @@ SCRIPT = textwrap.dedent(
     """
 )
 
+# The same runs asking for the bars: still nothing on a stderr that is not a terminal.
+FORCED = SCRIPT.replace('criteria=["u", "r"])', 'criteria=["u", "r"], progress=True)').replace(
+    "target_macs=0.3)", "target_macs=0.3, progress=True)"
+)
+assert FORCED.count("progress=True") == 2
+
 
 def test_nothing_is_printed_when_stderr_is_not_a_terminal(venv):
-    out = subprocess.run(
-        [str(venv.python), "-c", SCRIPT], capture_output=True, text=True, cwd=TESTS,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert out.stdout.strip() == "done"
-    assert out.stderr == "", out.stderr[-4000:]
+    for script in (SCRIPT, FORCED):
+        out = subprocess.run(
+            [str(venv.python), "-c", script], capture_output=True, text=True, cwd=TESTS,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert out.returncode == 0, out.stderr[-4000:]
+        assert out.stdout.strip() == "done"
+        assert out.stderr == "", out.stderr[-4000:]
 
 
 def test_bars_are_drawn_when_stderr_is_a_terminal(venv):

@@ -217,11 +217,16 @@ def _max_memory(max_memory: MaxMemory | None) -> str | None:
     return str(max_memory)
 
 
-def _finetune(finetune: int | None, train: Any) -> int | None:
-    """The fine-tuning epochs, checked against ``train`` (they go together)."""
+def _finetune(finetune: int | None, train: Any, finetune_lr: float | None = None) -> int | None:
+    """The fine-tuning epochs, checked against ``train`` (they go together) and
+    ``finetune_lr`` (which needs them)."""
     if finetune is None:
         if train is not None:
             raise ValueError("train= is the fine-tuning data: give finetune= (epochs) with it")
+        if finetune_lr is not None:
+            raise ValueError(
+                "finetune_lr= is the fine-tuning's learning rate: give finetune= (epochs) and train= with it"
+            )
         return None
     if isinstance(finetune, bool) or not isinstance(finetune, int) or finetune < 1:
         raise ValueError(f"finetune= takes None or a number of epochs (an int >= 1), found {finetune!r}")
@@ -353,11 +358,11 @@ def prune(
         FairPrunerError: the export, import, scoring, selection or surgery failed (the text
             is the CLI's).
         ValueError: not exactly one goal given; ``finetune`` not a positive int, or given
-            without ``train`` (or ``train`` without it).
+            without ``train`` (or ``train`` or ``finetune_lr`` without it).
         TypeError: ``max_memory`` neither an int nor a string.
     """
     goal, value = _goal(alpha, target_macs, target_params)
-    epochs = _finetune(finetune, train)
+    epochs = _finetune(finetune, train, finetune_lr)
     bound = _max_memory(max_memory)
     onnx = _export_onnx(model, example_inputs)
     x, y = _calibration(calibration, max_samples)
