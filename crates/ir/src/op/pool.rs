@@ -85,15 +85,7 @@ impl Contract for MaxPool2d {
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "MaxPool",
-            vec![
-                ("kernel_shape", ints_pair(self.kernel_size)),
-                (
-                    "strides",
-                    ints_pair(self.stride.unwrap_or(self.kernel_size)),
-                ),
-                ("pads", pads(self.padding)),
-                ("ceil_mode", OnnxAttr::Int(i64::from(self.ceil_mode))),
-            ],
+            window_attrs(self.kernel_size, self.stride, self.padding, self.ceil_mode),
         ))
     }
     fn arity(&self) -> Arity {
@@ -180,19 +172,14 @@ impl Contract for AvgPool2d {
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single(
             "AveragePool",
-            vec![
-                ("kernel_shape", ints_pair(self.kernel_size)),
-                (
-                    "strides",
-                    ints_pair(self.stride.unwrap_or(self.kernel_size)),
-                ),
-                ("pads", pads(self.padding)),
-                ("ceil_mode", OnnxAttr::Int(i64::from(self.ceil_mode))),
-                (
+            [
+                window_attrs(self.kernel_size, self.stride, self.padding, self.ceil_mode),
+                vec![(
                     "count_include_pad",
                     OnnxAttr::Int(i64::from(self.count_include_pad)),
-                ),
-            ],
+                )],
+            ]
+            .concat(),
         ))
     }
     fn arity(&self) -> Arity {
@@ -347,4 +334,20 @@ fn pooling_matrix(n: usize, m: usize, transposed: bool) -> OnnxConst {
         dims: if transposed { vec![n, m] } else { vec![m, n] },
         values: p,
     }
+}
+
+/// The ONNX attributes every pooling window writes, in this order: `kernel_shape`,
+/// `strides` (the kernel when no stride is given, as in PyTorch), `pads`, `ceil_mode`.
+fn window_attrs(
+    kernel_size: Pair,
+    stride: Option<Pair>,
+    padding: Pair,
+    ceil_mode: bool,
+) -> Vec<(&'static str, OnnxAttr)> {
+    vec![
+        ("kernel_shape", ints_pair(kernel_size)),
+        ("strides", ints_pair(stride.unwrap_or(kernel_size))),
+        ("pads", pads(padding)),
+        ("ceil_mode", OnnxAttr::Int(i64::from(ceil_mode))),
+    ]
 }
