@@ -21,6 +21,7 @@ module per rank, the same optimizer everywhere), not evidence that the pruned mo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -87,44 +88,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def fine_tune(rank: int, world_size: int, pruned_path: str, epochs: int) -> dict:
+    """One rank's fine-tuning under DDP on its shard of the data: the losses before and
+    after, and whether every rank ended with the same parameters."""
+    torch.manual_seed(rank)
+    x, y = synthetic(512, seed=1)
+    # `fp.load` rebuilds the pruned module (its generated class and weights) in this process.
+    module = fp.load(pruned_path)
+    before = mean_loss(module, x, y)
+    net = DDP(module)
+    data = TensorDataset(x, y)
+    sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
+    loader = DataLoader(data, batch_size=32, sampler=sampler)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
+    net.train()
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for xb, yb in loader:
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()  # DDP all-reduces (averages) the gradients here
+            opt.step()
+            sched.step()
+    after = mean_loss(net.module, x, y)
+    # Every rank's parameters, flattened, gathered on every rank: they must be equal.
+    flat = torch.cat([p.detach().flatten() for p in net.module.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world_size)]
+    dist.all_gather(gathered, flat)
+    equal = all(torch.equal(gathered[0], g) for g in gathered)
+    # Your own run would save `net.module.state_dict()` here (rank 0 only).
+    return {"before": before, "after": after, "equal": equal}
+
+
 def train(rank: int, world_size: int, port: int, pruned_path: str, result_path: str, epochs: int) -> None:
-    """One rank: loads the pruned module, fine-tunes it under DDP on its shard of the data,
-    and checks that every rank ends with the same parameters. Rank 0 writes the losses."""
+    """One rank: joins the process group, fine-tunes, and leaves the group only after the
+    DDP wrapper is gone. Rank 0 writes the losses."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)  # the ranks share this machine's cores
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        torch.manual_seed(rank)
-        x, y = synthetic(512, seed=1)
-        # `fp.load` rebuilds the pruned module (its generated class and weights) in this process.
-        module = fp.load(pruned_path)
-        before = mean_loss(module, x, y)
-        net = DDP(module)
-        data = TensorDataset(x, y)
-        sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
-        loader = DataLoader(data, batch_size=32, sampler=sampler)
-        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
-        net.train()
-        for epoch in range(epochs):
-            sampler.set_epoch(epoch)
-            for xb, yb in loader:
-                loss = F.cross_entropy(net(xb), yb)
-                opt.zero_grad()
-                loss.backward()  # DDP all-reduces (averages) the gradients here
-                opt.step()
-                sched.step()
-        after = mean_loss(net.module, x, y)
-        # Every rank's parameters, flattened, gathered on every rank: they must be equal.
-        flat = torch.cat([p.detach().flatten() for p in net.module.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(world_size)]
-        dist.all_gather(gathered, flat)
-        equal = all(torch.equal(gathered[0], g) for g in gathered)
+        out = fine_tune(rank, world_size, pruned_path, epochs)
         if rank == 0:
-            # Your own run would save `net.module.state_dict()` here (rank 0 only).
-            Path(result_path).write_text(json.dumps({"before": before, "after": after, "equal": equal}))
+            Path(result_path).write_text(json.dumps(out))
     finally:
+        # The DDP wrapper holds the process group; if it outlived destroy_process_group, the
+        # group's threads would be torn down at interpreter exit and abort the process
+        # (seen with gloo on torch 2.11). Collect it first.
+        gc.collect()
         dist.destroy_process_group()
 
 
