@@ -1,5 +1,8 @@
 //! The importer's and exporter's documented errors, on models built here message by message.
 
+mod common;
+use common::tensors_for;
+
 use fair_ir::{Graph, GraphBuilder, Input, Node, Op};
 use fair_onnx::{ExportOptions, ImportOptions, OnnxError, Tensor};
 use onnx_protobuf::attribute_proto::AttributeType;
@@ -516,20 +519,6 @@ fn shape_subgraphs_fold_into_a_flatten() {
         .collect();
     assert_eq!(ops, ["input", "conv2d", "relu", "flatten"]);
     assert_eq!(imported.graph.shape("flat").unwrap(), &[256]);
-}
-
-fn tensors_for(g: &Graph) -> Vec<Tensor> {
-    g.params()
-        .iter()
-        .map(|p| match p.kind {
-            fair_ir::ParamKind::NumBatchesTracked => Tensor::i64(&p.name, p.shape.clone(), vec![3]),
-            _ => Tensor::f32(
-                &p.name,
-                p.shape.clone(),
-                (0..p.numel()).map(|i| (i as f32 * 0.37).sin()).collect(),
-            ),
-        })
-        .collect()
 }
 
 #[test]

@@ -7,10 +7,13 @@
 //! `export.rs`); it changes only when an export is meant to change. Regenerate it with
 //! `FAIR_UPDATE_GOLDEN=1 cargo test -p fair-onnx --test golden` and review the diff.
 
+mod common;
+use common::tensors_for;
+
 use std::path::Path;
 
 use fair_ir::{Graph, Input, Node, Op};
-use fair_onnx::{ExportOptions, Tensor};
+use fair_onnx::ExportOptions;
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -19,20 +22,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-fn tensors_for(g: &Graph) -> Vec<Tensor> {
-    g.params()
-        .iter()
-        .map(|p| match p.kind {
-            fair_ir::ParamKind::NumBatchesTracked => Tensor::i64(&p.name, p.shape.clone(), vec![3]),
-            _ => Tensor::f32(
-                &p.name,
-                p.shape.clone(),
-                (0..p.numel()).map(|i| (i as f32 * 0.37).sin()).collect(),
-            ),
-        })
-        .collect()
 }
 
 fn node(name: &str, inputs: &[&str], op: Op) -> Node {
