@@ -24,6 +24,11 @@ trait Elementwise: Clone + Into<Op> {
     fn scoring_role(&self) -> Scoring;
     /// How it is written in ONNX (no default: every activation says it).
     fn onnx_spec(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String>;
+    /// The op computing `x · self(x)`, if any (default: none; see
+    /// [`Contract::self_gated`]).
+    fn times_input(&self) -> Option<Op> {
+        None
+    }
     /// The expression in `forward` (default: call the module on the input).
     fn forward(&self, inputs: &[String], module: &str) -> String {
         format!("{module}({})", inputs[0])
@@ -66,6 +71,9 @@ macro_rules! elementwise {
             }
             fn scoring(&self) -> Scoring {
                 self.scoring_role()
+            }
+            fn self_gated(&self) -> Option<Op> {
+                self.times_input()
             }
             fn torch_module(&self) -> Option<String> {
                 self.module()
@@ -155,6 +163,9 @@ pub struct Sigmoid {}
 impl Elementwise for Sigmoid {
     fn scoring_role(&self) -> Scoring {
         Scoring::default()
+    }
+    fn times_input(&self) -> Option<Op> {
+        Some(Silu {}.into())
     }
     fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::single("Sigmoid", vec![]))

@@ -109,6 +109,18 @@ impl Contract for Conv2d {
     fn scoring(&self) -> Scoring {
         Scoring::default()
     }
+    fn with_bias(&self, bias: bool) -> Option<Op> {
+        Some(
+            Conv2d {
+                bias,
+                ..self.clone()
+            }
+            .into(),
+        )
+    }
+    fn folds_output_scale(&self) -> bool {
+        true
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::with_params(
             "Conv",

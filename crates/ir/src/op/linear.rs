@@ -49,6 +49,18 @@ impl Contract for Linear {
     fn scoring(&self) -> Scoring {
         Scoring::default()
     }
+    fn with_bias(&self, bias: bool) -> Option<Op> {
+        Some(
+            Linear {
+                bias,
+                ..self.clone()
+            }
+            .into(),
+        )
+    }
+    fn folds_output_scale(&self) -> bool {
+        true
+    }
     fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         Ok(OnnxSpec::with_params(
             "Gemm",

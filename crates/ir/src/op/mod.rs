@@ -12,7 +12,10 @@
 //! - how its attributes follow when its inputs or its own units shrink
 //!   ([`Contract::narrowed`]);
 //! - how it is written as PyTorch ([`Contract::torch_module`], [`Contract::torch_forward`])
-//!   and as ONNX ([`Contract::onnx`], op-neutral data that `fair-onnx` encodes).
+//!   and as ONNX ([`Contract::onnx`], op-neutral data that `fair-onnx` encodes);
+//! - what the ONNX importer may rewrite into it: a constant bias added to its output
+//!   ([`Contract::with_bias`]), a per-unit scale of its output ([`Contract::folds_output_scale`]),
+//!   a product of its input with itself as a gate ([`Contract::self_gated`]).
 //!
 //! [`Op`] is the closed, serialisable set of ops, generated from one list by the `ops!`
 //! macro. `docs/architecture.md`'s add-an-op checklist lists what else names ops (the
@@ -402,6 +405,33 @@ pub trait Contract {
     /// What scorers need to know about the op (see [`Scoring`]). No default: every op says
     /// it.
     fn scoring(&self) -> Scoring;
+
+    /// Import rewrites: the same op with its optional bias present (`bias = true`) or absent,
+    /// for an op whose output is `f(x) + bias` with one bias value per unit (the
+    /// [`ParamKind::Bias`] tensor of [`Contract::params`], along the output's unit axis).
+    /// The ONNX importer folds `Add(layer(x), constant)` into a bias-free layer through
+    /// `with_bias(true)`. Default `None`: the op has no optional bias. Every
+    /// [`Role::Layer`] answers (a test checks it).
+    fn with_bias(&self, _bias: bool) -> Option<Op> {
+        None
+    }
+
+    /// Import rewrites: whether multiplying the op's output by one constant per unit folds
+    /// into its parameters, that is, scaling every parameter along its
+    /// [`ParamSpec::out_axis`] by the unit's factor scales the output unit by it (an op
+    /// linear in its weight and bias). The ONNX importer folds layer scales (ConvNeXt's `Mul`
+    /// by γ) into such ops. Default `false`. Every [`Role::Layer`] answers (a test checks
+    /// it).
+    fn folds_output_scale(&self) -> bool {
+        false
+    }
+
+    /// Import rewrites: for an element-wise gate `g`, the op that computes `x · g(x)` (the
+    /// gate applied to its own input), when the IR has one: sigmoid's is SiLU. The ONNX
+    /// importer fuses `Mul(x, g(x))` into it. Default `None`.
+    fn self_gated(&self) -> Option<Op> {
+        None
+    }
 
     /// The `torch.nn` module that computes the op (`None` for ops written as an expression
     /// in `forward`).
@@ -994,6 +1024,70 @@ mod tests {
                 assert_eq!(op.role(), Role::Activation, "{what}");
             }
         }
+    }
+
+    /// Every layer answers the ONNX importer's rewrites, and every answer agrees with the
+    /// rest of the contract: `with_bias` toggles exactly one bias tensor of one value per
+    /// unit and changes nothing else; an op whose output scale folds has every trainable
+    /// tensor sliced by its units; a self-gated form is an activation like its gate.
+    #[test]
+    fn every_layer_answers_the_import_rewrites_consistently() {
+        let mut layers = 0;
+        for (op, _) in examples() {
+            let what = op.type_name();
+            let c = op.contract();
+            if op.role() == Role::Layer {
+                layers += 1;
+                assert!(c.with_bias(true).is_some(), "{what}: no with_bias answer");
+                assert!(c.with_bias(false).is_some(), "{what}: no with_bias answer");
+                assert!(
+                    c.folds_output_scale(),
+                    "{what}: no folds_output_scale answer"
+                );
+            }
+            if let (Some(with), Some(without)) = (c.with_bias(true), c.with_bias(false)) {
+                let (pw, pwo) = (with.params("n"), without.params("n"));
+                let bias: Vec<&ParamSpec> =
+                    pw.iter().filter(|p| p.kind == ParamKind::Bias).collect();
+                assert_eq!(bias.len(), 1, "{what}: biases of with_bias(true)");
+                assert!(pwo.iter().all(|p| p.kind != ParamKind::Bias), "{what}");
+                let rest: Vec<&ParamSpec> =
+                    pw.iter().filter(|p| p.kind != ParamKind::Bias).collect();
+                assert_eq!(
+                    rest,
+                    pwo.iter().collect::<Vec<_>>(),
+                    "{what}: other tensors"
+                );
+                // One value per unit, on the units' axis of the weight.
+                let weight = pwo.iter().find(|p| p.kind == ParamKind::Weight).unwrap();
+                let units = weight.shape[weight.out_axis.unwrap()];
+                assert_eq!(bias[0].shape, vec![units], "{what}");
+                assert_eq!(bias[0].out_axis, Some(0), "{what}");
+                // The answers keep every other attribute: toggling back gives the op.
+                let has_bias = op.params("n").iter().any(|p| p.kind == ParamKind::Bias);
+                assert_eq!(c.with_bias(has_bias), Some(op.clone()), "{what}");
+                assert_eq!(with.contract().with_bias(false), Some(without), "{what}");
+            } else {
+                assert!(c.with_bias(true).is_none() && c.with_bias(false).is_none());
+            }
+            if c.folds_output_scale() {
+                for p in op.params("n").iter().filter(|p| p.kind.is_trainable()) {
+                    assert!(p.out_axis.is_some(), "{what}: {} is not scaled", p.name);
+                }
+            }
+            if let Some(fused) = c.self_gated() {
+                for o in [&op, &fused] {
+                    assert_eq!(o.role(), Role::Activation, "{what}");
+                    assert_eq!(o.channels(), Channels::Follow, "{what}");
+                    assert_eq!(o.contract().arity(), Arity::exactly(1), "{what}");
+                }
+                assert_ne!(fused, op, "{what}");
+            }
+        }
+        assert!(
+            layers >= 3,
+            "examples() covers conv, grouped conv and linear"
+        );
     }
 
     #[test]
