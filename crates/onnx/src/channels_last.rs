@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use fair_ir::{Add, Conv2d, Gelu, Mul, Op, Pair, ParamKind};
+use fair_ir::{Add, Conv2d, Gelu, Pair, ParamKind};
 use onnx_protobuf::{GraphProto, TensorProto};
 
 use super::{Importer, Value, dims_text};
@@ -314,12 +314,14 @@ impl Importer<'_> {
                 let names: Vec<String> = (0..ins.len())
                     .map(|k| self.act(n, &ins, k).map(|a| a.0))
                     .collect::<Result<_, _>>()?;
-                let hint = self.hint(n, None);
-                let op: Op = if n.op() == "Mul" { Mul {}.into() } else { Add {}.into() };
                 if names.len() == 1 {
                     return Ok(last_layout(Value::Act(names[0].clone())));
                 }
-                Ok(last_layout(self.emit(n, hint, op, names, vec![])?))
+                if n.op() == "Mul" {
+                    return Ok(last_layout(self.product(n, names)?));
+                }
+                let hint = self.hint(n, None);
+                Ok(last_layout(self.emit(n, hint, Add {}.into(), names, vec![])?))
             }
             "Relu" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Gelu" | "Clip" | "Identity"
             | "Dropout"
@@ -366,8 +368,9 @@ impl Importer<'_> {
     }
 
     /// Folds the per-channel scale `gamma` (one value per channel, or one for all) into IR
-    /// node `layer` (a conv2d or linear layer), which ONNX value `value` holds and nothing but
-    /// `n` reads.
+    /// node `layer` (an op whose output scale folds into its tensors,
+    /// [`fair_ir::Contract::folds_output_scale`]: a conv2d or linear layer), which ONNX value
+    /// `value` holds and nothing but `n` reads.
     fn fold_scale(
         &mut self,
         n: &NodeRef,
@@ -381,13 +384,24 @@ impl Importer<'_> {
             ))
         };
         let pos = self.nodes.iter().position(|m| m.name == layer);
-        let (units, has_bias) = match pos.map(|p| &self.nodes[p].op) {
-            Some(Op::Conv2d(c)) => (c.out_channels, c.bias),
-            Some(Op::Linear(l)) => (l.out_features, l.bias),
-            _ => {
-                return Err(refuse(format!("'{layer}' is not a conv2d or linear layer")));
-            }
+        // The layer's contract says whether a scale of its output folds into its tensors:
+        // each is scaled along its units' axis.
+        let Some(op) = pos
+            .map(|p| &self.nodes[p].op)
+            .filter(|op| op.contract().folds_output_scale())
+        else {
+            return Err(refuse(format!("'{layer}' is not a conv2d or linear layer")));
         };
+        let scaled: Vec<(String, usize)> = op
+            .params(layer)
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.out_axis?)))
+            .collect();
+        let units = op
+            .params(layer)
+            .iter()
+            .find_map(|p| Some(p.shape[p.out_axis?]));
+        let units = units.unwrap_or(1);
         if gamma.len() != units && gamma.len() != 1 {
             return Err(refuse(format!(
                 "{} scales for {units} channels",
@@ -434,20 +448,21 @@ impl Importer<'_> {
                 .unwrap_or_else(|| "another node".into());
             return Err(refuse(format!("{who} also reads '{layer}'")));
         }
-        let scale = |t: &mut crate::Tensor| {
+        // Element i of a tensor lies in unit (i / inner) % units along `axis`, where inner is
+        // the product of the dimensions after it.
+        let scale = |t: &mut crate::Tensor, axis: usize| {
+            let inner: usize = t.shape.get(axis + 1..).unwrap_or(&[]).iter().product();
             if let TensorData::F32(d) = &mut t.data {
-                let row = d.len() / units;
-                for (c, chunk) in d.chunks_mut(row.max(1)).enumerate() {
-                    let g = gamma[c.min(gamma.len() - 1)];
+                for (k, chunk) in d.chunks_mut(inner.max(1)).enumerate() {
+                    let g = gamma[(k % units).min(gamma.len() - 1)];
                     chunk.iter_mut().for_each(|w| *w *= g);
                 }
             }
         };
-        if let Some(t) = self.tensors.get_mut(&format!("{layer}.weight")) {
-            scale(t);
-        }
-        if has_bias && let Some(t) = self.tensors.get_mut(&format!("{layer}.bias")) {
-            scale(t);
+        for (name, axis) in scaled {
+            if let Some(t) = self.tensors.get_mut(&name) {
+                scale(t, axis);
+            }
         }
         self.notes.push(format!(
             "the constant scale multiplied by '{}' was folded into the weights of '{layer}'",

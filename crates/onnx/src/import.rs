@@ -16,7 +16,7 @@ use std::rc::Rc;
 use fair_ir::{
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Clip, Concat, Conv2d, Flatten,
     Gelu, Graph, HardSigmoid, HardSwish, Input, Linear, MaxPool2d, Mul, Node, Op, Pair, ParamKind,
-    Relu, Role, Sigmoid, Silu,
+    Relu, Role, Sigmoid,
 };
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::type_proto::Value as TypeValue;
@@ -335,6 +335,9 @@ struct Importer<'m> {
     pre_bias: HashMap<String, String>,
     /// The nodes of GELU's Erf formula, read as one `gelu`.
     gelu: channels_last::GeluFormulas,
+    /// The IR nodes made from an ONNX `Mul` of two computed tensors: where one factor is a
+    /// gate applied to the other, [`Importer::fuse_gates`] fuses them.
+    products: HashSet<String>,
 }
 
 impl<'m> Importer<'m> {
@@ -395,6 +398,7 @@ impl<'m> Importer<'m> {
             dropped_biases: Vec::new(),
             pre_bias: HashMap::new(),
             gelu: channels_last::gelu_formulas(graph),
+            products: HashSet::new(),
         };
         im.input(model, options)?;
         for (i, node) in graph.node.iter().enumerate() {
@@ -408,7 +412,7 @@ impl<'m> Importer<'m> {
             ));
         }
         let mut output = im.output()?;
-        im.fuse_silu(&mut output);
+        im.fuse_gates(&mut output);
         im.prune(&output);
         let name = options
             .name
@@ -1740,7 +1744,8 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// `Add(layer(x), constant)` where the layer is a bias-free conv or linear layer read only
+    /// `Add(layer(x), constant)` where the layer can take a bias it lacks
+    /// ([`fair_ir::Contract::with_bias`]: a bias-free conv or linear layer) and is read only
     /// by this Add: the constant becomes the layer's bias.
     fn fold_bias(
         &mut self,
@@ -1753,22 +1758,30 @@ impl<'m> Importer<'m> {
         let only_reader = self.readers.get(value).copied() == Some(1)
             && !self.nodes.iter().any(|m| m.inputs.contains(&layer));
         let pos = self.nodes.iter().position(|m| m.name == layer);
-        let units = pos.and_then(|p| match &self.nodes[p].op {
-            Op::Linear(l) if !l.bias => Some(l.out_features),
-            Op::Conv2d(c) if !c.bias => Some(c.out_channels),
-            _ => None,
+        // The layer's contract says whether it takes a bias; one it already has is refused.
+        let biased = pos.and_then(|p| {
+            let op = &self.nodes[p].op;
+            op.contract().with_bias(true).filter(|b| b != op)
         });
-        let (Some(p), Some(units), true) = (pos, units, only_reader) else {
+        let bias_spec = biased.as_ref().and_then(|b| {
+            b.params(&layer)
+                .into_iter()
+                .find(|q| q.kind == ParamKind::Bias)
+        });
+        let (Some(p), Some(biased), Some(spec), true) = (pos, biased, bias_spec, only_reader)
+        else {
             return Err(n.err(
                 "adding a constant is supported only as the bias of the bias-free Conv, Gemm or MatMul that produces the other input (and nothing else reads)",
             ));
         };
-        let is_conv = matches!(self.nodes[p].op, Op::Conv2d(_));
-        let ok_dims = if is_conv {
-            matches!(c.dims[..], [u, 1, 1] | [1, u, 1, 1] if u == units)
-        } else {
-            matches!(c.dims[..], [u] | [1, u] if u == units)
-        };
+        // One value per unit along the output's first axis, broadcast over the others
+        // (`[u, 1, 1]` on images, `[u]` on features), with or without a batch axis of 1.
+        let units = spec.numel();
+        let rank = self.shapes[&layer].len();
+        let dims = c.dims.strip_prefix(&[1]).filter(|d| d.len() == rank);
+        let dims = dims.unwrap_or(&c.dims);
+        let ok_dims =
+            dims.len() == rank && dims.first() == Some(&units) && dims[1..].iter().all(|&d| d == 1);
         if !ok_dims {
             return Err(n.err(format!(
                 "the constant of shape {:?} is not a bias for '{layer}' with {units} units",
@@ -1778,11 +1791,7 @@ impl<'m> Importer<'m> {
         let Data::F32(v) = &*c.data else {
             return Err(n.err("the bias must be float32"));
         };
-        match &mut self.nodes[p].op {
-            Op::Linear(l) => l.bias = true,
-            Op::Conv2d(c) => c.bias = true,
-            _ => {}
-        }
+        self.nodes[p].op = biased;
         // Later readers of the layer's pre-bias output (under any alias) would now see the
         // bias: `value` refuses them.
         for (k, v) in &self.values {
@@ -1790,10 +1799,9 @@ impl<'m> Importer<'m> {
                 self.pre_bias.insert(k.clone(), layer.clone());
             }
         }
-        let name = format!("{layer}.bias");
-        self.weight(n, &name, v.len() * fold::F32_BYTES)?;
-        let bias = Tensor::f32(&name, vec![units], v.clone());
-        self.tensors.insert(name, bias);
+        self.weight(n, &spec.name, v.len() * fold::F32_BYTES)?;
+        let bias = Tensor::f32(&spec.name, spec.shape, v.clone());
+        self.tensors.insert(spec.name, bias);
         self.notes.push(format!(
             "the constant added by '{}' became the bias of '{layer}'",
             n.id
@@ -1814,8 +1822,18 @@ impl<'m> Importer<'m> {
         })?;
         let big_first = sa.iter().product::<usize>() >= sb.iter().product::<usize>();
         let ins = if big_first { vec![a, b] } else { vec![b, a] };
+        self.product(n, ins)
+    }
+
+    /// Emits the element-wise product of `ins` for ONNX `Mul` node `n`, recorded for
+    /// [`Importer::fuse_gates`].
+    fn product(&mut self, n: &NodeRef, ins: Vec<String>) -> Result<Value, OnnxError> {
         let hint = self.hint(n, None);
-        self.emit(n, hint, Mul {}.into(), ins, vec![])
+        let v = self.emit(n, hint, Mul {}.into(), ins, vec![])?;
+        if let Value::Act(name) = &v {
+            self.products.insert(name.clone());
+        }
+        Ok(v)
     }
 
     /// Adds an IR node for ONNX node `n`: checks the op and infers its shape, checks each
@@ -1951,9 +1969,10 @@ impl<'m> Importer<'m> {
         node.op_type.to_ascii_lowercase()
     }
 
-    /// Replaces `Mul(x, Sigmoid(x))`, where nothing else reads the sigmoid (the graph's
-    /// output counts as a reader), by `silu`.
-    fn fuse_silu(&mut self, output: &mut String) {
+    /// Replaces `Mul(x, g(x))`, where `g` is a gate with a self-gated form
+    /// ([`fair_ir::Contract::self_gated`]: `Sigmoid` gives `silu`) and nothing else reads it
+    /// (the graph's output counts as a reader), by that form.
+    fn fuse_gates(&mut self, output: &mut String) {
         let mut readers: HashMap<String, usize> = HashMap::new();
         *readers.entry(output.clone()).or_default() += 1;
         for m in &self.nodes {
@@ -1965,25 +1984,24 @@ impl<'m> Importer<'m> {
         let mut renamed: HashMap<String, String> = HashMap::new();
         let mut fused = 0;
         for i in 0..self.nodes.len() {
-            if !matches!(self.nodes[i].op, Op::Mul(_)) {
+            if !self.products.contains(&self.nodes[i].name) {
                 continue;
             }
             let ins = self.nodes[i].inputs.clone();
             for (x, s) in [(0, 1), (1, 0)] {
                 let sig = self.nodes.iter().position(|m| m.name == ins[s]);
-                let is_gate = sig.map(|p| &self.nodes[p]).is_some_and(|m| {
-                    matches!(m.op, Op::Sigmoid(_))
-                        && m.inputs == [ins[x].clone()]
-                        && readers.get(&m.name) == Some(&1)
+                let form = sig.map(|p| &self.nodes[p]).and_then(|m| {
+                    let gates_x = m.inputs == [ins[x].clone()] && readers.get(&m.name) == Some(&1);
+                    m.op.contract().self_gated().filter(|_| gates_x)
                 });
-                if let (true, Some(p)) = (is_gate, sig) {
+                if let (Some(form), Some(p)) = (form, sig) {
                     remove.insert(p);
                     // TorchScript puts both in the SiLU module's scope: keep the module's name.
                     if self.nodes[i].name.strip_suffix(".mul") == Some(ins[s].as_str()) {
                         let old = std::mem::replace(&mut self.nodes[i].name, ins[s].clone());
                         renamed.insert(old, ins[s].clone());
                     }
-                    self.nodes[i].op = Silu {}.into();
+                    self.nodes[i].op = form;
                     self.nodes[i].inputs = vec![ins[x].clone()];
                     fused += 1;
                     break;
