@@ -415,3 +415,94 @@ fn a_missing_num_batches_tracked_is_accepted_but_other_missing_buffers_are_not()
     );
     assert!(!e.contains("num_batches_tracked"), "{e}");
 }
+
+/// The graph `input → op` for one single-input op and its input shape.
+fn single(op: fair_ir::Op, input: &[usize]) -> fair_ir::Graph {
+    let node = |n: &str, ins: &[&str], op: fair_ir::Op| fair_ir::Node {
+        name: n.into(),
+        inputs: ins.iter().map(|s| s.to_string()).collect(),
+        op,
+    };
+    let nodes = vec![
+        node("input", &[], fair_ir::Input::new(input.to_vec()).into()),
+        node("op", &["input"], op),
+    ];
+    fair_ir::Graph::new("single", nodes).unwrap()
+}
+
+/// `v` shaped to broadcast along axis `axis` of a tensor of `rank` dimensions.
+fn along(v: &Tensor, axis: usize, rank: usize) -> Tensor {
+    let mut shape = vec![1i64; rank];
+    shape[axis] = -1;
+    v.view(shape.as_slice())
+}
+
+#[test]
+fn the_import_rewrite_answers_hold_for_every_kernel() {
+    // What the ONNX importer rewrites through the contract (fair_ir::Contract::with_bias,
+    // folds_output_scale, self_gated) computes the same as the pattern it replaces, with
+    // the runtime's kernels: a layer with a bias is the layer without plus the bias; a layer
+    // with its tensors scaled along their units is the layer's output scaled; a self-gated
+    // form is x times the gate of x.
+    let close = |a: &Tensor, b: &Tensor| a.size() == b.size() && a.allclose(b, 1e-5, 1e-5, false);
+    let (mut biases, mut scales, mut gates) = (0, 0, 0);
+    for (op, inputs) in fair_ir::examples() {
+        let name = op.type_name();
+        let [input] = inputs.as_slice() else {
+            continue;
+        };
+        let mut shape = vec![3i64];
+        shape.extend(input.iter().map(|&d| d as i64));
+        tch::manual_seed(7);
+        let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+        let run = |m: &Model| tch::no_grad(|| m.forward(&x, Mode::Eval)).unwrap();
+        let c = op.contract();
+        if let (Some(with), Some(without)) = (c.with_bias(true), c.with_bias(false)) {
+            let m0 = Model::new(single(without, input), Device::Cpu, 1).unwrap();
+            let y0 = run(&m0);
+            let units = y0.size()[1];
+            let bias = Tensor::randn([units], (Kind::Float, Device::Cpu));
+            let mut tensors = m0.named_tensors();
+            tensors.push(("op.bias".into(), bias.shallow_clone()));
+            let m1 = Model::from_tensors(single(with, input), tensors, Device::Cpu)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want = &y0 + along(&bias, 1, y0.dim());
+            assert!(close(&run(&m1), &want), "{name}: with_bias");
+            biases += 1;
+        }
+        if c.folds_output_scale() {
+            let m = Model::new(single(op.clone(), input), Device::Cpu, 2).unwrap();
+            let y = run(&m);
+            let gamma = Tensor::rand([y.size()[1]], (Kind::Float, Device::Cpu)) + 0.5;
+            let specs = op.params("op");
+            let tensors: Vec<(String, Tensor)> = m
+                .named_tensors()
+                .into_iter()
+                .map(|(n, t)| {
+                    let axis = specs.iter().find(|p| p.name == n).and_then(|p| p.out_axis);
+                    let t = match axis {
+                        Some(a) => &t * along(&gamma, a, t.dim()),
+                        None => t,
+                    };
+                    (n, t)
+                })
+                .collect();
+            let scaled = Model::from_tensors(single(op.clone(), input), tensors, Device::Cpu)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want = &y * along(&gamma, 1, y.dim());
+            assert!(close(&run(&scaled), &want), "{name}: folds_output_scale");
+            scales += 1;
+        }
+        if let Some(form) = c.self_gated() {
+            let gate = run(&Model::new(single(op.clone(), input), Device::Cpu, 0).unwrap());
+            let fused = run(&Model::new(single(form, input), Device::Cpu, 0).unwrap());
+            assert!(close(&fused, &(&x * gate)), "{name}: self_gated");
+            gates += 1;
+        }
+    }
+    // Conv, grouped conv and linear take a bias and a scale; sigmoid has a self-gated form.
+    assert!(
+        biases >= 3 && scales >= 3 && gates >= 1,
+        "{biases} {scales} {gates}"
+    );
+}
