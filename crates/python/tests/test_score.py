@@ -73,3 +73,36 @@ def test_scoring_leaves_the_callers_random_stream_alone(venv):
         """
     )
     assert m["got"] == m["expected"], m
+
+
+def test_the_export_skips_only_the_onnx_package_step(venv):
+    """`_export_onnx` passes over the exporter's ONNX Script step (which imports `onnx`):
+    its bytes equal plain `torch.onnx.export`'s, `onnx` is not imported by it, and the
+    exporter's own function is back afterwards."""
+    m = venv.run(
+        """
+        import io, json, sys, warnings, torch, fair_pruner as fp
+        from torch.onnx._internal.torchscript_exporter import onnx_proto_utils as pu
+        from models import SmallNet, data
+        torch.manual_seed(0)
+        net, (x, _) = SmallNet(), data(n=4)
+        before = pu._add_onnxscript_fn
+        ours = fp._export_onnx(net, x[:1])
+        onnx_imported = "onnx" in sys.modules
+        restored = pu._add_onnxscript_fn is before
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), (x[:1],), buf, dynamo=False, opset_version=17,
+                              do_constant_folding=False, input_names=["input"],
+                              output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        print(json.dumps({"same": ours == buf.getvalue(), "onnx_imported": onnx_imported,
+                          "onnx_after_plain": "onnx" in sys.modules, "restored": restored}))
+        """
+    )
+    assert m["same"], "the export's bytes differ from torch.onnx.export's"
+    assert not m["onnx_imported"], "exporting imported the onnx package"
+    assert m["restored"], "the exporter's function was not restored"
+    # The plain export does import it: the test can tell the difference.
+    assert m["onnx_after_plain"], m

@@ -235,14 +235,16 @@ impl Model {
         self.copy_in(&loaded)
     }
 
-    /// A model of `graph` whose parameters and buffers are `tensors` (state-dict names;
-    /// strict as [`Model::load_weights`]).
+    /// A model of `graph` whose parameters and buffers are copies of `tensors` (state-dict
+    /// names; strict as [`Model::load_weights`]; a missing `num_batches_tracked` is 0). The
+    /// model owns its copies: changing it leaves `tensors` as they were. Each tensor is
+    /// copied once, straight into the model's dtype and device.
     pub fn from_tensors(
         graph: Graph,
         tensors: Vec<(String, Tensor)>,
         device: Device,
     ) -> Result<Self, RuntimeError> {
-        let mut m = Self::new(graph, device, 0)?;
+        check_memory(&graph)?;
         let found: Vec<(&str, Kind, Vec<usize>)> = tensors
             .iter()
             .map(|(n, t)| {
@@ -250,13 +252,21 @@ impl Model {
                 (n.as_str(), t.kind(), shape)
             })
             .collect();
-        check_fit(&m.graph, &found, Path::new("<tensors in memory>"))?;
-        let tensors: Vec<(String, Tensor)> = tensors
-            .into_iter()
-            .map(|(n, t)| (n, t.to_device(device)))
-            .collect();
-        m.copy_in(&tensors)?;
-        Ok(m)
+        check_fit(&graph, &found, Path::new("<tensors in memory>"))?;
+        let mut given: HashMap<String, Tensor> = tensors.into_iter().collect();
+        Self::build(graph, device, |spec| {
+            let kind = kind_of(spec.kind);
+            let shape = dims(&spec.shape);
+            match given.remove(&spec.name) {
+                Some(t) => tch::no_grad(|| {
+                    let mut own = Tensor::empty(shape.as_slice(), (kind, device));
+                    torch(own.f_copy_(&t), || format!("loading '{}'", spec.name))?;
+                    Ok(own)
+                }),
+                // Only `num_batches_tracked` may be missing (see `check_fit`).
+                None => Ok(Tensor::zeros(shape.as_slice(), (kind, device))),
+            }
+        })
     }
 
     /// Copies `loaded` (checked by [`check_fit`]) into the parameters.

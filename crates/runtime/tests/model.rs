@@ -155,6 +155,63 @@ fn weights_round_trip_through_safetensors() {
 }
 
 #[test]
+fn a_model_from_tensors_owns_copies_of_them() {
+    let a = model("resnet20", [3, 32, 32], 1);
+    fair_testkit::randomise_batchnorm(&a, 5);
+    let x = batch(2, [3, 32, 32], 4);
+    let ya = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    // Given in double precision and without one BatchNorm counter.
+    let mut tensors: Vec<(String, Tensor)> = a
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if t.is_floating_point() {
+                t.to_kind(Kind::Double)
+            } else {
+                t.copy()
+            };
+            (n, t)
+        })
+        .collect();
+    tensors.retain(|(n, _)| n != "bn1.num_batches_tracked");
+    let given: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    let b = Model::from_tensors(a.graph().clone(), given, Device::Cpu).unwrap();
+    let yb = tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap();
+    assert!(same(&ya, &yb), "the same parameters give the same output");
+    assert_eq!(b.tensor("conv1.weight").unwrap().kind(), Kind::Float);
+    assert_eq!(
+        b.tensor("bn1.num_batches_tracked")
+            .unwrap()
+            .int64_value(&[]),
+        0
+    );
+    // Changing the given tensors leaves the model alone, and the other way round.
+    tch::no_grad(|| {
+        for (_, t) in &tensors {
+            let _ = t.shallow_clone().fill_(0.0);
+        }
+    });
+    let again = tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap();
+    assert!(
+        same(&yb, &again),
+        "the model shares storage with the given tensors"
+    );
+    let f32_given = a.named_tensors();
+    let c = Model::from_tensors(a.graph().clone(), f32_given, Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        let _ = c.tensor("conv1.weight").unwrap().shallow_clone().fill_(0.0);
+    });
+    let still = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    assert!(
+        same(&ya, &still),
+        "the model shares storage with the given tensors"
+    );
+}
+
+#[test]
 fn mismatched_weights_are_reported_by_name_and_nothing_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.safetensors");

@@ -27,6 +27,7 @@ library's own loop instead, as ``fair-pruner prune --finetune-epochs EPOCHS`` do
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -121,9 +122,43 @@ def _as_tuple(example_inputs: Any) -> tuple:
     return tuple(example_inputs)
 
 
+@contextlib.contextmanager
+def _no_onnxscript_functions():
+    """A context in which the TorchScript exporter does not look for ONNX Script functions.
+
+    After building the model's bytes, ``torch.onnx.export`` (TorchScript path, torch 2.11)
+    imports the ``onnx`` package, parses the bytes back and adds the function bodies of
+    nodes in custom (non-ONNX) domains registered with ONNX Script. ``import onnx`` alone
+    costs about a second in a fresh process (its ``ml_dtypes`` extension), more than the
+    export itself. fair-pruner imports only the default ONNX domain and refuses any other
+    domain's node by name, so the step cannot add anything it reads: within this context
+    the bytes are passed through unchanged when no custom opset is given. The exporter's
+    own function is restored on leaving; where torch's internals differ (another torch
+    version) nothing is changed."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import onnx_proto_utils as proto_utils
+
+        original = proto_utils._add_onnxscript_fn
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def passthrough(model_bytes: bytes, custom_opsets: Mapping[str, int]) -> bytes:
+        if custom_opsets:
+            return original(model_bytes, custom_opsets)
+        return model_bytes
+
+    proto_utils._add_onnxscript_fn = passthrough
+    try:
+        yield
+    finally:
+        proto_utils._add_onnxscript_fn = original
+
+
 def _export_onnx(model: torch.nn.Module, example_inputs: Any) -> bytes:
     """``model`` (in eval mode) as ONNX bytes, by the TorchScript exporter at opset 17,
-    BatchNorm kept as its own node (so the pruned module keeps its BatchNorm layers)."""
+    BatchNorm kept as its own node (so the pruned module keeps its BatchNorm layers),
+    without the exporter's ONNX Script step (:func:`_no_onnxscript_functions`)."""
     args = _as_tuple(example_inputs)
     if len(args) != 1:
         raise FairPrunerError(
@@ -133,7 +168,7 @@ def _export_onnx(model: torch.nn.Module, example_inputs: Any) -> bytes:
     buf = io.BytesIO()
     try:
         model.eval()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_onnxscript_functions():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
