@@ -700,9 +700,8 @@ fn scores_of(
         Some(o) => notes.push(format!(
             "the U-Score's summaries do not fit the memory bound (`max-memory`) {bound_text} \
              next to the forward passes (one pass would need about {} plus {} for the model and \
-             calibration data): {}{} of them went to a temporary file in '{}' (removed \
-             afterwards) and the class-pair distances ran in {} passes (estimated peak {}); the \
-             scores are those of one pass",
+             calibration data): {}{}the class-pair distances ran in {} passes (estimated peak \
+             {}); the scores are those of one pass",
             ByteSize(plan.unbounded),
             ByteSize(plan.fixed),
             match o.forwards.len() {
@@ -712,11 +711,15 @@ fn scores_of(
                      do not fit together), "
                 ),
             },
-            ByteSize(o.spill_bytes),
-            spill
-                .as_ref()
-                .map(|s| s.dir.display().to_string())
-                .unwrap_or_default(),
+            match &spill {
+                Some(s) => format!(
+                    "{} of the summaries went to a temporary file in '{}' (removed afterwards) \
+                     and ",
+                    ByteSize(o.spill_bytes),
+                    s.dir.display()
+                ),
+                None => String::new(),
+            },
             o.spilled.len() + usize::from(!o.resident.is_empty()),
             ByteSize(o.peak()),
         )),
@@ -1414,6 +1417,37 @@ mod tests {
         assert_eq!(u[1], [0, 1, 2]);
         assert_eq!(check_units(&c, &layers, 0), u);
         assert_ne!(check_units(&c, &layers, 1)[0], u[0]);
+    }
+
+    #[test]
+    fn spill_blocks_read_back_bit_for_bit_and_need_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::create(dir.path(), 1 << 20, 2, 2).unwrap();
+        // Longer than one block of the file's reads and writes.
+        let a: Vec<f32> = (0..SPILL_BLOCK + 7).map(|i| i as f32 * -0.37).collect();
+        let b = vec![f32::MIN_POSITIVE, -0.0, f32::MAX];
+        spill.write(1, 0, &b).unwrap();
+        spill.write(0, 1, &a).unwrap();
+        assert_eq!(spill.read(1, 0, 0, 3).unwrap(), b);
+        let back = spill.read(0, 1, 5, SPILL_BLOCK + 2).unwrap();
+        assert!(
+            back.iter()
+                .zip(&a[5..])
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+        assert_eq!(back.len(), SPILL_BLOCK + 2);
+        // The file has no name in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Past the end of the file.
+        let e = spill
+            .read(0, 1, 0, SPILL_BLOCK + 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("temporary file"), "{e}");
+        if cfg!(unix) {
+            let e = Spill::create(dir.path(), u64::MAX / 2, 1, 1).err().unwrap();
+            assert!(e.contains("free"), "{e}");
+        }
     }
 
     #[test]
