@@ -72,9 +72,9 @@ pub struct UScoreSettings {
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
     /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
-    /// (default: the system's temporary directory, `TMPDIR`). The file has no name and is
-    /// removed by the system when the run ends, also when it fails. Not part of the scores'
-    /// provenance.
+    /// (default: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that is held
+    /// in memory, as a tmpfs `/tmp` is). The file has no name and is removed by the system
+    /// when the run ends, also when it fails. Not part of the scores' provenance.
     #[serde(skip)]
     pub spill_dir: Option<std::path::PathBuf>,
     /// Where the sorting and the class-pair distances run (default: on the model's device
@@ -672,11 +672,12 @@ fn scores_of(
     let mut spill = None;
     let once = match memory::forward_once(graph, layers, &memory, batch, fixed, bound) {
         Some(o) if o.spill_bytes > 0 => {
-            let dir = settings
-                .spill_dir
-                .clone()
-                .unwrap_or_else(std::env::temp_dir);
-            match Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()) {
+            let made = match &settings.spill_dir {
+                Some(dir) => Ok(dir.clone()),
+                None => default_spill_dir(),
+            }
+            .and_then(|dir| Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()));
+            match made {
                 Ok(s) => {
                     spill = Some(s);
                     Some(o)
@@ -1223,6 +1224,48 @@ impl Spill {
     }
 }
 
+/// The directory of the spill file by default: the system's temporary directory, or
+/// `/var/tmp` where that is held in memory (spilling there would keep the summaries in the
+/// memory the bound is for); an error where both are.
+fn default_spill_dir() -> Result<std::path::PathBuf, String> {
+    let tmp = std::env::temp_dir();
+    if !in_memory(&tmp) {
+        return Ok(tmp);
+    }
+    let var = std::path::PathBuf::from("/var/tmp");
+    if var.is_dir() && !in_memory(&var) {
+        return Ok(var);
+    }
+    Err(format!(
+        "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
+        tmp.display()
+    ))
+}
+
+/// Whether `dir` lies in a file system held in memory (Linux tmpfs or ramfs).
+#[cfg(target_os = "linux")]
+fn in_memory(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    // TMPFS_MAGIC and RAMFS_MAGIC (`f_type`'s integer type differs between targets).
+    let kind = stat.f_type as u64 & 0xFFFF_FFFF;
+    kind == 0x0102_1994 || kind == 0x8584_58f6
+}
+
+/// Whether `dir` lies in a file system held in memory: not known here.
+#[cfg(not(target_os = "linux"))]
+fn in_memory(_dir: &std::path::Path) -> bool {
+    false
+}
+
 /// The bytes free to an unprivileged user in the file system of `dir` (`None` where unknown).
 #[cfg(unix)]
 fn free_space(dir: &std::path::Path) -> Option<u64> {
@@ -1448,6 +1491,21 @@ mod tests {
             let e = Spill::create(dir.path(), u64::MAX / 2, 1, 1).err().unwrap();
             assert!(e.contains("free"), "{e}");
         }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn memory_file_systems_are_recognised() {
+        // /proc is no tmpfs; /dev/shm is one wherever it exists as a tmpfs mount.
+        assert!(!in_memory(std::path::Path::new("/proc")));
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for line in mounts.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir() {
+                assert!(in_memory(std::path::Path::new(f[1])), "{line}");
+            }
+        }
+        assert!(!in_memory(std::path::Path::new("/no/such/directory")));
     }
 
     #[test]
