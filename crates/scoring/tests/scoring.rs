@@ -519,6 +519,68 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
     assert!(any_split, "no layer was split by units");
 }
 
+/// With summaries much larger than the forward passes' memory, the spilled summaries are
+/// read back in several passes, some starting in the middle of a layer's blocks: the scores
+/// are those of one pass, bit for bit, from one forward pass per class.
+#[test]
+fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let cal = data(6, 5, &[3, 8, 8], 3);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 64,
+        batch_size: 4,
+        samples_per_class: 6,
+        ..Default::default()
+    };
+    let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 64 } else { 1 }).collect();
+    let mem = layer_memory(graph, &layers, &projections, &[6; 5]).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
+    let held: u64 = layers
+        .iter()
+        .zip(&mem)
+        .map(|(l, m)| m.per_unit * l.units as u64)
+        .sum();
+    // Room for the forward passes and a sixth of the summaries.
+    let budget =
+        (fixed + (all.unbounded - held) + held / 6) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
+    assert_eq!(once.forwards.len(), 1, "{once:?}");
+    assert!(once.spilled.len() >= 2, "{once:?}");
+    let resident_end = |l: usize| {
+        once.resident
+            .iter()
+            .find(|s| s.layer == l)
+            .map_or(0, |s| s.units.end)
+    };
+    assert!(
+        once.spilled
+            .iter()
+            .flat_map(|c| &c.slices)
+            .any(|s| s.units.start > resident_end(s.layer)),
+        "{once:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(dir.path().to_path_buf()),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert!(bits(&run.scores) == bits(&one), "the spilled scores differ");
+    assert_eq!((run.passes, run.forwards), (1, 5));
+    assert_eq!(run.spilled, once.spill_bytes);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// Where one class's taps of all layers do not fit together, the layers are grouped into
 /// several forward passes per class (each re-run up to its group's last layer) and the
 /// summaries still spilled: the scores are those of one pass, bit for bit.
