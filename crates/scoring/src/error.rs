@@ -71,6 +71,18 @@ pub enum ScoringError {
     /// The score file could not be assembled or written.
     #[error(transparent)]
     ScoreFile(#[from] fair_analysis::AnalysisError),
+    /// The temporary file of the U-Score's summaries that do not fit the memory bound could
+    /// not be written or read.
+    #[error(
+        "the U-Score's temporary file of summaries in '{}' failed: {source} (set TMPDIR to a directory with more room, or raise `max-memory`)",
+        .dir.display()
+    )]
+    Spill {
+        /// The directory of the file.
+        dir: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
     /// The runtime failed.
     #[error(transparent)]
     Runtime(#[from] fair_runtime::RuntimeError),

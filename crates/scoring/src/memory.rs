@@ -4,10 +4,17 @@
 //! The U-Score keeps, for every unit, the sorted projections of its output for every
 //! compared class: `P × Σₖ nₖ` f32 values per unit (P projections for a sliced conv layer,
 //! 1 for a linear layer or a pooled conv), so all layers together take
-//! `4 · Σₗ uₗ · Pₗ · Σₖ nₖ` bytes. A budget splits the (layer, unit range) pieces into
-//! chunks; each chunk runs its own eval-mode forward pass per class, stopping after the
-//! chunk's last analysis point, and is reduced to scores before the next chunk starts. The
-//! arithmetic on every unit is the same as in one pass, so the scores are identical.
+//! `4 · Σₗ uₗ · Pₗ · Σₖ nₖ` bytes. When one pass does not fit a budget, [`forward_once`]
+//! still runs each class's eval-mode forward pass once with every analysis point tapped: the
+//! summaries of a prefix of the (layer, unit range) pieces stay in memory, the rest go to a
+//! temporary file, and the class-pair distances then run piece by piece in passes that fit
+//! (the forward passes are split into groups, each re-run up to its last layer, only where
+//! one class's taps of all layers do not fit together). Where no such file can be made,
+//! [`plan`] splits the pieces into chunks; each chunk runs its own eval-mode forward pass per
+//! class, stopping after the chunk's last analysis point, and is reduced to scores before the
+//! next chunk starts. Either way the arithmetic on every unit is the same as in one pass
+//! (every layer is projected whole, its rows sorted one by one, the file holds the f32
+//! values bit for bit), so the scores are identical.
 
 use std::fmt;
 use std::ops::Range;
@@ -435,6 +442,141 @@ pub fn plan(
         chunks,
         unbounded,
         fixed,
+    })
+}
+
+/// The U-Score under a bound with each class's forward pass run once ([`forward_once`]):
+/// every layer is summarised as its forward pass goes, the summaries that do not fit stay in
+/// a temporary file, and the class-pair distances then run piece by piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardOnce {
+    /// The forward passes per class: groups of scored layers (indices, graph order) whose
+    /// taps of one class fit together, each pass stopping after its group's last analysis
+    /// point. One group, i.e. one forward pass per class, unless one class's taps of all
+    /// layers do not fit next to each other.
+    pub forwards: Vec<Vec<usize>>,
+    /// The pieces whose summaries stay in memory from the forward passes to their
+    /// distances (a prefix in graph order; may be empty).
+    pub resident: Vec<Slice>,
+    /// The pieces whose summaries are written to the spill file, in the passes of
+    /// distances that read them back (each `peak` is the summaries it holds).
+    pub spilled: Vec<Chunk>,
+    /// Bytes of the spill file: the summaries of [`ForwardOnce::spilled`].
+    pub spill_bytes: u64,
+    /// Estimated peak of the forward passes: the resident summaries, then per class the
+    /// taps, the largest reduction and the forward activations of the largest group.
+    pub forward_peak: u64,
+}
+
+impl ForwardOnce {
+    /// The estimated peak of the run: the forward passes' or the largest pass of distances'.
+    pub fn peak(&self) -> u64 {
+        self.spilled
+            .iter()
+            .map(|c| c.peak)
+            .fold(self.forward_peak, u64::max)
+    }
+}
+
+/// The plan that runs each class's forward pass once under the bound `budget`, for a run
+/// whose [`plan`] (same arguments) needed several passes: `None` without a bound or when
+/// one pass fits. Everything [`plan`] fits, this fits too: a forward group needs a layer's
+/// taps, reduction and forward activations (as [`plan`]'s pass of that layer alone, without
+/// its summaries), a pass of distances only its summaries. The resident summaries take what
+/// the largest forward group leaves of the room; the rest is spilled.
+pub fn forward_once(
+    graph: &Graph,
+    layers: &[PrunableLayer],
+    memory: &[LayerMemory],
+    batch: usize,
+    fixed: u64,
+    budget: Option<u64>,
+) -> Option<ForwardOnce> {
+    let budget = budget?;
+    let usable = budget - budget / RUNTIME_SHARE;
+    let room = usable.checked_sub(fixed)?;
+    let peaks = forward_peaks(graph);
+    let forward = |end: usize| (F32 * batch as u64).saturating_mul(peaks[end]);
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by_key(|&l| (memory[l].position, l));
+    // One class's working memory over the layers `ls`: their taps, the largest reduction
+    // and the forward activations up to the last of them.
+    let cost = |ls: &[usize]| {
+        let taps = ls
+            .iter()
+            .fold(0u64, |a, &l| a.saturating_add(memory[l].tap));
+        let work = ls.iter().map(|&l| memory[l].work).max().unwrap_or(0);
+        let end = ls.iter().map(|&l| memory[l].position).max().unwrap_or(0);
+        taps.saturating_add(work).saturating_add(forward(end))
+    };
+    let mut forwards: Vec<Vec<usize>> = Vec::new();
+    for &l in &order {
+        match forwards.last_mut() {
+            Some(g) if cost(&[g.as_slice(), &[l]].concat()) <= room => g.push(l),
+            _ => forwards.push(vec![l]),
+        }
+    }
+    let working = forwards.iter().map(|g| cost(g)).max().unwrap_or(0);
+    let held: u64 = order.iter().fold(0u64, |a, &l| {
+        a.saturating_add(memory[l].per_unit.saturating_mul(layers[l].units as u64))
+    });
+    if forwards.len() == 1 && held.saturating_add(working) <= room {
+        return None;
+    }
+    // Pieces in graph order: the first `resident_room` bytes stay in memory, the rest are
+    // packed into passes of distances of at most `room` bytes each.
+    let resident_room = room.saturating_sub(working);
+    let (mut resident, mut resident_bytes) = (Vec::new(), 0u64);
+    let mut spilled: Vec<Chunk> = Vec::new();
+    let mut spill_bytes = 0u64;
+    for &l in &order {
+        let units = layers[l].units;
+        let per_unit = memory[l].per_unit.max(1);
+        let mut start = 0;
+        if spilled.is_empty() {
+            let fit = (((resident_room - resident_bytes) / per_unit) as usize).min(units);
+            if fit > 0 {
+                resident.push(Slice {
+                    layer: l,
+                    units: 0..fit,
+                });
+                resident_bytes += per_unit * fit as u64;
+                start = fit;
+            }
+        }
+        while start < units {
+            let free = match spilled.last() {
+                Some(c) => room - c.peak,
+                None => 0,
+            };
+            let fit = ((free / per_unit) as usize).min(units - start);
+            if fit == 0 {
+                spilled.push(Chunk {
+                    slices: Vec::new(),
+                    peak: 0,
+                });
+                if room < per_unit {
+                    // Not reached after `plan` succeeded: it holds a unit next to more.
+                    return None;
+                }
+                continue;
+            }
+            let c = spilled.last_mut().expect("a pass was pushed");
+            c.slices.push(Slice {
+                layer: l,
+                units: start..start + fit,
+            });
+            c.peak += per_unit * fit as u64;
+            spill_bytes += per_unit * fit as u64;
+            start += fit;
+        }
+    }
+    Some(ForwardOnce {
+        forwards,
+        resident,
+        spilled,
+        spill_bytes,
+        forward_peak: resident_bytes.saturating_add(working),
     })
 }
 

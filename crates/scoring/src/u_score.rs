@@ -61,12 +61,22 @@ pub struct UScoreSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bn_drift: Option<BnDrift>,
     /// Bound on the memory of the U-Score, including the model's parameters and the
-    /// calibration inputs (default: none). When one pass over all layers would not fit, the
-    /// layers (and if need be a layer's units) are split into passes that each fit, every
-    /// pass re-running the forward passes up to its last layer; the scores are identical.
-    /// See [`crate::memory`] for the estimate. Not part of the scores' provenance.
+    /// calibration inputs (default: none). When one pass over all layers would not fit, each
+    /// class's forward pass still runs once: the per-class summaries (sorted projections)
+    /// that do not fit stay in a temporary file in [`UScoreSettings::spill_dir`], and the
+    /// class-pair distances run in passes that each fit. Only where that file cannot be made
+    /// (or the directory lacks the space) are the layers split into passes that each re-run
+    /// the forward passes up to their last layer, with a note. Either way the scores are
+    /// identical to one pass, bit for bit on the host engine. See [`crate::memory`] for the
+    /// estimate. Not part of the scores' provenance.
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
+    /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
+    /// (default: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that is held
+    /// in memory, as a tmpfs `/tmp` is). The file has no name and is removed by the system
+    /// when the run ends, also when it fails. Not part of the scores' provenance.
+    #[serde(skip)]
+    pub spill_dir: Option<std::path::PathBuf>,
     /// Where the sorting and the class-pair distances run (default: on the model's device
     /// when it is CUDA). Not part of the scores' provenance: both engines compute the same
     /// exact W1, the device with f32 reductions (agreeing to 1e-5 relative, tested).
@@ -169,6 +179,7 @@ impl Default for UScoreSettings {
             seed: 0,
             bn_drift: None,
             max_memory: None,
+            spill_dir: None,
             engine: Engine::Auto,
             pair_search: PairSearch::Bounded,
         }
@@ -388,7 +399,9 @@ impl LayerPairCheck {
 pub struct TimeProfile {
     /// Forward passes of the first memory pass (every class once).
     pub forward: f64,
-    /// Forward passes that later memory passes repeat.
+    /// Forward passes that later memory passes repeat (0 unless one class's taps of all
+    /// layers, or the summaries in a temporary file, do not fit: see
+    /// [`UScoreSettings::max_memory`]).
     pub forward_again: f64,
     /// Projections onto the random directions (or pooling).
     pub projections: f64,
@@ -401,7 +414,8 @@ pub struct TimeProfile {
 }
 
 impl TimeProfile {
-    /// The time not in the parts above (data selection, copies, finiteness checks).
+    /// The time not in the parts above (data selection, copies, finiteness checks, and the
+    /// spill file's writes and reads under a memory bound).
     pub fn other(&self) -> f64 {
         self.total
             - self.forward
@@ -414,6 +428,15 @@ impl TimeProfile {
     /// The time of the run without its forward passes (first and repeated).
     pub fn without_forward(&self) -> f64 {
         self.total - self.forward - self.forward_again
+    }
+
+    /// Adds a class's forward pass of memory pass `pass` (`forward_again` after the first).
+    fn add_forward(&mut self, pass: usize, seconds: f64) {
+        if pass == 0 {
+            self.forward += seconds;
+        } else {
+            self.forward_again += seconds;
+        }
     }
 
     fn add(&mut self, o: &TimeProfile) {
@@ -478,9 +501,16 @@ pub struct UScoreRun {
     pub pairs: PairCounts,
     /// One entry per layer when a [`PairCheck`] was asked for, else empty.
     pub check: Vec<LayerPairCheck>,
-    /// Memory passes (forward passes over the calibration set; summed over layers with
-    /// [`UScoreSettings::bn_drift`]).
+    /// Forward passes over the calibration set (summed over layers with
+    /// [`UScoreSettings::bn_drift`]): 1, unless the memory bound made the U-Score re-run
+    /// them (see [`UScoreSettings::max_memory`]).
     pub passes: usize,
+    /// Forward passes of one class's samples (each over the class's batches): the classes
+    /// compared times [`UScoreRun::passes`].
+    pub forwards: usize,
+    /// Bytes of summaries written to the temporary file because they did not fit the memory
+    /// bound (0 when none was).
+    pub spilled: u64,
 }
 
 /// [`u_scores`] with its time profile, its class-pair counts and, with `check`, the
@@ -535,6 +565,8 @@ pub fn u_scores_measured(
         run.pairs.merge(&one.pairs);
         run.check.append(&mut one.check);
         run.passes += one.passes;
+        run.forwards += one.forwards;
+        run.spilled += one.spilled;
     }
     Ok(run)
 }
@@ -632,28 +664,76 @@ fn scores_of(
     let memory = memory::layer_memory(graph, layers, &projections, &samples)?;
     let fixed =
         4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
-    let plan = memory::plan(
-        graph,
-        layers,
-        &memory,
-        settings.batch_size.min(largest),
-        fixed,
-        settings.max_memory.map(|b| b.0),
-    )?;
-    if plan.chunks.len() > 1 {
-        notes.push(format!(
-            "the U-Score ran in {} passes to stay within the memory bound (`max-memory`) {} \
-             (estimated peak {} \
+    let batch = settings.batch_size.min(largest);
+    let bound = settings.max_memory.map(|b| b.0);
+    let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+    // Several passes: each class's forward pass runs once instead where the summaries that
+    // do not fit can go to a temporary file; the repeated passes are the fallback.
+    let mut spill = None;
+    let once = match memory::forward_once(graph, layers, &memory, batch, fixed, bound) {
+        Some(o) if o.spill_bytes > 0 => {
+            let made = match &settings.spill_dir {
+                Some(dir) => Ok(dir.clone()),
+                None => default_spill_dir(),
+            }
+            .and_then(|dir| Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()));
+            match made {
+                Ok(s) => {
+                    spill = Some(s);
+                    Some(o)
+                }
+                Err(why) => {
+                    notes.push(format!(
+                        "the U-Score's summaries that do not fit the memory bound could not be \
+                         kept in a temporary file ({why}), so every pass re-ran the forward passes"
+                    ));
+                    None
+                }
+            }
+        }
+        o => o,
+    };
+    let bound_text = settings
+        .max_memory
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    match &once {
+        Some(o) => notes.push(format!(
+            "the U-Score's summaries do not fit the memory bound (`max-memory`) {bound_text} \
+             next to the forward passes (one pass would need about {} plus {} for the model and \
+             calibration data): {}{}the class-pair distances ran in {} passes (estimated peak \
+             {}); the scores are those of one pass",
+            ByteSize(plan.unbounded),
+            ByteSize(plan.fixed),
+            match o.forwards.len() {
+                1 => "each class's forward pass ran once, ".to_string(),
+                g => format!(
+                    "each class's forward passes ran {g} times (one class's taps of all layers \
+                     do not fit together), "
+                ),
+            },
+            match &spill {
+                Some(s) => format!(
+                    "{} of the summaries went to a temporary file in '{}' (removed afterwards) \
+                     and ",
+                    ByteSize(o.spill_bytes),
+                    s.dir.display()
+                ),
+                None => String::new(),
+            },
+            o.spilled.len() + usize::from(!o.resident.is_empty()),
+            ByteSize(o.peak()),
+        )),
+        None if plan.chunks.len() > 1 => notes.push(format!(
+            "the U-Score ran in {} passes to stay within the memory bound (`max-memory`) \
+             {bound_text} (estimated peak {} \
              plus {} for the model and calibration data; one pass would need about {})",
             plan.chunks.len(),
-            settings
-                .max_memory
-                .map(|b| b.to_string())
-                .unwrap_or_default(),
             ByteSize(plan.peak()),
             ByteSize(plan.fixed),
             ByteSize(plan.unbounded),
-        ));
+        )),
+        None => {}
     }
 
     let equal = samples.iter().all(|&n| n == samples[0]);
@@ -672,119 +752,174 @@ fn scores_of(
         }
     };
 
-    let method: W1 = settings.w1.into();
-    let mut scores: Vec<Vec<f64>> = layers.iter().map(|l| vec![0.0; l.units]).collect();
+    let mut r = Reducer {
+        method: settings.w1.into(),
+        search: settings.pair_search.into(),
+        on_device,
+        scores: layers.iter().map(|l| vec![0.0; l.units]).collect(),
+        pairs: PairCounts::default(),
+        checked_units: check.map(|c| check_units(&c, layers, first)),
+        checks: layers
+            .iter()
+            .map(|l| LayerPairCheck {
+                units: l.units,
+                ..LayerPairCheck::default()
+            })
+            .collect(),
+        check_seconds: 0.0,
+        distance_seconds: 0.0,
+    };
     let started = std::time::Instant::now();
-    let mut distance_seconds = 0.0;
-    let search = settings.pair_search.into();
-    let mut pairs = PairCounts::default();
-    let checked_units = check.map(|c| check_units(&c, layers, first));
-    let mut checks: Vec<LayerPairCheck> = layers
-        .iter()
-        .map(|l| LayerPairCheck {
-            units: l.units,
-            ..LayerPairCheck::default()
-        })
-        .collect();
-    let mut check_seconds = 0.0;
-    let bar = progress.bar(
-        classes.len() * plan.chunks.len(),
-        "U-Score: forward per class",
-    );
     let mut time = TimeProfile::default();
-    for (pass, chunk) in plan.chunks.iter().enumerate() {
-        // The chunk's layers, each once, in graph order, and their slices.
-        let mut chunk_layers: Vec<usize> = chunk.slices.iter().map(|s| s.layer).collect();
-        chunk_layers.dedup();
-        let dirs: Vec<Option<Tensor>> = chunk_layers
-            .iter()
-            .map(|&i| directions(settings, shapes[i], first + i, device))
-            .collect();
-        let taps: Vec<&str> = chunk_layers
-            .iter()
-            .map(|&i| layers[i].analysis.as_str())
-            .collect();
-        let mut summaries: Vec<Vec<Summary>> = chunk.slices.iter().map(|_| Vec::new()).collect();
-        let mut on_dev: Vec<Vec<Tensor>> = chunk.slices.iter().map(|_| Vec::new()).collect();
-        for (class, idx) in &classes {
-            let x = data.select(idx);
-            let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
-            let clock = std::time::Instant::now();
-            for batch in x.split(settings.batch_size as i64, 0) {
-                let out = tch::no_grad(|| model.taps(&batch.to_device(device), Mode::Eval, &taps))?;
-                for (part, tap) in parts.iter_mut().zip(&taps) {
-                    part.push(out[*tap].shallow_clone());
-                }
-            }
-            let forward = clock.elapsed().as_secs_f64();
-            if pass == 0 {
-                time.forward += forward;
-            } else {
-                time.forward_again += forward;
-            }
-            for ((&i, part), dir) in chunk_layers.iter().zip(parts).zip(&dirs) {
-                let layer = &layers[i];
-                let t = Tensor::cat(&part, 0);
-                drop(part);
-                if t.isfinite().all().int64_value(&[]) == 0 {
-                    return Err(ScoringError::NonFinite(format!(
-                        "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
-                        layer.analysis, layer.name
-                    )));
-                }
-                // The whole layer is projected (so every value is computed as in one pass),
-                // then only this pass's units are sorted and kept.
+    let mut forwards = 0usize;
+    let mut spill_seconds = 0.0;
+    let passes;
+    if let (Some(o), spill) = (&once, &mut spill) {
+        // Each class's forward pass once per group of layers (once in all, but when one
+        // class's taps do not fit together); every layer is summarised whole as it comes,
+        // its resident units kept, the rest appended to the spill file.
+        passes = o.forwards.len();
+        let mut resident_units = vec![0; layers.len()];
+        for s in &o.resident {
+            resident_units[s.layer] = s.units.end;
+        }
+        let mut held: Vec<Vec<Sorted>> = o.resident.iter().map(|_| Vec::new()).collect();
+        let bar = progress.bar(classes.len() * passes, "U-Score: forward per class");
+        for (pass, group) in o.forwards.iter().enumerate() {
+            let dirs: Vec<Option<Tensor>> = group
+                .iter()
+                .map(|&i| directions(settings, shapes[i], first + i, device))
+                .collect();
+            let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
+            for (k, (class, idx)) in classes.iter().enumerate() {
                 let clock = std::time::Instant::now();
-                let projected = project(&t, layer, dir.as_ref())?;
-                drop(t);
-                time.projections += clock.elapsed().as_secs_f64();
-                for (slice, (host, dev)) in chunk
-                    .slices
-                    .iter()
-                    .zip(summaries.iter_mut().zip(&mut on_dev))
-                    .filter(|(s, _)| s.layer == i)
-                {
-                    let units = if slice.units == (0..layer.units) {
-                        projected.shallow_clone()
-                    } else {
-                        projected.narrow(0, slice.units.start as i64, slice.units.len() as i64)
-                    };
+                let parts = forward_taps(model, &data.select(idx), settings.batch_size, &taps)?;
+                time.add_forward(pass, clock.elapsed().as_secs_f64());
+                forwards += 1;
+                for ((&i, part), dir) in group.iter().zip(parts).zip(&dirs) {
+                    let layer = &layers[i];
+                    let t = tap_of(part, layer, *class)?;
                     let clock = std::time::Instant::now();
-                    if on_device {
-                        let (sorted, _) = torch(units.f_sort(-1, false), || {
-                            format!("sorting the projections of layer '{}'", layer.name)
-                        })?;
-                        dev.push(sorted);
-                    } else {
-                        host.push(sort_on_host(&units, layer)?);
-                    }
+                    let projected = project(&t, layer, dir.as_ref())?;
+                    drop(t);
+                    time.projections += clock.elapsed().as_secs_f64();
+                    let clock = std::time::Instant::now();
+                    let sorted = sort_units(&projected, layer, on_device)?;
+                    drop(projected);
                     time.sorting += clock.elapsed().as_secs_f64();
+                    let keep = resident_units[i];
+                    if keep < layer.units {
+                        let clock = std::time::Instant::now();
+                        spill
+                            .as_mut()
+                            .expect("a plan that spills has a spill file")
+                            .write(i, k, &host_rows(&sorted, keep, layer)?)?;
+                        spill_seconds += clock.elapsed().as_secs_f64();
+                    }
+                    if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
+                        held[h].push(sorted.rows(0..keep, layer.units));
+                    }
                 }
+                bar.inc(1);
             }
-            bar.inc(1);
         }
-        let d = std::time::Instant::now();
-        for ((slice, per_class), held) in chunk.slices.iter().zip(&summaries).zip(&on_dev) {
-            let u = if on_device {
-                device_scores(held)?
-            } else {
-                slice_scores(slice, per_class, method, search, &mut pairs)
-            };
-            if let (Some(chosen), false) = (&checked_units, on_device) {
+        bar.finish_and_clear();
+        for (slice, per_class) in o.resident.iter().zip(held) {
+            r.reduce(slice, per_class)?;
+        }
+        for slice in o.spilled.iter().flat_map(|c| &c.slices) {
+            let clock = std::time::Instant::now();
+            let spill = spill.as_ref().expect("a plan that spills has a spill file");
+            let (l, units) = (slice.layer, &slice.units);
+            let p = projections[l];
+            let per_class = samples
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| {
+                    let skip = (units.start - resident_units[l]) * p * n;
+                    let values = spill.read(l, k, skip, units.len() * p * n)?;
+                    Ok(if on_device {
+                        Sorted::Device(
+                            Tensor::from_slice(&values)
+                                .reshape([units.len() as i64, p as i64, n as i64])
+                                .to_device(device),
+                        )
+                    } else {
+                        Sorted::Host(
+                            Array3::from_shape_vec((units.len(), p, n), values)
+                                .expect("the spilled rows have this shape"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, ScoringError>>()?;
+            spill_seconds += clock.elapsed().as_secs_f64();
+            r.reduce(slice, per_class)?;
+        }
+    } else {
+        // Every pass runs the forward passes of every class up to its last layer and keeps
+        // the summaries of its units.
+        passes = plan.chunks.len();
+        let bar = progress.bar(classes.len() * passes, "U-Score: forward per class");
+        for (pass, chunk) in plan.chunks.iter().enumerate() {
+            // The chunk's layers, each once, in graph order, and their slices.
+            let mut chunk_layers: Vec<usize> = chunk.slices.iter().map(|s| s.layer).collect();
+            chunk_layers.dedup();
+            let dirs: Vec<Option<Tensor>> = chunk_layers
+                .iter()
+                .map(|&i| directions(settings, shapes[i], first + i, device))
+                .collect();
+            let taps: Vec<&str> = chunk_layers
+                .iter()
+                .map(|&i| layers[i].analysis.as_str())
+                .collect();
+            let mut held: Vec<Vec<Sorted>> = chunk.slices.iter().map(|_| Vec::new()).collect();
+            for (class, idx) in &classes {
                 let clock = std::time::Instant::now();
-                let c = &mut checks[slice.layer];
-                let (n, bad) = check_slice(slice, per_class, method, &chosen[slice.layer], &u);
-                let seconds = clock.elapsed().as_secs_f64();
-                c.checked += n;
-                c.mismatches += bad;
-                c.all_pairs_seconds += seconds;
-                check_seconds += seconds;
+                let parts = forward_taps(model, &data.select(idx), settings.batch_size, &taps)?;
+                time.add_forward(pass, clock.elapsed().as_secs_f64());
+                forwards += 1;
+                for ((&i, part), dir) in chunk_layers.iter().zip(parts).zip(&dirs) {
+                    let layer = &layers[i];
+                    let t = tap_of(part, layer, *class)?;
+                    // The whole layer is projected (so every value is computed as in one
+                    // pass), then only this pass's units are sorted and kept.
+                    let clock = std::time::Instant::now();
+                    let projected = project(&t, layer, dir.as_ref())?;
+                    drop(t);
+                    time.projections += clock.elapsed().as_secs_f64();
+                    for (slice, h) in chunk
+                        .slices
+                        .iter()
+                        .zip(&mut held)
+                        .filter(|(s, _)| s.layer == i)
+                    {
+                        let units = if slice.units == (0..layer.units) {
+                            projected.shallow_clone()
+                        } else {
+                            projected.narrow(0, slice.units.start as i64, slice.units.len() as i64)
+                        };
+                        let clock = std::time::Instant::now();
+                        h.push(sort_units(&units, layer, on_device)?);
+                        time.sorting += clock.elapsed().as_secs_f64();
+                    }
+                }
+                bar.inc(1);
             }
-            scores[slice.layer][slice.units.clone()].copy_from_slice(&u);
+            for (slice, per_class) in chunk.slices.iter().zip(held) {
+                r.reduce(slice, per_class)?;
+            }
         }
-        distance_seconds += d.elapsed().as_secs_f64();
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
+    drop(spill);
+    let Reducer {
+        scores,
+        pairs,
+        checks,
+        check_seconds,
+        mut distance_seconds,
+        ..
+    } = r;
     distance_seconds -= check_seconds;
     time.pairs = distance_seconds;
     time.total = started.elapsed().as_secs_f64() - check_seconds;
@@ -796,14 +931,17 @@ fn scores_of(
         sorting = time.sorting,
         pairs = time.pairs,
         other = time.other(),
-        passes = plan.chunks.len(),
+        spill = spill_seconds,
+        passes,
+        forwards,
         "U-Score: time profile in seconds (forward passes of the first pass, forward passes \
-         repeated by later passes, projections, sorting, class-pair distances, the rest; on \
-         CUDA the device work is asynchronous, so its time lands where it is next waited for)"
+         repeated by later passes, projections, sorting, class-pair distances, the rest, and \
+         of the rest the spill file's writes and reads; on CUDA the device work is \
+         asynchronous, so its time lands where it is next waited for)"
     );
     tracing::info!(
         seconds = time.total - distance_seconds,
-        passes = plan.chunks.len(),
+        passes,
         "U-Score: forward passes and per-class summaries"
     );
     tracing::info!(seconds = distance_seconds, "U-Score: class-pair distances");
@@ -830,8 +968,322 @@ fn scores_of(
         profile: time,
         pairs,
         check: if check.is_some() { checks } else { Vec::new() },
-        passes: plan.chunks.len(),
+        passes,
+        forwards,
+        spilled: once.map_or(0, |o| o.spill_bytes),
     })
+}
+
+/// One class's sorted projections of some units of a layer (`[units, P, n]`, rows sorted):
+/// on the host, or on the model's device for the device engine.
+enum Sorted {
+    Host(Summary),
+    Device(Tensor),
+}
+
+impl Sorted {
+    /// Its units `units` of a layer of `all` units, apart from the rest.
+    fn rows(self, units: std::ops::Range<usize>, all: usize) -> Sorted {
+        if units == (0..all) {
+            return self;
+        }
+        match self {
+            Sorted::Host(s) => Sorted::Host(
+                s.slice_axis(Axis(0), ndarray::Slice::from(units))
+                    .to_owned(),
+            ),
+            Sorted::Device(t) => {
+                Sorted::Device(t.narrow(0, units.start as i64, units.len() as i64).copy())
+            }
+        }
+    }
+}
+
+/// Sorts every row of `projected` (`[units, P, n]`): on the host ([`sort_on_host`]) or,
+/// for the device engine, where it lies.
+fn sort_units(
+    projected: &Tensor,
+    layer: &PrunableLayer,
+    on_device: bool,
+) -> Result<Sorted, ScoringError> {
+    if on_device {
+        let (sorted, _) = torch(projected.f_sort(-1, false), || {
+            format!("sorting the projections of layer '{}'", layer.name)
+        })?;
+        Ok(Sorted::Device(sorted))
+    } else {
+        Ok(Sorted::Host(sort_on_host(projected, layer)?))
+    }
+}
+
+/// The values of units `from..` of `sorted`, in order, on the host.
+fn host_rows<'a>(
+    sorted: &'a Sorted,
+    from: usize,
+    layer: &PrunableLayer,
+) -> Result<std::borrow::Cow<'a, [f32]>, ScoringError> {
+    match sorted {
+        Sorted::Host(s) => {
+            let all = s.as_slice().expect("a summary is in standard layout");
+            Ok(std::borrow::Cow::Borrowed(
+                &all[from * s.shape()[1] * s.shape()[2]..],
+            ))
+        }
+        Sorted::Device(t) => {
+            let rows = t.narrow(0, from as i64, t.size()[0] - from as i64);
+            let host = rows.to_device(Device::Cpu).contiguous();
+            Ok(std::borrow::Cow::Owned(torch(
+                Vec::<f32>::try_from(host.view([-1])),
+                || format!("copying the summaries of layer '{}'", layer.name),
+            )?))
+        }
+    }
+}
+
+/// One class's eval-mode forward pass over `x` in batches, with `taps` tapped: for every
+/// tap, its batches' outputs.
+fn forward_taps(
+    model: &Model,
+    x: &Tensor,
+    batch_size: usize,
+    taps: &[&str],
+) -> Result<Vec<Vec<Tensor>>, ScoringError> {
+    let device = model.device();
+    let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
+    for batch in x.split(batch_size as i64, 0) {
+        let out = tch::no_grad(|| model.taps(&batch.to_device(device), Mode::Eval, taps))?;
+        for (part, tap) in parts.iter_mut().zip(taps) {
+            part.push(out[*tap].shallow_clone());
+        }
+    }
+    Ok(parts)
+}
+
+/// A layer's tap for one class from its batches, checked to be finite.
+fn tap_of(part: Vec<Tensor>, layer: &PrunableLayer, class: i64) -> Result<Tensor, ScoringError> {
+    let t = Tensor::cat(&part, 0);
+    drop(part);
+    if t.isfinite().all().int64_value(&[]) == 0 {
+        return Err(ScoringError::NonFinite(format!(
+            "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
+            layer.analysis, layer.name
+        )));
+    }
+    Ok(t)
+}
+
+/// Reduces pieces of layers to scores: the largest class-pair distance of every unit, the
+/// pair counts, the optional check against all pairs, and their times.
+struct Reducer {
+    method: W1,
+    search: fair_stats::PairSearch,
+    on_device: bool,
+    scores: Vec<Vec<f64>>,
+    pairs: PairCounts,
+    checked_units: Option<Vec<Vec<usize>>>,
+    checks: Vec<LayerPairCheck>,
+    check_seconds: f64,
+    distance_seconds: f64,
+}
+
+impl Reducer {
+    /// The scores of the units of `slice` from their per-class summaries.
+    fn reduce(&mut self, slice: &Slice, per_class: Vec<Sorted>) -> Result<(), ScoringError> {
+        let d = std::time::Instant::now();
+        let (mut host, mut dev) = (Vec::new(), Vec::new());
+        for s in per_class {
+            match s {
+                Sorted::Host(h) => host.push(h),
+                Sorted::Device(t) => dev.push(t),
+            }
+        }
+        let u = if self.on_device {
+            device_scores(&dev)?
+        } else {
+            slice_scores(slice, &host, self.method, self.search, &mut self.pairs)
+        };
+        if let (Some(chosen), false) = (&self.checked_units, self.on_device) {
+            let clock = std::time::Instant::now();
+            let c = &mut self.checks[slice.layer];
+            let (n, bad) = check_slice(slice, &host, self.method, &chosen[slice.layer], &u);
+            let seconds = clock.elapsed().as_secs_f64();
+            c.checked += n;
+            c.mismatches += bad;
+            c.all_pairs_seconds += seconds;
+            self.check_seconds += seconds;
+        }
+        self.scores[slice.layer][slice.units.clone()].copy_from_slice(&u);
+        self.distance_seconds += d.elapsed().as_secs_f64();
+        Ok(())
+    }
+}
+
+/// The temporary file of the summaries that do not fit the memory bound: unnamed, so the
+/// system removes it when it is closed (when the run ends, fails or the process dies).
+/// Written during the forward passes, one block per (layer, class), and read back piece by
+/// piece for the class-pair distances.
+struct Spill {
+    file: std::fs::File,
+    dir: std::path::PathBuf,
+    len: u64,
+    /// The offset of each (layer, class) block.
+    at: Vec<Vec<u64>>,
+}
+
+/// f32 values per read or write of the spill file.
+const SPILL_BLOCK: usize = 1 << 16;
+
+impl Spill {
+    /// A spill file of `bytes` in `dir`, if `dir` has the space (with a tenth of its free
+    /// space to spare) and the file can be made; else why not.
+    fn create(
+        dir: &std::path::Path,
+        bytes: u64,
+        layers: usize,
+        classes: usize,
+    ) -> Result<Spill, String> {
+        if let Some(free) = free_space(dir)
+            && bytes > free - free / 10
+        {
+            return Err(format!(
+                "they take {} and '{}' has {} free",
+                ByteSize(bytes),
+                dir.display(),
+                ByteSize(free)
+            ));
+        }
+        let file = tempfile::tempfile_in(dir)
+            .map_err(|e| format!("making a temporary file in '{}': {e}", dir.display()))?;
+        Ok(Spill {
+            file,
+            dir: dir.to_path_buf(),
+            len: 0,
+            at: vec![vec![u64::MAX; classes]; layers],
+        })
+    }
+
+    fn error(&self, source: std::io::Error) -> ScoringError {
+        ScoringError::Spill {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    /// Appends the block of layer `layer`, class `class`.
+    fn write(&mut self, layer: usize, class: usize, values: &[f32]) -> Result<(), ScoringError> {
+        use std::io::{Seek, SeekFrom, Write};
+        self.at[layer][class] = self.len;
+        let mut bytes = Vec::with_capacity(4 * values.len().min(SPILL_BLOCK));
+        let mut write = || -> std::io::Result<()> {
+            self.file.seek(SeekFrom::Start(self.len))?;
+            for block in values.chunks(SPILL_BLOCK) {
+                bytes.clear();
+                for v in block {
+                    bytes.extend_from_slice(&v.to_ne_bytes());
+                }
+                self.file.write_all(&bytes)?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| self.error(e))?;
+        self.len += 4 * values.len() as u64;
+        Ok(())
+    }
+
+    /// `count` values of the block of (`layer`, `class`), after its first `skip`.
+    fn read(
+        &self,
+        layer: usize,
+        class: usize,
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<f32>, ScoringError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let start = self.at[layer][class];
+        assert!(start != u64::MAX, "the block was written before it is read");
+        let mut out = Vec::with_capacity(count);
+        let mut bytes = vec![0u8; 4 * count.min(SPILL_BLOCK)];
+        let mut read = || -> std::io::Result<()> {
+            let mut file = &self.file;
+            file.seek(SeekFrom::Start(start + 4 * skip as u64))?;
+            let mut left = count;
+            while left > 0 {
+                let m = left.min(SPILL_BLOCK);
+                file.read_exact(&mut bytes[..4 * m])?;
+                out.extend(
+                    bytes[..4 * m]
+                        .chunks_exact(4)
+                        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                );
+                left -= m;
+            }
+            Ok(())
+        };
+        read().map_err(|e| self.error(e))?;
+        Ok(out)
+    }
+}
+
+/// The directory of the spill file by default: the system's temporary directory, or
+/// `/var/tmp` where that is held in memory (spilling there would keep the summaries in the
+/// memory the bound is for); an error where both are.
+fn default_spill_dir() -> Result<std::path::PathBuf, String> {
+    let tmp = std::env::temp_dir();
+    if !in_memory(&tmp) {
+        return Ok(tmp);
+    }
+    let var = std::path::PathBuf::from("/var/tmp");
+    if var.is_dir() && !in_memory(&var) {
+        return Ok(var);
+    }
+    Err(format!(
+        "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
+        tmp.display()
+    ))
+}
+
+/// Whether `dir` lies in a file system held in memory (Linux tmpfs or ramfs).
+#[cfg(target_os = "linux")]
+fn in_memory(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    // TMPFS_MAGIC and RAMFS_MAGIC (`f_type`'s integer type differs between targets).
+    let kind = stat.f_type as u64 & 0xFFFF_FFFF;
+    kind == 0x0102_1994 || kind == 0x8584_58f6
+}
+
+/// Whether `dir` lies in a file system held in memory: not known here.
+#[cfg(not(target_os = "linux"))]
+fn in_memory(_dir: &std::path::Path) -> bool {
+    false
+}
+
+/// The bytes free to an unprivileged user in the file system of `dir` (`None` where unknown).
+#[cfg(unix)]
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// The bytes free in the file system of `dir`: unknown here.
+#[cfg(not(unix))]
+fn free_space(_dir: &std::path::Path) -> Option<u64> {
+    None
 }
 
 /// The maximum over all pairs of the units of `chosen` (a layer's checked units) that lie
@@ -1008,6 +1460,52 @@ mod tests {
         assert_eq!(u[1], [0, 1, 2]);
         assert_eq!(check_units(&c, &layers, 0), u);
         assert_ne!(check_units(&c, &layers, 1)[0], u[0]);
+    }
+
+    #[test]
+    fn spill_blocks_read_back_bit_for_bit_and_need_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::create(dir.path(), 1 << 20, 2, 2).unwrap();
+        // Longer than one block of the file's reads and writes.
+        let a: Vec<f32> = (0..SPILL_BLOCK + 7).map(|i| i as f32 * -0.37).collect();
+        let b = vec![f32::MIN_POSITIVE, -0.0, f32::MAX];
+        spill.write(1, 0, &b).unwrap();
+        spill.write(0, 1, &a).unwrap();
+        assert_eq!(spill.read(1, 0, 0, 3).unwrap(), b);
+        let back = spill.read(0, 1, 5, SPILL_BLOCK + 2).unwrap();
+        assert!(
+            back.iter()
+                .zip(&a[5..])
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+        assert_eq!(back.len(), SPILL_BLOCK + 2);
+        // The file has no name in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Past the end of the file.
+        let e = spill
+            .read(0, 1, 0, SPILL_BLOCK + 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("temporary file"), "{e}");
+        if cfg!(unix) {
+            let e = Spill::create(dir.path(), u64::MAX / 2, 1, 1).err().unwrap();
+            assert!(e.contains("free"), "{e}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn memory_file_systems_are_recognised() {
+        // /proc is no tmpfs; /dev/shm is one wherever it exists as a tmpfs mount.
+        assert!(!in_memory(std::path::Path::new("/proc")));
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for line in mounts.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir() {
+                assert!(in_memory(std::path::Path::new(f[1])), "{line}");
+            }
+        }
+        assert!(!in_memory(std::path::Path::new("/no/such/directory")));
     }
 
     #[test]

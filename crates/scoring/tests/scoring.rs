@@ -336,12 +336,20 @@ fn tight_budget(
     want * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
 }
 
-/// A U-Score under a memory budget runs in several passes (splitting layers by units where
-/// needed) and gives exactly the scores of one pass.
+/// A U-Score under a memory budget runs each class's forward pass once, spilling the
+/// summaries that do not fit to a temporary file (removed afterwards) and computing the
+/// distances in several passes (splitting layers by units where needed); where no file can
+/// be made, it runs several passes that each re-run the forward passes. Both give the scores
+/// of one pass, bit for bit.
 #[test]
 fn bounded_memory_u_scores_equal_the_single_pass() {
-    use fair_scoring::ByteSize;
-    use fair_scoring::memory::{RUNTIME_SHARE, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let bits = |s: &[Vec<f64>]| -> Vec<Vec<u64>> {
+        s.iter()
+            .map(|l| l.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
     let mut any_split = false;
     for (zoo, point, input) in [
         ("resnet20", AnalysisPoint::AfterActivation, [3i64, 8, 8]),
@@ -408,17 +416,89 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         }
         assert!(seen.iter().flatten().all(|&n| n == 1), "{zoo}: {seen:?}");
 
+        // Each class's forward pass runs once: what does not fit goes to a temporary file
+        // in `spill_dir` (removed afterwards) and the distances run in passes.
+        let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
+        assert_eq!(once.forwards.len(), 1, "{zoo}: {:?}", once.forwards);
+        assert!(
+            !once.resident.is_empty() && !once.spilled.is_empty(),
+            "{zoo}: {once:?}"
+        );
+        assert!(once.peak() <= budget - budget / RUNTIME_SHARE - fixed);
+        let mut seen: Vec<Vec<u32>> = layers.iter().map(|l| vec![0; l.units]).collect();
+        let mut spilled = 0;
+        for (sl, resident) in once.resident.iter().map(|sl| (sl, true)).chain(
+            once.spilled
+                .iter()
+                .flat_map(|c| &c.slices)
+                .map(|sl| (sl, false)),
+        ) {
+            for u in sl.units.clone() {
+                seen[sl.layer][u] += 1;
+            }
+            if !resident {
+                spilled += mem[sl.layer].per_unit * sl.units.len() as u64;
+            }
+        }
+        assert!(seen.iter().flatten().all(|&n| n == 1), "{zoo}: {seen:?}");
+        assert_eq!(once.spill_bytes, spilled);
+        let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
             max_memory: Some(ByteSize(budget)),
+            spill_dir: Some(dir.path().to_path_buf()),
             ..s.clone()
         };
-        let (chunked, notes) = u_scores(&model, &layers, &cal, &bounded, Progress::QUIET).unwrap();
-        assert_eq!(chunked, one, "{zoo}: the bounded scores differ");
+        let run =
+            u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
         assert!(
-            notes
+            bits(&run.scores) == bits(&one),
+            "{zoo}: the bounded scores differ"
+        );
+        assert_eq!((run.passes, run.forwards), (1, 5), "{zoo}");
+        assert_eq!(run.profile.forward_again, 0.0);
+        assert_eq!(run.spilled, once.spill_bytes);
+        assert!(run.spilled > 0);
+        assert!(
+            run.notes.iter().any(|n| n.contains("passes")
+                && n.contains("`max-memory`")
+                && n.contains("forward pass ran once")),
+            "{zoo}: {:?}",
+            run.notes
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{zoo}: the spill file was left behind"
+        );
+
+        // Where no temporary file can be made, every pass re-runs the forward passes, with
+        // the same scores.
+        let nowhere = UScoreSettings {
+            spill_dir: Some(dir.path().join("missing")),
+            ..bounded.clone()
+        };
+        let run =
+            u_scores_measured(&model, &layers, &cal, &nowhere, Progress::QUIET, None).unwrap();
+        assert!(
+            bits(&run.scores) == bits(&one),
+            "{zoo}: the scores of repeated passes differ"
+        );
+        assert_eq!(run.passes, split.chunks.len(), "{zoo}");
+        assert_eq!(run.forwards, 5 * split.chunks.len(), "{zoo}");
+        assert_eq!(run.spilled, 0);
+        assert!(
+            run.notes
+                .iter()
+                .any(|n| n.contains("could not be kept in a temporary file")),
+            "{zoo}: {:?}",
+            run.notes
+        );
+        assert!(
+            run.notes
                 .iter()
                 .any(|n| n.contains("passes") && n.contains("`max-memory`")),
-            "{zoo}: {notes:?}"
+            "{zoo}: {:?}",
+            run.notes
         );
 
         // A budget that cannot hold one unit of the first layer names it.
@@ -437,6 +517,126 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         );
     }
     assert!(any_split, "no layer was split by units");
+}
+
+/// With summaries much larger than the forward passes' memory, the spilled summaries are
+/// read back in several passes, some starting in the middle of a layer's blocks: the scores
+/// are those of one pass, bit for bit, from one forward pass per class.
+#[test]
+fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let cal = data(6, 5, &[3, 8, 8], 3);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 64,
+        batch_size: 4,
+        samples_per_class: 6,
+        ..Default::default()
+    };
+    let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 64 } else { 1 }).collect();
+    let mem = layer_memory(graph, &layers, &projections, &[6; 5]).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
+    let held: u64 = layers
+        .iter()
+        .zip(&mem)
+        .map(|(l, m)| m.per_unit * l.units as u64)
+        .sum();
+    // Room for the forward passes and a sixth of the summaries.
+    let budget =
+        (fixed + (all.unbounded - held) + held / 6) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
+    assert_eq!(once.forwards.len(), 1, "{once:?}");
+    assert!(once.spilled.len() >= 2, "{once:?}");
+    let resident_end = |l: usize| {
+        once.resident
+            .iter()
+            .find(|s| s.layer == l)
+            .map_or(0, |s| s.units.end)
+    };
+    assert!(
+        once.spilled
+            .iter()
+            .flat_map(|c| &c.slices)
+            .any(|s| s.units.start > resident_end(s.layer)),
+        "{once:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(dir.path().to_path_buf()),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert!(bits(&run.scores) == bits(&one), "the spilled scores differ");
+    assert_eq!((run.passes, run.forwards), (1, 5));
+    assert_eq!(run.spilled, once.spill_bytes);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Where one class's taps of all layers do not fit together, the layers are grouped into
+/// several forward passes per class (each re-run up to its group's last layer) and the
+/// summaries still spilled: the scores are those of one pass, bit for bit.
+#[test]
+fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 3).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let cal = data(4, 3, &[3, 32, 32], 2);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 4,
+        batch_size: 4,
+        samples_per_class: 4,
+        ..Default::default()
+    };
+    let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 4 } else { 1 }).collect();
+    let mem = layer_memory(graph, &layers, &projections, &[4; 3]).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    // The smallest room (in steps of 1/64) that plan() accepts while the taps need groups.
+    let (budget, once) = (1..=256u64)
+        .map(|i| {
+            let room = fixed / 64 * i;
+            (fixed + room) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
+        })
+        .filter(|&b| plan(graph, &layers, &mem, 4, fixed, Some(b)).is_ok())
+        .find_map(|b| {
+            forward_once(graph, &layers, &mem, 4, fixed, Some(b))
+                .filter(|o| o.forwards.len() >= 2)
+                .map(|o| (b, o))
+        })
+        .expect("a bound that needs forward groups");
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(dir.path().to_path_buf()),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert!(bits(&run.scores) == bits(&one), "the grouped scores differ");
+    assert_eq!(run.passes, once.forwards.len());
+    assert_eq!(run.forwards, 3 * once.forwards.len());
+    assert!(run.profile.forward_again > 0.0);
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains(&format!("ran {} times", once.forwards.len()))),
+        "{:?}",
+        run.notes
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 /// The device engine (here run on the CPU) computes the host engine's scores, in f32:
