@@ -1059,11 +1059,24 @@ fn forward_taps(
     Ok(parts)
 }
 
-/// A layer's tap for one class from its batches, checked to be finite.
-fn tap_of(part: Vec<Tensor>, layer: &PrunableLayer, class: i64) -> Result<Tensor, ScoringError> {
-    let t = Tensor::cat(&part, 0);
+/// A layer's tap for one class from its batches (the one batch itself when there is one),
+/// checked to be finite: its largest and smallest values are (NaN propagates through both),
+/// which reads the tap without writing a mask of its size.
+fn tap_of(
+    mut part: Vec<Tensor>,
+    layer: &PrunableLayer,
+    class: i64,
+) -> Result<Tensor, ScoringError> {
+    let t = if part.len() == 1 {
+        part.pop().expect("one batch")
+    } else {
+        Tensor::cat(&part, 0)
+    };
     drop(part);
-    if t.isfinite().all().int64_value(&[]) == 0 {
+    let finite = |x: Tensor| x.double_value(&[]).is_finite();
+    if t.numel() > 0
+        && !(finite(t.amax(&[] as &[i64], false)) && finite(t.amin(&[] as &[i64], false)))
+    {
         return Err(ScoringError::NonFinite(format!(
             "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
             layer.analysis, layer.name

@@ -959,3 +959,36 @@ fn bounded_memory_r_scores_equal_whole_batches() {
         assert!((a - b).abs() <= 1e-10 * scale, "{a} vs {b}");
     }
 }
+
+#[test]
+fn non_finite_activations_name_the_layer_and_class() {
+    // Weights are checked when a model is loaded; activations can still overflow or turn
+    // NaN inside the network. Each is refused naming the layer and the class, whether the
+    // class's samples ran as one batch or several.
+    let cal = data(4, 3, &[1, 6, 6], 2);
+    for (value, batch_size) in [(f64::NAN, 64), (f64::NAN, 3), (1e38, 64), (1e38, 3)] {
+        let model = mlp();
+        let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+        let second = &layers[1];
+        tch::no_grad(|| {
+            let mut w = model
+                .tensor(&format!("{}.weight", second.name))
+                .unwrap()
+                .shallow_clone();
+            let _ = w.fill_(value);
+        });
+        let settings = UScoreSettings {
+            batch_size,
+            ..UScoreSettings::default()
+        };
+        let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NaN or infinite values for class 0")
+                && e.contains(&format!("layer '{}'", second.name)),
+            "{value} {batch_size}: {e}"
+        );
+        assert!(!e.contains(&format!("layer '{}'", layers[0].name)), "{e}");
+    }
+}
