@@ -440,12 +440,14 @@ pub fn analyze_with(
     let mut blocks: Vec<(usize, usize)> = Vec::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         let shape = graph.shape_at(i);
+        // The output's units: channels of an image, features of a vector or of tokens.
+        let width = fair_ir::unit_count(shape);
         let input =
             |k: usize| -> &Layout { &layouts[graph.position(&node.inputs[k]).expect("validated")] };
         let layout = match node.op.channels() {
             Channels::Source => Layout::single(
-                spaces.add(shape[0], Some("it is the network input".into()), None),
-                shape[0],
+                spaces.add(width, Some("it is the network input".into()), None),
+                width,
             ),
             Channels::Create { units, reads } => {
                 let mut grouped_fixed = false;
@@ -509,7 +511,7 @@ pub fn analyze_with(
                     node.op.type_name(),
                     node.name
                 );
-                Layout::single(spaces.add(shape[0], Some(why), None), shape[0])
+                Layout::single(spaces.add(width, Some(why), None), width)
             }
             Channels::Slice { start, end } => {
                 let l = input(0);
@@ -524,9 +526,16 @@ pub fn analyze_with(
             }
             Channels::Flatten => {
                 let l = input(0);
-                let spatial: usize = graph.shape(&node.inputs[0]).expect("validated")[1..]
-                    .iter()
-                    .product();
+                let from = graph.shape(&node.inputs[0]).expect("validated");
+                if fair_ir::unit_axis(from) != 0 {
+                    return Err(AnalysisError::Unsupported {
+                        node: node.name.clone(),
+                        detail: format!(
+                            "it flattens tokens {from:?}, whose features are not channel-major; pool the tokens (token_mean) instead"
+                        ),
+                    });
+                }
+                let spatial: usize = from[1..].iter().product();
                 Layout {
                     segments: l.segments.clone(),
                     per_channel: l.per_channel * spatial.max(1),
@@ -581,14 +590,14 @@ pub fn analyze_with(
                 first
             }
         };
-        if layout.channels() * layout.per_channel != shape[0] {
+        if layout.channels() * layout.per_channel != width {
             return Err(AnalysisError::Unsupported {
                 node: node.name.clone(),
                 detail: format!(
                     "its {} channel rule gives {} channels but its output has {}",
                     node.op.type_name(),
                     layout.channels() * layout.per_channel,
-                    shape[0]
+                    width
                 ),
             });
         }

@@ -203,11 +203,12 @@ impl Resolution {
         };
         let unchanged = |v: &Vec<i64>, n: usize| v.len() == n;
         let output = self.groups.layouts[position].positions(&keep);
-        let output = (!unchanged(&output, graph.shape_at(position)[0])).then_some(output);
+        let output =
+            (!unchanged(&output, fair_ir::unit_count(graph.shape_at(position)))).then_some(output);
         let input = node.inputs.first().and_then(|i| {
             let p = graph.position(i).expect("validated");
             let v = self.groups.layouts[p].positions(&keep);
-            (!unchanged(&v, graph.shape_at(p)[0])).then_some(v)
+            (!unchanged(&v, fair_ir::unit_count(graph.shape_at(p)))).then_some(v)
         });
         let within = node
             .op

@@ -338,3 +338,52 @@ fn a_slice_cuts_its_inputs_segments_and_a_partial_coupling_is_held_fixed() {
     );
     assert!(groups.groups().iter().all(|g| !g.is_prunable()));
 }
+
+#[test]
+fn token_mlp_groups_free_only_the_hidden_neurons_and_a_flatten_of_tokens_is_refused() {
+    let g = fair_zoo::build("token_mlp", &[1, 8, 8], 10).unwrap();
+    let groups = analyze(&g, &[]).unwrap();
+    // The residual stream: the patch embedding and both fc2, one fixed space of 32.
+    let stream = &groups.groups()[groups.group_of("patch_embed").unwrap()];
+    assert_eq!(
+        stream.layers,
+        ["patch_embed", "blocks.0.fc2", "blocks.1.fc2"]
+    );
+    assert_eq!(stream.units, 32);
+    assert!(
+        stream.fixed.as_deref().unwrap().contains("layer_norm"),
+        "{:?}",
+        stream.fixed
+    );
+    for b in 0..2 {
+        let h = &groups.groups()[groups.group_of(&format!("blocks.{b}.fc1")).unwrap()];
+        assert_eq!((h.units, h.fixed.as_deref()), (64, None));
+    }
+    // Flattening tokens [T, F] is token-major: not a channel layout the analysis knows.
+    let t = fair_ir::Graph::from_toml_str(
+        r#"
+        name = "flat-tokens"
+        [[nodes]]
+        name = "input"
+        op = { type = "input", shape = [3, 2, 2] }
+        [[nodes]]
+        name = "embed"
+        op = { type = "conv2d", in_channels = 3, out_channels = 4, kernel_size = 1 }
+        [[nodes]]
+        name = "tokens"
+        op = { type = "tokens" }
+        [[nodes]]
+        name = "flatten"
+        op = { type = "flatten" }
+        [[nodes]]
+        name = "head"
+        op = { type = "linear", in_features = 16, out_features = 2 }
+        "#,
+    )
+    .unwrap();
+    let e = analyze(&t, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("flatten") && e.contains("flattens tokens [4, 4]"),
+        "{e}"
+    );
+}

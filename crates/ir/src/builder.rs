@@ -191,12 +191,12 @@ impl GraphBuilder {
         bias: bool,
     ) -> Result<String, IrError> {
         let in_features = match self.shape(input)? {
-            [f] => *f,
+            [f] | [_, f] => *f,
             s => {
                 return Err(IrError::Shape {
                     node: name.to_owned(),
                     detail: format!(
-                        "a linear layer needs a feature vector, but '{input}' has shape {s:?}"
+                        "a linear layer needs a feature vector or tokens, but '{input}' has shape {s:?}"
                     ),
                 });
             }

@@ -225,6 +225,13 @@ impl Graph {
         self.position(name).map(|i| self.shape_at(i))
     }
 
+    /// The axis of the node called `name`'s per-sample output that holds its units (channels
+    /// of `[C, H, W]` and features of `[F]`: 0; features of tokens `[T, F]`: 1), as
+    /// [`crate::unit_axis`] says for its shape.
+    pub fn unit_axis(&self, name: &str) -> Result<usize, IrError> {
+        self.shape(name).map(crate::unit_axis)
+    }
+
     /// The input node (exactly one exists).
     pub fn input(&self) -> &Node {
         self.nodes

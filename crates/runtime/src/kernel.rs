@@ -281,3 +281,28 @@ impl Kernel for fair_ir::LayerNorm2d {
             .f_permute([0, 3, 1, 2])
     }
 }
+
+impl Kernel for fair_ir::Tokens {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // [N, C, H, W] → [N, C, H·W] → [N, H·W, C].
+        s.x0().f_flatten(2, -1)?.f_transpose(1, 2)
+    }
+}
+
+impl Kernel for fair_ir::TokenMean {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_mean_dim(1, false, None)
+    }
+}
+
+impl Kernel for fair_ir::LayerNorm {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_layer_norm(
+            [self.num_features as i64],
+            s.opt_p(ParamKind::Weight),
+            s.opt_p(ParamKind::Bias),
+            self.eps,
+            true,
+        )
+    }
+}

@@ -27,7 +27,7 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
 #[test]
 fn libtorch_shapes_equal_ir_shape_inference_for_every_node() {
     // Small inputs keep this fast; every family and block type is covered.
-    let cases: [(&str, [usize; 3]); 8] = [
+    let cases: [(&str, [usize; 3]); 9] = [
         ("vgg11_bn", [3, 32, 32]),
         ("vgg16_cifar", [3, 32, 32]),
         ("alexnet", [3, 64, 64]),
@@ -36,6 +36,7 @@ fn libtorch_shapes_equal_ir_shape_inference_for_every_node() {
         ("densenet121", [3, 32, 32]),
         ("densenet40", [3, 32, 32]),
         ("mlp", [1, 28, 28]),
+        ("token_mlp", [1, 28, 28]),
     ];
     for (name, input) in cases {
         let m = model(name, input, 0);
@@ -494,6 +495,13 @@ fn along(v: &Tensor, axis: usize, rank: usize) -> Tensor {
     v.view(shape.as_slice())
 }
 
+/// The axis of a batched tensor that holds its units: one past the per-sample unit axis
+/// (`fair_ir::unit_axis`: channels of an image, the last axis of tokens).
+fn unit_dim(y: &Tensor) -> usize {
+    let sample: Vec<usize> = y.size()[1..].iter().map(|&d| d as usize).collect();
+    1 + fair_ir::unit_axis(&sample)
+}
+
 #[test]
 fn the_import_rewrite_answers_hold_for_every_kernel() {
     // What the ONNX importer rewrites through the contract (fair_ir::Contract::with_bias,
@@ -517,20 +525,22 @@ fn the_import_rewrite_answers_hold_for_every_kernel() {
         if let (Some(with), Some(without)) = (c.with_bias(true), c.with_bias(false)) {
             let m0 = Model::new(single(without, input), Device::Cpu, 1).unwrap();
             let y0 = run(&m0);
-            let units = y0.size()[1];
+            let ax = unit_dim(&y0);
+            let units = y0.size()[ax];
             let bias = Tensor::randn([units], (Kind::Float, Device::Cpu));
             let mut tensors = m0.named_tensors();
             tensors.push(("op.bias".into(), bias.shallow_clone()));
             let m1 = Model::from_tensors(single(with, input), tensors, Device::Cpu)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let want = &y0 + along(&bias, 1, y0.dim());
+            let want = &y0 + along(&bias, ax, y0.dim());
             assert!(close(&run(&m1), &want), "{name}: with_bias");
             biases += 1;
         }
         if c.folds_output_scale() {
             let m = Model::new(single(op.clone(), input), Device::Cpu, 2).unwrap();
             let y = run(&m);
-            let gamma = Tensor::rand([y.size()[1]], (Kind::Float, Device::Cpu)) + 0.5;
+            let ax = unit_dim(&y);
+            let gamma = Tensor::rand([y.size()[ax]], (Kind::Float, Device::Cpu)) + 0.5;
             let specs = op.params("op");
             let tensors: Vec<(String, Tensor)> = m
                 .named_tensors()
@@ -546,7 +556,7 @@ fn the_import_rewrite_answers_hold_for_every_kernel() {
                 .collect();
             let scaled = Model::from_tensors(single(op.clone(), input), tensors, Device::Cpu)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let want = &y * along(&gamma, 1, y.dim());
+            let want = &y * along(&gamma, ax, y.dim());
             assert!(close(&run(&scaled), &want), "{name}: folds_output_scale");
             scales += 1;
         }

@@ -312,8 +312,11 @@ fn contributions(
             .iter()
             .zip(outputs.iter().zip(&grads))
             .map(|(layer, (yv, g))| {
-                // Sum y·∂L/∂y over every axis but the unit axis (1).
-                let dims: Vec<i64> = (0..yv.dim() as i64).filter(|&d| d != 1).collect();
+                // Sum y·∂L/∂y over every axis but the unit axis (1 past the per-sample one:
+                // channels of an image, the last axis of tokens).
+                let sample: Vec<usize> = yv.size()[1..].iter().map(|&d| d as usize).collect();
+                let units = 1 + fair_ir::unit_axis(&sample) as i64;
+                let dims: Vec<i64> = (0..yv.dim() as i64).filter(|&d| d != units).collect();
                 Ok(torch(
                     (yv.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
                         .f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),

@@ -259,11 +259,14 @@ fn project(
         (4, Some(d)) => torch(t.f_reshape([n, units, -1]).and_then(|x| x.f_matmul(d)), ctx)?,
         (4, None) => torch(t.f_mean_dim(&[2i64, 3][..], false, Kind::Float), ctx)?.unsqueeze(2),
         (2, _) => t.unsqueeze(2),
+        // Tokens [n, T, units]: each unit pooled over the tokens (as an image's over its
+        // pixels under `pooled`; token layers get no directions).
+        (3, _) => torch(t.f_mean_dim(1, false, Kind::Float), ctx)?.unsqueeze(2),
         (d, _) => {
             return Err(ScoringError::Setting {
                 name: "analysis-point",
                 detail: format!(
-                    "layer '{}' is read at '{}', whose output has {d} dimensions (expected an image or a feature vector)",
+                    "layer '{}' is read at '{}', whose output has {d} dimensions (expected an image, tokens or a feature vector)",
                     layer.name, layer.analysis
                 ),
             });

@@ -992,3 +992,134 @@ fn non_finite_activations_name_the_layer_and_class() {
         assert!(!e.contains(&format!("layer '{}'", layers[0].name)), "{e}");
     }
 }
+
+/// The zoo's token MLP on 1×8×8 (4 tokens of 32 features, 64 hidden neurons), 3 classes.
+fn token_mlp() -> Model {
+    let g = fair_zoo::build("token_mlp", &[1, 8, 8], 3).unwrap();
+    Model::new(g, Device::Cpu, 2).unwrap()
+}
+
+#[test]
+fn token_layer_u_score_is_the_exact_w1_of_the_token_pooled_outputs() {
+    let model = token_mlp();
+    let cal = data(9, 3, &[1, 8, 8], 4);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let (u, _) = u_scores(
+        &model,
+        &layers,
+        &cal,
+        &UScoreSettings {
+            samples_per_class: 9,
+            ..Default::default()
+        },
+        Progress::QUIET,
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (l, layer) in layers.iter().enumerate() {
+        if model.graph().shape(&layer.name).unwrap().len() != 2 {
+            continue; // the patch embedding
+        }
+        // Independent path: each class's tapped [n, T, units], averaged over the tokens.
+        let per_class: Vec<Tensor> = cal
+            .class_indices()
+            .values()
+            .map(|idx| {
+                let out = tch::no_grad(|| {
+                    model.forward_with_taps(&cal.select(idx), Mode::Eval, &[&layer.name])
+                })
+                .unwrap();
+                out.taps[&layer.name]
+                    .to_kind(Kind::Double)
+                    .mean_dim(1, false, Kind::Double)
+            })
+            .collect();
+        assert_eq!(
+            u[l].len(),
+            per_class[0].size()[1] as usize,
+            "{}",
+            layer.name
+        );
+        for (unit, &score) in u[l].iter().enumerate() {
+            let col = |t: &Tensor| Vec::<f64>::try_from(t.select(1, unit as i64)).unwrap();
+            let mut best = 0.0f64;
+            for a in 0..3 {
+                for b in a + 1..3 {
+                    best = best.max(
+                        fair_stats::wasserstein_1d(&col(&per_class[a]), &col(&per_class[b]))
+                            .unwrap(),
+                    );
+                }
+            }
+            assert!(
+                (score - best).abs() <= 1e-4 * best.max(1e-6),
+                "{} unit {unit}: {score} vs {best}",
+                layer.name
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "fc1 and fc2 of both blocks");
+}
+
+#[test]
+fn token_layer_r_score_equals_the_finite_difference_of_the_loss() {
+    // R_j = |Σ_b d/dε L_b(θ_j·(1+ε))|: scaling row j of a token linear layer scales unit j
+    // of every token.
+    let model = token_mlp();
+    let cal = data(8, 3, &[1, 8, 8], 5);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let settings = RScoreSettings {
+        mode: RMode::Eval,
+        batch_size: 12,
+        seed: 0,
+        max_memory: None,
+    };
+    let (r, _) = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
+    let loss_sum = |m: &Model| -> f64 {
+        cal.batches(12)
+            .map(|(x, y)| {
+                let logits = m.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
+                logits.cross_entropy_for_logits(&y).double_value(&[])
+            })
+            .sum()
+    };
+    let eps = 1e-2;
+    let l = layers
+        .iter()
+        .position(|l| l.name == "blocks.0.fc1")
+        .unwrap();
+    assert_eq!(r[l].len(), 64);
+    // The three units with the largest scores: a finite difference of f32 losses resolves
+    // them well (smaller ones drown in the losses' rounding).
+    let mut order: Vec<usize> = (0..64).collect();
+    order.sort_by(|&a, &b| r[l][b].total_cmp(&r[l][a]));
+    eprintln!(
+        "R of blocks.0.fc1: {:.2e} .. {:.2e}",
+        r[l][order[63]], r[l][order[0]]
+    );
+    for unit in order[..3].iter().map(|&u| u as i64) {
+        let scale = |f: f64| {
+            tch::no_grad(|| {
+                for suffix in ["weight", "bias"] {
+                    let mut row = model
+                        .tensor(&format!("blocks.0.fc1.{suffix}"))
+                        .unwrap()
+                        .get(unit);
+                    let _ = row.g_mul_scalar_(f);
+                }
+            })
+        };
+        scale(1.0 + eps);
+        let up = loss_sum(&model);
+        scale(1.0 / (1.0 + eps) * (1.0 - eps));
+        let down = loss_sum(&model);
+        scale(1.0 / (1.0 - eps));
+        let fd = ((up - down) / (2.0 * eps)).abs();
+        let ours = r[l][unit as usize];
+        assert!(
+            (ours - fd).abs() <= 2e-3 * fd.max(1e-6),
+            "unit {unit}: R = {ours}, finite difference {fd}"
+        );
+    }
+}

@@ -339,3 +339,108 @@ fn grouped_convs_pruned_within_groups_keep_the_dead_unit_outputs() {
     .to_string();
     assert!(e.contains("grouped convolution"), "{e}");
 }
+
+#[test]
+fn token_mlp_hidden_neurons_are_the_only_units_and_removing_dead_ones_keeps_the_outputs() {
+    // 1×16×16 with 4×4 patches: 16 tokens of 32 features, 2 blocks of 64 hidden neurons.
+    let shape = [1, 16, 16];
+    let m = Model::new(
+        fair_zoo::build("token_mlp", &shape, 10).unwrap(),
+        Device::Cpu,
+        7,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for (n, mut t) in m.named_tensors() {
+            if n.ends_with(".bias") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    let x = input(shape);
+    // Only the hidden neurons are free: the patch embedding's channels are the residual
+    // stream, read by layer norms, and fc2 adds into it.
+    let groups = analyze(m.graph(), &[]).unwrap();
+    let mut free: Vec<(Vec<String>, usize)> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable())
+        .map(|g| (g.layers.clone(), g.units))
+        .collect();
+    free.sort();
+    assert_eq!(
+        free,
+        [
+            (vec!["blocks.0.fc1".to_owned()], 64),
+            (vec!["blocks.1.fc1".to_owned()], 64)
+        ]
+    );
+    let removed: [(&str, Vec<i64>); 2] = [
+        ("blocks.0.fc1", vec![0, 5, 17, 63]),
+        ("blocks.1.fc1", vec![2, 3, 40]),
+    ];
+    // The dead-unit model: those neurons' rows of fc1 (weight and bias) are zero, so
+    // GELU(0) = 0 reaches fc2.
+    let dead = Model::from_tensors(
+        m.graph().clone(),
+        m.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect(),
+        Device::Cpu,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for (layer, rows) in &removed {
+            let idx = Tensor::from_slice(rows);
+            for p in ["weight", "bias"] {
+                let mut t = dead
+                    .tensor(&format!("{layer}.{p}"))
+                    .unwrap()
+                    .shallow_clone();
+                let _ = t.index_fill_(0, &idx, 0.0);
+            }
+        }
+    });
+    let mut plan = Plan::new();
+    for (layer, rows) in &removed {
+        plan = plan.remove(layer, rows.iter().map(|&r| r as usize));
+    }
+    // What is sliced: fc1's rows (its output) and fc2's columns (its input) only; fc1 reads
+    // the unpruned residual stream (tokens [16, 32]: 32 units, not 16).
+    let res = fair_analysis::Resolution::new(m.graph(), &plan, &ResolveOptions::default()).unwrap();
+    let at = |n: &str| res.node_slice(m.graph().position(n).unwrap());
+    let kept: Vec<i64> = (0..64).filter(|j| ![0, 5, 17, 63].contains(j)).collect();
+    assert_eq!(at("blocks.0.fc1").input, None);
+    assert_eq!(at("blocks.0.fc1").output.as_ref(), Some(&kept));
+    assert_eq!(at("blocks.0.fc2").input.as_ref(), Some(&kept));
+    assert_eq!(at("blocks.0.fc2").output, None);
+    assert_eq!(at("blocks.0.add").output, None);
+    let pruned = apply(&dead, &plan, &ResolveOptions::default()).unwrap();
+    let g = pruned.model.graph();
+    assert_eq!(g.units("blocks.0.fc1"), Some(60));
+    assert_eq!(g.units("blocks.1.fc1"), Some(61));
+    let size = |n: &str| pruned.model.tensor(n).unwrap().size();
+    assert_eq!(size("blocks.0.fc1.weight"), [60, 32]);
+    assert_eq!(size("blocks.0.fc2.weight"), [32, 60]);
+    assert_eq!(size("blocks.1.fc2.weight"), [32, 61]);
+    // fc1 and fc2 of a block each lose T·F·k MACs: 2·16·32·(4 + 3).
+    assert_eq!(m.graph().macs() - g.macs(), 2 * 16 * 32 * 7);
+    // The kept columns of fc2 are the ones that read the kept neurons.
+    let want = dead
+        .tensor("blocks.0.fc2.weight")
+        .unwrap()
+        .index_select(1, &Tensor::from_slice(&kept));
+    assert!(
+        pruned
+            .model
+            .tensor("blocks.0.fc2.weight")
+            .unwrap()
+            .equal(&want)
+    );
+    let (a, b) = (eval(&dead, &x), eval(&pruned.model, &x));
+    let d = (&a - &b).abs().max().double_value(&[]);
+    assert!(d <= 1e-5, "max |Δ| = {d}");
+    // And the unpruned model differs (the neurons were alive before zeroing).
+    assert!((&eval(&m, &x) - &a).abs().max().double_value(&[]) > 1e-4);
+}

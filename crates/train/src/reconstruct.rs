@@ -304,16 +304,28 @@ fn fit_in_order(
                     let a = pruned.taps(&x, Mode::Eval, &[input.as_str()])?[&input].shallow_clone();
                     let mut y =
                         original.taps(&x, Mode::Eval, &[name.as_str()])?[&name].shallow_clone();
+                    // The units' axis of the batched output: channels of an image, the
+                    // last axis of tokens (fair_ir::unit_axis, one past it).
+                    let dims = y.size();
+                    let sample: Vec<usize> = dims[1..].iter().map(|&d| d as usize).collect();
+                    let unit_dim = 1 + fair_ir::unit_axis(&sample);
                     if let Some(k) = &kept {
                         let idx = Tensor::from_slice(k).to_device(device);
-                        y = y.f_index_select(1, &idx)?;
+                        y = y.f_index_select(unit_dim as i64, &idx)?;
                     }
-                    // Rows per sample: the output positions of a convolution, 1 for a
-                    // linear layer. Pieces of whole samples keep every unfolded matrix
-                    // under PIECE_ELEMENTS (the unfolding of a whole batch of large
-                    // images would not fit in memory).
+                    // Rows per sample: the output positions of a convolution, the tokens
+                    // of a linear layer on tokens, 1 for a linear layer on features.
+                    // Pieces of whole samples keep every unfolded matrix under
+                    // PIECE_ELEMENTS (the unfolding of a whole batch of large images would
+                    // not fit in memory).
                     let samples = a.size()[0];
-                    let per_sample: i64 = y.size()[2..].iter().product::<i64>().max(1);
+                    let per_sample: i64 = dims
+                        .iter()
+                        .enumerate()
+                        .filter(|&(d, _)| d != 0 && d != unit_dim)
+                        .map(|(_, &n)| n)
+                        .product::<i64>()
+                        .max(1);
                     let step = (PIECE_ELEMENTS / (per_sample * n).max(1)).max(1);
                     let mut start = 0;
                     while start < samples {
@@ -414,7 +426,12 @@ fn rows(
                 .f_reshape([-1, out])?;
             (cols, y)
         }
-        None => (a.f_reshape([batch, -1])?, y.f_reshape([batch, -1])?),
+        // A linear layer: one row per sample, or per token of tokens [N, T, F] (the units
+        // on the last axis).
+        None => {
+            let last = |t: &Tensor| t.size().last().copied().unwrap_or(1);
+            (a.f_reshape([-1, last(a)])?, y.f_reshape([-1, last(y)])?)
+        }
     };
     let a = if bias {
         let ones = Tensor::f_ones([a.size()[0], 1], (a.kind(), a.device()))?;

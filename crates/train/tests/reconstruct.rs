@@ -279,3 +279,55 @@ fn layers_too_wide_to_fit_are_left_as_the_surgery_sliced_them() {
     // The head (5 unknowns) is still refitted.
     assert!(report.layers[1].skipped.is_none());
 }
+
+#[test]
+fn a_token_linear_reader_is_refitted_per_token() {
+    // Patches 2×2 of 6×6: 9 tokens of 8 features; fc1's hidden unit 4 copies unit 1, so
+    // fc2, which reads every token's hidden neurons, is refitted exactly from 9 rows per
+    // sample.
+    let mut b = GraphBuilder::new("token-recon", "input", INPUT.to_vec());
+    b.conv("embed", "input", 8, 2, 2, 0, true).unwrap();
+    b.add("tokens", fair_ir::Tokens {}.into(), &["embed"])
+        .unwrap();
+    b.linear("fc1", "tokens", 6, true).unwrap();
+    b.add("act", fair_ir::Gelu::default().into(), &["fc1"])
+        .unwrap();
+    b.linear("fc2", "act", 8, true).unwrap();
+    b.add("pool", fair_ir::TokenMean {}.into(), &["fc2"])
+        .unwrap();
+    b.linear("head", "pool", 2, true).unwrap();
+    let model = Model::new(b.finish().unwrap(), Device::Cpu, 3).unwrap();
+    for p in ["fc1.weight", "fc1.bias"] {
+        copy_row(&model, p, 1, 4, 1.0);
+    }
+    let plan = Plan::new().remove("fc1", [4]);
+    let resolution = Resolution::new(model.graph(), &plan, &ResolveOptions::default()).unwrap();
+    let pruned = fair_surgery::apply_resolution(&model, &resolution)
+        .unwrap()
+        .model;
+    let d = data(32, 4);
+    let x = all(&d);
+    let want = model.forward(&x, Mode::Eval).unwrap();
+    let scale = want.abs().max().double_value(&[]).max(1.0);
+    assert!(max_abs_diff(&want, &pruned.forward(&x, Mode::Eval).unwrap()) > 1e-3 * scale);
+    let settings = Reconstruction {
+        batches: 1,
+        batch_size: 32,
+        ridge: 0.0,
+        ..Default::default()
+    };
+    let report =
+        reconstruct_readers(&model, &pruned, &resolution, &d, &transform(), &settings).unwrap();
+    assert_eq!(report.layers.len(), 1, "{:?}", report.layers);
+    let l = &report.layers[0];
+    assert_eq!(l.layer, "fc2");
+    // 5 kept hidden neurons + bias.
+    assert_eq!(l.inputs, 6);
+    assert!(l.error_after.unwrap() < 1e-5, "{l:?}");
+    let after = pruned.forward(&x, Mode::Eval).unwrap();
+    assert!(
+        max_abs_diff(&want, &after) < 1e-4 * scale,
+        "refitted output differs by {}",
+        max_abs_diff(&want, &after)
+    );
+}

@@ -14,6 +14,7 @@ fn macs(name: &str, input: [usize; 3], classes: usize) -> u64 {
 
 const IMAGENET: [usize; 3] = [3, 224, 224];
 const CIFAR: [usize; 3] = [3, 32, 32];
+const FASHION_INPUT: [usize; 3] = [1, 28, 28];
 
 #[test]
 fn torchvision_parameter_counts() {
@@ -138,4 +139,21 @@ fn too_small_input_names_the_node() {
         err.contains("unknown model 'resnet99'") && err.contains("resnet56"),
         "{err}"
     );
+}
+
+#[test]
+fn hand_computed_token_mlp_shapes_params_and_macs() {
+    // 1×28×28, 4×4 patches: 7·7 = 49 tokens of 32 features; 2 blocks of 64 hidden neurons.
+    let g = build("token_mlp", &FASHION_INPUT, 10).unwrap();
+    assert_eq!(g.shape("patch_embed").unwrap(), &[32, 7, 7]);
+    assert_eq!(g.shape("tokens").unwrap(), &[49, 32]);
+    assert_eq!(g.shape("blocks.1.fc1").unwrap(), &[49, 64]);
+    assert_eq!(g.shape("blocks.1.add").unwrap(), &[49, 32]);
+    assert_eq!(g.shape("pool").unwrap(), &[32]);
+    // Patch embedding 32·16 + 32; per block LN 2·32, fc1 64·32 + 64, fc2 32·64 + 32; head
+    // 10·32 + 10.
+    let block = 64 + (2048 + 64) + (2048 + 32);
+    assert_eq!(g.param_count(), 544 + 2 * block + 330);
+    // Conv 49·32·16; per block two token linears of 49·32·64; head 32·10.
+    assert_eq!(g.macs(), 49 * 32 * 16 + 2 * 2 * 49 * 32 * 64 + 320);
 }

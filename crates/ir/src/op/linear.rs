@@ -2,14 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::onnx::{OnnxAttr, OnnxContext, OnnxSpec};
+use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
 use super::roles::{AfterSurgery, Refit, Scoring};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Reads, Role, ShapeInput,
-    checked_numel, is_true, nonzero, py_bool, yes,
+    checked_numel, is_true, nonzero, py_bool, unit_count, yes,
 };
 
 /// Fully connected layer (`torch.nn.Linear`). Units are output features.
+///
+/// It reads features `[F]` (output `[out_features]`) or tokens `[T, F]`, acting on the last
+/// axis of every token as PyTorch does (output `[T, out_features]`; MACs `T · F · out`).
 ///
 /// Channel behaviour: creates its output features as prunable units and reads every input
 /// feature (its weight's axis 1 follows the input; after a flatten each input channel is H·W
@@ -61,11 +64,37 @@ impl Contract for Linear {
     fn folds_output_scale(&self) -> bool {
         true
     }
-    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
-        Ok(OnnxSpec::with_params(
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        let gemm = || vec![("transB", OnnxAttr::Int(1))];
+        let Some(&[t, f]) = ctx.inputs.first().copied() else {
+            return Ok(OnnxSpec::with_params("Gemm", gemm()));
+        };
+        // Tokens: [N, T, F] → [N·T, F] → Gemm → [N·T, out] → [N, T, out].
+        let mut s = OnnxSpec::default();
+        let rows = s.constant(".rows", OnnxConst::I64(vec![-1, f as i64]));
+        let back = s.constant(
+            ".shape",
+            OnnxConst::I64(vec![-1, t as i64, self.out_features as i64]),
+        );
+        let p = s.params();
+        let flat = s.temp(NameBase::Value, ".rows");
+        let out = s.temp(NameBase::Value, ".gemm");
+        s.node(
+            ".to_rows",
+            "Reshape",
+            vec![OnnxRef::Input(0), rows],
+            Some(flat),
+            vec![],
+        );
+        s.node(
+            ".gemm",
             "Gemm",
-            vec![("transB", OnnxAttr::Int(1))],
-        ))
+            vec![OnnxRef::Decl(flat), p],
+            Some(out),
+            gemm(),
+        );
+        s.node("", "Reshape", vec![OnnxRef::Decl(out), back], None, vec![]);
+        Ok(s)
     }
     fn arity(&self) -> Arity {
         Arity::exactly(1)
@@ -85,11 +114,12 @@ impl Contract for Linear {
     fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
         match inputs[0].1 {
             [f] if *f == self.in_features => Ok(vec![self.out_features]),
+            [t, f] if *f == self.in_features => Ok(vec![*t, self.out_features]),
             s => Err(format!(
                 "in_features is {} but the input '{}' has shape {s:?}{}",
                 self.in_features,
                 inputs[0].0,
-                if s.len() > 1 {
+                if s.len() > 2 {
                     " (add a flatten node before a linear layer)"
                 } else {
                     ""
@@ -120,8 +150,11 @@ impl Contract for Linear {
         v
     }
 
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        (self.in_features as u64).checked_mul(self.out_features as u64)
+    fn macs(&self, output: &[usize]) -> Option<u64> {
+        // One in_features-long dot product per output value: F · out, times T for tokens.
+        output
+            .iter()
+            .try_fold(self.in_features as u64, |acc, &d| acc.checked_mul(d as u64))
     }
 
     fn channels(&self) -> Channels {
@@ -133,7 +166,7 @@ impl Contract for Linear {
 
     fn narrowed(&self, inputs: &[&[usize]], units: Option<usize>) -> Result<Op, String> {
         Ok(Linear {
-            in_features: inputs[0][0],
+            in_features: unit_count(inputs[0]),
             out_features: units.unwrap_or(self.out_features),
             bias: self.bias,
         }

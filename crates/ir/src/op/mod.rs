@@ -34,16 +34,18 @@ mod onnx;
 mod pool;
 mod roles;
 mod simple;
+mod tokens;
 
 pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
 pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
-pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm2d};
+pub use norm::{BatchNorm1d, BatchNorm2d, LayerNorm, LayerNorm2d};
 pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
+pub use tokens::{TokenMean, Tokens};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -557,6 +559,12 @@ ops! {
     Slice(Slice) = "slice",
     /// Layer normalisation over the channels of each pixel (ConvNeXt's `LayerNorm2d`).
     LayerNorm2d(LayerNorm2d) = "layer_norm2d",
+    /// An image's pixels as tokens, `[C, H, W]` to `[H·W, C]` (a vision transformer's patches).
+    Tokens(Tokens) = "tokens",
+    /// The mean over the tokens, `[T, F]` to `[F]`.
+    TokenMean(TokenMean) = "token_mean",
+    /// Layer normalisation over the last axis (`torch.nn.LayerNorm`; a transformer's).
+    LayerNorm(LayerNorm) = "layer_norm",
 }
 
 impl Op {
@@ -714,6 +722,36 @@ pub(crate) fn checked_numel(what: &str, dims: &[usize]) -> Result<usize, String>
         })
 }
 
+/// The axis of a per-sample tensor (shape without the batch dimension) that holds its units,
+/// i.e. the channels or features that pruning removes: axis 0 of an image `[C, H, W]` and of
+/// features `[F]`, the last axis (1) of tokens `[T, F]` (a transformer's tokens × features,
+/// every linear layer and layer norm acting on the features). Every part of the toolkit that
+/// needs "the channel axis" of a value asks this function (or [`crate::Graph::unit_axis`]);
+/// on the batched tensor it is one more.
+///
+/// ```
+/// assert_eq!(fair_ir::unit_axis(&[3, 32, 32]), 0);
+/// assert_eq!(fair_ir::unit_axis(&[10]), 0);
+/// assert_eq!(fair_ir::unit_axis(&[196, 64]), 1);
+/// ```
+pub fn unit_axis(shape: &[usize]) -> usize {
+    if shape.len() == 2 { 1 } else { 0 }
+}
+
+/// The number of units of a per-sample tensor: its size along [`unit_axis`] (0 for a scalar).
+pub fn unit_count(shape: &[usize]) -> usize {
+    shape.get(unit_axis(shape)).copied().unwrap_or(0)
+}
+
+/// The tokens `[T, F]` of input `i`, or an error naming the input.
+pub(crate) fn tokens(inputs: &[ShapeInput], i: usize) -> Result<(usize, usize), String> {
+    let (from, s) = inputs[i];
+    match s {
+        [t, f] => Ok((*t, *f)),
+        _ => Err(format!("expected tokens [T, F], found {s:?} from '{from}'")),
+    }
+}
+
 /// The image `[C, H, W]` of input `i`, or an error naming the input.
 pub(crate) fn image(inputs: &[ShapeInput], i: usize) -> Result<(usize, usize, usize), String> {
     let (from, s) = inputs[i];
@@ -778,9 +816,12 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
 
 /// Per-op examples: one instance of every op with a fitting input, for tests that must
 /// cover every op (shape inference, runtime kernels, export). Inputs are
-/// `(shape of each input)`; every example's inputs are images `[4, 6, 6]` or features `[8]`.
+/// `(shape of each input)`; every example's inputs are images `[4, 6, 6]` or features `[8]`,
+/// but the last ones', which are tokens `[5, 8]` (appended, so that earlier examples keep
+/// their index in the ONNX golden hashes).
 pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
     let img = || vec![4, 6, 6];
+    let tok = || vec![5, 8];
     vec![
         (Input::new(img()).into(), vec![]),
         (
@@ -861,6 +902,21 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
             .into(),
             vec![img()],
         ),
+        (Tokens {}.into(), vec![img()]),
+        (TokenMean {}.into(), vec![tok()]),
+        (LayerNorm::new(8).into(), vec![tok()]),
+        (
+            LayerNorm {
+                eps: 1e-6,
+                affine: false,
+                ..LayerNorm::new(8)
+            }
+            .into(),
+            vec![vec![8]],
+        ),
+        (Linear::new(8, 3).into(), vec![tok()]),
+        (Gelu::default().into(), vec![tok()]),
+        (Add {}.into(), vec![tok(), tok()]),
     ]
 }
 
@@ -903,10 +959,17 @@ mod tests {
                     assert!(axis < p.shape.len(), "{}: {}", op.type_name(), p.name);
                 }
                 if let Some(a) = p.out_axis {
-                    assert_eq!(p.shape[a], out[0], "{}: {}", op.type_name(), p.name);
+                    assert_eq!(
+                        p.shape[a],
+                        unit_count(&out),
+                        "{}: {}",
+                        op.type_name(),
+                        p.name
+                    );
                 }
                 if let Some(a) = p.in_axis {
-                    assert_eq!(p.shape[a], inputs[0][0], "{}: {}", op.type_name(), p.name);
+                    let units_in = unit_count(&inputs[0]);
+                    assert_eq!(p.shape[a], units_in, "{}: {}", op.type_name(), p.name);
                 }
                 if let Some(a) = p.group_in_axis {
                     assert!(p.in_axis.is_none(), "{}: {}", op.type_name(), p.name);

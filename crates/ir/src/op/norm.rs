@@ -1,4 +1,4 @@
-//! `batch_norm2d`, `batch_norm1d` and `layer_norm2d`.
+//! `batch_norm2d`, `batch_norm1d`, `layer_norm2d` and `layer_norm`.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +6,7 @@ use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec}
 use super::roles::{AfterSurgery, Scoring};
 use super::{
     Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, bounded, image,
-    is_true, nonzero, yes,
+    is_true, nonzero, unit_count, yes,
 };
 
 fn bn_eps() -> f64 {
@@ -269,17 +269,7 @@ impl Contract for LayerNorm2d {
         let mut s = OnnxSpec::default();
         let nhwc = s.temp(NameBase::Value, ".nhwc");
         let normed = s.temp(NameBase::Value, ".normed");
-        let scale = if self.affine {
-            s.params()
-        } else {
-            s.constant(
-                ".ones",
-                OnnxConst::F32 {
-                    dims: vec![self.num_features],
-                    values: vec![1.0; self.num_features],
-                },
-            )
-        };
+        let scale = ln_scale(&mut s, self.num_features, self.affine);
         s.node(
             ".to_nhwc",
             "Transpose",
@@ -314,15 +304,7 @@ impl Contract for LayerNorm2d {
         Role::LayerNormalization
     }
     fn check(&self) -> Result<(), String> {
-        nonzero("num_features", self.num_features)?;
-        bounded("num_features", self.num_features)?;
-        if !self.eps.is_finite() || self.eps <= 0.0 {
-            return Err(format!(
-                "eps must be positive and finite, found {}",
-                self.eps
-            ));
-        }
-        Ok(())
+        ln_check(self.num_features, self.eps)
     }
     fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
         let (c, _, _) = image(inputs, 0)?;
@@ -335,14 +317,7 @@ impl Contract for LayerNorm2d {
         Ok(inputs[0].1.to_vec())
     }
     fn params(&self, node: &str) -> Vec<ParamSpec> {
-        if !self.affine {
-            return Vec::new();
-        }
-        let n = self.num_features;
-        vec![
-            ParamSpec::new(node, ParamKind::Weight, vec![n], Init::Ones).out_axis(0),
-            ParamSpec::new(node, ParamKind::Bias, vec![n], Init::Zeros).out_axis(0),
-        ]
+        ln_params(node, self.num_features, self.affine)
     }
     fn macs(&self, _output: &[usize]) -> Option<u64> {
         Some(0)
@@ -367,6 +342,150 @@ impl Contract for LayerNorm2d {
     }
     fn torch_prelude(&self) -> Option<&'static str> {
         Some(LAYER_NORM2D_PY)
+    }
+}
+
+/// A layer norm's checks: at least one feature, a bounded count, a positive finite eps.
+fn ln_check(num_features: usize, eps: f64) -> Result<(), String> {
+    nonzero("num_features", num_features)?;
+    bounded("num_features", num_features)?;
+    if !eps.is_finite() || eps <= 0.0 {
+        return Err(format!("eps must be positive and finite, found {eps}"));
+    }
+    Ok(())
+}
+
+/// A layer norm's tensors: a per-feature weight and bias when `affine`, none otherwise.
+fn ln_params(node: &str, n: usize, affine: bool) -> Vec<ParamSpec> {
+    if !affine {
+        return Vec::new();
+    }
+    vec![
+        ParamSpec::new(node, ParamKind::Weight, vec![n], Init::Ones).out_axis(0),
+        ParamSpec::new(node, ParamKind::Bias, vec![n], Init::Zeros).out_axis(0),
+    ]
+}
+
+/// What ONNX `LayerNormalization` reads after its input: the parameters (scale and bias), or
+/// a constant scale of ones when there are none.
+fn ln_scale(s: &mut OnnxSpec, n: usize, affine: bool) -> OnnxRef {
+    if affine {
+        s.params()
+    } else {
+        s.constant(
+            ".ones",
+            OnnxConst::F32 {
+                dims: vec![n],
+                values: vec![1.0; n],
+            },
+        )
+    }
+}
+
+fn ln_eps_torch() -> f64 {
+    1e-5
+}
+
+/// Layer normalisation over the last axis (`torch.nn.LayerNorm(F)`): over the features of
+/// each token of `[T, F]`, or of a feature vector `[F]`: `y[f] = (x[f] − mean) / √(var + eps)
+/// · weight[f] + bias[f]`, the mean and (biased) variance taken over the `F` features.
+/// `weight` and `bias` (`[F]`) exist when `affine` is true. No running statistics.
+///
+/// Channel behaviour: [`Channels::Fixed`], as [`LayerNorm2d`]: its statistics mix the
+/// features, so the features reaching it (a transformer's residual stream) are never pruned,
+/// and its output is a new fixed set of features. Role: [`Role::LayerNormalization`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNorm {
+    /// Features (the size of the last axis).
+    pub num_features: usize,
+    /// Epsilon (default 1e-5, PyTorch's).
+    #[serde(default = "ln_eps_torch")]
+    pub eps: f64,
+    /// Whether it has a per-feature `weight` and `bias` (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub affine: bool,
+}
+
+impl LayerNorm {
+    /// PyTorch's defaults (eps 1e-5, affine).
+    pub fn new(num_features: usize) -> Self {
+        LayerNorm {
+            num_features,
+            eps: ln_eps_torch(),
+            affine: true,
+        }
+    }
+}
+
+impl Contract for LayerNorm {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring {
+            saved_for_backward: 1,
+            ..Scoring::default()
+        }
+    }
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        let mut s = OnnxSpec::default();
+        let scale = ln_scale(&mut s, self.num_features, self.affine);
+        s.node(
+            "",
+            "LayerNormalization",
+            vec![OnnxRef::Input(0), scale],
+            None,
+            vec![
+                ("axis", OnnxAttr::Int(-1)),
+                ("epsilon", OnnxAttr::Float(self.eps as f32)),
+            ],
+        );
+        s.min_opset = Some((17, "LayerNormalization"));
+        Ok(s)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::LayerNormalization
+    }
+    fn check(&self) -> Result<(), String> {
+        ln_check(self.num_features, self.eps)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (from, s) = inputs[0];
+        match s {
+            [.., f] if s.len() <= 2 && *f == self.num_features => Ok(s.to_vec()),
+            _ => Err(format!(
+                "layer_norm expects tokens [T, {n}] or features [{n}], found {s:?} from '{from}'",
+                n = self.num_features
+            )),
+        }
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        ln_params(node, self.num_features, self.affine)
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Fixed
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(LayerNorm {
+            num_features: unit_count(inputs[0]),
+            ..self.clone()
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "nn.LayerNorm({}, eps={:?}, elementwise_affine={})",
+            self.num_features,
+            self.eps,
+            super::py_bool(self.affine)
+        ))
     }
 }
 

@@ -1,0 +1,77 @@
+//! A token model through the CLI: `prune --model token_mlp` with a MACs target prunes the
+//! hidden neurons of its MLP blocks (units on the last axis of tokens) end to end.
+
+mod common;
+
+use common::{run, stderr, train_idx_toy};
+use fair_runtime::{Mode, Model};
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn prune_token_mlp_with_a_macs_target_prunes_only_hidden_neurons() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let (flags, _) = train_idx_toy(dir.path(), "token_mlp", "1", &weights);
+    let out = dir.path().join("pruned");
+    let mut args = vec!["prune".to_owned()];
+    args.extend(flags);
+    args.extend(
+        [
+            "--weights",
+            weights.to_str().unwrap(),
+            "--target-macs",
+            "0.5",
+            "--per-class",
+            "8",
+            "--finetune-epochs",
+            "0",
+            "--no-latency",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]
+        .map(str::to_owned),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let before = report["before"]["macs"].as_u64().unwrap();
+    let r = &report["results"][0];
+    let after = r["after"]["macs"].as_u64().unwrap();
+    // 1×8×8 with 4×4 patches: 4 tokens of 32 features; conv 4·32·16, two blocks of two
+    // token linears 4·32·64, head 32·2.
+    assert_eq!(before, 4 * 32 * 16 + 2 * 2 * 4 * 32 * 64 + 64);
+    assert!(
+        after as f64 <= 0.5 * before as f64,
+        "{after} of {before} MACs left"
+    );
+    let export = out.join(r["export"].as_str().unwrap());
+    let g = fair_ir::Graph::load(&export.join("model.toml")).unwrap();
+    assert_eq!(g.macs(), after);
+    // Only hidden neurons can go: the residual stream (patch embedding, fc2) keeps 32.
+    assert_eq!(g.units("patch_embed"), Some(32));
+    for b in 0..2 {
+        assert_eq!(g.units(&format!("blocks.{b}.fc2")), Some(32));
+        assert_eq!(g.shape(&format!("blocks.{b}.add")).unwrap(), &[4, 32]);
+    }
+    let hidden: usize = (0..2)
+        .map(|b| g.units(&format!("blocks.{b}.fc1")).unwrap())
+        .sum();
+    assert!(hidden < 128, "{hidden} hidden neurons left");
+    // The PyTorch and ONNX exports spell the token ops (their numbers are checked where
+    // Python with torch / onnxruntime exists: the ignored export tests and `cargo xtask`).
+    let py = std::fs::read_to_string(export.join("model.py")).unwrap();
+    for needle in ["nn.LayerNorm(32", ".flatten(2).transpose(1, 2)", ".mean(1)"] {
+        assert!(py.contains(needle), "model.py lacks {needle}:\n{py}");
+    }
+    let onnx = std::fs::read(export.join("model.onnx")).unwrap();
+    let has = |s: &str| onnx.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("LayerNormalization") && has("ReduceMean") && has("Transpose"));
+    // The exported weights run as the exported graph says.
+    let m = Model::from_safetensors(g, &export.join("model.safetensors"), Device::Cpu).unwrap();
+    let x = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let y = tch::no_grad(|| m.forward(&x, Mode::Eval)).unwrap();
+    assert_eq!(y.size(), [3, 2]);
+}
