@@ -60,7 +60,9 @@ pub use latency::{
     LATENCY_TABLE_FORMAT, LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable,
 };
 pub use plan::{GroupRule, Plan};
-pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
+pub use ratios::{
+    BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLatency, RatiosLayer, RatiosReport, ratios_schema,
+};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
 pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,
