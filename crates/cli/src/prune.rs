@@ -10,13 +10,13 @@ use fair_pipeline::{ConfigRun, PruneSection, Pruner, RawSettings, Torchrun, Torc
 use fair_scoring::Calibration;
 use fair_train::TrainSettings;
 
-use crate::args::{DrawArgs, RunArgs, ScoringArgs, cli_error};
+use crate::args::{DrawArgs, LatencyArgs, RunArgs, ScoringArgs, cli_error};
 use crate::score::SelectArgs;
 use crate::table::render;
 
 /// Arguments of `fair-pruner prune`. Flags override the config's `[prune]` section.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("how").args(["alpha", "target_macs", "target_params", "alpha_sweep"])))]
+#[command(group(clap::ArgGroup::new("how").args(["alpha", "target_macs", "target_params", "target_latency", "alpha_sweep"])))]
 pub struct PruneArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -29,6 +29,8 @@ pub struct PruneArgs {
     /// Remove at least this fraction of parameters.
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_params: Option<f64>,
+    #[command(flatten)]
+    latency: LatencyArgs,
     /// Several α, comma-separated: scores once, one pruned model per α.
     #[arg(
         long,
@@ -231,6 +233,7 @@ impl PruneArgs {
         self.draw.fill(&mut raw);
         self.scoring.fill(&mut raw);
         self.select.fill(&mut raw);
+        self.latency.fill(&mut raw.prune);
         raw
     }
 }
@@ -324,6 +327,9 @@ fn run(args: &PruneArgs) -> Result<()> {
         println!(
             "\n(noisy) latency figures varied by more than a quarter of their median; the machine was busy."
         );
+    }
+    for line in fair_pipeline::charts::latency_target_lines(report) {
+        println!("{line}");
     }
     println!(
         "\nreport: {} (charts: {})",
