@@ -5,8 +5,10 @@
 //!
 //! A table is measured per prunable group: the model with only that group narrowed to each
 //! of a few widths (1 unit, up to four multiples of 8 units, and the full width), the
-//! other groups at full width, timed interleaved with the full model ([`crate::measure`]),
-//! so each group's figures share one run's load. The weights are random: latency does not
+//! other groups at full width, timed interleaved with the full model ([`crate::measure`]):
+//! each width's latency is the full model's over the round-by-round speed-up, so load that
+//! hits a round hits both alike, and a group's latencies are made non-decreasing in the
+//! width ([`monotone`]). The weights are random: latency does not
 //! depend on their values.
 
 use std::collections::HashMap;
@@ -213,7 +215,8 @@ pub fn measure_table(
     let before = tch::get_num_threads();
     tch::set_num_threads(key.threads as i32);
     let result = (|| {
-        let mut out = Vec::new();
+        // Per group: its layers, full width, widths and round-by-round speed-ups.
+        let mut measured = Vec::new();
         let mut full_medians = Vec::new();
         let mut noisy = false;
         for g in groups
@@ -231,23 +234,13 @@ pub fn measure_table(
             }
             let all: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
             let timed = measure(&all, &options)?;
-            let seconds: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
             noisy |= timed.iter().any(|t| t[0].noisy);
-            full_medians.push(seconds[0]);
-            let mut points: Vec<LatencyPoint> = widths[..widths.len() - 1]
+            full_medians.push(timed[0][0].ms.median / 1e3);
+            let speedups: Vec<f64> = timed[1..]
                 .iter()
-                .zip(&seconds[1..])
-                .map(|(&width, &seconds)| LatencyPoint { width, seconds })
+                .map(|t| t[0].speedup.map_or(1.0, |s| s.median))
                 .collect();
-            points.push(LatencyPoint {
-                width: g.channels(),
-                seconds: seconds[0],
-            });
-            out.push(LatencyGroup {
-                layers: g.layers.clone(),
-                width: g.channels(),
-                points,
-            });
+            measured.push((g.layers.clone(), g.channels(), widths, speedups));
         }
         let full_seconds = if full_medians.is_empty() {
             let timed = measure(&[&full], &options)?;
@@ -256,6 +249,30 @@ pub fn measure_table(
         } else {
             crate::latency::Spread::of(&full_medians).median
         };
+        // Each width's latency is the full latency over its round-by-round speed-up (load
+        // that hits a round hits both models alike, so the ratio is steadier than either
+        // time), at most the full latency, made non-decreasing in the width: narrower is
+        // never slower. The full width stays at the full latency (pooling a narrower width
+        // measured slower into it would raise it and invent a saving).
+        let out = measured
+            .into_iter()
+            .map(|(layers, width, widths, speedups)| {
+                let mut seconds: Vec<f64> = speedups
+                    .iter()
+                    .map(|s| (full_seconds / s).min(full_seconds))
+                    .collect();
+                seconds.push(full_seconds);
+                LatencyGroup {
+                    layers,
+                    width,
+                    points: widths
+                        .iter()
+                        .zip(monotone(&seconds))
+                        .map(|(&width, seconds)| LatencyPoint { width, seconds })
+                        .collect(),
+                }
+            })
+            .collect();
         let mut table = LatencyTable::new(key, full_seconds, out)?;
         table.noisy = noisy;
         Ok(table)
@@ -264,15 +281,38 @@ pub fn measure_table(
     result
 }
 
-/// The rounds a table is measured with: 2 warm-up passes, then 5 to 15 rounds within about
-/// a quarter of a second per group (a small model's table takes seconds).
+/// The non-decreasing sequence closest to `values` in the sum of absolute differences
+/// (isotonic regression with median pooling: adjacent values that decrease are pooled into
+/// a block that takes their median, until no block exceeds the next). A single slow outlier
+/// is thus outvoted by the widths around it instead of dragging them up, as a mean would.
+pub fn monotone(values: &[f64]) -> Vec<f64> {
+    // Blocks of (pooled values, their median).
+    let mut blocks: Vec<(Vec<f64>, f64)> = Vec::new();
+    for &v in values {
+        blocks.push((vec![v], v));
+        while blocks.len() > 1 && blocks[blocks.len() - 2].1 > blocks[blocks.len() - 1].1 {
+            let (last, _) = blocks.pop().expect("two blocks");
+            let prev = blocks.last_mut().expect("two blocks");
+            prev.0.extend(last);
+            prev.1 = crate::latency::Spread::of(&prev.0).median;
+        }
+    }
+    blocks
+        .into_iter()
+        .flat_map(|(v, m)| std::iter::repeat_n(m, v.len()))
+        .collect()
+}
+
+/// The rounds a table is measured with: 2 warm-up passes, then at least 9 rounds, and up to
+/// 200 within about half a second per group (a small model's table takes seconds; the many
+/// rounds of a small, fast model keep its speed-ups' medians steady).
 pub fn table_options() -> LatencyOptions {
     LatencyOptions {
         batch_sizes: vec![1],
         warmup: 2,
-        min_rounds: 5,
-        max_rounds: 15,
-        budget_seconds: 0.25,
+        min_rounds: 9,
+        max_rounds: 200,
+        budget_seconds: 0.5,
         noisy_above: LatencyOptions::default().noisy_above,
     }
 }
@@ -347,6 +387,19 @@ mod tests {
         assert_eq!(grid(64), [1, 8, 24, 40, 56, 64]);
         assert_eq!(grid(512).len(), 6);
         assert_eq!(grid(512)[5], 512);
+    }
+
+    #[test]
+    fn measured_latencies_are_made_non_decreasing_in_the_width_by_medians() {
+        // Already non-decreasing: unchanged.
+        assert_eq!(monotone(&[1.0, 2.0, 2.0, 3.0]), [1.0, 2.0, 2.0, 3.0]);
+        // One slow outlier at the third width: pooled with the two after it, whose median
+        // (0.742) ignores it.
+        let got = monotone(&[0.715, 0.728, 4.819, 0.742, 0.781]);
+        assert_eq!(got, [0.715, 0.728, 0.781, 0.781, 0.781]);
+        // A narrower width measured slower than a wider one: the pair takes its mean (the
+        // median of two).
+        assert_eq!(monotone(&[2.0, 1.0, 5.0]), [1.5, 1.5, 5.0]);
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use guard::{guard_model_file, output_guard};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
 pub use latency_table::{
-    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, table_for, table_options,
+    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, monotone, table_for,
+    table_options,
 };
 pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};
