@@ -859,6 +859,69 @@ mod tests {
     }
 
     #[test]
+    fn a_latency_target_resolves_its_table_settings_and_they_need_one() {
+        // The config's table settings stay under the flags' latency target.
+        let config = raw(PruneSection {
+            target_macs: Some(0.5),
+            ..Default::default()
+        });
+        let flags = raw(PruneSection {
+            target_latency: Some(0.4),
+            latency_batch: Some(8),
+            latency_table: Some("t.json".into()),
+            ..Default::default()
+        });
+        let s = config.overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.goals, [Goal::Latency(0.4)]);
+        let l = s.latency.expect("latency settings for a latency target");
+        assert_eq!(l.runtime, crate::LatencyRuntime::LibtorchCpu);
+        assert_eq!((l.batch, l.threads), (Some(8), None));
+        assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
+        // Without a latency target: none, and a latency setting alone is an error.
+        assert!(config.resolve().unwrap().latency.is_none());
+        let e = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_threads: Some(2),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-threads: applies to a latency target only"),
+            "{e}"
+        );
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            latency_batch: Some(0),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "latency-batch: must be at least 1");
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            latency_on: Some(crate::LatencyRuntime::Cuda),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("latency-on: cuda:"), "{e}");
+        // Two goal kinds in one section are refused, the latency target among them.
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            alpha: Some(0.1),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("alpha and target_latency"), "{e}");
+    }
+
+    #[test]
     fn overrides_win_and_goals_are_replaced_as_a_whole() {
         let config = RawSettings {
             prune: PruneSection {
