@@ -256,6 +256,11 @@ fn run(args: &PruneArgs) -> Result<()> {
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);
     }
+    // A given latency table is an input too: the output directory must not hold it.
+    let latency_table = settings.latency.as_ref().and_then(|l| l.table.clone());
+    if let Some(t) = &latency_table {
+        guard.input("--latency-table", t);
+    }
     // Refuses an input or a foreign directory now, not after the work.
     let what = match (&args.out, &config.prune.out) {
         (None, Some(_)) => "[prune] out",
@@ -302,6 +307,9 @@ fn run(args: &PruneArgs) -> Result<()> {
     // it does not know.
     if let Some(c) = &args.calibration {
         pruner = pruner.input("--calibration", c);
+    }
+    if let Some(t) = &latency_table {
+        pruner = pruner.input("--latency-table", t);
     }
     pruner = pruner.progress(!args.run.quiet && !args.json);
     if args.no_latency {

@@ -154,6 +154,21 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
             && e.contains("reachable range is 0% to"),
         "{e}"
     );
+    // The output directory must not hold the given table (it is replaced as a whole).
+    let inside = out.join("table.json");
+    std::fs::copy(&table, &inside).unwrap();
+    let mut args_inside = args.clone();
+    let i = args_inside
+        .iter()
+        .position(|a| *a == table.to_str().unwrap())
+        .unwrap();
+    args_inside[i] = inside.to_str().unwrap();
+    let o = run(&args_inside);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("refusing to write"), "{e}");
+    assert!(inside.is_file(), "the given table was removed");
+    std::fs::remove_file(&inside).unwrap();
     // A table measured for another model is refused.
     write_table(&table, "sha256:another");
     let o = run(&args);
