@@ -72,6 +72,23 @@ pub enum AnalysisError {
         /// What is wrong and what is expected.
         detail: String,
     },
+    /// A latency table is malformed or does not fit the model.
+    #[error("latency table: {0}")]
+    LatencyTable(String),
+    /// A latency target the latency model cannot reach with this selection.
+    #[error(
+        "a latency reduction of {:.1}% cannot be reached: with this latency table the reachable range is 0% to {:.1}% \
+         (predicted latency {:.3} ms for the unpruned model down to {:.3} ms); give a target in that range",
+        .target * 100.0, .best * 100.0, .full_seconds * 1e3, .full_seconds * (1.0 - .best) * 1e3
+    )]
+    LatencyUnreachable {
+        /// The target fraction of latency to remove.
+        target: f64,
+        /// The largest fraction the selection reaches on the latency model.
+        best: f64,
+        /// The unpruned model's latency on the latency model, seconds.
+        full_seconds: f64,
+    },
     /// Thresholding failed (NaN scores, unreachable target, ...).
     #[error(transparent)]
     Threshold(#[from] fair_threshold::ThresholdError),

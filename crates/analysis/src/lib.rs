@@ -11,6 +11,9 @@
 //! - [`ScoreFile`] stores per-unit scores with provenance (versioned JSON).
 //! - [`Selector`] turns stored scores into a resolved plan at an α or a MACs/parameters
 //!   target (ToD or uniform counts), never recomputing a score.
+//! - [`LatencyModel`] predicts the latency of a width assignment; [`LatencyTable`] is one
+//!   measured per group on a runtime (JSON, so a table measured on any device can be
+//!   loaded), behind the latency target [`Goal::Latency`].
 //! - [`RatiosReport`] is a selection's per-layer counts and widths as `fair-pruner ratios
 //!   --json` prints them (typed, read back with serde; its JSON Schema, [`ratios_schema`], is
 //!   `docs/ratios-schema.json`, versioned by [`RATIOS_SCHEMA_VERSION`]).
@@ -40,6 +43,7 @@
 
 mod error;
 mod groups;
+mod latency;
 mod plan;
 mod ratios;
 mod resolution;
@@ -52,8 +56,13 @@ pub use error::AnalysisError;
 pub use groups::{
     ChannelGroups, Group, GroupedConvs, UnitSlices, analyze, analyze_with, scored_layers,
 };
+pub use latency::{
+    LATENCY_TABLE_FORMAT, LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable,
+};
 pub use plan::{GroupRule, Plan};
-pub use ratios::{BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLayer, RatiosReport, ratios_schema};
+pub use ratios::{
+    BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLatency, RatiosLayer, RatiosReport, ratios_schema,
+};
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
 pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,

@@ -56,6 +56,31 @@ pub struct RatiosReport {
     /// `true` when the counts were blended down to a size target exactly; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_target: Option<bool>,
+    /// A latency target's table and its prediction (only for a latency target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<RatiosLatency>,
+}
+
+/// The latency table a latency target was met on, and what it predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatiosLatency {
+    /// The runtime the table was measured on.
+    pub runtime: String,
+    /// Its batch size.
+    pub batch: usize,
+    /// Its threads.
+    pub threads: usize,
+    /// Where it came from: `measured`, `cached` or `given`.
+    pub table: String,
+    /// The unpruned model's latency on the table, milliseconds.
+    pub before_ms: f64,
+    /// The pruned model's latency the table predicts, milliseconds.
+    pub after_ms: f64,
+    /// The fraction of latency removed, as the table predicts it.
+    pub removed: f64,
+    /// Whether the table's measurement was too noisy to trust.
+    pub noisy: bool,
 }
 
 /// One scored layer of a [`RatiosReport`].
@@ -169,6 +194,7 @@ impl RatiosReport {
             mac_weight: weighted.then_some(options.mac_weight),
             mac_cost: weighted.then_some(options.mac_cost),
             exact_target: exact.then_some(true),
+            latency: None,
         }
     }
 }

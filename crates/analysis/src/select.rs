@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use fair_ir::Graph;
 use fair_threshold::{CountOptions, TodCurve, counts_at, lowest};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AnalysisError;
 use crate::groups::{ChannelGroups, GroupedConvs, analyze_with, scored_layers};
+use crate::latency::LatencyModel;
 use crate::plan::{GroupRule, Plan};
 use crate::resolution::Resolution;
 use crate::scores::{ScoreFile, graph_digest};
@@ -27,6 +29,9 @@ pub enum Goal {
     Macs(f64),
     /// Remove at least this fraction ∈ (0, 1) of the parameters.
     Params(f64),
+    /// Remove at least this fraction ∈ (0, 1) of the latency, as the selector's latency
+    /// model predicts it ([`Selector::with_latency`]).
+    Latency(f64),
 }
 
 impl Goal {
@@ -37,30 +42,33 @@ impl Goal {
             Goal::Alpha(a) if !(0.0..=1.0).contains(&a) => {
                 bad(format!("the tolerance α must be in [0, 1], found {a}"))
             }
-            Goal::Macs(f) | Goal::Params(f) if !(f > 0.0 && f < 1.0) => bad(format!(
-                "a target {} reduction must be a fraction in (0, 1) (e.g. 0.5 removes half), found {f}",
-                if matches!(self, Goal::Macs(_)) {
-                    "MACs"
-                } else {
-                    "parameters"
-                }
-            )),
+            Goal::Macs(f) | Goal::Params(f) | Goal::Latency(f) if !(f > 0.0 && f < 1.0) => {
+                bad(format!(
+                    "a target {} reduction must be a fraction in (0, 1) (e.g. 0.5 removes half), found {f}",
+                    match self {
+                        Goal::Macs(_) => "MACs",
+                        Goal::Params(_) => "parameters",
+                        _ => "latency",
+                    }
+                ))
+            }
             _ => Ok(()),
         }
     }
 
     /// The setting that gives this goal, as a command-line flag without dashes (`alpha`,
-    /// `target-macs`, `target-params`) and config key (with `_`).
+    /// `target-macs`, `target-params`, `target-latency`) and config key (with `_`).
     pub fn flag(&self) -> &'static str {
         match self {
             Goal::Alpha(_) => "alpha",
             Goal::Macs(_) => "target-macs",
             Goal::Params(_) => "target-params",
+            Goal::Latency(_) => "target-latency",
         }
     }
 
     /// A short label usable as a file name (export directories are named by it): `alpha-0.05`,
-    /// `macs-0.5`, `params-0.3`, `alpha-1e-320`. The value is written in the shortest form
+    /// `macs-0.5`, `params-0.3`, `latency-0.5`, `alpha-1e-320`. The value is written in the shortest form
     /// that reads back as exactly that number (a decimal when one has at most
     /// [`Goal::VALUE_CHARS`] characters, else an exponent form), with -0 written as 0. So
     /// goals that are equal get the same label, distinct goals get distinct labels, and a
@@ -71,6 +79,7 @@ impl Goal {
             Goal::Alpha(a) => ("alpha", a),
             Goal::Macs(f) => ("macs", f),
             Goal::Params(f) => ("params", f),
+            Goal::Latency(f) => ("latency", f),
         };
         format!("{name}-{}", short(v))
     }
@@ -79,10 +88,10 @@ impl Goal {
     /// `0.000000000000000000000001`) are written in exponent form (`1e-24`).
     pub const VALUE_CHARS: usize = 24;
 
-    /// The most bytes a [`Goal::label`] has: `params-` and a value of at most
+    /// The most bytes a [`Goal::label`] has: `latency-` and a value of at most
     /// [`Goal::VALUE_CHARS`] characters (the longest exponent form,
     /// `-2.2250738585072014e-308`, has 24).
-    pub const LABEL_BYTES: usize = 7 + Self::VALUE_CHARS;
+    pub const LABEL_BYTES: usize = 8 + Self::VALUE_CHARS;
 }
 
 /// `v` in the shortest form that reads back as exactly `v`: the shortest round-trip decimal
@@ -105,6 +114,7 @@ impl fmt::Display for Goal {
             Goal::Alpha(a) => write!(f, "α = {}", short(*a)),
             Goal::Macs(v) => write!(f, "remove {:.1}% of MACs", v * 100.0),
             Goal::Params(v) => write!(f, "remove {:.1}% of parameters", v * 100.0),
+            Goal::Latency(v) => write!(f, "remove {:.1}% of latency", v * 100.0),
         }
     }
 }
@@ -256,6 +266,8 @@ pub struct Selector {
     weights: Vec<f64>,
     options: SelectOptions,
     model_digest: Option<String>,
+    /// The latency model behind [`Goal::Latency`], if one is attached.
+    latency: Option<Arc<dyn LatencyModel>>,
 }
 
 impl Selector {
@@ -450,6 +462,7 @@ impl Selector {
             weights,
             options,
             model_digest: None,
+            latency: None,
         })
     }
 
@@ -517,6 +530,47 @@ impl Selector {
         let mut s = Self::build(graph, layers, tod, &rank, options)?;
         s.model_digest = Some(file.provenance.model_digest.clone());
         Ok(s)
+    }
+
+    /// This selector with a latency model, which latency targets ([`Goal::Latency`]) are met
+    /// on: the fraction of latency removed is 1 − total(widths) / full. An error when the
+    /// model has no figure for a prunable group (one of at least two units that is not
+    /// protected or fixed).
+    pub fn with_latency(mut self, model: Arc<dyn LatencyModel>) -> Result<Self, AnalysisError> {
+        let full = model.full_seconds();
+        if !(full.is_finite() && full > 0.0) {
+            return Err(AnalysisError::LatencyTable(format!(
+                "the unpruned model's latency must be a finite number > 0, found {full}"
+            )));
+        }
+        let missing: Vec<String> = self
+            .groups
+            .groups()
+            .iter()
+            .filter(|g| g.is_prunable() && g.units >= 2)
+            .filter(|g| model.cost(&g.layers[0], g.channels()).is_err())
+            .map(|g| g.layers.join("+"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AnalysisError::LatencyTable(format!(
+                "no figures for the prunable group(s) {} of the model '{}'",
+                missing.join(", "),
+                self.graph.name()
+            )));
+        }
+        self.latency = Some(model);
+        Ok(self)
+    }
+
+    /// The attached latency model ([`Selector::with_latency`]).
+    pub fn latency(&self) -> Option<&Arc<dyn LatencyModel>> {
+        self.latency.as_ref()
+    }
+
+    /// The latency (seconds) the attached latency model predicts for `selection`'s widths;
+    /// `None` without a latency model.
+    pub fn predicted_latency(&self, selection: &Selection) -> Option<Result<f64, AnalysisError>> {
+        self.latency.as_ref().map(|m| m.total(&selection.widths()))
     }
 
     /// The scored graph.
@@ -632,11 +686,17 @@ impl Selector {
         )
     }
 
-    /// The fraction of MACs (or parameters) removed by `counts`, after resolution.
-    fn reduction(&self, counts: &[usize], macs: bool) -> Result<f64, String> {
+    /// The fraction of MACs, parameters or latency (as `goal` measures) removed by
+    /// `counts`, after resolution.
+    fn reduction(&self, counts: &[usize], goal: Goal) -> Result<f64, String> {
         let r = self.resolve(counts).map_err(|e| e.to_string())?;
+        if let Goal::Latency(_) = goal {
+            let model = self.latency.as_ref().ok_or("no latency model")?;
+            let total = model.total(&r.widths()).map_err(|e| e.to_string())?;
+            return Ok(1.0 - total / model.full_seconds());
+        }
         let after = r.pruned_graph();
-        Ok(if macs {
+        Ok(if let Goal::Macs(_) = goal {
             1.0 - after.macs() as f64 / self.graph.macs() as f64
         } else {
             1.0 - after.param_count() as f64 / self.graph.param_count() as f64
@@ -646,9 +706,37 @@ impl Selector {
     /// Counts, plan and resolution for `goal`. With [`Method::Tod`], an α gives each layer
     /// its ToD count; a target searches the smallest α whose *resolved* model (after the
     /// group rule) removes at least the target. With [`Method::Uniform`], a target searches
-    /// the smallest common ratio. The result's widths are exactly what surgery produces.
+    /// the smallest common ratio. A latency target ([`Goal::Latency`]) is met on the
+    /// attached latency model ([`Selector::with_latency`]) the same way, its fraction of
+    /// latency removed in place of the fraction of MACs; one it cannot reach is
+    /// [`AnalysisError::LatencyUnreachable`], which states the reachable range. The
+    /// result's widths are exactly what surgery produces.
     pub fn select(&self, goal: Goal, method: Method) -> Result<Selection, AnalysisError> {
         goal.check()?;
+        if let Goal::Latency(target) = goal {
+            let Some(model) = &self.latency else {
+                return Err(AnalysisError::InvalidOption {
+                    option: "target_latency",
+                    detail: "a latency target needs a latency model (a measured or given latency table: Selector::with_latency)".into(),
+                });
+            };
+            return self.select_inner(goal, method).map_err(|e| match e {
+                AnalysisError::Threshold(fair_threshold::ThresholdError::Unreachable {
+                    best,
+                    ..
+                }) => AnalysisError::LatencyUnreachable {
+                    target,
+                    best: best.max(0.0),
+                    full_seconds: model.full_seconds(),
+                },
+                e => e,
+            });
+        }
+        self.select_inner(goal, method)
+    }
+
+    /// [`Selector::select`] without the latency goal's checks and error.
+    fn select_inner(&self, goal: Goal, method: Method) -> Result<Selection, AnalysisError> {
         let counting = self.options.counting;
         let curves = || {
             self.curves.as_deref().ok_or_else(|| AnalysisError::InvalidOption {
@@ -658,9 +746,8 @@ impl Selector {
         };
         let (setting, counts) = match (method, goal) {
             (Method::Tod, Goal::Alpha(a)) => (a, counts_at(curves()?, a, counting)?),
-            (Method::Tod, Goal::Macs(t) | Goal::Params(t)) => {
-                let macs = matches!(goal, Goal::Macs(_));
-                let reduction = |c: &[usize]| self.reduction(c, macs);
+            (Method::Tod, Goal::Macs(t) | Goal::Params(t) | Goal::Latency(t)) => {
+                let reduction = |c: &[usize]| self.reduction(c, goal);
                 let r = if self.options.exact_target {
                     fair_threshold::alpha_for_target_exact(curves()?, counting, t, reduction)?
                 } else {
@@ -673,10 +760,9 @@ impl Selector {
                     "uniform pruning has no α: give a MACs or parameters target".into(),
                 ));
             }
-            (Method::Uniform, Goal::Macs(t) | Goal::Params(t)) => {
-                let macs = matches!(goal, Goal::Macs(_));
+            (Method::Uniform, Goal::Macs(t) | Goal::Params(t) | Goal::Latency(t)) => {
                 let r = fair_threshold::uniform_for_target(&self.units, counting, t, |c| {
-                    self.reduction(c, macs)
+                    self.reduction(c, goal)
                 })?;
                 (r.setting, r.counts)
             }

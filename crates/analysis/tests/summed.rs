@@ -141,7 +141,7 @@ fn summed_counts_agree_within_a_group_and_targets_are_met() {
         assert!(match goal {
             Goal::Macs(t) => m >= t,
             Goal::Params(t) => p >= t,
-            Goal::Alpha(_) => unreachable!(),
+            Goal::Alpha(_) | Goal::Latency(_) => unreachable!(),
         });
         for g in groups.groups().iter().filter(|g| g.layers.len() > 1) {
             let counts: BTreeSet<usize> = g

@@ -226,6 +226,43 @@ impl ScoringArgs {
     }
 }
 
+/// A latency target and how its latency table is obtained (`prune` and `ratios`).
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Remove at least this fraction of latency (e.g. 0.5), as a latency table measured on
+    /// --latency-on (or given with --latency-table) predicts it: the smallest α that reaches
+    /// it, like --target-macs with latency in place of MACs.
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    pub target_latency: Option<f64>,
+    /// Where the latency table is measured: libtorch-cpu (onnxruntime-cpu and cuda are not
+    /// available yet) [default: libtorch-cpu].
+    #[arg(long, value_name = "RUNTIME")]
+    pub latency_on: Option<fair_pipeline::LatencyRuntime>,
+    /// Batch size the latency table is measured and the pruned model timed at [default: 1,
+    /// or the given table's].
+    #[arg(long, value_name = "N")]
+    pub latency_batch: Option<usize>,
+    /// Threads the latency table is measured and the pruned model timed with [default:
+    /// libtorch's, or the given table's].
+    #[arg(long, value_name = "N")]
+    pub latency_threads: Option<usize>,
+    /// A latency table (JSON, e.g. measured on the target device) to use instead of
+    /// measuring one; see docs/algorithm.md, "Latency targets".
+    #[arg(long, value_name = "FILE")]
+    pub latency_table: Option<std::path::PathBuf>,
+}
+
+impl LatencyArgs {
+    /// Puts the flags given into `prune` (the settings the library resolves).
+    pub fn fill(&self, prune: &mut PruneSection) {
+        prune.target_latency = self.target_latency;
+        prune.latency_on = self.latency_on;
+        prune.latency_batch = self.latency_batch;
+        prune.latency_threads = self.latency_threads;
+        prune.latency_table = self.latency_table.clone();
+    }
+}
+
 /// How calibration samples are drawn (and, for the U-Score, compared).
 #[derive(Debug, Args)]
 pub struct DrawArgs {

@@ -10,13 +10,13 @@ use fair_pipeline::{ConfigRun, PruneSection, Pruner, RawSettings, Torchrun, Torc
 use fair_scoring::Calibration;
 use fair_train::TrainSettings;
 
-use crate::args::{DrawArgs, RunArgs, ScoringArgs, cli_error};
+use crate::args::{DrawArgs, LatencyArgs, RunArgs, ScoringArgs, cli_error};
 use crate::score::SelectArgs;
 use crate::table::render;
 
 /// Arguments of `fair-pruner prune`. Flags override the config's `[prune]` section.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("how").args(["alpha", "target_macs", "target_params", "alpha_sweep"])))]
+#[command(group(clap::ArgGroup::new("how").args(["alpha", "target_macs", "target_params", "target_latency", "alpha_sweep"])))]
 pub struct PruneArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -29,6 +29,8 @@ pub struct PruneArgs {
     /// Remove at least this fraction of parameters.
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_params: Option<f64>,
+    #[command(flatten)]
+    latency: LatencyArgs,
     /// Several α, comma-separated: scores once, one pruned model per α.
     #[arg(
         long,
@@ -231,6 +233,7 @@ impl PruneArgs {
         self.draw.fill(&mut raw);
         self.scoring.fill(&mut raw);
         self.select.fill(&mut raw);
+        self.latency.fill(&mut raw.prune);
         raw
     }
 }
@@ -252,6 +255,11 @@ fn run(args: &PruneArgs) -> Result<()> {
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);
+    }
+    // A given latency table is an input too: the output directory must not hold it.
+    let latency_table = settings.latency.as_ref().and_then(|l| l.table.clone());
+    if let Some(t) = &latency_table {
+        guard.input("--latency-table", t);
     }
     // Refuses an input or a foreign directory now, not after the work.
     let what = match (&args.out, &config.prune.out) {
@@ -300,6 +308,9 @@ fn run(args: &PruneArgs) -> Result<()> {
     if let Some(c) = &args.calibration {
         pruner = pruner.input("--calibration", c);
     }
+    if let Some(t) = &latency_table {
+        pruner = pruner.input("--latency-table", t);
+    }
     pruner = pruner.progress(!args.run.quiet && !args.json);
     if args.no_latency {
         pruner = pruner.no_latency();
@@ -324,6 +335,9 @@ fn run(args: &PruneArgs) -> Result<()> {
         println!(
             "\n(noisy) latency figures varied by more than a quarter of their median; the machine was busy."
         );
+    }
+    for line in fair_pipeline::charts::latency_target_lines(report) {
+        println!("{line}");
     }
     println!(
         "\nreport: {} (charts: {})",

@@ -1,21 +1,22 @@
 //! `fair-pruner ratios`: per-layer counts and widths from stored scores, no libtorch work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use fair_analysis::{Goal, Method, RatiosReport, ScoreFile, Selector};
+use fair_analysis::{Goal, Method, RatiosLatency, RatiosReport, ScoreFile, Selector};
 use fair_pipeline::charts::{human, thousands};
-use fair_pipeline::{PipelineError, Preset, PruneSection};
+use fair_pipeline::{PipelineError, Preset, PruneSection, RawSettings, TableSource, table_for};
 
-use crate::args::cli_error;
+use crate::args::{LatencyArgs, cli_error};
 use crate::score::SelectArgs;
 use crate::table::render;
 
 /// Arguments of `fair-pruner ratios`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params"])))]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["alpha", "target_macs", "target_params", "target_latency"])))]
 pub struct RatiosArgs {
     /// Scores written by `fair-pruner score` or `prune`.
     #[arg(long, value_name = "FILE", default_value = "scores.json")]
@@ -30,6 +31,10 @@ pub struct RatiosArgs {
     /// Remove at least this fraction of parameters (as --target-macs).
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     target_params: Option<f64>,
+    /// The latency target (`--target-latency`) and its table: measured here on
+    /// --latency-on (cached next to the score file) or given with --latency-table.
+    #[command(flatten)]
+    latency: LatencyArgs,
     /// Starting configuration of the counts (its group rule, MAC weight, exact target and
     /// ranking): `fair-pruner` or `paper`; --rule, --mac-weight, --exact-target and --rank-by
     /// override it [default: the preset the score file records, else fair-pruner]. The
@@ -49,14 +54,32 @@ pub struct RatiosArgs {
 
 /// Runs `ratios`: counts and widths from stored scores, no libtorch work.
 pub fn ratios(args: &RatiosArgs) -> Result<()> {
-    let goal = match (args.alpha, args.target_macs, args.target_params) {
-        (Some(a), _, _) => Goal::Alpha(a),
-        (None, Some(f), _) => Goal::Macs(f),
-        (None, None, Some(f)) => Goal::Params(f),
-        (None, None, None) => anyhow::bail!("give one of --alpha, --target-macs, --target-params"),
+    let goal = match (
+        args.alpha,
+        args.target_macs,
+        args.target_params,
+        args.latency.target_latency,
+    ) {
+        (Some(a), ..) => Goal::Alpha(a),
+        (None, Some(f), ..) => Goal::Macs(f),
+        (None, None, Some(f), _) => Goal::Params(f),
+        (None, None, None, Some(f)) => Goal::Latency(f),
+        (None, None, None, None) => {
+            anyhow::bail!("give one of --alpha, --target-macs, --target-params, --target-latency")
+        }
     };
     goal.check()
         .map_err(|e| cli_error(PipelineError::invalid(goal.flag(), e.to_string()).into()))?;
+    // The library resolves the latency settings (a runtime that is not available, latency
+    // flags without a latency target, ...).
+    let mut latency_section = PruneSection::default();
+    args.latency.fill(&mut latency_section);
+    let latency = RawSettings {
+        prune: latency_section,
+        ..Default::default()
+    }
+    .latency()
+    .map_err(|e| cli_error(e.into()))?;
     let plan_out = match &args.write_plan {
         Some(p) => Some(
             fair_pipeline::output_guard()
@@ -74,6 +97,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let (remove, protect, rank) = args.select.criteria(&section, preset, &file)?;
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
+    let (grouped, protected) = (options.grouped, options.protected.clone());
     let exact = options.exact_target && !matches!(goal, Goal::Alpha(_));
     let selector = match Selector::from_scores_for(
         &file,
@@ -102,6 +126,53 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         }
         r => r.map_err(|e| cli_error(e.into()))?,
     };
+    // A latency target's table: given, cached next to the score file, or measured now on
+    // the scored graph (random weights: latency does not depend on them).
+    let mut table = None;
+    let selector = match &latency {
+        Some(settings) => {
+            let dir = args.scores.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            });
+            if settings.table.is_none() {
+                eprintln!(
+                    "latency table on {} (batch {}, {} threads)",
+                    settings.runtime,
+                    settings.batch(),
+                    settings.threads()
+                );
+            }
+            let (t, source) = table_for(
+                settings,
+                selector.graph(),
+                grouped,
+                &protected,
+                &file.provenance.model_digest,
+                dir,
+            )
+            .map_err(|e| cli_error(e.into()))?;
+            if let (TableSource::Measured, Some(dir)) = (&source, dir) {
+                let path = dir.join(settings.cache_name());
+                t.save(&path)?;
+                eprintln!("latency table written to {}", path.display());
+            }
+            if t.noisy {
+                eprintln!(
+                    "warning: the latency table's measurements were noisy (the machine was busy): its latency target is approximate"
+                );
+            }
+            let selector = selector
+                .with_latency(Arc::new(t.clone()))
+                .map_err(|e| cli_error(e.into()))?;
+            table = Some((t, source));
+            selector
+        }
+        None => selector,
+    };
     let selection = selector
         .select(goal, method)
         .map_err(|e| cli_error(e.into()))?;
@@ -110,8 +181,34 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         out.write(selection.plan().to_json_string().as_bytes())?;
         eprintln!("plan written to {}", path.display());
     }
+    let latency_figures = match &table {
+        Some((t, source)) => {
+            let after = selector
+                .predicted_latency(&selection)
+                .transpose()
+                .map_err(|e| cli_error(e.into()))?
+                .unwrap_or(t.full_seconds);
+            Some(RatiosLatency {
+                runtime: t.key.runtime.clone(),
+                batch: t.key.batch,
+                threads: t.key.threads,
+                table: match source {
+                    TableSource::Given(_) => "given",
+                    TableSource::Cached(_) => "cached",
+                    TableSource::Measured => "measured",
+                }
+                .into(),
+                before_ms: t.full_seconds * 1e3,
+                after_ms: after * 1e3,
+                removed: 1.0 - after / t.full_seconds,
+                noisy: t.noisy,
+            })
+        }
+        None => None,
+    };
     if args.json {
-        let report = RatiosReport::new(&selector, &selection, preset.name(), elapsed);
+        let mut report = RatiosReport::new(&selector, &selection, preset.name(), elapsed);
+        report.latency = latency_figures;
         return crate::print_json(&report);
     }
     let graph = selector.graph();
@@ -192,6 +289,19 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         human(m.1),
         100.0 * (1.0 - m.1 as f64 / m.0 as f64)
     );
+    if let Some(l) = &latency_figures {
+        println!(
+            "latency {:.3} ms → {:.3} ms ({:.1}% removed) on the {} table ({}, batch {}, {} threads{})",
+            l.before_ms,
+            l.after_ms,
+            100.0 * l.removed,
+            l.table,
+            l.runtime,
+            l.batch,
+            l.threads,
+            if l.noisy { ", noisy" } else { "" }
+        );
+    }
     println!(
         "computed from stored scores in {:.2} ms ({} layers, {} units)",
         elapsed.as_secs_f64() * 1e3,

@@ -417,6 +417,52 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
     rows
 }
 
+/// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
+/// prediction, and the measured latency removed (median [IQR] of the speed-up) with the
+/// latency-gain / MAC-cut ratio; empty without latency targets.
+pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
+    let pct = |f: f64| format!("{:.1}%", f * 100.0);
+    report
+        .results
+        .iter()
+        .filter_map(|r| {
+            let t = r.latency_target.as_ref()?;
+            let mut line = format!(
+                "latency target {}: remove {} of latency; the {} table ({}, batch {}, {} thread{}{}) predicts {} removed",
+                r.label,
+                pct(t.target),
+                t.table,
+                t.runtime,
+                t.batch,
+                t.threads,
+                if t.threads == 1 { "" } else { "s" },
+                if t.table_noisy { ", noisy" } else { "" },
+                pct(t.predicted)
+            );
+            match &t.measured {
+                Some(m) => line.push_str(&format!(
+                    "; measured on {}: {} removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
+                    m.runtime,
+                    pct(m.removed),
+                    m.before_ms.median,
+                    m.after_ms.median,
+                    m.speedup.median,
+                    m.speedup.q1,
+                    m.speedup.q3,
+                    t.mac_cut,
+                    m.gain_per_mac_cut,
+                    if m.noisy { " (noisy: do not trust)" } else { "" }
+                )),
+                None => line.push_str(&format!(
+                    " for a {:.2}× MAC cut; latency not measured",
+                    t.mac_cut
+                )),
+            }
+            Some(line)
+        })
+        .collect()
+}
+
 /// Writes `report.md` and its SVG charts into `dir` (each file atomically).
 pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<(), PipelineError> {
     let mut md = String::new();
@@ -491,6 +537,10 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
             md,
             "\nLatency: eval-mode forward passes on this machine's CPU, all models timed in the same rounds (rotating order) after warm-up; median [first–third quartile] in ms; the speed-up over the unpruned model is taken round by round. \"noisy\" marks a spread wider than a quarter of the median: do not trust those figures.\n"
         );
+    }
+    let targets = latency_target_lines(report);
+    if !targets.is_empty() {
+        let _ = writeln!(md, "\n{}\n", targets.join("\n\n"));
     }
     let mut charts: Vec<(&str, String)> = Vec::new();
     if report.results.len() > 1

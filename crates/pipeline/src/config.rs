@@ -53,6 +53,18 @@ pub struct PruneSection {
     pub target_macs: Option<f64>,
     /// Remove at least this fraction of parameters.
     pub target_params: Option<f64>,
+    /// Remove at least this fraction of latency, as a latency table predicts it.
+    pub target_latency: Option<f64>,
+    /// Where the latency table is measured: `libtorch-cpu` (default; `onnxruntime-cpu` and
+    /// `cuda` are not available yet).
+    pub latency_on: Option<crate::LatencyRuntime>,
+    /// Batch size the latency table is measured and the pruned model timed at (default 1).
+    pub latency_batch: Option<usize>,
+    /// Threads the latency table is measured and the pruned model timed with (default:
+    /// libtorch's current number).
+    pub latency_threads: Option<usize>,
+    /// A latency table file to use instead of measuring one.
+    pub latency_table: Option<PathBuf>,
     /// Calibration samples per class (from the training split).
     pub per_class: Option<usize>,
     /// At most this many classes are compared.
@@ -138,13 +150,16 @@ impl PruneSection {
         if let Some(f) = self.target_params {
             found.push(("target_params", vec![Goal::Params(f)]));
         }
+        if let Some(f) = self.target_latency {
+            found.push(("target_latency", vec![Goal::Latency(f)]));
+        }
         match found.len() {
             0 => Ok(None),
             1 => Ok(found.pop().map(|(_, g)| g)),
             _ => Err(PipelineError::invalid(
                 "prune",
                 format!(
-                    "[prune] sets {}; give only one of alpha, alpha_sweep, target_macs, target_params",
+                    "[prune] sets {}; give only one of alpha, alpha_sweep, target_macs, target_params, target_latency",
                     found
                         .iter()
                         .map(|(k, _)| *k)

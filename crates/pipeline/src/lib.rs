@@ -46,6 +46,7 @@ mod config;
 mod error;
 mod guard;
 mod latency;
+mod latency_table;
 mod onnx;
 mod preset;
 mod pruner;
@@ -68,14 +69,18 @@ pub use fair_threshold::CountOptions;
 pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use guard::{guard_model_file, output_guard};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
+pub use latency_table::{
+    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, monotone, table_for,
+    table_options,
+};
 pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
-    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult,
-    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, RecalibrationInfo,
-    ReconstructedLayer, ReconstructionInfo, Reduction, ScoringInfo, SelectionSettings, StepStatus,
-    TorchrunRun, report_schema,
+    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
+    LatencyTargetResult, LayerResult, MeasuredLatency, ModelFigures, PruneReport, PruneResult,
+    REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructedLayer, ReconstructionInfo, Reduction,
+    ScoringInfo, SelectionSettings, StepStatus, TorchrunRun, report_schema,
 };
 pub use settings::{
     ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,

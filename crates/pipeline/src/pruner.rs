@@ -15,12 +15,13 @@ use fair_threshold::CountOptions;
 use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
 use crate::error::PipelineError;
-use crate::latency::{LatencyOptions, measure};
+use crate::latency::{LatencyOptions, Spread, measure};
+use crate::latency_table::{LatencySettings, TableSource, table_for};
 use crate::preset::Preset;
 use crate::report::{
-    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LayerResult,
-    ModelFigures, PruneReport, PruneResult, REPORT_SCHEMA_VERSION, Reduction, ScoringInfo,
-    SelectionSettings, StepStatus,
+    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
+    LatencyTargetResult, LayerResult, MeasuredLatency, ModelFigures, PruneReport, PruneResult,
+    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, StepStatus,
 };
 use crate::settings::{ConfigRun, PruneSettings};
 use crate::stages::{self, OnData, Scored};
@@ -167,6 +168,9 @@ pub struct Pruner<'a> {
     distill: Option<Distillation>,
     preset: Preset,
     latency: Option<LatencyOptions>,
+    /// How a latency target's table is obtained (default settings when a goal is a latency
+    /// target and none are given).
+    latency_target: Option<LatencySettings>,
     out: Option<PathBuf>,
     guard: OutputGuard,
     stored: Option<ScoreFile>,
@@ -205,6 +209,7 @@ impl<'a> Pruner<'a> {
             distill: None,
             preset: Preset::default(),
             latency: None,
+            latency_target: None,
             out: None,
             guard: OutputGuard::new(),
             stored: None,
@@ -246,6 +251,7 @@ impl<'a> Pruner<'a> {
             None => Step::Off,
         };
         self.distill = s.distillation;
+        self.latency_target = s.latency.clone();
         self.out = Some(s.out.clone());
         self.seed = s.draw.seed;
         self
@@ -544,6 +550,15 @@ impl<'a> Pruner<'a> {
         self
     }
 
+    /// How the latency table of a latency target ([`Goal::Latency`]) is obtained — a given
+    /// file, the one cached in the output directory, or one measured now — and what the
+    /// pruned models are timed with ([`crate::table_for`]). Without it a latency target uses
+    /// [`LatencySettings::default`].
+    pub fn latency_target(mut self, settings: LatencySettings) -> Self {
+        self.latency_target = Some(settings);
+        self
+    }
+
     /// No latency measurement (turns off [`Pruner::from_config`]'s).
     pub fn no_latency(mut self) -> Self {
         self.latency = None;
@@ -720,7 +735,7 @@ impl<'a> Pruner<'a> {
         if self.goals.is_empty() {
             return Err(PipelineError::invalid(
                 "goal",
-                "no pruning goal: give an α (`alpha`, `alpha-sweep`) or a target (`target-macs`, `target-params`)",
+                "no pruning goal: give an α (`alpha`, `alpha-sweep`) or a target (`target-macs`, `target-params`, `target-latency`)",
             ));
         }
         let mut labels = std::collections::HashSet::new();
@@ -730,7 +745,7 @@ impl<'a> Pruner<'a> {
             if self.method == Method::Uniform && matches!(g, Goal::Alpha(_)) {
                 return Err(PipelineError::invalid(
                     "uniform",
-                    "uniform pruning has no α: give `target-macs` or `target-params`",
+                    "uniform pruning has no α: give `target-macs`, `target-params` or `target-latency`",
                 ));
             }
             if !labels.insert(g.label()) {
@@ -909,6 +924,47 @@ impl<'a> Pruner<'a> {
             &rank,
             select.clone(),
         )?;
+        // A latency target's table: given, cached in the output directory, or measured now.
+        let latency_table = if self.goals.iter().any(|g| matches!(g, Goal::Latency(_))) {
+            let settings = self.latency_target.clone().unwrap_or_default();
+            if settings.table.is_none() {
+                say(format!(
+                    "latency table on {} (batch {}, {} threads)",
+                    settings.runtime,
+                    settings.batch(),
+                    settings.threads()
+                ));
+            }
+            let (table, source) = table_for(
+                &settings,
+                graph,
+                select.grouped,
+                &select.protected,
+                &scores.provenance.model_digest,
+                self.out.as_deref(),
+            )?;
+            if table.noisy {
+                eprintln!(
+                    "warning: the latency table's measurements varied by more than {:.0}% of their median; the machine was busy, so its latency target is approximate (measure again on an idle machine)",
+                    LatencyOptions::default().noisy_above * 100.0
+                );
+            }
+            let file = match &source {
+                TableSource::Given(p) => p.display().to_string(),
+                _ => settings.cache_name(),
+            };
+            if let (Some(dir), TableSource::Measured | TableSource::Cached(_)) = (&staged, &source)
+            {
+                table.save(&dir.path().join(&file))?;
+            }
+            Some((table, source, file))
+        } else {
+            None
+        };
+        let selector = match &latency_table {
+            Some((table, ..)) => selector.with_latency(std::sync::Arc::new(table.clone()))?,
+            None => selector,
+        };
         let steps = stages::AfterSurgery {
             reconstruction: self.prepared(&self.reconstruction_step()),
             recalibration: self.prepared(&self.recalibration_step()),
@@ -999,6 +1055,32 @@ impl<'a> Pruner<'a> {
                         keep: widths[l],
                     })
                     .collect(),
+                latency_target: match (goal, &latency_table) {
+                    (Goal::Latency(target), Some((table, source, file))) => {
+                        let predicted = selector
+                            .predicted_latency(&selection)
+                            .transpose()?
+                            .map_or(0.0, |t| 1.0 - t / table.full_seconds);
+                        Some(LatencyTargetResult {
+                            target,
+                            runtime: table.key.runtime.clone(),
+                            batch: table.key.batch,
+                            threads: table.key.threads,
+                            table: match source {
+                                TableSource::Given(_) => "given",
+                                TableSource::Cached(_) => "cached",
+                                TableSource::Measured => "measured",
+                            }
+                            .into(),
+                            table_file: file.clone(),
+                            table_noisy: table.noisy,
+                            predicted,
+                            mac_cut: 1.0 / (1.0 - macs_removed),
+                            measured: None,
+                        })
+                    }
+                    _ => None,
+                },
             });
             models.push(pruned_model);
         }
@@ -1011,6 +1093,52 @@ impl<'a> Pruner<'a> {
             before.latency = timed.next().unwrap_or_default();
             for (r, l) in results.iter_mut().zip(timed) {
                 r.after.latency = l;
+            }
+            // Latency targets: the pruned models against the unpruned one at the table's
+            // batch and threads.
+            if let Some((table, ..)) = &latency_table {
+                let targeted: Vec<usize> = (0..results.len())
+                    .filter(|&i| results[i].latency_target.is_some())
+                    .collect();
+                say(format!(
+                    "measuring the latency targets (batch {}, {} threads)",
+                    table.key.batch, table.key.threads
+                ));
+                let all: Vec<&Model> = std::iter::once(model)
+                    .chain(targeted.iter().map(|&i| &models[i]))
+                    .collect();
+                let before_threads = tch::get_num_threads();
+                tch::set_num_threads(table.key.threads as i32);
+                let timed = measure(
+                    &all,
+                    &LatencyOptions {
+                        batch_sizes: vec![table.key.batch],
+                        ..options.clone()
+                    },
+                );
+                tch::set_num_threads(before_threads);
+                let timed = timed?;
+                for (k, &i) in targeted.iter().enumerate() {
+                    let (b, a) = (&timed[0][0], &timed[k + 1][0]);
+                    let t = results[i].latency_target.as_mut().expect("targeted");
+                    let speedup = a
+                        .speedup
+                        .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
+                    t.measured = Some(MeasuredLatency {
+                        runtime: if model.device() == tch::Device::Cpu {
+                            "libtorch-cpu"
+                        } else {
+                            "libtorch-cuda"
+                        }
+                        .into(),
+                        before_ms: b.ms,
+                        after_ms: a.ms,
+                        speedup,
+                        removed: 1.0 - 1.0 / speedup.median,
+                        gain_per_mac_cut: speedup.median / t.mac_cut,
+                        noisy: a.noisy || b.noisy,
+                    });
+                }
             }
         }
 

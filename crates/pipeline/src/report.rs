@@ -8,7 +8,7 @@ use fair_analysis::{Goal, GroupRule, MacCost, Method};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::latency::Latency;
+use crate::latency::{Latency, Spread};
 use crate::preset::Preset;
 
 /// The version of the report's schema. Version 1 was the untyped `report.json` of
@@ -228,6 +228,59 @@ pub struct PruneResult {
     /// Per prunable layer: units, the count its own ToD curve asked to remove, and the units
     /// the exported model keeps (after coupled layers settled).
     pub layers: Vec<LayerResult>,
+    /// A latency target's figures: the table's prediction and the measured latency against
+    /// the target; absent for other goals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_target: Option<LatencyTargetResult>,
+}
+
+/// A latency target ([`Goal::Latency`]) against its table and the measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTargetResult {
+    /// The fraction of latency to remove.
+    pub target: f64,
+    /// The runtime the table was measured on (as its key says).
+    pub runtime: String,
+    /// The batch size of the table and of the measurement.
+    pub batch: usize,
+    /// The threads of the table and of the measurement.
+    pub threads: usize,
+    /// Where the table came from: `measured`, `cached` (an earlier run's, same key) or
+    /// `given` (a file).
+    pub table: String,
+    /// The table's file: the given one, or its name in the output directory.
+    pub table_file: String,
+    /// Whether the table's measurement was too noisy to trust.
+    pub table_noisy: bool,
+    /// The fraction of latency removed as the table predicts it.
+    pub predicted: f64,
+    /// The MAC cut: the unpruned model's MACs over the pruned model's.
+    pub mac_cut: f64,
+    /// The pruned model timed against the unpruned one, interleaved, on libtorch CPU at the
+    /// table's batch and threads; absent when latency was not measured.
+    pub measured: Option<MeasuredLatency>,
+}
+
+/// The pruned model's latency measured against the unpruned model's (interleaved rounds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredLatency {
+    /// Where it was measured (`libtorch-cpu`).
+    pub runtime: String,
+    /// The unpruned model, milliseconds per forward pass.
+    pub before_ms: Spread,
+    /// The pruned model, milliseconds per forward pass.
+    pub after_ms: Spread,
+    /// The latency gain: the round-by-round speed-up (unpruned time / pruned time).
+    pub speedup: Spread,
+    /// The fraction of latency removed, 1 − 1 / median speed-up: compare with the target.
+    pub removed: f64,
+    /// The latency gain over the MAC cut (median speed-up / [`LatencyTargetResult::mac_cut`]):
+    /// 1 when latency falls as fast as MACs.
+    pub gain_per_mac_cut: f64,
+    /// Whether the times or the speed-up are too noisy to trust.
+    pub noisy: bool,
 }
 
 /// BatchNorm recalibration of a pruned model ([`fair_train::recalibrate_batch_norm`]): every

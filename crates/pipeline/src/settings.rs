@@ -39,6 +39,7 @@ use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
 use crate::config::{DrawSettings, PruneSection, RunConfig};
 use crate::error::PipelineError;
+use crate::latency_table::LatencySettings;
 use crate::preset::Preset;
 
 /// The criteria scored when none are named.
@@ -114,6 +115,9 @@ pub struct PruneSettings {
     /// Selection options (group rule, MAC weight and cost, exact targets, counting,
     /// protected layers).
     pub select: SelectOptions,
+    /// How the latency table of a latency target is obtained and the pruned models timed;
+    /// `Some` exactly when a goal is a latency target.
+    pub latency: Option<LatencySettings>,
     /// Fine-tuning after surgery (0 epochs: none); its seed is the draw's.
     pub finetune: TrainSettings,
     /// Reader reconstruction after surgery, if any: batches of the fine-tuning batch size,
@@ -130,13 +134,14 @@ pub struct PruneSettings {
 
 impl PruneSection {
     /// These keys over `lower`'s: each key set here wins, others come from `lower`. The goal
-    /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`) count as one: when any
-    /// is set here, none of `lower`'s is kept.
+    /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`, `target_latency`) count
+    /// as one: when any is set here, none of `lower`'s is kept.
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
             || self.target_macs.is_some()
-            || self.target_params.is_some();
+            || self.target_params.is_some()
+            || self.target_latency.is_some();
         let goals = if goal_here { self } else { lower };
         macro_rules! or {
             ($($f:ident),*) => {
@@ -145,6 +150,7 @@ impl PruneSection {
                     alpha_sweep: goals.alpha_sweep.clone(),
                     target_macs: goals.target_macs,
                     target_params: goals.target_params,
+                    target_latency: goals.target_latency,
                     $($f: self.$f.clone().or_else(|| lower.$f.clone()),)*
                 }
             };
@@ -175,6 +181,10 @@ impl PruneSection {
             rule,
             min_keep,
             round_to,
+            latency_on,
+            latency_batch,
+            latency_threads,
+            latency_table,
             out
         )
     }
@@ -219,7 +229,7 @@ impl RawSettings {
         let goals = self.prune.goals()?.ok_or_else(|| {
             PipelineError::invalid(
                 "goal",
-                "no pruning goal: give `alpha`, `alpha-sweep`, `target-macs` or `target-params`",
+                "no pruning goal: give `alpha`, `alpha-sweep`, `target-macs`, `target-params` or `target-latency`",
             )
         })?;
         for g in &goals {
@@ -418,6 +428,46 @@ impl RawSettings {
         })
     }
 
+    /// The latency settings of a latency target (`target-latency`): `latency-on` (default
+    /// libtorch CPU; a runtime that is not available is an error naming it), `latency-batch`
+    /// and `latency-threads` (≥ 1 when given) and `latency-table`. `None` without a latency
+    /// target; any of those settings without one is an error.
+    pub fn latency(&self) -> Result<Option<LatencySettings>, PipelineError> {
+        let p = &self.prune;
+        let given = [
+            ("latency-on", p.latency_on.is_some()),
+            ("latency-batch", p.latency_batch.is_some()),
+            ("latency-threads", p.latency_threads.is_some()),
+            ("latency-table", p.latency_table.is_some()),
+        ];
+        if p.target_latency.is_none() {
+            if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
+                return Err(PipelineError::invalid(
+                    name,
+                    "applies to a latency target only: give `target-latency` too",
+                ));
+            }
+            return Ok(None);
+        }
+        for (name, v) in [
+            ("latency-batch", p.latency_batch),
+            ("latency-threads", p.latency_threads),
+        ] {
+            if v == Some(0) {
+                return Err(PipelineError::invalid(name, "must be at least 1"));
+            }
+        }
+        if let Some(r) = p.latency_on {
+            r.check_available()?;
+        }
+        Ok(Some(LatencySettings {
+            runtime: p.latency_on.unwrap_or_default(),
+            batch: p.latency_batch,
+            threads: p.latency_threads,
+            table: p.latency_table.clone(),
+        }))
+    }
+
     /// Distillation: none without a weight (a temperature alone is an error).
     pub fn distillation(&self) -> Result<Option<Distillation>, PipelineError> {
         let p = &self.prune;
@@ -517,6 +567,7 @@ impl RawSettings {
         let finetune = self.finetune()?;
         let distillation = self.distillation()?;
         let select = self.select_options()?;
+        let latency = self.latency()?;
         let (remove_by, protect_by, rank_by) = self.signals();
         let (reconstruction, recalibration) = self.after_surgery();
         Ok(PruneSettings {
@@ -531,6 +582,7 @@ impl RawSettings {
             protect_by,
             rank_by,
             select,
+            latency,
             finetune,
             reconstruction,
             recalibration,
@@ -804,6 +856,69 @@ mod tests {
         assert_eq!(s.scoring.u.pair_search, fair_scoring::PairSearch::Bounded);
         let e = toml::from_str::<PruneSection>("pair_search = \"some\"").unwrap_err();
         assert!(e.to_string().contains("bounded"), "{e}");
+    }
+
+    #[test]
+    fn a_latency_target_resolves_its_table_settings_and_they_need_one() {
+        // The config's table settings stay under the flags' latency target.
+        let config = raw(PruneSection {
+            target_macs: Some(0.5),
+            ..Default::default()
+        });
+        let flags = raw(PruneSection {
+            target_latency: Some(0.4),
+            latency_batch: Some(8),
+            latency_table: Some("t.json".into()),
+            ..Default::default()
+        });
+        let s = config.overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.goals, [Goal::Latency(0.4)]);
+        let l = s.latency.expect("latency settings for a latency target");
+        assert_eq!(l.runtime, crate::LatencyRuntime::LibtorchCpu);
+        assert_eq!((l.batch, l.threads), (Some(8), None));
+        assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
+        // Without a latency target: none, and a latency setting alone is an error.
+        assert!(config.resolve().unwrap().latency.is_none());
+        let e = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_threads: Some(2),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-threads: applies to a latency target only"),
+            "{e}"
+        );
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            latency_batch: Some(0),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "latency-batch: must be at least 1");
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            latency_on: Some(crate::LatencyRuntime::Cuda),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("latency-on: cuda:"), "{e}");
+        // Two goal kinds in one section are refused, the latency target among them.
+        let e = raw(PruneSection {
+            target_latency: Some(0.5),
+            alpha: Some(0.1),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("alpha and target_latency"), "{e}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn every_shipped_config_parses_and_fits_the_zoo() {
             for g in goals {
                 let ok = match g {
                     Goal::Alpha(a) => (0.0..=1.0).contains(&a),
-                    Goal::Macs(f) | Goal::Params(f) => (0.0..1.0).contains(&f),
+                    Goal::Macs(f) | Goal::Params(f) | Goal::Latency(f) => (0.0..1.0).contains(&f),
                 };
                 assert!(ok, "{}: goal {g:?} out of range", path.display());
             }
@@ -337,7 +337,7 @@ mod numeric_fields {
                 if g.check().is_ok() {
                     match g {
                         Goal::Alpha(a) => prop_assert!((0.0..=1.0).contains(&a)),
-                        Goal::Macs(f) | Goal::Params(f) => prop_assert!(f > 0.0 && f < 1.0),
+                        Goal::Macs(f) | Goal::Params(f) | Goal::Latency(f) => prop_assert!(f > 0.0 && f < 1.0),
                     }
                     prop_assert!(g.label().len() <= Goal::LABEL_BYTES);
                 }

@@ -131,6 +131,7 @@ fn raw_settings(
         Some(Goal::Alpha(a)) => prune.alpha = Some(a),
         Some(Goal::Macs(m)) => prune.target_macs = Some(m),
         Some(Goal::Params(p)) => prune.target_params = Some(p),
+        Some(Goal::Latency(l)) => prune.target_latency = Some(l),
         _ => {}
     }
     Ok(RawSettings {

@@ -1,0 +1,362 @@
+//! Latency models: what narrowing a prunable group costs (or saves) in measured latency, so
+//! that a selection can aim at a latency target ([`crate::Goal::Latency`]) instead of a MAC
+//! count.
+//!
+//! [`LatencyModel`] is the interface a selection uses; [`LatencyTable`] is the measured
+//! implementation: per prunable group, the latency of the whole model with only that group
+//! narrowed to each of a few widths (the others at full width), interpolated linearly
+//! between the measured widths. The prediction for a width assignment is additive: the full
+//! model's latency plus each group's change. A table is JSON, so one measured on another
+//! device (a phone, an accelerator) can be loaded from a file; it is keyed by the model
+//! digest, the runtime, the threads and the batch it was measured with ([`LatencyKey`]).
+
+use std::fmt;
+use std::path::Path;
+
+use fair_ir::Graph;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AnalysisError;
+use crate::resolution::Widths;
+
+/// The `format` of a [`LatencyTable`] file.
+pub const LATENCY_TABLE_FORMAT: &str = "fair-pruner-latency-table/1";
+
+/// A latency model: the latency of the model and how narrowing each prunable group changes
+/// it. Widths are output channels of a layer (as [`Widths`] lists them); every member of a
+/// coupled group has the group's width.
+pub trait LatencyModel: fmt::Debug + Send + Sync {
+    /// The latency of the unpruned model, in seconds (> 0).
+    fn full_seconds(&self) -> f64;
+
+    /// The latency change, in seconds, of narrowing the group that `layer` belongs to from
+    /// its full width to `width`, every other group at full width (negative: faster; 0 at
+    /// the full width). An error when the model has no figure for the layer.
+    fn cost(&self, layer: &str, width: usize) -> Result<f64, AnalysisError>;
+
+    /// The predicted latency, in seconds, of the model at `widths` (layers not listed stay
+    /// at full width).
+    fn total(&self, widths: &Widths) -> Result<f64, AnalysisError>;
+}
+
+/// What a [`LatencyTable`] was measured for: a table is only valid for the same model,
+/// runtime, threads and batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyKey {
+    /// The digest of the model's weights file (as score files record it); empty for a model
+    /// not loaded from a file.
+    pub model_digest: String,
+    /// The runtime it was measured on (`libtorch-cpu`, or any name for a user's device).
+    pub runtime: String,
+    /// Intra-op threads.
+    pub threads: usize,
+    /// Batch size of each timed forward pass.
+    pub batch: usize,
+}
+
+/// One measured width of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyPoint {
+    /// Kept output channels of every member of the group.
+    pub width: usize,
+    /// The latency of the whole model with the group at this width (others full), seconds
+    /// (median).
+    pub seconds: f64,
+}
+
+/// A prunable group's measured latencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyGroup {
+    /// The group's prunable layers (coupled: they keep the same channels).
+    pub layers: Vec<String>,
+    /// The group's full width (output channels of each member).
+    pub width: usize,
+    /// Measured widths, in increasing order, the full width among them.
+    pub points: Vec<LatencyPoint>,
+}
+
+impl LatencyGroup {
+    /// The interpolated latency (seconds) of the model with this group at `width`: linear
+    /// between the two measured widths around it; below the narrowest measured width, the
+    /// narrowest's figure (no saving beyond what was measured is assumed). The points must
+    /// not be empty ([`LatencyTable::check`]).
+    pub fn seconds_at(&self, width: usize) -> f64 {
+        let p = &self.points;
+        let w = width as f64;
+        if width <= p[0].width {
+            return p[0].seconds;
+        }
+        for pair in p.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if width <= b.width {
+                let t = (w - a.width as f64) / (b.width - a.width) as f64;
+                return a.seconds + t * (b.seconds - a.seconds);
+            }
+        }
+        p[p.len() - 1].seconds
+    }
+
+    /// The latency change (seconds) of narrowing the group from full width to `width`.
+    pub fn cost(&self, width: usize) -> f64 {
+        self.seconds_at(width) - self.seconds_at(self.width)
+    }
+}
+
+/// A measured latency table (see the module documentation): serialised as JSON with
+/// [`LATENCY_TABLE_FORMAT`].
+///
+/// ```
+/// use fair_analysis::{LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable};
+/// let p = |width, seconds| LatencyPoint { width, seconds };
+/// let table = LatencyTable::new(
+///     LatencyKey { model_digest: "abc".into(), runtime: "my-phone".into(), threads: 4, batch: 1 },
+///     0.010,
+///     vec![LatencyGroup { layers: vec!["conv1".into()], width: 32, points: vec![p(8, 0.006), p(32, 0.010)] }],
+/// )?;
+/// // Halfway between 8 and 32 channels: halfway between 6 ms and 10 ms.
+/// assert!((table.cost("conv1", 20)? - (-0.002)).abs() < 1e-12);
+/// let back = LatencyTable::from_json(&table.to_json_string())?;
+/// assert_eq!(back, table);
+/// # Ok::<(), fair_analysis::AnalysisError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTable {
+    /// [`LATENCY_TABLE_FORMAT`].
+    pub format: String,
+    /// What it was measured for.
+    pub key: LatencyKey,
+    /// The unpruned model's latency, seconds (median).
+    pub full_seconds: f64,
+    /// Whether any measurement's spread was too wide to trust (the measurer's flag; a table
+    /// that is noisy should be measured again).
+    #[serde(default)]
+    pub noisy: bool,
+    /// One entry per prunable group.
+    pub groups: Vec<LatencyGroup>,
+}
+
+impl LatencyTable {
+    /// A checked table ([`LatencyTable::check`]), not flagged noisy.
+    pub fn new(
+        key: LatencyKey,
+        full_seconds: f64,
+        groups: Vec<LatencyGroup>,
+    ) -> Result<Self, AnalysisError> {
+        let table = LatencyTable {
+            format: LATENCY_TABLE_FORMAT.into(),
+            key,
+            full_seconds,
+            noisy: false,
+            groups,
+        };
+        table.check()?;
+        Ok(table)
+    }
+
+    /// Checks the table on its own: the format, a full latency and every figure finite and
+    /// positive, each group's layers not empty and in no other group, its widths ≥ 1,
+    /// strictly increasing and ending at the full width.
+    pub fn check(&self) -> Result<(), AnalysisError> {
+        let bad = |detail: String| Err(AnalysisError::LatencyTable(detail));
+        if self.format != LATENCY_TABLE_FORMAT {
+            return bad(format!(
+                "the format is '{}', expected '{LATENCY_TABLE_FORMAT}'",
+                self.format
+            ));
+        }
+        if !(self.full_seconds.is_finite() && self.full_seconds > 0.0) {
+            return bad(format!(
+                "full_seconds must be a finite number > 0, found {}",
+                self.full_seconds
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for g in &self.groups {
+            let name = g.layers.join(", ");
+            if g.layers.is_empty() {
+                return bad("a group lists no layers".into());
+            }
+            for l in &g.layers {
+                if !seen.insert(l.as_str()) {
+                    return bad(format!("the layer '{l}' is in more than one group"));
+                }
+            }
+            if g.points.is_empty() {
+                return bad(format!("group {name}: no measured widths"));
+            }
+            for p in &g.points {
+                if p.width == 0 || !(p.seconds.is_finite() && p.seconds > 0.0) {
+                    return bad(format!(
+                        "group {name}: a point must have a width ≥ 1 and finite seconds > 0, found width {} and {} s",
+                        p.width, p.seconds
+                    ));
+                }
+            }
+            if g.points.windows(2).any(|w| w[0].width >= w[1].width) {
+                return bad(format!("group {name}: widths must be strictly increasing"));
+            }
+            let last = g.points[g.points.len() - 1].width;
+            if last != g.width {
+                return bad(format!(
+                    "group {name}: the widest point must be the full width {}, found {last}",
+                    g.width
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the table against `graph`: every listed layer is one of its prunable layers
+    /// with the group's full width.
+    pub fn check_graph(&self, graph: &Graph) -> Result<(), AnalysisError> {
+        for g in &self.groups {
+            for l in &g.layers {
+                match graph.units(l) {
+                    Some(n) if n == g.width => {}
+                    Some(n) => {
+                        return Err(AnalysisError::LatencyTable(format!(
+                            "the layer '{l}' has {n} output channels in the model, the table says {}",
+                            g.width
+                        )));
+                    }
+                    None => {
+                        return Err(AnalysisError::LatencyTable(format!(
+                            "the layer '{l}' is not a prunable layer of the model '{}'",
+                            graph.name()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group `layer` belongs to.
+    pub fn group(&self, layer: &str) -> Option<&LatencyGroup> {
+        self.groups
+            .iter()
+            .find(|g| g.layers.iter().any(|l| l == layer))
+    }
+
+    /// Reads a table from JSON text, checked.
+    pub fn from_json(text: &str) -> Result<Self, AnalysisError> {
+        let table: LatencyTable = serde_json::from_str(text)
+            .map_err(|e| AnalysisError::LatencyTable(format!("not a latency table: {e}")))?;
+        table.check()?;
+        Ok(table)
+    }
+
+    /// Loads a table from a JSON file, checked; errors name the file.
+    pub fn load(path: &Path) -> Result<Self, AnalysisError> {
+        let text = fair_fs::read_string_bounded(path, crate::MAX_TEXT_FILE, "a latency table")?;
+        Self::from_json(&text).map_err(|e| {
+            AnalysisError::LatencyTable(format!("latency table '{}': {e}", path.display()))
+        })
+    }
+
+    /// The table as pretty JSON.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a latency table serialises")
+    }
+
+    /// Writes the table as JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), AnalysisError> {
+        fair_fs::write_atomic(path, self.to_json_string().as_bytes())?;
+        Ok(())
+    }
+}
+
+impl LatencyModel for LatencyTable {
+    fn full_seconds(&self) -> f64 {
+        self.full_seconds
+    }
+
+    fn cost(&self, layer: &str, width: usize) -> Result<f64, AnalysisError> {
+        let g = self.group(layer).ok_or_else(|| {
+            AnalysisError::LatencyTable(format!("the table has no figures for the layer '{layer}'"))
+        })?;
+        Ok(g.cost(width))
+    }
+
+    fn total(&self, widths: &Widths) -> Result<f64, AnalysisError> {
+        let mut total = self.full_seconds;
+        for g in &self.groups {
+            let w = g
+                .layers
+                .iter()
+                .find_map(|l| widths.get(l))
+                .unwrap_or(g.width);
+            total += g.cost(w);
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(points: &[(usize, f64)]) -> LatencyGroup {
+        LatencyGroup {
+            layers: vec!["a".into()],
+            width: points[points.len() - 1].0,
+            points: points
+                .iter()
+                .map(|&(width, seconds)| LatencyPoint { width, seconds })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn interpolation_is_linear_between_points_and_flat_below_the_narrowest() {
+        let g = group(&[(8, 2.0), (16, 4.0), (32, 10.0)]);
+        assert_eq!(g.seconds_at(8), 2.0);
+        assert_eq!(g.seconds_at(12), 3.0);
+        assert_eq!(g.seconds_at(16), 4.0);
+        assert_eq!(g.seconds_at(24), 7.0);
+        assert_eq!(g.seconds_at(32), 10.0);
+        // Below the grid: the narrowest measured figure.
+        assert_eq!(g.seconds_at(3), 2.0);
+        assert_eq!(g.cost(24), -3.0);
+        assert_eq!(g.cost(32), 0.0);
+    }
+
+    fn key() -> LatencyKey {
+        LatencyKey {
+            model_digest: "d".into(),
+            runtime: "r".into(),
+            threads: 1,
+            batch: 1,
+        }
+    }
+
+    type Case = (Vec<(usize, f64)>, usize, &'static str);
+
+    #[test]
+    fn bad_tables_are_refused_with_the_reason() {
+        let cases: [Case; 4] = [
+            (vec![(16, 1.0), (8, 2.0)], 8, "strictly increasing"),
+            (vec![(8, 1.0), (16, 2.0)], 32, "full width 32"),
+            (vec![(0, 1.0), (16, 2.0)], 16, "width ≥ 1"),
+            (vec![(8, f64::NAN), (16, 2.0)], 16, "finite seconds"),
+        ];
+        for (points, width, expected) in cases {
+            let g = LatencyGroup {
+                width,
+                ..group(&points)
+            };
+            let e = LatencyTable::new(key(), 1.0, vec![g])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+        let e = LatencyTable::new(key(), 0.0, vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("full_seconds"), "{e}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Latency targets (`--target-latency`) on the trained toy MLP (1x8x8 → 512 → 256 → 2): a
+//! given table (`--latency-table`), a measured and then cached one (`--latency-on
+//! libtorch-cpu`), and the errors of unreachable targets, missing runtimes and latency
+//! flags without a latency target.
+
+use std::path::Path;
+
+mod common;
+use common::{run, stderr, stdout};
+
+/// A table for the toy MLP in which narrowing layers.0 (512) saves nothing and narrowing
+/// layers.2 (256) saves up to 8 of the 10 ms linearly down to 8 channels (2 ms).
+fn write_table(path: &Path, digest: &str) {
+    let table = serde_json::json!({
+        "format": "fair-pruner-latency-table/1",
+        "key": {"model_digest": digest, "runtime": "my-device", "threads": 1, "batch": 1},
+        "full_seconds": 0.010,
+        "groups": [
+            {"layers": ["layers.0"], "width": 512,
+             "points": [{"width": 8, "seconds": 0.010}, {"width": 512, "seconds": 0.010}]},
+            {"layers": ["layers.2"], "width": 256,
+             "points": [{"width": 8, "seconds": 0.002}, {"width": 256, "seconds": 0.010}]}
+        ]
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&table).unwrap()).unwrap();
+}
+
+/// The table's prediction by hand for layers.2 at `width`: 2 ms at 8 (and below), 10 ms at
+/// 256, linear between.
+fn by_hand_ms(width: u64) -> f64 {
+    let w = width.max(8) as f64;
+    2.0 + (w - 8.0) / 248.0 * 8.0
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()
+}
+
+fn keep(result: &serde_json::Value, layer: &str) -> u64 {
+    result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == layer)
+        .unwrap()["keep"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "2", &w);
+    let table = dir.path().join("table.json");
+    write_table(&table, "");
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("latency target latency-0.5: remove 50.0% of latency"),
+        "{}",
+        stdout(&o)
+    );
+    let v = report(&out);
+    let r = &v["results"][0];
+    assert_eq!(r["label"], "latency-0.5");
+    assert_eq!(r["goal"]["kind"], "latency");
+    let t = &r["latency_target"];
+    assert_eq!(t["target"], 0.5);
+    assert_eq!(t["table"], "given");
+    assert_eq!(t["runtime"], "my-device");
+    // The prediction is the table's at the exported widths, and meets the target.
+    let predicted = 1.0 - by_hand_ms(keep(r, "layers.2")) / 10.0;
+    let got = t["predicted"].as_f64().unwrap();
+    assert!((got - predicted).abs() < 1e-9, "{got} vs {predicted}");
+    assert!(got >= 0.5, "{got}");
+    let macs = |m: &serde_json::Value| m["macs"].as_f64().unwrap();
+    let mac_cut = macs(&v["before"]) / macs(&r["after"]);
+    assert!((t["mac_cut"].as_f64().unwrap() - mac_cut).abs() < 1e-9 * mac_cut);
+    // Measured interleaved against the unpruned model at the table's batch and threads.
+    let m = &t["measured"];
+    assert_eq!(m["runtime"], "libtorch-cpu");
+    let speedup = m["speedup"]["median"].as_f64().unwrap();
+    assert!(speedup > 0.0);
+    assert!((m["removed"].as_f64().unwrap() - (1.0 - 1.0 / speedup)).abs() < 1e-9);
+    assert!((m["gain_per_mac_cut"].as_f64().unwrap() - speedup / mac_cut).abs() < 1e-9);
+    assert!(m["before_ms"]["median"].as_f64().unwrap() > 0.0);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("latency gain / MAC cut"), "{md}");
+
+    // `ratios` meets the same target on the same table from the stored scores.
+    let scores = out.join("scores.json");
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rv: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let l = &rv["latency"];
+    assert_eq!(l["table"], "given");
+    assert_eq!(l["before_ms"], 10.0);
+    let after = by_hand_ms(keep(&rv, "layers.2"));
+    assert!(
+        (l["after_ms"].as_f64().unwrap() - after).abs() < 1e-9,
+        "{l}"
+    );
+    assert!(l["removed"].as_f64().unwrap() >= 0.5, "{l}");
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("on the given table (my-device, batch 1, 1 threads)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The same table cannot reach 90%: the error states the range.
+    let mut high = args.clone();
+    let i = high.iter().position(|a| *a == "0.5").unwrap();
+    high[i] = "0.9";
+    let o = run(&high);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("a latency reduction of 90.0% cannot be reached")
+            && e.contains("reachable range is 0% to"),
+        "{e}"
+    );
+    // The output directory must not hold the given table (it is replaced as a whole).
+    let inside = out.join("table.json");
+    std::fs::copy(&table, &inside).unwrap();
+    let mut args_inside = args.clone();
+    let i = args_inside
+        .iter()
+        .position(|a| *a == table.to_str().unwrap())
+        .unwrap();
+    args_inside[i] = inside.to_str().unwrap();
+    let o = run(&args_inside);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("refusing to write"), "{e}");
+    assert!(inside.is_file(), "the given table was removed");
+    std::fs::remove_file(&inside).unwrap();
+    // A table measured for another model is refused.
+    write_table(&table, "sha256:another");
+    let o = run(&args);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--latency-table") && e.contains("sha256:another"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "libtorch-cpu",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let name = "latency-libtorch-cpu-b1-t1.json";
+    let t = &report(&out)["results"][0]["latency_target"];
+    assert_eq!(t["table"], "measured");
+    assert_eq!(t["table_file"], name);
+    assert_eq!(
+        (t["batch"].as_u64(), t["threads"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(t["predicted"].as_f64().unwrap() >= 0.2);
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
+    assert_eq!(table["key"]["runtime"], "libtorch-cpu");
+    let layers: Vec<&str> = table["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["layers"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["layers.0", "layers.2"]);
+    // A second run with the same key reuses the table.
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        report(&out)["results"][0]["latency_target"]["table"],
+        "cached"
+    );
+}
+
+#[test]
+fn latency_flags_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fair_testkit::write_idx_toy(&data);
+    let flags = common::toy_flags("mlp", &data);
+    // Never read: the settings are refused first.
+    let w = dir.path().join("absent.safetensors");
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = vec!["prune", "--weights", w.to_str().unwrap()];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = with(&["--target-latency", "0.5", "--latency-on", "cuda"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .contains("--latency-on: cuda: measuring latency tables on CUDA is not available yet"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with(&["--target-latency", "0.5", "--latency-on", "onnxruntime-cpu"]);
+    assert!(
+        stderr(&o).contains(
+            "onnxruntime-cpu: measuring latency tables on ONNX Runtime is not available yet"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = with(&["--target-macs", "0.5", "--latency-batch", "4"]);
+    assert!(
+        stderr(&o).contains("--latency-batch: applies to a latency target only"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with(&["--target-latency", "1.5"]);
+    assert!(stderr(&o).contains("--target-latency:"), "{}", stderr(&o));
+    let o = with(&["--target-latency", "0.5", "--target-macs", "0.5"]);
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}

@@ -1,0 +1,477 @@
+//! Latency tables for latency targets (`target-latency`): where they are measured
+//! ([`LatencyRuntime`]), with which batch and threads ([`LatencySettings`]), how they are
+//! measured on libtorch CPU ([`measure_table`]), and how a run gets one
+//! ([`table_for`]: the user's file, the cached table, or a fresh measurement).
+//!
+//! A table is measured per prunable group: the model with only that group narrowed to each
+//! of a few widths (1 unit, up to four multiples of 8 units, and the full width), the
+//! other groups at full width, timed interleaved with the full model ([`crate::measure`]):
+//! each width's latency is the full model's over the round-by-round speed-up, so load that
+//! hits a round hits both alike, and a group's latencies are made non-decreasing in the
+//! width ([`monotone`]). The weights are random: latency does not
+//! depend on their values.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use fair_analysis::{
+    GroupedConvs, LatencyGroup, LatencyKey, LatencyPoint, LatencyTable, analyze_with,
+};
+use fair_ir::Graph;
+use fair_runtime::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PipelineError;
+use crate::latency::{LatencyOptions, measure};
+
+/// Where latency tables are measured (`latency-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatencyRuntime {
+    /// libtorch on the CPU (the only runtime measured so far).
+    #[default]
+    LibtorchCpu,
+    /// ONNX Runtime on the CPU, through the exported `model.onnx` (not available yet).
+    OnnxruntimeCpu,
+    /// libtorch on a CUDA device (not available yet).
+    Cuda,
+}
+
+impl LatencyRuntime {
+    /// The name used by settings, flags and table keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyRuntime::LibtorchCpu => "libtorch-cpu",
+            LatencyRuntime::OnnxruntimeCpu => "onnxruntime-cpu",
+            LatencyRuntime::Cuda => "cuda",
+        }
+    }
+
+    /// Whether tables can be measured on it here: an error naming what is not available
+    /// (and what to choose instead) for a runtime that cannot.
+    pub fn check_available(self) -> Result<(), PipelineError> {
+        let instead =
+            "measure on `libtorch-cpu`, or give a table measured there with `latency-table`";
+        match self {
+            LatencyRuntime::LibtorchCpu => Ok(()),
+            LatencyRuntime::OnnxruntimeCpu => Err(PipelineError::invalid(
+                "latency-on",
+                format!(
+                    "onnxruntime-cpu: measuring latency tables on ONNX Runtime is not available yet in fair-pruner (no ONNX Runtime is linked); {instead}"
+                ),
+            )),
+            LatencyRuntime::Cuda => Err(PipelineError::invalid(
+                "latency-on",
+                format!(
+                    "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; {instead}",
+                    if tch::Cuda::is_available() {
+                        ""
+                    } else {
+                        " (and no CUDA device is present)"
+                    }
+                ),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LatencyRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LatencyRuntime {
+    type Err = String;
+
+    /// `libtorch-cpu`, `onnxruntime-cpu` or `cuda`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        [
+            LatencyRuntime::LibtorchCpu,
+            LatencyRuntime::OnnxruntimeCpu,
+            LatencyRuntime::Cuda,
+        ]
+        .into_iter()
+        .find(|r| r.name() == text)
+        .ok_or_else(|| {
+            format!("unknown runtime '{text}': choose libtorch-cpu, onnxruntime-cpu or cuda")
+        })
+    }
+}
+
+/// How a latency target's table is obtained and what the pruned models are timed with
+/// ([`crate::RawSettings::latency`] resolves it from `latency-on`, `latency-batch`,
+/// `latency-threads` and `latency-table`). The default: libtorch CPU, batch 1, libtorch's
+/// current number of threads, no table given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencySettings {
+    /// Where the table is measured (when none is given).
+    pub runtime: LatencyRuntime,
+    /// Batch size of each timed forward pass, if given (else 1, or a given table's).
+    pub batch: Option<usize>,
+    /// Intra-op threads while timing, if given (else libtorch's current number, or a given
+    /// table's).
+    pub threads: Option<usize>,
+    /// A table to use instead of measuring one (e.g. measured on the user's device).
+    pub table: Option<PathBuf>,
+}
+
+impl LatencySettings {
+    /// The batch size a table is measured with: the given one, else 1.
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(1)
+    }
+
+    /// The threads a table is measured with: the given number, else libtorch's current one.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| tch::get_num_threads().max(1) as usize)
+    }
+
+    /// The key of a table measured with these settings for the model of `model_digest`.
+    pub fn key(&self, model_digest: &str) -> LatencyKey {
+        LatencyKey {
+            model_digest: model_digest.to_owned(),
+            runtime: self.runtime.name().to_owned(),
+            threads: self.threads(),
+            batch: self.batch(),
+        }
+    }
+
+    /// The file name a measured table is cached under in the output directory:
+    /// `latency-<runtime>-b<batch>-t<threads>.json` (the model digest is checked inside).
+    pub fn cache_name(&self) -> String {
+        format!(
+            "latency-{}-b{}-t{}.json",
+            self.runtime.name(),
+            self.batch(),
+            self.threads()
+        )
+    }
+}
+
+/// Where a run's latency table came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableSource {
+    /// The file the user gave.
+    Given(PathBuf),
+    /// A table cached in the output directory by an earlier run with the same key.
+    Cached(PathBuf),
+    /// Measured now.
+    Measured,
+}
+
+/// The widths a group of `units` units (`per` channels each) is measured at, in units: 1,
+/// up to four multiples of 8 evenly spread below the full width, and the full width.
+pub fn grid(units: usize) -> Vec<usize> {
+    let eights: Vec<usize> = (1..).map(|k| 8 * k).take_while(|&w| w < units).collect();
+    let mut points = vec![1];
+    if eights.len() <= 4 {
+        points.extend(&eights);
+    } else {
+        // The narrowest, the widest and two between, evenly by index.
+        let last = eights.len() - 1;
+        points.extend((0..4).map(|i| eights[i * last / 3]));
+    }
+    points.push(units);
+    points.sort_unstable();
+    points.dedup();
+    points
+}
+
+/// Times one forward pass per group and width on libtorch CPU: a table keyed by `key` for
+/// `graph`'s prunable groups (those of at least two units that are not `protected` or
+/// fixed), each narrowed alone to the widths of [`grid`], timed interleaved with the full
+/// model at `key.batch` with `key.threads` threads (restored after). `options` gives the
+/// rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
+/// when any figure is.
+pub fn measure_table(
+    graph: &Graph,
+    grouped: GroupedConvs,
+    protected: &[String],
+    key: LatencyKey,
+    options: &LatencyOptions,
+) -> Result<LatencyTable, PipelineError> {
+    if key.batch == 0 || key.threads == 0 {
+        return Err(PipelineError::invalid(
+            if key.batch == 0 {
+                "latency-batch"
+            } else {
+                "latency-threads"
+            },
+            "must be at least 1",
+        ));
+    }
+    let protected: Vec<&str> = protected.iter().map(String::as_str).collect();
+    let groups = analyze_with(graph, &protected, grouped)?;
+    let device = tch::Device::Cpu;
+    let full = Model::new(graph.clone(), device, 0)?;
+    let options = LatencyOptions {
+        batch_sizes: vec![key.batch],
+        ..options.clone()
+    };
+    let before = tch::get_num_threads();
+    tch::set_num_threads(key.threads as i32);
+    let result = (|| {
+        // Per group: its layers, full width, widths and round-by-round speed-ups.
+        let mut measured = Vec::new();
+        let mut full_medians = Vec::new();
+        let mut noisy = false;
+        for g in groups
+            .groups()
+            .iter()
+            .filter(|g| g.is_prunable() && g.units >= 2)
+        {
+            let per = g.map.channels_per_unit();
+            let widths: Vec<usize> = grid(g.units).into_iter().map(|k| k * per).collect();
+            let mut models = Vec::new();
+            for &w in &widths[..widths.len() - 1] {
+                let narrowed: HashMap<String, usize> =
+                    g.layers.iter().map(|l| (l.clone(), w)).collect();
+                models.push(Model::new(graph.with_units(&narrowed)?, device, 0)?);
+            }
+            let all: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
+            let timed = measure(&all, &options)?;
+            noisy |= timed.iter().any(|t| t[0].noisy);
+            full_medians.push(timed[0][0].ms.median / 1e3);
+            let speedups: Vec<f64> = timed[1..]
+                .iter()
+                .map(|t| t[0].speedup.map_or(1.0, |s| s.median))
+                .collect();
+            measured.push((g.layers.clone(), g.channels(), widths, speedups));
+        }
+        let full_seconds = if full_medians.is_empty() {
+            let timed = measure(&[&full], &options)?;
+            noisy |= timed[0][0].noisy;
+            timed[0][0].ms.median / 1e3
+        } else {
+            crate::latency::Spread::of(&full_medians).median
+        };
+        // Each width's latency is the full latency over its round-by-round speed-up (load
+        // that hits a round hits both models alike, so the ratio is steadier than either
+        // time), at most the full latency, made non-decreasing in the width: narrower is
+        // never slower. The full width stays at the full latency (pooling a narrower width
+        // measured slower into it would raise it and invent a saving).
+        let out = measured
+            .into_iter()
+            .map(|(layers, width, widths, speedups)| {
+                let mut seconds: Vec<f64> = speedups
+                    .iter()
+                    .map(|s| (full_seconds / s).min(full_seconds))
+                    .collect();
+                seconds.push(full_seconds);
+                LatencyGroup {
+                    layers,
+                    width,
+                    points: widths
+                        .iter()
+                        .zip(monotone(&seconds))
+                        .map(|(&width, seconds)| LatencyPoint { width, seconds })
+                        .collect(),
+                }
+            })
+            .collect();
+        let mut table = LatencyTable::new(key, full_seconds, out)?;
+        table.noisy = noisy;
+        Ok(table)
+    })();
+    tch::set_num_threads(before);
+    result
+}
+
+/// The non-decreasing sequence closest to `values` in the sum of absolute differences
+/// (isotonic regression with median pooling: adjacent values that decrease are pooled into
+/// a block that takes their median, until no block exceeds the next). A single slow outlier
+/// is thus outvoted by the widths around it instead of dragging them up, as a mean would.
+pub fn monotone(values: &[f64]) -> Vec<f64> {
+    // Blocks of (pooled values, their median).
+    let mut blocks: Vec<(Vec<f64>, f64)> = Vec::new();
+    for &v in values {
+        blocks.push((vec![v], v));
+        while blocks.len() > 1 && blocks[blocks.len() - 2].1 > blocks[blocks.len() - 1].1 {
+            let (last, _) = blocks.pop().expect("two blocks");
+            let prev = blocks.last_mut().expect("two blocks");
+            prev.0.extend(last);
+            prev.1 = crate::latency::Spread::of(&prev.0).median;
+        }
+    }
+    blocks
+        .into_iter()
+        .flat_map(|(v, m)| std::iter::repeat_n(m, v.len()))
+        .collect()
+}
+
+/// The rounds a table is measured with: 2 warm-up passes, then at least 9 rounds, and up to
+/// 200 within about half a second per group (a small model's table takes seconds; the many
+/// rounds of a small, fast model keep its speed-ups' medians steady).
+pub fn table_options() -> LatencyOptions {
+    LatencyOptions {
+        batch_sizes: vec![1],
+        warmup: 2,
+        min_rounds: 9,
+        max_rounds: 200,
+        budget_seconds: 0.5,
+        noisy_above: LatencyOptions::default().noisy_above,
+    }
+}
+
+/// The latency table of a run: the file `settings.table` names (its key's model digest,
+/// when not empty, must be `model_digest`, and a batch or threads given in `settings` must
+/// be its key's), else the table cached as [`LatencySettings::cache_name`] in `cache_dir`
+/// when its key is this one, else one measured on `settings.runtime` ([`measure_table`]
+/// with [`table_options`]). The table is checked against `graph`.
+pub fn table_for(
+    settings: &LatencySettings,
+    graph: &Graph,
+    grouped: GroupedConvs,
+    protected: &[String],
+    model_digest: &str,
+    cache_dir: Option<&Path>,
+) -> Result<(LatencyTable, TableSource), PipelineError> {
+    if let Some(path) = &settings.table {
+        let table = LatencyTable::load(path)?;
+        let k = &table.key;
+        let file = path.display();
+        if !k.model_digest.is_empty() && k.model_digest != model_digest {
+            return Err(PipelineError::invalid(
+                "latency-table",
+                format!(
+                    "'{file}' was measured for the model {}, not this one ({model_digest}); measure it again, or leave its model_digest empty to use it anyway",
+                    k.model_digest
+                ),
+            ));
+        }
+        for (name, given, have) in [
+            ("latency-batch", settings.batch, k.batch),
+            ("latency-threads", settings.threads, k.threads),
+        ] {
+            if let Some(want) = given
+                && want != have
+            {
+                return Err(PipelineError::invalid(
+                    name,
+                    format!("{want} was given but the table '{file}' was measured with {have}"),
+                ));
+            }
+        }
+        table.check_graph(graph)?;
+        return Ok((table, TableSource::Given(path.clone())));
+    }
+    settings.runtime.check_available()?;
+    let key = settings.key(model_digest);
+    if let Some(dir) = cache_dir {
+        let path = dir.join(settings.cache_name());
+        if path.is_file()
+            && let Ok(table) = LatencyTable::load(&path)
+            && table.key == key
+            && table.check_graph(graph).is_ok()
+        {
+            return Ok((table, TableSource::Cached(path)));
+        }
+    }
+    let table = measure_table(graph, grouped, protected, key, &table_options())?;
+    Ok((table, TableSource::Measured))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_is_one_unit_multiples_of_eight_and_the_full_width() {
+        assert_eq!(grid(2), [1, 2]);
+        assert_eq!(grid(8), [1, 8]);
+        assert_eq!(grid(20), [1, 8, 16, 20]);
+        assert_eq!(grid(64), [1, 8, 24, 40, 56, 64]);
+        assert_eq!(grid(512).len(), 6);
+        assert_eq!(grid(512)[5], 512);
+    }
+
+    #[test]
+    fn measured_latencies_are_made_non_decreasing_in_the_width_by_medians() {
+        // Already non-decreasing: unchanged.
+        assert_eq!(monotone(&[1.0, 2.0, 2.0, 3.0]), [1.0, 2.0, 2.0, 3.0]);
+        // One slow outlier at the third width: pooled with the two after it, whose median
+        // (0.742) ignores it.
+        let got = monotone(&[0.715, 0.728, 4.819, 0.742, 0.781]);
+        assert_eq!(got, [0.715, 0.728, 0.781, 0.781, 0.781]);
+        // A narrower width measured slower than a wider one: the pair takes its mean (the
+        // median of two).
+        assert_eq!(monotone(&[2.0, 1.0, 5.0]), [1.5, 1.5, 5.0]);
+    }
+
+    #[test]
+    fn runtimes_parse_and_the_missing_ones_say_what_is_not_available() {
+        assert_eq!("libtorch-cpu".parse(), Ok(LatencyRuntime::LibtorchCpu));
+        let e = "tpu".parse::<LatencyRuntime>().unwrap_err();
+        assert!(e.contains("libtorch-cpu, onnxruntime-cpu or cuda"), "{e}");
+        let e = LatencyRuntime::OnnxruntimeCpu
+            .check_available()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("latency-on: onnxruntime-cpu") && e.contains("not available yet"),
+            "{e}"
+        );
+        let e = LatencyRuntime::Cuda
+            .check_available()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CUDA is not available yet"), "{e}");
+        assert!(LatencyRuntime::LibtorchCpu.check_available().is_ok());
+    }
+
+    #[test]
+    fn a_measured_table_covers_every_prunable_group_and_is_cached_by_key() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let settings = LatencySettings {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (table, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(table.key, settings.key("sha256:x"));
+        let widths: Vec<Vec<usize>> = table
+            .groups
+            .iter()
+            .map(|g| g.points.iter().map(|p| p.width).collect())
+            .collect();
+        assert_eq!(widths, [vec![1, 8, 16, 24], vec![1, 8, 12]]);
+        assert!(table.full_seconds > 0.0);
+        // Cached under its key: read back, not measured again.
+        table.save(&dir.path().join(settings.cache_name())).unwrap();
+        let (again, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
+        assert_eq!(again, table);
+        // Another model digest is another key: measured again.
+        let (_, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:y",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+    }
+}
