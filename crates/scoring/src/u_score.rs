@@ -1167,6 +1167,13 @@ impl Spill {
         }
         let file = tempfile::tempfile_in(dir)
             .map_err(|e| format!("making a temporary file in '{}': {e}", dir.display()))?;
+        reserve(&file, bytes).map_err(|e| {
+            format!(
+                "reserving {} for a temporary file in '{}': {e}",
+                ByteSize(bytes),
+                dir.display()
+            )
+        })?;
         Ok(Spill {
             file,
             dir: dir.to_path_buf(),
@@ -1203,7 +1210,8 @@ impl Spill {
         Ok(())
     }
 
-    /// `count` values of the block of (`layer`, `class`), after its first `skip`.
+    /// `count` values of the block of (`layer`, `class`), after its first `skip` (an error
+    /// past the values written: the file's reserved space reads as zeros).
     fn read(
         &self,
         layer: usize,
@@ -1217,6 +1225,12 @@ impl Spill {
         let mut out = Vec::with_capacity(count);
         let mut bytes = vec![0u8; 4 * count.min(SPILL_BLOCK)];
         let mut read = || -> std::io::Result<()> {
+            if start + 4 * (skip + count) as u64 > self.len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the summaries written",
+                ));
+            }
             let mut file = &self.file;
             file.seek(SeekFrom::Start(start + 4 * skip as u64))?;
             let mut left = count;
@@ -1235,6 +1249,24 @@ impl Spill {
         read().map_err(|e| self.error(e))?;
         Ok(out)
     }
+}
+
+/// Reserves `bytes` for `file`, so that a disk without the room fails here (and the
+/// U-Score falls back to repeated passes) rather than hours into the forward passes. File
+/// systems that cannot reserve space are not an error.
+#[cfg(target_os = "linux")]
+fn reserve(file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+    use rustix::io::Errno;
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reserves space for `file`: not done here.
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &std::fs::File, _bytes: u64) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The directory of the spill file by default: the system's temporary directory, or
@@ -1494,7 +1526,12 @@ mod tests {
         assert_eq!(back.len(), SPILL_BLOCK + 2);
         // The file has no name in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        // Past the end of the file.
+        // The file's space was reserved when it was made (every Linux file system the
+        // tests run on can reserve).
+        if cfg!(target_os = "linux") {
+            assert_eq!(spill.file.metadata().unwrap().len(), 1 << 20);
+        }
+        // Past the end of the values written (inside the reserved space).
         let e = spill
             .read(0, 1, 0, SPILL_BLOCK + 8)
             .unwrap_err()
