@@ -717,7 +717,7 @@ fn scores_of(
                     "{} of the summaries went to a temporary file in '{}' (removed afterwards) \
                      and ",
                     ByteSize(o.spill_bytes),
-                    s.dir.display()
+                    s.file.dir().display()
                 ),
                 None => String::new(),
             },
@@ -1131,14 +1131,13 @@ impl Reducer {
     }
 }
 
-/// The temporary file of the summaries that do not fit the memory bound: unnamed, so the
-/// system removes it when it is closed (when the run ends, fails or the process dies).
-/// Written during the forward passes, one block per (layer, class), and read back piece by
-/// piece for the class-pair distances.
+/// The temporary file of the summaries that do not fit the memory bound
+/// ([`fair_fs::ScratchFile`]: unnamed, so the system removes it when it is closed, when the
+/// run ends, fails or the process dies; its space reserved when it is made). Written during
+/// the forward passes, one block per (layer, class), and read back piece by piece for the
+/// class-pair distances.
 struct Spill {
-    file: std::fs::File,
-    dir: std::path::PathBuf,
-    len: u64,
+    file: fair_fs::ScratchFile,
     /// The offset of each (layer, class) block.
     at: Vec<Vec<u64>>,
 }
@@ -1148,14 +1147,14 @@ const SPILL_BLOCK: usize = 1 << 16;
 
 impl Spill {
     /// A spill file of `bytes` in `dir`, if `dir` has the space (with a tenth of its free
-    /// space to spare) and the file can be made; else why not.
+    /// space to spare) and the file can be made with its space reserved; else why not.
     fn create(
         dir: &std::path::Path,
         bytes: u64,
         layers: usize,
         classes: usize,
     ) -> Result<Spill, String> {
-        if let Some(free) = free_space(dir)
+        if let Some(free) = fair_fs::free_space(dir)
             && bytes > free - free / 10
         {
             return Err(format!(
@@ -1165,53 +1164,46 @@ impl Spill {
                 ByteSize(free)
             ));
         }
-        let file = tempfile::tempfile_in(dir)
-            .map_err(|e| format!("making a temporary file in '{}': {e}", dir.display()))?;
-        reserve(&file, bytes).map_err(|e| {
-            format!(
-                "reserving {} for a temporary file in '{}': {e}",
-                ByteSize(bytes),
-                dir.display()
-            )
-        })?;
+        let file = fair_fs::scratch_file(dir, bytes).map_err(|e| e.to_string())?;
         Ok(Spill {
             file,
-            dir: dir.to_path_buf(),
-            len: 0,
             at: vec![vec![u64::MAX; classes]; layers],
         })
     }
 
     fn error(&self, source: std::io::Error) -> ScoringError {
         ScoringError::Spill {
-            dir: self.dir.clone(),
+            dir: self.file.dir().to_owned(),
             source,
         }
     }
 
+    /// The bytes written so far.
+    fn len(&self) -> u64 {
+        self.file.written()
+    }
+
     /// Appends the block of layer `layer`, class `class`.
     fn write(&mut self, layer: usize, class: usize, values: &[f32]) -> Result<(), ScoringError> {
-        use std::io::{Seek, SeekFrom, Write};
-        self.at[layer][class] = self.len;
+        let start = self.len();
+        self.at[layer][class] = start;
         let mut bytes = Vec::with_capacity(4 * values.len().min(SPILL_BLOCK));
-        let mut write = || -> std::io::Result<()> {
-            self.file.seek(SeekFrom::Start(self.len))?;
-            for block in values.chunks(SPILL_BLOCK) {
-                bytes.clear();
-                for v in block {
-                    bytes.extend_from_slice(&v.to_ne_bytes());
-                }
-                self.file.write_all(&bytes)?;
+        let mut at = start;
+        for block in values.chunks(SPILL_BLOCK) {
+            bytes.clear();
+            for v in block {
+                bytes.extend_from_slice(&v.to_ne_bytes());
             }
-            Ok(())
-        };
-        write().map_err(|e| self.error(e))?;
-        self.len += 4 * values.len() as u64;
+            self.file
+                .write_all_at(&bytes, at)
+                .map_err(|e| self.error(e))?;
+            at += bytes.len() as u64;
+        }
         Ok(())
     }
 
     /// `count` values of the block of (`layer`, `class`), after its first `skip` (an error
-    /// past the values written: the file's reserved space reads as zeros).
+    /// past the values written).
     fn read(
         &self,
         layer: usize,
@@ -1219,116 +1211,47 @@ impl Spill {
         skip: usize,
         count: usize,
     ) -> Result<Vec<f32>, ScoringError> {
-        use std::io::{Read, Seek, SeekFrom};
         let start = self.at[layer][class];
         assert!(start != u64::MAX, "the block was written before it is read");
         let mut out = Vec::with_capacity(count);
         let mut bytes = vec![0u8; 4 * count.min(SPILL_BLOCK)];
-        let mut read = || -> std::io::Result<()> {
-            if start + 4 * (skip + count) as u64 > self.len {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "read past the summaries written",
-                ));
-            }
-            let mut file = &self.file;
-            file.seek(SeekFrom::Start(start + 4 * skip as u64))?;
-            let mut left = count;
-            while left > 0 {
-                let m = left.min(SPILL_BLOCK);
-                file.read_exact(&mut bytes[..4 * m])?;
-                out.extend(
-                    bytes[..4 * m]
-                        .chunks_exact(4)
-                        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                );
-                left -= m;
-            }
-            Ok(())
-        };
-        read().map_err(|e| self.error(e))?;
+        let mut at = start + 4 * skip as u64;
+        let mut left = count;
+        while left > 0 {
+            let m = left.min(SPILL_BLOCK);
+            self.file
+                .read_exact_at(&mut bytes[..4 * m], at)
+                .map_err(|e| self.error(e))?;
+            out.extend(
+                bytes[..4 * m]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            at += 4 * m as u64;
+            left -= m;
+        }
         Ok(out)
     }
 }
 
-/// Reserves `bytes` for `file`, so that a disk without the room fails here (and the
-/// U-Score falls back to repeated passes) rather than hours into the forward passes. File
-/// systems that cannot reserve space are not an error.
-#[cfg(target_os = "linux")]
-fn reserve(file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
-    use rustix::io::Errno;
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
-        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reserves space for `file`: not done here.
-#[cfg(not(target_os = "linux"))]
-fn reserve(_file: &std::fs::File, _bytes: u64) -> std::io::Result<()> {
-    Ok(())
-}
-
 /// The directory of the spill file by default: the system's temporary directory, or
 /// `/var/tmp` where that is held in memory (spilling there would keep the summaries in the
-/// memory the bound is for); an error where both are.
+/// memory the bound is for); an error where both are. See [`fair_fs::scratch_dir`].
 fn default_spill_dir() -> Result<std::path::PathBuf, String> {
-    let tmp = std::env::temp_dir();
-    if !in_memory(&tmp) {
-        return Ok(tmp);
-    }
-    let var = std::path::PathBuf::from("/var/tmp");
-    if var.is_dir() && !in_memory(&var) {
-        return Ok(var);
-    }
-    Err(format!(
-        "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
-        tmp.display()
-    ))
+    spill_dir_among(&std::env::temp_dir(), std::path::Path::new("/var/tmp"))
 }
 
-/// Whether `dir` lies in a file system held in memory (Linux tmpfs or ramfs).
-#[cfg(target_os = "linux")]
-fn in_memory(dir: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
-    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
-        return false;
-    }
-    // TMPFS_MAGIC and RAMFS_MAGIC (`f_type`'s integer type differs between targets).
-    let kind = stat.f_type as u64 & 0xFFFF_FFFF;
-    kind == 0x0102_1994 || kind == 0x8584_58f6
-}
-
-/// Whether `dir` lies in a file system held in memory: not known here.
-#[cfg(not(target_os = "linux"))]
-fn in_memory(_dir: &std::path::Path) -> bool {
-    false
-}
-
-/// The bytes free to an unprivileged user in the file system of `dir` (`None` where unknown).
-#[cfg(unix)]
-fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-}
-
-/// The bytes free in the file system of `dir`: unknown here.
-#[cfg(not(unix))]
-fn free_space(_dir: &std::path::Path) -> Option<u64> {
-    None
+/// [`default_spill_dir`] with the temporary directory `temp` and the fallback `fallback`.
+fn spill_dir_among(
+    temp: &std::path::Path,
+    fallback: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    fair_fs::scratch_dir(temp, fallback).ok_or_else(|| {
+        format!(
+            "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
+            temp.display()
+        )
+    })
 }
 
 /// The maximum over all pairs of the units of `chosen` (a layer's checked units) that lie
@@ -1526,11 +1449,8 @@ mod tests {
         assert_eq!(back.len(), SPILL_BLOCK + 2);
         // The file has no name in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        // The file's space was reserved when it was made (every Linux file system the
-        // tests run on can reserve).
-        if cfg!(target_os = "linux") {
-            assert_eq!(spill.file.metadata().unwrap().len(), 1 << 20);
-        }
+        // The bytes written (the reserved space is not counted).
+        assert_eq!(spill.len(), 4 * (3 + SPILL_BLOCK as u64 + 7));
         // Past the end of the values written (inside the reserved space).
         let e = spill
             .read(0, 1, 0, SPILL_BLOCK + 8)
@@ -1541,21 +1461,33 @@ mod tests {
             let e = Spill::create(dir.path(), u64::MAX / 2, 1, 1).err().unwrap();
             assert!(e.contains("free"), "{e}");
         }
+        let e = Spill::create(&dir.path().join("missing"), 8, 1, 1)
+            .err()
+            .unwrap();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn memory_file_systems_are_recognised() {
-        // /proc is no tmpfs; /dev/shm is one wherever it exists as a tmpfs mount.
-        assert!(!in_memory(std::path::Path::new("/proc")));
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        for line in mounts.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir() {
-                assert!(in_memory(std::path::Path::new(f[1])), "{line}");
-            }
+    fn the_default_spill_dir_avoids_memory() {
+        // A directory on disk (the crate's sources, unless those are in memory) and a tmpfs
+        // where one is mounted.
+        let disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        if fair_fs::is_memory_backed(disk) {
+            return;
         }
-        assert!(!in_memory(std::path::Path::new("/no/such/directory")));
+        assert_eq!(spill_dir_among(disk, disk).unwrap(), disk);
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let Some(memory) = mounts.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir())
+                .then(|| std::path::PathBuf::from(f[1]))
+        }) else {
+            return;
+        };
+        assert_eq!(spill_dir_among(&memory, disk).unwrap(), disk);
+        let e = spill_dir_among(&memory, &memory).unwrap_err();
+        assert!(e.contains("held in memory") && e.contains("TMPDIR"), "{e}");
     }
 
     #[test]
