@@ -509,7 +509,7 @@ pub struct UScoreRun {
     /// compared times [`UScoreRun::passes`].
     pub forwards: usize,
     /// Bytes of summaries written to the temporary file because they did not fit the memory
-    /// bound (0 when none was).
+    /// bound (the file's data, as written; 0 when none was).
     pub spilled: u64,
 }
 
@@ -911,6 +911,14 @@ fn scores_of(
         }
         bar.finish_and_clear();
     }
+    // The bytes the file holds, which the plan estimated exactly.
+    let spilled = spill.as_ref().map_or(0, Spill::len);
+    if let Some(o) = &once {
+        debug_assert_eq!(
+            spilled, o.spill_bytes,
+            "the spill file holds what was planned"
+        );
+    }
     drop(spill);
     let Reducer {
         scores,
@@ -970,7 +978,7 @@ fn scores_of(
         check: if check.is_some() { checks } else { Vec::new() },
         passes,
         forwards,
-        spilled: once.map_or(0, |o| o.spill_bytes),
+        spilled,
     })
 }
 
