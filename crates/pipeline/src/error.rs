@@ -171,6 +171,9 @@ pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         return Some(format!("--{name}: {}", flags_in(detail)));
     }
     let names_settings = matches!(
+        e.downcast_ref::<fair_scoring::ScoringError>(),
+        Some(fair_scoring::ScoringError::Spill { .. })
+    ) || matches!(
         e.downcast_ref::<fair_analysis::AnalysisError>(),
         Some(Disagreement { .. })
     ) || matches!(

@@ -72,11 +72,12 @@ pub struct UScoreSettings {
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
     /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
-    /// (default: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that is held
-    /// in memory, as a tmpfs `/tmp` is). The file has no name and is removed by the system
-    /// when the run ends, also when it fails. Not part of the scores' provenance.
+    /// (default, `None`: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that
+    /// is held in memory, as a tmpfs `/tmp` is); [`SpillDir::Never`] keeps no file and re-runs
+    /// the forward passes instead. The file has no name and is removed by the system when the
+    /// run ends, also when it fails. Not part of the scores' provenance.
     #[serde(skip)]
-    pub spill_dir: Option<std::path::PathBuf>,
+    pub spill_dir: Option<SpillDir>,
     /// Where the sorting and the class-pair distances run (default: on the model's device
     /// when it is CUDA). Not part of the scores' provenance: both engines compute the same
     /// exact W1, the device with f32 reductions (agreeing to 1e-5 relative, tested).
@@ -331,6 +332,45 @@ fn directions(
             )
         }
         _ => None,
+    }
+}
+
+/// Where the U-Score's summaries that do not fit the memory bound go, as users write it
+/// (`spill-dir`): a directory, or `none` for no file at all (write `./none` for a directory
+/// of that name).
+///
+/// ```
+/// use fair_scoring::SpillDir;
+/// assert_eq!("none".parse::<SpillDir>(), Ok(SpillDir::Never));
+/// assert_eq!("/scratch".parse::<SpillDir>(), Ok(SpillDir::At("/scratch".into())));
+/// assert!("".parse::<SpillDir>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SpillDir {
+    /// A temporary file in this directory.
+    At(std::path::PathBuf),
+    /// No file: where the summaries do not fit, the layers are split into passes that each
+    /// re-run the forward passes (with a note).
+    Never,
+}
+
+impl std::str::FromStr for SpillDir {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Err("expected a directory, or none".into()),
+            "none" => Ok(SpillDir::Never),
+            _ => Ok(SpillDir::At(text.into())),
+        }
+    }
+}
+
+impl TryFrom<String> for SpillDir {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -673,7 +713,8 @@ fn scores_of(
     let once = match memory::forward_once(graph, layers, &memory, batch, fixed, bound) {
         Some(o) if o.spill_bytes > 0 => {
             let made = match &settings.spill_dir {
-                Some(dir) => Ok(dir.clone()),
+                Some(SpillDir::At(dir)) => Ok(dir.clone()),
+                Some(SpillDir::Never) => Err(String::new()),
                 None => default_spill_dir(),
             }
             .and_then(|dir| Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()));
@@ -683,10 +724,18 @@ fn scores_of(
                     Some(o)
                 }
                 Err(why) => {
-                    notes.push(format!(
-                        "the U-Score's summaries that do not fit the memory bound could not be \
-                         kept in a temporary file ({why}), so every pass re-ran the forward passes"
-                    ));
+                    notes.push(if settings.spill_dir == Some(SpillDir::Never) {
+                        "the U-Score's summaries that do not fit the memory bound were not kept \
+                         in a temporary file (`spill-dir` is none), so every pass re-ran the \
+                         forward passes"
+                            .to_string()
+                    } else {
+                        format!(
+                            "the U-Score's summaries that do not fit the memory bound could not \
+                             be kept in a temporary file ({why}), so every pass re-ran the \
+                             forward passes"
+                        )
+                    });
                     None
                 }
             }
@@ -1179,9 +1228,10 @@ impl Spill {
         })
     }
 
-    fn error(&self, source: std::io::Error) -> ScoringError {
-        ScoringError::Spill {
+    fn error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ScoringError + '_ {
+        move |source| ScoringError::Spill {
             dir: self.file.dir().to_owned(),
+            action,
             source,
         }
     }
@@ -1202,9 +1252,8 @@ impl Spill {
             for v in block {
                 bytes.extend_from_slice(&v.to_ne_bytes());
             }
-            self.file
-                .write_all_at(&bytes, at)
-                .map_err(|e| self.error(e))?;
+            let written = self.file.write_all_at(&bytes, at);
+            written.map_err(self.error("writing"))?;
             at += bytes.len() as u64;
         }
         Ok(())
@@ -1229,7 +1278,7 @@ impl Spill {
             let m = left.min(SPILL_BLOCK);
             self.file
                 .read_exact_at(&mut bytes[..4 * m], at)
-                .map_err(|e| self.error(e))?;
+                .map_err(self.error("reading back"))?;
             out.extend(
                 bytes[..4 * m]
                     .chunks_exact(4)
@@ -1256,8 +1305,10 @@ fn spill_dir_among(
 ) -> Result<std::path::PathBuf, String> {
     fair_fs::scratch_dir(temp, fallback).ok_or_else(|| {
         format!(
-            "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
-            temp.display()
+            "the temporary directory '{}' is held in memory and '{}' is no directory on \
+             disk; give `spill-dir` (or TMPDIR) a directory on disk",
+            temp.display(),
+            fallback.display()
         )
     })
 }
@@ -1495,7 +1546,10 @@ mod tests {
         };
         assert_eq!(spill_dir_among(&memory, disk).unwrap(), disk);
         let e = spill_dir_among(&memory, &memory).unwrap_err();
-        assert!(e.contains("held in memory") && e.contains("TMPDIR"), "{e}");
+        assert!(
+            e.contains("held in memory") && e.contains("`spill-dir`") && e.contains("TMPDIR"),
+            "{e}"
+        );
     }
 
     #[test]

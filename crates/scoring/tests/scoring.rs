@@ -445,7 +445,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
             max_memory: Some(ByteSize(budget)),
-            spill_dir: Some(dir.path().to_path_buf()),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
             ..s.clone()
         };
         let run =
@@ -474,7 +474,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         // Where no temporary file can be made, every pass re-runs the forward passes, with
         // the same scores.
         let nowhere = UScoreSettings {
-            spill_dir: Some(dir.path().join("missing")),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().join("missing"))),
             ..bounded.clone()
         };
         let run =
@@ -497,6 +497,21 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
             run.notes
                 .iter()
                 .any(|n| n.contains("passes") && n.contains("`max-memory`")),
+            "{zoo}: {:?}",
+            run.notes
+        );
+
+        // `spill-dir none` asks for the repeated passes: the same scores, and a note that
+        // says it was asked for.
+        let never = UScoreSettings {
+            spill_dir: Some(fair_scoring::SpillDir::Never),
+            ..bounded.clone()
+        };
+        let run = u_scores_measured(&model, &layers, &cal, &never, Progress::QUIET, None).unwrap();
+        assert!(bits(&run.scores) == bits(&one), "{zoo}: spill-dir none");
+        assert_eq!((run.passes, run.spilled), (split.chunks.len(), 0), "{zoo}");
+        assert!(
+            run.notes.iter().any(|n| n.contains("`spill-dir` is none")),
             "{zoo}: {:?}",
             run.notes
         );
@@ -570,7 +585,7 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
-        spill_dir: Some(dir.path().to_path_buf()),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
     let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
@@ -622,7 +637,7 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
-        spill_dir: Some(dir.path().to_path_buf()),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
     let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
@@ -685,7 +700,7 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
-        spill_dir: Some(dir.path().to_path_buf()),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
     let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
@@ -754,7 +769,7 @@ fn device_engine_matches_the_host_engine() {
         let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
             max_memory: Some(ByteSize(tight_budget(model, &layers, &cal, p, 6))),
-            spill_dir: Some(dir.path().to_path_buf()),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
             ..device.clone()
         };
         // Libtorch's f32 reductions may round differently on the narrower tensors of a
