@@ -75,8 +75,8 @@ pub enum ScoringError {
     /// not be written or read.
     #[error(
         "the U-Score's temporary file of summaries in '{}' failed {action}: {source} (`spill-dir` \
-         names another directory for it, `spill-dir none` re-runs the forward passes instead of \
-         keeping one, and a larger `max-memory` keeps more of the summaries in memory)",
+         names another directory for it, or none to re-run the forward passes instead of \
+         keeping one; a larger `max-memory` keeps more of the summaries in memory)",
         .dir.display()
     )]
     Spill {
