@@ -67,8 +67,10 @@ pub struct UScoreSettings {
     /// class-pair distances run in passes that each fit. Only where that file cannot be made
     /// (or the directory lacks the space) are the layers split into passes that each re-run
     /// the forward passes up to their last layer, with a note. Either way the scores are
-    /// identical to one pass, bit for bit on the host engine. See [`crate::memory`] for the
-    /// estimate. Not part of the scores' provenance.
+    /// those of one pass: bit for bit on the host engine; the device engine's f32 reductions
+    /// over narrower pieces may round differently (agreement to 1e-6 relative is tested on
+    /// the CPU device). See [`crate::memory`] for the estimate. Not part of the scores'
+    /// provenance.
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
     /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
@@ -375,10 +377,16 @@ impl TryFrom<String> for SpillDir {
 }
 
 /// U-Scores of every layer (one vector per layer, in order), from eval-mode forward passes
-/// per class over its samples with the analysis points tapped. With
-/// [`UScoreSettings::max_memory`], the layers are split into passes that fit
-/// ([`memory::plan`]); otherwise one pass taps every layer. Returns notes about classes
-/// with fewer samples than asked for, and about the passes when there is more than one.
+/// per class over its samples with the analysis points tapped. Without
+/// [`UScoreSettings::max_memory`], or where one pass fits it, one pass taps every layer.
+/// Where it does not, each class's forward pass still runs once ([`memory::forward_once`]):
+/// the summaries that do not fit go to a temporary file in [`UScoreSettings::spill_dir`]
+/// and the class-pair distances run in passes that fit (one class's taps of all layers that
+/// do not fit together are split into groups, each a forward pass per class). Only where
+/// that file cannot be had (no room, no directory, [`SpillDir::Never`]) are the layers
+/// split into passes that each re-run the forward passes ([`memory::plan`]). Returns notes
+/// about classes with fewer samples than asked for, and about the passes when there is
+/// more than one.
 ///
 /// With [`UScoreSettings::bn_drift`], each layer is read in its own pass on a copy of the
 /// model whose BatchNorm running statistics were first moved by as many training-mode
@@ -707,6 +715,22 @@ fn scores_of(
     let batch = settings.batch_size.min(largest);
     let bound = settings.max_memory.map(|b| b.0);
     let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+    let equal = samples.iter().all(|&n| n == samples[0]);
+    let on_device = match settings.engine {
+        Engine::Host => false,
+        Engine::Auto => device.is_cuda() && settings.w1 == Wasserstein::Exact && equal,
+        Engine::Device => {
+            if settings.w1 != Wasserstein::Exact || !equal {
+                notes.push(
+                    "the U-Score's device engine needs the exact W1 and classes of equal size; \
+                     the distances ran on the host"
+                        .into(),
+                );
+            }
+            settings.w1 == Wasserstein::Exact && equal
+        }
+    };
+
     // Several passes: each class's forward pass runs once instead where the summaries that
     // do not fit can go to a temporary file; the repeated passes are the fallback.
     let mut spill = None;
@@ -746,60 +770,66 @@ fn scores_of(
         .max_memory
         .map(|b| b.to_string())
         .unwrap_or_default();
+    let passes_text = |n: usize| match n {
+        1 => "1 pass".to_string(),
+        n => format!("{n} passes"),
+    };
+    // Bit for bit on the host engine; the device engine's f32 reductions over narrower
+    // pieces may round differently.
+    let exactly = if on_device {
+        "up to the device engine's f32 rounding"
+    } else {
+        "bit for bit"
+    };
     match &once {
         Some(o) => notes.push(format!(
-            "the U-Score's summaries do not fit the memory bound (`max-memory`) {bound_text} \
-             next to the forward passes (one pass would need about {} plus {} for the model and \
-             calibration data): {}{}the class-pair distances ran in {} passes (estimated peak \
-             {}); the scores are those of one pass",
+            "{} (one pass would need about {} plus {} for the model and calibration data): \
+             {}{}the class-pair distances ran in {} (estimated peak {}); the scores are those \
+             of one pass, {exactly}",
+            if o.spill_bytes > 0 {
+                format!(
+                    "the U-Score's summaries do not fit the memory bound (`max-memory`) \
+                     {bound_text} next to the forward passes"
+                )
+            } else {
+                format!(
+                    "one class's U-Score taps of all layers do not fit the memory bound \
+                     (`max-memory`) {bound_text} together"
+                )
+            },
             ByteSize(plan.unbounded),
             ByteSize(plan.fixed),
-            match o.forwards.len() {
-                1 => "each class's forward pass ran once, ".to_string(),
-                g => format!(
+            match (o.forwards.len(), o.spill_bytes) {
+                (1, _) => "each class's forward pass ran once, ".to_string(),
+                (g, 0) => format!("each class's forward passes ran {g} times, "),
+                (g, _) => format!(
                     "each class's forward passes ran {g} times (one class's taps of all layers \
                      do not fit together), "
                 ),
             },
             match &spill {
                 Some(s) => format!(
-                    "{} of the summaries went to a temporary file in '{}' (removed afterwards) \
-                     and ",
+                    "{} of the summaries went to an unnamed temporary file in '{}' (gone when \
+                     the run ends) and ",
                     ByteSize(o.spill_bytes),
                     s.file.dir().display()
                 ),
                 None => String::new(),
             },
-            o.spilled.len() + usize::from(!o.resident.is_empty()),
+            passes_text(o.spilled.len() + usize::from(!o.resident.is_empty())),
             ByteSize(o.peak()),
         )),
         None if plan.chunks.len() > 1 => notes.push(format!(
-            "the U-Score ran in {} passes to stay within the memory bound (`max-memory`) \
-             {bound_text} (estimated peak {} \
-             plus {} for the model and calibration data; one pass would need about {})",
-            plan.chunks.len(),
+            "the U-Score ran in {} to stay within the memory bound (`max-memory`) \
+             {bound_text} (estimated peak {} plus {} for the model and calibration data; one \
+             pass would need about {}); the scores are those of one pass, {exactly}",
+            passes_text(plan.chunks.len()),
             ByteSize(plan.peak()),
             ByteSize(plan.fixed),
             ByteSize(plan.unbounded),
         )),
         None => {}
     }
-
-    let equal = samples.iter().all(|&n| n == samples[0]);
-    let on_device = match settings.engine {
-        Engine::Host => false,
-        Engine::Auto => device.is_cuda() && settings.w1 == Wasserstein::Exact && equal,
-        Engine::Device => {
-            if settings.w1 != Wasserstein::Exact || !equal {
-                notes.push(
-                    "the U-Score's device engine needs the exact W1 and classes of equal size; \
-                     the distances ran on the host"
-                        .into(),
-                );
-            }
-            settings.w1 == Wasserstein::Exact && equal
-        }
-    };
 
     let mut r = Reducer {
         method: settings.w1.into(),

@@ -337,7 +337,7 @@ fn tight_budget(
 }
 
 /// A U-Score under a memory budget runs each class's forward pass once, spilling the
-/// summaries that do not fit to a temporary file (removed afterwards) and computing the
+/// summaries that do not fit to an unnamed temporary file (none is left) and computing the
 /// distances in several passes (splitting layers by units where needed); where no file can
 /// be made, it runs several passes that each re-run the forward passes. Both give the scores
 /// of one pass, bit for bit.
@@ -417,7 +417,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         assert!(seen.iter().flatten().all(|&n| n == 1), "{zoo}: {seen:?}");
 
         // Each class's forward pass runs once: what does not fit goes to a temporary file
-        // in `spill_dir` (removed afterwards) and the distances run in passes.
+        // in `spill_dir` (unnamed: none is left) and the distances run in passes.
         let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
         assert_eq!(once.forwards.len(), 1, "{zoo}: {:?}", once.forwards);
         assert!(
@@ -716,6 +716,19 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
         "{:?}",
         run.notes
     );
+    // The note says what does not fit: the summaries where some were spilled, else the taps.
+    let said = if run.spilled > 0 {
+        "summaries do not fit"
+    } else {
+        "taps of all layers do not fit"
+    };
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains(said) && n.ends_with("of one pass, bit for bit")),
+        "{:?}",
+        run.notes
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -787,7 +800,12 @@ fn device_engine_matches_the_host_engine() {
             .map(|(a, b)| (a - b).abs() / a.abs().max(1e-12))
             .fold(0.0f64, f64::max);
         assert!(worst < 1e-6, "{}: {worst:e}", model.graph().name());
-        assert!(notes.iter().any(|n| n.contains("passes")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("passes") && n.ends_with("device engine's f32 rounding")),
+            "{notes:?}"
+        );
     }
     // Unequal class sizes: the host computes them, and a note says so.
     let mut cal = data(6, 4, &[3, 8, 8], 5);
