@@ -199,6 +199,13 @@ pub struct ScoringArgs {
     /// [default: 80% of the available memory]
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<MaxMemory>,
+    /// Where the U-Score keeps the summaries that do not fit --max-memory, so that each
+    /// class's forward pass runs once: an unnamed temporary file with its space reserved up
+    /// front, removed when the run ends. `none` keeps no file: the layers are scored in
+    /// passes that each re-run the forward passes, with a note (also what happens when the
+    /// directory lacks the room) [default: TMPDIR, or /var/tmp where that is held in memory]
+    #[arg(long, value_name = "DIR|none")]
+    pub spill_dir: Option<fair_scoring::SpillDir>,
     /// How the U-Score finds each unit's largest class-pair distance: `bounded` computes in
     /// full only the pairs that bounds cannot rule out (the same scores as `all`, bit for
     /// bit; classes of unequal sizes fall back to all pairs), `all` computes every pair, for
@@ -219,6 +226,7 @@ impl ScoringArgs {
         p.projections = self.projections.map(|n| n as usize);
         p.r_mode = self.r_mode;
         p.max_memory = self.max_memory;
+        p.spill_dir = self.spill_dir.clone();
         p.pair_search = self.pair_search;
         raw.conv_distance = self.conv_distance;
         raw.w1 = self.w1;

@@ -472,12 +472,45 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     let score = |max: &str, out: &str| score_u(dir.path(), &fixture, &["--max-memory", max], out);
     let (o, one) = score("none", "one.json");
     assert!(o.status.success(), "{}", stderr(&o));
+    let one = one.unwrap();
     // The model (~37 MB of parameters for 9.2 M) plus a few MiB (a tenth of the bound is
     // left to libtorch): several passes.
     let (o, split) = score("44MiB", "split.json");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("passes"), "{}", stderr(&o));
-    assert_eq!(u_scores(&one.unwrap()), u_scores(&split.unwrap()));
+    assert_eq!(u_scores(&one), u_scores(&split.unwrap()));
+    // `--spill-dir`: the summaries that do not fit go to an unnamed file there (nothing is
+    // left behind); `none` re-runs the forward passes, with a note; the scores are the same.
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let spill_arg = spill.to_str().unwrap();
+    let (o, at) = score_u(
+        dir.path(),
+        &fixture,
+        &["--max-memory", "44MiB", "--spill-dir", spill_arg],
+        "at.json",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("temporary file in '{spill_arg}'")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+    assert_eq!(u_scores(&one), u_scores(&at.unwrap()));
+    let (o, never) = score_u(
+        dir.path(),
+        &fixture,
+        &["--max-memory", "44MiB", "--spill-dir", "none"],
+        "never.json",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("spill-dir` is none"), "{}", stderr(&o));
+    assert_eq!(u_scores(&one), u_scores(&never.unwrap()));
+    let (o, empty) = score_u(dir.path(), &fixture, &["--spill-dir", ""], "empty.json");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--spill-dir"), "{}", stderr(&o));
+    assert!(empty.is_none());
     let (o, none) = score("41MiB", "tiny.json");
     assert!(!o.status.success());
     assert!(

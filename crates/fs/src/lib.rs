@@ -19,6 +19,9 @@
 //!   (files, and whole directories such as a dataset or the dataset cache), and then written
 //!   through the directory it was checked in, so a symbolic link swapped in afterwards cannot
 //!   redirect the write.
+//! - **Scratch files** ([`scratch_file`]): an unnamed temporary file with its space reserved
+//!   when it is made, read and written at offsets; [`free_space`], [`is_memory_backed`] and
+//!   [`scratch_dir`] choose where it goes.
 //!
 //! ```
 //! use fair_fs::OutputGuard;
@@ -45,6 +48,7 @@
 mod confine;
 mod guard;
 mod read;
+mod scratch;
 mod sys;
 mod write;
 
@@ -57,6 +61,7 @@ pub use guard::{
 pub use read::{
     FileKind, check_regular, open_regular, read_at_most, read_bounded, read_string_bounded,
 };
+pub use scratch::{ScratchFile, free_space, is_memory_backed, scratch_dir, scratch_file};
 pub use write::{OUTPUT_MARKER, StagedDir, TempDir, write_atomic};
 
 /// What can go wrong reading or writing a file. Every variant names the path.

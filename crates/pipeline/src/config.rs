@@ -95,6 +95,10 @@ pub struct PruneSection {
     pub projections: Option<usize>,
     /// Memory bound of the U- and R-Scores (`"4GiB"`, `"512MiB"`, ..., or `"none"`).
     pub max_memory: Option<fair_scoring::MaxMemory>,
+    /// Where the U-Score's summaries that do not fit `max_memory` go: a directory (default:
+    /// `TMPDIR`, or `/var/tmp` where that is held in memory), or `"none"` to keep no file and
+    /// re-run the forward passes instead.
+    pub spill_dir: Option<fair_scoring::SpillDir>,
     /// How the U-Score searches each unit's class pairs for the largest distance: `bounded`
     /// (the default: the same maximum as `all`, bit for bit, computing far fewer pairs in
     /// full) or `all` (every pair, for checking).

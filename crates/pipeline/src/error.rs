@@ -171,6 +171,9 @@ pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         return Some(format!("--{name}: {}", flags_in(detail)));
     }
     let names_settings = matches!(
+        e.downcast_ref::<fair_scoring::ScoringError>(),
+        Some(fair_scoring::ScoringError::Spill { .. })
+    ) || matches!(
         e.downcast_ref::<fair_analysis::AnalysisError>(),
         Some(Disagreement { .. })
     ) || matches!(
@@ -297,6 +300,20 @@ mod tests {
             detail: "too small; raise `max-memory`".into(),
         });
         assert_eq!(cli_text(&e), "--max-memory: too small; raise --max-memory");
+        // The U-Score's spill file names its directory, what failed and the flags.
+        let e = PipelineError::Scoring(fair_scoring::ScoringError::Spill {
+            dir: "/scratch".into(),
+            action: "reading back",
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
+        });
+        let text = cli_text(&e);
+        assert!(
+            text.contains("'/scratch' failed reading back: short read")
+                && text.contains("--spill-dir names another directory for it, or none")
+                && text.contains("--max-memory")
+                && !text.contains('`'),
+            "{text}"
+        );
         let e = PipelineError::Torchrun {
             detail: "give `nproc`".into(),
             tail: String::new(),

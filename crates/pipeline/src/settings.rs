@@ -171,6 +171,7 @@ impl PruneSection {
             r_mode,
             projections,
             max_memory,
+            spill_dir,
             pair_search,
             finetune_epochs,
             finetune_lr,
@@ -356,6 +357,7 @@ impl RawSettings {
             s.u.pair_search = search;
         }
         s.r.batch_size = batch_size;
+        s.u.spill_dir = p.spill_dir.clone();
         s.u.max_memory = match p.max_memory {
             Some(m) => m.bytes(),
             None => fair_scoring::default_max_memory(),
@@ -919,6 +921,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("alpha and target_latency"), "{e}");
+    }
+
+    #[test]
+    fn the_spill_dir_comes_from_the_config_and_the_flags() {
+        use fair_scoring::SpillDir;
+        let s = raw(PruneSection {
+            alpha: Some(0.2),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap();
+        assert_eq!(s.scoring.u.spill_dir, None);
+        let config: PruneSection =
+            toml::from_str("alpha = 0.2\nspill_dir = \"/scratch/fair\"").unwrap();
+        let s = raw(config.clone()).resolve().unwrap();
+        assert_eq!(
+            s.scoring.u.spill_dir,
+            Some(SpillDir::At("/scratch/fair".into()))
+        );
+        let flags = raw(PruneSection {
+            spill_dir: Some(SpillDir::Never),
+            ..Default::default()
+        });
+        let s = raw(config).overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.scoring.u.spill_dir, Some(SpillDir::Never));
+        let config: PruneSection = toml::from_str("spill_dir = \"none\"").unwrap();
+        assert_eq!(config.spill_dir, Some(SpillDir::Never));
+        let e = toml::from_str::<PruneSection>("spill_dir = \"\"").unwrap_err();
+        assert!(e.to_string().contains("none"), "{e}");
     }
 
     #[test]

@@ -74,12 +74,16 @@ pub enum ScoringError {
     /// The temporary file of the U-Score's summaries that do not fit the memory bound could
     /// not be written or read.
     #[error(
-        "the U-Score's temporary file of summaries in '{}' failed: {source} (set TMPDIR to a directory with more room, or raise `max-memory`)",
+        "the U-Score's temporary file of summaries in '{}' failed {action}: {source} (`spill-dir` \
+         names another directory for it, or none to re-run the forward passes instead of \
+         keeping one; a larger `max-memory` keeps more of the summaries in memory)",
         .dir.display()
     )]
     Spill {
         /// The directory of the file.
         dir: PathBuf,
+        /// What failed: "writing" or "reading back".
+        action: &'static str,
         /// The failure.
         source: std::io::Error,
     },

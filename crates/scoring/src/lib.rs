@@ -38,6 +38,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod calibration;
 mod criteria;
 mod error;
@@ -61,7 +63,8 @@ pub use r_score::{RMode, RScoreMemory, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
     BnDrift, ConvDistance, Engine, LayerPairCheck, MAX_PROJECTIONS, PairCheck, PairCounts,
-    PairSearch, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_scores, u_scores_measured,
+    PairSearch, SpillDir, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_scores,
+    u_scores_measured,
 };
 
 /// The README's examples, compiled as doctests.

@@ -67,16 +67,19 @@ pub struct UScoreSettings {
     /// class-pair distances run in passes that each fit. Only where that file cannot be made
     /// (or the directory lacks the space) are the layers split into passes that each re-run
     /// the forward passes up to their last layer, with a note. Either way the scores are
-    /// identical to one pass, bit for bit on the host engine. See [`crate::memory`] for the
-    /// estimate. Not part of the scores' provenance.
+    /// those of one pass: bit for bit on the host engine; the device engine's f32 reductions
+    /// over narrower pieces may round differently (agreement to 1e-6 relative is tested on
+    /// the CPU device). See [`crate::memory`] for the estimate. Not part of the scores'
+    /// provenance.
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
     /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
-    /// (default: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that is held
-    /// in memory, as a tmpfs `/tmp` is). The file has no name and is removed by the system
-    /// when the run ends, also when it fails. Not part of the scores' provenance.
+    /// (default, `None`: the system's temporary directory, `TMPDIR`, or `/var/tmp` where that
+    /// is held in memory, as a tmpfs `/tmp` is); [`SpillDir::Never`] keeps no file and re-runs
+    /// the forward passes instead. The file has no name and is removed by the system when the
+    /// run ends, also when it fails. Not part of the scores' provenance.
     #[serde(skip)]
-    pub spill_dir: Option<std::path::PathBuf>,
+    pub spill_dir: Option<SpillDir>,
     /// Where the sorting and the class-pair distances run (default: on the model's device
     /// when it is CUDA). Not part of the scores' provenance: both engines compute the same
     /// exact W1, the device with f32 reductions (agreeing to 1e-5 relative, tested).
@@ -337,11 +340,56 @@ fn directions(
     }
 }
 
+/// Where the U-Score's summaries that do not fit the memory bound go, as users write it
+/// (`spill-dir`): a directory, or `none` for no file at all (write `./none` for a directory
+/// of that name).
+///
+/// ```
+/// use fair_scoring::SpillDir;
+/// assert_eq!("none".parse::<SpillDir>(), Ok(SpillDir::Never));
+/// assert_eq!("/scratch".parse::<SpillDir>(), Ok(SpillDir::At("/scratch".into())));
+/// assert!("".parse::<SpillDir>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SpillDir {
+    /// A temporary file in this directory.
+    At(std::path::PathBuf),
+    /// No file: where the summaries do not fit, the layers are split into passes that each
+    /// re-run the forward passes (with a note).
+    Never,
+}
+
+impl std::str::FromStr for SpillDir {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Err("expected a directory, or none".into()),
+            "none" => Ok(SpillDir::Never),
+            _ => Ok(SpillDir::At(text.into())),
+        }
+    }
+}
+
+impl TryFrom<String> for SpillDir {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 /// U-Scores of every layer (one vector per layer, in order), from eval-mode forward passes
-/// per class over its samples with the analysis points tapped. With
-/// [`UScoreSettings::max_memory`], the layers are split into passes that fit
-/// ([`memory::plan`]); otherwise one pass taps every layer. Returns notes about classes
-/// with fewer samples than asked for, and about the passes when there is more than one.
+/// per class over its samples with the analysis points tapped. Without
+/// [`UScoreSettings::max_memory`], or where one pass fits it, one pass taps every layer.
+/// Where it does not, each class's forward pass still runs once ([`memory::forward_once`]):
+/// the summaries that do not fit go to a temporary file in [`UScoreSettings::spill_dir`]
+/// and the class-pair distances run in passes that fit (one class's taps of all layers that
+/// do not fit together are split into groups, each a forward pass per class). Only where
+/// that file cannot be had (no room, no directory, [`SpillDir::Never`]) are the layers
+/// split into passes that each re-run the forward passes ([`memory::plan`]). Returns notes
+/// about classes with fewer samples than asked for, and about the passes when there is
+/// more than one.
 ///
 /// With [`UScoreSettings::bn_drift`], each layer is read in its own pass on a copy of the
 /// model whose BatchNorm running statistics were first moved by as many training-mode
@@ -512,7 +560,7 @@ pub struct UScoreRun {
     /// compared times [`UScoreRun::passes`].
     pub forwards: usize,
     /// Bytes of summaries written to the temporary file because they did not fit the memory
-    /// bound (0 when none was).
+    /// bound (the file's data, as written; 0 when none was).
     pub spilled: u64,
 }
 
@@ -670,75 +718,6 @@ fn scores_of(
     let batch = settings.batch_size.min(largest);
     let bound = settings.max_memory.map(|b| b.0);
     let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
-    // Several passes: each class's forward pass runs once instead where the summaries that
-    // do not fit can go to a temporary file; the repeated passes are the fallback.
-    let mut spill = None;
-    let once = match memory::forward_once(graph, layers, &memory, batch, fixed, bound) {
-        Some(o) if o.spill_bytes > 0 => {
-            let made = match &settings.spill_dir {
-                Some(dir) => Ok(dir.clone()),
-                None => default_spill_dir(),
-            }
-            .and_then(|dir| Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()));
-            match made {
-                Ok(s) => {
-                    spill = Some(s);
-                    Some(o)
-                }
-                Err(why) => {
-                    notes.push(format!(
-                        "the U-Score's summaries that do not fit the memory bound could not be \
-                         kept in a temporary file ({why}), so every pass re-ran the forward passes"
-                    ));
-                    None
-                }
-            }
-        }
-        o => o,
-    };
-    let bound_text = settings
-        .max_memory
-        .map(|b| b.to_string())
-        .unwrap_or_default();
-    match &once {
-        Some(o) => notes.push(format!(
-            "the U-Score's summaries do not fit the memory bound (`max-memory`) {bound_text} \
-             next to the forward passes (one pass would need about {} plus {} for the model and \
-             calibration data): {}{}the class-pair distances ran in {} passes (estimated peak \
-             {}); the scores are those of one pass",
-            ByteSize(plan.unbounded),
-            ByteSize(plan.fixed),
-            match o.forwards.len() {
-                1 => "each class's forward pass ran once, ".to_string(),
-                g => format!(
-                    "each class's forward passes ran {g} times (one class's taps of all layers \
-                     do not fit together), "
-                ),
-            },
-            match &spill {
-                Some(s) => format!(
-                    "{} of the summaries went to a temporary file in '{}' (removed afterwards) \
-                     and ",
-                    ByteSize(o.spill_bytes),
-                    s.dir.display()
-                ),
-                None => String::new(),
-            },
-            o.spilled.len() + usize::from(!o.resident.is_empty()),
-            ByteSize(o.peak()),
-        )),
-        None if plan.chunks.len() > 1 => notes.push(format!(
-            "the U-Score ran in {} passes to stay within the memory bound (`max-memory`) \
-             {bound_text} (estimated peak {} \
-             plus {} for the model and calibration data; one pass would need about {})",
-            plan.chunks.len(),
-            ByteSize(plan.peak()),
-            ByteSize(plan.fixed),
-            ByteSize(plan.unbounded),
-        )),
-        None => {}
-    }
-
     let equal = samples.iter().all(|&n| n == samples[0]);
     let on_device = match settings.engine {
         Engine::Host => false,
@@ -754,6 +733,106 @@ fn scores_of(
             settings.w1 == Wasserstein::Exact && equal
         }
     };
+
+    // Several passes: each class's forward pass runs once instead where the summaries that
+    // do not fit can go to a temporary file; the repeated passes are the fallback.
+    let mut spill = None;
+    let once = match memory::forward_once(graph, layers, &memory, batch, fixed, bound) {
+        Some(o) if o.spill_bytes > 0 => {
+            let made = match &settings.spill_dir {
+                Some(SpillDir::At(dir)) => Ok(dir.clone()),
+                Some(SpillDir::Never) => Err(String::new()),
+                None => default_spill_dir(),
+            }
+            .and_then(|dir| Spill::create(&dir, o.spill_bytes, layers.len(), classes.len()));
+            match made {
+                Ok(s) => {
+                    spill = Some(s);
+                    Some(o)
+                }
+                Err(why) => {
+                    notes.push(if settings.spill_dir == Some(SpillDir::Never) {
+                        "the U-Score's summaries that do not fit the memory bound were not kept \
+                         in a temporary file (`spill-dir` is none), so every pass re-ran the \
+                         forward passes"
+                            .to_string()
+                    } else {
+                        format!(
+                            "the U-Score's summaries that do not fit the memory bound could not \
+                             be kept in a temporary file ({why}), so every pass re-ran the \
+                             forward passes"
+                        )
+                    });
+                    None
+                }
+            }
+        }
+        o => o,
+    };
+    let bound_text = settings
+        .max_memory
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    let passes_text = |n: usize| match n {
+        1 => "1 pass".to_string(),
+        n => format!("{n} passes"),
+    };
+    // Bit for bit on the host engine; the device engine's f32 reductions over narrower
+    // pieces may round differently.
+    let exactly = if on_device {
+        "up to the device engine's f32 rounding"
+    } else {
+        "bit for bit"
+    };
+    match &once {
+        Some(o) => notes.push(format!(
+            "{} (one pass would need about {} plus {} for the model and calibration data): \
+             {}{}the class-pair distances ran in {} (estimated peak {}); the scores are those \
+             of one pass, {exactly}",
+            if o.spill_bytes > 0 {
+                format!(
+                    "the U-Score's summaries do not fit the memory bound (`max-memory`) \
+                     {bound_text} next to the forward passes"
+                )
+            } else {
+                format!(
+                    "one class's U-Score taps of all layers do not fit the memory bound \
+                     (`max-memory`) {bound_text} together"
+                )
+            },
+            ByteSize(plan.unbounded),
+            ByteSize(plan.fixed),
+            match (o.forwards.len(), o.spill_bytes) {
+                (1, _) => "each class's forward pass ran once, ".to_string(),
+                (g, 0) => format!("each class's forward passes ran {g} times, "),
+                (g, _) => format!(
+                    "each class's forward passes ran {g} times (one class's taps of all layers \
+                     do not fit together), "
+                ),
+            },
+            match &spill {
+                Some(s) => format!(
+                    "{} of the summaries went to an unnamed temporary file in '{}' (gone when \
+                     the run ends) and ",
+                    ByteSize(o.spill_bytes),
+                    s.file.dir().display()
+                ),
+                None => String::new(),
+            },
+            passes_text(o.spilled.len() + usize::from(!o.resident.is_empty())),
+            ByteSize(o.peak()),
+        )),
+        None if plan.chunks.len() > 1 => notes.push(format!(
+            "the U-Score ran in {} to stay within the memory bound (`max-memory`) \
+             {bound_text} (estimated peak {} plus {} for the model and calibration data; one \
+             pass would need about {}); the scores are those of one pass, {exactly}",
+            passes_text(plan.chunks.len()),
+            ByteSize(plan.peak()),
+            ByteSize(plan.fixed),
+            ByteSize(plan.unbounded),
+        )),
+        None => {}
+    }
 
     let mut r = Reducer {
         method: settings.w1.into(),
@@ -914,6 +993,14 @@ fn scores_of(
         }
         bar.finish_and_clear();
     }
+    // The bytes the file holds, which the plan estimated exactly.
+    let spilled = spill.as_ref().map_or(0, Spill::len);
+    if let Some(o) = &once {
+        debug_assert_eq!(
+            spilled, o.spill_bytes,
+            "the spill file holds what was planned"
+        );
+    }
     drop(spill);
     let Reducer {
         scores,
@@ -973,7 +1060,7 @@ fn scores_of(
         check: if check.is_some() { checks } else { Vec::new() },
         passes,
         forwards,
-        spilled: once.map_or(0, |o| o.spill_bytes),
+        spilled,
     })
 }
 
@@ -1134,14 +1221,13 @@ impl Reducer {
     }
 }
 
-/// The temporary file of the summaries that do not fit the memory bound: unnamed, so the
-/// system removes it when it is closed (when the run ends, fails or the process dies).
-/// Written during the forward passes, one block per (layer, class), and read back piece by
-/// piece for the class-pair distances.
+/// The temporary file of the summaries that do not fit the memory bound
+/// ([`fair_fs::ScratchFile`]: unnamed, so the system removes it when it is closed, when the
+/// run ends, fails or the process dies; its space reserved when it is made). Written during
+/// the forward passes, one block per (layer, class), and read back piece by piece for the
+/// class-pair distances.
 struct Spill {
-    file: std::fs::File,
-    dir: std::path::PathBuf,
-    len: u64,
+    file: fair_fs::ScratchFile,
     /// The offset of each (layer, class) block.
     at: Vec<Vec<u64>>,
 }
@@ -1151,14 +1237,14 @@ const SPILL_BLOCK: usize = 1 << 16;
 
 impl Spill {
     /// A spill file of `bytes` in `dir`, if `dir` has the space (with a tenth of its free
-    /// space to spare) and the file can be made; else why not.
+    /// space to spare) and the file can be made with its space reserved; else why not.
     fn create(
         dir: &std::path::Path,
         bytes: u64,
         layers: usize,
         classes: usize,
     ) -> Result<Spill, String> {
-        if let Some(free) = free_space(dir)
+        if let Some(free) = fair_fs::free_space(dir)
             && bytes > free - free / 10
         {
             return Err(format!(
@@ -1168,45 +1254,46 @@ impl Spill {
                 ByteSize(free)
             ));
         }
-        let file = tempfile::tempfile_in(dir)
-            .map_err(|e| format!("making a temporary file in '{}': {e}", dir.display()))?;
+        let file = fair_fs::scratch_file(dir, bytes).map_err(|e| e.to_string())?;
         Ok(Spill {
             file,
-            dir: dir.to_path_buf(),
-            len: 0,
             at: vec![vec![u64::MAX; classes]; layers],
         })
     }
 
-    fn error(&self, source: std::io::Error) -> ScoringError {
-        ScoringError::Spill {
-            dir: self.dir.clone(),
+    fn error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> ScoringError + '_ {
+        move |source| ScoringError::Spill {
+            dir: self.file.dir().to_owned(),
+            action,
             source,
         }
     }
 
+    /// The bytes written so far.
+    fn len(&self) -> u64 {
+        self.file.written()
+    }
+
     /// Appends the block of layer `layer`, class `class`.
     fn write(&mut self, layer: usize, class: usize, values: &[f32]) -> Result<(), ScoringError> {
-        use std::io::{Seek, SeekFrom, Write};
-        self.at[layer][class] = self.len;
+        let start = self.len();
+        self.at[layer][class] = start;
         let mut bytes = Vec::with_capacity(4 * values.len().min(SPILL_BLOCK));
-        let mut write = || -> std::io::Result<()> {
-            self.file.seek(SeekFrom::Start(self.len))?;
-            for block in values.chunks(SPILL_BLOCK) {
-                bytes.clear();
-                for v in block {
-                    bytes.extend_from_slice(&v.to_ne_bytes());
-                }
-                self.file.write_all(&bytes)?;
+        let mut at = start;
+        for block in values.chunks(SPILL_BLOCK) {
+            bytes.clear();
+            for v in block {
+                bytes.extend_from_slice(&v.to_ne_bytes());
             }
-            Ok(())
-        };
-        write().map_err(|e| self.error(e))?;
-        self.len += 4 * values.len() as u64;
+            let written = self.file.write_all_at(&bytes, at);
+            written.map_err(self.error("writing"))?;
+            at += bytes.len() as u64;
+        }
         Ok(())
     }
 
-    /// `count` values of the block of (`layer`, `class`), after its first `skip`.
+    /// `count` values of the block of (`layer`, `class`), after its first `skip` (an error
+    /// past the values written).
     fn read(
         &self,
         layer: usize,
@@ -1214,92 +1301,49 @@ impl Spill {
         skip: usize,
         count: usize,
     ) -> Result<Vec<f32>, ScoringError> {
-        use std::io::{Read, Seek, SeekFrom};
         let start = self.at[layer][class];
         assert!(start != u64::MAX, "the block was written before it is read");
         let mut out = Vec::with_capacity(count);
         let mut bytes = vec![0u8; 4 * count.min(SPILL_BLOCK)];
-        let mut read = || -> std::io::Result<()> {
-            let mut file = &self.file;
-            file.seek(SeekFrom::Start(start + 4 * skip as u64))?;
-            let mut left = count;
-            while left > 0 {
-                let m = left.min(SPILL_BLOCK);
-                file.read_exact(&mut bytes[..4 * m])?;
-                out.extend(
-                    bytes[..4 * m]
-                        .chunks_exact(4)
-                        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                );
-                left -= m;
-            }
-            Ok(())
-        };
-        read().map_err(|e| self.error(e))?;
+        let mut at = start + 4 * skip as u64;
+        let mut left = count;
+        while left > 0 {
+            let m = left.min(SPILL_BLOCK);
+            self.file
+                .read_exact_at(&mut bytes[..4 * m], at)
+                .map_err(self.error("reading back"))?;
+            out.extend(
+                bytes[..4 * m]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            at += 4 * m as u64;
+            left -= m;
+        }
         Ok(out)
     }
 }
 
 /// The directory of the spill file by default: the system's temporary directory, or
 /// `/var/tmp` where that is held in memory (spilling there would keep the summaries in the
-/// memory the bound is for); an error where both are.
+/// memory the bound is for); an error where both are. See [`fair_fs::scratch_dir`].
 fn default_spill_dir() -> Result<std::path::PathBuf, String> {
-    let tmp = std::env::temp_dir();
-    if !in_memory(&tmp) {
-        return Ok(tmp);
-    }
-    let var = std::path::PathBuf::from("/var/tmp");
-    if var.is_dir() && !in_memory(&var) {
-        return Ok(var);
-    }
-    Err(format!(
-        "the temporary directory '{}' is held in memory; set TMPDIR to a directory on disk",
-        tmp.display()
-    ))
+    spill_dir_among(&std::env::temp_dir(), std::path::Path::new("/var/tmp"))
 }
 
-/// Whether `dir` lies in a file system held in memory (Linux tmpfs or ramfs).
-#[cfg(target_os = "linux")]
-fn in_memory(dir: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
-    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
-        return false;
-    }
-    // TMPFS_MAGIC and RAMFS_MAGIC (`f_type`'s integer type differs between targets).
-    let kind = stat.f_type as u64 & 0xFFFF_FFFF;
-    kind == 0x0102_1994 || kind == 0x8584_58f6
-}
-
-/// Whether `dir` lies in a file system held in memory: not known here.
-#[cfg(not(target_os = "linux"))]
-fn in_memory(_dir: &std::path::Path) -> bool {
-    false
-}
-
-/// The bytes free to an unprivileged user in the file system of `dir` (`None` where unknown).
-#[cfg(unix)]
-fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the answer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-}
-
-/// The bytes free in the file system of `dir`: unknown here.
-#[cfg(not(unix))]
-fn free_space(_dir: &std::path::Path) -> Option<u64> {
-    None
+/// [`default_spill_dir`] with the temporary directory `temp` and the fallback `fallback`.
+fn spill_dir_among(
+    temp: &std::path::Path,
+    fallback: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    fair_fs::scratch_dir(temp, fallback).ok_or_else(|| {
+        format!(
+            "the temporary directory '{}' is held in memory and '{}' is no directory on \
+             disk; give `spill-dir` (or TMPDIR) a directory on disk",
+            temp.display(),
+            fallback.display()
+        )
+    })
 }
 
 /// The maximum over all pairs of the units of `chosen` (a layer's checked units) that lie
@@ -1497,7 +1541,9 @@ mod tests {
         assert_eq!(back.len(), SPILL_BLOCK + 2);
         // The file has no name in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        // Past the end of the file.
+        // The bytes written (the reserved space is not counted).
+        assert_eq!(spill.len(), 4 * (3 + SPILL_BLOCK as u64 + 7));
+        // Past the end of the values written (inside the reserved space).
         let e = spill
             .read(0, 1, 0, SPILL_BLOCK + 8)
             .unwrap_err()
@@ -1507,21 +1553,36 @@ mod tests {
             let e = Spill::create(dir.path(), u64::MAX / 2, 1, 1).err().unwrap();
             assert!(e.contains("free"), "{e}");
         }
+        let e = Spill::create(&dir.path().join("missing"), 8, 1, 1)
+            .err()
+            .unwrap();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn memory_file_systems_are_recognised() {
-        // /proc is no tmpfs; /dev/shm is one wherever it exists as a tmpfs mount.
-        assert!(!in_memory(std::path::Path::new("/proc")));
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        for line in mounts.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir() {
-                assert!(in_memory(std::path::Path::new(f[1])), "{line}");
-            }
+    fn the_default_spill_dir_avoids_memory() {
+        // A directory on disk (the crate's sources, unless those are in memory) and a tmpfs
+        // where one is mounted.
+        let disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        if fair_fs::is_memory_backed(disk) {
+            return;
         }
-        assert!(!in_memory(std::path::Path::new("/no/such/directory")));
+        assert_eq!(spill_dir_among(disk, disk).unwrap(), disk);
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let Some(memory) = mounts.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "tmpfs" && std::path::Path::new(f[1]).is_dir())
+                .then(|| std::path::PathBuf::from(f[1]))
+        }) else {
+            return;
+        };
+        assert_eq!(spill_dir_among(&memory, disk).unwrap(), disk);
+        let e = spill_dir_among(&memory, &memory).unwrap_err();
+        assert!(
+            e.contains("held in memory") && e.contains("`spill-dir`") && e.contains("TMPDIR"),
+            "{e}"
+        );
     }
 
     #[test]

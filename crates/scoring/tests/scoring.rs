@@ -337,7 +337,7 @@ fn tight_budget(
 }
 
 /// A U-Score under a memory budget runs each class's forward pass once, spilling the
-/// summaries that do not fit to a temporary file (removed afterwards) and computing the
+/// summaries that do not fit to an unnamed temporary file (none is left) and computing the
 /// distances in several passes (splitting layers by units where needed); where no file can
 /// be made, it runs several passes that each re-run the forward passes. Both give the scores
 /// of one pass, bit for bit.
@@ -417,7 +417,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         assert!(seen.iter().flatten().all(|&n| n == 1), "{zoo}: {seen:?}");
 
         // Each class's forward pass runs once: what does not fit goes to a temporary file
-        // in `spill_dir` (removed afterwards) and the distances run in passes.
+        // in `spill_dir` (unnamed: none is left) and the distances run in passes.
         let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
         assert_eq!(once.forwards.len(), 1, "{zoo}: {:?}", once.forwards);
         assert!(
@@ -445,7 +445,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
             max_memory: Some(ByteSize(budget)),
-            spill_dir: Some(dir.path().to_path_buf()),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
             ..s.clone()
         };
         let run =
@@ -474,7 +474,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         // Where no temporary file can be made, every pass re-runs the forward passes, with
         // the same scores.
         let nowhere = UScoreSettings {
-            spill_dir: Some(dir.path().join("missing")),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().join("missing"))),
             ..bounded.clone()
         };
         let run =
@@ -497,6 +497,21 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
             run.notes
                 .iter()
                 .any(|n| n.contains("passes") && n.contains("`max-memory`")),
+            "{zoo}: {:?}",
+            run.notes
+        );
+
+        // `spill-dir none` asks for the repeated passes: the same scores, and a note that
+        // says it was asked for.
+        let never = UScoreSettings {
+            spill_dir: Some(fair_scoring::SpillDir::Never),
+            ..bounded.clone()
+        };
+        let run = u_scores_measured(&model, &layers, &cal, &never, Progress::QUIET, None).unwrap();
+        assert!(bits(&run.scores) == bits(&one), "{zoo}: spill-dir none");
+        assert_eq!((run.passes, run.spilled), (split.chunks.len(), 0), "{zoo}");
+        assert!(
+            run.notes.iter().any(|n| n.contains("`spill-dir` is none")),
             "{zoo}: {:?}",
             run.notes
         );
@@ -570,7 +585,7 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
-        spill_dir: Some(dir.path().to_path_buf()),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
     let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
@@ -579,6 +594,71 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
     assert_eq!((run.passes, run.forwards), (1, 5));
     assert_eq!(run.spilled, once.spill_bytes);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// With one class short, the spilled blocks have different lengths per class: read back,
+/// they give the single-pass scores bit for bit, from one forward pass per class.
+#[test]
+fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    // The labels run in class order: the last class keeps 4 of its 6 samples.
+    let full = data(6, 5, &[3, 8, 8], 4);
+    let (x, y) = full.tensors();
+    let cal = Calibration::new(x.narrow(0, 0, 28), &y.narrow(0, 0, 28), "short").unwrap();
+    let samples = [6, 6, 6, 6, 4];
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 16,
+        batch_size: 4,
+        samples_per_class: 6,
+        ..Default::default()
+    };
+    let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 16 } else { 1 }).collect();
+    let mem = layer_memory(graph, &layers, &projections, &samples).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
+    let held: u64 = layers
+        .iter()
+        .zip(&mem)
+        .map(|(l, m)| m.per_unit * l.units as u64)
+        .sum();
+    // Room for the forward passes and a quarter of the summaries.
+    let budget =
+        (fixed + (all.unbounded - held) + held / 4) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
+    assert_eq!(once.forwards.len(), 1, "{once:?}");
+    assert!(once.spill_bytes > 0, "{once:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert!(bits(&run.scores) == bits(&one), "the spilled scores differ");
+    assert_eq!((run.passes, run.forwards), (1, 5));
+    // Every spilled unit's summaries of all classes: 4 bytes a value, 28 samples.
+    let units: u64 = once
+        .spilled
+        .iter()
+        .flat_map(|c| &c.slices)
+        .map(|sl| (sl.units.len() * projections[sl.layer]) as u64)
+        .sum();
+    assert_eq!(run.spilled, 4 * 28 * units);
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("forward pass ran once")),
+        "{:?}",
+        run.notes
+    );
 }
 
 /// Where one class's taps of all layers do not fit together, the layers are grouped into
@@ -620,7 +700,7 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
-        spill_dir: Some(dir.path().to_path_buf()),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
     let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
@@ -633,6 +713,19 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
         run.notes
             .iter()
             .any(|n| n.contains(&format!("ran {} times", once.forwards.len()))),
+        "{:?}",
+        run.notes
+    );
+    // The note says what does not fit: the summaries where some were spilled, else the taps.
+    let said = if run.spilled > 0 {
+        "summaries do not fit"
+    } else {
+        "taps of all layers do not fit"
+    };
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains(said) && n.ends_with("of one pass, bit for bit")),
         "{:?}",
         run.notes
     );
@@ -683,15 +776,23 @@ fn device_engine_matches_the_host_engine() {
         );
         assert!(h.iter().flatten().any(|&v| v > 0.0));
 
-        // Split into passes, the device engine gives its own one-pass scores.
+        // Split into passes, with summaries spilled, the device engine gives its own
+        // one-pass scores.
         let p = if conv == ConvDistance::Sliced { 16 } else { 1 };
+        let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
             max_memory: Some(ByteSize(tight_budget(model, &layers, &cal, p, 6))),
+            spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
             ..device.clone()
         };
         // Libtorch's f32 reductions may round differently on the narrower tensors of a
         // pass (the host engine is bit-identical; see the test above).
-        let (b, notes) = u_scores(model, &layers, &cal, &bounded, Progress::QUIET).unwrap();
+        let run =
+            fair_scoring::u_scores_measured(model, &layers, &cal, &bounded, Progress::QUIET, None)
+                .unwrap();
+        let (b, notes) = (run.scores, run.notes);
+        assert!(run.spilled > 0, "{}: nothing spilled", model.graph().name());
+        assert_eq!(run.passes, 1, "{}", model.graph().name());
         let worst = b
             .iter()
             .flatten()
@@ -699,7 +800,12 @@ fn device_engine_matches_the_host_engine() {
             .map(|(a, b)| (a - b).abs() / a.abs().max(1e-12))
             .fold(0.0f64, f64::max);
         assert!(worst < 1e-6, "{}: {worst:e}", model.graph().name());
-        assert!(notes.iter().any(|n| n.contains("passes")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("passes") && n.ends_with("device engine's f32 rounding")),
+            "{notes:?}"
+        );
     }
     // Unequal class sizes: the host computes them, and a note says so.
     let mut cal = data(6, 4, &[3, 8, 8], 5);
