@@ -376,3 +376,49 @@ fn safetensors_holds_the_imported_tensors() {
         }
     }
 }
+
+#[test]
+fn torchscript_token_models_import_as_token_ops() {
+    // `fixtures/make_fixtures.py`'s TinyTokenMLP exported by TorchScript at opset 17:
+    // `flatten(2).transpose(1, 2)` (Shape … Reshape, Transpose), nn.LayerNorm
+    // (LayerNormalization), nn.Linear on [N, T, F] (MatMul by the transposed weight + Add),
+    // GELU's Erf formula, `mean(1)` (ReduceMean) and a Gemm head.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_tokens_ts17.onnx");
+    let m = fair_onnx::import_file(&p).unwrap();
+    let ops: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.type_name()).collect();
+    let block = ["layer_norm", "linear", "gelu", "linear", "add"];
+    let mut expected = vec!["input", "conv2d", "tokens"];
+    expected.extend(block);
+    expected.extend(block);
+    expected.extend(["token_mean", "linear"]);
+    assert_eq!(ops, expected);
+    // 8×8 pixels in 4×2 patches: 2·4 tokens of 8 features; hidden layers of 16.
+    let g = &m.graph;
+    let shapes: Vec<&[usize]> = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, fair_ir::Op::Linear(_)))
+        .map(|n| g.shape(&n.name).unwrap())
+        .collect();
+    assert_eq!(shapes, [&[8, 16][..], &[8, 8], &[8, 16], &[8, 8], &[2]]);
+    // The MatMul weights ([in, out] in the file) read back as PyTorch's [out, in], the Adds as
+    // their biases.
+    let linears: Vec<(usize, usize, bool)> = g
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            fair_ir::Op::Linear(l) => Some((l.in_features, l.out_features, l.bias)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        linears,
+        [
+            (8, 16, true),
+            (16, 8, true),
+            (8, 16, true),
+            (16, 8, true),
+            (8, 2, true)
+        ]
+    );
+}
