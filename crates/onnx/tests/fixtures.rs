@@ -400,7 +400,7 @@ fn torchscript_token_models_import_as_token_ops() {
         .filter(|n| matches!(n.op, fair_ir::Op::Linear(_)))
         .map(|n| g.shape(&n.name).unwrap())
         .collect();
-    assert_eq!(shapes, [&[8, 16][..], &[8, 8], &[8, 16], &[8, 8], &[2]]);
+    assert_eq!(shapes, [&[8, 16][..], &[8, 8], &[8, 16], &[8, 8], &[10]]);
     // The MatMul weights ([in, out] in the file) read back as PyTorch's [out, in], the Adds as
     // their biases.
     let linears: Vec<(usize, usize, bool)> = g
@@ -418,7 +418,7 @@ fn torchscript_token_models_import_as_token_ops() {
             (16, 8, true),
             (8, 16, true),
             (16, 8, true),
-            (8, 2, true)
+            (8, 10, true)
         ]
     );
 }
