@@ -78,37 +78,49 @@ fn prune_token_mlp_with_a_macs_target_prunes_only_hidden_neurons() {
 
 /// Issue 24: a token model exported by PyTorch's TorchScript exporter (`tiny_tokens_ts17`, a
 /// fixture of `crates/onnx/tests/fixtures`: patch conv, `flatten(2).transpose(1, 2)`, two
-/// pre-LN GELU MLP blocks of nn.LayerNorm and nn.Linear on [N, T, F], `mean(1)`, a head)
-/// computes what PyTorch computed, and `prune --graph model.onnx` prunes its hidden neurons.
+/// pre-LN GELU MLP blocks of nn.LayerNorm and nn.Linear on [N, T, F], `mean(1)`, a head) and
+/// by its dynamo exporter (`tiny_tokens_dyn18`) computes what PyTorch computed, and
+/// `prune --graph tiny_tokens_ts17.onnx` prunes its hidden neurons.
 #[test]
 fn a_torchscript_token_model_from_onnx_computes_as_pytorch_and_prunes_hidden_neurons() {
-    let onnx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../onnx/tests/fixtures/tiny_tokens_ts17.onnx");
-    let facts: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(onnx.with_extension("json")).unwrap()).unwrap();
-    let floats = |k: &str| -> Vec<f32> {
-        facts[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
+    let fixture = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../onnx/tests/fixtures/{name}.onnx"))
     };
-    let imported = fair_pipeline::import_onnx(&onnx, &fair_onnx::ImportOptions::default()).unwrap();
-    let model = fair_pipeline::onnx_model(imported, Device::Cpu).unwrap();
-    let x = Tensor::from_slice(&floats("sample_input")).reshape([-1, 1, 8, 8]);
-    let y = tch::no_grad(|| model.forward(&x, Mode::Eval))
-        .unwrap()
-        .flatten(0, -1);
-    let want = floats("torch_output");
-    let got: Vec<f32> = Vec::try_from(&y).unwrap();
-    assert_eq!(got.len(), want.len());
-    let d = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(d <= 1e-5, "max |Δ| = {d}: {got:?} vs PyTorch's {want:?}");
+    // Both exporters' files (TorchScript at opset 17, dynamo at 18) compute PyTorch's output.
+    for name in ["tiny_tokens_ts17", "tiny_tokens_dyn18"] {
+        let onnx = fixture(name);
+        let facts: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(onnx.with_extension("json")).unwrap()).unwrap();
+        let floats = |k: &str| -> Vec<f32> {
+            facts[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let imported =
+            fair_pipeline::import_onnx(&onnx, &fair_onnx::ImportOptions::default()).unwrap();
+        let model = fair_pipeline::onnx_model(imported, Device::Cpu).unwrap();
+        let x = Tensor::from_slice(&floats("sample_input")).reshape([-1, 1, 8, 8]);
+        let y = tch::no_grad(|| model.forward(&x, Mode::Eval))
+            .unwrap()
+            .flatten(0, -1);
+        let want = floats("torch_output");
+        let got: Vec<f32> = Vec::try_from(&y).unwrap();
+        assert_eq!(got.len(), want.len(), "{name}");
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            d <= 1e-5,
+            "{name}: max |Δ| = {d}: {got:?} vs PyTorch's {want:?}"
+        );
+    }
+    let onnx = fixture("tiny_tokens_ts17");
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
