@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use fair_ir::{
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Clip, Concat, Conv2d, Flatten,
-    Gelu, Graph, HardSigmoid, HardSwish, Input, Linear, MaxPool2d, Mul, Node, Op, Pair, ParamKind,
-    Relu, Role, Sigmoid,
+    Gelu, Graph, HardSigmoid, HardSwish, Input, LayerNorm, Linear, MaxPool2d, Mul, Node, Op, Pair,
+    ParamKind, Relu, Role, Sigmoid, TokenMean, Tokens,
 };
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::type_proto::Value as TypeValue;
@@ -38,8 +38,11 @@ mod channels_last;
 /// and back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
 /// LayerNorm2d, `MatMul` a 1×1 conv), `Mul` by a constant is a layer scale folded into the
 /// layer before it, and `Gather` is read only as the identity `as_strided` after
-/// `Reshape` [-1]. `Erf` is read only inside GELU's formula (not listed: alone it is an
-/// unsupported op).
+/// `Reshape` [-1]. On tokens `[N, T, F]`: `Reshape` `[N, C, H·W]` + `Transpose` [0, 2, 1] of
+/// an image is `tokens`, `Reshape` `[N·T, F]` → `Gemm` → `Reshape` and `MatMul` are linear
+/// layers, `LayerNormalization` over the last axis is `layer_norm`, and `ReduceMean` over
+/// axis 1 is `token_mean`. `Erf` is read only inside GELU's formula (not listed: alone it is
+/// an unsupported op).
 pub const IMPORT_OPS: &[&str] = &[
     "Add",
     "AveragePool",
@@ -304,6 +307,13 @@ enum Value {
     /// The IR node's output for the whole (fixed-size) batch flattened to one axis: the
     /// first half of the dynamo exporter's `as_strided` (`Reshape` [-1] → `Gather`).
     Flat(String),
+    /// The IR node's image output `[N, C, H, W]` reshaped to `[N, C, H·W]`: the first half
+    /// of `tokens` (`x.flatten(2)`), which a `Transpose` [0, 2, 1] completes.
+    Pixels(String),
+    /// The IR node's tokens `[N, T, F]` reshaped to rows `[N·T, F]` (fair-pruner's export of
+    /// a token linear layer as `Reshape` → `Gemm` → `Reshape`); a `Gemm` on them is the
+    /// token linear layer, and a `Reshape` to `[N, T, F']` gives tokens back.
+    Rows(String),
 }
 
 struct Importer<'m> {
@@ -1024,14 +1034,15 @@ impl<'m> Importer<'m> {
                 n.only(&[])?;
                 let (x, s) = self.act(n, inputs, 0)?;
                 let b = self.konst(n, inputs, 1)?;
-                let [features] = s.as_slice() else {
+                // Feature vectors [N, F] or tokens [N, T, F] (a linear layer on each token).
+                let (&[features] | &[_, features]) = s.as_slice() else {
                     return Err(n.err(format!(
-                        "MatMul is imported as a linear layer on feature vectors [N, F]; its input is [N, {}]",
+                        "MatMul is imported as a linear layer on feature vectors [N, F] or tokens [N, T, F]; its input is [N, {}]",
                         dims_text(&s)
                     )));
                 };
                 let w = fold::transpose(&b, None).map_err(|d| n.err(d))?;
-                self.linear(n, x, *features, w, None, 1)
+                self.linear(n, x, features, w, None, 1)
             }
             "Add" => self.add(n, inputs),
             "Sum" => {
@@ -1094,8 +1105,14 @@ impl<'m> Importer<'m> {
                 "input {k} ('{}') is a constant, but fair-pruner expects a tensor computed from the network input there",
                 n.node.input[k]
             ))),
-            Some(Some(Value::Grouped { .. } | Value::ChannelsLast(_) | Value::Flat(_))) => Err(n.err(format!(
-                "input {k} ('{}') is a transposed or regrouped tensor, which only a channel shuffle or the per-pixel ops of a channels-last region may read",
+            Some(Some(
+                Value::Grouped { .. }
+                | Value::ChannelsLast(_)
+                | Value::Flat(_)
+                | Value::Pixels(_)
+                | Value::Rows(_),
+            )) => Err(n.err(format!(
+                "input {k} ('{}') is a transposed or regrouped tensor, which only a channel shuffle, the per-pixel ops of a channels-last region, or the steps of a token layout (Reshape [N, C, H·W] → Transpose [0, 2, 1]; Reshape [N·T, F] → Gemm → Reshape [N, T, F]) may read",
                 n.node.input[k]
             ))),
             None | Some(None) => Err(n.err(format!("input {k} is missing"))),
@@ -1362,9 +1379,20 @@ impl<'m> Importer<'m> {
         };
         axes.sort_unstable();
         axes.dedup();
+        // The mean over the tokens of [N, T, F]: `token_mean`.
+        if s.len() == 2 && axes == [1] {
+            if n.int_or("keepdims", 1)? != 0 {
+                return Err(n.attr_err(
+                    "keepdims",
+                    "the mean over the tokens of [N, T, F] is supported without keeping the token axis (keepdims = 0)",
+                ));
+            }
+            let hint = self.hint(n, None);
+            return self.emit(n, hint, TokenMean {}.into(), vec![x], vec![]);
+        }
         if s.len() != 3 || axes != [2, 3] {
             return Err(n.err(format!(
-                "ReduceMean is supported over the spatial axes [2, 3] of an image (global average pooling); here over {axes:?} of [N, {}]",
+                "ReduceMean is supported over the spatial axes [2, 3] of an image (global average pooling) and over the tokens (axis 1) of [N, T, F]; here over {axes:?} of [N, {}]",
                 dims_text(&s)
             )));
         }
@@ -1429,7 +1457,26 @@ impl<'m> Importer<'m> {
                 describe(t)
             )));
         }
+        // Rows of tokens back to tokens: [N·T, F] to [N, T, F].
+        if let Some(Some(Value::Rows(x))) = inputs.first() {
+            let s = self.shapes[x].clone();
+            if self.resolve(t, &s, allowzero).as_deref() == Some(&s) {
+                return Ok(Value::Act(x.clone()));
+            }
+            return Err(n.err(format!(
+                "rows of tokens [N·T, F] must be reshaped back to tokens [N, {}], found [{}]",
+                dims_text(&s),
+                describe(t)
+            )));
+        }
         let (x, s) = self.act(n, inputs, 0)?;
+        // Tokens to rows: [N, T, F] to [N·T, F], for a Gemm on each token.
+        if let ([Int::N(-1), Int::N(f)], [_, features]) = (t.as_slice(), s.as_slice())
+            && *f > 0
+            && *f as usize == *features
+        {
+            return Ok(Value::Rows(x));
+        }
         // The whole batch to one axis: only as the first half of an `as_strided` copy.
         if matches!(t.as_slice(), [Int::N(-1)]) && self.batch.is_some() {
             return Ok(Value::Flat(x));
@@ -1439,6 +1486,10 @@ impl<'m> Importer<'m> {
         match out.as_deref() {
             Some(o) if o == s => Ok(Value::Act(x)),
             Some([f]) if *f == per_sample => self.flatten(n, x, &s),
+            // The first half of `tokens`: [N, C, H, W] to [N, C, H·W].
+            Some([c, hw]) if s.len() == 3 && *c == s[0] && *hw == s[1] * s[2] => {
+                Ok(Value::Pixels(x))
+            }
             // The first half of a channel shuffle: [N, C, H, W] to [N, g, C/g, H, W].
             Some([g, cg, h, w]) if s.len() == 3 && g * cg == s[0] && [*h, *w] == s[1..] => {
                 Ok(Value::Grouped {
@@ -1448,7 +1499,7 @@ impl<'m> Importer<'m> {
                 })
             }
             _ => Err(n.err(format!(
-                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, or group channels for a channel shuffle are supported; here [N, {}] is reshaped to [{}]",
+                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm) are supported; here [N, {}] is reshaped to [{}]",
                 dims_text(&s),
                 describe(t)
             ))),
@@ -1506,6 +1557,11 @@ impl<'m> Importer<'m> {
                 Ok(Value::ChannelsLast(x))
             }
             (Some(Value::ChannelsLast(x)), [0, 3, 1, 2]) => Ok(Value::Act(x)),
+            // An image's flattened pixels [N, C, H·W] to tokens [N, H·W, C].
+            (Some(Value::Pixels(x)), [0, 2, 1]) => {
+                let hint = self.hint(n, None);
+                self.emit(n, hint, Tokens {}.into(), vec![x], vec![])
+            }
             (
                 Some(Value::Grouped {
                     x,
@@ -1519,37 +1575,57 @@ impl<'m> Importer<'m> {
                 transposed: !transposed,
             }),
             _ => Err(n.err(format!(
-                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, and for channel shuffles; found perm {perm:?}"
+                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, and from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]); found perm {perm:?}"
             ))),
         }
     }
 
     /// `LayerNormalization` over the channels of a channels-last image (ConvNeXt's
-    /// LayerNorm2d). A scale of ones without a bias is a LayerNorm without affine parameters.
+    /// LayerNorm2d), or over the features of tokens `[N, T, F]` or feature vectors `[N, F]`
+    /// (`layer_norm`). A scale of ones without a bias is a LayerNorm without affine
+    /// parameters.
     fn layer_norm(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&["axis", "epsilon", "stash_type"])?;
-        let Some(Some(Value::ChannelsLast(x))) = inputs.first() else {
-            return Err(n.err(
-                "LayerNormalization is supported over the channels of an image in channels-last layout (Transpose [0, 2, 3, 1] before, [0, 3, 1, 2] after)",
-            ));
+        let (x, channels_last) = match inputs.first() {
+            Some(Some(Value::ChannelsLast(x))) => (x.clone(), true),
+            Some(Some(Value::Act(x))) if (1..=2).contains(&self.shapes[x].len()) => {
+                (x.clone(), false)
+            }
+            _ => {
+                return Err(n.err(
+                    "LayerNormalization is supported over the features of tokens [N, T, F] or feature vectors [N, F], and over the channels of an image in channels-last layout (Transpose [0, 2, 3, 1] before, [0, 3, 1, 2] after)",
+                ));
+            }
         };
-        let x = x.clone();
+        let s = self.shapes[&x].clone();
+        let last = if channels_last { 3 } else { s.len() as i64 };
         let axis = n.int_or("axis", -1)?;
-        if axis != -1 && axis != 3 {
+        if axis != -1 && axis != last {
             return Err(n.attr_err(
                 "axis",
                 format!("only the last axis (-1) is supported, found {axis}"),
             ));
         }
-        let c = self.shapes[&x][0];
+        let c = if channels_last { s[0] } else { s[s.len() - 1] };
         let scale = self.konst(n, inputs, 1)?;
         let bias = self.opt_konst(n, inputs, 2)?;
         let ones = matches!(&*scale.data, Data::F32(v) if v.iter().all(|&s| s == 1.0));
         let affine = !(ones && bias.is_none());
-        let op = fair_ir::LayerNorm2d {
-            num_features: c,
-            eps: f32_to_f64(n.float("epsilon")?.unwrap_or(1e-5)),
-            affine,
+        let eps = f32_to_f64(n.float("epsilon")?.unwrap_or(1e-5));
+        let op: Op = if channels_last {
+            fair_ir::LayerNorm2d {
+                num_features: c,
+                eps,
+                affine,
+            }
+            .into()
+        } else {
+            LayerNorm {
+                num_features: c,
+                eps,
+                affine,
+            }
+            .into()
         };
         let mut params = Vec::new();
         if affine {
@@ -1561,8 +1637,8 @@ impl<'m> Importer<'m> {
             params.push((ParamKind::Bias, bias));
         }
         let hint = self.hint(n, Some(1));
-        match self.emit(n, hint, op.into(), vec![x], params)? {
-            Value::Act(y) => Ok(Value::ChannelsLast(y)),
+        match self.emit(n, hint, op, vec![x], params)? {
+            Value::Act(y) if channels_last => Ok(Value::ChannelsLast(y)),
             other => Ok(other),
         }
     }
@@ -1671,12 +1747,23 @@ impl<'m> Importer<'m> {
         if c.is_some() && n.float("beta")?.unwrap_or(1.0) != 1.0 {
             return Err(n.attr_err("beta", "only beta = 1 is supported"));
         }
-        let (x, s) = self.act(n, inputs, 0)?;
-        let [features] = s.as_slice() else {
-            return Err(n.err(format!(
-                "Gemm is imported as a linear layer on feature vectors [N, F]; its input is [N, {}]",
-                dims_text(&s)
-            )));
+        // Rows [N·T, F] of tokens: a linear layer on each token, its output rows again.
+        let rows = match inputs.first() {
+            Some(Some(Value::Rows(x))) => Some(x.clone()),
+            _ => None,
+        };
+        let (x, s) = match &rows {
+            Some(x) => (x.clone(), self.shapes[x].clone()),
+            None => self.act(n, inputs, 0)?,
+        };
+        let features = match (&rows, s.as_slice()) {
+            (None, &[f]) | (Some(_), &[_, f]) => f,
+            _ => {
+                return Err(n.err(format!(
+                    "Gemm is imported as a linear layer on feature vectors [N, F]; its input is [N, {}]",
+                    dims_text(&s)
+                )));
+            }
         };
         let b = self.konst(n, inputs, 1)?;
         let w = if n.int_or("transB", 0)? != 0 {
@@ -1684,7 +1771,11 @@ impl<'m> Importer<'m> {
         } else {
             Rc::new(fold::transpose(&b, None).map_err(|d| n.err(d))?)
         };
-        self.linear(n, x, *features, w, c, 1)
+        let y = self.linear(n, x, features, w, c, 1)?;
+        Ok(match (rows, y) {
+            (Some(_), Value::Act(y)) => Value::Rows(y),
+            (_, y) => y,
+        })
     }
 
     /// A linear layer with weight `w` ([out, in]) and an optional bias broadcast to [out].
@@ -1774,14 +1865,23 @@ impl<'m> Importer<'m> {
                 "adding a constant is supported only as the bias of the bias-free Conv, Gemm or MatMul that produces the other input (and nothing else reads)",
             ));
         };
-        // One value per unit along the output's first axis, broadcast over the others
-        // (`[u, 1, 1]` on images, `[u]` on features), with or without a batch axis of 1.
+        // One value per unit along the output's unit axis ([`fair_ir::unit_axis`]: the first
+        // of images and features, the last of tokens), broadcast over the others (`[u, 1, 1]`
+        // on images, `[u]` on features, `[u]` or `[1, u]` on tokens), with or without a batch
+        // axis of 1.
         let units = spec.numel();
-        let rank = self.shapes[&layer].len();
-        let dims = c.dims.strip_prefix(&[1]).filter(|d| d.len() == rank);
-        let dims = dims.unwrap_or(&c.dims);
-        let ok_dims =
-            dims.len() == rank && dims.first() == Some(&units) && dims[1..].iter().all(|&d| d == 1);
+        let shape = &self.shapes[&layer];
+        let rank = shape.len();
+        let ok_dims = if fair_ir::unit_axis(shape) + 1 == rank && rank > 1 {
+            // Units last: broadcasting aligns the trailing axes.
+            c.dims.len() <= rank + 1
+                && c.dims.last() == Some(&units)
+                && c.dims[..c.dims.len() - 1].iter().all(|&d| d == 1)
+        } else {
+            let dims = c.dims.strip_prefix(&[1]).filter(|d| d.len() == rank);
+            let dims = dims.unwrap_or(&c.dims);
+            dims.len() == rank && dims.first() == Some(&units) && dims[1..].iter().all(|&d| d == 1)
+        };
         if !ok_dims {
             return Err(n.err(format!(
                 "the constant of shape {:?} is not a bias for '{layer}' with {units} units",

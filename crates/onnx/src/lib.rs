@@ -12,8 +12,11 @@
 //!   constants, `Identity` and `Dropout` are removed, `Mul(x, Sigmoid(x))` becomes `silu`,
 //!   `MatMul` + `Add` becomes `linear`, GELU's `Erf` formula becomes `gelu`, channels-last
 //!   regions (ConvNeXt's `Transpose` → LayerNorm/Linear/GELU → `Transpose`) become
-//!   channels-first ops with 1×1 convolutions, and constant layer scales are folded into the
-//!   conv or linear layer before them. Node names follow PyTorch's module names where the
+//!   channels-first ops with 1×1 convolutions, constant layer scales are folded into the
+//!   conv or linear layer before them, and token layouts (`Reshape` + `Transpose` of an image's
+//!   pixels, `MatMul` or `Reshape` → `Gemm` → `Reshape` on `[N, T, F]`, `LayerNormalization`
+//!   over the features, `ReduceMean` over the tokens) become `tokens`, `linear`, `layer_norm`
+//!   and `token_mean`. Node names follow PyTorch's module names where the
 //!   file reveals them (`layer1.0.conv1`). Anything the IR cannot express is an
 //!   [`OnnxError`] naming the node, never a panic; [`IMPORT_OPS`] lists the op types read.
 //! - [`export`] writes opset 17 (by default), IR version 8, one input `input` with a

@@ -527,12 +527,6 @@ fn every_ir_op_exports_and_reads_back() {
         if matches!(op, Op::Input(_)) {
             continue;
         }
-        // Token tensors [T, F] and the token ops export (checked by the golden hashes and
-        // the ONNX spec test of fair-ir) but ONNX import does not read them back yet.
-        let token_op = matches!(op, Op::Tokens(_) | Op::TokenMean(_) | Op::LayerNorm(_));
-        if token_op || inputs.iter().any(|s| s.len() == 2) {
-            continue;
-        }
         let shape = inputs[0].clone();
         let nodes = vec![
             Node {
@@ -1632,4 +1626,79 @@ fn external_tensors_that_share_bytes_are_refused() {
         &[("location", "w.bin"), ("offset", "432"), ("length", "16")],
     );
     assert!(fair_onnx::import_file(&write_model(dir.path(), &m)).is_ok());
+}
+
+/// A token model as fair-pruner's zoo builds it (`token_mlp`): patch conv, tokens, a pre-LN
+/// GELU MLP block with its residual, the mean over the tokens and a head.
+fn token_model() -> Graph {
+    let mut b = GraphBuilder::new("tokens", "input", vec![3, 8, 12]);
+    b.conv("patch_embed", "input", 8, 4, 4, 0, true).unwrap();
+    b.add("tokens", fair_ir::Tokens {}.into(), &["patch_embed"])
+        .unwrap();
+    b.add("norm", fair_ir::LayerNorm::new(8).into(), &["tokens"])
+        .unwrap();
+    b.linear("fc1", "norm", 16, true).unwrap();
+    b.add("act", fair_ir::Gelu::default().into(), &["fc1"])
+        .unwrap();
+    b.linear("fc2", "act", 8, false).unwrap();
+    b.add_all("add", &["fc2", "tokens"]).unwrap();
+    b.add("pool", fair_ir::TokenMean {}.into(), &["add"])
+        .unwrap();
+    b.linear("head", "pool", 5, true).unwrap();
+    b.finish().unwrap()
+}
+
+#[test]
+fn token_models_export_and_read_back() {
+    let g = token_model();
+    assert_eq!(g.shape("tokens").unwrap(), &[6, 8]);
+    let t = tensors_for(&g);
+    let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset: 20 }).unwrap();
+    // Written with the token layouts: Reshape/Transpose, Reshape → Gemm → Reshape, ReduceMean.
+    let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let ops: Vec<&str> = m.graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    for op in ["Transpose", "Gemm", "LayerNormalization", "ReduceMean"] {
+        assert!(ops.contains(&op), "{op} missing from {ops:?}");
+    }
+    let back = fair_onnx::import(&bytes).unwrap();
+    assert_eq!(back.graph, g);
+    assert_eq!(back.tensors, t);
+}
+
+#[test]
+fn unsupported_token_layouts_are_errors_naming_the_node() {
+    let g = token_model();
+    let t = tensors_for(&g);
+    let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset: 17 }).unwrap();
+    let base = ModelProto::parse_from_bytes(&bytes).unwrap();
+    // The mean over the tokens keeping the token axis ([N, 1, F]) is not a token_mean.
+    let mut m = base.clone();
+    let g = m.graph.as_mut().unwrap();
+    let pool = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "ReduceMean")
+        .unwrap();
+    let keep = pool
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "keepdims")
+        .unwrap();
+    keep.i = 1;
+    let e = import(&m).unwrap_err().to_string();
+    assert!(e.contains("pool") && e.contains("keepdims"), "{e}");
+    // Any other transpose of an image's flattened pixels is not `tokens`.
+    let mut m = base.clone();
+    let g = m.graph.as_mut().unwrap();
+    let tr = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Transpose")
+        .unwrap();
+    tr.attribute[0].ints = vec![1, 0, 2];
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'tokens'") && e.contains("[1, 0, 2]") && e.contains("tokens (perm [0, 2, 1])"),
+        "{e}"
+    );
 }

@@ -376,3 +376,68 @@ fn safetensors_holds_the_imported_tensors() {
         }
     }
 }
+
+#[test]
+fn token_models_of_both_exporters_import_as_token_ops() {
+    for name in ["tiny_tokens_ts17", "tiny_tokens_dyn18"] {
+        token_model_imports_as_token_ops(name);
+    }
+    // Both files hold the same module: the same parameters, bit for bit, in the same order.
+    let load = |n: &str| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{n}.onnx"));
+        let m = fair_onnx::import_file(&p).unwrap();
+        m.tensors.iter().map(bits).collect::<Vec<_>>()
+    };
+    assert_eq!(load("tiny_tokens_ts17"), load("tiny_tokens_dyn18"));
+}
+
+fn token_model_imports_as_token_ops(name: &str) {
+    // `fixtures/make_fixtures.py`'s TinyTokenMLP exported by TorchScript at opset 17 and by
+    // dynamo at opset 18: `flatten(2).transpose(1, 2)` (Reshape, with TorchScript's shape
+    // subgraph, then Transpose), nn.LayerNorm (LayerNormalization), nn.Linear on [N, T, F]
+    // (MatMul by the transposed weight + Add), GELU's Erf formula, `mean(1)` (ReduceMean) and
+    // a Gemm head.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.onnx"));
+    let m = fair_onnx::import_file(&p).unwrap();
+    let ops: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.type_name()).collect();
+    let block = ["layer_norm", "linear", "gelu", "linear", "add"];
+    let mut expected = vec!["input", "conv2d", "tokens"];
+    expected.extend(block);
+    expected.extend(block);
+    expected.extend(["token_mean", "linear"]);
+    assert_eq!(ops, expected, "{name}");
+    // 8×8 pixels in 4×2 patches: 2·4 tokens of 8 features; hidden layers of 16.
+    let g = &m.graph;
+    let shapes: Vec<&[usize]> = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, fair_ir::Op::Linear(_)))
+        .map(|n| g.shape(&n.name).unwrap())
+        .collect();
+    assert_eq!(
+        shapes,
+        [&[8, 16][..], &[8, 8], &[8, 16], &[8, 8], &[10]],
+        "{name}"
+    );
+    // The MatMul weights ([in, out] in the file) read back as PyTorch's [out, in], the Adds as
+    // their biases.
+    let linears: Vec<(usize, usize, bool)> = g
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            fair_ir::Op::Linear(l) => Some((l.in_features, l.out_features, l.bias)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        linears,
+        [
+            (8, 16, true),
+            (16, 8, true),
+            (8, 16, true),
+            (16, 8, true),
+            (8, 10, true)
+        ],
+        "{name}"
+    );
+}
