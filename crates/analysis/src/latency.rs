@@ -44,8 +44,8 @@ pub trait LatencyModel: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyKey {
-    /// The digest of the model's weights file (as score files record it); empty for a model
-    /// not loaded from a file.
+    /// The model's digest as score files record it (`fair_scoring::model_digest`: its
+    /// graph and every tensor); a user's table may leave it empty to skip the comparison.
     pub model_digest: String,
     /// The runtime it was measured on (`libtorch-cpu`, or any name for a user's device).
     pub runtime: String,
@@ -159,7 +159,8 @@ impl LatencyTable {
 
     /// Checks the table on its own: the format, a full latency and every figure finite and
     /// positive, each group's layers not empty and in no other group, its widths ≥ 1,
-    /// strictly increasing and ending at the full width.
+    /// strictly increasing and ending at the full width, its seconds never falling as the
+    /// width grows.
     pub fn check(&self) -> Result<(), AnalysisError> {
         let bad = |detail: String| Err(AnalysisError::LatencyTable(detail));
         if self.format != LATENCY_TABLE_FORMAT {
@@ -198,6 +199,14 @@ impl LatencyTable {
             }
             if g.points.windows(2).any(|w| w[0].width >= w[1].width) {
                 return bad(format!("group {name}: widths must be strictly increasing"));
+            }
+            // A wider group that runs faster would make the latency removed go down as more
+            // units are removed, and the target search assumes it never does.
+            if let Some(w) = g.points.windows(2).find(|w| w[1].seconds < w[0].seconds) {
+                return bad(format!(
+                    "group {name}: latency must not fall as the width grows, found {} s at width {} and {} s at width {}",
+                    w[0].seconds, w[0].width, w[1].seconds, w[1].width
+                ));
             }
             let last = g.points[g.points.len() - 1].width;
             if last != g.width {
@@ -338,8 +347,13 @@ mod tests {
 
     #[test]
     fn bad_tables_are_refused_with_the_reason() {
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
             (vec![(16, 1.0), (8, 2.0)], 8, "strictly increasing"),
+            (
+                vec![(8, 2.0), (16, 1.0)],
+                16,
+                "must not fall as the width grows",
+            ),
             (vec![(8, 1.0), (16, 2.0)], 32, "full width 32"),
             (vec![(0, 1.0), (16, 2.0)], 16, "width ≥ 1"),
             (vec![(8, f64::NAN), (16, 2.0)], 16, "finite seconds"),

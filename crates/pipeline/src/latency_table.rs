@@ -317,10 +317,37 @@ pub fn table_options() -> LatencyOptions {
     }
 }
 
+/// The layer sets of the groups [`measure_table`] measures for these settings (a cached
+/// table measured with other protected layers or another grouped-conv rule lists others).
+fn measured_groups(
+    graph: &Graph,
+    grouped: GroupedConvs,
+    protected: &[String],
+) -> Result<Vec<Vec<String>>, PipelineError> {
+    let protected: Vec<&str> = protected.iter().map(String::as_str).collect();
+    let groups = analyze_with(graph, &protected, grouped)?;
+    let mut sets: Vec<Vec<String>> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable() && g.units >= 2)
+        .map(|g| g.layers.clone())
+        .collect();
+    sets.sort();
+    Ok(sets)
+}
+
+/// The layer sets of a table's groups, in the order of [`measured_groups`].
+fn table_groups(table: &LatencyTable) -> Vec<Vec<String>> {
+    let mut sets: Vec<Vec<String>> = table.groups.iter().map(|g| g.layers.clone()).collect();
+    sets.sort();
+    sets
+}
+
 /// The latency table of a run: the file `settings.table` names (its key's model digest,
 /// when not empty, must be `model_digest`, and a batch or threads given in `settings` must
 /// be its key's), else the table cached as [`LatencySettings::cache_name`] in `cache_dir`
-/// when its key is this one, else one measured on `settings.runtime` ([`measure_table`]
+/// when its key is this one, it is not flagged noisy and it lists the groups a measurement
+/// would (the same protected layers and grouped-conv rule), else one measured on `settings.runtime` ([`measure_table`]
 /// with [`table_options`]). The table is checked against `graph`.
 pub fn table_for(
     settings: &LatencySettings,
@@ -366,7 +393,9 @@ pub fn table_for(
         if path.is_file()
             && let Ok(table) = LatencyTable::load(&path)
             && table.key == key
+            && !table.noisy
             && table.check_graph(graph).is_ok()
+            && table_groups(&table) == measured_groups(graph, grouped, protected)?
         {
             return Ok((table, TableSource::Cached(path)));
         }
@@ -449,7 +478,10 @@ mod tests {
             .collect();
         assert_eq!(widths, [vec![1, 8, 16, 24], vec![1, 8, 12]]);
         assert!(table.full_seconds > 0.0);
-        // Cached under its key: read back, not measured again.
+        // Cached under its key: read back, not measured again (unless flagged noisy, which
+        // a loaded machine may do: the flag is the caller's to test below).
+        let mut table = table;
+        table.noisy = false;
         table.save(&dir.path().join(settings.cache_name())).unwrap();
         let (again, source) = table_for(
             &settings,
@@ -469,6 +501,33 @@ mod tests {
             GroupedConvs::WithinGroups,
             &[],
             "sha256:y",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+        // Another protected layer: another set of groups, measured again.
+        let protected = vec![table.groups[0].layers[0].clone()];
+        let (other, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &protected,
+            "sha256:x",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(other.groups.len(), table.groups.len() - 1);
+        // A cached table flagged noisy is measured again, not trusted for ever.
+        let mut noisy = table.clone();
+        noisy.noisy = true;
+        noisy.save(&dir.path().join(settings.cache_name())).unwrap();
+        let (_, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
             Some(dir.path()),
         )
         .unwrap();

@@ -135,7 +135,9 @@ pub struct PruneSettings {
 impl PruneSection {
     /// These keys over `lower`'s: each key set here wins, others come from `lower`. The goal
     /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`, `target_latency`) count
-    /// as one: when any is set here, none of `lower`'s is kept.
+    /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
+    /// latency target, `lower`'s latency keys (`latency_on`, `latency_batch`,
+    /// `latency_threads`, `latency_table`), which belong to its latency target, go with it.
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
@@ -155,7 +157,7 @@ impl PruneSection {
                 }
             };
         }
-        or!(
+        let mut merged = or!(
             per_class,
             max_classes,
             seed,
@@ -187,7 +189,14 @@ impl PruneSection {
             latency_threads,
             latency_table,
             out
-        )
+        );
+        if goal_here && self.target_latency.is_none() {
+            merged.latency_on = self.latency_on;
+            merged.latency_batch = self.latency_batch;
+            merged.latency_threads = self.latency_threads;
+            merged.latency_table = self.latency_table.clone();
+        }
+        merged
     }
 }
 
@@ -881,6 +890,35 @@ mod tests {
         assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
         // Without a latency target: none, and a latency setting alone is an error.
         assert!(config.resolve().unwrap().latency.is_none());
+        // A config's latency target with its table settings, run with a MAC target from the
+        // flags: the table settings go with the config's goal.
+        let config = raw(PruneSection {
+            target_latency: Some(0.3),
+            latency_threads: Some(4),
+            latency_table: Some("t.json".into()),
+            ..Default::default()
+        });
+        let flags = raw(PruneSection {
+            target_macs: Some(0.5),
+            ..Default::default()
+        });
+        let s = config.overridden_by(&flags).resolve().unwrap();
+        assert_eq!(s.goals, [Goal::Macs(0.5)]);
+        assert!(s.latency.is_none());
+        // Table settings given with the overriding latency target are kept, the lower
+        // layer's fill in the rest.
+        let flags = raw(PruneSection {
+            target_latency: Some(0.4),
+            latency_batch: Some(2),
+            ..Default::default()
+        });
+        let l = config
+            .overridden_by(&flags)
+            .resolve()
+            .unwrap()
+            .latency
+            .unwrap();
+        assert_eq!((l.batch, l.threads), (Some(2), Some(4)));
         let e = raw(PruneSection {
             target_macs: Some(0.5),
             latency_threads: Some(2),
