@@ -237,6 +237,18 @@ fn bad_activation_attributes_are_rejected_naming_the_node() {
 }
 
 #[test]
+fn mul_on_tokens_compares_units_on_the_last_axis() {
+    // torch: (a * b).shape for per-sample token tensors [T, F] (batch dim left out).
+    let mul = Op::Mul(fair_ir::Mul {});
+    let infer = |a: &[usize], b: &[usize]| mul.contract().infer(&[("a", a), ("b", b)]);
+    assert_eq!(infer(&[1, 8], &[4, 8]), Ok(vec![4, 8]));
+    assert_eq!(infer(&[4, 8], &[4, 8]), Ok(vec![4, 8]));
+    // One value per token is not one per unit: [4, 1] times [4, 8] is refused, by name.
+    let e = infer(&[4, 1], &[4, 8]).unwrap_err();
+    assert!(e.contains("equal units") && e.contains("[4, 1]"), "{e}");
+}
+
+#[test]
 fn mul_broadcasts_a_gate_and_rejects_everything_else() {
     // torch: (a * b).shape for a of [16, 4, 4] and b of each shape (batch dim left out).
     let ok = |b: &str| {
@@ -262,10 +274,7 @@ fn mul_broadcasts_a_gate_and_rejects_everything_else() {
         "{ type = \"conv2d\", in_channels = 4, out_channels = 8, kernel_size = 1 }",
     );
     let e = Graph::from_toml_str(&text).unwrap_err().to_string();
-    assert!(
-        e.contains("'se.mul'") && e.contains("equal channels"),
-        "{e}"
-    );
+    assert!(e.contains("'se.mul'") && e.contains("equal units"), "{e}");
     // Different ranks: an image times a feature vector.
     let text = replace_op("se.gate", "{ type = \"flatten\" }");
     let e = Graph::from_toml_str(&text).unwrap_err().to_string();

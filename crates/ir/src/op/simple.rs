@@ -332,10 +332,10 @@ impl Contract for Mul {
         let ((a_name, a), (b_name, b)) = (inputs[0], inputs[1]);
         let mismatch = || {
             format!(
-                "mul needs equal shapes, or equal channels with sizes of 1 broadcast (a gate [C, 1, 1] times [C, H, W]), but '{a_name}' is {a:?} and '{b_name}' is {b:?}"
+                "mul needs equal shapes, or equal units with the other sizes of 1 broadcast (a gate [C, 1, 1] times [C, H, W], or [1, F] times tokens [T, F]), but '{a_name}' is {a:?} and '{b_name}' is {b:?}"
             )
         };
-        if a.len() != b.len() || a.first() != b.first() {
+        if a.len() != b.len() || super::unit_count(a) != super::unit_count(b) {
             return Err(mismatch());
         }
         a.iter()
