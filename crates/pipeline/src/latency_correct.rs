@@ -62,6 +62,27 @@ pub fn within(target: f64, measured: f64, tolerance: f64) -> bool {
 /// `options.tolerance`, after `options.max_rounds` rounds, or when the next table target
 /// would repeat one already timed (e.g. `upper` is not enough). An error from `attempt` is
 /// returned as is.
+///
+/// ```
+/// use fair_pipeline::{CorrectionOptions, LatencyRound, Spread, correct_latency};
+/// // A runtime on which a table target t removes 0.8 · t^1.5 of the latency.
+/// let round = |t: f64| {
+///     let m = 0.8 * t.powf(1.5);
+///     LatencyRound {
+///         table_target: t,
+///         predicted: t,
+///         removed: Spread { median: m, q1: m, q3: m },
+///         speedup: Spread::of(&[1.0 / (1.0 - m)]),
+///         noisy: false,
+///     }
+/// };
+/// let c = correct_latency(0.5, 0.99, &CorrectionOptions::default(), |t| {
+///     Ok::<_, std::convert::Infallible>((round(t), t))
+/// })?;
+/// assert!(c.met && c.rounds.len() <= 4);
+/// assert!((c.rounds[c.best].removed.median - 0.5).abs() <= 0.025);
+/// # Ok::<(), std::convert::Infallible>(())
+/// ```
 pub fn correct_latency<C, E>(
     target: f64,
     upper: f64,
