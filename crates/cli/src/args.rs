@@ -258,6 +258,11 @@ pub struct LatencyArgs {
     /// measuring one; see docs/algorithm.md, "Latency targets".
     #[arg(long, value_name = "FILE")]
     pub latency_table: Option<std::path::PathBuf>,
+    /// The relative tolerance of a latency target measured on libtorch CPU: candidates are
+    /// rebuilt with a corrected table target (at most 4) until the measured reduction is
+    /// within this fraction of the target [default: 0.05].
+    #[arg(long, value_name = "FRACTION")]
+    pub latency_tolerance: Option<f64>,
 }
 
 impl LatencyArgs {
@@ -268,6 +273,7 @@ impl LatencyArgs {
         prune.latency_batch = self.latency_batch;
         prune.latency_threads = self.latency_threads;
         prune.latency_table = self.latency_table.clone();
+        prune.latency_tolerance = self.latency_tolerance;
     }
 }
 

@@ -72,6 +72,11 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         .map_err(|e| cli_error(PipelineError::invalid(goal.flag(), e.to_string()).into()))?;
     // The library resolves the latency settings (a runtime that is not available, latency
     // flags without a latency target, ...).
+    if args.latency.latency_tolerance.is_some() {
+        anyhow::bail!(
+            "--latency-tolerance applies to `prune` only: `ratios` builds no pruned model to time"
+        );
+    }
     let mut latency_section = PruneSection::default();
     args.latency.fill(&mut latency_section);
     let latency = RawSettings {

@@ -85,6 +85,8 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     assert_eq!(t["target"], 0.5);
     assert_eq!(t["table"], "given");
     assert_eq!(t["runtime"], "my-device");
+    // A table of another device is not corrected on this machine's measurements.
+    assert!(t.get("rounds").is_none() && t.get("met").is_none(), "{t}");
     // The prediction is the table's at the exported widths, and meets the target.
     let predicted = 1.0 - by_hand_ms(keep(r, "layers.2")) / 10.0;
     let got = t["predicted"].as_f64().unwrap();
@@ -213,7 +215,56 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
         (t["batch"].as_u64(), t["threads"].as_u64()),
         (Some(1), Some(1))
     );
-    assert!(t["predicted"].as_f64().unwrap() >= 0.2);
+    // The measured correction: the first candidate is selected at the target itself, each
+    // round is reported, and the exported model is one of the rounds' candidates.
+    let rounds = t["rounds"]
+        .as_array()
+        .expect("rounds of the measured correction");
+    assert!((1..=4).contains(&rounds.len()), "{t}");
+    assert_eq!(rounds[0]["table_target"], 0.2);
+    assert_eq!(t["tolerance"], 0.05);
+    let met = t["met"].as_bool().expect("met");
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    for r in rounds {
+        assert!(f(&r["predicted"]) >= f(&r["table_target"]) - 1e-9, "{r}");
+        let s = f(&r["speedup"]["median"]);
+        assert!(
+            (f(&r["removed"]["median"]) - (1.0 - 1.0 / s)).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let predicted = f(&t["predicted"]);
+    let kept = rounds
+        .iter()
+        .find(|r| (f(&r["predicted"]) - predicted).abs() < 1e-12)
+        .expect("the exported model is a round's candidate");
+    let closest = rounds
+        .iter()
+        .map(|r| (f(&r["removed"]["median"]) - 0.2).abs())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        (f(&kept["removed"]["median"]) - 0.2).abs() <= closest + 1e-12
+            || rounds
+                .iter()
+                .filter(|r| r["predicted"] == kept["predicted"])
+                .count()
+                > 1,
+        "the kept candidate is the closest: {t}"
+    );
+    assert_eq!(
+        met,
+        (f(&kept["removed"]["median"]) - 0.2).abs() <= 0.05 * 0.2 + 1e-12
+    );
+    let out_text = stdout(&o);
+    assert!(
+        out_text.contains("  round 1: table target 20.0%, predicted"),
+        "{out_text}"
+    );
+    assert_eq!(
+        out_text.contains("warning: latency target latency-0.2 not met"),
+        !met,
+        "{out_text}"
+    );
     let table: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
     assert_eq!(table["key"]["runtime"], "libtorch-cpu");
@@ -274,4 +325,26 @@ fn latency_flags_are_checked_before_any_work() {
     assert!(stderr(&o).contains("--target-latency:"), "{}", stderr(&o));
     let o = with(&["--target-latency", "0.5", "--target-macs", "0.5"]);
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    let o = with(&["--target-latency", "0.5", "--latency-tolerance", "0"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--latency-tolerance: must be a fraction between 0 and 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "ratios",
+        "--scores",
+        "absent.json",
+        "--target-latency",
+        "0.5",
+        "--latency-tolerance",
+        "0.1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--latency-tolerance applies to `prune` only"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -419,7 +419,9 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
 
 /// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
 /// prediction, and the measured latency removed (median [IQR] of the speed-up) with the
-/// latency-gain / MAC-cut ratio; empty without latency targets.
+/// latency-gain / MAC-cut ratio; then one line per round of the measured correction and,
+/// when the target was not met within the rounds, a `warning:` line; empty without latency
+/// targets.
 pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
     let pct = |f: f64| format!("{:.1}%", f * 100.0);
     report
@@ -458,8 +460,39 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
                     t.mac_cut
                 )),
             }
-            Some(line)
+            let mut lines = vec![line];
+            for (i, r) in t.rounds.iter().enumerate() {
+                lines.push(format!(
+                    "  round {}: table target {}, predicted {}, measured {} [{}–{}]{}",
+                    i + 1,
+                    pct(r.table_target),
+                    pct(r.predicted),
+                    pct(r.removed.median),
+                    pct(r.removed.q1),
+                    pct(r.removed.q3),
+                    if r.noisy { " (noisy: do not trust)" } else { "" }
+                ));
+            }
+            if let (Some(false), Some(tol)) = (t.met, t.tolerance) {
+                let closest = t
+                    .rounds
+                    .iter()
+                    .map(|r| r.removed.median)
+                    .min_by(|a, b| (a - t.target).abs().total_cmp(&(b - t.target).abs()))
+                    .unwrap_or(0.0);
+                lines.push(format!(
+                    "warning: latency target {} not met: after {} round{} the closest candidate measured {} removed, outside {:.0}% of the target {}; it is the one exported",
+                    r.label,
+                    t.rounds.len(),
+                    if t.rounds.len() == 1 { "" } else { "s" },
+                    pct(closest),
+                    tol * 100.0,
+                    pct(t.target)
+                ));
+            }
+            Some(lines)
         })
+        .flatten()
         .collect()
 }
 

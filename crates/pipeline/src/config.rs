@@ -65,6 +65,10 @@ pub struct PruneSection {
     pub latency_threads: Option<usize>,
     /// A latency table file to use instead of measuring one.
     pub latency_table: Option<PathBuf>,
+    /// The relative tolerance of a latency target's measured correction (default 0.05):
+    /// candidates are rebuilt until the measured reduction is within this fraction of the
+    /// target.
+    pub latency_tolerance: Option<f64>,
     /// Calibration samples per class (from the training split).
     pub per_class: Option<usize>,
     /// At most this many classes are compared.

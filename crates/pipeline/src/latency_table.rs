@@ -103,9 +103,9 @@ impl FromStr for LatencyRuntime {
 
 /// How a latency target's table is obtained and what the pruned models are timed with
 /// ([`crate::RawSettings::latency`] resolves it from `latency-on`, `latency-batch`,
-/// `latency-threads` and `latency-table`). The default: libtorch CPU, batch 1, libtorch's
-/// current number of threads, no table given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `latency-threads`, `latency-table` and `latency-tolerance`). The default: libtorch CPU,
+/// batch 1, libtorch's current number of threads, no table given, a 5% tolerance.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencySettings {
     /// Where the table is measured (when none is given).
     pub runtime: LatencyRuntime,
@@ -116,6 +116,21 @@ pub struct LatencySettings {
     pub threads: Option<usize>,
     /// A table to use instead of measuring one (e.g. measured on the user's device).
     pub table: Option<PathBuf>,
+    /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
+    /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
+    pub tolerance: f64,
+}
+
+impl Default for LatencySettings {
+    fn default() -> Self {
+        LatencySettings {
+            runtime: LatencyRuntime::default(),
+            batch: None,
+            threads: None,
+            table: None,
+            tolerance: crate::DEFAULT_LATENCY_TOLERANCE,
+        }
+    }
 }
 
 impl LatencySettings {

@@ -46,6 +46,7 @@ mod config;
 mod error;
 mod guard;
 mod latency;
+mod latency_correct;
 mod latency_table;
 mod onnx;
 mod preset;
@@ -69,6 +70,9 @@ pub use fair_threshold::CountOptions;
 pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use guard::{guard_model_file, output_guard};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
+pub use latency_correct::{
+    Corrected, CorrectionOptions, DEFAULT_LATENCY_TOLERANCE, correct_latency, within,
+};
 pub use latency_table::{
     LatencyRuntime, LatencySettings, TableSource, grid, measure_table, monotone, table_for,
     table_options,
@@ -77,7 +81,7 @@ pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, 
 pub use preset::{Preset, PresetSettings};
 pub use pruner::{LIBTORCH_VERSION, PruneOutcome, Pruner};
 pub use report::{
-    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
+    Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LatencyRound,
     LatencyTargetResult, LayerResult, MeasuredLatency, ModelFigures, PruneReport, PruneResult,
     REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructedLayer, ReconstructionInfo, Reduction,
     ScoringInfo, SelectionSettings, StepStatus, TorchrunRun, report_schema,

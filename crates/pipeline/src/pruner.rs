@@ -16,7 +16,8 @@ use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 
 use crate::error::PipelineError;
 use crate::latency::{LatencyOptions, Spread, measure};
-use crate::latency_table::{LatencySettings, TableSource, table_for};
+use crate::latency_correct::CorrectionOptions;
+use crate::latency_table::{LatencyRuntime, LatencySettings, TableSource, table_for};
 use crate::preset::Preset;
 use crate::report::{
     Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
@@ -977,7 +978,53 @@ impl<'a> Pruner<'a> {
             let start = Instant::now();
             let selection = stages::select(&selector, goal, self.method)?;
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
-            let mut pruned_model = stages::apply(model, &selection.resolution)?;
+            // A latency target on a table measured here (libtorch CPU) is corrected on
+            // measurements of the candidates; a table of another runtime cannot be.
+            let mut correction = None;
+            let (selection, mut pruned_model) = match (goal, &latency_table, &self.latency) {
+                (Goal::Latency(target), Some((table, ..)), Some(options))
+                    if table.key.runtime == LatencyRuntime::LibtorchCpu.name()
+                        && model.device() == tch::Device::Cpu =>
+                {
+                    let tolerance = self
+                        .latency_target
+                        .as_ref()
+                        .map_or(crate::DEFAULT_LATENCY_TOLERANCE, |l| l.tolerance);
+                    say(format!(
+                        "{label}: building and timing candidates until the measured reduction is within {:.0}% of the target",
+                        tolerance * 100.0
+                    ));
+                    let c = stages::correct_latency_target(
+                        model,
+                        &selector,
+                        self.method,
+                        target,
+                        table,
+                        options,
+                        &CorrectionOptions {
+                            tolerance,
+                            ..CorrectionOptions::default()
+                        },
+                        |r| {
+                            say(format!(
+                                "  table target {:.1}%: predicted {:.1}%, measured {:.1}% [{:.1}–{:.1}]{}",
+                                r.table_target * 100.0,
+                                r.predicted * 100.0,
+                                r.removed.median * 100.0,
+                                r.removed.q1 * 100.0,
+                                r.removed.q3 * 100.0,
+                                if r.noisy { " (noisy)" } else { "" }
+                            ))
+                        },
+                    )?;
+                    correction = Some((c.rounds, tolerance, c.met));
+                    c.candidate
+                }
+                _ => {
+                    let pruned = stages::apply(model, &selection.resolution)?;
+                    (selection, pruned)
+                }
+            };
             let done = stages::after_surgery(
                 model,
                 &pruned_model,
@@ -1077,6 +1124,9 @@ impl<'a> Pruner<'a> {
                             predicted,
                             mac_cut: 1.0 / (1.0 - macs_removed),
                             measured: None,
+                            rounds: correction.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+                            tolerance: correction.as_ref().map(|c| c.1),
+                            met: correction.as_ref().map(|c| c.2),
                         })
                     }
                     _ => None,

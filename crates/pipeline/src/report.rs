@@ -260,6 +260,38 @@ pub struct LatencyTargetResult {
     /// The pruned model timed against the unpruned one, interleaved, on libtorch CPU at the
     /// table's batch and threads; absent when latency was not measured.
     pub measured: Option<MeasuredLatency>,
+    /// The measured correction ([`crate::correct_latency`]): every candidate built and
+    /// timed, the first selected at the target itself, the next ones at corrected table
+    /// targets; the exported model is the candidate closest to the target. Empty when no
+    /// correction ran (latency not measured, or a table of another runtime than libtorch CPU).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<LatencyRound>,
+    /// The relative tolerance the correction aimed at (`latency-tolerance`); absent when no
+    /// correction ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Whether the kept candidate's measured reduction (in its round) is within
+    /// `tolerance` of the target; absent when no correction ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
+}
+
+/// One round of a latency target's measured correction: a candidate selected at a table
+/// target, built and timed against the unpruned model (interleaved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyRound {
+    /// The fraction of latency the selection aimed at on the table.
+    pub table_target: f64,
+    /// The fraction the table predicts for the candidate selected.
+    pub predicted: f64,
+    /// The measured fraction of latency removed, 1 − 1 / speed-up, with the quartiles of
+    /// the round-by-round speed-ups.
+    pub removed: Spread,
+    /// The measured round-by-round speed-up (unpruned time / candidate time).
+    pub speedup: Spread,
+    /// Whether the measurement was too noisy to trust.
+    pub noisy: bool,
 }
 
 /// The pruned model's latency measured against the unpruned model's (interleaved rounds).

@@ -188,6 +188,7 @@ impl PruneSection {
             latency_batch,
             latency_threads,
             latency_table,
+            latency_tolerance,
             out
         );
         if goal_here && self.target_latency.is_none() {
@@ -441,7 +442,8 @@ impl RawSettings {
 
     /// The latency settings of a latency target (`target-latency`): `latency-on` (default
     /// libtorch CPU; a runtime that is not available is an error naming it), `latency-batch`
-    /// and `latency-threads` (≥ 1 when given) and `latency-table`. `None` without a latency
+    /// and `latency-threads` (≥ 1 when given), `latency-table` and `latency-tolerance`
+    /// (between 0 and 1, default [`crate::DEFAULT_LATENCY_TOLERANCE`]). `None` without a latency
     /// target; any of those settings without one is an error.
     pub fn latency(&self) -> Result<Option<LatencySettings>, PipelineError> {
         let p = &self.prune;
@@ -450,6 +452,7 @@ impl RawSettings {
             ("latency-batch", p.latency_batch.is_some()),
             ("latency-threads", p.latency_threads.is_some()),
             ("latency-table", p.latency_table.is_some()),
+            ("latency-tolerance", p.latency_tolerance.is_some()),
         ];
         if p.target_latency.is_none() {
             if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
@@ -471,11 +474,21 @@ impl RawSettings {
         if let Some(r) = p.latency_on {
             r.check_available()?;
         }
+        let tolerance = p
+            .latency_tolerance
+            .unwrap_or(crate::DEFAULT_LATENCY_TOLERANCE);
+        if !(tolerance > 0.0 && tolerance < 1.0) {
+            return Err(PipelineError::invalid(
+                "latency-tolerance",
+                format!("must be a fraction between 0 and 1 (exclusive), found {tolerance}"),
+            ));
+        }
         Ok(Some(LatencySettings {
             runtime: p.latency_on.unwrap_or_default(),
             batch: p.latency_batch,
             threads: p.latency_threads,
             table: p.latency_table.clone(),
+            tolerance,
         }))
     }
 
@@ -888,6 +901,23 @@ mod tests {
         assert_eq!(l.runtime, crate::LatencyRuntime::LibtorchCpu);
         assert_eq!((l.batch, l.threads), (Some(8), None));
         assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
+        assert_eq!(l.tolerance, 0.05, "the default tolerance is 5%");
+        let with_tolerance = |t: f64| {
+            raw(PruneSection {
+                target_latency: Some(0.5),
+                latency_tolerance: Some(t),
+                ..Default::default()
+            })
+            .resolve()
+        };
+        assert_eq!(with_tolerance(0.1).unwrap().latency.unwrap().tolerance, 0.1);
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            let e = with_tolerance(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("latency-tolerance: must be a fraction"),
+                "{e}"
+            );
+        }
         // Without a latency target: none, and a latency setting alone is an error.
         assert!(config.resolve().unwrap().latency.is_none());
         // A config's latency target with its table settings, run with a MAC target from the
@@ -929,6 +959,18 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("latency-threads: applies to a latency target only"),
+            "{e}"
+        );
+        let e = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_tolerance: Some(0.1),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-tolerance: applies to a latency target only"),
             "{e}"
         );
         let e = raw(PruneSection {

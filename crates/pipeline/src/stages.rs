@@ -191,6 +191,69 @@ pub fn select(selector: &Selector, goal: Goal, method: Method) -> Result<Selecti
     Ok(selector.select(goal, method)?)
 }
 
+/// A latency target met on measurements ([`crate::correct_latency`]): selects at table
+/// target `t` on `selector` (which carries `table`, [`Selector::with_latency`]), builds the
+/// candidate by surgery and times it interleaved against `model` on libtorch at the table's
+/// batch and threads (`options` gives the rounds and budget; its batch sizes are ignored;
+/// the thread count is restored after), and corrects the table target until the measured
+/// reduction is within `correction.tolerance` of `target`. Returns every round and the
+/// closest candidate (its selection and pruned model). `progress` is told each round.
+#[allow(clippy::too_many_arguments)]
+pub fn correct_latency_target(
+    model: &Model,
+    selector: &Selector,
+    method: Method,
+    target: f64,
+    table: &fair_analysis::LatencyTable,
+    options: &crate::LatencyOptions,
+    correction: &crate::CorrectionOptions,
+    mut progress: impl FnMut(&crate::LatencyRound),
+) -> Result<crate::Corrected<(Selection, Model)>, PipelineError> {
+    // The largest table target the table reaches.
+    let upper = match selector.select(Goal::Latency(0.999), method) {
+        Ok(_) => 0.999,
+        Err(fair_analysis::AnalysisError::LatencyUnreachable { best, .. }) => {
+            (best - 1e-9).max(1e-6)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let timing = crate::LatencyOptions {
+        batch_sizes: vec![table.key.batch],
+        ..options.clone()
+    };
+    crate::correct_latency(target, upper, correction, |t| {
+        let selection = selector.select(Goal::Latency(t), method)?;
+        let predicted = selector
+            .predicted_latency(&selection)
+            .transpose()?
+            .map_or(0.0, |s| 1.0 - s / table.full_seconds);
+        let pruned = apply(model, &selection.resolution)?;
+        let before_threads = tch::get_num_threads();
+        tch::set_num_threads(table.key.threads as i32);
+        let timed = crate::measure(&[model, &pruned], &timing);
+        tch::set_num_threads(before_threads);
+        let timed = timed?;
+        let (b, a) = (&timed[0][0], &timed[1][0]);
+        let speedup = a
+            .speedup
+            .unwrap_or(crate::Spread::of(&[b.ms.median / a.ms.median]));
+        let removed = |s: f64| 1.0 - 1.0 / s;
+        let round = crate::LatencyRound {
+            table_target: t,
+            predicted,
+            removed: crate::Spread {
+                median: removed(speedup.median),
+                q1: removed(speedup.q1),
+                q3: removed(speedup.q3),
+            },
+            speedup,
+            noisy: a.noisy || b.noisy,
+        };
+        progress(&round);
+        Ok((round, (selection, pruned)))
+    })
+}
+
 /// Surgery: the smaller model `resolution` (made for `model`'s graph, e.g.
 /// [`Selection::resolution`]) leaves; `model` is unchanged. See
 /// [`fair_surgery::apply_resolution`].
