@@ -137,7 +137,8 @@ impl PruneSection {
     /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`, `target_latency`) count
     /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
     /// latency target, `lower`'s latency keys (`latency_on`, `latency_batch`,
-    /// `latency_threads`, `latency_table`), which belong to its latency target, go with it.
+    /// `latency_threads`, `latency_table`, `latency_tolerance`), which belong to its latency
+    /// target, go with it.
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
@@ -196,6 +197,7 @@ impl PruneSection {
             merged.latency_batch = self.latency_batch;
             merged.latency_threads = self.latency_threads;
             merged.latency_table = self.latency_table.clone();
+            merged.latency_tolerance = self.latency_tolerance;
         }
         merged
     }
@@ -925,6 +927,7 @@ mod tests {
         let config = raw(PruneSection {
             target_latency: Some(0.3),
             latency_threads: Some(4),
+            latency_tolerance: Some(0.1),
             latency_table: Some("t.json".into()),
             ..Default::default()
         });
