@@ -7,8 +7,13 @@ use fair_scoring::{
 };
 use tch::{Device, Kind, Tensor};
 
+/// `n_per_class` samples of each class, drawn from N(0, 1) by a generator of this call's own
+/// (libtorch's global one is reseeded by other tests running at the same time, e.g. inside
+/// `r_scores`, which made the data depend on the tests' timing).
 fn data(n_per_class: i64, classes: i64, shape: &[i64], seed: i64) -> Calibration {
-    tch::manual_seed(seed);
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed as u64);
     let mut dims = vec![n_per_class * classes];
     dims.extend_from_slice(shape);
     let labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(
@@ -19,7 +24,14 @@ fn data(n_per_class: i64, classes: i64, shape: &[i64], seed: i64) -> Calibration
     // Class-dependent shift so units separate the classes.
     let mut view = vec![-1i64];
     view.extend(shape.iter().map(|_| 1));
-    let x = Tensor::randn(&dims, (Kind::Float, Device::Cpu))
+    let numel: i64 = dims.iter().product();
+    let values: Vec<f32> = (0..numel)
+        .map(|_| {
+            let v: f64 = StandardNormal.sample(&mut rng);
+            v as f32
+        })
+        .collect();
+    let x = Tensor::from_slice(&values).reshape(dims.as_slice())
         + labels.to_kind(Kind::Float).view(view.as_slice()) * 0.5;
     Calibration::new(x, &labels, "synthetic").unwrap()
 }
@@ -29,9 +41,48 @@ fn mlp() -> Model {
     Model::new(g, Device::Cpu, 1).unwrap()
 }
 
+/// The finite difference of the summed batch losses (batches of `batch`, eval mode) when
+/// the weight row and bias of `unit` of `layer` are scaled by 1 ± ε: |Σ_b d/dε L_b(θ_j·(1+ε))|
+/// at ε = 0, which the R-Score of the unit must equal. The model is left as it was.
+fn finite_difference_r(
+    model: &Model,
+    cal: &Calibration,
+    batch: usize,
+    layer: &str,
+    unit: i64,
+) -> f64 {
+    let loss_sum = || -> f64 {
+        cal.batches(batch)
+            .map(|(x, y)| {
+                let logits = model.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
+                logits.cross_entropy_for_logits(&y).double_value(&[])
+            })
+            .sum()
+    };
+    let scale = |f: f64| {
+        tch::no_grad(|| {
+            for suffix in ["weight", "bias"] {
+                let mut row = model
+                    .tensor(&format!("{layer}.{suffix}"))
+                    .unwrap()
+                    .get(unit);
+                let _ = row.g_mul_scalar_(f);
+            }
+        })
+    };
+    // f32 forward passes: ε large enough that rounding stays far below the O(ε²) truncation.
+    let eps = 1e-2;
+    scale(1.0 + eps);
+    let up = loss_sum();
+    scale(1.0 / (1.0 + eps) * (1.0 - eps));
+    let down = loss_sum();
+    scale(1.0 / (1.0 - eps));
+    ((up - down) / (2.0 * eps)).abs()
+}
+
 #[test]
 fn r_score_equals_the_finite_difference_of_the_loss() {
-    // R_j = |Σ_b d/dε L_b(θ_j·(1+ε))| at ε = 0; eval mode makes the loss deterministic.
+    // Eval mode makes the loss deterministic.
     let model = mlp();
     let cal = data(8, 3, &[1, 6, 6], 0);
     let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
@@ -42,35 +93,13 @@ fn r_score_equals_the_finite_difference_of_the_loss() {
         max_memory: None,
     };
     let (r, _) = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
-    let loss_sum = |m: &Model| -> f64 {
-        cal.batches(10)
-            .map(|(x, y)| {
-                let logits = m.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
-                logits.cross_entropy_for_logits(&y).double_value(&[])
-            })
-            .sum()
-    };
-    // f32 forward passes: ε large enough that rounding stays far below the O(ε²) truncation.
-    let eps = 1e-2;
     for (l, layer) in layers.iter().enumerate() {
-        for unit in [0i64, 3, 6] {
-            let scale = |f: f64| {
-                tch::no_grad(|| {
-                    for suffix in ["weight", "bias"] {
-                        let mut row = model
-                            .tensor(&format!("{}.{suffix}", layer.name))
-                            .unwrap()
-                            .get(unit);
-                        let _ = row.g_mul_scalar_(f);
-                    }
-                })
-            };
-            scale(1.0 + eps);
-            let up = loss_sum(&model);
-            scale(1.0 / (1.0 + eps) * (1.0 - eps));
-            let down = loss_sum(&model);
-            scale(1.0 / (1.0 - eps));
-            let fd = ((up - down) / (2.0 * eps)).abs();
+        // The three units with the largest scores: a finite difference of f32 losses
+        // resolves them well (smaller ones drown in the losses' rounding).
+        let mut order: Vec<usize> = (0..r[l].len()).collect();
+        order.sort_by(|&a, &b| r[l][b].total_cmp(&r[l][a]));
+        for unit in order[..3].iter().map(|&u| u as i64) {
+            let fd = finite_difference_r(&model, &cal, 10, &layer.name, unit);
             let ours = r[l][unit as usize];
             assert!(
                 (ours - fd).abs() <= 2e-3 * fd.max(1e-6),
@@ -1068,34 +1097,51 @@ fn bounded_memory_r_scores_equal_whole_batches() {
 
 #[test]
 fn non_finite_activations_name_the_layer_and_class() {
-    // Weights are checked when a model is loaded; activations can still overflow or turn
-    // NaN inside the network. Each is refused naming the layer and the class, whether the
-    // class's samples ran as one batch or several.
+    // Weights are checked when a model is loaded; activations can still turn NaN or
+    // infinite, or overflow, inside the network. Each is refused naming the first layer
+    // whose output holds such values and the class, whether the class's samples ran as one
+    // batch or several.
     let cal = data(4, 3, &[1, 6, 6], 2);
-    for (value, batch_size) in [(f64::NAN, 64), (f64::NAN, 3), (1e38, 64), (1e38, 3)] {
-        let model = mlp();
-        let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
-        let second = &layers[1];
-        tch::no_grad(|| {
-            let mut w = model
-                .tensor(&format!("{}.weight", second.name))
-                .unwrap()
-                .shallow_clone();
-            let _ = w.fill_(value);
-        });
-        let settings = UScoreSettings {
-            batch_size,
-            ..UScoreSettings::default()
-        };
-        let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("NaN or infinite values for class 0")
-                && e.contains(&format!("layer '{}'", second.name)),
-            "{value} {batch_size}: {e}"
-        );
-        assert!(!e.contains(&format!("layer '{}'", layers[0].name)), "{e}");
+    // (tensor of the second layer, value, whether that layer's own output is non-finite
+    // for every input: a NaN weight or an infinite bias is; a huge weight overflows there
+    // or in a later layer, depending on the data).
+    let cases = [
+        ("weight", f64::NAN, true),
+        ("bias", f64::INFINITY, true),
+        ("weight", 1e38, false),
+    ];
+    for (tensor, value, exact) in cases {
+        for batch_size in [64, 3] {
+            let model = mlp();
+            let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+            let second = &layers[1];
+            tch::no_grad(|| {
+                let mut w = model
+                    .tensor(&format!("{}.{tensor}", second.name))
+                    .unwrap()
+                    .shallow_clone();
+                let _ = w.fill_(value);
+            });
+            let settings = UScoreSettings {
+                batch_size,
+                ..UScoreSettings::default()
+            };
+            let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
+                .unwrap_err()
+                .to_string();
+            let what = format!("{tensor} {value} {batch_size}: {e}");
+            assert!(e.contains("NaN or infinite values for class"), "{what}");
+            assert!(
+                !e.contains(&format!("layer '{}'", layers[0].name)),
+                "{what}"
+            );
+            if exact {
+                assert!(
+                    e.contains("for class 0") && e.contains(&format!("layer '{}'", second.name)),
+                    "{what}"
+                );
+            }
+        }
     }
 }
 
@@ -1170,8 +1216,7 @@ fn token_layer_u_score_is_the_exact_w1_of_the_token_pooled_outputs() {
 
 #[test]
 fn token_layer_r_score_equals_the_finite_difference_of_the_loss() {
-    // R_j = |Σ_b d/dε L_b(θ_j·(1+ε))|: scaling row j of a token linear layer scales unit j
-    // of every token.
+    // Scaling row j of a token linear layer scales unit j of every token.
     let model = token_mlp();
     let cal = data(8, 3, &[1, 8, 8], 5);
     let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
@@ -1182,15 +1227,6 @@ fn token_layer_r_score_equals_the_finite_difference_of_the_loss() {
         max_memory: None,
     };
     let (r, _) = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
-    let loss_sum = |m: &Model| -> f64 {
-        cal.batches(12)
-            .map(|(x, y)| {
-                let logits = m.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
-                logits.cross_entropy_for_logits(&y).double_value(&[])
-            })
-            .sum()
-    };
-    let eps = 1e-2;
     let l = layers
         .iter()
         .position(|l| l.name == "blocks.0.fc1")
@@ -1200,28 +1236,8 @@ fn token_layer_r_score_equals_the_finite_difference_of_the_loss() {
     // them well (smaller ones drown in the losses' rounding).
     let mut order: Vec<usize> = (0..64).collect();
     order.sort_by(|&a, &b| r[l][b].total_cmp(&r[l][a]));
-    eprintln!(
-        "R of blocks.0.fc1: {:.2e} .. {:.2e}",
-        r[l][order[63]], r[l][order[0]]
-    );
     for unit in order[..3].iter().map(|&u| u as i64) {
-        let scale = |f: f64| {
-            tch::no_grad(|| {
-                for suffix in ["weight", "bias"] {
-                    let mut row = model
-                        .tensor(&format!("blocks.0.fc1.{suffix}"))
-                        .unwrap()
-                        .get(unit);
-                    let _ = row.g_mul_scalar_(f);
-                }
-            })
-        };
-        scale(1.0 + eps);
-        let up = loss_sum(&model);
-        scale(1.0 / (1.0 + eps) * (1.0 - eps));
-        let down = loss_sum(&model);
-        scale(1.0 / (1.0 - eps));
-        let fd = ((up - down) / (2.0 * eps)).abs();
+        let fd = finite_difference_r(&model, &cal, 12, "blocks.0.fc1", unit);
         let ours = r[l][unit as usize];
         assert!(
             (ours - fd).abs() <= 2e-3 * fd.max(1e-6),
