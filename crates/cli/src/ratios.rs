@@ -1,4 +1,5 @@
-//! `fair-pruner ratios`: per-layer counts and widths from stored scores, no libtorch work.
+//! `fair-pruner ratios`: per-layer counts and widths from stored scores (libtorch runs only to
+//! measure a latency table for `--target-latency`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +53,8 @@ pub struct RatiosArgs {
     write_plan: Option<PathBuf>,
 }
 
-/// Runs `ratios`: counts and widths from stored scores, no libtorch work.
+/// Runs `ratios`: counts and widths from stored scores (a latency target may measure a
+/// latency table).
 pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let goal = match (
         args.alpha,

@@ -178,7 +178,7 @@ pub enum TableSource {
     Measured,
 }
 
-/// The widths a group of `units` units (`per` channels each) is measured at, in units: 1,
+/// The widths a group of `units` units is measured at, in units: 1,
 /// up to four multiples of 8 evenly spread below the full width, and the full width.
 pub fn grid(units: usize) -> Vec<usize> {
     let eights: Vec<usize> = (1..).map(|k| 8 * k).take_while(|&w| w < units).collect();
