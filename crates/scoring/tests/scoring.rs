@@ -339,6 +339,28 @@ fn bad_data_gets_clear_errors() {
     assert!(huge.is_ok_and(|m| m.iter().all(|l| l.per_unit == u64::MAX)));
 }
 
+/// The memory planner's inputs for `layers` of `model` scored on `cal` with `p` projections
+/// per conv layer and `samples` per class: each layer's memory, the fixed bytes (parameters
+/// and calibration data in f32) and the bytes of every layer's summaries together.
+fn planner_inputs(
+    model: &Model,
+    layers: &[fair_scoring::PrunableLayer],
+    cal: &Calibration,
+    p: usize,
+    samples: &[usize],
+) -> (Vec<fair_scoring::memory::LayerMemory>, u64, u64) {
+    let graph = model.graph();
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
+    let mem = fair_scoring::memory::layer_memory(graph, layers, &projections, samples).unwrap();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let held = layers
+        .iter()
+        .zip(&mem)
+        .map(|(l, m)| m.per_unit * l.units as u64)
+        .sum();
+    (mem, fixed, held)
+}
+
 /// A budget that holds a third of the U-Score's summaries next to everything else, for
 /// `per_class` samples of every class and `p` projections of conv layers.
 fn tight_budget(
@@ -348,18 +370,11 @@ fn tight_budget(
     p: usize,
     per_class: usize,
 ) -> u64 {
-    use fair_scoring::memory::{RUNTIME_SHARE, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, plan};
     let graph = model.graph();
-    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
     let classes = cal.class_indices().len();
-    let mem = layer_memory(graph, layers, &projections, &vec![per_class; classes]).unwrap();
-    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let (mem, fixed, held) = planner_inputs(model, layers, cal, p, &vec![per_class; classes]);
     let one = plan(graph, layers, &mem, per_class, fixed, None).unwrap();
-    let held: u64 = layers
-        .iter()
-        .zip(&mem)
-        .map(|(l, m)| m.per_unit * l.units as u64)
-        .sum();
     let want = fixed + (one.unbounded - held) + held / 3;
     // Plans leave a share of the bound to libtorch's runtime.
     want * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
@@ -372,7 +387,7 @@ fn tight_budget(
 /// of one pass, bit for bit.
 #[test]
 fn bounded_memory_u_scores_equal_the_single_pass() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let bits = |s: &[Vec<f64>]| -> Vec<Vec<u64>> {
         s.iter()
@@ -401,16 +416,9 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
 
         // Room for a third of the summaries next to the fixed part and the passes' overhead.
         let graph = model.graph();
-        let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 8 } else { 1 }).collect();
-        let mem = layer_memory(graph, &layers, &projections, &[6; 5]).unwrap();
-        let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+        let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 8, &[6; 5]);
         let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
         assert_eq!(all.chunks.len(), 1);
-        let held: u64 = layers
-            .iter()
-            .zip(&mem)
-            .map(|(l, m)| m.per_unit * l.units as u64)
-            .sum();
         let budget =
             (fixed + (all.unbounded - held) + held / 3) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
         let split = plan(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
@@ -568,7 +576,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
 /// are those of one pass, bit for bit, from one forward pass per class.
 #[test]
 fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -583,15 +591,8 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
     };
     let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
     let graph = model.graph();
-    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 64 } else { 1 }).collect();
-    let mem = layer_memory(graph, &layers, &projections, &[6; 5]).unwrap();
-    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 64, &[6; 5]);
     let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
-    let held: u64 = layers
-        .iter()
-        .zip(&mem)
-        .map(|(l, m)| m.per_unit * l.units as u64)
-        .sum();
     // Room for the forward passes and a sixth of the summaries.
     let budget =
         (fixed + (all.unbounded - held) + held / 6) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
@@ -629,7 +630,7 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
 /// they give the single-pass scores bit for bit, from one forward pass per class.
 #[test]
 fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -648,15 +649,8 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
     };
     let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
     let graph = model.graph();
-    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 16 } else { 1 }).collect();
-    let mem = layer_memory(graph, &layers, &projections, &samples).unwrap();
-    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 16, &samples);
     let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
-    let held: u64 = layers
-        .iter()
-        .zip(&mem)
-        .map(|(l, m)| m.per_unit * l.units as u64)
-        .sum();
     // Room for the forward passes and a quarter of the summaries.
     let budget =
         (fixed + (all.unbounded - held) + held / 4) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
@@ -678,7 +672,7 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
         .spilled
         .iter()
         .flat_map(|c| &c.slices)
-        .map(|sl| (sl.units.len() * projections[sl.layer]) as u64)
+        .map(|sl| (sl.units.len() * if layers[sl.layer].conv { 16 } else { 1 }) as u64)
         .sum();
     assert_eq!(run.spilled, 4 * 28 * units);
     assert!(
@@ -695,7 +689,7 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
 /// summaries still spilled: the scores are those of one pass, bit for bit.
 #[test]
 fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, layer_memory, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 3).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -710,9 +704,7 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
     };
     let (one, _) = u_scores(&model, &layers, &cal, &s, Progress::QUIET).unwrap();
     let graph = model.graph();
-    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 4 } else { 1 }).collect();
-    let mem = layer_memory(graph, &layers, &projections, &[4; 3]).unwrap();
-    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let (mem, fixed, _) = planner_inputs(&model, &layers, &cal, 4, &[4; 3]);
     // The smallest room (in steps of 1/64) that plan() accepts while the taps need groups.
     let (budget, once) = (1..=256u64)
         .map(|i| {
