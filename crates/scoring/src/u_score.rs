@@ -278,41 +278,28 @@ fn project(
     Ok(torch(projected.f_permute([1, 2, 0]), ctx)?)
 }
 
-/// The host summary of `projected` (`[units, P, n]`): copied to the CPU, every row sorted
-/// in parallel (libtorch's CPU sort is slow for millions of short rows).
+/// The host summary of `projected` (`[units, P, n]`): copied to the CPU once and every row
+/// sorted, in parallel blocks of rows ([`fair_stats::ColumnSorter`]: libtorch's CPU sort is
+/// slow for millions of short rows). The values are read in the product's own sample-major
+/// layout (`[n, units, P]`, of which `projected` is a permuted view), where one block's
+/// rows lie side by side.
 fn sort_on_host(projected: &Tensor, layer: &PrunableLayer) -> Result<Summary, ScoringError> {
+    /// Rows sorted by one parallel task.
+    const ROWS_PER_TASK: usize = 2048;
     let ctx = || format!("summarising layer '{}'", layer.name);
     let size = projected.size();
     let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
-    let arranged = projected.to_device(Device::Cpu).contiguous();
-    let mut data: Vec<f32> = torch(Vec::try_from(arranged.view([-1])), ctx)?;
-    data.par_chunks_mut(n).for_each(sort_row);
+    let lanes = torch(projected.f_permute([2, 0, 1]), ctx)?
+        .to_device(Device::Cpu)
+        .contiguous();
+    let values: Vec<f32> = torch(Vec::try_from(lanes.view([-1])), ctx)?;
+    drop(lanes);
+    let sorter = fair_stats::ColumnSorter::new(n);
+    let mut data = vec![0.0f32; units * p * n];
+    data.par_chunks_mut((n * ROWS_PER_TASK).max(1))
+        .enumerate()
+        .for_each(|(t, out)| sorter.sort_into(&values, t * ROWS_PER_TASK, out));
     Ok(Array3::from_shape_vec((units, p, n), data).expect("the tensor has this shape"))
-}
-
-/// Sorts a short row of finite floats ascending through order-preserving integer keys
-/// (integer comparisons sort the millions of short rows of a sliced U-Score faster).
-fn sort_row(row: &mut [f32]) {
-    let key = |x: f32| {
-        let b = x.to_bits();
-        if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
-    };
-    let unkey = |k: u32| f32::from_bits(if k >> 31 == 1 { k & 0x7FFF_FFFF } else { !k });
-    let mut stack = [0u32; 128];
-    let mut heap = Vec::new();
-    let keys: &mut [u32] = if row.len() <= stack.len() {
-        &mut stack[..row.len()]
-    } else {
-        heap.resize(row.len(), 0);
-        &mut heap
-    };
-    for (k, &x) in keys.iter_mut().zip(row.iter()) {
-        *k = key(x);
-    }
-    keys.sort_unstable();
-    for (x, &k) in row.iter_mut().zip(keys.iter()) {
-        *x = unkey(k);
-    }
 }
 
 /// The random directions of layer `i` (sliced conv layers only), on `device`.
@@ -1438,7 +1425,6 @@ fn device_scores(per_class: &[Tensor]) -> Result<Vec<f64>, ScoringError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
 
     #[test]
     fn slice_scores_search_as_asked_and_count_the_pairs() {
@@ -1585,20 +1571,38 @@ mod tests {
         );
     }
 
+    /// The host summary equals every row sorted by `f32::total_cmp`, bit for bit: of a
+    /// projection as `project` returns it (a permuted view of the sample-major product),
+    /// of some of its units (a narrowed view), and with ties, both zeros and extremes.
     #[test]
-    fn key_sort_equals_a_comparison_sort() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        for n in [1usize, 2, 3, 17, 32, 128, 129, 300] {
-            let mut row: Vec<f32> = (0..n).map(|_| rng.gen_range(-5.0..5.0)).collect();
-            row[0] = 0.0;
-            if n > 2 {
-                row[1] = -0.0;
-                row[2] = f32::MIN;
+    fn host_sort_equals_a_comparison_sort_of_each_row() {
+        let layer = PrunableLayer {
+            name: "conv".into(),
+            units: 3000,
+            conv: true,
+            analysis: "conv".into(),
+        };
+        for (n, units, p) in [(1i64, 5i64, 3i64), (32, 3000, 2), (7, 40, 16), (300, 4, 2)] {
+            let product = Tensor::randn([n, units, p], (Kind::Float, Device::Cpu)) * 3.0;
+            let product = product.round_decimals(1).contiguous(); // ties, both zeros
+            let flat = product.view([-1]);
+            let _ = flat.get(0).fill_(-0.0);
+            let _ = flat.get(1 % (n * units * p)).fill_(f64::from(f32::MAX));
+            let projected = product.permute([1, 2, 0]);
+            for view in [
+                projected.shallow_clone(),
+                projected.narrow(0, units / 2, units - units / 2),
+            ] {
+                let mut want: Vec<f32> = Vec::try_from(view.contiguous().view([-1])).unwrap();
+                for row in want.chunks_mut(n as usize) {
+                    row.sort_by(f32::total_cmp);
+                }
+                let got = sort_on_host(&view, &layer).unwrap();
+                assert_eq!(got.dim(), (view.size()[0] as usize, p as usize, n as usize));
+                let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "n {n}, units {units}, P {p}");
             }
-            let mut want = row.clone();
-            want.sort_by(f32::total_cmp);
-            sort_row(&mut row);
-            assert_eq!(row, want, "n = {n}");
         }
     }
 }
