@@ -1,6 +1,6 @@
 //! Latency targets (`--target-latency`) on the trained toy MLP (1x8x8 → 512 → 256 → 2): a
 //! given table (`--latency-table`), a measured and then cached one (`--latency-on
-//! libtorch-cpu`), and the errors of unreachable targets, missing runtimes and latency
+//! libtorch-cpu`, and `onnxruntime-cpu` where a Python with onnxruntime is found), and the errors of unreachable targets, missing runtimes and latency
 //! flags without a latency target.
 
 use std::path::Path;
@@ -284,6 +284,82 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
     );
 }
 
+/// Whether the interpreter fair-pruner would use (`FAIR_PRUNER_PYTHON`, else `python3`) can
+/// import onnxruntime and numpy; says the test is skipped when not.
+fn onnxruntime_importable() -> bool {
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: '{python}' cannot import onnxruntime (set FAIR_PRUNER_PYTHON to a python \
+             with `pip install onnxruntime numpy` to run this test)"
+        );
+    }
+    ok
+}
+
+#[test]
+fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
+    if !onnxruntime_importable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let name = "latency-onnxruntime-cpu-b1-t1.json";
+    let t = &report(&out)["results"][0]["latency_target"];
+    assert_eq!(t["runtime"], "onnxruntime-cpu");
+    assert_eq!(t["table"], "measured");
+    assert_eq!(t["table_file"], name);
+    // The candidates and the export are timed on ONNX Runtime too.
+    let rounds = t["rounds"]
+        .as_array()
+        .expect("rounds of the measured correction");
+    assert!((1..=4).contains(&rounds.len()), "{t}");
+    assert_eq!(rounds[0]["table_target"], 0.2);
+    let measured = &t["measured"];
+    assert_eq!(measured["runtime"], "onnxruntime-cpu", "{t}");
+    assert!(
+        measured["before_ms"]["median"].as_f64().unwrap() > 0.0,
+        "{t}"
+    );
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
+    assert_eq!(table["key"]["runtime"], "onnxruntime-cpu");
+    assert_eq!(table["key"]["threads"], 1);
+    assert!(table["full_seconds"].as_f64().unwrap() > 0.0);
+    // A second run with the same key reuses the table, unless it was flagged noisy.
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let source = &report(&out)["results"][0]["latency_target"]["table"];
+    if table["noisy"] == false {
+        assert_eq!(source, "cached");
+    }
+}
+
 #[test]
 fn latency_flags_are_checked_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,13 +383,22 @@ fn latency_flags_are_checked_before_any_work() {
         "{}",
         stderr(&o)
     );
-    let o = with(&["--target-latency", "0.5", "--latency-on", "onnxruntime-cpu"]);
+    let o = with(&[
+        "--target-latency",
+        "0.5",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        "/nonexistent/fair-pruner/python3",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
     assert!(
-        stderr(&o).contains(
-            "onnxruntime-cpu: measuring latency tables on ONNX Runtime is not available yet"
-        ),
-        "{}",
-        stderr(&o)
+        e.contains(
+            "--latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"
+        ) && e.contains("pip install onnxruntime numpy")
+            && e.contains("--latency-python"),
+        "{e}"
     );
     let o = with(&["--target-macs", "0.5", "--latency-batch", "4"]);
     assert!(

@@ -76,6 +76,16 @@ pub enum PipelineError {
         /// The last lines of the script's stdout and stderr (empty if it never ran).
         tail: String,
     },
+    /// Timing models on a latency runtime failed (e.g. ONNX Runtime's helper process).
+    #[error("timing on {runtime} failed: {detail}{}", if .tail.is_empty() { String::new() } else { format!("\n--- the last lines of its output ---\n{}", .tail) })]
+    Timing {
+        /// The runtime (`onnxruntime-cpu`).
+        runtime: String,
+        /// What went wrong.
+        detail: String,
+        /// The last lines of the helper's output (empty if there is none).
+        tail: String,
+    },
 }
 
 impl PipelineError {
