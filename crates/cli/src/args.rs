@@ -244,8 +244,9 @@ pub struct LatencyArgs {
     pub target_latency: Option<f64>,
     /// Where the latency table is measured and the pruned models timed: libtorch-cpu, or
     /// onnxruntime-cpu (ONNX Runtime on the exported ONNX models, through a Python with the
-    /// `onnxruntime` and `numpy` packages: see --latency-python; cuda is not available yet)
-    /// [default: libtorch-cpu].
+    /// `onnxruntime` and `numpy` packages: see --latency-python; cuda is not available yet).
+    /// With --latency-table it must be the table's runtime [default: libtorch-cpu, or the
+    /// given table's].
     #[arg(long, value_name = "RUNTIME")]
     pub latency_on: Option<fair_pipeline::LatencyRuntime>,
     /// Batch size the latency table is measured and the pruned model timed at [default: 1,

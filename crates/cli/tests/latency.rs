@@ -180,6 +180,42 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
         e.contains("--latency-table") && e.contains("sha256:another"),
         "{e}"
     );
+    // The same table named by a config file: the error names the config key, not the flag.
+    let data = dir.path().join("data");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\nweights = {w:?}\n\n\
+             [data]\nsource = \"idx\"\npath = {data:?}\n\n\
+             [prune]\ntarget_latency = 0.5\nper_class = 8\nlatency_table = {table:?}\nout = {out:?}\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&["prune", "--config", config.to_str().unwrap(), "-q"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "[prune] latency_table: '{}' was measured for the model sha256:another",
+            table.display()
+        )) && !e.contains("--latency-table"),
+        "{e}"
+    );
+    // A runtime chosen with --latency-on must be the given table's.
+    write_table(&table, "");
+    let mut on = args.clone();
+    on.extend(["--latency-on", "libtorch-cpu"]);
+    let o = run(&on);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "--latency-on: libtorch-cpu was given but the table '{}' (--latency-table) was measured on my-device",
+            table.display()
+        )),
+        "{e}"
+    );
 }
 
 #[test]
@@ -282,6 +318,58 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
         report(&out)["results"][0]["latency_target"]["table"],
         "cached"
     );
+    // `ratios` writes the table it measures next to the score file, through the output
+    // guard: a score file that has the cache's name is not overwritten.
+    let scores_dir = dir.path().join("scores");
+    std::fs::create_dir(&scores_dir).unwrap();
+    let scores = scores_dir.join(name);
+    std::fs::copy(out.join("scores.json"), &scores).unwrap();
+    let before = std::fs::read(&scores).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.2",
+        "--latency-threads",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("the latency table file is the same file as the input --scores"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("latency table on"),
+        "refused before measuring: {e}"
+    );
+    assert_eq!(
+        std::fs::read(&scores).unwrap(),
+        before,
+        "the score file was overwritten"
+    );
+    // Under another name, the measured table is written next to it.
+    let scores = scores_dir.join("scores.json");
+    std::fs::rename(scores_dir.join(name), &scores).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.2",
+        "--latency-threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("latency table on libtorch-cpu (batch 1, 1 threads)"),
+        "{}",
+        stderr(&o)
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scores_dir.join(name)).unwrap()).unwrap();
+    assert_eq!(written["key"]["runtime"], "libtorch-cpu");
 }
 
 /// Whether the interpreter fair-pruner would use (`FAIR_PRUNER_PYTHON`, else `python3`) can

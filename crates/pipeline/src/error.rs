@@ -157,6 +157,8 @@ pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 Some(match setting.as_str() {
                     "goal" => detail,
                     "train" => format!("[train]: {detail}"),
+                    // A config key (`[prune] latency_table`), not a flag.
+                    s if s.starts_with('[') => format!("{s}: {detail}"),
                     s => format!("--{s}: {detail}"),
                 })
             }

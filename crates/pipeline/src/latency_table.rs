@@ -92,8 +92,12 @@ impl FromStr for LatencyRuntime {
 /// 5% tolerance, ONNX Runtime through [`crate::default_python`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencySettings {
-    /// Where the table is measured (when none is given).
+    /// Where the table is measured (when none is given); a given table's runtime must be it
+    /// when `runtime_given`.
     pub runtime: LatencyRuntime,
+    /// Whether `runtime` was chosen (`latency-on`) rather than left at its default: a given
+    /// table measured on another runtime is then refused instead of silently used.
+    pub runtime_given: bool,
     /// Batch size of each timed forward pass, if given (else 1, or a given table's).
     pub batch: Option<usize>,
     /// Intra-op threads while timing, if given (else libtorch's current number, or a given
@@ -101,6 +105,10 @@ pub struct LatencySettings {
     pub threads: Option<usize>,
     /// A table to use instead of measuring one (e.g. measured on the user's device).
     pub table: Option<PathBuf>,
+    /// Whether `table` was named by a config file (`[prune] latency_table`) rather than the
+    /// `latency-table` setting (a flag, a builder): errors about it name the one that was
+    /// used ([`LatencySettings::table_setting`]).
+    pub table_from_config: bool,
     /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
     pub tolerance: f64,
@@ -113,9 +121,11 @@ impl Default for LatencySettings {
     fn default() -> Self {
         LatencySettings {
             runtime: LatencyRuntime::default(),
+            runtime_given: false,
             batch: None,
             threads: None,
             table: None,
+            table_from_config: false,
             tolerance: crate::DEFAULT_LATENCY_TOLERANCE,
             python: None,
         }
@@ -132,6 +142,29 @@ impl LatencySettings {
     pub fn threads(&self) -> usize {
         self.threads
             .unwrap_or_else(|| tch::get_num_threads().max(1) as usize)
+    }
+
+    /// The setting that named the given table, as errors name it: `` `latency-table` `` (the
+    /// CLI prints its flag), or `[prune] latency_table` when a config file gave it.
+    pub fn table_setting(&self) -> &'static str {
+        if self.table_from_config {
+            "[prune] latency_table"
+        } else {
+            "`latency-table`"
+        }
+    }
+
+    /// The line a run prints before it looks for a table to measure (none given):
+    /// `latency table on <runtime> (batch <n>, <n> threads)`; `None` when a table is given.
+    pub fn announcement(&self) -> Option<String> {
+        self.table.is_none().then(|| {
+            format!(
+                "latency table on {} (batch {}, {} threads)",
+                self.runtime,
+                self.batch(),
+                self.threads()
+            )
+        })
     }
 
     /// What tables are measured and models timed with on `runtime`: the given interpreter
@@ -192,6 +225,17 @@ pub enum TableSource {
     Cached(PathBuf),
     /// Measured now.
     Measured,
+}
+
+impl TableSource {
+    /// How reports name it: `given`, `cached` or `measured`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TableSource::Given(_) => "given",
+            TableSource::Cached(_) => "cached",
+            TableSource::Measured => "measured",
+        }
+    }
 }
 
 /// The widths a group of `units` units is measured at, in units: 1,
@@ -409,12 +453,22 @@ pub fn table_for(
         let table = LatencyTable::load(path)?;
         let k = &table.key;
         let file = path.display();
+        let named = settings.table_setting();
         if !k.model_digest.is_empty() && k.model_digest != model_digest {
             return Err(PipelineError::invalid(
-                "latency-table",
+                named.trim_matches('`'),
                 format!(
                     "'{file}' was measured for the model {}, not this one ({model_digest}); measure it again, or leave its model_digest empty to use it anyway",
                     k.model_digest
+                ),
+            ));
+        }
+        if settings.runtime_given && k.runtime != settings.runtime.name() {
+            return Err(PipelineError::invalid(
+                "latency-on",
+                format!(
+                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out `latency-on` to use the table as it is, or leave out the table to measure one on {}",
+                    settings.runtime, k.runtime, settings.runtime
                 ),
             ));
         }
@@ -427,7 +481,9 @@ pub fn table_for(
             {
                 return Err(PipelineError::invalid(
                     name,
-                    format!("{want} was given but the table '{file}' was measured with {have}"),
+                    format!(
+                        "{want} was given but the table '{file}' ({named}) was measured with {have}"
+                    ),
                 ));
             }
         }
@@ -635,6 +691,147 @@ mod tests {
             e.contains("`latency-python`") && e.contains("`libtorch-cpu`"),
             "{e}"
         );
+    }
+
+    /// A one-group table for the MLP 1x4x4 → 24 → 12 → 3 measured on `runtime` for the model
+    /// `digest`, with batch 1 and 2 threads, written into `dir`.
+    fn given_table(dir: &Path, runtime: &str, digest: &str) -> PathBuf {
+        let json = serde_json::json!({
+            "format": "fair-pruner-latency-table/1",
+            "key": {"model_digest": digest, "runtime": runtime, "threads": 2, "batch": 1},
+            "full_seconds": 0.010,
+            "groups": [
+                {"layers": ["layers.0"], "width": 24,
+                 "points": [{"width": 8, "seconds": 0.008}, {"width": 24, "seconds": 0.010}]},
+                {"layers": ["layers.2"], "width": 12,
+                 "points": [{"width": 8, "seconds": 0.009}, {"width": 12, "seconds": 0.010}]}
+            ]
+        });
+        let path = dir.join("table.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn errors_about_a_given_table_name_the_setting_that_gave_it() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = given_table(dir.path(), "my-device", "sha256:other");
+        let file = path.display().to_string();
+        let error = |settings: &LatencySettings| {
+            let e = table_for(
+                settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+            )
+            .unwrap_err();
+            (e.to_string(), crate::cli_text(&e))
+        };
+        let flag = LatencySettings {
+            table: Some(path.clone()),
+            ..Default::default()
+        };
+        let (text, cli) = error(&flag);
+        assert!(text.starts_with(&format!("latency-table: '{file}' was measured for the model sha256:other, not this one (sha256:x)")), "{text}");
+        assert!(cli.starts_with("--latency-table: "), "{cli}");
+        let config = LatencySettings {
+            table_from_config: true,
+            ..flag.clone()
+        };
+        let (text, cli) = error(&config);
+        let by_config =
+            format!("[prune] latency_table: '{file}' was measured for the model sha256:other");
+        assert!(text.starts_with(&by_config), "{text}");
+        assert!(cli.starts_with(&by_config), "{cli}");
+        assert!(!cli.contains("--latency-table"), "{cli}");
+        // A batch that is not the table's names the table's setting too.
+        let path = given_table(dir.path(), "my-device", "");
+        let batch = |from_config| LatencySettings {
+            batch: Some(4),
+            table: Some(path.clone()),
+            table_from_config: from_config,
+            ..Default::default()
+        };
+        let (_, cli) = error(&batch(false));
+        assert_eq!(
+            cli,
+            format!(
+                "--latency-batch: 4 was given but the table '{file}' (--latency-table) was measured with 1"
+            )
+        );
+        let (_, cli) = error(&batch(true));
+        assert_eq!(
+            cli,
+            format!(
+                "--latency-batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
+            )
+        );
+    }
+
+    #[test]
+    fn a_given_table_of_another_runtime_than_the_one_chosen_is_refused() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = given_table(dir.path(), "my-device", "");
+        let file = path.display().to_string();
+        let settings = |runtime, given| LatencySettings {
+            runtime,
+            runtime_given: given,
+            table: Some(path.clone()),
+            ..Default::default()
+        };
+        let table_for = |s: &LatencySettings| {
+            table_for(s, &graph, GroupedConvs::WithinGroups, &[], "sha256:x", None)
+        };
+        // Chosen: refused, naming both runtimes and what to do.
+        let e = table_for(&settings(LatencyRuntime::LibtorchCpu, true)).unwrap_err();
+        assert_eq!(
+            crate::cli_text(&e),
+            format!(
+                "--latency-on: libtorch-cpu was given but the table '{file}' (--latency-table) was measured on my-device; \
+                 leave out --latency-on to use the table as it is, or leave out the table to measure one on libtorch-cpu"
+            )
+        );
+        // Left at its default: the table is used as it is.
+        let (table, source) = table_for(&settings(LatencyRuntime::LibtorchCpu, false)).unwrap();
+        assert_eq!(source, TableSource::Given(path.clone()));
+        assert_eq!(source.label(), "given");
+        assert_eq!(table.key.runtime, "my-device");
+        // The runtime the table was measured on, chosen: accepted.
+        let path = given_table(dir.path(), "onnxruntime-cpu", "");
+        let (table, _) = table_for(&LatencySettings {
+            table: Some(path),
+            ..settings(LatencyRuntime::OnnxruntimeCpu, true)
+        })
+        .unwrap();
+        assert_eq!(table.key.runtime, "onnxruntime-cpu");
+    }
+
+    #[test]
+    fn sources_and_the_measuring_line_are_named_once() {
+        assert_eq!(TableSource::Measured.label(), "measured");
+        assert_eq!(
+            TableSource::Cached(PathBuf::from("c.json")).label(),
+            "cached"
+        );
+        let s = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            batch: Some(8),
+            threads: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.announcement().as_deref(),
+            Some("latency table on onnxruntime-cpu (batch 8, 3 threads)")
+        );
+        let given = LatencySettings {
+            table: Some(PathBuf::from("t.json")),
+            ..s
+        };
+        assert_eq!(given.announcement(), None);
     }
 
     #[test]

@@ -929,13 +929,8 @@ impl<'a> Pruner<'a> {
         // A latency target's table: given, cached in the output directory, or measured now.
         let latency_table = if self.goals.iter().any(|g| matches!(g, Goal::Latency(_))) {
             let settings = self.latency_target.clone().unwrap_or_default();
-            if settings.table.is_none() {
-                say(format!(
-                    "latency table on {} (batch {}, {} threads)",
-                    settings.runtime,
-                    settings.batch(),
-                    settings.threads()
-                ));
+            if let Some(line) = settings.announcement() {
+                say(line);
             }
             let (table, source) = table_for(
                 &settings,
@@ -1128,12 +1123,7 @@ impl<'a> Pruner<'a> {
                             runtime: table.key.runtime.clone(),
                             batch: table.key.batch,
                             threads: table.key.threads,
-                            table: match source {
-                                TableSource::Given(_) => "given",
-                                TableSource::Cached(_) => "cached",
-                                TableSource::Measured => "measured",
-                            }
-                            .into(),
+                            table: source.label().into(),
                             table_file: file.clone(),
                             table_noisy: table.noisy,
                             predicted,

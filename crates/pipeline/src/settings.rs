@@ -494,9 +494,11 @@ impl RawSettings {
         }
         Ok(Some(LatencySettings {
             runtime: p.latency_on.unwrap_or_default(),
+            runtime_given: p.latency_on.is_some(),
             batch: p.latency_batch,
             threads: p.latency_threads,
             table: p.latency_table.clone(),
+            table_from_config: false,
             tolerance,
             python,
         }))
@@ -676,7 +678,10 @@ impl ConfigRun {
         config_path: Option<&Path>,
         device: tch::Device,
     ) -> Result<Self, PipelineError> {
-        let settings = RawSettings::from_config(config).resolve()?;
+        let mut settings = RawSettings::from_config(config).resolve()?;
+        if let Some(l) = &mut settings.latency {
+            l.table_from_config = l.table.is_some();
+        }
         check_weights(config)?;
         let loaded = load_model(config, settings.given_max_memory, device)?;
         let (config, model, mut notes) = (loaded.config, loaded.model, loaded.notes);
@@ -909,6 +914,11 @@ mod tests {
         assert_eq!(s.goals, [Goal::Latency(0.4)]);
         let l = s.latency.expect("latency settings for a latency target");
         assert_eq!(l.runtime, crate::LatencyRuntime::LibtorchCpu);
+        assert!(!l.runtime_given, "latency-on was left at its default");
+        assert!(
+            !l.table_from_config,
+            "settings alone do not know a config file"
+        );
         assert_eq!((l.batch, l.threads), (Some(8), None));
         assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
         assert_eq!(l.tolerance, 0.05, "the default tolerance is 5%");
@@ -960,6 +970,32 @@ mod tests {
             .latency
             .unwrap();
         assert_eq!((l.batch, l.threads), (Some(2), Some(4)));
+        // A runtime that was chosen is marked so (a given table must be of it), and an
+        // interpreter for ONNX Runtime is kept.
+        let l = raw(PruneSection {
+            target_latency: Some(0.4),
+            latency_on: Some(crate::LatencyRuntime::LibtorchCpu),
+            latency_python: Some("/opt/venv/bin/python".into()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap()
+        .latency
+        .unwrap();
+        assert!(l.runtime_given);
+        assert_eq!(l.python.as_deref(), Some(Path::new("/opt/venv/bin/python")));
+        let e = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_python: Some("python3".into()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-python: applies to a latency target only"),
+            "{e}"
+        );
         let e = raw(PruneSection {
             target_macs: Some(0.5),
             latency_threads: Some(2),
