@@ -1155,11 +1155,15 @@ impl<'a> Pruner<'a> {
                 let targeted: Vec<usize> = (0..results.len())
                     .filter(|&i| results[i].latency_target.is_some())
                     .collect();
+                // Where they are timed: ONNX Runtime, or libtorch on the model's device.
+                let runtime = match timer.runtime() {
+                    LatencyRuntime::OnnxruntimeCpu => timer.runtime().name(),
+                    _ if model.device() == tch::Device::Cpu => "libtorch-cpu",
+                    _ => "libtorch-cuda",
+                };
                 say(format!(
-                    "measuring the latency targets on {} (batch {}, {} threads)",
-                    timer.runtime(),
-                    table.key.batch,
-                    table.key.threads
+                    "measuring the latency targets on {runtime} (batch {}, {} threads)",
+                    table.key.batch, table.key.threads
                 ));
                 let all: Vec<&Model> = std::iter::once(model)
                     .chain(targeted.iter().map(|&i| &models[i]))
@@ -1173,12 +1177,7 @@ impl<'a> Pruner<'a> {
                         .speedup
                         .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
                     t.measured = Some(MeasuredLatency {
-                        runtime: match timer.runtime() {
-                            LatencyRuntime::OnnxruntimeCpu => timer.runtime().name(),
-                            _ if model.device() == tch::Device::Cpu => "libtorch-cpu",
-                            _ => "libtorch-cuda",
-                        }
-                        .into(),
+                        runtime: runtime.into(),
                         before_ms: b.ms,
                         after_ms: a.ms,
                         speedup,
