@@ -242,8 +242,11 @@ pub struct LatencyArgs {
     /// it, like --target-macs with latency in place of MACs.
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub target_latency: Option<f64>,
-    /// Where the latency table is measured: libtorch-cpu (onnxruntime-cpu and cuda are not
-    /// available yet) [default: libtorch-cpu].
+    /// Where the latency table is measured and the pruned models timed: libtorch-cpu, or
+    /// onnxruntime-cpu (ONNX Runtime on the exported ONNX models, through a Python with the
+    /// `onnxruntime` and `numpy` packages: see --latency-python; cuda is not available yet).
+    /// With --latency-table it must be the table's runtime [default: libtorch-cpu, or the
+    /// given table's].
     #[arg(long, value_name = "RUNTIME")]
     pub latency_on: Option<fair_pipeline::LatencyRuntime>,
     /// Batch size the latency table is measured and the pruned model timed at [default: 1,
@@ -258,11 +261,17 @@ pub struct LatencyArgs {
     /// measuring one; see docs/algorithm.md, "Latency targets".
     #[arg(long, value_name = "FILE")]
     pub latency_table: Option<std::path::PathBuf>,
-    /// The relative tolerance of a latency target measured on libtorch CPU: candidates are
+    /// The relative tolerance of a latency target measured on libtorch CPU or ONNX Runtime
+    /// CPU: candidates are
     /// rebuilt with a corrected table target (at most 4) until the measured reduction is
     /// within this fraction of the target [default: 0.05].
     #[arg(long, value_name = "FRACTION")]
     pub latency_tolerance: Option<f64>,
+    /// The Python interpreter that runs ONNX Runtime for --latency-on onnxruntime-cpu (it
+    /// needs `pip install onnxruntime numpy`; fair-pruner itself needs no Python) [default:
+    /// $FAIR_PRUNER_PYTHON, else python3].
+    #[arg(long, value_name = "PATH")]
+    pub latency_python: Option<std::path::PathBuf>,
 }
 
 impl LatencyArgs {
@@ -274,6 +283,7 @@ impl LatencyArgs {
         prune.latency_threads = self.latency_threads;
         prune.latency_table = self.latency_table.clone();
         prune.latency_tolerance = self.latency_tolerance;
+        prune.latency_python = self.latency_python.clone();
     }
 }
 

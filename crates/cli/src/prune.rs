@@ -249,17 +249,25 @@ fn run(args: &PruneArgs) -> Result<()> {
     let config = args.run.config()?;
     fair_pipeline::check_weights(&config)?;
     args.engine.check()?;
-    let settings = RawSettings::from_config(&config)
+    let mut settings = RawSettings::from_config(&config)
         .overridden_by(&args.flags())
         .resolve()?;
+    // A latency table the flags did not give came from the config: errors name its key.
+    if let Some(l) = &mut settings.latency {
+        l.table_from_config = l.table.is_some() && args.latency.latency_table.is_none();
+    }
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);
     }
     // A given latency table is an input too: the output directory must not hold it.
-    let latency_table = settings.latency.as_ref().and_then(|l| l.table.clone());
-    if let Some(t) = &latency_table {
-        guard.input("--latency-table", t);
+    let latency_table = settings.latency.as_ref().and_then(|l| {
+        l.table
+            .clone()
+            .map(|t| (t, fair_pipeline::flags_in(l.table_setting())))
+    });
+    if let Some((t, named)) = &latency_table {
+        guard.input(named, t);
     }
     // Refuses an input or a foreign directory now, not after the work.
     let what = match (&args.out, &config.prune.out) {
@@ -308,8 +316,8 @@ fn run(args: &PruneArgs) -> Result<()> {
     if let Some(c) = &args.calibration {
         pruner = pruner.input("--calibration", c);
     }
-    if let Some(t) = &latency_table {
-        pruner = pruner.input("--latency-table", t);
+    if let Some((t, named)) = &latency_table {
+        pruner = pruner.input(named, t);
     }
     pruner = pruner.progress(!args.run.quiet && !args.json);
     if args.no_latency {

@@ -87,12 +87,14 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     }
     .latency()
     .map_err(|e| cli_error(e.into()))?;
+    // What ratios writes (the plan, a measured latency table) may not be what it reads.
+    let mut guard = fair_pipeline::output_guard();
+    guard.input("--scores", &args.scores);
+    if let Some(t) = latency.as_ref().and_then(|l| l.table.as_ref()) {
+        guard.input("--latency-table", t);
+    }
     let plan_out = match &args.write_plan {
-        Some(p) => Some(
-            fair_pipeline::output_guard()
-                .input("--scores", &args.scores)
-                .file("--write-plan", p)?,
-        ),
+        Some(p) => Some(guard.file("--write-plan", p)?),
         None => None,
     };
     let start = Instant::now();
@@ -145,13 +147,14 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                     p
                 }
             });
-            if settings.table.is_none() {
-                eprintln!(
-                    "latency table on {} (batch {}, {} threads)",
-                    settings.runtime,
-                    settings.batch(),
-                    settings.threads()
-                );
+            // A table measured now is written next to the score file: refused now, before
+            // measuring, if that path is an input (the score file itself, ...).
+            let what = "the latency table file";
+            if let (None, Some(dir)) = (&settings.table, dir) {
+                guard.check_file(what, &dir.join(settings.cache_name()))?;
+            }
+            if let Some(line) = settings.announcement() {
+                eprintln!("{line}");
             }
             let (t, source) = table_for(
                 settings,
@@ -164,7 +167,9 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
             .map_err(|e| cli_error(e.into()))?;
             if let (TableSource::Measured, Some(dir)) = (&source, dir) {
                 let path = dir.join(settings.cache_name());
-                t.save(&path)?;
+                guard
+                    .file(what, &path)?
+                    .write(t.to_json_string().as_bytes())?;
                 eprintln!("latency table written to {}", path.display());
             }
             if t.noisy {
@@ -199,12 +204,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                 runtime: t.key.runtime.clone(),
                 batch: t.key.batch,
                 threads: t.key.threads,
-                table: match source {
-                    TableSource::Given(_) => "given",
-                    TableSource::Cached(_) => "cached",
-                    TableSource::Measured => "measured",
-                }
-                .into(),
+                table: source.label().into(),
                 before_ms: t.full_seconds * 1e3,
                 after_ms: after * 1e3,
                 removed: 1.0 - after / t.full_seconds,

@@ -1,6 +1,6 @@
 //! Latency targets (`--target-latency`) on the trained toy MLP (1x8x8 → 512 → 256 → 2): a
 //! given table (`--latency-table`), a measured and then cached one (`--latency-on
-//! libtorch-cpu`), and the errors of unreachable targets, missing runtimes and latency
+//! libtorch-cpu`, and `onnxruntime-cpu` where a Python with onnxruntime is found), and the errors of unreachable targets, missing runtimes and latency
 //! flags without a latency target.
 
 use std::path::Path;
@@ -180,6 +180,42 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
         e.contains("--latency-table") && e.contains("sha256:another"),
         "{e}"
     );
+    // The same table named by a config file: the error names the config key, not the flag.
+    let data = dir.path().join("data");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\nweights = {w:?}\n\n\
+             [data]\nsource = \"idx\"\npath = {data:?}\n\n\
+             [prune]\ntarget_latency = 0.5\nper_class = 8\nlatency_table = {table:?}\nout = {out:?}\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&["prune", "--config", config.to_str().unwrap(), "-q"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "[prune] latency_table: '{}' was measured for the model sha256:another",
+            table.display()
+        )) && !e.contains("--latency-table"),
+        "{e}"
+    );
+    // A runtime chosen with --latency-on must be the given table's.
+    write_table(&table, "");
+    let mut on = args.clone();
+    on.extend(["--latency-on", "libtorch-cpu"]);
+    let o = run(&on);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "--latency-on: libtorch-cpu was given but the table '{}' (--latency-table) was measured on my-device",
+            table.display()
+        )),
+        "{e}"
+    );
 }
 
 #[test]
@@ -282,6 +318,134 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
         report(&out)["results"][0]["latency_target"]["table"],
         "cached"
     );
+    // `ratios` writes the table it measures next to the score file, through the output
+    // guard: a score file that has the cache's name is not overwritten.
+    let scores_dir = dir.path().join("scores");
+    std::fs::create_dir(&scores_dir).unwrap();
+    let scores = scores_dir.join(name);
+    std::fs::copy(out.join("scores.json"), &scores).unwrap();
+    let before = std::fs::read(&scores).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.2",
+        "--latency-threads",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("the latency table file is the same file as the input --scores"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("latency table on"),
+        "refused before measuring: {e}"
+    );
+    assert_eq!(
+        std::fs::read(&scores).unwrap(),
+        before,
+        "the score file was overwritten"
+    );
+    // Under another name, the measured table is written next to it.
+    let scores = scores_dir.join("scores.json");
+    std::fs::rename(scores_dir.join(name), &scores).unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.2",
+        "--latency-threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("latency table on libtorch-cpu (batch 1, 1 threads)"),
+        "{}",
+        stderr(&o)
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scores_dir.join(name)).unwrap()).unwrap();
+    assert_eq!(written["key"]["runtime"], "libtorch-cpu");
+}
+
+/// Whether the interpreter fair-pruner would use (`FAIR_PRUNER_PYTHON`, else `python3`) can
+/// import onnxruntime and numpy; says the test is skipped when not.
+fn onnxruntime_importable() -> bool {
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: '{python}' cannot import onnxruntime (set FAIR_PRUNER_PYTHON to a python \
+             with `pip install onnxruntime numpy` to run this test)"
+        );
+    }
+    ok
+}
+
+#[test]
+fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
+    if !onnxruntime_importable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let name = "latency-onnxruntime-cpu-b1-t1.json";
+    let t = &report(&out)["results"][0]["latency_target"];
+    assert_eq!(t["runtime"], "onnxruntime-cpu");
+    assert_eq!(t["table"], "measured");
+    assert_eq!(t["table_file"], name);
+    // The candidates and the export are timed on ONNX Runtime too.
+    let rounds = t["rounds"]
+        .as_array()
+        .expect("rounds of the measured correction");
+    assert!((1..=4).contains(&rounds.len()), "{t}");
+    assert_eq!(rounds[0]["table_target"], 0.2);
+    let measured = &t["measured"];
+    assert_eq!(measured["runtime"], "onnxruntime-cpu", "{t}");
+    assert!(
+        measured["before_ms"]["median"].as_f64().unwrap() > 0.0,
+        "{t}"
+    );
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
+    assert_eq!(table["key"]["runtime"], "onnxruntime-cpu");
+    assert_eq!(table["key"]["threads"], 1);
+    assert!(table["full_seconds"].as_f64().unwrap() > 0.0);
+    // A second run with the same key reuses the table, unless it was flagged noisy.
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let source = &report(&out)["results"][0]["latency_target"]["table"];
+    if table["noisy"] == false {
+        assert_eq!(source, "cached");
+    }
 }
 
 #[test]
@@ -307,13 +471,22 @@ fn latency_flags_are_checked_before_any_work() {
         "{}",
         stderr(&o)
     );
-    let o = with(&["--target-latency", "0.5", "--latency-on", "onnxruntime-cpu"]);
+    let o = with(&[
+        "--target-latency",
+        "0.5",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        "/nonexistent/fair-pruner/python3",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
     assert!(
-        stderr(&o).contains(
-            "onnxruntime-cpu: measuring latency tables on ONNX Runtime is not available yet"
-        ),
-        "{}",
-        stderr(&o)
+        e.contains(
+            "--latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"
+        ) && e.contains("pip install onnxruntime numpy")
+            && e.contains("--latency-python"),
+        "{e}"
     );
     let o = with(&["--target-macs", "0.5", "--latency-batch", "4"]);
     assert!(

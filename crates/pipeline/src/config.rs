@@ -55,8 +55,9 @@ pub struct PruneSection {
     pub target_params: Option<f64>,
     /// Remove at least this fraction of latency, as a latency table predicts it.
     pub target_latency: Option<f64>,
-    /// Where the latency table is measured: `libtorch-cpu` (default; `onnxruntime-cpu` and
-    /// `cuda` are not available yet).
+    /// Where the latency table is measured: `libtorch-cpu` (default) or `onnxruntime-cpu`
+    /// (through a Python with the `onnxruntime` package, `latency_python`; `cuda` is not
+    /// available yet).
     pub latency_on: Option<crate::LatencyRuntime>,
     /// Batch size the latency table is measured and the pruned model timed at (default 1).
     pub latency_batch: Option<usize>,
@@ -69,6 +70,9 @@ pub struct PruneSection {
     /// candidates are rebuilt until the measured reduction is within this fraction of the
     /// target.
     pub latency_tolerance: Option<f64>,
+    /// The Python interpreter with the `onnxruntime` and `numpy` packages that times on ONNX
+    /// Runtime (default: `FAIR_PRUNER_PYTHON`, else `python3`).
+    pub latency_python: Option<PathBuf>,
     /// Calibration samples per class (from the training split).
     pub per_class: Option<usize>,
     /// At most this many classes are compared.

@@ -76,6 +76,16 @@ pub enum PipelineError {
         /// The last lines of the script's stdout and stderr (empty if it never ran).
         tail: String,
     },
+    /// Timing models on a latency runtime failed (e.g. ONNX Runtime's helper process).
+    #[error("timing on {runtime} failed: {detail}{}", if .tail.is_empty() { String::new() } else { format!("\n--- the last lines of its output ---\n{}", .tail) })]
+    Timing {
+        /// The runtime (`onnxruntime-cpu`).
+        runtime: String,
+        /// What went wrong.
+        detail: String,
+        /// The last lines of the helper's output (empty if there is none).
+        tail: String,
+    },
 }
 
 impl PipelineError {
@@ -147,6 +157,8 @@ pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 Some(match setting.as_str() {
                     "goal" => detail,
                     "train" => format!("[train]: {detail}"),
+                    // A config key (`[prune] latency_table`), not a flag.
+                    s if s.starts_with('[') => format!("{s}: {detail}"),
                     s => format!("--{s}: {detail}"),
                 })
             }

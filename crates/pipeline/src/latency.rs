@@ -165,24 +165,43 @@ fn schedule(
             }
             round += 1;
         }
-        for (i, t) in times.iter().enumerate() {
+        for (i, l) in summarize(b, &times, options.noisy_above)
+            .into_iter()
+            .enumerate()
+        {
+            out[i].push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// The figures of models timed interleaved at batch `batch`: `times[i]` holds model `i`'s
+/// milliseconds round by round (every model has a time in every round; model 0 is the
+/// reference). Each model's [`Latency`]: the median and quartiles of its times, its
+/// speed-up as the median of the per-round ratios `time(0) / time(i)`, and flagged noisy
+/// when either spread's IQR / median exceeds `noisy_above`. Every runtime's timings go
+/// through here, so they are summarised and flagged alike.
+pub(crate) fn summarize(batch: usize, times: &[Vec<f64>], noisy_above: f64) -> Vec<Latency> {
+    times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
             let ms = Spread::of(t);
             let speedup = (i > 0).then(|| {
                 let ratios: Vec<f64> = times[0].iter().zip(t).map(|(r, x)| r / x).collect();
                 Spread::of(&ratios)
             });
-            let noisy = ms.relative_iqr() > options.noisy_above
-                || speedup.is_some_and(|s| s.relative_iqr() > options.noisy_above);
-            out[i].push(Latency {
-                batch: b,
+            let noisy = ms.relative_iqr() > noisy_above
+                || speedup.is_some_and(|s| s.relative_iqr() > noisy_above);
+            Latency {
+                batch,
                 ms,
                 rounds: t.len(),
                 speedup,
                 noisy,
-            });
-        }
-    }
-    Ok(out)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

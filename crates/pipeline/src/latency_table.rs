@@ -1,6 +1,7 @@
 //! Latency tables for latency targets (`target-latency`): where they are measured
 //! ([`LatencyRuntime`]), with which batch and threads ([`LatencySettings`]), how they are
-//! measured on libtorch CPU ([`measure_table`]), and how a run gets one
+//! measured on a runtime ([`measure_table_on`], with a [`LatencyTimer`]: libtorch CPU or
+//! ONNX Runtime CPU), and how a run gets one
 //! ([`table_for`]: the user's file, the cached table, or a fresh measurement).
 //!
 //! A table is measured per prunable group: the model with only that group narrowed to each
@@ -24,16 +25,18 @@ use fair_runtime::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PipelineError;
-use crate::latency::{LatencyOptions, measure};
+use crate::latency::LatencyOptions;
+use crate::timing::LatencyTimer;
 
 /// Where latency tables are measured (`latency-on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LatencyRuntime {
-    /// libtorch on the CPU (the only runtime measured so far).
+    /// libtorch on the CPU, in this process.
     #[default]
     LibtorchCpu,
-    /// ONNX Runtime on the CPU, through the exported `model.onnx` (not available yet).
+    /// ONNX Runtime on the CPU, on the models exported as ONNX, through a Python interpreter
+    /// with the `onnxruntime` package ([`LatencyTimer`]).
     OnnxruntimeCpu,
     /// libtorch on a CUDA device (not available yet).
     Cuda,
@@ -49,31 +52,12 @@ impl LatencyRuntime {
         }
     }
 
-    /// Whether tables can be measured on it here: an error naming what is not available
-    /// (and what to choose instead) for a runtime that cannot.
+    /// Whether tables can be measured on it here, ONNX Runtime through the default
+    /// interpreter ([`crate::default_python`]): an error naming what is not available (and
+    /// what to install or choose instead) for a runtime that cannot
+    /// ([`LatencyTimer::check_available`]).
     pub fn check_available(self) -> Result<(), PipelineError> {
-        let instead =
-            "measure on `libtorch-cpu`, or give a table measured there with `latency-table`";
-        match self {
-            LatencyRuntime::LibtorchCpu => Ok(()),
-            LatencyRuntime::OnnxruntimeCpu => Err(PipelineError::invalid(
-                "latency-on",
-                format!(
-                    "onnxruntime-cpu: measuring latency tables on ONNX Runtime is not available yet in fair-pruner (no ONNX Runtime is linked); {instead}"
-                ),
-            )),
-            LatencyRuntime::Cuda => Err(PipelineError::invalid(
-                "latency-on",
-                format!(
-                    "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; {instead}",
-                    if tch::Cuda::is_available() {
-                        ""
-                    } else {
-                        " (and no CUDA device is present)"
-                    }
-                ),
-            )),
-        }
+        LatencyTimer::new(self, crate::default_python()).check_available()
     }
 }
 
@@ -103,12 +87,17 @@ impl FromStr for LatencyRuntime {
 
 /// How a latency target's table is obtained and what the pruned models are timed with
 /// ([`crate::RawSettings::latency`] resolves it from `latency-on`, `latency-batch`,
-/// `latency-threads`, `latency-table` and `latency-tolerance`). The default: libtorch CPU,
-/// batch 1, libtorch's current number of threads, no table given, a 5% tolerance.
+/// `latency-threads`, `latency-table`, `latency-tolerance` and `latency-python`). The
+/// default: libtorch CPU, batch 1, libtorch's current number of threads, no table given, a
+/// 5% tolerance, ONNX Runtime through [`crate::default_python`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencySettings {
-    /// Where the table is measured (when none is given).
+    /// Where the table is measured (when none is given); a given table's runtime must be it
+    /// when `runtime_given`.
     pub runtime: LatencyRuntime,
+    /// Whether `runtime` was chosen (`latency-on`) rather than left at its default: a given
+    /// table measured on another runtime is then refused instead of silently used.
+    pub runtime_given: bool,
     /// Batch size of each timed forward pass, if given (else 1, or a given table's).
     pub batch: Option<usize>,
     /// Intra-op threads while timing, if given (else libtorch's current number, or a given
@@ -116,19 +105,29 @@ pub struct LatencySettings {
     pub threads: Option<usize>,
     /// A table to use instead of measuring one (e.g. measured on the user's device).
     pub table: Option<PathBuf>,
+    /// Whether `table` was named by a config file (`[prune] latency_table`) rather than the
+    /// `latency-table` setting (a flag, a builder): errors about it name the one that was
+    /// used ([`LatencySettings::table_setting`]).
+    pub table_from_config: bool,
     /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
     pub tolerance: f64,
+    /// The Python interpreter with `onnxruntime` that times on ONNX Runtime, if given (else
+    /// [`crate::default_python`]).
+    pub python: Option<PathBuf>,
 }
 
 impl Default for LatencySettings {
     fn default() -> Self {
         LatencySettings {
             runtime: LatencyRuntime::default(),
+            runtime_given: false,
             batch: None,
             threads: None,
             table: None,
+            table_from_config: false,
             tolerance: crate::DEFAULT_LATENCY_TOLERANCE,
+            python: None,
         }
     }
 }
@@ -143,6 +142,56 @@ impl LatencySettings {
     pub fn threads(&self) -> usize {
         self.threads
             .unwrap_or_else(|| tch::get_num_threads().max(1) as usize)
+    }
+
+    /// The setting that named the given table, as errors name it: `` `latency-table` `` (the
+    /// CLI prints its flag), or `[prune] latency_table` when a config file gave it.
+    pub fn table_setting(&self) -> &'static str {
+        if self.table_from_config {
+            "[prune] latency_table"
+        } else {
+            "`latency-table`"
+        }
+    }
+
+    /// The line a run prints before it looks for a table to measure (none given):
+    /// `latency table on <runtime> (batch <n>, <n> threads)`; `None` when a table is given.
+    pub fn announcement(&self) -> Option<String> {
+        self.table.is_none().then(|| {
+            format!(
+                "latency table on {} (batch {}, {} threads)",
+                self.runtime,
+                self.batch(),
+                self.threads()
+            )
+        })
+    }
+
+    /// What tables are measured and models timed with on `runtime`: the given interpreter
+    /// for ONNX Runtime, else [`crate::default_python`].
+    pub fn timer_on(&self, runtime: LatencyRuntime) -> LatencyTimer {
+        LatencyTimer::new(
+            runtime,
+            self.python.clone().unwrap_or_else(crate::default_python),
+        )
+    }
+
+    /// What tables are measured with: [`LatencySettings::timer_on`] `runtime`.
+    pub fn timer(&self) -> LatencyTimer {
+        self.timer_on(self.runtime)
+    }
+
+    /// What the pruned models of a latency target on `table` are timed with (the measured
+    /// correction and the report): the table's runtime when it is one fair-pruner times on
+    /// (libtorch CPU, or ONNX Runtime CPU through [`LatencySettings::timer_on`]'s
+    /// interpreter); `None` for a table of another runtime (e.g. a user's device).
+    pub fn timer_for(&self, table: &LatencyTable) -> Option<LatencyTimer> {
+        match table.key.runtime.parse::<LatencyRuntime>() {
+            Ok(r @ (LatencyRuntime::LibtorchCpu | LatencyRuntime::OnnxruntimeCpu)) => {
+                Some(self.timer_on(r))
+            }
+            _ => None,
+        }
     }
 
     /// The key of a table measured with these settings for the model of `model_digest`.
@@ -178,6 +227,17 @@ pub enum TableSource {
     Measured,
 }
 
+impl TableSource {
+    /// How reports name it: `given`, `cached` or `measured`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TableSource::Given(_) => "given",
+            TableSource::Cached(_) => "cached",
+            TableSource::Measured => "measured",
+        }
+    }
+}
+
 /// The widths a group of `units` units is measured at, in units: 1,
 /// up to four multiples of 8 evenly spread below the full width, and the full width.
 pub fn grid(units: usize) -> Vec<usize> {
@@ -196,13 +256,32 @@ pub fn grid(units: usize) -> Vec<usize> {
     points
 }
 
-/// Times one forward pass per group and width on libtorch CPU: a table keyed by `key` for
-/// `graph`'s prunable groups (those of at least two units that are not `protected` or
-/// fixed), each narrowed alone to the widths of [`grid`], timed interleaved with the full
-/// model at `key.batch` with `key.threads` threads (restored after). `options` gives the
-/// rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
-/// when any figure is.
+/// [`measure_table_on`] libtorch CPU.
 pub fn measure_table(
+    graph: &Graph,
+    grouped: GroupedConvs,
+    protected: &[String],
+    key: LatencyKey,
+    options: &LatencyOptions,
+) -> Result<LatencyTable, PipelineError> {
+    measure_table_on(
+        &LatencyTimer::libtorch_cpu(),
+        graph,
+        grouped,
+        protected,
+        key,
+        options,
+    )
+}
+
+/// Times one forward pass per group and width on `timer`'s runtime: a table keyed by `key`
+/// for `graph`'s prunable groups (those of at least two units that are not `protected` or
+/// fixed), each narrowed alone to the widths of [`grid`], timed interleaved with the full
+/// model at `key.batch` with `key.threads` threads ([`LatencyTimer::time`]). `options` gives
+/// the rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
+/// when any figure is. `key.runtime` is recorded as given (normally `timer`'s runtime).
+pub fn measure_table_on(
+    timer: &LatencyTimer,
     graph: &Graph,
     grouped: GroupedConvs,
     protected: &[String],
@@ -223,17 +302,12 @@ pub fn measure_table(
     let groups = analyze_with(graph, &protected, grouped)?;
     let device = tch::Device::Cpu;
     let full = Model::new(graph.clone(), device, 0)?;
-    let options = LatencyOptions {
-        batch_sizes: vec![key.batch],
-        ..options.clone()
-    };
-    let before = tch::get_num_threads();
-    tch::set_num_threads(key.threads as i32);
-    let result = (|| {
-        // Per group: its layers, full width, widths and round-by-round speed-ups.
-        let mut measured = Vec::new();
-        let mut full_medians = Vec::new();
-        let mut noisy = false;
+    {
+        // Per group: its layers, full width and widths; its narrowed models are added to one
+        // timing session (each group interleaved with the full model; one helper process on
+        // ONNX Runtime) and dropped once added.
+        let mut groups_widths = Vec::new();
+        let mut session = timer.session(key.batch, key.threads, options)?;
         for g in groups
             .groups()
             .iter()
@@ -247,23 +321,28 @@ pub fn measure_table(
                     g.layers.iter().map(|l| (l.clone(), w)).collect();
                 models.push(Model::new(graph.with_units(&narrowed)?, device, 0)?);
             }
-            let all: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
-            let timed = measure(&all, &options)?;
-            noisy |= timed.iter().any(|t| t[0].noisy);
-            full_medians.push(timed[0][0].ms.median / 1e3);
-            let speedups: Vec<f64> = timed[1..]
-                .iter()
-                .map(|t| t[0].speedup.map_or(1.0, |s| s.median))
-                .collect();
-            measured.push((g.layers.clone(), g.channels(), widths, speedups));
+            let set: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
+            session.add(&set)?;
+            groups_widths.push((g.layers.clone(), g.channels(), widths));
         }
-        let full_seconds = if full_medians.is_empty() {
-            let timed = measure(&[&full], &options)?;
-            noisy |= timed[0][0].noisy;
-            timed[0][0].ms.median / 1e3
-        } else {
-            crate::latency::Spread::of(&full_medians).median
-        };
+        if groups_widths.is_empty() {
+            session.add(&[&full])?;
+        }
+        let timed = session.finish()?;
+        let noisy = timed.iter().flatten().any(|t| t.noisy);
+        let full_medians: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
+        let full_seconds = crate::latency::Spread::of(&full_medians).median;
+        let measured: Vec<_> = groups_widths
+            .into_iter()
+            .zip(&timed)
+            .map(|((layers, width, widths), t)| {
+                let speedups: Vec<f64> = t[1..]
+                    .iter()
+                    .map(|l| l.speedup.map_or(1.0, |s| s.median))
+                    .collect();
+                (layers, width, widths, speedups)
+            })
+            .collect();
         // Each width's latency is the full latency over its round-by-round speed-up (load
         // that hits a round hits both models alike, so the ratio is steadier than either
         // time), at most the full latency, made non-decreasing in the width: narrower is
@@ -291,9 +370,7 @@ pub fn measure_table(
         let mut table = LatencyTable::new(key, full_seconds, out)?;
         table.noisy = noisy;
         Ok(table)
-    })();
-    tch::set_num_threads(before);
-    result
+    }
 }
 
 /// The non-decreasing sequence closest to `values` in the sum of absolute differences
@@ -376,12 +453,22 @@ pub fn table_for(
         let table = LatencyTable::load(path)?;
         let k = &table.key;
         let file = path.display();
+        let named = settings.table_setting();
         if !k.model_digest.is_empty() && k.model_digest != model_digest {
             return Err(PipelineError::invalid(
-                "latency-table",
+                named.trim_matches('`'),
                 format!(
                     "'{file}' was measured for the model {}, not this one ({model_digest}); measure it again, or leave its model_digest empty to use it anyway",
                     k.model_digest
+                ),
+            ));
+        }
+        if settings.runtime_given && k.runtime != settings.runtime.name() {
+            return Err(PipelineError::invalid(
+                "latency-on",
+                format!(
+                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out `latency-on` to use the table as it is, or leave out the table to measure one on {}",
+                    settings.runtime, k.runtime, settings.runtime
                 ),
             ));
         }
@@ -394,14 +481,17 @@ pub fn table_for(
             {
                 return Err(PipelineError::invalid(
                     name,
-                    format!("{want} was given but the table '{file}' was measured with {have}"),
+                    format!(
+                        "{want} was given but the table '{file}' ({named}) was measured with {have}"
+                    ),
                 ));
             }
         }
         table.check_graph(graph)?;
         return Ok((table, TableSource::Given(path.clone())));
     }
-    settings.runtime.check_available()?;
+    let timer = settings.timer();
+    timer.check_available()?;
     let key = settings.key(model_digest);
     if let Some(dir) = cache_dir {
         let path = dir.join(settings.cache_name());
@@ -415,7 +505,7 @@ pub fn table_for(
             return Ok((table, TableSource::Cached(path)));
         }
     }
-    let table = measure_table(graph, grouped, protected, key, &table_options())?;
+    let table = measure_table_on(&timer, graph, grouped, protected, key, &table_options())?;
     Ok((table, TableSource::Measured))
 }
 
@@ -449,22 +539,299 @@ mod tests {
     #[test]
     fn runtimes_parse_and_the_missing_ones_say_what_is_not_available() {
         assert_eq!("libtorch-cpu".parse(), Ok(LatencyRuntime::LibtorchCpu));
+        assert_eq!(
+            "onnxruntime-cpu".parse(),
+            Ok(LatencyRuntime::OnnxruntimeCpu)
+        );
         let e = "tpu".parse::<LatencyRuntime>().unwrap_err();
         assert!(e.contains("libtorch-cpu, onnxruntime-cpu or cuda"), "{e}");
-        let e = LatencyRuntime::OnnxruntimeCpu
-            .check_available()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("latency-on: onnxruntime-cpu") && e.contains("not available yet"),
-            "{e}"
-        );
         let e = LatencyRuntime::Cuda
             .check_available()
             .unwrap_err()
             .to_string();
         assert!(e.contains("CUDA is not available yet"), "{e}");
         assert!(LatencyRuntime::LibtorchCpu.check_available().is_ok());
+    }
+
+    /// The interpreter the ONNX Runtime tests use ([`crate::default_python`]), or `None`
+    /// (with a message saying the test is skipped) when it cannot import onnxruntime.
+    fn onnxruntime_python() -> Option<std::path::PathBuf> {
+        let python = crate::default_python();
+        match LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, &python).check_available() {
+            Ok(()) => Some(python),
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: ONNX Runtime cannot be imported by '{}' (set FAIR_PRUNER_PYTHON to a \
+                     python with `pip install onnxruntime numpy` to run this test): {e}",
+                    python.display()
+                );
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_table_measured_on_onnxruntime_cpu_covers_every_group_under_its_own_key() {
+        let Some(python) = onnxruntime_python() else {
+            return;
+        };
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            batch: Some(2),
+            python: Some(python),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (table, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(table.key.runtime, "onnxruntime-cpu");
+        assert_eq!((table.key.batch, table.key.threads), (2, 1));
+        assert_eq!(table.key.model_digest, "sha256:x");
+        assert_eq!(settings.cache_name(), "latency-onnxruntime-cpu-b2-t1.json");
+        let layers: Vec<&str> = table.groups.iter().map(|g| g.layers[0].as_str()).collect();
+        assert_eq!(layers, ["layers.0", "layers.2"]);
+        let widths: Vec<Vec<usize>> = table
+            .groups
+            .iter()
+            .map(|g| g.points.iter().map(|p| p.width).collect())
+            .collect();
+        assert_eq!(widths, [vec![1, 8, 16, 24], vec![1, 8, 12]]);
+        assert!(table.full_seconds > 0.0 && table.full_seconds < 1.0);
+        for g in &table.groups {
+            let s: Vec<f64> = g.points.iter().map(|p| p.seconds).collect();
+            assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
+            assert_eq!(*s.last().unwrap(), table.full_seconds);
+            assert!(s.iter().all(|&x| x > 0.0), "{s:?}");
+        }
+        table.check_graph(&graph).unwrap();
+        // The same settings on libtorch are another key: an ONNX Runtime table in the cache
+        // is not taken for theirs.
+        let mut cached = table.clone();
+        cached.noisy = false;
+        cached
+            .save(&dir.path().join(settings.cache_name()))
+            .unwrap();
+        let (again, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            Some(dir.path()),
+        )
+        .unwrap();
+        assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
+        assert_eq!(again, cached);
+        let on_libtorch = LatencySettings {
+            runtime: LatencyRuntime::LibtorchCpu,
+            ..settings.clone()
+        };
+        assert_ne!(on_libtorch.cache_name(), settings.cache_name());
+        assert_ne!(on_libtorch.key("sha256:x"), table.key);
+    }
+
+    #[test]
+    fn onnxruntime_through_a_python_without_it_names_what_to_install() {
+        // A Python 3 that sees no site-packages (-S): it cannot import onnxruntime.
+        let Ok(out) = std::process::Command::new("python3")
+            .args(["-S", "-c", "print(1)"])
+            .output()
+        else {
+            eprintln!("SKIPPED: no python3 on PATH to stand for a python without onnxruntime");
+            return;
+        };
+        assert!(out.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("python-without-onnxruntime");
+        std::fs::write(&fake, "#!/bin/sh\nexec python3 -S \"$@\"\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake.clone()),
+            ..Default::default()
+        };
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let e = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        let f = fake.display();
+        assert!(
+            e.starts_with(&format!(
+                "latency-on: onnxruntime-cpu: the Python interpreter '{f}' cannot import onnxruntime and numpy: ModuleNotFoundError"
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("`{f} -m pip install onnxruntime numpy`")),
+            "{e}"
+        );
+        assert!(
+            e.contains("`latency-python`") && e.contains("`libtorch-cpu`"),
+            "{e}"
+        );
+    }
+
+    /// A one-group table for the MLP 1x4x4 → 24 → 12 → 3 measured on `runtime` for the model
+    /// `digest`, with batch 1 and 2 threads, written into `dir`.
+    fn given_table(dir: &Path, runtime: &str, digest: &str) -> PathBuf {
+        let json = serde_json::json!({
+            "format": "fair-pruner-latency-table/1",
+            "key": {"model_digest": digest, "runtime": runtime, "threads": 2, "batch": 1},
+            "full_seconds": 0.010,
+            "groups": [
+                {"layers": ["layers.0"], "width": 24,
+                 "points": [{"width": 8, "seconds": 0.008}, {"width": 24, "seconds": 0.010}]},
+                {"layers": ["layers.2"], "width": 12,
+                 "points": [{"width": 8, "seconds": 0.009}, {"width": 12, "seconds": 0.010}]}
+            ]
+        });
+        let path = dir.join("table.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn errors_about_a_given_table_name_the_setting_that_gave_it() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = given_table(dir.path(), "my-device", "sha256:other");
+        let file = path.display().to_string();
+        let error = |settings: &LatencySettings| {
+            let e = table_for(
+                settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+            )
+            .unwrap_err();
+            (e.to_string(), crate::cli_text(&e))
+        };
+        let flag = LatencySettings {
+            table: Some(path.clone()),
+            ..Default::default()
+        };
+        let (text, cli) = error(&flag);
+        assert!(text.starts_with(&format!("latency-table: '{file}' was measured for the model sha256:other, not this one (sha256:x)")), "{text}");
+        assert!(cli.starts_with("--latency-table: "), "{cli}");
+        let config = LatencySettings {
+            table_from_config: true,
+            ..flag.clone()
+        };
+        let (text, cli) = error(&config);
+        let by_config =
+            format!("[prune] latency_table: '{file}' was measured for the model sha256:other");
+        assert!(text.starts_with(&by_config), "{text}");
+        assert!(cli.starts_with(&by_config), "{cli}");
+        assert!(!cli.contains("--latency-table"), "{cli}");
+        // A batch that is not the table's names the table's setting too.
+        let path = given_table(dir.path(), "my-device", "");
+        let batch = |from_config| LatencySettings {
+            batch: Some(4),
+            table: Some(path.clone()),
+            table_from_config: from_config,
+            ..Default::default()
+        };
+        let (_, cli) = error(&batch(false));
+        assert_eq!(
+            cli,
+            format!(
+                "--latency-batch: 4 was given but the table '{file}' (--latency-table) was measured with 1"
+            )
+        );
+        let (_, cli) = error(&batch(true));
+        assert_eq!(
+            cli,
+            format!(
+                "--latency-batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
+            )
+        );
+    }
+
+    #[test]
+    fn a_given_table_of_another_runtime_than_the_one_chosen_is_refused() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = given_table(dir.path(), "my-device", "");
+        let file = path.display().to_string();
+        let settings = |runtime, given| LatencySettings {
+            runtime,
+            runtime_given: given,
+            table: Some(path.clone()),
+            ..Default::default()
+        };
+        let table_for = |s: &LatencySettings| {
+            table_for(s, &graph, GroupedConvs::WithinGroups, &[], "sha256:x", None)
+        };
+        // Chosen: refused, naming both runtimes and what to do.
+        let e = table_for(&settings(LatencyRuntime::LibtorchCpu, true)).unwrap_err();
+        assert_eq!(
+            crate::cli_text(&e),
+            format!(
+                "--latency-on: libtorch-cpu was given but the table '{file}' (--latency-table) was measured on my-device; \
+                 leave out --latency-on to use the table as it is, or leave out the table to measure one on libtorch-cpu"
+            )
+        );
+        // Left at its default: the table is used as it is.
+        let (table, source) = table_for(&settings(LatencyRuntime::LibtorchCpu, false)).unwrap();
+        assert_eq!(source, TableSource::Given(path.clone()));
+        assert_eq!(source.label(), "given");
+        assert_eq!(table.key.runtime, "my-device");
+        // The runtime the table was measured on, chosen: accepted.
+        let path = given_table(dir.path(), "onnxruntime-cpu", "");
+        let (table, _) = table_for(&LatencySettings {
+            table: Some(path),
+            ..settings(LatencyRuntime::OnnxruntimeCpu, true)
+        })
+        .unwrap();
+        assert_eq!(table.key.runtime, "onnxruntime-cpu");
+    }
+
+    #[test]
+    fn sources_and_the_measuring_line_are_named_once() {
+        assert_eq!(TableSource::Measured.label(), "measured");
+        assert_eq!(
+            TableSource::Cached(PathBuf::from("c.json")).label(),
+            "cached"
+        );
+        let s = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            batch: Some(8),
+            threads: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.announcement().as_deref(),
+            Some("latency table on onnxruntime-cpu (batch 8, 3 threads)")
+        );
+        let given = LatencySettings {
+            table: Some(PathBuf::from("t.json")),
+            ..s
+        };
+        assert_eq!(given.announcement(), None);
     }
 
     #[test]

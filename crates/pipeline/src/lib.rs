@@ -54,6 +54,7 @@ mod pruner;
 mod report;
 mod settings;
 pub mod stages;
+mod timing;
 mod torchrun;
 
 pub use config::{
@@ -74,8 +75,8 @@ pub use latency_correct::{
     Corrected, CorrectionOptions, DEFAULT_LATENCY_TOLERANCE, correct_latency, within,
 };
 pub use latency_table::{
-    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, monotone, table_for,
-    table_options,
+    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, measure_table_on, monotone,
+    table_for, table_options,
 };
 pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};
@@ -91,6 +92,7 @@ pub use settings::{
     DEFAULT_REMOVE_BY, GROUPED_CONVS, LoadedModel, PruneSettings, RawSettings, check_classes,
     check_memory_bound, check_weights, load_model, output_classes,
 };
+pub use timing::{LatencyTimer, default_python};
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 
 /// The README's examples, compiled as doctests.

@@ -26,6 +26,7 @@ use crate::report::{
 };
 use crate::settings::{ConfigRun, PruneSettings};
 use crate::stages::{self, OnData, Scored};
+use crate::timing::LatencyTimer;
 use crate::torchrun::{Distill, Torchrun};
 
 /// The libtorch version fair-pruner is built against (tch 0.24).
@@ -928,13 +929,8 @@ impl<'a> Pruner<'a> {
         // A latency target's table: given, cached in the output directory, or measured now.
         let latency_table = if self.goals.iter().any(|g| matches!(g, Goal::Latency(_))) {
             let settings = self.latency_target.clone().unwrap_or_default();
-            if settings.table.is_none() {
-                say(format!(
-                    "latency table on {} (batch {}, {} threads)",
-                    settings.runtime,
-                    settings.batch(),
-                    settings.threads()
-                ));
+            if let Some(line) = settings.announcement() {
+                say(line);
             }
             let (table, source) = table_for(
                 &settings,
@@ -958,7 +954,18 @@ impl<'a> Pruner<'a> {
             {
                 table.save(&dir.path().join(&file))?;
             }
-            Some((table, source, file))
+            // What the pruned models are timed with: the table's runtime when fair-pruner
+            // times on it (checked now, before any model is built), libtorch otherwise.
+            let timer = match settings.timer_for(&table) {
+                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => {
+                    if self.latency.is_some() {
+                        t.check_available()?;
+                    }
+                    t
+                }
+                _ => LatencyTimer::libtorch_cpu(),
+            };
+            Some((table, source, file, timer))
         } else {
             None
         };
@@ -978,13 +985,15 @@ impl<'a> Pruner<'a> {
             let start = Instant::now();
             let selection = stages::select(&selector, goal, self.method)?;
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
-            // A latency target on a table measured here (libtorch CPU) is corrected on
-            // measurements of the candidates; a table of another runtime cannot be.
+            // A latency target on a table of a runtime timed here (libtorch CPU, with the
+            // model on the CPU, or ONNX Runtime CPU) is corrected on measurements of the
+            // candidates; a table of another runtime cannot be.
             let mut correction = None;
             let (selection, mut pruned_model) = match (goal, &latency_table, &self.latency) {
-                (Goal::Latency(target), Some((table, ..)), Some(options))
-                    if table.key.runtime == LatencyRuntime::LibtorchCpu.name()
-                        && model.device() == tch::Device::Cpu =>
+                (Goal::Latency(target), Some((table, _, _, timer)), Some(options))
+                    if table.key.runtime == timer.runtime().name()
+                        && (timer.runtime() != LatencyRuntime::LibtorchCpu
+                            || model.device() == tch::Device::Cpu) =>
                 {
                     let tolerance = self
                         .latency_target
@@ -994,7 +1003,8 @@ impl<'a> Pruner<'a> {
                         "{label}: building and timing candidates until the measured reduction is within {:.0}% of the target",
                         tolerance * 100.0
                     ));
-                    let c = stages::correct_latency_target(
+                    let c = stages::correct_latency_target_on(
+                        timer,
                         model,
                         &selector,
                         self.method,
@@ -1103,7 +1113,7 @@ impl<'a> Pruner<'a> {
                     })
                     .collect(),
                 latency_target: match (goal, &latency_table) {
-                    (Goal::Latency(target), Some((table, source, file))) => {
+                    (Goal::Latency(target), Some((table, source, file, _))) => {
                         let predicted = selector
                             .predicted_latency(&selection)
                             .transpose()?
@@ -1113,12 +1123,7 @@ impl<'a> Pruner<'a> {
                             runtime: table.key.runtime.clone(),
                             batch: table.key.batch,
                             threads: table.key.threads,
-                            table: match source {
-                                TableSource::Given(_) => "given",
-                                TableSource::Cached(_) => "cached",
-                                TableSource::Measured => "measured",
-                            }
-                            .into(),
+                            table: source.label().into(),
                             table_file: file.clone(),
                             table_noisy: table.noisy,
                             predicted,
@@ -1146,41 +1151,33 @@ impl<'a> Pruner<'a> {
             }
             // Latency targets: the pruned models against the unpruned one at the table's
             // batch and threads.
-            if let Some((table, ..)) = &latency_table {
+            if let Some((table, _, _, timer)) = &latency_table {
                 let targeted: Vec<usize> = (0..results.len())
                     .filter(|&i| results[i].latency_target.is_some())
                     .collect();
+                // Where they are timed: ONNX Runtime, or libtorch on the model's device.
+                let runtime = match timer.runtime() {
+                    LatencyRuntime::OnnxruntimeCpu => timer.runtime().name(),
+                    _ if model.device() == tch::Device::Cpu => "libtorch-cpu",
+                    _ => "libtorch-cuda",
+                };
                 say(format!(
-                    "measuring the latency targets (batch {}, {} threads)",
+                    "measuring the latency targets on {runtime} (batch {}, {} threads)",
                     table.key.batch, table.key.threads
                 ));
                 let all: Vec<&Model> = std::iter::once(model)
                     .chain(targeted.iter().map(|&i| &models[i]))
                     .collect();
-                let before_threads = tch::get_num_threads();
-                tch::set_num_threads(table.key.threads as i32);
-                let timed = measure(
-                    &all,
-                    &LatencyOptions {
-                        batch_sizes: vec![table.key.batch],
-                        ..options.clone()
-                    },
-                );
-                tch::set_num_threads(before_threads);
-                let timed = timed?;
+                let timed = timer.time(&[all], table.key.batch, table.key.threads, options)?;
+                let timed = &timed[0];
                 for (k, &i) in targeted.iter().enumerate() {
-                    let (b, a) = (&timed[0][0], &timed[k + 1][0]);
+                    let (b, a) = (&timed[0], &timed[k + 1]);
                     let t = results[i].latency_target.as_mut().expect("targeted");
                     let speedup = a
                         .speedup
                         .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
                     t.measured = Some(MeasuredLatency {
-                        runtime: if model.device() == tch::Device::Cpu {
-                            "libtorch-cpu"
-                        } else {
-                            "libtorch-cuda"
-                        }
-                        .into(),
+                        runtime: runtime.into(),
                         before_ms: b.ms,
                         after_ms: a.ms,
                         speedup,

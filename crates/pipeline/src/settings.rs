@@ -137,7 +137,8 @@ impl PruneSection {
     /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`, `target_latency`) count
     /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
     /// latency target, `lower`'s latency keys (`latency_on`, `latency_batch`,
-    /// `latency_threads`, `latency_table`, `latency_tolerance`), which belong to its latency
+    /// `latency_threads`, `latency_table`, `latency_tolerance`, `latency_python`), which
+    /// belong to its latency
     /// target, go with it.
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
@@ -190,6 +191,7 @@ impl PruneSection {
             latency_threads,
             latency_table,
             latency_tolerance,
+            latency_python,
             out
         );
         if goal_here && self.target_latency.is_none() {
@@ -198,6 +200,7 @@ impl PruneSection {
             merged.latency_threads = self.latency_threads;
             merged.latency_table = self.latency_table.clone();
             merged.latency_tolerance = self.latency_tolerance;
+            merged.latency_python = self.latency_python.clone();
         }
         merged
     }
@@ -445,7 +448,8 @@ impl RawSettings {
     /// The latency settings of a latency target (`target-latency`): `latency-on` (default
     /// libtorch CPU; a runtime that is not available is an error naming it), `latency-batch`
     /// and `latency-threads` (≥ 1 when given), `latency-table` and `latency-tolerance`
-    /// (between 0 and 1, default [`crate::DEFAULT_LATENCY_TOLERANCE`]). `None` without a latency
+    /// (between 0 and 1, default [`crate::DEFAULT_LATENCY_TOLERANCE`]), and `latency-python`
+    /// (the interpreter ONNX Runtime is reached through). `None` without a latency
     /// target; any of those settings without one is an error.
     pub fn latency(&self) -> Result<Option<LatencySettings>, PipelineError> {
         let p = &self.prune;
@@ -455,6 +459,7 @@ impl RawSettings {
             ("latency-threads", p.latency_threads.is_some()),
             ("latency-table", p.latency_table.is_some()),
             ("latency-tolerance", p.latency_tolerance.is_some()),
+            ("latency-python", p.latency_python.is_some()),
         ];
         if p.target_latency.is_none() {
             if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
@@ -473,8 +478,10 @@ impl RawSettings {
                 return Err(PipelineError::invalid(name, "must be at least 1"));
             }
         }
+        let python = p.latency_python.clone();
         if let Some(r) = p.latency_on {
-            r.check_available()?;
+            crate::LatencyTimer::new(r, python.clone().unwrap_or_else(crate::default_python))
+                .check_available()?;
         }
         let tolerance = p
             .latency_tolerance
@@ -487,10 +494,13 @@ impl RawSettings {
         }
         Ok(Some(LatencySettings {
             runtime: p.latency_on.unwrap_or_default(),
+            runtime_given: p.latency_on.is_some(),
             batch: p.latency_batch,
             threads: p.latency_threads,
             table: p.latency_table.clone(),
+            table_from_config: false,
             tolerance,
+            python,
         }))
     }
 
@@ -668,7 +678,10 @@ impl ConfigRun {
         config_path: Option<&Path>,
         device: tch::Device,
     ) -> Result<Self, PipelineError> {
-        let settings = RawSettings::from_config(config).resolve()?;
+        let mut settings = RawSettings::from_config(config).resolve()?;
+        if let Some(l) = &mut settings.latency {
+            l.table_from_config = l.table.is_some();
+        }
         check_weights(config)?;
         let loaded = load_model(config, settings.given_max_memory, device)?;
         let (config, model, mut notes) = (loaded.config, loaded.model, loaded.notes);
@@ -901,6 +914,11 @@ mod tests {
         assert_eq!(s.goals, [Goal::Latency(0.4)]);
         let l = s.latency.expect("latency settings for a latency target");
         assert_eq!(l.runtime, crate::LatencyRuntime::LibtorchCpu);
+        assert!(!l.runtime_given, "latency-on was left at its default");
+        assert!(
+            !l.table_from_config,
+            "settings alone do not know a config file"
+        );
         assert_eq!((l.batch, l.threads), (Some(8), None));
         assert_eq!(l.table.as_deref(), Some(Path::new("t.json")));
         assert_eq!(l.tolerance, 0.05, "the default tolerance is 5%");
@@ -952,6 +970,32 @@ mod tests {
             .latency
             .unwrap();
         assert_eq!((l.batch, l.threads), (Some(2), Some(4)));
+        // A runtime that was chosen is marked so (a given table must be of it), and an
+        // interpreter for ONNX Runtime is kept.
+        let l = raw(PruneSection {
+            target_latency: Some(0.4),
+            latency_on: Some(crate::LatencyRuntime::LibtorchCpu),
+            latency_python: Some("/opt/venv/bin/python".into()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap()
+        .latency
+        .unwrap();
+        assert!(l.runtime_given);
+        assert_eq!(l.python.as_deref(), Some(Path::new("/opt/venv/bin/python")));
+        let e = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_python: Some("python3".into()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-python: applies to a latency target only"),
+            "{e}"
+        );
         let e = raw(PruneSection {
             target_macs: Some(0.5),
             latency_threads: Some(2),

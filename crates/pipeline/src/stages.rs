@@ -191,15 +191,41 @@ pub fn select(selector: &Selector, goal: Goal, method: Method) -> Result<Selecti
     Ok(selector.select(goal, method)?)
 }
 
+/// [`correct_latency_target_on`] libtorch CPU (the thread count is restored after).
+#[allow(clippy::too_many_arguments)]
+pub fn correct_latency_target(
+    model: &Model,
+    selector: &Selector,
+    method: Method,
+    target: f64,
+    table: &fair_analysis::LatencyTable,
+    options: &crate::LatencyOptions,
+    correction: &crate::CorrectionOptions,
+    progress: impl FnMut(&crate::LatencyRound),
+) -> Result<crate::Corrected<(Selection, Model)>, PipelineError> {
+    correct_latency_target_on(
+        &crate::LatencyTimer::libtorch_cpu(),
+        model,
+        selector,
+        method,
+        target,
+        table,
+        options,
+        correction,
+        progress,
+    )
+}
+
 /// A latency target met on measurements ([`crate::correct_latency`]): selects at table
 /// target `t` on `selector` (which carries `table`, [`Selector::with_latency`]), builds the
-/// candidate by surgery and times it interleaved against `model` on libtorch at the table's
-/// batch and threads (`options` gives the rounds and budget; its batch sizes are ignored;
-/// the thread count is restored after), and corrects the table target until the measured
+/// candidate by surgery and times it interleaved against `model` on `timer`'s runtime at the
+/// table's batch and threads ([`crate::LatencyTimer::time`]; `options` gives the rounds and
+/// budget, its batch sizes are ignored), and corrects the table target until the measured
 /// reduction is within `correction.tolerance` of `target`. Returns every round and the
 /// closest candidate (its selection and pruned model). `progress` is told each round.
 #[allow(clippy::too_many_arguments)]
-pub fn correct_latency_target(
+pub fn correct_latency_target_on(
+    timer: &crate::LatencyTimer,
     model: &Model,
     selector: &Selector,
     method: Method,
@@ -217,10 +243,6 @@ pub fn correct_latency_target(
         }
         Err(e) => return Err(e.into()),
     };
-    let timing = crate::LatencyOptions {
-        batch_sizes: vec![table.key.batch],
-        ..options.clone()
-    };
     crate::correct_latency(target, upper, correction, |t| {
         let selection = selector.select(Goal::Latency(t), method)?;
         let predicted = selector
@@ -228,12 +250,13 @@ pub fn correct_latency_target(
             .transpose()?
             .map_or(0.0, |s| 1.0 - s / table.full_seconds);
         let pruned = apply(model, &selection.resolution)?;
-        let before_threads = tch::get_num_threads();
-        tch::set_num_threads(table.key.threads as i32);
-        let timed = crate::measure(&[model, &pruned], &timing);
-        tch::set_num_threads(before_threads);
-        let timed = timed?;
-        let (b, a) = (&timed[0][0], &timed[1][0]);
+        let timed = timer.time(
+            &[vec![model, &pruned]],
+            table.key.batch,
+            table.key.threads,
+            options,
+        )?;
+        let (b, a) = (&timed[0][0], &timed[0][1]);
         let speedup = a
             .speedup
             .unwrap_or(crate::Spread::of(&[b.ms.median / a.ms.median]));

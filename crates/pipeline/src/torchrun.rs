@@ -552,7 +552,7 @@ fn log_end(path: &Path) -> String {
 }
 
 /// The last [`TAIL_LINES`] lines of `text`.
-fn tail(text: &str) -> String {
+pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
