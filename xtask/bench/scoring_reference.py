@@ -1,12 +1,13 @@
 """Reference side of `cargo xtask bench scoring`: the authors' `network-pruner` 2.16.
 
-Usage: python scoring_reference.py OUT_DIR THREADS CLASSES PER_CLASS
+Usage: python scoring_reference.py OUT_DIR THREADS CLASSES PER_CLASS [--data-only]
 
 Builds CIFAR VGG16-BN (torchvision's VGG16-BN features, global average pool, 512→512→classes
 head: the names of fair-pruner's `vgg16_bn_cifar`), randomly initialised with seed 0, writes
 its weights and CLASSES × PER_CLASS calibration images to OUT_DIR, then times
 `get_metrics` (R- and U-Scores of every prunable layer, default settings: 128 projections)
-on THREADS CPU threads and writes OUT_DIR/reference.json.
+on THREADS CPU threads and writes OUT_DIR/reference.json. With --data-only it stops after
+writing the weights and images (the same ones: everything is drawn from seed 0 first).
 """
 import json
 import random
@@ -27,7 +28,7 @@ class CalibrationSet(torch.utils.data.TensorDataset):
         self.classes = [str(c) for c in range(classes)]
 
 
-def main(out, threads, classes, per_class):
+def main(out, threads, classes, per_class, data_only=False):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     random.seed(0)
@@ -41,6 +42,8 @@ def main(out, threads, classes, per_class):
     perm = torch.randperm(len(y))
     x, y = x[perm].contiguous(), y[perm].contiguous()
     save_file({"inputs": x, "labels": y}, f"{out}/calibration.safetensors")
+    if data_only:
+        return
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.0  # the package's R passes would otherwise move the statistics
@@ -56,4 +59,5 @@ def main(out, threads, classes, per_class):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+         data_only=sys.argv[5:] == ["--data-only"])
