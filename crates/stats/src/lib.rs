@@ -240,11 +240,12 @@ pub fn random_directions(dim: usize, count: usize, seed: u64) -> Array2<f32> {
 /// every projection: the result is `[P, n]`, row p the sorted projections on direction p.
 pub fn project_sorted(x: ArrayView2<f32>, directions: ArrayView2<f32>) -> Array2<f32> {
     // The [n, P] product is sample-major: projection p is its column p.
-    let product = x.dot(&directions).as_standard_layout().into_owned();
+    let product = x.dot(&directions);
     let (n, count) = product.dim();
+    let product = product.as_standard_layout(); // no copy when it already is
     let values = product
         .as_slice()
-        .expect("a standard-layout product is contiguous");
+        .expect("a standard-layout array is contiguous");
     Array2::from_shape_vec((count, n), ColumnSorter::new(n).sorted(values))
         .expect("one sorted row per projection")
 }
