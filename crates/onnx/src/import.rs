@@ -31,6 +31,10 @@ use crate::{Imported, META_MEAN, META_NAME, META_STD, OnnxError, Tensor, TensorD
 #[path = "channels_last.rs"]
 mod channels_last;
 
+/// Multi-head attention's decomposed pattern, read as one `attention` node.
+#[path = "attention.rs"]
+mod attention;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Gather`, `Sub` and `Unsqueeze` are evaluated on
 /// constants and shapes only; `Slice` and `Split` of computed tensors take channel ranges,
@@ -75,6 +79,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Shape",
     "Sigmoid",
     "Slice",
+    "Softmax",
     "Split",
     "Squeeze",
     "Sub",
@@ -314,6 +319,28 @@ enum Value {
     /// a token linear layer as `Reshape` → `Gemm` → `Reshape`); a `Gemm` on them is the
     /// token linear layer, and a `Reshape` to `[N, T, F']` gives tokens back.
     Rows(String),
+    /// The IR node's tokens `[N, T, E]` reshaped to heads `[N, T, E/d, d]`: the first step
+    /// of multi-head attention (see `attention.rs`).
+    Heads { x: String, d: usize },
+    /// Heads transposed to `[N, H, T, d]`, or to `[N, H, d, T]` for the keys (`keys`).
+    HeadsFirst { x: String, d: usize, keys: bool },
+    /// `q kᵀ` of the heads of `q` and `k`, times `scale`.
+    Scores {
+        q: String,
+        k: String,
+        d: usize,
+        scale: f64,
+    },
+    /// The softmax of the scores scaled by `1/√d`.
+    Weights { q: String, k: String, d: usize },
+    /// The weights times v's heads, `[N, H, T, d]` (`[N, T, H, d]` once `transposed`).
+    Context {
+        q: String,
+        k: String,
+        v: String,
+        d: usize,
+        transposed: bool,
+    },
 }
 
 struct Importer<'m> {
@@ -1032,6 +1059,9 @@ impl<'m> Importer<'m> {
             "Gemm" => self.gemm(n, inputs),
             "MatMul" => {
                 n.only(&[])?;
+                if let Some(v) = self.attention_matmul(n, inputs) {
+                    return v;
+                }
                 let (x, s) = self.act(n, inputs, 0)?;
                 let b = self.konst(n, inputs, 1)?;
                 // Feature vectors [N, F] or tokens [N, T, F] (a linear layer on each token).
@@ -1056,7 +1086,16 @@ impl<'m> Importer<'m> {
                 let hint = self.hint(n, None);
                 self.emit(n, hint, Add {}.into(), names, vec![])
             }
-            "Mul" => self.mul(n, inputs),
+            "Mul" => match self.attention_scale(n, inputs, false) {
+                Some(v) => v,
+                None => self.mul(n, inputs),
+            },
+            "Div" if inputs.iter().any(|v| matches!(v, Some(Value::Scores { .. }))) => {
+                n.only(&[])?;
+                self.attention_scale(n, inputs, true)
+                    .unwrap_or_else(|| Err(n.err("expected the attention scores")))
+            }
+            "Softmax" => self.attention_softmax(n, inputs),
             "Gather" => self.as_strided(n, inputs),
             "Concat" => {
                 n.only(&["axis"])?;
@@ -1113,6 +1152,16 @@ impl<'m> Importer<'m> {
                 | Value::Rows(_),
             )) => Err(n.err(format!(
                 "input {k} ('{}') is a transposed or regrouped tensor, which only a channel shuffle, the per-pixel ops of a channels-last region, or the steps of a token layout (Reshape [N, C, H·W] → Transpose [0, 2, 1]; Reshape [N·T, F] → Gemm → Reshape [N, T, F]) may read",
+                n.node.input[k]
+            ))),
+            Some(Some(
+                Value::Heads { .. }
+                | Value::HeadsFirst { .. }
+                | Value::Scores { .. }
+                | Value::Weights { .. }
+                | Value::Context { .. },
+            )) => Err(n.err(format!(
+                "input {k} ('{}') is a step of multi-head attention (heads, scores, softmax weights or context), which only the next step of the pattern may read: Reshape [N, T, H, d] → Transpose → MatMul(q, kᵀ) → Mul by 1/√d → Softmax → MatMul by v → Transpose [0, 2, 1, 3] → Reshape [N, T, E]",
                 n.node.input[k]
             ))),
             None | Some(None) => Err(n.err(format!("input {k} is missing"))),
@@ -1469,6 +1518,11 @@ impl<'m> Importer<'m> {
                 describe(t)
             )));
         }
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.attention_reshape(n, &v.clone(), t, allowzero)
+        {
+            return out;
+        }
         let (x, s) = self.act(n, inputs, 0)?;
         // Tokens to rows: [N, T, F] to [N·T, F], for a Gemm on each token.
         if let ([Int::N(-1), Int::N(f)], [_, features]) = (t.as_slice(), s.as_slice())
@@ -1499,7 +1553,7 @@ impl<'m> Importer<'m> {
                 })
             }
             _ => Err(n.err(format!(
-                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm) are supported; here [N, {}] is reshaped to [{}]",
+                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm), or split tokens [N, T, E] into heads [N, T, H, d] and back (multi-head attention) are supported; here [N, {}] is reshaped to [{}]",
                 dims_text(&s),
                 describe(t)
             ))),
@@ -1552,6 +1606,11 @@ impl<'m> Importer<'m> {
     fn transpose(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&["perm"])?;
         let perm = n.ints("perm")?.unwrap_or_default();
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.attention_transpose(v, &perm)
+        {
+            return Ok(out);
+        }
         match (inputs.first().cloned().flatten(), perm.as_slice()) {
             (Some(Value::Act(x)), [0, 2, 3, 1]) if self.shapes[&x].len() == 3 => {
                 Ok(Value::ChannelsLast(x))
@@ -1575,7 +1634,7 @@ impl<'m> Importer<'m> {
                 transposed: !transposed,
             }),
             _ => Err(n.err(format!(
-                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, and from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]); found perm {perm:?}"
+                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]), and for the heads of multi-head attention ([0, 2, 1, 3], [0, 2, 3, 1], [0, 1, 3, 2]); found perm {perm:?}"
             ))),
         }
     }
