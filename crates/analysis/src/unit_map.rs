@@ -42,6 +42,16 @@ impl UnitMap {
         }
     }
 
+    /// What one unit is called in reports: `channel`, `within-group channel` (a grouped
+    /// convolution's unit, one channel in every group) or `head` (an attention head).
+    pub fn unit_name(&self) -> &'static str {
+        match *self {
+            UnitMap::Identity => "channel",
+            UnitMap::Blocks { .. } => "within-group channel",
+            UnitMap::Chunks { .. } => "head",
+        }
+    }
+
     /// The number of units of a space of `channels` channels.
     pub fn units(&self, channels: usize) -> usize {
         channels / self.channels_per_unit()
@@ -112,6 +122,7 @@ mod tests {
     fn chunk_maps_take_consecutive_channels() {
         let m = UnitMap::Chunks { size: 4 };
         assert_eq!((m.channels_per_unit(), m.units(12)), (4, 3));
+        assert_eq!(m.unit_name(), "head");
         assert_eq!(m.channels(1, 12), vec![4, 5, 6, 7]);
         assert_eq!(m.channels(2, 12), vec![8, 9, 10, 11]);
         for c in 4..8 {

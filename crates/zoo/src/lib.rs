@@ -232,7 +232,7 @@ pub const MODELS: &[ModelInfo] = &[
     ),
     entry!(
         "tiny_vit",
-        "small ViT: 7×7 patches to 32 features (16 tokens at 28×28), 2 pre-LN blocks of 4-head attention and a 64-neuron GELU MLP, token mean, linear head",
+        "small ViT: a 4×4 grid of patches (7×7 at 28×28) to 16 tokens of 32 features, 2 pre-LN blocks of 4-head attention and a 64-neuron GELU MLP, token mean, linear head",
         FASHION,
         10
     ),
@@ -277,7 +277,8 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         "mlp" => mlp(input3.to_vec(), &[512, 256], classes),
         "vgg_compact" => vgg_compact(input3, classes),
         "token_mlp" => token_mlp(input3, 4, 32, 64, 2, classes),
-        "tiny_vit" => tiny_vit(input3, 7, 32, 4, 64, 2, classes),
+        // A 4×4 grid of patches at any input size of at least 4×4: 16 tokens.
+        "tiny_vit" => tiny_vit(input3, (h.min(w) / 4).max(1), 32, 4, 64, 2, classes),
         _ => {
             let (base, cifar) = match name.strip_suffix("_cifar") {
                 Some(b) => (b, true),

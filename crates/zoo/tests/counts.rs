@@ -189,3 +189,15 @@ fn hand_computed_tiny_vit_shapes_params_and_macs() {
         1 + 2 * 6 // patch embedding; per block q, k, v, proj, fc1, fc2 (not the head)
     );
 }
+
+#[test]
+fn tiny_vit_has_16_tokens_at_any_input_size() {
+    for (input, patch) in [([1, 8, 8], 2), ([3, 32, 32], 8), ([1, 28, 28], 7)] {
+        let g = build("tiny_vit", &input, 10).unwrap();
+        assert_eq!(g.shape("tokens").unwrap(), &[16, 32], "{input:?}");
+        assert_eq!(
+            g.node("patch_embed").unwrap().op.params("p")[0].shape,
+            vec![32, input[0], patch, patch]
+        );
+    }
+}
