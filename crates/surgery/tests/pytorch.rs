@@ -564,4 +564,18 @@ fn tiny_vit_with_heads_removed_runs_in_plain_pytorch() {
     let d = max_diff(&eval(&pruned.model, &x), &theirs);
     eprintln!("tiny_vit pruned: exported module in PyTorch, max |Δ| = {d:.2e}");
     assert!(d <= 1e-5, "pruned: max |Δ| = {d}");
+    // The ONNX export (attention decomposed: Reshape, Transpose, MatMul, Mul, Softmax,
+    // MatMul, Transpose, Reshape) passes onnx.checker and ONNX Runtime computes our outputs,
+    // before and after; it reads back as the same graph and tensors.
+    for (what, model, dir) in [
+        ("unpruned", &m, before.path()),
+        ("pruned", &pruned.model, after.path()),
+    ] {
+        run(&py, "onnxruntime", dir);
+        let d = max_diff(&eval(model, &x), &read(dir, "ort_output.safetensors"));
+        eprintln!("tiny_vit {what}: ONNX Runtime on model.onnx, max |Δ| = {d:.2e}");
+        assert!(d <= 1e-5, "{what}: ONNX Runtime max |Δ| = {d}");
+        let back = fair_onnx::import_file(&dir.join("model.onnx")).unwrap();
+        assert_eq!(&back.graph.nodes(), &model.graph().nodes(), "{what}");
+    }
 }
