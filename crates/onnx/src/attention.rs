@@ -69,22 +69,18 @@ impl Importer<'_> {
     /// `Transpose` of heads to `[N, H, T, d]` (q, v) or `[N, H, d, T]` (k), of q-like heads'
     /// last two axes (k), or of the context back to `[N, T, H, d]`.
     pub(super) fn attention_transpose(&self, input: &Value, perm: &[i64]) -> Option<Value> {
+        let first = |x: &String, d: usize, keys: bool, scale: f64| Value::HeadsFirst {
+            x: x.clone(),
+            d,
+            keys,
+            scale,
+        };
         match (input, perm) {
-            (Value::Heads { x, d }, [0, 2, 1, 3]) => Some(Value::HeadsFirst {
-                x: x.clone(),
-                d: *d,
-                keys: false,
-            }),
-            (Value::Heads { x, d }, [0, 2, 3, 1]) => Some(Value::HeadsFirst {
-                x: x.clone(),
-                d: *d,
-                keys: true,
-            }),
-            (Value::HeadsFirst { x, d, keys }, [0, 1, 3, 2]) => Some(Value::HeadsFirst {
-                x: x.clone(),
-                d: *d,
-                keys: !keys,
-            }),
+            (Value::Heads { x, d }, [0, 2, 1, 3]) => Some(first(x, *d, false, 1.0)),
+            (Value::Heads { x, d }, [0, 2, 3, 1]) => Some(first(x, *d, true, 1.0)),
+            (Value::HeadsFirst { x, d, keys, scale }, [0, 1, 3, 2]) => {
+                Some(first(x, *d, !keys, *scale))
+            }
             (
                 Value::Context {
                     q,
@@ -132,17 +128,19 @@ impl Importer<'_> {
                     x: q,
                     d,
                     keys: false,
+                    scale: sq,
                 },
                 Value::HeadsFirst {
                     x: k,
                     d: dk,
                     keys: true,
+                    scale: sk,
                 },
             ) if d == dk && self.shapes[q] == self.shapes[k] => Ok(Value::Scores {
                 q: q.clone(),
                 k: k.clone(),
                 d: *d,
-                scale: 1.0,
+                scale: sq * sk,
             }),
             (
                 Value::Weights { q, k, d },
@@ -150,22 +148,25 @@ impl Importer<'_> {
                     x: v,
                     d: dv,
                     keys: false,
+                    scale,
                 },
-            ) if d == dv && self.shapes[q] == self.shapes[v] => Ok(Value::Context {
-                q: q.clone(),
-                k: k.clone(),
-                v: v.clone(),
-                d: *d,
-                transposed: false,
-            }),
+            ) if d == dv && *scale == 1.0 && self.shapes[q] == self.shapes[v] => {
+                Ok(Value::Context {
+                    q: q.clone(),
+                    k: k.clone(),
+                    v: v.clone(),
+                    d: *d,
+                    transposed: false,
+                })
+            }
             _ => Err(n.err(
-                "a MatMul in multi-head attention must multiply q's heads [N, H, T, d] by k's transposed heads [N, H, d, T] (the scores), or the softmax weights by v's heads [N, H, T, d] (the context), with one head size and token count",
+                "a MatMul in multi-head attention must multiply q's heads [N, H, T, d] by k's transposed heads [N, H, d, T] (the scores), or the softmax weights by v's unscaled heads [N, H, T, d] (the context), with one head size and token count",
             )),
         })
     }
 
-    /// `Mul` or `Div` of the scores by a scalar constant: the scale; `None` when no operand
-    /// is the scores.
+    /// `Mul` or `Div` of the scores, or of q's or k's heads (PyTorch's export scales both by
+    /// √(1/√d)), by a scalar constant: the scale; `None` when no operand is one of them.
     pub(super) fn attention_scale(
         &mut self,
         n: &NodeRef,
@@ -174,20 +175,12 @@ impl Importer<'_> {
     ) -> Option<Result<Value, OnnxError>> {
         let k = inputs
             .iter()
-            .position(|v| matches!(v, Some(Value::Scores { .. })))?;
-        let Some(Value::Scores {
-            q,
-            k: key,
-            d,
-            scale,
-        }) = inputs[k].clone()
-        else {
-            return None;
-        };
+            .position(|v| matches!(v, Some(Value::Scores { .. } | Value::HeadsFirst { .. })))?;
+        let operand = inputs[k].clone()?;
         if divide && k != 0 {
-            return Some(Err(
-                n.err("dividing by the attention scores is not supported")
-            ));
+            return Some(Err(n.err(
+                "dividing by the attention's scores or heads is not supported",
+            )));
         }
         let c = match self.konst(n, inputs, 1 - k) {
             Ok(c) => c,
@@ -202,12 +195,62 @@ impl Importer<'_> {
                 ))));
             }
         };
-        Some(Ok(Value::Scores {
-            q,
-            k: key,
-            d,
-            scale: if divide { scale / value } else { scale * value },
+        let times = |scale: f64| if divide { scale / value } else { scale * value };
+        Some(Ok(match operand {
+            Value::Scores { q, k, d, scale } => Value::Scores {
+                q,
+                k,
+                d,
+                scale: times(scale),
+            },
+            Value::HeadsFirst { x, d, keys, scale } => Value::HeadsFirst {
+                x,
+                d,
+                keys,
+                scale: times(scale),
+            },
+            other => other,
         }))
+    }
+
+    /// The per-sample shape of an attention step (for `Shape`, which PyTorch's export reads
+    /// to compute the scale and the final reshape), or `None` when input 0 is not one.
+    pub(super) fn attention_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<usize>> {
+        let tokens = |x: &String| -> Option<(usize, usize)> {
+            match self.shapes.get(x)?.as_slice() {
+                [t, e] => Some((*t, *e)),
+                _ => None,
+            }
+        };
+        Some(match inputs.first()?.as_ref()? {
+            Value::Heads { x, d } => {
+                let (t, e) = tokens(x)?;
+                vec![t, e / d, *d]
+            }
+            Value::HeadsFirst { x, d, keys, .. } => {
+                let (t, e) = tokens(x)?;
+                if *keys {
+                    vec![e / d, *d, t]
+                } else {
+                    vec![e / d, t, *d]
+                }
+            }
+            Value::Scores { q, d, .. } | Value::Weights { q, d, .. } => {
+                let (t, e) = tokens(q)?;
+                vec![e / d, t, t]
+            }
+            Value::Context {
+                q, d, transposed, ..
+            } => {
+                let (t, e) = tokens(q)?;
+                if *transposed {
+                    vec![t, e / d, *d]
+                } else {
+                    vec![e / d, t, *d]
+                }
+            }
+            _ => return None,
+        })
     }
 
     /// `Softmax` over the last axis of the scores scaled by `1/√d`: the weights.

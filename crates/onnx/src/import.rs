@@ -72,6 +72,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "LayerNormalization",
     "MatMul",
     "MaxPool",
+    "Mod",
     "Mul",
     "ReduceMean",
     "Relu",
@@ -81,6 +82,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Slice",
     "Softmax",
     "Split",
+    "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
@@ -101,10 +103,12 @@ const FOLDABLE: &[&str] = &[
     "Flatten",
     "Gather",
     "Identity",
+    "Mod",
     "Mul",
     "Reshape",
     "Shape",
     "Slice",
+    "Sqrt",
     "Squeeze",
     "Sub",
     "Transpose",
@@ -322,8 +326,14 @@ enum Value {
     /// The IR node's tokens `[N, T, E]` reshaped to heads `[N, T, E/d, d]`: the first step
     /// of multi-head attention (see `attention.rs`).
     Heads { x: String, d: usize },
-    /// Heads transposed to `[N, H, T, d]`, or to `[N, H, d, T]` for the keys (`keys`).
-    HeadsFirst { x: String, d: usize, keys: bool },
+    /// Heads transposed to `[N, H, T, d]`, or to `[N, H, d, T]` for the keys (`keys`),
+    /// times `scale` (PyTorch's export scales q and kᵀ by √(1/√d) each).
+    HeadsFirst {
+        x: String,
+        d: usize,
+        keys: bool,
+        scale: f64,
+    },
     /// `q kᵀ` of the heads of `q` and `k`, times `scale`.
     Scores {
         q: String,
@@ -914,8 +924,20 @@ impl<'m> Importer<'m> {
                 budget.take(&c.dims, c.data.elem_bytes()).map_err(e)?;
                 fold::transpose(c, n.ints("perm")?.as_deref()).map_err(e)?
             }
-            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+            op @ ("Add" | "Sub" | "Mul" | "Div" | "Mod") => {
+                if op == "Mod" && n.int_or("fmod", 0)? != 0 {
+                    return Err(n.attr_err("fmod", "only the integer Mod (fmod = 0) is evaluated"));
+                }
                 fold::binary(op, get(0)?, get(1)?, budget).map_err(e)?
+            }
+            "Sqrt" => {
+                // The scale of PyTorch's attention export: √ of a float constant.
+                let c = get(0)?;
+                let Data::F32(v) = &*c.data else {
+                    return Err(n.err("Sqrt of integers cannot be evaluated"));
+                };
+                budget.take(&c.dims, fold::F32_BYTES).map_err(e)?;
+                Const::f32(c.dims.clone(), v.iter().map(|x| x.sqrt()).collect())
             }
             other => return Err(n.err(format!("{other} cannot be evaluated on constants"))),
         })
@@ -964,6 +986,12 @@ impl<'m> Importer<'m> {
                 n.only(&["seed", "ratio", "is_test"])?;
                 let (x, _) = self.act(n, inputs, 0)?;
                 Ok(Value::Act(x))
+            }
+            "Shape" if self.attention_shape(inputs).is_some() => {
+                let s = self.attention_shape(inputs).expect("checked");
+                let mut v = vec![Int::Batch];
+                v.extend(s.iter().map(|&d| Int::N(d as i64)));
+                Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
             "Shape" => {
                 let (_, s) = self.act(n, inputs, 0)?;
@@ -1090,7 +1118,11 @@ impl<'m> Importer<'m> {
                 Some(v) => v,
                 None => self.mul(n, inputs),
             },
-            "Div" if inputs.iter().any(|v| matches!(v, Some(Value::Scores { .. }))) => {
+            "Div"
+                if inputs
+                    .iter()
+                    .any(|v| matches!(v, Some(Value::Scores { .. } | Value::HeadsFirst { .. }))) =>
+            {
                 n.only(&[])?;
                 self.attention_scale(n, inputs, true)
                     .unwrap_or_else(|| Err(n.err("expected the attention scores")))
@@ -1633,6 +1665,9 @@ impl<'m> Importer<'m> {
                 groups,
                 transposed: !transposed,
             }),
+            (Some(Value::Act(x)), [1, 0, 2]) if self.shapes[&x].len() == 2 => Err(n.err(
+                "swapping the batch and token axes (sequence-first tokens [T, N, F], as the TorchScript export of torch.nn.MultiheadAttention writes it, with its fused in_proj) is not supported; write the attention with separate q, k and v linear layers and torch.nn.functional.scaled_dot_product_attention on [N, heads, T, head_dim] (as fair-pruner's model.py does), whose export is read as one attention",
+            )),
             _ => Err(n.err(format!(
                 "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]), and for the heads of multi-head attention ([0, 2, 1, 3], [0, 2, 3, 1], [0, 1, 3, 2]); found perm {perm:?}"
             ))),

@@ -441,3 +441,56 @@ fn token_model_imports_as_token_ops(name: &str) {
         "{name}"
     );
 }
+
+#[test]
+fn pytorchs_scaled_dot_product_attention_imports_as_one_attention_node() {
+    // `fixtures/make_fixtures.py`'s TinyAttention exported by TorchScript at opset 17: q, k
+    // and v linears (MatMul + Add), heads by `unflatten(-1, (2, -1)).transpose(1, 2)`
+    // (Reshape with a shape subgraph using Mod, Transpose), F.scaled_dot_product_attention
+    // (q and kᵀ each times √(1/√d), computed from Shape through Sqrt; MatMul, Softmax,
+    // MatMul), `transpose(1, 2).flatten(2)` and the output projection.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_attention_ts17.onnx");
+    let m = fair_onnx::import_file(&p).unwrap();
+    let g = &m.graph;
+    let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.type_name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "input",
+            "conv2d",
+            "tokens",
+            "layer_norm",
+            "linear",
+            "linear",
+            "linear",
+            "attention",
+            "linear",
+            "add",
+            "token_mean",
+            "linear"
+        ]
+    );
+    let attention = g
+        .nodes()
+        .iter()
+        .find(|n| n.op.type_name() == "attention")
+        .unwrap();
+    assert_eq!(attention.op, fair_ir::Attention::new(4).into());
+    assert_eq!(attention.inputs, ["q", "k", "v"]);
+    assert_eq!(g.shape(&attention.name).unwrap(), &[8, 8]);
+    assert_eq!(g.readers(&attention.name)[0].name, "proj");
+}
+
+#[test]
+fn torchs_multihead_attention_module_is_refused_naming_the_node() {
+    // TinyMHA: the same block with torch.nn.MultiheadAttention, whose TorchScript export
+    // makes the tokens sequence-first and splits a fused in_proj: an error naming the first
+    // node that leaves what fair-onnx reads, and saying what to write instead.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refused/tiny_mha_ts17.onnx");
+    let e = fair_onnx::import_file(&p).unwrap_err().to_string();
+    assert!(e.contains("'/attn/Transpose'"), "{e}");
+    assert!(
+        e.contains("torch.nn.MultiheadAttention") && e.contains("scaled_dot_product_attention"),
+        "{e}"
+    );
+}
