@@ -41,6 +41,56 @@ impl Importer<'_> {
                     _ => None,
                 }
             }
+            // Heads with the batch and head axes merged ([N·H, T, d]) and back: the dynamo
+            // exporter's transpose of k.
+            Value::HeadsFirst { x, d, keys, scale } if *scale == 1.0 => {
+                let (tokens, heads) = (self.shapes[x][0] as i64, (self.shapes[x][1] / d) as i64);
+                // The two axes after the merged one: [T, d], or [d, T] for the keys.
+                let inner = if *keys {
+                    [*d as i64, tokens]
+                } else {
+                    [tokens, *d as i64]
+                };
+                let merged = match t {
+                    [fold::Int::N(-1), fold::Int::N(a), fold::Int::N(b)] => [*a, *b] == inner,
+                    [fold::Int::N(nh), fold::Int::N(a), fold::Int::N(b)] => {
+                        self.batch.is_some_and(|n| *nh == n as i64 * heads) && [*a, *b] == inner
+                    }
+                    _ => false,
+                };
+                merged.then(|| {
+                    Ok(Value::MergedHeads {
+                        x: x.clone(),
+                        d: *d,
+                        keys: *keys,
+                    })
+                })
+            }
+            Value::MergedHeads { x, d, keys } => {
+                let s = &self.shapes[x];
+                let (tokens, heads) = (s[0], s[1] / d);
+                let want = if *keys {
+                    vec![heads, *d, tokens]
+                } else {
+                    vec![heads, tokens, *d]
+                };
+                Some(
+                    if self.resolve(t, &want, allowzero).as_ref() == Some(&want) {
+                        Ok(Value::HeadsFirst {
+                            x: x.clone(),
+                            d: *d,
+                            keys: *keys,
+                            scale: 1.0,
+                        })
+                    } else {
+                        Err(n.err(format!(
+                        "heads with the batch and head axes merged must be reshaped back to [N, {}]; here they are reshaped to [{}]",
+                        dims_text(&want),
+                        super::describe(t)
+                    )))
+                    },
+                )
+            }
             Value::Context {
                 q,
                 k,
@@ -81,6 +131,11 @@ impl Importer<'_> {
             (Value::HeadsFirst { x, d, keys, scale }, [0, 1, 3, 2]) => {
                 Some(first(x, *d, !keys, *scale))
             }
+            (Value::MergedHeads { x, d, keys }, [0, 2, 1]) => Some(Value::MergedHeads {
+                x: x.clone(),
+                d: *d,
+                keys: !keys,
+            }),
             (
                 Value::Context {
                     q,
@@ -114,6 +169,7 @@ impl Importer<'_> {
                 v,
                 Value::Heads { .. }
                     | Value::HeadsFirst { .. }
+                    | Value::MergedHeads { .. }
                     | Value::Scores { .. }
                     | Value::Weights { .. }
                     | Value::Context { .. }

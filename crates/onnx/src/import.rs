@@ -334,6 +334,9 @@ enum Value {
         keys: bool,
         scale: f64,
     },
+    /// Unscaled heads with the batch and head axes merged, `[N·H, T, d]` (`[N·H, d, T]` for
+    /// the keys): the dynamo exporter's way to transpose k.
+    MergedHeads { x: String, d: usize, keys: bool },
     /// `q kᵀ` of the heads of `q` and `k`, times `scale`.
     Scores {
         q: String,
@@ -1189,6 +1192,7 @@ impl<'m> Importer<'m> {
             Some(Some(
                 Value::Heads { .. }
                 | Value::HeadsFirst { .. }
+                | Value::MergedHeads { .. }
                 | Value::Scores { .. }
                 | Value::Weights { .. }
                 | Value::Context { .. },
