@@ -16,6 +16,11 @@
 //!   broadcast gate (`[C, 1, 1]` times `[C, H, W]`) has the same channel layout as the path
 //!   it scales; only the spatial sizes differ, which the analysis never looks at.
 //!
+//! - `Heads` (multi-head attention) couples its q, k and v inputs like `Couple`, in whole
+//!   heads: each must be one layer's whole output (else they are held fixed), their group's
+//!   units map to chunks of `head_dim` channels ([`UnitMap::Chunks`]), and the output carries
+//!   v's layout, so the output projection reading it loses a removed head's input columns;
+//!
 //! - `Slice` (one part of a channel split) takes the sub-range `start..end` of its input's
 //!   layout, cutting segments where the range begins and ends; the input's spaces are held
 //!   fixed (removing a channel would move the range);
@@ -41,6 +46,10 @@
 //! removes the same within-group channels from each of `G` groups); if its channels are
 //! not divisible by it, or a grouped convolution reads anything but one whole space, those
 //! channels are held fixed.
+//!
+//! A group whose spaces meet an attention maps units to heads ([`UnitMap::Chunks`] of the
+//! head size); it is held fixed when its spaces meet attentions of several head sizes, or
+//! a grouped convolution as well.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -438,6 +447,8 @@ pub fn analyze_with(
     let mut extra_fixed: Vec<(usize, String)> = Vec::new();
     // (space, block count) for the spaces a grouped convolution reads or creates.
     let mut blocks: Vec<(usize, usize)> = Vec::new();
+    // (space, head size) for the spaces an attention reads as q, k or v.
+    let mut chunks: Vec<(usize, usize)> = Vec::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         let shape = graph.shape_at(i);
         // The output's units: channels of an image, features of a vector or of tokens.
@@ -547,6 +558,46 @@ pub fn analyze_with(
                     .collect(),
                 per_channel: 1,
             },
+            Channels::Heads { head_dim } => {
+                // q, k and v coupled position by position in whole heads: each must be one
+                // layer's whole output (a head's channels are a chunk of one space), else
+                // every space that reaches it is held fixed.
+                let whole = |l: &Layout| match l.segments.as_slice() {
+                    [seg]
+                        if l.per_channel == 1
+                            && seg.start == 0
+                            && seg.len == spaces.sizes[seg.space] =>
+                    {
+                        Some(seg.space)
+                    }
+                    _ => None,
+                };
+                let ins: Vec<&Layout> = (0..node.inputs.len()).map(input).collect();
+                let found: Vec<Option<usize>> = ins.iter().map(|l| whole(l)).collect();
+                if found.iter().all(Option::is_some) {
+                    let found: Vec<usize> = found.into_iter().flatten().collect();
+                    for &s in &found {
+                        chunks.push((s, head_dim));
+                    }
+                    for w in found.windows(2) {
+                        couplings.push((w[0], w[1]));
+                    }
+                } else {
+                    for l in &ins {
+                        for s in &l.segments {
+                            extra_fixed.push((
+                                s.space,
+                                format!(
+                                    "it reaches the attention '{}' as part of its q, k or v (only one layer's whole output is pruned in heads)",
+                                    node.name
+                                ),
+                            ));
+                        }
+                    }
+                }
+                // The output's head h is v's head h.
+                ins[ins.len() - 1].clone()
+            }
             Channels::Couple => {
                 let first = input(0).clone();
                 for k in 1..node.inputs.len() {
@@ -632,6 +683,26 @@ pub fn analyze_with(
         let e = root_blocks.entry(r).or_insert(1);
         *e = lcm(*e, b);
     }
+    // The head size of each union-find root that meets an attention: one size, or a reason
+    // to hold it fixed.
+    let mut root_chunks: BTreeMap<usize, Result<usize, String>> = BTreeMap::new();
+    for (s, d) in chunks {
+        let r = uf.find(s);
+        match root_chunks.get(&r) {
+            None => {
+                root_chunks.insert(r, Ok(d));
+            }
+            Some(Ok(e)) if *e != d => {
+                root_chunks.insert(
+                    r,
+                    Err(format!(
+                        "its channels meet attentions of head sizes {e} and {d}"
+                    )),
+                );
+            }
+            Some(_) => {}
+        }
+    }
     let mut root_group: BTreeMap<usize, usize> = BTreeMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut space_group = vec![0; sizes.len()];
@@ -639,7 +710,27 @@ pub fn analyze_with(
         let r = uf.find(s);
         let g = *root_group.entry(r).or_insert_with(|| {
             let b = root_blocks.get(&r).copied().unwrap_or(1);
-            let (map, fixed) = if b == 1 {
+            let heads = root_chunks.get(&r).cloned();
+            let (map, fixed) = if let Some(heads) = heads {
+                match heads {
+                    Err(why) => (UnitMap::Identity, Some(why)),
+                    Ok(_) if b > 1 => (
+                        UnitMap::Identity,
+                        Some(
+                            "its channels meet both an attention's heads and a grouped convolution's groups"
+                                .to_owned(),
+                        ),
+                    ),
+                    Ok(d) if sizes[s].is_multiple_of(d) => (UnitMap::Chunks { size: d }, None),
+                    Ok(d) => (
+                        UnitMap::Identity,
+                        Some(format!(
+                            "its {} channels are not whole heads of {d}",
+                            sizes[s]
+                        )),
+                    ),
+                }
+            } else if b == 1 {
                 (UnitMap::Identity, None)
             } else if sizes[s].is_multiple_of(b) {
                 (UnitMap::Blocks { blocks: b }, None)

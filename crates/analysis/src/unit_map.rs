@@ -4,9 +4,10 @@
 //! each of its units to channels of the space by a [`UnitMap`]; a tensor's layout then places
 //! the space's channels at an offset (a concatenation), or expands each one to H·W features
 //! (a flatten). The identity map is a plain channel; the block map is a grouped convolution's
-//! within-group index (unit *j* ↔ channel *j* of every group). Later kinds (an attention
-//! head's rows) add a variant here; the analysis, [`crate::Resolution`] and surgery only
-//! call [`UnitMap::unit`] and [`UnitMap::channels`].
+//! within-group index (unit *j* ↔ channel *j* of every group); the chunk map is an attention
+//! head (unit *h* ↔ channels *h·d … (h+1)·d* of q, k and v, and the output projection's input
+//! columns that read them). The analysis, [`crate::Resolution`] and surgery only call
+//! [`UnitMap::unit`] and [`UnitMap::channels`].
 
 /// How the units of a space map to its channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +23,13 @@ pub enum UnitMap {
         /// The number of blocks.
         blocks: usize,
     },
+    /// The channels are consecutive chunks of `size` channels (an attention's heads of
+    /// `size = head_dim` channels), and unit *h* is chunk *h*: channels
+    /// `h·size … (h+1)·size`. Removing a unit removes a whole head; the head size is kept.
+    Chunks {
+        /// Channels per chunk (the head dimension).
+        size: usize,
+    },
 }
 
 impl UnitMap {
@@ -30,6 +38,17 @@ impl UnitMap {
         match *self {
             UnitMap::Identity => 1,
             UnitMap::Blocks { blocks } => blocks,
+            UnitMap::Chunks { size } => size,
+        }
+    }
+
+    /// What one unit is called in reports: `channel`, `within-group channel` (a grouped
+    /// convolution's unit, one channel in every group) or `head` (an attention head).
+    pub fn unit_name(&self) -> &'static str {
+        match *self {
+            UnitMap::Identity => "channel",
+            UnitMap::Blocks { .. } => "within-group channel",
+            UnitMap::Chunks { .. } => "head",
         }
     }
 
@@ -43,6 +62,7 @@ impl UnitMap {
         match *self {
             UnitMap::Identity => channel,
             UnitMap::Blocks { .. } => channel % self.units(channels),
+            UnitMap::Chunks { size } => channel / size,
         }
     }
 
@@ -54,13 +74,15 @@ impl UnitMap {
                 let b = self.units(channels);
                 (0..blocks).map(|g| g * b + unit).collect()
             }
+            UnitMap::Chunks { size } => (unit * size..(unit + 1) * size).collect(),
         }
     }
 
     /// Unit scores from per-channel scores of one space (`channel_scores[c]` for channel
     /// *c*): the mean over each unit's channels, so a block-mapped unit *j* scores
     /// the mean of channel *j*'s scores over the blocks (Torch-Pruning's
-    /// `imp.view(G, -1).mean(0)`); the identity map returns the scores unchanged.
+    /// `imp.view(G, -1).mean(0)`), a chunk-mapped unit (a head) the mean over its chunk; the
+    /// identity map returns the scores unchanged.
     pub fn unit_scores(&self, channel_scores: &[f64]) -> Vec<f64> {
         let channels = channel_scores.len();
         let per = self.channels_per_unit() as f64;
@@ -93,6 +115,31 @@ mod tests {
         assert_eq!(
             (id.units(12), id.unit(5, 12), id.channels(5, 12)),
             (12, 5, vec![5])
+        );
+    }
+
+    #[test]
+    fn chunk_maps_take_consecutive_channels() {
+        let m = UnitMap::Chunks { size: 4 };
+        assert_eq!((m.channels_per_unit(), m.units(12)), (4, 3));
+        assert_eq!(m.unit_name(), "head");
+        assert_eq!(m.channels(1, 12), vec![4, 5, 6, 7]);
+        assert_eq!(m.channels(2, 12), vec![8, 9, 10, 11]);
+        for c in 4..8 {
+            assert_eq!(m.unit(c, 12), 1);
+        }
+        assert_eq!((m.unit(0, 12), m.unit(3, 12), m.unit(11, 12)), (0, 0, 2));
+        // Every channel belongs to exactly the unit whose channels list it.
+        for u in 0..3 {
+            for c in m.channels(u, 12) {
+                assert_eq!(m.unit(c, 12), u);
+            }
+        }
+        // Unit scores: the mean over each chunk.
+        let scores = [1.0, 3.0, 5.0, 7.0, 0.0, 0.0, 2.0, 2.0];
+        assert_eq!(
+            UnitMap::Chunks { size: 4 }.unit_scores(&scores),
+            vec![4.0, 1.0]
         );
     }
 

@@ -45,7 +45,7 @@
 //!
 //! Counting conventions: parameters are trainable tensors only (BatchNorm running statistics
 //! are buffers), as `sum(p.numel() for p in model.parameters())` in PyTorch; MACs count
-//! convolutions and linear layers only, per sample.
+//! convolutions, linear layers and attention's two matrix products only, per sample.
 
 mod builder;
 mod error;
@@ -58,7 +58,7 @@ pub use error::IrError;
 pub use graph::{Graph, GraphSpec, Node, NodeSummary};
 pub use info::{INFO_SCHEMA_VERSION, InfoNode, InfoReport, info_schema};
 pub use op::{
-    AdaptiveAvgPool2d, Add, AfterSurgery, Arity, AvgPool2d, BatchNorm1d, BatchNorm2d,
+    AdaptiveAvgPool2d, Add, AfterSurgery, Arity, Attention, AvgPool2d, BatchNorm1d, BatchNorm2d,
     ChannelShuffle, Channels, Clip, Concat, Contract, Conv2d, Dropout, Flatten, Gelu, HardSigmoid,
     HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear, MaxPool2d, Mul, NameBase, OnnxAttr,
     OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec, Op, Pair, ParamKind, ParamSpec,

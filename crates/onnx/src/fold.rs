@@ -405,6 +405,7 @@ pub(crate) fn binary(op: &str, a: &Const, b: &Const, budget: &mut Budget) -> Res
                 "Add" => |p: f32, q: f32| p + q,
                 "Sub" => |p: f32, q: f32| p - q,
                 "Mul" => |p: f32, q: f32| p * q,
+                "Mod" => return Err("Mod of floating-point constants is not evaluated".into()),
                 _ => |p: f32, q: f32| p / q,
             };
             Data::F32(ia.zip(ib).map(|(i, j)| f(x[i], y[j])).collect())
@@ -437,6 +438,14 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
                 "Sub" => p.checked_sub(q),
                 "Mul" => p.checked_mul(q),
                 _ if q == 0 => return Err("integer division by zero".to_owned()),
+                // ONNX's integer Mod (fmod = 0): the remainder takes the divisor's sign.
+                "Mod" => p.checked_rem(q).map(|r| {
+                    if r != 0 && (r < 0) != (q < 0) {
+                        r + q
+                    } else {
+                        r
+                    }
+                }),
                 _ => p.checked_div(q),
             };
             v.map(Int::N)
@@ -830,6 +839,20 @@ mod tests {
         );
         assert!(binary("Mul", &batch, &Const::i64(vec![1], [2]), bu).is_err());
         assert!(binary("Div", &a, &Const::i64(vec![], [0]), bu).is_err());
+        // Mod takes the divisor's sign, as ONNX's integer Mod (and Python's %).
+        let mut m = |p: i64, q: i64| {
+            let c = binary(
+                "Mod",
+                &Const::i64(vec![], [p]),
+                &Const::i64(vec![], [q]),
+                bu,
+            );
+            c.unwrap().ints().unwrap()[0]
+        };
+        assert_eq!(
+            (m(7, 3), m(-7, 3), m(7, -3), m(2, 3), m(-6, 3)),
+            (1, 2, -2, 2, 0)
+        );
         let f = binary(
             "Add",
             &Const::f32(vec![2, 1], vec![1.0, 2.0]),

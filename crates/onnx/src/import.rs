@@ -31,6 +31,10 @@ use crate::{Imported, META_MEAN, META_NAME, META_STD, OnnxError, Tensor, TensorD
 #[path = "channels_last.rs"]
 mod channels_last;
 
+/// Multi-head attention's decomposed pattern, read as one `attention` node.
+#[path = "attention.rs"]
+mod attention;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Gather`, `Sub` and `Unsqueeze` are evaluated on
 /// constants and shapes only; `Slice` and `Split` of computed tensors take channel ranges,
@@ -68,6 +72,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "LayerNormalization",
     "MatMul",
     "MaxPool",
+    "Mod",
     "Mul",
     "ReduceMean",
     "Relu",
@@ -75,7 +80,9 @@ pub const IMPORT_OPS: &[&str] = &[
     "Shape",
     "Sigmoid",
     "Slice",
+    "Softmax",
     "Split",
+    "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
@@ -96,10 +103,12 @@ const FOLDABLE: &[&str] = &[
     "Flatten",
     "Gather",
     "Identity",
+    "Mod",
     "Mul",
     "Reshape",
     "Shape",
     "Slice",
+    "Sqrt",
     "Squeeze",
     "Sub",
     "Transpose",
@@ -314,6 +323,37 @@ enum Value {
     /// a token linear layer as `Reshape` → `Gemm` → `Reshape`); a `Gemm` on them is the
     /// token linear layer, and a `Reshape` to `[N, T, F']` gives tokens back.
     Rows(String),
+    /// The IR node's tokens `[N, T, E]` reshaped to heads `[N, T, E/d, d]`: the first step
+    /// of multi-head attention (see `attention.rs`).
+    Heads { x: String, d: usize },
+    /// Heads transposed to `[N, H, T, d]`, or to `[N, H, d, T]` for the keys (`keys`),
+    /// times `scale` (PyTorch's export scales q and kᵀ by √(1/√d) each).
+    HeadsFirst {
+        x: String,
+        d: usize,
+        keys: bool,
+        scale: f64,
+    },
+    /// Unscaled heads with the batch and head axes merged, `[N·H, T, d]` (`[N·H, d, T]` for
+    /// the keys): the dynamo exporter's way to transpose k.
+    MergedHeads { x: String, d: usize, keys: bool },
+    /// `q kᵀ` of the heads of `q` and `k`, times `scale`.
+    Scores {
+        q: String,
+        k: String,
+        d: usize,
+        scale: f64,
+    },
+    /// The softmax of the scores scaled by `1/√d`.
+    Weights { q: String, k: String, d: usize },
+    /// The weights times v's heads, `[N, H, T, d]` (`[N, T, H, d]` once `transposed`).
+    Context {
+        q: String,
+        k: String,
+        v: String,
+        d: usize,
+        transposed: bool,
+    },
 }
 
 struct Importer<'m> {
@@ -887,8 +927,20 @@ impl<'m> Importer<'m> {
                 budget.take(&c.dims, c.data.elem_bytes()).map_err(e)?;
                 fold::transpose(c, n.ints("perm")?.as_deref()).map_err(e)?
             }
-            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+            op @ ("Add" | "Sub" | "Mul" | "Div" | "Mod") => {
+                if op == "Mod" && n.int_or("fmod", 0)? != 0 {
+                    return Err(n.attr_err("fmod", "only the integer Mod (fmod = 0) is evaluated"));
+                }
                 fold::binary(op, get(0)?, get(1)?, budget).map_err(e)?
+            }
+            "Sqrt" => {
+                // The scale of PyTorch's attention export: √ of a float constant.
+                let c = get(0)?;
+                let Data::F32(v) = &*c.data else {
+                    return Err(n.err("Sqrt of integers cannot be evaluated"));
+                };
+                budget.take(&c.dims, fold::F32_BYTES).map_err(e)?;
+                Const::f32(c.dims.clone(), v.iter().map(|x| x.sqrt()).collect())
             }
             other => return Err(n.err(format!("{other} cannot be evaluated on constants"))),
         })
@@ -937,6 +989,12 @@ impl<'m> Importer<'m> {
                 n.only(&["seed", "ratio", "is_test"])?;
                 let (x, _) = self.act(n, inputs, 0)?;
                 Ok(Value::Act(x))
+            }
+            "Shape" if self.attention_shape(inputs).is_some() => {
+                let s = self.attention_shape(inputs).expect("checked");
+                let mut v = vec![Int::Batch];
+                v.extend(s.iter().map(|&d| Int::N(d as i64)));
+                Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
             "Shape" => {
                 let (_, s) = self.act(n, inputs, 0)?;
@@ -1032,6 +1090,9 @@ impl<'m> Importer<'m> {
             "Gemm" => self.gemm(n, inputs),
             "MatMul" => {
                 n.only(&[])?;
+                if let Some(v) = self.attention_matmul(n, inputs) {
+                    return v;
+                }
                 let (x, s) = self.act(n, inputs, 0)?;
                 let b = self.konst(n, inputs, 1)?;
                 // Feature vectors [N, F] or tokens [N, T, F] (a linear layer on each token).
@@ -1056,7 +1117,20 @@ impl<'m> Importer<'m> {
                 let hint = self.hint(n, None);
                 self.emit(n, hint, Add {}.into(), names, vec![])
             }
-            "Mul" => self.mul(n, inputs),
+            "Mul" => match self.attention_scale(n, inputs, false) {
+                Some(v) => v,
+                None => self.mul(n, inputs),
+            },
+            "Div"
+                if inputs
+                    .iter()
+                    .any(|v| matches!(v, Some(Value::Scores { .. } | Value::HeadsFirst { .. }))) =>
+            {
+                n.only(&[])?;
+                self.attention_scale(n, inputs, true)
+                    .unwrap_or_else(|| Err(n.err("expected the attention scores")))
+            }
+            "Softmax" => self.attention_softmax(n, inputs),
             "Gather" => self.as_strided(n, inputs),
             "Concat" => {
                 n.only(&["axis"])?;
@@ -1113,6 +1187,17 @@ impl<'m> Importer<'m> {
                 | Value::Rows(_),
             )) => Err(n.err(format!(
                 "input {k} ('{}') is a transposed or regrouped tensor, which only a channel shuffle, the per-pixel ops of a channels-last region, or the steps of a token layout (Reshape [N, C, H·W] → Transpose [0, 2, 1]; Reshape [N·T, F] → Gemm → Reshape [N, T, F]) may read",
+                n.node.input[k]
+            ))),
+            Some(Some(
+                Value::Heads { .. }
+                | Value::HeadsFirst { .. }
+                | Value::MergedHeads { .. }
+                | Value::Scores { .. }
+                | Value::Weights { .. }
+                | Value::Context { .. },
+            )) => Err(n.err(format!(
+                "input {k} ('{}') is a step of multi-head attention (heads, scores, softmax weights or context), which only the next step of the pattern may read: Reshape [N, T, H, d] → Transpose → MatMul(q, kᵀ) → Mul by 1/√d → Softmax → MatMul by v → Transpose [0, 2, 1, 3] → Reshape [N, T, E]",
                 n.node.input[k]
             ))),
             None | Some(None) => Err(n.err(format!("input {k} is missing"))),
@@ -1469,6 +1554,11 @@ impl<'m> Importer<'m> {
                 describe(t)
             )));
         }
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.attention_reshape(n, &v.clone(), t, allowzero)
+        {
+            return out;
+        }
         let (x, s) = self.act(n, inputs, 0)?;
         // Tokens to rows: [N, T, F] to [N·T, F], for a Gemm on each token.
         if let ([Int::N(-1), Int::N(f)], [_, features]) = (t.as_slice(), s.as_slice())
@@ -1499,7 +1589,7 @@ impl<'m> Importer<'m> {
                 })
             }
             _ => Err(n.err(format!(
-                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm) are supported; here [N, {}] is reshaped to [{}]",
+                "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm), or split tokens [N, T, E] into heads [N, T, H, d] and back (multi-head attention) are supported; here [N, {}] is reshaped to [{}]",
                 dims_text(&s),
                 describe(t)
             ))),
@@ -1552,6 +1642,11 @@ impl<'m> Importer<'m> {
     fn transpose(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&["perm"])?;
         let perm = n.ints("perm")?.unwrap_or_default();
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.attention_transpose(v, &perm)
+        {
+            return Ok(out);
+        }
         match (inputs.first().cloned().flatten(), perm.as_slice()) {
             (Some(Value::Act(x)), [0, 2, 3, 1]) if self.shapes[&x].len() == 3 => {
                 Ok(Value::ChannelsLast(x))
@@ -1574,8 +1669,11 @@ impl<'m> Importer<'m> {
                 groups,
                 transposed: !transposed,
             }),
+            (Some(Value::Act(x)), [1, 0, 2]) if self.shapes[&x].len() == 2 => Err(n.err(
+                "swapping the batch and token axes (sequence-first tokens [T, N, F], as the TorchScript export of torch.nn.MultiheadAttention writes it, with its fused in_proj) is not supported; write the attention with separate q, k and v linear layers and torch.nn.functional.scaled_dot_product_attention on [N, heads, T, head_dim] (as fair-pruner's model.py does), whose export is read as one attention",
+            )),
             _ => Err(n.err(format!(
-                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, and from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]); found perm {perm:?}"
+                "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]), and for the heads of multi-head attention ([0, 2, 1, 3], [0, 2, 3, 1], [0, 1, 3, 2]); found perm {perm:?}"
             ))),
         }
     }

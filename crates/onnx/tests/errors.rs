@@ -1702,3 +1702,168 @@ fn unsupported_token_layouts_are_errors_naming_the_node() {
         "{e}"
     );
 }
+
+/// A transformer block as the zoo's `tiny_vit` builds it: patch conv, tokens, pre-LN
+/// multi-head attention (q, k, v, 2 heads of 4, output projection) with its residual, the
+/// mean over the tokens and a head.
+fn attention_model() -> Graph {
+    let mut b = GraphBuilder::new("attn", "input", vec![3, 8, 12]);
+    b.conv("patch_embed", "input", 8, 4, 4, 0, true).unwrap();
+    b.add("tokens", fair_ir::Tokens {}.into(), &["patch_embed"])
+        .unwrap();
+    b.add("norm", fair_ir::LayerNorm::new(8).into(), &["tokens"])
+        .unwrap();
+    for l in ["q", "k", "v"] {
+        b.linear(l, "norm", 8, true).unwrap();
+    }
+    b.add(
+        "attend",
+        fair_ir::Attention::new(4).into(),
+        &["q", "k", "v"],
+    )
+    .unwrap();
+    b.linear("proj", "attend", 8, true).unwrap();
+    b.add_all("add", &["proj", "tokens"]).unwrap();
+    b.add("pool", fair_ir::TokenMean {}.into(), &["add"])
+        .unwrap();
+    b.linear("head", "pool", 5, true).unwrap();
+    b.finish().unwrap()
+}
+
+#[test]
+fn attention_exports_decomposed_and_reads_back_as_one_node() {
+    let g = attention_model();
+    let t = tensors_for(&g);
+    // (The layer norm needs opset 17; the attention alone is written at 14 too: the
+    // example of every op.)
+    for opset in [17, 20, 23] {
+        let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset }).unwrap();
+        let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+        let ops: Vec<&str> = m
+            .graph
+            .node
+            .iter()
+            .filter(|n| n.name.starts_with("attend"))
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "Reshape",
+                "Transpose",
+                "Reshape",
+                "Transpose",
+                "Reshape",
+                "Transpose",
+                "MatMul",
+                "Mul",
+                "Softmax",
+                "MatMul",
+                "Transpose",
+                "Reshape"
+            ],
+            "opset {opset}"
+        );
+        let back = fair_onnx::import(&bytes).unwrap();
+        assert_eq!(back.graph, g, "opset {opset}");
+        assert_eq!(back.tensors, t, "opset {opset}");
+    }
+}
+
+#[test]
+fn attention_patterns_that_differ_are_errors_naming_the_node() {
+    let g = attention_model();
+    let bytes = fair_onnx::export(&g, &tensors_for(&g), &ExportOptions { opset: 17 }).unwrap();
+    let base = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let node = |m: &mut ModelProto, name: &str| -> usize {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    };
+    // Dividing by √head_dim (PyTorch's spelling) is the same attention.
+    let mut m = base.clone();
+    let gp = m.graph.as_mut().unwrap();
+    let i = gp
+        .node
+        .iter()
+        .position(|n| n.name == "attend.scaled")
+        .unwrap();
+    gp.node[i].op_type = "Div".into();
+    let scale = gp
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "attend.scale")
+        .unwrap();
+    scale.float_data = vec![2.0];
+    scale.raw_data.clear();
+    assert_eq!(import(&m).unwrap().graph, g);
+    // Another scale than 1/√head_dim.
+    let mut m = base.clone();
+    let gp = m.graph.as_mut().unwrap();
+    let scale = gp
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "attend.scale")
+        .unwrap();
+    scale.float_data = vec![0.25];
+    scale.raw_data.clear();
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.softmax'") && e.contains("not by 1/√head_dim = 0.5"),
+        "{e}"
+    );
+    // A softmax over the queries' axis.
+    let mut m = base.clone();
+    let i = node(&mut m, "attend.softmax");
+    m.graph.as_mut().unwrap().node[i].attribute[0].i = 2;
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.softmax'") && e.contains("last axis"),
+        "{e}"
+    );
+    // The keys not transposed: q · k of [N, H, T, d] each.
+    let mut m = base.clone();
+    let i = node(&mut m, "attend.k_t");
+    m.graph.as_mut().unwrap().node[i].attribute[0].ints = vec![0, 2, 1, 3];
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.scores'") && e.contains("k's transposed heads"),
+        "{e}"
+    );
+    // A softmax on anything else.
+    let mut m = base.clone();
+    let gp = m.graph.as_mut().unwrap();
+    let i = gp
+        .node
+        .iter()
+        .position(|n| n.name == "attend.softmax")
+        .unwrap();
+    gp.node[i].input[0] = "tokens".into();
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.softmax'")
+            && e.contains("Softmax is supported only over the scaled scores"),
+        "{e}"
+    );
+    // The context not transposed back before the final reshape.
+    let mut m = base.clone();
+    let gp = m.graph.as_mut().unwrap();
+    let i = gp.node.iter().position(|n| n.name == "attend").unwrap();
+    let ctx = gp
+        .node
+        .iter()
+        .find(|n| n.name == "attend.context")
+        .unwrap()
+        .output[0]
+        .clone();
+    gp.node[i].input[0] = ctx;
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend'") && e.contains("perm [0, 2, 1, 3]"),
+        "{e}"
+    );
+}

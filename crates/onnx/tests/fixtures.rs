@@ -441,3 +441,79 @@ fn token_model_imports_as_token_ops(name: &str) {
         "{name}"
     );
 }
+
+#[test]
+fn pytorchs_scaled_dot_product_attention_imports_as_one_attention_node() {
+    for name in ["tiny_attention_ts17", "tiny_attention_dyn18"] {
+        attention_model_imports_as_one_attention_node(name);
+    }
+    // Both files hold the same module: the same parameters, bit for bit, in the same order.
+    let load = |n: &str| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{n}.onnx"));
+        let m = fair_onnx::import_file(&p).unwrap();
+        m.tensors.iter().map(bits).collect::<Vec<_>>()
+    };
+    assert_eq!(load("tiny_attention_ts17"), load("tiny_attention_dyn18"));
+}
+
+fn attention_model_imports_as_one_attention_node(name: &str) {
+    // `fixtures/make_fixtures.py`'s TinyAttention: q, k and v linears (MatMul + Add), heads
+    // by `unflatten(-1, (2, -1)).transpose(1, 2)`, F.scaled_dot_product_attention,
+    // `transpose(1, 2).flatten(2)` and the output projection. TorchScript (opset 17) computes
+    // the reshapes and the scale from `Shape` (through `Mod` and `Sqrt`) and scales q and kᵀ
+    // by √(1/√d) each; dynamo (opset 18, fixed batch) transposes k through [N·H, T, d]
+    // (Reshape, Transpose [0, 2, 1], Reshape to [N, H, d, T]).
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.onnx"));
+    let m = fair_onnx::import_file(&p).unwrap();
+    let g = &m.graph;
+    let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.type_name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "input",
+            "conv2d",
+            "tokens",
+            "layer_norm",
+            "linear",
+            "linear",
+            "linear",
+            "attention",
+            "linear",
+            "add",
+            "token_mean",
+            "linear"
+        ],
+        "{name}"
+    );
+    let attention = g
+        .nodes()
+        .iter()
+        .find(|n| n.op.type_name() == "attention")
+        .unwrap();
+    assert_eq!(attention.op, fair_ir::Attention::new(4).into(), "{name}");
+    let linear = |i: usize| g.node(&attention.inputs[i]).unwrap().op.type_name();
+    assert_eq!([linear(0), linear(1), linear(2)], ["linear"; 3], "{name}");
+    assert_eq!(g.shape(&attention.name).unwrap(), &[8, 8], "{name}");
+    // TorchScript's file names the linears by their modules (q, k, v, proj); dynamo's names
+    // their MatMul outputs.
+    if name.ends_with("ts17") {
+        let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
+        for p in ["q.bias", "k.bias", "v.bias", "proj.bias"] {
+            assert!(names.contains(&p), "{name}: {p} missing from {names:?}");
+        }
+    }
+}
+
+#[test]
+fn torchs_multihead_attention_module_is_refused_naming_the_node() {
+    // TinyMHA: the same block with torch.nn.MultiheadAttention, whose TorchScript export
+    // makes the tokens sequence-first and splits a fused in_proj: an error naming the first
+    // node that leaves what fair-onnx reads, and saying what to write instead.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refused/tiny_mha_ts17.onnx");
+    let e = fair_onnx::import_file(&p).unwrap_err().to_string();
+    assert!(e.contains("'/attn/Transpose'"), "{e}");
+    assert!(
+        e.contains("torch.nn.MultiheadAttention") && e.contains("scaled_dot_product_attention"),
+        "{e}"
+    );
+}

@@ -602,9 +602,19 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
     );
     if let Some(first) = report.results.first() {
         for (i, l) in first.layers.iter().enumerate() {
-            let _ = write!(md, "| {} | {} |", l.layer, l.units);
+            // Channels, and the units they make where a unit is several channels (heads).
+            let of = |channels: usize, l: &crate::report::LayerResult| match (
+                l.unit_channels,
+                &l.unit_name,
+            ) {
+                (Some(per), Some(name)) if per > 0 => {
+                    format!("{channels} ({} {name}s of {per})", channels / per)
+                }
+                _ => channels.to_string(),
+            };
+            let _ = write!(md, "| {} | {} |", l.layer, of(l.units, l));
             for r in &report.results {
-                let _ = write!(md, " {} |", r.layers[i].keep);
+                let _ = write!(md, " {} |", of(r.layers[i].keep, &r.layers[i]));
             }
             let _ = writeln!(md);
         }

@@ -1105,11 +1105,20 @@ impl<'a> Pruner<'a> {
                     .layers()
                     .iter()
                     .zip(&selection.counts)
-                    .map(|(l, &requested)| LayerResult {
-                        layer: l.clone(),
-                        units: graph.units(l).unwrap_or(0),
-                        requested,
-                        keep: widths[l],
+                    .map(|(l, &requested)| {
+                        let groups = selection.resolution.groups();
+                        let map = groups
+                            .group_of(l)
+                            .map(|g| groups.groups()[g].map)
+                            .filter(|m| m.channels_per_unit() > 1);
+                        LayerResult {
+                            layer: l.clone(),
+                            units: graph.units(l).unwrap_or(0),
+                            requested,
+                            keep: widths[l],
+                            unit_channels: map.map(|m| m.channels_per_unit()),
+                            unit_name: map.map(|m| m.unit_name().to_owned()),
+                        }
                     })
                     .collect(),
                 latency_target: match (goal, &latency_table) {

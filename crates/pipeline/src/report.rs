@@ -451,6 +451,15 @@ pub struct LayerResult {
     pub requested: usize,
     /// Units the pruned model keeps: exactly its width in the export.
     pub keep: usize,
+    /// Where a unit that `requested` counts stands for several of the layer's channels (or
+    /// features): how many (an attention head's `head_dim`; a grouped convolution's
+    /// within-group unit, one channel in each group). `units` and `keep` stay in channels,
+    /// so `keep / unit_channels` units are kept. Absent when a unit is one channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_channels: Option<usize>,
+    /// What such a unit is (`head`, `within-group channel`); absent with `unit_channels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_name: Option<String>,
 }
 
 impl PruneReport {

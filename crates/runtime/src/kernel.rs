@@ -306,3 +306,28 @@ impl Kernel for fair_ir::LayerNorm {
         )
     }
 }
+
+impl Kernel for fair_ir::Attention {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // q, k, v [N, T, E] → [N, heads, T, d]; softmax(q kᵀ · d^-½) v; back to [N, T, E].
+        let d = self.head_dim as i64;
+        let heads = |x: &Tensor| -> Result<Tensor, TchError> {
+            let n = x.size();
+            x.f_reshape([n[0], n[1], -1, d])?.f_transpose(1, 2)
+        };
+        let (q, k, v) = (
+            heads(s.inputs[0])?,
+            heads(s.inputs[1])?,
+            heads(s.inputs[2])?,
+        );
+        let weights = q
+            .f_matmul(&k.f_transpose(-2, -1)?)?
+            .f_mul_scalar(self.scale())?
+            .f_softmax(-1, None::<tch::Kind>)?;
+        let n = s.inputs[0].size();
+        weights
+            .f_matmul(&v)?
+            .f_transpose(1, 2)?
+            .f_reshape([n[0], n[1], n[2]])
+    }
+}

@@ -27,7 +27,7 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
 #[test]
 fn libtorch_shapes_equal_ir_shape_inference_for_every_node() {
     // Small inputs keep this fast; every family and block type is covered.
-    let cases: [(&str, [usize; 3]); 9] = [
+    let cases: [(&str, [usize; 3]); 10] = [
         ("vgg11_bn", [3, 32, 32]),
         ("vgg16_cifar", [3, 32, 32]),
         ("alexnet", [3, 64, 64]),
@@ -37,6 +37,7 @@ fn libtorch_shapes_equal_ir_shape_inference_for_every_node() {
         ("densenet40", [3, 32, 32]),
         ("mlp", [1, 28, 28]),
         ("token_mlp", [1, 28, 28]),
+        ("tiny_vit", [1, 28, 28]),
     ];
     for (name, input) in cases {
         let m = model(name, input, 0);

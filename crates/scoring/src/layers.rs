@@ -39,6 +39,61 @@ pub struct PrunableLayer {
     pub conv: bool,
     /// The node whose output is read for the U-Score.
     pub analysis: String,
+    /// Set when the layer's units are attention heads (it is q, k or v of an attention, and
+    /// its dependency group maps units to heads): scorers compute one score per head and
+    /// give it to each of the head's channels (see docs/algorithm.md, "Heads").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Heads>,
+}
+
+/// How a layer's units are read as attention heads ([`PrunableLayer::heads`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heads {
+    /// The `attention` node the layer feeds (as q, k or v); its output is the heads' output
+    /// (the U-Score's analysis node).
+    pub attention: String,
+    /// Channels per head.
+    pub head_dim: usize,
+}
+
+impl PrunableLayer {
+    /// The number of units the scorers compare: heads for a layer read as heads, else its
+    /// units.
+    pub fn scored_units(&self) -> usize {
+        match &self.heads {
+            Some(h) if h.head_dim > 0 => self.units / h.head_dim,
+            _ => self.units,
+        }
+    }
+}
+
+/// The attention each layer feeds as q, k or v when the analysis gives the layer's group
+/// whole heads of that attention's size (`None` for other layers, or when the graph is not
+/// analysable: its scores then stay per channel).
+fn head_readers(graph: &Graph, names: &[&str]) -> Vec<Option<Heads>> {
+    let groups =
+        fair_analysis::analyze_with(graph, &[], fair_analysis::GroupedConvs::WithinGroups).ok();
+    names
+        .iter()
+        .map(|name| {
+            let groups = groups.as_ref()?;
+            let map = groups.groups()[groups.group_of(name)?].map;
+            graph
+                .readers(name)
+                .into_iter()
+                .find_map(|r| match r.op.channels() {
+                    fair_ir::Channels::Heads { head_dim }
+                        if map == (fair_analysis::UnitMap::Chunks { size: head_dim }) =>
+                    {
+                        Some(Heads {
+                            attention: r.name.clone(),
+                            head_dim,
+                        })
+                    }
+                    _ => None,
+                })
+        })
+        .collect()
 }
 
 /// The single reader of `name`, when there is exactly one.
@@ -54,11 +109,16 @@ fn only_reader<'g>(graph: &'g Graph, name: &str) -> Option<&'g fair_ir::Node> {
 /// within their groups, [`fair_analysis::scored_layers`] under
 /// [`fair_analysis::GroupedConvs::WithinGroups`]), with its analysis node for `point`. Its
 /// units are its output channels: a grouped convolution's scores are per channel, and the
-/// selector takes each within-group unit's mean over the groups.
+/// selector takes each within-group unit's mean over the groups. The q, k and v projections
+/// of an attention whose group is pruned in heads are read as heads ([`PrunableLayer::heads`]:
+/// analysis node the attention, whatever `point` says).
 pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer> {
-    fair_analysis::scored_layers(graph, fair_analysis::GroupedConvs::WithinGroups)
+    let names = fair_analysis::scored_layers(graph, fair_analysis::GroupedConvs::WithinGroups);
+    let heads = head_readers(graph, &names);
+    names
         .into_iter()
-        .map(|name| {
+        .zip(heads)
+        .map(|(name, heads)| {
             let conv = graph.shape(name).expect("listed by the graph").len() == 3;
             let mut analysis = name.to_owned();
             if matches!(
@@ -87,11 +147,16 @@ pub fn prunable_layers(graph: &Graph, point: AnalysisPoint) -> Vec<PrunableLayer
                     analysis = n.name.clone();
                 }
             }
+            // Heads are read where they are: the attention's output (see docs/algorithm.md).
+            if let Some(h) = &heads {
+                analysis = h.attention.clone();
+            }
             PrunableLayer {
                 name: name.to_owned(),
                 units: graph.units(name).expect("prunable"),
                 conv,
                 analysis,
+                heads,
             }
         })
         .collect()

@@ -56,15 +56,15 @@ pub use criteria::{
     Registry, Scored, ScoringSettings, UScore,
 };
 pub use error::ScoringError;
-pub use layers::{AnalysisPoint, PrunableLayer, prunable_layers};
+pub use layers::{AnalysisPoint, Heads, PrunableLayer, prunable_layers};
 pub use memory::{ByteSize, MaxMemory, check_memory_bound, default_max_memory};
 pub use progress::Progress;
 pub use r_score::{RMode, RScoreMemory, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
     BnDrift, ConvDistance, Engine, LayerPairCheck, MAX_PROJECTIONS, PairCheck, PairCounts,
-    PairSearch, SpillDir, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_scores,
-    u_scores_measured,
+    PairSearch, SpillDir, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_directions,
+    u_scores, u_scores_measured,
 };
 
 /// The README's examples, compiled as doctests.

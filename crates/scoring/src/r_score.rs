@@ -78,7 +78,8 @@ impl RScoreMemory {
     ///   as autograd may save each for the backward; plus `8 · a_i` for a max-pool's int64
     ///   indices, `4 · a_i` for a dropout mask or a layer norm's or hard-sigmoid's own
     ///   temporary, and `4 · a_out` for the log-softmax of the loss;
-    /// - `G = 4 · Σ_l a_l`: the gradients with respect to the scored layers' outputs, all
+    /// - `G = 4 · Σ_l a_l`: the gradients with respect to the scored layers' outputs (and the
+    ///   outputs of the attentions whose heads are scored), all
     ///   held until the scores are read;
     /// - `B = 2 · 4 · max_i live_i`: the gradients in flight during the backward, bounded by
     ///   twice the forward's widest cut (the `F` term of the U-Score's estimate, see
@@ -109,6 +110,18 @@ impl RScoreMemory {
                 .map_err(fair_runtime::RuntimeError::from)?;
             taps = taps.saturating_add(numel(at));
             widest_tap = widest_tap.max(numel(at));
+        }
+        // The outputs of attentions whose heads are units are tapped too, once each.
+        let mut attentions: Vec<&str> = Vec::new();
+        for h in layers.iter().filter_map(|l| l.heads.as_ref()) {
+            if !attentions.contains(&h.attention.as_str()) {
+                attentions.push(&h.attention);
+                let at = graph
+                    .position(&h.attention)
+                    .map_err(fair_runtime::RuntimeError::from)?;
+                taps = taps.saturating_add(numel(at));
+                widest_tap = widest_tap.max(numel(at));
+            }
         }
         let live = forward_peaks(graph).last().copied().unwrap_or(0);
         let per_sample = saved
@@ -216,17 +229,27 @@ pub fn r_scores(
 
     tch::manual_seed(settings.seed as i64);
     let device = model.device();
-    let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
-    let mut sums: Vec<Tensor> = layers
+    // Every scored layer's output, then the output of each attention whose heads are units
+    // (its term is the output projection's columns', see `heads_of`).
+    let mut names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+    for h in layers.iter().filter_map(|l| l.heads.as_ref()) {
+        if !names.contains(&h.attention.as_str()) {
+            names.push(&h.attention);
+        }
+    }
+    let mut sums: Vec<Tensor> = names
         .iter()
-        .map(|l| Tensor::zeros([l.units as i64], (Kind::Double, device)))
+        .map(|n| {
+            let units = fair_ir::unit_count(graph.shape(n).expect("validated"));
+            Tensor::zeros([units as i64], (Kind::Double, device))
+        })
         .collect();
     let batches = data.len().div_ceil(settings.batch_size);
     let bar = progress.bar(batches, "R-Score: forward + backward");
     for (b, (x, y)) in data.batches(settings.batch_size).enumerate() {
         let len = x.size()[0];
         if len as usize <= piece {
-            let c = contributions(model, layers, &names, mode, &x, &y, None, b)?;
+            let c = contributions(model, &names, mode, &x, &y, None, b)?;
             for (sum, c) in sums.iter_mut().zip(c) {
                 *sum += c;
             }
@@ -242,7 +265,7 @@ pub fn r_scores(
                 .into_iter()
                 .zip(y.split_with_sizes(&sizes, 0))
             {
-                let c = contributions(model, layers, &names, mode, &xs, &ys, Some(len), b)?;
+                let c = contributions(model, &names, mode, &xs, &ys, Some(len), b)?;
                 batch = Some(match batch {
                     None => c,
                     Some(acc) => acc.into_iter().zip(c).map(|(a, c)| a + c).collect(),
@@ -255,6 +278,7 @@ pub fn r_scores(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let sums = heads_of(layers, &names, sums)?;
     let scores = sums
         .into_iter()
         .zip(layers)
@@ -268,13 +292,68 @@ pub fn r_scores(
     Ok((scores, notes))
 }
 
-/// One forward and backward pass over `x` (labels `y`) of calibration batch `b`: every
-/// layer's Σ y·∂L/∂y per unit, in f64. `L` is the mean cross-entropy over `x`, or with
-/// `of = Some(n)` the sum over `x` divided by `n` (a piece of a batch of `n` samples).
-#[allow(clippy::too_many_arguments)]
+/// The signed sums of the layers read as heads turned into head sums: for an attention with
+/// heads of d channels, q, k and v its layers and a its output, head h's sum is
+/// Σ_{c ∈ h} (Σ q_c·∂L/∂q_c + Σ k_c·∂L/∂k_c + Σ v_c·∂L/∂v_c + Σ a_c·∂L/∂a_c), the Taylor
+/// term of all the head's parameters (q, k and v rows and biases by Euler's theorem; the
+/// output projection's columns c ∈ h, whose term is a_c·∂L/∂a_c summed when the projection
+/// is a's reader), given to each of the head's channels of q, k and v. `sums` holds a sum per
+/// name of `names` (the layers, then the attentions); the layers' come back.
+fn heads_of(
+    layers: &[PrunableLayer],
+    names: &[&str],
+    mut sums: Vec<Tensor>,
+) -> Result<Vec<Tensor>, ScoringError> {
+    let mut out: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
+    for (i, layer) in layers.iter().enumerate() {
+        let Some(h) = &layer.heads else { continue };
+        if out[i].is_some() {
+            continue;
+        }
+        let members: Vec<usize> = (0..layers.len())
+            .filter(|&j| {
+                layers[j]
+                    .heads
+                    .as_ref()
+                    .is_some_and(|g| g.attention == h.attention)
+            })
+            .collect();
+        let a = names
+            .iter()
+            .position(|n| *n == h.attention)
+            .expect("tapped above");
+        let ctx = || format!("R-Score of the heads of '{}'", h.attention);
+        let mut total = sums[a].shallow_clone();
+        for &j in &members {
+            total = torch(total.f_add(&sums[j]), ctx)?;
+        }
+        let d = h.head_dim as i64;
+        let per_head = torch(
+            total
+                .f_reshape([-1, d])
+                .and_then(|t| t.f_sum_dim_intlist(1, true, Kind::Double))
+                .and_then(|t| t.f_expand([-1, d], false))
+                .and_then(|t| t.f_reshape([-1])),
+            ctx,
+        )?;
+        for &j in &members {
+            out[j] = Some(per_head.copy());
+        }
+    }
+    sums.truncate(layers.len());
+    Ok(sums
+        .into_iter()
+        .zip(out)
+        .map(|(s, o)| o.unwrap_or(s))
+        .collect())
+}
+
+/// One forward and backward pass over `x` (labels `y`) of calibration batch `b`: for every
+/// node of `names`, Σ y·∂L/∂y of its output per unit, in f64. `L` is the mean cross-entropy
+/// over `x`, or with `of = Some(n)` the sum over `x` divided by `n` (a piece of a batch of
+/// `n` samples).
 fn contributions(
     model: &Model,
-    layers: &[PrunableLayer],
     names: &[&str],
     mode: Mode,
     x: &Tensor,
@@ -302,16 +381,16 @@ fn contributions(
             "the loss of calibration batch {b} is {value}"
         )));
     }
-    let outputs: Vec<&Tensor> = layers.iter().map(|l| &out.taps[&l.name]).collect();
+    let outputs: Vec<&Tensor> = names.iter().map(|n| &out.taps[*n]).collect();
     let grads = torch(
         Tensor::f_run_backward(&[&loss], &outputs, false, false),
         || format!("backward of batch {b}"),
     )?;
     tch::no_grad(|| {
-        layers
+        names
             .iter()
             .zip(outputs.iter().zip(&grads))
-            .map(|(layer, (yv, g))| {
+            .map(|(name, (yv, g))| {
                 // Sum y·∂L/∂y over every axis but the unit axis (1 past the per-sample one:
                 // channels of an image, the last axis of tokens).
                 let sample: Vec<usize> = yv.size()[1..].iter().map(|&d| d as usize).collect();
@@ -320,7 +399,7 @@ fn contributions(
                 Ok(torch(
                     (yv.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
                         .f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),
-                    || format!("R-Score of layer '{}'", layer.name),
+                    || format!("R-Score of layer '{name}'"),
                 )?)
             })
             .collect()

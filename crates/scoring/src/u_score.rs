@@ -258,6 +258,29 @@ fn project(
     let n = t.size()[0];
     let units = layer.units as i64;
     // [n, units, P]
+    let projected = match (t.dim(), directions, &layer.heads) {
+        // Heads: the attention's output [n, T, E] averaged over the tokens, each head's
+        // head_dim channels a point projected on the directions (sliced W1 in R^head_dim).
+        (3, Some(d), Some(h)) => torch(
+            t.f_mean_dim(1, false, Kind::Float)
+                .and_then(|x| x.f_reshape([n, units, h.head_dim as i64]))
+                .and_then(|x| x.f_matmul(d)),
+            ctx,
+        )?,
+        _ => project_units(t, n, units, directions, layer)?,
+    };
+    Ok(torch(projected.f_permute([1, 2, 0]), ctx)?)
+}
+
+/// [`project`] for channels, features and token units: `[n, units, P]`.
+fn project_units(
+    t: &Tensor,
+    n: i64,
+    units: i64,
+    directions: Option<&Tensor>,
+    layer: &PrunableLayer,
+) -> Result<Tensor, ScoringError> {
+    let ctx = || format!("summarising layer '{}'", layer.name);
     let projected = match (t.dim(), directions) {
         (4, Some(d)) => torch(t.f_reshape([n, units, -1]).and_then(|x| x.f_matmul(d)), ctx)?,
         (4, None) => torch(t.f_mean_dim(&[2i64, 3][..], false, Kind::Float), ctx)?.unsqueeze(2),
@@ -275,7 +298,7 @@ fn project(
             });
         }
     };
-    Ok(torch(projected.f_permute([1, 2, 0]), ctx)?)
+    Ok(projected)
 }
 
 /// The host summary of `projected` (`[units, P, n]`): copied to the CPU once and every row
@@ -302,20 +325,30 @@ fn sort_on_host(projected: &Tensor, layer: &PrunableLayer) -> Result<Summary, Sc
     Ok(Array3::from_shape_vec((units, p, n), data).expect("the tensor has this shape"))
 }
 
-/// The random directions of layer `i` (sliced conv layers only), on `device`.
+/// The directions the U-Score projects the points of layer `i` (its index among the layers
+/// scored together) on, `[dim, settings.projections]`: a sliced conv layer's channel maps
+/// (`dim = H·W`) and attention heads (`dim = head_dim`; q, k and v of one attention share
+/// the directions of the first of them). Seeded by `settings.seed` and `i` only.
+pub fn u_directions(settings: &UScoreSettings, i: usize, dim: usize) -> ndarray::Array2<f32> {
+    random_directions(dim, settings.projections, layer_seed(settings.seed, i))
+}
+
+/// The random directions of layer `i` (sliced conv layers and heads only), on `device`.
 fn directions(
     settings: &UScoreSettings,
+    layer: &PrunableLayer,
     shape: &[usize],
     i: usize,
     device: Device,
 ) -> Option<Tensor> {
-    match (settings.conv, shape.len()) {
-        (ConvDistance::Sliced, 3) => {
-            let d = random_directions(
-                shape[1] * shape[2],
-                settings.projections,
-                layer_seed(settings.seed, i),
-            );
+    let dim = match (&layer.heads, settings.conv, shape.len()) {
+        (Some(h), _, _) => Some(h.head_dim),
+        (None, ConvDistance::Sliced, 3) => Some(shape[1] * shape[2]),
+        _ => None,
+    };
+    match dim {
+        Some(dim) => {
+            let d = u_directions(settings, i, dim);
             let flat: Vec<f32> = d.iter().copied().collect();
             Some(
                 Tensor::from_slice(&flat)
@@ -569,6 +602,40 @@ pub fn u_scores_measured(
             detail: "must be at least 1".into(),
         });
     }
+    // Layers read as heads are scored per head, then each head's score is given to its
+    // channels.
+    if layers.iter().any(|l| l.heads.is_some()) {
+        let by_head: Vec<PrunableLayer> = layers
+            .iter()
+            .map(|l| PrunableLayer {
+                units: l.scored_units(),
+                ..l.clone()
+            })
+            .collect();
+        let mut run = measured(model, &by_head, data, settings, progress, check)?;
+        for (scores, layer) in run.scores.iter_mut().zip(layers) {
+            if let Some(h) = &layer.heads {
+                *scores = scores
+                    .iter()
+                    .flat_map(|&v| std::iter::repeat_n(v, h.head_dim))
+                    .collect();
+            }
+        }
+        return Ok(run);
+    }
+    measured(model, layers, data, settings, progress, check)
+}
+
+/// [`u_scores_measured`] on layers whose units are what is compared (heads already counted
+/// as units).
+fn measured(
+    model: &Model,
+    layers: &[PrunableLayer],
+    data: &Calibration,
+    settings: &UScoreSettings,
+    progress: Progress,
+    check: Option<PairCheck>,
+) -> Result<UScoreRun, ScoringError> {
     // Without BatchNorm there is nothing to drift: one ordinary pass gives the same scores.
     let has_batch_norm = model
         .graph()
@@ -692,9 +759,24 @@ fn scores_of(
     }
     let projections: Vec<usize> = shapes
         .iter()
-        .map(|s| match (settings.conv, s.len()) {
+        .zip(layers)
+        .map(|(s, l)| match (settings.conv, s.len()) {
+            _ if l.heads.is_some() => settings.projections,
             (ConvDistance::Sliced, 3) => settings.projections,
             _ => 1,
+        })
+        .collect();
+    // The layer whose directions each layer uses: itself, or for q, k and v of one
+    // attention the first of them, so the three compare the heads on the same directions.
+    let rep: Vec<usize> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match &l.heads {
+            Some(h) => layers
+                .iter()
+                .position(|o| o.heads.as_ref().is_some_and(|g| g.attention == h.attention))
+                .unwrap_or(i),
+            None => i,
         })
         .collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
@@ -857,7 +939,7 @@ fn scores_of(
         for (pass, group) in o.forwards.iter().enumerate() {
             let dirs: Vec<Option<Tensor>> = group
                 .iter()
-                .map(|&i| directions(settings, shapes[i], first + i, device))
+                .map(|&i| directions(settings, &layers[i], shapes[i], first + rep[i], device))
                 .collect();
             let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
             for (k, (class, idx)) in classes.iter().enumerate() {
@@ -935,7 +1017,7 @@ fn scores_of(
             chunk_layers.dedup();
             let dirs: Vec<Option<Tensor>> = chunk_layers
                 .iter()
-                .map(|&i| directions(settings, shapes[i], first + i, device))
+                .map(|&i| directions(settings, &layers[i], shapes[i], first + rep[i], device))
                 .collect();
             let taps: Vec<&str> = chunk_layers
                 .iter()
@@ -1494,6 +1576,7 @@ mod tests {
             units,
             conv: true,
             analysis: "conv".into(),
+            heads: None,
         };
         let layers = [layer(100), layer(3)];
         let c = PairCheck {
@@ -1581,6 +1664,7 @@ mod tests {
             units: 3000,
             conv: true,
             analysis: "conv".into(),
+            heads: None,
         };
         for (n, units, p) in [(1i64, 5i64, 3i64), (32, 3000, 2), (7, 40, 16), (300, 4, 2)] {
             let product = Tensor::randn([n, units, p], (Kind::Float, Device::Cpu)) * 3.0;

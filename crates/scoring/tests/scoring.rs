@@ -1237,3 +1237,181 @@ fn token_layer_r_score_equals_the_finite_difference_of_the_loss() {
         );
     }
 }
+
+/// The zoo's tiny ViT on 1×8×8 (16 tokens of 32 features, 2 blocks of 4 heads of 8), 3
+/// classes, with non-zero biases.
+fn tiny_vit() -> Model {
+    let g = fair_zoo::build("tiny_vit", &[1, 8, 8], 3).unwrap();
+    let m = Model::new(g, Device::Cpu, 4).unwrap();
+    tch::manual_seed(4);
+    tch::no_grad(|| {
+        for (n, mut t) in m.named_tensors() {
+            if n.ends_with(".bias") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    m
+}
+
+#[test]
+fn head_u_score_is_the_sliced_w1_of_the_token_pooled_head_outputs() {
+    let model = tiny_vit();
+    let cal = data(9, 3, &[1, 8, 8], 6);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let settings = UScoreSettings {
+        samples_per_class: 9,
+        projections: 16,
+        ..Default::default()
+    };
+    let (u, _) = u_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
+    let mut checked = 0;
+    for b in 0..2 {
+        let attend = format!("blocks.{b}.attn.attend");
+        let members: Vec<usize> = ["q", "k", "v"]
+            .iter()
+            .map(|l| {
+                let name = format!("blocks.{b}.attn.{l}");
+                layers.iter().position(|x| x.name == name).unwrap()
+            })
+            .collect();
+        for &l in &members {
+            let h = layers[l].heads.as_ref().unwrap();
+            assert_eq!((h.attention.as_str(), h.head_dim), (attend.as_str(), 8));
+            assert_eq!(layers[l].analysis, attend);
+        }
+        // The directions of the first of q, k, v (inputs of the method, not expected values).
+        let dirs = fair_scoring::u_directions(&settings, members[0], 8);
+        let dirs = Tensor::from_slice(dirs.as_slice().unwrap())
+            .reshape([8, 16])
+            .to_kind(Kind::Double);
+        // Independent path: each class's attention output [n, T, 32] averaged over the
+        // tokens, head h's channels 8h..8h+8 projected on the directions: [n, 16].
+        let per_class: Vec<Tensor> = cal
+            .class_indices()
+            .values()
+            .map(|idx| {
+                let out = tch::no_grad(|| {
+                    model.forward_with_taps(&cal.select(idx), Mode::Eval, &[&attend])
+                })
+                .unwrap();
+                out.taps[&attend]
+                    .to_kind(Kind::Double)
+                    .mean_dim(1, false, Kind::Double)
+            })
+            .collect();
+        for head in 0..4i64 {
+            let proj = |t: &Tensor| t.narrow(1, head * 8, 8).matmul(&dirs);
+            // Sliced W1 between two classes of equal size: the mean over the directions of
+            // the mean |difference| of the sorted projections.
+            let w1 = |a: &Tensor, b: &Tensor| -> f64 {
+                (0..16)
+                    .map(|p| {
+                        let mut x = Vec::<f64>::try_from(a.select(1, p)).unwrap();
+                        let mut y = Vec::<f64>::try_from(b.select(1, p)).unwrap();
+                        x.sort_by(f64::total_cmp);
+                        y.sort_by(f64::total_cmp);
+                        x.iter().zip(&y).map(|(s, t)| (s - t).abs()).sum::<f64>() / x.len() as f64
+                    })
+                    .sum::<f64>()
+                    / 16.0
+            };
+            let mut best = 0.0f64;
+            for a in 0..3 {
+                for c in a + 1..3 {
+                    best = best.max(w1(&proj(&per_class[a]), &proj(&per_class[c])));
+                }
+            }
+            assert!(best > 0.0);
+            // Every channel of the head, in q, k and v, carries the head's score.
+            for &l in &members {
+                assert_eq!(u[l].len(), 32);
+                let first = head as usize * 8;
+                for (c, &score) in u[l].iter().enumerate().skip(first).take(8) {
+                    assert!(
+                        (score - best).abs() <= 1e-4 * best,
+                        "{} channel {c} (head {head}): {score} vs {best}",
+                        layers[l].name
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8, "4 heads in each of 2 blocks");
+}
+
+/// Scales every parameter of head `head` (8 channels) of block `block` by `f`: q, k and v
+/// rows and biases, and the output projection's columns.
+fn scale_head(model: &Model, block: usize, head: i64, f: f64) {
+    tch::no_grad(|| {
+        let p = format!("blocks.{block}.attn");
+        for l in ["q", "k", "v"] {
+            for suffix in ["weight", "bias"] {
+                let mut rows =
+                    model
+                        .tensor(&format!("{p}.{l}.{suffix}"))
+                        .unwrap()
+                        .narrow(0, head * 8, 8);
+                let _ = rows.g_mul_scalar_(f);
+            }
+        }
+        let mut cols = model
+            .tensor(&format!("{p}.proj.weight"))
+            .unwrap()
+            .narrow(1, head * 8, 8);
+        let _ = cols.g_mul_scalar_(f);
+    })
+}
+
+#[test]
+fn head_r_score_equals_the_finite_difference_of_the_loss_under_all_its_parameters() {
+    let model = tiny_vit();
+    let cal = data(8, 3, &[1, 8, 8], 7);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let settings = RScoreSettings {
+        mode: RMode::Eval,
+        batch_size: 12,
+        seed: 0,
+        max_memory: None,
+    };
+    let (r, _) = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
+    let loss_sum = || -> f64 {
+        cal.batches(12)
+            .map(|(x, y)| {
+                let logits = model.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
+                logits.cross_entropy_for_logits(&y).double_value(&[])
+            })
+            .sum()
+    };
+    let index = |name: &str| layers.iter().position(|l| l.name == name).unwrap();
+    // Every head's score, from q (k and v carry the same on every channel of the head).
+    let mut heads: Vec<(usize, i64, f64)> = Vec::new();
+    for b in 0..2 {
+        let [q, k, v] = ["q", "k", "v"].map(|l| index(&format!("blocks.{b}.attn.{l}")));
+        for h in 0..4i64 {
+            let c = h as usize * 8;
+            for ch in c..c + 8 {
+                assert_eq!(r[k][ch], r[q][c], "block {b} head {h}");
+                assert_eq!(r[v][ch], r[q][c], "block {b} head {h}");
+                assert_eq!(r[q][ch], r[q][c], "block {b} head {h}");
+            }
+            heads.push((b, h, r[q][c]));
+        }
+    }
+    // The three largest: a central finite difference of f32 losses resolves them.
+    heads.sort_by(|a, b| b.2.total_cmp(&a.2));
+    for &(b, h, ours) in &heads[..3] {
+        let eps = 1e-2;
+        scale_head(&model, b, h, 1.0 + eps);
+        let up = loss_sum();
+        scale_head(&model, b, h, (1.0 - eps) / (1.0 + eps));
+        let down = loss_sum();
+        scale_head(&model, b, h, 1.0 / (1.0 - eps));
+        let fd = ((up - down) / (2.0 * eps)).abs();
+        assert!(
+            (ours - fd).abs() <= 2e-3 * fd.max(1e-6),
+            "block {b} head {h}: R = {ours}, finite difference {fd}"
+        );
+    }
+}

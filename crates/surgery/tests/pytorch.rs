@@ -6,7 +6,7 @@ use std::process::Command;
 
 mod common;
 
-use fair_analysis::{GroupRule, GroupedConvs, ResolveOptions, analyze, analyze_with};
+use fair_analysis::{GroupRule, GroupedConvs, Plan, ResolveOptions, analyze, analyze_with};
 use fair_runtime::{Mode, Model, read_safetensors, write_safetensors};
 use fair_surgery::{apply, export};
 use tch::{Device, Kind, Tensor};
@@ -536,5 +536,46 @@ fn grouped_convs_pruned_within_groups_match_torch_pruning_and_run_in_pytorch() {
             d <= 1e-4 * scale,
             "seed {seed}: exported model differs by {d}"
         );
+    }
+}
+
+#[test]
+#[ignore = "needs the reference Python with torch (cargo xtask test runs it)"]
+fn tiny_vit_with_heads_removed_runs_in_plain_pytorch() {
+    // The attention is exported as torch's scaled_dot_product_attention on
+    // [N, heads, T, head_dim]; before and after removing heads, plain PyTorch computes our
+    // outputs.
+    let Some(py) = python() else { return };
+    let (m, x) = setup("tiny_vit", [1, 28, 28]);
+    let before = tempfile::tempdir().unwrap();
+    let theirs = in_pytorch(&py, &m, &x, before.path());
+    let source = std::fs::read_to_string(before.path().join("model.py")).unwrap();
+    assert!(source.contains("scaled_dot_product_attention"), "{source}");
+    let d = max_diff(&eval(&m, &x), &theirs);
+    eprintln!("tiny_vit: exported module in PyTorch, max |Δ| = {d:.2e}");
+    assert!(d <= 1e-5, "unpruned: max |Δ| = {d}");
+    let plan = ["q", "k", "v"].into_iter().fold(Plan::new(), |p, l| {
+        p.remove(&format!("blocks.0.attn.{l}"), [0, 2])
+            .remove(&format!("blocks.1.attn.{l}"), [3])
+    });
+    let pruned = apply(&m, &plan, &ResolveOptions::default()).unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let theirs = in_pytorch(&py, &pruned.model, &x, after.path());
+    let d = max_diff(&eval(&pruned.model, &x), &theirs);
+    eprintln!("tiny_vit pruned: exported module in PyTorch, max |Δ| = {d:.2e}");
+    assert!(d <= 1e-5, "pruned: max |Δ| = {d}");
+    // The ONNX export (attention decomposed: Reshape, Transpose, MatMul, Mul, Softmax,
+    // MatMul, Transpose, Reshape) passes onnx.checker and ONNX Runtime computes our outputs,
+    // before and after; it reads back as the same graph and tensors.
+    for (what, model, dir) in [
+        ("unpruned", &m, before.path()),
+        ("pruned", &pruned.model, after.path()),
+    ] {
+        run(&py, "onnxruntime", dir);
+        let d = max_diff(&eval(model, &x), &read(dir, "ort_output.safetensors"));
+        eprintln!("tiny_vit {what}: ONNX Runtime on model.onnx, max |Δ| = {d:.2e}");
+        assert!(d <= 1e-5, "{what}: ONNX Runtime max |Δ| = {d}");
+        let back = fair_onnx::import_file(&dir.join("model.onnx")).unwrap();
+        assert_eq!(&back.graph.nodes(), &model.graph().nodes(), "{what}");
     }
 }

@@ -10,6 +10,9 @@ Usage:
       `export`, with every LayerNorm2d and ChannelShuffle of model.py swapped for
       torchvision's own (torchvision.models.convnext.LayerNorm2d with the same weights,
       torchvision.models.shufflenetv2.channel_shuffle): writes DIR/tv_output.safetensors.
+  python pytorch_reference.py onnxruntime DIR
+      `export`, and ONNX Runtime (CPU) on DIR/model.onnx after onnx.checker's full check:
+      writes DIR/ort_output.safetensors too.
   python pytorch_reference.py torch-pruning DIR
       Loads the *unpruned* export in DIR, prunes it with Torch-Pruning using the exact unit
       indices in DIR/plan.json ({"groups": [[layer, [units...]], ...]}: one member layer per
@@ -39,6 +42,17 @@ def main(command, directory):
     if command == "export":
         with torch.no_grad():
             save_file({"output": net(x).contiguous()}, f"{directory}/torch_output.safetensors")
+    elif command == "onnxruntime":
+        import onnx
+        import onnxruntime as ort
+
+        with torch.no_grad():
+            save_file({"output": net(x).contiguous()}, f"{directory}/torch_output.safetensors")
+        onnx.checker.check_model(onnx.load(f"{directory}/model.onnx"), full_check=True)
+        session = ort.InferenceSession(f"{directory}/model.onnx", providers=["CPUExecutionProvider"])
+        (inp,) = session.get_inputs()
+        y = session.run(None, {inp.name: x.numpy()})[0]
+        save_file({"output": torch.from_numpy(y).contiguous()}, f"{directory}/ort_output.safetensors")
     elif command == "torchvision-ops":
         from torchvision.models.convnext import LayerNorm2d
         from torchvision.models.shufflenetv2 import channel_shuffle

@@ -444,3 +444,132 @@ fn token_mlp_hidden_neurons_are_the_only_units_and_removing_dead_ones_keeps_the_
     // And the unpruned model differs (the neurons were alive before zeroing).
     assert!((&eval(&m, &x) - &a).abs().max().double_value(&[]) > 1e-4);
 }
+
+#[test]
+fn tiny_vit_heads_removed_whole_equal_the_dead_head_model() {
+    // 1×28×28, 7×7 patches: 16 tokens of 32 features; 2 blocks of 4 heads of 8 channels.
+    let shape = [1, 28, 28];
+    let m = Model::new(
+        fair_zoo::build("tiny_vit", &shape, 10).unwrap(),
+        Device::Cpu,
+        7,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for (n, mut t) in m.named_tensors() {
+            if n.ends_with(".bias") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    let x = input(shape);
+    // Heads 1 and 3 of block 0, head 0 of block 1, and MLP neurons of block 1; the plan as a
+    // user writes it, in heads.
+    let plan = fair_analysis::Plan::from_json_str(
+        r#"{"remove": {
+            "blocks.0.attn.q": [1, 3], "blocks.0.attn.k": [1, 3], "blocks.0.attn.v": [1, 3],
+            "blocks.1.attn.q": [0], "blocks.1.attn.k": [0], "blocks.1.attn.v": [0],
+            "blocks.1.mlp.fc1": [4, 9, 63]
+        }}"#,
+        "plan.json",
+    )
+    .unwrap();
+    let heads: [(&str, &[i64]); 2] = [("blocks.0", &[1, 3]), ("blocks.1", &[0])];
+    // The dead-head model: the removed heads' rows of q, k and v (weights and biases) are
+    // zero, so each such head attends uniformly to zero values and contributes nothing to
+    // the output projection; the removed neurons' rows of fc1 are zero (GELU(0) = 0).
+    let dead = Model::from_tensors(
+        m.graph().clone(),
+        m.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect(),
+        Device::Cpu,
+    )
+    .unwrap();
+    let zero_rows = |param: &str, rows: &[i64]| {
+        let mut t = dead.tensor(param).unwrap().shallow_clone();
+        let _ = t.index_fill_(0, &Tensor::from_slice(rows), 0.0);
+    };
+    tch::no_grad(|| {
+        for (block, hs) in heads {
+            let rows: Vec<i64> = hs.iter().flat_map(|h| h * 8..(h + 1) * 8).collect();
+            for l in ["q", "k", "v"] {
+                for p in ["weight", "bias"] {
+                    zero_rows(&format!("{block}.attn.{l}.{p}"), &rows);
+                }
+            }
+        }
+        for p in ["weight", "bias"] {
+            zero_rows(&format!("blocks.1.mlp.fc1.{p}"), &[4, 9, 63]);
+        }
+    });
+    // The dead heads matter in the unpruned model only through what they would add: the
+    // dead model differs from the original (so the test can fail).
+    let (orig, a) = (eval(&m, &x), eval(&dead, &x));
+    assert!((&orig - &a).abs().max().double_value(&[]) > 1e-3);
+    let pruned = apply(&dead, &plan, &ResolveOptions::default()).unwrap();
+    let g = pruned.model.graph();
+    for (block, kept_heads) in [("blocks.0", 2), ("blocks.1", 3)] {
+        for l in ["q", "k", "v"] {
+            assert_eq!(
+                g.node(&format!("{block}.attn.{l}")).unwrap().op,
+                fair_ir::Linear::new(32, kept_heads * 8).into()
+            );
+        }
+        assert_eq!(
+            g.node(&format!("{block}.attn.attend")).unwrap().op,
+            fair_ir::Attention::new(8).into(),
+            "the head dimension is kept"
+        );
+        assert_eq!(
+            g.node(&format!("{block}.attn.proj")).unwrap().op,
+            fair_ir::Linear::new(kept_heads * 8, 32).into()
+        );
+    }
+    assert_eq!(
+        g.node("blocks.1.mlp.fc1").unwrap().op,
+        fair_ir::Linear::new(32, 61).into()
+    );
+    // The kept rows and columns are the original's: proj keeps columns 0..8 and 16..24.
+    let cols: Vec<i64> = (0..8).chain(16..24).collect();
+    let want = dead
+        .tensor("blocks.0.attn.proj.weight")
+        .unwrap()
+        .index_select(1, &Tensor::from_slice(&cols));
+    assert!(
+        pruned
+            .model
+            .tensor("blocks.0.attn.proj.weight")
+            .unwrap()
+            .equal(&want)
+    );
+    let b = eval(&pruned.model, &x);
+    let d = (&a - &b).abs().max().double_value(&[]);
+    assert!(d <= 1e-5, "max |Δ| = {d}");
+    // The report counts heads for the attention groups, neurons for the MLP.
+    let mut removed = pruned.report.groups.clone();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            (
+                vec![
+                    "blocks.0.attn.q".to_owned(),
+                    "blocks.0.attn.k".to_owned(),
+                    "blocks.0.attn.v".to_owned()
+                ],
+                2
+            ),
+            (
+                vec![
+                    "blocks.1.attn.q".to_owned(),
+                    "blocks.1.attn.k".to_owned(),
+                    "blocks.1.attn.v".to_owned()
+                ],
+                1
+            ),
+            (vec!["blocks.1.mlp.fc1".to_owned()], 3),
+        ]
+    );
+}

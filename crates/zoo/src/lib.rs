@@ -1,8 +1,9 @@
 //! Model zoo: builders that return a [`fair_ir::Graph`] for the networks of the FAIR-Pruner
 //! paper — VGG-11/13/16/19 (with and without BatchNorm, ImageNet head or the compact CIFAR
 //! head), AlexNet, ResNet-18/34/50, CIFAR ResNet-20/56/110, DenseNet-121, CIFAR DenseNet-40
-//! (k = 12), plain MLPs and a toy vision transformer without attention (`token_mlp`: patch
-//! embedding, tokens, pre-LN MLP blocks). Input channels, input size and number of classes are parameters.
+//! (k = 12), plain MLPs, a toy vision transformer without attention (`token_mlp`: patch
+//! embedding, tokens, pre-LN MLP blocks) and a small one with multi-head attention
+//! (`tiny_vit`). Input channels, input size and number of classes are parameters.
 //!
 //! Where torchvision has the model, node names equal torchvision's module paths, so parameter
 //! names equal its state-dict keys and parameter counts match it exactly.
@@ -18,6 +19,7 @@
 mod densenet;
 mod mlp;
 mod resnet;
+mod tiny_vit;
 mod token_mlp;
 mod vgg;
 
@@ -26,6 +28,7 @@ use fair_ir::{Graph, IrError};
 pub use densenet::{densenet_cifar, densenet121};
 pub use mlp::mlp;
 pub use resnet::{resnet, resnet_cifar};
+pub use tiny_vit::tiny_vit;
 pub use token_mlp::token_mlp;
 pub use vgg::{alexnet, vgg, vgg_cifar, vgg_compact};
 
@@ -227,6 +230,12 @@ pub const MODELS: &[ModelInfo] = &[
         FASHION,
         10
     ),
+    entry!(
+        "tiny_vit",
+        "small ViT: a 4×4 grid of patches (7×7 at 28×28) to 16 tokens of 32 features, 2 pre-LN blocks of 4-head attention and a 64-neuron GELU MLP, token mean, linear head",
+        FASHION,
+        10
+    ),
 ];
 
 /// Looks up a zoo entry by name.
@@ -268,6 +277,8 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         "mlp" => mlp(input3.to_vec(), &[512, 256], classes),
         "vgg_compact" => vgg_compact(input3, classes),
         "token_mlp" => token_mlp(input3, 4, 32, 64, 2, classes),
+        // A 4×4 grid of patches at any input size of at least 4×4: 16 tokens.
+        "tiny_vit" => tiny_vit(input3, (h.min(w) / 4).max(1), 32, 4, 64, 2, classes),
         _ => {
             let (base, cifar) = match name.strip_suffix("_cifar") {
                 Some(b) => (b, true),

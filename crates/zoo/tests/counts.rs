@@ -157,3 +157,47 @@ fn hand_computed_token_mlp_shapes_params_and_macs() {
     // Conv 49·32·16; per block two token linears of 49·32·64; head 32·10.
     assert_eq!(g.macs(), 49 * 32 * 16 + 2 * 2 * 49 * 32 * 64 + 320);
 }
+
+#[test]
+fn hand_computed_tiny_vit_shapes_params_and_macs() {
+    // 1×28×28, 7×7 patches: 4·4 = 16 tokens of 32 features; 2 blocks of 4 heads of 8
+    // channels and 64 hidden neurons.
+    let g = build("tiny_vit", &FASHION_INPUT, 10).unwrap();
+    assert_eq!(g.shape("patch_embed").unwrap(), &[32, 4, 4]);
+    assert_eq!(g.shape("tokens").unwrap(), &[16, 32]);
+    for l in ["q", "k", "v", "attend", "proj"] {
+        assert_eq!(g.shape(&format!("blocks.1.attn.{l}")).unwrap(), &[16, 32]);
+    }
+    assert_eq!(
+        g.node("blocks.0.attn.attend").unwrap().op,
+        fair_ir::Attention::new(8).into()
+    );
+    assert_eq!(g.shape("blocks.1.mlp.fc1").unwrap(), &[16, 64]);
+    assert_eq!(g.shape("blocks.1.add2").unwrap(), &[16, 32]);
+    assert_eq!(g.shape("pool").unwrap(), &[32]);
+    assert_eq!(g.shape("head").unwrap(), &[10]);
+    // Patch embedding 32·49 + 32; per block 2 LNs 2·2·32, q/k/v/proj 4·(32·32 + 32), fc1
+    // 64·32 + 64, fc2 32·64 + 32; final LN 2·32; head 10·32 + 10.
+    let block = 128 + 4 * 1056 + (2048 + 64) + (2048 + 32);
+    assert_eq!(g.param_count(), 1600 + 2 * block + 64 + 330);
+    // Conv 16·32·49; per block four 16·32·32 projections, attention 2·16²·32, fc1 and fc2
+    // 16·32·64 each; head 32·10.
+    let block = 4 * 16 * 32 * 32 + 2 * 256 * 32 + 2 * 16 * 32 * 64;
+    assert_eq!(g.macs(), 16 * 32 * 49 + 2 * block + 320);
+    assert_eq!(
+        g.prunable_layers().len(),
+        1 + 2 * 6 // patch embedding; per block q, k, v, proj, fc1, fc2 (not the head)
+    );
+}
+
+#[test]
+fn tiny_vit_has_16_tokens_at_any_input_size() {
+    for (input, patch) in [([1, 8, 8], 2), ([3, 32, 32], 8), ([1, 28, 28], 7)] {
+        let g = build("tiny_vit", &input, 10).unwrap();
+        assert_eq!(g.shape("tokens").unwrap(), &[16, 32], "{input:?}");
+        assert_eq!(
+            g.node("patch_embed").unwrap().op.params("p")[0].shape,
+            vec![32, input[0], patch, patch]
+        );
+    }
+}

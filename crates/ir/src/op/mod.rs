@@ -26,6 +26,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod activation;
+mod attention;
 mod channel;
 mod conv;
 mod linear;
@@ -37,6 +38,7 @@ mod simple;
 mod tokens;
 
 pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
+pub use attention::Attention;
 pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
@@ -279,6 +281,15 @@ pub enum Channels {
         /// One past the last channel taken.
         end: usize,
     },
+    /// Multi-head attention: like [`Channels::Couple`], the inputs' channels (q, k, v) are
+    /// coupled position by position and the output has the same channels, but units are
+    /// whole heads of `head_dim` consecutive channels (the analysis maps them with a chunk
+    /// map): a head's q, k and v channels are kept or removed together, and the head
+    /// dimension is kept.
+    Heads {
+        /// Channels per head.
+        head_dim: usize,
+    },
 }
 
 /// How a unit-creating op reads its input's channels.
@@ -384,7 +395,7 @@ pub trait Contract {
     fn params(&self, node: &str) -> Vec<ParamSpec>;
 
     /// Multiply-accumulates per sample, given the op's output shape (`None` on overflow).
-    /// Only convolutions and linear layers count.
+    /// Only convolutions, linear layers and attention's two matrix products count.
     fn macs(&self, output: &[usize]) -> Option<u64>;
 
     /// How the output channels relate to the inputs' channels.
@@ -565,6 +576,8 @@ ops! {
     TokenMean(TokenMean) = "token_mean",
     /// Layer normalisation over the last axis (`torch.nn.LayerNorm`; a transformer's).
     LayerNorm(LayerNorm) = "layer_norm",
+    /// Multi-head scaled dot-product attention of q, k, v tokens `[T, E]` with prunable heads.
+    Attention(Attention) = "attention",
 }
 
 impl Op {
@@ -592,8 +605,9 @@ impl Op {
     }
 
     /// Multiply-accumulates for one sample given the op's output shape (saturating; graphs
-    /// reject sizes that overflow). Only convolutions and linear layers count (bias
-    /// additions, normalisation, activations and pooling are not MACs); this is the
+    /// reject sizes that overflow). Only convolutions, linear layers and attention's
+    /// matrix products count (bias additions, normalisation, softmax, activations and
+    /// pooling are not MACs); this is the
     /// convention behind the usual published figures (ResNet-50 ≈ 4.1 G at 224²).
     pub fn macs(&self, output: &[usize]) -> u64 {
         self.contract().macs(output).unwrap_or(u64::MAX)
@@ -614,7 +628,8 @@ impl Op {
             | Channels::Concat
             | Channels::Flatten
             | Channels::Fixed
-            | Channels::Slice { .. } => None,
+            | Channels::Slice { .. }
+            | Channels::Heads { .. } => None,
         }
     }
 
@@ -917,6 +932,7 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (Linear::new(8, 3).into(), vec![tok()]),
         (Gelu::default().into(), vec![tok()]),
         (Add {}.into(), vec![tok(), tok()]),
+        (Attention::new(4).into(), vec![tok(), tok(), tok()]),
     ]
 }
 

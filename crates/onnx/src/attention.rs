@@ -1,0 +1,344 @@
+//! Multi-head attention written out in ONNX, read back as one `attention` node.
+//!
+//! fair-pruner exports `attention` decomposed (see `fair_ir::Attention`'s contract): q, k
+//! and v tokens `[N, T, E]` are each reshaped to heads `[N, T, H, d]` and transposed to
+//! `[N, H, T, d]` (k to `[N, H, d, T]`, or `[N, H, T, d]` then its last two axes swapped);
+//! `MatMul(q, k)` gives the scores, which a `Mul` by `1/√d` (or a `Div` by `√d`) scales;
+//! `Softmax` over the last axis gives the weights; `MatMul(weights, v)` the context, which
+//! `Transpose` `[0, 2, 1, 3]` and `Reshape` `[N, T, E]` turn back into tokens. Each step
+//! marks its value ([`Value::Heads`] … [`Value::Context`]) and the last one emits the IR
+//! node. A step that leaves the pattern is an error naming the node and what was expected.
+
+use fair_ir::Attention;
+
+use super::{Importer, Value, dims_text};
+use crate::OnnxError;
+use crate::fold::{self, Data};
+use crate::proto::NodeRef;
+
+/// Where an attention step is in the pattern (carried by [`Value`]).
+impl Importer<'_> {
+    /// `Reshape` of tokens `[N, T, E]` to heads `[N, T, E/d, d]` (the target's `t`), or of
+    /// the transposed context back to tokens; `None` when `x` is not such a reshape.
+    pub(super) fn attention_reshape(
+        &mut self,
+        n: &NodeRef,
+        input: &Value,
+        t: &[fold::Int],
+        allowzero: bool,
+    ) -> Option<Result<Value, OnnxError>> {
+        match input {
+            Value::Act(x) => {
+                let s = self.shapes[x].clone();
+                let [tokens, width] = s[..] else { return None };
+                match self.resolve(t, &s, allowzero)?.as_slice() {
+                    [tt, h, d] if *tt == tokens && h * d == width && *d > 0 && *h > 0 => {
+                        Some(Ok(Value::Heads {
+                            x: x.clone(),
+                            d: *d,
+                        }))
+                    }
+                    _ => None,
+                }
+            }
+            // Heads with the batch and head axes merged ([N·H, T, d]) and back: the dynamo
+            // exporter's transpose of k.
+            Value::HeadsFirst { x, d, keys, scale } if *scale == 1.0 => {
+                let (tokens, heads) = (self.shapes[x][0] as i64, (self.shapes[x][1] / d) as i64);
+                // The two axes after the merged one: [T, d], or [d, T] for the keys.
+                let inner = if *keys {
+                    [*d as i64, tokens]
+                } else {
+                    [tokens, *d as i64]
+                };
+                let merged = match t {
+                    [fold::Int::N(-1), fold::Int::N(a), fold::Int::N(b)] => [*a, *b] == inner,
+                    [fold::Int::N(nh), fold::Int::N(a), fold::Int::N(b)] => {
+                        self.batch.is_some_and(|n| *nh == n as i64 * heads) && [*a, *b] == inner
+                    }
+                    _ => false,
+                };
+                merged.then(|| {
+                    Ok(Value::MergedHeads {
+                        x: x.clone(),
+                        d: *d,
+                        keys: *keys,
+                    })
+                })
+            }
+            Value::MergedHeads { x, d, keys } => {
+                let s = &self.shapes[x];
+                let (tokens, heads) = (s[0], s[1] / d);
+                let want = if *keys {
+                    vec![heads, *d, tokens]
+                } else {
+                    vec![heads, tokens, *d]
+                };
+                Some(
+                    if self.resolve(t, &want, allowzero).as_ref() == Some(&want) {
+                        Ok(Value::HeadsFirst {
+                            x: x.clone(),
+                            d: *d,
+                            keys: *keys,
+                            scale: 1.0,
+                        })
+                    } else {
+                        Err(n.err(format!(
+                        "heads with the batch and head axes merged must be reshaped back to [N, {}]; here they are reshaped to [{}]",
+                        dims_text(&want),
+                        super::describe(t)
+                    )))
+                    },
+                )
+            }
+            Value::Context {
+                q,
+                k,
+                v,
+                d,
+                transposed,
+            } => {
+                let s = self.shapes[q].clone();
+                let heads = [s[0], s[1] / d, *d];
+                let back = self.resolve(t, &heads, allowzero);
+                if !*transposed || back.as_deref() != Some(&s) {
+                    return Some(Err(n.err(format!(
+                        "the attention context must be transposed to [N, T, heads, d] (perm [0, 2, 1, 3]) and reshaped back to tokens [N, {}]; here it is reshaped to [{}]",
+                        dims_text(&s),
+                        super::describe(t)
+                    ))));
+                }
+                let hint = self.hint(n, None);
+                let ins = vec![q.clone(), k.clone(), v.clone()];
+                Some(self.emit(n, hint, Attention::new(*d).into(), ins, vec![]))
+            }
+            _ => None,
+        }
+    }
+
+    /// `Transpose` of heads to `[N, H, T, d]` (q, v) or `[N, H, d, T]` (k), of q-like heads'
+    /// last two axes (k), or of the context back to `[N, T, H, d]`.
+    pub(super) fn attention_transpose(&self, input: &Value, perm: &[i64]) -> Option<Value> {
+        let first = |x: &String, d: usize, keys: bool, scale: f64| Value::HeadsFirst {
+            x: x.clone(),
+            d,
+            keys,
+            scale,
+        };
+        match (input, perm) {
+            (Value::Heads { x, d }, [0, 2, 1, 3]) => Some(first(x, *d, false, 1.0)),
+            (Value::Heads { x, d }, [0, 2, 3, 1]) => Some(first(x, *d, true, 1.0)),
+            (Value::HeadsFirst { x, d, keys, scale }, [0, 1, 3, 2]) => {
+                Some(first(x, *d, !keys, *scale))
+            }
+            (Value::MergedHeads { x, d, keys }, [0, 2, 1]) => Some(Value::MergedHeads {
+                x: x.clone(),
+                d: *d,
+                keys: !keys,
+            }),
+            (
+                Value::Context {
+                    q,
+                    k,
+                    v,
+                    d,
+                    transposed: false,
+                },
+                [0, 2, 1, 3],
+            ) => Some(Value::Context {
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                d: *d,
+                transposed: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `MatMul` of q's heads by k's transposed heads (the scores), or of the softmax weights
+    /// by v's heads (the context); `None` when neither operand is an attention step.
+    pub(super) fn attention_matmul(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
+        let (a, b) = (inputs.first()?.as_ref()?, inputs.get(1)?.as_ref()?);
+        let step = |v: &Value| {
+            matches!(
+                v,
+                Value::Heads { .. }
+                    | Value::HeadsFirst { .. }
+                    | Value::MergedHeads { .. }
+                    | Value::Scores { .. }
+                    | Value::Weights { .. }
+                    | Value::Context { .. }
+            )
+        };
+        if !step(a) && !step(b) {
+            return None;
+        }
+        Some(match (a, b) {
+            (
+                Value::HeadsFirst {
+                    x: q,
+                    d,
+                    keys: false,
+                    scale: sq,
+                },
+                Value::HeadsFirst {
+                    x: k,
+                    d: dk,
+                    keys: true,
+                    scale: sk,
+                },
+            ) if d == dk && self.shapes[q] == self.shapes[k] => Ok(Value::Scores {
+                q: q.clone(),
+                k: k.clone(),
+                d: *d,
+                scale: sq * sk,
+            }),
+            (
+                Value::Weights { q, k, d },
+                Value::HeadsFirst {
+                    x: v,
+                    d: dv,
+                    keys: false,
+                    scale,
+                },
+            ) if d == dv && *scale == 1.0 && self.shapes[q] == self.shapes[v] => {
+                Ok(Value::Context {
+                    q: q.clone(),
+                    k: k.clone(),
+                    v: v.clone(),
+                    d: *d,
+                    transposed: false,
+                })
+            }
+            _ => Err(n.err(
+                "a MatMul in multi-head attention must multiply q's heads [N, H, T, d] by k's transposed heads [N, H, d, T] (the scores), or the softmax weights by v's unscaled heads [N, H, T, d] (the context), with one head size and token count",
+            )),
+        })
+    }
+
+    /// `Mul` or `Div` of the scores, or of q's or k's heads (PyTorch's export scales both by
+    /// √(1/√d)), by a scalar constant: the scale; `None` when no operand is one of them.
+    pub(super) fn attention_scale(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        divide: bool,
+    ) -> Option<Result<Value, OnnxError>> {
+        let k = inputs
+            .iter()
+            .position(|v| matches!(v, Some(Value::Scores { .. } | Value::HeadsFirst { .. })))?;
+        let operand = inputs[k].clone()?;
+        if divide && k != 0 {
+            return Some(Err(n.err(
+                "dividing by the attention's scores or heads is not supported",
+            )));
+        }
+        let c = match self.konst(n, inputs, 1 - k) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let value = match (&*c.data, c.scalar_f32()) {
+            (Data::F32(_), Ok(v)) => f64::from(v),
+            _ => {
+                return Some(Err(n.err(format!(
+                    "the attention scores may only be scaled by one float constant, found shape {:?}",
+                    c.dims
+                ))));
+            }
+        };
+        let times = |scale: f64| if divide { scale / value } else { scale * value };
+        Some(Ok(match operand {
+            Value::Scores { q, k, d, scale } => Value::Scores {
+                q,
+                k,
+                d,
+                scale: times(scale),
+            },
+            Value::HeadsFirst { x, d, keys, scale } => Value::HeadsFirst {
+                x,
+                d,
+                keys,
+                scale: times(scale),
+            },
+            other => other,
+        }))
+    }
+
+    /// The per-sample shape of an attention step (for `Shape`, which PyTorch's export reads
+    /// to compute the scale and the final reshape), or `None` when input 0 is not one.
+    pub(super) fn attention_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<usize>> {
+        let tokens = |x: &String| -> Option<(usize, usize)> {
+            match self.shapes.get(x)?.as_slice() {
+                [t, e] => Some((*t, *e)),
+                _ => None,
+            }
+        };
+        Some(match inputs.first()?.as_ref()? {
+            Value::Heads { x, d } => {
+                let (t, e) = tokens(x)?;
+                vec![t, e / d, *d]
+            }
+            Value::HeadsFirst { x, d, keys, .. } => {
+                let (t, e) = tokens(x)?;
+                if *keys {
+                    vec![e / d, *d, t]
+                } else {
+                    vec![e / d, t, *d]
+                }
+            }
+            Value::Scores { q, d, .. } | Value::Weights { q, d, .. } => {
+                let (t, e) = tokens(q)?;
+                vec![e / d, t, t]
+            }
+            Value::Context {
+                q, d, transposed, ..
+            } => {
+                let (t, e) = tokens(q)?;
+                if *transposed {
+                    vec![t, e / d, *d]
+                } else {
+                    vec![e / d, t, *d]
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// `Softmax` over the last axis of the scores scaled by `1/√d`: the weights.
+    pub(super) fn attention_softmax(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Result<Value, OnnxError> {
+        n.only(&["axis"])?;
+        let Some(Some(Value::Scores { q, k, d, scale })) = inputs.first() else {
+            return Err(n.err(
+                "Softmax is supported only over the scaled scores of multi-head attention (MatMul of q's heads by k's transposed heads, times 1/√head_dim)",
+            ));
+        };
+        let default = if self.opset >= 13 { -1 } else { 1 };
+        let axis = fold::axis(n.int_or("axis", default)?, 4).map_err(|e| n.attr_err("axis", e))?;
+        if axis != 3 {
+            return Err(n.attr_err(
+                "axis",
+                format!("the attention softmax must run over the keys (the last axis, 3 of [N, H, T, T]), found {axis}"),
+            ));
+        }
+        let want = 1.0 / (*d as f64).sqrt();
+        if ((scale - want) / want).abs() > 1e-6 {
+            return Err(n.err(format!(
+                "the attention scores are scaled by {scale}, not by 1/√head_dim = {want} (head_dim {d}); other scales are not supported"
+            )));
+        }
+        Ok(Value::Weights {
+            q: q.clone(),
+            k: k.clone(),
+            d: *d,
+        })
+    }
+}
