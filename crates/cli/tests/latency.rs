@@ -521,3 +521,45 @@ fn latency_flags_are_checked_before_any_work() {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_onnxruntime_probe_imports_nothing_from_the_current_directory() {
+    if !onnxruntime_importable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fair_testkit::write_idx_toy(&data);
+    let flags = common::toy_flags("mlp", &data);
+    // A numpy.py and an onnxruntime package in the directory the user runs from: a probe
+    // that imported them would leave the marker file and fail.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(cwd.join("onnxruntime")).unwrap();
+    let marker = dir.path().join("imported-from-cwd");
+    let code = format!(
+        "open({:?}, 'w').write('x')\nraise SystemExit(9)\n",
+        marker.display().to_string()
+    );
+    std::fs::write(cwd.join("numpy.py"), &code).unwrap();
+    std::fs::write(cwd.join("onnxruntime").join("__init__.py"), &code).unwrap();
+    let w = dir.path().join("absent.safetensors");
+    let mut args: Vec<&str> = vec!["prune", "--weights", w.to_str().unwrap()];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend(["--target-latency", "0.5", "--latency-on", "onnxruntime-cpu"]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .args(&args)
+        .current_dir(&cwd)
+        .env_remove("PYTHONPATH")
+        .output()
+        .unwrap();
+    // The probe passed: the run goes on to the (absent) weights.
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(!e.contains("onnxruntime-cpu"), "{e}");
+    assert!(e.contains("absent.safetensors"), "{e}");
+    assert!(
+        !marker.exists(),
+        "the probe imported the current directory's numpy.py"
+    );
+}

@@ -140,7 +140,7 @@ pub fn measure(
 /// for every model, then rounds in which every model runs once, the order rotating by one
 /// each round; the speed-up of model `i` is the median of the per-round ratios
 /// `time(0) / time(i)`.
-fn schedule(
+pub(crate) fn schedule(
     n: usize,
     options: &LatencyOptions,
     mut run: impl FnMut(usize, usize) -> Result<f64, PipelineError>,

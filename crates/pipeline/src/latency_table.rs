@@ -271,6 +271,7 @@ pub fn measure_table(
         protected,
         key,
         options,
+        &mut |_| {},
     )
 }
 
@@ -280,6 +281,7 @@ pub fn measure_table(
 /// model at `key.batch` with `key.threads` threads ([`LatencyTimer::time`]). `options` gives
 /// the rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
 /// when any figure is. `key.runtime` is recorded as given (normally `timer`'s runtime).
+/// `progress` is told each group before it is timed (`  group 2/5 (layer1.conv1): 4 widths`).
 pub fn measure_table_on(
     timer: &LatencyTimer,
     graph: &Graph,
@@ -287,6 +289,7 @@ pub fn measure_table_on(
     protected: &[String],
     key: LatencyKey,
     options: &LatencyOptions,
+    progress: &mut dyn FnMut(String),
 ) -> Result<LatencyTable, PipelineError> {
     if key.batch == 0 || key.threads == 0 {
         return Err(PipelineError::invalid(
@@ -303,18 +306,26 @@ pub fn measure_table_on(
     let device = tch::Device::Cpu;
     let full = Model::new(graph.clone(), device, 0)?;
     {
-        // Per group: its layers, full width and widths; its narrowed models are added to one
-        // timing session (each group interleaved with the full model; one helper process on
-        // ONNX Runtime) and dropped once added.
-        let mut groups_widths = Vec::new();
-        let mut session = timer.session(key.batch, key.threads, options)?;
-        for g in groups
+        // Per group: its layers, full width and widths; its narrowed models are timed
+        // interleaved with the full model in one timing session (one helper process on
+        // ONNX Runtime, the set's files deleted once timed) and dropped once timed.
+        let prunable: Vec<_> = groups
             .groups()
             .iter()
             .filter(|g| g.is_prunable() && g.units >= 2)
-        {
+            .collect();
+        let mut groups_widths = Vec::new();
+        let mut session = timer.session(key.batch, key.threads, options)?;
+        for (k, g) in prunable.iter().enumerate() {
             let per = g.map.channels_per_unit();
             let widths: Vec<usize> = grid(g.units).into_iter().map(|k| k * per).collect();
+            progress(format!(
+                "  group {}/{} ({}): {} widths",
+                k + 1,
+                prunable.len(),
+                g.layers.join(", "),
+                widths.len() - 1
+            ));
             let mut models = Vec::new();
             for &w in &widths[..widths.len() - 1] {
                 let narrowed: HashMap<String, usize> =
@@ -322,13 +333,19 @@ pub fn measure_table_on(
                 models.push(Model::new(graph.with_units(&narrowed)?, device, 0)?);
             }
             let set: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
-            session.add(&set)?;
+            session.add(&set, &|i| {
+                if i == 0 {
+                    "the full model".to_owned()
+                } else {
+                    format!("group {} at width {}", g.layers.join(", "), widths[i - 1])
+                }
+            })?;
             groups_widths.push((g.layers.clone(), g.channels(), widths));
         }
         if groups_widths.is_empty() {
-            session.add(&[&full])?;
+            session.add(&[&full], &|_| "the full model".to_owned())?;
         }
-        let timed = session.finish()?;
+        let timed = session.finish();
         let noisy = timed.iter().flatten().any(|t| t.noisy);
         let full_medians: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
         let full_seconds = crate::latency::Spread::of(&full_medians).median;
@@ -439,8 +456,9 @@ fn table_groups(table: &LatencyTable) -> Vec<Vec<String>> {
 /// when not empty, must be `model_digest`, and a batch or threads given in `settings` must
 /// be its key's), else the table cached as [`LatencySettings::cache_name`] in `cache_dir`
 /// when its key is this one, it is not flagged noisy and it lists the groups a measurement
-/// would (the same protected layers and grouped-conv rule), else one measured on `settings.runtime` ([`measure_table`]
-/// with [`table_options`]). The table is checked against `graph`.
+/// would (the same protected layers and grouped-conv rule), else one measured on
+/// `settings.runtime` ([`measure_table_on`] with [`table_options`], telling `progress` each
+/// group). The table is checked against `graph`.
 pub fn table_for(
     settings: &LatencySettings,
     graph: &Graph,
@@ -448,6 +466,7 @@ pub fn table_for(
     protected: &[String],
     model_digest: &str,
     cache_dir: Option<&Path>,
+    progress: &mut dyn FnMut(String),
 ) -> Result<(LatencyTable, TableSource), PipelineError> {
     if let Some(path) = &settings.table {
         let table = LatencyTable::load(path)?;
@@ -505,7 +524,15 @@ pub fn table_for(
             return Ok((table, TableSource::Cached(path)));
         }
     }
-    let table = measure_table_on(&timer, graph, grouped, protected, key, &table_options())?;
+    let table = measure_table_on(
+        &timer,
+        graph,
+        grouped,
+        protected,
+        key,
+        &table_options(),
+        progress,
+    )?;
     Ok((table, TableSource::Measured))
 }
 
@@ -591,6 +618,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -628,6 +656,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
@@ -673,6 +702,7 @@ mod tests {
             &[],
             "sha256:x",
             None,
+            &mut |_| {},
         )
         .unwrap_err()
         .to_string();
@@ -726,6 +756,7 @@ mod tests {
                 &[],
                 "sha256:x",
                 None,
+                &mut |_| {},
             )
             .unwrap_err();
             (e.to_string(), crate::cli_text(&e))
@@ -784,7 +815,15 @@ mod tests {
             ..Default::default()
         };
         let table_for = |s: &LatencySettings| {
-            table_for(s, &graph, GroupedConvs::WithinGroups, &[], "sha256:x", None)
+            table_for(
+                s,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+                &mut |_| {},
+            )
         };
         // Chosen: refused, naming both runtimes and what to do.
         let e = table_for(&settings(LatencyRuntime::LibtorchCpu, true)).unwrap_err();
@@ -849,6 +888,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -872,6 +912,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
@@ -884,6 +925,7 @@ mod tests {
             &[],
             "sha256:y",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -896,6 +938,7 @@ mod tests {
             &protected,
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -911,6 +954,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);

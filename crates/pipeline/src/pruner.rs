@@ -939,6 +939,7 @@ impl<'a> Pruner<'a> {
                 &select.protected,
                 &scores.provenance.model_digest,
                 self.out.as_deref(),
+                &mut |line| say(line),
             )?;
             if table.noisy {
                 eprintln!(
@@ -1168,7 +1169,16 @@ impl<'a> Pruner<'a> {
                 let all: Vec<&Model> = std::iter::once(model)
                     .chain(targeted.iter().map(|&i| &models[i]))
                     .collect();
-                let timed = timer.time(&[all], table.key.batch, table.key.threads, options)?;
+                let timed = timer.time(
+                    &[all],
+                    &|_, i| match i {
+                        0 => "the unpruned model".to_owned(),
+                        _ => format!("the pruned model of {}", results[targeted[i - 1]].label),
+                    },
+                    table.key.batch,
+                    table.key.threads,
+                    options,
+                )?;
                 let timed = &timed[0];
                 for (k, &i) in targeted.iter().enumerate() {
                     let (b, a) = (&timed[0], &timed[k + 1]);
