@@ -15,6 +15,11 @@
 # An error answers {"error": text} and, when it concerns a model, "model": its index.
 # fair-pruner decides the schedule (warm-up, the rotating order of rounds, when to stop)
 # and summarises the times; the helper only loads and times.
+#
+# The timed sessions run sequentially with `session.intra_op.allow_spinning` set to "0":
+# ONNX Runtime's intra-op threads otherwise spin for a while after each pass, so the
+# threads of the other models loaded at the same time (the reference and the set's other
+# widths) would keep burning the cores the model being timed needs.
 import json
 import sys
 import time
@@ -46,6 +51,7 @@ def options(threads):
     o.inter_op_num_threads = 1
     o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     o.log_severity_level = 3
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return o
 
 

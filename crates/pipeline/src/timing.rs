@@ -975,4 +975,20 @@ done"#,
             "{e}"
         );
     }
+
+    #[test]
+    fn timed_sessions_do_not_spin_between_passes() {
+        // Set on the options every timed session is created with (documented in the
+        // helper's header); the real ONNX Runtime tests create sessions with it.
+        let options = ORT_SCRIPT
+            .split("def options(")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").next())
+            .expect("the helper's session options");
+        assert!(
+            options.contains(r#"add_session_config_entry("session.intra_op.allow_spinning", "0")"#),
+            "{options}"
+        );
+        assert!(ORT_SCRIPT.contains("InferenceSession(f, o,"));
+    }
 }
