@@ -488,6 +488,36 @@ fn latency_flags_are_checked_before_any_work() {
             && e.contains("--latency-python"),
         "{e}"
     );
+    // A given table measured on ONNX Runtime: its runtime is checked at the start too,
+    // with the given interpreter, though `--latency-on` is not given.
+    let table = dir.path().join("ort.json");
+    std::fs::write(
+        &table,
+        serde_json::json!({
+            "format": "fair-pruner-latency-table/1",
+            "key": {"model_digest": "", "runtime": "onnxruntime-cpu", "threads": 1, "batch": 1},
+            "full_seconds": 0.010,
+            "groups": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = with(&[
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--latency-python",
+        "/nonexistent/fair-pruner/python3",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "--latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"
+        ) && !e.contains("absent.safetensors"),
+        "{e}"
+    );
     let o = with(&["--target-macs", "0.5", "--latency-batch", "4"]);
     assert!(
         stderr(&o).contains("--latency-batch: applies to a latency target only"),

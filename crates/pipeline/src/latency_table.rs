@@ -51,14 +51,6 @@ impl LatencyRuntime {
             LatencyRuntime::Cuda => "cuda",
         }
     }
-
-    /// Whether tables can be measured on it here, ONNX Runtime through the default
-    /// interpreter ([`crate::default_python`]): an error naming what is not available (and
-    /// what to install or choose instead) for a runtime that cannot
-    /// ([`LatencyTimer::check_available`]).
-    pub fn check_available(self) -> Result<(), PipelineError> {
-        LatencyTimer::new(self, crate::default_python()).check_available()
-    }
 }
 
 impl fmt::Display for LatencyRuntime {
@@ -174,6 +166,17 @@ impl LatencySettings {
             runtime,
             self.python.clone().unwrap_or_else(crate::default_python),
         )
+    }
+
+    /// What a run with these settings measures its table or times its models on, decided
+    /// before anything is measured: a given table's runtime ([`LatencySettings::timer_for`],
+    /// read from its file; `None` for a runtime fair-pruner does not time on, e.g. a user's
+    /// device), else [`LatencySettings::timer`].
+    pub fn run_timer(&self) -> Result<Option<LatencyTimer>, PipelineError> {
+        match &self.table {
+            Some(path) => Ok(self.timer_for(&LatencyTable::load(path)?)),
+            None => Ok(Some(self.timer())),
+        }
     }
 
     /// What tables are measured with: [`LatencySettings::timer_on`] `runtime`.
@@ -572,12 +575,16 @@ mod tests {
         );
         let e = "tpu".parse::<LatencyRuntime>().unwrap_err();
         assert!(e.contains("libtorch-cpu, onnxruntime-cpu or cuda"), "{e}");
-        let e = LatencyRuntime::Cuda
-            .check_available()
-            .unwrap_err()
-            .to_string();
+        let e = LatencySettings {
+            runtime: LatencyRuntime::Cuda,
+            ..Default::default()
+        }
+        .timer()
+        .check_available()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("CUDA is not available yet"), "{e}");
-        assert!(LatencyRuntime::LibtorchCpu.check_available().is_ok());
+        assert!(LatencySettings::default().timer().check_available().is_ok());
     }
 
     /// The interpreter the ONNX Runtime tests use ([`crate::default_python`]), or `None`
@@ -718,8 +725,64 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("`latency-python`") && e.contains("`libtorch-cpu`"),
+            e.contains("`latency-python`") && e.contains("(`latency-on` libtorch-cpu)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_width_onnx_runtime_cannot_run_is_named_by_its_group() {
+        // A fake helper: the first group's set loads and times; the second group's width
+        // 1 fails to load.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-python");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+echo '{"onnxruntime": "9.9.9"}'
+loads=0
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) loads=$((loads + 1))
+       if [ $loads = 2 ]; then echo '{"error": "NotImplemented: no kernel", "model": 2}'
+       else n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}"; fi ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done
+"#,
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake),
+            ..Default::default()
+        };
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let mut lines = Vec::new();
+        let e = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            None,
+            &mut |l| lines.push(l),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ONNX Runtime cannot load or run group layers.2 at width 8 (NotImplemented: no kernel)"),
+            "{e}"
+        );
+        assert_eq!(
+            lines,
+            [
+                "  group 1/2 (layers.0): 3 widths",
+                "  group 2/2 (layers.2): 2 widths"
+            ]
         );
     }
 

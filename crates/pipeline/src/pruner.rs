@@ -889,6 +889,17 @@ impl<'a> Pruner<'a> {
             }
         };
 
+        // A latency target timed on ONNX Runtime: the model is loaded there now, so a graph
+        // it cannot run (or a missing onnxruntime) fails before scoring, not after.
+        if self.goals.iter().any(|g| matches!(g, Goal::Latency(_)))
+            && let Some(s) = &self.latency_target
+            && (s.table.is_none() || self.latency.is_some())
+            && let Ok(Some(timer)) = s.run_timer()
+            && timer.runtime() == LatencyRuntime::OnnxruntimeCpu
+        {
+            timer.check_model(model, s.batch(), s.threads())?;
+        }
+
         let before_accuracy = self.evaluate(model)?;
 
         // Score once; reuse stored scores (or some of them) with the same provenance.
@@ -956,14 +967,9 @@ impl<'a> Pruner<'a> {
                 table.save(&dir.path().join(&file))?;
             }
             // What the pruned models are timed with: the table's runtime when fair-pruner
-            // times on it (checked now, before any model is built), libtorch otherwise.
+            // times on it (checked before scoring), libtorch otherwise.
             let timer = match settings.timer_for(&table) {
-                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => {
-                    if self.latency.is_some() {
-                        t.check_available()?;
-                    }
-                    t
-                }
+                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => t,
                 _ => LatencyTimer::libtorch_cpu(),
             };
             Some((table, source, file, timer))

@@ -35,6 +35,19 @@ const SCRIPT_NAME: &str = "ort_timing.py";
 /// The exit status of the helper when `onnxruntime` or `numpy` cannot be imported.
 const MISSING_EXIT: i32 = 3;
 
+/// The interpreters whose helper started in this process, with the `onnxruntime` version
+/// each reported: a run probes an interpreter once.
+static PROBED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The `onnxruntime` version `python`'s helper reported in this process, if it started.
+fn probed(python: &Path) -> Option<String> {
+    let probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
+    probed
+        .iter()
+        .find(|(p, _)| p == python)
+        .map(|(_, v)| v.clone())
+}
+
 /// The Python interpreter ONNX Runtime is reached through when none is given:
 /// `FAIR_PRUNER_PYTHON`, else `python3` (found on `PATH`).
 pub fn default_python() -> PathBuf {
@@ -117,12 +130,50 @@ impl LatencyTimer {
     /// Whether models can be timed on this runtime here: an error naming what is missing
     /// and what to install or choose instead. ONNX Runtime is checked by starting the helper
     /// exactly as a timing does (in its private directory) and reading its answer, which
-    /// names the `onnxruntime` version.
+    /// names the `onnxruntime` version; an interpreter that passed is not probed again in
+    /// this process.
     pub fn check_available(&self) -> Result<(), PipelineError> {
+        self.runtime_version().map(drop)
+    }
+
+    /// The version of the runtime's library where it matters for its tables: the
+    /// `onnxruntime` version of the interpreter for ONNX Runtime (probed once per interpreter
+    /// and process, [`LatencyTimer::check_available`]); `None` for libtorch CPU, which is
+    /// linked in; an error for CUDA.
+    pub fn runtime_version(&self) -> Result<Option<String>, PipelineError> {
         match self.runtime {
-            LatencyRuntime::LibtorchCpu => Ok(()),
-            LatencyRuntime::OnnxruntimeCpu => OrtHelper::start(self).map(drop),
+            LatencyRuntime::LibtorchCpu => Ok(None),
+            LatencyRuntime::OnnxruntimeCpu => {
+                if let Some(v) = probed(&self.python) {
+                    return Ok(Some(v));
+                }
+                Ok(Some(OrtHelper::start(self)?.version.clone()))
+            }
             LatencyRuntime::Cuda => Err(cuda_unavailable()),
+        }
+    }
+
+    /// Whether `model` can be timed on this runtime at `batch` with `threads` threads: on ONNX
+    /// Runtime, the helper loads it (exported as ONNX) and runs it once, so a graph ONNX
+    /// Runtime cannot load fails now, not after hours of scoring; nothing to check on
+    /// libtorch CPU; an error on CUDA ([`LatencyTimer::check_available`]).
+    pub fn check_model(
+        &self,
+        model: &Model,
+        batch: usize,
+        threads: usize,
+    ) -> Result<(), PipelineError> {
+        match self.runtime {
+            LatencyRuntime::OnnxruntimeCpu => {
+                let options = LatencyOptions {
+                    min_rounds: 1,
+                    max_rounds: 1,
+                    ..LatencyOptions::default()
+                };
+                let mut session = self.session(batch, threads, &options)?;
+                session.export_and_load(&[model], &|_| "the full model".to_owned())
+            }
+            _ => self.check_available(),
         }
     }
 
@@ -134,7 +185,7 @@ impl LatencyTimer {
                 "onnxruntime-cpu: cannot run the Python interpreter '{}' ({e}); ONNX Runtime is reached \
                  through a Python 3 with the `onnxruntime` and `numpy` packages \
                  (`python3 -m pip install onnxruntime numpy`): give its path with `latency-python` or \
-                 {PYTHON_ENV}, or measure on `libtorch-cpu`",
+                 {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)",
                 self.python.display()
             ),
         )
@@ -150,7 +201,7 @@ impl LatencyTimer {
             format!(
                 "onnxruntime-cpu: the Python interpreter '{python}' {why}; install them for it \
                  (`{python} -m pip install onnxruntime numpy`), give an interpreter that has them \
-                 with `latency-python` or {PYTHON_ENV}, or measure on `libtorch-cpu`"
+                 with `latency-python` or {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)"
             ),
         )
     }
@@ -318,14 +369,7 @@ impl Session {
                         files.push(f.clone());
                         continue;
                     }
-                    let file = format!("m{exported}.onnx");
-                    let bytes = fair_surgery::onnx_bytes(m, &fair_onnx::ExportOptions::default())?;
-                    std::fs::write(dir.join(&file), bytes).map_err(|e| {
-                        helper
-                            .timer
-                            .failed(format!("cannot write {file} for {}: {e}", name(i)), "")
-                    })?;
-                    *exported += 1;
+                    let file = helper.export(m, exported, &name(i))?;
                     if i == 0 {
                         references.insert(key, file.clone());
                     } else {
@@ -352,6 +396,35 @@ impl Session {
         };
         self.timed.push(times);
         Ok(())
+    }
+
+    /// On ONNX Runtime: exports the set and has the helper load it and run each model once,
+    /// without timing (its files are deleted after); nothing on libtorch.
+    fn export_and_load(
+        &mut self,
+        set: &[&Model],
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<(), PipelineError> {
+        let SessionKind::Onnxruntime {
+            helper, exported, ..
+        } = &mut self.kind
+        else {
+            return Ok(());
+        };
+        let mut files = Vec::new();
+        let result = (|| {
+            for (i, m) in set.iter().enumerate() {
+                files.push(helper.export(m, exported, &name(i))?);
+            }
+            let input = set
+                .first()
+                .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
+            helper.load(&files, &input, self.batch, self.threads, name)
+        })();
+        for f in files {
+            let _ = std::fs::remove_file(helper.dir.path().join(f));
+        }
+        result
     }
 
     /// The figures of every set added, in order: one [`Latency`] per model.
@@ -439,7 +512,13 @@ impl OrtHelper {
             onnxruntime: String,
         }
         match serde_json::from_str::<Hello>(line.trim()) {
-            Ok(h) => helper.version = h.onnxruntime,
+            Ok(h) => {
+                let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
+                if !probed.iter().any(|(p, _)| *p == timer.python) {
+                    probed.push((timer.python.clone(), h.onnxruntime.clone()));
+                }
+                helper.version = h.onnxruntime;
+            }
             Err(_) => {
                 return Err(helper.not_the_helper(&line, doing));
             }
@@ -452,6 +531,24 @@ impl OrtHelper {
         std::fs::read(self.dir.path().join("stderr.txt"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Writes `model` as the next ONNX file (`m<exported>.onnx`, counted by `exported`) into
+    /// the helper's directory; its name there. `what`: the model, for errors.
+    fn export(
+        &self,
+        model: &Model,
+        exported: &mut usize,
+        what: &str,
+    ) -> Result<String, PipelineError> {
+        let file = format!("m{exported}.onnx");
+        let bytes = fair_surgery::onnx_bytes(model, &fair_onnx::ExportOptions::default())?;
+        std::fs::write(self.dir.path().join(&file), bytes).map_err(|e| {
+            self.timer
+                .failed(format!("cannot write {file} for {what}: {e}"), "")
+        })?;
+        *exported += 1;
+        Ok(file)
     }
 
     /// The error for an answer that is not the protocol's.
@@ -566,7 +663,8 @@ impl OrtHelper {
             return Err(self.timer.failed(
                 match model {
                     Some(i) => format!(
-                        "ONNX Runtime could not run {} ({error}); measure on `libtorch-cpu` instead",
+                        "ONNX Runtime cannot load or run {} ({error}); measure on libtorch CPU \
+                         instead (`latency-on` libtorch-cpu)",
                         name(i as usize)
                     ),
                     None => format!("the timing helper failed while {doing}: {error}"),
@@ -575,6 +673,33 @@ impl OrtHelper {
             ));
         }
         Ok(answer)
+    }
+
+    /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
+    /// with `threads` intra-op threads, each run once on a random input of `batch` samples
+    /// of shape `input`.
+    fn load(
+        &mut self,
+        files: &[String],
+        input: &[usize],
+        batch: usize,
+        threads: usize,
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<(), PipelineError> {
+        let load = serde_json::json!({
+            "op": "load", "threads": threads, "batch": batch, "input": input, "models": files,
+        });
+        let doing = format!("loading {}", name(0));
+        let answer = self.request(
+            &load,
+            self.timer.timeouts.load_per_model * files.len().max(1) as u32,
+            &doing,
+            name,
+        )?;
+        if answer.get("loaded").and_then(serde_json::Value::as_u64) != Some(files.len() as u64) {
+            return Err(self.not_the_helper(&answer.to_string(), &doing));
+        }
+        Ok(())
     }
 
     /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
@@ -589,20 +714,8 @@ impl OrtHelper {
         options: &LatencyOptions,
         name: &dyn Fn(usize) -> String,
     ) -> Result<Vec<Latency>, PipelineError> {
+        self.load(files, input, batch, threads, name)?;
         let t = self.timer.timeouts;
-        let load = serde_json::json!({
-            "op": "load", "threads": threads, "batch": batch, "input": input, "models": files,
-        });
-        let doing = format!("loading {}", name(0));
-        let answer = self.request(
-            &load,
-            t.load_per_model * files.len().max(1) as u32,
-            &doing,
-            name,
-        )?;
-        if answer.get("loaded").and_then(serde_json::Value::as_u64) != Some(files.len() as u64) {
-            return Err(self.not_the_helper(&answer.to_string(), &doing));
-        }
         let mut timed = schedule(files.len(), options, |i, _| {
             let doing = format!("timing {}", name(i));
             let answer = self.request(
@@ -645,7 +758,7 @@ fn cuda_unavailable() -> PipelineError {
         "latency-on",
         format!(
             "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; \
-             measure on `libtorch-cpu` or `onnxruntime-cpu`, or give a table measured there with `latency-table`",
+             measure on libtorch-cpu or onnxruntime-cpu (`latency-on`), or give a table measured there with `latency-table`",
             if tch::Cuda::is_available() {
                 ""
             } else {
@@ -675,7 +788,14 @@ mod tests {
             e.contains("`latency-python`") && e.contains("FAIR_PRUNER_PYTHON"),
             "{e}"
         );
-        assert!(e.contains("`libtorch-cpu`"), "{e}");
+        assert!(
+            e.contains("or measure on libtorch CPU (`latency-on` libtorch-cpu)"),
+            "{e}"
+        );
+        assert!(
+            crate::cli_text(&timer.check_available().unwrap_err())
+                .contains("or measure on libtorch CPU (--latency-on libtorch-cpu)")
+        );
     }
 
     #[test]
@@ -690,7 +810,10 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(e.contains("`onnxruntime-cpu`"), "{e}");
+        assert!(
+            e.contains("libtorch-cpu or onnxruntime-cpu (`latency-on`)"),
+            "{e}"
+        );
     }
 
     /// An executable shell script `body` standing for a Python interpreter, in `dir`.
@@ -990,5 +1113,79 @@ done"#,
             "{options}"
         );
         assert!(ORT_SCRIPT.contains("InferenceSession(f, o,"));
+    }
+
+    #[test]
+    fn a_model_onnx_runtime_cannot_load_is_named_with_what_to_choose() {
+        let body = format!(
+            r#"{HELLO}; read -r l; echo '{{"error": "InvalidGraph: op Foo is not supported", "model": 1}}'; cat > /dev/null"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &body),
+        );
+        let m = models();
+        let e = timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(3))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run model #1 \
+             (InvalidGraph: op Foo is not supported); measure on libtorch CPU instead (`latency-on` libtorch-cpu)"
+        );
+        assert!(
+            crate::cli_text(&e).ends_with("instead (--latency-on libtorch-cpu)"),
+            "{}",
+            crate::cli_text(&e)
+        );
+        // The early check loads the full model alone.
+        let body = format!(
+            r#"{HELLO}; read -r l; echo "$l" > '{}'; echo '{{"error": "InvalidGraph: no", "model": 0}}'; cat > /dev/null"#,
+            dir.path().join("request").display()
+        );
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &body),
+        );
+        let e = timer.check_model(&m[0], 2, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot load or run the full model (InvalidGraph: no)"),
+            "{e}"
+        );
+        let request: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("request")).unwrap())
+                .unwrap();
+        assert_eq!(request["op"], "load");
+        assert_eq!(request["models"], serde_json::json!(["m0.onnx"]));
+        assert_eq!(request["batch"], 2);
+        // libtorch: nothing to check.
+        assert!(
+            LatencyTimer::libtorch_cpu()
+                .check_model(&m[0], 1, 1)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_interpreter_is_probed_once_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = dir.path().join("starts");
+        let python = fake_python(
+            dir.path(),
+            &format!(
+                r#"echo x >> '{}'; echo '{{"onnxruntime": "1.2.3"}}'; cat > /dev/null"#,
+                starts.display()
+            ),
+        );
+        let timer = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, &python);
+        timer.check_available().unwrap();
+        timer.check_available().unwrap();
+        assert_eq!(timer.runtime_version().unwrap().as_deref(), Some("1.2.3"));
+        assert_eq!(std::fs::read_to_string(&starts).unwrap().lines().count(), 1);
+        assert_eq!(
+            LatencyTimer::libtorch_cpu().runtime_version().unwrap(),
+            None
+        );
     }
 }
