@@ -438,6 +438,23 @@ fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
         serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
     assert_eq!(table["key"]["runtime"], "onnxruntime-cpu");
     assert_eq!(table["key"]["threads"], 1);
+    // The onnxruntime version: in the table's key, the report and its printed line.
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let version = std::process::Command::new(&python)
+        .args(["-c", "import onnxruntime; print(onnxruntime.__version__)"])
+        .output()
+        .unwrap()
+        .stdout;
+    let version = String::from_utf8(version).unwrap().trim().to_owned();
+    assert!(!version.is_empty());
+    assert_eq!(table["key"]["runtime_version"], version.as_str());
+    assert_eq!(t["runtime_version"], version.as_str(), "{t}");
+    assert_eq!(measured["runtime_version"], version.as_str(), "{t}");
+    let printed = stdout(&o);
+    assert!(
+        printed.contains(&format!("measured on onnxruntime-cpu {version}:")),
+        "{printed}"
+    );
     assert!(table["full_seconds"].as_f64().unwrap() > 0.0);
     // A second run with the same key reuses the table, unless it was flagged noisy.
     let o = run(&args);

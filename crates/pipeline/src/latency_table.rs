@@ -197,11 +197,14 @@ impl LatencySettings {
         }
     }
 
-    /// The key of a table measured with these settings for the model of `model_digest`.
-    pub fn key(&self, model_digest: &str) -> LatencyKey {
+    /// The key of a table measured with these settings for the model of `model_digest`,
+    /// with the runtime's library at `runtime_version` ([`LatencyTimer::runtime_version`]:
+    /// the `onnxruntime` version, `None` for libtorch).
+    pub fn key(&self, model_digest: &str, runtime_version: Option<&str>) -> LatencyKey {
         LatencyKey {
             model_digest: model_digest.to_owned(),
             runtime: self.runtime.name().to_owned(),
+            runtime_version: runtime_version.unwrap_or_default().to_owned(),
             threads: self.threads(),
             batch: self.batch(),
         }
@@ -512,9 +515,11 @@ pub fn table_for(
         table.check_graph(graph)?;
         return Ok((table, TableSource::Given(path.clone())));
     }
+    // The runtime is probed (once per run) for its version: a cached table measured with
+    // another onnxruntime is another key, measured again.
     let timer = settings.timer();
-    timer.check_available()?;
-    let key = settings.key(model_digest);
+    let version = timer.runtime_version()?;
+    let key = settings.key(model_digest, version.as_deref());
     if let Some(dir) = cache_dir {
         let path = dir.join(settings.cache_name());
         if path.is_file()
@@ -641,7 +646,15 @@ mod tests {
             .map(|g| g.points.iter().map(|p| p.width).collect())
             .collect();
         assert_eq!(widths, [vec![1, 8, 16, 24], vec![1, 8, 12]]);
-        assert!(table.full_seconds > 0.0 && table.full_seconds < 1.0);
+        assert!(table.full_seconds > 0.0 && table.full_seconds.is_finite());
+        // The onnxruntime version the interpreter has, recorded in the key.
+        let out = std::process::Command::new(settings.python.as_ref().unwrap())
+            .args(["-c", "import onnxruntime; print(onnxruntime.__version__)"])
+            .output()
+            .unwrap();
+        let version = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(table.key.runtime_version, version.trim());
+        assert!(!table.key.runtime_version.is_empty());
         for g in &table.groups {
             let s: Vec<f64> = g.points.iter().map(|p| p.seconds).collect();
             assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
@@ -673,7 +686,7 @@ mod tests {
             ..settings.clone()
         };
         assert_ne!(on_libtorch.cache_name(), settings.cache_name());
-        assert_ne!(on_libtorch.key("sha256:x"), table.key);
+        assert_ne!(on_libtorch.key("sha256:x", None), table.key);
     }
 
     #[test]
@@ -784,6 +797,72 @@ done
                 "  group 2/2 (layers.2): 2 widths"
             ]
         );
+    }
+
+    /// A fake ONNX Runtime helper reporting onnxruntime `version`: every set loads, the
+    /// reference takes 4 ms and every width 1 ms.
+    fn fake_onnxruntime(dir: &Path, version: &str) -> PathBuf {
+        let fake = dir.join(format!("python-onnxruntime-{version}"));
+        std::fs::write(
+            &fake,
+            format!(
+                r#"#!/bin/sh
+echo '{{"onnxruntime": "{version}"}}'
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done
+"#
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake
+    }
+
+    #[test]
+    fn a_table_records_the_onnxruntime_version_and_another_version_measures_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let on = |version: &str| LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake_onnxruntime(dir.path(), version)),
+            ..Default::default()
+        };
+        let table_for = |s: &LatencySettings| {
+            table_for(
+                s,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                Some(dir.path()),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let (table, source) = table_for(&on("1.17.0"));
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(table.key.runtime_version, "1.17.0");
+        // The fixed times: every width is 4x faster than the full model.
+        assert_eq!(table.full_seconds, 0.004);
+        assert_eq!(table.groups[0].points[0].seconds, 0.001);
+        assert!(!table.noisy);
+        let json = table.to_json_string();
+        assert!(json.contains(r#""runtime_version": "1.17.0""#), "{json}");
+        table
+            .save(&dir.path().join(on("1.17.0").cache_name()))
+            .unwrap();
+        let (_, source) = table_for(&on("1.17.0"));
+        assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
+        let (again, source) = table_for(&on("1.20.1"));
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(again.key.runtime_version, "1.20.1");
     }
 
     /// A one-group table for the MLP 1x4x4 → 24 → 12 → 3 measured on `runtime` for the model
@@ -955,7 +1034,8 @@ done
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
-        assert_eq!(table.key, settings.key("sha256:x"));
+        assert_eq!(table.key, settings.key("sha256:x", None));
+        assert_eq!(table.key.runtime_version, "");
         let widths: Vec<Vec<usize>> = table
             .groups
             .iter()

@@ -1128,6 +1128,8 @@ impl<'a> Pruner<'a> {
                         Some(LatencyTargetResult {
                             target,
                             runtime: table.key.runtime.clone(),
+                            runtime_version: Some(table.key.runtime_version.clone())
+                                .filter(|v| !v.is_empty()),
                             batch: table.key.batch,
                             threads: table.key.threads,
                             table: source.label().into(),
@@ -1175,6 +1177,7 @@ impl<'a> Pruner<'a> {
                 let all: Vec<&Model> = std::iter::once(model)
                     .chain(targeted.iter().map(|&i| &models[i]))
                     .collect();
+                let runtime_version = timer.runtime_version()?;
                 let timed = timer.time(
                     &[all],
                     &|_, i| match i {
@@ -1194,6 +1197,7 @@ impl<'a> Pruner<'a> {
                         .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
                     t.measured = Some(MeasuredLatency {
                         runtime: runtime.into(),
+                        runtime_version: runtime_version.clone(),
                         before_ms: b.ms,
                         after_ms: a.ms,
                         speedup,
