@@ -702,7 +702,12 @@ mod tests {
         assert!(out.status.success());
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("python-without-onnxruntime");
-        std::fs::write(&fake, "#!/bin/sh\nexec python3 -S \"$@\"\n").unwrap();
+        // -S: no site-packages; PYTHONPATH cleared, so none come back through it.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nunset PYTHONPATH\nexec python3 -S \"$@\"\n",
+        )
+        .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
