@@ -195,12 +195,13 @@ impl LatencyTimer {
     /// import error).
     fn missing(&self, stderr: &str) -> PipelineError {
         let python = self.python.display();
+        let quoted = shell_quoted(&python.to_string());
         let why = stderr.trim().lines().last().unwrap_or("").trim();
         PipelineError::invalid(
             "latency-on",
             format!(
                 "onnxruntime-cpu: the Python interpreter '{python}' {why}; install them for it \
-                 (`{python} -m pip install onnxruntime numpy`), give an interpreter that has them \
+                 (`{quoted} -m pip install onnxruntime numpy`), give an interpreter that has them \
                  with `latency-python` or {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)"
             ),
         )
@@ -246,12 +247,7 @@ impl LatencyTimer {
                 "must be at least 1",
             ));
         }
-        if options.min_rounds == 0 || options.max_rounds < options.min_rounds {
-            return Err(PipelineError::invalid(
-                "latency",
-                "rounds must satisfy 1 ≤ min_rounds ≤ max_rounds",
-            ));
-        }
+        options.check()?;
         let options = LatencyOptions {
             batch_sizes: vec![batch],
             ..options.clone()
@@ -747,6 +743,20 @@ impl Drop for OrtHelper {
     }
 }
 
+/// `text` as one word for a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a quote inside written `'\''`).
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// `d` as people read it: `1.5 s`.
 fn seconds(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
@@ -1187,5 +1197,40 @@ done"#,
             LatencyTimer::libtorch_cpu().runtime_version().unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn the_pip_command_quotes_an_interpreter_path_the_shell_would_split() {
+        assert_eq!(shell_quoted("/usr/bin/python3"), "/usr/bin/python3");
+        assert_eq!(shell_quoted("/opt/my env/python"), "'/opt/my env/python'");
+        assert_eq!(shell_quoted("/a/it's/python"), r"'/a/it'\''s/python'");
+        let timer = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, "/opt/my env/python");
+        let e = timer
+            .missing("cannot import onnxruntime and numpy: ModuleNotFoundError: x")
+            .to_string();
+        assert!(
+            e.contains("(`'/opt/my env/python' -m pip install onnxruntime numpy`)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_budget_that_is_not_a_finite_number_of_seconds_is_refused() {
+        for budget in [f64::NAN, f64::INFINITY, -1.0] {
+            let options = LatencyOptions {
+                budget_seconds: budget,
+                ..LatencyOptions::default()
+            };
+            let e = LatencyTimer::libtorch_cpu()
+                .time(&[], &names, 1, 1, &options)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("budget_seconds must be a finite number of seconds ≥ 0"),
+                "{budget}: {e}"
+            );
+            let e = measure(&[&models()[0]], &options).unwrap_err().to_string();
+            assert!(e.contains("budget_seconds"), "{e}");
+        }
     }
 }
