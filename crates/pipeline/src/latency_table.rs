@@ -101,6 +101,10 @@ pub struct LatencySettings {
     /// `latency-table` setting (a flag, a builder): errors about it name the one that was
     /// used ([`LatencySettings::table_setting`]).
     pub table_from_config: bool,
+    /// Which of `latency-on`, `latency-batch` and `latency-threads` a config file gave
+    /// (`[prune] latency_on`, ...) rather than a flag or a builder: errors about them name
+    /// those keys ([`LatencySettings::setting`]).
+    pub from_config: Vec<String>,
     /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
     pub tolerance: f64,
@@ -118,6 +122,7 @@ impl Default for LatencySettings {
             threads: None,
             table: None,
             table_from_config: false,
+            from_config: Vec::new(),
             tolerance: crate::DEFAULT_LATENCY_TOLERANCE,
             python: None,
         }
@@ -143,6 +148,22 @@ impl LatencySettings {
             "[prune] latency_table"
         } else {
             "`latency-table`"
+        }
+    }
+
+    /// The setting `name` (`latency-on`, `latency-batch`, `latency-threads` or
+    /// `latency-table`) as errors name it: the config key (`[prune] latency_on`) when a
+    /// config file gave it, else `name` itself.
+    pub fn setting(&self, name: &str) -> String {
+        let from_config = if name == "latency-table" {
+            self.table_from_config
+        } else {
+            self.from_config.iter().any(|n| n == name)
+        };
+        if from_config {
+            format!("[prune] {}", name.replace('-', "_"))
+        } else {
+            name.to_owned()
         }
     }
 
@@ -489,10 +510,16 @@ pub fn table_for(
             ));
         }
         if settings.runtime_given && k.runtime != settings.runtime.name() {
+            let on = settings.setting("latency-on");
+            let leave_out = if on.starts_with('[') {
+                on.clone()
+            } else {
+                format!("`{on}`")
+            };
             return Err(PipelineError::invalid(
-                "latency-on",
+                &on,
                 format!(
-                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out `latency-on` to use the table as it is, or leave out the table to measure one on {}",
+                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out {leave_out} to use the table as it is, or leave out the table to measure one on {}",
                     settings.runtime, k.runtime, settings.runtime
                 ),
             ));
@@ -505,7 +532,7 @@ pub fn table_for(
                 && want != have
             {
                 return Err(PipelineError::invalid(
-                    name,
+                    &settings.setting(name),
                     format!(
                         "{want} was given but the table '{file}' ({named}) was measured with {have}"
                     ),
@@ -947,6 +974,47 @@ done
                 "--latency-batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
             )
         );
+        // A batch, threads or runtime a config gave names its key.
+        let (_, cli) = error(&LatencySettings {
+            from_config: vec!["latency-batch".into()],
+            ..batch(true)
+        });
+        assert_eq!(
+            cli,
+            format!(
+                "[prune] latency_batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
+            )
+        );
+        let (_, cli) = error(&LatencySettings {
+            batch: None,
+            threads: Some(3),
+            from_config: vec!["latency-threads".into()],
+            ..batch(false)
+        });
+        assert!(
+            cli.starts_with("[prune] latency_threads: 3 was given but the table"),
+            "{cli}"
+        );
+        let on = |from_config: Vec<String>| LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            runtime_given: true,
+            from_config,
+            ..batch(false)
+        };
+        let (_, cli) = error(&on(vec!["latency-on".into()]));
+        assert_eq!(
+            cli,
+            format!(
+                "[prune] latency_on: onnxruntime-cpu was given but the table '{file}' (--latency-table) was measured on my-device; \
+                 leave out [prune] latency_on to use the table as it is, or leave out the table to measure one on onnxruntime-cpu"
+            )
+        );
+        let (_, cli) = error(&on(Vec::new()));
+        assert!(
+            cli.starts_with("--latency-on: onnxruntime-cpu was given"),
+            "{cli}"
+        );
+        assert!(cli.contains("leave out --latency-on to use"), "{cli}");
     }
 
     #[test]

@@ -495,6 +495,7 @@ impl RawSettings {
             threads: p.latency_threads,
             table: p.latency_table.clone(),
             table_from_config: false,
+            from_config: Vec::new(),
             tolerance,
             python: p.latency_python.clone(),
         };
@@ -688,6 +689,15 @@ impl ConfigRun {
         let mut settings = RawSettings::from_config(config).resolve()?;
         if let Some(l) = &mut settings.latency {
             l.table_from_config = l.table.is_some();
+            l.from_config = [
+                ("latency-on", l.runtime_given),
+                ("latency-batch", l.batch.is_some()),
+                ("latency-threads", l.threads.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         }
         check_weights(config)?;
         let loaded = load_model(config, settings.given_max_memory, device)?;
