@@ -610,3 +610,59 @@ fn the_onnxruntime_probe_imports_nothing_from_the_current_directory() {
         "the probe imported the current directory's numpy.py"
     );
 }
+
+#[test]
+fn a_model_onnx_runtime_cannot_run_is_refused_before_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that cannot load a model alone (the check before
+    // scoring loads the full model alone; table sets load two or more).
+    let fake = dir.path().join("fake-python");
+    std::fs::write(
+        &fake,
+        r#"#!/bin/sh
+echo '{"onnxruntime": "9.9.9"}'
+while read -r line; do
+  case "$line" in
+    *'"models":["m0.onnx"]'*) echo '{"error": "NOT_IMPLEMENTED: no kernel for Gemm", "model": 0}' ;;
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}" ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run the full model \
+             (NOT_IMPLEMENTED: no kernel for Gemm); measure on libtorch CPU instead (--latency-on libtorch-cpu)"
+        ),
+        "{e}"
+    );
+}
