@@ -49,6 +49,10 @@ pub struct LatencyKey {
     pub model_digest: String,
     /// The runtime it was measured on (`libtorch-cpu`, or any name for a user's device).
     pub runtime: String,
+    /// The version of the runtime's library where it is not linked into fair-pruner (the
+    /// `onnxruntime` version for `onnxruntime-cpu`); empty when not recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime_version: String,
     /// Intra-op threads.
     pub threads: usize,
     /// Batch size of each timed forward pass.
@@ -112,7 +116,7 @@ impl LatencyGroup {
 /// use fair_analysis::{LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable};
 /// let p = |width, seconds| LatencyPoint { width, seconds };
 /// let table = LatencyTable::new(
-///     LatencyKey { model_digest: "abc".into(), runtime: "my-phone".into(), threads: 4, batch: 1 },
+///     LatencyKey { model_digest: "abc".into(), runtime: "my-phone".into(), runtime_version: String::new(), threads: 4, batch: 1 },
 ///     0.010,
 ///     vec![LatencyGroup { layers: vec!["conv1".into()], width: 32, points: vec![p(8, 0.006), p(32, 0.010)] }],
 /// )?;
@@ -338,6 +342,7 @@ mod tests {
         LatencyKey {
             model_digest: "d".into(),
             runtime: "r".into(),
+            runtime_version: String::new(),
             threads: 1,
             batch: 1,
         }

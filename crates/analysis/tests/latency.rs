@@ -59,6 +59,7 @@ fn key() -> LatencyKey {
     LatencyKey {
         model_digest: "sha256:test".into(),
         runtime: "synthetic".into(),
+        runtime_version: String::new(),
         threads: 1,
         batch: 1,
     }

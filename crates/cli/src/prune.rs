@@ -252,9 +252,25 @@ fn run(args: &PruneArgs) -> Result<()> {
     let mut settings = RawSettings::from_config(&config)
         .overridden_by(&args.flags())
         .resolve()?;
-    // A latency table the flags did not give came from the config: errors name its key.
+    // Latency settings the flags did not give came from the config: errors name its keys.
     if let Some(l) = &mut settings.latency {
         l.table_from_config = l.table.is_some() && args.latency.latency_table.is_none();
+        let a = &args.latency;
+        l.from_config = [
+            ("latency-on", l.runtime_given && a.latency_on.is_none()),
+            (
+                "latency-batch",
+                l.batch.is_some() && a.latency_batch.is_none(),
+            ),
+            (
+                "latency-threads",
+                l.threads.is_some() && a.latency_threads.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, from_config)| *from_config)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     }
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {

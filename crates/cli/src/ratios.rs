@@ -163,6 +163,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
                 &protected,
                 &file.provenance.model_digest,
                 dir,
+                &mut |line| eprintln!("{line}"),
             )
             .map_err(|e| cli_error(e.into()))?;
             if let (TableSource::Measured, Some(dir)) = (&source, dir) {

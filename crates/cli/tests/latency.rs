@@ -438,6 +438,23 @@ fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
         serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap();
     assert_eq!(table["key"]["runtime"], "onnxruntime-cpu");
     assert_eq!(table["key"]["threads"], 1);
+    // The onnxruntime version: in the table's key, the report and its printed line.
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let version = std::process::Command::new(&python)
+        .args(["-c", "import onnxruntime; print(onnxruntime.__version__)"])
+        .output()
+        .unwrap()
+        .stdout;
+    let version = String::from_utf8(version).unwrap().trim().to_owned();
+    assert!(!version.is_empty());
+    assert_eq!(table["key"]["runtime_version"], version.as_str());
+    assert_eq!(t["runtime_version"], version.as_str(), "{t}");
+    assert_eq!(measured["runtime_version"], version.as_str(), "{t}");
+    let printed = stdout(&o);
+    assert!(
+        printed.contains(&format!("measured on onnxruntime-cpu {version}:")),
+        "{printed}"
+    );
     assert!(table["full_seconds"].as_f64().unwrap() > 0.0);
     // A second run with the same key reuses the table, unless it was flagged noisy.
     let o = run(&args);
@@ -488,6 +505,36 @@ fn latency_flags_are_checked_before_any_work() {
             && e.contains("--latency-python"),
         "{e}"
     );
+    // A given table measured on ONNX Runtime: its runtime is checked at the start too,
+    // with the given interpreter, though `--latency-on` is not given.
+    let table = dir.path().join("ort.json");
+    std::fs::write(
+        &table,
+        serde_json::json!({
+            "format": "fair-pruner-latency-table/1",
+            "key": {"model_digest": "", "runtime": "onnxruntime-cpu", "threads": 1, "batch": 1},
+            "full_seconds": 0.010,
+            "groups": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = with(&[
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--latency-python",
+        "/nonexistent/fair-pruner/python3",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "--latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"
+        ) && !e.contains("absent.safetensors"),
+        "{e}"
+    );
     let o = with(&["--target-macs", "0.5", "--latency-batch", "4"]);
     assert!(
         stderr(&o).contains("--latency-batch: applies to a latency target only"),
@@ -519,5 +566,103 @@ fn latency_flags_are_checked_before_any_work() {
         stderr(&o).contains("--latency-tolerance applies to `prune` only"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn the_onnxruntime_probe_imports_nothing_from_the_current_directory() {
+    if !onnxruntime_importable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fair_testkit::write_idx_toy(&data);
+    let flags = common::toy_flags("mlp", &data);
+    // A numpy.py and an onnxruntime package in the directory the user runs from: a probe
+    // that imported them would leave the marker file and fail.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(cwd.join("onnxruntime")).unwrap();
+    let marker = dir.path().join("imported-from-cwd");
+    let code = format!(
+        "open({:?}, 'w').write('x')\nraise SystemExit(9)\n",
+        marker.display().to_string()
+    );
+    std::fs::write(cwd.join("numpy.py"), &code).unwrap();
+    std::fs::write(cwd.join("onnxruntime").join("__init__.py"), &code).unwrap();
+    let w = dir.path().join("absent.safetensors");
+    let mut args: Vec<&str> = vec!["prune", "--weights", w.to_str().unwrap()];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend(["--target-latency", "0.5", "--latency-on", "onnxruntime-cpu"]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fair-pruner"))
+        .args(&args)
+        .current_dir(&cwd)
+        .env_remove("PYTHONPATH")
+        .output()
+        .unwrap();
+    // The probe passed: the run goes on to the (absent) weights.
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(!e.contains("onnxruntime-cpu"), "{e}");
+    assert!(e.contains("absent.safetensors"), "{e}");
+    assert!(
+        !marker.exists(),
+        "the probe imported the current directory's numpy.py"
+    );
+}
+
+#[test]
+fn a_model_onnx_runtime_cannot_run_is_refused_before_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that cannot load a model alone (the check before
+    // scoring loads the full model alone; table sets load two or more).
+    let fake = dir.path().join("fake-python");
+    std::fs::write(
+        &fake,
+        r#"#!/bin/sh
+echo '{"onnxruntime": "9.9.9"}'
+while read -r line; do
+  case "$line" in
+    *'"models":["m0.onnx"]'*) echo '{"error": "NOT_IMPLEMENTED: no kernel for Gemm", "model": 0}' ;;
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}" ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run the full model \
+             (NOT_IMPLEMENTED: no kernel for Gemm); measure on libtorch CPU instead (--latency-on libtorch-cpu)"
+        ),
+        "{e}"
     );
 }

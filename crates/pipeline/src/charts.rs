@@ -423,6 +423,10 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
 /// when the target was not met within the rounds, a `warning:` line; empty without latency
 /// targets.
 pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
+    let with_version = |runtime: &str, version: Option<&str>| match version {
+        Some(v) => format!("{runtime} {v}"),
+        None => runtime.to_owned(),
+    };
     let pct = |f: f64| format!("{:.1}%", f * 100.0);
     report
         .results
@@ -434,7 +438,7 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
                 r.label,
                 pct(t.target),
                 t.table,
-                t.runtime,
+                with_version(&t.runtime, t.runtime_version.as_deref()),
                 t.batch,
                 t.threads,
                 if t.threads == 1 { "" } else { "s" },
@@ -444,7 +448,7 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
             match &t.measured {
                 Some(m) => line.push_str(&format!(
                     "; measured on {}: {} removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
-                    m.runtime,
+                    with_version(&m.runtime, m.runtime_version.as_deref()),
                     pct(m.removed),
                     m.before_ms.median,
                     m.after_ms.median,

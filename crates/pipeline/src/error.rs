@@ -169,6 +169,18 @@ pub fn flag_text(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 }
                 .to_string(),
             ),
+            PipelineError::Timing {
+                runtime,
+                detail,
+                tail,
+            } => Some(
+                PipelineError::Timing {
+                    runtime: runtime.clone(),
+                    detail: flags_in(detail),
+                    tail: tail.clone(),
+                }
+                .to_string(),
+            ),
             PipelineError::Scoring(e) => flag_text(e),
             PipelineError::Analysis(e) => flag_text(e),
             PipelineError::Surgery(e) => flag_text(e),

@@ -42,6 +42,29 @@ impl Default for LatencyOptions {
     }
 }
 
+impl LatencyOptions {
+    /// An error unless 1 ≤ `min_rounds` ≤ `max_rounds` and `budget_seconds` is a finite
+    /// number ≥ 0.
+    pub fn check(&self) -> Result<(), PipelineError> {
+        if self.min_rounds == 0 || self.max_rounds < self.min_rounds {
+            return Err(PipelineError::invalid(
+                "latency",
+                "rounds must satisfy 1 ≤ min_rounds ≤ max_rounds",
+            ));
+        }
+        if !(self.budget_seconds.is_finite() && self.budget_seconds >= 0.0) {
+            return Err(PipelineError::invalid(
+                "latency",
+                format!(
+                    "budget_seconds must be a finite number of seconds ≥ 0, found {}",
+                    self.budget_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A median with its quartiles.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,12 +130,7 @@ pub fn measure(
     if models.is_empty() {
         return Ok(Vec::new());
     }
-    if options.min_rounds == 0 || options.max_rounds < options.min_rounds {
-        return Err(PipelineError::invalid(
-            "latency",
-            "rounds must satisfy 1 ≤ min_rounds ≤ max_rounds",
-        ));
-    }
+    options.check()?;
     let inputs_for = |b: usize| -> Vec<tch::Tensor> {
         models
             .iter()
@@ -140,7 +158,7 @@ pub fn measure(
 /// for every model, then rounds in which every model runs once, the order rotating by one
 /// each round; the speed-up of model `i` is the median of the per-round ratios
 /// `time(0) / time(i)`.
-fn schedule(
+pub(crate) fn schedule(
     n: usize,
     options: &LatencyOptions,
     mut run: impl FnMut(usize, usize) -> Result<f64, PipelineError>,

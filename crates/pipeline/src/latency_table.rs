@@ -51,14 +51,6 @@ impl LatencyRuntime {
             LatencyRuntime::Cuda => "cuda",
         }
     }
-
-    /// Whether tables can be measured on it here, ONNX Runtime through the default
-    /// interpreter ([`crate::default_python`]): an error naming what is not available (and
-    /// what to install or choose instead) for a runtime that cannot
-    /// ([`LatencyTimer::check_available`]).
-    pub fn check_available(self) -> Result<(), PipelineError> {
-        LatencyTimer::new(self, crate::default_python()).check_available()
-    }
 }
 
 impl fmt::Display for LatencyRuntime {
@@ -109,6 +101,10 @@ pub struct LatencySettings {
     /// `latency-table` setting (a flag, a builder): errors about it name the one that was
     /// used ([`LatencySettings::table_setting`]).
     pub table_from_config: bool,
+    /// Which of `latency-on`, `latency-batch` and `latency-threads` a config file gave
+    /// (`[prune] latency_on`, ...) rather than a flag or a builder: errors about them name
+    /// those keys ([`LatencySettings::setting`]).
+    pub from_config: Vec<String>,
     /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
     pub tolerance: f64,
@@ -126,6 +122,7 @@ impl Default for LatencySettings {
             threads: None,
             table: None,
             table_from_config: false,
+            from_config: Vec::new(),
             tolerance: crate::DEFAULT_LATENCY_TOLERANCE,
             python: None,
         }
@@ -154,6 +151,22 @@ impl LatencySettings {
         }
     }
 
+    /// The setting `name` (`latency-on`, `latency-batch`, `latency-threads` or
+    /// `latency-table`) as errors name it: the config key (`[prune] latency_on`) when a
+    /// config file gave it, else `name` itself.
+    pub fn setting(&self, name: &str) -> String {
+        let from_config = if name == "latency-table" {
+            self.table_from_config
+        } else {
+            self.from_config.iter().any(|n| n == name)
+        };
+        if from_config {
+            format!("[prune] {}", name.replace('-', "_"))
+        } else {
+            name.to_owned()
+        }
+    }
+
     /// The line a run prints before it looks for a table to measure (none given):
     /// `latency table on <runtime> (batch <n>, <n> threads)`; `None` when a table is given.
     pub fn announcement(&self) -> Option<String> {
@@ -176,6 +189,17 @@ impl LatencySettings {
         )
     }
 
+    /// What a run with these settings measures its table or times its models on, decided
+    /// before anything is measured: a given table's runtime ([`LatencySettings::timer_for`],
+    /// read from its file; `None` for a runtime fair-pruner does not time on, e.g. a user's
+    /// device), else [`LatencySettings::timer`].
+    pub fn run_timer(&self) -> Result<Option<LatencyTimer>, PipelineError> {
+        match &self.table {
+            Some(path) => Ok(self.timer_for(&LatencyTable::load(path)?)),
+            None => Ok(Some(self.timer())),
+        }
+    }
+
     /// What tables are measured with: [`LatencySettings::timer_on`] `runtime`.
     pub fn timer(&self) -> LatencyTimer {
         self.timer_on(self.runtime)
@@ -194,11 +218,14 @@ impl LatencySettings {
         }
     }
 
-    /// The key of a table measured with these settings for the model of `model_digest`.
-    pub fn key(&self, model_digest: &str) -> LatencyKey {
+    /// The key of a table measured with these settings for the model of `model_digest`,
+    /// with the runtime's library at `runtime_version` ([`LatencyTimer::runtime_version`]:
+    /// the `onnxruntime` version, `None` for libtorch).
+    pub fn key(&self, model_digest: &str, runtime_version: Option<&str>) -> LatencyKey {
         LatencyKey {
             model_digest: model_digest.to_owned(),
             runtime: self.runtime.name().to_owned(),
+            runtime_version: runtime_version.unwrap_or_default().to_owned(),
             threads: self.threads(),
             batch: self.batch(),
         }
@@ -271,6 +298,7 @@ pub fn measure_table(
         protected,
         key,
         options,
+        &mut |_| {},
     )
 }
 
@@ -280,6 +308,7 @@ pub fn measure_table(
 /// model at `key.batch` with `key.threads` threads ([`LatencyTimer::time`]). `options` gives
 /// the rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
 /// when any figure is. `key.runtime` is recorded as given (normally `timer`'s runtime).
+/// `progress` is told each group before it is timed (`  group 2/5 (layer1.conv1): 4 widths`).
 pub fn measure_table_on(
     timer: &LatencyTimer,
     graph: &Graph,
@@ -287,6 +316,7 @@ pub fn measure_table_on(
     protected: &[String],
     key: LatencyKey,
     options: &LatencyOptions,
+    progress: &mut dyn FnMut(String),
 ) -> Result<LatencyTable, PipelineError> {
     if key.batch == 0 || key.threads == 0 {
         return Err(PipelineError::invalid(
@@ -303,18 +333,26 @@ pub fn measure_table_on(
     let device = tch::Device::Cpu;
     let full = Model::new(graph.clone(), device, 0)?;
     {
-        // Per group: its layers, full width and widths; its narrowed models are added to one
-        // timing session (each group interleaved with the full model; one helper process on
-        // ONNX Runtime) and dropped once added.
-        let mut groups_widths = Vec::new();
-        let mut session = timer.session(key.batch, key.threads, options)?;
-        for g in groups
+        // Per group: its layers, full width and widths; its narrowed models are timed
+        // interleaved with the full model in one timing session (one helper process on
+        // ONNX Runtime, the set's files deleted once timed) and dropped once timed.
+        let prunable: Vec<_> = groups
             .groups()
             .iter()
             .filter(|g| g.is_prunable() && g.units >= 2)
-        {
+            .collect();
+        let mut groups_widths = Vec::new();
+        let mut session = timer.session(key.batch, key.threads, options)?;
+        for (k, g) in prunable.iter().enumerate() {
             let per = g.map.channels_per_unit();
             let widths: Vec<usize> = grid(g.units).into_iter().map(|k| k * per).collect();
+            progress(format!(
+                "  group {}/{} ({}): {} widths",
+                k + 1,
+                prunable.len(),
+                g.layers.join(", "),
+                widths.len() - 1
+            ));
             let mut models = Vec::new();
             for &w in &widths[..widths.len() - 1] {
                 let narrowed: HashMap<String, usize> =
@@ -322,13 +360,19 @@ pub fn measure_table_on(
                 models.push(Model::new(graph.with_units(&narrowed)?, device, 0)?);
             }
             let set: Vec<&Model> = std::iter::once(&full).chain(models.iter()).collect();
-            session.add(&set)?;
+            session.add(&set, &|i| {
+                if i == 0 {
+                    "the full model".to_owned()
+                } else {
+                    format!("group {} at width {}", g.layers.join(", "), widths[i - 1])
+                }
+            })?;
             groups_widths.push((g.layers.clone(), g.channels(), widths));
         }
         if groups_widths.is_empty() {
-            session.add(&[&full])?;
+            session.add(&[&full], &|_| "the full model".to_owned())?;
         }
-        let timed = session.finish()?;
+        let timed = session.finish();
         let noisy = timed.iter().flatten().any(|t| t.noisy);
         let full_medians: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
         let full_seconds = crate::latency::Spread::of(&full_medians).median;
@@ -439,8 +483,9 @@ fn table_groups(table: &LatencyTable) -> Vec<Vec<String>> {
 /// when not empty, must be `model_digest`, and a batch or threads given in `settings` must
 /// be its key's), else the table cached as [`LatencySettings::cache_name`] in `cache_dir`
 /// when its key is this one, it is not flagged noisy and it lists the groups a measurement
-/// would (the same protected layers and grouped-conv rule), else one measured on `settings.runtime` ([`measure_table`]
-/// with [`table_options`]). The table is checked against `graph`.
+/// would (the same protected layers and grouped-conv rule), else one measured on
+/// `settings.runtime` ([`measure_table_on`] with [`table_options`], telling `progress` each
+/// group). The table is checked against `graph`.
 pub fn table_for(
     settings: &LatencySettings,
     graph: &Graph,
@@ -448,6 +493,7 @@ pub fn table_for(
     protected: &[String],
     model_digest: &str,
     cache_dir: Option<&Path>,
+    progress: &mut dyn FnMut(String),
 ) -> Result<(LatencyTable, TableSource), PipelineError> {
     if let Some(path) = &settings.table {
         let table = LatencyTable::load(path)?;
@@ -464,10 +510,16 @@ pub fn table_for(
             ));
         }
         if settings.runtime_given && k.runtime != settings.runtime.name() {
+            let on = settings.setting("latency-on");
+            let leave_out = if on.starts_with('[') {
+                on.clone()
+            } else {
+                format!("`{on}`")
+            };
             return Err(PipelineError::invalid(
-                "latency-on",
+                &on,
                 format!(
-                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out `latency-on` to use the table as it is, or leave out the table to measure one on {}",
+                    "{} was given but the table '{file}' ({named}) was measured on {}; leave out {leave_out} to use the table as it is, or leave out the table to measure one on {}",
                     settings.runtime, k.runtime, settings.runtime
                 ),
             ));
@@ -480,7 +532,7 @@ pub fn table_for(
                 && want != have
             {
                 return Err(PipelineError::invalid(
-                    name,
+                    &settings.setting(name),
                     format!(
                         "{want} was given but the table '{file}' ({named}) was measured with {have}"
                     ),
@@ -490,9 +542,11 @@ pub fn table_for(
         table.check_graph(graph)?;
         return Ok((table, TableSource::Given(path.clone())));
     }
+    // The runtime is probed (once per run) for its version: a cached table measured with
+    // another onnxruntime is another key, measured again.
     let timer = settings.timer();
-    timer.check_available()?;
-    let key = settings.key(model_digest);
+    let version = timer.runtime_version()?;
+    let key = settings.key(model_digest, version.as_deref());
     if let Some(dir) = cache_dir {
         let path = dir.join(settings.cache_name());
         if path.is_file()
@@ -505,7 +559,15 @@ pub fn table_for(
             return Ok((table, TableSource::Cached(path)));
         }
     }
-    let table = measure_table_on(&timer, graph, grouped, protected, key, &table_options())?;
+    let table = measure_table_on(
+        &timer,
+        graph,
+        grouped,
+        protected,
+        key,
+        &table_options(),
+        progress,
+    )?;
     Ok((table, TableSource::Measured))
 }
 
@@ -545,12 +607,16 @@ mod tests {
         );
         let e = "tpu".parse::<LatencyRuntime>().unwrap_err();
         assert!(e.contains("libtorch-cpu, onnxruntime-cpu or cuda"), "{e}");
-        let e = LatencyRuntime::Cuda
-            .check_available()
-            .unwrap_err()
-            .to_string();
+        let e = LatencySettings {
+            runtime: LatencyRuntime::Cuda,
+            ..Default::default()
+        }
+        .timer()
+        .check_available()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("CUDA is not available yet"), "{e}");
-        assert!(LatencyRuntime::LibtorchCpu.check_available().is_ok());
+        assert!(LatencySettings::default().timer().check_available().is_ok());
     }
 
     /// The interpreter the ONNX Runtime tests use ([`crate::default_python`]), or `None`
@@ -591,6 +657,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -606,7 +673,15 @@ mod tests {
             .map(|g| g.points.iter().map(|p| p.width).collect())
             .collect();
         assert_eq!(widths, [vec![1, 8, 16, 24], vec![1, 8, 12]]);
-        assert!(table.full_seconds > 0.0 && table.full_seconds < 1.0);
+        assert!(table.full_seconds > 0.0 && table.full_seconds.is_finite());
+        // The onnxruntime version the interpreter has, recorded in the key.
+        let out = std::process::Command::new(settings.python.as_ref().unwrap())
+            .args(["-c", "import onnxruntime; print(onnxruntime.__version__)"])
+            .output()
+            .unwrap();
+        let version = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(table.key.runtime_version, version.trim());
+        assert!(!table.key.runtime_version.is_empty());
         for g in &table.groups {
             let s: Vec<f64> = g.points.iter().map(|p| p.seconds).collect();
             assert!(s.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
@@ -628,6 +703,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
@@ -637,7 +713,7 @@ mod tests {
             ..settings.clone()
         };
         assert_ne!(on_libtorch.cache_name(), settings.cache_name());
-        assert_ne!(on_libtorch.key("sha256:x"), table.key);
+        assert_ne!(on_libtorch.key("sha256:x", None), table.key);
     }
 
     #[test]
@@ -653,7 +729,12 @@ mod tests {
         assert!(out.status.success());
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("python-without-onnxruntime");
-        std::fs::write(&fake, "#!/bin/sh\nexec python3 -S \"$@\"\n").unwrap();
+        // -S: no site-packages; PYTHONPATH cleared, so none come back through it.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nunset PYTHONPATH\nexec python3 -S \"$@\"\n",
+        )
+        .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -673,6 +754,7 @@ mod tests {
             &[],
             "sha256:x",
             None,
+            &mut |_| {},
         )
         .unwrap_err()
         .to_string();
@@ -688,9 +770,131 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("`latency-python`") && e.contains("`libtorch-cpu`"),
+            e.contains("`latency-python`") && e.contains("(`latency-on` libtorch-cpu)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_width_onnx_runtime_cannot_run_is_named_by_its_group() {
+        // A fake helper: the first group's set loads and times; the second group's width
+        // 1 fails to load.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-python");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+echo '{"onnxruntime": "9.9.9"}'
+loads=0
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) loads=$((loads + 1))
+       if [ $loads = 2 ]; then echo '{"error": "NotImplemented: no kernel", "model": 2}'
+       else n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}"; fi ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done
+"#,
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake),
+            ..Default::default()
+        };
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let mut lines = Vec::new();
+        let e = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            None,
+            &mut |l| lines.push(l),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ONNX Runtime cannot load or run group layers.2 at width 8 (NotImplemented: no kernel)"),
+            "{e}"
+        );
+        assert_eq!(
+            lines,
+            [
+                "  group 1/2 (layers.0): 3 widths",
+                "  group 2/2 (layers.2): 2 widths"
+            ]
+        );
+    }
+
+    /// A fake ONNX Runtime helper reporting onnxruntime `version`: every set loads, the
+    /// reference takes 4 ms and every width 1 ms.
+    fn fake_onnxruntime(dir: &Path, version: &str) -> PathBuf {
+        let fake = dir.join(format!("python-onnxruntime-{version}"));
+        std::fs::write(
+            &fake,
+            format!(
+                r#"#!/bin/sh
+echo '{{"onnxruntime": "{version}"}}'
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done
+"#
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake
+    }
+
+    #[test]
+    fn a_table_records_the_onnxruntime_version_and_another_version_measures_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let on = |version: &str| LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake_onnxruntime(dir.path(), version)),
+            ..Default::default()
+        };
+        let table_for = |s: &LatencySettings| {
+            table_for(
+                s,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                Some(dir.path()),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let (table, source) = table_for(&on("1.17.0"));
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(table.key.runtime_version, "1.17.0");
+        // The fixed times: every width is 4x faster than the full model.
+        assert_eq!(table.full_seconds, 0.004);
+        assert_eq!(table.groups[0].points[0].seconds, 0.001);
+        assert!(!table.noisy);
+        let json = table.to_json_string();
+        assert!(json.contains(r#""runtime_version": "1.17.0""#), "{json}");
+        table
+            .save(&dir.path().join(on("1.17.0").cache_name()))
+            .unwrap();
+        let (_, source) = table_for(&on("1.17.0"));
+        assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
+        let (again, source) = table_for(&on("1.20.1"));
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(again.key.runtime_version, "1.20.1");
     }
 
     /// A one-group table for the MLP 1x4x4 → 24 → 12 → 3 measured on `runtime` for the model
@@ -726,6 +930,7 @@ mod tests {
                 &[],
                 "sha256:x",
                 None,
+                &mut |_| {},
             )
             .unwrap_err();
             (e.to_string(), crate::cli_text(&e))
@@ -769,6 +974,47 @@ mod tests {
                 "--latency-batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
             )
         );
+        // A batch, threads or runtime a config gave names its key.
+        let (_, cli) = error(&LatencySettings {
+            from_config: vec!["latency-batch".into()],
+            ..batch(true)
+        });
+        assert_eq!(
+            cli,
+            format!(
+                "[prune] latency_batch: 4 was given but the table '{file}' ([prune] latency_table) was measured with 1"
+            )
+        );
+        let (_, cli) = error(&LatencySettings {
+            batch: None,
+            threads: Some(3),
+            from_config: vec!["latency-threads".into()],
+            ..batch(false)
+        });
+        assert!(
+            cli.starts_with("[prune] latency_threads: 3 was given but the table"),
+            "{cli}"
+        );
+        let on = |from_config: Vec<String>| LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            runtime_given: true,
+            from_config,
+            ..batch(false)
+        };
+        let (_, cli) = error(&on(vec!["latency-on".into()]));
+        assert_eq!(
+            cli,
+            format!(
+                "[prune] latency_on: onnxruntime-cpu was given but the table '{file}' (--latency-table) was measured on my-device; \
+                 leave out [prune] latency_on to use the table as it is, or leave out the table to measure one on onnxruntime-cpu"
+            )
+        );
+        let (_, cli) = error(&on(Vec::new()));
+        assert!(
+            cli.starts_with("--latency-on: onnxruntime-cpu was given"),
+            "{cli}"
+        );
+        assert!(cli.contains("leave out --latency-on to use"), "{cli}");
     }
 
     #[test]
@@ -784,7 +1030,15 @@ mod tests {
             ..Default::default()
         };
         let table_for = |s: &LatencySettings| {
-            table_for(s, &graph, GroupedConvs::WithinGroups, &[], "sha256:x", None)
+            table_for(
+                s,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+                &mut |_| {},
+            )
         };
         // Chosen: refused, naming both runtimes and what to do.
         let e = table_for(&settings(LatencyRuntime::LibtorchCpu, true)).unwrap_err();
@@ -849,10 +1103,12 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
-        assert_eq!(table.key, settings.key("sha256:x"));
+        assert_eq!(table.key, settings.key("sha256:x", None));
+        assert_eq!(table.key.runtime_version, "");
         let widths: Vec<Vec<usize>> = table
             .groups
             .iter()
@@ -872,6 +1128,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
@@ -884,6 +1141,7 @@ mod tests {
             &[],
             "sha256:y",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -896,6 +1154,7 @@ mod tests {
             &protected,
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);
@@ -911,6 +1170,7 @@ mod tests {
             &[],
             "sha256:x",
             Some(dir.path()),
+            &mut |_| {},
         )
         .unwrap();
         assert_eq!(source, TableSource::Measured);

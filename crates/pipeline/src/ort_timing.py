@@ -1,14 +1,25 @@
-# fair-pruner's ONNX Runtime timing helper (embedded in the binary, run with `python3 FILE JOB`).
+# fair-pruner's ONNX Runtime timing helper (embedded in the binary). fair-pruner writes it
+# into a private temporary directory and runs `python3 ort_timing.py` there (the directory
+# is the working directory, so nothing of the user's current directory is imported).
 #
-# JOB is a JSON file: {"threads", "batch", "warmup", "min_rounds", "max_rounds",
-# "budget_seconds", "sets": [{"input": [per-sample shape], "models": [onnx paths]}]}.
-# Each set's models are timed interleaved on the CPU execution provider, with the same
-# schedule as fair-pruner's libtorch timing: warm-up passes for every model, then rounds in
-# which every model runs once on the same random input, the order rotating by one each
-# round, at least min_rounds and at most max_rounds, stopping after budget_seconds once
-# min_rounds are done. Prints {"onnxruntime": version, "sets": [[[ms per round] per model]
-# per set]} on stdout; fair-pruner takes the medians, IQRs and round-by-round speed-ups.
-# Exit status 3 means onnxruntime or numpy cannot be imported (the reason on stderr).
+# One long-lived process driven over stdin/stdout, one JSON object per line:
+# - on start it prints {"onnxruntime": version} (exit status 3, the reason on stderr, when
+#   onnxruntime or numpy cannot be imported);
+# - {"op": "load", "threads": t, "batch": b, "input": [per-sample shape],
+#    "models": [onnx file names, relative to the working directory]} loads a set of models
+#   (model i of the set is models[i]; sessions of the previous set not named again are
+#   dropped) and draws one random input; answers {"loaded": n};
+# - {"op": "run", "model": i, "passes": n} runs model i of the set n times on that input;
+#   answers {"ms": [milliseconds of each pass]};
+# - end of input: exits.
+# An error answers {"error": text} and, when it concerns a model, "model": its index.
+# fair-pruner decides the schedule (warm-up, the rotating order of rounds, when to stop)
+# and summarises the times; the helper only loads and times.
+#
+# The timed sessions run sequentially with `session.intra_op.allow_spinning` set to "0":
+# ONNX Runtime's intra-op threads otherwise spin for a while after each pass, so the
+# threads of the other models loaded at the same time (the reference and the set's other
+# widths) would keep burning the cores the model being timed needs.
 import json
 import sys
 import time
@@ -20,61 +31,84 @@ except Exception as e:  # ImportError, or a broken installation
     sys.stderr.write("cannot import onnxruntime and numpy: %s: %s\n" % (type(e).__name__, e))
     sys.exit(3)
 
-if len(sys.argv) < 2:
-    # A probe: the version only.
-    print(json.dumps({"onnxruntime": ort.__version__}))
-    sys.exit(0)
 
-with open(sys.argv[1]) as f:
-    job = json.load(f)
-
-options = ort.SessionOptions()
-options.intra_op_num_threads = int(job["threads"])
-options.inter_op_num_threads = 1
-options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-options.log_severity_level = 3
-
-sessions = {}
+def answer(value):
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
 
 
-def session(path):
-    if path not in sessions:
-        sessions[path] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return sessions[path]
+answer({"onnxruntime": ort.__version__})
 
-
+sessions = {}  # file name -> session, for the current set
+models = []  # the current set's sessions, by index
+feeds = []  # their inputs
 rng = np.random.default_rng(0)
-batch = int(job["batch"])
-out = []
-for s in job["sets"]:
-    models = [session(p) for p in s["models"]]
-    x = rng.standard_normal([batch] + list(s["input"])).astype(np.float32)
-    feeds = [{m.get_inputs()[0].name: x} for m in models]
 
-    def run(i):
+
+def options(threads):
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = int(threads)
+    o.inter_op_num_threads = 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    o.log_severity_level = 3
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return o
+
+
+def load(request):
+    global sessions, models, feeds
+    files = request["models"]
+    kept = {f: s for f, s in sessions.items() if f in files}
+    sessions = kept
+    models = []
+    feeds = []
+    o = options(request["threads"])
+    for i, f in enumerate(files):
+        if f not in sessions:
+            try:
+                sessions[f] = ort.InferenceSession(f, o, providers=["CPUExecutionProvider"])
+            except Exception as e:
+                return {"error": "%s: %s" % (type(e).__name__, e), "model": i}
+        models.append(sessions[f])
+    x = rng.standard_normal([int(request["batch"])] + list(request["input"])).astype(np.float32)
+    for i, m in enumerate(models):
+        feed = {m.get_inputs()[0].name: x}
+        try:
+            m.run(None, feed)  # a graph that loads but cannot run fails here, not in timing
+        except Exception as e:
+            return {"error": "%s: %s" % (type(e).__name__, e), "model": i}
+        feeds.append(feed)
+    return {"loaded": len(models)}
+
+
+def run(request):
+    i = int(request["model"])
+    if not 0 <= i < len(models):
+        return {"error": "no model %d in the loaded set of %d" % (i, len(models))}
+    m, feed = models[i], feeds[i]
+    ms = []
+    for _ in range(int(request.get("passes", 1))):
         t = time.perf_counter()
-        models[i].run(None, feeds[i])
-        return (time.perf_counter() - t) * 1e3
+        try:
+            m.run(None, feed)
+        except Exception as e:
+            return {"error": "%s: %s" % (type(e).__name__, e), "model": i}
+        ms.append((time.perf_counter() - t) * 1e3)
+    return {"ms": ms}
 
-    n = len(models)
-    for i in range(n):
-        for _ in range(int(job["warmup"])):
-            run(i)
-    times = [[] for _ in range(n)]
-    start = time.perf_counter()
-    r = 0
-    while r < job["max_rounds"] and (
-        r < job["min_rounds"] or time.perf_counter() - start < job["budget_seconds"]
-    ):
-        for k in range(n):
-            i = (k + r) % n
-            times[i].append(run(i))
-        r += 1
-    out.append(times)
-    # Sessions of this set other than the first (the reference, shared by every set) go.
-    for p in s["models"][1:]:
-        if p != s["models"][0]:
-            sessions.pop(p, None)
 
-json.dump({"onnxruntime": ort.__version__, "sets": out}, sys.stdout)
-sys.stdout.write("\n")
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    try:
+        request = json.loads(line)
+        op = request.get("op")
+        if op == "load":
+            result = load(request)
+        elif op == "run":
+            result = run(request)
+        else:
+            result = {"error": "unknown request %r" % (op,)}
+    except Exception as e:
+        result = {"error": "%s: %s" % (type(e).__name__, e)}
+    answer(result)

@@ -889,6 +889,17 @@ impl<'a> Pruner<'a> {
             }
         };
 
+        // A latency target timed on ONNX Runtime: the model is loaded there now, so a graph
+        // it cannot run (or a missing onnxruntime) fails before scoring, not after.
+        if self.goals.iter().any(|g| matches!(g, Goal::Latency(_)))
+            && let Some(s) = &self.latency_target
+            && (s.table.is_none() || self.latency.is_some())
+            && let Ok(Some(timer)) = s.run_timer()
+            && timer.runtime() == LatencyRuntime::OnnxruntimeCpu
+        {
+            timer.check_model(model, s.batch(), s.threads())?;
+        }
+
         let before_accuracy = self.evaluate(model)?;
 
         // Score once; reuse stored scores (or some of them) with the same provenance.
@@ -939,6 +950,7 @@ impl<'a> Pruner<'a> {
                 &select.protected,
                 &scores.provenance.model_digest,
                 self.out.as_deref(),
+                &mut |line| say(line),
             )?;
             if table.noisy {
                 eprintln!(
@@ -955,14 +967,9 @@ impl<'a> Pruner<'a> {
                 table.save(&dir.path().join(&file))?;
             }
             // What the pruned models are timed with: the table's runtime when fair-pruner
-            // times on it (checked now, before any model is built), libtorch otherwise.
+            // times on it (checked before scoring), libtorch otherwise.
             let timer = match settings.timer_for(&table) {
-                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => {
-                    if self.latency.is_some() {
-                        t.check_available()?;
-                    }
-                    t
-                }
+                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => t,
                 _ => LatencyTimer::libtorch_cpu(),
             };
             Some((table, source, file, timer))
@@ -1130,6 +1137,8 @@ impl<'a> Pruner<'a> {
                         Some(LatencyTargetResult {
                             target,
                             runtime: table.key.runtime.clone(),
+                            runtime_version: Some(table.key.runtime_version.clone())
+                                .filter(|v| !v.is_empty()),
                             batch: table.key.batch,
                             threads: table.key.threads,
                             table: source.label().into(),
@@ -1177,7 +1186,17 @@ impl<'a> Pruner<'a> {
                 let all: Vec<&Model> = std::iter::once(model)
                     .chain(targeted.iter().map(|&i| &models[i]))
                     .collect();
-                let timed = timer.time(&[all], table.key.batch, table.key.threads, options)?;
+                let runtime_version = timer.runtime_version()?;
+                let timed = timer.time(
+                    &[all],
+                    &|_, i| match i {
+                        0 => "the unpruned model".to_owned(),
+                        _ => format!("the pruned model of {}", results[targeted[i - 1]].label),
+                    },
+                    table.key.batch,
+                    table.key.threads,
+                    options,
+                )?;
                 let timed = &timed[0];
                 for (k, &i) in targeted.iter().enumerate() {
                     let (b, a) = (&timed[0], &timed[k + 1]);
@@ -1187,6 +1206,7 @@ impl<'a> Pruner<'a> {
                         .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
                     t.measured = Some(MeasuredLatency {
                         runtime: runtime.into(),
+                        runtime_version: runtime_version.clone(),
                         before_ms: b.ms,
                         after_ms: a.ms,
                         speedup,

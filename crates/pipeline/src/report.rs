@@ -242,6 +242,11 @@ pub struct LatencyTargetResult {
     pub target: f64,
     /// The runtime the table was measured on (as its key says).
     pub runtime: String,
+    /// The version of the table's runtime library, as its key records it (the `onnxruntime`
+    /// version for `onnxruntime-cpu`); absent when not recorded (libtorch is
+    /// [`PruneReport::libtorch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// The batch size of the table and of the measurement.
     pub batch: usize,
     /// The threads of the table and of the measurement.
@@ -300,6 +305,10 @@ pub struct LatencyRound {
 pub struct MeasuredLatency {
     /// Where it was measured (`libtorch-cpu`).
     pub runtime: String,
+    /// The version of the runtime library it was measured with (the `onnxruntime` version
+    /// for `onnxruntime-cpu`); absent for libtorch ([`PruneReport::libtorch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
     /// The unpruned model, milliseconds per forward pass.
     pub before_ms: Spread,
     /// The pruned model, milliseconds per forward pass.

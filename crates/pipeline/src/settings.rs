@@ -446,7 +446,8 @@ impl RawSettings {
     }
 
     /// The latency settings of a latency target (`target-latency`): `latency-on` (default
-    /// libtorch CPU; a runtime that is not available is an error naming it), `latency-batch`
+    /// libtorch CPU; a runtime that is not available is an error naming it, as is the
+    /// runtime of a given table, [`LatencySettings::run_timer`]), `latency-batch`
     /// and `latency-threads` (≥ 1 when given), `latency-table` and `latency-tolerance`
     /// (between 0 and 1, default [`crate::DEFAULT_LATENCY_TOLERANCE`]), and `latency-python`
     /// (the interpreter ONNX Runtime is reached through). `None` without a latency
@@ -478,11 +479,6 @@ impl RawSettings {
                 return Err(PipelineError::invalid(name, "must be at least 1"));
             }
         }
-        let python = p.latency_python.clone();
-        if let Some(r) = p.latency_on {
-            crate::LatencyTimer::new(r, python.clone().unwrap_or_else(crate::default_python))
-                .check_available()?;
-        }
         let tolerance = p
             .latency_tolerance
             .unwrap_or(crate::DEFAULT_LATENCY_TOLERANCE);
@@ -492,16 +488,28 @@ impl RawSettings {
                 format!("must be a fraction between 0 and 1 (exclusive), found {tolerance}"),
             ));
         }
-        Ok(Some(LatencySettings {
+        let settings = LatencySettings {
             runtime: p.latency_on.unwrap_or_default(),
             runtime_given: p.latency_on.is_some(),
             batch: p.latency_batch,
             threads: p.latency_threads,
             table: p.latency_table.clone(),
             table_from_config: false,
+            from_config: Vec::new(),
             tolerance,
-            python,
-        }))
+            python: p.latency_python.clone(),
+        };
+        // The runtime the run will measure or time on (a given table's, else
+        // `latency-on`'s), checked now rather than after scoring. A chosen runtime is
+        // checked even when a table of another one is given (that mismatch is refused
+        // later, naming both); a table that cannot be read is reported where it is used.
+        if settings.runtime_given {
+            settings.timer().check_available()?;
+        }
+        if let Ok(Some(timer)) = settings.run_timer() {
+            timer.check_available()?;
+        }
+        Ok(Some(settings))
     }
 
     /// Distillation: none without a weight (a temperature alone is an error).
@@ -681,6 +689,15 @@ impl ConfigRun {
         let mut settings = RawSettings::from_config(config).resolve()?;
         if let Some(l) = &mut settings.latency {
             l.table_from_config = l.table.is_some();
+            l.from_config = [
+                ("latency-on", l.runtime_given),
+                ("latency-batch", l.batch.is_some()),
+                ("latency-threads", l.threads.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         }
         check_weights(config)?;
         let loaded = load_model(config, settings.given_max_memory, device)?;
@@ -984,6 +1001,38 @@ mod tests {
         .unwrap();
         assert!(l.runtime_given);
         assert_eq!(l.python.as_deref(), Some(Path::new("/opt/venv/bin/python")));
+        // A given table measured on ONNX Runtime is checked at the start, with the given
+        // interpreter, even without `latency-on`; a table of a user's device is not.
+        let dir = tempfile::tempdir().unwrap();
+        let table = |runtime: &str| {
+            let path = dir.path().join(format!("{runtime}.json"));
+            let json = serde_json::json!({
+                "format": "fair-pruner-latency-table/1",
+                "key": {"model_digest": "", "runtime": runtime, "threads": 1, "batch": 1},
+                "full_seconds": 0.010,
+                "groups": []
+            });
+            std::fs::write(&path, json.to_string()).unwrap();
+            path
+        };
+        let with_table = |path| {
+            raw(PruneSection {
+                target_latency: Some(0.4),
+                latency_table: Some(path),
+                latency_python: Some("/nonexistent/fair-pruner/python3".into()),
+                ..Default::default()
+            })
+            .resolve()
+        };
+        let e = with_table(table("onnxruntime-cpu"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"),
+            "{e}"
+        );
+        assert!(with_table(table("my-device")).is_ok());
+        assert!(with_table(table("libtorch-cpu")).is_ok());
         let e = raw(PruneSection {
             target_macs: Some(0.5),
             latency_python: Some("python3".into()),

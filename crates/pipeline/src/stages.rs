@@ -252,6 +252,13 @@ pub fn correct_latency_target_on(
         let pruned = apply(model, &selection.resolution)?;
         let timed = timer.time(
             &[vec![model, &pruned]],
+            &|_, i| {
+                if i == 0 {
+                    "the unpruned model".to_owned()
+                } else {
+                    format!("the candidate at table target {:.1}%", t * 100.0)
+                }
+            },
             table.key.batch,
             table.key.threads,
             options,

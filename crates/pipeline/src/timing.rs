@@ -1,28 +1,52 @@
 //! Where models are timed for latency targets: [`LatencyTimer`] is the one place that decides
 //! between the runtimes. libtorch CPU runs in this process ([`crate::measure`]); ONNX Runtime
-//! CPU runs in one helper process per call — a small embedded Python script
-//! (`ort_timing.py`) run by an interpreter that has the `onnxruntime` package, on the models
-//! exported as ONNX files into a private temporary directory. Both time with the same
-//! schedule (warm-up, then rounds in a rotating order) and their round-by-round times are
-//! summarised and flagged noisy by the same code, so latency tables, their cache, the
-//! measured correction and the report treat every runtime alike.
+//! CPU runs in one long-lived helper process per timing session — a small embedded Python
+//! script (`ort_timing.py`) run by an interpreter that has the `onnxruntime` package, in a
+//! private temporary directory that is its working directory. The helper is driven over
+//! stdin/stdout, one JSON object per line: fair-pruner exports one set of models as ONNX
+//! (the reference once, then one group's widths), asks the helper to load them, then runs
+//! the same schedule as on libtorch (warm-up, rounds in a rotating order, the stop rule and
+//! budget of [`crate::latency`]) by asking for one timed pass at a time, and deletes the
+//! set's files before exporting the next. Every request has a deadline; a helper that does
+//! not answer in time is stopped. Both runtimes' round-by-round times are summarised and
+//! flagged noisy by the same code, so latency tables, their cache, the measured correction
+//! and the report treat every runtime alike.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
 
 use fair_runtime::Model;
 
 use crate::error::PipelineError;
-use crate::latency::{Latency, LatencyOptions, measure, summarize};
+use crate::latency::{Latency, LatencyOptions, measure, schedule};
 use crate::latency_table::LatencyRuntime;
 use crate::torchrun::PYTHON_ENV;
 
-/// The ONNX Runtime timing helper, run as `python FILE JOB` (see its header).
+/// The ONNX Runtime timing helper (see its header for the protocol).
 const ORT_SCRIPT: &str = include_str!("ort_timing.py");
+
+/// The helper's file name in its private directory.
+const SCRIPT_NAME: &str = "ort_timing.py";
 
 /// The exit status of the helper when `onnxruntime` or `numpy` cannot be imported.
 const MISSING_EXIT: i32 = 3;
+
+/// The interpreters whose helper started in this process, with the `onnxruntime` version
+/// each reported: a run probes an interpreter once.
+static PROBED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The `onnxruntime` version `python`'s helper reported in this process, if it started.
+fn probed(python: &Path) -> Option<String> {
+    let probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
+    probed
+        .iter()
+        .find(|(p, _)| p == python)
+        .map(|(_, v)| v.clone())
+}
 
 /// The Python interpreter ONNX Runtime is reached through when none is given:
 /// `FAIR_PRUNER_PYTHON`, else `python3` (found on `PATH`).
@@ -33,9 +57,32 @@ pub fn default_python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
+/// How long the ONNX Runtime helper may take to answer before it is stopped and the timing
+/// fails ([`PipelineError::Timing`] naming what it was doing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelperTimeouts {
+    /// Starting the interpreter and importing `onnxruntime` (default 120 s).
+    pub start: Duration,
+    /// Loading one model (creating its session) and running it once (default 120 s per
+    /// model of a set).
+    pub load_per_model: Duration,
+    /// One timed forward pass (default 60 s).
+    pub pass: Duration,
+}
+
+impl Default for HelperTimeouts {
+    fn default() -> Self {
+        HelperTimeouts {
+            start: Duration::from_secs(120),
+            load_per_model: Duration::from_secs(120),
+            pass: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A runtime that times models interleaved, with what it needs to run: the Python
 /// interpreter with `onnxruntime` for [`LatencyRuntime::OnnxruntimeCpu`] (unused by the
-/// others).
+/// others) and how long its helper may take ([`HelperTimeouts`]).
 ///
 /// ```
 /// use fair_pipeline::{LatencyRuntime, LatencyTimer};
@@ -47,6 +94,7 @@ pub fn default_python() -> PathBuf {
 pub struct LatencyTimer {
     runtime: LatencyRuntime,
     python: PathBuf,
+    timeouts: HelperTimeouts,
 }
 
 impl LatencyTimer {
@@ -55,12 +103,18 @@ impl LatencyTimer {
         LatencyTimer {
             runtime,
             python: python.into(),
+            timeouts: HelperTimeouts::default(),
         }
     }
 
     /// Times on libtorch CPU, in this process.
     pub fn libtorch_cpu() -> Self {
         LatencyTimer::new(LatencyRuntime::LibtorchCpu, default_python())
+    }
+
+    /// The same timer with the ONNX Runtime helper stopped after `timeouts`.
+    pub fn with_timeouts(self, timeouts: HelperTimeouts) -> Self {
+        LatencyTimer { timeouts, ..self }
     }
 
     /// The runtime timed on.
@@ -74,34 +128,52 @@ impl LatencyTimer {
     }
 
     /// Whether models can be timed on this runtime here: an error naming what is missing
-    /// and what to install or choose instead. ONNX Runtime is checked by running the
-    /// interpreter and importing `onnxruntime` and `numpy`.
+    /// and what to install or choose instead. ONNX Runtime is checked by starting the helper
+    /// exactly as a timing does (in its private directory) and reading its answer, which
+    /// names the `onnxruntime` version; an interpreter that passed is not probed again in
+    /// this process.
     pub fn check_available(&self) -> Result<(), PipelineError> {
+        self.runtime_version().map(drop)
+    }
+
+    /// The version of the runtime's library where it matters for its tables: the
+    /// `onnxruntime` version of the interpreter for ONNX Runtime (probed once per interpreter
+    /// and process, [`LatencyTimer::check_available`]); `None` for libtorch CPU, which is
+    /// linked in; an error for CUDA.
+    pub fn runtime_version(&self) -> Result<Option<String>, PipelineError> {
         match self.runtime {
-            LatencyRuntime::LibtorchCpu => Ok(()),
+            LatencyRuntime::LibtorchCpu => Ok(None),
             LatencyRuntime::OnnxruntimeCpu => {
-                let out = Command::new(&self.python)
-                    .arg("-c")
-                    .arg(ORT_SCRIPT)
-                    .output()
-                    .map_err(|e| self.cannot_run(&e))?;
-                if out.status.success() {
-                    Ok(())
-                } else if out.status.code() == Some(MISSING_EXIT) {
-                    Err(self.missing(&String::from_utf8_lossy(&out.stderr)))
-                } else {
-                    Err(PipelineError::Timing {
-                        runtime: self.runtime.name().to_owned(),
-                        detail: format!(
-                            "'{}' failed while importing onnxruntime ({})",
-                            self.python.display(),
-                            out.status
-                        ),
-                        tail: crate::torchrun::tail(&String::from_utf8_lossy(&out.stderr)),
-                    })
+                if let Some(v) = probed(&self.python) {
+                    return Ok(Some(v));
                 }
+                Ok(Some(OrtHelper::start(self)?.version.clone()))
             }
             LatencyRuntime::Cuda => Err(cuda_unavailable()),
+        }
+    }
+
+    /// Whether `model` can be timed on this runtime at `batch` with `threads` threads: on ONNX
+    /// Runtime, the helper loads it (exported as ONNX) and runs it once, so a graph ONNX
+    /// Runtime cannot load fails now, not after hours of scoring; nothing to check on
+    /// libtorch CPU; an error on CUDA ([`LatencyTimer::check_available`]).
+    pub fn check_model(
+        &self,
+        model: &Model,
+        batch: usize,
+        threads: usize,
+    ) -> Result<(), PipelineError> {
+        match self.runtime {
+            LatencyRuntime::OnnxruntimeCpu => {
+                let options = LatencyOptions {
+                    min_rounds: 1,
+                    max_rounds: 1,
+                    ..LatencyOptions::default()
+                };
+                let mut session = self.session(batch, threads, &options)?;
+                session.export_and_load(&[model], &|_| "the full model".to_owned())
+            }
+            _ => self.check_available(),
         }
     }
 
@@ -113,7 +185,7 @@ impl LatencyTimer {
                 "onnxruntime-cpu: cannot run the Python interpreter '{}' ({e}); ONNX Runtime is reached \
                  through a Python 3 with the `onnxruntime` and `numpy` packages \
                  (`python3 -m pip install onnxruntime numpy`): give its path with `latency-python` or \
-                 {PYTHON_ENV}, or measure on `libtorch-cpu`",
+                 {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)",
                 self.python.display()
             ),
         )
@@ -123,40 +195,42 @@ impl LatencyTimer {
     /// import error).
     fn missing(&self, stderr: &str) -> PipelineError {
         let python = self.python.display();
+        let quoted = shell_quoted(&python.to_string());
         let why = stderr.trim().lines().last().unwrap_or("").trim();
         PipelineError::invalid(
             "latency-on",
             format!(
                 "onnxruntime-cpu: the Python interpreter '{python}' {why}; install them for it \
-                 (`{python} -m pip install onnxruntime numpy`), give an interpreter that has them \
-                 with `latency-python` or {PYTHON_ENV}, or measure on `libtorch-cpu`"
+                 (`{quoted} -m pip install onnxruntime numpy`), give an interpreter that has them \
+                 with `latency-python` or {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)"
             ),
         )
     }
 
     /// Times the models of each set interleaved (the first of a set is its reference for
     /// speed-ups), at `batch` with `threads` intra-op threads: per set, one [`Latency`] per
-    /// model. `options` gives the warm-up, rounds, budget and noise threshold (its batch
-    /// sizes are ignored). libtorch runs in this process (its thread count restored after);
-    /// ONNX Runtime runs every set in one helper process, on the models exported as ONNX (a
-    /// reference shared by several sets is exported once).
+    /// model. `name(set, model)` says what a model is (`the unpruned model`, `the candidate
+    /// at ...`), for errors. `options` gives the warm-up, rounds, budget and noise threshold
+    /// (its batch sizes are ignored). libtorch runs in this process (its thread count
+    /// restored after); ONNX Runtime runs in one helper process, set by set.
     pub fn time(
         &self,
         sets: &[Vec<&Model>],
+        name: &dyn Fn(usize, usize) -> String,
         batch: usize,
         threads: usize,
         options: &LatencyOptions,
     ) -> Result<Vec<Vec<Latency>>, PipelineError> {
         let mut session = self.session(batch, threads, options)?;
-        for set in sets {
-            session.add(set)?;
+        for (k, set) in sets.iter().enumerate() {
+            session.add(set, &|i| name(k, i))?;
         }
-        session.finish()
+        Ok(session.finish())
     }
 
-    /// A timing session at `batch` with `threads` threads: sets are added one by one
-    /// ([`Session::add`]; their models may be dropped right after) and timed by
-    /// [`Session::finish`]. Checks the batch, threads and rounds.
+    /// A timing session at `batch` with `threads` threads: sets are added and timed one by
+    /// one ([`Session::add`]; their models may be dropped right after). Checks the batch,
+    /// threads and rounds; on ONNX Runtime, starts the helper.
     pub(crate) fn session(
         &self,
         batch: usize,
@@ -173,41 +247,28 @@ impl LatencyTimer {
                 "must be at least 1",
             ));
         }
-        if options.min_rounds == 0 || options.max_rounds < options.min_rounds {
-            return Err(PipelineError::invalid(
-                "latency",
-                "rounds must satisfy 1 ≤ min_rounds ≤ max_rounds",
-            ));
-        }
+        options.check()?;
         let options = LatencyOptions {
             batch_sizes: vec![batch],
             ..options.clone()
         };
-        Ok(match self.runtime {
-            LatencyRuntime::LibtorchCpu => Session::Libtorch {
-                threads: ThreadsSet::to(threads),
-                options,
-                timed: Vec::new(),
+        let kind = match self.runtime {
+            LatencyRuntime::LibtorchCpu => SessionKind::Libtorch {
+                _threads: ThreadsSet::to(threads),
             },
-            LatencyRuntime::OnnxruntimeCpu => {
-                let dir = tempfile::Builder::new()
-                    .prefix("fair-pruner-onnxruntime-")
-                    .tempdir()
-                    .map_err(|e| {
-                        self.failed(format!("cannot create a temporary directory: {e}"), "")
-                    })?;
-                Session::Onnxruntime(OrtJob {
-                    timer: self.clone(),
-                    dir,
-                    batch,
-                    threads,
-                    options,
-                    exported: 0,
-                    references: HashMap::new(),
-                    sets: Vec::new(),
-                })
-            }
+            LatencyRuntime::OnnxruntimeCpu => SessionKind::Onnxruntime {
+                helper: Box::new(OrtHelper::start(self)?),
+                exported: 0,
+                references: HashMap::new(),
+            },
             LatencyRuntime::Cuda => return Err(cuda_unavailable()),
+        };
+        Ok(Session {
+            kind,
+            batch,
+            threads,
+            options,
+            timed: Vec::new(),
         })
     }
 
@@ -239,184 +300,466 @@ impl Drop for ThreadsSet {
     }
 }
 
-/// Sets of models being timed ([`LatencyTimer::session`]).
-pub(crate) enum Session {
-    /// libtorch: each set is timed when added.
+/// Sets of models being timed ([`LatencyTimer::session`]), each when it is added.
+pub(crate) struct Session {
+    kind: SessionKind,
+    batch: usize,
+    threads: usize,
+    /// The rounds, at the session's batch.
+    options: LatencyOptions,
+    /// The figures of the sets added so far.
+    timed: Vec<Vec<Latency>>,
+}
+
+/// Where a [`Session`] times.
+enum SessionKind {
+    /// libtorch, in this process.
     Libtorch {
         /// The thread count while the session lasts.
-        threads: ThreadsSet,
-        /// The rounds, at the session's batch.
-        options: LatencyOptions,
-        /// The figures of the sets added so far.
-        timed: Vec<Vec<Latency>>,
+        _threads: ThreadsSet,
     },
-    /// ONNX Runtime: each set is exported when added and all are timed by one helper run.
-    Onnxruntime(OrtJob),
+    /// ONNX Runtime, in the helper.
+    Onnxruntime {
+        helper: Box<OrtHelper>,
+        /// Models exported so far.
+        exported: usize,
+        /// The files of the references exported so far, by model identity (kept while the
+        /// session lasts).
+        references: HashMap<*const Model, String>,
+    },
 }
 
 impl Session {
-    /// Adds a set (its first model is the reference for speed-ups). The models are not
-    /// needed after this returns, except a reference shared with later sets, which must
-    /// live as long as the session (it is exported once).
-    pub(crate) fn add(&mut self, set: &[&Model]) -> Result<(), PipelineError> {
-        match self {
-            Session::Libtorch { options, timed, .. } => {
-                timed.push(
-                    measure(set, options)?
+    /// Times a set now (its first model is the reference for speed-ups); `name(i)` says
+    /// what model `i` is, for errors. The models are not needed after this returns, except
+    /// a reference shared with later sets, which must live as long as the session (on ONNX
+    /// Runtime it is exported once).
+    pub(crate) fn add(
+        &mut self,
+        set: &[&Model],
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<(), PipelineError> {
+        let times = match &mut self.kind {
+            SessionKind::Libtorch { .. } => {
+                self.timed.push(
+                    measure(set, &self.options)?
                         .into_iter()
                         .map(|mut per_batch| per_batch.remove(0))
                         .collect(),
                 );
-                Ok(())
+                return Ok(());
             }
-            Session::Onnxruntime(job) => job.add(set),
-        }
-    }
-
-    /// The figures of every set added, in order: one [`Latency`] per model.
-    pub(crate) fn finish(self) -> Result<Vec<Vec<Latency>>, PipelineError> {
-        match self {
-            Session::Libtorch { timed, threads, .. } => {
-                drop(threads);
-                Ok(timed)
-            }
-            Session::Onnxruntime(job) => job.run(),
-        }
-    }
-}
-
-/// The files of an ONNX Runtime timing: models exported into a private temporary directory
-/// (removed when dropped), then timed by one run of the helper.
-pub(crate) struct OrtJob {
-    timer: LatencyTimer,
-    dir: tempfile::TempDir,
-    batch: usize,
-    threads: usize,
-    options: LatencyOptions,
-    /// Models exported so far.
-    exported: usize,
-    /// The files of the references exported so far, by model identity.
-    references: HashMap<*const Model, String>,
-    /// Per set: the per-sample input shape and the model files.
-    sets: Vec<(Vec<usize>, Vec<String>)>,
-}
-
-impl OrtJob {
-    /// Writes `bytes` to `path`.
-    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-        std::fs::write(path, bytes).map_err(|e| {
-            self.timer
-                .failed(format!("cannot write '{}': {e}", path.display()), "")
-        })
-    }
-
-    /// Exports `model` as the next ONNX file; its path.
-    fn export(&mut self, model: &Model) -> Result<String, PipelineError> {
-        let path = self.dir.path().join(format!("m{}.onnx", self.exported));
-        let bytes = fair_surgery::onnx_bytes(model, &fair_onnx::ExportOptions::default())?;
-        self.write(&path, &bytes)?;
-        self.exported += 1;
-        Ok(path.display().to_string())
-    }
-
-    /// Exports a set's models (its reference once for all sets).
-    fn add(&mut self, set: &[&Model]) -> Result<(), PipelineError> {
-        let mut files = Vec::new();
-        for (i, &m) in set.iter().enumerate() {
-            let key = m as *const Model;
-            let file = match self.references.get(&key) {
-                Some(f) if i == 0 => f.clone(),
-                _ => {
-                    let f = self.export(m)?;
-                    if i == 0 {
-                        self.references.insert(key, f.clone());
+            SessionKind::Onnxruntime {
+                helper,
+                exported,
+                references,
+            } => {
+                let dir = helper.dir.path().to_path_buf();
+                let mut files = Vec::new();
+                let mut written = Vec::new();
+                for (i, &m) in set.iter().enumerate() {
+                    let key = m as *const Model;
+                    if i == 0
+                        && let Some(f) = references.get(&key)
+                    {
+                        files.push(f.clone());
+                        continue;
                     }
-                    f
+                    let file = helper.export(m, exported, &name(i))?;
+                    if i == 0 {
+                        references.insert(key, file.clone());
+                    } else {
+                        written.push(file.clone());
+                    }
+                    files.push(file);
                 }
-            };
-            files.push(file);
-        }
-        let input = set
-            .first()
-            .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
-        self.sets.push((input, files));
+                let input = set
+                    .first()
+                    .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
+                let timed = helper.time_set(
+                    &files,
+                    &input,
+                    self.batch,
+                    self.threads,
+                    &self.options,
+                    name,
+                );
+                for f in written {
+                    let _ = std::fs::remove_file(dir.join(f));
+                }
+                timed?
+            }
+        };
+        self.timed.push(times);
         Ok(())
     }
 
-    /// Runs the helper on every set: per set, one [`Latency`] per model.
-    fn run(self) -> Result<Vec<Vec<Latency>>, PipelineError> {
-        let timer = &self.timer;
-        let sets: Vec<serde_json::Value> = self
-            .sets
-            .iter()
-            .map(|(input, models)| serde_json::json!({ "input": input, "models": models }))
-            .collect();
-        let o = &self.options;
-        let job = serde_json::json!({
-            "threads": self.threads,
-            "batch": self.batch,
-            "warmup": o.warmup,
-            "min_rounds": o.min_rounds,
-            "max_rounds": o.max_rounds,
-            "budget_seconds": o.budget_seconds,
-            "sets": sets,
-        });
-        let script = self.dir.path().join("ort_timing.py");
-        let job_file = self.dir.path().join("job.json");
-        self.write(&script, ORT_SCRIPT.as_bytes())?;
-        self.write(&job_file, job.to_string().as_bytes())?;
-        let out = Command::new(&timer.python)
-            .arg(&script)
-            .arg(&job_file)
-            .output()
+    /// On ONNX Runtime: exports the set and has the helper load it and run each model once,
+    /// without timing (its files are deleted after); nothing on libtorch.
+    fn export_and_load(
+        &mut self,
+        set: &[&Model],
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<(), PipelineError> {
+        let SessionKind::Onnxruntime {
+            helper, exported, ..
+        } = &mut self.kind
+        else {
+            return Ok(());
+        };
+        let mut files = Vec::new();
+        let result = (|| {
+            for (i, m) in set.iter().enumerate() {
+                files.push(helper.export(m, exported, &name(i))?);
+            }
+            let input = set
+                .first()
+                .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
+            helper.load(&files, &input, self.batch, self.threads, name)
+        })();
+        for f in files {
+            let _ = std::fs::remove_file(helper.dir.path().join(f));
+        }
+        result
+    }
+
+    /// The figures of every set added, in order: one [`Latency`] per model.
+    pub(crate) fn finish(self) -> Vec<Vec<Latency>> {
+        self.timed
+    }
+}
+
+/// What the helper answered, or why there is no answer.
+enum Answer {
+    /// A JSON line.
+    Line(String),
+    /// No answer within the deadline.
+    Late,
+    /// Its output closed (it exited).
+    Closed,
+}
+
+/// The ONNX Runtime helper: one process running `ort_timing.py` in a private temporary
+/// directory (its working directory, holding the script, its stderr and the exported
+/// models; removed when dropped, after the process is stopped).
+pub(crate) struct OrtHelper {
+    timer: LatencyTimer,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Its stdout, line by line (read by a thread).
+    lines: Receiver<String>,
+    /// The `onnxruntime` version it reported.
+    version: String,
+    dir: tempfile::TempDir,
+}
+
+impl OrtHelper {
+    /// Starts the helper with `timer`'s interpreter and waits for its first line, which
+    /// names the `onnxruntime` version.
+    fn start(timer: &LatencyTimer) -> Result<OrtHelper, PipelineError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fair-pruner-onnxruntime-")
+            .tempdir()
+            .map_err(|e| timer.failed(format!("cannot create a temporary directory: {e}"), ""))?;
+        let write_failed =
+            |e: std::io::Error| timer.failed(format!("cannot write the timing helper: {e}"), "");
+        std::fs::write(dir.path().join(SCRIPT_NAME), ORT_SCRIPT).map_err(write_failed)?;
+        let stderr = std::fs::File::create(dir.path().join("stderr.txt")).map_err(write_failed)?;
+        let mut child = Command::new(&timer.python)
+            .arg(SCRIPT_NAME)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
             .map_err(|e| timer.cannot_run(&e))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(MISSING_EXIT) {
-            return Err(timer.missing(&stderr));
-        }
-        if !out.status.success() {
-            return Err(timer.failed(
-                format!(
-                    "the timing helper run by '{}' exited with {}",
-                    timer.python.display(),
-                    out.status
-                ),
-                &stderr,
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.trim().lines().last().unwrap_or("");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if send
+                            .send(String::from_utf8_lossy(&line).into_owned())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut helper = OrtHelper {
+            timer: timer.clone(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            version: String::new(),
+            dir,
+        };
+        let doing = "starting (importing onnxruntime)";
+        let line = helper.answer(timer.timeouts.start, doing)?;
         #[derive(serde::Deserialize)]
-        struct Timed {
-            sets: Vec<Vec<Vec<f64>>>,
+        struct Hello {
+            onnxruntime: String,
         }
-        let timed: Timed = serde_json::from_str(last).map_err(|e| {
-            timer.failed(
-                format!("the timing helper printed no usable result ({e})"),
-                &stdout,
-            )
+        match serde_json::from_str::<Hello>(line.trim()) {
+            Ok(h) => {
+                let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
+                if !probed.iter().any(|(p, _)| *p == timer.python) {
+                    probed.push((timer.python.clone(), h.onnxruntime.clone()));
+                }
+                helper.version = h.onnxruntime;
+            }
+            Err(_) => {
+                return Err(helper.not_the_helper(&line, doing));
+            }
+        }
+        Ok(helper)
+    }
+
+    /// The text the helper wrote on stderr so far.
+    fn stderr(&self) -> String {
+        std::fs::read(self.dir.path().join("stderr.txt"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Writes `model` as the next ONNX file (`m<exported>.onnx`, counted by `exported`) into
+    /// the helper's directory; its name there. `what`: the model, for errors.
+    fn export(
+        &self,
+        model: &Model,
+        exported: &mut usize,
+        what: &str,
+    ) -> Result<String, PipelineError> {
+        let file = format!("m{exported}.onnx");
+        let bytes = fair_surgery::onnx_bytes(model, &fair_onnx::ExportOptions::default())?;
+        std::fs::write(self.dir.path().join(&file), bytes).map_err(|e| {
+            self.timer
+                .failed(format!("cannot write {file} for {what}: {e}"), "")
         })?;
-        let fits = timed.sets.len() == self.sets.len()
-            && timed.sets.iter().zip(&self.sets).all(|(t, (_, models))| {
-                t.len() == models.len()
-                    && t.iter().all(|m| {
-                        !m.is_empty()
-                            && m.len() == t[0].len()
-                            && m.iter().all(|x| x.is_finite() && *x > 0.0)
-                    })
+        *exported += 1;
+        Ok(file)
+    }
+
+    /// The error for an answer that is not the protocol's.
+    fn not_the_helper(&mut self, line: &str, doing: &str) -> PipelineError {
+        self.stop();
+        let shown: String = line.trim().chars().take(200).collect();
+        self.timer.failed(
+            format!(
+                "the timing helper run by '{}' answered {shown:?} while {doing}, which is not fair-pruner's helper protocol (is '{}' a Python 3 interpreter?)",
+                self.timer.python.display(),
+                self.timer.python.display()
+            ),
+            &self.stderr(),
+        )
+    }
+
+    /// The next line of the helper within `deadline`, or the error saying why there is
+    /// none (`doing`: what it was asked to do).
+    fn answer(&mut self, deadline: Duration, doing: &str) -> Result<String, PipelineError> {
+        match self.next_line(deadline) {
+            Answer::Line(l) => Ok(l),
+            Answer::Late => {
+                self.stop();
+                Err(self.timer.failed(
+                    format!(
+                        "the timing helper run by '{}' gave no answer within {} while {doing}; it was stopped",
+                        self.timer.python.display(),
+                        seconds(deadline)
+                    ),
+                    &self.stderr(),
+                ))
+            }
+            Answer::Closed => {
+                let status = self.wait_exit();
+                let stderr = self.stderr();
+                if status.as_ref().and_then(|s| s.code()) == Some(MISSING_EXIT) {
+                    return Err(self.timer.missing(&stderr));
+                }
+                let status = status.map_or("an unknown status".to_owned(), |s| s.to_string());
+                Err(self.timer.failed(
+                    format!(
+                        "the timing helper run by '{}' exited ({status}) while {doing}, without answering",
+                        self.timer.python.display()
+                    ),
+                    &stderr,
+                ))
+            }
+        }
+    }
+
+    /// The next line of the helper's output within `deadline`.
+    fn next_line(&mut self, deadline: Duration) -> Answer {
+        match self.lines.recv_timeout(deadline) {
+            Ok(l) => Answer::Line(l),
+            Err(RecvTimeoutError::Timeout) => Answer::Late,
+            Err(RecvTimeoutError::Disconnected) => Answer::Closed,
+        }
+    }
+
+    /// The helper's exit status once its output closed (stopped if it does not exit within
+    /// a few seconds).
+    fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        self.stop();
+        None
+    }
+
+    /// Stops the helper (kills it and reaps it).
+    fn stop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `request` and reads the answer within `deadline`: its JSON object, or the
+    /// error it reports (for model `i` of the set: `name(i)`).
+    fn request(
+        &mut self,
+        request: &serde_json::Value,
+        deadline: Duration,
+        doing: &str,
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<serde_json::Value, PipelineError> {
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => writeln!(stdin, "{request}").and_then(|()| stdin.flush()),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        if sent.is_err() {
+            // It exited: its status and stderr say why.
+            return Err(match self.answer(Duration::from_secs(5), doing) {
+                Err(e) => e,
+                Ok(line) => self.not_the_helper(&line, doing),
             });
-        if !fits {
-            return Err(timer.failed(
-                "the timing helper's result does not match the models it was given".into(),
-                "",
+        }
+        let line = self.answer(deadline, doing)?;
+        let answer: serde_json::Value = match serde_json::from_str(line.trim()) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => return Err(self.not_the_helper(&line, doing)),
+        };
+        if let Some(error) = answer.get("error") {
+            let error = error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned);
+            let model = answer.get("model").and_then(serde_json::Value::as_u64);
+            return Err(self.timer.failed(
+                match model {
+                    Some(i) => format!(
+                        "ONNX Runtime cannot load or run {} ({error}); measure on libtorch CPU \
+                         instead (`latency-on` libtorch-cpu)",
+                        name(i as usize)
+                    ),
+                    None => format!("the timing helper failed while {doing}: {error}"),
+                },
+                &self.stderr(),
             ));
         }
+        Ok(answer)
+    }
+
+    /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
+    /// with `threads` intra-op threads, each run once on a random input of `batch` samples
+    /// of shape `input`.
+    fn load(
+        &mut self,
+        files: &[String],
+        input: &[usize],
+        batch: usize,
+        threads: usize,
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<(), PipelineError> {
+        let load = serde_json::json!({
+            "op": "load", "threads": threads, "batch": batch, "input": input, "models": files,
+        });
+        let doing = format!("loading {}", name(0));
+        let answer = self.request(
+            &load,
+            self.timer.timeouts.load_per_model * files.len().max(1) as u32,
+            &doing,
+            name,
+        )?;
+        if answer.get("loaded").and_then(serde_json::Value::as_u64) != Some(files.len() as u64) {
+            return Err(self.not_the_helper(&answer.to_string(), &doing));
+        }
+        Ok(())
+    }
+
+    /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
+    /// and times it with `options`' schedule at `batch` ([`schedule`]): one [`Latency`]
+    /// per model.
+    fn time_set(
+        &mut self,
+        files: &[String],
+        input: &[usize],
+        batch: usize,
+        threads: usize,
+        options: &LatencyOptions,
+        name: &dyn Fn(usize) -> String,
+    ) -> Result<Vec<Latency>, PipelineError> {
+        self.load(files, input, batch, threads, name)?;
+        let t = self.timer.timeouts;
+        let mut timed = schedule(files.len(), options, |i, _| {
+            let doing = format!("timing {}", name(i));
+            let answer = self.request(
+                &serde_json::json!({"op": "run", "model": i, "passes": 1}),
+                t.pass,
+                &doing,
+                name,
+            )?;
+            match answer
+                .get("ms")
+                .and_then(serde_json::Value::as_array)
+                .map(|ms| ms.iter().map(serde_json::Value::as_f64).collect::<Vec<_>>())
+                .as_deref()
+            {
+                Some([Some(ms)]) if ms.is_finite() && *ms > 0.0 => Ok(*ms),
+                _ => Err(self.not_the_helper(&answer.to_string(), &doing)),
+            }
+        })?;
         Ok(timed
-            .sets
-            .iter()
-            .map(|times| summarize(self.batch, times, o.noisy_above))
+            .iter_mut()
+            .map(|per_batch| per_batch.remove(0))
             .collect())
     }
+}
+
+impl Drop for OrtHelper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `text` as one word for a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a quote inside written `'\''`).
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// `d` as people read it: `1.5 s`.
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// The error for timing on CUDA, which fair-pruner does not do yet.
@@ -425,7 +768,7 @@ fn cuda_unavailable() -> PipelineError {
         "latency-on",
         format!(
             "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; \
-             measure on `libtorch-cpu` or `onnxruntime-cpu`, or give a table measured there with `latency-table`",
+             measure on libtorch-cpu or onnxruntime-cpu (`latency-on`), or give a table measured there with `latency-table`",
             if tch::Cuda::is_available() {
                 ""
             } else {
@@ -455,7 +798,14 @@ mod tests {
             e.contains("`latency-python`") && e.contains("FAIR_PRUNER_PYTHON"),
             "{e}"
         );
-        assert!(e.contains("`libtorch-cpu`"), "{e}");
+        assert!(
+            e.contains("or measure on libtorch CPU (`latency-on` libtorch-cpu)"),
+            "{e}"
+        );
+        assert!(
+            crate::cli_text(&timer.check_available().unwrap_err())
+                .contains("or measure on libtorch CPU (--latency-on libtorch-cpu)")
+        );
     }
 
     #[test]
@@ -470,6 +820,417 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(e.contains("`onnxruntime-cpu`"), "{e}");
+        assert!(
+            e.contains("libtorch-cpu or onnxruntime-cpu (`latency-on`)"),
+            "{e}"
+        );
+    }
+
+    /// An executable shell script `body` standing for a Python interpreter, in `dir`.
+    fn fake_python(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-python");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// A fake helper that answers the handshake, then every load with `loaded` and every
+    /// run of model 0 with 4 ms and of the others with 1 ms; it logs each request, and at
+    /// each load the ONNX files in its working directory, into `dir/log`.
+    fn fixed_answers(dir: &Path) -> PathBuf {
+        let log = dir.join("log");
+        fake_python(
+            dir,
+            &format!(
+                r#"log='{}'
+pwd >> "$log"
+echo '{{"onnxruntime": "9.9.9"}}'
+while read -r line; do
+  echo "$line" >> "$log"
+  case "$line" in
+    *'"op":"load"'*) ls *.onnx | tr '\n' ' ' >> "$log"; echo >> "$log"
+       n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done"#,
+                log.display()
+            ),
+        )
+    }
+
+    fn models() -> Vec<Model> {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let narrow = |w: usize| {
+            let units: HashMap<String, usize> = [("layers.0".to_owned(), w)].into();
+            Model::new(graph.with_units(&units).unwrap(), tch::Device::Cpu, 0).unwrap()
+        };
+        vec![
+            Model::new(graph.clone(), tch::Device::Cpu, 0).unwrap(),
+            narrow(8),
+            narrow(16),
+        ]
+    }
+
+    fn rounds(n: usize) -> LatencyOptions {
+        LatencyOptions {
+            batch_sizes: vec![1],
+            warmup: 1,
+            min_rounds: n,
+            max_rounds: n,
+            budget_seconds: 0.0,
+            noisy_above: 0.25,
+        }
+    }
+
+    fn names(_: usize, i: usize) -> String {
+        format!("model #{i}")
+    }
+
+    #[test]
+    fn the_helper_times_set_by_set_on_the_schedule_fair_pruner_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, fixed_answers(dir.path()));
+        let m = models();
+        let timed = timer
+            .time(
+                &[vec![&m[0], &m[1]], vec![&m[0], &m[2]]],
+                &names,
+                2,
+                1,
+                &rounds(3),
+            )
+            .unwrap();
+        assert_eq!(timed.len(), 2);
+        for set in &timed {
+            assert_eq!(set.len(), 2);
+            assert_eq!(set[0].ms, crate::Spread::of(&[4.0]));
+            assert_eq!(set[1].ms, crate::Spread::of(&[1.0]));
+            assert_eq!(set[1].speedup.unwrap().median, 4.0);
+            assert_eq!((set[0].rounds, set[0].batch), (3, 2));
+            assert!(!set[0].noisy && !set[1].noisy);
+        }
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        // Started in its own private directory, not the current one.
+        assert!(lines[0].contains("fair-pruner-onnxruntime-"), "{log}");
+        assert_ne!(
+            Path::new(lines[0]),
+            std::env::current_dir().unwrap().as_path()
+        );
+        // Set 1: the reference and one width, loaded by relative names; one warm-up pass
+        // each, then rounds 0 1 | 1 0 | 0 1, one pass per request.
+        let load1: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(load1["models"], serde_json::json!(["m0.onnx", "m1.onnx"]));
+        assert_eq!(
+            (load1["batch"].as_u64(), load1["threads"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(load1["input"], serde_json::json!([1, 4, 4]));
+        assert_eq!(lines[2].trim(), "m0.onnx m1.onnx");
+        let runs: Vec<u64> = lines[3..11]
+            .iter()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(
+                    (r["op"].as_str(), r["passes"].as_u64()),
+                    (Some("run"), Some(1))
+                );
+                r["model"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(runs, [0, 1, 0, 1, 1, 0, 0, 1]);
+        // Set 2: the reference is not exported again, and set 1's width is deleted before
+        // set 2's is written.
+        let load2: serde_json::Value = serde_json::from_str(lines[11]).unwrap();
+        assert_eq!(load2["models"], serde_json::json!(["m0.onnx", "m2.onnx"]));
+        assert_eq!(lines[12].trim(), "m0.onnx m2.onnx");
+        assert_eq!(lines.len(), 21, "{log}");
+    }
+
+    /// The error of timing models 0 and 1 with the fake interpreter `body`.
+    fn failure(body: &str, timeouts: HelperTimeouts) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), body),
+        )
+        .with_timeouts(timeouts);
+        let m = models();
+        timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(3))
+            .unwrap_err()
+            .to_string()
+    }
+
+    const HELLO: &str = r#"echo '{"onnxruntime": "9.9.9"}'"#;
+
+    #[test]
+    fn an_interpreter_that_is_not_the_helper_fails_the_probe_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        for (body, says) in [
+            (
+                "exit 0",
+                "exited (exit status: 0) while starting (importing onnxruntime), without answering",
+            ),
+            (
+                "echo hello",
+                r#"answered "hello" while starting (importing onnxruntime), which is not fair-pruner's helper protocol"#,
+            ),
+            (
+                r#"echo '{"version": 1}'"#,
+                "which is not fair-pruner's helper protocol",
+            ),
+        ] {
+            let python = fake_python(dir.path(), body);
+            let e = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, &python)
+                .check_available()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("timing on onnxruntime-cpu failed: the timing helper run by '"),
+                "{e}"
+            );
+            assert!(e.contains(says), "{body}: {e}");
+        }
+        let e = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, "/bin/true")
+            .check_available()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'/bin/true' exited (exit status: 0)"), "{e}");
+        // Exit status 3: the import error, with what to install.
+        let python = fake_python(
+            dir.path(),
+            "echo 'cannot import onnxruntime and numpy: ModuleNotFoundError: x' >&2; exit 3",
+        );
+        let e = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, &python)
+            .check_available()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot import onnxruntime and numpy: ModuleNotFoundError: x; install them"),
+            "{e}"
+        );
+        assert!(
+            LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, fixed_answers(dir.path()))
+                .check_available()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_the_request_are_errors() {
+        let t = HelperTimeouts::default();
+        // Garbage after the handshake.
+        let e = failure(
+            &format!("{HELLO}; read -r l; echo 'not json'; cat > /dev/null"),
+            t,
+        );
+        assert!(
+            e.contains(r#"answered "not json" while loading model #0"#),
+            "{e}"
+        );
+        // The wrong number of models loaded.
+        let e = failure(
+            &format!(r#"{HELLO}; read -r l; echo '{{"loaded": 3}}'; cat > /dev/null"#),
+            t,
+        );
+        assert!(
+            e.contains(r#"answered "{\"loaded\":3}" while loading model #0"#),
+            "{e}"
+        );
+        // Two times for one pass.
+        let e = failure(
+            &format!(
+                r#"{HELLO}; read -r l; echo '{{"loaded": 2}}'; while read -r l; do echo '{{"ms": [1.0, 2.0]}}'; done"#
+            ),
+            t,
+        );
+        assert!(e.contains("while timing model #0"), "{e}");
+        // A time that is not a positive number.
+        let e = failure(
+            &format!(
+                r#"{HELLO}; read -r l; echo '{{"loaded": 2}}'; while read -r l; do echo '{{"ms": [-1]}}'; done"#
+            ),
+            t,
+        );
+        assert!(e.contains("while timing model #0"), "{e}");
+    }
+
+    #[test]
+    fn a_helper_that_exits_names_its_status_and_output() {
+        let e = failure(
+            &format!("{HELLO}; read -r l; echo 'Segmentation fault' >&2; exit 7"),
+            HelperTimeouts::default(),
+        );
+        assert!(
+            e.contains("exited (exit status: 7) while loading model #0, without answering"),
+            "{e}"
+        );
+        assert!(
+            e.contains("--- the last lines of its output ---\nSegmentation fault"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_helper_that_hangs_is_stopped_at_its_deadline() {
+        let short = HelperTimeouts {
+            start: Duration::from_secs(30),
+            load_per_model: Duration::from_secs(30),
+            pass: Duration::from_millis(300),
+        };
+        let start = Instant::now();
+        let e = failure(
+            &format!(r#"{HELLO}; read -r l; echo '{{"loaded": 2}}'; read -r l; exec sleep 60"#),
+            short,
+        );
+        assert!(
+            e.contains("gave no answer within 0.3 s while timing model #0; it was stopped"),
+            "{e}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            start.elapsed()
+        );
+        // A hang at start.
+        let e = failure(
+            "exec sleep 60",
+            HelperTimeouts {
+                start: Duration::from_millis(300),
+                ..short
+            },
+        );
+        assert!(
+            e.contains("gave no answer within 0.3 s while starting (importing onnxruntime)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn timed_sessions_do_not_spin_between_passes() {
+        // Set on the options every timed session is created with (documented in the
+        // helper's header); the real ONNX Runtime tests create sessions with it.
+        let options = ORT_SCRIPT
+            .split("def options(")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").next())
+            .expect("the helper's session options");
+        assert!(
+            options.contains(r#"add_session_config_entry("session.intra_op.allow_spinning", "0")"#),
+            "{options}"
+        );
+        assert!(ORT_SCRIPT.contains("InferenceSession(f, o,"));
+    }
+
+    #[test]
+    fn a_model_onnx_runtime_cannot_load_is_named_with_what_to_choose() {
+        let body = format!(
+            r#"{HELLO}; read -r l; echo '{{"error": "InvalidGraph: op Foo is not supported", "model": 1}}'; cat > /dev/null"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &body),
+        );
+        let m = models();
+        let e = timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(3))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run model #1 \
+             (InvalidGraph: op Foo is not supported); measure on libtorch CPU instead (`latency-on` libtorch-cpu)"
+        );
+        assert!(
+            crate::cli_text(&e).ends_with("instead (--latency-on libtorch-cpu)"),
+            "{}",
+            crate::cli_text(&e)
+        );
+        // The early check loads the full model alone.
+        let body = format!(
+            r#"{HELLO}; read -r l; echo "$l" > '{}'; echo '{{"error": "InvalidGraph: no", "model": 0}}'; cat > /dev/null"#,
+            dir.path().join("request").display()
+        );
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &body),
+        );
+        let e = timer.check_model(&m[0], 2, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot load or run the full model (InvalidGraph: no)"),
+            "{e}"
+        );
+        let request: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("request")).unwrap())
+                .unwrap();
+        assert_eq!(request["op"], "load");
+        assert_eq!(request["models"], serde_json::json!(["m0.onnx"]));
+        assert_eq!(request["batch"], 2);
+        // libtorch: nothing to check.
+        assert!(
+            LatencyTimer::libtorch_cpu()
+                .check_model(&m[0], 1, 1)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_interpreter_is_probed_once_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = dir.path().join("starts");
+        let python = fake_python(
+            dir.path(),
+            &format!(
+                r#"echo x >> '{}'; echo '{{"onnxruntime": "1.2.3"}}'; cat > /dev/null"#,
+                starts.display()
+            ),
+        );
+        let timer = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, &python);
+        timer.check_available().unwrap();
+        timer.check_available().unwrap();
+        assert_eq!(timer.runtime_version().unwrap().as_deref(), Some("1.2.3"));
+        assert_eq!(std::fs::read_to_string(&starts).unwrap().lines().count(), 1);
+        assert_eq!(
+            LatencyTimer::libtorch_cpu().runtime_version().unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_pip_command_quotes_an_interpreter_path_the_shell_would_split() {
+        assert_eq!(shell_quoted("/usr/bin/python3"), "/usr/bin/python3");
+        assert_eq!(shell_quoted("/opt/my env/python"), "'/opt/my env/python'");
+        assert_eq!(shell_quoted("/a/it's/python"), r"'/a/it'\''s/python'");
+        let timer = LatencyTimer::new(LatencyRuntime::OnnxruntimeCpu, "/opt/my env/python");
+        let e = timer
+            .missing("cannot import onnxruntime and numpy: ModuleNotFoundError: x")
+            .to_string();
+        assert!(
+            e.contains("(`'/opt/my env/python' -m pip install onnxruntime numpy`)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_budget_that_is_not_a_finite_number_of_seconds_is_refused() {
+        for budget in [f64::NAN, f64::INFINITY, -1.0] {
+            let options = LatencyOptions {
+                budget_seconds: budget,
+                ..LatencyOptions::default()
+            };
+            let e = LatencyTimer::libtorch_cpu()
+                .time(&[], &names, 1, 1, &options)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("budget_seconds must be a finite number of seconds ≥ 0"),
+                "{budget}: {e}"
+            );
+            let e = measure(&[&models()[0]], &options).unwrap_err().to_string();
+            assert!(e.contains("budget_seconds"), "{e}");
+        }
     }
 }
