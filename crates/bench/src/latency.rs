@@ -581,7 +581,10 @@ pub fn table(rows: &[Row], target: f64) -> String {
          the MACs the latency run removed. Latency: the export timed interleaved against the \
          unpruned model on the row's runtime, batch and threads (median [IQR] of the \
          round-by-round speed-up; \"removed\" is 1 − 1/speed-up). \"gain / MAC cut\" is the \
-         median speed-up over MACs before/after. \"load\" is the 1-minute load average \
+         median speed-up over MACs before/after. \"rounds (met)\": the CLI's measured \
+         correction (candidates built and timed; met: the kept candidate's reduction, in its \
+         round, within the CLI's tolerance); \"removed\" is its separate final measurement \
+         of the export, which can differ on a busy machine. \"load\" is the 1-minute load average \
          before → after the row. Goals (issue 27): latency within 5% of the target; gain ≥ \
          {GAIN_GOAL} of the MAC cut; not evaluated above load {MAX_LOAD} or where the CLI \
          flagged the measurement or table noisy.\n\n\
