@@ -16,6 +16,9 @@
 //!   table in docs/onnx.md.
 //! - `cargo xtask bench ablation` — FAIR-Pruner variants against uniform and Torch-Pruning
 //!   baselines at equal MACs over seeds; table in docs/results.md, charts in docs/.
+//! - `cargo xtask bench latency` — `fair-pruner prune --target-latency 0.5` on libtorch CPU
+//!   and ONNX Runtime CPU against `--target-macs` at equal MACs (the release CLI, built
+//!   first, run as a user runs it); target/bench/latency/.
 //! - `cargo xtask bench python` — the Python package: one prune job through the CLI and
 //!   through `fp.prune` (ratio), `fp.score` against the authors' package; target/bench/python/.
 //!
@@ -103,6 +106,15 @@ USAGE:
                                class-pair search against all pairs (estimated from N units per
                                layer, checked bit for bit), time profile, one forward pass,
                                peak RSS, issue 26's goals; target/bench/scale-classes/
+    cargo xtask bench latency  [--full --models resnet20,... --runtimes libtorch-cpu,onnxruntime-cpu
+                                --target 0.5 --threads 1 --classes 4 --per-class 4 --out DIR]
+                               builds the release CLI, then per model x runtime x batch:
+                               `fair-pruner prune --target-latency 0.5` and `--target-macs` at
+                               the MACs it removed; achieved latency against the target (median
+                               [IQR]), MACs removed, latency gain / MAC cut, issue 27's goals;
+                               quick set: zoo ResNet-20 and VGG-16-BN at 32x32, batch 1 (a few
+                               minutes); --full: ResNet-50 224² (batch 1, 32), ResNet-56,
+                               VGG-16-BN and MobileNetV2 from ONNX (hours); target/bench/latency/
     cargo xtask bench python   [--repeats 5 --threads 2 --classes 10 --per-class 32 --no-reference]
                                the Python package (release wheel in a new venv): the same prune
                                job (resnet18, 32×32) through the CLI and through fp.prune,

@@ -31,6 +31,12 @@
 //!   pairs (estimated from sampled units, checked bit for bit), against issue 26's goals;
 //!   writes `target/bench/scale-classes/results.json` and `table.md`.
 //!
+//! - `fair-bench latency` — `fair-pruner prune --target-latency 0.5` on libtorch CPU and ONNX
+//!   Runtime CPU against `--target-macs` at the MACs it removed, through the built
+//!   `fair-pruner` binary (report.json): achieved latency against the target, MACs removed,
+//!   latency gain / MAC cut, issue 27's goals; writes `target/bench/latency/results.json`
+//!   and `table.md`.
+//!
 //! Layout: one module per benchmark (`scoring`, `compare` with its tables in `tables`,
 //! `loader`, `onnx_coverage`, `scale_classes`, `gpu_check`); the ablation is a module directory with one job
 //! per file: `ablation/experiment.rs` (suspects, methods, variants, options),
@@ -55,6 +61,7 @@ use clap::{Parser, Subcommand};
 mod ablation;
 mod compare;
 mod gpu_check;
+mod latency;
 mod loader;
 mod onnx_coverage;
 mod scale_classes;
@@ -94,6 +101,10 @@ enum Command {
     /// with class structure: bounded class-pair search against all pairs (estimated from
     /// sampled units), time profile, one forward pass, peak memory, goals of issue 26.
     ScaleClasses(scale_classes::Options),
+    /// `fair-pruner prune --target-latency` on libtorch CPU and ONNX Runtime CPU against
+    /// `--target-macs` at equal MACs, through the built binary: achieved latency against the
+    /// target, MACs removed, latency gain / MAC cut, issue 27's goals.
+    Latency(latency::Options),
 }
 
 /// The workspace root (this crate lives in `crates/bench`).
@@ -169,6 +180,7 @@ fn main() -> ExitCode {
         Command::Loader(o) => loader::run(o),
         Command::OnnxCoverage(o) => onnx_coverage::run(o),
         Command::ScaleClasses(o) => scale_classes::run(o),
+        Command::Latency(o) => latency::run(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -299,6 +311,62 @@ mod tests {
     }
 
     #[test]
+    fn latency_options_parse_with_defaults_and_reject_bad_values() {
+        let Command::Latency(o) = parse(&["latency"]).unwrap().command else {
+            panic!("latency expected")
+        };
+        assert!(!o.full && o.models.is_empty());
+        assert_eq!(
+            o.runtimes,
+            [
+                latency::Runtime::LibtorchCpu,
+                latency::Runtime::OnnxruntimeCpu
+            ]
+        );
+        assert_eq!(
+            (o.target, o.threads, o.classes, o.per_class),
+            (0.5, 1, 4, 4)
+        );
+        assert!(o.fair_pruner.is_none() && o.python.is_none() && o.out.is_none());
+        let Command::Latency(o) = parse(&[
+            "latency",
+            "--full",
+            "--models",
+            "resnet50,vgg16_bn",
+            "--runtimes",
+            "onnxruntime-cpu",
+            "--target",
+            "0.3",
+            "--threads",
+            "2",
+            "--fair-pruner",
+            "/b/fair-pruner",
+            "--python",
+            "/p",
+            "--out",
+            "/o",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("latency expected")
+        };
+        assert!(o.full);
+        assert_eq!(o.models, ["resnet50", "vgg16_bn"]);
+        assert_eq!(o.runtimes, [latency::Runtime::OnnxruntimeCpu]);
+        assert_eq!((o.target, o.threads), (0.3, 2));
+        assert_eq!(o.fair_pruner.as_deref(), Some(Path::new("/b/fair-pruner")));
+        assert_eq!(o.out.as_deref(), Some(Path::new("/o")));
+        assert!(parse(&["latency", "--target", "1"]).is_err());
+        assert!(parse(&["latency", "--target", "0"]).is_err());
+        assert!(parse(&["latency", "--target", "x"]).is_err());
+        assert!(parse(&["latency", "--runtimes", "cuda"]).is_err());
+        assert!(parse(&["latency", "--threads", "0"]).is_err());
+        assert!(parse(&["latency", "--per-class", "0"]).is_err());
+        assert!(parse(&["latency", "--batch", "4"]).is_err());
+    }
+
+    #[test]
     fn a_later_python_flag_wins() {
         // xtask passes its Python first; one the user gives after it takes precedence.
         let Command::Compare(o) = parse(&["compare", "--python", "/a", "--python", "/b"])
@@ -329,6 +397,7 @@ mod tests {
         assert!(root.join("xtask/bench/ablation_reference.py").is_file());
         assert!(root.join("xtask/bench/scoring_reference.py").is_file());
         assert!(root.join("xtask/bench/loader_reference.py").is_file());
+        assert!(root.join("xtask/bench/latency_models.py").is_file());
         assert!(root.join("configs/fashion-vgg.toml").is_file());
     }
 }
