@@ -77,7 +77,9 @@ impl RScoreMemory {
     /// - `A = 4 · Σ_i a_i`: every node's output, input included (a_i numbers per sample),
     ///   as autograd may save each for the backward; plus `8 · a_i` for a max-pool's int64
     ///   indices, `4 · a_i` for a dropout mask or a layer norm's or hard-sigmoid's own
-    ///   temporary, and `4 · a_out` for the log-softmax of the loss;
+    ///   temporary, `4 · (3 + 2·T/head_dim) · a_i` for an attention (its copies of q, kᵀ and
+    ///   v and its `[heads, T, T]` weights, see `fair_ir::Contract::saved_for_backward`), and
+    ///   `4 · a_out` for the log-softmax of the loss;
     /// - `G = 4 · Σ_l a_l`: the gradients with respect to the scored layers' outputs (and the
     ///   outputs of the attentions whose heads are scored), all
     ///   held until the scores are read;
@@ -97,8 +99,8 @@ impl RScoreMemory {
         let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
         let mut saved = 0u64;
         for (i, node) in graph.nodes().iter().enumerate() {
-            let extra = node.op.scoring().saved_for_backward;
-            saved = saved.saturating_add((F32 * (1 + extra)).saturating_mul(numel(i)));
+            let extra = node.op.saved_for_backward(graph.shape_at(i));
+            saved = saved.saturating_add(F32.saturating_mul(numel(i).saturating_add(extra)));
         }
         let out = numel(graph.nodes().len() - 1);
         saved = saved.saturating_add(F32 * out);

@@ -1476,3 +1476,22 @@ fn head_u_scores_of_q_k_and_v_are_equal_with_the_batch_norm_drift() {
     let (u0, _) = u_scores(&model, &layers, &cal, &plain, Progress::QUIET).unwrap();
     assert_ne!(u0[q], u[q], "the drift moves the heads' scores");
 }
+
+#[test]
+fn r_score_memory_of_attention_grows_with_tokens_per_head_channel() {
+    // The tiny ViT on 1×8×8 with patch 2: T = 16 tokens of 32, 2 blocks; 4 heads of 8
+    // against 1 head of 32. Only the attention's [heads, T, T] weights differ: autograd
+    // keeps them and one more of their size (the scores), 2 · heads · T² numbers of 4 B per
+    // block.
+    let of = |heads: usize| {
+        let g = fair_zoo::tiny_vit([1, 8, 8], 2, 32, heads, 64, 2, 3).unwrap();
+        let layers = prunable_layers(&g, AnalysisPoint::LayerOutput);
+        fair_scoring::RScoreMemory::of(&g, &layers, 10, 64).unwrap()
+    };
+    let (four, one) = (of(4), of(1));
+    assert_eq!(four.fixed, one.fixed);
+    assert_eq!(
+        four.per_sample - one.per_sample,
+        2 * 4 * 2 * (4 - 1) * 16 * 16
+    );
+}
