@@ -123,6 +123,13 @@ fn narrowing_to_fewer_whole_heads_keeps_the_head_dim() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("'attn'"), "{e}");
+    assert!(
+        e.contains(
+            "(the layers feeding an attention are coupled in whole heads of 4: \
+             q, k and v must keep the same heads)"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -152,4 +159,12 @@ fn saved_for_backward_grows_with_tokens_per_head_channel() {
     assert_eq!(dropout.saved_for_backward(&[3, 4, 4]), 48);
     let relu: fair_ir::Op = fair_ir::Relu {}.into();
     assert_eq!(relu.saved_for_backward(&[3, 4, 4]), 0);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "attention's output is [T, E], not [8]")]
+fn macs_of_an_output_that_is_not_tokens_are_a_bug() {
+    let op = fair_ir::Op::from(Attention::new(4));
+    let _ = op.macs(&[8]);
 }

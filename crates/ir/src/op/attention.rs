@@ -189,7 +189,12 @@ impl Contract for Attention {
     }
     fn macs(&self, output: &[usize]) -> Option<u64> {
         // q_h k_hᵀ: T·T·d per head, the weights times v_h as many: 2·T²·E in all.
-        let &[t, e] = output else { return Some(0) };
+        // Graphs infer [T, E] for every attention: anything else is a caller's bug, not a
+        // free op (in release builds the MACs saturate, as on overflow).
+        let &[t, e] = output else {
+            debug_assert!(false, "attention's output is [T, E], not {output:?}");
+            return None;
+        };
         2u64.checked_mul(t as u64)?
             .checked_mul(t as u64)?
             .checked_mul(e as u64)
