@@ -1085,6 +1085,7 @@ impl<'a> Pruner<'a> {
                     &spec,
                 )?;
             }
+            let groups = selection.resolution.groups();
             results.push(PruneResult {
                 label: label.clone(),
                 goal,
@@ -1106,7 +1107,6 @@ impl<'a> Pruner<'a> {
                     .iter()
                     .zip(&selection.counts)
                     .map(|(l, &requested)| {
-                        let groups = selection.resolution.groups();
                         let map = groups
                             .group_of(l)
                             .map(|g| groups.groups()[g].map)
