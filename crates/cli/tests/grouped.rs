@@ -91,6 +91,12 @@ fn prune_with_a_macs_target_prunes_grouped_convs_within_their_groups() {
         "{b:?} {p:?}"
     );
     assert!(b.in_channels % 4 == 0 && b.out_channels % 4 == 0 && p.in_channels % 2 == 0);
+    // report.md counts within-group units as units × groups: b1.conv1 feeds, and b1.conv2
+    // is, the 4-group conv of 16 channels.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for l in ["b1.conv1", "b1.conv2"] {
+        assert!(md.contains(&format!("| {l} | 16 (4 × 4 groups) |")), "{md}");
+    }
 }
 
 #[test]

@@ -354,13 +354,22 @@ impl Graph {
                 .zip(ins.iter().copied())
                 .collect();
             let shape = op.infer(&named).map_err(|p| match shape_error(node, p) {
-                IrError::Shape { node: n, detail } if node.op.channels() == Channels::Couple => {
-                    IrError::Shape {
-                        node: n,
-                        detail: format!(
-                            "{detail} (the layers feeding a {} are coupled: they must keep the same units)",
+                IrError::Shape { node: n, detail } => {
+                    let hint = match node.op.channels() {
+                        Channels::Couple => format!(
+                            " (the layers feeding a {} are coupled: they must keep the same units)",
                             node.op.type_name()
                         ),
+                        Channels::Heads { head_dim } => format!(
+                            " (the layers feeding an {} are coupled in whole heads of {head_dim}: \
+                             q, k and v must keep the same heads)",
+                            node.op.type_name()
+                        ),
+                        _ => String::new(),
+                    };
+                    IrError::Shape {
+                        node: n,
+                        detail: format!("{detail}{hint}"),
                     }
                 }
                 other => other,

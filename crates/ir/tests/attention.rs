@@ -123,6 +123,13 @@ fn narrowing_to_fewer_whole_heads_keeps_the_head_dim() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("'attn'"), "{e}");
+    assert!(
+        e.contains(
+            "(the layers feeding an attention are coupled in whole heads of 4: \
+             q, k and v must keep the same heads)"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -132,4 +139,32 @@ fn toml_round_trip() {
     assert!(text.contains("type = \"attention\""), "{text}");
     assert!(text.contains("head_dim = 4"), "{text}");
     assert_eq!(Graph::from_toml_str(&text).unwrap(), g);
+}
+
+#[test]
+fn saved_for_backward_grows_with_tokens_per_head_channel() {
+    // Output [8, 12], heads of 4: copies of q, kᵀ and v 3 · 8 · 12, the weights and one more
+    // [3, 8, 8]: 2 · 3 · 64.
+    let op = fair_ir::Op::from(Attention::new(4));
+    assert_eq!(op.saved_for_backward(&[8, 12]), 3 * 96 + 2 * 3 * 64);
+    // One head of 12: 3 · 8 · 12 + 2 · 64.
+    let op = fair_ir::Op::from(Attention::new(12));
+    assert_eq!(op.saved_for_backward(&[8, 12]), 3 * 96 + 2 * 64);
+    // 64 tokens, heads of 4 (T / d = 16): 3 · 64 · 12 + 2 · 3 · 64²; in outputs' worth
+    // 3 + 2 · 16.
+    let op = fair_ir::Op::from(Attention::new(4));
+    assert_eq!(op.saved_for_backward(&[64, 12]), (3 + 2 * 16) * 64 * 12);
+    // Other ops: their Scoring count times the output's size (a dropout keeps its mask).
+    let dropout: fair_ir::Op = fair_ir::Dropout { p: 0.5 }.into();
+    assert_eq!(dropout.saved_for_backward(&[3, 4, 4]), 48);
+    let relu: fair_ir::Op = fair_ir::Relu {}.into();
+    assert_eq!(relu.saved_for_backward(&[3, 4, 4]), 0);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "attention's output is [T, E], not [8]")]
+fn macs_of_an_output_that_is_not_tokens_are_a_bug() {
+    let op = fair_ir::Op::from(Attention::new(4));
+    let _ = op.macs(&[8]);
 }

@@ -215,10 +215,50 @@ impl Importer<'_> {
                     transposed: false,
                 })
             }
-            _ => Err(n.err(
-                "a MatMul in multi-head attention must multiply q's heads [N, H, T, d] by k's transposed heads [N, H, d, T] (the scores), or the softmax weights by v's unscaled heads [N, H, T, d] (the context), with one head size and token count",
-            )),
+            _ => Err(n.err(format!(
+                "a MatMul in multi-head attention must multiply q's heads [N, H, T, d] by k's transposed heads [N, H, d, T] (the scores), or the softmax weights by v's unscaled heads [N, H, T, d] (the context), with one head size and token count; here it multiplies {} by {}",
+                self.attention_step(a),
+                self.attention_step(b)
+            ))),
         })
+    }
+
+    /// What an input was read as, for errors: which attention step (the Reshape that split
+    /// tokens into heads, named as such, and the steps after it), or a plain tensor.
+    pub(super) fn attention_step(&self, v: &Value) -> String {
+        let heads = |x: &String, d: &usize| {
+            format!(
+                "the heads of '{x}' (a Reshape of its tokens [N, {}] to [N, T, H, d] with d = {d}, read as the heads of multi-head attention)",
+                self.shapes
+                    .get(x)
+                    .map_or_else(String::new, |s| dims_text(s))
+            )
+        };
+        match v {
+            Value::Heads { x, d } => heads(x, d),
+            Value::HeadsFirst { x, d, keys, scale } => format!(
+                "{}, transposed to {}{}",
+                heads(x, d),
+                if *keys {
+                    "[N, H, d, T] (the keys' layout, perm [0, 2, 3, 1])"
+                } else {
+                    "[N, H, T, d] (perm [0, 2, 1, 3])"
+                },
+                if *scale == 1.0 {
+                    String::new()
+                } else {
+                    format!(" and scaled by {scale}")
+                }
+            ),
+            Value::MergedHeads { x, d, .. } => {
+                format!("{} with the batch and head axes merged", heads(x, d))
+            }
+            Value::Scores { q, k, .. } => format!("the scores of '{q}' and '{k}'"),
+            Value::Weights { q, k, .. } => format!("the softmax weights of '{q}' and '{k}'"),
+            Value::Context { v, .. } => format!("the attention context of '{v}'"),
+            Value::Const(_) => "a constant".into(),
+            _ => "a tensor that is no attention step".into(),
+        }
     }
 
     /// `Mul` or `Div` of the scores, or of q's or k's heads (PyTorch's export scales both by

@@ -1190,15 +1190,16 @@ impl<'m> Importer<'m> {
                 n.node.input[k]
             ))),
             Some(Some(
-                Value::Heads { .. }
+                v @ (Value::Heads { .. }
                 | Value::HeadsFirst { .. }
                 | Value::MergedHeads { .. }
                 | Value::Scores { .. }
                 | Value::Weights { .. }
-                | Value::Context { .. },
+                | Value::Context { .. }),
             )) => Err(n.err(format!(
-                "input {k} ('{}') is a step of multi-head attention (heads, scores, softmax weights or context), which only the next step of the pattern may read: Reshape [N, T, H, d] → Transpose → MatMul(q, kᵀ) → Mul by 1/√d → Softmax → MatMul by v → Transpose [0, 2, 1, 3] → Reshape [N, T, E]",
-                n.node.input[k]
+                "input {k} ('{}') is a step of multi-head attention ({}), which only the next step of the pattern may read: Reshape [N, T, H, d] → Transpose → MatMul(q, kᵀ) → Mul by 1/√d → Softmax → MatMul by v → Transpose [0, 2, 1, 3] → Reshape [N, T, E]",
+                n.node.input[k],
+                self.attention_step(v)
             ))),
             None | Some(None) => Err(n.err(format!("input {k} is missing"))),
         }
@@ -1672,6 +1673,11 @@ impl<'m> Importer<'m> {
             (Some(Value::Act(x)), [1, 0, 2]) if self.shapes[&x].len() == 2 => Err(n.err(
                 "swapping the batch and token axes (sequence-first tokens [T, N, F], as the TorchScript export of torch.nn.MultiheadAttention writes it, with its fused in_proj) is not supported; write the attention with separate q, k and v linear layers and torch.nn.functional.scaled_dot_product_attention on [N, heads, T, head_dim] (as fair-pruner's model.py does), whose export is read as one attention",
             )),
+            (Some(v @ (Value::Heads { .. } | Value::HeadsFirst { .. })), _) => Err(n.err(format!(
+                "its input '{}' is {}: heads are transposed to [N, H, T, d] (perm [0, 2, 1, 3], q and v) or [N, H, d, T] (perm [0, 2, 3, 1], k; or [0, 1, 3, 2] after [0, 2, 1, 3]); found perm {perm:?}",
+                n.node.input[0],
+                self.attention_step(&v)
+            ))),
             _ => Err(n.err(format!(
                 "transposing computed tensors is supported only to channels-last and back around a LayerNormalization, for channel shuffles, from an image's flattened pixels [N, C, H·W] to tokens (perm [0, 2, 1]), and for the heads of multi-head attention ([0, 2, 1, 3], [0, 2, 3, 1], [0, 1, 3, 2]); found perm {perm:?}"
             ))),

@@ -1866,4 +1866,50 @@ fn attention_patterns_that_differ_are_errors_naming_the_node() {
         e.contains("'attend'") && e.contains("perm [0, 2, 1, 3]"),
         "{e}"
     );
+    // Wrong perms on q and v: the error says the Reshape before was read as heads.
+    let heads_of = |l: &str| {
+        format!(
+            "the heads of '{l}' (a Reshape of its tokens [N, 6, 8] to [N, T, H, d] with d = 4, read as the heads of multi-head attention)"
+        )
+    };
+    for l in ["q", "v"] {
+        let mut m = base.clone();
+        let i = node(&mut m, &format!("attend.{l}_t"));
+        m.graph.as_mut().unwrap().node[i].attribute[0].ints = vec![0, 1, 2, 3];
+        let e = import(&m).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("'attend.{l}_t'"))
+                && e.contains(&format!("its input 'attend.{l}_heads' is {}", heads_of(l)))
+                && e.contains("found perm [0, 1, 2, 3]"),
+            "{e}"
+        );
+    }
+    // v transposed as the keys are.
+    let mut m = base.clone();
+    let i = node(&mut m, "attend.v_t");
+    m.graph.as_mut().unwrap().node[i].attribute[0].ints = vec![0, 2, 3, 1];
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.context'")
+            && e.contains(&format!(
+                "here it multiplies the softmax weights of 'q' and 'k' by {}, transposed to [N, H, d, T] (the keys' layout, perm [0, 2, 3, 1])",
+                heads_of("v")
+            )),
+        "{e}"
+    );
+    // The heads read by another op than a Transpose.
+    let mut m = base.clone();
+    let i = node(&mut m, "attend.q_t");
+    let n = &mut m.graph.as_mut().unwrap().node[i];
+    n.op_type = "Relu".into();
+    n.attribute.clear();
+    let e = import(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("'attend.q_t'")
+            && e.contains(&format!(
+                "input 0 ('attend.q_heads') is a step of multi-head attention ({})",
+                heads_of("q")
+            )),
+        "{e}"
+    );
 }

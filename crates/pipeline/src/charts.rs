@@ -606,19 +606,9 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
     );
     if let Some(first) = report.results.first() {
         for (i, l) in first.layers.iter().enumerate() {
-            // Channels, and the units they make where a unit is several channels (heads).
-            let of = |channels: usize, l: &crate::report::LayerResult| match (
-                l.unit_channels,
-                &l.unit_name,
-            ) {
-                (Some(per), Some(name)) if per > 0 => {
-                    format!("{channels} ({} {name}s of {per})", channels / per)
-                }
-                _ => channels.to_string(),
-            };
-            let _ = write!(md, "| {} | {} |", l.layer, of(l.units, l));
+            let _ = write!(md, "| {} | {} |", l.layer, counted(l.units, l));
             for r in &report.results {
-                let _ = write!(md, " {} |", of(r.layers[i].keep, &r.layers[i]));
+                let _ = write!(md, " {} |", counted(r.layers[i].keep, &r.layers[i]));
             }
             let _ = writeln!(md);
         }
@@ -648,9 +638,44 @@ pub fn write(dir: &Path, report: &PruneReport, curves: &[TodCurve]) -> Result<()
     Ok(())
 }
 
+/// `channels` of layer `l` as report.md writes them: with the units they make where a unit
+/// is several channels: `32 (4 heads of 8)` for attention heads, `64 (16 × 4 groups)` for a
+/// grouped convolution's within-group channels (16 in each of 4 groups).
+fn counted(channels: usize, l: &crate::report::LayerResult) -> String {
+    let grouped = fair_analysis::UnitMap::Blocks { blocks: 1 }.unit_name();
+    match (l.unit_channels, &l.unit_name) {
+        (Some(per), Some(name)) if per > 0 && name == grouped => {
+            format!("{channels} ({} × {per} groups)", channels / per)
+        }
+        (Some(per), Some(name)) if per > 0 => {
+            format!("{channels} ({} {name}s of {per})", channels / per)
+        }
+        _ => channels.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_md_counts_heads_and_groups() {
+        let layer = |map: Option<fair_analysis::UnitMap>| crate::report::LayerResult {
+            layer: "l".into(),
+            units: 64,
+            requested: 0,
+            keep: 48,
+            unit_channels: map.map(|m| m.channels_per_unit()),
+            unit_name: map.map(|m| m.unit_name().to_owned()),
+        };
+        let heads = layer(Some(fair_analysis::UnitMap::Chunks { size: 8 }));
+        assert_eq!(counted(64, &heads), "64 (8 heads of 8)");
+        assert_eq!(counted(48, &heads), "48 (6 heads of 8)");
+        let groups = layer(Some(fair_analysis::UnitMap::Blocks { blocks: 4 }));
+        assert_eq!(counted(64, &groups), "64 (16 × 4 groups)");
+        assert_eq!(counted(48, &groups), "48 (12 × 4 groups)");
+        assert_eq!(counted(64, &layer(None)), "64");
+    }
 
     #[test]
     fn formats_numbers() {

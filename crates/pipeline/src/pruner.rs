@@ -1092,6 +1092,7 @@ impl<'a> Pruner<'a> {
                     &spec,
                 )?;
             }
+            let groups = selection.resolution.groups();
             results.push(PruneResult {
                 label: label.clone(),
                 goal,
@@ -1113,7 +1114,6 @@ impl<'a> Pruner<'a> {
                     .iter()
                     .zip(&selection.counts)
                     .map(|(l, &requested)| {
-                        let groups = selection.resolution.groups();
                         let map = groups
                             .group_of(l)
                             .map(|g| groups.groups()[g].map)

@@ -67,6 +67,25 @@ impl PrunableLayer {
     }
 }
 
+/// The layers that share an attention: for each layer of `layers`, the index of the first
+/// layer read as heads of the same attention ([`PrunableLayer::heads`]; q, k and v of one
+/// attention all map to the first of them), or its own index for a layer not read as heads.
+/// The U-Score's directions, its BatchNorm-drift passes and the R-Score's head sums are
+/// shared through it.
+pub(crate) fn attention_leaders(layers: &[PrunableLayer]) -> Vec<usize> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match &l.heads {
+            Some(h) => layers
+                .iter()
+                .position(|o| o.heads.as_ref().is_some_and(|g| g.attention == h.attention))
+                .unwrap_or(i),
+            None => i,
+        })
+        .collect()
+}
+
 /// The attention each layer feeds as q, k or v when the analysis gives the layer's group
 /// whole heads of that attention's size (`None` for other layers, or when the graph is not
 /// analysable: its scores then stay per channel).

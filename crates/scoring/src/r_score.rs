@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::calibration::Calibration;
 use crate::error::{ScoringError, torch};
-use crate::layers::PrunableLayer;
+use crate::layers::{Heads, PrunableLayer, attention_leaders};
 use crate::memory::{ByteSize, RUNTIME_SHARE, forward_peaks};
 use crate::progress::Progress;
 
@@ -77,7 +77,9 @@ impl RScoreMemory {
     /// - `A = 4 · Σ_i a_i`: every node's output, input included (a_i numbers per sample),
     ///   as autograd may save each for the backward; plus `8 · a_i` for a max-pool's int64
     ///   indices, `4 · a_i` for a dropout mask or a layer norm's or hard-sigmoid's own
-    ///   temporary, and `4 · a_out` for the log-softmax of the loss;
+    ///   temporary, `4 · (3 + 2·T/head_dim) · a_i` for an attention (its copies of q, kᵀ and
+    ///   v and its `[heads, T, T]` weights, see `fair_ir::Contract::saved_for_backward`), and
+    ///   `4 · a_out` for the log-softmax of the loss;
     /// - `G = 4 · Σ_l a_l`: the gradients with respect to the scored layers' outputs (and the
     ///   outputs of the attentions whose heads are scored), all
     ///   held until the scores are read;
@@ -97,8 +99,8 @@ impl RScoreMemory {
         let numel = |i: usize| graph.shape_at(i).iter().product::<usize>() as u64;
         let mut saved = 0u64;
         for (i, node) in graph.nodes().iter().enumerate() {
-            let extra = node.op.scoring().saved_for_backward;
-            saved = saved.saturating_add((F32 * (1 + extra)).saturating_mul(numel(i)));
+            let extra = node.op.saved_for_backward(graph.shape_at(i));
+            saved = saved.saturating_add(F32.saturating_mul(numel(i).saturating_add(extra)));
         }
         let out = numel(graph.nodes().len() - 1);
         saved = saved.saturating_add(F32 * out);
@@ -112,16 +114,12 @@ impl RScoreMemory {
             widest_tap = widest_tap.max(numel(at));
         }
         // The outputs of attentions whose heads are units are tapped too, once each.
-        let mut attentions: Vec<&str> = Vec::new();
-        for h in layers.iter().filter_map(|l| l.heads.as_ref()) {
-            if !attentions.contains(&h.attention.as_str()) {
-                attentions.push(&h.attention);
-                let at = graph
-                    .position(&h.attention)
-                    .map_err(fair_runtime::RuntimeError::from)?;
-                taps = taps.saturating_add(numel(at));
-                widest_tap = widest_tap.max(numel(at));
-            }
+        for h in attention_outputs(layers) {
+            let at = graph
+                .position(&h.attention)
+                .map_err(fair_runtime::RuntimeError::from)?;
+            taps = taps.saturating_add(numel(at));
+            widest_tap = widest_tap.max(numel(at));
         }
         let live = forward_peaks(graph).last().copied().unwrap_or(0);
         let per_sample = saved
@@ -232,11 +230,7 @@ pub fn r_scores(
     // Every scored layer's output, then the output of each attention whose heads are units
     // (its term is the output projection's columns', see `heads_of`).
     let mut names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
-    for h in layers.iter().filter_map(|l| l.heads.as_ref()) {
-        if !names.contains(&h.attention.as_str()) {
-            names.push(&h.attention);
-        }
-    }
+    names.extend(attention_outputs(layers).map(|h| h.attention.as_str()));
     let mut sums: Vec<Tensor> = names
         .iter()
         .map(|n| {
@@ -292,6 +286,17 @@ pub fn r_scores(
     Ok((scores, notes))
 }
 
+/// The heads of each attention whose heads are scored, once per attention (from the first
+/// of its layers, [`attention_leaders`]), in the order of those first layers.
+fn attention_outputs(layers: &[PrunableLayer]) -> impl Iterator<Item = &Heads> {
+    let leaders = attention_leaders(layers);
+    layers
+        .iter()
+        .enumerate()
+        .filter(move |&(i, _)| leaders[i] == i)
+        .filter_map(|(_, l)| l.heads.as_ref())
+}
+
 /// The signed sums of the layers read as heads turned into head sums: for an attention with
 /// heads of d channels, q, k and v its layers and a its output, head h's sum is
 /// Σ_{c ∈ h} (Σ q_c·∂L/∂q_c + Σ k_c·∂L/∂k_c + Σ v_c·∂L/∂v_c + Σ a_c·∂L/∂a_c), the Taylor
@@ -305,19 +310,13 @@ fn heads_of(
     mut sums: Vec<Tensor>,
 ) -> Result<Vec<Tensor>, ScoringError> {
     let mut out: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
+    let leaders = attention_leaders(layers);
     for (i, layer) in layers.iter().enumerate() {
         let Some(h) = &layer.heads else { continue };
-        if out[i].is_some() {
+        if leaders[i] != i {
             continue;
         }
-        let members: Vec<usize> = (0..layers.len())
-            .filter(|&j| {
-                layers[j]
-                    .heads
-                    .as_ref()
-                    .is_some_and(|g| g.attention == h.attention)
-            })
-            .collect();
+        let members: Vec<usize> = (i..layers.len()).filter(|&j| leaders[j] == i).collect();
         let a = names
             .iter()
             .position(|n| *n == h.attention)

@@ -413,7 +413,9 @@ impl TryFrom<String> for SpillDir {
 ///
 /// With [`UScoreSettings::bn_drift`], each layer is read in its own pass on a copy of the
 /// model whose BatchNorm running statistics were first moved by as many training-mode
-/// passes over the calibration batches as the authors' package makes before reading it.
+/// passes over the calibration batches as the authors' package makes before reading it;
+/// the layers read as heads of one attention (q, k and v) are read together, in the pass of
+/// the first of them, so they get the same head scores.
 pub fn u_scores(
     model: &Model,
     layers: &[PrunableLayer],
@@ -642,25 +644,45 @@ fn measured(
         .nodes()
         .iter()
         .any(|n| n.op.role() == fair_ir::Role::Normalization);
+    // q, k and v of one attention share the directions of the first of them.
+    let leaders = crate::layers::attention_leaders(layers);
     let Some(drift) = settings.bn_drift.filter(|_| has_batch_norm) else {
-        return scores_of(model, layers, 0, data, settings, progress, 1, check);
+        let all: Vec<usize> = (0..layers.len()).collect();
+        return scores_of(
+            model, layers, &all, &leaders, data, settings, progress, 1, check,
+        );
     };
     let drifting = copy_model(model)?;
     let mut run = UScoreRun::default();
-    for (i, layer) in layers.iter().enumerate() {
+    let mut scores: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
+    let mut checks: Vec<Option<LayerPairCheck>> = vec![None; layers.len()];
+    for i in 0..layers.len() {
         drift_pass(&drifting, data, drift.batch_size)?;
+        // The layers of one attention are read together, in the pass of the first of them:
+        // the same statistics and directions, so q, k and v get the same head scores.
+        if leaders[i] != i {
+            continue;
+        }
+        let members: Vec<usize> = (i..layers.len()).filter(|&j| leaders[j] == i).collect();
+        let group: Vec<PrunableLayer> = members.iter().map(|&j| layers[j].clone()).collect();
         // Two copies of the parameters are held: the model's and the drifting one.
-        let mut one = scores_of(
-            &drifting,
-            std::slice::from_ref(layer),
-            i,
-            data,
-            settings,
-            progress,
-            2,
-            check,
+        let one = scores_of(
+            &drifting, &group, &members, &leaders, data, settings, progress, 2, check,
         )?;
-        run.scores.push(one.scores.remove(0));
+        for (k, (s, c)) in one
+            .scores
+            .into_iter()
+            .zip(
+                one.check
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .enumerate()
+        {
+            scores[members[k]] = Some(s);
+            checks[members[k]] = c;
+        }
         for note in one.notes {
             if !run.notes.contains(&note) {
                 run.notes.push(note);
@@ -668,24 +690,28 @@ fn measured(
         }
         run.profile.add(&one.profile);
         run.pairs.merge(&one.pairs);
-        run.check.append(&mut one.check);
         run.passes += one.passes;
         run.forwards += one.forwards;
         run.spilled += one.spilled;
     }
+    run.scores = scores
+        .into_iter()
+        .map(|s| s.expect("every layer is read in its attention's pass or its own"))
+        .collect();
+    run.check = checks.into_iter().flatten().collect();
     Ok(run)
 }
 
 /// The units of each layer a [`PairCheck`] checks (ascending), drawn with its seed and the
-/// layer's index among all prunable layers (`first + i`).
-fn check_units(check: &PairCheck, layers: &[PrunableLayer], first: usize) -> Vec<Vec<usize>> {
+/// layer's index among all prunable layers (`index[i]`).
+fn check_units(check: &PairCheck, layers: &[PrunableLayer], index: &[usize]) -> Vec<Vec<usize>> {
     use rand::SeedableRng;
     use rand::seq::index::sample;
     layers
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(layer_seed(check.seed, first + i));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(layer_seed(check.seed, index[i]));
             let mut units =
                 sample(&mut rng, l.units, check.units_per_layer.min(l.units)).into_vec();
             units.sort_unstable();
@@ -718,15 +744,18 @@ fn drift_pass(model: &Model, data: &Calibration, batch_size: usize) -> Result<()
     Ok(())
 }
 
-/// U-Scores of `layers`, the first of which is the model's prunable layer number `first`
-/// (it seeds the projection directions, so a layer scored alone gets the directions it gets
-/// among all). `copies` is how many copies of the parameters are held (for the memory
-/// bound). With `check`, the search is checked against every pair on sampled units.
+/// U-Scores of `layers`, layer `i` of which is the model's prunable layer number
+/// `index[i]`; `leaders` holds, for every prunable layer of the model, the layer whose
+/// directions it uses ([`crate::layers::attention_leaders`] over all of them), so a layer
+/// scored apart from the others gets the directions it gets among all. `copies` is how many
+/// copies of the parameters are held (for the memory bound). With `check`, the search is
+/// checked against every pair on sampled units.
 #[allow(clippy::too_many_arguments)]
 fn scores_of(
     model: &Model,
     layers: &[PrunableLayer],
-    first: usize,
+    index: &[usize],
+    leaders: &[usize],
     data: &Calibration,
     settings: &UScoreSettings,
     progress: Progress,
@@ -768,17 +797,7 @@ fn scores_of(
         .collect();
     // The layer whose directions each layer uses: itself, or for q, k and v of one
     // attention the first of them, so the three compare the heads on the same directions.
-    let rep: Vec<usize> = layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| match &l.heads {
-            Some(h) => layers
-                .iter()
-                .position(|o| o.heads.as_ref().is_some_and(|g| g.attention == h.attention))
-                .unwrap_or(i),
-            None => i,
-        })
-        .collect();
+    let rep: Vec<usize> = index.iter().map(|&i| leaders[i]).collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
     let largest = samples.iter().copied().max().unwrap_or(0);
     let memory = memory::layer_memory(graph, layers, &projections, &samples)?;
@@ -909,7 +928,7 @@ fn scores_of(
         on_device,
         scores: layers.iter().map(|l| vec![0.0; l.units]).collect(),
         pairs: PairCounts::default(),
-        checked_units: check.map(|c| check_units(&c, layers, first)),
+        checked_units: check.map(|c| check_units(&c, layers, index)),
         checks: layers
             .iter()
             .map(|l| LayerPairCheck {
@@ -939,7 +958,7 @@ fn scores_of(
         for (pass, group) in o.forwards.iter().enumerate() {
             let dirs: Vec<Option<Tensor>> = group
                 .iter()
-                .map(|&i| directions(settings, &layers[i], shapes[i], first + rep[i], device))
+                .map(|&i| directions(settings, &layers[i], shapes[i], rep[i], device))
                 .collect();
             let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
             for (k, (class, idx)) in classes.iter().enumerate() {
@@ -1017,7 +1036,7 @@ fn scores_of(
             chunk_layers.dedup();
             let dirs: Vec<Option<Tensor>> = chunk_layers
                 .iter()
-                .map(|&i| directions(settings, &layers[i], shapes[i], first + rep[i], device))
+                .map(|&i| directions(settings, &layers[i], shapes[i], rep[i], device))
                 .collect();
             let taps: Vec<&str> = chunk_layers
                 .iter()
@@ -1583,12 +1602,12 @@ mod tests {
             units_per_layer: 8,
             seed: 5,
         };
-        let u = check_units(&c, &layers, 0);
+        let u = check_units(&c, &layers, &[0, 1]);
         assert_eq!(u[0].len(), 8);
         assert!(u[0].windows(2).all(|w| w[0] < w[1]) && u[0][7] < 100);
         assert_eq!(u[1], [0, 1, 2]);
-        assert_eq!(check_units(&c, &layers, 0), u);
-        assert_ne!(check_units(&c, &layers, 1)[0], u[0]);
+        assert_eq!(check_units(&c, &layers, &[0, 1]), u);
+        assert_ne!(check_units(&c, &layers, &[1, 2])[0], u[0]);
     }
 
     #[test]

@@ -1339,6 +1339,15 @@ fn head_u_score_is_the_sliced_w1_of_the_token_pooled_head_outputs() {
         }
     }
     assert_eq!(checked, 8, "4 heads in each of 2 blocks");
+    // q, k and v of an attention carry the same scores, bit for bit.
+    for b in 0..2 {
+        let [q, k, v] = ["q", "k", "v"].map(|l| {
+            let name = format!("blocks.{b}.attn.{l}");
+            layers.iter().position(|x| x.name == name).unwrap()
+        });
+        assert_eq!(u[k], u[q], "block {b}");
+        assert_eq!(u[v], u[q], "block {b}");
+    }
 }
 
 /// Scales every parameter of head `head` (8 channels) of block `block` by `f`: q, k and v
@@ -1414,4 +1423,75 @@ fn head_r_score_equals_the_finite_difference_of_the_loss_under_all_its_parameter
             "block {b} head {h}: R = {ours}, finite difference {fd}"
         );
     }
+}
+
+/// A patch embedding (16 channels) behind which a BatchNorm moves with the drift, its
+/// tokens [16, 16], one attention of 4 heads of 4 (q, k, v, proj), the mean over the tokens
+/// and a head of 3 classes.
+fn bn_attention() -> Model {
+    let mut b = fair_ir::GraphBuilder::new("bn_attention", "input", vec![1, 8, 8]);
+    b.conv("patch_embed", "input", 16, 2, 2, 0, true).unwrap();
+    b.bn2d("bn", "patch_embed").unwrap();
+    b.add("tokens", fair_ir::Tokens {}.into(), &["bn"]).unwrap();
+    for l in ["q", "k", "v"] {
+        b.linear(l, "tokens", 16, true).unwrap();
+    }
+    b.add(
+        "attend",
+        fair_ir::Attention::new(4).into(),
+        &["q", "k", "v"],
+    )
+    .unwrap();
+    b.linear("proj", "attend", 16, true).unwrap();
+    b.add("pool", fair_ir::TokenMean {}.into(), &["proj"])
+        .unwrap();
+    b.linear("head", "pool", 3, true).unwrap();
+    Model::new(b.finish().unwrap(), Device::Cpu, 5).unwrap()
+}
+
+#[test]
+fn head_u_scores_of_q_k_and_v_are_equal_with_the_batch_norm_drift() {
+    let model = bn_attention();
+    let cal = data(8, 3, &[1, 8, 8], 8);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let index = |name: &str| layers.iter().position(|l| l.name == name).unwrap();
+    let [q, k, v] = ["q", "k", "v"].map(index);
+    assert!(layers[q].heads.is_some(), "q, k and v are read as heads");
+    let drift = UScoreSettings {
+        samples_per_class: 8,
+        projections: 8,
+        bn_drift: Some(fair_scoring::BnDrift { batch_size: 4 }),
+        ..Default::default()
+    };
+    let (u, _) = u_scores(&model, &layers, &cal, &drift, Progress::QUIET).unwrap();
+    assert_eq!(u[q].len(), 16);
+    assert!(u[q].iter().all(|&s| s > 0.0));
+    assert_eq!(u[k], u[q], "k's head scores are q's");
+    assert_eq!(u[v], u[q], "v's head scores are q's");
+    // The drift is applied: without it the heads' scores differ.
+    let plain = UScoreSettings {
+        bn_drift: None,
+        ..drift.clone()
+    };
+    let (u0, _) = u_scores(&model, &layers, &cal, &plain, Progress::QUIET).unwrap();
+    assert_ne!(u0[q], u[q], "the drift moves the heads' scores");
+}
+
+#[test]
+fn r_score_memory_of_attention_grows_with_tokens_per_head_channel() {
+    // The tiny ViT on 1×8×8 with patch 2: T = 16 tokens of 32, 2 blocks; 4 heads of 8
+    // against 1 head of 32. Only the attention's [heads, T, T] weights differ: autograd
+    // keeps them and one more of their size (the scores), 2 · heads · T² numbers of 4 B per
+    // block.
+    let of = |heads: usize| {
+        let g = fair_zoo::tiny_vit([1, 8, 8], 2, 32, heads, 64, 2, 3).unwrap();
+        let layers = prunable_layers(&g, AnalysisPoint::LayerOutput);
+        fair_scoring::RScoreMemory::of(&g, &layers, 10, 64).unwrap()
+    };
+    let (four, one) = (of(4), of(1));
+    assert_eq!(four.fixed, one.fixed);
+    assert_eq!(
+        four.per_sample - one.per_sample,
+        2 * 4 * 2 * (4 - 1) * 16 * 16
+    );
 }

@@ -277,7 +277,9 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         "mlp" => mlp(input3.to_vec(), &[512, 256], classes),
         "vgg_compact" => vgg_compact(input3, classes),
         "token_mlp" => token_mlp(input3, 4, 32, 64, 2, classes),
-        // A 4×4 grid of patches at any input size of at least 4×4: 16 tokens.
+        // Square patches of p = min(H, W)/4 pixels (at least 1), stride p: ⌊H/p⌋·⌊W/p⌋
+        // tokens. A 4×4 grid (16 tokens) on square inputs whose side is a multiple of 4 or
+        // at least 16; more on others (8×16: 4·8 = 32; 11×11: 5·5 = 25).
         "tiny_vit" => tiny_vit(input3, (h.min(w) / 4).max(1), 32, 4, 64, 2, classes),
         _ => {
             let (base, cifar) = match name.strip_suffix("_cifar") {

@@ -191,10 +191,20 @@ fn hand_computed_tiny_vit_shapes_params_and_macs() {
 }
 
 #[test]
-fn tiny_vit_has_16_tokens_at_any_input_size() {
-    for (input, patch) in [([1, 8, 8], 2), ([3, 32, 32], 8), ([1, 28, 28], 7)] {
+fn tiny_vit_tokens_follow_the_patch_of_the_shorter_side() {
+    // Square sides that are multiples of 4 or at least 16: a 4×4 grid, 16 tokens. Others:
+    // ⌊H/p⌋·⌊W/p⌋ with p = min(H, W)/4.
+    for (input, patch, tokens) in [
+        ([1, 8, 8], 2, 16),
+        ([3, 32, 32], 8, 16),
+        ([1, 28, 28], 7, 16),
+        ([1, 18, 18], 4, 16),
+        ([1, 8, 16], 2, 4 * 8),
+        ([1, 16, 8], 2, 8 * 4),
+        ([1, 11, 11], 2, 5 * 5),
+    ] {
         let g = build("tiny_vit", &input, 10).unwrap();
-        assert_eq!(g.shape("tokens").unwrap(), &[16, 32], "{input:?}");
+        assert_eq!(g.shape("tokens").unwrap(), &[tokens, 32], "{input:?}");
         assert_eq!(
             g.node("patch_embed").unwrap().op.params("p")[0].shape,
             vec![32, input[0], patch, patch]

@@ -46,13 +46,24 @@ impl Contract for Attention {
         AfterSurgery::Nothing
     }
     fn scoring(&self) -> Scoring {
-        // Autograd keeps the attention weights [heads, T, T] (T/head_dim outputs' worth;
-        // taken as 2, exact at T = 2·head_dim) besides q, k and v, which are other nodes'
-        // outputs.
-        Scoring {
-            saved_for_backward: 2,
-            ..Scoring::default()
-        }
+        // What autograd keeps depends on T / head_dim: see `saved_for_backward`.
+        Scoring::default()
+    }
+    /// `3·T·E + 2·heads·T²` for an output `[T, E]`: the two matrix products save contiguous
+    /// copies of q, kᵀ and v (`[heads, T, d]` each, made from the transposed views), the
+    /// softmax saves the weights `[heads, T, T]` (which the second product shares), and one
+    /// more `[heads, T, T]` is counted for the scores alive while the weights are formed
+    /// (and the weights' gradient in the backward). In outputs' worth: `3 + 2·T/head_dim`.
+    fn saved_for_backward(&self, output: &[usize]) -> u64 {
+        let &[t, e] = output else {
+            debug_assert!(false, "attention's output is [T, E], not {output:?}");
+            return 0;
+        };
+        let (t, e) = (t as u64, e as u64);
+        let heads = e / (self.head_dim.max(1) as u64);
+        (3 * t)
+            .saturating_mul(e)
+            .saturating_add((2 * heads).saturating_mul(t).saturating_mul(t))
     }
     fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
         // q, k, v [N, T, E] → Reshape [N, T, H, d] → Transpose to [N, H, T, d] (k to
@@ -178,7 +189,12 @@ impl Contract for Attention {
     }
     fn macs(&self, output: &[usize]) -> Option<u64> {
         // q_h k_hᵀ: T·T·d per head, the weights times v_h as many: 2·T²·E in all.
-        let &[t, e] = output else { return Some(0) };
+        // Graphs infer [T, E] for every attention: anything else is a caller's bug, not a
+        // free op (in release builds the MACs saturate, as on overflow).
+        let &[t, e] = output else {
+            debug_assert!(false, "attention's output is [T, E], not {output:?}");
+            return None;
+        };
         2u64.checked_mul(t as u64)?
             .checked_mul(t as u64)?
             .checked_mul(e as u64)

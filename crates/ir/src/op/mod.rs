@@ -419,6 +419,16 @@ pub trait Contract {
     /// it.
     fn scoring(&self) -> Scoring;
 
+    /// Numbers per sample that autograd keeps for the backward pass besides the output
+    /// itself (the R-Score's memory estimate), given the op's output shape. Default:
+    /// [`Scoring::saved_for_backward`] tensors of the output's size; an op whose saved
+    /// tensors are not a multiple of its output (attention's `[heads, T, T]` weights)
+    /// overrides it.
+    fn saved_for_backward(&self, output: &[usize]) -> u64 {
+        let numel = output.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+        self.scoring().saved_for_backward.saturating_mul(numel)
+    }
+
     /// Import rewrites: the same op with its optional bias present (`bias = true`) or absent,
     /// for an op whose output is `f(x) + bias` with one bias value per unit (the
     /// [`ParamKind::Bias`] tensor of [`Contract::params`], along the output's unit axis).
@@ -659,6 +669,12 @@ impl Op {
     /// What scorers need to know about it (see [`Contract::scoring`]).
     pub fn scoring(&self) -> Scoring {
         self.contract().scoring()
+    }
+
+    /// Numbers per sample autograd keeps for its backward besides the output of shape
+    /// `output` (see [`Contract::saved_for_backward`]).
+    pub fn saved_for_backward(&self, output: &[usize]) -> u64 {
+        self.contract().saved_for_backward(output)
     }
 
     /// Checks the attributes (see [`Contract::check`]).

@@ -54,7 +54,8 @@ pub struct Scoring {
     pub analysis_activation: bool,
     /// Tensors of its output's size that autograd keeps for the backward pass besides the
     /// output itself (the R-Score's memory estimate): e.g. max pooling's indices, dropout's
-    /// mask.
+    /// mask. What the estimate reads is [`Contract::saved_for_backward`](super::Contract::saved_for_backward),
+    /// which is this times the output's size unless the op says otherwise.
     pub saved_for_backward: u64,
     /// Whether its training-mode output depends on the rest of the batch or on randomness
     /// (BatchNorm's batch statistics, dropout): running a batch in pieces changes it.
