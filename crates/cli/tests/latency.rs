@@ -666,3 +666,78 @@ done
         "{e}"
     );
 }
+
+/// Writes an executable shell script `body` standing for a Python interpreter at `path`.
+fn write_fake_python(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_helper_that_dies_between_requests_is_an_error_naming_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that passes the check of the full model alone, then, at
+    // the first set of a table (two models or more), closes its stdin, answers the load and
+    // exits with status 7 a moment later: fair-pruner's next request is written to a pipe
+    // nobody reads (EPIPE, and a SIGPIPE that must not kill fair-pruner).
+    let fake = dir.path().join("fake-python");
+    write_fake_python(
+        &fake,
+        r#"echo '{"onnxruntime": "9.9.9"}'
+while read -r line; do
+  case "$line" in
+    *'"models":["m0.onnx"]'*) echo '{"loaded": 1}' ;;
+    *'"op":"load"'*) exec 0<&-; echo 'dying' >&2
+       n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}"
+       sleep 1; exit 7 ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done"#,
+    );
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = common::run_env(&args, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let e = stderr(&o);
+    // The tool's error, not a death by SIGPIPE (no status, signal 13, or 141 from a shell).
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)),
+        "status {:?}: {e}",
+        o.status
+    );
+    assert!(
+        e.contains("timing on onnxruntime-cpu failed: the timing helper run by")
+            && e.contains("exited (exit status: 7)"),
+        "{e}"
+    );
+    assert!(e.contains("dying"), "the helper's stderr is shown: {e}");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("fair-pruner-onnxruntime-"))
+        .collect();
+    assert!(left.is_empty(), "helper directories left: {left:?}");
+}

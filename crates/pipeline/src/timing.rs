@@ -445,7 +445,8 @@ enum Answer {
 pub(crate) struct OrtHelper {
     timer: LatencyTimer,
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Its stdin, written by a thread that cannot be killed by SIGPIPE ([`StdinWriter`]).
+    stdin: Option<StdinWriter>,
     /// Its stdout, line by line (read by a thread).
     lines: Receiver<String>,
     /// The `onnxruntime` version it reported.
@@ -495,7 +496,7 @@ impl OrtHelper {
         });
         let mut helper = OrtHelper {
             timer: timer.clone(),
-            stdin: child.stdin.take(),
+            stdin: child.stdin.take().map(StdinWriter::new),
             child,
             lines,
             version: String::new(),
@@ -635,9 +636,12 @@ impl OrtHelper {
         doing: &str,
         name: &dyn Fn(usize) -> String,
     ) -> Result<serde_json::Value, PipelineError> {
-        let sent = match self.stdin.as_mut() {
-            Some(stdin) => writeln!(stdin, "{request}").and_then(|()| stdin.flush()),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        // A helper that exited since its last answer is not written to: its status and
+        // stderr say why (and the write below could not succeed anyway).
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        let sent = match self.stdin.as_ref() {
+            Some(stdin) if !exited => stdin.write_line(format!("{request}\n").into_bytes()),
+            _ => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
         if sent.is_err() {
             // It exited: its status and stderr say why.
@@ -736,6 +740,62 @@ impl OrtHelper {
             .collect())
     }
 }
+
+/// The helper's stdin, written by a dedicated thread that blocks SIGPIPE: a write to a
+/// helper that died then fails with `EPIPE` instead of killing fair-pruner, even where the
+/// process restores SIGPIPE's default disposition (the CLI does, to exit quietly on a closed
+/// stdout). A SIGPIPE raised by a write is sent to the writing thread, where it stays
+/// pending, blocked, until the thread ends. Dropping it closes the stdin.
+struct StdinWriter {
+    /// Lines to write, each answered on `written`.
+    lines: std::sync::mpsc::Sender<Vec<u8>>,
+    /// The outcome of each write.
+    written: Receiver<std::io::Result<()>>,
+}
+
+impl StdinWriter {
+    /// Starts the thread writing `stdin`.
+    fn new(mut stdin: ChildStdin) -> Self {
+        let (lines, to_write) = channel::<Vec<u8>>();
+        let (done, written) = channel();
+        std::thread::spawn(move || {
+            block_sigpipe();
+            for line in to_write {
+                let result = stdin.write_all(&line).and_then(|()| stdin.flush());
+                let failed = result.is_err();
+                if done.send(result).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        StdinWriter { lines, written }
+    }
+
+    /// Writes `line` (with its newline) and waits until it is written.
+    fn write_line(&self, line: Vec<u8>) -> std::io::Result<()> {
+        let gone = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        self.lines.send(line).map_err(|_| gone())?;
+        self.written.recv().map_err(|_| gone())?
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread (only in it: other threads, and the process's
+/// disposition, are unchanged).
+#[cfg(unix)]
+fn block_sigpipe() {
+    // SAFETY: `set` is a local, initialised by `sigemptyset` before use; `pthread_sigmask`
+    // only changes the calling thread's signal mask and the old mask is not asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Nothing to block where there is no SIGPIPE.
+#[cfg(not(unix))]
+fn block_sigpipe() {}
 
 impl Drop for OrtHelper {
     fn drop(&mut self) {
