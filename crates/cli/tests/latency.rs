@@ -741,3 +741,77 @@ done"#,
         .collect();
     assert!(left.is_empty(), "helper directories left: {left:?}");
 }
+
+#[test]
+fn the_correction_rounds_and_the_final_measurement_share_one_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that times the first model of a set at 4 ms and the others
+    // at 1 ms (so every candidate removes 75%, no candidate meets the target and the
+    // correction runs all its rounds), and logs each start and each load
+    // (the number of models and the files) into `log`.
+    let log = dir.path().join("log");
+    let fake = dir.path().join("fake-python");
+    write_fake_python(
+        &fake,
+        &format!(
+            r#"log='{}'
+echo start >> "$log"
+echo '{{"onnxruntime": "9.9.9"}}'
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l)
+       echo "load $n $(echo "$line" | grep -o 'm[0-9]*\.onnx' | tr '\n' ' ')" >> "$log"
+       echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done"#,
+            log.display()
+        ),
+    );
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = &report(&out)["results"][0]["latency_target"];
+    let rounds = t["rounds"].as_array().expect("rounds").len();
+    assert!(rounds >= 2, "{t}");
+    // Per start of the helper, its loads. The table's sets hold the full model and several
+    // widths; the correction's and the final measurement's, the full model and one model.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<Vec<&str>> = log
+        .split("start\n")
+        .skip(1)
+        .map(|s| s.lines().collect())
+        .collect();
+    let pairs: Vec<&Vec<&str>> = starts
+        .iter()
+        .filter(|loads| loads.iter().any(|l| l.starts_with("load 2 ")))
+        .collect();
+    assert_eq!(pairs.len(), 1, "one helper for the correction: {log}");
+    // Every round and the final measurement, the unpruned model exported once (m0).
+    assert_eq!(pairs[0].len(), rounds + 1, "{log}");
+    for (k, l) in pairs[0].iter().enumerate() {
+        assert_eq!(*l, format!("load 2 m0.onnx m{}.onnx ", k + 1), "{log}");
+    }
+}

@@ -330,25 +330,21 @@ enum SessionKind {
 }
 
 impl Session {
-    /// Times a set now (its first model is the reference for speed-ups); `name(i)` says
-    /// what model `i` is, for errors. The models are not needed after this returns, except
-    /// a reference shared with later sets, which must live as long as the session (on ONNX
-    /// Runtime it is exported once).
+    /// Times a set now (its first model is the reference for speed-ups): its figures, one
+    /// [`Latency`] per model (also kept for [`Session::finish`]); `name(i)` says what model
+    /// `i` is, for errors. The models are not needed after this returns, except a reference
+    /// shared with later sets, which must live as long as the session (on ONNX Runtime it is
+    /// exported once).
     pub(crate) fn add(
         &mut self,
         set: &[&Model],
         name: &dyn Fn(usize) -> String,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<Latency>, PipelineError> {
         let times = match &mut self.kind {
-            SessionKind::Libtorch { .. } => {
-                self.timed.push(
-                    measure(set, &self.options)?
-                        .into_iter()
-                        .map(|mut per_batch| per_batch.remove(0))
-                        .collect(),
-                );
-                return Ok(());
-            }
+            SessionKind::Libtorch { .. } => measure(set, &self.options)?
+                .into_iter()
+                .map(|mut per_batch| per_batch.remove(0))
+                .collect(),
             SessionKind::Onnxruntime {
                 helper,
                 exported,
@@ -390,8 +386,8 @@ impl Session {
                 timed?
             }
         };
-        self.timed.push(times);
-        Ok(())
+        self.timed.push(times.clone());
+        Ok(times)
     }
 
     /// On ONNX Runtime: exports the set and has the helper load it and run each model once,
