@@ -66,8 +66,22 @@ pub struct HelperTimeouts {
     /// Loading one model (creating its session) and running it once (default 120 s per
     /// model of a set).
     pub load_per_model: Duration,
-    /// One timed forward pass (default 60 s).
+    /// One timed forward pass (default 60 s). A model slower than that allows is given
+    /// more: each timed pass of a model may take max(`pass`, 20 × its first run), the first
+    /// run being the untimed one made when its set is loaded ([`PASS_PER_FIRST_RUN`]).
     pub pass: Duration,
+}
+
+/// How many times its first (untimed) run one timed pass of a model may take, when that is
+/// more than [`HelperTimeouts::pass`].
+pub const PASS_PER_FIRST_RUN: u32 = 20;
+
+/// The deadline of one timed pass of a model whose first run took `first_ms` milliseconds
+/// (if the helper said): max(`pass`, [`PASS_PER_FIRST_RUN`] × the first run).
+fn pass_deadline(pass: Duration, first_ms: Option<f64>) -> Duration {
+    first_ms
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1e3 * f64::from(PASS_PER_FIRST_RUN)).ok())
+        .map_or(pass, |d| d.max(pass))
 }
 
 impl Default for HelperTimeouts {
@@ -411,7 +425,9 @@ impl Session {
             let input = set
                 .first()
                 .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
-            helper.load(&files, &input, self.batch, self.threads, name)
+            helper
+                .load(&files, &input, self.batch, self.threads, name)
+                .map(drop)
         })();
         for f in files {
             let _ = std::fs::remove_file(helper.dir.path().join(f));
@@ -673,7 +689,7 @@ impl OrtHelper {
 
     /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
     /// with `threads` intra-op threads, each run once on a random input of `batch` samples
-    /// of shape `input`.
+    /// of shape `input`: the milliseconds of each model's first run, where the helper said.
     fn load(
         &mut self,
         files: &[String],
@@ -681,21 +697,30 @@ impl OrtHelper {
         batch: usize,
         threads: usize,
         name: &dyn Fn(usize) -> String,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<Option<f64>>, PipelineError> {
         let load = serde_json::json!({
             "op": "load", "threads": threads, "batch": batch, "input": input, "models": files,
         });
-        let doing = format!("loading {}", name(0));
+        let doing = format!("loading {}", set_names(files.len(), name));
+        let count = u32::try_from(files.len().max(1)).unwrap_or(u32::MAX);
         let answer = self.request(
             &load,
-            self.timer.timeouts.load_per_model * files.len().max(1) as u32,
+            self.timer.timeouts.load_per_model.saturating_mul(count),
             &doing,
             name,
         )?;
         if answer.get("loaded").and_then(serde_json::Value::as_u64) != Some(files.len() as u64) {
             return Err(self.not_the_helper(&answer.to_string(), &doing));
         }
-        Ok(())
+        let first = answer.get("first_ms").and_then(serde_json::Value::as_array);
+        Ok((0..files.len())
+            .map(|i| {
+                first
+                    .and_then(|f| f.get(i))
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+            })
+            .collect())
     }
 
     /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
@@ -710,13 +735,13 @@ impl OrtHelper {
         options: &LatencyOptions,
         name: &dyn Fn(usize) -> String,
     ) -> Result<Vec<Latency>, PipelineError> {
-        self.load(files, input, batch, threads, name)?;
+        let first_ms = self.load(files, input, batch, threads, name)?;
         let t = self.timer.timeouts;
         let mut timed = schedule(files.len(), options, |i, _| {
             let doing = format!("timing {}", name(i));
             let answer = self.request(
                 &serde_json::json!({"op": "run", "model": i, "passes": 1}),
-                t.pass,
+                pass_deadline(t.pass, first_ms.get(i).copied().flatten()),
                 &doing,
                 name,
             )?;
@@ -796,6 +821,18 @@ fn block_sigpipe() {}
 impl Drop for OrtHelper {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The models of a set of `n` (model `i` is `name(i)`), for messages: all of them up to 3,
+/// else the first two and the last with the count (`the full model, group a at width 8, …,
+/// group a at width 24 (4 models)`).
+fn set_names(n: usize, name: &dyn Fn(usize) -> String) -> String {
+    match n {
+        0 | 1 => name(0),
+        2 => format!("{} and {}", name(0), name(1)),
+        3 => format!("{}, {} and {}", name(0), name(1), name(2)),
+        _ => format!("{}, {}, …, {} ({n} models)", name(0), name(1), name(n - 1)),
     }
 }
 
@@ -883,9 +920,20 @@ mod tests {
     }
 
     /// An executable shell script `body` standing for a Python interpreter, in `dir`.
+    /// The script is copied into place by a `cp` process, never opened for writing by this
+    /// one: a process another test forks meanwhile inherits this process's open files until
+    /// it execs, and running a file open for writing fails with "Text file busy" (renaming
+    /// would not help: it keeps the same file).
     fn fake_python(dir: &Path, body: &str) -> PathBuf {
         let path = dir.join("fake-python");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let writing = dir.join("fake-python.txt");
+        std::fs::write(&writing, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let copied = Command::new("cp")
+            .arg(&writing)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(copied.success());
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
@@ -1084,7 +1132,7 @@ done"#,
             t,
         );
         assert!(
-            e.contains(r#"answered "not json" while loading model #0"#),
+            e.contains(r#"answered "not json" while loading model #0 and model #1"#),
             "{e}"
         );
         // The wrong number of models loaded.
@@ -1093,7 +1141,7 @@ done"#,
             t,
         );
         assert!(
-            e.contains(r#"answered "{\"loaded\":3}" while loading model #0"#),
+            e.contains(r#"answered "{\"loaded\":3}" while loading model #0 and model #1"#),
             "{e}"
         );
         // Two times for one pass.
@@ -1121,7 +1169,9 @@ done"#,
             HelperTimeouts::default(),
         );
         assert!(
-            e.contains("exited (exit status: 7) while loading model #0, without answering"),
+            e.contains(
+                "exited (exit status: 7) while loading model #0 and model #1, without answering"
+            ),
             "{e}"
         );
         assert!(
@@ -1161,6 +1211,70 @@ done"#,
         );
         assert!(
             e.contains("gave no answer within 0.3 s while starting (importing onnxruntime)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_slow_model_gets_20_times_its_first_run_per_pass() {
+        let short = HelperTimeouts {
+            start: Duration::from_secs(30),
+            load_per_model: Duration::from_secs(30),
+            pass: Duration::from_millis(100),
+        };
+        // Each pass takes 0.4 s; the first runs took 50 ms (1 s allowed per pass) or 10 ms
+        // (0.2 s: the pass deadline stays 0.1 s, or becomes 0.2 s).
+        let helper = |first: &str| {
+            format!(
+                r#"{HELLO}; read -r l; echo '{{"loaded": 2, "first_ms": {first}}}'; while read -r l; do sleep 0.4; echo '{{"ms": [400.0]}}'; done"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &helper("[50.0, 50.0]")),
+        )
+        .with_timeouts(short);
+        let m = models();
+        let timed = timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(1))
+            .unwrap();
+        assert_eq!(timed[0][1].ms.median, 400.0);
+        let e = failure(&helper("[50.0, 10.0]"), short);
+        assert!(
+            e.contains("gave no answer within 0.2 s while timing model #1; it was stopped"),
+            "{e}"
+        );
+        assert_eq!(
+            pass_deadline(Duration::from_secs(60), Some(5000.0)),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            pass_deadline(Duration::from_secs(60), Some(f64::INFINITY)),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn a_set_is_named_by_its_models() {
+        let name = |i: usize| format!("m{i}");
+        assert_eq!(set_names(1, &name), "m0");
+        assert_eq!(set_names(2, &name), "m0 and m1");
+        assert_eq!(set_names(3, &name), "m0, m1 and m2");
+        assert_eq!(set_names(6, &name), "m0, m1, …, m5 (6 models)");
+        // A load that does not answer in time names the set.
+        let e = failure(
+            &format!("{HELLO}; read -r l; exec sleep 60"),
+            HelperTimeouts {
+                start: Duration::from_secs(30),
+                load_per_model: Duration::from_millis(150),
+                pass: Duration::from_secs(30),
+            },
+        );
+        assert!(
+            e.contains(
+                "gave no answer within 0.3 s while loading model #0 and model #1; it was stopped"
+            ),
             "{e}"
         );
     }
