@@ -478,7 +478,12 @@ impl OrtHelper {
             |e: std::io::Error| timer.failed(format!("cannot write the timing helper: {e}"), "");
         std::fs::write(dir.path().join(SCRIPT_NAME), ORT_SCRIPT).map_err(write_failed)?;
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).map_err(write_failed)?;
-        let mut child = Command::new(&timer.python)
+        let mut command = Command::new(&timer.python);
+        // In its own process group, so that stopping it stops what it started too (an
+        // interpreter behind a wrapper script, for one).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .arg(SCRIPT_NAME)
             .current_dir(dir.path())
             .stdin(Stdio::piped())
@@ -632,9 +637,21 @@ impl OrtHelper {
         None
     }
 
-    /// Stops the helper (kills it and reaps it).
+    /// Stops the helper (kills its process group, or it alone once it was reaped, and reaps
+    /// it).
     fn stop(&mut self) {
         self.stdin = None;
+        // Not reaped yet (a zombie at worst): its pid, the group's id, is still its own.
+        #[cfg(unix)]
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(group) = i32::try_from(self.child.id())
+        {
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process;
+            // `-group` names the helper's own process group (made at spawn).
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -1277,6 +1294,42 @@ done"#,
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stopping_the_helper_stops_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(
+                dir.path(),
+                &format!(
+                    r#"sleep 60 </dev/null >/dev/null 2>&1 & echo $! > '{}'
+{HELLO}; read -r l; echo '{{"loaded": 2}}'; while read -r l; do echo '{{"ms": [1.0]}}'; done"#,
+                    pid.display()
+                ),
+            ),
+        );
+        let m = models();
+        timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(1))
+            .unwrap();
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+        // Killed with the helper: gone, or a zombie where nothing reaps it.
+        let runs = || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while runs() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!runs(), "the helper's child {} still runs", pid.trim());
     }
 
     #[test]
