@@ -571,9 +571,18 @@ fn latency_flags_are_checked_before_any_work() {
 
 #[test]
 fn the_onnxruntime_probe_imports_nothing_from_the_current_directory() {
-    if !onnxruntime_importable() {
+    // Needs a Python 3 only: without onnxruntime the probe fails, but must not have
+    // imported the current directory's modules either.
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    if !std::process::Command::new(&python)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED: no Python interpreter '{python}'");
         return;
     }
+    let with_onnxruntime = onnxruntime_importable();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -600,11 +609,22 @@ fn the_onnxruntime_probe_imports_nothing_from_the_current_directory() {
         .env_remove("PYTHONPATH")
         .output()
         .unwrap();
-    // The probe passed: the run goes on to the (absent) weights.
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(!e.contains("onnxruntime-cpu"), "{e}");
-    assert!(e.contains("absent.safetensors"), "{e}");
+    if with_onnxruntime {
+        // The probe passed: the run goes on to the (absent) weights.
+        assert!(!e.contains("onnxruntime-cpu"), "{e}");
+        assert!(e.contains("absent.safetensors"), "{e}");
+    } else {
+        // The probe failed on the interpreter's own missing packages, not on the
+        // directory's modules (which exit with status 9).
+        assert!(
+            e.contains("onnxruntime-cpu: the Python interpreter")
+                && e.contains("pip install onnxruntime numpy"),
+            "{e}"
+        );
+        assert!(!e.contains("exit status: 9"), "{e}");
+    }
     assert!(
         !marker.exists(),
         "the probe imported the current directory's numpy.py"
@@ -665,4 +685,156 @@ done
         ),
         "{e}"
     );
+    // Refused before scoring: no scores, and no latency table (measured after scoring).
+    assert!(!out.join("scores.json").exists());
+    assert!(!out.join("latency-onnxruntime-cpu-b1-t1.json").exists());
+}
+
+/// Writes an executable shell script `body` standing for a Python interpreter at `path`.
+fn write_fake_python(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_helper_that_dies_between_requests_is_an_error_naming_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that passes the check of the full model alone, then, at
+    // the first set of a table (two models or more), closes its stdin, answers the load and
+    // exits with status 7 a moment later: fair-pruner's next request is written to a pipe
+    // nobody reads (EPIPE, and a SIGPIPE that must not kill fair-pruner).
+    let fake = dir.path().join("fake-python");
+    write_fake_python(
+        &fake,
+        r#"echo '{"onnxruntime": "9.9.9"}'
+while read -r line; do
+  case "$line" in
+    *'"models":["m0.onnx"]'*) echo '{"loaded": 1}' ;;
+    *'"op":"load"'*) exec 0<&-; echo 'dying' >&2
+       n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}"
+       sleep 1; exit 7 ;;
+    *) echo '{"ms": [1.0]}' ;;
+  esac
+done"#,
+    );
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = common::run_env(&args, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let e = stderr(&o);
+    // The tool's error, not a death by SIGPIPE (no status, signal 13, or 141 from a shell).
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)),
+        "status {:?}: {e}",
+        o.status
+    );
+    assert!(
+        e.contains("timing on onnxruntime-cpu failed: the timing helper run by")
+            && e.contains("exited (exit status: 7)"),
+        "{e}"
+    );
+    assert!(e.contains("dying"), "the helper's stderr is shown: {e}");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("fair-pruner-onnxruntime-"))
+        .collect();
+    assert!(left.is_empty(), "helper directories left: {left:?}");
+}
+
+#[test]
+fn the_correction_rounds_and_the_final_measurement_share_one_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that times the first model of a set at 4 ms and the others
+    // at 1 ms (so every candidate removes 75%, no candidate meets the target and the
+    // correction runs all its rounds), and logs each start and each load
+    // (the number of models and the files) into `log`.
+    let log = dir.path().join("log");
+    let fake = dir.path().join("fake-python");
+    write_fake_python(
+        &fake,
+        &format!(
+            r#"log='{}'
+echo start >> "$log"
+echo '{{"onnxruntime": "9.9.9"}}'
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l)
+       echo "load $n $(echo "$line" | grep -o 'm[0-9]*\.onnx' | tr '\n' ' ')" >> "$log"
+       echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done"#,
+            log.display()
+        ),
+    );
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = &report(&out)["results"][0]["latency_target"];
+    let rounds = t["rounds"].as_array().expect("rounds").len();
+    assert!(rounds >= 2, "{t}");
+    // Per start of the helper, its loads. The table's sets hold the full model and several
+    // widths; the correction's and the final measurement's, the full model and one model.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<Vec<&str>> = log
+        .split("start\n")
+        .skip(1)
+        .map(|s| s.lines().collect())
+        .collect();
+    let pairs: Vec<&Vec<&str>> = starts
+        .iter()
+        .filter(|loads| loads.iter().any(|l| l.starts_with("load 2 ")))
+        .collect();
+    assert_eq!(pairs.len(), 1, "one helper for the correction: {log}");
+    // Every round and the final measurement, the unpruned model exported once (m0).
+    assert_eq!(pairs[0].len(), rounds + 1, "{log}");
+    for (k, l) in pairs[0].iter().enumerate() {
+        assert_eq!(*l, format!("load 2 m0.onnx m{}.onnx ", k + 1), "{log}");
+    }
 }

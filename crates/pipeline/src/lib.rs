@@ -92,7 +92,7 @@ pub use settings::{
     DEFAULT_REMOVE_BY, GROUPED_CONVS, LoadedModel, PruneSettings, RawSettings, check_classes,
     check_memory_bound, check_weights, load_model, output_classes,
 };
-pub use timing::{HelperTimeouts, LatencyTimer, default_python};
+pub use timing::{HelperTimeouts, LatencyTimer, PASS_PER_FIRST_RUN, default_python};
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};
 
 /// The README's examples, compiled as doctests.

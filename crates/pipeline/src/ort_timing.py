@@ -8,7 +8,9 @@
 # - {"op": "load", "threads": t, "batch": b, "input": [per-sample shape],
 #    "models": [onnx file names, relative to the working directory]} loads a set of models
 #   (model i of the set is models[i]; sessions of the previous set not named again are
-#   dropped) and draws one random input; answers {"loaded": n};
+#   dropped), draws one random input and runs each model once on it; answers
+#   {"loaded": n, "first_ms": [milliseconds of each model's first run]} (fair-pruner
+#   allows each timed pass of model i max(its pass deadline, 20 x first_ms[i]));
 # - {"op": "run", "model": i, "passes": n} runs model i of the set n times on that input;
 #   answers {"ms": [milliseconds of each pass]};
 # - end of input: exits.
@@ -71,14 +73,17 @@ def load(request):
                 return {"error": "%s: %s" % (type(e).__name__, e), "model": i}
         models.append(sessions[f])
     x = rng.standard_normal([int(request["batch"])] + list(request["input"])).astype(np.float32)
+    first = []
     for i, m in enumerate(models):
         feed = {m.get_inputs()[0].name: x}
+        t = time.perf_counter()
         try:
             m.run(None, feed)  # a graph that loads but cannot run fails here, not in timing
         except Exception as e:
             return {"error": "%s: %s" % (type(e).__name__, e), "model": i}
+        first.append((time.perf_counter() - t) * 1e3)
         feeds.append(feed)
-    return {"loaded": len(models)}
+    return {"loaded": len(models), "first_ms": first}
 
 
 def run(request):

@@ -986,6 +986,23 @@ impl<'a> Pruner<'a> {
         };
         let mut results = Vec::new();
         let mut models = Vec::new();
+        // On ONNX Runtime, one timing session (one helper process, the unpruned model
+        // exported once) serves every correction round and the final measurement. Not on
+        // libtorch, where a session holds the thread count that the steps between would
+        // run with.
+        let mut shared: Option<crate::timing::Session> = None;
+        let shared_session = |shared: &mut Option<crate::timing::Session>,
+                              timer: &crate::LatencyTimer,
+                              table: &fair_analysis::LatencyTable,
+                              options: &crate::LatencyOptions| {
+            if timer.runtime() != LatencyRuntime::OnnxruntimeCpu {
+                return Ok::<_, PipelineError>(false);
+            }
+            if shared.is_none() {
+                *shared = Some(timer.session(table.key.batch, table.key.threads, options)?);
+            }
+            Ok(true)
+        };
         for &goal in &self.goals {
             let label = goal.label();
             let announce = self.progress.then_some(label.as_str());
@@ -1010,8 +1027,10 @@ impl<'a> Pruner<'a> {
                         "{label}: building and timing candidates until the measured reduction is within {:.0}% of the target",
                         tolerance * 100.0
                     ));
-                    let c = stages::correct_latency_target_on(
+                    let keep = shared_session(&mut shared, timer, table, options)?;
+                    let c = stages::correct_latency_target_in(
                         timer,
+                        if keep { shared.as_mut() } else { None },
                         model,
                         &selector,
                         self.method,
@@ -1187,17 +1206,27 @@ impl<'a> Pruner<'a> {
                     .chain(targeted.iter().map(|&i| &models[i]))
                     .collect();
                 let runtime_version = timer.runtime_version()?;
-                let timed = timer.time(
-                    &[all],
-                    &|_, i| match i {
-                        0 => "the unpruned model".to_owned(),
-                        _ => format!("the pruned model of {}", results[targeted[i - 1]].label),
-                    },
-                    table.key.batch,
-                    table.key.threads,
-                    options,
-                )?;
-                let timed = &timed[0];
+                let name = |i: usize| match i {
+                    0 => "the unpruned model".to_owned(),
+                    _ => format!("the pruned model of {}", results[targeted[i - 1]].label),
+                };
+                let timed = if shared_session(&mut shared, timer, table, options)? {
+                    shared
+                        .as_mut()
+                        .expect("the shared session")
+                        .add(&all, &name)?
+                } else {
+                    timer
+                        .time(
+                            &[all],
+                            &|_, i| name(i),
+                            table.key.batch,
+                            table.key.threads,
+                            options,
+                        )?
+                        .remove(0)
+                };
+                let timed = &timed;
                 for (k, &i) in targeted.iter().enumerate() {
                     let (b, a) = (&timed[0], &timed[k + 1]);
                     let t = results[i].latency_target.as_mut().expect("targeted");

@@ -233,6 +233,28 @@ pub fn correct_latency_target_on(
     table: &fair_analysis::LatencyTable,
     options: &crate::LatencyOptions,
     correction: &crate::CorrectionOptions,
+    progress: impl FnMut(&crate::LatencyRound),
+) -> Result<crate::Corrected<(Selection, Model)>, PipelineError> {
+    correct_latency_target_in(
+        timer, None, model, selector, method, target, table, options, correction, progress,
+    )
+}
+
+/// [`correct_latency_target_on`], timing every round in `session` when one is given (made
+/// by `timer` at the table's batch and threads with `options`, and kept by the caller, so
+/// that on ONNX Runtime one helper process, with `model` exported once, serves every round
+/// and what is timed after), else in a new session per round.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn correct_latency_target_in(
+    timer: &crate::LatencyTimer,
+    mut session: Option<&mut crate::timing::Session>,
+    model: &Model,
+    selector: &Selector,
+    method: Method,
+    target: f64,
+    table: &fair_analysis::LatencyTable,
+    options: &crate::LatencyOptions,
+    correction: &crate::CorrectionOptions,
     mut progress: impl FnMut(&crate::LatencyRound),
 ) -> Result<crate::Corrected<(Selection, Model)>, PipelineError> {
     // The largest table target the table reaches.
@@ -250,20 +272,26 @@ pub fn correct_latency_target_on(
             .transpose()?
             .map_or(0.0, |s| 1.0 - s / table.full_seconds);
         let pruned = apply(model, &selection.resolution)?;
-        let timed = timer.time(
-            &[vec![model, &pruned]],
-            &|_, i| {
-                if i == 0 {
-                    "the unpruned model".to_owned()
-                } else {
-                    format!("the candidate at table target {:.1}%", t * 100.0)
-                }
-            },
-            table.key.batch,
-            table.key.threads,
-            options,
-        )?;
-        let (b, a) = (&timed[0][0], &timed[0][1]);
+        let name = |i: usize| {
+            if i == 0 {
+                "the unpruned model".to_owned()
+            } else {
+                format!("the candidate at table target {:.1}%", t * 100.0)
+            }
+        };
+        let timed = match session.as_deref_mut() {
+            Some(session) => session.add(&[model, &pruned], &name)?,
+            None => timer
+                .time(
+                    &[vec![model, &pruned]],
+                    &|_, i| name(i),
+                    table.key.batch,
+                    table.key.threads,
+                    options,
+                )?
+                .remove(0),
+        };
+        let (b, a) = (&timed[0], &timed[1]);
         let speedup = a
             .speedup
             .unwrap_or(crate::Spread::of(&[b.ms.median / a.ms.median]));

@@ -66,8 +66,22 @@ pub struct HelperTimeouts {
     /// Loading one model (creating its session) and running it once (default 120 s per
     /// model of a set).
     pub load_per_model: Duration,
-    /// One timed forward pass (default 60 s).
+    /// One timed forward pass (default 60 s). A model slower than that allows is given
+    /// more: each timed pass of a model may take max(`pass`, 20 × its first run), the first
+    /// run being the untimed one made when its set is loaded ([`PASS_PER_FIRST_RUN`]).
     pub pass: Duration,
+}
+
+/// How many times its first (untimed) run one timed pass of a model may take, when that is
+/// more than [`HelperTimeouts::pass`].
+pub const PASS_PER_FIRST_RUN: u32 = 20;
+
+/// The deadline of one timed pass of a model whose first run took `first_ms` milliseconds
+/// (if the helper said): max(`pass`, [`PASS_PER_FIRST_RUN`] × the first run).
+fn pass_deadline(pass: Duration, first_ms: Option<f64>) -> Duration {
+    first_ms
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1e3 * f64::from(PASS_PER_FIRST_RUN)).ok())
+        .map_or(pass, |d| d.max(pass))
 }
 
 impl Default for HelperTimeouts {
@@ -330,25 +344,21 @@ enum SessionKind {
 }
 
 impl Session {
-    /// Times a set now (its first model is the reference for speed-ups); `name(i)` says
-    /// what model `i` is, for errors. The models are not needed after this returns, except
-    /// a reference shared with later sets, which must live as long as the session (on ONNX
-    /// Runtime it is exported once).
+    /// Times a set now (its first model is the reference for speed-ups): its figures, one
+    /// [`Latency`] per model (also kept for [`Session::finish`]); `name(i)` says what model
+    /// `i` is, for errors. The models are not needed after this returns, except a reference
+    /// shared with later sets, which must live as long as the session (on ONNX Runtime it is
+    /// exported once).
     pub(crate) fn add(
         &mut self,
         set: &[&Model],
         name: &dyn Fn(usize) -> String,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<Latency>, PipelineError> {
         let times = match &mut self.kind {
-            SessionKind::Libtorch { .. } => {
-                self.timed.push(
-                    measure(set, &self.options)?
-                        .into_iter()
-                        .map(|mut per_batch| per_batch.remove(0))
-                        .collect(),
-                );
-                return Ok(());
-            }
+            SessionKind::Libtorch { .. } => measure(set, &self.options)?
+                .into_iter()
+                .map(|mut per_batch| per_batch.remove(0))
+                .collect(),
             SessionKind::Onnxruntime {
                 helper,
                 exported,
@@ -390,8 +400,8 @@ impl Session {
                 timed?
             }
         };
-        self.timed.push(times);
-        Ok(())
+        self.timed.push(times.clone());
+        Ok(times)
     }
 
     /// On ONNX Runtime: exports the set and has the helper load it and run each model once,
@@ -415,7 +425,9 @@ impl Session {
             let input = set
                 .first()
                 .map_or(Vec::new(), |m| m.graph().shape_at(0).to_vec());
-            helper.load(&files, &input, self.batch, self.threads, name)
+            helper
+                .load(&files, &input, self.batch, self.threads, name)
+                .map(drop)
         })();
         for f in files {
             let _ = std::fs::remove_file(helper.dir.path().join(f));
@@ -445,7 +457,8 @@ enum Answer {
 pub(crate) struct OrtHelper {
     timer: LatencyTimer,
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Its stdin, written by a thread that cannot be killed by SIGPIPE ([`StdinWriter`]).
+    stdin: Option<StdinWriter>,
     /// Its stdout, line by line (read by a thread).
     lines: Receiver<String>,
     /// The `onnxruntime` version it reported.
@@ -465,7 +478,12 @@ impl OrtHelper {
             |e: std::io::Error| timer.failed(format!("cannot write the timing helper: {e}"), "");
         std::fs::write(dir.path().join(SCRIPT_NAME), ORT_SCRIPT).map_err(write_failed)?;
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).map_err(write_failed)?;
-        let mut child = Command::new(&timer.python)
+        let mut command = Command::new(&timer.python);
+        // In its own process group, so that stopping it stops what it started too (an
+        // interpreter behind a wrapper script, for one).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .arg(SCRIPT_NAME)
             .current_dir(dir.path())
             .stdin(Stdio::piped())
@@ -495,7 +513,7 @@ impl OrtHelper {
         });
         let mut helper = OrtHelper {
             timer: timer.clone(),
-            stdin: child.stdin.take(),
+            stdin: child.stdin.take().map(StdinWriter::new),
             child,
             lines,
             version: String::new(),
@@ -619,9 +637,21 @@ impl OrtHelper {
         None
     }
 
-    /// Stops the helper (kills it and reaps it).
+    /// Stops the helper (kills its process group, or it alone once it was reaped, and reaps
+    /// it).
     fn stop(&mut self) {
         self.stdin = None;
+        // Not reaped yet (a zombie at worst): its pid, the group's id, is still its own.
+        #[cfg(unix)]
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(group) = i32::try_from(self.child.id())
+        {
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process;
+            // `-group` names the helper's own process group (made at spawn).
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -635,9 +665,12 @@ impl OrtHelper {
         doing: &str,
         name: &dyn Fn(usize) -> String,
     ) -> Result<serde_json::Value, PipelineError> {
-        let sent = match self.stdin.as_mut() {
-            Some(stdin) => writeln!(stdin, "{request}").and_then(|()| stdin.flush()),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        // A helper that exited since its last answer is not written to: its status and
+        // stderr say why (and the write below could not succeed anyway).
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        let sent = match self.stdin.as_ref() {
+            Some(stdin) if !exited => stdin.write_line(format!("{request}\n").into_bytes()),
+            _ => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
         if sent.is_err() {
             // It exited: its status and stderr say why.
@@ -673,7 +706,7 @@ impl OrtHelper {
 
     /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
     /// with `threads` intra-op threads, each run once on a random input of `batch` samples
-    /// of shape `input`.
+    /// of shape `input`: the milliseconds of each model's first run, where the helper said.
     fn load(
         &mut self,
         files: &[String],
@@ -681,21 +714,30 @@ impl OrtHelper {
         batch: usize,
         threads: usize,
         name: &dyn Fn(usize) -> String,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<Option<f64>>, PipelineError> {
         let load = serde_json::json!({
             "op": "load", "threads": threads, "batch": batch, "input": input, "models": files,
         });
-        let doing = format!("loading {}", name(0));
+        let doing = format!("loading {}", set_names(files.len(), name));
+        let count = u32::try_from(files.len().max(1)).unwrap_or(u32::MAX);
         let answer = self.request(
             &load,
-            self.timer.timeouts.load_per_model * files.len().max(1) as u32,
+            self.timer.timeouts.load_per_model.saturating_mul(count),
             &doing,
             name,
         )?;
         if answer.get("loaded").and_then(serde_json::Value::as_u64) != Some(files.len() as u64) {
             return Err(self.not_the_helper(&answer.to_string(), &doing));
         }
-        Ok(())
+        let first = answer.get("first_ms").and_then(serde_json::Value::as_array);
+        Ok((0..files.len())
+            .map(|i| {
+                first
+                    .and_then(|f| f.get(i))
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+            })
+            .collect())
     }
 
     /// Loads the set `files` (relative to the helper's directory; model `i` is `name(i)`)
@@ -710,13 +752,13 @@ impl OrtHelper {
         options: &LatencyOptions,
         name: &dyn Fn(usize) -> String,
     ) -> Result<Vec<Latency>, PipelineError> {
-        self.load(files, input, batch, threads, name)?;
+        let first_ms = self.load(files, input, batch, threads, name)?;
         let t = self.timer.timeouts;
         let mut timed = schedule(files.len(), options, |i, _| {
             let doing = format!("timing {}", name(i));
             let answer = self.request(
                 &serde_json::json!({"op": "run", "model": i, "passes": 1}),
-                t.pass,
+                pass_deadline(t.pass, first_ms.get(i).copied().flatten()),
                 &doing,
                 name,
             )?;
@@ -737,9 +779,77 @@ impl OrtHelper {
     }
 }
 
+/// The helper's stdin, written by a dedicated thread that blocks SIGPIPE: a write to a
+/// helper that died then fails with `EPIPE` instead of killing fair-pruner, even where the
+/// process restores SIGPIPE's default disposition (the CLI does, to exit quietly on a closed
+/// stdout). A SIGPIPE raised by a write is sent to the writing thread, where it stays
+/// pending, blocked, until the thread ends. Dropping it closes the stdin.
+struct StdinWriter {
+    /// Lines to write, each answered on `written`.
+    lines: std::sync::mpsc::Sender<Vec<u8>>,
+    /// The outcome of each write.
+    written: Receiver<std::io::Result<()>>,
+}
+
+impl StdinWriter {
+    /// Starts the thread writing `stdin`.
+    fn new(mut stdin: ChildStdin) -> Self {
+        let (lines, to_write) = channel::<Vec<u8>>();
+        let (done, written) = channel();
+        std::thread::spawn(move || {
+            block_sigpipe();
+            for line in to_write {
+                let result = stdin.write_all(&line).and_then(|()| stdin.flush());
+                let failed = result.is_err();
+                if done.send(result).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        StdinWriter { lines, written }
+    }
+
+    /// Writes `line` (with its newline) and waits until it is written.
+    fn write_line(&self, line: Vec<u8>) -> std::io::Result<()> {
+        let gone = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        self.lines.send(line).map_err(|_| gone())?;
+        self.written.recv().map_err(|_| gone())?
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread (only in it: other threads, and the process's
+/// disposition, are unchanged).
+#[cfg(unix)]
+fn block_sigpipe() {
+    // SAFETY: `set` is a local, initialised by `sigemptyset` before use; `pthread_sigmask`
+    // only changes the calling thread's signal mask and the old mask is not asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Nothing to block where there is no SIGPIPE.
+#[cfg(not(unix))]
+fn block_sigpipe() {}
+
 impl Drop for OrtHelper {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The models of a set of `n` (model `i` is `name(i)`), for messages: all of them up to 3,
+/// else the first two and the last with the count (`the full model, group a at width 8, …,
+/// group a at width 24 (4 models)`).
+fn set_names(n: usize, name: &dyn Fn(usize) -> String) -> String {
+    match n {
+        0 | 1 => name(0),
+        2 => format!("{} and {}", name(0), name(1)),
+        3 => format!("{}, {} and {}", name(0), name(1), name(2)),
+        _ => format!("{}, {}, …, {} ({n} models)", name(0), name(1), name(n - 1)),
     }
 }
 
@@ -827,9 +937,20 @@ mod tests {
     }
 
     /// An executable shell script `body` standing for a Python interpreter, in `dir`.
+    /// The script is copied into place by a `cp` process, never opened for writing by this
+    /// one: a process another test forks meanwhile inherits this process's open files until
+    /// it execs, and running a file open for writing fails with "Text file busy" (renaming
+    /// would not help: it keeps the same file).
     fn fake_python(dir: &Path, body: &str) -> PathBuf {
         let path = dir.join("fake-python");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let writing = dir.join("fake-python.txt");
+        std::fs::write(&writing, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let copied = Command::new("cp")
+            .arg(&writing)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(copied.success());
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
@@ -1028,7 +1149,7 @@ done"#,
             t,
         );
         assert!(
-            e.contains(r#"answered "not json" while loading model #0"#),
+            e.contains(r#"answered "not json" while loading model #0 and model #1"#),
             "{e}"
         );
         // The wrong number of models loaded.
@@ -1037,7 +1158,7 @@ done"#,
             t,
         );
         assert!(
-            e.contains(r#"answered "{\"loaded\":3}" while loading model #0"#),
+            e.contains(r#"answered "{\"loaded\":3}" while loading model #0 and model #1"#),
             "{e}"
         );
         // Two times for one pass.
@@ -1065,7 +1186,9 @@ done"#,
             HelperTimeouts::default(),
         );
         assert!(
-            e.contains("exited (exit status: 7) while loading model #0, without answering"),
+            e.contains(
+                "exited (exit status: 7) while loading model #0 and model #1, without answering"
+            ),
             "{e}"
         );
         assert!(
@@ -1107,6 +1230,106 @@ done"#,
             e.contains("gave no answer within 0.3 s while starting (importing onnxruntime)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_slow_model_gets_20_times_its_first_run_per_pass() {
+        let short = HelperTimeouts {
+            start: Duration::from_secs(30),
+            load_per_model: Duration::from_secs(30),
+            pass: Duration::from_millis(100),
+        };
+        // Each pass takes 0.4 s; the first runs took 50 ms (1 s allowed per pass) or 10 ms
+        // (0.2 s: the pass deadline stays 0.1 s, or becomes 0.2 s).
+        let helper = |first: &str| {
+            format!(
+                r#"{HELLO}; read -r l; echo '{{"loaded": 2, "first_ms": {first}}}'; while read -r l; do sleep 0.4; echo '{{"ms": [400.0]}}'; done"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(dir.path(), &helper("[50.0, 50.0]")),
+        )
+        .with_timeouts(short);
+        let m = models();
+        let timed = timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(1))
+            .unwrap();
+        assert_eq!(timed[0][1].ms.median, 400.0);
+        let e = failure(&helper("[50.0, 10.0]"), short);
+        assert!(
+            e.contains("gave no answer within 0.2 s while timing model #1; it was stopped"),
+            "{e}"
+        );
+        assert_eq!(
+            pass_deadline(Duration::from_secs(60), Some(5000.0)),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            pass_deadline(Duration::from_secs(60), Some(f64::INFINITY)),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn a_set_is_named_by_its_models() {
+        let name = |i: usize| format!("m{i}");
+        assert_eq!(set_names(1, &name), "m0");
+        assert_eq!(set_names(2, &name), "m0 and m1");
+        assert_eq!(set_names(3, &name), "m0, m1 and m2");
+        assert_eq!(set_names(6, &name), "m0, m1, …, m5 (6 models)");
+        // A load that does not answer in time names the set.
+        let e = failure(
+            &format!("{HELLO}; read -r l; exec sleep 60"),
+            HelperTimeouts {
+                start: Duration::from_secs(30),
+                load_per_model: Duration::from_millis(150),
+                pass: Duration::from_secs(30),
+            },
+        );
+        assert!(
+            e.contains(
+                "gave no answer within 0.3 s while loading model #0 and model #1; it was stopped"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn stopping_the_helper_stops_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let timer = LatencyTimer::new(
+            LatencyRuntime::OnnxruntimeCpu,
+            fake_python(
+                dir.path(),
+                &format!(
+                    r#"sleep 60 </dev/null >/dev/null 2>&1 & echo $! > '{}'
+{HELLO}; read -r l; echo '{{"loaded": 2}}'; while read -r l; do echo '{{"ms": [1.0]}}'; done"#,
+                    pid.display()
+                ),
+            ),
+        );
+        let m = models();
+        timer
+            .time(&[vec![&m[0], &m[1]]], &names, 1, 1, &rounds(1))
+            .unwrap();
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        let stat = PathBuf::from(format!("/proc/{}/stat", pid.trim()));
+        // Killed with the helper: gone, or a zombie where nothing reaps it.
+        let runs = || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while runs() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!runs(), "the helper's child {} still runs", pid.trim());
     }
 
     #[test]
