@@ -639,23 +639,42 @@ fn a_model_onnx_runtime_cannot_run_is_refused_before_scoring() {
     // A stand-in for ONNX Runtime that cannot load a model alone (the check before
     // scoring loads the full model alone; table sets load two or more).
     let fake = dir.path().join("fake-python");
-    std::fs::write(
+    write_fake_python(
         &fake,
-        r#"#!/bin/sh
-echo '{"onnxruntime": "9.9.9"}'
+        r#"echo '{"onnxruntime": "9.9.9"}'
 while read -r line; do
   case "$line" in
     *'"models":["m0.onnx"]'*) echo '{"error": "NOT_IMPLEMENTED: no kernel for Gemm", "model": 0}' ;;
     *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{\"loaded\": $n}" ;;
     *) echo '{"ms": [1.0]}' ;;
   esac
-done
-"#,
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+done"#,
+    );
     let out = dir.path().join("pruned");
+    let o = prune_on_fake_helper(&flags, &w, &fake, &out, &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run the full model \
+             (NOT_IMPLEMENTED: no kernel for Gemm); measure on libtorch CPU instead (--latency-on libtorch-cpu)"
+        ),
+        "{e}"
+    );
+    // Refused before scoring: no scores, and no latency table (measured after scoring).
+    assert!(!out.join("scores.json").exists());
+    assert!(!out.join("latency-onnxruntime-cpu-b1-t1.json").exists());
+}
+
+/// `prune` of the toy model trained with `flags` and weights `w` at a 20% latency target on
+/// onnxruntime-cpu, timed by the stand-in interpreter `fake`, into `out`, with `env` set.
+fn prune_on_fake_helper(
+    flags: &[String],
+    w: &Path,
+    fake: &Path,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut args: Vec<&str> = vec!["prune"];
     args.extend(flags.iter().map(String::as_str));
     args.extend([
@@ -675,19 +694,7 @@ done
         out.to_str().unwrap(),
         "-q",
     ]);
-    let o = run(&args);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(
-        e.contains(
-            "timing on onnxruntime-cpu failed: ONNX Runtime cannot load or run the full model \
-             (NOT_IMPLEMENTED: no kernel for Gemm); measure on libtorch CPU instead (--latency-on libtorch-cpu)"
-        ),
-        "{e}"
-    );
-    // Refused before scoring: no scores, and no latency table (measured after scoring).
-    assert!(!out.join("scores.json").exists());
-    assert!(!out.join("latency-onnxruntime-cpu-b1-t1.json").exists());
+    common::run_env(&args, env)
 }
 
 /// Writes an executable shell script `body` standing for a Python interpreter at `path`.
@@ -723,26 +730,13 @@ done"#,
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.2",
-        "--latency-on",
-        "onnxruntime-cpu",
-        "--latency-python",
-        fake.to_str().unwrap(),
-        "--latency-threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    let o = common::run_env(&args, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let o = prune_on_fake_helper(
+        &flags,
+        &w,
+        &fake,
+        &out,
+        &[("TMPDIR", tmp.to_str().unwrap())],
+    );
     let e = stderr(&o);
     // The tool's error, not a death by SIGPIPE (no status, signal 13, or 141 from a shell).
     assert!(
@@ -795,26 +789,7 @@ done"#,
         ),
     );
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.2",
-        "--latency-on",
-        "onnxruntime-cpu",
-        "--latency-python",
-        fake.to_str().unwrap(),
-        "--latency-threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    let o = run(&args);
+    let o = prune_on_fake_helper(&flags, &w, &fake, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = &report(&out)["results"][0]["latency_target"];
     let rounds = t["rounds"].as_array().expect("rounds").len();
