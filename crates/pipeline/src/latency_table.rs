@@ -1096,16 +1096,20 @@ done
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
-        let (table, source) = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &[],
-            "sha256:x",
-            Some(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        // The table of `digest` with `protected` layers, from the cache in `dir` or measured.
+        let lookup = |digest: &str, protected: &[String]| {
+            table_for(
+                &settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                protected,
+                digest,
+                Some(dir.path()),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let (table, source) = lookup("sha256:x", &[]);
         assert_eq!(source, TableSource::Measured);
         assert_eq!(table.key, settings.key("sha256:x", None));
         assert_eq!(table.key.runtime_version, "");
@@ -1121,58 +1125,22 @@ done
         let mut table = table;
         table.noisy = false;
         table.save(&dir.path().join(settings.cache_name())).unwrap();
-        let (again, source) = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &[],
-            "sha256:x",
-            Some(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (again, source) = lookup("sha256:x", &[]);
         assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
         assert_eq!(again, table);
         // Another model digest is another key: measured again.
-        let (_, source) = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &[],
-            "sha256:y",
-            Some(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (_, source) = lookup("sha256:y", &[]);
         assert_eq!(source, TableSource::Measured);
         // Another protected layer: another set of groups, measured again.
         let protected = vec![table.groups[0].layers[0].clone()];
-        let (other, source) = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &protected,
-            "sha256:x",
-            Some(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (other, source) = lookup("sha256:x", &protected);
         assert_eq!(source, TableSource::Measured);
         assert_eq!(other.groups.len(), table.groups.len() - 1);
         // A cached table flagged noisy is measured again, not trusted for ever.
         let mut noisy = table.clone();
         noisy.noisy = true;
         noisy.save(&dir.path().join(settings.cache_name())).unwrap();
-        let (_, source) = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &[],
-            "sha256:x",
-            Some(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (_, source) = lookup("sha256:x", &[]);
         assert_eq!(source, TableSource::Measured);
     }
 }
