@@ -640,8 +640,9 @@ impl OrtHelper {
     /// Stops the helper (kills its process group, or it alone once it was reaped, and reaps
     /// it).
     fn stop(&mut self) {
-        self.stdin = None;
-        // Not reaped yet (a zombie at worst): its pid, the group's id, is still its own.
+        // The group first, while the helper still has its stdin (closing it first lets a
+        // helper exit on its own and be reaped below before its group is killed). Not
+        // reaped yet (a zombie at worst): its pid, the group's id, is still its own.
         #[cfg(unix)]
         if let Ok(None) = self.child.try_wait()
             && let Ok(group) = i32::try_from(self.child.id())
@@ -652,6 +653,7 @@ impl OrtHelper {
                 libc::kill(-group, libc::SIGKILL);
             }
         }
+        self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
