@@ -6,7 +6,7 @@
 //! 1. `fair-pruner prune --target-latency T --latency-on RUNTIME --latency-batch B
 //!    --latency-threads N` (T = `--target`, 0.5 by default); from its `report.json`
 //!    (`results[0].latency_target`): the export's measured latency against the unpruned
-//!    model (interleaved on that runtime, median [IQR]), the fraction removed against the
+//!    model (interleaved on that runtime, median \[IQR\]), the fraction removed against the
 //!    target, the correction rounds and `met`, the MACs removed and the latency gain / MAC
 //!    cut ratio;
 //! 2. `fair-pruner prune --target-macs M` with M the fraction of MACs run 1 removed: its

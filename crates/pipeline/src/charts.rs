@@ -418,7 +418,7 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
 }
 
 /// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
-/// prediction, and the measured latency removed (median [IQR] of the speed-up) with the
+/// prediction, and the measured latency removed (median \[IQR\] of the speed-up) with the
 /// latency-gain / MAC-cut ratio; then one line per round of the measured correction and,
 /// when the target was not met within the rounds, a `warning:` line; empty without latency
 /// targets.
