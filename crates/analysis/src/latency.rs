@@ -160,7 +160,10 @@ pub fn fast_step(w: usize, reference: (f64, f64), probes: &[(usize, (f64, f64))]
         .into_iter()
         .filter(|&s| w.is_multiple_of(s))
         .find(|&s| {
-            let off: Vec<_> = probes.iter().filter(|(p, _)| !p.is_multiple_of(s)).collect();
+            let off: Vec<_> = probes
+                .iter()
+                .filter(|(p, _)| !p.is_multiple_of(s))
+                .collect();
             !off.is_empty() && off.iter().all(|(_, i)| slower(*i))
         })
         .unwrap_or(1)
@@ -170,9 +173,8 @@ impl LatencyGroup {
     /// The group's fast step in output channels: widths that are multiples of it run
     /// faster than the widths between. The measured `step` when the table has one; else
     /// derived from the table's `probes` ([`fast_step`], with each figure as an exact
-    /// interval: a file records no noise) against the figure at the multiple they were taken
-    /// below, the even width above the widest probe (whose width is that multiple − 1,
-    /// [`step_probes`]); else 1.
+    /// interval: a file records no noise) against the figure at the width one above the
+    /// widest probe (the multiple they were taken below, [`step_probes`]); else 1.
     pub fn fast_step(&self) -> usize {
         if let Some(s) = self.step {
             return s.max(1);
@@ -180,7 +182,7 @@ impl LatencyGroup {
         let Some(widest) = self.probes.last() else {
             return 1;
         };
-        let w = (widest.width / 2 + 1) * 2;
+        let w = widest.width + 1;
         let reference = self.interpolated(w.min(self.width));
         let probes: Vec<(usize, (f64, f64))> = self
             .probes
