@@ -9,6 +9,15 @@
 //! model's latency plus each group's change. A table is JSON, so one measured on another
 //! device (a phone, an accelerator) can be loaded from a file; it is keyed by the model
 //! digest, the runtime, the threads and the batch it was measured with ([`LatencyKey`]).
+//!
+//! A group may also have a *fast step* ([`LatencyGroup::fast_step`]): runtimes often run
+//! widths that are multiples of 8 or 16 much faster than the widths between (their kernels
+//! are vectorised by 8 or 16 channels). A measured table finds it from a few widths just
+//! below a multiple of 16 ([`LatencyGroup::probes`], [`fast_step`]); a latency target then
+//! keeps each group's width at a multiple of its step ([`Selector::select`]), and the
+//! table's figure for a width off the step is its figure at the next multiple above.
+//!
+//! [`Selector::select`]: crate::Selector::select
 
 use std::fmt;
 use std::path::Path;
@@ -37,6 +46,15 @@ pub trait LatencyModel: fmt::Debug + Send + Sync {
     /// The predicted latency, in seconds, of the model at `widths` (layers not listed stay
     /// at full width).
     fn total(&self, widths: &Widths) -> Result<f64, AnalysisError>;
+
+    /// The fast step, in output channels, of the group that `layer` belongs to: widths that
+    /// are multiples of it run faster than the widths between, so a latency target keeps
+    /// the group's width at a multiple of it (or at the full width). 1 (any width) by
+    /// default and for a layer the model has no figure for.
+    fn step(&self, layer: &str) -> usize {
+        let _ = layer;
+        1
+    }
 }
 
 /// What a [`LatencyTable`] was measured for: a table is only valid for the same model,
@@ -80,14 +98,119 @@ pub struct LatencyGroup {
     pub width: usize,
     /// Measured widths, in increasing order, the full width among them.
     pub points: Vec<LatencyPoint>,
+    /// The group's fast step in output channels ([`LatencyGroup::fast_step`]), as the
+    /// measurer decided it from [`LatencyGroup::probes`] against their noise. Absent from
+    /// tables measured before steps were (the table then derives it from its probes, or
+    /// takes 1: [`LatencyGroup::fast_step`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    /// Widths measured just below a multiple of 16 (or of 8, 4, 2 for a narrow group) to
+    /// find the fast step: not part of `points` (they may be slower than wider widths, even
+    /// than the full width), in increasing order. The multiple itself is one of `points`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<LatencyPoint>,
+}
+
+/// The steps a fast step is chosen among, largest first.
+pub const STEPS: [usize; 4] = [16, 8, 4, 2];
+
+/// The widths probed below `full` output channels to find a group's fast step: the
+/// reference `w`, the largest multiple of `p` not above `full` (`p` the largest of
+/// [`STEPS`] with `p ≤ full`), and `w − p/2`, `w − p/4`, … `w − 1` below it (each off one
+/// more step), ascending; `None` below 2 channels. For 96 channels: 96 and 88, 92, 94, 95;
+/// for 24: 16 and 8, 12, 14, 15.
+///
+/// ```
+/// assert_eq!(fair_analysis::step_probes(100), Some((96, vec![88, 92, 94, 95])));
+/// assert_eq!(fair_analysis::step_probes(6), Some((4, vec![2, 3])));
+/// assert_eq!(fair_analysis::step_probes(1), None);
+/// ```
+pub fn step_probes(full: usize) -> Option<(usize, Vec<usize>)> {
+    let p = STEPS.into_iter().find(|&p| p <= full)?;
+    let w = full / p * p;
+    let mut below: Vec<usize> = std::iter::successors(Some(p / 2), |d| (*d > 1).then(|| d / 2))
+        .map(|d| w - d)
+        .collect();
+    below.sort_unstable();
+    Some((w, below))
+}
+
+/// The fast step of a group from probed latencies: `reference` is the latency interval
+/// (low, high, seconds) at a multiple `w` of 16 (or of the largest step probed), `probes`
+/// the intervals at widths just below it ([`step_probes`]). A probe is *measurably slower*
+/// than the reference when its low end is above the reference's high end (so noise
+/// that makes the intervals overlap decides nothing). The step is the largest `s` of
+/// [`STEPS`] dividing `w` such that every probe whose width is not a multiple of `s` is
+/// measurably slower; 1 when there is none (a probe one below `w` that is not slower
+/// means any width runs as fast as its neighbours).
+///
+/// ```
+/// use fair_analysis::fast_step;
+/// let exact = |s: f64| (s, s);
+/// // Widths off a multiple of 8 are slower than 96; 88 (a multiple of 8) is not.
+/// let probes = [(88, exact(0.9)), (92, exact(1.3)), (94, exact(1.3)), (95, exact(1.3))];
+/// assert_eq!(fast_step(96, exact(1.0), &probes), 8);
+/// // Every narrower width faster: no step.
+/// let flat = [(88, exact(0.9)), (92, exact(0.95)), (94, exact(0.97)), (95, exact(0.99))];
+/// assert_eq!(fast_step(96, exact(1.0), &flat), 1);
+/// ```
+pub fn fast_step(w: usize, reference: (f64, f64), probes: &[(usize, (f64, f64))]) -> usize {
+    let slower = |(lo, _): (f64, f64)| lo > reference.1;
+    STEPS
+        .into_iter()
+        .filter(|&s| w.is_multiple_of(s))
+        .find(|&s| {
+            let off: Vec<_> = probes
+                .iter()
+                .filter(|(p, _)| !p.is_multiple_of(s))
+                .collect();
+            !off.is_empty() && off.iter().all(|(_, i)| slower(*i))
+        })
+        .unwrap_or(1)
 }
 
 impl LatencyGroup {
-    /// The interpolated latency (seconds) of the model with this group at `width`: linear
+    /// The group's fast step in output channels: widths that are multiples of it run
+    /// faster than the widths between. The measured `step` when the table has one; else
+    /// derived from the table's `probes` ([`fast_step`], with each figure as an exact
+    /// interval: a file records no noise) against the figure at the width one above the
+    /// widest probe (the multiple they were taken below, [`step_probes`]); else 1.
+    pub fn fast_step(&self) -> usize {
+        if let Some(s) = self.step {
+            return s.max(1);
+        }
+        let Some(widest) = self.probes.last() else {
+            return 1;
+        };
+        let w = widest.width + 1;
+        let reference = self.interpolated(w.min(self.width));
+        let probes: Vec<(usize, (f64, f64))> = self
+            .probes
+            .iter()
+            .map(|p| (p.width, (p.seconds, p.seconds)))
+            .collect();
+        fast_step(w, (reference, reference), &probes)
+    }
+
+    /// The fast width for `width`: `width` rounded up to a multiple of the fast step, at
+    /// most the full width.
+    pub fn fast_width(&self, width: usize) -> usize {
+        let s = self.fast_step();
+        width.div_ceil(s).saturating_mul(s).min(self.width)
+    }
+
+    /// The latency (seconds) of the model with this group at `width`: the interpolated
+    /// figure at [`LatencyGroup::fast_width`] (a width off the fast step runs at least as
+    /// slowly as the next multiple above, so it is never predicted faster than that), linear
     /// between the two measured widths around it; below the narrowest measured width, the
     /// narrowest's figure (no saving beyond what was measured is assumed). The points must
     /// not be empty ([`LatencyTable::check`]).
     pub fn seconds_at(&self, width: usize) -> f64 {
+        self.interpolated(self.fast_width(width))
+    }
+
+    /// [`LatencyGroup::seconds_at`] without the fast step: linear between the points.
+    fn interpolated(&self, width: usize) -> f64 {
         let p = &self.points;
         let w = width as f64;
         if width <= p[0].width {
@@ -118,7 +241,7 @@ impl LatencyGroup {
 /// let table = LatencyTable::new(
 ///     LatencyKey { model_digest: "abc".into(), runtime: "my-phone".into(), runtime_version: String::new(), threads: 4, batch: 1 },
 ///     0.010,
-///     vec![LatencyGroup { layers: vec!["conv1".into()], width: 32, points: vec![p(8, 0.006), p(32, 0.010)] }],
+///     vec![LatencyGroup { layers: vec!["conv1".into()], width: 32, points: vec![p(8, 0.006), p(32, 0.010)], step: None, probes: vec![] }],
 /// )?;
 /// // Halfway between 8 and 32 channels: halfway between 6 ms and 10 ms.
 /// assert!((table.cost("conv1", 20)? - (-0.002)).abs() < 1e-12);
@@ -210,6 +333,22 @@ impl LatencyTable {
                 return bad(format!(
                     "group {name}: latency must not fall as the width grows, found {} s at width {} and {} s at width {}",
                     w[0].seconds, w[0].width, w[1].seconds, w[1].width
+                ));
+            }
+            if g.step == Some(0) {
+                return bad(format!("group {name}: the step must be ≥ 1"));
+            }
+            if let Some(p) = g.probes.iter().find(|p| {
+                p.width == 0 || p.width >= g.width || !(p.seconds.is_finite() && p.seconds > 0.0)
+            }) {
+                return bad(format!(
+                    "group {name}: a probe must have a width in 1..{} and finite seconds > 0, found width {} and {} s",
+                    g.width, p.width, p.seconds
+                ));
+            }
+            if g.probes.windows(2).any(|w| w[0].width >= w[1].width) {
+                return bad(format!(
+                    "group {name}: probe widths must be strictly increasing"
                 ));
             }
             let last = g.points[g.points.len() - 1].width;
@@ -307,6 +446,10 @@ impl LatencyModel for LatencyTable {
         }
         Ok(total)
     }
+
+    fn step(&self, layer: &str) -> usize {
+        self.group(layer).map_or(1, LatencyGroup::fast_step)
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +464,8 @@ mod tests {
                 .iter()
                 .map(|&(width, seconds)| LatencyPoint { width, seconds })
                 .collect(),
+            step: None,
+            probes: Vec::new(),
         }
     }
 

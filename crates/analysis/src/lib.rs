@@ -58,6 +58,7 @@ pub use groups::{
 };
 pub use latency::{
     LATENCY_TABLE_FORMAT, LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable,
+    STEPS, fast_step, step_probes,
 };
 pub use plan::{GroupRule, Plan};
 pub use ratios::{

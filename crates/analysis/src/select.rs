@@ -686,15 +686,117 @@ impl Selector {
         )
     }
 
+    /// The kept-unit step of `group` under a latency target: its fast step in channels
+    /// ([`LatencyModel::step`]) turned into units (a unit of `c` channels needs
+    /// `step / gcd(step, c)` units), combined with the options' `round_to` (their least
+    /// common multiple); 1 without a latency model or for a group that cannot be pruned.
+    fn latency_step(&self, group: &crate::Group) -> usize {
+        let Some(model) = &self.latency else {
+            return 1;
+        };
+        if !group.is_prunable() || group.units < 2 {
+            return 1;
+        }
+        let step = model.step(&group.layers[0]).max(1);
+        let per = group.map.channels_per_unit().max(1);
+        let units = step / crate::groups::gcd(step, per);
+        crate::groups::lcm(units, self.options.counting.round_to.max(1))
+    }
+
+    /// `counts` snapped to each group's fast step ([`Selector::select`]): the kept units of
+    /// each scored layer rounded up to a multiple of [`Selector::latency_step`], at most all
+    /// of them (the full width is always allowed).
+    fn snap_counts(&self, counts: &[usize]) -> Vec<usize> {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let units = self.units[i];
+                let step = self
+                    .groups
+                    .group_of(&self.layers[i])
+                    .map_or(1, |g| self.latency_step(&self.groups.groups()[g]));
+                let kept = units.saturating_sub(count);
+                if step <= 1 || kept >= units {
+                    return count;
+                }
+                units - (kept.div_ceil(step) * step).min(units)
+            })
+            .collect()
+    }
+
+    /// `resolution` with every prunable group's kept units a multiple of its
+    /// [`Selector::latency_step`] (or all of them): snapped counts already give that under
+    /// the package, strict and summed rules, but the intersection of the members' requests
+    /// can leave any number. A group off its step gets back the removed units ranked
+    /// highest (its scored members' rankings summed, each divided by its mean, as the strict
+    /// rule ranks a group; ties to the lower index), and the plan is resolved again.
+    fn snap_resolution(&self, resolution: Resolution) -> Result<Resolution, AnalysisError> {
+        let index: HashMap<&str, usize> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
+            .collect();
+        let mut plan = resolution.plan();
+        let mut changed = false;
+        for g in self.groups.groups() {
+            let step = self.latency_step(g);
+            if step <= 1 {
+                continue;
+            }
+            let Some(kept) = resolution.kept_units(&g.layers[0]) else {
+                continue;
+            };
+            let want = (kept.len().div_ceil(step) * step).min(g.units);
+            if want == kept.len() {
+                continue;
+            }
+            let members: Vec<usize> = g
+                .layers
+                .iter()
+                .filter_map(|l| index.get(l.as_str()).copied())
+                .collect();
+            let summed = normalised_sum(members.iter().map(|&i| self.ranking[i].as_slice()));
+            let rank = |u: usize| summed.get(u).copied().unwrap_or(0.0);
+            let mut removed: Vec<usize> = (0..g.units).filter(|u| !kept.contains(u)).collect();
+            // Highest ranked first, ties to the lower index; the first ones come back.
+            removed.sort_by(|&a, &b| rank(b).total_cmp(&rank(a)).then(a.cmp(&b)));
+            let mut still: Vec<usize> = removed.split_off(want - kept.len());
+            still.sort_unstable();
+            for l in &g.layers {
+                if still.is_empty() {
+                    plan.remove.remove(l);
+                } else {
+                    plan.remove.insert(l.clone(), still.clone());
+                }
+            }
+            changed = true;
+        }
+        if !changed {
+            return Ok(resolution);
+        }
+        Resolution::with_groups(&self.graph, self.groups.clone(), &plan, self.options.rule)
+    }
+
+    /// The counts and resolution a latency target takes from `counts`: snapped to the fast
+    /// steps ([`Selector::snap_counts`], [`Selector::snap_resolution`]).
+    fn snapped(&self, counts: &[usize]) -> Result<(Vec<usize>, Resolution), AnalysisError> {
+        let counts = self.snap_counts(counts);
+        let resolution = self.snap_resolution(self.resolve(&counts)?)?;
+        Ok((counts, resolution))
+    }
+
     /// The fraction of MACs, parameters or latency (as `goal` measures) removed by
-    /// `counts`, after resolution.
+    /// `counts`, after resolution (and, for latency, snapped to the fast steps).
     fn reduction(&self, counts: &[usize], goal: Goal) -> Result<f64, String> {
-        let r = self.resolve(counts).map_err(|e| e.to_string())?;
         if let Goal::Latency(_) = goal {
+            let (_, r) = self.snapped(counts).map_err(|e| e.to_string())?;
             let model = self.latency.as_ref().ok_or("no latency model")?;
             let total = model.total(&r.widths()).map_err(|e| e.to_string())?;
             return Ok(1.0 - total / model.full_seconds());
         }
+        let r = self.resolve(counts).map_err(|e| e.to_string())?;
         let after = r.pruned_graph();
         Ok(if let Goal::Macs(_) = goal {
             1.0 - after.macs() as f64 / self.graph.macs() as f64
@@ -709,8 +811,17 @@ impl Selector {
     /// the smallest common ratio. A latency target ([`Goal::Latency`]) is met on the
     /// attached latency model ([`Selector::with_latency`]) the same way, its fraction of
     /// latency removed in place of the fraction of MACs; one it cannot reach is
-    /// [`AnalysisError::LatencyUnreachable`], which states the reachable range. The
-    /// result's widths are exactly what surgery produces.
+    /// [`AnalysisError::LatencyUnreachable`], which states the reachable range.
+    ///
+    /// Under a latency target every group keeps a multiple of its fast step
+    /// ([`LatencyModel::step`]: the widths the runtime runs fastest) or all its units: each
+    /// layer's kept units are rounded *up* to the step, after `round_to` (so with both the
+    /// kept units are a multiple of their least common multiple), and a group the group
+    /// rule still leaves off its step (the intersection rule can) gets back its highest
+    /// ranked removed units up to the next multiple. The search runs on the snapped counts,
+    /// so the target is met on the table by what is returned, by a larger α where rounding
+    /// up kept units that the α asked to remove. The result's widths are exactly what
+    /// surgery produces.
     pub fn select(&self, goal: Goal, method: Method) -> Result<Selection, AnalysisError> {
         goal.check()?;
         if let Goal::Latency(target) = goal {
@@ -767,7 +878,12 @@ impl Selector {
                 (r.setting, r.counts)
             }
         };
-        let resolution = self.resolve(&counts)?;
+        let (counts, resolution) = if let Goal::Latency(_) = goal {
+            self.snapped(&counts)?
+        } else {
+            let resolution = self.resolve(&counts)?;
+            (counts, resolution)
+        };
         Ok(Selection {
             goal,
             method,

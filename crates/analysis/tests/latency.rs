@@ -81,11 +81,15 @@ fn table() -> LatencyTable {
                 layers: vec!["layers.0".into()],
                 width: 128,
                 points: vec![point(8, 1.0), point(64, 1.0), point(128, 1.0)],
+                step: None,
+                probes: Vec::new(),
             },
             LatencyGroup {
                 layers: vec!["layers.2".into()],
                 width: 64,
                 points: vec![point(8, 0.2), point(32, 0.6), point(64, 1.0)],
+                step: None,
+                probes: Vec::new(),
             },
         ],
     )
@@ -220,4 +224,361 @@ fn a_latency_target_needs_a_table_covering_every_prunable_group() {
         .to_string();
     assert!(e.contains("layers.0") && e.contains("no figures"), "{e}");
     assert!(Goal::Latency(1.0).check().is_err());
+}
+
+#[test]
+fn the_probed_widths_sit_just_below_a_multiple_of_sixteen() {
+    use fair_analysis::step_probes;
+    assert_eq!(step_probes(96), Some((96, vec![88, 92, 94, 95])));
+    assert_eq!(step_probes(100), Some((96, vec![88, 92, 94, 95])));
+    assert_eq!(step_probes(24), Some((16, vec![8, 12, 14, 15])));
+    assert_eq!(step_probes(12), Some((8, vec![4, 6, 7])));
+    assert_eq!(step_probes(3), Some((2, vec![1])));
+    assert_eq!(step_probes(1), None);
+}
+
+/// An interval with no spread.
+fn exact(s: f64) -> (f64, f64) {
+    (s, s)
+}
+
+#[test]
+fn the_fast_step_is_the_largest_step_whose_off_widths_are_measurably_slower() {
+    use fair_analysis::fast_step;
+    let probes = |s: [f64; 4]| -> Vec<(usize, (f64, f64))> {
+        [88, 92, 94, 95].into_iter().zip(s.map(exact)).collect()
+    };
+    let reference = exact(1.0);
+    // Every probe slower than 96: none is a multiple of 16.
+    assert_eq!(fast_step(96, reference, &probes([1.2, 1.2, 1.2, 1.2])), 16);
+    // 88 (a multiple of 8) is faster, the others slower.
+    assert_eq!(fast_step(96, reference, &probes([0.9, 1.2, 1.2, 1.2])), 8);
+    assert_eq!(fast_step(96, reference, &probes([0.9, 0.95, 1.2, 1.2])), 4);
+    assert_eq!(fast_step(96, reference, &probes([0.9, 0.95, 0.97, 1.2])), 2);
+    // Narrower is faster everywhere (a linear runtime), or no faster (a flat one): 1.
+    assert_eq!(
+        fast_step(96, reference, &probes([0.9, 0.95, 0.97, 0.99])),
+        1
+    );
+    assert_eq!(fast_step(96, reference, &probes([1.0, 1.0, 1.0, 1.0])), 1);
+    // 94 not slower: not a step of 4 or more; 95 (odd) still is: 2.
+    assert_eq!(fast_step(96, reference, &probes([0.9, 1.2, 0.97, 1.2])), 2);
+    // The odd width 95 not slower: 1, whatever the others.
+    assert_eq!(fast_step(96, reference, &probes([1.2, 1.2, 1.2, 0.99])), 1);
+    // With noise: the same step-8 runtime whose penalty (+0.03 s) is inside the spread
+    // (reference 0.98..1.02, probes 1.01..1.05) decides nothing; a penalty above the
+    // spread (probes 1.05..1.09) is measured.
+    let noisy = |lo: f64, hi: f64| -> Vec<(usize, (f64, f64))> {
+        vec![
+            (88, (0.88, 0.92)),
+            (92, (lo, hi)),
+            (94, (lo, hi)),
+            (95, (lo, hi)),
+        ]
+    };
+    assert_eq!(fast_step(96, (0.98, 1.02), &noisy(1.01, 1.05)), 1);
+    assert_eq!(fast_step(96, (0.98, 1.02), &noisy(1.05, 1.09)), 8);
+    // A reference of 8 channels: steps above 8 are not tried.
+    let small = [(4, exact(1.2)), (6, exact(1.2)), (7, exact(1.2))];
+    assert_eq!(fast_step(8, reference, &small), 8);
+}
+
+/// A group of layers.2 (64 channels): 0.2 s at width 1, then 0.3 s at 8, 0.4 s at 16, 0.6 s
+/// at 32, 1.0 s at 64.
+fn stepped(step: Option<usize>, probes: &[(usize, f64)]) -> LatencyGroup {
+    LatencyGroup {
+        layers: vec!["layers.2".into()],
+        width: 64,
+        points: [(1, 0.2), (8, 0.3), (16, 0.4), (32, 0.6), (64, 1.0)]
+            .into_iter()
+            .map(|(w, s)| point(w, s))
+            .collect(),
+        step,
+        probes: probes.iter().map(|&(w, s)| point(w, s)).collect(),
+    }
+}
+
+#[test]
+fn a_width_off_the_fast_step_reads_the_figure_of_the_next_multiple_above() {
+    let g = stepped(Some(16), &[]);
+    assert_eq!(g.fast_step(), 16);
+    // 20 interpolates to 0.45 s between 16 and 32, but runs as 32 does: 0.6 s.
+    assert_eq!(g.seconds_at(20), 0.6);
+    assert_eq!(g.seconds_at(17), 0.6);
+    assert_eq!(g.seconds_at(48), 0.8);
+    assert_eq!(g.seconds_at(60), 1.0);
+    assert_eq!(g.seconds_at(8), 0.4);
+    assert_eq!(g.seconds_at(1), 0.4);
+    assert_eq!(g.fast_width(33), 48);
+    assert_eq!(g.fast_width(63), 64);
+    // Without a step: linear between the points, as before.
+    let plain = stepped(None, &[]);
+    assert_eq!(plain.fast_step(), 1);
+    assert_eq!(plain.seconds_at(20), 0.45);
+    assert_eq!(plain.seconds_at(1), 0.2);
+    // No step recorded but probes below 64: derived from them (exact figures).
+    let probed = stepped(None, &[(56, 0.9), (60, 1.3), (62, 1.3), (63, 1.3)]);
+    assert_eq!(probed.fast_step(), 8);
+    assert_eq!(probed.seconds_at(20), 0.5);
+    let linear = stepped(None, &[(56, 0.9), (60, 0.95), (62, 0.97), (63, 0.99)]);
+    assert_eq!(linear.fast_step(), 1);
+    // A recorded step wins over the probes.
+    assert_eq!(
+        stepped(Some(2), &[(56, 0.9), (60, 1.3), (62, 1.3), (63, 1.3)]).fast_step(),
+        2
+    );
+}
+
+#[test]
+fn a_table_without_steps_still_loads_and_a_table_with_them_round_trips() {
+    // A table file as written before fast steps were measured: no step, no probes.
+    let old = r#"{"format": "fair-pruner-latency-table/1",
+        "key": {"model_digest": "", "runtime": "my-phone", "threads": 1, "batch": 1},
+        "full_seconds": 1.0,
+        "groups": [{"layers": ["layers.2"], "width": 64,
+                    "points": [{"width": 8, "seconds": 0.3}, {"width": 64, "seconds": 1.0}]}]}"#;
+    let t = LatencyTable::from_json(old).unwrap();
+    assert_eq!(t.groups[0].step, None);
+    assert!(t.groups[0].probes.is_empty());
+    assert_eq!(t.step("layers.2"), 1);
+    // Written without the new fields.
+    let text = t.to_json_string();
+    assert!(!text.contains("step") && !text.contains("probes"), "{text}");
+    // With them: written and read back; the model reports the step.
+    let t = LatencyTable::new(
+        key(),
+        1.0,
+        vec![stepped(
+            Some(8),
+            &[(56, 0.9), (60, 1.3), (62, 1.3), (63, 1.3)],
+        )],
+    )
+    .unwrap();
+    let text = t.to_json_string();
+    assert!(
+        text.contains("\"step\": 8") && text.contains("\"probes\""),
+        "{text}"
+    );
+    let back = LatencyTable::from_json(&text).unwrap();
+    assert_eq!(back, t);
+    assert_eq!(back.step("layers.2"), 8);
+    assert_eq!(back.step("layers.0"), 1);
+    // A probe at the full width, or a step of 0, is refused.
+    let e = LatencyTable::new(key(), 1.0, vec![stepped(None, &[(64, 1.3)])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("probe"), "{e}");
+    let e = LatencyTable::new(key(), 1.0, vec![stepped(Some(0), &[])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step must be"), "{e}");
+}
+
+/// [`table`] with fast steps: layers.0 (128 channels) saves up to 0.3 s linearly (0.7 s at
+/// width 8) in steps of `step0`, and layers.2 (64) is [`table`]'s in steps of `step2`.
+fn table_with_steps(step0: Option<usize>, step2: Option<usize>) -> LatencyTable {
+    LatencyTable::new(
+        key(),
+        1.0,
+        vec![
+            LatencyGroup {
+                layers: vec!["layers.0".into()],
+                width: 128,
+                points: vec![point(8, 0.7), point(128, 1.0)],
+                step: step0,
+                probes: Vec::new(),
+            },
+            LatencyGroup {
+                layers: vec!["layers.2".into()],
+                width: 64,
+                points: vec![point(8, 0.2), point(32, 0.6), point(64, 1.0)],
+                step: step2,
+                probes: Vec::new(),
+            },
+        ],
+    )
+    .unwrap()
+}
+
+/// The table's prediction by hand for [`table_with_steps`] at widths on the steps.
+fn by_hand_both(width0: usize, width2: usize) -> f64 {
+    let w0 = width0.max(8) as f64;
+    let saved0 = 0.3 * (128.0 - w0) / 120.0;
+    by_hand(width2) - saved0
+}
+
+fn on_step(width: usize, step: usize, full: usize) -> bool {
+    width.is_multiple_of(step) || width == full
+}
+
+#[test]
+fn a_latency_target_keeps_widths_on_the_fast_steps_and_meets_the_table() {
+    let graph = mlp();
+    let plain = selector(&graph)
+        .with_latency(Arc::new(table_with_steps(None, None)))
+        .unwrap();
+    let stepped = selector(&graph)
+        .with_latency(Arc::new(table_with_steps(Some(16), Some(8))))
+        .unwrap();
+    let mut off_step_without = 0;
+    for target in [0.1, 0.2, 0.3, 0.4, 0.5] {
+        for method in [Method::Tod, Method::Uniform] {
+            let w = plain
+                .select(Goal::Latency(target), method)
+                .unwrap()
+                .widths();
+            if !(on_step(w["layers.0"], 16, 128) && on_step(w["layers.2"], 8, 64)) {
+                off_step_without += 1;
+            }
+            let sel = stepped.select(Goal::Latency(target), method).unwrap();
+            let w = sel.widths();
+            let (w0, w2) = (w["layers.0"], w["layers.2"]);
+            assert!(
+                on_step(w0, 16, 128),
+                "{target} {method:?}: layers.0 at {w0}"
+            );
+            assert!(on_step(w2, 8, 64), "{target} {method:?}: layers.2 at {w2}");
+            let removed = 1.0 - by_hand_both(w0, w2);
+            assert!(
+                removed >= target - 1e-12,
+                "{target} {method:?}: {removed} removed at {w0}, {w2}"
+            );
+            // The prediction is the table's figure at those widths.
+            let predicted = stepped.predicted_latency(&sel).unwrap().unwrap();
+            assert!((predicted - by_hand_both(w0, w2)).abs() < 1e-12);
+            // The counts asked for are on the steps too (one layer per group here).
+            assert_eq!(128 - sel.counts[0], w0);
+            assert_eq!(64 - sel.counts[1], w2);
+        }
+    }
+    assert!(
+        off_step_without > 0,
+        "the scores give off-step widths without steps, or the test shows nothing"
+    );
+    // An α or a MACs target ignores the steps.
+    let a = stepped.select(Goal::Alpha(0.3), Method::Tod).unwrap();
+    let b = plain.select(Goal::Alpha(0.3), Method::Tod).unwrap();
+    assert_eq!(a.counts, b.counts);
+}
+
+#[test]
+fn round_to_and_the_fast_step_combine_into_their_least_common_multiple() {
+    let graph = mlp();
+    let base = selector(&graph);
+    let options = SelectOptions {
+        counting: fair_threshold::CountOptions {
+            min_keep: 1,
+            round_to: 3,
+        },
+        ..base.options().clone()
+    };
+    let layers = base.layers().to_vec();
+    // The same scores as `selector` (same seed), with round_to 3.
+    let mut rng = Lcg(7);
+    let mut make = || -> Vec<Vec<f64>> {
+        layers
+            .iter()
+            .map(|l| (0..graph.units(l).unwrap()).map(|_| rng.next()).collect())
+            .collect()
+    };
+    let (u, r) = (make(), make());
+    let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
+    let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
+    let s = Selector::new(graph.clone(), layers, &u_ref, &r_ref, &u_ref, options)
+        .unwrap()
+        .with_latency(Arc::new(table_with_steps(Some(16), Some(8))))
+        .unwrap();
+    for target in [0.1, 0.2, 0.3, 0.4] {
+        let w = s
+            .select(Goal::Latency(target), Method::Tod)
+            .unwrap()
+            .widths();
+        let (w0, w2) = (w["layers.0"], w["layers.2"]);
+        // lcm(3, 16) = 48, lcm(3, 8) = 24.
+        assert!(on_step(w0, 48, 128), "{target}: layers.0 at {w0}");
+        assert!(on_step(w2, 24, 64), "{target}: layers.2 at {w2}");
+        assert!(1.0 - by_hand_both(w0, w2) >= target - 1e-12);
+    }
+}
+
+#[test]
+fn the_intersection_rule_is_snapped_to_the_step_too() {
+    use fair_analysis::GroupRule;
+    let graph = fair_zoo::build("resnet20", &[3, 16, 16], 10).unwrap();
+    let layers: Vec<String> = graph
+        .prunable_layers()
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    let mut rng = Lcg(11);
+    let mut make = || -> Vec<Vec<f64>> {
+        layers
+            .iter()
+            .map(|l| (0..graph.units(l).unwrap()).map(|_| rng.next()).collect())
+            .collect()
+    };
+    let (u, r) = (make(), make());
+    let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
+    let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
+    let groups = fair_analysis::analyze(&graph, &[]).unwrap();
+    let prunable: Vec<_> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable() && g.units >= 2)
+        .collect();
+    // Every group saves up to its share of half the latency, linearly.
+    let share = 0.5 / prunable.len() as f64;
+    let table = |step: Option<usize>| {
+        LatencyTable::new(
+            key(),
+            1.0,
+            prunable
+                .iter()
+                .map(|g| LatencyGroup {
+                    layers: g.layers.clone(),
+                    width: g.channels(),
+                    points: vec![point(1, 1.0 - share), point(g.channels(), 1.0)],
+                    step,
+                    probes: Vec::new(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    };
+    let options = SelectOptions {
+        rule: GroupRule::Intersection,
+        ..SelectOptions::default()
+    };
+    let sel = |step| {
+        Selector::new(
+            graph.clone(),
+            layers.clone(),
+            &u_ref,
+            &r_ref,
+            &u_ref,
+            options.clone(),
+        )
+        .unwrap()
+        .with_latency(Arc::new(table(step)))
+        .unwrap()
+    };
+    let coupled_off = |s: &Selector, step: usize| -> usize {
+        let w = s.select(Goal::Latency(0.2), Method::Tod).unwrap().widths();
+        prunable
+            .iter()
+            .filter(|g| {
+                let width = w[&g.layers[0]];
+                !on_step(width, step, g.channels())
+            })
+            .count()
+    };
+    assert!(
+        coupled_off(&sel(None), 8) > 0,
+        "nothing to snap without a step"
+    );
+    let s = sel(Some(8));
+    assert_eq!(coupled_off(&s, 8), 0);
+    let got = s.select(Goal::Latency(0.2), Method::Tod).unwrap();
+    let predicted = s.predicted_latency(&got).unwrap().unwrap();
+    assert!(1.0 - predicted >= 0.2 - 1e-12, "{predicted}");
 }

@@ -9,8 +9,10 @@
 //! other groups at full width, timed interleaved with the full model ([`crate::measure`]):
 //! each width's latency is the full model's over the round-by-round speed-up, so load that
 //! hits a round hits both alike, and a group's latencies are made non-decreasing in the
-//! width ([`monotone`]). The weights are random: latency does not
-//! depend on their values.
+//! width ([`monotone`]). A few widths just below a multiple of 16 are timed besides
+//! ([`widths_to_time`]) to find the group's fast step ([`fair_analysis::fast_step`]: widths
+//! off it measurably slower than the multiple above, by their quartiles), which latency
+//! targets keep widths on. The weights are random: latency does not depend on their values.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -283,6 +285,53 @@ pub fn grid(units: usize) -> Vec<usize> {
     points
 }
 
+/// What a group is timed at ([`widths_to_time`]), in output channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedWidths {
+    /// The table's points: [`grid`], with the probes' reference width, ascending, the full
+    /// width last.
+    pub points: Vec<usize>,
+    /// The reference width and the widths probed below it ([`fair_analysis::step_probes`]),
+    /// or `None` when the step is not probed (a group whose unit is several channels: its
+    /// widths move by whole units; or one of fewer than 2 channels).
+    pub probes: Option<(usize, Vec<usize>)>,
+    /// The narrowed models timed, ascending: every point but the full width, and the
+    /// probes (a width both is timed once).
+    pub timed: Vec<usize>,
+}
+
+/// The widths a group of `units` units of `per` channels each is timed at: [`grid`] (in
+/// channels), and, when a unit is one channel, the fast step's probes
+/// ([`fair_analysis::step_probes`]): a multiple `w` of 16 (of 8, 4 or 2 below 16 channels)
+/// joins the points, and three or four widths just below it (`w − 8`, `w − 4`, `w − 2`,
+/// `w − 1`) are timed besides. A group of 96 channels: points 1, 8, 32, 56, 88, 96 (96 is
+/// its own reference), probes 88, 92, 94, 95: 8 narrowed models instead of 5.
+pub fn widths_to_time(units: usize, per: usize) -> TimedWidths {
+    let mut points: Vec<usize> = grid(units).into_iter().map(|k| k * per).collect();
+    let full = units * per;
+    let probes = if per == 1 {
+        fair_analysis::step_probes(full)
+    } else {
+        None
+    };
+    if let Some((w, _)) = &probes {
+        points.push(*w);
+        points.sort_unstable();
+        points.dedup();
+    }
+    let mut timed: Vec<usize> = points[..points.len() - 1].to_vec();
+    if let Some((_, below)) = &probes {
+        timed.extend(below);
+    }
+    timed.sort_unstable();
+    timed.dedup();
+    TimedWidths {
+        points,
+        probes,
+        timed,
+    }
+}
+
 /// [`measure_table_on`] libtorch CPU.
 pub fn measure_table(
     graph: &Graph,
@@ -304,7 +353,8 @@ pub fn measure_table(
 
 /// Times one forward pass per group and width on `timer`'s runtime: a table keyed by `key`
 /// for `graph`'s prunable groups (those of at least two units that are not `protected` or
-/// fixed), each narrowed alone to the widths of [`grid`], timed interleaved with the full
+/// fixed), each narrowed alone to the widths of [`widths_to_time`] (the points of [`grid`]
+/// and the probes of its fast step, which every group records: 1 when not probed), timed interleaved with the full
 /// model at `key.batch` with `key.threads` threads ([`LatencyTimer::time`]). `options` gives
 /// the rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
 /// when any figure is. `key.runtime` is recorded as given (normally `timer`'s runtime).
@@ -345,16 +395,16 @@ pub fn measure_table_on(
         let mut session = timer.session(key.batch, key.threads, options)?;
         for (k, g) in prunable.iter().enumerate() {
             let per = g.map.channels_per_unit();
-            let widths: Vec<usize> = grid(g.units).into_iter().map(|k| k * per).collect();
+            let plan = widths_to_time(g.units, per);
             progress(format!(
                 "  group {}/{} ({}): {} widths",
                 k + 1,
                 prunable.len(),
                 g.layers.join(", "),
-                widths.len() - 1
+                plan.timed.len()
             ));
             let mut models = Vec::new();
-            for &w in &widths[..widths.len() - 1] {
+            for &w in &plan.timed {
                 let narrowed: HashMap<String, usize> =
                     g.layers.iter().map(|l| (l.clone(), w)).collect();
                 models.push(Model::new(graph.with_units(&narrowed)?, device, 0)?);
@@ -364,10 +414,14 @@ pub fn measure_table_on(
                 if i == 0 {
                     "the full model".to_owned()
                 } else {
-                    format!("group {} at width {}", g.layers.join(", "), widths[i - 1])
+                    format!(
+                        "group {} at width {}",
+                        g.layers.join(", "),
+                        plan.timed[i - 1]
+                    )
                 }
             })?;
-            groups_widths.push((g.layers.clone(), g.channels(), widths));
+            groups_widths.push((g.layers.clone(), g.channels(), plan));
         }
         if groups_widths.is_empty() {
             session.add(&[&full], &|_| "the full model".to_owned())?;
@@ -376,38 +430,61 @@ pub fn measure_table_on(
         let noisy = timed.iter().flatten().any(|t| t.noisy);
         let full_medians: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
         let full_seconds = crate::latency::Spread::of(&full_medians).median;
-        let measured: Vec<_> = groups_widths
-            .into_iter()
-            .zip(&timed)
-            .map(|((layers, width, widths), t)| {
-                let speedups: Vec<f64> = t[1..]
-                    .iter()
-                    .map(|l| l.speedup.map_or(1.0, |s| s.median))
-                    .collect();
-                (layers, width, widths, speedups)
-            })
-            .collect();
         // Each width's latency is the full latency over its round-by-round speed-up (load
         // that hits a round hits both models alike, so the ratio is steadier than either
         // time), at most the full latency, made non-decreasing in the width: narrower is
         // never slower. The full width stays at the full latency (pooling a narrower width
-        // measured slower into it would raise it and invent a saving).
-        let out = measured
+        // measured slower into it would raise it and invent a saving). Probes keep their
+        // figures as measured (off the fast step a width may be slower than the full
+        // model), and their quartiles decide the step.
+        let out = groups_widths
             .into_iter()
-            .map(|(layers, width, widths, speedups)| {
-                let mut seconds: Vec<f64> = speedups
+            .zip(&timed)
+            .map(|((layers, width, plan), t)| {
+                let speedup = |w: usize| -> crate::latency::Spread {
+                    plan.timed
+                        .iter()
+                        .position(|&x| x == w)
+                        .and_then(|i| t[i + 1].speedup)
+                        .unwrap_or(crate::latency::Spread::of(&[1.0]))
+                };
+                let mut seconds: Vec<f64> = plan.points[..plan.points.len() - 1]
                     .iter()
-                    .map(|s| (full_seconds / s).min(full_seconds))
+                    .map(|&w| (full_seconds / speedup(w).median).min(full_seconds))
                     .collect();
                 seconds.push(full_seconds);
+                let interval = |w: usize| {
+                    let s = speedup(w);
+                    (full_seconds / s.q3, full_seconds / s.q1)
+                };
+                let (step, probes) = match &plan.probes {
+                    Some((w, below)) => {
+                        let probed: Vec<(usize, (f64, f64))> =
+                            below.iter().map(|&p| (p, interval(p))).collect();
+                        (
+                            fair_analysis::fast_step(*w, interval(*w), &probed),
+                            below
+                                .iter()
+                                .map(|&p| LatencyPoint {
+                                    width: p,
+                                    seconds: full_seconds / speedup(p).median,
+                                })
+                                .collect(),
+                        )
+                    }
+                    None => (1, Vec::new()),
+                };
                 LatencyGroup {
                     layers,
                     width,
-                    points: widths
+                    points: plan
+                        .points
                         .iter()
                         .zip(monotone(&seconds))
                         .map(|(&width, seconds)| LatencyPoint { width, seconds })
                         .collect(),
+                    step: Some(step),
+                    probes,
                 }
             })
             .collect();
@@ -482,8 +559,9 @@ fn table_groups(table: &LatencyTable) -> Vec<Vec<String>> {
 /// The latency table of a run: the file `settings.table` names (its key's model digest,
 /// when not empty, must be `model_digest`, and a batch or threads given in `settings` must
 /// be its key's), else the table cached as [`LatencySettings::cache_name`] in `cache_dir`
-/// when its key is this one, it is not flagged noisy and it lists the groups a measurement
-/// would (the same protected layers and grouped-conv rule), else one measured on
+/// when its key is this one, it is not flagged noisy, it lists the groups a measurement
+/// would (the same protected layers and grouped-conv rule) and every group records its
+/// fast step (a table cached before steps were measured has none), else one measured on
 /// `settings.runtime` ([`measure_table_on`] with [`table_options`], telling `progress` each
 /// group). The table is checked against `graph`.
 pub fn table_for(
@@ -553,6 +631,9 @@ pub fn table_for(
             && let Ok(table) = LatencyTable::load(&path)
             && table.key == key
             && !table.noisy
+            // Measured before fast steps were: measured again (its step would be taken
+            // as 1, silently keeping widths the runtime runs slowly).
+            && table.groups.iter().all(|g| g.step.is_some())
             && table.check_graph(graph).is_ok()
             && table_groups(&table) == measured_groups(graph, grouped, protected)?
         {
@@ -583,6 +664,156 @@ mod tests {
         assert_eq!(grid(64), [1, 8, 24, 40, 56, 64]);
         assert_eq!(grid(512).len(), 6);
         assert_eq!(grid(512)[5], 512);
+    }
+
+    #[test]
+    fn the_timed_widths_are_the_grid_and_the_probes_below_a_multiple_of_sixteen() {
+        let t = widths_to_time(96, 1);
+        assert_eq!(t.points, [1, 8, 32, 56, 88, 96]);
+        assert_eq!(t.probes, Some((96, vec![88, 92, 94, 95])));
+        assert_eq!(t.timed, [1, 8, 32, 56, 88, 92, 94, 95]);
+        // The reference 80 is not a grid point of 90 channels: it joins the points.
+        let t = widths_to_time(90, 1);
+        assert_eq!(t.points, [1, 8, 32, 56, 80, 88, 90]);
+        assert_eq!(t.probes, Some((80, vec![72, 76, 78, 79])));
+        assert_eq!(t.timed, [1, 8, 32, 56, 72, 76, 78, 79, 80, 88]);
+        let t = widths_to_time(12, 1);
+        assert_eq!(t.points, [1, 8, 12]);
+        assert_eq!(t.timed, [1, 4, 6, 7, 8]);
+        // A unit of several channels (a grouped convolution pruned within its groups): the
+        // grid in channels, no probes.
+        let t = widths_to_time(6, 4);
+        assert_eq!(t.points, [4, 24]);
+        assert_eq!(t.probes, None);
+        assert_eq!(t.timed, [4]);
+    }
+
+    /// A fake ONNX Runtime helper: the full model (index 0 of each set) takes 4 ms, the
+    /// narrowed models at indices 3, 4 and 5 of each set take 5 ms (or, `noisy`, alternately
+    /// 0.5 ms and 5 ms), the others 1 ms.
+    fn fake_stepped_onnxruntime(dir: &Path, noisy: bool) -> PathBuf {
+        let fake = dir.join(format!("python-stepped-{noisy}"));
+        let slow = if noisy {
+            r#"n=$((n + 1)); if [ $((n % 2)) = 0 ]; then echo '{"ms": [0.5]}'; else echo '{"ms": [5.0]}'; fi"#
+        } else {
+            r#"echo '{"ms": [5.0]}'"#
+        };
+        std::fs::write(
+            &fake,
+            format!(
+                r#"#!/bin/sh
+echo '{{"onnxruntime": "1.0.0"}}'
+n=0
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) k=$(echo "$line" | grep -o '\.onnx' | wc -l); echo "{{\"loaded\": $k}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *'"model":3,'*|*'"model":4,'*|*'"model":5,'*) {slow} ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done
+"#
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake
+    }
+
+    #[test]
+    fn the_fast_step_of_a_group_is_measured_from_its_probes_against_their_noise() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let measure = |noisy: bool| {
+            let settings = LatencySettings {
+                runtime: LatencyRuntime::OnnxruntimeCpu,
+                threads: Some(1),
+                python: Some(fake_stepped_onnxruntime(dir.path(), noisy)),
+                ..Default::default()
+            };
+            table_for(
+                &settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+                &mut |_| {},
+            )
+            .unwrap()
+            .0
+        };
+        let table = measure(false);
+        // layers.0 (24 channels) times 1, 8, 12, 14, 15, 16: 12, 14 and 15 are slower than
+        // 16, 8 is not: a step of 8. layers.2 (12) times 1, 4, 6, 7, 8: the reference 8 is
+        // as slow as 6 and 7, and 4 is fast: no step.
+        assert_eq!(table.groups[0].step, Some(8));
+        assert_eq!(table.groups[1].step, Some(1));
+        let probes: Vec<(usize, f64)> = table.groups[0]
+            .probes
+            .iter()
+            .map(|p| (p.width, p.seconds))
+            .collect();
+        // 4 ms over a speed-up of 4/5 (5 ms): slower than the full model, kept as measured.
+        assert_eq!(probes, [(8, 0.001), (12, 0.005), (14, 0.005), (15, 0.005)]);
+        // The points stay the grid's, non-decreasing.
+        let points: Vec<(usize, f64)> = table.groups[0]
+            .points
+            .iter()
+            .map(|p| (p.width, p.seconds))
+            .collect();
+        assert_eq!(points, [(1, 0.001), (8, 0.001), (16, 0.001), (24, 0.004)]);
+        use fair_analysis::LatencyModel;
+        // Width 9 to 15 read as 16; 17 as 24 (the full width).
+        assert_eq!(table.cost("layers.0", 12).unwrap(), 0.001 - 0.004);
+        assert_eq!(table.groups[0].fast_width(17), 24);
+        // The same runtime with the slow widths' rounds spread around the reference: their
+        // quartiles overlap it, so no step is measured.
+        let noisy = measure(true);
+        assert_eq!(noisy.groups[0].step, Some(1));
+        assert_eq!(noisy.groups[1].step, Some(1));
+    }
+
+    #[test]
+    fn a_cached_table_measured_before_fast_steps_is_measured_again() {
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::OnnxruntimeCpu,
+            threads: Some(1),
+            python: Some(fake_onnxruntime(dir.path(), "1.17.0")),
+            ..Default::default()
+        };
+        let lookup = || {
+            table_for(
+                &settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                Some(dir.path()),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let (table, source) = lookup();
+        assert_eq!(source, TableSource::Measured);
+        assert!(table.groups.iter().all(|g| g.step == Some(1)));
+        let path = dir.path().join(settings.cache_name());
+        table.save(&path).unwrap();
+        let (_, source) = lookup();
+        assert!(matches!(source, TableSource::Cached(_)), "{source:?}");
+        // The same table as an older fair-pruner wrote it: no steps, no probes.
+        let mut old = table.clone();
+        for g in &mut old.groups {
+            g.step = None;
+            g.probes.clear();
+        }
+        old.save(&path).unwrap();
+        let (again, source) = lookup();
+        assert_eq!(source, TableSource::Measured);
+        assert!(again.groups.iter().all(|g| g.step.is_some()));
     }
 
     #[test]
@@ -819,14 +1050,16 @@ done
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("ONNX Runtime cannot load or run group layers.2 at width 8 (NotImplemented: no kernel)"),
+            e.contains("ONNX Runtime cannot load or run group layers.2 at width 4 (NotImplemented: no kernel)"),
             "{e}"
         );
+        // Grid widths and the fast step's probes (`widths_to_time`): 1, 8, 12, 14, 15, 16
+        // and 1, 4, 6, 7, 8.
         assert_eq!(
             lines,
             [
-                "  group 1/2 (layers.0): 3 widths",
-                "  group 2/2 (layers.2): 2 widths"
+                "  group 1/2 (layers.0): 6 widths",
+                "  group 2/2 (layers.2): 5 widths"
             ]
         );
     }

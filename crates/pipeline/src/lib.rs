@@ -75,8 +75,8 @@ pub use latency_correct::{
     Corrected, CorrectionOptions, DEFAULT_LATENCY_TOLERANCE, correct_latency, within,
 };
 pub use latency_table::{
-    LatencyRuntime, LatencySettings, TableSource, grid, measure_table, measure_table_on, monotone,
-    table_for, table_options,
+    LatencyRuntime, LatencySettings, TableSource, TimedWidths, grid, measure_table,
+    measure_table_on, monotone, table_for, table_options, widths_to_time,
 };
 pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};
