@@ -456,7 +456,7 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
         (Int::Batch, Int::N(0)) if matches!(op, "Add" | "Sub") => Ok(Int::Batch),
         (Int::N(0), Int::Batch) if op == "Add" => Ok(Int::Batch),
         _ => Err(format!(
-            "{op} involving the batch size cannot be evaluated when importing"
+            "{op} involving the batch size cannot be evaluated when importing (a shape computed from a dynamic batch size, e.g. torch.nn.MultiheadAttention's batch × heads); export with a fixed batch size"
         )),
     }
 }
@@ -804,6 +804,72 @@ pub(crate) fn cast(data: &Const, to: i32, budget: &mut Budget) -> Result<Const, 
     Ok(Const {
         dims,
         data: Rc::new(out),
+    })
+}
+
+/// The broadcast shape of `shapes` (NumPy rules), or an error naming them.
+fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1; rank];
+    for s in shapes {
+        for (o, &d) in out.iter_mut().zip(&pad(s, rank)) {
+            *o = match (*o, d) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => return Err(format!("shapes {shapes:?} do not broadcast")),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// `Equal` of two integer constants of known values (NumPy broadcasting): 1 where equal.
+pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
+    let out = broadcast(&[&a.dims, &b.dims])?;
+    let (x, y) = (a.ints()?, b.ints()?);
+    let rank = out.len();
+    let ia = Walk::new(&out, broadcast_strides(&pad(&a.dims, rank)), 0);
+    let ib = Walk::new(&out, broadcast_strides(&pad(&b.dims, rank)), 0);
+    budget.take(&out, INT_BYTES)?;
+    let v: Vec<i64> = ia.zip(ib).map(|(i, j)| i64::from(x[i] == y[j])).collect();
+    Ok(Const::i64(out, v))
+}
+
+/// `Where(cond, a, b)` of constants (NumPy broadcasting): `a` where `cond` is non-zero.
+pub(crate) fn where_(
+    c: &Const,
+    a: &Const,
+    b: &Const,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    let out = broadcast(&[&c.dims, &a.dims, &b.dims])?;
+    let cond = c.ints()?;
+    let rank = out.len();
+    let walk = |d: &[usize]| Walk::new(&out, broadcast_strides(&pad(d, rank)), 0);
+    let picks = walk(&c.dims).zip(walk(&a.dims).zip(walk(&b.dims)));
+    let data = match (&*a.data, &*b.data) {
+        (Data::F32(x), Data::F32(y)) => {
+            budget.take(&out, F32_BYTES)?;
+            Data::F32(
+                picks
+                    .map(|(k, (i, j))| if cond[k] != 0 { x[i] } else { y[j] })
+                    .collect(),
+            )
+        }
+        (Data::Int(x), Data::Int(y)) => {
+            budget.take(&out, INT_BYTES)?;
+            Data::Int(
+                picks
+                    .map(|(k, (i, j))| if cond[k] != 0 { x[i] } else { y[j] })
+                    .collect(),
+            )
+        }
+        _ => return Err("Where of a floating-point and an integer constant".to_owned()),
+    };
+    Ok(Const {
+        dims: out,
+        data: Rc::new(data),
     })
 }
 
