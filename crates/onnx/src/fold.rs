@@ -878,6 +878,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn equal_and_where_fold_torchscripts_expand_shape() {
+        // TorchScript's `expand(n, -1, -1)` target: Where(Equal(s, -1), ones, s).
+        let bu = &mut Budget::default();
+        let s = Const::i64(vec![3], [2, -1, -1]);
+        let minus = Const::i64(vec![], [-1]);
+        let eq = equal(&s, &minus, bu).unwrap();
+        assert_eq!(eq.ints().unwrap(), vec![0, 1, 1]);
+        let ones = Const::i64(vec![3], [1, 1, 1]);
+        let w = where_(&eq, &ones, &s, bu).unwrap();
+        assert_eq!(
+            (w.dims.clone(), w.ints().unwrap()),
+            (vec![3], vec![2, 1, 1])
+        );
+        // Floats broadcast against the condition.
+        let f = where_(
+            &eq,
+            &Const::f32(vec![], vec![7.0]),
+            &Const::f32(vec![1], vec![0.5]),
+            bu,
+        )
+        .unwrap();
+        assert_eq!(*f.data, Data::F32(vec![0.5, 7.0, 7.0]));
+        assert!(where_(&eq, &ones, &Const::f32(vec![], vec![1.0]), bu).is_err());
+        assert!(
+            equal(
+                &Const::i64(vec![2], [1, 2]),
+                &Const::i64(vec![3], [1, 2, 3]),
+                bu
+            )
+            .is_err()
+        );
+        let batch = Const::ints_of(vec![1], vec![Int::Batch]);
+        assert!(
+            equal(&batch, &minus, bu).is_err(),
+            "the batch size is unknown"
+        );
+    }
+
+    #[test]
     fn gather_concat_and_reshape_fold_a_flatten_target() {
         // Shape(x) of a [B, 8, 2, 2] tensor, then [Shape(x)[0], -1].
         let b = &mut Budget::default();
