@@ -1752,9 +1752,9 @@ impl<'m> Importer<'m> {
             return Ok(out);
         }
         if let Some(Some(v)) = inputs.first()
-            && let Some(out) = self.mha_transpose(v, &perm)
+            && let Some(out) = self.mha_transpose(n, v, &perm)
         {
-            return out.map_err(|_| self.mha_err(n, v));
+            return out;
         }
         match (inputs.first().cloned().flatten(), perm.as_slice()) {
             (Some(Value::Act(x)), [0, 2, 3, 1]) if self.shapes[&x].len() == 3 => {

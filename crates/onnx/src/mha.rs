@@ -26,6 +26,9 @@ use crate::TensorData;
 use crate::fold::{self, Const, Data, Int};
 use crate::proto::NodeRef;
 
+/// How `torch.nn.MultiheadAttention` is read, for errors.
+const MHA_AS_READ: &str = "(torch.nn.MultiheadAttention is read as exported with a fixed batch size, batch_first=True, self-attention, a fused in_proj and need_weights=False)";
+
 /// Where a sequence-first multi-head attention is (carried by [`Value::Mha`]).
 #[derive(Debug, Clone)]
 pub(super) enum Mha {
@@ -71,6 +74,7 @@ impl Importer<'_> {
     /// the input is none of them.
     pub(super) fn mha_transpose(
         &self,
+        n: &NodeRef,
         input: &Value,
         perm: &[i64],
     ) -> Option<Result<Value, OnnxError>> {
@@ -103,14 +107,14 @@ impl Importer<'_> {
                 v: v.clone(),
                 d: *d,
             }),
-            (Value::Mha(_), _) => return Some(Err(self.mha_unexpected(input))),
+            (Value::Mha(_), _) => return Some(Err(self.mha_err(n, input))),
             _ => return None,
         }))
     }
 
-    /// What the next step of the pattern should have been, for an error about `v`.
-    fn mha_unexpected(&self, v: &Value) -> OnnxError {
-        let what = match v {
+    /// What the step `v` is and which steps may read it, for errors.
+    fn mha_what(&self, v: &Value) -> String {
+        match v {
             Value::Mha(Mha::SeqFirst(x)) => format!(
                 "the sequence-first tokens [T, N, F] of '{x}' (torch.nn.MultiheadAttention's layout), which only a MatMul by a constant (the fused in_proj), an Add of its bias, a Reshape [T, N, 3, E] or a Transpose [1, 0, 2] back may read"
             ),
@@ -127,19 +131,14 @@ impl Importer<'_> {
                 "the sequence-first rows [T·N, F] of '{x}', which only a Gemm (the out_proj) or a Reshape [T, N, F] may read"
             ),
             _ => "a tensor".to_owned(),
-        };
-        crate::OnnxError::Model {
-            detail: format!("multi-head attention: unexpected use of {what}"),
         }
     }
 
     /// An error for node `n` reading the step `v` in a way the pattern does not.
     pub(super) fn mha_err(&self, n: &NodeRef, v: &Value) -> OnnxError {
-        let OnnxError::Model { detail } = self.mha_unexpected(v) else {
-            unreachable!("mha_unexpected gives a model error")
-        };
         n.err(format!(
-            "{detail} (torch.nn.MultiheadAttention is read as exported with batch_first=True, self-attention, a fused in_proj and need_weights=False)"
+            "multi-head attention: unexpected use of {} {MHA_AS_READ}",
+            self.mha_what(v)
         ))
     }
 
@@ -156,8 +155,8 @@ impl Importer<'_> {
         };
         let bad = |this: &Self, want: String| {
             Err(n.err(format!(
-                "{}: expected a Reshape to [{want}], found [{}]",
-                this.mha_err(n, input),
+                "multi-head attention: {}: expected a Reshape to [{want}], found [{}] {MHA_AS_READ}",
+                this.mha_what(input),
                 describe(t)
             )))
         };
@@ -289,8 +288,8 @@ impl Importer<'_> {
         let axis = n.int_or("axis", 0).ok();
         let (Some(i @ 0..=2), Some(0)) = (index, axis) else {
             return Some(Err(n.err(format!(
-                "{}: expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0",
-                self.mha_err(n, v)
+                "multi-head attention: {}: expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0 {MHA_AS_READ}",
+                self.mha_what(v)
             ))));
         };
         Some(self.split_in_proj(n, x, i as usize))
