@@ -100,7 +100,8 @@ impl Grouped {
 #[derive(Debug, Args)]
 pub struct Options {
     /// Models to check, comma-separated [default: every classification model of
-    /// torchvision.models; transformers are listed, not exported, unless named here].
+    /// torchvision.models that import may read (CNNs and `vit_*`); the other transformers
+    /// are listed, not exported, unless named here].
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub models: Vec<String>,
     /// The exporter.
@@ -193,7 +194,7 @@ pub fn run(o: &Options) -> Result<()> {
     order.sort_by_key(|(n, _, _)| o.models.iter().position(|m| m == n).map_or(0, |p| p + 1));
     for (name, family, cnn) in order {
         let chosen = if o.models.is_empty() {
-            *cnn
+            tried_by_default(name, *cnn)
         } else {
             o.models.contains(name)
         };
@@ -244,6 +245,14 @@ pub fn run(o: &Options) -> Result<()> {
         write_block(&workspace_root().join("docs/onnx.md"), &md, MARKERS)?;
     }
     Ok(())
+}
+
+/// Whether a run without `--models` checks the model: every CNN, and torchvision's plain
+/// vision transformers (`vit_*`: class token, position embedding, `nn.MultiheadAttention`,
+/// which import reads); Swin and MaxViT (shifted windows, relative position biases,
+/// convolutional blocks in attention) are listed as not supported.
+fn tried_by_default(name: &str, cnn: bool) -> bool {
+    cnn || name.starts_with("vit_")
 }
 
 /// Deletes an export but its small results (`meta.json`, `io.safetensors`): `model.onnx` and
@@ -550,17 +559,31 @@ pub fn markdown(summary: &Value) -> String {
             r["imported"].as_bool() == Some(true) && r["outputs_equal"].as_bool() == Some(true)
         })
         .count();
+    // Transformers that were checked (the `vit_*`) and those listed as not supported.
+    let checked: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["cnn"].as_bool() != Some(true) && r["skipped"].is_null())
+        .collect();
+    let checked_done = checked.iter().filter(full).count();
     let mut md = format!(
         "Exporter: `{}`, input 3×{s}×{s}, tolerance {:e} of the output scale. \
          **{done} of {} CNN classification models** import with outputs equal to ONNX Runtime \
-         and prune end to end ({imported} import with equal outputs); {} transformers are not \
-         supported yet.\n\n",
+         and prune end to end ({imported} import with equal outputs); ",
         summary["exporter"].as_str().unwrap_or("?"),
         summary["tolerance"].as_f64().unwrap_or(TOLERANCE),
         cnns.len(),
-        rows.len() - cnns.len(),
         s = summary["size"],
     );
+    if !checked.is_empty() {
+        md.push_str(&format!(
+            "so do {checked_done} of {} vision transformers checked; ",
+            checked.len()
+        ));
+    }
+    md.push_str(&format!(
+        "{} transformers are not supported yet.\n\n",
+        rows.len() - cnns.len() - checked.len()
+    ));
     md.push_str(
         "| model | imported | outputs = ORT (max rel. diff) | prunable groups | random plan verified (MACs removed) | note |\n\
          |---|---|---|---|---|---|\n",
@@ -605,13 +628,15 @@ mod tests {
                 {"name": "b", "cnn": true, "imported": true, "outputs_equal": true, "max_rel_diff": 2e-6,
                  "groups": 0, "plan_error": "no prunable group"},
                 {"name": "c", "cnn": true, "import_error": "node 'x' (Foo): unsupported | op"},
-                {"name": "vit", "cnn": false, "skipped": "transformer"},
+                {"name": "swin", "cnn": false, "skipped": "transformer"},
+                {"name": "vit", "cnn": false, "imported": true, "outputs_equal": true, "max_rel_diff": 1e-6,
+                 "groups": 24, "plan_verified": true, "macs_removed": 0.2},
             ]
         });
         let md = markdown(&summary);
         assert!(md.contains("**1 of 3 CNN classification models**"), "{md}");
         assert!(
-            md.contains("(2 import with equal outputs); 1 transformers"),
+            md.contains("(2 import with equal outputs); so do 1 of 1 vision transformers checked; 1 transformers are not supported yet"),
             "{md}"
         );
         assert!(
@@ -619,6 +644,19 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("unsupported \\| op"), "pipes are escaped: {md}");
+    }
+
+    #[test]
+    fn a_default_run_checks_cnns_and_plain_vision_transformers() {
+        // torchvision's transformer classifiers, as the reference script lists them (not
+        // CNNs): the plain ViTs are checked, Swin and MaxViT are listed as not supported.
+        for vit in ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"] {
+            assert!(tried_by_default(vit, false), "{vit}");
+        }
+        for other in ["swin_t", "swin_v2_b", "maxvit_t"] {
+            assert!(!tried_by_default(other, false), "{other}");
+        }
+        assert!(tried_by_default("resnet18", true));
     }
 
     #[test]

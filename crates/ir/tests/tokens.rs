@@ -112,6 +112,41 @@ fn one_op_error(shape: &str, op: &str) -> String {
 }
 
 #[test]
+fn vit_token_ops_check_their_input_naming_it() {
+    let e = one_op_error("[4, 6]", "{ type = \"class_token\", features = 5 }");
+    assert!(
+        e.contains("class_token has 5 features") && e.contains("'x'"),
+        "{e}"
+    );
+    let e = one_op_error("[6, 2, 2]", "{ type = \"class_token\", features = 6 }");
+    assert!(e.contains("expected tokens [T, F]"), "{e}");
+    let e = one_op_error(
+        "[4, 6]",
+        "{ type = \"position_embedding\", tokens = 5, features = 6 }",
+    );
+    assert!(
+        e.contains("position_embedding is [5, 6], but its input is [4, 6]"),
+        "{e}"
+    );
+    let e = one_op_error("[4, 6]", "{ type = \"token_select\", index = 4 }");
+    assert!(e.contains("takes token 4 of 4 tokens"), "{e}");
+    let e = one_op_error("[4, 6]", "{ type = \"class_token\", features = 0 }");
+    assert!(e.contains("features must be at least 1"), "{e}");
+    // Shapes and parameters: a class token adds one token; the features are its units.
+    let g = Graph::from_toml_str(
+        "name = \"one\"\n[[nodes]]\nname = \"x\"\nop = { type = \"input\", shape = [4, 6] }\n\
+         [[nodes]]\nname = \"cls\"\nop = { type = \"class_token\", features = 6 }\n\
+         [[nodes]]\nname = \"pos\"\nop = { type = \"position_embedding\", tokens = 5, features = 6 }\n\
+         [[nodes]]\nname = \"sel\"\nop = { type = \"token_select\" }\n",
+    )
+    .unwrap();
+    assert_eq!(g.shape("cls").unwrap(), &[5, 6]);
+    assert_eq!(g.shape("sel").unwrap(), &[6]);
+    assert_eq!(g.param_count(), 6 + 5 * 6);
+    assert_eq!(g.macs(), 0);
+}
+
+#[test]
 fn token_ops_reject_other_shapes_naming_the_input() {
     let e = one_op_error("[6, 2, 2]", "{ type = \"token_mean\" }");
     assert!(

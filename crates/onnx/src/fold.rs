@@ -456,7 +456,7 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
         (Int::Batch, Int::N(0)) if matches!(op, "Add" | "Sub") => Ok(Int::Batch),
         (Int::N(0), Int::Batch) if op == "Add" => Ok(Int::Batch),
         _ => Err(format!(
-            "{op} involving the batch size cannot be evaluated when importing"
+            "{op} involving the batch size cannot be evaluated when importing (a shape computed from a dynamic batch size, e.g. torch.nn.MultiheadAttention's batch × heads); export with a fixed batch size"
         )),
     }
 }
@@ -807,9 +807,114 @@ pub(crate) fn cast(data: &Const, to: i32, budget: &mut Budget) -> Result<Const, 
     })
 }
 
+/// The broadcast shape of `shapes` (NumPy rules), or an error naming them.
+fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1; rank];
+    for s in shapes {
+        for (o, &d) in out.iter_mut().zip(&pad(s, rank)) {
+            *o = match (*o, d) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => return Err(format!("shapes {shapes:?} do not broadcast")),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// `Equal` of two integer constants of known values (NumPy broadcasting): 1 where equal.
+pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
+    let out = broadcast(&[&a.dims, &b.dims])?;
+    let (x, y) = (a.ints()?, b.ints()?);
+    let rank = out.len();
+    let ia = Walk::new(&out, broadcast_strides(&pad(&a.dims, rank)), 0);
+    let ib = Walk::new(&out, broadcast_strides(&pad(&b.dims, rank)), 0);
+    budget.take(&out, INT_BYTES)?;
+    let v: Vec<i64> = ia.zip(ib).map(|(i, j)| i64::from(x[i] == y[j])).collect();
+    Ok(Const::i64(out, v))
+}
+
+/// `Where(cond, a, b)` of constants (NumPy broadcasting): `a` where `cond` is non-zero.
+pub(crate) fn where_(
+    c: &Const,
+    a: &Const,
+    b: &Const,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    let out = broadcast(&[&c.dims, &a.dims, &b.dims])?;
+    let cond = c.ints()?;
+    let rank = out.len();
+    let walk = |d: &[usize]| Walk::new(&out, broadcast_strides(&pad(d, rank)), 0);
+    let picks = walk(&c.dims).zip(walk(&a.dims).zip(walk(&b.dims)));
+    let data = match (&*a.data, &*b.data) {
+        (Data::F32(x), Data::F32(y)) => {
+            budget.take(&out, F32_BYTES)?;
+            Data::F32(
+                picks
+                    .map(|(k, (i, j))| if cond[k] != 0 { x[i] } else { y[j] })
+                    .collect(),
+            )
+        }
+        (Data::Int(x), Data::Int(y)) => {
+            budget.take(&out, INT_BYTES)?;
+            Data::Int(
+                picks
+                    .map(|(k, (i, j))| if cond[k] != 0 { x[i] } else { y[j] })
+                    .collect(),
+            )
+        }
+        _ => return Err("Where of a floating-point and an integer constant".to_owned()),
+    };
+    Ok(Const {
+        dims: out,
+        data: Rc::new(data),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_and_where_fold_torchscripts_expand_shape() {
+        // TorchScript's `expand(n, -1, -1)` target: Where(Equal(s, -1), ones, s).
+        let bu = &mut Budget::default();
+        let s = Const::i64(vec![3], [2, -1, -1]);
+        let minus = Const::i64(vec![], [-1]);
+        let eq = equal(&s, &minus, bu).unwrap();
+        assert_eq!(eq.ints().unwrap(), vec![0, 1, 1]);
+        let ones = Const::i64(vec![3], [1, 1, 1]);
+        let w = where_(&eq, &ones, &s, bu).unwrap();
+        assert_eq!(
+            (w.dims.clone(), w.ints().unwrap()),
+            (vec![3], vec![2, 1, 1])
+        );
+        // Floats broadcast against the condition.
+        let f = where_(
+            &eq,
+            &Const::f32(vec![], vec![7.0]),
+            &Const::f32(vec![1], vec![0.5]),
+            bu,
+        )
+        .unwrap();
+        assert_eq!(*f.data, Data::F32(vec![0.5, 7.0, 7.0]));
+        assert!(where_(&eq, &ones, &Const::f32(vec![], vec![1.0]), bu).is_err());
+        assert!(
+            equal(
+                &Const::i64(vec![2], [1, 2]),
+                &Const::i64(vec![3], [1, 2, 3]),
+                bu
+            )
+            .is_err()
+        );
+        let batch = Const::ints_of(vec![1], vec![Int::Batch]);
+        assert!(
+            equal(&batch, &minus, bu).is_err(),
+            "the batch size is unknown"
+        );
+    }
 
     #[test]
     fn gather_concat_and_reshape_fold_a_flatten_target() {

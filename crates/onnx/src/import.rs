@@ -35,6 +35,11 @@ mod channels_last;
 #[path = "attention.rs"]
 mod attention;
 
+/// torch.nn.MultiheadAttention (sequence-first, fused in_proj) and the class token,
+/// position embedding and class-token select of torchvision's VisionTransformer.
+#[path = "mha.rs"]
+mod mha;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Gather`, `Sub` and `Unsqueeze` are evaluated on
 /// constants and shapes only; `Slice` and `Split` of computed tensors take channel ranges,
@@ -60,6 +65,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Equal",
     "Expand",
     "Flatten",
     "Gather",
@@ -88,6 +94,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Sum",
     "Transpose",
     "Unsqueeze",
+    "Where",
 ];
 
 /// Ops evaluated when all their inputs are constants.
@@ -99,6 +106,7 @@ const FOLDABLE: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Div",
+    "Equal",
     "Expand",
     "Flatten",
     "Gather",
@@ -113,6 +121,7 @@ const FOLDABLE: &[&str] = &[
     "Sub",
     "Transpose",
     "Unsqueeze",
+    "Where",
 ];
 
 /// The largest ONNX model file read, in bytes: 2 GiB − 1, protobuf's limit for one message
@@ -354,6 +363,11 @@ enum Value {
         d: usize,
         transposed: bool,
     },
+    /// A step of `torch.nn.MultiheadAttention`'s sequence-first layout (see `mha.rs`).
+    Mha(mha::Mha),
+    /// Token `index` of the IR node's tokens with the token axis kept, `[N, 1, F]`: a
+    /// `Reshape` or `Flatten` to `[N, F]` completes it (a `token_select`).
+    Token { x: String, index: usize },
 }
 
 struct Importer<'m> {
@@ -388,6 +402,9 @@ struct Importer<'m> {
     /// The IR nodes made from an ONNX `Mul` of two computed tensors: where one factor is a
     /// gate applied to the other, [`Importer::fuse_gates`] fuses them.
     products: HashSet<String>,
+    /// Fused q, k, v projections of `torch.nn.MultiheadAttention`, by IR node: the module
+    /// path their q, k and v layers are named after.
+    mha_modules: HashMap<String, String>,
 }
 
 impl<'m> Importer<'m> {
@@ -449,6 +466,7 @@ impl<'m> Importer<'m> {
             pre_bias: HashMap::new(),
             gelu: channels_last::gelu_formulas(graph),
             products: HashSet::new(),
+            mha_modules: HashMap::new(),
         };
         im.input(model, options)?;
         for (i, node) in graph.node.iter().enumerate() {
@@ -828,9 +846,27 @@ impl<'m> Importer<'m> {
                 fold::cast(get(0)?, to as i32, budget).map_err(e)?
             }
             "Expand" => {
-                let shape = list(1)?.ok_or_else(|| n.err("input 1 is missing"))?;
-                fold::expand(get(0)?, &shape, budget).map_err(e)?
+                let c = get(0)?;
+                let target = get(1)?;
+                // A float constant expanded over the batch (a class token's
+                // `expand(n, -1, -1)`, n the batch size) is the same for every sample: it is
+                // expanded with a batch of 1.
+                let shape = match (&*c.data, &*target.data) {
+                    (Data::F32(_), Data::Int(v))
+                        if v.first() == Some(&Int::Batch) && v.len() <= fold::MAX_RANK =>
+                    {
+                        let mut one = vec![Int::N(1)];
+                        one.extend_from_slice(&v[1..]);
+                        Const::ints_of(target.dims.clone(), one)
+                            .short_ints()
+                            .map_err(e)?
+                    }
+                    _ => list(1)?.ok_or_else(|| n.err("input 1 is missing"))?,
+                };
+                fold::expand(c, &shape, budget).map_err(e)?
             }
+            "Equal" => fold::equal(get(0)?, get(1)?, budget).map_err(e)?,
+            "Where" => fold::where_(get(0)?, get(1)?, get(2)?, budget).map_err(e)?,
             "Shape" => {
                 let c = get(0)?;
                 budget.take(&[c.dims.len()], fold::INT_BYTES).map_err(e)?;
@@ -996,6 +1032,15 @@ impl<'m> Importer<'m> {
                 v.extend(s.iter().map(|&d| Int::N(d as i64)));
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
+            "Shape" if matches!(inputs.first(), Some(Some(Value::Mha(mha::Mha::SeqFirst(_))))) => {
+                let Some(Some(Value::Mha(mha::Mha::SeqFirst(x)))) = inputs.first() else {
+                    unreachable!("checked")
+                };
+                // Sequence-first tokens [T, N, F].
+                let s = &self.shapes[x];
+                let v = vec![Int::N(s[0] as i64), Int::Batch, Int::N(s[1] as i64)];
+                Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
+            }
             "Shape" => {
                 let (_, s) = self.act(n, inputs, 0)?;
                 let mut v = vec![Int::Batch];
@@ -1047,6 +1092,11 @@ impl<'m> Importer<'m> {
             "ReduceMean" => self.reduce_mean(n, inputs),
             "Flatten" => {
                 n.only(&["axis"])?;
+                if let Some(Some(Value::Token { x, index })) = inputs.first()
+                    && n.int_or("axis", 1)? == 1
+                {
+                    return self.select_token(n, x.clone(), *index);
+                }
                 let (x, s) = self.act(n, inputs, 0)?;
                 let axis = fold::axis(n.int_or("axis", 1)?, s.len() + 1)
                     .map_err(|d| n.attr_err("axis", d))?;
@@ -1062,7 +1112,15 @@ impl<'m> Importer<'m> {
             "Transpose" => self.transpose(n, inputs),
             "LayerNormalization" => self.layer_norm(n, inputs),
             "Slice" => self.slice(n, inputs),
+            "Unsqueeze" => self
+                .mha_squeeze(n, inputs, true)
+                .unwrap_or_else(|| self.act(n, inputs, 0).and_then(|_| Err(n.err(
+                    "Unsqueeze is supported on computed tensors only inside torch.nn.MultiheadAttention's split of its fused q, k, v",
+                )))),
             "Squeeze" => {
+                if let Some(v) = self.mha_squeeze(n, inputs, false) {
+                    return v;
+                }
                 let (x, s) = self.act(n, inputs, 0)?;
                 let axes = match inputs.get(1).cloned().flatten() {
                     Some(_) => Some(self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?),
@@ -1092,6 +1150,17 @@ impl<'m> Importer<'m> {
                 n.only(&[])?;
                 if let Some(v) = self.attention_matmul(n, inputs) {
                     return v;
+                }
+                // A linear layer on sequence-first tokens (MultiheadAttention's in_proj).
+                if let Some(Some(Value::Mha(mha::Mha::SeqFirst(x)))) = inputs.first() {
+                    let x = x.clone();
+                    let features = self.shapes[&x][1];
+                    let b = self.konst(n, inputs, 1)?;
+                    let w = fold::transpose(&b, None).map_err(|d| n.err(d))?;
+                    return Ok(match self.linear(n, x, features, w, None, 1)? {
+                        Value::Act(y) => Value::Mha(mha::Mha::SeqFirst(y)),
+                        other => other,
+                    });
                 }
                 let (x, s) = self.act(n, inputs, 0)?;
                 let b = self.konst(n, inputs, 1)?;
@@ -1131,9 +1200,20 @@ impl<'m> Importer<'m> {
                     .unwrap_or_else(|| Err(n.err("expected the attention scores")))
             }
             "Softmax" => self.attention_softmax(n, inputs),
-            "Gather" => self.as_strided(n, inputs),
+            "Gather" => {
+                if let Some(v) = self.mha_gather(n, inputs) {
+                    return v;
+                }
+                if let Some(v) = self.token_select(n, inputs) {
+                    return v;
+                }
+                self.as_strided(n, inputs)
+            }
             "Concat" => {
                 n.only(&["axis"])?;
+                if let Some(v) = self.class_token(n, inputs) {
+                    return v;
+                }
                 let mut names = Vec::new();
                 let mut rank = 0;
                 for k in 0..inputs.len() {
@@ -1200,6 +1280,11 @@ impl<'m> Importer<'m> {
                 "input {k} ('{}') is a step of multi-head attention ({}), which only the next step of the pattern may read: Reshape [N, T, H, d] → Transpose → MatMul(q, kᵀ) → Mul by 1/√d → Softmax → MatMul by v → Transpose [0, 2, 1, 3] → Reshape [N, T, E]",
                 n.node.input[k],
                 self.attention_step(v)
+            ))),
+            Some(Some(v @ Value::Mha(_))) => Err(self.mha_err(n, v)),
+            Some(Some(Value::Token { .. })) => Err(n.err(format!(
+                "input {k} ('{}') is one token with the token axis kept [N, 1, F], which only a Reshape or Flatten to [N, F] may read",
+                n.node.input[k]
             ))),
             None | Some(None) => Err(n.err(format!("input {k} is missing"))),
         }
@@ -1555,6 +1640,24 @@ impl<'m> Importer<'m> {
                 describe(t)
             )));
         }
+        // One token with the token axis kept, [N, 1, F], to [N, F].
+        if let Some(Some(Value::Token { x, index })) = inputs.first() {
+            let f = vec![self.shapes[x][1]];
+            if self.resolve(t, &f, allowzero).as_deref() == Some(&f) {
+                return self.select_token(n, x.clone(), *index);
+            }
+            return Err(n.err(format!(
+                "one token [N, 1, {}] must be reshaped to [N, {}], found [{}]",
+                dims_text(&f),
+                dims_text(&f),
+                describe(t)
+            )));
+        }
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.mha_reshape(n, &v.clone(), t, allowzero)
+        {
+            return out;
+        }
         if let Some(Some(v)) = inputs.first()
             && let Some(out) = self.attention_reshape(n, &v.clone(), t, allowzero)
         {
@@ -1648,6 +1751,11 @@ impl<'m> Importer<'m> {
         {
             return Ok(out);
         }
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.mha_transpose(n, v, &perm)
+        {
+            return out;
+        }
         match (inputs.first().cloned().flatten(), perm.as_slice()) {
             (Some(Value::Act(x)), [0, 2, 3, 1]) if self.shapes[&x].len() == 3 => {
                 Ok(Value::ChannelsLast(x))
@@ -1670,9 +1778,6 @@ impl<'m> Importer<'m> {
                 groups,
                 transposed: !transposed,
             }),
-            (Some(Value::Act(x)), [1, 0, 2]) if self.shapes[&x].len() == 2 => Err(n.err(
-                "swapping the batch and token axes (sequence-first tokens [T, N, F], as the TorchScript export of torch.nn.MultiheadAttention writes it, with its fused in_proj) is not supported; write the attention with separate q, k and v linear layers and torch.nn.functional.scaled_dot_product_attention on [N, heads, T, head_dim] (as fair-pruner's model.py does), whose export is read as one attention",
-            )),
             (Some(v @ (Value::Heads { .. } | Value::HeadsFirst { .. })), _) => Err(n.err(format!(
                 "its input '{}' is {}: heads are transposed to [N, H, T, d] (perm [0, 2, 1, 3], q and v) or [N, H, d, T] (perm [0, 2, 3, 1], k; or [0, 1, 3, 2] after [0, 2, 1, 3]); found perm {perm:?}",
                 n.node.input[0],
@@ -1852,9 +1957,10 @@ impl<'m> Importer<'m> {
             return Err(n.attr_err("beta", "only beta = 1 is supported"));
         }
         // Rows [N·T, F] of tokens: a linear layer on each token, its output rows again.
-        let rows = match inputs.first() {
-            Some(Some(Value::Rows(x))) => Some(x.clone()),
-            _ => None,
+        let (rows, seq) = match inputs.first() {
+            Some(Some(Value::Rows(x))) => (Some(x.clone()), false),
+            Some(Some(Value::Mha(mha::Mha::SeqRows(x)))) => (Some(x.clone()), true),
+            _ => (None, false),
         };
         let (x, s) = match &rows {
             Some(x) => (x.clone(), self.shapes[x].clone()),
@@ -1877,6 +1983,7 @@ impl<'m> Importer<'m> {
         };
         let y = self.linear(n, x, features, w, c, 1)?;
         Ok(match (rows, y) {
+            (Some(_), Value::Act(y)) if seq => Value::Mha(mha::Mha::SeqRows(y)),
             (Some(_), Value::Act(y)) => Value::Rows(y),
             (_, y) => y,
         })
@@ -1933,7 +2040,23 @@ impl<'m> Importer<'m> {
             (Some(Value::Act(a)), Some(Value::Const(c)))
             | (Some(Value::Const(c)), Some(Value::Act(a))) => {
                 let k = usize::from(matches!(inputs[0], Some(Value::Const(_))));
+                if let Some(v) = self.position_embedding(n, &a, &n.node.input[1 - k], &c) {
+                    return v;
+                }
                 self.fold_bias(n, &n.node.input[k], a, &c)
+            }
+            // The bias of a linear layer on sequence-first tokens (the fused in_proj).
+            (Some(Value::Mha(mha::Mha::SeqFirst(a))), Some(Value::Const(c)))
+            | (Some(Value::Const(c)), Some(Value::Mha(mha::Mha::SeqFirst(a)))) => {
+                let k = usize::from(matches!(inputs[0], Some(Value::Const(_))));
+                let bias = n.node.input[1 - k].clone();
+                match self.fold_bias(n, &n.node.input[k], a, &c)? {
+                    Value::Act(y) => {
+                        self.note_in_proj(&y, &bias);
+                        Ok(Value::Mha(mha::Mha::SeqFirst(y)))
+                    }
+                    other => Ok(other),
+                }
             }
             _ => Err(n.err("expected two inputs")),
         }

@@ -1913,3 +1913,77 @@ fn attention_patterns_that_differ_are_errors_naming_the_node() {
         "{e}"
     );
 }
+
+/// torchvision's ViT (`tv_vit_*` fixtures) with one step of its `nn.MultiheadAttention`
+/// pattern changed: `edit` changes the file; the error names the node.
+fn vit_with(name: &str, edit: impl Fn(&mut GraphProto) -> String) -> (String, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{name}.onnx"));
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    let node = edit(m.graph.as_mut().unwrap());
+    let e = fair_onnx::import(&m.write_to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    (node, e)
+}
+
+#[test]
+fn multihead_attention_steps_outside_the_pattern_are_errors_naming_the_node() {
+    for name in ["tv_vit_ts17", "tv_vit_dyn18"] {
+        // The transpose of the fused q, k, v to [3, T, N, 1, E] with another permutation.
+        let (node, e) = vit_with(name, |g| {
+            let n = g
+                .node
+                .iter_mut()
+                .find(|n| {
+                    n.op_type == "Transpose"
+                        && n.attribute.iter().any(|a| a.ints == [3, 1, 2, 0, 4])
+                })
+                .unwrap();
+            n.attribute[0].ints = vec![3, 2, 1, 0, 4];
+            n.name.clone()
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("fused q, k, v")
+                && e.contains("torch.nn.MultiheadAttention"),
+            "{name}: {e}"
+        );
+        // The out_proj's output rows reshaped back to something other than [T, N, E].
+        let (node, e) = vit_with(name, |g| {
+            let gemm = g.node.iter().position(|n| n.op_type == "Gemm").unwrap();
+            let out = g.node[gemm].output[0].clone();
+            let reshape = g
+                .node
+                .iter_mut()
+                .find(|n| n.op_type == "Reshape" && n.input[0] == out)
+                .unwrap();
+            reshape.input[1] = "bad_shape".into();
+            let name = reshape.name.clone();
+            g.initializer.push(TensorProto {
+                name: "bad_shape".into(),
+                dims: vec![2],
+                data_type: DataType::INT64 as i32,
+                int64_data: vec![34, 32],
+                ..Default::default()
+            });
+            name
+        });
+        assert!(
+            e.contains(&format!("'{node}'")) && e.contains("expected a Reshape to [17, N, 32]"),
+            "{name}: {e}"
+        );
+    }
+    // A constant put before the tokens that is not one token.
+    let (node, e) = vit_with("tv_vit_dyn18", |g| {
+        let cat = g.node.iter().find(|n| n.op_type == "Concat").unwrap();
+        let (name, cls) = (cat.name.clone(), cat.input[0].clone());
+        let t = g.initializer.iter_mut().find(|t| t.name == cls).unwrap();
+        t.dims = vec![2, 2, 16];
+        name
+    });
+    assert!(
+        e.contains(&format!("'{node}'")) && e.contains("class token"),
+        "{e}"
+    );
+}

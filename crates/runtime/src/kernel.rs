@@ -295,6 +295,31 @@ impl Kernel for fair_ir::TokenMean {
     }
 }
 
+impl Kernel for fair_ir::ClassToken {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // The parameter [F] as token 0 of every sample: [N, 1, F] before [N, T, F].
+        let x = s.x0();
+        let n = x.size()[0];
+        let token = s
+            .p(ParamKind::Weight)
+            .f_reshape([1, 1, -1])?
+            .f_expand([n, 1, -1], false)?;
+        Tensor::f_cat(&[&token, x], 1)
+    }
+}
+
+impl Kernel for fair_ir::PositionEmbedding {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_add(s.p(ParamKind::Weight))
+    }
+}
+
+impl Kernel for fair_ir::TokenSelect {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_select(1, self.index as i64)
+    }
+}
+
 impl Kernel for fair_ir::LayerNorm {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
         s.x0().f_layer_norm(

@@ -1,8 +1,13 @@
 //! The kernels of the token ops against their definitions, written out element by element:
 //! `tokens` (`x.flatten(2).transpose(1, 2)`), `token_mean` (`x.mean(1)`), `layer_norm`
-//! over the last axis (`torch.nn.LayerNorm(F)`) and a linear layer on every token.
+//! over the last axis (`torch.nn.LayerNorm(F)`), a linear layer on every token, and
+//! torchvision's ViT token ops: `class_token` (`torch.cat([cls.expand(n, -1, -1), x], 1)`),
+//! `position_embedding` (`x + pos`) and `token_select` (`x[:, i]`).
 
-use fair_ir::{Graph, Input, LayerNorm, Linear, Node, Op, TokenMean, Tokens};
+use fair_ir::{
+    ClassToken, Graph, Input, LayerNorm, Linear, Node, Op, PositionEmbedding, TokenMean,
+    TokenSelect, Tokens,
+};
 use fair_runtime::{Mode, Model};
 use tch::{Device, Kind, Tensor};
 
@@ -123,6 +128,63 @@ fn a_linear_layer_on_tokens_maps_every_token_alone() {
                         .map(|f| w.double_value(&[h, f]) * x.double_value(&[n, t, f]))
                         .sum::<f64>();
                 assert!((y.double_value(&[n, t, h]) - want).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+/// Sets the node's weight to random values (its default is zeros), and runs again.
+fn with_random_weight(x: &Tensor, m: &Model, shape: &[i64]) -> (Tensor, Tensor) {
+    let w = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+    tch::no_grad(|| m.tensor("op.weight").unwrap().shallow_clone().copy_(&w));
+    (w, tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap())
+}
+
+#[test]
+fn class_token_puts_its_weight_first_in_every_sample() {
+    let (x, _, m) = run(ClassToken { features: 3 }.into(), &[4, 3], 4);
+    let (w, y) = with_random_weight(&x, &m, &[3]);
+    assert_eq!(y.size(), [2, 5, 3]);
+    for n in 0..2 {
+        for f in 0..3 {
+            assert_eq!(y.double_value(&[n, 0, f]), w.double_value(&[f]));
+            for t in 0..4 {
+                assert_eq!(y.double_value(&[n, t + 1, f]), x.double_value(&[n, t, f]));
+            }
+        }
+    }
+}
+
+#[test]
+fn position_embedding_adds_its_weight_to_every_sample() {
+    let op = PositionEmbedding {
+        tokens: 4,
+        features: 3,
+    };
+    let (x, _, m) = run(op.into(), &[4, 3], 5);
+    let (w, y) = with_random_weight(&x, &m, &[4, 3]);
+    assert_eq!(y.size(), [2, 4, 3]);
+    for n in 0..2 {
+        for t in 0..4 {
+            for f in 0..3 {
+                let want = x.double_value(&[n, t, f]) + w.double_value(&[t, f]);
+                assert!((y.double_value(&[n, t, f]) - want).abs() < 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn token_select_takes_one_token_of_every_sample() {
+    for index in [0, 2] {
+        let (x, y, _) = run(TokenSelect { index }.into(), &[4, 3], 6);
+        assert_eq!(y.size(), [2, 3]);
+        for n in 0..2 {
+            for f in 0..3 {
+                assert_eq!(
+                    y.double_value(&[n, f]),
+                    x.double_value(&[n, index as i64, f])
+                );
             }
         }
     }

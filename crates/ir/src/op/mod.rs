@@ -47,7 +47,7 @@ pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, O
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
-pub use tokens::{TokenMean, Tokens};
+pub use tokens::{ClassToken, PositionEmbedding, TokenMean, TokenSelect, Tokens};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -588,6 +588,12 @@ ops! {
     LayerNorm(LayerNorm) = "layer_norm",
     /// Multi-head scaled dot-product attention of q, k, v tokens `[T, E]` with prunable heads.
     Attention(Attention) = "attention",
+    /// A learned token put before the tokens, `[T, F]` to `[T+1, F]` (a class token).
+    ClassToken(ClassToken) = "class_token",
+    /// A learned `[T, F]` tensor added to the tokens (a position embedding).
+    PositionEmbedding(PositionEmbedding) = "position_embedding",
+    /// One token of the tokens, `[T, F]` to `[F]` (`x[:, index]`; the class token).
+    TokenSelect(TokenSelect) = "token_select",
 }
 
 impl Op {
@@ -949,6 +955,17 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (Gelu::default().into(), vec![tok()]),
         (Add {}.into(), vec![tok(), tok()]),
         (Attention::new(4).into(), vec![tok(), tok(), tok()]),
+        (ClassToken { features: 8 }.into(), vec![tok()]),
+        (
+            PositionEmbedding {
+                tokens: 5,
+                features: 8,
+            }
+            .into(),
+            vec![tok()],
+        ),
+        (TokenSelect { index: 0 }.into(), vec![tok()]),
+        (TokenSelect { index: 4 }.into(), vec![tok()]),
     ]
 }
 

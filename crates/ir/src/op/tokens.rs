@@ -1,5 +1,6 @@
-//! Token layouts for transformer blocks: `tokens` (an image's pixels become tokens) and
-//! `token_mean` (the mean over the tokens). A token tensor `[T, F]` holds its units (features)
+//! Token layouts for transformer blocks: `tokens` (an image's pixels become tokens),
+//! `token_mean` (the mean over the tokens), `class_token` (a learned token put first),
+//! `position_embedding` (a learned tensor added) and `token_select` (one token). A token tensor `[T, F]` holds its units (features)
 //! on its last axis ([`super::unit_axis`]).
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
 use super::roles::{AfterSurgery, Scoring};
 use super::{
-    Arity, Channels, Contract, Op, ParamSpec, Role, ShapeInput, checked_numel, image, tokens,
+    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, checked_numel,
+    image, tokens, unit_count,
 };
 
 /// An image's pixels as tokens: `[C, H, W]` to `[H·W, C]`, token `h·W + w` holding the
@@ -156,5 +158,306 @@ impl Contract for TokenMean {
     }
     fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
         format!("{}.mean(1)", inputs[0])
+    }
+}
+
+/// Python for [`ClassToken`] and [`PositionEmbedding`] in an exported `model.py`.
+const TOKEN_PARAMS_PY: &str = "class ClassToken(nn.Module):
+    \"\"\"A learned token put before the tokens [N, T, F] (a vision transformer's class token).\"\"\"
+
+    def __init__(self, features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x):
+        return torch.cat([self.weight.expand(x.shape[0], 1, -1), x], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    \"\"\"A learned tensor [T, F] added to the tokens [N, T, F] (a position embedding).\"\"\"
+
+    def __init__(self, tokens, features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(tokens, features))
+
+    def forward(self, x):
+        return x + self.weight
+";
+
+/// A learned token put before the tokens: `[T, F]` to `[T+1, F]`, token 0 being the
+/// parameter `weight` (`[F]`), token `t + 1` input token `t` (a vision transformer's class
+/// token, `torch.cat([class_token.expand(n, -1, -1), x], dim=1)`).
+///
+/// Channel behaviour: [`Channels::Follow`]: feature `f` of every output token is feature `f`
+/// of an input token or of the parameter, which loses the features its input loses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassToken {
+    /// Features per token.
+    pub features: usize,
+}
+
+impl Contract for ClassToken {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // The parameter expanded to [N, 1, F] (N from the input's shape), then put first.
+        let mut s = OnnxSpec::default();
+        let p = s.params();
+        let shape = s.temp(NameBase::Node, ".shape");
+        s.node(
+            ".shape",
+            "Shape",
+            vec![OnnxRef::Input(0)],
+            Some(shape),
+            vec![],
+        );
+        let zero = s.constant(".start", OnnxConst::I64(vec![0]));
+        let one = s.constant(".end", OnnxConst::I64(vec![1]));
+        let batch = s.temp(NameBase::Node, ".batch");
+        s.node(
+            ".batch",
+            "Slice",
+            vec![OnnxRef::Decl(shape), zero, one],
+            Some(batch),
+            vec![],
+        );
+        let rest = s.constant(
+            ".token_shape",
+            OnnxConst::I64(vec![1, self.features as i64]),
+        );
+        let target = s.temp(NameBase::Node, ".target");
+        s.node(
+            ".target",
+            "Concat",
+            vec![OnnxRef::Decl(batch), rest],
+            Some(target),
+            vec![("axis", OnnxAttr::Int(0))],
+        );
+        let token = s.temp(NameBase::Node, ".token");
+        s.node(
+            ".expand",
+            "Expand",
+            vec![p, OnnxRef::Decl(target)],
+            Some(token),
+            vec![],
+        );
+        s.node(
+            "",
+            "Concat",
+            vec![OnnxRef::Decl(token), OnnxRef::Input(0)],
+            None,
+            vec![("axis", OnnxAttr::Int(1))],
+        );
+        Ok(s)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Reshape
+    }
+    fn check(&self) -> Result<(), String> {
+        super::nonzero("features", self.features)?;
+        super::bounded("features", self.features)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        if f != self.features {
+            return Err(format!(
+                "class_token has {} features, but its input has {f} (from '{}')",
+                self.features, inputs[0].0
+            ));
+        }
+        let t = t
+            .checked_add(1)
+            .ok_or_else(|| "too many tokens".to_owned())?;
+        Ok(vec![t, f])
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        vec![ParamSpec::new(node, ParamKind::Weight, vec![self.features], Init::Zeros).out_axis(0)]
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Follow
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(ClassToken {
+            features: unit_count(inputs[0]),
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!("ClassToken({})", self.features))
+    }
+    fn torch_prelude(&self) -> Option<&'static str> {
+        Some(TOKEN_PARAMS_PY)
+    }
+}
+
+/// A learned tensor added to the tokens: `[T, F]` plus the parameter `weight` (`[T, F]`),
+/// a vision transformer's position embedding (`x + pos_embedding`).
+///
+/// Channel behaviour: [`Channels::Follow`]: the parameter loses the features its input
+/// loses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionEmbedding {
+    /// Tokens.
+    pub tokens: usize,
+    /// Features per token.
+    pub features: usize,
+}
+
+impl Contract for PositionEmbedding {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::with_params("Add", vec![]))
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Merge
+    }
+    fn check(&self) -> Result<(), String> {
+        super::nonzero("tokens", self.tokens)?;
+        super::nonzero("features", self.features)?;
+        checked_numel("the position embedding", &[self.tokens, self.features]).map(|_| ())
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        if [t, f] != [self.tokens, self.features] {
+            return Err(format!(
+                "position_embedding is [{}, {}], but its input is [{t}, {f}] (from '{}')",
+                self.tokens, self.features, inputs[0].0
+            ));
+        }
+        Ok(vec![t, f])
+    }
+    fn params(&self, node: &str) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                node,
+                ParamKind::Weight,
+                vec![self.tokens, self.features],
+                Init::Zeros,
+            )
+            .out_axis(1),
+        ]
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Follow
+    }
+    fn narrowed(&self, inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(PositionEmbedding {
+            features: unit_count(inputs[0]),
+            ..self.clone()
+        }
+        .into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        Some(format!(
+            "PositionEmbedding({}, {})",
+            self.tokens, self.features
+        ))
+    }
+    fn torch_prelude(&self) -> Option<&'static str> {
+        Some(TOKEN_PARAMS_PY)
+    }
+}
+
+/// One token of the tokens: `[T, F]` to `[F]`, token `index` (`x[:, index]`; a vision
+/// transformer's class token read by the head).
+///
+/// Channel behaviour: [`Channels::Follow`]: feature `f` of the output is feature `f` of the
+/// token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSelect {
+    /// Which token (from 0).
+    #[serde(default)]
+    pub index: usize,
+}
+
+impl Contract for TokenSelect {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // Gather [N, 1, F] of the token, Reshape to [N, F].
+        let mut s = OnnxSpec::default();
+        let index = s.constant(".index", OnnxConst::I64(vec![self.index as i64]));
+        let token = s.temp(NameBase::Value, ".token");
+        s.node(
+            ".gather",
+            "Gather",
+            vec![OnnxRef::Input(0), index],
+            Some(token),
+            vec![("axis", OnnxAttr::Int(1))],
+        );
+        let shape = s.constant(".shape", OnnxConst::I64(vec![0, -1]));
+        s.node(
+            "",
+            "Reshape",
+            vec![OnnxRef::Decl(token), shape],
+            None,
+            vec![],
+        );
+        Ok(s)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Pooling
+    }
+    fn check(&self) -> Result<(), String> {
+        super::bounded("index", self.index)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        if self.index >= t {
+            return Err(format!(
+                "token_select takes token {} of {t} tokens (from '{}')",
+                self.index, inputs[0].0
+            ));
+        }
+        Ok(vec![f])
+    }
+    fn params(&self, _node: &str) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+    fn macs(&self, _output: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+    fn channels(&self) -> Channels {
+        Channels::Follow
+    }
+    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+        Ok(self.clone().into())
+    }
+    fn torch_module(&self) -> Option<String> {
+        None
+    }
+    fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
+        format!("{}[:, {}]", inputs[0], self.index)
     }
 }

@@ -1,0 +1,490 @@
+//! `torch.nn.MultiheadAttention` (self-attention, `batch_first`, fused `in_proj`) as both
+//! PyTorch exporters write it, read as three `linear` layers (q, k, v: the rows of the
+//! fused projection), one `attention` node and the output projection; and the token ops of
+//! torchvision's `VisionTransformer` (class token, position embedding, class-token select).
+//!
+//! The module runs on sequence-first tokens: `Transpose` [1, 0, 2] makes `[T, N, E]` of the
+//! tokens ([`Mha::SeqFirst`]); `MatMul` by `in_proj_weight`ᵀ plus `Add` of `in_proj_bias`
+//! gives the fused q, k, v `[T, N, 3E]`; `Reshape` `[T, N, 3, E]`, `Unsqueeze` 0,
+//! `Transpose` [3, 1, 2, 0, 4] and `Squeeze` 3 give `[3, T, N, E]` ([`Mha::Packed`]), whose
+//! `Gather` 0, 1, 2 on axis 0 are q, k and v (each becomes a `linear` layer of the fused
+//! projection's rows). Each is reshaped to `[T, N·H, d]` ([`Mha::SeqHeads`]) and transposed
+//! [1, 0, 2] to `[N·H, T, d]`, from where the scaled dot-product attention is the pattern of
+//! `attention.rs`. Its context `[N, H, T, d]` is transposed [2, 0, 1, 3] to `[T, N, H, d]`
+//! ([`Mha::SeqContext`]) and reshaped to rows `[T·N, E]` (the `attention` node,
+//! [`Mha::SeqRows`]); the output projection's `Gemm` runs on the rows, `Reshape` `[T, N, E]`
+//! and `Transpose` [1, 0, 2] give tokens back. A step that leaves the pattern is an error
+//! naming the node.
+
+use std::rc::Rc;
+
+use fair_ir::{Attention, ClassToken, Linear, ParamKind, PositionEmbedding, TokenSelect};
+
+use super::{Importer, Value, describe};
+use crate::OnnxError;
+use crate::TensorData;
+use crate::fold::{self, Const, Data, Int};
+use crate::proto::NodeRef;
+
+/// How `torch.nn.MultiheadAttention` is read, for errors.
+const MHA_AS_READ: &str = "(torch.nn.MultiheadAttention is read as exported with a fixed batch size, batch_first=True, self-attention, a fused in_proj and need_weights=False)";
+
+/// Where a sequence-first multi-head attention is (carried by [`Value::Mha`]).
+#[derive(Debug, Clone)]
+pub(super) enum Mha {
+    /// The IR node's tokens `[N, T, F]` transposed to `[T, N, F]`.
+    SeqFirst(String),
+    /// The fused q, k, v projection's output `[T, N, 3E]` (IR node `x`, `[T, 3E]`) on its
+    /// way to `[3, T, N, E]`: `stage` 0 after `Reshape` `[T, N, 3, E]`, 1 after `Unsqueeze`
+    /// 0, 2 after `Transpose` [3, 1, 2, 0, 4], 3 after `Squeeze` 3.
+    Packed { x: String, stage: u8 },
+    /// Sequence-first q, k or v (IR node `x`, `[T, E]`) reshaped to `[T, N·H, d]`.
+    SeqHeads { x: String, d: usize },
+    /// The attention context transposed to `[T, N, H, d]`.
+    SeqContext {
+        q: String,
+        k: String,
+        v: String,
+        d: usize,
+    },
+    /// The IR node's tokens as sequence-first rows `[T·N, F]`.
+    SeqRows(String),
+}
+
+impl Importer<'_> {
+    /// Whether `t` is the batch axis of a `Reshape` target: the symbol, the file's batch
+    /// size, a copied dimension (the batch is the copied axis) or the inferred one.
+    fn batch_axis(&self, t: Int, allowzero: bool) -> bool {
+        match t {
+            Int::Batch | Int::N(-1) => true,
+            Int::N(0) => !allowzero,
+            Int::N(k) => self.batch.is_some_and(|b| k == b as i64),
+        }
+    }
+
+    /// The tokens `[T, F]` of IR node `x`.
+    fn token_shape(&self, x: &str) -> Option<(usize, usize)> {
+        match self.shapes.get(x)?.as_slice() {
+            [t, f] => Some((*t, *f)),
+            _ => None,
+        }
+    }
+
+    /// `Transpose` of sequence-first steps and of tokens to sequence-first; `None` when
+    /// the input is none of them.
+    pub(super) fn mha_transpose(
+        &self,
+        n: &NodeRef,
+        input: &Value,
+        perm: &[i64],
+    ) -> Option<Result<Value, OnnxError>> {
+        Some(Ok(match (input, perm) {
+            (Value::Act(x), [1, 0, 2]) if self.token_shape(x).is_some() => {
+                Value::Mha(Mha::SeqFirst(x.clone()))
+            }
+            (Value::Mha(Mha::SeqFirst(x)), [1, 0, 2]) => Value::Act(x.clone()),
+            (Value::Mha(Mha::Packed { x, stage: 1 }), [3, 1, 2, 0, 4]) => Value::Mha(Mha::Packed {
+                x: x.clone(),
+                stage: 2,
+            }),
+            (Value::Mha(Mha::SeqHeads { x, d }), [1, 0, 2]) => Value::MergedHeads {
+                x: x.clone(),
+                d: *d,
+                keys: false,
+            },
+            (
+                Value::Context {
+                    q,
+                    k,
+                    v,
+                    d,
+                    transposed: false,
+                },
+                [2, 0, 1, 3],
+            ) => Value::Mha(Mha::SeqContext {
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                d: *d,
+            }),
+            (Value::Mha(_), _) => return Some(Err(self.mha_err(n, input))),
+            _ => return None,
+        }))
+    }
+
+    /// What the step `v` is and which steps may read it, for errors.
+    fn mha_what(&self, v: &Value) -> String {
+        match v {
+            Value::Mha(Mha::SeqFirst(x)) => format!(
+                "the sequence-first tokens [T, N, F] of '{x}' (torch.nn.MultiheadAttention's layout), which only a MatMul by a constant (the fused in_proj), an Add of its bias, a Reshape [T, N, 3, E] or a Transpose [1, 0, 2] back may read"
+            ),
+            Value::Mha(Mha::Packed { x, stage }) => format!(
+                "the fused q, k, v of '{x}' at step {stage} of Reshape [T, N, 3, E] → Unsqueeze 0 → Transpose [3, 1, 2, 0, 4] → Squeeze 3 → Gather 0, 1, 2"
+            ),
+            Value::Mha(Mha::SeqHeads { x, d }) => format!(
+                "the heads [T, N·H, {d}] of '{x}', which only a Transpose [1, 0, 2] may read"
+            ),
+            Value::Mha(Mha::SeqContext { v, .. }) => format!(
+                "the attention context of '{v}' transposed to [T, N, H, d], which only a Reshape to rows [T·N, E] may read"
+            ),
+            Value::Mha(Mha::SeqRows(x)) => format!(
+                "the sequence-first rows [T·N, F] of '{x}', which only a Gemm (the out_proj) or a Reshape [T, N, F] may read"
+            ),
+            _ => "a tensor".to_owned(),
+        }
+    }
+
+    /// An error for node `n` reading the step `v` in a way the pattern does not.
+    pub(super) fn mha_err(&self, n: &NodeRef, v: &Value) -> OnnxError {
+        n.err(format!(
+            "multi-head attention: unexpected use of {} {MHA_AS_READ}",
+            self.mha_what(v)
+        ))
+    }
+
+    /// `Reshape` of sequence-first steps; `None` when the input is none of them.
+    pub(super) fn mha_reshape(
+        &mut self,
+        n: &NodeRef,
+        input: &Value,
+        t: &[Int],
+        allowzero: bool,
+    ) -> Option<Result<Value, OnnxError>> {
+        let Value::Mha(step) = input else {
+            return None;
+        };
+        let bad = |this: &Self, want: String| {
+            Err(n.err(format!(
+                "multi-head attention: {}: expected a Reshape to [{want}], found [{}] {MHA_AS_READ}",
+                this.mha_what(input),
+                describe(t)
+            )))
+        };
+        Some(match step {
+            Mha::SeqFirst(x) => {
+                let (tokens, f) = self.token_shape(x)?;
+                match t {
+                    [Int::N(tt), b, Int::N(3), Int::N(e)]
+                        if *tt == tokens as i64
+                            && self.batch_axis(*b, allowzero)
+                            && *e > 0
+                            && 3 * *e as usize == f =>
+                    {
+                        Ok(Value::Mha(Mha::Packed {
+                            x: x.clone(),
+                            stage: 0,
+                        }))
+                    }
+                    [Int::N(tt), Int::N(nh), Int::N(d)]
+                        if *tt == tokens as i64
+                            && *d > 0
+                            && f % *d as usize == 0
+                            && (*nh == -1
+                                || self
+                                    .batch
+                                    .is_some_and(|b| *nh as usize == b * f / *d as usize)) =>
+                    {
+                        Ok(Value::Mha(Mha::SeqHeads {
+                            x: x.clone(),
+                            d: *d as usize,
+                        }))
+                    }
+                    _ => bad(
+                        self,
+                        format!(
+                            "{tokens}, N, 3, {} (the fused q, k, v) or [{tokens}, N·H, d] (the heads)",
+                            f / 3
+                        ),
+                    ),
+                }
+            }
+            Mha::SeqContext { q, k, v, d } => {
+                let (tokens, e) = self.token_shape(q)?;
+                let rows = match t {
+                    [Int::N(-1), Int::N(f)] => *f == e as i64,
+                    [Int::N(r), Int::N(f)] => {
+                        *f == e as i64 && self.batch.is_some_and(|b| *r as usize == b * tokens)
+                    }
+                    _ => false,
+                };
+                if !rows {
+                    return Some(bad(self, format!("T·N, {e}")));
+                }
+                let base = q
+                    .strip_suffix(".q_proj")
+                    .map_or_else(|| self.hint(n, None), |m| format!("{m}.attend"));
+                let ins = vec![q.clone(), k.clone(), v.clone()];
+                self.emit(n, base, Attention::new(*d).into(), ins, vec![])
+                    .map(|a| match a {
+                        Value::Act(a) => Value::Mha(Mha::SeqRows(a)),
+                        other => other,
+                    })
+            }
+            Mha::SeqRows(x) => {
+                let (tokens, f) = self.token_shape(x)?;
+                match t {
+                    [Int::N(tt), b, Int::N(ff)]
+                        if *tt == tokens as i64
+                            && self.batch_axis(*b, allowzero)
+                            && *ff == f as i64 =>
+                    {
+                        Ok(Value::Mha(Mha::SeqFirst(x.clone())))
+                    }
+                    _ => bad(self, format!("{tokens}, N, {f}")),
+                }
+            }
+            _ => Err(self.mha_err(n, input)),
+        })
+    }
+
+    /// `Unsqueeze` 0 and `Squeeze` 3 of the fused q, k, v on their way to `[3, T, N, E]`.
+    pub(super) fn mha_squeeze(
+        &self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        unsqueeze: bool,
+    ) -> Option<Result<Value, OnnxError>> {
+        let v @ Value::Mha(step) = inputs.first()?.as_ref()? else {
+            return None;
+        };
+        let axes = match inputs.get(1).cloned().flatten() {
+            Some(Value::Const(c)) => c.ints().ok(),
+            _ => n.ints("axes").ok().flatten(),
+        };
+        // Both act at rank 5 ([1, T, N, 3, E] and [3, T, N, 1, E]): negative axes count from
+        // there.
+        let axes: Option<Vec<usize>> =
+            axes.and_then(|a| a.iter().map(|&a| fold::axis(a, 5).ok()).collect());
+        Some(match (step, axes.as_deref(), unsqueeze) {
+            (Mha::Packed { x, stage: 0 }, Some([0]), true) => Ok(Value::Mha(Mha::Packed {
+                x: x.clone(),
+                stage: 1,
+            })),
+            (Mha::Packed { x, stage: 2 }, Some([3]), false) => Ok(Value::Mha(Mha::Packed {
+                x: x.clone(),
+                stage: 3,
+            })),
+            _ => Err(self.mha_err(n, v)),
+        })
+    }
+
+    /// `Gather` on axis 0 of the fused q, k, v `[3, T, N, E]`: q (0), k (1) or v (2), a
+    /// `linear` layer of the fused projection's rows.
+    pub(super) fn mha_gather(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
+        let v @ Value::Mha(step) = inputs.first()?.as_ref()? else {
+            return None;
+        };
+        let Mha::Packed { x, stage: 3 } = step else {
+            return Some(Err(self.mha_err(n, v)));
+        };
+        let index = match inputs.get(1).cloned().flatten() {
+            Some(Value::Const(c)) if c.dims.is_empty() => c.ints().ok().map(|i| i[0]),
+            _ => None,
+        };
+        let axis = n.int_or("axis", 0).ok();
+        let (Some(i @ 0..=2), Some(0)) = (index, axis) else {
+            return Some(Err(n.err(format!(
+                "multi-head attention: {}: expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0 {MHA_AS_READ}",
+                self.mha_what(v)
+            ))));
+        };
+        Some(self.split_in_proj(n, x, i as usize))
+    }
+
+    /// Part `i` (q 0, k 1, v 2) of the fused projection `fused`: a `linear` layer of its
+    /// rows `i·E .. (i+1)·E`, reading the fused projection's input. The fused layer itself
+    /// is left without readers (dropped after import).
+    fn split_in_proj(&mut self, n: &NodeRef, fused: &str, i: usize) -> Result<Value, OnnxError> {
+        let node = self.nodes.iter().find(|m| m.name == fused);
+        let Some((fair_ir::Op::Linear(l), input)) =
+            node.map(|m| (m.op.clone(), m.inputs[0].clone()))
+        else {
+            return Err(n.err(format!(
+                "the fused q, k, v '{fused}' must come from a MatMul by a constant (in_proj_weight transposed), found another node"
+            )));
+        };
+        let e = l.out_features / 3;
+        let rows = |name: &str, width: usize| -> Option<Rc<Const>> {
+            let t = self.tensors.get(name)?;
+            let TensorData::F32(v) = &t.data else {
+                return None;
+            };
+            let part = v[i * e * width..(i + 1) * e * width].to_vec();
+            let dims = if width == 1 { vec![e] } else { vec![e, width] };
+            Some(Rc::new(Const::f32(dims, part)))
+        };
+        let w = rows(&format!("{fused}.weight"), l.in_features)
+            .ok_or_else(|| n.err(format!("no weight for '{fused}'")))?;
+        let mut params = vec![(ParamKind::Weight, w)];
+        if l.bias {
+            let b = rows(&format!("{fused}.bias"), 1)
+                .ok_or_else(|| n.err(format!("no bias for '{fused}'")))?;
+            params.push((ParamKind::Bias, b));
+        }
+        let module = self
+            .mha_modules
+            .get(fused)
+            .cloned()
+            .unwrap_or_else(|| fused.to_owned());
+        let hint = format!("{module}.{}_proj", ["q", "k", "v"][i]);
+        let op = Linear {
+            in_features: l.in_features,
+            out_features: e,
+            bias: l.bias,
+        };
+        match self.emit(n, hint, op.into(), vec![input], params)? {
+            Value::Act(y) => Ok(Value::Mha(Mha::SeqFirst(y))),
+            other => Ok(other),
+        }
+    }
+
+    /// `Concat` on the token axis of a constant token `[1, 1, F]` and tokens `[N, T, F]`: a
+    /// class token; `None` when the inputs are not such a pair.
+    pub(super) fn class_token(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
+        let [Some(Value::Const(c)), Some(Value::Act(x))] = inputs else {
+            return None;
+        };
+        let (_, f) = self.token_shape(x)?;
+        let axis = n.int("axis").ok().flatten()?;
+        if fold::axis(axis, 3).ok()? != 1 {
+            return None;
+        }
+        let Data::F32(v) = &*c.data else { return None };
+        // One token [1, 1, F], or the file's fixed batch of copies of it [N, 1, F] (an
+        // `expand(n, -1, -1)` folded for that batch).
+        let copies = match c.dims[..] {
+            [b, 1, ff] if ff == f && (b == 1 || self.batch == Some(b)) => b,
+            [1, ff] | [ff] if ff == f => 1,
+            _ => 0,
+        };
+        let one = v.get(..f).unwrap_or_default();
+        if copies == 0 || v.chunks(f).any(|row| row != one) {
+            return Some(Err(n.err(format!(
+                "a constant put before tokens [N, T, {f}] must be one token [1, 1, {f}] (a class token), the same for every sample; found shape {:?}",
+                c.dims
+            ))));
+        }
+        let w = Rc::new(Const::f32(vec![f], one.to_vec()));
+        let op = ClassToken { features: f };
+        // The exporters name the node after the concatenation (`/Concat`, `cat`).
+        let hint = Some(self.hint(n, None))
+            .filter(|h| !h.starts_with("cat") && !h.starts_with("concat"))
+            .unwrap_or_else(|| "class_token".to_owned());
+        Some(self.emit(
+            n,
+            hint,
+            op.into(),
+            vec![x.clone()],
+            vec![(ParamKind::Weight, w)],
+        ))
+    }
+
+    /// `Add` of tokens `[N, T, F]` and a constant `[T, F]` or `[1, T, F]` with `T > 1`: a
+    /// position embedding; `None` otherwise.
+    pub(super) fn position_embedding(
+        &mut self,
+        n: &NodeRef,
+        x: &str,
+        value: &str,
+        c: &Const,
+    ) -> Option<Result<Value, OnnxError>> {
+        let (t, f) = self.token_shape(x)?;
+        let dims = c.dims.strip_prefix(&[1]).filter(|d| d.len() == 2);
+        let dims = dims.unwrap_or(&c.dims);
+        if t < 2 || dims != [t, f] {
+            return None;
+        }
+        let Data::F32(v) = &*c.data else { return None };
+        let w = Rc::new(Const::f32(vec![t, f], v.clone()));
+        let hint = value
+            .strip_suffix(".weight")
+            .filter(|m| crate::names::is_clean(m))
+            .or_else(|| Some(value).filter(|m| crate::names::is_clean(m)))
+            .map_or_else(|| "pos_embedding".to_owned(), str::to_owned);
+        let op = PositionEmbedding {
+            tokens: t,
+            features: f,
+        };
+        Some(self.emit(
+            n,
+            hint,
+            op.into(),
+            vec![x.to_owned()],
+            vec![(ParamKind::Weight, w)],
+        ))
+    }
+
+    /// `Gather` on axis 1 of tokens `[N, T, F]` by one index: `token_select` (a scalar
+    /// index gives `[N, F]`; a one-element list keeps the token axis, `[N, 1, F]`, which a
+    /// `Reshape` or `Flatten` to `[N, F]` completes); `None` when the input is not tokens.
+    pub(super) fn token_select(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
+        let Some(Some(Value::Act(x))) = inputs.first() else {
+            return None;
+        };
+        let (t, _) = self.token_shape(x)?;
+        let axis = fold::axis(n.int_or("axis", 0).ok()?, 3).ok()?;
+        if axis != 1 {
+            return None;
+        }
+        let Some(Some(Value::Const(c))) = inputs.get(1) else {
+            return None;
+        };
+        let (Ok(idx), true) = (c.ints(), c.dims.len() <= 1 && c.len() == 1) else {
+            return Some(Err(n.err(format!(
+                "a Gather on the token axis must take one token (a class token), found indices of shape {:?}",
+                c.dims
+            ))));
+        };
+        let i = if idx[0] < 0 {
+            idx[0] + t as i64
+        } else {
+            idx[0]
+        };
+        let Some(index) = usize::try_from(i).ok().filter(|&i| i < t) else {
+            return Some(Err(n.err(format!(
+                "the token index {} is out of range for {t} tokens",
+                idx[0]
+            ))));
+        };
+        if !c.dims.is_empty() {
+            return Some(Ok(Value::Token {
+                x: x.clone(),
+                index,
+            }));
+        }
+        Some(self.select_token(n, x.clone(), index))
+    }
+
+    /// Emits `token_select` of token `index` of `x` for node `n`.
+    pub(super) fn select_token(
+        &mut self,
+        n: &NodeRef,
+        x: String,
+        index: usize,
+    ) -> Result<Value, OnnxError> {
+        let hint = self.hint(n, None);
+        self.emit(n, hint, TokenSelect { index }.into(), vec![x], vec![])
+    }
+
+    /// Records that the fused projection `layer` got its bias from `value`: named after its
+    /// module (`…self_attention.in_proj_bias` → `…self_attention`).
+    pub(super) fn note_in_proj(&mut self, layer: &str, value: &str) {
+        if let Some(m) = value.strip_suffix(".in_proj_bias")
+            && crate::names::is_clean(m)
+        {
+            self.mha_modules.insert(layer.to_owned(), m.to_owned());
+        }
+    }
+}
