@@ -15,7 +15,8 @@
 //! are vectorised by 8 or 16 channels). A measured table finds it from a few widths just
 //! below a multiple of 16 ([`LatencyGroup::probes`], [`fast_step`]); a latency target then
 //! keeps each group's width at a multiple of its step ([`Selector::select`]), and the
-//! table's figure for a width off the step is its figure at the next multiple above.
+//! table prices a width off the step no lower than the next multiple above (its figure
+//! there: a lower bound, since such a width can run slower still).
 //!
 //! [`Selector::select`]: crate::Selector::select
 
@@ -28,8 +29,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::AnalysisError;
 use crate::resolution::Widths;
 
-/// The `format` of a [`LatencyTable`] file.
-pub const LATENCY_TABLE_FORMAT: &str = "fair-pruner-latency-table/1";
+/// The `format` a [`LatencyTable`] file is written with. Version 2 added a group's `step`
+/// and `probes` (a fair-pruner that reads only version 1 refuses those fields).
+pub const LATENCY_TABLE_FORMAT: &str = "fair-pruner-latency-table/2";
+
+/// The older `format` a [`LatencyTable`] file may have: still read (a table of this format
+/// normally has no `step` or `probes`; those of a fair-pruner that wrote them under version
+/// 1 are read too).
+pub const LATENCY_TABLE_FORMAT_V1: &str = "fair-pruner-latency-table/1";
 
 /// A latency model: the latency of the model and how narrowing each prunable group changes
 /// it. Widths are output channels of a layer (as [`Widths`] lists them); every member of a
@@ -105,8 +112,9 @@ pub struct LatencyGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
     /// Widths measured just below a multiple of 16 (or of 8, 4, 2 for a narrow group) to
-    /// find the fast step: not part of `points` (they may be slower than wider widths, even
-    /// than the full width), in increasing order. The multiple itself is one of `points`.
+    /// find the fast step, in increasing order: recorded apart from `points` (they may be
+    /// slower than wider widths, even than the full width; a probe may share a width with a
+    /// point). The multiple itself is one of `points`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<LatencyPoint>,
 }
@@ -195,16 +203,16 @@ impl LatencyGroup {
     /// The fast width for `width`: `width` rounded up to a multiple of the fast step, at
     /// most the full width.
     pub fn fast_width(&self, width: usize) -> usize {
-        let s = self.fast_step();
-        width.div_ceil(s).saturating_mul(s).min(self.width)
+        fair_threshold::round_up(width, self.fast_step(), self.width)
     }
 
     /// The latency (seconds) of the model with this group at `width`: the interpolated
-    /// figure at [`LatencyGroup::fast_width`] (a width off the fast step runs at least as
-    /// slowly as the next multiple above, so it is never predicted faster than that), linear
-    /// between the two measured widths around it; below the narrowest measured width, the
-    /// narrowest's figure (no saving beyond what was measured is assumed). The points must
-    /// not be empty ([`LatencyTable::check`]).
+    /// figure at [`LatencyGroup::fast_width`], linear between the two measured widths around
+    /// it; below the narrowest measured width, the narrowest's figure (no saving beyond what
+    /// was measured is assumed). A width off the fast step is thus priced no lower than the
+    /// next multiple above: a lower bound, not an estimate (probes show such a width can run
+    /// slower than that multiple, even slower than the full width). The points must not be
+    /// empty ([`LatencyTable::check`]).
     pub fn seconds_at(&self, width: usize) -> f64 {
         self.interpolated(self.fast_width(width))
     }
@@ -284,15 +292,19 @@ impl LatencyTable {
         Ok(table)
     }
 
-    /// Checks the table on its own: the format, a full latency and every figure finite and
-    /// positive, each group's layers not empty and in no other group, its widths ≥ 1,
-    /// strictly increasing and ending at the full width, its seconds never falling as the
-    /// width grows.
+    /// Checks the table on its own: the format ([`LATENCY_TABLE_FORMAT`] or
+    /// [`LATENCY_TABLE_FORMAT_V1`]), a full latency and every figure finite and positive,
+    /// each group's layers not empty and in no other group, its widths ≥ 1, strictly
+    /// increasing and ending at the full width, its seconds never falling as the width
+    /// grows; a `step`, when given, 1 or one of [`STEPS`] and at most the full width; probes
+    /// at widths from 1 to the full width − 1, strictly increasing, and, without a `step`,
+    /// just below a multiple `w` of 2 or more (the widest probe `w − 1`, as
+    /// [`step_probes`] places them), since the step is then derived against `w`.
     pub fn check(&self) -> Result<(), AnalysisError> {
         let bad = |detail: String| Err(AnalysisError::LatencyTable(detail));
-        if self.format != LATENCY_TABLE_FORMAT {
+        if self.format != LATENCY_TABLE_FORMAT && self.format != LATENCY_TABLE_FORMAT_V1 {
             return bad(format!(
-                "the format is '{}', expected '{LATENCY_TABLE_FORMAT}'",
+                "the format is '{}', expected '{LATENCY_TABLE_FORMAT}' (or '{LATENCY_TABLE_FORMAT_V1}')",
                 self.format
             ));
         }
@@ -335,20 +347,52 @@ impl LatencyTable {
                     w[0].seconds, w[0].width, w[1].seconds, w[1].width
                 ));
             }
-            if g.step == Some(0) {
-                return bad(format!("group {name}: the step must be ≥ 1"));
+            if let Some(step) = g.step {
+                if step != 1 && !STEPS.contains(&step) {
+                    return bad(format!(
+                        "group {name}: the step must be 1, 2, 4, 8 or 16, found {step}"
+                    ));
+                }
+                if step > g.width {
+                    return bad(format!(
+                        "group {name}: the step {step} is larger than the group's width {}",
+                        g.width
+                    ));
+                }
             }
             if let Some(p) = g.probes.iter().find(|p| {
                 p.width == 0 || p.width >= g.width || !(p.seconds.is_finite() && p.seconds > 0.0)
             }) {
                 return bad(format!(
-                    "group {name}: a probe must have a width in 1..{} and finite seconds > 0, found width {} and {} s",
-                    g.width, p.width, p.seconds
+                    "group {name}: a probe must have a width from 1 to {} and finite seconds > 0, found width {} and {} s",
+                    g.width.saturating_sub(1),
+                    p.width,
+                    p.seconds
                 ));
             }
             if g.probes.windows(2).any(|w| w[0].width >= w[1].width) {
                 return bad(format!(
                     "group {name}: probe widths must be strictly increasing"
+                ));
+            }
+            if g.step.is_none()
+                && let Some(widest) = g.probes.last()
+                && (widest.width + 1) % 2 != 0
+            {
+                let expected = match step_probes(g.width) {
+                    Some((w, below)) => format!(
+                        "e.g. {} below {w}",
+                        below
+                            .iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => "none for this width".into(),
+                };
+                return bad(format!(
+                    "group {name}: without a step, probes must lie just below a multiple of 2 or more (the widest one below it), found the widest at {}; expected probes: {expected}",
+                    widest.width
                 ));
             }
             let last = g.points[g.points.len() - 1].width;

@@ -57,8 +57,8 @@ pub use groups::{
     ChannelGroups, Group, GroupedConvs, UnitSlices, analyze, analyze_with, scored_layers,
 };
 pub use latency::{
-    LATENCY_TABLE_FORMAT, LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable,
-    STEPS, fast_step, step_probes,
+    LATENCY_TABLE_FORMAT, LATENCY_TABLE_FORMAT_V1, LatencyGroup, LatencyKey, LatencyModel,
+    LatencyPoint, LatencyTable, STEPS, fast_step, step_probes,
 };
 pub use plan::{GroupRule, Plan};
 pub use ratios::{

@@ -651,15 +651,7 @@ impl Selector {
                 if k == 0 {
                     continue;
                 }
-                let mut summed = vec![0.0; g.units];
-                for &i in &members {
-                    let r = &self.ranking[i];
-                    let mean = r.iter().sum::<f64>() / r.len() as f64;
-                    let scale = if mean.abs() > 0.0 { mean.abs() } else { 1.0 };
-                    for (s, v) in summed.iter_mut().zip(r) {
-                        *s += v / scale;
-                    }
-                }
+                let summed = normalised_sum(members.iter().map(|&i| self.ranking[i].as_slice()));
                 let removal = lowest(&summed, k);
                 for &i in &members {
                     plan.remove.insert(self.layers[i].clone(), removal.clone());
@@ -687,9 +679,11 @@ impl Selector {
     }
 
     /// The kept-unit step of `group` under a latency target: its fast step in channels
-    /// ([`LatencyModel::step`]) turned into units (a unit of `c` channels needs
-    /// `step / gcd(step, c)` units), combined with the options' `round_to` (their least
-    /// common multiple); 1 without a latency model or for a group that cannot be pruned.
+    /// ([`LatencyModel::step`]) turned into units ([`step_in_units`]), combined with the
+    /// options' `round_to` (their least common multiple); 1 without a latency model, for a
+    /// group that cannot be pruned, and for a group whose fast step is 1 (its counts are
+    /// then left as `round_to` made them, the group rule's result unsnapped, as without
+    /// steps).
     fn latency_step(&self, group: &crate::Group) -> usize {
         let Some(model) = &self.latency else {
             return 1;
@@ -697,9 +691,11 @@ impl Selector {
         if !group.is_prunable() || group.units < 2 {
             return 1;
         }
-        let step = model.step(&group.layers[0]).max(1);
-        let per = group.map.channels_per_unit().max(1);
-        let units = step / crate::groups::gcd(step, per);
+        let step = model.step(&group.layers[0]);
+        if step <= 1 {
+            return 1;
+        }
+        let units = step_in_units(step, group.map.channels_per_unit());
         crate::groups::lcm(units, self.options.counting.round_to.max(1))
     }
 
@@ -720,7 +716,7 @@ impl Selector {
                 if step <= 1 || kept >= units {
                     return count;
                 }
-                units - (kept.div_ceil(step) * step).min(units)
+                units - fair_threshold::round_up(kept, step, units)
             })
             .collect()
     }
@@ -729,8 +725,9 @@ impl Selector {
     /// [`Selector::latency_step`] (or all of them): snapped counts already give that under
     /// the package, strict and summed rules, but the intersection of the members' requests
     /// can leave any number. A group off its step gets back the removed units ranked
-    /// highest (its scored members' rankings summed, each divided by its mean, as the strict
-    /// rule ranks a group; ties to the lower index), and the plan is resolved again.
+    /// highest (its scored members' rankings summed, each divided by its mean: the
+    /// [`normalised_sum`] the strict rule ranks a group by; ties to the lower index), and
+    /// the plan is resolved again.
     fn snap_resolution(&self, resolution: Resolution) -> Result<Resolution, AnalysisError> {
         let index: HashMap<&str, usize> = self
             .layers
@@ -748,7 +745,7 @@ impl Selector {
             let Some(kept) = resolution.kept_units(&g.layers[0]) else {
                 continue;
             };
-            let want = (kept.len().div_ceil(step) * step).min(g.units);
+            let want = fair_threshold::round_up(kept.len(), step, g.units);
             if want == kept.len() {
                 continue;
             }
@@ -896,16 +893,26 @@ impl Selector {
     }
 }
 
-/// The sum over `members` of each member's scores divided by its mean |score| (1 if that is
-/// 0), unit by unit. All members have the same number of units.
+/// A fast step of `step` channels in units of `per` channels: the fewest units whose
+/// channels are a multiple of `step` (`step / gcd(step, per)`; a unit of 3 channels and a
+/// step of 8 give 8 units, 24 channels).
+fn step_in_units(step: usize, per: usize) -> usize {
+    let (step, per) = (step.max(1), per.max(1));
+    step / crate::groups::gcd(step, per)
+}
+
+/// The sum over `members` of each member's scores divided by the absolute value of its mean
+/// score (1 if that is 0), unit by unit: how the strict rule ranks a coupled group's units
+/// ([`Selector::requests`]) and how a group is snapped back onto its fast step. All members
+/// have the same number of units.
 fn normalised_sum<'a>(members: impl Iterator<Item = &'a [f64]>) -> Vec<f64> {
     let mut sum: Vec<f64> = Vec::new();
     for scores in members {
         if sum.is_empty() {
             sum = vec![0.0; scores.len()];
         }
-        let mean = scores.iter().map(|v| v.abs()).sum::<f64>() / scores.len().max(1) as f64;
-        let scale = if mean > 0.0 { mean } else { 1.0 };
+        let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        let scale = if mean.abs() > 0.0 { mean.abs() } else { 1.0 };
         for (s, v) in sum.iter_mut().zip(scores) {
             *s += v / scale;
         }
@@ -981,4 +988,36 @@ fn mac_weights(costs: &[f64], gamma: f64) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_step_in_channels_becomes_the_fewest_units_that_fill_it() {
+        // Units of 3 channels, step 8: 8 units (24 channels, the first multiple of both).
+        assert_eq!(step_in_units(8, 3), 8);
+        // Units of 2 or 4 channels: 4 or 2 units (8 channels).
+        assert_eq!(step_in_units(8, 2), 4);
+        assert_eq!(step_in_units(8, 4), 2);
+        // A unit as wide as the step or wider, a multiple of it: every unit count.
+        assert_eq!(step_in_units(8, 8), 1);
+        assert_eq!(step_in_units(8, 16), 1);
+        // Units of 6 channels, step 16: 8 units (48 channels).
+        assert_eq!(step_in_units(16, 6), 8);
+        assert_eq!(step_in_units(1, 3), 1);
+    }
+
+    #[test]
+    fn the_normalised_sum_divides_each_member_by_the_size_of_its_mean() {
+        // Means 2 and −4: divided by 2 and by 4.
+        let a = [1.0, 3.0];
+        let b = [-2.0, -6.0];
+        let sum = normalised_sum([&a[..], &b[..]].into_iter());
+        assert_eq!(sum, vec![0.5 - 0.5, 1.5 - 1.5]);
+        // A member whose mean is 0 is taken as it is.
+        let z = [1.0, -1.0];
+        assert_eq!(normalised_sum([&z[..]].into_iter()), vec![1.0, -1.0]);
+    }
 }

@@ -117,10 +117,15 @@ fn a_table_round_trips_through_its_json_file() {
     let path = dir.path().join("latency.json");
     t.save(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
+    // Written as version 2 (steps and probes), and a version 1 file still loads.
     assert!(
-        text.contains("\"format\": \"fair-pruner-latency-table/1\""),
+        text.contains("\"format\": \"fair-pruner-latency-table/2\""),
         "{text}"
     );
+    let v1 = text.replace("fair-pruner-latency-table/2", "fair-pruner-latency-table/1");
+    let back = LatencyTable::from_json(&v1).unwrap();
+    assert_eq!(back.format, "fair-pruner-latency-table/1");
+    assert_eq!(back.groups, t.groups);
     assert!(text.contains("\"runtime\": \"synthetic\""), "{text}");
     let back = LatencyTable::load(&path).unwrap();
     assert_eq!(back, t);
@@ -129,7 +134,7 @@ fn a_table_round_trips_through_its_json_file() {
     // A table missing a key, or of another format, is refused with the file named.
     std::fs::write(
         &path,
-        text.replace("fair-pruner-latency-table/1", "other/9"),
+        text.replace("fair-pruner-latency-table/2", "other/9"),
     )
     .unwrap();
     let e = LatencyTable::load(&path).unwrap_err().to_string();
@@ -372,6 +377,56 @@ fn a_table_without_steps_still_loads_and_a_table_with_them_round_trips() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("step must be"), "{e}");
+    // The probe's range is named as the widths it may have.
+    let e = LatencyTable::new(key(), 1.0, vec![stepped(None, &[(64, 1.3)])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("from 1 to 63"), "{e}");
+}
+
+#[test]
+fn a_step_or_probes_a_table_cannot_mean_are_refused_naming_the_group() {
+    let refused = |g: LatencyGroup| {
+        LatencyTable::new(key(), 1.0, vec![g])
+            .unwrap_err()
+            .to_string()
+    };
+    // A step that is not 1, 2, 4, 8 or 16.
+    for step in [3, 12, 32] {
+        let e = refused(stepped(Some(step), &[]));
+        assert!(
+            e.contains("layers.2") && e.contains(&format!("found {step}")),
+            "{e}"
+        );
+    }
+    // A step larger than the width: a group of 8 channels with a step of 16.
+    let narrow = LatencyGroup {
+        width: 8,
+        points: vec![point(1, 0.5), point(8, 1.0)],
+        ..stepped(Some(16), &[])
+    };
+    let e = refused(narrow);
+    assert!(
+        e.contains("layers.2") && e.contains("step 16") && e.contains("width 8"),
+        "{e}"
+    );
+    // Probes without a step whose widest is not one below an even width: the expected
+    // probes of a 64-channel group are named.
+    let e = refused(stepped(None, &[(56, 0.9), (60, 1.3), (62, 1.3)]));
+    assert!(
+        e.contains("layers.2") && e.contains("62") && e.contains("56, 60, 62, 63 below 64"),
+        "{e}"
+    );
+    // With a step they are only a record: accepted; and the steps that mean something are.
+    LatencyTable::new(
+        key(),
+        1.0,
+        vec![stepped(Some(8), &[(56, 0.9), (60, 1.3), (62, 1.3)])],
+    )
+    .unwrap();
+    for step in [1, 2, 4, 8, 16] {
+        LatencyTable::new(key(), 1.0, vec![stepped(Some(step), &[])]).unwrap();
+    }
 }
 
 /// [`table`] with fast steps: layers.0 (128 channels) saves up to 0.3 s linearly (0.7 s at
@@ -459,35 +514,55 @@ fn a_latency_target_keeps_widths_on_the_fast_steps_and_meets_the_table() {
     let a = stepped.select(Goal::Alpha(0.3), Method::Tod).unwrap();
     let b = plain.select(Goal::Alpha(0.3), Method::Tod).unwrap();
     assert_eq!(a.counts, b.counts);
+    let a = stepped.select(Goal::Macs(0.3), Method::Tod).unwrap();
+    let b = plain.select(Goal::Macs(0.3), Method::Tod).unwrap();
+    assert_eq!(a.counts, b.counts);
+    let w = a.widths();
+    assert!(
+        !(on_step(w["layers.0"], 16, 128) && on_step(w["layers.2"], 8, 64)),
+        "the MACs target lands on the steps anyway, or the test shows nothing: {w:?}"
+    );
 }
 
 #[test]
 fn round_to_and_the_fast_step_combine_into_their_least_common_multiple() {
     let graph = mlp();
     let base = selector(&graph);
-    let options = SelectOptions {
-        counting: fair_threshold::CountOptions {
-            min_keep: 1,
-            round_to: 3,
-        },
-        ..base.options().clone()
-    };
     let layers = base.layers().to_vec();
-    // The same scores as `selector` (same seed), with round_to 3.
-    let mut rng = Lcg(7);
-    let mut make = || -> Vec<Vec<f64>> {
-        layers
-            .iter()
-            .map(|l| (0..graph.units(l).unwrap()).map(|_| rng.next()).collect())
-            .collect()
-    };
-    let (u, r) = (make(), make());
-    let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
-    let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
-    let s = Selector::new(graph.clone(), layers, &u_ref, &r_ref, &u_ref, options)
+    // The same scores as `selector` (same seed), with round_to `round_to`.
+    let with_round_to = |round_to: usize| {
+        let options = SelectOptions {
+            counting: fair_threshold::CountOptions {
+                min_keep: 1,
+                round_to,
+            },
+            ..base.options().clone()
+        };
+        let mut rng = Lcg(7);
+        let mut make = || -> Vec<Vec<f64>> {
+            layers
+                .iter()
+                .map(|l| (0..graph.units(l).unwrap()).map(|_| rng.next()).collect())
+                .collect()
+        };
+        let (u, r) = (make(), make());
+        let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
+        let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
+        Selector::new(
+            graph.clone(),
+            layers.clone(),
+            &u_ref,
+            &r_ref,
+            &u_ref,
+            options,
+        )
         .unwrap()
         .with_latency(Arc::new(table_with_steps(Some(16), Some(8))))
-        .unwrap();
+        .unwrap()
+    };
+    let s = with_round_to(3);
+    let steps_only = with_round_to(1);
+    let (mut below_full, mut on_step_not_lcm) = (0, 0);
     for target in [0.1, 0.2, 0.3, 0.4] {
         let w = s
             .select(Goal::Latency(target), Method::Tod)
@@ -498,7 +573,21 @@ fn round_to_and_the_fast_step_combine_into_their_least_common_multiple() {
         assert!(on_step(w0, 48, 128), "{target}: layers.0 at {w0}");
         assert!(on_step(w2, 24, 64), "{target}: layers.2 at {w2}");
         assert!(1.0 - by_hand_both(w0, w2) >= target - 1e-12);
+        below_full += usize::from(w0 < 128) + usize::from(w2 < 64);
+        // Without round_to: on the steps, and here and there not on the lcm.
+        let w = steps_only
+            .select(Goal::Latency(target), Method::Tod)
+            .unwrap()
+            .widths();
+        let (w0, w2) = (w["layers.0"], w["layers.2"]);
+        assert!(on_step(w0, 16, 128) && on_step(w2, 8, 64), "{w0}, {w2}");
+        on_step_not_lcm += usize::from(!on_step(w0, 48, 128)) + usize::from(!on_step(w2, 24, 64));
     }
+    assert!(below_full > 0, "every width full: the lcm is not tested");
+    assert!(
+        on_step_not_lcm > 0,
+        "the steps alone already give multiples of the lcm: round_to is not tested"
+    );
 }
 
 #[test]
@@ -545,40 +634,195 @@ fn the_intersection_rule_is_snapped_to_the_step_too() {
         )
         .unwrap()
     };
-    let options = SelectOptions {
-        rule: GroupRule::Intersection,
-        ..SelectOptions::default()
-    };
-    let sel = |step| {
+    let sel = |rule: GroupRule, step: Option<usize>, round_to: usize| {
+        let options = SelectOptions {
+            rule,
+            counting: fair_threshold::CountOptions {
+                min_keep: 1,
+                round_to,
+            },
+            ..SelectOptions::default()
+        };
         Selector::new(
             graph.clone(),
             layers.clone(),
             &u_ref,
             &r_ref,
             &u_ref,
-            options.clone(),
+            options,
         )
         .unwrap()
         .with_latency(Arc::new(table(step)))
         .unwrap()
     };
-    let coupled_off = |s: &Selector, step: usize| -> usize {
+    // Coupled groups (more than one layer) whose width is off `step` (all widths when
+    // `all`).
+    let off = |s: &Selector, step: usize, all: bool| -> usize {
         let w = s.select(Goal::Latency(0.2), Method::Tod).unwrap().widths();
         prunable
             .iter()
-            .filter(|g| {
-                let width = w[&g.layers[0]];
-                !on_step(width, step, g.channels())
-            })
+            .filter(|g| all || g.layers.len() > 1)
+            .filter(|g| !on_step(w[&g.layers[0]], step, g.channels()))
             .count()
     };
+    for rule in [GroupRule::Intersection, GroupRule::Package] {
+        assert!(
+            off(&sel(rule, None, 1), 8, false) > 0,
+            "{rule:?}: no coupled group to snap without a step"
+        );
+        let s = sel(rule, Some(8), 1);
+        assert_eq!(off(&s, 8, true), 0, "{rule:?}");
+        let got = s.select(Goal::Latency(0.2), Method::Tod).unwrap();
+        let predicted = s.predicted_latency(&got).unwrap().unwrap();
+        assert!(1.0 - predicted >= 0.2 - 1e-12, "{rule:?}: {predicted}");
+    }
+    // A table without steps leaves the intersection as it was, round_to or not: a coupled
+    // group may keep a number of units that is not a multiple of round_to (only a step
+    // would snap it).
     assert!(
-        coupled_off(&sel(None), 8) > 0,
-        "nothing to snap without a step"
+        off(&sel(GroupRule::Intersection, None, 3), 3, false) > 0,
+        "a table without steps snapped the intersection to round_to"
     );
-    let s = sel(Some(8));
-    assert_eq!(coupled_off(&s, 8), 0);
-    let got = s.select(Goal::Latency(0.2), Method::Tod).unwrap();
-    let predicted = s.predicted_latency(&got).unwrap().unwrap();
-    assert!(1.0 - predicted >= 0.2 - 1e-12, "{predicted}");
+    let with_step_1 = sel(GroupRule::Intersection, Some(1), 3);
+    let without = sel(GroupRule::Intersection, None, 3);
+    assert_eq!(
+        with_step_1
+            .select(Goal::Latency(0.2), Method::Tod)
+            .unwrap()
+            .widths(),
+        without
+            .select(Goal::Latency(0.2), Method::Tod)
+            .unwrap()
+            .widths()
+    );
+}
+
+/// A test net with a grouped convolution of 3 groups: `a` (3 → 48) feeds `b`
+/// (48 → 48, 3 groups), then pooling and a classifier: pruned within groups, a unit is 3
+/// channels (channel j of every group).
+const GROUPED3: &str = r#"
+name = "grouped3"
+[[nodes]]
+name = "input"
+op = { type = "input", shape = [3, 8, 8] }
+[[nodes]]
+name = "a"
+op = { type = "conv2d", in_channels = 3, out_channels = 48, kernel_size = 3, padding = 1, bias = false }
+[[nodes]]
+name = "a.relu"
+op = { type = "relu" }
+[[nodes]]
+name = "b"
+op = { type = "conv2d", in_channels = 48, out_channels = 48, kernel_size = 3, padding = 1, groups = 3, bias = false }
+[[nodes]]
+name = "b.relu"
+op = { type = "relu" }
+[[nodes]]
+name = "pool"
+op = { type = "adaptive_avg_pool2d", output_size = 1 }
+[[nodes]]
+name = "flatten"
+op = { type = "flatten" }
+[[nodes]]
+name = "fc"
+op = { type = "linear", in_features = 48, out_features = 10 }
+"#;
+
+#[test]
+fn a_fast_step_of_8_channels_keeps_units_of_3_channels_in_multiples_of_8() {
+    use fair_analysis::{GroupedConvs, analyze_with, scored_layers};
+    let graph = Graph::from_toml_str(GROUPED3).unwrap();
+    let groups = analyze_with(&graph, &[], GroupedConvs::WithinGroups).unwrap();
+    let prunable: Vec<_> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable() && g.units >= 2)
+        .collect();
+    assert!(!prunable.is_empty());
+    for g in &prunable {
+        assert_eq!(
+            (g.units, g.map.channels_per_unit()),
+            (16, 3),
+            "{:?}",
+            g.layers
+        );
+    }
+    let layers: Vec<String> = scored_layers(&graph, GroupedConvs::WithinGroups)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut rng = Lcg(5);
+    let mut make = || -> Vec<Vec<f64>> {
+        layers
+            .iter()
+            .map(|l| (0..graph.units(l).unwrap()).map(|_| rng.next()).collect())
+            .collect()
+    };
+    let (u, r) = (make(), make());
+    let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
+    let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
+    let share = 0.8 / prunable.len() as f64;
+    let s = |step: Option<usize>| {
+        let table = LatencyTable::new(
+            key(),
+            1.0,
+            prunable
+                .iter()
+                .map(|g| LatencyGroup {
+                    layers: g.layers.clone(),
+                    width: g.channels(),
+                    points: vec![point(3, 1.0 - share), point(g.channels(), 1.0)],
+                    step,
+                    probes: Vec::new(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        let options = SelectOptions {
+            grouped: GroupedConvs::WithinGroups,
+            ..SelectOptions::default()
+        };
+        Selector::new(
+            graph.clone(),
+            layers.clone(),
+            &u_ref,
+            &r_ref,
+            &u_ref,
+            options,
+        )
+        .unwrap()
+        .with_latency(Arc::new(table))
+        .unwrap()
+    };
+    let (stepped, plain) = (s(Some(8)), s(None));
+    let (mut narrowed, mut off_without) = (0, 0);
+    for target in [0.1, 0.2, 0.3, 0.4] {
+        let w = stepped
+            .select(Goal::Latency(target), Method::Tod)
+            .unwrap()
+            .widths();
+        for g in &prunable {
+            // 8 units of 3 channels (24, the first multiple of 8 and 3) or all 16 (48).
+            let width = w[&g.layers[0]];
+            assert!(
+                width == 24 || width == 48,
+                "{target}: {:?} at {width}",
+                g.layers
+            );
+            narrowed += usize::from(width == 24);
+        }
+        let w = plain
+            .select(Goal::Latency(target), Method::Tod)
+            .unwrap()
+            .widths();
+        off_without += prunable
+            .iter()
+            .filter(|g| !matches!(w[&g.layers[0]], 24 | 48))
+            .count();
+    }
+    assert!(narrowed > 0, "no group narrowed: the step is not tested");
+    assert!(
+        off_without > 0,
+        "the widths are 24 or 48 without a step too"
+    );
 }

@@ -119,6 +119,12 @@ pub struct Latency {
     pub speedup: Option<Spread>,
     /// Whether the spread of the time or of the speed-up is too wide to trust.
     pub noisy: bool,
+    /// The milliseconds of each round, in order (round `k` of every model of a set was
+    /// timed in the same rotation): what ratios against a model other than the reference
+    /// are taken from. Not serialised (reports keep the summary above).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub round_ms: Vec<f64>,
 }
 
 /// Times every model in `models` at every batch size, interleaved; the first model is the
@@ -217,6 +223,7 @@ pub(crate) fn summarize(batch: usize, times: &[Vec<f64>], noisy_above: f64) -> V
                 rounds: t.len(),
                 speedup,
                 noisy,
+                round_ms: t.clone(),
             }
         })
         .collect()

@@ -10,9 +10,10 @@
 //! each width's latency is the full model's over the round-by-round speed-up, so load that
 //! hits a round hits both alike, and a group's latencies are made non-decreasing in the
 //! width ([`monotone`]). A few widths just below a multiple of 16 are timed besides
-//! ([`widths_to_time`]) to find the group's fast step ([`fair_analysis::fast_step`]: widths
-//! off it measurably slower than the multiple above, by their quartiles), which latency
-//! targets keep widths on. The weights are random: latency does not depend on their values.
+//! ([`widths_to_time`]) to find the group's fast step ([`step_of`]: widths off it
+//! measurably slower than the multiple above, by the quartiles of their round-by-round
+//! ratio), which latency targets keep widths on. The weights are random: latency does not
+//! depend on their values.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -292,8 +293,11 @@ pub struct TimedWidths {
     /// width last.
     pub points: Vec<usize>,
     /// The reference width and the widths probed below it ([`fair_analysis::step_probes`]),
-    /// or `None` when the step is not probed (a group whose unit is several channels: its
-    /// widths move by whole units; or one of fewer than 2 channels).
+    /// or `None` when the step is not probed: a group of fewer than 2 channels, or one whose
+    /// unit is several channels (a grouped convolution pruned within its groups). The
+    /// latter's step is simply not measured (recorded as 1): the probes are single channels
+    /// below a multiple of 16, which such a group cannot be narrowed to, and probing it
+    /// would take probes in whole units, which is not done.
     pub probes: Option<(usize, Vec<usize>)>,
     /// The narrowed models timed, ascending: every point but the full width, and the
     /// probes (a width both is timed once).
@@ -301,7 +305,8 @@ pub struct TimedWidths {
 }
 
 /// The widths a group of `units` units of `per` channels each is timed at: [`grid`] (in
-/// channels), and, when a unit is one channel, the fast step's probes
+/// channels), and, when a unit is one channel (only then: a group of wider units is not
+/// probed, its step not measured), the fast step's probes
 /// ([`fair_analysis::step_probes`]): a multiple `w` of 16 (of 8, 4 or 2 below 16 channels)
 /// joins the points, and three or four widths just below it (`w − 8`, `w − 4`, `w − 2`,
 /// `w − 1`) are timed besides. A group of 96 channels: points 1, 8, 32, 56, 88, 96 (96 is
@@ -354,10 +359,13 @@ pub fn measure_table(
 /// Times one forward pass per group and width on `timer`'s runtime: a table keyed by `key`
 /// for `graph`'s prunable groups (those of at least two units that are not `protected` or
 /// fixed), each narrowed alone to the widths of [`widths_to_time`] (the points of [`grid`]
-/// and the probes of its fast step, which every group records: 1 when not probed), timed interleaved with the full
-/// model at `key.batch` with `key.threads` threads ([`LatencyTimer::time`]). `options` gives
-/// the rounds and budget per group (its batch sizes are ignored); the table is flagged noisy
-/// when any figure is. `key.runtime` is recorded as given (normally `timer`'s runtime).
+/// and the probes of its fast step, [`step_of`], which every group records: 1 when not
+/// probed), timed interleaved with the full model at `key.batch` with `key.threads` threads
+/// ([`LatencyTimer::time`]). `options` gives the rounds and budget per group (its batch
+/// sizes are ignored); the table is flagged noisy when the figure of the full model or of
+/// any point is (the probes' noise is not counted: it enters their quartiles, which decide
+/// the step, and no figure is read from a probe). `key.runtime` is recorded as given
+/// (normally `timer`'s runtime).
 /// `progress` is told each group before it is timed (`  group 2/5 (layer1.conv1): 4 widths`).
 pub fn measure_table_on(
     timer: &LatencyTimer,
@@ -427,7 +435,16 @@ pub fn measure_table_on(
             session.add(&[&full], &|_| "the full model".to_owned())?;
         }
         let timed = session.finish();
-        let noisy = timed.iter().flatten().any(|t| t.noisy);
+        // The full model's and the points' figures, not the probes' (see the doc comment).
+        let noisy = timed.iter().enumerate().any(|(k, t)| {
+            t[0].noisy
+                || groups_widths.get(k).is_some_and(|(_, _, plan)| {
+                    plan.timed
+                        .iter()
+                        .zip(&t[1..])
+                        .any(|(w, l)| l.noisy && plan.points.contains(w))
+                })
+        });
         let full_medians: Vec<f64> = timed.iter().map(|t| t[0].ms.median / 1e3).collect();
         let full_seconds = crate::latency::Spread::of(&full_medians).median;
         // Each width's latency is the full latency over its round-by-round speed-up (load
@@ -436,7 +453,7 @@ pub fn measure_table_on(
         // never slower. The full width stays at the full latency (pooling a narrower width
         // measured slower into it would raise it and invent a saving). Probes keep their
         // figures as measured (off the fast step a width may be slower than the full
-        // model), and their quartiles decide the step.
+        // model), and their ratios to the reference width decide the step (step_of).
         let out = groups_widths
             .into_iter()
             .zip(&timed)
@@ -453,25 +470,17 @@ pub fn measure_table_on(
                     .map(|&w| (full_seconds / speedup(w).median).min(full_seconds))
                     .collect();
                 seconds.push(full_seconds);
-                let interval = |w: usize| {
-                    let s = speedup(w);
-                    (full_seconds / s.q3, full_seconds / s.q1)
-                };
                 let (step, probes) = match &plan.probes {
-                    Some((w, below)) => {
-                        let probed: Vec<(usize, (f64, f64))> =
-                            below.iter().map(|&p| (p, interval(p))).collect();
-                        (
-                            fair_analysis::fast_step(*w, interval(*w), &probed),
-                            below
-                                .iter()
-                                .map(|&p| LatencyPoint {
-                                    width: p,
-                                    seconds: full_seconds / speedup(p).median,
-                                })
-                                .collect(),
-                        )
-                    }
+                    Some((_, below)) => (
+                        step_of(&plan, width, t),
+                        below
+                            .iter()
+                            .map(|&p| LatencyPoint {
+                                width: p,
+                                seconds: full_seconds / speedup(p).median,
+                            })
+                            .collect(),
+                    ),
                     None => (1, Vec::new()),
                 };
                 LatencyGroup {
@@ -492,6 +501,44 @@ pub fn measure_table_on(
         table.noisy = noisy;
         Ok(table)
     }
+}
+
+/// The fast step of a group from its timed set: `plan` what it was timed at
+/// ([`widths_to_time`]), `full` its full width, `set` its figures (the full model first,
+/// then one per width of `plan.timed`). Every probe is judged against the reference width
+/// `w` alike, whether `w` is the full width (the full model) or a narrower one: by the
+/// round-by-round speed-up `time(w) / time(probe)` (load that hits a round hits both
+/// alike), the probe being measurably slower than `w` when the third quartile of that
+/// speed-up is below 1 ([`fair_analysis::fast_step`] on the latency relative to `w`, the
+/// interval 1 / third quartile to 1 / first quartile, against exactly 1). 1 when the plan
+/// probes nothing or a figure has no rounds.
+pub fn step_of(plan: &TimedWidths, full: usize, set: &[crate::Latency]) -> usize {
+    let Some((w, below)) = &plan.probes else {
+        return 1;
+    };
+    let rounds = |width: usize| -> Option<&[f64]> {
+        let i = if width == full {
+            0
+        } else {
+            plan.timed.iter().position(|&x| x == width)? + 1
+        };
+        set.get(i)
+            .map(|l| l.round_ms.as_slice())
+            .filter(|r| !r.is_empty())
+    };
+    let Some(reference) = rounds(*w) else {
+        return 1;
+    };
+    let mut probed = Vec::new();
+    for &p in below {
+        let Some(times) = rounds(p) else {
+            return 1;
+        };
+        let speedups: Vec<f64> = reference.iter().zip(times).map(|(r, x)| r / x).collect();
+        let s = crate::latency::Spread::of(&speedups);
+        probed.push((p, (1.0 / s.q3, 1.0 / s.q1)));
+    }
+    fair_analysis::fast_step(*w, (1.0, 1.0), &probed)
 }
 
 /// The non-decreasing sequence closest to `values` in the sum of absolute differences
@@ -725,7 +772,7 @@ done
     fn the_fast_step_of_a_group_is_measured_from_its_probes_against_their_noise() {
         let dir = tempfile::tempdir().unwrap();
         let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
-        let measure = |noisy: bool| {
+        let measure_on = |graph: &Graph, noisy: bool| {
             let settings = LatencySettings {
                 runtime: LatencyRuntime::OnnxruntimeCpu,
                 threads: Some(1),
@@ -734,7 +781,7 @@ done
             };
             table_for(
                 &settings,
-                &graph,
+                graph,
                 GroupedConvs::WithinGroups,
                 &[],
                 "sha256:x",
@@ -744,7 +791,9 @@ done
             .unwrap()
             .0
         };
+        let measure = |noisy: bool| measure_on(&graph, noisy);
         let table = measure(false);
+        assert!(!table.noisy);
         // layers.0 (24 channels) times 1, 8, 12, 14, 15, 16: 12, 14 and 15 are slower than
         // 16, 8 is not: a step of 8. layers.2 (12) times 1, 4, 6, 7, 8: the reference 8 is
         // as slow as 6 and 7, and 4 is fast: no step.
@@ -773,6 +822,70 @@ done
         let noisy = measure(true);
         assert_eq!(noisy.groups[0].step, Some(1));
         assert_eq!(noisy.groups[1].step, Some(1));
+        // The table is flagged noisy: layers.2's noisy widths include the point 8.
+        assert!(noisy.noisy);
+        // Two groups of 24 channels: the noisy widths 12, 14 and 15 are probes only, whose
+        // noise decides the step but does not flag the table.
+        let probes_only = measure_on(&fair_zoo::mlp(vec![1, 4, 4], &[24, 24], 3).unwrap(), true);
+        assert!(probes_only.groups.iter().all(|g| g.step == Some(1)));
+        assert!(!probes_only.noisy);
+    }
+
+    /// The figures of a set timed over 12 rounds: the full model at `full_ms` (times the
+    /// load factor of each round when `full_loaded`), then one model per width of `timed`
+    /// at `ms(width)` times the load factor of each round, which varies by up to 3×.
+    fn set_of(
+        timed: &[usize],
+        full_ms: f64,
+        full_loaded: bool,
+        ms: impl Fn(usize) -> f64,
+    ) -> Vec<crate::Latency> {
+        let load: Vec<f64> = (0..12).map(|k| 1.0 + (k % 4) as f64 * 0.7).collect();
+        let mut times = vec![
+            load.iter()
+                .map(|f| if full_loaded { full_ms * f } else { full_ms })
+                .collect::<Vec<f64>>(),
+        ];
+        for &w in timed {
+            times.push(load.iter().map(|f| ms(w) * f).collect());
+        }
+        crate::latency::summarize(1, &times, 0.25)
+    }
+
+    #[test]
+    fn probes_are_judged_by_their_ratio_to_the_reference_whether_it_is_full_or_not() {
+        // Widths off a multiple of 8 take 1.1 ms, the reference and 88 take 1 ms and
+        // 0.9 ms, in every round times a load that hits them all alike.
+        let ms = |slow: f64| {
+            move |w: usize| match w {
+                96 => 1.0,
+                88 => 0.9,
+                92 | 94 | 95 => slow,
+                _ => 0.5,
+            }
+        };
+        // The reference 96 is the full width: the full model is it (loaded alike).
+        let at_full = widths_to_time(96, 1);
+        assert_eq!(at_full.probes, Some((96, vec![88, 92, 94, 95])));
+        let set = set_of(&at_full.timed, 1.0, true, ms(1.1));
+        assert_eq!(step_of(&at_full, 96, &set), 8);
+        // The reference 96 is below the full width 100, whose model the load misses: each
+        // width's speed-up over the full model spreads 3×, the probes' ratio to 96 not; the
+        // same step.
+        let below = widths_to_time(100, 1);
+        assert_eq!(below.probes, Some((96, vec![88, 92, 94, 95])));
+        let set = set_of(&below.timed, 1.2, false, ms(1.1));
+        assert!(set[1].speedup.unwrap().relative_iqr() > 0.5);
+        assert_eq!(step_of(&below, 100, &set), 8);
+        // Probes as fast as the reference: no step, in both cases alike.
+        let set = set_of(&at_full.timed, 1.0, true, ms(1.0));
+        assert_eq!(step_of(&at_full, 96, &set), 1);
+        let set = set_of(&below.timed, 1.2, false, ms(1.0));
+        assert_eq!(step_of(&below, 100, &set), 1);
+        // Nothing probed (units of several channels): 1.
+        let grouped = widths_to_time(6, 4);
+        let set = set_of(&grouped.timed, 1.0, true, |_| 2.0);
+        assert_eq!(step_of(&grouped, 24, &set), 1);
     }
 
     #[test]

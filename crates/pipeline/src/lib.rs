@@ -76,7 +76,7 @@ pub use latency_correct::{
 };
 pub use latency_table::{
     LatencyRuntime, LatencySettings, TableSource, TimedWidths, grid, measure_table,
-    measure_table_on, monotone, table_for, table_options, widths_to_time,
+    measure_table_on, monotone, step_of, table_for, table_options, widths_to_time,
 };
 pub use onnx::{ImportReport, import_onnx, is_onnx, load_graph, load_graph_with, onnx_model};
 pub use preset::{Preset, PresetSettings};

@@ -230,12 +230,24 @@ impl Default for CountOptions {
 impl CountOptions {
     /// Applies the options to a raw count of units to remove from a layer of `units`.
     pub fn apply(&self, units: usize, count: usize) -> usize {
-        let mut kept = units.saturating_sub(count).max(self.min_keep);
-        if self.round_to > 1 {
-            kept = kept.div_ceil(self.round_to) * self.round_to;
-        }
-        units - kept.min(units)
+        let kept = units.saturating_sub(count).max(self.min_keep);
+        units - round_up(kept, self.round_to, units)
     }
+}
+
+/// `kept` rounded up to a multiple of `step` (unchanged for a step of 0 or 1), at most
+/// `units`: how `round_to` and a latency target's fast step round kept units (or widths).
+///
+/// ```
+/// assert_eq!(fair_threshold::round_up(10, 8, 64), 16);
+/// assert_eq!(fair_threshold::round_up(60, 8, 62), 62);
+/// assert_eq!(fair_threshold::round_up(7, 1, 64), 7);
+/// ```
+pub fn round_up(kept: usize, step: usize, units: usize) -> usize {
+    if step <= 1 {
+        return kept.min(units);
+    }
+    kept.div_ceil(step).saturating_mul(step).min(units)
 }
 
 /// Counts to remove per layer at tolerance `alpha`, options applied.
