@@ -1112,11 +1112,38 @@ fn unequal_data(sizes: &[usize], shape: &[i64], seed: i64) -> Calibration {
     .unwrap()
 }
 
+/// Compares two U-Score runs' scores: they agree to f32 rounding of the activations (within
+/// 1e-5 of each layer's largest score; a class's rows taken from the wrong place in a pack
+/// would differ entirely). Prints how many differ in some bit and by how much.
+fn assert_close(what: &str, reference: &[Vec<f64>], scores: &[Vec<f64>]) {
+    let (mut differ, mut worst, mut worst_of_layer) = (0, 0.0f64, 0.0f64);
+    for (l, (x, y)) in reference.iter().zip(scores).enumerate() {
+        let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (u, (a, b)) in x.iter().zip(y).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{what}, layer {l} unit {u}: {a} vs {b}"
+            );
+            differ += usize::from(a.to_bits() != b.to_bits());
+            worst = worst.max((a - b).abs());
+            worst_of_layer = worst_of_layer.max((a - b).abs() / scale);
+        }
+    }
+    let all = reference.iter().flatten().count();
+    eprintln!(
+        "{what}: {differ} of {all} scores differ in some bit, by at most {worst:e} \
+         ({worst_of_layer:e} of the layer's largest score)"
+    );
+}
+
 /// Consecutive classes share forward batches (whole classes, up to `batch_size` samples; a
-/// class larger than a batch runs alone in several): on classes of unequal sizes that do
-/// not divide the batch, the scores equal those of forwarding every sample alone (batch size
-/// 1, where nothing is packed) to f32 rounding, and the batches run are those of the
-/// packing.
+/// class larger than a batch runs alone in several). libtorch's CPU kernels round a sample's
+/// activations differently in the last bits with the batch it runs in, so the scores are
+/// compared to f32 rounding: on classes of unequal sizes that do not divide the batch, with
+/// those of forwarding every sample alone (batch size 1, where nothing is packed), and on
+/// classes of equal sizes with the per-class path (a batch the size of a class, where
+/// nothing is packed either: each class's samples are one batch, as they were before
+/// classes were packed). The batches run are those of the packing.
 #[test]
 fn packed_forward_passes_give_the_scores_of_one_sample_at_a_time() {
     use fair_scoring::u_scores_measured;
@@ -1133,47 +1160,41 @@ fn packed_forward_passes_give_the_scores_of_one_sample_at_a_time() {
         let g = fair_zoo::build(zoo, &shape, sizes.len()).unwrap();
         let model = Model::new(g, Device::Cpu, 0).unwrap();
         fair_testkit::randomise_batchnorm(&model, 1);
-        let cal = unequal_data(&sizes, input, 5);
         let layers = prunable_layers(model.graph(), point);
-        let run = |batch_size: usize| {
+        let run = |cal: &Calibration, batch_size: usize| {
             let s = UScoreSettings {
                 projections: 8,
                 batch_size,
                 samples_per_class: 5,
                 ..Default::default()
             };
-            u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap()
+            u_scores_measured(&model, &layers, cal, &s, Progress::QUIET, None).unwrap()
         };
-        let alone = run(1);
+        let cal = unequal_data(&sizes, input, 5);
+        let alone = run(&cal, 1);
         assert_eq!((alone.forwards, alone.batches), (7, 17), "{zoo}");
         assert!(
             alone.scores.iter().flatten().all(|v| v.is_finite()),
             "{zoo}"
         );
         for (batch_size, batches) in [(3, 7), (8, 3), (64, 1)] {
-            let packed = run(batch_size);
+            let packed = run(&cal, batch_size);
             assert_eq!(
                 (packed.forwards, packed.batches),
                 (7, batches),
                 "{zoo} at batch size {batch_size}"
             );
-            // libtorch's CPU kernels round a sample's activations differently in the last
-            // bits with the batch it runs in (as the batch size always could), so the
-            // scores agree to f32 rounding, relative to each layer's largest score;
-            // a class's rows taken from the wrong place in a pack would differ entirely.
-            let mut differ = 0;
-            for (l, (x, y)) in alone.scores.iter().zip(&packed.scores).enumerate() {
-                let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                for (u, (a, b)) in x.iter().zip(y).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * scale,
-                        "{zoo} at batch size {batch_size}, layer {l} unit {u}: {a} vs {b}"
-                    );
-                    differ += usize::from(a.to_bits() != b.to_bits());
-                }
-            }
-            eprintln!("{zoo} at batch size {batch_size}: {differ} scores differ in some bit");
+            let what = format!("{zoo}, unequal classes, batch size {batch_size} against 1");
+            assert_close(&what, &alone.scores, &packed.scores);
         }
+        // Equal classes of 5: at batch size 5 each class is its own batch (the per-class
+        // path), at 64 all 7 share one.
+        let cal = data(5, sizes.len() as i64, input, 6);
+        let per_class = run(&cal, 5);
+        let packed = run(&cal, 64);
+        assert_eq!((per_class.batches, packed.batches), (7, 1), "{zoo}");
+        let what = format!("{zoo}, classes of 5, packed against per class");
+        assert_close(&what, &per_class.scores, &packed.scores);
     }
 }
 
