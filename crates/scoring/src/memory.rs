@@ -9,7 +9,7 @@
 //! summaries of a prefix of the (layer, unit range) pieces stay in memory, the rest go to a
 //! temporary file, and the class-pair distances then run piece by piece in passes that fit
 //! (the forward passes are split into groups, each re-run up to its last layer, only where
-//! one class's taps of all layers do not fit together). Where no such file can be made,
+//! one forward batch's taps of all layers do not fit together). Where no such file can be made,
 //! [`plan`] splits the pieces into chunks; each chunk runs its own eval-mode forward pass per
 //! class, stopping after the chunk's last analysis point, and is reduced to scores before the
 //! next chunk starts. Either way the arithmetic on every unit is the same as in one pass
@@ -363,7 +363,7 @@ pub fn check_memory_bound(graph: &Graph, bound: Option<ByteSize>) -> Result<(), 
 }
 
 /// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes less
-/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
+/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest of the [`packs`]), `fixed`
 /// the bytes already taken by the model and the calibration data (subtracted from the
 /// budget). A layer that does not fit is split by units; a budget too small for even one
 /// unit of a layer is an error naming the layer and the size it needs.
@@ -492,9 +492,9 @@ pub fn plan(
 /// a temporary file, and the class-pair distances then run piece by piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardOnce {
-    /// The forward passes per class: groups of scored layers (indices, graph order) whose
-    /// taps of one class fit together, each pass stopping after its group's last analysis
-    /// point. One group, i.e. one forward pass per class, unless one class's taps of all
+    /// The forward passes over every class: groups of scored layers (indices, graph order)
+    /// whose taps of one forward pack ([`packs`]) fit together, each pass stopping after its group's last analysis
+    /// point. One group, i.e. one forward pass per class, unless one forward batch's taps of all
     /// layers do not fit next to each other.
     pub forwards: Vec<Vec<usize>>,
     /// The pieces whose summaries stay in memory from the forward passes to their

@@ -54,8 +54,9 @@ pub struct UScoreSettings {
     /// tapped outputs are then taken apart. libtorch's CPU kernels may round a sample's
     /// activations differently in the last bits with the batch it runs in, so the scores
     /// may differ at that level between batch sizes (measured on the zoo's small models:
-    /// at most 1.2e-6 of a layer's largest score); the memory bound never changes the
-    /// batches.
+    /// at most 1.2e-6 of a layer's largest score). The memory bound changes the batches
+    /// only where it cannot hold several classes' forward pass at all: each class then
+    /// runs alone, with a note.
     pub batch_size: usize,
     /// Seed for class and sample choice and for the projection directions.
     pub seed: u64,
@@ -73,7 +74,9 @@ pub struct UScoreSettings {
     /// class-pair distances run in passes that each fit. Only where that file cannot be made
     /// (or the directory lacks the space) are the layers split into passes that each re-run
     /// the forward passes up to their last layer, with a note. Either way the scores are
-    /// those of one pass: bit for bit on the host engine; the device engine's f32 reductions
+    /// those of one pass (unless the bound cannot hold several classes' forward pass
+    /// together: each class then runs alone, with a note, see
+    /// [`UScoreSettings::batch_size`]): bit for bit on the host engine; the device engine's f32 reductions
     /// over narrower pieces may round differently (agreement to 1e-6 relative is tested on
     /// the CPU device). See [`crate::memory`] for the estimate. Not part of the scores'
     /// provenance.
@@ -411,8 +414,8 @@ impl TryFrom<String> for SpillDir {
 /// [`UScoreSettings::max_memory`], or where one pass fits it, one pass taps every layer.
 /// Where it does not, each class's forward pass still runs once ([`memory::forward_once`]):
 /// the summaries that do not fit go to a temporary file in [`UScoreSettings::spill_dir`]
-/// and the class-pair distances run in passes that fit (one class's taps of all layers that
-/// do not fit together are split into groups, each a forward pass per class). Only where
+/// and the class-pair distances run in passes that fit (one forward batch's taps of all
+/// layers that do not fit together are split into groups, each a forward pass of its own). Only where
 /// that file cannot be had (no room, no directory, [`SpillDir::Never`]) are the layers
 /// split into passes that each re-run the forward passes ([`memory::plan`]). Returns notes
 /// about classes with fewer samples than asked for, and about the passes when there is
@@ -479,7 +482,7 @@ impl LayerPairCheck {
 pub struct TimeProfile {
     /// Forward passes of the first memory pass (every class once).
     pub forward: f64,
-    /// Forward passes that later memory passes repeat (0 unless one class's taps of all
+    /// Forward passes that later memory passes repeat (0 unless one forward batch's taps of all
     /// layers, or the summaries in a temporary file, do not fit: see
     /// [`UScoreSettings::max_memory`]).
     pub forward_again: f64,
@@ -590,8 +593,8 @@ pub struct UScoreRun {
     /// [`UScoreRun::batches`]).
     pub forwards: usize,
     /// Forward batches run, of at most [`UScoreSettings::batch_size`] samples each:
-    /// consecutive classes' samples are packed into one batch while they fit it and the
-    /// memory bound (a class larger than a batch runs alone, in several).
+    /// consecutive classes' samples are packed into one batch while they fit it (a class
+    /// larger than a batch runs alone, in several), whatever the memory bound.
     pub batches: usize,
     /// Bytes of summaries written to the temporary file because they did not fit the memory
     /// bound (the file's data, as written; 0 when none was).
@@ -812,16 +815,39 @@ fn scores_of(
     // attention the first of them, so the three compare the heads on the same directions.
     let rep: Vec<usize> = index.iter().map(|&i| leaders[i]).collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
-    let memory = memory::layer_memory(graph, layers, &projections, &samples, settings.batch_size)?;
     let fixed =
         4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
-    // Consecutive classes share forward batches; a class larger than a batch runs alone.
-    let packs = memory::packs(&samples, settings.batch_size);
-    let batch = settings
-        .batch_size
-        .min(memory::largest_pack(&samples, settings.batch_size));
     let bound = settings.max_memory.map(|b| b.0);
-    let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+    // Consecutive classes share forward batches (a class larger than a batch runs alone):
+    // packs of at most `limit` samples, planned with their taps and forward batch.
+    let planned = |limit: usize| -> Result<_, ScoringError> {
+        let memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
+        let batch = settings
+            .batch_size
+            .min(memory::largest_pack(&samples, limit));
+        let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+        Ok((memory::packs(&samples, limit), memory, batch, plan))
+    };
+    let (packs, memory, batch, plan) = match planned(settings.batch_size) {
+        Ok(p) => p,
+        // A bound that holds one class's forward pass but not several classes' together:
+        // each class runs alone, as it always could (a limit below every class's size).
+        Err(packed) if bound.is_some() && samples.len() > 1 => {
+            let alone = planned(0).map_err(|_| packed)?;
+            notes.push(format!(
+                "the U-Score's forward batches of several classes do not fit the memory bound \
+                 (`max-memory`) {}, so each class ran its own forward pass; the scores may \
+                 differ from those of a run without the bound in the last bits of the \
+                 activations",
+                settings
+                    .max_memory
+                    .map(|b| b.to_string())
+                    .unwrap_or_default()
+            ));
+            alone
+        }
+        Err(e) => return Err(e),
+    };
     let equal = samples.iter().all(|&n| n == samples[0]);
     let on_device = match settings.engine {
         Engine::Host => false,
@@ -900,7 +926,7 @@ fn scores_of(
                 )
             } else {
                 format!(
-                    "one class's U-Score taps of all layers do not fit the memory bound \
+                    "one forward batch's U-Score taps of all layers do not fit the memory bound \
                      (`max-memory`) {bound_text} together"
                 )
             },
@@ -910,7 +936,7 @@ fn scores_of(
                 (1, _) => "each class's forward pass ran once, ".to_string(),
                 (g, 0) => format!("each class's forward passes ran {g} times, "),
                 (g, _) => format!(
-                    "each class's forward passes ran {g} times (one class's taps of all layers \
+                    "each class's forward passes ran {g} times (one forward batch's taps of all layers \
                      do not fit together), "
                 ),
             },

@@ -1198,6 +1198,66 @@ fn packed_forward_passes_give_the_scores_of_one_sample_at_a_time() {
     }
 }
 
+/// A memory bound that holds one class's forward pass but not several classes' together:
+/// each class runs alone (as before classes were packed), with a note, and the scores are
+/// those of the packed unbounded run to f32 rounding.
+#[test]
+fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
+    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let cal = data(4, 5, &[3, 32, 32], 7);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 4,
+        batch_size: 64,
+        samples_per_class: 4,
+        ..Default::default()
+    };
+    let free = u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap();
+    assert_eq!((free.forwards, free.batches), (5, 1));
+    // The smallest bound (in steps of 1/64 of the fixed part) that plans each class alone.
+    let graph = model.graph();
+    let samples = [4; 5];
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 4 } else { 1 }).collect();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let fits = |limit: usize, budget: u64| {
+        let mem = layer_memory(graph, &layers, &projections, &samples, limit).unwrap();
+        let batch = largest_pack(&samples, limit).min(64);
+        plan(graph, &layers, &mem, batch, fixed, Some(budget)).is_ok()
+    };
+    let budget = (1..=1024u64)
+        .map(|i| (fixed + fixed / 64 * i) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1)
+        .find(|&b| fits(0, b))
+        .unwrap();
+    assert!(!fits(64, budget), "the packed classes fit {budget} bytes");
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    assert_eq!(
+        (run.forwards, run.batches),
+        (5 * run.passes, 5 * run.passes)
+    );
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("each class ran its own forward pass")),
+        "{:?}",
+        run.notes
+    );
+    assert_close(
+        "vgg11_bn_cifar, each class alone under a bound against packed",
+        &free.scores,
+        &run.scores,
+    );
+}
+
 #[test]
 fn non_finite_activations_name_the_layer_and_class() {
     // Weights are checked when a model is loaded; activations can still turn NaN or
