@@ -3,8 +3,9 @@
 //! Taylor reconstruction), and classic criteria (L1/L2 filter norm, BatchNorm scale, random)
 //! behind one [`Criterion`] trait, found by name in a [`Registry`] that researchers extend.
 //!
-//! Efficient by construction: the U-Score runs one eval-mode forward pass per class over its
-//! samples with every analysis point tapped at once, reduces each tap to sorted projections
+//! Efficient by construction: the U-Score runs one eval-mode forward pass over the classes'
+//! samples (consecutive classes packed into shared batches) with every analysis point tapped
+//! at once, reduces each tap to sorted projections
 //! on the model's device, and compares all class pairs vectorised over units (in parallel;
 //! on the host, a bounded search finds the same largest pair distance, bit for bit, while
 //! computing few pairs in full: [`PairSearch`]); the R-Score runs one forward and one backward pass per calibration batch and reads every

@@ -9,7 +9,7 @@
 //! summaries of a prefix of the (layer, unit range) pieces stay in memory, the rest go to a
 //! temporary file, and the class-pair distances then run piece by piece in passes that fit
 //! (the forward passes are split into groups, each re-run up to its last layer, only where
-//! one class's taps of all layers do not fit together). Where no such file can be made,
+//! one forward batch's taps of all layers do not fit together). Where no such file can be made,
 //! [`plan`] splits the pieces into chunks; each chunk runs its own eval-mode forward pass per
 //! class, stopping after the chunk's last analysis point, and is reduced to scores before the
 //! next chunk starts. Either way the arithmetic on every unit is the same as in one pass
@@ -174,10 +174,13 @@ pub fn default_max_memory() -> Option<ByteSize> {
 pub struct LayerMemory {
     /// One unit's sorted projections over all compared classes: `4 · P · Σₖ nₖ`.
     pub per_unit: u64,
-    /// The layer's tapped output for one class: `4 · n · numel(analysis output)`.
+    /// The layer's tapped output for one forward pass over a pack of classes ([`packs`]):
+    /// `4 · m · numel(analysis output)`, `m` the most samples of a pack.
     pub tap: u64,
-    /// Working memory while one class's tap is reduced: its concatenation, the projections,
-    /// their unit-major copy and the sorted rows (`tap + 3 · 4 · n · u · P`).
+    /// Working memory while one class's rows of the tap are reduced: the concatenation of
+    /// its batches where it has more samples than a batch, the projections, their
+    /// unit-major copy and the sorted rows (`4 · n · numel + 3 · 4 · n · u · P`, `n` the
+    /// largest class).
     pub work: u64,
     /// Position of the analysis node in the graph (a pass runs up to it).
     pub position: usize,
@@ -254,18 +257,58 @@ pub(crate) fn forward_peaks(graph: &Graph) -> Vec<u64> {
     peaks
 }
 
-/// The memory of each scored layer, for `samples[k]` samples of each compared class and
-/// `projections[l]` projections of layer `l` (1 for pooled or linear layers).
+/// Consecutive classes packed into one forward pass each, for `samples[k]` samples of class
+/// `k` and forward batches of `batch_size`: ranges of classes whose samples total at most
+/// `batch_size` (one batch), or one class alone where it has more (run in several batches).
+///
+/// ```
+/// use fair_scoring::memory::packs;
+/// assert_eq!(packs(&[2, 1, 5, 3, 1, 1, 4], 3), vec![0..2, 2..3, 3..4, 4..6, 6..7]);
+/// assert_eq!(packs(&[8; 4], 256), vec![0..4]);
+/// assert_eq!(packs(&[2, 2], 1), vec![0..1, 1..2]);
+/// ```
+pub fn packs(samples: &[usize], batch_size: usize) -> Vec<Range<usize>> {
+    let mut packs: Vec<Range<usize>> = Vec::new();
+    let mut total = 0usize;
+    for (k, &n) in samples.iter().enumerate() {
+        match packs.last_mut() {
+            Some(p) if total.saturating_add(n) <= batch_size => {
+                p.end = k + 1;
+                total += n;
+            }
+            _ => {
+                packs.push(k..k + 1);
+                total = n;
+            }
+        }
+    }
+    packs
+}
+
+/// The most samples one forward pass of [`packs`] holds (0 without classes).
+pub fn largest_pack(samples: &[usize], batch_size: usize) -> usize {
+    packs(samples, batch_size)
+        .into_iter()
+        .map(|p| samples[p].iter().sum::<usize>())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The memory of each scored layer, for `samples[k]` samples of each compared class,
+/// `projections[l]` projections of layer `l` (1 for pooled or linear layers) and forward
+/// passes over the [`packs`] of forward batches of `batch_size` samples.
 pub fn layer_memory(
     graph: &Graph,
     layers: &[PrunableLayer],
     projections: &[usize],
     samples: &[usize],
+    batch_size: usize,
 ) -> Result<Vec<LayerMemory>, ScoringError> {
     let total = samples
         .iter()
         .fold(0u64, |a, &n| a.saturating_add(n as u64));
     let n = samples.iter().copied().max().unwrap_or(0) as u64;
+    let pack = largest_pack(samples, batch_size) as u64;
     layers
         .iter()
         .zip(projections)
@@ -278,11 +321,10 @@ pub fn layer_memory(
             let u = layer.units as u64;
             // Saturating: absurd settings give sizes no budget holds, never an overflow.
             let times = |xs: &[u64]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x));
-            let tap = times(&[F32, n, numel]);
             Ok(LayerMemory {
                 per_unit: times(&[F32, p, total]),
-                tap,
-                work: tap.saturating_add(times(&[3, F32, n, u, p])),
+                tap: times(&[F32, pack, numel]),
+                work: times(&[F32, n, numel]).saturating_add(times(&[3, F32, n, u, p])),
                 position,
             })
         })
@@ -321,7 +363,7 @@ pub fn check_memory_bound(graph: &Graph, bound: Option<ByteSize>) -> Result<(), 
 }
 
 /// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes less
-/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest class), `fixed`
+/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest of the [`packs`]), `fixed`
 /// the bytes already taken by the model and the calibration data (subtracted from the
 /// budget). A layer that does not fit is split by units; a budget too small for even one
 /// unit of a layer is an error naming the layer and the size it needs.
@@ -450,9 +492,9 @@ pub fn plan(
 /// a temporary file, and the class-pair distances then run piece by piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardOnce {
-    /// The forward passes per class: groups of scored layers (indices, graph order) whose
-    /// taps of one class fit together, each pass stopping after its group's last analysis
-    /// point. One group, i.e. one forward pass per class, unless one class's taps of all
+    /// The forward passes over every class: groups of scored layers (indices, graph order)
+    /// whose taps of one forward pack ([`packs`]) fit together, each pass stopping after its group's last analysis
+    /// point. One group, i.e. one forward pass per class, unless one forward batch's taps of all
     /// layers do not fit next to each other.
     pub forwards: Vec<Vec<usize>>,
     /// The pieces whose summaries stay in memory from the forward passes to their

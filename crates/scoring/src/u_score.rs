@@ -49,7 +49,14 @@ pub struct UScoreSettings {
     pub max_classes: usize,
     /// Samples per class (default 32; a class with fewer uses what it has, with a note).
     pub samples_per_class: usize,
-    /// Forward batch size (default 256).
+    /// Forward batch size (default 256). Consecutive classes share a batch while their
+    /// samples fit it (a class with more runs alone, in several); each class's rows of the
+    /// tapped outputs are then taken apart. libtorch's CPU kernels may round a sample's
+    /// activations differently in the last bits with the batch it runs in, so the scores
+    /// may differ at that level between batch sizes (measured on the zoo's small models:
+    /// at most 1.2e-6 of a layer's largest score). The memory bound changes the batches
+    /// only where it cannot hold several classes' forward pass at all: each class then
+    /// runs alone, with a note.
     pub batch_size: usize,
     /// Seed for class and sample choice and for the projection directions.
     pub seed: u64,
@@ -67,7 +74,9 @@ pub struct UScoreSettings {
     /// class-pair distances run in passes that each fit. Only where that file cannot be made
     /// (or the directory lacks the space) are the layers split into passes that each re-run
     /// the forward passes up to their last layer, with a note. Either way the scores are
-    /// those of one pass: bit for bit on the host engine; the device engine's f32 reductions
+    /// those of one pass (unless the bound cannot hold several classes' forward pass
+    /// together: each class then runs alone, with a note, see
+    /// [`UScoreSettings::batch_size`]): bit for bit on the host engine; the device engine's f32 reductions
     /// over narrower pieces may round differently (agreement to 1e-6 relative is tested on
     /// the CPU device). See [`crate::memory`] for the estimate. Not part of the scores'
     /// provenance.
@@ -400,12 +409,13 @@ impl TryFrom<String> for SpillDir {
 }
 
 /// U-Scores of every layer (one vector per layer, in order), from eval-mode forward passes
-/// per class over its samples with the analysis points tapped. Without
+/// over the classes' samples with the analysis points tapped (consecutive classes packed
+/// into batches of [`UScoreSettings::batch_size`], their outputs taken apart per class). Without
 /// [`UScoreSettings::max_memory`], or where one pass fits it, one pass taps every layer.
 /// Where it does not, each class's forward pass still runs once ([`memory::forward_once`]):
 /// the summaries that do not fit go to a temporary file in [`UScoreSettings::spill_dir`]
-/// and the class-pair distances run in passes that fit (one class's taps of all layers that
-/// do not fit together are split into groups, each a forward pass per class). Only where
+/// and the class-pair distances run in passes that fit (one forward batch's taps of all
+/// layers that do not fit together are split into groups, each a forward pass of its own). Only where
 /// that file cannot be had (no room, no directory, [`SpillDir::Never`]) are the layers
 /// split into passes that each re-run the forward passes ([`memory::plan`]). Returns notes
 /// about classes with fewer samples than asked for, and about the passes when there is
@@ -472,7 +482,7 @@ impl LayerPairCheck {
 pub struct TimeProfile {
     /// Forward passes of the first memory pass (every class once).
     pub forward: f64,
-    /// Forward passes that later memory passes repeat (0 unless one class's taps of all
+    /// Forward passes that later memory passes repeat (0 unless one forward batch's taps of all
     /// layers, or the summaries in a temporary file, do not fit: see
     /// [`UScoreSettings::max_memory`]).
     pub forward_again: f64,
@@ -578,9 +588,14 @@ pub struct UScoreRun {
     /// [`UScoreSettings::bn_drift`]): 1, unless the memory bound made the U-Score re-run
     /// them (see [`UScoreSettings::max_memory`]).
     pub passes: usize,
-    /// Forward passes of one class's samples (each over the class's batches): the classes
-    /// compared times [`UScoreRun::passes`].
+    /// Forward passes of one class's samples: the classes compared times
+    /// [`UScoreRun::passes`] (consecutive classes share forward batches: see
+    /// [`UScoreRun::batches`]).
     pub forwards: usize,
+    /// Forward batches run, of at most [`UScoreSettings::batch_size`] samples each:
+    /// consecutive classes' samples are packed into one batch while they fit it (a class
+    /// larger than a batch runs alone, in several), whatever the memory bound.
+    pub batches: usize,
     /// Bytes of summaries written to the temporary file because they did not fit the memory
     /// bound (the file's data, as written; 0 when none was).
     pub spilled: u64,
@@ -692,6 +707,7 @@ fn measured(
         run.pairs.merge(&one.pairs);
         run.passes += one.passes;
         run.forwards += one.forwards;
+        run.batches += one.batches;
         run.spilled += one.spilled;
     }
     run.scores = scores
@@ -799,13 +815,39 @@ fn scores_of(
     // attention the first of them, so the three compare the heads on the same directions.
     let rep: Vec<usize> = index.iter().map(|&i| leaders[i]).collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
-    let largest = samples.iter().copied().max().unwrap_or(0);
-    let memory = memory::layer_memory(graph, layers, &projections, &samples)?;
     let fixed =
         4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
-    let batch = settings.batch_size.min(largest);
     let bound = settings.max_memory.map(|b| b.0);
-    let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+    // Consecutive classes share forward batches (a class larger than a batch runs alone):
+    // packs of at most `limit` samples, planned with their taps and forward batch.
+    let planned = |limit: usize| -> Result<_, ScoringError> {
+        let memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
+        let batch = settings
+            .batch_size
+            .min(memory::largest_pack(&samples, limit));
+        let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
+        Ok((memory::packs(&samples, limit), memory, batch, plan))
+    };
+    let (packs, memory, batch, plan) = match planned(settings.batch_size) {
+        Ok(p) => p,
+        // A bound that holds one class's forward pass but not several classes' together:
+        // each class runs alone, as it always could (a limit below every class's size).
+        Err(packed) if bound.is_some() && samples.len() > 1 => {
+            let alone = planned(0).map_err(|_| packed)?;
+            notes.push(format!(
+                "the U-Score's forward batches of several classes do not fit the memory bound \
+                 (`max-memory`) {}, so each class ran its own forward pass; the scores may \
+                 differ from those of a run without the bound in the last bits of the \
+                 activations",
+                settings
+                    .max_memory
+                    .map(|b| b.to_string())
+                    .unwrap_or_default()
+            ));
+            alone
+        }
+        Err(e) => return Err(e),
+    };
     let equal = samples.iter().all(|&n| n == samples[0]);
     let on_device = match settings.engine {
         Engine::Host => false,
@@ -884,7 +926,7 @@ fn scores_of(
                 )
             } else {
                 format!(
-                    "one class's U-Score taps of all layers do not fit the memory bound \
+                    "one forward batch's U-Score taps of all layers do not fit the memory bound \
                      (`max-memory`) {bound_text} together"
                 )
             },
@@ -894,7 +936,7 @@ fn scores_of(
                 (1, _) => "each class's forward pass ran once, ".to_string(),
                 (g, 0) => format!("each class's forward passes ran {g} times, "),
                 (g, _) => format!(
-                    "each class's forward passes ran {g} times (one class's taps of all layers \
+                    "each class's forward passes ran {g} times (one forward batch's taps of all layers \
                      do not fit together), "
                 ),
             },
@@ -942,6 +984,7 @@ fn scores_of(
     let started = std::time::Instant::now();
     let mut time = TimeProfile::default();
     let mut forwards = 0usize;
+    let mut batches = 0usize;
     let mut spill_seconds = 0.0;
     let passes;
     if let (Some(o), spill) = (&once, &mut spill) {
@@ -961,36 +1004,45 @@ fn scores_of(
                 .map(|&i| directions(settings, &layers[i], shapes[i], rep[i], device))
                 .collect();
             let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
-            for (k, (class, idx)) in classes.iter().enumerate() {
+            let group_layers: Vec<&PrunableLayer> = group.iter().map(|&i| &layers[i]).collect();
+            for pack in packs.clone() {
                 let clock = std::time::Instant::now();
-                let parts = forward_taps(model, &data.select(idx), settings.batch_size, &taps)?;
+                let packed = forward_pack(model, data, &classes[pack.clone()], settings, &taps)?;
                 time.add_forward(pass, clock.elapsed().as_secs_f64());
-                forwards += 1;
-                for ((&i, part), dir) in group.iter().zip(parts).zip(&dirs) {
+                forwards += pack.len();
+                batches += packed.batches;
+                check_finite(&packed.taps, &group_layers, &classes[pack.clone()])?;
+                // Layer by layer, each class's rows of the packed tap (a view), the packed
+                // tap freed after its last class.
+                for ((&i, tap), dir) in group.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    let t = tap_of(part, layer, *class)?;
-                    let clock = std::time::Instant::now();
-                    let projected = project(&t, layer, dir.as_ref())?;
-                    drop(t);
-                    time.projections += clock.elapsed().as_secs_f64();
-                    let clock = std::time::Instant::now();
-                    let sorted = sort_units(&projected, layer, on_device)?;
-                    drop(projected);
-                    time.sorting += clock.elapsed().as_secs_f64();
-                    let keep = resident_units[i];
-                    if keep < layer.units {
+                    let mut at = 0;
+                    for k in pack.clone() {
+                        let t = class_rows(&tap, at, samples[k]);
+                        at += samples[k];
                         let clock = std::time::Instant::now();
-                        spill
-                            .as_mut()
-                            .expect("a plan that spills has a spill file")
-                            .write(i, k, &host_rows(&sorted, keep, layer)?)?;
-                        spill_seconds += clock.elapsed().as_secs_f64();
-                    }
-                    if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
-                        held[h].push(sorted.rows(0..keep, layer.units));
+                        let projected = project(&t, layer, dir.as_ref())?;
+                        drop(t);
+                        time.projections += clock.elapsed().as_secs_f64();
+                        let clock = std::time::Instant::now();
+                        let sorted = sort_units(&projected, layer, on_device)?;
+                        drop(projected);
+                        time.sorting += clock.elapsed().as_secs_f64();
+                        let keep = resident_units[i];
+                        if keep < layer.units {
+                            let clock = std::time::Instant::now();
+                            spill
+                                .as_mut()
+                                .expect("a plan that spills has a spill file")
+                                .write(i, k, &host_rows(&sorted, keep, layer)?)?;
+                            spill_seconds += clock.elapsed().as_secs_f64();
+                        }
+                        if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
+                            held[h].push(sorted.rows(0..keep, layer.units));
+                        }
                     }
                 }
-                bar.inc(1);
+                bar.inc(pack.len() as u64);
             }
         }
         bar.finish_and_clear();
@@ -1042,38 +1094,50 @@ fn scores_of(
                 .iter()
                 .map(|&i| layers[i].analysis.as_str())
                 .collect();
+            let chunk_layer_refs: Vec<&PrunableLayer> =
+                chunk_layers.iter().map(|&i| &layers[i]).collect();
             let mut held: Vec<Vec<Sorted>> = chunk.slices.iter().map(|_| Vec::new()).collect();
-            for (class, idx) in &classes {
+            for pack in packs.clone() {
                 let clock = std::time::Instant::now();
-                let parts = forward_taps(model, &data.select(idx), settings.batch_size, &taps)?;
+                let packed = forward_pack(model, data, &classes[pack.clone()], settings, &taps)?;
                 time.add_forward(pass, clock.elapsed().as_secs_f64());
-                forwards += 1;
-                for ((&i, part), dir) in chunk_layers.iter().zip(parts).zip(&dirs) {
+                forwards += pack.len();
+                batches += packed.batches;
+                check_finite(&packed.taps, &chunk_layer_refs, &classes[pack.clone()])?;
+                for ((&i, tap), dir) in chunk_layers.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    let t = tap_of(part, layer, *class)?;
-                    // The whole layer is projected (so every value is computed as in one
-                    // pass), then only this pass's units are sorted and kept.
-                    let clock = std::time::Instant::now();
-                    let projected = project(&t, layer, dir.as_ref())?;
-                    drop(t);
-                    time.projections += clock.elapsed().as_secs_f64();
-                    for (slice, h) in chunk
-                        .slices
-                        .iter()
-                        .zip(&mut held)
-                        .filter(|(s, _)| s.layer == i)
-                    {
-                        let units = if slice.units == (0..layer.units) {
-                            projected.shallow_clone()
-                        } else {
-                            projected.narrow(0, slice.units.start as i64, slice.units.len() as i64)
-                        };
+                    let mut at = 0;
+                    for k in pack.clone() {
+                        let t = class_rows(&tap, at, samples[k]);
+                        at += samples[k];
+                        // The whole layer is projected (so every value is computed as in one
+                        // pass), then only this pass's units are sorted and kept.
                         let clock = std::time::Instant::now();
-                        h.push(sort_units(&units, layer, on_device)?);
-                        time.sorting += clock.elapsed().as_secs_f64();
+                        let projected = project(&t, layer, dir.as_ref())?;
+                        drop(t);
+                        time.projections += clock.elapsed().as_secs_f64();
+                        for (slice, h) in chunk
+                            .slices
+                            .iter()
+                            .zip(&mut held)
+                            .filter(|(s, _)| s.layer == i)
+                        {
+                            let units = if slice.units == (0..layer.units) {
+                                projected.shallow_clone()
+                            } else {
+                                projected.narrow(
+                                    0,
+                                    slice.units.start as i64,
+                                    slice.units.len() as i64,
+                                )
+                            };
+                            let clock = std::time::Instant::now();
+                            h.push(sort_units(&units, layer, on_device)?);
+                            time.sorting += clock.elapsed().as_secs_f64();
+                        }
                     }
                 }
-                bar.inc(1);
+                bar.inc(pack.len() as u64);
             }
             for (slice, per_class) in chunk.slices.iter().zip(held) {
                 r.reduce(slice, per_class)?;
@@ -1112,6 +1176,7 @@ fn scores_of(
         spill = spill_seconds,
         passes,
         forwards,
+        batches,
         "U-Score: time profile in seconds (forward passes of the first pass, forward passes \
          repeated by later passes, projections, sorting, class-pair distances, the rest, and \
          of the rest the spill file's writes and reads; on CUDA the device work is \
@@ -1148,6 +1213,7 @@ fn scores_of(
         check: if check.is_some() { checks } else { Vec::new() },
         passes,
         forwards,
+        batches,
         spilled,
     })
 }
@@ -1218,49 +1284,97 @@ fn host_rows<'a>(
     }
 }
 
-/// One class's eval-mode forward pass over `x` in batches, with `taps` tapped: for every
-/// tap, its batches' outputs.
-fn forward_taps(
+/// The taps of one pack of classes' eval-mode forward pass.
+struct Packed {
+    /// For every tap, its output for the pack's samples, class after class in order.
+    taps: Vec<Tensor>,
+    /// Forward batches run.
+    batches: usize,
+}
+
+/// The eval-mode forward pass of consecutive classes' samples (their inputs selected
+/// once), in batches of `settings.batch_size`, with `taps` tapped: each tap's output for
+/// all of them (the one batch's output itself when there is one).
+fn forward_pack(
     model: &Model,
-    x: &Tensor,
-    batch_size: usize,
+    data: &Calibration,
+    classes: &[(i64, Vec<usize>)],
+    settings: &UScoreSettings,
     taps: &[&str],
-) -> Result<Vec<Vec<Tensor>>, ScoringError> {
+) -> Result<Packed, ScoringError> {
     let device = model.device();
+    let idx: Vec<usize> = classes
+        .iter()
+        .flat_map(|(_, idx)| idx.iter().copied())
+        .collect();
+    let x = data.select(&idx);
     let mut parts: Vec<Vec<Tensor>> = taps.iter().map(|_| Vec::new()).collect();
-    for batch in x.split(batch_size as i64, 0) {
+    let mut batches = 0;
+    for batch in x.split(settings.batch_size as i64, 0) {
         let out = tch::no_grad(|| model.taps(&batch.to_device(device), Mode::Eval, taps))?;
         for (part, tap) in parts.iter_mut().zip(taps) {
             part.push(out[*tap].shallow_clone());
         }
+        batches += 1;
     }
-    Ok(parts)
+    drop(x);
+    let taps = parts
+        .into_iter()
+        .map(|mut part| {
+            if part.len() == 1 {
+                part.pop().expect("one batch")
+            } else {
+                Tensor::cat(&part, 0)
+            }
+        })
+        .collect();
+    Ok(Packed { taps, batches })
 }
 
-/// A layer's tap for one class from its batches (the one batch itself when there is one),
-/// checked to be finite: its largest and smallest values are (NaN propagates through both),
-/// which reads the tap without writing a mask of its size.
-fn tap_of(
-    mut part: Vec<Tensor>,
-    layer: &PrunableLayer,
-    class: i64,
-) -> Result<Tensor, ScoringError> {
-    let t = if part.len() == 1 {
-        part.pop().expect("one batch")
+/// Rows `at..at + n` of a packed tap: a view (the tap itself when that is all of it).
+fn class_rows(tap: &Tensor, at: usize, n: usize) -> Tensor {
+    if at == 0 && n as i64 == tap.size()[0] {
+        tap.shallow_clone()
     } else {
-        Tensor::cat(&part, 0)
-    };
-    drop(part);
+        tap.narrow(0, at as i64, n as i64)
+    }
+}
+
+/// Whether `t` holds only finite values: its largest and smallest values are (NaN
+/// propagates through both), which reads it without writing a mask of its size.
+fn finite(t: &Tensor) -> bool {
     let finite = |x: Tensor| x.double_value(&[]).is_finite();
-    if t.numel() > 0
-        && !(finite(t.amax(&[] as &[i64], false)) && finite(t.amin(&[] as &[i64], false)))
-    {
-        return Err(ScoringError::NonFinite(format!(
+    t.numel() == 0 || (finite(t.amax(&[] as &[i64], false)) && finite(t.amin(&[] as &[i64], false)))
+}
+
+/// Checks a pack's taps (of `layers`, for the samples of `classes` in order) are finite:
+/// once per tap over the whole pack; where one is not, the error names the first class
+/// whose taps are not and, of its layers, the first, as checking one class at a time would.
+fn check_finite(
+    taps: &[Tensor],
+    layers: &[&PrunableLayer],
+    classes: &[(i64, Vec<usize>)],
+) -> Result<(), ScoringError> {
+    let Some(bad) = taps.iter().position(|t| !finite(t)) else {
+        return Ok(());
+    };
+    let error = |layer: &PrunableLayer, class: i64| {
+        ScoringError::NonFinite(format!(
             "the output of '{}' (analysis point of layer '{}') holds NaN or infinite values for class {class}",
             layer.analysis, layer.name
-        )));
+        ))
+    };
+    let mut at = 0;
+    for (class, idx) in classes {
+        for (t, layer) in taps.iter().zip(layers) {
+            if !finite(&class_rows(t, at, idx.len())) {
+                return Err(error(layer, *class));
+            }
+        }
+        at += idx.len();
     }
-    Ok(t)
+    // Not reached: some class's rows hold the values found.
+    Err(error(layers[bad], classes[0].0))
 }
 
 /// Reduces pieces of layers to scores: the largest class-pair distance of every unit, the

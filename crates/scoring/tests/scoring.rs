@@ -335,12 +335,13 @@ fn bad_data_gets_clear_errors() {
         &layers,
         &vec![usize::MAX; layers.len()],
         &[usize::MAX, 3],
+        256,
     );
     assert!(huge.is_ok_and(|m| m.iter().all(|l| l.per_unit == u64::MAX)));
 }
 
 /// The memory planner's inputs for `layers` of `model` scored on `cal` with `p` projections
-/// per conv layer and `samples` per class: each layer's memory, the fixed bytes (parameters
+/// per conv layer, `samples` per class and forward batches of 4: each layer's memory, the fixed bytes (parameters
 /// and calibration data in f32) and the bytes of every layer's summaries together.
 fn planner_inputs(
     model: &Model,
@@ -351,7 +352,7 @@ fn planner_inputs(
 ) -> (Vec<fair_scoring::memory::LayerMemory>, u64, u64) {
     let graph = model.graph();
     let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
-    let mem = fair_scoring::memory::layer_memory(graph, layers, &projections, samples).unwrap();
+    let mem = fair_scoring::memory::layer_memory(graph, layers, &projections, samples, 4).unwrap();
     let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
     let held = layers
         .iter()
@@ -362,19 +363,24 @@ fn planner_inputs(
 }
 
 /// A budget that holds a third of the U-Score's summaries next to everything else, for
-/// `per_class` samples of every class and `p` projections of conv layers.
+/// `per_class` samples of every class, `p` projections of conv layers and forward batches of
+/// `batch_size` (consecutive classes packed into one).
 fn tight_budget(
     model: &Model,
     layers: &[fair_scoring::PrunableLayer],
     cal: &Calibration,
     p: usize,
     per_class: usize,
+    batch_size: usize,
 ) -> u64 {
-    use fair_scoring::memory::{RUNTIME_SHARE, plan};
+    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
     let graph = model.graph();
-    let classes = cal.class_indices().len();
-    let (mem, fixed, held) = planner_inputs(model, layers, cal, p, &vec![per_class; classes]);
-    let one = plan(graph, layers, &mem, per_class, fixed, None).unwrap();
+    let samples = vec![per_class; cal.class_indices().len()];
+    let (_, fixed, held) = planner_inputs(model, layers, cal, p, &samples);
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { p } else { 1 }).collect();
+    let mem = layer_memory(graph, layers, &projections, &samples, batch_size).unwrap();
+    let batch = largest_pack(&samples, batch_size).min(batch_size);
+    let one = plan(graph, layers, &mem, batch, fixed, None).unwrap();
     let want = fixed + (one.unbounded - held) + held / 3;
     // Plans leave a share of the bound to libtorch's runtime.
     want * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
@@ -802,7 +808,7 @@ fn device_engine_matches_the_host_engine() {
         let p = if conv == ConvDistance::Sliced { 16 } else { 1 };
         let dir = tempfile::tempdir().unwrap();
         let bounded = UScoreSettings {
-            max_memory: Some(ByteSize(tight_budget(model, &layers, &cal, p, 6))),
+            max_memory: Some(ByteSize(tight_budget(model, &layers, &cal, p, 6, 256))),
             spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
             ..device.clone()
         };
@@ -1087,6 +1093,171 @@ fn bounded_memory_r_scores_equal_whole_batches() {
     }
 }
 
+/// Calibration data whose class `k` has `sizes[k]` samples (from [`data`], class-shifted).
+fn unequal_data(sizes: &[usize], shape: &[i64], seed: i64) -> Calibration {
+    let most = *sizes.iter().max().unwrap() as i64;
+    let full = data(most, sizes.len() as i64, shape, seed);
+    let (x, y) = full.tensors();
+    let keep: Vec<i64> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &n)| (0..n as i64).map(move |i| k as i64 * most + i))
+        .collect();
+    let keep = Tensor::from_slice(&keep);
+    Calibration::new(
+        x.index_select(0, &keep),
+        &y.index_select(0, &keep),
+        "unequal",
+    )
+    .unwrap()
+}
+
+/// Compares two U-Score runs' scores: they agree to f32 rounding of the activations (within
+/// 1e-5 of each layer's largest score; a class's rows taken from the wrong place in a pack
+/// would differ entirely). Prints how many differ in some bit and by how much.
+fn assert_close(what: &str, reference: &[Vec<f64>], scores: &[Vec<f64>]) {
+    let (mut differ, mut worst, mut worst_of_layer) = (0, 0.0f64, 0.0f64);
+    for (l, (x, y)) in reference.iter().zip(scores).enumerate() {
+        let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (u, (a, b)) in x.iter().zip(y).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{what}, layer {l} unit {u}: {a} vs {b}"
+            );
+            differ += usize::from(a.to_bits() != b.to_bits());
+            worst = worst.max((a - b).abs());
+            worst_of_layer = worst_of_layer.max((a - b).abs() / scale);
+        }
+    }
+    let all = reference.iter().flatten().count();
+    eprintln!(
+        "{what}: {differ} of {all} scores differ in some bit, by at most {worst:e} \
+         ({worst_of_layer:e} of the layer's largest score)"
+    );
+}
+
+/// Consecutive classes share forward batches (whole classes, up to `batch_size` samples; a
+/// class larger than a batch runs alone in several). libtorch's CPU kernels round a sample's
+/// activations differently in the last bits with the batch it runs in, so the scores are
+/// compared to f32 rounding: on classes of unequal sizes that do not divide the batch, with
+/// those of forwarding every sample alone (batch size 1, where nothing is packed), and on
+/// classes of equal sizes with the per-class path (a batch the size of a class, where
+/// nothing is packed either: each class's samples are one batch, as they were before
+/// classes were packed). The batches run are those of the packing.
+#[test]
+fn packed_forward_passes_give_the_scores_of_one_sample_at_a_time() {
+    use fair_scoring::u_scores_measured;
+    // Packs at batch size 3: [2, 1], [5] (2 batches), [3], [1, 1], [4] (2 batches): 7
+    // batches; at 8: [2, 1, 5], [3, 1, 1], [4]: 3; at 64: all 17 samples in one.
+    let sizes = [2, 1, 5, 3, 1, 1, 4];
+    let cases: [(&str, AnalysisPoint, &[i64]); 3] = [
+        ("resnet20", AnalysisPoint::AfterActivation, &[3, 8, 8]),
+        ("vgg11_bn_cifar", AnalysisPoint::LayerOutput, &[3, 32, 32]),
+        ("mlp", AnalysisPoint::LayerOutput, &[1, 8, 8]),
+    ];
+    for (zoo, point, input) in cases {
+        let shape: Vec<usize> = input.iter().map(|&d| d as usize).collect();
+        let g = fair_zoo::build(zoo, &shape, sizes.len()).unwrap();
+        let model = Model::new(g, Device::Cpu, 0).unwrap();
+        fair_testkit::randomise_batchnorm(&model, 1);
+        let layers = prunable_layers(model.graph(), point);
+        let run = |cal: &Calibration, batch_size: usize| {
+            let s = UScoreSettings {
+                projections: 8,
+                batch_size,
+                samples_per_class: 5,
+                ..Default::default()
+            };
+            u_scores_measured(&model, &layers, cal, &s, Progress::QUIET, None).unwrap()
+        };
+        let cal = unequal_data(&sizes, input, 5);
+        let alone = run(&cal, 1);
+        assert_eq!((alone.forwards, alone.batches), (7, 17), "{zoo}");
+        assert!(
+            alone.scores.iter().flatten().all(|v| v.is_finite()),
+            "{zoo}"
+        );
+        for (batch_size, batches) in [(3, 7), (8, 3), (64, 1)] {
+            let packed = run(&cal, batch_size);
+            assert_eq!(
+                (packed.forwards, packed.batches),
+                (7, batches),
+                "{zoo} at batch size {batch_size}"
+            );
+            let what = format!("{zoo}, unequal classes, batch size {batch_size} against 1");
+            assert_close(&what, &alone.scores, &packed.scores);
+        }
+        // Equal classes of 5: at batch size 5 each class is its own batch (the per-class
+        // path), at 64 all 7 share one.
+        let cal = data(5, sizes.len() as i64, input, 6);
+        let per_class = run(&cal, 5);
+        let packed = run(&cal, 64);
+        assert_eq!((per_class.batches, packed.batches), (7, 1), "{zoo}");
+        let what = format!("{zoo}, classes of 5, packed against per class");
+        assert_close(&what, &per_class.scores, &packed.scores);
+    }
+}
+
+/// A memory bound that holds one class's forward pass but not several classes' together:
+/// each class runs alone (as before classes were packed), with a note, and the scores are
+/// those of the packed unbounded run to f32 rounding.
+#[test]
+fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
+    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
+    use fair_scoring::{ByteSize, u_scores_measured};
+    let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    let cal = data(4, 5, &[3, 32, 32], 7);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let s = UScoreSettings {
+        projections: 4,
+        batch_size: 64,
+        samples_per_class: 4,
+        ..Default::default()
+    };
+    let free = u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap();
+    assert_eq!((free.forwards, free.batches), (5, 1));
+    // The smallest bound (in steps of 1/64 of the fixed part) that plans each class alone.
+    let graph = model.graph();
+    let samples = [4; 5];
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 4 } else { 1 }).collect();
+    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
+    let fits = |limit: usize, budget: u64| {
+        let mem = layer_memory(graph, &layers, &projections, &samples, limit).unwrap();
+        let batch = largest_pack(&samples, limit).min(64);
+        plan(graph, &layers, &mem, batch, fixed, Some(budget)).is_ok()
+    };
+    let budget = (1..=1024u64)
+        .map(|i| (fixed + fixed / 64 * i) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1)
+        .find(|&b| fits(0, b))
+        .unwrap();
+    assert!(!fits(64, budget), "the packed classes fit {budget} bytes");
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
+        ..s
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+    assert_eq!(
+        (run.forwards, run.batches),
+        (5 * run.passes, 5 * run.passes)
+    );
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("each class ran its own forward pass")),
+        "{:?}",
+        run.notes
+    );
+    assert_close(
+        "vgg11_bn_cifar, each class alone under a bound against packed",
+        &free.scores,
+        &run.scores,
+    );
+}
+
 #[test]
 fn non_finite_activations_name_the_layer_and_class() {
     // Weights are checked when a model is loaded; activations can still turn NaN or
@@ -1134,6 +1305,42 @@ fn non_finite_activations_name_the_layer_and_class() {
                 );
             }
         }
+    }
+}
+
+/// A class in the middle of a packed forward batch whose activations overflow is named,
+/// with the first layer whose output holds them, however the classes are packed (all in one
+/// batch, or one class at a time in several).
+#[test]
+fn non_finite_activations_of_one_packed_class_name_that_class() {
+    let cal = data(4, 3, &[1, 6, 6], 2);
+    let (x, y) = cal.tensors();
+    let model = mlp();
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    // With the first layer's weights scaled by 1e30, its outputs are finite for inputs of
+    // about 1 and overflow for class 1's, scaled by 1e10.
+    tch::no_grad(|| {
+        let mut w = model
+            .tensor(&format!("{}.weight", layers[0].name))
+            .unwrap()
+            .shallow_clone();
+        let _ = w.g_mul_scalar_(1e30);
+    });
+    let is_one = y.eq(1).view([-1, 1, 1, 1]);
+    let cal = Calibration::new((&x * 1e10).where_self(&is_one, &x), &y, "overflow").unwrap();
+    for batch_size in [64, 12, 3] {
+        let settings = UScoreSettings {
+            batch_size,
+            ..UScoreSettings::default()
+        };
+        let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NaN or infinite values for class 1")
+                && e.contains(&format!("layer '{}'", layers[0].name)),
+            "batch size {batch_size}: {e}"
+        );
     }
 }
 
