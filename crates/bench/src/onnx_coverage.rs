@@ -399,7 +399,9 @@ fn eval(model: &Model, x: &Tensor) -> Result<Tensor> {
     Ok(tch::no_grad(|| model.forward(x, Mode::Eval))?)
 }
 
-/// Largest |a − b| relative to b's largest magnitude (at least a tiny positive scale).
+/// Largest |a − b| relative to b's largest magnitude; an error when b is all zero (a model
+/// whose output is zero whatever its input, e.g. ViT's zero-initialised head, compares
+/// nothing).
 fn relative_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     if a.size() != b.size() {
         bail!(
@@ -409,7 +411,10 @@ fn relative_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         );
     }
     let d = (a - b).abs().max().double_value(&[]);
-    let scale = b.abs().max().double_value(&[]).max(1e-12);
+    let scale = b.abs().max().double_value(&[]);
+    if scale == 0.0 {
+        bail!("the reference output is all zero: nothing would be compared");
+    }
     Ok(d / scale)
 }
 
@@ -735,5 +740,8 @@ mod tests {
         let b = Tensor::from_slice(&[1.0f32, 2.0, 4.0]);
         assert!((relative_diff(&a, &b).unwrap() - 0.25).abs() < 1e-12);
         assert!(relative_diff(&a, &Tensor::from_slice(&[1.0f32])).is_err());
+        let zero = Tensor::from_slice(&[0.0f32, 0.0, 0.0]);
+        let e = relative_diff(&zero, &zero).unwrap_err().to_string();
+        assert!(e.contains("all zero"), "{e}");
     }
 }
