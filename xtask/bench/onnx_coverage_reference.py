@@ -8,7 +8,9 @@ Usage:
 list:    prints the classification models of torchvision.models as a JSON list, each with its
          family and whether it is a CNN (transformers are listed as such).
 export:  builds NAME with random weights (seed 0; BatchNorm statistics and affine parameters
-         randomised so that folding them into the convolutions is exercised), exports it with
+         randomised so that folding them into the convolutions is exercised; in transformers
+         LayerNorm affine parameters and every all-zero parameter, such as ViT's head, class
+         token and attention biases, randomised so that the output is not zero), exports it with
          torch.onnx.export in eval mode at opset 17 (TorchScript exporter) or 18 (dynamo), runs
          ONNX Runtime on one seeded input and writes OUT_DIR/model.onnx,
          OUT_DIR/io.safetensors (input, output) and OUT_DIR/meta.json (PyTorch's parameter
@@ -57,6 +59,22 @@ def randomise_batch_norm(model, generator):
                     m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=generator))
 
 
+def randomise_transformer(model, generator):
+    """torchvision's transformers start with zero parameters (ViT's classification head,
+    weight and bias, its class token, attention biases) and LayerNorms at the identity: the
+    head alone makes every output zero, so nothing would be compared. Give LayerNorms random
+    affine parameters and every all-zero parameter small random values."""
+    import torch
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=generator))
+        for p in model.parameters():
+            if p.is_floating_point() and not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=generator))
+
+
 def export(name, out_dir, exporter, size):
     import torch
     import torchvision
@@ -70,6 +88,8 @@ def export(name, out_dir, exporter, size):
         kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
         model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
         randomise_batch_norm(model, generator)
+        if name.startswith(TRANSFORMERS):
+            randomise_transformer(model, generator)
         meta["params"] = sum(p.numel() for p in model.parameters())
         x = torch.randn(1, 3, size, size, generator=generator)
         with torch.no_grad():

@@ -573,3 +573,142 @@ fn tiny_vit_heads_removed_whole_equal_the_dead_head_model() {
         ]
     );
 }
+
+/// A vision transformer's token ops after a pruned linear layer: `tokens` → `embed`
+/// (linear 6 → 8) → `class_token` → `position_embedding` → the class token and token 2,
+/// added → `head` (linear 8 → 2). Removing units of `embed` slices the class token (its
+/// entries) and the position embedding (its columns) along their feature axis: the pruned
+/// model computes what the model with those units dead computes (the units' rows of `embed`,
+/// class-token entries and position-embedding columns zero).
+#[test]
+fn class_token_and_position_embedding_lose_the_features_of_a_pruned_linear() {
+    let toml = r#"name = "vit-tokens"
+[[nodes]]
+name = "input"
+op = { type = "input", shape = [6, 2, 2] }
+[[nodes]]
+name = "tokens"
+op = { type = "tokens" }
+[[nodes]]
+name = "embed"
+op = { type = "linear", in_features = 6, out_features = 8 }
+[[nodes]]
+name = "cls"
+op = { type = "class_token", features = 8 }
+[[nodes]]
+name = "pos"
+op = { type = "position_embedding", tokens = 5, features = 8 }
+[[nodes]]
+name = "first"
+op = { type = "token_select", index = 0 }
+[[nodes]]
+name = "third"
+op = { type = "token_select", index = 2 }
+inputs = ["pos"]
+[[nodes]]
+name = "sum"
+op = { type = "add" }
+inputs = ["first", "third"]
+[[nodes]]
+name = "head"
+op = { type = "linear", in_features = 8, out_features = 2 }
+"#;
+    let graph = fair_ir::Graph::from_toml_str(toml).unwrap();
+    let m = Model::new(graph, Device::Cpu, 7).unwrap();
+    // Every parameter random (the token parameters start at zero), so a dead unit shows.
+    tch::manual_seed(11);
+    tch::no_grad(|| {
+        for (_, mut t) in m.named_tensors() {
+            t.copy_(&Tensor::randn(t.size(), (Kind::Float, Device::Cpu)));
+        }
+    });
+    let x = input([6, 2, 2]);
+    let removed: Vec<i64> = vec![1, 4, 6];
+    let kept: Vec<i64> = (0..8).filter(|j| !removed.contains(j)).collect();
+    let groups = analyze(m.graph(), &[]).unwrap();
+    let free: Vec<(Vec<String>, usize)> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable())
+        .map(|g| (g.layers.clone(), g.units))
+        .collect();
+    assert_eq!(free, [(vec!["embed".to_owned()], 8)]);
+
+    let dead = Model::from_tensors(
+        m.graph().clone(),
+        m.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect(),
+        Device::Cpu,
+    )
+    .unwrap();
+    let idx = Tensor::from_slice(&removed);
+    tch::no_grad(|| {
+        for (param, axis) in [
+            ("embed.weight", 0),
+            ("embed.bias", 0),
+            ("cls.weight", 0),
+            ("pos.weight", 1),
+        ] {
+            let mut t = dead.tensor(param).unwrap().shallow_clone();
+            let _ = t.index_fill_(axis, &idx, 0.0);
+        }
+    });
+    // The dead units matter in the unpruned model (so the test can fail): through the
+    // class token and the position embedding alone too, not only through `embed`.
+    let (orig, a) = (eval(&m, &x), eval(&dead, &x));
+    assert!((&orig - &a).abs().max().double_value(&[]) > 1e-3);
+    let embed_only = Model::from_tensors(
+        m.graph().clone(),
+        m.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect(),
+        Device::Cpu,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for p in ["embed.weight", "embed.bias"] {
+            let mut t = embed_only.tensor(p).unwrap().shallow_clone();
+            let _ = t.index_fill_(0, &idx, 0.0);
+        }
+    });
+    assert!((&eval(&embed_only, &x) - &a).abs().max().double_value(&[]) > 1e-3);
+
+    let plan = Plan::new().remove("embed", removed.iter().map(|&r| r as usize));
+    let pruned = apply(&dead, &plan, &ResolveOptions::default()).unwrap();
+    let g = pruned.model.graph();
+    assert_eq!(
+        g.node("cls").unwrap().op,
+        fair_ir::ClassToken { features: 5 }.into()
+    );
+    assert_eq!(
+        g.node("pos").unwrap().op,
+        fair_ir::PositionEmbedding {
+            tokens: 5,
+            features: 5
+        }
+        .into()
+    );
+    let kept_idx = Tensor::from_slice(&kept);
+    for (param, axis, size) in [
+        ("cls.weight", 0, vec![5]),
+        ("pos.weight", 1, vec![5, 5]),
+        ("head.weight", 1, vec![2, 5]),
+    ] {
+        let t = pruned.model.tensor(param).unwrap();
+        assert_eq!(t.size(), size, "{param}");
+        let want = dead.tensor(param).unwrap().index_select(axis, &kept_idx);
+        assert!(t.equal(&want), "{param}: not the kept features");
+    }
+    let b = eval(&pruned.model, &x);
+    let d = (&a - &b).abs().max().double_value(&[]);
+    assert!(d <= 1e-5, "max |Δ| = {d}");
+    assert_eq!(g.param_count(), pruned.report.params.1);
+    // 8·6 + 8 + 8 + 5·8 + 2·8 + 2 parameters before, 5 features fewer by 3.
+    assert_eq!(
+        pruned.report.params,
+        (122, 122 - 3 * 6 - 3 - 3 - 5 * 3 - 2 * 3)
+    );
+}

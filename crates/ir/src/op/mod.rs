@@ -327,12 +327,19 @@ pub enum Role {
     /// An element-wise activation (ReLU, clip/ReLU6, sigmoid, hard sigmoid, hard swish,
     /// SiLU, GELU).
     Activation,
-    /// Spatial pooling.
+    /// Pooling: over an image's positions (max, average pooling), or over tokens (their
+    /// mean, one chosen token).
     Pooling,
-    /// A change of layout only (flatten, channel shuffle, channel slice).
+    /// A change of layout only (flatten, channel shuffle, channel slice, an image's pixels
+    /// as tokens).
     Reshape,
-    /// Combines several inputs (add, mul, concat).
+    /// Combines several inputs (add, mul, concat; attention's queries, keys and values).
     Merge,
+    /// Puts a learned tensor into its one input without creating units: each parameter holds
+    /// one value per unit of its input and loses the units its input loses (a vision
+    /// transformer's class token, put before the tokens, and position embedding, added to
+    /// them). Never taken as a layer, a normalisation or an activation by scorers.
+    Embedding,
     /// The identity at inference time (dropout).
     Regularization,
 }
@@ -1100,7 +1107,8 @@ mod tests {
     /// Every op's after-surgery and scoring answers agree with the rest of its contract:
     /// exactly the unit-creating layers are refitted, with as many unknowns per unit as their
     /// weight has; exactly the normalisations with running statistics are recalibrated, and
-    /// those depend on the batch in training mode.
+    /// those depend on the batch in training mode; an embedding (class token, position
+    /// embedding) follows its one input and slices every parameter by its units.
     #[test]
     fn every_op_has_consistent_after_surgery_and_scoring_roles() {
         for (op, _) in examples() {
@@ -1135,7 +1143,24 @@ mod tests {
             if op.scoring().analysis_activation {
                 assert_eq!(op.role(), Role::Activation, "{what}");
             }
+            if op.role() == Role::Embedding {
+                // One input whose units it follows; every parameter sliced by them.
+                assert_eq!(op.contract().arity(), Arity::exactly(1), "{what}");
+                assert_eq!(op.channels(), Channels::Follow, "{what}");
+                assert!(op.units().is_none(), "{what}");
+                let params = op.params("n");
+                assert!(!params.is_empty(), "{what}: no learned tensor");
+                for p in &params {
+                    assert!(p.out_axis.is_some(), "{what}: {} is not sliced", p.name);
+                }
+            }
         }
+        let embeddings: Vec<&str> = examples()
+            .iter()
+            .filter(|(op, _)| op.role() == Role::Embedding)
+            .map(|(op, _)| op.type_name())
+            .collect();
+        assert_eq!(embeddings, ["class_token", "position_embedding"]);
     }
 
     /// Every layer answers the ONNX importer's rewrites, and every answer agrees with the

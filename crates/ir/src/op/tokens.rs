@@ -259,7 +259,7 @@ impl Contract for ClassToken {
         Arity::exactly(1)
     }
     fn role(&self) -> Role {
-        Role::Reshape
+        Role::Embedding
     }
     fn check(&self) -> Result<(), String> {
         super::nonzero("features", self.features)?;
@@ -329,7 +329,7 @@ impl Contract for PositionEmbedding {
         Arity::exactly(1)
     }
     fn role(&self) -> Role {
-        Role::Merge
+        Role::Embedding
     }
     fn check(&self) -> Result<(), String> {
         super::nonzero("tokens", self.tokens)?;
