@@ -150,7 +150,8 @@ fn the_readme_walkthrough_runs_line_for_line() {
 #[test]
 #[ignore = "needs the reference Python (torch, torchvision, onnx, onnxruntime) and Fashion-MNIST: run with cargo xtask test"]
 fn the_readme_vit_walkthrough_runs_line_for_line() {
-    let Some(python) = fair_testkit::reference_python("the README's vision transformer walk-through")
+    let Some(python) =
+        fair_testkit::reference_python("the README's vision transformer walk-through")
     else {
         return;
     };
@@ -181,5 +182,8 @@ fn the_readme_vit_walkthrough_runs_line_for_line() {
             _ => None,
         })
         .sum();
-    assert!(heads < 2 * 4, "no attention head removed: {heads} of 8 left");
+    assert!(
+        heads < 2 * 4,
+        "no attention head removed: {heads} of 8 left"
+    );
 }
