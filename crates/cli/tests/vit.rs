@@ -1,7 +1,8 @@
 //! Issue 24: torchvision's `VisionTransformer` (image 32, patch 8, 2 layers of 4 heads, width
 //! 32, MLP 64, 10 classes; `tv_vit_ts17` and `tv_vit_dyn18`, fixtures of
-//! `crates/onnx/tests/fixtures` exported by TorchScript at opset 17 and by dynamo at 18)
-//! imports (class token, position embedding, `nn.MultiheadAttention` as q, k, v linears +
+//! `crates/onnx/tests/fixtures` exported by TorchScript at opset 17 and by dynamo at 18 with a
+//! fixed batch of 2, and `tv_vit_ts17_dynbatch` and `tv_vit_dyn18_dynbatch`, the same exported
+//! with a dynamic batch axis) imports (class token, position embedding, `nn.MultiheadAttention` as q, k, v linears +
 //! attention + out_proj, the class token read by the head), computes what ONNX Runtime
 //! computed on the file, has heads and MLP neurons as units, prunes them as the dead-unit
 //! model computes, and goes through `import → score → ratios → apply`.
@@ -15,7 +16,15 @@ use fair_analysis::{ResolveOptions, UnitMap, analyze};
 use fair_runtime::{Mode, Model};
 use tch::{Device, Tensor};
 
-const EXPORTS: [&str; 2] = ["tv_vit_ts17", "tv_vit_dyn18"];
+const EXPORTS: [&str; 4] = [
+    "tv_vit_ts17",
+    "tv_vit_dyn18",
+    "tv_vit_ts17_dynbatch",
+    "tv_vit_dyn18_dynbatch",
+];
+
+/// The exports with a dynamic batch axis.
+const DYNAMIC: [&str; 2] = ["tv_vit_ts17_dynbatch", "tv_vit_dyn18_dynbatch"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
@@ -131,6 +140,29 @@ fn torchvision_vit_of_both_exporters_computes_as_onnx_runtime_with_heads_and_neu
         let mut sorted = kinds.clone();
         sorted.sort_by_key(|k| k.0);
         assert_eq!(sorted, [heads, heads, mlp, mlp], "{name}: {groups:?}");
+    }
+}
+
+#[test]
+fn a_dynamic_batch_export_computes_as_onnx_runtime_at_other_batch_sizes() {
+    for name in DYNAMIC {
+        let f = facts(name);
+        assert_eq!(f["dynamic_batch"], serde_json::json!(true), "{name}");
+        let m = load(name);
+        for b in [1i64, 3] {
+            let x = Tensor::from_slice(&floats(&f, &format!("sample_input_b{b}")))
+                .reshape([b, 3, 32, 32]);
+            let want =
+                Tensor::from_slice(&floats(&f, &format!("ort_output_b{b}"))).reshape([b, 10]);
+            let got = eval(&m, &x);
+            assert_eq!(got.size(), [b, 10], "{name}");
+            let d = max_abs(&(&got - &want));
+            assert!(
+                d <= 1e-4 * max_abs(&want),
+                "{name} at batch {b}: max |Δ| = {d} of scale {}",
+                max_abs(&want)
+            );
+        }
     }
 }
 

@@ -52,9 +52,8 @@ impl Importer<'_> {
                     [tokens, *d as i64]
                 };
                 let merged = match t {
-                    [fold::Int::N(-1), fold::Int::N(a), fold::Int::N(b)] => [*a, *b] == inner,
-                    [fold::Int::N(nh), fold::Int::N(a), fold::Int::N(b)] => {
-                        self.batch.is_some_and(|n| *nh == n as i64 * heads) && [*a, *b] == inner
+                    [nh, fold::Int::N(a), fold::Int::N(b)] => {
+                        self.batch_times(*nh, heads) && [*a, *b] == inner
                     }
                     _ => false,
                 };
@@ -309,43 +308,71 @@ impl Importer<'_> {
         }))
     }
 
-    /// The per-sample shape of an attention step (for `Shape`, which PyTorch's export reads
-    /// to compute the scale and the final reshape), or `None` when input 0 is not one.
-    pub(super) fn attention_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<usize>> {
+    /// The shape of an attention step, batch axis included (for `Shape`, which PyTorch's
+    /// export reads to compute the scale and the final reshape), or `None` when input 0 is
+    /// not one.
+    pub(super) fn attention_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<fold::Int>> {
         let tokens = |x: &String| -> Option<(usize, usize)> {
             match self.shapes.get(x)?.as_slice() {
                 [t, e] => Some((*t, *e)),
                 _ => None,
             }
         };
-        Some(match inputs.first()?.as_ref()? {
+        let (merged, dims) = match inputs.first()?.as_ref()? {
             Value::Heads { x, d } => {
                 let (t, e) = tokens(x)?;
-                vec![t, e / d, *d]
+                (false, vec![t, e / d, *d])
             }
             Value::HeadsFirst { x, d, keys, .. } => {
                 let (t, e) = tokens(x)?;
-                if *keys {
-                    vec![e / d, *d, t]
-                } else {
-                    vec![e / d, t, *d]
-                }
+                (
+                    false,
+                    if *keys {
+                        vec![e / d, *d, t]
+                    } else {
+                        vec![e / d, t, *d]
+                    },
+                )
+            }
+            // [N·H, T, d] ([N·H, d, T] for the keys).
+            Value::MergedHeads { x, d, keys } => {
+                let (t, e) = tokens(x)?;
+                (
+                    true,
+                    if *keys {
+                        vec![e / d, *d, t]
+                    } else {
+                        vec![e / d, t, *d]
+                    },
+                )
             }
             Value::Scores { q, d, .. } | Value::Weights { q, d, .. } => {
                 let (t, e) = tokens(q)?;
-                vec![e / d, t, t]
+                (false, vec![e / d, t, t])
             }
             Value::Context {
                 q, d, transposed, ..
             } => {
                 let (t, e) = tokens(q)?;
-                if *transposed {
-                    vec![t, e / d, *d]
-                } else {
-                    vec![e / d, t, *d]
-                }
+                (
+                    false,
+                    if *transposed {
+                        vec![t, e / d, *d]
+                    } else {
+                        vec![e / d, t, *d]
+                    },
+                )
             }
             _ => return None,
+        };
+        let ints = dims.iter().map(|&v| fold::Int::N(v as i64));
+        Some(if merged {
+            // The batch axis merged with the first one.
+            std::iter::once(fold::Int::Batch(dims[0] as i64))
+                .chain(ints.skip(1))
+                .collect()
+        } else {
+            std::iter::once(fold::Int::BATCH).chain(ints).collect()
         })
     }
 

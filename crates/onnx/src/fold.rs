@@ -5,8 +5,12 @@
 //! evaluates every node whose inputs are all constants here, so that what reaches the op
 //! mapping is a plain constant (`Reshape(x, [batch, -1])`). Integers carry one symbol, the
 //! batch size, which `Shape` of a computed tensor produces: `Shape(x)[0]` folds to
-//! [`Int::Batch`], and a reshape target `[batch, -1]` is recognised as a flatten without
-//! knowing the batch size.
+//! [`Int::BATCH`], and a reshape target `[batch, -1]` is recognised as a flatten without
+//! knowing the batch size. The symbol may carry a known factor, [`Int::Batch`]`(k)` for
+//! `k · batch`: the exporters compute `batch · heads` (`torch.nn.MultiheadAttention`'s
+//! `[T, N·H, d]`) or `tokens · batch` (rows `[T·N, E]`) from a dynamic batch size, and the
+//! readers of such targets compare the factor. Arithmetic that leaves this form (`batch +
+//! 1`, `batch · batch`, `batch / 3`) is an error naming what was computed.
 //!
 //! Every constant the folder builds is paid for from a [`Budget`] before it is allocated,
 //! in the bytes it holds in memory. Ops that only change the dimensions (`Identity`,
@@ -29,13 +33,24 @@ pub(crate) const MAX_TENSOR: usize = 1 << 31;
 /// perm a node may give.
 pub(crate) const MAX_RANK: usize = 64;
 
-/// One integer of a constant: a number, or the (symbolic) batch size.
+/// One integer of a constant: a number, or a known multiple of the (symbolic) batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Int {
     /// A known number.
     N(i64),
-    /// The batch size of the network input.
-    Batch,
+    /// `k` times the batch size of the network input (`k` is never 0: `0 · batch` is
+    /// `N(0)`).
+    Batch(i64),
+}
+
+impl Int {
+    /// The batch size itself.
+    pub const BATCH: Int = Int::Batch(1);
+
+    /// `k · batch`, or the number 0 when `k` is 0.
+    fn batch_times(k: i64) -> Int {
+        if k == 0 { Int::N(0) } else { Int::Batch(k) }
+    }
 }
 
 /// Bytes one float element takes in memory.
@@ -168,11 +183,11 @@ impl Const {
     }
 }
 
-/// A known integer, or the error for the symbolic batch size.
+/// A known integer, or the error for a multiple of the symbolic batch size.
 fn known(i: Int) -> Result<i64, String> {
     match i {
         Int::N(n) => Ok(n),
-        Int::Batch => {
+        Int::Batch(_) => {
             Err("the value depends on the batch size, which is not known when importing".to_owned())
         }
     }
@@ -429,8 +444,12 @@ pub(crate) fn binary(op: &str, a: &Const, b: &Const, budget: &mut Budget) -> Res
     })
 }
 
-/// Integer arithmetic, keeping the batch symbol through the identities `B·1`, `B/1`, `B±0`.
+/// Integer arithmetic. A multiple of the batch size `a · batch` stays one through `Mul`
+/// by a number, `Div` by a divisor of `a`, `Add`/`Sub` of 0 or of another multiple, and
+/// `Mod` by a divisor of `a` is 0; anything else is an error (the value is not a multiple
+/// of the batch size, or not known).
 fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
+    let overflow = || format!("{op} of {} and {} overflows", int_text(x), int_text(y));
     match (x, y) {
         (Int::N(p), Int::N(q)) => {
             let v = match op {
@@ -451,13 +470,62 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
             v.map(Int::N)
                 .ok_or_else(|| format!("{op} of {p} and {q} overflows"))
         }
-        (Int::Batch, Int::N(1)) if matches!(op, "Mul" | "Div") => Ok(Int::Batch),
-        (Int::N(1), Int::Batch) if op == "Mul" => Ok(Int::Batch),
-        (Int::Batch, Int::N(0)) if matches!(op, "Add" | "Sub") => Ok(Int::Batch),
-        (Int::N(0), Int::Batch) if op == "Add" => Ok(Int::Batch),
+        (Int::Batch(a), Int::N(q)) | (Int::N(q), Int::Batch(a)) if op == "Mul" => {
+            a.checked_mul(q).map(Int::batch_times).ok_or_else(overflow)
+        }
+        (Int::Batch(a), Int::N(q)) if op == "Div" && a.checked_rem(q) == Some(0) => {
+            a.checked_div(q).map(Int::Batch).ok_or_else(overflow)
+        }
+        (Int::Batch(a), Int::N(q)) if op == "Mod" && a.checked_rem(q) == Some(0) => Ok(Int::N(0)),
+        (Int::Batch(_), Int::N(0)) if matches!(op, "Add" | "Sub") => Ok(x),
+        (Int::N(0), Int::Batch(_)) if op == "Add" => Ok(y),
+        (Int::N(0), Int::Batch(a)) if op == "Sub" => {
+            a.checked_neg().map(Int::Batch).ok_or_else(overflow)
+        }
+        (Int::Batch(a), Int::Batch(b)) if matches!(op, "Add" | "Sub") => {
+            let v = if op == "Add" {
+                a.checked_add(b)
+            } else {
+                a.checked_sub(b)
+            };
+            v.map(Int::batch_times).ok_or_else(overflow)
+        }
         _ => Err(format!(
-            "{op} involving the batch size cannot be evaluated when importing (a shape computed from a dynamic batch size, e.g. torch.nn.MultiheadAttention's batch × heads); export with a fixed batch size"
+            "{op} of {} and {} cannot be evaluated when importing: the result is not a known multiple of the batch size, which is not known (shapes computed from a dynamic batch size are read when they are the batch size times a known number, e.g. torch.nn.MultiheadAttention's batch × heads); export with a fixed batch size",
+            int_text(x),
+            int_text(y)
         )),
+    }
+}
+
+/// An integer as text: the number, `batch` or `k·batch`.
+pub(crate) fn int_text(i: Int) -> String {
+    match i {
+        Int::N(k) => k.to_string(),
+        Int::Batch(1) => "batch".to_owned(),
+        Int::Batch(k) => format!("{k}·batch"),
+    }
+}
+
+/// Whether two integers are equal; a multiple of the batch size (at least 1) differs from
+/// a number it cannot reach (`a · batch = m` needs `m / a` a whole number ≥ 1), else the
+/// answer is not known.
+fn int_eq(x: Int, y: Int) -> Result<bool, String> {
+    match (x, y) {
+        (Int::N(p), Int::N(q)) => Ok(p == q),
+        (Int::Batch(a), Int::Batch(b)) => Ok(a == b),
+        (Int::Batch(a), Int::N(m)) | (Int::N(m), Int::Batch(a)) => {
+            // `checked_*` is `None` only for i64::MIN / -1, whose quotient is ≥ 1.
+            let whole = m.checked_rem(a).is_none_or(|r| r == 0);
+            if !whole || m.checked_div(a).is_some_and(|q| q < 1) {
+                Ok(false)
+            } else {
+                Err(format!(
+                    "whether {} equals {m} depends on the batch size, which is not known when importing",
+                    int_text(Int::Batch(a))
+                ))
+            }
+        }
     }
 }
 
@@ -824,15 +892,21 @@ fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// `Equal` of two integer constants of known values (NumPy broadcasting): 1 where equal.
+/// `Equal` of two integer constants (NumPy broadcasting): 1 where equal. A multiple of
+/// the batch size compares where the answer holds for every batch size (TorchScript's
+/// `expand(batch, -1, -1)` asks whether the batch size is -1).
 pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let out = broadcast(&[&a.dims, &b.dims])?;
-    let (x, y) = (a.ints()?, b.ints()?);
+    let (Data::Int(x), Data::Int(y)) = (&*a.data, &*b.data) else {
+        return Err("Equal of floating-point constants is not evaluated".to_owned());
+    };
     let rank = out.len();
     let ia = Walk::new(&out, broadcast_strides(&pad(&a.dims, rank)), 0);
     let ib = Walk::new(&out, broadcast_strides(&pad(&b.dims, rank)), 0);
-    budget.take(&out, INT_BYTES)?;
-    let v: Vec<i64> = ia.zip(ib).map(|(i, j)| i64::from(x[i] == y[j])).collect();
+    let mut v = Vec::with_capacity(budget.take(&out, INT_BYTES)?);
+    for (i, j) in ia.zip(ib) {
+        v.push(i64::from(int_eq(x[i], y[j])?));
+    }
     Ok(Const::i64(out, v))
 }
 
@@ -909,41 +983,97 @@ mod tests {
             )
             .is_err()
         );
-        let batch = Const::ints_of(vec![1], vec![Int::Batch]);
-        assert!(
-            equal(&batch, &minus, bu).is_err(),
-            "the batch size is unknown"
+        // The batch size is at least 1: never -1 or 0, but perhaps 4.
+        let batch = Const::ints_of(vec![3], vec![Int::BATCH, Int::Batch(4), Int::Batch(4)]);
+        let other = Const::ints_of(vec![3], vec![Int::N(-1), Int::N(0), Int::Batch(2)]);
+        assert_eq!(
+            equal(&batch, &other, bu).unwrap().ints().unwrap(),
+            [0, 0, 0]
         );
+        let same = Const::ints_of(vec![3], vec![Int::BATCH, Int::N(6), Int::Batch(4)]);
+        assert_eq!(equal(&batch, &same, bu).unwrap().ints().unwrap(), [1, 0, 1]);
+        let neg = Const::ints_of(vec![2], vec![Int::Batch(-1), Int::Batch(i64::MIN)]);
+        assert_eq!(
+            equal(&neg, &Const::i64(vec![2], [2, 0]), bu)
+                .unwrap()
+                .ints()
+                .unwrap(),
+            [0, 0]
+        );
+        assert!(equal(&neg, &Const::i64(vec![2], [-2, i64::MIN]), bu).is_err());
+        assert!(equal(&Const::i64(vec![], [i64::MIN]), &neg, bu).is_err());
+        for m in [1, 8] {
+            let e = equal(&batch, &Const::i64(vec![], [m]), bu).unwrap_err();
+            assert!(e.contains("depends on the batch size"), "{e}");
+        }
+        // Where keeps the batch symbol it picks (TorchScript's `expand(batch, -1, -1)`).
+        let s = Const::ints_of(vec![3], vec![Int::BATCH, Int::N(-1), Int::N(-1)]);
+        let w = where_(&equal(&s, &minus, bu).unwrap(), &ones, &s, bu).unwrap();
+        assert_eq!(*w.data, Data::Int(vec![Int::BATCH, Int::N(1), Int::N(1)]));
     }
 
     #[test]
     fn gather_concat_and_reshape_fold_a_flatten_target() {
         // Shape(x) of a [B, 8, 2, 2] tensor, then [Shape(x)[0], -1].
         let b = &mut Budget::default();
-        let shape = Const::ints_of(vec![4], vec![Int::Batch, Int::N(8), Int::N(2), Int::N(2)]);
+        let shape = Const::ints_of(vec![4], vec![Int::BATCH, Int::N(8), Int::N(2), Int::N(2)]);
         let g = gather(&shape, &Const::i64(vec![], [0]), 0, b).unwrap();
         assert_eq!(g.dims, Vec::<usize>::new());
         let g = unsqueeze(&g, &[0], b).unwrap();
         let target = concat(&[&g, &Const::i64(vec![1], [-1])], 0, b).unwrap();
-        assert_eq!(*target.data, Data::Int(vec![Int::Batch, Int::N(-1)]));
+        assert_eq!(*target.data, Data::Int(vec![Int::BATCH, Int::N(-1)]));
         assert!(target.ints().is_err());
     }
 
     #[test]
-    fn arithmetic_broadcasts_and_keeps_the_batch_symbol_only_through_identities() {
+    fn arithmetic_broadcasts_and_keeps_multiples_of_the_batch_symbol() {
         let bu = &mut Budget::default();
         let a = Const::i64(vec![2], [6, 9]);
         let c = binary("Div", &a, &Const::i64(vec![], [3]), bu).unwrap();
         assert_eq!(c.ints().unwrap(), vec![2, 3]);
-        let batch = Const::ints_of(vec![1], vec![Int::Batch]);
-        assert_eq!(
-            *binary("Mul", &batch, &Const::i64(vec![1], [1]), bu)
-                .unwrap()
-                .data,
-            Data::Int(vec![Int::Batch])
-        );
-        assert!(binary("Mul", &batch, &Const::i64(vec![1], [2]), bu).is_err());
         assert!(binary("Div", &a, &Const::i64(vec![], [0]), bu).is_err());
+        let b = |k: i64| Const::ints_of(vec![1], vec![Int::Batch(k)]);
+        let n = |v: i64| Const::i64(vec![1], [v]);
+        let mut op = |o: &str, x: &Const, y: &Const| binary(o, x, y, bu).map(|c| (*c.data).clone());
+        let one = |i: Int| Ok(Data::Int(vec![i]));
+        // MultiheadAttention's batch × heads and rows tokens × batch, and back.
+        assert_eq!(op("Mul", &b(1), &n(4)), one(Int::Batch(4)));
+        assert_eq!(op("Mul", &n(17), &b(1)), one(Int::Batch(17)));
+        assert_eq!(op("Mul", &b(4), &n(0)), one(Int::N(0)));
+        assert_eq!(op("Div", &b(12), &n(4)), one(Int::Batch(3)));
+        assert_eq!(op("Div", &b(12), &n(-12)), one(Int::Batch(-1)));
+        assert_eq!(op("Mod", &b(12), &n(4)), one(Int::N(0)));
+        assert_eq!(op("Add", &b(2), &n(0)), one(Int::Batch(2)));
+        assert_eq!(op("Sub", &n(0), &b(2)), one(Int::Batch(-2)));
+        assert_eq!(op("Add", &b(2), &b(3)), one(Int::Batch(5)));
+        assert_eq!(op("Sub", &b(2), &b(2)), one(Int::N(0)));
+        // What is not a known multiple of the batch size is an error naming the operands.
+        for (o, x, y, text) in [
+            ("Div", b(1), n(2), "Div of batch and 2"),
+            ("Div", b(6), n(4), "Div of 6·batch and 4"),
+            ("Div", n(8), b(1), "Div of 8 and batch"),
+            ("Mul", b(2), b(1), "Mul of 2·batch and batch"),
+            ("Add", b(1), n(1), "Add of batch and 1"),
+            ("Mod", b(3), n(2), "Mod of 3·batch and 2"),
+        ] {
+            let e = op(o, &x, &y).unwrap_err();
+            assert!(e.contains(text) && e.contains("fixed batch size"), "{e}");
+        }
+        let big = op("Mul", &b(i64::MAX), &n(2)).unwrap_err();
+        assert!(big.contains("overflows"), "{big}");
+        // i64::MIN / -1 overflows: an error, not a panic.
+        assert!(op("Div", &b(i64::MIN), &n(-1)).is_err());
+        assert!(op("Mod", &b(i64::MIN), &n(-1)).is_err());
+        // A multiple of the batch size is not a known number.
+        assert!(b(4).ints().is_err());
+        assert!(
+            cast(
+                &b(4),
+                onnx_protobuf::tensor_proto::DataType::FLOAT as i32,
+                bu
+            )
+            .is_err()
+        );
         // Mod takes the divisor's sign, as ONNX's integer Mod (and Python's %).
         let mut m = |p: i64, q: i64| {
             let c = binary(

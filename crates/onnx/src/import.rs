@@ -853,7 +853,7 @@ impl<'m> Importer<'m> {
                 // expanded with a batch of 1.
                 let shape = match (&*c.data, &*target.data) {
                     (Data::F32(_), Data::Int(v))
-                        if v.first() == Some(&Int::Batch) && v.len() <= fold::MAX_RANK =>
+                        if v.first() == Some(&Int::BATCH) && v.len() <= fold::MAX_RANK =>
                     {
                         let mut one = vec![Int::N(1)];
                         one.extend_from_slice(&v[1..]);
@@ -1027,23 +1027,16 @@ impl<'m> Importer<'m> {
                 Ok(Value::Act(x))
             }
             "Shape" if self.attention_shape(inputs).is_some() => {
-                let s = self.attention_shape(inputs).expect("checked");
-                let mut v = vec![Int::Batch];
-                v.extend(s.iter().map(|&d| Int::N(d as i64)));
+                let v = self.attention_shape(inputs).expect("checked");
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
-            "Shape" if matches!(inputs.first(), Some(Some(Value::Mha(mha::Mha::SeqFirst(_))))) => {
-                let Some(Some(Value::Mha(mha::Mha::SeqFirst(x)))) = inputs.first() else {
-                    unreachable!("checked")
-                };
-                // Sequence-first tokens [T, N, F].
-                let s = &self.shapes[x];
-                let v = vec![Int::N(s[0] as i64), Int::Batch, Int::N(s[1] as i64)];
+            "Shape" if self.mha_shape(inputs).is_some() => {
+                let v = self.mha_shape(inputs).expect("checked");
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
             "Shape" => {
                 let (_, s) = self.act(n, inputs, 0)?;
-                let mut v = vec![Int::Batch];
+                let mut v = vec![Int::BATCH];
                 v.extend(s.iter().map(|&d| Int::N(d as i64)));
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
@@ -1708,7 +1701,7 @@ impl<'m> Importer<'m> {
         // file's fixed batch size.
         let (first, rest) = t.split_first()?;
         let batch_first = match first {
-            Int::Batch => true,
+            Int::Batch(k) => *k == 1,
             Int::N(0) => !allowzero,
             Int::N(-1) => true,
             Int::N(k) => self.batch.is_some_and(|b| *k as usize == b),
@@ -2556,10 +2549,7 @@ fn image(n: &NodeRef, s: &[usize]) -> Result<(usize, usize, usize), OnnxError> {
 /// A reshape target as text (`batch` for the symbolic batch size).
 fn describe(t: &[Int]) -> String {
     t.iter()
-        .map(|v| match v {
-            Int::N(k) => k.to_string(),
-            Int::Batch => "batch".to_owned(),
-        })
+        .map(|&v| fold::int_text(v))
         .collect::<Vec<_>>()
         .join(", ")
 }

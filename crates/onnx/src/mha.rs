@@ -27,7 +27,7 @@ use crate::fold::{self, Const, Data, Int};
 use crate::proto::NodeRef;
 
 /// How `torch.nn.MultiheadAttention` is read, for errors.
-const MHA_AS_READ: &str = "(torch.nn.MultiheadAttention is read as exported with a fixed batch size, batch_first=True, self-attention, a fused in_proj and need_weights=False)";
+const MHA_AS_READ: &str = "(torch.nn.MultiheadAttention is read as exported with batch_first=True, self-attention, a fused in_proj and need_weights=False)";
 
 /// Where a sequence-first multi-head attention is (carried by [`Value::Mha`]).
 #[derive(Debug, Clone)]
@@ -56,9 +56,39 @@ impl Importer<'_> {
     /// size, a copied dimension (the batch is the copied axis) or the inferred one.
     fn batch_axis(&self, t: Int, allowzero: bool) -> bool {
         match t {
-            Int::Batch | Int::N(-1) => true,
+            Int::BATCH | Int::N(-1) => true,
+            Int::Batch(_) => false,
             Int::N(0) => !allowzero,
             Int::N(k) => self.batch.is_some_and(|b| k == b as i64),
+        }
+    }
+
+    /// Whether `t` is a merged axis of `k` per sample (`N·k`) in a `Reshape` target: `k`
+    /// times the batch symbol, the inferred axis (-1), or `k` times the file's batch size.
+    pub(super) fn batch_times(&self, t: Int, k: i64) -> bool {
+        match t {
+            Int::Batch(m) => m == k,
+            Int::N(-1) => true,
+            Int::N(m) => self
+                .batch
+                .is_some_and(|b| Some(m) == k.checked_mul(b as i64)),
+        }
+    }
+
+    /// The shape of sequence-first tokens `[T, N, F]` or rows `[T·N, F]` (for `Shape`),
+    /// or `None` when input 0 is neither.
+    pub(super) fn mha_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<Int>> {
+        let n = |v: usize| Int::N(v as i64);
+        match inputs.first()?.as_ref()? {
+            Value::Mha(Mha::SeqFirst(x)) => {
+                let (t, f) = self.token_shape(x)?;
+                Some(vec![n(t), Int::BATCH, n(f)])
+            }
+            Value::Mha(Mha::SeqRows(x)) => {
+                let (t, f) = self.token_shape(x)?;
+                Some(vec![Int::Batch(t as i64), n(f)])
+            }
+            _ => None,
         }
     }
 
@@ -175,14 +205,11 @@ impl Importer<'_> {
                             stage: 0,
                         }))
                     }
-                    [Int::N(tt), Int::N(nh), Int::N(d)]
+                    [Int::N(tt), nh, Int::N(d)]
                         if *tt == tokens as i64
                             && *d > 0
                             && f % *d as usize == 0
-                            && (*nh == -1
-                                || self
-                                    .batch
-                                    .is_some_and(|b| *nh as usize == b * f / *d as usize)) =>
+                            && self.batch_times(*nh, (f / *d as usize) as i64) =>
                     {
                         Ok(Value::Mha(Mha::SeqHeads {
                             x: x.clone(),
@@ -192,8 +219,7 @@ impl Importer<'_> {
                     _ => bad(
                         self,
                         format!(
-                            "{tokens}, N, 3, {} (the fused q, k, v) or [{tokens}, N·H, d] (the heads)",
-                            f / 3
+                            "{tokens}, N, 3, E] (the fused q, k, v, F = 3·E) or [{tokens}, N·H, d] (the heads, F = H·d"
                         ),
                     ),
                 }
@@ -201,10 +227,7 @@ impl Importer<'_> {
             Mha::SeqContext { q, k, v, d } => {
                 let (tokens, e) = self.token_shape(q)?;
                 let rows = match t {
-                    [Int::N(-1), Int::N(f)] => *f == e as i64,
-                    [Int::N(r), Int::N(f)] => {
-                        *f == e as i64 && self.batch.is_some_and(|b| *r as usize == b * tokens)
-                    }
+                    [r, Int::N(f)] => *f == e as i64 && self.batch_times(*r, tokens as i64),
                     _ => false,
                 };
                 if !rows {

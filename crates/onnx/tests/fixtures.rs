@@ -505,16 +505,55 @@ fn attention_model_imports_as_one_attention_node(name: &str) {
 }
 
 #[test]
-fn torchs_multihead_attention_module_with_a_dynamic_batch_is_refused_naming_the_node() {
-    // TinyMHA: the same block with torch.nn.MultiheadAttention, exported by TorchScript with
-    // a dynamic batch: its reshape of q, k, v to [T, N·heads, d] computes N·heads from the
-    // batch size, which import cannot evaluate: an error naming the node and saying to
-    // export with a fixed batch (as `tv_vit_*` are, which import).
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refused/tiny_mha_ts17.onnx");
+fn torchs_multihead_attention_module_with_a_dynamic_batch_imports_as_one_attention_node() {
+    // TinyMHA: the block above with torch.nn.MultiheadAttention, exported by TorchScript with
+    // a dynamic batch: its reshapes of q, k, v to [T, N·heads, d] and of the context to rows
+    // [T·N, E] compute N·heads and T·N from the batch size, which folds to a multiple of the
+    // batch symbol. The fused in_proj becomes three linears named after the module.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_mha_ts17.onnx");
+    let m = fair_onnx::import_file(&p).unwrap();
+    let g = &m.graph;
+    let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.type_name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "input",
+            "conv2d",
+            "tokens",
+            "layer_norm",
+            "linear",
+            "linear",
+            "linear",
+            "attention",
+            "linear",
+            "add",
+            "token_mean",
+            "linear"
+        ]
+    );
+    let attention = g
+        .nodes()
+        .iter()
+        .find(|n| n.op.type_name() == "attention")
+        .unwrap();
+    assert_eq!(attention.op, fair_ir::Attention::new(4).into());
+    assert_eq!(
+        attention.inputs,
+        ["attn.q_proj", "attn.k_proj", "attn.v_proj"]
+    );
+}
+
+#[test]
+fn a_shape_that_is_not_a_multiple_of_a_dynamic_batch_is_refused_naming_the_node() {
+    // TinyPairs: `x.reshape(x.shape[0] // 2, -1)` exported with a dynamic batch: half the
+    // batch size is not a known multiple of it, so import stops at the division, naming it
+    // and saying to export with a fixed batch size.
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refused/tiny_pairs_ts17.onnx");
     let e = fair_onnx::import_file(&p).unwrap_err().to_string();
-    assert!(e.contains("'/attn/Mul'"), "{e}");
+    assert!(e.contains("'/Div'"), "{e}");
     assert!(
-        e.contains("torch.nn.MultiheadAttention") && e.contains("fixed batch size"),
+        e.contains("Div of batch and 2") && e.contains("fixed batch size"),
         "{e}"
     );
 }
