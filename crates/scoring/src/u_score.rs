@@ -850,10 +850,12 @@ fn scores_of(
             plan,
         })
     };
-    // The forward groups (or, where no spill file is made, passes) a plan runs.
-    let runs = |p: &Packing| {
-        memory::forward_once(graph, layers, &p.memory, p.batch, fixed, bound)
-            .map_or(p.plan.chunks.len(), |o| o.forwards.len())
+    // The forward groups a plan runs (its passes with `spill-dir` none; a spill file that
+    // cannot be made is not foreseen).
+    let runs = |p: &Packing| match settings.spill_dir {
+        Some(SpillDir::Never) => p.plan.chunks.len(),
+        _ => memory::forward_once(graph, layers, &p.memory, p.batch, fixed, bound)
+            .map_or(p.plan.chunks.len(), |o| o.forwards.len()),
     };
     let alone = memory::packs(&samples, 0);
     let Packing {
