@@ -1362,7 +1362,8 @@ fn non_finite_activations_of_one_packed_class_name_that_class() {
     });
     let is_one = y.eq(1).view([-1, 1, 1, 1]);
     let cal = Calibration::new((&x * 1e10).where_self(&is_one, &x), &y, "overflow").unwrap();
-    for batch_size in [64, 12, 3] {
+    // One pack of 12; packs [0, 1] and [2] (class 1 last in its pack); each class alone.
+    for batch_size in [64, 8, 3] {
         let settings = UScoreSettings {
             batch_size,
             ..UScoreSettings::default()
@@ -1373,6 +1374,56 @@ fn non_finite_activations_of_one_packed_class_name_that_class() {
         assert!(
             e.contains("NaN or infinite values for class 1")
                 && e.contains(&format!("layer '{}'", layers[0].name)),
+            "batch size {batch_size}: {e}"
+        );
+    }
+}
+
+/// Where an earlier class's taps turn infinite at a later layer and a later class's at an
+/// earlier layer, the error names the earlier class and its layer, as checking one class at
+/// a time would, packed or not.
+#[test]
+fn non_finite_activations_name_the_first_class_before_the_first_layer() {
+    let cal = data(4, 3, &[1, 6, 6], 2);
+    let (x, y) = cal.tensors();
+    let model = mlp();
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    assert!(layers.len() >= 2);
+    // The first layer's weights scaled by 1e10 and the second's by 1e30: inputs of about 1
+    // give the first layer's outputs about 1e10 (finite) and the second's about 1e40
+    // (infinite in f32); class 1's inputs, scaled by 1e30, overflow the first layer already.
+    tch::no_grad(|| {
+        for (layer, by) in [(&layers[0], 1e10), (&layers[1], 1e30)] {
+            let mut w = model
+                .tensor(&format!("{}.weight", layer.name))
+                .unwrap()
+                .shallow_clone();
+            let _ = w.g_mul_scalar_(by);
+        }
+    });
+    let is_one = y.eq(1).view([-1, 1, 1, 1]);
+    let cal = Calibration::new((&x * 1e30).where_self(&is_one, &x), &y, "overflow").unwrap();
+    // As set up: class 0 finite at the first layer, not at the second; class 1 not at the
+    // first.
+    let finite_at = |class: i64, layer: &str| {
+        let idx = &cal.class_indices()[&class];
+        let out = tch::no_grad(|| model.forward_with_taps(&cal.select(idx), Mode::Eval, &[layer]))
+            .unwrap();
+        out.taps[layer].isfinite().all().int64_value(&[]) == 1
+    };
+    assert!(finite_at(0, &layers[0].name) && !finite_at(0, &layers[1].name));
+    assert!(!finite_at(1, &layers[0].name));
+    for batch_size in [64, 8, 3] {
+        let settings = UScoreSettings {
+            batch_size,
+            ..UScoreSettings::default()
+        };
+        let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NaN or infinite values for class 0")
+                && e.contains(&format!("layer '{}'", layers[1].name)),
             "batch size {batch_size}: {e}"
         );
     }
