@@ -918,11 +918,14 @@ fn scores_of(
              more passes under it than smaller packs, so {}; the scores may differ from those of a run without the \
              bound in the last bits of the activations (the score file records it: they are \
              not reused for a run with other settings)",
-            settings.batch_size,
+            memory::largest_pack(&samples, settings.batch_size),
             if packs == alone {
                 "each class ran its own forward pass".to_string()
             } else {
-                format!("they ran in packs of up to {limit} samples")
+                format!(
+                    "they ran in packs of up to {} samples",
+                    memory::largest_pack(&samples, limit)
+                )
             },
         ));
     }
