@@ -1256,6 +1256,26 @@ fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
         "each class alone under the bound differs from batches of one class"
     );
 
+    // With the BatchNorm drift each layer runs in its own pass on a second copy of the
+    // parameters (the bound raised by their bytes and the runtime's share): the note names
+    // the layers whose packs the bound narrowed, as the record does.
+    let params = 4 * model.graph().param_count() as u64;
+    let drifting = UScoreSettings {
+        bn_drift: Some(fair_scoring::BnDrift { batch_size: 20 }),
+        max_memory: Some(ByteSize(BOUND + params * 10 / 9 + 1)),
+        ..bounded.clone()
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &drifting, Progress::QUIET, None).unwrap();
+    assert!(!run.narrowed_packs.is_empty(), "{:?}", run.notes);
+    for (layer, _) in &run.narrowed_packs {
+        assert!(
+            run.notes
+                .iter()
+                .any(|n| n.contains("forward passes of layer") && n.contains(&format!("'{layer}'"))),
+            "{layer}: {:?}",
+            run.notes
+        );
+    }
     // The score file records the narrowed packs: the bound is no setting, so without the
     // record an unbounded run (same settings) would reuse these scores.
     let criteria: Vec<Box<dyn fair_scoring::Criterion>> =
