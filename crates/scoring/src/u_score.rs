@@ -915,9 +915,9 @@ fn scores_of(
         notes.push(format!(
             "the U-Score's forward passes{which} of several classes together (packs of up to \
              {} samples) do not fit the memory bound (`max-memory`) {bound_text}, or need \
-             more passes under it than smaller packs, so {}; the scores may differ from those of a run without the \
-             bound in the last bits of the activations (the score file records it: they are \
-             not reused for a run with other settings)",
+             more passes under it than smaller packs, so {}; the scores may differ from \
+             those of a run without the bound in the last bits of the activations (the \
+             score file records the narrowed packs, so no later run reuses these scores)",
             memory::largest_pack(&samples, settings.batch_size),
             if packs == alone {
                 "each class ran its own forward pass".to_string()
