@@ -474,11 +474,19 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     assert!(o.status.success(), "{}", stderr(&o));
     let one = one.unwrap();
     // The model (~37 MB of parameters for 9.2 M) plus a few MiB (a tenth of the bound is
-    // left to libtorch): several passes.
-    let (o, split) = score("44MiB", "split.json");
+    // left to libtorch): several passes of distances, the 12 samples still one forward pack
+    // (found by sweeping the bound: 57MiB runs one pass, 55MiB narrows the packs).
+    let (o, split) = score("56MiB", "split.json");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("passes"), "{}", stderr(&o));
-    assert_eq!(u_scores(&one), u_scores(&split.unwrap()));
+    assert!(!stderr(&o).contains("packs"), "{}", stderr(&o));
+    let split = split.unwrap();
+    assert!(
+        split["provenance"]["criteria"]["u"]["settings"]
+            .get("narrowed_packs")
+            .is_none()
+    );
+    assert_eq!(u_scores(&one), u_scores(&split));
     // `--spill-dir`: the summaries that do not fit go to an unnamed file there (nothing is
     // left behind); `none` re-runs the forward passes, with a note; the scores are the same.
     let spill = dir.path().join("spill");
@@ -487,7 +495,7 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     let (o, at) = score_u(
         dir.path(),
         &fixture,
-        &["--max-memory", "44MiB", "--spill-dir", spill_arg],
+        &["--max-memory", "56MiB", "--spill-dir", spill_arg],
         "at.json",
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -498,15 +506,33 @@ fn score_max_memory_splits_passes_with_identical_scores() {
     );
     assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
     assert_eq!(u_scores(&one), u_scores(&at.unwrap()));
-    let (o, never) = score_u(
-        dir.path(),
-        &fixture,
-        &["--max-memory", "44MiB", "--spill-dir", "none"],
-        "never.json",
-    );
+    // 44MiB cannot hold the classes' forward pack: each class runs alone, with a note and
+    // the narrowed packs recorded, and the scores are those of an unbounded run whose batch
+    // size (4) makes every class (4 samples) its own batch, bit for bit, with the summaries
+    // spilled or the forward passes re-run (`--spill-dir none`).
+    let (o, alone) = score_u(dir.path(), &fixture, &["--batch-size", "4"], "alone.json");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("spill-dir` is none"), "{}", stderr(&o));
-    assert_eq!(u_scores(&one), u_scores(&never.unwrap()));
+    let alone = alone.unwrap();
+    for (spill_dir, out) in [(None, "fallback.json"), (Some("none"), "never.json")] {
+        let mut extra = vec!["--max-memory", "44MiB"];
+        extra.extend(spill_dir.iter().flat_map(|d| ["--spill-dir", d]));
+        let (o, bounded) = score_u(dir.path(), &fixture, &extra, out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("each class ran its own forward pass"),
+            "{}",
+            stderr(&o)
+        );
+        if spill_dir.is_some() {
+            assert!(stderr(&o).contains("spill-dir` is none"), "{}", stderr(&o));
+        }
+        let bounded = bounded.unwrap();
+        assert_eq!(
+            bounded["provenance"]["criteria"]["u"]["settings"]["narrowed_packs"]["features.0"],
+            0
+        );
+        assert_eq!(u_scores(&alone), u_scores(&bounded), "{out}");
+    }
     let (o, empty) = score_u(dir.path(), &fixture, &["--spill-dir", ""], "empty.json");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--spill-dir"), "{}", stderr(&o));

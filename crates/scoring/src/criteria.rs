@@ -14,7 +14,7 @@ use crate::error::{ScoringError, torch};
 use crate::layers::{AnalysisPoint, PrunableLayer, prunable_layers};
 use crate::progress::Progress;
 use crate::r_score::{RScoreSettings, r_scores};
-use crate::u_score::{UScoreSettings, u_scores};
+use crate::u_score::UScoreSettings;
 
 /// What a criterion may use.
 #[derive(Clone, Copy)]
@@ -38,6 +38,12 @@ pub struct Scored {
     pub scores: Vec<Vec<f64>>,
     /// Notes worth showing (e.g. classes with few samples); stored in the score file.
     pub notes: Vec<String>,
+    /// The settings to store in the scores' provenance instead of [`Criterion::settings`],
+    /// where the run chose something that changes the scores from what the settings alone
+    /// give (e.g. the U-Score's smaller packs of classes under a memory bound); `None`: the
+    /// criterion's settings. Such scores are not reused ([`crate::reusable`] compares with
+    /// [`Criterion::settings`]).
+    pub recorded_settings: Option<serde_json::Value>,
 }
 
 impl From<Vec<Vec<f64>>> for Scored {
@@ -45,6 +51,7 @@ impl From<Vec<Vec<f64>>> for Scored {
         Scored {
             scores,
             notes: Vec::new(),
+            recorded_settings: None,
         }
     }
 }
@@ -122,8 +129,24 @@ impl Criterion for UScore {
             .data
             .ok_or_else(|| ScoringError::NeedsData("U-Score".into()))?;
         let layers = prunable_layers(ctx.model.graph(), self.0.analysis_point);
-        let (scores, notes) = u_scores(ctx.model, &layers, data, &self.0, ctx.progress)?;
-        Ok(Scored { scores, notes })
+        let run = crate::u_scores_measured(ctx.model, &layers, data, &self.0, ctx.progress, None)?;
+        // Packs the memory bound narrowed are recorded: the bound is no setting of the
+        // scores, so without the record they would be reused for an unbounded run.
+        let recorded_settings = (!run.narrowed_packs.is_empty()).then(|| {
+            let mut s = self.settings();
+            s["narrowed_packs"] = serde_json::Value::Object(
+                run.narrowed_packs
+                    .iter()
+                    .map(|(layer, limit)| (layer.clone(), (*limit).into()))
+                    .collect(),
+            );
+            s
+        });
+        Ok(Scored {
+            scores: run.scores,
+            notes: run.notes,
+            recorded_settings,
+        })
     }
 }
 
@@ -146,7 +169,11 @@ impl Criterion for RScore {
             .data
             .ok_or_else(|| ScoringError::NeedsData("R-Score".into()))?;
         let (scores, notes) = r_scores(ctx.model, ctx.layers, data, &self.0, ctx.progress)?;
-        Ok(Scored { scores, notes })
+        Ok(Scored {
+            scores,
+            notes,
+            recorded_settings: None,
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 //! summaries of a prefix of the (layer, unit range) pieces stay in memory, the rest go to a
 //! temporary file, and the class-pair distances then run piece by piece in passes that fit
 //! (the forward passes are split into groups, each re-run up to its last layer, only where
-//! one forward batch's taps of all layers do not fit together). Where no such file can be made,
+//! one forward pack's taps of all layers do not fit together). Where no such file can be made,
 //! [`plan`] splits the pieces into chunks; each chunk runs its own eval-mode forward pass per
 //! class, stopping after the chunk's last analysis point, and is reduced to scores before the
 //! next chunk starts. Either way the arithmetic on every unit is the same as in one pass
@@ -177,10 +177,13 @@ pub struct LayerMemory {
     /// The layer's tapped output for one forward pass over a pack of classes ([`packs`]):
     /// `4 · m · numel(analysis output)`, `m` the most samples of a pack.
     pub tap: u64,
-    /// Working memory while one class's rows of the tap are reduced: the concatenation of
-    /// its batches where it has more samples than a batch, the projections, their
-    /// unit-major copy and the sorted rows (`4 · n · numel + 3 · 4 · n · u · P`, `n` the
-    /// largest class).
+    /// Working memory while one class's rows of the tap are reduced: room for a copy of
+    /// them (`4 · n · numel`), the projections, their unit-major copy and the sorted rows
+    /// (`3 · 4 · n · u · P`), `n` the largest class. Not counted: the copy of a pack's
+    /// selected inputs, alive through its forward pass (`4 · m · numel(input)`, at most a
+    /// batch size's share of the calibration data, whose bytes the plan's fixed part
+    /// counts once), and the batches a pack's tap is concatenated from, alive next to it
+    /// until the concatenation ends.
     pub work: u64,
     /// Position of the analysis node in the graph (a pass runs up to it).
     pub position: usize,
@@ -494,7 +497,7 @@ pub fn plan(
 pub struct ForwardOnce {
     /// The forward passes over every class: groups of scored layers (indices, graph order)
     /// whose taps of one forward pack ([`packs`]) fit together, each pass stopping after its group's last analysis
-    /// point. One group, i.e. one forward pass per class, unless one forward batch's taps of all
+    /// point. One group, i.e. one forward pass per pack, unless one forward pack's taps of all
     /// layers do not fit next to each other.
     pub forwards: Vec<Vec<usize>>,
     /// The pieces whose summaries stay in memory from the forward passes to their

@@ -113,7 +113,7 @@ pub fn score(
         records.insert(
             c.name().to_owned(),
             CriterionRecord {
-                settings: c.settings(),
+                settings: scored.recorded_settings.unwrap_or_else(|| c.settings()),
                 seconds,
                 notes: scored.notes,
             },

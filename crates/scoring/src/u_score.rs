@@ -54,9 +54,13 @@ pub struct UScoreSettings {
     /// tapped outputs are then taken apart. libtorch's CPU kernels may round a sample's
     /// activations differently in the last bits with the batch it runs in, so the scores
     /// may differ at that level between batch sizes (measured on the zoo's small models:
-    /// at most 1.2e-6 of a layer's largest score). The memory bound changes the batches
-    /// only where it cannot hold several classes' forward pass at all: each class then
-    /// runs alone, with a note.
+    /// at most 1.2e-6 of a layer's largest score). The memory bound changes the packs only
+    /// where it cannot hold them, or holds them in more passes than smaller ones: the packs
+    /// then shrink (limits halving from the batch size, down to each class alone), with a
+    /// note naming the layers, and the change is recorded in the scores' provenance
+    /// ([`crate::UScoreRun::narrowed_packs`]), so such scores are not reused for another
+    /// run. On CUDA, where the taps lie on the device, outside the estimate's measure, each
+    /// class runs alone (its own batches).
     pub batch_size: usize,
     /// Seed for class and sample choice and for the projection directions.
     pub seed: u64,
@@ -74,12 +78,12 @@ pub struct UScoreSettings {
     /// class-pair distances run in passes that each fit. Only where that file cannot be made
     /// (or the directory lacks the space) are the layers split into passes that each re-run
     /// the forward passes up to their last layer, with a note. Either way the scores are
-    /// those of one pass (unless the bound cannot hold several classes' forward pass
-    /// together: each class then runs alone, with a note, see
-    /// [`UScoreSettings::batch_size`]): bit for bit on the host engine; the device engine's f32 reductions
-    /// over narrower pieces may round differently (agreement to 1e-6 relative is tested on
-    /// the CPU device). See [`crate::memory`] for the estimate. Not part of the scores'
-    /// provenance.
+    /// those of one pass (unless the bound cannot hold the packs of classes run together:
+    /// smaller packs then run, with a note, see [`UScoreSettings::batch_size`]): bit for bit
+    /// on the host engine; the device engine's f32 reductions over narrower pieces may
+    /// round differently (agreement to 1e-6 relative is tested on the CPU device). See
+    /// [`crate::memory`] for the estimate. Not part of the scores' provenance, except for
+    /// packs it narrowed ([`crate::UScoreRun::narrowed_packs`]).
     #[serde(skip)]
     pub max_memory: Option<ByteSize>,
     /// Where the summaries that do not fit [`UScoreSettings::max_memory`] are written
@@ -414,7 +418,7 @@ impl TryFrom<String> for SpillDir {
 /// [`UScoreSettings::max_memory`], or where one pass fits it, one pass taps every layer.
 /// Where it does not, each class's forward pass still runs once ([`memory::forward_once`]):
 /// the summaries that do not fit go to a temporary file in [`UScoreSettings::spill_dir`]
-/// and the class-pair distances run in passes that fit (one forward batch's taps of all
+/// and the class-pair distances run in passes that fit (one forward pack's taps of all
 /// layers that do not fit together are split into groups, each a forward pass of its own). Only where
 /// that file cannot be had (no room, no directory, [`SpillDir::Never`]) are the layers
 /// split into passes that each re-run the forward passes ([`memory::plan`]). Returns notes
@@ -482,7 +486,7 @@ impl LayerPairCheck {
 pub struct TimeProfile {
     /// Forward passes of the first memory pass (every class once).
     pub forward: f64,
-    /// Forward passes that later memory passes repeat (0 unless one forward batch's taps of all
+    /// Forward passes that later memory passes repeat (0 unless one forward pack's taps of all
     /// layers, or the summaries in a temporary file, do not fit: see
     /// [`UScoreSettings::max_memory`]).
     pub forward_again: f64,
@@ -592,13 +596,20 @@ pub struct UScoreRun {
     /// [`UScoreRun::passes`] (consecutive classes share forward batches: see
     /// [`UScoreRun::batches`]).
     pub forwards: usize,
-    /// Forward batches run, of at most [`UScoreSettings::batch_size`] samples each:
-    /// consecutive classes' samples are packed into one batch while they fit it (a class
-    /// larger than a batch runs alone, in several), whatever the memory bound.
+    /// Forward batches run, of at most [`UScoreSettings::batch_size`] samples each: on the
+    /// host, consecutive classes' samples are packed into one batch while they fit it (a
+    /// class larger than a batch runs alone, in several), unless the memory bound cannot
+    /// hold such packs ([`UScoreRun::narrowed_packs`]); on CUDA each class runs alone.
     pub batches: usize,
     /// Bytes of summaries written to the temporary file because they did not fit the memory
     /// bound (the file's data, as written; 0 when none was).
     pub spilled: u64,
+    /// The layers whose forward passes ran in smaller packs of classes than
+    /// [`UScoreSettings::batch_size`] allows because of the memory bound, each with the most
+    /// samples of its packs (0: each class alone); empty when none did. Their scores may
+    /// differ from an unbounded run's in the last bits, so [`crate::UScore`] records this in
+    /// the scores' provenance.
+    pub narrowed_packs: Vec<(String, usize)>,
 }
 
 /// [`u_scores`] with its time profile, its class-pair counts and, with `check`, the
@@ -709,6 +720,7 @@ fn measured(
         run.forwards += one.forwards;
         run.batches += one.batches;
         run.spilled += one.spilled;
+        run.narrowed_packs.extend(one.narrowed_packs);
     }
     run.scores = scores
         .into_iter()
@@ -818,36 +830,105 @@ fn scores_of(
     let fixed =
         4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
     let bound = settings.max_memory.map(|b| b.0);
+    let bound_text = settings
+        .max_memory
+        .map(|b| b.to_string())
+        .unwrap_or_default();
     // Consecutive classes share forward batches (a class larger than a batch runs alone):
     // packs of at most `limit` samples, planned with their taps and forward batch.
-    let planned = |limit: usize| -> Result<_, ScoringError> {
+    let planned = |limit: usize| -> Result<Packing, ScoringError> {
         let memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
         let batch = settings
             .batch_size
             .min(memory::largest_pack(&samples, limit));
         let plan = memory::plan(graph, layers, &memory, batch, fixed, bound)?;
-        Ok((memory::packs(&samples, limit), memory, batch, plan))
+        Ok(Packing {
+            limit,
+            packs: memory::packs(&samples, limit),
+            memory,
+            batch,
+            plan,
+        })
     };
-    let (packs, memory, batch, plan) = match planned(settings.batch_size) {
-        Ok(p) => p,
-        // A bound that holds one class's forward pass but not several classes' together:
-        // each class runs alone, as it always could (a limit below every class's size).
-        Err(packed) if bound.is_some() && samples.len() > 1 => {
-            let alone = planned(0).map_err(|_| packed)?;
-            notes.push(format!(
-                "the U-Score's forward batches of several classes do not fit the memory bound \
-                 (`max-memory`) {}, so each class ran its own forward pass; the scores may \
-                 differ from those of a run without the bound in the last bits of the \
-                 activations",
-                settings
-                    .max_memory
-                    .map(|b| b.to_string())
-                    .unwrap_or_default()
-            ));
-            alone
+    // The forward groups a plan runs (its passes with `spill-dir` none; a spill file that
+    // cannot be made is not foreseen).
+    let runs = |p: &Packing| match settings.spill_dir {
+        Some(SpillDir::Never) => p.plan.chunks.len(),
+        _ => memory::forward_once(graph, layers, &p.memory, p.batch, fixed, bound)
+            .map_or(p.plan.chunks.len(), |o| o.forwards.len()),
+    };
+    let alone = memory::packs(&samples, 0);
+    let Packing {
+        limit,
+        packs,
+        memory,
+        batch,
+        plan,
+    } = if device.is_cuda() || bound.is_none() {
+        // On CUDA the taps lie on the device, outside the estimate's measure: each class
+        // runs alone there, as it always did (one class's taps at a time).
+        planned(if device.is_cuda() {
+            0
+        } else {
+            settings.batch_size
+        })?
+    } else {
+        // Under a bound: the largest packs (limits halving from the batch size) that fit and
+        // run no more forward groups or passes than each class alone; else each class alone.
+        let single = planned(0);
+        let mut limit = settings.batch_size;
+        let mut chosen = None;
+        while memory::packs(&samples, limit) != alone {
+            if let Ok(p) = planned(limit)
+                && single.as_ref().map_or(true, |s| runs(&p) <= runs(s))
+            {
+                chosen = Some(p);
+                break;
+            }
+            limit /= 2;
         }
-        Err(e) => return Err(e),
+        // Both failing, the error is each class alone's: its figure is the smaller bound
+        // that runs.
+        match chosen {
+            Some(p) => p,
+            None => single?,
+        }
     };
+    // The layers whose packs the bound narrowed (recorded in the run, and so in the scores'
+    // provenance), with a note.
+    let mut narrowed = Vec::new();
+    if packs != memory::packs(&samples, settings.batch_size) && !device.is_cuda() {
+        narrowed = layers.iter().map(|l| (l.name.clone(), limit)).collect();
+        let which = if index.len() < leaders.len() {
+            format!(
+                " of layer{} {}",
+                if layers.len() == 1 { "" } else { "s" },
+                layers
+                    .iter()
+                    .map(|l| format!("'{}'", l.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "the U-Score's forward passes{which} of several classes together (packs of up to \
+             {} samples) do not fit the memory bound (`max-memory`) {bound_text}, or need \
+             more passes under it than smaller packs, so {}; the scores may differ from \
+             those of a run without the bound in the last bits of the activations (the \
+             score file records the narrowed packs, so no later run reuses these scores)",
+            memory::largest_pack(&samples, settings.batch_size),
+            if packs == alone {
+                "each class ran its own forward pass".to_string()
+            } else {
+                format!(
+                    "they ran in packs of up to {} samples",
+                    memory::largest_pack(&samples, limit)
+                )
+            },
+        ));
+    }
     let equal = samples.iter().all(|&n| n == samples[0]);
     let on_device = match settings.engine {
         Engine::Host => false,
@@ -899,10 +980,6 @@ fn scores_of(
         }
         o => o,
     };
-    let bound_text = settings
-        .max_memory
-        .map(|b| b.to_string())
-        .unwrap_or_default();
     let passes_text = |n: usize| match n {
         1 => "1 pass".to_string(),
         n => format!("{n} passes"),
@@ -926,7 +1003,7 @@ fn scores_of(
                 )
             } else {
                 format!(
-                    "one forward batch's U-Score taps of all layers do not fit the memory bound \
+                    "one forward pack's U-Score taps of all layers do not fit the memory bound \
                      (`max-memory`) {bound_text} together"
                 )
             },
@@ -936,7 +1013,7 @@ fn scores_of(
                 (1, _) => "each class's forward pass ran once, ".to_string(),
                 (g, 0) => format!("each class's forward passes ran {g} times, "),
                 (g, _) => format!(
-                    "each class's forward passes ran {g} times (one forward batch's taps of all layers \
+                    "each class's forward passes ran {g} times (one forward pack's taps of all layers \
                      do not fit together), "
                 ),
             },
@@ -1016,10 +1093,7 @@ fn scores_of(
                 // tap freed after its last class.
                 for ((&i, tap), dir) in group.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    let mut at = 0;
-                    for k in pack.clone() {
-                        let t = class_rows(&tap, at, samples[k]);
-                        at += samples[k];
+                    for (k, t) in class_views(&tap, pack.clone(), &samples) {
                         let clock = std::time::Instant::now();
                         let projected = project(&t, layer, dir.as_ref())?;
                         drop(t);
@@ -1106,10 +1180,7 @@ fn scores_of(
                 check_finite(&packed.taps, &chunk_layer_refs, &classes[pack.clone()])?;
                 for ((&i, tap), dir) in chunk_layers.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    let mut at = 0;
-                    for k in pack.clone() {
-                        let t = class_rows(&tap, at, samples[k]);
-                        at += samples[k];
+                    for (_, t) in class_views(&tap, pack.clone(), &samples) {
                         // The whole layer is projected (so every value is computed as in one
                         // pass), then only this pass's units are sorted and kept.
                         let clock = std::time::Instant::now();
@@ -1215,7 +1286,22 @@ fn scores_of(
         forwards,
         batches,
         spilled,
+        narrowed_packs: narrowed,
     })
+}
+
+/// The classes' packs of one U-Score run and their memory plan.
+struct Packing {
+    /// The most samples of a pack ([`memory::packs`]; 0: each class alone).
+    limit: usize,
+    /// The packs of classes, each run as one forward pass.
+    packs: Vec<std::ops::Range<usize>>,
+    /// Each layer's memory with these packs.
+    memory: Vec<memory::LayerMemory>,
+    /// The forward batch: the batch size, at most the largest pack.
+    batch: usize,
+    /// The plan of passes under the bound.
+    plan: memory::MemoryPlan,
 }
 
 /// One class's sorted projections of some units of a layer (`[units, P, n]`, rows sorted):
@@ -1318,7 +1404,7 @@ fn forward_pack(
         batches += 1;
     }
     drop(x);
-    let taps = parts
+    let taps: Vec<Tensor> = parts
         .into_iter()
         .map(|mut part| {
             if part.len() == 1 {
@@ -1328,16 +1414,34 @@ fn forward_pack(
             }
         })
         .collect();
+    for tap in &taps {
+        debug_assert_eq!(
+            tap.size()[0],
+            idx.len() as i64,
+            "a tap holds every sample's row"
+        );
+    }
     Ok(Packed { taps, batches })
 }
 
-/// Rows `at..at + n` of a packed tap: a view (the tap itself when that is all of it).
-fn class_rows(tap: &Tensor, at: usize, n: usize) -> Tensor {
-    if at == 0 && n as i64 == tap.size()[0] {
-        tap.shallow_clone()
-    } else {
-        tap.narrow(0, at as i64, n as i64)
-    }
+/// Each class `k` of `pack` with its rows of the pack's tap (`samples[k]` rows, class after
+/// class): a view, the tap itself when that is all of it.
+fn class_views<'a>(
+    tap: &'a Tensor,
+    pack: std::ops::Range<usize>,
+    samples: &'a [usize],
+) -> impl Iterator<Item = (usize, Tensor)> + 'a {
+    let mut at = 0;
+    pack.map(move |k| {
+        let n = samples[k];
+        let rows = if at == 0 && n as i64 == tap.size()[0] {
+            tap.shallow_clone()
+        } else {
+            tap.narrow(0, at as i64, n as i64)
+        };
+        at += n;
+        (k, rows)
+    })
 }
 
 /// Whether `t` holds only finite values: its largest and smallest values are (NaN
@@ -1364,17 +1468,22 @@ fn check_finite(
             layer.analysis, layer.name
         ))
     };
-    let mut at = 0;
-    for (class, idx) in classes {
-        for (t, layer) in taps.iter().zip(layers) {
-            if !finite(&class_rows(t, at, idx.len())) {
+    let sizes: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
+    let mut views: Vec<_> = taps
+        .iter()
+        .map(|t| class_views(t, 0..classes.len(), &sizes))
+        .collect();
+    for (class, _) in classes {
+        for (v, layer) in views.iter_mut().zip(layers) {
+            let (_, rows) = v.next().expect("every tap has every class's rows");
+            if !finite(&rows) {
                 return Err(error(layer, *class));
             }
         }
-        at += idx.len();
     }
-    // Not reached: some class's rows hold the values found.
-    Err(error(layers[bad], classes[0].0))
+    unreachable!(
+        "tap {bad} holds a value that is not finite, so some class's rows of it hold it too"
+    )
 }
 
 /// Reduces pieces of layers to scores: the largest class-pair distance of every unit, the

@@ -1199,11 +1199,11 @@ fn packed_forward_passes_give_the_scores_of_one_sample_at_a_time() {
 }
 
 /// A memory bound that holds one class's forward pass but not several classes' together:
-/// each class runs alone (as before classes were packed), with a note, and the scores are
-/// those of the packed unbounded run to f32 rounding.
+/// each class runs alone (as before classes were packed), with a note and the narrowed
+/// packs recorded, and the scores are those of an unbounded run whose batch size makes
+/// every class its own batch, bit for bit.
 #[test]
 fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
-    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -1216,26 +1216,23 @@ fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
         samples_per_class: 4,
         ..Default::default()
     };
-    let free = u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap();
-    assert_eq!((free.forwards, free.batches), (5, 1));
-    // The smallest bound (in steps of 1/64 of the fixed part) that plans each class alone.
-    let graph = model.graph();
-    let samples = [4; 5];
-    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { 4 } else { 1 }).collect();
-    let fixed = 4 * (graph.param_count() as u64 + cal.len() as u64 * cal.sample_numel() as u64);
-    let fits = |limit: usize, budget: u64| {
-        let mem = layer_memory(graph, &layers, &projections, &samples, limit).unwrap();
-        let batch = largest_pack(&samples, limit).min(64);
-        plan(graph, &layers, &mem, batch, fixed, Some(budget)).is_ok()
+    let packed = u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap();
+    assert_eq!((packed.forwards, packed.batches), (5, 1));
+    // Batches of 4: every class (4 samples) its own batch, as each class alone runs.
+    let alone = UScoreSettings {
+        batch_size: 4,
+        ..s.clone()
     };
-    let budget = (1..=1024u64)
-        .map(|i| (fixed + fixed / 64 * i) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1)
-        .find(|&b| fits(0, b))
-        .unwrap();
-    assert!(!fits(64, budget), "the packed classes fit {budget} bytes");
+    let free = u_scores_measured(&model, &layers, &cal, &alone, Progress::QUIET, None).unwrap();
+    assert_eq!((free.forwards, free.batches), (5, 5));
+    assert!(free.narrowed_packs.is_empty());
+    // A fixed bound, found once with `memory::plan` over budgets in steps of 1/64 of the
+    // model's and data's bytes (the smallest that plans each class alone was 46,436,467
+    // bytes; packs of 8, 16 or 20 samples did not fit it), rounded up.
+    const BOUND: u64 = 46_500_000;
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
-        max_memory: Some(ByteSize(budget)),
+        max_memory: Some(ByteSize(BOUND)),
         spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
@@ -1251,11 +1248,68 @@ fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
         "{:?}",
         run.notes
     );
-    assert_close(
-        "vgg11_bn_cifar, each class alone under a bound against packed",
-        &free.scores,
-        &run.scores,
+    let narrowed: Vec<(String, usize)> = layers.iter().map(|l| (l.name.clone(), 0)).collect();
+    assert_eq!(run.narrowed_packs, narrowed);
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert!(
+        bits(&run.scores) == bits(&free.scores),
+        "each class alone under the bound differs from batches of one class"
     );
+
+    // With the BatchNorm drift each layer runs in its own pass on a second copy of the
+    // parameters (the bound raised by their bytes and the runtime's share): the note names
+    // the layers whose packs the bound narrowed, as the record does.
+    let params = 4 * model.graph().param_count() as u64;
+    let drifting = UScoreSettings {
+        bn_drift: Some(fair_scoring::BnDrift { batch_size: 20 }),
+        max_memory: Some(ByteSize(BOUND + params * 10 / 9 + 1)),
+        ..bounded.clone()
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &drifting, Progress::QUIET, None).unwrap();
+    assert!(!run.narrowed_packs.is_empty(), "{:?}", run.notes);
+    for (layer, _) in &run.narrowed_packs {
+        assert!(
+            run.notes
+                .iter()
+                .any(|n| n.contains("forward passes of layer") && n.contains(&format!("'{layer}'"))),
+            "{layer}: {:?}",
+            run.notes
+        );
+    }
+    // The score file records the narrowed packs: the bound is no setting, so without the
+    // record an unbounded run (same settings) would reuse these scores.
+    let criteria: Vec<Box<dyn fair_scoring::Criterion>> =
+        vec![Box::new(fair_scoring::UScore(bounded.clone()))];
+    let file = fair_scoring::score(&model, Some(&cal), &criteria, Progress::QUIET).unwrap();
+    let recorded = &file.provenance.criteria["u"].settings;
+    assert_eq!(recorded["narrowed_packs"][layers[0].name.as_str()], 0);
+    let unbounded: Vec<Box<dyn fair_scoring::Criterion>> =
+        vec![Box::new(fair_scoring::UScore(UScoreSettings {
+            max_memory: None,
+            ..bounded
+        }))];
+    let model_digest = fair_scoring::model_digest(&model).unwrap();
+    let data_digest = cal.digest().unwrap();
+    assert!(!fair_scoring::reusable(
+        &file,
+        &model_digest,
+        &data_digest,
+        &unbounded
+    ));
+    // Packs the bound left alone are not recorded: such scores are reused.
+    let free_file = fair_scoring::score(&model, Some(&cal), &unbounded, Progress::QUIET).unwrap();
+    assert!(
+        free_file.provenance.criteria["u"]
+            .settings
+            .get("narrowed_packs")
+            .is_none()
+    );
+    assert!(fair_scoring::reusable(
+        &free_file,
+        &model_digest,
+        &data_digest,
+        &unbounded
+    ));
 }
 
 #[test]
@@ -1328,7 +1382,8 @@ fn non_finite_activations_of_one_packed_class_name_that_class() {
     });
     let is_one = y.eq(1).view([-1, 1, 1, 1]);
     let cal = Calibration::new((&x * 1e10).where_self(&is_one, &x), &y, "overflow").unwrap();
-    for batch_size in [64, 12, 3] {
+    // One pack of 12; packs [0, 1] and [2] (class 1 last in its pack); each class alone.
+    for batch_size in [64, 8, 3] {
         let settings = UScoreSettings {
             batch_size,
             ..UScoreSettings::default()
@@ -1339,6 +1394,56 @@ fn non_finite_activations_of_one_packed_class_name_that_class() {
         assert!(
             e.contains("NaN or infinite values for class 1")
                 && e.contains(&format!("layer '{}'", layers[0].name)),
+            "batch size {batch_size}: {e}"
+        );
+    }
+}
+
+/// Where an earlier class's taps turn infinite at a later layer and a later class's at an
+/// earlier layer, the error names the earlier class and its layer, as checking one class at
+/// a time would, packed or not.
+#[test]
+fn non_finite_activations_name_the_first_class_before_the_first_layer() {
+    let cal = data(4, 3, &[1, 6, 6], 2);
+    let (x, y) = cal.tensors();
+    let model = mlp();
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    assert!(layers.len() >= 2);
+    // The first layer's weights scaled by 1e10 and the second's by 1e30: inputs of about 1
+    // give the first layer's outputs about 1e10 (finite) and the second's about 1e40
+    // (infinite in f32); class 1's inputs, scaled by 1e30, overflow the first layer already.
+    tch::no_grad(|| {
+        for (layer, by) in [(&layers[0], 1e10), (&layers[1], 1e30)] {
+            let mut w = model
+                .tensor(&format!("{}.weight", layer.name))
+                .unwrap()
+                .shallow_clone();
+            let _ = w.g_mul_scalar_(by);
+        }
+    });
+    let is_one = y.eq(1).view([-1, 1, 1, 1]);
+    let cal = Calibration::new((&x * 1e30).where_self(&is_one, &x), &y, "overflow").unwrap();
+    // As set up: class 0 finite at the first layer, not at the second; class 1 not at the
+    // first.
+    let finite_at = |class: i64, layer: &str| {
+        let idx = &cal.class_indices()[&class];
+        let out = tch::no_grad(|| model.forward_with_taps(&cal.select(idx), Mode::Eval, &[layer]))
+            .unwrap();
+        out.taps[layer].isfinite().all().int64_value(&[]) == 1
+    };
+    assert!(finite_at(0, &layers[0].name) && !finite_at(0, &layers[1].name));
+    assert!(!finite_at(1, &layers[0].name));
+    for batch_size in [64, 8, 3] {
+        let settings = UScoreSettings {
+            batch_size,
+            ..UScoreSettings::default()
+        };
+        let e = u_scores(&model, &layers, &cal, &settings, Progress::QUIET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NaN or infinite values for class 0")
+                && e.contains(&format!("layer '{}'", layers[1].name)),
             "batch size {batch_size}: {e}"
         );
     }
@@ -1701,4 +1806,94 @@ fn r_score_memory_of_attention_grows_with_tokens_per_head_channel() {
         four.per_sample - one.per_sample,
         2 * 4 * 2 * (4 - 1) * 16 * 16
     );
+}
+
+/// Bounded runs whose packs hold several classes of unequal size (batch sizes 12 and 64
+/// over classes of 6, 6, 6, 6 and 4 samples) keep the unbounded run's packs and its scores
+/// at the same batch size, bit for bit: with the summaries that do not fit spilled to a
+/// file, and with the passes re-running the forward passes (`spill-dir` none).
+#[test]
+fn bounded_runs_of_packed_unequal_classes_equal_the_unbounded_run() {
+    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
+    use fair_scoring::{ByteSize, SpillDir, u_scores_measured};
+    // Many projections: summaries large next to the packs' taps, so some bound runs the
+    // packs in no more passes than each class alone.
+    const P: usize = 32;
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 1);
+    // The labels run in class order: the last class keeps 4 of its 6 samples.
+    let full = data(6, 5, &[3, 8, 8], 4);
+    let (x, y) = full.tensors();
+    let cal = Calibration::new(x.narrow(0, 0, 28), &y.narrow(0, 0, 28), "short").unwrap();
+    let samples = [6, 6, 6, 6, 4];
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let graph = model.graph();
+    let (_, fixed, held) = planner_inputs(&model, &layers, &cal, P, &samples);
+    let projections: Vec<usize> = layers.iter().map(|l| if l.conv { P } else { 1 }).collect();
+    let bits = |s: &[Vec<f64>]| -> Vec<u64> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    // Packs [6, 6], [6, 6], [4] in three batches; all 28 samples in one.
+    for (batch_size, batches) in [(12, 3), (64, 1)] {
+        let s = UScoreSettings {
+            projections: P,
+            batch_size,
+            samples_per_class: 6,
+            ..Default::default()
+        };
+        let free = u_scores_measured(&model, &layers, &cal, &s, Progress::QUIET, None).unwrap();
+        assert_eq!((free.forwards, free.batches), (5, batches));
+        assert!(free.narrowed_packs.is_empty());
+        // Room for a share of the summaries next to the fixed part and the passes' overhead:
+        // the first share (in hundredths) where the packs take several passes, but no more than
+        // each class alone (else the bound narrows the packs, as tested apart).
+        let mem = layer_memory(graph, &layers, &projections, &samples, batch_size).unwrap();
+        let batch = largest_pack(&samples, batch_size).min(batch_size);
+        let one = plan(graph, &layers, &mem, batch, fixed, None).unwrap();
+        let alone = layer_memory(graph, &layers, &projections, &samples, 0).unwrap();
+        let passes = |mem: &[fair_scoring::memory::LayerMemory], batch: usize, budget: u64| {
+            plan(graph, &layers, mem, batch, fixed, Some(budget))
+                .map_or(usize::MAX, |p| p.chunks.len())
+        };
+        let budget = (1..100)
+            .map(|hundredths| {
+                (fixed + (one.unbounded - held) + held / 100 * hundredths) * RUNTIME_SHARE
+                    / (RUNTIME_SHARE - 1)
+                    + 1
+            })
+            .find(|&b| {
+                let packed = passes(&mem, batch, b);
+                (2..usize::MAX).contains(&packed) && packed <= passes(&alone, batch.min(6), b)
+            })
+            .expect("a budget with several passes of the packs");
+        let dir = tempfile::tempdir().unwrap();
+        for spill in [SpillDir::At(dir.path().to_path_buf()), SpillDir::Never] {
+            let bounded = UScoreSettings {
+                max_memory: Some(ByteSize(budget)),
+                spill_dir: Some(spill.clone()),
+                ..s.clone()
+            };
+            let run =
+                u_scores_measured(&model, &layers, &cal, &bounded, Progress::QUIET, None).unwrap();
+            let what = format!("batch size {batch_size}, {spill:?}");
+            assert!(
+                bits(&run.scores) == bits(&free.scores),
+                "{what}: the scores differ"
+            );
+            assert!(run.narrowed_packs.is_empty(), "{what}: {:?}", run.notes);
+            assert_eq!(
+                (run.forwards, run.batches),
+                (5 * run.passes, batches * run.passes),
+                "{what}"
+            );
+            if spill == SpillDir::Never {
+                assert!(run.passes > 1, "{what}: {} passes", run.passes);
+            } else {
+                assert!(
+                    run.spilled > 0 && run.passes == 1,
+                    "{what}: {:?}",
+                    run.notes
+                );
+            }
+        }
+    }
 }

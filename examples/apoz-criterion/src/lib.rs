@@ -97,7 +97,7 @@ impl Criterion for Apoz {
             .collect();
         Ok(Scored {
             scores,
-            notes: Vec::new(),
+            ..Scored::default()
         })
     }
 }
