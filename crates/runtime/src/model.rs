@@ -215,6 +215,18 @@ impl Model {
             .collect()
     }
 
+    /// A model of the same graph on the same device whose parameters and buffers are copies
+    /// of this one's: changing either leaves the other as it was (a dead-unit reference,
+    /// BatchNorm statistics that may move on a copy).
+    pub fn deep_copy(&self) -> Result<Model, RuntimeError> {
+        let tensors = self
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach()))
+            .collect();
+        Model::from_tensors(self.graph.clone(), tensors, self.device())
+    }
+
     /// Loads every parameter and buffer from a safetensors file with state-dict names.
     /// Strict: a missing, unexpected or wrong-shaped tensor is an error that lists every
     /// such problem by name with expected and found shapes, and nothing is loaded. The one

@@ -157,6 +157,41 @@ fn weights_round_trip_through_safetensors() {
 }
 
 #[test]
+fn a_deep_copy_computes_the_same_and_shares_nothing() {
+    let a = model("resnet20", [3, 32, 32], 1);
+    fair_testkit::randomise_batchnorm(&a, 6);
+    let x = batch(2, [3, 32, 32], 5);
+    let ya = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    let b = a.deep_copy().unwrap();
+    assert_eq!(b.graph(), a.graph());
+    assert!(same(
+        &ya,
+        &tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap()
+    ));
+    assert_eq!(
+        b.tensor("bn1.num_batches_tracked")
+            .unwrap()
+            .int64_value(&[]),
+        a.tensor("bn1.num_batches_tracked")
+            .unwrap()
+            .int64_value(&[])
+    );
+    // A training-mode pass moves the copy's BatchNorm statistics and a zeroed weight
+    // changes its output; the original computes as before.
+    let _ = tch::no_grad(|| b.forward(&x, Mode::Train)).unwrap();
+    tch::no_grad(|| {
+        let _ = b.tensor("conv1.weight").unwrap().shallow_clone().fill_(0.0);
+    });
+    let yb = tch::no_grad(|| b.forward(&x, Mode::Eval)).unwrap();
+    assert!(!same(&ya, &yb), "the copy changed");
+    let still = tch::no_grad(|| a.forward(&x, Mode::Eval)).unwrap();
+    assert!(
+        same(&ya, &still),
+        "the copy shares storage with the original"
+    );
+}
+
+#[test]
 fn a_model_from_tensors_owns_copies_of_them() {
     let a = model("resnet20", [3, 32, 32], 1);
     fair_testkit::randomise_batchnorm(&a, 5);

@@ -678,7 +678,7 @@ fn measured(
             model, layers, &all, &leaders, data, settings, progress, 1, check,
         );
     };
-    let drifting = copy_model(model)?;
+    let drifting = model.deep_copy()?;
     let mut run = UScoreRun::default();
     let mut scores: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
     let mut checks: Vec<Option<LayerPairCheck>> = vec![None; layers.len()];
@@ -746,20 +746,6 @@ fn check_units(check: &PairCheck, layers: &[PrunableLayer], index: &[usize]) -> 
             units
         })
         .collect()
-}
-
-/// A copy of `model` (same graph, device and tensors) whose statistics can move freely.
-fn copy_model(model: &Model) -> Result<Model, ScoringError> {
-    let tensors = model
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect();
-    Ok(Model::from_tensors(
-        model.graph().clone(),
-        tensors,
-        model.device(),
-    )?)
 }
 
 /// One training-mode pass over the calibration batches in order, without gradients: as

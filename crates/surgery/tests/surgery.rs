@@ -54,15 +54,7 @@ fn removing_provably_dead_units_keeps_the_outputs() {
         for seed in 0..4 {
             let (plan, chosen) = common::random_plan(&m, seed, 6);
             // Make the chosen units irrelevant: zero every weight column that reads them.
-            let dead = Model::from_tensors(
-                m.graph().clone(),
-                m.named_tensors()
-                    .into_iter()
-                    .map(|(n, t)| (n, t.copy()))
-                    .collect(),
-                Device::Cpu,
-            )
-            .unwrap();
+            let dead = m.deep_copy().unwrap();
             tch::no_grad(|| {
                 for (g, units) in &chosen {
                     for (node, cols) in groups.reading_columns(m.graph(), *g, units) {
@@ -278,15 +270,7 @@ fn grouped_convs_pruned_within_groups_keep_the_dead_unit_outputs() {
     let groups = analyze_with(m.graph(), &[], GroupedConvs::WithinGroups).unwrap();
     for seed in 0..8 {
         let (plan, chosen) = common::random_plan_in(&groups, seed, 4);
-        let dead = Model::from_tensors(
-            m.graph().clone(),
-            m.named_tensors()
-                .into_iter()
-                .map(|(n, t)| (n, t.copy()))
-                .collect(),
-            Device::Cpu,
-        )
-        .unwrap();
+        let dead = m.deep_copy().unwrap();
         tch::no_grad(|| {
             for (g, units) in &chosen {
                 // Dense readers: input columns; grouped convs: within-group columns of axis 1
@@ -381,15 +365,7 @@ fn token_mlp_hidden_neurons_are_the_only_units_and_removing_dead_ones_keeps_the_
     ];
     // The dead-unit model: those neurons' rows of fc1 (weight and bias) are zero, so
     // GELU(0) = 0 reaches fc2.
-    let dead = Model::from_tensors(
-        m.graph().clone(),
-        m.named_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect(),
-        Device::Cpu,
-    )
-    .unwrap();
+    let dead = m.deep_copy().unwrap();
     tch::no_grad(|| {
         for (layer, rows) in &removed {
             let idx = Tensor::from_slice(rows);
@@ -478,15 +454,7 @@ fn tiny_vit_heads_removed_whole_equal_the_dead_head_model() {
     // The dead-head model: the removed heads' rows of q, k and v (weights and biases) are
     // zero, so each such head attends uniformly to zero values and contributes nothing to
     // the output projection; the removed neurons' rows of fc1 are zero (GELU(0) = 0).
-    let dead = Model::from_tensors(
-        m.graph().clone(),
-        m.named_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect(),
-        Device::Cpu,
-    )
-    .unwrap();
+    let dead = m.deep_copy().unwrap();
     let zero_rows = |param: &str, rows: &[i64]| {
         let mut t = dead.tensor(param).unwrap().shallow_clone();
         let _ = t.index_fill_(0, &Tensor::from_slice(rows), 0.0);
@@ -634,15 +602,7 @@ op = { type = "linear", in_features = 8, out_features = 2 }
         .collect();
     assert_eq!(free, [(vec!["embed".to_owned()], 8)]);
 
-    let dead = Model::from_tensors(
-        m.graph().clone(),
-        m.named_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect(),
-        Device::Cpu,
-    )
-    .unwrap();
+    let dead = m.deep_copy().unwrap();
     let idx = Tensor::from_slice(&removed);
     tch::no_grad(|| {
         for (param, axis) in [
@@ -659,15 +619,7 @@ op = { type = "linear", in_features = 8, out_features = 2 }
     // class token and the position embedding alone too, not only through `embed`.
     let (orig, a) = (eval(&m, &x), eval(&dead, &x));
     assert!((&orig - &a).abs().max().double_value(&[]) > 1e-3);
-    let embed_only = Model::from_tensors(
-        m.graph().clone(),
-        m.named_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect(),
-        Device::Cpu,
-    )
-    .unwrap();
+    let embed_only = m.deep_copy().unwrap();
     tch::no_grad(|| {
         for p in ["embed.weight", "embed.bias"] {
             let mut t = embed_only.tensor(p).unwrap().shallow_clone();
