@@ -9,13 +9,11 @@
 //!    model (interleaved on that runtime, median \[IQR\]), the fraction removed against the
 //!    target, the correction rounds and `met`, the MACs removed and the latency gain / MAC
 //!    cut ratio;
-//! 2. `fair-pruner prune --target-macs M` with M the fraction of MACs run 1 removed: its
-//!    MACs removed and, where the CLI times it on the same runtime and batch, its latency
-//!    gain. The CLI times a MAC-targeted run only with its default latency measurement —
-//!    libtorch CPU at batch 1 and 64, interleaved with the unpruned model, `--threads`
-//!    threads — and accepts latency flags (`--latency-on`, `--latency-batch`) only with
-//!    `--target-latency`; so an ONNX Runtime row, or a libtorch row at another batch, has
-//!    no latency figure for the MAC-targeted run (MACs only, with a note saying why).
+//! 2. `fair-pruner prune --target-macs M --latency-on RUNTIME --latency-batch B
+//!    --latency-threads N` with M the fraction of MACs run 1 removed: its MACs removed and,
+//!    from `results[0].runtime_latency`, its export's latency against the unpruned model
+//!    measured the same way on the same runtime, batch and threads (no table, no
+//!    correction), with its latency gain / MAC cut ratio.
 //!
 //! Models: the quick set (default) is the zoo's CIFAR ResNet-20 and VGG-16-BN at 3×32×32
 //! (10 classes), batch 1; `--full` is issue 27's set: ResNet-50 at 224² (batch 1 and 32),
@@ -234,7 +232,7 @@ pub struct LatencyRun {
     pub table_noisy: bool,
 }
 
-/// The MAC-targeted run's latency, as the CLI measured it.
+/// The MAC-targeted run's latency, as the CLI measured it (`results[0].runtime_latency`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MacLatency {
     /// The round-by-round speed-up over the unpruned model.
@@ -260,10 +258,8 @@ pub struct MacRun {
     pub macs_removed: f64,
     /// MACs before / after.
     pub mac_cut: f64,
-    /// The latency on the row's runtime and batch, where the CLI measured it.
-    pub latency: Option<MacLatency>,
-    /// Why `latency` is absent.
-    pub latency_note: Option<String>,
+    /// The latency on the row's runtime, batch and threads.
+    pub latency: MacLatency,
 }
 
 /// One model × runtime × batch.
@@ -416,9 +412,9 @@ pub fn latency_run_of(report: &Value) -> Result<LatencyRun> {
     })
 }
 
-/// The MAC-targeted run's figures from its `report.json`: its latency where the CLI timed it
-/// on `runtime` at `batch` (its default measurement: libtorch CPU, interleaved with the
-/// unpruned model, at the batch sizes it lists).
+/// The MAC-targeted run's figures from its `report.json`: its MACs and its export's latency
+/// as the CLI timed it with `--latency-on` (`results[0].runtime_latency`), which must be on
+/// `runtime` at `batch`.
 pub fn mac_run_of(
     report: &Value,
     target_macs: f64,
@@ -428,64 +424,62 @@ pub fn mac_run_of(
     let r = &report["results"][0];
     let macs_removed = number(&r["achieved"]["macs"], "results[0].achieved.macs")?;
     let mac_cut = mac_cut_of(report)?;
-    let mut run = MacRun {
+    let l = &r["runtime_latency"];
+    if l.is_null() {
+        bail!(
+            "report.json: the MAC-targeted run was not timed on {} (results[0].runtime_latency; a fair-pruner that times a MAC target with --latency-on is needed)",
+            runtime.name()
+        );
+    }
+    let m = &l["measured"];
+    let (on, at) = (m["runtime"].as_str(), l["batch"].as_u64());
+    if on != Some(runtime.name()) || at != Some(batch as u64) {
+        bail!(
+            "report.json: the MAC-targeted run was timed on {} at batch {}, not on {} at batch {batch}",
+            on.unwrap_or("?"),
+            at.map_or("?".to_string(), |b| b.to_string()),
+            runtime.name()
+        );
+    }
+    Ok(MacRun {
         target_macs,
         macs_removed,
         mac_cut,
-        latency: None,
-        latency_note: None,
-    };
-    if runtime != Runtime::LibtorchCpu {
-        run.latency_note = Some(format!(
-            "the CLI times a MAC-targeted run on libtorch CPU only (--latency-on needs \
-             --target-latency): no {} figure, MACs only",
-            runtime.name()
-        ));
-        return Ok(run);
-    }
-    let at = |figures: &Value| {
-        figures["latency"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["batch"].as_u64() == Some(batch as u64))
-            .cloned()
-    };
-    let (Some(before), Some(after)) = (at(&report["before"]), at(&r["after"])) else {
-        run.latency_note = Some(format!(
-            "the CLI's default timing of a MAC-targeted run has no batch {batch} (it times \
-             batch 1 and 64): MACs only"
-        ));
-        return Ok(run);
-    };
-    let speedup = spread(&after["speedup"], "after.latency[].speedup")?;
-    run.latency = Some(MacLatency {
-        speedup,
-        before_ms: spread(&before["ms"], "before.latency[].ms")?,
-        after_ms: spread(&after["ms"], "after.latency[].ms")?,
-        removed: 1.0 - 1.0 / speedup.median,
-        gain_per_mac_cut: speedup.median / mac_cut,
-        noisy: after["noisy"].as_bool().unwrap_or(false)
-            || before["noisy"].as_bool().unwrap_or(false),
-    });
-    Ok(run)
+        latency: MacLatency {
+            speedup: spread(&m["speedup"], "runtime_latency.measured.speedup")?,
+            before_ms: spread(&m["before_ms"], "runtime_latency.measured.before_ms")?,
+            after_ms: spread(&m["after_ms"], "runtime_latency.measured.after_ms")?,
+            removed: number(&m["removed"], "runtime_latency.measured.removed")?,
+            gain_per_mac_cut: number(
+                &m["gain_per_mac_cut"],
+                "runtime_latency.measured.gain_per_mac_cut",
+            )?,
+            noisy: m["noisy"].as_bool().unwrap_or(false),
+        },
+    })
 }
 
-/// How a run prunes: at a latency target or at a MAC target.
+/// How a run prunes: at a latency target or at a MAC target; either way its export is
+/// timed on `runtime` at `batch` (`--latency-on`, `--latency-batch`), ONNX Runtime through
+/// `python`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Goal<'a> {
-    /// `--target-latency` on `runtime` at `batch`, ONNX Runtime through `python`.
-    Latency {
-        /// Fraction of latency to remove.
-        target: f64,
-        /// Where it is measured.
-        runtime: Runtime,
-        /// Batch size.
-        batch: usize,
-        /// The Python for ONNX Runtime, if given.
-        python: Option<&'a Path>,
-    },
-    /// `--target-macs`.
+pub struct Goal<'a> {
+    /// What the run aims at.
+    pub target: Target,
+    /// Where the export is timed (and a latency target's table measured).
+    pub runtime: Runtime,
+    /// Batch size of the timing.
+    pub batch: usize,
+    /// The Python for ONNX Runtime, if given.
+    pub python: Option<&'a Path>,
+}
+
+/// What a run of the bench aims at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// `--target-latency`: the fraction of latency to remove.
+    Latency(f64),
+    /// `--target-macs`: the fraction of MACs to remove.
     Macs(f64),
 }
 
@@ -538,28 +532,22 @@ pub fn prune_args(
     ] {
         a.extend([k.to_string(), v]);
     }
-    match goal {
-        Goal::Latency {
-            target,
-            runtime,
-            batch,
-            python,
-        } => {
-            a.extend([
-                "--target-latency".into(),
-                target.to_string(),
-                "--latency-on".into(),
-                runtime.name().into(),
-                "--latency-batch".into(),
-                batch.to_string(),
-                "--latency-threads".into(),
-                threads.to_string(),
-            ]);
-            if let (Runtime::OnnxruntimeCpu, Some(p)) = (runtime, python) {
-                a.extend(["--latency-python".into(), p.display().to_string()]);
-            }
-        }
-        Goal::Macs(m) => a.extend(["--target-macs".into(), m.to_string()]),
+    let (flag, target) = match goal.target {
+        Target::Latency(t) => ("--target-latency", t),
+        Target::Macs(m) => ("--target-macs", m),
+    };
+    a.extend([
+        flag.into(),
+        target.to_string(),
+        "--latency-on".into(),
+        goal.runtime.name().into(),
+        "--latency-batch".into(),
+        goal.batch.to_string(),
+        "--latency-threads".into(),
+        threads.to_string(),
+    ]);
+    if let (Runtime::OnnxruntimeCpu, Some(p)) = (goal.runtime, goal.python) {
+        a.extend(["--latency-python".into(), p.display().to_string()]);
     }
     a.extend(["--out".into(), out.display().to_string(), "-q".into()]);
     a
@@ -578,7 +566,8 @@ fn loads(r: &Row) -> String {
 pub fn table(rows: &[Row], target: f64) -> String {
     let mut t = format!(
         "Latency target {:.0}% (`prune --target-latency {target}`), against `--target-macs` at \
-         the MACs the latency run removed. Latency: the export timed interleaved against the \
+         the MACs the latency run removed (`--latency-on` times its export the same way). \
+         Latency, both runs: the export timed interleaved against the \
          unpruned model on the row's runtime, batch and threads (median [IQR] of the \
          round-by-round speed-up; \"removed\" is 1 − 1/speed-up). \"gain / MAC cut\" is the \
          median speed-up over MACs before/after. \"rounds (met)\": the CLI's measured \
@@ -623,18 +612,13 @@ pub fn table(rows: &[Row], target: f64) -> String {
         let (mac_macs, mac_removed, mac_gain) = match &r.mac_run {
             Some(m) => (
                 format!("{:.1}% ({:.2}×)", 100.0 * m.macs_removed, m.mac_cut),
-                match &m.latency {
-                    Some(ml) => format!(
-                        "{:.1}% ({}×){}",
-                        100.0 * ml.removed,
-                        spread_cell(&ml.speedup, 2),
-                        if ml.noisy { " (noisy)" } else { "" }
-                    ),
-                    None => "not timed (MACs only)".to_string(),
-                },
-                m.latency.as_ref().map_or("–".to_string(), |ml| {
-                    format!("{:.2}", ml.gain_per_mac_cut)
-                }),
+                format!(
+                    "{:.1}% ({}×){}",
+                    100.0 * m.latency.removed,
+                    spread_cell(&m.latency.speedup, 2),
+                    if m.latency.noisy { " (noisy)" } else { "" }
+                ),
+                format!("{:.2}", m.latency.gain_per_mac_cut),
             ),
             None => ("–".into(), "–".into(), "–".into()),
         };
@@ -663,13 +647,6 @@ pub fn table(rows: &[Row], target: f64) -> String {
             l.gain_per_mac_cut,
             loads(r),
         );
-    }
-    let notes: Vec<&str> = rows
-        .iter()
-        .filter_map(|r| r.mac_run.as_ref()?.latency_note.as_deref())
-        .collect();
-    if let Some(first) = notes.first() {
-        let _ = writeln!(t, "\n\"not timed\": {first}.");
     }
     t
 }
@@ -818,8 +795,8 @@ fn row_runs(
 ) -> Result<(LatencyRun, MacRun)> {
     let o = shared.options;
     let out = dir.join("latency");
-    let goal = Goal::Latency {
-        target: o.target,
+    let mut goal = Goal {
+        target: Target::Latency(o.target),
         runtime,
         batch,
         python: Some(shared.python),
@@ -831,7 +808,7 @@ fn row_runs(
     )?;
     let lat = latency_run_of(&report)?;
     let out = dir.join("macs");
-    let goal = Goal::Macs(lat.macs_removed);
+    goal.target = Target::Macs(lat.macs_removed);
     let report = prune(
         shared.fair_pruner,
         &prune_args(model, shared.data, o.per_class, o.threads, &goal, &out),
@@ -1027,18 +1004,23 @@ mod tests {
         })
     }
 
-    fn mac_report() -> Value {
+    /// A MAC run's report as the CLI writes it with `--latency-on runtime --latency-batch
+    /// batch` (the fields the bench reads; its default libtorch timing is not read).
+    fn mac_report(runtime: &str, batch: usize, noisy: bool) -> Value {
         json!({
             "before": {"macs": 40_000_000u64, "latency": [
-                {"batch": 1, "ms": s(2.0, 1.8, 2.2), "rounds": 9, "noisy": false},
-                {"batch": 64, "ms": s(90.0, 88.0, 92.0), "rounds": 9, "noisy": false}]},
+                {"batch": 1, "ms": s(9.0, 8.0, 10.0), "rounds": 9, "noisy": false}]},
             "results": [{
                 "achieved": {"params": 0.5, "macs": 0.75},
                 "after": {"macs": 10_000_000u64, "latency": [
-                    {"batch": 1, "ms": s(1.6, 1.5, 1.7), "rounds": 9, "noisy": false,
-                     "speedup": s(1.25, 1.2, 1.3)},
-                    {"batch": 64, "ms": s(40.0, 39.0, 41.0), "rounds": 9, "noisy": true,
-                     "speedup": s(2.25, 2.0, 2.5)}]}
+                    {"batch": 1, "ms": s(3.0, 2.0, 4.0), "rounds": 9, "noisy": false,
+                     "speedup": s(3.0, 2.0, 4.0)}]},
+                "runtime_latency": {
+                    "batch": batch, "threads": 1, "mac_cut": 4.0,
+                    "measured": {"runtime": runtime, "before_ms": s(2.0, 1.8, 2.2),
+                        "after_ms": s(1.6, 1.5, 1.7), "speedup": s(1.25, 1.2, 1.3),
+                        "removed": 0.2, "gain_per_mac_cut": 0.3125, "noisy": noisy}
+                }
             }]
         })
     }
@@ -1052,7 +1034,15 @@ mod tests {
             batch: 1,
             threads: 1,
             latency_run: Some(latency_run_of(&report).unwrap()),
-            mac_run: Some(mac_run_of(&mac_report(), 0.6, Runtime::LibtorchCpu, 1).unwrap()),
+            mac_run: Some(
+                mac_run_of(
+                    &mac_report("libtorch-cpu", 1, false),
+                    0.6,
+                    Runtime::LibtorchCpu,
+                    1,
+                )
+                .unwrap(),
+            ),
             skipped: None,
             error: None,
             load_before: load,
@@ -1089,23 +1079,49 @@ mod tests {
     }
 
     #[test]
-    fn a_mac_report_is_timed_only_on_libtorch_at_the_batches_the_cli_measures() {
-        let m = mac_run_of(&mac_report(), 0.6, Runtime::LibtorchCpu, 1).unwrap();
+    fn a_mac_report_gives_its_latency_on_the_rows_runtime_and_batch() {
+        let m = mac_run_of(
+            &mac_report("onnxruntime-cpu", 32, true),
+            0.6,
+            Runtime::OnnxruntimeCpu,
+            32,
+        )
+        .unwrap();
         assert_eq!((m.target_macs, m.macs_removed, m.mac_cut), (0.6, 0.75, 4.0));
-        let l = m.latency.unwrap();
-        // 1.25× at a 4× MAC cut: 20% removed, gain / MAC cut 0.3125.
-        assert!((l.removed - 0.2).abs() < 1e-12);
-        assert!((l.gain_per_mac_cut - 0.3125).abs() < 1e-12);
-        assert_eq!(l.before_ms.median, 2.0);
-        assert!(!l.noisy);
-        let m = mac_run_of(&mac_report(), 0.6, Runtime::LibtorchCpu, 64).unwrap();
-        assert!(m.latency.unwrap().noisy);
-        let m = mac_run_of(&mac_report(), 0.6, Runtime::LibtorchCpu, 32).unwrap();
-        assert!(m.latency.is_none());
-        assert!(m.latency_note.unwrap().contains("no batch 32"));
-        let m = mac_run_of(&mac_report(), 0.6, Runtime::OnnxruntimeCpu, 1).unwrap();
-        assert!(m.latency.is_none());
-        assert!(m.latency_note.unwrap().contains("MACs only"));
+        // The report's `runtime_latency`, not the CLI's default libtorch timing (3×).
+        let l = m.latency;
+        assert_eq!((l.removed, l.gain_per_mac_cut), (0.2, 0.3125));
+        assert_eq!(
+            l.speedup,
+            Spread {
+                median: 1.25,
+                q1: 1.2,
+                q3: 1.3
+            }
+        );
+        assert_eq!((l.before_ms.median, l.after_ms.median), (2.0, 1.6));
+        assert!(l.noisy);
+        // Timed on another runtime or batch than the row's, or not at all: an error.
+        for (runtime, batch) in [(Runtime::LibtorchCpu, 32), (Runtime::OnnxruntimeCpu, 1)] {
+            let e = mac_run_of(
+                &mac_report("onnxruntime-cpu", 32, false),
+                0.6,
+                runtime,
+                batch,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("timed on onnxruntime-cpu at batch 32, not on"),
+                "{e}"
+            );
+        }
+        let mut r = mac_report("libtorch-cpu", 1, false);
+        r["results"][0]["runtime_latency"] = Value::Null;
+        let e = mac_run_of(&r, 0.6, Runtime::LibtorchCpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("was not timed on libtorch-cpu"), "{e}");
     }
 
     #[test]
@@ -1154,7 +1170,15 @@ mod tests {
         skipped.skipped = Some("python3 cannot import onnxruntime | x".into());
         let mut ort = row(Some(0.5));
         ort.runtime = "onnxruntime-cpu".into();
-        ort.mac_run = Some(mac_run_of(&mac_report(), 0.6, Runtime::OnnxruntimeCpu, 1).unwrap());
+        ort.mac_run = Some(
+            mac_run_of(
+                &mac_report("onnxruntime-cpu", 1, true),
+                0.6,
+                Runtime::OnnxruntimeCpu,
+                1,
+            )
+            .unwrap(),
+        );
         let md = table(&[row(Some(0.5)), skipped, ort], 0.5);
         assert!(
             md.starts_with("Latency target 50% (`prune --target-latency 0.5`)"),
@@ -1175,14 +1199,15 @@ mod tests {
             ),
             "{md}"
         );
+        // The ONNX Runtime row's MAC run is timed there too (flagged noisy in its report).
         assert!(
-            md.contains("| 75.0% (4.00×) | not timed (MACs only) | – |"),
+            md.contains("| onnxruntime-cpu | 1 | 50.0% (2.00 [1.90–2.10]×) |")
+                && md.contains(
+                    "| 75.0% (4.00×) | 20.0% (1.25 [1.20–1.30]×) (noisy) | 0.31 | 0.50 → 0.50 |"
+                ),
             "{md}"
         );
-        assert!(
-            md.contains("\"not timed\": the CLI times a MAC-targeted run on libtorch CPU only"),
-            "{md}"
-        );
+        assert!(!md.contains("not timed"), "{md}");
         assert_eq!(
             md.lines().filter(|l| l.starts_with("| resnet20")).count(),
             3
@@ -1206,8 +1231,8 @@ mod tests {
                 "/m/w.safetensors"
             ]
         );
-        let goal = Goal::Latency {
-            target: 0.5,
+        let goal = Goal {
+            target: Target::Latency(0.5),
             runtime: Runtime::OnnxruntimeCpu,
             batch: 32,
             python: Some(Path::new("/py")),
@@ -1226,25 +1251,35 @@ mod tests {
             ),
             "{text}"
         );
-        let goal = Goal::Latency {
-            target: 0.5,
+        // The MAC run is timed the same way.
+        let macs = Goal {
+            target: Target::Macs(0.625),
+            ..goal.clone()
+        };
+        let text = prune_args(&model, Path::new("/d"), 4, 1, &macs, Path::new("/o")).join(" ");
+        assert!(
+            text.contains(
+                "--target-macs 0.625 --latency-on onnxruntime-cpu --latency-batch 32 \
+                 --latency-threads 1 --latency-python /py --out /o -q"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("--target-latency"), "{text}");
+        let goal = Goal {
+            target: Target::Macs(0.625),
             runtime: Runtime::LibtorchCpu,
             batch: 1,
             python: Some(Path::new("/py")),
         };
         let text = prune_args(&model, Path::new("/d"), 4, 2, &goal, Path::new("/o")).join(" ");
         assert!(!text.contains("--latency-python"), "{text}");
-        let text = prune_args(
-            &model,
-            Path::new("/d"),
-            4,
-            2,
-            &Goal::Macs(0.625),
-            Path::new("/o"),
-        )
-        .join(" ");
-        assert!(text.contains("--target-macs 0.625 --out /o"), "{text}");
-        assert!(!text.contains("--latency"), "{text}");
+        assert!(
+            text.contains(
+                "--target-macs 0.625 --latency-on libtorch-cpu --latency-batch 1 \
+                 --latency-threads 2 --out /o"
+            ),
+            "{text}"
+        );
         let onnx = model_flags(&FULL[0], Path::new("/m/r.onnx"));
         assert_eq!(&onnx[..2], ["--graph", "/m/r.onnx"]);
     }

@@ -245,16 +245,19 @@ pub struct LatencyArgs {
     /// Where the latency table is measured and the pruned models timed: libtorch-cpu, or
     /// onnxruntime-cpu (ONNX Runtime on the exported ONNX models, through a Python with the
     /// `onnxruntime` and `numpy` packages: see --latency-python; cuda is not available yet).
-    /// With --latency-table it must be the table's runtime [default: libtorch-cpu, or the
-    /// given table's].
+    /// With --latency-table it must be the table's runtime. Without --target-latency
+    /// (`prune` only; `ratios` refuses it): every exported model of the goal (--target-macs,
+    /// --target-params, --alpha) is timed on this runtime against the unpruned model at
+    /// --latency-batch and --latency-threads, as a latency target's final figure is (no
+    /// table, no correction) [default: libtorch-cpu, or the given table's].
     #[arg(long, value_name = "RUNTIME")]
     pub latency_on: Option<fair_pipeline::LatencyRuntime>,
-    /// Batch size the latency table is measured and the pruned model timed at [default: 1,
-    /// or the given table's].
+    /// Batch size the latency table is measured and the pruned models timed at (with
+    /// --target-latency or --latency-on) [default: 1, or the given table's].
     #[arg(long, value_name = "N")]
     pub latency_batch: Option<usize>,
-    /// Threads the latency table is measured and the pruned model timed with [default:
-    /// libtorch's, or the given table's].
+    /// Threads the latency table is measured and the pruned models timed with (with
+    /// --target-latency or --latency-on) [default: libtorch's, or the given table's].
     #[arg(long, value_name = "N")]
     pub latency_threads: Option<usize>,
     /// A latency table (JSON, e.g. measured on the target device) to use instead of

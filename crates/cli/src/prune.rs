@@ -272,6 +272,24 @@ fn run(args: &PruneArgs) -> Result<()> {
         .map(|(name, _)| name.to_owned())
         .collect();
     }
+    // Without a latency target, `latency-on` asks for the timing --no-latency turns off.
+    if args.no_latency
+        && let Some(l) = &settings.latency
+        && !settings
+            .goals
+            .iter()
+            .any(|g| matches!(g, fair_pipeline::Goal::Latency(_)))
+    {
+        let name = l.setting("latency-on");
+        let name = if name.starts_with('[') {
+            name
+        } else {
+            format!("--{name}")
+        };
+        bail!(
+            "--no-latency: cannot be used with {name} without --target-latency (it times the pruned models on that runtime): give one of them"
+        );
+    }
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {
         guard.input("--calibration", c);

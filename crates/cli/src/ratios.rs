@@ -79,6 +79,13 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
             "--latency-tolerance applies to `prune` only: `ratios` builds no pruned model to time"
         );
     }
+    // Without a latency target, `--latency-on` times the pruned models `prune` exports;
+    // `ratios` has none.
+    if args.latency.target_latency.is_none() && args.latency.latency_on.is_some() {
+        anyhow::bail!(
+            "--latency-on without --target-latency applies to `prune` only (it times the exported models): `ratios` builds no pruned model to time; give --target-latency to count on a latency table"
+        );
+    }
     let mut latency_section = PruneSection::default();
     args.latency.fill(&mut latency_section);
     let latency = RawSettings {

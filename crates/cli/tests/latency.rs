@@ -813,3 +813,244 @@ done"#,
         assert_eq!(*l, format!("load 2 m0.onnx m{}.onnx ", k + 1), "{log}");
     }
 }
+
+/// `prune` of the toy model trained with `flags` and weights `w` at a 50% MAC target, its
+/// export timed on `runtime` (`--latency-on`, no latency target) at batch 2 with 1 thread,
+/// `extra` flags added, into `out`.
+fn prune_macs_timed_on(
+    flags: &[String],
+    w: &Path,
+    runtime: &str,
+    extra: &[&str],
+    out: &Path,
+) -> std::process::Output {
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-macs",
+        "0.5",
+        "--latency-on",
+        runtime,
+        "--latency-batch",
+        "2",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The MAC cut of the first result of `report`: the unpruned model's MACs over the pruned
+/// model's.
+fn mac_cut(report: &serde_json::Value) -> f64 {
+    let macs = |m: &serde_json::Value| m["macs"].as_f64().unwrap();
+    macs(&report["before"]) / macs(&report["results"][0]["after"])
+}
+
+#[test]
+fn a_mac_target_is_timed_on_onnxruntime_cpu_with_latency_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    // A stand-in for ONNX Runtime that times the first model of a set (the unpruned one) at
+    // 4 ms and the others at 1 ms, and logs each load (the number of models and the files).
+    let log = dir.path().join("log");
+    let fake = dir.path().join("fake-python");
+    write_fake_python(
+        &fake,
+        &format!(
+            r#"log='{}'
+echo '{{"onnxruntime": "9.9.9"}}'
+while read -r line; do
+  case "$line" in
+    *'"op":"load"'*) n=$(echo "$line" | grep -o '\.onnx' | wc -l)
+       echo "load $n $(echo "$line" | grep -o 'm[0-9]*\.onnx' | tr '\n' ' ')" >> "$log"
+       echo "{{\"loaded\": $n}}" ;;
+    *'"model":0,'*) echo '{{"ms": [4.0]}}' ;;
+    *) echo '{{"ms": [1.0]}}' ;;
+  esac
+done"#,
+            log.display()
+        ),
+    );
+    let out = dir.path().join("pruned");
+    let o = prune_macs_timed_on(
+        &flags,
+        &w,
+        "onnxruntime-cpu",
+        &["--latency-python", fake.to_str().unwrap()],
+        &out,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = report(&out);
+    let r = &v["results"][0];
+    assert_eq!(r["label"], "macs-0.5");
+    assert!(r.get("latency_target").is_none(), "{r}");
+    let l = &r["runtime_latency"];
+    assert_eq!(
+        (l["batch"].as_u64(), l["threads"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let cut = mac_cut(&v);
+    assert!(
+        (l["mac_cut"].as_f64().unwrap() - cut).abs() < 1e-9 * cut,
+        "{l}"
+    );
+    // The stand-in's answers: 4 ms before, 1 ms after, a 4× speed-up removing 75%.
+    let m = &l["measured"];
+    assert_eq!(m["runtime"], "onnxruntime-cpu");
+    assert_eq!(m["runtime_version"], "9.9.9");
+    for (field, ms) in [("before_ms", 4.0), ("after_ms", 1.0), ("speedup", 4.0)] {
+        for q in ["median", "q1", "q3"] {
+            assert_eq!(m[field][q].as_f64(), Some(ms), "{field}.{q}: {m}");
+        }
+    }
+    assert_eq!(m["removed"].as_f64(), Some(0.75));
+    assert!((m["gain_per_mac_cut"].as_f64().unwrap() - 4.0 / cut).abs() < 1e-9);
+    assert_eq!(m["noisy"], false);
+    // Printed, and in report.md.
+    let line = format!(
+        "latency of macs-0.5 measured on onnxruntime-cpu 9.9.9 (batch 2, 1 thread): 75.0% removed (4.000 ms → 1.000 ms, speed-up 4.00× [4.00–4.00]) for a {cut:.2}× MAC cut"
+    );
+    assert!(stdout(&o).contains(&line), "{}", stdout(&o));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&line), "{md}");
+    // No table: the model was checked alone (before scoring), then the export timed with
+    // the unpruned one.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let loads: Vec<&str> = log.lines().collect();
+    assert_eq!(loads.first().copied(), Some("load 1 m0.onnx "), "{log}");
+    assert_eq!(
+        loads.last().copied(),
+        Some("load 2 m0.onnx m1.onnx "),
+        "{log}"
+    );
+    assert!(
+        loads
+            .iter()
+            .all(|l| l.starts_with("load 1 ") || l.starts_with("load 2 ")),
+        "{log}"
+    );
+    let files = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        !files.iter().any(|f| f.starts_with("latency-")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn a_mac_target_is_timed_on_libtorch_cpu_with_latency_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    let out = dir.path().join("pruned");
+    let o = prune_macs_timed_on(&flags, &w, "libtorch-cpu", &["-q"], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = report(&out);
+    let l = &v["results"][0]["runtime_latency"];
+    assert_eq!(
+        (l["batch"].as_u64(), l["threads"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let m = &l["measured"];
+    assert_eq!(m["runtime"], "libtorch-cpu");
+    assert!(m.get("runtime_version").is_none(), "{m}");
+    let speedup = m["speedup"]["median"].as_f64().unwrap();
+    assert!(speedup > 0.0, "{m}");
+    assert!(m["before_ms"]["median"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(m["after_ms"]["median"].as_f64().unwrap() > 0.0, "{m}");
+    assert!((m["removed"].as_f64().unwrap() - (1.0 - 1.0 / speedup)).abs() < 1e-9);
+    assert!((m["gain_per_mac_cut"].as_f64().unwrap() - speedup / mac_cut(&v)).abs() < 1e-9);
+    assert!(m["noisy"].is_boolean(), "{m}");
+}
+
+#[test]
+fn latency_on_without_a_latency_target_is_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fair_testkit::write_idx_toy(&data);
+    let flags = common::toy_flags("mlp", &data);
+    // Never read: the settings are refused first.
+    let w = dir.path().join("absent.safetensors");
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = vec!["prune", "--weights", w.to_str().unwrap()];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = with(&[
+        "--target-macs",
+        "0.5",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        "/nonexistent/fair-pruner/python3",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "--latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"
+        ) && !e.contains("absent.safetensors"),
+        "{e}"
+    );
+    let o = with(&["--alpha", "0.2", "--latency-on", "cuda"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--latency-on: cuda:"), "{}", stderr(&o));
+    let o = with(&[
+        "--target-macs",
+        "0.5",
+        "--latency-on",
+        "libtorch-cpu",
+        "--latency-tolerance",
+        "0.1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(
+            "--latency-tolerance: applies to a latency target only: give --target-latency too"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = with(&[
+        "--target-macs",
+        "0.5",
+        "--latency-on",
+        "libtorch-cpu",
+        "--no-latency",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .contains("--no-latency: cannot be used with --latency-on without --target-latency"),
+        "{}",
+        stderr(&o)
+    );
+    // `ratios` builds no model to time.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        "absent.json",
+        "--target-macs",
+        "0.5",
+        "--latency-on",
+        "libtorch-cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--latency-on without --target-latency applies to `prune` only"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -420,8 +420,9 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
 /// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
 /// prediction, and the measured latency removed (median \[IQR\] of the speed-up) with the
 /// latency-gain / MAC-cut ratio; then one line per round of the measured correction and,
-/// when the target was not met within the rounds, a `warning:` line; empty without latency
-/// targets.
+/// when the target was not met within the rounds, a `warning:` line. For other goals timed
+/// on `latency-on` ([`crate::RuntimeLatency`]), one line each: the measured latency removed
+/// with the latency-gain / MAC-cut ratio. Empty without either.
 pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
     let with_version = |runtime: &str, version: Option<&str>| match version {
         Some(v) => format!("{runtime} {v}"),
@@ -432,6 +433,26 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
         .results
         .iter()
         .filter_map(|r| {
+            if let Some(l) = &r.runtime_latency {
+                let m = &l.measured;
+                return Some(vec![format!(
+                    "latency of {} measured on {} (batch {}, {} thread{}): {} removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
+                    r.label,
+                    with_version(&m.runtime, m.runtime_version.as_deref()),
+                    l.batch,
+                    l.threads,
+                    if l.threads == 1 { "" } else { "s" },
+                    pct(m.removed),
+                    m.before_ms.median,
+                    m.after_ms.median,
+                    m.speedup.median,
+                    m.speedup.q1,
+                    m.speedup.q3,
+                    l.mac_cut,
+                    m.gain_per_mac_cut,
+                    if m.noisy { " (noisy: do not trust)" } else { "" }
+                )]);
+            }
             let t = r.latency_target.as_ref()?;
             let mut line = format!(
                 "latency target {}: remove {} of latency; the {} table ({}, batch {}, {} thread{}{}) predicts {} removed",

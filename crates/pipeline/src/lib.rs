@@ -85,7 +85,7 @@ pub use report::{
     Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo, LatencyRound,
     LatencyTargetResult, LayerResult, MeasuredLatency, ModelFigures, PruneReport, PruneResult,
     REPORT_SCHEMA_VERSION, RecalibrationInfo, ReconstructedLayer, ReconstructionInfo, Reduction,
-    ScoringInfo, SelectionSettings, StepStatus, TorchrunRun, report_schema,
+    RuntimeLatency, ScoringInfo, SelectionSettings, StepStatus, TorchrunRun, report_schema,
 };
 pub use settings::{
     ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,

@@ -22,7 +22,7 @@ use crate::preset::Preset;
 use crate::report::{
     Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
     LatencyTargetResult, LayerResult, MeasuredLatency, ModelFigures, PruneReport, PruneResult,
-    REPORT_SCHEMA_VERSION, Reduction, ScoringInfo, SelectionSettings, StepStatus,
+    REPORT_SCHEMA_VERSION, Reduction, RuntimeLatency, ScoringInfo, SelectionSettings, StepStatus,
 };
 use crate::settings::{ConfigRun, PruneSettings};
 use crate::stages::{self, OnData, Scored};
@@ -171,7 +171,8 @@ pub struct Pruner<'a> {
     preset: Preset,
     latency: Option<LatencyOptions>,
     /// How a latency target's table is obtained (default settings when a goal is a latency
-    /// target and none are given).
+    /// target and none are given); for other goals, the runtime the pruned models are timed
+    /// on (none: not timed on one).
     latency_target: Option<LatencySettings>,
     out: Option<PathBuf>,
     guard: OutputGuard,
@@ -555,7 +556,11 @@ impl<'a> Pruner<'a> {
     /// How the latency table of a latency target ([`Goal::Latency`]) is obtained — a given
     /// file, the one cached in the output directory, or one measured now — and what the
     /// pruned models are timed with ([`crate::table_for`]). Without it a latency target uses
-    /// [`LatencySettings::default`].
+    /// [`LatencySettings::default`]. With goals other than latency targets, the runtime,
+    /// batch and threads each pruned model is timed on against the unpruned model
+    /// ([`crate::RuntimeLatency`] in the report; no table, no correction; only while
+    /// latency is measured, [`Pruner::latency`]). [`crate::RawSettings::resolve`] gives it
+    /// when `latency-on` or a latency target is set.
     pub fn latency_target(mut self, settings: LatencySettings) -> Self {
         self.latency_target = Some(settings);
         self
@@ -889,11 +894,16 @@ impl<'a> Pruner<'a> {
             }
         };
 
-        // A latency target timed on ONNX Runtime: the model is loaded there now, so a graph
-        // it cannot run (or a missing onnxruntime) fails before scoring, not after.
-        if self.goals.iter().any(|g| matches!(g, Goal::Latency(_)))
-            && let Some(s) = &self.latency_target
-            && (s.table.is_none() || self.latency.is_some())
+        // A latency target timed on ONNX Runtime, or other goals timed there (`latency-on`):
+        // the model is loaded there now, so a graph it cannot run (or a missing
+        // onnxruntime) fails before scoring, not after.
+        let latency_goal = self.goals.iter().any(|g| matches!(g, Goal::Latency(_)));
+        if let Some(s) = &self.latency_target
+            && (if latency_goal {
+                s.table.is_none() || self.latency.is_some()
+            } else {
+                self.latency.is_some()
+            })
             && let Ok(Some(timer)) = s.run_timer()
             && timer.runtime() == LatencyRuntime::OnnxruntimeCpu
         {
@@ -938,7 +948,7 @@ impl<'a> Pruner<'a> {
             select.clone(),
         )?;
         // A latency target's table: given, cached in the output directory, or measured now.
-        let latency_table = if self.goals.iter().any(|g| matches!(g, Goal::Latency(_))) {
+        let latency_table = if latency_goal {
             let settings = self.latency_target.clone().unwrap_or_default();
             if let Some(line) = settings.announcement() {
                 say(line);
@@ -993,13 +1003,13 @@ impl<'a> Pruner<'a> {
         let mut shared: Option<crate::timing::Session> = None;
         let shared_session = |shared: &mut Option<crate::timing::Session>,
                               timer: &crate::LatencyTimer,
-                              table: &fair_analysis::LatencyTable,
+                              (batch, threads): (usize, usize),
                               options: &crate::LatencyOptions| {
             if timer.runtime() != LatencyRuntime::OnnxruntimeCpu {
                 return Ok::<_, PipelineError>(false);
             }
             if shared.is_none() {
-                *shared = Some(timer.session(table.key.batch, table.key.threads, options)?);
+                *shared = Some(timer.session(batch, threads, options)?);
             }
             Ok(true)
         };
@@ -1027,7 +1037,12 @@ impl<'a> Pruner<'a> {
                         "{label}: building and timing candidates until the measured reduction is within {:.0}% of the target",
                         tolerance * 100.0
                     ));
-                    let keep = shared_session(&mut shared, timer, table, options)?;
+                    let keep = shared_session(
+                        &mut shared,
+                        timer,
+                        (table.key.batch, table.key.threads),
+                        options,
+                    )?;
                     let c = stages::correct_latency_target_in(
                         timer,
                         if keep { shared.as_mut() } else { None },
@@ -1173,6 +1188,7 @@ impl<'a> Pruner<'a> {
                     }
                     _ => None,
                 },
+                runtime_latency: None,
             });
             models.push(pruned_model);
         }
@@ -1187,10 +1203,23 @@ impl<'a> Pruner<'a> {
                 r.after.latency = l;
             }
             // Latency targets: the pruned models against the unpruned one at the table's
-            // batch and threads.
-            if let Some((table, _, _, timer)) = &latency_table {
-                let targeted: Vec<usize> = (0..results.len())
-                    .filter(|&i| results[i].latency_target.is_some())
+            // runtime, batch and threads. Other goals with `latency-on`: every pruned model
+            // against the unpruned one on that runtime, at its batch and threads, the same
+            // measurement (no table).
+            let on_runtime = match (&latency_table, &self.latency_target) {
+                (Some((table, _, _, timer)), _) => Some((
+                    timer.clone(),
+                    (table.key.batch, table.key.threads),
+                    "the latency targets",
+                )),
+                (None, Some(s)) if !latency_goal => {
+                    Some((s.timer(), (s.batch(), s.threads()), "the pruned models"))
+                }
+                _ => None,
+            };
+            if let Some((timer, (batch, threads), what)) = &on_runtime {
+                let timed_ones: Vec<usize> = (0..results.len())
+                    .filter(|&i| !latency_goal || results[i].latency_target.is_some())
                     .collect();
                 // Where they are timed: ONNX Runtime, or libtorch on the model's device.
                 let runtime = match timer.runtime() {
@@ -1199,50 +1228,55 @@ impl<'a> Pruner<'a> {
                     _ => "libtorch-cuda",
                 };
                 say(format!(
-                    "measuring the latency targets on {runtime} (batch {}, {} threads)",
-                    table.key.batch, table.key.threads
+                    "measuring {what} on {runtime} (batch {batch}, {threads} threads)"
                 ));
                 let all: Vec<&Model> = std::iter::once(model)
-                    .chain(targeted.iter().map(|&i| &models[i]))
+                    .chain(timed_ones.iter().map(|&i| &models[i]))
                     .collect();
                 let runtime_version = timer.runtime_version()?;
                 let name = |i: usize| match i {
                     0 => "the unpruned model".to_owned(),
-                    _ => format!("the pruned model of {}", results[targeted[i - 1]].label),
+                    _ => format!("the pruned model of {}", results[timed_ones[i - 1]].label),
                 };
-                let timed = if shared_session(&mut shared, timer, table, options)? {
+                let timed = if shared_session(&mut shared, timer, (*batch, *threads), options)? {
                     shared
                         .as_mut()
                         .expect("the shared session")
                         .add(&all, &name)?
                 } else {
                     timer
-                        .time(
-                            &[all],
-                            &|_, i| name(i),
-                            table.key.batch,
-                            table.key.threads,
-                            options,
-                        )?
+                        .time(&[all], &|_, i| name(i), *batch, *threads, options)?
                         .remove(0)
                 };
                 let timed = &timed;
-                for (k, &i) in targeted.iter().enumerate() {
+                for (k, &i) in timed_ones.iter().enumerate() {
                     let (b, a) = (&timed[0], &timed[k + 1]);
-                    let t = results[i].latency_target.as_mut().expect("targeted");
                     let speedup = a
                         .speedup
                         .unwrap_or(Spread::of(&[b.ms.median / a.ms.median]));
-                    t.measured = Some(MeasuredLatency {
+                    let measured = |mac_cut: f64| MeasuredLatency {
                         runtime: runtime.into(),
                         runtime_version: runtime_version.clone(),
                         before_ms: b.ms,
                         after_ms: a.ms,
                         speedup,
                         removed: 1.0 - 1.0 / speedup.median,
-                        gain_per_mac_cut: speedup.median / t.mac_cut,
+                        gain_per_mac_cut: speedup.median / mac_cut,
                         noisy: a.noisy || b.noisy,
-                    });
+                    };
+                    let r = &mut results[i];
+                    match r.latency_target.as_mut() {
+                        Some(t) => t.measured = Some(measured(t.mac_cut)),
+                        None => {
+                            let mac_cut = 1.0 / (1.0 - r.achieved.macs);
+                            r.runtime_latency = Some(RuntimeLatency {
+                                batch: *batch,
+                                threads: *threads,
+                                mac_cut,
+                                measured: measured(mac_cut),
+                            });
+                        }
+                    }
                 }
             }
         }

@@ -232,6 +232,28 @@ pub struct PruneResult {
     /// the target; absent for other goals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_target: Option<LatencyTargetResult>,
+    /// A goal other than a latency target run with `latency-on`: the pruned model timed
+    /// against the unpruned one on that runtime, as a latency target's final figure is
+    /// (no table, no correction); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_latency: Option<RuntimeLatency>,
+}
+
+/// A pruned model timed on the runtime of `latency-on` without a latency target: the same
+/// measurement as a latency target's [`LatencyTargetResult::measured`], at `latency-batch`
+/// and `latency-threads`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLatency {
+    /// The batch size of the measurement.
+    pub batch: usize,
+    /// The threads of the measurement.
+    pub threads: usize,
+    /// The MAC cut: the unpruned model's MACs over the pruned model's.
+    pub mac_cut: f64,
+    /// The pruned model timed against the unpruned one, interleaved; its
+    /// `gain_per_mac_cut` is over [`RuntimeLatency::mac_cut`].
+    pub measured: MeasuredLatency,
 }
 
 /// A latency target ([`Goal::Latency`]) against its table and the measurement.
@@ -262,8 +284,9 @@ pub struct LatencyTargetResult {
     pub predicted: f64,
     /// The MAC cut: the unpruned model's MACs over the pruned model's.
     pub mac_cut: f64,
-    /// The pruned model timed against the unpruned one, interleaved, on libtorch CPU at the
-    /// table's batch and threads; absent when latency was not measured.
+    /// The pruned model timed against the unpruned one, interleaved, on the table's runtime
+    /// (libtorch CPU where fair-pruner does not time on it) at the table's batch and
+    /// threads; absent when latency was not measured.
     pub measured: Option<MeasuredLatency>,
     /// The measured correction ([`crate::correct_latency`]): every candidate built and
     /// timed, the first selected at the target itself, the next ones at corrected table
@@ -303,7 +326,7 @@ pub struct LatencyRound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredLatency {
-    /// Where it was measured (`libtorch-cpu`).
+    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`).
     pub runtime: String,
     /// The version of the runtime library it was measured with (the `onnxruntime` version
     /// for `onnxruntime-cpu`); absent for libtorch ([`PruneReport::libtorch`]).

@@ -116,7 +116,9 @@ pub struct PruneSettings {
     /// protected layers).
     pub select: SelectOptions,
     /// How the latency table of a latency target is obtained and the pruned models timed;
-    /// `Some` exactly when a goal is a latency target.
+    /// or, for other goals, the runtime, batch and threads the pruned models are timed on
+    /// against the unpruned model (`latency-on`, no table). `Some` exactly when a goal is a
+    /// latency target or `latency-on` is given ([`RawSettings::latency`]).
     pub latency: Option<LatencySettings>,
     /// Fine-tuning after surgery (0 epochs: none); its seed is the draw's.
     pub finetune: TrainSettings,
@@ -136,10 +138,10 @@ impl PruneSection {
     /// These keys over `lower`'s: each key set here wins, others come from `lower`. The goal
     /// keys (`alpha`, `alpha_sweep`, `target_macs`, `target_params`, `target_latency`) count
     /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
-    /// latency target, `lower`'s latency keys (`latency_on`, `latency_batch`,
-    /// `latency_threads`, `latency_table`, `latency_tolerance`, `latency_python`), which
-    /// belong to its latency
-    /// target, go with it.
+    /// latency target but `lower`'s is, `lower`'s latency keys (`latency_on`,
+    /// `latency_batch`, `latency_threads`, `latency_table`, `latency_tolerance`,
+    /// `latency_python`), which belong to its latency target, go with it (a `latency_on`
+    /// that times the pruned models of another goal stays).
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
@@ -194,7 +196,9 @@ impl PruneSection {
             latency_python,
             out
         );
-        if goal_here && self.target_latency.is_none() {
+        // A lower latency target's keys go with it; a lower `latency-on` for timing the
+        // pruned models of another goal (no latency target there) stays.
+        if goal_here && self.target_latency.is_none() && lower.target_latency.is_some() {
             merged.latency_on = self.latency_on;
             merged.latency_batch = self.latency_batch;
             merged.latency_threads = self.latency_threads;
@@ -445,31 +449,50 @@ impl RawSettings {
         })
     }
 
-    /// The latency settings of a latency target (`target-latency`): `latency-on` (default
-    /// libtorch CPU; a runtime that is not available is an error naming it, as is the
-    /// runtime of a given table, [`LatencySettings::run_timer`]), `latency-batch`
-    /// and `latency-threads` (≥ 1 when given), `latency-table` and `latency-tolerance`
-    /// (between 0 and 1, default [`crate::DEFAULT_LATENCY_TOLERANCE`]), and `latency-python`
-    /// (the interpreter ONNX Runtime is reached through). `None` without a latency
-    /// target; any of those settings without one is an error.
+    /// The latency settings: those of a latency target (`target-latency`), or, without
+    /// one, of timing the pruned models on `latency-on`. `latency-on` (default libtorch
+    /// CPU; a runtime that is not available is an error naming it, as is the runtime of a
+    /// given table, [`LatencySettings::run_timer`]), `latency-batch` and `latency-threads`
+    /// (≥ 1 when given), `latency-table` and `latency-tolerance` (between 0 and 1, default
+    /// [`crate::DEFAULT_LATENCY_TOLERANCE`]), and `latency-python` (the interpreter ONNX
+    /// Runtime is reached through).
+    ///
+    /// Without a latency target, `latency-on` alone decides: given, the run times each
+    /// pruned model on that runtime against the unpruned model at `latency-batch` and
+    /// `latency-threads`, the measurement a latency target's final figure is
+    /// ([`crate::RuntimeLatency`]), with no table and no correction; `latency-batch`,
+    /// `latency-threads` and `latency-python` need it, and `latency-table` and
+    /// `latency-tolerance` are errors. Without either: `None`, and any latency setting is
+    /// an error.
     pub fn latency(&self) -> Result<Option<LatencySettings>, PipelineError> {
         let p = &self.prune;
-        let given = [
-            ("latency-on", p.latency_on.is_some()),
-            ("latency-batch", p.latency_batch.is_some()),
-            ("latency-threads", p.latency_threads.is_some()),
-            ("latency-table", p.latency_table.is_some()),
-            ("latency-tolerance", p.latency_tolerance.is_some()),
-            ("latency-python", p.latency_python.is_some()),
-        ];
         if p.target_latency.is_none() {
-            if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
-                return Err(PipelineError::invalid(
-                    name,
-                    "applies to a latency target only: give `target-latency` too",
-                ));
+            let (needs, why) = if p.latency_on.is_some() {
+                (
+                    &[
+                        ("latency-table", p.latency_table.is_some()),
+                        ("latency-tolerance", p.latency_tolerance.is_some()),
+                    ][..],
+                    "applies to a latency target only: give `target-latency` too (`latency-on` without it times the pruned models, with no table or correction)",
+                )
+            } else {
+                (
+                    &[
+                        ("latency-batch", p.latency_batch.is_some()),
+                        ("latency-threads", p.latency_threads.is_some()),
+                        ("latency-python", p.latency_python.is_some()),
+                        ("latency-table", p.latency_table.is_some()),
+                        ("latency-tolerance", p.latency_tolerance.is_some()),
+                    ][..],
+                    "applies to a latency target only, or with `latency-on` (timing the pruned models on it): give `target-latency` or `latency-on` too",
+                )
+            };
+            if let Some((name, _)) = needs.iter().find(|(_, g)| *g) {
+                return Err(PipelineError::invalid(name, why));
             }
-            return Ok(None);
+            if p.latency_on.is_none() {
+                return Ok(None);
+            }
         }
         for (name, v) in [
             ("latency-batch", p.latency_batch),
@@ -1097,6 +1120,148 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("alpha and target_latency"), "{e}");
+    }
+
+    #[test]
+    fn latency_on_without_a_latency_target_times_the_pruned_models() {
+        use crate::LatencyRuntime::{Cuda, LibtorchCpu, OnnxruntimeCpu};
+        // Any other goal with `latency-on`: its runtime, batch and threads, no table.
+        for goal in [
+            PruneSection {
+                target_macs: Some(0.5),
+                ..Default::default()
+            },
+            PruneSection {
+                target_params: Some(0.4),
+                ..Default::default()
+            },
+            PruneSection {
+                alpha_sweep: Some(vec![0.1, 0.2]),
+                ..Default::default()
+            },
+        ] {
+            let l = raw(PruneSection {
+                latency_on: Some(LibtorchCpu),
+                latency_batch: Some(4),
+                latency_threads: Some(2),
+                ..goal
+            })
+            .resolve()
+            .unwrap()
+            .latency
+            .expect("latency-on without a latency target");
+            assert_eq!(l.runtime, LibtorchCpu);
+            assert!(l.runtime_given);
+            assert_eq!((l.batch(), l.threads()), (4, 2));
+            assert_eq!(l.table, None);
+        }
+        let macs = |p: PruneSection| {
+            raw(PruneSection {
+                target_macs: Some(0.5),
+                ..p
+            })
+            .resolve()
+        };
+        // No table and no correction: their settings still need a latency target.
+        for (p, setting) in [
+            (
+                PruneSection {
+                    latency_on: Some(LibtorchCpu),
+                    latency_table: Some("t.json".into()),
+                    ..Default::default()
+                },
+                "latency-table",
+            ),
+            (
+                PruneSection {
+                    latency_on: Some(LibtorchCpu),
+                    latency_tolerance: Some(0.1),
+                    ..Default::default()
+                },
+                "latency-tolerance",
+            ),
+        ] {
+            let e = macs(p).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "{setting}: applies to a latency target only: give `target-latency` too (`latency-on` without it"
+                )),
+                "{e}"
+            );
+        }
+        // Batch, threads and interpreter need `latency-on` (or a latency target).
+        let e = macs(PruneSection {
+            latency_batch: Some(4),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-batch: applies to a latency target only, or with `latency-on`"),
+            "{e}"
+        );
+        // A runtime that is not available is refused now, as under a latency target.
+        let e = macs(PruneSection {
+            latency_on: Some(Cuda),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("latency-on: cuda:"), "{e}");
+        let e = macs(PruneSection {
+            latency_on: Some(OnnxruntimeCpu),
+            latency_python: Some("/nonexistent/fair-pruner/python3".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("latency-on: onnxruntime-cpu: cannot run the Python interpreter '/nonexistent/fair-pruner/python3'"),
+            "{e}"
+        );
+        // A config's `latency-on` for its MAC target stays when the flags change the goal;
+        // a config latency target's settings go with it.
+        let config = raw(PruneSection {
+            alpha: Some(0.2),
+            latency_on: Some(LibtorchCpu),
+            latency_threads: Some(2),
+            ..Default::default()
+        });
+        let flags = raw(PruneSection {
+            target_params: Some(0.3),
+            ..Default::default()
+        });
+        let l = config.overridden_by(&flags).resolve().unwrap().latency;
+        assert_eq!(
+            l.map(|l| (l.runtime_given, l.threads)),
+            Some((true, Some(2)))
+        );
+        let config = raw(PruneSection {
+            target_latency: Some(0.3),
+            latency_on: Some(LibtorchCpu),
+            latency_threads: Some(4),
+            ..Default::default()
+        });
+        assert!(
+            config
+                .overridden_by(&flags)
+                .resolve()
+                .unwrap()
+                .latency
+                .is_none()
+        );
+        let flags = raw(PruneSection {
+            target_macs: Some(0.5),
+            latency_on: Some(LibtorchCpu),
+            ..Default::default()
+        });
+        let l = config
+            .overridden_by(&flags)
+            .resolve()
+            .unwrap()
+            .latency
+            .unwrap();
+        assert_eq!((l.runtime_given, l.threads), (true, None));
     }
 
     #[test]
