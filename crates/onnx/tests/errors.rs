@@ -2313,3 +2313,136 @@ fn one_kept_token_is_reshaped_or_flattened_to_features() {
             .any(|n| matches!(n.op, Op::TokenSelect(_)))
     );
 }
+
+#[test]
+fn an_add_of_tokens_reads_a_constant_expanded_over_the_dynamic_batch() {
+    for name in ["tv_vit_ts17_dynbatch", "tv_vit_dyn18_dynbatch"] {
+        // The position embedding [1, T, F] expanded with the class token's target
+        // [N, 1, 1] before the Add: one sample's value, which the Add broadcasts.
+        let im = vit_import(name, |g| {
+            let target = g.node.iter().find(|n| n.op_type == "Expand").unwrap().input[1].clone();
+            let add = g
+                .node
+                .iter()
+                .position(|n| {
+                    n.op_type == "Add"
+                        && n.input.iter().any(|i| {
+                            g.initializer
+                                .iter()
+                                .any(|t| t.name == *i && t.dims.len() == 3 && t.dims[1] > 1)
+                        })
+                })
+                .unwrap();
+            let k = g.node[add]
+                .input
+                .iter()
+                .position(|i| g.initializer.iter().any(|t| t.name == *i))
+                .unwrap();
+            let pos = std::mem::replace(&mut g.node[add].input[k], "pos_expanded".into());
+            g.node.insert(
+                add,
+                NodeProto {
+                    name: "expand_pos".into(),
+                    op_type: "Expand".into(),
+                    input: vec![pos, target],
+                    output: vec!["pos_expanded".into()],
+                    ..Default::default()
+                },
+            );
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            im.graph
+                .nodes()
+                .iter()
+                .any(|n| matches!(n.op, Op::PositionEmbedding(_))),
+            "{name}"
+        );
+        // An Add of two constants reads it as no broadcasting reader: refused.
+        let e = vit_import(name, |g| {
+            let out = g
+                .node
+                .iter()
+                .find(|n| n.op_type == "Expand")
+                .unwrap()
+                .output[0]
+                .clone();
+            g.node.push(NodeProto {
+                name: "add_consts".into(),
+                op_type: "Add".into(),
+                input: vec![out.clone(), out],
+                output: vec!["add_consts_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'add_consts'") && e.contains("expanded over the dynamic batch"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_fixed_batch_hint_is_given_only_for_a_dynamic_batch() {
+    // TinyPairs: `x.reshape(x.shape[0] // 2, -1)`; with the input's batch made fixed the
+    // division still reads the batch symbol, but exporting with a fixed batch is no advice.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/refused/tiny_pairs_ts17.onnx");
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(p).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let Some(type_proto::Value::TensorType(t)) = &mut g.input[0].type_.as_mut().unwrap().value
+    else {
+        panic!("input type");
+    };
+    t.shape.as_mut().unwrap().dim[0] = dim("4");
+    let e = fair_onnx::import(&m.write_to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'/Div'") && e.contains("Div of batch and 2") && !e.contains("fixed batch"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_in_proj_output_before_its_bias_is_read_only_by_the_add() {
+    for name in ["tv_vit_ts17", "tv_vit_dyn18"] {
+        // Another reader of the fused in_proj's MatMul (sequence-first tokens) would see the
+        // bias its Add gives it: refused at the Add, naming it.
+        let e = vit_import(name, |g| {
+            let mm = g
+                .node
+                .iter()
+                .find(|n| {
+                    n.op_type == "MatMul"
+                        && g.node.iter().any(|m| {
+                            m.op_type == "Add"
+                                && m.input.contains(&n.output[0])
+                                && m.input.iter().any(|i| i.ends_with("in_proj_bias"))
+                        })
+                })
+                .unwrap();
+            let out = mm.output[0].clone();
+            g.node.push(NodeProto {
+                name: "pre_bias_reader".into(),
+                op_type: "Identity".into(),
+                input: vec![out],
+                output: vec!["pre_bias_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        let g = fixture_graph(name);
+        let bias_add = |m: &&NodeProto| {
+            m.op_type == "Add" && m.input.iter().any(|i| i.ends_with("in_proj_bias"))
+        };
+        let add = &g.node.iter().find(bias_add).unwrap().name;
+        assert!(
+            e.contains(&format!("'{add}'")) && e.contains("nothing else reads"),
+            "{name}: {e}"
+        );
+    }
+}
