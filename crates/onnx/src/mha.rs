@@ -394,13 +394,20 @@ impl Importer<'_> {
         n: &NodeRef,
         inputs: &[Option<Value>],
     ) -> Option<Result<Value, OnnxError>> {
-        let (c, folded) = match inputs.first()? {
-            Some(Value::Const(c)) => (c, false),
-            Some(Value::PerSample(c)) => (c, true),
-            _ => return None,
+        // One sample's value of a constant expanded over the batch must be a class token.
+        let folded = (inputs.iter()).any(|v| matches!(v, Some(Value::PerSample(_))));
+        let refuse = || {
+            folded.then(|| {
+                Err(n.err(
+                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it and tokens [N, T, F], in that order",
+                ))
+            })
         };
-        let Some(Value::Act(x)) = inputs.get(1)? else {
-            return None;
+        let Some(Value::Const(c) | Value::PerSample(c)) = inputs.first()? else {
+            return refuse();
+        };
+        let Some(Some(Value::Act(x))) = inputs.get(1) else {
+            return refuse();
         };
         let on_tokens = (|| {
             let (_, f) = self.token_shape(x)?;
@@ -408,12 +415,7 @@ impl Importer<'_> {
             (inputs.len() == 2 && fold::axis(axis, 3).ok()? == 1).then_some(f)
         })();
         let Some(f) = on_tokens else {
-            // One sample's value of a constant expanded over the batch must be a class token.
-            return folded.then(|| {
-                Err(n.err(
-                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it and tokens [N, T, F]",
-                ))
-            });
+            return refuse();
         };
         let Data::F32(v) = &*c.data else { return None };
         // One token [1, 1, F] (with a dynamic batch or batch 1, or one sample's value of an

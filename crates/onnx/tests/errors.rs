@@ -2072,8 +2072,19 @@ fn a_constant_expanded_over_the_dynamic_batch_is_read_only_by_broadcasting_reade
             e.contains("'token_shape'") && e.contains("expanded over the dynamic batch"),
             "{name}: {e}"
         );
-        // The Concat on axis 0 (the batch axis): refused, naming the Concat.
+        // The Concat on axis 0 (the batch axis), or with the tokens first: refused, naming
+        // the Concat.
         let (cat, _) = class_concat(&fixture_graph(name));
+        let e = vit_import(name, |g| {
+            let n = g.node.iter_mut().find(|n| n.name == cat).unwrap();
+            n.input.swap(0, 1);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("'{cat}'")) && e.contains("in that order"),
+            "{name}: {e}"
+        );
         let e = vit_import(name, |g| {
             let n = g.node.iter_mut().find(|n| n.name == cat).unwrap();
             n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = 0;
