@@ -2457,3 +2457,52 @@ fn the_in_proj_output_before_its_bias_is_read_only_by_the_add() {
         );
     }
 }
+
+#[test]
+fn a_sequence_first_reshape_outside_the_pattern_lists_the_targets_that_fit() {
+    // In tv_vit_dyn18 (batch 2), the Reshape of q (`from_gather`) or of the fused q, k, v
+    // given `target`.
+    let with = |from_gather: bool, target: &[i64]| {
+        vit_import("tv_vit_dyn18", |g| {
+            let produced_by = |name: &str, op: &str| {
+                g.node
+                    .iter()
+                    .any(|m| m.op_type == op && m.output[0] == name)
+            };
+            let read_by =
+                |name: &str, op: &str| g.node.iter().any(|m| m.op_type == op && m.input[0] == name);
+            let at = (g.node.iter())
+                .position(|n| {
+                    n.op_type == "Reshape"
+                        && if from_gather {
+                            // q: a Gather of the packed [3, T, N, E].
+                            g.node.iter().any(|m| {
+                                m.op_type == "Gather"
+                                    && m.output[0] == n.input[0]
+                                    && produced_by(&m.input[0], "Squeeze")
+                            })
+                        } else {
+                            read_by(&n.output[0], "Unsqueeze")
+                        }
+                })
+                .unwrap();
+            let r = &mut g.node[at];
+            r.input[1] = "odd_shape".into();
+            g.initializer.push(int64s("odd_shape", target));
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    // The fused q, k, v [17, N, 96]: both alternatives, each in brackets.
+    let e = with(false, &[17, 2, 4, 24]);
+    assert!(
+        e.contains("expected a Reshape to [17, N, 3, 32] (the fused q, k, v) or [17, N·H, d] (the heads, 96 = H·d), found [17, 2, 4, 24]"),
+        "{e}"
+    );
+    // q [17, N, 32]: 32 is not 3·E, so only the heads.
+    let e = with(true, &[17, 5, 7]);
+    assert!(
+        e.contains("expected a Reshape to [17, N·H, d] (the heads, 32 = H·d), found [17, 5, 7]"),
+        "{e}"
+    );
+}
