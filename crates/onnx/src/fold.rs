@@ -183,13 +183,17 @@ impl Const {
     }
 }
 
+/// The words of every error about a value that depends on the symbolic batch size (the
+/// importer adds a hint to export with a fixed batch when the file's batch is dynamic).
+pub(crate) const BATCH_UNKNOWN: &str = "the batch size, which is not known";
+
 /// A known integer, or the error for a multiple of the symbolic batch size.
 fn known(i: Int) -> Result<i64, String> {
     match i {
         Int::N(n) => Ok(n),
-        Int::Batch(_) => {
-            Err("the value depends on the batch size, which is not known when importing".to_owned())
-        }
+        Int::Batch(_) => Err(format!(
+            "the value depends on {BATCH_UNKNOWN} when importing"
+        )),
     }
 }
 
@@ -277,6 +281,12 @@ impl Budget {
     /// Records `bytes` of float data read from the file: the model's own size, not charged.
     pub fn store(&mut self, bytes: usize) {
         self.stored = self.stored.saturating_add(bytes);
+    }
+
+    /// Takes back a layer parameter of `bytes` recorded by [`Budget::weight`]: a layer that
+    /// others replace with its own values (a fused projection split into parts).
+    pub fn unweight(&mut self, bytes: usize) {
+        self.weights = self.weights.saturating_sub(bytes);
     }
 
     /// Records a layer parameter of `bytes`; errors when the parameters pass the float
@@ -491,7 +501,7 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
             v.map(Int::batch_times).ok_or_else(overflow)
         }
         _ => Err(format!(
-            "{op} of {} and {} cannot be evaluated when importing: the result is not a known multiple of the batch size, which is not known (shapes computed from a dynamic batch size are read when they are the batch size times a known number, e.g. torch.nn.MultiheadAttention's batch × heads); export with a fixed batch size",
+            "{op} of {} and {} cannot be evaluated when importing: the result is not a known multiple of {BATCH_UNKNOWN} (shapes computed from the batch size are read when they are the batch size times a known number, e.g. torch.nn.MultiheadAttention's batch × heads)",
             int_text(x),
             int_text(y)
         )),
@@ -898,7 +908,15 @@ fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
 pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let out = broadcast(&[&a.dims, &b.dims])?;
     let (Data::Int(x), Data::Int(y)) = (&*a.data, &*b.data) else {
-        return Err("Equal of floating-point constants is not evaluated".to_owned());
+        let which = if matches!(*a.data, Data::F32(_)) {
+            0
+        } else {
+            1
+        };
+        return Err(format!(
+            "Equal is evaluated on integer constants only (shapes, indices), but input {which} is a float constant of shape {:?}",
+            [&a.dims, &b.dims][which]
+        ));
     };
     let rank = out.len();
     let ia = Walk::new(&out, broadcast_strides(&pad(&a.dims, rank)), 0);
@@ -950,6 +968,21 @@ pub(crate) fn where_(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_is_evaluated_on_integers_only() {
+        let bu = &mut Budget::default();
+        let f = Const::f32(vec![2], vec![1.0, 2.0]);
+        let i = Const::i64(vec![2], [1, 2]);
+        let e = equal(&i, &f, bu).unwrap_err();
+        assert!(
+            e.contains("integer constants only")
+                && e.contains("input 1 is a float constant of shape [2]"),
+            "{e}"
+        );
+        let e = equal(&f, &i, bu).unwrap_err();
+        assert!(e.contains("input 0 is a float constant"), "{e}");
+    }
 
     #[test]
     fn equal_and_where_fold_torchscripts_expand_shape() {
@@ -1057,7 +1090,10 @@ mod tests {
             ("Mod", b(3), n(2), "Mod of 3·batch and 2"),
         ] {
             let e = op(o, &x, &y).unwrap_err();
-            assert!(e.contains(text) && e.contains("fixed batch size"), "{e}");
+            assert!(
+                e.contains(text) && e.contains(BATCH_UNKNOWN) && !e.contains("fixed batch"),
+                "{e}"
+            );
         }
         let big = op("Mul", &b(i64::MAX), &n(2)).unwrap_err();
         assert!(big.contains("overflows"), "{big}");

@@ -41,17 +41,24 @@ mod attention;
 mod mha;
 
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
-/// `ConstantOfShape`, `Div`, `Expand`, `Gather`, `Sub` and `Unsqueeze` are evaluated on
-/// constants and shapes only; `Slice` and `Split` of computed tensors take channel ranges,
-/// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last
-/// and back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
-/// LayerNorm2d, `MatMul` a 1×1 conv), `Mul` by a constant is a layer scale folded into the
-/// layer before it, and `Gather` is read only as the identity `as_strided` after
-/// `Reshape` [-1]. On tokens `[N, T, F]`: `Reshape` `[N, C, H·W]` + `Transpose` [0, 2, 1] of
-/// an image is `tokens`, `Reshape` `[N·T, F]` → `Gemm` → `Reshape` and `MatMul` are linear
-/// layers, `LayerNormalization` over the last axis is `layer_norm`, and `ReduceMean` over
-/// axis 1 is `token_mean`. `Erf` is read only inside GELU's formula (not listed: alone it is
-/// an unsupported op).
+/// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal` and `Where` (like every op, when all
+/// its inputs are constant) are evaluated on constants
+/// and on shapes computed from the batch size only (`Expand` of a float constant over the
+/// batch is a class token's `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors
+/// take channel ranges, `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose`
+/// to channels-last and back delimits a region of per-pixel ops read channels-first
+/// (`LayerNormalization` is a LayerNorm2d, `MatMul` a 1×1 conv), and `Mul` by a constant is
+/// a layer scale folded into the layer before it. On tokens `[N, T, F]`: `Reshape`
+/// `[N, C, H·W]` + `Transpose` [0, 2, 1] of an image is `tokens`, `Reshape` `[N·T, F]` →
+/// `Gemm` → `Reshape` and `MatMul` are linear layers, `LayerNormalization` over the last
+/// axis is `layer_norm`, `ReduceMean` over axis 1 is `token_mean`, `Concat` on axis 1 of a
+/// constant token and the tokens is `class_token`, `Add` of a constant `[T, F]` is
+/// `position_embedding`, and `Gather` of one token on axis 1 is `token_select`. Inside
+/// `torch.nn.MultiheadAttention` (see `mha.rs`), `Transpose` [1, 0, 2], `Unsqueeze` 0,
+/// `Squeeze` 3 and `Gather` 0, 1, 2 (the q, k, v split of the fused in_proj) are read as
+/// steps of its pattern. Elsewhere `Gather` on computed tensors is read only as the identity
+/// `as_strided` after `Reshape` [-1], and `Unsqueeze` only on constants. `Erf` is read only
+/// inside GELU's formula (not listed: alone it is an unsupported op).
 pub const IMPORT_OPS: &[&str] = &[
     "Add",
     "AveragePool",
@@ -368,6 +375,11 @@ enum Value {
     /// Token `index` of the IR node's tokens with the token axis kept, `[N, 1, F]`: a
     /// `Reshape` or `Flatten` to `[N, F]` completes it (a `token_select`).
     Token { x: String, index: usize },
+    /// A float constant expanded over the dynamic batch (a class token's
+    /// `expand(N, -1, -1)`), folded with a batch of 1: one sample's value, `[1, …]` where
+    /// ONNX has `[N, …]`. Only readers that broadcast it may read it: a class-token `Concat`
+    /// and an `Add` of a computed tensor.
+    PerSample(Rc<Const>),
 }
 
 struct Importer<'m> {
@@ -405,6 +417,9 @@ struct Importer<'m> {
     /// Fused q, k, v projections of `torch.nn.MultiheadAttention`, by IR node: the module
     /// path their q, k and v layers are named after.
     mha_modules: HashMap<String, String>,
+    /// The parts (q 0, k 1, v 2) already split off each fused q, k, v projection, by IR
+    /// node: a second `Gather` of the same part is an error.
+    mha_split: HashSet<(String, usize)>,
 }
 
 impl<'m> Importer<'m> {
@@ -467,6 +482,7 @@ impl<'m> Importer<'m> {
             gelu: channels_last::gelu_formulas(graph),
             products: HashSet::new(),
             mha_modules: HashMap::new(),
+            mha_split: HashSet::new(),
         };
         im.input(model, options)?;
         for (i, node) in graph.node.iter().enumerate() {
@@ -767,6 +783,7 @@ impl<'m> Importer<'m> {
                 Some(self.value(n, name)?)
             });
         }
+        self.per_sample_readers(n, &mut inputs)?;
         // CastLike reads only the data type of its second input (float for computed tensors).
         let all_const = inputs.iter().enumerate().all(|(k, v)| {
             matches!(v, None | Some(Value::Const(_))) || (n.op() == "CastLike" && k == 1)
@@ -785,7 +802,12 @@ impl<'m> Importer<'m> {
                     _ => None,
                 })
                 .collect();
-            Value::Const(Rc::new(self.fold(n, &consts)?))
+            let folded = Rc::new(self.fold(n, &consts)?);
+            if n.op() == "Expand" && per_sample_expand(&consts) {
+                Value::PerSample(folded)
+            } else {
+                Value::Const(folded)
+            }
         } else {
             self.map(n, &inputs)?
         };
@@ -807,6 +829,38 @@ impl<'m> Importer<'m> {
         Ok(())
     }
 
+    /// Checks the readers of [`Value::PerSample`] constants: a `Concat` (the class token,
+    /// see `mha.rs`) keeps it; an `Add` of a computed tensor broadcasts it, so it reads it
+    /// as a constant; any other reader is an error naming the node.
+    fn per_sample_readers(
+        &self,
+        n: &NodeRef,
+        inputs: &mut [Option<Value>],
+    ) -> Result<(), OnnxError> {
+        let Some(k) = inputs
+            .iter()
+            .position(|v| matches!(v, Some(Value::PerSample(_))))
+        else {
+            return Ok(());
+        };
+        let computed = inputs.iter().any(|v| matches!(v, Some(Value::Act(_))));
+        match n.op() {
+            "Concat" if computed => Ok(()),
+            "Add" if computed => {
+                for v in inputs.iter_mut() {
+                    if let Some(Value::PerSample(c)) = v {
+                        *v = Some(Value::Const(c.clone()));
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(n.err(format!(
+                "input {k} ('{}') is a float constant expanded over the dynamic batch (a class token's expand(N, -1, -1)), which is imported as one sample's value; only a Concat with tokens (the class token) or an Add of a computed tensor may read it",
+                n.node.input[k]
+            ))),
+        }
+    }
+
     // ---- constant folding ----
 
     /// Evaluates `n` on constant inputs. Every new constant is paid for from the budget
@@ -819,13 +873,25 @@ impl<'m> Importer<'m> {
                 .ok_or_else(|| n.err(format!("input {k} is missing")))
         };
         let opt = |k: usize| inputs.get(k).and_then(|c| c.as_deref());
+        // A value that depends on a dynamic batch size: a fixed batch would make it known.
+        let dynamic = self.batch.is_none();
+        let hint = move |d: String| {
+            if dynamic && d.contains(fold::BATCH_UNKNOWN) {
+                format!("{d}; export with a fixed batch size")
+            } else {
+                d
+            }
+        };
         // Shapes, axes, starts and ends: short lists of known integers.
         let list = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
             opt(k)
-                .map(|c| c.short_ints().map_err(|e| n.err(format!("input {k}: {e}"))))
+                .map(|c| {
+                    c.short_ints()
+                        .map_err(|e| n.err(hint(format!("input {k}: {e}"))))
+                })
                 .transpose()
         };
-        let e = |d: String| n.err(d);
+        let e = |d: String| n.err(hint(d));
         let budget = &mut self.budget;
         Ok(match n.op() {
             "Constant" => self.constant(n)?,
@@ -1144,18 +1210,15 @@ impl<'m> Importer<'m> {
                 if let Some(v) = self.attention_matmul(n, inputs) {
                     return v;
                 }
-                // A linear layer on sequence-first tokens (MultiheadAttention's in_proj).
-                if let Some(Some(Value::Mha(mha::Mha::SeqFirst(x)))) = inputs.first() {
-                    let x = x.clone();
-                    let features = self.shapes[&x][1];
-                    let b = self.konst(n, inputs, 1)?;
-                    let w = fold::transpose(&b, None).map_err(|d| n.err(d))?;
-                    return Ok(match self.linear(n, x, features, w, None, 1)? {
-                        Value::Act(y) => Value::Mha(mha::Mha::SeqFirst(y)),
-                        other => other,
-                    });
-                }
-                let (x, s) = self.act(n, inputs, 0)?;
+                // A linear layer on sequence-first tokens (MultiheadAttention's in_proj)
+                // stays sequence-first.
+                let seq_first = matches!(inputs.first(), Some(Some(Value::Mha(mha::Mha::SeqFirst(_)))));
+                let (x, s) = match inputs.first() {
+                    Some(Some(Value::Mha(mha::Mha::SeqFirst(x)))) => {
+                        (x.clone(), self.shapes[x].clone())
+                    }
+                    _ => self.act(n, inputs, 0)?,
+                };
                 let b = self.konst(n, inputs, 1)?;
                 // Feature vectors [N, F] or tokens [N, T, F] (a linear layer on each token).
                 let (&[features] | &[_, features]) = s.as_slice() else {
@@ -1165,7 +1228,10 @@ impl<'m> Importer<'m> {
                     )));
                 };
                 let w = fold::transpose(&b, None).map_err(|d| n.err(d))?;
-                self.linear(n, x, features, w, None, 1)
+                Ok(match self.linear(n, x, features, w, None, 1)? {
+                    Value::Act(y) if seq_first => Value::Mha(mha::Mha::SeqFirst(y)),
+                    other => other,
+                })
             }
             "Add" => self.add(n, inputs),
             "Sum" => {
@@ -1248,7 +1314,7 @@ impl<'m> Importer<'m> {
     ) -> Result<(String, Vec<usize>), OnnxError> {
         match inputs.get(k) {
             Some(Some(Value::Act(name))) => Ok((name.clone(), self.shapes[name].clone())),
-            Some(Some(Value::Const(_))) => Err(n.err(format!(
+            Some(Some(Value::Const(_) | Value::PerSample(_))) => Err(n.err(format!(
                 "input {k} ('{}') is a constant, but fair-pruner expects a tensor computed from the network input there",
                 n.node.input[k]
             ))),
@@ -1636,7 +1702,8 @@ impl<'m> Importer<'m> {
         // One token with the token axis kept, [N, 1, F], to [N, F].
         if let Some(Some(Value::Token { x, index })) = inputs.first() {
             let f = vec![self.shapes[x][1]];
-            if self.resolve(t, &f, allowzero).as_deref() == Some(&f) {
+            // Resolved against the token's own shape [1, F]: a copied `0` at axis 1 is 1.
+            if self.resolve(t, &[1, f[0]], allowzero).as_deref() == Some(&f) {
                 return self.select_token(n, x.clone(), *index);
             }
             return Err(n.err(format!(
@@ -1693,20 +1760,24 @@ impl<'m> Importer<'m> {
         }
     }
 
+    /// Whether `t` is the batch axis of a `Reshape` target: the batch symbol, -1 (inferred),
+    /// the file's fixed batch size, or a copied dimension `0` when the input's axis at the
+    /// same position is the batch (`zero_copies_batch`; not with `allowzero`).
+    pub(super) fn batch_dim(&self, t: Int, allowzero: bool, zero_copies_batch: bool) -> bool {
+        match t {
+            Int::Batch(k) => k == 1,
+            Int::N(0) => zero_copies_batch && !allowzero,
+            Int::N(-1) => true,
+            Int::N(k) => self.batch.is_some_and(|b| k == b as i64),
+        }
+    }
+
     /// The per-sample shape `Reshape` gives a tensor of per-sample shape `s` for target `t`
     /// (`None` when the target does not keep the batch dimension first or does not fit).
     fn resolve(&self, t: &[Int], s: &[usize], allowzero: bool) -> Option<Vec<usize>> {
         let per_sample: usize = s.iter().product();
-        // The batch position: the symbol, a copied dimension 0, -1 (inferred), or the
-        // file's fixed batch size.
         let (first, rest) = t.split_first()?;
-        let batch_first = match first {
-            Int::Batch(k) => *k == 1,
-            Int::N(0) => !allowzero,
-            Int::N(-1) => true,
-            Int::N(k) => self.batch.is_some_and(|b| *k as usize == b),
-        };
-        if !batch_first {
+        if !self.batch_dim(*first, allowzero, true) {
             return None;
         }
         let mut out = Vec::new();
@@ -2115,7 +2186,14 @@ impl<'m> Importer<'m> {
         // Later readers of the layer's pre-bias output (under any alias) would now see the
         // bias: `value` refuses them.
         for (k, v) in &self.values {
-            if matches!(v, Value::Act(l) if *l == layer) {
+            let reads = match v {
+                Value::Act(l)
+                | Value::Rows(l)
+                | Value::Token { x: l, .. }
+                | Value::Mha(mha::Mha::SeqFirst(l) | mha::Mha::SeqRows(l)) => Some(l),
+                _ => None,
+            };
+            if reads == Some(&layer) {
                 self.pre_bias.insert(k.clone(), layer.clone());
             }
         }
@@ -2365,7 +2443,21 @@ impl<'m> Importer<'m> {
         let before = self.nodes.len();
         self.nodes
             .retain(|m| keep.contains(&m.name) || m.op.role() == Role::Input);
-        let dropped = before - self.nodes.len();
+        let mut dropped = before - self.nodes.len();
+        // The fused q, k, v projections that were split into their parts.
+        let mut split: Vec<&str> = self
+            .mha_split
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .filter(|f| !keep.contains(*f))
+            .collect();
+        split.sort_unstable();
+        split.dedup();
+        for f in split {
+            dropped = dropped.saturating_sub(1);
+            self.notes
+                .push(format!("fused in_proj '{f}' split into q, k, v"));
+        }
         if dropped > 0 {
             self.notes.push(format!(
                 "{dropped} node(s) that the output does not depend on were dropped"
@@ -2522,6 +2614,18 @@ fn check_finite(t: &Tensor) -> Result<(), OnnxError> {
 }
 
 /// `Shape`'s optional `start`/`end` attributes applied to the full shape `v`.
+/// Whether the inputs of an `Expand` are a float constant and a target whose first entry
+/// is the batch symbol: folded with a batch of 1 ([`Value::PerSample`]).
+fn per_sample_expand(inputs: &[Option<Rc<Const>>]) -> bool {
+    match (inputs.first(), inputs.get(1)) {
+        (Some(Some(c)), Some(Some(t))) => {
+            matches!(*c.data, Data::F32(_))
+                && matches!(&*t.data, Data::Int(v) if v.first() == Some(&Int::BATCH))
+        }
+        _ => false,
+    }
+}
+
 fn shape_slice(n: &NodeRef, v: Vec<Int>) -> Result<Const, OnnxError> {
     let r = v.len() as i64;
     let fix = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;

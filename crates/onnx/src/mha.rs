@@ -52,17 +52,6 @@ pub(super) enum Mha {
 }
 
 impl Importer<'_> {
-    /// Whether `t` is the batch axis of a `Reshape` target: the symbol, the file's batch
-    /// size, a copied dimension (the batch is the copied axis) or the inferred one.
-    fn batch_axis(&self, t: Int, allowzero: bool) -> bool {
-        match t {
-            Int::BATCH | Int::N(-1) => true,
-            Int::Batch(_) => false,
-            Int::N(0) => !allowzero,
-            Int::N(k) => self.batch.is_some_and(|b| k == b as i64),
-        }
-    }
-
     /// Whether `t` is a merged axis of `k` per sample (`N·k`) in a `Reshape` target: `k`
     /// times the batch symbol, the inferred axis (-1), or `k` times the file's batch size.
     pub(super) fn batch_times(&self, t: Int, k: i64) -> bool {
@@ -183,9 +172,10 @@ impl Importer<'_> {
         let Value::Mha(step) = input else {
             return None;
         };
+        // `want`: the expected targets, each in brackets.
         let bad = |this: &Self, want: String| {
             Err(n.err(format!(
-                "multi-head attention: {}: expected a Reshape to [{want}], found [{}] {MHA_AS_READ}",
+                "multi-head attention: {}: expected a Reshape to {want}, found [{}] {MHA_AS_READ}",
                 this.mha_what(input),
                 describe(t)
             )))
@@ -196,10 +186,22 @@ impl Importer<'_> {
                 match t {
                     [Int::N(tt), b, Int::N(3), Int::N(e)]
                         if *tt == tokens as i64
-                            && self.batch_axis(*b, allowzero)
+                            && self.batch_dim(*b, allowzero, true)
                             && *e > 0
                             && 3 * *e as usize == f =>
                     {
+                        // The fused projection is replaced by q, k and v: nothing else may
+                        // read it (but a `Shape`, which reads only its dimensions).
+                        let fused = n.node.input[0].as_str();
+                        let shapes = (self.graph.node.iter())
+                            .filter(|m| m.op_type == "Shape" && m.input.iter().any(|i| i == fused))
+                            .count();
+                        let readers = self.readers.get(fused).copied().unwrap_or(0) - shapes;
+                        if readers > 1 {
+                            return Some(Err(n.err(format!(
+                                "multi-head attention: the fused q, k, v '{fused}' (of '{x}') is read by {readers} nodes or outputs besides Shape; only this Reshape may read it, as the fused in_proj is split into q, k and v {MHA_AS_READ}"
+                            ))));
+                        }
                         Ok(Value::Mha(Mha::Packed {
                             x: x.clone(),
                             stage: 0,
@@ -216,12 +218,15 @@ impl Importer<'_> {
                             d: *d as usize,
                         }))
                     }
-                    _ => bad(
-                        self,
-                        format!(
-                            "{tokens}, N, 3, E] (the fused q, k, v, F = 3·E) or [{tokens}, N·H, d] (the heads, F = H·d"
-                        ),
-                    ),
+                    _ => {
+                        let heads = format!("[{tokens}, N·H, d] (the heads, {f} = H·d)");
+                        let want = if f % 3 == 0 {
+                            format!("[{tokens}, N, 3, {}] (the fused q, k, v) or {heads}", f / 3)
+                        } else {
+                            heads
+                        };
+                        bad(self, want)
+                    }
                 }
             }
             Mha::SeqContext { q, k, v, d } => {
@@ -231,7 +236,7 @@ impl Importer<'_> {
                     _ => false,
                 };
                 if !rows {
-                    return Some(bad(self, format!("T·N, {e}")));
+                    return Some(bad(self, format!("[T·N, {e}]")));
                 }
                 let base = q
                     .strip_suffix(".q_proj")
@@ -246,14 +251,15 @@ impl Importer<'_> {
             Mha::SeqRows(x) => {
                 let (tokens, f) = self.token_shape(x)?;
                 match t {
+                    // The rows' axis 1 is F, not the batch: a copied `0` is refused.
                     [Int::N(tt), b, Int::N(ff)]
                         if *tt == tokens as i64
-                            && self.batch_axis(*b, allowzero)
+                            && self.batch_dim(*b, allowzero, false)
                             && *ff == f as i64 =>
                     {
                         Ok(Value::Mha(Mha::SeqFirst(x.clone())))
                     }
-                    _ => bad(self, format!("{tokens}, N, {f}")),
+                    _ => bad(self, format!("[{tokens}, N, {f}]")),
                 }
             }
             _ => Err(self.mha_err(n, input)),
@@ -322,6 +328,12 @@ impl Importer<'_> {
     /// rows `i·E .. (i+1)·E`, reading the fused projection's input. The fused layer itself
     /// is left without readers (dropped after import).
     fn split_in_proj(&mut self, n: &NodeRef, fused: &str, i: usize) -> Result<Value, OnnxError> {
+        if !self.mha_split.insert((fused.to_owned(), i)) {
+            return Err(n.err(format!(
+                "multi-head attention: the {} of the fused q, k, v '{fused}' is taken a second time (each of q, k and v must be gathered once) {MHA_AS_READ}",
+                ["q", "k", "v"][i]
+            )));
+        }
         let node = self.nodes.iter().find(|m| m.name == fused);
         let Some((fair_ir::Op::Linear(l), input)) =
             node.map(|m| (m.op.clone(), m.inputs[0].clone()))
@@ -331,6 +343,16 @@ impl Importer<'_> {
             )));
         };
         let e = l.out_features / 3;
+        if (0..3)
+            .filter(|&j| self.mha_split.contains(&(fused.to_owned(), j)))
+            .count()
+            == 1
+        {
+            // The parts hold the fused layer's values, which is dropped: its parameters are
+            // paid for once, by the parts.
+            let bytes = l.out_features * (l.in_features + usize::from(l.bias)) * fold::F32_BYTES;
+            self.budget.unweight(bytes);
+        }
         let rows = |name: &str, width: usize| -> Option<Rc<Const>> {
             let t = self.tensors.get(name)?;
             let TensorData::F32(v) = &t.data else {
@@ -372,26 +394,52 @@ impl Importer<'_> {
         n: &NodeRef,
         inputs: &[Option<Value>],
     ) -> Option<Result<Value, OnnxError>> {
-        let [Some(Value::Const(c)), Some(Value::Act(x))] = inputs else {
-            return None;
+        // One sample's value of a constant expanded over the batch must be a class token.
+        let folded = (inputs.iter()).any(|v| matches!(v, Some(Value::PerSample(_))));
+        let refuse = || {
+            folded.then(|| {
+                Err(n.err(
+                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it and tokens [N, T, F], in that order",
+                ))
+            })
         };
-        let (_, f) = self.token_shape(x)?;
-        let axis = n.int("axis").ok().flatten()?;
-        if fold::axis(axis, 3).ok()? != 1 {
-            return None;
-        }
+        let Some(Value::Const(c) | Value::PerSample(c)) = inputs.first()? else {
+            return refuse();
+        };
+        let Some(Some(Value::Act(x))) = inputs.get(1) else {
+            return refuse();
+        };
+        let on_tokens = (|| {
+            let (_, f) = self.token_shape(x)?;
+            let axis = n.int("axis").ok().flatten()?;
+            (inputs.len() == 2 && fold::axis(axis, 3).ok()? == 1).then_some(f)
+        })();
+        let Some(f) = on_tokens else {
+            return refuse();
+        };
         let Data::F32(v) = &*c.data else { return None };
-        // One token [1, 1, F], or the file's fixed batch of copies of it [N, 1, F] (an
-        // `expand(n, -1, -1)` folded for that batch).
+        // One token [1, 1, F] (with a dynamic batch or batch 1, or one sample's value of an
+        // `expand(N, -1, -1)`), or the file's fixed batch of copies of it [N, 1, F] (that
+        // `expand` folded for the fixed batch).
         let copies = match c.dims[..] {
-            [b, 1, ff] if ff == f && (b == 1 || self.batch == Some(b)) => b,
-            [1, ff] | [ff] if ff == f => 1,
+            [1, 1, ff] if ff == f && (folded || matches!(self.batch, None | Some(1))) => 1,
+            [b, 1, ff] if ff == f && self.batch == Some(b) => b,
             _ => 0,
         };
-        let one = v.get(..f).unwrap_or_default();
-        if copies == 0 || v.chunks(f).any(|row| row != one) {
+        if copies == 0 {
+            let want = match self.batch {
+                Some(b) if b > 1 => format!("[1, 1, {f}] expanded to the batch, [{b}, 1, {f}]"),
+                _ => format!("[1, 1, {f}]"),
+            };
             return Some(Err(n.err(format!(
-                "a constant put before tokens [N, T, {f}] must be one token [1, 1, {f}] (a class token), the same for every sample; found shape {:?}",
+                "a constant put before tokens [N, T, {f}] must be one token {want} (a class token); found shape {:?}",
+                c.dims
+            ))));
+        }
+        let one = &v[..f];
+        if let Some(row) = v.chunks(f).position(|row| row != one) {
+            return Some(Err(n.err(format!(
+                "a constant put before tokens [N, T, {f}] must be the same token for every sample (a class token); row {row} of {:?} differs from row 0",
                 c.dims
             ))));
         }
@@ -399,7 +447,7 @@ impl Importer<'_> {
         let op = ClassToken { features: f };
         // The exporters name the node after the concatenation (`/Concat`, `cat`).
         let hint = Some(self.hint(n, None))
-            .filter(|h| !h.starts_with("cat") && !h.starts_with("concat"))
+            .filter(|h| !exporter_concat_name(h))
             .unwrap_or_else(|| "class_token".to_owned());
         Some(self.emit(
             n,
@@ -508,6 +556,42 @@ impl Importer<'_> {
             && crate::names::is_clean(m)
         {
             self.mha_modules.insert(layer.to_owned(), m.to_owned());
+        }
+    }
+}
+
+/// Whether `h` is a name the exporters give a concatenation (`cat`, `cat_1`, `concat`,
+/// `Concat_3`, …), not a module's name.
+fn exporter_concat_name(h: &str) -> bool {
+    let h = h.to_ascii_lowercase();
+    ["cat", "concat"].iter().any(|p| {
+        h.strip_prefix(p).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('_')
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exporter_concat_name;
+
+    #[test]
+    fn only_the_exporters_concat_names_are_replaced() {
+        for h in ["cat", "cat_1", "concat", "Concat", "concat_12"] {
+            assert!(exporter_concat_name(h), "{h}");
+        }
+        for h in [
+            "category_token",
+            "cat_",
+            "cat_x",
+            "concatenated",
+            "class_cat",
+            "catalog_1",
+        ] {
+            assert!(!exporter_concat_name(h), "{h}");
         }
     }
 }

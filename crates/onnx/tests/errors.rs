@@ -1987,3 +1987,522 @@ fn multihead_attention_steps_outside_the_pattern_are_errors_naming_the_node() {
         "{e}"
     );
 }
+
+/// The graph of the `tv_vit_*` fixture `name`.
+fn fixture_graph(name: &str) -> GraphProto {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{name}.onnx"));
+    let m = ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    m.graph.unwrap()
+}
+
+/// The `tv_vit_*` fixture `name` with `edit` applied, imported.
+fn vit_import(
+    name: &str,
+    edit: impl Fn(&mut GraphProto),
+) -> Result<fair_onnx::Imported, OnnxError> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{name}.onnx"));
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    edit(m.graph.as_mut().unwrap());
+    fair_onnx::import(&m.write_to_bytes().unwrap())
+}
+
+/// The class-token `Concat` of a ViT fixture: its name and constant input.
+fn class_concat(g: &GraphProto) -> (String, String) {
+    let cat = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "Concat" && n.input.len() == 2)
+        .unwrap();
+    (cat.name.clone(), cat.input[0].clone())
+}
+
+#[test]
+fn a_constant_expanded_over_the_dynamic_batch_is_read_only_by_broadcasting_readers() {
+    for name in ["tv_vit_ts17_dynbatch", "tv_vit_dyn18_dynbatch"] {
+        // As exported: the class-token Concat reads it.
+        vit_import(name, |_| {}).unwrap();
+        let expanded = |g: &GraphProto| {
+            let e = g.node.iter().find(|n| n.op_type == "Expand").unwrap();
+            e.output[0].clone()
+        };
+        // An Identity between the Expand and the Concat: refused, naming the Identity.
+        let e = vit_import(name, |g| {
+            let out = expanded(g);
+            for n in &mut g.node {
+                for i in &mut n.input {
+                    if *i == out {
+                        *i = "copied".into();
+                    }
+                }
+            }
+            let at = g.node.iter().position(|n| n.op_type == "Expand").unwrap() + 1;
+            g.node.insert(
+                at,
+                NodeProto {
+                    name: "copy_token".into(),
+                    op_type: "Identity".into(),
+                    input: vec![out],
+                    output: vec!["copied".into()],
+                    ..Default::default()
+                },
+            );
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'copy_token'") && e.contains("expanded over the dynamic batch"),
+            "{name}: {e}"
+        );
+        // A Shape of it (ONNX gives [N, 1, F], the folded value is [1, 1, F]): refused.
+        let e = vit_import(name, |g| {
+            let out = expanded(g);
+            g.node.push(NodeProto {
+                name: "token_shape".into(),
+                op_type: "Shape".into(),
+                input: vec![out],
+                output: vec!["token_shape_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'token_shape'") && e.contains("expanded over the dynamic batch"),
+            "{name}: {e}"
+        );
+        // The Concat on axis 0 (the batch axis), or with the tokens first: refused, naming
+        // the Concat.
+        let (cat, _) = class_concat(&fixture_graph(name));
+        let e = vit_import(name, |g| {
+            let n = g.node.iter_mut().find(|n| n.name == cat).unwrap();
+            n.input.swap(0, 1);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("'{cat}'")) && e.contains("in that order"),
+            "{name}: {e}"
+        );
+        let e = vit_import(name, |g| {
+            let n = g.node.iter_mut().find(|n| n.name == cat).unwrap();
+            n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = 0;
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("'{cat}'")) && e.contains("expanded over the dynamic batch"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_class_token_constant_must_be_one_token_or_the_fixed_batch_of_equal_copies() {
+    // tv_vit_dyn18 (batch 2) stores the class token expanded to the batch: [2, 1, 32].
+    let floats = |t: &TensorProto| -> Vec<f32> {
+        if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data
+                .chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        }
+    };
+    let set = |t: &mut TensorProto, dims: Vec<i64>, v: Vec<f32>| {
+        t.dims = dims;
+        t.raw_data.clear();
+        t.float_data = v;
+    };
+    let with = |dims: Vec<i64>, change_row_1: bool| {
+        vit_import("tv_vit_dyn18", |g| {
+            let (_, cls) = class_concat(g);
+            let t = g.initializer.iter_mut().find(|t| t.name == cls).unwrap();
+            assert_eq!(t.dims, [2, 1, 32]);
+            let mut v = floats(t);
+            if change_row_1 {
+                v[32 + 3] += 1.0;
+            }
+            let count: i64 = dims.iter().product();
+            v.truncate(count as usize);
+            set(t, dims.clone(), v);
+        })
+    };
+    let (cat, _) = class_concat(&fixture_graph("tv_vit_dyn18"));
+    with(vec![2, 1, 32], false).unwrap();
+    // Rows that differ: an error naming the Concat and the row.
+    let e = with(vec![2, 1, 32], true).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("'{cat}'")) && e.contains("row 1 of [2, 1, 32] differs from row 0"),
+        "{e}"
+    );
+    // One token for a fixed batch of 2, or a token without the batch or token axis: ONNX
+    // rejects the Concat, and so does the importer.
+    for dims in [vec![1, 1, 32], vec![1, 32], vec![32]] {
+        let e = with(dims.clone(), false).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("'{cat}'"))
+                && e.contains("class token")
+                && e.contains("[2, 1, 32]"),
+            "{dims:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn multihead_attention_rows_are_not_reshaped_with_a_copied_batch() {
+    // The rows [T·N, E] have E at axis 1: a `0` there copies E, not the batch.
+    for name in ["tv_vit_ts17", "tv_vit_dyn18", "tv_vit_dyn18_dynbatch"] {
+        let e = vit_import(name, |g| {
+            let gemm = g.node.iter().position(|n| n.op_type == "Gemm").unwrap();
+            let out = g.node[gemm].output[0].clone();
+            let reshape = g
+                .node
+                .iter_mut()
+                .find(|n| n.op_type == "Reshape" && n.input[0] == out)
+                .unwrap();
+            reshape.input[1] = "copy_shape".into();
+            g.initializer.push(int64s("copy_shape", &[17, 0, 32]));
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("expected a Reshape to [17, N, 32], found [17, 0, 32]"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_fused_in_proj_is_split_once_and_read_only_by_its_split() {
+    for name in ["tv_vit_ts17", "tv_vit_dyn18"] {
+        // The note names the split, not a dropped node.
+        let im = vit_import(name, |_| {}).unwrap();
+        assert!(
+            im.notes
+                .iter()
+                .any(|n| n.starts_with("fused in_proj '") && n.ends_with("' split into q, k, v")),
+            "{name}: {:?}",
+            im.notes
+        );
+        assert!(
+            !im.notes.iter().any(|n| n.contains("does not depend on")),
+            "{name}: {:?}",
+            im.notes
+        );
+        // A second Gather of q: refused, naming it.
+        let e = vit_import(name, |g| {
+            let at = g
+                .node
+                .iter()
+                .position(|n| {
+                    n.op_type == "Gather"
+                        && g.node
+                            .iter()
+                            .any(|m| m.op_type == "Squeeze" && m.output[0] == n.input[0])
+                })
+                .unwrap();
+            let mut dup = g.node[at].clone();
+            dup.name = "second_q".into();
+            dup.output = vec!["second_q_out".into()];
+            g.node.insert(at + 1, dup);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'second_q'") && e.contains("a second time"),
+            "{name}: {e}"
+        );
+        // Another reader of the fused projection: refused, naming the Reshape that splits it.
+        let e = vit_import(name, |g| {
+            let r = g
+                .node
+                .iter()
+                .find(|n| {
+                    n.op_type == "Reshape"
+                        && g.node
+                            .iter()
+                            .any(|m| m.op_type == "Unsqueeze" && m.input[0] == n.output[0])
+                })
+                .unwrap();
+            let fused = r.input[0].clone();
+            g.node.push(NodeProto {
+                name: "peek".into(),
+                op_type: "Identity".into(),
+                input: vec![fused],
+                output: vec!["peek_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("is read by 2 nodes or outputs besides Shape")
+                && e.contains("fused q, k, v"),
+            "{name}: {e}"
+        );
+    }
+}
+
+/// tv_vit_dyn18 with its class-token select `Gather` taking indices `[0]` (keeping the
+/// token axis, `[N, 1, F]`) and `reader` (a Reshape or Flatten) after it.
+fn vit_token_kept(
+    reader: NodeProto,
+    extra: Option<TensorProto>,
+) -> Result<fair_onnx::Imported, OnnxError> {
+    vit_import("tv_vit_dyn18", |g| {
+        let at = g
+            .node
+            .iter()
+            .position(|n| {
+                n.op_type == "Gather" && n.attribute.iter().any(|a| a.name == "axis" && a.i == 1)
+            })
+            .unwrap();
+        let out = g.node[at].output[0].clone();
+        g.node[at].input[1] = "token_index".into();
+        g.node[at].output[0] = "kept".into();
+        let mut r = reader.clone();
+        r.input[0] = "kept".into();
+        r.output = vec![out];
+        g.node.insert(at + 1, r);
+        g.initializer.push(int64s("token_index", &[0]));
+        g.initializer.extend(extra.clone());
+    })
+}
+
+#[test]
+fn one_kept_token_is_reshaped_or_flattened_to_features() {
+    let reshape = |shape: &[i64]| {
+        (
+            NodeProto {
+                name: "to_features".into(),
+                op_type: "Reshape".into(),
+                input: vec![String::new(), "features_shape".into()],
+                ..Default::default()
+            },
+            Some(int64s("features_shape", shape)),
+        )
+    };
+    for shape in [&[2, 32][..], &[0, -1], &[-1, 32]] {
+        let (r, t) = reshape(shape);
+        let im = vit_token_kept(r, t).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        assert!(
+            im.graph
+                .nodes()
+                .iter()
+                .any(|n| matches!(n.op, Op::TokenSelect(_))),
+            "{shape:?}"
+        );
+    }
+    // [0, 0] copies the kept token axis (1): [N, 1], not [N, F].
+    let (r, t) = reshape(&[0, 0]);
+    let e = vit_token_kept(r, t).unwrap_err().to_string();
+    assert!(
+        e.contains("'to_features'") && e.contains("must be reshaped to [N, 32]"),
+        "{e}"
+    );
+    // Flatten (axis 1) completes the select too.
+    let flatten = NodeProto {
+        name: "flat_token".into(),
+        op_type: "Flatten".into(),
+        input: vec![String::new()],
+        attribute: vec![AttributeProto {
+            name: "axis".into(),
+            type_: EnumOrUnknown::new(AttributeType::INT),
+            i: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let im = vit_token_kept(flatten, None).unwrap();
+    assert!(
+        im.graph
+            .nodes()
+            .iter()
+            .any(|n| matches!(n.op, Op::TokenSelect(_)))
+    );
+}
+
+#[test]
+fn an_add_of_tokens_reads_a_constant_expanded_over_the_dynamic_batch() {
+    for name in ["tv_vit_ts17_dynbatch", "tv_vit_dyn18_dynbatch"] {
+        // The position embedding [1, T, F] expanded with the class token's target
+        // [N, 1, 1] before the Add: one sample's value, which the Add broadcasts.
+        let im = vit_import(name, |g| {
+            let target = g.node.iter().find(|n| n.op_type == "Expand").unwrap().input[1].clone();
+            let add = g
+                .node
+                .iter()
+                .position(|n| {
+                    n.op_type == "Add"
+                        && n.input.iter().any(|i| {
+                            g.initializer
+                                .iter()
+                                .any(|t| t.name == *i && t.dims.len() == 3 && t.dims[1] > 1)
+                        })
+                })
+                .unwrap();
+            let k = g.node[add]
+                .input
+                .iter()
+                .position(|i| g.initializer.iter().any(|t| t.name == *i))
+                .unwrap();
+            let pos = std::mem::replace(&mut g.node[add].input[k], "pos_expanded".into());
+            g.node.insert(
+                add,
+                NodeProto {
+                    name: "expand_pos".into(),
+                    op_type: "Expand".into(),
+                    input: vec![pos, target],
+                    output: vec!["pos_expanded".into()],
+                    ..Default::default()
+                },
+            );
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            im.graph
+                .nodes()
+                .iter()
+                .any(|n| matches!(n.op, Op::PositionEmbedding(_))),
+            "{name}"
+        );
+        // An Add of two constants reads it as no broadcasting reader: refused.
+        let e = vit_import(name, |g| {
+            let out = g
+                .node
+                .iter()
+                .find(|n| n.op_type == "Expand")
+                .unwrap()
+                .output[0]
+                .clone();
+            g.node.push(NodeProto {
+                name: "add_consts".into(),
+                op_type: "Add".into(),
+                input: vec![out.clone(), out],
+                output: vec!["add_consts_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'add_consts'") && e.contains("expanded over the dynamic batch"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_fixed_batch_hint_is_given_only_for_a_dynamic_batch() {
+    // TinyPairs: `x.reshape(x.shape[0] // 2, -1)`; with the input's batch made fixed the
+    // division still reads the batch symbol, but exporting with a fixed batch is no advice.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/refused/tiny_pairs_ts17.onnx");
+    let mut m = ModelProto::parse_from_bytes(&std::fs::read(p).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let Some(type_proto::Value::TensorType(t)) = &mut g.input[0].type_.as_mut().unwrap().value
+    else {
+        panic!("input type");
+    };
+    t.shape.as_mut().unwrap().dim[0] = dim("4");
+    let e = fair_onnx::import(&m.write_to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'/Div'") && e.contains("Div of batch and 2") && !e.contains("fixed batch"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_in_proj_output_before_its_bias_is_read_only_by_the_add() {
+    for name in ["tv_vit_ts17", "tv_vit_dyn18"] {
+        // Another reader of the fused in_proj's MatMul (sequence-first tokens) would see the
+        // bias its Add gives it: refused at the Add, naming it.
+        let e = vit_import(name, |g| {
+            let mm = g
+                .node
+                .iter()
+                .find(|n| {
+                    n.op_type == "MatMul"
+                        && g.node.iter().any(|m| {
+                            m.op_type == "Add"
+                                && m.input.contains(&n.output[0])
+                                && m.input.iter().any(|i| i.ends_with("in_proj_bias"))
+                        })
+                })
+                .unwrap();
+            let out = mm.output[0].clone();
+            g.node.push(NodeProto {
+                name: "pre_bias_reader".into(),
+                op_type: "Identity".into(),
+                input: vec![out],
+                output: vec!["pre_bias_out".into()],
+                ..Default::default()
+            });
+        })
+        .unwrap_err()
+        .to_string();
+        let g = fixture_graph(name);
+        let bias_add = |m: &&NodeProto| {
+            m.op_type == "Add" && m.input.iter().any(|i| i.ends_with("in_proj_bias"))
+        };
+        let add = &g.node.iter().find(bias_add).unwrap().name;
+        assert!(
+            e.contains(&format!("'{add}'")) && e.contains("nothing else reads"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_sequence_first_reshape_outside_the_pattern_lists_the_targets_that_fit() {
+    // In tv_vit_dyn18 (batch 2), the Reshape of q (`from_gather`) or of the fused q, k, v
+    // given `target`.
+    let with = |from_gather: bool, target: &[i64]| {
+        vit_import("tv_vit_dyn18", |g| {
+            let produced_by = |name: &str, op: &str| {
+                g.node
+                    .iter()
+                    .any(|m| m.op_type == op && m.output[0] == name)
+            };
+            let read_by =
+                |name: &str, op: &str| g.node.iter().any(|m| m.op_type == op && m.input[0] == name);
+            let at = (g.node.iter())
+                .position(|n| {
+                    n.op_type == "Reshape"
+                        && if from_gather {
+                            // q: a Gather of the packed [3, T, N, E].
+                            g.node.iter().any(|m| {
+                                m.op_type == "Gather"
+                                    && m.output[0] == n.input[0]
+                                    && produced_by(&m.input[0], "Squeeze")
+                            })
+                        } else {
+                            read_by(&n.output[0], "Unsqueeze")
+                        }
+                })
+                .unwrap();
+            let r = &mut g.node[at];
+            r.input[1] = "odd_shape".into();
+            g.initializer.push(int64s("odd_shape", target));
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    // The fused q, k, v [17, N, 96]: both alternatives, each in brackets.
+    let e = with(false, &[17, 2, 4, 24]);
+    assert!(
+        e.contains("expected a Reshape to [17, N, 3, 32] (the fused q, k, v) or [17, N·H, d] (the heads, 96 = H·d), found [17, 2, 4, 24]"),
+        "{e}"
+    );
+    // q [17, N, 32]: 32 is not 3·E, so only the heads.
+    let e = with(true, &[17, 5, 7]);
+    assert!(
+        e.contains("expected a Reshape to [17, N·H, d] (the heads, 32 = H·d), found [17, 5, 7]"),
+        "{e}"
+    );
+}
