@@ -227,15 +227,7 @@ fn a_random_plan_of_heads_and_neurons_gives_the_dead_unit_model() {
         // neurons' rows of the MLP's first linear (weights and biases) are zero, so a removed
         // head attends to zero values and a removed neuron is GELU(0) = 0: neither adds
         // anything to what reads it.
-        let dead = Model::from_tensors(
-            m.graph().clone(),
-            m.named_tensors()
-                .into_iter()
-                .map(|(n, t)| (n, t.copy()))
-                .collect(),
-            Device::Cpu,
-        )
-        .unwrap();
+        let dead = m.deep_copy().unwrap();
         tch::no_grad(|| {
             for (layer, rows) in &dead_rows {
                 for p in ["weight", "bias"] {
