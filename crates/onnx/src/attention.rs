@@ -368,7 +368,7 @@ impl Importer<'_> {
         let ints = dims.iter().map(|&v| fold::Int::N(v as i64));
         Some(if merged {
             // The batch axis merged with the first one.
-            std::iter::once(fold::Int::Batch(dims[0] as i64))
+            std::iter::once(fold::Int::batch_times(dims[0] as i64))
                 .chain(ints.skip(1))
                 .collect()
         } else {

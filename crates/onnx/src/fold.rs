@@ -47,8 +47,9 @@ impl Int {
     /// The batch size itself.
     pub const BATCH: Int = Int::Batch(1);
 
-    /// `k · batch`, or the number 0 when `k` is 0.
-    fn batch_times(k: i64) -> Int {
+    /// `k · batch`, or the number 0 when `k` is 0: the only way to build a multiple of the
+    /// batch size from a computed `k`.
+    pub(crate) fn batch_times(k: i64) -> Int {
         if k == 0 { Int::N(0) } else { Int::Batch(k) }
     }
 }
@@ -483,10 +484,15 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
         (Int::Batch(a), Int::N(q)) | (Int::N(q), Int::Batch(a)) if op == "Mul" => {
             a.checked_mul(q).map(Int::batch_times).ok_or_else(overflow)
         }
+        (Int::Batch(_), Int::N(0)) if matches!(op, "Div" | "Mod") => {
+            Err("integer division by zero".to_owned())
+        }
         (Int::Batch(a), Int::N(q)) if op == "Div" && a.checked_rem(q) == Some(0) => {
             a.checked_div(q).map(Int::Batch).ok_or_else(overflow)
         }
-        (Int::Batch(a), Int::N(q)) if op == "Mod" && a.checked_rem(q) == Some(0) => Ok(Int::N(0)),
+        // `a · batch` mod q is 0 when q divides a; mod -1 is always 0 (`i64::MIN % -1`
+        // overflows in `checked_rem`, but the remainder is 0).
+        (Int::Batch(a), Int::N(q)) if op == "Mod" && (q == -1 || a % q == 0) => Ok(Int::N(0)),
         (Int::Batch(_), Int::N(0)) if matches!(op, "Add" | "Sub") => Ok(x),
         (Int::N(0), Int::Batch(_)) if op == "Add" => Ok(y),
         (Int::N(0), Int::Batch(a)) if op == "Sub" => {
@@ -903,11 +909,16 @@ fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
 }
 
 /// `Equal` of two integer constants (NumPy broadcasting): 1 where equal. A multiple of
-/// the batch size compares where the answer holds for every batch size (TorchScript's
+/// the batch size compares where the answer holds for every batch size ≥ 1 (TorchScript's
 /// `expand(batch, -1, -1)` asks whether the batch size is -1).
 pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let out = broadcast(&[&a.dims, &b.dims])?;
     let (Data::Int(x), Data::Int(y)) = (&*a.data, &*b.data) else {
+        if matches!(*a.data, Data::Int(_)) || matches!(*b.data, Data::Int(_)) {
+            return Err(
+                "Equal of a floating-point and an integer constant (insert a Cast)".to_owned(),
+            );
+        }
         let which = if matches!(*a.data, Data::F32(_)) {
             0
         } else {
@@ -974,14 +985,21 @@ mod tests {
         let bu = &mut Budget::default();
         let f = Const::f32(vec![2], vec![1.0, 2.0]);
         let i = Const::i64(vec![2], [1, 2]);
-        let e = equal(&i, &f, bu).unwrap_err();
+        let g = Const::f32(vec![1], vec![3.0]);
+        let e = equal(&f, &g, bu).unwrap_err();
         assert!(
             e.contains("integer constants only")
-                && e.contains("input 1 is a float constant of shape [2]"),
+                && e.contains("input 0 is a float constant of shape [2]"),
             "{e}"
         );
-        let e = equal(&f, &i, bu).unwrap_err();
-        assert!(e.contains("input 0 is a float constant"), "{e}");
+        // An integer against a float: the fix is a Cast, as for the arithmetic.
+        for (x, y) in [(&i, &f), (&f, &i)] {
+            let e = equal(x, y, bu).unwrap_err();
+            assert!(
+                e.contains("Equal of a floating-point and an integer constant (insert a Cast)"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -1076,6 +1094,14 @@ mod tests {
         assert_eq!(op("Div", &b(12), &n(4)), one(Int::Batch(3)));
         assert_eq!(op("Div", &b(12), &n(-12)), one(Int::Batch(-1)));
         assert_eq!(op("Mod", &b(12), &n(4)), one(Int::N(0)));
+        assert_eq!(op("Mod", &b(3), &n(-1)), one(Int::N(0)));
+        assert_eq!(op("Mod", &b(i64::MIN), &n(-1)), one(Int::N(0)));
+        for o in ["Div", "Mod"] {
+            assert_eq!(
+                op(o, &b(2), &n(0)),
+                Err("integer division by zero".to_owned())
+            );
+        }
         assert_eq!(op("Add", &b(2), &n(0)), one(Int::Batch(2)));
         assert_eq!(op("Sub", &n(0), &b(2)), one(Int::Batch(-2)));
         assert_eq!(op("Add", &b(2), &b(3)), one(Int::Batch(5)));
@@ -1097,9 +1123,8 @@ mod tests {
         }
         let big = op("Mul", &b(i64::MAX), &n(2)).unwrap_err();
         assert!(big.contains("overflows"), "{big}");
-        // i64::MIN / -1 overflows: an error, not a panic.
+        // i64::MIN / -1 overflows: an error, not a panic (its Mod is 0, above).
         assert!(op("Div", &b(i64::MIN), &n(-1)).is_err());
-        assert!(op("Mod", &b(i64::MIN), &n(-1)).is_err());
         // A multiple of the batch size is not a known number.
         assert!(b(4).ints().is_err());
         assert!(

@@ -75,7 +75,7 @@ impl Importer<'_> {
             }
             Value::Mha(Mha::SeqRows(x)) => {
                 let (t, f) = self.token_shape(x)?;
-                Some(vec![Int::Batch(t as i64), n(f)])
+                Some(vec![Int::batch_times(t as i64), n(f)])
             }
             _ => None,
         }
