@@ -1752,6 +1752,14 @@ impl<'m> Importer<'m> {
                     transposed: false,
                 })
             }
+            // Tokens to rows with the rows counted: [T·N, F] (TorchScript's
+            // `x.reshape(B*T, F)` with a dynamic batch folds to `T·batch`).
+            _ if matches!((t.as_slice(), s.as_slice()),
+                ([r, Int::N(f)], [tokens, features])
+                    if *f as usize == *features && self.batch_times(*r, *tokens as i64)) =>
+            {
+                Ok(Value::Rows(x))
+            }
             _ => Err(n.err(format!(
                 "only reshapes that flatten [N, C, H, W] to [N, C·H·W], keep the shape, group channels for a channel shuffle, flatten an image's pixels [N, C, H·W] (before a Transpose [0, 2, 1] to tokens) or turn tokens [N, T, F] to rows [N·T, F] and back (around a Gemm), or split tokens [N, T, E] into heads [N, T, H, d] and back (multi-head attention) are supported; here [N, {}] is reshaped to [{}]",
                 dims_text(&s),

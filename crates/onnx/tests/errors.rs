@@ -2506,3 +2506,68 @@ fn a_sequence_first_reshape_outside_the_pattern_lists_the_targets_that_fit() {
         "{e}"
     );
 }
+
+/// The token model with its first tokens-to-rows target `[-1, 8]` computed as TorchScript
+/// writes `x.reshape(B * T, F)`: `[Shape(norm)[0] · rows_per_sample, 8]`.
+fn token_model_with_counted_rows(rows_per_sample: i64) -> ModelProto {
+    let g = token_model();
+    let t = tensors_for(&g);
+    let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset: 17 }).unwrap();
+    let mut m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let g = graph(&mut m);
+    g.initializer.push(TensorProto {
+        name: "zero".into(),
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![0],
+        ..Default::default()
+    });
+    g.initializer.push(TensorProto {
+        name: "per_sample".into(),
+        data_type: DataType::INT64 as i32,
+        int64_data: vec![rows_per_sample],
+        ..Default::default()
+    });
+    g.initializer.push(int64s("axes", &[0]));
+    g.initializer.push(int64s("features", &[8]));
+    let int_attr = |name: &str, i: i64| AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i,
+        ..Default::default()
+    };
+    let mut gather = node("Gather", "/Gather", &["s", "zero"], "b");
+    gather.attribute.push(int_attr("axis", 0));
+    let mut concat = node("Concat", "/Concat", &["bt1", "features"], "rows_target");
+    concat.attribute.push(int_attr("axis", 0));
+    let at = g.node.iter().position(|n| n.name == "fc1.to_rows").unwrap();
+    let steps = [
+        node("Shape", "/Shape", &["norm"], "s"),
+        gather,
+        node("Mul", "/Mul", &["b", "per_sample"], "bt"),
+        node("Unsqueeze", "/Unsqueeze", &["bt", "axes"], "bt1"),
+        concat,
+    ];
+    for (k, n) in steps.into_iter().enumerate() {
+        g.node.insert(at + k, n);
+    }
+    let rows = &mut g.node[at + 5];
+    assert_eq!(rows.name, "fc1.to_rows");
+    rows.input[1] = "rows_target".into();
+    m
+}
+
+#[test]
+fn tokens_to_rows_counted_from_a_dynamic_batch_import_as_rows() {
+    // [T·batch, F] with T = 6 tokens: the same rows as [-1, F].
+    let m = token_model_with_counted_rows(6);
+    let back = import(&m).unwrap();
+    assert_eq!(back.graph, token_model());
+    // 5·batch rows of 8 are not the 6 tokens of each sample: refused, naming the node.
+    let e = import(&token_model_with_counted_rows(5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fc1.to_rows") && e.contains("[N, 6, 8] is reshaped to [5·batch, 8]"),
+        "{e}"
+    );
+}
