@@ -8,8 +8,9 @@ sized for Fashion-MNIST: 28x28 images cut into 7x7 patches (16 tokens and a clas
 2 encoder blocks of width 32 with 4 attention heads of 8 and an MLP of 64, a linear head
 for 10 classes. Its patch embedding reads one channel instead of three (Fashion-MNIST is
 grey). Its weights are random (seeded): put your trained model in its place.
-`torch.onnx.export` is called as a user would: eval mode, the TorchScript-based exporter at
-opset 17 with a dynamic batch axis, or with `--dynamo` the dynamo-based one (opset 18).
+`torch.onnx.export` is called as a user would: eval mode, a dynamic batch axis, and the
+TorchScript-based exporter at opset 17, or with `--dynamo` the dynamo-based one at opset 18.
+The example input holds 2 images: dynamo fixes an axis whose example size is 1 to 1.
 """
 import sys
 
@@ -32,10 +33,12 @@ def main():
     out = args[0] if args else "vit.onnx"
     torch.manual_seed(0)
     model = small_vit().eval()
-    x = torch.randn(1, 1, 28, 28)
+    x = torch.randn(2, 1, 28, 28)
     if dynamo:
-        torch.onnx.export(model, (x,), out, dynamo=True, input_names=["input"],
-                          output_names=["output"])
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(model, (x,), out, dynamo=True, opset_version=18,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_shapes={"x": {0: batch}})
     else:
         torch.onnx.export(model, (x,), out, dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["output"],

@@ -6,6 +6,8 @@
 //! attention + out_proj, the class token read by the head), computes what ONNX Runtime
 //! computed on the file, has heads and MLP neurons as units, prunes them as the dead-unit
 //! model computes, and goes through `import → score → ratios → apply`.
+//! The README walk-through's `scripts/export_example_vit.py` writes, with either exporter, a
+//! dynamic-batch file that imports and computes as ONNX Runtime.
 
 mod common;
 
@@ -408,5 +410,74 @@ print(json.dumps({"ort": y.flatten().tolist(), "torch": z.flatten().tolist()}))
                 "{name}: {key} differs from ours by {d}"
             );
         }
+    }
+}
+
+#[test]
+#[ignore = "needs the reference Python (torch, torchvision, onnx, onnxruntime): run with cargo xtask test"]
+fn the_readme_vit_export_script_writes_files_of_both_exporters_that_import_and_compute_as_onnx_runtime()
+ {
+    let Some(py) = fair_testkit::reference_python("the README's ViT export script") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/export_example_vit.py");
+    // The file's opset and batch axis, and ONNX Runtime's output on 3 seeded images.
+    let check = r#"
+import json, sys
+import numpy as np, onnx, onnxruntime as ort
+f = sys.argv[1]
+m = onnx.load(f)
+opset = [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0]
+batch = m.graph.input[0].type.tensor_type.shape.dim[0]
+x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+s = ort.InferenceSession(f, providers=["CPUExecutionProvider"])
+y = s.run(None, {s.get_inputs()[0].name: x})[0]
+print(json.dumps({"opset": opset, "batch_param": batch.dim_param, "x": x.flatten().tolist(),
+                  "ort": y.flatten().tolist()}))
+"#;
+    for (flags, opset) in [(&[][..], 17), (&["--dynamo"][..], 18)] {
+        let file = dir.path().join(format!("vit{}.onnx", flags.len()));
+        let o = std::process::Command::new(&py)
+            .arg(&script)
+            .arg(&file)
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = std::process::Command::new(&py)
+            .args(["-c", check])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["opset"], serde_json::json!(opset), "{flags:?}");
+        assert_ne!(
+            v["batch_param"],
+            serde_json::json!(""),
+            "{flags:?}: a fixed batch"
+        );
+        // `fair-pruner info --graph` reads it: 2 blocks of 4 heads of 8.
+        let info = run(&["info", "--graph", file.to_str().unwrap()]);
+        assert!(info.status.success(), "{flags:?}: {}", stderr(&info));
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert_eq!(text.matches(" attention ").count(), 2, "{flags:?}: {text}");
+        // Ours computes what ONNX Runtime computed, at a batch size the export did not see.
+        let imported =
+            fair_pipeline::import_onnx(&file, &fair_onnx::ImportOptions::default()).unwrap();
+        let m = fair_pipeline::onnx_model(imported, Device::Cpu).unwrap();
+        let x = Tensor::from_slice(&floats(&v, "x")).reshape([3, 1, 28, 28]);
+        let want = Tensor::from_slice(&floats(&v, "ort")).reshape([3, 10]);
+        let d = max_abs(&(&eval(&m, &x) - &want));
+        assert!(d <= 1e-4 * max_abs(&want), "{flags:?}: max |Δ| = {d}");
     }
 }
