@@ -140,8 +140,10 @@ impl PruneSection {
     /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
     /// latency target but `lower`'s is, `lower`'s latency keys (`latency_on`,
     /// `latency_batch`, `latency_threads`, `latency_table`, `latency_tolerance`,
-    /// `latency_python`), which belong to its latency target, go with it (a `latency_on`
-    /// that times the pruned models of another goal stays).
+    /// `latency_python`), which belong to its latency target, go with it. Without a latency
+    /// target in `lower`, its latency keys merge like the others (its `latency_on`,
+    /// `latency_batch`, `latency_threads` and `latency_python`, which time the pruned
+    /// models of another goal, stay).
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
