@@ -1253,7 +1253,7 @@ impl<'a> Pruner<'a> {
                             table_file: file.clone(),
                             table_noisy: table.noisy,
                             predicted,
-                            mac_cut: 1.0 / (1.0 - macs_removed),
+                            mac_cut: mac_cut(macs_removed),
                             measured: None,
                             rounds: correction.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
                             tolerance: correction.as_ref().map(|c| c.1),
@@ -1342,7 +1342,7 @@ impl<'a> Pruner<'a> {
                     match r.latency_target.as_mut() {
                         Some(t) => t.measured = Some(measured(t.mac_cut)),
                         None => {
-                            let mac_cut = 1.0 / (1.0 - r.achieved.macs);
+                            let mac_cut = mac_cut(r.achieved.macs);
                             r.runtime_latency = Some(RuntimeLatency {
                                 batch: *batch,
                                 threads: *threads,
@@ -1354,6 +1354,9 @@ impl<'a> Pruner<'a> {
                 }
             }
         }
+        // The ONNX Runtime helper (and its exports) is not needed past the final
+        // measurement: it ends before the report is written.
+        drop(shared);
 
         let mut report = PruneReport {
             schema_version: REPORT_SCHEMA_VERSION,
@@ -1547,6 +1550,12 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     let text = serde_json::to_string_pretty(value).expect("reports serialise");
     fair_fs::write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// The MAC cut of a pruned model that removed the fraction `macs_removed` of the MACs: the
+/// unpruned model's MACs over the pruned one's (2.0 for half of them removed).
+fn mac_cut(macs_removed: f64) -> f64 {
+    1.0 / (1.0 - macs_removed)
 }
 
 #[cfg(test)]
