@@ -945,6 +945,58 @@ done"#,
         !files.iter().any(|f| f.starts_with("latency-")),
         "{files:?}"
     );
+
+    // An α sweep: every export timed in one set with the unpruned model, on one helper
+    // (the check of the model alone, then one load of all of them).
+    let log = dir.path().join("log");
+    std::fs::remove_file(&log).unwrap();
+    let out = dir.path().join("swept");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--alpha-sweep",
+        "0.2,0.5,0.8",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-batch",
+        "2",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["load 1 m0.onnx ", "load 4 m0.onnx m1.onnx m2.onnx m3.onnx "],
+        "{log}"
+    );
+    let v = report(&out);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{v}");
+    for r in results {
+        let l = &r["runtime_latency"];
+        assert_eq!(l["measured"]["runtime"], "onnxruntime-cpu", "{r}");
+        assert_eq!(
+            l["measured"]["speedup"]["median"].as_f64(),
+            Some(4.0),
+            "{r}"
+        );
+        let cut = v["before"]["macs"].as_f64().unwrap() / r["after"]["macs"].as_f64().unwrap();
+        assert!(
+            (l["mac_cut"].as_f64().unwrap() - cut).abs() < 1e-9 * cut,
+            "{r}"
+        );
+    }
 }
 
 #[test]
