@@ -250,9 +250,11 @@ fn run(args: &PruneArgs) -> Result<()> {
     let config = args.run.config()?;
     fair_pipeline::check_weights(&config)?;
     args.engine.check()?;
-    let mut settings = RawSettings::from_config(&config)
+    let from_config = RawSettings::from_config(&config);
+    let mut settings = from_config
         .overridden_by(&args.flags())
-        .resolve()?;
+        .resolve()
+        .map_err(|e| args.latency.config_named(e, &from_config.prune))?;
     // Latency settings the flags did not give came from the config: errors name its keys.
     if let Some(l) = &mut settings.latency {
         l.table_from_config = l.table.is_some() && args.latency.latency_table.is_none();

@@ -1078,6 +1078,26 @@ fn a_mac_target_is_timed_on_libtorch_cpu_with_latency_on() {
     let l = &v["results"][0]["runtime_latency"];
     assert_eq!(l["batch"].as_u64(), Some(2), "{l}");
     assert_eq!(l["measured"]["runtime"], "libtorch-cpu", "{l}");
+    // A latency key of a latency target given by the config with latency_on: the error
+    // names the key, not a flag.
+    let config = dir.path().join("tolerance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\nweights = {w:?}\n\n\
+             [data]\nsource = \"idx\"\npath = {data:?}\n\n\
+             [prune]\ntarget_macs = 0.5\nlatency_on = \"libtorch-cpu\"\nlatency_tolerance = 0.1\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&["prune", "--config", config.to_str().unwrap(), "-q"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("[prune] latency_tolerance: applies to a latency target only")
+            && !e.contains("--latency-tolerance"),
+        "{e}"
+    );
 }
 
 #[test]
