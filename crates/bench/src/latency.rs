@@ -414,12 +414,13 @@ pub fn latency_run_of(report: &Value) -> Result<LatencyRun> {
 
 /// The MAC-targeted run's figures from its `report.json`: its MACs and its export's latency
 /// as the CLI timed it with `--latency-on` (`results[0].runtime_latency`), which must be on
-/// `runtime` at `batch`.
+/// `runtime` at `batch` with `threads` threads.
 pub fn mac_run_of(
     report: &Value,
     target_macs: f64,
     runtime: Runtime,
     batch: usize,
+    threads: usize,
 ) -> Result<MacRun> {
     let r = &report["results"][0];
     let macs_removed = number(&r["achieved"]["macs"], "results[0].achieved.macs")?;
@@ -432,12 +433,18 @@ pub fn mac_run_of(
         );
     }
     let m = &l["measured"];
-    let (on, at) = (m["runtime"].as_str(), l["batch"].as_u64());
-    if on != Some(runtime.name()) || at != Some(batch as u64) {
+    let (on, at, with) = (
+        m["runtime"].as_str(),
+        l["batch"].as_u64(),
+        l["threads"].as_u64(),
+    );
+    if on != Some(runtime.name()) || at != Some(batch as u64) || with != Some(threads as u64) {
+        let or_unknown = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
         bail!(
-            "report.json: the MAC-targeted run was timed on {} at batch {}, not on {} at batch {batch}",
+            "report.json: the MAC-targeted run was timed on {} at batch {} with {} threads, not on {} at batch {batch} with {threads} threads",
             on.unwrap_or("?"),
-            at.map_or("?".to_string(), |b| b.to_string()),
+            or_unknown(at),
+            or_unknown(with),
             runtime.name()
         );
     }
@@ -814,7 +821,7 @@ fn row_runs(
         &prune_args(model, shared.data, o.per_class, o.threads, &goal, &out),
         &out,
     )?;
-    let mac = mac_run_of(&report, lat.macs_removed, runtime, batch)?;
+    let mac = mac_run_of(&report, lat.macs_removed, runtime, batch, o.threads)?;
     Ok((lat, mac))
 }
 
@@ -1040,6 +1047,7 @@ mod tests {
                     0.6,
                     Runtime::LibtorchCpu,
                     1,
+                    1,
                 )
                 .unwrap(),
             ),
@@ -1085,6 +1093,7 @@ mod tests {
             0.6,
             Runtime::OnnxruntimeCpu,
             32,
+            1,
         )
         .unwrap();
         assert_eq!((m.target_macs, m.macs_removed, m.mac_cut), (0.6, 0.75, 4.0));
@@ -1101,24 +1110,30 @@ mod tests {
         );
         assert_eq!((l.before_ms.median, l.after_ms.median), (2.0, 1.6));
         assert!(l.noisy);
-        // Timed on another runtime or batch than the row's, or not at all: an error.
-        for (runtime, batch) in [(Runtime::LibtorchCpu, 32), (Runtime::OnnxruntimeCpu, 1)] {
+        // Timed on another runtime, batch or thread count than the row's, or not at all:
+        // an error.
+        for (runtime, batch, threads) in [
+            (Runtime::LibtorchCpu, 32, 1),
+            (Runtime::OnnxruntimeCpu, 1, 1),
+            (Runtime::OnnxruntimeCpu, 32, 4),
+        ] {
             let e = mac_run_of(
                 &mac_report("onnxruntime-cpu", 32, false),
                 0.6,
                 runtime,
                 batch,
+                threads,
             )
             .unwrap_err()
             .to_string();
             assert!(
-                e.contains("timed on onnxruntime-cpu at batch 32, not on"),
+                e.contains("timed on onnxruntime-cpu at batch 32 with 1 threads, not on"),
                 "{e}"
             );
         }
         let mut r = mac_report("libtorch-cpu", 1, false);
         r["results"][0]["runtime_latency"] = Value::Null;
-        let e = mac_run_of(&r, 0.6, Runtime::LibtorchCpu, 1)
+        let e = mac_run_of(&r, 0.6, Runtime::LibtorchCpu, 1, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("was not timed on libtorch-cpu"), "{e}");
@@ -1175,6 +1190,7 @@ mod tests {
                 &mac_report("onnxruntime-cpu", 1, true),
                 0.6,
                 Runtime::OnnxruntimeCpu,
+                1,
                 1,
             )
             .unwrap(),

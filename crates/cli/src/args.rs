@@ -288,6 +288,35 @@ impl LatencyArgs {
         prune.latency_tolerance = self.latency_tolerance;
         prune.latency_python = self.latency_python.clone();
     }
+
+    /// `e` naming the config key (`[prune] latency_tolerance`) when it is about a latency
+    /// setting that `config` (the config file's `[prune]` keys) gave and none of these
+    /// flags did.
+    pub fn config_named(&self, e: PipelineError, config: &PruneSection) -> PipelineError {
+        let PipelineError::Invalid { setting, detail } = e else {
+            return e;
+        };
+        let c = config;
+        let (flag, key) = match setting.as_str() {
+            "target-latency" => (self.target_latency.is_some(), c.target_latency.is_some()),
+            "latency-on" => (self.latency_on.is_some(), c.latency_on.is_some()),
+            "latency-batch" => (self.latency_batch.is_some(), c.latency_batch.is_some()),
+            "latency-threads" => (self.latency_threads.is_some(), c.latency_threads.is_some()),
+            "latency-table" => (self.latency_table.is_some(), c.latency_table.is_some()),
+            "latency-tolerance" => (
+                self.latency_tolerance.is_some(),
+                c.latency_tolerance.is_some(),
+            ),
+            "latency-python" => (self.latency_python.is_some(), c.latency_python.is_some()),
+            _ => (true, false),
+        };
+        let setting = if key && !flag {
+            format!("[prune] {}", setting.replace('-', "_"))
+        } else {
+            setting
+        };
+        PipelineError::Invalid { setting, detail }
+    }
 }
 
 /// How calibration samples are drawn (and, for the U-Score, compared).

@@ -80,7 +80,8 @@ pub struct PruneArgs {
     distill_temperature: Option<f64>,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Do not measure CPU latency.
+    /// Do not measure CPU latency. Without --target-latency, refused with --latency-on
+    /// (which times the pruned models); wins over a config's [prune] latency_on (noted).
     #[arg(long)]
     no_latency: bool,
     /// Output directory: scores.json, report.json, report.md with SVG charts, one exported
@@ -249,9 +250,11 @@ fn run(args: &PruneArgs) -> Result<()> {
     let config = args.run.config()?;
     fair_pipeline::check_weights(&config)?;
     args.engine.check()?;
-    let mut settings = RawSettings::from_config(&config)
+    let from_config = RawSettings::from_config(&config);
+    let mut settings = from_config
         .overridden_by(&args.flags())
-        .resolve()?;
+        .resolve()
+        .map_err(|e| args.latency.config_named(e, &from_config.prune))?;
     // Latency settings the flags did not give came from the config: errors name its keys.
     if let Some(l) = &mut settings.latency {
         l.table_from_config = l.table.is_some() && args.latency.latency_table.is_none();
@@ -271,24 +274,6 @@ fn run(args: &PruneArgs) -> Result<()> {
         .filter(|(_, from_config)| *from_config)
         .map(|(name, _)| name.to_owned())
         .collect();
-    }
-    // Without a latency target, `latency-on` asks for the timing --no-latency turns off.
-    if args.no_latency
-        && let Some(l) = &settings.latency
-        && !settings
-            .goals
-            .iter()
-            .any(|g| matches!(g, fair_pipeline::Goal::Latency(_)))
-    {
-        let name = l.setting("latency-on");
-        let name = if name.starts_with('[') {
-            name
-        } else {
-            format!("--{name}")
-        };
-        bail!(
-            "--no-latency: cannot be used with {name} without --target-latency (it times the pruned models on that runtime): give one of them"
-        );
     }
     let mut guard = config.output_guard(args.run.config.as_deref());
     if let Some(c) = &args.calibration {

@@ -92,7 +92,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         prune: latency_section,
         ..Default::default()
     }
-    .latency()
+    .latency_untimed()
     .map_err(|e| cli_error(e.into()))?;
     // What ratios writes (the plan, a measured latency table) may not be what it reads.
     let mut guard = fair_pipeline::output_guard();

@@ -945,6 +945,58 @@ done"#,
         !files.iter().any(|f| f.starts_with("latency-")),
         "{files:?}"
     );
+
+    // An α sweep: every export timed in one set with the unpruned model, on one helper
+    // (the check of the model alone, then one load of all of them).
+    let log = dir.path().join("log");
+    std::fs::remove_file(&log).unwrap();
+    let out = dir.path().join("swept");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--alpha-sweep",
+        "0.2,0.5,0.8",
+        "--latency-on",
+        "onnxruntime-cpu",
+        "--latency-python",
+        fake.to_str().unwrap(),
+        "--latency-batch",
+        "2",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["load 1 m0.onnx ", "load 4 m0.onnx m1.onnx m2.onnx m3.onnx "],
+        "{log}"
+    );
+    let v = report(&out);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{v}");
+    for r in results {
+        let l = &r["runtime_latency"];
+        assert_eq!(l["measured"]["runtime"], "onnxruntime-cpu", "{r}");
+        assert_eq!(
+            l["measured"]["speedup"]["median"].as_f64(),
+            Some(4.0),
+            "{r}"
+        );
+        let cut = v["before"]["macs"].as_f64().unwrap() / r["after"]["macs"].as_f64().unwrap();
+        assert!(
+            (l["mac_cut"].as_f64().unwrap() - cut).abs() < 1e-9 * cut,
+            "{r}"
+        );
+    }
 }
 
 #[test]
@@ -969,8 +1021,83 @@ fn a_mac_target_is_timed_on_libtorch_cpu_with_latency_on() {
     assert!(m["before_ms"]["median"].as_f64().unwrap() > 0.0, "{m}");
     assert!(m["after_ms"]["median"].as_f64().unwrap() > 0.0, "{m}");
     assert!((m["removed"].as_f64().unwrap() - (1.0 - 1.0 / speedup)).abs() < 1e-9);
-    assert!((m["gain_per_mac_cut"].as_f64().unwrap() - speedup / mac_cut(&v)).abs() < 1e-9);
+    // The MAC cut: the unpruned model's MACs over the pruned one's, as the report counts.
+    let cut = mac_cut(&v);
+    assert!(cut > 1.0, "{v}");
+    assert!(
+        (l["mac_cut"].as_f64().unwrap() - cut).abs() < 1e-9 * cut,
+        "{l}"
+    );
+    assert!((m["gain_per_mac_cut"].as_f64().unwrap() * cut - speedup).abs() < 1e-9 * speedup);
     assert!(m["noisy"].is_boolean(), "{m}");
+
+    // --no-latency turns off the timing --latency-on asks for: refused.
+    let o = prune_macs_timed_on(&flags, &w, "libtorch-cpu", &["-q", "--no-latency"], &out);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .contains("--no-latency: cannot be used with --latency-on without --target-latency"),
+        "{}",
+        stderr(&o)
+    );
+
+    // From a config file, [prune] latency_on cannot be unset by a flag: --no-latency wins,
+    // with a note, and nothing is timed.
+    let data = dir.path().join("data");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\nweights = {w:?}\n\n\
+             [data]\nsource = \"idx\"\npath = {data:?}\n\n\
+             [prune]\ntarget_macs = 0.5\nper_class = 8\nlatency_on = \"libtorch-cpu\"\n\
+             latency_batch = 2\nout = {out:?}\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let o = run(&["prune", "--config", config, "-q", "--no-latency"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: no latency measurement (no-latency): the pruned models are not timed on libtorch-cpu ([prune] latency_on)"),
+        "{}",
+        stderr(&o)
+    );
+    let v = report(&out);
+    assert!(v["results"][0]["runtime_latency"].is_null(), "{v}");
+    assert!(
+        v["before"]["latency"]
+            .as_array()
+            .is_none_or(|l| l.is_empty()),
+        "{v}"
+    );
+    // Without --no-latency the config's latency_on times the export.
+    let o = run(&["prune", "--config", config, "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = report(&out);
+    let l = &v["results"][0]["runtime_latency"];
+    assert_eq!(l["batch"].as_u64(), Some(2), "{l}");
+    assert_eq!(l["measured"]["runtime"], "libtorch-cpu", "{l}");
+    // A latency key of a latency target given by the config with latency_on: the error
+    // names the key, not a flag.
+    let config = dir.path().join("tolerance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nzoo = \"mlp\"\ninput = [1, 8, 8]\nclasses = 2\nweights = {w:?}\n\n\
+             [data]\nsource = \"idx\"\npath = {data:?}\n\n\
+             [prune]\ntarget_macs = 0.5\nlatency_on = \"libtorch-cpu\"\nlatency_tolerance = 0.1\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&["prune", "--config", config.to_str().unwrap(), "-q"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("[prune] latency_tolerance: applies to a latency target only")
+            && !e.contains("--latency-tolerance"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1020,20 +1147,6 @@ fn latency_on_without_a_latency_target_is_checked_before_any_work() {
         stderr(&o).contains(
             "--latency-tolerance: applies to a latency target only: give --target-latency too"
         ),
-        "{}",
-        stderr(&o)
-    );
-    let o = with(&[
-        "--target-macs",
-        "0.5",
-        "--latency-on",
-        "libtorch-cpu",
-        "--no-latency",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o)
-            .contains("--no-latency: cannot be used with --latency-on without --target-latency"),
         "{}",
         stderr(&o)
     );

@@ -557,3 +557,32 @@ fn ratios_json_reads_back_as_the_typed_report() {
         assert_eq!(serde_json::to_value(&report).unwrap(), printed, "{extra:?}");
     }
 }
+
+/// A latency setting without a latency target: `ratios` times no pruned models, so the
+/// error advises `--target-latency` only (`--latency-on` without it is refused too).
+#[test]
+fn a_latency_setting_without_a_latency_target_advises_target_latency_only() {
+    for (flag, value) in [
+        ("--latency-batch", "4"),
+        ("--latency-threads", "2"),
+        ("--latency-python", "python3"),
+    ] {
+        let o = run(&[
+            "ratios",
+            "--scores",
+            "absent.json",
+            "--target-macs",
+            "0.5",
+            flag,
+            value,
+        ]);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "{flag}: applies to a latency target only: give --target-latency too"
+            )) && !e.contains("--latency-on"),
+            "{e}"
+        );
+    }
+}

@@ -417,6 +417,28 @@ pub fn summary_rows(report: &PruneReport) -> Vec<Vec<String>> {
     rows
 }
 
+/// A measured latency against the MAC cut `mac_cut`, as [`latency_target_lines`] prints
+/// it: `<removed> removed (<before> ms → <after> ms, speed-up <median>× [<q1>–<q3>]) for a
+/// <cut>× MAC cut: latency gain / MAC cut <gain>`, and whether it was noisy.
+fn measured_text(m: &crate::MeasuredLatency, mac_cut: f64) -> String {
+    format!(
+        "{:.1}% removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
+        m.removed * 100.0,
+        m.before_ms.median,
+        m.after_ms.median,
+        m.speedup.median,
+        m.speedup.q1,
+        m.speedup.q3,
+        mac_cut,
+        m.gain_per_mac_cut,
+        if m.noisy {
+            " (noisy: do not trust)"
+        } else {
+            ""
+        }
+    )
+}
+
 /// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
 /// prediction, and the measured latency removed (median \[IQR\] of the speed-up) with the
 /// latency-gain / MAC-cut ratio; then one line per round of the measured correction and,
@@ -436,21 +458,13 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
             if let Some(l) = &r.runtime_latency {
                 let m = &l.measured;
                 return Some(vec![format!(
-                    "latency of {} measured on {} (batch {}, {} thread{}): {} removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
+                    "latency of {} measured on {} (batch {}, {} thread{}): {}",
                     r.label,
                     with_version(&m.runtime, m.runtime_version.as_deref()),
                     l.batch,
                     l.threads,
                     if l.threads == 1 { "" } else { "s" },
-                    pct(m.removed),
-                    m.before_ms.median,
-                    m.after_ms.median,
-                    m.speedup.median,
-                    m.speedup.q1,
-                    m.speedup.q3,
-                    l.mac_cut,
-                    m.gain_per_mac_cut,
-                    if m.noisy { " (noisy: do not trust)" } else { "" }
+                    measured_text(m, l.mac_cut)
                 )]);
             }
             let t = r.latency_target.as_ref()?;
@@ -468,17 +482,9 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
             );
             match &t.measured {
                 Some(m) => line.push_str(&format!(
-                    "; measured on {}: {} removed ({:.3} ms → {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]) for a {:.2}× MAC cut: latency gain / MAC cut {:.2}{}",
+                    "; measured on {}: {}",
                     with_version(&m.runtime, m.runtime_version.as_deref()),
-                    pct(m.removed),
-                    m.before_ms.median,
-                    m.after_ms.median,
-                    m.speedup.median,
-                    m.speedup.q1,
-                    m.speedup.q3,
-                    t.mac_cut,
-                    m.gain_per_mac_cut,
-                    if m.noisy { " (noisy: do not trust)" } else { "" }
+                    measured_text(m, t.mac_cut)
                 )),
                 None => line.push_str(&format!(
                     " for a {:.2}× MAC cut; latency not measured",

@@ -558,15 +558,19 @@ impl<'a> Pruner<'a> {
     /// pruned models are timed with ([`crate::table_for`]). Without it a latency target uses
     /// [`LatencySettings::default`]. With goals other than latency targets, the runtime,
     /// batch and threads each pruned model is timed on against the unpruned model
-    /// ([`crate::RuntimeLatency`] in the report; no table, no correction; only while
-    /// latency is measured, [`Pruner::latency`]). [`crate::RawSettings::resolve`] gives it
-    /// when `latency-on` or a latency target is set.
+    /// ([`crate::RuntimeLatency`] in the report; no table, no correction): latency must be
+    /// measured ([`Pruner::latency`]; without it [`Pruner::validate`] refuses, unless
+    /// `latency-on` came from a config file), and a table or a tolerance other than the
+    /// default is refused. [`crate::RawSettings::resolve`] gives it when `latency-on` or a
+    /// latency target is set.
     pub fn latency_target(mut self, settings: LatencySettings) -> Self {
         self.latency_target = Some(settings);
         self
     }
 
-    /// No latency measurement (turns off [`Pruner::from_config`]'s).
+    /// No latency measurement (turns off [`Pruner::from_config`]'s). Without a latency
+    /// target, refused with a `latency-on` of [`Pruner::latency_target`], except one from a
+    /// config file (`[prune] latency_on`), whose timing is then skipped with a note.
     pub fn no_latency(mut self) -> Self {
         self.latency = None;
         self
@@ -859,8 +863,70 @@ impl<'a> Pruner<'a> {
                 ));
             }
         }
+        self.check_latency()?;
         if let Some(out) = &self.out {
             self.guard.check_dir("`out`", out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the run skips timing the pruned models on `latency-on` (no latency target)
+    /// because [`Pruner::no_latency`] turned latency off and `latency-on` came from a config
+    /// file (`[prune] latency_on`, which a flag cannot unset): `--no-latency` wins then.
+    fn skips_runtime_timing(&self) -> bool {
+        self.latency.is_none()
+            && !self.goals.iter().any(|g| matches!(g, Goal::Latency(_)))
+            && self
+                .latency_target
+                .as_ref()
+                .is_some_and(|s| s.from_config.iter().any(|n| n == "latency-on"))
+    }
+
+    /// The latency settings against the goals and the model ([`Pruner::validate`]).
+    /// Without a latency target, latency settings time the pruned models on `latency-on`:
+    /// that needs latency measurement ([`Pruner::no_latency`] is refused, unless
+    /// `latency-on` came from a config file: [`Pruner::skips_runtime_timing`]), and a table
+    /// or a tolerance of its own is refused (both belong to a latency target). A chosen
+    /// `libtorch-cpu` timing on a model on another device is refused (libtorch times on
+    /// the model's device).
+    fn check_latency(&self) -> Result<(), PipelineError> {
+        let Some(s) = &self.latency_target else {
+            return Ok(());
+        };
+        let latency_goal = self.goals.iter().any(|g| matches!(g, Goal::Latency(_)));
+        if !latency_goal {
+            const ONLY: &str = "applies to a latency target only: give `target-latency` too (`latency-on` without it times the pruned models, with no table or correction)";
+            if s.table.is_some() {
+                return Err(PipelineError::invalid(&s.setting("latency-table"), ONLY));
+            }
+            if s.tolerance != crate::DEFAULT_LATENCY_TOLERANCE {
+                return Err(PipelineError::invalid("latency-tolerance", ONLY));
+            }
+            if self.latency.is_none() && !self.skips_runtime_timing() {
+                return Err(PipelineError::invalid(
+                    "no-latency",
+                    format!(
+                        "cannot be used with {} without `target-latency` (it times the pruned models on that runtime): give one of them",
+                        match s.setting("latency-on") {
+                            n if n.starts_with('[') => n,
+                            n => format!("`{n}`"),
+                        }
+                    ),
+                ));
+            }
+        }
+        let device = self.model.device();
+        if s.runtime == LatencyRuntime::LibtorchCpu
+            && (s.runtime_given || !latency_goal)
+            && self.latency.is_some()
+            && device != tch::Device::Cpu
+        {
+            return Err(PipelineError::invalid(
+                &s.setting("latency-on"),
+                format!(
+                    "libtorch-cpu times on the CPU but the model is on {device:?}: load the model on the CPU, or leave `latency-on` out"
+                ),
+            ));
         }
         Ok(())
     }
@@ -876,6 +942,14 @@ impl<'a> Pruner<'a> {
             });
         }
         self.validate()?;
+        if self.skips_runtime_timing()
+            && let Some(s) = &self.latency_target
+        {
+            eprintln!(
+                "note: no latency measurement (no-latency): the pruned models are not timed on {} ([prune] latency_on)",
+                s.runtime
+            );
+        }
         // Claim the output directory before any work, so a foreign directory fails fast.
         let staged = match &self.out {
             Some(out) => Some(self.guard.dir("`out`", out)?.stage()?),
@@ -1179,7 +1253,7 @@ impl<'a> Pruner<'a> {
                             table_file: file.clone(),
                             table_noisy: table.noisy,
                             predicted,
-                            mac_cut: 1.0 / (1.0 - macs_removed),
+                            mac_cut: mac_cut(macs_removed),
                             measured: None,
                             rounds: correction.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
                             tolerance: correction.as_ref().map(|c| c.1),
@@ -1268,7 +1342,7 @@ impl<'a> Pruner<'a> {
                     match r.latency_target.as_mut() {
                         Some(t) => t.measured = Some(measured(t.mac_cut)),
                         None => {
-                            let mac_cut = 1.0 / (1.0 - r.achieved.macs);
+                            let mac_cut = mac_cut(r.achieved.macs);
                             r.runtime_latency = Some(RuntimeLatency {
                                 batch: *batch,
                                 threads: *threads,
@@ -1280,6 +1354,9 @@ impl<'a> Pruner<'a> {
                 }
             }
         }
+        // The ONNX Runtime helper (and its exports) is not needed past the final
+        // measurement: it ends before the report is written.
+        drop(shared);
 
         let mut report = PruneReport {
             schema_version: REPORT_SCHEMA_VERSION,
@@ -1475,6 +1552,12 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     Ok(())
 }
 
+/// The MAC cut of a pruned model that removed the fraction `macs_removed` of the MACs: the
+/// unpruned model's MACs over the pruned one's (2.0 for half of them removed).
+fn mac_cut(macs_removed: f64) -> f64 {
+    1.0 / (1.0 - macs_removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1505,6 +1588,60 @@ mod tests {
             std: vec![0.25],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn latency_on_without_a_latency_target_is_checked_against_the_other_settings() {
+        let m = model();
+        let on = LatencySettings {
+            runtime_given: true,
+            ..LatencySettings::default()
+        };
+        let err = |p: Pruner<'_>| p.validate().unwrap_err().to_string();
+        // Timing the pruned models needs latency measurement.
+        let e = err(pruner(&m).latency_target(on.clone()));
+        assert!(
+            e.starts_with("no-latency: cannot be used with `latency-on` without `target-latency`"),
+            "{e}"
+        );
+        pruner(&m)
+            .latency_target(on.clone())
+            .latency(LatencyOptions::default())
+            .validate()
+            .unwrap();
+        // `latency-on` from a config file: no-latency wins (the run notes it).
+        let from_config = LatencySettings {
+            from_config: vec!["latency-on".into()],
+            ..on.clone()
+        };
+        let p = pruner(&m).latency_target(from_config);
+        p.validate().unwrap();
+        assert!(p.skips_runtime_timing());
+        // A table or a tolerance belongs to a latency target.
+        let timed = |s: LatencySettings| {
+            pruner(&m)
+                .latency_target(s)
+                .latency(LatencyOptions::default())
+        };
+        let table = LatencySettings {
+            table: Some("t.json".into()),
+            ..on.clone()
+        };
+        let e = err(timed(table.clone()));
+        assert!(
+            e.starts_with("latency-table: applies to a latency target only"),
+            "{e}"
+        );
+        let e = err(timed(LatencySettings {
+            table_from_config: true,
+            ..table
+        }));
+        assert!(e.starts_with("[prune] latency_table: applies"), "{e}");
+        let e = err(timed(LatencySettings {
+            tolerance: 0.2,
+            ..on
+        }));
+        assert!(e.starts_with("latency-tolerance: applies"), "{e}");
     }
 
     #[test]

@@ -326,7 +326,9 @@ pub struct LatencyRound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredLatency {
-    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`).
+    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`, or `libtorch-cuda`: a
+    /// latency target's models on a CUDA device, timed on libtorch without a chosen
+    /// `latency-on`).
     pub runtime: String,
     /// The version of the runtime library it was measured with (the `onnxruntime` version
     /// for `onnxruntime-cpu`); absent for libtorch ([`PruneReport::libtorch`]).

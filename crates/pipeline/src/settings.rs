@@ -140,8 +140,10 @@ impl PruneSection {
     /// as one: when any is set here, none of `lower`'s is kept; and when that goal is not a
     /// latency target but `lower`'s is, `lower`'s latency keys (`latency_on`,
     /// `latency_batch`, `latency_threads`, `latency_table`, `latency_tolerance`,
-    /// `latency_python`), which belong to its latency target, go with it (a `latency_on`
-    /// that times the pruned models of another goal stays).
+    /// `latency_python`), which belong to its latency target, go with it. Without a latency
+    /// target in `lower`, its latency keys merge like the others (its `latency_on`,
+    /// `latency_batch`, `latency_threads` and `latency_python`, which time the pruned
+    /// models of another goal, stay).
     pub fn overriding(&self, lower: &PruneSection) -> PruneSection {
         let goal_here = self.alpha.is_some()
             || self.alpha_sweep.is_some()
@@ -465,8 +467,38 @@ impl RawSettings {
     /// `latency-tolerance` are errors. Without either: `None`, and any latency setting is
     /// an error.
     pub fn latency(&self) -> Result<Option<LatencySettings>, PipelineError> {
+        self.latency_of(true)
+    }
+
+    /// [`RawSettings::latency`] for a command that times no pruned models (`ratios`: it
+    /// counts on a latency table only): without a latency target, `latency-on` is refused
+    /// (it would time the pruned models), and a latency setting given alone is refused
+    /// naming `target-latency` only.
+    ///
+    /// ```
+    /// use fair_pipeline::{PruneSection, RawSettings};
+    /// let raw = RawSettings {
+    ///     prune: PruneSection { latency_batch: Some(4), ..PruneSection::default() },
+    ///     ..RawSettings::default()
+    /// };
+    /// let e = raw.latency_untimed().unwrap_err().to_string();
+    /// assert!(e.contains("give `target-latency` too") && !e.contains("latency-on"), "{e}");
+    /// ```
+    pub fn latency_untimed(&self) -> Result<Option<LatencySettings>, PipelineError> {
+        self.latency_of(false)
+    }
+
+    /// [`RawSettings::latency`], where `times_models` tells whether the command times
+    /// pruned models (`latency-on` without a latency target).
+    fn latency_of(&self, times_models: bool) -> Result<Option<LatencySettings>, PipelineError> {
         let p = &self.prune;
         if p.target_latency.is_none() {
+            if !times_models && p.latency_on.is_some() {
+                return Err(PipelineError::invalid(
+                    "latency-on",
+                    "without `target-latency` times the pruned models, which this command does not build: give `target-latency` to count on a latency table",
+                ));
+            }
             let (needs, why) = if p.latency_on.is_some() {
                 (
                     &[
@@ -484,7 +516,11 @@ impl RawSettings {
                         ("latency-table", p.latency_table.is_some()),
                         ("latency-tolerance", p.latency_tolerance.is_some()),
                     ][..],
-                    "applies to a latency target only, or with `latency-on` (timing the pruned models on it): give `target-latency` or `latency-on` too",
+                    if times_models {
+                        "applies to a latency target only, or with `latency-on` (timing the pruned models on it): give `target-latency` or `latency-on` too"
+                    } else {
+                        "applies to a latency target only: give `target-latency` too"
+                    },
                 )
             };
             if let Some((name, _)) = needs.iter().find(|(_, g)| *g) {
