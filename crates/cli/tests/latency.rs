@@ -311,12 +311,16 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
         .map(|g| g["layers"][0].as_str().unwrap())
         .collect();
     assert_eq!(layers, ["layers.0", "layers.2"]);
-    // A second run with the same key reuses the table.
+    // A second run with the same key reuses the table, unless the first measurement was
+    // flagged noisy (on a loaded machine, e.g. beside the other tests of this binary): a
+    // noisy table is measured again rather than trusted.
+    let noisy = table["noisy"].as_bool().expect("the table's noisy flag");
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         report(&out)["results"][0]["latency_target"]["table"],
-        "cached"
+        if noisy { "measured" } else { "cached" },
+        "noisy first table: {noisy}"
     );
     // `ratios` writes the table it measures next to the score file, through the output
     // guard: a score file that has the cache's name is not overwritten.
