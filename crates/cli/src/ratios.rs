@@ -110,7 +110,15 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     eprintln!("preset: {preset} ({source})");
     let section = PruneSection::default();
     let method = args.select.method();
-    let (remove, protect, rank) = args.select.criteria(&section, preset, &file)?;
+    let fair_pipeline::Signals {
+        remove,
+        protect,
+        rank,
+        fallback,
+    } = args.select.criteria(&section, preset, &file)?;
+    if let Some(note) = fallback {
+        eprintln!("note: {note}");
+    }
     let options = args.select.options(&section, preset)?;
     let gamma = options.mac_weight;
     let (grouped, protected) = (options.grouped, options.protected.clone());

@@ -43,7 +43,9 @@ pub struct ScoreArgs {
 /// How counts and units are chosen (ratios and prune).
 #[derive(Debug, Args)]
 pub struct SelectArgs {
-    /// ToD's removal signal: units with low scores are proposed for removal [default: u].
+    /// ToD's removal signal: units with low scores are proposed for removal [default: u; a
+    /// score file with one criterion only, and none of --remove-by, --protect-by, --rank-by
+    /// given, counts by that criterion alone, with a note].
     #[arg(long, value_name = "CRITERION")]
     pub remove_by: Option<String>,
     /// ToD's protection signal: units with high scores are protected [default: r].
@@ -131,15 +133,16 @@ impl SelectArgs {
         .overridden_by(&flags)
     }
 
-    /// (remove-by, protect-by, rank-by) after the config, the preset and the defaults, for
-    /// counting from the scores of `file`: each in the file or a known criterion
-    /// ([`RawSettings::signals_for`]); an unknown one is an error naming its flag.
+    /// ToD's signals and the ranking after the config, the preset and the defaults, for
+    /// counting from the scores of `file`: each in the file or a known criterion, or the
+    /// file's one criterion where it holds one only ([`RawSettings::signals_for`]); an
+    /// unknown one is an error naming its flag.
     pub fn criteria(
         &self,
         section: &PruneSection,
         preset: Preset,
         file: &ScoreFile,
-    ) -> Result<(String, String, String)> {
+    ) -> Result<fair_pipeline::Signals> {
         self.raw(section, preset)
             .signals_for(file, &Registry::default())
             .map_err(|e| cli_error(e.into()))

@@ -401,6 +401,69 @@ fn uniform_counts_need_only_their_ranking_criterion() {
 }
 
 #[test]
+fn a_file_scored_with_one_criterion_counts_by_it_and_says_so() {
+    // `score --criteria l1` then `ratios --target-macs 0.3 --write-plan` with nothing else:
+    // ToD removes, protects and ranks by l1, with a note; the plan applies.
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_scores(
+        &dir.path().join("l1-only.json"),
+        "vgg11_bn_cifar",
+        &[3, 32, 32],
+        4,
+        &["l1"],
+        None,
+    );
+    let plan = dir.path().join("plan.json");
+    let p = plan.to_str().unwrap();
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--write-plan",
+        p,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("holds only `l1`") && e.contains("--criteria u,r,group-l1"),
+        "{e}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let removed =
+        1.0 - v["macs"]["after"].as_f64().unwrap() / v["macs"]["before"].as_f64().unwrap();
+    assert!((0.3..0.35).contains(&removed), "{removed}: {v}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let units: usize = written["remove"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|u| u.as_array().unwrap().len())
+        .sum();
+    assert!(units > 0, "{written}");
+    // Signals given: no fallback, the missing criterion is named as before.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s,
+        "--target-macs",
+        "0.3",
+        "--protect-by",
+        "r",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(!e.contains("holds only"), "{e}");
+    assert!(
+        e.contains("no 'u' scores") || e.contains("no 'r' scores"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ratios_follows_the_recorded_preset_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let model = ("vgg11_bn_cifar", &[3, 32, 32][..]);

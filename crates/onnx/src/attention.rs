@@ -38,6 +38,17 @@ impl Importer<'_> {
                             d: *d,
                         }))
                     }
+                    // One head, already head-first `[N, 1, T, E]` (the dynamo exporter drops
+                    // torch.nn.MultiheadAttention's `[T, N·1, d]` view, which changes
+                    // nothing with one head, and writes this reshape in its place).
+                    [1, tt, d] if *tt == tokens && *d == width && width > 0 => {
+                        Some(Ok(Value::HeadsFirst {
+                            x: x.clone(),
+                            d: width,
+                            keys: false,
+                            scale: 1.0,
+                        }))
+                    }
                     _ => None,
                 }
             }

@@ -89,8 +89,8 @@ pub use report::{
 };
 pub use settings::{
     ConfigRun, DEFAULT_CRITERIA, DEFAULT_FINETUNE_LR, DEFAULT_OUT, DEFAULT_PROTECT_BY,
-    DEFAULT_REMOVE_BY, GROUPED_CONVS, LoadedModel, PruneSettings, RawSettings, check_classes,
-    check_memory_bound, check_weights, load_model, output_classes,
+    DEFAULT_REMOVE_BY, GROUPED_CONVS, LoadedModel, PruneSettings, RawSettings, Signals,
+    check_classes, check_memory_bound, check_weights, load_model, output_classes,
 };
 pub use timing::{HelperTimeouts, LatencyTimer, PASS_PER_FIRST_RUN, default_python};
 pub use torchrun::{DATA_DIR, Distill, PYTHON_ENV, TEACHER_DIR, Torchrun, TorchrunData};

@@ -86,6 +86,20 @@ pub struct RawSettings {
     pub uniform: bool,
 }
 
+/// The signals counts read from a score file ([`RawSettings::signals_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signals {
+    /// ToD's removal signal: units with low scores are proposed for removal.
+    pub remove: String,
+    /// ToD's protection signal: units with high scores are protected.
+    pub protect: String,
+    /// The criterion that orders the units each layer removes (lowest first).
+    pub rank: String,
+    /// Why the signals are not the settings' (a file scored with one criterion only), to
+    /// be shown to the user; `None` when they are.
+    pub fallback: Option<String>,
+}
+
 /// Everything a prune run does, resolved from [`RawSettings`] and the preset: no setting is
 /// left to a default decided elsewhere. [`crate::Pruner::settings`] applies it.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,26 +341,73 @@ impl RawSettings {
     /// file lacks is left to the selector, whose error says to score it). An unknown one is
     /// an error naming its setting (`remove-by`, `protect-by`, `rank-by`) and listing the
     /// known criteria; uniform counts read only the ranking.
+    ///
+    /// A file scored with one criterion only (`score --criteria l1`) counts by it: where
+    /// none of `remove-by`, `protect-by` and `rank-by` is given and the file lacks a signal
+    /// the counts read (the defaults `u` and `r`, the preset's ranking), its one criterion
+    /// removes, protects and ranks, and [`Signals::fallback`] says so.
     pub fn signals_for(
         &self,
         file: &ScoreFile,
         registry: &Registry,
-    ) -> Result<(String, String, String), PipelineError> {
-        let (remove, protect, rank) = self.signals();
-        let used: &[(&str, &str)] = match self.method() {
-            Method::Tod => &[
-                ("remove-by", &remove),
-                ("protect-by", &protect),
-                ("rank-by", &rank),
-            ],
-            Method::Uniform => &[("rank-by", &rank)],
+    ) -> Result<Signals, PipelineError> {
+        let (mut remove, mut protect, mut rank) = self.signals();
+        let method = self.method();
+        let p = &self.prune;
+        let given = p.remove_by.is_some() || p.protect_by.is_some() || p.rank_by.is_some();
+        let read = |remove: &str, protect: &str, rank: &str| -> Vec<(&'static str, String)> {
+            match method {
+                Method::Tod => vec![
+                    ("remove-by", remove.to_owned()),
+                    ("protect-by", protect.to_owned()),
+                    ("rank-by", rank.to_owned()),
+                ],
+                Method::Uniform => vec![("rank-by", rank.to_owned())],
+            }
         };
-        for &(setting, name) in used {
-            if file.criterion(name).is_none() {
-                check_known(setting, name, registry)?;
+        let mut fallback = None;
+        if let ([only], false) = (file.criteria().as_slice(), given) {
+            let mut wanted: Vec<String> = Vec::new();
+            for (_, name) in read(&remove, &protect, &rank) {
+                if !wanted.contains(&name) {
+                    wanted.push(name);
+                }
+            }
+            let lacking: Vec<String> = wanted
+                .iter()
+                .filter(|name| file.criterion(name).is_none())
+                .map(|name| format!("`{name}`"))
+                .collect();
+            if !lacking.is_empty() {
+                let only = (*only).to_owned();
+                fallback = Some(format!(
+                    "the score file holds only `{only}` scores (not {}): {} by `{only}`; \
+                     score with `--criteria {}` for the {} preset's counts",
+                    lacking.join(", "),
+                    match method {
+                        Method::Tod => "ToD removes, protects and ranks",
+                        Method::Uniform => "uniform counts rank",
+                    },
+                    wanted.join(","),
+                    self.preset(),
+                ));
+                rank = only.clone();
+                if method == Method::Tod {
+                    (remove, protect) = (only.clone(), only);
+                }
             }
         }
-        Ok((remove, protect, rank))
+        for (setting, name) in read(&remove, &protect, &rank) {
+            if file.criterion(&name).is_none() {
+                check_known(setting, &name, registry)?;
+            }
+        }
+        Ok(Signals {
+            remove,
+            protect,
+            rank,
+            fallback,
+        })
     }
 
     /// The scoring settings: the preset's (its R batch size is `batch_size` when given),
@@ -1508,10 +1569,13 @@ mod tests {
             f(&mut r);
             r.signals_for(&file, &registry)
         };
-        // Known criteria the file lacks (u, r) are left to the selector.
-        let (remove, protect, rank) = with(|_| {}).unwrap();
-        assert_eq!((remove.as_str(), protect.as_str()), ("u", "r"));
-        assert_eq!(rank, "group-l1");
+        // Known criteria the file lacks (u, r) are left to the selector when one is given.
+        let s = with(|r| r.prune.rank_by = Some("l1".into())).unwrap();
+        assert_eq!(
+            (s.remove.as_str(), s.protect.as_str(), s.rank.as_str()),
+            ("u", "r", "l1")
+        );
+        assert_eq!(s.fallback, None);
         for (f, setting) in [
             (
                 (|r: &mut RawSettings| r.prune.remove_by = Some("zzz".into()))
@@ -1534,7 +1598,7 @@ mod tests {
             r.prune.rank_by = Some("l1".into());
         })
         .unwrap();
-        assert_eq!(r.1, "zzz");
+        assert_eq!(r.protect, "zzz");
         let e = with(|r| {
             r.uniform = true;
             r.prune.rank_by = Some("zzz".into());
@@ -1544,6 +1608,48 @@ mod tests {
             e.to_string().starts_with("rank-by: unknown criterion"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_with_one_criterion_counts_by_it_unless_signals_are_given() {
+        let file = l1_scores();
+        assert_eq!(file.criteria(), ["l1"]);
+        let registry = Registry::default();
+        // Nothing given: the preset's u, r and group-l1 are missing, so l1 does all three.
+        let s = RawSettings::default()
+            .signals_for(&file, &registry)
+            .unwrap();
+        assert_eq!(
+            (s.remove.as_str(), s.protect.as_str(), s.rank.as_str()),
+            ("l1", "l1", "l1")
+        );
+        let note = s.fallback.expect("a note says why");
+        assert!(note.contains("only `l1`"), "{note}");
+        assert!(note.contains("--criteria u,r,group-l1"), "{note}");
+        // Uniform counts read the ranking only.
+        let r = RawSettings {
+            uniform: true,
+            ..Default::default()
+        };
+        let s = r.signals_for(&file, &registry).unwrap();
+        assert_eq!((s.rank.as_str(), s.remove.as_str()), ("l1", "u"));
+        assert!(s.fallback.unwrap().contains("--criteria group-l1"));
+        // Any signal given (flag or config): the settings stand, the selector reports what
+        // the file lacks.
+        for f in [
+            (|r: &mut RawSettings| r.prune.remove_by = Some("u".into())) as fn(&mut RawSettings),
+            |r| r.prune.protect_by = Some("r".into()),
+            |r| r.prune.rank_by = Some("group-l1".into()),
+        ] {
+            let mut r = RawSettings::default();
+            f(&mut r);
+            let s = r.signals_for(&file, &registry).unwrap();
+            assert_eq!(s.fallback, None);
+            assert_ne!(
+                (s.remove.as_str(), s.protect.as_str(), s.rank.as_str()),
+                ("l1", "l1", "l1")
+            );
+        }
     }
 
     #[test]
