@@ -404,7 +404,9 @@ fn pad(d: &[usize], rank: usize) -> Vec<usize> {
     v
 }
 
-/// Element-wise `Add`, `Sub`, `Mul` or `Div` with NumPy broadcasting.
+/// Element-wise `Add`, `Sub`, `Mul`, `Div`, `Mod` or `Pow` with NumPy broadcasting. `Pow`
+/// raises floats to float or integer exponents (ONNX lets the exponent's type differ) and
+/// integers to exponents 0..=63.
 pub(crate) fn binary(op: &str, a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let rank = a.dims.len().max(b.dims.len());
     let (da, db) = (pad(&a.dims, rank), pad(&b.dims, rank));
@@ -432,9 +434,21 @@ pub(crate) fn binary(op: &str, a: &Const, b: &Const, budget: &mut Budget) -> Res
                 "Sub" => |p: f32, q: f32| p - q,
                 "Mul" => |p: f32, q: f32| p * q,
                 "Mod" => return Err("Mod of floating-point constants is not evaluated".into()),
+                "Pow" => |p: f32, q: f32| p.powf(q),
                 _ => |p: f32, q: f32| p / q,
             };
             Data::F32(ia.zip(ib).map(|(i, j)| f(x[i], y[j])).collect())
+        }
+        (Data::F32(x), Data::Int(y)) if op == "Pow" => {
+            budget.take(&out, F32_BYTES)?;
+            let mut v = Vec::with_capacity(x.len().max(y.len()));
+            for (i, j) in ia.zip(ib) {
+                let Int::N(q) = y[j] else {
+                    return Err("Pow with the batch size as exponent is not evaluated".into());
+                };
+                v.push(x[i].powf(q as f32));
+            }
+            Data::F32(v)
         }
         (Data::Int(x), Data::Int(y)) => {
             let mut v = Vec::with_capacity(budget.take(&out, INT_BYTES)?);
@@ -467,6 +481,10 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, String> {
                 "Add" => p.checked_add(q),
                 "Sub" => p.checked_sub(q),
                 "Mul" => p.checked_mul(q),
+                "Pow" => match u32::try_from(q) {
+                    Ok(e @ 0..=63) => p.checked_pow(e),
+                    _ => return Err(format!("Pow of integers with exponent {q} (0..=63 only)")),
+                },
                 _ if q == 0 => return Err("integer division by zero".to_owned()),
                 // ONNX's integer Mod (fmod = 0): the remainder takes the divisor's sign.
                 "Mod" => p.checked_rem(q).map(|r| {
@@ -979,6 +997,48 @@ pub(crate) fn where_(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow_is_evaluated_on_floats_and_small_integer_exponents() {
+        // A hand-written attention's `d ** 0.5` as the TorchScript exporter writes it: a
+        // Cast of the head width to float, raised to a float constant.
+        let bu = &mut Budget::default();
+        let data = |c: Const| (*c.data).clone();
+        let d = Const::f32(vec![], vec![16.0]);
+        let half = Const::f32(vec![], vec![0.5]);
+        assert_eq!(
+            data(binary("Pow", &d, &half, bu).unwrap()),
+            Data::F32(vec![4.0])
+        );
+        // Broadcast, and an integer exponent of a float base (ONNX lets them differ).
+        let base = Const::f32(vec![3], vec![2.0, 3.0, -1.5]);
+        assert_eq!(
+            data(binary("Pow", &base, &Const::i64(vec![], [2]), bu).unwrap()),
+            Data::F32(vec![4.0, 9.0, 2.25])
+        );
+        // Integers: exponents 0..=63, overflow and negative exponents refused.
+        let i = Const::i64(vec![2], [3, -2]);
+        assert_eq!(
+            binary("Pow", &i, &Const::i64(vec![], [3]), bu)
+                .unwrap()
+                .ints()
+                .unwrap(),
+            vec![27, -8]
+        );
+        let e = binary("Pow", &i, &Const::i64(vec![], [-1]), bu).unwrap_err();
+        assert!(e.contains("exponent -1"), "{e}");
+        let e = binary(
+            "Pow",
+            &Const::i64(vec![], [10]),
+            &Const::i64(vec![], [40]),
+            bu,
+        )
+        .unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+        // An integer base with a float exponent needs a Cast, as the other arithmetic.
+        let e = binary("Pow", &i, &half, bu).unwrap_err();
+        assert!(e.contains("insert a Cast"), "{e}");
+    }
 
     #[test]
     fn equal_is_evaluated_on_integers_only() {

@@ -87,6 +87,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "MaxPool",
     "Mod",
     "Mul",
+    "Pow",
     "ReduceMean",
     "Relu",
     "Reshape",
@@ -120,6 +121,7 @@ const FOLDABLE: &[&str] = &[
     "Identity",
     "Mod",
     "Mul",
+    "Pow",
     "Reshape",
     "Shape",
     "Slice",
@@ -1029,7 +1031,7 @@ impl<'m> Importer<'m> {
                 budget.take(&c.dims, c.data.elem_bytes()).map_err(e)?;
                 fold::transpose(c, n.ints("perm")?.as_deref()).map_err(e)?
             }
-            op @ ("Add" | "Sub" | "Mul" | "Div" | "Mod") => {
+            op @ ("Add" | "Sub" | "Mul" | "Div" | "Mod" | "Pow") => {
                 if op == "Mod" && n.int_or("fmod", 0)? != 0 {
                     return Err(n.attr_err("fmod", "only the integer Mod (fmod = 0) is evaluated"));
                 }
