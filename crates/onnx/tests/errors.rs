@@ -2571,3 +2571,120 @@ fn tokens_to_rows_counted_from_a_dynamic_batch_import_as_rows() {
         "{e}"
     );
 }
+
+#[test]
+fn timm_attention_steps_outside_the_fused_qkv_pattern_are_errors_naming_the_node() {
+    for name in ["timm_vit_ts17", "timm_vit_dyn18"] {
+        // As exported, it imports.
+        vit_import(name, |_| {}).unwrap();
+        // The permutation of the fused q, k, v [N, T, 3, H, d] other than [2, 0, 3, 1, 4].
+        let (node, e) = vit_with(name, |g| {
+            let n = g
+                .node
+                .iter_mut()
+                .find(|n| {
+                    n.op_type == "Transpose"
+                        && n.attribute.iter().any(|a| a.ints == [2, 0, 3, 1, 4])
+                })
+                .unwrap();
+            n.attribute[0].ints = vec![2, 0, 1, 3, 4];
+            n.name.clone()
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("which only a Transpose [2, 0, 3, 1, 4] may read")
+                && e.contains("timm's Attention")
+                && e.contains("found perm [2, 0, 1, 3, 4]"),
+            "{name}: {e}"
+        );
+    }
+    // TorchScript's unbind: a Split on axis 0 into three; here on axis 1.
+    let (node, e) = vit_with("timm_vit_ts17", |g| {
+        let n = g.node.iter_mut().find(|n| n.op_type == "Split").unwrap();
+        n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = 1;
+        n.name.clone()
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("expected a Split on axis 0 into three parts of 1"),
+        "{e}"
+    );
+    // The dynamo exporter's unbind: three Slices [i, i+1) on axis 0; here the first one
+    // takes [0, 2) (q and k together).
+    let (node, e) = vit_with("timm_vit_dyn18", |g| {
+        let perm = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .unwrap()
+            .output[0]
+            .clone();
+        let slice = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Slice" && n.input[0] == perm)
+            .unwrap();
+        let (name, ends) = (slice.name.clone(), slice.input[2].clone());
+        let new = format!("{ends}_two");
+        g.initializer.push(TensorProto {
+            name: new.clone(),
+            dims: vec![1],
+            data_type: DataType::INT64 as i32,
+            int64_data: vec![2],
+            ..Default::default()
+        });
+        let slice = g.node.iter_mut().find(|n| n.name == name).unwrap();
+        slice.input[2] = new;
+        name
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("expected a Slice [i, i+1) with step 1 on axis 0"),
+        "{e}"
+    );
+    // The same part (q) taken twice: the second Slice also takes [0, 1).
+    let (node, e) = vit_with("timm_vit_dyn18", |g| {
+        let perm = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .unwrap()
+            .output[0]
+            .clone();
+        let slices: Vec<usize> = (0..g.node.len())
+            .filter(|&i| g.node[i].op_type == "Slice" && g.node[i].input[0] == perm)
+            .collect();
+        let first = g.node[slices[0]].input.clone();
+        g.node[slices[1]].input = first;
+        // The Squeeze of the second part takes q a second time.
+        let out = g.node[slices[1]].output[0].clone();
+        g.node
+            .iter()
+            .find(|n| n.op_type == "Squeeze" && n.input[0] == out)
+            .unwrap()
+            .name
+            .clone()
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("the q of the fused q, k, v")
+            && e.contains("taken a second time"),
+        "{e}"
+    );
+    // DeiT's two heads averaged: a Div of their sum by anything but one float is refused.
+    let (node, e) = vit_with("timm_deit_dyn18", |g| {
+        let out = g.output[0].name.clone();
+        let div = g.node.iter().find(|n| n.output[0] == out).unwrap();
+        assert_eq!(div.op_type, "Div");
+        let (name, c) = (div.name.clone(), div.input[1].clone());
+        let t = g.initializer.iter_mut().find(|t| t.name == c).unwrap();
+        *t = floats(&c, &[2], &[2.0, 3.0]);
+        name
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("the average of a distilled model's two heads")
+            && e.contains("one non-zero float"),
+        "{e}"
+    );
+}
