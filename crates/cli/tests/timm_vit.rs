@@ -3,7 +3,8 @@
 //! (`VisionTransformerDistilled`: a class and a distillation token, two heads averaged), as
 //! the fixtures `timm_vit_*` and `timm_deit_*` of `crates/onnx/tests/fixtures` (timm 1.0.15,
 //! exported by TorchScript at opset 17 and by dynamo at 18; the ViT also with a dynamic
-//! batch axis). timm's attention computes q, k and v with one fused `qkv` linear layer, split
+//! batch axis), and a ViT with timm's other spellings (`timm_vit_ls_avg_*`: LayerScale, the
+//! explicit attention of `fused_attn = False`, no class token, `global_pool="avg"`). timm's attention computes q, k and v with one fused `qkv` linear layer, split
 //! by `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`: it imports as three q, k, v
 //! linears + `attention` + the output projection, computes what ONNX Runtime computed on the
 //! file, has heads and MLP neurons as units, prunes them as the dead-unit model computes, and
@@ -18,14 +19,39 @@ use fair_analysis::{ResolveOptions, UnitMap, analyze};
 use fair_runtime::{Mode, Model};
 use tch::{Device, Tensor};
 
-/// Every export: (fixture, distilled DeiT).
-const EXPORTS: [(&str, bool); 6] = [
-    ("timm_vit_ts17", false),
-    ("timm_vit_dyn18", false),
-    ("timm_vit_ts17_dynbatch", false),
-    ("timm_vit_dyn18_dynbatch", false),
-    ("timm_deit_ts17", true),
-    ("timm_deit_dyn18", true),
+/// Which timm model a fixture is.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// `VisionTransformer`: a class token read by the head.
+    Vit,
+    /// `VisionTransformerDistilled`: a class and a distillation token, two heads averaged.
+    Deit,
+    /// `VisionTransformer` with LayerScale, the explicit attention, no class token and the
+    /// mean over the tokens.
+    Variant,
+}
+
+impl Kind {
+    /// The tokens put before the patches (class, distillation).
+    fn prefix(self) -> usize {
+        match self {
+            Kind::Vit => 1,
+            Kind::Deit => 2,
+            Kind::Variant => 0,
+        }
+    }
+}
+
+/// Every export.
+const EXPORTS: [(&str, Kind); 8] = [
+    ("timm_vit_ts17", Kind::Vit),
+    ("timm_vit_dyn18", Kind::Vit),
+    ("timm_vit_ts17_dynbatch", Kind::Vit),
+    ("timm_vit_dyn18_dynbatch", Kind::Vit),
+    ("timm_deit_ts17", Kind::Deit),
+    ("timm_deit_dyn18", Kind::Deit),
+    ("timm_vit_ls_avg_ts17", Kind::Variant),
+    ("timm_vit_ls_avg_dyn18", Kind::Variant),
 ];
 
 /// The exports with a dynamic batch axis.
@@ -89,23 +115,28 @@ fn reader<'g>(g: &'g fair_ir::Graph, name: &str) -> &'g fair_ir::Node {
 
 #[test]
 fn timm_vit_and_deit_of_both_exporters_compute_as_onnx_runtime_with_heads_and_neurons_as_units() {
-    for (name, distilled) in EXPORTS {
+    for (name, kind) in EXPORTS {
         let m = load(name);
         let g = m.graph();
         let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.type_name()).collect();
         let count = |op: &str| ops.iter().filter(|o| **o == op).count();
-        // DeiT: two tokens before the patches, two tokens read by two heads.
-        let heads = 1 + usize::from(distilled);
+        // DeiT: two tokens before the patches, two tokens read by two heads; the variant:
+        // none, and the mean over the tokens.
+        let prefix = kind.prefix();
+        let heads = if kind == Kind::Deit { 2 } else { 1 };
+        let mean = usize::from(kind == Kind::Variant);
         assert_eq!(
             [
                 count("class_token"),
                 count("position_embedding"),
                 count("attention"),
                 count("token_select"),
+                count("token_mean"),
                 count("tokens"),
                 count("linear"),
+                count("mul"),
             ],
-            [heads, 1, 2, heads, 1, 2 * 6 + heads],
+            [prefix, 1, 2, prefix, mean, 1, 2 * 6 + heads, 0],
             "{name}: {ops:?}"
         );
         let mut selected = Vec::new();
@@ -114,13 +145,13 @@ fn timm_vit_and_deit_of_both_exporters_compute_as_onnx_runtime_with_heads_and_ne
                 fair_ir::Op::Attention(a) => assert_eq!(a.head_dim, 8, "{name}"),
                 fair_ir::Op::TokenSelect(t) => selected.push(t.index),
                 fair_ir::Op::PositionEmbedding(p) => {
-                    assert_eq!((p.tokens, p.features), (16 + heads, 32), "{name}")
+                    assert_eq!((p.tokens, p.features), (16 + prefix, 32), "{name}")
                 }
                 _ => {}
             }
         }
         selected.sort_unstable();
-        assert_eq!(selected, (0..heads).collect::<Vec<_>>(), "{name}");
+        assert_eq!(selected, (0..prefix).collect::<Vec<_>>(), "{name}");
         // The fused qkv becomes three linears named after the module, read by the attention,
         // whose output projection keeps the width 32.
         for b in 0..2 {
@@ -350,7 +381,7 @@ fn pipeline(dir: &Path, name: &str) -> PathBuf {
 #[test]
 fn the_cli_imports_scores_plans_and_prunes_timm_vit_and_deit() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, distilled) in EXPORTS {
+    for (name, kind) in EXPORTS {
         let out = pipeline(dir.path(), name);
         let before = load(name).graph().macs();
         let g = fair_ir::Graph::load(&out.join("model.toml")).unwrap();
@@ -376,13 +407,14 @@ fn the_cli_imports_scores_plans_and_prunes_timm_vit_and_deit() {
         let back = fair_onnx::import_file(&out.join("model.onnx")).unwrap();
         assert_eq!(back.graph.nodes(), g.nodes(), "{name}");
         let py = std::fs::read_to_string(out.join("model.py")).unwrap();
-        let pos = if distilled {
-            "PositionEmbedding(18, 32)"
-        } else {
-            "PositionEmbedding(17, 32)"
-        };
-        for needle in ["ClassToken(32)", pos, "[:, 0]"] {
-            assert!(py.contains(needle), "{name}: model.py lacks {needle}");
+        let pos = format!("PositionEmbedding({}, 32)", 16 + kind.prefix());
+        assert!(py.contains(&pos), "{name}: model.py lacks {pos}");
+        for needle in ["ClassToken(32)", "[:, 0]"] {
+            assert_eq!(
+                py.contains(needle),
+                kind.prefix() > 0,
+                "{name}: model.py and {needle}"
+            );
         }
     }
 }

@@ -2688,3 +2688,31 @@ fn timm_attention_steps_outside_the_fused_qkv_pattern_are_errors_naming_the_node
         "{e}"
     );
 }
+
+#[test]
+fn a_layer_scale_on_tokens_that_is_not_one_per_feature_is_an_error_naming_the_node() {
+    for name in ["timm_vit_ls_avg_ts17", "timm_vit_ls_avg_dyn18"] {
+        // As exported, timm's LayerScale (`x * gamma`, gamma [32]) folds into the layer
+        // before it.
+        vit_import(name, |_| {}).unwrap();
+        // A gamma of one value per token instead: [16, 1] broadcasts, but is no per-feature
+        // scale.
+        let (node, e) = vit_with(name, |g| {
+            let mul = g
+                .node
+                .iter()
+                .find(|n| n.op_type == "Mul" && n.input[1].ends_with("ls1.gamma"))
+                .unwrap();
+            let (node, gamma) = (mul.name.clone(), mul.input[1].clone());
+            let t = g.initializer.iter_mut().find(|t| t.name == gamma).unwrap();
+            *t = floats(&gamma, &[16, 1], &[0.5; 16]);
+            node
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("multiplying [N, 16, 32] by a constant of shape [16, 1]")
+                && e.contains("[32] on tokens [N, T, 32]"),
+            "{name}: {e}"
+        );
+    }
+}
