@@ -1109,10 +1109,6 @@ impl<'m> Importer<'m> {
                 let v = self.attention_shape(inputs).expect("checked");
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
             }
-            "Shape" if self.qkv_shape(inputs).is_some() => {
-                let v = self.qkv_shape(inputs).expect("checked");
-                Ok(Value::Const(Rc::new(shape_slice(n, v)?)))
-            }
             "Shape" if self.mha_shape(inputs).is_some() => {
                 let v = self.mha_shape(inputs).expect("checked");
                 Ok(Value::Const(Rc::new(shape_slice(n, v)?)))

@@ -322,35 +322,6 @@ impl Importer<'_> {
             other => Ok(other),
         }
     }
-
-    /// The shape of a step of the split, batch axis included (for `Shape`), or `None` when
-    /// input 0 is not one.
-    pub(super) fn qkv_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<Int>> {
-        let Some(Some(Value::Qkv(q))) = inputs.first() else {
-            return None;
-        };
-        let dims = |x: &String, d: usize| -> Option<(usize, usize, usize)> {
-            match self.shapes.get(x)?.as_slice() {
-                [t, w] => Some((*t, w / 3 / d, d)),
-                _ => None,
-            }
-        };
-        let n = |v: usize| Int::N(v as i64);
-        Some(match q {
-            Qkv::Reshaped { x, d } => {
-                let (t, h, d) = dims(x, *d)?;
-                vec![Int::BATCH, n(t), n(3), n(h), n(d)]
-            }
-            Qkv::Permuted { x, d } => {
-                let (t, h, d) = dims(x, *d)?;
-                vec![n(3), Int::BATCH, n(h), n(t), n(d)]
-            }
-            Qkv::Part { x, d, .. } => {
-                let (t, h, d) = dims(x, *d)?;
-                vec![n(1), Int::BATCH, n(h), n(t), n(d)]
-            }
-        })
-    }
 }
 
 impl Importer<'_> {
@@ -403,7 +374,10 @@ impl Importer<'_> {
             let ir_readers = (self.nodes.iter())
                 .filter(|m| m.inputs.iter().any(|i| i == name))
                 .count();
+            // The layer's output before a bias `Add` (read by that `Add` only: later readers
+            // are refused) is not counted.
             let onnx: Vec<&str> = (self.values.iter())
+                .filter(|(k, _)| !self.pre_bias.contains_key(*k))
                 .filter(|(_, v)| matches!(v, Value::Act(a) if a == name))
                 .map(|(k, _)| k.as_str())
                 .collect();

@@ -2716,3 +2716,71 @@ fn a_layer_scale_on_tokens_that_is_not_one_per_feature_is_an_error_naming_the_no
         );
     }
 }
+
+#[test]
+fn timm_qkv_unbound_by_gather_reads_as_the_same_graph_as_by_slice_and_squeeze() {
+    // timm_vit_dyn18 with each `Slice` [i, i+1) on axis 0 + `Squeeze` 0 of the permuted
+    // fused q, k, v replaced by one `Gather` of index i on axis 0 (another spelling of
+    // `unbind(0)`).
+    let gathered = vit_import("timm_vit_dyn18", |g| {
+        let perms: Vec<String> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .map(|n| n.output[0].clone())
+            .collect();
+        assert_eq!(perms.len(), 2);
+        let mut k = 0;
+        for perm in perms {
+            for i in 0..3 {
+                // The first Slice left (the ones before it are Gathers now).
+                let s = g
+                    .node
+                    .iter()
+                    .position(|n| n.op_type == "Slice" && n.input[0] == perm)
+                    .unwrap();
+                let out = g.node[s].output[0].clone();
+                let sq = g
+                    .node
+                    .iter()
+                    .position(|n| n.op_type == "Squeeze" && n.input[0] == out)
+                    .unwrap();
+                let index = format!("gather_index_{k}");
+                k += 1;
+                g.initializer.push(TensorProto {
+                    name: index.clone(),
+                    dims: vec![],
+                    data_type: DataType::INT64 as i32,
+                    int64_data: vec![i as i64],
+                    ..Default::default()
+                });
+                let axis = AttributeProto {
+                    name: "axis".into(),
+                    type_: EnumOrUnknown::new(AttributeType::INT),
+                    i: 0,
+                    ..Default::default()
+                };
+                g.node[s] = NodeProto {
+                    name: format!("unbind_gather_{k}"),
+                    op_type: "Gather".into(),
+                    input: vec![perm.clone(), index],
+                    output: vec![g.node[sq].output[0].clone()],
+                    attribute: vec![axis],
+                    ..Default::default()
+                };
+                g.node.remove(sq);
+            }
+        }
+    })
+    .unwrap();
+    let sliced = vit_import("timm_vit_dyn18", |_| {}).unwrap();
+    assert_eq!(gathered.graph.nodes(), sliced.graph.nodes());
+    assert!(
+        gathered
+            .graph
+            .nodes()
+            .iter()
+            .any(|n| n.name == "blocks.1.attn.v_proj")
+    );
+    assert_eq!(gathered.tensors, sliced.tensors);
+}
