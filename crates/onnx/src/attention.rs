@@ -118,7 +118,8 @@ impl Importer<'_> {
                         super::describe(t)
                     ))));
                 }
-                let hint = self.hint(n, None);
+                let hint =
+                    (self.attend_names.get(q).cloned()).unwrap_or_else(|| self.hint(n, None));
                 let ins = vec![q.clone(), k.clone(), v.clone()];
                 Some(self.emit(n, hint, Attention::new(*d).into(), ins, vec![]))
             }

@@ -348,9 +348,13 @@ impl Importer<'_> {
         let (x, s) = self.act(n, inputs, 1 - k)?;
         let c = self.konst(n, inputs, k)?;
         let units = s.first().copied().unwrap_or(1);
+        // Tokens [N, T, F] are scaled per feature (timm's LayerScale): [F], [1, F] or
+        // [1, 1, F].
+        let tokens = (s.len() == 2).then(|| s[1]);
         let ok = match squeezed(&c) {
             [] => true,
             [u, 1, 1] => *u == units && s.len() == 3 && c.dims.len() <= 4,
+            [u] if tokens.is_some() => Some(*u) == tokens && c.dims.len() <= 3,
             [u] => *u == units && s.len() == 1 && c.dims.len() <= 2,
             _ => false,
         };
@@ -358,8 +362,12 @@ impl Importer<'_> {
             return Err(n.err("multiplying by an integer constant is not supported"));
         };
         if !ok {
+            let want = match tokens {
+                Some(f) => format!("[{f}] on tokens [N, T, {f}]"),
+                None => format!("[{units}, 1, 1] on images, [{units}] on features"),
+            };
             return Err(n.err(format!(
-                "multiplying [N, {}] by a constant of shape {:?} is not supported: only per-channel scales ([{units}, 1, 1] on images, [{units}] on features) that fold into the conv or linear layer before them are",
+                "multiplying [N, {}] by a constant of shape {:?} is not supported: only per-channel scales ({want}) that fold into the conv or linear layer before them are",
                 dims_text(&s),
                 c.dims
             )));

@@ -40,6 +40,10 @@ mod attention;
 #[path = "mha.rs"]
 mod mha;
 
+/// timm's attention (one fused qkv linear layer on batch-first tokens), split into q, k, v.
+#[path = "timm.rs"]
+mod timm;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal` and `Where` (like every op, when all
 /// its inputs are constant) are evaluated on constants
@@ -56,7 +60,10 @@ mod mha;
 /// `position_embedding`, and `Gather` of one token on axis 1 is `token_select`. Inside
 /// `torch.nn.MultiheadAttention` (see `mha.rs`), `Transpose` [1, 0, 2], `Unsqueeze` 0,
 /// `Squeeze` 3 and `Gather` 0, 1, 2 (the q, k, v split of the fused in_proj) are read as
-/// steps of its pattern. Elsewhere `Gather` on computed tensors is read only as the identity
+/// steps of its pattern; inside timm's attention (see `timm.rs`), `Reshape`
+/// [N, T, 3, H, d], `Transpose` [2, 0, 3, 1, 4], `Split`/`Slice`/`Gather` on axis 0 and
+/// `Squeeze` 0 (the q, k, v split of the fused qkv), and a `Div` by a constant of the sum
+/// of two linear layers (DeiT's averaged heads) is folded into them. Elsewhere `Gather` on computed tensors is read only as the identity
 /// `as_strided` after `Reshape` [-1], and `Unsqueeze` only on constants. `Erf` is read only
 /// inside GELU's formula (not listed: alone it is an unsupported op).
 pub const IMPORT_OPS: &[&str] = &[
@@ -374,6 +381,8 @@ enum Value {
     },
     /// A step of `torch.nn.MultiheadAttention`'s sequence-first layout (see `mha.rs`).
     Mha(mha::Mha),
+    /// A step of the split of timm's fused q, k, v (see `timm.rs`).
+    Qkv(timm::Qkv),
     /// Token `index` of the IR node's tokens with the token axis kept, `[N, 1, F]`: a
     /// `Reshape` or `Flatten` to `[N, F]` completes it (a `token_select`).
     Token { x: String, index: usize },
@@ -422,6 +431,9 @@ struct Importer<'m> {
     /// The parts (q 0, k 1, v 2) already split off each fused q, k, v projection, by IR
     /// node: a second `Gather` of the same part is an error.
     mha_split: HashSet<(String, usize)>,
+    /// The q layers split off timm's fused q, k, v (see `timm.rs`), by IR node: the name
+    /// of the `attention` node that reads them (`<module>.attend`).
+    attend_names: HashMap<String, String>,
 }
 
 impl<'m> Importer<'m> {
@@ -485,6 +497,7 @@ impl<'m> Importer<'m> {
             products: HashSet::new(),
             mha_modules: HashMap::new(),
             mha_split: HashSet::new(),
+            attend_names: HashMap::new(),
         };
         im.input(model, options)?;
         for (i, node) in graph.node.iter().enumerate() {
@@ -1172,7 +1185,9 @@ impl<'m> Importer<'m> {
             "Reshape" => self.reshape(n, inputs),
             "Transpose" => self.transpose(n, inputs),
             "LayerNormalization" => self.layer_norm(n, inputs),
-            "Slice" => self.slice(n, inputs),
+            "Slice" => self
+                .qkv_slice(n, inputs)
+                .unwrap_or_else(|| self.slice(n, inputs)),
             "Unsqueeze" => self
                 .mha_squeeze(n, inputs, true)
                 .unwrap_or_else(|| self.act(n, inputs, 0).and_then(|_| Err(n.err(
@@ -1180,6 +1195,9 @@ impl<'m> Importer<'m> {
                 )))),
             "Squeeze" => {
                 if let Some(v) = self.mha_squeeze(n, inputs, false) {
+                    return v;
+                }
+                if let Some(v) = self.qkv_squeeze(n, inputs) {
                     return v;
                 }
                 let (x, s) = self.act(n, inputs, 0)?;
@@ -1260,9 +1278,20 @@ impl<'m> Importer<'m> {
                 self.attention_scale(n, inputs, true)
                     .unwrap_or_else(|| Err(n.err("expected the attention scores")))
             }
+            "Div" if matches!(inputs.first(), Some(Some(Value::Act(_)))) => {
+                n.only(&[])?;
+                self.averaged_heads(n, inputs).unwrap_or_else(|| {
+                    Err(n.err(
+                        "Div is supported only on constants and shape computations, but here it reads a tensor computed from the input",
+                    ))
+                })
+            }
             "Softmax" => self.attention_softmax(n, inputs),
             "Gather" => {
                 if let Some(v) = self.mha_gather(n, inputs) {
+                    return v;
+                }
+                if let Some(v) = self.qkv_gather(n, inputs) {
                     return v;
                 }
                 if let Some(v) = self.token_select(n, inputs) {
@@ -1343,6 +1372,7 @@ impl<'m> Importer<'m> {
                 self.attention_step(v)
             ))),
             Some(Some(v @ Value::Mha(_))) => Err(self.mha_err(n, v)),
+            Some(Some(Value::Qkv(q))) => Err(self.qkv_err(n, q)),
             Some(Some(Value::Token { .. })) => Err(n.err(format!(
                 "input {k} ('{}') is one token with the token axis kept [N, 1, F], which only a Reshape or Flatten to [N, F] may read",
                 n.node.input[k]
@@ -1721,6 +1751,11 @@ impl<'m> Importer<'m> {
             return out;
         }
         if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.qkv_reshape(n, v, t, allowzero)
+        {
+            return out;
+        }
+        if let Some(Some(v)) = inputs.first()
             && let Some(out) = self.attention_reshape(n, &v.clone(), t, allowzero)
         {
             return out;
@@ -1827,6 +1862,11 @@ impl<'m> Importer<'m> {
         }
         if let Some(Some(v)) = inputs.first()
             && let Some(out) = self.mha_transpose(n, v, &perm)
+        {
+            return out;
+        }
+        if let Some(Some(v)) = inputs.first()
+            && let Some(out) = self.qkv_transpose(n, v, &perm)
         {
             return out;
         }
@@ -1972,6 +2012,9 @@ impl<'m> Importer<'m> {
             } else {
                 Some(self.value(n, name)?)
             });
+        }
+        if let Some(done) = self.qkv_split(n, &inputs) {
+            return done;
         }
         let (x, s) = self.act(n, &inputs, 0)?;
         if fold::axis(n.int_or("axis", 0)?, s.len() + 1).map_err(|d| n.attr_err("axis", d))? != 1 {

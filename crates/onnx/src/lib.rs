@@ -17,8 +17,9 @@
 //!   pixels, `MatMul` or `Reshape` → `Gemm` → `Reshape` on `[N, T, F]`, `LayerNormalization`
 //!   over the features, `ReduceMean` over the tokens) become `tokens`, `linear`, `layer_norm`
 //!   and `token_mean`; multi-head attention (fair-pruner's own export, PyTorch's
-//!   `scaled_dot_product_attention`, and `torch.nn.MultiheadAttention` with its fused
-//!   `in_proj` split into q, k, v linears) becomes `attention`, and a vision transformer's
+//!   `scaled_dot_product_attention`, `torch.nn.MultiheadAttention` with its fused
+//!   `in_proj` and timm's attention with its fused `qkv`, each split into q, k, v linears)
+//!   becomes `attention`, and a vision transformer's
 //!   class token, position embedding and `x[:, 0]` become `class_token`,
 //!   `position_embedding` and `token_select`. Node names follow PyTorch's module names where the
 //!   file reveals them (`layer1.0.conv1`). Anything the IR cannot express is an

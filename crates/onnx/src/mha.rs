@@ -321,16 +321,36 @@ impl Importer<'_> {
                 self.mha_what(v)
             ))));
         };
-        Some(self.split_in_proj(n, x, i as usize))
+        let module = self
+            .mha_modules
+            .get(x.as_str())
+            .cloned()
+            .unwrap_or_else(|| x.clone());
+        let x = x.clone();
+        Some(
+            self.split_fused(n, &x, i as usize, &module, MHA_AS_READ)
+                .map(|v| match v {
+                    Value::Act(y) => Value::Mha(Mha::SeqFirst(y)),
+                    other => other,
+                }),
+        )
     }
 
     /// Part `i` (q 0, k 1, v 2) of the fused projection `fused`: a `linear` layer of its
-    /// rows `i·E .. (i+1)·E`, reading the fused projection's input. The fused layer itself
-    /// is left without readers (dropped after import).
-    fn split_in_proj(&mut self, n: &NodeRef, fused: &str, i: usize) -> Result<Value, OnnxError> {
+    /// rows `i·E .. (i+1)·E`, reading the fused projection's input, named
+    /// `<module>.q_proj` (`k_proj`, `v_proj`); `as_read` says how the pattern is read, for
+    /// errors. The fused layer itself is left without readers (dropped after import).
+    pub(super) fn split_fused(
+        &mut self,
+        n: &NodeRef,
+        fused: &str,
+        i: usize,
+        module: &str,
+        as_read: &str,
+    ) -> Result<Value, OnnxError> {
         if !self.mha_split.insert((fused.to_owned(), i)) {
             return Err(n.err(format!(
-                "multi-head attention: the {} of the fused q, k, v '{fused}' is taken a second time (each of q, k and v must be gathered once) {MHA_AS_READ}",
+                "multi-head attention: the {} of the fused q, k, v '{fused}' is taken a second time (each of q, k and v must be taken once) {as_read}",
                 ["q", "k", "v"][i]
             )));
         }
@@ -339,7 +359,7 @@ impl Importer<'_> {
             node.map(|m| (m.op.clone(), m.inputs[0].clone()))
         else {
             return Err(n.err(format!(
-                "the fused q, k, v '{fused}' must come from a MatMul by a constant (in_proj_weight transposed), found another node"
+                "the fused q, k, v '{fused}' must come from a MatMul by a constant (the fused projection's weight transposed), found another node {as_read}"
             )));
         };
         let e = l.out_features / 3;
@@ -370,25 +390,19 @@ impl Importer<'_> {
                 .ok_or_else(|| n.err(format!("no bias for '{fused}'")))?;
             params.push((ParamKind::Bias, b));
         }
-        let module = self
-            .mha_modules
-            .get(fused)
-            .cloned()
-            .unwrap_or_else(|| fused.to_owned());
         let hint = format!("{module}.{}_proj", ["q", "k", "v"][i]);
         let op = Linear {
             in_features: l.in_features,
             out_features: e,
             bias: l.bias,
         };
-        match self.emit(n, hint, op.into(), vec![input], params)? {
-            Value::Act(y) => Ok(Value::Mha(Mha::SeqFirst(y))),
-            other => Ok(other),
-        }
+        self.emit(n, hint, op.into(), vec![input], params)
     }
 
-    /// `Concat` on the token axis of a constant token `[1, 1, F]` and tokens `[N, T, F]`: a
-    /// class token; `None` when the inputs are not such a pair.
+    /// `Concat` on the token axis of constant tokens `[1, 1, F]` and tokens `[N, T, F]`, in
+    /// that order: a class token (timm's distilled DeiT puts two before the tokens, its
+    /// class and distillation tokens, read as two `class_token` nodes, the last one first);
+    /// `None` when the inputs are not such a list.
     pub(super) fn class_token(
         &mut self,
         n: &NodeRef,
@@ -399,63 +413,80 @@ impl Importer<'_> {
         let refuse = || {
             folded.then(|| {
                 Err(n.err(
-                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it and tokens [N, T, F], in that order",
+                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it (or of a class and a distillation token) and tokens [N, T, F], in that order",
                 ))
             })
         };
-        let Some(Value::Const(c) | Value::PerSample(c)) = inputs.first()? else {
+        let Some((Some(Value::Act(x)), consts)) = inputs.split_last() else {
             return refuse();
         };
-        let Some(Some(Value::Act(x))) = inputs.get(1) else {
+        let consts: Option<Vec<Rc<Const>>> = (consts.iter())
+            .map(|v| match v {
+                Some(Value::Const(c) | Value::PerSample(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(consts) = consts.filter(|c| (1..=2).contains(&c.len())) else {
             return refuse();
         };
         let on_tokens = (|| {
             let (_, f) = self.token_shape(x)?;
             let axis = n.int("axis").ok().flatten()?;
-            (inputs.len() == 2 && fold::axis(axis, 3).ok()? == 1).then_some(f)
+            (fold::axis(axis, 3).ok()? == 1).then_some(f)
         })();
         let Some(f) = on_tokens else {
             return refuse();
         };
-        let Data::F32(v) = &*c.data else { return None };
-        // One token [1, 1, F] (with a dynamic batch or batch 1, or one sample's value of an
-        // `expand(N, -1, -1)`), or the file's fixed batch of copies of it [N, 1, F] (that
-        // `expand` folded for the fixed batch).
-        let copies = match c.dims[..] {
-            [1, 1, ff] if ff == f && (folded || matches!(self.batch, None | Some(1))) => 1,
-            [b, 1, ff] if ff == f && self.batch == Some(b) => b,
-            _ => 0,
-        };
-        if copies == 0 {
-            let want = match self.batch {
-                Some(b) if b > 1 => format!("[1, 1, {f}] expanded to the batch, [{b}, 1, {f}]"),
-                _ => format!("[1, 1, {f}]"),
+        let mut tokens = Vec::new();
+        for c in &consts {
+            let Data::F32(v) = &*c.data else { return None };
+            // One token [1, 1, F] (with a dynamic batch or batch 1, or one sample's value of
+            // an `expand(N, -1, -1)`), or the file's fixed batch of copies of it [N, 1, F]
+            // (that `expand` folded for the fixed batch).
+            let copies = match c.dims[..] {
+                [1, 1, ff] if ff == f && (folded || matches!(self.batch, None | Some(1))) => 1,
+                [b, 1, ff] if ff == f && self.batch == Some(b) => b,
+                _ => 0,
             };
-            return Some(Err(n.err(format!(
-                "a constant put before tokens [N, T, {f}] must be one token {want} (a class token); found shape {:?}",
-                c.dims
-            ))));
+            if copies == 0 {
+                let want = match self.batch {
+                    Some(b) if b > 1 => format!("[1, 1, {f}] expanded to the batch, [{b}, 1, {f}]"),
+                    _ => format!("[1, 1, {f}]"),
+                };
+                return Some(Err(n.err(format!(
+                    "a constant put before tokens [N, T, {f}] must be one token {want} (a class token); found shape {:?}",
+                    c.dims
+                ))));
+            }
+            let one = &v[..f];
+            if let Some(row) = v.chunks(f).position(|row| row != one) {
+                return Some(Err(n.err(format!(
+                    "a constant put before tokens [N, T, {f}] must be the same token for every sample (a class token); row {row} of {:?} differs from row 0",
+                    c.dims
+                ))));
+            }
+            tokens.push(one.to_vec());
         }
-        let one = &v[..f];
-        if let Some(row) = v.chunks(f).position(|row| row != one) {
-            return Some(Err(n.err(format!(
-                "a constant put before tokens [N, T, {f}] must be the same token for every sample (a class token); row {row} of {:?} differs from row 0",
-                c.dims
-            ))));
-        }
-        let w = Rc::new(Const::f32(vec![f], one.to_vec()));
-        let op = ClassToken { features: f };
         // The exporters name the node after the concatenation (`/Concat`, `cat`).
         let hint = Some(self.hint(n, None))
             .filter(|h| !exporter_concat_name(h))
             .unwrap_or_else(|| "class_token".to_owned());
-        Some(self.emit(
-            n,
-            hint,
-            op.into(),
-            vec![x.clone()],
-            vec![(ParamKind::Weight, w)],
-        ))
+        let mut y = x.clone();
+        for (i, one) in tokens.into_iter().enumerate().rev() {
+            let w = Rc::new(Const::f32(vec![f], one));
+            let op = ClassToken { features: f };
+            // DeiT's second token is its distillation token.
+            let name = if i == 1 {
+                "dist_token".to_owned()
+            } else {
+                hint.clone()
+            };
+            match self.emit(n, name, op.into(), vec![y], vec![(ParamKind::Weight, w)]) {
+                Ok(Value::Act(z)) => y = z,
+                other => return Some(other),
+            }
+        }
+        Some(Ok(Value::Act(y)))
     }
 
     /// `Add` of tokens `[N, T, F]` and a constant `[T, F]` or `[1, T, F]` with `T > 1`: a

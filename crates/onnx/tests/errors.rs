@@ -2571,3 +2571,216 @@ fn tokens_to_rows_counted_from_a_dynamic_batch_import_as_rows() {
         "{e}"
     );
 }
+
+#[test]
+fn timm_attention_steps_outside_the_fused_qkv_pattern_are_errors_naming_the_node() {
+    for name in ["timm_vit_ts17", "timm_vit_dyn18"] {
+        // As exported, it imports.
+        vit_import(name, |_| {}).unwrap();
+        // The permutation of the fused q, k, v [N, T, 3, H, d] other than [2, 0, 3, 1, 4].
+        let (node, e) = vit_with(name, |g| {
+            let n = g
+                .node
+                .iter_mut()
+                .find(|n| {
+                    n.op_type == "Transpose"
+                        && n.attribute.iter().any(|a| a.ints == [2, 0, 3, 1, 4])
+                })
+                .unwrap();
+            n.attribute[0].ints = vec![2, 0, 1, 3, 4];
+            n.name.clone()
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("which only a Transpose [2, 0, 3, 1, 4] may read")
+                && e.contains("timm's Attention")
+                && e.contains("found perm [2, 0, 1, 3, 4]"),
+            "{name}: {e}"
+        );
+    }
+    // TorchScript's unbind: a Split on axis 0 into three; here on axis 1.
+    let (node, e) = vit_with("timm_vit_ts17", |g| {
+        let n = g.node.iter_mut().find(|n| n.op_type == "Split").unwrap();
+        n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = 1;
+        n.name.clone()
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("expected a Split on axis 0 into three parts of 1"),
+        "{e}"
+    );
+    // The dynamo exporter's unbind: three Slices [i, i+1) on axis 0; here the first one
+    // takes [0, 2) (q and k together).
+    let (node, e) = vit_with("timm_vit_dyn18", |g| {
+        let perm = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .unwrap()
+            .output[0]
+            .clone();
+        let slice = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Slice" && n.input[0] == perm)
+            .unwrap();
+        let (name, ends) = (slice.name.clone(), slice.input[2].clone());
+        let new = format!("{ends}_two");
+        g.initializer.push(TensorProto {
+            name: new.clone(),
+            dims: vec![1],
+            data_type: DataType::INT64 as i32,
+            int64_data: vec![2],
+            ..Default::default()
+        });
+        let slice = g.node.iter_mut().find(|n| n.name == name).unwrap();
+        slice.input[2] = new;
+        name
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("expected a Slice [i, i+1) with step 1 on axis 0"),
+        "{e}"
+    );
+    // The same part (q) taken twice: the second Slice also takes [0, 1).
+    let (node, e) = vit_with("timm_vit_dyn18", |g| {
+        let perm = g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .unwrap()
+            .output[0]
+            .clone();
+        let slices: Vec<usize> = (0..g.node.len())
+            .filter(|&i| g.node[i].op_type == "Slice" && g.node[i].input[0] == perm)
+            .collect();
+        let first = g.node[slices[0]].input.clone();
+        g.node[slices[1]].input = first;
+        // The Squeeze of the second part takes q a second time.
+        let out = g.node[slices[1]].output[0].clone();
+        g.node
+            .iter()
+            .find(|n| n.op_type == "Squeeze" && n.input[0] == out)
+            .unwrap()
+            .name
+            .clone()
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("the q of the fused q, k, v")
+            && e.contains("taken a second time"),
+        "{e}"
+    );
+    // DeiT's two heads averaged: a Div of their sum by anything but one float is refused.
+    let (node, e) = vit_with("timm_deit_dyn18", |g| {
+        let out = g.output[0].name.clone();
+        let div = g.node.iter().find(|n| n.output[0] == out).unwrap();
+        assert_eq!(div.op_type, "Div");
+        let (name, c) = (div.name.clone(), div.input[1].clone());
+        let t = g.initializer.iter_mut().find(|t| t.name == c).unwrap();
+        *t = floats(&c, &[2], &[2.0, 3.0]);
+        name
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("the average of a distilled model's two heads")
+            && e.contains("one non-zero float"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_layer_scale_on_tokens_that_is_not_one_per_feature_is_an_error_naming_the_node() {
+    for name in ["timm_vit_ls_avg_ts17", "timm_vit_ls_avg_dyn18"] {
+        // As exported, timm's LayerScale (`x * gamma`, gamma [32]) folds into the layer
+        // before it.
+        vit_import(name, |_| {}).unwrap();
+        // A gamma of one value per token instead: [16, 1] broadcasts, but is no per-feature
+        // scale.
+        let (node, e) = vit_with(name, |g| {
+            let mul = g
+                .node
+                .iter()
+                .find(|n| n.op_type == "Mul" && n.input[1].ends_with("ls1.gamma"))
+                .unwrap();
+            let (node, gamma) = (mul.name.clone(), mul.input[1].clone());
+            let t = g.initializer.iter_mut().find(|t| t.name == gamma).unwrap();
+            *t = floats(&gamma, &[16, 1], &[0.5; 16]);
+            node
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("multiplying [N, 16, 32] by a constant of shape [16, 1]")
+                && e.contains("[32] on tokens [N, T, 32]"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn timm_qkv_unbound_by_gather_reads_as_the_same_graph_as_by_slice_and_squeeze() {
+    // timm_vit_dyn18 with each `Slice` [i, i+1) on axis 0 + `Squeeze` 0 of the permuted
+    // fused q, k, v replaced by one `Gather` of index i on axis 0 (another spelling of
+    // `unbind(0)`).
+    let gathered = vit_import("timm_vit_dyn18", |g| {
+        let perms: Vec<String> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+            .map(|n| n.output[0].clone())
+            .collect();
+        assert_eq!(perms.len(), 2);
+        let mut k = 0;
+        for perm in perms {
+            for i in 0..3 {
+                // The first Slice left (the ones before it are Gathers now).
+                let s = g
+                    .node
+                    .iter()
+                    .position(|n| n.op_type == "Slice" && n.input[0] == perm)
+                    .unwrap();
+                let out = g.node[s].output[0].clone();
+                let sq = g
+                    .node
+                    .iter()
+                    .position(|n| n.op_type == "Squeeze" && n.input[0] == out)
+                    .unwrap();
+                let index = format!("gather_index_{k}");
+                k += 1;
+                g.initializer.push(TensorProto {
+                    name: index.clone(),
+                    dims: vec![],
+                    data_type: DataType::INT64 as i32,
+                    int64_data: vec![i as i64],
+                    ..Default::default()
+                });
+                let axis = AttributeProto {
+                    name: "axis".into(),
+                    type_: EnumOrUnknown::new(AttributeType::INT),
+                    i: 0,
+                    ..Default::default()
+                };
+                g.node[s] = NodeProto {
+                    name: format!("unbind_gather_{k}"),
+                    op_type: "Gather".into(),
+                    input: vec![perm.clone(), index],
+                    output: vec![g.node[sq].output[0].clone()],
+                    attribute: vec![axis],
+                    ..Default::default()
+                };
+                g.node.remove(sq);
+            }
+        }
+    })
+    .unwrap();
+    let sliced = vit_import("timm_vit_dyn18", |_| {}).unwrap();
+    assert_eq!(gathered.graph.nodes(), sliced.graph.nodes());
+    assert!(
+        gathered
+            .graph
+            .nodes()
+            .iter()
+            .any(|n| n.name == "blocks.1.attn.v_proj")
+    );
+    assert_eq!(gathered.tensors, sliced.tensors);
+}

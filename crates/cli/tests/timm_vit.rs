@@ -1,0 +1,480 @@
+//! Issue 24: timm's `VisionTransformer` (the class of timm's ViT and DeiT; image 32, patch 8,
+//! 2 blocks of 4 heads, width 32, MLP 64, 10 classes) and DeiT's distilled variant
+//! (`VisionTransformerDistilled`: a class and a distillation token, two heads averaged), as
+//! the fixtures `timm_vit_*` and `timm_deit_*` of `crates/onnx/tests/fixtures` (timm 1.0.15,
+//! exported by TorchScript at opset 17 and by dynamo at 18; the ViT also with a dynamic
+//! batch axis), and a ViT with timm's other spellings (`timm_vit_ls_avg_*`: LayerScale, the
+//! explicit attention of `fused_attn = False`, no class token, `global_pool="avg"`). timm's attention computes q, k and v with one fused `qkv` linear layer, split
+//! by `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`: it imports as three q, k, v
+//! linears + `attention` + the output projection, computes what ONNX Runtime computed on the
+//! file, has heads and MLP neurons as units, prunes them as the dead-unit model computes, and
+//! goes through `import → score → ratios → apply`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run, stderr};
+use fair_analysis::{ResolveOptions, UnitMap, analyze};
+use fair_runtime::{Mode, Model};
+use tch::{Device, Tensor};
+
+/// Which timm model a fixture is.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// `VisionTransformer`: a class token read by the head.
+    Vit,
+    /// `VisionTransformerDistilled`: a class and a distillation token, two heads averaged.
+    Deit,
+    /// `VisionTransformer` with LayerScale, the explicit attention, no class token and the
+    /// mean over the tokens.
+    Variant,
+}
+
+impl Kind {
+    /// The tokens put before the patches (class, distillation).
+    fn prefix(self) -> usize {
+        match self {
+            Kind::Vit => 1,
+            Kind::Deit => 2,
+            Kind::Variant => 0,
+        }
+    }
+}
+
+/// Every export.
+const EXPORTS: [(&str, Kind); 8] = [
+    ("timm_vit_ts17", Kind::Vit),
+    ("timm_vit_dyn18", Kind::Vit),
+    ("timm_vit_ts17_dynbatch", Kind::Vit),
+    ("timm_vit_dyn18_dynbatch", Kind::Vit),
+    ("timm_deit_ts17", Kind::Deit),
+    ("timm_deit_dyn18", Kind::Deit),
+    ("timm_vit_ls_avg_ts17", Kind::Variant),
+    ("timm_vit_ls_avg_dyn18", Kind::Variant),
+];
+
+/// The exports with a dynamic batch axis.
+const DYNAMIC: [&str; 2] = ["timm_vit_ts17_dynbatch", "timm_vit_dyn18_dynbatch"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
+}
+
+fn facts(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
+}
+
+fn floats(facts: &serde_json::Value, key: &str) -> Vec<f32> {
+    facts[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn load(name: &str) -> Model {
+    let imported =
+        fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
+    fair_pipeline::onnx_model(imported, Device::Cpu).unwrap()
+}
+
+/// The fixture's sample input, `[2, 3, 32, 32]`.
+fn sample(name: &str) -> Tensor {
+    Tensor::from_slice(&floats(&facts(name), "sample_input")).reshape([2, 3, 32, 32])
+}
+
+fn eval(m: &Model, x: &Tensor) -> Tensor {
+    tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+/// The prunable groups as (first layer, units, unit map, layers), sorted by layer.
+fn prunable(m: &Model) -> Vec<(String, usize, UnitMap, Vec<String>)> {
+    let groups = analyze(m.graph(), &[]).unwrap();
+    let mut v: Vec<_> = groups
+        .groups()
+        .iter()
+        .filter(|g| g.is_prunable())
+        .map(|g| (g.layers[0].clone(), g.units, g.map, g.layers.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The one IR node reading `name`.
+fn reader<'g>(g: &'g fair_ir::Graph, name: &str) -> &'g fair_ir::Node {
+    let r = g.readers(name);
+    assert_eq!(r.len(), 1, "{name} has readers {r:?}");
+    r[0]
+}
+
+#[test]
+fn timm_vit_and_deit_of_both_exporters_compute_as_onnx_runtime_with_heads_and_neurons_as_units() {
+    for (name, kind) in EXPORTS {
+        let m = load(name);
+        let g = m.graph();
+        let ops: Vec<&str> = g.nodes().iter().map(|n| n.op.type_name()).collect();
+        let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+        // DeiT: two tokens before the patches, two tokens read by two heads; the variant:
+        // none, and the mean over the tokens.
+        let prefix = kind.prefix();
+        let heads = if kind == Kind::Deit { 2 } else { 1 };
+        let mean = usize::from(kind == Kind::Variant);
+        assert_eq!(
+            [
+                count("class_token"),
+                count("position_embedding"),
+                count("attention"),
+                count("token_select"),
+                count("token_mean"),
+                count("tokens"),
+                count("linear"),
+                count("mul"),
+            ],
+            [prefix, 1, 2, prefix, mean, 1, 2 * 6 + heads, 0],
+            "{name}: {ops:?}"
+        );
+        let mut selected = Vec::new();
+        for n in g.nodes() {
+            match &n.op {
+                fair_ir::Op::Attention(a) => assert_eq!(a.head_dim, 8, "{name}"),
+                fair_ir::Op::TokenSelect(t) => selected.push(t.index),
+                fair_ir::Op::PositionEmbedding(p) => {
+                    assert_eq!((p.tokens, p.features), (16 + prefix, 32), "{name}")
+                }
+                _ => {}
+            }
+        }
+        selected.sort_unstable();
+        assert_eq!(selected, (0..prefix).collect::<Vec<_>>(), "{name}");
+        // The fused qkv becomes three linears named after the module, read by the attention,
+        // whose output projection keeps the width 32.
+        for b in 0..2 {
+            let p = format!("blocks.{b}.attn");
+            let attend = g.node(&format!("{p}.attend")).unwrap();
+            let qkv: Vec<String> = ["q", "k", "v"]
+                .iter()
+                .map(|l| format!("{p}.{l}_proj"))
+                .collect();
+            assert_eq!(attend.inputs, qkv, "{name}");
+            for l in &qkv {
+                assert_eq!(
+                    g.node(l).unwrap().op,
+                    fair_ir::Linear::new(32, 32).into(),
+                    "{name}: {l}"
+                );
+            }
+            let proj = reader(g, &attend.name);
+            assert_eq!(proj.op, fair_ir::Linear::new(32, 32).into(), "{name}");
+        }
+        // What ONNX Runtime computed on the original file, to 1e-4 of the output's scale.
+        let f = facts(name);
+        let want = Tensor::from_slice(&floats(&f, "ort_output")).reshape([2, 10]);
+        let got = eval(&m, &sample(name));
+        let d = max_abs(&(&got - &want));
+        eprintln!(
+            "{name}: max |ours - ONNX Runtime| = {d:e} of scale {}",
+            max_abs(&want)
+        );
+        assert!(
+            d <= 1e-4 * max_abs(&want),
+            "{name}: max |Δ| = {d} of scale {}",
+            max_abs(&want)
+        );
+        // Units: each attention's heads (q, k, v as one group, 4 heads of 8 channels) and
+        // each MLP's hidden neurons; the residual stream is held by the layer norms.
+        let groups = prunable(&m);
+        let mut kinds: Vec<(usize, UnitMap, usize)> = groups
+            .iter()
+            .map(|(_, u, map, layers)| (*u, *map, layers.len()))
+            .collect();
+        kinds.sort_by_key(|k| k.0);
+        let heads = (4, UnitMap::Chunks { size: 8 }, 3);
+        let mlp = (64, UnitMap::Identity, 1);
+        assert_eq!(kinds, [heads, heads, mlp, mlp], "{name}: {groups:?}");
+    }
+}
+
+#[test]
+fn a_dynamic_batch_timm_export_computes_as_onnx_runtime_at_other_batch_sizes() {
+    for name in DYNAMIC {
+        let f = facts(name);
+        assert_eq!(f["dynamic_batch"], serde_json::json!(true), "{name}");
+        let m = load(name);
+        for b in [1i64, 3] {
+            let x = Tensor::from_slice(&floats(&f, &format!("sample_input_b{b}")))
+                .reshape([b, 3, 32, 32]);
+            let want =
+                Tensor::from_slice(&floats(&f, &format!("ort_output_b{b}"))).reshape([b, 10]);
+            let got = eval(&m, &x);
+            assert_eq!(got.size(), [b, 10], "{name}");
+            let d = max_abs(&(&got - &want));
+            eprintln!("{name} at batch {b}: max |ours - ONNX Runtime| = {d:e}");
+            assert!(
+                d <= 1e-4 * max_abs(&want),
+                "{name} at batch {b}: max |Δ| = {d} of scale {}",
+                max_abs(&want)
+            );
+        }
+    }
+}
+
+/// A small seeded generator (xorshift), for the random plan.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    /// `k` distinct values below `n`, sorted.
+    fn pick(&mut self, k: usize, n: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        while v.len() < k {
+            let x = self.below(n);
+            if !v.contains(&x) {
+                v.push(x);
+            }
+        }
+        v.sort_unstable();
+        v
+    }
+}
+
+#[test]
+fn a_random_plan_of_timm_heads_and_neurons_gives_the_dead_unit_model() {
+    for (seed, (name, _)) in EXPORTS.iter().enumerate() {
+        let m = load(name);
+        let x = sample(name);
+        let groups = prunable(&m);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d + seed as u64);
+        // Per group: 1 to 3 of the 4 heads, or 1 to 40 of the 64 neurons.
+        let mut remove = serde_json::Map::new();
+        let mut dead_rows: Vec<(String, Vec<i64>)> = Vec::new();
+        let mut kept: Vec<(String, usize)> = Vec::new();
+        for (_, units, map, layers) in &groups {
+            let k = 1 + rng.below(if *units == 4 { 3 } else { 40 });
+            let units_out = rng.pick(k, *units);
+            let size = match map {
+                UnitMap::Chunks { size } => *size,
+                _ => 1,
+            };
+            let rows: Vec<i64> = units_out
+                .iter()
+                .flat_map(|&u| (u * size) as i64..((u + 1) * size) as i64)
+                .collect();
+            for l in layers {
+                remove.insert(l.clone(), serde_json::json!(units_out));
+                dead_rows.push((l.clone(), rows.clone()));
+                kept.push((l.clone(), (units - k) * size));
+            }
+        }
+        let plan = fair_analysis::Plan::from_json_str(
+            &serde_json::json!({ "remove": remove }).to_string(),
+            "plan.json",
+        )
+        .unwrap();
+        // The dead-unit model: the removed heads' rows of q, k and v and the removed
+        // neurons' rows of the MLP's first linear (weights and biases) are zero, so a removed
+        // head attends to zero values and a removed neuron is GELU(0) = 0: neither adds
+        // anything to what reads it.
+        let dead = m.deep_copy().unwrap();
+        tch::no_grad(|| {
+            for (layer, rows) in &dead_rows {
+                for p in ["weight", "bias"] {
+                    let mut t = dead
+                        .tensor(&format!("{layer}.{p}"))
+                        .unwrap()
+                        .shallow_clone();
+                    let _ = t.index_fill_(0, &Tensor::from_slice(rows), 0.0);
+                }
+            }
+        });
+        let (orig, a) = (eval(&m, &x), eval(&dead, &x));
+        assert!(
+            max_abs(&(&orig - &a)) > 1e-3,
+            "{name}: the dead units must matter"
+        );
+        let pruned = fair_surgery::apply(&dead, &plan, &ResolveOptions::default()).unwrap();
+        let g = pruned.model.graph();
+        for (layer, width) in &kept {
+            assert_eq!(g.units(layer), Some(*width), "{name}: {layer}");
+        }
+        for n in g.nodes() {
+            if let fair_ir::Op::Attention(at) = &n.op {
+                assert_eq!(at.head_dim, 8, "{name}: the head dimension is kept");
+            }
+        }
+        assert!(g.macs() < m.graph().macs(), "{name}");
+        let b = eval(&pruned.model, &x);
+        let d = max_abs(&(&a - &b));
+        eprintln!("{name}: max |pruned - dead-unit model| = {d:e}");
+        assert!(d <= 1e-5, "{name}: max |Δ| = {d}");
+    }
+}
+
+/// `import → score --criteria l1 → ratios --target-macs 0.3 --write-plan → apply` on each
+/// export; returns the pruned model's directory.
+fn pipeline(dir: &Path, name: &str) -> PathBuf {
+    let d = dir.join(name);
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let imported = d.join("imported");
+    let o = run(&["import", &s(&fixture(name)), "--out", &s(&imported)]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let (graph, weights) = (
+        imported.join("model.toml"),
+        imported.join("model.safetensors"),
+    );
+    let scores = d.join("scores.json");
+    let o = run(&[
+        "score",
+        "--graph",
+        &s(&graph),
+        "--weights",
+        &s(&weights),
+        "--criteria",
+        "l1",
+        "--out",
+        &s(&scores),
+    ]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let plan = d.join("plan.json");
+    let o = run(&[
+        "ratios",
+        "--scores",
+        &s(&scores),
+        "--target-macs",
+        "0.3",
+        "--remove-by",
+        "l1",
+        "--protect-by",
+        "l1",
+        "--rank-by",
+        "l1",
+        "--write-plan",
+        &s(&plan),
+    ]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let out = d.join("pruned");
+    let o = run(&[
+        "apply",
+        "--graph",
+        &s(&graph),
+        "--weights",
+        &s(&weights),
+        "--plan",
+        &s(&plan),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    out
+}
+
+#[test]
+fn the_cli_imports_scores_plans_and_prunes_timm_vit_and_deit() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, kind) in EXPORTS {
+        let out = pipeline(dir.path(), name);
+        let before = load(name).graph().macs();
+        let g = fair_ir::Graph::load(&out.join("model.toml")).unwrap();
+        assert!(
+            (g.macs() as f64) < 0.8 * before as f64,
+            "{name}: {} of {before} MACs left",
+            g.macs()
+        );
+        // Heads go whole (q, k, v keep a multiple of 8 channels, equal), the residual
+        // stream keeps 32.
+        for b in 0..2 {
+            let p = format!("blocks.{b}.attn");
+            let w = g.units(&format!("{p}.q_proj")).unwrap();
+            assert_eq!(w % 8, 0, "{name}: {p}");
+            assert_eq!(g.units(&format!("{p}.k_proj")), Some(w));
+            assert_eq!(g.units(&format!("{p}.v_proj")), Some(w));
+            let proj = reader(&g, &format!("{p}.attend"));
+            assert_eq!(g.units(&proj.name), Some(32), "{name}");
+        }
+        assert_eq!(g.units("patch_embed.proj"), Some(32));
+        // The ONNX export reads back as the same graph, and the PyTorch export names the
+        // token ops.
+        let back = fair_onnx::import_file(&out.join("model.onnx")).unwrap();
+        assert_eq!(back.graph.nodes(), g.nodes(), "{name}");
+        let py = std::fs::read_to_string(out.join("model.py")).unwrap();
+        let pos = format!("PositionEmbedding({}, 32)", 16 + kind.prefix());
+        assert!(py.contains(&pos), "{name}: model.py lacks {pos}");
+        for needle in ["ClassToken(32)", "[:, 0]"] {
+            assert_eq!(
+                py.contains(needle),
+                kind.prefix() > 0,
+                "{name}: model.py and {needle}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the reference Python (onnx, onnxruntime, torch): run with cargo xtask test"]
+fn pruned_timm_vit_and_deit_exports_pass_the_onnx_checker_and_compute_as_ours() {
+    let Some(py) = fair_testkit::reference_python("the pruned timm ViT's ONNX and PyTorch check")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, _) in EXPORTS {
+        let out = pipeline(dir.path(), name);
+        let m = Model::from_safetensors(
+            fair_ir::Graph::load(&out.join("model.toml")).unwrap(),
+            &out.join("model.safetensors"),
+            Device::Cpu,
+        )
+        .unwrap();
+        let x = sample(name);
+        let ours = eval(&m, &x);
+        let input = dir.path().join(format!("{name}-x.safetensors"));
+        Tensor::write_safetensors(&[("x", &x)], &input).unwrap();
+        // onnx.checker with full shape inference, then ONNX Runtime on the exported file and
+        // the exported model.py (its weights from model.safetensors) on the same input.
+        let script = r#"
+import json, sys
+import numpy as np, onnx, onnxruntime as ort, torch
+from safetensors.torch import load_file
+out, inp = sys.argv[1], sys.argv[2]
+onnx.checker.check_model(onnx.load(f"{out}/model.onnx"), full_check=True)
+x = load_file(inp)["x"]
+s = ort.InferenceSession(f"{out}/model.onnx", providers=["CPUExecutionProvider"])
+y = s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
+sys.path.insert(0, out)
+from model import load
+z = load(f"{out}/model.safetensors")(x).detach().numpy()
+print(json.dumps({"ort": y.flatten().tolist(), "torch": z.flatten().tolist()}))
+"#;
+        let o = std::process::Command::new(&py)
+            .args(["-c", script])
+            .arg(&out)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for key in ["ort", "torch"] {
+            let theirs = Tensor::from_slice(&floats(&v, key)).reshape([2, 10]);
+            let d = max_abs(&(&ours - &theirs));
+            eprintln!("{name}: max |ours - {key}| = {d:e}");
+            assert!(
+                d <= 1e-4 * max_abs(&ours),
+                "{name}: {key} differs from ours by {d}"
+            );
+        }
+    }
+}
