@@ -57,6 +57,9 @@ const REQUIREMENTS: &[&str] = &[
     "onnx==1.23.2",
     "onnxruntime==1.32.0",
     "onnxscript==0.7.2",
+    // timm's ViT and DeiT classes, exported in configurations no fixture has
+    // (crates/cli/tests/variants.rs; the fixtures themselves are checked in).
+    "timm==1.0.15",
 ];
 
 const HELP: &str = "\

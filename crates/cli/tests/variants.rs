@@ -2,9 +2,10 @@
 //! torchvision's `VisionTransformer` with other head counts, head widths, depths, patch and
 //! image sizes (one head included), hand-written batch-first attention (PyTorch's
 //! `scaled_dot_product_attention`, and the explicit product with `d ** 0.5`), ResNeXt-style
-//! grouped convolutions of 3, 4 and 8 groups and depthwise-separable convolutions, each with
-//! both exporters (TorchScript at opset 17, dynamo at 18 with its external data file) and a
-//! dynamic batch axis. For each file: the import computes what ONNX Runtime computed on it;
+//! grouped convolutions of 3, 4 and 8 groups, depthwise-separable convolutions, timm's ViT
+//! (3 heads, one-channel input) and DeiT's distilled class (2 heads, LayerScale, no qkv bias),
+//! each with both exporters (TorchScript at opset 17, dynamo at 18 with its external data
+//! file) and a dynamic batch axis. For each file: the import computes what ONNX Runtime computed on it;
 //! `import → score --criteria l1 → ratios --target-macs 0.3 --write-plan → apply`, spelled
 //! as the issue spells it, removes at least 30% of the MACs; and on every pruned export
 //! `onnx.checker` passes and ONNX Runtime on `model.onnx`, PyTorch on `model.py` and
@@ -125,7 +126,7 @@ fn transformers_and_grouped_convs_in_unnamed_configurations_import_prune_and_exp
         .filter_map(|l| l.strip_prefix("wrote "))
         .map(PathBuf::from)
         .collect();
-    assert_eq!(files.len(), 14, "7 variants × 2 exporters: {files:?}");
+    assert_eq!(files.len(), 18, "9 variants × 2 exporters: {files:?}");
     let mut checks = Vec::new();
     for onnx in &files {
         let name = onnx.file_stem().unwrap().to_str().unwrap().to_owned();

@@ -113,6 +113,17 @@ def torchvision_vit(image, patch, layers, heads, dim, mlp, channels):
     return model, [channels, image, image]
 
 
+def timm_vit(distilled=False, **sizes):
+    """timm's VisionTransformer (or DeiT's distilled class): one fused qkv linear."""
+    import timm
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    assert timm.__version__ == "1.0.15", timm.__version__
+    cls = VisionTransformerDistilled if distilled else TimmViT
+    return cls(**sizes).eval(), [sizes.get("in_chans", 3), sizes["img_size"], sizes["img_size"]]
+
+
 # name: (builder, input shape)
 VARIANTS = {
     # torchvision's class: 3 heads of 16, 3 layers, patch 12 on 48²
@@ -129,6 +140,13 @@ VARIANTS = {
     "resnext_g4_g8_g3": lambda: (resnext([(32, 4), (64, 8), (48, 3)]), [3, 32, 32]),
     # depthwise convs and a conv of 6 groups
     "separable": lambda: (separable(), [3, 32, 32]),
+    # timm's ViT: 3 heads of 16, 3 blocks, patch 4 on one-channel 28², MLP ratio 1.5
+    "timm_vit_h3": lambda: timm_vit(img_size=28, patch_size=4, in_chans=1, embed_dim=48, depth=3,
+                                    num_heads=3, mlp_ratio=1.5, num_classes=10),
+    # DeiT's distilled class: 2 heads of 12, LayerScale, qkv without bias
+    "timm_deit_h2": lambda: timm_vit(True, img_size=24, patch_size=6, embed_dim=24, depth=2,
+                                     num_heads=2, mlp_ratio=3, num_classes=5, init_values=0.3,
+                                     qkv_bias=False),
 }
 
 
