@@ -51,18 +51,7 @@ macro_rules! elementwise {
             fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
                 Ok(inputs[0].1.to_vec())
             }
-            fn params(&self, _node: &str) -> Vec<ParamSpec> {
-                Vec::new()
-            }
-            fn macs(&self, _output: &[usize]) -> Option<u64> {
-                Some(0)
-            }
-            fn channels(&self) -> Channels {
-                Channels::Follow
-            }
-            fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-                Ok(self.clone().into())
-            }
+            follows_its_input!();
             fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
                 self.onnx_spec(ctx)
             }

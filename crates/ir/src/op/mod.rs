@@ -25,6 +25,28 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Inside an `impl Contract`: the four answers of an op without parameters and MACs whose
+/// output units are its input's and whose attributes do not depend on the widths
+/// (pooling, dropout, activations, token reshuffles): `params` none, `macs` 0, `channels`
+/// [`Channels::Follow`], `narrowed` the op unchanged. Each op still opts in by writing it,
+/// so no op gets these answers by default.
+macro_rules! follows_its_input {
+    () => {
+        fn params(&self, _node: &str) -> Vec<ParamSpec> {
+            Vec::new()
+        }
+        fn macs(&self, _output: &[usize]) -> Option<u64> {
+            Some(0)
+        }
+        fn channels(&self) -> Channels {
+            Channels::Follow
+        }
+        fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
+            Ok(self.clone().into())
+        }
+    };
+}
+
 mod activation;
 mod attention;
 mod channel;

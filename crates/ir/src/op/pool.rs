@@ -106,18 +106,7 @@ impl Contract for MaxPool2d {
             self.ceil_mode,
         )
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         Some(format!(
             "nn.MaxPool2d(kernel_size={}, stride={}, padding={}, ceil_mode={})",
@@ -200,18 +189,7 @@ impl Contract for AvgPool2d {
             self.ceil_mode,
         )
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         Some(format!(
             "nn.AvgPool2d(kernel_size={}, stride={}, padding={}, ceil_mode={}, count_include_pad={})",
@@ -299,18 +277,7 @@ impl Contract for AdaptiveAvgPool2d {
         super::checked_numel("the output", &shape)?;
         Ok(shape)
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         Some(format!(
             "nn.AdaptiveAvgPool2d({})",

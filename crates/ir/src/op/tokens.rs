@@ -68,18 +68,7 @@ impl Contract for Tokens {
         let (c, h, w) = image(inputs, 0)?;
         Ok(vec![checked_numel("the tokens", &[h, w])?, c])
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         None
     }
@@ -141,18 +130,7 @@ impl Contract for TokenMean {
         let (_, f) = tokens(inputs, 0)?;
         Ok(vec![f])
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         None
     }
@@ -442,18 +420,7 @@ impl Contract for TokenSelect {
         }
         Ok(vec![f])
     }
-    fn params(&self, _node: &str) -> Vec<ParamSpec> {
-        Vec::new()
-    }
-    fn macs(&self, _output: &[usize]) -> Option<u64> {
-        Some(0)
-    }
-    fn channels(&self) -> Channels {
-        Channels::Follow
-    }
-    fn narrowed(&self, _inputs: &[&[usize]], _units: Option<usize>) -> Result<Op, String> {
-        Ok(self.clone().into())
-    }
+    follows_its_input!();
     fn torch_module(&self) -> Option<String> {
         None
     }
