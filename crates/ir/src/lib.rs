@@ -63,7 +63,7 @@ pub use op::{
     HardSigmoid, HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear, MaxPool2d, Mul, NameBase,
     OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec, Op, Pair, ParamKind,
     ParamSpec, PositionEmbedding, Reads, Refit, Relu, Role, Scoring, ShapeInput, Sigmoid, Silu,
-    Slice, TokenMean, TokenSelect, Tokens, Window, examples, unit_axis, unit_count,
+    Slice, TokenMean, TokenRange, TokenSelect, Tokens, Window, examples, unit_axis, unit_count,
 };
 
 /// Parses a per-sample shape written `CxHxW` (e.g. `3x224x224`) or `F` (e.g. `784`).

@@ -1985,20 +1985,26 @@ impl<'m> Importer<'m> {
         };
         if axis != 1 || starts.len() != 1 || ends.len() != 1 || steps != [1] {
             return Err(n.err(format!(
-                "slicing computed tensors is supported along the channel axis (1) with step 1; found axes {axes:?}, steps {steps:?}"
+                "slicing computed tensors is supported along axis 1 (the channels of [N, C, H, W] or [N, F], the tokens of [N, T, F]) with step 1; found axes {axes:?}, steps {steps:?}"
             )));
         }
         let c = s[0] as i64;
         let fix = |v: i64| (if v < 0 { v.saturating_add(c) } else { v }).clamp(0, c) as usize;
         let (start, end) = (fix(starts[0]), fix(ends[0]));
         let hint = self.hint(n, None);
-        self.emit(
-            n,
-            hint,
-            fair_ir::Slice { start, end }.into(),
-            vec![x],
-            vec![],
-        )
+        // Axis 1 of tokens [N, T, F] is the token axis: a run of tokens (`x[:, 1:]`).
+        let op = if s.len() == 2 {
+            if start >= end {
+                return Err(n.err(format!(
+                    "the slice keeps no token of the {c} tokens of '{x}' ({}..{} on axis 1)",
+                    starts[0], ends[0]
+                )));
+            }
+            fair_ir::TokenRange { start, end }.into()
+        } else {
+            fair_ir::Slice { start, end }.into()
+        };
+        self.emit(n, hint, op, vec![x], vec![])
     }
 
     /// `Split` of computed tensors along the channels: one `slice` per output.

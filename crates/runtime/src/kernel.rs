@@ -320,6 +320,13 @@ impl Kernel for fair_ir::TokenSelect {
     }
 }
 
+impl Kernel for fair_ir::TokenRange {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0()
+            .f_narrow(1, self.start as i64, (self.end - self.start) as i64)
+    }
+}
+
 impl Kernel for fair_ir::LayerNorm {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
         s.x0().f_layer_norm(

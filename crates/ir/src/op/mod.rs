@@ -69,7 +69,7 @@ pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, O
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
-pub use tokens::{ClassToken, PositionEmbedding, TokenMean, TokenSelect, Tokens};
+pub use tokens::{ClassToken, PositionEmbedding, TokenMean, TokenRange, TokenSelect, Tokens};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -623,6 +623,8 @@ ops! {
     PositionEmbedding(PositionEmbedding) = "position_embedding",
     /// One token of the tokens, `[T, F]` to `[F]` (`x[:, index]`; the class token).
     TokenSelect(TokenSelect) = "token_select",
+    /// Tokens `start..end` of the tokens, `[T, F]` to `[end − start, F]` (`x[:, 1:]`).
+    TokenRange(TokenRange) = "token_range",
 }
 
 impl Op {
@@ -995,6 +997,8 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         ),
         (TokenSelect { index: 0 }.into(), vec![tok()]),
         (TokenSelect { index: 4 }.into(), vec![tok()]),
+        (TokenRange { start: 1, end: 5 }.into(), vec![tok()]),
+        (TokenRange { start: 0, end: 2 }.into(), vec![tok()]),
     ]
 }
 

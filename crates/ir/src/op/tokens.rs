@@ -1,7 +1,8 @@
 //! Token layouts for transformer blocks: `tokens` (an image's pixels become tokens),
 //! `token_mean` (the mean over the tokens), `class_token` (a learned token put first),
-//! `position_embedding` (a learned tensor added) and `token_select` (one token). A token tensor `[T, F]` holds its units (features)
-//! on its last axis ([`super::unit_axis`]).
+//! `position_embedding` (a learned tensor added), `token_select` (one token) and
+//! `token_range` (a run of tokens). A token tensor `[T, F]` holds its units (features) on its
+//! last axis ([`super::unit_axis`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -426,5 +427,76 @@ impl Contract for TokenSelect {
     }
     fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
         format!("{}[:, {}]", inputs[0], self.index)
+    }
+}
+
+/// Tokens `start..end` of the tokens, `[T, F]` to `[end − start, F]` (`x[:, start:end]`; e.g.
+/// `x[:, 1:]`, the patch tokens after a class token, before a mean over them).
+///
+/// Channel behaviour: [`Channels::Follow`]: every kept token keeps all its features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRange {
+    /// The first token kept (from 0).
+    pub start: usize,
+    /// One past the last token kept.
+    pub end: usize,
+}
+
+impl Contract for TokenRange {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // Slice along the token axis (1 of [N, T, F]).
+        let mut s = OnnxSpec::default();
+        let starts = s.constant(".starts", OnnxConst::I64(vec![self.start as i64]));
+        let ends = s.constant(".ends", OnnxConst::I64(vec![self.end as i64]));
+        let axes = s.constant(".axes", OnnxConst::I64(vec![1]));
+        s.node(
+            "",
+            "Slice",
+            vec![OnnxRef::Input(0), starts, ends, axes],
+            None,
+            vec![],
+        );
+        Ok(s)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Pooling
+    }
+    fn check(&self) -> Result<(), String> {
+        super::bounded("start", self.start)?;
+        super::bounded("end", self.end)?;
+        if self.start >= self.end {
+            return Err(format!(
+                "token_range {}..{} keeps no token: start must be below end",
+                self.start, self.end
+            ));
+        }
+        Ok(())
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        if self.end > t {
+            return Err(format!(
+                "token_range {}..{} does not fit the {t} tokens of '{}'",
+                self.start, self.end, inputs[0].0
+            ));
+        }
+        Ok(vec![self.end - self.start, f])
+    }
+    follows_its_input!();
+    fn torch_module(&self) -> Option<String> {
+        None
+    }
+    fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
+        format!("{}[:, {}:{}]", inputs[0], self.start, self.end)
     }
 }
