@@ -2239,8 +2239,33 @@ fn the_fused_in_proj_is_split_once_and_read_only_by_its_split() {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("is read by 2 nodes or outputs besides Shape")
-                && e.contains("fused q, k, v"),
+            e.contains("is also read by 'peek'") && e.contains("fused q, k, v"),
+            "{name}: {e}"
+        );
+        // A reader of the fused projection transposed back to batch-first (the same IR
+        // value), before the Reshape: still refused, naming the reader.
+        let e = vit_import(name, |g| {
+            let at = g
+                .node
+                .iter()
+                .position(|n| {
+                    n.op_type == "Reshape"
+                        && g.node
+                            .iter()
+                            .any(|m| m.op_type == "Unsqueeze" && m.input[0] == n.output[0])
+                })
+                .unwrap();
+            let fused = g.node[at].input[0].clone();
+            let mut back = node("Transpose", "back", &[&fused], "fused_back");
+            back.attribute.push(ints_attr("perm", &[1, 0, 2]));
+            g.node
+                .insert(at, node("Relu", "peek", &["fused_back"], "peek_out"));
+            g.node.insert(at, back);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("is also read by 'peek'") && e.contains("fused q, k, v"),
             "{name}: {e}"
         );
     }
