@@ -4,8 +4,9 @@
 //! the fixtures `timm_vit_*` and `timm_deit_*` of `crates/onnx/tests/fixtures` (timm 1.0.15,
 //! exported by TorchScript at opset 17 and by dynamo at 18; the ViT also with a dynamic
 //! batch axis), and a ViT with timm's other spellings (`timm_vit_ls_avg_*`: LayerScale, the
-//! explicit attention of `fused_attn = False`, no class token, `global_pool="avg"`). timm's attention computes q, k and v with one fused `qkv` linear layer, split
-//! by `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`: it imports as three q, k, v
+//! explicit attention of `fused_attn = False`, no class token, `global_pool="avg"`). timm's
+//! attention computes q, k and v with one fused `qkv` linear layer, split by
+//! `reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`: it imports as three q, k, v
 //! linears + `attention` + the output projection, computes what ONNX Runtime computed on the
 //! file, has heads and MLP neurons as units, prunes them as the dead-unit model computes, and
 //! goes through `import → score → ratios → apply`.
@@ -57,14 +58,18 @@ const EXPORTS: [(&str, Kind); 8] = [
 /// The exports with a dynamic batch axis.
 const DYNAMIC: [&str; 2] = ["timm_vit_ts17_dynbatch", "timm_vit_dyn18_dynbatch"];
 
+/// The path of fixture `name` (`crates/onnx/tests/fixtures/<name>.onnx`).
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
 }
 
+/// What the fixture generator recorded for fixture `name` (its `.json` next to the file:
+/// the sample input, ONNX Runtime's output on it, …).
 fn facts(name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
 }
 
+/// The numbers under `key` in a fixture's facts, as `f32`.
 fn floats(facts: &serde_json::Value, key: &str) -> Vec<f32> {
     facts[key]
         .as_array()
@@ -74,6 +79,7 @@ fn floats(facts: &serde_json::Value, key: &str) -> Vec<f32> {
         .collect()
 }
 
+/// Fixture `name` imported (default options) as a runnable model on the CPU.
 fn load(name: &str) -> Model {
     let imported =
         fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
@@ -85,10 +91,12 @@ fn sample(name: &str) -> Tensor {
     Tensor::from_slice(&floats(&facts(name), "sample_input")).reshape([2, 3, 32, 32])
 }
 
+/// `m`'s output on `x` in eval mode, without gradients.
 fn eval(m: &Model, x: &Tensor) -> Tensor {
     tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap()
 }
 
+/// The largest absolute value in `t`.
 fn max_abs(t: &Tensor) -> f64 {
     t.abs().max().double_value(&[])
 }
@@ -228,6 +236,7 @@ fn a_dynamic_batch_timm_export_computes_as_onnx_runtime_at_other_batch_sizes() {
 struct Rng(u64);
 
 impl Rng {
+    /// The next value below `n`.
     fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;

@@ -46,24 +46,24 @@ mod timm;
 
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal` and `Where` (like every op, when all
-/// its inputs are constant) are evaluated on constants
-/// and on shapes computed from the batch size only (`Expand` of a float constant over the
-/// batch is a class token's `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors
-/// take channel ranges, `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose`
-/// to channels-last and back delimits a region of per-pixel ops read channels-first
-/// (`LayerNormalization` is a LayerNorm2d, `MatMul` a 1×1 conv), and `Mul` by a constant is
-/// a layer scale folded into the layer before it. On tokens `[N, T, F]`: `Reshape`
-/// `[N, C, H·W]` + `Transpose` [0, 2, 1] of an image is `tokens`, `Reshape` `[N·T, F]` →
-/// `Gemm` → `Reshape` and `MatMul` are linear layers, `LayerNormalization` over the last
-/// axis is `layer_norm`, `ReduceMean` over axis 1 is `token_mean`, `Concat` on axis 1 of a
-/// constant token and the tokens is `class_token`, `Add` of a constant `[T, F]` is
-/// `position_embedding`, and `Gather` of one token on axis 1 is `token_select`. Inside
-/// `torch.nn.MultiheadAttention` (see `mha.rs`), `Transpose` [1, 0, 2], `Unsqueeze` 0,
-/// `Squeeze` 3 and `Gather` 0, 1, 2 (the q, k, v split of the fused in_proj) are read as
-/// steps of its pattern; inside timm's attention (see `timm.rs`), `Reshape`
-/// [N, T, 3, H, d], `Transpose` [2, 0, 3, 1, 4], `Split`/`Slice`/`Gather` on axis 0 and
-/// `Squeeze` 0 (the q, k, v split of the fused qkv), and a `Div` by a constant of the sum
-/// of two linear layers (DeiT's averaged heads) is folded into them. Elsewhere `Gather` on computed tensors is read only as the identity
+/// its inputs are constant) are evaluated on constants and on shapes computed from the batch
+/// size only (`Expand` of a float constant over the batch is a class token's
+/// `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors take channel ranges,
+/// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last and
+/// back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
+/// LayerNorm2d, `MatMul` a 1×1 conv), and `Mul` by a constant is a layer scale folded into
+/// the layer before it. On tokens `[N, T, F]`: `Reshape` `[N, C, H·W]` + `Transpose`
+/// [0, 2, 1] of an image is `tokens`, `Reshape` `[N·T, F]` → `Gemm` → `Reshape` and `MatMul`
+/// are linear layers, `LayerNormalization` over the last axis is `layer_norm`, `ReduceMean`
+/// over axis 1 is `token_mean`, `Concat` on axis 1 of a constant token and the tokens is
+/// `class_token`, `Add` of a constant `[T, F]` is `position_embedding`, and `Gather` of one
+/// token on axis 1 is `token_select`. Inside `torch.nn.MultiheadAttention` (see `mha.rs`),
+/// `Transpose` [1, 0, 2], `Unsqueeze` 0, `Squeeze` 3 and `Gather` 0, 1, 2 (the q, k, v split
+/// of the fused in_proj) are read as steps of its pattern. Inside timm's attention (see
+/// `timm.rs`), so are `Reshape` [N, T, 3, H, d], `Transpose` [2, 0, 3, 1, 4],
+/// `Split`/`Slice`/`Gather` on axis 0 and `Squeeze` 0 (the q, k, v split of the fused qkv).
+/// A `Div` by a constant of the sum of two linear layers (DeiT's averaged heads) is folded
+/// into both layers. Elsewhere `Gather` on computed tensors is read only as the identity
 /// `as_strided` after `Reshape` [-1], and `Unsqueeze` only on constants. `Erf` is read only
 /// inside GELU's formula (not listed: alone it is an unsupported op).
 pub const IMPORT_OPS: &[&str] = &[
@@ -1280,11 +1280,8 @@ impl<'m> Importer<'m> {
             }
             "Div" if matches!(inputs.first(), Some(Some(Value::Act(_)))) => {
                 n.only(&[])?;
-                self.averaged_heads(n, inputs).unwrap_or_else(|| {
-                    Err(n.err(
-                        "Div is supported only on constants and shape computations, but here it reads a tensor computed from the input",
-                    ))
-                })
+                self.averaged_heads(n, inputs)
+                    .unwrap_or_else(|| Err(computed_input_err(n, "Div")))
             }
             "Softmax" => self.attention_softmax(n, inputs),
             "Gather" => {
@@ -1326,13 +1323,7 @@ impl<'m> Importer<'m> {
                 let hint = self.hint(n, None);
                 self.emit(n, hint, Concat {}.into(), names, vec![])
             }
-            other => Err(n.err(format!(
-                "{other} is supported only on constants and shape computations, but here it reads a tensor computed from the input{}",
-                match other {
-                    "Transpose" | "Gather" | "Slice" => " (channel shuffles and channel splits are not supported yet)",
-                    _ => "",
-                }
-            ))),
+            other => Err(computed_input_err(n, other)),
         }
     }
 
@@ -2812,6 +2803,18 @@ fn bias_vector(n: &NodeRef, b: &Const, out: usize) -> Result<Const, OnnxError> {
             b.dims
         )))
     }
+}
+
+/// The error for node `n` (of op `op`, read only on constants and shape computations)
+/// reading a tensor computed from the input.
+fn computed_input_err(n: &NodeRef, op: &str) -> OnnxError {
+    n.err(format!(
+        "{op} is supported only on constants and shape computations, but here it reads a tensor computed from the input{}",
+        match op {
+            "Transpose" | "Gather" | "Slice" => " (channel shuffles and channel splits are not supported yet)",
+            _ => "",
+        }
+    ))
 }
 
 #[cfg(test)]

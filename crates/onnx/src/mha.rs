@@ -16,6 +16,7 @@
 //! and `Transpose` [1, 0, 2] give tokens back. A step that leaves the pattern is an error
 //! naming the node.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use fair_ir::{Attention, ClassToken, Linear, ParamKind, PositionEmbedding, TokenSelect};
@@ -87,6 +88,45 @@ impl Importer<'_> {
             [t, f] => Some((*t, *f)),
             _ => None,
         }
+    }
+
+    /// Who reads IR node `layer` besides node `n` and `Shape`s (which read only its
+    /// dimensions), under any of its ONNX values: the nodes whose outputs are `layer` again
+    /// (`Identity`, `Dropout`, its bias `Add`, a `Transpose` to or from sequence-first) are
+    /// not readers, but their readers are. `None` when nothing else reads it; else the
+    /// reader, quoted (`a graph output`, an IR node).
+    pub(super) fn other_reader(&self, n: &NodeRef, layer: &str) -> Option<String> {
+        let aliases: HashSet<&str> = (self.values.iter())
+            .filter(|(_, v)| {
+                matches!(v, Value::Act(a) | Value::ChannelsLast(a) | Value::Mha(Mha::SeqFirst(a))
+                    if a == layer)
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let onnx = self.graph.node.iter().find(|m| {
+            !std::ptr::eq(*m, n.node)
+                && m.op_type != "Shape"
+                && m.input.iter().any(|i| aliases.contains(i.as_str()))
+                && !(m.output.first()).is_some_and(|o| aliases.contains(o.as_str()))
+        });
+        if let Some(m) = onnx {
+            let name = if m.name.is_empty() {
+                &m.op_type
+            } else {
+                &m.name
+            };
+            return Some(format!("'{name}'"));
+        }
+        if let Some(m) = self
+            .nodes
+            .iter()
+            .find(|m| m.inputs.iter().any(|i| i == layer))
+        {
+            return Some(format!("the IR node '{}'", m.name));
+        }
+        (self.graph.output.iter())
+            .find(|o| aliases.contains(o.name.as_str()))
+            .map(|o| format!("the graph output '{}'", o.name))
     }
 
     /// `Transpose` of sequence-first steps and of tokens to sequence-first; `None` when
@@ -192,14 +232,10 @@ impl Importer<'_> {
                     {
                         // The fused projection is replaced by q, k and v: nothing else may
                         // read it (but a `Shape`, which reads only its dimensions).
-                        let fused = n.node.input[0].as_str();
-                        let shapes = (self.graph.node.iter())
-                            .filter(|m| m.op_type == "Shape" && m.input.iter().any(|i| i == fused))
-                            .count();
-                        let readers = self.readers.get(fused).copied().unwrap_or(0) - shapes;
-                        if readers > 1 {
+                        if let Some(who) = self.other_reader(n, x) {
+                            let fused = &n.node.input[0];
                             return Some(Err(n.err(format!(
-                                "multi-head attention: the fused q, k, v '{fused}' (of '{x}') is read by {readers} nodes or outputs besides Shape; only this Reshape may read it, as the fused in_proj is split into q, k and v {MHA_AS_READ}"
+                                "multi-head attention: the fused q, k, v '{fused}' (of '{x}') is also read by {who}; only this Reshape (and Shape) may read it, as the fused in_proj is split into q, k and v {MHA_AS_READ}"
                             ))));
                         }
                         Ok(Value::Mha(Mha::Packed {
@@ -276,14 +312,9 @@ impl Importer<'_> {
         let v @ Value::Mha(step) = inputs.first()?.as_ref()? else {
             return None;
         };
-        let axes = match inputs.get(1).cloned().flatten() {
-            Some(Value::Const(c)) => c.ints().ok(),
-            _ => n.ints("axes").ok().flatten(),
-        };
         // Both act at rank 5 ([1, T, N, 3, E] and [3, T, N, 1, E]): negative axes count from
         // there.
-        let axes: Option<Vec<usize>> =
-            axes.and_then(|a| a.iter().map(|&a| fold::axis(a, 5).ok()).collect());
+        let axes = squeeze_axes(n, inputs, 5);
         Some(match (step, axes.as_deref(), unsqueeze) {
             (Mha::Packed { x, stage: 0 }, Some([0]), true) => Ok(Value::Mha(Mha::Packed {
                 x: x.clone(),
@@ -310,12 +341,8 @@ impl Importer<'_> {
         let Mha::Packed { x, stage: 3 } = step else {
             return Some(Err(self.mha_err(n, v)));
         };
-        let index = match inputs.get(1).cloned().flatten() {
-            Some(Value::Const(c)) if c.dims.is_empty() => c.ints().ok().map(|i| i[0]),
-            _ => None,
-        };
-        let axis = n.int_or("axis", 0).ok();
-        let (Some(i @ 0..=2), Some(0)) = (index, axis) else {
+        // The packed q, k, v are [3, T, N, E]: rank 4.
+        let (Some(i @ 0..=2), Some(0)) = gather_one(n, inputs, 4) else {
             return Some(Err(n.err(format!(
                 "multi-head attention: {}: expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0 {MHA_AS_READ}",
                 self.mha_what(v)
@@ -475,9 +502,11 @@ impl Importer<'_> {
         for (i, one) in tokens.into_iter().enumerate().rev() {
             let w = Rc::new(Const::f32(vec![f], one));
             let op = ClassToken { features: f };
-            // DeiT's second token is its distillation token.
+            // The second token is named after its parameter (DeiT's `dist_token`, a ViT's
+            // `reg_token`), else taken for DeiT's distillation token.
             let name = if i == 1 {
-                "dist_token".to_owned()
+                self.token_param_name(&n.node.input[i])
+                    .unwrap_or_else(|| "dist_token".to_owned())
             } else {
                 hint.clone()
             };
@@ -487,6 +516,28 @@ impl Importer<'_> {
             }
         }
         Some(Ok(Value::Act(y)))
+    }
+
+    /// The name of the parameter behind the constant token `value`: the initializer it is
+    /// (or that an `Expand`, `Identity`, `Cast` or `Unsqueeze` made it from), when it is a
+    /// valid IR node name and not a name the exporter made up (`expand_1`, `onnx::…`).
+    fn token_param_name(&self, value: &str) -> Option<String> {
+        let mut name = value;
+        // A few pass-throughs at most: the exporters write one `Expand`.
+        for _ in 0..4 {
+            if self.inits.contains_key(name) {
+                break;
+            }
+            let m = (self.graph.node.iter()).find(|m| m.output.iter().any(|o| o == name))?;
+            if !["Expand", "Identity", "Cast", "Unsqueeze"].contains(&m.op_type.as_str()) {
+                return None;
+            }
+            name = m.input.first()?;
+        }
+        if !self.inits.contains_key(name) || exporter_op_name(name) {
+            return None;
+        }
+        crate::names::is_clean(name).then(|| name.to_owned())
     }
 
     /// `Add` of tokens `[N, T, F]` and a constant `[T, F]` or `[1, T, F]` with `T > 1`: a
@@ -591,11 +642,58 @@ impl Importer<'_> {
     }
 }
 
+/// The axes of `Squeeze` (or `Unsqueeze`) `n` (its input 1, or its `axes` attribute before
+/// opset 13), counted at rank `rank` (negative ones from the end); `None` when they are not
+/// constant integers or out of range.
+pub(super) fn squeeze_axes(
+    n: &NodeRef,
+    inputs: &[Option<Value>],
+    rank: usize,
+) -> Option<Vec<usize>> {
+    let axes = match inputs.get(1).cloned().flatten() {
+        Some(Value::Const(c)) => c.ints().ok(),
+        _ => n.ints("axes").ok().flatten(),
+    };
+    axes?.iter().map(|&a| fold::axis(a, rank).ok()).collect()
+}
+
+/// The index and axis of `Gather` `n` of a rank-`rank` tensor by one scalar index: the
+/// index when input 1 is a scalar integer constant, the axis (0 when not given) counted at
+/// rank `rank` (negative ones from the end) when it is in range.
+pub(super) fn gather_one(
+    n: &NodeRef,
+    inputs: &[Option<Value>],
+    rank: usize,
+) -> (Option<i64>, Option<usize>) {
+    let index = match inputs.get(1).cloned().flatten() {
+        Some(Value::Const(c)) if c.dims.is_empty() => c.ints().ok().map(|i| i[0]),
+        _ => None,
+    };
+    let axis = (n.int_or("axis", 0).ok()).and_then(|a| fold::axis(a, rank).ok());
+    (index, axis)
+}
+
 /// Whether `h` is a name the exporters give a concatenation (`cat`, `cat_1`, `concat`,
 /// `Concat_3`, …), not a module's name.
 fn exporter_concat_name(h: &str) -> bool {
+    numbered_op(h, &["cat", "concat"])
+}
+
+/// Whether `h` is a name the exporters give the value of an op that makes a constant token
+/// (`expand_1`, `unsqueeze`, TorchScript's `onnx::Expand_12`, dynamo's `val_3`), not a
+/// parameter's name.
+fn exporter_op_name(h: &str) -> bool {
+    h.starts_with("onnx::")
+        || crate::names::is_numbered(h, 'n')
+        || h.strip_prefix("val_")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        || numbered_op(h, &["expand", "identity", "cast", "unsqueeze", "constant"])
+}
+
+/// Whether `h` is one of `ops` (any case), alone or followed by `_` and digits.
+fn numbered_op(h: &str, ops: &[&str]) -> bool {
     let h = h.to_ascii_lowercase();
-    ["cat", "concat"].iter().any(|p| {
+    ops.iter().any(|p| {
         h.strip_prefix(p).is_some_and(|rest| {
             rest.is_empty()
                 || rest
@@ -607,7 +705,31 @@ fn exporter_concat_name(h: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::exporter_concat_name;
+    use super::{exporter_concat_name, exporter_op_name};
+
+    #[test]
+    fn only_the_exporters_token_names_are_not_parameter_names() {
+        for h in [
+            "expand",
+            "expand_1",
+            "Expand_3",
+            "onnx::Expand_12",
+            "val_7",
+            "n0_18",
+        ] {
+            assert!(exporter_op_name(h), "{h}");
+        }
+        for h in [
+            "dist_token",
+            "reg_token",
+            "expanded",
+            "val",
+            "value_1",
+            "cls_token",
+        ] {
+            assert!(!exporter_op_name(h), "{h}");
+        }
+    }
 
     #[test]
     fn only_the_exporters_concat_names_are_replaced() {

@@ -14,6 +14,7 @@
 //! `q·scale @ kᵀ`, softmax, `@ v`) is the pattern of `attention.rs`. A step that leaves
 //! the pattern is an error naming the node and the expected step.
 
+use super::mha::{gather_one, squeeze_axes};
 use super::{Importer, Value, dims_text};
 use crate::OnnxError;
 use crate::fold::{self, Int};
@@ -91,15 +92,11 @@ impl Importer<'_> {
             ))));
         }
         // The fused layer is replaced by q, k and v: nothing else may read it (but a
-        // `Shape`, which reads only its dimensions).
-        let fused = n.node.input[0].as_str();
-        let shapes = (self.graph.node.iter())
-            .filter(|m| m.op_type == "Shape" && m.input.iter().any(|i| i == fused))
-            .count();
-        let readers = self.readers.get(fused).copied().unwrap_or(0) - shapes;
-        if readers > 1 {
+        // `Shape`, which reads only its dimensions), under any of its ONNX values.
+        if let Some(who) = self.other_reader(n, x) {
+            let fused = &n.node.input[0];
             return Some(Err(n.err(format!(
-                "multi-head attention: the fused q, k, v '{fused}' (of '{x}') is read by {readers} nodes or outputs besides Shape; only this Reshape may read it, as the fused qkv layer is split into q, k and v {QKV_AS_READ}"
+                "multi-head attention: the fused q, k, v '{fused}' (of '{x}') is also read by {who}; only this Reshape (and Shape) may read it, as the fused qkv layer is split into q, k and v {QKV_AS_READ}"
             ))));
         }
         Some(Ok(Value::Qkv(Qkv::Reshaped { x: x.clone(), d })))
@@ -171,8 +168,11 @@ impl Importer<'_> {
             },
             Err(e) => return Some(Err(e)),
         };
+        // The permuted q, k, v are [3, N, H, T, d]: rank 5.
         let axis = n.int_or("axis", 0).ok();
-        if axis != Some(0) || sizes.as_deref() != Some(&[1, 1, 1]) {
+        if axis.and_then(|a| fold::axis(a, 5).ok()) != Some(0)
+            || sizes.as_deref() != Some(&[1, 1, 1])
+        {
             return Some(Err(n.err(format!(
                 "multi-head attention: {}: expected a Split on axis 0 into three parts of 1 (q, k, v), found axis {axis:?} and sizes {sizes:?} {QKV_AS_READ}",
                 Self::qkv_what(q)
@@ -252,13 +252,8 @@ impl Importer<'_> {
         let Some(Some(Value::Qkv(q))) = inputs.first() else {
             return None;
         };
-        let axes = match inputs.get(1).cloned().flatten() {
-            Some(Value::Const(c)) => c.ints().ok(),
-            _ => n.ints("axes").ok().flatten(),
-        };
-        let axes: Option<Vec<usize>> =
-            axes.and_then(|a| a.iter().map(|&a| fold::axis(a, 5).ok()).collect());
-        match (q, axes.as_deref()) {
+        // A part is [1, N, H, T, d]: rank 5.
+        match (q, squeeze_axes(n, inputs, 5).as_deref()) {
             (Qkv::Part { x, d, i }, Some([0])) => {
                 let (x, d, i) = (x.clone(), *d, *i);
                 Some(self.qkv_part(n, &x, d, i))
@@ -280,12 +275,8 @@ impl Importer<'_> {
         let Qkv::Permuted { x, d } = q else {
             return Some(Err(self.qkv_err(n, q)));
         };
-        let index = match inputs.get(1).cloned().flatten() {
-            Some(Value::Const(c)) if c.dims.is_empty() => c.ints().ok().map(|i| i[0]),
-            _ => None,
-        };
-        let axis = n.int_or("axis", 0).ok();
-        let (Some(i @ 0..=2), Some(0)) = (index, axis) else {
+        // The permuted q, k, v are [3, N, H, T, d]: rank 5.
+        let (Some(i @ 0..=2), Some(0)) = gather_one(n, inputs, 5) else {
             return Some(Err(n.err(format!(
                 "multi-head attention: {}: expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0 {QKV_AS_READ}",
                 Self::qkv_what(q)
@@ -358,11 +349,17 @@ impl Importer<'_> {
                 layers[0], layers[1]
             ))))
         };
+        // The divisor must not add axes: of rank at most that of the sum [N, …].
+        let rank = self.shapes.get(sum).map_or(0, Vec::len) + 1;
         let value = match (&*c.data, c.scalar_f32()) {
-            (crate::fold::Data::F32(_), Ok(v)) if v != 0.0 && v.is_finite() => v,
+            (crate::fold::Data::F32(_), Ok(v))
+                if v != 0.0 && v.is_finite() && c.dims.len() <= rank =>
+            {
+                v
+            }
             _ => {
                 return refuse(format!(
-                    "the divisor must be one non-zero float, found shape {:?}",
+                    "the divisor must be one non-zero float of rank at most {rank} (the sum's), found shape {:?}",
                     c.dims
                 ));
             }

@@ -2239,8 +2239,33 @@ fn the_fused_in_proj_is_split_once_and_read_only_by_its_split() {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("is read by 2 nodes or outputs besides Shape")
-                && e.contains("fused q, k, v"),
+            e.contains("is also read by 'peek'") && e.contains("fused q, k, v"),
+            "{name}: {e}"
+        );
+        // A reader of the fused projection transposed back to batch-first (the same IR
+        // value), before the Reshape: still refused, naming the reader.
+        let e = vit_import(name, |g| {
+            let at = g
+                .node
+                .iter()
+                .position(|n| {
+                    n.op_type == "Reshape"
+                        && g.node
+                            .iter()
+                            .any(|m| m.op_type == "Unsqueeze" && m.input[0] == n.output[0])
+                })
+                .unwrap();
+            let fused = g.node[at].input[0].clone();
+            let mut back = node("Transpose", "back", &[&fused], "fused_back");
+            back.attribute.push(ints_attr("perm", &[1, 0, 2]));
+            g.node
+                .insert(at, node("Relu", "peek", &["fused_back"], "peek_out"));
+            g.node.insert(at, back);
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("is also read by 'peek'") && e.contains("fused q, k, v"),
             "{name}: {e}"
         );
     }
@@ -2717,62 +2742,63 @@ fn a_layer_scale_on_tokens_that_is_not_one_per_feature_is_an_error_naming_the_no
     }
 }
 
+/// timm_vit_dyn18's graph `g` with each `Slice` [i, i+1) on axis 0 + `Squeeze` 0 of the
+/// permuted fused q, k, v replaced by one `Gather` on `axis` of index `index(i)` (another
+/// spelling of `unbind(0)` when the index is i and the axis 0).
+fn unbind_by_gather(g: &mut GraphProto, index: impl Fn(i64) -> i64, axis: i64) {
+    let perms: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+        .map(|n| n.output[0].clone())
+        .collect();
+    assert_eq!(perms.len(), 2);
+    let mut k = 0;
+    for perm in perms {
+        for i in 0..3 {
+            // The first Slice left (the ones before it are Gathers now).
+            let s = g
+                .node
+                .iter()
+                .position(|n| n.op_type == "Slice" && n.input[0] == perm)
+                .unwrap();
+            let out = g.node[s].output[0].clone();
+            let sq = g
+                .node
+                .iter()
+                .position(|n| n.op_type == "Squeeze" && n.input[0] == out)
+                .unwrap();
+            let index_name = format!("gather_index_{k}");
+            k += 1;
+            g.initializer.push(TensorProto {
+                name: index_name.clone(),
+                dims: vec![],
+                data_type: DataType::INT64 as i32,
+                int64_data: vec![index(i)],
+                ..Default::default()
+            });
+            let axis = AttributeProto {
+                name: "axis".into(),
+                type_: EnumOrUnknown::new(AttributeType::INT),
+                i: axis,
+                ..Default::default()
+            };
+            g.node[s] = NodeProto {
+                name: format!("unbind_gather_{k}"),
+                op_type: "Gather".into(),
+                input: vec![perm.clone(), index_name],
+                output: vec![g.node[sq].output[0].clone()],
+                attribute: vec![axis],
+                ..Default::default()
+            };
+            g.node.remove(sq);
+        }
+    }
+}
+
 #[test]
 fn timm_qkv_unbound_by_gather_reads_as_the_same_graph_as_by_slice_and_squeeze() {
-    // timm_vit_dyn18 with each `Slice` [i, i+1) on axis 0 + `Squeeze` 0 of the permuted
-    // fused q, k, v replaced by one `Gather` of index i on axis 0 (another spelling of
-    // `unbind(0)`).
-    let gathered = vit_import("timm_vit_dyn18", |g| {
-        let perms: Vec<String> = g
-            .node
-            .iter()
-            .filter(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
-            .map(|n| n.output[0].clone())
-            .collect();
-        assert_eq!(perms.len(), 2);
-        let mut k = 0;
-        for perm in perms {
-            for i in 0..3 {
-                // The first Slice left (the ones before it are Gathers now).
-                let s = g
-                    .node
-                    .iter()
-                    .position(|n| n.op_type == "Slice" && n.input[0] == perm)
-                    .unwrap();
-                let out = g.node[s].output[0].clone();
-                let sq = g
-                    .node
-                    .iter()
-                    .position(|n| n.op_type == "Squeeze" && n.input[0] == out)
-                    .unwrap();
-                let index = format!("gather_index_{k}");
-                k += 1;
-                g.initializer.push(TensorProto {
-                    name: index.clone(),
-                    dims: vec![],
-                    data_type: DataType::INT64 as i32,
-                    int64_data: vec![i as i64],
-                    ..Default::default()
-                });
-                let axis = AttributeProto {
-                    name: "axis".into(),
-                    type_: EnumOrUnknown::new(AttributeType::INT),
-                    i: 0,
-                    ..Default::default()
-                };
-                g.node[s] = NodeProto {
-                    name: format!("unbind_gather_{k}"),
-                    op_type: "Gather".into(),
-                    input: vec![perm.clone(), index],
-                    output: vec![g.node[sq].output[0].clone()],
-                    attribute: vec![axis],
-                    ..Default::default()
-                };
-                g.node.remove(sq);
-            }
-        }
-    })
-    .unwrap();
+    let gathered = vit_import("timm_vit_dyn18", |g| unbind_by_gather(g, |i| i, 0)).unwrap();
     let sliced = vit_import("timm_vit_dyn18", |_| {}).unwrap();
     assert_eq!(gathered.graph.nodes(), sliced.graph.nodes());
     assert!(
@@ -2783,4 +2809,303 @@ fn timm_qkv_unbound_by_gather_reads_as_the_same_graph_as_by_slice_and_squeeze() 
             .any(|n| n.name == "blocks.1.attn.v_proj")
     );
     assert_eq!(gathered.tensors, sliced.tensors);
+    // Axis -5 of the permuted [3, N, H, T, d] is axis 0: the same graph.
+    let negative = vit_import("timm_vit_dyn18", |g| unbind_by_gather(g, |i| i, -5)).unwrap();
+    assert_eq!(negative.graph.nodes(), sliced.graph.nodes());
+    // An index other than 0, 1, 2, or another axis: refused, naming the Gather.
+    for (index, axis) in [(3, 0), (-1, 0), (0, 1), (0, -4)] {
+        let e = vit_import("timm_vit_dyn18", |g| {
+            unbind_by_gather(g, |i| if i == 0 { index } else { i }, axis)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'unbind_gather_1'")
+                && e.contains("expected a Gather of index 0, 1 or 2 (q, k, v) on axis 0"),
+            "index {index}, axis {axis}: {e}"
+        );
+    }
+}
+
+/// In timm_vit_dyn18's graph `g`: the position of the first `Slice` of the permuted fused
+/// q, k, v (q's), and of the `Squeeze` that reads it.
+fn first_unbind_slice(g: &GraphProto) -> (usize, usize) {
+    let perm = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+        .unwrap()
+        .output[0]
+        .clone();
+    let s = (g.node.iter())
+        .position(|n| n.op_type == "Slice" && n.input[0] == perm)
+        .unwrap();
+    let out = &g.node[s].output[0];
+    let sq = (g.node.iter())
+        .position(|n| n.op_type == "Squeeze" && &n.input[0] == out)
+        .unwrap();
+    (s, sq)
+}
+
+#[test]
+fn timm_qkv_unbind_steps_outside_the_pattern_are_errors_naming_the_node() {
+    // q's Slice [0, 1) with step 2, or on axis 1 (axes given as input 3, steps as 4).
+    for (axes, steps, found) in [
+        (0, 2, "axes Some([0]), steps Some([2])"),
+        (1, 1, "axes Some([1]), steps Some([1])"),
+    ] {
+        let (node, e) = vit_with("timm_vit_dyn18", |g| {
+            let (s, _) = first_unbind_slice(g);
+            g.initializer.push(int64s("odd_axes", &[axes]));
+            g.initializer.push(int64s("odd_steps", &[steps]));
+            let slice = &mut g.node[s];
+            slice.input.truncate(3);
+            slice.input.extend(["odd_axes".into(), "odd_steps".into()]);
+            slice.name.clone()
+        });
+        assert!(
+            e.contains(&format!("'{node}'"))
+                && e.contains("expected a Slice [i, i+1) with step 1 on axis 0")
+                && e.contains(found),
+            "{e}"
+        );
+    }
+    // q's Squeeze of axis 1 instead of 0: refused, naming it.
+    let (node, e) = vit_with("timm_vit_dyn18", |g| {
+        let (_, sq) = first_unbind_slice(g);
+        g.initializer.push(int64s("axis_one", &[1]));
+        g.node[sq].input[1] = "axis_one".into();
+        g.node[sq].name.clone()
+    });
+    assert!(
+        e.contains(&format!("'{node}'"))
+            && e.contains("the q of the fused q, k, v")
+            && e.contains("which only a Squeeze of axis 0 may read"),
+        "{e}"
+    );
+    // Squeeze -5 is Squeeze 0 of [1, N, H, T, d], and a Split on axis -5 is on axis 0: both
+    // read as written with 0.
+    let plain = vit_import("timm_vit_dyn18", |_| {}).unwrap();
+    let negative = vit_import("timm_vit_dyn18", |g| {
+        let (_, sq) = first_unbind_slice(g);
+        g.initializer.push(int64s("axis_minus_five", &[-5]));
+        g.node[sq].input[1] = "axis_minus_five".into();
+    })
+    .unwrap();
+    assert_eq!(negative.graph.nodes(), plain.graph.nodes());
+    let plain = vit_import("timm_vit_ts17", |_| {}).unwrap();
+    let negative = vit_import("timm_vit_ts17", |g| {
+        for n in g.node.iter_mut().filter(|n| n.op_type == "Split") {
+            n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = -5;
+        }
+    })
+    .unwrap();
+    assert_eq!(negative.graph.nodes(), plain.graph.nodes());
+}
+
+/// In a timm fixture's graph `g`: the position of the first `Reshape` of the fused qkv
+/// (the one the `Transpose` [2, 0, 3, 1, 4] reads).
+fn qkv_reshape(g: &GraphProto) -> usize {
+    let perm_input = &g
+        .node
+        .iter()
+        .find(|n| n.op_type == "Transpose" && n.attribute[0].ints == [2, 0, 3, 1, 4])
+        .unwrap()
+        .input[0];
+    (g.node.iter())
+        .position(|n| n.op_type == "Reshape" && &n.output[0] == perm_input)
+        .unwrap()
+}
+
+#[test]
+fn the_fused_qkv_is_read_only_by_its_reshape_and_must_be_a_linear_layer() {
+    for name in ["timm_vit_ts17", "timm_vit_dyn18"] {
+        // Another reader of the fused qkv: refused at the Reshape, naming the reader.
+        let (who, e) = vit_with(name, |g| {
+            let at = qkv_reshape(g);
+            let fused = g.node[at].input[0].clone();
+            g.node.push(node("Relu", "peek", &[&fused], "peek_out"));
+            g.node[at].name.clone()
+        });
+        assert!(
+            e.contains(&format!("'{who}'"))
+                && e.contains("is also read by 'peek'")
+                && e.contains("timm's Attention"),
+            "{name}: {e}"
+        );
+        // The same with the Reshape reading the fused qkv through an `Identity` (an alias
+        // of the same value) and the other reader after it.
+        let (who, e) = vit_with(name, |g| {
+            let at = qkv_reshape(g);
+            let fused = g.node[at].input[0].clone();
+            g.node[at].input[0] = "fused_alias".into();
+            let reshape = g.node[at].name.clone();
+            g.node
+                .insert(at, node("Identity", "alias", &[&fused], "fused_alias"));
+            g.node.push(node("Relu", "peek", &[&fused], "peek_out"));
+            reshape
+        });
+        assert!(
+            e.contains(&format!("'{who}'"))
+                && e.contains("is also read by 'peek'")
+                && e.contains("timm's Attention"),
+            "{name}: {e}"
+        );
+        // The tokens reshaped to [N, T, 3, H, d] come from a Relu of the fused qkv, not from
+        // the linear layer: refused, naming the Reshape.
+        let (who, e) = vit_with(name, |g| {
+            let at = qkv_reshape(g);
+            let fused = g.node[at].input[0].clone();
+            g.node[at].input[0] = "not_linear".into();
+            let reshape = g.node[at].name.clone();
+            g.node
+                .insert(at, node("Relu", "relu_qkv", &[&fused], "not_linear"));
+            reshape
+        });
+        assert!(
+            e.contains(&format!("'{who}'"))
+                && e.contains("must be the output of the fused qkv linear layer"),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn timm_qk_norm_is_refused_naming_the_node() {
+    // timm's `qk_norm=True`: a LayerNormalization of q's heads [N, H, T, 8] (as the
+    // dynamo exporter writes it) before q is scaled.
+    let (who, e) = vit_with("timm_vit_dyn18", |g| {
+        let (_, sq) = first_unbind_slice(g);
+        let q = g.node[sq].output[0].clone();
+        let reader = (g.node.iter())
+            .position(|n| n.op_type == "Mul" && n.input[0] == q)
+            .unwrap();
+        g.node[reader].input[0] = "q_normed".into();
+        g.initializer.push(floats("q_norm.weight", &[8], &[1.0; 8]));
+        g.initializer.push(floats("q_norm.bias", &[8], &[0.0; 8]));
+        let mut ln = node(
+            "LayerNormalization",
+            "q_norm",
+            &[&q, "q_norm.weight", "q_norm.bias"],
+            "q_normed",
+        );
+        ln.attribute.push(AttributeProto {
+            name: "axis".into(),
+            type_: EnumOrUnknown::new(AttributeType::INT),
+            i: -1,
+            ..Default::default()
+        });
+        g.node.insert(sq + 1, ln);
+        "q_norm".to_owned()
+    });
+    assert!(
+        e.contains(&format!("'{who}'"))
+            && e.contains("LayerNormalization is supported over the features of tokens"),
+        "{e}"
+    );
+}
+
+#[test]
+fn deits_head_average_folds_only_into_heads_read_by_nothing_else() {
+    // The divisor [1, 1] keeps the sum's shape [N, 10]: it folds as the scalar does.
+    let plain = vit_import("timm_deit_dyn18", |_| {}).unwrap();
+    let with_divisor = |dims: &'static [i64]| {
+        vit_import("timm_deit_dyn18", move |g| {
+            let out = g.output[0].name.clone();
+            let div = g.node.iter().find(|n| n.output[0] == out).unwrap();
+            let c = div.input[1].clone();
+            let t = g.initializer.iter_mut().find(|t| t.name == c).unwrap();
+            *t = floats(&c, dims, &[2.0]);
+        })
+    };
+    let kept = with_divisor(&[1, 1]).unwrap();
+    assert_eq!(kept.graph.nodes(), plain.graph.nodes());
+    assert_eq!(kept.tensors, plain.tensors);
+    // [1, 1, 1] would broadcast the sum to [1, N, 10]: refused, naming the Div.
+    let e = with_divisor(&[1, 1, 1]).unwrap_err().to_string();
+    assert!(
+        e.contains("'node_div'")
+            && e.contains("of rank at most 2")
+            && e.contains("found shape [1, 1, 1]"),
+        "{e}"
+    );
+    // A Relu reading the head's output: the folding would change what it reads; refused,
+    // naming the Div and the head.
+    let (who, e) = vit_with("timm_deit_dyn18", |g| {
+        let out = g.output[0].name.clone();
+        let div = g.node.iter().find(|n| n.output[0] == out).unwrap();
+        let name = div.name.clone();
+        let sum = div.input[0].clone();
+        let add = g.node.iter().find(|n| n.output[0] == sum).unwrap();
+        let head = g.node.iter().find(|n| n.output[0] == add.input[0]).unwrap();
+        assert!(head.input.iter().any(|i| i == "head.weight"));
+        let head_out = head.output[0].clone();
+        g.node.push(node("Relu", "peek", &[&head_out], "peek_out"));
+        name
+    });
+    assert!(
+        e.contains(&format!("'{who}'"))
+            && e.contains("the average of a distilled model's two heads")
+            && e.contains("'head' is read elsewhere"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gather_of_the_packed_in_proj_on_a_negative_axis_is_on_axis_0() {
+    for name in ["tv_vit_ts17", "tv_vit_dyn18"] {
+        let plain = vit_import(name, |_| {}).unwrap();
+        // The packed q, k, v are [3, T, N, E]: axis -4 is axis 0.
+        let negative = vit_import(name, |g| {
+            let packed: Vec<String> = (g.node.iter())
+                .filter(|n| n.op_type == "Squeeze")
+                .map(|n| n.output[0].clone())
+                .collect();
+            let mut k = 0;
+            for n in g.node.iter_mut() {
+                if n.op_type == "Gather" && packed.contains(&n.input[0]) {
+                    n.attribute.retain(|a| a.name != "axis");
+                    n.attribute.push(AttributeProto {
+                        name: "axis".into(),
+                        type_: EnumOrUnknown::new(AttributeType::INT),
+                        i: -4,
+                        ..Default::default()
+                    });
+                    k += 1;
+                }
+            }
+            assert_eq!(k, 6, "{name}");
+        })
+        .unwrap();
+        assert_eq!(negative.graph.nodes(), plain.graph.nodes(), "{name}");
+    }
+}
+
+#[test]
+fn the_second_constant_token_is_named_after_its_parameter() {
+    let tokens = |im: &fair_onnx::Imported| -> Vec<String> {
+        (im.graph.nodes().iter())
+            .filter(|n| matches!(n.op, Op::ClassToken(_)))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    // DeiT's distillation token, as TorchScript writes it (`Expand` of `dist_token`) and
+    // as dynamo does (the `expand_1` folded for the fixed batch: named by its role).
+    for name in ["timm_deit_ts17", "timm_deit_dyn18"] {
+        let im = vit_import(name, |_| {}).unwrap();
+        assert_eq!(tokens(&im)[0], "dist_token", "{name}");
+    }
+    // A register token: named after its parameter.
+    let im = vit_import("timm_deit_ts17", |g| {
+        for t in g.initializer.iter_mut().filter(|t| t.name == "dist_token") {
+            t.name = "reg_token".into();
+        }
+        for n in g.node.iter_mut() {
+            for i in n.input.iter_mut().filter(|i| *i == "dist_token") {
+                *i = "reg_token".into();
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(tokens(&im)[0], "reg_token");
 }
