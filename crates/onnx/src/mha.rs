@@ -440,7 +440,7 @@ impl Importer<'_> {
         let refuse = || {
             folded.then(|| {
                 Err(n.err(
-                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it (or of a class and a distillation token) and tokens [N, T, F], in that order",
+                    "a constant expanded over the dynamic batch is read only as a class token: a Concat on axis 1 of it (or of several constant tokens: class, distillation, register tokens) and tokens [N, T, F], in that order",
                 ))
             })
         };
@@ -453,7 +453,7 @@ impl Importer<'_> {
                 _ => None,
             })
             .collect();
-        let Some(consts) = consts.filter(|c| (1..=2).contains(&c.len())) else {
+        let Some(consts) = consts.filter(|c| !c.is_empty()) else {
             return refuse();
         };
         let on_tokens = (|| {
@@ -464,51 +464,68 @@ impl Importer<'_> {
         let Some(f) = on_tokens else {
             return refuse();
         };
+        // (input, token of that input, its value), in the order they are put first.
         let mut tokens = Vec::new();
-        for c in &consts {
+        for (i, c) in consts.iter().enumerate() {
             let Data::F32(v) = &*c.data else { return None };
-            // One token [1, 1, F] (with a dynamic batch or batch 1, or one sample's value of
-            // an `expand(N, -1, -1)`), or the file's fixed batch of copies of it [N, 1, F]
+            // k tokens [1, k, F] (with a dynamic batch or batch 1, or one sample's value of
+            // an `expand(N, -1, -1)`), or the file's fixed batch of copies of them [N, k, F]
             // (that `expand` folded for the fixed batch).
-            let copies = match c.dims[..] {
-                [1, 1, ff] if ff == f && (folded || matches!(self.batch, None | Some(1))) => 1,
-                [b, 1, ff] if ff == f && self.batch == Some(b) => b,
-                _ => 0,
+            let (copies, k) = match c.dims[..] {
+                [1, k, ff]
+                    if k > 0 && ff == f && (folded || matches!(self.batch, None | Some(1))) =>
+                {
+                    (1, k)
+                }
+                [b, k, ff] if k > 0 && ff == f && self.batch == Some(b) => (b, k),
+                _ => (0, 0),
             };
             if copies == 0 {
                 let want = match self.batch {
-                    Some(b) if b > 1 => format!("[1, 1, {f}] expanded to the batch, [{b}, 1, {f}]"),
-                    _ => format!("[1, 1, {f}]"),
+                    Some(b) if b > 1 => {
+                        format!("[1, k, {f}] expanded to the batch, [{b}, k, {f}]")
+                    }
+                    _ => format!("[1, k, {f}]"),
                 };
                 return Some(Err(n.err(format!(
-                    "a constant put before tokens [N, T, {f}] must be one token {want} (a class token); found shape {:?}",
+                    "a constant put before tokens [N, T, {f}] must be k ≥ 1 tokens {want} (a class token, register tokens); found shape {:?}",
                     c.dims
                 ))));
             }
-            let one = &v[..f];
-            if let Some(row) = v.chunks(f).position(|row| row != one) {
+            let one = &v[..k * f];
+            if let Some(copy) = v.chunks(k * f).position(|copy| copy != one) {
                 return Some(Err(n.err(format!(
-                    "a constant put before tokens [N, T, {f}] must be the same token for every sample (a class token); row {row} of {:?} differs from row 0",
+                    "a constant put before tokens [N, T, {f}] must be the same tokens for every sample (a class token, register tokens); sample {copy} of {:?} differs from sample 0",
                     c.dims
                 ))));
             }
-            tokens.push(one.to_vec());
+            for (j, token) in one.chunks(f).enumerate() {
+                tokens.push((i, j, k, token.to_vec()));
+            }
         }
         // The exporters name the node after the concatenation (`/Concat`, `cat`).
         let hint = Some(self.hint(n, None))
             .filter(|h| !exporter_concat_name(h))
             .unwrap_or_else(|| "class_token".to_owned());
         let mut y = x.clone();
-        for (i, one) in tokens.into_iter().enumerate().rev() {
+        for (i, j, k, one) in tokens.into_iter().rev() {
             let w = Rc::new(Const::f32(vec![f], one));
             let op = ClassToken { features: f };
-            // The second token is named after its parameter (DeiT's `dist_token`, a ViT's
-            // `reg_token`), else taken for DeiT's distillation token.
-            let name = if i == 1 {
-                self.token_param_name(&n.node.input[i])
-                    .unwrap_or_else(|| "dist_token".to_owned())
-            } else {
+            // The first input's one token is the class token; the others are named after
+            // their parameter (DeiT's `dist_token`, a ViT's `reg_token`, numbered when it
+            // holds several tokens), else DeiT's distillation token (a second single token)
+            // or `prefix_token`.
+            let name = if i == 0 && k == 1 {
                 hint.clone()
+            } else {
+                let base = self.token_param_name(&n.node.input[i]).unwrap_or_else(|| {
+                    if i == 1 && k == 1 {
+                        "dist_token".to_owned()
+                    } else {
+                        format!("prefix_token_{i}")
+                    }
+                });
+                if k == 1 { base } else { format!("{base}_{j}") }
             };
             match self.emit(n, name, op.into(), vec![y], vec![(ParamKind::Weight, w)]) {
                 Ok(Value::Act(z)) => y = z,

@@ -2135,7 +2135,8 @@ fn the_class_token_constant_must_be_one_token_or_the_fixed_batch_of_equal_copies
     // Rows that differ: an error naming the Concat and the row.
     let e = with(vec![2, 1, 32], true).unwrap_err().to_string();
     assert!(
-        e.contains(&format!("'{cat}'")) && e.contains("row 1 of [2, 1, 32] differs from row 0"),
+        e.contains(&format!("'{cat}'"))
+            && e.contains("sample 1 of [2, 1, 32] differs from sample 0"),
         "{e}"
     );
     // One token for a fixed batch of 2, or a token without the batch or token axis: ONNX
@@ -2145,7 +2146,7 @@ fn the_class_token_constant_must_be_one_token_or_the_fixed_batch_of_equal_copies
         assert!(
             e.contains(&format!("'{cat}'"))
                 && e.contains("class token")
-                && e.contains("[2, 1, 32]"),
+                && e.contains("[2, k, 32]"),
             "{dims:?}: {e}"
         );
     }
