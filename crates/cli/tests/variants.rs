@@ -3,7 +3,7 @@
 //! image sizes (one head included), hand-written batch-first attention (PyTorch's
 //! `scaled_dot_product_attention`, and the explicit product with `d ** 0.5`), ResNeXt-style
 //! grouped convolutions of 3, 4 and 8 groups, depthwise-separable convolutions, timm's ViT
-//! (3 heads, one-channel input; and with a register token and the mean over the patch tokens)
+//! (3 heads, one-channel input; and with two register tokens and the mean over the patch tokens)
 //! and DeiT's distilled class (2 heads, LayerScale, no qkv bias), each with both exporters
 //! (TorchScript at opset 17, dynamo at 18 with its external data file) and a dynamic batch
 //! axis. For each file: the import computes what ONNX Runtime computed on it;

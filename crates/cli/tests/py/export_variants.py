@@ -147,10 +147,10 @@ VARIANTS = {
     "timm_deit_h2": lambda: timm_vit(True, img_size=24, patch_size=6, embed_dim=24, depth=2,
                                      num_heads=2, mlp_ratio=3, num_classes=5, init_values=0.3,
                                      qkv_bias=False),
-    # timm's ViT with a class token, one register token and the mean over the patch tokens
-    # (`x[:, 2:].mean(1)`, global_pool="avg", fc_norm)
+    # timm's ViT with a class token, two register tokens and the mean over the patch tokens
+    # (`x[:, 3:].mean(1)`, global_pool="avg", fc_norm)
     "timm_vit_reg_avg": lambda: timm_vit(img_size=24, patch_size=6, embed_dim=24, depth=2,
-                                         num_heads=2, num_classes=5, reg_tokens=1,
+                                         num_heads=2, num_classes=5, reg_tokens=2,
                                          global_pool="avg", fc_norm=True),
 }
 
