@@ -45,9 +45,9 @@ mod mha;
 mod timm;
 
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
-/// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal` and `Where` (like every op, when all
-/// its inputs are constant) are evaluated on constants and on shapes computed from the batch
-/// size only (`Expand` of a float constant over the batch is a class token's
+/// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow` and `Where` (like every op,
+/// when all its inputs are constant) are evaluated on constants and on shapes computed from
+/// the batch size only (`Expand` of a float constant over the batch is a class token's
 /// `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors take channel ranges,
 /// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last and
 /// back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
@@ -56,8 +56,9 @@ mod timm;
 /// [0, 2, 1] of an image is `tokens`, `Reshape` `[N·T, F]` → `Gemm` → `Reshape` and `MatMul`
 /// are linear layers, `LayerNormalization` over the last axis is `layer_norm`, `ReduceMean`
 /// over axis 1 is `token_mean`, `Concat` on axis 1 of a constant token and the tokens is
-/// `class_token`, `Add` of a constant `[T, F]` is `position_embedding`, and `Gather` of one
-/// token on axis 1 is `token_select`. Inside `torch.nn.MultiheadAttention` (see `mha.rs`),
+/// `class_token` (one per token of constants `[1, k, F]`), `Add` of a constant `[T, F]` is
+/// `position_embedding`, `Gather` of one token on axis 1 is `token_select`, and `Slice` on
+/// axis 1 is `token_range`. Inside `torch.nn.MultiheadAttention` (see `mha.rs`),
 /// `Transpose` [1, 0, 2], `Unsqueeze` 0, `Squeeze` 3 and `Gather` 0, 1, 2 (the q, k, v split
 /// of the fused in_proj) are read as steps of its pattern. Inside timm's attention (see
 /// `timm.rs`), so are `Reshape` [N, T, 3, H, d], `Transpose` [2, 0, 3, 1, 4],
@@ -1957,7 +1958,8 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// `Slice` of computed tensors: a range of channels (or features), step 1.
+    /// `Slice` of computed tensors along axis 1, step 1: a range of channels (or features),
+    /// or of tokens `[N, T, F]` (`token_range`).
     fn slice(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&[])?;
         let (x, s) = self.act(n, inputs, 0)?;

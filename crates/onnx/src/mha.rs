@@ -426,10 +426,10 @@ impl Importer<'_> {
         self.emit(n, hint, op.into(), vec![input], params)
     }
 
-    /// `Concat` on the token axis of constant tokens `[1, 1, F]` and tokens `[N, T, F]`, in
-    /// that order: a class token (timm's distilled DeiT puts two before the tokens, its
-    /// class and distillation tokens, read as two `class_token` nodes, the last one first);
-    /// `None` when the inputs are not such a list.
+    /// `Concat` on the token axis of constants of k tokens `[1, k, F]` and tokens
+    /// `[N, T, F]`, in that order: one `class_token` node per token, the last one first (a
+    /// class token; timm's distilled DeiT's class and distillation tokens; timm's register
+    /// tokens); `None` when the inputs are not such a list.
     pub(super) fn class_token(
         &mut self,
         n: &NodeRef,
@@ -515,10 +515,11 @@ impl Importer<'_> {
             // their parameter (DeiT's `dist_token`, a ViT's `reg_token`, numbered when it
             // holds several tokens), else DeiT's distillation token (a second single token)
             // or `prefix_token`.
+            let param = self.token_param_name(&n.node.input[i]);
             let name = if i == 0 && k == 1 {
                 hint.clone()
             } else {
-                let base = self.token_param_name(&n.node.input[i]).unwrap_or_else(|| {
+                let base = param.unwrap_or_else(|| {
                     if i == 1 && k == 1 {
                         "dist_token".to_owned()
                     } else {

@@ -3110,3 +3110,74 @@ fn the_second_constant_token_is_named_after_its_parameter() {
     .unwrap();
     assert_eq!(tokens(&im)[0], "reg_token");
 }
+
+#[test]
+fn constant_tokens_before_the_tokens_become_class_tokens_in_order() {
+    // tv_vit_ts17_dynbatch with its class token replaced by a constant of two tokens
+    // [1, 2, 32] (rows 0.25 and -0.5 everywhere) and its first patch dropped by a Slice of
+    // the token axis (`x[:, 1:]`, a `token_range`), so that 17 tokens still reach the
+    // position embedding: [reg 0, reg 1, patches 1..16].
+    let imported = vit_import("tv_vit_ts17_dynbatch", |g| {
+        let (cat, _) = class_concat(g);
+        let mut reg = TensorProto::new();
+        reg.name = "reg_token".into();
+        reg.dims = vec![1, 2, 32];
+        reg.data_type = DataType::FLOAT as i32;
+        reg.float_data = [vec![0.25; 32], vec![-0.5; 32]].concat();
+        g.initializer.push(reg);
+        let at = g.node.iter().position(|n| n.name == cat).unwrap();
+        let patches = g.node[at].input[1].clone();
+        for (name, v) in [("starts", 1), ("ends", i64::MAX), ("axes", 1)] {
+            let mut t = TensorProto::new();
+            t.name = format!("drop_first.{name}");
+            t.dims = vec![1];
+            t.data_type = DataType::INT64 as i32;
+            t.int64_data = vec![v];
+            g.initializer.push(t);
+        }
+        let mut slice = NodeProto::new();
+        slice.name = "drop_first".into();
+        slice.op_type = "Slice".into();
+        slice.input = vec![
+            patches,
+            "drop_first.starts".into(),
+            "drop_first.ends".into(),
+            "drop_first.axes".into(),
+        ];
+        slice.output = vec!["drop_first_out".into()];
+        let n = &mut g.node[at];
+        n.input = vec!["reg_token".into(), "drop_first_out".into()];
+        g.node.insert(at, slice);
+    })
+    .unwrap();
+    let g = &imported.graph;
+    let range = g.node("drop_first").unwrap();
+    assert!(
+        matches!(
+            range.op,
+            Op::TokenRange(fair_ir::TokenRange { start: 1, end: 16 })
+        ),
+        "{:?}",
+        range.op
+    );
+    assert_eq!(g.shape("drop_first").unwrap(), [15, 32]);
+    let tokens: Vec<&Node> = (g.nodes().iter())
+        .filter(|n| matches!(n.op, Op::ClassToken(_)))
+        .collect();
+    // Emitted from the last token to the first, each reading the one before.
+    let names: Vec<&str> = tokens.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["reg_token_1", "reg_token_0"]);
+    assert_eq!(tokens[0].inputs, ["drop_first"]);
+    assert_eq!(tokens[1].inputs, ["reg_token_1"]);
+    let weight = |node: &str| match &(imported.tensors.iter())
+        .find(|t| t.name == format!("{node}.weight"))
+        .unwrap_or_else(|| panic!("no weight of {node}"))
+        .data
+    {
+        fair_onnx::TensorData::F32(v) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(weight("reg_token_0"), vec![0.25; 32]);
+    assert_eq!(weight("reg_token_1"), vec![-0.5; 32]);
+    assert_eq!(g.shape("reg_token_0").unwrap(), [17, 32]);
+}

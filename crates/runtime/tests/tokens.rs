@@ -2,11 +2,12 @@
 //! `tokens` (`x.flatten(2).transpose(1, 2)`), `token_mean` (`x.mean(1)`), `layer_norm`
 //! over the last axis (`torch.nn.LayerNorm(F)`), a linear layer on every token, and
 //! torchvision's ViT token ops: `class_token` (`torch.cat([cls.expand(n, -1, -1), x], 1)`),
-//! `position_embedding` (`x + pos`) and `token_select` (`x[:, i]`).
+//! `position_embedding` (`x + pos`), `token_select` (`x[:, i]`) and `token_range`
+//! (`x[:, start:end]`).
 
 use fair_ir::{
     ClassToken, Graph, Input, LayerNorm, Linear, Node, Op, PositionEmbedding, TokenMean,
-    TokenSelect, Tokens,
+    TokenRange, TokenSelect, Tokens,
 };
 use fair_runtime::{Mode, Model};
 use tch::{Device, Kind, Tensor};
@@ -185,6 +186,24 @@ fn token_select_takes_one_token_of_every_sample() {
                     y.double_value(&[n, f]),
                     x.double_value(&[n, index as i64, f])
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn token_range_keeps_tokens_start_to_end_of_every_sample() {
+    for (start, end) in [(1, 4), (0, 2), (3, 4)] {
+        let (x, y, _) = run(TokenRange { start, end }.into(), &[4, 3], 7);
+        assert_eq!(y.size(), [2, (end - start) as i64, 3]);
+        for n in 0..2 {
+            for t in start..end {
+                for f in 0..3 {
+                    assert_eq!(
+                        y.double_value(&[n, (t - start) as i64, f]),
+                        x.double_value(&[n, t as i64, f])
+                    );
+                }
             }
         }
     }

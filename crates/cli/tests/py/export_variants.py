@@ -7,7 +7,8 @@ For every variant it writes OUT_DIR/<name>.onnx and OUT_DIR/<name>.json (and pri
 `wrote PATH`; the dynamo exporter prints its progress too): the input shape, a
 seeded input batch of 3 and ONNX Runtime's output on it (the reference the import is
 compared with). Parameters that PyTorch initialises to zero or one (biases, norms, heads)
-are drawn at random so that every part of the network changes the output. Every export has
+and timm's near-zero tokens (class, register, distillation tokens, position embedding) are
+drawn at random so that every part of the network changes the output. Every export has
 a dynamic batch axis.
 """
 import json
@@ -161,8 +162,11 @@ def randomise(model):
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-        for p in model.parameters():
-            if p.dim() <= 1 or p.abs().max() == 0:
+        for name, p in model.named_parameters():
+            if name.split(".")[-1] in ("cls_token", "reg_token", "dist_token", "pos_embed"):
+                # timm draws these from N(0, 1e-6) or N(0, 0.02): make each token count.
+                p.copy_(torch.randn_like(p) * 0.5)
+            elif p.dim() <= 1 or p.abs().max() == 0:
                 p.copy_(p + torch.randn_like(p) * 0.05)
 
 
