@@ -62,7 +62,8 @@ pub use latency::{
 };
 pub use plan::{GroupRule, Plan};
 pub use ratios::{
-    BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLatency, RatiosLayer, RatiosReport, ratios_schema,
+    BeforeAfter, RATIOS_SCHEMA_VERSION, RatiosLatency, RatiosLayer, RatiosReport, RatiosSignals,
+    ratios_schema,
 };
 pub use resolution::{LayerSize, NodeSlice, Resolution, ResolveOptions, SizeReport, Widths};
 pub use scores::{

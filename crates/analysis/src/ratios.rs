@@ -13,7 +13,7 @@ use crate::select::{Goal, MacCost, Method, Selection, Selector};
 /// The version of [`RatiosReport`]'s schema. Version 1 has the fields `ratios --json`
 /// printed before it was typed, and `schema_version`. Any change that removes or renames a
 /// field, or changes its meaning, bumps it.
-pub const RATIOS_SCHEMA_VERSION: u32 = 1;
+pub const RATIOS_SCHEMA_VERSION: u32 = 2;
 
 /// A [`Selection`] as `fair-pruner ratios --json` prints it: the setting that produced it,
 /// what each scored layer asked to remove and keeps after coupled groups settled, and the
@@ -59,6 +59,25 @@ pub struct RatiosReport {
     /// A latency target's table and its prediction (only for a latency target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<RatiosLatency>,
+    /// The criteria the counts read, when the writer records them (schema 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<RatiosSignals>,
+    /// What the writer chose on the user's behalf, one sentence each (e.g. counting by the
+    /// one criterion a score file holds); absent when nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The criteria a [`RatiosReport`]'s counts read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatiosSignals {
+    /// ToD's removal signal (unused by uniform counts).
+    pub remove_by: String,
+    /// ToD's protection signal (unused by uniform counts).
+    pub protect_by: String,
+    /// The criterion that orders the units each layer removes.
+    pub rank_by: String,
 }
 
 /// The latency table a latency target was met on, and what it predicts.
@@ -195,6 +214,8 @@ impl RatiosReport {
             mac_cost: weighted.then_some(options.mac_cost),
             exact_target: exact.then_some(true),
             latency: None,
+            signals: None,
+            notes: Vec::new(),
         }
     }
 }

@@ -116,7 +116,7 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
         rank,
         fallback,
     } = args.select.criteria(&section, preset, &file)?;
-    if let Some(note) = fallback {
+    if let Some(note) = &fallback {
         eprintln!("note: {note}");
     }
     let options = args.select.options(&section, preset)?;
@@ -232,6 +232,12 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     if args.json {
         let mut report = RatiosReport::new(&selector, &selection, preset.name(), elapsed);
         report.latency = latency_figures;
+        report.signals = Some(fair_analysis::RatiosSignals {
+            remove_by: remove.clone(),
+            protect_by: protect.clone(),
+            rank_by: rank.clone(),
+        });
+        report.notes = fallback.into_iter().collect();
         return crate::print_json(&report);
     }
     let graph = selector.graph();

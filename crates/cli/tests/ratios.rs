@@ -435,6 +435,15 @@ fn a_file_scored_with_one_criterion_counts_by_it_and_says_so() {
     let removed =
         1.0 - v["macs"]["after"].as_f64().unwrap() / v["macs"]["before"].as_f64().unwrap();
     assert!((0.3..0.35).contains(&removed), "{removed}: {v}");
+    // The JSON says what the counts read, and why.
+    assert_eq!(
+        v["signals"],
+        serde_json::json!({"remove_by": "l1", "protect_by": "l1", "rank_by": "l1"})
+    );
+    assert!(
+        v["notes"][0].as_str().unwrap().contains("holds only `l1`"),
+        "{v}"
+    );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
     let units: usize = written["remove"]
