@@ -11,6 +11,21 @@ KIND:
           eval mode), accumulated once on the unpruned model and given to every trial.
   norm    Group L2 norm (GroupMagnitudeImportance(p=2), called GroupNormImportance before
           Torch-Pruning 1.6), global_pruning=True.
+  iso     Isomorphic pruning (Torch-Pruning's `isomorphic=True`, ECCV 2024): GroupTaylorImportance
+          (gradients as for taylor), global ranking within each set of structurally identical
+          groups.
+
+Models with attention (the exported module calls torch.nn.functional.scaled_dot_product_attention
+on Linear outputs q, k and v, unflattened to [N, heads, T, head_dim]): the q, k and v layers of
+every attention are found by tracing one forward pass and given to Torch-Pruning with their
+head count (`num_heads`, `prune_num_heads=True`, `prune_head_dims=False`,
+`head_pruning_ratio` = the pruning ratio), so it removes whole heads; besides the heads only
+the MLP hidden neurons (layers named `*.mlp.fc1`) are pruned: every other layer writes the
+residual stream, which fair-pruner holds fixed, and is ignored. Their removed q/k/v channels
+are written back as head indices (fair-pruner's units there), each head checked to be removed
+whole, and the summary records per target the parameters and the matrix-product MACs
+(Conv2d/Linear plus 2*T*T*E per attention, fair-pruner's MAC count) of Torch-Pruning's own
+pruned model, which the bench checks against the model it builds from the plan.
 
 MODEL_DIR is fair-pruner's export of the unpruned model (model.py, model.safetensors);
 CALIBRATION the calibration samples fair-pruner drew (safetensors: inputs, labels). For every
@@ -49,7 +64,71 @@ def importance(kind):
         return tp.importance.GroupTaylorImportance(), True
     if kind == "norm":
         return tp.importance.GroupMagnitudeImportance(p=2), True
-    raise SystemExit(f"unknown importance {kind}: expected l1, taylor or norm")
+    if kind == "iso":
+        return tp.importance.GroupTaylorImportance(), True
+    raise SystemExit(f"unknown importance {kind}: expected l1, taylor, norm or iso")
+
+
+def trace_attention(model, example):
+    """The attentions of `model`: a list of (q, k, v) module names with their head count and
+    head dimension, found by one forward pass in which scaled_dot_product_attention's inputs
+    are matched (by storage) to the Linear outputs they are views of; also the matrix-product
+    MACs of that pass (fair-pruner's count: Conv2d and Linear weights times output positions,
+    2*T*T*E per attention), for one sample."""
+    outputs = {}
+    macs = [0]
+
+    def hook(name):
+        def record(module, _inputs, out):
+            outputs[out.untyped_storage().data_ptr()] = name
+            if isinstance(module, nn.Linear):
+                macs[0] += out.numel() // out.shape[0] * module.in_features
+            else:
+                per_output = module.weight[0].numel()
+                macs[0] += out.numel() // out.shape[0] * per_output
+        return record
+
+    found = []
+    original = F.scaled_dot_product_attention
+
+    def attention(q, k, v, *args, **kwargs):
+        names = [outputs.get(t.untyped_storage().data_ptr()) for t in (q, k, v)]
+        if None in names:
+            raise SystemExit("an attention whose q, k or v is not a Linear output: cannot prune its heads")
+        heads, tokens, head_dim = q.shape[1], q.shape[2], q.shape[3]
+        found.append((names, heads, head_dim))
+        macs[0] += 2 * tokens * tokens * heads * head_dim
+        return original(q, k, v, *args, **kwargs)
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    F.scaled_dot_product_attention = attention
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(example)
+    finally:
+        F.scaled_dot_product_attention = original
+        for h in handles:
+            h.remove()
+    return found, macs[0]
+
+
+def heads_of(remove, attentions):
+    """`remove` with the q, k and v layers' removed channels as removed heads (unit h is
+    channels h*head_dim .. (h+1)*head_dim); a head removed in part is an error."""
+    out = dict(remove)
+    for names, _heads, head_dim in attentions:
+        for name in names:
+            channels = remove.get(name)
+            if not channels:
+                continue
+            heads = sorted({c // head_dim for c in channels})
+            whole = [c for h in heads for c in range(h * head_dim, (h + 1) * head_dim)]
+            if whole != sorted(channels):
+                raise SystemExit(f"{name}: Torch-Pruning removed part of a head ({channels})")
+            out[name] = heads
+    return out
 
 
 def gradients(model, calibration):
@@ -75,7 +154,13 @@ def run(kind, model_dir, calibration, out, targets):
     example = torch.randn(1, *base_input_shape(model_dir))
     macs0, params0 = tp.utils.count_ops_and_params(base, example)
     original = signatures(base)
-    grads = gradients(copy.deepcopy(base), calibration) if kind == "taylor" else None
+    attentions, matmul0 = trace_attention(base, example)
+    if attentions:
+        # The targets are fractions of fair-pruner's MACs (matrix products, attention included),
+        # which Torch-Pruning's counter (no attention product, norms and activations counted)
+        # does not give.
+        macs0 = matmul0
+    grads = gradients(copy.deepcopy(base), calibration) if kind in ("taylor", "iso") else None
 
     def pruned(ratio):
         model = copy.deepcopy(base)
@@ -84,12 +169,23 @@ def run(kind, model_dir, calibration, out, targets):
                 p.grad = grads[n].clone() if n in grads else None
         ignored = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1:]
         extra = {"max_pruning_ratio": MAX_LAYER_RATIO} if global_pruning else {}
+        if kind == "iso":
+            extra["isomorphic"] = True
+        if attentions:
+            qkv = {n for names, _, _ in attentions for n in names}
+            heads = {model.get_submodule(n): h for names, h, _ in attentions for n in names}
+            ignored = [m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                       and n not in qkv and not n.endswith(".mlp.fc1")]
+            extra.update(num_heads=heads, prune_num_heads=True, prune_head_dims=False,
+                         head_pruning_ratio=ratio)
         pruner = tp.pruner.MagnitudePruner(
             model, example, importance=imp, pruning_ratio=ratio, ignored_layers=ignored,
             global_pruning=global_pruning, **extra)
         pruner.step()
         model.zero_grad(set_to_none=True)
         macs, params = tp.utils.count_ops_and_params(model, example)
+        if attentions:
+            macs = trace_attention(model, example)[1]
         return model, macs, params
 
     summary = {"kind": kind, "global_pruning": global_pruning, "macs": macs0, "params": params0,
@@ -112,9 +208,13 @@ def run(kind, model_dir, calibration, out, targets):
             summary["targets"][key] = {"error": f"cannot remove {target:.1%} of the MACs at ratio <= 0.95"}
             continue
         ratio, model, macs, params = best
-        write_json(plan, {"remove": removed_units(original, model)})
-        summary["targets"][key] = {"ratio": ratio, "macs": macs, "params": params,
-                                   "macs_removed": 1 - macs / macs0}
+        remove = removed_units(original, model)
+        record = {"ratio": ratio, "macs": macs, "params": params, "macs_removed": 1 - macs / macs0}
+        if attentions:
+            remove = heads_of(remove, attentions)
+            record["matmul_macs"] = macs
+        write_json(plan, {"remove": remove})
+        summary["targets"][key] = record
     write_json(os.path.join(out, f"tp-{kind}.json"), summary)
 
 

@@ -84,12 +84,13 @@ USAGE:
                                Torch-Pruning) and ToD + L1 on Fashion-MNIST, same fine-tune
                                budget; writes the tables into docs/results.md (~30 min
                                on 2 cores after training, which the first run adds)
-    cargo xtask bench ablation [--nets vgg,resnet --seeds 0,1,2 --macs 0.3,0.5,0.7
+    cargo xtask bench ablation [--nets vgg,resnet,vit --seeds 0,1,2 --macs 0.3,0.5,0.7
                                 --finetune-epochs 1,5 --methods fair-paper,... --val-per-class 500
                                 --train-epochs 3 --finetune-fraction F --per-class 32 --threads 2
                                 --distill W --reconstruct --no-docs --tables-only]
                                FAIR-Pruner variants (fair-paper and one change each) vs uniform L1
                                (ours, Torch-Pruning) and Torch-Pruning global Taylor / group norm
+                               / isomorphic (heads and MLP neurons on the ViT, `--nets vit`)
                                at equal MACs, mean ± std over seeds: one-shot, + BN recalibration,
                                fine-tuned with and without distillation (validation and test);
                                --reconstruct refits every method's readers first (rows kept apart);

@@ -1,9 +1,9 @@
 //! Training, evaluation and fine-tuning for fair-pruner models.
 //!
-//! SGD with momentum and weight decay, a cosine or step learning-rate schedule, seeded
-//! shuffling and augmentation, top-1 accuracy and loss, progress bars (epoch, batch,
-//! throughput, ETA) and atomic safetensors checkpoints. The same seed and thread count give
-//! the same result. After pruning, [`reconstruct_readers`] refits the layers that lost input
+//! SGD with momentum and weight decay (or AdamW, [`Optimizer`]), a cosine or step
+//! learning-rate schedule, seeded shuffling and augmentation, top-1 accuracy and loss,
+//! progress bars (epoch, batch, throughput, ETA) and atomic safetensors checkpoints. The same
+//! seed and thread count give the same result. After pruning, [`reconstruct_readers`] refits the layers that lost input
 //! channels to the unpruned model's outputs, [`recalibrate_batch_norm`] re-estimates
 //! BatchNorm running statistics and [`train_with_teacher`] fine-tunes with distillation from
 //! the unpruned model.
@@ -160,6 +160,28 @@ pub struct TrainSettings {
     pub schedule: Schedule,
     /// Seed for shuffling, augmentation and dropout.
     pub seed: u64,
+    /// The optimizer (`optimizer = "adamw"` in a config's `[train]`) [default: SGD].
+    #[serde(default, skip_serializing_if = "Optimizer::is_sgd")]
+    pub optimizer: Optimizer,
+}
+
+/// The optimizer of a training or fine-tuning run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with `momentum` and L2 `weight_decay` (added to the gradient).
+    #[default]
+    Sgd,
+    /// AdamW (β₁ = 0.9, β₂ = 0.999) with decoupled `weight_decay`; `momentum` is unused.
+    /// Small vision transformers train far better with it than with SGD.
+    Adamw,
+}
+
+impl Optimizer {
+    /// Whether this is SGD (the default, left out when settings are written).
+    pub fn is_sgd(&self) -> bool {
+        *self == Optimizer::Sgd
+    }
 }
 
 impl Default for TrainSettings {
@@ -172,6 +194,7 @@ impl Default for TrainSettings {
             weight_decay: 5e-4,
             schedule: Schedule::Cosine,
             seed: 0,
+            optimizer: Optimizer::Sgd,
         }
     }
 }
@@ -461,13 +484,23 @@ pub fn train_with_teacher(
     let device = model.device();
     tch::manual_seed(settings.seed as i64);
     let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
-    let mut opt = tch::nn::Sgd {
-        momentum: settings.momentum,
-        dampening: 0.0,
-        wd: settings.weight_decay,
-        nesterov: false,
-    }
-    .build(model.var_store(), settings.lr)?;
+    let mut opt = match settings.optimizer {
+        Optimizer::Sgd => tch::nn::Sgd {
+            momentum: settings.momentum,
+            dampening: 0.0,
+            wd: settings.weight_decay,
+            nesterov: false,
+        }
+        .build(model.var_store(), settings.lr)?,
+        Optimizer::Adamw => tch::nn::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            wd: settings.weight_decay,
+            eps: 1e-8,
+            amsgrad: false,
+        }
+        .build(model.var_store(), settings.lr)?,
+    };
     let steps = train.len().div_ceil(settings.batch_size);
     let mut reports = Vec::with_capacity(settings.epochs);
     for epoch in 0..settings.epochs {

@@ -2,8 +2,9 @@
 //! paper — VGG-11/13/16/19 (with and without BatchNorm, ImageNet head or the compact CIFAR
 //! head), AlexNet, ResNet-18/34/50, CIFAR ResNet-20/56/110, DenseNet-121, CIFAR DenseNet-40
 //! (k = 12), plain MLPs, a toy vision transformer without attention (`token_mlp`: patch
-//! embedding, tokens, pre-LN MLP blocks) and a small one with multi-head attention
-//! (`tiny_vit`). Input channels, input size and number of classes are parameters.
+//! embedding, tokens, pre-LN MLP blocks) and small ones with multi-head attention
+//! (`tiny_vit`, and `vit_fashion`: 4×4-pixel patches, a position embedding, 4 blocks,
+//! 4 heads). Input channels, input size and number of classes are parameters.
 //!
 //! Where torchvision has the model, node names equal torchvision's module paths, so parameter
 //! names equal its state-dict keys and parameter counts match it exactly.
@@ -28,7 +29,7 @@ use fair_ir::{Graph, IrError};
 pub use densenet::{densenet_cifar, densenet121};
 pub use mlp::mlp;
 pub use resnet::{resnet, resnet_cifar};
-pub use tiny_vit::tiny_vit;
+pub use tiny_vit::{tiny_vit, vit_with_positions};
 pub use token_mlp::token_mlp;
 pub use vgg::{alexnet, vgg, vgg_cifar, vgg_compact};
 
@@ -236,6 +237,12 @@ pub const MODELS: &[ModelInfo] = &[
         FASHION,
         10
     ),
+    entry!(
+        "vit_fashion",
+        "small ViT: 4×4-pixel patches (49 tokens at 28×28) of 48 features with a learned position embedding, 4 pre-LN blocks of 4-head attention (head_dim 12) and a 96-neuron GELU MLP, token mean, linear head",
+        FASHION,
+        10
+    ),
 ];
 
 /// Looks up a zoo entry by name.
@@ -281,6 +288,8 @@ pub fn build(name: &str, input: &[usize], classes: usize) -> Result<Graph, ZooEr
         // tokens. A 4×4 grid (16 tokens) on square inputs whose side is a multiple of 4 or
         // at least 16; more on others (8×16: 4·8 = 32; 11×11: 5·5 = 25).
         "tiny_vit" => tiny_vit(input3, (h.min(w) / 4).max(1), 32, 4, 64, 2, classes),
+        // Patches of 4×4 pixels whatever the input size: ⌊H/4⌋·⌊W/4⌋ tokens (49 at 28×28).
+        "vit_fashion" => vit_with_positions(input3, 4, 48, 4, 96, 4, classes),
         _ => {
             let (base, cifar) = match name.strip_suffix("_cifar") {
                 Some(b) => (b, true),

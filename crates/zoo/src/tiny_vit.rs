@@ -1,6 +1,8 @@
 //! A small vision transformer with multi-head attention.
 
-use fair_ir::{Attention, Gelu, Graph, GraphBuilder, IrError, LayerNorm, TokenMean, Tokens};
+use fair_ir::{
+    Attention, Gelu, Graph, GraphBuilder, IrError, LayerNorm, PositionEmbedding, TokenMean, Tokens,
+};
 
 /// A patch embedding (a `patch`×`patch` convolution of stride `patch` to `dim` channels,
 /// `patch_embed`), its pixels as tokens `[T, dim]` (`tokens`), `depth` pre-LN transformer
@@ -26,9 +28,66 @@ pub fn tiny_vit(
     depth: usize,
     classes: usize,
 ) -> Result<Graph, IrError> {
-    let mut b = GraphBuilder::new("tiny_vit", "input", input.to_vec());
+    vit(
+        "tiny_vit", input, patch, dim, heads, hidden, depth, classes, false,
+    )
+}
+
+/// [`tiny_vit`] with a learned position embedding added to the tokens (`pos_embed`,
+/// `[T, dim]`, initialised to zero, after `tokens`): without one the blocks and the token
+/// mean see the patches as an unordered set. The position embedding is on the residual
+/// stream, which stays fixed; the prunable units are [`tiny_vit`]'s.
+pub fn vit_with_positions(
+    input: [usize; 3],
+    patch: usize,
+    dim: usize,
+    heads: usize,
+    hidden: usize,
+    depth: usize,
+    classes: usize,
+) -> Result<Graph, IrError> {
+    vit(
+        "vit_with_positions",
+        input,
+        patch,
+        dim,
+        heads,
+        hidden,
+        depth,
+        classes,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vit(
+    name: &str,
+    input: [usize; 3],
+    patch: usize,
+    dim: usize,
+    heads: usize,
+    hidden: usize,
+    depth: usize,
+    classes: usize,
+    positions: bool,
+) -> Result<Graph, IrError> {
+    let mut b = GraphBuilder::new(name, "input", input.to_vec());
     b.conv("patch_embed", "input", dim, patch, patch, 0, true)?;
     let mut x = b.add("tokens", Tokens {}.into(), &["patch_embed"])?;
+    if positions {
+        // The tokens of a stride-`patch` convolution without padding: ⌊H/p⌋·⌊W/p⌋ (the
+        // convolution above refuses a patch of 0 or one larger than the input).
+        let tokens = (input[1] / patch) * (input[2] / patch);
+        x = b.add(
+            "pos_embed",
+            PositionEmbedding {
+                tokens,
+                features: dim,
+            }
+            .into(),
+            &[&x],
+        )?;
+    }
     // Zero heads give head_dim 0, which the attention refuses naming the node.
     let head_dim = dim.checked_div(heads).unwrap_or(0);
     for i in 0..depth {

@@ -211,3 +211,53 @@ fn tiny_vit_tokens_follow_the_patch_of_the_shorter_side() {
         );
     }
 }
+
+#[test]
+fn hand_computed_vit_fashion_shapes_params_and_macs() {
+    // 1×28×28, 4×4-pixel patches: 7·7 = 49 tokens of 48 features; 4 blocks of 4 heads of 12
+    // channels and 96 hidden neurons.
+    let g = build("vit_fashion", &FASHION_INPUT, 10).unwrap();
+    assert_eq!(g.shape("patch_embed").unwrap(), &[48, 7, 7]);
+    assert_eq!(g.shape("tokens").unwrap(), &[49, 48]);
+    assert_eq!(g.shape("pos_embed").unwrap(), &[49, 48]);
+    assert_eq!(
+        g.node("pos_embed").unwrap().op,
+        fair_ir::PositionEmbedding {
+            tokens: 49,
+            features: 48
+        }
+        .into()
+    );
+    for l in ["q", "k", "v", "attend", "proj"] {
+        assert_eq!(g.shape(&format!("blocks.3.attn.{l}")).unwrap(), &[49, 48]);
+    }
+    assert_eq!(
+        g.node("blocks.2.attn.attend").unwrap().op,
+        fair_ir::Attention::new(12).into()
+    );
+    assert_eq!(g.shape("blocks.3.mlp.fc1").unwrap(), &[49, 96]);
+    assert_eq!(g.shape("blocks.3.add2").unwrap(), &[49, 48]);
+    assert!(g.node("blocks.4.norm1").is_err(), "four blocks");
+    assert_eq!(g.shape("pool").unwrap(), &[48]);
+    assert_eq!(g.shape("head").unwrap(), &[10]);
+    // Patch embedding 48·1·4·4 + 48 = 816; position embedding 49·48 = 2352; per block 2
+    // LNs 2·2·48 = 192, q/k/v/proj 4·(48·48 + 48) = 9408, fc1 96·48 + 96 = 4704, fc2
+    // 48·96 + 48 = 4656; final LN 96; head 10·48 + 10 = 490.
+    assert_eq!(
+        g.param_count(),
+        816 + 2352 + 4 * (192 + 9408 + 4704 + 4656) + 96 + 490
+    );
+    assert_eq!(g.param_count(), 79_594);
+    // Conv 49·48·16 = 37632; per block four 49·48·48 projections (451584), attention
+    // 2·49²·48 (230496), fc1 and fc2 49·48·96 each (451584); head 48·10.
+    assert_eq!(g.macs(), 37_632 + 4 * (451_584 + 230_496 + 451_584) + 480);
+    assert_eq!(g.macs(), 4_572_768);
+    assert_eq!(
+        g.prunable_layers().len(),
+        1 + 4 * 6 // patch embedding; per block q, k, v, proj, fc1, fc2 (not the head)
+    );
+    // 4×4-pixel patches at any input size: 32×32 gives 8·8 = 64 tokens.
+    let g = build("vit_fashion", &[3, 32, 32], 10).unwrap();
+    assert_eq!(g.shape("tokens").unwrap(), &[64, 48]);
+    assert_eq!(g.shape("pos_embed").unwrap(), &[64, 48]);
+}

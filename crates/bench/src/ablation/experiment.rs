@@ -176,11 +176,15 @@ pub enum Method {
     /// `GroupNormImportance`).
     #[value(name = "tp-norm")]
     TpNorm,
+    /// Torch-Pruning 1.6.1 isomorphic pruning (`isomorphic=True`, global
+    /// `GroupTaylorImportance` within each set of structurally identical groups).
+    #[value(name = "tp-iso")]
+    TpIso,
 }
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 22] = [
+    pub const ALL: [Method; 23] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
@@ -203,6 +207,7 @@ impl Method {
         Method::TpL1,
         Method::TpTaylor,
         Method::TpNorm,
+        Method::TpIso,
     ];
 
     /// The method's name (`--methods`, file names, JSON).
@@ -230,6 +235,7 @@ impl Method {
             Method::TpL1 => "tp-l1",
             Method::TpTaylor => "tp-taylor",
             Method::TpNorm => "tp-norm",
+            Method::TpIso => "tp-iso",
         }
     }
 
@@ -312,12 +318,13 @@ impl Method {
         }
     }
 
-    /// The Torch-Pruning importance the reference script runs (`l1`, `taylor`, `norm`).
+    /// The Torch-Pruning importance the reference script runs (`l1`, `taylor`, `norm`, `iso`).
     pub(super) fn torch_pruning(self) -> Option<&'static str> {
         match self {
             Method::TpL1 => Some("l1"),
             Method::TpTaylor => Some("taylor"),
             Method::TpNorm => Some("norm"),
+            Method::TpIso => Some("iso"),
             _ => None,
         }
     }
@@ -416,7 +423,7 @@ pub(super) fn target_key(t: f64) -> String {
 #[command(args_override_self = true)]
 pub struct Options {
     /// Networks to measure, comma-separated (the tables keep the others' stored results).
-    #[arg(long, value_delimiter = ',', value_parser = ["vgg", "resnet"], default_values = ["vgg", "resnet"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["vgg", "resnet", "vit"], default_values = ["vgg", "resnet"])]
     pub nets: Vec<String>,
     /// Seeds, comma-separated: each trains its own model, draws its own validation split and
     /// calibration samples; figures are mean ± sample std over them.

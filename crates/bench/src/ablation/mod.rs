@@ -27,7 +27,12 @@
 //! costs were measured per fraction of a layer (`fair-mac-unit`,
 //! [`UNIT_COST`](experiment::UNIT_COST)) and its shared-cost change (`fair-mac-shared`); the
 //! baselines `uniform-l1` and `uniform-group-l1` (ours) and Torch-Pruning's uniform L1, global
-//! Taylor and global group-norm pruning (`xtask/bench/ablation_reference.py`).
+//! Taylor, global group-norm and isomorphic pruning (`xtask/bench/ablation_reference.py`).
+//!
+//! The networks: the compact VGG and ResNet-20 of `bench compare` and, with `--nets vit`, a
+//! small vision transformer (`configs/fashion-vit.toml`), where Torch-Pruning removes whole
+//! attention heads and MLP neurons (the units fair-pruner prunes there) and every plan it
+//! writes is checked against its own pruned model (parameters and MACs).
 //!
 //! The module, one job per file:
 //!

@@ -119,8 +119,9 @@ pub struct Measured {
     /// Fraction of the unpruned model's MACs removed.
     pub macs_removed: f64,
     /// Torch-Pruning methods: the reference script's own record of this target
-    /// (`ratio`, `macs`, `params`, `macs_removed`), stored verbatim. A `Value` because it is
-    /// the external Python script's free-form JSON; only its `params` is read (cross-check).
+    /// (`ratio`, `macs`, `params`, `macs_removed`, and `matmul_macs` for models with
+    /// attention), stored verbatim. A `Value` because it is the external Python script's
+    /// free-form JSON; only `params` and `matmul_macs` are read (cross-checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<serde_json::Value>,
 }

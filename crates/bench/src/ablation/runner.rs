@@ -25,9 +25,7 @@ use super::results::{
     Figures, Measured, Outcome, ReconstructionFigures, ReconstructionSettings, Row, SeedResult,
     Settings, Top1, Tuned, Unpruned,
 };
-use crate::compare::{
-    EVAL_BATCH, FINETUNE_LR, Net, SUBSET_SEED, check_digests, create_dir, run_python,
-};
+use crate::compare::{EVAL_BATCH, Net, SUBSET_SEED, check_digests, create_dir, run_python};
 use crate::{read_as, write_json};
 
 /// The validation carve-out: per class (ascending id), a permutation drawn from `seed`; its
@@ -475,6 +473,25 @@ impl TpSummary {
     }
 }
 
+/// Checks the model fair-pruner built from a Torch-Pruning plan against Torch-Pruning's own
+/// pruned model, where the script recorded its matrix-product MACs (`matmul_macs`, written
+/// for models with attention, whose q/k/v channels it converts to heads): the parameters and
+/// those MACs must be equal, else the plan was not read back faithfully.
+fn check_reference(params: usize, macs: u64, reference: Option<&serde_json::Value>) -> Result<()> {
+    let Some(r) = reference else { return Ok(()) };
+    let Some(theirs) = r.get("matmul_macs").and_then(|v| v.as_u64()) else {
+        return Ok(());
+    };
+    let their_params = r.get("params").and_then(|v| v.as_u64());
+    anyhow::ensure!(
+        theirs == macs && their_params == Some(params as u64),
+        "the plan read back from Torch-Pruning's model gives {params} parameters and {macs} \
+         MACs, Torch-Pruning's own model {} and {theirs}",
+        their_params.map_or("(no count)".to_owned(), |p| p.to_string())
+    );
+    Ok(())
+}
+
 /// One network and seed: train, carve, calibrate, score, plan, measure.
 pub fn run_seed(
     net: &Net,
@@ -516,7 +533,7 @@ pub fn run_seed(
     let finetune = part.with_name(format!("{} ({:.0}%)", train.name(), 100.0 * f));
     let base = config.train.clone().unwrap_or(TrainSettings {
         epochs: 3,
-        lr: FINETUNE_LR,
+        lr: net.finetune_lr,
         ..Default::default()
     });
     let unpruned_top1 = stamp.top1;
@@ -532,7 +549,7 @@ pub fn run_seed(
         train_transform: config.transform.clone(),
         eval_transform,
         finetune_settings: TrainSettings {
-            lr: FINETUNE_LR,
+            lr: net.finetune_lr,
             seed: base.seed.wrapping_add(seed),
             ..base
         },
@@ -693,13 +710,18 @@ pub fn run_seed(
             100.0 * t
         );
         let name = format!("{}-{}", m.key(), target_key(t));
-        let measured = plan.and_then(|p| bench.evaluate_plan(&p, &name, &o.finetune_epochs));
+        let reference = m
+            .torch_pruning()
+            .and_then(|kind| torch_pruning.get(kind)?.targets.get(&target_key(t)))
+            .cloned();
+        let measured = plan
+            .and_then(|p| bench.evaluate_plan(&p, &name, &o.finetune_epochs))
+            .and_then(|figures| {
+                check_reference(figures.params, figures.macs, reference.as_ref())?;
+                Ok(figures)
+            });
         let outcome = match measured {
             Ok(mut figures) => {
-                let reference = m
-                    .torch_pruning()
-                    .and_then(|kind| torch_pruning.get(kind)?.targets.get(&target_key(t)))
-                    .cloned();
                 if let (Some(settings), Some(r)) =
                     (&bench.reconstruction, figures.reconstruction.as_mut())
                 {
@@ -816,6 +838,19 @@ mod tests {
         // Through the file's text (f32 means included) it reads back equal.
         let text = serde_json::to_string_pretty(&json).unwrap();
         assert_eq!(serde_json::from_str::<RunKey>(&text).unwrap(), key);
+    }
+
+    #[test]
+    fn torch_pruning_models_with_attention_must_match_the_applied_plan() {
+        let r = serde_json::json!({"params": 9617, "macs": 9999, "matmul_macs": 151360});
+        assert!(check_reference(9617, 151_360, Some(&r)).is_ok());
+        let err = check_reference(9617, 151_361, Some(&r)).unwrap_err();
+        assert!(format!("{err}").contains("151361 MACs"), "{err}");
+        assert!(check_reference(9616, 151_360, Some(&r)).is_err());
+        // Without `matmul_macs` (models without attention) or a reference: nothing to check.
+        let plain = serde_json::json!({"params": 1, "macs": 2});
+        assert!(check_reference(5, 7, Some(&plain)).is_ok());
+        assert!(check_reference(5, 7, None).is_ok());
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn markdown(net: &Summary) -> Result<String> {
     let budgets = &net.budgets;
     writeln!(
         s,
-        "#### {}\n\nn = {n} seeds ({}); every figure is the mean ± sample std over them (top-1 in %). Unpruned: {:.1} K params, {:.2} M MACs, validation top-1 {}, test top-1 {}. Trained {} epochs on the training split minus {} validation images per class; calibration {} samples per class from the training part; BatchNorm recalibration {} batches of {}; fine-tuning SGD lr 0.01 cosine over {:.0}% of the training part, each budget from the recalibrated model. {} CPU threads, {:.1} min in all (summed over the runs whose rows add up).\n",
+        "#### {}\n\nn = {n} seeds ({}); every figure is the mean ± sample std over them (top-1 in %). Unpruned: {:.1} K params, {:.2} M MACs, validation top-1 {}, test top-1 {}. Trained {} epochs on the training split minus {} validation images per class; calibration {} samples per class from the training part; BatchNorm recalibration {} batches of {}; fine-tuning {} cosine over {:.0}% of the training part, each budget from the recalibrated model. {} CPU threads, {:.1} min in all (summed over the runs whose rows add up).\n",
         net.title,
         seeds.join(", "),
         u.params as f64 / 1e3,
@@ -58,6 +58,10 @@ pub fn markdown(net: &Summary) -> Result<String> {
         st.per_class,
         st.recalibration.batches,
         st.recalibration.batch_size,
+        crate::compare::NETS
+            .iter()
+            .find(|n| n.key == net.net)
+            .map_or("SGD lr 0.01", |n| n.finetune_recipe),
         100.0 * st.finetune_fraction,
         net.threads,
         net.minutes,
