@@ -74,12 +74,25 @@ use tables::{chart_svg, markdown};
 pub const BEGIN: &str = "<!-- bench ablation: begin -->";
 /// See [`BEGIN`].
 pub const END: &str = "<!-- bench ablation: end -->";
-/// The markers of `cargo xtask bench ablation`'s block.
+/// The markers of `cargo xtask bench ablation`'s block (the CNNs).
 pub const ABLATION: Markers<'static> = Markers {
     begin: BEGIN,
     end: END,
     tool: "cargo xtask bench ablation",
 };
+
+/// The markers of the vision transformer's block (`--nets vit`), in its own section of
+/// `docs/results.md`.
+pub const ABLATION_VIT: Markers<'static> = Markers {
+    begin: "<!-- bench ablation vit: begin -->",
+    end: "<!-- bench ablation vit: end -->",
+    tool: "cargo xtask bench ablation --nets vit",
+};
+
+/// The block of `docs/results.md` that holds `net`'s table.
+fn block_of(net: &str) -> Markers<'static> {
+    if net == "vit" { ABLATION_VIT } else { ABLATION }
+}
 
 /// The stored result of `net` and `seed` under `dir`, `None` when there is none. A file
 /// that is there but does not read as a result is an error (naming it), never skipped or
@@ -102,12 +115,16 @@ fn stored_result(dir: &Path, net: &str, seed: u64) -> Result<Option<SeedResult>>
 
 /// Reads the stored per-seed results of every network for `seeds`, aggregates them, writes
 /// `dir/summary.json` and the charts (`dir/ablation-<net>.svg`), and returns the Markdown of
-/// all networks with the chart files written.
-fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, String, Vec<PathBuf>)> {
+/// every network that has results (with its key) and the chart files written.
+fn rebuild(
+    dir: &Path,
+    seeds: &[u64],
+) -> Result<(PathBuf, Vec<(&'static str, String)>, Vec<PathBuf>)> {
     let mut nets = Vec::new();
-    let mut md = String::new();
+    let mut blocks = Vec::new();
     let mut charts = Vec::new();
     for net in &NETS {
+        let mut md = String::new();
         let mut results = Vec::new();
         for &seed in seeds {
             results.extend(stored_result(dir, net.key, seed)?);
@@ -132,11 +149,26 @@ fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, String, Vec<PathBuf>)>
         }
         md += "\n";
         nets.push(agg);
+        blocks.push((net.key, md));
     }
     create_dir(dir)?;
     let out = dir.join("summary.json");
     write_json(&out, &Summaries { nets })?;
-    Ok((out, md, charts))
+    Ok((out, blocks, charts))
+}
+
+/// The Markdown of `blocks` grouped by the `docs/results.md` block each net goes in, in
+/// order of first appearance.
+fn by_block(blocks: &[(&str, String)]) -> Vec<(Markers<'static>, String)> {
+    let mut out: Vec<(Markers<'static>, String)> = Vec::new();
+    for (net, md) in blocks {
+        let markers = block_of(net);
+        match out.iter_mut().find(|(m, _)| m.begin == markers.begin) {
+            Some((_, all)) => all.push_str(md),
+            None => out.push((markers, md.clone())),
+        }
+    }
+    out
 }
 
 /// Runs the ablation (or, with `--tables-only`, only rebuilds its table and charts).
@@ -174,7 +206,8 @@ pub fn run(o: &Options) -> Result<()> {
             }
         }
     }
-    let (summary, md, charts) = rebuild(&dir, &o.seeds)?;
+    let (summary, blocks, charts) = rebuild(&dir, &o.seeds)?;
+    let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
     println!("{md}");
     println!(
         "summary: {} (this run: {:.1} min)",
@@ -183,7 +216,10 @@ pub fn run(o: &Options) -> Result<()> {
     );
     if !o.no_docs {
         let docs = root.join("docs/results.md");
-        crate::tables::write_block(&docs, &md, ABLATION)?;
+        // Each network's table goes in its block; a block without results is left as is.
+        for (markers, md) in by_block(&blocks) {
+            crate::tables::write_block(&docs, &md, markers)?;
+        }
         for chart in &charts {
             let name = chart.file_name().context("a chart has a file name")?;
             std::fs::copy(chart, root.join("docs").join(name))
@@ -278,6 +314,31 @@ mod tests {
         let mut other = fake_result(1, 0.0);
         other["settings"]["train_epochs"] = json!(3);
         assert!(aggregate(&all(&[fake_result(0, 0.0), other])).is_err());
+    }
+
+    #[test]
+    fn the_vit_table_goes_in_its_own_block_of_the_results() {
+        let blocks = [
+            ("vgg", "vgg table\n".to_owned()),
+            ("vit", "vit table\n".to_owned()),
+            ("resnet", "resnet table\n".to_owned()),
+        ];
+        let grouped = by_block(&blocks);
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].0.begin, BEGIN);
+        assert_eq!(grouped[0].1, "vgg table\nresnet table\n");
+        assert_eq!(grouped[1].0.begin, ABLATION_VIT.begin);
+        assert_eq!(grouped[1].1, "vit table\n");
+        // docs/results.md holds both blocks, so each splices.
+        let docs = std::fs::read_to_string(workspace_root().join("docs/results.md")).unwrap();
+        for (markers, md) in grouped {
+            let new = crate::tables::splice(&docs, &md, markers).unwrap();
+            assert!(
+                new.contains(&format!("{md}{}", markers.end)),
+                "{}",
+                markers.begin
+            );
+        }
     }
 
     #[test]
@@ -493,9 +554,14 @@ mod tests {
                 }
             }
         }
-        let (summary, md, charts) = rebuild(tmp.path(), &[0, 1, 2]).unwrap();
+        let (summary, blocks, charts) = rebuild(tmp.path(), &[0, 1, 2]).unwrap();
+        let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
         let expected = |name: &str| std::fs::read_to_string(fixtures().join(name)).unwrap();
         assert_eq!(md, expected("expected.md"));
+        // Both CNNs go in the one ablation block.
+        let grouped = by_block(&blocks);
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(grouped[0].0.begin, BEGIN);
         assert_eq!(charts.len(), 2);
         for chart in charts {
             let name = chart.file_name().unwrap().to_str().unwrap().to_owned();
@@ -511,7 +577,8 @@ mod tests {
         assert_eq!(ours, theirs);
         let _: Summaries = read_as(&fixtures().join("expected-summary.json")).unwrap();
         // A seed missing from the store is skipped; a file that does not read is an error.
-        let (_, md, _) = rebuild(tmp.path(), &[0, 7]).unwrap();
+        let (_, blocks, _) = rebuild(tmp.path(), &[0, 7]).unwrap();
+        let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
         assert!(md.contains("n = 1 seeds (0)"), "{md}");
         std::fs::write(tmp.path().join("vgg/seed-1/result.json"), "{}").unwrap();
         let err = rebuild(tmp.path(), &[0, 1]).unwrap_err();
