@@ -89,6 +89,9 @@ pub const ABLATION_VIT: Markers<'static> = Markers {
     tool: "cargo xtask bench ablation --nets vit",
 };
 
+/// Each network's Markdown, with its key, in table order.
+type NetBlocks = Vec<(&'static str, String)>;
+
 /// The block of `docs/results.md` that holds `net`'s table.
 fn block_of(net: &str) -> Markers<'static> {
     if net == "vit" { ABLATION_VIT } else { ABLATION }
@@ -116,10 +119,7 @@ fn stored_result(dir: &Path, net: &str, seed: u64) -> Result<Option<SeedResult>>
 /// Reads the stored per-seed results of every network for `seeds`, aggregates them, writes
 /// `dir/summary.json` and the charts (`dir/ablation-<net>.svg`), and returns the Markdown of
 /// every network that has results (with its key) and the chart files written.
-fn rebuild(
-    dir: &Path,
-    seeds: &[u64],
-) -> Result<(PathBuf, Vec<(&'static str, String)>, Vec<PathBuf>)> {
+fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, NetBlocks, Vec<PathBuf>)> {
     let mut nets = Vec::new();
     let mut blocks = Vec::new();
     let mut charts = Vec::new();
