@@ -106,6 +106,13 @@ pub struct TodCurve {
 }
 
 impl TodCurve {
+    /// Whether `other` has the same ToD values and removal order, whatever the layers'
+    /// names: coupled layers ranked as one (a summed group rule) do, and must keep equal
+    /// counts.
+    pub fn same_curve(&self, other: &TodCurve) -> bool {
+        self.tod == other.tod && self.removal_order == other.removal_order
+    }
+
     /// Builds the curve from one layer's U- and R-Scores in O(n log n): both orders are
     /// sorted once (stably: ties keep unit order), then the two sets grow by one unit per
     /// step. `Pm(m)` is the last m units of the ascending R order, as in the authors' package.
@@ -362,8 +369,11 @@ const BLEND_STEPS: usize = 1000;
 /// lo + ⌊λ·(hi − lo)⌋ units (options applied), with λ the smallest multiple of 1/1000 that
 /// reaches the target. Every layer's count stays between its ToD counts at the two
 /// tolerances, so the layers that ToD lets grow still grow, in proportion to their step.
-/// Below the smallest candidate (α = 0) `lo` removes nothing. `setting` is the α found;
-/// where it reaches the target exactly, the result is [`alpha_for_target`]'s.
+/// Where that blend still passes the target (a layer whose step is a few large units moves
+/// only as λ reaches 1), units are given back one at a time while the target stays met,
+/// each time where the least is left above it (never below `lo`). Below the smallest
+/// candidate (α = 0) `lo` removes nothing. `setting` is the α found; where it reaches the
+/// target exactly, the result is [`alpha_for_target`]'s.
 pub fn alpha_for_target_exact<F>(
     curves: &[TodCurve],
     options: CountOptions,
@@ -395,11 +405,72 @@ where
     let (step, achieved) = search(BLEND_STEPS + 1, target, |step| {
         reduction(&blend(step)).map_err(ThresholdError::Cost)
     })?;
+    let (counts, achieved) = trim(curves, options, &lo, blend(step), achieved, target, |c| {
+        reduction(c).map_err(ThresholdError::Cost)
+    })?;
     Ok(TargetResult {
         setting: found.setting,
-        counts: blend(step),
+        counts,
         achieved,
     })
+}
+
+/// Evaluations of the cost model [`trim`] may spend.
+const TRIM_EVALUATIONS: usize = 4096;
+
+/// Gives back units of a blend that overshoots `target`: the blend moves a layer whose step
+/// between the two tolerances is a few large units (a transformer's heads) only at the end,
+/// so it can pass the target by several such units. While some layer can remove one unit
+/// fewer (options applied, never below `lo`) and still reach the target, the one that leaves
+/// the smallest reduction does (ties: the first layer). Layers with the same curve and the
+/// same count give back together: coupled layers ranked as one share one curve and must
+/// keep equal counts. A candidate the cost model refuses is skipped. At most
+/// [`TRIM_EVALUATIONS`] evaluations. Returns the counts and what they achieve.
+fn trim<F>(
+    curves: &[TodCurve],
+    options: CountOptions,
+    lo: &[usize],
+    mut counts: Vec<usize>,
+    mut achieved: f64,
+    target: f64,
+    mut reduction: F,
+) -> Result<(Vec<usize>, f64), ThresholdError>
+where
+    F: FnMut(&[usize]) -> Result<f64, ThresholdError>,
+{
+    let mut budget = TRIM_EVALUATIONS;
+    while achieved > target && budget > 0 {
+        let mut best: Option<(Vec<usize>, f64)> = None;
+        for (j, c) in curves.iter().enumerate() {
+            // Each set of tied layers once, from its first member.
+            let tied = |k: usize| counts[k] == counts[j] && curves[k].same_curve(c);
+            if (0..j).any(tied) {
+                continue;
+            }
+            let Some(fewer) = counts[j].checked_sub(1) else {
+                continue;
+            };
+            let fewer = options.apply(c.units(), fewer);
+            if fewer >= counts[j] || fewer < lo[j] || budget == 0 {
+                continue;
+            }
+            let mut candidate = counts.clone();
+            for k in (j..curves.len()).filter(|&k| tied(k)) {
+                candidate[k] = fewer;
+            }
+            budget -= 1;
+            let Ok(r) = reduction(&candidate) else {
+                continue;
+            };
+            if r >= target && best.as_ref().is_none_or(|(_, b)| r < *b) {
+                best = Some((candidate, r));
+            }
+        }
+        let Some((candidate, r)) = best else { break };
+        counts = candidate;
+        achieved = r;
+    }
+    Ok((counts, achieved))
 }
 
 /// Uniform baseline: remove ⌊ratio·n⌋ units from every layer (options applied).
