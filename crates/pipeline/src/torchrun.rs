@@ -468,6 +468,11 @@ pub(crate) fn spec_for(
             weight_decay: s.weight_decay,
             seed: s.seed,
             schedule: serde_json::to_value(s.schedule).expect("schedules serialise"),
+            optimizer: match s.optimizer {
+                fair_train::Optimizer::Sgd => "sgd",
+                fair_train::Optimizer::Adamw => "adamw",
+            }
+            .into(),
             ..ScriptTrain::default()
         };
     }
@@ -555,4 +560,32 @@ fn log_end(path: &Path) -> String {
 pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exported `finetune.json` carries the run's optimizer, and writes nothing for SGD.
+    #[test]
+    fn the_script_settings_carry_the_optimizer() {
+        let graph = fair_zoo::build("mlp", &[1, 4, 4], 3).unwrap();
+        let sgd = TrainSettings::default();
+        let spec = spec_for(&graph, None, Some(&sgd));
+        assert_eq!(spec.train.optimizer, "sgd");
+        assert!(!serde_json::to_string(&spec).unwrap().contains("optimizer"));
+        let adamw = TrainSettings {
+            optimizer: fair_train::Optimizer::Adamw,
+            weight_decay: 0.05,
+            ..TrainSettings::default()
+        };
+        let spec = spec_for(&graph, None, Some(&adamw));
+        assert_eq!(spec.train.optimizer, "adamw");
+        assert_eq!(spec.train.weight_decay, 0.05);
+        assert!(
+            serde_json::to_string(&spec)
+                .unwrap()
+                .contains("\"optimizer\":\"adamw\"")
+        );
+    }
 }

@@ -18,6 +18,9 @@ processes). On CUDA the forward pass runs under autocast (float16 with a gradien
 by default); the loss is cross-entropy with `--label-smoothing`, plus, with `--teacher DIR`
 (a directory holding model.py and model.safetensors, e.g. the unpruned model),
 `--distill-weight` × T² × KL(teacher ‖ student) at temperature T (`--distill-temperature`).
+The optimizer is finetune.json's "optimizer", as fair-train's: "sgd" (the default: momentum
+and L2 weight decay) or "adamw" (torch.optim.AdamW, betas 0.9 and 0.999, eps 1e-8, decoupled
+weight decay; momentum unused).
 
 Outputs, in `--out` (default `finetune/` next to this script), written by rank 0 and always
 atomically (temporary name, then rename):
@@ -26,8 +29,8 @@ atomically (temporary name, then rename):
   generator, the augmentation generator, CUDA's generator on CUDA, Python's `random`);
 - finetuned.safetensors: the weights with the same keys and dtypes as model.safetensors, so
   fair-pruner loads them back (`--weights`);
-- result.json: epochs done, steps, train loss and learning rate per epoch, test top-1 and
-  loss, wall time.
+- result.json: epochs done, steps, the optimizer, train loss and learning rate per epoch,
+  test top-1 and loss, wall time.
 
 Resuming (`--resume [CHECKPOINT]`, default OUT/checkpoint.pt): rank 0 reads the checkpoint
 and broadcasts it, so on several nodes only rank 0's node needs the file. Epochs, optimiser
@@ -457,6 +460,20 @@ def save_weights(net, reference, path):
     atomic_write(path, lambda tmp: save_file(out, tmp, metadata={"written_by": "fair-pruner finetune.py"}))
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(name, params, lr, momentum, weight_decay):
+    """finetune.json's "optimizer", as fair-train builds it: "sgd" (momentum, L2 weight decay
+    added to the gradient) or "adamw" (betas 0.9 and 0.999, eps 1e-8, decoupled weight decay;
+    momentum unused)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(HERE, "finetune.json"), help="settings file [%(default)s]")
@@ -508,6 +525,11 @@ def main(argv=None):
     smoothing = pick(args.label_smoothing, "label_smoothing", 0.0)
     seed = pick(args.seed, "seed", 0)
     schedule = train_cfg.get("schedule") or {"kind": "cosine"}
+    optimizer_name = train_cfg.get("optimizer", "sgd")
+    if optimizer_name not in OPTIMIZERS:
+        raise SystemExit(
+            f"{args.config}: unknown optimizer {optimizer_name!r} in \"train\" (known: {', '.join(OPTIMIZERS)})"
+        )
     input_shape = cfg["input"]
     if args.reset_schedule and args.resume is None:
         raise SystemExit("--reset-schedule restarts the schedule of a resumed run: give --resume too")
@@ -566,7 +588,7 @@ def main(argv=None):
 
     if args.sync_bn and distributed:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = build_optimizer(optimizer_name, net.parameters(), base_lr, momentum, weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     gen = torch.Generator().manual_seed(seed * 1000 + rank())
     history, start_epoch, step, resumed = [], 0, 0, None
@@ -594,7 +616,7 @@ def main(argv=None):
 
     log(
         f"{world()} process(es), backend {dist.get_backend() if distributed else 'none'}, device {device.type}, "
-        f"amp {amp}; {len(train_set)} train / {len(test_set)} test samples; epochs {start_epoch + 1}..{end_epoch} "
+        f"amp {amp}, optimizer {optimizer_name}; {len(train_set)} train / {len(test_set)} test samples; epochs {start_epoch + 1}..{end_epoch} "
         f"of {epochs}, {steps_per_epoch} steps each, global batch {per_rank * world()}"
     )
     for epoch in range(start_epoch, end_epoch):
@@ -675,6 +697,7 @@ def main(argv=None):
             "backend": dist.get_backend() if distributed else None,
             "device": device.type,
             "amp": amp,
+            "optimizer": optimizer_name,
             "train_loss": [h["train_loss"] for h in history],
             "history": history,
             "test": test,

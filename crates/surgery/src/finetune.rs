@@ -141,6 +141,22 @@ pub struct ScriptTrain {
     /// The learning-rate schedule, per step: `{"kind": "cosine"}`, `{"kind": "constant"}` or
     /// `{"kind": "step", "every": EPOCHS, "gamma": FACTOR}` (fair-train's `Schedule`).
     pub schedule: serde_json::Value,
+    /// The optimizer, fair-train's `Optimizer` in lower case: `"sgd"` (SGD with `momentum`
+    /// and L2 `weight_decay`; the default, left out of `finetune.json`) or `"adamw"`
+    /// (`torch.optim.AdamW` with β₁ = 0.9, β₂ = 0.999, ε = 1e-8 and decoupled `weight_decay`,
+    /// as fair-train; `momentum` unused). The script refuses any other name.
+    #[serde(default = "sgd", skip_serializing_if = "is_sgd")]
+    pub optimizer: String,
+}
+
+/// `ScriptTrain::optimizer`'s default.
+fn sgd() -> String {
+    "sgd".into()
+}
+
+/// Whether `name` is the default optimizer (left out when written).
+fn is_sgd(name: &String) -> bool {
+    name == "sgd"
 }
 
 impl Default for ScriptTrain {
@@ -155,6 +171,7 @@ impl Default for ScriptTrain {
             label_smoothing: 0.0,
             seed: 0,
             schedule: serde_json::json!({ "kind": "cosine" }),
+            optimizer: sgd(),
         }
     }
 }

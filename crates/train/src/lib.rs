@@ -172,7 +172,9 @@ pub enum Optimizer {
     /// SGD with `momentum` and L2 `weight_decay` (added to the gradient).
     #[default]
     Sgd,
-    /// AdamW (β₁ = 0.9, β₂ = 0.999) with decoupled `weight_decay`; `momentum` is unused.
+    /// AdamW (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, as exported `finetune.py` builds
+    /// `torch.optim.AdamW`) with decoupled `weight_decay`, which multiplies the weights by
+    /// 1 − lr·weight_decay each step (so lr·weight_decay must be below 1); `momentum` is unused.
     /// Small vision transformers train far better with it than with SGD.
     Adamw,
 }
@@ -242,6 +244,21 @@ impl TrainSettings {
             && (every == 0 || gamma.is_nan() || gamma <= 0.0)
         {
             return bad("schedule", "step needs every ≥ 1 and gamma > 0".into());
+        }
+        // AdamW multiplies every weight by 1 − lr·weight_decay each step: at lr·wd ≥ 1 that
+        // zeroes or flips the weights.
+        if self.optimizer == Optimizer::Adamw && self.lr * self.weight_decay >= 1.0 {
+            return bad(
+                "weight_decay",
+                format!(
+                    "with optimizer = \"adamw\", lr × weight_decay must be below 1 (the \
+                     decoupled decay multiplies the weights by 1 − lr × weight_decay each \
+                     step), found lr {} × weight_decay {} = {}",
+                    self.lr,
+                    self.weight_decay,
+                    self.lr * self.weight_decay
+                ),
+            );
         }
         Ok(())
     }

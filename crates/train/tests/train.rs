@@ -133,6 +133,16 @@ fn bad_settings_are_named() {
             },
             "momentum",
         ),
+        // AdamW's decoupled decay would flip the weights' sign.
+        (
+            TrainSettings {
+                optimizer: Optimizer::Adamw,
+                lr: 0.5,
+                weight_decay: 2.0,
+                ..settings()
+            },
+            "weight_decay",
+        ),
         // Issue 29: values that used to abort (per-epoch storage of 2^32 epochs) or panic
         // inside libtorch (rates beyond float32).
         (
@@ -277,6 +287,65 @@ fn training_and_evaluation_stream_an_image_folder() {
     );
 }
 
+/// One AdamW step over the whole (tiny) set is the first bias-corrected Adam step with
+/// decoupled decay, p₁ = p₀·(1 − lr·wd) − lr·g/(|g| + ε), with g the gradient at p₀ computed
+/// here on a second copy of the model: not coupled Adam (−lr·sign(g + wd·p₀)), not an
+/// uncorrected step.
+#[test]
+fn adamw_takes_the_decoupled_bias_corrected_first_step() {
+    use fair_runtime::Mode;
+    use tch::Tensor;
+    tch::set_num_threads(1);
+    let n = 16;
+    let tr = data(n, 3);
+    let t = Transform {
+        mean: vec![0.5],
+        std: vec![0.25],
+        augment: None,
+        ..Default::default()
+    };
+    let (lr, wd) = (0.1, 0.5);
+    let s = TrainSettings {
+        epochs: 1,
+        batch_size: n,
+        lr,
+        weight_decay: wd,
+        schedule: Schedule::Constant,
+        optimizer: Optimizer::Adamw,
+        ..settings()
+    };
+    // The gradient at p₀: the mean cross-entropy over the set, inputs (x/255 − 0.5)/0.25.
+    let probe = model(0);
+    let x: Vec<f32> = (0..n)
+        .flat_map(|i| tr.image(i).iter().map(|&p| (p as f32 / 255.0 - 0.5) / 0.25))
+        .collect::<Vec<_>>();
+    let x = Tensor::from_slice(&x).view([n as i64, 1, 6, 6]);
+    let y = Tensor::from_slice(&(0..n as i64).map(|i| i % 2).collect::<Vec<_>>());
+    probe
+        .forward(&x, Mode::Train)
+        .unwrap()
+        .cross_entropy_for_logits(&y)
+        .backward();
+
+    let mut m = model(0);
+    train(&mut m, &tr, None, &t, &t, &s, false).unwrap();
+    let mut coupled_differs = false;
+    for (name, p0) in probe.named_tensors() {
+        let g = p0.grad();
+        let p0 = p0.detach();
+        let expected = &p0 * (1.0 - lr * wd) - (&g / (g.abs() + 1e-8)) * lr;
+        let got = m.tensor(&name).unwrap();
+        let off = (got - &expected).abs().max().double_value(&[]);
+        assert!(off < 1e-5, "{name}: {off} off the AdamW step");
+        let coupled = &p0 - (&g + &p0 * wd).sign() * lr;
+        coupled_differs |= (got - coupled).abs().max().double_value(&[]) > 1e-3;
+    }
+    assert!(
+        coupled_differs,
+        "no parameter tells AdamW from coupled Adam"
+    );
+}
+
 #[test]
 fn adamw_learns_and_takes_other_steps_than_sgd() {
     tch::set_num_threads(1);
@@ -317,4 +386,17 @@ fn adamw_learns_and_takes_other_steps_than_sgd() {
     let mut unknown = serde_json::to_value(&adamw).unwrap();
     unknown["optimizer"] = "adam".into();
     assert!(serde_json::from_value::<TrainSettings>(unknown).is_err());
+    // Settings written before the optimizer existed (no key) read as SGD, the default.
+    let old_json = r#"{"epochs": 10, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
+        "weight_decay": 0.0005, "schedule": {"kind": "cosine"}, "seed": 0}"#;
+    assert_eq!(
+        serde_json::from_str::<TrainSettings>(old_json).unwrap(),
+        TrainSettings::default()
+    );
+    let old_toml = "epochs = 10\nbatch_size = 128\nlr = 0.05\nmomentum = 0.9\n\
+        weight_decay = 0.0005\nschedule = { kind = \"cosine\" }\nseed = 0\n";
+    assert_eq!(
+        toml::from_str::<TrainSettings>(old_toml).unwrap(),
+        TrainSettings::default()
+    );
 }
