@@ -17,7 +17,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, stderr};
 use fair_runtime::{Mode, Model};
 use tch::{Device, Tensor};
 
@@ -71,58 +70,6 @@ fn reference(onnx: &Path) -> (Tensor, Tensor) {
     (x, y)
 }
 
-/// `import → score --criteria l1 → ratios --target-macs 0.3 --write-plan → apply`; returns
-/// the imported and the pruned model's directories.
-fn pipeline(dir: &Path, onnx: &Path) -> (PathBuf, PathBuf) {
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let name = onnx.file_stem().unwrap().to_str().unwrap();
-    let imported = dir.join("imported");
-    let o = run(&["import", &s(onnx), "--out", &s(&imported)]);
-    assert!(o.status.success(), "{name}: import: {}", stderr(&o));
-    let (graph, weights) = (
-        imported.join("model.toml"),
-        imported.join("model.safetensors"),
-    );
-    let scores = dir.join("scores.json");
-    let o = run(&[
-        "score",
-        "--graph",
-        &s(&graph),
-        "--weights",
-        &s(&weights),
-        "--criteria",
-        "l1",
-        "--out",
-        &s(&scores),
-    ]);
-    assert!(o.status.success(), "{name}: score: {}", stderr(&o));
-    let plan = dir.join("plan.json");
-    let o = run(&[
-        "ratios",
-        "--scores",
-        &s(&scores),
-        "--target-macs",
-        "0.3",
-        "--write-plan",
-        &s(&plan),
-    ]);
-    assert!(o.status.success(), "{name}: ratios: {}", stderr(&o));
-    let pruned = dir.join("pruned");
-    let o = run(&[
-        "apply",
-        "--graph",
-        &s(&graph),
-        "--weights",
-        &s(&weights),
-        "--plan",
-        &s(&plan),
-        "--out",
-        &s(&pruned),
-    ]);
-    assert!(o.status.success(), "{name}: apply: {}", stderr(&o));
-    (imported, pruned)
-}
-
 #[test]
 #[ignore = "needs the reference Python (torch, torchvision, onnx, onnxruntime): run with cargo xtask test"]
 fn transformers_and_grouped_convs_in_unnamed_configurations_import_prune_and_export() {
@@ -147,7 +94,7 @@ fn transformers_and_grouped_convs_in_unnamed_configurations_import_prune_and_exp
     for onnx in &files {
         let name = onnx.file_stem().unwrap().to_str().unwrap().to_owned();
         let work = dir.path().join(&name);
-        let (imported, pruned) = pipeline(&work, onnx);
+        let (imported, pruned) = common::import_score_ratios_apply(&work, onnx, &[]);
         // The import computes what ONNX Runtime computed on the file.
         let load = |d: &Path| {
             Model::from_safetensors(

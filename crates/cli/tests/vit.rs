@@ -264,61 +264,10 @@ fn a_random_plan_of_heads_and_neurons_gives_the_dead_unit_model() {
 }
 
 /// `import → score --criteria l1 → ratios --target-macs 0.3 --write-plan → apply` on each
-/// export; returns the pruned model's directory.
+/// export (ToD by l1 alone); returns the pruned model's directory.
 fn pipeline(dir: &Path, name: &str) -> PathBuf {
-    let d = dir.join(name);
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let imported = d.join("imported");
-    let o = run(&["import", &s(&fixture(name)), "--out", &s(&imported)]);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    let (graph, weights) = (
-        imported.join("model.toml"),
-        imported.join("model.safetensors"),
-    );
-    let scores = d.join("scores.json");
-    let o = run(&[
-        "score",
-        "--graph",
-        &s(&graph),
-        "--weights",
-        &s(&weights),
-        "--criteria",
-        "l1",
-        "--out",
-        &s(&scores),
-    ]);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    let plan = d.join("plan.json");
-    let o = run(&[
-        "ratios",
-        "--scores",
-        &s(&scores),
-        "--target-macs",
-        "0.3",
-        "--remove-by",
-        "l1",
-        "--protect-by",
-        "l1",
-        "--rank-by",
-        "l1",
-        "--write-plan",
-        &s(&plan),
-    ]);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    let out = d.join("pruned");
-    let o = run(&[
-        "apply",
-        "--graph",
-        &s(&graph),
-        "--weights",
-        &s(&weights),
-        "--plan",
-        &s(&plan),
-        "--out",
-        &s(&out),
-    ]);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
-    out
+    let flags = &["--remove-by", "l1", "--protect-by", "l1", "--rank-by", "l1"];
+    common::import_score_ratios_apply(&dir.join(name), &fixture(name), flags).1
 }
 
 #[test]

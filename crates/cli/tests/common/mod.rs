@@ -78,3 +78,56 @@ pub fn train_idx_toy(
     assert!(o.status.success(), "{}", stderr(&o));
     (flags, o)
 }
+
+/// Issue 24's check pipeline on the ONNX file `onnx`, in `dir`: `import → score --criteria
+/// l1 → ratios --target-macs 0.3 [ratios_flags] --write-plan → apply`, each step asserted
+/// to succeed (naming `onnx` and the step). Returns the imported and the pruned model's
+/// directories (`model.toml`, `model.safetensors`, and the exports).
+pub fn import_score_ratios_apply(
+    dir: &Path,
+    onnx: &Path,
+    ratios_flags: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let what = onnx.display();
+    let imported = dir.join("imported");
+    let o = run(&["import", &s(onnx), "--out", &s(&imported)]);
+    assert!(o.status.success(), "{what}: import: {}", stderr(&o));
+    let (graph, weights) = (
+        s(&imported.join("model.toml")),
+        s(&imported.join("model.safetensors")),
+    );
+    let scores = s(&dir.join("scores.json"));
+    let o = run(&[
+        "score",
+        "--graph",
+        &graph,
+        "--weights",
+        &weights,
+        "--criteria",
+        "l1",
+        "--out",
+        &scores,
+    ]);
+    assert!(o.status.success(), "{what}: score: {}", stderr(&o));
+    let plan = s(&dir.join("plan.json"));
+    let mut args = vec!["ratios", "--scores", &scores, "--target-macs", "0.3"];
+    args.extend_from_slice(ratios_flags);
+    args.extend(["--write-plan", &plan]);
+    let o = run(&args);
+    assert!(o.status.success(), "{what}: ratios: {}", stderr(&o));
+    let pruned = dir.join("pruned");
+    let o = run(&[
+        "apply",
+        "--graph",
+        &graph,
+        "--weights",
+        &weights,
+        "--plan",
+        &plan,
+        "--out",
+        &s(&pruned),
+    ]);
+    assert!(o.status.success(), "{what}: apply: {}", stderr(&o));
+    (imported, pruned)
+}
