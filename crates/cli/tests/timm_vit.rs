@@ -15,8 +15,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use fair_analysis::{ResolveOptions, UnitMap, analyze};
-use fair_runtime::{Mode, Model};
+use common::transformers::{
+    eval, floats, max_abs, prunable, random_plan_gives_the_dead_unit_model,
+};
+use fair_analysis::UnitMap;
+use fair_runtime::Model;
 use tch::{Device, Tensor};
 
 /// Which timm model a fixture is.
@@ -68,16 +71,6 @@ fn facts(name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
 }
 
-/// The numbers under `key` in a fixture's facts, as `f32`.
-fn floats(facts: &serde_json::Value, key: &str) -> Vec<f32> {
-    facts[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
-}
-
 /// Fixture `name` imported (default options) as a runnable model on the CPU.
 fn load(name: &str) -> Model {
     let imported =
@@ -88,29 +81,6 @@ fn load(name: &str) -> Model {
 /// The fixture's sample input, `[2, 3, 32, 32]`.
 fn sample(name: &str) -> Tensor {
     Tensor::from_slice(&floats(&facts(name), "sample_input")).reshape([2, 3, 32, 32])
-}
-
-/// `m`'s output on `x` in eval mode, without gradients.
-fn eval(m: &Model, x: &Tensor) -> Tensor {
-    tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap()
-}
-
-/// The largest absolute value in `t`.
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs().max().double_value(&[])
-}
-
-/// The prunable groups as (first layer, units, unit map, layers), sorted by layer.
-fn prunable(m: &Model) -> Vec<(String, usize, UnitMap, Vec<String>)> {
-    let groups = analyze(m.graph(), &[]).unwrap();
-    let mut v: Vec<_> = groups
-        .groups()
-        .iter()
-        .filter(|g| g.is_prunable())
-        .map(|g| (g.layers[0].clone(), g.units, g.map, g.layers.clone()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 /// The one IR node reading `name`.
@@ -231,100 +201,11 @@ fn a_dynamic_batch_timm_export_computes_as_onnx_runtime_at_other_batch_sizes() {
     }
 }
 
-/// A small seeded generator (xorshift), for the random plan.
-struct Rng(u64);
-
-impl Rng {
-    /// The next value below `n`.
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    /// `k` distinct values below `n`, sorted.
-    fn pick(&mut self, k: usize, n: usize) -> Vec<usize> {
-        let mut v = Vec::new();
-        while v.len() < k {
-            let x = self.below(n);
-            if !v.contains(&x) {
-                v.push(x);
-            }
-        }
-        v.sort_unstable();
-        v
-    }
-}
-
 #[test]
 fn a_random_plan_of_timm_heads_and_neurons_gives_the_dead_unit_model() {
     for (seed, (name, _)) in EXPORTS.iter().enumerate() {
-        let m = load(name);
-        let x = sample(name);
-        let groups = prunable(&m);
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d + seed as u64);
-        // Per group: 1 to 3 of the 4 heads, or 1 to 40 of the 64 neurons.
-        let mut remove = serde_json::Map::new();
-        let mut dead_rows: Vec<(String, Vec<i64>)> = Vec::new();
-        let mut kept: Vec<(String, usize)> = Vec::new();
-        for (_, units, map, layers) in &groups {
-            let k = 1 + rng.below(if *units == 4 { 3 } else { 40 });
-            let units_out = rng.pick(k, *units);
-            let size = match map {
-                UnitMap::Chunks { size } => *size,
-                _ => 1,
-            };
-            let rows: Vec<i64> = units_out
-                .iter()
-                .flat_map(|&u| (u * size) as i64..((u + 1) * size) as i64)
-                .collect();
-            for l in layers {
-                remove.insert(l.clone(), serde_json::json!(units_out));
-                dead_rows.push((l.clone(), rows.clone()));
-                kept.push((l.clone(), (units - k) * size));
-            }
-        }
-        let plan = fair_analysis::Plan::from_json_str(
-            &serde_json::json!({ "remove": remove }).to_string(),
-            "plan.json",
-        )
-        .unwrap();
-        // The dead-unit model: the removed heads' rows of q, k and v and the removed
-        // neurons' rows of the MLP's first linear (weights and biases) are zero, so a removed
-        // head attends to zero values and a removed neuron is GELU(0) = 0: neither adds
-        // anything to what reads it.
-        let dead = m.deep_copy().unwrap();
-        tch::no_grad(|| {
-            for (layer, rows) in &dead_rows {
-                for p in ["weight", "bias"] {
-                    let mut t = dead
-                        .tensor(&format!("{layer}.{p}"))
-                        .unwrap()
-                        .shallow_clone();
-                    let _ = t.index_fill_(0, &Tensor::from_slice(rows), 0.0);
-                }
-            }
-        });
-        let (orig, a) = (eval(&m, &x), eval(&dead, &x));
-        assert!(
-            max_abs(&(&orig - &a)) > 1e-3,
-            "{name}: the dead units must matter"
-        );
-        let pruned = fair_surgery::apply(&dead, &plan, &ResolveOptions::default()).unwrap();
-        let g = pruned.model.graph();
-        for (layer, width) in &kept {
-            assert_eq!(g.units(layer), Some(*width), "{name}: {layer}");
-        }
-        for n in g.nodes() {
-            if let fair_ir::Op::Attention(at) = &n.op {
-                assert_eq!(at.head_dim, 8, "{name}: the head dimension is kept");
-            }
-        }
-        assert!(g.macs() < m.graph().macs(), "{name}");
-        let b = eval(&pruned.model, &x);
-        let d = max_abs(&(&a - &b));
-        eprintln!("{name}: max |pruned - dead-unit model| = {d:e}");
-        assert!(d <= 1e-5, "{name}: max |Δ| = {d}");
+        let mut rng = common::transformers::Rng(0x2545_f491_4f6c_dd1d + seed as u64);
+        random_plan_gives_the_dead_unit_model(name, &load(name), &sample(name), &mut rng, 8);
     }
 }
 

@@ -17,23 +17,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fair_runtime::{Mode, Model};
+use common::transformers::{eval, floats, max_abs};
+use fair_runtime::Model;
 use tch::{Device, Tensor};
-
-/// The numbers under `key` of a JSON object.
-fn floats(v: &serde_json::Value, key: &str) -> Vec<f32> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("no '{key}'"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-/// The largest absolute value of `t`.
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs().max().double_value(&[])
-}
 
 /// How far `theirs` may be from `ours`: 1e-4 of the output's scale, and a hundredth of
 /// how much the output varies over the batch, so that a model whose output hardly depends
@@ -45,11 +31,6 @@ fn tolerance(ours: &Tensor) -> f64 {
         "the output hardly varies over the batch"
     );
     (1e-4 * max_abs(ours)).min(1e-2 * spread)
-}
-
-/// `m`'s eval-mode output on `x`.
-fn eval(m: &Model, x: &Tensor) -> Tensor {
-    tch::no_grad(|| m.forward(x, Mode::Eval)).unwrap()
 }
 
 /// The sample batch of 3 and ONNX Runtime's output on it, from the file's JSON.

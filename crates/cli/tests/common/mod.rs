@@ -2,6 +2,8 @@
 //! and the trained toy model on the IDX toy data. Each test file uses only some of them.
 #![allow(dead_code)]
 
+pub mod transformers;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
