@@ -931,28 +931,26 @@ fn broadcast(shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
 /// `expand(batch, -1, -1)` asks whether the batch size is -1).
 pub(crate) fn equal(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
     let out = broadcast(&[&a.dims, &b.dims])?;
-    let (Data::Int(x), Data::Int(y)) = (&*a.data, &*b.data) else {
-        if matches!(*a.data, Data::Int(_)) || matches!(*b.data, Data::Int(_)) {
-            return Err(
-                "Equal of a floating-point and an integer constant (insert a Cast)".to_owned(),
-            );
-        }
-        let which = if matches!(*a.data, Data::F32(_)) {
-            0
-        } else {
-            1
-        };
-        return Err(format!(
-            "Equal is evaluated on integer constants only (shapes, indices), but input {which} is a float constant of shape {:?}",
-            [&a.dims, &b.dims][which]
-        ));
-    };
     let rank = out.len();
     let ia = Walk::new(&out, broadcast_strides(&pad(&a.dims, rank)), 0);
     let ib = Walk::new(&out, broadcast_strides(&pad(&b.dims, rank)), 0);
     let mut v = Vec::with_capacity(budget.take(&out, INT_BYTES)?);
-    for (i, j) in ia.zip(ib) {
-        v.push(i64::from(int_eq(x[i], y[j])?));
+    match (&*a.data, &*b.data) {
+        (Data::Int(x), Data::Int(y)) => {
+            for (i, j) in ia.zip(ib) {
+                v.push(i64::from(int_eq(x[i], y[j])?));
+            }
+        }
+        // Exact IEEE equality, as ONNX defines it (Swin's shifted-window mask compares
+        // region labels held as floats).
+        (Data::F32(x), Data::F32(y)) => {
+            v.extend(ia.zip(ib).map(|(i, j)| i64::from(x[i] == y[j])));
+        }
+        _ => {
+            return Err(
+                "Equal of a floating-point and an integer constant (insert a Cast)".to_owned(),
+            );
+        }
     }
     Ok(Const::i64(out, v))
 }
@@ -992,6 +990,261 @@ pub(crate) fn where_(
         dims: out,
         data: Rc::new(data),
     })
+}
+
+/// `Not` of a boolean constant (stored as integers: non-zero is true).
+pub(crate) fn not(c: &Const, budget: &mut Budget) -> Result<Const, String> {
+    let v = c
+        .ints()
+        .map_err(|e| format!("Not of a non-boolean constant: {e}"))?;
+    budget.take(&c.dims, INT_BYTES)?;
+    Ok(Const::i64(
+        c.dims.clone(),
+        v.into_iter().map(|x| i64::from(x == 0)),
+    ))
+}
+
+/// `Range(start, limit, delta)` of scalar constants: `max(⌈(limit − start) / delta⌉, 0)`
+/// values `start + i·delta`, integers when all three are integers, else floats.
+pub(crate) fn range(
+    start: &Const,
+    limit: &Const,
+    delta: &Const,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    for (what, c) in [("start", start), ("limit", limit), ("delta", delta)] {
+        if c.len() != 1 {
+            return Err(format!(
+                "Range's {what} must be a scalar, found shape {:?}",
+                c.dims
+            ));
+        }
+    }
+    let ints = [start, limit, delta]
+        .iter()
+        .all(|c| matches!(*c.data, Data::Int(_)));
+    if ints {
+        let (s, l, d) = (start.ints()?[0], limit.ints()?[0], delta.ints()?[0]);
+        if d == 0 {
+            return Err("Range with delta 0".to_owned());
+        }
+        let span = i128::from(l) - i128::from(s);
+        let d128 = i128::from(d);
+        let n = ((span + d128 - d128.signum()) / d128).max(0);
+        let n = usize::try_from(n).map_err(|_| format!("Range({s}, {l}, {d}) is too long"))?;
+        budget.take(&[n], INT_BYTES)?;
+        return Ok(Const::i64(vec![n], (0..n as i64).map(|i| s + i * d)));
+    }
+    let (s, l, d) = (
+        start.scalar_f32()?,
+        limit.scalar_f32()?,
+        delta.scalar_f32()?,
+    );
+    if d == 0.0 || !(s.is_finite() && l.is_finite() && d.is_finite()) {
+        return Err(format!("Range({s}, {l}, {d}) has no finite length"));
+    }
+    let n = ((l - s) / d).ceil().max(0.0);
+    if n > MAX_FOLDED as f32 {
+        return Err(format!("Range({s}, {l}, {d}) is too long"));
+    }
+    let n = n as usize;
+    budget.take(&[n], F32_BYTES)?;
+    Ok(Const::f32(
+        vec![n],
+        (0..n).map(|i| s + i as f32 * d).collect(),
+    ))
+}
+
+/// The positions of `indices`' last axis as flat offsets into `data` (ScatterND and
+/// GatherND): one offset per index tuple, each the start of a slice of `inner` elements.
+fn nd_offsets(data: &Const, indices: &Const) -> Result<(Vec<usize>, usize, usize), String> {
+    let Some((&k, outer)) = indices.dims.split_last() else {
+        return Err("the indices must have at least one axis".to_owned());
+    };
+    if k == 0 || k > data.dims.len() {
+        return Err(format!(
+            "index tuples of {k} values do not address a tensor of rank {}",
+            data.dims.len()
+        ));
+    }
+    let idx = indices.ints()?;
+    let st = strides(&data.dims);
+    let inner: usize = data.dims[k..].iter().product();
+    let mut offsets = Vec::with_capacity(outer.iter().product());
+    for tuple in idx.chunks(k) {
+        let mut at = 0usize;
+        for (a, &i) in tuple.iter().enumerate() {
+            let n = data.dims[a] as i64;
+            let j = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&j) {
+                return Err(format!(
+                    "index {i} on axis {a} is out of range for a dimension of {n}"
+                ));
+            }
+            at += j as usize * st[a];
+        }
+        offsets.push(at);
+    }
+    Ok((offsets, inner, k))
+}
+
+/// `ScatterND(data, indices, updates)` without reduction: a copy of `data` with the slices
+/// that `indices` address replaced by `updates` (later tuples win, as in the reference).
+pub(crate) fn scatter_nd(
+    data: &Const,
+    indices: &Const,
+    updates: &Const,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    let (offsets, inner, k) = nd_offsets(data, indices)?;
+    let mut want = indices.dims[..indices.dims.len() - 1].to_vec();
+    want.extend_from_slice(&data.dims[k..]);
+    if updates.dims != want {
+        return Err(format!(
+            "the updates have shape {:?}, but the indices and data need {want:?}",
+            updates.dims
+        ));
+    }
+    budget.take(&data.dims, data.data.elem_bytes())?;
+    let dims = data.dims.clone();
+    fn put<T: Copy>(d: &[T], u: &[T], offsets: &[usize], inner: usize) -> Vec<T> {
+        let mut out = d.to_vec();
+        for (n, &o) in offsets.iter().enumerate() {
+            out[o..o + inner].copy_from_slice(&u[n * inner..(n + 1) * inner]);
+        }
+        out
+    }
+    let out = match (&*data.data, &*updates.data) {
+        (Data::F32(d), Data::F32(u)) => Data::F32(put(d, u, &offsets, inner)),
+        (Data::Int(d), Data::Int(u)) => Data::Int(put(d, u, &offsets, inner)),
+        _ => return Err("ScatterND of data and updates of different types".to_owned()),
+    };
+    Ok(Const {
+        dims,
+        data: Rc::new(out),
+    })
+}
+
+/// `GatherND(data, indices)` with `batch_dims = 0`: the slices of `data` that the index
+/// tuples address, shape `indices.shape[..-1] + data.shape[k..]`.
+pub(crate) fn gather_nd(
+    data: &Const,
+    indices: &Const,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    let (offsets, inner, k) = nd_offsets(data, indices)?;
+    let mut dims = indices.dims[..indices.dims.len() - 1].to_vec();
+    dims.extend_from_slice(&data.dims[k..]);
+    budget.take(&dims, data.data.elem_bytes())?;
+    Ok(data.pick(dims, offsets.into_iter().flat_map(move |o| o..o + inner)))
+}
+
+/// Element-wise float functions of a constant: `Relu`, `Sigmoid`, `Exp`, `Neg`, `Abs`
+/// (Swin V2's continuous position bias and logit scale, computed from parameters).
+pub(crate) fn unary(op: &str, c: &Const, budget: &mut Budget) -> Result<Const, String> {
+    let f: fn(f32) -> f32 = match op {
+        "Relu" => |x| x.max(0.0),
+        "Sigmoid" => |x| 1.0 / (1.0 + (-x).exp()),
+        "Exp" => f32::exp,
+        "Neg" => |x| -x,
+        "Abs" => f32::abs,
+        other => return Err(format!("{other} is not evaluated on constants")),
+    };
+    let Data::F32(v) = &*c.data else {
+        return Err(format!(
+            "{op} is evaluated on floating-point constants only"
+        ));
+    };
+    budget.take(&c.dims, F32_BYTES)?;
+    Ok(Const::f32(
+        c.dims.clone(),
+        v.iter().map(|&x| f(x)).collect(),
+    ))
+}
+
+/// `Clip(x, min, max)` of a float constant (a missing bound does not clip).
+pub(crate) fn clip(
+    c: &Const,
+    min: Option<&Const>,
+    max: Option<&Const>,
+    budget: &mut Budget,
+) -> Result<Const, String> {
+    let Data::F32(v) = &*c.data else {
+        return Err("Clip is evaluated on floating-point constants only".to_owned());
+    };
+    let lo = min
+        .map(Const::scalar_f32)
+        .transpose()?
+        .unwrap_or(f32::NEG_INFINITY);
+    let hi = max
+        .map(Const::scalar_f32)
+        .transpose()?
+        .unwrap_or(f32::INFINITY);
+    budget.take(&c.dims, F32_BYTES)?;
+    Ok(Const::f32(
+        c.dims.clone(),
+        v.iter().map(|&x| x.max(lo).min(hi)).collect(),
+    ))
+}
+
+/// `MatMul` of float constants (NumPy semantics: batch axes broadcast, a 1-D operand is a
+/// row or column vector whose axis is dropped from the result). Sums in f64.
+pub(crate) fn matmul(a: &Const, b: &Const, budget: &mut Budget) -> Result<Const, String> {
+    let (Data::F32(x), Data::F32(y)) = (&*a.data, &*b.data) else {
+        return Err("MatMul is evaluated on floating-point constants only".to_owned());
+    };
+    if a.dims.is_empty() || b.dims.is_empty() {
+        return Err("MatMul of a scalar".to_owned());
+    }
+    let da = if a.dims.len() == 1 {
+        vec![1, a.dims[0]]
+    } else {
+        a.dims.clone()
+    };
+    let db = if b.dims.len() == 1 {
+        vec![b.dims[0], 1]
+    } else {
+        b.dims.clone()
+    };
+    let (n, k) = (da[da.len() - 2], da[da.len() - 1]);
+    let (k2, m) = (db[db.len() - 2], db[db.len() - 1]);
+    if k != k2 {
+        return Err(format!(
+            "MatMul of shapes {:?} and {:?}: inner sizes {k} and {k2} differ",
+            a.dims, b.dims
+        ));
+    }
+    let batch = broadcast(&[&da[..da.len() - 2], &db[..db.len() - 2]])?;
+    let mut dims = batch.clone();
+    dims.extend([n, m]);
+    let count = budget.take(&dims, F32_BYTES)?;
+    let rank = batch.len();
+    let outer = |d: &[usize]| {
+        let mut s: Vec<usize> = d[..d.len() - 2].to_vec();
+        s = pad(&s, rank);
+        Walk::new(&batch, broadcast_strides(&s), 0)
+    };
+    let mut out = Vec::with_capacity(count);
+    for (i, j) in outer(&da).zip(outer(&db)) {
+        let (pa, pb) = (i * n * k, j * k * m);
+        for r in 0..n {
+            for c in 0..m {
+                let mut s = 0f64;
+                for t in 0..k {
+                    s += f64::from(x[pa + r * k + t]) * f64::from(y[pb + t * m + c]);
+                }
+                out.push(s as f32);
+            }
+        }
+    }
+    let mut dims_out = batch;
+    if a.dims.len() > 1 {
+        dims_out.push(n);
+    }
+    if b.dims.len() > 1 {
+        dims_out.push(m);
+    }
+    Ok(Const::f32(dims_out, out))
 }
 
 #[cfg(test)]
@@ -1041,17 +1294,13 @@ mod tests {
     }
 
     #[test]
-    fn equal_is_evaluated_on_integers_only() {
+    fn equal_refuses_mixed_integer_and_float_constants() {
         let bu = &mut Budget::default();
         let f = Const::f32(vec![2], vec![1.0, 2.0]);
         let i = Const::i64(vec![2], [1, 2]);
-        let g = Const::f32(vec![1], vec![3.0]);
-        let e = equal(&f, &g, bu).unwrap_err();
-        assert!(
-            e.contains("integer constants only")
-                && e.contains("input 0 is a float constant of shape [2]"),
-            "{e}"
-        );
+        let g = Const::f32(vec![1], vec![2.0]);
+        // Floats compare exactly (broadcast).
+        assert_eq!(equal(&f, &g, bu).unwrap().ints().unwrap(), vec![0, 1]);
         // An integer against a float: the fix is a Cast, as for the arithmetic.
         for (x, y) in [(&i, &f), (&f, &i)] {
             let e = equal(x, y, bu).unwrap_err();
@@ -1370,5 +1619,135 @@ mod tests {
         .unwrap();
         assert!(!Rc::ptr_eq(&x.data, &i.data));
         assert_eq!(i.ints().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn swin_mask_and_bias_ops_are_evaluated_by_hand_values() {
+        let bu = &mut Budget::default();
+        let data = |c: Const| (*c.data).clone();
+        // Not, and Equal of floats (exact).
+        let b = Const::i64(vec![3], [0, 1, 5]);
+        assert_eq!(
+            data(not(&b, bu).unwrap()),
+            Data::Int(vec![Int::N(1), Int::N(0), Int::N(0)])
+        );
+        let f = Const::f32(vec![3], vec![0.0, -0.0, 2.5]);
+        let z = Const::f32(vec![], vec![0.0]);
+        assert_eq!(
+            data(equal(&f, &z, bu).unwrap()),
+            Data::Int(vec![Int::N(1), Int::N(1), Int::N(0)])
+        );
+        // Range: integers (negative step, empty) and floats.
+        let i = |v: i64| Const::i64(vec![], [v]);
+        assert_eq!(
+            range(&i(0), &i(5), &i(2), bu).unwrap().ints().unwrap(),
+            vec![0, 2, 4]
+        );
+        assert_eq!(
+            range(&i(5), &i(0), &i(-2), bu).unwrap().ints().unwrap(),
+            vec![5, 3, 1]
+        );
+        assert_eq!(range(&i(3), &i(3), &i(1), bu).unwrap().len(), 0);
+        assert!(
+            range(&i(0), &i(3), &i(0), bu)
+                .unwrap_err()
+                .contains("delta 0")
+        );
+        let x = |v: f32| Const::f32(vec![], vec![v]);
+        assert_eq!(
+            data(range(&x(-1.0), &x(0.5), &x(0.5), bu).unwrap()),
+            Data::F32(vec![-1.0, -0.5, 0.0])
+        );
+        // ScatterND: rows of a [3, 2] replaced; later tuples win.
+        let d = Const::f32(vec![3, 2], vec![0.0; 6]);
+        let idx = Const::i64(vec![3, 1], [2, 0, 2]);
+        let up = Const::f32(vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            data(scatter_nd(&d, &idx, &up, bu).unwrap()),
+            Data::F32(vec![3.0, 4.0, 0.0, 0.0, 5.0, 6.0])
+        );
+        // Single elements by full index tuples, a negative index.
+        let idx = Const::i64(vec![2, 2], [0, 1, -1, 0]);
+        let up = Const::f32(vec![2], vec![7.0, 8.0]);
+        assert_eq!(
+            data(scatter_nd(&d, &idx, &up, bu).unwrap()),
+            Data::F32(vec![0.0, 7.0, 0.0, 0.0, 8.0, 0.0])
+        );
+        let e = scatter_nd(&d, &idx, &Const::f32(vec![3], vec![0.0; 3]), bu).unwrap_err();
+        assert!(e.contains("updates have shape [3]"), "{e}");
+        let e = scatter_nd(
+            &d,
+            &Const::i64(vec![1, 1], [3]),
+            &Const::f32(vec![1, 2], vec![0.0; 2]),
+            bu,
+        )
+        .unwrap_err();
+        assert!(e.contains("index 3 on axis 0 is out of range"), "{e}");
+        // GatherND: a [2, 3] table, pairs and rows.
+        let t = Const::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let idx = Const::i64(vec![2, 2], [1, 2, 0, 0]);
+        let g = gather_nd(&t, &idx, bu).unwrap();
+        assert_eq!(
+            (g.dims.clone(), data(g)),
+            (vec![2], Data::F32(vec![6.0, 1.0]))
+        );
+        let g = gather_nd(&t, &Const::i64(vec![1, 1], [1]), bu).unwrap();
+        assert_eq!(
+            (g.dims.clone(), data(g)),
+            (vec![1, 3], Data::F32(vec![4.0, 5.0, 6.0]))
+        );
+        // Element-wise floats and Clip.
+        let v = Const::f32(vec![3], vec![-1.0, 0.0, 2.0]);
+        assert_eq!(
+            data(unary("Relu", &v, bu).unwrap()),
+            Data::F32(vec![0.0, 0.0, 2.0])
+        );
+        assert_eq!(
+            data(unary("Neg", &v, bu).unwrap()),
+            Data::F32(vec![1.0, -0.0, -2.0])
+        );
+        let Data::F32(s) = data(unary("Sigmoid", &v, bu).unwrap()) else {
+            panic!()
+        };
+        let want = [0.268_941_42_f32, 0.5, 0.880_797_1];
+        assert!(
+            s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{s:?}"
+        );
+        let Data::F32(s) = data(unary("Exp", &v, bu).unwrap()) else {
+            panic!()
+        };
+        let want = [0.367_879_44_f32, 1.0, 7.389_056];
+        assert!(
+            s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{s:?}"
+        );
+        assert!(unary("Exp", &b, bu).unwrap_err().contains("floating-point"));
+        assert_eq!(
+            data(clip(&v, None, Some(&x(1.5)), bu).unwrap()),
+            Data::F32(vec![-1.0, 0.0, 1.5])
+        );
+        assert_eq!(
+            data(clip(&v, Some(&x(-0.5)), None, bu).unwrap()),
+            Data::F32(vec![-0.5, 0.0, 2.0])
+        );
+        // MatMul: [2, 2, 3] batch × [3, 2] broadcast, and vectors.
+        let a = Const::f32(vec![2, 2, 3], (1..=12).map(|v| v as f32).collect());
+        let w = Const::f32(vec![3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, -1.0]);
+        let m = matmul(&a, &w, bu).unwrap();
+        assert_eq!(m.dims, vec![2, 2, 2]);
+        // Row [1, 2, 3]: [1 + 3, 2 − 3]; [4, 5, 6]: [10, −1]; [7, 8, 9]: [16, −1]; …
+        assert_eq!(
+            data(m),
+            Data::F32(vec![4.0, -1.0, 10.0, -1.0, 16.0, -1.0, 22.0, -1.0])
+        );
+        let r = Const::f32(vec![3], vec![1.0, 1.0, 1.0]);
+        let m = matmul(&r, &w, bu).unwrap();
+        assert_eq!(
+            (m.dims.clone(), data(m)),
+            (vec![2], Data::F32(vec![2.0, 0.0]))
+        );
+        let e = matmul(&w, &w, bu).unwrap_err();
+        assert!(e.contains("inner sizes 2 and 3 differ"), "{e}");
     }
 }

@@ -45,9 +45,11 @@ mod mha;
 mod timm;
 
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
-/// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow` and `Where` (like every op,
-/// when all its inputs are constant) are evaluated on constants and on shapes computed from
-/// the batch size only (`Expand` of a float constant over the batch is a class token's
+/// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow`, `Where`, `Not`, `Range`,
+/// `ScatterND`, `GatherND`, `Exp`, `Neg` and `Abs` (like every foldable op, `MatMul`,
+/// `Relu`, `Sigmoid` and `Clip` included, when all its inputs are constant) are evaluated on
+/// constants and on shapes computed from the batch size only (Swin's shifted-window mask and
+/// relative position bias are such computations) (`Expand` of a float constant over the batch is a class token's
 /// `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors take channel ranges,
 /// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last and
 /// back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
@@ -68,6 +70,7 @@ mod timm;
 /// `as_strided` after `Reshape` [-1], and `Unsqueeze` only on constants. `Erf` is read only
 /// inside GELU's formula (not listed: alone it is an unsupported op).
 pub const IMPORT_OPS: &[&str] = &[
+    "Abs",
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -81,9 +84,11 @@ pub const IMPORT_OPS: &[&str] = &[
     "Div",
     "Dropout",
     "Equal",
+    "Exp",
     "Expand",
     "Flatten",
     "Gather",
+    "GatherND",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
@@ -95,10 +100,14 @@ pub const IMPORT_OPS: &[&str] = &[
     "MaxPool",
     "Mod",
     "Mul",
+    "Neg",
+    "Not",
     "Pow",
+    "Range",
     "ReduceMean",
     "Relu",
     "Reshape",
+    "ScatterND",
     "Shape",
     "Sigmoid",
     "Slice",
@@ -115,23 +124,34 @@ pub const IMPORT_OPS: &[&str] = &[
 
 /// Ops evaluated when all their inputs are constants.
 const FOLDABLE: &[&str] = &[
+    "Abs",
     "Add",
     "Cast",
     "CastLike",
+    "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
     "Div",
     "Equal",
+    "Exp",
     "Expand",
     "Flatten",
     "Gather",
+    "GatherND",
     "Identity",
+    "MatMul",
     "Mod",
     "Mul",
+    "Neg",
+    "Not",
     "Pow",
+    "Range",
+    "Relu",
     "Reshape",
+    "ScatterND",
     "Shape",
+    "Sigmoid",
     "Slice",
     "Sqrt",
     "Squeeze",
@@ -1060,6 +1080,39 @@ impl<'m> Importer<'m> {
                 budget.take(&c.dims, fold::F32_BYTES).map_err(e)?;
                 Const::f32(c.dims.clone(), v.iter().map(|x| x.sqrt()).collect())
             }
+            "Not" => fold::not(get(0)?, budget).map_err(e)?,
+            "Range" => fold::range(get(0)?, get(1)?, get(2)?, budget).map_err(e)?,
+            "ScatterND" => {
+                if let Some(r) = n.string("reduction")?
+                    && r != "none"
+                {
+                    return Err(
+                        n.attr_err("reduction", format!("'{r}' is not evaluated (only 'none')"))
+                    );
+                }
+                fold::scatter_nd(get(0)?, get(1)?, get(2)?, budget).map_err(e)?
+            }
+            "GatherND" => {
+                if n.int_or("batch_dims", 0)? != 0 {
+                    return Err(n.attr_err("batch_dims", "only 0 is evaluated"));
+                }
+                fold::gather_nd(get(0)?, get(1)?, budget).map_err(e)?
+            }
+            op @ ("Relu" | "Sigmoid" | "Exp" | "Neg" | "Abs") => {
+                fold::unary(op, get(0)?, budget).map_err(e)?
+            }
+            "Clip" => {
+                let (lo, hi) = if self.opset >= 11 {
+                    (opt(1).cloned(), opt(2).cloned())
+                } else {
+                    (
+                        n.float("min")?.map(|v| Const::f32(vec![], vec![v])),
+                        n.float("max")?.map(|v| Const::f32(vec![], vec![v])),
+                    )
+                };
+                fold::clip(get(0)?, lo.as_ref(), hi.as_ref(), budget).map_err(e)?
+            }
+            "MatMul" => fold::matmul(get(0)?, get(1)?, budget).map_err(e)?,
             other => return Err(n.err(format!("{other} cannot be evaluated on constants"))),
         })
     }
