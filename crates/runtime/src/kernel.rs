@@ -198,7 +198,9 @@ impl Kernel for fair_ir::Add {
 
 impl Kernel for fair_ir::Concat {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
-        Tensor::f_cat(s.inputs, 1)
+        // The unit axis of the batch: 1 of images [N, C, H, W], 2 of tokens [N, T, F].
+        let axis = if s.x0().dim() == 3 { 2 } else { 1 };
+        Tensor::f_cat(s.inputs, axis)
     }
 }
 
@@ -361,5 +363,36 @@ impl Kernel for fair_ir::Attention {
             .f_matmul(&v)?
             .f_transpose(1, 2)?
             .f_reshape([n[0], n[1], n[2]])
+    }
+}
+
+/// Gathers tokens of `[N, T, F]` by `source` (`None`: a zero token): the input with one zero
+/// token appended when needed, then `index_select` on the token axis.
+fn gather_tokens(x: &Tensor, source: &[Option<usize>]) -> Result<Tensor, TchError> {
+    let t = x.size()[1];
+    let index: Vec<i64> = source.iter().map(|s| s.map_or(t, |i| i as i64)).collect();
+    let index = Tensor::from_slice(&index).to_device(x.device());
+    if source.iter().any(Option::is_none) {
+        x.f_constant_pad_nd([0, 0, 0, 1])?.f_index_select(1, &index)
+    } else {
+        x.f_index_select(1, &index)
+    }
+}
+
+impl Kernel for fair_ir::WindowPartition {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        gather_tokens(s.x0(), &self.source_tokens())
+    }
+}
+
+impl Kernel for fair_ir::WindowMerge {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        gather_tokens(s.x0(), &self.source_tokens())
+    }
+}
+
+impl Kernel for fair_ir::GridStride {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        gather_tokens(s.x0(), &self.source_tokens())
     }
 }

@@ -56,7 +56,15 @@ pub fn pytorch_module(graph: &Graph) -> String {
     for (i, node) in graph.nodes().iter().enumerate() {
         let ins: Vec<String> = node.inputs.iter().map(|n| var(n)).collect();
         let module = format!("self.get_submodule({:?})", node.name);
-        let expr = node.op.contract().torch_forward(&ins, &module);
+        let shapes: Vec<&[usize]> = node
+            .inputs
+            .iter()
+            .map(|n| graph.shape(n).expect("validated"))
+            .collect();
+        let expr = node
+            .op
+            .contract()
+            .torch_forward_shaped(&ins, &shapes, &module);
         let _ = writeln!(s, "        t{i} = {expr}  # {}", node.name);
     }
     let _ = writeln!(s, "        return t{}\n", graph.nodes().len() - 1);

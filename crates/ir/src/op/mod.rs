@@ -58,6 +58,7 @@ mod pool;
 mod roles;
 mod simple;
 mod tokens;
+mod window;
 
 pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
 pub use attention::Attention;
@@ -70,6 +71,7 @@ pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
 pub use tokens::{ClassToken, PositionEmbedding, TokenMean, TokenRange, TokenSelect, Tokens};
+pub use window::{GridStride, WindowMerge, WindowPartition};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -495,6 +497,15 @@ pub trait Contract {
         format!("{module}({})", inputs[0])
     }
 
+    /// [`Contract::torch_forward`] for an op whose Python depends on its inputs' shapes
+    /// (`shapes`, without the batch dimension, in input order): a concat of tokens joins the
+    /// last axis, of images axis 1. The exporter calls this one. Default:
+    /// [`Contract::torch_forward`].
+    fn torch_forward_shaped(&self, inputs: &[String], shapes: &[&[usize]], module: &str) -> String {
+        let _ = shapes;
+        self.torch_forward(inputs, module)
+    }
+
     /// Python source the exported `model.py` needs at module level before the model class
     /// (a helper `nn.Module` its [`Contract::torch_module`] names), or `None`. Ops that
     /// return the same text share one copy.
@@ -625,6 +636,14 @@ ops! {
     TokenSelect(TokenSelect) = "token_select",
     /// Tokens `start..end` of the tokens, `[T, F]` to `[end − start, F]` (`x[:, 1:]`).
     TokenRange(TokenRange) = "token_range",
+    /// A grid of tokens zero-padded, cyclically shifted and regrouped window by window,
+    /// `[H·W, F]` to `[nW·wh·ww, F]` (Swin Transformer's window partition).
+    WindowPartition(WindowPartition) = "window_partition",
+    /// The inverse of `window_partition`, `[nW·wh·ww, F]` to `[H·W, F]`.
+    WindowMerge(WindowMerge) = "window_merge",
+    /// Every `stride`-th row and column of a zero-padded grid of tokens (one quarter of Swin
+    /// Transformer's patch merging).
+    GridStride(GridStride) = "grid_stride",
 }
 
 impl Op {
@@ -885,11 +904,13 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
 /// Per-op examples: one instance of every op with a fitting input, for tests that must
 /// cover every op (shape inference, runtime kernels, export). Inputs are
 /// `(shape of each input)`; every example's inputs are images `[4, 6, 6]` or features `[8]`,
-/// but the last ones', which are tokens `[5, 8]` (appended, so that earlier examples keep
-/// their index in the ONNX golden hashes).
+/// but the last ones', which are tokens: `[5, 8]`, and for the window ops a `3 × 4` grid of
+/// tokens `[12, 8]` (or its windows `[16, 8]`), appended so that earlier examples keep their
+/// index in the ONNX golden hashes.
 pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
     let img = || vec![4, 6, 6];
     let tok = || vec![5, 8];
+    let grid = || vec![12, 8];
     vec![
         (Input::new(img()).into(), vec![]),
         (
@@ -999,6 +1020,43 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (TokenSelect { index: 4 }.into(), vec![tok()]),
         (TokenRange { start: 1, end: 5 }.into(), vec![tok()]),
         (TokenRange { start: 0, end: 2 }.into(), vec![tok()]),
+        (
+            WindowPartition {
+                grid: Pair(3, 4),
+                window: Pair(2, 2),
+                shift: Pair(1, 1),
+            }
+            .into(),
+            vec![grid()],
+        ),
+        (
+            WindowPartition {
+                grid: Pair(3, 4),
+                window: Pair(3, 2),
+                shift: Pair(0, 0),
+            }
+            .into(),
+            vec![grid()],
+        ),
+        (
+            WindowMerge {
+                grid: Pair(3, 4),
+                window: Pair(2, 2),
+                shift: Pair(1, 1),
+            }
+            .into(),
+            vec![vec![16, 8]],
+        ),
+        (Concat {}.into(), vec![grid(), grid()]),
+        (
+            GridStride {
+                grid: Pair(3, 4),
+                offset: Pair(1, 0),
+                stride: Pair(2, 2),
+            }
+            .into(),
+            vec![grid()],
+        ),
     ]
 }
 

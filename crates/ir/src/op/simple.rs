@@ -357,8 +357,10 @@ impl Contract for Mul {
     }
 }
 
-/// Concatenation along the channel axis (DenseNet). Channel behaviour: the output holds the
-/// inputs' channels one after another.
+/// Concatenation along the unit axis: images `[C_i, H, W]` of one spatial size on the
+/// channels (DenseNet; `torch.cat(xs, 1)`), or tokens `[T, F_i]` of one token count on the
+/// features (Swin Transformer's patch merging; `torch.cat(xs, -1)`). Channel behaviour: the
+/// output holds the inputs' channels (or features) one after another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Concat {}
@@ -370,8 +372,14 @@ impl Contract for Concat {
     fn scoring(&self) -> Scoring {
         Scoring::default()
     }
-    fn onnx(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
-        Ok(OnnxSpec::single("Concat", vec![("axis", OnnxAttr::Int(1))]))
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // The unit axis of the batched tensor: 1 of [N, C, H, W], 2 of [N, T, F].
+        let tokens = ctx.inputs.first().is_some_and(|s| s.len() == 2);
+        let axis = if tokens { 2 } else { 1 };
+        Ok(OnnxSpec::single(
+            "Concat",
+            vec![("axis", OnnxAttr::Int(axis))],
+        ))
     }
     fn arity(&self) -> Arity {
         Arity::at_least(1)
@@ -383,6 +391,26 @@ impl Contract for Concat {
         Ok(())
     }
     fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        if inputs[0].1.len() == 2 {
+            // Tokens [T, F_i] of one token count: [T, ΣF_i].
+            let (t, _) = super::tokens(inputs, 0)?;
+            let mut features = 0usize;
+            for (i, (from, s)) in inputs.iter().enumerate() {
+                let (ti, f) = super::tokens(inputs, i)?;
+                if ti != t {
+                    return Err(format!(
+                        "concat of tokens needs equal token counts, but '{}' is {:?} and '{from}' is {s:?}",
+                        inputs[0].0, inputs[0].1
+                    ));
+                }
+                features = features
+                    .checked_add(f)
+                    .ok_or("the concatenated features overflow")?;
+            }
+            let shape = vec![t, features];
+            checked_numel("the output", &shape)?;
+            return Ok(shape);
+        }
         let (_, h, w) = image(inputs, 0)?;
         let mut channels = 0usize;
         for (i, (from, s)) in inputs.iter().enumerate() {
@@ -418,5 +446,12 @@ impl Contract for Concat {
     }
     fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
         format!("torch.cat([{}], 1)", inputs.join(", "))
+    }
+    fn torch_forward_shaped(&self, inputs: &[String], shapes: &[&[usize]], module: &str) -> String {
+        if shapes.first().is_some_and(|s| s.len() == 2) {
+            format!("torch.cat([{}], -1)", inputs.join(", "))
+        } else {
+            self.torch_forward(inputs, module)
+        }
     }
 }
