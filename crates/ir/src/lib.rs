@@ -63,7 +63,7 @@ pub use op::{
     GridStride, HardSigmoid, HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear, MaxPool2d,
     Mul, NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec, Op,
     Pair, ParamKind, ParamSpec, PositionEmbedding, Reads, Refit, Relu, Role, Scoring, ShapeInput,
-    Sigmoid, Silu, Slice, TokenMean, TokenRange, TokenSelect, Tokens, Window, WindowMerge,
+    Sigmoid, Silu, Slice, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage, Window, WindowMerge,
     WindowPartition, examples, unit_axis, unit_count,
 };
 

@@ -9,8 +9,6 @@
 //! marks its value ([`Value::Heads`] … [`Value::Context`]) and the last one emits the IR
 //! node. A step that leaves the pattern is an error naming the node and what was expected.
 
-use fair_ir::Attention;
-
 use super::{Importer, Value, dims_text};
 use crate::OnnxError;
 use crate::fold::{self, Data};
@@ -29,9 +27,10 @@ impl Importer<'_> {
     ) -> Option<Result<Value, OnnxError>> {
         match input {
             Value::Act(x) => {
-                let s = self.shapes[x].clone();
+                // Per ONNX row: windowed tokens (Swin) have nW rows per sample.
+                let (rows, s) = self.rows(x);
                 let [tokens, width] = s[..] else { return None };
-                match self.resolve(t, &s, allowzero)?.as_slice() {
+                match self.resolve_rows(t, &s, allowzero, rows)?.as_slice() {
                     [tt, h, d] if *tt == tokens && h * d == width && *d > 0 && *h > 0 => {
                         Some(Ok(Value::Heads {
                             x: x.clone(),
@@ -55,7 +54,8 @@ impl Importer<'_> {
             // Heads with the batch and head axes merged ([N·H, T, d]) and back: the dynamo
             // exporter's transpose of k.
             Value::HeadsFirst { x, d, keys, scale } if *scale == 1.0 => {
-                let (tokens, heads) = (self.shapes[x][0] as i64, (self.shapes[x][1] / d) as i64);
+                let (rows, s) = self.rows(x);
+                let (tokens, heads) = (s[0] as i64, (s[1] / d) as i64);
                 // The two axes after the merged one: [T, d], or [d, T] for the keys.
                 let inner = if *keys {
                     [*d as i64, tokens]
@@ -64,7 +64,7 @@ impl Importer<'_> {
                 };
                 let merged = match t {
                     [nh, fold::Int::N(a), fold::Int::N(b)] => {
-                        self.batch_times(*nh, heads) && [*a, *b] == inner
+                        self.batch_times(*nh, heads * rows as i64) && [*a, *b] == inner
                     }
                     _ => false,
                 };
@@ -77,7 +77,7 @@ impl Importer<'_> {
                 })
             }
             Value::MergedHeads { x, d, keys } => {
-                let s = &self.shapes[x];
+                let (rows, s) = self.rows(x);
                 let (tokens, heads) = (s[0], s[1] / d);
                 let want = if *keys {
                     vec![heads, *d, tokens]
@@ -85,7 +85,7 @@ impl Importer<'_> {
                     vec![heads, tokens, *d]
                 };
                 Some(
-                    if self.resolve(t, &want, allowzero).as_ref() == Some(&want) {
+                    if self.resolve_rows(t, &want, allowzero, rows).as_ref() == Some(&want) {
                         Ok(Value::HeadsFirst {
                             x: x.clone(),
                             d: *d,
@@ -108,9 +108,9 @@ impl Importer<'_> {
                 d,
                 transposed,
             } => {
-                let s = self.shapes[q].clone();
+                let (rows, s) = self.rows(q);
                 let heads = [s[0], s[1] / d, *d];
-                let back = self.resolve(t, &heads, allowzero);
+                let back = self.resolve_rows(t, &heads, allowzero, rows);
                 if !*transposed || back.as_deref() != Some(&s) {
                     return Some(Err(n.err(format!(
                         "the attention context must be transposed to [N, T, heads, d] (perm [0, 2, 1, 3]) and reshaped back to tokens [N, {}]; here it is reshaped to [{}]",
@@ -121,7 +121,12 @@ impl Importer<'_> {
                 let hint =
                     (self.attend_names.get(q).cloned()).unwrap_or_else(|| self.hint(n, None));
                 let ins = vec![q.clone(), k.clone(), v.clone()];
-                Some(self.emit(n, hint, Attention::new(*d).into(), ins, vec![]))
+                // Windowed (Swin), with a bias or cosine scores where the pattern saw them.
+                let (op, params) = match self.attention_node(n, q, *d) {
+                    Ok(o) => o,
+                    Err(e) => return Some(Err(e)),
+                };
+                Some(self.emit(n, hint, op, ins, params))
             }
             _ => None,
         }
@@ -324,11 +329,21 @@ impl Importer<'_> {
     /// export reads to compute the scale and the final reshape), or `None` when input 0 is
     /// not one.
     pub(super) fn attention_shape(&self, inputs: &[Option<Value>]) -> Option<Vec<fold::Int>> {
+        // Per ONNX row (windowed tokens have nW rows per sample).
+        let rows = |x: &String| self.shapes.get(x).map(|_| self.rows(x).0).unwrap_or(1);
         let tokens = |x: &String| -> Option<(usize, usize)> {
-            match self.shapes.get(x)?.as_slice() {
+            self.shapes.get(x)?;
+            match self.rows(x).1.as_slice() {
                 [t, e] => Some((*t, *e)),
                 _ => None,
             }
+        };
+        let factor = match inputs.first()?.as_ref()? {
+            Value::Heads { x, .. } | Value::HeadsFirst { x, .. } | Value::MergedHeads { x, .. } => {
+                rows(x)
+            }
+            Value::Scores { q, .. } | Value::Weights { q, .. } | Value::Context { q, .. } => rows(q),
+            _ => 1,
         };
         let (merged, dims) = match inputs.first()?.as_ref()? {
             Value::Heads { x, d } => {
@@ -380,11 +395,13 @@ impl Importer<'_> {
         let ints = dims.iter().map(|&v| fold::Int::N(v as i64));
         Some(if merged {
             // The batch axis merged with the first one.
-            std::iter::once(fold::Int::batch_times(dims[0] as i64))
+            std::iter::once(fold::Int::batch_times((dims[0] * factor) as i64))
                 .chain(ints.skip(1))
                 .collect()
         } else {
-            std::iter::once(fold::Int::BATCH).chain(ints).collect()
+            std::iter::once(fold::Int::batch_times(factor as i64))
+                .chain(ints)
+                .collect()
         })
     }
 

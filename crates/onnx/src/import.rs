@@ -44,6 +44,10 @@ mod mha;
 #[path = "timm.rs"]
 mod timm;
 
+/// torchvision's Swin Transformer: feature maps as grids of tokens, shifted windows.
+#[path = "swin.rs"]
+mod swin;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow`, `Where`, `Not`, `Range`,
 /// `ScatterND`, `GatherND`, `Exp`, `Neg` and `Abs` (like every foldable op, `MatMul`,
@@ -404,6 +408,8 @@ enum Value {
     Mha(mha::Mha),
     /// A step of the split of timm's fused q, k, v (see `timm.rs`).
     Qkv(timm::Qkv),
+    /// A pending step of Swin's feature maps and windowed attention (see `swin.rs`).
+    Swin(swin::Swin),
     /// Token `index` of the IR node's tokens with the token axis kept, `[N, 1, F]`: a
     /// `Reshape` or `Flatten` to `[N, F]` completes it (a `token_select`).
     Token { x: String, index: usize },
@@ -455,6 +461,13 @@ struct Importer<'m> {
     /// The q layers split off timm's fused q, k, v (see `timm.rs`), by IR node: the name
     /// of the `attention` node that reads them (`<module>.attend`).
     attend_names: HashMap<String, String>,
+    /// IR token nodes whose ONNX tensors are grids `[N, H, W, C]` or windows
+    /// `[N·nW, wh·ww, C]` (see `swin.rs`).
+    layouts: HashMap<String, swin::Layout>,
+    /// The `tokens` node made from each channels-last image read as a grid.
+    grid_of_image: HashMap<String, String>,
+    /// What a windowed attention's scores had besides the plain pattern, by q's IR node.
+    attn_extra: HashMap<String, swin::Extra>,
 }
 
 impl<'m> Importer<'m> {
@@ -519,6 +532,9 @@ impl<'m> Importer<'m> {
             mha_modules: HashMap::new(),
             mha_split: HashSet::new(),
             attend_names: HashMap::new(),
+            layouts: HashMap::new(),
+            grid_of_image: HashMap::new(),
+            attn_extra: HashMap::new(),
         };
         im.input(model, options)?;
         for (i, node) in graph.node.iter().enumerate() {
@@ -1149,6 +1165,9 @@ impl<'m> Importer<'m> {
     // ---- mapping to IR ----
 
     fn map(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
+        if let Some(out) = self.swin(n, inputs) {
+            return out;
+        }
         let channels_last = inputs
             .iter()
             .any(|v| matches!(v, Some(Value::ChannelsLast(_))));
@@ -1418,6 +1437,7 @@ impl<'m> Importer<'m> {
             ))),
             Some(Some(v @ Value::Mha(_))) => Err(self.mha_err(n, v)),
             Some(Some(Value::Qkv(q))) => Err(self.qkv_err(n, q)),
+            Some(Some(Value::Swin(s))) => Err(self.swin_err(n, k, s)),
             Some(Some(Value::Token { .. })) => Err(n.err(format!(
                 "input {k} ('{}') is one token with the token axis kept [N, 1, F], which only a Reshape or Flatten to [N, F] may read",
                 n.node.input[k]
@@ -1865,9 +1885,26 @@ impl<'m> Importer<'m> {
     /// The per-sample shape `Reshape` gives a tensor of per-sample shape `s` for target `t`
     /// (`None` when the target does not keep the batch dimension first or does not fit).
     fn resolve(&self, t: &[Int], s: &[usize], allowzero: bool) -> Option<Vec<usize>> {
+        self.resolve_rows(t, s, allowzero, 1)
+    }
+
+    /// [`Importer::resolve`] for a tensor whose ONNX batch axis holds `k` rows per sample
+    /// (windows, see `swin.rs`), each of shape `s`.
+    pub(super) fn resolve_rows(
+        &self,
+        t: &[Int],
+        s: &[usize],
+        allowzero: bool,
+        k: usize,
+    ) -> Option<Vec<usize>> {
         let per_sample: usize = s.iter().product();
         let (first, rest) = t.split_first()?;
-        if !self.batch_dim(*first, allowzero, true) {
+        let batch = if k == 1 {
+            self.batch_dim(*first, allowzero, true)
+        } else {
+            (*first == Int::N(0) && !allowzero) || self.batch_times(*first, k as i64)
+        };
+        if !batch {
             return None;
         }
         let mut out = Vec::new();
@@ -2408,6 +2445,13 @@ impl<'m> Importer<'m> {
                 None => return Err(n.err(format!("no tensor for '{}'", spec.name))),
             };
             self.tensors.insert(spec.name.clone(), t);
+        }
+        // A per-token op keeps its input's grid or window layout (see `swin.rs`).
+        if let [t, _] = shape[..]
+            && let Some(l) = (inputs.iter())
+                .find_map(|i| self.layouts.get(i).filter(|l| l.tokens() == t))
+        {
+            self.layouts.insert(name.clone(), *l);
         }
         self.shapes.insert(name.clone(), shape);
         self.nodes.push(Node {

@@ -75,9 +75,12 @@ impl Importer<'_> {
             Value::Act(x) => x,
             _ => return None,
         };
-        let s = self.shapes.get(x)?;
+        self.shapes.get(x)?;
+        // Per ONNX row: windowed tokens (Swin) have nW rows per sample.
+        let (rows, s) = self.rows(x);
+        let s = &s;
         let [tokens, width] = s[..] else { return None };
-        let [tt, 3, h, d] = self.resolve(t, s, allowzero)?[..] else {
+        let [tt, 3, h, d] = self.resolve_rows(t, s, allowzero, rows)?[..] else {
             return None;
         };
         if tt != tokens || h == 0 || d == 0 || 3 * h * d != width {

@@ -291,6 +291,16 @@ impl Kernel for fair_ir::Tokens {
     }
 }
 
+impl Kernel for fair_ir::TokensToImage {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // [N, H·W, F] → [N, F, H·W] → [N, F, H, W].
+        let fair_ir::Pair(h, w) = self.grid;
+        s.x0()
+            .f_transpose(1, 2)?
+            .f_unflatten(2, [h as i64, w as i64])
+    }
+}
+
 impl Kernel for fair_ir::TokenMean {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
         s.x0().f_mean_dim(1, false, None)

@@ -70,7 +70,9 @@ pub use onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, O
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use roles::{AfterSurgery, Refit, Scoring, Window};
 pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
-pub use tokens::{ClassToken, PositionEmbedding, TokenMean, TokenRange, TokenSelect, Tokens};
+pub use tokens::{
+    ClassToken, PositionEmbedding, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage,
+};
 pub use window::{GridStride, WindowMerge, WindowPartition};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
@@ -636,6 +638,9 @@ ops! {
     TokenSelect(TokenSelect) = "token_select",
     /// Tokens `start..end` of the tokens, `[T, F]` to `[end − start, F]` (`x[:, 1:]`).
     TokenRange(TokenRange) = "token_range",
+    /// Tokens of a grid back to an image, `[H·W, F]` to `[F, H, W]` (the inverse of
+    /// `tokens`; Swin Transformer's permute before its pooling).
+    TokensToImage(TokensToImage) = "tokens_to_image",
     /// A grid of tokens zero-padded, cyclically shifted and regrouped window by window,
     /// `[H·W, F]` to `[nW·wh·ww, F]` (Swin Transformer's window partition).
     WindowPartition(WindowPartition) = "window_partition",
@@ -1020,6 +1025,13 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (TokenSelect { index: 4 }.into(), vec![tok()]),
         (TokenRange { start: 1, end: 5 }.into(), vec![tok()]),
         (TokenRange { start: 0, end: 2 }.into(), vec![tok()]),
+        (
+            TokensToImage {
+                grid: Pair(3, 4),
+            }
+            .into(),
+            vec![grid()],
+        ),
         (
             WindowPartition {
                 grid: Pair(3, 4),

@@ -1,7 +1,8 @@
 //! Token layouts for transformer blocks: `tokens` (an image's pixels become tokens),
 //! `token_mean` (the mean over the tokens), `class_token` (a learned token put first),
-//! `position_embedding` (a learned tensor added), `token_select` (one token) and
-//! `token_range` (a run of tokens). A token tensor `[T, F]` holds its units (features) on its
+//! `position_embedding` (a learned tensor added), `token_select` (one token),
+//! `token_range` (a run of tokens) and `tokens_to_image` (a grid of tokens back to an
+//! image). A token tensor `[T, F]` holds its units (features) on its
 //! last axis ([`super::unit_axis`]).
 
 use serde::{Deserialize, Serialize};
@@ -9,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::onnx::{NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxRef, OnnxSpec};
 use super::roles::{AfterSurgery, Scoring};
 use super::{
-    Arity, Channels, Contract, Init, Op, ParamKind, ParamSpec, Role, ShapeInput, checked_numel,
-    image, tokens, unit_count,
+    Arity, Channels, Contract, Init, Op, Pair, ParamKind, ParamSpec, Role, ShapeInput,
+    checked_numel, image, tokens, unit_count,
 };
 
 /// An image's pixels as tokens: `[C, H, W]` to `[H·W, C]`, token `h·W + w` holding the
@@ -75,6 +76,83 @@ impl Contract for Tokens {
     }
     fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
         format!("{}.flatten(2).transpose(1, 2)", inputs[0])
+    }
+}
+
+/// Tokens of a grid back to an image: `[H·W, F]` to `[F, H, W]`, the inverse of
+/// [`Tokens`] (token `h·W + w` becomes pixel `(h, w)`; a channels-last feature map
+/// `[N, H, W, C]` permuted to `[N, C, H, W]`, as Swin Transformer does before its pooling).
+///
+/// Channel behaviour: [`Channels::Follow`]: feature `f` of every token is channel `f`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensToImage {
+    /// The grid `[H, W]` of the tokens (`H·W` tokens, row-major).
+    pub grid: Pair,
+}
+
+impl Contract for TokensToImage {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // [N, H·W, F] → Transpose → [N, F, H·W] → Reshape [N, F, H, W].
+        let s = ctx.inputs.first().copied().unwrap_or(&[]);
+        let [_, f] = s[..] else {
+            return Err(format!("expected tokens [T, F], found {s:?}"));
+        };
+        let Pair(h, w) = self.grid;
+        let mut spec = OnnxSpec::default();
+        let shape = spec.constant(
+            ".shape",
+            OnnxConst::I64(vec![0, f as i64, h as i64, w as i64]),
+        );
+        let t = spec.temp(NameBase::Value, ".t");
+        spec.node(
+            ".transpose",
+            "Transpose",
+            vec![OnnxRef::Input(0)],
+            Some(t),
+            vec![("perm", OnnxAttr::Ints(vec![0, 2, 1]))],
+        );
+        spec.node("", "Reshape", vec![OnnxRef::Decl(t), shape], None, vec![]);
+        Ok(spec)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Reshape
+    }
+    fn check(&self) -> Result<(), String> {
+        let Pair(h, w) = self.grid;
+        super::nonzero("grid height", h)?;
+        super::nonzero("grid width", w)?;
+        super::bounded("grid height", h)?;
+        super::bounded("grid width", w)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        let Pair(h, w) = self.grid;
+        if h.checked_mul(w) != Some(t) {
+            return Err(format!(
+                "tokens_to_image of a {h}×{w} grid needs {} tokens, but '{}' has {t}",
+                h.saturating_mul(w),
+                inputs[0].0
+            ));
+        }
+        Ok(vec![f, h, w])
+    }
+    follows_its_input!();
+    fn torch_module(&self) -> Option<String> {
+        None
+    }
+    fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
+        let Pair(h, w) = self.grid;
+        format!("{}.transpose(1, 2).unflatten(2, ({h}, {w}))", inputs[0])
     }
 }
 
