@@ -285,12 +285,14 @@ pub struct UnitSlices {
     /// Its kind (weight, bias, running statistics).
     pub kind: ParamKind,
     /// The axis that indexes channels (or features): the node's output axis, or its
-    /// first input's.
+    /// first input's; or, for a per-head tensor ([`fair_ir::ParamSpec::head_axis`]), its
+    /// heads.
     pub axis: usize,
     /// Whether `axis` follows the node's input (a reader's slice) rather than its output.
     pub reads: bool,
     /// For every unit of the group (`0..units`), the positions along `axis` that carry it:
-    /// one for a channel, H·W after a flatten, none where this tensor does not see the unit.
+    /// one for a channel, H·W after a flatten, one head for a per-head tensor, none where
+    /// this tensor does not see the unit.
     pub positions: Vec<Vec<i64>>,
 }
 
@@ -299,7 +301,8 @@ impl ChannelGroups {
     /// output slices (conv filters, linear rows, biases), the per-channel parameters of the
     /// nodes they pass through (BatchNorm scale, shift and statistics, depthwise filters),
     /// and the input slices of the dense layers that read them (a conv's input channels, a
-    /// linear layer's input features, H·W per channel after a flatten). These are the
+    /// linear layer's input features, H·W per channel after a flatten), and an attention's
+    /// per-head tensors (a head's relative position bias and logit scale). These are the
     /// slices surgery removes with a unit, so group-level criteria (Torch-Pruning's group
     /// norms) can be computed from them.
     pub fn unit_slices(&self, graph: &Graph, group: usize) -> Vec<UnitSlices> {
@@ -348,6 +351,33 @@ impl ChannelGroups {
                             kind: spec.kind,
                             axis,
                             reads,
+                            positions,
+                        });
+                    }
+                }
+                // A per-head tensor (an attention's relative position bias, logit scale):
+                // head h is the unit of the output's channel h·head_dim.
+                if let (Some(axis), Channels::Heads { head_dim }) =
+                    (spec.head_axis, node.op.channels())
+                {
+                    let mut positions = vec![Vec::new(); units];
+                    for (space, channel, range) in self.layouts[i].channel_positions() {
+                        if !range.start.is_multiple_of(head_dim.max(1)) {
+                            continue;
+                        }
+                        let (g, unit) = self.unit_of(space, channel);
+                        if g == group
+                            && let Some(p) = positions.get_mut(unit)
+                        {
+                            p.push((range.start / head_dim) as i64);
+                        }
+                    }
+                    if positions.iter().any(|p| !p.is_empty()) {
+                        out.push(UnitSlices {
+                            param: spec.name.clone(),
+                            kind: spec.kind,
+                            axis,
+                            reads: false,
                             positions,
                         });
                     }

@@ -58,13 +58,13 @@ pub use error::IrError;
 pub use graph::{Graph, GraphSpec, Node, NodeSummary};
 pub use info::{INFO_SCHEMA_VERSION, InfoNode, InfoReport, info_schema};
 pub use op::{
-    AdaptiveAvgPool2d, Add, AfterSurgery, Arity, Attention, AvgPool2d, BatchNorm1d, BatchNorm2d,
-    ChannelShuffle, Channels, ClassToken, Clip, Concat, Contract, Conv2d, Dropout, Flatten, Gelu,
-    GridStride, HardSigmoid, HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear, MaxPool2d,
-    Mul, NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef, OnnxSpec, Op,
-    Pair, ParamKind, ParamSpec, PositionEmbedding, Reads, Refit, Relu, Role, Scoring, ShapeInput,
-    Sigmoid, Silu, Slice, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage, Window, WindowMerge,
-    WindowPartition, examples, unit_axis, unit_count,
+    AdaptiveAvgPool2d, Add, AfterSurgery, Arity, Attention, AttnWindows, AvgPool2d, BatchNorm1d,
+    BatchNorm2d, ChannelShuffle, Channels, ClassToken, Clip, Concat, Contract, Conv2d, Dropout,
+    Flatten, Gelu, GridStride, HardSigmoid, HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear,
+    MaxPool2d, Mul, NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef,
+    OnnxSpec, Op, Pair, ParamKind, ParamSpec, PositionEmbedding, Reads, Refit, Relu, Role, Scoring,
+    ShapeInput, Sigmoid, Silu, Slice, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage,
+    Window, WindowMerge, WindowPartition, examples, unit_axis, unit_count,
 };
 
 /// Parses a per-sample shape written `CxHxW` (e.g. `3x224x224`) or `F` (e.g. `784`).

@@ -342,7 +342,9 @@ impl Importer<'_> {
             Value::Heads { x, .. } | Value::HeadsFirst { x, .. } | Value::MergedHeads { x, .. } => {
                 rows(x)
             }
-            Value::Scores { q, .. } | Value::Weights { q, .. } | Value::Context { q, .. } => rows(q),
+            Value::Scores { q, .. } | Value::Weights { q, .. } | Value::Context { q, .. } => {
+                rows(q)
+            }
             _ => 1,
         };
         let (merged, dims) = match inputs.first()?.as_ref()? {

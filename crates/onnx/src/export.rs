@@ -361,6 +361,7 @@ impl<'g> Writer<'g> {
                     OnnxRef::Input(i) => inputs.push(ins[i].clone()),
                     OnnxRef::Inputs => inputs.extend(ins.iter().cloned()),
                     OnnxRef::Decl(j) => inputs.extend(decls[j].iter().cloned()),
+                    OnnxRef::Param(j, k) => inputs.push(decls[j][k].clone()),
                 }
             }
             let output = match n.output {

@@ -2448,8 +2448,8 @@ impl<'m> Importer<'m> {
         }
         // A per-token op keeps its input's grid or window layout (see `swin.rs`).
         if let [t, _] = shape[..]
-            && let Some(l) = (inputs.iter())
-                .find_map(|i| self.layouts.get(i).filter(|l| l.tokens() == t))
+            && let Some(l) =
+                (inputs.iter()).find_map(|i| self.layouts.get(i).filter(|l| l.tokens() == t))
         {
             self.layouts.insert(name.clone(), *l);
         }

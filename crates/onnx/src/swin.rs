@@ -30,7 +30,7 @@
 use std::rc::Rc;
 
 use fair_ir::{
-    AttnWindows, Attention, Concat, GridStride, Op, Pair, ParamKind, Tokens, TokensToImage,
+    Attention, AttnWindows, Concat, GridStride, Op, Pair, ParamKind, Tokens, TokensToImage,
     WindowMerge, WindowPartition,
 };
 
@@ -240,7 +240,14 @@ impl Importer<'_> {
         let [_, h, w] = s[..] else {
             return Err(n.err(format!("expected an image, found [{}]", dims_text(&s))));
         };
-        let Value::Act(t) = self.emit(n, format!("{x}_tokens"), Tokens {}.into(), vec![x.to_owned()], vec![])? else {
+        let Value::Act(t) = self.emit(
+            n,
+            format!("{x}_tokens"),
+            Tokens {}.into(),
+            vec![x.to_owned()],
+            vec![],
+        )?
+        else {
             unreachable!("emit returns an activation")
         };
         self.layouts.insert(t.clone(), Layout::Grid(Pair(h, w)));
@@ -275,7 +282,10 @@ impl Importer<'_> {
         {
             let s = &self.shapes[x];
             let dims = [s[1], s[2], s[0]].map(|d| Int::N(d as i64));
-            return Some(super::shape_slice(n, std::iter::once(Int::BATCH).chain(dims).collect()).map(|c| Value::Const(Rc::new(c))));
+            return Some(
+                super::shape_slice(n, std::iter::once(Int::BATCH).chain(dims).collect())
+                    .map(|c| Value::Const(Rc::new(c))),
+            );
         }
         if (0..inputs.len()).any(channels_last)
             && (grid_read || matches!(op, "Pad" | "Slice" | "Reshape" | "Concat"))
@@ -482,7 +492,12 @@ impl Importer<'_> {
                 }
                 Swin::Norm { x, d, expanded, .. } => {
                     let (k, s) = self.rows(x);
-                    vec![b(k), num(s[1] / d), num(s[0]), num(if *expanded { *d } else { 1 })]
+                    vec![
+                        b(k),
+                        num(s[1] / d),
+                        num(s[0]),
+                        num(if *expanded { *d } else { 1 }),
+                    ]
                 }
                 Swin::Unit { x, d, keys } => {
                     let (k, s) = self.rows(x);
@@ -509,20 +524,34 @@ impl Importer<'_> {
     }
 
     /// `Pad` of a grid at the bottom and right with zeros: a padded view.
-    fn swin_pad(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_pad(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let view = self.view_in(inputs.first())?;
         Some((|| {
             n.only(&["mode"])?;
             if let Some(m) = n.string("mode")?
                 && m != "constant"
             {
-                return Err(n.attr_err("mode", format!("a Swin feature map is padded with zeros (mode 'constant'), found '{m}'")));
+                return Err(n.attr_err(
+                    "mode",
+                    format!(
+                        "a Swin feature map is padded with zeros (mode 'constant'), found '{m}'"
+                    ),
+                ));
             }
             let pads = self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?;
             if let Some(Some(_)) = inputs.get(2) {
-                let v = self.konst(n, inputs, 2)?.scalar_f32().map_err(|e| n.err(e))?;
+                let v = self
+                    .konst(n, inputs, 2)?
+                    .scalar_f32()
+                    .map_err(|e| n.err(e))?;
                 if v != 0.0 {
-                    return Err(n.err(format!("a Swin feature map is padded with zeros, found the value {v}")));
+                    return Err(n.err(format!(
+                        "a Swin feature map is padded with zeros, found the value {v}"
+                    )));
                 }
             }
             let mut full = [0i64; 8];
@@ -546,7 +575,12 @@ impl Importer<'_> {
                     "a Swin feature map [N, H, W, C] is padded at the bottom and right only (pads [0, 0, 0, 0, 0, b, r, 0]); found {full:?}"
                 )));
             };
-            if bottom < 0 || right < 0 || !zero(view.roll) || !matches!(view.base, Base::Grid { .. }) || view.size != self.grid_size(&view) {
+            if bottom < 0
+                || right < 0
+                || !zero(view.roll)
+                || !matches!(view.base, Base::Grid { .. })
+                || view.size != self.grid_size(&view)
+            {
                 return Err(n.err(format!(
                     "only an unpadded, unshifted Swin feature map is padded, with pads ≥ 0 (found bottom {bottom}, right {right})"
                 )));
@@ -566,7 +600,11 @@ impl Importer<'_> {
 
     /// `Slice` of a grid or view on its rows or columns: halves of a cyclic shift, crops,
     /// and patch merging's strides.
-    fn swin_slice(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_slice(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let first = inputs.first()?.as_ref()?;
         let strided = matches!(first, Value::Swin(Swin::Strided { .. }));
         if !strided && self.view_in(inputs.first()).is_none() {
@@ -584,7 +622,10 @@ impl Importer<'_> {
             let ends = ints(2)?.ok_or_else(|| n.err("missing ends"))?;
             let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
             let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
-            if [ends.len(), axes.len(), steps.len()].iter().any(|&l| l != starts.len()) {
+            if [ends.len(), axes.len(), steps.len()]
+                .iter()
+                .any(|&l| l != starts.len())
+            {
                 return Err(n.err("starts, ends, axes and steps differ in length"));
             }
             let mut cur = first;
@@ -595,7 +636,8 @@ impl Importer<'_> {
                         "a Swin feature map [N, H, W, C] is sliced on its rows (axis 1) or columns (axis 2) only, found axis {axis}"
                     )));
                 }
-                cur = self.slice_step(n, cur, axis, starts[i], ends[i], steps[i], starts.len() > 1)?;
+                cur =
+                    self.slice_step(n, cur, axis, starts[i], ends[i], steps[i], starts.len() > 1)?;
             }
             Ok(cur)
         })())
@@ -713,7 +755,11 @@ impl Importer<'_> {
 
     /// `Concat` of the two halves of a cyclic shift, or of grids on their features (patch
     /// merging).
-    fn swin_concat(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_concat(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let parts: Vec<_> = inputs
             .iter()
             .map(|v| match v {
@@ -728,12 +774,21 @@ impl Importer<'_> {
             .collect();
         if parts.iter().any(Option::is_some) {
             return Some((|| {
-                let axis = fold::axis(n.int("axis")?.ok_or_else(|| n.attr_err("axis", "missing"))?, 4)
-                    .map_err(|e| n.attr_err("axis", e))?;
+                let axis = fold::axis(
+                    n.int("axis")?
+                        .ok_or_else(|| n.attr_err("axis", "missing"))?,
+                    4,
+                )
+                .map_err(|e| n.attr_err("axis", e))?;
                 let ok = match parts.as_slice() {
                     [Some((v1, a1, s1, e1)), Some((v2, a2, s2, e2))] => {
                         let size = if axis == 1 { v1.size.0 } else { v1.size.1 };
-                        (v1 == v2 && *a1 == axis && *a2 == axis && *e1 == size && *s2 == 0 && e2 == s1)
+                        (v1 == v2
+                            && *a1 == axis
+                            && *a2 == axis
+                            && *e1 == size
+                            && *s2 == 0
+                            && e2 == s1)
                             .then(|| (v1.clone(), *s1, size))
                     }
                     _ => None,
@@ -754,11 +809,16 @@ impl Importer<'_> {
         let grids: Vec<_> = (0..inputs.len())
             .map(|k| self.layout_in(inputs.get(k)))
             .collect();
-        if !grids.iter().all(|g| matches!(g, Some((_, Layout::Grid(_))))) {
+        if !grids
+            .iter()
+            .all(|g| matches!(g, Some((_, Layout::Grid(_)))))
+        {
             return None;
         }
         Some((|| {
-            let axis = n.int("axis")?.ok_or_else(|| n.attr_err("axis", "missing"))?;
+            let axis = n
+                .int("axis")?
+                .ok_or_else(|| n.attr_err("axis", "missing"))?;
             if fold::axis(axis, 4).map_err(|e| n.attr_err("axis", e))? != 3 {
                 return Err(n.attr_err("axis", format!("grids [N, H, W, C] are concatenated on their features (axis 3 or -1), found {axis}")));
             }
@@ -778,7 +838,11 @@ impl Importer<'_> {
 
     /// `Reshape` steps of the window partition and of putting the windows back, and of the
     /// shifted-window mask's scores.
-    fn swin_reshape(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_reshape(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let first = inputs.first()?.as_ref()?.clone();
         let windowed = matches!(&first, Value::Act(x) if matches!(self.layouts.get(x), Some(Layout::Windows(_))));
         let pending = matches!(first, Value::Swin(_));
@@ -800,18 +864,26 @@ impl Importer<'_> {
         }
         Some((|| {
             let sizes = Self::sizes(&t);
-            let wrong = |what: &str| {
-                n.err(format!(
-                    "{what}; found the target [{}]",
-                    describe(&t)
-                ))
-            };
+            let wrong = |what: &str| n.err(format!("{what}; found the target [{}]", describe(&t)));
             match (&first, view) {
-                (Value::Swin(Swin::Unfolded { view, window, permuted: true }), _) => {
+                (
+                    Value::Swin(Swin::Unfolded {
+                        view,
+                        window,
+                        permuted: true,
+                    }),
+                    _,
+                ) => {
                     let Pair(wh, ww) = *window;
                     let grid = self.grid_size(view);
-                    let Base::Grid { x, grid: g } = &view.base else { unreachable!() };
-                    let geom = Geom { grid: *g, window: *window, shift: view.roll };
+                    let Base::Grid { x, grid: g } = &view.base else {
+                        unreachable!()
+                    };
+                    let geom = Geom {
+                        grid: *g,
+                        window: *window,
+                        shift: view.roll,
+                    };
                     let ok = t.len() == 3
                         && self.is_batch(t[0], geom.count())
                         && sizes.as_deref() == Some(&[wh * ww, self.shapes[x][1]][..]);
@@ -821,7 +893,11 @@ impl Importer<'_> {
                             g.0, g.1
                         )));
                     }
-                    let op = WindowPartition { grid: geom.grid, window: geom.window, shift: geom.shift };
+                    let op = WindowPartition {
+                        grid: geom.grid,
+                        window: geom.window,
+                        shift: geom.shift,
+                    };
                     let x = x.clone();
                     let hint = self.hint(n, None);
                     let out = self.emit(n, hint, op.into(), vec![x], vec![])?;
@@ -830,24 +906,49 @@ impl Importer<'_> {
                     }
                     Ok(out)
                 }
-                (Value::Swin(Swin::Folding { x, geom, permuted: true }), _) => {
+                (
+                    Value::Swin(Swin::Folding {
+                        x,
+                        geom,
+                        permuted: true,
+                    }),
+                    _,
+                ) => {
                     let p = geom.padded();
                     let ok = t.len() == 4
                         && self.is_batch(t[0], 1)
                         && sizes.as_deref() == Some(&[p.0, p.1, self.shapes[x][1]][..]);
                     if !ok {
-                        return Err(wrong(&format!("Swin puts its windows back as the map [N, {}, {}, C]", p.0, p.1)));
+                        return Err(wrong(&format!(
+                            "Swin puts its windows back as the map [N, {}, {}, C]",
+                            p.0, p.1
+                        )));
                     }
-                    let view = View { base: Base::Windows { x: x.clone(), geom: *geom }, size: p, roll: geom.shift };
+                    let view = View {
+                        base: Base::Windows {
+                            x: x.clone(),
+                            geom: *geom,
+                        },
+                        size: p,
+                        roll: geom.shift,
+                    };
                     self.complete(n, view)
                 }
                 (Value::Swin(Swin::Scores(sc)), _) => {
                     let (k, s) = self.rows(&sc.q);
                     let (tk, h) = (s[0], s[1] / sc.d);
                     let mut sc = sc.clone();
-                    if !sc.split && t.len() == 5 && self.is_batch(t[0], 1) && sizes.as_deref() == Some(&[k, h, tk, tk][..]) {
+                    if !sc.split
+                        && t.len() == 5
+                        && self.is_batch(t[0], 1)
+                        && sizes.as_deref() == Some(&[k, h, tk, tk][..])
+                    {
                         sc.split = true;
-                    } else if sc.split && t.len() == 4 && self.is_batch(t[0], k) && sizes.as_deref() == Some(&[h, tk, tk][..]) {
+                    } else if sc.split
+                        && t.len() == 4
+                        && self.is_batch(t[0], k)
+                        && sizes.as_deref() == Some(&[h, tk, tk][..])
+                    {
                         sc.split = false;
                     } else {
                         return Err(wrong(&format!(
@@ -857,20 +958,39 @@ impl Importer<'_> {
                     Ok(Value::Swin(Swin::Scores(sc)))
                 }
                 (Value::Act(x), _) if windowed => {
-                    let Some(Layout::Windows(geom)) = self.layouts.get(x).copied() else { unreachable!() };
+                    let Some(Layout::Windows(geom)) = self.layouts.get(x).copied() else {
+                        unreachable!()
+                    };
                     let p = geom.padded();
                     let Pair(wh, ww) = geom.window;
                     let want = [p.0 / wh, p.1 / ww, wh, ww, self.shapes[x][1]];
                     if !(self.is_batch(t[0], 1) && sizes.as_deref() == Some(&want[..])) {
-                        return Err(wrong(&format!("Swin puts its windows back by a reshape to [N, {}]", dims_text(&want))));
+                        return Err(wrong(&format!(
+                            "Swin puts its windows back by a reshape to [N, {}]",
+                            dims_text(&want)
+                        )));
                     }
-                    Ok(Value::Swin(Swin::Folding { x: x.clone(), geom, permuted: false }))
+                    Ok(Value::Swin(Swin::Folding {
+                        x: x.clone(),
+                        geom,
+                        permuted: false,
+                    }))
                 }
                 (_, Some(view)) => {
                     let f = self.shapes[view.x()][1];
                     match sizes.as_deref() {
-                        Some(&[a, wh, b, ww, c]) if t.len() == 6 && self.is_batch(t[0], 1) && a * wh == view.size.0 && b * ww == view.size.1 && c == f => {
-                            Ok(Value::Swin(Swin::Unfolded { view, window: Pair(wh, ww), permuted: false }))
+                        Some(&[a, wh, b, ww, c])
+                            if t.len() == 6
+                                && self.is_batch(t[0], 1)
+                                && a * wh == view.size.0
+                                && b * ww == view.size.1
+                                && c == f =>
+                        {
+                            Ok(Value::Swin(Swin::Unfolded {
+                                view,
+                                window: Pair(wh, ww),
+                                permuted: false,
+                            }))
                         }
                         _ => Err(wrong(&format!(
                             "a Swin feature map [N, {}, {}, {f}] is reshaped only to windows [N, H/wh, wh, W/ww, ww, {f}]",
@@ -886,7 +1006,11 @@ impl Importer<'_> {
 
     /// `Transpose` steps: the window partition's and merge's [0, 1, 3, 2, 4, 5], the grid
     /// back to an image [0, 3, 1, 2], and the normalised keys' [0, 1, 3, 2].
-    fn swin_transpose(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_transpose(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let perm = match n.ints("perm") {
             Ok(p) => p.unwrap_or_default(),
             Err(e) => return Some(Err(e)),
@@ -894,12 +1018,24 @@ impl Importer<'_> {
         let first = inputs.first()?.as_ref()?.clone();
         let swap = perm == [0, 1, 3, 2, 4, 5];
         Some(match first {
-            Value::Swin(Swin::Unfolded { view, window, permuted: false }) if swap => {
-                Ok(Value::Swin(Swin::Unfolded { view, window, permuted: true }))
-            }
-            Value::Swin(Swin::Folding { x, geom, permuted: false }) if swap => {
-                Ok(Value::Swin(Swin::Folding { x, geom, permuted: true }))
-            }
+            Value::Swin(Swin::Unfolded {
+                view,
+                window,
+                permuted: false,
+            }) if swap => Ok(Value::Swin(Swin::Unfolded {
+                view,
+                window,
+                permuted: true,
+            })),
+            Value::Swin(Swin::Folding {
+                x,
+                geom,
+                permuted: false,
+            }) if swap => Ok(Value::Swin(Swin::Folding {
+                x,
+                geom,
+                permuted: true,
+            })),
             Value::Swin(Swin::Unit { x, d, keys }) if perm == [0, 1, 3, 2] => {
                 Ok(Value::Swin(Swin::Unit { x, d, keys: !keys }))
             }
@@ -917,79 +1053,201 @@ impl Importer<'_> {
 
     /// The steps of the windowed scores: q and k normalised (V2), their product, the
     /// scale, the relative position bias, the shifted-window mask and the softmax.
-    fn swin_scores(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Option<Result<Value, OnnxError>> {
+    fn swin_scores(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+    ) -> Option<Result<Value, OnnxError>> {
         let a = inputs.first().cloned().flatten();
         let b = inputs.get(1).cloned().flatten();
         let windowed = |x: &String| matches!(self.layouts.get(x), Some(Layout::Windows(_)));
         let konst = |v: &Option<Value>| matches!(v, Some(Value::Const(_)));
         let op = n.op();
         Some(match (op, a, b) {
-            ("ReduceL2", Some(Value::HeadsFirst { x, d, keys: false, scale }), _) if windowed(&x) => (|| {
+            (
+                "ReduceL2",
+                Some(Value::HeadsFirst {
+                    x,
+                    d,
+                    keys: false,
+                    scale,
+                }),
+                _,
+            ) if windowed(&x) => (|| {
                 n.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
                 let axes = match inputs.get(1).cloned().flatten() {
                     Some(_) => self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?,
                     None => n.ints("axes")?.unwrap_or_default(),
                 };
-                if scale != 1.0 || n.int_or("keepdims", 1)? == 0 || axes.iter().map(|&a| fold::axis(a, 4)).collect::<Result<Vec<_>, _>>().map_err(|e| n.err(e))? != [3] {
+                if scale != 1.0
+                    || n.int_or("keepdims", 1)? == 0
+                    || axes
+                        .iter()
+                        .map(|&a| fold::axis(a, 4))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| n.err(e))?
+                        != [3]
+                {
                     return Err(n.err("cosine attention normalises unscaled q or k heads [N·nW, H, N, d] over the last axis, keeping it (F.normalize)"));
                 }
-                Ok(Value::Swin(Swin::Norm { x, d, clipped: false, expanded: false }))
+                Ok(Value::Swin(Swin::Norm {
+                    x,
+                    d,
+                    clipped: false,
+                    expanded: false,
+                }))
             })(),
-            ("Clip", Some(Value::Swin(Swin::Norm { x, d, clipped: false, expanded: false })), _) => (|| {
+            (
+                "Clip",
+                Some(Value::Swin(Swin::Norm {
+                    x,
+                    d,
+                    clipped: false,
+                    expanded: false,
+                })),
+                _,
+            ) => (|| {
                 let lo = match inputs.get(1).cloned().flatten() {
-                    Some(_) => self.konst(n, inputs, 1)?.scalar_f32().map_err(|e| n.err(e))?,
+                    Some(_) => self
+                        .konst(n, inputs, 1)?
+                        .scalar_f32()
+                        .map_err(|e| n.err(e))?,
                     None => n.float("min")?.unwrap_or(f32::NEG_INFINITY),
                 };
                 let hi = inputs.get(2).cloned().flatten().is_some() || n.float("max")?.is_some();
                 if hi || (lo - 1e-12).abs() > 1e-18 {
-                    return Err(n.err(format!("F.normalize clips the norm from below by 1e-12 only; found min {lo}{}", if hi { " and a max" } else { "" })));
+                    return Err(n.err(format!(
+                        "F.normalize clips the norm from below by 1e-12 only; found min {lo}{}",
+                        if hi { " and a max" } else { "" }
+                    )));
                 }
-                Ok(Value::Swin(Swin::Norm { x, d, clipped: true, expanded: false }))
+                Ok(Value::Swin(Swin::Norm {
+                    x,
+                    d,
+                    clipped: true,
+                    expanded: false,
+                }))
             })(),
-            ("Expand", Some(Value::Swin(Swin::Norm { x, d, clipped: true, expanded: false })), _) => {
-                Ok(Value::Swin(Swin::Norm { x, d, clipped: true, expanded: true }))
-            }
-            ("Div", Some(Value::HeadsFirst { x, d, keys: false, scale }), Some(Value::Swin(Swin::Norm { x: y, clipped: true, expanded: true, .. }))) if x == y && scale == 1.0 => {
-                Ok(Value::Swin(Swin::Unit { x, d, keys: false }))
-            }
-            ("MatMul", Some(Value::Swin(Swin::Unit { x: q, d, keys: false })), Some(Value::Swin(Swin::Unit { x: k, d: dk, keys: true }))) => {
+            (
+                "Expand",
+                Some(Value::Swin(Swin::Norm {
+                    x,
+                    d,
+                    clipped: true,
+                    expanded: false,
+                })),
+                _,
+            ) => Ok(Value::Swin(Swin::Norm {
+                x,
+                d,
+                clipped: true,
+                expanded: true,
+            })),
+            (
+                "Div",
+                Some(Value::HeadsFirst {
+                    x,
+                    d,
+                    keys: false,
+                    scale,
+                }),
+                Some(Value::Swin(Swin::Norm {
+                    x: y,
+                    clipped: true,
+                    expanded: true,
+                    ..
+                })),
+            ) if x == y && scale == 1.0 => Ok(Value::Swin(Swin::Unit { x, d, keys: false })),
+            (
+                "MatMul",
+                Some(Value::Swin(Swin::Unit {
+                    x: q,
+                    d,
+                    keys: false,
+                })),
+                Some(Value::Swin(Swin::Unit {
+                    x: k,
+                    d: dk,
+                    keys: true,
+                })),
+            ) => {
                 if d != dk || self.shapes[&q] != self.shapes[&k] {
-                    return Some(Err(n.err("cosine attention multiplies q's and k's normalised heads of one shape")));
+                    return Some(Err(n.err(
+                        "cosine attention multiplies q's and k's normalised heads of one shape",
+                    )));
                 }
                 let h = self.shapes[&q][1] / d;
-                Ok(Value::Swin(Swin::Scores(Scores { q, k, d, scale: Scale::Cosine(vec![1.0; h]), bias: None, masked: false, split: false })))
+                Ok(Value::Swin(Swin::Scores(Scores {
+                    q,
+                    k,
+                    d,
+                    scale: Scale::Cosine(vec![1.0; h]),
+                    bias: None,
+                    masked: false,
+                    split: false,
+                })))
             }
-            ("Mul", Some(Value::Swin(Swin::Scores(mut sc))), b) | ("Mul", b, Some(Value::Swin(Swin::Scores(mut sc)))) if konst(&b) => (|| {
-                let k = usize::from(matches!(inputs.first(), Some(Some(Value::Const(_)))));
-                let c = self.konst(n, inputs, k)?;
-                let h = self.shapes[&sc.q][1] / sc.d;
-                let Data::F32(v) = &*c.data else { return Err(n.err("the scores are scaled by floats")) };
-                let per_head: Vec<f32> = match v.len() {
+            ("Mul", Some(Value::Swin(Swin::Scores(mut sc))), b)
+            | ("Mul", b, Some(Value::Swin(Swin::Scores(mut sc))))
+                if konst(&b) =>
+            {
+                (|| {
+                    let k = usize::from(matches!(inputs.first(), Some(Some(Value::Const(_)))));
+                    let c = self.konst(n, inputs, k)?;
+                    let h = self.shapes[&sc.q][1] / sc.d;
+                    let Data::F32(v) = &*c.data else {
+                        return Err(n.err("the scores are scaled by floats"));
+                    };
+                    let per_head: Vec<f32> = match v.len() {
                     1 => vec![v[0]; h],
                     l if l == h && (fits(&c.dims, &[h, 1, 1]) || c.dims == [h]) => v.clone(),
                     _ => return Err(n.err(format!("windowed scores [N·nW, {h}, N, N] are scaled by a scalar or one factor per head [{h}, 1, 1], found shape {:?}", c.dims))),
                 };
-                if sc.bias.is_some() || sc.masked {
-                    return Err(n.err("the scores are scaled before the relative position bias and the mask are added"));
-                }
-                sc.scale = match sc.scale {
-                    Scale::Dot(s) if per_head.iter().all(|&p| p == per_head[0]) => Scale::Dot(s * f64::from(per_head[0])),
-                    Scale::Cosine(old) => Scale::Cosine(old.iter().zip(&per_head).map(|(a, b)| a * b).collect()),
-                    Scale::Dot(_) => return Err(n.err("dot-product scores are scaled by one factor for all heads")),
+                    if sc.bias.is_some() || sc.masked {
+                        return Err(n.err("the scores are scaled before the relative position bias and the mask are added"));
+                    }
+                    sc.scale = match sc.scale {
+                        Scale::Dot(s) if per_head.iter().all(|&p| p == per_head[0]) => {
+                            Scale::Dot(s * f64::from(per_head[0]))
+                        }
+                        Scale::Cosine(old) => {
+                            Scale::Cosine(old.iter().zip(&per_head).map(|(a, b)| a * b).collect())
+                        }
+                        Scale::Dot(_) => {
+                            return Err(
+                                n.err("dot-product scores are scaled by one factor for all heads")
+                            );
+                        }
+                    };
+                    Ok(Value::Swin(Swin::Scores(sc)))
+                })()
+            }
+            ("Add", Some(Value::Scores { q, k, d, scale }), b)
+            | ("Add", b, Some(Value::Scores { q, k, d, scale }))
+                if konst(&b) && windowed(&q) =>
+            {
+                let sc = Scores {
+                    q,
+                    k,
+                    d,
+                    scale: Scale::Dot(scale),
+                    bias: None,
+                    masked: false,
+                    split: false,
                 };
-                Ok(Value::Swin(Swin::Scores(sc)))
-            })(),
-            ("Add", Some(Value::Scores { q, k, d, scale }), b) | ("Add", b, Some(Value::Scores { q, k, d, scale })) if konst(&b) && windowed(&q) => {
-                let sc = Scores { q, k, d, scale: Scale::Dot(scale), bias: None, masked: false, split: false };
                 self.scores_add(n, inputs, sc)
             }
-            ("Add", Some(Value::Swin(Swin::Scores(sc))), b) | ("Add", b, Some(Value::Swin(Swin::Scores(sc)))) if konst(&b) => {
+            ("Add", Some(Value::Swin(Swin::Scores(sc))), b)
+            | ("Add", b, Some(Value::Swin(Swin::Scores(sc))))
+                if konst(&b) =>
+            {
                 self.scores_add(n, inputs, sc)
             }
             ("Softmax", Some(Value::Swin(Swin::Scores(sc))), _) => (|| {
                 n.only(&["axis"])?;
                 let default = if self.opset >= 13 { -1 } else { 1 };
-                let axis = fold::axis(n.int_or("axis", default)?, 4).map_err(|e| n.attr_err("axis", e))?;
+                let axis =
+                    fold::axis(n.int_or("axis", default)?, 4).map_err(|e| n.attr_err("axis", e))?;
                 if axis != 3 || sc.split {
                     return Err(n.err("the windowed attention's softmax runs over the keys (the last axis of [N·nW, H, N, N])"));
                 }
@@ -1003,8 +1261,19 @@ impl Importer<'_> {
                     }
                     Scale::Cosine(v) => Some(v),
                 };
-                self.attn_extra.insert(sc.q.clone(), Extra { bias: sc.bias, masked: sc.masked, cosine });
-                Ok(Value::Weights { q: sc.q, k: sc.k, d: sc.d })
+                self.attn_extra.insert(
+                    sc.q.clone(),
+                    Extra {
+                        bias: sc.bias,
+                        masked: sc.masked,
+                        cosine,
+                    },
+                );
+                Ok(Value::Weights {
+                    q: sc.q,
+                    k: sc.k,
+                    d: sc.d,
+                })
             })(),
             (_, a, b) => {
                 for (k, v) in [a, b].iter().enumerate() {
@@ -1019,7 +1288,12 @@ impl Importer<'_> {
 
     /// `Add` of a constant to windowed scores: the relative position bias `[1, H, N, N]`,
     /// or, on the scores split by window, the shifted-window mask `[1, nW, 1, N, N]`.
-    fn scores_add(&mut self, n: &NodeRef, inputs: &[Option<Value>], mut sc: Scores) -> Result<Value, OnnxError> {
+    fn scores_add(
+        &mut self,
+        n: &NodeRef,
+        inputs: &[Option<Value>],
+        mut sc: Scores,
+    ) -> Result<Value, OnnxError> {
         let k = usize::from(matches!(inputs.first(), Some(Some(Value::Const(_)))));
         let c = self.konst(n, inputs, k)?;
         let (windows, s) = self.rows(&sc.q);
@@ -1032,7 +1306,9 @@ impl Importer<'_> {
         }
         if sc.split {
             let want = geom.attention(false).mask();
-            let Data::F32(v) = &*c.data else { unreachable!() };
+            let Data::F32(v) = &*c.data else {
+                unreachable!()
+            };
             let ok = fits(&c.dims, &[windows, 1, t, t]) && want.as_deref() == Some(&v[..]);
             if sc.masked || !ok {
                 return Err(n.err(format!(
@@ -1086,7 +1362,10 @@ impl Importer<'_> {
             params.push((ParamKind::Weight, b.clone()));
         }
         if let Some(scale) = &extra.cosine {
-            if let Some(bad) = scale.iter().find(|&&s| !(s > 0.0 && s <= 100.0 * (1.0 + 1e-6))) {
+            if let Some(bad) = scale
+                .iter()
+                .find(|&&s| !(s > 0.0 && s <= 100.0 * (1.0 + 1e-6)))
+            {
                 return Err(n.err(format!("a cosine attention's logit scale is exp(min(s, ln 100)) in (0, 100]; found {bad}")));
             }
             let logit: Vec<f32> = scale.iter().map(|s| s.ln()).collect();

@@ -351,8 +351,64 @@ impl Kernel for fair_ir::LayerNorm {
     }
 }
 
+/// Attention within blocks of `N` tokens (windows, or all tokens) and/or with cosine scores:
+/// q, k, v `[B, T, E]` → `[B, nW, heads, N, d]`; scores; + bias `[heads, N, N]`; + mask
+/// `[nW, 1, N, N]`; softmax; times v; back to `[B, T, E]`.
+fn block_attention(a: &fair_ir::Attention, s: &Step) -> Result<Tensor, TchError> {
+    let d = a.head_dim as i64;
+    let size = s.inputs[0].size();
+    let (b, t, e) = (size[0], size[1], size[2]);
+    let n = a.block(t as usize) as i64;
+    let heads = |x: &Tensor| x.f_reshape([b, t / n, n, -1, d])?.f_transpose(2, 3);
+    let (q, k, v) = (
+        heads(s.inputs[0])?,
+        heads(s.inputs[1])?,
+        heads(s.inputs[2])?,
+    );
+    let param = |suffix: &str| &s.params[&format!("{}.{suffix}", s.name)];
+    let mut scores = if a.cosine {
+        // F.normalize: x / max(‖x‖₂, 1e-12) over the head's channels.
+        let unit = |x: &Tensor| -> Result<Tensor, TchError> {
+            let norm = x
+                .f_norm_scalaropt_dim(2, [-1i64].as_slice(), true)?
+                .f_clamp_min(1e-12)?;
+            x.f_div(&norm)
+        };
+        let factor = param("logit_scale")
+            .f_clamp_max(100f64.ln())?
+            .f_exp()?
+            .f_reshape([-1, 1, 1])?;
+        unit(&q)?
+            .f_matmul(&unit(&k)?.f_transpose(-2, -1)?)?
+            .f_mul(&factor)?
+    } else {
+        q.f_matmul(&k.f_transpose(-2, -1)?)?
+            .f_mul_scalar(a.scale())?
+    };
+    if a.has_bias() {
+        scores = scores.f_add(param("relative_position_bias"))?;
+    }
+    if let Some(w) = &a.windows
+        && let Some(mask) = w.mask()
+    {
+        let mask = Tensor::from_slice(&mask)
+            .f_reshape([w.count() as i64, 1, n, n])?
+            .to_device(scores.device())
+            .to_kind(scores.kind());
+        scores = scores.f_add(&mask)?;
+    }
+    scores
+        .f_softmax(-1, None::<tch::Kind>)?
+        .f_matmul(&v)?
+        .f_transpose(2, 3)?
+        .f_reshape([b, t, e])
+}
+
 impl Kernel for fair_ir::Attention {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        if !self.is_plain() {
+            return block_attention(self, s);
+        }
         // q, k, v [N, T, E] → [N, heads, T, d]; softmax(q kᵀ · d^-½) v; back to [N, T, E].
         let d = self.head_dim as i64;
         let heads = |x: &Tensor| -> Result<Tensor, TchError> {

@@ -116,6 +116,7 @@ impl Model {
                 }
                 Init::Ones => vec![1.0; n],
                 Init::Zeros => vec![0.0; n],
+                Init::Constant { value } => vec![value as f32; n],
             };
             let t = Tensor::from_slice(&values).reshape(dims(&spec.shape));
             Ok(t.to_kind(kind_of(spec.kind)))

@@ -47,8 +47,9 @@ impl ApplyReport {
 /// slices every parameter along the axes its op's contract names — the axis that follows the
 /// node's output channels and the axis that follows its input's channels (next convs' and
 /// linears' inputs, BatchNorm statistics and affine parameters, concatenation offsets,
-/// flattened features), and a grouped convolution's within-group input axis (the same kept
-/// within-group channels in every group). The input model is never modified; an empty plan gives an identical
+/// flattened features), a grouped convolution's within-group input axis (the same kept
+/// within-group channels in every group), and an attention's per-head axis (its relative
+/// position bias and logit scale keep the kept heads). The input model is never modified; an empty plan gives an identical
 /// model.
 pub fn apply(model: &Model, plan: &Plan, options: &ResolveOptions) -> Result<Pruned, SurgeryError> {
     let resolution = Resolution::new(model.graph(), plan, options)?;
@@ -70,12 +71,20 @@ pub fn apply_resolution(model: &Model, resolution: &Resolution) -> Result<Pruned
         let out_idx = slice.output.as_deref().map(index);
         let in_idx = slice.input.as_deref().map(index);
         let group_idx = slice.group_input.as_deref().map(index);
+        // An attention's per-head tensors keep the heads whose channels are kept.
+        let head_idx = match (node.op.channels(), slice.output.as_deref()) {
+            (fair_ir::Channels::Heads { head_dim }, Some(out)) => {
+                Some(index(&fair_ir::ParamSpec::kept_heads(out, head_dim)))
+            }
+            _ => None,
+        };
         for spec in specs {
             let mut t = model.tensor(&spec.name)?.detach().copy();
             let axes = [
                 (spec.out_axis, &out_idx),
                 (spec.in_axis, &in_idx),
                 (spec.group_in_axis, &group_idx),
+                (spec.head_axis, &head_idx),
             ];
             for (axis, idx) in axes {
                 if let (Some(axis), Some(idx)) = (axis, idx) {

@@ -61,7 +61,7 @@ mod tokens;
 mod window;
 
 pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
-pub use attention::Attention;
+pub use attention::{Attention, AttnWindows};
 pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
 pub use linear::Linear;
@@ -199,6 +199,11 @@ pub enum Init {
     Ones,
     /// All zeros (biases, running mean, counters).
     Zeros,
+    /// Every element `value` (Swin V2's logit scale, ln 10).
+    Constant {
+        /// The value.
+        value: f64,
+    },
 }
 
 /// One tensor a node owns, named `<node>.<suffix>` as in a PyTorch state dict, with how it
@@ -225,6 +230,12 @@ pub struct ParamSpec {
     /// within-group channels, which the analysis guarantees (a grouped convolution's input
     /// units map to channel *j* of every group).
     pub group_in_axis: Option<usize>,
+    /// The axis indexed by the node's output *heads*, if any (an attention's relative
+    /// position bias `[heads, N, N]` and logit scale `[heads]`): for an op whose channels
+    /// are [`Channels::Heads`] of `head_dim`, head *h* is output channels
+    /// `h·head_dim … (h+1)·head_dim`; sliced with the heads that are kept
+    /// ([`ParamSpec::kept_heads`]).
+    pub head_axis: Option<usize>,
 }
 
 impl ParamSpec {
@@ -243,7 +254,45 @@ impl ParamSpec {
             out_axis: None,
             in_axis: None,
             group_in_axis: None,
+            head_axis: None,
         }
+    }
+
+    /// A spec named `<node>.<suffix>` (a parameter whose name is not its kind's, e.g.
+    /// `relative_position_bias`), with no slicing axes.
+    pub(crate) fn named(
+        node: &str,
+        suffix: &str,
+        kind: ParamKind,
+        shape: Vec<usize>,
+        init: Init,
+    ) -> Self {
+        ParamSpec {
+            name: format!("{node}.{suffix}"),
+            ..Self::new(node, kind, shape, init)
+        }
+    }
+
+    /// Sets the axis that follows the node's output heads.
+    pub(crate) fn head_axis(mut self, axis: usize) -> Self {
+        self.head_axis = Some(axis);
+        self
+    }
+
+    /// The kept heads (ascending) given the kept output channels `channels` (ascending) of
+    /// an op whose heads are `head_dim` channels each: head *h* is kept when its first
+    /// channel `h·head_dim` is (heads are kept or removed whole).
+    ///
+    /// ```
+    /// assert_eq!(fair_ir::ParamSpec::kept_heads(&[0, 1, 4, 5], 2), [0, 2]);
+    /// ```
+    pub fn kept_heads(channels: &[i64], head_dim: usize) -> Vec<i64> {
+        let d = head_dim.max(1) as i64;
+        channels
+            .iter()
+            .filter(|&&c| c % d == 0)
+            .map(|&c| c / d)
+            .collect()
     }
 
     /// Sets the axis that follows the node's output channels.
@@ -1025,13 +1074,7 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (TokenSelect { index: 4 }.into(), vec![tok()]),
         (TokenRange { start: 1, end: 5 }.into(), vec![tok()]),
         (TokenRange { start: 0, end: 2 }.into(), vec![tok()]),
-        (
-            TokensToImage {
-                grid: Pair(3, 4),
-            }
-            .into(),
-            vec![grid()],
-        ),
+        (TokensToImage { grid: Pair(3, 4) }.into(), vec![grid()]),
         (
             WindowPartition {
                 grid: Pair(3, 4),
@@ -1060,6 +1103,43 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
             vec![vec![16, 8]],
         ),
         (Concat {}.into(), vec![grid(), grid()]),
+        (
+            Attention {
+                heads: Some(2),
+                windows: Some(AttnWindows {
+                    grid: Pair(4, 4),
+                    window: Pair(2, 2),
+                    shift: Pair(1, 1),
+                    bias: true,
+                }),
+                cosine: true,
+                ..Attention::new(4)
+            }
+            .into(),
+            vec![vec![16, 8]; 3],
+        ),
+        (
+            Attention {
+                windows: Some(AttnWindows {
+                    grid: Pair(4, 4),
+                    window: Pair(2, 4),
+                    shift: Pair(0, 0),
+                    bias: false,
+                }),
+                ..Attention::new(4)
+            }
+            .into(),
+            vec![vec![16, 8]; 3],
+        ),
+        (
+            Attention {
+                heads: Some(2),
+                cosine: true,
+                ..Attention::new(4)
+            }
+            .into(),
+            vec![tok(), tok(), tok()],
+        ),
         (
             GridStride {
                 grid: Pair(3, 4),
@@ -1119,6 +1199,18 @@ mod tests {
                         p.name
                     );
                 }
+                if let Some(a) = p.head_axis {
+                    let Channels::Heads { head_dim } = op.channels() else {
+                        panic!("{}: a head axis without heads", op.type_name());
+                    };
+                    assert!(a < p.shape.len(), "{}: {}", op.type_name(), p.name);
+                    assert_eq!(
+                        p.shape[a] * head_dim,
+                        unit_count(&out),
+                        "{}",
+                        op.type_name()
+                    );
+                }
                 if let Some(a) = p.in_axis {
                     let units_in = unit_count(&inputs[0]);
                     assert_eq!(p.shape[a], units_in, "{}: {}", op.type_name(), p.name);
@@ -1173,6 +1265,15 @@ mod tests {
                         match *r {
                             OnnxRef::Input(i) => assert!(i < inputs.len(), "{what}"),
                             OnnxRef::Inputs => {}
+                            OnnxRef::Param(j, k) => {
+                                assert!(matches!(spec.decls[j], OnnxDecl::Params), "{what}");
+                                let count = op
+                                    .params("n")
+                                    .iter()
+                                    .filter(|p| p.kind != ParamKind::NumBatchesTracked)
+                                    .count();
+                                assert!(k < count, "{what}: parameter {k} of {count}");
+                            }
                             OnnxRef::Decl(j) => {
                                 let is_temp = matches!(spec.decls[j], OnnxDecl::Temp { .. });
                                 assert!(!is_temp || written[j], "{what}: reads temp {j} early");

@@ -81,6 +81,10 @@ pub enum OnnxRef {
     Inputs,
     /// The value(s) of declaration `j` of [`OnnxSpec::decls`].
     Decl(usize),
+    /// Value `k` (from 0, in state-dict order, `num_batches_tracked` left out) of the
+    /// [`OnnxDecl::Params`] declaration `j`: one parameter of a node that reads its
+    /// parameters in separate places (attention's relative position bias and logit scale).
+    Param(usize, usize),
 }
 
 /// One ONNX node of a spec.
