@@ -204,6 +204,9 @@ pub(super) enum Swin {
     Scores(Scores),
 }
 
+/// An IR node's parameters by kind, in the order of its specs (see `Importer::emit`).
+type Params = Vec<(ParamKind, Rc<Const>)>;
+
 /// What the attention pattern saw besides `softmax(q kᵀ / √d) v`, by q's IR node.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Extra {
@@ -875,9 +878,10 @@ impl Importer<'_> {
                     _,
                 ) => {
                     let Pair(wh, ww) = *window;
-                    let grid = self.grid_size(view);
                     let Base::Grid { x, grid: g } = &view.base else {
-                        unreachable!()
+                        return Err(n.err(
+                            "Swin's window partition reads a grid, not windows being put back",
+                        ));
                     };
                     let geom = Geom {
                         grid: *g,
@@ -887,7 +891,7 @@ impl Importer<'_> {
                     let ok = t.len() == 3
                         && self.is_batch(t[0], geom.count())
                         && sizes.as_deref() == Some(&[wh * ww, self.shapes[x][1]][..]);
-                    if !ok || grid != geom.padded() || view.roll.0 >= wh || view.roll.1 >= ww {
+                    if !ok || view.size != geom.padded() || view.roll.0 >= wh || view.roll.1 >= ww {
                         return Err(wrong(&format!(
                             "Swin's window partition reshapes the map permuted to [N, pH/wh, pW/ww, wh, ww, C] to windows [N·nW, wh·ww, C] (the map {}×{} padded to multiples of the window {wh}×{ww}, shifted by less than the window)",
                             g.0, g.1
@@ -1192,7 +1196,7 @@ impl Importer<'_> {
                 if konst(&b) =>
             {
                 (|| {
-                    let k = usize::from(matches!(inputs.first(), Some(Some(Value::Const(_)))));
+                    let k = usize::from(!matches!(inputs.first(), Some(Some(Value::Const(_)))));
                     let c = self.konst(n, inputs, k)?;
                     let h = self.shapes[&sc.q][1] / sc.d;
                     let Data::F32(v) = &*c.data else {
@@ -1294,7 +1298,7 @@ impl Importer<'_> {
         inputs: &[Option<Value>],
         mut sc: Scores,
     ) -> Result<Value, OnnxError> {
-        let k = usize::from(matches!(inputs.first(), Some(Some(Value::Const(_)))));
+        let k = usize::from(!matches!(inputs.first(), Some(Some(Value::Const(_)))));
         let c = self.konst(n, inputs, k)?;
         let (windows, s) = self.rows(&sc.q);
         let (t, h) = (s[0], s[1] / sc.d);
@@ -1337,7 +1341,7 @@ impl Importer<'_> {
         n: &NodeRef,
         q: &str,
         d: usize,
-    ) -> Result<(Op, Vec<(ParamKind, Rc<Const>)>), OnnxError> {
+    ) -> Result<(Op, Params), OnnxError> {
         let extra = self.attn_extra.get(q).cloned().unwrap_or_default();
         let geom = match self.layouts.get(q) {
             Some(Layout::Windows(g)) => Some(*g),

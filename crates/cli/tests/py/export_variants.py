@@ -9,7 +9,8 @@ seeded input batch of 3 and ONNX Runtime's output on it (the reference the impor
 compared with). Parameters that PyTorch initialises to zero or one (biases, norms, heads)
 and timm's near-zero tokens (class, register, distillation tokens, position embedding) are
 drawn at random so that every part of the network changes the output. Every export has
-a dynamic batch axis.
+a dynamic batch axis, but Swin's under the dynamo exporter (a batch of 3, see
+FIXED_BATCH_DYNAMO).
 """
 import json
 import os
@@ -20,6 +21,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.models.swin_transformer import (PatchMergingV2, SwinTransformer,
+                                                 SwinTransformerBlockV2)
 from torchvision.models.vision_transformer import VisionTransformer
 
 
@@ -125,6 +128,13 @@ def timm_vit(distilled=False, **sizes):
     return cls(**sizes).eval(), [sizes.get("in_chans", 3), sizes["img_size"], sizes["img_size"]]
 
 
+def torchvision_swin(v2, image, **sizes):
+    """torchvision's SwinTransformer (V1, or V2 with its block and patch merging)."""
+    if v2:
+        sizes.update(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
+    return SwinTransformer(stochastic_depth_prob=0.0, **sizes).eval(), [3, image, image]
+
+
 # name: (builder, input shape)
 VARIANTS = {
     # torchvision's class: 3 heads of 16, 3 layers, patch 12 on 48²
@@ -153,7 +163,26 @@ VARIANTS = {
     "timm_vit_reg_avg": lambda: timm_vit(img_size=24, patch_size=6, embed_dim=24, depth=2,
                                          num_heads=2, num_classes=5, reg_tokens=2,
                                          global_pool="avg", fc_norm=True),
+    # Swin V1: a 10×10 map in 4×4 windows (padded to 12, shifted by 2), patch merging of an
+    # odd 5×5 map (padded), 2 then 4 heads of 8
+    "tv_swin_pad": lambda: torchvision_swin(False, 40, patch_size=[4, 4], embed_dim=16,
+                                            depths=[2, 2], num_heads=[2, 4],
+                                            window_size=[4, 4], num_classes=7),
+    # Swin V1: non-square 3×5 windows on a 9×15 map (patch 2), 3 heads of 4, three stages
+    "tv_swin_3x5": lambda: (SwinTransformer(patch_size=[2, 2], embed_dim=12, depths=[2, 2, 1],
+                                            num_heads=[3, 3, 6], window_size=[3, 5],
+                                            stochastic_depth_prob=0.0, num_classes=4).eval(),
+                            [3, 18, 30]),
+    # Swin V2: cosine attention, continuous position bias, post-norm, a 9×9 map in 4×4
+    # windows (padded to 12)
+    "tv_swin_v2": lambda: torchvision_swin(True, 36, patch_size=[4, 4], embed_dim=16,
+                                           depths=[2, 2], num_heads=[2, 2],
+                                           window_size=[4, 4], num_classes=5),
 }
+
+# The dynamo exporter writes Swin's flatten after the pooling (of a permuted map) as an
+# `as_strided` copy whose indices depend on the batch size: exported with a fixed batch.
+FIXED_BATCH_DYNAMO = {"tv_swin_pad", "tv_swin_3x5", "tv_swin_v2"}
 
 
 def randomise(model):
@@ -163,7 +192,13 @@ def randomise(model):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
         for name, p in model.named_parameters():
-            if name.split(".")[-1] in ("cls_token", "reg_token", "dist_token", "pos_embed"):
+            if name.split(".")[-1] == "logit_scale":
+                # Swin V2's per-head logit scale (ln 10 at init): different per head.
+                p.copy_(p + torch.randn_like(p) * 0.3)
+            elif name.split(".")[-1] == "relative_position_bias_table":
+                # Swin V1's bias table (N(0, 0.02) at init): make the bias count.
+                p.copy_(torch.randn_like(p) * 0.5)
+            elif name.split(".")[-1] in ("cls_token", "reg_token", "dist_token", "pos_embed"):
                 # timm draws these from N(0, 1e-6) or N(0, 0.02): make each token count.
                 p.copy_(torch.randn_like(p) * 0.5)
             elif p.dim() <= 1 or p.abs().max() == 0:
@@ -185,6 +220,10 @@ def main():
                 torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
                                   input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            elif name in FIXED_BATCH_DYNAMO:
+                torch.onnx.export(model, (torch.randn(3, *shape),), path, dynamo=True,
+                                  opset_version=18, input_names=["input"],
+                                  output_names=["output"])
             else:
                 torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18,
                                   input_names=["input"], output_names=["output"],
