@@ -1386,10 +1386,17 @@ impl<'m> Importer<'m> {
                 let ax = n
                     .int("axis")?
                     .ok_or_else(|| n.attr_err("axis", "missing"))?;
-                if fold::axis(ax, rank).map_err(|d| n.attr_err("axis", d))? != 1 {
+                // The unit axis: channels (1) of images, features (2) of tokens [N, T, F]
+                // (IR `concat` of tokens joins their features).
+                let unit = if rank == 3 { 2 } else { 1 };
+                if fold::axis(ax, rank).map_err(|d| n.attr_err("axis", d))? != unit {
                     return Err(n.attr_err(
                         "axis",
-                        format!("only concatenation along the channel axis (1) is supported, found {ax}"),
+                        if rank == 3 {
+                            format!("only concatenation of tokens [N, T, F] along their features (axis 2 or -1) is supported, found {ax}")
+                        } else {
+                            format!("only concatenation along the channel axis (1) is supported, found {ax}")
+                        },
                     ));
                 }
                 if names.len() == 1 {

@@ -545,6 +545,19 @@ fn every_ir_op_exports_and_reads_back() {
         let opset = if matches!(op, Op::Gelu(_)) { 20 } else { 17 };
         let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset })
             .unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
+        // Swin Transformer's ops are exported but not read back yet (the importer's Swin
+        // mapping is separate work): the import may refuse them, but must not read them back
+        // as anything else.
+        let not_yet_imported = matches!(
+            &op,
+            Op::WindowPartition(_) | Op::WindowMerge(_) | Op::GridStride(_)
+        ) || matches!(&op, Op::Attention(a) if !a.is_plain());
+        if not_yet_imported {
+            if let Ok(back) = fair_onnx::import(&bytes) {
+                assert_eq!(back.graph, g, "{}", op.type_name());
+            }
+            continue;
+        }
         let back = fair_onnx::import(&bytes).unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
         if matches!(op, Op::Dropout(_)) {
             // Dropout is written as Identity, which import removes.
@@ -3180,4 +3193,29 @@ fn constant_tokens_before_the_tokens_become_class_tokens_in_order() {
     assert_eq!(weight("reg_token_0"), vec![0.25; 32]);
     assert_eq!(weight("reg_token_1"), vec![-0.5; 32]);
     assert_eq!(g.shape("reg_token_0").unwrap(), [17, 32]);
+}
+
+/// A concat of tokens `[N, T, F]` reads back as `concat` only along the features (axis 2,
+/// what the exporter writes); along the tokens (axis 1) it is refused, not read as a
+/// concatenation of features.
+#[test]
+fn a_concat_of_tokens_imports_only_along_the_features() {
+    let mut b = GraphBuilder::new("g", "input", vec![6, 4]);
+    b.add("cat", fair_ir::Concat {}.into(), &["input", "input"])
+        .unwrap();
+    let g = b.finish().unwrap();
+    assert_eq!(g.shape("cat").unwrap(), [6, 8]);
+    let bytes = fair_onnx::export(&g, &[], &ExportOptions::default()).unwrap();
+    assert_eq!(fair_onnx::import(&bytes).unwrap().graph, g);
+    let mut m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let cat = graph(&mut m)
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Concat")
+        .unwrap();
+    let axis = cat.attribute.iter_mut().find(|a| a.name == "axis").unwrap();
+    assert_eq!(axis.i, 2);
+    axis.i = 1;
+    let e = import(&m).unwrap_err().to_string();
+    assert!(e.contains("along their features"), "{e}");
 }

@@ -1,7 +1,8 @@
 """torchvision's Swin Transformer pieces as the reference for fair-pruner's window ops.
 
     python swin_reference.py make DIR    # DIR/<case>.safetensors: IR-named weights, x, y
-    python swin_reference.py check DIR   # DIR/<case>/model.py and model.onnx against
+    python swin_reference.py check DIR   # DIR/<case>/model.py, model.onnx (opset 17) and
+                                         # model_opset20.onnx against
                                          # DIR/<case>.runtime.safetensors; prints JSON
 
 `make` builds each case from torchvision (random weights, seeded) and writes its weights
@@ -125,13 +126,12 @@ def check(out):
         x, y = ref["x"], ref["y"]
         with torch.no_grad():
             py = net(x)
-        sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        onnx_y = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
-        result[case] = {
-            "pytorch": (py - y).abs().max().item(),
-            "onnx": (onnx_y - y).abs().max().item(),
-        }
+        result[case] = {"pytorch": (py - y).abs().max().item()}
+        for what, file in (("onnx", "model.onnx"), ("onnx_opset20", "model_opset20.onnx")):
+            sess = ort.InferenceSession(str(d / file), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            onnx_y = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
+            result[case][what] = (onnx_y - y).abs().max().item()
     print(json.dumps(result))
 
 

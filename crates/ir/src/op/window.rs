@@ -467,6 +467,43 @@ mod tests {
         );
     }
 
+    /// Merging after partitioning gives every grid token back, for grids that need padding
+    /// in either direction, shifts in either direction, and windows as large as the grid.
+    #[test]
+    fn window_merge_after_window_partition_is_the_identity() {
+        for (grid, window, shift) in [
+            (Pair(3, 3), Pair(2, 2), Pair(1, 1)),
+            (Pair(10, 10), Pair(4, 4), Pair(2, 2)),
+            (Pair(7, 5), Pair(3, 2), Pair(2, 0)),
+            (Pair(4, 6), Pair(4, 6), Pair(0, 3)),
+            (Pair(1, 9), Pair(1, 4), Pair(0, 1)),
+        ] {
+            let p = WindowPartition {
+                grid,
+                window,
+                shift,
+            };
+            let m = WindowMerge {
+                grid,
+                window,
+                shift,
+            };
+            let windows = p.source_tokens();
+            let back: Vec<Option<usize>> = m
+                .source_tokens()
+                .into_iter()
+                .map(|s| windows[s.expect("every grid token is in a window")])
+                .collect();
+            let all: Vec<Option<usize>> = (0..grid.0 * grid.1).map(Some).collect();
+            assert_eq!(back, all, "{grid} {window} {shift}");
+            // Every grid token appears exactly once among the windows; the rest is padding.
+            let Pair(ph, pw) = p.padded_grid();
+            assert_eq!(windows.len(), ph * pw);
+            let zeros = windows.iter().filter(|s| s.is_none()).count();
+            assert_eq!(zeros, ph * pw - grid.0 * grid.1, "{grid} {window} {shift}");
+        }
+    }
+
     #[test]
     fn window_partition_without_shift_or_padding_is_a_plain_regrouping() {
         let p = WindowPartition {
