@@ -684,7 +684,14 @@ mod tests {
         for vit in ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"] {
             assert!(tried_by_default(vit, false), "{vit}");
         }
-        for swin in ["swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"] {
+        for swin in [
+            "swin_t",
+            "swin_s",
+            "swin_b",
+            "swin_v2_t",
+            "swin_v2_s",
+            "swin_v2_b",
+        ] {
             assert!(tried_by_default(swin, false), "{swin}");
         }
         assert!(!tried_by_default("maxvit_t", false));

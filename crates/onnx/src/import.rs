@@ -2920,6 +2920,7 @@ fn computed_input_err(n: &NodeRef, op: &str) -> OnnxError {
         "{op} is supported only on constants and shape computations, but here it reads a tensor computed from the input{}",
         match op {
             "Transpose" | "Gather" | "Slice" => " (channel shuffles and channel splits are not supported yet)",
+            "Pad" => " (and at the bottom and right of a Swin feature map [N, H, W, C] with zeros, before its window partition or patch merging)",
             _ => "",
         }
     ))

@@ -65,8 +65,8 @@ impl Rng {
     }
 }
 
-/// A plan drawn with `rng` over `m`'s prunable groups (per group 1 to 3 of 4 heads, or 1 to
-/// 40 neurons) applied by surgery gives, on `x`, the dead-unit model: `m` with the removed
+/// A plan drawn with `rng` over `m`'s prunable groups (per group 1 to H − 1 of H heads, or
+/// 1 to 40 neurons) applied by surgery gives, on `x`, the dead-unit model: `m` with the removed
 /// heads' rows of q, k and v and the removed neurons' rows of the MLP's first linear
 /// (weights and biases) zeroed, so a removed head attends to zero values and a removed
 /// neuron is GELU(0) = 0. Also checks that the dead units change the output, that every
@@ -83,7 +83,12 @@ pub fn random_plan_gives_the_dead_unit_model(
     let mut dead_rows: Vec<(String, Vec<i64>)> = Vec::new();
     let mut kept: Vec<(String, usize)> = Vec::new();
     for (_, units, map, layers) in &prunable(m) {
-        let k = 1 + rng.below(if *units == 4 { 3 } else { 40 });
+        // Keep at least one unit: 1 to units − 1 heads, or up to 40 neurons.
+        let most = match map {
+            UnitMap::Chunks { .. } => units - 1,
+            _ => 40.min(units - 1),
+        };
+        let k = 1 + rng.below(most);
         let units_out = rng.pick(k, *units);
         let size = match map {
             UnitMap::Chunks { size } => *size,
