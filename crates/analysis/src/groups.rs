@@ -53,7 +53,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fair_ir::{Channels, Graph, ParamKind, Reads};
+use fair_ir::{Channels, Graph, ParamKind, ParamSpec, Reads};
 
 use crate::error::AnalysisError;
 use crate::unit_map::UnitMap;
@@ -362,14 +362,17 @@ impl ChannelGroups {
                 {
                     let mut positions = vec![Vec::new(); units];
                     for (space, channel, range) in self.layouts[i].channel_positions() {
-                        if !range.start.is_multiple_of(head_dim.max(1)) {
+                        // The head of the channel's first position, as surgery keeps it.
+                        let Some(&head) =
+                            ParamSpec::kept_heads(&[range.start as i64], head_dim).first()
+                        else {
                             continue;
-                        }
+                        };
                         let (g, unit) = self.unit_of(space, channel);
                         if g == group
                             && let Some(p) = positions.get_mut(unit)
                         {
-                            p.push((range.start / head_dim) as i64);
+                            p.push(head);
                         }
                     }
                     if positions.iter().any(|p| !p.is_empty()) {

@@ -70,7 +70,7 @@ fn transformers_and_grouped_convs_in_unnamed_configurations_import_prune_and_exp
         .filter_map(|l| l.strip_prefix("wrote "))
         .map(PathBuf::from)
         .collect();
-    assert_eq!(files.len(), 26, "13 variants × 2 exporters: {files:?}");
+    assert_eq!(files.len(), 28, "14 variants × 2 exporters: {files:?}");
     let mut checks = Vec::new();
     for onnx in &files {
         let name = onnx.file_stem().unwrap().to_str().unwrap().to_owned();

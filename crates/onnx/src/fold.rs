@@ -1143,7 +1143,8 @@ pub(crate) fn gather_nd(
 /// (Swin V2's continuous position bias and logit scale, computed from parameters).
 pub(crate) fn unary(op: &str, c: &Const, budget: &mut Budget) -> Result<Const, String> {
     let f: fn(f32) -> f32 = match op {
-        "Relu" => |x| x.max(0.0),
+        // NaN stays NaN, as ONNX defines it (`f32::max` would drop it).
+        "Relu" => |x| if x.is_nan() { x } else { x.max(0.0) },
         "Sigmoid" => |x| 1.0 / (1.0 + (-x).exp()),
         "Exp" => f32::exp,
         "Neg" => |x| -x,
@@ -1183,7 +1184,9 @@ pub(crate) fn clip(
     budget.take(&c.dims, F32_BYTES)?;
     Ok(Const::f32(
         c.dims.clone(),
-        v.iter().map(|&x| x.max(lo).min(hi)).collect(),
+        v.iter()
+            .map(|&x| if x.is_nan() { x } else { x.max(lo).min(hi) })
+            .collect(),
     ))
 }
 
@@ -1723,6 +1726,16 @@ mod tests {
             "{s:?}"
         );
         assert!(unary("Exp", &b, bu).unwrap_err().contains("floating-point"));
+        // NaN stays NaN through Relu and Clip, as in ONNX.
+        let nan = Const::f32(vec![1], vec![f32::NAN]);
+        let Data::F32(r) = data(unary("Relu", &nan, bu).unwrap()) else {
+            panic!()
+        };
+        assert!(r[0].is_nan());
+        let Data::F32(r) = data(clip(&nan, Some(&x(0.0)), Some(&x(1.0)), bu).unwrap()) else {
+            panic!()
+        };
+        assert!(r[0].is_nan());
         assert_eq!(
             data(clip(&v, None, Some(&x(1.5)), bu).unwrap()),
             Data::F32(vec![-1.0, 0.0, 1.5])

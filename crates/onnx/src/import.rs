@@ -50,11 +50,11 @@ mod swin;
 
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow`, `Where`, `Not`, `Range`,
-/// `ScatterND`, `GatherND`, `Exp`, `Neg` and `Abs` (like every foldable op, `MatMul`,
-/// `Relu`, `Sigmoid` and `Clip` included, when all its inputs are constant) are evaluated on
-/// constants and on shapes computed from the batch size only (Swin's shifted-window mask and
-/// relative position bias are such computations) (`Expand` of a float constant over the batch is a class token's
-/// `expand(N, -1, -1)`); `Slice` and `Split` of computed tensors take channel ranges,
+/// `ScatterND`, `GatherND`, `Exp`, `Neg` and `Abs` are evaluated on constants and on shapes
+/// computed from the batch size only, as is every foldable op (`MatMul`, `Relu`, `Sigmoid`
+/// and `Clip` included) whose inputs are all constant: Swin's shifted-window mask and
+/// relative position bias are such computations, and `Expand` of a float constant over the
+/// batch is a class token's `expand(N, -1, -1)`. `Slice` and `Split` of computed tensors take channel ranges,
 /// `Reshape` + `Transpose` + `Reshape` is a channel shuffle, `Transpose` to channels-last and
 /// back delimits a region of per-pixel ops read channels-first (`LayerNormalization` is a
 /// LayerNorm2d, `MatMul` a 1×1 conv), and `Mul` by a constant is a layer scale folded into
@@ -2012,7 +2012,12 @@ impl<'m> Importer<'m> {
             }
         };
         let s = self.shapes[&x].clone();
-        let last = if channels_last { 3 } else { s.len() as i64 };
+        // The last ONNX axis (a Swin grid [N, H, W, C] has four, see `swin.rs`).
+        let last = if channels_last {
+            3
+        } else {
+            self.onnx_rank(&x) as i64 - 1
+        };
         let axis = n.int_or("axis", -1)?;
         if axis != -1 && axis != last {
             return Err(n.attr_err(
@@ -2455,12 +2460,22 @@ impl<'m> Importer<'m> {
             };
             self.tensors.insert(spec.name.clone(), t);
         }
-        // A per-token op keeps its input's grid or window layout (see `swin.rs`).
-        if let [t, _] = shape[..]
-            && let Some(l) =
-                (inputs.iter()).find_map(|i| self.layouts.get(i).filter(|l| l.tokens() == t))
-        {
-            self.layouts.insert(name.clone(), *l);
+        // A per-token op keeps its input's grid or window layout (see `swin.rs`); inputs of
+        // the same tokens in different layouts (or one without) would not line up in ONNX.
+        if let [t, _] = shape[..] {
+            let laid: Vec<Option<swin::Layout>> = (inputs.iter())
+                .filter(|i| matches!(self.shapes[*i][..], [ti, _] if ti == t))
+                .map(|i| self.layouts.get(i).copied())
+                .collect();
+            if laid.windows(2).any(|w| w[0] != w[1]) {
+                return Err(ir(
+                    "its token inputs are laid out differently in the ONNX file (a Swin grid, windows, or plain tokens)"
+                        .to_owned(),
+                ));
+            }
+            if let Some(Some(l)) = laid.first() {
+                self.layouts.insert(name.clone(), *l);
+            }
         }
         self.shapes.insert(name.clone(), shape);
         self.nodes.push(Node {
@@ -2921,6 +2936,7 @@ fn computed_input_err(n: &NodeRef, op: &str) -> OnnxError {
         match op {
             "Transpose" | "Gather" | "Slice" => " (channel shuffles and channel splits are not supported yet)",
             "Pad" => " (and at the bottom and right of a Swin feature map [N, H, W, C] with zeros, before its window partition or patch merging)",
+            "ReduceL2" => " (and in Swin V2's F.normalize of the q and k heads of windowed attention)",
             _ => "",
         }
     ))

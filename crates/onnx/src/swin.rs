@@ -39,6 +39,26 @@ use crate::OnnxError;
 use crate::fold::{self, Const, Data, Int};
 use crate::proto::NodeRef;
 
+/// The ops that read a grid or windows token by token (on the last axis), as they read any
+/// tokens; the steps of `swin.rs` are the others that may read them.
+const PER_TOKEN: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "MatMul",
+    "Relu",
+    "Sigmoid",
+    "Gelu",
+    "Clip",
+    "HardSwish",
+    "HardSigmoid",
+    "Identity",
+    "Dropout",
+    "LayerNormalization",
+];
+
 /// How the ONNX tensor of an IR token node `[T, F]` is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Layout {
@@ -48,15 +68,6 @@ pub(super) enum Layout {
     Windows(Geom),
 }
 
-impl Layout {
-    /// The number of tokens per sample.
-    pub(super) fn tokens(&self) -> usize {
-        match self {
-            Layout::Grid(Pair(h, w)) => h * w,
-            Layout::Windows(g) => g.count() * g.per_window(),
-        }
-    }
-}
 
 /// The geometry of a window partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,21 +88,22 @@ fn ceil_to(n: usize, k: usize) -> usize {
 impl Geom {
     /// The padded grid.
     fn padded(&self) -> Pair {
-        Pair(
-            ceil_to(self.grid.0, self.window.0),
-            ceil_to(self.grid.1, self.window.1),
-        )
+        WindowPartition {
+            grid: self.grid,
+            window: self.window,
+            shift: self.shift,
+        }
+        .padded_grid()
     }
 
     /// The number of windows `nW`.
     pub(super) fn count(&self) -> usize {
-        let p = self.padded();
-        (p.0 / self.window.0) * (p.1 / self.window.1)
+        self.attention(false).count()
     }
 
     /// Tokens per window `N`.
     pub(super) fn per_window(&self) -> usize {
-        self.window.0 * self.window.1
+        self.attention(false).tokens()
     }
 
     /// The windows of the IR attention over this partition.
@@ -110,7 +122,8 @@ impl Geom {
 pub(super) enum Base {
     /// The grid tokens `x`.
     Grid { x: String, grid: Pair },
-    /// The windows `x` put back in place (padded and still shifted).
+    /// The windows `x` put back in place: the padded map with the shift undone (a view
+    /// rolled by the shift is the map as torchvision puts it back, before its reverse roll).
     Windows { x: String, geom: Geom },
 }
 
@@ -202,6 +215,9 @@ pub(super) enum Swin {
     Unit { x: String, d: usize, keys: bool },
     /// Windowed scores.
     Scores(Scores),
+    /// Tokens `x` transposed to `[N, F, T]`: the first half of `tokens_to_image` as
+    /// fair-pruner exports it (a `Reshape` to `[N, F, H, W]` completes it).
+    TokensT { x: String },
 }
 
 /// An IR node's parameters by kind, in the order of its specs (see `Importer::emit`).
@@ -267,7 +283,7 @@ impl Importer<'_> {
     ) -> Option<Result<Value, OnnxError>> {
         let op = n.op();
         // A slice read by anything but the Concat of a shift is a crop.
-        if op != "Concat"
+        if !matches!(op, "Concat" | "Shape")
             && inputs
                 .iter()
                 .any(|v| matches!(v, Some(Value::Swin(Swin::Part { .. }))))
@@ -305,7 +321,7 @@ impl Importer<'_> {
             }
             return Some(self.map(n, &ins));
         }
-        match op {
+        let out = match op {
             "Shape" => self.swin_shape(n, inputs),
             "Pad" => self.swin_pad(n, inputs),
             "Slice" => self.swin_slice(n, inputs),
@@ -319,6 +335,42 @@ impl Importer<'_> {
                 Some(Value::Swin(s)) => Some(Err(self.swin_err(n, k, s))),
                 _ => None,
             }),
+        };
+        if out.is_some() {
+            return out;
+        }
+        // A grid [N, H, W, C] or windows [N·nW, N, C] read by an op Swin's steps do not
+        // cover: only ops on each token (the last axis) mean the same on the IR's tokens
+        // (a ReduceMean, Slice or Softmax over another axis would not).
+        let laid = (0..inputs.len()).find_map(|k| self.layout_in(inputs.get(k)).map(|l| (k, l)));
+        match laid {
+            Some(_) if PER_TOKEN.contains(&op) => None,
+            // The fused qkv split of windows (timm.rs) reshapes them to 5 axes.
+            Some((_, (_, Layout::Windows(_)))) if op == "Reshape" => None,
+            Some((k, (x, layout))) => Some(Err(n.err(format!(
+                "input {k} ('{}') is {}; only ops on each token (the last axis: {}) and Swin's own steps may read it",
+                n.node.input.get(k).map_or("", String::as_str),
+                match layout {
+                    Layout::Grid(Pair(h, w)) => format!("the Swin feature map '{x}' [N, {h}, {w}, C]"),
+                    Layout::Windows(g) => format!(
+                        "the windows of '{x}' [N·{}, {}, C]",
+                        g.count(),
+                        g.per_window()
+                    ),
+                },
+                PER_TOKEN.join(", ")
+            )))),
+            None => None,
+        }
+    }
+
+    /// The number of axes of the ONNX tensor of IR node `x`, batch axis included (a grid
+    /// has four, windows three).
+    pub(super) fn onnx_rank(&self, x: &str) -> usize {
+        match self.layouts.get(x) {
+            Some(Layout::Grid(_)) => 4,
+            Some(Layout::Windows(_)) => 3,
+            None => self.shapes[x].len() + 1,
         }
     }
 
@@ -356,6 +408,11 @@ impl Importer<'_> {
     ) -> Result<Value, OnnxError> {
         let a = axis - 1;
         let roll = if a == 0 { view.roll.0 } else { view.roll.1 };
+        if end == 0 {
+            return Err(n.err(format!(
+                "an empty crop ({start}..{end} of axis {axis}) of a Swin feature map"
+            )));
+        }
         if start != 0 || roll != 0 {
             return Err(n.err(format!(
                 "a slice {start}..{end} of axis {axis} of a Swin feature map (still shifted by {roll} on that axis) is read as a crop, which must keep the first rows or columns of an unshifted map (a cyclic shift is two slices concatenated on the same axis)"
@@ -511,6 +568,9 @@ impl Importer<'_> {
                         vec![b(k), num(h), num(t), num(*d)]
                     }
                 }
+                Swin::TokensT { x } => {
+                    vec![b(1), num(self.shapes[x][1]), num(self.shapes[x][0])]
+                }
                 Swin::Scores(sc) => {
                     let (k, s) = self.rows(&sc.q);
                     let (t, h) = (s[0], s[1] / sc.d);
@@ -545,7 +605,10 @@ impl Importer<'_> {
                     ),
                 ));
             }
-            let pads = self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?;
+            let pads = self
+                .konst(n, inputs, 1)?
+                .short_ints()
+                .map_err(|e| n.err(e))?;
             if let Some(Some(_)) = inputs.get(2) {
                 let v = self
                     .konst(n, inputs, 2)?
@@ -560,7 +623,10 @@ impl Importer<'_> {
             let mut full = [0i64; 8];
             match inputs.get(3) {
                 Some(Some(_)) => {
-                    let axes = self.konst(n, inputs, 3)?.ints().map_err(|e| n.err(e))?;
+                    let axes = self
+                        .konst(n, inputs, 3)?
+                        .short_ints()
+                        .map_err(|e| n.err(e))?;
                     if pads.len() != 2 * axes.len() {
                         return Err(n.err(format!("{} pads for {} axes", pads.len(), axes.len())));
                     }
@@ -618,7 +684,7 @@ impl Importer<'_> {
             n.only(&[])?;
             let ints = |k: usize| -> Result<Option<Vec<i64>>, OnnxError> {
                 self.opt_konst(n, inputs, k)?
-                    .map(|c| c.ints().map_err(|e| n.err(e)))
+                    .map(|c| c.short_ints().map_err(|e| n.err(e)))
                     .transpose()
             };
             let starts = ints(1)?.ok_or_else(|| n.err("missing starts"))?;
@@ -659,19 +725,9 @@ impl Importer<'_> {
         step: i64,
         crop: bool,
     ) -> Result<Value, OnnxError> {
+        // (A pending slice read by a Slice was settled as a crop by `swin`.)
         let view = match &cur {
             Value::Swin(Swin::Strided { view, .. }) => view.clone(),
-            Value::Swin(Swin::Part {
-                view,
-                axis: a,
-                start: s,
-                end: e,
-            }) => match self.crop(n, view.clone(), *a, *s, *e)? {
-                Value::Swin(Swin::View(v)) => v,
-                other => self
-                    .view_in(Some(&Some(other)))
-                    .ok_or_else(|| n.err("the cropped map is no grid"))?,
-            },
             other => self
                 .view_in(Some(&Some(other.clone())))
                 .ok_or_else(|| n.err("expected a Swin feature map"))?,
@@ -763,26 +819,35 @@ impl Importer<'_> {
         n: &NodeRef,
         inputs: &[Option<Value>],
     ) -> Option<Result<Value, OnnxError>> {
-        let parts: Vec<_> = inputs
-            .iter()
-            .map(|v| match v {
-                Some(Value::Swin(Swin::Part {
-                    view,
-                    axis,
-                    start,
-                    end,
-                })) => Some((view.clone(), *axis, *start, *end)),
-                _ => None,
-            })
-            .collect();
-        if parts.iter().any(Option::is_some) {
+        let part = |v: &Option<Value>| match v {
+            Some(Value::Swin(Swin::Part {
+                view,
+                axis,
+                start,
+                end,
+            })) => Some((view.clone(), *axis, *start, *end)),
+            _ => None,
+        };
+        if inputs.iter().any(|v| part(v).is_some()) {
             return Some((|| {
+                n.only(&["axis"])?;
                 let axis = fold::axis(
                     n.int("axis")?
                         .ok_or_else(|| n.attr_err("axis", "missing"))?,
                     4,
                 )
                 .map_err(|e| n.attr_err("axis", e))?;
+                // A shift of 0 is written as the whole map then its empty slice
+                // (TorchScript's `cat(x[-0:], x[:-0])`): the whole map is the part 0..size.
+                let parts: Vec<_> = (inputs.iter())
+                    .map(|v| {
+                        part(v).or_else(|| {
+                            let view = self.view_in(Some(v))?;
+                            let size = if axis == 1 { view.size.0 } else { view.size.1 };
+                            Some((view, axis, 0, size))
+                        })
+                    })
+                    .collect();
                 let ok = match parts.as_slice() {
                     [Some((v1, a1, s1, e1)), Some((v2, a2, s2, e2))] => {
                         let size = if axis == 1 { v1.size.0 } else { v1.size.1 };
@@ -796,7 +861,7 @@ impl Importer<'_> {
                     }
                     _ => None,
                 };
-                let Some((mut view, by, size)) = ok else {
+                let Some((mut view, by, size)) = ok.filter(|o| o.2 > 0) else {
                     return Err(n.err(
                         "a Concat of slices of a Swin feature map must be a cyclic shift (torch.roll): x[a:] then x[:a] of one map on the slices' axis",
                     ));
@@ -819,6 +884,7 @@ impl Importer<'_> {
             return None;
         }
         Some((|| {
+            n.only(&["axis"])?;
             let axis = n
                 .int("axis")?
                 .ok_or_else(|| n.attr_err("axis", "missing"))?;
@@ -866,6 +932,7 @@ impl Importer<'_> {
             return None;
         }
         Some((|| {
+            n.only(&["allowzero"])?;
             let sizes = Self::sizes(&t);
             let wrong = |what: &str| n.err(format!("{what}; found the target [{}]", describe(&t)));
             match (&first, view) {
@@ -938,6 +1005,34 @@ impl Importer<'_> {
                     };
                     self.complete(n, view)
                 }
+                (Value::Swin(Swin::TokensT { x }), _) => {
+                    let (tokens, f) = (self.shapes[x][0], self.shapes[x][1]);
+                    let batch = t
+                        .first()
+                        .is_some_and(|&b| b == Int::N(0) || self.is_batch(b, 1));
+                    match (
+                        t.len(),
+                        t.iter()
+                            .skip(1)
+                            .map(|v| match v {
+                                Int::N(k) if *k > 0 => Some(*k as usize),
+                                _ => None,
+                            })
+                            .collect::<Option<Vec<usize>>>()
+                            .as_deref(),
+                    ) {
+                        (4, Some(&[c, h, w]))
+                            if batch && c == f && h.checked_mul(w) == Some(tokens) =>
+                        {
+                            let hint = self.hint(n, None);
+                            let op = TokensToImage { grid: Pair(h, w) };
+                            self.emit(n, hint, op.into(), vec![x.clone()], vec![])
+                        }
+                        _ => Err(wrong(&format!(
+                            "tokens [N, {tokens}, {f}] transposed to [N, {f}, {tokens}] are reshaped only to an image [N, {f}, H, W] with H·W = {tokens}"
+                        ))),
+                    }
+                }
                 (Value::Swin(Swin::Scores(sc)), _) => {
                     let (k, s) = self.rows(&sc.q);
                     let (tk, h) = (s[0], s[1] / sc.d);
@@ -986,8 +1081,8 @@ impl Importer<'_> {
                         Some(&[a, wh, b, ww, c])
                             if t.len() == 6
                                 && self.is_batch(t[0], 1)
-                                && a * wh == view.size.0
-                                && b * ww == view.size.1
+                                && a.checked_mul(wh) == Some(view.size.0)
+                                && b.checked_mul(ww) == Some(view.size.1)
                                 && c == f =>
                         {
                             Ok(Value::Swin(Swin::Unfolded {
@@ -1021,6 +1116,21 @@ impl Importer<'_> {
         };
         let first = inputs.first()?.as_ref()?.clone();
         let swap = perm == [0, 1, 3, 2, 4, 5];
+        let ours = match &first {
+            Value::Swin(_) => true,
+            Value::Act(x) => {
+                (perm == [0, 2, 1] && self.shapes[x].len() == 2 && !self.layouts.contains_key(x))
+                    || (perm == [0, 3, 1, 2]
+                        && matches!(self.layouts.get(x), Some(Layout::Grid(_))))
+            }
+            _ => false,
+        };
+        if !ours {
+            return None;
+        }
+        if let Err(e) = n.only(&["perm"]) {
+            return Some(Err(e));
+        }
         Some(match first {
             Value::Swin(Swin::Unfolded {
                 view,
@@ -1042,6 +1152,13 @@ impl Importer<'_> {
             })),
             Value::Swin(Swin::Unit { x, d, keys }) if perm == [0, 1, 3, 2] => {
                 Ok(Value::Swin(Swin::Unit { x, d, keys: !keys }))
+            }
+            Value::Act(x)
+                if perm == [0, 2, 1]
+                    && self.shapes[&x].len() == 2
+                    && !self.layouts.contains_key(&x) =>
+            {
+                Ok(Value::Swin(Swin::TokensT { x }))
             }
             Value::Act(x) if perm == [0, 3, 1, 2] => {
                 let Some(Layout::Grid(grid)) = self.layouts.get(&x).copied() else {
@@ -1080,7 +1197,10 @@ impl Importer<'_> {
             ) if windowed(&x) => (|| {
                 n.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
                 let axes = match inputs.get(1).cloned().flatten() {
-                    Some(_) => self.konst(n, inputs, 1)?.ints().map_err(|e| n.err(e))?,
+                    Some(_) => self
+                        .konst(n, inputs, 1)?
+                        .short_ints()
+                        .map_err(|e| n.err(e))?,
                     None => n.ints("axes")?.unwrap_or_default(),
                 };
                 if scale != 1.0
@@ -1111,6 +1231,7 @@ impl Importer<'_> {
                 })),
                 _,
             ) => (|| {
+                n.only(&["min", "max"])?;
                 let lo = match inputs.get(1).cloned().flatten() {
                     Some(_) => self
                         .konst(n, inputs, 1)?
@@ -1141,12 +1262,43 @@ impl Importer<'_> {
                     expanded: false,
                 })),
                 _,
-            ) => Ok(Value::Swin(Swin::Norm {
-                x,
-                d,
-                clipped: true,
-                expanded: true,
-            })),
+            ) => (|| {
+                n.only(&[])?;
+                // Back to the heads' shape [N·nW, H, N, d] (ones may stand for any axis but d).
+                let c = self.konst(n, inputs, 1)?;
+                let t = match &*c.data {
+                    Data::Int(v) if v.len() == 4 => v.clone(),
+                    _ => {
+                        return Err(n.err(format!(
+                            "expected a target of 4 integers, found shape {:?}",
+                            c.dims
+                        )));
+                    }
+                };
+                let (k, s) = self.rows(&x);
+                let want = [s[1] / d, s[0], d];
+                // The batch axis (N·nW, or 1 to broadcast), then [H, N, d], where 1 may stand
+                // for H or N (broadcast) but the head size d is expanded to.
+                let ok = (t[0] == Int::N(1) || self.is_batch(t[0], k))
+                    && t[1..]
+                        .iter()
+                        .zip(want)
+                        .enumerate()
+                        .all(|(i, (&a, b))| a == Int::N(b as i64) || (i < 2 && a == Int::N(1)));
+                if !ok {
+                    return Err(n.err(format!(
+                        "F.normalize expands the clipped norm back to the heads' shape [N·nW, {}]; found [{}]",
+                        dims_text(&want),
+                        describe(&t)
+                    )));
+                }
+                Ok(Value::Swin(Swin::Norm {
+                    x,
+                    d,
+                    clipped: true,
+                    expanded: true,
+                }))
+            })(),
             (
                 "Div",
                 Some(Value::HeadsFirst {
@@ -1161,7 +1313,9 @@ impl Importer<'_> {
                     expanded: true,
                     ..
                 })),
-            ) if x == y && scale == 1.0 => Ok(Value::Swin(Swin::Unit { x, d, keys: false })),
+            ) if x == y && scale == 1.0 => n
+                .only(&[])
+                .map(|_| Value::Swin(Swin::Unit { x, d, keys: false })),
             (
                 "MatMul",
                 Some(Value::Swin(Swin::Unit {
@@ -1175,6 +1329,9 @@ impl Importer<'_> {
                     keys: true,
                 })),
             ) => {
+                if let Err(e) = n.only(&[]) {
+                    return Some(Err(e));
+                }
                 if d != dk || self.shapes[&q] != self.shapes[&k] {
                     return Some(Err(n.err(
                         "cosine attention multiplies q's and k's normalised heads of one shape",
@@ -1196,6 +1353,7 @@ impl Importer<'_> {
                 if konst(&b) =>
             {
                 (|| {
+                    n.only(&[])?;
                     let k = usize::from(!matches!(inputs.first(), Some(Some(Value::Const(_)))));
                     let c = self.konst(n, inputs, k)?;
                     let h = self.shapes[&sc.q][1] / sc.d;
@@ -1204,25 +1362,21 @@ impl Importer<'_> {
                     };
                     let per_head: Vec<f32> = match v.len() {
                     1 => vec![v[0]; h],
-                    l if l == h && (fits(&c.dims, &[h, 1, 1]) || c.dims == [h]) => v.clone(),
+                    // [H, 1, 1] (with leading ones): one factor per head; a bare [H] would
+                    // broadcast over the keys instead.
+                    l if l == h && fits(&c.dims, &[h, 1, 1]) => v.clone(),
                     _ => return Err(n.err(format!("windowed scores [N·nW, {h}, N, N] are scaled by a scalar or one factor per head [{h}, 1, 1], found shape {:?}", c.dims))),
                 };
                     if sc.bias.is_some() || sc.masked {
                         return Err(n.err("the scores are scaled before the relative position bias and the mask are added"));
                     }
-                    sc.scale = match sc.scale {
-                        Scale::Dot(s) if per_head.iter().all(|&p| p == per_head[0]) => {
-                            Scale::Dot(s * f64::from(per_head[0]))
-                        }
-                        Scale::Cosine(old) => {
-                            Scale::Cosine(old.iter().zip(&per_head).map(|(a, b)| a * b).collect())
-                        }
-                        Scale::Dot(_) => {
-                            return Err(
-                                n.err("dot-product scores are scaled by one factor for all heads")
-                            );
-                        }
+                    // Dot-product scores become pending only at the bias (above), so only
+                    // cosine scores are scaled here.
+                    let Scale::Cosine(old) = sc.scale else {
+                        return Err(n.err("dot-product windowed scores are scaled before the relative position bias is added"));
                     };
+                    sc.scale =
+                        Scale::Cosine(old.iter().zip(&per_head).map(|(a, b)| a * b).collect());
                     Ok(Value::Swin(Swin::Scores(sc)))
                 })()
             }
@@ -1298,6 +1452,7 @@ impl Importer<'_> {
         inputs: &[Option<Value>],
         mut sc: Scores,
     ) -> Result<Value, OnnxError> {
+        n.only(&[])?;
         let k = usize::from(!matches!(inputs.first(), Some(Some(Value::Const(_)))));
         let c = self.konst(n, inputs, k)?;
         let (windows, s) = self.rows(&sc.q);
@@ -1337,12 +1492,13 @@ impl Importer<'_> {
     /// The IR attention for q's node `q` with heads of `d`: windowed, with its bias and
     /// cosine scale, where the pattern saw them.
     pub(super) fn attention_node(
-        &self,
+        &mut self,
         n: &NodeRef,
         q: &str,
         d: usize,
     ) -> Result<(Op, Params), OnnxError> {
-        let extra = self.attn_extra.get(q).cloned().unwrap_or_default();
+        // Read once: the attention's node takes what its pattern saw.
+        let extra = self.attn_extra.remove(q).unwrap_or_default();
         let geom = match self.layouts.get(q) {
             Some(Layout::Windows(g)) => Some(*g),
             _ => None,
@@ -1361,6 +1517,8 @@ impl Importer<'_> {
             }));
         }
         let heads = self.shapes[q][1] / d;
+        // In the order of `Attention::params` (both are weights, which `emit` matches by
+        // kind in order; a swap would still be refused by their shapes).
         let mut params = Vec::new();
         if let Some(b) = &extra.bias {
             params.push((ParamKind::Weight, b.clone()));
@@ -1398,6 +1556,7 @@ impl Importer<'_> {
             Swin::Folding { permuted, .. } => format!("Swin windows being put back{}, which only {} may read", if *permuted { " and permuted" } else { "" }, if *permuted { "the Reshape to [N, pH, pW, C]" } else { "a Transpose [0, 1, 3, 2, 4, 5]" }),
             Swin::Norm { .. } => "the norm of cosine attention's q or k heads, which only Clip (min 1e-12), Expand and the Div of the heads may read".to_owned(),
             Swin::Unit { .. } => "cosine attention's normalised q or k heads, which only the Transpose of k and the MatMul of the scores may read".to_owned(),
+            Swin::TokensT { .. } => "tokens transposed to [N, F, T], which only a Reshape to an image [N, F, H, W] may read".to_owned(),
             Swin::Scores(_) => "windowed attention scores, which only the scale (Mul), the relative position bias and the mask (Add of constants, Reshape [N, nW, H, N, N] and back) and the Softmax may read".to_owned(),
         };
         n.err(format!(

@@ -545,17 +545,22 @@ fn every_ir_op_exports_and_reads_back() {
         let opset = if matches!(op, Op::Gelu(_)) { 20 } else { 17 };
         let bytes = fair_onnx::export(&g, &t, &ExportOptions { opset })
             .unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));
-        // Swin Transformer's ops are exported but not read back yet (the importer's Swin
-        // mapping is separate work): the import may refuse them, but must not read them back
-        // as anything else.
-        let not_yet_imported = matches!(
+        // fair-pruner writes Swin Transformer's window ops as token gathers and windowed
+        // attention with its bias and mask as initializers; import reads torchvision's
+        // spelling of them (swin.rs), not these: it refuses them, naming the node.
+        let not_read_back = matches!(
             &op,
             Op::WindowPartition(_) | Op::WindowMerge(_) | Op::GridStride(_)
         ) || matches!(&op, Op::Attention(a) if !a.is_plain());
-        if not_yet_imported {
-            if let Ok(back) = fair_onnx::import(&bytes) {
-                assert_eq!(back.graph, g, "{}", op.type_name());
-            }
+        if not_read_back {
+            let e = fair_onnx::import(&bytes).unwrap_err().to_string();
+            assert!(
+                ["(Pad)", "(Gather)", "(Reshape)"]
+                    .iter()
+                    .any(|o| e.contains(o)),
+                "{}: {e}",
+                op.type_name()
+            );
             continue;
         }
         let back = fair_onnx::import(&bytes).unwrap_or_else(|e| panic!("{}: {e}", op.type_name()));

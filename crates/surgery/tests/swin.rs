@@ -254,26 +254,27 @@ fn pruning_a_head_slices_its_bias_and_logit_scale() {
     let model = Model::from_tensors(model.graph().clone(), tensors, Device::Cpu).unwrap();
     let before = model.tensor("attn.q.weight").unwrap().detach().copy();
     let proj = model.tensor("attn.proj.weight").unwrap().detach().copy();
+    // Head 0 goes, so keeping the first heads' slices would be wrong.
     let plan = Plan::new()
-        .remove("attn.q", [1])
-        .remove("attn.k", [1])
-        .remove("attn.v", [1]);
+        .remove("attn.q", [0])
+        .remove("attn.k", [0])
+        .remove("attn.v", [0]);
     let pruned = apply(&model, &plan, &ResolveOptions::default()).unwrap();
     let m = &pruned.model;
     let b = m.tensor("attn.attn.relative_position_bias").unwrap();
     assert_eq!(b.size(), [1, 16, 16]);
-    assert!(b.equal(&bias.narrow(0, 0, 1)));
+    assert!(b.equal(&bias.narrow(0, 1, 1)));
     let s = m.tensor("attn.attn.logit_scale").unwrap();
-    assert_eq!(Vec::<f32>::try_from(s).unwrap(), [0.5]);
+    assert_eq!(Vec::<f32>::try_from(s).unwrap(), [2.5]);
     assert!(
         m.tensor("attn.q.weight")
             .unwrap()
-            .equal(&before.narrow(0, 0, 8))
+            .equal(&before.narrow(0, 8, 8))
     );
     assert!(
         m.tensor("attn.proj.weight")
             .unwrap()
-            .equal(&proj.narrow(1, 0, 8))
+            .equal(&proj.narrow(1, 8, 8))
     );
     let attn = m.graph().node("attn.attn").unwrap();
     let fair_ir::Op::Attention(a) = &attn.op else {

@@ -178,11 +178,17 @@ VARIANTS = {
     "tv_swin_v2": lambda: torchvision_swin(True, 36, patch_size=[4, 4], embed_dim=16,
                                            depths=[2, 2], num_heads=[2, 2],
                                            window_size=[4, 4], num_classes=5),
+    # Swin V1 on a 4×12 map: a 4×4 window covers the rows, so torchvision drops the shift
+    # on them only (shift (0, 2)), one stage of 2 heads
+    "tv_swin_1axis": lambda: (SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2],
+                                              num_heads=[2], window_size=[4, 4],
+                                              stochastic_depth_prob=0.0, num_classes=3).eval(),
+                              [3, 16, 48]),
 }
 
 # The dynamo exporter writes Swin's flatten after the pooling (of a permuted map) as an
 # `as_strided` copy whose indices depend on the batch size: exported with a fixed batch.
-FIXED_BATCH_DYNAMO = {"tv_swin_pad", "tv_swin_3x5", "tv_swin_v2"}
+FIXED_BATCH_DYNAMO = {"tv_swin_pad", "tv_swin_3x5", "tv_swin_v2", "tv_swin_1axis"}
 
 
 def randomise(model):

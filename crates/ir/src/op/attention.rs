@@ -51,12 +51,13 @@ impl AttnWindows {
     /// The shifted-window mask `[nW, N, N]` (row-major), or `None` without a shift: for
     /// window *w* and tokens *i*, *j* of it, −100 where their region labels differ, else 0.
     pub fn mask(&self) -> Option<Vec<f32>> {
-        if self.shift.is_zero() {
+        // Also `None` for a geometry the op's check refuses (an empty window, a grid that is
+        // no multiple of it, a shift not below it), so unchecked values never panic here.
+        let (Pair(ph, pw), Pair(wh, ww), Pair(sh, sw)) = (self.grid, self.window, self.shift);
+        let fits = |g: usize, w: usize, s: usize| w > 0 && g >= w && g.is_multiple_of(w) && s < w;
+        if self.shift.is_zero() || !fits(ph, wh, sh) || !fits(pw, ww, sw) {
             return None;
         }
-        let Pair(ph, pw) = self.grid;
-        let Pair(wh, ww) = self.window;
-        let Pair(sh, sw) = self.shift;
         // The region of a row (column) of the rolled, padded grid: 0, 1 or 2.
         let region = |x: usize, n: usize, w: usize, s: usize| {
             if x < n - w {

@@ -1074,7 +1074,6 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
         (TokenSelect { index: 4 }.into(), vec![tok()]),
         (TokenRange { start: 1, end: 5 }.into(), vec![tok()]),
         (TokenRange { start: 0, end: 2 }.into(), vec![tok()]),
-        (TokensToImage { grid: Pair(3, 4) }.into(), vec![grid()]),
         (
             WindowPartition {
                 grid: Pair(3, 4),
@@ -1149,6 +1148,7 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
             .into(),
             vec![grid()],
         ),
+        (TokensToImage { grid: Pair(3, 4) }.into(), vec![grid()]),
     ]
 }
 
