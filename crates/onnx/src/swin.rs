@@ -68,7 +68,6 @@ pub(super) enum Layout {
     Windows(Geom),
 }
 
-
 /// The geometry of a window partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Geom {

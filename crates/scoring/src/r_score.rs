@@ -159,8 +159,10 @@ impl RScoreMemory {
 /// A unit's output y_j is linear and homogeneous in its own weights and bias, so
 /// Σ_{θ ∈ unit j} θ·∂L/∂θ = Σ over samples and positions of y_j·∂L/∂y_j (Euler's theorem).
 /// The backward pass therefore only computes gradients with respect to the prunable layers'
-/// outputs (no weight gradients are formed or stored), and every layer's R-Score is read
-/// from the same pass. The model's parameters, running statistics and gradients are left
+/// outputs (no weight gradients are formed or stored; except the small per-head tensors of
+/// an attention whose heads are scored, a windowed attention's relative position bias and a
+/// cosine attention's logit scale, whose θ·∂L/∂θ per head joins the head's R-Score), and
+/// every layer's R-Score is read from the same pass. The model's parameters, running statistics and gradients are left
 /// as they were.
 ///
 /// With [`RScoreSettings::max_memory`], a batch whose pass would not fit
@@ -231,19 +233,25 @@ pub fn r_scores(
     // (its term is the output projection's columns', see `heads_of`).
     let mut names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
     names.extend(attention_outputs(layers).map(|h| h.attention.as_str()));
+    let params = head_params(model, layers);
     let mut sums: Vec<Tensor> = names
         .iter()
         .map(|n| {
             let units = fair_ir::unit_count(graph.shape(n).expect("validated"));
             Tensor::zeros([units as i64], (Kind::Double, device))
         })
+        .chain(
+            params
+                .iter()
+                .map(|p| Tensor::zeros([p.spec.shape[p.axis] as i64], (Kind::Double, device))),
+        )
         .collect();
     let batches = data.len().div_ceil(settings.batch_size);
     let bar = progress.bar(batches, "R-Score: forward + backward");
     for (b, (x, y)) in data.batches(settings.batch_size).enumerate() {
         let len = x.size()[0];
         if len as usize <= piece {
-            let c = contributions(model, &names, mode, &x, &y, None, b)?;
+            let c = contributions(model, &names, &params, mode, &x, &y, None, b)?;
             for (sum, c) in sums.iter_mut().zip(c) {
                 *sum += c;
             }
@@ -259,7 +267,7 @@ pub fn r_scores(
                 .into_iter()
                 .zip(y.split_with_sizes(&sizes, 0))
             {
-                let c = contributions(model, &names, mode, &xs, &ys, Some(len), b)?;
+                let c = contributions(model, &names, &params, mode, &xs, &ys, Some(len), b)?;
                 batch = Some(match batch {
                     None => c,
                     Some(acc) => acc.into_iter().zip(c).map(|(a, c)| a + c).collect(),
@@ -272,7 +280,7 @@ pub fn r_scores(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let sums = heads_of(layers, &names, sums)?;
+    let sums = heads_of(layers, &names, &params, sums)?;
     let scores = sums
         .into_iter()
         .zip(layers)
@@ -284,6 +292,62 @@ pub fn r_scores(
         })
         .collect::<Result<Vec<_>, ScoringError>>()?;
     Ok((scores, notes))
+}
+
+/// A parameter with one slice per head (`fair_ir::ParamSpec::head_axis`: a windowed
+/// attention's relative position bias, a cosine attention's logit scale) of an attention
+/// whose heads are scored: its Taylor term θ·∂L/∂θ, summed per head, joins the head's
+/// R-Score.
+struct HeadParam {
+    /// The attention node.
+    attention: String,
+    /// The parameter.
+    spec: fair_ir::ParamSpec,
+    /// Its axis of heads.
+    axis: usize,
+    /// The tensor (shares the model's storage).
+    tensor: Tensor,
+}
+
+/// The per-head parameters of the attentions whose heads are scored.
+fn head_params(model: &Model, layers: &[PrunableLayer]) -> Vec<HeadParam> {
+    let graph = model.graph();
+    attention_outputs(layers)
+        .filter_map(|h| graph.node(&h.attention).ok())
+        .flat_map(|node| {
+            node.op.params(&node.name).into_iter().filter_map(|spec| {
+                let axis = spec.head_axis?;
+                let tensor = model.tensor(&spec.name).ok()?.shallow_clone();
+                Some(HeadParam {
+                    attention: node.name.clone(),
+                    spec,
+                    axis,
+                    tensor,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Makes autograd track the per-head parameters for one pass, and stops it again when
+/// dropped (also on an error), so the model is left as it was.
+struct Tracked<'p>(&'p [HeadParam]);
+
+impl<'p> Tracked<'p> {
+    fn new(params: &'p [HeadParam]) -> Self {
+        for p in params {
+            let _ = p.tensor.set_requires_grad(true);
+        }
+        Tracked(params)
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        for p in self.0 {
+            let _ = p.tensor.set_requires_grad(false);
+        }
+    }
 }
 
 /// The heads of each attention whose heads are scored, once per attention (from the first
@@ -307,6 +371,7 @@ fn attention_outputs(layers: &[PrunableLayer]) -> impl Iterator<Item = &Heads> {
 fn heads_of(
     layers: &[PrunableLayer],
     names: &[&str],
+    params: &[HeadParam],
     mut sums: Vec<Tensor>,
 ) -> Result<Vec<Tensor>, ScoringError> {
     let mut out: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
@@ -327,10 +392,21 @@ fn heads_of(
             total = torch(total.f_add(&sums[j]), ctx)?;
         }
         let d = h.head_dim as i64;
-        let per_head = torch(
+        let mut heads = torch(
             total
                 .f_reshape([-1, d])
-                .and_then(|t| t.f_sum_dim_intlist(1, true, Kind::Double))
+                .and_then(|t| t.f_sum_dim_intlist(1, false, Kind::Double)),
+            ctx,
+        )?;
+        // The attention's own per-head parameters (bias, logit scale), summed per head.
+        for (k, p) in params.iter().enumerate() {
+            if p.attention == h.attention {
+                heads = torch(heads.f_add(&sums[names.len() + k]), ctx)?;
+            }
+        }
+        let per_head = torch(
+            heads
+                .f_unsqueeze(1)
                 .and_then(|t| t.f_expand([-1, d], false))
                 .and_then(|t| t.f_reshape([-1])),
             ctx,
@@ -348,12 +424,14 @@ fn heads_of(
 }
 
 /// One forward and backward pass over `x` (labels `y`) of calibration batch `b`: for every
-/// node of `names`, Σ y·∂L/∂y of its output per unit, in f64. `L` is the mean cross-entropy
-/// over `x`, or with `of = Some(n)` the sum over `x` divided by `n` (a piece of a batch of
-/// `n` samples).
+/// node of `names`, Σ y·∂L/∂y of its output per unit, in f64, then for every per-head
+/// parameter of `params`, Σ θ·∂L/∂θ per head. `L` is the mean cross-entropy over `x`, or
+/// with `of = Some(n)` the sum over `x` divided by `n` (a piece of a batch of `n` samples).
+#[allow(clippy::too_many_arguments)]
 fn contributions(
     model: &Model,
     names: &[&str],
+    params: &[HeadParam],
     mode: Mode,
     x: &Tensor,
     y: &Tensor,
@@ -361,6 +439,7 @@ fn contributions(
     b: usize,
 ) -> Result<Vec<Tensor>, ScoringError> {
     let device = model.device();
+    let _tracked = Tracked::new(params);
     let out = model.forward_with_taps(&x.to_device(device), mode, names)?;
     let loss = torch(
         out.output.f_log_softmax(-1, Kind::Float).and_then(|l| {
@@ -380,15 +459,36 @@ fn contributions(
             "the loss of calibration batch {b} is {value}"
         )));
     }
-    let outputs: Vec<&Tensor> = names.iter().map(|n| &out.taps[*n]).collect();
+    let mut outputs: Vec<&Tensor> = names.iter().map(|n| &out.taps[*n]).collect();
+    outputs.extend(params.iter().map(|p| &p.tensor));
     let grads = torch(
         Tensor::f_run_backward(&[&loss], &outputs, false, false),
         || format!("backward of batch {b}"),
     )?;
+    let (grads, param_grads) = grads.split_at(names.len());
+    let per_head = params.iter().zip(param_grads).map(|(p, g)| {
+        // Σ θ·∂L/∂θ over every axis but the heads'.
+        let dims: Vec<i64> = (0..p.tensor.dim() as i64)
+            .filter(|&d| d != p.axis as i64)
+            .collect();
+        tch::no_grad(|| {
+            let terms = p.tensor.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double);
+            // (An empty list of axes would sum over all of them: a `[heads]` tensor is
+            // already per head.)
+            if dims.is_empty() {
+                return Ok(terms);
+            }
+            torch(
+                terms.f_sum_dim_intlist(dims.as_slice(), false, Kind::Double),
+                || format!("R-Score of the heads' '{}'", p.spec.name),
+            )
+        })
+    });
+    let per_head: Vec<Tensor> = per_head.collect::<Result<_, _>>()?;
     tch::no_grad(|| {
         names
             .iter()
-            .zip(outputs.iter().zip(&grads))
+            .zip(outputs.iter().zip(grads))
             .map(|(name, (yv, g))| {
                 // Sum y·∂L/∂y over every axis but the unit axis (1 past the per-sample one:
                 // channels of an image, the last axis of tokens).
@@ -401,6 +501,7 @@ fn contributions(
                     || format!("R-Score of layer '{name}'"),
                 )?)
             })
+            .chain(per_head.into_iter().map(Ok))
             .collect()
     })
 }

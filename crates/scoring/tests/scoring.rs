@@ -1897,3 +1897,191 @@ fn bounded_runs_of_packed_unequal_classes_equal_the_unbounded_run() {
         }
     }
 }
+
+/// A patch embedding (16 channels on a 4×4 grid), shifted 2×2 windows (`window_partition`),
+/// q, k, v of 2 heads of 8 with cosine scores, a relative position bias and a logit scale
+/// per head (Swin V2's windowed attention), the projection, `window_merge`, the mean over the
+/// tokens and a head of 3 classes; the per-head parameters drawn at random.
+fn tiny_windowed() -> Model {
+    use fair_ir::{AttnWindows, Pair, WindowMerge, WindowPartition};
+    let (grid, window, shift) = (Pair(4, 4), Pair(2, 2), Pair(1, 1));
+    let mut b = fair_ir::GraphBuilder::new("tiny_windowed", "input", vec![1, 8, 8]);
+    b.conv("patch_embed", "input", 16, 2, 2, 0, true).unwrap();
+    b.add("tokens", fair_ir::Tokens {}.into(), &["patch_embed"])
+        .unwrap();
+    let part = WindowPartition {
+        grid,
+        window,
+        shift,
+    };
+    b.add("part", part.into(), &["tokens"]).unwrap();
+    for l in ["q", "k", "v"] {
+        b.linear(l, "part", 16, true).unwrap();
+    }
+    let attention = fair_ir::Attention {
+        head_dim: 8,
+        heads: Some(2),
+        windows: Some(AttnWindows {
+            grid,
+            window,
+            shift,
+            bias: true,
+        }),
+        cosine: true,
+    };
+    b.add("attend", attention.into(), &["q", "k", "v"]).unwrap();
+    b.linear("proj", "attend", 16, true).unwrap();
+    let merge = WindowMerge {
+        grid,
+        window,
+        shift,
+    };
+    b.add("merge", merge.into(), &["proj"]).unwrap();
+    b.add("pool", fair_ir::TokenMean {}.into(), &["merge"])
+        .unwrap();
+    b.linear("head", "pool", 3, true).unwrap();
+    let m = Model::new(b.finish().unwrap(), Device::Cpu, 6).unwrap();
+    tch::manual_seed(6);
+    tch::no_grad(|| {
+        for (n, mut t) in m.named_tensors() {
+            if n.ends_with(".bias") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5));
+            } else if n.ends_with("relative_position_bias") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 2.0));
+            } else if n.ends_with("logit_scale") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3 + 2.5));
+            }
+        }
+    });
+    m
+}
+
+#[test]
+fn a_windowed_head_r_score_includes_its_relative_position_bias_and_logit_scale() {
+    let model = tiny_windowed();
+    let cal = data(8, 3, &[1, 8, 8], 9);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::LayerOutput);
+    let settings = RScoreSettings {
+        mode: RMode::Eval,
+        batch_size: 12,
+        seed: 0,
+        max_memory: None,
+    };
+    let (r, _) = r_scores(&model, &layers, &cal, &settings, Progress::QUIET).unwrap();
+    let q = layers.iter().position(|l| l.name == "q").unwrap();
+    let loss_sum = || -> f64 {
+        cal.batches(12)
+            .map(|(x, y)| {
+                let logits = model.forward(&x, Mode::Eval).unwrap().to_kind(Kind::Double);
+                logits.cross_entropy_for_logits(&y).double_value(&[])
+            })
+            .sum()
+    };
+    // All of head h's parameters scaled by f: q, k, v rows, the projection's columns, and
+    // the head's slices of the bias and the logit scale; or only the latter (`own`).
+    let scale = |h: i64, f: f64, own: bool| {
+        tch::no_grad(|| {
+            let t = |n: &str| model.tensor(n).unwrap().shallow_clone();
+            let mut parts = vec![
+                t("attend.relative_position_bias").narrow(0, h, 1),
+                t("attend.logit_scale").narrow(0, h, 1),
+            ];
+            if !own {
+                for l in ["q", "k", "v"] {
+                    for s in ["weight", "bias"] {
+                        parts.push(t(&format!("{l}.{s}")).narrow(0, h * 8, 8));
+                    }
+                }
+                parts.push(t("proj.weight").narrow(1, h * 8, 8));
+            }
+            for mut p in parts {
+                let _ = p.g_mul_scalar_(f);
+            }
+        })
+    };
+    let fd = |h: i64, own: bool| {
+        let eps = 1e-3;
+        scale(h, 1.0 + eps, own);
+        let up = loss_sum();
+        scale(h, (1.0 - eps) / (1.0 + eps), own);
+        let down = loss_sum();
+        scale(h, 1.0 / (1.0 - eps), own);
+        (up - down) / (2.0 * eps)
+    };
+    // The terms of q, k, v and the output's columns alone, from autograd on the layers'
+    // outputs (Euler's theorem, as the R-Score of a linear layer's units).
+    let outputs_only = |h: i64| -> f64 {
+        let names = ["q", "k", "v", "attend"];
+        cal.batches(12)
+            .map(|(x, y)| {
+                let out = model.forward_with_taps(&x, Mode::Eval, &names).unwrap();
+                let loss = out.output.log_softmax(-1, Kind::Float).nll_loss(&y);
+                let taps: Vec<&Tensor> = names.iter().map(|n| &out.taps[*n]).collect();
+                let g = Tensor::run_backward(&[&loss], &taps, false, false);
+                taps.iter()
+                    .zip(&g)
+                    .map(|(t, g)| {
+                        (t.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
+                            .narrow(2, h * 8, 8)
+                            .sum(Kind::Double)
+                            .double_value(&[])
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let own_terms = |h: i64| -> f64 {
+        let params = ["attend.relative_position_bias", "attend.logit_scale"]
+            .map(|n| model.tensor(n).unwrap().shallow_clone());
+        for p in &params {
+            let _ = p.set_requires_grad(true);
+        }
+        let total = cal
+            .batches(12)
+            .map(|(x, y)| {
+                let out = model.forward(&x, Mode::Eval).unwrap();
+                let loss = out.log_softmax(-1, Kind::Float).nll_loss(&y);
+                let refs: Vec<&Tensor> = params.iter().collect();
+                let g = Tensor::run_backward(&[&loss], &refs, false, false);
+                params
+                    .iter()
+                    .zip(&g)
+                    .map(|(p, g)| {
+                        (p.detach().to_kind(Kind::Double) * g.to_kind(Kind::Double))
+                            .narrow(0, h, 1)
+                            .sum(Kind::Double)
+                            .double_value(&[])
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+        for p in &params {
+            let _ = p.set_requires_grad(false);
+        }
+        total
+    };
+    for h in 0..2i64 {
+        let ours = r[q][h as usize * 8];
+        let all = fd(h, false).abs();
+        assert!(
+            (ours - all).abs() <= 2e-3 * all.max(1e-6),
+            "head {h}: R = {ours}, finite difference {all}"
+        );
+        // The bias's and logit scale's own term, θ·∂L/∂θ of head h's slices by autograd
+        // (and by finite difference, to its precision): R is the outputs' terms plus it.
+        let (own, outputs) = (own_terms(h), outputs_only(h));
+        let own_fd = fd(h, true);
+        assert!(
+            (own - own_fd).abs() <= 0.5 * own.abs() && own.abs() > 2e-5,
+            "head {h}: own term {own} by autograd, {own_fd} by finite difference"
+        );
+        assert!(
+            (ours - (outputs + own).abs()).abs() <= 1e-6 * ours,
+            "head {h}: R = {ours}, outputs' terms {outputs}, bias and logit scale {own}"
+        );
+        assert!(
+            (ours - outputs.abs()).abs() >= 0.5 * own.abs(),
+            "head {h}: R = {ours} ignores the bias and logit scale ({own})"
+        );
+    }
+}
