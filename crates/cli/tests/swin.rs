@@ -12,15 +12,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::transformers::{
-    eval, floats, max_abs, prunable, random_plan_gives_the_dead_unit_model,
+    eval, facts, fixture, floats, load, max_abs, prunable, random_plan_gives_the_dead_unit_model,
 };
 use fair_analysis::UnitMap;
 use fair_ir::{Op, Pair};
-use fair_runtime::Model;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 /// Every export, and whether it is V2.
 const EXPORTS: [(&str, bool); 4] = [
@@ -29,23 +26,6 @@ const EXPORTS: [(&str, bool); 4] = [
     ("tv_swinv2_ts17", true),
     ("tv_swinv2_dyn18", true),
 ];
-
-/// The path of fixture `name`.
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
-}
-
-/// What the fixture generator recorded for fixture `name`.
-fn facts(name: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
-}
-
-/// Fixture `name` imported as a runnable model on the CPU.
-fn load(name: &str) -> Model {
-    let imported =
-        fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
-    fair_pipeline::onnx_model(imported, Device::Cpu).unwrap()
-}
 
 /// The fixture's sample input, `[2, 3, 28, 28]`.
 fn sample(name: &str) -> Tensor {

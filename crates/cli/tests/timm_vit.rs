@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::transformers::{
-    eval, floats, max_abs, prunable, random_plan_gives_the_dead_unit_model,
+    eval, facts, fixture, floats, load, max_abs, prunable, random_plan_gives_the_dead_unit_model,
 };
 use fair_analysis::UnitMap;
 use fair_runtime::Model;
@@ -59,24 +59,6 @@ const EXPORTS: [(&str, Kind); 8] = [
 
 /// The exports with a dynamic batch axis.
 const DYNAMIC: [&str; 2] = ["timm_vit_ts17_dynbatch", "timm_vit_dyn18_dynbatch"];
-
-/// The path of fixture `name` (`crates/onnx/tests/fixtures/<name>.onnx`).
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
-}
-
-/// What the fixture generator recorded for fixture `name` (its `.json` next to the file:
-/// the sample input, ONNX Runtime's output on it, …).
-fn facts(name: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
-}
-
-/// Fixture `name` imported (default options) as a runnable model on the CPU.
-fn load(name: &str) -> Model {
-    let imported =
-        fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
-    fair_pipeline::onnx_model(imported, Device::Cpu).unwrap()
-}
 
 /// The fixture's sample input, `[2, 3, 32, 32]`.
 fn sample(name: &str) -> Tensor {

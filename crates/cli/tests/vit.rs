@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::transformers::{
-    eval, floats, max_abs, prunable, random_plan_gives_the_dead_unit_model,
+    eval, facts, fixture, floats, load, max_abs, prunable, random_plan_gives_the_dead_unit_model,
 };
 use common::{run, stderr};
 use fair_analysis::UnitMap;
@@ -30,20 +30,6 @@ const EXPORTS: [&str; 4] = [
 
 /// The exports with a dynamic batch axis.
 const DYNAMIC: [&str; 2] = ["tv_vit_ts17_dynbatch", "tv_vit_dyn18_dynbatch"];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
-}
-
-fn facts(name: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
-}
-
-fn load(name: &str) -> Model {
-    let imported =
-        fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
-    fair_pipeline::onnx_model(imported, Device::Cpu).unwrap()
-}
 
 /// The fixture's sample input, `[2, 3, 32, 32]`.
 fn sample(name: &str) -> Tensor {

@@ -1,10 +1,30 @@
-//! Helpers shared by the transformer tests (`vit.rs`, `timm_vit.rs`, `variants.rs`):
-//! evaluation, the prunable groups, a seeded random plan over heads and neurons checked
-//! against the dead-unit model.
+//! Helpers shared by the transformer tests (`vit.rs`, `timm_vit.rs`, `swin.rs`,
+//! `variants.rs`): the ONNX fixtures and their facts, evaluation, the prunable groups, a
+//! seeded random plan over heads and neurons checked against the dead-unit model.
+
+use std::path::{Path, PathBuf};
 
 use fair_analysis::{ResolveOptions, UnitMap, analyze};
 use fair_runtime::{Mode, Model};
-use tch::Tensor;
+use tch::{Device, Tensor};
+
+/// The path of fixture `name` (`crates/onnx/tests/fixtures/<name>.onnx`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../onnx/tests/fixtures/{name}.onnx"))
+}
+
+/// What the fixture generator recorded for fixture `name` (its `.json` next to the file:
+/// the sample input, ONNX Runtime's output on it, …).
+pub fn facts(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture(name).with_extension("json")).unwrap()).unwrap()
+}
+
+/// Fixture `name` imported (default options) as a runnable model on the CPU.
+pub fn load(name: &str) -> Model {
+    let imported =
+        fair_pipeline::import_onnx(&fixture(name), &fair_onnx::ImportOptions::default()).unwrap();
+    fair_pipeline::onnx_model(imported, Device::Cpu).unwrap()
+}
 
 /// The numbers under `key` of a JSON object (e.g. a fixture's facts).
 pub fn floats(v: &serde_json::Value, key: &str) -> Vec<f32> {
