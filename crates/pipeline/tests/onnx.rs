@@ -89,6 +89,23 @@ fn imported_models_prune_and_export_to_onnx_again() {
         );
         let dir = tempfile::tempdir().unwrap();
         fair_surgery::export(&pruned.model, dir.path()).unwrap();
+        // fair-pruner writes Swin's window ops as token gathers (Pad + Gather), which import
+        // does not read back (it reads torchvision's spelling): the pruned Swin exports are
+        // checked against ONNX Runtime and PyTorch by crates/cli/tests/variants.rs instead,
+        // and their re-import is an error naming the node.
+        let windows = (pruned.model.graph().nodes().iter())
+            .any(|n| matches!(n.op, fair_ir::Op::WindowPartition(_)));
+        if windows {
+            let e = fair_onnx::import_file(&dir.path().join("model.onnx"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("(Pad)") || e.contains("(Gather)"),
+                "{}: {e}",
+                path.display()
+            );
+            continue;
+        }
         // The export reads back as the pruned graph with the pruned weights.
         let back = fair_onnx::import_file(&dir.path().join("model.onnx")).unwrap();
         assert_eq!(
