@@ -4,7 +4,9 @@
 //! `scaled_dot_product_attention`, and the explicit product with `d ** 0.5`), ResNeXt-style
 //! grouped convolutions of 3, 4 and 8 groups, depthwise-separable convolutions, timm's ViT
 //! (3 heads, one-channel input; and with two register tokens and the mean over the patch tokens)
-//! and DeiT's distilled class (2 heads, LayerScale, no qkv bias), each with both exporters
+//! and DeiT's distilled class (2 heads, LayerScale, no qkv bias), torchvision's Swin V1 and
+//! V2 (padding, 3×5 windows, a shift on one axis only) and a small MaxViT (block and grid
+//! attention), each with both exporters
 //! (TorchScript at opset 17, dynamo at 18 with its external data file) and a dynamic batch
 //! axis. For each file: the import computes what ONNX Runtime computed on it;
 //! `import → score --criteria l1 → ratios --target-macs 0.3 --write-plan → apply`, spelled
@@ -70,7 +72,7 @@ fn transformers_and_grouped_convs_in_unnamed_configurations_import_prune_and_exp
         .filter_map(|l| l.strip_prefix("wrote "))
         .map(PathBuf::from)
         .collect();
-    assert_eq!(files.len(), 28, "14 variants × 2 exporters: {files:?}");
+    assert_eq!(files.len(), 30, "15 variants × 2 exporters: {files:?}");
     let mut checks = Vec::new();
     for onnx in &files {
         let name = onnx.file_stem().unwrap().to_str().unwrap().to_owned();

@@ -63,8 +63,9 @@ pub use op::{
     Flatten, Gelu, GridStride, HardSigmoid, HardSwish, Init, Input, LayerNorm, LayerNorm2d, Linear,
     MaxPool2d, Mul, NameBase, OnnxAttr, OnnxConst, OnnxContext, OnnxDecl, OnnxNode, OnnxRef,
     OnnxSpec, Op, Pair, ParamKind, ParamSpec, PositionEmbedding, Reads, Refit, Relu, Role, Scoring,
-    ShapeInput, Sigmoid, Silu, Slice, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage,
-    Window, WindowMerge, WindowPartition, examples, unit_axis, unit_count,
+    ShapeInput, Sigmoid, Silu, Slice, Tanh, TokenMean, TokenRange, TokenSelect, Tokens,
+    TokensToImage, Window, WindowMerge, WindowPartition, WindowTranspose, examples, unit_axis,
+    unit_count,
 };
 
 /// Parses a per-sample shape written `CxHxW` (e.g. `3x224x224`) or `F` (e.g. `784`).

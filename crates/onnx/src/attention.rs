@@ -407,9 +407,10 @@ impl Importer<'_> {
         })
     }
 
-    /// `Softmax` over the last axis of the scores scaled by `1/√d`: the weights.
+    /// `Softmax` over the last axis of the scaled scores: the weights. A scale other than
+    /// `1/√d` is kept for the attention node (`fair_ir::Attention::scale`).
     pub(super) fn attention_softmax(
-        &self,
+        &mut self,
         n: &NodeRef,
         inputs: &[Option<Value>],
     ) -> Result<Value, OnnxError> {
@@ -428,10 +429,17 @@ impl Importer<'_> {
             ));
         }
         let want = 1.0 / (*d as f64).sqrt();
-        if ((scale - want) / want).abs() > 1e-6 {
+        if !(scale.is_finite() && *scale > 0.0) {
             return Err(n.err(format!(
-                "the attention scores are scaled by {scale}, not by 1/√head_dim = {want} (head_dim {d}); other scales are not supported"
+                "the attention scores are scaled by {scale}, which is no positive scale"
             )));
+        }
+        if ((scale - want) / want).abs() > 1e-6 {
+            // In the file's precision, written back as it reads (e.g. 0.3, not 0.30000001).
+            self.attn_extra
+                .entry(q.clone())
+                .or_default()
+                .set_scale(super::f32_to_f64(*scale as f32));
         }
         Ok(Value::Weights {
             q: q.clone(),

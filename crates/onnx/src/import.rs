@@ -48,6 +48,10 @@ mod timm;
 #[path = "swin.rs"]
 mod swin;
 
+/// torchvision's MaxViT: block and grid attention on windows of an image.
+#[path = "maxvit.rs"]
+mod maxvit;
+
 /// Every ONNX op type the importer reads (default domain). `Cast`, `CastLike`,
 /// `ConstantOfShape`, `Div`, `Expand`, `Sub`, `Equal`, `Pow`, `Where`, `Not`, `Range`,
 /// `ScatterND`, `GatherND`, `Exp`, `Neg` and `Abs` are evaluated on constants and on shapes
@@ -87,6 +91,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Einsum",
     "Equal",
     "Exp",
     "Expand",
@@ -123,6 +128,7 @@ pub const IMPORT_OPS: &[&str] = &[
     "Squeeze",
     "Sub",
     "Sum",
+    "Tanh",
     "Transpose",
     "Unsqueeze",
     "Where",
@@ -1206,6 +1212,10 @@ impl<'m> Importer<'m> {
                 n.only(&[])?;
                 self.unary(n, inputs, Sigmoid {}.into())
             }
+            "Tanh" => {
+                n.only(&[])?;
+                self.unary(n, inputs, fair_ir::Tanh {}.into())
+            }
             "HardSwish" => {
                 n.only(&[])?;
                 self.unary(n, inputs, HardSwish {}.into())
@@ -2117,6 +2127,9 @@ impl<'m> Importer<'m> {
             });
         }
         if let Some(done) = self.qkv_split(n, &inputs) {
+            return done;
+        }
+        if let Some(done) = self.maxvit_split(n, &inputs) {
             return done;
         }
         let (x, s) = self.act(n, &inputs, 0)?;

@@ -96,6 +96,17 @@ impl Importer<'_> {
     /// not readers, but their readers are. `None` when nothing else reads it; else the
     /// reader, quoted (`a graph output`, an IR node).
     pub(super) fn other_reader(&self, n: &NodeRef, layer: &str) -> Option<String> {
+        self.other_reader_but(n, layer, &["Shape"])
+    }
+
+    /// [`Importer::other_reader`] with the ONNX nodes of op types `allowed` (besides `n`)
+    /// not counted as readers (the three `Slice`s of a chunk).
+    pub(super) fn other_reader_but(
+        &self,
+        n: &NodeRef,
+        layer: &str,
+        allowed: &[&str],
+    ) -> Option<String> {
         let aliases: HashSet<&str> = (self.values.iter())
             .filter(|(_, v)| {
                 matches!(v, Value::Act(a) | Value::ChannelsLast(a) | Value::Mha(Mha::SeqFirst(a))
@@ -105,7 +116,7 @@ impl Importer<'_> {
             .collect();
         let onnx = self.graph.node.iter().find(|m| {
             !std::ptr::eq(*m, n.node)
-                && m.op_type != "Shape"
+                && !allowed.contains(&m.op_type.as_str())
                 && m.input.iter().any(|i| aliases.contains(i.as_str()))
                 && !(m.output.first()).is_some_and(|o| aliases.contains(o.as_str()))
         });

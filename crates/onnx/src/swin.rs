@@ -66,6 +66,38 @@ pub(super) enum Layout {
     Grid(Pair),
     /// `[N·nW, wh·ww, F]`: the windows of a `window_partition` (`T = nW·wh·ww`).
     Windows(Geom),
+    /// `[N, G, T, F]`: MaxViT's windows of an image (see `maxvit.rs`): the `nW` windows of
+    /// `part` on axis 1, or, `swapped` (grid attention), the `wh·ww` places of a window.
+    Groups {
+        /// The partition.
+        part: Geom,
+        /// Windows and tokens swapped (`window_transpose`).
+        swapped: bool,
+    },
+}
+
+impl Layout {
+    /// The blocks of consecutive tokens that attend to each other, as a partition's
+    /// geometry (its count of windows and tokens per window), for a windowed layout.
+    pub(super) fn blocks(&self) -> Option<Geom> {
+        match *self {
+            Layout::Grid(_) => None,
+            Layout::Windows(g)
+            | Layout::Groups {
+                part: g,
+                swapped: false,
+            } => Some(g),
+            // Each block holds one place of every window: as many tokens as windows.
+            Layout::Groups {
+                part,
+                swapped: true,
+            } => Some(Geom {
+                grid: part.grid,
+                window: Pair(part.grid.0 / part.window.0, part.grid.1 / part.window.1),
+                shift: Pair(0, 0),
+            }),
+        }
+    }
 }
 
 /// The geometry of a window partition.
@@ -217,10 +249,28 @@ pub(super) enum Swin {
     /// Tokens `x` transposed to `[N, F, T]`: the first half of `tokens_to_image` as
     /// fair-pruner exports it (a `Reshape` to `[N, F, H, W]` completes it).
     TokensT { x: String },
+    /// MaxViT: image `x` `[N, C, H, W]` viewed as windows `[N, C, H/P, P, W/P, P]`
+    /// (`permuted`: `[N, H/P, W/P, P, P, C]`), see `maxvit.rs`.
+    ImgUnfolded {
+        x: String,
+        window: Pair,
+        permuted: bool,
+    },
+    /// MaxViT: q's, k's or v's heads `[N, G, T, H, d]` (before moving them first).
+    GroupHeads { x: String, d: usize },
+    /// MaxViT: windows `x` reshaped back to `[N, H/P, W/P, P, P, C]`.
+    GroupFold { x: String, part: Geom },
 }
 
 /// An IR node's parameters by kind, in the order of its specs (see `Importer::emit`).
 type Params = Vec<(ParamKind, Rc<Const>)>;
+
+impl Extra {
+    /// Records a dot-product scale other than `1/√head_dim`.
+    pub(super) fn set_scale(&mut self, s: f64) {
+        self.scale = Some(s);
+    }
+}
 
 /// What the attention pattern saw besides `softmax(q kᵀ / √d) v`, by q's IR node.
 #[derive(Debug, Clone, Default)]
@@ -228,6 +278,8 @@ pub(super) struct Extra {
     bias: Option<Rc<Const>>,
     masked: bool,
     cosine: Option<Vec<f32>>,
+    /// A dot-product scale other than `1/√head_dim`.
+    scale: Option<f64>,
 }
 
 impl Importer<'_> {
@@ -244,13 +296,16 @@ impl Importer<'_> {
     pub(super) fn rows(&self, x: &str) -> (usize, Vec<usize>) {
         let s = self.shapes[x].clone();
         match (self.layouts.get(x), s.as_slice()) {
-            (Some(Layout::Windows(g)), [_, f]) => (g.count(), vec![g.per_window(), *f]),
+            (Some(l), [_, f]) if l.blocks().is_some() => {
+                let g = l.blocks().expect("checked");
+                (g.count(), vec![g.per_window(), *f])
+            }
             _ => (1, s),
         }
     }
 
     /// The tokens of the channels-last image `x` (`tokens`, made once per image).
-    fn grid_tokens(&mut self, n: &NodeRef, x: &str) -> Result<String, OnnxError> {
+    pub(super) fn grid_tokens(&mut self, n: &NodeRef, x: &str) -> Result<String, OnnxError> {
         if let Some(t) = self.grid_of_image.get(x) {
             return Ok(t.clone());
         }
@@ -320,6 +375,9 @@ impl Importer<'_> {
             }
             return Some(self.map(n, &ins));
         }
+        if let Some(out) = self.maxvit(n, inputs) {
+            return Some(out);
+        }
         let out = match op {
             "Shape" => self.swin_shape(n, inputs),
             "Pad" => self.swin_pad(n, inputs),
@@ -356,6 +414,7 @@ impl Importer<'_> {
                         g.count(),
                         g.per_window()
                     ),
+                    Layout::Groups { .. } => "MaxViT's windows of an image [N, G, T, C]".to_owned(),
                 },
                 PER_TOKEN.join(", ")
             )))),
@@ -369,6 +428,7 @@ impl Importer<'_> {
         match self.layouts.get(x) {
             Some(Layout::Grid(_)) => 4,
             Some(Layout::Windows(_)) => 3,
+            Some(Layout::Groups { .. }) => 4,
             None => self.shapes[x].len() + 1,
         }
     }
@@ -472,12 +532,12 @@ impl Importer<'_> {
 
     /// Whether `t` is `k` times the batch size in a target (the symbol, -1, or the file's
     /// fixed batch times `k`).
-    fn is_batch(&self, t: Int, k: usize) -> bool {
+    pub(super) fn is_batch(&self, t: Int, k: usize) -> bool {
         self.batch_times(t, k as i64)
     }
 
     /// The known positive sizes of a target after its batch axis (`None` when one is not).
-    fn sizes(t: &[Int]) -> Option<Vec<usize>> {
+    pub(super) fn sizes(t: &[Int]) -> Option<Vec<usize>> {
         t.iter()
             .skip(1)
             .map(|v| match v {
@@ -500,6 +560,10 @@ impl Importer<'_> {
             Value::Act(x) => match self.layouts.get(x)? {
                 Layout::Grid(Pair(h, w)) => vec![b(1), num(*h), num(*w), num(f(x))],
                 Layout::Windows(g) => vec![b(g.count()), num(g.per_window()), num(f(x))],
+                l @ Layout::Groups { .. } => {
+                    let g = l.blocks().expect("windowed");
+                    vec![b(1), num(g.count()), num(g.per_window()), num(f(x))]
+                }
             },
             Value::Swin(s) => match s {
                 Swin::View(v) => vec![b(1), num(v.size.0), num(v.size.1), num(f(v.x()))],
@@ -566,6 +630,30 @@ impl Importer<'_> {
                     } else {
                         vec![b(k), num(h), num(t), num(*d)]
                     }
+                }
+                Swin::ImgUnfolded {
+                    x,
+                    window: Pair(ph, pw),
+                    permuted,
+                } => {
+                    let s = &self.shapes[x];
+                    let (c, a, bb) = (s[0], s[1] / ph, s[2] / pw);
+                    let inner = if *permuted {
+                        [a, bb, *ph, *pw, c]
+                    } else {
+                        [c, a, *ph, bb, *pw]
+                    };
+                    std::iter::once(b(1)).chain(inner.map(num)).collect()
+                }
+                Swin::GroupHeads { x, d } => {
+                    let (k, s) = self.rows(x);
+                    vec![b(1), num(k), num(s[0]), num(s[1] / d), num(*d)]
+                }
+                Swin::GroupFold { x, part } => {
+                    let Pair(h, w) = part.grid;
+                    let Pair(ph, pw) = part.window;
+                    let f = self.shapes[x][1];
+                    vec![b(1), num(h / ph), num(w / pw), num(ph), num(pw), num(f)]
                 }
                 Swin::TokensT { x } => {
                     vec![b(1), num(self.shapes[x][1]), num(self.shapes[x][0])]
@@ -1180,7 +1268,7 @@ impl Importer<'_> {
     ) -> Option<Result<Value, OnnxError>> {
         let a = inputs.first().cloned().flatten();
         let b = inputs.get(1).cloned().flatten();
-        let windowed = |x: &String| matches!(self.layouts.get(x), Some(Layout::Windows(_)));
+        let windowed = |x: &String| self.layouts.get(x).is_some_and(|l| l.blocks().is_some());
         let konst = |v: &Option<Value>| matches!(v, Some(Value::Const(_)));
         let op = n.op();
         Some(match (op, a, b) {
@@ -1408,15 +1496,17 @@ impl Importer<'_> {
                 if axis != 3 || sc.split {
                     return Err(n.err("the windowed attention's softmax runs over the keys (the last axis of [N·nW, H, N, N])"));
                 }
-                let cosine = match sc.scale {
+                // A dot-product scale other than 1/√head_dim (MaxViT's 1/√E) is kept.
+                let (cosine, scale) = match sc.scale {
                     Scale::Dot(s) => {
-                        let want = 1.0 / (sc.d as f64).sqrt();
-                        if ((s - want) / want).abs() > 1e-6 {
-                            return Err(n.err(format!("the windowed attention scores are scaled by {s}, not by 1/√head_dim = {want}")));
+                        let usual = 1.0 / (sc.d as f64).sqrt();
+                        if !(s.is_finite() && s > 0.0) {
+                            return Err(n.err(format!("the windowed attention scores are scaled by {s}, which is no positive scale")));
                         }
-                        None
+                        let s = super::f32_to_f64(s as f32);
+                        (None, (((s - usual) / usual).abs() > 1e-6).then_some(s))
                     }
-                    Scale::Cosine(v) => Some(v),
+                    Scale::Cosine(v) => (Some(v), None),
                 };
                 self.attn_extra.insert(
                     sc.q.clone(),
@@ -1424,6 +1514,7 @@ impl Importer<'_> {
                         bias: sc.bias,
                         masked: sc.masked,
                         cosine,
+                        scale,
                     },
                 );
                 Ok(Value::Weights {
@@ -1456,7 +1547,7 @@ impl Importer<'_> {
         let c = self.konst(n, inputs, k)?;
         let (windows, s) = self.rows(&sc.q);
         let (t, h) = (s[0], s[1] / sc.d);
-        let Some(Layout::Windows(geom)) = self.layouts.get(&sc.q).copied() else {
+        let Some(geom) = self.layouts.get(&sc.q).and_then(Layout::blocks) else {
             return Err(n.err("expected windowed scores"));
         };
         if !matches!(&*c.data, Data::F32(_)) {
@@ -1498,15 +1589,16 @@ impl Importer<'_> {
     ) -> Result<(Op, Params), OnnxError> {
         // Read once: the attention's node takes what its pattern saw.
         let extra = self.attn_extra.remove(q).unwrap_or_default();
-        let geom = match self.layouts.get(q) {
-            Some(Layout::Windows(g)) => Some(*g),
-            _ => None,
-        };
+        let geom = self.layouts.get(q).and_then(Layout::blocks);
         let Some(geom) = geom else {
             if extra.bias.is_some() || extra.cosine.is_some() {
                 return Err(n.err("a relative position bias or cosine scores are supported within Swin windows only"));
             }
-            return Ok((Attention::new(d).into(), vec![]));
+            let op = Attention {
+                scale: extra.scale,
+                ..Attention::new(d)
+            };
+            return Ok((op.into(), vec![]));
         };
         if zero(geom.shift) == extra.masked {
             return Err(n.err(if extra.masked {
@@ -1537,6 +1629,7 @@ impl Importer<'_> {
             heads: (!params.is_empty()).then_some(heads),
             windows: Some(geom.attention(extra.bias.is_some())),
             cosine: extra.cosine.is_some(),
+            scale: extra.scale,
         };
         Ok((op.into(), params))
     }
@@ -1556,6 +1649,9 @@ impl Importer<'_> {
             Swin::Norm { .. } => "the norm of cosine attention's q or k heads, which only Clip (min 1e-12), Expand and the Div of the heads may read".to_owned(),
             Swin::Unit { .. } => "cosine attention's normalised q or k heads, which only the Transpose of k and the MatMul of the scores may read".to_owned(),
             Swin::TokensT { .. } => "tokens transposed to [N, F, T], which only a Reshape to an image [N, F, H, W] may read".to_owned(),
+            Swin::ImgUnfolded { permuted, .. } => format!("an image viewed as windows{}, which only {} may read", if *permuted { " and permuted" } else { "" }, if *permuted { "the Reshape to [N, nW, P², C] (MaxViT's partition)" } else { "a Transpose [0, 2, 4, 3, 5, 1] or a Reshape back to an image or other windows" }),
+            Swin::GroupHeads { .. } => "MaxViT's heads [N, G, T, H, d], which only a Transpose [0, 1, 3, 2, 4] may read".to_owned(),
+            Swin::GroupFold { .. } => "MaxViT's windows reshaped back to [N, H/P, W/P, P, P, C], which only a Transpose [0, 5, 1, 3, 2, 4] may read".to_owned(),
             Swin::Scores(_) => "windowed attention scores, which only the scale (Mul), the relative position bias and the mask (Add of constants, Reshape [N, nW, H, N, N] and back) and the Softmax may read".to_owned(),
         };
         n.err(format!(

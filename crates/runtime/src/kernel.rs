@@ -216,6 +216,21 @@ impl Kernel for fair_ir::Sigmoid {
     }
 }
 
+impl Kernel for fair_ir::WindowTranspose {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        // [N, B·S, F] → [N, B, S, F] → [N, S, B, F] → [N, S·B, F].
+        let x = s.x0();
+        let (b, n) = (self.blocks as i64, self.size as i64);
+        x.f_unflatten(1, [b, n])?.f_transpose(1, 2)?.f_flatten(1, 2)
+    }
+}
+
+impl Kernel for fair_ir::Tanh {
+    fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
+        s.x0().f_tanh()
+    }
+}
+
 impl Kernel for fair_ir::HardSigmoid {
     fn forward(&self, s: &Step) -> Result<Tensor, TchError> {
         // PyTorch's Hardsigmoid (relu6(x + 3) / 6) when the attributes are its own, so the

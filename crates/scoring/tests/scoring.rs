@@ -1928,6 +1928,7 @@ fn tiny_windowed() -> Model {
             bias: true,
         }),
         cosine: true,
+        scale: None,
     };
     b.add("attend", attention.into(), &["q", "k", "v"]).unwrap();
     b.linear("proj", "attend", 16, true).unwrap();

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.models.maxvit import MaxVit
 from torchvision.models.swin_transformer import (PatchMergingV2, SwinTransformer,
                                                  SwinTransformerBlockV2)
 from torchvision.models.vision_transformer import VisionTransformer
@@ -135,6 +136,19 @@ def torchvision_swin(v2, image, **sizes):
     return SwinTransformer(stochastic_depth_prob=0.0, **sizes).eval(), [3, image, image]
 
 
+def maxvit():
+    """A small torchvision MaxVit whose layers have PyTorch's default initialisation:
+    torchvision draws MaxViT's linear layers from N(0, 0.02), with which the output hardly
+    depends on the input (its spread over a batch would be below the test's tolerance)."""
+    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2,
+                   block_channels=[16, 32], block_layers=[1, 1], head_dim=8,
+                   stochastic_depth_prob=0.0, num_classes=5)
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.reset_parameters()
+    return model.eval()
+
+
 # name: (builder, input shape)
 VARIANTS = {
     # torchvision's class: 3 heads of 16, 3 layers, patch 12 on 48²
@@ -184,6 +198,9 @@ VARIANTS = {
                                               num_heads=[2], window_size=[4, 4],
                                               stochastic_depth_prob=0.0, num_classes=3).eval(),
                               [3, 16, 48]),
+    # MaxViT: MBConv blocks, block attention in 2×2 windows and grid attention over a 4×4
+    # grid of them (2 heads of 8, the scale 1/√E), two stages, a tanh classifier
+    "tv_maxvit": lambda: (maxvit(), [3, 32, 32]),
 }
 
 # The dynamo exporter writes Swin's flatten after the pooling (of a permuted map) as an

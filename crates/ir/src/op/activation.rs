@@ -74,7 +74,16 @@ macro_rules! elementwise {
     )*};
 }
 
-elementwise!(Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Silu, Gelu);
+elementwise!(
+    Relu,
+    Clip,
+    Sigmoid,
+    Tanh,
+    HardSigmoid,
+    HardSwish,
+    Silu,
+    Gelu
+);
 
 /// Rectified linear unit. Channel behaviour: follows its input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +170,24 @@ impl Elementwise for Sigmoid {
     }
     fn module(&self) -> Option<String> {
         Some("nn.Sigmoid()".to_owned())
+    }
+}
+
+/// The hyperbolic tangent (`torch.nn.Tanh`; MaxViT's classifier). Channel behaviour:
+/// follows its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tanh {}
+
+impl Elementwise for Tanh {
+    fn scoring_role(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx_spec(&self, _ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        Ok(OnnxSpec::single("Tanh", vec![]))
+    }
+    fn module(&self) -> Option<String> {
+        Some("nn.Tanh()".to_owned())
     }
 }
 

@@ -154,6 +154,10 @@ pub struct Attention {
     /// Scaled cosine scores with a learned per-head logit scale (Swin Transformer V2).
     #[serde(default, skip_serializing_if = "is_false")]
     pub cosine: bool,
+    /// The scores' scale when it is not `1/√head_dim` (MaxViT scales by `1/√E`, E the
+    /// width); unused with `cosine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
 }
 
 impl Attention {
@@ -164,6 +168,7 @@ impl Attention {
             heads: None,
             windows: None,
             cosine: false,
+            scale: None,
         }
     }
 
@@ -183,9 +188,10 @@ impl Attention {
         self.windows.as_ref().map_or(t, AttnWindows::tokens)
     }
 
-    /// The softmax scale `1/√head_dim`.
+    /// The scores' scale: `1/√head_dim` unless `scale` says otherwise.
     pub fn scale(&self) -> f64 {
-        1.0 / (self.head_dim as f64).sqrt()
+        self.scale
+            .unwrap_or_else(|| 1.0 / (self.head_dim as f64).sqrt())
     }
 }
 
@@ -314,6 +320,13 @@ impl Contract for Attention {
     fn check(&self) -> Result<(), String> {
         nonzero("head_dim", self.head_dim)?;
         bounded("head_dim", self.head_dim)?;
+        if let Some(s) = self.scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(format!(
+                "scale = {s}: the scores' scale must be finite and positive"
+            ));
+        }
         if let Some(w) = &self.windows {
             w.check()?;
         }
@@ -444,7 +457,7 @@ impl Contract for Attention {
         let py = |p: Pair| format!("({}, {})", p.0, p.1);
         let w = self.windows.as_ref();
         Some(format!(
-            "BlockAttention({}, {}, {}, {}, {}, {}, {})",
+            "BlockAttention({}, {}, {}, {}, {}, {}, {}, {:?})",
             self.head_dim,
             self.heads.unwrap_or(0),
             w.map_or("None".into(), |w| py(w.grid)),
@@ -452,6 +465,7 @@ impl Contract for Attention {
             w.map_or("(0, 0)".into(), |w| py(w.shift)),
             super::py_bool(self.has_bias()),
             super::py_bool(self.cosine),
+            self.scale(),
         ))
     }
     fn torch_prelude(&self) -> Option<&'static str> {
@@ -463,8 +477,11 @@ impl Contract for Attention {
         }
         let heads =
             |x: &String| format!("{x}.unflatten(-1, (-1, {})).transpose(1, 2)", self.head_dim);
+        let scale = self
+            .scale
+            .map_or_else(String::new, |s| format!(", scale={s:?}"));
         format!(
-            "torch.nn.functional.scaled_dot_product_attention({}, {}, {}).transpose(1, 2).flatten(2)",
+            "torch.nn.functional.scaled_dot_product_attention({}, {}, {}{scale}).transpose(1, 2).flatten(2)",
             heads(&inputs[0]),
             heads(&inputs[1]),
             heads(&inputs[2])
@@ -650,9 +667,9 @@ const BLOCK_ATTENTION_PY: &str = "class BlockAttention(nn.Module):
     (Swin Transformer), with an optional relative position bias [heads, n, n], the
     shifted-window mask, and optional scaled cosine scores (Swin Transformer V2).\"\"\"
 
-    def __init__(self, head_dim, heads, grid, window, shift, bias, cosine):
+    def __init__(self, head_dim, heads, grid, window, shift, bias, cosine, scale):
         super().__init__()
-        self.head_dim, self.window, self.cosine = head_dim, window, cosine
+        self.head_dim, self.window, self.cosine, self.scale = head_dim, window, cosine, scale
         n = window[0] * window[1] if window is not None else None
         if bias:
             self.relative_position_bias = nn.Parameter(torch.zeros(heads, n, n))
@@ -688,7 +705,7 @@ const BLOCK_ATTENTION_PY: &str = "class BlockAttention(nn.Module):
             scale = torch.clamp(self.logit_scale, max=4.605170185988092).exp()  # ln 100
             attn = (nq @ nk.transpose(-2, -1)) * scale[:, None, None]
         else:
-            attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+            attn = (q @ k.transpose(-2, -1)) * self.scale
         if self.relative_position_bias is not None:
             attn = attn + self.relative_position_bias
         if self.mask is not None:

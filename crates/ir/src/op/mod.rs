@@ -60,7 +60,7 @@ mod simple;
 mod tokens;
 mod window;
 
-pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
+pub use activation::{Clip, Gelu, HardSigmoid, HardSwish, Relu, Sigmoid, Silu, Tanh};
 pub use attention::{Attention, AttnWindows};
 pub use channel::{ChannelShuffle, Slice};
 pub use conv::Conv2d;
@@ -73,7 +73,7 @@ pub use simple::{Add, Concat, Dropout, Flatten, Input, Mul};
 pub use tokens::{
     ClassToken, PositionEmbedding, TokenMean, TokenRange, TokenSelect, Tokens, TokensToImage,
 };
-pub use window::{GridStride, WindowMerge, WindowPartition};
+pub use window::{GridStride, WindowMerge, WindowPartition, WindowTranspose};
 
 /// A (height, width) pair. In TOML/JSON it is written `[h, w]`; a single integer `k` means
 /// `[k, k]`, as in PyTorch.
@@ -654,6 +654,8 @@ ops! {
     Clip(Clip) = "clip",
     /// Logistic sigmoid.
     Sigmoid(Sigmoid) = "sigmoid",
+    /// The hyperbolic tangent (`torch.nn.Tanh`).
+    Tanh(Tanh) = "tanh",
     /// `clamp(alpha·x + beta, 0, 1)` (PyTorch's `Hardsigmoid` by default).
     HardSigmoid(HardSigmoid) = "hard_sigmoid",
     /// `x · hardsigmoid(x)` (`torch.nn.Hardswish`).
@@ -693,6 +695,8 @@ ops! {
     /// A grid of tokens zero-padded, cyclically shifted and regrouped window by window,
     /// `[H·W, F]` to `[nW·wh·ww, F]` (Swin Transformer's window partition).
     WindowPartition(WindowPartition) = "window_partition",
+    /// Blocks of tokens transposed, `[B·S, F]` to `[S·B, F]` (MaxViT's grid attention).
+    WindowTranspose(WindowTranspose) = "window_transpose",
     /// The inverse of `window_partition`, `[nW·wh·ww, F]` to `[H·W, F]`.
     WindowMerge(WindowMerge) = "window_merge",
     /// Every `stride`-th row and column of a zero-padded grid of tokens (one quarter of Swin
@@ -1149,6 +1153,32 @@ pub fn examples() -> Vec<(Op, Vec<Vec<usize>>)> {
             vec![grid()],
         ),
         (TokensToImage { grid: Pair(3, 4) }.into(), vec![grid()]),
+        (Tanh {}.into(), vec![tok()]),
+        (WindowTranspose { blocks: 3, size: 4 }.into(), vec![grid()]),
+        // MaxViT's scale 1/√E (not 1/√d): windowed with a bias, and plain.
+        (
+            Attention {
+                heads: Some(2),
+                windows: Some(AttnWindows {
+                    grid: Pair(4, 4),
+                    window: Pair(2, 2),
+                    shift: Pair(0, 0),
+                    bias: true,
+                }),
+                scale: Some(0.25),
+                ..Attention::new(4)
+            }
+            .into(),
+            vec![vec![16, 8]; 3],
+        ),
+        (
+            Attention {
+                scale: Some(0.3),
+                ..Attention::new(4)
+            }
+            .into(),
+            vec![tok(), tok(), tok()],
+        ),
     ]
 }
 

@@ -545,3 +545,88 @@ mod tests {
         assert!(g.check().unwrap_err().contains("at least 1"));
     }
 }
+
+/// The tokens of `blocks` consecutive blocks of `size` tokens each, transposed: `[B·S, F]` →
+/// `[S·B, F]`, output token `s·B + b` being input token `b·S + s` (`x.unflatten(1, (B, S))
+/// .transpose(1, 2).flatten(1, 2)`). After a [`WindowPartition`] it groups the tokens at the
+/// same place of every window (MaxViT's grid attention: the windows' `SwapAxes(-2, -3)`); the
+/// same op with `blocks` and `size` swapped is its inverse.
+///
+/// Channel behaviour: [`Channels::Follow`]: every output token is an input token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowTranspose {
+    /// The number of blocks `B` of the input.
+    pub blocks: usize,
+    /// The tokens `S` of each input block.
+    pub size: usize,
+}
+
+impl Contract for WindowTranspose {
+    fn after_surgery(&self) -> AfterSurgery {
+        AfterSurgery::Nothing
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::default()
+    }
+    fn onnx(&self, ctx: &OnnxContext) -> Result<OnnxSpec, String> {
+        // [N, B·S, F] → Reshape [N, B, S, F] → Transpose [0, 2, 1, 3] → Reshape [N, S·B, F].
+        let s = ctx.inputs.first().copied().unwrap_or(&[]);
+        let [t, f] = s[..] else {
+            return Err(format!("expected tokens [T, F], found {s:?}"));
+        };
+        let (b, n) = (self.blocks as i64, self.size as i64);
+        let mut spec = OnnxSpec::default();
+        let split = spec.constant(".blocks", OnnxConst::I64(vec![0, b, n, f as i64]));
+        let back = spec.constant(".shape", OnnxConst::I64(vec![0, t as i64, f as i64]));
+        let [r, tr] = [".split", ".t"].map(|suffix| spec.temp(NameBase::Value, suffix));
+        spec.node(
+            ".split",
+            "Reshape",
+            vec![OnnxRef::Input(0), split],
+            Some(r),
+            vec![],
+        );
+        spec.node(
+            ".t",
+            "Transpose",
+            vec![OnnxRef::Decl(r)],
+            Some(tr),
+            vec![("perm", OnnxAttr::Ints(vec![0, 2, 1, 3]))],
+        );
+        spec.node("", "Reshape", vec![OnnxRef::Decl(tr), back], None, vec![]);
+        Ok(spec)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn role(&self) -> Role {
+        Role::Reshape
+    }
+    fn check(&self) -> Result<(), String> {
+        nonzero("blocks", self.blocks)?;
+        nonzero("size", self.size)?;
+        bounded("blocks", self.blocks)?;
+        bounded("size", self.size)
+    }
+    fn infer(&self, inputs: &[ShapeInput]) -> Result<Vec<usize>, String> {
+        let (t, f) = tokens(inputs, 0)?;
+        if self.blocks.checked_mul(self.size) != Some(t) {
+            return Err(format!(
+                "window_transpose of {} blocks of {} tokens, but '{}' has {t} tokens",
+                self.blocks, self.size, inputs[0].0
+            ));
+        }
+        Ok(vec![t, f])
+    }
+    follows_its_input!();
+    fn torch_module(&self) -> Option<String> {
+        None
+    }
+    fn torch_forward(&self, inputs: &[String], _module: &str) -> String {
+        format!(
+            "{}.unflatten(1, ({}, {})).transpose(1, 2).flatten(1, 2)",
+            inputs[0], self.blocks, self.size
+        )
+    }
+}
