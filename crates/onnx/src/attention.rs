@@ -338,6 +338,27 @@ impl Importer<'_> {
                 _ => None,
             }
         };
+        // MaxViT's heads and scores keep the batch axis apart ([N, G, H, T, d]): their shape
+        // is not read (an error names the node instead of a wrong shape).
+        let grouped = |x: &String| {
+            matches!(
+                self.layouts.get(x),
+                Some(super::swin::Layout::Groups { .. })
+            )
+        };
+        match inputs.first()?.as_ref()? {
+            Value::Heads { x, .. } | Value::HeadsFirst { x, .. } | Value::MergedHeads { x, .. }
+                if grouped(x) =>
+            {
+                return None;
+            }
+            Value::Scores { q, .. } | Value::Weights { q, .. } | Value::Context { q, .. }
+                if grouped(q) =>
+            {
+                return None;
+            }
+            _ => {}
+        }
         let factor = match inputs.first()?.as_ref()? {
             Value::Heads { x, .. } | Value::HeadsFirst { x, .. } | Value::MergedHeads { x, .. } => {
                 rows(x)
@@ -436,10 +457,11 @@ impl Importer<'_> {
         }
         if ((scale - want) / want).abs() > 1e-6 {
             // In the file's precision, written back as it reads (e.g. 0.3, not 0.30000001).
-            self.attn_extra
-                .entry(q.clone())
-                .or_default()
-                .set_scale(super::f32_to_f64(*scale as f32));
+            let s = super::f32_to_f64(*scale as f32);
+            self.attn_extra.entry(q.clone()).or_default().set_scale(s);
+            self.notes.push(format!(
+                "the attention reading '{q}' scales its scores by {s}, not by 1/√head_dim = {want}; kept as its scale"
+            ));
         }
         Ok(Value::Weights {
             q: q.clone(),

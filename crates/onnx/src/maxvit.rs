@@ -60,10 +60,9 @@ impl Importer<'_> {
         };
         match (n.op(), &first) {
             ("Reshape", Value::Act(x)) if self.shapes[x].len() == 3 => {
-                let t = match self.target(n, inputs) {
-                    Ok(t) => t,
-                    Err(e) => return Some(Err(e)),
-                };
+                // Only a constant target into windows is MaxViT's; anything else is the
+                // generic Reshape's to read or refuse.
+                let t = self.target(n, inputs).ok()?;
                 let s = self.shapes[x].clone();
                 let p = self.unfolded_window(&t, &s)?;
                 Some(n.only(&["allowzero"]).map(|_| {
@@ -260,6 +259,8 @@ impl Importer<'_> {
                     else {
                         unreachable!("emit returns an activation")
                     };
+                    // Tokens of the image in raster order now, not windows.
+                    self.layouts.remove(&m);
                     let image = TokensToImage { grid: part.grid };
                     let Value::Act(z) = self.emit(n, hint, image.into(), vec![m], vec![])? else {
                         unreachable!("emit returns an activation")
@@ -360,20 +361,39 @@ impl Importer<'_> {
     /// or the softmax weights by v's heads (`bghij,bghjd->bghid`), the context.
     fn einsum(&mut self, n: &NodeRef, inputs: &[Option<Value>]) -> Result<Value, OnnxError> {
         n.only(&["equation"])?;
-        let eq: String = n
+        // The labels renamed by order of first appearance (case kept: ONNX labels are
+        // case-sensitive), so any letters spell the same product.
+        let raw: String = n
             .string("equation")?
             .unwrap_or_default()
             .chars()
             .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_lowercase();
+            .collect();
+        let mut seen: Vec<char> = Vec::new();
+        let eq: String = raw
+            .chars()
+            .map(|c| {
+                if !c.is_ascii_alphabetic() {
+                    return c;
+                }
+                let i = seen.iter().position(|&s| s == c).unwrap_or_else(|| {
+                    seen.push(c);
+                    seen.len() - 1
+                });
+                (b'a' + i as u8) as char
+            })
+            .collect();
+        let same = |a: &str, b: &str| {
+            let l = self.layouts.get(a);
+            matches!(l, Some(Layout::Groups { .. })) && l == self.layouts.get(b)
+        };
         let (a, b) = (
             inputs.first().cloned().flatten(),
             inputs.get(1).cloned().flatten(),
         );
         match (eq.as_str(), a, b) {
             (
-                "bghid,bghjd->bghij",
+                "abcde,abcfe->abcdf",
                 Some(Value::HeadsFirst {
                     x: q,
                     d,
@@ -386,14 +406,14 @@ impl Importer<'_> {
                     keys: false,
                     scale: sk,
                 }),
-            ) if d == dk && self.shapes[&q] == self.shapes[&k] => Ok(Value::Scores {
+            ) if d == dk && self.shapes[&q] == self.shapes[&k] && same(&q, &k) => Ok(Value::Scores {
                 q,
                 k,
                 d,
                 scale: sq * sk,
             }),
             (
-                "bghij,bghjd->bghid",
+                "abcde,abcef->abcdf",
                 Some(Value::Weights { q, k, d }),
                 Some(Value::HeadsFirst {
                     x: v,
@@ -401,7 +421,7 @@ impl Importer<'_> {
                     keys: false,
                     scale,
                 }),
-            ) if d == dv && scale == 1.0 && self.shapes[&q] == self.shapes[&v] => {
+            ) if d == dv && scale == 1.0 && self.shapes[&q] == self.shapes[&v] && same(&q, &v) => {
                 Ok(Value::Context {
                     q,
                     k,
@@ -411,7 +431,7 @@ impl Importer<'_> {
                 })
             }
             _ => Err(n.err(format!(
-                "Einsum is read only in MaxViT's attention: 'bghid,bghjd->bghij' of q's and k's heads, or 'bghij,bghjd->bghid' of the softmax weights and v's heads; found '{eq}' {MAXVIT_AS_READ}"
+                "Einsum is read only in MaxViT's attention: 'bghid,bghjd->bghij' of q's and k's heads, or 'bghij,bghjd->bghid' of the softmax weights and v's heads, all of one window layout; found '{raw}' {MAXVIT_AS_READ}"
             ))),
         }
     }
@@ -441,7 +461,7 @@ impl Importer<'_> {
             axes.as_slice(),
             steps.as_slice(),
         ) {
-            (&[s], &[e], &[a], &[1]) if fold::axis(a, 4) == Ok(3) && f % 3 == 0 => {
+            (&[s], &[e], &[a], &[1]) if fold::axis(a, 4) == Ok(3) && f > 0 && f % 3 == 0 => {
                 let (s, e, third) = (fix(s), fix(e), f / 3);
                 (s % third == 0 && e == s + third).then_some((s / third) as usize)
             }
@@ -464,9 +484,8 @@ impl Importer<'_> {
         i: usize,
         parts: &[&str],
     ) -> Result<Value, OnnxError> {
-        if i == 0
-            && let Some(who) = self.other_reader_but(n, x, parts)
-        {
+        let first = !(0..3).any(|j| self.mha_split.contains(&(x.to_owned(), j)));
+        if first && let Some(who) = self.other_reader_but(n, x, parts) {
             return Err(n.err(format!(
                 "MaxViT's fused q, k, v '{x}' is also read by {who}; only its three parts may read it {MAXVIT_AS_READ}"
             )));
@@ -490,6 +509,7 @@ impl Importer<'_> {
         }
         let x = x.clone();
         Some((|| {
+            n.only(&["axis", "split", "num_outputs"])?;
             let f = self.shapes[&x][1];
             let sizes = match self.opt_konst(n, inputs, 1)? {
                 Some(c) => c.short_ints().map_err(|e| n.err(e))?,

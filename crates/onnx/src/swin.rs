@@ -1281,7 +1281,7 @@ impl Importer<'_> {
                     scale,
                 }),
                 _,
-            ) if windowed(&x) => (|| {
+            ) if matches!(self.layouts.get(&x), Some(Layout::Windows(_))) => (|| {
                 n.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
                 let axes = match inputs.get(1).cloned().flatten() {
                     Some(_) => self
@@ -1491,10 +1491,16 @@ impl Importer<'_> {
             ("Softmax", Some(Value::Swin(Swin::Scores(sc))), _) => (|| {
                 n.only(&["axis"])?;
                 let default = if self.opset >= 13 { -1 } else { 1 };
-                let axis =
-                    fold::axis(n.int_or("axis", default)?, 4).map_err(|e| n.attr_err("axis", e))?;
-                if axis != 3 || sc.split {
-                    return Err(n.err("the windowed attention's softmax runs over the keys (the last axis of [N·nW, H, N, N])"));
+                // Scores are [N·nW, H, N, N], or MaxViT's [N, G, H, N, N].
+                let rank = if matches!(self.layouts.get(&sc.q), Some(Layout::Groups { .. })) {
+                    5
+                } else {
+                    4
+                };
+                let axis = fold::axis(n.int_or("axis", default)?, rank)
+                    .map_err(|e| n.attr_err("axis", e))?;
+                if axis != rank - 1 || sc.split {
+                    return Err(n.err("the windowed attention's softmax runs over the keys (the last axis of the scores)"));
                 }
                 // A dot-product scale other than 1/√head_dim (MaxViT's 1/√E) is kept.
                 let (cosine, scale) = match sc.scale {

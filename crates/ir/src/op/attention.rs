@@ -119,7 +119,7 @@ impl AttnWindows {
 /// Multi-head scaled dot-product attention (the core of `torch.nn.MultiheadAttention`,
 /// without its projections): inputs `q`, `k`, `v`, token tensors `[T, E]` of one shape with
 /// `E = heads · head_dim`; output `[T, E]`, head *h* of which (channels `h·d … (h+1)·d`,
-/// `d = head_dim`) is `softmax(q_h k_hᵀ / √d) v_h`, the heads concatenated in order
+/// `d = head_dim`) is `softmax(q_h k_hᵀ · scale) v_h` (`scale` = 1/√d unless set), the heads concatenated in order
 /// (`F.scaled_dot_product_attention` on `[N, heads, T, d]`, transposed back). The head count
 /// is `E / head_dim`, so it follows the width after pruning.
 ///
@@ -327,6 +327,12 @@ impl Contract for Attention {
                 "scale = {s}: the scores' scale must be finite and positive"
             ));
         }
+        if self.cosine && self.scale.is_some() {
+            return Err(
+                "scale is for dot-product scores; cosine scores are scaled by the logit scale"
+                    .to_owned(),
+            );
+        }
         if let Some(w) = &self.windows {
             w.check()?;
         }
@@ -457,7 +463,7 @@ impl Contract for Attention {
         let py = |p: Pair| format!("({}, {})", p.0, p.1);
         let w = self.windows.as_ref();
         Some(format!(
-            "BlockAttention({}, {}, {}, {}, {}, {}, {}, {:?})",
+            "BlockAttention({}, {}, {}, {}, {}, {}, {}, {})",
             self.head_dim,
             self.heads.unwrap_or(0),
             w.map_or("None".into(), |w| py(w.grid)),
@@ -465,7 +471,8 @@ impl Contract for Attention {
             w.map_or("(0, 0)".into(), |w| py(w.shift)),
             super::py_bool(self.has_bias()),
             super::py_bool(self.cosine),
-            self.scale(),
+            self.scale
+                .map_or_else(|| "None".to_owned(), |s| format!("{s:?}")),
         ))
     }
     fn torch_prelude(&self) -> Option<&'static str> {
@@ -669,7 +676,8 @@ const BLOCK_ATTENTION_PY: &str = "class BlockAttention(nn.Module):
 
     def __init__(self, head_dim, heads, grid, window, shift, bias, cosine, scale):
         super().__init__()
-        self.head_dim, self.window, self.cosine, self.scale = head_dim, window, cosine, scale
+        self.head_dim, self.window, self.cosine = head_dim, window, cosine
+        self.scale = head_dim ** -0.5 if scale is None else scale
         n = window[0] * window[1] if window is not None else None
         if bias:
             self.relative_position_bias = nn.Parameter(torch.zeros(heads, n, n))
