@@ -125,23 +125,7 @@ fn swin_v1_and_v2_of_both_exporters_compute_as_onnx_runtime_with_windows_and_hea
 #[test]
 fn a_dynamic_batch_swin_export_computes_as_onnx_runtime_at_other_batch_sizes() {
     for name in ["tv_swin_ts17", "tv_swinv2_ts17"] {
-        let f = facts(name);
-        assert_eq!(f["dynamic_batch"], serde_json::json!(true), "{name}");
-        let m = load(name);
-        for b in [1i64, 3] {
-            let x = Tensor::from_slice(&floats(&f, &format!("sample_input_b{b}")))
-                .reshape([b, 3, 28, 28]);
-            let want =
-                Tensor::from_slice(&floats(&f, &format!("ort_output_b{b}"))).reshape([b, 10]);
-            let got = eval(&m, &x);
-            let d = max_abs(&(&got - &want));
-            eprintln!("{name} at batch {b}: max |ours - ONNX Runtime| = {d:e}");
-            assert!(
-                d <= 1e-4 * max_abs(&want),
-                "{name} at batch {b}: max |Δ| = {d} of scale {}",
-                max_abs(&want)
-            );
-        }
+        common::transformers::computes_as_onnx_runtime_at_batches_1_and_3(name, &[3, 28, 28], 10);
     }
 }
 

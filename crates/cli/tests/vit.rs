@@ -107,23 +107,7 @@ fn torchvision_vit_of_both_exporters_computes_as_onnx_runtime_with_heads_and_neu
 #[test]
 fn a_dynamic_batch_export_computes_as_onnx_runtime_at_other_batch_sizes() {
     for name in DYNAMIC {
-        let f = facts(name);
-        assert_eq!(f["dynamic_batch"], serde_json::json!(true), "{name}");
-        let m = load(name);
-        for b in [1i64, 3] {
-            let x = Tensor::from_slice(&floats(&f, &format!("sample_input_b{b}")))
-                .reshape([b, 3, 32, 32]);
-            let want =
-                Tensor::from_slice(&floats(&f, &format!("ort_output_b{b}"))).reshape([b, 10]);
-            let got = eval(&m, &x);
-            assert_eq!(got.size(), [b, 10], "{name}");
-            let d = max_abs(&(&got - &want));
-            assert!(
-                d <= 1e-4 * max_abs(&want),
-                "{name} at batch {b}: max |Δ| = {d} of scale {}",
-                max_abs(&want)
-            );
-        }
+        common::transformers::computes_as_onnx_runtime_at_batches_1_and_3(name, &[3, 32, 32], 10);
     }
 }
 

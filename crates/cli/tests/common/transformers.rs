@@ -162,3 +162,28 @@ pub fn random_plan_gives_the_dead_unit_model(
     eprintln!("{name}: max |pruned - dead-unit model| = {d:e}");
     assert!(d <= 1e-5, "{name}: max |Δ| = {d}");
 }
+
+/// Fixture `name`, exported with a dynamic batch axis, computes what ONNX Runtime computed
+/// on it at batch sizes 1 and 3 (the facts' `sample_input_b{b}` and `ort_output_b{b}`), to
+/// 1e-4 of the output's scale; `input` is one sample's shape, `classes` the outputs.
+pub fn computes_as_onnx_runtime_at_batches_1_and_3(name: &str, input: &[i64], classes: i64) {
+    let f = facts(name);
+    assert_eq!(f["dynamic_batch"], serde_json::json!(true), "{name}");
+    let m = load(name);
+    for b in [1i64, 3] {
+        let mut shape = vec![b];
+        shape.extend_from_slice(input);
+        let x = Tensor::from_slice(&floats(&f, &format!("sample_input_b{b}"))).reshape(&shape);
+        let want =
+            Tensor::from_slice(&floats(&f, &format!("ort_output_b{b}"))).reshape([b, classes]);
+        let got = eval(&m, &x);
+        assert_eq!(got.size(), [b, classes], "{name}");
+        let d = max_abs(&(&got - &want));
+        eprintln!("{name} at batch {b}: max |ours - ONNX Runtime| = {d:e}");
+        assert!(
+            d <= 1e-4 * max_abs(&want),
+            "{name} at batch {b}: max |Δ| = {d} of scale {}",
+            max_abs(&want)
+        );
+    }
+}
