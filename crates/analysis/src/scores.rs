@@ -68,6 +68,11 @@ pub struct LayerScores {
     pub units: usize,
     /// Scores by criterion name (`u`, `r`, `l1`, ...), one per unit.
     pub scores: BTreeMap<String, Vec<f64>>,
+    /// For approximate scores, by criterion name, one per unit: a computed bound on how far
+    /// the score can lie from the exact one (the U-Score's `pair-search certified`). Absent
+    /// for exact scores (and omitted from the file when there are none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bounds: BTreeMap<String, Vec<f64>>,
 }
 
 /// A score file: provenance, the graph (so thresholds and targets need nothing else) and the
@@ -248,7 +253,8 @@ impl ScoreFile {
     /// #             data: String::new(), data_digest: String::new(), samples: 0, criteria, preset: None },
     /// #         graph: graph.to_spec(),
     /// #         layers: vec![fair_analysis::LayerScores { layer: "fc1".into(), units: 2,
-    /// #             scores: [(criterion.to_owned(), vec![score, 1.0])].into() }],
+    /// #             scores: [(criterion.to_owned(), vec![score, 1.0])].into(),
+    /// #             bounds: Default::default() }],
     /// #     }
     /// # };
     /// // Two files of one model, one with `l1` and one with `l2`.
@@ -338,6 +344,9 @@ impl ScoreFile {
         for (mine, theirs) in self.layers.iter_mut().zip(layers) {
             for (name, values) in theirs.scores {
                 mine.scores.entry(name).or_insert(values);
+            }
+            for (name, values) in theirs.bounds {
+                mine.bounds.entry(name).or_insert(values);
             }
         }
         Ok(())
@@ -465,6 +474,28 @@ impl ScoreFile {
                     "layer '{}' has '{extra}' scores that the provenance does not record",
                     l.layer
                 ));
+            }
+            for (name, b) in &l.bounds {
+                if !l.scores.contains_key(name) {
+                    return Err(format!(
+                        "layer '{}' has '{name}' bounds but no '{name}' scores",
+                        l.layer
+                    ));
+                }
+                if b.len() != units {
+                    return Err(format!(
+                        "layer '{}': {name} has {} bounds, but the layer has {units} units",
+                        l.layer,
+                        b.len()
+                    ));
+                }
+                // A bound is a non-negative number, or +∞ where nothing bounds the score.
+                if let Some(u) = b.iter().position(|x| x.is_nan() || *x < 0.0) {
+                    return Err(format!(
+                        "layer '{}': the {name} bound of unit {u} is {} (expected ≥ 0)",
+                        l.layer, b[u]
+                    ));
+                }
             }
         }
         Ok(())

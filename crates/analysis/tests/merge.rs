@@ -67,6 +67,7 @@ fn file(
             layer: "fc1".into(),
             units: width,
             scores: [(criterion.to_owned(), scores)].into(),
+            bounds: Default::default(),
         }],
     }
 }

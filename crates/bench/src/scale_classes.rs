@@ -74,7 +74,7 @@ fn all_pairs(text: &str) -> Result<AllPairs, String> {
 }
 
 /// Settings of the scale-classes benchmark.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(
     args_override_self = true,
     after_help = "Synthetic data with class structure, generated in memory (no files): class k \
@@ -100,6 +100,11 @@ pub struct Options {
     /// bit with the bounded scores), or `all` for a full second run.
     #[arg(long, default_value = "8", value_parser = all_pairs)]
     pub all_pairs_units: AllPairs,
+    /// The row's search: `bounded` (exact, the default) or `certified` (16-bit summaries,
+    /// every pair in integers, a computed bound per unit; its check tests that the exact
+    /// maximum of each checked unit lies within that unit's bound).
+    #[arg(long, default_value = "bounded", value_parser = search)]
+    pub pair_search: PairSearch,
     /// Memory bound of the U-Score (e.g. 8GiB) [default: as `fair-pruner score`, 80% of the
     /// available memory].
     #[arg(long)]
@@ -113,6 +118,16 @@ pub struct Options {
     /// Where results.json and table.md go [default: target/bench/scale-classes].
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+}
+
+fn search(text: &str) -> Result<PairSearch, String> {
+    match text.trim().parse::<PairSearch>() {
+        Ok(PairSearch::All) => Err("the all-pairs row comes with every row: choose `bounded` \
+                                    or `certified`"
+            .into()),
+        Ok(p) => Ok(p),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn noise(text: &str) -> Result<f64, String> {
@@ -169,10 +184,15 @@ pub(crate) struct Measured {
     peak_rss_mib: Option<f64>,
     pairs_total: u64,
     pairs_evaluated: u64,
-    /// Units whose bounded score was compared with all pairs, and how many differed.
+    /// Units whose score was compared with all pairs, and how many differed (bounded: in
+    /// any bit; certified: by more than the unit's computed bound).
     units_checked: usize,
     units_total: usize,
     mismatches: usize,
+    /// Certified search: the largest computed bound over the units, and the largest bound
+    /// relative to its unit's score (`None` for the exact searches).
+    largest_gap: Option<f64>,
+    largest_relative_gap: Option<f64>,
     /// 1-minute load average (`/proc/loadavg`) before the row's run; `None` where unreadable.
     load_before: Option<f64>,
     /// 1-minute load average after the row's run.
@@ -285,6 +305,16 @@ fn from_run(
         units_checked: run.check.iter().map(|c| c.checked).sum(),
         units_total: run.scores.iter().map(Vec::len).sum(),
         mismatches: run.check.iter().map(|c| c.mismatches).sum(),
+        largest_gap: (!run.gaps.is_empty())
+            .then(|| run.gaps.iter().flatten().fold(0.0f64, |m, &g| m.max(g))),
+        largest_relative_gap: (!run.gaps.is_empty()).then(|| {
+            run.gaps
+                .iter()
+                .flatten()
+                .zip(run.scores.iter().flatten())
+                .filter(|(_, s)| **s > 0.0)
+                .fold(0.0f64, |m, (g, s)| m.max(g / s))
+        }),
         load_before: load.0,
         load_after: load.1,
     }
@@ -305,6 +335,8 @@ fn estimated_all(bounded: &Measured, run: &UScoreRun) -> Measured {
         pairs_seconds: pairs,
         peak_rss_mib: None,
         pairs_evaluated: bounded.pairs_total,
+        largest_gap: None,
+        largest_relative_gap: None,
         ..bounded.clone()
     }
 }
@@ -367,7 +399,7 @@ pub(crate) fn rows(o: &Options) -> Result<Vec<Measured>> {
         let load_before = load_average();
         let graph = fair_zoo::build(&o.model, &[3, o.size, o.size], s.classes)?;
         let model = Model::new(graph, Device::Cpu, o.seed)?;
-        let bounded = settings(s, PairSearch::Bounded, o.max_memory, Engine::Host);
+        let bounded = settings(s, o.pair_search, o.max_memory, Engine::Host);
         let forward = one_forward(&model, &data, bounded.batch_size)?;
         let check = match o.all_pairs_units {
             AllPairs::Units(n) => Some(PairCheck {
@@ -380,13 +412,18 @@ pub(crate) fn rows(o: &Options) -> Result<Vec<Measured>> {
         let load_bounded = load_average();
         let b = from_run(
             s,
-            PairSearch::Bounded,
+            o.pair_search,
             &run,
             forward,
             peak,
             (load_before, load_bounded),
         );
-        eprintln!("  bounded: {:.1} s (load {})", b.u_seconds, loads(&b));
+        eprintln!(
+            "  {}: {:.1} s (load {})",
+            o.pair_search,
+            b.u_seconds,
+            loads(&b)
+        );
         let a = match o.all_pairs_units {
             AllPairs::Units(_) => estimated_all(&b, &run),
             AllPairs::Full => {
@@ -460,7 +497,7 @@ pub(crate) fn table(rows: &[Measured], side: usize, threads: usize) -> String {
     );
     for r in rows {
         let est = if r.estimated { " (estimated)" } else { "" };
-        let checked = if r.units_checked == 0 {
+        let mut checked = if r.units_checked == 0 {
             "–".to_string()
         } else {
             format!(
@@ -468,6 +505,13 @@ pub(crate) fn table(rows: &[Measured], side: usize, threads: usize) -> String {
                 r.units_checked, r.units_total, r.mismatches
             )
         };
+        if let (Some(g), Some(rel)) = (r.largest_gap, r.largest_relative_gap) {
+            let _ = write!(
+                checked,
+                "; largest bound {g:.2e} (≤ {:.3}% of its score)",
+                100.0 * rel
+            );
+        }
         let _ = writeln!(
             t,
             "| {} × {} | `{}`{est} | {:.1}{est} | {:.1} ({:.1}; {}) | {:.1} | {:.1} | \
@@ -519,7 +563,10 @@ pub fn run(o: &Options) -> Result<()> {
     println!("written to {}", out.display());
     let bad: usize = measured.iter().map(|m| m.mismatches).sum();
     if bad > 0 {
-        bail!("{bad} unit(s) scored differently by the bounded search and by all pairs");
+        bail!(
+            "{bad} unit(s) scored differently by the {} search and by all pairs",
+            o.pair_search
+        );
     }
     Ok(())
 }
@@ -672,11 +719,26 @@ mod tests {
             noise: 1.0,
             // More than any layer's units: every unit is checked.
             all_pairs_units: AllPairs::Units(1 << 20),
+            pair_search: PairSearch::Bounded,
             max_memory: Some(ByteSize(1 << 30)),
             seed: 1,
             threads: 1,
             out: Some(dir.path().to_owned()),
         };
+        // The certified row: every unit checked, each exact maximum within its bound.
+        let certified = rows(&Options {
+            rows: vec![size("10x4").unwrap()],
+            pair_search: PairSearch::Certified,
+            out: None,
+            ..o.clone()
+        })
+        .unwrap();
+        assert_eq!(certified[0].search, "certified");
+        assert!(certified[0].units_checked > 0);
+        assert_eq!(certified[0].mismatches, 0);
+        assert!(certified[0].largest_relative_gap.is_some_and(|g| g < 1e-2));
+        assert_eq!(certified[0].pairs_evaluated, certified[0].pairs_total);
+        assert!(table(&certified, 16, 1).contains("largest bound"));
         let rows = rows(&o).unwrap();
         assert_eq!(rows.len(), 4);
         let units = fair_scoring::prunable_layers(
@@ -765,6 +827,8 @@ mod tests {
             units_checked: 0,
             units_total: 5,
             mismatches: 0,
+            largest_gap: None,
+            largest_relative_gap: None,
             load_before: Some(0.5),
             load_after: Some(1.5),
         }

@@ -209,7 +209,11 @@ pub struct ScoringArgs {
     /// How the U-Score finds each unit's largest class-pair distance: `bounded` computes in
     /// full only the pairs that bounds cannot rule out (the same scores as `all`, bit for
     /// bit; classes of unequal sizes fall back to all pairs), `all` computes every pair, for
-    /// checking [default: bounded]
+    /// checking; `certified` (for hundreds to thousands of classes) keeps 16-bit summaries
+    /// (half the memory and spill) and compares every pair in exact integer arithmetic: each
+    /// score is approximate and the score file stores, per unit, a computed bound on how far
+    /// it can lie from the exact maximum (`bounds.u`; needs classes of equal size on the
+    /// host, else `bounded` runs, with a note) [default: bounded]
     #[arg(long, value_enum)]
     pub pair_search: Option<PairSearch>,
 }

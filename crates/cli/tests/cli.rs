@@ -548,7 +548,8 @@ fn score_max_memory_splits_passes_with_identical_scores() {
 }
 
 /// `--pair-search`: the bounded class-pair search (the default) writes the U-Scores that
-/// every pair gives, bit for bit; an unknown search is a usage error listing both.
+/// every pair gives, bit for bit; an unknown search is a usage error listing the three;
+/// `certified` writes scores within their stored bounds of the exact ones.
 #[test]
 fn score_pair_search_bounded_equals_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,6 +573,50 @@ fn score_pair_search_bounded_equals_all() {
         stderr(&o)
     );
     assert!(none.is_none());
+    assert!(stderr(&o).contains("certified"), "{}", stderr(&o));
+
+    // `certified`: approximate scores, each within its stored bound of the exact one; the
+    // file records the search in the U-Score's settings and says so in a note.
+    let (o, certified) = score_u(
+        dir.path(),
+        &fixture,
+        &["--pair-search", "certified"],
+        "certified.json",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let certified = certified.unwrap();
+    let u = &certified["provenance"]["criteria"]["u"];
+    assert_eq!(u["settings"]["pair_search"], "certified", "{u}");
+    assert!(
+        u["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("certified class-pair search")),
+        "{u}"
+    );
+    let layers = certified["layers"].as_array().unwrap();
+    for (layer, exact) in layers.iter().zip(&all) {
+        let scores = layer["scores"]["u"].as_array().unwrap();
+        let bounds = layer["bounds"]["u"].as_array().unwrap();
+        let exact = exact.as_array().unwrap();
+        assert_eq!(bounds.len(), scores.len());
+        for ((c, b), e) in scores.iter().zip(bounds).zip(exact) {
+            let (c, b, e) = (
+                c.as_f64().unwrap(),
+                b.as_f64().unwrap(),
+                e.as_f64().unwrap(),
+            );
+            assert!(
+                (c - e).abs() <= b,
+                "{}: {c} ± {b} against {e}",
+                layer["layer"]
+            );
+        }
+    }
+    // Exact scores carry no bounds.
+    let (_, exact_file) = score_u(dir.path(), &fixture, &[], "default2.json");
+    assert!(exact_file.unwrap()["layers"][0].get("bounds").is_none());
 }
 
 #[test]

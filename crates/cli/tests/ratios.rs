@@ -54,6 +54,7 @@ fn write_scores(
                 layer: l.to_string(),
                 units,
                 scores,
+                bounds: Default::default(),
             }
         })
         .collect();

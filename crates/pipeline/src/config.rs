@@ -109,7 +109,9 @@ pub struct PruneSection {
     pub spill_dir: Option<fair_scoring::SpillDir>,
     /// How the U-Score searches each unit's class pairs for the largest distance: `bounded`
     /// (the default: the same maximum as `all`, bit for bit, computing far fewer pairs in
-    /// full) or `all` (every pair, for checking).
+    /// full), `all` (every pair, for checking) or `certified` (16-bit summaries, every pair
+    /// in integers; approximate scores with a computed bound per unit stored in the score
+    /// file: see `fair_scoring::PairSearch::Certified`).
     pub pair_search: Option<fair_scoring::PairSearch>,
     /// Fine-tuning epochs after pruning.
     pub finetune_epochs: Option<usize>,

@@ -14,7 +14,7 @@ use crate::error::{ScoringError, torch};
 use crate::layers::{AnalysisPoint, PrunableLayer, prunable_layers};
 use crate::progress::Progress;
 use crate::r_score::{RScoreSettings, r_scores};
-use crate::u_score::UScoreSettings;
+use crate::u_score::{PairSearch, UScoreSettings};
 
 /// What a criterion may use.
 #[derive(Clone, Copy)]
@@ -44,6 +44,10 @@ pub struct Scored {
     /// criterion's settings. Such scores are not reused ([`crate::reusable`] compares with
     /// [`Criterion::settings`]).
     pub recorded_settings: Option<serde_json::Value>,
+    /// Where the scores are approximate: per layer, per unit, a computed bound on how far
+    /// each can lie from the exact score (the U-Score's certified pair search); stored in the
+    /// score file's `bounds`. `None`: exact.
+    pub bounds: Option<Vec<Vec<f64>>>,
 }
 
 impl From<Vec<Vec<f64>>> for Scored {
@@ -52,6 +56,7 @@ impl From<Vec<Vec<f64>>> for Scored {
             scores,
             notes: Vec::new(),
             recorded_settings: None,
+            bounds: None,
         }
     }
 }
@@ -131,21 +136,30 @@ impl Criterion for UScore {
         let layers = prunable_layers(ctx.model.graph(), self.0.analysis_point);
         let run = crate::u_scores_measured(ctx.model, &layers, data, &self.0, ctx.progress, None)?;
         // Packs the memory bound narrowed are recorded: the bound is no setting of the
-        // scores, so without the record they would be reused for an unbounded run.
-        let recorded_settings = (!run.narrowed_packs.is_empty()).then(|| {
+        // scores, so without the record they would be reused for an unbounded run. So is the
+        // certified search (approximate scores, with their bounds): the exact searches give
+        // the same scores and are not recorded.
+        let certified = !run.gaps.is_empty();
+        let recorded_settings = (!run.narrowed_packs.is_empty() || certified).then(|| {
             let mut s = self.settings();
-            s["narrowed_packs"] = serde_json::Value::Object(
-                run.narrowed_packs
-                    .iter()
-                    .map(|(layer, limit)| (layer.clone(), (*limit).into()))
-                    .collect(),
-            );
+            if !run.narrowed_packs.is_empty() {
+                s["narrowed_packs"] = serde_json::Value::Object(
+                    run.narrowed_packs
+                        .iter()
+                        .map(|(layer, limit)| (layer.clone(), (*limit).into()))
+                        .collect(),
+                );
+            }
+            if certified {
+                s["pair_search"] = PairSearch::Certified.name().into();
+            }
             s
         });
         Ok(Scored {
             scores: run.scores,
             notes: run.notes,
             recorded_settings,
+            bounds: certified.then_some(run.gaps),
         })
     }
 }
@@ -173,6 +187,7 @@ impl Criterion for RScore {
             scores,
             notes,
             recorded_settings: None,
+            bounds: None,
         })
     }
 }

@@ -64,8 +64,8 @@ pub use r_score::{RMode, RScoreMemory, RScoreSettings, r_scores};
 pub use score::{model_digest, reusable, score};
 pub use u_score::{
     BnDrift, ConvDistance, Engine, LayerPairCheck, MAX_PROJECTIONS, PairCheck, PairCounts,
-    PairSearch, SpillDir, TimeProfile, UScoreRun, UScoreSettings, Wasserstein, u_directions,
-    u_scores, u_scores_measured,
+    PairSearch, ParsePairSearchError, SpillDir, TimeProfile, UScoreRun, UScoreSettings,
+    Wasserstein, u_directions, u_scores, u_scores_measured,
 };
 
 /// The README's examples, compiled as doctests.

@@ -68,6 +68,7 @@ pub fn score(
         progress,
     };
     let mut per_layer: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); layers.len()];
+    let mut bounds: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); layers.len()];
     let mut records = BTreeMap::new();
     for c in criteria {
         let start = Instant::now();
@@ -110,6 +111,23 @@ pub fn score(
         for (slot, s) in per_layer.iter_mut().zip(scored.scores) {
             slot.insert(c.name().to_owned(), s);
         }
+        if let Some(b) = scored.bounds {
+            for ((slot, b), layer) in bounds.iter_mut().zip(b).zip(&layers) {
+                if b.len() != layer.units {
+                    return Err(ScoringError::Setting {
+                        name: "criteria",
+                        detail: format!(
+                            "criterion '{}' returned {} bounds for the {} units of '{}'",
+                            c.name(),
+                            b.len(),
+                            layer.units,
+                            layer.name
+                        ),
+                    });
+                }
+                slot.insert(c.name().to_owned(), b);
+            }
+        }
         records.insert(
             c.name().to_owned(),
             CriterionRecord {
@@ -138,11 +156,12 @@ pub fn score(
         graph: graph.to_spec(),
         layers: layers
             .iter()
-            .zip(per_layer)
-            .map(|(l, scores)| LayerScores {
+            .zip(per_layer.into_iter().zip(bounds))
+            .map(|(l, (scores, bounds))| LayerScores {
                 layer: l.name.clone(),
                 units: l.units,
                 scores,
+                bounds,
             })
             .collect(),
     };

@@ -2,6 +2,7 @@
 //! Wasserstein-1 distance between the unit's output distributions).
 
 use fair_runtime::{Mode, Model};
+use fair_stats::certified::{Quantizer, certified_max};
 use fair_stats::{PairMax, W1, max_pair_distance, random_directions};
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
@@ -119,31 +120,59 @@ pub enum PairSearch {
     /// classes of unequal sizes it computes every pair.
     #[default]
     Bounded,
+    /// Approximate, with a computed bound (`certified`): the summaries are kept as 16-bit
+    /// codes (half the memory and spill of the f32 summaries) and every pair is compared in
+    /// exact integer arithmetic ([`fair_stats::certified`]); each unit's score comes with a
+    /// computed bound on how far the exact maximum can lie from it
+    /// ([`UScoreRun::gaps`], stored with the scores). Needs classes of equal size and the
+    /// host engine; otherwise the bounded search runs, with a note.
+    Certified,
 }
 
 impl From<PairSearch> for fair_stats::PairSearch {
+    /// The exact search of a setting: [`PairSearch::Certified`] falls back to the bounded
+    /// search where it cannot run.
     fn from(p: PairSearch) -> fair_stats::PairSearch {
         match p {
             PairSearch::All => fair_stats::PairSearch::All,
-            PairSearch::Bounded => fair_stats::PairSearch::Bounded,
+            PairSearch::Bounded | PairSearch::Certified => fair_stats::PairSearch::Bounded,
+        }
+    }
+}
+
+impl PairSearch {
+    /// The names, as parsed and displayed: `all`, `bounded`, `certified`.
+    pub const NAMES: [&'static str; 3] = ["all", "bounded", "certified"];
+
+    /// The name of this search.
+    pub fn name(self) -> &'static str {
+        match self {
+            PairSearch::All => "all",
+            PairSearch::Bounded => "bounded",
+            PairSearch::Certified => "certified",
         }
     }
 }
 
 impl std::fmt::Display for PairSearch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        fair_stats::PairSearch::from(*self).fmt(f)
+        f.write_str(self.name())
     }
 }
 
+/// A pair-search name that is none of [`PairSearch::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pair search '{0}': expected 'all', 'bounded' or 'certified'")]
+pub struct ParsePairSearchError(pub String);
+
 impl std::str::FromStr for PairSearch {
-    type Err = fair_stats::ParsePairSearchError;
+    type Err = ParsePairSearchError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.parse::<fair_stats::PairSearch>()? {
-            fair_stats::PairSearch::All => PairSearch::All,
-            fair_stats::PairSearch::Bounded => PairSearch::Bounded,
-        })
+        [PairSearch::All, PairSearch::Bounded, PairSearch::Certified]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| ParsePairSearchError(s.to_string()))
     }
 }
 
@@ -610,6 +639,10 @@ pub struct UScoreRun {
     /// differ from an unbounded run's in the last bits, so [`crate::UScore`] records this in
     /// the scores' provenance.
     pub narrowed_packs: Vec<(String, usize)>,
+    /// With [`PairSearch::Certified`]: per layer, per unit, a computed bound on how far the
+    /// exact score (the maximum over every pair of the f32 summaries) can lie from the
+    /// score ([`fair_stats::certified::CertifiedMax::gap`]); empty when the search was exact.
+    pub gaps: Vec<Vec<f64>>,
 }
 
 /// [`u_scores`] with its time profile, its class-pair counts and, with `check`, the
@@ -641,7 +674,12 @@ pub fn u_scores_measured(
             })
             .collect();
         let mut run = measured(model, &by_head, data, settings, progress, check)?;
-        for (scores, layer) in run.scores.iter_mut().zip(layers) {
+        for (scores, layer) in run
+            .scores
+            .iter_mut()
+            .chain(run.gaps.iter_mut())
+            .zip(layers.iter().cycle())
+        {
             if let Some(h) = &layer.heads {
                 *scores = scores
                     .iter()
@@ -681,6 +719,7 @@ fn measured(
     let drifting = model.deep_copy()?;
     let mut run = UScoreRun::default();
     let mut scores: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
+    let mut gaps: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
     let mut checks: Vec<Option<LayerPairCheck>> = vec![None; layers.len()];
     for i in 0..layers.len() {
         drift_pass(&drifting, data, drift.batch_size)?;
@@ -695,6 +734,9 @@ fn measured(
         let one = scores_of(
             &drifting, &group, &members, &leaders, data, settings, progress, 2, check,
         )?;
+        for (k, g) in one.gaps.into_iter().enumerate() {
+            gaps[members[k]] = Some(g);
+        }
         for (k, (s, c)) in one
             .scores
             .into_iter()
@@ -727,6 +769,8 @@ fn measured(
         .map(|s| s.expect("every layer is read in its attention's pass or its own"))
         .collect();
     run.check = checks.into_iter().flatten().collect();
+    // Every layer's or none (the search is one setting for every pass).
+    run.gaps = gaps.into_iter().flatten().collect();
     Ok(run)
 }
 
@@ -813,6 +857,34 @@ fn scores_of(
     // attention the first of them, so the three compare the heads on the same directions.
     let rep: Vec<usize> = index.iter().map(|&i| leaders[i]).collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
+    let equal = samples.iter().all(|&n| n == samples[0]);
+    let on_device = match settings.engine {
+        Engine::Host => false,
+        Engine::Auto => device.is_cuda() && settings.w1 == Wasserstein::Exact && equal,
+        Engine::Device => {
+            if settings.w1 != Wasserstein::Exact || !equal {
+                notes.push(
+                    "the U-Score's device engine needs the exact W1 and classes of equal size; \
+                     the distances ran on the host"
+                        .into(),
+                );
+            }
+            settings.w1 == Wasserstein::Exact && equal
+        }
+    };
+    // The certified search keeps 16-bit codes (equal class sizes, host engine only).
+    let certified = settings.pair_search == PairSearch::Certified && equal && !on_device;
+    if settings.pair_search == PairSearch::Certified && !certified {
+        notes.push(format!(
+            "the certified class-pair search needs classes of equal size on the host engine \
+             ({}), so the bounded search ran: the scores are exact",
+            if on_device {
+                "the distances ran on the device"
+            } else {
+                "the classes differ in size"
+            }
+        ));
+    }
     let fixed =
         4 * (copies * graph.param_count() as u64 + data.len() as u64 * data.sample_numel() as u64);
     let bound = settings.max_memory.map(|b| b.0);
@@ -823,7 +895,14 @@ fn scores_of(
     // Consecutive classes share forward batches (a class larger than a batch runs alone):
     // packs of at most `limit` samples, planned with their taps and forward batch.
     let planned = |limit: usize| -> Result<Packing, ScoringError> {
-        let memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
+        let mut memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
+        if certified {
+            // 16-bit codes instead of f32 summaries (their errors, 8 bytes per unit and
+            // class, are not counted).
+            for m in &mut memory {
+                m.per_unit /= 2;
+            }
+        }
         let batch = settings
             .batch_size
             .min(memory::largest_pack(&samples, limit));
@@ -915,21 +994,6 @@ fn scores_of(
             },
         ));
     }
-    let equal = samples.iter().all(|&n| n == samples[0]);
-    let on_device = match settings.engine {
-        Engine::Host => false,
-        Engine::Auto => device.is_cuda() && settings.w1 == Wasserstein::Exact && equal,
-        Engine::Device => {
-            if settings.w1 != Wasserstein::Exact || !equal {
-                notes.push(
-                    "the U-Score's device engine needs the exact W1 and classes of equal size; \
-                     the distances ran on the host"
-                        .into(),
-                );
-            }
-            settings.w1 == Wasserstein::Exact && equal
-        }
-    };
 
     // Several passes: each class's forward pass runs once instead where the summaries that
     // do not fit can go to a temporary file; the repeated passes are the fallback.
@@ -1027,13 +1091,16 @@ fn scores_of(
         None => {}
     }
 
+    let checked_units = check.map(|c| check_units(&c, layers, index));
     let mut r = Reducer {
         method: settings.w1.into(),
         search: settings.pair_search.into(),
         on_device,
         scores: layers.iter().map(|l| vec![0.0; l.units]).collect(),
+        gaps: layers.iter().map(|l| vec![0.0; l.units]).collect(),
+        certify: certified.then(|| Certifier::new(layers, checked_units.clone())),
         pairs: PairCounts::default(),
-        checked_units: check.map(|c| check_units(&c, layers, index)),
+        checked_units,
         checks: layers
             .iter()
             .map(|l| LayerPairCheck {
@@ -1068,6 +1135,12 @@ fn scores_of(
                 .collect();
             let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
             let group_layers: Vec<&PrunableLayer> = group.iter().map(|&i| &layers[i]).collect();
+            if let Some(c) = r.certify.as_mut() {
+                let seconds = fit_pilot(
+                    c, model, data, &classes, settings, batch, layers, group, &dirs,
+                )?;
+                time.add_forward(pass, seconds);
+            }
             for pack in packs.clone() {
                 let clock = std::time::Instant::now();
                 let packed = forward_pack(model, data, &classes[pack.clone()], settings, &taps)?;
@@ -1088,17 +1161,22 @@ fn scores_of(
                         let sorted = sort_units(&projected, layer, on_device)?;
                         drop(projected);
                         time.sorting += clock.elapsed().as_secs_f64();
-                        let keep = resident_units[i];
-                        if keep < layer.units {
-                            let clock = std::time::Instant::now();
-                            spill
-                                .as_mut()
-                                .expect("a plan that spills has a spill file")
-                                .write(i, k, &host_rows(&sorted, keep, layer)?)?;
-                            spill_seconds += clock.elapsed().as_secs_f64();
-                        }
-                        if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
-                            held[h].push(sorted.rows(0..keep, layer.units));
+                        let sorted = admit(r.certify.as_mut(), i, 0..layer.units, sorted);
+                        {
+                            let keep = resident_units[i];
+                            if keep < layer.units {
+                                let clock = std::time::Instant::now();
+                                let spill =
+                                    spill.as_mut().expect("a plan that spills has a spill file");
+                                match &sorted {
+                                    Sorted::Quantized(q) => spill.write_codes(i, k, q, keep)?,
+                                    _ => spill.write(i, k, &host_rows(&sorted, keep, layer)?)?,
+                                }
+                                spill_seconds += clock.elapsed().as_secs_f64();
+                            }
+                            if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
+                                held[h].push(sorted.rows(0..keep, layer.units));
+                            }
                         }
                     }
                 }
@@ -1119,6 +1197,10 @@ fn scores_of(
                 .enumerate()
                 .map(|(k, &n)| {
                     let skip = (units.start - resident_units[l]) * p * n;
+                    if certified {
+                        let from = units.start - resident_units[l]..units.end - resident_units[l];
+                        return spill.read_codes(l, k, from, p, n).map(Sorted::Quantized);
+                    }
                     let values = spill.read(l, k, skip, units.len() * p * n)?;
                     Ok(if on_device {
                         Sorted::Device(
@@ -1156,6 +1238,20 @@ fn scores_of(
                 .collect();
             let chunk_layer_refs: Vec<&PrunableLayer> =
                 chunk_layers.iter().map(|&i| &layers[i]).collect();
+            if let Some(c) = r.certify.as_mut() {
+                let seconds = fit_pilot(
+                    c,
+                    model,
+                    data,
+                    &classes,
+                    settings,
+                    batch,
+                    layers,
+                    &chunk_layers,
+                    &dirs,
+                )?;
+                time.add_forward(pass, seconds);
+            }
             let mut held: Vec<Vec<Sorted>> = chunk.slices.iter().map(|_| Vec::new()).collect();
             for pack in packs.clone() {
                 let clock = std::time::Instant::now();
@@ -1189,8 +1285,9 @@ fn scores_of(
                                 )
                             };
                             let clock = std::time::Instant::now();
-                            h.push(sort_units(&units, layer, on_device)?);
+                            let sorted = sort_units(&units, layer, on_device)?;
                             time.sorting += clock.elapsed().as_secs_f64();
+                            h.push(admit(r.certify.as_mut(), i, slice.units.clone(), sorted));
                         }
                     }
                 }
@@ -1213,6 +1310,8 @@ fn scores_of(
     drop(spill);
     let Reducer {
         scores,
+        gaps,
+        certify,
         pairs,
         checks,
         check_seconds,
@@ -1256,6 +1355,23 @@ fn scores_of(
             "U-Score: class pairs computed in full (over all units)"
         );
     }
+    if certify.is_some() {
+        // The largest gap, absolute and against its unit's score.
+        let (mut widest, mut relative) = (0.0f64, 0.0f64);
+        for (g, s) in gaps.iter().flatten().zip(scores.iter().flatten()) {
+            widest = widest.max(*g);
+            if *s > 0.0 {
+                relative = relative.max(g / s);
+            }
+        }
+        notes.push(format!(
+            "the certified class-pair search compared every class pair of 16-bit summaries: \
+             each unit's score lies within its stored bound (`bounds.u` in the score file) of \
+             the exact maximum; the largest bound is {widest:.3e}, at most {:.3}% of its \
+             unit's score",
+            100.0 * relative
+        ));
+    }
     if let Some(why) = pairs.fallback {
         notes.push(format!(
             "the bounded class-pair search computed every class pair of some units: {why}; \
@@ -1273,6 +1389,7 @@ fn scores_of(
         batches,
         spilled,
         narrowed_packs: narrowed,
+        gaps: if certify.is_some() { gaps } else { Vec::new() },
     })
 }
 
@@ -1295,6 +1412,210 @@ struct Packing {
 enum Sorted {
     Host(Summary),
     Device(Tensor),
+    /// 16-bit codes of `pair-search certified` (on the host).
+    Quantized(Quantized),
+}
+
+/// One class's summaries of some units as 16-bit codes ([`fair_stats::certified`]).
+struct Quantized {
+    /// `[units, P, n]` codes, row-major.
+    codes: Vec<i16>,
+    /// Per unit, the class's coding error `Σ |x − x̂|` over its `P n` values.
+    errors: Vec<f64>,
+    /// P.
+    rows: usize,
+    /// n.
+    cols: usize,
+}
+
+impl Quantized {
+    /// Units `units` of it.
+    fn units(&self, units: std::ops::Range<usize>) -> Quantized {
+        let per = self.rows * self.cols;
+        Quantized {
+            codes: self.codes[units.start * per..units.end * per].to_vec(),
+            errors: self.errors[units].to_vec(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+/// The state of `pair-search certified`: each unit's quantizer, fitted on a pilot forward
+/// pass ([`fit_pilot`]) before the classes' summaries are coded, and the f32 rows of the
+/// units a [`PairCheck`] compares with the exact maximum.
+struct Certifier {
+    /// Per layer, per unit.
+    quantizers: Vec<Vec<Option<Quantizer>>>,
+    /// Per layer, the checked units' f32 rows of every class, in class order.
+    exact: Vec<std::collections::BTreeMap<usize, Vec<ndarray::Array2<f32>>>>,
+}
+
+impl Certifier {
+    fn new(layers: &[PrunableLayer], checked: Option<Vec<Vec<usize>>>) -> Certifier {
+        Certifier {
+            quantizers: layers.iter().map(|l| vec![None; l.units]).collect(),
+            exact: match checked {
+                Some(c) => c
+                    .into_iter()
+                    .map(|units| units.into_iter().map(|u| (u, Vec::new())).collect())
+                    .collect(),
+                None => layers.iter().map(|_| Default::default()).collect(),
+            },
+        }
+    }
+
+    /// The codes of a summary of `units` of `layer` (their quantizers fitted), keeping the
+    /// f32 rows of checked units.
+    fn quantize(
+        &mut self,
+        layer: usize,
+        units: std::ops::Range<usize>,
+        summary: &Summary,
+    ) -> Quantized {
+        let (_, rows, cols) = summary.dim();
+        let quantizers = &self.quantizers[layer][units.clone()];
+        let coded: Vec<(Vec<i16>, f64)> = (0..units.len())
+            .into_par_iter()
+            .map(|u| {
+                quantizers[u]
+                    .as_ref()
+                    .expect("fitted before coding")
+                    .quantize(summary.index_axis(Axis(0), u))
+            })
+            .collect();
+        for (u, kept) in self.exact[layer].range_mut(units.clone()) {
+            kept.push(summary.index_axis(Axis(0), u - units.start).to_owned());
+        }
+        let mut codes = Vec::with_capacity(units.len() * rows * cols);
+        let mut errors = Vec::with_capacity(units.len());
+        for (c, e) in coded {
+            codes.extend_from_slice(&c);
+            errors.push(e);
+        }
+        Quantized {
+            codes,
+            errors,
+            rows,
+            cols,
+        }
+    }
+}
+
+/// A class's summary of `units` of `layer` as the search keeps it: unchanged for the exact
+/// searches, its codes for the certified search (the units' quantizers fitted).
+fn admit(
+    certify: Option<&mut Certifier>,
+    layer: usize,
+    units: std::ops::Range<usize>,
+    sorted: Sorted,
+) -> Sorted {
+    let Some(c) = certify else {
+        return sorted;
+    };
+    let Sorted::Host(summary) = sorted else {
+        unreachable!("the certified search runs on the host engine")
+    };
+    Sorted::Quantized(c.quantize(layer, units, &summary))
+}
+
+/// Samples in the certified search's pilot: at least this many (or every sample).
+pub const PILOT_SAMPLES: usize = 256;
+
+/// The pilot of the certified search: the samples its quantizers are fitted on, spread over
+/// the classes so that each unit's fitted range covers many of them — `m = max(batch,
+/// PILOT_SAMPLES)` samples (every sample when there are fewer): the first `m / K` of each
+/// class when the K classes fit, else the first sample of `m` classes evenly spaced. One
+/// entry per sample.
+fn pilot(classes: &[(i64, Vec<usize>)], batch: usize) -> Vec<(i64, Vec<usize>)> {
+    let k = classes.len();
+    let m = batch.max(PILOT_SAMPLES);
+    let chosen: Vec<(i64, &[usize])> = if k <= m {
+        let each = (m / k).max(1);
+        classes
+            .iter()
+            .map(|(c, idx)| (*c, &idx[..each.min(idx.len())]))
+            .collect()
+    } else {
+        (0..m)
+            .map(|i| {
+                let (c, idx) = &classes[i * k / m];
+                (*c, &idx[..1.min(idx.len())])
+            })
+            .collect()
+    };
+    chosen
+        .into_iter()
+        .flat_map(|(c, idx)| idx.iter().map(move |&i| (c, vec![i])))
+        .collect()
+}
+
+/// Fits the certified search's quantizers of every unit of the layers `group` not yet
+/// fitted, on eval-mode forward passes over the [`pilot`] samples in pieces of `batch`
+/// (each unit's rows' ranges over all of them, projected on each layer's directions `dirs`).
+/// Returns the forward passes' seconds.
+#[allow(clippy::too_many_arguments)]
+fn fit_pilot(
+    certify: &mut Certifier,
+    model: &Model,
+    data: &Calibration,
+    classes: &[(i64, Vec<usize>)],
+    settings: &UScoreSettings,
+    batch: usize,
+    layers: &[PrunableLayer],
+    group: &[usize],
+    dirs: &[Option<Tensor>],
+) -> Result<f64, ScoringError> {
+    let todo: Vec<usize> = group
+        .iter()
+        .copied()
+        .filter(|&i| certify.quantizers[i].iter().any(Option::is_none))
+        .collect();
+    if todo.is_empty() {
+        return Ok(0.0);
+    }
+    let taps: Vec<&str> = todo.iter().map(|&i| layers[i].analysis.as_str()).collect();
+    // Per layer, per unit and row, the smallest and largest projected value.
+    let mut ranges: Vec<Option<(Tensor, Tensor)>> = todo.iter().map(|_| None).collect();
+    let mut seconds = 0.0;
+    for piece in pilot(classes, batch).chunks(batch.max(1)) {
+        let clock = std::time::Instant::now();
+        let packed = forward_pack(model, data, piece, settings, &taps)?;
+        seconds += clock.elapsed().as_secs_f64();
+        for ((&i, tap), range) in todo.iter().zip(packed.taps).zip(&mut ranges) {
+            let layer = &layers[i];
+            let dir = group
+                .iter()
+                .position(|&g| g == i)
+                .and_then(|p| dirs[p].as_ref());
+            // [units, P, n]
+            let projected = project(&tap, layer, dir)?;
+            let ctx = || format!("fitting the certified codes of layer '{}'", layer.name);
+            let lo = torch(projected.f_amin(&[-1i64][..], false), ctx)?;
+            let hi = torch(projected.f_amax(&[-1i64][..], false), ctx)?;
+            *range = Some(match range.take() {
+                None => (lo, hi),
+                Some((l, h)) => (l.minimum(&lo), h.maximum(&hi)),
+            });
+        }
+    }
+    for (&i, range) in todo.iter().zip(ranges) {
+        let layer = &layers[i];
+        let (lo, hi) = range.expect("the pilot has at least one sample");
+        let flat = |t: Tensor| -> Result<Vec<f32>, ScoringError> {
+            Ok(torch(
+                Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1])),
+                || format!("fitting the certified codes of layer '{}'", layer.name),
+            )?)
+        };
+        let (lo, hi) = (flat(lo)?, flat(hi)?);
+        let rows = lo.len() / layer.units.max(1);
+        for (u, slot) in certify.quantizers[i].iter_mut().enumerate() {
+            let r = u * rows..(u + 1) * rows;
+            *slot = Some(Quantizer::from_ranges(&lo[r.clone()], &hi[r]));
+        }
+    }
+    Ok(seconds)
 }
 
 impl Sorted {
@@ -1311,6 +1632,7 @@ impl Sorted {
             Sorted::Device(t) => {
                 Sorted::Device(t.narrow(0, units.start as i64, units.len() as i64).copy())
             }
+            Sorted::Quantized(q) => Sorted::Quantized(q.units(units)),
         }
     }
 }
@@ -1345,6 +1667,7 @@ fn host_rows<'a>(
                 &all[from * s.shape()[1] * s.shape()[2]..],
             ))
         }
+        Sorted::Quantized(_) => unreachable!("codes are written by `Spill::write_codes`"),
         Sorted::Device(t) => {
             let rows = t.narrow(0, from as i64, t.size()[0] - from as i64);
             let host = rows.to_device(Device::Cpu).contiguous();
@@ -1479,6 +1802,10 @@ struct Reducer {
     search: fair_stats::PairSearch,
     on_device: bool,
     scores: Vec<Vec<f64>>,
+    /// The certified search's gaps (per layer, per unit; zeros otherwise).
+    gaps: Vec<Vec<f64>>,
+    /// The certified search's quantizers and checked rows (`None`: an exact search).
+    certify: Option<Certifier>,
     pairs: PairCounts,
     checked_units: Option<Vec<Vec<usize>>>,
     checks: Vec<LayerPairCheck>,
@@ -1490,12 +1817,44 @@ impl Reducer {
     /// The scores of the units of `slice` from their per-class summaries.
     fn reduce(&mut self, slice: &Slice, per_class: Vec<Sorted>) -> Result<(), ScoringError> {
         let d = std::time::Instant::now();
-        let (mut host, mut dev) = (Vec::new(), Vec::new());
+        let (mut host, mut dev, mut codes) = (Vec::new(), Vec::new(), Vec::new());
         for s in per_class {
             match s {
                 Sorted::Host(h) => host.push(h),
                 Sorted::Device(t) => dev.push(t),
+                Sorted::Quantized(q) => codes.push(q),
             }
+        }
+        if let Some(c) = &self.certify {
+            let found = certified_scores(slice, &codes, c);
+            let units = slice.units.clone();
+            for (m, (score, gap)) in found.iter().zip(
+                self.scores[slice.layer][units.clone()]
+                    .iter_mut()
+                    .zip(&mut self.gaps[slice.layer][units]),
+            ) {
+                *score = m.value;
+                *gap = m.gap;
+                self.pairs.total += m.pairs;
+                self.pairs.evaluated += m.pairs;
+            }
+            if self.checked_units.is_some() {
+                let clock = std::time::Instant::now();
+                let c = &mut self.checks[slice.layer];
+                let (n, bad) = check_certified(
+                    slice,
+                    &self.certify.as_ref().expect("certified").exact[slice.layer],
+                    &self.scores[slice.layer],
+                    &self.gaps[slice.layer],
+                );
+                let seconds = clock.elapsed().as_secs_f64();
+                c.checked += n;
+                c.mismatches += bad;
+                c.all_pairs_seconds += seconds;
+                self.check_seconds += seconds;
+            }
+            self.distance_seconds += d.elapsed().as_secs_f64();
+            return Ok(());
         }
         let u = if self.on_device {
             device_scores(&dev)?
@@ -1527,10 +1886,43 @@ struct Spill {
     file: fair_fs::ScratchFile,
     /// The offset of each (layer, class) block.
     at: Vec<Vec<u64>>,
+    /// With the certified search, the coding errors of each (layer, class) block's units
+    /// (kept in memory: 8 bytes per unit and class).
+    errors: Vec<Vec<Vec<f64>>>,
 }
 
-/// f32 values per read or write of the spill file.
+/// Values per read or write of the spill file.
 const SPILL_BLOCK: usize = 1 << 16;
+
+/// A value the spill file holds: f32 summaries, or the certified search's 16-bit codes.
+trait SpillValue: Copy {
+    /// Bytes per value.
+    const BYTES: usize;
+    /// Appends its native-endian bytes.
+    fn put(self, out: &mut Vec<u8>);
+    /// Reads it back from its bytes.
+    fn get(bytes: &[u8]) -> Self;
+}
+
+impl SpillValue for f32 {
+    const BYTES: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_ne_bytes());
+    }
+    fn get(b: &[u8]) -> Self {
+        f32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl SpillValue for i16 {
+    const BYTES: usize = 2;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_ne_bytes());
+    }
+    fn get(b: &[u8]) -> Self {
+        i16::from_ne_bytes([b[0], b[1]])
+    }
+}
 
 impl Spill {
     /// A spill file of `bytes` in `dir`, if `dir` has the space (with a tenth of its free
@@ -1555,6 +1947,7 @@ impl Spill {
         Ok(Spill {
             file,
             at: vec![vec![u64::MAX; classes]; layers],
+            errors: vec![vec![Vec::new(); classes]; layers],
         })
     }
 
@@ -1573,14 +1966,55 @@ impl Spill {
 
     /// Appends the block of layer `layer`, class `class`.
     fn write(&mut self, layer: usize, class: usize, values: &[f32]) -> Result<(), ScoringError> {
+        self.write_values(layer, class, values)
+    }
+
+    /// Appends the codes of units `from..` of `q` as the block of layer `layer`, class
+    /// `class`, and keeps their errors.
+    fn write_codes(
+        &mut self,
+        layer: usize,
+        class: usize,
+        q: &Quantized,
+        from: usize,
+    ) -> Result<(), ScoringError> {
+        self.errors[layer][class] = q.errors[from..].to_vec();
+        self.write_values(layer, class, &q.codes[from * q.rows * q.cols..])
+    }
+
+    /// Units `units` (counted from the block's first) of the codes block of (`layer`,
+    /// `class`), of `rows` × `cols` codes each.
+    fn read_codes(
+        &self,
+        layer: usize,
+        class: usize,
+        units: std::ops::Range<usize>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Quantized, ScoringError> {
+        let per = rows * cols;
+        Ok(Quantized {
+            codes: self.read_values(layer, class, units.start * per, units.len() * per)?,
+            errors: self.errors[layer][class][units].to_vec(),
+            rows,
+            cols,
+        })
+    }
+
+    fn write_values<T: SpillValue>(
+        &mut self,
+        layer: usize,
+        class: usize,
+        values: &[T],
+    ) -> Result<(), ScoringError> {
         let start = self.len();
         self.at[layer][class] = start;
-        let mut bytes = Vec::with_capacity(4 * values.len().min(SPILL_BLOCK));
+        let mut bytes = Vec::with_capacity(T::BYTES * values.len().min(SPILL_BLOCK));
         let mut at = start;
         for block in values.chunks(SPILL_BLOCK) {
             bytes.clear();
             for v in block {
-                bytes.extend_from_slice(&v.to_ne_bytes());
+                v.put(&mut bytes);
             }
             let written = self.file.write_all_at(&bytes, at);
             written.map_err(self.error("writing"))?;
@@ -1598,23 +2032,29 @@ impl Spill {
         skip: usize,
         count: usize,
     ) -> Result<Vec<f32>, ScoringError> {
+        self.read_values(layer, class, skip, count)
+    }
+
+    fn read_values<T: SpillValue>(
+        &self,
+        layer: usize,
+        class: usize,
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<T>, ScoringError> {
         let start = self.at[layer][class];
         assert!(start != u64::MAX, "the block was written before it is read");
         let mut out = Vec::with_capacity(count);
-        let mut bytes = vec![0u8; 4 * count.min(SPILL_BLOCK)];
-        let mut at = start + 4 * skip as u64;
+        let mut bytes = vec![0u8; T::BYTES * count.min(SPILL_BLOCK)];
+        let mut at = start + (T::BYTES * skip) as u64;
         let mut left = count;
         while left > 0 {
             let m = left.min(SPILL_BLOCK);
             self.file
-                .read_exact_at(&mut bytes[..4 * m], at)
+                .read_exact_at(&mut bytes[..T::BYTES * m], at)
                 .map_err(self.error("reading back"))?;
-            out.extend(
-                bytes[..4 * m]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-            );
-            at += 4 * m as u64;
+            out.extend(bytes[..T::BYTES * m].chunks_exact(T::BYTES).map(T::get));
+            at += (T::BYTES * m) as u64;
             left -= m;
         }
         Ok(out)
@@ -1670,6 +2110,63 @@ fn check_slice(
         })
         .count();
     (units.len(), mismatches)
+}
+
+/// The certified search's result for every unit of `slice` from the classes' codes (units
+/// of the slice first), in parallel over units.
+fn certified_scores(
+    slice: &Slice,
+    per_class: &[Quantized],
+    certify: &Certifier,
+) -> Vec<fair_stats::certified::CertifiedMax> {
+    let quantizers = &certify.quantizers[slice.layer][slice.units.clone()];
+    (0..slice.units.len())
+        .into_par_iter()
+        .map(|unit| {
+            let Some(first) = per_class.first() else {
+                return fair_stats::certified::CertifiedMax {
+                    value: 0.0,
+                    gap: 0.0,
+                    pairs: 0,
+                };
+            };
+            let per = first.rows * first.cols;
+            let codes: Vec<&[i16]> = per_class
+                .iter()
+                .map(|q| &q.codes[unit * per..(unit + 1) * per])
+                .collect();
+            let errors: Vec<f64> = per_class.iter().map(|q| q.errors[unit]).collect();
+            certified_max(
+                quantizers[unit].as_ref().expect("fitted before coding"),
+                &codes,
+                &errors,
+                first.rows,
+                first.cols,
+            )
+        })
+        .collect()
+}
+
+/// The certified search's check: on the checked units of `slice` (their f32 rows kept in
+/// `exact`), the exact maximum over all pairs must lie within each unit's gap of its score.
+/// Returns (units checked, units outside their gap).
+fn check_certified(
+    slice: &Slice,
+    exact: &std::collections::BTreeMap<usize, Vec<ndarray::Array2<f32>>>,
+    scores: &[f64],
+    gaps: &[f64],
+) -> (usize, usize) {
+    let units: Vec<(&usize, &Vec<ndarray::Array2<f32>>)> =
+        exact.range(slice.units.clone()).collect();
+    let outside = units
+        .par_iter()
+        .filter(|(u, rows)| {
+            let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+            let all = max_pair_distance(&views, W1::Exact, fair_stats::PairSearch::All);
+            (all.value - scores[**u]).abs() > gaps[**u]
+        })
+        .count();
+    (units.len(), outside)
 }
 
 /// The U-Score of every unit of `slice`: the largest distance over class pairs, from the

@@ -997,10 +997,12 @@ fn r_score_memory_estimate_by_hand() {
 }
 
 /// Under a memory bound the R-Score runs each batch in pieces, each piece's loss divided by
-/// the batch's size: the same scores as whole batches up to the order of the f64 sums (on
-/// this machine: bit-identical on the MLP, 2.5e-16 of the largest score on the VGG; tested
-/// at 1e-10), with a note; a bound that holds no sample is an error naming `max-memory` and
-/// the model.
+/// the batch's size: the same scores as whole batches up to float rounding, with a note; a
+/// bound that holds no sample is an error naming `max-memory` and the model. The rounding
+/// is that of the f64 sums' order and, on CPUs where libtorch's f32 kernels round a sample
+/// differently with the batch it runs in (as the U-Score's packed forward passes show), of
+/// the activations: bit-identical on the MLP on an AVX2 machine, 2e-8 of the largest score
+/// on an AVX-512 one; tested at 1e-6.
 #[test]
 fn bounded_memory_r_scores_equal_whole_batches() {
     use fair_scoring::{ByteSize, RScoreMemory};
@@ -1032,7 +1034,7 @@ fn bounded_memory_r_scores_equal_whole_batches() {
         );
         let scale = one.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
         for (a, b) in one.iter().flatten().zip(pieces.iter().flatten()) {
-            assert!((a - b).abs() <= 1e-10 * scale, "{mode:?}: {a} vs {b}");
+            assert!((a - b).abs() <= 1e-6 * scale, "{mode:?}: {a} vs {b}");
         }
         assert_ne!(one, vec![vec![0.0; 10], vec![0.0; 7]]);
 
@@ -1087,9 +1089,10 @@ fn bounded_memory_r_scores_equal_whole_batches() {
     )
     .unwrap();
     assert!(notes[0].contains("up to float rounding"), "{notes:?}");
+    // Up to the batch-dependent f32 rounding of the convolutions (see above).
     let scale = one.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
     for (a, b) in one.iter().flatten().zip(pieces.iter().flatten()) {
-        assert!((a - b).abs() <= 1e-10 * scale, "{a} vs {b}");
+        assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
     }
 }
 
@@ -2085,4 +2088,133 @@ fn a_windowed_head_r_score_includes_its_relative_position_bias_and_logit_scale()
             "head {h}: R = {ours} ignores the bias and logit scale ({own})"
         );
     }
+}
+
+/// The certified pair search (16-bit summaries, every pair in integers): every unit's exact
+/// maximum (the all-pairs score) lies within its computed gap of the certified score, the
+/// gaps are small against the scores, a pair check on sampled units agrees, and so do the
+/// runs under a memory bound (codes spilled to the temporary file, and repeated passes);
+/// classes of unequal sizes fall back to the exact bounded search with a note.
+#[test]
+fn certified_pair_search_bounds_the_all_pairs_scores() {
+    use fair_scoring::memory::{RUNTIME_SHARE, plan};
+    use fair_scoring::{ByteSize, Engine, PairCheck, PairSearch, SpillDir, u_scores_measured};
+    let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
+    let model = Model::new(g, Device::Cpu, 0).unwrap();
+    fair_testkit::randomise_batchnorm(&model, 2);
+    // 30 classes of 4 in forward batches of 8: the quantizers are fitted on a pilot of
+    // every sample, run in pieces of 8.
+    let cal = data(4, 30, &[3, 8, 8], 11);
+    let layers = prunable_layers(model.graph(), AnalysisPoint::AfterActivation);
+    let all = UScoreSettings {
+        projections: 8,
+        batch_size: 8,
+        samples_per_class: 4,
+        max_classes: 30,
+        engine: Engine::Host,
+        pair_search: PairSearch::All,
+        ..Default::default()
+    };
+    let certified = UScoreSettings {
+        pair_search: PairSearch::Certified,
+        ..all.clone()
+    };
+    let (exact, _) = u_scores(&model, &layers, &cal, &all, Progress::QUIET).unwrap();
+    let within = |run: &fair_scoring::UScoreRun, what: &str| {
+        assert_eq!(run.gaps.len(), layers.len(), "{what}");
+        for ((e, (c, g)), l) in exact
+            .iter()
+            .zip(run.scores.iter().zip(&run.gaps))
+            .zip(&layers)
+        {
+            let top = e.iter().cloned().fold(0.0f64, f64::max);
+            assert!(top > 0.0, "{what}: {}", l.name);
+            for (u, ((e, c), g)) in e.iter().zip(c).zip(g).enumerate() {
+                assert!(
+                    (e - c).abs() <= *g,
+                    "{what}: {} unit {u}: exact {e}, certified {c} ± {g}",
+                    l.name
+                );
+                // Small against the layer's scores: 16-bit codes of a fitted range.
+                assert!(
+                    *g <= 2e-2 * top,
+                    "{what}: {} unit {u}: gap {g} of {top}",
+                    l.name
+                );
+            }
+        }
+    };
+    let check = PairCheck {
+        units_per_layer: 3,
+        seed: 5,
+    };
+    let run = u_scores_measured(
+        &model,
+        &layers,
+        &cal,
+        &certified,
+        Progress::QUIET,
+        Some(check),
+    )
+    .unwrap();
+    within(&run, "unbounded");
+    assert!(run.scores.iter().flatten().any(|&v| v > 0.0));
+    // Every pair compared (30 · 29 / 2 per unit).
+    let units: usize = layers.iter().map(|l| l.units).sum();
+    assert_eq!(run.pairs.total, 435 * units as u64);
+    assert_eq!(run.pairs.evaluated, run.pairs.total);
+    let checked: usize = run.check.iter().map(|c| c.checked).sum();
+    assert_eq!(checked, 3 * layers.len());
+    assert_eq!(run.check.iter().map(|c| c.mismatches).sum::<usize>(), 0);
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("certified class-pair search")),
+        "{:?}",
+        run.notes
+    );
+    // The exact searches report no gaps.
+    let bounded = u_scores_measured(&model, &layers, &cal, &all, Progress::QUIET, None).unwrap();
+    assert!(bounded.gaps.is_empty());
+
+    // Under a memory bound with room for a third of the f32 summaries: the codes that do
+    // not fit are spilled (each class's forward pass once), or, without a spill file, the
+    // passes re-run the forward passes; the scores stay within their gaps.
+    let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 8, &[4; 30]);
+    let one = plan(model.graph(), &layers, &mem, 8, fixed, None).unwrap();
+    let budget =
+        (fixed + (one.unbounded - held) + held / 3) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let spilled = UScoreSettings {
+        max_memory: Some(ByteSize(budget)),
+        spill_dir: Some(SpillDir::At(dir.path().to_path_buf())),
+        ..certified.clone()
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &spilled, Progress::QUIET, None).unwrap();
+    within(&run, "spilled");
+    assert!(run.spilled > 0, "nothing spilled");
+    assert_eq!(run.passes, 1);
+    let repeated = UScoreSettings {
+        spill_dir: Some(SpillDir::Never),
+        ..spilled
+    };
+    let run = u_scores_measured(&model, &layers, &cal, &repeated, Progress::QUIET, None).unwrap();
+    within(&run, "repeated passes");
+    assert!(run.passes > 1, "one pass");
+
+    // Unequal class sizes: the bounded search, exact, with a note.
+    let (x, y) = cal.tensors();
+    let short = Calibration::new(x.narrow(0, 0, 58), &y.narrow(0, 0, 58), "short").unwrap();
+    let (a, _) = u_scores(&model, &layers, &short, &all, Progress::QUIET).unwrap();
+    let run =
+        u_scores_measured(&model, &layers, &short, &certified, Progress::QUIET, None).unwrap();
+    assert!(run.gaps.is_empty());
+    assert_eq!(a, run.scores);
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("certified class-pair search needs classes of equal size")),
+        "{:?}",
+        run.notes
+    );
 }

@@ -35,6 +35,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
+pub mod certified;
 pub mod columns;
 pub mod pairs;
 pub use columns::ColumnSorter;

@@ -33,6 +33,7 @@ pub fn score_file(criteria: &[&str]) -> ScoreFile {
                 layer: l.to_string(),
                 units: n,
                 scores,
+                bounds: Default::default(),
             }
         })
         .collect();
