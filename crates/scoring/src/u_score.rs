@@ -100,8 +100,10 @@ pub struct UScoreSettings {
     #[serde(skip)]
     pub engine: Engine,
     /// How the host engine finds each unit's largest class-pair distance (default:
-    /// [`PairSearch::Bounded`]). Not part of the scores' provenance: both searches give the
-    /// same scores, bit for bit. The device engine always compares every pair.
+    /// [`PairSearch::Bounded`]). Not part of the scores' provenance: the exact searches
+    /// (`all`, `bounded`) give the same scores, bit for bit; scores of the approximate
+    /// `certified` search are recorded as such by [`crate::UScore`]. The device engine always
+    /// compares every pair.
     #[serde(skip)]
     pub pair_search: PairSearch,
 }
@@ -674,17 +676,18 @@ pub fn u_scores_measured(
             })
             .collect();
         let mut run = measured(model, &by_head, data, settings, progress, check)?;
-        for (scores, layer) in run
-            .scores
-            .iter_mut()
-            .chain(run.gaps.iter_mut())
-            .zip(layers.iter().cycle())
-        {
+        // A head's score (and certified bound) goes to each of its channels.
+        for (i, layer) in layers.iter().enumerate() {
             if let Some(h) = &layer.heads {
-                *scores = scores
-                    .iter()
-                    .flat_map(|&v| std::iter::repeat_n(v, h.head_dim))
-                    .collect();
+                let spread = |v: &[f64]| -> Vec<f64> {
+                    v.iter()
+                        .flat_map(|&x| std::iter::repeat_n(x, h.head_dim))
+                        .collect()
+                };
+                run.scores[i] = spread(&run.scores[i]);
+                if let Some(g) = run.gaps.get_mut(i) {
+                    *g = spread(g);
+                }
             }
         }
         return Ok(run);

@@ -2202,6 +2202,45 @@ fn certified_pair_search_bounds_the_all_pairs_scores() {
     within(&run, "repeated passes");
     assert!(run.passes > 1, "one pass");
 
+    // Attention heads: each head's score and bound go to its channels.
+    let vit = Model::new(
+        fair_zoo::build("tiny_vit", &[3, 8, 8], 5).unwrap(),
+        Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let heads = prunable_layers(vit.graph(), AnalysisPoint::LayerOutput);
+    assert!(heads.iter().any(|l| l.heads.is_some()));
+    let vit_cal = data(4, 5, &[3, 8, 8], 4);
+    let few = |p| UScoreSettings {
+        max_classes: 5,
+        pair_search: p,
+        ..all.clone()
+    };
+    let (e, _) = u_scores(
+        &vit,
+        &heads,
+        &vit_cal,
+        &few(PairSearch::All),
+        Progress::QUIET,
+    )
+    .unwrap();
+    let run = u_scores_measured(
+        &vit,
+        &heads,
+        &vit_cal,
+        &few(PairSearch::Certified),
+        Progress::QUIET,
+        None,
+    )
+    .unwrap();
+    for ((l, e), (c, g)) in heads.iter().zip(&e).zip(run.scores.iter().zip(&run.gaps)) {
+        assert_eq!((c.len(), g.len()), (l.units, l.units), "{}", l.name);
+        for ((e, c), g) in e.iter().zip(c).zip(g) {
+            assert!((e - c).abs() <= *g, "{}: {e} against {c} ± {g}", l.name);
+        }
+    }
+
     // Unequal class sizes: the bounded search, exact, with a note.
     let (x, y) = cal.tensors();
     let short = Calibration::new(x.narrow(0, 0, 58), &y.narrow(0, 0, 58), "short").unwrap();
