@@ -210,6 +210,7 @@ impl ScoreFile {
         let had = self.provenance.criteria.remove(criterion).is_some();
         for layer in &mut self.layers {
             layer.scores.remove(criterion);
+            layer.bounds.remove(criterion);
         }
         had
     }
@@ -489,10 +490,10 @@ impl ScoreFile {
                         b.len()
                     ));
                 }
-                // A bound is a non-negative number, or +∞ where nothing bounds the score.
-                if let Some(u) = b.iter().position(|x| x.is_nan() || *x < 0.0) {
+                if let Some(u) = b.iter().position(|x| !x.is_finite() || *x < 0.0) {
                     return Err(format!(
-                        "layer '{}': the {name} bound of unit {u} is {} (expected ≥ 0)",
+                        "layer '{}': the {name} bound of unit {u} is {} (expected a finite \
+                         number ≥ 0)",
                         l.layer, b[u]
                     ));
                 }

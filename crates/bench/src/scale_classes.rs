@@ -431,7 +431,7 @@ pub(crate) fn rows(o: &Options) -> Result<Vec<Measured>> {
                 let (full, peak) = measure(&model, &data, &all, None)?;
                 let load = (load_bounded, load_average());
                 let mut a = from_run(s, PairSearch::All, &full, forward, peak, load);
-                let (checked, bad) = compare(&run.scores, &full.scores);
+                let (checked, bad) = compare(&run.scores, &full.scores, &run.gaps);
                 a.units_checked = checked;
                 a.mismatches = bad;
                 a
@@ -448,14 +448,18 @@ pub(crate) fn rows(o: &Options) -> Result<Vec<Measured>> {
     Ok(out)
 }
 
-/// Units compared and those whose scores differ in any bit.
-fn compare(a: &[Vec<f64>], b: &[Vec<f64>]) -> (usize, usize) {
+/// Units compared and those whose scores differ: in any bit, or with certified `gaps` (one
+/// per unit of `a`, empty for an exact search) by more than the unit's gap.
+fn compare(a: &[Vec<f64>], b: &[Vec<f64>], gaps: &[Vec<f64>]) -> (usize, usize) {
     let mut n = 0;
     let mut bad = 0;
-    for (x, y) in a.iter().zip(b) {
-        for (p, q) in x.iter().zip(y) {
+    for (l, (x, y)) in a.iter().zip(b).enumerate() {
+        for (u, (p, q)) in x.iter().zip(y).enumerate() {
             n += 1;
-            bad += usize::from(p.to_bits() != q.to_bits());
+            bad += usize::from(match gaps.get(l) {
+                Some(g) => (p - q).abs() > g[u],
+                None => p.to_bits() != q.to_bits(),
+            });
         }
     }
     (n, bad)

@@ -123,8 +123,14 @@ impl Criterion for UScore {
     fn name(&self) -> &str {
         "u"
     }
+    /// The U-Score's settings; with the approximate certified pair search, that too (the
+    /// exact searches give the same scores and are not recorded).
     fn settings(&self) -> serde_json::Value {
-        settings_json(&self.0)
+        let mut s = settings_json(&self.0);
+        if self.0.pair_search == PairSearch::Certified {
+            s["pair_search"] = PairSearch::Certified.name().into();
+        }
+        s
     }
     fn needs_data(&self) -> bool {
         true
@@ -136,23 +142,16 @@ impl Criterion for UScore {
         let layers = prunable_layers(ctx.model.graph(), self.0.analysis_point);
         let run = crate::u_scores_measured(ctx.model, &layers, data, &self.0, ctx.progress, None)?;
         // Packs the memory bound narrowed are recorded: the bound is no setting of the
-        // scores, so without the record they would be reused for an unbounded run. So is the
-        // certified search (approximate scores, with their bounds): the exact searches give
-        // the same scores and are not recorded.
+        // scores, so without the record they would be reused for an unbounded run.
         let certified = !run.gaps.is_empty();
-        let recorded_settings = (!run.narrowed_packs.is_empty() || certified).then(|| {
+        let recorded_settings = (!run.narrowed_packs.is_empty()).then(|| {
             let mut s = self.settings();
-            if !run.narrowed_packs.is_empty() {
-                s["narrowed_packs"] = serde_json::Value::Object(
-                    run.narrowed_packs
-                        .iter()
-                        .map(|(layer, limit)| (layer.clone(), (*limit).into()))
-                        .collect(),
-                );
-            }
-            if certified {
-                s["pair_search"] = PairSearch::Certified.name().into();
-            }
+            s["narrowed_packs"] = serde_json::Value::Object(
+                run.narrowed_packs
+                    .iter()
+                    .map(|(layer, limit)| (layer.clone(), (*limit).into()))
+                    .collect(),
+            );
             s
         });
         Ok(Scored {

@@ -113,6 +113,17 @@ pub fn score(
         }
         if let Some(b) = scored.bounds {
             for ((slot, b), layer) in bounds.iter_mut().zip(b).zip(&layers) {
+                if let Some(unit) = b.iter().position(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(ScoringError::BadScore {
+                        criterion: format!("{} (its bound)", c.name()),
+                        layer: layer.name.clone(),
+                        unit,
+                        value: b[unit],
+                        hint: " (a summary held a value that is not finite: check the \
+                               weights and the calibration data)"
+                            .into(),
+                    });
+                }
                 if b.len() != layer.units {
                     return Err(ScoringError::Setting {
                         name: "criteria",

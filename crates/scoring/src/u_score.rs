@@ -108,9 +108,10 @@ pub struct UScoreSettings {
     pub pair_search: PairSearch,
 }
 
-/// How the host engine searches the class pairs of a unit for the largest distance
-/// (serialisable mirror of [`fair_stats::PairSearch`]; names `all` and `bounded`; the bounds
-/// and their floating-point margin are explained in [`fair_stats::pairs`]).
+/// How the host engine searches the class pairs of a unit for the largest distance: the
+/// exact searches of [`fair_stats::PairSearch`] (`all`, `bounded`; the bounds and their
+/// floating-point margin are explained in [`fair_stats::pairs`]) and the approximate
+/// `certified` search of [`fair_stats::certified`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -860,6 +861,7 @@ fn scores_of(
     // attention the first of them, so the three compare the heads on the same directions.
     let rep: Vec<usize> = index.iter().map(|&i| leaders[i]).collect();
     let samples: Vec<usize> = classes.iter().map(|(_, idx)| idx.len()).collect();
+    let largest = samples.iter().copied().max().unwrap_or(1);
     let equal = samples.iter().all(|&n| n == samples[0]);
     let on_device = match settings.engine {
         Engine::Host => false,
@@ -880,9 +882,10 @@ fn scores_of(
     if settings.pair_search == PairSearch::Certified && !certified {
         notes.push(format!(
             "the certified class-pair search needs classes of equal size on the host engine \
-             ({}), so the bounded search ran: the scores are exact",
+             ({}), so an exact search ran",
             if on_device {
-                "the distances ran on the device"
+                "the distances ran on the device, which compares every pair in f32; give \
+                 `engine` host for the certified search"
             } else {
                 "the classes differ in size"
             }
@@ -900,10 +903,10 @@ fn scores_of(
     let planned = |limit: usize| -> Result<Packing, ScoringError> {
         let mut memory = memory::layer_memory(graph, layers, &projections, &samples, limit)?;
         if certified {
-            // 16-bit codes instead of f32 summaries (their errors, 8 bytes per unit and
-            // class, are not counted).
+            // 16-bit codes instead of f32 summaries, and each class's coding error (8 bytes
+            // per unit and class): both spilled together where they do not fit.
             for m in &mut memory {
-                m.per_unit /= 2;
+                m.per_unit = m.per_unit / 2 + 8 * samples.len() as u64;
             }
         }
         let batch = settings
@@ -1140,7 +1143,7 @@ fn scores_of(
             let group_layers: Vec<&PrunableLayer> = group.iter().map(|&i| &layers[i]).collect();
             if let Some(c) = r.certify.as_mut() {
                 let seconds = fit_pilot(
-                    c, model, data, &classes, settings, batch, layers, group, &dirs,
+                    c, model, data, &classes, settings, batch, layers, group, &dirs, largest,
                 )?;
                 time.add_forward(pass, seconds);
             }
@@ -1252,6 +1255,7 @@ fn scores_of(
                     layers,
                     &chunk_layers,
                     &dirs,
+                    largest,
                 )?;
                 time.add_forward(pass, seconds);
             }
@@ -1360,19 +1364,26 @@ fn scores_of(
     }
     if certify.is_some() {
         // The largest gap, absolute and against its unit's score.
-        let (mut widest, mut relative) = (0.0f64, 0.0f64);
+        let (mut widest, mut relative, mut at_zero) = (0.0f64, 0.0f64, 0.0f64);
         for (g, s) in gaps.iter().flatten().zip(scores.iter().flatten()) {
             widest = widest.max(*g);
             if *s > 0.0 {
                 relative = relative.max(g / s);
+            } else {
+                at_zero = at_zero.max(*g);
             }
         }
         notes.push(format!(
             "the certified class-pair search compared every class pair of 16-bit summaries: \
              each unit's score lies within its stored bound (`bounds.u` in the score file) of \
              the exact maximum; the largest bound is {widest:.3e}, at most {:.3}% of its \
-             unit's score",
-            100.0 * relative
+             unit's score among units scoring above 0{}",
+            100.0 * relative,
+            if at_zero > 0.0 {
+                format!(" (units scoring 0: bounds up to {at_zero:.3e})")
+            } else {
+                String::new()
+            }
         ));
     }
     if let Some(why) = pairs.fallback {
@@ -1555,8 +1566,9 @@ fn pilot(classes: &[(i64, Vec<usize>)], batch: usize) -> Vec<(i64, Vec<usize>)> 
 
 /// Fits the certified search's quantizers of every unit of the layers `group` not yet
 /// fitted, on eval-mode forward passes over the [`pilot`] samples in pieces of `batch`
-/// (each unit's rows' ranges over all of them, projected on each layer's directions `dirs`).
-/// Returns the forward passes' seconds.
+/// (each unit's rows' ranges over all of them, projected on each layer's directions `dirs`
+/// in slices of at most `slice` samples). A unit constant on every pilot sample takes its
+/// layer's widest step. Returns the forward passes' seconds.
 #[allow(clippy::too_many_arguments)]
 fn fit_pilot(
     certify: &mut Certifier,
@@ -1568,6 +1580,7 @@ fn fit_pilot(
     layers: &[PrunableLayer],
     group: &[usize],
     dirs: &[Option<Tensor>],
+    slice: usize,
 ) -> Result<f64, ScoringError> {
     let todo: Vec<usize> = group
         .iter()
@@ -1591,15 +1604,18 @@ fn fit_pilot(
                 .iter()
                 .position(|&g| g == i)
                 .and_then(|p| dirs[p].as_ref());
-            // [units, P, n]
-            let projected = project(&tap, layer, dir)?;
-            let ctx = || format!("fitting the certified codes of layer '{}'", layer.name);
-            let lo = torch(projected.f_amin(&[-1i64][..], false), ctx)?;
-            let hi = torch(projected.f_amax(&[-1i64][..], false), ctx)?;
-            *range = Some(match range.take() {
-                None => (lo, hi),
-                Some((l, h)) => (l.minimum(&lo), h.maximum(&hi)),
-            });
+            // In slices of at most one class's samples, as the plan's working memory holds
+            // them: [units, P, m] each.
+            for rows in tap.split(slice.max(1) as i64, 0) {
+                let projected = project(&rows, layer, dir)?;
+                let ctx = || format!("fitting the certified codes of layer '{}'", layer.name);
+                let lo = torch(projected.f_amin(&[-1i64][..], false), ctx)?;
+                let hi = torch(projected.f_amax(&[-1i64][..], false), ctx)?;
+                *range = Some(match range.take() {
+                    None => (lo, hi),
+                    Some((l, h)) => (l.minimum(&lo), h.maximum(&hi)),
+                });
+            }
         }
     }
     for (&i, range) in todo.iter().zip(ranges) {
@@ -1613,9 +1629,29 @@ fn fit_pilot(
         };
         let (lo, hi) = (flat(lo)?, flat(hi)?);
         let rows = lo.len() / layer.units.max(1);
-        for (u, slot) in certify.quantizers[i].iter_mut().enumerate() {
-            let r = u * rows..(u + 1) * rows;
-            *slot = Some(Quantizer::from_ranges(&lo[r.clone()], &hi[r]));
+        let fitted: Vec<(Quantizer, bool)> = (0..layer.units)
+            .map(|u| {
+                let r = u * rows..(u + 1) * rows;
+                let flat = lo[r.clone()]
+                    .iter()
+                    .zip(&hi[r.clone()])
+                    .all(|(l, h)| l == h);
+                (Quantizer::from_ranges(&lo[r.clone()], &hi[r]), flat)
+            })
+            .collect();
+        // A unit constant on every pilot sample (a ReLU unit silent there) says nothing of
+        // its scale: it takes the layer's widest step, so that classes the pilot missed
+        // are coded rather than clamped.
+        let widest = fitted
+            .iter()
+            .filter(|(_, flat)| !flat)
+            .map(|(q, _)| q.step)
+            .fold(0.0f64, f64::max);
+        for (slot, (mut q, flat)) in certify.quantizers[i].iter_mut().zip(fitted) {
+            if flat && widest > 0.0 {
+                q.step = widest;
+            }
+            *slot = Some(q);
         }
     }
     Ok(seconds)
@@ -1889,9 +1925,9 @@ struct Spill {
     file: fair_fs::ScratchFile,
     /// The offset of each (layer, class) block.
     at: Vec<Vec<u64>>,
-    /// With the certified search, the coding errors of each (layer, class) block's units
-    /// (kept in memory: 8 bytes per unit and class).
-    errors: Vec<Vec<Vec<f64>>>,
+    /// With the certified search, the offset of each (layer, class) block's coding errors
+    /// (one f64 per unit, after its codes).
+    errors_at: Vec<Vec<u64>>,
 }
 
 /// Values per read or write of the spill file.
@@ -1914,6 +1950,16 @@ impl SpillValue for f32 {
     }
     fn get(b: &[u8]) -> Self {
         f32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl SpillValue for f64 {
+    const BYTES: usize = 8;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_ne_bytes());
+    }
+    fn get(b: &[u8]) -> Self {
+        f64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
     }
 }
 
@@ -1950,7 +1996,7 @@ impl Spill {
         Ok(Spill {
             file,
             at: vec![vec![u64::MAX; classes]; layers],
-            errors: vec![vec![Vec::new(); classes]; layers],
+            errors_at: vec![vec![u64::MAX; classes]; layers],
         })
     }
 
@@ -1981,8 +2027,12 @@ impl Spill {
         q: &Quantized,
         from: usize,
     ) -> Result<(), ScoringError> {
-        self.errors[layer][class] = q.errors[from..].to_vec();
-        self.write_values(layer, class, &q.codes[from * q.rows * q.cols..])
+        self.write_values(layer, class, &q.codes[from * q.rows * q.cols..])?;
+        let codes = self.at[layer][class];
+        self.write_values(layer, class, &q.errors[from..])?;
+        self.errors_at[layer][class] = self.at[layer][class];
+        self.at[layer][class] = codes;
+        Ok(())
     }
 
     /// Units `units` (counted from the block's first) of the codes block of (`layer`,
@@ -1996,9 +2046,19 @@ impl Spill {
         cols: usize,
     ) -> Result<Quantized, ScoringError> {
         let per = rows * cols;
+        let codes = self.read_values(layer, class, units.start * per, units.len() * per)?;
+        let start = self.errors_at[layer][class];
+        assert!(
+            start != u64::MAX,
+            "the errors were written before they are read"
+        );
+        let mut bytes = vec![0u8; 8 * units.len()];
+        self.file
+            .read_exact_at(&mut bytes, start + 8 * units.start as u64)
+            .map_err(self.error("reading back"))?;
         Ok(Quantized {
-            codes: self.read_values(layer, class, units.start * per, units.len() * per)?,
-            errors: self.errors[layer][class][units].to_vec(),
+            codes,
+            errors: bytes.chunks_exact(8).map(f64::get).collect(),
             rows,
             cols,
         })
@@ -2295,6 +2355,29 @@ mod tests {
             check_slice(&slice, &per_class, W1::Exact, &[5], &off),
             (0, 0)
         );
+    }
+
+    #[test]
+    fn the_pilot_spreads_over_the_classes() {
+        let classes = |k: usize, n: usize| -> Vec<(i64, Vec<usize>)> {
+            (0..k)
+                .map(|c| (c as i64, (c * n..(c + 1) * n).collect()))
+                .collect()
+        };
+        // Fewer classes than samples: the first m / K of each (all of a short class).
+        let p = pilot(&classes(100, 8), 8);
+        assert_eq!(p.len(), 100 * 2);
+        assert_eq!(&p[..3], &[(0, vec![0]), (0, vec![1]), (1, vec![8])]);
+        let p = pilot(&classes(3, 4), 8);
+        assert_eq!(p.len(), 12);
+        // More classes than samples: the first sample of m classes evenly spaced.
+        let p = pilot(&classes(1000, 8), 64);
+        assert_eq!(p.len(), PILOT_SAMPLES);
+        assert_eq!(p[0], (0, vec![0]));
+        assert_eq!(p[1], (3, vec![24]));
+        assert_eq!(p[255], (996, vec![7968]));
+        // A batch larger than the pilot's floor sets its size.
+        assert_eq!(pilot(&classes(1000, 8), 512).len(), 512);
     }
 
     #[test]

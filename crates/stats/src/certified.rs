@@ -127,6 +127,10 @@ impl Quantizer {
         assert_eq!(class.nrows(), self.offsets.len(), "the fitted rows");
         let mut codes = Vec::with_capacity(class.len());
         let mut error = 0.0f64;
+        // Σ |x − o|: each term's two roundings (x − o, then one fused multiply-add) are at
+        // most ε (|x − o| + |term|), so 2 ε Σ |x − o| more covers them (plus the sum's own
+        // rounding, which `certified_max` covers), whatever the values' common offset.
+        let mut spread = 0.0f64;
         for (row, &o) in class.rows().into_iter().zip(&self.offsets) {
             let o = f64::from(o);
             for &v in row.iter() {
@@ -140,10 +144,12 @@ impl Quantizer {
                     .round()
                     .clamp(-f64::from(Q_MAX), f64::from(Q_MAX)) as i16;
                 codes.push(q);
-                error += (x - (o + self.step * f64::from(q))).abs();
+                let centred = x - o;
+                error += (-self.step).mul_add(f64::from(q), centred).abs();
+                spread += centred.abs();
             }
         }
-        (codes, error)
+        (codes, error + 4.0 * f64::EPSILON * spread)
     }
 }
 
@@ -466,6 +472,20 @@ mod tests {
     }
 
     #[test]
+    fn a_large_common_offset_is_covered() {
+        // Constant rows 1000 and 1000 + 2⁻⁷: each code rounds the other way, so the
+        // triangle bound is tight; the errors' roundings (relative to 1000, not to the
+        // errors) must be inside the gap.
+        let classes = [
+            Array2::from_elem((3, 4), 1000.0f32),
+            Array2::from_elem((3, 4), 1000.0f32 + 0.007_812_5),
+        ];
+        let (value, gap, exact) = check(&classes, 2);
+        assert_eq!(exact, 0.0078125);
+        assert!((value - exact).abs() <= gap);
+    }
+
+    #[test]
     fn constant_rows_fit_a_positive_step() {
         let c = Array2::from_elem((2, 3), 7.0f32);
         let q = Quantizer::fit(&[c.view()]);
@@ -497,6 +517,7 @@ mod tests {
             rows in 1usize..6,
             cols in 1usize..9,
             scale in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(1e4f32)],
+            offset in prop_oneof![Just(0.0f32), Just(1000.0f32), Just(-3e5f32)],
             ties in any::<bool>(),
             outlier in any::<bool>(),
             fit_all in any::<bool>(),
@@ -510,17 +531,21 @@ mod tests {
                     let v = (0..rows * cols)
                         .map(|_| {
                             let x: f32 = if ties { f32::from(rng.gen_range(0u8..3)) } else { rng.r#gen::<f32>() };
-                            (x + shift) * scale
+                            (x + shift) * scale + offset
                         })
                         .collect();
                     sorted_class(v, rows, cols)
                 })
                 .collect();
-            let (_, gap, exact) = check(&classes, if fit_all { k } else { 1 });
+            let (_, gap, _) = check(&classes, if fit_all { k } else { 1 });
             if fit_all {
                 // Fitted on every class: only rounding, at most half a step per value.
-                let spread = classes.iter().flat_map(|c| c.iter()).fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-                prop_assert!(gap <= 2.0 * spread * HEADROOM / f64::from(Q_MAX) + 1e-9 * (1.0 + exact));
+                let (lo, hi) = classes.iter().flat_map(|c| c.iter()).fold(
+                    (f64::INFINITY, f64::NEG_INFINITY),
+                    |(l, h), &v| (l.min(f64::from(v)), h.max(f64::from(v))),
+                );
+                let spread = hi - lo;
+                prop_assert!(gap <= spread * HEADROOM / f64::from(Q_MAX) + 1e-9 * (1.0 + hi.abs()));
             }
         }
     }
