@@ -13,6 +13,8 @@
 //! - [`max_pair_distance`]: the largest sliced distance over all pairs of classes (a unit's
 //!   U-Score), by every pair or by a bounded search that returns the same `f64` bit for bit
 //!   ([`PairSearch`]);
+//! - [`certified`]: the same maximum from 16-bit codes of the summaries, every pair compared
+//!   in exact integer arithmetic, with a computed bound on its distance to the exact one;
 //! - [`ColumnSorter`]: many short samples sorted at once (the columns of a sample-major
 //!   matrix, as a projection comes out of its matrix product), bit for bit as
 //!   `sort_by(f32::total_cmp)` per sample.
