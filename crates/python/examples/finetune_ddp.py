@@ -138,6 +138,13 @@ def train(rank: int, world_size: int, port: int, pruned_path: str, result_path: 
         # (seen with gloo on torch 2.11). Collect it first.
         gc.collect()
         dist.destroy_process_group()
+    # All work is done and the group is gone: leave without the interpreter's teardown, where
+    # libtorch's static destructors after a gloo group can still abort the rank (seen again
+    # under load; `finetune.py` leaves a distributed run the same way). Errors above still
+    # propagate, so `mp.spawn` reports them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
