@@ -360,6 +360,8 @@ pub(crate) fn settings(
 /// Seconds of one eval-mode forward pass over `data` in batches of `batch`.
 pub(crate) fn one_forward(model: &Model, data: &Calibration, batch: usize) -> Result<f64> {
     let device = model.device();
+    // The allocator as the U-Score runs its forward passes (freed blocks reused).
+    let _reuse = fair_runtime::ReuseFreedBlocks::new();
     let clock = Instant::now();
     for (x, _) in data.batches(batch) {
         let y = tch::no_grad(|| model.forward(&x.to_device(device), Mode::Eval))?;

@@ -5,6 +5,8 @@
 //! running statistics untouched, for scoring), records any set of named nodes ("taps") in one
 //! pass, and loads and saves weights as safetensors under PyTorch state-dict names — so
 //! weights move to and from torchvision models without a mapping table.
+//! [`ReuseFreedBlocks`] keeps libtorch's freed blocks for the next batch during long runs of
+//! forward passes (glibc would otherwise map and zero them afresh every batch).
 //!
 //! ```
 //! use fair_runtime::{Model, Mode};
@@ -27,11 +29,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod allocator;
 mod error;
 mod kernel;
 mod model;
 mod tensors;
 
+pub use allocator::{AllocatorTuning, REUSE_UP_TO, ReuseFreedBlocks};
 pub use error::{RuntimeError, tch_context, without_backtrace};
 pub use model::{Forward, Mode, Model, available_memory, parse_device};
 pub use tensors::{check_finite, read_safetensors, safetensors_bytes, write_safetensors};

@@ -29,9 +29,43 @@ use crate::layers::PrunableLayer;
 const F32: u64 = 4;
 
 /// The share of a budget left for what the estimate does not count — libtorch's runtime and
-/// the allocator's slack: plans fill at most `1 − 1/RUNTIME_SHARE` of it (measured: the
-/// runtime takes ≈ 0.3 GiB next to a 4 GiB plan).
+/// the allocator's slack: R-Score plans fill at most `1 − 1/RUNTIME_SHARE` of it, U-Score
+/// plans [`usable`] bytes (measured: the runtime takes ≈ 0.3 GiB next to a 4 GiB plan).
 pub const RUNTIME_SHARE: u64 = 10;
+
+/// The share of a U-Score budget left free for the blocks the allocator keeps for reuse
+/// during the forward passes ([`fair_runtime::ReuseFreedBlocks`], whose slack it is): plans
+/// also leave a `1/REUSE_SHARE` of it.
+pub const REUSE_SHARE: u64 = 20;
+
+/// The bytes a U-Score plan may fill under `budget`: all of it less a [`RUNTIME_SHARE`]th for
+/// libtorch's runtime and a [`REUSE_SHARE`]th for the allocator's free blocks.
+///
+/// ```
+/// use fair_scoring::memory::{budget_for, usable};
+/// assert_eq!(usable(1000), 850);
+/// let b = budget_for(12_345);
+/// assert!(usable(b) >= 12_345 && usable(b - 1) < 12_345);
+/// ```
+pub fn usable(budget: u64) -> u64 {
+    budget - budget / RUNTIME_SHARE - budget / REUSE_SHARE
+}
+
+/// A budget whose [`usable`] bytes hold `room` and one byte less's do not (the floors of
+/// [`usable`] make it step unevenly; saturating at `u64::MAX`): for choosing bounds.
+pub fn budget_for(room: u64) -> u64 {
+    let parts = RUNTIME_SHARE * REUSE_SHARE;
+    let mut b = (u128::from(room) * u128::from(parts)
+        / u128::from(parts - RUNTIME_SHARE - REUSE_SHARE))
+    .min(u128::from(u64::MAX)) as u64;
+    while usable(b) < room && b < u64::MAX {
+        b += 1;
+    }
+    while b > 0 && usable(b - 1) >= room {
+        b -= 1;
+    }
+    b
+}
 
 /// A size in bytes, written like `4GiB`, `512MiB`, `8G` or `1500000` (see [`FromStr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -351,12 +385,13 @@ pub fn check_memory_bound(graph: &Graph, bound: Option<ByteSize>) -> Result<(), 
         return Ok(());
     };
     let params = F32 * graph.param_count() as u64;
-    if budget - budget / RUNTIME_SHARE < params {
+    if usable(budget) < params {
         return Err(ScoringError::Setting {
             name: "max-memory",
             detail: format!(
                 "{} does not even hold the model's parameters ({}) next to libtorch's runtime \
-                 (1/{RUNTIME_SHARE} of the bound); checked before loading any data",
+                 and the allocator's free blocks (1/{RUNTIME_SHARE} and 1/{REUSE_SHARE} of the \
+                 bound); checked before loading any data",
                 ByteSize(budget),
                 ByteSize(params)
             ),
@@ -365,8 +400,8 @@ pub fn check_memory_bound(graph: &Graph, bound: Option<ByteSize>) -> Result<(), 
     Ok(())
 }
 
-/// Splits the U-Score of `layers` into passes whose estimated peak fits `budget` bytes less
-/// a [`RUNTIME_SHARE`]th for libtorch's runtime (`None`: one pass). `batch` is the forward batch (at most the largest of the [`packs`]), `fixed`
+/// Splits the U-Score of `layers` into passes whose estimated peak fits the [`usable`] bytes
+/// of `budget` (`None`: one pass). `batch` is the forward batch (at most the largest of the [`packs`]), `fixed`
 /// the bytes already taken by the model and the calibration data (subtracted from the
 /// budget). A layer that does not fit is split by units; a budget too small for even one
 /// unit of a layer is an error naming the layer and the size it needs.
@@ -417,14 +452,14 @@ pub fn plan(
             fixed,
         });
     };
-    let usable = budget - budget / RUNTIME_SHARE;
-    let room = usable
+    let room = usable(budget)
         .checked_sub(fixed)
         .ok_or_else(|| ScoringError::Setting {
             name: "max-memory",
             detail: format!(
                 "{} does not even hold the model's parameters and the calibration inputs ({}) \
-                 next to libtorch's runtime (1/{RUNTIME_SHARE} of the bound)",
+                 next to libtorch's runtime and the allocator's free blocks (1/{RUNTIME_SHARE} \
+                 and 1/{REUSE_SHARE} of the bound)",
                 ByteSize(budget),
                 ByteSize(fixed)
             ),
@@ -538,8 +573,7 @@ pub fn forward_once(
     budget: Option<u64>,
 ) -> Option<ForwardOnce> {
     let budget = budget?;
-    let usable = budget - budget / RUNTIME_SHARE;
-    let room = usable.checked_sub(fixed)?;
+    let room = usable(budget).checked_sub(fixed)?;
     let peaks = forward_peaks(graph);
     let forward = |end: usize| (F32 * batch as u64).saturating_mul(peaks[end]);
     let mut order: Vec<usize> = (0..layers.len()).collect();

@@ -373,7 +373,7 @@ fn tight_budget(
     per_class: usize,
     batch_size: usize,
 ) -> u64 {
-    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
+    use fair_scoring::memory::{budget_for, largest_pack, layer_memory, plan};
     let graph = model.graph();
     let samples = vec![per_class; cal.class_indices().len()];
     let (_, fixed, held) = planner_inputs(model, layers, cal, p, &samples);
@@ -382,8 +382,8 @@ fn tight_budget(
     let batch = largest_pack(&samples, batch_size).min(batch_size);
     let one = plan(graph, layers, &mem, batch, fixed, None).unwrap();
     let want = fixed + (one.unbounded - held) + held / 3;
-    // Plans leave a share of the bound to libtorch's runtime.
-    want * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
+    // Plans leave shares of the bound to libtorch's runtime and the allocator's free blocks.
+    budget_for(want)
 }
 
 /// A U-Score under a memory budget runs each class's forward pass once, spilling the
@@ -393,7 +393,7 @@ fn tight_budget(
 /// of one pass, bit for bit.
 #[test]
 fn bounded_memory_u_scores_equal_the_single_pass() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
+    use fair_scoring::memory::{budget_for, forward_once, plan, usable};
     use fair_scoring::{ByteSize, u_scores_measured};
     let bits = |s: &[Vec<f64>]| -> Vec<Vec<u64>> {
         s.iter()
@@ -425,8 +425,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
         let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 8, &[6; 5]);
         let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
         assert_eq!(all.chunks.len(), 1);
-        let budget =
-            (fixed + (all.unbounded - held) + held / 3) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+        let budget = budget_for(fixed + (all.unbounded - held) + held / 3);
         let split = plan(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
         assert!(
             split.chunks.len() >= 2,
@@ -467,7 +466,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
             !once.resident.is_empty() && !once.spilled.is_empty(),
             "{zoo}: {once:?}"
         );
-        assert!(once.peak() <= budget - budget / RUNTIME_SHARE - fixed);
+        assert!(once.peak() <= usable(budget) - fixed);
         let mut seen: Vec<Vec<u32>> = layers.iter().map(|l| vec![0; l.units]).collect();
         let mut spilled = 0;
         for (sl, resident) in once.resident.iter().map(|sl| (sl, true)).chain(
@@ -561,9 +560,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
 
         // A budget that cannot hold one unit of the first layer names it.
         let tiny = UScoreSettings {
-            max_memory: Some(ByteSize(
-                (fixed + 1) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 2,
-            )),
+            max_memory: Some(ByteSize(budget_for(fixed + 1) + 1)),
             ..s
         };
         let e = u_scores(&model, &layers, &cal, &tiny, Progress::QUIET)
@@ -582,7 +579,7 @@ fn bounded_memory_u_scores_equal_the_single_pass() {
 /// are those of one pass, bit for bit, from one forward pass per class.
 #[test]
 fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
+    use fair_scoring::memory::{budget_for, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -600,8 +597,7 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
     let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 64, &[6; 5]);
     let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
     // Room for the forward passes and a sixth of the summaries.
-    let budget =
-        (fixed + (all.unbounded - held) + held / 6) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let budget = budget_for(fixed + (all.unbounded - held) + held / 6);
     let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
     assert_eq!(once.forwards.len(), 1, "{once:?}");
     assert!(once.spilled.len() >= 2, "{once:?}");
@@ -636,7 +632,7 @@ fn spilled_summaries_read_back_in_several_passes_give_the_single_pass_scores() {
 /// they give the single-pass scores bit for bit, from one forward pass per class.
 #[test]
 fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
+    use fair_scoring::memory::{budget_for, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -658,8 +654,7 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
     let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 16, &samples);
     let all = plan(graph, &layers, &mem, 4, fixed, None).unwrap();
     // Room for the forward passes and a quarter of the summaries.
-    let budget =
-        (fixed + (all.unbounded - held) + held / 4) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let budget = budget_for(fixed + (all.unbounded - held) + held / 4);
     let once = forward_once(graph, &layers, &mem, 4, fixed, Some(budget)).unwrap();
     assert_eq!(once.forwards.len(), 1, "{once:?}");
     assert!(once.spill_bytes > 0, "{once:?}");
@@ -695,7 +690,7 @@ fn spilled_summaries_of_unequal_classes_give_the_single_pass_scores() {
 /// summaries still spilled: the scores are those of one pass, bit for bit.
 #[test]
 fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, forward_once, plan};
+    use fair_scoring::memory::{budget_for, forward_once, plan};
     use fair_scoring::{ByteSize, u_scores_measured};
     let g = fair_zoo::build("vgg11_bn_cifar", &[3, 32, 32], 3).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -715,7 +710,7 @@ fn forward_groups_when_the_taps_do_not_fit_give_the_single_pass_scores() {
     let (budget, once) = (1..=256u64)
         .map(|i| {
             let room = fixed / 64 * i;
-            (fixed + room) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1
+            budget_for(fixed + room)
         })
         .filter(|&b| plan(graph, &layers, &mem, 4, fixed, Some(b)).is_ok())
         .find_map(|b| {
@@ -1229,13 +1224,15 @@ fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
     let free = u_scores_measured(&model, &layers, &cal, &alone, Progress::QUIET, None).unwrap();
     assert_eq!((free.forwards, free.batches), (5, 5));
     assert!(free.narrowed_packs.is_empty());
-    // A fixed bound, found once with `memory::plan` over budgets in steps of 1/64 of the
-    // model's and data's bytes (the smallest that plans each class alone was 46,436,467
-    // bytes; packs of 8, 16 or 20 samples did not fit it), rounded up.
-    const BOUND: u64 = 46_500_000;
+    // A fixed room, found once with `memory::plan` over budgets in steps of 1/64 of the
+    // model's and data's bytes (the smallest bound that planned each class alone was
+    // 46,436,467 bytes when plans left a tenth of it; packs of 8, 16 or 20 samples did not
+    // fit it): the room 46,500,000 bytes left then, as a bound of today's plans.
+    const ROOM: u64 = 46_500_000 - 46_500_000 / 10;
+    let bound = fair_scoring::memory::budget_for(ROOM);
     let dir = tempfile::tempdir().unwrap();
     let bounded = UScoreSettings {
-        max_memory: Some(ByteSize(BOUND)),
+        max_memory: Some(ByteSize(bound)),
         spill_dir: Some(fair_scoring::SpillDir::At(dir.path().to_path_buf())),
         ..s
     };
@@ -1265,7 +1262,7 @@ fn a_bound_too_small_for_packed_classes_runs_each_class_alone() {
     let params = 4 * model.graph().param_count() as u64;
     let drifting = UScoreSettings {
         bn_drift: Some(fair_scoring::BnDrift { batch_size: 20 }),
-        max_memory: Some(ByteSize(BOUND + params * 10 / 9 + 1)),
+        max_memory: Some(ByteSize(fair_scoring::memory::budget_for(ROOM + params))),
         ..bounded.clone()
     };
     let run = u_scores_measured(&model, &layers, &cal, &drifting, Progress::QUIET, None).unwrap();
@@ -1817,7 +1814,7 @@ fn r_score_memory_of_attention_grows_with_tokens_per_head_channel() {
 /// file, and with the passes re-running the forward passes (`spill-dir` none).
 #[test]
 fn bounded_runs_of_packed_unequal_classes_equal_the_unbounded_run() {
-    use fair_scoring::memory::{RUNTIME_SHARE, largest_pack, layer_memory, plan};
+    use fair_scoring::memory::{budget_for, largest_pack, layer_memory, plan};
     use fair_scoring::{ByteSize, SpillDir, u_scores_measured};
     // Many projections: summaries large next to the packs' taps, so some bound runs the
     // packs in no more passes than each class alone.
@@ -1858,11 +1855,7 @@ fn bounded_runs_of_packed_unequal_classes_equal_the_unbounded_run() {
                 .map_or(usize::MAX, |p| p.chunks.len())
         };
         let budget = (1..100)
-            .map(|hundredths| {
-                (fixed + (one.unbounded - held) + held / 100 * hundredths) * RUNTIME_SHARE
-                    / (RUNTIME_SHARE - 1)
-                    + 1
-            })
+            .map(|hundredths| budget_for(fixed + (one.unbounded - held) + held / 100 * hundredths))
             .find(|&b| {
                 let packed = passes(&mem, batch, b);
                 (2..usize::MAX).contains(&packed) && packed <= passes(&alone, batch.min(6), b)
@@ -2097,7 +2090,7 @@ fn a_windowed_head_r_score_includes_its_relative_position_bias_and_logit_scale()
 /// classes of unequal sizes fall back to the exact bounded search with a note.
 #[test]
 fn certified_pair_search_bounds_the_all_pairs_scores() {
-    use fair_scoring::memory::{RUNTIME_SHARE, plan};
+    use fair_scoring::memory::{budget_for, plan};
     use fair_scoring::{ByteSize, Engine, PairCheck, PairSearch, SpillDir, u_scores_measured};
     let g = fair_zoo::build("resnet20", &[3, 8, 8], 5).unwrap();
     let model = Model::new(g, Device::Cpu, 0).unwrap();
@@ -2182,8 +2175,7 @@ fn certified_pair_search_bounds_the_all_pairs_scores() {
     // passes re-run the forward passes; the scores stay within their gaps.
     let (mem, fixed, held) = planner_inputs(&model, &layers, &cal, 8, &[4; 30]);
     let one = plan(model.graph(), &layers, &mem, 8, fixed, None).unwrap();
-    let budget =
-        (fixed + (one.unbounded - held) + held / 3) * RUNTIME_SHARE / (RUNTIME_SHARE - 1) + 1;
+    let budget = budget_for(fixed + (one.unbounded - held) + held / 3);
     let dir = tempfile::tempdir().unwrap();
     let spilled = UScoreSettings {
         max_memory: Some(ByteSize(budget)),
