@@ -20,7 +20,9 @@
 //! Nothing is changed where the environment tunes glibc's allocator (`MALLOC_MMAP_THRESHOLD_`,
 //! `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`, `MALLOC_MMAP_MAX_`, or `glibc.malloc`
 //! tunables in `GLIBC_TUNABLES`): the user's settings stand. Elsewhere than glibc on Linux,
-//! and where glibc refuses the threshold, it does nothing.
+//! and where glibc refuses the threshold, it does nothing. A host process that called
+//! `mallopt` itself (an embedding program) finds the settled values above after the last
+//! guard, not its own.
 //!
 //! ```
 //! let reuse = fair_runtime::ReuseFreedBlocks::new();
@@ -177,14 +179,19 @@ fn trim_threshold(slack: Option<usize>) -> usize {
 /// mmap threshold.
 fn set_thresholds(mmap: usize, trim: usize) -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt changes glibc tuning parameters under its own lock; a value it refuses
-    // leaves the parameter as it was. Its values are C ints: ours are at most 1 GiB.
-    unsafe {
+    {
+        // mallopt's values are C ints: ours are at most 1 GiB.
         let as_int = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-        if libc::mallopt(libc::M_MMAP_THRESHOLD, as_int(mmap)) == 0 {
-            return false;
+        // SAFETY: mallopt changes glibc tuning parameters under its own lock; a value it
+        // refuses leaves the parameter as it was (glibc releases before 2.35 or so refuse
+        // mmap thresholds above 32 MiB). glibc takes any trim threshold, so that call's
+        // result is not read.
+        unsafe {
+            if libc::mallopt(libc::M_MMAP_THRESHOLD, as_int(mmap)) == 0 {
+                return false;
+            }
+            libc::mallopt(libc::M_TRIM_THRESHOLD, as_int(trim));
         }
-        libc::mallopt(libc::M_TRIM_THRESHOLD, as_int(trim));
         true
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -194,12 +201,27 @@ fn set_thresholds(mmap: usize, trim: usize) -> bool {
     }
 }
 
-/// The bytes glibc's arenas hold free (their top chunks included).
+/// The bytes glibc's arenas hold free (their top chunks included), from `mallinfo2`, which
+/// is looked up when first needed: glibc has it from 2.33 on, and libtorch's builds need
+/// only 2.28. `usize::MAX` where it is missing, so [`ReuseFreedBlocks::settle`] then trims at
+/// every call (the bound holds; less is reused).
 fn heap_free() -> usize {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallinfo2 only reads glibc's statistics under its own locks.
-    unsafe {
-        libc::mallinfo2().fordblks
+    {
+        type Mallinfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+        static MALLINFO2: std::sync::OnceLock<Option<Mallinfo2>> = std::sync::OnceLock::new();
+        let found = MALLINFO2.get_or_init(|| {
+            // SAFETY: dlsym with RTLD_DEFAULT only looks the name up among the loaded objects.
+            let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+            // SAFETY: where glibc defines `mallinfo2`, it has exactly this signature.
+            (!symbol.is_null())
+                .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Mallinfo2>(symbol) })
+        });
+        match found {
+            // SAFETY: mallinfo2 only reads glibc's statistics under its own locks.
+            Some(mallinfo2) => unsafe { mallinfo2() }.fordblks,
+            None => usize::MAX,
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     0

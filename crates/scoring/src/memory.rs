@@ -48,11 +48,14 @@ pub const REUSE_SHARE: u64 = 20;
 /// assert!(usable(b) >= 12_345 && usable(b - 1) < 12_345);
 /// ```
 pub fn usable(budget: u64) -> u64 {
-    budget - budget / RUNTIME_SHARE - budget / REUSE_SHARE
+    // One floor over both shares (3/20 of the budget), so a larger budget never leaves less.
+    let parts = RUNTIME_SHARE * REUSE_SHARE;
+    let aside = u128::from(budget) * u128::from(RUNTIME_SHARE + REUSE_SHARE) / u128::from(parts);
+    budget - aside as u64
 }
 
-/// A budget whose [`usable`] bytes hold `room` and one byte less's do not (the floors of
-/// [`usable`] make it step unevenly; saturating at `u64::MAX`): for choosing bounds.
+/// The smallest budget whose [`usable`] bytes hold `room` (saturating at `u64::MAX`): for
+/// choosing bounds.
 pub fn budget_for(room: u64) -> u64 {
     let parts = RUNTIME_SHARE * REUSE_SHARE;
     let mut b = (u128::from(room) * u128::from(parts)
@@ -662,6 +665,30 @@ pub fn forward_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usable_grows_with_the_budget_and_budget_for_is_its_smallest_inverse() {
+        let mut last = 0;
+        for b in (0..5_000u64).chain(u64::MAX - 40..u64::MAX) {
+            let u = usable(b);
+            assert!(u <= b && u >= b - b / 6, "{b}: {u}");
+            if b > 0 && b < 5_000 {
+                assert!(u >= last, "usable({b}) = {u} < usable({}) = {last}", b - 1);
+            }
+            last = u;
+        }
+        // 15% aside: a tenth for the runtime, a twentieth for the allocator.
+        assert_eq!(usable(1 << 30), (1 << 30) - (3 << 30) / 20);
+        for room in (0..3_000u64).chain([1 << 40, u64::MAX / 2]) {
+            let b = budget_for(room);
+            assert!(usable(b) >= room, "{room}: {b}");
+            assert!(
+                b == 0 || usable(b - 1) < room,
+                "{room}: {b} is not the smallest"
+            );
+        }
+        assert_eq!(budget_for(u64::MAX), u64::MAX);
+    }
 
     #[test]
     fn sizes_parse_in_binary_and_decimal_units() {

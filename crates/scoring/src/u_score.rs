@@ -726,14 +726,14 @@ fn measured(
     };
     // One guard over every layer's pass and the drift passes between them (each pass's own
     // guard nests in it), so the allocator is not restored and re-tuned per layer.
-    let _reuse = reuse_freed_blocks(settings);
+    let reuse = reuse_freed_blocks(settings);
     let drifting = model.deep_copy()?;
     let mut run = UScoreRun::default();
     let mut scores: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
     let mut gaps: Vec<Option<Vec<f64>>> = vec![None; layers.len()];
     let mut checks: Vec<Option<LayerPairCheck>> = vec![None; layers.len()];
     for i in 0..layers.len() {
-        drift_pass(&drifting, data, drift.batch_size)?;
+        drift_pass(&drifting, data, drift.batch_size, &reuse)?;
         // The layers of one attention are read together, in the pass of the first of them:
         // the same statistics and directions, so q, k and v get the same head scores.
         if leaders[i] != i {
@@ -787,8 +787,8 @@ fn measured(
 
 /// libtorch's freed activations reused by the next batch rather than mapped afresh, while the
 /// guard lives ([`fair_runtime::ReuseFreedBlocks`]). Under a bound the heap keeps at most a
-/// [`memory::REUSE_SHARE`]th of it free beyond the forward activations, which every plan
-/// leaves ([`memory::usable`]).
+/// [`memory::REUSE_SHARE`]th of it free (settled before every forward batch or pack), which
+/// every plan leaves ([`memory::usable`]).
 fn reuse_freed_blocks(settings: &UScoreSettings) -> fair_runtime::ReuseFreedBlocks {
     fair_runtime::ReuseFreedBlocks::within(
         settings
@@ -817,9 +817,15 @@ fn check_units(check: &PairCheck, layers: &[PrunableLayer], index: &[usize]) -> 
 
 /// One training-mode pass over the calibration batches in order, without gradients: as
 /// PyTorch's `model.train()`, every BatchNorm's running statistics move with its momentum.
-fn drift_pass(model: &Model, data: &Calibration, batch_size: usize) -> Result<(), ScoringError> {
+fn drift_pass(
+    model: &Model,
+    data: &Calibration,
+    batch_size: usize,
+    reuse: &fair_runtime::ReuseFreedBlocks,
+) -> Result<(), ScoringError> {
     let device = model.device();
     for (x, _) in data.batches(batch_size) {
+        reuse.settle(0);
         let _ = tch::no_grad(|| model.forward(&x.to_device(device), Mode::Train))?;
     }
     Ok(())
@@ -1164,6 +1170,7 @@ fn scores_of(
             if let Some(c) = r.certify.as_mut() {
                 let seconds = fit_pilot(
                     c, model, data, &classes, settings, batch, layers, group, &dirs, largest,
+                    &reuse,
                 )?;
                 time.add_forward(pass, seconds);
             }
@@ -1279,6 +1286,7 @@ fn scores_of(
                     &chunk_layers,
                     &dirs,
                     largest,
+                    &reuse,
                 )?;
                 time.add_forward(pass, seconds);
             }
@@ -1607,6 +1615,7 @@ fn fit_pilot(
     group: &[usize],
     dirs: &[Option<Tensor>],
     slice: usize,
+    reuse: &fair_runtime::ReuseFreedBlocks,
 ) -> Result<f64, ScoringError> {
     let todo: Vec<usize> = group
         .iter()
@@ -1621,6 +1630,7 @@ fn fit_pilot(
     let mut ranges: Vec<Option<(Tensor, Tensor)>> = todo.iter().map(|_| None).collect();
     let mut seconds = 0.0;
     for piece in pilot(classes, batch).chunks(batch.max(1)) {
+        reuse.settle(0);
         let clock = std::time::Instant::now();
         let packed = forward_pack(model, data, piece, settings, &taps)?;
         seconds += clock.elapsed().as_secs_f64();
