@@ -7,11 +7,7 @@ use fair_runtime::{AllocatorTuning, REUSE_UP_TO, ReuseFreedBlocks};
 
 /// The process's resident memory in bytes (Linux), if known.
 fn resident() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system value.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-    Some(pages * page)
+    fair_testkit::status_bytes("VmRSS:")
 }
 
 const BIG: usize = 256 << 20;
@@ -31,7 +27,7 @@ fn freed_below_a_live_block() -> (u64, u64, Vec<u8>) {
 
 fn main() {
     if resident().is_none() {
-        eprintln!("no /proc/self/statm on this system: skipped");
+        eprintln!("no VmRSS in /proc/self/status on this system: skipped");
         return;
     }
     let guard = ReuseFreedBlocks::within(Some(MIB as usize));

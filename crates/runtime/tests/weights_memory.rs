@@ -11,18 +11,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use fair_runtime::{Model, RuntimeError};
+use fair_testkit::status_bytes;
 use tch::{Device, Kind, Tensor};
 
 /// The tests measure the whole process's peak memory: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// A field of `/proc/self/status` in bytes (Linux), if known.
-fn status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 /// The process's peak resident memory from now on is measured from the value returned:
 /// the peak is reset to the current resident memory where Linux allows it, else the old

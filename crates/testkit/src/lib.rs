@@ -109,8 +109,14 @@ pub fn write_idx_toy(dir: &std::path::Path) {
 /// The process's peak resident memory in bytes (Linux `VmHWM`), if known. Memory tests that
 /// read it run alone in their test binary, so the peak is theirs.
 pub fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// A memory field of `/proc/self/status` in bytes, e.g. `"VmRSS:"` (the process's resident
+/// memory now) or `"VmHWM:"` (its peak), if known (Linux).
+pub fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
