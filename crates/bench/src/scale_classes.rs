@@ -178,6 +178,10 @@ pub(crate) struct Measured {
     projections_seconds: f64,
     sorting_seconds: f64,
     pairs_seconds: f64,
+    /// `certified`: fitting the quantizers and coding the summaries.
+    coding_seconds: f64,
+    /// Writes to and reads from the spill file.
+    spill_seconds: f64,
     other_seconds: f64,
     /// One plain forward pass over the calibration set (eval mode, same batch size).
     one_forward_seconds: f64,
@@ -297,6 +301,8 @@ fn from_run(
         projections_seconds: p.projections,
         sorting_seconds: p.sorting,
         pairs_seconds: p.pairs,
+        coding_seconds: p.coding,
+        spill_seconds: p.spill,
         other_seconds: p.other(),
         one_forward_seconds: one_forward,
         peak_rss_mib: peak,
@@ -497,9 +503,10 @@ pub(crate) fn table(rows: &[Measured], side: usize, threads: usize) -> String {
          → after the run. Goals of issue 26 (2 free CPU cores, 224²): judged only at 224² and \
          where the load stayed at most the thread count.\n\n\
          | classes × samples | pair search | U-Score | forward (of it repeated; passes) | \
-         projections | sorting | pairs | other | U w/o forward | 1 forward | peak RSS | \
-         pairs evaluated | units checked (mismatches) | load | goals |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+         projections | sorting | pairs | coding | spill I/O | other | U w/o forward | 1 forward | \
+         peak RSS | pairs evaluated | units checked (mismatches) | load | goals |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- \
+         | --- | --- |\n"
     );
     for r in rows {
         let est = if r.estimated { " (estimated)" } else { "" };
@@ -521,7 +528,8 @@ pub(crate) fn table(rows: &[Measured], side: usize, threads: usize) -> String {
         let _ = writeln!(
             t,
             "| {} × {} | `{}`{est} | {:.1}{est} | {:.1} ({:.1}; {}) | {:.1} | {:.1} | \
-             {:.1}{est} | {:.1} | {:.1}{est} | {:.1} | {} | {:.4}% of {} | {checked} | {} | {} |",
+             {:.1}{est} | {:.1} | {:.1} | {:.1} | {:.1}{est} | {:.1} | {} | {:.4}% of {} | \
+             {checked} | {} | {} |",
             r.size.classes,
             r.size.per_class,
             r.search,
@@ -532,6 +540,8 @@ pub(crate) fn table(rows: &[Measured], side: usize, threads: usize) -> String {
             r.projections_seconds,
             r.sorting_seconds,
             r.pairs_seconds,
+            r.coding_seconds,
+            r.spill_seconds,
             r.other_seconds,
             r.without_forward(),
             r.one_forward_seconds,
@@ -825,6 +835,8 @@ mod tests {
             projections_seconds: 0.0,
             sorting_seconds: 0.0,
             pairs_seconds: 0.0,
+            coding_seconds: 0.0,
+            spill_seconds: 0.0,
             other_seconds: 0.0,
             one_forward_seconds: 150.0,
             peak_rss_mib: Some(2048.0),

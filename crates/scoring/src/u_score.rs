@@ -350,28 +350,56 @@ fn project_units(
     Ok(projected)
 }
 
-/// The host summary of `projected` (`[units, P, n]`): copied to the CPU once and every row
-/// sorted, in parallel blocks of rows ([`fair_stats::ColumnSorter`]: libtorch's CPU sort is
-/// slow for millions of short rows). The values are read in the product's own sample-major
-/// layout (`[n, units, P]`, of which `projected` is a permuted view), where one block's
-/// rows lie side by side.
-fn sort_on_host(projected: &Tensor, layer: &PrunableLayer) -> Result<Summary, ScoringError> {
+/// The host summary of `projected` (`[units, P, n]`), every row sorted
+/// ([`sort_rows_into`], the values copied through `values`).
+fn sort_on_host(
+    projected: &Tensor,
+    layer: &PrunableLayer,
+    values: &mut Vec<f32>,
+) -> Result<Summary, ScoringError> {
+    let (count, shape) = summary_shape(projected);
+    let mut data = vec![0.0f32; count];
+    sort_rows_into(projected, layer, values, &mut data)?;
+    Ok(Array3::from_shape_vec(shape, data).expect("the tensor has this shape"))
+}
+
+/// The values of a summary of `projected` (`[units, P, n]`) and its shape.
+fn summary_shape(projected: &Tensor) -> (usize, (usize, usize, usize)) {
+    let size = projected.size();
+    let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
+    (units * p * n, (units, p, n))
+}
+
+/// Every row of `projected` (`[units, P, n]`) sorted into `out` (row-major, `units · P · n`
+/// values): copied to the CPU once, into `values` (grown as needed), then sorted in parallel
+/// blocks of rows ([`fair_stats::ColumnSorter`]: libtorch's CPU sort is slow for millions of
+/// short rows). The values are read in the product's own sample-major layout
+/// (`[n, units, P]`, of which `projected` is a permuted view), where one block's rows lie
+/// side by side.
+fn sort_rows_into(
+    projected: &Tensor,
+    layer: &PrunableLayer,
+    values: &mut Vec<f32>,
+    out: &mut [f32],
+) -> Result<(), ScoringError> {
     /// Rows sorted by one parallel task.
     const ROWS_PER_TASK: usize = 2048;
     let ctx = || format!("summarising layer '{}'", layer.name);
-    let size = projected.size();
-    let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
+    let (count, (_, _, n)) = summary_shape(projected);
+    assert_eq!(out.len(), count, "one place per value");
     let lanes = torch(projected.f_permute([2, 0, 1]), ctx)?
         .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
         .contiguous();
-    let values: Vec<f32> = torch(Vec::try_from(lanes.view([-1])), ctx)?;
+    let values = first(values, count);
+    torch(lanes.f_copy_data(values, count), ctx)?;
     drop(lanes);
+    let values = &*values;
     let sorter = fair_stats::ColumnSorter::new(n);
-    let mut data = vec![0.0f32; units * p * n];
-    data.par_chunks_mut((n * ROWS_PER_TASK).max(1))
+    out.par_chunks_mut((n * ROWS_PER_TASK).max(1))
         .enumerate()
-        .for_each(|(t, out)| sorter.sort_into(&values, t * ROWS_PER_TASK, out));
-    Ok(Array3::from_shape_vec((units, p, n), data).expect("the tensor has this shape"))
+        .for_each(|(t, out)| sorter.sort_into(values, t * ROWS_PER_TASK, out));
+    Ok(())
 }
 
 /// The directions the U-Score projects the points of layer `i` (its index among the layers
@@ -517,7 +545,8 @@ impl LayerPairCheck {
 }
 
 /// Where a U-Score run spent its wall time, in seconds (logged at info level by every run,
-/// returned by [`u_scores_measured`]). A [`PairCheck`]'s time is in none of them.
+/// returned by [`u_scores_measured`]). A [`PairCheck`]'s all-pairs maxima are in none of
+/// them (the copies of its checked units' f32 rows are in `coding`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TimeProfile {
     /// Forward passes of the first memory pass (every class once).
@@ -532,13 +561,20 @@ pub struct TimeProfile {
     pub sorting: f64,
     /// Class-pair distances.
     pub pairs: f64,
+    /// `pair-search certified`: the pilot's projections and ranges, fitting the quantizers,
+    /// and coding every class's summaries (the pilot's forward passes are in `forward`, or
+    /// `forward_again` in a later memory pass).
+    pub coding: f64,
+    /// Writes to and reads from the spill file under a memory bound (with the device
+    /// engine, also the copies between the device and the host on either side).
+    pub spill: f64,
     /// The whole run.
     pub total: f64,
 }
 
 impl TimeProfile {
-    /// The time not in the parts above (data selection, copies, finiteness checks, and the
-    /// spill file's writes and reads under a memory bound).
+    /// The time not in the parts above (data selection, copies, finiteness checks, the
+    /// allocator's trims).
     pub fn other(&self) -> f64 {
         self.total
             - self.forward
@@ -546,6 +582,8 @@ impl TimeProfile {
             - self.projections
             - self.sorting
             - self.pairs
+            - self.coding
+            - self.spill
     }
 
     /// The time of the run without its forward passes (first and repeated).
@@ -568,6 +606,8 @@ impl TimeProfile {
         self.projections += o.projections;
         self.sorting += o.sorting;
         self.pairs += o.pairs;
+        self.coding += o.coding;
+        self.spill += o.spill;
         self.total += o.total;
     }
 }
@@ -1147,7 +1187,6 @@ fn scores_of(
     let mut time = TimeProfile::default();
     let mut forwards = 0usize;
     let mut batches = 0usize;
-    let mut spill_seconds = 0.0;
     let passes;
     if let (Some(o), spill) = (&once, &mut spill) {
         // Each class's forward pass once per group of layers (once in all, but when one
@@ -1168,11 +1207,13 @@ fn scores_of(
             let taps: Vec<&str> = group.iter().map(|&i| layers[i].analysis.as_str()).collect();
             let group_layers: Vec<&PrunableLayer> = group.iter().map(|&i| &layers[i]).collect();
             if let Some(c) = r.certify.as_mut() {
+                let clock = std::time::Instant::now();
                 let seconds = fit_pilot(
                     c, model, data, &classes, settings, batch, layers, group, &dirs, largest,
                     &reuse,
                 )?;
                 time.add_forward(pass, seconds);
+                time.coding += clock.elapsed().as_secs_f64() - seconds;
             }
             for pack in packs.clone() {
                 // Not even the last pack's activations are counted as in use: kept, they
@@ -1188,16 +1229,24 @@ fn scores_of(
                 // tap freed after its last class.
                 for ((&i, tap), dir) in group.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
+                    // Reused over the pack's classes of this layer, freed after them (the
+                    // plan counts one class's summary of one layer at a time).
+                    let mut buffers = HostBuffers::default();
                     for (k, t) in class_views(&tap, pack.clone(), &samples) {
                         let clock = std::time::Instant::now();
                         let projected = project(&t, layer, dir.as_ref())?;
                         drop(t);
                         time.projections += clock.elapsed().as_secs_f64();
-                        let clock = std::time::Instant::now();
-                        let sorted = sort_units(&projected, layer, on_device)?;
+                        let sorted = summarise(
+                            &projected,
+                            layer,
+                            (i, 0..layer.units),
+                            on_device,
+                            r.certify.as_mut(),
+                            &mut buffers,
+                            &mut time,
+                        )?;
                         drop(projected);
-                        time.sorting += clock.elapsed().as_secs_f64();
-                        let sorted = admit(r.certify.as_mut(), i, 0..layer.units, sorted);
                         {
                             let keep = resident_units[i];
                             if keep < layer.units {
@@ -1208,7 +1257,7 @@ fn scores_of(
                                     Sorted::Quantized(q) => spill.write_codes(i, k, q, keep)?,
                                     _ => spill.write(i, k, &host_rows(&sorted, keep, layer)?)?,
                                 }
-                                spill_seconds += clock.elapsed().as_secs_f64();
+                                time.spill += clock.elapsed().as_secs_f64();
                             }
                             if let Some(h) = o.resident.iter().position(|s| s.layer == i) {
                                 held[h].push(sorted.rows(0..keep, layer.units));
@@ -1252,7 +1301,7 @@ fn scores_of(
                     })
                 })
                 .collect::<Result<Vec<_>, ScoringError>>()?;
-            spill_seconds += clock.elapsed().as_secs_f64();
+            time.spill += clock.elapsed().as_secs_f64();
             r.reduce(slice, per_class)?;
         }
     } else {
@@ -1275,6 +1324,7 @@ fn scores_of(
             let chunk_layer_refs: Vec<&PrunableLayer> =
                 chunk_layers.iter().map(|&i| &layers[i]).collect();
             if let Some(c) = r.certify.as_mut() {
+                let clock = std::time::Instant::now();
                 let seconds = fit_pilot(
                     c,
                     model,
@@ -1289,6 +1339,7 @@ fn scores_of(
                     &reuse,
                 )?;
                 time.add_forward(pass, seconds);
+                time.coding += clock.elapsed().as_secs_f64() - seconds;
             }
             let mut held: Vec<Vec<Sorted>> = chunk.slices.iter().map(|_| Vec::new()).collect();
             for pack in packs.clone() {
@@ -1303,6 +1354,8 @@ fn scores_of(
                 check_finite(&packed.taps, &chunk_layer_refs, &classes[pack.clone()])?;
                 for ((&i, tap), dir) in chunk_layers.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
+                    // As above: reused over the pack's classes of this layer only.
+                    let mut buffers = HostBuffers::default();
                     for (_, t) in class_views(&tap, pack.clone(), &samples) {
                         // The whole layer is projected (so every value is computed as in one
                         // pass), then only this pass's units are sorted and kept.
@@ -1325,10 +1378,15 @@ fn scores_of(
                                     slice.units.len() as i64,
                                 )
                             };
-                            let clock = std::time::Instant::now();
-                            let sorted = sort_units(&units, layer, on_device)?;
-                            time.sorting += clock.elapsed().as_secs_f64();
-                            h.push(admit(r.certify.as_mut(), i, slice.units.clone(), sorted));
+                            h.push(summarise(
+                                &units,
+                                layer,
+                                (i, slice.units.clone()),
+                                on_device,
+                                r.certify.as_mut(),
+                                &mut buffers,
+                                &mut time,
+                            )?);
                         }
                     }
                 }
@@ -1370,13 +1428,15 @@ fn scores_of(
         sorting = time.sorting,
         pairs = time.pairs,
         other = time.other(),
-        spill = spill_seconds,
+        coding = time.coding,
+        spill = time.spill,
         passes,
         forwards,
         batches,
         "U-Score: time profile in seconds (forward passes of the first pass, forward passes \
-         repeated by later passes, projections, sorting, class-pair distances, the rest, and \
-         of the rest the spill file's writes and reads; on CUDA the device work is \
+         repeated by later passes, projections, sorting, class-pair distances, the rest, the \
+         certified search's coding and the spill file's writes and reads; on CUDA the device \
+         work is \
          asynchronous, so its time lands where it is next waited for)"
     );
     tracing::info!(
@@ -1519,27 +1579,24 @@ impl Certifier {
         &mut self,
         layer: usize,
         units: std::ops::Range<usize>,
-        summary: &Summary,
+        summary: ndarray::ArrayView3<f32>,
     ) -> Quantized {
         let (_, rows, cols) = summary.dim();
         let quantizers = &self.quantizers[layer][units.clone()];
-        let coded: Vec<(Vec<i16>, f64)> = (0..units.len())
-            .into_par_iter()
-            .map(|u| {
-                quantizers[u]
+        let mut codes = vec![0i16; units.len() * rows * cols];
+        let mut errors = vec![0.0f64; units.len()];
+        codes
+            .par_chunks_mut((rows * cols).max(1))
+            .zip(&mut errors)
+            .enumerate()
+            .for_each(|(u, (codes, error))| {
+                *error = quantizers[u]
                     .as_ref()
                     .expect("fitted before coding")
-                    .quantize(summary.index_axis(Axis(0), u))
-            })
-            .collect();
+                    .quantize_into(summary.index_axis(Axis(0), u), codes);
+            });
         for (u, kept) in self.exact[layer].range_mut(units.clone()) {
             kept.push(summary.index_axis(Axis(0), u - units.start).to_owned());
-        }
-        let mut codes = Vec::with_capacity(units.len() * rows * cols);
-        let mut errors = Vec::with_capacity(units.len());
-        for (c, e) in coded {
-            codes.extend_from_slice(&c);
-            errors.push(e);
         }
         Quantized {
             codes,
@@ -1550,21 +1607,63 @@ impl Certifier {
     }
 }
 
-/// A class's summary of `units` of `layer` as the search keeps it: unchanged for the exact
-/// searches, its codes for the certified search (the units' quantizers fitted).
-fn admit(
+/// The host engine's buffers, reused from one class's summary of a layer to the next: the
+/// projections copied from libtorch and, for the certified search, the sorted rows before
+/// they are coded. Memory already touched is reused as it is, where fresh pages would each cost the
+/// kernel a zeroed page (the heap keeps at most its share of a memory bound free).
+#[derive(Default)]
+struct HostBuffers {
+    values: Vec<f32>,
+    sorted: Vec<f32>,
+}
+
+/// The first `count` values of `buffer`, grown to hold them (to that size exactly, never
+/// shrunk).
+fn first(buffer: &mut Vec<f32>, count: usize) -> &mut [f32] {
+    if buffer.len() < count {
+        buffer.reserve_exact(count - buffer.len());
+        buffer.resize(count, 0.0);
+    }
+    &mut buffer[..count]
+}
+
+/// A class's summary of units `units.1` of layer `units.0` (their projections
+/// `projected`, `[units, P, n]`) as the search keeps it: its rows sorted for the exact
+/// searches (on the device for the device engine), its codes for the certified search
+/// (the units' quantizers fitted), the sorted rows then held only in `buffers`. The time
+/// goes to `time.sorting` and `time.coding`.
+fn summarise(
+    projected: &Tensor,
+    layer: &PrunableLayer,
+    units: (usize, std::ops::Range<usize>),
+    on_device: bool,
     certify: Option<&mut Certifier>,
-    layer: usize,
-    units: std::ops::Range<usize>,
-    sorted: Sorted,
-) -> Sorted {
+    buffers: &mut HostBuffers,
+    time: &mut TimeProfile,
+) -> Result<Sorted, ScoringError> {
+    let clock = std::time::Instant::now();
     let Some(c) = certify else {
-        return sorted;
+        let sorted = if on_device {
+            let (sorted, _) = torch(projected.f_sort(-1, false), || {
+                format!("sorting the projections of layer '{}'", layer.name)
+            })?;
+            Sorted::Device(sorted)
+        } else {
+            Sorted::Host(sort_on_host(projected, layer, &mut buffers.values)?)
+        };
+        time.sorting += clock.elapsed().as_secs_f64();
+        return Ok(sorted);
     };
-    let Sorted::Host(summary) = sorted else {
-        unreachable!("the certified search runs on the host engine")
-    };
-    Sorted::Quantized(c.quantize(layer, units, &summary))
+    assert!(!on_device, "the certified search runs on the host engine");
+    let (count, shape) = summary_shape(projected);
+    let sorted = first(&mut buffers.sorted, count);
+    sort_rows_into(projected, layer, &mut buffers.values, sorted)?;
+    time.sorting += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let view = ndarray::ArrayView3::from_shape(shape, sorted).expect("the summary's shape");
+    let codes = c.quantize(units.0, units.1, view);
+    time.coding += clock.elapsed().as_secs_f64();
+    Ok(Sorted::Quantized(codes))
 }
 
 /// Samples in the certified search's pilot: at least this many (or every sample).
@@ -1712,23 +1811,6 @@ impl Sorted {
     }
 }
 
-/// Sorts every row of `projected` (`[units, P, n]`): on the host ([`sort_on_host`]) or,
-/// for the device engine, where it lies.
-fn sort_units(
-    projected: &Tensor,
-    layer: &PrunableLayer,
-    on_device: bool,
-) -> Result<Sorted, ScoringError> {
-    if on_device {
-        let (sorted, _) = torch(projected.f_sort(-1, false), || {
-            format!("sorting the projections of layer '{}'", layer.name)
-        })?;
-        Ok(Sorted::Device(sorted))
-    } else {
-        Ok(Sorted::Host(sort_on_host(projected, layer)?))
-    }
-}
-
 /// The values of units `from..` of `sorted`, in order, on the host.
 fn host_rows<'a>(
     sorted: &'a Sorted,
@@ -1829,10 +1911,14 @@ fn class_views<'a>(
 }
 
 /// Whether `t` holds only finite values: its largest and smallest values are (NaN
-/// propagates through both), which reads it without writing a mask of its size.
+/// propagates through both), found in one pass that writes no mask of its size.
 fn finite(t: &Tensor) -> bool {
     let finite = |x: Tensor| x.double_value(&[]).is_finite();
-    t.numel() == 0 || (finite(t.amax(&[] as &[i64], false)) && finite(t.amin(&[] as &[i64], false)))
+    if t.numel() == 0 {
+        return true;
+    }
+    let (lo, hi) = t.aminmax(None::<i64>, false);
+    finite(lo) && finite(hi)
 }
 
 /// Checks a pack's taps (of `layers`, for the samples of `classes` in order) are finite:
@@ -1966,49 +2052,6 @@ struct Spill {
     errors_at: Vec<Vec<u64>>,
 }
 
-/// Values per read or write of the spill file.
-const SPILL_BLOCK: usize = 1 << 16;
-
-/// A value the spill file holds: f32 summaries, or the certified search's 16-bit codes.
-trait SpillValue: Copy {
-    /// Bytes per value.
-    const BYTES: usize;
-    /// Appends its native-endian bytes.
-    fn put(self, out: &mut Vec<u8>);
-    /// Reads it back from its bytes.
-    fn get(bytes: &[u8]) -> Self;
-}
-
-impl SpillValue for f32 {
-    const BYTES: usize = 4;
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_ne_bytes());
-    }
-    fn get(b: &[u8]) -> Self {
-        f32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-    }
-}
-
-impl SpillValue for f64 {
-    const BYTES: usize = 8;
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_ne_bytes());
-    }
-    fn get(b: &[u8]) -> Self {
-        f64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-    }
-}
-
-impl SpillValue for i16 {
-    const BYTES: usize = 2;
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_ne_bytes());
-    }
-    fn get(b: &[u8]) -> Self {
-        i16::from_ne_bytes([b[0], b[1]])
-    }
-}
-
 impl Spill {
     /// A spill file of `bytes` in `dir`, if `dir` has the space (with a tenth of its free
     /// space to spare) and the file can be made with its space reserved; else why not.
@@ -2088,19 +2131,22 @@ impl Spill {
             start != u64::MAX,
             "the errors were written before they are read"
         );
-        let mut bytes = vec![0u8; 8 * units.len()];
+        let mut errors = vec![0.0f64; units.len()];
         self.file
-            .read_exact_at(&mut bytes, start + 8 * units.start as u64)
+            .read_exact_at(
+                bytemuck::cast_slice_mut(&mut errors),
+                start + 8 * units.start as u64,
+            )
             .map_err(self.error("reading back"))?;
         Ok(Quantized {
             codes,
-            errors: bytes.chunks_exact(8).map(f64::get).collect(),
+            errors,
             rows,
             cols,
         })
     }
 
-    fn write_values<T: SpillValue>(
+    fn write_values<T: bytemuck::Pod>(
         &mut self,
         layer: usize,
         class: usize,
@@ -2108,18 +2154,9 @@ impl Spill {
     ) -> Result<(), ScoringError> {
         let start = self.len();
         self.at[layer][class] = start;
-        let mut bytes = Vec::with_capacity(T::BYTES * values.len().min(SPILL_BLOCK));
-        let mut at = start;
-        for block in values.chunks(SPILL_BLOCK) {
-            bytes.clear();
-            for v in block {
-                v.put(&mut bytes);
-            }
-            let written = self.file.write_all_at(&bytes, at);
-            written.map_err(self.error("writing"))?;
-            at += bytes.len() as u64;
-        }
-        Ok(())
+        // The values' own bytes, native-endian (the file is read back by this process only).
+        let written = self.file.write_all_at(bytemuck::cast_slice(values), start);
+        written.map_err(self.error("writing"))
     }
 
     /// `count` values of the block of (`layer`, `class`), after its first `skip` (an error
@@ -2134,7 +2171,7 @@ impl Spill {
         self.read_values(layer, class, skip, count)
     }
 
-    fn read_values<T: SpillValue>(
+    fn read_values<T: bytemuck::Pod>(
         &self,
         layer: usize,
         class: usize,
@@ -2143,19 +2180,11 @@ impl Spill {
     ) -> Result<Vec<T>, ScoringError> {
         let start = self.at[layer][class];
         assert!(start != u64::MAX, "the block was written before it is read");
-        let mut out = Vec::with_capacity(count);
-        let mut bytes = vec![0u8; T::BYTES * count.min(SPILL_BLOCK)];
-        let mut at = start + (T::BYTES * skip) as u64;
-        let mut left = count;
-        while left > 0 {
-            let m = left.min(SPILL_BLOCK);
-            self.file
-                .read_exact_at(&mut bytes[..T::BYTES * m], at)
-                .map_err(self.error("reading back"))?;
-            out.extend(bytes[..T::BYTES * m].chunks_exact(T::BYTES).map(T::get));
-            at += (T::BYTES * m) as u64;
-            left -= m;
-        }
+        let mut out = vec![T::zeroed(); count];
+        let at = start + (std::mem::size_of::<T>() * skip) as u64;
+        self.file
+            .read_exact_at(bytemuck::cast_slice_mut(&mut out), at)
+            .map_err(self.error("reading back"))?;
         Ok(out)
     }
 }
@@ -2454,7 +2483,8 @@ mod tests {
     fn spill_blocks_read_back_bit_for_bit_and_need_room() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::create(dir.path(), 1 << 20, 2, 2).unwrap();
-        // Longer than one block of the file's reads and writes.
+        // A long block (256 KiB) and a short one.
+        const SPILL_BLOCK: usize = 1 << 16;
         let a: Vec<f32> = (0..SPILL_BLOCK + 7).map(|i| i as f32 * -0.37).collect();
         let b = vec![f32::MIN_POSITIVE, -0.0, f32::MAX];
         spill.write(1, 0, &b).unwrap();
@@ -2515,9 +2545,11 @@ mod tests {
 
     /// The host summary equals every row sorted by `f32::total_cmp`, bit for bit: of a
     /// projection as `project` returns it (a permuted view of the sample-major product),
-    /// of some of its units (a narrowed view), and with ties, both zeros and extremes.
+    /// of some of its units (a narrowed view), and with ties, both zeros and extremes; the
+    /// copy buffer reused from case to case, longer or shorter than each, never cleared.
     #[test]
     fn host_sort_equals_a_comparison_sort_of_each_row() {
+        let mut values = vec![7.0f32; 5];
         let layer = PrunableLayer {
             name: "conv".into(),
             units: 3000,
@@ -2540,7 +2572,7 @@ mod tests {
                 for row in want.chunks_mut(n as usize) {
                     row.sort_by(f32::total_cmp);
                 }
-                let got = sort_on_host(&view, &layer).unwrap();
+                let got = sort_on_host(&view, &layer, &mut values).unwrap();
                 assert_eq!(got.dim(), (view.size()[0] as usize, p as usize, n as usize));
                 let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
                 let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();

@@ -124,33 +124,196 @@ impl Quantizer {
     /// # Panics
     /// If the class's rows are not the fitted rows.
     pub fn quantize(&self, class: ArrayView2<f32>) -> (Vec<i16>, f64) {
+        let mut codes = vec![0; class.len()];
+        let error = self.quantize_into(class, &mut codes);
+        (codes, error)
+    }
+
+    /// [`Quantizer::quantize`] into `out` (the class's `P n` codes, row-major), returning
+    /// the error: the loop compiled for AVX-512F or AVX2 with FMA where the CPU has them
+    /// (chosen once per call), else for the baseline, with the same result on every path
+    /// (the error's partial sums are kept in fixed lanes).
+    ///
+    /// # Panics
+    /// If the class's rows are not the fitted rows, or `out` does not hold one code per
+    /// value.
+    pub fn quantize_into(&self, class: ArrayView2<f32>, out: &mut [i16]) -> f64 {
         assert_eq!(class.nrows(), self.offsets.len(), "the fitted rows");
-        let mut codes = Vec::with_capacity(class.len());
-        let mut error = 0.0f64;
-        // Σ |x − o|: each term's two roundings (x − o, then one fused multiply-add) are at
-        // most ε (|x − o| + |term|), so 2 ε Σ |x − o| more covers them (plus the sum's own
-        // rounding, which `certified_max` covers), whatever the values' common offset.
-        let mut spread = 0.0f64;
+        assert_eq!(out.len(), class.len(), "one code per value");
+        let (Some(values), cols) = (class.as_slice(), class.ncols()) else {
+            return self.quantize_values(class, out);
+        };
+        if values.is_empty() {
+            return 0.0;
+        }
+        let lanes = code_dispatched(values, cols, &self.offsets, self.step, out);
+        match lanes {
+            Some(error) => error,
+            // A value that is not finite: coded one by one (its code 0, the error infinite).
+            None => self.quantize_values(class, out),
+        }
+    }
+
+    /// [`Quantizer::quantize_into`] one value at a time, in row order (any layout; a
+    /// non-finite value is coded 0 and makes the error infinite).
+    fn quantize_values(&self, class: ArrayView2<f32>, out: &mut [i16]) -> f64 {
+        let mut error = [0.0f64; LANES];
+        let mut spread = [0.0f64; LANES];
+        let mut infinite = false;
+        let mut at = 0;
         for (row, &o) in class.rows().into_iter().zip(&self.offsets) {
             let o = f64::from(o);
-            for &v in row.iter() {
-                let x = f64::from(v);
-                if !x.is_finite() {
-                    codes.push(0);
-                    error = f64::INFINITY;
-                    continue;
+            for (i, &v) in row.iter().enumerate() {
+                let lane = i % LANES;
+                if v.is_finite() {
+                    let (q, e, c) = code_one(v, o, self.step);
+                    out[at] = q;
+                    error[lane] += e;
+                    spread[lane] += c;
+                } else {
+                    out[at] = 0;
+                    infinite = true;
                 }
-                let q = ((x - o) / self.step)
-                    .round()
-                    .clamp(-f64::from(Q_MAX), f64::from(Q_MAX)) as i16;
-                codes.push(q);
-                let centred = x - o;
-                error += (-self.step).mul_add(f64::from(q), centred).abs();
-                spread += centred.abs();
+                at += 1;
             }
         }
-        (codes, error + 4.0 * f64::EPSILON * spread)
+        if infinite {
+            f64::INFINITY
+        } else {
+            total(&error, &spread)
+        }
     }
+}
+
+/// Lanes of the coding loop's partial sums: value `i` of a row adds to lane `i % LANES`.
+const LANES: usize = 8;
+
+/// One value's code `q`, its coding error `|x − o − h q|` and `|x − o|` (`x` finite; the
+/// code is garbage, and the error not finite, where it is not).
+#[inline(always)]
+fn code_one(x: f32, o: f64, step: f64) -> (i16, f64, f64) {
+    let centred = f64::from(x) - o;
+    let q = round_code(centred, step);
+    let error = (-step).mul_add(q, centred).abs();
+    (to_code(q), error, centred.abs())
+}
+
+/// The code of a centred value as an `f64`: `round(centred / step)` within ±[`Q_MAX`].
+#[inline(always)]
+fn round_code(centred: f64, step: f64) -> f64 {
+    // `max`/`min` rather than `clamp`: a NaN becomes a bound, so the code is always an
+    // integer of at most 15 bits.
+    (centred / step)
+        .round()
+        .max(-f64::from(Q_MAX))
+        .min(f64::from(Q_MAX))
+}
+
+/// The `i16` of an integral `q` within ±[`Q_MAX`], exactly: added to 1.5 · 2⁵², `q` lies in
+/// the low bits of the sum's mantissa (a conversion that vectorises, where `as` does not).
+#[inline(always)]
+fn to_code(q: f64) -> i16 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 · 2⁵²
+    (q + SHIFT).to_bits() as i16
+}
+
+/// The error of a class from its lanes' partial sums. Σ |x − o|: each term's two roundings
+/// (x − o, then one fused multiply-add) are at most ε (|x − o| + |term|), so 2 ε Σ |x − o|
+/// more covers them (plus the sum's own rounding, which `certified_max` covers), whatever
+/// the values' common offset.
+fn total(error: &[f64; LANES], spread: &[f64; LANES]) -> f64 {
+    let error: f64 = error.iter().sum();
+    let spread: f64 = spread.iter().sum();
+    error + 4.0 * f64::EPSILON * spread
+}
+
+/// The codes of `values` (rows of `cols`, row `r` offset by `offsets[r]`) into `out` and
+/// their error, or `None` where a value is not finite (`out` then partly written).
+fn code_dispatched(
+    values: &[f32],
+    cols: usize,
+    offsets: &[f32],
+    step: f64,
+    out: &mut [i16],
+) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { code_avx512(values, cols, offsets, step, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { code_avx2(values, cols, offsets, step, out) };
+        }
+    }
+    code_portable(values, cols, offsets, step, out)
+}
+
+/// [`code_portable`] compiled for AVX-512F (8 values per instruction, fused multiply-add).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn code_avx512(
+    values: &[f32],
+    cols: usize,
+    offsets: &[f32],
+    step: f64,
+    out: &mut [i16],
+) -> Option<f64> {
+    code_portable(values, cols, offsets, step, out)
+}
+
+/// [`code_portable`] compiled for AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn code_avx2(
+    values: &[f32],
+    cols: usize,
+    offsets: &[f32],
+    step: f64,
+    out: &mut [i16],
+) -> Option<f64> {
+    code_portable(values, cols, offsets, step, out)
+}
+
+/// The loop of [`code_dispatched`]: row by row, [`LANES`] values at a time.
+#[inline(always)]
+fn code_portable(
+    values: &[f32],
+    cols: usize,
+    offsets: &[f32],
+    step: f64,
+    out: &mut [i16],
+) -> Option<f64> {
+    let mut error = [0.0f64; LANES];
+    let mut spread = [0.0f64; LANES];
+    for ((row, codes), &o) in values
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(cols))
+        .zip(offsets)
+    {
+        let o = f64::from(o);
+        let mut xs = row.chunks_exact(LANES);
+        let mut qs = codes.chunks_exact_mut(LANES);
+        for (x, q) in (&mut xs).zip(&mut qs) {
+            for i in 0..LANES {
+                let (c, e, s) = code_one(x[i], o, step);
+                q[i] = c;
+                error[i] += e;
+                spread[i] += s;
+            }
+        }
+        for (i, (&x, q)) in xs.remainder().iter().zip(qs.into_remainder()).enumerate() {
+            let (c, e, s) = code_one(x, o, step);
+            *q = c;
+            error[i] += e;
+            spread[i] += s;
+        }
+    }
+    // A value that is not finite left its lane's error infinite or NaN.
+    let error = total(&error, &spread);
+    error.is_finite().then_some(error)
 }
 
 /// The result of [`certified_max`].
@@ -166,8 +329,9 @@ pub struct CertifiedMax {
     pub pairs: u64,
 }
 
-/// Codes per chunk of the kernel's 32-bit sums: `2¹⁶ · 2 Q_MAX < 2³²`.
+/// Codes per chunk of the kernel's 32-bit sums: `2¹⁶ · 2 Q_MAX < 2³¹`.
 const CHUNK: usize = 1 << 16;
+const _: () = assert!(CHUNK as u64 * 2 * Q_MAX as u64 <= i32::MAX as u64);
 
 /// `Σ |a_i − b_i|` of two code vectors (codes within ±[`Q_MAX`]), exactly.
 ///
@@ -180,7 +344,9 @@ pub fn l1_codes(a: &[i16], b: &[i16]) -> u64 {
 
 /// The largest `Σ |a_i − b_i|` over every pair of `classes` (codes within ±[`Q_MAX`], one
 /// length), exactly: the loop nest compiled for AVX-512BW or AVX2 where the CPU has it
-/// (chosen once per call), else for the baseline.
+/// (chosen once per call), else for the baseline. Codes outside ±[`Q_MAX`] (which
+/// [`Quantizer::quantize`] never gives) make the result unspecified (checked in debug
+/// builds).
 ///
 /// # Panics
 /// If the lengths differ.
@@ -188,6 +354,10 @@ pub fn max_l1_codes(classes: &[&[i16]]) -> u64 {
     if let Some(first) = classes.first() {
         for c in classes {
             assert_eq!(c.len(), first.len(), "code vectors of one length");
+            debug_assert!(
+                c.iter().all(|q| (-Q_MAX..=Q_MAX).contains(q)),
+                "codes within ±Q_MAX"
+            );
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -204,11 +374,18 @@ pub fn max_l1_codes(classes: &[&[i16]]) -> u64 {
     max_l1_portable(classes)
 }
 
-/// [`max_l1_portable`] compiled for AVX-512BW (32 codes per instruction).
+/// [`max_l1_codes`] with AVX-512BW kernels: 32 codes per instruction, their absolute
+/// differences summed pairwise into 32-bit lanes by one multiply-add with ones
+/// ([`avx512`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
 fn max_l1_avx512(classes: &[&[i16]]) -> u64 {
-    max_l1_portable(classes)
+    // Closures inherit this function's target features, so the kernels are called safely.
+    max_l1_nest(
+        classes,
+        |a, b| avx512::l1_one(a, b),
+        |a, b| avx512::l1_tile(a, b),
+    )
 }
 
 /// [`max_l1_portable`] compiled for AVX2 (16 codes per instruction).
@@ -218,28 +395,130 @@ fn max_l1_avx2(classes: &[&[i16]]) -> u64 {
     max_l1_portable(classes)
 }
 
+/// The AVX-512BW kernels of [`max_l1_avx512`]: the same sums as [`l1_one`] and
+/// [`l1_tile`]. The absolute difference of two codes within ±[`Q_MAX`] is at most
+/// 2 [`Q_MAX`] < 2¹⁵, so it is a non-negative `i16`, and two of them summed fit an `i32`
+/// lane. Over a chunk of [`CHUNK`] codes each of the 16 lanes adds at most 2¹² · 2
+/// [`Q_MAX`], and their sum, at most 2¹⁶ · 2 [`Q_MAX`] = 2,147,352,576, is below 2³¹ (read
+/// as a `u32`, it would be exact up to 2³²).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{CHUNK, TILE};
+    use std::arch::x86_64::{
+        __m512i, _mm512_abs_epi16, _mm512_add_epi32, _mm512_loadu_si512, _mm512_madd_epi16,
+        _mm512_reduce_add_epi32, _mm512_set1_epi16, _mm512_setzero_si512, _mm512_sub_epi16,
+    };
+
+    /// Codes per vector.
+    const LANES: usize = 32;
+
+    /// The 32 codes of `s[at..at + 32]`.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn load(s: &[i16], at: usize) -> __m512i {
+        let codes: &[i16; LANES] = s[at..at + LANES].try_into().expect("32 codes");
+        // SAFETY: `codes` is 64 readable bytes; the load needs no alignment.
+        unsafe { _mm512_loadu_si512(codes.as_ptr().cast()) }
+    }
+
+    /// The 16 pairwise sums of `|x − y|` as `i32` lanes.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn distance(x: __m512i, y: __m512i) -> __m512i {
+        _mm512_madd_epi16(
+            _mm512_abs_epi16(_mm512_sub_epi16(x, y)),
+            _mm512_set1_epi16(1),
+        )
+    }
+
+    /// `Σ |a_i − b_i|` of the codes from `from` to the end, one at a time.
+    fn tail(a: &[i16], b: &[i16], from: usize) -> u64 {
+        a[from..]
+            .iter()
+            .zip(&b[from..])
+            .map(|(&x, &y)| u64::from(x.wrapping_sub(y).unsigned_abs()))
+            .sum()
+    }
+
+    /// [`super::l1_one`].
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    pub(super) fn l1_one(a: &[i16], b: &[i16]) -> u64 {
+        let full = b.len() / LANES * LANES;
+        let mut total = 0u64;
+        let mut at = 0;
+        while at < full {
+            let end = (at + CHUNK).min(full);
+            let mut sum = _mm512_setzero_si512();
+            while at < end {
+                sum = _mm512_add_epi32(sum, distance(load(a, at), load(b, at)));
+                at += LANES;
+            }
+            total += u64::from(_mm512_reduce_add_epi32(sum) as u32);
+        }
+        total + tail(a, b, full)
+    }
+
+    /// [`super::l1_tile`].
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    pub(super) fn l1_tile(a: [&[i16]; TILE], b: &[i16]) -> [u64; TILE] {
+        let full = b.len() / LANES * LANES;
+        let mut total = [0u64; TILE];
+        let mut at = 0;
+        while at < full {
+            let end = (at + CHUNK).min(full);
+            let mut sums = [_mm512_setzero_si512(); TILE];
+            while at < end {
+                let y = load(b, at);
+                for (sum, x) in sums.iter_mut().zip(a) {
+                    *sum = _mm512_add_epi32(*sum, distance(load(x, at), y));
+                }
+                at += LANES;
+            }
+            for (t, sum) in total.iter_mut().zip(sums) {
+                *t += u64::from(_mm512_reduce_add_epi32(sum) as u32);
+            }
+        }
+        for (t, x) in total.iter_mut().zip(a) {
+            *t += tail(x, b, full);
+        }
+        total
+    }
+}
+
 /// Classes per tile: a tile's code vectors are compared with each later class in one
 /// sweep, so the later class is read once for `TILE` pairs.
 const TILE: usize = 4;
 
-/// The loop nest of [`max_l1_codes`]: tiles of [`TILE`] classes, the pairs within a tile,
-/// then each later class against the whole tile.
+/// The loop nest of [`max_l1_codes`] with the baseline kernels [`l1_one`] and [`l1_tile`].
 #[inline(always)]
 fn max_l1_portable(classes: &[&[i16]]) -> u64 {
+    max_l1_nest(classes, l1_one, l1_tile)
+}
+
+/// The loop nest of [`max_l1_codes`]: tiles of [`TILE`] classes, the pairs within a tile
+/// (`one`), then each later class against the whole tile (`tile`).
+#[inline(always)]
+fn max_l1_nest(
+    classes: &[&[i16]],
+    one: impl Fn(&[i16], &[i16]) -> u64,
+    tile: impl Fn([&[i16]; TILE], &[i16]) -> [u64; TILE],
+) -> u64 {
     let k = classes.len();
     let mut best = 0u64;
     for t in (0..k).step_by(TILE) {
         let end = (t + TILE).min(k);
         for a in t..end {
             for b in a + 1..end {
-                best = best.max(l1_one(classes[a], classes[b]));
+                best = best.max(one(classes[a], classes[b]));
             }
         }
         // Only the last tile can be partial, and no class follows it.
         if end - t == TILE {
-            let tile: [&[i16]; TILE] = std::array::from_fn(|i| classes[t + i]);
+            let tiled: [&[i16]; TILE] = std::array::from_fn(|i| classes[t + i]);
             for b in &classes[end..] {
-                best = best.max(l1_tile(tile, b).into_iter().max().unwrap_or(0));
+                best = best.max(tile(tiled, b).into_iter().max().unwrap_or(0));
             }
         }
     }
@@ -405,6 +684,11 @@ mod tests {
         for (t, d) in found.iter().enumerate() {
             assert_eq!(*d, if t % 2 == 0 { most } else { 0 });
         }
+        // The dispatched kernels (AVX-512BW here where the CPU has it) at the extremes:
+        // within a tile, and a tile against a later class.
+        assert_eq!(max_l1_codes(&[&hi, &lo]), most);
+        assert_eq!(max_l1_codes(&[&lo, &lo, &lo, &lo, &hi]), most);
+        assert_eq!(max_l1_codes(&[&lo, &lo, &lo, &lo, &lo]), 0);
     }
 
     /// The tiled, dispatched maximum equals a plain loop over every pair, for class counts
@@ -414,7 +698,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for k in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 13] {
-            for len in [1usize, 15, 16, 33, 100] {
+            for len in [1usize, 15, 16, 31, 32, 33, 64, 65, 100] {
                 let classes: Vec<Vec<i16>> = (0..k)
                     .map(|_| (0..len).map(|_| rng.gen_range(-Q_MAX..=Q_MAX)).collect())
                     .collect();
@@ -504,6 +788,123 @@ mod tests {
         let (cb, eb) = q.quantize(b.view());
         let found = certified_max(&q, &[&ca, &cb], &[ea, eb], 1, 2);
         assert!(found.gap.is_infinite());
+    }
+
+    /// The codes and error of one value at a time in row order, as the coding is defined
+    /// (independent of the lanes): `q = round((x − o_r) / h)` clamped, `E = Σ |x − o_r − h q|`.
+    fn reference(q: &Quantizer, class: ArrayView2<f32>) -> (Vec<i16>, f64) {
+        let mut codes = Vec::new();
+        let mut error = 0.0f64;
+        for (row, &o) in class.rows().into_iter().zip(&q.offsets) {
+            for &v in row {
+                let centred = f64::from(v) - f64::from(o);
+                let c = (centred / q.step).round().clamp(-16383.0, 16383.0);
+                codes.push(c as i16);
+                error += (centred - q.step * c).abs();
+            }
+        }
+        (codes, error)
+    }
+
+    #[test]
+    fn a_non_finite_value_is_coded_zero_and_the_error_is_infinite() {
+        let fit = Array2::from_shape_vec((2, 9), (0..18).map(|i| i as f32).collect()).unwrap();
+        let q = Quantizer::fit(&[fit.view()]);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut c = fit.clone();
+            c[[1, 3]] = bad;
+            let (codes, e) = q.quantize(c.view());
+            assert_eq!(e, f64::INFINITY, "{bad}");
+            let (want, _) = reference(&q, fit.view());
+            for (i, (&got, &w)) in codes.iter().zip(&want).enumerate() {
+                assert_eq!(got, if i == 9 + 3 { 0 } else { w }, "value {i} with {bad}");
+            }
+        }
+    }
+
+    /// Every compiled build of the coding loop this CPU can run gives the baseline's bits
+    /// (on an AVX-512 machine the AVX2 build is otherwise never reached).
+    #[test]
+    fn every_build_of_the_coding_loop_gives_the_same_bits() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (rows, cols) in [(1usize, 1usize), (3, 8), (5, 13), (128, 8), (2, 40)] {
+            let fit = Array2::from_shape_fn((rows, cols), |_| rng.r#gen::<f32>() - 0.5);
+            let q = Quantizer::fit(&[fit.view()]);
+            let class = Array2::from_shape_fn((rows, cols), |_| (rng.r#gen::<f32>() - 0.5) * 3.0);
+            let values = class.as_slice().unwrap();
+            let mut want = vec![0i16; values.len()];
+            let e = code_portable(values, cols, &q.offsets, q.step, &mut want).unwrap();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut got = vec![0i16; values.len()];
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    let g = unsafe { code_avx2(values, cols, &q.offsets, q.step, &mut got) };
+                    assert_eq!((&got, g.map(f64::to_bits)), (&want, Some(e.to_bits())));
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    let g = unsafe { code_avx512(values, cols, &q.offsets, q.step, &mut got) };
+                    assert_eq!((&got, g.map(f64::to_bits)), (&want, Some(e.to_bits())));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_class_has_no_codes_and_no_error() {
+        for (rows, cols) in [(0usize, 4usize), (3, 0)] {
+            let q = Quantizer::from_ranges(&vec![0.0; rows], &vec![1.0; rows]);
+            let class = Array2::<f32>::zeros((rows, cols));
+            assert_eq!(q.quantize(class.view()), (vec![], 0.0));
+        }
+    }
+
+    #[test]
+    fn codes_convert_exactly() {
+        for q in -Q_MAX..=Q_MAX {
+            assert_eq!(to_code(f64::from(q)), q);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// The dispatched coding (AVX-512F or AVX2 here where the CPU has them), the
+        /// baseline loop and the one-value-at-a-time path of a strided view give the same
+        /// codes and error bit for bit; the codes are the definition's, and the error is its
+        /// sum up to the order of summation, values clamped or not.
+        #[test]
+        fn every_coding_path_agrees_with_the_definition(
+            rows in 1usize..6,
+            cols in 1usize..20,
+            spread in prop_oneof![Just(1.0f32), Just(3.0f32), Just(40.0f32)],
+            seed in any::<u64>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let fit = Array2::from_shape_fn((rows, cols), |_| rng.r#gen::<f32>() - 0.5);
+            let q = Quantizer::fit(&[fit.view()]);
+            // Beyond the fitted range by up to `spread` times it: some values clamped.
+            let class = Array2::from_shape_fn((rows, cols), |_| (rng.r#gen::<f32>() - 0.5) * spread);
+            let (codes, error) = q.quantize(class.view());
+            let (want, sum) = reference(&q, class.view());
+            prop_assert_eq!(&codes, &want);
+            prop_assert!((error - sum).abs() <= 1e-9 * (1.0 + sum), "{} against {}", error, sum);
+            let values = class.as_slice().unwrap();
+            let mut portable = vec![0i16; values.len()];
+            let e = code_portable(values, cols, &q.offsets, q.step, &mut portable);
+            prop_assert_eq!(&portable, &codes);
+            prop_assert_eq!(e.map(f64::to_bits), Some(error.to_bits()));
+            // The same values in a column-major array: a strided view, coded one by one.
+            let strided = class.t().as_standard_layout().into_owned().reversed_axes();
+            prop_assert!(strided.as_slice().is_none() || rows == 1 || cols == 1);
+            let (c, e) = q.quantize(strided.view());
+            prop_assert_eq!(&c, &codes);
+            prop_assert_eq!(e.to_bits(), error.to_bits());
+        }
     }
 
     proptest! {
