@@ -350,56 +350,28 @@ fn project_units(
     Ok(projected)
 }
 
-/// The host summary of `projected` (`[units, P, n]`), every row sorted
-/// ([`sort_rows_into`], the values copied through `values`).
-fn sort_on_host(
-    projected: &Tensor,
-    layer: &PrunableLayer,
-    values: &mut Vec<f32>,
-) -> Result<Summary, ScoringError> {
-    let (count, shape) = summary_shape(projected);
-    let mut data = vec![0.0f32; count];
-    sort_rows_into(projected, layer, values, &mut data)?;
-    Ok(Array3::from_shape_vec(shape, data).expect("the tensor has this shape"))
-}
-
-/// The values of a summary of `projected` (`[units, P, n]`) and its shape.
-fn summary_shape(projected: &Tensor) -> (usize, (usize, usize, usize)) {
-    let size = projected.size();
-    let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
-    (units * p * n, (units, p, n))
-}
-
-/// Every row of `projected` (`[units, P, n]`) sorted into `out` (row-major, `units · P · n`
-/// values): copied to the CPU once, into `values` (grown as needed), then sorted in parallel
-/// blocks of rows ([`fair_stats::ColumnSorter`]: libtorch's CPU sort is slow for millions of
-/// short rows). The values are read in the product's own sample-major layout
-/// (`[n, units, P]`, of which `projected` is a permuted view), where one block's rows lie
-/// side by side.
-fn sort_rows_into(
-    projected: &Tensor,
-    layer: &PrunableLayer,
-    values: &mut Vec<f32>,
-    out: &mut [f32],
-) -> Result<(), ScoringError> {
+/// The host summary of `projected` (`[units, P, n]`): copied to the CPU once and every row
+/// sorted, in parallel blocks of rows ([`fair_stats::ColumnSorter`]: libtorch's CPU sort is
+/// slow for millions of short rows). The values are read in the product's own sample-major
+/// layout (`[n, units, P]`, of which `projected` is a permuted view), where one block's
+/// rows lie side by side.
+fn sort_on_host(projected: &Tensor, layer: &PrunableLayer) -> Result<Summary, ScoringError> {
     /// Rows sorted by one parallel task.
     const ROWS_PER_TASK: usize = 2048;
     let ctx = || format!("summarising layer '{}'", layer.name);
-    let (count, (_, _, n)) = summary_shape(projected);
-    assert_eq!(out.len(), count, "one place per value");
+    let size = projected.size();
+    let (units, p, n) = (size[0] as usize, size[1] as usize, size[2] as usize);
     let lanes = torch(projected.f_permute([2, 0, 1]), ctx)?
         .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
         .contiguous();
-    let values = first(values, count);
-    torch(lanes.f_copy_data(values, count), ctx)?;
+    let values: Vec<f32> = torch(Vec::try_from(lanes.view([-1])), ctx)?;
     drop(lanes);
-    let values = &*values;
     let sorter = fair_stats::ColumnSorter::new(n);
-    out.par_chunks_mut((n * ROWS_PER_TASK).max(1))
+    let mut data = vec![0.0f32; units * p * n];
+    data.par_chunks_mut((n * ROWS_PER_TASK).max(1))
         .enumerate()
-        .for_each(|(t, out)| sorter.sort_into(values, t * ROWS_PER_TASK, out));
-    Ok(())
+        .for_each(|(t, out)| sorter.sort_into(&values, t * ROWS_PER_TASK, out));
+    Ok(Array3::from_shape_vec((units, p, n), data).expect("the tensor has this shape"))
 }
 
 /// The directions the U-Score projects the points of layer `i` (its index among the layers
@@ -1229,9 +1201,6 @@ fn scores_of(
                 // tap freed after its last class.
                 for ((&i, tap), dir) in group.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    // Reused over the pack's classes of this layer, freed after them (the
-                    // plan counts one class's summary of one layer at a time).
-                    let mut buffers = HostBuffers::default();
                     for (k, t) in class_views(&tap, pack.clone(), &samples) {
                         let clock = std::time::Instant::now();
                         let projected = project(&t, layer, dir.as_ref())?;
@@ -1243,7 +1212,6 @@ fn scores_of(
                             (i, 0..layer.units),
                             on_device,
                             r.certify.as_mut(),
-                            &mut buffers,
                             &mut time,
                         )?;
                         drop(projected);
@@ -1354,8 +1322,6 @@ fn scores_of(
                 check_finite(&packed.taps, &chunk_layer_refs, &classes[pack.clone()])?;
                 for ((&i, tap), dir) in chunk_layers.iter().zip(packed.taps).zip(&dirs) {
                     let layer = &layers[i];
-                    // As above: reused over the pack's classes of this layer only.
-                    let mut buffers = HostBuffers::default();
                     for (_, t) in class_views(&tap, pack.clone(), &samples) {
                         // The whole layer is projected (so every value is computed as in one
                         // pass), then only this pass's units are sorted and kept.
@@ -1384,7 +1350,6 @@ fn scores_of(
                                 (i, slice.units.clone()),
                                 on_device,
                                 r.certify.as_mut(),
-                                &mut buffers,
                                 &mut time,
                             )?);
                         }
@@ -1607,61 +1572,36 @@ impl Certifier {
     }
 }
 
-/// The host engine's buffers, reused from one class's summary of a layer to the next: the
-/// projections copied from libtorch and, for the certified search, the sorted rows before
-/// they are coded. Memory already touched is reused as it is, where fresh pages would each cost the
-/// kernel a zeroed page (the heap keeps at most its share of a memory bound free).
-#[derive(Default)]
-struct HostBuffers {
-    values: Vec<f32>,
-    sorted: Vec<f32>,
-}
-
-/// The first `count` values of `buffer`, grown to hold them (to that size exactly, never
-/// shrunk).
-fn first(buffer: &mut Vec<f32>, count: usize) -> &mut [f32] {
-    if buffer.len() < count {
-        buffer.reserve_exact(count - buffer.len());
-        buffer.resize(count, 0.0);
-    }
-    &mut buffer[..count]
-}
-
 /// A class's summary of units `units.1` of layer `units.0` (their projections
 /// `projected`, `[units, P, n]`) as the search keeps it: its rows sorted for the exact
 /// searches (on the device for the device engine), its codes for the certified search
-/// (the units' quantizers fitted), the sorted rows then held only in `buffers`. The time
-/// goes to `time.sorting` and `time.coding`.
+/// (the units' quantizers fitted). The time goes to `time.sorting` and `time.coding`.
 fn summarise(
     projected: &Tensor,
     layer: &PrunableLayer,
     units: (usize, std::ops::Range<usize>),
     on_device: bool,
     certify: Option<&mut Certifier>,
-    buffers: &mut HostBuffers,
     time: &mut TimeProfile,
 ) -> Result<Sorted, ScoringError> {
     let clock = std::time::Instant::now();
+    let sorted = if on_device {
+        let (sorted, _) = torch(projected.f_sort(-1, false), || {
+            format!("sorting the projections of layer '{}'", layer.name)
+        })?;
+        Sorted::Device(sorted)
+    } else {
+        Sorted::Host(sort_on_host(projected, layer)?)
+    };
+    time.sorting += clock.elapsed().as_secs_f64();
     let Some(c) = certify else {
-        let sorted = if on_device {
-            let (sorted, _) = torch(projected.f_sort(-1, false), || {
-                format!("sorting the projections of layer '{}'", layer.name)
-            })?;
-            Sorted::Device(sorted)
-        } else {
-            Sorted::Host(sort_on_host(projected, layer, &mut buffers.values)?)
-        };
-        time.sorting += clock.elapsed().as_secs_f64();
         return Ok(sorted);
     };
-    assert!(!on_device, "the certified search runs on the host engine");
-    let (count, shape) = summary_shape(projected);
-    let sorted = first(&mut buffers.sorted, count);
-    sort_rows_into(projected, layer, &mut buffers.values, sorted)?;
-    time.sorting += clock.elapsed().as_secs_f64();
+    let Sorted::Host(summary) = sorted else {
+        unreachable!("the certified search runs on the host engine")
+    };
     let clock = std::time::Instant::now();
-    let view = ndarray::ArrayView3::from_shape(shape, sorted).expect("the summary's shape");
-    let codes = c.quantize(units.0, units.1, view);
+    let codes = c.quantize(units.0, units.1, summary.view());
     time.coding += clock.elapsed().as_secs_f64();
     Ok(Sorted::Quantized(codes))
 }
@@ -2545,11 +2485,9 @@ mod tests {
 
     /// The host summary equals every row sorted by `f32::total_cmp`, bit for bit: of a
     /// projection as `project` returns it (a permuted view of the sample-major product),
-    /// of some of its units (a narrowed view), and with ties, both zeros and extremes; the
-    /// copy buffer reused from case to case, longer or shorter than each, never cleared.
+    /// of some of its units (a narrowed view), and with ties, both zeros and extremes.
     #[test]
     fn host_sort_equals_a_comparison_sort_of_each_row() {
-        let mut values = vec![7.0f32; 5];
         let layer = PrunableLayer {
             name: "conv".into(),
             units: 3000,
@@ -2572,7 +2510,7 @@ mod tests {
                 for row in want.chunks_mut(n as usize) {
                     row.sort_by(f32::total_cmp);
                 }
-                let got = sort_on_host(&view, &layer, &mut values).unwrap();
+                let got = sort_on_host(&view, &layer).unwrap();
                 assert_eq!(got.dim(), (view.size()[0] as usize, p as usize, n as usize));
                 let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
                 let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
