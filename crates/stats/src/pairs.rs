@@ -393,7 +393,7 @@ impl Sketch {
 
     /// Into `suffix[g]`, a bound of Σ_{r ≥ g·ROWS_PER_CHECK} w_r(a, b) for every group g of
     /// rows (and 0 past the last): per block of a row, `|a_i − b_i| ≤ |a_i − c_a| + |c_a −
-    /// c_b| + |c_b − b_i|` summed over the block, divided by n. suffix[0] bounds P times
+    /// c_b| + |c_b − b_i|` summed over the block, divided by n. `suffix[0]` bounds P times
     /// the pair's distance.
     fn suffix_bounds(&self, a: usize, b: usize, suffix: &mut [f64]) {
         let per_class = self.p * self.n / self.block;
