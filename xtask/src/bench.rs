@@ -24,7 +24,7 @@ const CLI_BUILD: [&str; 5] = ["build", "--release", "--quiet", "-p", "fair-cli"]
 
 const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K --per-class N]
        cargo xtask bench compare [--alphas A,B --nets vgg,resnet --train-epochs N --finetune-epochs N --per-class N --threads N --no-docs --tables-only]
-       cargo xtask bench ablation [--nets vgg,resnet,vit --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --distill W --reconstruct --no-docs --tables-only]
+       cargo xtask bench ablation [--nets vgg,resnet,vit --seeds 0,1,2 --macs 0.3,0.5,0.7 --finetune-epochs 1,5 --methods M,... --val-per-class N --train-epochs N --finetune-fraction F --per-class N --threads N --distill W --reconstruct --latency-target F --latency-on libtorch-cpu|onnxruntime-cpu --latency-batch N --latency-threads N --latency-tolerance F --no-docs --tables-only]
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
        cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --grouped-convs fixed|within-groups --no-docs]
        cargo xtask bench scale-classes [--rows 100x32,1000x8,1000x32 --size N --noise F --all-pairs-units N|all --max-memory B --model M --seed S --threads N --out DIR]

@@ -87,7 +87,8 @@ USAGE:
     cargo xtask bench ablation [--nets vgg,resnet,vit --seeds 0,1,2 --macs 0.3,0.5,0.7
                                 --finetune-epochs 1,5 --methods fair-paper,... --val-per-class 500
                                 --train-epochs 3 --finetune-fraction F --per-class 32 --threads 2
-                                --distill W --reconstruct --no-docs --tables-only]
+                                --distill W --reconstruct --latency-target F --latency-on RT
+                                --latency-batch N --latency-threads N --no-docs --tables-only]
                                FAIR-Pruner variants (fair-paper and one change each) vs uniform L1
                                (ours, Torch-Pruning) and Torch-Pruning global Taylor / group norm
                                / isomorphic (heads and MLP neurons on the ViT, `--nets vit`)
@@ -95,7 +96,11 @@ USAGE:
                                fine-tuned with and without distillation (validation and test);
                                --reconstruct refits every method's readers first (rows kept apart);
                                runs over subsets of methods add up; table in docs/results.md and
-                               docs/ablation-<net>.svg (hours on 2 cores at the defaults)
+                               docs/ablation-<net>.svg (hours on 2 cores at the defaults);
+                               --latency-target F compares at equal measured latency instead:
+                               fair-latency (the default at a latency target) and each other
+                               method at the MACs target whose latency matches, all timed
+                               together (own result files, table and charts)
                                All run the fair-bench crate (crates/bench) through the
                                libraries: cargo run --release -p fair-bench -- <bench> --help
     cargo xtask bench onnx-coverage [--models resnet18,... --exporter ts|dynamo --size 224 --no-docs]

@@ -12,7 +12,10 @@
 //!   Taylor and group-norm pruning at equal MACs, over seeds: one-shot, after BatchNorm
 //!   recalibration, fine-tuned per budget (validation and test). Writes
 //!   `target/bench/ablation/summary.json`, a table in `docs/results.md` and
-//!   `docs/ablation-<net>.svg`.
+//!   `docs/ablation-<net>.svg`. With `--latency-target` it compares at equal *measured*
+//!   latency instead (`fair-latency` against every other method at the MACs target whose
+//!   latency matches): `summary-latency-<runtime>-b<batch>-t<threads>.json`, its own table
+//!   and charts.
 //! - `fair-bench gpu-check` — scoring, surgery, a fine-tuning step and latency on CUDA and
 //!   on the CPU (CIFAR VGG16-BN, ResNet-50); writes `target/bench/gpu-check/summary.json`.
 //!

@@ -322,6 +322,35 @@ pub struct LatencyRound {
     pub noisy: bool,
 }
 
+impl LatencyRound {
+    /// The round of a candidate timed interleaved against the unpruned model
+    /// (`reference`, `candidate`: the two [`crate::Latency`] of one set): the speed-up's
+    /// round-by-round spread (the ratio of the medians when the candidate has none), the
+    /// reduction `1 − 1 / speed-up` at each of its quartiles, noisy when either was.
+    pub fn timed(
+        table_target: f64,
+        predicted: f64,
+        reference: &crate::Latency,
+        candidate: &crate::Latency,
+    ) -> LatencyRound {
+        let speedup = candidate.speedup.unwrap_or(crate::Spread::of(&[
+            reference.ms.median / candidate.ms.median
+        ]));
+        let removed = |s: f64| 1.0 - 1.0 / s;
+        LatencyRound {
+            table_target,
+            predicted,
+            removed: crate::Spread {
+                median: removed(speedup.median),
+                q1: removed(speedup.q1),
+                q3: removed(speedup.q3),
+            },
+            speedup,
+            noisy: candidate.noisy || reference.noisy,
+        }
+    }
+}
+
 /// The pruned model's latency measured against the unpruned model's (interleaved rounds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -511,4 +540,53 @@ impl PruneReport {
 pub fn report_schema() -> String {
     let schema = schemars::schema_for!(PruneReport);
     serde_json::to_string_pretty(&schema).expect("schemas serialise") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Latency, Spread};
+
+    fn latency(ms: f64, speedup: Option<Spread>, noisy: bool) -> Latency {
+        Latency {
+            batch: 1,
+            ms: Spread {
+                median: ms,
+                q1: ms,
+                q3: ms,
+            },
+            rounds: 9,
+            speedup,
+            noisy,
+            round_ms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_timed_round_takes_its_reduction_from_the_speed_up_quartiles() {
+        let reference = latency(10.0, None, false);
+        let speedup = Spread {
+            median: 2.0,
+            q1: 1.6,
+            q3: 2.5,
+        };
+        let r = LatencyRound::timed(0.4, 0.45, &reference, &latency(5.0, Some(speedup), true));
+        assert_eq!((r.table_target, r.predicted), (0.4, 0.45));
+        assert_eq!(r.speedup, speedup);
+        // 1 − 1/2, 1 − 1/1.6, 1 − 1/2.5.
+        assert!((r.removed.median - 0.5).abs() < 1e-12);
+        assert!((r.removed.q1 - 0.375).abs() < 1e-12);
+        assert!((r.removed.q3 - 0.6).abs() < 1e-12);
+        assert!(r.noisy, "the candidate's flag");
+        // Without round-by-round speed-ups: the ratio of the medians, 10 / 4.
+        let r = LatencyRound::timed(
+            0.4,
+            0.4,
+            &latency(10.0, None, true),
+            &latency(4.0, None, false),
+        );
+        assert!((r.removed.median - 0.6).abs() < 1e-12);
+        assert_eq!(r.removed.q1, r.removed.median);
+        assert!(r.noisy, "the reference's flag");
+    }
 }

@@ -291,22 +291,7 @@ pub(crate) fn correct_latency_target_in(
                 )?
                 .remove(0),
         };
-        let (b, a) = (&timed[0], &timed[1]);
-        let speedup = a
-            .speedup
-            .unwrap_or(crate::Spread::of(&[b.ms.median / a.ms.median]));
-        let removed = |s: f64| 1.0 - 1.0 / s;
-        let round = crate::LatencyRound {
-            table_target: t,
-            predicted,
-            removed: crate::Spread {
-                median: removed(speedup.median),
-                q1: removed(speedup.q1),
-                q3: removed(speedup.q3),
-            },
-            speedup,
-            noisy: a.noisy || b.noisy,
-        };
+        let round = crate::LatencyRound::timed(t, predicted, &timed[0], &timed[1]);
         progress(&round);
         Ok((round, (selection, pruned)))
     })

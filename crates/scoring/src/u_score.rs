@@ -1207,14 +1207,13 @@ fn scores_of(
                         drop(t);
                         time.projections += clock.elapsed().as_secs_f64();
                         let sorted = summarise(
-                            &projected,
+                            projected,
                             layer,
                             (i, 0..layer.units),
                             on_device,
                             r.certify.as_mut(),
                             &mut time,
                         )?;
-                        drop(projected);
                         {
                             let keep = resident_units[i];
                             if keep < layer.units {
@@ -1345,7 +1344,7 @@ fn scores_of(
                                 )
                             };
                             h.push(summarise(
-                                &units,
+                                units,
                                 layer,
                                 (i, slice.units.clone()),
                                 on_device,
@@ -1576,8 +1575,10 @@ impl Certifier {
 /// `projected`, `[units, P, n]`) as the search keeps it: its rows sorted for the exact
 /// searches (on the device for the device engine), its codes for the certified search
 /// (the units' quantizers fitted). The time goes to `time.sorting` and `time.coding`.
+/// `projected` is taken by value and dropped once sorted, so a projection held by no one
+/// else is freed before the coding.
 fn summarise(
-    projected: &Tensor,
+    projected: Tensor,
     layer: &PrunableLayer,
     units: (usize, std::ops::Range<usize>),
     on_device: bool,
@@ -1591,8 +1592,9 @@ fn summarise(
         })?;
         Sorted::Device(sorted)
     } else {
-        Sorted::Host(sort_on_host(projected, layer)?)
+        Sorted::Host(sort_on_host(&projected, layer)?)
     };
+    drop(projected);
     time.sorting += clock.elapsed().as_secs_f64();
     let Some(c) = certify else {
         return Ok(sorted);

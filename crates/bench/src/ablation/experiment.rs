@@ -4,10 +4,12 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use fair_analysis::{Goal, GroupRule, MacCost, Method as Counts, SelectOptions};
+use fair_pipeline::LatencyRuntime;
 use fair_scoring::{AnalysisPoint, RMode, ScoringSettings};
 use fair_train::BnRecalibration;
 use std::path::PathBuf;
 
+use super::results::LatencyArm;
 use crate::positive;
 
 /// Seed of the validation split (plus the run's seed).
@@ -156,6 +158,12 @@ pub enum Method {
     /// (`MacCost::Shared`).
     #[value(name = "fair-mac-shared")]
     FairMacShared,
+    /// The default preset with a latency target instead of a MACs target (`--latency-target`
+    /// only): its counts price units by a latency table measured on `--latency-on`, and its
+    /// candidates are timed until they remove the target's share of the measured latency.
+    /// The other methods are compared with it at its measured latency.
+    #[value(name = "fair-latency")]
+    FairLatency,
     /// fair-pruner's default preset (`DEFAULT`, equal to [`fair_pipeline::Preset::FairPruner`]).
     #[value(name = "fair-default")]
     FairDefault,
@@ -184,7 +192,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 23] = [
+    pub const ALL: [Method; 24] = [
         Method::FairPaper,
         Method::FairAfterAct,
         Method::FairREval,
@@ -201,6 +209,7 @@ impl Method {
         Method::FairExactAfterBn,
         Method::FairMacUnit,
         Method::FairMacShared,
+        Method::FairLatency,
         Method::FairDefault,
         Method::UniformGroupL1,
         Method::UniformL1,
@@ -209,6 +218,15 @@ impl Method {
         Method::TpNorm,
         Method::TpIso,
     ];
+
+    /// The methods a MACs-target run measures by default: every method but `fair-latency`,
+    /// which exists only at a latency target (`--latency-target`).
+    pub fn at_macs() -> Vec<Method> {
+        Method::ALL
+            .into_iter()
+            .filter(|&m| m != Method::FairLatency)
+            .collect()
+    }
 
     /// The method's name (`--methods`, file names, JSON).
     pub fn key(self) -> &'static str {
@@ -221,6 +239,7 @@ impl Method {
             Method::FairNoDrift => "fair-no-drift",
             Method::FairPackageRule => "fair-package-rule",
             Method::FairPrevious => "fair-previous",
+            Method::FairLatency => "fair-latency",
             Method::FairDefault => "fair-default",
             Method::FairMacHalf => "fair-mac-half",
             Method::FairUniformU => "fair-uniform-u",
@@ -255,7 +274,7 @@ impl Method {
             Method::FairNoDrift => Some(&[Suspect::NoDrift]),
             Method::FairPackageRule => Some(PACKAGE_RULE),
             Method::FairPrevious => Some(PREVIOUS),
-            Method::FairDefault => Some(DEFAULT),
+            Method::FairDefault | Method::FairLatency => Some(DEFAULT),
             Method::FairMacHalf => Some(&[
                 Suspect::REval,
                 Suspect::NoDrift,
@@ -439,7 +458,7 @@ pub struct Options {
     /// Methods to measure, comma-separated. A seed keeps the rows of other methods and targets
     /// from earlier runs with the same settings and trained model, so runs over subsets add
     /// up to one table; every measured figure is stored and reused when asked for again.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = Method::ALL)]
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = Method::at_macs())]
     pub methods: Vec<Method>,
     /// Validation images per class, carved from the training split (stratified, seeded) and
     /// never used for training, calibration or fine-tuning; the default is chosen on it.
@@ -468,6 +487,30 @@ pub struct Options {
     /// setting.
     #[arg(long)]
     pub reconstruct: bool,
+    /// Compare at equal measured latency instead of at MACs targets (issue 27): `fair-latency`
+    /// (the default preset pricing units by a latency table measured on `--latency-on`, its
+    /// candidates timed until they remove this fraction of the latency) is always measured,
+    /// and every other method of `--methods` is pruned at the MACs target whose measured
+    /// latency matches fair-latency's (searched on measurements); at the end every pruned
+    /// model is timed in one interleaved session against the unpruned one. `--macs` is not
+    /// used. The rows go to their own result file per runtime, batch and threads
+    /// (`result-latency-<runtime>-b<batch>-t<threads>.json`) and table.
+    #[arg(long, value_name = "FRACTION", value_parser = macs_target)]
+    pub latency_target: Option<f64>,
+    /// The runtime latency is measured on with `--latency-target`: `libtorch-cpu` or
+    /// `onnxruntime-cpu` (through `--python`, which must have `onnxruntime`).
+    #[arg(long, value_name = "RUNTIME", default_value = "libtorch-cpu", value_parser = latency_runtime)]
+    pub latency_on: LatencyRuntime,
+    /// Batch size of every timed forward pass with `--latency-target`.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    pub latency_batch: usize,
+    /// Intra-op threads while timing with `--latency-target`.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    pub latency_threads: usize,
+    /// With `--latency-target`: a method's latency equals fair-latency's when the fractions
+    /// of latency removed differ by at most this fraction of fair-latency's (relative).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.03, value_parser = fraction)]
+    pub latency_tolerance: f64,
     /// libtorch CPU threads (ours and the references').
     #[arg(long, default_value_t = 2, value_parser = positive)]
     pub threads: usize,
@@ -480,6 +523,46 @@ pub struct Options {
     /// The reference Python (Torch-Pruning 1.6.1) [default: $FAIR_PRUNER_PYTHON].
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
+}
+
+impl Options {
+    /// The equal-latency arm of this run (`--latency-target` and the flags with it), `None`
+    /// for a run at MACs targets.
+    pub fn latency(&self) -> Option<LatencyArm> {
+        self.latency_target.map(|_| LatencyArm {
+            runtime: self.latency_on.name().to_owned(),
+            batch: self.latency_batch,
+            threads: self.latency_threads,
+            tolerance: self.latency_tolerance,
+        })
+    }
+
+    /// The methods this run measures, in table order without repeats: with
+    /// `--latency-target`, `fair-latency` and `--methods`; else `--methods`, where
+    /// `fair-latency` is an error (it has no MACs target).
+    pub fn methods(&self) -> Result<Vec<Method>> {
+        let mut methods = self.methods.clone();
+        match self.latency_target {
+            Some(_) => methods.push(Method::FairLatency),
+            None if methods.contains(&Method::FairLatency) => anyhow::bail!(
+                "fair-latency is pruned to a latency target: give --latency-target (e.g. 0.5) \
+                 or leave it out of --methods"
+            ),
+            None => {}
+        }
+        methods.sort();
+        methods.dedup();
+        Ok(methods)
+    }
+}
+
+fn latency_runtime(text: &str) -> Result<LatencyRuntime, String> {
+    match text.parse::<LatencyRuntime>()? {
+        LatencyRuntime::Cuda => {
+            Err("the ablation times on the CPU: choose libtorch-cpu or onnxruntime-cpu".into())
+        }
+        r => Ok(r),
+    }
 }
 
 fn macs_target(text: &str) -> Result<f64, String> {
@@ -521,7 +604,10 @@ mod tests {
         assert_eq!(o.seeds, [0, 1, 2]);
         assert_eq!(o.macs, [0.3, 0.5, 0.7]);
         assert_eq!(o.finetune_epochs, [1, 5]);
-        assert_eq!(o.methods, Method::ALL);
+        assert_eq!(o.methods, Method::at_macs());
+        assert!(!o.methods.contains(&Method::FairLatency));
+        assert_eq!(o.methods().unwrap().len(), Method::ALL.len() - 1);
+        assert!(o.latency_target.is_none() && o.latency().is_none());
         assert_eq!((o.val_per_class, o.train_epochs, o.per_class), (500, 3, 32));
         assert_eq!((o.finetune_fraction, o.threads), (None, 2));
         assert!(!o.no_docs && !o.tables_only && o.python.is_none());
@@ -559,6 +645,64 @@ mod tests {
     }
 
     #[test]
+    fn a_latency_target_adds_fair_latency_which_needs_one() {
+        let o = parse(&[
+            "--latency-target",
+            "0.5",
+            "--methods",
+            "tp-norm,fair-default,tp-norm",
+        ])
+        .unwrap();
+        assert_eq!(o.latency_target, Some(0.5));
+        // fair-latency joins, in table order, once each.
+        assert_eq!(
+            o.methods().unwrap(),
+            [Method::FairLatency, Method::FairDefault, Method::TpNorm]
+        );
+        assert_eq!(
+            o.latency(),
+            Some(LatencyArm {
+                runtime: "libtorch-cpu".into(),
+                batch: 1,
+                threads: 1,
+                tolerance: 0.03,
+            })
+        );
+        let o = parse(&[
+            "--latency-target",
+            "0.4",
+            "--latency-on",
+            "onnxruntime-cpu",
+            "--latency-batch",
+            "8",
+            "--latency-threads",
+            "2",
+            "--latency-tolerance",
+            "0.05",
+        ])
+        .unwrap();
+        let arm = o.latency().unwrap();
+        assert_eq!(
+            (arm.runtime.as_str(), arm.batch, arm.threads, arm.tolerance),
+            ("onnxruntime-cpu", 8, 2, 0.05)
+        );
+        // Without a latency target, fair-latency is an error naming the flag.
+        let o = parse(&["--methods", "fair-latency,fair-default"]).unwrap();
+        let err = o.methods().unwrap_err().to_string();
+        assert!(err.contains("--latency-target"), "{err}");
+        for bad in [
+            &["--latency-target", "1"][..],
+            &["--latency-target", "0"],
+            &["--latency-on", "cuda"],
+            &["--latency-on", "phone"],
+            &["--latency-batch", "0"],
+            &["--latency-tolerance", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn method_keys_are_the_command_line_names_in_table_order() {
         for (i, m) in Method::ALL.into_iter().enumerate() {
             assert_eq!(m as usize, i);
@@ -566,6 +710,8 @@ mod tests {
             assert_eq!(Method::from_key(m.key()), Some(m));
         }
         assert_eq!(Method::FairPackageRule.suspects(), Some(PACKAGE_RULE));
+        // fair-latency scores and ranks as the default; only its target differs.
+        assert_eq!(Method::FairLatency.suspects(), Some(DEFAULT));
         assert!(Method::TpNorm.suspects().is_none());
     }
 

@@ -34,12 +34,21 @@
 //! attention heads and MLP neurons (the units fair-pruner prunes there) and every plan it
 //! writes is checked against its own pruned model (parameters and MACs).
 //!
+//! With `--latency-target F` the methods are compared at equal *measured* latency instead
+//! of equal MACs (issue 27): `fair-latency`, the default preset pruned to remove F of the
+//! latency on `--latency-on`, sets the latency; every other method is pruned at the MACs
+//! target whose measured latency matches it. Those rows go to files of their own per
+//! runtime, batch and threads (`result-latency-<runtime>-b<batch>-t<threads>.json`,
+//! `summary-latency-<…>.json`, `ablation-latency-<…>-<net>.svg`) and to the runtime's block
+//! of `docs/results.md` (`latency`).
+//!
 //! The module, one job per file:
 //!
 //! - `experiment`: the definitions: the suspects, the methods, the FAIR variant each makes,
 //!   a run's [`Options`];
 //! - `runner`: one network and seed trained, carved, calibrated, scored, planned and
 //!   measured (`run_seed`), plans through `fair_pipeline::stages`;
+//! - `latency`: the plans at equal latency (`--latency-target`);
 //! - `results`: the typed `result.json` of a seed (`SeedResult`, its rows) and
 //!   `summary.json` (`Summary`), and `merge_results`, which adds a seed's runs up;
 //! - `stats`: mean ± sample std (`mean_std`) and `aggregate` (a network's seeds into its
@@ -53,12 +62,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use fair_pipeline::LatencyRuntime;
 
 use crate::compare::{NETS, create_dir};
 use crate::tables::Markers;
 use crate::{read_as, reference_python, workspace_root, write_json};
 
 mod experiment;
+mod latency;
 mod results;
 mod runner;
 mod stats;
@@ -89,6 +100,87 @@ pub const ABLATION_VIT: Markers<'static> = Markers {
     tool: "cargo xtask bench ablation --nets vit",
 };
 
+/// The markers of the equal-latency block timed on libtorch CPU (`--latency-target`), in
+/// the latency section of `docs/results.md`.
+pub const ABLATION_LATENCY_LIBTORCH: Markers<'static> = Markers {
+    begin: "<!-- bench ablation latency libtorch-cpu: begin -->",
+    end: "<!-- bench ablation latency libtorch-cpu: end -->",
+    tool: "cargo xtask bench ablation --latency-target F --latency-on libtorch-cpu",
+};
+
+/// The markers of the equal-latency block timed on ONNX Runtime CPU.
+pub const ABLATION_LATENCY_ORT: Markers<'static> = Markers {
+    begin: "<!-- bench ablation latency onnxruntime-cpu: begin -->",
+    end: "<!-- bench ablation latency onnxruntime-cpu: end -->",
+    tool: "cargo xtask bench ablation --latency-target F --latency-on onnxruntime-cpu",
+};
+
+/// Which results a run reads and writes: at MACs targets, or at equal latency
+/// (`--latency-target`) on one runtime, batch and thread count, each in its own files,
+/// table and charts (a latency run on another runtime never replaces these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    Macs,
+    Latency {
+        runtime: LatencyRuntime,
+        batch: usize,
+        threads: usize,
+    },
+}
+
+impl Arm {
+    fn of(o: &Options) -> Arm {
+        match o.latency_target {
+            Some(_) => Arm::Latency {
+                runtime: o.latency_on,
+                batch: o.latency_batch,
+                threads: o.latency_threads,
+            },
+            None => Arm::Macs,
+        }
+    }
+
+    /// What the arm's file names carry: nothing at MACs targets,
+    /// `-latency-<runtime>-b<batch>-t<threads>` at equal latency.
+    fn tag(self) -> String {
+        match self {
+            Arm::Macs => String::new(),
+            Arm::Latency {
+                runtime,
+                batch,
+                threads,
+            } => format!("-latency-{runtime}-b{batch}-t{threads}"),
+        }
+    }
+
+    /// A seed's result file: `result.json`, `result-latency-libtorch-cpu-b1-t1.json`.
+    fn result_file(self) -> String {
+        format!("result{}.json", self.tag())
+    }
+
+    /// The summary's file name.
+    fn summary_file(self) -> String {
+        format!("summary{}.json", self.tag())
+    }
+
+    /// A network's chart file name.
+    fn chart_file(self, net: &str) -> String {
+        format!("ablation{}-{net}.svg", self.tag())
+    }
+
+    /// The block of `docs/results.md` that holds `net`'s table.
+    fn block(self, net: &str) -> Markers<'static> {
+        match self {
+            Arm::Macs => block_of(net),
+            Arm::Latency {
+                runtime: LatencyRuntime::OnnxruntimeCpu,
+                ..
+            } => ABLATION_LATENCY_ORT,
+            Arm::Latency { .. } => ABLATION_LATENCY_LIBTORCH,
+        }
+    }
+}
+
 /// Each network's Markdown, with its key, in table order.
 type NetBlocks = Vec<(&'static str, String)>;
 
@@ -100,11 +192,11 @@ fn block_of(net: &str) -> Markers<'static> {
 /// The stored result of `net` and `seed` under `dir`, `None` when there is none. A file
 /// that is there but does not read as a result is an error (naming it), never skipped or
 /// overwritten.
-fn stored_result(dir: &Path, net: &str, seed: u64) -> Result<Option<SeedResult>> {
+fn stored_result(dir: &Path, net: &str, seed: u64, arm: Arm) -> Result<Option<SeedResult>> {
     let path = dir
         .join(net)
         .join(format!("seed-{seed}"))
-        .join("result.json");
+        .join(arm.result_file());
     if !path.exists() {
         return Ok(None);
     }
@@ -119,7 +211,7 @@ fn stored_result(dir: &Path, net: &str, seed: u64) -> Result<Option<SeedResult>>
 /// Reads the stored per-seed results of every network for `seeds`, aggregates them, writes
 /// `dir/summary.json` and the charts (`dir/ablation-<net>.svg`), and returns the Markdown of
 /// every network that has results (with its key) and the chart files written.
-fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, NetBlocks, Vec<PathBuf>)> {
+fn rebuild(dir: &Path, seeds: &[u64], arm: Arm) -> Result<(PathBuf, NetBlocks, Vec<PathBuf>)> {
     let mut nets = Vec::new();
     let mut blocks = Vec::new();
     let mut charts = Vec::new();
@@ -127,7 +219,7 @@ fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, NetBlocks, Vec<PathBuf
         let mut md = String::new();
         let mut results = Vec::new();
         for &seed in seeds {
-            results.extend(stored_result(dir, net.key, seed)?);
+            results.extend(stored_result(dir, net.key, seed, arm)?);
         }
         if results.is_empty() {
             continue;
@@ -136,12 +228,13 @@ fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, NetBlocks, Vec<PathBuf
         md += &markdown(&agg)?;
         match chart_svg(&agg) {
             Ok(svg) => {
-                let path = dir.join(format!("ablation-{}.svg", net.key));
+                let name = arm.chart_file(net.key);
+                let path = dir.join(&name);
                 fair_fs::write_atomic(&path, svg.as_bytes())?;
                 writeln!(
                     md,
-                    "\n![{}: test top-1 against MACs removed](ablation-{}.svg)",
-                    net.key, net.key
+                    "\n![{}: test top-1 against MACs removed]({name})",
+                    net.key
                 )?;
                 charts.push(path);
             }
@@ -152,17 +245,17 @@ fn rebuild(dir: &Path, seeds: &[u64]) -> Result<(PathBuf, NetBlocks, Vec<PathBuf
         blocks.push((net.key, md));
     }
     create_dir(dir)?;
-    let out = dir.join("summary.json");
+    let out = dir.join(arm.summary_file());
     write_json(&out, &Summaries { nets })?;
     Ok((out, blocks, charts))
 }
 
 /// The Markdown of `blocks` grouped by the `docs/results.md` block each net goes in, in
 /// order of first appearance.
-fn by_block(blocks: &[(&str, String)]) -> Vec<(Markers<'static>, String)> {
+fn by_block(blocks: &[(&str, String)], arm: Arm) -> Vec<(Markers<'static>, String)> {
     let mut out: Vec<(Markers<'static>, String)> = Vec::new();
     for (net, md) in blocks {
-        let markers = block_of(net);
+        let markers = arm.block(net);
         match out.iter_mut().find(|(m, _)| m.begin == markers.begin) {
             Some((_, all)) => all.push_str(md),
             None => out.push((markers, md.clone())),
@@ -176,11 +269,20 @@ pub fn run(o: &Options) -> Result<()> {
     let start = Instant::now();
     let root = workspace_root();
     let dir = root.join("target/bench/ablation");
+    let arm = Arm::of(o);
+    let methods = o.methods()?;
     if !o.tables_only {
-        let python = if o.methods.iter().any(|m| m.torch_pruning().is_some()) {
+        let python = if methods.iter().any(|m| m.torch_pruning().is_some())
+            || matches!(
+                arm,
+                Arm::Latency {
+                    runtime: LatencyRuntime::OnnxruntimeCpu,
+                    ..
+                }
+            ) {
             Some(reference_python(
                 o.python.as_deref(),
-                "the ablation's Torch-Pruning baselines",
+                "the ablation's Torch-Pruning baselines (and its timing on ONNX Runtime)",
             )?)
         } else {
             None
@@ -191,13 +293,13 @@ pub fn run(o: &Options) -> Result<()> {
                 eprintln!("bench ablation: {}, seed {seed}", net.title);
                 // Read before measuring: a stored result that does not read stops the run
                 // before hours are spent, rather than after.
-                let previous = stored_result(&dir, net.key, seed)?;
+                let previous = stored_result(&dir, net.key, seed, arm)?;
                 let result = runner::run_seed(net, seed, &root, python.as_deref(), o)
                     .with_context(|| format!("bench ablation: {} seed {seed}", net.title))?;
                 let path = dir
                     .join(net.key)
                     .join(format!("seed-{seed}"))
-                    .join("result.json");
+                    .join(arm.result_file());
                 let result = match previous {
                     Some(previous) => merge_results(&previous, result),
                     None => result,
@@ -206,7 +308,7 @@ pub fn run(o: &Options) -> Result<()> {
             }
         }
     }
-    let (summary, blocks, charts) = rebuild(&dir, &o.seeds)?;
+    let (summary, blocks, charts) = rebuild(&dir, &o.seeds, arm)?;
     let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
     println!("{md}");
     println!(
@@ -217,7 +319,7 @@ pub fn run(o: &Options) -> Result<()> {
     if !o.no_docs {
         let docs = root.join("docs/results.md");
         // Each network's table goes in its block; a block without results is left as is.
-        for (markers, md) in by_block(&blocks) {
+        for (markers, md) in by_block(&blocks, arm) {
             crate::tables::write_block(&docs, &md, markers)?;
         }
         for chart in &charts {
@@ -316,6 +418,126 @@ mod tests {
         assert!(aggregate(&all(&[fake_result(0, 0.0), other])).is_err());
     }
 
+    /// A seed's equal-latency result: fair-latency removing `removed` of the latency, tp-norm
+    /// 0.49, its final measurement `noisy` and its search `met` or not.
+    fn latency_result(seed: u64, removed: f64, noisy: bool, met: bool) -> Value {
+        let spread = |m: f64| json!({"median": m, "q1": m - 0.01, "q3": m + 0.01});
+        let latency = |macs_target: Value, r: f64, noisy: bool, met: bool| {
+            json!({"macs_target": macs_target, "aim": 0.5, "searched": spread(r), "rounds": 3,
+                   "met": met, "removed": spread(r), "ms": [2.0, 2.0 * (1.0 - r)], "noisy": noisy})
+        };
+        let mut r = fake_result(seed, 0.0);
+        r["settings"]["latency"] =
+            json!({"runtime": "libtorch-cpu", "batch": 1, "threads": 1, "tolerance": 0.03});
+        let mut fair = r["results"][0].clone();
+        fair["method"] = json!("fair-latency");
+        fair["latency"] = latency(Value::Null, removed, false, true);
+        let mut tp = r["results"][2].clone();
+        tp["method"] = json!("tp-norm");
+        tp["latency"] = latency(json!(0.74), 0.49, noisy, met);
+        r["results"] = json!([fair, tp]);
+        r
+    }
+
+    #[test]
+    fn an_equal_latency_run_has_its_own_files_table_and_block() {
+        let arm = |runtime| Arm::Latency {
+            runtime,
+            batch: 1,
+            threads: 1,
+        };
+        let libtorch = arm(LatencyRuntime::LibtorchCpu);
+        let tmp = tempfile::tempdir().unwrap();
+        for (seed, removed, noisy, met) in [(0, 0.50, false, false), (1, 0.52, true, true)] {
+            let path = tmp.path().join(format!("vgg/seed-{seed}"));
+            create_dir(&path).unwrap();
+            write_json(
+                &path.join("result-latency-libtorch-cpu-b1-t1.json"),
+                &latency_result(seed, removed, noisy, met),
+            )
+            .unwrap();
+        }
+        // The MACs arm reads `result.json`, and ONNX Runtime's arm its own file; neither is
+        // there.
+        for other in [Arm::Macs, arm(LatencyRuntime::OnnxruntimeCpu)] {
+            let (_, blocks, _) = rebuild(tmp.path(), &[0, 1], other).unwrap();
+            assert!(blocks.is_empty(), "{other:?}");
+        }
+        let (summary, blocks, charts) = rebuild(tmp.path(), &[0, 1], libtorch).unwrap();
+        assert_eq!(
+            summary,
+            tmp.path().join("summary-latency-libtorch-cpu-b1-t1.json")
+        );
+        assert_eq!(
+            charts,
+            [tmp.path()
+                .join("ablation-latency-libtorch-cpu-b1-t1-vgg.svg")]
+        );
+        let md = &blocks[0].1;
+        assert!(
+            md.contains("| latency target | method | MACs removed | latency removed | one-shot | + BN recal |"),
+            "{md}"
+        );
+        assert!(md.contains("Equal latency: `fair-latency` prunes to the latency target on libtorch-cpu (batch 1, 1 thread(s))"), "{md}");
+        // fair-latency: 50 and 52 % of the latency → 51.00 ± 1.41; MACs 50 % on both seeds.
+        assert!(
+            md.contains("| 50% | fair-latency | 50.00 ± 0.00 | 51.00 ± 1.41 | 55.00 ± 0.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 50% | tp-norm | 50.00 ± 0.00 | 49.00 ± 0.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.find("| fair-latency |").unwrap() < md.find("| tp-norm |").unwrap(),
+            "table order"
+        );
+        assert!(
+            md.contains("Final latency measurement flagged noisy: tp-norm (1 of 2)."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Search ended outside its tolerance: tp-norm (1 of 2)."),
+            "{md}"
+        );
+        assert!(
+            md.contains("(latency target / fine-tuning budget → method)"),
+            "{md}"
+        );
+        // Its block is the runtime's in the latency section; docs/results.md holds both.
+        let grouped = by_block(&blocks, libtorch);
+        assert_eq!(grouped[0].0.begin, ABLATION_LATENCY_LIBTORCH.begin);
+        let ort = by_block(&blocks, arm(LatencyRuntime::OnnxruntimeCpu));
+        assert_eq!(ort[0].0.begin, ABLATION_LATENCY_ORT.begin);
+        let docs = std::fs::read_to_string(workspace_root().join("docs/results.md")).unwrap();
+        for markers in [ABLATION_LATENCY_LIBTORCH, ABLATION_LATENCY_ORT] {
+            let new = crate::tables::splice(&docs, md, markers).unwrap();
+            assert!(new.contains(&format!("{md}{}", markers.end)));
+        }
+        // A row's latency figures read back as written.
+        let back: SeedResult = read_as(
+            &tmp.path()
+                .join("vgg/seed-1/result-latency-libtorch-cpu-b1-t1.json"),
+        )
+        .unwrap();
+        let l = back.results[1]
+            .measured()
+            .unwrap()
+            .latency
+            .as_ref()
+            .unwrap();
+        assert_eq!((l.macs_target, l.noisy, l.met), (Some(0.74), true, true));
+        assert_eq!(
+            back.settings.latency.as_ref().unwrap().runtime,
+            "libtorch-cpu"
+        );
+        // Rows timed on another runtime are another arm's: not added up with these.
+        let mut other = latency_result(1, 0.52, false, true);
+        other["settings"]["latency"]["runtime"] = json!("onnxruntime-cpu");
+        other["results"] = json!([]);
+        assert!(merge_results(&back, typed(other)).results.is_empty());
+    }
+
     #[test]
     fn the_vit_table_goes_in_its_own_block_of_the_results() {
         let blocks = [
@@ -323,7 +545,7 @@ mod tests {
             ("vit", "vit table\n".to_owned()),
             ("resnet", "resnet table\n".to_owned()),
         ];
-        let grouped = by_block(&blocks);
+        let grouped = by_block(&blocks, Arm::Macs);
         assert_eq!(grouped.len(), 2);
         assert_eq!(grouped[0].0.begin, BEGIN);
         assert_eq!(grouped[0].1, "vgg table\nresnet table\n");
@@ -554,12 +776,12 @@ mod tests {
                 }
             }
         }
-        let (summary, blocks, charts) = rebuild(tmp.path(), &[0, 1, 2]).unwrap();
+        let (summary, blocks, charts) = rebuild(tmp.path(), &[0, 1, 2], Arm::Macs).unwrap();
         let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
         let expected = |name: &str| std::fs::read_to_string(fixtures().join(name)).unwrap();
         assert_eq!(md, expected("expected.md"));
         // Both CNNs go in the one ablation block.
-        let grouped = by_block(&blocks);
+        let grouped = by_block(&blocks, Arm::Macs);
         assert_eq!(grouped.len(), 1);
         assert_eq!(grouped[0].0.begin, BEGIN);
         assert_eq!(charts.len(), 2);
@@ -577,11 +799,11 @@ mod tests {
         assert_eq!(ours, theirs);
         let _: Summaries = read_as(&fixtures().join("expected-summary.json")).unwrap();
         // A seed missing from the store is skipped; a file that does not read is an error.
-        let (_, blocks, _) = rebuild(tmp.path(), &[0, 7]).unwrap();
+        let (_, blocks, _) = rebuild(tmp.path(), &[0, 7], Arm::Macs).unwrap();
         let md: String = blocks.iter().map(|(_, md)| md.as_str()).collect();
         assert!(md.contains("n = 1 seeds (0)"), "{md}");
         std::fs::write(tmp.path().join("vgg/seed-1/result.json"), "{}").unwrap();
-        let err = rebuild(tmp.path(), &[0, 1]).unwrap_err();
+        let err = rebuild(tmp.path(), &[0, 1], Arm::Macs).unwrap_err();
         assert!(
             format!("{err:#}").contains("seed-1/result.json holds no readable result"),
             "{err:#}"

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use fair_pipeline::Spread;
 use fair_train::{BnRecalibration, LayerFit, RecalibrationReport, Reconstruction};
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,49 @@ pub struct Measured {
     /// free-form JSON; only `params` and `matmul_macs` are read (cross-checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<serde_json::Value>,
+    /// Equal-latency runs (`--latency-target`): how the plan was matched and its measured
+    /// latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<RowLatency>,
+}
+
+/// Where and how an equal-latency run (`--latency-target`) timed its models; part of the
+/// [`Settings`], so rows timed otherwise never mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyArm {
+    /// The runtime (`libtorch-cpu`, `onnxruntime-cpu`).
+    pub runtime: String,
+    /// Batch size of each timed forward pass.
+    pub batch: usize,
+    /// Intra-op threads while timing.
+    pub threads: usize,
+    /// Relative tolerance of "equal latency" in each method's search.
+    pub tolerance: f64,
+}
+
+/// How a row of an equal-latency run was matched and what it measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowLatency {
+    /// The MACs target the search ended at (`null` for `fair-latency`, whose target is a
+    /// latency one).
+    pub macs_target: Option<f64>,
+    /// The fraction of latency the search aimed at: the target for `fair-latency`, else
+    /// fair-latency's measured reduction.
+    pub aim: f64,
+    /// The fraction of latency the kept candidate removed when the search timed it
+    /// (median and quartiles of `1 − 1/speed-up` over the rounds).
+    pub searched: Spread,
+    /// Candidates built and timed by the search.
+    pub rounds: usize,
+    /// Whether the search's kept candidate was within the tolerance of `aim`.
+    pub met: bool,
+    /// The fraction removed in the final session, where every method's model and the
+    /// unpruned one were timed together (what the table shows).
+    pub removed: Spread,
+    /// Milliseconds per forward pass in that session (median): unpruned, then this model.
+    pub ms: [f64; 2],
+    /// Whether that measurement was too spread to trust.
+    pub noisy: bool,
 }
 
 /// How a row ended: failed (no figure) or measured.
@@ -142,7 +186,7 @@ pub enum Outcome {
 /// One (target, method) of one seed, with or without reader reconstruction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// The MACs target (fraction removed).
+    /// The MACs target (fraction removed); in an equal-latency run, the latency target.
     pub target: f64,
     /// The method's key ([`super::experiment::Method::key`]).
     pub method: String,
@@ -182,6 +226,10 @@ pub struct Settings {
     /// without it); kept as read, never compared ([`shared_settings`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstruction: Option<ReconstructionSettings>,
+    /// Equal-latency runs (`--latency-target`): where latency was measured (absent for
+    /// runs at MACs targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyArm>,
 }
 
 /// The unpruned model of a seed.
@@ -282,7 +330,9 @@ pub struct SummaryRow {
     pub method: String,
     /// Measured with reader reconstruction.
     pub reconstructed: bool,
-    /// By metric: `macs_removed`, `params`, `one_shot` (test), `one_shot_val`,
+    /// By metric: `macs_removed`, `latency_removed` (equal-latency runs: the final
+    /// session's median), `latency_noisy` and `latency_missed` (1 where that measurement
+    /// was flagged noisy, where the search ended outside its tolerance; else 0), `params`, `one_shot` (test), `one_shot_val`,
     /// `recalibrated`, `recalibrated_val`, `val@<budget>`, `test@<budget>`,
     /// `kd-val@<budget>@<weight>`, `kd-test@<budget>@<weight>`.
     pub metrics: BTreeMap<String, Stat>,

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use fair_analysis::{Goal, Method as Counts, Plan, Resolution, ResolveOptions, ScoreFile};
+use fair_analysis::{
+    Goal, Method as Counts, Plan, Resolution, ResolveOptions, ScoreFile, Selector,
+};
 use fair_data::{ImageSource, Source, Transform};
 use fair_pipeline::stages::{self, AfterSurgery, OnData};
 use fair_pipeline::{DrawSettings, RunConfig};
@@ -22,8 +24,8 @@ use super::experiment::{
     Method, Options, R_BATCH, RECALIBRATION, VAL_SEED, Variant, scoring_label, target_key,
 };
 use super::results::{
-    Figures, Measured, Outcome, ReconstructionFigures, ReconstructionSettings, Row, SeedResult,
-    Settings, Top1, Tuned, Unpruned,
+    Figures, Measured, Outcome, ReconstructionFigures, ReconstructionSettings, Row, RowLatency,
+    SeedResult, Settings, Top1, Tuned, Unpruned,
 };
 use crate::compare::{EVAL_BATCH, Net, SUBSET_SEED, check_digests, create_dir, run_python};
 use crate::{read_as, write_json};
@@ -458,17 +460,17 @@ struct TpStamp {
 /// `plans/tp-<kind>.json`, written by `xtask/bench/ablation_reference.py`: the fields read
 /// here (others ignored).
 #[derive(Debug, Deserialize)]
-struct TpSummary {
+pub(super) struct TpSummary {
     /// By target ([`target_key`]): the script's free-form record of it (`ratio`, `macs`,
     /// `params`, `macs_removed`, or `error`), a `Value` as the external script writes it; it
     /// is stored verbatim in the rows ([`Measured::reference`]).
     #[serde(default)]
-    targets: BTreeMap<String, serde_json::Value>,
+    pub(super) targets: BTreeMap<String, serde_json::Value>,
 }
 
 impl TpSummary {
     /// The script's error at `key`, if it failed there.
-    fn error(&self, key: &str) -> Option<&str> {
+    pub(super) fn error(&self, key: &str) -> Option<&str> {
         self.targets.get(key)?.get("error")?.as_str()
     }
 }
@@ -587,133 +589,56 @@ pub fn run_seed(
     let (calibration, calibration_path) =
         crate::compare::draw_calibration(&bench.model, train, &config.transform, &draw, &dir)?;
     eprintln!("  [{} seed {seed}] scoring …", net.key);
-    let scores = score_all(&bench.model, &calibration, &o.methods, &draw, &dir)?;
-    let paper_label = scoring_label(Variant::of(&[]).scoring());
+    let scores = score_all(&bench.model, &calibration, &o.methods()?, &draw, &dir)?;
 
-    // 3. Plans at every target: ours from the scores, Torch-Pruning's from the script.
-    let plans = dir.join("plans");
-    create_dir(&plans)?;
-    let mut rows: Vec<(f64, Method, Result<PathBuf>)> = Vec::new();
-    let mut methods = o.methods.clone();
-    methods.sort();
-    methods.dedup();
-    for &m in &methods {
-        // ToD selectors (U removes, R protects), as `Selector::from_scores` made them; a
-        // variant's counts pick ToD or uniform counts at each target.
-        let selector = match (m.suspects(), m) {
-            (Some(s), _) => {
-                let v = Variant::of(s);
-                let file = &scores[&scoring_label(v.scoring())];
-                stages::selector(file, Counts::Tod, "u", "r", v.rank, v.select_options())
-                    .map(|s| (s, v.counts))
-            }
-            (None, Method::UniformL1) => {
-                let file = &scores[&paper_label];
-                stages::selector(file, Counts::Tod, "u", "r", "l1", Default::default())
-                    .map(|s| (s, Counts::Uniform))
-            }
-            _ => continue,
-        };
-        let selector = selector.with_context(|| format!("{}: selector", m.key()))?;
-        for &t in &o.macs {
-            let path = plans.join(format!("{}-{}.json", m.key(), target_key(t)));
-            let made = stages::select(&selector.0, Goal::Macs(t), selector.1)
-                .map_err(anyhow::Error::from)
-                .and_then(|s| Ok(s.plan().save(&path)?))
-                .map(|_| path);
-            rows.push((t, m, made));
-        }
-    }
-    let mut torch_pruning: BTreeMap<&str, TpSummary> = BTreeMap::new();
-    for &m in &methods {
-        // Torch-Pruning's plans come from its own script; they go through the same
-        // `stages::apply` and `stages::after_surgery` as ours (`evaluate_plan`).
-        let Some(kind) = m.torch_pruning() else {
-            continue;
-        };
-        let python = python.context("Torch-Pruning methods need the reference Python")?;
-        let script = root.join("xtask/bench/ablation_reference.py");
-        // The script's plans depend on the trained model, the calibration draw and the script
-        // itself: with all three unchanged and every target in its last summary, the stored
-        // plans are reused.
-        let stamp = TpStamp {
-            model: bench.model_digest.clone(),
-            draw: (draw.per_class, draw.max_classes, draw.seed),
-            script: text_digest(&std::fs::read_to_string(&script).unwrap_or_default()),
-        };
-        let stamp_path = plans.join(format!("tp-{kind}.stamp.json"));
-        let summary_path = plans.join(format!("tp-{kind}.json"));
-        let stored = read_as::<TpStamp>(&stamp_path).is_ok_and(|s| s == stamp)
-            && read_as::<TpSummary>(&summary_path).is_ok_and(|summary| {
-                o.macs.iter().all(|&t| {
-                    let key = target_key(t);
-                    summary.targets.get(&key).is_some_and(|v| !v.is_null())
-                        && (summary.error(&key).is_some()
-                            || plans.join(format!("tp-{kind}-{key}.json")).exists())
-                })
-            });
-        let ran = if stored {
-            eprintln!(
-                "  [{} seed {seed}] Torch-Pruning ({kind}): stored plans",
-                net.key
-            );
-            read_as::<TpSummary>(&summary_path)
-        } else {
-            eprintln!("  [{} seed {seed}] Torch-Pruning ({kind}) …", net.key);
-            let mut cmd = Command::new(python);
-            cmd.env("BENCH_THREADS", o.threads.to_string())
-                .arg(&script)
-                .arg(kind)
-                .arg(&unpruned)
-                .arg(&calibration_path)
-                .arg(&plans)
-                .args(o.macs.iter().map(|&t| target_key(t)));
-            run_python(cmd, &format!("Torch-Pruning {kind}"))
-                .and_then(|_| read_as::<TpSummary>(&summary_path))
-                .and_then(|summary| {
-                    write_json(&stamp_path, &stamp)?;
-                    Ok(summary)
-                })
-        };
-        match ran {
-            Ok(summary) => {
-                for &t in &o.macs {
-                    let key = target_key(t);
-                    let path = plans.join(format!("tp-{kind}-{key}.json"));
-                    let made = match summary.error(&key) {
-                        Some(e) => Err(anyhow::anyhow!("Torch-Pruning {kind}: {e}")),
-                        None => Ok(path),
-                    };
-                    rows.push((t, m, made));
-                }
-                torch_pruning.insert(kind, summary);
-            }
-            Err(e) => {
-                eprintln!("  [{} seed {seed}] {}: {e:#}", net.key, m.key());
-                for &t in &o.macs {
-                    rows.push((t, m, Err(anyhow::anyhow!("{e:#}"))));
-                }
-            }
-        }
-    }
+    // 3. Plans at every target: ours from the scores, Torch-Pruning's from the script; or,
+    // with `--latency-target`, fair-latency's and every other method's at its latency.
+    let cx = PlanContext {
+        net: net.key,
+        seed,
+        root,
+        python,
+        model: &bench.model,
+        model_digest: &bench.model_digest,
+        scores: &scores,
+        unpruned: &unpruned,
+        calibration: &calibration_path,
+        draw: &draw,
+        plans: dir.join("plans"),
+        threads: o.threads,
+    };
+    create_dir(&cx.plans)?;
+    let methods = o.methods()?;
+    let mut rows = match o.latency_target {
+        None => mac_plans(&cx, &methods, &o.macs)?,
+        Some(target) => super::latency::plans(&cx, &methods, target, o)?,
+    };
 
     // 4. Every plan through the same surgery, recalibration, evaluation and fine-tuning.
-    rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    rows.sort_by(|a, b| a.target.total_cmp(&b.target).then(a.method.cmp(&b.method)));
     let total = rows.len();
     let mut results = Vec::new();
-    for (i, (t, m, plan)) in rows.into_iter().enumerate() {
+    for (i, row) in rows.into_iter().enumerate() {
+        let PlannedRow {
+            target: t,
+            method: m,
+            plan,
+            name,
+            reference,
+            latency,
+        } = row;
         eprintln!(
-            "  [{} seed {seed}] {}/{total}: {} at {:.0}% of MACs …",
+            "  [{} seed {seed}] {}/{total}: {} at {:.0}% of {} …",
             net.key,
             i + 1,
             m.key(),
-            100.0 * t
+            100.0 * t,
+            if o.latency_target.is_some() {
+                "latency"
+            } else {
+                "MACs"
+            }
         );
-        let name = format!("{}-{}", m.key(), target_key(t));
-        let reference = m
-            .torch_pruning()
-            .and_then(|kind| torch_pruning.get(kind)?.targets.get(&target_key(t)))
-            .cloned();
         let measured = plan
             .and_then(|p| bench.evaluate_plan(&p, &name, &o.finetune_epochs))
             .and_then(|figures| {
@@ -731,6 +656,7 @@ pub fn run_seed(
                     macs_removed: 1.0 - figures.macs as f64 / macs0 as f64,
                     figures,
                     reference,
+                    latency,
                 }))
             }
             Err(e) => {
@@ -758,6 +684,7 @@ pub fn run_seed(
             per_class: o.per_class,
             recalibration: bench.recalibration.clone(),
             reconstruction: None,
+            latency: o.latency(),
         },
         threads: o.threads,
         unpruned: Unpruned {
@@ -768,6 +695,176 @@ pub fn run_seed(
         results,
         minutes: start.elapsed().as_secs_f64() / 60.0,
     })
+}
+
+/// What every method's plans are made from: the seed's trained model, scores and
+/// calibration draw, the unpruned export (for Torch-Pruning) and where plans go.
+pub(super) struct PlanContext<'a> {
+    pub(super) net: &'a str,
+    pub(super) seed: u64,
+    pub(super) root: &'a Path,
+    pub(super) python: Option<&'a Path>,
+    pub(super) model: &'a Model,
+    pub(super) model_digest: &'a str,
+    /// Score files by scoring label ([`score_all`]).
+    pub(super) scores: &'a BTreeMap<String, ScoreFile>,
+    /// fair-pruner's export of the unpruned model.
+    pub(super) unpruned: &'a Path,
+    /// The calibration samples' file.
+    pub(super) calibration: &'a Path,
+    pub(super) draw: &'a DrawSettings,
+    /// `plans/` of the seed.
+    pub(super) plans: PathBuf,
+    /// libtorch threads (Torch-Pruning's too).
+    pub(super) threads: usize,
+}
+
+/// One row to measure: a method's plan at a target (or why there is none), the name its
+/// figures are stored under (`runs/<name>`), Torch-Pruning's own record of it, and, at equal
+/// latency, how it was matched.
+pub(super) struct PlannedRow {
+    pub(super) target: f64,
+    pub(super) method: Method,
+    pub(super) plan: Result<PathBuf>,
+    pub(super) name: String,
+    pub(super) reference: Option<serde_json::Value>,
+    pub(super) latency: Option<RowLatency>,
+}
+
+impl PlanContext<'_> {
+    /// The selector and counts of one of our methods (ToD selectors: U removes, R protects,
+    /// as `Selector::from_scores` made them; a variant's counts pick ToD or uniform counts);
+    /// `None` for Torch-Pruning's.
+    pub(super) fn selector(&self, m: Method) -> Option<Result<(Selector, Counts)>> {
+        let paper = scoring_label(Variant::of(&[]).scoring());
+        let made = match (m.suspects(), m) {
+            (Some(s), _) => {
+                let v = Variant::of(s);
+                let file = &self.scores[&scoring_label(v.scoring())];
+                stages::selector(file, Counts::Tod, "u", "r", v.rank, v.select_options())
+                    .map(|s| (s, v.counts))
+            }
+            (None, Method::UniformL1) => {
+                let file = &self.scores[&paper];
+                stages::selector(file, Counts::Tod, "u", "r", "l1", Default::default())
+                    .map(|s| (s, Counts::Uniform))
+            }
+            _ => return None,
+        };
+        Some(made.with_context(|| format!("{}: selector", m.key())))
+    }
+
+    /// Runs `xtask/bench/ablation_reference.py` for Torch-Pruning's `kind` at `targets`
+    /// (MACs fractions) into `out` and reads its summary (`out/tp-<kind>.json`); its plans
+    /// are `out/tp-<kind>-<target>.json`.
+    pub(super) fn torch_pruning(
+        &self,
+        kind: &str,
+        out: &Path,
+        targets: &[f64],
+    ) -> Result<TpSummary> {
+        let python = self
+            .python
+            .context("Torch-Pruning methods need the reference Python")?;
+        let mut cmd = Command::new(python);
+        cmd.env("BENCH_THREADS", self.threads.to_string())
+            .arg(self.root.join("xtask/bench/ablation_reference.py"))
+            .arg(kind)
+            .arg(self.unpruned)
+            .arg(self.calibration)
+            .arg(out)
+            .args(targets.iter().map(|&t| target_key(t)));
+        run_python(cmd, &format!("Torch-Pruning {kind}"))?;
+        read_as::<TpSummary>(&out.join(format!("tp-{kind}.json")))
+    }
+}
+
+/// Step 3 at MACs targets: ours from the scores, Torch-Pruning's from its script (stored
+/// plans reused while the model, draw and script are unchanged).
+fn mac_plans(cx: &PlanContext, methods: &[Method], targets: &[f64]) -> Result<Vec<PlannedRow>> {
+    let (net, seed, plans) = (cx.net, cx.seed, &cx.plans);
+    let mut rows = Vec::new();
+    let row = |t: f64, m: Method, plan: Result<PathBuf>, reference: Option<serde_json::Value>| {
+        PlannedRow {
+            target: t,
+            method: m,
+            plan,
+            name: format!("{}-{}", m.key(), target_key(t)),
+            reference,
+            latency: None,
+        }
+    };
+    for &m in methods {
+        let Some(selector) = cx.selector(m) else {
+            continue;
+        };
+        let selector = selector?;
+        for &t in targets {
+            let path = plans.join(format!("{}-{}.json", m.key(), target_key(t)));
+            let made = stages::select(&selector.0, Goal::Macs(t), selector.1)
+                .map_err(anyhow::Error::from)
+                .and_then(|s| Ok(s.plan().save(&path)?))
+                .map(|_| path);
+            rows.push(row(t, m, made, None));
+        }
+    }
+    for &m in methods {
+        // Torch-Pruning's plans come from its own script; they go through the same
+        // `stages::apply` and `stages::after_surgery` as ours (`evaluate_plan`).
+        let Some(kind) = m.torch_pruning() else {
+            continue;
+        };
+        let script = cx.root.join("xtask/bench/ablation_reference.py");
+        // The script's plans depend on the trained model, the calibration draw and the script
+        // itself: with all three unchanged and every target in its last summary, the stored
+        // plans are reused.
+        let stamp = TpStamp {
+            model: cx.model_digest.to_owned(),
+            draw: (cx.draw.per_class, cx.draw.max_classes, cx.draw.seed),
+            script: text_digest(&std::fs::read_to_string(&script).unwrap_or_default()),
+        };
+        let stamp_path = plans.join(format!("tp-{kind}.stamp.json"));
+        let summary_path = plans.join(format!("tp-{kind}.json"));
+        let stored = read_as::<TpStamp>(&stamp_path).is_ok_and(|s| s == stamp)
+            && read_as::<TpSummary>(&summary_path).is_ok_and(|summary| {
+                targets.iter().all(|&t| {
+                    let key = target_key(t);
+                    summary.targets.get(&key).is_some_and(|v| !v.is_null())
+                        && (summary.error(&key).is_some()
+                            || plans.join(format!("tp-{kind}-{key}.json")).exists())
+                })
+            });
+        let ran = if stored {
+            eprintln!("  [{net} seed {seed}] Torch-Pruning ({kind}): stored plans");
+            read_as::<TpSummary>(&summary_path)
+        } else {
+            eprintln!("  [{net} seed {seed}] Torch-Pruning ({kind}) …");
+            cx.torch_pruning(kind, plans, targets).and_then(|summary| {
+                write_json(&stamp_path, &stamp)?;
+                Ok(summary)
+            })
+        };
+        match ran {
+            Ok(summary) => {
+                for &t in targets {
+                    let key = target_key(t);
+                    let path = plans.join(format!("tp-{kind}-{key}.json"));
+                    let made = match summary.error(&key) {
+                        Some(e) => Err(anyhow::anyhow!("Torch-Pruning {kind}: {e}")),
+                        None => Ok(path),
+                    };
+                    rows.push(row(t, m, made, summary.targets.get(&key).cloned()));
+                }
+            }
+            Err(e) => {
+                eprintln!("  [{net} seed {seed}] {}: {e:#}", m.key());
+                for &t in targets {
+                    rows.push(row(t, m, Err(anyhow::anyhow!("{e:#}")), None));
+                }
+            }
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -110,6 +110,11 @@ pub fn aggregate(results: &[SeedResult]) -> Result<Summary> {
             let f = &x.figures;
             let mut push = |name: String, v: f64| metrics.entry(name).or_default().push(v);
             push("macs_removed".into(), x.macs_removed);
+            if let Some(l) = &x.latency {
+                push("latency_removed".into(), l.removed.median);
+                push("latency_noisy".into(), f64::from(u8::from(l.noisy)));
+                push("latency_missed".into(), f64::from(u8::from(!l.met)));
+            }
             push("params".into(), f.params as f64);
             push("one_shot".into(), f.one_shot.test);
             push("one_shot_val".into(), f.one_shot.val);

@@ -73,9 +73,31 @@ pub fn markdown(net: &Summary) -> Result<String> {
             rec.batches, rec.batch_size
         )?;
     }
+    let latency = st.latency.as_ref();
+    if let Some(l) = latency {
+        writeln!(
+            s,
+            "Equal latency: `fair-latency` prunes to the latency target on {} (batch {}, {} thread(s)), its candidates timed until the measured reduction is within {:.0}% (relative) of the target; every other method is pruned at the MACs target whose measured reduction is within {:.0}% (relative) of fair-latency's, found by timing candidates; then every pruned model of a seed is timed in one interleaved session against the unpruned model, which gives the latency column (median of the per-round reductions).\n",
+            l.runtime,
+            l.batch,
+            l.threads,
+            100.0 * fair_pipeline::DEFAULT_LATENCY_TOLERANCE,
+            100.0 * l.tolerance
+        )?;
+    }
     write!(
         s,
-        "| MACs target | method | MACs removed | one-shot | + BN recal |"
+        "| {} | method | MACs removed |{} one-shot | + BN recal |",
+        if latency.is_some() {
+            "latency target"
+        } else {
+            "MACs target"
+        },
+        if latency.is_some() {
+            " latency removed |"
+        } else {
+            ""
+        }
     )?;
     // Distilled columns: "<budget>@<weight>".
     let distilled: Vec<(String, String)> = net
@@ -93,7 +115,8 @@ pub fn markdown(net: &Summary) -> Result<String> {
     writeln!(s)?;
     writeln!(
         s,
-        "| ---: | --- | ---: | ---: | ---: |{}",
+        "| ---: | --- | ---: |{} ---: | ---: |{}",
+        if latency.is_some() { " ---: |" } else { "" },
         " ---: | ---: |".repeat(budgets.len() + distilled.len())
     )?;
     let rows = &net.rows;
@@ -101,10 +124,15 @@ pub fn markdown(net: &Summary) -> Result<String> {
         let m = |name: &str| cell(r.metrics.get(name), n, 100.0);
         write!(
             s,
-            "| {:.0}% | {} | {} | {} | {} |",
+            "| {:.0}% | {} | {} |{} {} | {} |",
             100.0 * r.target,
             r.method,
             m("macs_removed"),
+            if latency.is_some() {
+                format!(" {} |", m("latency_removed"))
+            } else {
+                String::new()
+            },
             m("one_shot"),
             m("recalibrated"),
         )?;
@@ -140,6 +168,26 @@ pub fn markdown(net: &Summary) -> Result<String> {
     if !failed.is_empty() {
         writeln!(s, "\nFailed (no figure): {}.", failed.join("; "))?;
     }
+    if latency.is_some() {
+        // Seeds where a row's final measurement was flagged noisy, or its search ended
+        // outside the tolerance (the figures are kept, and said).
+        for (metric, what) in [
+            ("latency_noisy", "Final latency measurement flagged noisy"),
+            ("latency_missed", "Search ended outside its tolerance"),
+        ] {
+            let flagged: Vec<String> = rows
+                .iter()
+                .filter_map(|r| {
+                    let st = r.metrics.get(metric)?;
+                    let k = (st.mean * st.n as f64).round() as usize;
+                    (k > 0).then(|| format!("{} ({k} of {})", r.method, st.n))
+                })
+                .collect();
+            if !flagged.is_empty() {
+                writeln!(s, "\n{what}: {}.", flagged.join(", "))?;
+            }
+        }
+    }
     let best: Vec<String> = net
         .best
         .iter()
@@ -156,7 +204,8 @@ pub fn markdown(net: &Summary) -> Result<String> {
     if !best.is_empty() {
         writeln!(
             s,
-            "\nBest mean **validation** top-1 (MACs target / fine-tuning budget → method): {}.",
+            "\nBest mean **validation** top-1 ({} target / fine-tuning budget → method): {}.",
+            if latency.is_some() { "latency" } else { "MACs" },
             best.join("; ")
         )?;
     }
