@@ -88,7 +88,8 @@ USAGE:
                                 --finetune-epochs 1,5 --methods fair-paper,... --val-per-class 500
                                 --train-epochs 3 --finetune-fraction F --per-class 32 --threads 2
                                 --distill W --reconstruct --latency-target F --latency-on RT
-                                --latency-batch N --latency-threads N --no-docs --tables-only]
+                                --latency-batch N --latency-threads N --latency-tolerance F
+                                --no-docs --tables-only]
                                FAIR-Pruner variants (fair-paper and one change each) vs uniform L1
                                (ours, Torch-Pruning) and Torch-Pruning global Taylor / group norm
                                / isomorphic (heads and MLP neurons on the ViT, `--nets vit`)

@@ -455,10 +455,13 @@ pub struct Options {
     /// pruned model.
     #[arg(long, value_delimiter = ',', value_parser = positive, default_values_t = [1usize, 5])]
     pub finetune_epochs: Vec<usize>,
-    /// Methods to measure, comma-separated. A seed keeps the rows of other methods and targets
-    /// from earlier runs with the same settings and trained model, so runs over subsets add
-    /// up to one table; every measured figure is stored and reused when asked for again.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = Method::at_macs())]
+    /// Methods to measure, comma-separated [default: every method but fair-latency; with
+    /// --latency-target: fair-default, tp-l1, tp-norm, tp-taylor]. A seed keeps the rows of
+    /// other methods and targets from earlier runs with the same settings and trained model,
+    /// so runs over subsets add up to one table (at equal latency, a run replaces the rows
+    /// of its target: they are matched to its own fair-latency); every measured figure is
+    /// stored and reused when asked for again.
+    #[arg(long, value_delimiter = ',', value_enum)]
     pub methods: Vec<Method>,
     /// Validation images per class, carved from the training split (stratified, seeded) and
     /// never used for training, calibration or fine-tuning; the default is chosen on it.
@@ -495,7 +498,7 @@ pub struct Options {
     /// model is timed in one interleaved session against the unpruned one. `--macs` is not
     /// used. The rows go to their own result file per runtime, batch and threads
     /// (`result-latency-<runtime>-b<batch>-t<threads>.json`) and table.
-    #[arg(long, value_name = "FRACTION", value_parser = macs_target)]
+    #[arg(long, value_name = "FRACTION", value_parser = latency_target)]
     pub latency_target: Option<f64>,
     /// The runtime latency is measured on with `--latency-target`: `libtorch-cpu` or
     /// `onnxruntime-cpu` (through `--python`, which must have `onnxruntime`).
@@ -534,14 +537,20 @@ impl Options {
             batch: self.latency_batch,
             threads: self.latency_threads,
             tolerance: self.latency_tolerance,
+            fair_tolerance: fair_pipeline::DEFAULT_LATENCY_TOLERANCE,
         })
     }
 
     /// The methods this run measures, in table order without repeats: with
-    /// `--latency-target`, `fair-latency` and `--methods`; else `--methods`, where
+    /// `--latency-target`, `fair-latency` and `--methods` (by default issue 27's set,
+    /// [`AT_LATENCY`]); else `--methods` (by default [`Method::at_macs`]), where
     /// `fair-latency` is an error (it has no MACs target).
     pub fn methods(&self) -> Result<Vec<Method>> {
-        let mut methods = self.methods.clone();
+        let mut methods = match (self.methods.is_empty(), self.latency_target) {
+            (false, _) => self.methods.clone(),
+            (true, None) => Method::at_macs(),
+            (true, Some(_)) => AT_LATENCY.to_vec(),
+        };
         match self.latency_target {
             Some(_) => methods.push(Method::FairLatency),
             None if methods.contains(&Method::FairLatency) => anyhow::bail!(
@@ -554,6 +563,31 @@ impl Options {
         methods.dedup();
         Ok(methods)
     }
+}
+
+/// The methods an equal-latency run compares with fair-latency by default (issue 27, item
+/// 4): the MACs-targeted default, Torch-Pruning's uniform L1 and its global group norm and
+/// Taylor pruning.
+pub const AT_LATENCY: [Method; 4] = [
+    Method::FairDefault,
+    Method::TpL1,
+    Method::TpNorm,
+    Method::TpTaylor,
+];
+
+/// What an equal-latency run's file and directory names carry:
+/// `latency-<runtime>-b<batch>-t<threads>`.
+pub(super) fn latency_tag(runtime: LatencyRuntime, batch: usize, threads: usize) -> String {
+    format!("latency-{runtime}-b{batch}-t{threads}")
+}
+
+fn latency_target(text: &str) -> Result<f64, String> {
+    let t: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a fraction of the latency like 0.5, found {text}"))?;
+    Goal::Latency(t).check().map_err(|e| e.to_string())?;
+    Ok(t)
 }
 
 fn latency_runtime(text: &str) -> Result<LatencyRuntime, String> {
@@ -604,8 +638,9 @@ mod tests {
         assert_eq!(o.seeds, [0, 1, 2]);
         assert_eq!(o.macs, [0.3, 0.5, 0.7]);
         assert_eq!(o.finetune_epochs, [1, 5]);
-        assert_eq!(o.methods, Method::at_macs());
-        assert!(!o.methods.contains(&Method::FairLatency));
+        assert!(o.methods.is_empty(), "resolved by Options::methods");
+        assert_eq!(o.methods().unwrap(), Method::at_macs());
+        assert!(!o.methods().unwrap().contains(&Method::FairLatency));
         assert_eq!(o.methods().unwrap().len(), Method::ALL.len() - 1);
         assert!(o.latency_target.is_none() && o.latency().is_none());
         assert_eq!((o.val_per_class, o.train_epochs, o.per_class), (500, 3, 32));
@@ -624,7 +659,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        assert_eq!(o.methods, [Method::FairPaper, Method::TpTaylor]);
+        assert_eq!(o.methods().unwrap(), [Method::FairPaper, Method::TpTaylor]);
         assert_eq!((o.seeds, o.macs), (vec![4], vec![0.5]));
         assert_eq!(
             (o.finetune_fraction, o.finetune_epochs),
@@ -666,7 +701,24 @@ mod tests {
                 batch: 1,
                 threads: 1,
                 tolerance: 0.03,
+                fair_tolerance: 0.05,
             })
+        );
+        // Without --methods: fair-latency and issue 27's set, in table order.
+        let o = parse(&["--latency-target", "0.5"]).unwrap();
+        assert_eq!(
+            o.methods().unwrap(),
+            [
+                Method::FairLatency,
+                Method::FairDefault,
+                Method::TpL1,
+                Method::TpTaylor,
+                Method::TpNorm
+            ]
+        );
+        assert_eq!(
+            latency_tag(LatencyRuntime::OnnxruntimeCpu, 8, 2),
+            "latency-onnxruntime-cpu-b8-t2"
         );
         let o = parse(&[
             "--latency-target",

@@ -149,7 +149,7 @@ impl Arm {
                 runtime,
                 batch,
                 threads,
-            } => format!("-latency-{runtime}-b{batch}-t{threads}"),
+            } => format!("-{}", experiment::latency_tag(runtime, batch, threads)),
         }
     }
 
@@ -168,7 +168,8 @@ impl Arm {
         format!("ablation{}-{net}.svg", self.tag())
     }
 
-    /// The block of `docs/results.md` that holds `net`'s table.
+    /// The block of `docs/results.md` that holds `net`'s table: at equal latency, one per
+    /// runtime (its table states the batch and threads; a run with others replaces it).
     fn block(self, net: &str) -> Markers<'static> {
         match self {
             Arm::Macs => block_of(net),
@@ -208,9 +209,10 @@ fn stored_result(dir: &Path, net: &str, seed: u64, arm: Arm) -> Result<Option<Se
     })
 }
 
-/// Reads the stored per-seed results of every network for `seeds`, aggregates them, writes
-/// `dir/summary.json` and the charts (`dir/ablation-<net>.svg`), and returns the Markdown of
-/// every network that has results (with its key) and the chart files written.
+/// Reads the stored per-seed results of `arm` of every network for `seeds`, aggregates
+/// them, writes the arm's summary (`dir/summary.json` at MACs targets) and charts
+/// (`dir/ablation-<net>.svg`), and returns the Markdown of every network that has results
+/// (with its key) and the chart files written.
 fn rebuild(dir: &Path, seeds: &[u64], arm: Arm) -> Result<(PathBuf, NetBlocks, Vec<PathBuf>)> {
     let mut nets = Vec::new();
     let mut blocks = Vec::new();
@@ -287,6 +289,13 @@ pub fn run(o: &Options) -> Result<()> {
         } else {
             None
         };
+        if o.latency_target.is_some() {
+            // Checked before any seed is trained and scored.
+            latency::settings(o, python.as_deref())
+                .timer()
+                .check_available()
+                .with_context(|| format!("bench ablation: timing on {}", o.latency_on))?;
+        }
         tch::set_num_threads(i32::try_from(o.threads).context("--threads is too large")?);
         for net in NETS.iter().filter(|n| o.nets.iter().any(|k| k == n.key)) {
             for &seed in &o.seeds {
@@ -531,6 +540,27 @@ mod tests {
             back.settings.latency.as_ref().unwrap().runtime,
             "libtorch-cpu"
         );
+        // A later run at the same target replaces every row of it (they match its own
+        // fair-latency), with the same reconstruction only; rows of other targets stay.
+        let mut later = latency_result(1, 0.47, false, true);
+        later["results"] = json!([later["results"][0].clone()]);
+        let mut earlier = back.clone();
+        earlier.results[1].target = 0.4;
+        let merged = merge_results(&earlier, typed(later.clone()));
+        let rows: Vec<(&str, f64)> = merged
+            .results
+            .iter()
+            .map(|r| (r.method.as_str(), r.target))
+            .collect();
+        assert_eq!(rows, [("fair-latency", 0.5), ("tp-norm", 0.4)]);
+        let merged = merge_results(&back, typed(later.clone()));
+        assert_eq!(
+            merged.results.len(),
+            1,
+            "tp-norm at 50 % was matched to another run"
+        );
+        later["results"][0]["reconstructed"] = json!(true);
+        assert_eq!(merge_results(&back, typed(later)).results.len(), 3);
         // Rows timed on another runtime are another arm's: not added up with these.
         let mut other = latency_result(1, 0.52, false, true);
         other["settings"]["latency"]["runtime"] = json!("onnxruntime-cpu");

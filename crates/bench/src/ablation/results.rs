@@ -143,6 +143,14 @@ pub struct LatencyArm {
     pub threads: usize,
     /// Relative tolerance of "equal latency" in each method's search.
     pub tolerance: f64,
+    /// Relative tolerance of fair-latency's own correction towards the latency target
+    /// (`prune --target-latency`'s default; results written before it was stored read 5 %).
+    #[serde(default = "default_fair_tolerance")]
+    pub fair_tolerance: f64,
+}
+
+fn default_fair_tolerance() -> f64 {
+    0.05
 }
 
 /// How a row of an equal-latency run was matched and what it measured.
@@ -168,6 +176,10 @@ pub struct RowLatency {
     pub ms: [f64; 2],
     /// Whether that measurement was too spread to trust.
     pub noisy: bool,
+    /// fair-latency's row: whether its latency table was flagged noisy (absent on other
+    /// rows and in results written before it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_noisy: Option<bool>,
 }
 
 /// How a row ended: failed (no figure) or measured.
@@ -288,7 +300,10 @@ pub fn shared_settings(result: &SeedResult) -> Settings {
 /// (other methods, targets, or with/without reader reconstruction), kept only when both
 /// were measured with the same settings and the same trained model; otherwise the new
 /// result alone. So runs over subsets of methods and targets, with and without
-/// `--reconstruct`, add up to one table; their `minutes` add up too.
+/// `--reconstruct`, add up to one table; their `minutes` add up too. At equal latency
+/// (`settings.latency`) rows match fair-latency's latency of their own run and were timed
+/// in its final session, so a run replaces *every* row of the targets it measured (with the
+/// same reconstruction), not only its methods'.
 pub fn merge_results(previous: &SeedResult, mut new: SeedResult) -> SeedResult {
     let same = shared_settings(previous) == shared_settings(&new)
         && previous.unpruned == new.unpruned
@@ -296,7 +311,15 @@ pub fn merge_results(previous: &SeedResult, mut new: SeedResult) -> SeedResult {
     if !same {
         return new;
     }
-    let key = |r: &Row| (r.method.clone(), r.target.to_bits(), reconstructed(r));
+    let by_run = new.settings.latency.is_some();
+    let key = |r: &Row| {
+        let method = if by_run {
+            String::new()
+        } else {
+            r.method.clone()
+        };
+        (method, r.target.to_bits(), reconstructed(r))
+    };
     let measured: Vec<_> = new.results.iter().map(key).collect();
     let kept: Vec<Row> = previous
         .results
@@ -324,7 +347,7 @@ pub struct Stat {
 /// One (target, method) of a [`Summary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
-    /// The MACs target.
+    /// The MACs target (the latency target at equal latency).
     pub target: f64,
     /// The method as the tables name it (`fair-default + recon`).
     pub method: String,
@@ -343,7 +366,7 @@ pub struct SummaryRow {
 /// The best mean validation top-1 at one (target, budget).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
-    /// The MACs target.
+    /// The MACs target (the latency target at equal latency).
     pub target: f64,
     /// The fine-tuning budget in epochs.
     pub budget: usize,

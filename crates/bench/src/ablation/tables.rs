@@ -81,7 +81,7 @@ pub fn markdown(net: &Summary) -> Result<String> {
             l.runtime,
             l.batch,
             l.threads,
-            100.0 * fair_pipeline::DEFAULT_LATENCY_TOLERANCE,
+            100.0 * l.fair_tolerance,
             100.0 * l.tolerance
         )?;
     }
