@@ -37,6 +37,13 @@ const MAX_MACS: f64 = 0.95;
 /// Candidates a method's search builds and times at most.
 const SEARCH_ROUNDS: usize = 6;
 
+/// A MACs target a method cannot reach is lowered by this much, at most [`LOWER_TRIES`]
+/// times, before its search fails.
+const LOWER_STEP: f64 = 0.03;
+
+/// See [`LOWER_STEP`].
+const LOWER_TRIES: usize = 3;
+
 /// How each candidate of a search is timed: at least 15 interleaved rounds, about 3 s.
 fn search_options() -> LatencyOptions {
     LatencyOptions {
@@ -316,12 +323,12 @@ fn match_latency(
     let kind = m.torch_pruning();
     let probes = dir.join(format!("probes-{}", m.key()));
     let mut round = 0;
-    let mut attempt = |t: f64| -> Result<(LatencyRound, Candidate)> {
-        round += 1;
-        let out = probes.join(round.to_string());
-        create_dir(&out)?;
+    // The highest target lowering found reachable: later asks above it start there.
+    let mut ceiling = f64::INFINITY;
+    // The plan at MACs target `t`, written into `out`, with Torch-Pruning's record of it.
+    let plan_at = |t: f64, out: &Path| -> Result<(PathBuf, Option<serde_json::Value>)> {
         let key = target_key(t);
-        let (path, reference) = match (&selector, kind) {
+        Ok(match (&selector, kind) {
             (Some((selector, counts)), _) => {
                 let path = out.join(format!("{}-{key}.json", m.key()));
                 stages::select(selector, Goal::Macs(t), *counts)?
@@ -330,7 +337,7 @@ fn match_latency(
                 (path, None)
             }
             (None, Some(kind)) => {
-                let summary = cx.torch_pruning(kind, &out, &[t])?;
+                let summary = cx.torch_pruning(kind, out, &[t])?;
                 if let Some(e) = summary.error(&key) {
                     anyhow::bail!("Torch-Pruning {kind}: {e}");
                 }
@@ -338,6 +345,35 @@ fn match_latency(
                 (path, summary.targets.get(&key).cloned())
             }
             (None, None) => anyhow::bail!("{} makes no plans", m.key()),
+        })
+    };
+    let mut attempt = |asked: f64| -> Result<(LatencyRound, Candidate)> {
+        round += 1;
+        let out = probes.join(round.to_string());
+        create_dir(&out)?;
+        // A target the method cannot reach (e.g. Torch-Pruning's ratio cap) is lowered a
+        // step at a time; the round is recorded at the target that made the plan.
+        let (mut t, mut lowered) = (asked.min(ceiling), 0);
+        let (path, reference) = loop {
+            match plan_at(t, &out) {
+                Ok(made) => {
+                    if lowered > 0 {
+                        ceiling = t;
+                    }
+                    break made;
+                }
+                Err(e) if lowered < LOWER_TRIES && t - LOWER_STEP > 0.0 => {
+                    eprintln!(
+                        "    {} at {:.1}% of MACs: {e:#}; trying {:.1}%",
+                        m.key(),
+                        100.0 * t,
+                        100.0 * (t - LOWER_STEP)
+                    );
+                    t -= LOWER_STEP;
+                    lowered += 1;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let plan = Plan::load(&path)?;
         let resolution = Resolution::new(cx.model.graph(), &plan, &ResolveOptions::default())?;
