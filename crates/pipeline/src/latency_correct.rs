@@ -60,8 +60,10 @@ pub fn within(target: f64, measured: f64, tolerance: f64) -> bool {
 /// `t · target / measured` — clamped to `(0, upper]`, `upper` being the largest table
 /// target the table reaches. It stops when a round meets the target within
 /// `options.tolerance`, after `options.max_rounds` rounds, or when the next table target
-/// would repeat one already timed (e.g. `upper` is not enough). An error from `attempt` is
-/// returned as is.
+/// would repeat one already timed (e.g. `upper` is not enough). `attempt` may build its
+/// candidate at a lower target than it was asked for (what it can reach) and return that
+/// target as the round's table target: it is then the upper bound of the rounds after. An
+/// error from `attempt` is returned as is.
 ///
 /// ```
 /// use fair_pipeline::{CorrectionOptions, LatencyRound, Spread, correct_latency};
@@ -89,13 +91,18 @@ pub fn correct_latency<C, E>(
     options: &CorrectionOptions,
     mut attempt: impl FnMut(f64) -> Result<(LatencyRound, C), E>,
 ) -> Result<Corrected<C>, E> {
+    let mut upper = upper;
     let lower = (target * 1e-3).min(upper);
-    let clamp = |t: f64| t.clamp(lower, upper);
+    let clamp = |t: f64, upper: f64| t.clamp(lower.min(upper), upper);
     let mut rounds: Vec<LatencyRound> = Vec::new();
     let mut best: Option<(usize, C)> = None;
-    let mut t = clamp(target);
+    let mut t = clamp(target, upper);
     for _ in 0..options.max_rounds.max(1) {
         let (round, candidate) = attempt(t)?;
+        if round.table_target < t {
+            // Built lower than asked: no higher target is reachable.
+            upper = round.table_target;
+        }
         let measured = round.removed.median;
         let closer = best.as_ref().is_none_or(|(b, _)| {
             (measured - target).abs() < (rounds[*b].removed.median - target).abs()
@@ -107,7 +114,7 @@ pub fn correct_latency<C, E>(
         if within(target, measured, options.tolerance) {
             break;
         }
-        let next = clamp(next_target(target, &rounds));
+        let next = clamp(next_target(target, &rounds), upper);
         if !next.is_finite() || rounds.iter().any(|r| (r.table_target - next).abs() <= 1e-9) {
             break;
         }
@@ -236,6 +243,35 @@ mod tests {
         assert_eq!(c.candidate, 0.9);
         assert!((c.rounds[c.best].removed.median - 0.27).abs() < 1e-12);
         assert!(c.rounds.iter().all(|r| r.table_target <= 0.9));
+    }
+
+    #[test]
+    fn a_candidate_built_lower_than_asked_lowers_the_upper_bound() {
+        // A method that cannot go past a table target of 0.6 (it builds there instead), on
+        // which 0.6 removes 0.36: the target is out of reach.
+        let cap = 0.6;
+        let mut asked = Vec::new();
+        let c = correct_latency(0.5, 0.95, &CorrectionOptions::default(), |t| {
+            asked.push(t);
+            let built = t.min(cap);
+            Ok::<_, ()>((round(built, 0.6 * built), built))
+        })
+        .unwrap();
+        assert!(!c.met);
+        // Once 0.6 is built for a higher ask, nothing above it is asked again and the same
+        // target is not timed twice.
+        let first_capped = asked
+            .iter()
+            .position(|&t| t > cap)
+            .expect("asked above 0.6");
+        assert!(
+            asked[first_capped + 1..].iter().all(|&t| t <= cap),
+            "{asked:?}"
+        );
+        let mut built: Vec<f64> = c.rounds.iter().map(|r| r.table_target).collect();
+        built.dedup();
+        assert_eq!(built.len(), c.rounds.len(), "{built:?}");
+        assert_eq!(c.candidate, cap);
     }
 
     #[test]

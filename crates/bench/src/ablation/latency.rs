@@ -9,7 +9,8 @@
 //! 2. Every other method: plans at MACs targets (ours from its selector, Torch-Pruning's from
 //!    its script), each built and timed against the unpruned model, the MACs target corrected
 //!    ([`fair_pipeline::correct_latency`]: secant steps, bisection once bracketed) until the
-//!    measured reduction is within `--latency-tolerance` of the aim.
+//!    measured reduction is within `--latency-tolerance` of the aim. A target the method
+//!    cannot reach is lowered by 0.03 (at most 3 times) and becomes the search's upper bound.
 //! 3. One final session times the unpruned model and every method's kept model interleaved
 //!    (round by round, rotating order), so the table's latency column compares them under the
 //!    same load.
@@ -118,7 +119,8 @@ pub(super) fn plans(
     let say = |line: String| eprintln!("  [{net} seed {seed}] {line}");
 
     // 1. fair-latency.
-    let fair = fair_latency(cx, target, &settings, &dir, &say)
+    let arm = o.latency().context("an equal-latency run")?;
+    let fair = fair_latency(cx, target, arm.fair_tolerance, &settings, &dir, &say)
         .with_context(|| format!("fair-latency at {:.0}% of the latency", 100.0 * target))?;
     let aim = fair.0.kept.removed.median;
     let mut searches = vec![fair.0];
@@ -162,7 +164,16 @@ pub(super) fn plans(
     let timed = timer
         .time(&[set], &name, batch, threads, &final_options())
         .map(|mut sets| sets.remove(0))
-        .context("timing the pruned models together");
+        .context("timing the pruned models together")
+        .and_then(|timed| {
+            anyhow::ensure!(
+                timed.len() == searches.len() + 1,
+                "timing the pruned models together gave {} figures for {} models",
+                timed.len(),
+                searches.len() + 1
+            );
+            Ok(timed)
+        });
     Ok(rows(searches, timed, failed, &tag, target))
 }
 
@@ -230,10 +241,12 @@ fn rows(
 
 /// fair-latency: the default's selector priced by a latency table (measured, or cached in
 /// `dir` for this model, runtime, batch and threads), its candidates corrected on
-/// measurements as `prune --target-latency` does ([`fair_pipeline::DEFAULT_LATENCY_TOLERANCE`]).
+/// measurements as `prune --target-latency` does, within `fair_tolerance` (relative; the
+/// run's [`super::results::LatencyArm::fair_tolerance`], the CLI's default).
 fn fair_latency(
     cx: &PlanContext,
     target: f64,
+    fair_tolerance: f64,
     settings: &LatencySettings,
     dir: &Path,
     say: &dyn Fn(String),
@@ -273,7 +286,10 @@ fn fair_latency(
         target,
         &table,
         &search_options(),
-        &CorrectionOptions::default(),
+        &CorrectionOptions {
+            tolerance: fair_tolerance,
+            ..CorrectionOptions::default()
+        },
         |r| {
             say(format!(
                 "  fair-latency at table target {:.1}%: measured {:.1}% removed",
@@ -323,58 +339,38 @@ fn match_latency(
     let kind = m.torch_pruning();
     let probes = dir.join(format!("probes-{}", m.key()));
     let mut round = 0;
-    // The highest target lowering found reachable: later asks above it start there.
-    let mut ceiling = f64::INFINITY;
-    // The plan at MACs target `t`, written into `out`, with Torch-Pruning's record of it.
-    let plan_at = |t: f64, out: &Path| -> Result<(PathBuf, Option<serde_json::Value>)> {
+    // The plan at MACs target `t`, written into `out`, with Torch-Pruning's record of it;
+    // the inner `Err` when the method cannot reach `t` (Torch-Pruning's ratio cap, a goal our
+    // selector refuses), the outer one for anything else.
+    type Made = std::result::Result<(PathBuf, Option<serde_json::Value>), String>;
+    let plan_at = |t: f64, out: &Path| -> Result<Made> {
         let key = target_key(t);
         Ok(match (&selector, kind) {
             (Some((selector, counts)), _) => {
                 let path = out.join(format!("{}-{key}.json", m.key()));
-                stages::select(selector, Goal::Macs(t), *counts)?
-                    .plan()
-                    .save(&path)?;
-                (path, None)
+                match stages::select(selector, Goal::Macs(t), *counts) {
+                    Ok(selection) => {
+                        selection.plan().save(&path)?;
+                        Ok((path, None))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
             }
             (None, Some(kind)) => {
                 let summary = cx.torch_pruning(kind, out, &[t])?;
-                if let Some(e) = summary.error(&key) {
-                    anyhow::bail!("Torch-Pruning {kind}: {e}");
+                match summary.error(&key) {
+                    Some(e) => Err(format!("Torch-Pruning {kind}: {e}")),
+                    None => Ok((
+                        out.join(format!("tp-{kind}-{key}.json")),
+                        summary.targets.get(&key).cloned(),
+                    )),
                 }
-                let path = out.join(format!("tp-{kind}-{key}.json"));
-                (path, summary.targets.get(&key).cloned())
             }
             (None, None) => anyhow::bail!("{} makes no plans", m.key()),
         })
     };
-    let mut attempt = |asked: f64| -> Result<(LatencyRound, Candidate)> {
-        round += 1;
-        let out = probes.join(round.to_string());
-        create_dir(&out)?;
-        // A target the method cannot reach (e.g. Torch-Pruning's ratio cap) is lowered a
-        // step at a time; the round is recorded at the target that made the plan.
-        let (mut t, mut lowered) = (asked.min(ceiling), 0);
-        let (path, reference) = loop {
-            match plan_at(t, &out) {
-                Ok(made) => {
-                    if lowered > 0 {
-                        ceiling = t;
-                    }
-                    break made;
-                }
-                Err(e) if lowered < LOWER_TRIES && t - LOWER_STEP > 0.0 => {
-                    eprintln!(
-                        "    {} at {:.1}% of MACs: {e:#}; trying {:.1}%",
-                        m.key(),
-                        100.0 * t,
-                        100.0 * (t - LOWER_STEP)
-                    );
-                    t -= LOWER_STEP;
-                    lowered += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+    // The candidate built and timed at the reachable target `t`.
+    let build = |t: f64, (path, reference): (PathBuf, Option<serde_json::Value>)| {
         let plan = Plan::load(&path)?;
         let resolution = Resolution::new(cx.model.graph(), &plan, &ResolveOptions::default())?;
         let pruned = stages::apply(cx.model, &resolution)?;
@@ -399,10 +395,40 @@ fn match_latency(
             100.0 * t,
             100.0 * round.removed.median
         );
-        Ok((round, (path, reference, pruned)))
+        anyhow::Ok((round, (path, reference, pruned)))
     };
-    let mut attempt =
-        |t: f64| attempt(t).with_context(|| format!("{} at {:.1}% of MACs", m.key(), 100.0 * t));
+    let mut attempt = |asked: f64| -> Result<(LatencyRound, Candidate)> {
+        round += 1;
+        let out = probes.join(round.to_string());
+        // A round's directory holds only its own plans (runs before left theirs).
+        if out.exists() {
+            std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+        }
+        create_dir(&out)?;
+        // A target the method cannot reach is lowered a step at a time; the round is
+        // recorded at the target that made the plan (which `correct_latency` then takes as
+        // its upper bound).
+        let (mut t, mut lowered) = (asked, 0);
+        let made = loop {
+            match plan_at(t, &out)
+                .with_context(|| format!("{} at {:.1}% of MACs", m.key(), 100.0 * t))?
+            {
+                Ok(made) => break made,
+                Err(e) if lowered < LOWER_TRIES && t - LOWER_STEP > 0.0 => {
+                    eprintln!(
+                        "    {} at {:.1}% of MACs: {e}; trying {:.1}%",
+                        m.key(),
+                        100.0 * t,
+                        100.0 * (t - LOWER_STEP)
+                    );
+                    t -= LOWER_STEP;
+                    lowered += 1;
+                }
+                Err(e) => anyhow::bail!("{} at {:.1}% of MACs: {e}", m.key(), 100.0 * t),
+            }
+        };
+        build(t, made).with_context(|| format!("{} at {:.1}% of MACs", m.key(), 100.0 * t))
+    };
     let c = correct_latency(aim, MAX_MACS, correction, &mut attempt)?;
     let kept = c.rounds[c.best].clone();
     let (plan, reference, model) = c.candidate;

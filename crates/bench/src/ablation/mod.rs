@@ -441,6 +441,7 @@ mod tests {
         let mut fair = r["results"][0].clone();
         fair["method"] = json!("fair-latency");
         fair["latency"] = latency(Value::Null, removed, false, true);
+        fair["latency"]["table_noisy"] = json!(noisy);
         let mut tp = r["results"][2].clone();
         tp["method"] = json!("tp-norm");
         tp["latency"] = latency(json!(0.74), 0.49, noisy, met);
@@ -513,6 +514,10 @@ mod tests {
             md.contains("(latency target / fine-tuning budget → method)"),
             "{md}"
         );
+        assert!(
+            md.contains("Latency table flagged noisy: fair-latency (1 of 2)."),
+            "{md}"
+        );
         // Its block is the runtime's in the latency section; docs/results.md holds both.
         let grouped = by_block(&blocks, libtorch);
         assert_eq!(grouped[0].0.begin, ABLATION_LATENCY_LIBTORCH.begin);
@@ -558,6 +563,10 @@ mod tests {
             merged.results.len(),
             1,
             "tp-norm at 50 % was matched to another run"
+        );
+        assert_eq!(
+            merged.minutes, 1.0,
+            "the replaced run's minutes do not count"
         );
         later["results"][0]["reconstructed"] = json!(true);
         assert_eq!(merge_results(&back, typed(later)).results.len(), 3);

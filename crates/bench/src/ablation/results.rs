@@ -300,7 +300,8 @@ pub fn shared_settings(result: &SeedResult) -> Settings {
 /// (other methods, targets, or with/without reader reconstruction), kept only when both
 /// were measured with the same settings and the same trained model; otherwise the new
 /// result alone. So runs over subsets of methods and targets, with and without
-/// `--reconstruct`, add up to one table; their `minutes` add up too. At equal latency
+/// `--reconstruct`, add up to one table; their `minutes` add up too (while a row of the
+/// earlier runs is kept). At equal latency
 /// (`settings.latency`) rows match fair-latency's latency of their own run and were timed
 /// in its final session, so a run replaces *every* row of the targets it measured (with the
 /// same reconstruction), not only its methods'.
@@ -327,8 +328,11 @@ pub fn merge_results(previous: &SeedResult, mut new: SeedResult) -> SeedResult {
         .filter(|r| !measured.contains(&key(r)))
         .cloned()
         .collect();
+    // The earlier runs' minutes count while any of their rows is kept.
+    if !kept.is_empty() {
+        new.minutes += previous.minutes;
+    }
     new.results.extend(kept);
-    new.minutes += previous.minutes;
     new
 }
 
@@ -354,8 +358,9 @@ pub struct SummaryRow {
     /// Measured with reader reconstruction.
     pub reconstructed: bool,
     /// By metric: `macs_removed`, `latency_removed` (equal-latency runs: the final
-    /// session's median), `latency_noisy` and `latency_missed` (1 where that measurement
-    /// was flagged noisy, where the search ended outside its tolerance; else 0), `params`, `one_shot` (test), `one_shot_val`,
+    /// session's median), `latency_noisy`, `latency_missed` and `latency_table_noisy` (1
+    /// where that measurement was flagged noisy, where the search ended outside its
+    /// tolerance, where fair-latency's table was flagged noisy; else 0), `params`, `one_shot` (test), `one_shot_val`,
     /// `recalibrated`, `recalibrated_val`, `val@<budget>`, `test@<budget>`,
     /// `kd-val@<budget>@<weight>`, `kd-test@<budget>@<weight>`.
     pub metrics: BTreeMap<String, Stat>,

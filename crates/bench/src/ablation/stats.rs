@@ -114,6 +114,9 @@ pub fn aggregate(results: &[SeedResult]) -> Result<Summary> {
                 push("latency_removed".into(), l.removed.median);
                 push("latency_noisy".into(), f64::from(u8::from(l.noisy)));
                 push("latency_missed".into(), f64::from(u8::from(!l.met)));
+                if let Some(noisy) = l.table_noisy {
+                    push("latency_table_noisy".into(), f64::from(u8::from(noisy)));
+                }
             }
             push("params".into(), f.params as f64);
             push("one_shot".into(), f.one_shot.test);

@@ -174,6 +174,7 @@ pub fn markdown(net: &Summary) -> Result<String> {
         for (metric, what) in [
             ("latency_noisy", "Final latency measurement flagged noisy"),
             ("latency_missed", "Search ended outside its tolerance"),
+            ("latency_table_noisy", "Latency table flagged noisy"),
         ] {
             let flagged: Vec<String> = rows
                 .iter()
