@@ -582,12 +582,7 @@ pub(super) fn latency_tag(runtime: LatencyRuntime, batch: usize, threads: usize)
 }
 
 fn latency_target(text: &str) -> Result<f64, String> {
-    let t: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a fraction of the latency like 0.5, found {text}"))?;
-    Goal::Latency(t).check().map_err(|e| e.to_string())?;
-    Ok(t)
+    goal_fraction(text, Goal::Latency, "a fraction of the latency like 0.5")
 }
 
 fn latency_runtime(text: &str) -> Result<LatencyRuntime, String> {
@@ -600,11 +595,17 @@ fn latency_runtime(text: &str) -> Result<LatencyRuntime, String> {
 }
 
 fn macs_target(text: &str) -> Result<f64, String> {
+    goal_fraction(text, Goal::Macs, "fractions like 0.3,0.5")
+}
+
+/// A target parsed as `goal` checks it (`expected` says what was expected when `text` is no
+/// number).
+fn goal_fraction(text: &str, goal: fn(f64) -> Goal, expected: &str) -> Result<f64, String> {
     let t: f64 = text
         .trim()
         .parse()
-        .map_err(|_| format!("expected fractions like 0.3,0.5, found {text}"))?;
-    Goal::Macs(t).check().map_err(|e| e.to_string())?;
+        .map_err(|_| format!("expected {expected}, found {text}"))?;
+    goal(t).check().map_err(|e| e.to_string())?;
     Ok(t)
 }
 
