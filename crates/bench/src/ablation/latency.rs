@@ -433,8 +433,8 @@ fn match_latency(
     let kept = c.rounds[c.best].clone();
     let (plan, reference, model) = c.candidate;
     let saved = dir.join(format!("{}.json", m.key()));
-    std::fs::copy(&plan, &saved)
-        .with_context(|| format!("copying {} to {}", plan.display(), saved.display()))?;
+    // Written through the plan's own (atomic) save, not a file copy.
+    Plan::load(&plan)?.save(&saved)?;
     Ok((
         Search {
             method: m,
