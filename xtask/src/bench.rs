@@ -28,7 +28,7 @@ const USAGE: &str = "usage: cargo xtask bench scoring [--threads N --classes K -
        cargo xtask bench loader [--images N --classes K --workers N --batch-size B --no-docs]
        cargo xtask bench onnx-coverage [--models M,... --exporter ts|dynamo --size N --seed S --threads N --cache DIR --grouped-convs fixed|within-groups --no-docs]
        cargo xtask bench scale-classes [--rows 100x32,1000x8,1000x32 --size N --noise F --all-pairs-units N|all --max-memory B --model M --seed S --threads N --out DIR]
-       cargo xtask bench latency [--full --models M,... --runtimes libtorch-cpu,onnxruntime-cpu --target F --threads N --classes K --per-class N --fair-pruner PATH --out DIR]
+       cargo xtask bench latency [--full --models M,... --runtimes libtorch-cpu,onnxruntime-cpu,pytorch-cpu --target F --threads N --classes K --per-class N --fair-pruner PATH --out DIR]
        cargo xtask bench python [--repeats N --threads N --classes K --per-class N --no-reference]
        (cargo xtask bench <scoring|compare|ablation|loader|onnx-coverage|scale-classes|latency|python> --help lists every option)";
 

@@ -116,7 +116,7 @@ USAGE:
                                class-pair search against all pairs (estimated from N units per
                                layer, checked bit for bit), time profile, one forward pass,
                                peak RSS, issue 26's goals; target/bench/scale-classes/
-    cargo xtask bench latency  [--full --models resnet20,... --runtimes libtorch-cpu,onnxruntime-cpu
+    cargo xtask bench latency  [--full --models resnet20,... --runtimes libtorch-cpu,onnxruntime-cpu,pytorch-cpu
                                 --target 0.5 --threads 1 --classes 4 --per-class 4 --out DIR]
                                builds the release CLI, then per model x runtime x batch:
                                `fair-pruner prune --target-latency 0.5` and `--target-macs` at

@@ -15,6 +15,15 @@
 //!    measured the same way on the same runtime, batch and threads (no table, no
 //!    correction), with its latency gain / MAC cut ratio.
 //!
+//! 3. on libtorch CPU and PyTorch CPU rows, the latency run's export timed as a user who
+//!    runs its `model.py` times it: eager PyTorch, interleaved against fair-pruner's export
+//!    of the unpruned model (`apply` with an empty plan) and, for torchvision models,
+//!    against torchvision's module (`xtask/bench/pytorch_timing.py`, the same batch and
+//!    threads, with the Python of `--python`).
+//!
+//! Runtimes (`--runtimes`): libtorch-cpu, onnxruntime-cpu and pytorch-cpu (the export's
+//! `model.py` in eager PyTorch, timed by the CLI through Python).
+//!
 //! Models: the quick set (default) is the zoo's CIFAR ResNet-20 and VGG-16-BN at 3×32×32
 //! (10 classes), batch 1; `--full` is issue 27's set: ResNet-50 at 224² (batch 1 and 32),
 //! the zoo's CIFAR ResNet-56, and VGG-16-BN and MobileNetV2 at 224² imported from ONNX.
@@ -58,11 +67,15 @@ pub const GAIN_GOAL: f64 = 0.9;
 /// Where a latency target is measured (`fair-pruner prune --latency-on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+// The names are the CLI's (`libtorch-cpu`, …): every runtime the bench times on is a CPU one.
+#[allow(clippy::enum_variant_names)]
 pub enum Runtime {
     /// libtorch on the CPU.
     LibtorchCpu,
     /// ONNX Runtime's CPU execution provider, through a Python with `onnxruntime`.
     OnnxruntimeCpu,
+    /// The export's `model.py` in eager PyTorch, through a Python with `torch`.
+    PytorchCpu,
 }
 
 impl Runtime {
@@ -71,6 +84,7 @@ impl Runtime {
         match self {
             Runtime::LibtorchCpu => "libtorch-cpu",
             Runtime::OnnxruntimeCpu => "onnxruntime-cpu",
+            Runtime::PytorchCpu => "pytorch-cpu",
         }
     }
 }
@@ -163,8 +177,9 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub models: Vec<String>,
     /// Runtimes, comma-separated; onnxruntime-cpu rows are skipped (and say why) where the
-    /// Python cannot import onnxruntime and numpy.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Runtime::LibtorchCpu, Runtime::OnnxruntimeCpu])]
+    /// Python cannot import onnxruntime and numpy, pytorch-cpu rows where it cannot import
+    /// torch and safetensors.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Runtime::LibtorchCpu, Runtime::OnnxruntimeCpu, Runtime::PytorchCpu])]
     pub runtimes: Vec<Runtime>,
     /// The latency target: the fraction of latency to remove.
     #[arg(long, default_value_t = 0.5, value_parser = fraction)]
@@ -262,6 +277,92 @@ pub struct MacRun {
     pub latency: MacLatency,
 }
 
+/// The latency run's export timed in plain PyTorch (its `model.py`, eager, by
+/// `xtask/bench/pytorch_timing.py`) against a reference, interleaved: what a user who runs
+/// the export in PyTorch measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PytorchTiming {
+    /// The reference: `unpruned export` (fair-pruner's export of the unpruned model, by
+    /// `apply` with an empty plan) or `torchvision:NAME` (the original module).
+    pub reference: String,
+    /// The round-by-round speed-up, reference / export.
+    pub speedup: Spread,
+    /// 1 − 1 / median speed-up.
+    pub removed: f64,
+    /// The spread of the speed-up or of either model's times was wider than a quarter of
+    /// its median (the CLI's rule).
+    pub noisy: bool,
+    /// The PyTorch version that ran it.
+    pub torch: String,
+}
+
+/// The references an export is timed against in plain PyTorch, with their
+/// `pytorch_timing.py` arguments: the unpruned export (`unpruned`), and torchvision's module
+/// for a torchvision model.
+fn pytorch_references(spec: &ModelSpec, unpruned: &Path) -> Vec<(String, String)> {
+    let mut refs = vec![(
+        "unpruned export".to_string(),
+        unpruned.display().to_string(),
+    )];
+    if let Source::Torchvision(name, _) = spec.source {
+        refs.push((format!("torchvision:{name}"), format!("torchvision:{name}")));
+    }
+    refs
+}
+
+/// The timings of `pytorch_timing.py`'s answer `answer`, whose models are `references` (in
+/// order, by their names) followed by the export: one [`PytorchTiming`] per reference.
+pub fn pytorch_timings_of(answer: &Value, references: &[String]) -> Result<Vec<PytorchTiming>> {
+    let models = answer["models"]
+        .as_array()
+        .context("pytorch_timing.py: no `models` in its answer")?;
+    if models.len() != references.len() + 1 {
+        bail!(
+            "pytorch_timing.py: {} models in its answer, expected {}",
+            models.len(),
+            references.len() + 1
+        );
+    }
+    let rounds = |i: usize| -> Result<Vec<f64>> {
+        models[i]["round_ms"]
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("pytorch_timing.py: model {i} has no `round_ms`"))
+    };
+    let export = rounds(references.len())?;
+    let wide = |s: &fair_pipeline::Spread| s.relative_iqr() > NOISY_ABOVE;
+    let export_noisy = wide(&fair_pipeline::Spread::of(&export));
+    let torch = answer["torch"].as_str().unwrap_or("?").to_string();
+    references
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let reference = rounds(i)?;
+            if reference.len() != export.len() {
+                bail!("pytorch_timing.py: models {i} and the export have different round counts");
+            }
+            let ratios: Vec<f64> = reference.iter().zip(&export).map(|(r, e)| r / e).collect();
+            let s = fair_pipeline::Spread::of(&ratios);
+            Ok(PytorchTiming {
+                reference: name.clone(),
+                speedup: Spread {
+                    median: s.median,
+                    q1: s.q1,
+                    q3: s.q3,
+                },
+                removed: 1.0 - 1.0 / s.median,
+                noisy: export_noisy || wide(&s) || wide(&fair_pipeline::Spread::of(&reference)),
+                torch: torch.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A relative spread (IQR / median) above this flags a plain-PyTorch timing noisy, as the
+/// CLI flags its own (`LatencyOptions::noisy_above`).
+pub const NOISY_ABOVE: f64 = 0.25;
+
 /// One model × runtime × batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
@@ -279,6 +380,13 @@ pub struct Row {
     pub latency_run: Option<LatencyRun>,
     /// The MAC-targeted run at the latency run's MACs.
     pub mac_run: Option<MacRun>,
+    /// The latency run's export timed in plain PyTorch against each reference (libtorch
+    /// CPU and PyTorch CPU rows; empty where not timed).
+    #[serde(default)]
+    pub pytorch: Vec<PytorchTiming>,
+    /// Why the export was not timed in plain PyTorch, or what failed.
+    #[serde(default)]
+    pub pytorch_note: Option<String>,
     /// Why the row was not run.
     pub skipped: Option<String>,
     /// What failed.
@@ -322,7 +430,8 @@ impl Row {
     }
 
     /// Issue 27's two goals for this row, with their verdicts (none for a row that did not
-    /// produce a latency run).
+    /// produce a latency run), and where the export was timed in plain PyTorch, the first
+    /// goal again on that timing against the unpruned export.
     pub fn goals(&self) -> Vec<(String, Verdict)> {
         let Some(l) = &self.latency_run else {
             return Vec::new();
@@ -339,7 +448,7 @@ impl Row {
             None => Verdict::Missed,
         };
         let within = (l.removed - l.target).abs() <= LATENCY_GOAL_TOLERANCE * l.target;
-        vec![
+        let mut goals = vec![
             (
                 format!(
                     "latency within 5% ({:.1}% vs {:.1}%)",
@@ -352,7 +461,23 @@ impl Row {
                 format!("gain ≥ {GAIN_GOAL} MAC cut ({:.2})", l.gain_per_mac_cut),
                 verdict(l.gain_per_mac_cut >= GAIN_GOAL),
             ),
-        ]
+        ];
+        // The export as a PyTorch user times it, against the unpruned export.
+        if let Some(p) = self.pytorch.first() {
+            let within = (p.removed - l.target).abs() <= LATENCY_GOAL_TOLERANCE * l.target;
+            goals.push((
+                format!(
+                    "in plain PyTorch within 5% ({:.1}% vs {:.1}%)",
+                    100.0 * p.removed,
+                    100.0 * l.target
+                ),
+                match &why {
+                    None if p.noisy => Verdict::NotEvaluated("flagged noisy".to_string()),
+                    _ => verdict(within),
+                },
+            ));
+        }
+        goals
     }
 }
 
@@ -553,7 +678,7 @@ pub fn prune_args(
         "--latency-threads".into(),
         threads.to_string(),
     ]);
-    if let (Runtime::OnnxruntimeCpu, Some(p)) = (goal.runtime, goal.python) {
+    if let (Runtime::OnnxruntimeCpu | Runtime::PytorchCpu, Some(p)) = (goal.runtime, goal.python) {
         a.extend(["--latency-python".into(), p.display().to_string()]);
     }
     a.extend(["--out".into(), out.display().to_string(), "-q".into()]);
@@ -583,11 +708,15 @@ pub fn table(rows: &[Row], target: f64) -> String {
          of the export, which can differ on a busy machine. \"load\" is the 1-minute load average \
          before → after the row. Goals (issue 27): latency within 5% of the target; gain ≥ \
          {GAIN_GOAL} of the MAC cut; not evaluated above load {MAX_LOAD} or where the CLI \
-         flagged the measurement or table noisy.\n\n\
+         flagged the measurement or table noisy. \"plain PyTorch\" (libtorch and pytorch rows): the \
+         latency run's export (its `model.py`, eager) timed interleaved in PyTorch against \
+         fair-pruner's export of the unpruned model and, for torchvision models, against \
+         torchvision's module (`xtask/bench/pytorch_timing.py`, same batch and threads); its \
+         goal is the first one again, against the unpruned export.\n\n\
          | model | input | runtime | batch | latency run: removed (speed-up) | ms unpruned → pruned | \
          rounds (met) | MACs removed (cut) | gain / MAC cut | MAC run: MACs removed (cut) | \
-         MAC run: removed (speed-up) | MAC run: gain / MAC cut | load | goals |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         MAC run: removed (speed-up) | MAC run: gain / MAC cut | plain PyTorch: removed (speed-up) | load | goals |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         100.0 * target
     );
     for r in rows {
@@ -606,7 +735,11 @@ pub fn table(rows: &[Row], target: f64) -> String {
                 .take(200)
                 .collect::<String>()
                 .replace('|', "\\|");
-            let _ = writeln!(t, "{head} {label}: {why} | | | | | | | | {} | |", loads(r));
+            let _ = writeln!(
+                t,
+                "{head} {label}: {why} | | | | | | | | | {} | |",
+                loads(r)
+            );
             continue;
         }
         let Some(l) = &r.latency_run else { continue };
@@ -638,7 +771,7 @@ pub fn table(rows: &[Row], target: f64) -> String {
         let _ = writeln!(
             t,
             "{head} {:.1}% ({}×){noisy} | {} → {} | {}{} | {:.1}% ({:.2}×) | {:.2} | {mac_macs} | \
-             {mac_removed} | {mac_gain} | {} | {goals} |",
+             {mac_removed} | {mac_gain} | {} | {} | {goals} |",
             100.0 * l.removed,
             spread_cell(&l.speedup, 2),
             spread_cell(&l.before_ms, 3),
@@ -652,10 +785,38 @@ pub fn table(rows: &[Row], target: f64) -> String {
             100.0 * l.macs_removed,
             l.mac_cut,
             l.gain_per_mac_cut,
+            pytorch_cell(r),
             loads(r),
         );
     }
     t
+}
+
+/// The plain-PyTorch cell of a row: per reference, the fraction removed with the speed-up's
+/// median \[IQR\] (and "noisy"), or why it was not timed.
+fn pytorch_cell(r: &Row) -> String {
+    if r.pytorch.is_empty() {
+        return match &r.pytorch_note {
+            Some(n) => format!(
+                "not timed: {}",
+                n.chars().take(120).collect::<String>().replace('|', "\\|")
+            ),
+            None => "–".into(),
+        };
+    }
+    r.pytorch
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.1}% ({}×){} vs {}",
+                100.0 * p.removed,
+                spread_cell(&p.speedup, 2),
+                if p.noisy { " (noisy)" } else { "" },
+                p.reference
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The Python to use: `--python`, else `$FAIR_PRUNER_PYTHON`, else `python3`.
@@ -668,22 +829,118 @@ fn python(o: &Options) -> PathBuf {
 
 /// Why ONNX Runtime cannot be used through `python`, or `None` where it can.
 fn onnxruntime_missing(python: &Path) -> Option<String> {
+    cannot_import(python, &["onnxruntime", "numpy"])
+}
+
+/// Why `python` cannot import every one of `modules` (what to install, or `--python`), or
+/// `None` where it can.
+fn cannot_import(python: &Path, modules: &[&str]) -> Option<String> {
     let out = Command::new(python)
-        .args(["-c", "import onnxruntime, numpy"])
+        .args(["-c", &format!("import {}", modules.join(", "))])
         .output();
     match out {
         Ok(o) if o.status.success() => None,
         Ok(o) => Some(format!(
-            "{} cannot import onnxruntime and numpy ({}); pip install onnxruntime numpy, or pass --python",
+            "{} cannot import {} ({}); pip install {}, or pass --python",
             python.display(),
+            modules.join(" and "),
             String::from_utf8_lossy(&o.stderr)
                 .lines()
                 .last()
                 .unwrap_or("")
-                .trim()
+                .trim(),
+            modules.join(" ")
         )),
         Err(e) => Some(format!("cannot run {}: {e}", python.display())),
     }
+}
+
+/// fair-pruner's export of the unpruned model of `spec` (`apply` with an empty plan) under
+/// `models`: the plain-PyTorch reference in the same `model.py` form as the pruned exports.
+/// Written by the run's own `fair-pruner` (once per run: `done` holds the models exported
+/// so far), so a `model.py` of an earlier build is never timed against this one's.
+fn unpruned_export(
+    fair_pruner: &Path,
+    spec: &ModelSpec,
+    file: &Path,
+    models: &Path,
+    done: &mut Vec<&'static str>,
+) -> Result<PathBuf> {
+    let dir = models.join(format!("{}-unpruned", spec.name));
+    if done.contains(&spec.name) {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let plan = models.join("empty-plan.json");
+    fair_fs::write_atomic(&plan, br#"{"remove": {}}"#)?;
+    let mut args: Vec<String> = vec!["apply".into()];
+    args.extend(match spec.source {
+        Source::Zoo(..) => model_flags(spec, file),
+        Source::Torchvision(..) => vec!["--graph".into(), file.display().to_string()],
+    });
+    args.extend([
+        "--plan".into(),
+        plan.display().to_string(),
+        "--out".into(),
+        dir.display().to_string(),
+    ]);
+    let o = Command::new(fair_pruner)
+        .args(&args)
+        .output()
+        .with_context(|| format!("cannot run {}", fair_pruner.display()))?;
+    if !o.status.success() {
+        bail!(
+            "fair-pruner apply (the unpruned export of {}) failed: {}",
+            spec.name,
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    done.push(spec.name);
+    Ok(dir)
+}
+
+/// Times `export` (a directory fair-pruner wrote) in plain PyTorch through `python`,
+/// interleaved with the references of `spec` (see [`pytorch_references`]), at `batch` with
+/// `threads` threads.
+fn time_in_pytorch(
+    python: &Path,
+    spec: &ModelSpec,
+    unpruned: &Path,
+    export: &Path,
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<PytorchTiming>> {
+    let script = workspace_root().join("xtask/bench/pytorch_timing.py");
+    let refs = pytorch_references(spec, unpruned);
+    let [c, h, w] = spec.input();
+    let o = Command::new(python)
+        .arg(&script)
+        .args([
+            batch.to_string(),
+            threads.to_string(),
+            format!("{c}x{h}x{w}"),
+        ])
+        .args(refs.iter().map(|(_, a)| a))
+        .arg(export)
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !o.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let answer: Value = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("{}: its answer is not JSON", script.display()))?;
+    let names: Vec<String> = refs.into_iter().map(|(n, _)| n).collect();
+    pytorch_timings_of(&answer, &names)
 }
 
 /// Writes the synthetic image folder (32×32 PNGs: `classes` classes, `per_class` + 2
@@ -792,14 +1049,14 @@ struct Shared<'a> {
 }
 
 /// One row: the latency run, then the MAC run at its MACs, each into its own directory
-/// under `dir`.
+/// under `dir`; with the directory of the latency run's export.
 fn row_runs(
     shared: &Shared<'_>,
     model: &[String],
     dir: &Path,
     runtime: Runtime,
     batch: usize,
-) -> Result<(LatencyRun, MacRun)> {
+) -> Result<(LatencyRun, MacRun, PathBuf)> {
     let o = shared.options;
     let out = dir.join("latency");
     let mut goal = Goal {
@@ -814,6 +1071,11 @@ fn row_runs(
         &out,
     )?;
     let lat = latency_run_of(&report)?;
+    let export = out.join(
+        report["results"][0]["export"]
+            .as_str()
+            .context("report.json: results[0] has no export")?,
+    );
     let out = dir.join("macs");
     goal.target = Target::Macs(lat.macs_removed);
     let report = prune(
@@ -822,7 +1084,7 @@ fn row_runs(
         &out,
     )?;
     let mac = mac_run_of(&report, lat.macs_removed, runtime, batch, o.threads)?;
-    Ok((lat, mac))
+    Ok((lat, mac, export))
 }
 
 /// Runs `fair-bench latency`.
@@ -863,6 +1125,12 @@ pub fn run(o: &Options) -> Result<()> {
         .contains(&Runtime::OnnxruntimeCpu)
         .then(|| onnxruntime_missing(&python))
         .flatten();
+    let torch_missing = o
+        .runtimes
+        .iter()
+        .any(|&r| r != Runtime::OnnxruntimeCpu)
+        .then(|| cannot_import(&python, &["torch", "safetensors"]))
+        .flatten();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let shared = Shared {
         options: o,
@@ -872,6 +1140,7 @@ pub fn run(o: &Options) -> Result<()> {
     };
     let load_start = load_average();
     let mut rows: Vec<Row> = Vec::new();
+    let mut exported: Vec<&'static str> = Vec::new();
     for spec in set
         .iter()
         .filter(|s| o.models.is_empty() || o.models.iter().any(|m| m == s.name))
@@ -889,6 +1158,8 @@ pub fn run(o: &Options) -> Result<()> {
                     threads: o.threads,
                     latency_run: None,
                     mac_run: None,
+                    pytorch: Vec::new(),
+                    pytorch_note: None,
                     skipped: None,
                     error: None,
                     load_before: load_average(),
@@ -901,9 +1172,10 @@ pub fn run(o: &Options) -> Result<()> {
                     runtime.name(),
                     row.load_before.map_or("?".into(), |l| format!("{l:.2}"))
                 );
-                match (&file, runtime, &ort_missing) {
+                match (&file, runtime, &ort_missing, &torch_missing) {
                     (Err(e), ..) => row.error = Some(format!("{e:#}")),
-                    (Ok(_), Runtime::OnnxruntimeCpu, Some(why)) => row.skipped = Some(why.clone()),
+                    (Ok(_), Runtime::OnnxruntimeCpu, Some(why), _)
+                    | (Ok(_), Runtime::PytorchCpu, _, Some(why)) => row.skipped = Some(why.clone()),
                     (Ok(f), ..) => {
                         let dir = out.join("runs").join(format!(
                             "{}-{}-b{batch}",
@@ -911,9 +1183,32 @@ pub fn run(o: &Options) -> Result<()> {
                             runtime.name()
                         ));
                         match row_runs(&shared, &model_flags(spec, f), &dir, runtime, batch) {
-                            Ok((l, m)) => {
+                            Ok((l, m, export)) => {
                                 row.latency_run = Some(l);
                                 row.mac_run = Some(m);
+                                // libtorch and PyTorch rows: the export as a PyTorch
+                                // user times it.
+                                if runtime != Runtime::OnnxruntimeCpu {
+                                    let timed = match &torch_missing {
+                                        Some(why) => Err(anyhow::anyhow!("{why}")),
+                                        None => unpruned_export(
+                                            &fair_pruner,
+                                            spec,
+                                            f,
+                                            &out.join("models"),
+                                            &mut exported,
+                                        )
+                                        .and_then(|u| {
+                                            time_in_pytorch(
+                                                &python, spec, &u, &export, batch, o.threads,
+                                            )
+                                        }),
+                                    };
+                                    match timed {
+                                        Ok(t) => row.pytorch = t,
+                                        Err(e) => row.pytorch_note = Some(format!("{e:#}")),
+                                    }
+                                }
                             }
                             Err(e) => row.error = Some(format!("{e:#}")),
                         }
@@ -1051,6 +1346,8 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            pytorch: Vec::new(),
+            pytorch_note: None,
             skipped: None,
             error: None,
             load_before: load,
@@ -1139,6 +1436,91 @@ mod tests {
         assert!(e.contains("was not timed on libtorch-cpu"), "{e}");
     }
 
+    /// `pytorch_timing.py`'s answer for two references and the export, with these round
+    /// times.
+    fn pytorch_answer(unpruned: &[f64], tv: &[f64], export: &[f64]) -> Value {
+        let m = |name: &str, t: &[f64]| json!({"model": name, "round_ms": t});
+        json!({"torch": "2.11.0", "models": [m("u", unpruned), m("tv", tv), m("e", export)]})
+    }
+
+    #[test]
+    fn plain_pytorch_timings_are_taken_round_by_round_against_each_reference() {
+        let refs = [
+            "unpruned export".to_string(),
+            "torchvision:resnet50".to_string(),
+        ];
+        // By hand: ratios against the unpruned export 2, 2, 2.5, 1.5 → median 2 (removed
+        // 50%), quartiles 1.875 and 2.125 (linear interpolation); against torchvision
+        // 2.2, 2.2, 2.75, 1.65 → median 2.2.
+        let answer = pytorch_answer(
+            &[10.0, 10.0, 10.0, 9.0],
+            &[11.0, 11.0, 11.0, 9.9],
+            &[5.0, 5.0, 4.0, 6.0],
+        );
+        let t = pytorch_timings_of(&answer, &refs).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].reference, "unpruned export");
+        assert_eq!(
+            (t[0].speedup.median, t[0].speedup.q1, t[0].speedup.q3),
+            (2.0, 1.875, 2.125)
+        );
+        assert!((t[0].removed - 0.5).abs() < 1e-12);
+        assert!((t[1].speedup.median - 2.2).abs() < 1e-12);
+        assert_eq!(t[1].torch, "2.11.0");
+        // The export's times: IQR 4.75–5.25 of 5 (0.1): not noisy; widen them: noisy.
+        assert!(!t[0].noisy);
+        let wide = pytorch_answer(&[10.0; 4], &[10.0; 4], &[2.0, 5.0, 5.0, 9.0]);
+        assert!(pytorch_timings_of(&wide, &refs).unwrap()[0].noisy);
+        // Answers that do not fit: errors naming what is wrong.
+        let e = pytorch_timings_of(&answer, &refs[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 models in its answer, expected 2"), "{e}");
+        let short = pytorch_answer(&[10.0; 4], &[10.0; 3], &[5.0; 4]);
+        let e = pytorch_timings_of(&short, &refs).unwrap_err().to_string();
+        assert!(e.contains("different round counts"), "{e}");
+    }
+
+    #[test]
+    fn the_plain_pytorch_timing_is_a_goal_and_a_column() {
+        let mut r = row(Some(0.4));
+        let refs = ["unpruned export".to_string()];
+        // 44% removed in PyTorch (speed-up 1/0.56) where the CLI measured 50%: missed.
+        let answer = json!({"torch": "2.11.0", "models": [
+            {"round_ms": [10.0, 10.0, 10.0]}, {"round_ms": [5.6, 5.6, 5.6]}]});
+        r.pytorch = pytorch_timings_of(&answer, &refs).unwrap();
+        let goals = r.goals();
+        assert_eq!(goals.len(), 3);
+        assert!(
+            goals[2]
+                .0
+                .contains("in plain PyTorch within 5% (44.0% vs 50.0%)"),
+            "{}",
+            goals[2].0
+        );
+        assert_eq!(goals[2].1, Verdict::Missed);
+        let md = table(std::slice::from_ref(&r), 0.5);
+        assert!(
+            md.contains("| 44.0% (1.79 [1.79–1.79]×) vs unpruned export |"),
+            "{md}"
+        );
+        // Noisy in PyTorch: not evaluated; not timed: the note in the column, no goal.
+        r.pytorch[0].noisy = true;
+        assert!(matches!(&r.goals()[2].1, Verdict::NotEvaluated(w) if w == "flagged noisy"));
+        r.pytorch.clear();
+        r.pytorch_note = Some("python3 cannot import torch".into());
+        assert_eq!(r.goals().len(), 2);
+        let md = table(std::slice::from_ref(&r), 0.5);
+        assert!(
+            md.contains("| not timed: python3 cannot import torch |"),
+            "{md}"
+        );
+        // Every row has as many cells as the header.
+        let cells = |line: &str| line.matches(" |").count();
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        assert!(lines.iter().all(|l| cells(l) == cells(lines[0])), "{md}");
+    }
+
     #[test]
     fn goals_are_judged_only_on_a_quiet_machine_and_a_quiet_measurement() {
         let goals = row(Some(0.4)).goals();
@@ -1204,7 +1586,7 @@ mod tests {
             md.contains(
                 "| resnet20 | 3x32x32 | libtorch-cpu | 1 | 50.0% (2.00 [1.90–2.10]×) | \
                  2.000 [1.900–2.100] → 1.000 [0.950–1.050] | 2 (met) | 60.0% (2.50×) | 0.80 | \
-                 75.0% (4.00×) | 20.0% (1.25 [1.20–1.30]×) | 0.31 | 0.50 → 0.50 | \
+                 75.0% (4.00×) | 20.0% (1.25 [1.20–1.30]×) | 0.31 | – | 0.50 → 0.50 | \
                  latency within 5% (50.0% vs 50.0%): met; gain ≥ 0.9 MAC cut (0.80): **missed** |"
             ),
             "{md}"
@@ -1219,7 +1601,7 @@ mod tests {
         assert!(
             md.contains("| onnxruntime-cpu | 1 | 50.0% (2.00 [1.90–2.10]×) |")
                 && md.contains(
-                    "| 75.0% (4.00×) | 20.0% (1.25 [1.20–1.30]×) (noisy) | 0.31 | 0.50 → 0.50 |"
+                    "| 75.0% (4.00×) | 20.0% (1.25 [1.20–1.30]×) (noisy) | 0.31 | – | 0.50 → 0.50 |"
                 ),
             "{md}"
         );

@@ -323,7 +323,8 @@ mod tests {
             o.runtimes,
             [
                 latency::Runtime::LibtorchCpu,
-                latency::Runtime::OnnxruntimeCpu
+                latency::Runtime::OnnxruntimeCpu,
+                latency::Runtime::PytorchCpu
             ]
         );
         assert_eq!(

@@ -246,9 +246,13 @@ pub struct LatencyArgs {
     /// it, like --target-macs with latency in place of MACs.
     #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub target_latency: Option<f64>,
-    /// Where the latency table is measured and the pruned models timed: libtorch-cpu, or
-    /// onnxruntime-cpu (ONNX Runtime on the exported ONNX models, through a Python with the
-    /// `onnxruntime` and `numpy` packages: see --latency-python; cuda is not available yet).
+    /// Where the latency table is measured and the pruned models timed: libtorch-cpu
+    /// (fair-pruner's own libtorch executor, in this process), onnxruntime-cpu (ONNX Runtime
+    /// on the exported ONNX models, through a Python with the `onnxruntime` and `numpy`
+    /// packages), or pytorch-cpu (the exported `model.py` in eager PyTorch, through a Python
+    /// with `torch` and `safetensors`: what a user running `model.py` measures, including
+    /// Python's per-op cost, which matters for small models at small batches); see
+    /// --latency-python; cuda is not available yet.
     /// With --latency-table it must be the table's runtime. Without --target-latency
     /// (`prune` only; `ratios` refuses it): every exported model of the goal (--target-macs,
     /// --target-params, --alpha) is timed on this runtime against the unpruned model at
@@ -268,14 +272,15 @@ pub struct LatencyArgs {
     /// measuring one; see docs/algorithm.md, "Latency targets".
     #[arg(long, value_name = "FILE")]
     pub latency_table: Option<std::path::PathBuf>,
-    /// The relative tolerance of a latency target measured on libtorch CPU or ONNX Runtime
-    /// CPU: candidates are
-    /// rebuilt with a corrected table target (at most 4) until the measured reduction is
-    /// within this fraction of the target [default: 0.05].
+    /// The relative tolerance of a latency target measured on a runtime fair-pruner times on
+    /// (every one but cuda): candidates are rebuilt with a corrected table target (at most
+    /// 4) until the measured reduction is within half this fraction of the target, and the
+    /// target is met when the candidate kept is within it [default: 0.05].
     #[arg(long, value_name = "FRACTION")]
     pub latency_tolerance: Option<f64>,
     /// The Python interpreter that runs ONNX Runtime for --latency-on onnxruntime-cpu (it
-    /// needs `pip install onnxruntime numpy`; fair-pruner itself needs no Python) [default:
+    /// needs `pip install onnxruntime numpy`) or eager PyTorch for --latency-on pytorch-cpu
+    /// (`pip install torch safetensors`); fair-pruner itself needs no Python [default:
     /// $FAIR_PRUNER_PYTHON, else python3].
     #[arg(long, value_name = "PATH")]
     pub latency_python: Option<std::path::PathBuf>,

@@ -469,6 +469,83 @@ fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
     }
 }
 
+/// Whether the interpreter fair-pruner would use can import torch and safetensors; says the
+/// test is skipped when not.
+fn torch_importable() -> bool {
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import torch, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: '{python}' cannot import torch and safetensors (set FAIR_PRUNER_PYTHON to \
+             a python with `pip install torch safetensors` to run this test)"
+        );
+    }
+    ok
+}
+
+/// `--latency-on pytorch-cpu`: the table, the correction's candidates and the export are
+/// timed as the exported `model.py` in eager PyTorch, and the export's figure is judged
+/// against the tolerance.
+#[test]
+fn a_latency_target_is_measured_and_corrected_on_pytorch_cpu() {
+    if !torch_importable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        "pytorch-cpu",
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = &report(&out)["results"][0]["latency_target"];
+    assert_eq!(t["runtime"], "pytorch-cpu");
+    assert_eq!(t["table_file"], "latency-pytorch-cpu-b1-t1.json");
+    let rounds = t["rounds"].as_array().expect("rounds of the correction");
+    assert!((1..=4).contains(&rounds.len()), "{t}");
+    let measured = &t["measured"];
+    assert_eq!(measured["runtime"], "pytorch-cpu", "{t}");
+    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let version = std::process::Command::new(&python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .unwrap()
+        .stdout;
+    let version = String::from_utf8(version).unwrap().trim().to_owned();
+    assert_eq!(t["runtime_version"], version.as_str(), "{t}");
+    // The final measurement is judged: within the tolerance, or not, as its number says.
+    let removed = measured["removed"].as_f64().unwrap();
+    assert_eq!(
+        t["measured_met"].as_bool(),
+        Some((removed - 0.2).abs() <= 0.05 * 0.2),
+        "{t}"
+    );
+    let printed = stdout(&o);
+    assert!(
+        printed.contains(&format!("measured on pytorch-cpu {version}:")),
+        "{printed}"
+    );
+}
+
 #[test]
 fn latency_flags_are_checked_before_any_work() {
     let dir = tempfile::tempdir().unwrap();

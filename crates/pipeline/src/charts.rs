@@ -441,8 +441,10 @@ fn measured_text(m: &crate::MeasuredLatency, mac_cut: f64) -> String {
 
 /// One line per latency target ([`crate::LatencyTargetResult`]): the target, the table's
 /// prediction, and the measured latency removed (median \[IQR\] of the speed-up) with the
-/// latency-gain / MAC-cut ratio; then one line per round of the measured correction and,
-/// when the target was not met within the rounds, a `warning:` line. For other goals timed
+/// latency-gain / MAC-cut ratio, and whether that final measurement is within the
+/// tolerance; then one line per round of the measured correction and a `warning:` line
+/// when the target was not met within the rounds, or was met there but not by the final
+/// measurement. For other goals timed
 /// on `latency-on` ([`crate::RuntimeLatency`]), one line each: the measured latency removed
 /// with the latency-gain / MAC-cut ratio. Empty without either.
 pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
@@ -450,7 +452,6 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
         Some(v) => format!("{runtime} {v}"),
         None => runtime.to_owned(),
     };
-    let pct = |f: f64| format!("{:.1}%", f * 100.0);
     report
         .results
         .iter()
@@ -467,64 +468,100 @@ pub fn latency_target_lines(report: &PruneReport) -> Vec<String> {
                     measured_text(m, l.mac_cut)
                 )]);
             }
-            let t = r.latency_target.as_ref()?;
-            let mut line = format!(
-                "latency target {}: remove {} of latency; the {} table ({}, batch {}, {} thread{}{}) predicts {} removed",
-                r.label,
-                pct(t.target),
-                t.table,
-                with_version(&t.runtime, t.runtime_version.as_deref()),
-                t.batch,
-                t.threads,
-                if t.threads == 1 { "" } else { "s" },
-                if t.table_noisy { ", noisy" } else { "" },
-                pct(t.predicted)
-            );
-            match &t.measured {
-                Some(m) => line.push_str(&format!(
-                    "; measured on {}: {}",
-                    with_version(&m.runtime, m.runtime_version.as_deref()),
-                    measured_text(m, t.mac_cut)
-                )),
-                None => line.push_str(&format!(
-                    " for a {:.2}× MAC cut; latency not measured",
-                    t.mac_cut
-                )),
-            }
-            let mut lines = vec![line];
-            for (i, r) in t.rounds.iter().enumerate() {
-                lines.push(format!(
-                    "  round {}: table target {}, predicted {}, measured {} [{}–{}]{}",
-                    i + 1,
-                    pct(r.table_target),
-                    pct(r.predicted),
-                    pct(r.removed.median),
-                    pct(r.removed.q1),
-                    pct(r.removed.q3),
-                    if r.noisy { " (noisy: do not trust)" } else { "" }
-                ));
-            }
-            if let (Some(false), Some(tol)) = (t.met, t.tolerance) {
-                let closest = t
-                    .rounds
-                    .iter()
-                    .map(|r| r.removed.median)
-                    .min_by(|a, b| (a - t.target).abs().total_cmp(&(b - t.target).abs()))
-                    .unwrap_or(0.0);
-                lines.push(format!(
-                    "warning: latency target {} not met: after {} round{} the closest candidate measured {} removed, outside {:.0}% of the target {}; it is the one exported",
-                    r.label,
-                    t.rounds.len(),
-                    if t.rounds.len() == 1 { "" } else { "s" },
-                    pct(closest),
-                    tol * 100.0,
-                    pct(t.target)
-                ));
-            }
-            Some(lines)
+            r.latency_target.as_ref().map(|t| target_lines(&r.label, t))
         })
         .flatten()
         .collect()
+}
+
+/// The lines of one latency target, the result labelled `label` (see
+/// [`latency_target_lines`]).
+fn target_lines(label: &str, t: &crate::LatencyTargetResult) -> Vec<String> {
+    let with_version = |runtime: &str, version: Option<&str>| match version {
+        Some(v) => format!("{runtime} {v}"),
+        None => runtime.to_owned(),
+    };
+    let pct = |f: f64| format!("{:.1}%", f * 100.0);
+    // The round measured closest to the target: the candidate exported.
+    let closest = t
+        .rounds
+        .iter()
+        .map(|r| r.removed.median)
+        .min_by(|a, b| (a - t.target).abs().total_cmp(&(b - t.target).abs()));
+    let mut line = format!(
+        "latency target {}: remove {} of latency; the {} table ({}, batch {}, {} thread{}{}) predicts {} removed",
+        label,
+        pct(t.target),
+        t.table,
+        with_version(&t.runtime, t.runtime_version.as_deref()),
+        t.batch,
+        t.threads,
+        if t.threads == 1 { "" } else { "s" },
+        if t.table_noisy { ", noisy" } else { "" },
+        pct(t.predicted)
+    );
+    match &t.measured {
+        Some(m) => line.push_str(&format!(
+            "; measured on {}: {}{}",
+            with_version(&m.runtime, m.runtime_version.as_deref()),
+            measured_text(m, t.mac_cut),
+            match (t.measured_met, t.tolerance) {
+                (Some(true), Some(tol)) => format!(", within {:.0}% of the target", tol * 100.0),
+                (Some(false), Some(tol)) => format!(", outside {:.0}% of the target", tol * 100.0),
+                _ => String::new(),
+            }
+        )),
+        None => line.push_str(&format!(
+            " for a {:.2}× MAC cut; latency not measured",
+            t.mac_cut
+        )),
+    }
+    let mut lines = vec![line];
+    for (i, r) in t.rounds.iter().enumerate() {
+        lines.push(format!(
+            "  round {}: table target {}, predicted {}, measured {} [{}–{}]{}{}",
+            i + 1,
+            pct(r.table_target),
+            pct(r.predicted),
+            pct(r.removed.median),
+            pct(r.removed.q1),
+            pct(r.removed.q3),
+            if r.noisy {
+                " (noisy: do not trust)"
+            } else {
+                ""
+            },
+            if r.reused {
+                " (the widths of an earlier round: not timed again)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let (Some(false), Some(tol)) = (t.met, t.tolerance) {
+        lines.push(format!(
+            "warning: latency target {} not met: after {} round{} the closest candidate measured {} removed, outside {:.0}% of the target {}; it is the one exported",
+            label,
+            t.rounds.len(),
+            if t.rounds.len() == 1 { "" } else { "s" },
+            pct(closest.unwrap_or(0.0)),
+            tol * 100.0,
+            pct(t.target)
+        ));
+    }
+    if let (Some(true), Some(false), Some(tol), Some(m)) =
+        (t.met, t.measured_met, t.tolerance, &t.measured)
+    {
+        lines.push(format!(
+            "warning: latency target {}: the final measurement removed {}, outside {:.0}% of the target {}, though the exported candidate measured {} in its correction round: timings on this machine vary from one measurement to the next by more than the tolerance; time again on an idle machine",
+            label,
+            pct(m.removed),
+            tol * 100.0,
+            pct(t.target),
+            pct(closest.unwrap_or(m.removed)),
+        ));
+    }
+    lines
 }
 
 /// Writes `report.md` and its SVG charts into `dir` (each file atomically).
@@ -702,6 +739,75 @@ mod tests {
         assert_eq!(counted(64, &groups), "64 (16 × 4 groups)");
         assert_eq!(counted(48, &groups), "48 (12 × 4 groups)");
         assert_eq!(counted(64, &layer(None)), "64");
+    }
+
+    /// A latency target of 50% with one correction round measured at `round` removed and a
+    /// final measurement at `last` removed, judged as the pruner judges them (5%).
+    fn target(round: f64, last: f64) -> crate::LatencyTargetResult {
+        let spread = |v: f64| crate::Spread {
+            median: v,
+            q1: v,
+            q3: v,
+        };
+        crate::LatencyTargetResult {
+            target: 0.5,
+            runtime: "libtorch-cpu".into(),
+            runtime_version: None,
+            batch: 1,
+            threads: 2,
+            table: "measured".into(),
+            table_file: "latency-libtorch-cpu-b1-t2.json".into(),
+            table_noisy: false,
+            predicted: 0.55,
+            mac_cut: 3.0,
+            measured: Some(crate::MeasuredLatency {
+                runtime: "libtorch-cpu".into(),
+                runtime_version: None,
+                before_ms: spread(10.0),
+                after_ms: spread(10.0 * (1.0 - last)),
+                speedup: spread(1.0 / (1.0 - last)),
+                removed: last,
+                gain_per_mac_cut: 1.0 / (1.0 - last) / 3.0,
+                noisy: false,
+            }),
+            rounds: vec![crate::LatencyRound {
+                table_target: 0.5,
+                predicted: 0.5,
+                removed: spread(round),
+                speedup: spread(1.0 / (1.0 - round)),
+                noisy: false,
+                reused: false,
+            }],
+            tolerance: Some(0.05),
+            met: Some(crate::within(0.5, round, 0.05)),
+            measured_met: Some(crate::within(0.5, last, 0.05)),
+        }
+    }
+
+    #[test]
+    fn a_final_measurement_outside_the_tolerance_is_said_even_after_a_met_round() {
+        let lines = target_lines("latency-0.5", &target(0.478, 0.419));
+        assert!(lines[0].contains("41.9% removed"), "{lines:?}");
+        assert!(
+            lines[0].ends_with(", outside 5% of the target"),
+            "{lines:?}"
+        );
+        let warning = lines.last().unwrap();
+        assert!(
+            warning.starts_with("warning: latency target latency-0.5: the final measurement removed 41.9%, outside 5% of the target 50.0%, though the exported candidate measured 47.8% in its correction round"),
+            "{lines:?}"
+        );
+        // Within the tolerance at the end: said so, no warning.
+        let lines = target_lines("latency-0.5", &target(0.478, 0.49));
+        assert!(lines[0].ends_with(", within 5% of the target"), "{lines:?}");
+        assert!(lines.iter().all(|l| !l.starts_with("warning")), "{lines:?}");
+        // Not met in its rounds: the rounds' warning only.
+        let lines = target_lines("latency-0.5", &target(0.40, 0.41));
+        let warnings: Vec<_> = lines.iter().filter(|l| l.starts_with("warning")).collect();
+        assert_eq!(warnings.len(), 1, "{lines:?}");
+        assert!(
+            warnings[0].contains("not met: after 1 round the closest candidate measured 40.0%")
+        );
     }
 
     #[test]

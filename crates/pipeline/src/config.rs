@@ -55,9 +55,10 @@ pub struct PruneSection {
     pub target_params: Option<f64>,
     /// Remove at least this fraction of latency, as a latency table predicts it.
     pub target_latency: Option<f64>,
-    /// Where the latency table is measured: `libtorch-cpu` (default) or `onnxruntime-cpu`
-    /// (through a Python with the `onnxruntime` package, `latency_python`; `cuda` is not
-    /// available yet).
+    /// Where the latency table is measured: `libtorch-cpu` (default), `onnxruntime-cpu`
+    /// (through a Python with the `onnxruntime` package, `latency_python`) or `pytorch-cpu`
+    /// (the exported `model.py` in eager PyTorch, through a Python with `torch`); `cuda` is
+    /// not available yet.
     pub latency_on: Option<crate::LatencyRuntime>,
     /// Batch size the latency table is measured and the pruned model timed at (default 1).
     pub latency_batch: Option<usize>,
@@ -67,11 +68,12 @@ pub struct PruneSection {
     /// A latency table file to use instead of measuring one.
     pub latency_table: Option<PathBuf>,
     /// The relative tolerance of a latency target's measured correction (default 0.05):
-    /// candidates are rebuilt until the measured reduction is within this fraction of the
-    /// target.
+    /// candidates are rebuilt until the measured reduction is within half this fraction of
+    /// the target (at most 4), and the target is met when the closest is within it.
     pub latency_tolerance: Option<f64>,
-    /// The Python interpreter with the `onnxruntime` and `numpy` packages that times on ONNX
-    /// Runtime (default: `FAIR_PRUNER_PYTHON`, else `python3`).
+    /// The Python interpreter that times on ONNX Runtime (with the `onnxruntime` and `numpy`
+    /// packages) or eager PyTorch (with `torch` and `safetensors`) (default:
+    /// `FAIR_PRUNER_PYTHON`, else `python3`).
     pub latency_python: Option<PathBuf>,
     /// Calibration samples per class (from the training split).
     pub per_class: Option<usize>,

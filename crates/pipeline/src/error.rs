@@ -76,10 +76,11 @@ pub enum PipelineError {
         /// The last lines of the script's stdout and stderr (empty if it never ran).
         tail: String,
     },
-    /// Timing models on a latency runtime failed (e.g. ONNX Runtime's helper process).
+    /// Timing models on a latency runtime failed (e.g. the helper process of ONNX Runtime
+    /// or eager PyTorch).
     #[error("timing on {runtime} failed: {detail}{}", if .tail.is_empty() { String::new() } else { format!("\n--- the last lines of its output ---\n{}", .tail) })]
     Timing {
-        /// The runtime (`onnxruntime-cpu`).
+        /// The runtime (`onnxruntime-cpu`, `pytorch-cpu`).
         runtime: String,
         /// What went wrong.
         detail: String,

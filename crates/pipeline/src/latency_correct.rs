@@ -14,6 +14,13 @@ pub struct CorrectionOptions {
     /// The relative tolerance: a measured reduction `m` meets the target `t` when
     /// `|m − t| ≤ tolerance · t` (default 0.05, setting `latency-tolerance`).
     pub tolerance: f64,
+    /// The fraction of the tolerance within which a round ends the search at once (default
+    /// 0.5): a round within the tolerance but outside this band is kept as met while the
+    /// rounds left try to come closer, so the exported candidate does not sit at the edge
+    /// of the tolerance, where the spread between one timing session and the next (a user's
+    /// own measurement, the final one) would put it outside. 1 stops at the first round
+    /// within the tolerance.
+    pub settle: f64,
     /// At most this many candidates are built and timed, the first at the target itself
     /// (default 4).
     pub max_rounds: usize,
@@ -22,10 +29,15 @@ pub struct CorrectionOptions {
 /// The default relative tolerance of a latency target (5%).
 pub const DEFAULT_LATENCY_TOLERANCE: f64 = 0.05;
 
+/// The default fraction of the tolerance within which a measured correction stops at once
+/// ([`CorrectionOptions::settle`]).
+pub const DEFAULT_LATENCY_SETTLE: f64 = 0.5;
+
 impl Default for CorrectionOptions {
     fn default() -> Self {
         CorrectionOptions {
             tolerance: DEFAULT_LATENCY_TOLERANCE,
+            settle: DEFAULT_LATENCY_SETTLE,
             max_rounds: 4,
         }
     }
@@ -59,11 +71,17 @@ pub fn within(target: f64, measured: f64, tolerance: f64) -> bool {
 /// bracket), else the secant through the last two rounds, else a proportional step
 /// `t · target / measured` — clamped to `(0, upper]`, `upper` being the largest table
 /// target the table reaches. It stops when a round meets the target within
-/// `options.tolerance`, after `options.max_rounds` rounds, or when the next table target
+/// `options.settle · options.tolerance`, after `options.max_rounds` rounds, or when the next table target
 /// would repeat one already timed (e.g. `upper` is not enough). `attempt` may build its
 /// candidate at a lower target than it was asked for (what it can reach) and return that
-/// target as the round's table target: it is then the upper bound of the rounds after. An
-/// error from `attempt` is returned as is.
+/// target as the round's table target: it is then the upper bound of the rounds after. A
+/// round within the tolerance but not within `options.settle` of it does not stop the
+/// search while rounds are left (a `settle` that is not a number counts as 1). An attempt
+/// may return, for a candidate it built before (the same widths), the earlier round's
+/// figures marked [`LatencyRound::reused`] instead of timing it again: that ends the
+/// search, with the earlier round kept among equals; the candidate kept is always the one measured closest to
+/// the target, and the target is met when that one is within the tolerance. An error from
+/// `attempt` is returned as is.
 ///
 /// ```
 /// use fair_pipeline::{CorrectionOptions, LatencyRound, Spread, correct_latency};
@@ -76,6 +94,7 @@ pub fn within(target: f64, measured: f64, tolerance: f64) -> bool {
 ///         removed: Spread { median: m, q1: m, q3: m },
 ///         speedup: Spread::of(&[1.0 / (1.0 - m)]),
 ///         noisy: false,
+///         reused: false,
 ///     }
 /// };
 /// let c = correct_latency(0.5, 0.99, &CorrectionOptions::default(), |t| {
@@ -103,6 +122,9 @@ pub fn correct_latency<C, E>(
             // Built lower than asked: no higher target is reachable.
             upper = round.table_target;
         }
+        // The same candidate as an earlier round, not timed again: another round would
+        // only repeat it.
+        let repeated = round.reused;
         let measured = round.removed.median;
         let closer = best.as_ref().is_none_or(|(b, _)| {
             (measured - target).abs() < (rounds[*b].removed.median - target).abs()
@@ -111,7 +133,12 @@ pub fn correct_latency<C, E>(
         if closer {
             best = Some((rounds.len() - 1, candidate));
         }
-        if within(target, measured, options.tolerance) {
+        let settle = if options.settle.is_finite() {
+            options.settle.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        if repeated || within(target, measured, options.tolerance * settle) {
             break;
         }
         let next = clamp(next_target(target, &rounds), upper);
@@ -187,6 +214,7 @@ mod tests {
             },
             speedup: Spread::of(&[1.0 / (1.0 - removed)]),
             noisy: false,
+            reused: false,
         }
     }
 
@@ -227,6 +255,78 @@ mod tests {
         assert!(c.met);
         assert_eq!(c.rounds.len(), 1);
         assert_eq!(c.candidate, "only");
+    }
+
+    #[test]
+    fn a_round_at_the_edge_of_the_tolerance_tries_to_come_closer() {
+        // 0.476 is within 5% of 0.5 (≥ 0.475) but not within half of it (≥ 0.4875): the
+        // search goes on, by a proportional step 0.5 · 0.5 / 0.476 ≈ 0.5252, which removes
+        // 0.5012 on this runtime, and stops there.
+        let achieved = |t: f64| t - 0.024;
+        let c = correct_latency(0.5, 0.99, &CorrectionOptions::default(), |t| {
+            Ok::<_, ()>((round(t, achieved(t)), t))
+        })
+        .unwrap();
+        assert_eq!(c.rounds.len(), 2, "{:?}", c.rounds);
+        assert!((c.rounds[1].table_target - 0.25 / 0.476).abs() < 1e-12);
+        assert_eq!(c.best, 1);
+        assert!(c.met);
+        // With `settle` 1 the first round within the tolerance ends the search.
+        let first = CorrectionOptions {
+            settle: 1.0,
+            ..CorrectionOptions::default()
+        };
+        let c = correct_latency(0.5, 0.99, &first, |t| {
+            Ok::<_, ()>((round(t, achieved(t)), t))
+        })
+        .unwrap();
+        assert_eq!((c.rounds.len(), c.best, c.met), (1, 0, true));
+    }
+
+    #[test]
+    fn rounds_that_come_no_closer_keep_the_edge_candidate_as_met() {
+        // Noisy measurements: the first round is within the tolerance at its edge, the
+        // later ones farther off; the first is kept and the target is met.
+        let measured = [0.478, 0.53, 0.47, 0.46];
+        let mut k = 0;
+        let c = correct_latency(0.5, 0.99, &CorrectionOptions::default(), |t| {
+            let m = measured[k];
+            k += 1;
+            Ok::<_, ()>((round(t, m), k))
+        })
+        .unwrap();
+        // (The third round's table target is the bracket's secant, which the unchanged
+        // bracket would give again: the search ends there.)
+        assert_eq!(c.rounds.len(), 3, "{:?}", c.rounds);
+        assert_eq!((c.best, c.candidate), (0, 1));
+        assert!(c.met);
+    }
+
+    #[test]
+    fn the_same_candidate_returned_again_ends_the_search() {
+        // Every table target from 0.5 up selects the same candidate (measured once at
+        // 0.478, at the tolerance's edge): the second attempt returns that measurement
+        // again, marked reused, and the search stops there, keeping the first round.
+        let mut timed = 0;
+        let c = correct_latency(0.5, 0.99, &CorrectionOptions::default(), |t| {
+            let mut r = round(t, 0.478);
+            r.reused = timed > 0;
+            timed += 1;
+            Ok::<_, ()>((r, "same"))
+        })
+        .unwrap();
+        assert_eq!(timed, 2);
+        assert_eq!(c.rounds.len(), 2, "{:?}", c.rounds);
+        assert!(c.rounds[1].reused);
+        assert_eq!((c.best, c.met), (0, true));
+        // A settle that is not a number stops at the first round within the tolerance.
+        let nan = CorrectionOptions {
+            settle: f64::NAN,
+            ..CorrectionOptions::default()
+        };
+        let c =
+            correct_latency(0.5, 0.99, &nan, |t| Ok::<_, ()>((round(t, t - 0.024), t))).unwrap();
+        assert_eq!(c.rounds.len(), 1);
     }
 
     #[test]

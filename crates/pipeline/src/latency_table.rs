@@ -41,6 +41,11 @@ pub enum LatencyRuntime {
     /// ONNX Runtime on the CPU, on the models exported as ONNX, through a Python interpreter
     /// with the `onnxruntime` package ([`LatencyTimer`]).
     OnnxruntimeCpu,
+    /// Eager PyTorch on the CPU, on the models exported as `model.py` with their weights
+    /// (what a user who runs the export's `model.py` measures: libtorch's kernels plus
+    /// Python's per-op cost, which matters for small models), through a Python interpreter
+    /// with the `torch` and `safetensors` packages ([`LatencyTimer`]).
+    PytorchCpu,
     /// libtorch on a CUDA device (not available yet).
     Cuda,
 }
@@ -51,8 +56,18 @@ impl LatencyRuntime {
         match self {
             LatencyRuntime::LibtorchCpu => "libtorch-cpu",
             LatencyRuntime::OnnxruntimeCpu => "onnxruntime-cpu",
+            LatencyRuntime::PytorchCpu => "pytorch-cpu",
             LatencyRuntime::Cuda => "cuda",
         }
+    }
+
+    /// Whether models are timed on it through a Python interpreter (a helper process):
+    /// ONNX Runtime and eager PyTorch.
+    pub fn through_python(self) -> bool {
+        matches!(
+            self,
+            LatencyRuntime::OnnxruntimeCpu | LatencyRuntime::PytorchCpu
+        )
     }
 }
 
@@ -65,17 +80,20 @@ impl fmt::Display for LatencyRuntime {
 impl FromStr for LatencyRuntime {
     type Err = String;
 
-    /// `libtorch-cpu`, `onnxruntime-cpu` or `cuda`.
+    /// `libtorch-cpu`, `onnxruntime-cpu`, `pytorch-cpu` or `cuda`.
     fn from_str(text: &str) -> Result<Self, String> {
         [
             LatencyRuntime::LibtorchCpu,
             LatencyRuntime::OnnxruntimeCpu,
+            LatencyRuntime::PytorchCpu,
             LatencyRuntime::Cuda,
         ]
         .into_iter()
         .find(|r| r.name() == text)
         .ok_or_else(|| {
-            format!("unknown runtime '{text}': choose libtorch-cpu, onnxruntime-cpu or cuda")
+            format!(
+                "unknown runtime '{text}': choose libtorch-cpu, onnxruntime-cpu, pytorch-cpu or cuda"
+            )
         })
     }
 }
@@ -111,8 +129,8 @@ pub struct LatencySettings {
     /// The relative tolerance of the measured correction ([`crate::correct_latency`]):
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`] by default.
     pub tolerance: f64,
-    /// The Python interpreter with `onnxruntime` that times on ONNX Runtime, if given (else
-    /// [`crate::default_python`]).
+    /// The Python interpreter that times on ONNX Runtime (with `onnxruntime`) or eager
+    /// PyTorch (with `torch`), if given (else [`crate::default_python`]).
     pub python: Option<PathBuf>,
 }
 
@@ -214,9 +232,11 @@ impl LatencySettings {
     /// interpreter); `None` for a table of another runtime (e.g. a user's device).
     pub fn timer_for(&self, table: &LatencyTable) -> Option<LatencyTimer> {
         match table.key.runtime.parse::<LatencyRuntime>() {
-            Ok(r @ (LatencyRuntime::LibtorchCpu | LatencyRuntime::OnnxruntimeCpu)) => {
-                Some(self.timer_on(r))
-            }
+            Ok(
+                r @ (LatencyRuntime::LibtorchCpu
+                | LatencyRuntime::OnnxruntimeCpu
+                | LatencyRuntime::PytorchCpu),
+            ) => Some(self.timer_on(r)),
             _ => None,
         }
     }
@@ -950,7 +970,10 @@ done
             Ok(LatencyRuntime::OnnxruntimeCpu)
         );
         let e = "tpu".parse::<LatencyRuntime>().unwrap_err();
-        assert!(e.contains("libtorch-cpu, onnxruntime-cpu or cuda"), "{e}");
+        assert!(
+            e.contains("libtorch-cpu, onnxruntime-cpu, pytorch-cpu or cuda"),
+            "{e}"
+        );
         let e = LatencySettings {
             runtime: LatencyRuntime::Cuda,
             ..Default::default()
@@ -978,6 +1001,72 @@ done
                 None
             }
         }
+    }
+
+    /// Eager PyTorch: a table measured through the helper on the exported `model.py`, keyed
+    /// by the `torch` version, and a latency target corrected on it whose candidate is
+    /// timed the same way.
+    #[test]
+    #[ignore = "needs the reference Python with torch and safetensors (cargo xtask test runs it)"]
+    fn a_table_measured_on_pytorch_cpu_times_the_exported_model_py() {
+        let python = crate::default_python();
+        if let Err(e) = LatencyTimer::new(LatencyRuntime::PytorchCpu, &python).check_available() {
+            eprintln!(
+                "SKIPPED: {} has no torch and safetensors (set FAIR_PRUNER_PYTHON): {e}",
+                python.display()
+            );
+            return;
+        }
+        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+        let settings = LatencySettings {
+            runtime: LatencyRuntime::PytorchCpu,
+            threads: Some(1),
+            batch: Some(2),
+            python: Some(python.clone()),
+            ..Default::default()
+        };
+        let (table, source) = table_for(
+            &settings,
+            &graph,
+            GroupedConvs::WithinGroups,
+            &[],
+            "sha256:x",
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(source, TableSource::Measured);
+        assert_eq!(table.key.runtime, "pytorch-cpu");
+        assert_eq!(settings.cache_name(), "latency-pytorch-cpu-b2-t1.json");
+        let out = std::process::Command::new(&python)
+            .args(["-c", "import torch; print(torch.__version__)"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            table.key.runtime_version,
+            String::from_utf8(out.stdout).unwrap().trim()
+        );
+        assert!(table.full_seconds > 0.0 && table.full_seconds.is_finite());
+        table.check_graph(&graph).unwrap();
+        // The runtime through Python times models interleaved like the others.
+        let model = fair_runtime::Model::new(graph, tch::Device::Cpu, 0).unwrap();
+        let timed = settings
+            .timer()
+            .time(
+                &[vec![&model, &model]],
+                &|_, i| format!("model {i}"),
+                2,
+                1,
+                &crate::LatencyOptions {
+                    min_rounds: 5,
+                    max_rounds: 5,
+                    ..crate::LatencyOptions::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(timed[0].len(), 2);
+        assert_eq!(timed[0][1].rounds, 5);
+        assert!(timed[0][1].speedup.is_some_and(|s| s.median > 0.0));
     }
 
     #[test]
@@ -1061,7 +1150,7 @@ done
     }
 
     #[test]
-    fn onnxruntime_through_a_python_without_it_names_what_to_install() {
+    fn a_runtime_through_a_python_without_its_packages_names_what_to_install() {
         // A Python 3 that sees no site-packages (-S): it cannot import onnxruntime.
         let Ok(out) = std::process::Command::new("python3")
             .args(["-S", "-c", "print(1)"])
@@ -1084,39 +1173,50 @@ done
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let settings = LatencySettings {
-            runtime: LatencyRuntime::OnnxruntimeCpu,
-            threads: Some(1),
-            python: Some(fake.clone()),
-            ..Default::default()
-        };
-        let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
-        let e = table_for(
-            &settings,
-            &graph,
-            GroupedConvs::WithinGroups,
-            &[],
-            "sha256:x",
-            None,
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
-        let f = fake.display();
-        assert!(
-            e.starts_with(&format!(
-                "latency-on: onnxruntime-cpu: the Python interpreter '{f}' cannot import onnxruntime and numpy: ModuleNotFoundError"
-            )),
-            "{e}"
-        );
-        assert!(
-            e.contains(&format!("`{f} -m pip install onnxruntime numpy`")),
-            "{e}"
-        );
-        assert!(
-            e.contains("`latency-python`") && e.contains("(`latency-on` libtorch-cpu)"),
-            "{e}"
-        );
+        // Both runtimes timed through Python name their own packages.
+        for (runtime, packages, pip) in [
+            (
+                LatencyRuntime::OnnxruntimeCpu,
+                "onnxruntime and numpy",
+                "onnxruntime numpy",
+            ),
+            (
+                LatencyRuntime::PytorchCpu,
+                "torch and safetensors",
+                "torch safetensors",
+            ),
+        ] {
+            let settings = LatencySettings {
+                runtime,
+                threads: Some(1),
+                python: Some(fake.clone()),
+                ..Default::default()
+            };
+            let graph = fair_zoo::mlp(vec![1, 4, 4], &[24, 12], 3).unwrap();
+            let e = table_for(
+                &settings,
+                &graph,
+                GroupedConvs::WithinGroups,
+                &[],
+                "sha256:x",
+                None,
+                &mut |_| {},
+            )
+            .unwrap_err()
+            .to_string();
+            let f = fake.display();
+            assert!(
+                e.starts_with(&format!(
+                    "latency-on: {runtime}: the Python interpreter '{f}' cannot import {packages}: ModuleNotFoundError"
+                )),
+                "{e}"
+            );
+            assert!(e.contains(&format!("`{f} -m pip install {pip}`")), "{e}");
+            assert!(
+                e.contains("`latency-python`") && e.contains("(`latency-on` libtorch-cpu)"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

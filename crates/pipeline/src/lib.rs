@@ -72,7 +72,8 @@ pub use fair_train::{BnRecalibration, Distillation, Reconstruction};
 pub use guard::{guard_model_file, output_guard};
 pub use latency::{Latency, LatencyOptions, Spread, measure};
 pub use latency_correct::{
-    Corrected, CorrectionOptions, DEFAULT_LATENCY_TOLERANCE, correct_latency, within,
+    Corrected, CorrectionOptions, DEFAULT_LATENCY_SETTLE, DEFAULT_LATENCY_TOLERANCE,
+    correct_latency, within,
 };
 pub use latency_table::{
     LatencyRuntime, LatencySettings, TableSource, TimedWidths, grid, measure_table,

@@ -979,7 +979,7 @@ impl<'a> Pruner<'a> {
                 self.latency.is_some()
             })
             && let Ok(Some(timer)) = s.run_timer()
-            && timer.runtime() == LatencyRuntime::OnnxruntimeCpu
+            && timer.runtime().through_python()
         {
             timer.check_model(model, s.batch(), s.threads())?;
         }
@@ -1053,7 +1053,7 @@ impl<'a> Pruner<'a> {
             // What the pruned models are timed with: the table's runtime when fair-pruner
             // times on it (checked before scoring), libtorch otherwise.
             let timer = match settings.timer_for(&table) {
-                Some(t) if t.runtime() == LatencyRuntime::OnnxruntimeCpu => t,
+                Some(t) if t.runtime().through_python() => t,
                 _ => LatencyTimer::libtorch_cpu(),
             };
             Some((table, source, file, timer))
@@ -1070,8 +1070,8 @@ impl<'a> Pruner<'a> {
         };
         let mut results = Vec::new();
         let mut models = Vec::new();
-        // On ONNX Runtime, one timing session (one helper process, the unpruned model
-        // exported once) serves every correction round and the final measurement. Not on
+        // On a runtime timed through Python (ONNX Runtime, eager PyTorch), one timing
+        // session (one helper process, the unpruned model exported once) serves every correction round and the final measurement. Not on
         // libtorch, where a session holds the thread count that the steps between would
         // run with.
         let mut shared: Option<crate::timing::Session> = None;
@@ -1079,7 +1079,7 @@ impl<'a> Pruner<'a> {
                               timer: &crate::LatencyTimer,
                               (batch, threads): (usize, usize),
                               options: &crate::LatencyOptions| {
-            if timer.runtime() != LatencyRuntime::OnnxruntimeCpu {
+            if !timer.runtime().through_python() {
                 return Ok::<_, PipelineError>(false);
             }
             if shared.is_none() {
@@ -1108,7 +1108,8 @@ impl<'a> Pruner<'a> {
                         .as_ref()
                         .map_or(crate::DEFAULT_LATENCY_TOLERANCE, |l| l.tolerance);
                     say(format!(
-                        "{label}: building and timing candidates until the measured reduction is within {:.0}% of the target",
+                        "{label}: building and timing candidates until the measured reduction is within {}% of the target (met within {}%)",
+                        tolerance * 100.0 * crate::DEFAULT_LATENCY_SETTLE,
                         tolerance * 100.0
                     ));
                     let keep = shared_session(
@@ -1132,13 +1133,18 @@ impl<'a> Pruner<'a> {
                         },
                         |r| {
                             say(format!(
-                                "  table target {:.1}%: predicted {:.1}%, measured {:.1}% [{:.1}–{:.1}]{}",
+                                "  table target {:.1}%: predicted {:.1}%, measured {:.1}% [{:.1}–{:.1}]{}{}",
                                 r.table_target * 100.0,
                                 r.predicted * 100.0,
                                 r.removed.median * 100.0,
                                 r.removed.q1 * 100.0,
                                 r.removed.q3 * 100.0,
-                                if r.noisy { " (noisy)" } else { "" }
+                                if r.noisy { " (noisy)" } else { "" },
+                                if r.reused {
+                                    " (the widths of an earlier round: not timed again)"
+                                } else {
+                                    ""
+                                }
                             ))
                         },
                     )?;
@@ -1258,6 +1264,7 @@ impl<'a> Pruner<'a> {
                             rounds: correction.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
                             tolerance: correction.as_ref().map(|c| c.1),
                             met: correction.as_ref().map(|c| c.2),
+                            measured_met: None,
                         })
                     }
                     _ => None,
@@ -1295,9 +1302,10 @@ impl<'a> Pruner<'a> {
                 let timed_ones: Vec<usize> = (0..results.len())
                     .filter(|&i| !latency_goal || results[i].latency_target.is_some())
                     .collect();
-                // Where they are timed: ONNX Runtime, or libtorch on the model's device.
+                // Where they are timed: ONNX Runtime or eager PyTorch through Python, or
+                // libtorch on the model's device.
                 let runtime = match timer.runtime() {
-                    LatencyRuntime::OnnxruntimeCpu => timer.runtime().name(),
+                    r if r.through_python() => r.name(),
                     _ if model.device() == tch::Device::Cpu => "libtorch-cpu",
                     _ => "libtorch-cuda",
                 };
@@ -1340,7 +1348,13 @@ impl<'a> Pruner<'a> {
                     };
                     let r = &mut results[i];
                     match r.latency_target.as_mut() {
-                        Some(t) => t.measured = Some(measured(t.mac_cut)),
+                        Some(t) => {
+                            let m = measured(t.mac_cut);
+                            t.measured_met = t
+                                .tolerance
+                                .map(|tol| crate::within(t.target, m.removed, tol));
+                            t.measured = Some(m);
+                        }
                         None => {
                             let mac_cut = mac_cut(r.achieved.macs);
                             r.runtime_latency = Some(RuntimeLatency {

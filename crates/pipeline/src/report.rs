@@ -265,7 +265,8 @@ pub struct LatencyTargetResult {
     /// The runtime the table was measured on (as its key says).
     pub runtime: String,
     /// The version of the table's runtime library, as its key records it (the `onnxruntime`
-    /// version for `onnxruntime-cpu`); absent when not recorded (libtorch is
+    /// version for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`); absent when
+    /// not recorded (libtorch is
     /// [`PruneReport::libtorch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_version: Option<String>,
@@ -302,6 +303,11 @@ pub struct LatencyTargetResult {
     /// `tolerance` of the target; absent when no correction ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub met: Option<bool>,
+    /// Whether the final measurement (`measured`, timed again after the correction) is
+    /// within `tolerance` of the target; absent when either is. It can differ from `met`
+    /// where timings vary from one measurement to the next by more than the tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_met: Option<bool>,
 }
 
 /// One round of a latency target's measured correction: a candidate selected at a table
@@ -320,6 +326,10 @@ pub struct LatencyRound {
     pub speedup: Spread,
     /// Whether the measurement was too noisy to trust.
     pub noisy: bool,
+    /// The candidate had the kept widths of an earlier round: its figures are that round's,
+    /// not timed again (and the correction stopped there).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 impl LatencyRound {
@@ -347,6 +357,7 @@ impl LatencyRound {
             },
             speedup,
             noisy: candidate.noisy || reference.noisy,
+            reused: false,
         }
     }
 }
@@ -355,12 +366,13 @@ impl LatencyRound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredLatency {
-    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`, or `libtorch-cuda`: a
+    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`, `pytorch-cpu`, or `libtorch-cuda`: a
     /// latency target's models on a CUDA device, timed on libtorch without a chosen
     /// `latency-on`).
     pub runtime: String,
     /// The version of the runtime library it was measured with (the `onnxruntime` version
-    /// for `onnxruntime-cpu`); absent for libtorch ([`PruneReport::libtorch`]).
+    /// for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`); absent for libtorch
+    /// ([`PruneReport::libtorch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_version: Option<String>,
     /// The unpruned model, milliseconds per forward pass.

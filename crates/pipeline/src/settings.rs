@@ -518,7 +518,7 @@ impl RawSettings {
     /// given table, [`LatencySettings::run_timer`]), `latency-batch` and `latency-threads`
     /// (≥ 1 when given), `latency-table` and `latency-tolerance` (between 0 and 1, default
     /// [`crate::DEFAULT_LATENCY_TOLERANCE`]), and `latency-python` (the interpreter ONNX
-    /// Runtime is reached through).
+    /// Runtime and eager PyTorch are reached through).
     ///
     /// Without a latency target, `latency-on` alone decides: given, the run times each
     /// pruned model on that runtime against the unpruned model at `latency-batch` and

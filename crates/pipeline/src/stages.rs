@@ -242,7 +242,7 @@ pub fn correct_latency_target_on(
 
 /// [`correct_latency_target_on`], timing every round in `session` when one is given (made
 /// by `timer` at the table's batch and threads with `options`, and kept by the caller, so
-/// that on ONNX Runtime one helper process, with `model` exported once, serves every round
+/// that on ONNX Runtime or eager PyTorch one helper process, with `model` exported once, serves every round
 /// and what is timed after), else in a new session per round.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn correct_latency_target_in(
@@ -265,13 +265,29 @@ pub(crate) fn correct_latency_target_in(
         }
         Err(e) => return Err(e.into()),
     };
+    // The kept widths of every candidate timed, with its round: a table target that
+    // selects the same widths again (fast steps make neighbouring targets alike) is not
+    // timed again; its earlier figures, marked reused, end the search
+    // ([`crate::correct_latency`]).
+    let mut timed_widths: Vec<(fair_analysis::Widths, crate::LatencyRound)> = Vec::new();
     crate::correct_latency(target, upper, correction, |t| {
         let selection = selector.select(Goal::Latency(t), method)?;
         let predicted = selector
             .predicted_latency(&selection)
             .transpose()?
             .map_or(0.0, |s| 1.0 - s / table.full_seconds);
+        let widths = selection.widths();
         let pruned = apply(model, &selection.resolution)?;
+        if let Some((_, earlier)) = timed_widths.iter().find(|(w, _)| *w == widths) {
+            let round = crate::LatencyRound {
+                table_target: t,
+                predicted,
+                reused: true,
+                ..earlier.clone()
+            };
+            progress(&round);
+            return Ok((round, (selection, pruned)));
+        }
         let name = |i: usize| {
             if i == 0 {
                 "the unpruned model".to_owned()
@@ -292,6 +308,7 @@ pub(crate) fn correct_latency_target_in(
                 .remove(0),
         };
         let round = crate::LatencyRound::timed(t, predicted, &timed[0], &timed[1]);
+        timed_widths.push((widths, round.clone()));
         progress(&round);
         Ok((round, (selection, pruned)))
     })

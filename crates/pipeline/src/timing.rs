@@ -1,10 +1,12 @@
 //! Where models are timed for latency targets: [`LatencyTimer`] is the one place that decides
 //! between the runtimes. libtorch CPU runs in this process ([`crate::measure`]); ONNX Runtime
-//! CPU runs in one long-lived helper process per timing session — a small embedded Python
-//! script (`ort_timing.py`) run by an interpreter that has the `onnxruntime` package, in a
-//! private temporary directory that is its working directory. The helper is driven over
-//! stdin/stdout, one JSON object per line: fair-pruner exports one set of models as ONNX
-//! (the reference once, then one group's widths), asks the helper to load them, then runs
+//! CPU and eager PyTorch CPU run in one long-lived helper process per timing session — a
+//! small embedded Python script (`ort_timing.py`, `torch_timing.py`) run by an interpreter
+//! that has the `onnxruntime` package (or `torch` and `safetensors`), in a private temporary
+//! directory that is its working directory. The helper is driven over stdin/stdout, one JSON
+//! object per line: fair-pruner exports one set of models (as ONNX files, or as directories
+//! with `model.py` and `model.safetensors` as `apply` writes them) (the reference once, then
+//! one group's widths), asks the helper to load them, then runs
 //! the same schedule as on libtorch (warm-up, rounds in a rotating order, the stop rule and
 //! budget of [`crate::latency`]) by asking for one timed pass at a time, and deletes the
 //! set's files before exporting the next. Every request has a deadline; a helper that does
@@ -26,29 +28,80 @@ use crate::latency::{Latency, LatencyOptions, measure, schedule};
 use crate::latency_table::LatencyRuntime;
 use crate::torchrun::PYTHON_ENV;
 
-/// The ONNX Runtime timing helper (see its header for the protocol).
-const ORT_SCRIPT: &str = include_str!("ort_timing.py");
-
-/// The helper's file name in its private directory.
-const SCRIPT_NAME: &str = "ort_timing.py";
-
-/// The exit status of the helper when `onnxruntime` or `numpy` cannot be imported.
+/// The exit status of a helper when its packages cannot be imported.
 const MISSING_EXIT: i32 = 3;
 
-/// The interpreters whose helper started in this process, with the `onnxruntime` version
-/// each reported: a run probes an interpreter once.
-static PROBED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+/// What the timing helper of a runtime timed through Python is: its script (embedded; see
+/// its header for the protocol), the packages it needs and how the models are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HelperKind {
+    /// The runtime, as `latency-on` names it.
+    runtime: &'static str,
+    /// The library, as people name it.
+    library: &'static str,
+    /// The script's text.
+    script: &'static str,
+    /// The script's file name in its private directory.
+    file: &'static str,
+    /// The key of the version in the helper's first line (the package timed on).
+    hello: &'static str,
+    /// The packages to install, as `pip install` takes them.
+    pip: &'static str,
+    /// The same packages, as messages name them.
+    packages: &'static str,
+    /// Models exported as ONNX files (else as `model.py` directories).
+    onnx: bool,
+}
 
-/// The `onnxruntime` version `python`'s helper reported in this process, if it started.
-fn probed(python: &Path) -> Option<String> {
+/// The ONNX Runtime helper.
+const ORT_HELPER: HelperKind = HelperKind {
+    runtime: "onnxruntime-cpu",
+    library: "ONNX Runtime",
+    script: include_str!("ort_timing.py"),
+    file: "ort_timing.py",
+    hello: "onnxruntime",
+    pip: "onnxruntime numpy",
+    packages: "`onnxruntime` and `numpy`",
+    onnx: true,
+};
+
+/// The eager-PyTorch helper.
+const TORCH_HELPER: HelperKind = HelperKind {
+    runtime: "pytorch-cpu",
+    library: "PyTorch",
+    script: include_str!("torch_timing.py"),
+    file: "torch_timing.py",
+    hello: "torch",
+    pip: "torch safetensors",
+    packages: "`torch` and `safetensors`",
+    onnx: false,
+};
+
+/// The helper of `runtime`, for the runtimes timed through Python.
+fn helper_kind(runtime: LatencyRuntime) -> Option<HelperKind> {
+    match runtime {
+        LatencyRuntime::OnnxruntimeCpu => Some(ORT_HELPER),
+        LatencyRuntime::PytorchCpu => Some(TORCH_HELPER),
+        LatencyRuntime::LibtorchCpu | LatencyRuntime::Cuda => None,
+    }
+}
+
+/// The interpreters whose helper started in this process, per runtime, with the version
+/// each reported: a run probes an interpreter once per runtime.
+static PROBED: std::sync::Mutex<Vec<(&'static str, PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The version `python`'s helper of `runtime` reported in this process, if it started.
+fn probed(runtime: &str, python: &Path) -> Option<String> {
     let probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
     probed
         .iter()
-        .find(|(p, _)| p == python)
-        .map(|(_, v)| v.clone())
+        .find(|(r, p, _)| *r == runtime && p == python)
+        .map(|(_, _, v)| v.clone())
 }
 
-/// The Python interpreter ONNX Runtime is reached through when none is given:
+/// The Python interpreter ONNX Runtime and eager PyTorch are reached through when none is
+/// given:
 /// `FAIR_PRUNER_PYTHON`, else `python3` (found on `PATH`).
 pub fn default_python() -> PathBuf {
     std::env::var_os(PYTHON_ENV)
@@ -57,11 +110,12 @@ pub fn default_python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-/// How long the ONNX Runtime helper may take to answer before it is stopped and the timing
+/// How long a timing helper (ONNX Runtime's, eager PyTorch's) may take to answer before it
+/// is stopped and the timing
 /// fails ([`PipelineError::Timing`] naming what it was doing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelperTimeouts {
-    /// Starting the interpreter and importing `onnxruntime` (default 120 s).
+    /// Starting the interpreter and importing `onnxruntime` or `torch` (default 120 s).
     pub start: Duration,
     /// Loading one model (creating its session) and running it once (default 120 s per
     /// model of a set).
@@ -95,8 +149,9 @@ impl Default for HelperTimeouts {
 }
 
 /// A runtime that times models interleaved, with what it needs to run: the Python
-/// interpreter with `onnxruntime` for [`LatencyRuntime::OnnxruntimeCpu`] (unused by the
-/// others) and how long its helper may take ([`HelperTimeouts`]).
+/// interpreter with `onnxruntime` for [`LatencyRuntime::OnnxruntimeCpu`], with `torch` and
+/// `safetensors` for [`LatencyRuntime::PytorchCpu`] (unused by the others) and how long its
+/// helper may take ([`HelperTimeouts`]).
 ///
 /// ```
 /// use fair_pipeline::{LatencyRuntime, LatencyTimer};
@@ -112,7 +167,7 @@ pub struct LatencyTimer {
 }
 
 impl LatencyTimer {
-    /// Times on `runtime`; ONNX Runtime through the interpreter `python`.
+    /// Times on `runtime`; ONNX Runtime and eager PyTorch through the interpreter `python`.
     pub fn new(runtime: LatencyRuntime, python: impl Into<PathBuf>) -> Self {
         LatencyTimer {
             runtime,
@@ -126,7 +181,8 @@ impl LatencyTimer {
         LatencyTimer::new(LatencyRuntime::LibtorchCpu, default_python())
     }
 
-    /// The same timer with the ONNX Runtime helper stopped after `timeouts`.
+    /// The same timer with its helper (ONNX Runtime's, eager PyTorch's) stopped after
+    /// `timeouts`.
     pub fn with_timeouts(self, timeouts: HelperTimeouts) -> Self {
         LatencyTimer { timeouts, ..self }
     }
@@ -136,41 +192,43 @@ impl LatencyTimer {
         self.runtime
     }
 
-    /// The Python interpreter ONNX Runtime is reached through.
+    /// The Python interpreter ONNX Runtime and eager PyTorch are reached through.
     pub fn python(&self) -> &Path {
         &self.python
     }
 
     /// Whether models can be timed on this runtime here: an error naming what is missing
-    /// and what to install or choose instead. ONNX Runtime is checked by starting the helper
-    /// exactly as a timing does (in its private directory) and reading its answer, which
-    /// names the `onnxruntime` version; an interpreter that passed is not probed again in
-    /// this process.
+    /// and what to install or choose instead. ONNX Runtime (or eager PyTorch) is checked by
+    /// starting the helper exactly as a timing does (in its private directory) and reading
+    /// its answer, which names the `onnxruntime` (or `torch`) version; an interpreter that
+    /// passed is not probed again for that runtime in this process.
     pub fn check_available(&self) -> Result<(), PipelineError> {
         self.runtime_version().map(drop)
     }
 
     /// The version of the runtime's library where it matters for its tables: the
-    /// `onnxruntime` version of the interpreter for ONNX Runtime (probed once per interpreter
-    /// and process, [`LatencyTimer::check_available`]); `None` for libtorch CPU, which is
-    /// linked in; an error for CUDA.
+    /// `onnxruntime` (or `torch`) version of the interpreter for ONNX Runtime (or eager
+    /// PyTorch), probed once per interpreter, runtime and process
+    /// ([`LatencyTimer::check_available`]); `None` for libtorch CPU, which is linked in; an
+    /// error for CUDA.
     pub fn runtime_version(&self) -> Result<Option<String>, PipelineError> {
         match self.runtime {
             LatencyRuntime::LibtorchCpu => Ok(None),
-            LatencyRuntime::OnnxruntimeCpu => {
-                if let Some(v) = probed(&self.python) {
+            LatencyRuntime::OnnxruntimeCpu | LatencyRuntime::PytorchCpu => {
+                if let Some(v) = probed(self.runtime.name(), &self.python) {
                     return Ok(Some(v));
                 }
-                Ok(Some(OrtHelper::start(self)?.version.clone()))
+                Ok(Some(TimingHelper::start(self)?.version.clone()))
             }
             LatencyRuntime::Cuda => Err(cuda_unavailable()),
         }
     }
 
     /// Whether `model` can be timed on this runtime at `batch` with `threads` threads: on ONNX
-    /// Runtime, the helper loads it (exported as ONNX) and runs it once, so a graph ONNX
-    /// Runtime cannot load fails now, not after hours of scoring; nothing to check on
-    /// libtorch CPU; an error on CUDA ([`LatencyTimer::check_available`]).
+    /// Runtime (or eager PyTorch), the helper loads it (exported as ONNX, or as `model.py`)
+    /// and runs it once, so a model the runtime cannot load fails now, not after hours of
+    /// scoring; nothing to check on libtorch CPU; an error on CUDA
+    /// ([`LatencyTimer::check_available`]).
     pub fn check_model(
         &self,
         model: &Model,
@@ -178,7 +236,7 @@ impl LatencyTimer {
         threads: usize,
     ) -> Result<(), PipelineError> {
         match self.runtime {
-            LatencyRuntime::OnnxruntimeCpu => {
+            LatencyRuntime::OnnxruntimeCpu | LatencyRuntime::PytorchCpu => {
                 let options = LatencyOptions {
                     min_rounds: 1,
                     max_rounds: 1,
@@ -191,32 +249,45 @@ impl LatencyTimer {
         }
     }
 
+    /// The helper of this timer's runtime (ONNX Runtime's for a runtime without one, which
+    /// never starts a helper).
+    fn kind(&self) -> HelperKind {
+        helper_kind(self.runtime).unwrap_or(ORT_HELPER)
+    }
+
     /// The error for an interpreter that cannot be run at all.
     fn cannot_run(&self, e: &std::io::Error) -> PipelineError {
+        let k = self.kind();
         PipelineError::invalid(
             "latency-on",
             format!(
-                "onnxruntime-cpu: cannot run the Python interpreter '{}' ({e}); ONNX Runtime is reached \
-                 through a Python 3 with the `onnxruntime` and `numpy` packages \
-                 (`python3 -m pip install onnxruntime numpy`): give its path with `latency-python` or \
+                "{}: cannot run the Python interpreter '{}' ({e}); {} is reached \
+                 through a Python 3 with the {} packages \
+                 (`python3 -m pip install {}`): give its path with `latency-python` or \
                  {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)",
-                self.python.display()
+                k.runtime,
+                self.python.display(),
+                k.library,
+                k.packages,
+                k.pip
             ),
         )
     }
 
-    /// The error for an interpreter that lacks `onnxruntime` or `numpy` (`stderr`: its
-    /// import error).
+    /// The error for an interpreter that lacks the helper's packages (`stderr`: its import
+    /// error).
     fn missing(&self, stderr: &str) -> PipelineError {
+        let k = self.kind();
         let python = self.python.display();
         let quoted = shell_quoted(&python.to_string());
         let why = stderr.trim().lines().last().unwrap_or("").trim();
         PipelineError::invalid(
             "latency-on",
             format!(
-                "onnxruntime-cpu: the Python interpreter '{python}' {why}; install them for it \
-                 (`{quoted} -m pip install onnxruntime numpy`), give an interpreter that has them \
-                 with `latency-python` or {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)"
+                "{}: the Python interpreter '{python}' {why}; install them for it \
+                 (`{quoted} -m pip install {}`), give an interpreter that has them \
+                 with `latency-python` or {PYTHON_ENV}, or measure on libtorch CPU (`latency-on` libtorch-cpu)",
+                k.runtime, k.pip
             ),
         )
     }
@@ -226,7 +297,7 @@ impl LatencyTimer {
     /// model. `name(set, model)` says what a model is (`the unpruned model`, `the candidate
     /// at ...`), for errors. `options` gives the warm-up, rounds, budget and noise threshold
     /// (its batch sizes are ignored). libtorch runs in this process (its thread count
-    /// restored after); ONNX Runtime runs in one helper process, set by set.
+    /// restored after); ONNX Runtime and eager PyTorch run in one helper process, set by set.
     pub fn time(
         &self,
         sets: &[Vec<&Model>],
@@ -244,7 +315,7 @@ impl LatencyTimer {
 
     /// A timing session at `batch` with `threads` threads: sets are added and timed one by
     /// one ([`Session::add`]; their models may be dropped right after). Checks the batch,
-    /// threads and rounds; on ONNX Runtime, starts the helper.
+    /// threads and rounds; on ONNX Runtime or eager PyTorch, starts the helper.
     pub(crate) fn session(
         &self,
         batch: usize,
@@ -270,8 +341,8 @@ impl LatencyTimer {
             LatencyRuntime::LibtorchCpu => SessionKind::Libtorch {
                 _threads: ThreadsSet::to(threads),
             },
-            LatencyRuntime::OnnxruntimeCpu => SessionKind::Onnxruntime {
-                helper: Box::new(OrtHelper::start(self)?),
+            LatencyRuntime::OnnxruntimeCpu | LatencyRuntime::PytorchCpu => SessionKind::Helper {
+                helper: Box::new(TimingHelper::start(self)?),
                 exported: 0,
                 references: HashMap::new(),
             },
@@ -332,9 +403,9 @@ enum SessionKind {
         /// The thread count while the session lasts.
         _threads: ThreadsSet,
     },
-    /// ONNX Runtime, in the helper.
-    Onnxruntime {
-        helper: Box<OrtHelper>,
+    /// ONNX Runtime or eager PyTorch, in the helper.
+    Helper {
+        helper: Box<TimingHelper>,
         /// Models exported so far.
         exported: usize,
         /// The files of the references exported so far, by model identity (kept while the
@@ -347,7 +418,7 @@ impl Session {
     /// Times a set now (its first model is the reference for speed-ups): its figures, one
     /// [`Latency`] per model (also kept for [`Session::finish`]); `name(i)` says what model
     /// `i` is, for errors. The models are not needed after this returns, except a reference
-    /// shared with later sets, which must live as long as the session (on ONNX Runtime it is
+    /// shared with later sets, which must live as long as the session (on a helper it is
     /// exported once).
     pub(crate) fn add(
         &mut self,
@@ -359,7 +430,7 @@ impl Session {
                 .into_iter()
                 .map(|mut per_batch| per_batch.remove(0))
                 .collect(),
-            SessionKind::Onnxruntime {
+            SessionKind::Helper {
                 helper,
                 exported,
                 references,
@@ -395,7 +466,7 @@ impl Session {
                     name,
                 );
                 for f in written {
-                    let _ = std::fs::remove_file(dir.join(f));
+                    remove_export(&dir.join(f));
                 }
                 timed?
             }
@@ -404,14 +475,14 @@ impl Session {
         Ok(times)
     }
 
-    /// On ONNX Runtime: exports the set and has the helper load it and run each model once,
+    /// On ONNX Runtime or eager PyTorch: exports the set and has the helper load it and run each model once,
     /// without timing (its files are deleted after); nothing on libtorch.
     fn export_and_load(
         &mut self,
         set: &[&Model],
         name: &dyn Fn(usize) -> String,
     ) -> Result<(), PipelineError> {
-        let SessionKind::Onnxruntime {
+        let SessionKind::Helper {
             helper, exported, ..
         } = &mut self.kind
         else {
@@ -430,7 +501,7 @@ impl Session {
                 .map(drop)
         })();
         for f in files {
-            let _ = std::fs::remove_file(helper.dir.path().join(f));
+            remove_export(&helper.dir.path().join(f));
         }
         result
     }
@@ -451,32 +522,44 @@ enum Answer {
     Closed,
 }
 
-/// The ONNX Runtime helper: one process running `ort_timing.py` in a private temporary
-/// directory (its working directory, holding the script, its stderr and the exported
-/// models; removed when dropped, after the process is stopped).
-pub(crate) struct OrtHelper {
+/// A timing helper: one process running `ort_timing.py` (ONNX Runtime) or
+/// `torch_timing.py` (eager PyTorch) in a private temporary directory (its working
+/// directory, holding the script, its stderr and the exported models; removed when dropped,
+/// after the process is stopped).
+pub(crate) struct TimingHelper {
     timer: LatencyTimer,
     child: Child,
     /// Its stdin, written by a thread that cannot be killed by SIGPIPE ([`StdinWriter`]).
     stdin: Option<StdinWriter>,
     /// Its stdout, line by line (read by a thread).
     lines: Receiver<String>,
-    /// The `onnxruntime` version it reported.
+    /// The version of its package it reported (`onnxruntime`, `torch`).
     version: String,
     dir: tempfile::TempDir,
 }
 
-impl OrtHelper {
-    /// Starts the helper with `timer`'s interpreter and waits for its first line, which
-    /// names the `onnxruntime` version.
-    fn start(timer: &LatencyTimer) -> Result<OrtHelper, PipelineError> {
+/// Deletes an exported model of a helper's directory (an ONNX file or a `model.py`
+/// directory) once its set is timed; a failure only leaves it until the directory goes.
+fn remove_export(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl TimingHelper {
+    /// Starts the helper of `timer`'s runtime with its interpreter and waits for its first
+    /// line, which names the version of its package (`onnxruntime`, `torch`).
+    fn start(timer: &LatencyTimer) -> Result<TimingHelper, PipelineError> {
+        let kind = timer.kind();
         let dir = tempfile::Builder::new()
-            .prefix("fair-pruner-onnxruntime-")
+            .prefix(&format!("fair-pruner-{}-", kind.hello))
             .tempdir()
             .map_err(|e| timer.failed(format!("cannot create a temporary directory: {e}"), ""))?;
         let write_failed =
             |e: std::io::Error| timer.failed(format!("cannot write the timing helper: {e}"), "");
-        std::fs::write(dir.path().join(SCRIPT_NAME), ORT_SCRIPT).map_err(write_failed)?;
+        std::fs::write(dir.path().join(kind.file), kind.script).map_err(write_failed)?;
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).map_err(write_failed)?;
         let mut command = Command::new(&timer.python);
         // In its own process group, so that stopping it stops what it started too (an
@@ -484,7 +567,7 @@ impl OrtHelper {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
-            .arg(SCRIPT_NAME)
+            .arg(kind.file)
             .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -511,7 +594,7 @@ impl OrtHelper {
                 }
             }
         });
-        let mut helper = OrtHelper {
+        let mut helper = TimingHelper {
             timer: timer.clone(),
             stdin: child.stdin.take().map(StdinWriter::new),
             child,
@@ -519,22 +602,22 @@ impl OrtHelper {
             version: String::new(),
             dir,
         };
-        let doing = "starting (importing onnxruntime)";
-        let line = helper.answer(timer.timeouts.start, doing)?;
-        #[derive(serde::Deserialize)]
-        struct Hello {
-            onnxruntime: String,
-        }
-        match serde_json::from_str::<Hello>(line.trim()) {
-            Ok(h) => {
+        let doing = format!("starting (importing {})", kind.hello);
+        let line = helper.answer(timer.timeouts.start, &doing)?;
+        let hello = serde_json::from_str::<serde_json::Value>(line.trim()).ok();
+        match hello.as_ref().and_then(|h| h.get(kind.hello)?.as_str()) {
+            Some(version) => {
                 let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
-                if !probed.iter().any(|(p, _)| *p == timer.python) {
-                    probed.push((timer.python.clone(), h.onnxruntime.clone()));
+                if !probed
+                    .iter()
+                    .any(|(r, p, _)| *r == kind.runtime && *p == timer.python)
+                {
+                    probed.push((kind.runtime, timer.python.clone(), version.to_owned()));
                 }
-                helper.version = h.onnxruntime;
+                helper.version = version.to_owned();
             }
-            Err(_) => {
-                return Err(helper.not_the_helper(&line, doing));
+            None => {
+                return Err(helper.not_the_helper(&line, &doing));
             }
         }
         Ok(helper)
@@ -547,20 +630,39 @@ impl OrtHelper {
             .unwrap_or_default()
     }
 
-    /// Writes `model` as the next ONNX file (`m<exported>.onnx`, counted by `exported`) into
-    /// the helper's directory; its name there. `what`: the model, for errors.
+    /// Writes `model` as the next export (counted by `exported`) into the helper's
+    /// directory: an ONNX file `m<exported>.onnx` for ONNX Runtime, a directory
+    /// `m<exported>` with `model.py` and `model.safetensors` (as `apply` writes them) for
+    /// eager PyTorch; its name there. `what`: the model, for errors.
     fn export(
         &self,
         model: &Model,
         exported: &mut usize,
         what: &str,
     ) -> Result<String, PipelineError> {
-        let file = format!("m{exported}.onnx");
-        let bytes = fair_surgery::onnx_bytes(model, &fair_onnx::ExportOptions::default())?;
-        std::fs::write(self.dir.path().join(&file), bytes).map_err(|e| {
+        let failed = |file: &str, e: &dyn std::fmt::Display| {
             self.timer
                 .failed(format!("cannot write {file} for {what}: {e}"), "")
-        })?;
+        };
+        let file = if self.timer.kind().onnx {
+            let file = format!("m{exported}.onnx");
+            let bytes = fair_surgery::onnx_bytes(model, &fair_onnx::ExportOptions::default())?;
+            std::fs::write(self.dir.path().join(&file), bytes).map_err(|e| failed(&file, &e))?;
+            file
+        } else {
+            let file = format!("m{exported}");
+            let dir = self.dir.path().join(&file);
+            std::fs::create_dir(&dir).map_err(|e| failed(&file, &e))?;
+            std::fs::write(
+                dir.join("model.py"),
+                fair_surgery::pytorch_module(model.graph()),
+            )
+            .map_err(|e| failed(&file, &e))?;
+            model
+                .save_weights(&dir.join("model.safetensors"))
+                .map_err(|e| failed(&file, &e))?;
+            file
+        };
         *exported += 1;
         Ok(file)
     }
@@ -694,8 +796,9 @@ impl OrtHelper {
             return Err(self.timer.failed(
                 match model {
                     Some(i) => format!(
-                        "ONNX Runtime cannot load or run {} ({error}); measure on libtorch CPU \
+                        "{} cannot load or run {} ({error}); measure on libtorch CPU \
                          instead (`latency-on` libtorch-cpu)",
+                        self.timer.kind().library,
                         name(i as usize)
                     ),
                     None => format!("the timing helper failed while {doing}: {error}"),
@@ -837,7 +940,7 @@ fn block_sigpipe() {
 #[cfg(not(unix))]
 fn block_sigpipe() {}
 
-impl Drop for OrtHelper {
+impl Drop for TimingHelper {
     fn drop(&mut self) {
         self.stop();
     }
@@ -880,7 +983,7 @@ fn cuda_unavailable() -> PipelineError {
         "latency-on",
         format!(
             "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; \
-             measure on libtorch-cpu or onnxruntime-cpu (`latency-on`), or give a table measured there with `latency-table`",
+             measure on libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`), or give a table measured there with `latency-table`",
             if tch::Cuda::is_available() {
                 ""
             } else {
@@ -933,7 +1036,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("libtorch-cpu or onnxruntime-cpu (`latency-on`)"),
+            e.contains("libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`)"),
             "{e}"
         );
     }
@@ -1338,7 +1441,8 @@ done"#,
     fn timed_sessions_do_not_spin_between_passes() {
         // Set on the options every timed session is created with (documented in the
         // helper's header); the real ONNX Runtime tests create sessions with it.
-        let options = ORT_SCRIPT
+        let options = ORT_HELPER
+            .script
             .split("def options(")
             .nth(1)
             .and_then(|s| s.split("\n\n").next())
@@ -1347,7 +1451,7 @@ done"#,
             options.contains(r#"add_session_config_entry("session.intra_op.allow_spinning", "0")"#),
             "{options}"
         );
-        assert!(ORT_SCRIPT.contains("InferenceSession(f, o,"));
+        assert!(ORT_HELPER.script.contains("InferenceSession(f, o,"));
     }
 
     #[test]

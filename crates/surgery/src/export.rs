@@ -55,7 +55,7 @@ pub fn pytorch_module(graph: &Graph) -> String {
     let var = |name: &str| format!("t{}", graph.position(name).expect("validated"));
     for (i, node) in graph.nodes().iter().enumerate() {
         let ins: Vec<String> = node.inputs.iter().map(|n| var(n)).collect();
-        let module = format!("self.get_submodule({:?})", node.name);
+        let module = module_expr(&node.name);
         let shapes: Vec<&[usize]> = node
             .inputs
             .iter()
@@ -74,6 +74,39 @@ pub fn pytorch_module(graph: &Graph) -> String {
          return net.to(device).eval()\n",
     );
     s
+}
+
+/// The Python expression of the submodule registered at `path` (dot-separated, as
+/// `Model._register` makes it) inside `forward`: attribute access from `self`, one segment
+/// at a time (`self.layer1.0.conv1` is `getattr(self.layer1, "0").conv1`), which resolves
+/// the module now registered at that path (a replaced head is the one called) at a fraction
+/// of `get_submodule`'s per-call cost in eager PyTorch. Segments that are not plain ASCII
+/// identifiers, are Python keywords, or start with `__` (which Python would mangle inside
+/// the class) go through `getattr` with the name as a string.
+fn module_expr(path: &str) -> String {
+    const KEYWORDS: [&str; 35] = [
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
+        "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
+        "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
+        "try", "while", "with", "yield",
+    ];
+    let identifier = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !KEYWORDS.contains(&s)
+            // `self.__x` in a class body is name-mangled to `self._Model__x`.
+            && !s.starts_with("__")
+    };
+    path.split('.').fold("self".to_owned(), |expr, segment| {
+        if identifier(segment) {
+            format!("{expr}.{segment}")
+        } else {
+            format!("getattr({expr}, {segment:?})")
+        }
+    })
 }
 
 /// Writes `dir/model.safetensors` (weights, PyTorch state-dict names), `dir/model.toml`
@@ -194,4 +227,29 @@ pub fn onnx_bytes(
         &onnx_tensors(model)?,
         options,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_expr;
+
+    #[test]
+    fn submodules_are_reached_by_attribute_paths() {
+        assert_eq!(module_expr("fc"), "self.fc");
+        assert_eq!(
+            module_expr("layer1.0.conv1"),
+            "getattr(self.layer1, \"0\").conv1"
+        );
+        // Keywords and names that are not identifiers go through getattr.
+        assert_eq!(
+            module_expr("blocks.in.proj-1"),
+            "getattr(getattr(self.blocks, \"in\"), \"proj-1\")"
+        );
+        assert_eq!(module_expr("_private.x2"), "self._private.x2");
+        assert_eq!(module_expr("2x"), "getattr(self, \"2x\")");
+        assert_eq!(
+            module_expr("__m.__init__"),
+            "getattr(getattr(self, \"__m\"), \"__init__\")"
+        );
+    }
 }

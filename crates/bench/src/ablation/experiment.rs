@@ -590,6 +590,11 @@ fn latency_runtime(text: &str) -> Result<LatencyRuntime, String> {
         LatencyRuntime::Cuda => {
             Err("the ablation times on the CPU: choose libtorch-cpu or onnxruntime-cpu".into())
         }
+        // Its results have no docs block (docs/results.md) yet.
+        LatencyRuntime::PytorchCpu => Err(
+            "the ablation's equal-latency tables are kept for libtorch-cpu and onnxruntime-cpu: choose one of them"
+                .into(),
+        ),
         r => Ok(r),
     }
 }

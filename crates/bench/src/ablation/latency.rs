@@ -128,8 +128,11 @@ pub(super) fn plans(
 
     // 2. Every other method at the MACs target whose latency matches.
     let mut failed: Vec<(Method, anyhow::Error)> = Vec::new();
+    // The first MACs target within the tolerance of the aim ends a search (as the stored
+    // results were measured): the tolerance is the match, not an edge to stay clear of.
     let correction = CorrectionOptions {
         tolerance: o.latency_tolerance,
+        settle: 1.0,
         max_rounds: SEARCH_ROUNDS,
     };
     for &m in methods.iter().filter(|&&m| m != Method::FairLatency) {
@@ -286,8 +289,10 @@ fn fair_latency(
         target,
         &table,
         &search_options(),
+        // As the stored results were measured: the first round within the tolerance.
         &CorrectionOptions {
             tolerance: fair_tolerance,
+            settle: 1.0,
             ..CorrectionOptions::default()
         },
         |r| {
@@ -483,6 +488,7 @@ mod tests {
             removed: spread(searched),
             speedup: spread(1.0 / (1.0 - searched)),
             noisy: false,
+            reused: false,
         };
         Search {
             method,
