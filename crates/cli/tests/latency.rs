@@ -377,20 +377,26 @@ fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
 }
 
 /// Whether the interpreter fair-pruner would use (`FAIR_PRUNER_PYTHON`, else `python3`) can
-/// import onnxruntime and numpy; says the test is skipped when not.
-fn onnxruntime_importable() -> bool {
+/// import `modules` (comma-separated, as `import` takes them); says the test is skipped, and
+/// what to install (`pip`), when not.
+fn python_imports(modules: &str, pip: &str) -> bool {
     let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&python)
-        .args(["-c", "import onnxruntime, numpy"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!(
-            "SKIPPED: '{python}' cannot import onnxruntime (set FAIR_PRUNER_PYTHON to a python \
-             with `pip install onnxruntime numpy` to run this test)"
+            "SKIPPED: '{python}' cannot import {modules} (set FAIR_PRUNER_PYTHON to a python \
+             with `pip install {pip}` to run this test)"
         );
     }
     ok
+}
+
+/// Whether the interpreter can import onnxruntime and numpy (see [`python_imports`]).
+fn onnxruntime_importable() -> bool {
+    python_imports("onnxruntime, numpy", "onnxruntime numpy")
 }
 
 #[test]
@@ -469,21 +475,9 @@ fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
     }
 }
 
-/// Whether the interpreter fair-pruner would use can import torch and safetensors; says the
-/// test is skipped when not.
+/// Whether the interpreter can import torch and safetensors (see [`python_imports`]).
 fn torch_importable() -> bool {
-    let python = std::env::var("FAIR_PRUNER_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import torch, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: '{python}' cannot import torch and safetensors (set FAIR_PRUNER_PYTHON to \
-             a python with `pip install torch safetensors` to run this test)"
-        );
-    }
-    ok
+    python_imports("torch, safetensors", "torch safetensors")
 }
 
 /// `--latency-on pytorch-cpu`: the table, the correction's candidates and the export are
@@ -875,6 +869,13 @@ done"#,
     let t = &report(&out)["results"][0]["latency_target"];
     let rounds = t["rounds"].as_array().expect("rounds").len();
     assert!(rounds >= 2, "{t}");
+    // A round whose candidate has the widths of an earlier one is not timed again.
+    let timed = t["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reused"] != true)
+        .count();
     // Per start of the helper, its loads. The table's sets hold the full model and several
     // widths; the correction's and the final measurement's, the full model and one model.
     let log = std::fs::read_to_string(&log).unwrap();
@@ -888,8 +889,8 @@ done"#,
         .filter(|loads| loads.iter().any(|l| l.starts_with("load 2 ")))
         .collect();
     assert_eq!(pairs.len(), 1, "one helper for the correction: {log}");
-    // Every round and the final measurement, the unpruned model exported once (m0).
-    assert_eq!(pairs[0].len(), rounds + 1, "{log}");
+    // Every timed round and the final measurement, the unpruned model exported once (m0).
+    assert_eq!(pairs[0].len(), timed + 1, "{log}");
     for (k, l) in pairs[0].iter().enumerate() {
         assert_eq!(*l, format!("load 2 m0.onnx m{}.onnx ", k + 1), "{log}");
     }
