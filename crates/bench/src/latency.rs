@@ -855,6 +855,24 @@ fn cannot_import(python: &Path, modules: &[&str]) -> Option<String> {
     }
 }
 
+/// Runs `command` (the program `program`) to its end: its output when it succeeded, else an
+/// error `<what> failed: <the last line of its stderr>`.
+fn run_to_end(command: &mut Command, program: &Path, what: &str) -> Result<std::process::Output> {
+    let o = command
+        .output()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    if !o.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    Ok(o)
+}
+
 /// fair-pruner's export of the unpruned model of `spec` (`apply` with an empty plan) under
 /// `models`: the plain-PyTorch reference in the same `model.py` form as the pruned exports.
 /// Written by the run's own `fair-pruner` (once per run: `done` holds the models exported
@@ -884,20 +902,11 @@ fn unpruned_export(
         "--out".into(),
         dir.display().to_string(),
     ]);
-    let o = Command::new(fair_pruner)
-        .args(&args)
-        .output()
-        .with_context(|| format!("cannot run {}", fair_pruner.display()))?;
-    if !o.status.success() {
-        bail!(
-            "fair-pruner apply (the unpruned export of {}) failed: {}",
-            spec.name,
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
+    run_to_end(
+        Command::new(fair_pruner).args(&args),
+        fair_pruner,
+        &format!("fair-pruner apply (the unpruned export of {})", spec.name),
+    )?;
     done.push(spec.name);
     Ok(dir)
 }
@@ -916,7 +925,8 @@ fn time_in_pytorch(
     let script = workspace_root().join("xtask/bench/pytorch_timing.py");
     let refs = pytorch_references(spec, unpruned);
     let [c, h, w] = spec.input();
-    let o = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(&script)
         .args([
             batch.to_string(),
@@ -924,19 +934,8 @@ fn time_in_pytorch(
             format!("{c}x{h}x{w}"),
         ])
         .args(refs.iter().map(|(_, a)| a))
-        .arg(export)
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !o.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
+        .arg(export);
+    let o = run_to_end(&mut command, python, &script.display().to_string())?;
     let answer: Value = serde_json::from_slice(&o.stdout)
         .with_context(|| format!("{}: its answer is not JSON", script.display()))?;
     let names: Vec<String> = refs.into_iter().map(|(n, _)| n).collect();
@@ -996,22 +995,17 @@ fn model_file(spec: &ModelSpec, models: &Path, python: &Path) -> Result<PathBuf>
             let path = models.join(format!("{name}-{side}.onnx"));
             if !path.exists() {
                 let script = workspace_root().join("xtask/bench/latency_models.py");
-                let out = Command::new(python)
-                    .arg(&script)
-                    .args(["export", name, &side.to_string()])
-                    .arg(&path)
-                    .output()
-                    .with_context(|| format!("cannot run {}", python.display()))?;
-                if !out.status.success() {
-                    bail!(
-                        "{} export {name} failed (torch and torchvision needed: --python): {}",
-                        script.display(),
-                        String::from_utf8_lossy(&out.stderr)
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                    );
-                }
+                run_to_end(
+                    Command::new(python)
+                        .arg(&script)
+                        .args(["export", name, &side.to_string()])
+                        .arg(&path),
+                    python,
+                    &format!(
+                        "{} export {name} (torch and torchvision needed: --python)",
+                        script.display()
+                    ),
+                )?;
             }
             Ok(path)
         }

@@ -399,6 +399,36 @@ fn onnxruntime_importable() -> bool {
     python_imports("onnxruntime, numpy", "onnxruntime numpy")
 }
 
+/// `prune` of the toy model trained with `flags` and weights `w` at a 20% latency target on
+/// `runtime` (table and timing with 1 thread), into `out`, quietly.
+fn latency_target_args(
+    flags: &[String],
+    w: &std::path::Path,
+    runtime: &str,
+    out: &std::path::Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["prune".into()];
+    args.extend(flags.iter().cloned());
+    for a in [
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.2",
+        "--latency-on",
+        runtime,
+        "--latency-threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ] {
+        args.push(a.to_owned());
+    }
+    args
+}
+
 #[test]
 fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
     if !onnxruntime_importable() {
@@ -408,23 +438,8 @@ fn a_latency_target_is_measured_and_corrected_on_onnxruntime_cpu() {
     let w = dir.path().join("m.safetensors");
     let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.2",
-        "--latency-on",
-        "onnxruntime-cpu",
-        "--latency-threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let owned = latency_target_args(&flags, &w, "onnxruntime-cpu", &out);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let name = "latency-onnxruntime-cpu-b1-t1.json";
@@ -492,23 +507,8 @@ fn a_latency_target_is_measured_and_corrected_on_pytorch_cpu() {
     let w = dir.path().join("m.safetensors");
     let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "1", &w);
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.2",
-        "--latency-on",
-        "pytorch-cpu",
-        "--latency-threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let owned = latency_target_args(&flags, &w, "pytorch-cpu", &out);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = &report(&out)["results"][0]["latency_target"];
