@@ -5,8 +5,14 @@
 //! [`LatencyModel`] is the interface a selection uses; [`LatencyTable`] is the measured
 //! implementation: per prunable group, the latency of the whole model with only that group
 //! narrowed to each of a few widths (the others at full width), interpolated linearly
-//! between the measured widths. The prediction for a width assignment is additive: the full
-//! model's latency plus each group's change. A table is JSON, so one measured on another
+//! between the measured widths. The prediction for a width assignment is a product: the
+//! full model's latency times, for each group, the fraction of it left with that group
+//! narrowed alone ([`LatencyGroup::fraction`]). A sum of each group's change would count
+//! twice what narrowing a layer and its reader together saves (each alone removes the
+//! reader's share for its own channels; together they remove less than both), and it runs
+//! past the whole latency (predicts a negative time) on deep cuts, so a target beyond it
+//! could not be asked for; the product never reaches zero, and on measured candidates it
+//! was the closer of the two (docs/results.md, "A product, not a sum"). A table is JSON, so one measured on another
 //! device (a phone, an accelerator) can be loaded from a file; it is keyed by the model
 //! digest, the runtime, the threads and the batch it was measured with ([`LatencyKey`]).
 //!
@@ -237,6 +243,13 @@ impl LatencyGroup {
     /// The latency change (seconds) of narrowing the group from full width to `width`.
     pub fn cost(&self, width: usize) -> f64 {
         self.seconds_at(width) - self.seconds_at(self.width)
+    }
+
+    /// The fraction of the model's latency left when the group is narrowed from full width
+    /// to `width` (every other group full): [`LatencyGroup::seconds_at`] `width` over the
+    /// figure at the full width; 1 at the full width, at most 1 below it.
+    pub fn fraction(&self, width: usize) -> f64 {
+        self.seconds_at(width) / self.seconds_at(self.width)
     }
 }
 
@@ -478,6 +491,8 @@ impl LatencyModel for LatencyTable {
         Ok(g.cost(width))
     }
 
+    /// The full latency times each group's [`LatencyGroup::fraction`] at its width (see the
+    /// module documentation for why a product and not a sum).
     fn total(&self, widths: &Widths) -> Result<f64, AnalysisError> {
         let mut total = self.full_seconds;
         for g in &self.groups {
@@ -486,7 +501,7 @@ impl LatencyModel for LatencyTable {
                 .iter()
                 .find_map(|l| widths.get(l))
                 .unwrap_or(g.width);
-            total += g.cost(w);
+            total *= g.fraction(w);
         }
         Ok(total)
     }
@@ -525,6 +540,43 @@ mod tests {
         assert_eq!(g.seconds_at(3), 2.0);
         assert_eq!(g.cost(24), -3.0);
         assert_eq!(g.cost(32), 0.0);
+    }
+
+    #[test]
+    fn the_prediction_multiplies_what_each_group_leaves() {
+        let g = |layer: &str, points: &[(usize, f64)]| LatencyGroup {
+            layers: vec![layer.into()],
+            ..group(points)
+        };
+        // 10 ms in all; "a" at 8 of 16 channels leaves 6 ms (0.6), "b" at 4 of 8 leaves 8 ms
+        // (0.8), "c" at 1 of 4 leaves 3 ms (0.3).
+        let table = LatencyTable::new(
+            key(),
+            0.010,
+            vec![
+                g("a", &[(8, 0.006), (16, 0.010)]),
+                g("b", &[(4, 0.008), (8, 0.010)]),
+                g("c", &[(1, 0.003), (4, 0.010)]),
+            ],
+        )
+        .unwrap();
+        let widths =
+            |w: &[(&str, usize)]| -> Widths { w.iter().map(|&(l, n)| (l.to_owned(), n)).collect() };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        assert!(close(table.total(&widths(&[])).unwrap(), 0.010));
+        assert!(close(table.total(&widths(&[("a", 8)])).unwrap(), 0.006));
+        // Both: 10 × 0.6 × 0.8 = 4.8 ms (a sum of the changes would say 4 ms).
+        assert!(close(
+            table.total(&widths(&[("a", 8), ("b", 4)])).unwrap(),
+            0.0048
+        ));
+        // All three: 10 × 0.6 × 0.8 × 0.3 = 1.44 ms, where a sum would fall to −3 ms.
+        let all = table
+            .total(&widths(&[("a", 8), ("b", 4), ("c", 1)]))
+            .unwrap();
+        assert!(close(all, 0.00144), "{all}");
+        assert!(close(table.groups[2].fraction(1), 0.3));
+        assert_eq!(table.groups[2].fraction(4), 1.0);
     }
 
     fn key() -> LatencyKey {

@@ -372,6 +372,15 @@ impl<K: AsRef<str> + ?Sized> std::ops::Index<&K> for Widths {
     }
 }
 
+/// Widths from `(layer, width)` pairs, in the order given: e.g. to ask a latency model
+/// ([`crate::LatencyModel::total`]) about widths no selection produced. A layer listed twice
+/// has its first width.
+impl FromIterator<(String, usize)> for Widths {
+    fn from_iter<I: IntoIterator<Item = (String, usize)>>(pairs: I) -> Self {
+        Widths(pairs.into_iter().collect())
+    }
+}
+
 impl IntoIterator for Widths {
     type Item = (String, usize);
     type IntoIter = std::vec::IntoIter<(String, usize)>;

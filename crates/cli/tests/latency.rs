@@ -219,6 +219,73 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
 }
 
 #[test]
+fn a_target_beyond_a_table_of_this_runtime_is_measured_not_refused() {
+    // The table of `write_table`, as if measured on libtorch CPU here: it predicts at most
+    // 80% removed (layers.2 at 8 channels or fewer), so `ratios` refuses 90%, while `prune`,
+    // which times its candidates on libtorch CPU, builds the one at the most the table
+    // reaches and measures it instead of refusing.
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let (flags, _) = common::train_idx_toy(dir.path(), "mlp", "2", &w);
+    let table = dir.path().join("table.json");
+    write_table(&table, "");
+    let mut t: serde_json::Value = serde_json::from_slice(&std::fs::read(&table).unwrap()).unwrap();
+    t["key"]["runtime"] = "libtorch-cpu".into();
+    std::fs::write(&table, serde_json::to_string(&t).unwrap()).unwrap();
+    let out = dir.path().join("pruned");
+    let mut args: Vec<&str> = vec!["prune"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        "0.9",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = report(&out);
+    let rounds = v["results"][0]["latency_target"]["rounds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no correction rounds: {v}"))
+        .clone();
+    assert!(!rounds.is_empty());
+    let first = rounds[0]["table_target"].as_f64().unwrap();
+    assert!(first > 0.0 && first <= 0.8 + 1e-9, "{first}");
+    for r in &rounds {
+        assert!(r["table_target"].as_f64().unwrap() <= first + 1e-12, "{r}");
+    }
+    assert!(
+        stdout(&o).contains("round 1: table target"),
+        "{}",
+        stdout(&o)
+    );
+
+    let scores = out.join("scores.json");
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.9",
+        "--latency-table",
+        table.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a latency reduction of 90.0% cannot be reached"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_latency_table_is_measured_on_libtorch_cpu_then_reused() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("m.safetensors");

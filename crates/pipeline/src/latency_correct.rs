@@ -1,6 +1,7 @@
-//! Measured correction of a latency target: a latency table's prediction is additive over
-//! groups (each narrowed alone), so it overcounts what narrowing several groups at once
-//! saves, and it misses per-call overhead. [`correct_latency`] closes the loop: it builds
+//! Measured correction of a latency target: a latency table predicts from groups each
+//! narrowed alone, so it only approximates what narrowing several groups at once saves,
+//! it misses per-call overhead, and on small models its per-group savings sit close to the
+//! measuring noise. [`correct_latency`] closes the loop: it builds
 //! and times the candidate the table selects, and while the measured reduction misses the
 //! target by more than a tolerance it selects again with a corrected *table* target
 //! (secant steps on the measured reductions, bisection once the target is bracketed),

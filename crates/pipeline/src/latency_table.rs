@@ -190,10 +190,19 @@ impl LatencySettings {
 
     /// The line a run prints before it looks for a table to measure (none given):
     /// `latency table on <runtime> (batch <n>, <n> threads)`; `None` when a table is given.
+    /// On libtorch CPU taken by default (no runtime given), the line also says which
+    /// runtime that is and where the exports run instead: `model.py` calls each op from
+    /// Python, a per-op cost fair-pruner's executor does not pay, so on small models at
+    /// small batches a target met here falls short in eager PyTorch.
     pub fn announcement(&self) -> Option<String> {
         self.table.is_none().then(|| {
+            let default_note = if !self.runtime_given && self.runtime == LatencyRuntime::LibtorchCpu {
+                " — the default: fair-pruner's own executor; the export's model.py pays a per-op Python cost it does not, so to meet the target in eager PyTorch give --latency-on pytorch-cpu (onnxruntime-cpu for model.onnx)"
+            } else {
+                ""
+            };
             format!(
-                "latency table on {} (batch {}, {} threads)",
+                "latency table on {} (batch {}, {} threads){default_note}",
                 self.runtime,
                 self.batch(),
                 self.threads()
@@ -1532,6 +1541,23 @@ done
             ..s
         };
         assert_eq!(given.announcement(), None);
+        // libtorch CPU by default says what it is and how to time where the export runs.
+        let default = LatencySettings::default();
+        assert_eq!(default.runtime, LatencyRuntime::LibtorchCpu);
+        let line = default.announcement().unwrap();
+        assert!(
+            line.starts_with("latency table on libtorch-cpu (batch 1, ")
+                && line.contains("--latency-on pytorch-cpu"),
+            "{line}"
+        );
+        let chosen = LatencySettings {
+            runtime_given: true,
+            ..LatencySettings::default()
+        };
+        assert!(
+            !chosen.announcement().unwrap().contains("pytorch-cpu"),
+            "a runtime the user chose needs no note"
+        );
     }
 
     #[test]

@@ -1091,7 +1091,7 @@ impl<'a> Pruner<'a> {
             let label = goal.label();
             let announce = self.progress.then_some(label.as_str());
             let start = Instant::now();
-            let selection = stages::select(&selector, goal, self.method)?;
+            let first = stages::select(&selector, goal, self.method);
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
             // A latency target on a table of a runtime timed here (libtorch CPU, with the
             // model on the CPU, or ONNX Runtime CPU) is corrected on measurements of the
@@ -1103,6 +1103,19 @@ impl<'a> Pruner<'a> {
                         && (timer.runtime() != LatencyRuntime::LibtorchCpu
                             || model.device() == tch::Device::Cpu) =>
                 {
+                    // A target beyond what the table predicts is not an error here: the
+                    // table only guides, and the correction starts at the most it reaches
+                    // and measures what that candidate removes.
+                    if let Err(e) = first
+                        && !matches!(
+                            e,
+                            PipelineError::Analysis(
+                                fair_analysis::AnalysisError::LatencyUnreachable { .. }
+                            )
+                        )
+                    {
+                        return Err(e);
+                    }
                     let tolerance = self
                         .latency_target
                         .as_ref()
@@ -1152,6 +1165,7 @@ impl<'a> Pruner<'a> {
                     c.candidate
                 }
                 _ => {
+                    let selection = first?;
                     let pruned = stages::apply(model, &selection.resolution)?;
                     (selection, pruned)
                 }
