@@ -20,7 +20,7 @@ pub fn pytorch_module(graph: &Graph) -> String {
          Needs only PyTorch (and the safetensors package to read the weights):\n\n    \
          from model import load\n    net = load(\"model.safetensors\")  # eval mode\n    y = net(x)\n\"\"\"\n\
          import torch\nimport torch.nn as nn\n",
-        name = graph.name(),
+        name = py_escaped(graph.name()),
         version = env!("CARGO_PKG_VERSION")
     );
     // Helper modules some ops need (ConvNeXt's LayerNorm2d), once each, in graph order.
@@ -40,7 +40,11 @@ pub fn pytorch_module(graph: &Graph) -> String {
         let Some(module) = node.op.contract().torch_module() else {
             continue;
         };
-        let _ = writeln!(s, "        self._register({:?}, {module})", node.name);
+        let _ = writeln!(
+            s,
+            "        self._register(\"{}\", {module})",
+            py_escaped(&node.name)
+        );
     }
     s.push_str(
         "\n    def _register(self, path, module):\n        parent = self\n        *parents, last = path.split(\".\")\n        \
@@ -65,7 +69,7 @@ pub fn pytorch_module(graph: &Graph) -> String {
             .op
             .contract()
             .torch_forward_shaped(&ins, &shapes, &module);
-        let _ = writeln!(s, "        t{i} = {expr}  # {}", node.name);
+        let _ = writeln!(s, "        t{i} = {expr}  # {}", py_escaped(&node.name));
     }
     let _ = writeln!(s, "        return t{}\n", graph.nodes().len() - 1);
     s.push_str(
@@ -74,6 +78,34 @@ pub fn pytorch_module(graph: &Graph) -> String {
          return net.to(device).eval()\n",
     );
     s
+}
+
+/// `text` escaped for the inside of a double-quoted Python string literal, in printable
+/// ASCII: `\\`, `\"`, `\n`, `\r`, `\t`, and `\uXXXX` / `\UXXXXXXXX` for every other
+/// character outside printable ASCII. Names come from model files, which are untrusted: a
+/// name holding a newline must not end a comment or a string in `model.py` and so become
+/// code, and Rust's `{:?}` escapes (`\u{301}`) are not Python's. The same text is safe
+/// inside a comment and a `"""` docstring, and reads as the name in each.
+fn py_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' ' => out.push(' '),
+            c if c.is_ascii_graphic() => out.push(c),
+            c if (c as u32) <= 0xFFFF => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\U{:08x}", c as u32);
+            }
+        }
+    }
+    out
 }
 
 /// The Python expression of the submodule registered at `path` (dot-separated, as
@@ -104,7 +136,7 @@ fn module_expr(path: &str) -> String {
         if identifier(segment) {
             format!("{expr}.{segment}")
         } else {
-            format!("getattr({expr}, {segment:?})")
+            format!("getattr({expr}, \"{}\")", py_escaped(segment))
         }
     })
 }
@@ -231,7 +263,43 @@ pub fn onnx_bytes(
 
 #[cfg(test)]
 mod tests {
-    use super::module_expr;
+    use super::{module_expr, py_escaped, pytorch_module};
+
+    #[test]
+    fn names_are_escaped_as_python_string_contents_in_printable_ascii() {
+        assert_eq!(py_escaped("layer1.0.conv1"), "layer1.0.conv1");
+        assert_eq!(py_escaped("a b"), "a b");
+        assert_eq!(py_escaped("q\"uo\\te"), "q\\\"uo\\\\te");
+        assert_eq!(py_escaped("x\ny\r\tz"), "x\\ny\\r\\tz");
+        assert_eq!(py_escaped("\u{0}\u{7f}"), "\\u0000\\u007f");
+        // é, a combining accent and an emoji: Python's \u and \U, not Rust's \u{..}.
+        assert_eq!(
+            py_escaped("bloc\u{e9}.c\u{301}\u{1f600}"),
+            "bloc\\u00e9.c\\u0301\\U0001f600"
+        );
+        assert_eq!(
+            module_expr("bloc\u{e9}.x"),
+            "getattr(self, \"bloc\\u00e9\").x"
+        );
+    }
+
+    #[test]
+    fn a_name_cannot_end_a_comment_or_a_string_in_model_py() {
+        let evil = "act\n        import os; os.system(\"true\")\n        #\"\"\"";
+        let mut b = fair_ir::GraphBuilder::new(evil, "input", vec![2]);
+        let x = b.linear("fc", "input", 3, true).unwrap();
+        b.relu(evil, &x).unwrap();
+        let src = pytorch_module(&b.finish().unwrap());
+        assert!(
+            !src.lines().any(|l| l.trim_start().starts_with("import os")),
+            "{src}"
+        );
+        assert!(
+            src.contains("self._register(\"act\\n        import os"),
+            "{src}"
+        );
+        assert!(src.is_ascii());
+    }
 
     #[test]
     fn submodules_are_reached_by_attribute_paths() {

@@ -470,6 +470,44 @@ fn an_op_named_like_the_block_of_earlier_layers_keeps_them_in_pytorch() {
     assert!(max_diff(&torch, &ours) < 1e-5, "{torch} vs {ours}");
 }
 
+/// Names from an untrusted model file (quotes, backslashes, newlines followed by code,
+/// non-ASCII letters, a combining accent, an emoji) stay names in `model.py`: the export loads
+/// and runs in plain PyTorch, matches fair-pruner's output, and the code in the names never
+/// runs.
+#[test]
+#[ignore = "needs the reference Python (cargo xtask test runs it)"]
+fn hostile_names_stay_names_in_the_exported_module() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let code = |at: &str| {
+        format!(
+            "\n        import os; os.mkdir({:?})\n        #",
+            marker.join(at).display().to_string()
+        )
+    };
+    let graph_name = format!("net\"\"\"{}\"\"\"", code("doc"));
+    let conv = "bloc\u{e9}.c\u{301}onv\u{1f600}";
+    let act = format!("act{}", code("comment"));
+    let quoted = "q\"uo\\te";
+    let mut b = fair_ir::GraphBuilder::new(&graph_name, "input", vec![3, 8, 8]);
+    let x = b.conv(conv, "input", 4, 3, 1, 1, true).unwrap();
+    let x = b.relu(&act, &x).unwrap();
+    let x = b.conv(quoted, &x, 5, 3, 1, 1, true).unwrap();
+    let x = b.adaptive_avg_pool("pool", &x, 1, 1).unwrap();
+    let x = b.flatten("flatten", &x).unwrap();
+    b.linear("fc", &x, 2, true).unwrap();
+    let m = Model::new(b.finish().unwrap(), Device::Cpu, 5).unwrap();
+    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let out = dir.path().join("export");
+    let torch = in_pytorch(&py, &m, &x, &out);
+    let ours = eval(&m, &x);
+    assert!(max_diff(&torch, &ours) < 1e-5, "{torch} vs {ours}");
+    assert!(!marker.exists(), "code in a node or graph name ran");
+    let src = std::fs::read_to_string(out.join("model.py")).unwrap();
+    assert!(src.is_ascii());
+}
+
 /// Grouped convolutions pruned within their groups: Torch-Pruning removing the same channels
 /// (unit j of a group-mapped space is channel j of every group) gives the same model, and the
 /// exported module runs in plain PyTorch with the narrowed `groups` convs.
