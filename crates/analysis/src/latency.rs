@@ -81,7 +81,8 @@ pub struct LatencyKey {
     /// The runtime it was measured on (`libtorch-cpu`, or any name for a user's device).
     pub runtime: String,
     /// The version of the runtime's library where it is not linked into fair-pruner (the
-    /// `onnxruntime` version for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`); empty when not recorded.
+    /// `onnxruntime` version for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`),
+    /// or the GPU's name for `cuda`; empty when not recorded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime_version: String,
     /// Intra-op threads.

@@ -1,8 +1,10 @@
 //! `fair-bench gpu-check`: every step of a pruning run — scoring (U+R), surgery, a
 //! fine-tuning step and latency — on CUDA and on the CPU, for CIFAR VGG16-BN and ResNet-50,
-//! timed in the same run, and a class-pair row (ResNet-50's U-Score on the synthetic data
+//! timed in the same run, a class-pair row (ResNet-50's U-Score on the synthetic data
 //! of `scale-classes` with the device engine and with the host's bounded search, scores
-//! compared). Without CUDA it runs the CPU side and says so, and skips the class-pair row.
+//! compared), and a latency-table row (CIFAR VGG16-BN's table measured on CUDA, as
+//! `--latency-on cuda` measures it). Without CUDA it runs the CPU side and says so, and skips
+//! the CUDA-only rows.
 //!
 //! The device machines have no Rust toolchain: build here
 //! (`cargo build --release -p fair-bench`), copy `target/release/fair-bench` there and run
@@ -14,7 +16,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use fair_analysis::{Goal, Method, SelectOptions};
-use fair_pipeline::{LatencyOptions, measure, stages};
+use fair_pipeline::{
+    LatencyOptions, LatencyRuntime, LatencyTimer, measure, measure_table_on, stages, table_options,
+};
 use fair_runtime::{Mode, Model};
 use fair_scoring::{Calibration, Progress, Registry};
 use tch::nn::OptimizerConfig;
@@ -223,6 +227,61 @@ fn pairs_row(o: &Options) -> Result<Option<(String, serde_json::Value)>> {
     Ok(Some((line, json)))
 }
 
+/// The latency-table row: CIFAR VGG16-BN's latency table measured on CUDA at `--batch`
+/// (what `prune --target-latency … --latency-on cuda` measures: models built on the CPU,
+/// copied to the GPU and timed there, each pass synchronised); `None` without CUDA.
+fn latency_table_row(o: &Options) -> Result<Option<(String, serde_json::Value)>> {
+    if !tch::Cuda::is_available() {
+        eprintln!("gpu-check: latency-table row skipped (no CUDA device)");
+        return Ok(None);
+    }
+    let name = "vgg16_bn_cifar";
+    eprintln!(
+        "gpu-check: latency table of {name} on CUDA, batch {} …",
+        o.batch
+    );
+    let graph = fair_zoo::build(name, &input_for(name), o.classes)?;
+    let timer = LatencyTimer::new(LatencyRuntime::Cuda, "python3");
+    let key = fair_analysis::LatencyKey {
+        model_digest: String::new(),
+        runtime: LatencyRuntime::Cuda.name().to_owned(),
+        runtime_version: timer.runtime_version()?.unwrap_or_default(),
+        threads: o.threads,
+        batch: o.batch,
+    };
+    let start = Instant::now();
+    let table = measure_table_on(
+        &timer,
+        &graph,
+        fair_pipeline::GROUPED_CONVS,
+        &[],
+        key,
+        &table_options(),
+        &mut |_| {},
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    let narrowest = table
+        .groups
+        .iter()
+        .filter_map(|g| g.points.first().map(|p| p.seconds / table.full_seconds))
+        .fold(f64::INFINITY, f64::min);
+    let line = format!(
+        "\nlatency table ({name} on {}, batch {}): {} groups measured in {seconds:.1} s; \
+         full model {:.3} ms; the largest cut of one group alone leaves {:.0} % of it{}\n",
+        table.key.runtime_version,
+        o.batch,
+        table.groups.len(),
+        table.full_seconds * 1e3,
+        narrowest * 100.0,
+        if table.noisy { " (flagged noisy)" } else { "" },
+    );
+    let json = serde_json::json!({"model": name, "gpu": table.key.runtime_version,
+        "batch": o.batch, "groups": table.groups.len(), "seconds": seconds,
+        "full_ms": table.full_seconds * 1e3, "narrowest_fraction": narrowest,
+        "noisy": table.noisy});
+    Ok(Some((line, json)))
+}
+
 /// Runs the check.
 pub fn run(o: &Options) -> Result<()> {
     tch::set_num_threads(i32::try_from(o.threads).context("--threads is too large")?);
@@ -260,9 +319,11 @@ pub fn run(o: &Options) -> Result<()> {
             "cuda": json(g), "cpu": json(c)}));
     }
     let pairs = pairs_row(o).context("the class-pair row on CUDA")?;
+    let latency_table =
+        latency_table_row(o).context("the latency-table row on CUDA (--latency-on cuda)")?;
     println!("cells: CUDA / CPU (CPU ÷ CUDA); batch {}\n", o.batch);
     print!("{table}");
-    if let Some((line, _)) = &pairs {
+    for (line, _) in pairs.iter().chain(&latency_table) {
         print!("{line}");
     }
     let out = workspace_root().join("target/bench/gpu-check");
@@ -272,7 +333,8 @@ pub fn run(o: &Options) -> Result<()> {
         &path,
         &serde_json::json!({"cuda": cuda, "classes": o.classes, "per_class": o.per_class,
             "batch": o.batch, "threads": o.threads, "models": summary,
-            "class_pairs": pairs.map(|(_, j)| j)}),
+            "class_pairs": pairs.map(|(_, j)| j),
+            "latency_table": latency_table.map(|(_, j)| j)}),
     )?;
     println!("\nwritten to {}", path.display());
     Ok(())

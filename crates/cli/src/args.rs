@@ -251,8 +251,10 @@ pub struct LatencyArgs {
     /// on the exported ONNX models, through a Python with the `onnxruntime` and `numpy`
     /// packages), or pytorch-cpu (the exported `model.py` in eager PyTorch, through a Python
     /// with `torch` and `safetensors`: what a user running `model.py` measures, including
-    /// Python's per-op cost, which matters for small models at small batches); see
-    /// --latency-python; cuda is not available yet.
+    /// Python's per-op cost, which matters for small models at small batches; see
+    /// --latency-python), or cuda (fair-pruner's libtorch executor on CUDA device 0, each
+    /// pass synchronised; needs an NVIDIA GPU and a CUDA build of libtorch). Models are
+    /// timed on the runtime's device wherever they were loaded.
     /// With --latency-table it must be the table's runtime. Without --target-latency
     /// (`prune` only; `ratios` refuses it): every exported model of the goal (--target-macs,
     /// --target-params, --alpha) is timed on this runtime against the unpruned model at
@@ -273,7 +275,7 @@ pub struct LatencyArgs {
     #[arg(long, value_name = "FILE")]
     pub latency_table: Option<std::path::PathBuf>,
     /// The relative tolerance of a latency target measured on a runtime fair-pruner times on
-    /// (every one but cuda): candidates are rebuilt with a corrected table target (at most
+    /// (any --latency-on runtime): candidates are rebuilt with a corrected table target (at most
     /// 4) until the measured reduction is within half this fraction of the target, and the
     /// target is met when the candidate kept is within it [default: 0.05].
     #[arg(long, value_name = "FRACTION")]

@@ -155,6 +155,10 @@ pub fn measure(
         let x = &inputs.as_ref().expect("inputs were just made").1[i];
         let t = Instant::now();
         let _ = tch::no_grad(|| models[i].forward(x, Mode::Eval))?;
+        // CUDA runs kernels asynchronously: a pass ends when its device is done.
+        if let tch::Device::Cuda(d) = models[i].device() {
+            tch::Cuda::synchronize(d as i64);
+        }
         Ok(t.elapsed().as_secs_f64() * 1e3)
     })
 }

@@ -46,7 +46,8 @@ pub enum LatencyRuntime {
     /// Python's per-op cost, which matters for small models), through a Python interpreter
     /// with the `torch` and `safetensors` packages ([`LatencyTimer`]).
     PytorchCpu,
-    /// libtorch on a CUDA device (not available yet).
+    /// libtorch on CUDA device 0 (fair-pruner's own executor, as `libtorch-cpu`, each pass
+    /// synchronised), where libtorch sees a CUDA device.
     Cuda,
 }
 
@@ -237,16 +238,15 @@ impl LatencySettings {
 
     /// What the pruned models of a latency target on `table` are timed with (the measured
     /// correction and the report): the table's runtime when it is one fair-pruner times on
-    /// (libtorch CPU, or ONNX Runtime CPU through [`LatencySettings::timer_on`]'s
-    /// interpreter); `None` for a table of another runtime (e.g. a user's device).
+    /// (libtorch CPU, ONNX Runtime CPU or eager PyTorch through
+    /// [`LatencySettings::timer_on`]'s interpreter, CUDA where libtorch sees a CUDA device);
+    /// `None` for a table of another runtime (e.g. a user's device, or a CUDA table on a
+    /// machine without one).
     pub fn timer_for(&self, table: &LatencyTable) -> Option<LatencyTimer> {
         match table.key.runtime.parse::<LatencyRuntime>() {
-            Ok(
-                r @ (LatencyRuntime::LibtorchCpu
-                | LatencyRuntime::OnnxruntimeCpu
-                | LatencyRuntime::PytorchCpu),
-            ) => Some(self.timer_on(r)),
-            _ => None,
+            Ok(LatencyRuntime::Cuda) if !tch::Cuda::is_available() => None,
+            Ok(r) => Some(self.timer_on(r)),
+            Err(_) => None,
         }
     }
 
@@ -983,15 +983,20 @@ done
             e.contains("libtorch-cpu, onnxruntime-cpu, pytorch-cpu or cuda"),
             "{e}"
         );
-        let e = LatencySettings {
+        let cuda = LatencySettings {
             runtime: LatencyRuntime::Cuda,
             ..Default::default()
         }
         .timer()
-        .check_available()
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("CUDA is not available yet"), "{e}");
+        .check_available();
+        match cuda {
+            Err(e) => assert!(
+                !tch::Cuda::is_available()
+                    && e.to_string().contains("libtorch sees no CUDA device"),
+                "{e}"
+            ),
+            Ok(()) => assert!(tch::Cuda::is_available()),
+        }
         assert!(LatencySettings::default().timer().check_available().is_ok());
     }
 

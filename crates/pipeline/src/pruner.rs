@@ -17,7 +17,7 @@ use fair_train::{BnRecalibration, Distillation, Reconstruction, TrainSettings};
 use crate::error::PipelineError;
 use crate::latency::{LatencyOptions, Spread, measure};
 use crate::latency_correct::CorrectionOptions;
-use crate::latency_table::{LatencyRuntime, LatencySettings, TableSource, table_for};
+use crate::latency_table::{LatencySettings, TableSource, table_for};
 use crate::preset::Preset;
 use crate::report::{
     Accuracy, AfterSurgerySteps, CalibrationInfo, CriterionInfo, DistillationInfo,
@@ -886,9 +886,9 @@ impl<'a> Pruner<'a> {
     /// Without a latency target, latency settings time the pruned models on `latency-on`:
     /// that needs latency measurement ([`Pruner::no_latency`] is refused, unless
     /// `latency-on` came from a config file: [`Pruner::skips_runtime_timing`]), and a table
-    /// or a tolerance of its own is refused (both belong to a latency target). A chosen
-    /// `libtorch-cpu` timing on a model on another device is refused (libtorch times on
-    /// the model's device).
+    /// or a tolerance of its own is refused (both belong to a latency target). The models
+    /// are timed on the runtime's device whatever the model's (`libtorch-cpu` copies a model
+    /// on CUDA to the CPU, `cuda` one on the CPU to the GPU).
     fn check_latency(&self) -> Result<(), PipelineError> {
         let Some(s) = &self.latency_target else {
             return Ok(());
@@ -914,19 +914,6 @@ impl<'a> Pruner<'a> {
                     ),
                 ));
             }
-        }
-        let device = self.model.device();
-        if s.runtime == LatencyRuntime::LibtorchCpu
-            && (s.runtime_given || !latency_goal)
-            && self.latency.is_some()
-            && device != tch::Device::Cpu
-        {
-            return Err(PipelineError::invalid(
-                &s.setting("latency-on"),
-                format!(
-                    "libtorch-cpu times on the CPU but the model is on {device:?}: load the model on the CPU, or leave `latency-on` out"
-                ),
-            ));
         }
         Ok(())
     }
@@ -1093,15 +1080,13 @@ impl<'a> Pruner<'a> {
             let start = Instant::now();
             let first = stages::select(&selector, goal, self.method);
             let threshold_ms = start.elapsed().as_secs_f64() * 1e3;
-            // A latency target on a table of a runtime timed here (libtorch CPU, with the
-            // model on the CPU, or ONNX Runtime CPU) is corrected on measurements of the
-            // candidates; a table of another runtime cannot be.
+            // A latency target on a table of a runtime timed here (every runtime
+            // `latency-on` names) is corrected on measurements of the candidates; a table
+            // of another runtime (a user's device) cannot be.
             let mut correction = None;
             let (selection, mut pruned_model) = match (goal, &latency_table, &self.latency) {
                 (Goal::Latency(target), Some((table, _, _, timer)), Some(options))
-                    if table.key.runtime == timer.runtime().name()
-                        && (timer.runtime() != LatencyRuntime::LibtorchCpu
-                            || model.device() == tch::Device::Cpu) =>
+                    if table.key.runtime == timer.runtime().name() =>
                 {
                     // A target beyond what the table predicts is not an error here: the
                     // table only guides, and the correction starts at the most it reaches
@@ -1316,13 +1301,7 @@ impl<'a> Pruner<'a> {
                 let timed_ones: Vec<usize> = (0..results.len())
                     .filter(|&i| !latency_goal || results[i].latency_target.is_some())
                     .collect();
-                // Where they are timed: ONNX Runtime or eager PyTorch through Python, or
-                // libtorch on the model's device.
-                let runtime = match timer.runtime() {
-                    r if r.through_python() => r.name(),
-                    _ if model.device() == tch::Device::Cpu => "libtorch-cpu",
-                    _ => "libtorch-cuda",
-                };
+                let runtime = timer.runtime().name();
                 say(format!(
                     "measuring {what} on {runtime} (batch {batch}, {threads} threads)"
                 ));

@@ -366,13 +366,12 @@ impl LatencyRound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredLatency {
-    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`, `pytorch-cpu`, or `libtorch-cuda`: a
-    /// latency target's models on a CUDA device, timed on libtorch without a chosen
-    /// `latency-on`).
+    /// Where it was measured (`libtorch-cpu`, `onnxruntime-cpu`, `pytorch-cpu` or `cuda`;
+    /// reports written before `cuda` could be measured on may say `libtorch-cuda`).
     pub runtime: String,
     /// The version of the runtime library it was measured with (the `onnxruntime` version
-    /// for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`); absent for libtorch
-    /// ([`PruneReport::libtorch`]).
+    /// for `onnxruntime-cpu`, the `torch` version for `pytorch-cpu`, the GPU's name for
+    /// `cuda`); absent for libtorch CPU ([`PruneReport::libtorch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_version: Option<String>,
     /// The unpruned model, milliseconds per forward pass.

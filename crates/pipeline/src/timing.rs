@@ -22,6 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use fair_runtime::Model;
+use tch::Device;
 
 use crate::error::PipelineError;
 use crate::latency::{Latency, LatencyOptions, measure, schedule};
@@ -209,8 +210,9 @@ impl LatencyTimer {
     /// The version of the runtime's library where it matters for its tables: the
     /// `onnxruntime` (or `torch`) version of the interpreter for ONNX Runtime (or eager
     /// PyTorch), probed once per interpreter, runtime and process
-    /// ([`LatencyTimer::check_available`]); `None` for libtorch CPU, which is linked in; an
-    /// error for CUDA.
+    /// ([`LatencyTimer::check_available`]); `None` for libtorch CPU, which is linked in; on
+    /// CUDA the GPU timed on ([`cuda_device_name`]), or an error when libtorch sees no CUDA
+    /// device.
     pub fn runtime_version(&self) -> Result<Option<String>, PipelineError> {
         match self.runtime {
             LatencyRuntime::LibtorchCpu => Ok(None),
@@ -220,14 +222,20 @@ impl LatencyTimer {
                 }
                 Ok(Some(TimingHelper::start(self)?.version.clone()))
             }
-            LatencyRuntime::Cuda => Err(cuda_unavailable()),
+            LatencyRuntime::Cuda => {
+                if tch::Cuda::is_available() {
+                    Ok(Some(cuda_device_name()))
+                } else {
+                    Err(cuda_unavailable())
+                }
+            }
         }
     }
 
     /// Whether `model` can be timed on this runtime at `batch` with `threads` threads: on ONNX
     /// Runtime (or eager PyTorch), the helper loads it (exported as ONNX, or as `model.py`)
     /// and runs it once, so a model the runtime cannot load fails now, not after hours of
-    /// scoring; nothing to check on libtorch CPU; an error on CUDA
+    /// scoring; on libtorch CPU and CUDA, that the runtime is there
     /// ([`LatencyTimer::check_available`]).
     pub fn check_model(
         &self,
@@ -297,7 +305,8 @@ impl LatencyTimer {
     /// model. `name(set, model)` says what a model is (`the unpruned model`, `the candidate
     /// at ...`), for errors. `options` gives the warm-up, rounds, budget and noise threshold
     /// (its batch sizes are ignored). libtorch runs in this process (its thread count
-    /// restored after); ONNX Runtime and eager PyTorch run in one helper process, set by set.
+    /// restored after), on the CPU or on CUDA device 0 (models elsewhere are copied there
+    /// first); ONNX Runtime and eager PyTorch run in one helper process, set by set.
     pub fn time(
         &self,
         sets: &[Vec<&Model>],
@@ -339,14 +348,25 @@ impl LatencyTimer {
         };
         let kind = match self.runtime {
             LatencyRuntime::LibtorchCpu => SessionKind::Libtorch {
+                device: Device::Cpu,
+                copies: HashMap::new(),
                 _threads: ThreadsSet::to(threads),
             },
+            LatencyRuntime::Cuda => {
+                if !tch::Cuda::is_available() {
+                    return Err(cuda_unavailable());
+                }
+                SessionKind::Libtorch {
+                    device: Device::Cuda(0),
+                    copies: HashMap::new(),
+                    _threads: ThreadsSet::to(threads),
+                }
+            }
             LatencyRuntime::OnnxruntimeCpu | LatencyRuntime::PytorchCpu => SessionKind::Helper {
                 helper: Box::new(TimingHelper::start(self)?),
                 exported: 0,
                 references: HashMap::new(),
             },
-            LatencyRuntime::Cuda => return Err(cuda_unavailable()),
         };
         Ok(Session {
             kind,
@@ -398,8 +418,14 @@ pub(crate) struct Session {
 
 /// Where a [`Session`] times.
 enum SessionKind {
-    /// libtorch, in this process.
+    /// libtorch, in this process, on `device` (the CPU, or CUDA device 0).
     Libtorch {
+        /// Where the models run: a model elsewhere is copied here before it is timed.
+        device: Device,
+        /// The copies on `device` of the references (first models of a set) that live
+        /// elsewhere, by model identity (kept while the session lasts, like a helper's
+        /// exported references).
+        copies: HashMap<*const Model, Model>,
         /// The thread count while the session lasts.
         _threads: ThreadsSet,
     },
@@ -426,10 +452,39 @@ impl Session {
         name: &dyn Fn(usize) -> String,
     ) -> Result<Vec<Latency>, PipelineError> {
         let times = match &mut self.kind {
-            SessionKind::Libtorch { .. } => measure(set, &self.options)?
-                .into_iter()
-                .map(|mut per_batch| per_batch.remove(0))
-                .collect(),
+            SessionKind::Libtorch { device, copies, .. } => {
+                let device = *device;
+                // Models on the device are timed as they are; the others are copied there:
+                // the reference once per session, the rest for this set only.
+                let key = |m: &Model| m as *const Model;
+                if let Some(&r) = set.first()
+                    && r.device() != device
+                    && !copies.contains_key(&key(r))
+                {
+                    copies.insert(key(r), copied_to(r, device, &name(0))?);
+                }
+                let mut rest = Vec::new();
+                for (i, &m) in set.iter().enumerate().skip(1) {
+                    rest.push(if m.device() == device {
+                        None
+                    } else {
+                        Some(copied_to(m, device, &name(i))?)
+                    });
+                }
+                let timed: Vec<&Model> = set
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &m)| match (m.device() == device, i) {
+                        (true, _) => m,
+                        (false, 0) => &copies[&key(m)],
+                        (false, _) => rest[i - 1].as_ref().expect("copied above"),
+                    })
+                    .collect();
+                measure(&timed, &self.options)?
+                    .into_iter()
+                    .map(|mut per_batch| per_batch.remove(0))
+                    .collect()
+            }
             SessionKind::Helper {
                 helper,
                 exported,
@@ -981,16 +1036,46 @@ fn seconds(d: Duration) -> String {
 fn cuda_unavailable() -> PipelineError {
     PipelineError::invalid(
         "latency-on",
-        format!(
-            "cuda: measuring latency tables on CUDA is not available yet in fair-pruner{}; \
-             measure on libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`), or give a table measured there with `latency-table`",
-            if tch::Cuda::is_available() {
-                ""
-            } else {
-                " (and no CUDA device is present)"
-            }
-        ),
+        "cuda: libtorch sees no CUDA device here (no NVIDIA GPU or driver, or a libtorch \
+         built without CUDA); run on a machine with an NVIDIA GPU and a CUDA build of libtorch \
+         2.11.0 (the `torch==2.11.0` wheel for Linux carries one; `LIBTORCH` points at another), \
+         measure on libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`), or give a \
+         table measured on the GPU with `latency-table`",
     )
+}
+
+/// A copy of `model` on `device`, to time it there (`what` names it in errors).
+fn copied_to(model: &Model, device: Device, what: &str) -> Result<Model, PipelineError> {
+    Model::from_tensors(model.graph().clone(), model.named_tensors(), device).map_err(|e| {
+        PipelineError::invalid(
+            "latency-on",
+            format!(
+                "cannot copy {what} to {} to time it there: {e}",
+                match device {
+                    Device::Cuda(n) => format!("CUDA device {n}"),
+                    _ => "the CPU".to_owned(),
+                }
+            ),
+        )
+    })
+}
+
+/// The name of CUDA device 0 as `nvidia-smi` reports it (e.g. `NVIDIA H100 80GB HBM3`),
+/// which keys the latency tables measured on it; `CUDA device 0` where `nvidia-smi` cannot
+/// say.
+pub fn cuda_device_name() -> String {
+    Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", "0"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let name = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            (!name.is_empty()).then_some(name)
+        })
+        .unwrap_or_else(|| "CUDA device 0".to_owned())
 }
 
 #[cfg(test)]
@@ -1025,20 +1110,28 @@ mod tests {
 
     #[test]
     fn cuda_is_refused_with_what_to_choose() {
-        let e = LatencyTimer::new(LatencyRuntime::Cuda, "python3")
-            .check_available()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with(
-                "latency-on: cuda: measuring latency tables on CUDA is not available yet"
-            ),
-            "{e}"
-        );
-        assert!(
-            e.contains("libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`)"),
-            "{e}"
-        );
+        let timer = LatencyTimer::new(LatencyRuntime::Cuda, "python3");
+        if tch::Cuda::is_available() {
+            eprintln!("skipped: this machine has a CUDA device, so CUDA is not refused here");
+            return;
+        }
+        for e in [
+            timer.check_available().unwrap_err().to_string(),
+            timer
+                .session(1, 1, &LatencyOptions::default())
+                .err()
+                .expect("no CUDA session without CUDA")
+                .to_string(),
+        ] {
+            assert!(
+                e.starts_with("latency-on: cuda: libtorch sees no CUDA device here"),
+                "{e}"
+            );
+            assert!(
+                e.contains("libtorch-cpu, onnxruntime-cpu or pytorch-cpu (`latency-on`)"),
+                "{e}"
+            );
+        }
     }
 
     /// An executable shell script `body` standing for a Python interpreter, in `dir`.
@@ -1112,6 +1205,51 @@ done"#,
 
     fn names(_: usize, i: usize) -> String {
         format!("model #{i}")
+    }
+
+    #[test]
+    fn models_are_timed_on_the_runtimes_device_wherever_they_live() {
+        let cpu = models();
+        let set: Vec<&Model> = cpu.iter().collect();
+        let timed = LatencyTimer::libtorch_cpu()
+            .time(&[set.clone(), set.clone()], &names, 1, 1, &rounds(3))
+            .unwrap();
+        assert_eq!(timed.len(), 2);
+        assert!(timed.iter().flatten().all(|l| l.round_ms.len() == 3));
+        if !tch::Cuda::is_available() {
+            eprintln!("skipped the CUDA half: libtorch sees no CUDA device");
+            return;
+        }
+        // Models on the CPU timed on CUDA, and models on CUDA timed on the CPU: copies are
+        // timed, the models are left where they were.
+        let cuda = LatencyTimer::new(LatencyRuntime::Cuda, "python3");
+        assert!(
+            !cuda
+                .runtime_version()
+                .unwrap()
+                .unwrap_or_default()
+                .is_empty()
+        );
+        let on_gpu = cuda
+            .time(&[set.clone(), set.clone()], &names, 4, 1, &rounds(3))
+            .unwrap();
+        assert!(
+            on_gpu
+                .iter()
+                .flatten()
+                .all(|l| l.round_ms.len() == 3 && l.round_ms.iter().all(|&ms| ms > 0.0))
+        );
+        assert!(cpu.iter().all(|m| m.device() == Device::Cpu));
+        let gpu: Vec<Model> = cpu
+            .iter()
+            .map(|m| copied_to(m, Device::Cuda(0), "a model").unwrap())
+            .collect();
+        let gpu_set: Vec<&Model> = gpu.iter().collect();
+        let back = LatencyTimer::libtorch_cpu()
+            .time(&[gpu_set], &names, 1, 1, &rounds(3))
+            .unwrap();
+        assert_eq!(back[0].len(), 3);
+        assert!(gpu.iter().all(|m| m.device() == Device::Cuda(0)));
     }
 
     #[test]
