@@ -70,7 +70,7 @@ pub use scores::{
     CriterionRecord, LayerScores, Provenance, SCORE_FILE_FORMAT, ScoreFile, ScoreReport,
     graph_digest,
 };
-pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector};
+pub use select::{Goal, MacCost, Method, SelectOptions, Selection, Selector, WeighBy};
 pub use unit_map::UnitMap;
 
 /// The largest JSON file (plan or score file) read: 1 GiB (a larger one, or one that is not a

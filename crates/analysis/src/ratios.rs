@@ -53,6 +53,10 @@ pub struct RatiosReport {
     /// What the MAC weight's cost measures (only when γ is above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_cost: Option<MacCost>,
+    /// `latency` when the weights' costs were the latency table's savings (a latency
+    /// target with γ above 0 and [`crate::WeighBy::Latency`]); absent when they were MACs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weigh_by: Option<crate::WeighBy>,
     /// `true` when the counts were blended down to a size target exactly; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_target: Option<bool>,
@@ -212,6 +216,7 @@ impl RatiosReport {
             milliseconds: elapsed.as_secs_f64() * 1e3,
             mac_weight: weighted.then_some(options.mac_weight),
             mac_cost: weighted.then_some(options.mac_cost),
+            weigh_by: selector.latency_costs().map(|_| crate::WeighBy::Latency),
             exact_target: exact.then_some(true),
             latency: None,
             signals: None,

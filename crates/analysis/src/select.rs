@@ -168,6 +168,31 @@ impl MacCost {
     }
 }
 
+/// What the MAC weight's cost c_l counts under a latency target
+/// ([`SelectOptions::weigh_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum WeighBy {
+    /// The latency the attached latency model says the layer's units save
+    /// ([`Selector::latency_costs`]), measured per unit, shared or per fraction as
+    /// [`MacCost`] says; MACs where no latency model is attached.
+    #[default]
+    Latency,
+    /// MACs ([`Selector::unit_macs`]), as for every other goal.
+    Macs,
+}
+
+impl WeighBy {
+    /// The name used by the CLI, config files and reports (`latency`, `macs`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeighBy::Latency => "latency",
+            WeighBy::Macs => "macs",
+        }
+    }
+}
+
 /// Options of a [`Selector`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SelectOptions {
@@ -190,6 +215,10 @@ pub struct SelectOptions {
     /// What the MAC weight measures each layer's cost by (used only with `mac_weight` > 0):
     /// see [`MacCost`]. Default [`MacCost::Unit`].
     pub mac_cost: MacCost,
+    /// What the weight's costs count once a latency model is attached
+    /// ([`Selector::with_latency`], a latency target): the latency each layer's units save
+    /// (default) or MACs. Used only with `mac_weight` > 0.
+    pub weigh_by: WeighBy,
     /// With a MACs or parameters target, land on it instead of taking the first α that
     /// passes it: the counts blend between the ToD counts at that α and at the tolerance just
     /// below ([`fair_threshold::alpha_for_target_exact`]). Off by default (every layer's
@@ -264,6 +293,11 @@ pub struct Selector {
     units: Vec<usize>,
     unit_macs: Vec<u64>,
     weights: Vec<f64>,
+    /// The curves before weighting (kept only when `mac_weight` > 0, to weigh them again
+    /// by latency costs when a latency model is attached).
+    unweighted: Option<Vec<TodCurve>>,
+    /// Each scored layer's latency cost, when the weights were taken from a latency model.
+    latency_costs: Option<Vec<f64>>,
     options: SelectOptions,
     model_digest: Option<String>,
     /// The latency model behind [`Goal::Latency`], if one is attached.
@@ -436,20 +470,9 @@ impl Selector {
             })
             .collect();
         let weights = mac_weights(&costs, gamma);
-        if gamma > 0.0
-            && let Some(curves) = &mut curves
-        {
-            for ((curve, &w), l) in curves.iter_mut().zip(&weights).zip(&layers) {
-                if !(w.is_finite() && w > 0.0) {
-                    return Err(AnalysisError::InvalidOption {
-                        option: "mac_weight",
-                        detail: format!(
-                            "γ = {gamma} is too large: layer '{l}' would get the MAC weight {w} (it must be finite and > 0)"
-                        ),
-                    });
-                }
-                *curve = curve.weighted(w)?;
-            }
+        let unweighted = (gamma > 0.0).then(|| curves.clone()).flatten();
+        if let Some(plain) = &unweighted {
+            curves = Some(weighted_curves(plain, &weights, &layers, gamma)?);
         }
         Ok(Selector {
             graph,
@@ -460,6 +483,8 @@ impl Selector {
             units,
             unit_macs,
             weights,
+            unweighted,
+            latency_costs: None,
             options,
             model_digest: None,
             latency: None,
@@ -533,9 +558,12 @@ impl Selector {
     }
 
     /// This selector with a latency model, which latency targets ([`Goal::Latency`]) are met
-    /// on: the fraction of latency removed is 1 − total(widths) / full. An error when the
-    /// model has no figure for a prunable group (one of at least two units that is not
-    /// protected or fixed).
+    /// on: the fraction of latency removed is 1 − total(widths) / full. With MAC-aware
+    /// counts (`mac_weight` > 0) and [`WeighBy::Latency`] (the default), the weights are
+    /// taken again from the latency each layer's units save
+    /// ([`Selector::latency_costs`]) instead of their MACs. An error when the model has no
+    /// figure for a prunable group (one of at least two units that is not protected or
+    /// fixed).
     pub fn with_latency(mut self, model: Arc<dyn LatencyModel>) -> Result<Self, AnalysisError> {
         let full = model.full_seconds();
         if !(full.is_finite() && full > 0.0) {
@@ -558,8 +586,68 @@ impl Selector {
                 self.graph.name()
             )));
         }
+        if self.options.weigh_by == WeighBy::Latency
+            && let Some(plain) = &self.unweighted
+        {
+            let costs = self.latency_costs_from(model.as_ref())?;
+            let gamma = self.options.mac_weight;
+            self.weights = mac_weights(&costs, gamma);
+            self.curves = Some(weighted_curves(plain, &self.weights, &self.layers, gamma)?);
+            self.latency_costs = Some(costs);
+        }
         self.latency = Some(model);
         Ok(self)
+    }
+
+    /// Each scored layer's latency cost as [`SelectOptions::mac_cost`] measures costs, in
+    /// seconds, when the weights were taken from a latency model ([`Selector::with_latency`]
+    /// with `mac_weight` > 0 and [`WeighBy::Latency`]); `None` otherwise (MAC costs).
+    ///
+    /// Per unit, a layer's latency cost is the mean latency saved per unit over the upper
+    /// half of its group's width: −cost(group at ⌊n/2⌋ channels) / (n − ⌊n/2⌋) channels,
+    /// times the channels per unit ([`LatencyModel::cost`]: the whole model's change with
+    /// that group alone narrowed, so every member of a group is charged the group's saving,
+    /// as [`MacCost::Unit`] charges MACs). [`MacCost::Shared`] divides it among the group's
+    /// k scored members and [`MacCost::Fraction`] multiplies that by the layer's units. A
+    /// layer that cannot lose a unit (0 unit MACs) costs 0 (weight 1, as with MACs); a layer
+    /// whose narrowing the model says saves nothing costs the least positive amount, so its
+    /// weight is the smallest (1e-9) and it gives up units only at α = 1 or where its ToD
+    /// is 0.
+    pub fn latency_costs(&self) -> Option<&[f64]> {
+        self.latency_costs.as_deref()
+    }
+
+    /// [`Selector::latency_costs`] from `model`.
+    fn latency_costs_from(&self, model: &dyn LatencyModel) -> Result<Vec<f64>, AnalysisError> {
+        let index: HashMap<&str, usize> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
+            .collect();
+        let members = group_members(&self.groups, &index);
+        let mut costs = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let g = match self.groups.group_of(l) {
+                Some(g) if self.unit_macs[i] > 0 => &self.groups.groups()[g],
+                _ => {
+                    costs.push(0.0);
+                    continue;
+                }
+            };
+            let channels = g.channels();
+            let half = channels / 2;
+            let saved = (-model.cost(l, half)?).max(0.0);
+            let per_channel = saved / (channels - half) as f64;
+            let per_unit = per_channel * (channels as f64 / g.units.max(1) as f64);
+            let cost = match self.options.mac_cost {
+                MacCost::Unit => per_unit,
+                MacCost::Shared => per_unit / members[i] as f64,
+                MacCost::Fraction => per_unit * self.units[i].max(1) as f64 / members[i] as f64,
+            };
+            costs.push(if cost > 0.0 { cost } else { f64::MIN_POSITIVE });
+        }
+        Ok(costs)
     }
 
     /// The attached latency model ([`Selector::with_latency`]).
@@ -966,6 +1054,31 @@ fn group_members(groups: &ChannelGroups, index: &HashMap<&str, usize>) -> Vec<us
         }
     }
     members
+}
+
+/// `plain` weighted by `weights` (γ names the MAC weight in errors).
+fn weighted_curves(
+    plain: &[TodCurve],
+    weights: &[f64],
+    layers: &[String],
+    gamma: f64,
+) -> Result<Vec<TodCurve>, AnalysisError> {
+    plain
+        .iter()
+        .zip(weights)
+        .zip(layers)
+        .map(|((curve, &w), l)| {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(AnalysisError::InvalidOption {
+                    option: "mac_weight",
+                    detail: format!(
+                        "γ = {gamma} is too large: layer '{l}' would get the MAC weight {w} (it must be finite and > 0)"
+                    ),
+                });
+            }
+            Ok(curve.weighted(w)?)
+        })
+        .collect()
 }
 
 /// w_l = (c_l / c_max)^γ ∈ (0, 1], c_max the largest cost; 1 where c_l = 0 or γ = 0.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fair_analysis::{
     AnalysisError, Goal, LatencyGroup, LatencyKey, LatencyModel, LatencyPoint, LatencyTable,
-    Method, SelectOptions, Selector,
+    MacCost, Method, SelectOptions, Selector, WeighBy,
 };
 use fair_ir::Graph;
 
@@ -29,6 +29,11 @@ fn mlp() -> Graph {
 }
 
 fn selector(graph: &Graph) -> Selector {
+    selector_with(graph, SelectOptions::default())
+}
+
+/// [`selector`] with `options`.
+fn selector_with(graph: &Graph, options: SelectOptions) -> Selector {
     let mut rng = Lcg(7);
     let layers: Vec<String> = graph
         .prunable_layers()
@@ -44,15 +49,7 @@ fn selector(graph: &Graph) -> Selector {
     let (u, r) = (make(), make());
     let u_ref: Vec<&[f64]> = u.iter().map(Vec::as_slice).collect();
     let r_ref: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
-    Selector::new(
-        graph.clone(),
-        layers,
-        &u_ref,
-        &r_ref,
-        &u_ref,
-        SelectOptions::default(),
-    )
-    .unwrap()
+    Selector::new(graph.clone(), layers, &u_ref, &r_ref, &u_ref, options).unwrap()
 }
 
 fn key() -> LatencyKey {
@@ -828,4 +825,69 @@ fn a_fast_step_of_8_channels_keeps_units_of_3_channels_in_multiples_of_8() {
         off_without > 0,
         "the widths are 24 or 48 without a step too"
     );
+}
+
+/// The selector of [`selector`] with MAC-aware counts (γ = 1, `cost`), weighing by `by`
+/// once a latency model is attached.
+fn weighted_selector(graph: &Graph, cost: MacCost, by: WeighBy) -> Selector {
+    selector_with(
+        graph,
+        SelectOptions {
+            mac_weight: 1.0,
+            mac_cost: cost,
+            weigh_by: by,
+            ..SelectOptions::default()
+        },
+    )
+}
+
+#[test]
+fn under_a_latency_model_the_weights_count_the_latency_each_layer_saves() {
+    let graph = mlp();
+    let by_macs = weighted_selector(&graph, MacCost::Unit, WeighBy::Latency);
+    let layers = by_macs.layers().to_vec();
+    let i0 = layers.iter().position(|l| l == "layers.0").unwrap();
+    let i2 = layers.iter().position(|l| l == "layers.2").unwrap();
+    // Before a latency model: MAC weights. layers.0 saves 64 MACs of its own and 64 of
+    // layers.2 per unit, layers.2 its 128 and 10 of the output layer's.
+    assert_eq!(by_macs.unit_macs()[i0], 128);
+    assert_eq!(by_macs.unit_macs()[i2], 138);
+    assert!((by_macs.weights()[i0] - 128.0 / 138.0).abs() < 1e-12);
+    assert!(by_macs.latency_costs().is_none());
+
+    // With the table: layers.0 saves nothing at half its width (64 channels: 1 s as at
+    // 128), layers.2 saves 0.4 s over its upper 32 channels (0.6 s at 32): 0.0125 s a unit.
+    let s = by_macs.with_latency(Arc::new(table())).unwrap();
+    let costs = s.latency_costs().unwrap();
+    assert_eq!(costs[i0], f64::MIN_POSITIVE);
+    assert!((costs[i2] - 0.4 / 32.0).abs() < 1e-15, "{costs:?}");
+    assert_eq!(s.weights()[i2], 1.0);
+    assert_eq!(s.weights()[i0], 1e-9);
+    // Per fraction of a layer: the same saving times the layer's 64 units.
+    let f = weighted_selector(&graph, MacCost::Fraction, WeighBy::Latency)
+        .with_latency(Arc::new(table()))
+        .unwrap();
+    assert!((f.latency_costs().unwrap()[i2] - 0.4 / 32.0 * 64.0).abs() < 1e-12);
+
+    // The counts: weighed by latency, the layer whose narrowing saves nothing gives up only
+    // the units whose ToD is 0 (those it gives up at α = 0), while weighed by MACs it gives
+    // up more.
+    let target = Goal::Latency(0.3);
+    let free = s.select(Goal::Alpha(0.0), Method::Tod).unwrap().widths()["layers.0"];
+    let on_latency = s.select(target, Method::Tod).unwrap();
+    let on_macs = weighted_selector(&graph, MacCost::Unit, WeighBy::Macs)
+        .with_latency(Arc::new(table()))
+        .unwrap();
+    assert!(on_macs.latency_costs().is_none());
+    assert!((on_macs.weights()[i0] - 128.0 / 138.0).abs() < 1e-12);
+    let on_macs = on_macs.select(target, Method::Tod).unwrap();
+    let (w_lat, w_mac) = (on_latency.widths(), on_macs.widths());
+    assert_eq!(w_lat["layers.0"], free, "{w_lat:?}");
+    assert!(w_mac["layers.0"] < free, "{w_mac:?}");
+    // Both meet the target on the table, which only layers.2's width moves.
+    for w in [&w_lat, &w_mac] {
+        assert!(1.0 - by_hand(w["layers.2"]) >= 0.3 - 1e-12, "{w:?}");
+    }
+    // The latency-weighted counts remove fewer MACs for the same latency.
+    assert!(on_latency.reduction().1 < on_macs.reduction().1);
 }

@@ -205,6 +205,11 @@ pub struct Options {
     /// Output directory [default: target/bench/latency].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// `--weigh-by` of the latency runs: what the MAC-aware weights' costs count under the
+    /// latency target, `latency` (the CLI's default) or `macs` (the counts before
+    /// latency-weighted counts, to compare in a run of its own) [default: the CLI's].
+    #[arg(long, value_name = "COST", value_parser = ["latency", "macs"])]
+    pub weigh_by: Option<String>,
 }
 
 /// A median with its quartiles, as `report.json` writes it.
@@ -1059,11 +1064,11 @@ fn row_runs(
         batch,
         python: Some(shared.python),
     };
-    let report = prune(
-        shared.fair_pruner,
-        &prune_args(model, shared.data, o.per_class, o.threads, &goal, &out),
-        &out,
-    )?;
+    let mut args = prune_args(model, shared.data, o.per_class, o.threads, &goal, &out);
+    if let Some(by) = &o.weigh_by {
+        args.extend(["--weigh-by".into(), by.clone()]);
+    }
+    let report = prune(shared.fair_pruner, &args, &out)?;
     let lat = latency_run_of(&report)?;
     let export = out.join(
         report["results"][0]["export"]

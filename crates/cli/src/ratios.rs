@@ -270,7 +270,12 @@ pub fn ratios(args: &RatiosArgs) -> Result<()> {
     let rule = selector.options().rule.name();
     let mut gamma_note = if weighted {
         format!(
-            ", MAC weight γ = {gamma} (costs {})",
+            ", MAC weight γ = {gamma} (costs: {} {})",
+            if selector.latency_costs().is_some() {
+                "latency saved"
+            } else {
+                "MACs"
+            },
             match selector.options().mac_cost {
                 fair_analysis::MacCost::Unit => "per unit",
                 fair_analysis::MacCost::Shared => "per unit, shared in groups",

@@ -81,6 +81,13 @@ pub struct SelectArgs {
     /// whose γ is 0].
     #[arg(long, value_enum, value_name = "COST", conflicts_with = "uniform")]
     pub mac_cost: Option<MacCost>,
+    /// Under --target-latency, what --mac-weight's cost c counts: `latency`, the latency the
+    /// table says a layer's units save (per unit, shared or per fraction as --mac-cost says),
+    /// so layers whose narrowing saves the most time give up the most units; or `macs`, as
+    /// for every other goal (see docs/algorithm.md, "Latency-weighted counts")
+    /// [default: latency].
+    #[arg(long, value_enum, value_name = "COST", conflicts_with = "uniform")]
+    pub weigh_by: Option<fair_analysis::WeighBy>,
     /// With --macs or --params: land on the target instead of taking the first α past it.
     /// ToD counts change only at some tolerances, where many layers gain units at once (a
     /// 30 % target can give 36 %); with this on, each layer's count is blended between its
@@ -114,6 +121,7 @@ impl SelectArgs {
         p.rule = self.rule;
         p.mac_weight = self.mac_weight;
         p.mac_cost = self.mac_cost;
+        p.weigh_by = self.weigh_by;
         p.exact_target = self.exact_target;
         p.min_keep = self.min_keep.map(|v| v as usize);
         p.round_to = self.round_to.map(|v| v as usize);

@@ -95,6 +95,9 @@ pub struct PruneSection {
     pub mac_weight: Option<f64>,
     /// What the MAC weight measures each layer's cost by (`unit`, `shared`, `fraction`).
     pub mac_cost: Option<MacCost>,
+    /// What the MAC weight's costs count under a latency target (`latency`, the default, or
+    /// `macs`).
+    pub weigh_by: Option<fair_analysis::WeighBy>,
     /// Whether a MACs or parameters target blends two ToD solutions to land on the target.
     pub exact_target: Option<bool>,
     /// Where the U-Score reads units.

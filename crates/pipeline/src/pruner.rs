@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions};
+use fair_analysis::{Goal, GroupRule, MacCost, Method, ScoreFile, SelectOptions, WeighBy};
 use fair_data::{ImageSource, Transform};
 use fair_fs::OutputGuard;
 use fair_runtime::Model;
@@ -156,6 +156,7 @@ pub struct Pruner<'a> {
     rule: Option<GroupRule>,
     mac_weight: Option<f64>,
     mac_cost: Option<MacCost>,
+    weigh_by: Option<WeighBy>,
     exact_target: Option<bool>,
     counting: CountOptions,
     protected: Vec<String>,
@@ -200,6 +201,7 @@ impl<'a> Pruner<'a> {
             rule: None,
             mac_weight: None,
             mac_cost: None,
+            weigh_by: None,
             exact_target: None,
             counting: CountOptions::default(),
             protected: Vec::new(),
@@ -242,6 +244,7 @@ impl<'a> Pruner<'a> {
         self.rule = Some(s.select.rule);
         self.mac_weight = Some(s.select.mac_weight);
         self.mac_cost = Some(s.select.mac_cost);
+        self.weigh_by = Some(s.select.weigh_by);
         self.exact_target = Some(s.select.exact_target);
         self.counting = s.select.counting;
         self.protected = s.select.protected.clone();
@@ -395,6 +398,14 @@ impl<'a> Pruner<'a> {
     /// [`fair_analysis::MacCost`].
     pub fn mac_cost(mut self, cost: MacCost) -> Self {
         self.mac_cost = Some(cost);
+        self
+    }
+
+    /// What the MAC weight's costs count under a latency target (default
+    /// [`WeighBy::Latency`]: the latency each layer's units save on the table); see
+    /// [`fair_analysis::SelectOptions::weigh_by`].
+    pub fn weigh_by(mut self, by: WeighBy) -> Self {
+        self.weigh_by = Some(by);
         self
     }
 
@@ -671,6 +682,7 @@ impl<'a> Pruner<'a> {
             rule: self.rule.unwrap_or(p.rule),
             mac_weight: self.mac_weight.unwrap_or(p.mac_weight),
             mac_cost: self.mac_cost.unwrap_or(p.mac_cost),
+            weigh_by: self.weigh_by.unwrap_or(p.weigh_by),
             exact_target: self.exact_target.unwrap_or(p.exact_target),
             counting: self.counting,
             protected: self.protected.clone(),
@@ -1390,6 +1402,9 @@ impl<'a> Pruner<'a> {
                 preset: Some(self.preset),
                 mac_weight: select.mac_weight,
                 mac_cost: select.mac_cost,
+                weigh_by: (select.mac_weight > 0.0
+                    && self.goals.iter().any(|g| matches!(g, Goal::Latency(_))))
+                .then_some(select.weigh_by),
                 exact_target: select.exact_target,
                 min_keep: select.counting.min_keep,
                 round_to: select.counting.round_to,

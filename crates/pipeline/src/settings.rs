@@ -188,6 +188,7 @@ impl PruneSection {
             preset,
             mac_weight,
             mac_cost,
+            weigh_by,
             exact_target,
             analysis_point,
             r_mode,
@@ -502,6 +503,7 @@ impl RawSettings {
             rule: p.rule.unwrap_or(preset.rule),
             mac_weight,
             mac_cost: p.mac_cost.unwrap_or(preset.mac_cost),
+            weigh_by: p.weigh_by.unwrap_or(preset.weigh_by),
             exact_target: p.exact_target.unwrap_or(preset.exact_target),
             counting: CountOptions {
                 min_keep: p.min_keep.unwrap_or(d.min_keep),
