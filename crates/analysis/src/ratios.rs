@@ -53,8 +53,9 @@ pub struct RatiosReport {
     /// What the MAC weight's cost measures (only when γ is above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_cost: Option<MacCost>,
-    /// `latency` when the weights' costs were the latency table's savings (a latency
-    /// target with γ above 0 and [`crate::WeighBy::Latency`]); absent when they were MACs.
+    /// What the weights' costs counted under a latency target with γ above 0 (ToD counts):
+    /// `latency` (the table's savings) or `macs` ([`Selector::weighed_by`]); absent
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weigh_by: Option<crate::WeighBy>,
     /// `true` when the counts were blended down to a size target exactly; absent otherwise.
@@ -216,7 +217,9 @@ impl RatiosReport {
             milliseconds: elapsed.as_secs_f64() * 1e3,
             mac_weight: weighted.then_some(options.mac_weight),
             mac_cost: weighted.then_some(options.mac_cost),
-            weigh_by: selector.latency_costs().map(|_| crate::WeighBy::Latency),
+            weigh_by: selector
+                .weighed_by()
+                .filter(|_| selection.method == Method::Tod),
             exact_target: exact.then_some(true),
             latency: None,
             signals: None,

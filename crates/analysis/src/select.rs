@@ -412,11 +412,7 @@ impl Selector {
             .zip(&maps)
             .map(|(l, m)| m.units(graph.units(l).unwrap_or(0)))
             .collect();
-        let index: HashMap<&str, usize> = layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i))
-            .collect();
+        let index = layer_index(&layers);
         // Scored members of each group with more than one.
         let coupled: Vec<Vec<usize>> = groups
             .groups()
@@ -617,14 +613,24 @@ impl Selector {
         self.latency_costs.as_deref()
     }
 
+    /// What the MAC weights' costs counted once a latency model is attached: `Latency` when
+    /// they were taken from it ([`Selector::latency_costs`]), `Macs` when they stayed MAC
+    /// costs ([`WeighBy::Macs`]); `None` without a latency model, without a MAC weight
+    /// (γ = 0) or without ToD curves (a selector for uniform counts).
+    pub fn weighed_by(&self) -> Option<WeighBy> {
+        if self.latency.is_none() || self.unweighted.is_none() {
+            return None;
+        }
+        Some(if self.latency_costs.is_some() {
+            WeighBy::Latency
+        } else {
+            WeighBy::Macs
+        })
+    }
+
     /// [`Selector::latency_costs`] from `model`.
     fn latency_costs_from(&self, model: &dyn LatencyModel) -> Result<Vec<f64>, AnalysisError> {
-        let index: HashMap<&str, usize> = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i))
-            .collect();
+        let index = layer_index(&self.layers);
         let members = group_members(&self.groups, &index);
         let mut costs = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
@@ -637,7 +643,9 @@ impl Selector {
             };
             let channels = g.channels();
             let half = channels / 2;
-            let saved = (-model.cost(l, half)?).max(0.0);
+            // Through the group's first layer, as `with_latency` checks the model has it: a
+            // table may name a coupled group by one of its members.
+            let saved = (-model.cost(&g.layers[0], half)?).max(0.0);
             let per_channel = saved / (channels - half) as f64;
             let per_unit = per_channel * (channels as f64 / g.units.max(1) as f64);
             let cost = match self.options.mac_cost {
@@ -718,12 +726,7 @@ impl Selector {
     /// the units with the lowest summed ranking (each member's scores divided by their mean,
     /// so layers of different scale weigh alike).
     pub fn requests(&self, counts: &[usize]) -> Plan {
-        let index: HashMap<&str, usize> = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i))
-            .collect();
+        let index = layer_index(&self.layers);
         let mut plan = Plan::new();
         for g in self.groups.groups().iter().filter(|g| g.is_prunable()) {
             let members: Vec<usize> = g
@@ -817,12 +820,7 @@ impl Selector {
     /// [`normalised_sum`] the strict rule ranks a group by; ties to the lower index), and
     /// the plan is resolved again.
     fn snap_resolution(&self, resolution: Resolution) -> Result<Resolution, AnalysisError> {
-        let index: HashMap<&str, usize> = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i))
-            .collect();
+        let index = layer_index(&self.layers);
         let mut plan = resolution.plan();
         let mut changed = false;
         for g in self.groups.groups() {
@@ -1039,6 +1037,15 @@ fn unit_macs(
 /// The smallest MAC weight: a layer whose units are this much cheaper than the costliest
 /// ones only loses units whose ToD is 0.
 const MIN_WEIGHT: f64 = 1e-9;
+
+/// Each scored layer's position in `layers`, by name.
+fn layer_index(layers: &[String]) -> HashMap<&str, usize> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect()
+}
 
 /// The number of scored members of each scored layer's channel group (1 for a lone layer).
 fn group_members(groups: &ChannelGroups, index: &HashMap<&str, usize>) -> Vec<usize> {

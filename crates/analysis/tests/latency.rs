@@ -844,20 +844,21 @@ fn weighted_selector(graph: &Graph, cost: MacCost, by: WeighBy) -> Selector {
 #[test]
 fn under_a_latency_model_the_weights_count_the_latency_each_layer_saves() {
     let graph = mlp();
-    let by_macs = weighted_selector(&graph, MacCost::Unit, WeighBy::Latency);
-    let layers = by_macs.layers().to_vec();
+    let before = weighted_selector(&graph, MacCost::Unit, WeighBy::Latency);
+    let layers = before.layers().to_vec();
     let i0 = layers.iter().position(|l| l == "layers.0").unwrap();
     let i2 = layers.iter().position(|l| l == "layers.2").unwrap();
     // Before a latency model: MAC weights. layers.0 saves 64 MACs of its own and 64 of
     // layers.2 per unit, layers.2 its 128 and 10 of the output layer's.
-    assert_eq!(by_macs.unit_macs()[i0], 128);
-    assert_eq!(by_macs.unit_macs()[i2], 138);
-    assert!((by_macs.weights()[i0] - 128.0 / 138.0).abs() < 1e-12);
-    assert!(by_macs.latency_costs().is_none());
+    assert_eq!(before.unit_macs()[i0], 128);
+    assert_eq!(before.unit_macs()[i2], 138);
+    assert!((before.weights()[i0] - 128.0 / 138.0).abs() < 1e-12);
+    assert!(before.latency_costs().is_none() && before.weighed_by().is_none());
 
     // With the table: layers.0 saves nothing at half its width (64 channels: 1 s as at
     // 128), layers.2 saves 0.4 s over its upper 32 channels (0.6 s at 32): 0.0125 s a unit.
-    let s = by_macs.with_latency(Arc::new(table())).unwrap();
+    let s = before.with_latency(Arc::new(table())).unwrap();
+    assert_eq!(s.weighed_by(), Some(WeighBy::Latency));
     let costs = s.latency_costs().unwrap();
     assert_eq!(costs[i0], f64::MIN_POSITIVE);
     assert!((costs[i2] - 0.4 / 32.0).abs() < 1e-15, "{costs:?}");
@@ -879,6 +880,7 @@ fn under_a_latency_model_the_weights_count_the_latency_each_layer_saves() {
         .with_latency(Arc::new(table()))
         .unwrap();
     assert!(on_macs.latency_costs().is_none());
+    assert_eq!(on_macs.weighed_by(), Some(WeighBy::Macs));
     assert!((on_macs.weights()[i0] - 128.0 / 138.0).abs() < 1e-12);
     let on_macs = on_macs.select(target, Method::Tod).unwrap();
     let (w_lat, w_mac) = (on_latency.widths(), on_macs.widths());

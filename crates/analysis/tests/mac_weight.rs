@@ -1,7 +1,12 @@
 //! MAC-aware ToD counts (`SelectOptions::mac_weight`): the per-unit MAC costs against a hand
 //! computation, γ = 0 as the paper, and γ > 0 moving removals from cheap to costly layers.
 
-use fair_analysis::{AnalysisError, Goal, MacCost, Method, SelectOptions, Selector};
+use std::sync::Arc;
+
+use fair_analysis::{
+    AnalysisError, Goal, LatencyGroup, LatencyKey, LatencyPoint, LatencyTable, MacCost, Method,
+    SelectOptions, Selector, WeighBy,
+};
 use fair_ir::{Graph, GraphBuilder};
 use fair_threshold::{CountOptions, TodCurve, counts_at};
 
@@ -187,6 +192,97 @@ fn coupled_layers_share_the_cost_of_their_group() {
                 cost.name()
             );
         }
+    }
+}
+
+#[test]
+fn latency_costs_of_a_coupled_group_come_from_its_one_table_entry() {
+    // The residual graph above. The table names the stem+conv_b group by its first member
+    // only; each group's half width saves (of 1 s): the group 0.3 s over its upper 4
+    // channels, conv_a 0.1 s over 4, conv_c 0.2 s over its upper 2.
+    let mut b = GraphBuilder::new("res", "input", vec![3, 8, 8]);
+    let stem = b.conv("stem", "input", 8, 3, 1, 1, false).unwrap();
+    let a = b.conv("conv_a", &stem, 8, 3, 1, 1, false).unwrap();
+    let bb = b.conv("conv_b", &a, 8, 3, 1, 1, false).unwrap();
+    let s = b.add_all("add", &[&stem, &bb]).unwrap();
+    let c = b.conv("conv_c", &s, 4, 3, 2, 1, false).unwrap();
+    let f = b.flatten("flatten", &c).unwrap();
+    b.linear("fc", &f, 10, true).unwrap();
+    let graph = b.finish().unwrap();
+    let group = |layer: &str, width: usize, half_seconds: f64| LatencyGroup {
+        layers: vec![layer.into()],
+        width,
+        points: vec![
+            LatencyPoint {
+                width: 1,
+                seconds: half_seconds - 0.05,
+            },
+            LatencyPoint {
+                width: width / 2,
+                seconds: half_seconds,
+            },
+            LatencyPoint {
+                width,
+                seconds: 1.0,
+            },
+        ],
+        step: None,
+        probes: Vec::new(),
+    };
+    let key = LatencyKey {
+        model_digest: String::new(),
+        runtime: "hand".into(),
+        runtime_version: String::new(),
+        threads: 1,
+        batch: 1,
+    };
+    let table = Arc::new(
+        LatencyTable::new(
+            key,
+            1.0,
+            vec![
+                group("stem", 8, 0.7),
+                group("conv_a", 8, 0.9),
+                group("conv_c", 4, 0.8),
+            ],
+        )
+        .unwrap(),
+    );
+    let per_unit = [0.3 / 4.0, 0.1 / 4.0, 0.3 / 4.0, 0.2 / 2.0];
+    let members = [2.0, 1.0, 2.0, 1.0];
+    let units = [8.0, 8.0, 8.0, 4.0];
+    for cost in [MacCost::Unit, MacCost::Shared, MacCost::Fraction] {
+        let want: Vec<f64> = (0..4)
+            .map(|i| match cost {
+                MacCost::Unit => per_unit[i],
+                MacCost::Shared => per_unit[i] / members[i],
+                MacCost::Fraction => per_unit[i] / members[i] * units[i],
+            })
+            .collect();
+        let options = SelectOptions {
+            mac_weight: 1.0,
+            mac_cost: cost,
+            weigh_by: WeighBy::Latency,
+            ..Default::default()
+        };
+        let sel = selector_with(&graph, 3, options)
+            .unwrap()
+            .with_latency(table.clone())
+            .unwrap();
+        let got = sel.latency_costs().unwrap();
+        let max = want.iter().cloned().fold(0.0, f64::max);
+        for (i, l) in sel.layers().iter().enumerate() {
+            assert!(
+                (got[i] - want[i]).abs() < 1e-12,
+                "{} cost: layer {l} latency cost {}, expected {}",
+                cost.name(),
+                got[i],
+                want[i]
+            );
+            assert!((sel.weights()[i] - want[i] / max).abs() < 1e-12, "{l}");
+        }
+        // The coupled members are charged alike.
+        assert_eq!(got[0], got[2]);
     }
 }
 

@@ -105,6 +105,8 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     assert!(m["before_ms"]["median"].as_f64().unwrap() > 0.0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("latency gain / MAC cut"), "{md}");
+    // The default preset's MAC weights counted the latency each layer saves on the table.
+    assert_eq!(v["selection"]["weigh_by"], "latency");
 
     // `ratios` meets the same target on the same table from the stored scores.
     let scores = out.join("scores.json");
@@ -129,6 +131,7 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
         "{l}"
     );
     assert!(l["removed"].as_f64().unwrap() >= 0.5, "{l}");
+    assert_eq!(rv["weigh_by"], "latency");
     let o = run(&[
         "ratios",
         "--scores",
@@ -139,9 +142,34 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
         table.to_str().unwrap(),
     ]);
     assert!(
-        stdout(&o).contains("on the given table (my-device, batch 1, 1 threads)"),
+        stdout(&o).contains("on the given table (my-device, batch 1, 1 threads)")
+            && stdout(&o).contains("(costs: latency saved per fraction of a layer)"),
         "{}",
         stdout(&o)
+    );
+    // `--weigh-by macs` keeps MAC costs on the same table: recorded as such, and the layer
+    // the table says saves nothing (layers.0) loses units it keeps under latency weights.
+    let o = run(&[
+        "ratios",
+        "--scores",
+        scores.to_str().unwrap(),
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--weigh-by",
+        "macs",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mv: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(mv["weigh_by"], "macs");
+    assert!(mv["latency"]["removed"].as_f64().unwrap() >= 0.5);
+    assert!(
+        keep(&mv, "layers.0") < keep(&rv, "layers.0"),
+        "{} vs {}",
+        keep(&mv, "layers.0"),
+        keep(&rv, "layers.0")
     );
 
     // The same table cannot reach 90%: the error states the range.

@@ -57,8 +57,8 @@ pub struct PruneSection {
     pub target_latency: Option<f64>,
     /// Where the latency table is measured: `libtorch-cpu` (default), `onnxruntime-cpu`
     /// (through a Python with the `onnxruntime` package, `latency_python`) or `pytorch-cpu`
-    /// (the exported `model.py` in eager PyTorch, through a Python with `torch`); `cuda` is
-    /// not available yet.
+    /// (the exported `model.py` in eager PyTorch, through a Python with `torch`) or `cuda`
+    /// (CUDA device 0, where libtorch sees one).
     pub latency_on: Option<crate::LatencyRuntime>,
     /// Batch size the latency table is measured and the pruned model timed at (default 1).
     pub latency_batch: Option<usize>,

@@ -1050,11 +1050,10 @@ impl<'a> Pruner<'a> {
                 table.save(&dir.path().join(&file))?;
             }
             // What the pruned models are timed with: the table's runtime when fair-pruner
-            // times on it (checked before scoring), libtorch otherwise.
-            let timer = match settings.timer_for(&table) {
-                Some(t) if t.runtime().through_python() => t,
-                _ => LatencyTimer::libtorch_cpu(),
-            };
+            // times on it (checked before scoring), libtorch CPU otherwise.
+            let timer = settings
+                .timer_for(&table)
+                .unwrap_or_else(LatencyTimer::libtorch_cpu);
             Some((table, source, file, timer))
         } else {
             None
@@ -1402,9 +1401,7 @@ impl<'a> Pruner<'a> {
                 preset: Some(self.preset),
                 mac_weight: select.mac_weight,
                 mac_cost: select.mac_cost,
-                weigh_by: (select.mac_weight > 0.0
-                    && self.goals.iter().any(|g| matches!(g, Goal::Latency(_))))
-                .then_some(select.weigh_by),
+                weigh_by: selector.weighed_by().filter(|_| self.method == Method::Tod),
                 exact_target: select.exact_target,
                 min_keep: select.counting.min_keep,
                 round_to: select.counting.round_to,

@@ -105,8 +105,9 @@ pub struct SelectionSettings {
     /// What the MAC weight measured each layer's cost by.
     #[serde(default)]
     pub mac_cost: MacCost,
-    /// What the MAC weight's costs counted under a latency target: `latency` (the table's
-    /// savings) or `macs`; absent for other goals and without a MAC weight.
+    /// What the MAC weight's costs counted under a latency target (ToD counts): `latency`
+    /// (the table's savings) or `macs`; absent for other goals, uniform counts and without
+    /// a MAC weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weigh_by: Option<fair_analysis::WeighBy>,
     /// Whether a target was met by blending two ToD solutions (`exact_target`).

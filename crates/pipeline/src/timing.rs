@@ -1032,7 +1032,7 @@ fn seconds(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
-/// The error for timing on CUDA, which fair-pruner does not do yet.
+/// The error for timing on CUDA where libtorch sees no CUDA device.
 fn cuda_unavailable() -> PipelineError {
     PipelineError::invalid(
         "latency-on",
@@ -1060,22 +1060,48 @@ fn copied_to(model: &Model, device: Device, what: &str) -> Result<Model, Pipelin
     })
 }
 
-/// The name of CUDA device 0 as `nvidia-smi` reports it (e.g. `NVIDIA H100 80GB HBM3`),
-/// which keys the latency tables measured on it; `CUDA device 0` where `nvidia-smi` cannot
-/// say.
+/// The name of the GPU that CUDA device 0 is, as `nvidia-smi` reports it (e.g. `NVIDIA
+/// H100 80GB HBM3`), which keys the latency tables measured on it: the first device of
+/// `CUDA_VISIBLE_DEVICES` when that is set (an index or a UUID, as `nvidia-smi -i` takes
+/// it); otherwise every GPU's name, which is one name on a machine of one kind of GPU (CUDA
+/// may order mixed GPUs otherwise than `nvidia-smi`, so their names are all given, joined
+/// by ` or `). `CUDA device 0` where `nvidia-smi` cannot say: tables keyed so may be reused
+/// on another GPU of a machine without `nvidia-smi`.
 pub fn cuda_device_name() -> String {
-    Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader", "-i", "0"])
+    let pinned = std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| v.split(',').next().map(|d| d.trim().to_owned()))
+        .filter(|d| !d.is_empty());
+    let mut args = vec![
+        "--query-gpu=name".to_owned(),
+        "--format=csv,noheader".to_owned(),
+    ];
+    if let Some(d) = pinned {
+        args.extend(["-i".to_owned(), d]);
+    }
+    let names: Vec<String> = Command::new("nvidia-smi")
+        .args(&args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .and_then(|o| {
-            let name = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-            (!name.is_empty()).then_some(name)
+        .map(|o| {
+            let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
         })
-        .unwrap_or_else(|| "CUDA device 0".to_owned())
+        .unwrap_or_default();
+    if names.is_empty() {
+        "CUDA device 0".to_owned()
+    } else {
+        names.join(" or ")
+    }
 }
 
 #[cfg(test)]
