@@ -132,10 +132,9 @@ fn unit_costs_match_a_hand_computation() {
     assert_eq!(off.unit_macs(), want);
 }
 
-#[test]
-fn coupled_layers_share_the_cost_of_their_group() {
-    // stem (3→8) and conv_b (8→8) meet at an add: one unit of their group removes a channel
-    // of both, and the input channels of conv_a and conv_c that read it.
+/// stem (3→8) and conv_b (8→8) meet at an add → conv_c (8→4, stride 2) → flatten → fc
+/// (→10): {stem, conv_b} is one residual group, conv_a and conv_c lone layers.
+fn residual() -> Graph {
     let mut b = GraphBuilder::new("res", "input", vec![3, 8, 8]);
     let stem = b.conv("stem", "input", 8, 3, 1, 1, false).unwrap();
     let a = b.conv("conv_a", &stem, 8, 3, 1, 1, false).unwrap();
@@ -144,7 +143,14 @@ fn coupled_layers_share_the_cost_of_their_group() {
     let c = b.conv("conv_c", &s, 4, 3, 2, 1, false).unwrap();
     let f = b.flatten("flatten", &c).unwrap();
     b.linear("fc", &f, 10, true).unwrap();
-    let graph = b.finish().unwrap();
+    b.finish().unwrap()
+}
+
+#[test]
+fn coupled_layers_share_the_cost_of_their_group() {
+    // stem (3→8) and conv_b (8→8) meet at an add: one unit of their group removes a channel
+    // of both, and the input channels of conv_a and conv_c that read it.
+    let graph = residual();
     let sel = selector(&graph, 3, 1.0).unwrap();
     assert_eq!(sel.layers(), ["stem", "conv_a", "conv_b", "conv_c"]);
     let group = conv_per_out(3, 3, 8, 8)
@@ -200,15 +206,7 @@ fn latency_costs_of_a_coupled_group_come_from_its_one_table_entry() {
     // The residual graph above. The table names the stem+conv_b group by its first member
     // only; each group's half width saves (of 1 s): the group 0.3 s over its upper 4
     // channels, conv_a 0.1 s over 4, conv_c 0.2 s over its upper 2.
-    let mut b = GraphBuilder::new("res", "input", vec![3, 8, 8]);
-    let stem = b.conv("stem", "input", 8, 3, 1, 1, false).unwrap();
-    let a = b.conv("conv_a", &stem, 8, 3, 1, 1, false).unwrap();
-    let bb = b.conv("conv_b", &a, 8, 3, 1, 1, false).unwrap();
-    let s = b.add_all("add", &[&stem, &bb]).unwrap();
-    let c = b.conv("conv_c", &s, 4, 3, 2, 1, false).unwrap();
-    let f = b.flatten("flatten", &c).unwrap();
-    b.linear("fc", &f, 10, true).unwrap();
-    let graph = b.finish().unwrap();
+    let graph = residual();
     let group = |layer: &str, width: usize, half_seconds: f64| LatencyGroup {
         layers: vec![layer.into()],
         width,

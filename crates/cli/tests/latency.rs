@@ -47,6 +47,35 @@ fn keep(result: &serde_json::Value, layer: &str) -> u64 {
         .unwrap()
 }
 
+/// `prune` of the toy model (`flags`, weights `w`) to the latency `target` on the given
+/// `table`, into `out`.
+fn on_table_args(
+    flags: &[String],
+    w: &Path,
+    target: &str,
+    table: &Path,
+    out: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["prune".into()];
+    args.extend(flags.iter().cloned());
+    for a in [
+        "--weights",
+        w.to_str().unwrap(),
+        "--per-class",
+        "8",
+        "--target-latency",
+        target,
+        "--latency-table",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ] {
+        args.push(a.to_owned());
+    }
+    args
+}
+
 #[test]
 fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,21 +84,8 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     let table = dir.path().join("table.json");
     write_table(&table, "");
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.5",
-        "--latency-table",
-        table.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let owned = on_table_args(&flags, &w, "0.5", &table, &out);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -110,16 +126,20 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
 
     // `ratios` meets the same target on the same table from the stored scores.
     let scores = out.join("scores.json");
-    let o = run(&[
-        "ratios",
-        "--scores",
-        scores.to_str().unwrap(),
-        "--target-latency",
-        "0.5",
-        "--latency-table",
-        table.to_str().unwrap(),
-        "--json",
-    ]);
+    let ratios_on_table = |extra: &[&str]| {
+        let mut a = vec![
+            "ratios",
+            "--scores",
+            scores.to_str().unwrap(),
+            "--target-latency",
+            "0.5",
+            "--latency-table",
+            table.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let o = ratios_on_table(&["--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rv: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let l = &rv["latency"];
@@ -132,15 +152,7 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     );
     assert!(l["removed"].as_f64().unwrap() >= 0.5, "{l}");
     assert_eq!(rv["weigh_by"], "latency");
-    let o = run(&[
-        "ratios",
-        "--scores",
-        scores.to_str().unwrap(),
-        "--target-latency",
-        "0.5",
-        "--latency-table",
-        table.to_str().unwrap(),
-    ]);
+    let o = ratios_on_table(&[]);
     assert!(
         stdout(&o).contains("on the given table (my-device, batch 1, 1 threads)")
             && stdout(&o).contains("(costs: latency saved per fraction of a layer)"),
@@ -149,18 +161,7 @@ fn a_latency_target_prunes_on_a_given_table_and_reports_the_measured_latency() {
     );
     // `--weigh-by macs` keeps MAC costs on the same table: recorded as such, and the layer
     // the table says saves nothing (layers.0) loses units it keeps under latency weights.
-    let o = run(&[
-        "ratios",
-        "--scores",
-        scores.to_str().unwrap(),
-        "--target-latency",
-        "0.5",
-        "--latency-table",
-        table.to_str().unwrap(),
-        "--weigh-by",
-        "macs",
-        "--json",
-    ]);
+    let o = ratios_on_table(&["--weigh-by", "macs", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mv: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(mv["weigh_by"], "macs");
@@ -261,22 +262,8 @@ fn a_target_beyond_a_table_of_this_runtime_is_measured_not_refused() {
     t["key"]["runtime"] = "libtorch-cpu".into();
     std::fs::write(&table, serde_json::to_string(&t).unwrap()).unwrap();
     let out = dir.path().join("pruned");
-    let mut args: Vec<&str> = vec!["prune"];
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([
-        "--weights",
-        w.to_str().unwrap(),
-        "--per-class",
-        "8",
-        "--target-latency",
-        "0.9",
-        "--latency-table",
-        table.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    let o = run(&args);
+    let args = on_table_args(&flags, &w, "0.9", &table, &out);
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let v = report(&out);
     let rounds = v["results"][0]["latency_target"]["rounds"]
